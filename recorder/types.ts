@@ -1,0 +1,57 @@
+import type { AuditEvent } from '../src/events/envelope.ts';
+
+/** Proof that an event is in the chain and durable. */
+export interface AppendReceipt {
+  seq: number;
+  hash: string;
+}
+
+/**
+ * The hash-chained audit log, as the gateway and CLI use it. Implementations: the segment-file writer
+ * (the process that holds the writer lock) and the spool client (a CLI process while a gateway holds it).
+ */
+export interface AuditSink {
+  /** Append one event. Resolves only after the record is durable (group-commit fsync). Rejects with
+   *  AuditUnavailableError when the log cannot be written; after that `healthy` is false. */
+  append(event: AuditEvent): Promise<AppendReceipt>;
+  /** False once a write has failed; the gateway refuses new sessions while false. */
+  readonly healthy: boolean;
+  /** Reason the sink is unhealthy, for the operational log and client errors. */
+  readonly failure?: Error;
+  /** Write a final checkpoint and close. */
+  close(): Promise<void>;
+}
+
+export interface AsciicastHeader {
+  width: number;
+  height: number;
+  /** Unix seconds. */
+  timestamp: number;
+  term?: string;
+  title?: string;
+  command?: string;
+}
+
+/**
+ * One terminal recording (asciicast v2). Calls never block and never throw: data is queued and written
+ * in the background; a write failure is reported once through `onError` so the session can be ended
+ * (fail closed).
+ */
+export interface AsciicastWriter {
+  /** Recording id (relative path inside the recording store) referenced from session events. */
+  readonly id: string;
+  output(data: Buffer | string): void;
+  input(data: Buffer | string): void;
+  resize(width: number, height: number): void;
+  onError(cb: (err: Error) => void): void;
+  close(): Promise<void>;
+}
+
+export interface RecordingStore {
+  /** Open a recording for channel `channel` of session `sessionId`. */
+  openAsciicast(sessionId: string, channel: number, header: AsciicastHeader): AsciicastWriter;
+  /** Recordings of a session (ids), in channel order. */
+  list(sessionId: string): Promise<string[]>;
+  /** Full path of a recording for reading. */
+  pathOf(id: string): string;
+}

@@ -1,0 +1,48 @@
+import { z } from 'zod';
+import { duration, name } from '../config/types.ts';
+
+/**
+ * Roles: what a role reaches. Users carry standing roles in their certificates; a just-in-time grant adds
+ * a role (optionally narrowed to some targets) for a bounded time.
+ */
+export function rolesSchema() {
+  const role = z.strictObject({
+    name: name(),
+    description: z.string().optional(),
+    /** Target names this role reaches ('*' = all). */
+    targets: z.array(z.string()).default([]),
+    /** Or targets whose labels include all of these. */
+    target_labels: z.record(z.string(), z.string()).optional(),
+    /** SSH logins allowed on those targets ('*' = any login the target allows). */
+    logins: z.array(z.string()).default([]),
+    /** Databases allowed on those targets ('*' = any). */
+    databases: z.array(z.string()).default(['*']),
+    /** Allow `ssh -L` (direct-tcpip) through targets that allow it. */
+    port_forwarding: z.boolean().default(false),
+    /** Roles whose holders may approve requests for this role. Empty = not requestable. */
+    approvers: z.array(z.string()).default([]),
+    /** Number of distinct approvals a request for this role needs. */
+    approvals_required: z.number().int().min(1).default(1),
+    /** Longest grant of this role. */
+    max_ttl: duration().default(4 * 3_600_000 as never),
+  });
+  return z.array(role).default([]);
+}
+
+export function accessSchema() {
+  return z
+    .strictObject({
+      /** Users who are on call and may self-grant (break-glass) with a reason. */
+      on_call: z.array(z.string()).default([]),
+      /** Allow break-glass self-grants by on-call users. */
+      break_glass: z.boolean().default(true),
+      /** A pending request that nobody decides expires after this long. */
+      request_ttl: z.union([duration()]).default(3_600_000 as never),
+      /** Roles allowed to manage locks and revoke any grant. */
+      admin_roles: z.array(z.string()).default(['admin']),
+    })
+    .prefault({});
+}
+
+export type RoleConfig = z.output<ReturnType<typeof rolesSchema>>[number];
+export type AccessConfig = z.output<ReturnType<typeof accessSchema>>;

@@ -1,0 +1,80 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import YAML from 'yaml';
+import type { z } from 'zod';
+import { ConfigError } from '../errors.ts';
+import { buildConfigSchema, type VigilConfig } from './schema.ts';
+
+export interface LoadOptions {
+  /** Config file; falls back to $VIGIL_CONFIG; none = built-in defaults (embedded store under ./data). */
+  configPath?: string;
+  /** Overrides data_dir (the `--data` flag). */
+  dataDir?: string;
+  /** Check that referenced files exist (default true). */
+  checkFiles?: boolean;
+}
+
+export interface LoadedConfig {
+  config: VigilConfig;
+  /** Config file used, if any. */
+  file?: string;
+  /** Absolute data directory. */
+  dataDir: string;
+}
+
+/** `targets[0].port` from a zod path. */
+export function formatPath(p: readonly PropertyKey[]): string {
+  let out = '';
+  for (const k of p) out += typeof k === 'number' ? `[${k}]` : out ? `.${String(k)}` : String(k);
+  return out;
+}
+
+function toConfigError(err: z.ZodError): ConfigError {
+  const issue = err.issues[0];
+  let p = formatPath(issue.path);
+  let message = issue.message;
+  if (issue.code === 'unrecognized_keys') {
+    const key = issue.keys[0];
+    p = p ? `${p}.${key}` : key;
+    message = 'unknown key';
+  } else if (issue.code === 'invalid_union' && 'note' in issue && issue.note === 'No matching discriminator') {
+    if (!p.endsWith('protocol')) p = p ? `${p}.protocol` : 'protocol';
+    message = 'unknown protocol';
+  }
+  const more = err.issues.length > 1 ? ` (and ${err.issues.length - 1} more problem${err.issues.length > 2 ? 's' : ''})` : '';
+  return new ConfigError(p, message + more);
+}
+
+/** Validate a parsed YAML document. Throws ConfigError naming the first bad key. */
+export function parseConfig(doc: unknown, base: string, checkFiles = true): VigilConfig {
+  const schema = buildConfigSchema({ base, checkFiles });
+  const result = schema.safeParse(doc ?? {});
+  if (!result.success) throw toConfigError(result.error);
+  return result.data as VigilConfig;
+}
+
+export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
+  const file = opts.configPath ?? process.env.VIGIL_CONFIG;
+  let doc: unknown = {};
+  let base = process.cwd();
+  if (file) {
+    const abs = path.resolve(file);
+    let text: string;
+    try {
+      text = fs.readFileSync(abs, 'utf8');
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new ConfigError('', `cannot read config file ${abs}: ${code === 'ENOENT' ? 'no such file' : code}`);
+    }
+    try {
+      doc = YAML.parse(text, { prettyErrors: true });
+    } catch (e) {
+      throw new ConfigError('', `${abs} is not valid YAML: ${(e as Error).message}`);
+    }
+    base = path.dirname(abs);
+  }
+  const config = parseConfig(doc, base, opts.checkFiles ?? true);
+  const dataDir = path.resolve(opts.dataDir ?? path.resolve(base, config.data_dir));
+  config.data_dir = dataDir;
+  return { config, file: file ? path.resolve(file) : undefined, dataDir };
+}

@@ -1,0 +1,89 @@
+import { z } from 'zod';
+import { duration, size, listen, name, type SchemaContext } from './types.ts';
+export { listenerBase } from './types.ts';
+import { PROXIES } from '../../proxies/registry.ts';
+import { rolesSchema, accessSchema } from '../authz/config.ts';
+
+/** Fields common to every target, whatever its protocol. */
+function targetCommon(protocol: string) {
+  return {
+    name: name(),
+    protocol: z.literal(protocol),
+    host: z.string().min(1),
+    port: z.number().int().min(1).max(65535),
+    labels: z.record(z.string(), z.string()).default({}),
+    description: z.string().optional(),
+    /** Roles that may use this target (in addition to roles that name it). */
+    roles: z.array(z.string()).default([]),
+  };
+}
+
+export function buildConfigSchema(sc: SchemaContext) {
+  const targetVariants = PROXIES.map((p) => z.strictObject({ ...targetCommon(p.name), ...p.targetFields(sc) }));
+  const target = z.discriminatedUnion('protocol', targetVariants as unknown as [z.ZodObject, ...z.ZodObject[]]);
+
+  const proxySections: Record<string, z.ZodType> = {};
+  for (const p of PROXIES) proxySections[p.name] = p.sectionSchema(sc).prefault({});
+
+  return z.strictObject({
+    /** Where keys, the audit log, recordings and state live. */
+    data_dir: z.string().default('./data'),
+    log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info') }).prefault({}),
+    gateway: z
+      .strictObject({
+        /** Subject alternative names of the gateway's TLS server certificate. */
+        tls_sans: z.array(z.string()).default(['localhost', '127.0.0.1']),
+        /** How long live sessions may finish after SIGTERM. */
+        shutdown_drain: duration().default(10_000 as never),
+        /** Backend connect timeout. */
+        connect_timeout: duration().default(10_000 as never),
+        /** Unauthenticated connections are dropped after this long. */
+        auth_timeout: duration().default(15_000 as never),
+        /** Limit of connections that have not authenticated yet, per listener. */
+        max_unauthenticated: z.number().int().min(1).default(256),
+        /** Sessions without traffic are ended after this long (0 = never). */
+        idle_timeout: duration().default(0 as never),
+      })
+      .prefault({}),
+    certs: z
+      .strictObject({
+        default_ttl: duration().default(3_600_000 as never),
+        max_ttl: duration().default(12 * 3_600_000 as never),
+        /** Allowance for clocks that disagree when checking validity windows. */
+        clock_skew: duration().default(60_000 as never),
+      })
+      .prefault({}),
+    audit: z
+      .strictObject({
+        segment_max_bytes: size().default(64 * 1024 * 1024 as never),
+        checkpoint_interval: duration().default(1000 as never),
+        checkpoint_every: z.number().int().min(1).default(1000),
+      })
+      .prefault({}),
+    recording: z
+      .strictObject({
+        /** Also record keystrokes (`i` events). Off by default: passwords typed at prompts would be stored. */
+        keystrokes: z.boolean().default(false),
+      })
+      .prefault({}),
+    redaction: z
+      .strictObject({
+        /** Case-insensitive regular expressions; parameters and columns whose names match are masked. */
+        patterns: z.array(z.string()).default(['pass(word)?', 'secret', 'token', 'api_?key', 'credential']),
+      })
+      .prefault({}),
+    api: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        listen: listen().prefault('127.0.0.1:8443'),
+      })
+      .prefault({}),
+    ...proxySections,
+    targets: z.array(target).default([]),
+    roles: rolesSchema(),
+    access: accessSchema(),
+  });
+}
+
+export type VigilConfig = z.output<ReturnType<typeof buildConfigSchema>> & Record<string, unknown>;
+export type TargetConfig = VigilConfig['targets'][number] & Record<string, unknown>;

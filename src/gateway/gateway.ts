@@ -1,0 +1,151 @@
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { ulid } from 'ulid';
+import type { Logger } from 'pino';
+import type { LoadedConfig } from '../config/load.ts';
+import type { TargetConfig } from '../config/schema.ts';
+import { createLogger } from '../log.ts';
+import { PROXIES } from '../../proxies/registry.ts';
+import type { ProxyInstance, ListenerSection } from './proxy.ts';
+import type { GatewayServices, TargetDirectory } from './services.ts';
+import { EventBus } from '../events/bus.ts';
+import { LOCAL_SOURCE, SYSTEM_ACTOR } from '../events/envelope.ts';
+import { SessionRegistry } from '../sessions/registry.ts';
+import { initIdentity, openIdentity } from '../identity/index.ts';
+import { openStateStore } from '../store/index.ts';
+import { createAuthorizer } from '../authz/index.ts';
+import { startAccessEnforcement } from '../access/enforcement.ts';
+import { startApi } from '../api/server.ts';
+import { openAuditLog } from '../../recorder/audit/index.ts';
+import { openRecordingStore } from '../../recorder/recordings/index.ts';
+import { startTelemetry } from '../telemetry.ts';
+
+export interface Gateway {
+  services: GatewayServices;
+  /** Bound ports by listener name (`ssh`, `postgres`, `mysql`, `api`); useful when config asked for port 0. */
+  ports: Record<string, number>;
+  /** Graceful stop: stop accepting, drain live sessions for `gateway.shutdown_drain`, seal the log. */
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  log?: Logger;
+}
+
+function targetDirectory(targets: TargetConfig[]): TargetDirectory {
+  const byKey = new Map(targets.map((t) => [`${t.protocol}/${t.name}`, t]));
+  return {
+    find: (name, protocol) => byKey.get(`${protocol}/${name}`),
+    all: () => targets,
+  };
+}
+
+function listenOn(server: net.Server, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve((server.address() as net.AddressInfo).port);
+    });
+  });
+}
+
+/**
+ * Assemble the services bundle and open every enabled listener. Creates the CA on first start.
+ * Nothing listens before the config, keys, store and audit log are all ready.
+ */
+export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}): Promise<Gateway> {
+  const { config, dataDir } = loaded;
+  const log = opts.log ?? createLogger(config.log.level);
+  fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const telemetry = await startTelemetry(log);
+
+  const created = await initIdentity(dataDir, config);
+  const store = await openStateStore(dataDir);
+  const identity = await openIdentity(dataDir, config, store);
+  const audit = await openAuditLog(path.join(dataDir, 'audit'), {
+    signingKeyFile: path.join(dataDir, 'ca', 'audit_signing.key'),
+    segmentMaxBytes: config.audit.segment_max_bytes,
+    checkpointIntervalMs: config.audit.checkpoint_interval,
+    checkpointEvery: config.audit.checkpoint_every,
+    log,
+  });
+  const events = new EventBus(audit);
+  const services: GatewayServices = {
+    config,
+    dataDir,
+    log,
+    events,
+    identity,
+    store,
+    authz: createAuthorizer(config, store),
+    sessions: new SessionRegistry(),
+    recordings: openRecordingStore(path.join(dataDir, 'recordings')),
+    targets: targetDirectory(config.targets as TargetConfig[]),
+  };
+  if (created) {
+    await events.emit({ type: 'ca.created', outcome: 'success', actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: 'ca', protocol: 'vigil' }, details: { data_dir: dataDir } });
+  }
+
+  const enforcement = startAccessEnforcement(services);
+  const servers: net.Server[] = [];
+  const proxies: ProxyInstance[] = [];
+  const ports: Record<string, number> = {};
+  try {
+    for (const mod of PROXIES) {
+      const section = (config as Record<string, unknown>)[mod.name] as ListenerSection;
+      if (!section?.enabled) continue;
+      const proxy = await mod.create(services, section as never);
+      proxies.push(proxy);
+      const plog = log.child({ proxy: mod.name });
+      const server = net.createServer({ noDelay: true }, (socket) => {
+        // One bad connection must never take the process down: errors are handled per socket.
+        socket.on('error', (e) => plog.debug({ err: e.message }, 'socket error'));
+        const remote = { ip: socket.remoteAddress ?? 'unknown', port: socket.remotePort ?? 0 };
+        const id = ulid();
+        try {
+          proxy.handleConnection(socket, { id, remote, log: plog.child({ conn: id }) });
+        } catch (e) {
+          plog.error({ err: e }, 'proxy failed to take a connection');
+          socket.destroy();
+        }
+      });
+      server.on('error', (e) => plog.error({ err: e }, 'listener error'));
+      ports[mod.name] = await listenOn(server, section.listen.host, section.listen.port);
+      servers.push(server);
+      plog.info({ listen: `${section.listen.host}:${ports[mod.name]}` }, `${mod.name} listener ready`);
+    }
+    if (config.api.enabled) {
+      const api = await startApi(services, config.api.listen);
+      ports.api = api.port;
+      servers.push(api.server);
+    }
+  } catch (e) {
+    for (const s of servers) s.close();
+    for (const p of proxies) await p.close().catch(() => {});
+    enforcement.stop();
+    await audit.close().catch(() => {});
+    await store.close().catch(() => {});
+    throw e;
+  }
+  await events.emit({ type: 'gateway.started', outcome: 'success', actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: 'gateway', protocol: 'vigil' }, details: { ports } });
+
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      for (const s of servers) s.close();
+      for (const p of proxies) await p.close().catch((e) => log.warn({ err: e }, 'proxy close failed'));
+      await services.sessions.drain(config.gateway.shutdown_drain);
+      services.sessions.terminateWhere(() => true, 'shutdown', 'The vigil gateway is shutting down.');
+      await services.sessions.drain(2000);
+      enforcement.stop();
+      await events
+        .emit({ type: 'gateway.stopped', outcome: 'success', actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: 'gateway', protocol: 'vigil' }, details: {} })
+        .catch(() => {});
+      await audit.close().catch((e) => log.error({ err: e }, 'audit log close failed'));
+      await store.close().catch(() => {});
+      await telemetry.shutdown().catch(() => {});
+    })());
+  return { services, ports, close };
+}

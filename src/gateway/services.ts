@@ -1,0 +1,29 @@
+import type { Logger } from 'pino';
+import type { VigilConfig, TargetConfig } from '../config/schema.ts';
+import type { IdentityService } from '../identity/types.ts';
+import type { Authorizer } from '../authz/types.ts';
+import type { StateStore } from '../store/types.ts';
+import type { RecordingStore } from '../../recorder/types.ts';
+import type { EventBus } from '../events/bus.ts';
+import type { SessionRegistry } from '../sessions/registry.ts';
+
+/** The shared services bundle every proxy, the API and the CLI work with. */
+export interface GatewayServices {
+  config: VigilConfig;
+  /** Absolute data directory. */
+  dataDir: string;
+  log: Logger;
+  events: EventBus;
+  identity: IdentityService;
+  authz: Authorizer;
+  store: StateStore;
+  sessions: SessionRegistry;
+  recordings: RecordingStore;
+  targets: TargetDirectory;
+}
+
+export interface TargetDirectory {
+  /** The target called `name` of `protocol`, or undefined. */
+  find(name: string, protocol: string): TargetConfig | undefined;
+  all(): TargetConfig[];
+}

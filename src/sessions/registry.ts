@@ -1,0 +1,150 @@
+import { ulid } from 'ulid';
+import type { Principal } from '../identity/types.ts';
+
+/** Why a session ended. Recorded verbatim as `session.end` details.reason. */
+export type EndReason =
+  | 'client_closed'
+  | 'backend_closed'
+  | 'backend_error'
+  | 'cert_expired'
+  | 'grant_expired'
+  | 'revoked'
+  | 'locked'
+  | 'idle_timeout'
+  | 'shutdown'
+  | 'recording_failed'
+  | 'audit_unavailable'
+  | 'protocol_error'
+  | 'error';
+
+export interface SessionInfo {
+  protocol: string;
+  principal: Principal;
+  target: { name: string; host: string; port: number; login?: string; database?: string };
+  source: { ip: string; port: number };
+  /** Grants this session relies on (empty when standing roles allow it). */
+  grantIds: string[];
+  /** When the grant that allows this session expires (the session is cut then). */
+  accessExpiresAt?: Date;
+}
+
+export interface LiveSession extends SessionInfo {
+  id: string;
+  startedAt: Date;
+}
+
+/**
+ * How the registry ends a session: the proxy sends `message` to the client in the protocol's own way
+ * (SSH stderr + exit, Postgres FATAL ErrorResponse, MySQL ERR) and closes. Must be idempotent.
+ */
+export type Terminator = (reason: EndReason, message: string) => void;
+
+export interface SessionHandle {
+  readonly id: string;
+  readonly session: LiveSession;
+  /** Set once the session is ending, with the first reason given. */
+  readonly endReason: EndReason | undefined;
+  /** Ask the proxy to end the session (runs the terminator once). */
+  terminate(reason: EndReason, message: string): void;
+  /** The proxy reports the session is over (removes it from the registry, clears timers). */
+  close(reason: EndReason): void;
+}
+
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Registry of live sessions of every protocol. Each session is killable through its handle; the
+ * registry ends sessions by itself at certificate or grant expiry, and the access layer ends them on
+ * revocation or lock through `terminateWhere`.
+ */
+export class SessionRegistry {
+  private readonly live = new Map<string, Handle>();
+
+  open(info: SessionInfo, terminator: Terminator, id: string = ulid()): SessionHandle {
+    const h = new Handle(id, { ...info, id, startedAt: new Date() }, terminator, (x) => this.live.delete(x.id));
+    this.live.set(id, h);
+    h.arm('cert_expired', info.principal.notAfter, 'Your vigil certificate has expired; the session is closed. Request a new certificate.');
+    if (info.accessExpiresAt) {
+      h.arm('grant_expired', info.accessExpiresAt, 'Your access grant has expired; the session is closed.');
+    }
+    return h;
+  }
+
+  get(id: string): SessionHandle | undefined {
+    return this.live.get(id);
+  }
+
+  list(): LiveSession[] {
+    return [...this.live.values()].map((h) => h.session);
+  }
+
+  get size(): number {
+    return this.live.size;
+  }
+
+  /** Terminate every live session matching `pred`. Returns how many were asked to end. */
+  terminateWhere(pred: (s: LiveSession) => boolean, reason: EndReason, message: string): number {
+    let n = 0;
+    for (const h of [...this.live.values()]) {
+      if (pred(h.session)) {
+        h.terminate(reason, message);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /** Wait until all sessions closed or `ms` elapsed. */
+  async drain(ms: number): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (this.live.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+class Handle implements SessionHandle {
+  endReason: EndReason | undefined;
+  private readonly timers: NodeJS.Timeout[] = [];
+  constructor(
+    readonly id: string,
+    readonly session: LiveSession,
+    private readonly terminator: Terminator,
+    private readonly onClose: (h: Handle) => void,
+  ) {}
+
+  /** Terminate at `at`; long delays are re-armed in steps because timers cap at ~24.8 days. */
+  arm(reason: EndReason, at: Date, message: string): void {
+    const delay = at.getTime() - Date.now();
+    if (delay <= 0) {
+      queueMicrotask(() => this.terminate(reason, message));
+      return;
+    }
+    const t = setTimeout(() => {
+      if (delay > MAX_TIMER_MS) this.arm(reason, at, message);
+      else this.terminate(reason, message);
+    }, Math.min(delay, MAX_TIMER_MS));
+    t.unref();
+    this.timers.push(t);
+  }
+
+  terminate(reason: EndReason, message: string): void {
+    if (this.endReason) return;
+    this.endReason = reason;
+    this.clearTimers();
+    try {
+      this.terminator(reason, message);
+    } catch {
+      // The proxy's terminator must not throw; if it does the session is still considered ending.
+    }
+  }
+
+  close(reason: EndReason): void {
+    if (!this.endReason) this.endReason = reason;
+    this.clearTimers();
+    this.onClose(this);
+  }
+
+  private clearTimers(): void {
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.length = 0;
+  }
+}

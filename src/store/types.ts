@@ -1,0 +1,93 @@
+/**
+ * Shared gateway state: issued certificates, revocations, access requests/grants and locks. The default
+ * implementation is an embedded SQLite database in the data directory (several processes — the gateway
+ * and CLI invocations — may use it at once); a PostgreSQL implementation can follow for replicas.
+ * Callers use only this interface, never file paths.
+ */
+export interface IssuedCertRecord {
+  serial: string;
+  user: string;
+  roles: string[];
+  notBefore: string; // RFC 3339
+  notAfter: string;
+  grantId?: string;
+  kind: 'cert' | 'token';
+}
+
+export interface RevocationRecord {
+  serial: string;
+  reason: string;
+  by: string;
+  time: string;
+}
+
+export type AccessState = 'pending' | 'active' | 'denied' | 'expired' | 'revoked';
+
+export interface AccessApproval {
+  by: string;
+  time: string;
+  comment?: string;
+}
+
+export interface AccessRecord {
+  id: string;
+  user: string;
+  role: string;
+  targets: string[];
+  reason: string;
+  /** Requested lifetime of the grant once approved. */
+  ttlMs: number;
+  state: AccessState;
+  createdAt: string;
+  /** A pending request stops being approvable at this time. */
+  requestExpiresAt: string;
+  approvals: AccessApproval[];
+  breakGlass: boolean;
+  /** Set when the request became an active grant. */
+  grantedAt?: string;
+  expiresAt?: string;
+  decidedBy?: string;
+  decisionReason?: string;
+  /** Set once `access.expired` has been written, so it is written exactly once across processes. */
+  expiryRecorded?: boolean;
+}
+
+export interface LockRecord {
+  /** What is locked: currently users only. */
+  kind: 'user';
+  name: string;
+  reason: string;
+  by: string;
+  createdAt: string;
+  expiresAt?: string;
+}
+
+export interface StateStore {
+  recordIssuedCert(rec: IssuedCertRecord): Promise<void>;
+  getIssuedCert(serial: string): Promise<IssuedCertRecord | undefined>;
+  /** Returns false when the serial was already revoked. */
+  revoke(rec: RevocationRecord): Promise<boolean>;
+  getRevocation(serial: string): Promise<RevocationRecord | undefined>;
+  /** Synchronous check against a cache refreshed by `refresh()`; used on every connection. */
+  isRevoked(serial: string): boolean;
+
+  createAccess(rec: AccessRecord): Promise<void>;
+  getAccess(id: string): Promise<AccessRecord | undefined>;
+  /** Atomic read-modify-write: `fn` returns the new record or throws to abort. */
+  updateAccess(id: string, fn: (cur: AccessRecord) => AccessRecord): Promise<AccessRecord>;
+  listAccess(filter?: { state?: AccessState; user?: string }): Promise<AccessRecord[]>;
+
+  putLock(rec: LockRecord): Promise<void>;
+  /** Returns false when there was no such lock. */
+  deleteLock(kind: LockRecord['kind'], name: string): Promise<boolean>;
+  listLocks(): Promise<LockRecord[]>;
+  /** Synchronous check against the cache. */
+  isLocked(kind: LockRecord['kind'], name: string): LockRecord | undefined;
+
+  /**
+   * Reload caches if another process changed anything; returns true when something changed. The gateway
+   * calls this every ~250 ms so CLI changes are seen within a second.
+   */
+  refresh(): Promise<boolean>;
+  close(): Promise<void>;
+}

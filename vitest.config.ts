@@ -1,0 +1,13 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts', 'proxies/**/*.test.ts', 'recorder/**/*.test.ts', 'src/**/*.test.ts'],
+    // Integration tests start real sshd / PostgreSQL / MariaDB; give them room on a 2-core machine.
+    testTimeout: 60_000,
+    hookTimeout: 120_000,
+    pool: 'forks',
+    maxWorkers: 2,
+    reporters: ['default'],
+  },
+});
