@@ -85,5 +85,15 @@ export function buildConfigSchema(sc: SchemaContext) {
   });
 }
 
-export type VigilConfig = z.output<ReturnType<typeof buildConfigSchema>> & Record<string, unknown>;
-export type TargetConfig = VigilConfig['targets'][number] & Record<string, unknown>;
+export type VigilConfig = Omit<z.output<ReturnType<typeof buildConfigSchema>>, 'targets'> & { targets: TargetConfig[] } & Record<string, unknown>;
+/** A target as proxies see it: common fields typed, protocol-specific fields (from the proxy's targetFields) by name. */
+export interface TargetConfig {
+  name: string;
+  protocol: string;
+  host: string;
+  port: number;
+  labels: Record<string, string>;
+  description?: string;
+  roles: string[];
+  [field: string]: unknown;
+}

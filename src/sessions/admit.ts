@@ -1,0 +1,179 @@
+import type { GatewayServices } from '../gateway/services.ts';
+import type { TargetConfig } from '../config/schema.ts';
+import type { Principal, VerifyResult } from '../identity/types.ts';
+import type { Decision } from '../authz/types.ts';
+import type { AuditEvent } from '../events/envelope.ts';
+import type { EndReason, SessionHandle, Terminator } from './registry.ts';
+
+/**
+ * The one path from "a client presented a credential for a target" to a registered, recorded session,
+ * shared by every protocol: fail closed when the audit log is down, verify, authorize (deny by default),
+ * write auth.success/auth.failure, register the session (expiry timers), write session.start, and at the
+ * end write session.end exactly once.
+ */
+export interface AdmitRequest {
+  protocol: string;
+  /** Connection id; becomes the session id. */
+  connId: string;
+  source: { ip: string; port: number };
+  credential: VerifyResult;
+  targetName: string;
+  login?: string;
+  database?: string;
+  /** Extra details for the auth events (e.g. `{ method: 'publickey' }`). */
+  details?: Record<string, unknown>;
+}
+
+export type Admission =
+  | { ok: true; principal: Principal; target: TargetConfig; decision: Extract<Decision, { allow: true }> }
+  | { ok: false; reason: string; /** safe for the client */ message: string };
+
+const AUDIT_DOWN = 'vigil cannot write its audit log, so new sessions are refused. Contact the gateway operator.';
+
+function eventTarget(protocol: string, targetName: string, target: TargetConfig | undefined, login?: string, database?: string): AuditEvent['target'] {
+  return { name: targetName || '(none)', protocol, host: target ? `${target.host}:${target.port}` : undefined, login, database };
+}
+
+export async function admit(services: GatewayServices, req: AdmitRequest): Promise<Admission> {
+  const { events, log } = services;
+  if (!events.healthy) {
+    log.error({ err: events.failure?.message, conn: req.connId }, 'refusing session: audit log unavailable (fail closed)');
+    return { ok: false, reason: 'audit_unavailable', message: AUDIT_DOWN };
+  }
+  const target = services.targets.find(req.targetName, req.protocol);
+  const evTarget = eventTarget(req.protocol, req.targetName, target, req.login, req.database);
+
+  const refuse = async (actor: AuditEvent['actor'], reason: string, message: string, detail?: string): Promise<Admission> => {
+    try {
+      await events.emit({
+        type: 'auth.failure',
+        outcome: 'failure',
+        actor,
+        source: req.source,
+        target: evTarget,
+        session_id: req.connId,
+        details: { reason, detail, ...req.details },
+      });
+    } catch (e) {
+      log.error({ err: (e as Error).message }, 'could not record auth.failure');
+      return { ok: false, reason: 'audit_unavailable', message: AUDIT_DOWN };
+    }
+    return { ok: false, reason, message };
+  };
+
+  const cred = req.credential;
+  if (!cred.ok) {
+    return refuse({ user: cred.user ?? 'unknown', roles: [], cert_serial: cred.certSerial }, cred.reason, cred.message, cred.detail);
+  }
+  const p = cred.principal;
+  const actor = { user: p.user, roles: p.roles, cert_serial: p.certSerial };
+  let decision: Decision;
+  try {
+    decision = await services.authz.authorize({ principal: p, target: req.targetName, protocol: req.protocol, login: req.login, database: req.database });
+  } catch (e) {
+    log.error({ err: e }, 'authorizer failed; denying');
+    return refuse(actor, 'authz_error', 'Access denied.');
+  }
+  if (!decision.allow) return refuse(actor, decision.reason, decision.message);
+  if (!target) return refuse(actor, 'unknown_target', 'No such target, or access denied.');
+
+  try {
+    await events.emit({
+      type: 'auth.success',
+      outcome: 'success',
+      actor,
+      source: req.source,
+      target: evTarget,
+      session_id: req.connId,
+      details: { credential: p.credential, via: decision.via, grant_ids: decision.grantIds, ...req.details },
+    });
+  } catch {
+    return { ok: false, reason: 'audit_unavailable', message: AUDIT_DOWN };
+  }
+  return { ok: true, principal: p, target, decision };
+}
+
+/** Counters a proxy updates while relaying; reported in session.end. */
+export interface SessionStats {
+  bytesFromClient: number;
+  bytesToClient: number;
+  /** Statements (databases) or channels (SSH). */
+  statements: number;
+}
+
+export interface OpenSession {
+  handle: SessionHandle;
+  stats: SessionStats;
+  /** Write session.end once (later calls are ignored) and remove the session from the registry. */
+  end(reason: EndReason, details?: Record<string, unknown>): Promise<void>;
+  /** Envelope fields for events of this session (actor/source/target/session_id). */
+  eventBase(): Pick<AuditEvent, 'actor' | 'source' | 'target' | 'session_id'>;
+}
+
+/**
+ * Register an admitted session and write session.start (awaited: if it cannot be recorded, the session
+ * does not start). `terminator` is how the proxy ends the session in its own protocol.
+ */
+export async function openSession(
+  services: GatewayServices,
+  req: AdmitRequest,
+  admission: Extract<Admission, { ok: true }>,
+  terminator: Terminator,
+  startDetails: Record<string, unknown> = {},
+): Promise<OpenSession> {
+  const { principal: p, target, decision } = admission;
+  const handle = services.sessions.open(
+    {
+      protocol: req.protocol,
+      principal: p,
+      target: { name: target.name, host: target.host, port: target.port, login: req.login, database: req.database },
+      source: req.source,
+      grantIds: decision.grantIds,
+      accessExpiresAt: decision.expiresAt,
+    },
+    terminator,
+    req.connId,
+  );
+  const base = {
+    actor: { user: p.user, roles: p.roles, cert_serial: p.certSerial },
+    source: req.source,
+    target: eventTarget(req.protocol, target.name, target, req.login, req.database),
+    session_id: handle.id,
+  };
+  const stats: SessionStats = { bytesFromClient: 0, bytesToClient: 0, statements: 0 };
+  const started = Date.now();
+  try {
+    await services.events.emit({ type: 'session.start', outcome: 'success', ...base, details: { grant_ids: decision.grantIds, cert_not_after: p.notAfter.toISOString(), ...startDetails } });
+  } catch (e) {
+    handle.close('audit_unavailable');
+    throw e;
+  }
+  let ended: Promise<void> | undefined;
+  return {
+    handle,
+    stats,
+    eventBase: () => base,
+    end(reason, details = {}) {
+      return (ended ??= (async () => {
+        const finalReason = handle.endReason ?? reason;
+        handle.close(finalReason);
+        const failed = !['client_closed', 'backend_closed', 'shutdown'].includes(finalReason);
+        await services.events
+          .emit({
+            type: 'session.end',
+            outcome: failed ? 'failure' : 'success',
+            ...base,
+            details: {
+              reason: finalReason,
+              duration_ms: Date.now() - started,
+              bytes_from_client: stats.bytesFromClient,
+              bytes_to_client: stats.bytesToClient,
+              statements: stats.statements,
+              ...details,
+            },
+          })
+          .catch((e) => services.log.error({ err: (e as Error).message, session: handle.id }, 'could not record session.end'));
+      })());
+    },
+  };
+}
