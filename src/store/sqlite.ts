@@ -1,0 +1,169 @@
+import path from 'node:path';
+import fs from 'node:fs';
+import Database from 'better-sqlite3';
+import { NotFoundError } from '../errors.ts';
+import type { AccessRecord, AccessState, IssuedCertRecord, LockRecord, RevocationRecord, StateStore } from './types.ts';
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS certs (
+  serial TEXT PRIMARY KEY, user TEXT NOT NULL, roles TEXT NOT NULL, not_before TEXT NOT NULL,
+  not_after TEXT NOT NULL, grant_id TEXT, kind TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS revocations (serial TEXT PRIMARY KEY, reason TEXT NOT NULL, by TEXT NOT NULL, time TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS access (id TEXT PRIMARY KEY, user TEXT NOT NULL, state TEXT NOT NULL, created_at TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS access_state ON access(state);
+CREATE TABLE IF NOT EXISTS locks (kind TEXT NOT NULL, name TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (kind, name));
+`;
+
+/**
+ * The embedded default state store: one SQLite database (WAL) in the data directory, shared safely by
+ * the gateway and CLI processes. Hot-path checks (revoked? locked?) read in-memory caches that
+ * `refresh()` reloads when SQLite's data_version says another connection committed.
+ */
+export class SqliteStateStore implements StateStore {
+  private readonly db: Database.Database;
+  private revoked = new Set<string>();
+  private locks = new Map<string, LockRecord>();
+  private lastVersion = -1;
+  /** Set by this connection's own writes (data_version only counts other connections' commits). */
+  private dirty = false;
+  private readonly stmt;
+
+  constructor(file: string) {
+    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    this.db = new Database(file);
+    fs.chmodSync(file, 0o600);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('busy_timeout = 5000');
+    this.db.pragma('synchronous = FULL');
+    this.db.exec(SCHEMA);
+    this.stmt = {
+      insertCert: this.db.prepare('INSERT OR REPLACE INTO certs VALUES (@serial, @user, @roles, @notBefore, @notAfter, @grantId, @kind)'),
+      getCert: this.db.prepare('SELECT * FROM certs WHERE serial = ?'),
+      insertRevocation: this.db.prepare('INSERT OR IGNORE INTO revocations VALUES (@serial, @reason, @by, @time)'),
+      getRevocation: this.db.prepare('SELECT * FROM revocations WHERE serial = ?'),
+      allRevoked: this.db.prepare('SELECT serial FROM revocations').pluck(),
+      insertAccess: this.db.prepare('INSERT INTO access VALUES (@id, @user, @state, @createdAt, @data)'),
+      getAccess: this.db.prepare('SELECT data FROM access WHERE id = ?').pluck(),
+      putAccess: this.db.prepare('UPDATE access SET state = @state, data = @data WHERE id = @id'),
+      listAccess: this.db.prepare(
+        'SELECT data FROM access WHERE (@state IS NULL OR state = @state) AND (@user IS NULL OR user = @user) ORDER BY created_at, id',
+      ).pluck(),
+      putLock: this.db.prepare('INSERT OR REPLACE INTO locks VALUES (@kind, @name, @data)'),
+      deleteLock: this.db.prepare('DELETE FROM locks WHERE kind = ? AND name = ?'),
+      allLocks: this.db.prepare('SELECT data FROM locks').pluck(),
+    };
+    this.reload();
+  }
+
+  private reload(): void {
+    this.revoked = new Set(this.stmt.allRevoked.all() as string[]);
+    const locks = new Map<string, LockRecord>();
+    for (const d of this.stmt.allLocks.all() as string[]) {
+      const l = JSON.parse(d) as LockRecord;
+      locks.set(`${l.kind}/${l.name}`, l);
+    }
+    this.locks = locks;
+    this.lastVersion = this.dataVersion();
+  }
+
+  private dataVersion(): number {
+    return this.db.pragma('data_version', { simple: true }) as number;
+  }
+
+  async recordIssuedCert(rec: IssuedCertRecord): Promise<void> {
+    this.dirty = true;
+    this.stmt.insertCert.run({ ...rec, roles: JSON.stringify(rec.roles), grantId: rec.grantId ?? null });
+  }
+
+  async getIssuedCert(serial: string): Promise<IssuedCertRecord | undefined> {
+    const r = this.stmt.getCert.get(serial) as Record<string, string> | undefined;
+    if (!r) return undefined;
+    return {
+      serial: r.serial,
+      user: r.user,
+      roles: JSON.parse(r.roles),
+      notBefore: r.not_before,
+      notAfter: r.not_after,
+      grantId: r.grant_id ?? undefined,
+      kind: r.kind as IssuedCertRecord['kind'],
+    };
+  }
+
+  async revoke(rec: RevocationRecord): Promise<boolean> {
+    this.dirty = true;
+    const changed = this.stmt.insertRevocation.run(rec).changes > 0;
+    this.revoked.add(rec.serial);
+    return changed;
+  }
+
+  async getRevocation(serial: string): Promise<RevocationRecord | undefined> {
+    return this.stmt.getRevocation.get(serial) as RevocationRecord | undefined;
+  }
+
+  isRevoked(serial: string): boolean {
+    return this.revoked.has(serial);
+  }
+
+  async createAccess(rec: AccessRecord): Promise<void> {
+    this.dirty = true;
+    this.stmt.insertAccess.run({ id: rec.id, user: rec.user, state: rec.state, createdAt: rec.createdAt, data: JSON.stringify(rec) });
+  }
+
+  async getAccess(id: string): Promise<AccessRecord | undefined> {
+    const d = this.stmt.getAccess.get(id) as string | undefined;
+    return d ? (JSON.parse(d) as AccessRecord) : undefined;
+  }
+
+  async updateAccess(id: string, fn: (cur: AccessRecord) => AccessRecord): Promise<AccessRecord> {
+    // IMMEDIATE takes the write lock before reading, so two processes cannot both decide the same request.
+    const tx = this.db.transaction(() => {
+      const d = this.stmt.getAccess.get(id) as string | undefined;
+      if (!d) throw new NotFoundError(`no access request or grant ${id}`);
+      const next = fn(JSON.parse(d) as AccessRecord);
+      this.stmt.putAccess.run({ id, state: next.state, data: JSON.stringify(next) });
+      this.dirty = true;
+      return next;
+    });
+    return tx.immediate();
+  }
+
+  async listAccess(filter: { state?: AccessState; user?: string } = {}): Promise<AccessRecord[]> {
+    const rows = this.stmt.listAccess.all({ state: filter.state ?? null, user: filter.user ?? null }) as string[];
+    return rows.map((d) => JSON.parse(d) as AccessRecord);
+  }
+
+  async putLock(rec: LockRecord): Promise<void> {
+    this.dirty = true;
+    this.stmt.putLock.run({ kind: rec.kind, name: rec.name, data: JSON.stringify(rec) });
+    this.locks.set(`${rec.kind}/${rec.name}`, rec);
+  }
+
+  async deleteLock(kind: LockRecord['kind'], name: string): Promise<boolean> {
+    this.dirty = true;
+    this.locks.delete(`${kind}/${name}`);
+    return this.stmt.deleteLock.run(kind, name).changes > 0;
+  }
+
+  async listLocks(): Promise<LockRecord[]> {
+    return (this.stmt.allLocks.all() as string[]).map((d) => JSON.parse(d) as LockRecord);
+  }
+
+  isLocked(kind: LockRecord['kind'], name: string): LockRecord | undefined {
+    const l = this.locks.get(`${kind}/${name}`);
+    if (l?.expiresAt && Date.parse(l.expiresAt) <= Date.now()) return undefined;
+    return l;
+  }
+
+  async refresh(): Promise<boolean> {
+    const own = this.dirty;
+    this.dirty = false;
+    if (this.dataVersion() === this.lastVersion) return own;
+    this.reload();
+    return true;
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+}
