@@ -1,6 +1,5 @@
 import type { Command } from '../command.ts';
 import { loadFromArgs } from '../context.ts';
-import { startGateway } from '../../gateway/gateway.ts';
 import { createLogger } from '../../log.ts';
 import { initIdentity } from '../../identity/index.ts';
 
@@ -11,6 +10,8 @@ export const serveCommand: Command = {
   async run(args) {
     const loaded = loadFromArgs(args);
     const log = createLogger(loaded.config.log.level);
+    // Imported here so that `vigil --help` and other commands do not load every proxy.
+    const { startGateway } = await import('../../gateway/gateway.ts');
     const gw = await startGateway(loaded, { log });
     log.info({ ports: gw.ports, data: loaded.dataDir }, 'vigil gateway running');
     await new Promise<void>((resolve) => {
