@@ -40,6 +40,14 @@ export function accessSchema() {
       request_ttl: z.union([duration()]).default(3_600_000 as never),
       /** Roles allowed to manage locks and revoke any grant. */
       admin_roles: z.array(z.string()).default(['admin']),
+      /** Roles allowed to read every request, session and the live event stream (in addition to admins). */
+      auditor_roles: z.array(z.string()).default(['auditor']),
+      /**
+       * Roles a name given with `--by NAME` holds on the local CLI, which has no certificate to prove them
+       * (`--by-roles` overrides). Local data-dir access is admin-equivalent anyway; this keeps the four-eyes
+       * rules (approver roles, no self-approval) meaningful for operators acting on the gateway host.
+       */
+      local_roles: z.record(z.string(), z.array(z.string())).default({}),
     })
     .prefault({});
 }

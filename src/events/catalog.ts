@@ -30,6 +30,7 @@ export const EVENT_CATALOG = {
   // just-in-time access
   'access.requested': { description: 'A user requested elevated access with a reason.' },
   'access.approved': { description: 'An approver approved a request (or an on-call user used break-glass).' },
+  'access.approval': { description: 'One approver approved a request that needs more approvals; no grant yet.' },
   'access.denied': { description: 'An approver denied a request.' },
   'access.refused': { description: 'An access lifecycle action was refused (self-approval, non-approver, double decision, expired).' },
   'access.revoked': { description: 'An active grant was revoked; live sessions under it are cut.' },

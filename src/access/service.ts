@@ -1,0 +1,403 @@
+import { ulid } from 'ulid';
+import type { VigilConfig, TargetConfig } from '../config/schema.ts';
+import type { AccessRecord, AccessState, LockRecord, StateStore } from '../store/types.ts';
+import type { EventBus } from '../events/bus.ts';
+import type { AuditEvent } from '../events/envelope.ts';
+import type { EventType } from '../events/catalog.ts';
+import { SYSTEM_ACTOR } from '../events/envelope.ts';
+import { AuditUnavailableError } from '../errors.ts';
+import type { RoleConfig } from '../authz/config.ts';
+import { hasAnyRole, isRequestable, roleReachesTarget } from '../authz/policy.ts';
+import { AccessRefusedError, refused } from './errors.ts';
+
+/**
+ * Who is acting, and what they hold. Through the API this comes from the caller's verified client
+ * certificate. On the local CLI (an operator on the gateway host with access to the data dir) the name is
+ * `--by`, the roles are `--by-roles` or `access.local_roles` from config, and `local` is set: such an
+ * operator can rewrite the state database anyway, so lock/unlock/revoke count as admin actions, but the
+ * four-eyes rules (approver roles, no self-approval) still apply so that the record stays honest.
+ */
+export interface Actor {
+  user: string;
+  roles: string[];
+  certSerial?: string;
+  source: AuditEvent['source'];
+  local?: boolean;
+}
+
+export interface RequestInput {
+  /** Whose access; defaults to the actor. Only admins may request for someone else. */
+  user?: string;
+  role: string;
+  /** Narrow the grant to these targets (empty = everything the role reaches). */
+  targets?: string[];
+  reason: string;
+  /** Grant lifetime once approved; defaults to the smaller of 1 h and the role's max TTL. */
+  ttlMs?: number;
+  /** Self-grant as an on-call user (no approval). */
+  breakGlass?: boolean;
+}
+
+export interface AccessServiceDeps {
+  config: VigilConfig;
+  store: StateStore;
+  events: EventBus;
+  /** Clock, for tests. */
+  now?: () => number;
+}
+
+const DEFAULT_TTL_MS = 3_600_000;
+
+/** `90s`, `30m`, `1h30m` — for messages. */
+export function formatDuration(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0) return ms >= 3_600_000 ? `${Math.floor(ms / 3_600_000)}h${(ms % 3_600_000) / 60_000}m` : `${ms / 60_000}m`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
+}
+
+/**
+ * The just-in-time access lifecycle: request → approve/deny → active grant → revoke/expire, plus
+ * break-glass and user locks. The API and the CLI both call this; every state change writes its audit
+ * event, and every refusal throws an AccessRefusedError with a stable code after writing `access.refused`.
+ */
+export class AccessService {
+  private readonly roles: Map<string, RoleConfig>;
+  private readonly targets: TargetConfig[];
+  private readonly now: () => number;
+
+  constructor(private readonly deps: AccessServiceDeps) {
+    this.roles = new Map(deps.config.roles.map((r) => [r.name, r]));
+    this.targets = deps.config.targets;
+    this.now = deps.now ?? Date.now;
+  }
+
+  private get policy() {
+    return this.deps.config.access;
+  }
+
+  isAdmin(actor: Actor): boolean {
+    return actor.local === true || hasAnyRole(actor.roles, this.policy.admin_roles);
+  }
+
+  /** Admins and auditors see every request and session. */
+  seesEverything(actor: Actor): boolean {
+    return this.isAdmin(actor) || hasAnyRole(actor.roles, this.policy.auditor_roles);
+  }
+
+  private isApproverOf(actor: Actor, role: string): boolean {
+    const r = this.roles.get(role);
+    return !!r && hasAnyRole(actor.roles, r.approvers);
+  }
+
+  // ---- requests -------------------------------------------------------------------------------------
+
+  async request(actor: Actor, input: RequestInput): Promise<AccessRecord> {
+    const action = input.breakGlass ? 'break_glass' : 'request';
+    const user = input.user ?? actor.user;
+    const subject = { user, role: input.role, targets: input.targets ?? [] };
+    return this.refusing(actor, action, `user/${user}`, subject, async () => {
+      this.ensureAuditable();
+      const reason = (input.reason ?? '').trim();
+      if (!reason) throw refused.reasonRequired(input.breakGlass ? 'use break-glass access' : 'request access');
+      if (input.breakGlass) {
+        if (!this.policy.break_glass) throw refused.breakGlassDisabled();
+        if (user !== actor.user || !this.policy.on_call.includes(actor.user)) throw refused.notOnCall();
+      } else if (user !== actor.user && !this.isAdmin(actor)) {
+        throw refused.forOthers();
+      }
+      const role = this.roles.get(input.role);
+      if (!role) throw refused.unknownRole(input.role);
+      if (!isRequestable(role)) throw refused.notRequestable(role.name);
+      const ttlMs = input.ttlMs ?? Math.min(DEFAULT_TTL_MS, role.max_ttl);
+      if (!Number.isFinite(ttlMs) || ttlMs <= 0) throw refused.badTtl();
+      if (ttlMs > role.max_ttl) throw refused.ttlTooLong(role.name, formatDuration(role.max_ttl));
+      const targets = [...new Set(input.targets ?? [])];
+      for (const name of targets) {
+        const matching = this.targets.filter((t) => t.name === name);
+        if (matching.length === 0) throw refused.unknownTarget(name);
+        if (!matching.some((t) => roleReachesTarget(role, t))) throw refused.targetNotInRole(name, role.name);
+      }
+
+      const now = this.now();
+      const rec: AccessRecord = {
+        id: ulid(now),
+        user,
+        role: role.name,
+        targets,
+        reason,
+        ttlMs,
+        state: 'pending',
+        createdAt: iso(now),
+        requestExpiresAt: iso(now + this.policy.request_ttl),
+        approvals: [],
+        breakGlass: false,
+      };
+      if (input.breakGlass) {
+        Object.assign(rec, { state: 'active', breakGlass: true, grantedAt: iso(now), expiresAt: iso(now + ttlMs), decidedBy: actor.user });
+      }
+      await this.deps.store.createAccess(rec);
+      if (input.breakGlass) {
+        await this.emitOrUndo(rec, 'access.approved', actor, { ...describe(rec), break_glass: true, approvals: [] }, async () => {
+          await this.deps.store.updateAccess(rec.id, (cur) => ({ ...cur, state: 'revoked', decisionReason: 'audit log unavailable' }));
+        });
+      } else {
+        await this.emit('access.requested', actor, rec, { ...describe(rec), request_expires_at: rec.requestExpiresAt, approvals_required: role.approvals_required });
+      }
+      return rec;
+    });
+  }
+
+  /** Add the actor's approval; the request becomes an active grant once it has `approvals_required` approvals. */
+  async approve(actor: Actor, id: string, opts: { comment?: string } = {}): Promise<AccessRecord> {
+    return this.refusing(actor, 'approve', `grant/${id}`, { request_id: id }, async () => {
+      this.ensureAuditable();
+      const before = await this.mustGet(id);
+      const role = this.roles.get(before.role);
+      let final = false;
+      const now = this.now();
+      const rec = await this.deps.store.updateAccess(id, (cur) => {
+        this.checkDecidable(actor, cur, now);
+        if (!role) throw refused.unknownRole(cur.role);
+        if (cur.approvals.some((a) => a.by === actor.user)) throw refused.alreadyApproved(id);
+        const approvals = [...cur.approvals, { by: actor.user, time: iso(now), ...(opts.comment ? { comment: opts.comment } : {}) }];
+        final = approvals.length >= role.approvals_required;
+        if (!final) return { ...cur, approvals };
+        return { ...cur, approvals, state: 'active', grantedAt: iso(now), expiresAt: iso(now + cur.ttlMs), decidedBy: actor.user };
+      });
+      const details = { ...describe(rec), comment: opts.comment, approvals: rec.approvals.map((a) => a.by), approvals_required: role!.approvals_required };
+      if (final) {
+        await this.emitOrUndo(rec, 'access.approved', actor, { ...details, break_glass: false }, async () => {
+          await this.deps.store.updateAccess(id, () => before);
+        });
+      } else {
+        await this.emit('access.approval', actor, rec, details);
+      }
+      return rec;
+    });
+  }
+
+  async deny(actor: Actor, id: string, opts: { reason: string }): Promise<AccessRecord> {
+    return this.refusing(actor, 'deny', `grant/${id}`, { request_id: id }, async () => {
+      this.ensureAuditable();
+      const reason = (opts.reason ?? '').trim();
+      if (!reason) throw refused.reasonRequired('deny a request');
+      await this.mustGet(id);
+      const now = this.now();
+      const rec = await this.deps.store.updateAccess(id, (cur) => {
+        this.checkDecidable(actor, cur, now);
+        return { ...cur, state: 'denied', decidedBy: actor.user, decisionReason: reason };
+      });
+      await this.emit('access.denied', actor, rec, { ...describe(rec), denial_reason: reason });
+      return rec;
+    });
+  }
+
+  /** Refusals shared by approve and deny, checked inside the atomic update so two deciders cannot race. */
+  private checkDecidable(actor: Actor, cur: AccessRecord, now: number): void {
+    if (cur.state !== 'pending') throw refused.alreadyDecided(cur.id, cur.state);
+    if (Date.parse(cur.requestExpiresAt) <= now) throw refused.requestExpired(cur.id);
+    if (cur.user === actor.user) throw refused.selfApproval();
+    if (!this.isApproverOf(actor, cur.role)) throw refused.notApprover(cur.role);
+  }
+
+  // ---- grants ---------------------------------------------------------------------------------------
+
+  /** End an active grant now. The holder, an approver of its role, or an admin may do it. */
+  async revoke(actor: Actor, id: string, opts: { reason: string }): Promise<AccessRecord> {
+    return this.refusing(actor, 'revoke', `grant/${id}`, { request_id: id }, async () => {
+      this.ensureAuditable();
+      const reason = (opts.reason ?? '').trim();
+      if (!reason) throw refused.reasonRequired('revoke a grant');
+      const before = await this.mustGet(id);
+      if (before.user !== actor.user && !this.isAdmin(actor) && !this.isApproverOf(actor, before.role)) throw refused.mayNotRevoke();
+      const now = this.now();
+      const rec = await this.deps.store.updateAccess(id, (cur) => {
+        if (cur.state !== 'active' || Date.parse(cur.expiresAt ?? '') <= now) throw refused.notActive(id, cur.state === 'active' ? 'expired' : cur.state);
+        return { ...cur, state: 'revoked', decidedBy: actor.user, decisionReason: reason };
+      });
+      await this.emit('access.revoked', actor, rec, { ...describe(rec), revoke_reason: reason });
+      return rec;
+    });
+  }
+
+  /**
+   * Write `access.expired` for every grant whose time has come and mark it expired. The claim is one atomic
+   * update (state → expired, expiryRecorded → true), so of several processes sweeping at once exactly one
+   * writes the event; a grant that expired while nothing ran is caught up on the next sweep.
+   */
+  async expireDue(source: AuditEvent['source']): Promise<AccessRecord[]> {
+    const now = this.now();
+    const due = (await this.deps.store.listAccess({ state: 'active' })).filter((r) => !r.expiryRecorded && r.expiresAt && Date.parse(r.expiresAt) <= now);
+    const expired: AccessRecord[] = [];
+    for (const candidate of due) {
+      let rec: AccessRecord;
+      try {
+        rec = await this.deps.store.updateAccess(candidate.id, (cur) => {
+          if (cur.state !== 'active' || cur.expiryRecorded) throw new NotDue();
+          return { ...cur, state: 'expired', expiryRecorded: true };
+        });
+      } catch (e) {
+        if (e instanceof NotDue) continue; // another process claimed it, or it was revoked meanwhile
+        throw e;
+      }
+      try {
+        await this.deps.events.emit({
+          type: 'access.expired',
+          outcome: 'success',
+          actor: { ...SYSTEM_ACTOR, roles: [...SYSTEM_ACTOR.roles] },
+          source,
+          target: grantTarget(rec.id),
+          details: { ...describe(rec), granted_at: rec.grantedAt, late_ms: Math.max(0, now - Date.parse(rec.expiresAt!)) },
+        });
+      } catch (e) {
+        // Not recorded: hand the claim back so a later sweep writes it (the grant stays unusable, its time is past).
+        await this.deps.store.updateAccess(rec.id, (cur) => ({ ...cur, state: 'active', expiryRecorded: false })).catch(() => {});
+        throw e;
+      }
+      expired.push(rec);
+    }
+    return expired;
+  }
+
+  // ---- locks ----------------------------------------------------------------------------------------
+
+  async lock(actor: Actor, input: { user: string; reason: string; ttlMs?: number }): Promise<LockRecord> {
+    return this.refusing(actor, 'lock', `user/${input.user}`, { user: input.user }, async () => {
+      this.ensureAuditable();
+      if (!this.isAdmin(actor)) throw refused.notAdmin('lock users');
+      const reason = (input.reason ?? '').trim();
+      if (!reason) throw refused.reasonRequired('lock a user');
+      const now = this.now();
+      const lock: LockRecord = { kind: 'user', name: input.user, reason, by: actor.user, createdAt: iso(now) };
+      if (input.ttlMs !== undefined) lock.expiresAt = iso(now + input.ttlMs);
+      await this.deps.store.putLock(lock);
+      await this.emitRaw('lock.created', actor, `user/${input.user}`, { user: input.user, reason, expires_at: lock.expiresAt });
+      return lock;
+    });
+  }
+
+  async unlock(actor: Actor, user: string): Promise<void> {
+    return this.refusing(actor, 'unlock', `user/${user}`, { user }, async () => {
+      this.ensureAuditable();
+      if (!this.isAdmin(actor)) throw refused.notAdmin('unlock users');
+      if (!(await this.deps.store.deleteLock('user', user))) throw refused.noSuchLock(user);
+      await this.emitRaw('lock.deleted', actor, `user/${user}`, { user });
+    });
+  }
+
+  async listLocks(actor: Actor): Promise<LockRecord[]> {
+    if (!this.seesEverything(actor)) return (await this.deps.store.listLocks()).filter((l) => l.name === actor.user);
+    return this.deps.store.listLocks();
+  }
+
+  // ---- reading --------------------------------------------------------------------------------------
+
+  /** Requests and grants the actor may see: everything for admins/auditors, else their own and those they may approve. */
+  async list(actor: Actor, filter: { state?: AccessState; user?: string } = {}): Promise<AccessRecord[]> {
+    const all = await this.deps.store.listAccess(filter);
+    return all.filter((r) => this.maySee(actor, r)).sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : 0));
+  }
+
+  /** One request; "not found" also for one the actor may not see. */
+  async show(actor: Actor, id: string): Promise<AccessRecord> {
+    const rec = await this.deps.store.getAccess(id);
+    if (!rec || !this.maySee(actor, rec)) throw refused.notFound(id);
+    return rec;
+  }
+
+  private maySee(actor: Actor, r: AccessRecord): boolean {
+    return r.user === actor.user || this.seesEverything(actor) || this.isApproverOf(actor, r.role);
+  }
+
+  /** A pending request whose decision window has passed (it can no longer be approved). */
+  isStale(r: AccessRecord): boolean {
+    return r.state === 'pending' && Date.parse(r.requestExpiresAt) <= this.now();
+  }
+
+  // ---- plumbing -------------------------------------------------------------------------------------
+
+  private async mustGet(id: string): Promise<AccessRecord> {
+    const rec = await this.deps.store.getAccess(id);
+    if (!rec) throw refused.notFound(id);
+    return rec;
+  }
+
+  /** State changes happen only while they can be recorded (fail closed). */
+  private ensureAuditable(): void {
+    if (!this.deps.events.healthy) {
+      throw new AuditUnavailableError(`the audit log cannot be written, so access changes are refused: ${this.deps.events.failure?.message ?? 'unknown failure'}`);
+    }
+  }
+
+  /** Run an action; a policy refusal is recorded as `access.refused` naming the reason, then rethrown. */
+  private async refusing<T>(actor: Actor, action: string, target: string, subject: Record<string, unknown>, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      if (e instanceof AccessRefusedError) {
+        await this.emitRaw('access.refused', actor, target, { action, code: e.code, reason: e.message, ...subject }, 'failure');
+      }
+      throw e;
+    }
+  }
+
+  private emit(type: EventType, actor: Actor, rec: AccessRecord, details: Record<string, unknown>) {
+    return this.emitRaw(type, actor, `grant/${rec.id}`, details);
+  }
+
+  /** Emit for a change that must not stand unrecorded: undo the change when the event cannot be written. */
+  private async emitOrUndo(rec: AccessRecord, type: EventType, actor: Actor, details: Record<string, unknown>, undo: () => Promise<void>) {
+    try {
+      await this.emit(type, actor, rec, details);
+    } catch (e) {
+      await undo().catch(() => {});
+      throw e;
+    }
+  }
+
+  private emitRaw(type: EventType, actor: Actor, target: string, details: Record<string, unknown>, outcome: 'success' | 'failure' = 'success') {
+    return this.deps.events.emit({
+      type,
+      outcome,
+      actor: { user: actor.user, roles: actor.roles, ...(actor.certSerial ? { cert_serial: actor.certSerial } : {}) },
+      source: actor.source,
+      target: { name: target, protocol: 'vigil' },
+      details: stripUndefined(details),
+    });
+  }
+}
+
+class NotDue extends Error {}
+
+function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+function grantTarget(id: string) {
+  return { name: `grant/${id}`, protocol: 'vigil' };
+}
+
+/** The fields every access event carries about its request/grant. */
+function describe(r: AccessRecord): Record<string, unknown> {
+  return {
+    request_id: r.id,
+    user: r.user,
+    role: r.role,
+    targets: r.targets,
+    reason: r.reason,
+    ttl_ms: r.ttlMs,
+    state: r.state,
+    expires_at: r.expiresAt,
+  };
+}
+
+function stripUndefined(o: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(o)) if (v !== undefined) out[k] = v;
+  return out;
+}
+
+export function createAccessService(deps: AccessServiceDeps): AccessService {
+  return new AccessService(deps);
+}
