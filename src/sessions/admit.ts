@@ -1,3 +1,4 @@
+import { trace, SpanStatusCode } from '@opentelemetry/api';
 import type { GatewayServices } from '../gateway/services.ts';
 import type { TargetConfig } from '../config/schema.ts';
 import type { Principal, VerifyResult } from '../identity/types.ts';
@@ -142,6 +143,10 @@ export async function openSession(
   };
   const stats: SessionStats = { bytesFromClient: 0, bytesToClient: 0, statements: 0 };
   const started = Date.now();
+  // One span per session; a no-op unless the OpenTelemetry SDK was started (OTEL_EXPORTER_OTLP_ENDPOINT).
+  const span = trace.getTracer('vigil').startSpan(`${req.protocol} session`, {
+    attributes: { 'vigil.session_id': handle.id, 'vigil.user': p.user, 'vigil.target': target.name, 'vigil.protocol': req.protocol },
+  });
   try {
     await services.events.emit({ type: 'session.start', outcome: 'success', ...base, details: { grant_ids: decision.grantIds, cert_not_after: p.notAfter.toISOString(), ...startDetails } });
   } catch (e) {
@@ -158,6 +163,9 @@ export async function openSession(
         const finalReason = handle.endReason ?? reason;
         handle.close(finalReason);
         const failed = !['client_closed', 'backend_closed', 'shutdown'].includes(finalReason);
+        span.setAttribute('vigil.end_reason', finalReason);
+        if (failed) span.setStatus({ code: SpanStatusCode.ERROR, message: finalReason });
+        span.end();
         await services.events
           .emit({
             type: 'session.end',
