@@ -1,0 +1,313 @@
+import { ProtocolError } from '../../src/errors.ts';
+import { B, commandTag, errorFields, tagRows } from './backend.ts';
+import { F, decodeBind, decodeExecute, decodeFunctionCall, decodeParse, decodeQuery, decodeTarget, decodeCopyFail, isKnownFrontendType } from './frontend.ts';
+import { redactSql, splitStatements } from './sql.ts';
+import { renderValue } from './values.ts';
+
+/**
+ * Correlates the two directions of a relayed session into one record per executed statement. Pure: fed
+ * frontend and backend messages (as cut by MessageFramer) plus a clock, it calls `onRecord`. It mirrors
+ * the server's processing order: responses come in the order requests were sent, and after an error
+ * the server skips everything up to the next Sync.
+ */
+
+export interface QueryRecord {
+  protocol: 'simple' | 'extended' | 'function_call';
+  /** SQL text with secrets masked. */
+  sql?: string;
+  /** Bound parameters (masked where secret), for the extended protocol. */
+  params?: (string | null)[];
+  statement?: string;
+  portal?: string;
+  /** First word of the command tag (`SELECT`, `INSERT`, `COPY`…). */
+  command?: string;
+  rowsReturned: number;
+  rowsAffected?: number;
+  outcome: 'success' | 'failure';
+  sqlstate?: string;
+  error?: string;
+  durationMs: number;
+  /** Execute stopped at its row limit (PortalSuspended); the next Execute continues the portal. */
+  suspended?: boolean;
+  copy?: { direction: 'in' | 'out'; rows?: number; bytes: number };
+  functionOid?: number;
+}
+
+interface Statement {
+  sql: string;
+  masked: Set<number>;
+  paramTypes: number[];
+}
+
+interface Portal {
+  statementName: string;
+  stmt: Statement;
+  formats: number[];
+  values: (Buffer | null)[];
+}
+
+interface Copy {
+  direction: 'in' | 'out';
+  bytes: number;
+}
+
+type Op =
+  | { k: 'query'; stmts: string[]; i: number; start: number; rows: number; copy?: Copy }
+  | { k: 'parse'; name: string; stmt: Statement; start: number }
+  | { k: 'bind'; portal: Portal; portalName: string; start: number }
+  | { k: 'describe'; statement?: Statement }
+  | { k: 'close' }
+  | { k: 'execute'; portal: Portal | undefined; portalName: string; start: number; rows: number; copy?: Copy }
+  | { k: 'fcall'; oid: number; args: (string | null)[]; start: number }
+  | { k: 'sync' };
+
+export interface TrackerOptions {
+  /** Column/parameter names to mask (config.redaction.patterns compiled). */
+  redact: RegExp | undefined;
+  onRecord(r: QueryRecord): void;
+}
+
+const UNKNOWN_STATEMENT: Statement = { sql: '(unknown prepared statement)', masked: new Set(), paramTypes: [] };
+const MASKED = '***';
+
+/** Frontend types whose body the tracker reads; others are header-only for the framer. */
+export function frontendNeedsBody(type: number): boolean {
+  return type !== F.CopyData && type !== F.Sync && type !== F.Flush && type !== F.CopyDone && type !== F.Terminate;
+}
+
+/** Backend types whose body the tracker reads. */
+export function backendNeedsBody(type: number): boolean {
+  return type === B.CommandComplete || type === B.ErrorResponse || type === B.ParameterDescription;
+}
+
+export class QueryTracker {
+  private readonly ops: Op[] = [];
+  private readonly statements = new Map<string, Statement>();
+  private readonly portals = new Map<string, Portal>();
+  /** Skipping ops after an error, until Sync. */
+  constructor(private readonly opts: TrackerOptions) {}
+
+  /** Pending requests not yet answered (for tests and diagnostics). */
+  get pending(): number {
+    return this.ops.length;
+  }
+
+  private statement(sql: string, paramTypes: number[]): Statement {
+    const r = redactSql(sql, this.opts.redact);
+    return { sql: r.text, masked: r.params, paramTypes };
+  }
+
+  /** Observe a client message. Throws ProtocolError for malformed or unexpected messages. */
+  frontend(type: number, msg: Buffer | undefined, length: number, now: number): void {
+    switch (type) {
+      case F.Query: {
+        const sql = decodeQuery(msg!);
+        this.ops.push({ k: 'query', stmts: splitStatements(sql), i: 0, start: now, rows: 0 });
+        return;
+      }
+      case F.Parse: {
+        const p = decodeParse(msg!);
+        const stmt = this.statement(p.query, p.paramTypes);
+        this.statements.set(p.name, stmt);
+        this.ops.push({ k: 'parse', name: p.name, stmt, start: now });
+        return;
+      }
+      case F.Bind: {
+        const b = decodeBind(msg!);
+        const stmt = this.statements.get(b.statement) ?? UNKNOWN_STATEMENT;
+        const portal: Portal = { statementName: b.statement, stmt, formats: b.paramFormats, values: b.values };
+        this.portals.set(b.portal, portal);
+        this.ops.push({ k: 'bind', portal, portalName: b.portal, start: now });
+        return;
+      }
+      case F.Execute: {
+        const e = decodeExecute(msg!);
+        this.ops.push({ k: 'execute', portal: this.portals.get(e.portal), portalName: e.portal, start: now, rows: 0 });
+        return;
+      }
+      case F.Describe: {
+        const d = decodeTarget(msg!, 'Describe');
+        this.ops.push({ k: 'describe', statement: d.kind === 'S' ? this.statements.get(d.name) : undefined });
+        return;
+      }
+      case F.Close: {
+        const c = decodeTarget(msg!, 'Close');
+        if (c.kind === 'S') this.statements.delete(c.name);
+        else this.portals.delete(c.name);
+        this.ops.push({ k: 'close' });
+        return;
+      }
+      case F.Sync:
+        this.ops.push({ k: 'sync' });
+        return;
+      case F.FunctionCall: {
+        const f = decodeFunctionCall(msg!);
+        const args = f.args.map((v, i) => renderValue(v, f.argFormats[i], 0));
+        this.ops.push({ k: 'fcall', oid: f.oid, args, start: now });
+        return;
+      }
+      case F.CopyData: {
+        const c = this.currentCopy();
+        if (c) c.bytes += length - 4;
+        return;
+      }
+      case F.CopyFail:
+        decodeCopyFail(msg!);
+        return;
+      case F.CopyDone:
+      case F.Flush:
+      case F.Terminate:
+        return;
+      default:
+        if (type === F.Password) throw new ProtocolError('unexpected authentication message after login', 'VIGIL_PG_OUT_OF_PHASE');
+        if (!isKnownFrontendType(type)) throw new ProtocolError(`unknown frontend message type 0x${type.toString(16)}`, 'VIGIL_PG_MALFORMED');
+    }
+  }
+
+  private currentCopy(): Copy | undefined {
+    const h = this.ops[0];
+    return h && (h.k === 'query' || h.k === 'execute') ? h.copy : undefined;
+  }
+
+  /** Observe a server message. Never throws: an unexpected message only leaves a gap in the records. */
+  backend(type: number, msg: Buffer | undefined, length: number, now: number): void {
+    const h = this.ops[0];
+    switch (type) {
+      case B.DataRow:
+        if (h && (h.k === 'query' || h.k === 'execute')) h.rows++;
+        return;
+      case B.CopyData:
+        if (h && (h.k === 'query' || h.k === 'execute') && h.copy) h.copy.bytes += length - 4;
+        return;
+      case B.CommandComplete:
+        this.complete(h, commandTag(msg!), now, false);
+        return;
+      case B.EmptyQueryResponse:
+        if (h?.k === 'query') this.nextStatement(h, now);
+        else if (h?.k === 'execute') this.ops.shift();
+        return;
+      case B.PortalSuspended:
+        this.complete(h, undefined, now, true);
+        return;
+      case B.ErrorResponse:
+        this.error(h, msg!, now);
+        return;
+      case B.ReadyForQuery:
+        // Ends a simple query, a function call, or everything up to and including a Sync.
+        while (this.ops.length) {
+          const op = this.ops.shift()!;
+          if (op.k === 'sync' || op.k === 'query' || op.k === 'fcall') break;
+        }
+        return;
+      case B.ParseComplete:
+      case B.BindComplete:
+      case B.CloseComplete:
+        if (h && (h.k === 'parse' || h.k === 'bind' || h.k === 'close')) this.ops.shift();
+        return;
+      case B.ParameterDescription:
+        if (h?.k === 'describe' && h.statement && msg) h.statement.paramTypes = parameterTypes(msg);
+        return;
+      case B.RowDescription:
+      case B.NoData:
+        if (h?.k === 'describe') this.ops.shift();
+        return;
+      case B.CopyInResponse:
+      case B.CopyOutResponse:
+      case B.CopyBothResponse:
+        if (h && (h.k === 'query' || h.k === 'execute')) h.copy = { direction: type === B.CopyInResponse ? 'in' : 'out', bytes: 0 };
+        return;
+      case B.FunctionCallResponse:
+        if (h?.k === 'fcall') {
+          this.opts.onRecord({ protocol: 'function_call', functionOid: h.oid, params: h.args, rowsReturned: 0, outcome: 'success', durationMs: now - h.start });
+          h.start = now;
+        }
+        return;
+      default:
+        // ParameterStatus, Notice, Notification, BackendKeyData…: asynchronous, not part of any request.
+        return;
+    }
+  }
+
+  private params(p: Portal): (string | null)[] {
+    const { stmt, formats, values } = p;
+    const out = new Array<string | null>(values.length);
+    for (let i = 0; i < values.length; i++) {
+      out[i] = stmt.masked.has(i + 1) && values[i] !== null ? MASKED : renderValue(values[i], formats[i], stmt.paramTypes[i] ?? 0);
+    }
+    return out;
+  }
+
+  private nextStatement(q: Extract<Op, { k: 'query' }>, now: number): void {
+    q.i++;
+    q.start = now;
+    q.rows = 0;
+    q.copy = undefined;
+  }
+
+  private base(op: Extract<Op, { k: 'query' | 'execute' }>): Pick<QueryRecord, 'protocol' | 'sql' | 'params' | 'statement' | 'portal'> {
+    if (op.k === 'query') {
+      const text = op.stmts[op.i] ?? op.stmts.join('; ');
+      return { protocol: 'simple', sql: redactSql(text, this.opts.redact).text };
+    }
+    const p = op.portal;
+    return {
+      protocol: 'extended',
+      sql: p ? p.stmt.sql : '(unknown portal)',
+      params: p ? this.params(p) : undefined,
+      statement: p?.statementName || undefined,
+      portal: op.portalName || undefined,
+    };
+  }
+
+  private complete(h: Op | undefined, tag: string | undefined, now: number, suspended: boolean): void {
+    if (!h || (h.k !== 'query' && h.k !== 'execute')) return;
+    const command = tag?.split(' ', 1)[0];
+    const n = tag === undefined ? undefined : tagRows(tag);
+    const returnsRows = h.rows > 0 || command === 'SELECT' || command === 'FETCH' || command === 'SHOW';
+    const rec: QueryRecord = {
+      ...this.base(h),
+      command,
+      rowsReturned: h.rows,
+      rowsAffected: returnsRows || command === 'COPY' ? undefined : n,
+      outcome: 'success',
+      durationMs: now - h.start,
+    };
+    if (suspended) rec.suspended = true;
+    if (h.copy) rec.copy = { direction: h.copy.direction, rows: n, bytes: h.copy.bytes };
+    this.opts.onRecord(rec);
+    if (h.k === 'query') this.nextStatement(h, now);
+    else this.ops.shift();
+  }
+
+  private error(h: Op | undefined, msg: Buffer, now: number): void {
+    if (!h) return;
+    const e = errorFields(msg);
+    const fail = { outcome: 'failure' as const, sqlstate: e.code, error: e.message, rowsReturned: 0 };
+    if (h.k === 'query') {
+      this.opts.onRecord({ ...this.base(h), ...fail, rowsReturned: h.rows, durationMs: now - h.start, copy: h.copy && { direction: h.copy.direction, bytes: h.copy.bytes } });
+      // The rest of a simple query string is not executed; ReadyForQuery follows.
+      h.i = h.stmts.length;
+      return;
+    }
+    if (h.k === 'execute') {
+      this.opts.onRecord({ ...this.base(h), ...fail, rowsReturned: h.rows, durationMs: now - h.start });
+    } else if (h.k === 'parse') {
+      this.opts.onRecord({ protocol: 'extended', sql: h.stmt.sql, statement: h.name || undefined, ...fail, durationMs: now - h.start });
+    } else if (h.k === 'bind') {
+      this.opts.onRecord({ protocol: 'extended', sql: h.portal.stmt.sql, params: this.params(h.portal), statement: h.portal.statementName || undefined, portal: h.portalName || undefined, ...fail, durationMs: now - h.start });
+    } else if (h.k === 'fcall') {
+      this.opts.onRecord({ protocol: 'function_call', functionOid: h.oid, params: h.args, ...fail, durationMs: now - h.start });
+      return; // ReadyForQuery follows.
+    }
+    // The server discards extended-protocol messages until Sync: drop them up to (not including) the Sync.
+    while (this.ops.length && this.ops[0].k !== 'sync') this.ops.shift();
+  }
+}
+
+function parameterTypes(msg: Buffer): number[] {
+  if (msg.length < 7) return [];
+  const n = msg.readInt16BE(5);
+  const out: number[] = [];
+  for (let i = 0; i < n && 7 + i * 4 + 4 <= msg.length; i++) out.push(msg.readUInt32BE(7 + i * 4));
+  return out;
+}
