@@ -1,0 +1,31 @@
+/**
+ * The hash-chained, signed, append-only audit log. One process (the gateway, or a CLI command when no
+ * gateway runs) holds the writer lock of a data dir's audit/ directory; other processes add events
+ * through the spool, which the writer ingests into the same chain.
+ */
+import type { AuditSink } from '../types.ts';
+import { VigilError } from '../../src/errors.ts';
+import { openAuditLog, type AuditOpenOptions, type AuditLogWriter } from './writer.ts';
+import { openSpoolClient } from './spool.ts';
+
+export { openAuditLog, HEAD_FILE, QUARANTINE_DIR, type AuditOpenOptions, type AuditLogWriter } from './writer.ts';
+export { verifyAuditLog, type VerifyResult, type VerifyProblem, type VerifyOptions } from './verify.ts';
+export { searchAuditLog, tailAuditLog, type AuditRecord, type AuditQuery, type SearchResult, type TailOptions } from './read.ts';
+export { formatEventRow, escapeTerminal, EVENT_ROW_HEADER } from './format.ts';
+export { canonicalJson } from './canonical.ts';
+export { listSegments } from './segments.ts';
+export { SPOOL_DIR, openSpoolClient } from './spool.ts';
+
+/**
+ * For CLI commands: the writer when the lock is free, otherwise a spool client whose append() resolves
+ * once the running writer (the gateway) has made the event durable in the chain.
+ */
+export async function openAuditForCli(dir: string, opts: AuditOpenOptions & { spoolTimeoutMs?: number }): Promise<AuditSink & { mode: 'writer' | 'spool' }> {
+  try {
+    const writer: AuditLogWriter = await openAuditLog(dir, opts);
+    return Object.assign(writer, { mode: 'writer' as const });
+  } catch (e) {
+    if (!(e instanceof VigilError) || e.code !== 'VIGIL_AUDIT_LOCKED') throw e;
+    return Object.assign(openSpoolClient(dir, opts.spoolTimeoutMs), { mode: 'spool' as const });
+  }
+}

@@ -1,0 +1,129 @@
+import crypto from 'node:crypto';
+
+/**
+ * On-disk record format (one JSON line per record, fixed member order so the verifier can slice the
+ * exact event bytes out of a line without re-serialising):
+ *
+ *   {"seq":N,"prev":"<64 hex>","hash":"<64 hex>","event":<canonical JSON of the event>}\n
+ *
+ * hash = SHA-256("vigil-audit-v1\n" + seq + "\n" + prev + "\n" + canonicalEventJson), hex.
+ * The first record (seq 1) has prev = 64 zeros. Checkpoints are ordinary records whose event type is
+ * `audit.checkpoint`; details carry an Ed25519 signature over CHECKPOINT_DOMAIN + covered seq + head hash.
+ */
+export const ZERO_HASH = '0'.repeat(64);
+const HASH_DOMAIN = 'vigil-audit-v1\n';
+const CHECKPOINT_DOMAIN = 'vigil-audit-checkpoint-v1\n';
+
+export function recordHash(seq: number, prev: string, eventJson: string): string {
+  return crypto.createHash('sha256').update(`${HASH_DOMAIN}${seq}\n${prev}\n${eventJson}`).digest('hex');
+}
+
+export function encodeRecord(seq: number, prev: string, hash: string, eventJson: string): string {
+  return `{"seq":${seq},"prev":"${prev}","hash":"${hash}","event":${eventJson}}\n`;
+}
+
+export interface ParsedRecord {
+  seq: number;
+  prev: string;
+  hash: string;
+  /** The exact event bytes the hash covers. */
+  eventJson: string;
+}
+
+const PREV_TAG = ',"prev":"';
+const HASH_TAG = '","hash":"';
+const EVENT_TAG = '","event":';
+const HEX64 = /^[0-9a-f]{64}$/;
+
+/** Parse one line (without its newline). Returns a string describing the problem when malformed. */
+export function parseRecordLine(line: string): ParsedRecord | string {
+  if (!line.startsWith('{"seq":') || !line.endsWith('}')) return 'malformed record';
+  const p = line.indexOf(PREV_TAG, 7);
+  if (p < 0 || p > 7 + 16) return 'malformed record (seq)';
+  const seqText = line.slice(7, p);
+  if (!/^[1-9]\d*$/.test(seqText)) return 'malformed record (seq)';
+  const prevAt = p + PREV_TAG.length;
+  const prev = line.slice(prevAt, prevAt + 64);
+  const hashTagAt = prevAt + 64;
+  if (line.slice(hashTagAt, hashTagAt + HASH_TAG.length) !== HASH_TAG) return 'malformed record (prev)';
+  const hashAt = hashTagAt + HASH_TAG.length;
+  const hash = line.slice(hashAt, hashAt + 64);
+  const eventTagAt = hashAt + 64;
+  if (line.slice(eventTagAt, eventTagAt + EVENT_TAG.length) !== EVENT_TAG) return 'malformed record (hash)';
+  if (!HEX64.test(prev) || !HEX64.test(hash)) return 'malformed record (hash)';
+  return { seq: Number(seqText), prev, hash, eventJson: line.slice(eventTagAt + EVENT_TAG.length, -1) };
+}
+
+/** Cheap pre-filter: only lines containing this can be checkpoints (checked exactly after parsing). */
+export const CHECKPOINT_MARK = '"type":"audit.checkpoint"';
+
+export function checkpointPayload(seq: number, head: string): Buffer {
+  return Buffer.from(`${CHECKPOINT_DOMAIN}${seq}\n${head}`);
+}
+
+export function signCheckpoint(key: crypto.KeyObject, seq: number, head: string): string {
+  return crypto.sign(null, checkpointPayload(seq, head), key).toString('base64');
+}
+
+export function verifyCheckpointSignature(key: crypto.KeyObject, seq: number, head: string, sig: string): boolean {
+  try {
+    return crypto.verify(null, checkpointPayload(seq, head), key, Buffer.from(sig, 'base64'));
+  } catch {
+    return false;
+  }
+}
+
+/** Short fingerprint of the signing key (SHA-256 of the SPKI DER), so auditors can tell keys apart. */
+export function keyId(publicKey: crypto.KeyObject): string {
+  return crypto.createHash('sha256').update(publicKey.export({ type: 'spki', format: 'der' })).digest('hex').slice(0, 16);
+}
+
+/** Details of an `audit.checkpoint` event. */
+export interface CheckpointDetails {
+  /** Sequence number of the last record covered (the record just before the checkpoint). */
+  seq: number;
+  /** Hash of that record: the chain head being signed. */
+  head: string;
+  /** Base64 Ed25519 signature over CHECKPOINT_DOMAIN + seq + head. */
+  sig: string;
+  key_id: string;
+  reason: 'count' | 'interval' | 'rotate' | 'close' | 'recover';
+  /** Set on the checkpoint that seals a segment: the name of the segment that continues the chain. */
+  next_segment?: string;
+  /** Set on a recovery checkpoint when a crash-torn final line (never acknowledged) was set aside. */
+  torn_bytes?: number;
+  quarantined?: string;
+}
+
+/** The signed chain head, also written to `head.json` after every durable checkpoint. */
+export interface SignedHead {
+  seq: number;
+  head: string;
+  sig: string;
+  key_id: string;
+}
+
+// Segment files: seg-<first seq, 16 digits>-<UTC day YYYYMMDD>.jsonl; sorting by name sorts by first seq.
+const SEGMENT_RE = /^seg-(\d{16})-(\d{8})\.jsonl$/;
+
+export function segmentName(firstSeq: number, date: Date): string {
+  const day = date.toISOString().slice(0, 10).replaceAll('-', '');
+  return `seg-${String(firstSeq).padStart(16, '0')}-${day}.jsonl`;
+}
+
+export function parseSegmentName(name: string): { firstSeq: number; day: string } | undefined {
+  const m = SEGMENT_RE.exec(name);
+  return m ? { firstSeq: Number(m[1]), day: m[2] } : undefined;
+}
+
+/** Sidecar written when a segment is sealed, so readers can skip segments outside a time range. */
+export interface SegmentMeta {
+  first_seq: number;
+  last_seq: number;
+  min_time: string;
+  max_time: string;
+}
+
+export function metaName(segment: string): string {
+  return `${segment}.meta`;
+}

@@ -1,0 +1,179 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import {
+  ZERO_HASH, CHECKPOINT_MARK, recordHash, parseRecordLine, parseSegmentName, verifyCheckpointSignature,
+  type CheckpointDetails, type SignedHead,
+} from './record.ts';
+import { listSegments, splitSegment } from './segments.ts';
+import { liveLockHolder } from './lock.ts';
+import { HEAD_FILE } from './writer.ts';
+
+export interface VerifyProblem {
+  /** Segment file name ('' when the problem concerns the log as a whole). */
+  segment: string;
+  /** 1-based line within the segment (0 when not about a line). */
+  line: number;
+  /** Sequence number of the record concerned (expected seq when the record is missing). */
+  seq: number;
+  problem: string;
+  /** Stable kind for scripts and tests. */
+  kind:
+    | 'malformed' | 'hash-mismatch' | 'broken-chain' | 'records-missing' | 'reordered' | 'segment-missing'
+    | 'bad-checkpoint' | 'torn-tail' | 'uncovered-tail' | 'truncated' | 'empty-segment' | 'bad-head';
+}
+
+export interface VerifyResult {
+  ok: boolean;
+  records: number;
+  segments: number;
+  /** Sequence number of the last record, and of the last checkpoint (everything up to it is signed). */
+  lastSeq: number;
+  checkpointedSeq: number;
+  checkpoints: number;
+  firstBad?: VerifyProblem;
+  /** Set when a live writer holds the log: records after the last checkpoint are then still in flight. */
+  liveWriter?: number;
+}
+
+export interface VerifyOptions {
+  /** Accept an uncovered tail (and a partially written last line) when a live process holds the writer
+   *  lock: its next checkpoint is at most one interval away. Default true. */
+  allowLiveTail?: boolean;
+}
+
+/**
+ * Verify an audit directory offline with only the public key: every record's hash, the chain links,
+ * sequence continuity within and across segments, every checkpoint signature, that segments sealed by a
+ * checkpoint are followed by the segment it names, that the last signed checkpoint covers the tail, and
+ * that the tail reaches the signed head in head.json.
+ *
+ * A crash-torn final line (bytes after the last newline of the newest segment) is reported as
+ * `torn-tail`, distinct from tampering: it was never acknowledged (appends resolve only after their whole
+ * line is fsync'd). Reopening the writer sets it aside in quarantine/ and records that in a checkpoint,
+ * after which the log verifies.
+ */
+export function verifyAuditLog(dir: string, publicKeyPem: string | Buffer, opts: VerifyOptions = {}): VerifyResult {
+  const key = crypto.createPublicKey(publicKeyPem);
+  const segments = listSegments(dir);
+  const live = opts.allowLiveTail === false ? undefined : liveLockHolder(dir);
+  const result: VerifyResult = { ok: true, records: 0, segments: segments.length, lastSeq: 0, checkpointedSeq: 0, checkpoints: 0, liveWriter: live };
+  const bad = (p: VerifyProblem): VerifyResult => ({ ...result, ok: false, firstBad: p });
+
+  let head: SignedHead | undefined;
+  let headHashSeen: string | undefined;
+  const headPath = path.join(dir, HEAD_FILE);
+  if (fs.existsSync(headPath)) {
+    try {
+      head = JSON.parse(fs.readFileSync(headPath, 'utf8')) as SignedHead;
+      if (!verifyCheckpointSignature(key, head.seq, head.head, head.sig)) throw new Error('bad signature');
+    } catch (e) {
+      return bad({ segment: HEAD_FILE, line: 0, seq: 0, kind: 'bad-head', problem: `${HEAD_FILE} is not a valid signed head (${(e as Error).message})` });
+    }
+  }
+
+  let expected = 1;
+  let prev = ZERO_HASH;
+  let pendingNext: string | undefined;
+  let pendingNextFrom: { segment: string; seq: number } | undefined;
+  for (let s = 0; s < segments.length; s++) {
+    const segment = segments[s];
+    const isLast = s === segments.length - 1;
+    if (pendingNext && pendingNext !== segment) {
+      return bad({ segment: pendingNext, line: 0, seq: expected, kind: 'segment-missing', problem: `segment ${pendingNext} is missing (named by the checkpoint sealing ${pendingNextFrom!.segment}); records from seq ${expected} on are absent` });
+    }
+    pendingNext = undefined;
+    const text = fs.readFileSync(path.join(dir, segment), 'utf8');
+    const { lines, torn } = splitSegment(text);
+    if (lines.length === 0 && !torn) {
+      if (isLast) continue;
+      return bad({ segment, line: 0, seq: expected, kind: 'empty-segment', problem: `segment ${segment} is empty but is not the newest` });
+    }
+    const named = parseSegmentName(segment)!.firstSeq;
+    for (let i = 0; i < lines.length; i++) {
+      const line = lines[i];
+      const at = { segment, line: i + 1 };
+      if (pendingNext) {
+        return bad({ ...at, seq: expected, kind: 'malformed', problem: `record after the checkpoint that sealed the segment` });
+      }
+      const rec = parseRecordLine(line);
+      if (typeof rec === 'string') return bad({ ...at, seq: expected, kind: 'malformed', problem: rec });
+      if (rec.seq !== expected) {
+        if (i === 0 && s === 0 && rec.seq > expected) {
+          return bad({ ...at, seq: expected, kind: 'segment-missing', problem: `the log starts at seq ${rec.seq}: the first segment(s), seq ${expected}..${rec.seq - 1}, are missing` });
+        }
+        if (i === 0 && rec.seq > expected) {
+          return bad({ ...at, seq: expected, kind: 'segment-missing', problem: `a segment is missing before ${segment}: seq ${expected}..${rec.seq - 1} are absent` });
+        }
+        const later = lines.slice(i + 1).some((l) => l.startsWith(`{"seq":${expected},`));
+        if (later || rec.seq < expected) {
+          return bad({ ...at, seq: rec.seq, kind: 'reordered', problem: `record seq ${rec.seq} is out of order (expected seq ${expected} here)` });
+        }
+        return bad({ ...at, seq: expected, kind: 'records-missing', problem: `record(s) deleted: seq ${expected}${rec.seq - 1 > expected ? `..${rec.seq - 1}` : ''} missing before seq ${rec.seq}` });
+      }
+      if (i === 0 && named !== rec.seq) {
+        return bad({ ...at, seq: rec.seq, kind: 'malformed', problem: `segment name says it starts at seq ${named} but its first record is seq ${rec.seq}` });
+      }
+      if (rec.prev !== prev) {
+        return bad({ ...at, seq: rec.seq, kind: 'broken-chain', problem: `record seq ${rec.seq} does not link to the previous record (prev hash differs)` });
+      }
+      if (recordHash(rec.seq, rec.prev, rec.eventJson) !== rec.hash) {
+        return bad({ ...at, seq: rec.seq, kind: 'hash-mismatch', problem: `record seq ${rec.seq} was altered (hash mismatch)` });
+      }
+      let isCheckpoint = false;
+      if (line.includes(CHECKPOINT_MARK)) {
+        let ev: { type?: string; details?: CheckpointDetails };
+        try {
+          ev = JSON.parse(rec.eventJson);
+        } catch {
+          return bad({ ...at, seq: rec.seq, kind: 'malformed', problem: `record seq ${rec.seq} is not valid JSON` });
+        }
+        if (ev.type === 'audit.checkpoint') {
+          const d = ev.details;
+          if (!d || d.seq !== rec.seq - 1 || d.head !== prev || !verifyCheckpointSignature(key, d.seq, d.head, String(d.sig))) {
+            return bad({ ...at, seq: rec.seq, kind: 'bad-checkpoint', problem: `checkpoint seq ${rec.seq} has an invalid signature or does not cover the record before it` });
+          }
+          result.checkpoints++;
+          isCheckpoint = true;
+          if (d.next_segment) {
+            pendingNext = d.next_segment;
+            pendingNextFrom = { segment, seq: rec.seq };
+          }
+        }
+      }
+      if (head && rec.seq === head.seq) headHashSeen = rec.hash;
+      prev = rec.hash;
+      expected = rec.seq + 1;
+      result.records++;
+      result.lastSeq = rec.seq;
+      // A checkpoint signs the head before it; the checkpoint record itself adds nothing to cover.
+      if (isCheckpoint) result.checkpointedSeq = rec.seq;
+    }
+    if (torn) {
+      if (!isLast) {
+        return bad({ segment, line: lines.length + 1, seq: expected, kind: 'malformed', problem: `segment ${segment} ends with a partial line but is not the newest` });
+      }
+      if (live === undefined) {
+        return bad({ segment, line: lines.length + 1, seq: expected, kind: 'torn-tail', problem: `the last line (seq ${expected}) is partially written: a crash before it was acknowledged; reopen the log (vigil serve) to set it aside` });
+      }
+    }
+  }
+  if (pendingNext) {
+    return bad({ segment: pendingNext, line: 0, seq: expected, kind: 'segment-missing', problem: `segment ${pendingNext} is missing (named by the checkpoint sealing ${pendingNextFrom!.segment}): the log was truncated after seq ${expected - 1}` });
+  }
+  if (head) {
+    if (head.seq > result.lastSeq) {
+      return bad({ segment: segments[segments.length - 1] ?? '', line: 0, seq: result.lastSeq + 1, kind: 'truncated', problem: `the log was truncated: the signed head is at seq ${head.seq} but the last record is seq ${result.lastSeq}` });
+    }
+    if (headHashSeen !== head.head) {
+      return bad({ segment: HEAD_FILE, line: 0, seq: head.seq, kind: 'bad-head', problem: `the signed head does not match record seq ${head.seq}` });
+    }
+  }
+  if (result.lastSeq > result.checkpointedSeq && live === undefined) {
+    return bad({
+      segment: segments[segments.length - 1] ?? '', line: 0, seq: result.checkpointedSeq + 1, kind: 'uncovered-tail',
+      problem: `records seq ${result.checkpointedSeq + 1}..${result.lastSeq} are not covered by a signed checkpoint (tail truncated or altered, or the writer crashed: reopen it to seal)`,
+    });
+  }
+  return result;
+}

@@ -1,0 +1,476 @@
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import type { Logger } from 'pino';
+import type { AppendReceipt, AuditSink } from '../types.ts';
+import { createEvent, SYSTEM_ACTOR, LOCAL_SOURCE, type AuditEvent } from '../../src/events/envelope.ts';
+import { AuditUnavailableError } from '../../src/errors.ts';
+import { canonicalJson } from './canonical.ts';
+import {
+  ZERO_HASH, CHECKPOINT_MARK, recordHash, encodeRecord, parseRecordLine, signCheckpoint, keyId, segmentName,
+  parseSegmentName, metaName, type CheckpointDetails, type SegmentMeta, type SignedHead,
+} from './record.ts';
+import { listSegments, splitSegment } from './segments.ts';
+import { acquireWriterLock } from './lock.ts';
+import { startSpoolIngest, SPOOL_DIR, type SpoolIngest } from './spool.ts';
+
+export interface AuditOpenOptions {
+  /** Ed25519 private key, PKCS#8 PEM (created by identity at dataDir/ca/audit_signing.key). */
+  signingKeyFile: string;
+  /** Rotate the segment once it reaches this size (a segment may exceed it by one record and its seal). */
+  segmentMaxBytes: number;
+  /** Sign a checkpoint at least this often while events flow. */
+  checkpointIntervalMs: number;
+  /** …and after this many events. */
+  checkpointEvery: number;
+  /** Operational log: write failures are reported here (fail closed). */
+  log: Logger;
+  /** How often the writer polls the CLI spool (default 100 ms). */
+  spoolPollMs?: number;
+}
+
+/** The segment-file writer: the process that holds the writer lock of an audit directory. */
+export interface AuditLogWriter extends AuditSink {
+  readonly dir: string;
+  /** Last record assigned (not necessarily durable yet). */
+  readonly head: { seq: number; hash: string };
+  /** Append a signed checkpoint now when records are uncovered; resolves once durable. */
+  checkpoint(): Promise<AppendReceipt | undefined>;
+}
+
+export const HEAD_FILE = 'head.json';
+export const QUARANTINE_DIR = 'quarantine';
+
+interface Segment {
+  name: string;
+  file: string;
+  handle?: fsp.FileHandle;
+  bytes: number;
+  firstSeq: number;
+  lastSeq: number;
+  minTime: string;
+  maxTime: string;
+}
+
+interface Chunk {
+  segment: Segment;
+  parts: string[];
+  /** Set when the chunk ends with the segment's sealing checkpoint. */
+  seal?: SegmentMeta;
+}
+
+type Resolve = (r: AppendReceipt) => void;
+type Reject = (e: Error) => void;
+
+function utcDayEnd(now: number): number {
+  const d = new Date(now);
+  return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate() + 1);
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const h = await fsp.open(dir, 'r');
+  try {
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+}
+
+async function writeAll(h: fsp.FileHandle, buf: Buffer): Promise<void> {
+  let off = 0;
+  while (off < buf.length) {
+    const { bytesWritten } = await h.write(buf, off, buf.length - off);
+    if (bytesWritten <= 0) throw Object.assign(new Error('short write'), { code: 'EIO' });
+    off += bytesWritten;
+  }
+}
+
+/** Write a small file atomically and durably (tmp + fsync + rename). */
+async function writeFileAtomic(file: string, text: string): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}`;
+  const h = await fsp.open(tmp, 'w', 0o600);
+  try {
+    await writeAll(h, Buffer.from(text));
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+  await fsp.rename(tmp, file);
+}
+
+class SegmentWriter implements AuditLogWriter {
+  readonly dir: string;
+  private seq = 0;
+  private headHash = ZERO_HASH;
+  private segment!: Segment;
+  private chunks: Chunk[] = [];
+  private resolves: Resolve[] = [];
+  private rejects: Reject[] = [];
+  private receipts: AppendReceipt[] = [];
+  private pendingHead?: SignedHead;
+  private sinceCheckpoint = 0;
+  private dayEnd = 0;
+  private flushing = false;
+  private flushScheduled = false;
+  private idleWaiters: (() => void)[] = [];
+  private headWrite: Promise<void> = Promise.resolve();
+  private queuedHead?: SignedHead;
+  private timer?: NodeJS.Timeout;
+  private spool?: SpoolIngest;
+  private closed = false;
+  private closing?: Promise<void>;
+  private failureError?: AuditUnavailableError;
+  private readonly keyId: string;
+
+  constructor(
+    dir: string,
+    private readonly key: crypto.KeyObject,
+    private readonly opts: AuditOpenOptions,
+    private readonly releaseLock: () => void,
+  ) {
+    this.dir = dir;
+    this.keyId = keyId(crypto.createPublicKey(key));
+  }
+
+  get healthy(): boolean {
+    return !this.failureError;
+  }
+
+  get failure(): Error | undefined {
+    return this.failureError;
+  }
+
+  get head(): { seq: number; hash: string } {
+    return { seq: this.seq, hash: this.headHash };
+  }
+
+  append(event: AuditEvent): Promise<AppendReceipt> {
+    if (this.failureError) return Promise.reject(this.failureError);
+    if (this.closed) return Promise.reject(new AuditUnavailableError('the audit log is closed'));
+    if (event.type === 'audit.checkpoint') return Promise.reject(new TypeError('audit.checkpoint records are written by the audit log itself'));
+    let eventJson: string;
+    try {
+      eventJson = canonicalJson(event);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return new Promise<AppendReceipt>((resolve, reject) => {
+      if (Date.now() >= this.dayEnd && this.segment.lastSeq >= this.segment.firstSeq) this.rotate();
+      const receipt = this.push(eventJson, event.time);
+      this.resolves.push(resolve);
+      this.rejects.push(reject);
+      this.receipts.push(receipt);
+      this.afterRecord();
+    });
+  }
+
+  checkpoint(): Promise<AppendReceipt | undefined> {
+    if (this.failureError) return Promise.reject(this.failureError);
+    if (this.sinceCheckpoint === 0 || this.closed) return Promise.resolve(undefined);
+    return new Promise<AppendReceipt>((resolve, reject) => {
+      const receipt = this.pushCheckpoint('interval');
+      this.resolves.push(resolve);
+      this.rejects.push(reject);
+      this.receipts.push(receipt);
+      this.scheduleFlush();
+    });
+  }
+
+  /** Assign seq and hash to one record and queue its line for the next group commit. */
+  private push(eventJson: string, time: string): AppendReceipt {
+    const seq = this.seq + 1;
+    const prev = this.headHash;
+    const hash = recordHash(seq, prev, eventJson);
+    const line = encodeRecord(seq, prev, hash, eventJson);
+    this.seq = seq;
+    this.headHash = hash;
+    const seg = this.segment;
+    let chunk = this.chunks[this.chunks.length - 1];
+    if (!chunk || chunk.segment !== seg) {
+      chunk = { segment: seg, parts: [] };
+      this.chunks.push(chunk);
+    }
+    chunk.parts.push(line);
+    seg.bytes += Buffer.byteLength(line);
+    seg.lastSeq = seq;
+    if (typeof time === 'string') {
+      if (!seg.minTime || time < seg.minTime) seg.minTime = time;
+      if (time > seg.maxTime) seg.maxTime = time;
+    }
+    this.sinceCheckpoint++;
+    return { seq, hash };
+  }
+
+  private afterRecord(): void {
+    if (this.sinceCheckpoint >= this.opts.checkpointEvery) this.pushCheckpoint('count');
+    if (this.segment.bytes >= this.opts.segmentMaxBytes) this.rotate();
+    this.scheduleFlush();
+  }
+
+  private pushCheckpoint(reason: CheckpointDetails['reason'], extra: Partial<CheckpointDetails> = {}): AppendReceipt {
+    const details: CheckpointDetails = {
+      seq: this.seq,
+      head: this.headHash,
+      sig: signCheckpoint(this.key, this.seq, this.headHash),
+      key_id: this.keyId,
+      reason,
+      ...extra,
+    };
+    const event = createEvent({
+      type: 'audit.checkpoint',
+      outcome: 'success',
+      actor: { user: SYSTEM_ACTOR.user, roles: [...SYSTEM_ACTOR.roles] },
+      source: { ...LOCAL_SOURCE },
+      target: { name: 'audit', protocol: 'vigil' },
+      details: details as unknown as Record<string, unknown>,
+    });
+    const receipt = this.push(canonicalJson(event), event.time);
+    this.sinceCheckpoint = 0;
+    this.pendingHead = { seq: details.seq, head: details.head, sig: details.sig, key_id: details.key_id };
+    return receipt;
+  }
+
+  /** Seal the current segment with a checkpoint naming its successor and continue in a new one. */
+  private rotate(): void {
+    const now = Date.now();
+    const next = segmentName(this.seq + 2, new Date(now));
+    this.pushCheckpoint('rotate', { next_segment: next });
+    const old = this.segment;
+    const chunk = this.chunks[this.chunks.length - 1];
+    chunk.seal = { first_seq: old.firstSeq, last_seq: old.lastSeq, min_time: old.minTime, max_time: old.maxTime };
+    this.segment = this.newSegment(next, this.seq + 1);
+    this.dayEnd = utcDayEnd(now);
+  }
+
+  newSegment(name: string, firstSeq: number, bytes = 0): Segment {
+    return { name, file: path.join(this.dir, name), bytes, firstSeq, lastSeq: firstSeq - 1, minTime: '', maxTime: '' };
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled || this.flushing) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      void this.flushLoop();
+    });
+  }
+
+  /** Group commit: everything queued while the previous fsync ran is written and fsync'd together. */
+  private async flushLoop(): Promise<void> {
+    if (this.flushing) return;
+    this.flushing = true;
+    while (this.chunks.length > 0 && !this.failureError) {
+      const chunks = this.chunks;
+      const resolves = this.resolves;
+      const rejects = this.rejects;
+      const receipts = this.receipts;
+      const head = this.pendingHead;
+      this.chunks = [];
+      this.resolves = [];
+      this.rejects = [];
+      this.receipts = [];
+      this.pendingHead = undefined;
+      try {
+        for (const chunk of chunks) await this.writeChunk(chunk);
+      } catch (e) {
+        this.fail(e as Error, rejects);
+        break;
+      }
+      for (let i = 0; i < resolves.length; i++) resolves[i](receipts[i]);
+      if (head) this.publishHead(head);
+    }
+    this.flushing = false;
+    if (this.chunks.length === 0 || this.failureError) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  private async writeChunk(chunk: Chunk): Promise<void> {
+    const seg = chunk.segment;
+    if (!seg.handle) {
+      seg.handle = await fsp.open(seg.file, 'a', 0o600);
+      await fsyncDir(this.dir); // the new segment's directory entry must survive a crash too
+    }
+    await writeAll(seg.handle, Buffer.from(chunk.parts.join('')));
+    await seg.handle.datasync();
+    if (chunk.seal) {
+      await seg.handle.close();
+      seg.handle = undefined;
+      await writeFileAtomic(path.join(this.dir, metaName(seg.name)), JSON.stringify(chunk.seal) + '\n');
+    }
+  }
+
+  /** Keep head.json at the newest durable checkpoint, in the background (coalesced). */
+  private publishHead(head: SignedHead): void {
+    const idle = this.queuedHead === undefined;
+    this.queuedHead = head;
+    if (!idle) return;
+    this.headWrite = this.headWrite.then(async () => {
+      const h = this.queuedHead;
+      this.queuedHead = undefined;
+      if (!h || this.failureError) return;
+      try {
+        await writeFileAtomic(path.join(this.dir, HEAD_FILE), JSON.stringify(h) + '\n');
+      } catch (e) {
+        this.fail(e as Error, []);
+      }
+    });
+  }
+
+  private fail(err: Error, rejects: Reject[]): void {
+    if (!this.failureError) {
+      const code = (err as NodeJS.ErrnoException).code;
+      this.failureError = new AuditUnavailableError(
+        `the audit log cannot be written (${code ? `${code}: ` : ''}${err.message}); vigil refuses new sessions until it is fixed`,
+        { cause: err },
+      );
+      this.opts.log.error({ err, dir: this.dir }, 'audit log write failed: failing closed, new sessions are refused');
+      if (this.timer) clearInterval(this.timer);
+    }
+    const all = [...rejects, ...this.rejects];
+    this.chunks = [];
+    this.resolves = [];
+    this.rejects = [];
+    this.receipts = [];
+    for (const r of all) r(this.failureError);
+  }
+
+  private whenIdle(): Promise<void> {
+    if (!this.flushing && !this.flushScheduled && this.chunks.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Open the chain where the last complete record left it; set aside a crash-torn final line. */
+  async recover(): Promise<Map<string, true>> {
+    const ids = new Map<string, true>();
+    const segments = listSegments(this.dir);
+    this.dayEnd = utcDayEnd(Date.now());
+    let current: Segment | undefined;
+    let torn: { bytes: number; quarantined: string } | undefined;
+    const empty: string[] = [];
+    for (let i = segments.length - 1; i >= 0 && !current; i--) {
+      const name = segments[i];
+      const file = path.join(this.dir, name);
+      if (!fs.statSync(file).isFile()) throw new Error(`audit segment ${name} is not a regular file`);
+      const text = fs.readFileSync(file, 'utf8');
+      const { lines, torn: tail } = splitSegment(text);
+      let size = Buffer.byteLength(text);
+      if (tail) {
+        // Never acknowledged (an append resolves only after its whole line is fsync'd): keep it for
+        // forensics, cut it from the segment, and say so in the recovery checkpoint.
+        const tailBytes = Buffer.byteLength(tail);
+        size -= tailBytes;
+        const qdir = path.join(this.dir, QUARANTINE_DIR);
+        fs.mkdirSync(qdir, { recursive: true, mode: 0o700 });
+        const q = path.join(qdir, `${name}.${size}.torn`);
+        fs.writeFileSync(q, tail, { mode: 0o600 });
+        fs.truncateSync(file, size);
+        const fd = fs.openSync(file, 'r+');
+        fs.fsyncSync(fd);
+        fs.closeSync(fd);
+        torn = { bytes: tailBytes, quarantined: `${QUARANTINE_DIR}/${path.basename(q)}` };
+      }
+      if (lines.length === 0) {
+        empty.push(name); // crash right after rotation (or a fresh log): nothing to recover here
+        continue;
+      }
+      const seg = this.newSegment(name, parseSegmentName(name)!.firstSeq, size);
+      let sealNext: string | undefined;
+      for (const line of lines) {
+        const rec = parseRecordLine(line);
+        if (typeof rec === 'string') throw new Error(`audit segment ${name} has a ${rec}; run \`vigil audit verify\``);
+        const ev = JSON.parse(rec.eventJson) as AuditEvent;
+        if (ev.id) ids.set(ev.id, true);
+        if (!seg.minTime || ev.time < seg.minTime) seg.minTime = ev.time;
+        if (ev.time > seg.maxTime) seg.maxTime = ev.time;
+        this.sinceCheckpoint++;
+        sealNext = undefined;
+        if (line.includes(CHECKPOINT_MARK) && ev.type === 'audit.checkpoint') {
+          this.sinceCheckpoint = 0;
+          sealNext = (ev.details as unknown as CheckpointDetails).next_segment;
+        }
+        this.seq = rec.seq;
+        this.headHash = rec.hash;
+      }
+      seg.lastSeq = this.seq;
+      // A segment sealed just before a crash continues in the segment its seal names.
+      current = sealNext ? this.newSegment(sealNext, this.seq + 1) : seg;
+    }
+    if (!current) current = this.newSegment(empty[empty.length - 1] ?? segmentName(1, new Date()), 1);
+    for (const name of empty) if (name !== current.name) fs.rmSync(path.join(this.dir, name));
+    this.segment = current;
+    if (torn || this.sinceCheckpoint > 0) {
+      await new Promise<AppendReceipt>((resolve, reject) => {
+        const receipt = this.pushCheckpoint('recover', torn ? { torn_bytes: torn.bytes, quarantined: torn.quarantined } : {});
+        this.resolves.push(resolve);
+        this.rejects.push(reject);
+        this.receipts.push(receipt);
+        this.scheduleFlush();
+      });
+      if (torn) this.opts.log.warn({ dir: this.dir, ...torn }, 'audit log: set aside a crash-torn final line (never acknowledged)');
+    }
+    return ids;
+  }
+
+  start(knownIds: Map<string, true>): void {
+    if (this.opts.checkpointIntervalMs > 0) {
+      this.timer = setInterval(() => {
+        if (this.sinceCheckpoint > 0 && !this.failureError && !this.closed) {
+          this.pushCheckpoint('interval');
+          this.scheduleFlush();
+        }
+      }, this.opts.checkpointIntervalMs);
+      this.timer.unref();
+    }
+    this.spool = startSpoolIngest(this, path.join(this.dir, SPOOL_DIR), this.opts.spoolPollMs ?? 100, knownIds, this.opts.log);
+  }
+
+  /** Drain the spool once now (used at open). */
+  async drainSpool(): Promise<void> {
+    await this.spool?.drain();
+  }
+
+  close(): Promise<void> {
+    return (this.closing ??= (async () => {
+      if (this.timer) clearInterval(this.timer);
+      await this.spool?.stop();
+      if (!this.failureError && this.sinceCheckpoint > 0) {
+        this.pushCheckpoint('close');
+        this.scheduleFlush();
+      }
+      this.closed = true;
+      await this.whenIdle();
+      await this.headWrite;
+      await this.segment.handle?.close().catch(() => {});
+      this.segment.handle = undefined;
+      this.releaseLock();
+    })());
+  }
+}
+
+/**
+ * Open the audit log of `dir` as its single writer: take the lock, recover the chain after the last
+ * complete record (writing a recovery checkpoint when the tail was uncovered or torn), ingest anything
+ * CLI processes left in the spool, then accept appends.
+ */
+export async function openAuditLog(dir: string, opts: AuditOpenOptions): Promise<AuditLogWriter> {
+  fs.mkdirSync(path.join(dir, SPOOL_DIR), { recursive: true, mode: 0o700 });
+  const key = crypto.createPrivateKey(fs.readFileSync(opts.signingKeyFile));
+  if (key.asymmetricKeyType !== 'ed25519') throw new Error(`${opts.signingKeyFile} is not an Ed25519 private key`);
+  const release = acquireWriterLock(dir);
+  const writer = new SegmentWriter(dir, key, opts, release);
+  try {
+    const ids = await writer.recover();
+    if (!writer.healthy) throw writer.failure;
+    writer.start(ids);
+    await writer.drainSpool();
+  } catch (e) {
+    await writer.close().catch(() => {});
+    release();
+    throw e;
+  }
+  return writer;
+}
