@@ -1,0 +1,132 @@
+import fs from 'node:fs';
+import ssh2 from 'ssh2';
+import { readSecret, type SecretRef } from '../../src/config/types.ts';
+import type { TargetConfig } from '../../src/config/schema.ts';
+import { fingerprint, hostKeyAlgorithms, isPinned, parseHostKeyLines, parseKnownHosts, type HostKeyPins } from './hostkeys.ts';
+
+/** Why the gateway could not reach a target; `message` is safe for the client (no secrets, no paths). */
+export class BackendError extends Error {
+  constructor(
+    readonly reason: 'config' | 'host_key_unknown' | 'host_key_mismatch' | 'timeout' | 'unreachable' | 'auth' | 'error',
+    message: string,
+    readonly detail?: string,
+  ) {
+    super(message);
+    this.name = 'BackendError';
+  }
+}
+
+/** The fields of an SSH target this module reads (from the ssh proxy's targetFields). */
+export interface SshTargetFields {
+  logins: string[];
+  default_login?: string;
+  private_key?: string;
+  password?: SecretRef;
+  host_key?: string;
+  known_hosts?: string;
+  port_forwarding: boolean;
+}
+
+export function sshFields(t: TargetConfig): SshTargetFields {
+  return t as unknown as SshTargetFields;
+}
+
+/** The host keys a target may present. Throws BackendError('config') when none are configured. */
+export function targetPins(t: TargetConfig): HostKeyPins {
+  const f = sshFields(t);
+  if (f.host_key) return { keys: parseHostKeyLines(f.host_key), revoked: [] };
+  if (f.known_hosts) {
+    let text: string;
+    try {
+      text = fs.readFileSync(f.known_hosts, 'utf8');
+    } catch (e) {
+      throw new BackendError('config', `target ${t.name} cannot be verified (its known_hosts file is unreadable); refusing.`, (e as Error).message);
+    }
+    return parseKnownHosts(text, t.host, t.port);
+  }
+  return { keys: [], revoked: [] };
+}
+
+function credential(t: TargetConfig): { privateKey?: Buffer; password?: string } {
+  const f = sshFields(t);
+  try {
+    if (f.private_key) return { privateKey: fs.readFileSync(f.private_key) };
+    if (f.password) return { password: readSecret(f.password) };
+  } catch (e) {
+    // The error names the file or variable, never the secret.
+    throw new BackendError('config', `vigil has no usable credential for target ${t.name}; contact the gateway operator.`, (e as Error).message);
+  }
+  throw new BackendError('config', `vigil has no credential configured for target ${t.name}; contact the gateway operator.`);
+}
+
+/**
+ * Open the gateway's own SSH connection to a target with the configured credential, refusing any host key
+ * that is not pinned. Resolves once authenticated; rejects with a BackendError within `timeoutMs`.
+ */
+export function connectBackend(t: TargetConfig, login: string, timeoutMs: number): Promise<ssh2.Client> {
+  return new Promise((resolve, reject) => {
+    let pins: HostKeyPins;
+    let cred: ReturnType<typeof credential>;
+    try {
+      pins = targetPins(t);
+      cred = credential(t);
+    } catch (e) {
+      reject(e);
+      return;
+    }
+    if (pins.keys.length === 0) {
+      reject(new BackendError('host_key_unknown', `target ${t.name} has no known host key configured; vigil refuses to connect to an unverified host.`));
+      return;
+    }
+    const client = new ssh2.Client();
+    let settled = false;
+    let hostKeyProblem: BackendError | undefined;
+    const timer = setTimeout(() => fail(new BackendError('timeout', `target ${t.name} did not answer within ${Math.round(timeoutMs / 1000)}s.`)), timeoutMs);
+    const fail = (e: BackendError) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      client.removeAllListeners('ready');
+      client.on('error', () => {});
+      client.end();
+      client.destroy();
+      reject(e);
+    };
+    client.on('ready', () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve(client);
+    });
+    client.on('error', (e: Error & { level?: string; code?: string }) => {
+      if (hostKeyProblem) return fail(hostKeyProblem);
+      if (e.level === 'client-authentication') return fail(new BackendError('auth', `target ${t.name} refused vigil's credential; contact the gateway operator.`, e.message));
+      if (e.level === 'client-timeout') return fail(new BackendError('timeout', `target ${t.name} did not answer within ${Math.round(timeoutMs / 1000)}s.`));
+      if (e.code === 'ECONNREFUSED' || e.code === 'EHOSTUNREACH' || e.code === 'ENETUNREACH' || e.code === 'ENOTFOUND' || e.code === 'ECONNRESET')
+        return fail(new BackendError('unreachable', `target ${t.name} is unreachable (${e.code}).`, e.message));
+      fail(new BackendError('error', `connection to target ${t.name} failed.`, e.message));
+    });
+    client.on('close', () => fail(hostKeyProblem ?? new BackendError('unreachable', `target ${t.name} closed the connection.`)));
+    try {
+      client.connect({
+        host: t.host,
+        port: t.port,
+        username: login,
+        ...cred,
+        readyTimeout: timeoutMs,
+        keepaliveInterval: 0,
+        algorithms: { serverHostKey: hostKeyAlgorithms(pins) as never },
+        hostVerifier: (key: Buffer) => {
+          if (isPinned(pins, key)) return true;
+          hostKeyProblem = new BackendError(
+            'host_key_mismatch',
+            `target ${t.name} presented a host key vigil does not know (${fingerprint(key)}); refusing to connect.`,
+          );
+          return false;
+        },
+      });
+    } catch (e) {
+      fail(new BackendError('error', `connection to target ${t.name} failed.`, (e as Error).message));
+    }
+  });
+}

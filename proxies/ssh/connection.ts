@@ -1,0 +1,463 @@
+import ssh2 from 'ssh2';
+import { ulid } from 'ulid';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import type { GatewayServices } from '../../src/gateway/services.ts';
+import type { TargetConfig } from '../../src/config/schema.ts';
+import type { Principal, VerifyResult } from '../../src/identity/types.ts';
+import type { Decision } from '../../src/authz/types.ts';
+import type { EventType } from '../../src/events/catalog.ts';
+import type { AuditEvent } from '../../src/events/envelope.ts';
+import { admit, openSession, type AdmitRequest, type OpenSession } from '../../src/sessions/admit.ts';
+import type { EndReason } from '../../src/sessions/registry.ts';
+import type { SshSection } from './config.ts';
+import type { ChannelHost, ChannelObserver } from './host.ts';
+import { parseUsername, resolveLogin, type Route } from './route.ts';
+import { connectBackend, BackendError } from './backend.ts';
+import { SessionChannel, GATEWAY_EXIT_STATUS, type PtyInfo } from './session-channel.ts';
+import { handleDirectTcpip, type TcpipInfo } from './forward.ts';
+import { sendBanner, sendDisconnect } from './wire.ts';
+import { observeSftp, observeTerminal } from './observers.ts';
+
+/** Shared by every connection of one listener. */
+export interface ListenerContext {
+  services: GatewayServices;
+  section: SshSection;
+  /** Host key private keys for the outer listener. */
+  hostKey: string;
+  /** Live connections, ended at shutdown. */
+  live: Set<Connection>;
+}
+
+export interface ConnectionOptions {
+  id: string;
+  source: { ip: string; port: number };
+  log: Logger;
+  /** Jump-host inner connection: the target is fixed by the outer direct-tcpip, and the same vigil user must log in. */
+  inner?: { target: TargetConfig; user: string; outerId: string };
+  /** Called once the connection authenticated (or ended before): the unauthenticated slot is released. */
+  onAuthenticated?: () => void;
+}
+
+const JUMP_TARGET = '(jump)';
+
+/**
+ * One SSH connection from a client: authenticate with a vigil certificate, then either relay to a target
+ * (username routing, or an inner jump-host connection) or act as a jump host whose only service is
+ * direct-tcpip to configured targets.
+ */
+export class Connection implements ChannelHost {
+  readonly services: GatewayServices;
+  readonly section: SshSection;
+  readonly log: Logger;
+  readonly keystrokes: boolean;
+  private authAttempts = 0;
+  private authBusy = false;
+  private route: Route | undefined;
+  private jumpPrincipal: Principal | undefined;
+  private admitted: { principal: Principal; target: TargetConfig; decision: Extract<Decision, { allow: true }>; login: string } | undefined;
+  private open: OpenSession | undefined;
+  private backendConn: ssh2.Client | undefined;
+  private backendUp = false;
+  private endingReason: EndReason | undefined;
+  private readonly channels = new Map<number, SessionChannel>();
+  private nextChannel = 0;
+  private readonly channelKinds = new Set<string>();
+  private readonly recordings: string[] = [];
+  private lastExitStatus: number | undefined;
+  private lastActivity = Date.now();
+  private idleTimer: NodeJS.Timeout | undefined;
+  private authTimer: NodeJS.Timeout | undefined;
+  private released = false;
+  private finished = false;
+  private readonly innerServers = new Set<ssh2.Server>();
+
+  constructor(
+    private readonly lc: ListenerContext,
+    private readonly conn: ssh2.Connection,
+    private readonly opts: ConnectionOptions,
+  ) {
+    this.services = lc.services;
+    this.section = lc.section;
+    this.log = opts.log;
+    this.keystrokes = lc.services.config.recording.keystrokes;
+    lc.live.add(this);
+    const authTimeout = this.services.config.gateway.auth_timeout;
+    this.authTimer = setTimeout(() => {
+      this.log.info('authentication timeout');
+      sendDisconnect(conn, 'vigil: authentication timed out.');
+      this.destroy();
+    }, authTimeout);
+    this.authTimer.unref();
+
+    conn.on('error', (e: Error) => this.log.debug({ err: e.message }, 'client connection error'));
+    conn.on('authentication', (ctx) => void this.onAuth(ctx).catch((e) => {
+      this.log.error({ err: e }, 'authentication handler failed');
+      this.destroy();
+    }));
+    conn.on('ready', () => this.onReady());
+    conn.on('close', () => void this.finish('client_closed'));
+    conn.on('end', () => void this.finish('client_closed'));
+  }
+
+  // ---- ChannelHost -------------------------------------------------------------------------------
+
+  get principal(): Principal {
+    return this.admitted!.principal;
+  }
+  get target(): TargetConfig {
+    return this.admitted!.target;
+  }
+  get session(): OpenSession {
+    return this.open!;
+  }
+  get backend(): ssh2.Client {
+    return this.backendConn!;
+  }
+  get backendAlive(): boolean {
+    return this.backendUp;
+  }
+  get ending(): boolean {
+    return this.endingReason !== undefined || this.finished;
+  }
+
+  touch(): void {
+    this.lastActivity = Date.now();
+  }
+
+  private eventBase(): Pick<AuditEvent, 'actor' | 'source' | 'target' | 'session_id'> {
+    if (this.open) return this.open.eventBase();
+    const p = this.jumpPrincipal;
+    return {
+      actor: { user: p?.user ?? 'unknown', roles: p?.roles ?? [], cert_serial: p?.certSerial },
+      source: this.opts.source,
+      target: { name: JUMP_TARGET, protocol: 'ssh' },
+      session_id: this.opts.id,
+    };
+  }
+
+  emit(type: EventType, outcome: 'success' | 'failure', details: Record<string, unknown>): void {
+    this.services.events.emit({ type, outcome, ...this.eventBase(), details }).catch((e) => {
+      this.log.error({ err: (e as Error).message }, 'audit event could not be written; ending session');
+      this.terminate('audit_unavailable', 'vigil cannot write its audit log; the session is closed.');
+    });
+  }
+
+  requestRefused(request: string, details: Record<string, unknown>): void {
+    this.emit('ssh.request', 'failure', { request, ...details });
+  }
+
+  channelStarted(kind: string, index: number, recording: string | undefined, details: Record<string, unknown>): void {
+    this.channelKinds.add(kind);
+    if (this.open) this.open.stats.statements++;
+    if (recording) this.recordings.push(recording);
+    this.log.info({ channel: index, kind, recording, ...details }, 'channel started');
+  }
+
+  channelEnded(index: number, exitStatus: number | undefined): void {
+    this.channels.delete(index);
+    if (exitStatus !== undefined) this.lastExitStatus = exitStatus;
+  }
+
+  recordingFailed(err: Error): void {
+    this.log.error({ err: err.message }, 'recording failed; ending session (fail closed)');
+    this.terminate('recording_failed', 'vigil cannot record this session, so it is closed.');
+  }
+
+  observeSftp(index: number): ChannelObserver | undefined {
+    return observeSftp(this, index);
+  }
+
+  observeTerminal(index: number, pty: PtyInfo, recording: string | undefined): ChannelObserver | undefined {
+    return observeTerminal(this, index, pty, recording);
+  }
+
+  // ---- authentication ----------------------------------------------------------------------------
+
+  private isTarget = (name: string) => !!this.services.targets.find(name, 'ssh');
+
+  private admitRequest(credential: VerifyResult, targetName: string, login: string | undefined, mode: string): AdmitRequest {
+    return {
+      protocol: 'ssh',
+      connId: this.opts.id,
+      source: this.opts.source,
+      credential,
+      targetName,
+      login,
+      details: { method: 'publickey', mode, ...(this.opts.inner ? { jump_connection: this.opts.inner.outerId } : {}) },
+    };
+  }
+
+  /** Record a credential refusal (admit writes auth.failure) and tell the client why, briefly. */
+  private async refuseCredential(ctx: ssh2.PublicKeyAuthContext, res: Extract<VerifyResult, { ok: false }>, targetName: string, login: string | undefined): Promise<void> {
+    const adm = await admit(this.services, this.admitRequest(res, targetName, login, this.mode()));
+    sendBanner(this.conn, `vigil: ${adm.ok ? res.message : adm.message}`);
+    ctx.reject(['publickey']);
+  }
+
+  private mode(): string {
+    if (this.opts.inner) return 'jump';
+    return this.route?.kind === 'jump' ? 'jump-host' : 'username';
+  }
+
+  private async onAuth(ctx: ssh2.AuthContext): Promise<void> {
+    if (this.finished) return ctx.reject();
+    if (ctx.method !== 'publickey') {
+      // Passwords and keyboard-interactive are never accepted; 'none' is how clients ask what is.
+      if (ctx.method !== 'none') this.log.info({ method: ctx.method }, 'refused authentication method');
+      return ctx.reject(['publickey']);
+    }
+    if (++this.authAttempts > this.section.max_auth_attempts || this.authBusy) {
+      sendDisconnect(this.conn, 'vigil: too many authentication attempts.');
+      return this.destroy();
+    }
+    const pk = ctx as ssh2.PublicKeyAuthContext;
+    const inner = this.opts.inner;
+    const route: Route = inner ? { kind: 'target', target: inner.target.name, login: ctx.username } : parseUsername(ctx.username, this.isTarget);
+    this.route = route;
+    const targetName = route.kind === 'target' ? route.target : JUMP_TARGET;
+    const target = route.kind === 'target' ? this.services.targets.find(route.target, 'ssh') : undefined;
+    const login = route.kind === 'target' ? (target ? resolveLogin(target, route.login) : route.login) : undefined;
+
+    let res = this.services.identity.verifySshAuth({
+      keyAlgo: pk.key.algo,
+      keyBlob: pk.key.data,
+      signedData: pk.blob,
+      signature: pk.signature,
+      sourceIp: this.opts.source.ip,
+    });
+    if (res.ok && inner && res.principal.user !== inner.user) {
+      res = { ok: false, reason: 'principal_mismatch', message: 'Use the same vigil certificate for the jump host and the target.', user: res.principal.user, certSerial: res.principal.certSerial };
+    }
+    if (!res.ok) return this.refuseCredential(pk, res, targetName, login);
+    // The "would you accept this key?" query: yes only for a certificate that verifies by itself.
+    if (!pk.signature) return pk.accept();
+
+    this.authBusy = true;
+    try {
+      if (route.kind === 'jump') {
+        // Jump-host connection: nothing is reachable but direct-tcpip to targets, each admitted on its own.
+        this.jumpPrincipal = res.principal;
+        return pk.accept();
+      }
+      const adm = await admit(this.services, this.admitRequest(res, route.target, login, this.mode()));
+      if (this.finished) return;
+      if (!adm.ok) {
+        sendDisconnect(this.conn, `vigil: ${adm.message}`);
+        return this.destroy();
+      }
+      if (!login) {
+        sendDisconnect(this.conn, `vigil: target ${adm.target.name} has no default login; connect as LOGIN@${adm.target.name}.`);
+        return this.destroy();
+      }
+      clearTimeout(this.authTimer);
+      this.admitted = { principal: adm.principal, target: adm.target, decision: adm.decision, login };
+      const req = this.admitRequest(res, route.target, login, this.mode());
+      try {
+        this.open = await openSession(this.services, req, adm, (reason, message) => this.terminate(reason, message), {
+          login,
+          mode: this.mode(),
+          ...(inner ? { jump_connection: inner.outerId } : {}),
+        });
+      } catch (e) {
+        this.log.error({ err: (e as Error).message }, 'session.start could not be recorded; refusing');
+        sendDisconnect(this.conn, 'vigil cannot write its audit log, so new sessions are refused. Contact the gateway operator.');
+        return this.destroy();
+      }
+      try {
+        this.backendConn = await connectBackend(adm.target, login, this.services.config.gateway.connect_timeout);
+      } catch (e) {
+        const be = e instanceof BackendError ? e : new BackendError('error', `connection to target ${adm.target.name} failed.`, (e as Error).message);
+        this.log.warn({ reason: be.reason, detail: be.detail }, 'backend connection failed');
+        sendDisconnect(this.conn, `vigil: ${be.message}`);
+        await this.finish('backend_error', { error: be.reason, message: be.message });
+        return;
+      }
+      if (this.finished) {
+        this.backendConn.end();
+        return;
+      }
+      this.backendUp = true;
+      this.watchBackend(this.backendConn);
+      pk.accept();
+    } finally {
+      this.authBusy = false;
+    }
+  }
+
+  private watchBackend(b: ssh2.Client): void {
+    b.on('error', (e: Error) => {
+      this.log.warn({ err: e.message }, 'backend connection error');
+      this.backendError = e.message;
+    });
+    b.on('close', () => {
+      this.backendUp = false;
+      if (this.finished || this.endingReason) return;
+      // Channels still open learn it from their own close; the session ends once they have reported.
+      setTimeout(() => this.terminate(this.backendError ? 'backend_error' : 'backend_closed', `the connection to ${this.target.name} was lost.`), 100).unref();
+    });
+  }
+  private backendError: string | undefined;
+
+  // ---- after authentication ----------------------------------------------------------------------
+
+  private onReady(): void {
+    clearTimeout(this.authTimer);
+    this.release();
+    const idle = this.services.config.gateway.idle_timeout;
+    if (idle > 0) this.armIdle(idle);
+    this.conn.on('session', (accept) => {
+      const session = accept();
+      const index = this.nextChannel++;
+      if (!this.admitted) return this.jumpHostSession(session);
+      this.channels.set(index, new SessionChannel(this, session, index));
+    });
+    this.conn.on('tcpip', (accept, reject, info: TcpipInfo) => {
+      if (!this.admitted) return this.jumpTo(accept, reject, info);
+      handleDirectTcpip(this, this.admitted.decision.permissions.portForwarding, accept, reject, info);
+    });
+    this.conn.on('request', (accept, reject, name) => {
+      if (name === 'tcpip-forward' || (name as string) === 'streamlocal-forward@openssh.com') {
+        this.emit('ssh.request', 'failure', { request: name, why: 'remote forwarding is not allowed' });
+      }
+      reject?.();
+    });
+    this.conn.on('openssh.streamlocal', (_accept, reject) => {
+      this.emit('ssh.forward', 'failure', { destination: 'unix socket', reason: 'unix socket forwarding is not allowed' });
+      reject();
+    });
+  }
+
+  private armIdle(idle: number): void {
+    const check = () => {
+      const quiet = Date.now() - this.lastActivity;
+      if (quiet >= idle) {
+        if (this.open) this.open.handle.terminate('idle_timeout', `the session was idle for ${Math.round(idle / 1000)}s and is closed.`);
+        else this.terminate('idle_timeout', `the connection was idle for ${Math.round(idle / 1000)}s and is closed.`);
+        return;
+      }
+      this.idleTimer = setTimeout(check, idle - quiet);
+      this.idleTimer.unref();
+    };
+    this.idleTimer = setTimeout(check, idle);
+    this.idleTimer.unref();
+  }
+
+  /** `ssh alice@gateway` without a target: explain how to reach one, then close. */
+  private jumpHostSession(session: ssh2.Session): void {
+    const explain = (accept: () => ssh2.ServerChannel | undefined) => {
+      const ch = accept();
+      if (!ch) return;
+      ch.stderr.write(
+        `vigil: "${this.jumpPrincipal?.user}" is not a target. Connect with "ssh LOGIN@TARGET@gateway" or use vigil as a jump host: "ssh -J ${this.jumpPrincipal?.user}@gateway LOGIN@TARGET".\r\n`,
+      );
+      ch.exit(1);
+      ch.end();
+    };
+    session.on('pty', (accept) => accept?.());
+    session.on('env', (accept) => accept?.());
+    session.on('shell', (accept) => explain(accept));
+    session.on('exec', (accept) => explain(accept));
+    session.on('subsystem', (accept) => explain(accept));
+  }
+
+  /** Jump-host mode: a direct-tcpip to a configured target is answered by vigil itself (inner SSH server). */
+  private jumpTo(accept: () => ssh2.ServerChannel, reject: () => void, info: TcpipInfo): void {
+    const target = this.services.targets.find(info.destIP, 'ssh');
+    const principal = this.jumpPrincipal;
+    if (!target || !principal || (info.destPort !== 22 && info.destPort !== target.port) || this.ending) {
+      this.emit('ssh.forward', 'failure', { destination: `${info.destIP}:${info.destPort}`, reason: target ? 'wrong port for target' : 'not a configured target (jump host forwards to targets only)' });
+      return reject();
+    }
+    let key: { privateKey: string; certificate: string };
+    try {
+      key = this.services.identity.sshTargetHostKey(target.name);
+    } catch (e) {
+      this.log.error({ err: (e as Error).message }, 'no host key for target');
+      return reject();
+    }
+    const channel = accept();
+    channel.on('error', () => {});
+    const server = new ssh2.Server({ hostKeys: [key.privateKey], ident: 'vigil' });
+    this.innerServers.add(server);
+    server.on('error', (e: Error) => this.log.debug({ err: e.message }, 'inner ssh error'));
+    const id = ulid();
+    server.on('connection', (conn) => {
+      new Connection(this.lc, conn, {
+        id,
+        source: this.opts.source,
+        log: this.log.child({ inner: id, target: target.name }),
+        inner: { target, user: principal.user, outerId: this.opts.id },
+      });
+    });
+    channel.on('close', () => this.innerServers.delete(server));
+    server.injectSocket(channel as unknown as import('node:net').Socket);
+  }
+
+  // ---- ending ------------------------------------------------------------------------------------
+
+  /** Terminator: end the session the SSH way (message on stderr, exit status, close). Idempotent. */
+  terminate(reason: EndReason, message: string): void {
+    if (this.endingReason || this.finished) return;
+    this.endingReason = reason;
+    this.log.info({ reason }, 'ending session');
+    for (const ch of this.channels.values()) ch.terminate(message);
+    // Give the channel close messages a moment to reach the client before the transport goes.
+    setTimeout(() => {
+      sendDisconnect(this.conn, `vigil: ${message}`);
+      this.destroy();
+      void this.finish(reason);
+    }, 200).unref();
+  }
+
+  private release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.opts.onAuthenticated?.();
+  }
+
+  private destroy(): void {
+    try {
+      this.conn.end();
+    } catch {
+      // already gone
+    }
+    setTimeout(() => (this.conn as unknown as { _sock?: Duplex })._sock?.destroy(), 1000).unref();
+  }
+
+  private async finish(reason: EndReason, extra: Record<string, unknown> = {}): Promise<void> {
+    if (this.finished) return;
+    this.finished = true;
+    clearTimeout(this.authTimer);
+    clearTimeout(this.idleTimer);
+    this.release();
+    this.lc.live.delete(this);
+    for (const ch of this.channels.values()) ch.terminate('the session is closed.');
+    for (const s of this.innerServers) s.close();
+    if (this.backendConn) {
+      this.backendConn.end();
+      this.backendConn.on('error', () => {});
+    }
+    if (!this.open) return;
+    const finalReason = this.endingReason ?? reason;
+    await this.open.end(finalReason, {
+      login: this.admitted?.login,
+      channel_kinds: [...this.channelKinds],
+      recordings: this.recordings,
+      exit_status: this.lastExitStatus,
+      mode: this.mode(),
+      ...(this.backendError ? { backend_error: this.backendError } : {}),
+      ...extra,
+    });
+  }
+
+  /** Gateway shutdown before a session exists (sessions are ended through the registry). */
+  shutdown(): void {
+    if (!this.open) {
+      sendDisconnect(this.conn, 'vigil: the gateway is shutting down.');
+      this.destroy();
+    }
+  }
+}
+
+export { GATEWAY_EXIT_STATUS };

@@ -1,0 +1,45 @@
+import type ssh2 from 'ssh2';
+import type { Logger } from 'pino';
+import type { GatewayServices } from '../../src/gateway/services.ts';
+import type { TargetConfig } from '../../src/config/schema.ts';
+import type { Principal } from '../../src/identity/types.ts';
+import type { OpenSession } from '../../src/sessions/admit.ts';
+import type { EventType } from '../../src/events/catalog.ts';
+import type { SshSection } from './config.ts';
+import type { PtyInfo } from './session-channel.ts';
+
+/** Something that watches one channel's bytes (SFTP decoder, terminal command tracker). */
+export interface ChannelObserver {
+  clientData(chunk: Buffer): void;
+  serverData(chunk: Buffer): void;
+  resize?(cols: number, rows: number): void;
+  close(): void;
+}
+
+/** What a relayed channel needs from the authenticated connection it belongs to. */
+export interface ChannelHost {
+  readonly services: GatewayServices;
+  readonly section: SshSection;
+  readonly log: Logger;
+  readonly principal: Principal;
+  readonly target: TargetConfig;
+  readonly session: OpenSession;
+  readonly backend: ssh2.Client;
+  /** False once the backend connection has dropped. */
+  readonly backendAlive: boolean;
+  /** True once the session is being ended (no new channels). */
+  readonly ending: boolean;
+  /** Record `i` events too (config.recording.keystrokes). */
+  readonly keystrokes: boolean;
+  /** Traffic seen (idle timeout). */
+  touch(): void;
+  /** An audit event of this session (fire-and-forget; a write failure ends the session). */
+  emit(type: EventType, outcome: 'success' | 'failure', details: Record<string, unknown>): void;
+  /** A channel request refused by policy → `ssh.request` failure event. */
+  requestRefused(request: string, details: Record<string, unknown>): void;
+  channelStarted(kind: string, index: number, recording: string | undefined, details: Record<string, unknown>): void;
+  channelEnded(index: number, exitStatus: number | undefined): void;
+  recordingFailed(err: Error): void;
+  observeSftp(index: number): ChannelObserver | undefined;
+  observeTerminal(index: number, pty: PtyInfo, recording: string | undefined): ChannelObserver | undefined;
+}

@@ -1,0 +1,259 @@
+import type ssh2 from 'ssh2';
+import type { AsciicastWriter } from '../../recorder/types.ts';
+import { relay, flushed } from './relay.ts';
+import type { ChannelHost, ChannelObserver } from './host.ts';
+
+/** A pty as the client asked for it (ssh2's pty-req info). */
+export interface PtyInfo {
+  term: string;
+  cols: number;
+  rows: number;
+  width: number;
+  height: number;
+  modes: Record<string, number>;
+}
+
+type Exit = { code: number } | { signal: string; dumped: boolean; message: string };
+
+/** Exit status sent when vigil, not the target, ends a channel (OpenSSH uses 255 for its own failures). */
+export const GATEWAY_EXIT_STATUS = 255;
+
+function envAllowed(patterns: string[], name: string): boolean {
+  return patterns.some((p) => (p.endsWith('*') ? name.startsWith(p.slice(0, -1)) : p === name));
+}
+
+/**
+ * One client "session" channel (shell, exec or the sftp subsystem), relayed to a channel of the same kind
+ * on the gateway's backend connection. Requests before the start (pty, env) are collected and replayed in
+ * one backend open, so the client hears success or failure of shell/exec only once the target answered.
+ */
+export class SessionChannel {
+  private pty: PtyInfo | undefined;
+  private readonly env: Record<string, string> = {};
+  private started = false;
+  private client: ssh2.ServerChannel | undefined;
+  private backend: ssh2.ClientChannel | undefined;
+  private recording: AsciicastWriter | undefined;
+  private observer: ChannelObserver | undefined;
+  private exit: Exit | undefined;
+  private kind: 'shell' | 'exec' | 'sftp' | undefined;
+  private command: string | undefined;
+  private closed = false;
+  private stopRelays: Array<() => void> = [];
+
+  constructor(
+    private readonly host: ChannelHost,
+    session: ssh2.Session,
+    readonly index: number,
+  ) {
+    session.on('pty', (accept, reject, info) => {
+      if (!host.principal.extensions.includes('permit-pty')) {
+        host.requestRefused('pty', { channel: index, why: 'certificate lacks permit-pty' });
+        return reject?.();
+      }
+      this.pty = { term: info.term, cols: info.cols, rows: info.rows, width: info.width, height: info.height, modes: info.modes as Record<string, number> };
+      accept?.();
+    });
+    session.on('window-change', (accept, _reject, info) => {
+      if (this.pty) Object.assign(this.pty, { cols: info.cols, rows: info.rows, width: info.width, height: info.height });
+      this.backend?.setWindow(info.rows, info.cols, info.height, info.width);
+      this.recording?.resize(info.cols, info.rows);
+      this.observer?.resize?.(info.cols, info.rows);
+      accept?.();
+    });
+    session.on('env', (accept, reject, info) => {
+      if (this.started || !envAllowed(host.section.env_allow, info.key)) {
+        // The value is not logged: environment variables often carry secrets.
+        host.requestRefused('env', { channel: index, name: info.key });
+        return reject?.();
+      }
+      this.env[info.key] = info.val;
+      accept?.();
+    });
+    session.on('signal', (accept, _reject, info) => {
+      try {
+        this.backend?.signal(info.name);
+      } catch {
+        // ssh2 refuses unknown signal names; the client asked for something no target understands.
+      }
+      accept?.();
+    });
+    session.on('x11', (_accept, reject) => {
+      host.requestRefused('x11', { channel: index });
+      reject?.();
+    });
+    session.on('auth-agent', (_accept, reject) => {
+      host.requestRefused('auth-agent', { channel: index });
+      reject?.();
+    });
+    session.on('shell', (accept, reject) => this.start('shell', accept, reject));
+    session.on('exec', (accept, reject, info) => this.start('exec', accept, reject, info.command));
+    session.on('subsystem', (accept, reject, info) => {
+      if (info.name !== 'sftp') {
+        host.requestRefused('subsystem', { channel: index, name: info.name });
+        return reject?.();
+      }
+      this.start('sftp', accept, reject);
+    });
+    session.on('close', () => this.clientClosed());
+  }
+
+  private start(asked: 'shell' | 'exec' | 'sftp', accept: () => ssh2.ServerChannel | undefined, reject: (() => void) | undefined, command?: string): void {
+    if (this.started || this.host.ending) return reject?.();
+    this.started = true;
+    // A certificate force-command replaces whatever the client asked for (like OpenSSH's sshd does).
+    const forced = this.host.principal.forceCommand;
+    const kind = forced ? 'exec' : asked;
+    this.kind = kind;
+    this.command = forced ?? command;
+    const done = (err: Error | undefined, ch: ssh2.ClientChannel | undefined) => {
+      if (err || !ch || this.host.ending) {
+        ch?.close();
+        this.host.log.info({ channel: this.index, err: err?.message }, 'backend refused channel');
+        if (kind === 'exec') this.host.emit('ssh.exec', 'failure', { channel: this.index, command: this.command, error: err?.message ?? 'session ending' });
+        this.closed = true;
+        return reject?.();
+      }
+      const client = accept();
+      if (!client) {
+        ch.close();
+        return;
+      }
+      this.attach(client, ch, forced ? { requested: asked === 'exec' ? command : asked } : undefined);
+    };
+    const backend = this.host.backend;
+    const pty = this.pty ? { term: this.pty.term, cols: this.pty.cols, rows: this.pty.rows, width: this.pty.width, height: this.pty.height, modes: this.pty.modes } : undefined;
+    try {
+      if (kind === 'shell') backend.shell(pty ?? false, { env: this.env }, done);
+      else if (kind === 'exec') backend.exec(this.command!, { pty, env: this.env }, done);
+      else backend.subsys('sftp', done);
+    } catch (e) {
+      done(e as Error, undefined);
+    }
+  }
+
+  private attach(client: ssh2.ServerChannel, backend: ssh2.ClientChannel, forced: { requested?: string } | undefined): void {
+    const { host } = this;
+    const stats = host.session.stats;
+    this.client = client;
+    this.backend = backend;
+    const kind = this.kind!;
+    if (kind !== 'sftp') {
+      this.recording = host.services.recordings.openAsciicast(host.session.handle.id, this.index, {
+        width: this.pty?.cols ?? 80,
+        height: this.pty?.rows ?? 24,
+        timestamp: Math.floor(Date.now() / 1000),
+        term: this.pty?.term,
+        command: kind === 'exec' ? this.command : undefined,
+      });
+      this.recording.onError((e) => host.recordingFailed(e));
+    }
+    this.observer = kind === 'sftp' ? host.observeSftp(this.index) : kind === 'shell' && this.pty ? host.observeTerminal(this.index, this.pty, this.recording?.id) : undefined;
+    host.channelStarted(kind, this.index, this.recording?.id, { command: this.command, pty: !!this.pty, ...(forced ? { force_command: true, requested: forced.requested } : {}) });
+
+    const keystrokes = host.keystrokes;
+    const rec = this.recording;
+    const obs = this.observer;
+    this.stopRelays.push(
+      relay(backend, client, (chunk) => {
+        stats.bytesToClient += chunk.length;
+        host.touch();
+        rec?.output(chunk);
+        obs?.serverData(chunk);
+      }),
+      relay(backend.stderr, client.stderr, (chunk) => {
+        stats.bytesToClient += chunk.length;
+        host.touch();
+        rec?.output(chunk);
+      }),
+      relay(
+        client,
+        backend,
+        (chunk) => {
+          stats.bytesFromClient += chunk.length;
+          host.touch();
+          if (keystrokes) rec?.input(chunk);
+          obs?.clientData(chunk);
+        },
+        // Client EOF (e.g. the end of scp's input) goes on to the target as EOF.
+        () => backend.end(),
+      ),
+    );
+    backend.on('exit', (code: number | null, signal?: string, dumped?: boolean, message?: string) => {
+      this.exit = code !== null && code !== undefined ? { code } : { signal: (signal ?? 'SIGKILL').replace(/^SIG/, ''), dumped: !!dumped, message: message ?? '' };
+    });
+    backend.once('close', () => void this.backendClosed());
+    client.on('error', (e: Error) => host.log.debug({ err: e.message, channel: this.index }, 'client channel error'));
+    backend.on('error', (e: Error) => host.log.debug({ err: e.message, channel: this.index }, 'backend channel error'));
+  }
+
+  /** The target closed its channel: deliver what is left, then exit status, then EOF + close (in that order). */
+  private async backendClosed(): Promise<void> {
+    const client = this.client!;
+    if (!this.exit && !this.host.ending && !this.host.backendAlive) {
+      client.stderr.write(`\r\nvigil: the connection to ${this.host.target.name} was lost.\r\n`);
+      this.exit = { code: GATEWAY_EXIT_STATUS };
+    }
+    await Promise.all([flushed(client), flushed(client.stderr)]);
+    this.sendExit();
+    client.end();
+    await this.finish();
+  }
+
+  private sendExit(): void {
+    const client = this.client;
+    if (!client || !this.exit) return;
+    try {
+      if ('code' in this.exit) client.exit(this.exit.code);
+      else client.exit(this.exit.signal, this.exit.dumped, this.exit.message);
+    } catch {
+      // Unknown signal name from the target: report a plain failure instead.
+      client.exit(GATEWAY_EXIT_STATUS);
+    }
+  }
+
+  /** The client closed the channel first: close ours to the target. */
+  private clientClosed(): void {
+    if (!this.client) {
+      this.closed = true;
+      return;
+    }
+    this.backend?.close();
+    void this.finish();
+  }
+
+  /** vigil ends this channel: say why on stderr, exit 255, close both sides. */
+  terminate(message: string): void {
+    const client = this.client;
+    if (!client || this.closed) return;
+    this.exit ??= { code: GATEWAY_EXIT_STATUS };
+    try {
+      client.stderr.write(`\r\nvigil: ${message}\r\n`);
+      this.sendExit();
+      client.end();
+    } catch {
+      // The client went away meanwhile.
+    }
+    this.backend?.close();
+    void this.finish();
+  }
+
+  private async finish(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const stop of this.stopRelays) stop();
+    this.observer?.close();
+    const exit = this.exit;
+    const exitDetails = exit ? ('code' in exit ? { exit_status: exit.code } : { exit_signal: exit.signal }) : {};
+    this.host.channelEnded(this.index, exit && 'code' in exit ? exit.code : undefined);
+    if (this.kind === 'exec') {
+      const failed = !exit || !('code' in exit) || exit.code !== 0;
+      this.host.emit('ssh.exec', failed ? 'failure' : 'success', { channel: this.index, command: this.command, recording: this.recording?.id, ...exitDetails });
+    }
+    await this.recording?.close().catch((e) => this.host.log.warn({ err: (e as Error).message }, 'recording close failed'));
+  }
+
+  get active(): boolean {
+    return !!this.client && !this.closed;
+  }
+}

@@ -1,0 +1,76 @@
+import { createRequire } from 'node:module';
+
+/**
+ * Two SSH messages ssh2's public API cannot send with text: a USERAUTH_BANNER (shown by OpenSSH before
+ * "Permission denied") and a DISCONNECT carrying a description (printed by the OpenSSH client even at
+ * LogLevel ERROR). Both are how a refused user learns why without a channel. They go through ssh2's own
+ * packet writer so encryption and sequence numbers stay right.
+ */
+const require = createRequire(import.meta.url);
+const { sendPacket } = require('ssh2/lib/protocol/utils.js') as { sendPacket: (proto: unknown, packet: Buffer, bypass?: boolean) => boolean };
+
+const MSG_DISCONNECT = 1;
+const MSG_USERAUTH_BANNER = 53;
+export const DISCONNECT_BY_APPLICATION = 11;
+export const DISCONNECT_NO_MORE_AUTH_METHODS = 14;
+
+interface PacketWriter {
+  allocStart: number;
+  alloc(len: number, force?: boolean): Buffer;
+  finalize(packet: Buffer, force?: boolean): Buffer;
+}
+interface ProtocolInternals {
+  _packetRW: { write: PacketWriter };
+  _kexinit: unknown;
+}
+
+function protocolOf(conn: unknown): ProtocolInternals | undefined {
+  const proto = (conn as { _protocol?: ProtocolInternals })._protocol;
+  return proto && proto._packetRW ? proto : undefined;
+}
+
+function stringFields(type: number, head: Buffer, strings: string[]): { len: number; write(p: Buffer, at: number): void } {
+  const bufs = strings.map((s) => Buffer.from(s, 'utf8'));
+  const len = 1 + head.length + bufs.reduce((n, b) => n + 4 + b.length, 0);
+  return {
+    len,
+    write(packet, at) {
+      packet[at++] = type;
+      head.copy(packet, at);
+      at += head.length;
+      for (const b of bufs) {
+        packet.writeUInt32BE(b.length, at);
+        b.copy(packet, at + 4);
+        at += 4 + b.length;
+      }
+    },
+  };
+}
+
+function send(conn: unknown, type: number, head: Buffer, strings: string[]): boolean {
+  const proto = protocolOf(conn);
+  if (!proto) return false;
+  try {
+    const w = proto._packetRW.write;
+    const body = stringFields(type, head, strings);
+    const p = w.allocStart;
+    const packet = w.alloc(body.len);
+    body.write(packet, p);
+    sendPacket(proto, w.finalize(packet));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Text shown by the client before authentication completes (it may try other keys afterwards). */
+export function sendBanner(conn: unknown, text: string): boolean {
+  return send(conn, MSG_USERAUTH_BANNER, Buffer.alloc(0), [text.endsWith('\n') ? text.replace(/\r?\n$/, '\r\n') : `${text}\r\n`, '']);
+}
+
+/** Disconnect with a reason the user sees ("Received disconnect from …: 11: TEXT"). */
+export function sendDisconnect(conn: unknown, text: string, reason = DISCONNECT_BY_APPLICATION): boolean {
+  const head = Buffer.alloc(4);
+  head.writeUInt32BE(reason, 0);
+  return send(conn, MSG_DISCONNECT, head, [text, '']);
+}
