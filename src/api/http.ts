@@ -1,0 +1,72 @@
+import type http from 'node:http';
+import { z } from 'zod';
+import { AccessRefusedError } from '../access/errors.ts';
+import { AuditUnavailableError, VigilError } from '../errors.ts';
+
+/** JSON request/response plumbing for the API: one error shape `{ error: { code, message } }` everywhere. */
+
+export const MAX_BODY_BYTES = 64 * 1024;
+
+/** An API-level failure with an HTTP status and a stable code. */
+export class ApiError extends VigilError {
+  constructor(
+    readonly status: number,
+    code: string,
+    message: string,
+  ) {
+    super(code, message);
+  }
+}
+
+export function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.end(text);
+}
+
+const REFUSAL_STATUS = { invalid: 400, forbidden: 403, conflict: 409, not_found: 404 } as const;
+
+/** HTTP status and client-safe body for any error; unknown errors become a 500 that reveals nothing. */
+export function errorResponse(e: unknown): { status: number; code: string; message: string } {
+  if (e instanceof ApiError) return { status: e.status, code: e.code, message: e.message };
+  if (e instanceof AccessRefusedError) return { status: REFUSAL_STATUS[e.kind], code: e.code, message: e.message };
+  if (e instanceof AuditUnavailableError) return { status: 503, code: e.code, message: 'The audit log cannot be written, so changes are refused.' };
+  if (e instanceof VigilError) return { status: e.code === 'VIGIL_NOT_FOUND' ? 404 : 400, code: e.code, message: e.message };
+  return { status: 500, code: 'VIGIL_INTERNAL', message: 'Internal error.' };
+}
+
+/** Read and parse a JSON body (empty body = `{}`), bounded by MAX_BODY_BYTES. */
+export function readJson(req: http.IncomingMessage): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY_BYTES) {
+        reject(new ApiError(413, 'VIGIL_BODY_TOO_LARGE', `Request bodies are limited to ${MAX_BODY_BYTES} bytes.`));
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('error', reject);
+    req.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8').trim();
+      if (!text) return resolve({});
+      try {
+        resolve(JSON.parse(text));
+      } catch {
+        reject(new ApiError(400, 'VIGIL_BAD_JSON', 'The request body is not valid JSON.'));
+      }
+    });
+  });
+}
+
+/** Validate a body against a schema; the first problem names its field. */
+export function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
+  const r = schema.safeParse(body);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0];
+  const field = issue.path.length ? issue.path.join('.') : issue.code === 'unrecognized_keys' ? issue.keys.join(', ') : 'body';
+  throw new ApiError(400, 'VIGIL_BAD_REQUEST', `${field}: ${issue.message}`);
+}

@@ -1,0 +1,174 @@
+import type http from 'node:http';
+import { z } from 'zod';
+import type { GatewayServices } from '../gateway/services.ts';
+import type { AccessService, Actor } from '../access/service.ts';
+import type { AccessState } from '../store/types.ts';
+import type { LiveSession } from '../sessions/registry.ts';
+import { parseDuration } from '../config/units.ts';
+import { ApiError, parseBody, readJson } from './http.ts';
+
+/** One API route: method + path pattern (`:name` segments) → handler returning [status, body]. */
+export interface Route {
+  method: 'GET' | 'POST' | 'DELETE';
+  pattern: string;
+  handle(ctx: RouteContext): Promise<[number, unknown]>;
+}
+
+export interface RouteContext {
+  actor: Actor;
+  params: Record<string, string>;
+  query: URLSearchParams;
+  req: http.IncomingMessage;
+  services: GatewayServices;
+  access: AccessService;
+}
+
+/** `"30m"` or a number of seconds (like config durations) → ms. */
+const ttl = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  const ms = parseDuration(v);
+  if (ms === undefined || ms <= 0) {
+    ctx.addIssue({ code: 'custom', message: 'expected a duration like "30m" or "1h"' });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+const RequestBody = z.strictObject({
+  user: z.string().min(1).optional(),
+  role: z.string().min(1),
+  targets: z.array(z.string().min(1)).optional(),
+  reason: z.string().default(''),
+  ttl: ttl.optional(),
+  break_glass: z.boolean().optional(),
+});
+const ApproveBody = z.strictObject({ comment: z.string().optional() });
+const ReasonBody = z.strictObject({ reason: z.string().default('') });
+const LockBody = z.strictObject({ user: z.string().min(1), reason: z.string().default(''), ttl: ttl.optional() });
+const STATES: AccessState[] = ['pending', 'active', 'denied', 'expired', 'revoked'];
+
+function sessionView(s: LiveSession) {
+  return {
+    id: s.id,
+    protocol: s.protocol,
+    user: s.principal.user,
+    roles: s.principal.roles,
+    cert_serial: s.principal.certSerial,
+    target: s.target,
+    source: s.source,
+    grant_ids: s.grantIds,
+    access_expires_at: s.accessExpiresAt?.toISOString(),
+    started_at: s.startedAt.toISOString(),
+  };
+}
+
+export const ROUTES: Route[] = [
+  {
+    method: 'POST',
+    pattern: '/v1/access/requests',
+    async handle({ actor, req, access }) {
+      const b = parseBody(RequestBody, await readJson(req));
+      const rec = await access.request(actor, { user: b.user, role: b.role, targets: b.targets, reason: b.reason, ttlMs: b.ttl, breakGlass: b.break_glass });
+      return [201, { request: rec }];
+    },
+  },
+  {
+    method: 'GET',
+    pattern: '/v1/access/requests',
+    async handle({ actor, query, access }) {
+      const state = query.get('state') ?? undefined;
+      if (state !== undefined && !STATES.includes(state as AccessState)) {
+        throw new ApiError(400, 'VIGIL_BAD_REQUEST', `state: expected one of ${STATES.join(', ')}`);
+      }
+      const user = query.get('user') ?? undefined;
+      return [200, { requests: await access.list(actor, { state: state as AccessState | undefined, user }) }];
+    },
+  },
+  {
+    method: 'GET',
+    pattern: '/v1/access/requests/:id',
+    async handle({ actor, params, access }) {
+      return [200, { request: await access.show(actor, params.id) }];
+    },
+  },
+  {
+    method: 'POST',
+    pattern: '/v1/access/requests/:id/approve',
+    async handle({ actor, params, req, access }) {
+      const b = parseBody(ApproveBody, await readJson(req));
+      return [200, { request: await access.approve(actor, params.id, b) }];
+    },
+  },
+  {
+    method: 'POST',
+    pattern: '/v1/access/requests/:id/deny',
+    async handle({ actor, params, req, access }) {
+      const b = parseBody(ReasonBody, await readJson(req));
+      return [200, { request: await access.deny(actor, params.id, b) }];
+    },
+  },
+  {
+    method: 'POST',
+    pattern: '/v1/access/grants/:id/revoke',
+    async handle({ actor, params, req, access }) {
+      const b = parseBody(ReasonBody, await readJson(req));
+      return [200, { request: await access.revoke(actor, params.id, b) }];
+    },
+  },
+  {
+    method: 'POST',
+    pattern: '/v1/locks',
+    async handle({ actor, req, access }) {
+      const b = parseBody(LockBody, await readJson(req));
+      return [201, { lock: await access.lock(actor, { user: b.user, reason: b.reason, ttlMs: b.ttl }) }];
+    },
+  },
+  {
+    method: 'GET',
+    pattern: '/v1/locks',
+    async handle({ actor, access }) {
+      return [200, { locks: await access.listLocks(actor) }];
+    },
+  },
+  {
+    method: 'DELETE',
+    pattern: '/v1/locks/user/:name',
+    async handle({ actor, params, access }) {
+      await access.unlock(actor, params.name);
+      return [200, { unlocked: params.name }];
+    },
+  },
+  {
+    method: 'GET',
+    pattern: '/v1/sessions',
+    async handle({ actor, services, access }) {
+      const all = services.sessions.list();
+      const visible = access.seesEverything(actor) ? all : all.filter((s) => s.principal.user === actor.user);
+      return [200, { sessions: visible.map(sessionView) }];
+    },
+  },
+];
+
+/** Match `path` against the routes; distinguishes "no such path" (404) from "wrong method" (405). */
+export function matchRoute(method: string, path: string): { route: Route; params: Record<string, string> } | 'not_found' | 'bad_method' {
+  const parts = path.split('/').filter(Boolean);
+  let pathMatched = false;
+  for (const route of ROUTES) {
+    const pat = route.pattern.split('/').filter(Boolean);
+    if (pat.length !== parts.length) continue;
+    const params: Record<string, string> = {};
+    let ok = true;
+    for (let i = 0; i < pat.length && ok; i++) {
+      if (pat[i].startsWith(':')) {
+        try {
+          params[pat[i].slice(1)] = decodeURIComponent(parts[i]);
+        } catch {
+          ok = false;
+        }
+      } else ok = pat[i] === parts[i];
+    }
+    if (!ok) continue;
+    pathMatched = true;
+    if (route.method === method) return { route, params };
+  }
+  return pathMatched ? 'bad_method' : 'not_found';
+}

@@ -1,0 +1,179 @@
+import https from 'node:https';
+import type http from 'node:http';
+import type net from 'node:net';
+import type tls from 'node:tls';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { GatewayServices } from '../gateway/services.ts';
+import type { Listen } from '../config/types.ts';
+import { AccessService, type Actor } from '../access/service.ts';
+import { AccessRefusedError } from '../access/errors.ts';
+import { ApiError, errorResponse, sendJson } from './http.ts';
+import { matchRoute } from './routes.ts';
+
+/** A live-stream client that falls this far behind is disconnected rather than buffered without bound. */
+const STREAM_MAX_BUFFERED = 4 * 1024 * 1024;
+const EVENTS_STREAM_PATH = '/v1/events/stream';
+
+type AuthResult = { ok: true; actor: Actor } | { ok: false; error: ApiError; user?: string; certSerial?: string };
+
+/**
+ * The HTTPS API, authenticated by the caller's vigil client certificate (mTLS). TLS accepts any client
+ * certificate (rejectUnauthorized false) so that a missing or foreign one gets a JSON 401 with a stable
+ * code instead of a handshake failure; the certificate is then verified by the identity service (chain,
+ * validity, revocation). Only `GET /healthz` needs no certificate.
+ */
+export async function startApi(services: GatewayServices, listen: Listen): Promise<{ server: https.Server; port: number }> {
+  const { log, events } = services;
+  const access = new AccessService({ config: services.config, store: services.store, events });
+  const material = services.identity.tls();
+  const server = https.createServer({
+    cert: material.cert,
+    key: material.key,
+    ca: material.ca,
+    requestCert: true,
+    rejectUnauthorized: false,
+    minVersion: 'TLSv1.2',
+    handshakeTimeout: 10_000,
+  });
+  server.requestTimeout = 30_000;
+  server.headersTimeout = 10_000;
+  server.on('tlsClientError', (e) => log.debug({ err: e.message }, 'api: TLS handshake failed'));
+
+  const sourceOf = (req: http.IncomingMessage) => ({ ip: req.socket.remoteAddress ?? 'unknown', port: req.socket.remotePort ?? 0, via: 'api' });
+
+  function authenticate(req: http.IncomingMessage): AuthResult {
+    const socket = req.socket as tls.TLSSocket;
+    const peer = typeof socket.getPeerCertificate === 'function' ? socket.getPeerCertificate() : undefined;
+    if (!peer || !peer.raw) {
+      return { ok: false, error: new ApiError(401, 'VIGIL_NO_CLIENT_CERT', 'A vigil client certificate is required (mTLS).') };
+    }
+    const result = services.identity.verifyClientCertificate(peer.raw, socket.remoteAddress ?? '');
+    if (!result.ok) {
+      return { ok: false, error: new ApiError(401, 'VIGIL_UNAUTHENTICATED', `Client certificate refused: ${result.message}`), user: result.user, certSerial: result.certSerial };
+    }
+    const p = result.principal;
+    if (services.store.isRevoked(p.certSerial)) {
+      return { ok: false, error: new ApiError(401, 'VIGIL_UNAUTHENTICATED', 'Client certificate refused: it has been revoked.'), user: p.user, certSerial: p.certSerial };
+    }
+    if (services.store.isLocked('user', p.user)) {
+      return { ok: false, error: new ApiError(403, 'VIGIL_LOCKED', 'Your vigil user is locked. Contact an administrator.'), user: p.user, certSerial: p.certSerial };
+    }
+    return { ok: true, actor: { user: p.user, roles: p.roles, certSerial: p.certSerial, source: sourceOf(req) } };
+  }
+
+  /** A call refused before the access service saw it (no/bad certificate, bad input, unknown route). */
+  async function recordRefusal(req: http.IncomingMessage, who: { user?: string; roles?: string[]; certSerial?: string }, status: number, code: string, message: string) {
+    await events
+      .emit({
+        type: 'api.request',
+        outcome: 'failure',
+        actor: { user: who.user ?? 'unknown', roles: who.roles ?? [], ...(who.certSerial ? { cert_serial: who.certSerial } : {}) },
+        source: sourceOf(req),
+        target: { name: 'api', protocol: 'https' },
+        details: { method: req.method, path: (req.url ?? '').split('?')[0], status, code, message },
+      })
+      .catch((e) => log.error({ err: (e as Error).message }, 'api: could not record refused call'));
+  }
+
+  async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'https://vigil.invalid');
+    if (url.pathname === '/healthz' && req.method === 'GET') {
+      const healthy = events.healthy;
+      return sendJson(res, healthy ? 200 : 503, { status: healthy ? 'ok' : 'failing', audit: healthy ? 'ok' : 'unavailable' });
+    }
+    const auth = authenticate(req);
+    if (!auth.ok) {
+      await recordRefusal(req, { user: auth.user, certSerial: auth.certSerial }, auth.error.status, auth.error.code, auth.error.message);
+      return sendJson(res, auth.error.status, { error: { code: auth.error.code, message: auth.error.message } });
+    }
+    const actor = auth.actor;
+    try {
+      const m = matchRoute(req.method ?? '', url.pathname);
+      if (m === 'not_found') throw new ApiError(404, 'VIGIL_NO_ROUTE', `No API endpoint ${url.pathname}.`);
+      if (m === 'bad_method') throw new ApiError(405, 'VIGIL_BAD_METHOD', `${req.method} is not supported on ${url.pathname}.`);
+      const [status, body] = await m.route.handle({ actor, params: m.params, query: url.searchParams, req, services, access });
+      sendJson(res, status, body);
+    } catch (e) {
+      const r = errorResponse(e);
+      if (r.status === 500) log.error({ err: e, path: url.pathname }, 'api: handler failed');
+      // The access service already wrote access.refused for its refusals; record the rest here.
+      if (!(e instanceof AccessRefusedError)) {
+        await recordRefusal(req, { user: actor.user, roles: actor.roles, certSerial: actor.certSerial }, r.status, r.code, r.message);
+      }
+      if (!res.headersSent) sendJson(res, r.status, { error: { code: r.code, message: r.message } });
+      else res.destroy();
+    }
+  }
+
+  server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    handle(req, res).catch((e) => {
+      log.error({ err: e }, 'api: request failed');
+      if (!res.headersSent) sendJson(res, 500, { error: { code: 'VIGIL_INTERNAL', message: 'Internal error.' } });
+    });
+  });
+
+  // ---- live audit stream (WebSocket), admins and auditors only -----------------------------------------
+  const wss = new WebSocketServer({ noServer: true, maxPayload: 4096 });
+  const streams = new Set<WebSocket>();
+
+  server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+    socket.on('error', () => {});
+    const rejectUpgrade = (status: number, code: string, message: string) => {
+      const body = JSON.stringify({ error: { code, message } });
+      socket.end(
+        `HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : status === 403 ? 'Forbidden' : 'Not Found'}\r\n` +
+          `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+      );
+    };
+    const path = (req.url ?? '').split('?')[0];
+    const auth = authenticate(req);
+    if (!auth.ok) {
+      void recordRefusal(req, { user: auth.user, certSerial: auth.certSerial }, auth.error.status, auth.error.code, auth.error.message);
+      return rejectUpgrade(auth.error.status, auth.error.code, auth.error.message);
+    }
+    if (path !== EVENTS_STREAM_PATH) return rejectUpgrade(404, 'VIGIL_NO_ROUTE', `No WebSocket endpoint ${path}.`);
+    if (!access.seesEverything(auth.actor)) {
+      const msg = 'Only administrators and auditors may read the live audit stream.';
+      void recordRefusal(req, { user: auth.actor.user, roles: auth.actor.roles, certSerial: auth.actor.certSerial }, 403, 'VIGIL_FORBIDDEN', msg);
+      return rejectUpgrade(403, 'VIGIL_FORBIDDEN', msg);
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      streams.add(ws);
+      const unsubscribe = events.subscribe((e) => {
+        if (ws.readyState !== ws.OPEN) return;
+        // Explicit backpressure: a reader that cannot keep up is cut off, never buffered without bound.
+        if (ws.bufferedAmount > STREAM_MAX_BUFFERED) {
+          ws.close(1013, 'reader too slow; reconnect');
+          return;
+        }
+        ws.send(JSON.stringify(e));
+      });
+      ws.on('close', () => {
+        unsubscribe();
+        streams.delete(ws);
+      });
+      ws.on('error', () => ws.terminate());
+      log.info({ user: auth.actor.user }, 'api: live audit stream opened');
+    });
+  });
+
+  // Closing the API also ends keep-alive connections and live streams, so shutdown is not held open.
+  const close = server.close.bind(server);
+  server.close = ((cb?: (err?: Error) => void) => {
+    close(cb);
+    for (const ws of streams) ws.terminate();
+    server.closeAllConnections();
+    return server;
+  }) as typeof server.close;
+
+  const port = await new Promise<number>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(listen.port, listen.host, () => {
+      server.off('error', reject);
+      resolve((server.address() as net.AddressInfo).port);
+    });
+  });
+  server.on('error', (e) => log.error({ err: e }, 'api: listener error'));
+  log.info({ listen: `${listen.host}:${port}` }, 'api listener ready');
+  return { server, port };
+}
