@@ -1,0 +1,212 @@
+import { ATTR, EXT, FXP, OPEN_FLAGS, STATUS_NAMES, type OpenFlagName } from './constants.ts';
+import { SftpDecodeError } from './errors.ts';
+import { SftpReader, bytesToText } from './reader.ts';
+
+/**
+ * Pure decoders for single SFTP v3 packets (the body after the uint32 length). Requests come from the
+ * client, responses from the server. Only the fields an audit needs are kept; bulk data is never
+ * touched, only its declared length (checked against the packet length).
+ */
+
+/** Attributes as sent in SETSTAT/FSETSTAT/OPEN/MKDIR: only the fields present. */
+export interface SftpAttrs {
+  size?: number;
+  uid?: number;
+  gid?: number;
+  /** Permission bits (mode & 07777) in octal, e.g. "0644". */
+  permissions?: string;
+  atime?: number;
+  mtime?: number;
+  /** Names of extended attributes set. */
+  extended?: string[];
+}
+
+/** A handle as an opaque map key (handles are at most 256 bytes). */
+export type HandleKey = string;
+
+export type SftpRequest =
+  | { kind: 'init'; version: number }
+  | { kind: 'open'; id: number; path: string; flags: OpenFlagName[]; attrs: SftpAttrs }
+  | { kind: 'close'; id: number; handle: HandleKey }
+  | { kind: 'read'; id: number; handle: HandleKey; offset: number; length: number }
+  | { kind: 'write'; id: number; handle: HandleKey; offset: number; length: number }
+  | { kind: 'opendir'; id: number; path: string }
+  | { kind: 'remove'; id: number; path: string }
+  | { kind: 'mkdir'; id: number; path: string; attrs: SftpAttrs }
+  | { kind: 'rmdir'; id: number; path: string }
+  | { kind: 'setstat'; id: number; path: string; attrs: SftpAttrs; followLinks: boolean }
+  | { kind: 'fsetstat'; id: number; handle: HandleKey; attrs: SftpAttrs }
+  | { kind: 'rename'; id: number; oldPath: string; newPath: string; posix: boolean }
+  /** Raw order of the two SYMLINK strings; which is the link is decided by the observer (see there). */
+  | { kind: 'symlink'; id: number; first: string; second: string }
+  | { kind: 'hardlink'; id: number; oldPath: string; newPath: string }
+  /** Any request that reads or does not change the file system (stat, readdir, realpath, statvfs, …). */
+  | { kind: 'other'; id: number };
+
+export type SftpResponse =
+  | { kind: 'version'; version: number; extensions: string[] }
+  | { kind: 'status'; id: number; code: number; message: string }
+  | { kind: 'handle'; id: number; handle: HandleKey }
+  | { kind: 'data'; id: number; length: number }
+  /** NAME, ATTRS, EXTENDED_REPLY: answers to reads, only their id matters here. */
+  | { kind: 'other'; id: number };
+
+export function statusName(code: number): string {
+  return STATUS_NAMES[code] ?? `UNKNOWN_${code}`;
+}
+
+function handleKey(r: SftpReader): HandleKey {
+  const h = r.bytes('handle');
+  if (h.length > 256) throw new SftpDecodeError(`handle of ${h.length} bytes (max 256)`);
+  return h.toString('latin1');
+}
+
+export function decodeAttrs(r: SftpReader): SftpAttrs {
+  const flags = r.u32('attribute flags');
+  const a: SftpAttrs = {};
+  if (flags & ATTR.SIZE) a.size = r.u64('size');
+  if (flags & ATTR.UIDGID) {
+    a.uid = r.u32('uid');
+    a.gid = r.u32('gid');
+  }
+  if (flags & ATTR.PERMISSIONS) a.permissions = (r.u32('permissions') & 0o7777).toString(8).padStart(4, '0');
+  if (flags & ATTR.ACMODTIME) {
+    a.atime = r.u32('atime');
+    a.mtime = r.u32('mtime');
+  }
+  if (flags & ATTR.EXTENDED) {
+    const n = r.u32('extended count');
+    // Each pair is at least 8 bytes: bound the loop by what the packet can hold.
+    if (n * 8 > r.remaining) throw new SftpDecodeError(`extended attribute count ${n} exceeds the packet`);
+    a.extended = [];
+    for (let i = 0; i < n; i++) {
+      a.extended.push(r.text('extended type'));
+      r.bytes('extended data');
+    }
+  }
+  return a;
+}
+
+function openFlags(pflags: number): OpenFlagName[] {
+  const out: OpenFlagName[] = [];
+  for (const [name, bit] of OPEN_FLAGS) if (pflags & bit) out.push(name);
+  return out;
+}
+
+/**
+ * A client packet. For WRITE, `body` may be only the head of the packet (see SftpFramer): the data
+ * string's declared length must account exactly for the rest of `packetLength`.
+ */
+export function decodeRequest(body: Buffer, packetLength: number): SftpRequest {
+  const r = new SftpReader(body);
+  const type = r.u8('type');
+  if (type === FXP.INIT) return { kind: 'init', version: r.u32('version') };
+  const id = r.u32('request id');
+  switch (type) {
+    case FXP.OPEN: {
+      const path = r.text('path');
+      const pflags = r.u32('pflags');
+      return { kind: 'open', id, path, flags: openFlags(pflags), attrs: decodeAttrs(r) };
+    }
+    case FXP.CLOSE:
+      return { kind: 'close', id, handle: handleKey(r) };
+    case FXP.READ:
+      return { kind: 'read', id, handle: handleKey(r), offset: r.u64('offset'), length: r.u32('length') };
+    case FXP.WRITE: {
+      const handle = handleKey(r);
+      const offset = r.u64('offset');
+      const length = r.lengthOnly('data');
+      if (r.offset + length !== packetLength) {
+        throw new SftpDecodeError(`WRITE data length ${length} does not match the packet length ${packetLength}`);
+      }
+      return { kind: 'write', id, handle, offset, length };
+    }
+    case FXP.OPENDIR:
+      return { kind: 'opendir', id, path: r.text('path') };
+    case FXP.REMOVE:
+      return { kind: 'remove', id, path: r.text('path') };
+    case FXP.MKDIR:
+      return { kind: 'mkdir', id, path: r.text('path'), attrs: decodeAttrs(r) };
+    case FXP.RMDIR:
+      return { kind: 'rmdir', id, path: r.text('path') };
+    case FXP.SETSTAT:
+      return { kind: 'setstat', id, path: r.text('path'), attrs: decodeAttrs(r), followLinks: true };
+    case FXP.FSETSTAT:
+      return { kind: 'fsetstat', id, handle: handleKey(r), attrs: decodeAttrs(r) };
+    case FXP.RENAME:
+      return { kind: 'rename', id, oldPath: r.text('old path'), newPath: r.text('new path'), posix: false };
+    case FXP.SYMLINK:
+      return { kind: 'symlink', id, first: r.text('path'), second: r.text('path') };
+    case FXP.EXTENDED:
+      return decodeExtended(id, r);
+    case FXP.LSTAT:
+    case FXP.STAT:
+    case FXP.REALPATH:
+    case FXP.READLINK:
+      r.bytes('path');
+      return { kind: 'other', id };
+    case FXP.FSTAT:
+    case FXP.READDIR:
+      handleKey(r);
+      return { kind: 'other', id };
+    default:
+      throw new SftpDecodeError(`unknown request type ${type}`);
+  }
+}
+
+function decodeExtended(id: number, r: SftpReader): SftpRequest {
+  const name = bytesToText(r.bytes('extended request name'));
+  switch (name) {
+    case EXT.POSIX_RENAME:
+      return { kind: 'rename', id, oldPath: r.text('old path'), newPath: r.text('new path'), posix: true };
+    case EXT.HARDLINK:
+      return { kind: 'hardlink', id, oldPath: r.text('old path'), newPath: r.text('new path') };
+    case EXT.LSETSTAT:
+      return { kind: 'setstat', id, path: r.text('path'), attrs: decodeAttrs(r), followLinks: false };
+    default:
+      // statvfs, fsync, limits, expand-path, home-directory, copy-data, users-groups-by-id, …
+      return { kind: 'other', id };
+  }
+}
+
+/**
+ * A server packet. For DATA, `body` may be only the head: the data string's declared length must
+ * account exactly for the rest of `packetLength`.
+ */
+export function decodeResponse(body: Buffer, packetLength: number): SftpResponse {
+  const r = new SftpReader(body);
+  const type = r.u8('type');
+  if (type === FXP.VERSION) {
+    const version = r.u32('version');
+    const extensions: string[] = [];
+    while (r.remaining > 0) {
+      extensions.push(r.text('extension name'));
+      r.bytes('extension data');
+    }
+    return { kind: 'version', version, extensions };
+  }
+  const id = r.u32('request id');
+  switch (type) {
+    case FXP.STATUS: {
+      const code = r.u32('status code');
+      // Version 3 servers may omit the message (draft-02 predates it); OpenSSH always sends it.
+      const message = r.remaining > 0 ? r.text('status message') : '';
+      return { kind: 'status', id, code, message };
+    }
+    case FXP.HANDLE:
+      return { kind: 'handle', id, handle: handleKey(r) };
+    case FXP.DATA: {
+      const length = r.lengthOnly('data');
+      if (r.offset + length !== packetLength) {
+        throw new SftpDecodeError(`DATA length ${length} does not match the packet length ${packetLength}`);
+      }
+      return { kind: 'data', id, length };
+    }
+    case FXP.NAME:
+    case FXP.ATTRS:
+    case FXP.EXTENDED_REPLY:
+      return { kind: 'other', id };
+    default:
+      throw new SftpDecodeError(`unknown response type ${type}`);
+  }
+}

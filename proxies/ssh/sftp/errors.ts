@@ -1,0 +1,35 @@
+import { ProtocolError } from '../../../src/errors.ts';
+
+/**
+ * Why observing an SFTP stream failed or went odd. The relay keeps forwarding bytes either way; it
+ * reports these. `fatal` means the observer has stopped (it cannot find packet boundaries again in a
+ * length-prefixed stream); otherwise it carries on after this packet.
+ */
+export type SftpObserveCode =
+  | 'VIGIL_SFTP_MALFORMED'
+  | 'VIGIL_SFTP_OVERSIZED'
+  | 'VIGIL_SFTP_UNSUPPORTED_VERSION'
+  | 'VIGIL_SFTP_UNEXPECTED_REPLY'
+  | 'VIGIL_SFTP_TOO_MANY_PENDING'
+  | 'VIGIL_SFTP_TRUNCATED';
+
+export class SftpObserveError extends ProtocolError {
+  declare readonly code: SftpObserveCode;
+  readonly fatal: boolean;
+  /** Which side sent the offending bytes. */
+  readonly direction: 'client' | 'server';
+  constructor(code: SftpObserveCode, direction: 'client' | 'server', message: string, fatal: boolean) {
+    super(`sftp ${direction} stream: ${message}`, code);
+    this.fatal = fatal;
+    this.direction = direction;
+  }
+}
+
+/** Thrown by the pure decoders; the observer wraps it with the direction. */
+export class SftpDecodeError extends Error {
+  readonly code: SftpObserveCode;
+  constructor(message: string, code: SftpObserveCode = 'VIGIL_SFTP_MALFORMED') {
+    super(message);
+    this.code = code;
+  }
+}

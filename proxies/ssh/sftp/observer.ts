@@ -1,0 +1,274 @@
+import { FXP, FX_EOF, FX_OK, SFTP_VERSION, type OpenFlagName } from './constants.ts';
+import { decodeRequest, decodeResponse, statusName, type HandleKey, type SftpAttrs, type SftpRequest, type SftpResponse } from './decode.ts';
+import { SftpDecodeError, SftpObserveError, type SftpObserveCode } from './errors.ts';
+import { SftpFramer } from './framer.ts';
+
+/**
+ * Outcome of an operation: the server's STATUS/HANDLE reply, or `incomplete` when the channel ended
+ * before the reply (or, for `close`, with the file still open).
+ */
+export type SftpOutcome = 'ok' | 'error' | 'incomplete';
+
+export interface SftpStatus {
+  code: number;
+  name: string;
+  message: string;
+}
+
+interface OpBase {
+  outcome: SftpOutcome;
+  /** Present when outcome is `error`. */
+  status?: SftpStatus;
+}
+
+export type SftpOperation = OpBase &
+  (
+    | { op: 'open'; path: string; flags: OpenFlagName[] }
+    | { op: 'close'; path: string; bytesRead: number; bytesWritten: number }
+    | { op: 'remove'; path: string }
+    | { op: 'rename'; oldPath: string; newPath: string; posix: boolean }
+    | { op: 'mkdir'; path: string; attrs: SftpAttrs }
+    | { op: 'rmdir'; path: string }
+    | { op: 'setstat'; path: string; attrs: SftpAttrs; via: 'path' | 'handle' | 'nofollow' }
+    | { op: 'symlink'; linkPath: string; targetPath: string }
+    | { op: 'hardlink'; oldPath: string; newPath: string }
+    /** Reported only when the server refused a transfer (disk full, …); successes add to `close`. */
+    | { op: 'read' | 'write'; path: string; offset: number; length: number }
+  );
+
+export interface SftpObserverOptions {
+  onOperation(op: SftpOperation): void;
+  /** Observation problems. After a `fatal` one the observer ignores the rest of the stream. */
+  onError?(err: SftpObserveError): void;
+  /** Largest packet accepted in either direction (default 1 MiB; OpenSSH uses at most 256 KiB). */
+  maxPacket?: number;
+  /** Most requests awaiting a reply (default 4096; OpenSSH's client keeps at most 64 in flight). */
+  maxPending?: number;
+  /** Most open handles tracked (default 4096). */
+  maxHandles?: number;
+  /**
+   * Order of the two SYMLINK strings. OpenSSH (client and sftp-server) sends target then link, the
+   * reverse of draft-02 (link then target); OpenSSH is what we front, so that is the default.
+   */
+  symlinkOrder?: 'openssh' | 'draft';
+}
+
+interface OpenFile {
+  path: string;
+  /** Directory handles are tracked (so their ids resolve) but produce no events. */
+  dir: boolean;
+  bytesRead: number;
+  bytesWritten: number;
+}
+
+/** Requests awaiting a reply; reads that change nothing are kept as a shared marker. */
+type Pending = Exclude<SftpRequest, { kind: 'init' } | { kind: 'other' }> | typeof READ_ONLY;
+const READ_ONLY = { kind: 'read-only' } as const;
+
+/** Header bytes kept of a WRITE/DATA packet: type, id, handle (<= 256), offset, length, with room. */
+const HEAD_BYTES = 512;
+
+/**
+ * Observes an `sftp` subsystem channel without taking part in it: fed the raw bytes of both directions
+ * in arbitrary chunks, it reports one operation per file-changing request once its reply is seen,
+ * plus a `close` per file handle with the bytes read and written through it.
+ *
+ * Call `clientData` before the bytes are forwarded to the server and `serverData` before they are
+ * forwarded to the client, so a reply is never seen before its request. No method throws: problems go
+ * to `onError`, and the relay keeps relaying regardless.
+ */
+export class SftpObserver {
+  private readonly opts: SftpObserverOptions;
+  private readonly client: SftpFramer;
+  private readonly server: SftpFramer;
+  private readonly pending = new Map<number, Pending>();
+  private readonly handles = new Map<HandleKey, OpenFile>();
+  private readonly maxPending: number;
+  private readonly maxHandles: number;
+  private failed = false;
+  private ended = false;
+
+  constructor(opts: SftpObserverOptions) {
+    this.opts = opts;
+    const maxPacket = opts.maxPacket ?? 1024 * 1024;
+    this.maxPending = opts.maxPending ?? 4096;
+    this.maxHandles = opts.maxHandles ?? 4096;
+    this.client = new SftpFramer({
+      maxPacket,
+      headBytes: HEAD_BYTES,
+      streamed: (t) => t === FXP.WRITE,
+      onPacket: (body, len) => this.onRequest(decodeRequest(body, len)),
+    });
+    this.server = new SftpFramer({
+      maxPacket,
+      headBytes: HEAD_BYTES,
+      streamed: (t) => t === FXP.DATA,
+      onPacket: (body, len) => this.onResponse(decodeResponse(body, len)),
+    });
+  }
+
+  /** True once a fatal problem stopped observation. */
+  get stopped(): boolean {
+    return this.failed;
+  }
+
+  clientData(chunk: Buffer): void {
+    this.feed(this.client, 'client', chunk);
+  }
+
+  serverData(chunk: Buffer): void {
+    this.feed(this.server, 'server', chunk);
+  }
+
+  /**
+   * The channel closed: requests never answered are reported `incomplete`, and so is a `close` for each
+   * file still open (with the bytes moved so far).
+   */
+  end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    if (this.failed) return;
+    for (const [dir, framer] of [['client', this.client], ['server', this.server]] as const) {
+      if (framer.midPacket) this.report(new SftpObserveError('VIGIL_SFTP_TRUNCATED', dir, 'ended inside a packet', false));
+    }
+    for (const req of this.pending.values()) this.settle(req, undefined);
+    this.pending.clear();
+    for (const f of this.handles.values()) {
+      if (!f.dir) this.emit({ op: 'close', path: f.path, bytesRead: f.bytesRead, bytesWritten: f.bytesWritten, outcome: 'incomplete' });
+    }
+    this.handles.clear();
+  }
+
+  private feed(framer: SftpFramer, dir: 'client' | 'server', chunk: Buffer): void {
+    if (this.failed || this.ended) return;
+    try {
+      framer.push(chunk);
+    } catch (e) {
+      this.failed = true;
+      this.pending.clear();
+      this.handles.clear();
+      this.report(toObserveError(e, dir));
+    }
+  }
+
+  private report(err: SftpObserveError): void {
+    try {
+      this.opts.onError?.(err);
+    } catch {
+      /* a reporting bug must not stop the relay */
+    }
+  }
+
+  private emit(op: SftpOperation): void {
+    try {
+      this.opts.onOperation(op);
+    } catch {
+      /* a consumer bug must not stop the relay */
+    }
+  }
+
+  private onRequest(req: SftpRequest): void {
+    if (req.kind === 'init') {
+      if (req.version < SFTP_VERSION) throw new SftpDecodeError(`client speaks SFTP version ${req.version}`, 'VIGIL_SFTP_UNSUPPORTED_VERSION');
+      return;
+    }
+    if (this.pending.has(req.id)) {
+      this.report(new SftpObserveError('VIGIL_SFTP_UNEXPECTED_REPLY', 'client', `request id ${req.id} reused while in flight`, false));
+    } else if (this.pending.size >= this.maxPending) {
+      throw new SftpDecodeError(`more than ${this.maxPending} requests in flight`, 'VIGIL_SFTP_TOO_MANY_PENDING');
+    }
+    this.pending.set(req.id, req.kind === 'other' ? READ_ONLY : req);
+  }
+
+  private onResponse(res: SftpResponse): void {
+    if (res.kind === 'version') {
+      if (res.version !== SFTP_VERSION) throw new SftpDecodeError(`server speaks SFTP version ${res.version}`, 'VIGIL_SFTP_UNSUPPORTED_VERSION');
+      return;
+    }
+    const req = this.pending.get(res.id);
+    if (!req) {
+      this.report(new SftpObserveError('VIGIL_SFTP_UNEXPECTED_REPLY', 'server', `reply to unknown request id ${res.id}`, false));
+      return;
+    }
+    this.pending.delete(res.id);
+    this.settle(req, res);
+  }
+
+  /** Turn a request and its reply (undefined: none came) into counters and operations. */
+  private settle(req: Pending, res: SftpResponse | undefined): void {
+    if (req.kind === 'read-only') return;
+    const outcome: SftpOutcome = res === undefined ? 'incomplete' : res.kind === 'status' && res.code === FX_OK ? 'ok' : res.kind === 'handle' ? 'ok' : 'error';
+    const status = res?.kind === 'status' && res.code !== FX_OK ? { code: res.code, name: statusName(res.code), message: res.message } : undefined;
+    const result = status ? { outcome, status } : { outcome };
+    switch (req.kind) {
+      case 'open':
+      case 'opendir': {
+        const dir = req.kind === 'opendir';
+        if (res?.kind === 'handle') {
+          if (this.handles.size >= this.maxHandles && !this.handles.has(res.handle)) {
+            throw new SftpDecodeError(`more than ${this.maxHandles} open handles`, 'VIGIL_SFTP_TOO_MANY_PENDING');
+          }
+          this.handles.set(res.handle, { path: req.path, dir, bytesRead: 0, bytesWritten: 0 });
+        }
+        if (req.kind === 'open') this.emit({ op: 'open', path: req.path, flags: req.flags, ...result });
+        return;
+      }
+      case 'read': {
+        const f = this.handles.get(req.handle);
+        if (!f) return;
+        if (res?.kind === 'data') f.bytesRead += res.length;
+        else if (status && status.code !== FX_EOF) this.emit({ op: 'read', path: f.path, offset: req.offset, length: req.length, ...result });
+        return;
+      }
+      case 'write': {
+        const f = this.handles.get(req.handle);
+        if (!f) return;
+        if (outcome === 'ok') f.bytesWritten += req.length;
+        else if (res !== undefined) this.emit({ op: 'write', path: f.path, offset: req.offset, length: req.length, ...result });
+        return;
+      }
+      case 'close': {
+        const f = this.handles.get(req.handle);
+        if (!f) return;
+        // sftp-server forgets the handle whatever the close status; so do we.
+        this.handles.delete(req.handle);
+        if (!f.dir) this.emit({ op: 'close', path: f.path, bytesRead: f.bytesRead, bytesWritten: f.bytesWritten, ...result });
+        return;
+      }
+      case 'fsetstat': {
+        const f = this.handles.get(req.handle);
+        this.emit({ op: 'setstat', path: f?.path ?? '', attrs: req.attrs, via: 'handle', ...result });
+        return;
+      }
+      case 'setstat':
+        this.emit({ op: 'setstat', path: req.path, attrs: req.attrs, via: req.followLinks ? 'path' : 'nofollow', ...result });
+        return;
+      case 'remove':
+        this.emit({ op: 'remove', path: req.path, ...result });
+        return;
+      case 'rmdir':
+        this.emit({ op: 'rmdir', path: req.path, ...result });
+        return;
+      case 'mkdir':
+        this.emit({ op: 'mkdir', path: req.path, attrs: req.attrs, ...result });
+        return;
+      case 'rename':
+        this.emit({ op: 'rename', oldPath: req.oldPath, newPath: req.newPath, posix: req.posix, ...result });
+        return;
+      case 'hardlink':
+        this.emit({ op: 'hardlink', oldPath: req.oldPath, newPath: req.newPath, ...result });
+        return;
+      case 'symlink': {
+        const [targetPath, linkPath] = this.opts.symlinkOrder === 'draft' ? [req.second, req.first] : [req.first, req.second];
+        this.emit({ op: 'symlink', linkPath, targetPath, ...result });
+        return;
+      }
+    }
+  }
+}
+
+function toObserveError(e: unknown, dir: 'client' | 'server'): SftpObserveError {
+  if (e instanceof SftpObserveError) return e;
+  const code: SftpObserveCode = e instanceof SftpDecodeError ? e.code : 'VIGIL_SFTP_MALFORMED';
+  return new SftpObserveError(code, dir, e instanceof Error ? e.message : String(e), true);
+}
