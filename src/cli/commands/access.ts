@@ -1,0 +1,273 @@
+import type { Command, CommandArgs } from '../command.ts';
+import { UsageError, requireOpt, stringOpt } from '../command.ts';
+import { localUser, openLocal } from '../context.ts';
+import { parseDuration } from '../../config/units.ts';
+import { AccessService, formatDuration, type Actor } from '../../access/service.ts';
+import { apiAccessClient, localAccessClient, type AccessClient } from '../../access/client.ts';
+import type { AccessRecord, AccessState, LockRecord } from '../../store/types.ts';
+
+/**
+ * `vigil access …`, `vigil lock user`, `vigil unlock user`. With `--api URL --cert --key --ca` (or
+ * VIGIL_API/VIGIL_CERT/VIGIL_KEY/VIGIL_CA) the command goes through a running gateway's API and acts as
+ * the certificate's user. Without, it acts on the local data dir as `--by NAME` (default: the OS user),
+ * holding `--by-roles` or the roles `access.local_roles` gives that name. Local data-dir access is
+ * admin-equivalent (it can rewrite the state database), so locks and revocations are allowed there; the
+ * four-eyes rules still apply, and every event records the local origin (`cli:osuser@host`).
+ */
+
+const API_OPTIONS = {
+  api: { type: 'string' as const },
+  cert: { type: 'string' as const },
+  key: { type: 'string' as const },
+  ca: { type: 'string' as const },
+  by: { type: 'string' as const },
+  'by-roles': { type: 'string' as const },
+  json: { type: 'boolean' as const },
+};
+const API_USAGE = '[--by NAME [--by-roles R1,R2]] [--api URL --cert F --key F --ca F] [--json]';
+
+/** Run `fn` with a client for the chosen path (API or local), closing what was opened. */
+async function withClient<T>(args: CommandArgs, fn: (c: AccessClient) => Promise<T>, defaultActor?: string): Promise<T> {
+  const v = args.values;
+  const url = stringOpt(v, 'api') ?? process.env.VIGIL_API;
+  if (url) {
+    const file = (flag: string, env: string) => {
+      const f = stringOpt(v, flag) ?? process.env[env];
+      if (!f) throw new UsageError(`--${flag} (or ${env}) is required with --api`);
+      return f;
+    };
+    if (stringOpt(v, 'by') || stringOpt(v, 'by-roles')) {
+      throw new UsageError('--by/--by-roles apply to the local data dir only; over the API you act as your client certificate');
+    }
+    return fn(apiAccessClient({ url, certFile: file('cert', 'VIGIL_CERT'), keyFile: file('key', 'VIGIL_KEY'), caFile: file('ca', 'VIGIL_CA') }));
+  }
+  const ctx = await openLocal(args);
+  try {
+    const name = stringOpt(v, 'by') ?? defaultActor ?? localUser();
+    const flagRoles = stringOpt(v, 'by-roles');
+    const roles = flagRoles !== undefined ? splitList(flagRoles) : (ctx.config.access.local_roles[name] ?? []);
+    const actor: Actor = { user: name, roles, source: ctx.source, local: true };
+    const access = new AccessService({ config: ctx.config, store: ctx.store, events: ctx.events });
+    return await fn(localAccessClient(access, actor, () => access.expireDue(ctx.source)));
+  } finally {
+    await ctx.close();
+  }
+}
+
+function splitList(s: string): string[] {
+  return s
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
+}
+
+function ttlOpt(v: CommandArgs['values'], key: string): number | undefined {
+  const s = stringOpt(v, key);
+  if (s === undefined) return undefined;
+  const ms = parseDuration(s);
+  if (ms === undefined || ms <= 0) throw new UsageError(`--${key}: expected a duration like 30m or 1h, got "${s}"`);
+  return ms;
+}
+
+function onePositional(args: CommandArgs, what: string): string {
+  if (args.positionals.length !== 1) throw new UsageError(`expected exactly one ${what}`);
+  return args.positionals[0];
+}
+
+/** A request's state as people read it: a pending request past its decision window says so. */
+function displayState(r: AccessRecord): string {
+  if (r.state === 'pending' && Date.parse(r.requestExpiresAt) <= Date.now()) return 'pending (request expired)';
+  return r.breakGlass && r.state === 'active' ? 'active (break-glass)' : r.state;
+}
+
+function summary(r: AccessRecord): string {
+  const targets = r.targets.length ? ` on ${r.targets.join(',')}` : '';
+  const when =
+    r.state === 'pending' ? `for ${formatDuration(r.ttlMs)} once approved` : r.expiresAt ? `${r.state === 'active' ? 'until' : 'ended'} ${r.expiresAt}` : '';
+  return `${r.id}  ${displayState(r)}  ${r.user} → ${r.role}${targets}  ${when}`.trimEnd();
+}
+
+function details(r: AccessRecord): string {
+  const lines = [
+    `id:          ${r.id}`,
+    `state:       ${displayState(r)}`,
+    `user:        ${r.user}`,
+    `role:        ${r.role}`,
+    `targets:     ${r.targets.length ? r.targets.join(', ') : '(all the role reaches)'}`,
+    `reason:      ${r.reason}`,
+    `duration:    ${formatDuration(r.ttlMs)}`,
+    `requested:   ${r.createdAt}`,
+    `decide by:   ${r.requestExpiresAt}`,
+    `approvals:   ${r.approvals.length ? r.approvals.map((a) => `${a.by} at ${a.time}${a.comment ? ` ("${a.comment}")` : ''}`).join('; ') : '(none)'}`,
+  ];
+  if (r.breakGlass) lines.push('break-glass: yes');
+  if (r.grantedAt) lines.push(`granted:     ${r.grantedAt}`);
+  if (r.expiresAt) lines.push(`expires:     ${r.expiresAt}`);
+  if (r.decidedBy) lines.push(`decided by:  ${r.decidedBy}`);
+  if (r.decisionReason) lines.push(`why:         ${r.decisionReason}`);
+  return lines.join('\n');
+}
+
+function printRecord(args: CommandArgs, r: AccessRecord, verb?: string): void {
+  if (args.values.json) args.out.write(JSON.stringify(r, null, 2) + '\n');
+  else args.out.write(`${verb ? `${verb}: ` : ''}${summary(r)}\n`);
+}
+
+function printLock(args: CommandArgs, l: LockRecord, verb: string): void {
+  if (args.values.json) args.out.write(JSON.stringify(l, null, 2) + '\n');
+  else args.out.write(`${verb}: user ${l.name} (by ${l.by}: ${l.reason}${l.expiresAt ? `, until ${l.expiresAt}` : ''})\n`);
+}
+
+const STATES: AccessState[] = ['pending', 'active', 'denied', 'expired', 'revoked'];
+
+export const accessRequestCommand: Command = {
+  name: 'access request',
+  summary: 'Request elevated access to a role (a reason is mandatory); --break-glass self-grants when on call.',
+  usage: `--role ROLE --reason TEXT [--user NAME] [--target T]... [--ttl 30m] [--break-glass] ${API_USAGE}`,
+  options: { ...API_OPTIONS, user: { type: 'string' }, role: { type: 'string' }, target: { type: 'string', multiple: true }, reason: { type: 'string' }, ttl: { type: 'string' }, 'break-glass': { type: 'boolean' } },
+  async run(args) {
+    const v = args.values;
+    const role = requireOpt(v, 'role');
+    const reason = stringOpt(v, 'reason');
+    if (!reason) throw new UsageError('--reason is required: say why you need the access (e.g. an incident id)');
+    const targets = ((v.target as string[] | undefined) ?? []).flatMap(splitList);
+    const user = stringOpt(v, 'user');
+    const rec = await withClient(
+      args,
+      (c) => c.request({ user, role, targets, reason, ttlMs: ttlOpt(v, 'ttl'), breakGlass: v['break-glass'] === true }),
+      user,
+    );
+    printRecord(args, rec, rec.breakGlass ? 'break-glass grant' : 'requested');
+    return 0;
+  },
+};
+
+export const accessApproveCommand: Command = {
+  name: 'access approve',
+  summary: 'Approve a pending access request (not your own; you must hold an approver role of its role).',
+  usage: `ID [--comment TEXT] ${API_USAGE}`,
+  positionals: true,
+  options: { ...API_OPTIONS, comment: { type: 'string' } },
+  async run(args) {
+    const id = onePositional(args, 'request id');
+    const rec = await withClient(args, (c) => c.approve(id, { comment: stringOpt(args.values, 'comment') }));
+    printRecord(args, rec, rec.state === 'active' ? 'approved' : `approval recorded (${rec.approvals.length} so far)`);
+    return 0;
+  },
+};
+
+export const accessDenyCommand: Command = {
+  name: 'access deny',
+  summary: 'Deny a pending access request with a reason.',
+  usage: `ID --reason TEXT ${API_USAGE}`,
+  positionals: true,
+  options: { ...API_OPTIONS, reason: { type: 'string' } },
+  async run(args) {
+    const id = onePositional(args, 'request id');
+    const reason = requireOpt(args.values, 'reason');
+    printRecord(args, await withClient(args, (c) => c.deny(id, { reason })), 'denied');
+    return 0;
+  },
+};
+
+export const accessRevokeCommand: Command = {
+  name: 'access revoke',
+  summary: 'Revoke an active grant now; live sessions under it are cut within a second.',
+  usage: `ID --reason TEXT ${API_USAGE}`,
+  positionals: true,
+  options: { ...API_OPTIONS, reason: { type: 'string' } },
+  async run(args) {
+    const id = onePositional(args, 'grant id');
+    const reason = requireOpt(args.values, 'reason');
+    printRecord(args, await withClient(args, (c) => c.revoke(id, { reason })), 'revoked');
+    return 0;
+  },
+};
+
+export const accessListCommand: Command = {
+  name: 'access list',
+  summary: 'List access requests and grants.',
+  usage: `[--state ${STATES.join('|')}] [--user NAME] ${API_USAGE}`,
+  options: { ...API_OPTIONS, state: { type: 'string' }, user: { type: 'string' } },
+  async run(args) {
+    const state = stringOpt(args.values, 'state');
+    if (state !== undefined && !STATES.includes(state as AccessState)) throw new UsageError(`--state: expected one of ${STATES.join(', ')}`);
+    const recs = await withClient(args, (c) => c.list({ state: state as AccessState | undefined, user: stringOpt(args.values, 'user') }));
+    if (args.values.json) {
+      args.out.write(JSON.stringify(recs, null, 2) + '\n');
+    } else if (recs.length === 0) {
+      args.out.write('no access requests\n');
+    } else {
+      for (const r of recs) args.out.write(`${summary(r)}\n    reason: ${r.reason}\n`);
+    }
+    return 0;
+  },
+};
+
+export const accessShowCommand: Command = {
+  name: 'access show',
+  summary: 'Show one access request or grant.',
+  usage: `ID ${API_USAGE}`,
+  positionals: true,
+  options: API_OPTIONS,
+  async run(args) {
+    const id = onePositional(args, 'request id');
+    const rec = await withClient(args, (c) => c.show(id));
+    args.out.write(args.values.json ? JSON.stringify(rec, null, 2) + '\n' : details(rec) + '\n');
+    return 0;
+  },
+};
+
+export const lockUserCommand: Command = {
+  name: 'lock user',
+  summary: 'Lock a user out: new connections are refused and live sessions cut within a second.',
+  usage: `NAME --reason TEXT [--ttl 8h] ${API_USAGE}`,
+  positionals: true,
+  options: { ...API_OPTIONS, reason: { type: 'string' }, ttl: { type: 'string' } },
+  async run(args) {
+    const user = onePositional(args, 'user name');
+    const reason = requireOpt(args.values, 'reason');
+    printLock(args, await withClient(args, (c) => c.lock({ user, reason, ttlMs: ttlOpt(args.values, 'ttl') })), 'locked');
+    return 0;
+  },
+};
+
+export const unlockUserCommand: Command = {
+  name: 'unlock user',
+  summary: 'Remove the lock on a user.',
+  usage: `NAME ${API_USAGE}`,
+  positionals: true,
+  options: API_OPTIONS,
+  async run(args) {
+    const user = onePositional(args, 'user name');
+    await withClient(args, (c) => c.unlock(user));
+    args.out.write(args.values.json ? JSON.stringify({ unlocked: user }) + '\n' : `unlocked: user ${user}\n`);
+    return 0;
+  },
+};
+
+export const lockListCommand: Command = {
+  name: 'lock list',
+  summary: 'List locked users.',
+  usage: API_USAGE,
+  options: API_OPTIONS,
+  async run(args) {
+    const locks = await withClient(args, (c) => c.listLocks());
+    if (args.values.json) args.out.write(JSON.stringify(locks, null, 2) + '\n');
+    else if (locks.length === 0) args.out.write('no locks\n');
+    else for (const l of locks) args.out.write(`user ${l.name}  since ${l.createdAt}${l.expiresAt ? ` until ${l.expiresAt}` : ''}  by ${l.by}: ${l.reason}\n`);
+    return 0;
+  },
+};
+
+export const ACCESS_COMMANDS: Command[] = [
+  accessRequestCommand,
+  accessApproveCommand,
+  accessDenyCommand,
+  accessListCommand,
+  accessShowCommand,
+  accessRevokeCommand,
+  lockUserCommand,
+  unlockUserCommand,
+  lockListCommand,
+];
