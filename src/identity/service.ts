@@ -1,0 +1,228 @@
+import crypto from 'node:crypto';
+import type { VigilConfig } from '../config/schema.ts';
+import { VigilError } from '../errors.ts';
+import type { StateStore } from '../store/types.ts';
+import type { GatewayTlsMaterial, IdentityService, IssueRequest, IssuedCredentials, SshAuthAttempt, VerifyResult } from './types.ts';
+import { loadCaKeys, randomSerial, signHostCertificate, type CaKeys } from './ca.ts';
+import { SSH_CERT_USER, certAlgoFor, encodeCertificate, formatCertificateLine, option } from './openssh-cert.ts';
+import { encodeOpenSshPrivateKey, formatPublicKeyLine, fromKeyObject, parsePublicKeyLine, publicKeyBlob, signEd25519, type SshPublicKey } from './ssh-keys.ts';
+import { parseCidrList } from './cidr.ts';
+import { createClientCertificate } from './x509.ts';
+import { signToken } from './token.ts';
+import { EXT_GRANT, EXT_ROLES, verifierKeys, verifyClientCertificate, verifySshAuth, verifyToken, type VerifyContext } from './verify.ts';
+
+/** Extensions OpenSSH defines; anything else in a request is a typo or an attempt to smuggle one in. */
+export const OPENSSH_EXTENSIONS = new Set(['no-touch-required', 'permit-X11-forwarding', 'permit-agent-forwarding', 'permit-port-forwarding', 'permit-pty', 'permit-user-rc']);
+const USER_RE = /^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$/;
+const ROLE_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+/** Certificates start a minute in the past so a client whose clock lags slightly can use them at once. */
+const BACKDATE_MS = 60_000;
+/** Host certificates for jump-host targets: re-signed when less than a day of their week remains. */
+const TARGET_CERT_LIFETIME_MS = 7 * 86_400_000;
+const TARGET_CERT_RENEW_MS = 86_400_000;
+
+function invalid(message: string): VigilError {
+  return new VigilError('VIGIL_CERT_INVALID_REQUEST', message);
+}
+
+interface Window {
+  serial: string;
+  roles: string[];
+  notBefore: Date;
+  notAfter: Date;
+  grantId?: string;
+}
+
+class LocalIdentity implements IdentityService {
+  private readonly ctx: VerifyContext;
+  private readonly userCaPublic: SshPublicKey;
+  private readonly targetCerts = new Map<string, { certificate: string; renewAt: number }>();
+
+  constructor(
+    private readonly keys: CaKeys,
+    private readonly config: VigilConfig,
+    private readonly store: StateStore,
+  ) {
+    this.userCaPublic = fromKeyObject(keys.userCa);
+    this.ctx = {
+      keys: verifierKeys(this.userCaPublic, publicKeyBlob(this.userCaPublic), keys.x509.certPem, keys.tokenPublicKey),
+      clockSkewMs: config.certs.clock_skew,
+      isRevoked: (serial) => store.isRevoked(serial),
+    };
+  }
+
+  verifySshAuth(attempt: SshAuthAttempt): VerifyResult {
+    return verifySshAuth(this.ctx, attempt);
+  }
+
+  verifyClientCertificate(der: Buffer | undefined, sourceIp: string): VerifyResult {
+    return verifyClientCertificate(this.ctx, der, sourceIp);
+  }
+
+  verifyToken(token: string, sourceIp: string): VerifyResult {
+    return verifyToken(this.ctx, token, sourceIp);
+  }
+
+  tls(): GatewayTlsMaterial {
+    return { cert: this.keys.serverCertPem, key: this.keys.serverKeyPem, ca: this.keys.x509.certPem };
+  }
+
+  sshHostKey(): string {
+    return this.keys.hostKeyPem;
+  }
+
+  sshTargetHostKey(targetName: string): { privateKey: string; certificate: string } {
+    if (!targetName) throw invalid('target name is empty');
+    const now = Date.now();
+    let entry = this.targetCerts.get(targetName);
+    if (!entry || entry.renewAt <= now) {
+      const certificate = signHostCertificate(this.keys.hostCa, this.keys.hostKey, [targetName], `vigil-target:${targetName}`, new Date(now - BACKDATE_MS), new Date(now + TARGET_CERT_LIFETIME_MS));
+      entry = { certificate, renewAt: now + TARGET_CERT_LIFETIME_MS - TARGET_CERT_RENEW_MS };
+      this.targetCerts.set(targetName, entry);
+    }
+    return { privateKey: this.keys.hostKeyPem, certificate: entry.certificate };
+  }
+
+  sshHostCaPublicKey(): string {
+    return formatPublicKeyLine(fromKeyObject(this.keys.hostCa), 'vigil host CA');
+  }
+
+  sshUserCaPublicKey(): string {
+    return formatPublicKeyLine(this.userCaPublic, 'vigil user CA');
+  }
+
+  /** Validates the request and works out serial, roles and validity window (capped by config and grant). */
+  private async window(req: Pick<IssueRequest, 'user' | 'roles' | 'ttlMs' | 'grantId'>): Promise<Window> {
+    if (!USER_RE.test(req.user)) throw invalid(`user ${JSON.stringify(req.user)} must be 1-64 letters, digits or . _ @ + - (starting with a letter or digit)`);
+    for (const r of req.roles) if (!ROLE_RE.test(r)) throw invalid(`role ${JSON.stringify(r)} is not a valid role name`);
+    const ttl = Math.min(req.ttlMs ?? this.config.certs.default_ttl, this.config.certs.max_ttl);
+    if (!(ttl > 0)) throw invalid('ttl must be positive');
+    const now = Date.now();
+    let notAfterMs = now + ttl;
+    const roles = [...new Set(req.roles)];
+    if (req.grantId !== undefined) {
+      const grant = await this.store.getAccess(req.grantId);
+      if (!grant) throw new VigilError('VIGIL_GRANT_NOT_FOUND', `no access grant ${req.grantId}`);
+      if (grant.user !== req.user) throw new VigilError('VIGIL_GRANT_WRONG_USER', `grant ${req.grantId} belongs to ${grant.user}, not ${req.user}`);
+      if (grant.state !== 'active' || !grant.expiresAt) throw new VigilError('VIGIL_GRANT_NOT_ACTIVE', `grant ${req.grantId} is ${grant.state}, not active`);
+      const grantEnd = Date.parse(grant.expiresAt);
+      if (grantEnd <= now) throw new VigilError('VIGIL_GRANT_NOT_ACTIVE', `grant ${req.grantId} expired at ${grant.expiresAt}`);
+      // A certificate issued for a grant never outlives it, and carries the granted role.
+      notAfterMs = Math.min(notAfterMs, grantEnd);
+      if (!roles.includes(grant.role)) roles.push(grant.role);
+    }
+    // Whole seconds: both certificate formats have second precision, and both must say the same.
+    return {
+      serial: randomSerial(),
+      roles,
+      notBefore: new Date(Math.floor((now - BACKDATE_MS) / 1000) * 1000),
+      notAfter: new Date(Math.floor(notAfterMs / 1000) * 1000),
+      ...(req.grantId !== undefined ? { grantId: req.grantId } : {}),
+    };
+  }
+
+  async issue(req: IssueRequest): Promise<IssuedCredentials> {
+    const extensions = req.extensions ?? ['permit-pty'];
+    for (const e of extensions) if (!OPENSSH_EXTENSIONS.has(e)) throw invalid(`unknown OpenSSH extension ${JSON.stringify(e)}`);
+    if (req.sourceAddresses) {
+      const { invalid: bad } = parseCidrList(req.sourceAddresses.join(','));
+      if (req.sourceAddresses.length === 0 || bad.length > 0) throw invalid(`source addresses must be IP addresses or CIDR blocks without host bits, got ${JSON.stringify(bad)}`);
+    }
+    if (req.forceCommand !== undefined && (req.forceCommand === '' || req.forceCommand.includes('\0'))) throw invalid('force command must be non-empty text');
+
+    let userKey: SshPublicKey;
+    let sshPrivateKey: string | undefined;
+    if (req.sshPublicKey !== undefined) {
+      try {
+        userKey = parsePublicKeyLine(req.sshPublicKey).key;
+      } catch (e) {
+        throw invalid(`SSH public key: ${(e as Error).message}`);
+      }
+    } else {
+      const generated = crypto.generateKeyPairSync('ed25519').privateKey;
+      userKey = fromKeyObject(generated);
+      sshPrivateKey = encodeOpenSshPrivateKey(generated, req.user);
+    }
+
+    const w = await this.window(req);
+    const keyId = `vigil:${req.user}:${w.serial}`;
+    const criticalOptions = [
+      ...(req.forceCommand !== undefined ? [option('force-command', req.forceCommand)] : []),
+      ...(req.sourceAddresses ? [option('source-address', req.sourceAddresses.join(','))] : []),
+    ];
+    const certExtensions = [...new Set(extensions)].map((e) => option(e));
+    if (w.roles.length) certExtensions.push(option(EXT_ROLES, w.roles.join(',')));
+    if (w.grantId) certExtensions.push(option(EXT_GRANT, w.grantId));
+    const blob = encodeCertificate(
+      {
+        nonce: crypto.randomBytes(32),
+        key: userKey,
+        serial: BigInt('0x' + w.serial),
+        certType: SSH_CERT_USER,
+        keyId,
+        principals: [req.user],
+        validAfter: BigInt(w.notBefore.getTime() / 1000),
+        validBefore: BigInt(w.notAfter.getTime() / 1000),
+        criticalOptions,
+        extensions: certExtensions,
+        signatureKey: publicKeyBlob(this.userCaPublic),
+      },
+      (data) => signEd25519(this.keys.userCa, data),
+    );
+    const client = createClientCertificate(this.keys.x509, { user: req.user, roles: w.roles, serialHex: w.serial, notBefore: w.notBefore, notAfter: w.notAfter, grantId: w.grantId });
+
+    await this.store.recordIssuedCert({
+      serial: w.serial,
+      user: req.user,
+      roles: w.roles,
+      notBefore: w.notBefore.toISOString(),
+      notAfter: w.notAfter.toISOString(),
+      ...(w.grantId ? { grantId: w.grantId } : {}),
+      kind: 'cert',
+    });
+    return {
+      serial: w.serial,
+      user: req.user,
+      roles: w.roles,
+      notBefore: w.notBefore,
+      notAfter: w.notAfter,
+      ...(w.grantId ? { grantId: w.grantId } : {}),
+      sshCertificate: formatCertificateLine(blob, certAlgoFor(userKey.type), keyId),
+      ...(sshPrivateKey ? { sshPrivateKey } : {}),
+      sshPublicKey: formatPublicKeyLine(userKey, req.user),
+      x509Certificate: client.certPem,
+      x509PrivateKey: client.keyPem,
+      caCertificate: this.keys.x509.certPem,
+    };
+  }
+
+  async issueToken(req: Omit<IssueRequest, 'sshPublicKey' | 'sourceAddresses' | 'forceCommand' | 'extensions'>): Promise<{ token: string; serial: string; notBefore: Date; notAfter: Date }> {
+    const w = await this.window(req);
+    const token = signToken(
+      {
+        v: 1,
+        sub: req.user,
+        roles: w.roles,
+        serial: w.serial,
+        nbf: w.notBefore.getTime() / 1000,
+        exp: w.notAfter.getTime() / 1000,
+        ...(w.grantId ? { grant: w.grantId } : {}),
+      },
+      this.keys.tokenKey,
+    );
+    await this.store.recordIssuedCert({
+      serial: w.serial,
+      user: req.user,
+      roles: w.roles,
+      notBefore: w.notBefore.toISOString(),
+      notAfter: w.notAfter.toISOString(),
+      ...(w.grantId ? { grantId: w.grantId } : {}),
+      kind: 'token',
+    });
+    return { token, serial: w.serial, notBefore: w.notBefore, notAfter: w.notAfter };
+  }
+}
+
+export async function openIdentity(dataDir: string, config: VigilConfig, store: StateStore): Promise<IdentityService> {
+  return new LocalIdentity(loadCaKeys(dataDir), config, store);
+}
