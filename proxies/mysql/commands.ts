@@ -1,0 +1,255 @@
+/**
+ * Decoding of client commands (command phase) from one logical packet payload. Pure: the caller supplies
+ * what a packet alone does not carry (capabilities, the statement's parameter count and remembered types,
+ * which parameters received long data).
+ */
+import { ProtocolError } from '../../src/errors.ts';
+import { CLIENT, COM, Reader, TYPE } from './wire.ts';
+
+/** A decoded parameter value, JSON-friendly: NULL, number, string (also big integers, dates), or blob summary. */
+export type ParamValue = null | number | string | { hex: string; length: number; truncated?: true };
+
+/** Binary-protocol type of a parameter: the MYSQL_TYPE byte and the unsigned flag. */
+export interface ParamType {
+  type: number;
+  unsigned: boolean;
+  /** Name sent with CLIENT_QUERY_ATTRIBUTES (query attributes only). */
+  name?: string;
+}
+
+export type ClientCommand =
+  | { kind: 'query'; sql: string; attributes?: Record<string, ParamValue> }
+  | { kind: 'init_db'; database: string }
+  | { kind: 'stmt_prepare'; sql: string }
+  | { kind: 'stmt_execute'; stmtId: number; flags: number; raw: Buffer }
+  | { kind: 'stmt_send_long_data'; stmtId: number; paramId: number; data: Buffer }
+  | { kind: 'stmt_close'; stmtId: number }
+  | { kind: 'stmt_reset'; stmtId: number }
+  | { kind: 'stmt_fetch'; stmtId: number; rows: number }
+  | { kind: 'ping' }
+  | { kind: 'quit' }
+  | { kind: 'set_option'; option: number }
+  | { kind: 'process_kill'; id: number }
+  | { kind: 'change_user' }
+  | { kind: 'reset_connection' }
+  | { kind: 'other'; command: number };
+
+/** The largest blob prefix shown in events (the full size is always recorded). */
+export const BLOB_PREVIEW_BYTES = 256;
+
+export function parseCommand(payload: Buffer, capabilities: number): ClientCommand {
+  if (payload.length === 0) throw new ProtocolError('empty command packet', 'VIGIL_MYSQL_MALFORMED');
+  const r = new Reader(payload, 1);
+  switch (payload[0]) {
+    case COM.QUERY:
+      if (capabilities & CLIENT.QUERY_ATTRIBUTES) {
+        const attributes = parseQueryAttributes(r);
+        return { kind: 'query', sql: r.rest().toString('utf8'), attributes };
+      }
+      return { kind: 'query', sql: r.rest().toString('utf8') };
+    case COM.INIT_DB:
+      return { kind: 'init_db', database: r.rest().toString('utf8') };
+    case COM.STMT_PREPARE:
+      return { kind: 'stmt_prepare', sql: r.rest().toString('utf8') };
+    case COM.STMT_EXECUTE: {
+      const stmtId = r.u32();
+      const flags = r.u8();
+      return { kind: 'stmt_execute', stmtId, flags, raw: payload };
+    }
+    case COM.STMT_SEND_LONG_DATA: {
+      const stmtId = r.u32();
+      const paramId = r.u16();
+      return { kind: 'stmt_send_long_data', stmtId, paramId, data: r.rest() };
+    }
+    case COM.STMT_CLOSE:
+      return { kind: 'stmt_close', stmtId: r.u32() };
+    case COM.STMT_RESET:
+      return { kind: 'stmt_reset', stmtId: r.u32() };
+    case COM.STMT_FETCH: {
+      const stmtId = r.u32();
+      return { kind: 'stmt_fetch', stmtId, rows: r.u32() };
+    }
+    case COM.PING:
+      return { kind: 'ping' };
+    case COM.QUIT:
+      return { kind: 'quit' };
+    case COM.SET_OPTION:
+      return { kind: 'set_option', option: r.u16() };
+    case COM.PROCESS_KILL:
+      return { kind: 'process_kill', id: r.u32() };
+    case COM.CHANGE_USER:
+      return { kind: 'change_user' };
+    case COM.RESET_CONNECTION:
+      return { kind: 'reset_connection' };
+    default:
+      return { kind: 'other', command: payload[0]! };
+  }
+}
+
+/** COM_QUERY prefix under CLIENT_QUERY_ATTRIBUTES: parameter_count, parameter_set_count, then one bound set. */
+function parseQueryAttributes(r: Reader): Record<string, ParamValue> | undefined {
+  const count = r.lenenc();
+  r.lenenc(); // parameter_set_count, always 1
+  if (count === 0) return undefined;
+  const nullBitmap = r.bytes((count + 7) >> 3);
+  const bound = r.u8();
+  if (bound !== 1) throw new ProtocolError('query attributes without types', 'VIGIL_MYSQL_MALFORMED');
+  const types: ParamType[] = [];
+  for (let i = 0; i < count; i++) {
+    const t = r.u8();
+    const flags = r.u8();
+    types.push({ type: t, unsigned: (flags & 0x80) !== 0, name: r.lenencBytes().toString('utf8') });
+  }
+  const out: Record<string, ParamValue> = {};
+  for (let i = 0; i < count; i++) {
+    const isNull = (nullBitmap[i >> 3]! >> (i & 7)) & 1;
+    out[types[i]!.name ?? String(i)] = isNull ? null : readBinaryValue(r, types[i]!);
+  }
+  return out;
+}
+
+/** Flag of COM_STMT_EXECUTE under CLIENT_QUERY_ATTRIBUTES: a parameter count follows. */
+export const PARAMETER_COUNT_AVAILABLE = 0x08;
+
+export interface DecodedExecute {
+  stmtId: number;
+  flags: number;
+  iterations: number;
+  /** Types in force for this execution (sent now, or remembered from an earlier one). */
+  types: ParamType[] | undefined;
+  /** True when this packet carried new types (new_params_bound_flag = 1). */
+  newTypes: boolean;
+  /** One value per parameter; `undefined` for a parameter whose data came with COM_STMT_SEND_LONG_DATA. */
+  values: (ParamValue | undefined)[];
+  /** Extra parameters beyond the statement's own (query attributes), by name. */
+  attributes?: Record<string, ParamValue>;
+}
+
+/**
+ * Decode COM_STMT_EXECUTE. `numParams` comes from the COM_STMT_PREPARE response, `remembered` are the types
+ * of the previous bound execution (the client may omit them after the first), `longData` the parameters
+ * that received COM_STMT_SEND_LONG_DATA since the last execute/reset (their value is not in the packet).
+ */
+export function decodeStmtExecute(
+  payload: Buffer,
+  numParams: number,
+  remembered: ParamType[] | undefined,
+  longData: ReadonlySet<number>,
+  capabilities: number,
+): DecodedExecute {
+  const r = new Reader(payload, 1);
+  const stmtId = r.u32();
+  const flags = r.u8();
+  const iterations = r.u32();
+  let count = numParams;
+  const qa = (capabilities & CLIENT.QUERY_ATTRIBUTES) !== 0;
+  if (qa && flags & PARAMETER_COUNT_AVAILABLE) count = r.lenenc();
+  const out: DecodedExecute = { stmtId, flags, iterations, types: remembered, newTypes: false, values: [] };
+  if (count === 0) return out;
+  if (count < numParams) throw new ProtocolError('fewer parameters than the statement has', 'VIGIL_MYSQL_MALFORMED');
+  const nullBitmap = r.bytes((count + 7) >> 3);
+  const bound = r.u8();
+  if (bound === 1) {
+    const types: ParamType[] = [];
+    for (let i = 0; i < count; i++) {
+      const type = r.u8();
+      const fl = r.u8();
+      const t: ParamType = { type, unsigned: (fl & 0x80) !== 0 };
+      if (qa) t.name = r.lenencBytes().toString('utf8');
+      types.push(t);
+    }
+    out.types = types;
+    out.newTypes = true;
+  } else if (bound !== 0) {
+    throw new ProtocolError('invalid new_params_bound_flag', 'VIGIL_MYSQL_MALFORMED');
+  }
+  const types = out.types;
+  if (!types || types.length < count) throw new ProtocolError('parameters sent without types', 'VIGIL_MYSQL_MALFORMED');
+  for (let i = 0; i < count; i++) {
+    let v: ParamValue | undefined;
+    if ((nullBitmap[i >> 3]! >> (i & 7)) & 1) v = null;
+    else if (i < numParams && longData.has(i)) v = undefined;
+    else v = readBinaryValue(r, types[i]!);
+    if (i < numParams) out.values.push(v);
+    else (out.attributes ??= {})[types[i]!.name || String(i)] = v ?? null;
+  }
+  return out;
+}
+
+const pad = (n: number, w = 2) => String(n).padStart(w, '0');
+
+/** One value of the binary protocol, by type. */
+export function readBinaryValue(r: Reader, t: ParamType): ParamValue {
+  switch (t.type) {
+    case TYPE.NULL:
+      return null;
+    case TYPE.TINY: {
+      const v = r.u8();
+      return t.unsigned ? v : (v << 24) >> 24;
+    }
+    case TYPE.SHORT:
+    case TYPE.YEAR: {
+      const v = r.u16();
+      return t.unsigned ? v : (v << 16) >> 16;
+    }
+    case TYPE.LONG:
+    case TYPE.INT24: {
+      const v = r.u32();
+      return t.unsigned ? v : v | 0;
+    }
+    case TYPE.LONGLONG: {
+      const raw = r.bytes(8);
+      const v = t.unsigned ? raw.readBigUInt64LE() : raw.readBigInt64LE();
+      return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v.toString();
+    }
+    case TYPE.FLOAT:
+      return r.bytes(4).readFloatLE();
+    case TYPE.DOUBLE:
+      return r.bytes(8).readDoubleLE();
+    case TYPE.DATE:
+    case TYPE.DATETIME:
+    case TYPE.TIMESTAMP:
+    case TYPE.NEWDATE: {
+      const len = r.u8();
+      const b = new Reader(r.bytes(len));
+      if (len === 0) return t.type === TYPE.DATE ? '0000-00-00' : '0000-00-00 00:00:00';
+      const date = `${pad(b.u16(), 4)}-${pad(b.u8())}-${pad(b.u8())}`;
+      if (len < 7) return date;
+      const time = `${pad(b.u8())}:${pad(b.u8())}:${pad(b.u8())}`;
+      if (len < 11) return `${date} ${time}`;
+      return `${date} ${time}.${pad(b.u32(), 6)}`;
+    }
+    case TYPE.TIME: {
+      const len = r.u8();
+      if (len === 0) return '00:00:00';
+      const b = new Reader(r.bytes(len));
+      const neg = b.u8() === 1;
+      const days = b.u32();
+      const h = b.u8() + days * 24;
+      const time = `${neg ? '-' : ''}${pad(h)}:${pad(b.u8())}:${pad(b.u8())}`;
+      return len >= 12 ? `${time}.${pad(b.u32(), 6)}` : time;
+    }
+    case TYPE.TINY_BLOB:
+    case TYPE.MEDIUM_BLOB:
+    case TYPE.LONG_BLOB:
+    case TYPE.BLOB:
+    case TYPE.GEOMETRY:
+    case TYPE.BIT:
+      return blobValue(r.lenencBytes());
+    default:
+      // Strings, decimals, JSON, enums: text on the wire.
+      return textValue(r.lenencBytes());
+  }
+}
+
+/** Text when it is valid UTF-8, else a blob summary. */
+export function textValue(b: Buffer): ParamValue {
+  const s = b.toString('utf8');
+  if (s.includes('\uFFFD') && !b.includes(Buffer.from('\uFFFD'))) return blobValue(b);
+  return s;
+}
+
+export function blobValue(b: Buffer): ParamValue {
+  const shown = b.subarray(0, BLOB_PREVIEW_BYTES);
+  return b.length > BLOB_PREVIEW_BYTES ? { hex: shown.toString('hex'), length: b.length, truncated: true } : { hex: shown.toString('hex'), length: b.length };
+}

@@ -1,0 +1,749 @@
+/**
+ * One client connection through the MySQL proxy: greeting, mandatory TLS upgrade, vigil identity
+ * (client certificate, or token via mysql_clear_password), admission, backend login, then the command
+ * phase: client packets are decoded, checked and forwarded; server bytes are relayed unchanged while a
+ * ResponseTracker follows them to record each command's outcome.
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import { randomBytes } from 'node:crypto';
+import type { ConnectionContext } from '../../src/gateway/proxy.ts';
+import type { GatewayServices } from '../../src/gateway/services.ts';
+import { admit, openSession, type AdmitRequest, type OpenSession } from '../../src/sessions/admit.ts';
+import type { EndReason } from '../../src/sessions/registry.ts';
+import type { VerifyResult, Principal } from '../../src/identity/types.ts';
+import type { TargetConfig } from '../../src/config/schema.ts';
+import { readSecret, type SecretRef } from '../../src/config/types.ts';
+import { ProtocolError, VigilError } from '../../src/errors.ts';
+import { PacketFramer, encodePacket, wirePacketCount, type Packet } from './framing.ts';
+import { buildAuthSwitch, buildErr, buildGreeting, buildOk, parseClientHandshake, ERR, SSL_REQUEST_LENGTH, type ErrPacket } from './handshake.ts';
+import { CLIENT, COM, COMMAND_NAMES, SERVER_STATUS } from './wire.ts';
+import { parseCommand, decodeStmtExecute, BLOB_PREVIEW_BYTES, type ParamType, type ParamValue, PARAMETER_COUNT_AVAILABLE } from './commands.ts';
+import { ResponseTracker, type CommandResponse, type ResponseShape } from './response.ts';
+import { analyzeSql, type SqlAnalysis } from './sql.ts';
+import { connectBackend, type BackendConnection } from './backend.ts';
+import type { ConnectionIds, KillableConnection } from './connection-ids.ts';
+
+export interface MysqlSection {
+  enabled: boolean;
+  listen: { host: string; port: number };
+  server_version: string;
+  max_packet: number;
+}
+
+export interface MysqlShared {
+  services: GatewayServices;
+  section: MysqlSection;
+  ids: ConnectionIds;
+  /** Connections that have not authenticated yet. */
+  unauthenticated: { count: number };
+  secretName: (name: string) => boolean;
+}
+
+/** Capabilities vigil offers clients. LOCAL_FILES and compression are never offered. */
+export const SERVER_CAPABILITIES =
+  CLIENT.LONG_PASSWORD | CLIENT.FOUND_ROWS | CLIENT.LONG_FLAG | CLIENT.CONNECT_WITH_DB | CLIENT.ODBC | CLIENT.IGNORE_SPACE |
+  CLIENT.PROTOCOL_41 | CLIENT.INTERACTIVE | CLIENT.SSL | CLIENT.IGNORE_SIGPIPE | CLIENT.TRANSACTIONS | CLIENT.RESERVED |
+  CLIENT.SECURE_CONNECTION | CLIENT.MULTI_STATEMENTS | CLIENT.MULTI_RESULTS | CLIENT.PS_MULTI_RESULTS | CLIENT.PLUGIN_AUTH |
+  CLIENT.CONNECT_ATTRS | CLIENT.PLUGIN_AUTH_LENENC_CLIENT_DATA | CLIENT.SESSION_TRACK | CLIENT.DEPRECATE_EOF | CLIENT.QUERY_ATTRIBUTES;
+
+/** Capabilities whose value changes the command-phase byte format: client and backend must agree. */
+const FORMAT_CAPABILITIES = CLIENT.PROTOCOL_41 | CLIENT.DEPRECATE_EOF | CLIENT.SESSION_TRACK | CLIENT.MULTI_RESULTS | CLIENT.PS_MULTI_RESULTS;
+
+const CHARSET_UTF8MB4 = 45;
+export const TLS_REQUIRED = 'TLS with a vigil client certificate is required';
+const ERR_CONN_ACCESS_DENIED = { code: 1044, sqlState: '42000' };
+
+interface PreparedStatement {
+  sql: string;
+  analysis: SqlAnalysis;
+  numParams: number;
+  types?: ParamType[];
+  /** COM_STMT_SEND_LONG_DATA since the last execute/reset: a preview and the total size per parameter. */
+  longData: Map<number, { preview: Buffer; total: number }>;
+}
+
+/** A command waiting for its response, or a local reply waiting for earlier responses to pass. */
+type Pending =
+  | { local: Buffer }
+  | { local?: undefined; command: string; started: number; record: (res: CommandResponse, started: number) => void };
+
+function scrambleBytes(): Buffer {
+  // Printable, no NUL: some clients treat the scramble as a C string.
+  const b = randomBytes(20);
+  for (let i = 0; i < b.length; i++) b[i] = 0x21 + (b[i]! % 0x5e);
+  return b;
+}
+
+export class MysqlConnection implements KillableConnection {
+  user: string | undefined;
+  targetName: string | undefined;
+  backendThreadId: number | undefined;
+  readonly sessionId: string;
+  private readonly connectionId: number;
+  private client: net.Socket | tls.TLSSocket;
+  private backend: BackendConnection | undefined;
+  private session: OpenSession | undefined;
+  private principal: Principal | undefined;
+  private target: TargetConfig | undefined;
+  private login: string | undefined;
+  private clientCaps = 0;
+  private stripQueryAttributes = false;
+  private database: string | undefined;
+  private initialDatabase: string | undefined;
+  private multiStatements = true;
+  private tracker: ResponseTracker | undefined;
+  private readonly pending: Pending[] = [];
+  private readonly statements = new Map<number, PreparedStatement>();
+  private lastPreparedId: number | undefined;
+  private lastServerSeq = 0;
+  private closed = false;
+  private authTimer: NodeJS.Timeout | undefined;
+  private counted = false;
+  /** Client packets received while an asynchronous check (USE authorization) runs. */
+  private inbox: Packet[] = [];
+  private busy = false;
+  private readonly log;
+
+  constructor(private readonly shared: MysqlShared, socket: net.Socket, private readonly ctx: ConnectionContext) {
+    this.client = socket;
+    this.sessionId = ctx.id;
+    this.log = ctx.log;
+    this.connectionId = shared.ids.allocate(this);
+  }
+
+  start(): void {
+    const { services, unauthenticated } = this.shared;
+    const sock = this.client;
+    sock.on('error', () => this.shutdown('client_closed'));
+    sock.on('close', () => this.shutdown('client_closed'));
+    if (unauthenticated.count >= services.config.gateway.max_unauthenticated) {
+      this.fatal(0, { ...ERR.HANDSHAKE, code: 1040, message: 'Too many connections waiting to authenticate; try again.' }, 'error');
+      return;
+    }
+    unauthenticated.count++;
+    this.counted = true;
+    this.authTimer = setTimeout(() => this.fatal(0, { ...ERR.HANDSHAKE, message: 'vigil: authentication timed out' }, 'protocol_error'), services.config.gateway.auth_timeout);
+    this.authTimer.unref();
+    const scramble = scrambleBytes();
+    sock.write(
+      encodePacket(
+        0,
+        buildGreeting({
+          serverVersion: this.shared.section.server_version,
+          connectionId: this.connectionId,
+          scramble,
+          capabilities: SERVER_CAPABILITIES,
+          charset: CHARSET_UTF8MB4,
+          status: SERVER_STATUS.AUTOCOMMIT,
+          authPlugin: 'mysql_native_password',
+        }),
+      ),
+    );
+    const framer = new PacketFramer(4096);
+    const onData = (chunk: Buffer) => {
+      try {
+        let handled = false;
+        framer.push(chunk, (p) => {
+          if (handled) throw new ProtocolError('plaintext data after the TLS request', 'VIGIL_MYSQL_PLAINTEXT_INJECTION');
+          handled = true;
+          sock.off('data', onData);
+          if (framer.pendingBytes > 0) throw new ProtocolError('plaintext data after the TLS request', 'VIGIL_MYSQL_PLAINTEXT_INJECTION');
+          this.onFirstPacket(p);
+        });
+        if (handled && framer.pendingBytes > 0) throw new ProtocolError('plaintext data after the TLS request', 'VIGIL_MYSQL_PLAINTEXT_INJECTION');
+      } catch (e) {
+        this.protocolFailure(e, 2);
+      }
+    };
+    sock.on('data', onData);
+  }
+
+  private onFirstPacket(p: Packet): void {
+    if (p.seq !== 1) throw new ProtocolError('out-of-sequence handshake response', 'VIGIL_MYSQL_SEQUENCE');
+    const hs = parseClientHandshake(p.payload);
+    if (!hs.sslRequest || p.payload.length !== SSL_REQUEST_LENGTH || !(hs.capabilities & CLIENT.SSL)) {
+      // A login without TLS: refuse with a clear message and an auth.failure event.
+      this.client.pause();
+      void this.refuse(2, hs.user, { ok: false, reason: 'no_certificate', message: TLS_REQUIRED, detail: 'client did not request TLS' }, hs.database);
+      return;
+    }
+    this.client.pause();
+    const id = this.shared.services.identity.tls();
+    const secure = new tls.TLSSocket(this.client as net.Socket, { isServer: true, cert: id.cert, key: id.key, ca: id.ca, requestCert: true, rejectUnauthorized: false });
+    this.client = secure;
+    secure.on('error', (e) => {
+      this.log.debug({ err: e.message }, 'TLS error');
+      this.shutdown('client_closed');
+    });
+    secure.on('close', () => this.shutdown('client_closed'));
+    const framer = new PacketFramer(64 * 1024);
+    let step: 'response' | 'token' | 'done' = 'response';
+    let hsResponse: ReturnType<typeof parseClientHandshake> | undefined;
+    const onData = (chunk: Buffer) => {
+      try {
+        framer.push(chunk, (pk) => {
+          if (step === 'response') {
+            if (pk.seq !== 2) throw new ProtocolError('out-of-sequence handshake response', 'VIGIL_MYSQL_SEQUENCE');
+            hsResponse = parseClientHandshake(pk.payload);
+            if (hsResponse.sslRequest) throw new ProtocolError('empty handshake response', 'VIGIL_MYSQL_MALFORMED');
+            const der = (secure.getPeerCertificate(false) as { raw?: Buffer } | null)?.raw;
+            if (der && der.length > 0) {
+              step = 'done';
+              secure.off('data', onData);
+              secure.pause();
+              const cred = this.shared.services.identity.verifyClientCertificate(der, this.ctx.remote.ip);
+              void this.authenticated(hsResponse, cred, 3, { method: 'x509' });
+            } else {
+              // No certificate: ask for the vigil token as a clear-text password (the channel is TLS).
+              step = 'token';
+              secure.write(encodePacket(3, buildAuthSwitch('mysql_clear_password', Buffer.alloc(0))));
+            }
+          } else if (step === 'token') {
+            if (pk.seq !== 4) throw new ProtocolError('out-of-sequence auth response', 'VIGIL_MYSQL_SEQUENCE');
+            step = 'done';
+            secure.off('data', onData);
+            secure.pause();
+            const nul = pk.payload.indexOf(0);
+            const token = pk.payload.subarray(0, nul < 0 ? pk.payload.length : nul).toString('utf8');
+            const cred: VerifyResult = token
+              ? this.shared.services.identity.verifyToken(token, this.ctx.remote.ip)
+              : { ok: false, reason: 'no_certificate', message: `${TLS_REQUIRED} (or a vigil token as password)` };
+            void this.authenticated(hsResponse!, cred, 5, { method: 'token' });
+          } else {
+            throw new ProtocolError('data before authentication finished', 'VIGIL_MYSQL_SEQUENCE');
+          }
+        });
+      } catch (e) {
+        this.protocolFailure(e, step === 'token' ? 5 : 3);
+      }
+    };
+    secure.on('data', onData);
+    this.client.resume();
+  }
+
+  private splitUser(field: string): { targetName: string; login?: string } {
+    const slash = field.indexOf('/');
+    if (slash < 0) return { targetName: field };
+    return { targetName: field.slice(0, slash), login: field.slice(slash + 1) || undefined };
+  }
+
+  private admitRequest(userField: string, credential: VerifyResult, database: string | undefined, details: Record<string, unknown>): AdmitRequest {
+    const { targetName, login } = this.splitUser(userField);
+    return { protocol: 'mysql', connId: this.sessionId, source: this.ctx.remote, credential, targetName, login, database, details };
+  }
+
+  private async refuse(seq: number, userField: string, credential: VerifyResult, database?: string): Promise<void> {
+    const adm = await admit(this.shared.services, this.admitRequest(userField, credential, database, { method: 'none' })).catch(() => undefined);
+    const message = adm && !adm.ok ? adm.message : TLS_REQUIRED;
+    this.fatal(seq, { ...ERR.ACCESS_DENIED, message }, 'error');
+  }
+
+  private async authenticated(hs: ReturnType<typeof parseClientHandshake>, cred: VerifyResult, seq: number, details: Record<string, unknown>): Promise<void> {
+    const { services } = this.shared;
+    try {
+      const req = this.admitRequest(hs.user, cred, hs.database, details);
+      const adm = await admit(services, req);
+      if (this.closed) return;
+      if (!adm.ok) return this.fatal(seq, { ...ERR.ACCESS_DENIED, message: adm.message }, 'error');
+      this.principal = adm.principal;
+      this.target = adm.target;
+      this.user = adm.principal.user;
+      this.targetName = adm.target.name;
+      this.login = req.login ?? (adm.target.user as string);
+      this.database = hs.database ?? (adm.target.database as string | undefined);
+      this.initialDatabase = this.database;
+      this.clientCaps = hs.capabilities & SERVER_CAPABILITIES;
+      this.multiStatements = (this.clientCaps & CLIENT.MULTI_STATEMENTS) !== 0;
+      this.session = await openSession(services, { ...req, login: this.login, database: this.database }, adm, (reason, message) => this.terminate(reason, message), {
+        client_attributes: hs.attributes,
+        connection_id: this.connectionId,
+      });
+      if (this.closed) return void this.session.end(this.closeReason ?? 'client_closed');
+      if (this.counted) {
+        this.shared.unauthenticated.count--;
+        this.counted = false;
+      }
+      clearTimeout(this.authTimer);
+      let backend: BackendConnection;
+      try {
+        backend = await connectBackend(this.backendTarget(adm.target), this.backendCapabilities(), hs.charset || CHARSET_UTF8MB4, services.config.gateway.connect_timeout, {
+          _client_name: 'vigil',
+          program_name: hs.attributes.program_name ?? '',
+          vigil_user: adm.principal.user,
+          vigil_session: this.sessionId,
+        });
+      } catch (e) {
+        const message = e instanceof VigilError ? e.message : 'cannot reach the target database';
+        this.log.warn({ err: message, target: adm.target.name }, 'backend login failed');
+        this.fatal(seq, { ...ERR.CONN_HOST_ERROR, message: `vigil: ${message}` }, 'backend_error', { error: message });
+        return;
+      }
+      if (this.closed) return void backend.socket.destroy();
+      const mismatch = (this.clientCaps ^ backend.capabilities) & FORMAT_CAPABILITIES;
+      if (mismatch) {
+        backend.socket.destroy();
+        return this.fatal(seq, { ...ERR.HANDSHAKE, message: `vigil: the target database does not support protocol capabilities the client uses (0x${mismatch.toString(16)})` }, 'backend_error');
+      }
+      this.stripQueryAttributes = (this.clientCaps & CLIENT.QUERY_ATTRIBUTES) !== 0 && !(backend.capabilities & CLIENT.QUERY_ATTRIBUTES);
+      this.backend = backend;
+      this.backendThreadId = backend.greeting.connectionId;
+      this.tracker = new ResponseTracker(this.clientCaps);
+      this.client.write(encodePacket(seq, buildOk({ status: backend.ok.status })));
+      this.relay();
+    } catch (e) {
+      this.log.error({ err: e }, 'mysql session setup failed');
+      this.fatal(seq, { ...ERR.HANDSHAKE, message: 'vigil: the session could not be started' }, 'error');
+    }
+  }
+
+  private backendTarget(t: TargetConfig) {
+    const login = this.login!;
+    const logins = (t.logins ?? {}) as Record<string, SecretRef>;
+    let ref: SecretRef | undefined;
+    if (login === t.user) ref = t.password as SecretRef | undefined;
+    else if (logins[login]) ref = logins[login];
+    else throw new ProtocolError(`no credentials configured for database user ${login}`, 'VIGIL_MYSQL_NO_LOGIN');
+    const tlsOpt = t.tls as boolean | undefined;
+    return {
+      host: t.host,
+      port: t.port,
+      user: login,
+      password: ref ? readSecret(ref) : '',
+      database: this.database,
+      tls: tlsOpt ? { ca: t.tls_ca as string | undefined } : (false as const),
+      serverPublicKey: t.server_public_key_file ? readSecretFile(t.server_public_key_file as string) : undefined,
+    };
+  }
+
+  private backendCapabilities(): number {
+    const wanted = (this.clientCaps | CLIENT.PROTOCOL_41 | CLIENT.SECURE_CONNECTION | CLIENT.PLUGIN_AUTH | CLIENT.PLUGIN_AUTH_LENENC_CLIENT_DATA | CLIENT.CONNECT_ATTRS | CLIENT.MULTI_RESULTS) & ~(CLIENT.SSL | CLIENT.LOCAL_FILES | CLIENT.COMPRESS | CLIENT.ZSTD_COMPRESSION);
+    return wanted >>> 0;
+  }
+
+  // ---------------- command phase ----------------
+
+  private relay(): void {
+    const client = this.client;
+    const backend = this.backend!.socket;
+    const clientFramer = new PacketFramer(this.shared.section.max_packet);
+    const serverFramer = this.backend!.framer;
+    client.on('data', (chunk: Buffer) => {
+      this.session!.stats.bytesFromClient += chunk.length;
+      try {
+        clientFramer.push(chunk, (p) => {
+          if (this.busy) this.inbox.push(p);
+          else this.onClientPacket(p);
+        });
+      } catch (e) {
+        this.protocolFailure(e, 1);
+      }
+    });
+    backend.on('data', (chunk: Buffer) => {
+      this.session!.stats.bytesToClient += chunk.length;
+      if (!client.write(chunk)) {
+        backend.pause();
+        client.once('drain', () => backend.resume());
+      }
+      try {
+        serverFramer.push(chunk, (p) => this.onServerPacket(p));
+      } catch (e) {
+        this.log.warn({ err: (e as Error).message }, 'backend protocol error');
+        this.shutdown('backend_error');
+      }
+    });
+    backend.on('error', (e) => {
+      this.log.warn({ err: e.message }, 'backend connection error');
+      this.shutdown('backend_error');
+    });
+    backend.on('close', () => this.shutdown('backend_closed'));
+    client.resume();
+  }
+
+  private forward(p: Packet | Buffer): void {
+    const bytes = Buffer.isBuffer(p) ? encodePacket(0, p) : encodePacket(p.seq, p.payload);
+    if (!this.backend!.socket.write(bytes)) {
+      this.client.pause();
+      this.backend!.socket.once('drain', () => this.client.resume());
+    }
+  }
+
+  /** Reply locally, after the responses of earlier pipelined commands. */
+  private replyLocal(seq: number, payload: Buffer): void {
+    const bytes = encodePacket(seq, payload);
+    if (this.tracker!.pending === 0 && this.pending.length === 0) this.client.write(bytes);
+    else this.pending.push({ local: bytes });
+  }
+
+  private expect(shape: ResponseShape, command: string, record: (res: CommandResponse, started: number) => void): void {
+    this.tracker!.expect(shape);
+    this.pending.push({ command, started: performance.now(), record });
+  }
+
+  private onServerPacket(p: Packet): void {
+    this.lastServerSeq = p.lastSeq;
+    const res = this.tracker!.onPacket(p.payload);
+    if (!res) return;
+    const entry = this.pending.shift();
+    if (entry && !entry.local) entry.record(res, entry.started);
+    while (this.pending[0]?.local) this.client.write((this.pending.shift() as { local: Buffer }).local);
+  }
+
+  private onClientPacket(p: Packet): void {
+    if (this.closed) return;
+    try {
+      if (p.seq !== 0) throw new ProtocolError('out-of-sequence command packet', 'VIGIL_MYSQL_SEQUENCE');
+      const wait = this.handleCommand(p);
+      if (wait) {
+        this.busy = true;
+        this.client.pause();
+        wait
+          .catch((e) => this.protocolFailure(e, 1))
+          .finally(() => {
+            this.busy = false;
+            const queued = this.inbox;
+            this.inbox = [];
+            for (const q of queued) {
+              if (this.busy) this.inbox.push(q);
+              else this.onClientPacket(q);
+            }
+            if (!this.busy && !this.closed) this.client.resume();
+          });
+      }
+    } catch (e) {
+      this.protocolFailure(e, wirePacketCount(p.payload.length));
+    }
+  }
+
+  /** Handle one command; returns a promise when it needs an asynchronous check first. */
+  private handleCommand(p: Packet): Promise<void> | void {
+    const cmd = parseCommand(p.payload, this.clientCaps);
+    const name = COMMAND_NAMES[p.payload[0]!] ?? `COM_0x${p.payload[0]!.toString(16)}`;
+    const stats = this.session!.stats;
+    switch (cmd.kind) {
+      case 'query':
+        return this.onQuery(p, cmd.sql, cmd.attributes);
+      case 'init_db':
+        return this.checkDatabase(cmd.database, name, cmd.database).then((ok) => {
+          if (!ok) return;
+          stats.statements++;
+          this.forward(p);
+          this.expect('results', name, (res, t0) => {
+            if (!res.results[0]?.error) this.database = cmd.database;
+            this.record(name, res, t0, { query: `USE ${cmd.database}` });
+          });
+        });
+      case 'stmt_prepare': {
+        const analysis = analyzeSql(cmd.sql, this.shared.secretName);
+        if (this.refuseStatement(analysis, name)) return;
+        stats.statements++;
+        this.forward(p);
+        this.expect('prepare', name, (res, t0) => {
+          if (res.prepared) {
+            this.statements.set(res.prepared.stmtId, { sql: cmd.sql, analysis, numParams: res.prepared.numParams, longData: new Map() });
+            this.lastPreparedId = res.prepared.stmtId;
+          }
+          this.record(name, res, t0, { query: redactedText(analysis), statement_id: res.prepared?.stmtId, params_count: res.prepared?.numParams });
+        });
+        return;
+      }
+      case 'stmt_execute':
+        return this.onExecute(p, cmd.stmtId, cmd.flags, name);
+      case 'stmt_send_long_data': {
+        const stmt = this.statements.get(this.resolveStmt(cmd.stmtId));
+        if (stmt) {
+          const ld = stmt.longData.get(cmd.paramId) ?? { preview: Buffer.alloc(0), total: 0 };
+          if (ld.preview.length < BLOB_PREVIEW_BYTES) ld.preview = Buffer.concat([ld.preview, cmd.data.subarray(0, BLOB_PREVIEW_BYTES - ld.preview.length)]);
+          ld.total += cmd.data.length;
+          stmt.longData.set(cmd.paramId, ld);
+        }
+        this.forward(p);
+        return;
+      }
+      case 'stmt_close': {
+        const id = this.resolveStmt(cmd.stmtId);
+        const stmt = this.statements.get(id);
+        this.statements.delete(id);
+        this.forward(p);
+        this.emitQuery(name, 'success', { statement_id: id, query: stmt ? redactedText(stmt.analysis) : undefined, duration_ms: 0 });
+        return;
+      }
+      case 'stmt_reset': {
+        const id = this.resolveStmt(cmd.stmtId);
+        this.statements.get(id)?.longData.clear();
+        this.forward(p);
+        this.expect('results', name, (res, t0) => this.record(name, res, t0, { statement_id: id }));
+        return;
+      }
+      case 'stmt_fetch':
+        this.forward(p);
+        this.expect('results', name, (res, t0) => this.record(name, res, t0, { statement_id: cmd.stmtId, fetch_rows: cmd.rows }));
+        return;
+      case 'ping':
+        this.forward(p);
+        this.expect('results', name, (res, t0) => this.record(name, res, t0, {}));
+        return;
+      case 'quit':
+        this.emitQuery(name, 'success', { duration_ms: 0 });
+        this.forward(p);
+        this.backend!.socket.end();
+        this.shutdown('client_closed');
+        return;
+      case 'set_option':
+        this.forward(p);
+        this.expect('results', name, (res, t0) => {
+          if (!res.results[0]?.error) this.multiStatements = cmd.option === 0;
+          this.record(name, res, t0, { multi_statements: cmd.option === 0 });
+        });
+        return;
+      case 'process_kill':
+        return this.onKill(cmd.id, false, name, 'process_kill');
+      case 'reset_connection':
+        // Same identity, same backend login: only session state is reset (documented).
+        this.forward(p);
+        this.expect('results', name, (res, t0) => {
+          if (!res.results[0]?.error) {
+            this.statements.clear();
+            this.database = this.initialDatabase;
+          }
+          this.record(name, res, t0, {});
+        });
+        return;
+      case 'change_user':
+        this.emitQuery(name, 'failure', { duration_ms: 0, error: { code: ERR.NOT_ALLOWED_COMMAND.code, message: 'refused by vigil' } });
+        this.replyLocal(1, buildErr({ ...ERR.NOT_ALLOWED_COMMAND, message: 'vigil: COM_CHANGE_USER is not allowed; reconnect with the identity you need' }));
+        return;
+      case 'other':
+        if (cmd.command === COM.FIELD_LIST || cmd.command === COM.STATISTICS) {
+          this.forward(p);
+          this.expect(cmd.command === COM.FIELD_LIST ? 'fieldlist' : 'single', name, (res, t0) => this.record(name, res, t0, {}));
+          return;
+        }
+        this.emitQuery(name, 'failure', { duration_ms: 0, error: { code: ERR.UNKNOWN_COM.code, message: 'refused by vigil' } });
+        this.replyLocal(1, buildErr({ ...ERR.UNKNOWN_COM, message: `vigil: ${name} is not allowed through the gateway` }));
+        return;
+    }
+  }
+
+  private resolveStmt(id: number): number {
+    // MariaDB: statement id 0xFFFFFFFF means "the statement prepared last".
+    return id === 0xffffffff && this.lastPreparedId !== undefined ? this.lastPreparedId : id;
+  }
+
+  /** Refuse statements vigil does not pass: KILL in a batch or of unmapped form, LOAD DATA LOCAL. */
+  private refuseStatement(a: SqlAnalysis, command: string): boolean {
+    for (const s of a.statements) {
+      if (s.keyword === 'KILL' && (a.statements.length > 1 || command !== 'COM_QUERY' || !s.kill || 'unsupported' in s.kill)) {
+        this.refuseLocal(command, a, 'vigil: only "KILL [QUERY|CONNECTION] <id>" on its own is allowed, with an id shown by vigil', ERR.NOT_ALLOWED_COMMAND);
+        return true;
+      }
+      if (s.keyword === 'LOAD' && /^LOAD\s+(DATA|XML)\s+(LOW_PRIORITY\s+|CONCURRENT\s+)?LOCAL\b/i.test(s.text)) {
+        this.refuseLocal(command, a, 'vigil: LOAD DATA LOCAL INFILE is disabled (the gateway does not read client files)', ERR.NOT_ALLOWED_COMMAND);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  private refuseLocal(command: string, a: SqlAnalysis | undefined, message: string, code: { code: number; sqlState: string }): void {
+    this.emitQuery(command, 'failure', { query: a ? redactedText(a) : undefined, duration_ms: 0, error: { code: code.code, sqlstate: code.sqlState, message } });
+    this.replyLocal(1, buildErr({ ...code, message }));
+  }
+
+  private onQuery(p: Packet, sql: string, attributes: Record<string, ParamValue> | undefined): Promise<void> | void {
+    const analysis = analyzeSql(sql, this.shared.secretName);
+    const first = analysis.statements[0]!;
+    if (analysis.statements.length === 1 && first.kill && !('unsupported' in first.kill)) return this.onKill(first.kill.id, first.kill.query, 'COM_QUERY', sql);
+    if (this.refuseStatement(analysis, 'COM_QUERY')) return;
+    const uses = analysis.statements.filter((s) => s.keyword === 'USE').map((s) => useTarget(s.text));
+    const go = () => {
+      this.session!.stats.statements += analysis.statements.length;
+      this.forward(this.stripQueryAttributes ? Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(sql, 'utf8')]) : p);
+      this.expect('results', 'COM_QUERY', (res, t0) => this.recordQuery(analysis, res, t0, attributes));
+    };
+    if (uses.length === 0) return go();
+    return (async () => {
+      for (const db of uses) if (!(await this.checkDatabase(db, 'COM_QUERY', redactedText(analysis)))) return;
+      go();
+    })();
+  }
+
+  /** Authorize a database switch (authz `database`); refuse with an ERR and an event when not allowed. */
+  private async checkDatabase(db: string | undefined, command: string, query: string | undefined): Promise<boolean> {
+    if (!db) return true;
+    const decision = await this.shared.services.authz.authorize({ principal: this.principal!, target: this.targetName!, protocol: 'mysql', login: this.login, database: db });
+    if (decision.allow) return true;
+    const message = `vigil: access to database '${db}' is not allowed for ${this.user}`;
+    this.emitQuery(command, 'failure', { query, duration_ms: 0, error: { code: ERR_CONN_ACCESS_DENIED.code, sqlstate: ERR_CONN_ACCESS_DENIED.sqlState, message }, reason: decision.reason });
+    this.replyLocal(1, buildErr({ ...ERR_CONN_ACCESS_DENIED, message }));
+    return false;
+  }
+
+  private recordQuery(a: SqlAnalysis, res: CommandResponse, entryStart: number, attributes: Record<string, ParamValue> | undefined): void {
+    const stmts = a.statements;
+    let prev = entryStart;
+    // One event per result set; statements after an error never ran and are named in that error's event.
+    for (let i = 0; i < res.results.length; i++) {
+      const r = res.results[i]!;
+      const s = stmts[Math.min(i, stmts.length - 1)]!;
+      const isLast = i === res.results.length - 1;
+      if (!r.error && (s.keyword === 'USE')) this.database = useTarget(s.text) ?? this.database;
+      const details: Record<string, unknown> = {
+        query: s.text,
+        duration_ms: round(res.ends[i]! - prev),
+        ...resultDetails(r),
+      };
+      if (stmts.length > 1) details.statement_index = i;
+      if (isLast && r.error && i < stmts.length - 1) details.not_executed = stmts.slice(i + 1).map((x) => x.text);
+      if (attributes) details.attributes = attributes;
+      this.emitQuery('COM_QUERY', r.error ? 'failure' : 'success', details);
+      prev = res.ends[i]!;
+    }
+  }
+
+  private onExecute(p: Packet, rawId: number, flags: number, name: string): void {
+    const id = this.resolveStmt(rawId);
+    const stmt = this.statements.get(id);
+    let details: Record<string, unknown> = { statement_id: id };
+    let forwardPayload: Buffer | Packet = p;
+    if (stmt) {
+      const longData = new Set(stmt.longData.keys());
+      const d = decodeStmtExecute(p.payload, stmt.numParams, stmt.types, longData, this.clientCaps);
+      if (d.newTypes) stmt.types = d.types;
+      const params = d.values.map((v, i) => {
+        const name = stmt.analysis.paramNames[i];
+        if (name && this.shared.secretName(name)) return '***';
+        if (v === undefined) {
+          const ld = stmt.longData.get(i)!;
+          return { hex: ld.preview.toString('hex'), length: ld.total, long_data: true, ...(ld.total > ld.preview.length ? { truncated: true } : {}) };
+        }
+        return v;
+      });
+      stmt.longData.clear();
+      details = { statement_id: id, query: redactedText(stmt.analysis), params };
+      if (d.attributes) details.attributes = d.attributes;
+      if (this.stripQueryAttributes && flags & PARAMETER_COUNT_AVAILABLE) {
+        throw new ProtocolError('query attributes on COM_STMT_EXECUTE are not supported by the target database', 'VIGIL_MYSQL_UNSUPPORTED');
+      }
+    } else {
+      details.unknown_statement = true;
+    }
+    this.session!.stats.statements++;
+    this.forward(forwardPayload);
+    this.expect('results', name, (res, t0) => this.record(name, res, t0, details));
+  }
+
+  /** KILL [QUERY] <gateway id>: mapped to the backend thread of that connection, for the same user and target only. */
+  private onKill(gatewayId: number, query: boolean, command: string, text: string): void {
+    const target = this.shared.ids.get(gatewayId);
+    const base = { gateway_connection_id: gatewayId, kill: query ? 'query' : 'connection', command, query: text };
+    const allowed = target && target.user === this.user && target.targetName === this.targetName && target.backendThreadId !== undefined;
+    if (!allowed) {
+      const message = `Unknown thread id: ${gatewayId}`;
+      this.emit('db.cancel', 'failure', { ...base, reason: target ? 'not_owner' : 'unknown_connection' });
+      this.replyLocal(1, buildErr({ ...ERR.NO_SUCH_THREAD, message }));
+      return;
+    }
+    const backendSql = `KILL ${query ? 'QUERY' : 'CONNECTION'} ${target.backendThreadId}`;
+    this.session!.stats.statements++;
+    this.forward(Buffer.concat([Buffer.from([COM.QUERY]), this.clientCaps & CLIENT.QUERY_ATTRIBUTES && !this.stripQueryAttributes ? Buffer.from([0, 1]) : Buffer.alloc(0), Buffer.from(backendSql)]));
+    this.expect('results', command, (res) => {
+      const err = res.results[0]?.error;
+      this.emit('db.cancel', err ? 'failure' : 'success', { ...base, target_session_id: target.sessionId, ...(err ? { error: errDetails(err) } : {}) });
+    });
+  }
+
+  private record(command: string, res: CommandResponse, start: number, details: Record<string, unknown>): void {
+    const r = res.results[res.results.length - 1] ?? {};
+    this.emitQuery(command, r.error ? 'failure' : 'success', { ...details, duration_ms: round((res.ends[res.ends.length - 1] ?? performance.now()) - start), ...resultDetails(r) });
+  }
+
+  private emitQuery(command: string, outcome: 'success' | 'failure', details: Record<string, unknown>): void {
+    this.emit('db.query', outcome, { command, ...details });
+  }
+
+  /** High-rate events are not awaited; a failed write (audit log down) ends the session: fail closed. */
+  private emit(type: 'db.query' | 'db.cancel', outcome: 'success' | 'failure', details: Record<string, unknown>): void {
+    const s = this.session;
+    if (!s) return;
+    const base = s.eventBase();
+    this.shared.services.events
+      .emit({ type, outcome, ...base, target: { ...base.target, database: this.database }, details: { ...details, database: this.database } })
+      .catch((e) => {
+        this.log.error({ err: (e as Error).message }, 'audit write failed; ending session');
+        s.handle.terminate('audit_unavailable', 'vigil cannot write its audit log; the session is closed.');
+      });
+  }
+
+  // ---------------- ending ----------------
+
+  private closeReason: EndReason | undefined;
+
+  /** Registry terminator: ERR with the message, then close. */
+  private terminate(reason: EndReason, message: string): void {
+    const seq = this.tracker && this.tracker.pending > 0 ? this.lastServerSeq + 1 : 0;
+    this.fatal(seq, { ...ERR.CONNECTION_KILLED, message: `vigil: ${message}` }, reason);
+  }
+
+  private protocolFailure(e: unknown, seq: number): void {
+    const code = e instanceof VigilError ? e.code : 'VIGIL_MYSQL_ERROR';
+    if (!(e instanceof VigilError)) this.log.error({ err: e }, 'unexpected error in mysql connection');
+    const kind = code === 'VIGIL_MYSQL_OVERSIZED' ? ERR.NET_PACKET_TOO_LARGE : code === 'VIGIL_MYSQL_SEQUENCE' ? ERR.NET_PACKETS_OUT_OF_ORDER : ERR.NET_READ_ERROR;
+    const message = e instanceof ProtocolError ? `vigil: ${e.message}` : 'vigil: internal error';
+    this.fatal(seq, { ...kind, message }, 'protocol_error', { error: code });
+  }
+
+  /** Send an ERR (best effort) and close the connection. */
+  private fatal(seq: number, err: ErrPacket, reason: EndReason, details: Record<string, unknown> = {}): void {
+    if (this.closed) return;
+    try {
+      if (!this.client.destroyed && this.client.writable) this.client.end(encodePacket(seq, buildErr(err)));
+    } catch {
+      // The client may be gone already.
+    }
+    setTimeout(() => this.client.destroy(), 1000).unref();
+    this.shutdown(reason, details);
+  }
+
+  private shutdown(reason: EndReason, details: Record<string, unknown> = {}): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.closeReason = reason;
+    clearTimeout(this.authTimer);
+    if (this.counted) {
+      this.shared.unauthenticated.count--;
+      this.counted = false;
+    }
+    this.shared.ids.release(this.connectionId);
+    this.backend?.socket.destroy();
+    if (reason === 'client_closed' || reason === 'backend_closed') this.client.destroy();
+    void this.session?.end(reason, details);
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}
+
+function redactedText(a: SqlAnalysis): string {
+  return a.statements.map((s) => s.text).join('; ');
+}
+
+function useTarget(text: string): string | undefined {
+  const m = /^USE\s+(?:`((?:[^`]|``)+)`|([^\s;`]+))/i.exec(text);
+  return m ? (m[1]?.replace(/``/g, '`') ?? m[2]) : undefined;
+}
+
+function errDetails(e: ErrPacket) {
+  return { code: e.code, sqlstate: e.sqlState, message: e.message };
+}
+
+function resultDetails(r: { rows?: number; affectedRows?: number; error?: ErrPacket }): Record<string, unknown> {
+  if (r.error) return { error: errDetails(r.error) };
+  if (r.rows !== undefined) return { rows_returned: r.rows };
+  return { rows_affected: r.affectedRows ?? 0 };
+}
+
+function readSecretFile(p: string): string {
+  return readSecret({ file: p });
+}

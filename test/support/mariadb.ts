@@ -1,0 +1,107 @@
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { tempDir, freePort, waitFor } from './tmp.ts';
+
+/**
+ * A real MariaDB server for tests and benches: a fresh data dir from `mariadb-install-db` in a temp dir,
+ * `mariadbd` on a random loopback port with its own socket. Root logs in with an empty password over the
+ * socket (`query()` uses the stock `mariadb` client there), so nothing of the machine's /etc/mysql is used.
+ */
+export interface MariadbHandle {
+  host: '127.0.0.1';
+  port: number;
+  socket: string;
+  dir: string;
+  /** Run SQL as root over the socket with the stock client; returns tab-separated output rows. */
+  query(sql: string): Promise<string[][]>;
+  stop(): Promise<void>;
+}
+
+const INSTALL_DB = '/usr/bin/mariadb-install-db';
+const MARIADBD = '/usr/sbin/mariadbd';
+
+export async function startMariadb(opts: { echoLog?: boolean } = {}): Promise<MariadbHandle> {
+  const dir = tempDir('vigil-mariadb-');
+  const datadir = path.join(dir, 'data');
+  const socket = path.join(dir, 'mariadb.sock');
+  const isRoot = process.getuid?.() === 0;
+  const user = isRoot ? 'root' : os.userInfo().username;
+  execFileSync(INSTALL_DB, ['--no-defaults', `--datadir=${datadir}`, `--user=${user}`, '--auth-root-authentication-method=normal', '--skip-test-db'], {
+    stdio: 'ignore',
+  });
+  const port = await freePort();
+  const log: string[] = [];
+  const child: ChildProcess = spawn(
+    MARIADBD,
+    [
+      '--no-defaults',
+      `--datadir=${datadir}`,
+      `--socket=${socket}`,
+      `--port=${port}`,
+      '--bind-address=127.0.0.1',
+      `--user=${user}`,
+      `--pid-file=${path.join(dir, 'mariadbd.pid')}`,
+      '--skip-name-resolve',
+      '--innodb-buffer-pool-size=64M',
+      '--innodb-log-file-size=32M',
+      '--innodb-flush-log-at-trx-commit=2',
+      '--max-connections=500',
+      '--max-prepared-stmt-count=100000',
+      '--local-infile=1',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const onData = (d: Buffer) => {
+    log.push(d.toString());
+    if (opts.echoLog || process.env.VIGIL_TEST_MARIADB_LOG) process.stderr.write(d);
+  };
+  child.stdout!.on('data', onData);
+  child.stderr!.on('data', onData);
+  let exited = false;
+  const exitPromise = new Promise<void>((r) => child.once('exit', () => { exited = true; r(); }));
+
+  const query = (sql: string): Promise<string[][]> =>
+    new Promise((resolve, reject) => {
+      const c = spawn('mariadb', ['--no-defaults', `--socket=${socket}`, '-uroot', '--batch', '--skip-column-names', '-e', sql]);
+      let out = '';
+      let err = '';
+      c.stdout.on('data', (d) => (out += d));
+      c.stderr.on('data', (d) => (err += d));
+      c.on('error', reject);
+      c.on('exit', (code) => {
+        if (code === 0) resolve(out.split('\n').filter((l) => l.length > 0).map((l) => l.split('\t')));
+        else reject(new Error(`mariadb exited ${code}: ${err.trim()}`));
+      });
+    });
+
+  try {
+    await waitFor(async () => {
+      if (exited) throw new Error(`mariadbd exited: ${log.join('').slice(-2000)}`);
+      return fs.existsSync(socket) && (await query('SELECT 1')).length === 1;
+    }, 30_000, 'mariadbd to accept connections');
+  } catch (e) {
+    child.kill('SIGKILL');
+    throw e;
+  }
+
+  let stopping: Promise<void> | undefined;
+  return {
+    host: '127.0.0.1',
+    port,
+    socket,
+    dir,
+    query,
+    stop: () =>
+      (stopping ??= (async () => {
+        if (!exited) {
+          child.kill('SIGTERM');
+          const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+          await exitPromise;
+          clearTimeout(t);
+        }
+        fs.rmSync(dir, { recursive: true, force: true });
+      })()),
+  };
+}
