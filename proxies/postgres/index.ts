@@ -1,17 +1,49 @@
-import { z } from 'zod';
-import type { ProxyModule, ListenerSection } from '../../src/gateway/proxy.ts';
-import { listenerBase, secretRef } from '../../src/config/types.ts';
+import tls from 'node:tls';
+import type { ProxyModule } from '../../src/gateway/proxy.ts';
+import { compilePatterns } from './sql.ts';
+import { CancelKeys } from './cancel.ts';
+import { ClientConnection, type ProxyShared } from './connection.ts';
+import { sectionSchema, targetFields, type PostgresSection } from './config.ts';
 
-// PLACEHOLDER module shape; the Postgres proxy implementation replaces `create`.
-export const postgresProxy: ProxyModule<ListenerSection> = {
+/**
+ * PostgreSQL wire-protocol proxy: stock psql/pgbench/drivers connect with a vigil client certificate (or
+ * a token as password) over TLS; vigil logs in to the real server with the target's credentials and
+ * relays byte for byte while recording every statement (`db.query`). See README in this folder.
+ */
+export const postgresProxy: ProxyModule<PostgresSection> = {
   name: 'postgres',
-  sectionSchema: () => z.strictObject({ ...listenerBase('0.0.0.0:6432') }),
-  targetFields: (sc) => ({
-    database: z.string().default('postgres'),
-    user: z.string(),
-    password: secretRef(sc).optional(),
-  }),
-  create: () => {
-    throw new Error('postgres proxy not implemented yet');
+  sectionSchema,
+  targetFields,
+  create(services, section) {
+    let cached: { material: ReturnType<typeof services.identity.tls>; context: tls.SecureContext } | undefined;
+    const shared: ProxyShared = {
+      services,
+      section,
+      cancelKeys: new CancelKeys(),
+      redact: compilePatterns(services.config.redaction.patterns),
+      // One SecureContext for all connections, rebuilt only when the identity hands out new material.
+      serverContext() {
+        const material = services.identity.tls();
+        if (cached?.material !== material) {
+          cached = { material, context: tls.createSecureContext({ cert: material.cert, key: material.key, ca: material.ca }) };
+        }
+        return cached.context;
+      },
+      unauthenticated: 0,
+      live: new Set(),
+    };
+    return {
+      handleConnection(socket, ctx) {
+        try {
+          new ClientConnection(shared, socket, ctx).start();
+        } catch (e) {
+          ctx.log.error({ err: e }, 'postgres connection setup failed');
+          socket.destroy();
+        }
+      },
+      async close() {
+        for (const c of [...shared.live]) c.destroy();
+      },
+    };
   },
 };

@@ -1,0 +1,56 @@
+import { z } from 'zod';
+import { listenerBase, secretRef, filePath, size, type SchemaContext, type SecretRef } from '../../src/config/types.ts';
+import type { TargetConfig } from '../../src/config/schema.ts';
+
+/**
+ * Configuration of the Postgres listener and of `protocol: postgres` targets.
+ *
+ * Routing: the client's `dbname` names the target. `dbname=TARGET` connects to the target's configured
+ * `database`; `dbname=TARGET/DBNAME` picks another database on the same target (authorized through the
+ * role's `databases`). Target names cannot contain `/`, so the split is unambiguous.
+ */
+export function sectionSchema(_sc: SchemaContext) {
+  return z.strictObject({
+    ...listenerBase('0.0.0.0:6432'),
+    /** Largest accepted protocol message in either direction. */
+    max_message_size: size().default(64 * 1024 * 1024 as never),
+    /** Startup parameters never passed to the backend (`replication` is refused outright when listed). */
+    blocked_startup_params: z.array(z.string()).default(['replication']),
+  });
+}
+
+export function targetFields(sc: SchemaContext) {
+  return {
+    /** Database used when the client names only the target. */
+    database: z.string().default('postgres'),
+    /** Backend login role (the engineer never sees its password). */
+    user: z.string(),
+    password: secretRef(sc).optional(),
+    /** TLS to the backend: `verify-full` checks the chain (`tls_ca` or system roots) and the host name. */
+    tls: z.enum(['disable', 'require', 'verify-full']).default('disable'),
+    tls_ca: filePath(sc).optional(),
+    /** Name expected in the backend certificate (default: `host`). */
+    tls_servername: z.string().optional(),
+    /** Development only: accept unencrypted client connections (token as password) for this target. */
+    allow_plaintext: z.boolean().default(false),
+  };
+}
+
+export type PostgresSection = z.output<ReturnType<typeof sectionSchema>>;
+
+export interface PostgresTarget extends TargetConfig {
+  database: string;
+  user: string;
+  password?: SecretRef;
+  tls: 'disable' | 'require' | 'verify-full';
+  tls_ca?: string;
+  tls_servername?: string;
+  allow_plaintext: boolean;
+}
+
+/** `TARGET` or `TARGET/DBNAME`. */
+export function parseDatabase(dbname: string): { target: string; database?: string } {
+  const slash = dbname.indexOf('/');
+  if (slash < 0) return { target: dbname };
+  return { target: dbname.slice(0, slash), database: dbname.slice(slash + 1) || undefined };
+}

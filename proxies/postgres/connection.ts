@@ -1,0 +1,522 @@
+import net from 'node:net';
+import tls from 'node:tls';
+import type { ConnectionContext } from '../../src/gateway/proxy.ts';
+import type { GatewayServices } from '../../src/gateway/services.ts';
+import type { TargetConfig } from '../../src/config/schema.ts';
+import { readSecret, type SecretRef } from '../../src/config/types.ts';
+import type { VerifyResult } from '../../src/identity/types.ts';
+import { admit, openSession, type AdmitRequest, type OpenSession } from '../../src/sessions/admit.ts';
+import type { EndReason } from '../../src/sessions/registry.ts';
+import { ProtocolError } from '../../src/errors.ts';
+import { MessageFramer } from './framing.ts';
+import { decodePassword, decodeStartupPacket, F, type StartupPacket } from './frontend.ts';
+import { authenticationCleartextPassword, authenticationOk, backendKeyData, fatal, readyForQuery, B } from './backend.ts';
+import { loginToBackend, BackendLoginError, type BackendSession, type BackendTlsMode } from './backend-login.ts';
+import { QueryTracker, backendNeedsBody, frontendNeedsBody, type QueryRecord } from './tracker.ts';
+import { forwardCancel, type CancelKeys } from './cancel.ts';
+import { parseDatabase, type PostgresSection, type PostgresTarget } from './config.ts';
+
+/** Limit of a startup-phase packet (the server uses the same). */
+const MAX_STARTUP_PACKET = 10_000;
+const PROTOCOL = 'postgres';
+
+/** What a connection needs from its proxy instance. */
+export interface ProxyShared {
+  services: GatewayServices;
+  section: PostgresSection;
+  cancelKeys: CancelKeys;
+  redact: RegExp | undefined;
+  serverContext(): tls.SecureContext;
+  /** Connections not yet authenticated (limit: gateway.max_unauthenticated). */
+  unauthenticated: number;
+  live: Set<ClientConnection>;
+}
+
+class Refusal extends Error {
+  constructor(
+    readonly sqlstate: string,
+    message: string,
+    readonly hint?: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Reads whole packets from a socket during the startup phase (before the relay takes over). */
+class PacketReader {
+  private rest: Buffer = Buffer.alloc(0);
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly framer: MessageFramer,
+  ) {}
+
+  /** Bytes received after the last packet returned. */
+  get leftover(): Buffer {
+    return this.rest;
+  }
+
+  next(): Promise<{ type: number; msg: Buffer }> {
+    return new Promise((resolve, reject) => {
+      let got: { type: number; msg: Buffer } | undefined;
+      const feed = (chunk: Buffer): boolean => {
+        const off = this.framer.push(chunk, (type, msg) => (got = { type, msg: msg! }), () => got !== undefined);
+        this.rest = chunk.subarray(off);
+        return got !== undefined;
+      };
+      const cleanup = () => {
+        this.socket.off('data', onData);
+        this.socket.off('close', onClose);
+        this.socket.off('end', onClose);
+      };
+      const onData = (chunk: Buffer) => {
+        try {
+          if (feed(chunk)) {
+            cleanup();
+            this.socket.pause();
+            resolve(got!);
+          }
+        } catch (e) {
+          cleanup();
+          reject(e);
+        }
+      };
+      const onClose = () => {
+        cleanup();
+        reject(new Refusal('08006', 'client closed the connection'));
+      };
+      try {
+        if (this.rest.length && feed(this.rest)) return resolve(got!);
+      } catch (e) {
+        return reject(e);
+      }
+      this.rest = Buffer.alloc(0);
+      this.socket.on('data', onData);
+      this.socket.once('close', onClose);
+      this.socket.once('end', onClose);
+      this.socket.resume();
+    });
+  }
+}
+
+function failure(reason: 'no_certificate' | 'principal_mismatch', message: string, detail?: string, user?: string, certSerial?: string): VerifyResult {
+  return { ok: false, reason, message, detail, user, certSerial };
+}
+
+/**
+ * One client connection: SSL/GSSENC negotiation, startup, credential (client certificate or token),
+ * admission, backend login, then the observed relay until either side ends.
+ */
+export class ClientConnection {
+  private client: net.Socket;
+  private backend: net.Socket | undefined;
+  private session: OpenSession | undefined;
+  private tracker: QueryTracker | undefined;
+  private counted = true;
+  private ended = false;
+  private terminating: { reason: EndReason; message: string; code: string } | undefined;
+  private backendFramer: MessageFramer | undefined;
+  private lastBackendError: string | undefined;
+  private releaseKey: (() => void) | undefined;
+  private authTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly shared: ProxyShared,
+    private readonly raw: net.Socket,
+    private readonly ctx: ConnectionContext,
+  ) {
+    this.client = raw;
+  }
+
+  start(): void {
+    const { services } = this.shared;
+    this.shared.live.add(this);
+    this.shared.unauthenticated++;
+    this.raw.setNoDelay(true);
+    this.raw.on('error', () => {});
+    this.raw.once('close', () => this.onClientGone());
+    if (this.shared.unauthenticated > services.config.gateway.max_unauthenticated) {
+      this.refuse(new Refusal('53300', 'too many connections are authenticating; try again shortly'));
+      return;
+    }
+    this.authTimer = setTimeout(() => this.refuse(new Refusal('08006', 'authentication timed out')), services.config.gateway.auth_timeout);
+    this.authTimer.unref();
+    this.negotiate().catch((e) => this.refuse(e));
+  }
+
+  private uncount(): void {
+    if (this.counted) {
+      this.counted = false;
+      this.shared.unauthenticated--;
+    }
+    if (this.authTimer) clearTimeout(this.authTimer);
+  }
+
+  /** Send a FATAL error if the client can still read one, then close. Pre-session only. */
+  private refuse(e: unknown): void {
+    if (this.session) return this.endSession('error', { error: (e as Error).message });
+    if (this.ended) return;
+    this.ended = true;
+    this.uncount();
+    this.shared.live.delete(this);
+    let msg: Buffer | undefined;
+    if (e instanceof Refusal) msg = fatal(e.sqlstate, e.message, e.hint);
+    else if (e instanceof ProtocolError) msg = fatal('08P01', `protocol violation: ${e.message}`);
+    else {
+      this.ctx.log.warn({ err: e }, 'postgres connection failed');
+      msg = fatal('XX000', 'internal error in the vigil gateway');
+    }
+    this.ctx.log.debug({ err: (e as Error).message }, 'connection refused');
+    if (this.client.writable && !(e instanceof Refusal && e.sqlstate === '08006')) this.client.end(msg);
+    else this.client.end();
+    setTimeout(() => this.client.destroy(), 1000).unref();
+    if (this.client !== this.raw) setTimeout(() => this.raw.destroy(), 1000).unref();
+  }
+
+  private async negotiate(): Promise<void> {
+    const { section } = this.shared;
+    let reader = new PacketReader(this.raw, new MessageFramer({ maxLength: MAX_STARTUP_PACKET, untyped: true }));
+    let encrypted = false;
+    let packet: StartupPacket;
+    for (;;) {
+      const { msg } = await reader.next();
+      packet = decodeStartupPacket(msg);
+      if (packet.kind === 'gssenc') {
+        this.client.write('N');
+        continue;
+      }
+      if (packet.kind === 'ssl') {
+        if (encrypted) throw new ProtocolError('SSLRequest inside TLS');
+        if (reader.leftover.length) {
+          // Bytes pipelined after SSLRequest would be taken as if they came over TLS (CVE-2021-23214).
+          this.ctx.log.warn('client sent data after SSLRequest before the TLS handshake; closing');
+          this.ended = true;
+          this.uncount();
+          this.shared.live.delete(this);
+          this.raw.destroy();
+          return;
+        }
+        this.client.write('S');
+        this.client = await this.upgrade();
+        encrypted = true;
+        reader = new PacketReader(this.client, new MessageFramer({ maxLength: MAX_STARTUP_PACKET, untyped: true }));
+        continue;
+      }
+      break;
+    }
+    if (packet.kind === 'cancel') return this.cancel(packet.processId, packet.secretKey);
+    if (packet.kind !== 'startup') throw new ProtocolError('unexpected startup packet');
+    const params = packet.params;
+    const user = params.get('user') ?? '';
+    const { target: targetName, database: requestedDb } = parseDatabase(params.get('database') || user);
+    const target = this.shared.services.targets.find(targetName, PROTOCOL) as PostgresTarget | undefined;
+    if (params.has('replication') && section.blocked_startup_params.includes('replication')) {
+      throw new Refusal('28000', 'replication connections are not allowed through vigil');
+    }
+    const typed = new PacketReader(this.client, new MessageFramer({ maxLength: section.max_message_size }));
+    // Leftover typed bytes (a client that pipelines its password) carry over.
+    (typed as unknown as { rest: Buffer }).rest = reader.leftover;
+
+    let credential: VerifyResult;
+    let method: string;
+    const cert = encrypted ? (this.client as tls.TLSSocket).getPeerCertificate(true) : undefined;
+    if (!encrypted && !target?.allow_plaintext) {
+      method = 'none';
+      credential = failure('no_certificate', 'vigil requires an encrypted connection: connect with sslmode=verify-full (or require) and a vigil certificate or token', 'plaintext startup refused');
+    } else if (cert && cert.raw) {
+      method = 'x509';
+      credential = this.shared.services.identity.verifyClientCertificate(cert.raw, this.ctx.remote.ip);
+    } else {
+      method = 'token';
+      this.client.write(authenticationCleartextPassword());
+      const { type, msg } = await typed.next();
+      if (type !== F.Password) throw new ProtocolError('expected a password message');
+      credential = this.shared.services.identity.verifyToken(decodePassword(msg), this.ctx.remote.ip);
+    }
+    if (credential.ok && user !== credential.principal.user) {
+      const p = credential.principal;
+      credential = failure('principal_mismatch', `the database user "${user}" does not match your vigil identity "${p.user}"; connect with user=${p.user}`, undefined, p.user, p.certSerial);
+    }
+    const database = requestedDb ?? (target?.database as string | undefined);
+    const req: AdmitRequest = {
+      protocol: PROTOCOL,
+      connId: this.ctx.id,
+      source: this.ctx.remote,
+      credential,
+      targetName,
+      login: target?.user,
+      database,
+      details: { method, tls: encrypted },
+    };
+    const admission = await admit(this.shared.services, req);
+    if (!admission.ok) throw new Refusal('28000', admission.message);
+
+    const passthrough: [string, string][] = [];
+    for (const [k, v] of params) {
+      if (k === 'user' || k === 'database' || section.blocked_startup_params.includes(k)) continue;
+      passthrough.push([k, v]);
+    }
+    this.session = await openSession(this.shared.services, req, admission, (reason, message) => this.terminate(reason, message), {
+      method,
+      client_tls: encrypted,
+      params: Object.fromEntries(passthrough),
+    });
+    this.uncount();
+    const t = admission.target as PostgresTarget;
+    let backend: BackendSession;
+    try {
+      backend = await loginToBackend({
+        host: t.host,
+        port: t.port,
+        user: t.user,
+        database: database ?? t.database,
+        password: t.password ? readSecret(t.password as SecretRef) : undefined,
+        tls: t.tls as BackendTlsMode,
+        caFile: t.tls_ca,
+        servername: t.tls_servername,
+        params: passthrough,
+        timeoutMs: this.shared.services.config.gateway.connect_timeout,
+        maxMessage: section.max_message_size,
+      });
+    } catch (e) {
+      const detail = (e as Error).message;
+      const sqlstate = e instanceof BackendLoginError ? e.sqlstate : '08006';
+      if (!this.ended && this.client.writable) this.client.write(fatal(sqlstate, `vigil could not connect to target "${t.name}": ${detail}`));
+      return this.endSession('backend_error', { error: detail, sqlstate });
+    }
+    if (this.ended) {
+      backend.socket.destroy();
+      return;
+    }
+    this.startRelay(backend, t, typed.leftover);
+  }
+
+  private upgrade(): Promise<tls.TLSSocket> {
+    return new Promise((resolve, reject) => {
+      const t = new tls.TLSSocket(this.raw, {
+        isServer: true,
+        secureContext: this.shared.serverContext(),
+        requestCert: true,
+        rejectUnauthorized: false,
+      });
+      t.on('error', () => {});
+      const onErr = (e: Error) => reject(new Refusal('08006', `TLS handshake failed: ${e.message}`));
+      t.once('error', onErr);
+      t.once('secure', () => {
+        t.off('error', onErr);
+        t.setNoDelay?.(true);
+        resolve(t);
+      });
+      this.raw.resume();
+    });
+  }
+
+  private async cancel(processId: number, secretKey: Buffer): Promise<void> {
+    const { services } = this.shared;
+    const target = this.shared.cancelKeys.find(processId, secretKey);
+    this.uncount();
+    this.ended = true;
+    this.shared.live.delete(this);
+    this.client.end();
+    if (!target) {
+      await services.events
+        .emit({
+          type: 'db.cancel',
+          outcome: 'failure',
+          actor: { user: 'unknown', roles: [] },
+          source: this.ctx.remote,
+          target: { name: '(none)', protocol: PROTOCOL },
+          details: { reason: 'unknown_cancel_key' },
+        })
+        .catch(() => {});
+      return;
+    }
+    try {
+      await forwardCancel(target, services.config.gateway.connect_timeout);
+      target.onCancel();
+    } catch (e) {
+      this.ctx.log.warn({ err: (e as Error).message }, 'could not forward cancel request');
+    }
+  }
+
+  private startRelay(backend: BackendSession, target: PostgresTarget, clientLeftover: Buffer): void {
+    const { services, section } = this.shared;
+    const session = this.session!;
+    const client = this.client;
+    const b = backend.socket;
+    this.backend = b;
+    const base = session.eventBase();
+    const key = this.shared.cancelKeys.issue({
+      host: target.host,
+      port: target.port,
+      processId: backend.processId,
+      secretKey: backend.secretKey,
+      onCancel: () => {
+        services.events.emit({ type: 'db.cancel', outcome: 'success', ...base, details: { forwarded: true } }).catch(() => {});
+      },
+    });
+    this.releaseKey = key.release;
+
+    const stats = session.stats;
+    const onAuditError = (e: Error) => {
+      services.log.error({ err: e.message, session: session.handle.id }, 'db.query could not be recorded; ending the session');
+      session.handle.terminate('audit_unavailable', 'vigil cannot write its audit log; the session is closed.');
+    };
+    const record = (r: QueryRecord) => {
+      stats.statements++;
+      const details: Record<string, unknown> = {
+        protocol: r.protocol,
+        sql: r.sql,
+        duration_ms: Math.round(r.durationMs * 1000) / 1000,
+        rows_returned: r.rowsReturned,
+      };
+      if (r.params) details.params = r.params;
+      if (r.statement) details.statement = r.statement;
+      if (r.portal) details.portal = r.portal;
+      if (r.command) details.command = r.command;
+      if (r.rowsAffected !== undefined) details.rows_affected = r.rowsAffected;
+      if (r.sqlstate) details.sqlstate = r.sqlstate;
+      if (r.error) details.error = r.error;
+      if (r.suspended) details.suspended = true;
+      if (r.copy) details.copy = r.copy;
+      if (r.functionOid !== undefined) details.function_oid = r.functionOid;
+      // Not awaited (hot path), but a failed write ends the session: fail closed.
+      services.events.emit({ type: 'db.query', outcome: r.outcome, ...base, details }).catch(onAuditError);
+    };
+    const tracker = (this.tracker = new QueryTracker({ redact: this.shared.redact, onRecord: record }));
+    const cf = new MessageFramer({ maxLength: section.max_message_size, headerOnly: (t) => !frontendNeedsBody(t) });
+    const bf = (this.backendFramer = new MessageFramer({ maxLength: section.max_message_size, headerOnly: (t) => !backendNeedsBody(t) }));
+
+    let now = 0;
+    const onFrontend = (type: number, msg: Buffer | undefined, length: number) => tracker.frontend(type, msg, length, now);
+    const onBackend = (type: number, msg: Buffer | undefined, length: number) => {
+      if (type === B.ErrorResponse && msg && msg.length > 10) this.noteBackendError(msg);
+      tracker.backend(type, msg, length, now);
+    };
+
+    const fromClient = (chunk: Buffer) => {
+      now = performance.now();
+      try {
+        cf.push(chunk, onFrontend);
+      } catch (e) {
+        return this.protocolViolation(e as Error);
+      }
+      stats.bytesFromClient += chunk.length;
+      if (!b.write(chunk)) client.pause();
+    };
+    const fromBackend = (chunk: Buffer) => {
+      now = performance.now();
+      let upto = chunk.length;
+      try {
+        if (this.terminating) upto = bf.atBoundary ? 0 : bf.push(chunk, onBackend, () => true);
+        else bf.push(chunk, onBackend);
+      } catch (e) {
+        // The backend broke the protocol: nothing sensible to relay any more.
+        this.ctx.log.warn({ err: (e as Error).message }, 'backend protocol error');
+        client.write(fatal('08P01', 'the target database sent an invalid message; the session is closed'));
+        return this.endSession('backend_error', { error: (e as Error).message });
+      }
+      stats.bytesToClient += upto;
+      const ok = client.write(upto === chunk.length ? chunk : chunk.subarray(0, upto));
+      if (this.terminating && bf.atBoundary) return this.finishTermination();
+      if (!ok) b.pause();
+    };
+
+    client.on('data', fromClient);
+    client.on('drain', () => b.resume());
+    b.on('data', fromBackend);
+    b.on('drain', () => client.resume());
+    b.on('error', (e) => {
+      this.lastBackendError ??= e.message;
+    });
+    b.once('close', () => this.onBackendGone());
+    client.once('end', () => this.endSession('client_closed'));
+
+    // Login complete: the client sees AuthenticationOk, the backend's parameters and the gateway's key.
+    client.cork();
+    client.write(authenticationOk());
+    for (const m of backend.replay) client.write(m);
+    client.write(backendKeyData(key.processId, key.secretKey));
+    client.write(readyForQuery('I'));
+    client.uncork();
+    if (backend.leftover.length) fromBackend(backend.leftover);
+    if (clientLeftover.length) fromClient(clientLeftover);
+    b.resume();
+    client.resume();
+  }
+
+  private noteBackendError(msg: Buffer): void {
+    // FATAL/PANIC from the backend explains a following close (e.g. terminated by an administrator).
+    const s = msg.indexOf('SFATAL\0', 5) >= 0 || msg.indexOf('SPANIC\0', 5) >= 0;
+    if (s) {
+      const m = msg.indexOf(0x4d /* M */, 5);
+      const end = m >= 0 ? msg.indexOf(0, m) : -1;
+      if (m >= 0 && end > m) this.lastBackendError = msg.toString('utf8', m + 1, end);
+    }
+  }
+
+  private protocolViolation(e: Error): void {
+    this.ctx.log.info({ err: e.message }, 'client protocol violation');
+    if (this.client.writable) this.client.write(fatal('08P01', `protocol violation: ${e.message}`));
+    this.endSession('protocol_error', { error: e.message });
+  }
+
+  /** Registry terminator: send a FATAL ErrorResponse at a message boundary, then close. */
+  private terminate(reason: EndReason, message: string): void {
+    if (this.ended) return;
+    const code = reason === 'shutdown' ? '57P01' : reason === 'audit_unavailable' ? '58000' : '28000';
+    this.terminating = { reason, message, code };
+    if (!this.backendFramer || this.backendFramer.atBoundary) return this.finishTermination();
+    // Mid-message from the backend: the next chunk is cut at the boundary; do not wait forever.
+    setTimeout(() => this.finishTermination(), 2000).unref();
+  }
+
+  private finishTermination(): void {
+    const t = this.terminating;
+    if (!t || this.ended) return;
+    this.backend?.pause();
+    if (this.client.writable) this.client.write(fatal(t.code, t.message));
+    this.endSession(t.reason);
+  }
+
+  private onBackendGone(): void {
+    if (this.ended) return;
+    const pending = (this.tracker?.pending ?? 0) > 0;
+    const why = this.lastBackendError;
+    if (this.client.writable && !why) {
+      // The backend vanished without saying why (crash, kill, network): tell the client.
+      this.client.write(fatal('08006', 'the connection to the target database was lost'));
+    }
+    this.endSession(pending || !why ? 'backend_error' : 'backend_closed', { error: why ?? (pending ? 'backend connection lost during a query' : 'backend connection lost') });
+  }
+
+  private onClientGone(): void {
+    if (this.session) this.endSession('client_closed');
+    else if (!this.ended) {
+      this.ended = true;
+      this.uncount();
+      this.shared.live.delete(this);
+    }
+  }
+
+  private endSession(reason: EndReason, details: Record<string, unknown> = {}): void {
+    if (this.ended && !this.session) return;
+    const first = !this.ended;
+    this.ended = true;
+    this.uncount();
+    this.shared.live.delete(this);
+    this.releaseKey?.();
+    this.backend?.destroy();
+    this.client.end();
+    setTimeout(() => this.client.destroy(), 2000).unref();
+    const s = this.session;
+    if (s && first) {
+      this.session = s;
+      void s.end(reason, details);
+    } else if (s) void s.end(reason, details);
+  }
+
+  /** Gateway shutdown of a connection that is not a session yet. */
+  destroy(): void {
+    if (!this.session) this.refuse(new Refusal('57P01', 'the vigil gateway is shutting down'));
+  }
+}
