@@ -83,7 +83,13 @@ function displayState(r: AccessRecord): string {
 function summary(r: AccessRecord): string {
   const targets = r.targets.length ? ` on ${r.targets.join(',')}` : '';
   const when =
-    r.state === 'pending' ? `for ${formatDuration(r.ttlMs)} once approved` : r.expiresAt ? `${r.state === 'active' ? 'until' : 'ended'} ${r.expiresAt}` : '';
+    r.state === 'pending'
+      ? `for ${formatDuration(r.ttlMs)} once approved`
+      : r.state === 'active'
+        ? `until ${r.expiresAt}`
+        : r.state === 'expired'
+          ? `expired ${r.expiresAt}`
+          : `by ${r.decidedBy}`;
   return `${r.id}  ${displayState(r)}  ${r.user} → ${r.role}${targets}  ${when}`.trimEnd();
 }
 
