@@ -6,6 +6,7 @@
 import { ProtocolError } from '../../src/errors.ts';
 
 export const MAX_WIRE_PAYLOAD = 0xffffff;
+const EMPTY = Buffer.alloc(0);
 
 export interface Packet {
   /** Sequence id of the first wire packet. */
@@ -78,6 +79,7 @@ export class PacketFramer {
   }
 
   private take(n: number): Buffer {
+    if (n === 0) return EMPTY;
     this.buffered -= n;
     const first = this.chunks[0]!;
     if (first.length > n) {
