@@ -102,8 +102,6 @@ function tokenize(sql: string): Token[] {
   return out;
 }
 
-/** Keywords after which a string literal is a credential. */
-const CREDENTIAL_CONTEXT = new Set(['IDENTIFIED', 'PASSWORD']);
 
 /**
  * Split and analyze `sql`. `secretName` says whether a column/variable name is a secret (config
@@ -129,14 +127,17 @@ function analyzeStatement(sql: string, toks: Token[], secretName: (n: string) =>
   if (toks.length === 0) return { text: '', keyword: '' };
   const keyword = toks[0]!.kind === 'word' ? toks[0]!.text : '';
   const masked = new Set<number>();
-  let credential = keyword === 'SET' && toks[1]?.text === 'PASSWORD';
+  // After IDENTIFIED (CREATE/ALTER USER, GRANT) every literal is a credential; in SET PASSWORD, after `=`.
+  const setPassword = keyword === 'SET' && toks[1]?.text === 'PASSWORD';
+  let credential = false;
   const insertColumns = keyword === 'INSERT' || keyword === 'REPLACE' ? columnList(toks) : undefined;
   let valuesIndex = -1;
   let depth = 0;
   let inValues = false;
   for (let k = 0; k < toks.length; k++) {
     const t = toks[k]!;
-    if (t.kind === 'word' && CREDENTIAL_CONTEXT.has(t.text)) credential = true;
+    if (t.kind === 'word' && t.text === 'IDENTIFIED') credential = true;
+    if (setPassword && t.kind === 'punct' && t.text === '=') credential = true;
     if (t.kind === 'word' && (t.text === 'VALUES' || t.text === 'VALUE')) inValues = true;
     if (t.kind === 'punct') {
       if (t.text === '(') {
@@ -146,7 +147,7 @@ function analyzeStatement(sql: string, toks: Token[], secretName: (n: string) =>
       else if (t.text === ',' && inValues && depth === 1) valuesIndex++;
     }
     if (t.kind === 'string') {
-      if (credential || secretName(nameBefore(toks, k) ?? '')) masked.add(k);
+      if (credential || secretName(nameBefore(toks, k) ?? '') || isPasswordCall(toks, k)) masked.add(k);
       else if (insertColumns && inValues && depth === 1 && secretName(insertColumns[valuesIndex] ?? '')) masked.add(k);
     }
     if (t.kind === 'param') {
@@ -174,6 +175,13 @@ function nameBefore(toks: Token[], k: number): string | undefined {
   if (t.kind === 'ident') return t.text;
   if (t.kind === 'word') return t.text.toLowerCase();
   return undefined;
+}
+
+/** The literal argument of PASSWORD('…') / OLD_PASSWORD('…'). */
+function isPasswordCall(toks: Token[], k: number): boolean {
+  const open = toks[k - 1];
+  const fn = toks[k - 2];
+  return open?.text === '(' && fn?.kind === 'word' && (fn.text === 'PASSWORD' || fn.text === 'OLD_PASSWORD');
 }
 
 /** `INSERT INTO t (a, b, c) VALUES …` → ['a', 'b', 'c']. */
