@@ -15,7 +15,7 @@ const HASH_DOMAIN = 'vigil-audit-v1\n';
 const CHECKPOINT_DOMAIN = 'vigil-audit-checkpoint-v1\n';
 
 export function recordHash(seq: number, prev: string, eventJson: string): string {
-  return crypto.createHash('sha256').update(`${HASH_DOMAIN}${seq}\n${prev}\n${eventJson}`).digest('hex');
+  return crypto.hash('sha256', `${HASH_DOMAIN}${seq}\n${prev}\n${eventJson}`, 'hex');
 }
 
 export function encodeRecord(seq: number, prev: string, hash: string, eventJson: string): string {

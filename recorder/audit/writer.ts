@@ -58,6 +58,8 @@ interface Chunk {
   parts: string[];
   /** Set when the chunk ends with the segment's sealing checkpoint. */
   seal?: SegmentMeta;
+  /** The segment the seal names: created before the seal is written, so a named segment always exists. */
+  next?: Segment;
 }
 
 type Resolve = (r: AppendReceipt) => void;
@@ -240,6 +242,7 @@ class SegmentWriter implements AuditLogWriter {
     const chunk = this.chunks[this.chunks.length - 1];
     chunk.seal = { first_seq: old.firstSeq, last_seq: old.lastSeq, min_time: old.minTime, max_time: old.maxTime };
     this.segment = this.newSegment(next, this.seq + 1);
+    chunk.next = this.segment;
     this.dayEnd = utcDayEnd(now);
   }
 
@@ -288,16 +291,22 @@ class SegmentWriter implements AuditLogWriter {
     }
   }
 
-  private async writeChunk(chunk: Chunk): Promise<void> {
-    const seg = chunk.segment;
+  private async openSegment(seg: Segment): Promise<fsp.FileHandle> {
     if (!seg.handle) {
       seg.handle = await fsp.open(seg.file, 'a', 0o600);
       await fsyncDir(this.dir); // the new segment's directory entry must survive a crash too
     }
-    await writeAll(seg.handle, Buffer.from(chunk.parts.join('')));
-    await seg.handle.datasync();
+    return seg.handle;
+  }
+
+  private async writeChunk(chunk: Chunk): Promise<void> {
+    const seg = chunk.segment;
+    await this.openSegment(seg);
+    if (chunk.next) await this.openSegment(chunk.next);
+    await writeAll(seg.handle!, Buffer.from(chunk.parts.join('')));
+    await seg.handle!.datasync();
     if (chunk.seal) {
-      await seg.handle.close();
+      await seg.handle!.close();
       seg.handle = undefined;
       await writeFileAtomic(path.join(this.dir, metaName(seg.name)), JSON.stringify(chunk.seal) + '\n');
     }
