@@ -13,7 +13,7 @@ export function rolesSchema() {
     targets: z.array(z.string()).default([]),
     /** Or targets whose labels include all of these. */
     target_labels: z.record(z.string(), z.string()).optional(),
-    /** SSH logins allowed on those targets ('*' = any login the target allows). */
+    /** SSH logins, or database users other than the target's own `user`, allowed on those targets ('*' = any the target allows). */
     logins: z.array(z.string()).default([]),
     /** Databases allowed on those targets ('*' = any). */
     databases: z.array(z.string()).default(['*']),

@@ -2,7 +2,7 @@ import type { VigilConfig, TargetConfig } from '../config/schema.ts';
 import type { StateStore, AccessRecord } from '../store/types.ts';
 import type { RoleConfig } from './config.ts';
 import type { AccessQuery, Authorizer, Decision } from './types.ts';
-import { databaseAllowed, loginAllowed, roleReachesTarget } from './policy.ts';
+import { databaseAllowed, loginAllowed, loginIsChosen, roleReachesTarget } from './policy.ts';
 
 export type { Authorizer, Decision, AccessQuery } from './types.ts';
 export { roleReachesTarget, loginAllowed, databaseAllowed, isRequestable, hasAnyRole } from './policy.ts';
@@ -78,7 +78,7 @@ export function createAuthorizer(config: VigilConfig, store: StateStore): Author
       if (reaching.length === 0) return deny('no_permission', NO_SUCH_TARGET);
 
       let allowed = reaching;
-      if (q.protocol === 'ssh' && q.login !== undefined) {
+      if (q.login !== undefined && loginIsChosen(target, q.login)) {
         allowed = allowed.filter((x) => loginAllowed(x.role, target, q.login!));
         if (allowed.length === 0) return deny('login_not_allowed', `Login "${q.login}" is not allowed on ${target.name}.`);
       }

@@ -19,15 +19,31 @@ export function roleReachesTarget(role: RoleConfig, target: TargetConfig): boole
   return false;
 }
 
-/** Logins the SSH target itself accepts (`logins` plus `default_login`); empty = the target does not restrict. */
+/**
+ * Logins the target itself accepts; empty = the target does not restrict. SSH targets list `logins` plus
+ * `default_login`; database targets log in as `user`, plus the keys of a `logins` map of other users.
+ */
 function targetLogins(target: TargetConfig): string[] {
-  const logins = Array.isArray(target.logins) ? (target.logins as string[]) : [];
-  const dflt = typeof target.default_login === 'string' ? [target.default_login] : [];
-  return [...logins, ...dflt];
+  const out: string[] = [];
+  if (Array.isArray(target.logins)) out.push(...(target.logins as string[]));
+  else if (target.logins && typeof target.logins === 'object') out.push(...Object.keys(target.logins));
+  if (typeof target.default_login === 'string') out.push(target.default_login);
+  if (target.protocol !== 'ssh' && typeof target.user === 'string') out.push(target.user);
+  return out;
 }
 
 /**
- * May `role` log in as `login` on this SSH target? The role must list the login (or '*'), and when the
+ * Is the login a choice the client made (and so subject to the role's `logins`)? Always for SSH; for a
+ * database target only when it is not the target's configured `user`, which every role reaching the
+ * target may use.
+ */
+export function loginIsChosen(target: TargetConfig, login: string): boolean {
+  if (target.protocol === 'ssh') return true;
+  return typeof target.user !== 'string' || login !== target.user;
+}
+
+/**
+ * May `role` log in as `login` on this target? The role must list the login (or '*'), and when the
  * target lists logins, the login must be one of them too. A role with no logins allows none.
  */
 export function loginAllowed(role: RoleConfig, target: TargetConfig, login: string): boolean {

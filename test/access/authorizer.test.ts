@@ -72,6 +72,22 @@ describe('authorizer', () => {
     expect(await authz.authorize(q(webOps, 'web-2', 'ssh', { login: 'root' }))).toMatchObject({ allow: false, reason: 'login_not_allowed' });
   });
 
+  it('database logins: the target user is always fine, other users need the role and the target to list them', async () => {
+    await setup({
+      targets: [{ name: 'my-prod', protocol: 'mysql', host: '127.0.0.1', port: 3306, user: 'app', logins: { report: { env: 'X' }, admin: { env: 'Y' } }, labels: { env: 'prod', kind: 'db' } }],
+      roles: [
+        { name: 'prod-dba', target_labels: { env: 'prod', kind: 'db' } },
+        { name: 'reporting', targets: ['my-prod'], logins: ['report'] },
+      ],
+    });
+    const dba = principal('d', ['prod-dba']);
+    expect(await authz.authorize(q(dba, 'my-prod', 'mysql', { login: 'app' }))).toMatchObject({ allow: true });
+    expect(await authz.authorize(q(dba, 'my-prod', 'mysql', { login: 'report' }))).toMatchObject({ allow: false, reason: 'login_not_allowed' });
+    const rep = principal('r', ['reporting']);
+    expect(await authz.authorize(q(rep, 'my-prod', 'mysql', { login: 'report' }))).toMatchObject({ allow: true });
+    expect(await authz.authorize(q(rep, 'my-prod', 'mysql', { login: 'admin' }))).toMatchObject({ allow: false, reason: 'login_not_allowed' });
+  });
+
   it('port forwarding needs both a role and a target that allow it', async () => {
     await setup({
       targets: [{ name: 'bastion', protocol: 'ssh', host: '127.0.0.1', port: 22, logins: ['ops'], port_forwarding: true, labels: { env: 'prod' } }],
