@@ -1,11 +1,13 @@
 import type { Command } from '../command.ts';
 import { serveCommand, initCommand, configCheckCommand } from './gateway.ts';
 import { ACCESS_COMMANDS } from './access.ts';
+import { CERT_COMMANDS } from './cert.ts';
 
 /** Every CLI command, in the order `vigil --help` lists them. One line per command module. */
 export const COMMANDS: Command[] = [
   serveCommand,
   initCommand,
   configCheckCommand,
+  ...CERT_COMMANDS,
   ...ACCESS_COMMANDS,
 ];

@@ -1,0 +1,204 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Command, CommandArgs } from '../command.ts';
+import { UsageError, requireOpt, stringOpt } from '../command.ts';
+import { loadFromArgs, localUser, openLocal, type LocalContext } from '../context.ts';
+import { parseDuration } from '../../config/units.ts';
+import { VigilError } from '../../errors.ts';
+import { CA_FILES, caDir } from '../../identity/index.ts';
+import { writeAtomic } from '../../identity/ca.ts';
+import { normalizeSerial } from '../../identity/x509.ts';
+
+/**
+ * `vigil cert issue`, `vigil cert revoke`, `vigil ca show`: issuance and revocation on the local data
+ * directory. Every issuance (and every refused one) and every revocation is an audit event.
+ */
+
+function splitList(s: string | undefined): string[] {
+  return (s ?? '')
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
+}
+
+/** permit-pty always; permit-port-forwarding only when a configured role of the user allows it. */
+export function extensionsForRoles(config: LocalContext['config'], roles: string[]): string[] {
+  const forwarding = config.roles.some((r) => roles.includes(r.name) && r.port_forwarding);
+  return forwarding ? ['permit-pty', 'permit-port-forwarding'] : ['permit-pty'];
+}
+
+function actorOf(args: CommandArgs) {
+  return { user: stringOpt(args.values, 'by') ?? localUser(), roles: [] as string[] };
+}
+
+export const certIssueCommand: Command = {
+  name: 'cert issue',
+  summary: 'Issue a short-lived SSH + X.509 certificate (or a token) to a user.',
+  usage:
+    '--user U --roles R1,R2 [--ttl 1h] [--ssh-pubkey FILE] [--grant ID] [--source-address CIDR,...] [--force-command CMD] [--token] --out DIR [--by NAME]',
+  options: {
+    user: { type: 'string' },
+    roles: { type: 'string' },
+    ttl: { type: 'string' },
+    'ssh-pubkey': { type: 'string' },
+    grant: { type: 'string' },
+    'source-address': { type: 'string' },
+    'force-command': { type: 'string' },
+    token: { type: 'boolean' },
+    out: { type: 'string' },
+    by: { type: 'string' },
+  },
+  async run(args) {
+    const v = args.values;
+    const user = requireOpt(v, 'user');
+    const roles = splitList(stringOpt(v, 'roles'));
+    const wantToken = v.token === true;
+    const outDir = stringOpt(v, 'out');
+    if (!outDir && !wantToken) throw new UsageError('--out DIR is required (or --token for a token only)');
+    const ttlText = stringOpt(v, 'ttl');
+    const ttlMs = ttlText === undefined ? undefined : parseDuration(ttlText);
+    if (ttlText !== undefined && (ttlMs === undefined || ttlMs <= 0)) throw new UsageError(`--ttl: expected a duration like 30m or 1h, got "${ttlText}"`);
+    const pubFile = stringOpt(v, 'ssh-pubkey');
+    const sshPublicKey = pubFile === undefined ? undefined : readInput(pubFile, '--ssh-pubkey');
+    const sourceText = stringOpt(v, 'source-address');
+    const sourceAddresses = sourceText === undefined ? undefined : splitList(sourceText);
+    const grantId = stringOpt(v, 'grant');
+
+    const ctx = await openLocal(args);
+    try {
+      const actor = actorOf(args);
+      const target = { name: `user/${user}`, protocol: 'vigil' };
+      // A grant's role counts for the role-derived extensions too (issue() adds it to the certificate).
+      const grantRole = grantId ? (await ctx.store.getAccess(grantId))?.role : undefined;
+      const extensions = extensionsForRoles(ctx.config, grantRole ? [...roles, grantRole] : roles);
+      const base = { user, roles, ttlMs, grantId };
+      try {
+        if (outDir) {
+          const creds = await ctx.identity.issue({ ...base, sshPublicKey, sourceAddresses, forceCommand: stringOpt(v, 'force-command'), extensions });
+          const dir = path.resolve(outDir);
+          fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+          const files: string[] = [];
+          const put = (name: string, content: string, mode: number) => {
+            const p = path.join(dir, name);
+            writeAtomic(p, content.endsWith('\n') ? content : content + '\n', mode);
+            files.push(p);
+          };
+          put(`${user}-cert.pub`, creds.sshCertificate, 0o644);
+          if (creds.sshPrivateKey) {
+            put(user, creds.sshPrivateKey, 0o600);
+            put(`${user}.pub`, creds.sshPublicKey, 0o644);
+          }
+          put(`${user}.crt`, creds.x509Certificate, 0o644);
+          put(`${user}.key`, creds.x509PrivateKey, 0o600);
+          put('ca.crt', creds.caCertificate, 0o644);
+          await emitIssued(ctx, actor, target, { serial: creds.serial, user, roles: creds.roles, not_before: creds.notBefore.toISOString(), not_after: creds.notAfter.toISOString(), grant_id: creds.grantId ?? null, kind: 'cert', extensions });
+          args.out.write(
+            `issued certificate ${creds.serial} to ${user} (roles: ${creds.roles.join(',') || '-'})\n` +
+              `  valid ${creds.notBefore.toISOString()} .. ${creds.notAfter.toISOString()}${creds.grantId ? ` (grant ${creds.grantId})` : ''}\n` +
+              files.map((f) => `  ${f}\n`).join(''),
+          );
+        }
+        if (wantToken) {
+          const tok = await ctx.identity.issueToken(base);
+          await emitIssued(ctx, actor, target, { serial: tok.serial, user, roles: rolesOf(roles, grantRole), not_before: tok.notBefore.toISOString(), not_after: tok.notAfter.toISOString(), grant_id: grantId ?? null, kind: 'token' });
+          if (outDir) args.out.write(`token ${tok.serial}, valid until ${tok.notAfter.toISOString()}:\n`);
+          args.out.write(tok.token + '\n');
+        }
+        return 0;
+      } catch (e) {
+        if (!(e instanceof VigilError)) throw e;
+        // A refused issuance concerns access: it is on the record, with the reason.
+        await ctx.events.emit({ type: 'cert.issued', outcome: 'failure', actor, source: ctx.source, target, details: { user, roles, grant_id: grantId ?? null, kind: wantToken && !outDir ? 'token' : 'cert', error: e.code, reason: e.message } });
+        throw e;
+      }
+    } finally {
+      await ctx.close();
+    }
+  },
+};
+
+function rolesOf(roles: string[], grantRole: string | undefined): string[] {
+  return grantRole && !roles.includes(grantRole) ? [...roles, grantRole] : roles;
+}
+
+async function emitIssued(ctx: LocalContext, actor: { user: string; roles: string[] }, target: { name: string; protocol: string }, details: Record<string, unknown>) {
+  await ctx.events.emit({ type: 'cert.issued', outcome: 'success', actor, source: ctx.source, target, details });
+}
+
+function readInput(file: string, flag: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new UsageError(`${flag}: cannot read ${file}: ${(e as Error).message}`);
+  }
+}
+
+export const certRevokeCommand: Command = {
+  name: 'cert revoke',
+  summary: 'Revoke a certificate or token by serial; live sessions using it are cut.',
+  usage: 'SERIAL --reason TEXT [--by NAME]   (SERIAL as printed at issuance, or the decimal serial ssh-keygen -L shows)',
+  positionals: true,
+  options: { reason: { type: 'string' }, by: { type: 'string' } },
+  async run(args) {
+    if (args.positionals.length !== 1) throw new UsageError('expected exactly one SERIAL');
+    const reason = requireOpt(args.values, 'reason');
+    const ctx = await openLocal(args);
+    try {
+      const serial = await resolveSerial(ctx, args.positionals[0]);
+      const actor = actorOf(args);
+      const issued = await ctx.store.getIssuedCert(serial);
+      const target = { name: `cert/${serial}`, protocol: 'vigil' };
+      const details = { serial, reason, user: issued?.user ?? null, kind: issued?.kind ?? null, known: issued !== undefined };
+      const added = await ctx.store.revoke({ serial, reason, by: actor.user, time: new Date().toISOString() });
+      if (!added) {
+        await ctx.events.emit({ type: 'cert.revoked', outcome: 'failure', actor, source: ctx.source, target, details: { ...details, error: 'already revoked' } });
+        args.err.write(`serial ${serial} was already revoked\n`);
+        return 1;
+      }
+      await ctx.events.emit({ type: 'cert.revoked', outcome: 'success', actor, source: ctx.source, target, details });
+      args.out.write(`revoked ${serial}${issued ? ` (${issued.kind} of ${issued.user})` : ' (not issued by this data directory; added to the revocation list anyway)'}\n`);
+      return 0;
+    } finally {
+      await ctx.close();
+    }
+  },
+};
+
+/** Accepts the hex serial vigil prints, or the decimal one ssh-keygen -L prints; prefers the one that was issued. */
+async function resolveSerial(ctx: LocalContext, input: string): Promise<string> {
+  const s = input.trim().toLowerCase().replace(/^0x/, '');
+  const candidates: string[] = [];
+  if (/^[0-9a-f]{1,16}$/.test(s)) candidates.push(normalizeSerial(s));
+  if (/^\d{1,20}$/.test(s) && BigInt(s) < 1n << 64n) candidates.push(BigInt(s).toString(16).padStart(16, '0'));
+  if (candidates.length === 0) throw new UsageError(`"${input}" is not a certificate serial (16 hex digits, or the decimal serial ssh-keygen shows)`);
+  for (const c of candidates) if (await ctx.store.getIssuedCert(c)) return c;
+  return candidates[0];
+}
+
+export const caShowCommand: Command = {
+  name: 'ca show',
+  summary: 'Print the CA public keys and the lines clients and servers need to trust them.',
+  usage: '[--data DIR]',
+  async run(args) {
+    const loaded = loadFromArgs(args);
+    const dir = caDir(loaded.dataDir);
+    const read = (f: string) => {
+      try {
+        return fs.readFileSync(path.join(dir, f), 'utf8').trim();
+      } catch {
+        throw new VigilError('VIGIL_CA_MISSING', `no CA in ${dir}; run \`vigil init\` first`);
+      }
+    };
+    const userCa = read(`${CA_FILES.userCa}.pub`);
+    const hostCa = read(`${CA_FILES.hostCa}.pub`);
+    read(CA_FILES.x509CaCert);
+    args.out.write(
+      `SSH user CA (TrustedUserCAKeys on backends that should accept vigil certificates directly):\n  ${userCa}\n\n` +
+        `SSH host CA — add to ~/.ssh/known_hosts so ssh trusts the gateway and jump-host targets:\n  @cert-authority * ${hostCa}\n\n` +
+        `X.509 root for psql/mysql (sslrootcert) and API clients:\n  ${path.join(dir, CA_FILES.x509CaCert)}\n`,
+    );
+    return 0;
+  },
+};
+
+export const CERT_COMMANDS: Command[] = [certIssueCommand, certRevokeCommand, caShowCommand];
