@@ -40,6 +40,8 @@ export function createAuthorizer(config: VigilConfig, store: StateStore): Author
   return {
     async authorize(q: AccessQuery): Promise<Decision> {
       const p = q.principal;
+      // Cheap (one PRAGMA) and makes the check exact even between enforcement passes.
+      await store.refresh();
       if (store.isRevoked(p.certSerial)) return deny('revoked', 'Your vigil certificate has been revoked.');
       if (store.isLocked('user', p.user)) return deny('locked', 'Your vigil user is locked. Contact an administrator.');
 
