@@ -39,6 +39,8 @@ export class SessionChannel {
   private kind: 'shell' | 'exec' | 'sftp' | undefined;
   private command: string | undefined;
   private closed = false;
+  /** Why the target refused the channel, for the ssh.exec event. */
+  private error: string | undefined;
   private stopRelays: Array<() => void> = [];
 
   constructor(
@@ -106,20 +108,29 @@ export class SessionChannel {
     const kind = forced ? 'exec' : asked;
     this.kind = kind;
     this.command = forced ?? command;
+    // Accept at once: ssh2 drops channel data and treats EOF as the end of a session whose request is not
+    // accepted in the same tick. Client input waits unread in the channel (its SSH window stops the
+    // client) until the target's channel is open; if the target refuses, the client hears it on stderr.
+    const client = accept();
+    if (!client) return;
+    this.client = client;
+    client.on('error', (e: Error) => this.host.log.debug({ err: e.message, channel: this.index }, 'client channel error'));
     const done = (err: Error | undefined, ch: ssh2.ClientChannel | undefined) => {
-      if (err || !ch || this.host.ending) {
+      if (err || !ch || this.host.ending || this.closed) {
         ch?.close();
-        this.host.log.info({ channel: this.index, err: err?.message }, 'backend refused channel');
-        if (kind === 'exec') this.host.emit('ssh.exec', 'failure', { channel: this.index, command: this.command, error: err?.message ?? 'session ending' });
-        this.closed = true;
-        return reject?.();
-      }
-      const client = accept();
-      if (!client) {
-        ch.close();
+        if (this.closed) return;
+        this.host.log.info({ channel: this.index, err: err?.message }, 'target refused the channel request');
+        this.error = err?.message ?? 'session ending';
+        this.terminate(`${this.host.target.name} refused the ${kind} request.`);
         return;
       }
-      this.attach(client, ch, forced ? { requested: asked === 'exec' ? command : asked } : undefined);
+      try {
+        this.attach(client, ch, forced ? { requested: asked === 'exec' ? command : asked } : undefined);
+      } catch (e) {
+        // Never leave a half-set-up channel: tell the client and close both sides.
+        this.host.log.error({ err: e, channel: this.index }, 'channel setup failed');
+        this.terminate('vigil could not set up this channel.');
+      }
     };
     const backend = this.host.backend;
     const pty = this.pty ? { term: this.pty.term, cols: this.pty.cols, rows: this.pty.rows, width: this.pty.width, height: this.pty.height, modes: this.pty.modes } : undefined;
@@ -135,7 +146,6 @@ export class SessionChannel {
   private attach(client: ssh2.ServerChannel, backend: ssh2.ClientChannel, forced: { requested?: string } | undefined): void {
     const { host } = this;
     const stats = host.session.stats;
-    this.client = client;
     this.backend = backend;
     const kind = this.kind!;
     if (kind !== 'sftp') {
@@ -183,7 +193,6 @@ export class SessionChannel {
       this.exit = code !== null && code !== undefined ? { code } : { signal: (signal ?? 'SIGKILL').replace(/^SIG/, ''), dumped: !!dumped, message: message ?? '' };
     });
     backend.once('close', () => void this.backendClosed());
-    client.on('error', (e: Error) => host.log.debug({ err: e.message, channel: this.index }, 'client channel error'));
     backend.on('error', (e: Error) => host.log.debug({ err: e.message, channel: this.index }, 'backend channel error'));
   }
 
@@ -248,7 +257,7 @@ export class SessionChannel {
     this.host.channelEnded(this.index, exit && 'code' in exit ? exit.code : undefined);
     if (this.kind === 'exec') {
       const failed = !exit || !('code' in exit) || exit.code !== 0;
-      this.host.emit('ssh.exec', failed ? 'failure' : 'success', { channel: this.index, command: this.command, recording: this.recording?.id, ...exitDetails });
+      this.host.emit('ssh.exec', failed ? 'failure' : 'success', { channel: this.index, command: this.command, recording: this.recording?.id, ...exitDetails, ...(this.error ? { error: this.error } : {}) });
     }
     await this.recording?.close().catch((e) => this.host.log.warn({ err: (e as Error).message }, 'recording close failed'));
   }

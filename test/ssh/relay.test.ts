@@ -1,0 +1,142 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startWorld, type SshWorld } from './harness.ts';
+import type { IssuedFiles } from '../support/gateway.ts';
+import { tempDir, waitFor } from '../support/tmp.ts';
+
+describe('ssh proxy relay (stock OpenSSH client → vigil → real sshd)', () => {
+  let w: SshWorld;
+  let alice: IssuedFiles;
+  let dir: string;
+  beforeAll(async () => {
+    w = await startWorld();
+    alice = await w.issue();
+    dir = tempDir('vigil-ssh-files-');
+  }, 30_000);
+  afterAll(async () => {
+    await w?.stop();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('exec relays stdout, stderr and the exit code; session and exec events carry them', async () => {
+    const r = await w.run('ssh', [...w.opts(alice), `${w.sshd.user}@web1@127.0.0.1`, 'echo out; echo err >&2; exit 7']);
+    expect(r.stdout).toBe('out\n');
+    expect(r.stderr).toContain('err\n');
+    expect(r.code).toBe(7);
+    const exec = await w.gw.waitForEvent((e) => e.type === 'ssh.exec' && e.details.command === 'echo out; echo err >&2; exit 7');
+    expect(exec.details.exit_status).toBe(7);
+    expect(exec.outcome).toBe('failure');
+    expect(exec.actor.user).toBe('alice');
+    expect(exec.target).toMatchObject({ name: 'web1', protocol: 'ssh', login: w.sshd.user });
+    expect(typeof exec.details.recording).toBe('string');
+    const end = await w.gw.waitForEvent((e) => e.type === 'session.end' && e.session_id === exec.session_id);
+    expect(end.details).toMatchObject({ reason: 'client_closed', login: w.sshd.user, channel_kinds: ['exec'], exit_status: 7, recordings: [exec.details.recording] });
+    expect(end.details.bytes_to_client).toBeGreaterThanOrEqual(8);
+    const start = w.eventsOf('session.start', (e) => e.session_id === exec.session_id);
+    expect(start).toHaveLength(1);
+    expect(w.eventsOf('auth.success', (e) => e.session_id === exec.session_id)).toHaveLength(1);
+  });
+
+  it('TARGET alone uses the default login, and stdin reaches the command with EOF', async () => {
+    const r = await w.run('ssh', [...w.opts(alice), 'web1@127.0.0.1', 'id -un; wc -c'], 'x'.repeat(100_000));
+    expect(r.stdout.split('\n')[0]).toBe(w.sshd.user);
+    expect(r.stdout.split('\n')[1]!.trim()).toBe('100000');
+    expect(r.code).toBe(0);
+  });
+
+  it('exit-signal reaches the client', async () => {
+    const r = await w.run('ssh', [...w.opts(alice), 'web1@127.0.0.1', 'kill -TERM $$']);
+    // OpenSSH exits 255 when the remote command died from a signal.
+    expect(r.code).toBe(255);
+    const exec = await w.gw.waitForEvent((e) => e.type === 'ssh.exec' && e.details.command === 'kill -TERM $$');
+    expect(exec.details.exit_signal).toBe('TERM');
+  });
+
+  it('a pty exec gets the size the client asked for, and window changes reach the target', async () => {
+    const r = await w.run('ssh', [...w.opts(alice, ['-tt']), 'web1@127.0.0.1', 'stty size'], undefined);
+    // ssh -tt without a local tty sends its default 80x24 (rows cols).
+    expect(r.stdout.trim()).toMatch(/^\d+ \d+$/);
+    // Drive a real terminal with tmux so a resize produces a window-change request.
+    const sock = path.join(dir, 'tmux.sock');
+    const cmd = ['ssh', ...w.opts(alice, ['-t']), 'web1@127.0.0.1', 'stty size; read x; stty size; sleep 0.3'].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+    execFileSync('tmux', ['-S', sock, 'new-session', '-d', '-x', '100', '-y', '30', `${cmd} > ${dir}/size.out 2>&1; tmux -S ${sock} wait-for -S done`]);
+    try {
+      await waitFor(() => fs.existsSync(`${dir}/size.out`) && fs.readFileSync(`${dir}/size.out`, 'utf8').includes('30 100'), 15_000, 'first stty size');
+      execFileSync('tmux', ['-S', sock, 'resize-window', '-x', '120', '-y', '40']);
+      await new Promise((r) => setTimeout(r, 300));
+      execFileSync('tmux', ['-S', sock, 'send-keys', 'go', 'Enter']);
+      await waitFor(() => fs.readFileSync(`${dir}/size.out`, 'utf8').includes('40 120'), 15_000, 'resized stty size');
+    } finally {
+      try { execFileSync('tmux', ['-S', sock, 'kill-server'], { stdio: 'ignore' }); } catch { /* already gone */ }
+    }
+  });
+
+  it('scp (sftp mode) and scp -O (legacy) copy byte-identical files both ways; sftp events match', async () => {
+    const src = path.join(dir, 'payload.bin');
+    fs.writeFileSync(src, crypto.randomBytes(3 * 1024 * 1024 + 17));
+    const remote = path.join(w.sshd.dir, 'up-sftp.bin');
+    const r1 = await w.run('scp', [...w.opts(alice), src, `web1@127.0.0.1:${remote}`]);
+    expect(r1.stderr).toBe('');
+    expect(r1.code).toBe(0);
+    expect(fs.readFileSync(remote).equals(fs.readFileSync(src))).toBe(true);
+    const open = await w.gw.waitForEvent((e) => e.type === 'ssh.sftp' && e.details.op === 'open' && e.details.path === remote);
+    expect(open.details.flags).toEqual(expect.arrayContaining(['write', 'create', 'truncate']));
+    const close = await w.gw.waitForEvent((e) => e.type === 'ssh.sftp' && e.details.op === 'close' && e.details.path === remote);
+    expect(close.details.bytes_written).toBe(fs.statSync(src).size);
+
+    const back = path.join(dir, 'back-sftp.bin');
+    const r2 = await w.run('scp', [...w.opts(alice), `web1@127.0.0.1:${remote}`, back]);
+    expect(r2.code).toBe(0);
+    expect(fs.readFileSync(back).equals(fs.readFileSync(src))).toBe(true);
+    const closeRead = await w.gw.waitForEvent((e) => e.type === 'ssh.sftp' && e.details.op === 'close' && e.details.path === remote && e.details.bytes_read === fs.statSync(src).size);
+    expect(closeRead.outcome).toBe('success');
+
+    const legacy = path.join(w.sshd.dir, 'up-legacy.bin');
+    const r3 = await w.run('scp', [...w.opts(alice), '-O', src, `web1@127.0.0.1:${legacy}`]);
+    expect(r3.code).toBe(0);
+    expect(fs.readFileSync(legacy).equals(fs.readFileSync(src))).toBe(true);
+    await w.gw.waitForEvent((e) => e.type === 'ssh.exec' && e.details.command === `scp -t ${legacy}`);
+    const back2 = path.join(dir, 'back-legacy.bin');
+    const r4 = await w.run('scp', [...w.opts(alice), '-O', `web1@127.0.0.1:${legacy}`, back2]);
+    expect(r4.code).toBe(0);
+    expect(fs.readFileSync(back2).equals(fs.readFileSync(src))).toBe(true);
+    await w.gw.waitForEvent((e) => e.type === 'ssh.exec' && e.details.command === `scp -f ${legacy}`);
+  });
+
+  it('sftp batch: mkdir, put, rename, chmod, symlink, rm, rmdir each give an ssh.sftp event', async () => {
+    const src = path.join(dir, 'small.txt');
+    fs.writeFileSync(src, 'hello sftp\n');
+    const base = path.join(w.sshd.dir, 'sftpdir');
+    const batch = [`mkdir ${base}`, `put ${src} ${base}/a.txt`, `rename ${base}/a.txt ${base}/b.txt`, `chmod 600 ${base}/b.txt`, `symlink ${base}/b.txt ${base}/l`, `get ${base}/b.txt ${dir}/got.txt`, `rm ${base}/l`, `rm ${base}/b.txt`, `rmdir ${base}`].join('\n');
+    const r = await w.run('sftp', [...w.opts(alice), '-b', '-', 'web1@127.0.0.1'], batch + '\n');
+    expect(r.code).toBe(0);
+    expect(fs.readFileSync(`${dir}/got.txt`, 'utf8')).toBe('hello sftp\n');
+    const ops = async (op: string, pred: (d: Record<string, unknown>) => boolean) => w.gw.waitForEvent((e) => e.type === 'ssh.sftp' && e.details.op === op && pred(e.details));
+    await ops('mkdir', (d) => d.path === base);
+    await ops('close', (d) => d.path === `${base}/a.txt` && d.bytes_written === 11);
+    await ops('rename', (d) => d.old_path === `${base}/a.txt` && d.new_path === `${base}/b.txt`);
+    await ops('setstat', (d) => d.path === `${base}/b.txt`);
+    await ops('symlink', (d) => d.link_path === `${base}/l` && d.target_path === `${base}/b.txt`);
+    await ops('remove', (d) => d.path === `${base}/b.txt`);
+    await ops('rmdir', (d) => d.path === base);
+    const end = await w.gw.waitForEvent((e) => e.type === 'session.end' && (e.details.channel_kinds as string[]).includes('sftp'));
+    expect(end.details.recordings).toEqual([]);
+  });
+
+  it('env: allow-listed variables pass, others are refused with an ssh.request event', async () => {
+    process.env.LANG = 'C.UTF-8';
+    process.env.VIGIL_SECRET = 'do-not-pass';
+    try {
+      const r = await w.run('ssh', [...w.opts(alice, ['-o', 'SendEnv=LANG VIGIL_SECRET']), 'web1@127.0.0.1', 'echo "[$LANG][$VIGIL_SECRET]"']);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toBe('[C.UTF-8][]\n');
+    } finally {
+      delete process.env.VIGIL_SECRET;
+    }
+    const refused = await w.gw.waitForEvent((e) => e.type === 'ssh.request' && e.details.request === 'env' && e.details.name === 'VIGIL_SECRET');
+    expect(JSON.stringify(refused)).not.toContain('do-not-pass');
+  });
+});
