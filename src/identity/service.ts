@@ -121,6 +121,18 @@ class LocalIdentity implements IdentityService {
     };
   }
 
+  private record(user: string, w: Window, kind: 'cert' | 'token'): Promise<void> {
+    return this.store.recordIssuedCert({
+      serial: w.serial,
+      user,
+      roles: w.roles,
+      notBefore: w.notBefore.toISOString(),
+      notAfter: w.notAfter.toISOString(),
+      ...(w.grantId ? { grantId: w.grantId } : {}),
+      kind,
+    });
+  }
+
   async issue(req: IssueRequest): Promise<IssuedCredentials> {
     const extensions = req.extensions ?? ['permit-pty'];
     for (const e of extensions) if (!OPENSSH_EXTENSIONS.has(e)) throw invalid(`unknown OpenSSH extension ${JSON.stringify(e)}`);
@@ -171,15 +183,7 @@ class LocalIdentity implements IdentityService {
     );
     const client = createClientCertificate(this.keys.x509, { user: req.user, roles: w.roles, serialHex: w.serial, notBefore: w.notBefore, notAfter: w.notAfter, grantId: w.grantId });
 
-    await this.store.recordIssuedCert({
-      serial: w.serial,
-      user: req.user,
-      roles: w.roles,
-      notBefore: w.notBefore.toISOString(),
-      notAfter: w.notAfter.toISOString(),
-      ...(w.grantId ? { grantId: w.grantId } : {}),
-      kind: 'cert',
-    });
+    await this.record(req.user, w, 'cert');
     return {
       serial: w.serial,
       user: req.user,
@@ -210,15 +214,7 @@ class LocalIdentity implements IdentityService {
       },
       this.keys.tokenKey,
     );
-    await this.store.recordIssuedCert({
-      serial: w.serial,
-      user: req.user,
-      roles: w.roles,
-      notBefore: w.notBefore.toISOString(),
-      notAfter: w.notAfter.toISOString(),
-      ...(w.grantId ? { grantId: w.grantId } : {}),
-      kind: 'token',
-    });
+    await this.record(req.user, w, 'token');
     return { token, serial: w.serial, notBefore: w.notBefore, notAfter: w.notAfter };
   }
 }
