@@ -2,6 +2,8 @@ import type { Command } from '../command.ts';
 import { serveCommand, initCommand, configCheckCommand } from './gateway.ts';
 import { ACCESS_COMMANDS } from './access.ts';
 import { CERT_COMMANDS } from './cert.ts';
+import { AUDIT_COMMANDS } from './audit.ts';
+import { REPLAY_COMMANDS } from './replay.ts';
 
 /** Every CLI command, in the order `vigil --help` lists them. One line per command module. */
 export const COMMANDS: Command[] = [
@@ -10,4 +12,6 @@ export const COMMANDS: Command[] = [
   configCheckCommand,
   ...CERT_COMMANDS,
   ...ACCESS_COMMANDS,
+  ...AUDIT_COMMANDS,
+  ...REPLAY_COMMANDS,
 ];

@@ -1,0 +1,196 @@
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
+import type { AsciicastHeader, AsciicastWriter, RecordingStore } from '../types.ts';
+
+export interface RecordingStoreOptions {
+  /** Output queued but not yet written beyond this is a failure (disk far slower than the session):
+   *  reported through onError so the session is ended rather than buffering without bound. */
+  maxQueuedBytes?: number;
+  /** Output events closer together than this are merged into one (seconds; default 0.01). */
+  coalesceSeconds?: number;
+}
+
+const SESSION_ID = /^[A-Za-z0-9._-]{1,128}$/;
+
+/**
+ * Recordings live at `<dir>/<session id>/ch<channel>.cast`, asciicast v2: a JSON header line, then one
+ * `[seconds, code, data]` line per event (`o` output, `i` input — only when the caller records input —
+ * and `r` resize "WxH").
+ */
+export function openRecordingStore(dir: string, opts: RecordingStoreOptions = {}): RecordingStore {
+  const idOf = (sessionId: string, channel: number) => `${sessionId}/ch${channel}.cast`;
+  return {
+    openAsciicast(sessionId, channel, header) {
+      if (!SESSION_ID.test(sessionId) || !Number.isInteger(channel) || channel < 0) {
+        throw new TypeError(`invalid recording name: ${JSON.stringify(sessionId)} channel ${channel}`);
+      }
+      const id = idOf(sessionId, channel);
+      return new CastWriter(id, path.join(dir, id), header, opts);
+    },
+    async list(sessionId) {
+      if (!SESSION_ID.test(sessionId)) return [];
+      let names: string[];
+      try {
+        names = await fsp.readdir(path.join(dir, sessionId));
+      } catch {
+        return [];
+      }
+      return names
+        .map((n) => /^ch(\d+)\.cast$/.exec(n))
+        .filter((m): m is RegExpExecArray => m !== null)
+        .sort((a, b) => Number(a[1]) - Number(b[1]))
+        .map((m) => `${sessionId}/${m[0]}`);
+    },
+    pathOf(id) {
+      const p = path.resolve(dir, id);
+      if (!p.startsWith(path.resolve(dir) + path.sep)) throw new TypeError(`invalid recording id: ${id}`);
+      return p;
+    },
+  };
+}
+
+type Pending = { t: number; code: 'o' | 'i' | 'r'; data: string };
+
+class CastWriter implements AsciicastWriter {
+  private readonly start = performance.now();
+  private readonly out = new StringDecoder('utf8');
+  private readonly in = new StringDecoder('utf8');
+  /** Serialised lines (the header) waiting for the first write. */
+  private pending: string[] = [];
+  private queue: Pending[] = [];
+  private queuedBytes = 0;
+  private writing?: Promise<void>;
+  private handle?: Promise<fsp.FileHandle>;
+  private error?: Error;
+  private errorCbs: ((e: Error) => void)[] = [];
+  private reported = false;
+  private closed = false;
+  private readonly maxQueued: number;
+  private readonly coalesce: number;
+
+  constructor(
+    readonly id: string,
+    private readonly file: string,
+    header: AsciicastHeader,
+    opts: RecordingStoreOptions,
+  ) {
+    this.maxQueued = opts.maxQueuedBytes ?? 64 * 1024 * 1024;
+    this.coalesce = opts.coalesceSeconds ?? 0.01;
+    const h: Record<string, unknown> = {
+      version: 2,
+      width: header.width,
+      height: header.height,
+      timestamp: Math.floor(header.timestamp),
+      env: { TERM: header.term ?? 'xterm-256color' },
+    };
+    if (header.title !== undefined) h.title = header.title;
+    if (header.command !== undefined) h.command = header.command;
+    this.handle = (async () => {
+      await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+      return fsp.open(file, 'w', 0o600);
+    })();
+    this.handle.catch((e) => this.fail(e));
+    this.pending.push(JSON.stringify(h) + '\n');
+    this.kick();
+  }
+
+  private now(): number {
+    return (performance.now() - this.start) / 1000;
+  }
+
+  private enqueue(code: Pending['code'], data: string): void {
+    if (this.error || this.closed || data === '') return;
+    const t = this.now();
+    const last = this.queue[this.queue.length - 1];
+    if (last && last.code === code && code !== 'r' && t - last.t < this.coalesce && last.data.length < 65536) {
+      last.data += data;
+    } else {
+      this.queue.push({ t, code, data });
+    }
+    this.queuedBytes += data.length;
+    if (this.queuedBytes > this.maxQueued) {
+      this.fail(new Error(`recording ${this.id} fell more than ${this.maxQueued} bytes behind the session`));
+      return;
+    }
+    this.kick();
+  }
+
+  output(data: Buffer | string): void {
+    this.enqueue('o', typeof data === 'string' ? data : this.out.write(data));
+  }
+
+  input(data: Buffer | string): void {
+    this.enqueue('i', typeof data === 'string' ? data : this.in.write(data));
+  }
+
+  resize(width: number, height: number): void {
+    this.enqueue('r', `${width}x${height}`);
+  }
+
+  onError(cb: (err: Error) => void): void {
+    if (this.error && !this.reported) {
+      this.reported = true;
+      cb(this.error);
+      return;
+    }
+    this.errorCbs.push(cb);
+  }
+
+  private fail(e: Error): void {
+    if (this.error) return;
+    this.error = e;
+    this.queue = [];
+    this.pending = [];
+    if (this.errorCbs.length) {
+      this.reported = true;
+      for (const cb of this.errorCbs) cb(e);
+    }
+  }
+
+  /** Serialise what is queued and write it in the background; one write at a time. */
+  private kick(): void {
+    if (this.writing || this.error) return;
+    this.writing = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.drain());
+  }
+
+  private async drain(): Promise<void> {
+    try {
+      const h = await this.handle!;
+      while (!this.error && (this.queue.length || this.pending.length)) {
+        const lines = this.pending;
+        for (const ev of this.queue) lines.push(`[${ev.t.toFixed(6)}, ${JSON.stringify(ev.code)}, ${JSON.stringify(ev.data)}]\n`);
+        this.queue = [];
+        this.queuedBytes = 0;
+        this.pending = [];
+        await h.write(lines.join(''));
+      }
+    } catch (e) {
+      this.fail(e as Error);
+    } finally {
+      this.writing = undefined;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    // Flush a multibyte character split at the very end (emitted as U+FFFD if incomplete).
+    const restOut = this.out.end();
+    const restIn = this.in.end();
+    if (restOut) this.enqueue('o', restOut);
+    if (restIn) this.enqueue('i', restIn);
+    this.closed = true;
+    while (this.writing) await this.writing;
+    if (!this.error && (this.queue.length || this.pending.length)) {
+      this.kick();
+      while (this.writing) await this.writing;
+    }
+    try {
+      const h = await this.handle!;
+      if (!this.error) await h.sync();
+      await h.close();
+    } catch (e) {
+      this.fail(e as Error);
+    }
+  }
+}

@@ -1,0 +1,128 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { UsageError, stringOpt, type Command, type CommandArgs } from '../command.ts';
+import { loadFromArgs } from '../context.ts';
+import { parseDuration } from '../../config/units.ts';
+import { NotFoundError } from '../../errors.ts';
+import {
+  verifyAuditLog, searchAuditLog, tailAuditLog, formatEventRow, EVENT_ROW_HEADER, type AuditQuery, type AuditRecord,
+} from '../../../recorder/audit/index.ts';
+
+/** The audit directory and public key of the data dir the command works on. */
+export function auditPaths(args: CommandArgs): { dataDir: string; auditDir: string; publicKeyFile: string } {
+  const { dataDir } = loadFromArgs(args);
+  return { dataDir, auditDir: path.join(dataDir, 'audit'), publicKeyFile: path.join(dataDir, 'ca', 'audit_signing.pub') };
+}
+
+/** `2h`, `30m`, `1d` (that long ago) or an ISO 8601 / RFC 3339 time. */
+export function parseTimeArg(flag: string, text: string | undefined, now = Date.now()): Date | undefined {
+  if (text === undefined) return undefined;
+  const ms = parseDuration(text);
+  if (ms !== undefined && !/^\d+(\.\d+)?$/.test(text.trim())) return new Date(now - ms);
+  const d = new Date(text);
+  if (Number.isNaN(d.getTime()) || !/^\d{4}-\d\d-\d\d/.test(text)) {
+    throw new UsageError(`--${flag}: expected a duration like 2h or 30m, or an ISO time like 2026-01-31T12:00:00Z, got ${JSON.stringify(text)}`);
+  }
+  return d;
+}
+
+function positiveInt(flag: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${flag}: expected a whole number, got ${JSON.stringify(text)}`);
+  return n;
+}
+
+export function printRecords(args: CommandArgs, records: Iterable<AuditRecord>, json: boolean): void {
+  if (!json) args.out.write(EVENT_ROW_HEADER + '\n');
+  for (const r of records) args.out.write((json ? JSON.stringify(r.event) : formatEventRow(r.event)) + '\n');
+}
+
+export const auditVerifyCommand: Command = {
+  name: 'audit verify',
+  summary: 'Verify the audit log offline (hashes, chain, sequence, segments, signed checkpoints) with only the public key.',
+  usage: '[--data DIR] [--key PUBLIC_KEY_PEM]',
+  options: { key: { type: 'string' } },
+  async run(args) {
+    const p = auditPaths(args);
+    const keyFile = stringOpt(args.values, 'key') ?? p.publicKeyFile;
+    if (!fs.existsSync(keyFile)) throw new NotFoundError(`audit public key not found: ${keyFile}`);
+    if (!fs.existsSync(p.auditDir)) throw new NotFoundError(`no audit log in ${p.dataDir}`);
+    const t0 = performance.now();
+    const res = verifyAuditLog(p.auditDir, fs.readFileSync(keyFile));
+    const secs = ((performance.now() - t0) / 1000).toFixed(2);
+    if (!res.ok) {
+      const b = res.firstBad!;
+      args.err.write(
+        `audit log INVALID: ${b.problem}\n  first bad record: segment ${b.segment || '-'}, line ${b.line}, seq ${b.seq} [${b.kind}]\n` +
+          `  (${res.records} records verified before it, ${secs} s)\n`,
+      );
+      return 1;
+    }
+    args.out.write(`audit log ok: ${res.records} records in ${res.segments} segment(s), ${res.checkpoints} signed checkpoint(s), head seq ${res.lastSeq} (${secs} s)\n`);
+    if (res.liveWriter !== undefined && res.lastSeq > res.checkpointedSeq) {
+      args.out.write(`  note: a writer is running (pid ${res.liveWriter}); records after seq ${res.checkpointedSeq} await its next checkpoint\n`);
+    }
+    return 0;
+  },
+};
+
+export const auditSearchCommand: Command = {
+  name: 'audit search',
+  summary: 'Search audit events (a table, or one JSON event per line with --json).',
+  usage: '[--user U] [--target T] [--type PREFIX] [--session ID] [--since 2h|ISO] [--until 2h|ISO] [--json] [--limit N]',
+  options: {
+    user: { type: 'string' },
+    target: { type: 'string' },
+    type: { type: 'string' },
+    session: { type: 'string' },
+    since: { type: 'string' },
+    until: { type: 'string' },
+    limit: { type: 'string' },
+    json: { type: 'boolean' },
+  },
+  async run(args) {
+    const p = auditPaths(args);
+    const q: AuditQuery = {
+      user: stringOpt(args.values, 'user'),
+      target: stringOpt(args.values, 'target'),
+      type: stringOpt(args.values, 'type'),
+      session: stringOpt(args.values, 'session'),
+      since: parseTimeArg('since', stringOpt(args.values, 'since')),
+      until: parseTimeArg('until', stringOpt(args.values, 'until')),
+      limit: positiveInt('limit', stringOpt(args.values, 'limit')),
+    };
+    const { records } = await searchAuditLog(p.auditDir, q);
+    printRecords(args, records, args.values.json === true);
+    return 0;
+  },
+};
+
+export const auditTailCommand: Command = {
+  name: 'audit tail',
+  summary: 'Show the newest audit events; -f keeps following new ones.',
+  usage: '[-f] [-n N] [--json]',
+  options: { follow: { type: 'boolean', short: 'f' }, lines: { type: 'string', short: 'n' }, json: { type: 'boolean' } },
+  async run(args) {
+    const p = auditPaths(args);
+    const json = args.values.json === true;
+    const follow = args.values.follow === true;
+    const ac = new AbortController();
+    const stop = () => ac.abort();
+    if (follow) {
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    }
+    try {
+      if (!json) args.out.write(EVENT_ROW_HEADER + '\n');
+      const it = tailAuditLog(p.auditDir, { lines: positiveInt('lines', stringOpt(args.values, 'lines')) ?? 20, follow, signal: ac.signal });
+      for await (const r of it) args.out.write((json ? JSON.stringify(r.event) : formatEventRow(r.event)) + '\n');
+    } finally {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+    }
+    return 0;
+  },
+};
+
+export const AUDIT_COMMANDS: Command[] = [auditVerifyCommand, auditSearchCommand, auditTailCommand];

@@ -1,0 +1,102 @@
+import path from 'node:path';
+import { stringOpt, UsageError, type Command } from '../command.ts';
+import { NotFoundError } from '../../errors.ts';
+import { searchAuditLog, escapeTerminal } from '../../../recorder/audit/index.ts';
+import { openRecordingStore } from '../../../recorder/recordings/index.ts';
+import { readAsciicast, playAsciicast, renderFinalText } from '../../../recorder/recordings/replay.ts';
+import { auditPaths, parseTimeArg } from './audit.ts';
+
+function numberOpt(flag: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${flag}: expected a positive number, got ${JSON.stringify(text)}`);
+  return n;
+}
+
+interface SessionRow {
+  id: string;
+  start?: string;
+  end?: string;
+  user: string;
+  target: string;
+  protocol: string;
+  reason?: string;
+  outcome?: string;
+}
+
+export const sessionsListCommand: Command = {
+  name: 'sessions list',
+  summary: 'List recorded sessions (from session.start / session.end audit events).',
+  usage: '[--user U] [--target T] [--since 2h|ISO] [--json]',
+  options: { user: { type: 'string' }, target: { type: 'string' }, since: { type: 'string' }, json: { type: 'boolean' } },
+  async run(args) {
+    const p = auditPaths(args);
+    const { records } = await searchAuditLog(p.auditDir, {
+      type: 'session.',
+      user: stringOpt(args.values, 'user'),
+      target: stringOpt(args.values, 'target'),
+      since: parseTimeArg('since', stringOpt(args.values, 'since')),
+    });
+    const rows = new Map<string, SessionRow>();
+    for (const { event: e } of records) {
+      if (!e.session_id) continue;
+      let row = rows.get(e.session_id);
+      if (!row) {
+        row = { id: e.session_id, user: e.actor?.user ?? '-', target: e.target?.name ?? '-', protocol: e.target?.protocol ?? '-' };
+        rows.set(e.session_id, row);
+      }
+      if (e.type === 'session.start') row.start = e.time;
+      if (e.type === 'session.end') {
+        row.end = e.time;
+        row.outcome = e.outcome;
+        row.reason = typeof e.details?.reason === 'string' ? e.details.reason : undefined;
+      }
+    }
+    if (args.values.json === true) {
+      for (const r of rows.values()) args.out.write(JSON.stringify(r) + '\n');
+      return 0;
+    }
+    const table = [['SESSION', 'START', 'END', 'USER', 'TARGET', 'PROTOCOL', 'END REASON']];
+    for (const r of rows.values()) table.push([r.id, r.start ?? '-', r.end ?? '(live)', r.user, r.target, r.protocol, r.reason ?? '-'].map((c) => escapeTerminal(c)));
+    const widths = table[0].map((_, i) => Math.max(...table.map((row) => row[i].length)));
+    for (const row of table) args.out.write(row.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd() + '\n');
+    return 0;
+  },
+};
+
+export const replayCommand: Command = {
+  name: 'replay',
+  summary: 'Play a session recording in the terminal with its original timing (--print: dump the final screen text).',
+  usage: 'SESSION_ID [--speed 2] [--idle-limit 2] [--channel N] [--print]',
+  positionals: true,
+  options: { speed: { type: 'string' }, 'idle-limit': { type: 'string' }, channel: { type: 'string' }, print: { type: 'boolean' } },
+  async run(args) {
+    const sessionId = args.positionals[0];
+    if (!sessionId || args.positionals.length > 1) throw new UsageError('expected exactly one SESSION_ID');
+    const { dataDir } = auditPaths(args);
+    const store = openRecordingStore(path.join(dataDir, 'recordings'));
+    let ids = await store.list(sessionId);
+    const channel = stringOpt(args.values, 'channel');
+    if (channel !== undefined) {
+      if (!/^\d+$/.test(channel)) throw new UsageError(`--channel: expected a channel number, got ${JSON.stringify(channel)}`);
+      ids = ids.filter((id) => id === `${sessionId}/ch${Number(channel)}.cast`);
+    }
+    if (ids.length === 0) {
+      throw new NotFoundError(`no recording for session ${escapeTerminal(sessionId)}${channel !== undefined ? ` channel ${channel}` : ''} in ${dataDir}`);
+    }
+    const speed = numberOpt('speed', stringOpt(args.values, 'speed'));
+    const idleLimit = numberOpt('idle-limit', stringOpt(args.values, 'idle-limit'));
+    for (const id of ids) {
+      const cast = readAsciicast(store.pathOf(id));
+      if (ids.length > 1) (args.values.print ? args.out : args.err).write(`── ${id} ──\n`);
+      if (args.values.print) {
+        args.out.write((await renderFinalText(cast)) + '\n');
+      } else {
+        await playAsciicast(cast, args.out, { speed, idleLimit });
+      }
+    }
+    return 0;
+  },
+};
+
+export const REPLAY_COMMANDS: Command[] = [sessionsListCommand, replayCommand];
