@@ -5,6 +5,7 @@ import { fingerprint, parseSignatureBlob, toKeyObject, verifySshSignature, type 
 import { ipInBlocks, parseCidrList } from './cidr.ts';
 import { GRANT_URI_PREFIX, OID_CLIENT_AUTH, normalizeSerial } from './x509.ts';
 import { checkTokenSignature } from './token.ts';
+import { sshString } from './ssh-wire.ts';
 
 /**
  * The one place credentials are verified, for every protocol. Each function returns an accept/reject
@@ -136,6 +137,12 @@ export function verifySshAuth(ctx: VerifyContext, a: SshAuthAttempt): VerifyResu
   if (ctx.isRevoked(certSerial)) return failure('revoked', `serial ${certSerial} is on the revocation list`, who);
 
   if (a.signedData && a.signature) {
+    // RFC 4252 §7: the signed data ends with the key blob being authenticated. Anything else would be a
+    // signature over some other key or certificate, whatever the proxy handed over.
+    const tail = sshString(a.keyBlob);
+    if (a.signedData.length < tail.length || !a.signedData.subarray(a.signedData.length - tail.length).equals(tail)) {
+      return failure('bad_signature', 'signed data does not cover the presented certificate', who);
+    }
     const check = verifySshSignature(cert.key, a.signedData, a.signature, a.keyAlgo);
     if (!check.ok) return failure('bad_signature', check.detail, who);
   } else if (a.signedData || a.signature) {

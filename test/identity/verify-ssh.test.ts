@@ -74,8 +74,15 @@ describe('verifySshAuth', () => {
     const r = t.identity.verifySshAuth({ ...good, signature: forged.signature, signedData: forged.signedData });
     expect(reason(r)).toBe('bad_signature');
     expect(r.ok || r.message).toBe('signature check failed');
-    // and a signature over different data than presented
-    expect(reason(t.identity.verifySshAuth({ ...good, signedData: Buffer.concat([good.signedData, Buffer.from([0])]) }))).toBe('bad_signature');
+    // a signature over different data than presented
+    const flipped = Buffer.from(good.signedData);
+    flipped[10] ^= 1;
+    expect(reason(t.identity.verifySshAuth({ ...good, signedData: flipped }))).toBe('bad_signature');
+    // a valid signature whose signed data names another certificate of the same key
+    const second = makeUserCert(t.keys.userCa, userKey, { serial: 99n });
+    const r2 = t.identity.verifySshAuth({ ...clientAuth(second, userKey), keyBlob: cert });
+    expect(reason(r2)).toBe('bad_signature');
+    expect(r2.ok || r2.detail).toContain('does not cover');
   });
 
   it('rejects an expired certificate, and one not yet valid, beyond the clock-skew allowance', () => {
