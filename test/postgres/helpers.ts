@@ -86,3 +86,80 @@ export function run(cmd: string, args: string[], input?: string, env: Record<str
 }
 
 export { execFile };
+
+/**
+ * A raw protocol client over TLS with alice's certificate: sends bytes as given and collects backend
+ * messages, for tests that need exact control of the frontend stream (binary params, fuzzing).
+ */
+export class RawClient {
+  readonly messages: { type: string; body: Buffer }[] = [];
+  closed = false;
+  private buf = Buffer.alloc(0);
+  private waiters: (() => void)[] = [];
+  private constructor(readonly socket: import('node:tls').TLSSocket) {
+    socket.on('data', (d: Buffer) => {
+      this.buf = Buffer.concat([this.buf, d]);
+      while (this.buf.length >= 5) {
+        const len = this.buf.readUInt32BE(1);
+        if (this.buf.length < 1 + len) break;
+        this.messages.push({ type: String.fromCharCode(this.buf[0]), body: this.buf.subarray(5, 1 + len) });
+        this.buf = this.buf.subarray(1 + len);
+      }
+      this.wake();
+    });
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      this.closed = true;
+      this.wake();
+    });
+  }
+  private wake() {
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  static async connect(w: PgWorld, dbname = 'pg'): Promise<RawClient> {
+    const net = await import('node:net');
+    const tls = await import('node:tls');
+    const { encodeStartupMessage } = await import('../../proxies/postgres/frontend.ts');
+    const s = net.connect(w.port, '127.0.0.1');
+    await new Promise((r) => s.once('connect', r));
+    const ssl = Buffer.alloc(8);
+    ssl.writeUInt32BE(8);
+    ssl.writeUInt32BE(80877103, 4);
+    s.write(ssl);
+    await new Promise((r) => s.once('data', r));
+    const t = tls.connect({ socket: s, ca: fs.readFileSync(w.alice.ca), cert: fs.readFileSync(w.alice.crt), key: fs.readFileSync(w.alice.key), servername: 'localhost' });
+    await new Promise((r, j) => t.once('secureConnect', r).once('error', j));
+    const c = new RawClient(t);
+    t.write(encodeStartupMessage([['user', 'alice'], ['database', dbname]]));
+    await c.until((m) => m.type === 'Z' || m.type === 'E');
+    return c;
+  }
+
+  /** Wait until a message matching `pred` arrives after index `from` (or the connection closes). */
+  async until(pred: (m: { type: string; body: Buffer }) => boolean, from = 0, ms = 10_000): Promise<{ type: string; body: Buffer } | undefined> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const found = this.messages.slice(from).find(pred);
+      if (found) return found;
+      if (this.closed) return undefined;
+      if (Date.now() > deadline) throw new Error(`timed out; got ${this.messages.map((m) => m.type).join('')}`);
+      await new Promise<void>((r) => {
+        this.waiters.push(r);
+        setTimeout(r, 100);
+      });
+    }
+  }
+
+  /** Send, then wait for the next ReadyForQuery (or close). Returns the messages received meanwhile. */
+  async roundTrip(bytes: Buffer): Promise<{ type: string; body: Buffer }[]> {
+    const from = this.messages.length;
+    this.socket.write(bytes);
+    await this.until((m) => m.type === 'Z', from);
+    return this.messages.slice(from);
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}

@@ -126,7 +126,7 @@ describe('postgres proxy: login', () => {
 
     const revoked = await w.tg.issue({ user: 'alice', roles: ['dba'] });
     await w.tg.gw.services.store.revoke({ serial: revoked.creds.serial, reason: 'test', by: 'test', time: new Date().toISOString() });
-    await (w.tg.gw.services.store as { refresh?: () => Promise<void> }).refresh?.();
+    await (w.tg.gw.services.store as unknown as { refresh?: () => Promise<void> }).refresh?.();
     const rr = await w.psql(['-c', 'SELECT 1'], { conn: w.conn('pg').replace(w.alice.crt, revoked.crt).replace(w.alice.key, revoked.key) });
     expect(rr.code).not.toBe(0);
     await w.tg.waitForEvent((e) => e.type === 'auth.failure' && e.details.reason === 'revoked');
