@@ -7,11 +7,14 @@ import type { OpenSession } from '../../src/sessions/admit.ts';
 import type { EventType } from '../../src/events/catalog.ts';
 import type { SshSection } from './config.ts';
 import type { PtyInfo } from './session-channel.ts';
+import type { TapGate } from './relay.ts';
 
 /** Something that watches one channel's bytes (SFTP decoder, terminal command tracker). */
 export interface ChannelObserver {
   clientData(chunk: Buffer): void;
-  serverData(chunk: Buffer): void;
+  /** False asks the relay to pause the target's output until `gate` drains. */
+  serverData(chunk: Buffer): boolean | void;
+  gate?: TapGate;
   resize?(cols: number, rows: number): void;
   close(): void;
 }

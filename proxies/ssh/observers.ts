@@ -1,4 +1,5 @@
 import { SftpObserver, type SftpOperation } from './sftp/index.ts';
+import { CommandTracker } from './terminal/index.ts';
 import type { ChannelHost, ChannelObserver } from './host.ts';
 import type { PtyInfo } from './session-channel.ts';
 
@@ -24,8 +25,27 @@ export function observeSftp(host: ChannelHost, index: number): ChannelObserver {
   };
 }
 
-/** Reconstruct interactive commands of a pty shell from a headless terminal; one `ssh.command` per Enter. */
-export function observeTerminal(_host: ChannelHost, _index: number, _pty: PtyInfo, _recording: string | undefined): ChannelObserver | undefined {
-  // Wired to proxies/ssh/terminal (CommandTracker) once it lands; see the next commit.
-  return undefined;
+/**
+ * Reconstruct interactive commands of a pty shell from a headless terminal; one `ssh.command` per Enter.
+ * The emulator parses asynchronously; when it falls behind, the target's output waits (gate) rather than
+ * queueing without bound.
+ */
+export function observeTerminal(host: ChannelHost, index: number, pty: PtyInfo, recording: string | undefined): ChannelObserver {
+  let resume: (() => void) | undefined;
+  const tracker = new CommandTracker({
+    cols: pty.cols || 80,
+    rows: pty.rows || 24,
+    onCommand: (c) => host.emit('ssh.command', 'success', { command: c.command, source: c.source, prompt: c.prompt, channel: index, recording }),
+    onDrain: () => resume?.(),
+  });
+  return {
+    clientData: (c) => tracker.input(c),
+    serverData: (c) => tracker.output(c),
+    resize: (cols, rows) => tracker.resize(cols, rows),
+    gate: { onDrain: (cb) => (resume = cb) },
+    close: () => {
+      // Let the emulator finish what it was given (the last command's Enter) before dropping it.
+      void tracker.flush().finally(() => tracker.dispose());
+    },
+  };
 }

@@ -1,18 +1,42 @@
 import type { Readable, Writable } from 'node:stream';
 
+/** A chunk consumer besides the destination that can ask the source to wait (e.g. the terminal emulator). */
+export interface TapGate {
+  /** Register the callback to call when a tap that returned false can take more. */
+  onDrain(resume: () => void): void;
+}
+
 /**
  * Copy `from` into `to` with explicit backpressure: when `to.write()` says its buffer is full the source
  * is paused until 'drain' (for ssh2 channels that stops SSH window adjustments, so the far peer stops
- * sending). `tap` sees every chunk (counting, recording, observers) before it is written.
- * Does not end `to`: SSH EOF/close ordering is the caller's business.
+ * sending). `tap` sees every chunk (counting, recording, observers) before it is written; a tap that
+ * returns false also holds the source until its `gate` drains. Does not end `to`: SSH EOF/close
+ * ordering is the caller's business.
  */
-export function relay(from: Readable, to: Writable, tap: (chunk: Buffer) => void, onEnd?: () => void): () => void {
-  const onDrain = () => from.resume();
+export function relay(from: Readable, to: Writable, tap: (chunk: Buffer) => boolean | void, onEnd?: () => void, gate?: TapGate): () => void {
+  let holds = 0;
+  const release = () => {
+    if (--holds === 0) from.resume();
+  };
+  const hold = () => {
+    if (holds++ === 0) from.pause();
+  };
+  let tapHeld = false;
+  gate?.onDrain(() => {
+    if (tapHeld) {
+      tapHeld = false;
+      release();
+    }
+  });
+  const onDrain = () => release();
   const onData = (chunk: Buffer) => {
-    tap(chunk);
+    if (tap(chunk) === false && gate && !tapHeld) {
+      tapHeld = true;
+      hold();
+    }
     if (!to.writable) return;
     if (!to.write(chunk)) {
-      from.pause();
+      hold();
       to.once('drain', onDrain);
     }
   };

@@ -165,12 +165,18 @@ export class SessionChannel {
     const rec = this.recording;
     const obs = this.observer;
     this.stopRelays.push(
-      relay(backend, client, (chunk) => {
-        stats.bytesToClient += chunk.length;
-        host.touch();
-        rec?.output(chunk);
-        obs?.serverData(chunk);
-      }),
+      relay(
+        backend,
+        client,
+        (chunk) => {
+          stats.bytesToClient += chunk.length;
+          host.touch();
+          rec?.output(chunk);
+          return obs?.serverData(chunk);
+        },
+        undefined,
+        obs?.gate,
+      ),
       relay(backend.stderr, client.stderr, (chunk) => {
         stats.bytesToClient += chunk.length;
         host.touch();
