@@ -64,7 +64,6 @@ class CastWriter implements AsciicastWriter {
   private handle?: Promise<fsp.FileHandle>;
   private error?: Error;
   private errorCbs: ((e: Error) => void)[] = [];
-  private reported = false;
   private closed = false;
   private readonly maxQueued: number;
   private readonly coalesce: number;
@@ -128,13 +127,10 @@ class CastWriter implements AsciicastWriter {
     this.enqueue('r', `${width}x${height}`);
   }
 
+  /** Each subscriber hears about the (first) failure exactly once, even when it subscribes late. */
   onError(cb: (err: Error) => void): void {
-    if (this.error && !this.reported) {
-      this.reported = true;
-      cb(this.error);
-      return;
-    }
-    this.errorCbs.push(cb);
+    if (this.error) cb(this.error);
+    else this.errorCbs.push(cb);
   }
 
   private fail(e: Error): void {
@@ -142,9 +138,14 @@ class CastWriter implements AsciicastWriter {
     this.error = e;
     this.queue = [];
     this.pending = [];
-    if (this.errorCbs.length) {
-      this.reported = true;
-      for (const cb of this.errorCbs) cb(e);
+    const cbs = this.errorCbs;
+    this.errorCbs = [];
+    for (const cb of cbs) {
+      try {
+        cb(e);
+      } catch {
+        // a subscriber's bug must not break the session's writes
+      }
     }
   }
 

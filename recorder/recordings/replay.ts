@@ -67,7 +67,7 @@ export async function renderFinalText(cast: Asciicast): Promise<string> {
     }
     const buf = term.buffer.active;
     const lines: string[] = [];
-    for (let i = 0; i < buf.length; i++) lines.push(buf.getLine(i)?.translateToString(true) ?? '');
+    for (let i = 0; i < buf.length; i++) lines.push((buf.getLine(i)?.translateToString(true) ?? '').trimEnd());
     while (lines.length && lines[lines.length - 1] === '') lines.pop();
     return lines.join('\n');
   } finally {

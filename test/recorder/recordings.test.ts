@@ -1,0 +1,126 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { Writable } from 'node:stream';
+import { describe, it, expect } from 'vitest';
+import { tempDir } from '../support/tmp.ts';
+import { openRecordingStore } from '../../recorder/recordings/index.ts';
+import { readAsciicast, renderFinalText, playAsciicast } from '../../recorder/recordings/replay.ts';
+import { runCli } from '../../src/cli/main.ts';
+
+function sink(): { stream: Writable; text: () => string } {
+  const chunks: Buffer[] = [];
+  return {
+    stream: new Writable({ write(c, _e, cb) { chunks.push(Buffer.from(c)); cb(); } }),
+    text: () => Buffer.concat(chunks).toString('utf8'),
+  };
+}
+
+async function recordSample(dataDir: string, sessionId: string, opts: { input?: boolean } = {}) {
+  const store = openRecordingStore(path.join(dataDir, 'recordings'));
+  const w = store.openAsciicast(sessionId, 0, { width: 80, height: 24, timestamp: 1_764_000_000, term: 'xterm-256color', title: 'alice@web1', command: '/bin/bash' });
+  const euro = Buffer.from('price: 5€\r\n');
+  const cut = euro.indexOf(0xe2) + 1; // split inside the 3-byte euro sign
+  w.output(Buffer.from('$ echo hello\r\n'));
+  if (opts.input) w.input('echo hello\r');
+  w.output(euro.subarray(0, cut));
+  await new Promise((r) => setTimeout(r, 30));
+  w.output(euro.subarray(cut));
+  w.resize(100, 30);
+  w.output('hello from vigil\r\n$ ');
+  await w.close();
+  return { store, id: w.id, file: store.pathOf(w.id) };
+}
+
+describe('asciicast recordings', () => {
+  it('writes asciicast v2: header, output, resize; multibyte characters split across chunks stay whole', async () => {
+    const data = tempDir();
+    const { id, file, store } = await recordSample(data, 'sess1');
+    expect(id).toBe('sess1/ch0.cast');
+    expect(await store.list('sess1')).toEqual(['sess1/ch0.cast']);
+    const lines = fs.readFileSync(file, 'utf8').trimEnd().split('\n');
+    const header = JSON.parse(lines[0]);
+    expect(header).toMatchObject({ version: 2, width: 80, height: 24, timestamp: 1_764_000_000, env: { TERM: 'xterm-256color' }, title: 'alice@web1', command: '/bin/bash' });
+    const events = lines.slice(1).map((l) => JSON.parse(l));
+    const output = events.filter((e) => e[1] === 'o').map((e) => e[2]).join('');
+    expect(output).toBe('$ echo hello\r\nprice: 5€\r\nhello from vigil\r\n$ ');
+    expect(output).not.toContain('\ufffd');
+    expect(events.find((e) => e[1] === 'r')[2]).toBe('100x30');
+    expect(events.some((e) => e[1] === 'i')).toBe(false); // keystrokes only when recorded explicitly
+    const times = events.map((e) => e[0]);
+    expect([...times].sort((a, b) => a - b)).toEqual(times);
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+  });
+
+  it('records input events only when the caller records keystrokes', async () => {
+    const data = tempDir();
+    const { file } = await recordSample(data, 'sess2', { input: true });
+    const cast = readAsciicast(file);
+    expect(cast.events.filter((e) => e[1] === 'i').map((e) => e[2])).toEqual(['echo hello\r']);
+  });
+
+  it('never blocks or throws on write failure, and reports it once through onError', async () => {
+    const base = tempDir();
+    fs.writeFileSync(path.join(base, 'recordings'), 'not a directory');
+    const store = openRecordingStore(path.join(base, 'recordings'));
+    const w = store.openAsciicast('sess3', 1, { width: 80, height: 24, timestamp: 0 });
+    const errors: Error[] = [];
+    w.onError((e) => errors.push(e));
+    for (let i = 0; i < 100; i++) w.output(Buffer.from(`line ${i}\r\n`));
+    await w.close();
+    w.output('after close');
+    expect(errors).toHaveLength(1);
+    expect((errors[0] as NodeJS.ErrnoException).code).toMatch(/ENOTDIR|EEXIST/);
+    // A late subscriber still learns about the failure (once).
+    const late: Error[] = [];
+    w.onError((e) => late.push(e));
+    expect(late).toHaveLength(1);
+  });
+
+  it('bounds the backlog: a recording that falls far behind reports an error instead of buffering forever', async () => {
+    const store = openRecordingStore(path.join(tempDir(), 'recordings'), { maxQueuedBytes: 1000 });
+    const w = store.openAsciicast('sess4', 0, { width: 80, height: 24, timestamp: 0 });
+    const errors: Error[] = [];
+    w.onError((e) => errors.push(e));
+    w.output('x'.repeat(2000)); // synchronously, before the background writer could run
+    expect(errors.map((e) => e.message)).toEqual([expect.stringContaining('fell more than 1000 bytes behind')]);
+    await w.close();
+  });
+
+  it('plays in stock asciinema play (in a pty)', async () => {
+    const data = tempDir();
+    const { file } = await recordSample(data, 'sess5');
+    const r = spawnSync('script', ['-qec', `asciinema play -s 100 ${file}`, '/dev/null'], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, TERM: 'xterm' } });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('hello from vigil');
+    expect(r.stdout).toContain('price: 5€');
+  });
+
+  it('renders the final screen, plays with timing, and vigil replay --print shows the text', async () => {
+    const data = tempDir();
+    const { file } = await recordSample(data, 'sess6');
+    const cast = readAsciicast(file);
+    expect(await renderFinalText(cast)).toBe('$ echo hello\nprice: 5€\nhello from vigil\n$');
+    const played = sink();
+    await playAsciicast(cast, played.stream, { speed: 100 });
+    expect(played.text()).toBe('$ echo hello\r\nprice: 5€\r\nhello from vigil\r\n$ ');
+
+    const out = sink();
+    const err = sink();
+    const code = await runCli(['replay', 'sess6', '--print', '--data', data], out.stream, err.stream);
+    expect(err.text()).toBe('');
+    expect(code).toBe(0);
+    expect(out.text()).toContain('hello from vigil');
+    const missing = await runCli(['replay', 'nope', '--data', data], sink().stream, err.stream);
+    expect(missing).toBe(1);
+    expect(err.text()).toContain('no recording for session nope');
+  });
+
+  it('the final screen reflects cursor movement (what was overwritten is gone)', async () => {
+    const store = openRecordingStore(path.join(tempDir(), 'recordings'));
+    const w = store.openAsciicast('sess7', 0, { width: 40, height: 5, timestamp: 0 });
+    w.output('secret-ish progress 10%\r\x1b[2Kdone\r\n');
+    await w.close();
+    expect(await renderFinalText(readAsciicast(store.pathOf(w.id)))).toBe('done');
+  });
+});
