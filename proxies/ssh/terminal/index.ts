@@ -1,0 +1,1 @@
+export { CommandTracker, type CommandTrackerOptions, type TerminalCommand } from './tracker.ts';
