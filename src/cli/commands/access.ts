@@ -162,33 +162,40 @@ export const accessApproveCommand: Command = {
   },
 };
 
-export const accessDenyCommand: Command = {
-  name: 'access deny',
-  summary: 'Deny a pending access request with a reason.',
-  usage: `ID --reason TEXT ${API_USAGE}`,
-  positionals: true,
-  options: { ...API_OPTIONS, reason: { type: 'string' } },
-  async run(args) {
-    const id = onePositional(args, 'request id');
-    const reason = requireOpt(args.values, 'reason');
-    printRecord(args, await withClient(args, (c) => c.deny(id, { reason })), 'denied');
-    return 0;
-  },
-};
+/** `vigil access deny|revoke ID --reason TEXT`: one id, a mandatory reason, one client call. */
+function withReasonCommand(
+  name: string,
+  summary: string,
+  what: string,
+  verb: string,
+  act: (c: AccessClient, id: string, reason: string) => Promise<AccessRecord>,
+): Command {
+  return {
+    name,
+    summary,
+    usage: `ID --reason TEXT ${API_USAGE}`,
+    positionals: true,
+    options: { ...API_OPTIONS, reason: { type: 'string' } },
+    async run(args) {
+      const id = onePositional(args, what);
+      const reason = requireOpt(args.values, 'reason');
+      printRecord(args, await withClient(args, (c) => act(c, id, reason)), verb);
+      return 0;
+    },
+  };
+}
 
-export const accessRevokeCommand: Command = {
-  name: 'access revoke',
-  summary: 'Revoke an active grant now; live sessions under it are cut within a second.',
-  usage: `ID --reason TEXT ${API_USAGE}`,
-  positionals: true,
-  options: { ...API_OPTIONS, reason: { type: 'string' } },
-  async run(args) {
-    const id = onePositional(args, 'grant id');
-    const reason = requireOpt(args.values, 'reason');
-    printRecord(args, await withClient(args, (c) => c.revoke(id, { reason })), 'revoked');
-    return 0;
-  },
-};
+export const accessDenyCommand = withReasonCommand('access deny', 'Deny a pending access request with a reason.', 'request id', 'denied', (c, id, reason) =>
+  c.deny(id, { reason }),
+);
+
+export const accessRevokeCommand = withReasonCommand(
+  'access revoke',
+  'Revoke an active grant now; live sessions under it are cut within a second.',
+  'grant id',
+  'revoked',
+  (c, id, reason) => c.revoke(id, { reason }),
+);
 
 export const accessListCommand: Command = {
   name: 'access list',
