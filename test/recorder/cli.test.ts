@@ -1,0 +1,123 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { describe, it, expect } from 'vitest';
+import { tempDir } from '../support/tmp.ts';
+import { runCli } from '../../src/cli/main.ts';
+import { openAuditLog, formatEventRow, escapeTerminal, listSegments } from '../../recorder/audit/index.ts';
+import { createEvent } from '../../src/events/envelope.ts';
+import { makeSigningKey, auditOptions, sampleEvent } from './helpers.ts';
+
+async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const o: Buffer[] = [];
+  const e: Buffer[] = [];
+  const w = (a: Buffer[]) => new Writable({ write(c, _x, cb) { a.push(Buffer.from(c)); cb(); } });
+  const code = await runCli(args, w(o), w(e));
+  return { code, out: Buffer.concat(o).toString(), err: Buffer.concat(e).toString() };
+}
+
+const HOSTILE_USER = 'eve\r\n2026-01-01T00:00:00.000000Z  auth.success  success  admin\x1b[2K\x1b[31m';
+const HOSTILE_SQL = "SELECT 1;\r\n\x1b]0;pwned\x07\x9b2J\u202edrop\x7f\\x1b";
+
+async function dataDirWithEvents(): Promise<string> {
+  const data = tempDir();
+  const key = makeSigningKey(path.join(data, 'ca'));
+  const w = await openAuditLog(path.join(data, 'audit'), auditOptions(key.keyFile, { segmentMaxBytes: 4000 }));
+  for (let i = 0; i < 30; i++) await w.append(sampleEvent(i));
+  const session = (type: 'session.start' | 'session.end', user: string, id: string, details = {}) =>
+    createEvent({ type, outcome: 'success', actor: { user, roles: ['dev'] }, source: { ip: '10.0.0.9', port: 5555 }, target: { name: 'web1', protocol: 'ssh', host: '10.0.0.2', login: 'deploy' }, session_id: id, details });
+  await w.append(session('session.start', 'carol', 'S-1'));
+  await w.append(session('session.end', 'carol', 'S-1', { reason: 'client_closed' }));
+  await w.append(session('session.start', HOSTILE_USER, 'S-2'));
+  await w.append(sampleEvent(99, { actor: { user: HOSTILE_USER, roles: [] }, details: { statement: HOSTILE_SQL } }));
+  await w.close();
+  return data;
+}
+
+describe('human-readable output is safe against terminal control characters', () => {
+  it('escapes C0, C1, DEL, ESC and bidi controls so no field can forge a row or recolour output', () => {
+    const e = sampleEvent(1, { actor: { user: HOSTILE_USER, roles: [] }, details: { statement: HOSTILE_SQL } });
+    const row = formatEventRow(e);
+    expect(row).not.toMatch(/[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/);
+    expect(row.split('\n')).toHaveLength(1);
+    expect(row).toContain('eve\\x0d\\x0a2026-01-01');
+    expect(row).toContain('\\x1b[2K\\x1b[31m');
+    expect(row).toContain('\\x9b2J\\u202edrop\\x7f');
+    // A literal backslash sequence in the input is not confusable with an escape we produced.
+    expect(row).toContain('\\\\x1b');
+    expect(escapeTerminal('plain text, ünïcode ✓')).toBe('plain text, ünïcode ✓');
+  });
+});
+
+describe('vigil audit / sessions CLI', () => {
+  it('audit verify passes on an intact log and names the first bad record otherwise', async () => {
+    const data = await dataDirWithEvents();
+    const ok = await cli(['audit', 'verify', '--data', data]);
+    expect(ok.err).toBe('');
+    expect(ok.code).toBe(0);
+    expect(ok.out).toMatch(/audit log ok: \d+ records in \d+ segment/);
+    // Verification needs only the public key: remove the private key.
+    fs.rmSync(path.join(data, 'ca', 'audit_signing.key'));
+    const seg = listSegments(path.join(data, 'audit'))[1];
+    const file = path.join(data, 'audit', seg);
+    const ls = fs.readFileSync(file, 'utf8').split('\n');
+    const seq = JSON.parse(ls[1]).seq;
+    ls[1] = ls[1].replace('"outcome":"success"', '"outcome":"failure"');
+    fs.writeFileSync(file, ls.join('\n'));
+    const bad = await cli(['audit', 'verify', '--data', data]);
+    expect(bad.code).toBe(1);
+    expect(bad.err).toContain(`segment ${seg}, line 2, seq ${seq}`);
+    expect(bad.err).toContain('hash-mismatch');
+  });
+
+  it('audit search prints a table by default and JSON lines with --json, filtered', async () => {
+    const data = await dataDirWithEvents();
+    const table = await cli(['audit', 'search', '--data', data, '--user', 'carol']);
+    expect(table.code).toBe(0);
+    const rows = table.out.trimEnd().split('\n');
+    expect(rows[0]).toMatch(/^TIME\s+TYPE/);
+    expect(rows).toHaveLength(3);
+    expect(rows[1]).toContain('session.start');
+    expect(rows[2]).toContain('reason=client_closed');
+
+    const json = await cli(['audit', 'search', '--data', data, '--type', 'db.', '--json', '--limit', '3', '--since', '1h']);
+    const events = json.out.trimEnd().split('\n').map((l) => JSON.parse(l));
+    expect(events).toHaveLength(3);
+    for (const e of events) expect(e.type).toBe('db.query');
+    expect(events[2].actor.user).toBe(HOSTILE_USER); // JSON carries the exact value
+
+    const none = await cli(['audit', 'search', '--data', data, '--until', '2000-01-01T00:00:00Z', '--json']);
+    expect(none.out).toBe('');
+    const badTime = await cli(['audit', 'search', '--data', data, '--since', 'yesterday']);
+    expect(badTime.code).toBe(2);
+    expect(badTime.err).toContain('--since');
+  });
+
+  it('the hostile user name cannot forge a row in the table', async () => {
+    const data = await dataDirWithEvents();
+    const table = await cli(['audit', 'search', '--data', data, '--session', 'S-2']);
+    const rows = table.out.trimEnd().split('\n');
+    expect(rows).toHaveLength(2);
+    expect(table.out).not.toContain('\x1b');
+    expect(table.out).not.toContain('\r');
+  });
+
+  it('audit tail shows the newest events', async () => {
+    const data = await dataDirWithEvents();
+    const tail = await cli(['audit', 'tail', '--data', data, '-n', '2', '--json']);
+    const events = tail.out.trimEnd().split('\n').map((l) => JSON.parse(l));
+    expect(events.map((e) => e.type)).toEqual(['db.query', 'audit.checkpoint']);
+  });
+
+  it('sessions list groups session.start / session.end', async () => {
+    const data = await dataDirWithEvents();
+    const res = await cli(['sessions', 'list', '--data', data]);
+    expect(res.code).toBe(0);
+    const rows = res.out.trimEnd().split('\n');
+    expect(rows).toHaveLength(3);
+    expect(rows[1]).toMatch(/^S-1\s+\S+\s+\S+\s+carol\s+web1\s+ssh\s+client_closed$/);
+    expect(rows[2]).toMatch(/^S-2\s+\S+\s+\(live\)\s+eve\\x0d\\x0a/);
+    const carol = await cli(['sessions', 'list', '--data', data, '--user', 'carol', '--json']);
+    expect(carol.out.trimEnd().split('\n').map((l) => JSON.parse(l).id)).toEqual(['S-1']);
+  });
+});
