@@ -149,6 +149,10 @@ function staleParts(dir: string, sans: string[]): string[] {
   return stale;
 }
 
+function derivedExists(dir: string): boolean {
+  return [CA_FILES.hostCert, CA_FILES.serverCert, CA_FILES.serverKey].every((f) => fs.existsSync(path.join(dir, f)));
+}
+
 function sameList(a: string[], b: string[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
@@ -190,12 +194,21 @@ async function withLock<T>(dir: string, fn: () => T): Promise<T> {
   }
 }
 
+export interface InitOptions {
+  /**
+   * Re-issue the server and host certificates when `gateway.tls_sans` differs from what they say
+   * (default true). A CLI command run with another config than the gateway's may pass false so that it
+   * never rewrites what the gateway presents.
+   */
+  updateDerived?: boolean;
+}
+
 /**
  * Creates the CA directory on first use; afterwards only re-issues derived material whose inputs changed
  * (server certificate SANs, host certificate principals) and adds keys that a newer version introduced.
  * Returns true when it created the CA.
  */
-export async function initIdentity(dataDir: string, config: VigilConfig): Promise<boolean> {
+export async function initIdentity(dataDir: string, config: VigilConfig, opts: InitOptions = {}): Promise<boolean> {
   const dir = caDir(dataDir);
   const sans = config.gateway.tls_sans;
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
@@ -216,9 +229,10 @@ export async function initIdentity(dataDir: string, config: VigilConfig): Promis
     }
   }
   fixModes(dir);
-  if (staleParts(dir, sans).length > 0) {
+  const due = () => staleParts(dir, sans).filter((p) => opts.updateDerived !== false || (p !== 'host-cert' && p !== 'server-cert') || !derivedExists(dir));
+  if (due().length > 0) {
     await withLock(dir, () => {
-      for (const part of staleParts(dir, sans)) {
+      for (const part of due()) {
         if (part === 'host-cert') writeHostCert(dir, sans);
         else if (part === 'server-cert') writeServerCert(dir, readX509Ca(dir), sans);
         else if (part === 'audit-key') writePkcs8Pair(dir, CA_FILES.auditKey, CA_FILES.auditPub);

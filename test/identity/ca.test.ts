@@ -78,6 +78,9 @@ describe('initIdentity', () => {
     const again = snapshot(caDir);
     await initIdentity(dataDir, changed);
     expect(snapshot(caDir)).toEqual(again);
+    // a process with another config that asks not to touch derived material leaves it alone
+    await initIdentity(dataDir, config, { updateDerived: false });
+    expect(snapshot(caDir)).toEqual(again);
   });
 
   it('two processes racing on first start end up with one consistent CA', async () => {
