@@ -67,6 +67,15 @@ export class PacketFramer {
     }
   }
 
+  /** Take the bytes received after the last complete packet (e.g. the TLS ClientHello behind an SSLRequest). */
+  takeRemainder(): Buffer {
+    if (this.partsLen > 0) throw new ProtocolError('incomplete continued packet', 'VIGIL_MYSQL_TRUNCATED');
+    const rest = Buffer.concat(this.chunks);
+    this.chunks = [];
+    this.buffered = 0;
+    return rest;
+  }
+
   /** Bytes received but not yet part of a complete packet (a truncated packet at close). */
   get pendingBytes(): number {
     return this.buffered + this.partsLen;

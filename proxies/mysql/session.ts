@@ -6,6 +6,7 @@
  */
 import net from 'node:net';
 import tls from 'node:tls';
+import { Duplex } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import type { ConnectionContext } from '../../src/gateway/proxy.ts';
 import type { GatewayServices } from '../../src/gateway/services.ts';
@@ -143,15 +144,12 @@ export class MysqlConnection implements KillableConnection {
     const framer = new PacketFramer(4096);
     const onData = (chunk: Buffer) => {
       try {
-        let handled = false;
         framer.push(chunk, (p) => {
-          if (handled) throw new ProtocolError('plaintext data after the TLS request', 'VIGIL_MYSQL_PLAINTEXT_INJECTION');
-          handled = true;
           sock.off('data', onData);
-          if (framer.pendingBytes > 0) throw new ProtocolError('plaintext data after the TLS request', 'VIGIL_MYSQL_PLAINTEXT_INJECTION');
-          this.onFirstPacket(p);
+          // Whatever follows the SSLRequest goes to the TLS layer: a ClientHello passes, plaintext bytes
+          // (a command smuggled in before the upgrade) fail the TLS handshake and close the connection.
+          this.onFirstPacket(p, framer.takeRemainder());
         });
-        if (handled && framer.pendingBytes > 0) throw new ProtocolError('plaintext data after the TLS request', 'VIGIL_MYSQL_PLAINTEXT_INJECTION');
       } catch (e) {
         this.protocolFailure(e, 2);
       }
@@ -159,7 +157,7 @@ export class MysqlConnection implements KillableConnection {
     sock.on('data', onData);
   }
 
-  private onFirstPacket(p: Packet): void {
+  private onFirstPacket(p: Packet, remainder: Buffer): void {
     if (p.seq !== 1) throw new ProtocolError('out-of-sequence handshake response', 'VIGIL_MYSQL_SEQUENCE');
     const hs = parseClientHandshake(p.payload);
     if (!hs.sslRequest || p.payload.length !== SSL_REQUEST_LENGTH || !(hs.capabilities & CLIENT.SSL)) {
@@ -170,7 +168,8 @@ export class MysqlConnection implements KillableConnection {
     }
     this.client.pause();
     const id = this.shared.services.identity.tls();
-    const secure = new tls.TLSSocket(this.client as net.Socket, { isServer: true, cert: id.cert, key: id.key, ca: id.ca, requestCert: true, rejectUnauthorized: false });
+    const transport = remainder.length > 0 ? prepend(this.client as net.Socket, remainder) : (this.client as net.Socket);
+    const secure = new tls.TLSSocket(transport as net.Socket, { isServer: true, cert: id.cert, key: id.key, ca: id.ca, requestCert: true, rejectUnauthorized: false });
     this.client = secure;
     secure.on('error', (e) => {
       this.log.debug({ err: e.message }, 'TLS error');
@@ -424,7 +423,7 @@ export class MysqlConnection implements KillableConnection {
       case 'query':
         return this.onQuery(p, cmd.sql, cmd.attributes);
       case 'init_db':
-        return this.checkDatabase(cmd.database, name, cmd.database).then((ok) => {
+        return this.checkDatabase(cmd.database, name, `USE ${cmd.database}`).then((ok) => {
           if (!ok) return;
           stats.statements++;
           this.forward(p);
@@ -589,7 +588,7 @@ export class MysqlConnection implements KillableConnection {
       const isLast = i === res.results.length - 1;
       if (!r.error && (s.keyword === 'USE')) this.database = useTarget(s.text) ?? this.database;
       const details: Record<string, unknown> = {
-        query: s.text,
+        query: eventText(s.text),
         duration_ms: round(res.ends[i]! - prev),
         ...resultDetails(r),
       };
@@ -721,12 +720,48 @@ export class MysqlConnection implements KillableConnection {
   }
 }
 
+/**
+ * The socket as a stream that first yields `first`: bytes that arrived with the SSLRequest (usually the
+ * ClientHello) must reach the TLS layer, and a net.Socket cannot take bytes back once read.
+ */
+function prepend(sock: net.Socket, first: Buffer): Duplex {
+  const d = new Duplex({
+    read() {
+      sock.resume();
+    },
+    write(chunk, _enc, cb) {
+      sock.write(chunk, cb);
+    },
+    final(cb) {
+      sock.end();
+      cb();
+    },
+    destroy(err, cb) {
+      sock.destroy(err ?? undefined);
+      cb(err);
+    },
+  });
+  d.push(first);
+  sock.on('data', (c: Buffer) => {
+    if (!d.push(c)) sock.pause();
+  });
+  sock.on('end', () => d.push(null));
+  sock.on('close', () => d.destroy());
+  return d;
+}
+
 function round(ms: number): number {
   return Math.round(ms * 1000) / 1000;
 }
 
+/** Statement text as recorded: secrets masked; very long text (bulk inserts) keeps a prefix and its length. */
+const MAX_EVENT_TEXT = 64 * 1024;
+function eventText(t: string): string {
+  return t.length > MAX_EVENT_TEXT ? `${t.slice(0, MAX_EVENT_TEXT)}… [${t.length} characters]` : t;
+}
+
 function redactedText(a: SqlAnalysis): string {
-  return a.statements.map((s) => s.text).join('; ');
+  return eventText(a.statements.map((s) => s.text).join('; '));
 }
 
 function useTarget(text: string): string | undefined {

@@ -50,6 +50,7 @@ export async function startMariadb(opts: { echoLog?: boolean } = {}): Promise<Ma
       '--max-connections=500',
       '--max-prepared-stmt-count=100000',
       '--local-infile=1',
+      '--max-allowed-packet=64M',
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
