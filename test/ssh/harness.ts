@@ -19,7 +19,7 @@ export interface SshWorld {
   gatewayHostKey: string;
   issue(req?: Partial<IssueRequest>): Promise<IssuedFiles>;
   /** Client options for ssh/scp/sftp (all `-o`), authenticating with `creds`. */
-  opts(creds: IssuedFiles, extra?: string[]): string[];
+  opts(creds: IssuedFiles, extra?: string[], o?: { certificate?: boolean }): string[];
   run(cmd: 'ssh' | 'scp' | 'sftp', args: string[], input?: string | Buffer, timeoutMs?: number): Promise<RunResult>;
   eventsOf(type: string, pred?: (e: AuditEvent) => boolean): AuditEvent[];
   stop(): Promise<void>;
@@ -81,11 +81,11 @@ export async function startWorld(o: WorldOptions = {}): Promise<SshWorld> {
     port,
     gatewayHostKey,
     issue: (req = {}) => gw.issue({ user: 'alice', roles: ['dev'], extensions: ['permit-pty', 'permit-port-forwarding'], ...req }),
-    opts: (creds, extra = []) => [
+    opts: (creds, extra = [], o = {}) => [
       '-F', '/dev/null',
       '-o', `Port=${port}`,
       '-o', `IdentityFile=${creds.sshKey}`,
-      '-o', `CertificateFile=${creds.sshCert}`,
+      ...(o.certificate === false ? [] : ['-o', `CertificateFile=${creds.sshCert}`]),
       '-o', 'IdentitiesOnly=yes',
       '-o', 'BatchMode=yes',
       '-o', `UserKnownHostsFile=${knownHosts}`,
