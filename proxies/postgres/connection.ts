@@ -13,7 +13,7 @@ import { decodePassword, decodeStartupPacket, F, type StartupPacket } from './fr
 import { authenticationCleartextPassword, authenticationOk, backendKeyData, fatal, readyForQuery, B } from './backend.ts';
 import { loginToBackend, BackendLoginError, type BackendSession, type BackendTlsMode } from './backend-login.ts';
 import { QueryTracker, backendNeedsBody, frontendNeedsBody, type QueryRecord } from './tracker.ts';
-import { forwardCancel, type CancelKeys } from './cancel.ts';
+import { forwardCancel, type CancelKeys, type CancelTarget } from './cancel.ts';
 import { parseDatabase, type PostgresSection, type PostgresTarget } from './config.ts';
 
 /** Limit of a startup-phase packet (the server uses the same). */
@@ -117,6 +117,7 @@ export class ClientConnection {
   private backendFramer: MessageFramer | undefined;
   private lastBackendError: string | undefined;
   private releaseKey: (() => void) | undefined;
+  private cancelTarget: CancelTarget | undefined;
   private authTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -345,7 +346,7 @@ export class ClientConnection {
     const b = backend.socket;
     this.backend = b;
     const base = session.eventBase();
-    const key = this.shared.cancelKeys.issue({
+    const cancelTarget: CancelTarget = {
       host: target.host,
       port: target.port,
       processId: backend.processId,
@@ -353,7 +354,9 @@ export class ClientConnection {
       onCancel: () => {
         services.events.emit({ type: 'db.cancel', outcome: 'success', ...base, details: { forwarded: true } }).catch(() => {});
       },
-    });
+    };
+    this.cancelTarget = cancelTarget;
+    const key = this.shared.cancelKeys.issue(cancelTarget);
     this.releaseKey = key.release;
 
     const stats = session.stats;
@@ -505,6 +508,11 @@ export class ClientConnection {
     this.uncount();
     this.shared.live.delete(this);
     this.releaseKey?.();
+    // A statement still running would go on after the client is gone (the server only notices a closed
+    // socket when it writes): cancel it first.
+    if (this.cancelTarget && (this.tracker?.pending ?? 0) > 0 && reason !== 'backend_error' && reason !== 'backend_closed') {
+      forwardCancel(this.cancelTarget, 2000).catch(() => {});
+    }
     this.backend?.destroy();
     this.client.end();
     setTimeout(() => this.client.destroy(), 2000).unref();

@@ -139,9 +139,9 @@ export class RawClient {
   /** Wait until a message matching `pred` arrives after index `from` (or the connection closes). */
   async until(pred: (m: { type: string; body: Buffer }) => boolean, from = 0, ms = 10_000): Promise<{ type: string; body: Buffer } | undefined> {
     const deadline = Date.now() + ms;
+    let i = from;
     for (;;) {
-      const found = this.messages.slice(from).find(pred);
-      if (found) return found;
+      for (; i < this.messages.length; i++) if (pred(this.messages[i])) return this.messages[i];
       if (this.closed) return undefined;
       if (Date.now() > deadline) throw new Error(`timed out; got ${this.messages.map((m) => m.type).join('')}`);
       await new Promise<void>((r) => {
