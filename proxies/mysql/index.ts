@@ -17,6 +17,9 @@ export const mysqlProxy: ProxyModule<MysqlSection> = {
       server_version: z.string().default('8.0.36-vigil'),
       /** Largest client packet accepted (reassembled); larger ones get ERR 1153 and the connection closes. */
       max_packet: size().default(64 * 1024 * 1024 as never),
+      /** Offer CLIENT_QUERY_ATTRIBUTES to clients. Only when every target is MySQL >= 8.0.23: vigil strips
+       *  attributes from COM_QUERY for servers without it, but refuses them on COM_STMT_EXECUTE. */
+      query_attributes: z.boolean().default(false),
     }) as unknown as z.ZodType<MysqlSection>,
   targetFields: (sc) => ({
     /** Default database when the client names none. */

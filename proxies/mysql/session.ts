@@ -30,6 +30,8 @@ export interface MysqlSection {
   listen: { host: string; port: number };
   server_version: string;
   max_packet: number;
+  /** Offer CLIENT_QUERY_ATTRIBUTES (only useful when the targets are MySQL >= 8.0.23). */
+  query_attributes: boolean;
 }
 
 export interface MysqlShared {
@@ -46,7 +48,7 @@ export const SERVER_CAPABILITIES =
   CLIENT.LONG_PASSWORD | CLIENT.FOUND_ROWS | CLIENT.LONG_FLAG | CLIENT.CONNECT_WITH_DB | CLIENT.ODBC | CLIENT.IGNORE_SPACE |
   CLIENT.PROTOCOL_41 | CLIENT.INTERACTIVE | CLIENT.SSL | CLIENT.IGNORE_SIGPIPE | CLIENT.TRANSACTIONS | CLIENT.RESERVED |
   CLIENT.SECURE_CONNECTION | CLIENT.MULTI_STATEMENTS | CLIENT.MULTI_RESULTS | CLIENT.PS_MULTI_RESULTS | CLIENT.PLUGIN_AUTH |
-  CLIENT.CONNECT_ATTRS | CLIENT.PLUGIN_AUTH_LENENC_CLIENT_DATA | CLIENT.SESSION_TRACK | CLIENT.DEPRECATE_EOF | CLIENT.QUERY_ATTRIBUTES;
+  CLIENT.CONNECT_ATTRS | CLIENT.PLUGIN_AUTH_LENENC_CLIENT_DATA | CLIENT.SESSION_TRACK | CLIENT.DEPRECATE_EOF;
 
 /** Capabilities whose value changes the command-phase byte format: client and backend must agree. */
 const FORMAT_CAPABILITIES = CLIENT.PROTOCOL_41 | CLIENT.DEPRECATE_EOF | CLIENT.SESSION_TRACK | CLIENT.MULTI_RESULTS | CLIENT.PS_MULTI_RESULTS;
@@ -105,12 +107,14 @@ export class MysqlConnection implements KillableConnection {
   private inbox: Packet[] = [];
   private busy = false;
   private readonly log;
+  private readonly capabilities: number;
 
   constructor(private readonly shared: MysqlShared, socket: net.Socket, private readonly ctx: ConnectionContext) {
     this.client = socket;
     this.sessionId = ctx.id;
     this.log = ctx.log;
     this.connectionId = shared.ids.allocate(this);
+    this.capabilities = (SERVER_CAPABILITIES | (shared.section.query_attributes ? CLIENT.QUERY_ATTRIBUTES : 0)) >>> 0;
   }
 
   start(): void {
@@ -134,7 +138,7 @@ export class MysqlConnection implements KillableConnection {
           serverVersion: this.shared.section.server_version,
           connectionId: this.connectionId,
           scramble,
-          capabilities: SERVER_CAPABILITIES,
+          capabilities: this.capabilities,
           charset: CHARSET_UTF8MB4,
           status: SERVER_STATUS.AUTOCOMMIT,
           authPlugin: 'mysql_native_password',
@@ -252,7 +256,7 @@ export class MysqlConnection implements KillableConnection {
       this.login = req.login ?? (adm.target.user as string);
       this.database = hs.database ?? (adm.target.database as string | undefined);
       this.initialDatabase = this.database;
-      this.clientCaps = hs.capabilities & SERVER_CAPABILITIES;
+      this.clientCaps = (hs.capabilities & this.capabilities) >>> 0;
       this.multiStatements = (this.clientCaps & CLIENT.MULTI_STATEMENTS) !== 0;
       this.session = await openSession(services, { ...req, login: this.login, database: this.database }, adm, (reason, message) => this.terminate(reason, message), {
         client_attributes: hs.attributes,
@@ -275,7 +279,7 @@ export class MysqlConnection implements KillableConnection {
       } catch (e) {
         const message = e instanceof VigilError ? e.message : 'cannot reach the target database';
         this.log.warn({ err: message, target: adm.target.name }, 'backend login failed');
-        this.fatal(seq, { ...ERR.CONN_HOST_ERROR, message: `vigil: ${message}` }, 'backend_error', { error: message });
+        this.fatal(seq, { ...ERR.BACKEND_UNAVAILABLE, message: `vigil: ${message}` }, 'backend_error', { error: message });
         return;
       }
       if (this.closed) return void backend.socket.destroy();
