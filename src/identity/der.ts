@@ -57,3 +57,88 @@ export function time(d: Date): Buffer {
   const digits = iso.slice(0, 19).replace(/[-T:]/g, '');
   return d.getUTCFullYear() < 2050 ? tlv(0x17, Buffer.from(digits.slice(2) + 'Z')) : tlv(0x18, Buffer.from(digits + 'Z'));
 }
+
+// --- Reading: just enough to take the subject out of a certificate exactly, without going through a
+// printed (escaped) form. Throws on anything it does not understand.
+
+interface Tlv {
+  tag: number;
+  /** Offsets of the whole element and of its content within the buffer. */
+  start: number;
+  contentStart: number;
+  end: number;
+}
+
+function readTlv(buf: Buffer, pos: number, limit: number): Tlv {
+  if (pos + 2 > limit) throw new Error('DER: truncated');
+  const tag = buf[pos];
+  let len = buf[pos + 1];
+  let p = pos + 2;
+  if (len & 0x80) {
+    const n = len & 0x7f;
+    if (n === 0 || n > 4 || p + n > limit) throw new Error('DER: bad length');
+    len = 0;
+    for (let i = 0; i < n; i++) len = len * 256 + buf[p + i];
+    p += n;
+  }
+  if (p + len > limit) throw new Error('DER: truncated');
+  return { tag, start: pos, contentStart: p, end: p + len };
+}
+
+function children(buf: Buffer, parent: Tlv): Tlv[] {
+  const out: Tlv[] = [];
+  for (let p = parent.contentStart; p < parent.end; ) {
+    const t = readTlv(buf, p, parent.end);
+    out.push(t);
+    p = t.end;
+  }
+  return out;
+}
+
+function decodeString(buf: Buffer, t: Tlv): string {
+  const content = buf.subarray(t.contentStart, t.end);
+  switch (t.tag) {
+    case 0x0c: // UTF8String
+    case 0x13: // PrintableString
+    case 0x16: // IA5String
+      return content.toString('utf8');
+    case 0x1e: // BMPString (UTF-16BE)
+      return Buffer.from(content).swap16().toString('utf16le');
+    default:
+      throw new Error(`DER: unsupported string type 0x${t.tag.toString(16)}`);
+  }
+}
+
+/** Subject attributes of a DER certificate in order, as [dotted OID, value]. */
+export function readSubject(cert: Buffer): Array<[string, string]> {
+  const top = readTlv(cert, 0, cert.length);
+  const [tbs] = children(cert, top);
+  const fields = children(cert, tbs);
+  const offset = fields[0]?.tag === 0xa0 ? 1 : 0; // optional [0] version
+  const subject = fields[offset + 4];
+  if (!subject || subject.tag !== 0x30) throw new Error('DER: no subject');
+  const out: Array<[string, string]> = [];
+  for (const rdn of children(cert, subject)) {
+    for (const atv of children(cert, rdn)) {
+      const [type, value] = children(cert, atv);
+      if (!type || type.tag !== 0x06 || !value) throw new Error('DER: bad attribute');
+      out.push([decodeOid(cert.subarray(type.contentStart, type.end)), decodeString(cert, value)]);
+    }
+  }
+  return out;
+}
+
+function decodeOid(b: Buffer): string {
+  const parts: number[] = [];
+  let v = 0;
+  for (const byte of b) {
+    v = v * 128 + (byte & 0x7f);
+    if (!(byte & 0x80)) {
+      parts.push(v);
+      v = 0;
+    }
+  }
+  const first = parts.shift() ?? 0;
+  const a = first < 80 ? Math.floor(first / 40) : 2;
+  return [a, first - 40 * a, ...parts].join('.');
+}

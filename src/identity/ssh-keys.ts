@@ -36,7 +36,8 @@ export function readPublicKeyFields(r: SshReader, type: string): SshPublicKey {
   if (type === 'ssh-rsa') {
     const e = r.mpint('rsa e');
     const n = r.mpint('rsa n');
-    if (n.length * 8 < MIN_RSA_BITS - 7) throw new SshWireError(`rsa key shorter than ${MIN_RSA_BITS} bits`);
+    const bits = n.length === 0 ? 0 : (n.length - 1) * 8 + (32 - Math.clz32(n[0]));
+    if (bits < MIN_RSA_BITS) throw new SshWireError(`rsa key of ${bits} bits is shorter than ${MIN_RSA_BITS}`);
     if (e.length === 0) throw new SshWireError('rsa exponent is zero');
     return { type, e, n };
   }

@@ -3,7 +3,8 @@ import type { Principal, SshAuthAttempt, VerifyFailureReason, VerifyResult } fro
 import { isCertificateAlgo, keyTypeOfCertAlgo, optionValue, parseCertificate, SSH_CERT_USER, VALID_FOREVER, type SshCertificate } from './openssh-cert.ts';
 import { fingerprint, parseSignatureBlob, toKeyObject, verifySshSignature, type SshPublicKey } from './ssh-keys.ts';
 import { ipInBlocks, parseCidrList } from './cidr.ts';
-import { GRANT_URI_PREFIX, OID_CLIENT_AUTH, normalizeSerial } from './x509.ts';
+import { GRANT_URI_PREFIX, OID_CLIENT_AUTH, OID_CN, OID_OU, normalizeSerial } from './x509.ts';
+import { readSubject } from './der.ts';
 import { checkTokenSignature } from './token.ts';
 import { sshString } from './ssh-wire.ts';
 
@@ -176,17 +177,6 @@ export function verifySshAuth(ctx: VerifyContext, a: SshAuthAttempt): VerifyResu
   return { ok: true, principal };
 }
 
-/** Parses node's one-attribute-per-line subject (`CN=alice\nOU=dba`). Escaped values are refused: vigil never writes them. */
-function parseSubject(subject: string): Array<[string, string]> | undefined {
-  const out: Array<[string, string]> = [];
-  for (const line of subject.split('\n')) {
-    const eq = line.indexOf('=');
-    if (eq <= 0 || line.includes('\\')) return undefined;
-    out.push([line.slice(0, eq), line.slice(eq + 1)]);
-  }
-  return out;
-}
-
 export function verifyClientCertificate(ctx: VerifyContext, der: Buffer | undefined, _sourceIp: string): VerifyResult {
   if (!der || der.length === 0) return failure('no_certificate', 'no client certificate presented');
   let cert: crypto.X509Certificate;
@@ -206,9 +196,14 @@ export function verifyClientCertificate(ctx: VerifyContext, der: Buffer | undefi
   if (cert.ca) return failure('not_client_cert', 'a CA certificate was presented as a client certificate', { certSerial });
   const eku = cert.keyUsage ?? [];
   if (!eku.includes(OID_CLIENT_AUTH)) return failure('not_client_cert', `certificate is not for client authentication (extended key usage ${JSON.stringify(eku)})`, { certSerial });
-  const subject = parseSubject(cert.subject);
-  const cns = subject?.filter(([k]) => k === 'CN').map(([, v]) => v) ?? [];
-  if (!subject || cns.length !== 1 || !cns[0]) return failure('principal_mismatch', `subject ${JSON.stringify(cert.subject)} must have exactly one non-empty CN`, { certSerial });
+  let subject: Array<[string, string]>;
+  try {
+    subject = readSubject(cert.raw);
+  } catch (e) {
+    return failure('malformed', `subject unreadable: ${(e as Error).message}`, { certSerial });
+  }
+  const cns = subject.filter(([k]) => k === OID_CN).map(([, v]) => v);
+  if (cns.length !== 1 || !cns[0]) return failure('principal_mismatch', `subject ${JSON.stringify(cert.subject)} must have exactly one non-empty CN`, { certSerial });
   const who = { user: cns[0], certSerial };
   const notBefore = Date.parse(cert.validFrom);
   const notAfter = Date.parse(cert.validTo);
@@ -221,7 +216,7 @@ export function verifyClientCertificate(ctx: VerifyContext, der: Buffer | undefi
     ok: true,
     principal: {
       user: who.user,
-      roles: subject.filter(([k]) => k === 'OU').map(([, v]) => v),
+      roles: subject.filter(([k]) => k === OID_OU).map(([, v]) => v),
       certSerial,
       credential: 'x509',
       notBefore: new Date(notBefore),

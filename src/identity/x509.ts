@@ -16,12 +16,14 @@ import { parseIpExact } from './cidr.ts';
 export const GRANT_URI_PREFIX = 'urn:vigil:grant:';
 export const OID_CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
 export const OID_SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
+export const OID_CN = '2.5.4.3';
+export const OID_OU = '2.5.4.11';
 
 const OID = {
   ecdsaWithSha256: '1.2.840.10045.4.3.2',
-  cn: '2.5.4.3',
+  cn: OID_CN,
   o: '2.5.4.10',
-  ou: '2.5.4.11',
+  ou: OID_OU,
   basicConstraints: '2.5.29.19',
   keyUsage: '2.5.29.15',
   extKeyUsage: '2.5.29.37',

@@ -114,7 +114,7 @@ describe('OpenSSH certificate codec', () => {
     }
     const ed = parsePublicKeyLine(fs.readFileSync(path.join(dir, 'k-ed25519.pub'), 'utf8'));
     expect(() => parsePublicKeyLine(`ssh-rsa ${ed.blob.toString('base64')}`)).toThrow(/says ssh-rsa/);
-    expect(() => parsePublicKeyBlob(Buffer.concat([sshString('ssh-rsa'), sshMpint(Buffer.from([1, 0, 1])), sshMpint(crypto.randomBytes(128))]))).toThrow(/shorter than 2048/);
+    expect(() => parsePublicKeyBlob(Buffer.concat([sshString('ssh-rsa'), sshMpint(Buffer.from([1, 0, 1])), sshMpint(Buffer.concat([Buffer.from([0x7f]), crypto.randomBytes(255)]))]))).toThrow(/2047 bits is shorter than 2048/);
   });
 
   it('writes OpenSSH private keys that ssh-keygen reads, and reads its keys back', () => {

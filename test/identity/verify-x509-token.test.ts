@@ -21,6 +21,13 @@ describe('verifyClientCertificate', () => {
     expect(r.ok && r.principal).toMatchObject({ user: 'alice', roles: ['oncall', 'dba'], certSerial: c.serial, credential: 'x509', extensions: [] });
   });
 
+  it('reads the user exactly from the certificate, whatever characters need escaping in printed names', async () => {
+    const c = await t.identity.issue({ user: 'al+ice@example.com', roles: ['r.1'] });
+    expect(new crypto.X509Certificate(c.x509Certificate).subject).toContain('\\+'); // node prints it escaped
+    const r = t.identity.verifyClientCertificate(der(c.x509Certificate), '127.0.0.1');
+    expect(r.ok && r.principal.user).toBe('al+ice@example.com');
+  });
+
   it('rejects a certificate from another CA with the same subject names', () => {
     const other = createCaCertificate('0102030405060708');
     const otherCa = loadCa(other.certPem, other.keyPem);
