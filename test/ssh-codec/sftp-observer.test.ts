@@ -225,6 +225,15 @@ describe('SftpObserver on bad input', () => {
     expect(ops).toEqual([{ op: 'mkdir', path: '/d', attrs: {}, outcome: 'ok' }]);
   });
 
+  it('reports a path that is not UTF-8 with its odd bytes escaped', () => {
+    const { obs, errors, ops } = make();
+    obs.clientData(init);
+    obs.clientData(req(T.REMOVE, 1, { str: Buffer.from([0x2f, 0x61, 0xff, 0xfe]) }));
+    obs.serverData(encodePacket([{ u8: 101 }, { u32: 1 }, { u32: 3 }, { str: 'Permission denied' }, { str: '' }]));
+    expect(errors).toEqual([]);
+    expect(ops).toEqual([{ op: 'remove', path: '/a\\xff\\xfe', outcome: 'error', status: { code: 3, name: 'PERMISSION_DENIED', message: 'Permission denied' } }]);
+  });
+
   it('too many requests in flight stop observation (bounded memory)', () => {
     const { obs, errors } = make();
     obs.clientData(init);

@@ -1,12 +1,37 @@
 import { ATTR, EXT, FXP, OPEN_FLAGS, STATUS_NAMES, type OpenFlagName } from './constants.ts';
 import { SftpDecodeError } from './errors.ts';
-import { SftpReader, bytesToText } from './reader.ts';
+import { SshReader } from '../../../src/identity/ssh-wire.ts';
 
 /**
  * Pure decoders for single SFTP v3 packets (the body after the uint32 length). Requests come from the
  * client, responses from the server. Only the fields an audit needs are kept; bulk data is never
  * touched, only its declared length (checked against the packet length).
  */
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** Paths and messages: UTF-8 when valid, otherwise the bytes with non-ASCII escaped as \xNN (SFTP v3 paths are bytes). */
+export function bytesToText(b: Buffer): string {
+  try {
+    return utf8.decode(b);
+  } catch {
+    let s = '';
+    for (const c of b) s += c < 0x80 ? String.fromCharCode(c) : `\\x${c.toString(16).padStart(2, '0')}`;
+    return s;
+  }
+}
+
+/** SSH wire reads (bounds-checked, SshWireError on overrun) plus the SFTP twists: lenient text, uint64 as number. */
+class SftpReader extends SshReader {
+  /** Exact below 2^53 (8 PiB), which covers every real offset and size. */
+  u64(what: string): number {
+    return Number(this.uint64(what));
+  }
+
+  path(what: string): string {
+    return bytesToText(this.string(what));
+  }
+}
 
 /** Attributes as sent in SETSTAT/FSETSTAT/OPEN/MKDIR: only the fields present. */
 export interface SftpAttrs {
@@ -56,32 +81,32 @@ export function statusName(code: number): string {
 }
 
 function handleKey(r: SftpReader): HandleKey {
-  const h = r.bytes('handle');
+  const h = r.string('handle');
   if (h.length > 256) throw new SftpDecodeError(`handle of ${h.length} bytes (max 256)`);
   return h.toString('latin1');
 }
 
 export function decodeAttrs(r: SftpReader): SftpAttrs {
-  const flags = r.u32('attribute flags');
+  const flags = r.uint32('attribute flags');
   const a: SftpAttrs = {};
   if (flags & ATTR.SIZE) a.size = r.u64('size');
   if (flags & ATTR.UIDGID) {
-    a.uid = r.u32('uid');
-    a.gid = r.u32('gid');
+    a.uid = r.uint32('uid');
+    a.gid = r.uint32('gid');
   }
-  if (flags & ATTR.PERMISSIONS) a.permissions = (r.u32('permissions') & 0o7777).toString(8).padStart(4, '0');
+  if (flags & ATTR.PERMISSIONS) a.permissions = (r.uint32('permissions') & 0o7777).toString(8).padStart(4, '0');
   if (flags & ATTR.ACMODTIME) {
-    a.atime = r.u32('atime');
-    a.mtime = r.u32('mtime');
+    a.atime = r.uint32('atime');
+    a.mtime = r.uint32('mtime');
   }
   if (flags & ATTR.EXTENDED) {
-    const n = r.u32('extended count');
+    const n = r.uint32('extended count');
     // Each pair is at least 8 bytes: bound the loop by what the packet can hold.
     if (n * 8 > r.remaining) throw new SftpDecodeError(`extended attribute count ${n} exceeds the packet`);
     a.extended = [];
     for (let i = 0; i < n; i++) {
-      a.extended.push(r.text('extended type'));
-      r.bytes('extended data');
+      a.extended.push(r.path('extended type'));
+      r.string('extended data');
     }
   }
   return a;
@@ -99,51 +124,51 @@ function openFlags(pflags: number): OpenFlagName[] {
  */
 export function decodeRequest(body: Buffer, packetLength: number): SftpRequest {
   const r = new SftpReader(body);
-  const type = r.u8('type');
-  if (type === FXP.INIT) return { kind: 'init', version: r.u32('version') };
-  const id = r.u32('request id');
+  const type = r.byte('type');
+  if (type === FXP.INIT) return { kind: 'init', version: r.uint32('version') };
+  const id = r.uint32('request id');
   switch (type) {
     case FXP.OPEN: {
-      const path = r.text('path');
-      const pflags = r.u32('pflags');
+      const path = r.path('path');
+      const pflags = r.uint32('pflags');
       return { kind: 'open', id, path, flags: openFlags(pflags), attrs: decodeAttrs(r) };
     }
     case FXP.CLOSE:
       return { kind: 'close', id, handle: handleKey(r) };
     case FXP.READ:
-      return { kind: 'read', id, handle: handleKey(r), offset: r.u64('offset'), length: r.u32('length') };
+      return { kind: 'read', id, handle: handleKey(r), offset: r.u64('offset'), length: r.uint32('length') };
     case FXP.WRITE: {
       const handle = handleKey(r);
       const offset = r.u64('offset');
-      const length = r.lengthOnly('data');
+      const length = r.uint32('data length');
       if (r.offset + length !== packetLength) {
         throw new SftpDecodeError(`WRITE data length ${length} does not match the packet length ${packetLength}`);
       }
       return { kind: 'write', id, handle, offset, length };
     }
     case FXP.OPENDIR:
-      return { kind: 'opendir', id, path: r.text('path') };
+      return { kind: 'opendir', id, path: r.path('path') };
     case FXP.REMOVE:
-      return { kind: 'remove', id, path: r.text('path') };
+      return { kind: 'remove', id, path: r.path('path') };
     case FXP.MKDIR:
-      return { kind: 'mkdir', id, path: r.text('path'), attrs: decodeAttrs(r) };
+      return { kind: 'mkdir', id, path: r.path('path'), attrs: decodeAttrs(r) };
     case FXP.RMDIR:
-      return { kind: 'rmdir', id, path: r.text('path') };
+      return { kind: 'rmdir', id, path: r.path('path') };
     case FXP.SETSTAT:
-      return { kind: 'setstat', id, path: r.text('path'), attrs: decodeAttrs(r), followLinks: true };
+      return { kind: 'setstat', id, path: r.path('path'), attrs: decodeAttrs(r), followLinks: true };
     case FXP.FSETSTAT:
       return { kind: 'fsetstat', id, handle: handleKey(r), attrs: decodeAttrs(r) };
     case FXP.RENAME:
-      return { kind: 'rename', id, oldPath: r.text('old path'), newPath: r.text('new path'), posix: false };
+      return { kind: 'rename', id, oldPath: r.path('old path'), newPath: r.path('new path'), posix: false };
     case FXP.SYMLINK:
-      return { kind: 'symlink', id, first: r.text('path'), second: r.text('path') };
+      return { kind: 'symlink', id, first: r.path('path'), second: r.path('path') };
     case FXP.EXTENDED:
       return decodeExtended(id, r);
     case FXP.LSTAT:
     case FXP.STAT:
     case FXP.REALPATH:
     case FXP.READLINK:
-      r.bytes('path');
+      r.string('path');
       return { kind: 'other', id };
     case FXP.FSTAT:
     case FXP.READDIR:
@@ -155,14 +180,14 @@ export function decodeRequest(body: Buffer, packetLength: number): SftpRequest {
 }
 
 function decodeExtended(id: number, r: SftpReader): SftpRequest {
-  const name = bytesToText(r.bytes('extended request name'));
+  const name = bytesToText(r.string('extended request name'));
   switch (name) {
     case EXT.POSIX_RENAME:
-      return { kind: 'rename', id, oldPath: r.text('old path'), newPath: r.text('new path'), posix: true };
+      return { kind: 'rename', id, oldPath: r.path('old path'), newPath: r.path('new path'), posix: true };
     case EXT.HARDLINK:
-      return { kind: 'hardlink', id, oldPath: r.text('old path'), newPath: r.text('new path') };
+      return { kind: 'hardlink', id, oldPath: r.path('old path'), newPath: r.path('new path') };
     case EXT.LSETSTAT:
-      return { kind: 'setstat', id, path: r.text('path'), attrs: decodeAttrs(r), followLinks: false };
+      return { kind: 'setstat', id, path: r.path('path'), attrs: decodeAttrs(r), followLinks: false };
     default:
       // statvfs, fsync, limits, expand-path, home-directory, copy-data, users-groups-by-id, …
       return { kind: 'other', id };
@@ -175,28 +200,28 @@ function decodeExtended(id: number, r: SftpReader): SftpRequest {
  */
 export function decodeResponse(body: Buffer, packetLength: number): SftpResponse {
   const r = new SftpReader(body);
-  const type = r.u8('type');
+  const type = r.byte('type');
   if (type === FXP.VERSION) {
-    const version = r.u32('version');
+    const version = r.uint32('version');
     const extensions: string[] = [];
     while (r.remaining > 0) {
-      extensions.push(r.text('extension name'));
-      r.bytes('extension data');
+      extensions.push(r.path('extension name'));
+      r.string('extension data');
     }
     return { kind: 'version', version, extensions };
   }
-  const id = r.u32('request id');
+  const id = r.uint32('request id');
   switch (type) {
     case FXP.STATUS: {
-      const code = r.u32('status code');
+      const code = r.uint32('status code');
       // Version 3 servers may omit the message (draft-02 predates it); OpenSSH always sends it.
-      const message = r.remaining > 0 ? r.text('status message') : '';
+      const message = r.remaining > 0 ? r.path('status message') : '';
       return { kind: 'status', id, code, message };
     }
     case FXP.HANDLE:
       return { kind: 'handle', id, handle: handleKey(r) };
     case FXP.DATA: {
-      const length = r.lengthOnly('data');
+      const length = r.uint32('data length');
       if (r.offset + length !== packetLength) {
         throw new SftpDecodeError(`DATA length ${length} does not match the packet length ${packetLength}`);
       }
