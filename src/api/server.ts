@@ -7,6 +7,7 @@ import type { GatewayServices } from '../gateway/services.ts';
 import type { Listen } from '../config/types.ts';
 import { AccessService, type Actor } from '../access/service.ts';
 import { AccessRefusedError } from '../access/errors.ts';
+import { grantIsLive } from '../authz/index.ts';
 import { ApiError, errorResponse, sendJson } from './http.ts';
 import { matchRoute } from './routes.ts';
 
@@ -41,7 +42,7 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
 
   const sourceOf = (req: http.IncomingMessage) => ({ ip: req.socket.remoteAddress ?? 'unknown', port: req.socket.remotePort ?? 0, via: 'api' });
 
-  function authenticate(req: http.IncomingMessage): AuthResult {
+  async function authenticate(req: http.IncomingMessage): Promise<AuthResult> {
     const socket = req.socket as tls.TLSSocket;
     const peer = typeof socket.getPeerCertificate === 'function' ? socket.getPeerCertificate() : undefined;
     if (!peer || !peer.raw) {
@@ -54,6 +55,13 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
     const p = result.principal;
     if (services.store.isRevoked(p.certSerial)) {
       return { ok: false, error: new ApiError(401, 'VIGIL_UNAUTHENTICATED', 'Client certificate refused: it has been revoked.'), user: p.user, certSerial: p.certSerial };
+    }
+    if (p.grantId) {
+      // A certificate issued for a grant carries the granted role; it speaks for nobody once the grant ended.
+      const g = await services.store.getAccess(p.grantId);
+      if (!g || !grantIsLive(g, Date.now())) {
+        return { ok: false, error: new ApiError(401, 'VIGIL_UNAUTHENTICATED', 'Client certificate refused: the grant it was issued for is no longer active.'), user: p.user, certSerial: p.certSerial };
+      }
     }
     if (services.store.isLocked('user', p.user)) {
       return { ok: false, error: new ApiError(403, 'VIGIL_LOCKED', 'Your vigil user is locked. Contact an administrator.'), user: p.user, certSerial: p.certSerial };
@@ -81,7 +89,7 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
       const healthy = events.healthy;
       return sendJson(res, healthy ? 200 : 503, { status: healthy ? 'ok' : 'failing', audit: healthy ? 'ok' : 'unavailable' });
     }
-    const auth = authenticate(req);
+    const auth = await authenticate(req);
     if (!auth.ok) {
       await recordRefusal(req, { user: auth.user, certSerial: auth.certSerial }, auth.error.status, auth.error.code, auth.error.message);
       return sendJson(res, auth.error.status, { error: { code: auth.error.code, message: auth.error.message } });
@@ -116,8 +124,7 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
   const wss = new WebSocketServer({ noServer: true, maxPayload: 4096 });
   const streams = new Set<WebSocket>();
 
-  server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
-    socket.on('error', () => {});
+  async function upgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): Promise<void> {
     const rejectUpgrade = (status: number, code: string, message: string) => {
       const body = JSON.stringify({ error: { code, message } });
       socket.end(
@@ -126,7 +133,7 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
       );
     };
     const path = (req.url ?? '').split('?')[0];
-    const auth = authenticate(req);
+    const auth = await authenticate(req);
     if (!auth.ok) {
       void recordRefusal(req, { user: auth.user, certSerial: auth.certSerial }, auth.error.status, auth.error.code, auth.error.message);
       return rejectUpgrade(auth.error.status, auth.error.code, auth.error.message);
@@ -154,6 +161,14 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
       });
       ws.on('error', () => ws.terminate());
       log.info({ user: auth.actor.user }, 'api: live audit stream opened');
+    });
+  }
+
+  server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+    socket.on('error', () => {});
+    upgrade(req, socket, head).catch((e) => {
+      log.error({ err: e }, 'api: stream upgrade failed');
+      socket.destroy();
     });
   });
 

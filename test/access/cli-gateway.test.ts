@@ -70,7 +70,7 @@ describe('CLI changes reach a running gateway', () => {
       await tg.gw.services.store.refresh();
       return !tg.gw.services.store.isLocked('user', 'alice');
     }, 1000, 'unlock seen');
-  });
+  }, 120_000);
 
   it('request, approve and revoke in CLI processes; the gateway cuts the session on the grant within 1 s', async () => {
     const req = await vigil(['access', 'request', '--user', 'dana', '--role', 'prod-dba', '--target', 'pg-prod', '--reason', 'INC-4521 replica lag', '--ttl', '30m', '--json']);
@@ -101,5 +101,5 @@ describe('CLI changes reach a running gateway', () => {
     const show = await vigil(['access', 'show', rec.id]);
     expect(show.stdout).toMatch(/state:\s+revoked/);
     expect(show.stdout).toMatch(/why:\s+incident over/);
-  });
+  }, 180_000);
 });

@@ -1,3 +1,5 @@
+import { execFile } from 'node:child_process';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startAccessEnforcement } from '../../src/access/enforcement.ts';
 import { AccessService } from '../../src/access/service.ts';
@@ -8,7 +10,9 @@ import { SessionRegistry, type EndReason } from '../../src/sessions/registry.ts'
 import { openStateStore } from '../../src/store/index.ts';
 import type { Principal } from '../../src/identity/types.ts';
 import { waitFor } from '../support/tmp.ts';
-import { accessEnv, actor, MemorySink, type AccessEnv } from './support.ts';
+import { accessEnv, actor, MemorySink, POLICY, type AccessEnv } from './support.ts';
+
+const TSX = path.resolve(import.meta.dirname, '../../node_modules/.bin/tsx');
 
 const bob = actor('bob', ['sre-lead']);
 const admin = actor('root', ['admin']);
@@ -68,7 +72,7 @@ describe('access enforcement', () => {
     expect(env.of('access.expired')).toHaveLength(1);
   });
 
-  it('two processes sweeping the same store write access.expired once between them', async () => {
+  it('two store connections sweeping at once write access.expired once between them', async () => {
     const env = await env0();
     // A second store connection and its own audit sink stand for a second gateway process.
     const store2 = await openStateStore(env.dataDir);
@@ -81,6 +85,32 @@ describe('access enforcement', () => {
     const written = [...env.of('access.expired'), ...sink2.events.filter((e) => e.type === 'access.expired')];
     expect(written.map((e) => e.details.request_id).sort()).toEqual(grants.map((g) => g.id).sort());
   });
+
+  it('separate processes sweeping one data dir write each access.expired exactly once', async () => {
+    const env = await env0();
+    const grants = await Promise.all(Array.from({ length: 8 }, (_, i) => grant(env, 'alice', 2500 + i * 150)));
+    const configJson = JSON.stringify({ data_dir: env.dataDir, ...POLICY });
+    const sweep = () =>
+      new Promise<string[]>((resolve, reject) => {
+        execFile(TSX, [path.join(import.meta.dirname, 'fixtures/sweeper.ts'), env.dataDir, configJson, '6000'], { timeout: 60_000 }, (err, stdout, stderr) => {
+          if (err) reject(new Error(`${err.message}\n${stderr}`));
+          else resolve(JSON.parse(stdout));
+        });
+      });
+    // Three processes plus this one, all sweeping while the grants come due one after another.
+    const inProcess = (async () => {
+      const ids: string[] = [];
+      const until = Date.now() + 6000;
+      while (Date.now() < until) {
+        ids.push(...(await env.access.expireDue({ ip: 'local' })).map((r) => r.id));
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      return ids;
+    })();
+    const all = (await Promise.all([sweep(), sweep(), sweep(), inProcess])).flat();
+    expect(all.sort()).toEqual(grants.map((g) => g.id).sort());
+    for (const g of grants) expect(await env.store.getAccess(g.id)).toMatchObject({ state: 'expired', expiryRecorded: true });
+  }, 120_000);
 
   it('catches up on grants that expired while no gateway was running', async () => {
     const env = await env0();

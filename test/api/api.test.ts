@@ -102,6 +102,18 @@ describe('API access lifecycle', () => {
     expect(last('access.revoked')).toMatchObject({ actor: { user: 'root' }, details: { revoke_reason: 'incident closed' } });
   });
 
+  it('a certificate issued for a grant speaks for its holder only while the grant is active', async () => {
+    const req = await env.call('POST', '/v1/access/requests', alice, { role: 'prod-dba', reason: 'grant cert' });
+    await env.call('POST', `/v1/access/requests/${req.body.request.id}/approve`, bob, {});
+    const c = await env.services.identity.issue({ user: 'alice', roles: [], grantId: req.body.request.id });
+    const bound = { user: 'alice', serial: c.serial, cert: c.x509Certificate, key: c.x509PrivateKey };
+    expect((await env.call('GET', '/v1/access/requests', bound)).status).toBe(200);
+    await env.call('POST', `/v1/access/grants/${req.body.request.id}/revoke`, alice, { reason: 'done' });
+    const after = await env.call('GET', '/v1/access/requests', bound);
+    expect(after).toMatchObject({ status: 401, body: { error: { code: 'VIGIL_UNAUTHENTICATED' } } });
+    expect(after.body.error.message).toMatch(/grant .* no longer active/);
+  });
+
   it('validates input: bad JSON, unknown fields, wrong method, unknown route', async () => {
     expect((await env.call('POST', '/v1/access/requests', alice, '{nope')).body.error.code).toBe('VIGIL_BAD_JSON');
     const extra = await env.call('POST', '/v1/access/requests', alice, { role: 'prod-dba', reason: 'x', sudo: true });
