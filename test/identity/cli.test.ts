@@ -111,6 +111,32 @@ describe('vigil cert issue / revoke', () => {
     expect(events[2]).toMatchObject({ actor: { user: 'bob' }, target: { name: `cert/${serial}`, protocol: 'vigil' }, details: { serial, reason: 'laptop stolen', user: 'alice' } });
   });
 
+  it('--grant ties the certificate to an active grant: role added, lifetime capped, grant id in the event', async () => {
+    const { base, dataDir, configPath } = setup();
+    await cli('init', '--config', configPath);
+    const store = await openStateStore(dataDir);
+    const now = Date.now();
+    const expiresAt = new Date(now + 20 * 60_000).toISOString();
+    await store.createAccess({
+      id: 'grant-1', user: 'alice', role: 'oncall', targets: [], reason: 'INC-4521', ttlMs: 1_200_000, state: 'active',
+      createdAt: new Date(now).toISOString(), requestExpiresAt: new Date(now + 3_600_000).toISOString(), approvals: [{ by: 'bob', time: new Date(now).toISOString() }],
+      breakGlass: false, grantedAt: new Date(now).toISOString(), expiresAt,
+    });
+    await store.close();
+    const out = path.join(base, 'out');
+    const r = await cli('cert', 'issue', '--config', configPath, '--user', 'alice', '--roles', 'dba', '--ttl', '8h', '--grant', 'grant-1', '--out', out);
+    expect(r.err).toBe('');
+    const shown = execFileSync('ssh-keygen', ['-L', '-f', path.join(out, 'alice-cert.pub')], { encoding: 'utf8' });
+    expect(shown).toContain('permit-port-forwarding'); // from the granted role
+    const [e] = (await searchAuditLog(path.join(dataDir, 'audit'), { type: 'cert.issued' })).records.map((x) => x.event);
+    expect(e.details).toMatchObject({ grant_id: 'grant-1', roles: ['dba', 'oncall'] });
+    expect(Date.parse(e.details.not_after as string)).toBeLessThanOrEqual(Date.parse(expiresAt));
+    // a grant of somebody else is refused
+    const other = await cli('cert', 'issue', '--config', configPath, '--user', 'carol', '--roles', 'dba', '--grant', 'grant-1', '--out', out);
+    expect(other.code).toBe(1);
+    expect(other.err).toContain('VIGIL_GRANT_WRONG_USER');
+  });
+
   it('refuses an unknown grant with a clear error and a failure event', async () => {
     const { base, dataDir, configPath } = setup();
     const r = await cli('cert', 'issue', '--config', configPath, '--user', 'alice', '--roles', 'dba', '--grant', 'nope', '--out', path.join(base, 'out'));
