@@ -144,8 +144,9 @@ describe('mysql proxy with mysql2', () => {
     expect(params[4]).toEqual({ hex: '0102ff', length: 3 });
     expect(detail(ins).rows_affected).toBe(1);
     expect(detail(ins).database).toBe('shop');
-    const prep = w.queries((e) => detail(e).command === 'COM_STMT_PREPARE' && String(detail(e).query).startsWith('SELECT i, s FROM params'));
-    expect(prep[0] && detail(prep[0]).params_count).toBe(2);
+    const prep = await w.tg.waitForEvent((e) => e.type === 'db.query' && detail(e).command === 'COM_STMT_PREPARE' && String(detail(e).query).startsWith('SELECT i, s FROM params'));
+    expect(detail(prep)).toMatchObject({ params_count: 2 });
+    expect(typeof detail(prep).statement_id).toBe('number');
     const sel = await waitFor(() => {
       const found = w.queries((e) => detail(e).command === 'COM_STMT_EXECUTE' && String(detail(e).query).startsWith('SELECT i, s FROM params'));
       return found.length === 2 && found;
@@ -252,15 +253,16 @@ describe('mysql proxy with mysql2', () => {
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (out += d));
+    const exited = new Promise((r) => child.on('exit', r));
     const t0 = Date.now();
     await waitFor(() => w.tg.events.some((e) => e.type === 'session.start' && e.actor.user === 'erin'));
     await new Promise((r) => setTimeout(r, 800));
     child.kill('SIGINT');
     const cancel = await w.tg.waitForEvent((e) => e.type === 'db.cancel' && e.outcome === 'success' && e.actor.user === 'erin', 15_000);
     expect(detail(cancel).kill).toBe('query');
-    await new Promise((r) => child.on('exit', r));
+    await exited;
     expect(Date.now() - t0).toBeLessThan(15_000);
-    void out;
+    expect(out).toContain('Query execution was interrupted');
   }, 30_000);
 });
 
