@@ -128,44 +128,49 @@ export async function* tailAuditLog(dir: string, opts: TailOptions = {}): AsyncG
   }
   lastSeq = start.length ? start[start.length - 1].seq : 0;
   if (!opts.follow) return;
-  // Follow: re-read the newest segment(s) from the last offset; a new segment appears after rotation.
+  // Follow the newest segment from where we are. A segment is left only after its sealing checkpoint has
+  // been read: the writer creates the next segment before it writes the seal, so the next one can appear
+  // while the current one still has records to come.
   let current = segments[segments.length - 1];
   let offset = current ? fs.statSync(path.join(dir, current)).size : 0;
   let partial = '';
   let decoder = new StringDecoder('utf8');
   while (!opts.signal?.aborted) {
     await new Promise((r) => setTimeout(r, opts.pollMs ?? 200));
-    const names = listSegments(dir);
-    const idx = current ? names.indexOf(current) : -1;
-    const todo = idx >= 0 ? names.slice(idx) : names;
-    for (const name of todo) {
-      if (name !== current) {
-        current = name;
-        offset = 0;
-        partial = '';
-        decoder = new StringDecoder('utf8');
-      }
-      const file = path.join(dir, name);
+    if (!current) {
+      current = listSegments(dir)[0];
+      if (!current) continue;
+    }
+    for (;;) {
+      const file = path.join(dir, current);
       let size: number;
       try {
         size = fs.statSync(file).size;
       } catch {
-        continue;
+        break;
       }
-      if (size <= offset) continue;
-      const fd = fs.openSync(file, 'r');
-      const buf = Buffer.alloc(size - offset);
-      fs.readSync(fd, buf, 0, buf.length, offset);
-      fs.closeSync(fd);
-      offset = size;
-      const text = partial + decoder.write(buf);
-      const end = text.lastIndexOf('\n');
-      partial = text.slice(end + 1);
-      for (const r of recordsOf(text.slice(0, end + 1))) {
-        if (r.seq <= lastSeq) continue;
-        lastSeq = r.seq;
-        yield { seq: r.seq, hash: r.hash, event: r.event };
+      let next: string | undefined;
+      if (size > offset) {
+        const fd = fs.openSync(file, 'r');
+        const buf = Buffer.alloc(size - offset);
+        fs.readSync(fd, buf, 0, buf.length, offset);
+        fs.closeSync(fd);
+        offset = size;
+        const text = partial + decoder.write(buf);
+        const end = text.lastIndexOf('\n');
+        partial = text.slice(end + 1);
+        for (const r of recordsOf(text.slice(0, end + 1))) {
+          if (r.event.type === 'audit.checkpoint' && typeof r.event.details?.next_segment === 'string') next = r.event.details.next_segment;
+          if (r.seq <= lastSeq) continue;
+          lastSeq = r.seq;
+          yield { seq: r.seq, hash: r.hash, event: r.event };
+        }
       }
+      if (!next) break;
+      current = next;
+      offset = 0;
+      partial = '';
+      decoder = new StringDecoder('utf8');
     }
   }
 }

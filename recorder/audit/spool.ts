@@ -22,7 +22,8 @@ export interface SpoolIngest {
 }
 
 async function writeDurable(file: string, text: string): Promise<void> {
-  const tmp = path.join(path.dirname(file), `.tmp-${path.basename(file)}`);
+  // Dot-prefixed and without the final suffix, so no reader ever picks up a file still being written.
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.partial`);
   const h = await fsp.open(tmp, 'w', 0o600);
   try {
     await h.writeFile(text);
@@ -56,7 +57,7 @@ export function startSpoolIngest(sink: AuditSink, spoolDir: string, pollMs: numb
       return;
     }
     // Claimed files left by a writer that crashed are taken again at open, unless the chain has them.
-    const ours = names.filter((n) => n.endsWith(EVT) || (firstPass && n.endsWith(CLAIMED))).sort();
+    const ours = names.filter((n) => !n.startsWith('.') && (n.endsWith(EVT) || (firstPass && n.endsWith(CLAIMED)))).sort();
     firstPass = false;
     const work: Promise<void>[] = [];
     for (const name of ours) {
