@@ -205,7 +205,9 @@ export class SessionChannel {
   /** The target closed its channel: deliver what is left, then exit status, then EOF + close (in that order). */
   private async backendClosed(): Promise<void> {
     const client = this.client!;
-    if (!this.exit && !this.host.ending && !this.host.backendAlive) {
+    // OpenSSH always reports how a session's process ended; a channel closed without that means the
+    // target (or the connection to it) went away.
+    if (!this.exit && !this.host.ending) {
       client.stderr.write(`\r\nvigil: the connection to ${this.host.target.name} was lost.\r\n`);
       this.exit = { code: GATEWAY_EXIT_STATUS };
     }

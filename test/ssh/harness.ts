@@ -36,8 +36,8 @@ export interface RunResult {
 export interface WorldOptions {
   /** Extra gateway config (merged over the defaults below). */
   config?: Record<string, unknown>;
-  /** Extra targets. */
-  targets?: Record<string, unknown>[];
+  /** Extra targets (given the backend sshd, for targets that point at it). */
+  targets?: (sshd: SshdHandle) => Record<string, unknown>[];
   /** Fields merged into the default `web1` target. */
   web1?: Record<string, unknown>;
 }
@@ -65,7 +65,7 @@ export async function startWorld(o: WorldOptions = {}): Promise<SshWorld> {
       { name: 'nofwd', targets: ['*'], logins: ['*'], port_forwarding: false },
     ],
     ...o.config,
-    targets: [web1, ...(o.targets ?? [])],
+    targets: [web1, ...(o.targets?.(sshd) ?? [])],
   });
   const port = gw.ports.ssh!;
   const hostKey = ssh2.utils.parseKey(gw.gw.services.identity.sshHostKey());

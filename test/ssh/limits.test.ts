@@ -1,0 +1,124 @@
+import crypto from 'node:crypto';
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startWorld, spawnClient, type SshWorld } from './harness.ts';
+import type { IssuedFiles } from '../support/gateway.ts';
+import { startSshd, type SshdHandle } from '../support/sshd.ts';
+import { freePort, waitFor } from '../support/tmp.ts';
+
+describe('ssh proxy: session limits and robustness', () => {
+  let w: SshWorld;
+  let alice: IssuedFiles;
+  let downPort: number;
+  let sshd2: SshdHandle;
+  beforeAll(async () => {
+    downPort = await freePort();
+    sshd2 = await startSshd();
+    const otherHostKey = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDXoYw2yQGyRVbaNt6Iaq4iI6m0bQmXLi9V2rUZ1lE9A other';
+    w = await startWorld({
+      config: { gateway: { connect_timeout: '2s', auth_timeout: '2s', max_unauthenticated: 8, idle_timeout: '3s' } },
+      targets: (sshd) => [
+        // Nothing listens on downPort.
+        { name: 'down', protocol: 'ssh', host: '127.0.0.1', port: downPort, default_login: 'root', password: { env: 'VIGIL_TEST_UNUSED' }, host_key: otherHostKey },
+        // A target whose pinned key is not the one its sshd presents.
+        { name: 'impostor', protocol: 'ssh', host: '127.0.0.1', port: sshd.port, default_login: sshd.user, private_key: sshd.clientKey, host_key: otherHostKey },
+        // A target the test kills mid-session.
+        { name: 'fragile', protocol: 'ssh', host: '127.0.0.1', port: sshd2.port, default_login: sshd2.user, private_key: sshd2.clientKey, host_key: sshd2.hostKeyPub },
+      ],
+    });
+    alice = await w.issue();
+  }, 30_000);
+  afterAll(async () => {
+    await w?.stop();
+    await sshd2?.stop();
+  });
+
+  it('backend down: a clear message within the connect timeout and a session.end with the reason', async () => {
+    process.env.VIGIL_TEST_UNUSED = 'not-used-nothing-listens';
+    const t0 = Date.now();
+    const r = await w.run('ssh', [...w.opts(alice), 'down@127.0.0.1', 'true']);
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(r.code).toBe(255);
+    expect(r.stderr).toMatch(/vigil: target down is unreachable/);
+    const end = await w.gw.waitForEvent((e) => e.type === 'session.end' && e.target.name === 'down');
+    expect(end.outcome).toBe('failure');
+    expect(end.details).toMatchObject({ reason: 'backend_error', error: 'unreachable' });
+  });
+
+  it('a backend presenting an unknown host key is refused with a clear message and an event', async () => {
+    const r = await w.run('ssh', [...w.opts(alice), 'impostor@127.0.0.1', 'true']);
+    expect(r.code).toBe(255);
+    expect(r.stderr).toMatch(/vigil: target impostor presented a host key vigil does not know \(SHA256:/);
+    const end = await w.gw.waitForEvent((e) => e.type === 'session.end' && e.target.name === 'impostor');
+    expect(end.details).toMatchObject({ reason: 'backend_error', error: 'host_key_mismatch' });
+  });
+
+  it('cert expiry cuts a live session with a message and reason cert_expired', async () => {
+    const short = await w.issue({ ttlMs: 4000 });
+    const live = spawnClient('ssh', [...w.opts(short), 'web1@127.0.0.1', 'while true; do echo tick; sleep 0.5; done']);
+    const code = await live.exited;
+    expect(code).toBe(255);
+    expect(live.stdout()).toContain('tick');
+    expect(live.stderr()).toMatch(/vigil: Your vigil certificate has expired/);
+    const end = await w.gw.waitForEvent((e) => e.type === 'session.end' && e.actor.cert_serial === short.creds.serial);
+    expect(end.details.reason).toBe('cert_expired');
+    expect(end.outcome).toBe('failure');
+  });
+
+  it('idle sessions are ended after gateway.idle_timeout', async () => {
+    const live = spawnClient('ssh', [...w.opts(alice), 'web1@127.0.0.1', 'sleep 30']);
+    const code = await live.exited;
+    expect(code).toBe(255);
+    expect(live.stderr()).toMatch(/idle/);
+    await w.gw.waitForEvent((e) => e.type === 'session.end' && e.details.reason === 'idle_timeout');
+  });
+
+  it('garbage, aborted handshakes, slow loris and a connection flood neither crash the gateway nor disturb a live session', async () => {
+    // A live session that keeps producing output throughout.
+    const live = spawnClient('ssh', [...w.opts(alice), 'web1@127.0.0.1', 'for i in $(seq 1 8); do echo tick $i; sleep 0.5; done']);
+    await waitFor(() => live.stdout().includes('tick 1'), 10_000, 'live session');
+    const sockets: net.Socket[] = [];
+    const open = () => {
+      const s = net.connect(w.port, '127.0.0.1');
+      s.on('error', () => {});
+      // Read (and drop) what the gateway says, so its FIN is seen.
+      s.resume();
+      sockets.push(s);
+      return s;
+    };
+    // Random bytes, a version line followed by garbage, a half handshake, and slow-loris connections.
+    open().write(crypto.randomBytes(4096));
+    open().write(Buffer.concat([Buffer.from('SSH-2.0-evil\r\n'), crypto.randomBytes(2048)]));
+    open().end('SSH-2.0-OpenSSH_9.2\r\n');
+    for (let i = 0; i < 20; i++) open().write('SSH-2.0-slow');
+    const closedWithin = (s: net.Socket, ms: number) =>
+      new Promise<boolean>((resolve) => {
+        if (s.destroyed || s.closed) return resolve(true);
+        const t = setTimeout(() => resolve(false), ms);
+        s.once('close', () => {
+          clearTimeout(t);
+          resolve(true);
+        });
+      });
+    // Everything unauthenticated is gone after the auth timeout (2s) at the latest.
+    const closed = await Promise.all(sockets.map((s) => closedWithin(s, 6000)));
+    expect(closed.map((c, i) => (c ? -1 : i)).filter((i) => i >= 0)).toEqual([]);
+    const code = await live.exited;
+    expect(code).toBe(0);
+    expect(live.stdout()).toContain('tick 8');
+    // Once the flood is gone (dropped at the limit or at the auth timeout) new sessions get in again.
+    const r = await w.run('ssh', [...w.opts(alice), 'web1@127.0.0.1', 'echo still-here']);
+    expect(r.stdout).toBe('still-here\n');
+  });
+
+  it('the target dying mid-session closes the channel with an exit status and session.end says why', async () => {
+    const live = spawnClient('ssh', [...w.opts(alice), 'fragile@127.0.0.1', 'echo started; sleep 30']);
+    await waitFor(() => live.stdout().includes('started'), 10_000, 'session running');
+    await sshd2.stop();
+    const code = await live.exited;
+    expect(code).not.toBe(0);
+    const end = await w.gw.waitForEvent((e) => e.type === 'session.end' && e.target.name === 'fragile');
+    expect(['backend_closed', 'backend_error', 'client_closed']).toContain(end.details.reason);
+    expect(end.details.exit_status).toBeDefined();
+  });
+});
