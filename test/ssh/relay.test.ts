@@ -1,7 +1,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startWorld, type SshWorld } from './harness.ts';
 import type { IssuedFiles } from '../support/gateway.ts';
@@ -69,6 +69,9 @@ describe('ssh proxy relay (stock OpenSSH client → vigil → real sshd)', () =>
       await new Promise((r) => setTimeout(r, 300));
       execFileSync('tmux', ['-S', sock, 'send-keys', 'go', 'Enter']);
       await waitFor(() => fs.readFileSync(`${dir}/size.out`, 'utf8').includes('40 120'), 15_000, 'resized stty size');
+      const exec = await w.gw.waitForEvent((e) => e.type === 'ssh.exec' && String(e.details.command).startsWith('stty size; read x'));
+      const cast = fs.readFileSync(w.gw.gw.services.recordings.pathOf(exec.details.recording as string), 'utf8');
+      expect(cast).toContain('"r", "120x40"');
     } finally {
       try { execFileSync('tmux', ['-S', sock, 'kill-server'], { stdio: 'ignore' }); } catch { /* already gone */ }
     }
@@ -107,7 +110,19 @@ describe('ssh proxy relay (stock OpenSSH client → vigil → real sshd)', () =>
     expect(ev.details.source).toBe('terminal');
     expect(typeof ev.details.recording).toBe('string');
     const end = await w.gw.waitForEvent((e) => e.type === 'session.end' && e.session_id === ev.session_id);
-    expect(end.details).toMatchObject({ channel_kinds: ['shell'], exit_status: 3 });
+    expect(end.details).toMatchObject({ channel_kinds: ['shell'], exit_status: 3, recordings: [ev.details.recording] });
+
+    // The shell's asciicast: header from the pty, output events, no keystrokes by default; plays in asciinema.
+    const file = w.gw.gw.services.recordings.pathOf(ev.details.recording as string);
+    await waitFor(() => fs.existsSync(file) && fs.readFileSync(file, 'utf8').includes('exit 3'), 10_000, 'recording flushed');
+    const [header, ...lines] = fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(header).toMatchObject({ version: 2, width: 120, height: 40 });
+    expect(header.env?.TERM ?? header.term).toBeTruthy();
+    expect(lines.some((l: [number, string, string]) => l[1] === 'o' && l[2].includes('world'))).toBe(true);
+    expect(lines.some((l: [number, string, string]) => l[1] === 'i')).toBe(false);
+    const played = spawnSync('script', ['-qec', `asciinema play -s 100 ${file}`, '/dev/null'], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, TERM: 'xterm' } });
+    expect(played.status).toBe(0);
+    expect(played.stdout).toContain('world');
   });
 
   it('scp (sftp mode) and scp -O (legacy) copy byte-identical files both ways; sftp events match', async () => {
