@@ -79,6 +79,7 @@ function connectTcp(host: string, port: number, signal: AbortSignal): Promise<ne
     s.once('error', fail);
     s.once('connect', () => {
       s.off('error', fail);
+      s.setNoDelay(true);
       resolve(s);
     });
   });

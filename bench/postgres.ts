@@ -1,0 +1,217 @@
+/**
+ * pgbench -S (select-only) through three routes to the same real PostgreSQL 15, alternating in one run
+ * so machine noise hits all alike:
+ *
+ *   direct     pgbench → PostgreSQL (TLS)
+ *   pgbouncer  pgbench → pgbouncer, session pooling (TLS from the client) → PostgreSQL
+ *   vigil      pgbench → vigil gateway in-process (TLS + client certificate, every statement recorded as
+ *              a db.query audit event) → PostgreSQL
+ *
+ * For each protocol mode (-M simple, extended, prepared) and client count (-c 16, -c 1) it prints TPS
+ * and latency per route, medians over rounds and the ratios. Targets: vigil >= 1.0x pgbouncer and
+ * >= 0.80x direct TPS; added p50 latency at 1 client <= 0.045 ms (p50 from pgbench's per-transaction log).
+ *
+ *   npm run bench:postgres [-- --seconds 5 --rounds 2 --scale 5 --modes simple,extended,prepared --clients 16,1]
+ *   VIGIL_BENCH_PROFILE=1 … writes a CPU profile of the gateway process (see --cpu-prof note below).
+ */
+import { spawn, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { startPostgres, clientEnv, PASSWORDS, type PostgresHandle } from '../test/support/postgres.ts';
+import { startTestGateway, type TestGateway } from '../test/support/gateway.ts';
+import { tempDir, freePort, waitFor } from '../test/support/tmp.ts';
+
+const { values } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '5' },
+    rounds: { type: 'string', default: '2' },
+    scale: { type: 'string', default: '5' },
+    modes: { type: 'string', default: 'simple,extended,prepared' },
+    clients: { type: 'string', default: '16,1' },
+    routes: { type: 'string', default: 'direct,pgbouncer,vigil' },
+  },
+});
+const SECONDS = Number(values.seconds);
+const ROUNDS = Number(values.rounds);
+const MODES = values.modes!.split(',');
+const CLIENTS = values.clients!.split(',').map(Number);
+const ROUTES = values.routes!.split(',') as RouteName[];
+
+type RouteName = 'direct' | 'pgbouncer' | 'vigil';
+interface Route {
+  name: RouteName;
+  conn: string;
+}
+interface Result {
+  tps: number;
+  latAvg: number;
+  p50?: number;
+}
+
+function pgbench(conn: string, args: string[], logDir?: string): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const full = [...args, ...(logDir ? ['-l', '--log-prefix', path.join(logDir, 'tx')] : []), conn];
+    const child = spawn('pgbench', full, { env: clientEnv(), stdio: ['ignore', 'pipe', 'pipe'], cwd: logDir ?? '/tmp' });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    child.on('close', (code) => {
+      if (code !== 0) return reject(new Error(`pgbench ${full.join(' ')} failed: ${err}`));
+      const tps = Number(/tps = ([\d.]+)/.exec(out)?.[1]);
+      const latAvg = Number(/latency average = ([\d.]+) ms/.exec(out)?.[1]);
+      let p50: number | undefined;
+      if (logDir) {
+        // Per-transaction log: "client_id transaction_no time script_no time_epoch time_us"; time in µs.
+        const lat: number[] = [];
+        for (const f of fs.readdirSync(logDir)) {
+          for (const line of fs.readFileSync(path.join(logDir, f), 'utf8').split('\n')) {
+            const parts = line.split(' ');
+            if (parts.length >= 3) lat.push(Number(parts[2]));
+          }
+          fs.rmSync(path.join(logDir, f));
+        }
+        lat.sort((a, b) => a - b);
+        p50 = lat[Math.floor(lat.length / 2)] / 1000;
+      }
+      resolve({ tps, latAvg, p50 });
+    });
+  });
+}
+
+async function startPgbouncer(pg: PostgresHandle, dir: string): Promise<{ port: number; stop(): void }> {
+  const port = await freePort();
+  fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+  const tlsDir = pg.dir;
+  const ini = path.join(dir, 'pgbouncer.ini');
+  const users = path.join(dir, 'users.txt');
+  fs.writeFileSync(users, `"bench" ""\n`);
+  fs.writeFileSync(
+    ini,
+    [
+      '[databases]',
+      `pg = host=127.0.0.1 port=${pg.port} dbname=app user=scram_user password=${PASSWORDS.scram_user}`,
+      '[pgbouncer]',
+      `listen_addr = 127.0.0.1`,
+      `listen_port = ${port}`,
+      `unix_socket_dir =`,
+      'auth_type = trust',
+      `auth_file = ${users}`,
+      'pool_mode = session',
+      'max_client_conn = 200',
+      'default_pool_size = 40',
+      `client_tls_sslmode = require`,
+      `client_tls_cert_file = ${path.join(tlsDir, 'server.crt')}`,
+      `client_tls_key_file = ${path.join(tlsDir, 'server.key')}`,
+      `logfile = ${path.join(dir, 'pgbouncer.log')}`,
+      `pidfile = ${path.join(dir, 'pgbouncer.pid')}`,
+      '',
+    ].join('\n'),
+  );
+  const asRoot = process.getuid?.() === 0;
+  // pgbouncer runs as the postgres OS user: it must be able to traverse to its files.
+  fs.chmodSync(path.dirname(dir), 0o711);
+  if (asRoot) execFileSync('chown', ['-R', 'postgres:', dir]);
+  const child = asRoot
+    ? spawn('runuser', ['-u', 'postgres', '--', '/usr/sbin/pgbouncer', '-q', ini], { stdio: ['ignore', 'ignore', 'inherit'] })
+    : spawn('/usr/sbin/pgbouncer', ['-q', ini], { stdio: ['ignore', 'ignore', 'inherit'] });
+  await waitFor(() => fs.existsSync(path.join(dir, 'pgbouncer.pid')), 10_000, 'pgbouncer to start');
+  return {
+    port,
+    stop() {
+      try {
+        process.kill(Number(fs.readFileSync(path.join(dir, 'pgbouncer.pid'), 'utf8')), 'SIGINT');
+      } catch {
+        child.kill('SIGKILL');
+      }
+    },
+  };
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+async function main() {
+  const base = tempDir('vigil-bench-pg-');
+  console.log(`starting PostgreSQL 15, pgbouncer ${ROUTES.includes('pgbouncer') ? 'yes' : 'no'} and the vigil gateway…`);
+  const pg = await startPostgres({ conf: ['max_connections = 200', 'shared_buffers = 256MB'] });
+  pg.psql('ALTER DATABASE app OWNER TO scram_user');
+  const secret = path.join(base, 'scram.pass');
+  fs.writeFileSync(secret, PASSWORDS.scram_user, { mode: 0o600 });
+  const tg: TestGateway = await startTestGateway(
+    {
+      log: { level: 'warn' },
+      gateway: { max_unauthenticated: 256 },
+      targets: [{ name: 'pg', protocol: 'postgres', host: '127.0.0.1', port: pg.port, database: 'app', user: 'scram_user', password: { file: secret } }],
+      roles: [{ name: 'dba', targets: ['pg'] }],
+    },
+    base,
+  );
+  const alice = await tg.issue({ user: 'alice', roles: ['dba'], ttlMs: 6 * 3600_000 });
+  const bouncer = ROUTES.includes('pgbouncer') ? await startPgbouncer(pg, path.join(base, 'pgbouncer')) : undefined;
+
+  const routes: Route[] = [];
+  const direct = `host=127.0.0.1 port=${pg.port} dbname=app user=scram_user password=${PASSWORDS.scram_user} sslmode=require`;
+  if (ROUTES.includes('direct')) routes.push({ name: 'direct', conn: direct });
+  if (bouncer) routes.push({ name: 'pgbouncer', conn: `host=127.0.0.1 port=${bouncer.port} dbname=pg user=bench sslmode=require` });
+  if (ROUTES.includes('vigil')) {
+    routes.push({ name: 'vigil', conn: `host=127.0.0.1 port=${tg.ports.postgres} dbname=pg user=alice sslmode=verify-full sslrootcert=${alice.ca} sslcert=${alice.crt} sslkey=${alice.key}` });
+  }
+
+  console.log(`pgbench -i -s ${values.scale}`);
+  await pgbench(direct, ['-i', '-q', '-s', values.scale!]);
+  let queries = 0;
+  tg.gw.services.events.subscribe((e) => {
+    if (e.type === 'db.query') queries++;
+  });
+
+  const results = new Map<string, Result[]>();
+  const logDir = path.join(base, 'txlog');
+  fs.mkdirSync(logDir);
+  for (let round = 1; round <= ROUNDS; round++) {
+    for (const mode of MODES) {
+      for (const clients of CLIENTS) {
+        for (const r of routes) {
+          const args = ['-S', '-n', '-M', mode, '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(SECONDS)];
+          const res = await pgbench(r.conn, args, clients === 1 ? logDir : undefined);
+          const key = `${mode}|${clients}|${r.name}`;
+          results.set(key, [...(results.get(key) ?? []), res]);
+          console.log(`round ${round} ${mode.padEnd(8)} -c ${String(clients).padStart(2)} ${r.name.padEnd(9)} tps ${res.tps.toFixed(0).padStart(7)}  lat avg ${res.latAvg.toFixed(3)} ms${res.p50 !== undefined ? `  p50 ${res.p50.toFixed(3)} ms` : ''}`);
+        }
+      }
+    }
+  }
+
+  console.log('\nmedians over rounds');
+  console.log('mode      clients  route      tps      lat avg   p50       vs direct  vs pgbouncer  added p50');
+  for (const mode of MODES) {
+    for (const clients of CLIENTS) {
+      const get = (n: RouteName) => {
+        const rs = results.get(`${mode}|${clients}|${n}`);
+        return rs && { tps: median(rs.map((x) => x.tps)), lat: median(rs.map((x) => x.latAvg)), p50: rs[0].p50 === undefined ? undefined : median(rs.map((x) => x.p50!)) };
+      };
+      const d = get('direct');
+      const b = get('pgbouncer');
+      for (const r of routes) {
+        const m = get(r.name)!;
+        const vsD = d ? (m.tps / d.tps).toFixed(2) + 'x' : '-';
+        const vsB = b ? (m.tps / b.tps).toFixed(2) + 'x' : '-';
+        const added = d && m.p50 !== undefined && d.p50 !== undefined ? `${(m.p50 - d.p50).toFixed(3)} ms` : '';
+        console.log(`${mode.padEnd(9)} ${String(clients).padStart(7)}  ${r.name.padEnd(9)} ${m.tps.toFixed(0).padStart(7)}  ${m.lat.toFixed(3).padStart(7)}  ${m.p50 !== undefined ? m.p50.toFixed(3).padStart(7) : '      -'}  ${vsD.padStart(9)}  ${vsB.padStart(12)}  ${added}`);
+      }
+    }
+  }
+  console.log(`\nvigil recorded ${queries} db.query events; targets: vigil >= 1.00x pgbouncer, >= 0.80x direct, added p50 at -c 1 <= 0.045 ms`);
+  bouncer?.stop();
+  await tg.stop();
+  await pg.stop();
+  fs.rmSync(base, { recursive: true, force: true });
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
