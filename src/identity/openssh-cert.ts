@@ -1,4 +1,4 @@
-import { SshReader, SshWireError, sshString, u32, u64 } from './ssh-wire.ts';
+import { SshReader, SshWireError, quote, sshString, u32, u64 } from './ssh-wire.ts';
 import { encodePublicKeyFields, readPublicKeyFields, type SshPublicKey } from './ssh-keys.ts';
 
 /**
@@ -78,7 +78,7 @@ function readOptions(buf: Buffer, what: string): CertOption[] {
     const name = r.text(`${what} name`);
     const data = r.string(`${what} data`);
     // Duplicates would make "which one applies" ambiguous between implementations.
-    if (out.some((o) => o.name === name)) throw new SshWireError(`duplicate ${what} ${name.slice(0, 64)}`);
+    if (out.some((o) => o.name === name)) throw new SshWireError(`duplicate ${what} ${quote(name)}`);
     out.push({ name, data });
   }
   return out;
@@ -102,7 +102,7 @@ export function parseCertificate(blob: Buffer): SshCertificate {
   const r = new SshReader(blob);
   const algo = r.text('certificate type');
   const keyType = keyTypeOfCertAlgo(algo);
-  if (!keyType) throw new SshWireError(`${algo.slice(0, 64)} is not a certificate type`);
+  if (!keyType) throw new SshWireError(`${quote(algo)} is not a certificate type`);
   const nonce = r.string('nonce');
   const key = readPublicKeyFields(r, keyType);
   const serial = r.uint64('serial');

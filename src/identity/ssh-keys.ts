@@ -1,5 +1,5 @@
 import crypto, { type KeyObject } from 'node:crypto';
-import { SshReader, SshWireError, sshMpint, sshString, u32 } from './ssh-wire.ts';
+import { SshReader, SshWireError, quote, sshMpint, sshString, u32 } from './ssh-wire.ts';
 
 /**
  * OpenSSH public keys (RFC 4253 §6.6, RFC 5656, RFC 8709) and signatures, converted to and from
@@ -49,7 +49,7 @@ export function readPublicKeyFields(r: SshReader, type: string): SshPublicKey {
     if (q.length !== 1 + 2 * ec.size || q[0] !== 4) throw new SshWireError('ecdsa point is not an uncompressed point of the right size');
     return { type: type as 'ecdsa-sha2-nistp256', curve, q };
   }
-  throw new SshWireError(`unsupported key type ${type.slice(0, 64)}`);
+  throw new SshWireError(`unsupported key type ${quote(type)}`);
 }
 
 export function encodePublicKeyFields(k: SshPublicKey): Buffer {
@@ -83,7 +83,7 @@ export function parsePublicKeyLine(line: string): { key: SshPublicKey; blob: Buf
   if (!/^[A-Za-z0-9+/]+={0,2}$/.test(b64)) throw new SshWireError('public key is not base64');
   const blob = Buffer.from(b64, 'base64');
   const key = parsePublicKeyBlob(blob);
-  if (key.type !== type) throw new SshWireError(`key line says ${type.slice(0, 64)} but the key is ${key.type}`);
+  if (key.type !== type) throw new SshWireError(`key line says ${quote(type)} but the key is ${key.type}`);
   return { key, blob, comment: rest.join(' ') };
 }
 
@@ -196,7 +196,7 @@ export function verifySshSignature(key: SshPublicKey, data: Buffer, signature: B
   const raw = parsed?.sig ?? signature;
   if (algo === 'ssh-rsa') return { ok: false, detail: 'SHA-1 RSA signatures (ssh-rsa) are not accepted' };
   const info = SIG_ALGOS[algo];
-  if (!info || info.keyType !== key.type) return { ok: false, detail: `signature algorithm ${algo.slice(0, 64)} does not fit a ${key.type} key` };
+  if (!info || info.keyType !== key.type) return { ok: false, detail: `signature algorithm ${quote(algo)} does not fit a ${key.type} key` };
   let keyObject: KeyObject;
   try {
     keyObject = toKeyObject(key);
@@ -276,7 +276,7 @@ export function parseOpenSshPrivateKey(pem: string): { privateKey: KeyObject; co
   const pr = new SshReader(r.string('private section'));
   if (pr.uint32('check') !== pr.uint32('check')) throw new SshWireError('private key check bytes differ');
   const type = pr.text('key type');
-  if (type !== 'ssh-ed25519') throw new SshWireError(`unsupported private key type ${type.slice(0, 64)}`);
+  if (type !== 'ssh-ed25519') throw new SshWireError(`unsupported private key type ${quote(type)}`);
   const pub = pr.string('ed25519 public');
   const secret = pr.string('ed25519 secret');
   const comment = pr.text('comment');

@@ -11,6 +11,11 @@ export class SshWireError extends ProtocolError {
   }
 }
 
+/** Untrusted text for an error message: shortened and JSON-quoted, so control characters stay inert. */
+export function quote(s: string): string {
+  return JSON.stringify(s.length > 64 ? s.slice(0, 64) + '…' : s);
+}
+
 export class SshReader {
   private pos: number;
   constructor(

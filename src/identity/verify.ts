@@ -6,7 +6,7 @@ import { ipInBlocks, parseCidrList } from './cidr.ts';
 import { GRANT_URI_PREFIX, OID_CLIENT_AUTH, OID_CN, OID_OU, normalizeSerial } from './x509.ts';
 import { readSubject } from './der.ts';
 import { checkTokenSignature } from './token.ts';
-import { sshString } from './ssh-wire.ts';
+import { quote, sshString } from './ssh-wire.ts';
 
 /**
  * The one place credentials are verified, for every protocol. Each function returns an accept/reject
@@ -97,14 +97,14 @@ function signedByUserCa(ctx: VerifyContext, cert: SshCertificate): { ok: true } 
 }
 
 export function verifySshAuth(ctx: VerifyContext, a: SshAuthAttempt): VerifyResult {
-  if (!isCertificateAlgo(a.keyAlgo)) return failure('plain_key', `plain ${a.keyAlgo.slice(0, 64)} key ${fingerprint(a.keyBlob)} offered`);
+  if (!isCertificateAlgo(a.keyAlgo)) return failure('plain_key', `plain ${quote(a.keyAlgo)} key ${fingerprint(a.keyBlob)} offered`);
   let cert: SshCertificate;
   try {
     cert = parseCertificate(a.keyBlob);
   } catch (e) {
-    return failure('malformed', `unreadable ${a.keyAlgo.slice(0, 64)} certificate: ${(e as Error).message}`);
+    return failure('malformed', `unreadable ${quote(a.keyAlgo)} certificate: ${(e as Error).message}`);
   }
-  if (cert.key.type !== certKeyTypeForRequest(a.keyAlgo)) return failure('malformed', `request names ${a.keyAlgo.slice(0, 64)} but the certificate is ${cert.algo}`);
+  if (cert.key.type !== certKeyTypeForRequest(a.keyAlgo)) return failure('malformed', `request names ${quote(a.keyAlgo)} but the certificate is ${cert.algo}`);
   const claimed = cert.principals[0];
   const ca = signedByUserCa(ctx, cert);
   if (!ca.ok) return failure(ca.reason, `${ca.detail}; claimed principal ${JSON.stringify(claimed ?? '')}, key id ${JSON.stringify(cert.keyId)}`);
@@ -120,7 +120,7 @@ export function verifySshAuth(ctx: VerifyContext, a: SshAuthAttempt): VerifyResu
   let forceCommand: string | undefined;
   let sourceAddresses: string[] | undefined;
   for (const o of cert.criticalOptions) {
-    if (!KNOWN_CRITICAL_OPTIONS.has(o.name)) return failure('unknown_critical_option', `critical option ${JSON.stringify(o.name.slice(0, 64))}`, who);
+    if (!KNOWN_CRITICAL_OPTIONS.has(o.name)) return failure('unknown_critical_option', `critical option ${quote(o.name)}`, who);
     let value: string;
     try {
       value = optionValue(o);
