@@ -7,7 +7,7 @@ import { SftpObserver, type SftpOperation, type SftpObserveError } from '../../p
 
 /** OpenSSH's own SFTP server, run directly as a child process. */
 export const SFTP_SERVER = '/usr/lib/openssh/sftp-server';
-const TAP = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'sftp-tap.mjs');
+const TAP = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'stdio-tap.mjs');
 
 /** Bytes of an sftp session in the order they passed: `c` client→server, `s` server→client. */
 export type Capture = { dir: 'c' | 's'; data: Buffer }[];
