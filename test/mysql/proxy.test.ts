@@ -149,7 +149,7 @@ describe('mysql proxy with mysql2', () => {
     expect(typeof detail(prep).statement_id).toBe('number');
     const sel = await waitFor(() => {
       const found = w.queries((e) => detail(e).command === 'COM_STMT_EXECUTE' && String(detail(e).query).startsWith('SELECT i, s FROM params'));
-      return found.length === 2 && found;
+      return found.length === 2 ? found : undefined;
     });
     expect(sel.map((e) => [detail(e).params, detail(e).rows_returned])).toEqual([[[-7, 'héllo'], 1], [[-8, 'nope'], 0]]);
   });

@@ -14,6 +14,8 @@ export interface MariadbHandle {
   port: number;
   socket: string;
   dir: string;
+  /** With `tls: true`: a directory with `cacert.pem`, `client-cert.pem`, `client-key.pem` (sysbench's names). */
+  tlsDir?: string;
   /** Run SQL as root over the socket with the stock client; returns tab-separated output rows. */
   query(sql: string): Promise<string[][]>;
   stop(): Promise<void>;
@@ -22,7 +24,23 @@ export interface MariadbHandle {
 const INSTALL_DB = '/usr/bin/mariadb-install-db';
 const MARIADBD = '/usr/sbin/mariadbd';
 
-export async function startMariadb(opts: { echoLog?: boolean } = {}): Promise<MariadbHandle> {
+/** A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, as sysbench expects them. */
+function makeTls(dir: string): { tlsDir: string; args: string[] } {
+  const tlsDir = path.join(dir, 'tls');
+  fs.mkdirSync(tlsDir, { mode: 0o700 });
+  const f = (n: string) => path.join(tlsDir, n);
+  const ssl = (...a: string[]) => execFileSync('openssl', a, { stdio: 'ignore' });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  ssl('req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('cacert.pem'), '-days', '2', '-subj', '/CN=vigil-test-mariadb-ca');
+  fs.writeFileSync(f('san.ext'), 'subjectAltName=IP:127.0.0.1\n');
+  for (const [name, cn] of [['server', '127.0.0.1'], ['client', 'sbtest']] as const) {
+    ssl('req', ...ec, '-keyout', f(`${name}-key.pem`), '-out', f(`${name}.csr`), '-subj', `/CN=${cn}`);
+    ssl('x509', '-req', '-in', f(`${name}.csr`), '-CA', f('cacert.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f(`${name}-cert.pem`), '-days', '2', '-extfile', f('san.ext'));
+  }
+  return { tlsDir, args: [`--ssl-ca=${f('cacert.pem')}`, `--ssl-cert=${f('server-cert.pem')}`, `--ssl-key=${f('server-key.pem')}`] };
+}
+
+export async function startMariadb(opts: { echoLog?: boolean; tls?: boolean } = {}): Promise<MariadbHandle> {
   const dir = tempDir('vigil-mariadb-');
   const datadir = path.join(dir, 'data');
   const socket = path.join(dir, 'mariadb.sock');
@@ -32,6 +50,7 @@ export async function startMariadb(opts: { echoLog?: boolean } = {}): Promise<Ma
     stdio: 'ignore',
   });
   const port = await freePort();
+  const tls = opts.tls ? makeTls(dir) : undefined;
   const log: string[] = [];
   const child: ChildProcess = spawn(
     MARIADBD,
@@ -51,6 +70,7 @@ export async function startMariadb(opts: { echoLog?: boolean } = {}): Promise<Ma
       '--max-prepared-stmt-count=100000',
       '--local-infile=1',
       '--max-allowed-packet=64M',
+      ...(tls?.args ?? []),
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
@@ -93,6 +113,7 @@ export async function startMariadb(opts: { echoLog?: boolean } = {}): Promise<Ma
     port,
     socket,
     dir,
+    tlsDir: tls?.tlsDir,
     query,
     stop: () =>
       (stopping ??= (async () => {

@@ -1,0 +1,31 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { startWorld, type MyWorld } from './helpers.ts';
+import { sysbench, sysbenchCertDir } from './sysbench.ts';
+
+let w: MyWorld;
+beforeAll(async () => {
+  w = await startWorld();
+  await w.db.query('CREATE DATABASE sbtest');
+}, 120_000);
+afterAll(async () => {
+  await w?.stop();
+});
+
+describe('sysbench through vigil', () => {
+  it('prepares and runs oltp_read_only with a vigil client certificate, every statement recorded', async () => {
+    const certDir = sysbenchCertDir(w.alice, w.base);
+    const common = { test: 'oltp_read_only', port: w.port, user: 'db', db: 'sbtest', certDir, tableSize: 1000 } as const;
+    await sysbench({ ...common, command: 'prepare' });
+    expect((await w.db.query('SELECT COUNT(*) FROM sbtest.sbtest1'))[0]![0]).toBe('1000');
+    const run = await sysbench({ ...common, command: 'run', time: 2, threads: 2 });
+    expect(run.tps).toBeGreaterThan(0);
+    expect(run.errors).toBe(0);
+    const executes = w.queries((e) => e.details.command === 'COM_STMT_EXECUTE' && String(e.details.query).startsWith('SELECT c FROM sbtest1 WHERE id=?'));
+    expect(executes.length).toBeGreaterThan(0);
+    const p = executes[0]!.details.params as number[];
+    expect(p).toHaveLength(1);
+    expect(p[0]).toBeGreaterThanOrEqual(1);
+    expect(executes[0]!.details.rows_returned).toBe(1);
+  }, 60_000);
+
+});
