@@ -1,7 +1,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startWorld, type SshWorld } from './harness.ts';
 import type { IssuedFiles } from '../support/gateway.ts';
@@ -175,6 +175,32 @@ describe('ssh proxy relay (stock OpenSSH client → vigil → real sshd)', () =>
     await ops('rmdir', (d) => d.path === base);
     const end = await w.gw.waitForEvent((e) => e.type === 'session.end' && (e.details.channel_kinds as string[]).includes('sftp'));
     expect(end.details.recordings).toEqual([]);
+  });
+
+  it('a client that stops reading holds the target back instead of making the gateway buffer', async () => {
+    const progress = path.join(dir, 'progress');
+    const mib = 64;
+    const child = spawn('ssh', [...w.opts(alice), 'web1@127.0.0.1', `for i in $(seq 1 ${mib}); do yes abcdefghijklmnopqrstuvwxyz | head -c 1048576; echo $i > ${progress}; done`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let received = 0;
+    const onData = (d: Buffer) => (received += d.length);
+    child.stdout!.on('data', onData);
+    await waitFor(() => received > 1024 * 1024, 15_000, 'first MiB');
+    // Stop reading: the pipe, ssh's window, vigil's channel buffers and sshd's window fill up, then the
+    // remote command blocks. What sits in vigil is bounded by the SSH windows (2 MiB each way).
+    child.stdout!.pause();
+    await new Promise((r) => setTimeout(r, 1500));
+    const stalledAt = Number(fs.readFileSync(progress, 'utf8'));
+    await new Promise((r) => setTimeout(r, 1500));
+    const stillAt = Number(fs.readFileSync(progress, 'utf8'));
+    expect(stillAt).toBe(stalledAt);
+    expect(stillAt).toBeLessThan(mib / 2);
+    child.stdout!.resume();
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise((r) => child.once('close', r));
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+    expect(received).toBe(mib * 1024 * 1024);
   });
 
   it('env: allow-listed variables pass, others are refused with an ssh.request event', async () => {
