@@ -20,6 +20,7 @@ const BACKDATE_MS = 60_000;
 /** Host certificates for jump-host targets: re-signed when less than a day of their week remains. */
 const TARGET_CERT_LIFETIME_MS = 7 * 86_400_000;
 const TARGET_CERT_RENEW_MS = 86_400_000;
+const MAX_TARGET_CERTS = 4096;
 
 function invalid(message: string): VigilError {
   return new VigilError('VIGIL_CERT_INVALID_REQUEST', message);
@@ -78,6 +79,8 @@ class LocalIdentity implements IdentityService {
     if (!entry || entry.renewAt <= now) {
       const certificate = signHostCertificate(this.keys.hostCa, this.keys.hostKey, [targetName], `vigil-target:${targetName}`, new Date(now - BACKDATE_MS), new Date(now + TARGET_CERT_LIFETIME_MS));
       entry = { certificate, renewAt: now + TARGET_CERT_LIFETIME_MS - TARGET_CERT_RENEW_MS };
+      // Bounded: names come from configured targets, but a cache must never grow with client input.
+      if (this.targetCerts.size >= MAX_TARGET_CERTS) this.targetCerts.delete(this.targetCerts.keys().next().value as string);
       this.targetCerts.set(targetName, entry);
     }
     return { privateKey: this.keys.hostKeyPem, certificate: entry.certificate };

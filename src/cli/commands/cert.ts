@@ -35,7 +35,11 @@ export const certIssueCommand: Command = {
   name: 'cert issue',
   summary: 'Issue a short-lived SSH + X.509 certificate (or a token) to a user.',
   usage:
-    '--user U --roles R1,R2 [--ttl 1h] [--ssh-pubkey FILE] [--grant ID] [--source-address CIDR,...] [--force-command CMD] [--token] --out DIR [--by NAME]',
+    '--user U --roles R1,R2 [--ttl 1h] [--ssh-pubkey FILE] [--grant ID] [--source-address CIDR,...] [--force-command CMD] [--token] --out DIR [--by NAME]\n\n' +
+    '  Writes DIR/U-cert.pub (OpenSSH user certificate), DIR/U.crt + DIR/U.key (X.509 client certificate, key 0600) and\n' +
+    '  DIR/ca.crt; without --ssh-pubkey also a new Ed25519 key pair DIR/U (0600) + DIR/U.pub. --ttl defaults to\n' +
+    '  certs.default_ttl and is capped by certs.max_ttl and by the expiry of --grant. --token prints a short-lived token\n' +
+    '  (the password for tools without client-certificate support); with --out the files are written as well.',
   options: {
     user: { type: 'string' },
     roles: { type: 'string' },
