@@ -67,6 +67,8 @@ describe('identity.issue', () => {
     };
     expect(out).toContain(`Valid: from ${fmt(creds.notBefore)} to ${fmt(creds.notAfter)}`);
     expect(creds.notAfter.getTime() - creds.notBefore.getTime()).toBe(3_660_000);
+    const userCaFp = execFileSync('ssh-keygen', ['-l', '-f', write(dir, 'user_ca.pub', t.identity.sshUserCaPublicKey(), 0o644)], { encoding: 'utf8' }).split(' ')[1];
+    expect(out).toContain(`Signing CA: ED25519 ${userCaFp}`);
     // the generated private key is what ssh accepts: ssh-keygen derives the same public key from it
     const pubFromPriv = execFileSync('ssh-keygen', ['-y', '-f', path.join(dir, 'alice')], { encoding: 'utf8' }).trim().split(' ').slice(0, 2).join(' ');
     expect(creds.sshPublicKey.startsWith(pubFromPriv)).toBe(true);
