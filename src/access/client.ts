@@ -3,6 +3,7 @@ import https from 'node:https';
 import type { AccessRecord, AccessState, LockRecord } from '../store/types.ts';
 import { VigilError } from '../errors.ts';
 import type { AccessService, Actor, RequestInput } from './service.ts';
+import { credentialsView, type GrantCertificate } from './credentials.ts';
 
 /**
  * What the CLI does with access: either through a running gateway's API (identity = the client
@@ -20,6 +21,8 @@ export interface AccessClient {
   lock(input: { user: string; reason: string; ttlMs?: number }): Promise<LockRecord>;
   unlock(user: string): Promise<void>;
   listLocks(): Promise<LockRecord[]>;
+  /** Credentials bound to one of your active grants. */
+  certificate(id: string, opts: { sshPublicKey?: string; ttlMs?: number }): Promise<GrantCertificate>;
 }
 
 /** Acting on the local data dir: `actor` is built by the CLI from --by/--by-roles. */
@@ -42,6 +45,7 @@ export function localAccessClient(access: AccessService, actor: Actor, sweep: ()
     lock: (input) => access.lock(actor, input),
     unlock: (user) => access.unlock(actor, user),
     listLocks: () => access.listLocks(actor),
+    certificate: async (id, o) => credentialsView(await access.issueGrantCertificate(actor, id, o)),
   };
 }
 
@@ -111,5 +115,7 @@ export function apiAccessClient(opts: ApiClientOptions): AccessClient {
       await call('DELETE', `/v1/locks/user/${id(user)}`);
     },
     listLocks: async () => (await call<{ locks: LockRecord[] }>('GET', '/v1/locks')).locks,
+    certificate: async (x, o) =>
+      (await call<{ certificate: GrantCertificate }>('POST', `/v1/access/grants/${id(x)}/certificate`, { ssh_public_key: o.sshPublicKey, ttl: ttl(o.ttlMs) })).certificate,
   };
 }

@@ -46,5 +46,6 @@ export const refused = {
     new AccessRefusedError('VIGIL_NOT_ACTIVE', 'conflict', `Grant ${id} is not active (it is ${state}).`),
   mayNotRevoke: () =>
     new AccessRefusedError('VIGIL_FORBIDDEN', 'forbidden', 'Only the grant holder, an approver of its role or an administrator may revoke it.'),
+  notHolder: (id: string) => new AccessRefusedError('VIGIL_FORBIDDEN', 'forbidden', `Only the holder of grant ${id} may get certificates for it.`),
   noSuchLock: (user: string) => new AccessRefusedError('VIGIL_NOT_FOUND', 'not_found', `User "${user}" is not locked.`),
 };

@@ -5,7 +5,9 @@ import type { EventBus } from '../events/bus.ts';
 import type { AuditEvent } from '../events/envelope.ts';
 import type { EventType } from '../events/catalog.ts';
 import { SYSTEM_ACTOR } from '../events/envelope.ts';
-import { AuditUnavailableError } from '../errors.ts';
+import { AuditUnavailableError, VigilError } from '../errors.ts';
+import type { IdentityService, IssuedCredentials } from '../identity/types.ts';
+import { grantIsLive } from '../authz/index.ts';
 import type { RoleConfig } from '../authz/config.ts';
 import { hasAnyRole, isRequestable, roleReachesTarget } from '../authz/policy.ts';
 import { AccessRefusedError, refused } from './errors.ts';
@@ -42,6 +44,8 @@ export interface AccessServiceDeps {
   config: VigilConfig;
   store: StateStore;
   events: EventBus;
+  /** Needed only to issue certificates for grants. */
+  identity?: IdentityService;
   /** Clock, for tests. */
   now?: () => number;
 }
@@ -218,6 +222,42 @@ export class AccessService {
       });
       await this.emit('access.revoked', actor, rec, { ...describe(rec), revoke_reason: reason });
       return rec;
+    });
+  }
+
+  /**
+   * Issue credentials bound to an active grant for its holder: they carry the granted role, never outlive
+   * the grant, and stop working when it is revoked. Recorded as `cert.issued` with the grant id. Only the
+   * holder may (or a local operator, who could issue them with `vigil cert issue --grant` anyway): the
+   * private key is handed to the caller.
+   */
+  async issueGrantCertificate(actor: Actor, id: string, opts: { sshPublicKey?: string; ttlMs?: number } = {}): Promise<IssuedCredentials> {
+    return this.refusing(actor, 'issue_certificate', `grant/${id}`, { request_id: id }, async () => {
+      this.ensureAuditable();
+      const identity = this.deps.identity;
+      if (!identity) throw new VigilError('VIGIL_INTERNAL', 'certificate issuance is not available here');
+      const g = await this.mustGet(id);
+      if (g.user !== actor.user && !actor.local) throw refused.notHolder(id);
+      if (!grantIsLive(g, this.now())) throw refused.notActive(id, g.state === 'active' ? 'expired' : g.state);
+      const extensions = this.roles.get(g.role)?.port_forwarding ? ['permit-pty', 'permit-port-forwarding'] : ['permit-pty'];
+      let creds: IssuedCredentials;
+      try {
+        creds = await identity.issue({ user: g.user, roles: [], grantId: id, sshPublicKey: opts.sshPublicKey, ttlMs: opts.ttlMs, extensions });
+      } catch (e) {
+        if (e instanceof VigilError) throw new AccessRefusedError(e.code, 'invalid', e.message);
+        throw e;
+      }
+      await this.emitRaw('cert.issued', actor, `user/${g.user}`, {
+        serial: creds.serial,
+        user: g.user,
+        roles: creds.roles,
+        not_before: creds.notBefore.toISOString(),
+        not_after: creds.notAfter.toISOString(),
+        grant_id: id,
+        kind: 'cert',
+        extensions,
+      });
+      return creds;
     });
   }
 

@@ -4,6 +4,7 @@ import type { GatewayServices } from '../gateway/services.ts';
 import type { AccessService, Actor } from '../access/service.ts';
 import type { AccessState } from '../store/types.ts';
 import type { LiveSession } from '../sessions/registry.ts';
+import { credentialsView } from '../access/credentials.ts';
 import { parseDuration } from '../config/units.ts';
 import { ApiError, parseBody, readJson } from './http.ts';
 
@@ -43,6 +44,7 @@ const RequestBody = z.strictObject({
 });
 const ApproveBody = z.strictObject({ comment: z.string().optional() });
 const ReasonBody = z.strictObject({ reason: z.string().default('') });
+const CertificateBody = z.strictObject({ ssh_public_key: z.string().min(1).optional(), ttl: ttl.optional() });
 const LockBody = z.strictObject({ user: z.string().min(1), reason: z.string().default(''), ttl: ttl.optional() });
 const STATES: AccessState[] = ['pending', 'active', 'denied', 'expired', 'revoked'];
 
@@ -112,6 +114,15 @@ export const ROUTES: Route[] = [
     async handle({ actor, params, req, access }) {
       const b = parseBody(ReasonBody, await readJson(req));
       return [200, { request: await access.revoke(actor, params.id, b) }];
+    },
+  },
+  {
+    method: 'POST',
+    pattern: '/v1/access/grants/:id/certificate',
+    async handle({ actor, params, req, access }) {
+      const b = parseBody(CertificateBody, await readJson(req));
+      const c = await access.issueGrantCertificate(actor, params.id, { sshPublicKey: b.ssh_public_key, ttlMs: b.ttl });
+      return [201, { certificate: credentialsView(c) }];
     },
   },
   {

@@ -1,9 +1,11 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { runCli } from '../../src/cli/main.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
-import { waitFor } from '../support/tmp.ts';
+import { tempDir, waitFor } from '../support/tmp.ts';
 import { apiEnv, type ApiEnv, type ClientCert } from './support.ts';
 
 let env: ApiEnv;
@@ -114,6 +116,34 @@ describe('API access lifecycle', () => {
     expect(after.body.error.message).toMatch(/grant .* no longer active/);
   });
 
+  it('the holder gets certificates bound to an active grant, which never outlive it; nobody else does', async () => {
+    const req = await env.call('POST', '/v1/access/requests', alice, { role: 'prod-dba', reason: 'INC-12 need a cert', ttl: '20m' });
+    const id = req.body.request.id;
+    expect((await env.call('POST', `/v1/access/grants/${id}/certificate`, alice, {})).body.error.code).toBe('VIGIL_NOT_ACTIVE');
+    const grant = (await env.call('POST', `/v1/access/requests/${id}/approve`, bob, {})).body.request;
+
+    const r = await env.call('POST', `/v1/access/grants/${id}/certificate`, alice, { ttl: '2h' });
+    expect(r.status).toBe(201);
+    const c = r.body.certificate;
+    expect(c).toMatchObject({ user: 'alice', grant_id: id, roles: ['prod-dba'] });
+    expect(c.x509_certificate).toMatch(/BEGIN CERTIFICATE/);
+    expect(c.ssh_certificate).toMatch(/^ssh-ed25519-cert-v01@openssh.com /);
+    expect(Date.parse(c.not_after)).toBeLessThanOrEqual(Date.parse(grant.expiresAt));
+    const issued = last('cert.issued');
+    expect(issued).toMatchObject({ outcome: 'success', actor: { user: 'alice' }, source: { via: 'api' }, details: { serial: c.serial, grant_id: id, user: 'alice' } });
+
+    const byOther = await env.call('POST', `/v1/access/grants/${id}/certificate`, bob, {});
+    expect(byOther).toMatchObject({ status: 403, body: { error: { code: 'VIGIL_FORBIDDEN' } } });
+    expect(last('access.refused').details).toMatchObject({ action: 'issue_certificate', code: 'VIGIL_FORBIDDEN' });
+
+    // The new certificate authenticates (as the grant holder) until the grant is revoked.
+    const bound = { user: 'alice', serial: c.serial, cert: c.x509_certificate, key: c.x509_private_key };
+    expect((await env.call('GET', `/v1/access/requests/${id}`, bound)).status).toBe(200);
+    await env.call('POST', `/v1/access/grants/${id}/revoke`, bob, { reason: 'done' });
+    expect((await env.call('GET', `/v1/access/requests/${id}`, bound)).status).toBe(401);
+    expect((await env.call('POST', `/v1/access/grants/${id}/certificate`, alice, {})).body.error.code).toBe('VIGIL_NOT_ACTIVE');
+  });
+
   it('validates input: bad JSON, unknown fields, wrong method, unknown route', async () => {
     expect((await env.call('POST', '/v1/access/requests', alice, '{nope')).body.error.code).toBe('VIGIL_BAD_JSON');
     const extra = await env.call('POST', '/v1/access/requests', alice, { role: 'prod-dba', reason: 'x', sudo: true });
@@ -212,6 +242,14 @@ describe('CLI over the API', () => {
     expect(ok.code).toBe(0);
     expect(ok.out).toMatch(new RegExp(`^approved: ${rec.id}  active  alice → prod-dba`));
     expect(last('access.approved')).toMatchObject({ actor: { user: 'bob', cert_serial: b.serial }, source: { via: 'api' } });
+
+    const out = path.join(tempDir(), 'grant-creds');
+    const cert = await cli(['access', 'cert', rec.id, '--out', out, ...conn(a)]);
+    expect(cert.err).toBe('');
+    expect(cert.out).toMatch(new RegExp(`^issued certificate \\S+ for grant ${rec.id}`));
+    expect(fs.statSync(path.join(out, 'alice.key')).mode & 0o777).toBe(0o600);
+    expect(fs.statSync(path.join(out, 'alice')).mode & 0o777).toBe(0o600);
+    expect(fs.readFileSync(path.join(out, 'alice-cert.pub'), 'utf8')).toMatch(/^ssh-ed25519-cert-v01@openssh.com /);
 
     const list = await cli(['access', 'list', '--state', 'active', ...conn(a)]);
     expect(list.out).toContain(rec.id);

@@ -1,4 +1,7 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import type { Command, CommandArgs } from '../command.ts';
+import { writeAtomic } from '../../identity/ca.ts';
 import { UsageError, requireOpt, stringOpt } from '../command.ts';
 import { localUser, openLocal } from '../context.ts';
 import { parseDuration } from '../../config/units.ts';
@@ -47,7 +50,7 @@ async function withClient<T>(args: CommandArgs, fn: (c: AccessClient) => Promise
     const flagRoles = stringOpt(v, 'by-roles');
     const roles = flagRoles !== undefined ? splitList(flagRoles) : (ctx.config.access.local_roles[name] ?? []);
     const actor: Actor = { user: name, roles, source: ctx.source, local: true };
-    const access = new AccessService({ config: ctx.config, store: ctx.store, events: ctx.events });
+    const access = new AccessService({ config: ctx.config, store: ctx.store, events: ctx.events, identity: ctx.identity });
     return await fn(localAccessClient(access, actor, () => access.expireDue(ctx.source)));
   } finally {
     await ctx.close();
@@ -231,6 +234,43 @@ export const accessShowCommand: Command = {
   },
 };
 
+export const accessCertCommand: Command = {
+  name: 'access cert',
+  summary: 'Get certificates bound to one of your active grants (they end with the grant).',
+  usage: `ID --out DIR [--ssh-pubkey FILE] [--ttl 30m] ${API_USAGE}`,
+  positionals: true,
+  options: { ...API_OPTIONS, out: { type: 'string' }, 'ssh-pubkey': { type: 'string' }, ttl: { type: 'string' } },
+  async run(args) {
+    const id = onePositional(args, 'grant id');
+    const outDir = path.resolve(requireOpt(args.values, 'out'));
+    const pubFile = stringOpt(args.values, 'ssh-pubkey');
+    let sshPublicKey: string | undefined;
+    try {
+      sshPublicKey = pubFile === undefined ? undefined : fs.readFileSync(pubFile, 'utf8');
+    } catch (e) {
+      throw new UsageError(`--ssh-pubkey: cannot read ${pubFile}: ${(e as Error).message}`);
+    }
+    const c = await withClient(args, (cl) => cl.certificate(id, { sshPublicKey, ttlMs: ttlOpt(args.values, 'ttl') }));
+    fs.mkdirSync(outDir, { recursive: true, mode: 0o700 });
+    const files: string[] = [];
+    const put = (name: string, content: string | undefined, mode: number) => {
+      if (content === undefined) return;
+      const p = path.join(outDir, name);
+      writeAtomic(p, content.endsWith('\n') ? content : content + '\n', mode);
+      files.push(p);
+    };
+    put(`${c.user}-cert.pub`, c.ssh_certificate, 0o644);
+    put(c.user, c.ssh_private_key, 0o600);
+    if (c.ssh_private_key) put(`${c.user}.pub`, c.ssh_public_key, 0o644);
+    put(`${c.user}.crt`, c.x509_certificate, 0o644);
+    put(`${c.user}.key`, c.x509_private_key, 0o600);
+    put('ca.crt', c.ca_certificate, 0o644);
+    if (args.values.json) args.out.write(JSON.stringify({ serial: c.serial, grant_id: c.grant_id, not_after: c.not_after, files }, null, 2) + '\n');
+    else args.out.write(`issued certificate ${c.serial} for grant ${c.grant_id}, valid until ${c.not_after}\n${files.map((f) => `  ${f}\n`).join('')}`);
+    return 0;
+  },
+};
+
 export const lockUserCommand: Command = {
   name: 'lock user',
   summary: 'Lock a user out: new connections are refused and live sessions cut within a second.',
@@ -280,6 +320,7 @@ export const ACCESS_COMMANDS: Command[] = [
   accessListCommand,
   accessShowCommand,
   accessRevokeCommand,
+  accessCertCommand,
   lockUserCommand,
   unlockUserCommand,
   lockListCommand,
