@@ -147,8 +147,9 @@ export class QueryTracker {
         return;
       }
       case F.CopyData: {
-        const c = this.currentCopy();
-        if (c) c.bytes += length - 4;
+        // Counted against the statement being executed; the data may be sent before CopyInResponse is seen.
+        const h = this.ops[0];
+        if (h && (h.k === 'query' || h.k === 'execute')) (h.copy ??= { direction: 'in', bytes: 0 }).bytes += length - 4;
         return;
       }
       case F.CopyFail:
@@ -162,11 +163,6 @@ export class QueryTracker {
         if (type === F.Password) throw new ProtocolError('unexpected authentication message after login', 'VIGIL_PG_OUT_OF_PHASE');
         if (!isKnownFrontendType(type)) throw new ProtocolError(`unknown frontend message type 0x${type.toString(16)}`, 'VIGIL_PG_MALFORMED');
     }
-  }
-
-  private currentCopy(): Copy | undefined {
-    const h = this.ops[0];
-    return h && (h.k === 'query' || h.k === 'execute') ? h.copy : undefined;
   }
 
   /** Observe a server message. Never throws: an unexpected message only leaves a gap in the records. */
@@ -214,7 +210,7 @@ export class QueryTracker {
       case B.CopyInResponse:
       case B.CopyOutResponse:
       case B.CopyBothResponse:
-        if (h && (h.k === 'query' || h.k === 'execute')) h.copy = { direction: type === B.CopyInResponse ? 'in' : 'out', bytes: 0 };
+        if (h && (h.k === 'query' || h.k === 'execute')) h.copy ??= { direction: type === B.CopyInResponse ? 'in' : 'out', bytes: 0 };
         return;
       case B.FunctionCallResponse:
         if (h?.k === 'fcall') {

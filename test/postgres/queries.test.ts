@@ -207,4 +207,20 @@ describe('postgres proxy: queries and recording', () => {
       if (mode !== 'simple') expect(w.queries().slice(before).some((e) => e.details.protocol === 'extended' && Array.isArray(e.details.params))).toBe(true);
     }
   });
+
+  it('ends the session (fail closed) when a db.query event cannot be written', async () => {
+    const events = w.tg.gw.services.events;
+    const c = await RawClient.connect(w);
+    const orig = events.emit.bind(events);
+    events.emit = ((e: Parameters<typeof orig>[0]) => (e.type === 'db.query' ? Promise.reject(new Error('disk full')) : orig(e))) as typeof events.emit;
+    try {
+      await c.roundTrip(encodeMessage(F.Query, cstr('SELECT 1')));
+      const fatal = await c.until((m) => m.type === 'E');
+      expect(fatal?.body.toString('latin1')).toMatch(/cannot write its audit log/);
+      await waitFor(() => c.closed, 5000, 'close');
+    } finally {
+      events.emit = orig;
+    }
+    await w.tg.waitForEvent((e) => e.type === 'session.end' && e.details.reason === 'audit_unavailable');
+  });
 });
