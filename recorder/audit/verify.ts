@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import {
-  ZERO_HASH, CHECKPOINT_MARK, recordHash, parseRecordLine, parseSegmentName, verifyCheckpointSignature,
+  ZERO_HASH, isCheckpointLine, recordHash, parseRecordLine, parseSegmentName, verifyCheckpointSignature,
   type CheckpointDetails, type SignedHead,
 } from './record.ts';
 import { listSegments, splitSegment } from './segments.ts';
@@ -121,7 +121,7 @@ export function verifyAuditLog(dir: string, publicKeyPem: string | Buffer, opts:
         return bad({ ...at, seq: rec.seq, kind: 'hash-mismatch', problem: `record seq ${rec.seq} was altered (hash mismatch)` });
       }
       let isCheckpoint = false;
-      if (line.includes(CHECKPOINT_MARK)) {
+      if (isCheckpointLine(line)) {
         let ev: { type?: string; details?: CheckpointDetails };
         try {
           ev = JSON.parse(rec.eventJson);

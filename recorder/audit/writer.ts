@@ -8,7 +8,7 @@ import { createEvent, SYSTEM_ACTOR, LOCAL_SOURCE, type AuditEvent } from '../../
 import { AuditUnavailableError } from '../../src/errors.ts';
 import { canonicalJson } from './canonical.ts';
 import {
-  ZERO_HASH, CHECKPOINT_MARK, recordHash, encodeRecord, parseRecordLine, signCheckpoint, keyId, segmentName,
+  ZERO_HASH, isCheckpointLine, recordHash, encodeRecord, parseRecordLine, signCheckpoint, keyId, segmentName,
   parseSegmentName, metaName, type CheckpointDetails, type SegmentMeta, type SignedHead,
 } from './record.ts';
 import { listSegments, splitSegment } from './segments.ts';
@@ -194,7 +194,7 @@ class SegmentWriter implements AuditLogWriter {
       this.chunks.push(chunk);
     }
     chunk.parts.push(line);
-    seg.bytes += Buffer.byteLength(line);
+    seg.bytes += line.length; // UTF-16 length: close enough for a rotation threshold, and O(1)
     seg.lastSeq = seq;
     if (typeof time === 'string') {
       if (!seg.minTime || time < seg.minTime) seg.minTime = time;
@@ -397,7 +397,7 @@ class SegmentWriter implements AuditLogWriter {
         if (ev.time > seg.maxTime) seg.maxTime = ev.time;
         this.sinceCheckpoint++;
         sealNext = undefined;
-        if (line.includes(CHECKPOINT_MARK) && ev.type === 'audit.checkpoint') {
+        if (isCheckpointLine(line) && ev.type === 'audit.checkpoint') {
           this.sinceCheckpoint = 0;
           sealNext = (ev.details as unknown as CheckpointDetails).next_segment;
         }

@@ -119,6 +119,26 @@ describe('audit log: chain, checkpoints, verify', () => {
   });
 });
 
+describe('audit log: rotation by UTC day', () => {
+  it('starts a new segment when the UTC day changes', async () => {
+    const f = fixture();
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      vi.setSystemTime(Date.UTC(2026, 2, 1, 23, 59, 59));
+      const w = await openAuditLog(f.dir, auditOptions(f.keyFile));
+      await w.append(sampleEvent(1));
+      await w.append(sampleEvent(2));
+      vi.setSystemTime(Date.UTC(2026, 2, 2, 0, 0, 1));
+      await w.append(sampleEvent(3));
+      await w.close();
+    } finally {
+      vi.useRealTimers();
+    }
+    expect(listSegments(f.dir)).toEqual(['seg-0000000000000001-20260301.jsonl', 'seg-0000000000000004-20260302.jsonl']);
+    expect(verifyAuditLog(f.dir, f.publicPem).ok).toBe(true);
+  });
+});
+
 describe('audit log: tampering is detected and named', () => {
   async function sealed(): Promise<Fixture> {
     const f = fixture();
