@@ -3,7 +3,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { VigilConfig } from '../config/schema.ts';
 import { VigilError } from '../errors.ts';
-import { encodeOpenSshPrivateKey, formatPublicKeyLine, fromKeyObject, parseOpenSshPrivateKey, publicKeyBlob, signEd25519 } from './ssh-keys.ts';
+import { formatPublicKeyLine, fromKeyObject, publicKeyBlob, signEd25519 } from './ssh-keys.ts';
+import { encodeOpenSshPrivateKey, parseOpenSshPrivateKey } from './openssh-privkey.ts';
 import { SSH_CERT_HOST, VALID_FOREVER, certAlgoFor, encodeCertificate, formatCertificateLine, parseCertificateLine } from './openssh-cert.ts';
 import { certificateHasSans, createCaCertificate, createServerCertificate, loadCa, type CaMaterial } from './x509.ts';
 

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parseCertificateLine } from '../../src/identity/openssh-cert.ts';
-import { parseOpenSshPrivateKey } from '../../src/identity/ssh-keys.ts';
+import { parseOpenSshPrivateKey } from '../../src/identity/openssh-privkey.ts';
 import { VigilError } from '../../src/errors.ts';
 import { clientAuth, setupIdentity, type TestIdentity } from './helpers.ts';
 import type { AccessRecord } from '../../src/store/types.ts';
