@@ -124,6 +124,11 @@ describe('CommandTracker on a real bash', () => {
     expect(await next(2)).toEqual(['echo first-ahead', 'echo second-ahead']);
   });
 
+  it('reports a pasted multi-line command as one, with its newline', async () => {
+    await type('\x1b[200~echo pasted-1\recho pasted-2\x1b[201~', '\r');
+    expect(await next()).toEqual(['echo pasted-1\necho pasted-2']);
+  });
+
   it('reports vim as a command but nothing typed inside it', async () => {
     const file = path.join(dir, 'notes.txt');
     await type(...chars(`vim -u NONE -N ${file}`), '\r');
@@ -158,8 +163,8 @@ describe('CommandTracker on synthetic output', () => {
     t.input(Buffer.from('\r'));
     t.output(Buffer.from('\r\na\r\nb\r\n$ '));
     await t.flush();
-    // The screen shows the pasted first line above the cursor; the line read is the one Enter accepted.
-    expect(seen).toEqual(['echo b']);
+    // A shell without bracketed paste: read at the newline, from the prompt's row down to the cursor.
+    expect(seen).toEqual(['echo a\necho b']);
     t.dispose();
   });
 

@@ -44,8 +44,21 @@ export function textBeforeCursor(buf: IBuffer): string {
   return rowsText(buf, logicalLineAt(buf, row).start, row, buf.cursorX);
 }
 
-/** The whole logical line the cursor is on. */
-export function cursorLineText(buf: IBuffer): string {
-  const { start, end } = logicalLineAt(buf, cursorRow(buf));
-  return rowsText(buf, start, end);
+/**
+ * The command line ending at absolute row `lastRow`, read upwards one logical line at a time until one
+ * starts with `prompt`, but never above `topRow` (where the prompt was when typing began). Lines are
+ * joined with "\n" (a pasted multi-line command). `found` is false when no line started with the prompt;
+ * `text` is then the last logical line alone.
+ */
+export function commandLines(buf: IBuffer, lastRow: number, prompt: string, topRow: number): { found: boolean; text: string } {
+  const lines: string[] = [];
+  let end = lastRow;
+  for (;;) {
+    const { start } = logicalLineAt(buf, end);
+    const text = rowsText(buf, start, end);
+    lines.unshift(text);
+    if (text.padEnd(prompt.length).startsWith(prompt)) return { found: true, text: lines.join('\n') };
+    if (start <= topRow || start === 0) return { found: false, text: lines[lines.length - 1] };
+    end = start - 1;
+  }
 }

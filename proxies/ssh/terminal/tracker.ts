@@ -1,9 +1,10 @@
 import xtermHeadless from '@xterm/headless';
 import { InputClassifier, type InputEvent } from './input.ts';
-import { cursorLineText, textBeforeCursor } from './screen.ts';
+import { commandLines, cursorRow, logicalLineAt, textBeforeCursor } from './screen.ts';
 
 const { Terminal } = xtermHeadless;
 type Term = InstanceType<typeof Terminal>;
+type IMarker = NonNullable<ReturnType<Term['registerMarker']>>;
 
 /** An interactive command as the screen showed it when Enter was pressed. */
 export interface TerminalCommand {
@@ -29,11 +30,17 @@ export interface CommandTrackerOptions {
   maxBacklog?: number;
 }
 
-/** Enter pressed, its line not read yet: waits for the newline the shell prints when it accepts the line. */
-interface PendingEnter {
-  /** Prompt captured at the command's first keystroke; null when typed ahead before the prompt showed. */
-  prompt: string | null;
-  /** Newlines seen that did not show this line (typed-ahead lines only). */
+/** Where a command began: the text before the cursor at its first keystroke, and that row. */
+interface PromptMark {
+  /** Null when typed ahead before the shell showed its prompt. */
+  text: string | null;
+  /** Follows the prompt's row as the screen scrolls; absent for typed-ahead lines. */
+  marker?: IMarker;
+}
+
+/** Enter pressed, its line not read yet. */
+interface PendingEnter extends PromptMark {
+  /** Newlines seen that did not settle it (see onNewline). */
   misses: number;
 }
 
@@ -66,8 +73,8 @@ export class CommandTracker {
    * Settled asynchronously: dropped (nothing typed, full-screen program) or read (or given up on).
    */
   private unsettledEnters = 0;
-  /** Prompt of the command being typed; undefined until its first keystroke. */
-  private prompt: string | null | undefined;
+  /** The command being typed; undefined until its first keystroke. */
+  private typing: PromptMark | undefined;
   /** Last non-empty prompt seen, used for lines typed ahead. */
   private lastPrompt: string | null = null;
   private readonly pending: PendingEnter[] = [];
@@ -83,6 +90,12 @@ export class CommandTracker {
     this.maxBacklog = opts.maxBacklog ?? 8 * 1024 * 1024;
     // Scrollback only has to hold a command line longer than the screen.
     this.term = new Terminal({ cols: opts.cols, rows: opts.rows, scrollback: 200, allowProposedApi: true });
+    // Readline (bash >= 5.1, and zsh) turns bracketed paste off right after accepting a line: the exact
+    // moment the whole line, pasted newlines included, is on screen and nothing after it is yet.
+    this.term.parser.registerCsiHandler({ prefix: '?', final: 'l' }, (params) => {
+      if (params.includes(2004)) this.onLineAccepted();
+      return false; // let xterm apply the mode change too
+    });
   }
 
   /**
@@ -103,7 +116,7 @@ export class CommandTracker {
       const nl = chunk.indexOf(0x0a, search);
       if (nl < 0) break;
       this.write(chunk.subarray(from, nl));
-      this.term.write(EMPTY, () => this.onNewlineAfterEnter());
+      this.term.write(EMPTY, () => this.onNewline());
       from = nl;
       search = nl + 1;
     }
@@ -141,7 +154,7 @@ export class CommandTracker {
     if (this.disposed) return;
     this.disposed = true;
     this.pending.length = 0;
-    this.term.dispose();
+    this.term.dispose(); // markers go with it
   }
 
   private write(bytes: Buffer): void {
@@ -170,48 +183,75 @@ export class CommandTracker {
         continue;
       }
       if (e === 'key') {
-        if (this.prompt !== undefined) continue;
-        // Typed ahead while an earlier line is still unread: its prompt is not on screen yet.
-        this.prompt = this.pending.length === 0 ? textBeforeCursor(this.term.buffer.active) : null;
-        if (this.prompt) this.lastPrompt = this.prompt;
+        if (this.typing === undefined) this.typing = this.markPrompt();
       } else if (e === 'cancel') {
-        this.prompt = undefined;
-      } else if (this.prompt === undefined) {
+        this.typing?.marker?.dispose();
+        this.typing = undefined;
+      } else if (this.typing === undefined) {
         this.unsettledEnters--; // Enter on a line where nothing was typed
       } else {
         if (this.pending.length >= MAX_PENDING) this.settle();
-        this.pending.push({ prompt: this.prompt, misses: 0 });
-        this.prompt = undefined;
+        this.pending.push({ ...this.typing, misses: 0 });
+        this.typing = undefined;
       }
     }
   }
 
+  private markPrompt(): PromptMark {
+    // Typed ahead while an earlier line is still unread: its prompt is not on screen yet.
+    if (this.pending.length > 0) return { text: null };
+    const text = textBeforeCursor(this.term.buffer.active);
+    if (text) this.lastPrompt = text;
+    return { text, marker: this.term.registerMarker(0) };
+  }
+
   /** The oldest pending Enter is done with. */
   private settle(): void {
-    this.pending.shift();
+    this.pending.shift()?.marker?.dispose();
     this.unsettledEnters--;
   }
 
-  private onNewlineAfterEnter(): void {
-    if (this.disposed) return;
+  /** Just before a newline that follows an Enter. */
+  private onNewline(): void {
     const entry = this.pending[0];
-    if (!entry) return;
-    if (!this.onNormalScreen) {
-      this.settle();
+    if (!entry || this.disposed) return;
+    if (!this.onNormalScreen) return this.settle();
+    const buf = this.term.buffer.active;
+    if (this.term.modes.bracketedPasteMode) {
+      // A readline shell: the line is complete when bracketed paste goes off (onLineAccepted). A program
+      // that never turns it off still gets its line read here, once enough newlines went by.
+      if (++entry.misses >= MAX_MISSES) this.report(entry, logicalLineAt(buf, cursorRow(buf)).end);
       return;
     }
-    const line = cursorLineText(this.term.buffer.active);
-    const prompt = entry.prompt ?? this.lastPrompt;
+    // The cursor is still on the accepted line (its last row once readline moved to the end).
+    this.report(entry, logicalLineAt(buf, cursorRow(buf)).end);
+  }
+
+  /** Bracketed paste turned off: readline accepted the line and moved below it. */
+  private onLineAccepted(): void {
+    const entry = this.pending[0];
+    if (!entry || this.disposed || !this.onNormalScreen) return;
+    const buf = this.term.buffer.active;
+    const row = cursorRow(buf);
+    this.report(entry, buf.cursorX === 0 && row > 0 ? row - 1 : row);
+  }
+
+  /** Read the command ending at `lastRow`, report it, settle the entry (unless it must wait). */
+  private report(entry: PendingEnter, lastRow: number): void {
+    const buf = this.term.buffer.active;
+    const prompt = entry.text ?? this.lastPrompt;
+    const top = entry.marker && !entry.marker.isDisposed && entry.marker.line >= 0 ? entry.marker.line : logicalLineAt(buf, lastRow).start;
+    const { found, text } = commandLines(buf, lastRow, prompt ?? '', top);
     let command: string;
-    if (prompt !== null && line.padEnd(prompt.length).startsWith(prompt)) {
-      command = line.slice(prompt.length);
-    } else if (entry.prompt === null) {
-      // A typed-ahead line: this newline belongs to output in between; wait for the line itself.
+    if (found && prompt !== null) {
+      command = text.slice(prompt.length);
+    } else if (entry.text === null) {
+      // A typed-ahead line not on screen yet: this was output in between; wait for the line itself.
       if (++entry.misses >= MAX_MISSES) this.settle();
       return;
     } else {
       // The prompt was redrawn differently: report the whole line rather than cut a command short.
-      command = line;
+      command = text;
     }
     this.settle();
     command = command.trim();
