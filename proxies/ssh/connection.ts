@@ -68,6 +68,7 @@ export class Connection implements ChannelHost {
   private lastActivity = Date.now();
   private idleTimer: NodeJS.Timeout | undefined;
   private authTimer: NodeJS.Timeout | undefined;
+  private expiryTimer: NodeJS.Timeout | undefined;
   private released = false;
   private finished = false;
   private readonly innerServers = new Set<ssh2.Server>();
@@ -236,8 +237,12 @@ export class Connection implements ChannelHost {
     this.authBusy = true;
     try {
       if (route.kind === 'jump') {
-        // Jump-host connection: nothing is reachable but direct-tcpip to targets, each admitted on its own.
+        // Jump-host connection: nothing is reachable but direct-tcpip to targets, each admitted (and cut at
+        // certificate expiry) on its own. The carrier connection itself ends at expiry too.
         this.jumpPrincipal = res.principal;
+        const left = res.principal.notAfter.getTime() - Date.now();
+        this.expiryTimer = setTimeout(() => this.terminate('cert_expired', 'Your vigil certificate has expired; the connection is closed.'), Math.min(Math.max(left, 0), 2 ** 31 - 1));
+        this.expiryTimer.unref();
         return pk.accept();
       }
       const adm = await admit(this.services, this.admitRequest(res, route.target, login, this.mode()));
@@ -430,6 +435,7 @@ export class Connection implements ChannelHost {
     this.finished = true;
     clearTimeout(this.authTimer);
     clearTimeout(this.idleTimer);
+    clearTimeout(this.expiryTimer);
     this.release();
     this.lc.live.delete(this);
     for (const ch of this.channels.values()) ch.terminate('the session is closed.');

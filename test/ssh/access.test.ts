@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -186,6 +186,25 @@ describe('ssh proxy: authentication, routing and forwarding', () => {
     } finally {
       echo.close();
     }
+  });
+
+  it('agent and X11 forwarding are refused with ssh.request events; the command still runs', async () => {
+    const agentSock = path.join(dir, 'agent.sock');
+    const agent = spawn('ssh-agent', ['-D', '-a', agentSock], { stdio: 'ignore' });
+    const saved = { SSH_AUTH_SOCK: process.env.SSH_AUTH_SOCK, DISPLAY: process.env.DISPLAY };
+    try {
+      await waitFor(() => fs.existsSync(agentSock), 5000, 'ssh-agent socket');
+      process.env.SSH_AUTH_SOCK = agentSock;
+      process.env.DISPLAY = ':55';
+      const r = await w.run('ssh', [...w.opts(alice, ['-A', '-X']), 'web1@127.0.0.1', 'echo ran; echo "[$SSH_AUTH_SOCK][$DISPLAY]"']);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toBe('ran\n[][]\n');
+    } finally {
+      for (const [k, v] of Object.entries(saved)) if (v === undefined) delete process.env[k]; else process.env[k] = v;
+      agent.kill();
+    }
+    await w.gw.waitForEvent((e) => e.type === 'ssh.request' && e.details.request === 'auth-agent');
+    await w.gw.waitForEvent((e) => e.type === 'ssh.request' && e.details.request === 'x11');
   });
 
   it('a certificate force-command replaces the requested command', async () => {
