@@ -28,7 +28,7 @@ function grantEnd(g: AccessRecord | undefined, now: number): EndReason | undefin
  * whose grant was revoked or has ended. Grant and certificate expiry of a live session are also cut at the
  * exact time by the session registry's own timers; this loop is the backstop.
  */
-export function startAccessEnforcement(services: GatewayServices): { stop(): void; tick(): Promise<void> } {
+export function startAccessEnforcement(services: GatewayServices): { stop(): Promise<void>; tick(): Promise<void> } {
   const { store, sessions, log } = services;
   const access = new AccessService({ config: services.config, store, events: services.events });
   let running: Promise<void> | undefined;
@@ -86,9 +86,11 @@ export function startAccessEnforcement(services: GatewayServices): { stop(): voi
   void tick(); // catch up at once on grants that expired while the gateway was down
 
   return {
-    stop() {
+    /** Stop the loop; resolves once a pass in flight has finished (so nothing is written after the audit log closes). */
+    async stop() {
       stopped = true;
       clearInterval(timer);
+      await running;
     },
     tick,
   };
