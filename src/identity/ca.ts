@@ -1,6 +1,7 @@
 import crypto, { type KeyObject } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { VigilConfig } from '../config/schema.ts';
 import { VigilError } from '../errors.ts';
 import { formatPublicKeyLine, fromKeyObject, publicKeyBlob, signEd25519 } from './ssh-keys.ts';
@@ -258,7 +259,7 @@ export interface CaKeys {
   tokenPublicKey: KeyObject;
 }
 
-export function loadCaKeys(dataDir: string): CaKeys {
+export async function loadCaKeys(dataDir: string): Promise<CaKeys> {
   const dir = caDir(dataDir);
   const read = (f: string) => {
     try {
@@ -277,7 +278,7 @@ export function loadCaKeys(dataDir: string): CaKeys {
     serverCertPem = read(CA_FILES.serverCert);
     if (new crypto.X509Certificate(serverCertPem).checkPrivateKey(crypto.createPrivateKey(serverKeyPem))) break;
     if (attempt >= 20) throw new VigilError('VIGIL_CA_MISMATCH', `${CA_FILES.serverCert} does not match ${CA_FILES.serverKey}; run \`vigil init\``);
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 25);
+    await sleep(25);
   }
   const tokenKey = crypto.createPrivateKey(read(CA_FILES.tokenKey));
   return {

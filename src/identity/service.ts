@@ -224,5 +224,5 @@ class LocalIdentity implements IdentityService {
 }
 
 export async function openIdentity(dataDir: string, config: VigilConfig, store: StateStore): Promise<IdentityService> {
-  return new LocalIdentity(loadCaKeys(dataDir), config, store);
+  return new LocalIdentity(await loadCaKeys(dataDir), config, store);
 }

@@ -87,7 +87,7 @@ export async function setupIdentity(doc: Record<string, unknown> = {}): Promise<
   await initIdentity(dataDir, config);
   const store = new MemoryStore();
   const identity = await openIdentity(dataDir, config, store);
-  return { base, dataDir, config, store, identity, keys: loadCaKeys(dataDir) };
+  return { base, dataDir, config, store, identity, keys: await loadCaKeys(dataDir) };
 }
 
 /** A user certificate with sane defaults (valid now for an hour, principal alice), signed by `ca`. */
