@@ -29,7 +29,7 @@ describe('SftpObserver on stock sftp ↔ OpenSSH sftp-server', () => {
   });
   afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 
-  it('reports put/get/chmod/rename/mkdir/rmdir/symlink/ln/rm with paths, flags, byte counts and failures', async () => {
+  it('reports put/get/chmod/rename/mkdir/rmdir/symlink/ln/cp/rm with paths, flags, byte counts and failures', async () => {
     const up = Buffer.alloc(300_000);
     for (let i = 0; i < up.length; i++) up[i] = (i * 31) & 0xff;
     fs.writeFileSync(path.join(work, 'up.bin'), up);
@@ -43,6 +43,7 @@ describe('SftpObserver on stock sftp ↔ OpenSSH sftp-server', () => {
         'rmdir d',
         'symlink moved.bin link',
         'ln moved.bin hard',
+        'cp hard copied.bin',
         '-rm nothere',
         '-rmdir nodir',
         'rm hard',
@@ -52,6 +53,7 @@ describe('SftpObserver on stock sftp ↔ OpenSSH sftp-server', () => {
     );
     expect(fs.readFileSync(path.join(work, 'down.bin')).equals(up)).toBe(true);
     expect(fs.readlinkSync(path.join(root, 'link'))).toBe('moved.bin');
+    expect(fs.readFileSync(path.join(root, 'copied.bin')).equals(up)).toBe(true);
 
     const { ops, errors } = observe(capture);
     expect(errors).toEqual([]);
@@ -68,6 +70,12 @@ describe('SftpObserver on stock sftp ↔ OpenSSH sftp-server', () => {
       // OpenSSH sends (target, link): the target stays as typed, relative to the link.
       { op: 'symlink', linkPath: p('link'), targetPath: 'moved.bin', outcome: 'ok' },
       { op: 'hardlink', oldPath: p('moved.bin'), newPath: p('hard'), outcome: 'ok' },
+      // `cp` is a server-side copy between two handles: opened, copied, closed with no bytes through the channel.
+      { op: 'open', path: p('hard'), flags: ['read'], outcome: 'ok' },
+      { op: 'open', path: p('copied.bin'), flags: ['write', 'create', 'truncate'], outcome: 'ok' },
+      { op: 'copy', fromPath: p('hard'), toPath: p('copied.bin'), length: 0, outcome: 'ok' },
+      { op: 'close', path: p('hard'), bytesRead: 0, bytesWritten: 0, outcome: 'ok' },
+      { op: 'close', path: p('copied.bin'), bytesRead: 0, bytesWritten: 0, outcome: 'ok' },
       { op: 'remove', path: p('nothere'), outcome: 'error', status: { code: 2, name: 'NO_SUCH_FILE', message: 'No such file' } },
       { op: 'rmdir', path: p('nodir'), outcome: 'error', status: { code: 2, name: 'NO_SUCH_FILE', message: 'No such file' } },
       { op: 'remove', path: p('hard'), outcome: 'ok' },

@@ -75,4 +75,6 @@ export const EXT = {
   HARDLINK: 'hardlink@openssh.com',
   LSETSTAT: 'lsetstat@openssh.com',
   FSYNC: 'fsync@openssh.com',
+  /** Server-side copy between two open handles (OpenSSH `sftp> cp`). */
+  COPY_DATA: 'copy-data',
 } as const;

@@ -65,6 +65,8 @@ export type SftpRequest =
   /** Raw order of the two SYMLINK strings; which is the link is decided by the observer (see there). */
   | { kind: 'symlink'; id: number; first: string; second: string }
   | { kind: 'hardlink'; id: number; oldPath: string; newPath: string }
+  /** `length` 0 means up to the end of the source file. */
+  | { kind: 'copy'; id: number; from: HandleKey; fromOffset: number; length: number; to: HandleKey; toOffset: number }
   /** Any request that reads or does not change the file system (stat, readdir, realpath, statvfs, …). */
   | { kind: 'other'; id: number };
 
@@ -188,6 +190,8 @@ function decodeExtended(id: number, r: SftpReader): SftpRequest {
       return { kind: 'hardlink', id, oldPath: r.path('old path'), newPath: r.path('new path') };
     case EXT.LSETSTAT:
       return { kind: 'setstat', id, path: r.path('path'), attrs: decodeAttrs(r), followLinks: false };
+    case EXT.COPY_DATA:
+      return { kind: 'copy', id, from: handleKey(r), fromOffset: r.u64('read offset'), length: r.u64('length'), to: handleKey(r), toOffset: r.u64('write offset') };
     default:
       // statvfs, fsync, limits, expand-path, home-directory, copy-data, users-groups-by-id, …
       return { kind: 'other', id };

@@ -32,6 +32,8 @@ export type SftpOperation = OpBase &
     | { op: 'setstat'; path: string; attrs: SftpAttrs; via: 'path' | 'handle' | 'nofollow' }
     | { op: 'symlink'; linkPath: string; targetPath: string }
     | { op: 'hardlink'; oldPath: string; newPath: string }
+    /** Server-side copy (`copy-data`); `length` 0 means to the end of the source. */
+    | { op: 'copy'; fromPath: string; toPath: string; length: number }
     /** Reported only when the server refused a transfer (disk full, …); successes add to `close`. */
     | { op: 'read' | 'write'; path: string; offset: number; length: number }
   );
@@ -257,6 +259,9 @@ export class SftpObserver {
         return;
       case 'hardlink':
         this.emit({ op: 'hardlink', oldPath: req.oldPath, newPath: req.newPath, ...result });
+        return;
+      case 'copy':
+        this.emit({ op: 'copy', fromPath: this.handles.get(req.from)?.path ?? '', toPath: this.handles.get(req.to)?.path ?? '', length: req.length, ...result });
         return;
       case 'symlink': {
         const [targetPath, linkPath] = this.opts.symlinkOrder === 'draft' ? [req.second, req.first] : [req.first, req.second];
