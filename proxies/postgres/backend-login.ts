@@ -6,7 +6,7 @@ import { createRequire } from 'node:module';
 import { BackendError } from '../../src/errors.ts';
 import { MessageFramer } from './framing.ts';
 import { B, decodeBackendMessage } from './backend.ts';
-import { cstr, encodeMessage, encodeStartupMessage, F, int32, SSL_REQUEST_CODE } from './frontend.ts';
+import { cstr, encodeMessage, encodeStartupMessage, encodeSslRequest, F, int32 } from './frontend.ts';
 
 // node-postgres' SCRAM-SHA-256 client (RFC 5802/7677, with SASLprep and channel binding).
 const require = createRequire(import.meta.url);
@@ -115,10 +115,7 @@ function readByte(s: net.Socket): Promise<number> {
 }
 
 async function startTls(s: net.Socket, login: BackendLogin, signal: AbortSignal): Promise<tls.TLSSocket> {
-  const req = Buffer.alloc(8);
-  req.writeUInt32BE(8, 0);
-  req.writeUInt32BE(SSL_REQUEST_CODE, 4);
-  s.write(req);
+  s.write(encodeSslRequest());
   const answer = await readByte(s);
   if (answer !== 0x53) throw new BackendError('backend does not accept TLS but the target requires it');
   return new Promise((resolve, reject) => {

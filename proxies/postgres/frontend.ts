@@ -154,6 +154,14 @@ export function encodeStartupMessage(params: Iterable<[string, string]>, version
   return out;
 }
 
+/** SSLRequest (or GSSENCRequest with `code`). */
+export function encodeSslRequest(code = SSL_REQUEST_CODE): Buffer {
+  const out = Buffer.alloc(8);
+  out.writeUInt32BE(8, 0);
+  out.writeUInt32BE(code, 4);
+  return out;
+}
+
 export function encodeCancelRequest(processId: number, secretKey: Buffer): Buffer {
   const out = Buffer.alloc(12 + secretKey.length);
   out.writeUInt32BE(out.length, 0);
@@ -163,12 +171,15 @@ export function encodeCancelRequest(processId: number, secretKey: Buffer): Buffe
   return out;
 }
 
-export function decodeQuery(msg: Buffer): string {
-  const r = new Reader(msg, 5, 'Query');
-  const q = r.cstring();
+/** Messages whose whole body is one string: Query, CopyFail, PasswordMessage. */
+function decodeSingleString(msg: Buffer, what: string): string {
+  const r = new Reader(msg, 5, what);
+  const v = r.cstring();
   r.end();
-  return q;
+  return v;
 }
+
+export const decodeQuery = (msg: Buffer): string => decodeSingleString(msg, 'Query');
 
 export function decodeParse(msg: Buffer): ParseMessage {
   const r = new Reader(msg, 5, 'Parse');
@@ -242,12 +253,7 @@ export function decodeTarget(msg: Buffer, what: 'Describe' | 'Close'): { kind: '
   return { kind: k === 0x53 ? 'S' : 'P', name };
 }
 
-export function decodeCopyFail(msg: Buffer): string {
-  const r = new Reader(msg, 5, 'CopyFail');
-  const m = r.cstring();
-  r.end();
-  return m;
-}
+export const decodeCopyFail = (msg: Buffer): string => decodeSingleString(msg, 'CopyFail');
 
 export function decodeFunctionCall(msg: Buffer): FunctionCallMessage {
   const r = new Reader(msg, 5, 'FunctionCall');
@@ -260,12 +266,7 @@ export function decodeFunctionCall(msg: Buffer): FunctionCallMessage {
 }
 
 /** PasswordMessage: a NUL-terminated password (used for the vigil token). */
-export function decodePassword(msg: Buffer): string {
-  const r = new Reader(msg, 5, 'PasswordMessage');
-  const p = r.cstring();
-  r.end();
-  return p;
-}
+export const decodePassword = (msg: Buffer): string => decodeSingleString(msg, 'PasswordMessage');
 
 /** Messages whose body is exactly empty. */
 export function checkEmpty(msg: Buffer, what: string): void {

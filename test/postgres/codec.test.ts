@@ -2,7 +2,7 @@ import { describe, it, expect } from 'vitest';
 import { MessageFramer, UNTYPED } from '../../proxies/postgres/framing.ts';
 import {
   F, cstr, int16, int32, encodeMessage, encodeStartupMessage, encodeCancelRequest, decodeStartupPacket, decodeBind, decodeParse,
-  decodeExecute, decodeQuery, decodeTarget, decodeFunctionCall, SSL_REQUEST_CODE,
+  decodeExecute, decodeQuery, decodeTarget, decodeFunctionCall, SSL_REQUEST_CODE, GSSENC_REQUEST_CODE, encodeSslRequest,
 } from '../../proxies/postgres/frontend.ts';
 import { ProtocolError } from '../../src/errors.ts';
 
@@ -113,10 +113,9 @@ describe('frontend decoders', () => {
   it('decode startup, SSL, GSSENC and cancel packets', () => {
     const s = decodeStartupPacket(encodeStartupMessage([['user', 'alice'], ['database', 'prod/app'], ['application_name', 'psql']]));
     expect(s).toEqual({ kind: 'startup', version: 196608, params: new Map([['user', 'alice'], ['database', 'prod/app'], ['application_name', 'psql']]) });
-    const ssl = Buffer.alloc(8);
-    ssl.writeUInt32BE(8);
-    ssl.writeUInt32BE(SSL_REQUEST_CODE, 4);
-    expect(decodeStartupPacket(ssl)).toEqual({ kind: 'ssl' });
+    expect(decodeStartupPacket(encodeSslRequest())).toEqual({ kind: 'ssl' });
+    expect(encodeSslRequest().readUInt32BE(4)).toBe(SSL_REQUEST_CODE);
+    expect(decodeStartupPacket(encodeSslRequest(GSSENC_REQUEST_CODE))).toEqual({ kind: 'gssenc' });
     const c = decodeStartupPacket(encodeCancelRequest(1234, int32(-5)));
     expect(c).toEqual({ kind: 'cancel', processId: 1234, secretKey: int32(-5) });
     const v2 = Buffer.alloc(8);

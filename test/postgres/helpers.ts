@@ -120,13 +120,10 @@ export class RawClient {
   static async connect(w: PgWorld, dbname = 'pg'): Promise<RawClient> {
     const net = await import('node:net');
     const tls = await import('node:tls');
-    const { encodeStartupMessage } = await import('../../proxies/postgres/frontend.ts');
+    const { encodeStartupMessage, encodeSslRequest } = await import('../../proxies/postgres/frontend.ts');
     const s = net.connect(w.port, '127.0.0.1');
     await new Promise((r) => s.once('connect', r));
-    const ssl = Buffer.alloc(8);
-    ssl.writeUInt32BE(8);
-    ssl.writeUInt32BE(80877103, 4);
-    s.write(ssl);
+    s.write(encodeSslRequest());
     await new Promise((r) => s.once('data', r));
     const t = tls.connect({ socket: s, ca: fs.readFileSync(w.alice.ca), cert: fs.readFileSync(w.alice.crt), key: fs.readFileSync(w.alice.key), servername: 'localhost' });
     await new Promise((r, j) => t.once('secureConnect', r).once('error', j));

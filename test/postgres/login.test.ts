@@ -1,8 +1,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import net from 'node:net';
-import tls from 'node:tls';
-import fs from 'node:fs';
 import { startWorld, type PgWorld } from './helpers.ts';
+import { encodeSslRequest, GSSENC_REQUEST_CODE } from '../../proxies/postgres/frontend.ts';
 
 let w: PgWorld;
 beforeAll(async () => {
@@ -81,16 +80,10 @@ describe('postgres proxy: login', () => {
     // libpq only sends GSSENCRequest when built with GSSAPI and credentials exist; send it by hand.
     const s = net.connect(w.port, '127.0.0.1');
     await new Promise((r) => s.once('connect', r));
-    const gss = Buffer.alloc(8);
-    gss.writeUInt32BE(8);
-    gss.writeUInt32BE(80877104, 4);
-    s.write(gss);
+    s.write(encodeSslRequest(GSSENC_REQUEST_CODE));
     const answer = await new Promise<Buffer>((r) => s.once('data', r));
     expect(answer.toString()).toBe('N');
-    const ssl = Buffer.alloc(8);
-    ssl.writeUInt32BE(8);
-    ssl.writeUInt32BE(80877103, 4);
-    s.write(ssl);
+    s.write(encodeSslRequest());
     expect((await new Promise<Buffer>((r) => s.once('data', r))).toString()).toBe('S');
     s.destroy();
   });
@@ -98,11 +91,8 @@ describe('postgres proxy: login', () => {
   it('closes the connection when bytes follow SSLRequest before the TLS handshake (CVE-2021-23214)', async () => {
     const s = net.connect(w.port, '127.0.0.1');
     await new Promise((r) => s.once('connect', r));
-    const ssl = Buffer.alloc(8);
-    ssl.writeUInt32BE(8);
-    ssl.writeUInt32BE(80877103, 4);
     // SSLRequest and an injected plaintext Query in one write.
-    s.write(Buffer.concat([ssl, Buffer.from('Q\0\0\0\x0dSELECT 1\0', 'latin1')]));
+    s.write(Buffer.concat([encodeSslRequest(), Buffer.from('Q\0\0\0\x0dSELECT 1\0', 'latin1')]));
     const got: Buffer[] = [];
     s.on('data', (d) => got.push(d));
     await new Promise((r) => s.once('close', r));
@@ -149,5 +139,3 @@ async function startWorldCa() {
   return { crt: f.crt, key: f.key, stop: () => g.stop() };
 }
 
-void tls;
-void fs;
