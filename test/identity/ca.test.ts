@@ -111,6 +111,14 @@ describe('initIdentity', () => {
     expect(fs.readdirSync(dataDir).filter((f) => f.startsWith('.ca-new-'))).toEqual([]);
   });
 
+  it('fills an existing empty ca/ directory (a mounted volume, say)', async () => {
+    const { dataDir, caDir, config } = setup();
+    fs.mkdirSync(caDir, { recursive: true, mode: 0o755 });
+    expect(await initIdentity(dataDir, config)).toBe(true);
+    expect(fs.existsSync(path.join(caDir, CA_FILES.userCa))).toBe(true);
+    expect(fs.statSync(caDir).mode & 0o777).toBe(0o700);
+  });
+
   it('refuses to silently replace a CA whose keys went missing', async () => {
     const { dataDir, caDir, config } = setup();
     await initIdentity(dataDir, config);
