@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { AppendReceipt, AuditSink } from '../types.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
 import { AuditUnavailableError } from '../../src/errors.ts';
+import { fsyncDir, writeFileAtomic } from './durable.ts';
 
 /**
  * The spool lets CLI processes add events to the chain while a gateway holds the writer lock. A client
@@ -19,28 +20,6 @@ const CLAIMED = '.claimed';
 export interface SpoolIngest {
   drain(): Promise<void>;
   stop(): Promise<void>;
-}
-
-async function writeDurable(file: string, text: string): Promise<void> {
-  // Dot-prefixed and without the final suffix, so no reader ever picks up a file still being written.
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.partial`);
-  const h = await fsp.open(tmp, 'w', 0o600);
-  try {
-    await h.writeFile(text);
-    await h.sync();
-  } finally {
-    await h.close();
-  }
-  await fsp.rename(tmp, file);
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const h = await fsp.open(dir, 'r');
-  try {
-    await h.sync();
-  } finally {
-    await h.close();
-  }
 }
 
 /** Writer side: poll the spool and append what CLI processes left there, in name (= event id) order. */
@@ -97,7 +76,7 @@ export function startSpoolIngest(sink: AuditSink, spoolDir: string, pollMs: numb
   async function answer(base: string, claimed: string, body: AppendReceipt | { error: string }): Promise<void> {
     const ok = !('error' in body);
     try {
-      await writeDurable(path.join(spoolDir, base + (ok ? '.ack' : '.nack')), JSON.stringify(body));
+      await writeFileAtomic(path.join(spoolDir, base + (ok ? '.ack' : '.nack')), JSON.stringify(body));
       await fsp.rm(claimed, { force: true });
     } catch (e) {
       log.error({ err: e, file: claimed }, 'audit spool: could not answer a spooled event');
@@ -164,8 +143,8 @@ export function openSpoolClient(dir: string, timeoutMs = 5000): AuditSink {
       const base = `${event.id}-${process.pid}-${n++}`;
       const evt = path.join(spoolDir, base + EVT);
       try {
-        await writeDurable(evt, JSON.stringify(event));
-        await syncDir(spoolDir);
+        await writeFileAtomic(evt, JSON.stringify(event));
+        await fsyncDir(spoolDir);
         let receipt = await waitForAnswer(base, Date.now() + timeoutMs);
         if (receipt) return receipt;
         try {

@@ -13,6 +13,7 @@ import {
 } from './record.ts';
 import { listSegments, splitSegment } from './segments.ts';
 import { acquireWriterLock } from './lock.ts';
+import { fsyncDir, writeAll, writeFileAtomic } from './durable.ts';
 import { startSpoolIngest, SPOOL_DIR, type SpoolIngest } from './spool.ts';
 
 export interface AuditOpenOptions {
@@ -68,37 +69,6 @@ type Reject = (e: Error) => void;
 function utcDayEnd(now: number): number {
   const d = new Date(now);
   return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate() + 1);
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const h = await fsp.open(dir, 'r');
-  try {
-    await h.sync();
-  } finally {
-    await h.close();
-  }
-}
-
-async function writeAll(h: fsp.FileHandle, buf: Buffer): Promise<void> {
-  let off = 0;
-  while (off < buf.length) {
-    const { bytesWritten } = await h.write(buf, off, buf.length - off);
-    if (bytesWritten <= 0) throw Object.assign(new Error('short write'), { code: 'EIO' });
-    off += bytesWritten;
-  }
-}
-
-/** Write a small file atomically and durably (tmp + fsync + rename). */
-async function writeFileAtomic(file: string, text: string): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}`;
-  const h = await fsp.open(tmp, 'w', 0o600);
-  try {
-    await writeAll(h, Buffer.from(text));
-    await h.sync();
-  } finally {
-    await h.close();
-  }
-  await fsp.rename(tmp, file);
 }
 
 class SegmentWriter implements AuditLogWriter {
