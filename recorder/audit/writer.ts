@@ -381,6 +381,9 @@ class SegmentWriter implements AuditLogWriter {
     if (!current) current = this.newSegment(empty[empty.length - 1] ?? segmentName(1, new Date()), 1);
     for (const name of empty) if (name !== current.name) fs.rmSync(path.join(this.dir, name));
     this.segment = current;
+    // A segment from an earlier UTC day is rotated by the first append of today.
+    const day = parseSegmentName(current.name)?.day;
+    if (day) this.dayEnd = Date.UTC(Number(day.slice(0, 4)), Number(day.slice(4, 6)) - 1, Number(day.slice(6, 8)) + 1);
     if (torn || this.sinceCheckpoint > 0) {
       await new Promise<AppendReceipt>((resolve, reject) => {
         const receipt = this.pushCheckpoint('recover', torn ? { torn_bytes: torn.bytes, quarantined: torn.quarantined } : {});

@@ -136,6 +136,18 @@ describe('audit log: rotation by UTC day', () => {
     }
     expect(listSegments(f.dir)).toEqual(['seg-0000000000000001-20260301.jsonl', 'seg-0000000000000004-20260302.jsonl']);
     expect(verifyAuditLog(f.dir, f.publicPem).ok).toBe(true);
+    // A writer reopened on a later day does not keep appending to the old day's segment.
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      vi.setSystemTime(Date.UTC(2026, 2, 4, 10, 0, 0));
+      const w = await openAuditLog(f.dir, auditOptions(f.keyFile));
+      await w.append(sampleEvent(4));
+      await w.close();
+    } finally {
+      vi.useRealTimers();
+    }
+    expect(listSegments(f.dir).at(-1)).toMatch(/-20260304\.jsonl$/);
+    expect(verifyAuditLog(f.dir, f.publicPem).ok).toBe(true);
   });
 });
 
