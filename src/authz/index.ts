@@ -80,6 +80,10 @@ export function createAuthorizer(config: VigilConfig, store: StateStore): Author
       if (reaching.length === 0) return deny('no_permission', NO_SUCH_TARGET);
 
       let allowed = reaching;
+      // Deny by default: an SSH session always runs as some login, so one must be named and allowed.
+      if (q.protocol === 'ssh' && q.login === undefined) {
+        return deny('login_not_allowed', `Target ${target.name} has no default login; connect as LOGIN@${target.name}.`);
+      }
       if (q.login !== undefined && loginIsChosen(target, q.login)) {
         allowed = allowed.filter((x) => loginAllowed(x.role, target, q.login!));
         if (allowed.length === 0) return deny('login_not_allowed', `Login "${q.login}" is not allowed on ${target.name}.`);

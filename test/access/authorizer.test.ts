@@ -62,6 +62,8 @@ describe('authorizer', () => {
     const d = await authz.authorize(q(byLabel, 'web-1', 'ssh', { login: 'root' }));
     expect(d).toMatchObject({ allow: true, via: 'role', permissions: { portForwarding: false } });
     expect(d.allow && d.expiresAt).toBeFalsy();
+    // An SSH session without a login is refused rather than left unchecked.
+    expect(await authz.authorize(q(byLabel, 'web-1', 'ssh'))).toMatchObject({ allow: false, reason: 'login_not_allowed' });
     // '*' logins are limited to the logins the target allows.
     expect(await authz.authorize(q(byLabel, 'web-1', 'ssh', { login: 'postgres' }))).toMatchObject({ allow: false, reason: 'login_not_allowed' });
     // Labels must all match: pg-stage is env=stage.
