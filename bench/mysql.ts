@@ -71,9 +71,13 @@ async function main(): Promise<void> {
       for (let r = 0; r < ROUNDS; r++) {
         for (const route of r % 2 === 0 ? (['direct', 'vigil'] as const) : (['vigil', 'direct'] as const)) {
           const before = recorded;
+          const cpu0 = process.cpuUsage();
+          const t0 = performance.now();
           const run = await sysbench({ test, command: 'run', db: 'sbtest', threads: THREADS, time: SECONDS, tableSize: TABLE_SIZE, ...routes[route] });
           res[route].push(run);
-          const rec = route === 'vigil' ? `  db.query events: ${recorded - before}` : '';
+          const cpu = process.cpuUsage(cpu0);
+          const cpuPct = ((cpu.user + cpu.system) / 1000 / (performance.now() - t0)) * 100;
+          const rec = route === 'vigil' ? `  db.query events: ${recorded - before}  gateway cpu ${cpuPct.toFixed(0)}%` : '';
           console.log(`${test.padEnd(18)} round ${r + 1} ${route.padEnd(6)} tps ${run.tps.toFixed(1).padStart(9)}  qps ${run.qps.toFixed(0).padStart(7)}  avg ${run.latencyAvgMs.toFixed(2)} ms  p95 ${run.latencyP95Ms.toFixed(2)} ms${rec}`);
         }
       }

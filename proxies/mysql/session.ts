@@ -6,7 +6,6 @@
  */
 import net from 'node:net';
 import tls from 'node:tls';
-import { Duplex } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import type { ConnectionContext } from '../../src/gateway/proxy.ts';
 import type { GatewayServices } from '../../src/gateway/services.ts';
@@ -172,8 +171,9 @@ export class MysqlConnection implements KillableConnection {
     }
     this.client.pause();
     const id = this.shared.services.identity.tls();
-    const transport = remainder.length > 0 ? prepend(this.client as net.Socket, remainder) : (this.client as net.Socket);
-    const secure = new tls.TLSSocket(transport as net.Socket, { isServer: true, cert: id.cert, key: id.key, ca: id.ca, requestCert: true, rejectUnauthorized: false });
+    // Node's TLSSocket feeds what is already buffered in the socket to the TLS layer first.
+    if (remainder.length > 0) this.client.unshift(remainder);
+    const secure = new tls.TLSSocket(this.client as net.Socket, { isServer: true, cert: id.cert, key: id.key, ca: id.ca, requestCert: true, rejectUnauthorized: false });
     this.client = secure;
     secure.on('error', (e) => {
       this.log.debug({ err: e.message }, 'TLS error');
@@ -333,6 +333,8 @@ export class MysqlConnection implements KillableConnection {
     const serverFramer = this.backend!.framer;
     client.on('data', (chunk: Buffer) => {
       this.session!.stats.bytesFromClient += chunk.length;
+      // Packets of one chunk (pipelined commands, long data) leave in one write.
+      backend.cork();
       try {
         clientFramer.push(chunk, (p) => {
           if (this.busy) this.inbox.push(p);
@@ -340,6 +342,8 @@ export class MysqlConnection implements KillableConnection {
         });
       } catch (e) {
         this.protocolFailure(e, 1);
+      } finally {
+        backend.uncork();
       }
     });
     backend.on('data', (chunk: Buffer) => {
@@ -722,36 +726,6 @@ export class MysqlConnection implements KillableConnection {
     if (reason === 'client_closed' || reason === 'backend_closed') this.client.destroy();
     void this.session?.end(reason, details);
   }
-}
-
-/**
- * The socket as a stream that first yields `first`: bytes that arrived with the SSLRequest (usually the
- * ClientHello) must reach the TLS layer, and a net.Socket cannot take bytes back once read.
- */
-function prepend(sock: net.Socket, first: Buffer): Duplex {
-  const d = new Duplex({
-    read() {
-      sock.resume();
-    },
-    write(chunk, _enc, cb) {
-      sock.write(chunk, cb);
-    },
-    final(cb) {
-      sock.end();
-      cb();
-    },
-    destroy(err, cb) {
-      sock.destroy(err ?? undefined);
-      cb(err);
-    },
-  });
-  d.push(first);
-  sock.on('data', (c: Buffer) => {
-    if (!d.push(c)) sock.pause();
-  });
-  sock.on('end', () => d.push(null));
-  sock.on('close', () => d.destroy());
-  return d;
 }
 
 function round(ms: number): number {
