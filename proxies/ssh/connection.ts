@@ -17,7 +17,8 @@ import { connectBackend, BackendError } from './backend.ts';
 import { SessionChannel, GATEWAY_EXIT_STATUS, type PtyInfo } from './session-channel.ts';
 import { handleDirectTcpip, type TcpipInfo } from './forward.ts';
 import { sendBanner, sendDisconnect } from './wire.ts';
-import { observeSftp, observeTerminal } from './observers.ts';
+import { observeScp, observeSftp, observeTerminal } from './observers.ts';
+import type { ScpCommand } from './scp/index.ts';
 
 /** Shared by every connection of one listener. */
 export interface ListenerContext {
@@ -167,6 +168,10 @@ export class Connection implements ChannelHost {
 
   observeSftp(index: number): ChannelObserver | undefined {
     return observeSftp(this, index);
+  }
+
+  observeScp(index: number, command: ScpCommand): ChannelObserver | undefined {
+    return observeScp(this, index, command);
   }
 
   observeTerminal(index: number, pty: PtyInfo, recording: string | undefined): ChannelObserver | undefined {

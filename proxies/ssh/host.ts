@@ -8,6 +8,7 @@ import type { EventType } from '../../src/events/catalog.ts';
 import type { SshSection } from './config.ts';
 import type { PtyInfo } from './session-channel.ts';
 import type { TapGate } from './relay.ts';
+import type { ScpCommand } from './scp/index.ts';
 
 /** Something that watches one channel's bytes (SFTP decoder, terminal command tracker). */
 export interface ChannelObserver {
@@ -44,5 +45,6 @@ export interface ChannelHost {
   channelEnded(index: number, exitStatus: number | undefined): void;
   recordingFailed(err: Error): void;
   observeSftp(index: number): ChannelObserver | undefined;
+  observeScp(index: number, command: ScpCommand): ChannelObserver | undefined;
   observeTerminal(index: number, pty: PtyInfo, recording: string | undefined): ChannelObserver | undefined;
 }

@@ -1,5 +1,6 @@
 import { SftpObserver, type SftpOperation } from './sftp/index.ts';
 import { CommandTracker } from './terminal/index.ts';
+import { ScpObserver, type ScpCommand, type ScpTransfer } from './scp/index.ts';
 import type { ChannelHost, ChannelObserver } from './host.ts';
 import type { PtyInfo } from './session-channel.ts';
 
@@ -17,6 +18,27 @@ export function observeSftp(host: ChannelHost, index: number): ChannelObserver {
   const obs = new SftpObserver({
     onOperation: (op) => host.emit('ssh.sftp', op.outcome === 'ok' ? 'success' : 'failure', sftpEventDetails(op, index)),
     onError: (err) => host.log.warn({ err: err.message, channel: index }, 'sftp observation problem'),
+  });
+  return {
+    clientData: (c) => obs.clientData(c),
+    serverData: (c) => obs.serverData(c),
+    close: () => obs.end(),
+  };
+}
+
+/** scp transfer → `ssh.scp` event details (the remote path joined from the directory stack). */
+export function scpEventDetails(t: ScpTransfer, channel: number): Record<string, unknown> {
+  if (t.op === 'error') return { channel, op: 'error', direction: t.direction, from: t.from, message: t.message };
+  const { dirs, name, outcome, ...rest } = t;
+  return { channel, ...rest, path: [...dirs, name].join('/'), result: outcome };
+}
+
+/** Feed a legacy `scp -O` exec channel to the scp observer; one `ssh.scp` event per file or directory. */
+export function observeScp(host: ChannelHost, index: number, command: ScpCommand): ChannelObserver {
+  const obs = new ScpObserver({
+    command,
+    onTransfer: (t) => host.emit('ssh.scp', t.op !== 'error' && t.outcome === 'ok' ? 'success' : 'failure', scpEventDetails(t, index)),
+    onError: (err) => host.log.warn({ err: err.message, channel: index }, 'scp observation problem'),
   });
   return {
     clientData: (c) => obs.clientData(c),

@@ -2,6 +2,7 @@ import type ssh2 from 'ssh2';
 import type { AsciicastWriter } from '../../recorder/types.ts';
 import { relay, flushed } from './relay.ts';
 import type { ChannelHost, ChannelObserver } from './host.ts';
+import { parseScpCommand } from './scp/index.ts';
 
 /** A pty as the client asked for it (ssh2's pty-req info). */
 export interface PtyInfo {
@@ -158,7 +159,7 @@ export class SessionChannel {
       });
       this.recording.onError((e) => host.recordingFailed(e));
     }
-    this.observer = kind === 'sftp' ? host.observeSftp(this.index) : kind === 'shell' && this.pty ? host.observeTerminal(this.index, this.pty, this.recording?.id) : undefined;
+    this.observer = this.observe(kind);
     host.channelStarted(kind, this.index, this.recording?.id, { command: this.command, pty: !!this.pty, ...(forced ? { force_command: true, requested: forced.requested } : {}) });
 
     const keystrokes = host.keystrokes;
@@ -200,6 +201,14 @@ export class SessionChannel {
     });
     backend.once('close', () => void this.backendClosed());
     backend.on('error', (e: Error) => host.log.debug({ err: e.message, channel: this.index }, 'backend channel error'));
+  }
+
+  /** What watches this channel's bytes: SFTP decoding, legacy scp, or the terminal of a pty shell. */
+  private observe(kind: 'shell' | 'exec' | 'sftp'): ChannelObserver | undefined {
+    if (kind === 'sftp') return this.host.observeSftp(this.index);
+    if (kind === 'shell') return this.pty ? this.host.observeTerminal(this.index, this.pty, this.recording?.id) : undefined;
+    const scp = this.pty ? null : parseScpCommand(this.command ?? '');
+    return scp ? this.host.observeScp(this.index, scp) : undefined;
   }
 
   /** The target closed its channel: deliver what is left, then exit status, then EOF + close (in that order). */

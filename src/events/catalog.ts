@@ -22,6 +22,7 @@ export const EVENT_CATALOG = {
   'ssh.exec': { description: 'A command was executed over SSH exec (exact command and exit status).' },
   'ssh.command': { description: 'An interactive shell command, reconstructed from the terminal at Enter (source: terminal).' },
   'ssh.sftp': { description: 'One SFTP operation (open, close, remove, rename, mkdir, rmdir, setstat, symlink) with paths.' },
+  'ssh.scp': { description: 'One legacy scp (-O) file or directory transfer, with direction, path, size, bytes and outcome.' },
   'ssh.forward': { description: 'A port-forwarding request (direct-tcpip) with destination, bytes and outcome.' },
   'ssh.request': { description: 'A channel request refused by policy (agent or X11 forwarding, remote forwarding, env).' },
   // databases

@@ -150,11 +150,15 @@ describe('ssh proxy relay (stock OpenSSH client → vigil → real sshd)', () =>
     expect(r3.code).toBe(0);
     expect(fs.readFileSync(legacy).equals(fs.readFileSync(src))).toBe(true);
     await w.gw.waitForEvent((e) => e.type === 'ssh.exec' && e.details.command === `scp -t ${legacy}`);
+    const up = await w.gw.waitForEvent((e) => e.type === 'ssh.scp' && e.details.direction === 'upload');
+    expect(up.details).toMatchObject({ op: 'file', path: 'payload.bin', size: fs.statSync(src).size, bytes: fs.statSync(src).size, result: 'ok' });
     const back2 = path.join(dir, 'back-legacy.bin');
     const r4 = await w.run('scp', [...w.opts(alice), '-O', `web1@127.0.0.1:${legacy}`, back2]);
     expect(r4.code).toBe(0);
     expect(fs.readFileSync(back2).equals(fs.readFileSync(src))).toBe(true);
     await w.gw.waitForEvent((e) => e.type === 'ssh.exec' && e.details.command === `scp -f ${legacy}`);
+    const down = await w.gw.waitForEvent((e) => e.type === 'ssh.scp' && e.details.direction === 'download');
+    expect(down.details).toMatchObject({ op: 'file', path: 'up-legacy.bin', bytes: fs.statSync(src).size, result: 'ok' });
   });
 
   it('sftp batch: mkdir, put, rename, chmod, symlink, rm, rmdir each give an ssh.sftp event', async () => {
