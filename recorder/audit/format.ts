@@ -42,8 +42,15 @@ function targetText(t: AuditEvent['target'] | undefined): string {
   return `${who ? `${who}@` : ''}${t.name}/${t.protocol}`;
 }
 
+// Minimum column widths, so rows line up even when streamed one at a time (audit tail -f).
+const WIDTHS = [27, 16, 7, 12, 16, 20, 26, 0];
+
+function row(fields: string[]): string {
+  return fields.map((f, i) => f.padEnd(WIDTHS[i])).join('  ').trimEnd();
+}
+
 /** Column headings matching formatEventRow. */
-export const EVENT_ROW_HEADER = ['TIME', 'TYPE', 'OUTCOME', 'USER', 'SOURCE', 'TARGET', 'SESSION', 'DETAILS'].join('  ');
+export const EVENT_ROW_HEADER = row(['TIME', 'TYPE', 'OUTCOME', 'USER', 'SOURCE', 'TARGET', 'SESSION', 'DETAILS']);
 
 /**
  * One event as one line of text (no trailing newline). Every field is escaped, so hostile user names,
@@ -54,5 +61,5 @@ export function formatEventRow(e: AuditEvent, maxDetails = 200): string {
   let details = summarizeDetails(e.details);
   if (details.length > maxDetails) details = details.slice(0, maxDetails) + '…';
   const fields = [e.time, e.type, e.outcome, e.actor?.user ?? '-', src, targetText(e.target), e.session_id ?? '-', details];
-  return fields.map((f) => escapeTerminal(String(f))).join('  ');
+  return row(fields.map((f) => escapeTerminal(String(f))));
 }
