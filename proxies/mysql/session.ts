@@ -364,6 +364,14 @@ export class MysqlConnection implements KillableConnection {
       this.shutdown('backend_error');
     });
     backend.on('close', () => this.shutdown('backend_closed'));
+    const idle = this.shared.services.config.gateway.idle_timeout;
+    if (idle > 0) {
+      // Idle = no client traffic while no response is outstanding (a long query is not idleness).
+      client.setTimeout(idle);
+      client.on('timeout', () => {
+        if (this.tracker!.pending === 0) this.session!.handle.terminate('idle_timeout', 'The session was idle too long and is closed.');
+      });
+    }
     client.resume();
   }
 
@@ -504,7 +512,7 @@ export class MysqlConnection implements KillableConnection {
         });
         return;
       case 'process_kill':
-        return this.onKill(cmd.id, false, name, 'process_kill');
+        return this.onKill(cmd.id, false, name, `COM_PROCESS_KILL ${cmd.id}`);
       case 'reset_connection':
         // Same identity, same backend login: only session state is reset (documented).
         this.forward(p);
