@@ -214,7 +214,7 @@ export class QueryTracker {
         return;
       case B.FunctionCallResponse:
         if (h?.k === 'fcall') {
-          this.opts.onRecord({ protocol: 'function_call', functionOid: h.oid, params: h.args, rowsReturned: 0, outcome: 'success', durationMs: now - h.start });
+          this.emit(h, 'success', now, 0, {});
           h.start = now;
         }
         return;
@@ -240,37 +240,90 @@ export class QueryTracker {
     q.copy = undefined;
   }
 
-  private base(op: Extract<Op, { k: 'query' | 'execute' }>): Pick<QueryRecord, 'protocol' | 'sql' | 'params' | 'statement' | 'portal'> {
-    if (op.k === 'query') {
-      const text = op.stmts[op.i] ?? op.stmts.join('; ');
-      return { protocol: 'simple', sql: redactSql(text, this.opts.redact).text };
+  /**
+   * One record shape for every case (all fields present, undefined when not applicable): records are
+   * made per statement on the hot path, and a single hidden class keeps that cheap.
+   */
+  private emit(
+    op: Op,
+    outcome: 'success' | 'failure',
+    now: number,
+    rows: number,
+    extra: { tag?: string; suspended?: boolean; sqlstate?: string; error?: string },
+  ): void {
+    let protocol: QueryRecord['protocol'] = 'extended';
+    let sql: string | undefined;
+    let params: (string | null)[] | undefined;
+    let statement: string | undefined;
+    let portal: string | undefined;
+    let copy: Copy | undefined;
+    let functionOid: number | undefined;
+    let start = 0;
+    switch (op.k) {
+      case 'query':
+        protocol = 'simple';
+        sql = redactSql(op.stmts[op.i] ?? op.stmts.join('; '), this.opts.redact).text;
+        copy = op.copy;
+        start = op.start;
+        break;
+      case 'execute': {
+        const p = op.portal;
+        sql = p ? p.stmt.sql : '(unknown portal)';
+        params = p ? this.params(p) : undefined;
+        statement = p?.statementName || undefined;
+        portal = op.portalName || undefined;
+        copy = op.copy;
+        start = op.start;
+        break;
+      }
+      case 'parse':
+        sql = op.stmt.sql;
+        statement = op.name || undefined;
+        start = op.start;
+        break;
+      case 'bind':
+        sql = op.portal.stmt.sql;
+        params = this.params(op.portal);
+        statement = op.portal.statementName || undefined;
+        portal = op.portalName || undefined;
+        start = op.start;
+        break;
+      case 'fcall':
+        protocol = 'function_call';
+        params = op.args;
+        functionOid = op.oid;
+        start = op.start;
+        break;
+      default:
+        return;
     }
-    const p = op.portal;
-    return {
-      protocol: 'extended',
-      sql: p ? p.stmt.sql : '(unknown portal)',
-      params: p ? this.params(p) : undefined,
-      statement: p?.statementName || undefined,
-      portal: op.portalName || undefined,
-    };
+    const tag = extra.tag;
+    const sp = tag === undefined ? -1 : tag.indexOf(' ');
+    const command = tag === undefined ? undefined : sp < 0 ? tag : tag.slice(0, sp);
+    const n = tag === undefined ? undefined : tagRows(tag);
+    const returnsRows = rows > 0 || command === 'SELECT' || command === 'FETCH' || command === 'SHOW';
+    this.opts.onRecord({
+      protocol,
+      sql,
+      params,
+      statement,
+      portal,
+      command,
+      rowsReturned: rows,
+      rowsAffected: returnsRows || command === 'COPY' ? undefined : n,
+      outcome,
+      sqlstate: extra.sqlstate,
+      error: extra.error,
+      durationMs: now - start,
+      suspended: extra.suspended,
+      copy: copy && { direction: copy.direction, rows: outcome === 'success' ? n : undefined, bytes: copy.bytes },
+      functionOid,
+    });
   }
 
   private complete(h: Op | undefined, tag: string | undefined, now: number, suspended: boolean): void {
     if (!h || (h.k !== 'query' && h.k !== 'execute')) return;
-    const command = tag?.split(' ', 1)[0];
-    const n = tag === undefined ? undefined : tagRows(tag);
-    const returnsRows = h.rows > 0 || command === 'SELECT' || command === 'FETCH' || command === 'SHOW';
-    const rec: QueryRecord = {
-      ...this.base(h),
-      command,
-      rowsReturned: h.rows,
-      rowsAffected: returnsRows || command === 'COPY' ? undefined : n,
-      outcome: 'success',
-      durationMs: now - h.start,
-    };
-    if (suspended) rec.suspended = true;
-    if (h.copy) rec.copy = { direction: h.copy.direction, rows: n, bytes: h.copy.bytes };
-    this.opts.onRecord(rec);
+    this.emit(h, 'success', now, h.rows, { tag, suspended: suspended || undefined });
     if (h.k === 'query') this.nextStatement(h, now);
     else this.ops.shift();
   }
@@ -278,23 +331,14 @@ export class QueryTracker {
   private error(h: Op | undefined, msg: Buffer, now: number): void {
     if (!h) return;
     const e = errorFields(msg);
-    const fail = { outcome: 'failure' as const, sqlstate: e.code, error: e.message, rowsReturned: 0 };
+    const fail = { sqlstate: e.code, error: e.message };
+    this.emit(h, 'failure', now, h.k === 'query' || h.k === 'execute' ? h.rows : 0, fail);
     if (h.k === 'query') {
-      this.opts.onRecord({ ...this.base(h), ...fail, rowsReturned: h.rows, durationMs: now - h.start, copy: h.copy && { direction: h.copy.direction, bytes: h.copy.bytes } });
       // The rest of a simple query string is not executed; ReadyForQuery follows.
       h.i = h.stmts.length;
       return;
     }
-    if (h.k === 'execute') {
-      this.opts.onRecord({ ...this.base(h), ...fail, rowsReturned: h.rows, durationMs: now - h.start });
-    } else if (h.k === 'parse') {
-      this.opts.onRecord({ protocol: 'extended', sql: h.stmt.sql, statement: h.name || undefined, ...fail, durationMs: now - h.start });
-    } else if (h.k === 'bind') {
-      this.opts.onRecord({ protocol: 'extended', sql: h.portal.stmt.sql, params: this.params(h.portal), statement: h.portal.statementName || undefined, portal: h.portalName || undefined, ...fail, durationMs: now - h.start });
-    } else if (h.k === 'fcall') {
-      this.opts.onRecord({ protocol: 'function_call', functionOid: h.oid, params: h.args, ...fail, durationMs: now - h.start });
-      return; // ReadyForQuery follows.
-    }
+    if (h.k === 'fcall') return; // ReadyForQuery follows.
     // The server discards extended-protocol messages until Sync: drop them up to (not including) the Sync.
     while (this.ops.length && this.ops[0].k !== 'sync') this.ops.shift();
   }
