@@ -39,6 +39,7 @@ export const refused = {
   breakGlassDisabled: () =>
     new AccessRefusedError('VIGIL_BREAK_GLASS_DISABLED', 'forbidden', 'Break-glass access is turned off by policy.'),
   notOnCall: () => new AccessRefusedError('VIGIL_NOT_ON_CALL', 'forbidden', 'Only users on call may use break-glass access.'),
+  breakGlassForOthers: () => new AccessRefusedError('VIGIL_FORBIDDEN', 'forbidden', 'Break-glass access can only be taken for yourself.'),
   forOthers: () =>
     new AccessRefusedError('VIGIL_FORBIDDEN', 'forbidden', 'You may only request access for yourself.'),
   notAdmin: (what: string) => new AccessRefusedError('VIGIL_NOT_ADMIN', 'forbidden', `Only administrators may ${what}.`),

@@ -106,7 +106,8 @@ export class AccessService {
       if (!reason) throw refused.reasonRequired(input.breakGlass ? 'use break-glass access' : 'request access');
       if (input.breakGlass) {
         if (!this.policy.break_glass) throw refused.breakGlassDisabled();
-        if (user !== actor.user || !this.policy.on_call.includes(actor.user)) throw refused.notOnCall();
+        if (user !== actor.user) throw refused.breakGlassForOthers();
+        if (!this.policy.on_call.includes(actor.user)) throw refused.notOnCall();
       } else if (user !== actor.user && !this.isAdmin(actor)) {
         throw refused.forOthers();
       }

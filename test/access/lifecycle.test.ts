@@ -147,6 +147,7 @@ describe('access lifecycle', () => {
 
     await expectRefused(env.access.request(alice, { role: 'prod-ssh', reason: 'me too', breakGlass: true }), 'VIGIL_NOT_ON_CALL', 'break_glass');
     await expectRefused(env.access.request(carol, { role: 'prod-ssh', reason: '', breakGlass: true }), 'VIGIL_REASON_REQUIRED', 'break_glass');
+    await expectRefused(env.access.request(carol, { user: 'alice', role: 'prod-ssh', reason: 'for a friend', breakGlass: true }), 'VIGIL_FORBIDDEN', 'break_glass');
     await env.close();
 
     env = await accessEnv({ access: { on_call: ['carol'], break_glass: false } });
