@@ -49,7 +49,8 @@ export async function openLocal(args: Pick<CommandArgs, 'configPath' | 'dataDir'
   const { config, dataDir } = loaded;
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const log = silentLogger();
-  await initIdentity(dataDir, config);
+  // A CLI run may use another config than the gateway: never rewrite the server or host certificates here.
+  await initIdentity(dataDir, config, { updateDerived: false });
   const store = await openStateStore(dataDir);
   const identity = await openIdentity(dataDir, config, store);
   const audit = await openAuditForCli(path.join(dataDir, 'audit'), {
