@@ -3,17 +3,11 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import ssh2 from 'ssh2';
+import { vigilKnownHosts } from '../../proxies/ssh/known-hosts.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startWorld, spawnClient, type SshWorld } from './harness.ts';
 import type { IssuedFiles } from '../support/gateway.ts';
 import { freePort, tempDir, waitFor } from '../support/tmp.ts';
-
-function publicLine(privateKey: string): string {
-  const k = ssh2.utils.parseKey(privateKey);
-  const key = Array.isArray(k) ? k[0] : k;
-  if (key instanceof Error) throw key;
-  return `${key.type} ${key.getPublicSSH().toString('base64')}`;
-}
 
 describe('ssh proxy: authentication, routing and forwarding', () => {
   let w: SshWorld;
@@ -94,9 +88,10 @@ describe('ssh proxy: authentication, routing and forwarding', () => {
   });
 
   it('jump-host mode: ssh -J records the inner session exactly like username routing', async () => {
-    const targetKey = publicLine(w.gw.gw.services.identity.sshTargetHostKey('web1').privateKey);
     const known = path.join(dir, 'jump_known_hosts');
-    fs.writeFileSync(known, `[127.0.0.1]:${w.port} ${w.gatewayHostKey}\nweb1 ${targetKey}\n`);
+    const lines = vigilKnownHosts(w.gw.gw.services, '127.0.0.1', w.port);
+    expect(lines).toEqual([`[127.0.0.1]:${w.port} ${w.gatewayHostKey}`, expect.stringMatching(/^web1 ssh-ed25519 AAAA/)]);
+    fs.writeFileSync(known, lines.join('\n') + '\n');
     const config = path.join(dir, 'ssh_config');
     fs.writeFileSync(
       config,

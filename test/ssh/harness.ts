@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import ssh2 from 'ssh2';
+import { publicKeyLine } from '../../proxies/ssh/known-hosts.ts';
 import { startSshd, type SshdHandle } from '../support/sshd.ts';
 import { startTestGateway, type TestGateway, type IssuedFiles } from '../support/gateway.ts';
 import type { IssueRequest } from '../../src/identity/types.ts';
@@ -68,10 +68,7 @@ export async function startWorld(o: WorldOptions = {}): Promise<SshWorld> {
     targets: [web1, ...(o.targets?.(sshd) ?? [])],
   });
   const port = gw.ports.ssh!;
-  const hostKey = ssh2.utils.parseKey(gw.gw.services.identity.sshHostKey());
-  const parsed = Array.isArray(hostKey) ? hostKey[0] : hostKey;
-  if (parsed instanceof Error) throw parsed;
-  const gatewayHostKey = `${parsed.type} ${parsed.getPublicSSH().toString('base64')}`;
+  const gatewayHostKey = publicKeyLine(gw.gw.services.identity.sshHostKey());
   const knownHosts = path.join(gw.dataDir, '..', 'known_hosts');
   fs.writeFileSync(knownHosts, `[127.0.0.1]:${port} ${gatewayHostKey}\n`);
 
