@@ -31,7 +31,7 @@ export type Decision =
     }
   | {
       allow: false;
-      /** Machine reason for `auth.failure`: unknown_target, no_permission, login_not_allowed, database_not_allowed, locked, revoked. */
+      /** Machine reason for `auth.failure`: unknown_target, no_permission, login_not_allowed, database_not_allowed, locked, revoked, grant_expired (a grant-bound certificate whose grant ended). */
       reason: string;
       /** Client-facing text. Must not reveal whether the target exists when the user may not see it. */
       message: string;
