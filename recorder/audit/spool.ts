@@ -37,6 +37,16 @@ export function startSpoolIngest(sink: AuditSink, spoolDir: string, pollMs: numb
     }
     // Claimed files left by a writer that crashed are taken again at open, unless the chain has them.
     const ours = names.filter((n) => !n.startsWith('.') && (n.endsWith(EVT) || (firstPass && n.endsWith(CLAIMED)))).sort();
+    if (firstPass) {
+      // Temp files of clients that died mid-write, and answers nobody collected, are garbage after a while.
+      const old = Date.now() - 10 * 60_000;
+      for (const n of names) {
+        if (!n.endsWith('.partial') && !n.endsWith('.ack') && !n.endsWith('.nack')) continue;
+        const p = path.join(spoolDir, n);
+        const st = await fsp.stat(p).catch(() => undefined);
+        if (st && st.mtimeMs < old) await fsp.rm(p, { force: true });
+      }
+    }
     firstPass = false;
     const work: Promise<void>[] = [];
     for (const name of ours) {
