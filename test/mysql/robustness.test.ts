@@ -150,3 +150,50 @@ describe('mysql proxy fails closed', () => {
     }
   });
 });
+
+describe('mysql proxy records less common commands', () => {
+  it('COM_STMT_SEND_LONG_DATA, COM_STMT_RESET, COM_SET_OPTION, COM_PING and COM_QUIT', async () => {
+    const c = await rawLogin(w.port, w.alice, 'db', 'shop');
+    c.send(encodePacket(0, Buffer.concat([Buffer.from([COM.STMT_PREPARE]), Buffer.from('SELECT LENGTH(?), ?')])));
+    const prep = (await c.next()).payload;
+    expect(prep[0]).toBe(0);
+    const stmtId = prep.readUInt32LE(1);
+    expect([prep.readUInt16LE(5), prep.readUInt16LE(7)]).toEqual([2, 2]); // columns, params
+    // two parameter and two column definitions (DEPRECATE_EOF: no EOF packets)
+    for (let i = 0; i < 4; i++) await c.next();
+    const chunk = Buffer.alloc(5000, 0x61);
+    for (let i = 0; i < 3; i++) c.send(encodePacket(0, Buffer.concat([Buffer.from([COM.STMT_SEND_LONG_DATA]), u32(stmtId), Buffer.from([0, 0]), chunk])));
+    // execute: param 0 from long data (no value), param 1 = LONGLONG 7
+    const seven = Buffer.alloc(8);
+    seven.writeBigInt64LE(7n);
+    c.send(encodePacket(0, Buffer.concat([Buffer.from([COM.STMT_EXECUTE]), u32(stmtId), Buffer.from([0]), u32(1), Buffer.from([0, 1, 0xfc, 0, 8, 0]), seven])));
+    const cols = await c.next();
+    expect(cols.payload[0]).toBe(2);
+    await c.next();
+    await c.next();
+    const row = (await c.next()).payload;
+    expect(row[0]).toBe(0);
+    expect(row.readInt32LE(2)).toBe(15000); // LENGTH() is a 4-byte integer column
+    await c.next(); // OK closing the result set
+    c.send(encodePacket(0, Buffer.concat([Buffer.from([COM.STMT_RESET]), u32(stmtId)])));
+    expect((await c.next()).payload[0]).toBe(0);
+    c.send(encodePacket(0, Buffer.from([COM.SET_OPTION, 1, 0])));
+    await c.next();
+    c.send(encodePacket(0, Buffer.from([COM.PING])));
+    expect((await c.next()).payload[0]).toBe(0);
+    c.send(encodePacket(0, Buffer.from([COM.QUIT])));
+    await c.closed;
+
+    const ev = await w.tg.waitForEvent((e) => e.type === 'db.query' && e.details.command === 'COM_STMT_EXECUTE' && e.details.query === 'SELECT LENGTH(?), ?');
+    expect(ev.details.params).toEqual([{ hex: '61'.repeat(256), length: 15000, long_data: true, truncated: true }, 7]);
+    expect(ev.details.rows_returned).toBe(1);
+    const sid = ev.session_id;
+    const cmds = await (async () => {
+      await w.tg.waitForEvent((e) => e.type === 'session.end' && e.session_id === sid);
+      return w.tg.events.filter((e) => e.session_id === sid && e.type === 'db.query').map((e) => e.details.command);
+    })();
+    expect(cmds).toEqual(['COM_STMT_PREPARE', 'COM_STMT_EXECUTE', 'COM_STMT_RESET', 'COM_SET_OPTION', 'COM_PING', 'COM_QUIT']);
+    const opt = w.tg.events.find((e) => e.session_id === sid && e.details.command === 'COM_SET_OPTION');
+    expect(opt!.details.multi_statements).toBe(false);
+  });
+});
