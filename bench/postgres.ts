@@ -47,6 +47,8 @@ interface Result {
   tps: number;
   latAvg: number;
   p50?: number;
+  /** Gateway CPU µs per transaction (vigil only). */
+  cpuPerTx?: number;
 }
 
 function pgbench(conn: string, args: string[], logDir?: string): Promise<Result> {
@@ -176,10 +178,16 @@ async function main() {
       for (const clients of CLIENTS) {
         for (const r of routes) {
           const args = ['-S', '-n', '-M', mode, '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(SECONDS)];
+          const cpu0 = process.cpuUsage();
           const res = await pgbench(r.conn, args, clients === 1 ? logDir : undefined);
+          if (r.name === 'vigil') {
+            // The gateway runs in this process: its CPU per transaction, independent of machine load.
+            const cpu = process.cpuUsage(cpu0);
+            res.cpuPerTx = (cpu.user + cpu.system) / (res.tps * SECONDS);
+          }
           const key = `${mode}|${clients}|${r.name}`;
           results.set(key, [...(results.get(key) ?? []), res]);
-          console.log(`round ${round} ${mode.padEnd(8)} -c ${String(clients).padStart(2)} ${r.name.padEnd(9)} tps ${res.tps.toFixed(0).padStart(7)}  lat avg ${res.latAvg.toFixed(3)} ms${res.p50 !== undefined ? `  p50 ${res.p50.toFixed(3)} ms` : ''}`);
+          console.log(`round ${round} ${mode.padEnd(8)} -c ${String(clients).padStart(2)} ${r.name.padEnd(9)} tps ${res.tps.toFixed(0).padStart(7)}  lat avg ${res.latAvg.toFixed(3)} ms${res.p50 !== undefined ? `  p50 ${res.p50.toFixed(3)} ms` : ''}${res.cpuPerTx !== undefined ? `  gateway cpu ${res.cpuPerTx.toFixed(0)} µs/tx` : ''}`);
         }
       }
     }
