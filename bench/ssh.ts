@@ -12,6 +12,7 @@
  *   npm run bench:ssh [-- --size 512M --runs 3 --samples 200]
  */
 import { spawn } from 'node:child_process';
+import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { startSshd, type SshdHandle } from '../test/support/sshd.ts';
 import { startWorld, type SshWorld } from '../test/ssh/harness.ts';
@@ -132,23 +133,26 @@ const f2 = (x: number) => x.toFixed(2);
 async function throughput(label: string, fn: (r: Route) => Promise<number>, routes: Route[]): Promise<void> {
   console.log(`\n${label}`);
   const rates: Record<string, number[]> = { direct: [], vigil: [] };
+  const failures: Record<string, number> = { direct: 0, vigil: 0 };
   for (let run = 1; run <= RUNS; run++) {
     const parts: string[] = [];
     for (const r of routes) {
-      const ms = await fn(r);
-      const rate = BYTES / MiB / (ms / 1000);
-      rates[r.name].push(rate);
-      parts.push(`${r.name} ${f1(rate).padStart(7)} MiB/s`);
+      try {
+        const ms = await fn(r);
+        const rate = BYTES / MiB / (ms / 1000);
+        rates[r.name].push(rate);
+        parts.push(`${r.name} ${f1(rate).padStart(7)} MiB/s`);
+      } catch (e) {
+        // A failed transfer is a result too (e.g. the gateway ending the session): say why and go on.
+        failures[r.name]++;
+        parts.push(`${r.name} FAILED (${(e as Error).message.trim().split('\n').slice(-1)[0]})`);
+      }
     }
     console.log(`  run ${run}: ${parts.join('   ')}`);
   }
-  const d = median(rates.direct);
-  if (rates.vigil.length) {
-    const v = median(rates.vigil);
-    console.log(`  median: direct ${f1(d)} MiB/s, vigil ${f1(v)} MiB/s, ratio ${f2(v / d)}x (target >= 0.90x)`);
-  } else {
-    console.log(`  median: direct ${f1(d)} MiB/s`);
-  }
+  const summary = routes.map((r) => `${r.name} ${rates[r.name].length ? `${f1(median(rates[r.name]))} MiB/s` : 'n/a'}${failures[r.name] ? ` (${failures[r.name]} of ${RUNS} failed)` : ''}`);
+  const ratio = rates.vigil.length && rates.direct.length ? `, ratio ${f2(median(rates.vigil) / median(rates.direct))}x (target >= 0.90x)` : '';
+  console.log(`  median: ${summary.join(', ')}${ratio}`);
 }
 
 async function echo(routes: Route[]): Promise<void> {
@@ -205,6 +209,7 @@ async function main(): Promise<void> {
     c.on('close', () => resolve(v.trim()));
   });
   console.log(`ssh bench: ${SIZE} (${BYTES / MiB} MiB) each way, ${RUNS} alternating runs; ${version}; sshd on 127.0.0.1:${sshd.port}`);
+  console.log(`machine: ${os.cpus().length} cores, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} (other work on the machine skews absolute numbers; the alternation keeps the ratio fair)`);
   console.log(routes.length > 1 ? `vigil: in-process gateway on 127.0.0.1:${world!.port} (recording on) → same sshd` : vigilNote);
   try {
     await throughput(`download: ssh … 'head -c ${SIZE} /dev/zero' > /dev/null`, download, routes);
