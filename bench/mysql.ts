@@ -11,6 +11,7 @@
  *   npm run bench:mysql [-- --seconds 10 --rounds 3 --threads 4 --tests oltp_point_select,oltp_read_only]
  */
 import { parseArgs } from 'node:util';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import fs from 'node:fs';
 import path from 'node:path';
 import { startMariadb } from '../test/support/mariadb.ts';
@@ -72,12 +73,15 @@ async function main(): Promise<void> {
         for (const route of r % 2 === 0 ? (['direct', 'vigil'] as const) : (['vigil', 'direct'] as const)) {
           const before = recorded;
           const cpu0 = process.cpuUsage();
+          const loop = monitorEventLoopDelay({ resolution: 5 });
+          loop.enable();
           const t0 = performance.now();
           const run = await sysbench({ test, command: 'run', db: 'sbtest', threads: THREADS, time: SECONDS, tableSize: TABLE_SIZE, ...routes[route] });
           res[route].push(run);
+          loop.disable();
           const cpu = process.cpuUsage(cpu0);
           const cpuPct = ((cpu.user + cpu.system) / 1000 / (performance.now() - t0)) * 100;
-          const rec = route === 'vigil' ? `  db.query events: ${recorded - before}  gateway cpu ${cpuPct.toFixed(0)}%` : '';
+          const rec = route === 'vigil' ? `  db.query events: ${recorded - before}  gateway cpu ${cpuPct.toFixed(0)}%  event-loop delay p99 ${(loop.percentile(99) / 1e6).toFixed(1)} ms` : '';
           console.log(`${test.padEnd(18)} round ${r + 1} ${route.padEnd(6)} tps ${run.tps.toFixed(1).padStart(9)}  qps ${run.qps.toFixed(0).padStart(7)}  avg ${run.latencyAvgMs.toFixed(2)} ms  p95 ${run.latencyP95Ms.toFixed(2)} ms${rec}`);
         }
       }

@@ -35,6 +35,7 @@ const MAX_BACKEND_PAYLOAD = 1 << 30;
 
 export async function connectBackend(t: BackendTarget, capabilities: number, charset: number, timeoutMs: number, attributes: Record<string, string>): Promise<BackendConnection> {
   const raw = net.connect({ host: t.host, port: t.port, noDelay: true });
+  raw.setNoDelay(true);
   let sock: net.Socket | tls.TLSSocket = raw;
   const framer = new PacketFramer(MAX_BACKEND_PAYLOAD);
   const queue: Packet[] = [];

@@ -119,6 +119,7 @@ export class MysqlConnection implements KillableConnection {
   start(): void {
     const { services, unauthenticated } = this.shared;
     const sock = this.client;
+    sock.setNoDelay(true);
     sock.on('error', () => this.shutdown('client_closed'));
     sock.on('close', () => this.shutdown('client_closed'));
     if (unauthenticated.count >= services.config.gateway.max_unauthenticated) {
