@@ -45,6 +45,11 @@ export interface AsciicastWriter {
   resize(width: number, height: number): void;
   onError(cb: (err: Error) => void): void;
   close(): Promise<void>;
+  /** Optional: bytes accepted but not yet written. A relay pauses its source while this is high, so a
+   *  fast session slows to disk speed instead of outrunning the recording (and failing it). */
+  readonly queuedBytes?: number;
+  /** Optional: call `cb` once after the queue has been written out (used with `queuedBytes`). */
+  onDrained?(cb: () => void): void;
 }
 
 export interface RecordingStore {

@@ -1,6 +1,6 @@
 import type ssh2 from 'ssh2';
 import type { AsciicastWriter } from '../../recorder/types.ts';
-import { relay, flushed } from './relay.ts';
+import { relay, flushed, type TapGate } from './relay.ts';
 import type { ChannelHost, ChannelObserver } from './host.ts';
 import { parseScpCommand } from './scp/index.ts';
 
@@ -15,6 +15,9 @@ export interface PtyInfo {
 }
 
 type Exit = { code: number } | { signal: string; dumped: boolean; message: string };
+
+/** Recording backlog (bytes) above which the target's output is paused until the recording catches up. */
+const RECORDING_HIGH_WATER = 8 * 1024 * 1024;
 
 /** Exit status sent when vigil, not the target, ends a channel (OpenSSH uses 255 for its own failures). */
 export const GATEWAY_EXIT_STATUS = 255;
@@ -165,24 +168,36 @@ export class SessionChannel {
     const keystrokes = host.keystrokes;
     const rec = this.recording;
     const obs = this.observer;
-    this.stopRelays.push(
-      relay(
-        backend,
-        client,
-        (chunk) => {
-          stats.bytesToClient += chunk.length;
-          host.touch();
-          rec?.output(chunk);
-          return obs?.serverData(chunk);
+    // The target's output waits when the recording or the terminal emulator falls behind, so a fast
+    // session runs at their pace instead of queueing without bound (or failing the recording).
+    const outputTap = (observer: ChannelObserver | undefined) => {
+      let resume: (() => void) | undefined;
+      const gate: TapGate = {
+        onDrain: (cb) => {
+          resume = cb;
+          observer?.gate?.onDrain(cb);
         },
-        undefined,
-        obs?.gate,
-      ),
-      relay(backend.stderr, client.stderr, (chunk) => {
+      };
+      const tap = (chunk: Buffer): boolean => {
         stats.bytesToClient += chunk.length;
         host.touch();
-        rec?.output(chunk);
-      }),
+        let ok = observer?.serverData(chunk) !== false;
+        if (rec) {
+          rec.output(chunk);
+          if (rec.onDrained && (rec.queuedBytes ?? 0) > RECORDING_HIGH_WATER) {
+            rec.onDrained(() => resume?.());
+            ok = false;
+          }
+        }
+        return ok;
+      };
+      return { tap, gate };
+    };
+    const out = outputTap(obs);
+    const err = outputTap(undefined);
+    this.stopRelays.push(
+      relay(backend, client, out.tap, undefined, out.gate),
+      relay(backend.stderr, client.stderr, err.tap, undefined, err.gate),
       relay(
         client,
         backend,

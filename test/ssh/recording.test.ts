@@ -25,6 +25,60 @@ describe('ssh proxy: recording switches and fail-closed recording', () => {
     expect(lines.filter((l) => l[1] === 'o').map((l) => l[2]).join('')).toBe('typed-by-alice\n');
   });
 
+  it('a recording that falls behind pauses the target instead of failing (queuedBytes/onDrained)', async () => {
+    const store = w.gw.gw.services.recordings as RecordingStore;
+    const real = store.openAsciicast.bind(store);
+    let pauses = 0;
+    let maxQueued = 0;
+    // A writer whose "disk" only takes 512 KiB every 100 ms: far slower than the session.
+    store.openAsciicast = (sessionId, channel, header) => {
+      const writer = real(sessionId, channel, header);
+      let queued = 0;
+      let waiting: (() => void)[] = [];
+      const timer = setInterval(() => {
+        queued = Math.max(0, queued - 512 * 1024);
+        if (queued === 0 && waiting.length) {
+          const cbs = waiting;
+          waiting = [];
+          for (const cb of cbs) cb();
+        }
+      }, 100);
+      const slow: AsciicastWriter = {
+        id: writer.id,
+        get queuedBytes() {
+          return queued;
+        },
+        output: (d) => {
+          queued += d.length;
+          maxQueued = Math.max(maxQueued, queued);
+          writer.output(d);
+        },
+        input: (d) => writer.input(d),
+        resize: (c, r) => writer.resize(c, r),
+        onError: (cb) => writer.onError(cb),
+        onDrained: (cb) => {
+          pauses++;
+          waiting.push(cb);
+        },
+        close: () => {
+          clearInterval(timer);
+          return writer.close();
+        },
+      };
+      return slow;
+    };
+    try {
+      const r = await w.run('ssh', [...w.opts(alice), 'web1@127.0.0.1', 'yes abcdefghijklmnopqrstuvwxyz | head -c 24M']);
+      expect(r.code).toBe(0);
+      expect(r.stdoutBuf.length).toBe(24 * 1024 * 1024);
+    } finally {
+      store.openAsciicast = real;
+    }
+    expect(pauses).toBeGreaterThan(0);
+    // Bounded by the high-water mark plus what was in flight (SSH window and stream buffers).
+    expect(maxQueued).toBeLessThan(16 * 1024 * 1024);
+  });
+
   it('a recording that cannot be written ends the session (fail closed) and says why', async () => {
     const store = w.gw.gw.services.recordings as RecordingStore;
     const real = store.openAsciicast.bind(store);
