@@ -105,6 +105,8 @@ export class MysqlConnection implements KillableConnection {
   /** Client packets received while an asynchronous check (USE authorization) runs. */
   private inbox: Packet[] = [];
   private busy = false;
+  private clientPaused = false;
+  private backendPaused = false;
   private readonly log;
   private readonly capabilities: number;
 
@@ -349,9 +351,14 @@ export class MysqlConnection implements KillableConnection {
     });
     backend.on('data', (chunk: Buffer) => {
       this.session!.stats.bytesToClient += chunk.length;
-      if (!client.write(chunk)) {
+      if (!client.write(chunk) && !this.backendPaused) {
+        // The client reads slower than the server answers: stop reading the server until it drains.
+        this.backendPaused = true;
         backend.pause();
-        client.once('drain', () => backend.resume());
+        client.once('drain', () => {
+          this.backendPaused = false;
+          backend.resume();
+        });
       }
       try {
         serverFramer.push(chunk, (p) => this.onServerPacket(p));
@@ -378,9 +385,14 @@ export class MysqlConnection implements KillableConnection {
 
   private forward(p: Packet | Buffer): void {
     const bytes = Buffer.isBuffer(p) ? encodePacket(0, p) : encodePacket(p.seq, p.payload);
-    if (!this.backend!.socket.write(bytes)) {
+    if (!this.backend!.socket.write(bytes) && !this.clientPaused) {
+      // The server reads slower than the client sends (bulk loads): stop reading the client until it drains.
+      this.clientPaused = true;
       this.client.pause();
-      this.backend!.socket.once('drain', () => this.client.resume());
+      this.backend!.socket.once('drain', () => {
+        this.clientPaused = false;
+        if (!this.busy) this.client.resume();
+      });
     }
   }
 
@@ -423,7 +435,7 @@ export class MysqlConnection implements KillableConnection {
               if (this.busy) this.inbox.push(q);
               else this.onClientPacket(q);
             }
-            if (!this.busy && !this.closed) this.client.resume();
+            if (!this.busy && !this.closed && !this.clientPaused) this.client.resume();
           });
       }
     } catch (e) {

@@ -197,3 +197,25 @@ describe('mysql proxy records less common commands', () => {
     expect(opt!.details.multi_statements).toBe(false);
   });
 });
+
+describe('mysql proxy backpressure', () => {
+  it('stops reading the server while the client does not read (bounded memory), then delivers everything', async () => {
+    const c = await rawLogin(w.port, w.alice, 'db', 'shop');
+    c.socket.pause();
+    const rss0 = process.memoryUsage().rss;
+    // ~64 MB of result rows.
+    c.send(query("SELECT REPEAT('x', 1000000) AS big FROM seq_1_to_64"));
+    await new Promise((r) => setTimeout(r, 1500));
+    const grown = process.memoryUsage().rss - rss0;
+    expect(grown).toBeLessThan(24 * 1024 * 1024);
+    c.socket.resume();
+    let rows = 0;
+    for (;;) {
+      const p = await c.next(10_000);
+      if (p.payload[0] === 0xfe && p.payload.length < 0xffffff) break;
+      if (p.payload.length > 900_000) rows++;
+    }
+    expect(rows).toBe(64);
+    c.socket.destroy();
+  }, 30_000);
+});
