@@ -1,6 +1,7 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
+import { writeAll } from '../audit/durable.ts';
 import type { AsciicastHeader, AsciicastWriter, RecordingStore } from '../types.ts';
 
 export interface RecordingStoreOptions {
@@ -11,7 +12,12 @@ export interface RecordingStoreOptions {
   coalesceSeconds?: number;
 }
 
-const SESSION_ID = /^[A-Za-z0-9._-]{1,128}$/;
+/** Session ids are ULIDs; anything else is mapped to a safe directory name rather than refused, so
+ *  opening a recording never throws and never escapes the store. */
+function dirName(sessionId: string): string {
+  const s = sessionId.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 128);
+  return s || '_';
+}
 
 /**
  * Recordings live at `<dir>/<session id>/ch<channel>.cast`, asciicast v2: a JSON header line, then one
@@ -19,20 +25,17 @@ const SESSION_ID = /^[A-Za-z0-9._-]{1,128}$/;
  * and `r` resize "WxH").
  */
 export function openRecordingStore(dir: string, opts: RecordingStoreOptions = {}): RecordingStore {
-  const idOf = (sessionId: string, channel: number) => `${sessionId}/ch${channel}.cast`;
+  const idOf = (sessionId: string, channel: number) => `${dirName(sessionId)}/ch${Number.isInteger(channel) && channel >= 0 ? channel : 0}.cast`;
   return {
     openAsciicast(sessionId, channel, header) {
-      if (!SESSION_ID.test(sessionId) || !Number.isInteger(channel) || channel < 0) {
-        throw new TypeError(`invalid recording name: ${JSON.stringify(sessionId)} channel ${channel}`);
-      }
       const id = idOf(sessionId, channel);
       return new CastWriter(id, path.join(dir, id), header, opts);
     },
     async list(sessionId) {
-      if (!SESSION_ID.test(sessionId)) return [];
+      const sub = dirName(sessionId);
       let names: string[];
       try {
-        names = await fsp.readdir(path.join(dir, sessionId));
+        names = await fsp.readdir(path.join(dir, sub));
       } catch {
         return [];
       }
@@ -40,7 +43,7 @@ export function openRecordingStore(dir: string, opts: RecordingStoreOptions = {}
         .map((n) => /^ch(\d+)\.cast$/.exec(n))
         .filter((m): m is RegExpExecArray => m !== null)
         .sort((a, b) => Number(a[1]) - Number(b[1]))
-        .map((m) => `${sessionId}/${m[0]}`);
+        .map((m) => `${sub}/${m[0]}`);
     },
     pathOf(id) {
       const p = path.resolve(dir, id);
@@ -59,7 +62,9 @@ class CastWriter implements AsciicastWriter {
   /** Serialised lines (the header) waiting for the first write. */
   private pending: string[] = [];
   private queue: Pending[] = [];
-  private queuedBytes = 0;
+  /** Data accepted but not yet written (queued or in the write in flight). */
+  private backlog = 0;
+  private drainedCbs: (() => void)[] = [];
   private writing?: Promise<void>;
   private handle?: Promise<fsp.FileHandle>;
   private error?: Error;
@@ -107,8 +112,8 @@ class CastWriter implements AsciicastWriter {
     } else {
       this.queue.push({ t, code, data });
     }
-    this.queuedBytes += data.length;
-    if (this.queuedBytes > this.maxQueued) {
+    this.backlog += data.length;
+    if (this.backlog > this.maxQueued) {
       this.fail(new Error(`recording ${this.id} fell more than ${this.maxQueued} bytes behind the session`));
       return;
     }
@@ -127,6 +132,28 @@ class CastWriter implements AsciicastWriter {
     this.enqueue('r', `${width}x${height}`);
   }
 
+  get queuedBytes(): number {
+    return this.backlog;
+  }
+
+  /** `cb` runs once, as soon as everything accepted so far has been written (or the recording failed). */
+  onDrained(cb: () => void): void {
+    if (this.backlog === 0 || this.error) setImmediate(cb);
+    else this.drainedCbs.push(cb);
+  }
+
+  private notifyDrained(): void {
+    const cbs = this.drainedCbs;
+    this.drainedCbs = [];
+    for (const cb of cbs) {
+      try {
+        cb();
+      } catch {
+        // a subscriber's bug must not break the recording
+      }
+    }
+  }
+
   /** Each subscriber hears about the (first) failure exactly once, even when it subscribes late. */
   onError(cb: (err: Error) => void): void {
     if (this.error) cb(this.error);
@@ -138,6 +165,9 @@ class CastWriter implements AsciicastWriter {
     this.error = e;
     this.queue = [];
     this.pending = [];
+    this.backlog = 0;
+    // Nothing more will be written: release anyone waiting for the backlog (the session is ended via onError).
+    this.notifyDrained();
     const cbs = this.errorCbs;
     this.errorCbs = [];
     for (const cb of cbs) {
@@ -160,12 +190,17 @@ class CastWriter implements AsciicastWriter {
       const h = await this.handle!;
       while (!this.error && (this.queue.length || this.pending.length)) {
         const lines = this.pending;
-        for (const ev of this.queue) lines.push(`[${ev.t.toFixed(6)}, ${JSON.stringify(ev.code)}, ${JSON.stringify(ev.data)}]\n`);
+        let bytes = 0;
+        for (const ev of this.queue) {
+          lines.push(`[${ev.t.toFixed(6)}, ${JSON.stringify(ev.code)}, ${JSON.stringify(ev.data)}]\n`);
+          bytes += ev.data.length;
+        }
         this.queue = [];
-        this.queuedBytes = 0;
         this.pending = [];
-        await h.write(lines.join(''));
+        await writeAll(h, Buffer.from(lines.join('')));
+        this.backlog -= bytes;
       }
+      if (this.backlog === 0) this.notifyDrained();
     } catch (e) {
       this.fail(e as Error);
     } finally {

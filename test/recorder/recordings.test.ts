@@ -111,9 +111,35 @@ describe('asciicast recordings', () => {
     expect(err.text()).toBe('');
     expect(code).toBe(0);
     expect(out.text()).toContain('hello from vigil');
+    const ch = await runCli(['replay', 'sess6', '--print', '--channel', '0', '--data', data], sink().stream, err.stream);
+    expect(ch).toBe(0);
+    const noCh = await runCli(['replay', 'sess6', '--channel', '3', '--data', data], sink().stream, sink().stream);
+    expect(noCh).toBe(1);
     const missing = await runCli(['replay', 'nope', '--data', data], sink().stream, err.stream);
     expect(missing).toBe(1);
     expect(err.text()).toContain('no recording for session nope');
+  });
+
+  it('reports its backlog and calls onDrained once everything accepted is written', async () => {
+    const store = openRecordingStore(path.join(tempDir(), 'recordings'));
+    const w = store.openAsciicast('sess8', 0, { width: 80, height: 24, timestamp: 0 });
+    w.output('a'.repeat(5000));
+    expect(w.queuedBytes).toBe(5000);
+    const drained = new Promise<number>((resolve) => w.onDrained!(() => resolve(w.queuedBytes!)));
+    expect(await drained).toBe(0);
+    expect(fs.readFileSync(store.pathOf(w.id), 'utf8')).toContain('a'.repeat(5000));
+    await w.close();
+  });
+
+  it('an odd session id never escapes the store', async () => {
+    const dir = path.join(tempDir(), 'recordings');
+    const store = openRecordingStore(dir);
+    const w = store.openAsciicast('../../etc/x', 2, { width: 80, height: 24, timestamp: 0 });
+    w.output('x');
+    await w.close();
+    expect(store.pathOf(w.id).startsWith(dir + path.sep)).toBe(true);
+    expect(await store.list('../../etc/x')).toEqual([w.id]);
+    expect(() => store.pathOf('../outside')).toThrow();
   });
 
   it('the final screen reflects cursor movement (what was overwritten is gone)', async () => {

@@ -79,7 +79,7 @@ export const replayCommand: Command = {
     const channel = stringOpt(args.values, 'channel');
     if (channel !== undefined) {
       if (!/^\d+$/.test(channel)) throw new UsageError(`--channel: expected a channel number, got ${JSON.stringify(channel)}`);
-      ids = ids.filter((id) => id === `${sessionId}/ch${Number(channel)}.cast`);
+      ids = ids.filter((id) => id.endsWith(`/ch${Number(channel)}.cast`));
     }
     if (ids.length === 0) {
       throw new NotFoundError(`no recording for session ${escapeTerminal(sessionId)}${channel !== undefined ? ` channel ${channel}` : ''} in ${dataDir}`);
