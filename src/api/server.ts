@@ -3,6 +3,7 @@ import type http from 'node:http';
 import type net from 'node:net';
 import type tls from 'node:tls';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { Metrics } from '../metrics.ts';
 import type { GatewayServices } from '../gateway/services.ts';
 import type { Listen } from '../config/types.ts';
 import { AccessService, type Actor } from '../access/service.ts';
@@ -26,6 +27,7 @@ type AuthResult = { ok: true; actor: Actor } | { ok: false; error: ApiError; use
 export async function startApi(services: GatewayServices, listen: Listen): Promise<{ server: https.Server; port: number }> {
   const { log, events } = services;
   const access = new AccessService({ config: services.config, store: services.store, events, identity: services.identity });
+  const metrics = new Metrics(events, services.sessions);
   const material = services.identity.tls();
   const server = https.createServer({
     cert: material.cert,
@@ -95,6 +97,13 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
       return sendJson(res, auth.error.status, { error: { code: auth.error.code, message: auth.error.message } });
     }
     const actor = auth.actor;
+    if (url.pathname === '/metrics' && req.method === 'GET') {
+      // Prometheus scrape: operators and auditors only (scrape with a vigil client certificate).
+      if (!access.seesEverything(actor)) return sendJson(res, 403, { error: { code: 'VIGIL_FORBIDDEN', message: 'Metrics are for admins and auditors.' } });
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
+      res.end(metrics.render());
+      return;
+    }
     try {
       const m = matchRoute(req.method ?? '', url.pathname);
       if (m === 'not_found') throw new ApiError(404, 'VIGIL_NO_ROUTE', `No API endpoint ${url.pathname}.`);

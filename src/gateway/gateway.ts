@@ -124,7 +124,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
   } catch (e) {
     for (const s of servers) s.close();
     for (const p of proxies) await p.close().catch(() => {});
-    enforcement.stop();
+    await enforcement.stop();
     await audit.close().catch(() => {});
     await store.close().catch(() => {});
     throw e;
@@ -139,7 +139,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
       await services.sessions.drain(config.gateway.shutdown_drain);
       services.sessions.terminateWhere(() => true, 'shutdown', 'The vigil gateway is shutting down.');
       await services.sessions.drain(2000);
-      enforcement.stop();
+      await enforcement.stop();
       await events
         .emit({ type: 'gateway.stopped', outcome: 'success', actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: 'gateway', protocol: 'vigil' }, details: {} })
         .catch(() => {});
