@@ -165,27 +165,31 @@ export class SessionChannel {
     this.observer = this.observe(kind);
     host.channelStarted(kind, this.index, this.recording?.id, { command: this.command, pty: !!this.pty, ...(forced ? { force_command: true, requested: forced.requested } : {}) });
 
-    const keystrokes = host.keystrokes;
     const rec = this.recording;
     const obs = this.observer;
-    // The target's output waits when the recording or the terminal emulator falls behind, so a fast
-    // session runs at their pace instead of queueing without bound (or failing the recording).
-    const outputTap = (observer: ChannelObserver | undefined) => {
+    const input = host.keystrokes ? rec : undefined;
+    // Each direction waits when its recording or the terminal emulator falls behind, so a fast session
+    // runs at their pace instead of queueing without bound (or failing the recording).
+    const tapFor = (toClient: boolean, observer: ChannelObserver | undefined, writer: AsciicastWriter | undefined) => {
       let resume: (() => void) | undefined;
       const gate: TapGate = {
         onDrain: (cb) => {
           resume = cb;
-          observer?.gate?.onDrain(cb);
+          if (toClient) observer?.gate?.onDrain(cb);
         },
       };
       const tap = (chunk: Buffer): boolean => {
-        stats.bytesToClient += chunk.length;
+        if (toClient) stats.bytesToClient += chunk.length;
+        else stats.bytesFromClient += chunk.length;
         host.touch();
-        let ok = observer?.serverData(chunk) !== false;
-        if (rec) {
-          rec.output(chunk);
-          if (rec.onDrained && (rec.queuedBytes ?? 0) > RECORDING_HIGH_WATER) {
-            rec.onDrained(() => resume?.());
+        let ok = true;
+        if (toClient) ok = observer?.serverData(chunk) !== false;
+        else observer?.clientData(chunk);
+        if (writer) {
+          if (toClient) writer.output(chunk);
+          else writer.input(chunk);
+          if (writer.onDrained && (writer.queuedBytes ?? 0) > RECORDING_HIGH_WATER) {
+            writer.onDrained(() => resume?.());
             ok = false;
           }
         }
@@ -193,23 +197,14 @@ export class SessionChannel {
       };
       return { tap, gate };
     };
-    const out = outputTap(obs);
-    const err = outputTap(undefined);
+    const out = tapFor(true, obs, rec);
+    const err = tapFor(true, undefined, rec);
+    const inp = tapFor(false, obs, input);
     this.stopRelays.push(
       relay(backend, client, out.tap, undefined, out.gate),
       relay(backend.stderr, client.stderr, err.tap, undefined, err.gate),
-      relay(
-        client,
-        backend,
-        (chunk) => {
-          stats.bytesFromClient += chunk.length;
-          host.touch();
-          if (keystrokes) rec?.input(chunk);
-          obs?.clientData(chunk);
-        },
-        // Client EOF (e.g. the end of scp's input) goes on to the target as EOF.
-        () => backend.end(),
-      ),
+      // Client EOF (e.g. the end of scp's input) goes on to the target as EOF.
+      relay(client, backend, inp.tap, () => backend.end(), inp.gate),
     );
     backend.on('exit', (code: number | null, signal?: string, dumped?: boolean, message?: string) => {
       this.exit = code !== null && code !== undefined ? { code } : { signal: (signal ?? 'SIGKILL').replace(/^SIG/, ''), dumped: !!dumped, message: message ?? '' };

@@ -192,12 +192,17 @@ describe('ssh proxy relay (stock OpenSSH client → vigil → real sshd)', () =>
     // Stop reading: the pipe, ssh's window, vigil's channel buffers and sshd's window fill up, then the
     // remote command blocks. What sits in vigil is bounded by the SSH windows (2 MiB each way).
     child.stdout!.pause();
-    await new Promise((r) => setTimeout(r, 1500));
-    const stalledAt = Number(fs.readFileSync(progress, 'utf8'));
-    await new Promise((r) => setTimeout(r, 1500));
-    const stillAt = Number(fs.readFileSync(progress, 'utf8'));
-    expect(stillAt).toBe(stalledAt);
-    expect(stillAt).toBeLessThan(mib / 2);
+    const readProgress = () => (fs.existsSync(progress) ? Number(fs.readFileSync(progress, 'utf8')) : 0);
+    // Wait until the remote command has stopped (no progress for a whole second).
+    let last = -1;
+    const stalledAt = await waitFor(async () => {
+      await new Promise((r) => setTimeout(r, 1000));
+      const now = readProgress();
+      const stalled = now === last;
+      last = now;
+      return stalled ? now || -1 : undefined;
+    }, 30_000, 'the remote command to block');
+    expect(stalledAt).toBeLessThan(mib / 2);
     child.stdout!.resume();
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
