@@ -95,12 +95,12 @@ export async function connectBackend(t: BackendTarget, capabilities: number, cha
       raw.write(encodePacket(seq++, buildSslRequest(login.capabilities, MAX_BACKEND_PAYLOAD, charset)));
       raw.off('data', onData);
       const ca = t.tls.ca ? fs.readFileSync(t.tls.ca) : undefined;
-      const secure = tls.connect({ socket: raw, ca, servername: net.isIP(t.host) ? undefined : t.host, rejectUnauthorized: ca !== undefined });
+      const secure = tls.connect({ socket: raw, host: t.host, ca, servername: net.isIP(t.host) ? undefined : t.host, rejectUnauthorized: ca !== undefined });
       secure.on('data', onData);
       secure.on('error', onError);
       await new Promise<void>((resolve, reject) => {
         secure.once('secureConnect', resolve);
-        secure.once('error', reject);
+        secure.once('error', (e) => reject(new BackendError(`TLS to the target database failed: ${e.message}`, { cause: e })));
       });
       sock = secure;
     }

@@ -27,8 +27,8 @@ export interface MyWorld {
 
 export const PASSWORDS = { native: 'n@tive-pw', ed: 'ed25519-pw!' };
 
-export async function startWorld(extraConfig: Record<string, unknown> = {}): Promise<MyWorld> {
-  const db = await startMariadb();
+export async function startWorld(extraConfig: Record<string, unknown> = {}, opts: { backendTls?: boolean } = {}): Promise<MyWorld> {
+  const db = await startMariadb({ tls: opts.backendTls });
   await db.query(`
     INSTALL SONAME 'auth_ed25519';
     CREATE DATABASE shop; CREATE DATABASE other; CREATE DATABASE secret_db;
@@ -55,10 +55,11 @@ export async function startWorld(extraConfig: Record<string, unknown> = {}): Pro
         target('db-ed', 'ed_user', { password: { file: secretFile('ed', PASSWORDS.ed) }, database: 'shop' }),
         target('db-down', 'native_user', { port: 1, password: { file: secretFile('native3', PASSWORDS.native) } }),
         target('db-limited', 'native_user', { password: { file: secretFile('native2', PASSWORDS.native) } }),
+        ...(db.tlsDir ? [target('db-tls', 'ed_user', { password: { file: secretFile('ed3', PASSWORDS.ed) }, tls: true, tls_ca: path.join(db.tlsDir, 'cacert.pem') })] : []),
       ],
       certs: { clock_skew: 0 },
       roles: [
-        { name: 'dba', targets: ['db', 'db-ed', 'db-down'], databases: ['*'], logins: ['ed_user'] },
+        { name: 'dba', targets: ['db', 'db-ed', 'db-down', 'db-tls'], databases: ['*'], logins: ['ed_user'] },
         { name: 'analyst', targets: ['db-limited'], databases: ['shop'] },
       ],
       ...extraConfig,
