@@ -11,6 +11,8 @@
  * and latency per route, medians over rounds and the ratios. Targets: vigil >= 1.0x pgbouncer and
  * >= 0.80x direct TPS; added p50 latency at 1 client <= 0.045 ms (p50 from pgbench's per-transaction log).
  *
+ *   vigil-plain (optional, --routes) the same without client TLS (development target, token as password)
+ *
  *   npm run bench:postgres [-- --seconds 5 --rounds 2 --scale 5 --modes simple,extended,prepared --clients 16,1]
  *   VIGIL_BENCH_PROFILE=1 … writes a CPU profile of the gateway process (see --cpu-prof note below).
  */
@@ -38,7 +40,7 @@ const MODES = values.modes!.split(',');
 const CLIENTS = values.clients!.split(',').map(Number);
 const ROUTES = values.routes!.split(',') as RouteName[];
 
-type RouteName = 'direct' | 'pgbouncer' | 'vigil';
+type RouteName = 'direct' | 'pgbouncer' | 'vigil' | 'vigil-plain';
 interface Route {
   name: RouteName;
   conn: string;
@@ -147,8 +149,12 @@ async function main() {
     {
       log: { level: 'warn' },
       gateway: { max_unauthenticated: 256 },
-      targets: [{ name: 'pg', protocol: 'postgres', host: '127.0.0.1', port: pg.port, database: 'app', user: 'scram_user', password: { file: secret } }],
-      roles: [{ name: 'dba', targets: ['pg'] }],
+      targets: [
+        { name: 'pg', protocol: 'postgres', host: '127.0.0.1', port: pg.port, database: 'app', user: 'scram_user', password: { file: secret } },
+        // Optional route (--routes …,vigil-plain) to separate the cost of client TLS from the rest.
+        { name: 'pg-plain', protocol: 'postgres', host: '127.0.0.1', port: pg.port, database: 'app', user: 'scram_user', password: { file: secret }, allow_plaintext: true },
+      ],
+      roles: [{ name: 'dba', targets: ['pg', 'pg-plain'] }],
     },
     base,
   );
@@ -159,6 +165,10 @@ async function main() {
   const direct = `host=127.0.0.1 port=${pg.port} dbname=app user=scram_user password=${PASSWORDS.scram_user} sslmode=require`;
   if (ROUTES.includes('direct')) routes.push({ name: 'direct', conn: direct });
   if (bouncer) routes.push({ name: 'pgbouncer', conn: `host=127.0.0.1 port=${bouncer.port} dbname=pg user=bench sslmode=require` });
+  if (ROUTES.includes('vigil-plain')) {
+    const { token } = await tg.gw.services.identity.issueToken({ user: 'alice', roles: ['dba'], ttlMs: 6 * 3600_000 });
+    routes.push({ name: 'vigil-plain', conn: `host=127.0.0.1 port=${tg.ports.postgres} dbname=pg-plain user=alice sslmode=disable password=${token}` });
+  }
   if (ROUTES.includes('vigil')) {
     routes.push({ name: 'vigil', conn: `host=127.0.0.1 port=${tg.ports.postgres} dbname=pg user=alice sslmode=verify-full sslrootcert=${alice.ca} sslcert=${alice.crt} sslkey=${alice.key}` });
   }
@@ -180,7 +190,7 @@ async function main() {
           const args = ['-S', '-n', '-M', mode, '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(SECONDS)];
           const cpu0 = process.cpuUsage();
           const res = await pgbench(r.conn, args, clients === 1 ? logDir : undefined);
-          if (r.name === 'vigil') {
+          if (r.name.startsWith('vigil')) {
             // The gateway runs in this process: its CPU per transaction, independent of machine load.
             const cpu = process.cpuUsage(cpu0);
             res.cpuPerTx = (cpu.user + cpu.system) / (res.tps * SECONDS);

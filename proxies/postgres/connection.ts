@@ -119,6 +119,7 @@ export class ClientConnection {
   private releaseKey: (() => void) | undefined;
   private cancelTarget: CancelTarget | undefined;
   private authTimer: NodeJS.Timeout | undefined;
+  private clientTerminated = false;
 
   constructor(
     private readonly shared: ProxyShared,
@@ -154,7 +155,11 @@ export class ClientConnection {
 
   /** Send a FATAL error if the client can still read one, then close. Pre-session only. */
   private refuse(e: unknown): void {
-    if (this.session) return this.endSession('error', { error: (e as Error).message });
+    if (this.session) {
+      this.ctx.log.warn({ err: e }, 'postgres session failed');
+      if (!this.ended && this.client.writable) this.client.write(fatal('XX000', 'internal error in the vigil gateway; the session is closed'));
+      return this.endSession('error', { error: (e as Error).message });
+    }
     if (this.ended) return;
     this.ended = true;
     this.uncount();
@@ -390,7 +395,10 @@ export class ClientConnection {
     const bf = (this.backendFramer = new MessageFramer({ maxLength: section.max_message_size, headerOnly: (t) => !backendNeedsBody(t) }));
 
     let now = 0;
-    const onFrontend = (type: number, msg: Buffer | undefined, length: number) => tracker.frontend(type, msg, length, now);
+    const onFrontend = (type: number, msg: Buffer | undefined, length: number) => {
+      if (type === F.Terminate) this.clientTerminated = true;
+      tracker.frontend(type, msg, length, now);
+    };
     const onBackend = (type: number, msg: Buffer | undefined, length: number) => {
       if (type === B.ErrorResponse && msg && msg.length > 10) this.noteBackendError(msg);
       tracker.backend(type, msg, length, now);
@@ -433,6 +441,13 @@ export class ClientConnection {
     });
     b.once('close', () => this.onBackendGone());
     client.once('end', () => this.endSession('client_closed'));
+    const idle = services.config.gateway.idle_timeout;
+    if (idle > 0) {
+      // Idle = no traffic either way and no statement running (a long query is not idleness).
+      client.setTimeout(idle, () => {
+        if (!tracker.pending) session.handle.terminate('idle_timeout', `The session was idle for more than ${Math.round(idle / 1000)} s and is closed.`);
+      });
+    }
 
     // Login complete: the client sees AuthenticationOk, the backend's parameters and the gateway's key.
     client.cork();
@@ -466,7 +481,7 @@ export class ClientConnection {
   /** Registry terminator: send a FATAL ErrorResponse at a message boundary, then close. */
   private terminate(reason: EndReason, message: string): void {
     if (this.ended) return;
-    const code = reason === 'shutdown' ? '57P01' : reason === 'audit_unavailable' ? '58000' : '28000';
+    const code = reason === 'shutdown' ? '57P01' : reason === 'audit_unavailable' ? '58000' : reason === 'idle_timeout' ? '57P05' : '28000';
     this.terminating = { reason, message, code };
     if (!this.backendFramer || this.backendFramer.atBoundary) return this.finishTermination();
     // Mid-message from the backend: the next chunk is cut at the boundary; do not wait forever.
@@ -483,6 +498,8 @@ export class ClientConnection {
 
   private onBackendGone(): void {
     if (this.ended) return;
+    // The server closes after the client's Terminate: a normal end, whichever close is seen first.
+    if (this.clientTerminated) return this.endSession('client_closed');
     const pending = (this.tracker?.pending ?? 0) > 0;
     const why = this.lastBackendError;
     if (this.client.writable && !why) {
