@@ -57,7 +57,7 @@ function timedShell(cmd: string): Promise<number> {
     child.on('close', (code) => {
       const ms = performance.now() - t0;
       if (code === 0) resolve(ms);
-      else reject(new Error(`exit ${code}: ${cmd}\n${err.trim()}`));
+      else reject(new Error(`exit ${code}: ${err.trim().split('\n').slice(-1)[0] || '(nothing on stderr)'}`));
     });
   });
 }
@@ -145,7 +145,7 @@ async function throughput(label: string, fn: (r: Route) => Promise<number>, rout
       } catch (e) {
         // A failed transfer is a result too (e.g. the gateway ending the session): say why and go on.
         failures[r.name]++;
-        parts.push(`${r.name} FAILED (${(e as Error).message.trim().split('\n').slice(-1)[0]})`);
+        parts.push(`${r.name} FAILED (${(e as Error).message})`);
       }
     }
     console.log(`  run ${run}: ${parts.join('   ')}`);
@@ -199,7 +199,7 @@ async function main(): Promise<void> {
       await timedShell(sshCmd(vigil, 'true'));
       routes.push(vigil);
     } catch (e) {
-      vigilNote = `vigil side pending: a login through the gateway failed (${(e as Error).message.split('\n').slice(-1)[0]})`;
+      vigilNote = `vigil side pending: a login through the gateway failed (${(e as Error).message})`;
     }
   }
   const version = await new Promise<string>((resolve) => {
