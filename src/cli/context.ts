@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import type { Logger } from 'pino';
 import { loadConfig, type LoadedConfig } from '../config/load.ts';
 import type { VigilConfig } from '../config/schema.ts';
+import { auditOptions, dataPaths } from '../data-dir.ts';
 import { EventBus } from '../events/bus.ts';
 import { silentLogger } from '../log.ts';
 import { initIdentity, openIdentity } from '../identity/index.ts';
@@ -53,13 +54,7 @@ export async function openLocal(args: Pick<CommandArgs, 'configPath' | 'dataDir'
   await initIdentity(dataDir, config, { updateDerived: false });
   const store = await openStateStore(dataDir);
   const identity = await openIdentity(dataDir, config, store);
-  const audit = await openAuditForCli(path.join(dataDir, 'audit'), {
-    signingKeyFile: path.join(dataDir, 'ca', 'audit_signing.key'),
-    segmentMaxBytes: config.audit.segment_max_bytes,
-    checkpointIntervalMs: config.audit.checkpoint_interval,
-    checkpointEvery: config.audit.checkpoint_every,
-    log,
-  });
+  const audit = await openAuditForCli(dataPaths(dataDir).audit, auditOptions(dataDir, config, log));
   const events = new EventBus(audit);
   return {
     loaded,

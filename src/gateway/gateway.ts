@@ -9,6 +9,7 @@ import { createLogger } from '../log.ts';
 import { PROXIES } from '../../proxies/registry.ts';
 import type { ProxyInstance, ListenerSection } from './proxy.ts';
 import type { GatewayServices, TargetDirectory } from './services.ts';
+import { auditOptions, dataPaths } from '../data-dir.ts';
 import { EventBus } from '../events/bus.ts';
 import { LOCAL_SOURCE, SYSTEM_ACTOR } from '../events/envelope.ts';
 import { SessionRegistry } from '../sessions/registry.ts';
@@ -64,13 +65,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
   const created = await initIdentity(dataDir, config);
   const store = await openStateStore(dataDir);
   const identity = await openIdentity(dataDir, config, store);
-  const audit = await openAuditLog(path.join(dataDir, 'audit'), {
-    signingKeyFile: path.join(dataDir, 'ca', 'audit_signing.key'),
-    segmentMaxBytes: config.audit.segment_max_bytes,
-    checkpointIntervalMs: config.audit.checkpoint_interval,
-    checkpointEvery: config.audit.checkpoint_every,
-    log,
-  });
+  const audit = await openAuditLog(dataPaths(dataDir).audit, auditOptions(dataDir, config, log));
   const events = new EventBus(audit);
   const services: GatewayServices = {
     config,
@@ -81,7 +76,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
     store,
     authz: createAuthorizer(config, store),
     sessions: new SessionRegistry(),
-    recordings: openRecordingStore(path.join(dataDir, 'recordings')),
+    recordings: openRecordingStore(dataPaths(dataDir).recordings),
     targets: targetDirectory(config.targets as TargetConfig[]),
   };
   if (created) {
