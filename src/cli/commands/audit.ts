@@ -4,6 +4,7 @@ import { UsageError, stringOpt, type Command, type CommandArgs } from '../comman
 import { loadFromArgs } from '../context.ts';
 import { parseDuration } from '../../config/units.ts';
 import { NotFoundError } from '../../errors.ts';
+import { dataPaths } from '../../data-dir.ts';
 import {
   verifyAuditLog, searchAuditLog, tailAuditLog, formatEventRow, EVENT_ROW_HEADER, type AuditQuery, type AuditRecord,
 } from '../../../recorder/audit/index.ts';
@@ -11,7 +12,8 @@ import {
 /** The audit directory and public key of the data dir the command works on. */
 export function auditPaths(args: CommandArgs): { dataDir: string; auditDir: string; publicKeyFile: string } {
   const { dataDir } = loadFromArgs(args);
-  return { dataDir, auditDir: path.join(dataDir, 'audit'), publicKeyFile: path.join(dataDir, 'ca', 'audit_signing.pub') };
+  const paths = dataPaths(dataDir);
+  return { dataDir, auditDir: paths.audit, publicKeyFile: paths.auditPublicKey };
 }
 
 /** `2h`, `30m`, `1d` (that long ago) or an ISO 8601 / RFC 3339 time. */

@@ -2,6 +2,7 @@ import path from 'node:path';
 import { stringOpt, UsageError, type Command } from '../command.ts';
 import { NotFoundError } from '../../errors.ts';
 import { searchAuditLog, escapeTerminal } from '../../../recorder/audit/index.ts';
+import { dataPaths } from '../../data-dir.ts';
 import { openRecordingStore } from '../../../recorder/recordings/index.ts';
 import { readAsciicast, playAsciicast, renderFinalText } from '../../../recorder/recordings/replay.ts';
 import { auditPaths, parseTimeArg } from './audit.ts';
@@ -74,7 +75,7 @@ export const replayCommand: Command = {
     const sessionId = args.positionals[0];
     if (!sessionId || args.positionals.length > 1) throw new UsageError('expected exactly one SESSION_ID');
     const { dataDir } = auditPaths(args);
-    const store = openRecordingStore(path.join(dataDir, 'recordings'));
+    const store = openRecordingStore(dataPaths(dataDir).recordings);
     let ids = await store.list(sessionId);
     const channel = stringOpt(args.values, 'channel');
     if (channel !== undefined) {
