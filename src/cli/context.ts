@@ -1,5 +1,4 @@
 import os from 'node:os';
-import path from 'node:path';
 import fs from 'node:fs';
 import type { Logger } from 'pino';
 import { loadConfig, type LoadedConfig } from '../config/load.ts';

@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import net from 'node:net';
-import path from 'node:path';
 import { ulid } from 'ulid';
 import type { Logger } from 'pino';
 import type { LoadedConfig } from '../config/load.ts';

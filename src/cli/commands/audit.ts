@@ -1,5 +1,4 @@
 import fs from 'node:fs';
-import path from 'node:path';
 import { UsageError, stringOpt, type Command, type CommandArgs } from '../command.ts';
 import { loadFromArgs } from '../context.ts';
 import { parseDuration } from '../../config/units.ts';

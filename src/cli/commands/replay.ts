@@ -1,4 +1,3 @@
-import path from 'node:path';
 import { stringOpt, UsageError, type Command } from '../command.ts';
 import { NotFoundError } from '../../errors.ts';
 import { searchAuditLog, escapeTerminal } from '../../../recorder/audit/index.ts';
