@@ -65,7 +65,8 @@ export class Connection implements ChannelHost {
   private nextChannel = 0;
   private readonly channelKinds = new Set<string>();
   private readonly recordings: string[] = [];
-  private lastExitStatus: number | undefined;
+  /** How the last channel's process ended, for session.end. */
+  private lastExit: { exit_status?: number; exit_signal?: string } = {};
   private lastActivity = Date.now();
   private idleTimer: NodeJS.Timeout | undefined;
   private authTimer: NodeJS.Timeout | undefined;
@@ -156,9 +157,9 @@ export class Connection implements ChannelHost {
     this.log.info({ channel: index, kind, recording, ...details }, 'channel started');
   }
 
-  channelEnded(index: number, exitStatus: number | undefined): void {
+  channelEnded(index: number, exit: { exit_status?: number; exit_signal?: string }): void {
     this.channels.delete(index);
-    if (exitStatus !== undefined) this.lastExitStatus = exitStatus;
+    if (exit.exit_status !== undefined || exit.exit_signal !== undefined) this.lastExit = exit;
   }
 
   recordingFailed(err: Error): void {
@@ -455,7 +456,7 @@ export class Connection implements ChannelHost {
       login: this.admitted?.login,
       channel_kinds: [...this.channelKinds],
       recordings: this.recordings,
-      exit_status: this.lastExitStatus,
+      ...this.lastExit,
       mode: this.mode(),
       ...(this.backendError ? { backend_error: this.backendError } : {}),
       ...extra,

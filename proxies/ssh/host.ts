@@ -42,7 +42,8 @@ export interface ChannelHost {
   /** A channel request refused by policy → `ssh.request` failure event. */
   requestRefused(request: string, details: Record<string, unknown>): void;
   channelStarted(kind: string, index: number, recording: string | undefined, details: Record<string, unknown>): void;
-  channelEnded(index: number, exitStatus: number | undefined): void;
+  /** `exit` is `{ exit_status }`, `{ exit_signal }` or empty (the channel ended without either). */
+  channelEnded(index: number, exit: { exit_status?: number; exit_signal?: string }): void;
   recordingFailed(err: Error): void;
   observeSftp(index: number): ChannelObserver | undefined;
   observeScp(index: number, command: ScpCommand): ChannelObserver | undefined;

@@ -281,7 +281,7 @@ export class SessionChannel {
     this.observer?.close();
     const exit = this.exit;
     const exitDetails = exit ? ('code' in exit ? { exit_status: exit.code } : { exit_signal: exit.signal }) : {};
-    this.host.channelEnded(this.index, exit && 'code' in exit ? exit.code : undefined);
+    this.host.channelEnded(this.index, exitDetails);
     if (this.kind === 'exec') {
       const failed = !exit || !('code' in exit) || exit.code !== 0;
       this.host.emit('ssh.exec', failed ? 'failure' : 'success', { channel: this.index, command: this.command, recording: this.recording?.id, ...exitDetails, ...(this.error ? { error: this.error } : {}) });

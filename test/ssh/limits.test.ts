@@ -119,6 +119,7 @@ describe('ssh proxy: session limits and robustness', () => {
     expect(code).not.toBe(0);
     const end = await w.gw.waitForEvent((e) => e.type === 'session.end' && e.target.name === 'fragile');
     expect(['backend_closed', 'backend_error', 'client_closed']).toContain(end.details.reason);
-    expect(end.details.exit_status).toBeDefined();
+    // sshd's session process dies by signal (exit-signal) or the connection just drops (vigil's 255).
+    expect(end.details.exit_status ?? end.details.exit_signal).toBeDefined();
   });
 });
