@@ -583,7 +583,12 @@ export class MysqlConnection implements KillableConnection {
     const first = analysis.statements[0]!;
     if (analysis.statements.length === 1 && first.kill && !('unsupported' in first.kill)) return this.onKill(first.kill.id, first.kill.query, 'COM_QUERY', sql);
     if (this.refuseStatement(analysis, 'COM_QUERY')) return;
-    const uses = analysis.statements.filter((s) => s.keyword === 'USE').map((s) => useTarget(s.text));
+    const useStatements = analysis.statements.filter((s) => s.keyword === 'USE');
+    if (useStatements.some((s) => !s.use)) {
+      this.refuseLocal('COM_QUERY', analysis, 'vigil: only "USE database_name" is allowed to switch databases', ERR_CONN_ACCESS_DENIED);
+      return;
+    }
+    const uses = useStatements.map((s) => s.use!);
     const go = () => {
       this.session!.stats.statements += analysis.statements.length;
       this.forward(this.stripQueryAttributes ? Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(sql, 'utf8')]) : p);
@@ -615,7 +620,7 @@ export class MysqlConnection implements KillableConnection {
       const r = res.results[i]!;
       const s = stmts[Math.min(i, stmts.length - 1)]!;
       const isLast = i === res.results.length - 1;
-      if (!r.error && (s.keyword === 'USE')) this.database = useTarget(s.text) ?? this.database;
+      if (!r.error && s.use) this.database = s.use;
       const details: Record<string, unknown> = {
         query: eventText(s.text),
         duration_ms: round(res.ends[i]! - prev),
@@ -761,11 +766,6 @@ function eventText(t: string): string {
 
 function redactedText(a: SqlAnalysis): string {
   return eventText(a.statements.map((s) => s.text).join('; '));
-}
-
-function useTarget(text: string): string | undefined {
-  const m = /^USE\s+(?:`((?:[^`]|``)+)`|([^\s;`]+))/i.exec(text);
-  return m ? (m[1]?.replace(/``/g, '`') ?? m[2]) : undefined;
 }
 
 function errDetails(e: ErrPacket) {

@@ -21,6 +21,8 @@ export interface StatementInfo {
   keyword: string;
   /** KILL statement, parsed when its form is one vigil maps. */
   kill?: KillStatement;
+  /** For USE: the database named, or null when the statement is not a plain `USE name`. */
+  use?: string | null;
 }
 
 export type KillStatement = { query: boolean; id: number } | { unsupported: true };
@@ -163,6 +165,10 @@ function analyzeStatement(sql: string, toks: Token[], secretName: (n: string) =>
   text += sql.slice(pos, toks[toks.length - 1]!.end);
   const info: StatementInfo = { text, keyword };
   if (keyword === 'KILL') info.kill = parseKill(toks);
+  if (keyword === 'USE') {
+    const t = toks[1];
+    info.use = toks.length === 2 && t && (t.kind === 'ident' || t.kind === 'word') ? (t.kind === 'ident' ? t.text : sql.slice(t.start, t.end)) : null;
+  }
   return info;
 }
 

@@ -109,6 +109,16 @@ describe('mysql proxy with the stock mariadb client', () => {
     expect(r3.stderr).toMatch(/ERROR 1044 .*access to database 'other' is not allowed/);
     const ev = await w.tg.waitForEvent((e) => e.type === 'db.query' && e.outcome === 'failure' && detail(e).reason === 'database_not_allowed');
     expect(detail(ev).query).toBe('USE other');
+    // USE sent as a query (not COM_INIT_DB), also in disguise, is checked the same way.
+    const c = await w.connect('db-limited', { database: 'shop', multipleStatements: true });
+    try {
+      await expect(c.query('USE/*x*/other')).rejects.toMatchObject({ errno: 1044 });
+      await expect(c.query('SELECT 1; USE `other`')).rejects.toMatchObject({ errno: 1044 });
+      const [[row]] = (await c.query('SELECT DATABASE() AS db')) as unknown as [[{ db: string }]];
+      expect(row.db).toBe('shop');
+    } finally {
+      await c.end();
+    }
   });
 
   it('reports a backend that is down with a clear error and an event', async () => {

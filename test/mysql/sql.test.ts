@@ -50,3 +50,15 @@ describe('mysql SQL scanner', () => {
     for (const s of ["'unterminated", '`x', '/* open', '-- only comment', '', ';;;', '?'.repeat(50), 'SELECT "a""b"']) expect(() => analyzeSql(s, secret)).not.toThrow();
   });
 });
+
+describe('USE parsing', () => {
+  const use = (sql: string) => analyzeSql(sql, secret).statements[0]!.use;
+  it('extracts the database of a plain USE and flags anything else', () => {
+    expect(use('USE shop')).toBe('shop');
+    expect(use('use `we``ird`')).toBe('we`ird');
+    expect(use('USE/*x*/Other')).toBe('Other');
+    expect(use('USE shop extra')).toBeNull();
+    expect(use('USE')).toBeNull();
+    expect(use('SELECT 1')).toBeUndefined();
+  });
+});
