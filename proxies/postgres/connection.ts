@@ -120,6 +120,7 @@ export class ClientConnection {
   private cancelTarget: CancelTarget | undefined;
   private authTimer: NodeJS.Timeout | undefined;
   private clientTerminated = false;
+  private flushRecords: (() => void) | undefined;
 
   constructor(
     private readonly shared: ProxyShared,
@@ -369,7 +370,7 @@ export class ClientConnection {
       services.log.error({ err: e.message, session: session.handle.id }, 'db.query could not be recorded; ending the session');
       session.handle.terminate('audit_unavailable', 'vigil cannot write its audit log; the session is closed.');
     };
-    const record = (r: QueryRecord) => {
+    const emitRecord = (r: QueryRecord) => {
       stats.statements++;
       const details: Record<string, unknown> = {
         protocol: r.protocol,
@@ -390,7 +391,14 @@ export class ClientConnection {
       // Not awaited (hot path), but a failed write ends the session: fail closed.
       services.events.emit({ type: 'db.query', outcome: r.outcome, ...base, details }).catch(onAuditError);
     };
-    const tracker = (this.tracker = new QueryTracker({ redact: this.shared.redact, onRecord: record }));
+    // Records completed by a backend chunk are written after that chunk went to the client, so building
+    // and appending the event never adds to the client's latency.
+    const completed: QueryRecord[] = [];
+    const flush = (this.flushRecords = () => {
+      for (let i = 0; i < completed.length; i++) emitRecord(completed[i]);
+      completed.length = 0;
+    });
+    const tracker = (this.tracker = new QueryTracker({ redact: this.shared.redact, onRecord: (r) => completed.push(r) }));
     const cf = new MessageFramer({ maxLength: section.max_message_size, headerOnly: (t) => !frontendNeedsBody(t) });
     const bf = (this.backendFramer = new MessageFramer({ maxLength: section.max_message_size, headerOnly: (t) => !backendNeedsBody(t) }));
 
@@ -428,6 +436,7 @@ export class ClientConnection {
       }
       stats.bytesToClient += upto;
       const ok = client.write(upto === chunk.length ? chunk : chunk.subarray(0, upto));
+      flush();
       if (this.terminating && bf.atBoundary) return this.finishTermination();
       if (!ok) b.pause();
     };
@@ -520,7 +529,6 @@ export class ClientConnection {
 
   private endSession(reason: EndReason, details: Record<string, unknown> = {}): void {
     if (this.ended && !this.session) return;
-    const first = !this.ended;
     this.ended = true;
     this.uncount();
     this.shared.live.delete(this);
@@ -533,11 +541,9 @@ export class ClientConnection {
     this.backend?.destroy();
     this.client.end();
     setTimeout(() => this.client.destroy(), 2000).unref();
-    const s = this.session;
-    if (s && first) {
-      this.session = s;
-      void s.end(reason, details);
-    } else if (s) void s.end(reason, details);
+    this.flushRecords?.();
+    // session.end is written once by OpenSession, after this session's db.query events.
+    void this.session?.end(reason, details);
   }
 
   /** Gateway shutdown of a connection that is not a session yet. */
