@@ -8,13 +8,23 @@ import { MessageFramer } from './framing.ts';
 import { B, decodeBackendMessage } from './backend.ts';
 import { cstr, encodeMessage, encodeStartupMessage, encodeSslRequest, F, int32 } from './frontend.ts';
 
-// node-postgres' SCRAM-SHA-256 client (RFC 5802/7677, with SASLprep and channel binding).
-const require = createRequire(import.meta.url);
-const sasl = require('pg/lib/crypto/sasl.js') as {
+interface ScramClient {
   startSession(mechanisms: string[], stream?: unknown): { mechanism: string; response: string };
   continueSession(session: object, password: string, serverData: string, stream?: unknown): Promise<void>;
   finalizeSession(session: object, serverData: string): void;
-};
+}
+let scramClient: ScramClient | undefined;
+/** node-postgres' SCRAM-SHA-256 client (RFC 5802/7677, SASLprep, channel binding), loaded when first needed. */
+function loadScram(): ScramClient {
+  if (!scramClient) {
+    try {
+      scramClient = createRequire(import.meta.url)('pg/lib/crypto/sasl.js') as ScramClient;
+    } catch {
+      throw new BackendLoginError('SCRAM-SHA-256 login needs the "pg" package installed next to vigil', '28000');
+    }
+  }
+  return scramClient;
+}
 
 /**
  * Logging in to the real PostgreSQL with the target's credentials (the engineer never sees them):
@@ -203,7 +213,7 @@ function authenticate(socket: net.Socket, login: BackendLogin, encrypted: boolea
               send(F.Password, cstr(md5Password(login.user, needPassword(), a.salt!)));
               return;
             case 'authenticationSASL': {
-              const s = sasl.startSession(a.mechanisms!, encrypted ? socket : undefined);
+              const s = loadScram().startSession(a.mechanisms!, encrypted ? socket : undefined);
               scram = s;
               const resp = Buffer.from(s.response, 'utf8');
               send(F.Password, Buffer.concat([cstr(s.mechanism), int32(resp.length), resp]));
@@ -211,12 +221,12 @@ function authenticate(socket: net.Socket, login: BackendLogin, encrypted: boolea
             }
             case 'authenticationSASLContinue':
               chain = chain.then(async () => {
-                await sasl.continueSession(scram!, needPassword(), a.data!, encrypted ? socket : undefined);
+                await loadScram().continueSession(scram!, needPassword(), a.data!, encrypted ? socket : undefined);
                 send(F.Password, Buffer.from((scram as { response: string }).response, 'utf8'));
               });
               return;
             case 'authenticationSASLFinal':
-              chain = chain.then(() => sasl.finalizeSession(scram!, a.data!));
+              chain = chain.then(() => loadScram().finalizeSession(scram!, a.data!));
               return;
             default:
               throw new BackendLoginError('the target asks for an authentication method vigil does not support', '28000');

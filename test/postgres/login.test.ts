@@ -45,6 +45,15 @@ describe('postgres proxy: login', () => {
     await w.tg.waitForEvent((e) => e.type === 'auth.failure' && e.details.reason === 'database_not_allowed');
   });
 
+  it('passes startup parameters through, except blocked ones (replication is refused)', async () => {
+    const r = await w.psql(['-qAt', '-c', "SELECT current_setting('application_name'), current_setting('search_path')"], { conn: w.conn('pg', "application_name=vigil-test options='-c search_path=custom'") });
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe('vigil-test|custom');
+    const rep = await w.psql(['-c', 'IDENTIFY_SYSTEM'], { conn: w.conn('pg', 'replication=database') });
+    expect(rep.code).not.toBe(0);
+    expect(rep.stderr).toMatch(/replication connections are not allowed/);
+  });
+
   it('logs in with a token as password when no client certificate is presented', async () => {
     const { token } = await w.tg.gw.services.identity.issueToken({ user: 'alice', roles: ['dba'] });
     const conn = `host=127.0.0.1 port=${w.port} dbname=pg user=alice sslmode=verify-full sslrootcert=${w.alice.ca}`;
