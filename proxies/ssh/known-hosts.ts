@@ -1,5 +1,6 @@
 import ssh2 from 'ssh2';
-import type { GatewayServices } from '../../src/gateway/services.ts';
+import type { IdentityService } from '../../src/identity/types.ts';
+import type { TargetConfig } from '../../src/config/schema.ts';
 
 /** OpenSSH public key line (`algo base64`) of an OpenSSH private key. */
 export function publicKeyLine(privateKey: string): string {
@@ -14,12 +15,12 @@ export function publicKeyLine(privateKey: string): string {
  * one line per SSH target with the key vigil presents when it answers for that target. ssh2 cannot present
  * OpenSSH host certificates, so these are plain host keys (stable: derived from vigil's CA state).
  */
-export function vigilKnownHosts(services: GatewayServices, gatewayHost: string, gatewayPort: number): string[] {
+export function vigilKnownHosts(identity: IdentityService, targets: readonly TargetConfig[], gatewayHost: string, gatewayPort: number): string[] {
   const name = gatewayPort === 22 ? gatewayHost : `[${gatewayHost}]:${gatewayPort}`;
-  const lines = [`${name} ${publicKeyLine(services.identity.sshHostKey())}`];
-  for (const t of services.targets.all()) {
+  const lines = [`${name} ${publicKeyLine(identity.sshHostKey())}`];
+  for (const t of targets) {
     if (t.protocol !== 'ssh') continue;
-    lines.push(`${t.name} ${publicKeyLine(services.identity.sshTargetHostKey(t.name).privateKey)}`);
+    lines.push(`${t.name} ${publicKeyLine(identity.sshTargetHostKey(t.name).privateKey)}`);
   }
   return lines;
 }

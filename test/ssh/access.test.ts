@@ -89,7 +89,7 @@ describe('ssh proxy: authentication, routing and forwarding', () => {
 
   it('jump-host mode: ssh -J records the inner session exactly like username routing', async () => {
     const known = path.join(dir, 'jump_known_hosts');
-    const lines = vigilKnownHosts(w.gw.gw.services, '127.0.0.1', w.port);
+    const lines = vigilKnownHosts(w.gw.gw.services.identity, w.gw.gw.services.targets.all(), '127.0.0.1', w.port);
     expect(lines).toEqual([`[127.0.0.1]:${w.port} ${w.gatewayHostKey}`, expect.stringMatching(/^web1 ssh-ed25519 AAAA/)]);
     fs.writeFileSync(known, lines.join('\n') + '\n');
     const config = path.join(dir, 'ssh_config');

@@ -4,6 +4,7 @@ import { ACCESS_COMMANDS } from './access.ts';
 import { CERT_COMMANDS } from './cert.ts';
 import { AUDIT_COMMANDS } from './audit.ts';
 import { REPLAY_COMMANDS } from './replay.ts';
+import { sshKnownHostsCommand } from '../../../proxies/ssh/cli.ts';
 
 /** Every CLI command, in the order `vigil --help` lists them. One line per command module. */
 export const COMMANDS: Command[] = [
@@ -14,4 +15,5 @@ export const COMMANDS: Command[] = [
   ...ACCESS_COMMANDS,
   ...AUDIT_COMMANDS,
   ...REPLAY_COMMANDS,
+  sshKnownHostsCommand,
 ];
