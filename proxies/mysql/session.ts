@@ -18,7 +18,8 @@ import { ProtocolError, VigilError } from '../../src/errors.ts';
 import { PacketFramer, encodePacket, wirePacketCount, type Packet } from './framing.ts';
 import { buildAuthSwitch, buildErr, buildGreeting, buildOk, parseClientHandshake, ERR, SSL_REQUEST_LENGTH, type ErrPacket } from './handshake.ts';
 import { CLIENT, COM, COMMAND_NAMES, SERVER_STATUS } from './wire.ts';
-import { parseCommand, decodeStmtExecute, BLOB_PREVIEW_BYTES, type ParamType, type ParamValue, PARAMETER_COUNT_AVAILABLE } from './commands.ts';
+import { parseCommand, type ParamValue, PARAMETER_COUNT_AVAILABLE } from './commands.ts';
+import { PreparedStatements } from './statements.ts';
 import { ResponseTracker, type CommandResponse, type ResponseShape } from './response.ts';
 import { analyzeSql, type SqlAnalysis } from './sql.ts';
 import { connectBackend, type BackendConnection } from './backend.ts';
@@ -56,15 +57,6 @@ const CHARSET_UTF8MB4 = 45;
 export const TLS_REQUIRED = 'TLS with a vigil client certificate is required';
 const ERR_CONN_ACCESS_DENIED = { code: 1044, sqlState: '42000' };
 
-interface PreparedStatement {
-  sql: string;
-  analysis: SqlAnalysis;
-  numParams: number;
-  types?: ParamType[];
-  /** COM_STMT_SEND_LONG_DATA since the last execute/reset: a preview and the total size per parameter. */
-  longData: Map<number, { preview: Buffer; total: number }>;
-}
-
 /** A command waiting for its response, or a local reply waiting for earlier responses to pass. */
 type Pending =
   | { local: Buffer }
@@ -96,8 +88,7 @@ export class MysqlConnection implements KillableConnection {
   private multiStatements = true;
   private tracker: ResponseTracker | undefined;
   private readonly pending: Pending[] = [];
-  private readonly statements = new Map<number, PreparedStatement>();
-  private lastPreparedId: number | undefined;
+  private readonly statements: PreparedStatements;
   private lastServerSeq = 0;
   private closed = false;
   private authTimer: NodeJS.Timeout | undefined;
@@ -115,6 +106,7 @@ export class MysqlConnection implements KillableConnection {
     this.sessionId = ctx.id;
     this.log = ctx.log;
     this.connectionId = shared.ids.allocate(this);
+    this.statements = new PreparedStatements(shared.secretName);
     this.capabilities = (SERVER_CAPABILITIES | (shared.section.query_attributes ? CLIENT.QUERY_ATTRIBUTES : 0)) >>> 0;
   }
 
@@ -467,38 +459,28 @@ export class MysqlConnection implements KillableConnection {
         stats.statements++;
         this.forward(p);
         this.expect('prepare', name, (res, t0) => {
-          if (res.prepared) {
-            this.statements.set(res.prepared.stmtId, { sql: cmd.sql, analysis, numParams: res.prepared.numParams, longData: new Map() });
-            this.lastPreparedId = res.prepared.stmtId;
-          }
+          if (res.prepared) this.statements.prepared(res.prepared.stmtId, analysis, res.prepared.numParams);
           this.record(name, res, t0, { query: redactedText(analysis), statement_id: res.prepared?.stmtId, params_count: res.prepared?.numParams });
         });
         return;
       }
       case 'stmt_execute':
         return this.onExecute(p, cmd.stmtId, cmd.flags, name);
-      case 'stmt_send_long_data': {
-        const stmt = this.statements.get(this.resolveStmt(cmd.stmtId));
-        if (stmt) {
-          const ld = stmt.longData.get(cmd.paramId) ?? { preview: Buffer.alloc(0), total: 0 };
-          if (ld.preview.length < BLOB_PREVIEW_BYTES) ld.preview = Buffer.concat([ld.preview, cmd.data.subarray(0, BLOB_PREVIEW_BYTES - ld.preview.length)]);
-          ld.total += cmd.data.length;
-          stmt.longData.set(cmd.paramId, ld);
-        }
+      case 'stmt_send_long_data':
+        this.statements.longData(cmd.stmtId, cmd.paramId, cmd.data);
         this.forward(p);
         return;
-      }
       case 'stmt_close': {
-        const id = this.resolveStmt(cmd.stmtId);
-        const stmt = this.statements.get(id);
-        this.statements.delete(id);
+        const id = this.statements.resolve(cmd.stmtId);
+        const analysis = this.statements.analysisOf(id);
+        this.statements.close(id);
         this.forward(p);
-        this.emitQuery(name, 'success', { statement_id: id, query: stmt ? redactedText(stmt.analysis) : undefined, duration_ms: 0 });
+        this.emitQuery(name, 'success', { statement_id: id, query: analysis ? redactedText(analysis) : undefined, duration_ms: 0 });
         return;
       }
       case 'stmt_reset': {
-        const id = this.resolveStmt(cmd.stmtId);
-        this.statements.get(id)?.longData.clear();
+        const id = this.statements.resolve(cmd.stmtId);
+        this.statements.reset(id);
         this.forward(p);
         this.expect('results', name, (res, t0) => this.record(name, res, t0, { statement_id: id }));
         return;
@@ -551,11 +533,6 @@ export class MysqlConnection implements KillableConnection {
         this.replyLocal(1, buildErr({ ...ERR.UNKNOWN_COM, message: `vigil: ${name} is not allowed through the gateway` }));
         return;
     }
-  }
-
-  private resolveStmt(id: number): number {
-    // MariaDB: statement id 0xFFFFFFFF means "the statement prepared last".
-    return id === 0xffffffff && this.lastPreparedId !== undefined ? this.lastPreparedId : id;
   }
 
   /** Refuse statements vigil does not pass: KILL in a batch or of unmapped form, LOAD DATA LOCAL. */
@@ -635,34 +612,15 @@ export class MysqlConnection implements KillableConnection {
   }
 
   private onExecute(p: Packet, rawId: number, flags: number, name: string): void {
-    const id = this.resolveStmt(rawId);
-    const stmt = this.statements.get(id);
-    let details: Record<string, unknown> = { statement_id: id };
-    let forwardPayload: Buffer | Packet = p;
-    if (stmt) {
-      const longData = new Set(stmt.longData.keys());
-      const d = decodeStmtExecute(p.payload, stmt.numParams, stmt.types, longData, this.clientCaps);
-      if (d.newTypes) stmt.types = d.types;
-      const params = d.values.map((v, i) => {
-        const name = stmt.analysis.paramNames[i];
-        if (name && this.shared.secretName(name)) return '***';
-        if (v === undefined) {
-          const ld = stmt.longData.get(i)!;
-          return { hex: ld.preview.toString('hex'), length: ld.total, long_data: true, ...(ld.total > ld.preview.length ? { truncated: true } : {}) };
-        }
-        return v;
-      });
-      stmt.longData.clear();
-      details = { statement_id: id, query: redactedText(stmt.analysis), params };
-      if (d.attributes) details.attributes = d.attributes;
-      if (this.stripQueryAttributes && flags & PARAMETER_COUNT_AVAILABLE) {
-        throw new ProtocolError('query attributes on COM_STMT_EXECUTE are not supported by the target database', 'VIGIL_MYSQL_UNSUPPORTED');
-      }
-    } else {
-      details.unknown_statement = true;
+    if (this.stripQueryAttributes && flags & PARAMETER_COUNT_AVAILABLE) {
+      throw new ProtocolError('query attributes on COM_STMT_EXECUTE are not supported by the target database', 'VIGIL_MYSQL_UNSUPPORTED');
     }
+    const ex = this.statements.execute(p.payload, rawId, this.clientCaps);
+    const details: Record<string, unknown> = ex.analysis
+      ? { statement_id: ex.statementId, query: redactedText(ex.analysis), params: ex.params, ...(ex.attributes ? { attributes: ex.attributes } : {}) }
+      : { statement_id: ex.statementId, unknown_statement: true };
     this.session!.stats.statements++;
-    this.forward(forwardPayload);
+    this.forward(p);
     this.expect('results', name, (res, t0) => this.record(name, res, t0, details));
   }
 

@@ -1,0 +1,87 @@
+/**
+ * Prepared statements of one session, as the proxy must know them to record executions: the text and
+ * its analysis, the parameter count from the prepare response, the parameter types of the first bound
+ * execution (clients omit them afterwards), and data sent with COM_STMT_SEND_LONG_DATA. Pure.
+ */
+import { decodeStmtExecute, BLOB_PREVIEW_BYTES, type ParamType, type ParamValue } from './commands.ts';
+import type { SqlAnalysis } from './sql.ts';
+
+interface PreparedStatement {
+  analysis: SqlAnalysis;
+  numParams: number;
+  types?: ParamType[];
+  /** Long data since the last execute/reset: a preview and the total size per parameter. */
+  longData: Map<number, { preview: Buffer; total: number }>;
+}
+
+export interface RecordedExecute {
+  statementId: number;
+  /** Undefined when the statement is unknown to vigil (the server will answer with an error). */
+  analysis?: SqlAnalysis;
+  params?: unknown[];
+  attributes?: Record<string, ParamValue>;
+}
+
+export class PreparedStatements {
+  private readonly byId = new Map<number, PreparedStatement>();
+  private last: number | undefined;
+
+  /** `secretName` masks parameters bound to columns named like secrets. */
+  constructor(private readonly secretName: (name: string) => boolean) {}
+
+  /** MariaDB: statement id 0xFFFFFFFF means "the statement prepared last". */
+  resolve(id: number): number {
+    return id === 0xffffffff && this.last !== undefined ? this.last : id;
+  }
+
+  prepared(id: number, analysis: SqlAnalysis, numParams: number): void {
+    this.byId.set(id, { analysis, numParams, longData: new Map() });
+    this.last = id;
+  }
+
+  analysisOf(id: number): SqlAnalysis | undefined {
+    return this.byId.get(this.resolve(id))?.analysis;
+  }
+
+  longData(id: number, paramId: number, data: Buffer): void {
+    const stmt = this.byId.get(this.resolve(id));
+    if (!stmt) return;
+    const ld = stmt.longData.get(paramId) ?? { preview: Buffer.alloc(0), total: 0 };
+    if (ld.preview.length < BLOB_PREVIEW_BYTES) ld.preview = Buffer.concat([ld.preview, data.subarray(0, BLOB_PREVIEW_BYTES - ld.preview.length)]);
+    ld.total += data.length;
+    stmt.longData.set(paramId, ld);
+  }
+
+  /** Decode a COM_STMT_EXECUTE for recording (throws ProtocolError when malformed). */
+  execute(payload: Buffer, rawId: number, capabilities: number): RecordedExecute {
+    const statementId = this.resolve(rawId);
+    const stmt = this.byId.get(statementId);
+    if (!stmt) return { statementId };
+    const d = decodeStmtExecute(payload, stmt.numParams, stmt.types, new Set(stmt.longData.keys()), capabilities);
+    if (d.newTypes) stmt.types = d.types;
+    const params = d.values.map((v, i) => {
+      const name = stmt.analysis.paramNames[i];
+      if (name && this.secretName(name)) return '***';
+      if (v === undefined) {
+        const ld = stmt.longData.get(i)!;
+        return { hex: ld.preview.toString('hex'), length: ld.total, long_data: true, ...(ld.total > ld.preview.length ? { truncated: true } : {}) };
+      }
+      return v;
+    });
+    stmt.longData.clear();
+    return { statementId, analysis: stmt.analysis, params, attributes: d.attributes };
+  }
+
+  reset(id: number): void {
+    this.byId.get(this.resolve(id))?.longData.clear();
+  }
+
+  close(id: number): void {
+    this.byId.delete(this.resolve(id));
+  }
+
+  clear(): void {
+    this.byId.clear();
+    this.last = undefined;
+  }
+}
