@@ -73,6 +73,7 @@ export class Connection implements ChannelHost {
   private expiryTimer: NodeJS.Timeout | undefined;
   private released = false;
   private finished = false;
+  private sessionEnded = false;
   private readonly innerServers = new Set<ssh2.Server>();
 
   constructor(
@@ -275,18 +276,23 @@ export class Connection implements ChannelHost {
         sendDisconnect(this.conn, 'vigil cannot write its audit log, so new sessions are refused. Contact the gateway operator.');
         return this.destroy();
       }
+      // The client may have gone while session.start was being written.
+      if (this.finished) return void (await this.endSession('client_closed'));
       try {
         this.backendConn = await connectBackend(adm.target, login, this.services.config.gateway.connect_timeout);
       } catch (e) {
         const be = e instanceof BackendError ? e : new BackendError('error', `connection to target ${adm.target.name} failed.`, (e as Error).message);
         this.log.warn({ reason: be.reason, detail: be.detail }, 'backend connection failed');
         sendDisconnect(this.conn, `vigil: ${be.message}`);
-        await this.finish('backend_error', { error: be.reason, message: be.message });
+        this.destroy();
+        // session.end first, with the cause (also when the client left while we were connecting).
+        await this.endSession('backend_error', { error: be.reason, message: be.message });
+        await this.finish('backend_error');
         return;
       }
       if (this.finished) {
         this.backendConn.end();
-        return;
+        return void (await this.endSession('client_closed'));
       }
       this.backendUp = true;
       this.watchBackend(this.backendConn);
@@ -450,7 +456,13 @@ export class Connection implements ChannelHost {
       this.backendConn.end();
       this.backendConn.on('error', () => {});
     }
-    if (!this.open) return;
+    await this.endSession(reason, extra);
+  }
+
+  /** Write session.end once (a no-op before the session opened, and after it ended). */
+  private async endSession(reason: EndReason, extra: Record<string, unknown> = {}): Promise<void> {
+    if (!this.open || this.sessionEnded) return;
+    this.sessionEnded = true;
     const finalReason = this.endingReason ?? reason;
     await this.open.end(finalReason, {
       login: this.admitted?.login,

@@ -11,7 +11,11 @@ describe('ssh proxy: session limits and robustness', () => {
   let alice: IssuedFiles;
   let downPort: number;
   let sshd2: SshdHandle;
+  let blackhole: net.Server;
   beforeAll(async () => {
+    // Accepts TCP connections and never says a word: a hung target.
+    blackhole = net.createServer(() => {});
+    const blackholePort = await new Promise<number>((r) => blackhole.listen(0, '127.0.0.1', () => r((blackhole.address() as net.AddressInfo).port)));
     downPort = await freePort();
     sshd2 = await startSshd();
     const otherHostKey = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDXoYw2yQGyRVbaNt6Iaq4iI6m0bQmXLi9V2rUZ1lE9A other';
@@ -22,6 +26,7 @@ describe('ssh proxy: session limits and robustness', () => {
         { name: 'down', protocol: 'ssh', host: '127.0.0.1', port: downPort, default_login: 'root', password: { env: 'VIGIL_TEST_UNUSED' }, host_key: otherHostKey },
         // A target whose pinned key is not the one its sshd presents.
         { name: 'impostor', protocol: 'ssh', host: '127.0.0.1', port: sshd.port, default_login: sshd.user, private_key: sshd.clientKey, host_key: otherHostKey },
+        { name: 'hung', protocol: 'ssh', host: '127.0.0.1', port: blackholePort, default_login: 'root', private_key: sshd.clientKey, host_key: otherHostKey },
         // A target the test kills mid-session.
         { name: 'fragile', protocol: 'ssh', host: '127.0.0.1', port: sshd2.port, default_login: sshd2.user, private_key: sshd2.clientKey, host_key: sshd2.hostKeyPub },
       ],
@@ -31,6 +36,7 @@ describe('ssh proxy: session limits and robustness', () => {
   afterAll(async () => {
     await w?.stop();
     await sshd2?.stop();
+    blackhole?.close();
   });
 
   it('backend down: a clear message within the connect timeout and a session.end with the reason', async () => {
@@ -43,6 +49,27 @@ describe('ssh proxy: session limits and robustness', () => {
     const end = await w.gw.waitForEvent((e) => e.type === 'session.end' && e.target.name === 'down');
     expect(end.outcome).toBe('failure');
     expect(end.details).toMatchObject({ reason: 'backend_error', error: 'unreachable' });
+  });
+
+  it('a hung target: the client hears about it within connect_timeout; a client that leaves meanwhile still gets session.end', async () => {
+    const t0 = Date.now();
+    const r = await w.run('ssh', [...w.opts(alice), 'hung@127.0.0.1', 'true']);
+    expect(Date.now() - t0).toBeLessThan(8000);
+    expect(r.code).toBe(255);
+    expect(r.stderr).toMatch(/vigil: target hung did not answer within 2s/);
+    await w.gw.waitForEvent((e) => e.type === 'session.end' && e.target.name === 'hung' && e.details.error === 'timeout');
+
+    const impatient = spawnClient('ssh', [...w.opts(alice), 'hung@127.0.0.1', 'true']);
+    await w.gw.waitForEvent((e) => e.type === 'session.start' && e.target.name === 'hung' && !w.eventsOf('session.end', (x) => x.session_id === e.session_id).length);
+    impatient.child.kill('SIGKILL');
+    const starts = w.eventsOf('session.start', (e) => e.target.name === 'hung');
+    const last = starts[starts.length - 1]!;
+    const end = await w.gw.waitForEvent((e) => e.type === 'session.end' && e.session_id === last.session_id);
+    expect(end.details.reason).toBe('client_closed');
+    expect(w.gw.gw.services.sessions.get(last.session_id!)).toBeUndefined();
+    // The backend attempt that was still running ends quietly: no second session.end.
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(w.eventsOf('session.end', (e) => e.session_id === last.session_id)).toHaveLength(1);
   });
 
   it('a backend presenting an unknown host key is refused with a clear message and an event', async () => {
