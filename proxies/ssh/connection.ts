@@ -1,5 +1,5 @@
 import ssh2 from 'ssh2';
-import { ulid } from 'ulid';
+import { newId } from '../../src/ids.ts';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { GatewayServices } from '../../src/gateway/services.ts';
@@ -398,7 +398,7 @@ export class Connection implements ChannelHost {
     const server = new ssh2.Server({ hostKeys: [key.privateKey], ident: 'vigil' });
     this.innerServers.add(server);
     server.on('error', (e: Error) => this.log.debug({ err: e.message }, 'inner ssh error'));
-    const id = ulid();
+    const id = newId();
     server.on('connection', (conn) => {
       new Connection(this.lc, conn, {
         id,

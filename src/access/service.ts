@@ -1,4 +1,4 @@
-import { ulid } from 'ulid';
+import { newId } from '../ids.ts';
 import type { VigilConfig, TargetConfig } from '../config/schema.ts';
 import type { AccessRecord, AccessState, LockRecord, StateStore } from '../store/types.ts';
 import type { EventBus } from '../events/bus.ts';
@@ -126,7 +126,7 @@ export class AccessService {
 
       const now = this.now();
       const rec: AccessRecord = {
-        id: ulid(now),
+        id: newId(now),
         user,
         role: role.name,
         targets,

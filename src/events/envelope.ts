@@ -1,4 +1,4 @@
-import { monotonicFactory } from 'ulid';
+import { newId } from '../ids.ts';
 import type { EventType } from './catalog.ts';
 
 /**
@@ -21,8 +21,6 @@ export interface AuditEvent {
 }
 
 export type EventInput = Omit<AuditEvent, 'id' | 'time' | 'details'> & { details?: Record<string, unknown>; time?: Date };
-
-const nextUlid = monotonicFactory();
 
 // Microsecond timestamps: Date has milliseconds; the sub-millisecond part comes from the monotonic clock
 // so that events within one millisecond keep their order in `time` as well as in `id`.
@@ -53,7 +51,7 @@ export function createEvent(input: EventInput): AuditEvent {
     time = formatTime(date, micros);
   }
   const { time: _t, details, ...rest } = input;
-  return { id: nextUlid(), time, ...rest, details: details ?? {} };
+  return { id: newId(), time, ...rest, details: details ?? {} };
 }
 
 /** The system actor, for events the gateway itself causes (expiry, checkpoints). */

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import net from 'node:net';
-import { ulid } from 'ulid';
+import { newId } from '../ids.ts';
 import type { Logger } from 'pino';
 import type { LoadedConfig } from '../config/load.ts';
 import type { TargetConfig } from '../config/schema.ts';
@@ -97,7 +97,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
         // One bad connection must never take the process down: errors are handled per socket.
         socket.on('error', (e) => plog.debug({ err: e.message }, 'socket error'));
         const remote = { ip: socket.remoteAddress ?? 'unknown', port: socket.remotePort ?? 0 };
-        const id = ulid();
+        const id = newId();
         try {
           proxy.handleConnection(socket, { id, remote, log: plog.child({ conn: id }) });
         } catch (e) {

@@ -1,4 +1,4 @@
-import { ulid } from 'ulid';
+import { newId } from '../ids.ts';
 import type { Principal } from '../identity/types.ts';
 
 /** Why a session ended. Recorded verbatim as `session.end` details.reason. */
@@ -60,7 +60,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 export class SessionRegistry {
   private readonly live = new Map<string, Handle>();
 
-  open(info: SessionInfo, terminator: Terminator, id: string = ulid()): SessionHandle {
+  open(info: SessionInfo, terminator: Terminator, id: string = newId()): SessionHandle {
     const h = new Handle(id, { ...info, id, startedAt: new Date() }, terminator, (x) => this.live.delete(x.id));
     this.live.set(id, h);
     h.arm('cert_expired', info.principal.notAfter, 'Your vigil certificate has expired; the session is closed. Request a new certificate.');
