@@ -45,11 +45,12 @@ export interface AsciicastWriter {
   resize(width: number, height: number): void;
   onError(cb: (err: Error) => void): void;
   close(): Promise<void>;
-  /** Optional: bytes accepted but not yet written. A relay pauses its source while this is high, so a
-   *  fast session slows to disk speed instead of outrunning the recording (and failing it). */
-  readonly queuedBytes?: number;
-  /** Optional: call `cb` once after the queue has been written out (used with `queuedBytes`). */
-  onDrained?(cb: () => void): void;
+  /** Bytes accepted (as passed in) but not yet written. A relay pauses its source while this is high, so
+   *  a fast session slows to disk speed instead of outrunning the recording (and failing it). */
+  readonly queuedBytes: number;
+  /** Call `cb` once, when the queue has fallen to the writer's low-water mark (at once if it already
+   *  has, or if the recording failed — the failure itself is reported through onError). */
+  onDrained(cb: () => void): void;
 }
 
 export interface RecordingStore {

@@ -8,6 +8,11 @@ export interface RecordingStoreOptions {
   /** Output queued but not yet written beyond this is a failure (disk far slower than the session):
    *  reported through onError so the session is ended rather than buffering without bound. */
   maxQueuedBytes?: number;
+  /** onDrained subscribers are called once the queue has fallen to this many bytes (default 1 MiB): low
+   *  enough that a paused session resumes before the writer runs dry, so disk and session overlap. */
+  drainedBelowBytes?: number;
+  /** Most output bytes serialised into one write (default 1 MiB), so the queue shrinks step by step. */
+  writeBatchBytes?: number;
   /** Output events closer together than this are merged into one (seconds; default 0.01). */
   coalesceSeconds?: number;
 }
@@ -53,7 +58,8 @@ export function openRecordingStore(dir: string, opts: RecordingStoreOptions = {}
   };
 }
 
-type Pending = { t: number; code: 'o' | 'i' | 'r'; data: string };
+/** One asciicast event waiting to be written; `bytes` counts what the caller handed in (raw bytes). */
+type Pending = { t: number; code: 'o' | 'i' | 'r'; data: string; bytes: number };
 
 class CastWriter implements AsciicastWriter {
   private readonly start = performance.now();
@@ -62,8 +68,8 @@ class CastWriter implements AsciicastWriter {
   /** Serialised lines (the header) waiting for the first write. */
   private pending: string[] = [];
   private queue: Pending[] = [];
-  /** Data accepted but not yet written (queued or in the write in flight). */
-  private backlog = 0;
+  /** Bytes accepted but not yet written (queued or in the write in flight), as the caller counts them. */
+  private queued = 0;
   private drainedCbs: (() => void)[] = [];
   private writing?: Promise<void>;
   private handle?: Promise<fsp.FileHandle>;
@@ -71,6 +77,8 @@ class CastWriter implements AsciicastWriter {
   private errorCbs: ((e: Error) => void)[] = [];
   private closed = false;
   private readonly maxQueued: number;
+  private readonly drainedBelow: number;
+  private readonly batchBytes: number;
   private readonly coalesce: number;
 
   constructor(
@@ -80,6 +88,8 @@ class CastWriter implements AsciicastWriter {
     opts: RecordingStoreOptions,
   ) {
     this.maxQueued = opts.maxQueuedBytes ?? 64 * 1024 * 1024;
+    this.drainedBelow = opts.drainedBelowBytes ?? 1024 * 1024;
+    this.batchBytes = opts.writeBatchBytes ?? 1024 * 1024;
     this.coalesce = opts.coalesceSeconds ?? 0.01;
     const h: Record<string, unknown> = {
       version: 2,
@@ -103,17 +113,19 @@ class CastWriter implements AsciicastWriter {
     return (performance.now() - this.start) / 1000;
   }
 
-  private enqueue(code: Pending['code'], data: string): void {
+  private enqueue(code: Pending['code'], data: string, bytes: number): void {
     if (this.error || this.closed || data === '') return;
     const t = this.now();
     const last = this.queue[this.queue.length - 1];
     if (last && last.code === code && code !== 'r' && t - last.t < this.coalesce && last.data.length < 65536) {
       last.data += data;
+      last.bytes += bytes;
     } else {
-      this.queue.push({ t, code, data });
+      this.queue.push({ t, code, data, bytes });
     }
-    this.backlog += data.length;
-    if (this.backlog > this.maxQueued) {
+    this.queued += bytes;
+    // Last resort: a caller that ignores queuedBytes/onDrained must not make the gateway buffer without bound.
+    if (this.queued > this.maxQueued) {
       this.fail(new Error(`recording ${this.id} fell more than ${this.maxQueued} bytes behind the session`));
       return;
     }
@@ -121,24 +133,25 @@ class CastWriter implements AsciicastWriter {
   }
 
   output(data: Buffer | string): void {
-    this.enqueue('o', typeof data === 'string' ? data : this.out.write(data));
+    this.enqueue('o', typeof data === 'string' ? data : this.out.write(data), data.length);
   }
 
   input(data: Buffer | string): void {
-    this.enqueue('i', typeof data === 'string' ? data : this.in.write(data));
+    this.enqueue('i', typeof data === 'string' ? data : this.in.write(data), data.length);
   }
 
   resize(width: number, height: number): void {
-    this.enqueue('r', `${width}x${height}`);
+    const r = `${width}x${height}`;
+    this.enqueue('r', r, r.length);
   }
 
   get queuedBytes(): number {
-    return this.backlog;
+    return this.queued;
   }
 
-  /** `cb` runs once, as soon as everything accepted so far has been written (or the recording failed). */
+  /** `cb` runs once, as soon as the queue is at or below the low-water mark (or the recording failed). */
   onDrained(cb: () => void): void {
-    if (this.backlog === 0 || this.error) setImmediate(cb);
+    if (this.queued <= this.drainedBelow || this.error) setImmediate(cb);
     else this.drainedCbs.push(cb);
   }
 
@@ -165,7 +178,7 @@ class CastWriter implements AsciicastWriter {
     this.error = e;
     this.queue = [];
     this.pending = [];
-    this.backlog = 0;
+    this.queued = 0;
     // Nothing more will be written: release anyone waiting for the backlog (the session is ended via onError).
     this.notifyDrained();
     const cbs = this.errorCbs;
@@ -191,16 +204,20 @@ class CastWriter implements AsciicastWriter {
       while (!this.error && (this.queue.length || this.pending.length)) {
         const lines = this.pending;
         let bytes = 0;
-        for (const ev of this.queue) {
+        // A bounded batch per write: the queue shrinks as the disk takes it, so onDrained fires while
+        // the rest is still being written.
+        let n = 0;
+        for (; n < this.queue.length && bytes < this.batchBytes; n++) {
+          const ev = this.queue[n];
           lines.push(`[${ev.t.toFixed(6)}, ${JSON.stringify(ev.code)}, ${JSON.stringify(ev.data)}]\n`);
-          bytes += ev.data.length;
+          bytes += ev.bytes;
         }
-        this.queue = [];
+        this.queue = n === this.queue.length ? [] : this.queue.slice(n);
         this.pending = [];
         await writeAll(h, Buffer.from(lines.join('')));
-        this.backlog -= bytes;
+        this.queued -= bytes;
+        if (this.queued <= this.drainedBelow && this.drainedCbs.length) this.notifyDrained();
       }
-      if (this.backlog === 0) this.notifyDrained();
     } catch (e) {
       this.fail(e as Error);
     } finally {
@@ -213,8 +230,8 @@ class CastWriter implements AsciicastWriter {
     // Flush a multibyte character split at the very end (emitted as U+FFFD if incomplete).
     const restOut = this.out.end();
     const restIn = this.in.end();
-    if (restOut) this.enqueue('o', restOut);
-    if (restIn) this.enqueue('i', restIn);
+    if (restOut) this.enqueue('o', restOut, 0);
+    if (restIn) this.enqueue('i', restIn, 0);
     this.closed = true;
     while (this.writing) await this.writing;
     if (!this.error && (this.queue.length || this.pending.length)) {

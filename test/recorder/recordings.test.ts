@@ -120,15 +120,52 @@ describe('asciicast recordings', () => {
     expect(err.text()).toContain('no recording for session nope');
   });
 
-  it('reports its backlog and calls onDrained once everything accepted is written', async () => {
-    const store = openRecordingStore(path.join(tempDir(), 'recordings'));
+  it('reports its backlog and calls onDrained once everything accepted is written (low-water mark 0)', async () => {
+    const store = openRecordingStore(path.join(tempDir(), 'recordings'), { drainedBelowBytes: 0 });
     const w = store.openAsciicast('sess8', 0, { width: 80, height: 24, timestamp: 0 });
     w.output('a'.repeat(5000));
     expect(w.queuedBytes).toBe(5000);
-    const drained = new Promise<number>((resolve) => w.onDrained!(() => resolve(w.queuedBytes!)));
+    const drained = new Promise<number>((resolve) => w.onDrained(() => resolve(w.queuedBytes)));
     expect(await drained).toBe(0);
     expect(fs.readFileSync(store.pathOf(w.id), 'utf8')).toContain('a'.repeat(5000));
     await w.close();
+  });
+
+  it('backpressure: the queue counts raw bytes, onDrained waits for the low-water mark, the 64 MiB-style cap still fails', async () => {
+    const store = openRecordingStore(path.join(tempDir(), 'recordings'), { drainedBelowBytes: 256 * 1024, writeBatchBytes: 64 * 1024 });
+    const w = store.openAsciicast('sess9', 0, { width: 80, height: 24, timestamp: 0 });
+    const chunk = Buffer.alloc(32 * 1024); // zeros: 6 bytes each in the file, 1 byte each in the queue
+    for (let i = 0; i < 64; i++) w.output(chunk);
+    expect(w.queuedBytes).toBe(64 * chunk.length);
+    let firedAt: number | undefined;
+    const drained = new Promise<void>((resolve) =>
+      w.onDrained(() => {
+        firedAt = w.queuedBytes;
+        resolve();
+      }),
+    );
+    await new Promise((r) => setImmediate(r));
+    expect(firedAt).toBeUndefined(); // 2 MiB queued: far above the low-water mark
+    await drained;
+    expect(firedAt).toBeLessThanOrEqual(256 * 1024);
+    // Called once it fell below the mark, not only when empty or at close: a paused session overlaps the rest.
+    expect(firedAt).toBeGreaterThan(0);
+    await w.close();
+    expect(w.queuedBytes).toBe(0);
+    const lines = fs.readFileSync(store.pathOf(w.id), 'utf8').trim().split('\n').slice(1).map((l) => JSON.parse(l) as [number, string, string]);
+    expect(lines.map((l) => l[2]).join('')).toBe('\0'.repeat(64 * chunk.length));
+
+    // A caller that ignores backpressure still hits the hard cap: reported once, queue released.
+    const capped = openRecordingStore(path.join(tempDir(), 'recordings'), { maxQueuedBytes: 1024 * 1024 });
+    const c = capped.openAsciicast('sess10', 0, { width: 80, height: 24, timestamp: 0 });
+    const errors: Error[] = [];
+    c.onError((e) => errors.push(e));
+    for (let i = 0; i < 40; i++) c.output(chunk);
+    expect(errors).toHaveLength(1);
+    expect(errors[0].message).toMatch(/fell more than 1048576 bytes behind/);
+    expect(c.queuedBytes).toBe(0);
+    await new Promise<void>((resolve) => c.onDrained(resolve));
+    await c.close();
   });
 
   it('an odd session id never escapes the store', async () => {

@@ -95,6 +95,10 @@ describe('ssh proxy: recording switches and fail-closed recording', () => {
         input: (d) => writer.input(d),
         resize: (c, r) => writer.resize(c, r),
         onError: (cb) => (onError = cb),
+        get queuedBytes() {
+          return writer.queuedBytes;
+        },
+        onDrained: (cb) => writer.onDrained(cb),
         close: () => writer.close(),
       };
       return failing;
