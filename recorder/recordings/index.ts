@@ -1,6 +1,8 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
+import { isUtf8 } from 'node:buffer';
+import { escapeJsonUtf8, maxEscapedLength } from './json-string.ts';
 import { writeAll } from '../audit/durable.ts';
 import type { AsciicastHeader, AsciicastWriter, RecordingStore } from '../types.ts';
 
@@ -58,8 +60,23 @@ export function openRecordingStore(dir: string, opts: RecordingStoreOptions = {}
   };
 }
 
-/** One asciicast event waiting to be written; `bytes` counts what the caller handed in (raw bytes). */
-type Pending = { t: number; code: 'o' | 'i' | 'r'; data: string; bytes: number };
+/**
+ * One asciicast event waiting to be written. Its data is a list of parts, in order: well-formed UTF-8
+ * bytes (escaped into JSON when written) or text already escaped as a JSON string body. `bytes` counts
+ * what the caller handed in (raw bytes); `bound` is the most bytes the escaped parts can take.
+ */
+type Pending = { t: number; code: 'o' | 'i' | 'r'; parts: (Buffer | string)[]; bytes: number; bound: number };
+
+/** Bytes the decoder holds from a multibyte character split across chunks (0 at a character boundary).
+ *  `lastNeed` is StringDecoder's own field (Node's JS and native decoders both expose it). */
+function splitBytes(d: StringDecoder): number {
+  return (d as unknown as { lastNeed?: number }).lastNeed ?? 1;
+}
+
+/** JSON string body of `text` (JSON.stringify without the quotes). */
+function jsonBody(text: string): string {
+  return JSON.stringify(text).slice(1, -1);
+}
 
 class CastWriter implements AsciicastWriter {
   private readonly start = performance.now();
@@ -113,15 +130,17 @@ class CastWriter implements AsciicastWriter {
     return (performance.now() - this.start) / 1000;
   }
 
-  private enqueue(code: Pending['code'], data: string, bytes: number): void {
-    if (this.error || this.closed || data === '') return;
+  private enqueue(code: Pending['code'], part: Buffer | string, bytes: number): void {
+    if (this.error || this.closed || part.length === 0) return;
     const t = this.now();
+    const bound = typeof part === 'string' ? part.length * 3 : maxEscapedLength(part.length);
     const last = this.queue[this.queue.length - 1];
-    if (last && last.code === code && code !== 'r' && t - last.t < this.coalesce && last.data.length < 65536) {
-      last.data += data;
+    if (last && last.code === code && code !== 'r' && t - last.t < this.coalesce && last.bytes < 65536) {
+      last.parts.push(part);
       last.bytes += bytes;
+      last.bound += bound;
     } else {
-      this.queue.push({ t, code, data, bytes });
+      this.queue.push({ t, code, parts: [part], bytes, bound });
     }
     this.queued += bytes;
     // Last resort: a caller that ignores queuedBytes/onDrained must not make the gateway buffer without bound.
@@ -132,17 +151,31 @@ class CastWriter implements AsciicastWriter {
     this.kick();
   }
 
+  /**
+   * Well-formed UTF-8 at a character boundary is kept as bytes (a copy: the caller may reuse its buffer)
+   * and escaped in one pass when written; anything else (a character split across chunks, invalid bytes)
+   * goes through the decoder, which carries split characters over and maps invalid bytes to U+FFFD.
+   * Either way the file holds exactly JSON.stringify of the decoded text.
+   */
+  private part(decoder: StringDecoder, data: Buffer | string): Buffer | string {
+    if (typeof data === 'string') return jsonBody(data);
+    if (splitBytes(decoder) === 0 && isUtf8(data)) return Buffer.from(data);
+    return jsonBody(decoder.write(data));
+  }
+
   output(data: Buffer | string): void {
-    this.enqueue('o', typeof data === 'string' ? data : this.out.write(data), data.length);
+    if (this.error || this.closed) return;
+    this.enqueue('o', this.part(this.out, data), data.length);
   }
 
   input(data: Buffer | string): void {
-    this.enqueue('i', typeof data === 'string' ? data : this.in.write(data), data.length);
+    if (this.error || this.closed) return;
+    this.enqueue('i', this.part(this.in, data), data.length);
   }
 
   resize(width: number, height: number): void {
     const r = `${width}x${height}`;
-    this.enqueue('r', r, r.length);
+    this.enqueue('r', jsonBody(r), r.length);
   }
 
   get queuedBytes(): number {
@@ -202,19 +235,30 @@ class CastWriter implements AsciicastWriter {
     try {
       const h = await this.handle!;
       while (!this.error && (this.queue.length || this.pending.length)) {
-        const lines = this.pending;
-        let bytes = 0;
         // A bounded batch per write: the queue shrinks as the disk takes it, so onDrained fires while
         // the rest is still being written.
+        let bytes = 0;
+        let bound = 0;
+        for (const line of this.pending) bound += line.length * 3;
         let n = 0;
         for (; n < this.queue.length && bytes < this.batchBytes; n++) {
-          const ev = this.queue[n];
-          lines.push(`[${ev.t.toFixed(6)}, ${JSON.stringify(ev.code)}, ${JSON.stringify(ev.data)}]\n`);
-          bytes += ev.bytes;
+          bytes += this.queue[n].bytes;
+          bound += this.queue[n].bound + 32; // `[123456.123456, "o", "` … `"]\n`
         }
+        const batch = this.queue.slice(0, n);
+        const lines = this.pending;
         this.queue = n === this.queue.length ? [] : this.queue.slice(n);
         this.pending = [];
-        await writeAll(h, Buffer.from(lines.join('')));
+        // Serialised straight into one buffer: no per-event strings for the data.
+        const buf = Buffer.allocUnsafe(bound);
+        let o = 0;
+        for (const line of lines) o += buf.write(line, o);
+        for (const ev of batch) {
+          o += buf.write(`[${ev.t.toFixed(6)}, "${ev.code}", "`, o, 'latin1');
+          for (const p of ev.parts) o = typeof p === 'string' ? o + buf.write(p, o) : escapeJsonUtf8(p, buf, o);
+          o += buf.write('"]\n', o, 'latin1');
+        }
+        await writeAll(h, buf.subarray(0, o));
         this.queued -= bytes;
         if (this.queued <= this.drainedBelow && this.drainedCbs.length) this.notifyDrained();
       }
@@ -230,8 +274,8 @@ class CastWriter implements AsciicastWriter {
     // Flush a multibyte character split at the very end (emitted as U+FFFD if incomplete).
     const restOut = this.out.end();
     const restIn = this.in.end();
-    if (restOut) this.enqueue('o', restOut, 0);
-    if (restIn) this.enqueue('i', restIn, 0);
+    if (restOut) this.enqueue('o', jsonBody(restOut), 0);
+    if (restIn) this.enqueue('i', jsonBody(restIn), 0);
     this.closed = true;
     while (this.writing) await this.writing;
     if (!this.error && (this.queue.length || this.pending.length)) {

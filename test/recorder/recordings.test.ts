@@ -4,7 +4,9 @@ import { spawnSync } from 'node:child_process';
 import { Writable } from 'node:stream';
 import { describe, it, expect } from 'vitest';
 import { tempDir } from '../support/tmp.ts';
+import { StringDecoder } from 'node:string_decoder';
 import { openRecordingStore } from '../../recorder/recordings/index.ts';
+import { escapeJsonUtf8, maxEscapedLength } from '../../recorder/recordings/json-string.ts';
 import { readAsciicast, renderFinalText, playAsciicast } from '../../recorder/recordings/replay.ts';
 import { runCli } from '../../src/cli/main.ts';
 
@@ -166,6 +168,46 @@ describe('asciicast recordings', () => {
     expect(c.queuedBytes).toBe(0);
     await new Promise<void>((resolve) => c.onDrained(resolve));
     await c.close();
+  });
+
+  it('the byte escaper writes exactly what JSON.stringify of the decoded text encodes to', () => {
+    const samples = [
+      Buffer.from(Array.from({ length: 128 }, (_, i) => i)),
+      Buffer.alloc(100),
+      Buffer.from('tab\tquote" back\\slash\u2028 5€ 🙂 \x1b[31mred\x7f'),
+    ];
+    for (const src of samples) {
+      const out = Buffer.alloc(maxEscapedLength(src.length));
+      const n = escapeJsonUtf8(src, out, 0);
+      expect(out.subarray(0, n).toString('utf8')).toBe(JSON.stringify(src.toString('utf8')).slice(1, -1));
+    }
+  });
+
+  it('output of any bytes, in any chunking, is recorded as JSON.stringify of the decoded text', async () => {
+    const store = openRecordingStore(path.join(tempDir(), 'recordings'));
+    const w = store.openAsciicast('sess11', 0, { width: 80, height: 24, timestamp: 0 });
+    const all = Buffer.concat([
+      Buffer.from(Array.from({ length: 256 }, (_, i) => i)), // control bytes, and invalid UTF-8 above 0x7f
+      Buffer.from('ok 🙂 5€ "q" \\ \r\n'),
+      Buffer.alloc(1000),
+      Buffer.from([0xf0, 0x9f, 0x99, 0x82, 0xe2, 0x82, 0xac, 0xc3]), // ends inside a character
+    ]);
+    const expected = new StringDecoder('utf8');
+    let text = '';
+    // Chunk sizes 1..7 so that multibyte characters are split at every position.
+    for (let at = 0, size = 1; at < all.length; at += size, size = (size % 7) + 1) {
+      const chunk = all.subarray(at, at + size);
+      w.output(Buffer.from(chunk));
+      text += expected.write(chunk);
+    }
+    w.output('and a string\u0000');
+    text += 'and a string\u0000' + expected.end(); // the split character is flushed (as U+FFFD) at close
+    await w.close();
+    const lines = fs.readFileSync(store.pathOf(w.id), 'utf8').trim().split('\n').slice(1);
+    const events = lines.map((l) => JSON.parse(l) as [number, string, string]);
+    // Each line is byte for byte the JSON encoding of what it holds.
+    for (let i = 0; i < lines.length; i++) expect(lines[i]).toBe(`[${events[i][0].toFixed(6)}, "o", ${JSON.stringify(events[i][2])}]`);
+    expect(events.map((e) => e[2]).join('')).toBe(text);
   });
 
   it('an odd session id never escapes the store', async () => {
