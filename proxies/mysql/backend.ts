@@ -24,7 +24,6 @@ export interface BackendTarget {
 
 export interface BackendConnection {
   socket: net.Socket | tls.TLSSocket;
-  framer: PacketFramer;
   greeting: Greeting;
   /** Capabilities in force on the backend connection. */
   capabilities: number;
@@ -113,8 +112,8 @@ export async function connectBackend(t: BackendTarget, capabilities: number, cha
         sock.off('data', onData);
         sock.off('error', onError);
         raw.off('close', onClose);
-        if (queue.length > 0) throw new ProtocolError('the target database sent data after login', 'VIGIL_MYSQL_UNSOLICITED');
-        return { socket: sock, framer, greeting, capabilities: login.capabilities, ok: step.ok };
+        if (queue.length > 0 || framer.pendingBytes > 0) throw new ProtocolError('the target database sent data after login', 'VIGIL_MYSQL_UNSOLICITED');
+        return { socket: sock, greeting, capabilities: login.capabilities, ok: step.ok };
       }
       if (step.kind === 'error') throw new BackendError(`the target database refused vigil's login (${step.err.code} ${step.err.sqlState}): ${step.err.message}`);
       if (step.kind === 'send') sock.write(encodePacket(p.lastSeq + 1, step.payload));

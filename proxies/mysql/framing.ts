@@ -14,6 +14,9 @@ export interface Packet {
   /** Sequence id of the last wire packet (differs from `seq` for payloads of 16 MiB and more). */
   lastSeq: number;
   payload: Buffer;
+  /** The packet exactly as received (header + payload) when it came as one wire packet within one
+   *  chunk: forwarding it unchanged is then a write of these bytes, without re-encoding. */
+  wire?: Buffer;
 }
 
 export class PacketFramer {
@@ -24,6 +27,9 @@ export class PacketFramer {
   private partsLen = 0;
   private firstSeq = 0;
   private lastSeq = -1;
+  /** The chunk the fast path is cutting packets from, and where its unread bytes begin. */
+  private current: Buffer | undefined;
+  private currentOff = 0;
 
   /** @param maxPayload largest logical payload accepted; larger is a ProtocolError (oversized). */
   constructor(private readonly maxPayload: number) {}
@@ -31,15 +37,35 @@ export class PacketFramer {
   /** Feed bytes; calls `onPacket` for each complete logical packet. Throws ProtocolError on bad framing. */
   push(chunk: Buffer, onPacket: (p: Packet) => void): void {
     if (chunk.length === 0) return;
+    if (this.buffered === 0) {
+      // Fast path: packets lying whole in this chunk are cut out as views of it, without copies.
+      let off = 0;
+      this.current = chunk;
+      try {
+        while (chunk.length - off >= 4 && this.parts.length === 0) {
+          const len = chunk[off]! | (chunk[off + 1]! << 8) | (chunk[off + 2]! << 16);
+          if (len > this.maxPayload) throw this.oversized(len);
+          if (len === MAX_WIRE_PAYLOAD || chunk.length - off < 4 + len) break;
+          const seq = chunk[off + 3]!;
+          const end = off + 4 + len;
+          this.currentOff = end;
+          onPacket({ seq, lastSeq: seq, payload: chunk.subarray(off + 4, end), wire: chunk.subarray(off, end) });
+          if (this.current !== chunk) return; // takeRemainder() took the rest
+          off = end;
+        }
+      } finally {
+        this.current = undefined;
+      }
+      if (off === chunk.length) return;
+      chunk = off === 0 ? chunk : chunk.subarray(off);
+    }
     this.chunks.push(chunk);
     this.buffered += chunk.length;
     while (this.buffered >= 4) {
       const head = this.peek(4);
       const len = head[0]! | (head[1]! << 8) | (head[2]! << 16);
       const seq = head[3]!;
-      if (this.partsLen + len > this.maxPayload) {
-        throw new ProtocolError(`packet of ${this.partsLen + len} bytes exceeds the limit of ${this.maxPayload}`, 'VIGIL_MYSQL_OVERSIZED');
-      }
+      if (this.partsLen + len > this.maxPayload) throw this.oversized(this.partsLen + len);
       if (this.buffered < 4 + len) return;
       this.take(4);
       const body = this.take(len);
@@ -67,10 +93,15 @@ export class PacketFramer {
     }
   }
 
+  private oversized(len: number): ProtocolError {
+    return new ProtocolError(`packet of ${len} bytes exceeds the limit of ${this.maxPayload}`, 'VIGIL_MYSQL_OVERSIZED');
+  }
+
   /** Take the bytes received after the last complete packet (e.g. the TLS ClientHello behind an SSLRequest). */
   takeRemainder(): Buffer {
     if (this.partsLen > 0) throw new ProtocolError('incomplete continued packet', 'VIGIL_MYSQL_TRUNCATED');
-    const rest = Buffer.concat(this.chunks);
+    const rest = this.current ? this.current.subarray(this.currentOff) : Buffer.concat(this.chunks);
+    this.current = undefined;
     this.chunks = [];
     this.buffered = 0;
     return rest;
@@ -140,4 +171,116 @@ export function encodePacket(seq: number, payload: Buffer): Buffer {
 /** Number of wire packets `encodePacket` produces for a payload of `len` bytes. */
 export function wirePacketCount(len: number): number {
   return Math.floor(len / MAX_WIRE_PAYLOAD) + 1;
+}
+
+/** What a PacketScanner asks of its consumer, once per logical packet. */
+export interface ScanSink {
+  /** A logical packet begins with byte `head` (-1 when empty) in a first wire packet of `length` bytes:
+   *  true to get its whole payload in `packet`, false to only hear of it in `skipped`. */
+  wants(head: number, length: number): boolean;
+  packet(payload: Buffer, lastSeq: number): void;
+  skipped(head: number, length: number, lastSeq: number): void;
+}
+
+/**
+ * Follows a stream of packets whose bytes are relayed elsewhere (server responses), without cutting
+ * out the packets nobody needs to read: rows and column definitions are only counted, so a result set
+ * costs a few integer operations per row and no allocation. Packets the consumer wants are handed over
+ * whole (views of the chunk when they lie in one, copied only across chunk boundaries). Pure.
+ */
+export class PacketScanner {
+  private readonly header = Buffer.alloc(4);
+  private headerLen = 0;
+  /** Payload bytes of the current wire packet still to come; -1 while a header is expected. */
+  private remaining = -1;
+  private wireLen = 0;
+  private lastSeq = 0;
+  /** The current wire packet continues a logical packet (the previous one was 16 MiB - 1). */
+  private continued = false;
+  private decided = false;
+  private capture = false;
+  private head = -1;
+  private firstLen = 0;
+  private parts: Buffer[] = [];
+  private partsLen = 0;
+
+  /** @param maxCapture largest payload handed over whole; larger is a ProtocolError (oversized). */
+  constructor(private readonly maxCapture: number) {}
+
+  /** Sequence id of the last wire packet header seen. */
+  get seq(): number {
+    return this.lastSeq;
+  }
+
+  push(chunk: Buffer, sink: ScanSink): void {
+    const n = chunk.length;
+    let off = 0;
+    while (off < n) {
+      if (this.remaining < 0) {
+        let h: Buffer;
+        let at: number;
+        if (this.headerLen === 0 && n - off >= 4) {
+          h = chunk;
+          at = off;
+          off += 4;
+        } else {
+          const k = Math.min(4 - this.headerLen, n - off);
+          chunk.copy(this.header, this.headerLen, off, off + k);
+          this.headerLen += k;
+          off += k;
+          if (this.headerLen < 4) return;
+          this.headerLen = 0;
+          h = this.header;
+          at = 0;
+        }
+        const len = h[at]! | (h[at + 1]! << 8) | (h[at + 2]! << 16);
+        const seq = h[at + 3]!;
+        if (this.continued) {
+          if (seq !== ((this.lastSeq + 1) & 0xff)) throw new ProtocolError('out-of-sequence continuation packet', 'VIGIL_MYSQL_SEQUENCE');
+        } else {
+          this.decided = false;
+        }
+        this.lastSeq = seq;
+        this.wireLen = len;
+        this.remaining = len;
+      }
+      if (!this.decided) {
+        let head = -1;
+        if (this.wireLen > 0) {
+          if (off >= n) return;
+          head = chunk[off]!;
+        }
+        this.head = head;
+        this.firstLen = this.wireLen;
+        this.capture = sink.wants(head, this.wireLen);
+        this.decided = true;
+      }
+      const take = Math.min(this.remaining, n - off);
+      if (this.capture && take > 0) {
+        if (this.partsLen + this.remaining > this.maxCapture) {
+          throw new ProtocolError(`packet of more than ${this.maxCapture} bytes`, 'VIGIL_MYSQL_OVERSIZED');
+        }
+        this.parts.push(chunk.subarray(off, off + take));
+        this.partsLen += take;
+      }
+      off += take;
+      this.remaining -= take;
+      if (this.remaining > 0) return;
+      this.remaining = -1;
+      if (this.wireLen === MAX_WIRE_PAYLOAD) {
+        this.continued = true;
+        continue;
+      }
+      this.continued = false;
+      if (this.capture) {
+        const parts = this.parts;
+        const payload = parts.length === 1 ? parts[0]! : parts.length === 0 ? EMPTY : Buffer.concat(parts, this.partsLen);
+        this.parts = [];
+        this.partsLen = 0;
+        sink.packet(payload, this.lastSeq);
+      } else {
+        sink.skipped(this.head, this.firstLen, this.lastSeq);
+      }
+    }
+  }
 }

@@ -81,50 +81,35 @@ export class ResponseTracker {
     this.current = { results: [], ends: [], status: 0 };
   }
 
-  /** Feed one logical server packet; returns the whole response once it is complete. */
-  onPacket(p: Buffer): CommandResponse | undefined {
-    const shape = this.shape;
-    if (!shape) throw new ProtocolError('unexpected packet from the server', 'VIGIL_MYSQL_UNSOLICITED');
-    const head = p.length > 0 ? p[0]! : -1;
+  /**
+   * Whether `onPacket` needs this packet's payload, judged from its first byte (-1 when empty) and
+   * length. Column definitions and rows only advance counters: the relay skips them with `onSkipped`
+   * without cutting them out of the stream.
+   */
+  needsBody(head: number, length: number): boolean {
     switch (this.phase) {
       case 'first':
-        if (shape === 'single') return this.finish();
-        if (head === 0xff) return this.error(p);
-        if (shape === 'prepare') {
-          if (head !== 0x00) throw new ProtocolError('invalid prepare response', 'VIGIL_MYSQL_MALFORMED');
-          const r = new Reader(p, 1);
-          const stmtId = r.u32();
-          const numColumns = r.u16();
-          const numParams = r.u16();
-          this.current!.prepared = { stmtId, numColumns, numParams };
-          this.prepareColumns = numColumns;
-          if (numParams > 0) return this.enter('prepareParams', numParams);
-          if (numColumns > 0) return this.enter('prepareColumns', numColumns);
-          return this.finish();
-        }
-        if (head === 0x00 || (head === 0xfe && p.length < 9)) {
-          // OK (or a bare EOF, which COM_SET_OPTION gets from older servers).
-          const ok = head === 0x00 ? parseOk(p) : { affectedRows: 0, lastInsertId: 0, status: p.length >= 5 ? p.readUInt16LE(3) : 0 };
-          return this.endResult({ affectedRows: ok.affectedRows, lastInsertId: ok.lastInsertId }, ok.status);
-        }
-        if (head === 0xfb) throw new ProtocolError('the server asked for a local file, which vigil does not allow', 'VIGIL_MYSQL_LOCAL_INFILE');
-        // Column count: a result set begins.
-        return this.enter('columns', new Reader(p).lenenc(), 0);
+        return this.shape !== 'single';
+      case 'columnsEof':
+        return true;
+      case 'rows':
+      case 'fieldlist':
+        return head === 0xff || this.isEnd(head, length);
+      default:
+        return false;
+    }
+  }
+
+  /** A packet `needsBody` said false for, known by its first byte and length only. */
+  onSkipped(head: number, length: number): CommandResponse | undefined {
+    if (!this.shape) throw new ProtocolError('unexpected packet from the server', 'VIGIL_MYSQL_UNSOLICITED');
+    switch (this.phase) {
+      case 'first': // 'single': any one packet is the whole response
+        return this.finish();
       case 'columns':
         if (--this.left === 0) this.phase = this.deprecateEof ? 'rows' : 'columnsEof';
         return undefined;
-      case 'columnsEof': {
-        const status = p.length >= 5 ? p.readUInt16LE(3) : 0;
-        if (status & CURSOR_EXISTS) return this.endResult({ rows: 0 }, status);
-        this.phase = 'rows';
-        return undefined;
-      }
       case 'rows':
-        if (head === 0xfe && p.length < 0xffffff && (this.deprecateEof || p.length < 9)) {
-          const status = this.deprecateEof ? parseOk(p).status : p.length >= 5 ? p.readUInt16LE(3) : 0;
-          return this.endResult({ rows: this.rows }, status);
-        }
-        if (head === 0xff) return this.error(p);
         this.rows++;
         return undefined;
       case 'prepareParams':
@@ -146,10 +131,61 @@ export class ResponseTracker {
       case 'prepareColumnsEof':
         return this.finish();
       case 'fieldlist':
-        if (head === 0xff) return this.error(p);
-        if (head === 0xfe && p.length < 0xffffff && (this.deprecateEof || p.length < 9)) return this.finish();
         return undefined;
+      case 'columnsEof':
+        throw new ProtocolError(`packet 0x${head.toString(16)} of ${length} bytes needs its payload`, 'VIGIL_MYSQL_MALFORMED');
     }
+  }
+
+  /** Feed one logical server packet; returns the whole response once it is complete. */
+  onPacket(p: Buffer): CommandResponse | undefined {
+    const shape = this.shape;
+    if (!shape) throw new ProtocolError('unexpected packet from the server', 'VIGIL_MYSQL_UNSOLICITED');
+    const head = p.length > 0 ? p[0]! : -1;
+    if (!this.needsBody(head, p.length)) return this.onSkipped(head, p.length);
+    switch (this.phase) {
+      case 'first':
+        if (head === 0xff) return this.error(p);
+        if (shape === 'prepare') {
+          if (head !== 0x00) throw new ProtocolError('invalid prepare response', 'VIGIL_MYSQL_MALFORMED');
+          const r = new Reader(p, 1);
+          const stmtId = r.u32();
+          const numColumns = r.u16();
+          const numParams = r.u16();
+          this.current!.prepared = { stmtId, numColumns, numParams };
+          this.prepareColumns = numColumns;
+          if (numParams > 0) return this.enter('prepareParams', numParams);
+          if (numColumns > 0) return this.enter('prepareColumns', numColumns);
+          return this.finish();
+        }
+        if (head === 0x00 || (head === 0xfe && p.length < 9)) {
+          // OK (or a bare EOF, which COM_SET_OPTION gets from older servers).
+          const ok = head === 0x00 ? parseOk(p) : { affectedRows: 0, lastInsertId: 0, status: p.length >= 5 ? p.readUInt16LE(3) : 0 };
+          return this.endResult({ affectedRows: ok.affectedRows, lastInsertId: ok.lastInsertId }, ok.status);
+        }
+        if (head === 0xfb) throw new ProtocolError('the server asked for a local file, which vigil does not allow', 'VIGIL_MYSQL_LOCAL_INFILE');
+        // Column count: a result set begins.
+        return this.enter('columns', new Reader(p).lenenc(), 0);
+      case 'columnsEof': {
+        const status = p.length >= 5 ? p.readUInt16LE(3) : 0;
+        if (status & CURSOR_EXISTS) return this.endResult({ rows: 0 }, status);
+        this.phase = 'rows';
+        return undefined;
+      }
+      case 'rows':
+        if (head === 0xff) return this.error(p);
+        return this.endResult({ rows: this.rows }, this.deprecateEof ? parseOk(p).status : p.length >= 5 ? p.readUInt16LE(3) : 0);
+      case 'fieldlist':
+        if (head === 0xff) return this.error(p);
+        return this.finish();
+      default:
+        return this.onSkipped(head, p.length);
+    }
+  }
+
+  /** EOF (or, with CLIENT_DEPRECATE_EOF, OK with 0xFE) that ends rows or column definitions. */
+  private isEnd(head: number, length: number): boolean {
+    return head === 0xfe && length < 0xffffff && (this.deprecateEof || length < 9);
   }
 
   private enter(phase: Phase, n: number, rows = 0): undefined {

@@ -15,7 +15,7 @@ import type { VerifyResult, Principal } from '../../src/identity/types.ts';
 import type { TargetConfig } from '../../src/config/schema.ts';
 import { readSecret, type SecretRef } from '../../src/config/types.ts';
 import { ProtocolError, VigilError } from '../../src/errors.ts';
-import { PacketFramer, encodePacket, wirePacketCount, type Packet } from './framing.ts';
+import { PacketFramer, PacketScanner, encodePacket, wirePacketCount, type Packet, type ScanSink } from './framing.ts';
 import { buildAuthSwitch, buildErr, buildGreeting, buildOk, parseClientHandshake, ERR, SSL_REQUEST_LENGTH, type ErrPacket } from './handshake.ts';
 import { CLIENT, COM, COMMAND_NAMES, SERVER_STATUS } from './wire.ts';
 import { parseCommand, type ParamValue, PARAMETER_COUNT_AVAILABLE } from './commands.ts';
@@ -54,6 +54,8 @@ export const SERVER_CAPABILITIES =
 const FORMAT_CAPABILITIES = CLIENT.PROTOCOL_41 | CLIENT.DEPRECATE_EOF | CLIENT.SESSION_TRACK | CLIENT.MULTI_RESULTS | CLIENT.PS_MULTI_RESULTS;
 
 const CHARSET_UTF8MB4 = 45;
+/** Largest server packet vigil reads whole (OK/ERR/EOF, column counts); rows are never read whole. */
+const MAX_SERVER_PACKET_READ = 1 << 30;
 export const TLS_REQUIRED = 'TLS with a vigil client certificate is required';
 const ERR_CONN_ACCESS_DENIED = { code: 1044, sqlState: '42000' };
 
@@ -325,7 +327,14 @@ export class MysqlConnection implements KillableConnection {
     const client = this.client;
     const backend = this.backend!.socket;
     const clientFramer = new PacketFramer(this.shared.section.max_packet);
-    const serverFramer = this.backend!.framer;
+    const serverScanner = new PacketScanner(MAX_SERVER_PACKET_READ);
+    const tracker = this.tracker!;
+    // Server packets: rows and column definitions are only counted; OK/ERR/EOF and headers are read.
+    const serverPackets: ScanSink = {
+      wants: (head, length) => tracker.needsBody(head, length),
+      packet: (payload, lastSeq) => this.onServerResponse(tracker.onPacket(payload), lastSeq),
+      skipped: (head, length, lastSeq) => this.onServerResponse(tracker.onSkipped(head, length), lastSeq),
+    };
     client.on('data', (chunk: Buffer) => {
       this.session!.stats.bytesFromClient += chunk.length;
       // Packets of one chunk (pipelined commands, long data) leave in one write.
@@ -343,6 +352,7 @@ export class MysqlConnection implements KillableConnection {
     });
     backend.on('data', (chunk: Buffer) => {
       this.session!.stats.bytesToClient += chunk.length;
+      // The server's bytes go to the client as they came: one write per read, however many packets.
       if (!client.write(chunk) && !this.backendPaused) {
         // The client reads slower than the server answers: stop reading the server until it drains.
         this.backendPaused = true;
@@ -353,7 +363,7 @@ export class MysqlConnection implements KillableConnection {
         });
       }
       try {
-        serverFramer.push(chunk, (p) => this.onServerPacket(p));
+        serverScanner.push(chunk, serverPackets);
       } catch (e) {
         this.log.warn({ err: (e as Error).message }, 'backend protocol error');
         this.shutdown('backend_error');
@@ -376,7 +386,8 @@ export class MysqlConnection implements KillableConnection {
   }
 
   private forward(p: Packet | Buffer): void {
-    const bytes = Buffer.isBuffer(p) ? encodePacket(0, p) : encodePacket(p.seq, p.payload);
+    // Unchanged packets leave as the bytes that came in; only rewritten commands are encoded again.
+    const bytes = Buffer.isBuffer(p) ? encodePacket(0, p) : (p.wire ?? encodePacket(p.seq, p.payload));
     if (!this.backend!.socket.write(bytes) && !this.clientPaused) {
       // The server reads slower than the client sends (bulk loads): stop reading the client until it drains.
       this.clientPaused = true;
@@ -400,9 +411,8 @@ export class MysqlConnection implements KillableConnection {
     this.pending.push({ command, started: performance.now(), record });
   }
 
-  private onServerPacket(p: Packet): void {
-    this.lastServerSeq = p.lastSeq;
-    const res = this.tracker!.onPacket(p.payload);
+  private onServerResponse(res: CommandResponse | undefined, lastSeq: number): void {
+    this.lastServerSeq = lastSeq;
     if (!res) return;
     const entry = this.pending.shift();
     if (entry && !entry.local) entry.record(res, entry.started);

@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { PacketFramer, encodePacket } from '../../proxies/mysql/framing.ts';
+import { PacketFramer, PacketScanner, encodePacket, MAX_WIRE_PAYLOAD } from '../../proxies/mysql/framing.ts';
 import {
   buildGreeting, parseGreeting, buildClientHandshake, parseClientHandshake, buildSslRequest, buildErr, parseErr, buildOk, parseOk, buildAuthSwitch, parseAuthSwitch,
 } from '../../proxies/mysql/handshake.ts';
@@ -223,5 +223,52 @@ describe('mysql response tracking', () => {
 
   it('refuses a LOCAL INFILE request from the server', () => {
     expect(() => track('results', CAPS, [Buffer.from('\xfb/etc/passwd', 'latin1')])).toThrow(/local file/);
+  });
+
+  it('the relay path (scanner + needsBody/onSkipped) reaches the same results as whole packets, at every split point', () => {
+    const caps = CAPS | CLIENT.DEPRECATE_EOF;
+    const bigRow = Buffer.alloc(MAX_WIRE_PAYLOAD + 5, 0x61); // a row continued over two wire packets
+    const prepOk = Buffer.concat([Buffer.from([0]), u32(9), u16(1), u16(1), Buffer.from([0]), u16(0)]);
+    const responses: [ResponseShape, Buffer[]][] = [
+      ['results', [Buffer.from([2]), colDef('a'), colDef('b'), row('1', 'x'), Buffer.alloc(0), row('3', 'z'), okEof(0x0a), buildOk({ affectedRows: 3, status: 2 })]],
+      ['prepare', [prepOk, colDef('?'), colDef('a')]],
+      ['single', [Buffer.from('Uptime: 5')]],
+      ['results', [Buffer.concat([Buffer.from([0xff]), u16(1146), Buffer.from('#42S02no such table')])]],
+    ];
+    const wire = Buffer.concat(responses.flatMap(([, ps]) => ps.map((p, i) => encodePacket(i + 1, p))));
+    const expected = (() => {
+      const t = new ResponseTracker(caps);
+      for (const [shape] of responses) t.expect(shape);
+      return responses.flatMap(([, ps]) => ps.map((p) => t.onPacket(p))).filter((r) => r !== undefined);
+    })();
+    expect(expected.map((r) => r.results.length)).toEqual([2, 0, 0, 1]);
+    const scan = (pieces: Buffer[]) => {
+      const t = new ResponseTracker(caps);
+      for (const [shape] of responses) t.expect(shape);
+      const got: CommandResponse[] = [];
+      const s = new PacketScanner(1 << 20);
+      const sink = {
+        wants: (head: number, length: number) => t.needsBody(head, length),
+        packet: (p: Buffer) => void got.push(...[t.onPacket(p)].filter((r) => r !== undefined)),
+        skipped: (head: number, length: number) => void got.push(...[t.onSkipped(head, length)].filter((r) => r !== undefined)),
+      };
+      for (const piece of pieces) s.push(piece, sink);
+      return got;
+    };
+    const strip = (rs: CommandResponse[]) => rs.map((r) => ({ ...r, ends: r.ends.length }));
+    for (let at = 0; at <= wire.length; at += at < 200 || at > wire.length - 200 ? 1 : 997) {
+      expect(strip(scan([wire.subarray(0, at), wire.subarray(at)]))).toEqual(strip(expected));
+    }
+    // The big row: rows are counted once however many wire packets carry them; its bytes are never copied.
+    const big = Buffer.concat([Buffer.from([1]), colDef('a'), bigRow, okEof(2)].map((p, i) => encodePacket(i + 1, p)));
+    const t = new ResponseTracker(caps);
+    t.expect('results');
+    let done: CommandResponse | undefined;
+    new PacketScanner(1 << 20).push(big, {
+      wants: (h, l) => t.needsBody(h, l),
+      packet: (p) => void (done = t.onPacket(p) ?? done),
+      skipped: (h, l) => void (done = t.onSkipped(h, l) ?? done),
+    });
+    expect(done!.results).toEqual([{ rows: 1 }]);
   });
 });

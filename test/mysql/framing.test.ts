@@ -81,4 +81,35 @@ describe('mysql framing', () => {
     expect(n).toBe(0);
     expect(f.pendingBytes).toBe(7);
   });
+
+  it('hands out the original wire bytes of single packets, at every split point', () => {
+    const a = encodePacket(0, Buffer.from('\x03SELECT 1'));
+    const b = encodePacket(4, Buffer.from('\x0e'));
+    const wire = Buffer.concat([a, b]);
+    for (let at = 0; at <= wire.length; at++) {
+      const f = new PacketFramer(100);
+      const got: Packet[] = [];
+      f.push(wire.subarray(0, at), (p) => got.push(p));
+      f.push(wire.subarray(at), (p) => got.push(p));
+      // Whatever path framed them, re-encoding gives the same bytes the wire view (when present) shows.
+      expect(got.map((p) => (p.wire ?? encodePacket(p.seq, p.payload)).toString('latin1'))).toEqual([a.toString('latin1'), b.toString('latin1')]);
+    }
+    const f = new PacketFramer(100);
+    f.push(wire, (p) => expect(p.wire).toBeDefined());
+  });
+
+  it('takeRemainder inside the callback returns the bytes after the packet and stops framing', () => {
+    const hello = Buffer.from([0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5]);
+    const wire = Buffer.concat([encodePacket(1, Buffer.from('ssl-request')), hello]);
+    const f = new PacketFramer(100);
+    let rest: Buffer | undefined;
+    let n = 0;
+    f.push(wire, () => {
+      n++;
+      rest = f.takeRemainder();
+    });
+    expect(n).toBe(1);
+    expect(rest!.equals(hello)).toBe(true);
+    expect(f.pendingBytes).toBe(0);
+  });
 });
