@@ -11,6 +11,7 @@ import type { ConnectionContext } from '../../src/gateway/proxy.ts';
 import type { GatewayServices } from '../../src/gateway/services.ts';
 import { admit, openSession, type AdmitRequest, type OpenSession } from '../../src/sessions/admit.ts';
 import type { EndReason } from '../../src/sessions/registry.ts';
+import type { AuditEvent } from '../../src/events/envelope.ts';
 import type { VerifyResult, Principal } from '../../src/identity/types.ts';
 import type { TargetConfig } from '../../src/config/schema.ts';
 import { readSecret, type SecretRef } from '../../src/config/types.ts';
@@ -608,11 +609,8 @@ export class MysqlConnection implements KillableConnection {
       const s = stmts[Math.min(i, stmts.length - 1)]!;
       const isLast = i === res.results.length - 1;
       if (!r.error && s.use) this.database = s.use;
-      const details: Record<string, unknown> = {
-        query: eventText(s.text),
-        duration_ms: round(res.ends[i]! - prev),
-        ...resultDetails(r),
-      };
+      const details: Record<string, unknown> = { query: eventText(s.text), duration_ms: round(res.ends[i]! - prev) };
+      addResult(details, r);
       if (stmts.length > 1) details.statement_index = i;
       if (isLast && r.error && i < stmts.length - 1) details.not_executed = stmts.slice(i + 1).map((x) => x.text);
       if (attributes) details.attributes = attributes;
@@ -627,8 +625,9 @@ export class MysqlConnection implements KillableConnection {
     }
     const ex = this.statements.execute(p.payload, rawId, this.clientCaps);
     const details: Record<string, unknown> = ex.analysis
-      ? { statement_id: ex.statementId, query: redactedText(ex.analysis), params: ex.params, ...(ex.attributes ? { attributes: ex.attributes } : {}) }
+      ? { statement_id: ex.statementId, query: redactedText(ex.analysis), params: ex.params }
       : { statement_id: ex.statementId, unknown_statement: true };
+    if (ex.attributes) details.attributes = ex.attributes;
     this.session!.stats.statements++;
     this.forward(p);
     this.expect('results', name, (res, t0) => this.record(name, res, t0, details));
@@ -654,27 +653,41 @@ export class MysqlConnection implements KillableConnection {
     });
   }
 
+  // The recording helpers below fill in the `details` object they are given: each call site builds a
+  // fresh one per command, so no copies are made on the way to the event.
+
   private record(command: string, res: CommandResponse, start: number, details: Record<string, unknown>): void {
     const r = res.results[res.results.length - 1] ?? {};
-    this.emitQuery(command, r.error ? 'failure' : 'success', { ...details, duration_ms: round((res.ends[res.ends.length - 1] ?? performance.now()) - start), ...resultDetails(r) });
+    details.duration_ms = round((res.ends[res.ends.length - 1] ?? performance.now()) - start);
+    addResult(details, r);
+    this.emitQuery(command, r.error ? 'failure' : 'success', details);
   }
 
   private emitQuery(command: string, outcome: 'success' | 'failure', details: Record<string, unknown>): void {
-    this.emit('db.query', outcome, { command, ...details });
+    details.command = command;
+    this.emit('db.query', outcome, details);
   }
+
+  /** Event target for the current database, rebuilt only when the database changes. */
+  private eventTarget: { database?: string; target: AuditEvent['target'] } | undefined;
 
   /** High-rate events are not awaited; a failed write (audit log down) ends the session: fail closed. */
   private emit(type: 'db.query' | 'db.cancel', outcome: 'success' | 'failure', details: Record<string, unknown>): void {
     const s = this.session;
     if (!s) return;
     const base = s.eventBase();
+    const database = this.database;
+    if (!this.eventTarget || this.eventTarget.database !== database) this.eventTarget = { database, target: { ...base.target, database } };
+    details.database = database;
     this.shared.services.events
-      .emit({ type, outcome, ...base, target: { ...base.target, database: this.database }, details: { ...details, database: this.database } })
-      .catch((e) => {
-        this.log.error({ err: (e as Error).message }, 'audit write failed; ending session');
-        s.handle.terminate('audit_unavailable', 'vigil cannot write its audit log; the session is closed.');
-      });
+      .emit({ type, outcome, actor: base.actor, source: base.source, session_id: base.session_id, target: this.eventTarget.target, details })
+      .catch(this.auditFailed);
   }
+
+  private readonly auditFailed = (e: unknown): void => {
+    this.log.error({ err: (e as Error).message }, 'audit write failed; ending session');
+    this.session?.handle.terminate('audit_unavailable', 'vigil cannot write its audit log; the session is closed.');
+  };
 
   // ---------------- ending ----------------
 
@@ -732,18 +745,25 @@ function eventText(t: string): string {
   return t.length > MAX_EVENT_TEXT ? `${t.slice(0, MAX_EVENT_TEXT)}… [${t.length} characters]` : t;
 }
 
+/** Recorded text per analysis: a prepared statement's text is built once, not at every execution. */
+const redactedTexts = new WeakMap<SqlAnalysis, string>();
 function redactedText(a: SqlAnalysis): string {
-  return eventText(a.statements.map((s) => s.text).join('; '));
+  let text = redactedTexts.get(a);
+  if (text === undefined) {
+    text = eventText(a.statements.length === 1 ? a.statements[0]!.text : a.statements.map((s) => s.text).join('; '));
+    redactedTexts.set(a, text);
+  }
+  return text;
 }
 
 function errDetails(e: ErrPacket) {
   return { code: e.code, sqlstate: e.sqlState, message: e.message };
 }
 
-function resultDetails(r: { rows?: number; affectedRows?: number; error?: ErrPacket }): Record<string, unknown> {
-  if (r.error) return { error: errDetails(r.error) };
-  if (r.rows !== undefined) return { rows_returned: r.rows };
-  return { rows_affected: r.affectedRows ?? 0 };
+function addResult(details: Record<string, unknown>, r: { rows?: number; affectedRows?: number; error?: ErrPacket }): void {
+  if (r.error) details.error = errDetails(r.error);
+  else if (r.rows !== undefined) details.rows_returned = r.rows;
+  else details.rows_affected = r.affectedRows ?? 0;
 }
 
 function readSecretFile(p: string): string {

@@ -22,6 +22,8 @@ export interface RecordedExecute {
   attributes?: Record<string, ParamValue>;
 }
 
+const NO_LONG_DATA: ReadonlySet<number> = new Set();
+
 export class PreparedStatements {
   private readonly byId = new Map<number, PreparedStatement>();
   private last: number | undefined;
@@ -57,7 +59,7 @@ export class PreparedStatements {
     const statementId = this.resolve(rawId);
     const stmt = this.byId.get(statementId);
     if (!stmt) return { statementId };
-    const d = decodeStmtExecute(payload, stmt.numParams, stmt.types, new Set(stmt.longData.keys()), capabilities);
+    const d = decodeStmtExecute(payload, stmt.numParams, stmt.types, stmt.longData.size === 0 ? NO_LONG_DATA : new Set(stmt.longData.keys()), capabilities);
     if (d.newTypes) stmt.types = d.types;
     const params = d.values.map((v, i) => {
       const name = stmt.analysis.paramNames[i];
