@@ -22,6 +22,34 @@ export function encodeRecord(seq: number, prev: string, hash: string, eventJson:
   return `{"seq":${seq},"prev":"${prev}","hash":"${hash}","event":${eventJson}}\n`;
 }
 
+/** Most bytes `encodeRecordInto` writes for an event of this many UTF-16 code units. */
+export function maxRecordBytes(eventJsonLength: number): number {
+  return eventJsonLength * 3 + 200;
+}
+
+/**
+ * Write one record line (exactly `encodeRecord(seq, prev, recordHash(seq, prev, eventJson), eventJson)`)
+ * into `buf` at `at`, encoding the event once: its bytes are written in place, the hash input's preamble
+ * (`vigil-audit-v1\n<seq>\n<prev>\n`, shorter than the line's own prefix) is written just before them and
+ * hashed together with them, then the line's prefix overwrites the preamble. `buf` needs
+ * maxRecordBytes(eventJson.length) bytes from `at`. Returns the offset after the newline and the hash.
+ */
+export function encodeRecordInto(buf: Buffer, at: number, seq: number, prev: string, eventJson: string): { end: number; hash: string } {
+  if (prev.length !== 64) throw new TypeError('prev must be a 64-digit hex hash');
+  const seqText = String(seq);
+  // {"seq":N,"prev":"<64>","hash":"<64>","event":
+  const eventAt = at + 7 + seqText.length + 9 + 64 + 10 + 64 + 10;
+  const eventEnd = eventAt + buf.write(eventJson, eventAt);
+  const preamble = `${HASH_DOMAIN}${seqText}\n${prev}\n`;
+  const preambleAt = eventAt - preamble.length; // ASCII: one byte per character
+  buf.write(preamble, preambleAt, 'latin1');
+  const hash = crypto.hash('sha256', buf.subarray(preambleAt, eventEnd), 'hex');
+  buf.write(`{"seq":${seqText},"prev":"${prev}","hash":"${hash}","event":`, at, 'latin1');
+  buf[eventEnd] = 0x7d; // }
+  buf[eventEnd + 1] = 0x0a; // \n
+  return { end: eventEnd + 2, hash };
+}
+
 export interface ParsedRecord {
   seq: number;
   prev: string;

@@ -8,7 +8,7 @@ import { createEvent, SYSTEM_ACTOR, LOCAL_SOURCE, type AuditEvent } from '../../
 import { AuditUnavailableError } from '../../src/errors.ts';
 import { canonicalJson } from './canonical.ts';
 import {
-  ZERO_HASH, isCheckpointLine, recordHash, encodeRecord, parseRecordLine, signCheckpoint, keyId, segmentName,
+  ZERO_HASH, isCheckpointLine, encodeRecordInto, maxRecordBytes, parseRecordLine, signCheckpoint, keyId, segmentName,
   parseSegmentName, metaName, type CheckpointDetails, type SegmentMeta, type SignedHead,
 } from './record.ts';
 import { listSegments, splitSegment } from './segments.ts';
@@ -56,7 +56,9 @@ interface Segment {
 
 interface Chunk {
   segment: Segment;
-  parts: string[];
+  /** The chunk's record lines, encoded once, written as one buffer: `buf[0, bytes)`. */
+  buf: Buffer;
+  bytes: number;
   /** Set when the chunk ends with the segment's sealing checkpoint. */
   seal?: SegmentMeta;
   /** The segment the seal names: created before the seal is written, so a named segment always exists. */
@@ -75,6 +77,8 @@ class SegmentWriter implements AuditLogWriter {
   readonly dir: string;
   private seq = 0;
   private headHash = ZERO_HASH;
+  /** Size of the last chunk: the next one starts that big, so a busy log rarely regrows its buffer. */
+  private chunkHint = 64 * 1024;
   private segment!: Segment;
   private chunks: Chunk[] = [];
   private resolves: Resolve[] = [];
@@ -152,19 +156,22 @@ class SegmentWriter implements AuditLogWriter {
   /** Assign seq and hash to one record and queue its line for the next group commit. */
   private push(eventJson: string, time: string): AppendReceipt {
     const seq = this.seq + 1;
-    const prev = this.headHash;
-    const hash = recordHash(seq, prev, eventJson);
-    const line = encodeRecord(seq, prev, hash, eventJson);
-    this.seq = seq;
-    this.headHash = hash;
     const seg = this.segment;
     let chunk = this.chunks[this.chunks.length - 1];
+    const need = maxRecordBytes(eventJson.length);
     if (!chunk || chunk.segment !== seg) {
-      chunk = { segment: seg, parts: [] };
+      chunk = { segment: seg, buf: Buffer.allocUnsafe(Math.max(this.chunkHint, need)), bytes: 0 };
       this.chunks.push(chunk);
+    } else if (chunk.bytes + need > chunk.buf.length) {
+      const grown = Buffer.allocUnsafe(Math.max(chunk.buf.length * 2, chunk.bytes + need));
+      chunk.buf.copy(grown, 0, 0, chunk.bytes);
+      chunk.buf = grown;
     }
-    chunk.parts.push(line);
-    seg.bytes += line.length; // UTF-16 length: close enough for a rotation threshold, and O(1)
+    const { end, hash } = encodeRecordInto(chunk.buf, chunk.bytes, seq, this.headHash, eventJson);
+    seg.bytes += end - chunk.bytes;
+    chunk.bytes = end;
+    this.seq = seq;
+    this.headHash = hash;
     seg.lastSeq = seq;
     if (typeof time === 'string') {
       if (!seg.minTime || time < seg.minTime) seg.minTime = time;
@@ -273,7 +280,8 @@ class SegmentWriter implements AuditLogWriter {
     const seg = chunk.segment;
     await this.openSegment(seg);
     if (chunk.next) await this.openSegment(chunk.next);
-    await writeAll(seg.handle!, Buffer.from(chunk.parts.join('')));
+    this.chunkHint = Math.min(Math.max(chunk.bytes, 64 * 1024), 16 * 1024 * 1024);
+    await writeAll(seg.handle!, chunk.buf.subarray(0, chunk.bytes));
     await seg.handle!.datasync();
     if (chunk.seal) {
       await seg.handle!.close();

@@ -27,31 +27,74 @@ export type EventInput = Omit<AuditEvent, 'id' | 'time' | 'details'> & { details
 const originMs = Date.now();
 const originPerf = performance.now();
 
-export function nowMicros(): { date: Date; micros: number } {
+/** Wall-clock milliseconds and the microseconds within that millisecond (0–999). */
+function nowParts(): { ms: number; micros: number } {
   const exact = originMs + (performance.now() - originPerf);
   const ms = Math.floor(exact);
   const wall = Date.now();
   // Never drift more than a few ms from the wall clock (NTP steps, suspend): fall back to it.
-  const base = Math.abs(ms - wall) > 5 ? wall : ms;
-  const micros = base === ms ? Math.floor((exact - ms) * 1000) : 0;
-  return { date: new Date(base), micros };
+  if (Math.abs(ms - wall) > 5) return { ms: wall, micros: 0 };
+  return { ms, micros: Math.floor((exact - ms) * 1000) };
 }
 
+export function nowMicros(): { date: Date; micros: number } {
+  const { ms, micros } = nowParts();
+  return { date: new Date(ms), micros };
+}
+
+// Events come thousands per millisecond at peak: the `2026-11-28T16:40:19.123` prefix is formatted once per
+// millisecond, and the three microsecond digits come from a table.
+const MICRO_DIGITS = Array.from({ length: 1000 }, (_, i) => String(i).padStart(3, '0') + 'Z');
+let prefixMs = NaN;
+let prefix = '';
+
+function timeString(ms: number, micros: number): string {
+  if (ms !== prefixMs) {
+    prefix = new Date(ms).toISOString().slice(0, 23); // 2026-11-28T16:40:19.123
+    prefixMs = ms;
+  }
+  return prefix + MICRO_DIGITS[micros];
+}
+
+/** RFC 3339 UTC with microseconds; `micros` (0–999) extends the Date's milliseconds. */
 export function formatTime(date: Date, micros = 0): string {
-  const iso = date.toISOString(); // 2026-11-28T16:40:19.123Z
-  return `${iso.slice(0, 23)}${String(micros).padStart(3, '0').slice(0, 3)}Z`;
+  const m = Math.trunc(micros);
+  return timeString(date.getTime(), m >= 0 && m < 1000 ? m : Number(String(m).padStart(3, '0').slice(0, 3)));
 }
 
+/** `o` itself when its keys are already in canonical (sorted) order, else a copy with sorted keys. */
+function sortedKeys<T extends object>(o: T): T {
+  const keys = Object.keys(o);
+  let i = 1;
+  while (i < keys.length && keys[i - 1] < keys[i]) i++;
+  if (i >= keys.length) return o;
+  const out: Record<string, unknown> = {};
+  for (const k of keys.sort()) out[k] = (o as Record<string, unknown>)[k];
+  return out as T;
+}
+
+/**
+ * Builds the envelope with its members — and those of actor, source and target — already in canonical
+ * JSON order (keys sorted), so the audit log's canonical encoder uses the objects as they are instead of
+ * copying them. (Canonical order is not required of events; it only saves the copy.)
+ */
 export function createEvent(input: EventInput): AuditEvent {
   let time: string;
   if (input.time) {
     time = formatTime(input.time);
   } else {
-    const { date, micros } = nowMicros();
-    time = formatTime(date, micros);
+    const { ms, micros } = nowParts();
+    time = timeString(ms, micros);
   }
-  const { time: _t, details, ...rest } = input;
-  return { id: newId(), time, ...rest, details: details ?? {} };
+  const actor = sortedKeys(input.actor);
+  const details = input.details ?? {};
+  const source = sortedKeys(input.source);
+  const target = sortedKeys(input.target);
+  const base =
+    input.session_id === undefined
+      ? { actor, details, id: newId(), outcome: input.outcome, source, target, time, type: input.type }
+      : { actor, details, id: newId(), outcome: input.outcome, session_id: input.session_id, source, target, time, type: input.type };
+  return base;
 }
 
 /** The system actor, for events the gateway itself causes (expiry, checkpoints). */

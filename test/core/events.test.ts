@@ -30,6 +30,24 @@ describe('event catalog', () => {
     expect(missingRequiredFields({ ...e, outcome: 'maybe' as never, actor: { user: 'a', roles: [] } })).toContain('outcome');
   });
 
+  it('builds the envelope with keys in canonical (sorted) order at every fixed level', () => {
+    const e = createEvent({
+      type: 'db.query',
+      outcome: 'success',
+      actor: { user: 'a', roles: ['r'], cert_serial: '0x1' },
+      source: { via: 'gateway', ip: '1.2.3.4', port: 5 },
+      target: { protocol: 'postgres', name: 'db', login: 'x', host: 'h', database: 'd' },
+      session_id: 'S',
+      details: { b: 1 },
+    });
+    const sorted = (o: object) => Object.keys(o).join() === Object.keys(o).sort().join();
+    expect(Object.keys(e)).toEqual(['actor', 'details', 'id', 'outcome', 'session_id', 'source', 'target', 'time', 'type']);
+    expect(sorted(e.actor) && sorted(e.source) && sorted(e.target)).toBe(true);
+    expect(e.target).toEqual({ protocol: 'postgres', name: 'db', login: 'x', host: 'h', database: 'd' });
+    const noSession = createEvent({ type: 'auth.success', outcome: 'success', actor: { user: 'a', roles: [] }, source: { ip: 'local' }, target: { name: 't', protocol: 'ssh' } });
+    expect('session_id' in noSession).toBe(false);
+  });
+
   it('stamps RFC 3339 UTC with microseconds and ULIDs that sort in creation order', () => {
     const a = createEvent({ type: 'auth.success', outcome: 'success', actor: { user: 'a', roles: [] }, source: { ip: '1.2.3.4', port: 5 }, target: { name: 't', protocol: 'ssh' } });
     const b = createEvent({ type: 'auth.success', outcome: 'success', actor: { user: 'a', roles: [] }, source: { ip: '1.2.3.4', port: 5 }, target: { name: 't', protocol: 'ssh' } });
@@ -38,5 +56,9 @@ describe('event catalog', () => {
     expect(a.time <= b.time).toBe(true);
     expect(Math.abs(Date.parse(a.time) - Date.now())).toBeLessThan(1000);
     expect(formatTime(new Date('2026-01-02T03:04:05.678Z'), 9)).toBe('2026-01-02T03:04:05.678009Z');
+    // The per-millisecond prefix is cached: a different millisecond must not reuse it.
+    expect(formatTime(new Date('2026-01-02T03:04:05.678Z'), 999)).toBe('2026-01-02T03:04:05.678999Z');
+    expect(formatTime(new Date('2026-01-02T03:04:05.679Z'))).toBe('2026-01-02T03:04:05.679000Z');
+    expect(formatTime(new Date('2031-12-31T23:59:59.999Z'), 1)).toBe('2031-12-31T23:59:59.999001Z');
   });
 });

@@ -10,7 +10,7 @@ import {
   type AuditLogWriter,
 } from '../../recorder/audit/index.ts';
 import { canonicalJsonReference } from '../../recorder/audit/canonical.ts';
-import { segmentName } from '../../recorder/audit/record.ts';
+import { segmentName, encodeRecord, encodeRecordInto, maxRecordBytes, recordHash, ZERO_HASH } from '../../recorder/audit/record.ts';
 import { AuditUnavailableError, VigilError } from '../../src/errors.ts';
 import { makeSigningKey, auditOptions, sampleEvent } from './helpers.ts';
 
@@ -71,6 +71,23 @@ describe('audit log: chain, checkpoints, verify', () => {
     for (let i = 0; i < 50; i++) {
       const e = sampleEvent(i);
       expect(canonicalJson(e)).toBe(canonicalJsonReference(e));
+    }
+  });
+
+  it('a record encoded in place is byte for byte the documented line (ASCII and non-ASCII events)', () => {
+    const buf = Buffer.alloc(64 * 1024);
+    let at = 5; // not at the start: the preamble is written over the line's own prefix, never before it
+    let prev = ZERO_HASH;
+    for (const [i, e] of [sampleEvent(1), { ...sampleEvent(2), details: { text: 'é €🙂 "q" \\ \u0000' } }, sampleEvent(123456789)].entries()) {
+      const json = canonicalJson(e);
+      const seq = [1, 2, 9_999_999_999][i];
+      buf.fill(0xaa, at);
+      const { end, hash } = encodeRecordInto(buf, at, seq, prev, json);
+      expect(hash).toBe(recordHash(seq, prev, json));
+      expect(buf.subarray(at, end).toString('utf8')).toBe(encodeRecord(seq, prev, hash, json));
+      expect(end - at).toBeLessThanOrEqual(maxRecordBytes(json.length));
+      prev = hash;
+      at = end;
     }
   });
 
