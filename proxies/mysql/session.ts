@@ -336,19 +336,20 @@ export class MysqlConnection implements KillableConnection {
       packet: (payload, lastSeq) => this.onServerResponse(tracker.onPacket(payload), lastSeq),
       skipped: (head, length, lastSeq) => this.onServerResponse(tracker.onSkipped(head, length), lastSeq),
     };
+    const onPacket = (p: Packet) => {
+      if (this.busy) this.inbox.push(p);
+      else this.onClientPacket(p);
+    };
     client.on('data', (chunk: Buffer) => {
       this.session!.stats.bytesFromClient += chunk.length;
-      // Packets of one chunk (pipelined commands, long data) leave in one write.
-      backend.cork();
+      // What the packets of one chunk forward (pipelined commands, long data) leaves in one write.
+      this.outbox = [];
       try {
-        clientFramer.push(chunk, (p) => {
-          if (this.busy) this.inbox.push(p);
-          else this.onClientPacket(p);
-        });
+        clientFramer.push(chunk, onPacket);
       } catch (e) {
         this.protocolFailure(e, 1);
       } finally {
-        backend.uncork();
+        this.flushOutbox();
       }
     });
     backend.on('data', (chunk: Buffer) => {
@@ -386,9 +387,33 @@ export class MysqlConnection implements KillableConnection {
     client.resume();
   }
 
+  /** Bytes for the backend collected while one client chunk is handled; undefined outside of that. */
+  private outbox: Buffer[] | undefined;
+
   private forward(p: Packet | Buffer): void {
     // Unchanged packets leave as the bytes that came in; only rewritten commands are encoded again.
     const bytes = Buffer.isBuffer(p) ? encodePacket(0, p) : (p.wire ?? encodePacket(p.seq, p.payload));
+    if (this.outbox) this.outbox.push(bytes);
+    else this.writeBackend(bytes);
+  }
+
+  private flushOutbox(): void {
+    const out = this.outbox!;
+    this.outbox = undefined;
+    if (out.length === 0 || this.closed) return;
+    if (out.length === 1) return this.writeBackend(out[0]!);
+    let total = 0;
+    for (const b of out) total += b.length;
+    if (total <= 64 * 1024) return this.writeBackend(Buffer.concat(out, total));
+    // Large payloads (long data, 16 MiB packets) are not copied: one vectored write.
+    const backend = this.backend!.socket;
+    backend.cork();
+    for (let i = 0; i < out.length - 1; i++) backend.write(out[i]!);
+    this.writeBackend(out[out.length - 1]!);
+    backend.uncork();
+  }
+
+  private writeBackend(bytes: Buffer): void {
     if (!this.backend!.socket.write(bytes) && !this.clientPaused) {
       // The server reads slower than the client sends (bulk loads): stop reading the client until it drains.
       this.clientPaused = true;
