@@ -24,6 +24,8 @@ export interface AuditQuery {
   until?: Date;
   /** Keep only the newest N matches (still returned oldest first). */
   limit?: number;
+  /** Leave out `audit.checkpoint` records (chain plumbing) unless `type` asks for them. */
+  hideCheckpoints?: boolean;
 }
 
 export interface SearchResult {
@@ -44,6 +46,7 @@ function matcher(q: AuditQuery): (line: string, e: AuditEvent) => boolean {
     (q.user === undefined || e.actor?.user === q.user) &&
     (q.target === undefined || e.target?.name === q.target) &&
     (q.type === undefined || (typeof e.type === 'string' && e.type.startsWith(q.type))) &&
+    (!q.hideCheckpoints || q.type !== undefined || e.type !== 'audit.checkpoint') &&
     (q.session === undefined || e.session_id === q.session) &&
     (since === undefined || e.time >= since) &&
     (until === undefined || e.time <= until);

@@ -86,6 +86,14 @@ describe('vigil audit / sessions CLI', () => {
     for (const e of events) expect(e.type).toBe('db.query');
     expect(events[2].actor.user).toBe(HOSTILE_USER); // JSON carries the exact value
 
+    // Checkpoints are chain plumbing: hidden unless asked for by type.
+    const all = (await cli(['audit', 'search', '--data', data, '--json'])).out.trimEnd().split('\n').map((l) => JSON.parse(l));
+    expect(all.length).toBeGreaterThan(0);
+    expect(all.some((e) => e.type === 'audit.checkpoint')).toBe(false);
+    const checkpoints = (await cli(['audit', 'search', '--data', data, '--type', 'audit.checkpoint', '--json'])).out.trimEnd().split('\n');
+    expect(checkpoints.length).toBeGreaterThan(0);
+    expect(JSON.parse(checkpoints[0]).type).toBe('audit.checkpoint');
+
     const none = await cli(['audit', 'search', '--data', data, '--until', '2000-01-01T00:00:00Z', '--json']);
     expect(none.out).toBe('');
     const badTime = await cli(['audit', 'search', '--data', data, '--since', 'yesterday']);

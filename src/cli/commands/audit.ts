@@ -92,6 +92,8 @@ export const auditSearchCommand: Command = {
       since: parseTimeArg('since', stringOpt(args.values, 'since')),
       until: parseTimeArg('until', stringOpt(args.values, 'until')),
       limit: positiveInt('limit', stringOpt(args.values, 'limit')),
+      // Checkpoints are shown when asked for (--type audit); otherwise they would drown the table.
+      hideCheckpoints: true,
     };
     const { records } = await searchAuditLog(p.auditDir, q);
     printRecords(args, records, args.values.json === true);
