@@ -77,7 +77,7 @@ export function frontendNeedsBody(type: number): boolean {
 
 /** Backend types whose body the tracker reads. */
 export function backendNeedsBody(type: number): boolean {
-  return type === B.CommandComplete || type === B.ErrorResponse || type === B.ParameterDescription;
+  return type === B.CommandComplete || type === B.ErrorResponse || type === B.ParameterDescription || type === B.ReadyForQuery;
 }
 
 export class QueryTracker {
@@ -194,6 +194,9 @@ export class QueryTracker {
           const op = this.ops.shift()!;
           if (op.k === 'sync' || op.k === 'query' || op.k === 'fcall') break;
         }
+        // Outside a transaction block no portal survives; forget them so a client that never closes
+        // its named portals does not grow this map (only when nothing is in flight: a pipelined Bind may wait).
+        if (msg && msg[5] === 0x49 /* I */ && this.ops.length === 0 && this.portals.size > 0) this.portals.clear();
         return;
       case B.ParseComplete:
       case B.BindComplete:
