@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { startTestGateway, type TestGateway, type IssuedFiles } from '../support/gateway.ts';
 import { startPostgres, clientEnv, PASSWORDS, type PostgresHandle } from '../support/postgres.ts';
-import { tempDir } from '../support/tmp.ts';
+import { tempDir, secretsDir } from '../support/tmp.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
 
 /**
@@ -26,13 +26,7 @@ export interface PgWorld {
 export async function startWorld(extraConfig: Record<string, unknown> = {}): Promise<PgWorld> {
   const pg = await startPostgres();
   const base = tempDir('vigil-pgw-');
-  const secrets = path.join(base, 'secrets');
-  fs.mkdirSync(secrets, { mode: 0o700 });
-  const secretFile = (name: string, v: string) => {
-    const p = path.join(secrets, name);
-    fs.writeFileSync(p, v, { mode: 0o600 });
-    return p;
-  };
+  const secretFile = secretsDir(base);
   const target = (name: string, user: string, more: Record<string, unknown> = {}) => ({
     name, protocol: 'postgres', host: '127.0.0.1', port: pg.port, database: 'app', user, ...more,
   });

@@ -4,6 +4,7 @@ import { startWorld, RawClient, type PgWorld } from './helpers.ts';
 import { F, cstr, int16, int32, encodeMessage } from '../../proxies/postgres/frontend.ts';
 import { clientEnv } from '../support/postgres.ts';
 import { waitFor } from '../support/tmp.ts';
+import { prng } from '../support/fuzz.ts';
 
 let w: PgWorld;
 beforeAll(async () => {
@@ -15,17 +16,6 @@ afterAll(async () => {
 
 const query = (sql: string) => encodeMessage(F.Query, cstr(sql));
 const errorText = (m: { body: Buffer } | undefined) => m?.body.toString('latin1') ?? '';
-
-/** Small deterministic PRNG (mulberry32) so a failing fuzz case can be replayed. */
-function prng(seed: number) {
-  return () => {
-    seed |= 0;
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('postgres proxy: robustness', () => {
   it('survives mutated, randomly split frontend frames while another session keeps working', async () => {

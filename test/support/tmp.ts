@@ -35,3 +35,14 @@ export async function waitFor<T>(fn: () => T | Promise<T>, ms = 10_000, what = '
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/** A `secrets/` dir (0700) under `base` and a writer of 0600 secret files in it, for backend passwords. */
+export function secretsDir(base: string): (name: string, value: string) => string {
+  const dir = path.join(base, 'secrets');
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return (name, value) => {
+    const p = path.join(dir, name);
+    fs.writeFileSync(p, value, { mode: 0o600 });
+    return p;
+  };
+}
