@@ -16,6 +16,13 @@ ESCAPE[0x0d] = 0x72; // \r
 ESCAPE[0x22] = 0x22; // \"
 ESCAPE[0x5c] = 0x5c; // \\
 const HEX = Buffer.from('0123456789abcdef', 'latin1');
+/** The escape of each byte that has one, for filling runs of it natively. */
+const PATTERN: (Buffer | undefined)[] = Array.from({ length: 128 }, (_, b) =>
+  ESCAPE[b] === 0 ? undefined : Buffer.from(JSON.stringify(String.fromCharCode(b)).slice(1, -1), 'latin1'),
+);
+/** Runs of one escaped byte at least this long (zero padding, `head -c N /dev/zero`) are written with
+ *  Buffer.fill instead of byte by byte. */
+const RUN = 16;
 
 /** Most bytes `escapeJsonUtf8` writes for `n` input bytes. */
 export const maxEscapedLength = (n: number): number => n * 6;
@@ -25,7 +32,7 @@ export const maxEscapedLength = (n: number): number => n * 6;
  * must have room for maxEscapedLength(src.length) bytes. Bytes >= 0x80 are copied: JSON leaves non-ASCII
  * characters unescaped, and well-formed UTF-8 holds no lone surrogates (the one case it would escape).
  */
-export function escapeJsonUtf8(src: Uint8Array, out: Uint8Array, at: number): number {
+export function escapeJsonUtf8(src: Uint8Array, out: Buffer, at: number): number {
   let o = at;
   for (let i = 0; i < src.length; i++) {
     const b = src[i];
@@ -36,7 +43,21 @@ export function escapeJsonUtf8(src: Uint8Array, out: Uint8Array, at: number): nu
     const e = ESCAPE[b];
     if (e === 0) {
       out[o++] = b;
-    } else if (e !== 0xff) {
+      continue;
+    }
+    if (i + RUN <= src.length && src[i + RUN - 1] === b) {
+      let end = i + 1;
+      while (end < src.length && src[end] === b) end++;
+      if (end - i >= RUN) {
+        const pattern = PATTERN[b]!;
+        const next = o + (end - i) * pattern.length;
+        out.fill(pattern, o, next);
+        o = next;
+        i = end - 1;
+        continue;
+      }
+    }
+    if (e !== 0xff) {
       out[o] = 0x5c;
       out[o + 1] = e;
       o += 2;

@@ -174,6 +174,8 @@ describe('asciicast recordings', () => {
     const samples = [
       Buffer.from(Array.from({ length: 128 }, (_, i) => i)),
       Buffer.alloc(100),
+      // Runs of one escaped byte (filled natively from 16 on): just below, at and above, and at the end.
+      Buffer.concat([Buffer.alloc(15, 0x0a), Buffer.from('x'), Buffer.alloc(16, 0x22), Buffer.alloc(17, 0x01), Buffer.from('y'), Buffer.alloc(40, 0x5c)]),
       Buffer.from('tab\tquote" back\\slash\u2028 5€ 🙂 \x1b[31mred\x7f'),
     ];
     for (const src of samples) {
