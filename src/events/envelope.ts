@@ -59,7 +59,7 @@ function timeString(ms: number, micros: number): string {
 /** RFC 3339 UTC with microseconds; `micros` (0–999) extends the Date's milliseconds. */
 export function formatTime(date: Date, micros = 0): string {
   const m = Math.trunc(micros);
-  return timeString(date.getTime(), m >= 0 && m < 1000 ? m : Number(String(m).padStart(3, '0').slice(0, 3)));
+  return timeString(date.getTime(), m >= 0 && m < 1000 ? m : m >= 1000 ? 999 : 0);
 }
 
 /** `o` itself when its keys are already in canonical (sorted) order, else a copy with sorted keys. */
