@@ -21,6 +21,7 @@ export function auditOptions(dataDir: string, config: VigilConfig, log: Logger):
     segmentMaxBytes: config.audit.segment_max_bytes,
     checkpointIntervalMs: config.audit.checkpoint_interval,
     checkpointEvery: config.audit.checkpoint_every,
+    commitWindowMs: config.audit.commit_window,
     log,
   };
 }

@@ -58,6 +58,8 @@ export function buildConfigSchema(sc: SchemaContext) {
         segment_max_bytes: size().default(64 * 1024 * 1024 as never),
         checkpoint_interval: duration().default(1000 as never),
         checkpoint_every: z.number().int().min(1).default(1000),
+        /** Group commit window: events arriving within it share one fsync (awaited decisions wait at most this long). */
+        commit_window: duration().default(5 as never),
       })
       .prefault({}),
     recording: z

@@ -475,3 +475,25 @@ describe('audit log: search and tail', () => {
     await w.close();
   });
 });
+
+describe('audit log: group commit window', () => {
+  it('appends arriving one at a time within the window share one commit, acknowledged only after it', async () => {
+    const f = fixture();
+    const w = await openAuditLog(f.dir, auditOptions(f.keyFile, { commitWindowMs: 300, checkpointEvery: 1_000_000, checkpointIntervalMs: 60_000 }));
+    const t0 = performance.now();
+    await w.append(sampleEvent(0)); // first commit starts at once
+    const resolvedAt: number[] = [];
+    const later = [1, 2, 3].map(async (i) => {
+      await new Promise((r) => setTimeout(r, i * 5));
+      await w.append(sampleEvent(i));
+      resolvedAt.push(performance.now());
+    });
+    await Promise.all(later);
+    // All three waited for the window after the first commit and were acknowledged by one commit.
+    expect(Math.min(...resolvedAt) - t0).toBeGreaterThanOrEqual(250);
+    expect(Math.max(...resolvedAt) - Math.min(...resolvedAt)).toBeLessThan(50);
+    await w.close();
+    const { records } = await searchAuditLog(f.dir, {});
+    expect(records.filter((r) => r.event.type === 'db.query')).toHaveLength(4);
+  });
+});
