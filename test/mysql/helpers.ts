@@ -4,7 +4,7 @@ import path from 'node:path';
 import mysql from 'mysql2/promise';
 import { startTestGateway, type TestGateway, type IssuedFiles } from '../support/gateway.ts';
 import { startMariadb, type MariadbHandle } from '../support/mariadb.ts';
-import { tempDir } from '../support/tmp.ts';
+import { tempDir, secretsDir } from '../support/tmp.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
 
 /**
@@ -40,13 +40,7 @@ export async function startWorld(extraConfig: Record<string, unknown> = {}, opts
     GRANT ALL ON *.* TO native_user@'%'; GRANT ALL ON *.* TO ed_user@'%';
   `);
   const base = tempDir('vigil-myw-');
-  const secrets = path.join(base, 'secrets');
-  fs.mkdirSync(secrets, { mode: 0o700 });
-  const secretFile = (name: string, v: string) => {
-    const p = path.join(secrets, name);
-    fs.writeFileSync(p, v, { mode: 0o600 });
-    return p;
-  };
+  const secretFile = secretsDir(base);
   const target = (name: string, user: string, more: Record<string, unknown> = {}) => ({ name, protocol: 'mysql', host: '127.0.0.1', port: db.port, user, ...more });
   const tg = await startTestGateway(
     {

@@ -4,6 +4,7 @@ import { rawLogin, rawConnect, RAW_CAPS } from './raw-client.ts';
 import { encodePacket } from '../../proxies/mysql/framing.ts';
 import { buildSslRequest, buildClientHandshake, parseErr } from '../../proxies/mysql/handshake.ts';
 import { COM, CLIENT, lenencInt, u32 } from '../../proxies/mysql/wire.ts';
+import { prng } from '../support/fuzz.ts';
 
 let w: MyWorld;
 beforeAll(async () => {
@@ -12,17 +13,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await w?.stop();
 });
-
-/** Deterministic PRNG (mulberry32) so a failing fuzz run can be replayed. */
-function prng(seed: number) {
-  return () => {
-    seed |= 0;
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const query = (sql: string) => encodePacket(0, Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(sql)]));
 
