@@ -7,6 +7,7 @@ import type { ProxyModule } from '../../src/gateway/proxy.ts';
 import { listenerBase, secretRef, size, filePath } from '../../src/config/types.ts';
 import { ConnectionIds } from './connection-ids.ts';
 import { MysqlConnection, type MysqlSection, type MysqlShared } from './session.ts';
+import { compileSecretPattern } from '../../src/config/redaction.ts';
 
 export const mysqlProxy: ProxyModule<MysqlSection> = {
   name: 'mysql',
@@ -36,13 +37,13 @@ export const mysqlProxy: ProxyModule<MysqlSection> = {
     server_public_key_file: filePath(sc).optional(),
   }),
   create(services, section) {
-    const patterns = services.config.redaction.patterns.map((p) => new RegExp(p, 'i'));
+    const secret = compileSecretPattern(services.config.redaction.patterns);
     const shared: MysqlShared = {
       services,
       section,
       ids: new ConnectionIds(),
       unauthenticated: { count: 0 },
-      secretName: (name) => name !== '' && patterns.some((re) => re.test(name)),
+      secretName: (name) => name !== '' && secret !== undefined && secret.test(name),
     };
     return {
       handleConnection(socket, ctx) {

@@ -1,6 +1,6 @@
 import tls from 'node:tls';
 import type { ProxyModule } from '../../src/gateway/proxy.ts';
-import { compilePatterns } from './sql.ts';
+import { compileSecretPattern } from '../../src/config/redaction.ts';
 import { CancelKeys } from './cancel.ts';
 import { ClientConnection, type ProxyShared } from './connection.ts';
 import { sectionSchema, targetFields, type PostgresSection } from './config.ts';
@@ -20,7 +20,7 @@ export const postgresProxy: ProxyModule<PostgresSection> = {
       services,
       section,
       cancelKeys: new CancelKeys(),
-      redact: compilePatterns(services.config.redaction.patterns),
+      redact: compileSecretPattern(services.config.redaction.patterns),
       // One SecureContext for all connections, rebuilt only when the identity hands out new material.
       serverContext() {
         const material = services.identity.tls();

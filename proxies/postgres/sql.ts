@@ -161,11 +161,6 @@ export interface Redaction {
 
 export const MASK = "'***'";
 
-/** Compile config.redaction.patterns (case-insensitive, any of). */
-export function compilePatterns(patterns: string[]): RegExp | undefined {
-  return patterns.length ? new RegExp(patterns.map((p) => `(?:${p})`).join('|'), 'i') : undefined;
-}
-
 const isValue = (t: Token | undefined) => !!t && (t.kind === 'string' || t.kind === 'param' || t.kind === 'number');
 
 /**

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { duration, size, listen, name, type SchemaContext } from './types.ts';
 export { listenerBase } from './types.ts';
+import { isValidPattern } from './redaction.ts';
 import { PROXIES } from '../../proxies/registry.ts';
 import { rolesSchema, accessSchema } from '../authz/config.ts';
 
@@ -71,7 +72,7 @@ export function buildConfigSchema(sc: SchemaContext) {
     redaction: z
       .strictObject({
         /** Case-insensitive regular expressions; parameters and columns whose names match are masked. */
-        patterns: z.array(z.string()).default(['pass(word)?', 'secret', 'token', 'api_?key', 'credential']),
+        patterns: z.array(z.string().refine(isValidPattern, 'not a valid regular expression')).default(['pass(word)?', 'secret', 'token', 'api_?key', 'credential']),
       })
       .prefault({}),
     api: z

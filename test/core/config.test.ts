@@ -47,6 +47,12 @@ describe('config validation', () => {
     expect(errorOf(() => parseConfig({ ssh: { listen: '2222' } }, '/tmp')).path).toBe('ssh.listen');
   });
 
+  it('names a redaction pattern that is not a regular expression', () => {
+    const e = errorOf(() => parseConfig({ redaction: { patterns: ['secret', 'pass(word'] } }, '/tmp'));
+    expect(e.path).toBe('redaction.patterns[1]');
+    expect(e.message).toContain('not a valid regular expression');
+  });
+
   it('fills defaults: embedded data dir, listener ports, ttl caps', () => {
     const c = parseConfig({}, '/tmp');
     expect(c.data_dir).toBe('./data');

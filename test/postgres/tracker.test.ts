@@ -3,11 +3,12 @@ import { QueryTracker, frontendNeedsBody, backendNeedsBody, type QueryRecord } f
 import { MessageFramer } from '../../proxies/postgres/framing.ts';
 import { F, cstr, int16, int32, encodeMessage } from '../../proxies/postgres/frontend.ts';
 import { B, encodeError } from '../../proxies/postgres/backend.ts';
-import { splitStatements, redactSql, compilePatterns, tokenize } from '../../proxies/postgres/sql.ts';
+import { splitStatements, redactSql, tokenize } from '../../proxies/postgres/sql.ts';
+import { compileSecretPattern } from '../../src/config/redaction.ts';
 import { decodeBinary, renderValue, OID } from '../../proxies/postgres/values.ts';
 
 const msg = (type: number, ...parts: Buffer[]) => encodeMessage(type, Buffer.concat(parts));
-const names = compilePatterns(['pass(word)?', 'secret', 'token', 'api_?key']);
+const names = compileSecretPattern(['pass(word)?', 'secret', 'token', 'api_?key']);
 
 /** Feed whole streams through framers split at `cut`, like the relay does. */
 function track(front: Buffer[], back: Buffer[], cut?: number): QueryRecord[] {
