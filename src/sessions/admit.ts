@@ -44,23 +44,26 @@ export async function admit(services: GatewayServices, req: AdmitRequest): Promi
   const target = services.targets.find(req.targetName, req.protocol);
   const evTarget = eventTarget(req.protocol, req.targetName, target, req.login, req.database);
 
-  const refuse = async (actor: AuditEvent['actor'], reason: string, message: string, detail?: string): Promise<Admission> => {
+  /** Write auth.success / auth.failure; false when it could not be recorded (then nothing is admitted). */
+  const recordAuth = async (success: boolean, actor: AuditEvent['actor'], details: Record<string, unknown>): Promise<boolean> => {
     try {
       await events.emit({
-        type: 'auth.failure',
-        outcome: 'failure',
+        type: success ? 'auth.success' : 'auth.failure',
+        outcome: success ? 'success' : 'failure',
         actor,
         source: req.source,
         target: evTarget,
         session_id: req.connId,
-        details: { reason, detail, ...req.details },
+        details: { ...details, ...req.details },
       });
+      return true;
     } catch (e) {
-      log.error({ err: (e as Error).message }, 'could not record auth.failure');
-      return { ok: false, reason: 'audit_unavailable', message: AUDIT_DOWN };
+      log.error({ err: (e as Error).message }, `could not record ${success ? 'auth.success' : 'auth.failure'}`);
+      return false;
     }
-    return { ok: false, reason, message };
   };
+  const refuse = async (actor: AuditEvent['actor'], reason: string, message: string, detail?: string): Promise<Admission> =>
+    (await recordAuth(false, actor, { reason, detail })) ? { ok: false, reason, message } : { ok: false, reason: 'audit_unavailable', message: AUDIT_DOWN };
 
   const cred = req.credential;
   if (!cred.ok) {
@@ -78,17 +81,7 @@ export async function admit(services: GatewayServices, req: AdmitRequest): Promi
   if (!decision.allow) return refuse(actor, decision.reason, decision.message);
   if (!target) return refuse(actor, 'unknown_target', 'No such target, or access denied.');
 
-  try {
-    await events.emit({
-      type: 'auth.success',
-      outcome: 'success',
-      actor,
-      source: req.source,
-      target: evTarget,
-      session_id: req.connId,
-      details: { credential: p.credential, via: decision.via, grant_ids: decision.grantIds, ...req.details },
-    });
-  } catch {
+  if (!(await recordAuth(true, actor, { credential: p.credential, via: decision.via, grant_ids: decision.grantIds }))) {
     return { ok: false, reason: 'audit_unavailable', message: AUDIT_DOWN };
   }
   return { ok: true, principal: p, target, decision };
