@@ -46,13 +46,9 @@ export const mysqlProxy: ProxyModule<MysqlSection> = {
       secretName: (name) => name !== '' && secret !== undefined && secret.test(name),
     };
     return {
+      // The gateway catches a throw here, logs it and destroys the socket (src/gateway/gateway.ts).
       handleConnection(socket, ctx) {
-        try {
-          new MysqlConnection(shared, socket, ctx).start();
-        } catch (e) {
-          ctx.log.error({ err: e }, 'mysql connection failed to start');
-          socket.destroy();
-        }
+        new MysqlConnection(shared, socket, ctx).start();
       },
       async close() {},
     };

@@ -33,13 +33,9 @@ export const postgresProxy: ProxyModule<PostgresSection> = {
       live: new Set(),
     };
     return {
+      // The gateway catches a throw here, logs it and destroys the socket (src/gateway/gateway.ts).
       handleConnection(socket, ctx) {
-        try {
-          new ClientConnection(shared, socket, ctx).start();
-        } catch (e) {
-          ctx.log.error({ err: e }, 'postgres connection setup failed');
-          socket.destroy();
-        }
+        new ClientConnection(shared, socket, ctx).start();
       },
       async close() {
         for (const c of [...shared.live]) c.destroy();
