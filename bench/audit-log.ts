@@ -1,7 +1,13 @@
 /**
  * Audit log throughput: append 10^6 realistic events through the real writer (hash chain, signed
  * checkpoints every 1,000 events, group-commit fsync), then verify them offline. Baseline in the same run:
- * the same JSON lines appended with the same group-commit fsync but without hashing, chaining or signing.
+ * the same events as plain JSON.stringify lines with the same group-commit fsync but without hashing,
+ * chaining or signing.
+ *
+ * Events are db.query events from 64 concurrent sessions, built as the proxies build them: each session's
+ * actor/source/target are frozen objects shared by all its events (session.eventBase()). Two producer
+ * styles are measured: `appendLater` — what EventBus.record() does for per-query events, no promise per
+ * event — and `append()` with a promise per event, as awaited decisions (auth, grants) use it.
  *
  *   npm run bench:audit-log [-- --events 1000000 --window 8192]
  */
@@ -19,14 +25,19 @@ const { values } = parseArgs({ options: { events: { type: 'string', default: '10
 const N = Number(values.events);
 const WINDOW = Number(values.window); // appends in flight at once (many sessions emitting concurrently)
 
+const SESSIONS = 64;
+const sessions = Array.from({ length: SESSIONS }, (_, s) => ({
+  actor: Object.freeze({ user: `user${s}`, roles: Object.freeze(['dba', 'oncall']) as string[], cert_serial: `0x${(s * 7919).toString(16)}` }),
+  source: Object.freeze({ ip: `10.20.30.${s}`, port: 40000 + s }),
+  target: Object.freeze({ name: 'orders-db', protocol: 'postgres', host: '10.1.2.3', database: 'orders' }),
+  session_id: `01JDXSESSION${String(s).padStart(14, '0')}`,
+}));
+
 function event(i: number): AuditEvent {
   return createEvent({
     type: 'db.query',
     outcome: 'success',
-    actor: { user: `user${i % 50}`, roles: ['dba', 'oncall'], cert_serial: `0x${(i % 997).toString(16)}` },
-    source: { ip: '10.20.30.40', port: 40000 + (i % 20000) },
-    target: { name: 'orders-db', protocol: 'postgres', host: '10.1.2.3', database: 'orders' },
-    session_id: `01JDXSESSION${String(Math.floor(i / 500)).padStart(8, '0')}`,
+    ...sessions[i % SESSIONS],
     details: { statement: 'SELECT id, total FROM orders WHERE customer_id = $1 AND status = $2', params: [String(i), 'open'], rows: i % 40, duration_ms: 0.42 },
   });
 }
@@ -80,15 +91,31 @@ async function baseline(dir: string): Promise<{ rate: number; cpuRate: number }>
   return result;
 }
 
-async function chained(dir: string, keyFile: string): Promise<{ rate: number; endToEnd: number; cpuRate: number }> {
-  const log = await openAuditLog(path.join(dir, 'audit'), {
+async function chained(dir: string, keyFile: string, style: 'later' | 'promise'): Promise<{ rate: number; endToEnd: number; cpuRate: number }> {
+  const log = await openAuditLog(path.join(dir, `audit-${style}`), {
     signingKeyFile: keyFile,
     segmentMaxBytes: 64 * 1024 * 1024,
     checkpointIntervalMs: 1000,
     checkpointEvery: 1000,
     log: silentLogger(),
   });
-  const result = await run((e) => log.append(e));
+  let result;
+  if (style === 'promise') {
+    result = await run((e) => log.append(e));
+  } else {
+    const ignore = () => {};
+    // One awaited append per window marks the window's group commit (it is the window's last record).
+    let n = 0;
+    result = await run(
+      (e) => {
+        log.appendLater!(e, ignore, undefined);
+        n++;
+        return undefined as unknown as Promise<unknown>;
+      },
+      () => log.checkpoint().then(() => undefined),
+    );
+    if (n !== N) throw new Error('not all events appended');
+  }
   await log.close();
   return result;
 }
@@ -103,19 +130,23 @@ try {
   console.log(`load average before: ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} (wall-clock rates are unreliable when this exceeds the core count; per-CPU-second rates are not)`);
   const base = await baseline(dir);
   console.log(`baseline (plain JSON.stringify lines, same group fsync): ${fmt(base.rate)} events/s wall, ${fmt(base.cpuRate)} events per CPU-second`);
-  const log = await chained(dir, keyFile);
+  const promised = await chained(dir, keyFile, 'promise');
+  console.log(`vigil audit log, append() with a promise per event: ${fmt(promised.rate)} events/s wall (${(promised.rate / base.rate).toFixed(2)}x baseline), ${fmt(promised.cpuRate)} events per CPU-second`);
+  fs.rmSync(path.join(dir, 'audit-promise'), { recursive: true, force: true });
+  const log = await chained(dir, keyFile, 'later');
   console.log(
-    `vigil audit log (canonical JSON, SHA-256 chain, Ed25519 checkpoint per 1000, group fsync): ${fmt(log.rate)} events/s wall (${(log.rate / base.rate).toFixed(2)}x baseline), ` +
+    `vigil audit log, appendLater (EventBus.record; SHA-256 chain, Ed25519 checkpoint per 1000, group fsync): ${fmt(log.rate)} events/s wall (${(log.rate / base.rate).toFixed(2)}x baseline), ` +
       `${fmt(log.cpuRate)} events per CPU-second (${(log.cpuRate / base.cpuRate).toFixed(2)}x baseline)  target >= 100,000 events/s on one core: ${Math.max(log.rate, log.cpuRate) >= 100_000 ? (log.rate >= 100_000 ? 'MET' : 'MET per CPU-second only') : 'MISSED'}`,
   );
   console.log(`  end to end including createEvent(): ${fmt(log.endToEnd)} events/s wall`);
+  const auditDir = path.join(dir, 'audit-later');
   const t0 = performance.now();
   const vc = process.cpuUsage();
-  const res = verifyAuditLog(path.join(dir, 'audit'), publicKey.export({ type: 'spki', format: 'pem' }));
+  const res = verifyAuditLog(auditDir, publicKey.export({ type: 'spki', format: 'pem' }));
   const vs = (performance.now() - t0) / 1000;
   const vcd = process.cpuUsage(vc);
   const vcpu = (vcd.user + vcd.system) / 1e6;
-  const bytes = fs.readdirSync(path.join(dir, 'audit')).filter((f) => f.endsWith('.jsonl')).reduce((a, f) => a + fs.statSync(path.join(dir, 'audit', f)).size, 0);
+  const bytes = fs.readdirSync(auditDir).filter((f) => f.endsWith('.jsonl')).reduce((a, f) => a + fs.statSync(path.join(auditDir, f)).size, 0);
   console.log(`verify: ${res.ok ? 'ok' : `FAILED ${JSON.stringify(res.firstBad)}`}, ${res.records.toLocaleString('en')} records in ${res.segments} segments (${(bytes / 1048576).toFixed(0)} MiB), ${res.checkpoints} checkpoints, ${vs.toFixed(2)} s wall, ${vcpu.toFixed(2)} s CPU  target <= 10 s: ${vs <= 10 ? 'MET' : vcpu <= 10 ? 'MET in CPU time only' : 'MISSED'}`);
   console.log(`load average after: ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
 } finally {

@@ -6,6 +6,8 @@ export interface AppendReceipt {
   hash: string;
 }
 
+export type AppendCallback<C> = (err: Error | undefined, event: AuditEvent, context: C) => void;
+
 /**
  * The hash-chained audit log, as the gateway and CLI use it. Implementations: the segment-file writer
  * (the process that holds the writer lock) and the spool client (a CLI process while a gateway holds it).
@@ -14,6 +16,10 @@ export interface AuditSink {
   /** Append one event. Resolves only after the record is durable (group-commit fsync). Rejects with
    *  AuditUnavailableError when the log cannot be written; after that `healthy` is false. */
   append(event: AuditEvent): Promise<AppendReceipt>;
+  /** Append without a promise, for high-rate events: `callback(err, event, context)` runs once, after the
+   *  record is durable (err undefined) or when it could not be written. Optional: sinks without it are
+   *  used through append(). */
+  appendLater?<C>(event: AuditEvent, callback: AppendCallback<C>, context: C): void;
   /** False once a write has failed; the gateway refuses new sessions while false. */
   readonly healthy: boolean;
   /** Reason the sink is unhealthy, for the operational log and client errors. */

@@ -12,7 +12,7 @@ export { openAuditLog, HEAD_FILE, QUARANTINE_DIR, type AuditOpenOptions, type Au
 export { verifyAuditLog, type VerifyResult, type VerifyProblem, type VerifyOptions } from './verify.ts';
 export { searchAuditLog, tailAuditLog, type AuditRecord, type AuditQuery, type SearchResult, type TailOptions } from './read.ts';
 export { formatEventRow, escapeTerminal, EVENT_ROW_HEADER } from './format.ts';
-export { canonicalJson } from './canonical.ts';
+export { encodeEvent } from './encode.ts';
 export { listSegments } from './segments.ts';
 export { SPOOL_DIR, openSpoolClient } from './spool.ts';
 

@@ -4,9 +4,10 @@ import crypto from 'node:crypto';
  * On-disk record format (one JSON line per record, fixed member order so the verifier can slice the
  * exact event bytes out of a line without re-serialising):
  *
- *   {"seq":N,"prev":"<64 hex>","hash":"<64 hex>","event":<canonical JSON of the event>}\n
+ *   {"seq":N,"prev":"<64 hex>","hash":"<64 hex>","event":<event JSON>}\n
  *
- * hash = SHA-256("vigil-audit-v1\n" + seq + "\n" + prev + "\n" + canonicalEventJson), hex.
+ * hash = SHA-256("vigil-audit-v1\n" + seq + "\n" + prev + "\n" + eventJson), hex, over the event's
+ * bytes exactly as stored (encode.ts writes them; a verifier slices them out of the line, no re-encoding).
  * The first record (seq 1) has prev = 64 zeros. Checkpoints are ordinary records whose event type is
  * `audit.checkpoint`; details carry an Ed25519 signature over CHECKPOINT_DOMAIN + covered seq + head hash.
  */
@@ -22,24 +23,28 @@ export function encodeRecord(seq: number, prev: string, hash: string, eventJson:
   return `{"seq":${seq},"prev":"${prev}","hash":"${hash}","event":${eventJson}}\n`;
 }
 
-/** Most bytes `encodeRecordInto` writes for an event of this many UTF-16 code units. */
-export function maxRecordBytes(eventJsonLength: number): number {
-  return eventJsonLength * 3 + 200;
+/** Most bytes `encodeRecordInto` writes for an event body of this many UTF-16 code units after a prefix of
+ *  `prefixBytes` bytes. */
+export function maxRecordBytes(eventJsonLength: number, prefixBytes = 0): number {
+  return prefixBytes + eventJsonLength * 3 + 200;
 }
 
 /**
- * Write one record line (exactly `encodeRecord(seq, prev, recordHash(seq, prev, eventJson), eventJson)`)
- * into `buf` at `at`, encoding the event once: its bytes are written in place, the hash input's preamble
- * (`vigil-audit-v1\n<seq>\n<prev>\n`, shorter than the line's own prefix) is written just before them and
- * hashed together with them, then the line's prefix overwrites the preamble. `buf` needs
- * maxRecordBytes(eventJson.length) bytes from `at`. Returns the offset after the newline and the hash.
+ * Write one record line (exactly `encodeRecord(seq, prev, recordHash(seq, prev, json), json)` where json is
+ * the prefix bytes followed by `eventJson`) into `buf` at `at`, encoding the event once: its bytes are
+ * written in place, the hash input's preamble (`vigil-audit-v1\n<seq>\n<prev>\n`, shorter than the line's
+ * own prefix) is written just before them and hashed together with them, then the line's prefix overwrites
+ * the preamble. `buf` needs maxRecordBytes(eventJson.length, prefix.length) bytes from `at`. Returns the
+ * offset after the newline and the hash.
  */
-export function encodeRecordInto(buf: Buffer, at: number, seq: number, prev: string, eventJson: string): { end: number; hash: string } {
+export function encodeRecordInto(buf: Buffer, at: number, seq: number, prev: string, eventJson: string, prefix?: Buffer): { end: number; hash: string } {
   if (prev.length !== 64) throw new TypeError('prev must be a 64-digit hex hash');
   const seqText = String(seq);
   // {"seq":N,"prev":"<64>","hash":"<64>","event":
   const eventAt = at + 7 + seqText.length + 9 + 64 + 10 + 64 + 10;
-  const eventEnd = eventAt + buf.write(eventJson, eventAt);
+  let bodyAt = eventAt;
+  if (prefix !== undefined && prefix.length > 0) bodyAt += prefix.copy(buf, eventAt);
+  const eventEnd = bodyAt + buf.write(eventJson, bodyAt);
   const preamble = `${HASH_DOMAIN}${seqText}\n${prev}\n`;
   const preambleAt = eventAt - preamble.length; // ASCII: one byte per character
   buf.write(preamble, preambleAt, 'latin1');
@@ -83,7 +88,7 @@ export function parseRecordLine(line: string): ParsedRecord | string {
 }
 
 /**
- * Checkpoint records end with this: canonical JSON sorts `type` last among the envelope's members, so the
+ * Checkpoint records end with this: the event encoder writes `type` last among the envelope's members, so the
  * check is O(1) per line. (The parsed event's type is checked as well before a checkpoint counts.)
  */
 export const CHECKPOINT_TAIL = '"type":"audit.checkpoint"}}';

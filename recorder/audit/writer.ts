@@ -3,10 +3,10 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import type { Logger } from 'pino';
-import type { AppendReceipt, AuditSink } from '../types.ts';
+import type { AppendCallback, AppendReceipt, AuditSink } from '../types.ts';
 import { createEvent, SYSTEM_ACTOR, LOCAL_SOURCE, type AuditEvent } from '../../src/events/envelope.ts';
 import { AuditUnavailableError } from '../../src/errors.ts';
-import { canonicalJson } from './canonical.ts';
+import { eventBody, eventPrefix } from './encode.ts';
 import {
   ZERO_HASH, isCheckpointLine, encodeRecordInto, maxRecordBytes, parseRecordLine, signCheckpoint, keyId, segmentName,
   parseSegmentName, metaName, type CheckpointDetails, type SegmentMeta, type SignedHead,
@@ -71,6 +71,24 @@ interface Chunk {
   next?: Segment;
 }
 
+interface Later {
+  events: AuditEvent[];
+  callbacks: AppendCallback<any>[];
+  contexts: unknown[];
+}
+
+const newLater = (): Later => ({ events: [], callbacks: [], contexts: [] });
+
+function settleLater(later: Later, err: Error | undefined): void {
+  for (let i = 0; i < later.events.length; i++) {
+    try {
+      later.callbacks[i](err, later.events[i], later.contexts[i]);
+    } catch {
+      // A throwing callback must not keep the others from hearing about their events.
+    }
+  }
+}
+
 type Resolve = (r: AppendReceipt) => void;
 type Reject = (e: Error) => void;
 
@@ -90,6 +108,8 @@ class SegmentWriter implements AuditLogWriter {
   private resolves: Resolve[] = [];
   private rejects: Reject[] = [];
   private receipts: AppendReceipt[] = [];
+  /** appendLater() entries of the group being filled: parallel arrays, so an append allocates nothing. */
+  private later: Later = newLater();
   private pendingHead?: SignedHead;
   private sinceCheckpoint = 0;
   private dayEnd = 0;
@@ -136,20 +156,42 @@ class SegmentWriter implements AuditLogWriter {
     if (this.failureError) return Promise.reject(this.failureError);
     if (this.closed) return Promise.reject(new AuditUnavailableError('the audit log is closed'));
     if (event.type === 'audit.checkpoint') return Promise.reject(new TypeError('audit.checkpoint records are written by the audit log itself'));
-    let eventJson: string;
+    let body: string;
     try {
-      eventJson = canonicalJson(event);
+      body = eventBody(event);
     } catch (e) {
       return Promise.reject(e);
     }
     return new Promise<AppendReceipt>((resolve, reject) => {
       if (Date.now() >= this.dayEnd && this.segment.lastSeq >= this.segment.firstSeq) this.rotate();
-      const receipt = this.push(eventJson, event.time);
+      const receipt = this.push(body, event.time, eventPrefix(event));
       this.resolves.push(resolve);
       this.rejects.push(reject);
       this.receipts.push(receipt);
       this.afterRecord();
     });
+  }
+
+  appendLater<C>(event: AuditEvent, callback: AppendCallback<C>, context: C): void {
+    let err: Error | undefined = this.failureError;
+    if (!err && this.closed) err = new AuditUnavailableError('the audit log is closed');
+    if (!err && event.type === 'audit.checkpoint') err = new TypeError('audit.checkpoint records are written by the audit log itself');
+    let body = '';
+    if (!err) {
+      try {
+        body = eventBody(event);
+      } catch (e) {
+        err = e as Error;
+      }
+    }
+    // Never call back synchronously: the caller is in the middle of its own work.
+    if (err) return void process.nextTick(callback, err, event, context);
+    if (Date.now() >= this.dayEnd && this.segment.lastSeq >= this.segment.firstSeq) this.rotate();
+    this.push(body, event.time, eventPrefix(event));
+    this.later.events.push(event);
+    this.later.callbacks.push(callback);
+    this.later.contexts.push(context);
+    this.afterRecord();
   }
 
   checkpoint(): Promise<AppendReceipt | undefined> {
@@ -165,11 +207,11 @@ class SegmentWriter implements AuditLogWriter {
   }
 
   /** Assign seq and hash to one record and queue its line for the next group commit. */
-  private push(eventJson: string, time: string): AppendReceipt {
+  private push(eventJson: string, time: string, prefix?: Buffer): AppendReceipt {
     const seq = this.seq + 1;
     const seg = this.segment;
     let chunk = this.chunks[this.chunks.length - 1];
-    const need = maxRecordBytes(eventJson.length);
+    const need = maxRecordBytes(eventJson.length, prefix?.length);
     if (!chunk || chunk.segment !== seg) {
       chunk = { segment: seg, buf: Buffer.allocUnsafe(Math.max(this.chunkHint, need)), bytes: 0 };
       this.chunks.push(chunk);
@@ -178,7 +220,7 @@ class SegmentWriter implements AuditLogWriter {
       chunk.buf.copy(grown, 0, 0, chunk.bytes);
       chunk.buf = grown;
     }
-    const { end, hash } = encodeRecordInto(chunk.buf, chunk.bytes, seq, this.headHash, eventJson);
+    const { end, hash } = encodeRecordInto(chunk.buf, chunk.bytes, seq, this.headHash, eventJson, prefix);
     seg.bytes += end - chunk.bytes;
     chunk.bytes = end;
     this.seq = seq;
@@ -215,7 +257,7 @@ class SegmentWriter implements AuditLogWriter {
       target: { name: 'audit', protocol: 'vigil' },
       details: details as unknown as Record<string, unknown>,
     });
-    const receipt = this.push(canonicalJson(event), event.time);
+    const receipt = this.push(eventBody(event), event.time, eventPrefix(event));
     this.sinceCheckpoint = 0;
     this.pendingHead = { seq: details.seq, head: details.head, sig: details.sig, key_id: details.key_id };
     return receipt;
@@ -260,19 +302,22 @@ class SegmentWriter implements AuditLogWriter {
       const rejects = this.rejects;
       const receipts = this.receipts;
       const head = this.pendingHead;
+      const later = this.later;
       this.chunks = [];
       this.resolves = [];
       this.rejects = [];
       this.receipts = [];
+      this.later = newLater();
       this.pendingHead = undefined;
       this.lastCommitAt = performance.now();
       try {
         for (const chunk of chunks) await this.writeChunk(chunk);
       } catch (e) {
-        this.fail(e as Error, rejects);
+        this.fail(e as Error, rejects, later);
         break;
       }
       for (let i = 0; i < resolves.length; i++) resolves[i](receipts[i]);
+      settleLater(later, undefined);
       if (head) this.publishHead(head);
     }
     this.flushing = false;
@@ -322,7 +367,7 @@ class SegmentWriter implements AuditLogWriter {
     });
   }
 
-  private fail(err: Error, rejects: Reject[]): void {
+  private fail(err: Error, rejects: Reject[], later?: Later): void {
     if (!this.failureError) {
       const code = (err as NodeJS.ErrnoException).code;
       this.failureError = new AuditUnavailableError(
@@ -333,11 +378,15 @@ class SegmentWriter implements AuditLogWriter {
       if (this.timer) clearInterval(this.timer);
     }
     const all = [...rejects, ...this.rejects];
+    const pendingLater = this.later;
     this.chunks = [];
     this.resolves = [];
     this.rejects = [];
     this.receipts = [];
+    this.later = newLater();
     for (const r of all) r(this.failureError);
+    if (later) settleLater(later, this.failureError);
+    settleLater(pendingLater, this.failureError);
   }
 
   private whenIdle(): Promise<void> {

@@ -2,6 +2,8 @@ import diagnostics from 'node:diagnostics_channel';
 import type { AuditSink, AppendReceipt } from '../../recorder/types.ts';
 import { createEvent, type AuditEvent, type EventInput } from './envelope.ts';
 
+const ignore = (): void => {};
+
 /** Every written event is also published here, for in-process observers (metrics, live streams, alerts). */
 export const eventChannel = diagnostics.channel('vigil:event');
 
@@ -18,6 +20,33 @@ export class EventBus {
   async emit(input: EventInput): Promise<AuditEvent & { receipt: AppendReceipt }> {
     const event = createEvent(input);
     const receipt = await this.sink.append(event);
+    this.publish(event);
+    return Object.assign(event, { receipt });
+  }
+
+  /**
+   * Fire-and-forget for high-rate events (queries, file operations): no promise per event. The event is
+   * durable at the next group commit; subscribers hear of it then. `onFailure` runs if it could not be
+   * written — callers end their session there (fail closed).
+   */
+  record(input: EventInput, onFailure?: (err: Error) => void): void {
+    if (!this.sink.appendLater) {
+      this.emit(input).catch(onFailure ?? ignore);
+      return;
+    }
+    this.sink.appendLater(createEvent(input), this.recorded, onFailure);
+  }
+
+  /** Called by the sink for each record()ed event (one shared function: no closure per event). */
+  private readonly recorded = (err: Error | undefined, event: AuditEvent, onFailure: ((err: Error) => void) | undefined): void => {
+    if (err) {
+      onFailure?.(err);
+      return;
+    }
+    this.publish(event);
+  };
+
+  private publish(event: AuditEvent): void {
     if (eventChannel.hasSubscribers) eventChannel.publish(event);
     for (const fn of this.subscribers) {
       try {
@@ -26,7 +55,6 @@ export class EventBus {
         // A broken observer must never affect recording.
       }
     }
-    return Object.assign(event, { receipt });
   }
 
   subscribe(fn: (e: AuditEvent) => void): () => void {

@@ -128,10 +128,11 @@ export async function openSession(
     terminator,
     req.connId,
   );
+  // Frozen: the audit encoder reuses the JSON of frozen envelope parts across a session's events.
   const base = {
-    actor: { user: p.user, roles: p.roles, cert_serial: p.certSerial },
-    source: req.source,
-    target: eventTarget(req.protocol, target.name, target, req.login, req.database),
+    actor: Object.freeze({ user: p.user, roles: Object.freeze([...p.roles]) as string[], cert_serial: p.certSerial }),
+    source: Object.freeze({ ...req.source }),
+    target: Object.freeze(eventTarget(req.protocol, target.name, target, req.login, req.database)),
     session_id: handle.id,
   };
   const stats: SessionStats = { bytesFromClient: 0, bytesToClient: 0, statements: 0 };

@@ -6,12 +6,12 @@ import pino from 'pino';
 import { describe, it, expect, vi } from 'vitest';
 import { tempDir } from '../support/tmp.ts';
 import {
-  openAuditLog, openAuditForCli, verifyAuditLog, searchAuditLog, tailAuditLog, listSegments, canonicalJson, HEAD_FILE,
+  openAuditLog, openAuditForCli, verifyAuditLog, searchAuditLog, tailAuditLog, listSegments, encodeEvent, HEAD_FILE,
   type AuditLogWriter,
 } from '../../recorder/audit/index.ts';
-import { canonicalJsonReference } from '../../recorder/audit/canonical.ts';
 import { segmentName, encodeRecord, encodeRecordInto, maxRecordBytes, recordHash, ZERO_HASH } from '../../recorder/audit/record.ts';
 import { AuditUnavailableError, VigilError } from '../../src/errors.ts';
+import { EventBus } from '../../src/events/bus.ts';
 import { makeSigningKey, auditOptions, sampleEvent } from './helpers.ts';
 
 interface Fixture {
@@ -54,24 +54,46 @@ describe('audit log: chain, checkpoints, verify', () => {
     expect(r1.seq).toBe(1);
     expect(r2.seq).toBe(2);
     await w.close();
-    const [l1, l2] = lines(segPath(f, 0)).map((l) => JSON.parse(l));
+    const raw = lines(segPath(f, 0));
+    const [l1, l2] = raw.map((l) => JSON.parse(l));
     expect(l1.prev).toBe('0'.repeat(64));
     expect(l2.prev).toBe(l1.hash);
     expect(l1.hash).toBe(r1.hash);
-    // The hash is SHA-256 over the canonical encoding of seq + prev + event.
-    const expected = crypto.createHash('sha256').update(`vigil-audit-v1\n2\n${l1.hash}\n${canonicalJson(l2.event)}`).digest('hex');
+    // The hash is SHA-256 over seq + prev + the event's bytes exactly as stored in the line.
+    const eventBytes = raw[1].slice(raw[1].indexOf('"event":') + 8, -1);
+    const expected = crypto.createHash('sha256').update(`vigil-audit-v1\n2\n${l1.hash}\n${eventBytes}`).digest('hex');
     expect(l2.hash).toBe(expected);
     const res = verifyAuditLog(f.dir, f.publicPem);
     expect(res).toMatchObject({ ok: true, records: 3, segments: 1, checkpoints: 1 });
   });
 
-  it('canonical JSON sorts keys at every level and matches the reference encoder', () => {
-    const v = { b: 1, a: { d: [3, { z: 1, y: undefined, x: 'é"\n' }], c: null }, '10': 1, '9': 2, n: 2n, t: new Date(0) };
-    expect(canonicalJson(v)).toBe('{"10":1,"9":2,"a":{"c":null,"d":[3,{"x":"é\\"\\n","z":1}]},"b":1,"n":"2","t":"1970-01-01T00:00:00.000Z"}');
-    for (let i = 0; i < 50; i++) {
-      const e = sampleEvent(i);
-      expect(canonicalJson(e)).toBe(canonicalJsonReference(e));
+  it('the event encoder round-trips every envelope, ends with `type`, and handles escapes, bigint and odd events', () => {
+    const strings = ['plain', 'é €🙂', 'quote " and \\ backslash', 'ctl \u0000\u001f\n', 'lone \ud800 surrogate', 'x'.repeat(300) + '"'];
+    for (const [i, s] of strings.entries()) {
+      const e = sampleEvent(i, { session_id: s, actor: { user: s, roles: [s] }, details: { text: s, n: 1.5, nested: [{ s }], big: 2n ** 70n, d: new Date(0) } });
+      const json = encodeEvent(e);
+      expect(JSON.parse(json)).toEqual(JSON.parse(JSON.stringify(e, (_k, v) => (typeof v === 'bigint' ? v.toString() : v))));
+      expect(json.endsWith(`"type":"db.query"}`)).toBe(true);
     }
+    // An event with members beyond the envelope (e.g. from the spool) keeps them, still with `type` last.
+    const odd = { ...sampleEvent(1), extra: { a: 1 } } as unknown as Parameters<typeof encodeEvent>[0];
+    expect(JSON.parse(encodeEvent(odd))).toEqual(JSON.parse(JSON.stringify(odd)));
+    expect(encodeEvent(odd).endsWith('"type":"db.query"}')).toBe(true);
+  });
+
+  it('the JSON of a frozen envelope part is reused; an unfrozen part is encoded afresh every time', () => {
+    const target = Object.freeze({ name: 'orders-db', protocol: 'postgres', database: 'orders' });
+    const source = { ip: '10.0.0.7', port: 1 };
+    const first = JSON.parse(encodeEvent(sampleEvent(1, { target, source })));
+    source.port = 2; // a session's mutable part: must never be served from a cache
+    const second = JSON.parse(encodeEvent(sampleEvent(2, { target, source })));
+    expect(first.target).toEqual(target);
+    expect(second.target).toEqual(target);
+    expect(first.source.port).toBe(1);
+    expect(second.source.port).toBe(2);
+    expect(() => {
+      (target as { database: string }).database = 'other';
+    }).toThrow(TypeError);
   });
 
   it('a record encoded in place is byte for byte the documented line (ASCII and non-ASCII events)', () => {
@@ -79,7 +101,7 @@ describe('audit log: chain, checkpoints, verify', () => {
     let at = 5; // not at the start: the preamble is written over the line's own prefix, never before it
     let prev = ZERO_HASH;
     for (const [i, e] of [sampleEvent(1), { ...sampleEvent(2), details: { text: 'é €🙂 "q" \\ \u0000' } }, sampleEvent(123456789)].entries()) {
-      const json = canonicalJson(e);
+      const json = encodeEvent(e);
       const seq = [1, 2, 9_999_999_999][i];
       buf.fill(0xaa, at);
       const { end, hash } = encodeRecordInto(buf, at, seq, prev, json);
@@ -230,9 +252,9 @@ describe('audit log: tampering is detected and named', () => {
     ls[2].event.actor.user = 'mallory';
     for (let i = 2; i < ls.length; i++) {
       if (i > 0) ls[i].prev = ls[i - 1].hash;
-      ls[i].hash = crypto.createHash('sha256').update(`vigil-audit-v1\n${ls[i].seq}\n${ls[i].prev}\n${canonicalJson(ls[i].event)}`).digest('hex');
+      ls[i].hash = crypto.createHash('sha256').update(`vigil-audit-v1\n${ls[i].seq}\n${ls[i].prev}\n${JSON.stringify(ls[i].event)}`).digest('hex');
     }
-    writeLines(file, ls.map((r) => `{"seq":${r.seq},"prev":"${r.prev}","hash":"${r.hash}","event":${canonicalJson(r.event)}}`));
+    writeLines(file, ls.map((r) => `{"seq":${r.seq},"prev":"${r.prev}","hash":"${r.hash}","event":${JSON.stringify(r.event)}}`));
     const res = verifyAuditLog(f.dir, f.publicPem);
     expect(res.firstBad).toMatchObject({ kind: 'bad-checkpoint' });
   });
@@ -495,5 +517,72 @@ describe('audit log: group commit window', () => {
     await w.close();
     const { records } = await searchAuditLog(f.dir, {});
     expect(records.filter((r) => r.event.type === 'db.query')).toHaveLength(4);
+  });
+});
+
+describe('audit log: appendLater and EventBus.record (no promise per event)', () => {
+  it('calls back once per event after its group commit is durable, in chain order with append()', async () => {
+    const f = fixture();
+    const w = await openAuditLog(f.dir, auditOptions(f.keyFile, { checkpointEvery: 1_000_000 }));
+    const heard: { err: Error | undefined; id: string; ctx: number; onDisk: boolean }[] = [];
+    const done = new Promise<void>((resolve) => {
+      const cb = (err: Error | undefined, e: { id: string }, ctx: number) => {
+        // Durable means on disk before the callback: the record is already in its segment file.
+        heard.push({ err, id: e.id, ctx, onDisk: fs.readFileSync(segPath(f, -1), 'utf8').includes(e.id) });
+        if (heard.length === 3) resolve();
+      };
+      w.appendLater!(sampleEvent(1), cb, 1);
+      void w.append(sampleEvent(2));
+      w.appendLater!(sampleEvent(3), cb, 3);
+      w.appendLater!(sampleEvent(4), cb, 4);
+      expect(heard).toHaveLength(0); // never synchronously
+    });
+    await done;
+    expect(heard.map((h) => [h.err, h.ctx, h.onDisk])).toEqual([[undefined, 1, true], [undefined, 3, true], [undefined, 4, true]]);
+    await w.close();
+    const { records } = await searchAuditLog(f.dir, { type: 'db.query' });
+    expect(records.map((r) => (r.event.details as { statement: string }).statement)).toEqual([1, 2, 3, 4].map((i) => sampleEvent(i).details.statement));
+    expect(verifyAuditLog(f.dir, f.publicPem).ok).toBe(true);
+  });
+
+  it('a failed write reaches every pending callback with AuditUnavailableError, and later appends at once', async () => {
+    const f = fixture();
+    const w = await openAuditLog(f.dir, auditOptions(f.keyFile, { segmentMaxBytes: 2000, checkpointEvery: 1_000_000 }));
+    await w.append(sampleEvent(0));
+    const traps = Array.from({ length: 40 }, (_, i) => path.join(f.dir, segmentName(i + 2, new Date())));
+    for (const t of traps) fs.symlinkSync('/dev/full', t);
+    const errors: (Error | undefined)[] = [];
+    await new Promise<void>((resolve) => {
+      for (let i = 0; i < 10; i++) w.appendLater!(sampleEvent(i), (err) => { errors.push(err); if (errors.length === 10) resolve(); }, undefined);
+    });
+    expect(errors.some((e) => e instanceof AuditUnavailableError)).toBe(true);
+    expect(w.healthy).toBe(false);
+    const after = await new Promise<Error | undefined>((resolve) => w.appendLater!(sampleEvent(11), (err) => resolve(err), undefined));
+    expect(after).toBeInstanceOf(AuditUnavailableError);
+    await w.close();
+    for (const t of traps) fs.rmSync(t);
+  });
+
+  it('EventBus.record publishes to subscribers only once durable, and reports a failed write to onFailure', async () => {
+    const f = fixture();
+    const w = await openAuditLog(f.dir, auditOptions(f.keyFile, { commitWindowMs: 200, checkpointEvery: 1_000_000, segmentMaxBytes: 4000 }));
+    const bus = new EventBus(w);
+    await bus.emit({ type: 'db.query', outcome: 'success', actor: { user: 'a', roles: [] }, source: { ip: '1.2.3.4' }, target: { name: 't', protocol: 'postgres' } });
+    const seen: string[] = [];
+    bus.subscribe((e) => seen.push(String(e.details.n)));
+    const input = (n: number) => ({ type: 'db.query' as const, outcome: 'success' as const, actor: { user: 'a', roles: [] }, source: { ip: '1.2.3.4' }, target: { name: 't', protocol: 'postgres' }, details: { n } });
+    const failures: Error[] = [];
+    bus.record(input(1), (e) => failures.push(e));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(seen).toEqual([]); // inside the commit window: not durable yet, not published
+    await vi.waitFor(() => expect(seen).toEqual(['1']), { timeout: 2000 });
+    const traps = Array.from({ length: 40 }, (_, i) => path.join(f.dir, segmentName(i + 2, new Date())));
+    for (const t of traps) fs.symlinkSync('/dev/full', t);
+    for (let i = 2; i < 40; i++) bus.record(input(i), (e) => failures.push(e));
+    await vi.waitFor(() => expect(failures.length).toBeGreaterThan(0), { timeout: 2000 });
+    expect(failures[0]).toBeInstanceOf(AuditUnavailableError);
+    expect(bus.healthy).toBe(false);
+    await w.close();
+    for (const t of traps) fs.rmSync(t);
   });
 });
