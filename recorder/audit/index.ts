@@ -13,6 +13,7 @@ export { verifyAuditLog, type VerifyResult, type VerifyProblem, type VerifyOptio
 export { searchAuditLog, tailAuditLog, type AuditRecord, type AuditQuery, type SearchResult, type TailOptions } from './read.ts';
 export { formatEventRow, escapeTerminal, EVENT_ROW_HEADER } from './format.ts';
 export { encodeEvent } from './encode.ts';
+export { canonicalJson } from './canonical.ts';
 export { listSegments } from './segments.ts';
 export { SPOOL_DIR, openSpoolClient } from './spool.ts';
 

@@ -1,4 +1,5 @@
 import crypto from 'node:crypto';
+import type { EventPieces } from './encode.ts';
 
 /**
  * On-disk record format (one JSON line per record, fixed member order so the verifier can slice the
@@ -7,7 +8,8 @@ import crypto from 'node:crypto';
  *   {"seq":N,"prev":"<64 hex>","hash":"<64 hex>","event":<event JSON>}\n
  *
  * hash = SHA-256("vigil-audit-v1\n" + seq + "\n" + prev + "\n" + eventJson), hex, over the event's
- * bytes exactly as stored (encode.ts writes them; a verifier slices them out of the line, no re-encoding).
+ * bytes as stored — the event's canonical JSON (canonical.ts; encode.ts writes it in pieces), so a verifier
+ * can hash the slice of the line or re-encode the parsed event and get the same bytes.
  * The first record (seq 1) has prev = 64 zeros. Checkpoints are ordinary records whose event type is
  * `audit.checkpoint`; details carry an Ed25519 signature over CHECKPOINT_DOMAIN + covered seq + head hash.
  */
@@ -23,28 +25,38 @@ export function encodeRecord(seq: number, prev: string, hash: string, eventJson:
   return `{"seq":${seq},"prev":"${prev}","hash":"${hash}","event":${eventJson}}\n`;
 }
 
-/** Most bytes `encodeRecordInto` writes for an event body of this many UTF-16 code units after a prefix of
- *  `prefixBytes` bytes. */
-export function maxRecordBytes(eventJsonLength: number, prefixBytes = 0): number {
-  return prefixBytes + eventJsonLength * 3 + 200;
+/** Most bytes `encodeRecordInto` writes for this event JSON (or these pieces of it). */
+export function maxRecordBytes(event: string | EventPieces): number {
+  if (typeof event === 'string') return event.length * 3 + 200;
+  return event.head.length + event.body.length * 3 + event.middle.length + event.tail.length + 200;
 }
 
 /**
- * Write one record line (exactly `encodeRecord(seq, prev, recordHash(seq, prev, json), json)` where json is
- * the prefix bytes followed by `eventJson`) into `buf` at `at`, encoding the event once: its bytes are
+ * Write one record line (exactly `encodeRecord(seq, prev, recordHash(seq, prev, json), json)`, json being
+ * the event JSON or what its pieces spell) into `buf` at `at`, encoding the event once: its bytes are
  * written in place, the hash input's preamble (`vigil-audit-v1\n<seq>\n<prev>\n`, shorter than the line's
  * own prefix) is written just before them and hashed together with them, then the line's prefix overwrites
- * the preamble. `buf` needs maxRecordBytes(eventJson.length, prefix.length) bytes from `at`. Returns the
- * offset after the newline and the hash.
+ * the preamble. `buf` needs maxRecordBytes(event) bytes from `at`. Returns the offset after the newline
+ * and the hash.
  */
-export function encodeRecordInto(buf: Buffer, at: number, seq: number, prev: string, eventJson: string, prefix?: Buffer): { end: number; hash: string } {
+export function encodeRecordInto(buf: Buffer, at: number, seq: number, prev: string, event: string | EventPieces): { end: number; hash: string } {
   if (prev.length !== 64) throw new TypeError('prev must be a 64-digit hex hash');
   const seqText = String(seq);
   // {"seq":N,"prev":"<64>","hash":"<64>","event":
   const eventAt = at + 7 + seqText.length + 9 + 64 + 10 + 64 + 10;
-  let bodyAt = eventAt;
-  if (prefix !== undefined && prefix.length > 0) bodyAt += prefix.copy(buf, eventAt);
-  const eventEnd = bodyAt + buf.write(eventJson, bodyAt);
+  let eventEnd = eventAt;
+  if (typeof event === 'string') {
+    eventEnd += buf.write(event, eventEnd);
+  } else {
+    // Cached pieces are copied as bytes; only the per-event strings are encoded.
+    // TypedArray#set: a plain memcpy, cheaper than Buffer#copy's argument handling for small pieces.
+    buf.set(event.head, eventEnd);
+    eventEnd += event.head.length;
+    eventEnd += buf.write(event.body, eventEnd);
+    buf.set(event.middle, eventEnd);
+    eventEnd += event.middle.length;
+    eventEnd += buf.write(event.tail, eventEnd, 'latin1');
+  }
   const preamble = `${HASH_DOMAIN}${seqText}\n${prev}\n`;
   const preambleAt = eventAt - preamble.length; // ASCII: one byte per character
   buf.write(preamble, preambleAt, 'latin1');
@@ -88,7 +100,7 @@ export function parseRecordLine(line: string): ParsedRecord | string {
 }
 
 /**
- * Checkpoint records end with this: the event encoder writes `type` last among the envelope's members, so the
+ * Checkpoint records end with this: canonical JSON sorts `type` last among the envelope's members, so the
  * check is O(1) per line. (The parsed event's type is checked as well before a checkpoint counts.)
  */
 export const CHECKPOINT_TAIL = '"type":"audit.checkpoint"}}';

@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { AppendCallback, AppendReceipt, AuditSink } from '../types.ts';
 import { createEvent, SYSTEM_ACTOR, LOCAL_SOURCE, type AuditEvent } from '../../src/events/envelope.ts';
 import { AuditUnavailableError } from '../../src/errors.ts';
-import { eventBody, eventPrefix } from './encode.ts';
+import { eventPieces, type EventPieces } from './encode.ts';
 import {
   ZERO_HASH, isCheckpointLine, encodeRecordInto, maxRecordBytes, parseRecordLine, signCheckpoint, keyId, segmentName,
   parseSegmentName, metaName, type CheckpointDetails, type SegmentMeta, type SignedHead,
@@ -103,6 +103,8 @@ class SegmentWriter implements AuditLogWriter {
   private headHash = ZERO_HASH;
   /** Size of the last chunk: the next one starts that big, so a busy log rarely regrows its buffer. */
   private chunkHint = 64 * 1024;
+  /** A written chunk's buffer, reused for the next group instead of allocating a new one. */
+  private spare?: Buffer;
   private segment!: Segment;
   private chunks: Chunk[] = [];
   private resolves: Resolve[] = [];
@@ -156,15 +158,15 @@ class SegmentWriter implements AuditLogWriter {
     if (this.failureError) return Promise.reject(this.failureError);
     if (this.closed) return Promise.reject(new AuditUnavailableError('the audit log is closed'));
     if (event.type === 'audit.checkpoint') return Promise.reject(new TypeError('audit.checkpoint records are written by the audit log itself'));
-    let body: string;
+    let pieces: EventPieces;
     try {
-      body = eventBody(event);
+      pieces = eventPieces(event);
     } catch (e) {
       return Promise.reject(e);
     }
     return new Promise<AppendReceipt>((resolve, reject) => {
       if (Date.now() >= this.dayEnd && this.segment.lastSeq >= this.segment.firstSeq) this.rotate();
-      const receipt = this.push(body, event.time, eventPrefix(event));
+      const receipt = this.push(pieces, event.time);
       this.resolves.push(resolve);
       this.rejects.push(reject);
       this.receipts.push(receipt);
@@ -176,18 +178,18 @@ class SegmentWriter implements AuditLogWriter {
     let err: Error | undefined = this.failureError;
     if (!err && this.closed) err = new AuditUnavailableError('the audit log is closed');
     if (!err && event.type === 'audit.checkpoint') err = new TypeError('audit.checkpoint records are written by the audit log itself');
-    let body = '';
+    let pieces: EventPieces | undefined;
     if (!err) {
       try {
-        body = eventBody(event);
+        pieces = eventPieces(event);
       } catch (e) {
         err = e as Error;
       }
     }
     // Never call back synchronously: the caller is in the middle of its own work.
-    if (err) return void process.nextTick(callback, err, event, context);
+    if (err || !pieces) return void process.nextTick(callback, err, event, context);
     if (Date.now() >= this.dayEnd && this.segment.lastSeq >= this.segment.firstSeq) this.rotate();
-    this.push(body, event.time, eventPrefix(event));
+    this.push(pieces, event.time);
     this.later.events.push(event);
     this.later.callbacks.push(callback);
     this.later.contexts.push(context);
@@ -207,20 +209,23 @@ class SegmentWriter implements AuditLogWriter {
   }
 
   /** Assign seq and hash to one record and queue its line for the next group commit. */
-  private push(eventJson: string, time: string, prefix?: Buffer): AppendReceipt {
+  private push(event: string | EventPieces, time: string): AppendReceipt {
     const seq = this.seq + 1;
     const seg = this.segment;
     let chunk = this.chunks[this.chunks.length - 1];
-    const need = maxRecordBytes(eventJson.length, prefix?.length);
+    const need = maxRecordBytes(event);
     if (!chunk || chunk.segment !== seg) {
-      chunk = { segment: seg, buf: Buffer.allocUnsafe(Math.max(this.chunkHint, need)), bytes: 0 };
+      let buf = this.spare;
+      this.spare = undefined;
+      if (!buf || buf.length < Math.max(this.chunkHint, need)) buf = Buffer.allocUnsafe(Math.max(this.chunkHint, need));
+      chunk = { segment: seg, buf, bytes: 0 };
       this.chunks.push(chunk);
     } else if (chunk.bytes + need > chunk.buf.length) {
       const grown = Buffer.allocUnsafe(Math.max(chunk.buf.length * 2, chunk.bytes + need));
       chunk.buf.copy(grown, 0, 0, chunk.bytes);
       chunk.buf = grown;
     }
-    const { end, hash } = encodeRecordInto(chunk.buf, chunk.bytes, seq, this.headHash, eventJson, prefix);
+    const { end, hash } = encodeRecordInto(chunk.buf, chunk.bytes, seq, this.headHash, event);
     seg.bytes += end - chunk.bytes;
     chunk.bytes = end;
     this.seq = seq;
@@ -257,7 +262,7 @@ class SegmentWriter implements AuditLogWriter {
       target: { name: 'audit', protocol: 'vigil' },
       details: details as unknown as Record<string, unknown>,
     });
-    const receipt = this.push(eventBody(event), event.time, eventPrefix(event));
+    const receipt = this.push(eventPieces(event), event.time);
     this.sinceCheckpoint = 0;
     this.pendingHead = { seq: details.seq, head: details.head, sig: details.sig, key_id: details.key_id };
     return receipt;
@@ -340,9 +345,12 @@ class SegmentWriter implements AuditLogWriter {
     const seg = chunk.segment;
     await this.openSegment(seg);
     if (chunk.next) await this.openSegment(chunk.next);
-    this.chunkHint = Math.min(Math.max(chunk.bytes, 64 * 1024), 16 * 1024 * 1024);
+    // Half again the last chunk's size: a busy log neither regrows (copies) its buffer nor wastes much.
+    this.chunkHint = Math.min(Math.max(chunk.bytes + (chunk.bytes >> 1), 64 * 1024), 16 * 1024 * 1024);
     await writeAll(seg.handle!, chunk.buf.subarray(0, chunk.bytes));
     await seg.handle!.datasync();
+    // Written: the buffer is free for the next group (one spare is enough — groups commit one at a time).
+    if (chunk.buf.length <= 32 * 1024 * 1024 && (!this.spare || this.spare.length < chunk.buf.length)) this.spare = chunk.buf;
     if (chunk.seal) {
       await seg.handle!.close();
       seg.handle = undefined;

@@ -74,21 +74,41 @@ export function createEvent(input: EventInput): AuditEvent {
     const { ms, micros } = nowParts();
     time = timeString(ms, micros);
   }
-  const { actor, source, target } = input;
-  const details = input.details ?? {};
-  const event: AuditEvent =
-    input.session_id === undefined
-      ? { actor, details, id: newId(), outcome: input.outcome, source, target, time, type: input.type }
-      : { actor, details, id: newId(), outcome: input.outcome, session_id: input.session_id, source, target, time, type: input.type };
-  if (isEventType(event.type) && (event.outcome === 'success' || event.outcome === 'failure')) created.add(event);
-  return event;
+  return new Envelope(input, time);
 }
 
-/** Events made by createEvent with a catalog type and a valid outcome (the audit encoder's fast path). */
-const created = new WeakSet<AuditEvent>();
+/**
+ * Events made by createEvent. The class marks them for the audit encoder's fast path (its type is from
+ * the catalog, its outcome valid, its id and time made here — nothing to escape); a copy made by spreading
+ * or parsing is a plain object and takes the general path.
+ */
+class Envelope implements AuditEvent {
+  actor: AuditEvent['actor'];
+  details: Record<string, unknown>;
+  id: string;
+  outcome: AuditEvent['outcome'];
+  declare session_id?: string;
+  source: AuditEvent['source'];
+  target: AuditEvent['target'];
+  time: string;
+  type: EventType;
 
+  constructor(input: EventInput, time: string) {
+    this.actor = input.actor;
+    this.details = input.details ?? {};
+    this.id = newId();
+    this.outcome = input.outcome;
+    if (input.session_id !== undefined) this.session_id = input.session_id;
+    this.source = input.source;
+    this.target = input.target;
+    this.time = time;
+    this.type = input.type;
+  }
+}
+
+/** True for events made by createEvent with a catalog type and a valid outcome. */
 export function isCreatedEvent(e: AuditEvent): boolean {
-  return created.has(e);
+  return e instanceof Envelope && isEventType(e.type) && (e.outcome === 'success' || e.outcome === 'failure');
 }
 
 /** The system actor, for events the gateway itself causes (expiry, checkpoints). */

@@ -6,9 +6,11 @@ import pino from 'pino';
 import { describe, it, expect, vi } from 'vitest';
 import { tempDir } from '../support/tmp.ts';
 import {
-  openAuditLog, openAuditForCli, verifyAuditLog, searchAuditLog, tailAuditLog, listSegments, encodeEvent, HEAD_FILE,
+  openAuditLog, openAuditForCli, verifyAuditLog, searchAuditLog, tailAuditLog, listSegments, encodeEvent, canonicalJson, HEAD_FILE,
   type AuditLogWriter,
 } from '../../recorder/audit/index.ts';
+import { canonicalJsonReference } from '../../recorder/audit/canonical.ts';
+import { eventPieces } from '../../recorder/audit/encode.ts';
 import { segmentName, encodeRecord, encodeRecordInto, maxRecordBytes, recordHash, ZERO_HASH } from '../../recorder/audit/record.ts';
 import { AuditUnavailableError, VigilError } from '../../src/errors.ts';
 import { EventBus } from '../../src/events/bus.ts';
@@ -59,34 +61,54 @@ describe('audit log: chain, checkpoints, verify', () => {
     expect(l1.prev).toBe('0'.repeat(64));
     expect(l2.prev).toBe(l1.hash);
     expect(l1.hash).toBe(r1.hash);
-    // The hash is SHA-256 over seq + prev + the event's bytes exactly as stored in the line.
+    // The hash is SHA-256 over seq + prev + the event's bytes as stored, which are its canonical JSON: the
+    // hash can be recomputed from the parsed event as well as from the line.
     const eventBytes = raw[1].slice(raw[1].indexOf('"event":') + 8, -1);
-    const expected = crypto.createHash('sha256').update(`vigil-audit-v1\n2\n${l1.hash}\n${eventBytes}`).digest('hex');
+    expect(eventBytes).toBe(canonicalJsonReference(l2.event));
+    const expected = crypto.createHash('sha256').update(`vigil-audit-v1\n2\n${l1.hash}\n${canonicalJson(l2.event)}`).digest('hex');
     expect(l2.hash).toBe(expected);
     const res = verifyAuditLog(f.dir, f.publicPem);
     expect(res).toMatchObject({ ok: true, records: 3, segments: 1, checkpoints: 1 });
   });
 
-  it('the event encoder round-trips every envelope, ends with `type`, and handles escapes, bigint and odd events', () => {
+  it('canonical JSON sorts keys at every level and matches the reference encoder', () => {
+    const v = { b: 1, a: { d: [3, { z: 1, y: undefined, x: 'é"\n' }], c: null }, '10': 1, '9': 2, n: 2n, t: new Date(0) };
+    expect(canonicalJson(v)).toBe('{"10":1,"9":2,"a":{"c":null,"d":[3,{"x":"é\\"\\n","z":1}]},"b":1,"n":"2","t":"1970-01-01T00:00:00.000Z"}');
+    for (let i = 0; i < 50; i++) {
+      const e = sampleEvent(i);
+      expect(canonicalJson(e)).toBe(canonicalJsonReference(e));
+    }
+  });
+
+  it('the piecewise event encoder writes exactly the canonical JSON (escapes, bigint, frozen and odd events)', () => {
     const strings = ['plain', 'é €🙂', 'quote " and \\ backslash', 'ctl \u0000\u001f\n', 'lone \ud800 surrogate', 'x'.repeat(300) + '"'];
     for (const [i, s] of strings.entries()) {
-      const e = sampleEvent(i, { session_id: s, actor: { user: s, roles: [s] }, details: { text: s, n: 1.5, nested: [{ s }], big: 2n ** 70n, d: new Date(0) } });
-      const json = encodeEvent(e);
-      expect(JSON.parse(json)).toEqual(JSON.parse(JSON.stringify(e, (_k, v) => (typeof v === 'bigint' ? v.toString() : v))));
-      expect(json.endsWith(`"type":"db.query"}`)).toBe(true);
+      for (const freeze of [false, true]) {
+        const f = <T extends object>(o: T): T => (freeze ? Object.freeze(o) : o);
+        const e = sampleEvent(i, {
+          session_id: s,
+          actor: f({ user: s, roles: [s], cert_serial: s }),
+          source: f({ ip: s, port: i }),
+          target: f({ protocol: 'postgres', name: s, database: s }),
+          details: { text: s, n: 1.5, nested: [{ z: s, a: 1 }], big: 2n ** 70n, d: new Date(0) },
+        });
+        expect(encodeEvent(e)).toBe(canonicalJsonReference(e));
+        expect(encodeEvent(e)).toBe(encodeEvent(e)); // from the cache the second time when frozen
+        expect(encodeEvent(e).endsWith('"type":"db.query"}')).toBe(true);
+      }
     }
-    // An event with members beyond the envelope (e.g. from the spool) keeps them, still with `type` last.
-    const odd = { ...sampleEvent(1), extra: { a: 1 } } as unknown as Parameters<typeof encodeEvent>[0];
-    expect(JSON.parse(encodeEvent(odd))).toEqual(JSON.parse(JSON.stringify(odd)));
-    expect(encodeEvent(odd).endsWith('"type":"db.query"}')).toBe(true);
+    // An event that did not come from createEvent (members beyond the envelope, e.g. from the spool).
+    const odd = { ...sampleEvent(1), extra: { b: 1, a: 2 } } as unknown as Parameters<typeof encodeEvent>[0];
+    expect(encodeEvent(odd)).toBe(canonicalJsonReference(odd));
   });
 
   it('the JSON of a frozen envelope part is reused; an unfrozen part is encoded afresh every time', () => {
     const target = Object.freeze({ name: 'orders-db', protocol: 'postgres', database: 'orders' });
     const source = { ip: '10.0.0.7', port: 1 };
-    const first = JSON.parse(encodeEvent(sampleEvent(1, { target, source })));
+    const actor = Object.freeze({ user: 'a', roles: ['r'] });
+    const first = JSON.parse(encodeEvent(sampleEvent(1, { actor, target, source })));
     source.port = 2; // a session's mutable part: must never be served from a cache
-    const second = JSON.parse(encodeEvent(sampleEvent(2, { target, source })));
+    const second = JSON.parse(encodeEvent(sampleEvent(2, { actor, target, source })));
     expect(first.target).toEqual(target);
     expect(second.target).toEqual(target);
     expect(first.source.port).toBe(1);
@@ -100,14 +122,16 @@ describe('audit log: chain, checkpoints, verify', () => {
     const buf = Buffer.alloc(64 * 1024);
     let at = 5; // not at the start: the preamble is written over the line's own prefix, never before it
     let prev = ZERO_HASH;
-    for (const [i, e] of [sampleEvent(1), { ...sampleEvent(2), details: { text: 'é €🙂 "q" \\ \u0000' } }, sampleEvent(123456789)].entries()) {
+    const unicode = sampleEvent(2, { details: { text: 'é €🙂 "q" \\ \u0000' }, actor: Object.freeze({ user: 'ü', roles: [] }), source: Object.freeze({ ip: '::1' }), target: Object.freeze({ name: '数据库', protocol: 'postgres' }) });
+    for (const [i, e] of [sampleEvent(1), unicode, sampleEvent(123456789), unicode].entries()) {
       const json = encodeEvent(e);
-      const seq = [1, 2, 9_999_999_999][i];
+      const seq = [1, 2, 9_999_999_999, 10_000_000_000][i];
       buf.fill(0xaa, at);
-      const { end, hash } = encodeRecordInto(buf, at, seq, prev, json);
+      // As one string, and as the writer does it: in pieces, cached ones copied as bytes.
+      const { end, hash } = i % 2 ? encodeRecordInto(buf, at, seq, prev, eventPieces(e)) : encodeRecordInto(buf, at, seq, prev, json);
       expect(hash).toBe(recordHash(seq, prev, json));
       expect(buf.subarray(at, end).toString('utf8')).toBe(encodeRecord(seq, prev, hash, json));
-      expect(end - at).toBeLessThanOrEqual(maxRecordBytes(json.length));
+      expect(end - at).toBeLessThanOrEqual(maxRecordBytes(i % 2 ? eventPieces(e) : json));
       prev = hash;
       at = end;
     }
@@ -252,9 +276,9 @@ describe('audit log: tampering is detected and named', () => {
     ls[2].event.actor.user = 'mallory';
     for (let i = 2; i < ls.length; i++) {
       if (i > 0) ls[i].prev = ls[i - 1].hash;
-      ls[i].hash = crypto.createHash('sha256').update(`vigil-audit-v1\n${ls[i].seq}\n${ls[i].prev}\n${JSON.stringify(ls[i].event)}`).digest('hex');
+      ls[i].hash = crypto.createHash('sha256').update(`vigil-audit-v1\n${ls[i].seq}\n${ls[i].prev}\n${canonicalJson(ls[i].event)}`).digest('hex');
     }
-    writeLines(file, ls.map((r) => `{"seq":${r.seq},"prev":"${r.prev}","hash":"${r.hash}","event":${JSON.stringify(r.event)}}`));
+    writeLines(file, ls.map((r) => `{"seq":${r.seq},"prev":"${r.prev}","hash":"${r.hash}","event":${canonicalJson(r.event)}}`));
     const res = verifyAuditLog(f.dir, f.publicPem);
     expect(res.firstBad).toMatchObject({ kind: 'bad-checkpoint' });
   });
