@@ -11,6 +11,7 @@ import { AccessRefusedError } from '../access/errors.ts';
 import { grantIsLive } from '../authz/index.ts';
 import { ApiError, errorResponse, sendJson } from './http.ts';
 import { matchRoute } from './routes.ts';
+import { RefusalBudget } from './refusals.ts';
 
 /** A live-stream client that falls this far behind is disconnected rather than buffered without bound. */
 const STREAM_MAX_BUFFERED = 4 * 1024 * 1024;
@@ -41,6 +42,30 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
   server.requestTimeout = 30_000;
   server.headersTimeout = 10_000;
   server.on('tlsClientError', (e) => log.debug({ err: e.message }, 'api: TLS handshake failed'));
+
+  // Refused calls without a valid certificate are recorded one by one up to a budget per source address;
+  // beyond it they get 429 and one summary event per source and minute (refusals.ts says why).
+  const refusals = new RefusalBudget(services.config.api.refused_calls_per_minute, (s) => {
+    events
+      .emit({
+        type: 'api.request',
+        outcome: 'failure',
+        actor: { user: 'unknown', roles: [] },
+        source: { ip: s.ip, via: 'api' },
+        target: { name: 'api', protocol: 'https' },
+        details: { status: 429, code: 'VIGIL_RATE_LIMITED', suppressed: s.suppressed, since: s.since.toISOString(), message: `${s.suppressed} further refused calls without a valid certificate in one minute` },
+      })
+      .catch((e) => log.error({ err: (e as Error).message }, 'api: could not record the refused-call summary'));
+  });
+  /** Record an unauthenticated refusal, or count it when its source is over budget (then answer 429). */
+  function budgetRefusal(req: http.IncomingMessage, auth: Extract<AuthResult, { ok: false }>): { status: number; code: string; message: string; retryAfter?: number } {
+    const ip = req.socket.remoteAddress ?? 'unknown';
+    if (!refusals.take(ip)) {
+      return { status: 429, code: 'VIGIL_RATE_LIMITED', message: 'Too many refused calls from your address; try again later.', retryAfter: refusals.retryAfter(ip) };
+    }
+    void recordRefusal(req, { user: auth.user, certSerial: auth.certSerial }, auth.error.status, auth.error.code, auth.error.message);
+    return { status: auth.error.status, code: auth.error.code, message: auth.error.message };
+  }
 
   const sourceOf = (req: http.IncomingMessage) => ({ ip: req.socket.remoteAddress ?? 'unknown', port: req.socket.remotePort ?? 0, via: 'api' });
 
@@ -93,8 +118,9 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
     }
     const auth = await authenticate(req);
     if (!auth.ok) {
-      await recordRefusal(req, { user: auth.user, certSerial: auth.certSerial }, auth.error.status, auth.error.code, auth.error.message);
-      return sendJson(res, auth.error.status, { error: { code: auth.error.code, message: auth.error.message } });
+      const r = budgetRefusal(req, auth);
+      if (r.retryAfter) res.setHeader('retry-after', String(r.retryAfter));
+      return sendJson(res, r.status, { error: { code: r.code, message: r.message } });
     }
     const actor = auth.actor;
     if (url.pathname === '/metrics' && req.method === 'GET') {
@@ -137,15 +163,15 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
     const rejectUpgrade = (status: number, code: string, message: string) => {
       const body = JSON.stringify({ error: { code, message } });
       socket.end(
-        `HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : status === 403 ? 'Forbidden' : 'Not Found'}\r\n` +
+        `HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : status === 403 ? 'Forbidden' : status === 429 ? 'Too Many Requests' : 'Not Found'}\r\n` +
           `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
       );
     };
     const path = (req.url ?? '').split('?')[0];
     const auth = await authenticate(req);
     if (!auth.ok) {
-      void recordRefusal(req, { user: auth.user, certSerial: auth.certSerial }, auth.error.status, auth.error.code, auth.error.message);
-      return rejectUpgrade(auth.error.status, auth.error.code, auth.error.message);
+      const r = budgetRefusal(req, auth);
+      return rejectUpgrade(r.status, r.code, r.message);
     }
     if (path !== EVENTS_STREAM_PATH) return rejectUpgrade(404, 'VIGIL_NO_ROUTE', `No WebSocket endpoint ${path}.`);
     if (!access.seesEverything(auth.actor)) {
@@ -185,6 +211,7 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
   const close = server.close.bind(server);
   server.close = ((cb?: (err?: Error) => void) => {
     close(cb);
+    refusals.close();
     for (const ws of streams) ws.terminate();
     server.closeAllConnections();
     return server;

@@ -79,6 +79,8 @@ export function buildConfigSchema(sc: SchemaContext) {
       .strictObject({
         enabled: z.boolean().default(true),
         listen: listen().prefault('127.0.0.1:8443'),
+        /** Refused calls without a valid certificate recorded one by one per source address and minute. */
+        refused_calls_per_minute: z.number().int().min(1).default(30),
       })
       .prefault({}),
     ...proxySections,
