@@ -200,6 +200,7 @@ export class AccessService {
 
   /** Refusals shared by approve and deny, checked inside the atomic update so two deciders cannot race. */
   private checkDecidable(actor: Actor, cur: AccessRecord, now: number): void {
+    if (cur.state === 'expired' && !cur.grantedAt) throw refused.requestExpired(cur.id);
     if (cur.state !== 'pending') throw refused.alreadyDecided(cur.id, cur.state);
     if (Date.parse(cur.requestExpiresAt) <= now) throw refused.requestExpired(cur.id);
     if (cur.user === actor.user) throw refused.selfApproval();
@@ -298,6 +299,44 @@ export class AccessService {
       }
       expired.push(rec);
     }
+    expired.push(...(await this.expireUndecided(source, now)));
+    return expired;
+  }
+
+  /**
+   * Write `access.request_expired` for every pending request whose decision window passed without a
+   * decision, and mark it expired — claimed atomically like grant expiry, so it is written exactly once.
+   */
+  private async expireUndecided(source: AuditEvent['source'], now: number): Promise<AccessRecord[]> {
+    const due = (await this.deps.store.listAccess({ state: 'pending' })).filter((r) => !r.expiryRecorded && Date.parse(r.requestExpiresAt) <= now);
+    const expired: AccessRecord[] = [];
+    for (const candidate of due) {
+      let rec: AccessRecord;
+      try {
+        rec = await this.deps.store.updateAccess(candidate.id, (cur) => {
+          if (cur.state !== 'pending' || cur.expiryRecorded) throw new NotDue();
+          return { ...cur, state: 'expired', expiryRecorded: true };
+        });
+      } catch (e) {
+        if (e instanceof NotDue) continue; // decided, or claimed by another process, meanwhile
+        throw e;
+      }
+      try {
+        await this.deps.events.emit({
+          type: 'access.request_expired',
+          outcome: 'success',
+          actor: { ...SYSTEM_ACTOR, roles: [...SYSTEM_ACTOR.roles] },
+          source,
+          target: grantTarget(rec.id),
+          details: { ...describe(rec), request_expires_at: rec.requestExpiresAt, approvals: rec.approvals.map((a) => a.by) },
+        });
+      } catch (e) {
+        // Not recorded: hand the claim back so a later sweep writes it (the window has passed either way).
+        await this.deps.store.updateAccess(rec.id, (cur) => ({ ...cur, state: 'pending', expiryRecorded: false })).catch(() => {});
+        throw e;
+      }
+      expired.push(rec);
+    }
     return expired;
   }
 
@@ -349,11 +388,6 @@ export class AccessService {
 
   private maySee(actor: Actor, r: AccessRecord): boolean {
     return r.user === actor.user || this.seesEverything(actor) || this.isApproverOf(actor, r.role);
-  }
-
-  /** A pending request whose decision window has passed (it can no longer be approved). */
-  isStale(r: AccessRecord): boolean {
-    return r.state === 'pending' && Date.parse(r.requestExpiresAt) <= this.now();
   }
 
   // ---- plumbing -------------------------------------------------------------------------------------

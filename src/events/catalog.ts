@@ -36,6 +36,7 @@ export const EVENT_CATALOG = {
   'access.refused': { description: 'An access lifecycle action was refused (self-approval, non-approver, double decision, expired).' },
   'access.revoked': { description: 'An active grant was revoked; live sessions under it are cut.' },
   'access.expired': { description: 'A grant reached its expiry time.' },
+  'access.request_expired': { description: 'A pending request was never decided within its window and can no longer be approved.' },
   'lock.created': { description: 'A user was locked out; live sessions are cut and new ones refused.' },
   'lock.deleted': { description: 'A lock was removed.' },
   'api.request': { description: 'An API call that changed state or was refused, with the caller.' },

@@ -111,9 +111,25 @@ describe('access lifecycle', () => {
     env = await accessEnv({ access: { on_call: [], request_ttl: '50ms' } });
     const req = await env.access.request(alice, { role: 'prod-dba', reason: 'need it' });
     await new Promise((r) => setTimeout(r, 80));
-    expect(env.access.isStale(req)).toBe(true);
     await expectRefused(env.access.approve(bob, req.id), 'VIGIL_REQUEST_EXPIRED', 'approve');
     expect((await env.store.getAccess(req.id))!.state).toBe('pending');
+  });
+
+  it('a request never decided within its window is expired by the sweep, recorded once, and stays unapprovable', async () => {
+    env = await accessEnv({ access: { on_call: [], request_ttl: '50ms' } });
+    const stale = await env.access.request(alice, { role: 'prod-dba', reason: 'need it' });
+    const decided = await env.access.request(alice, { role: 'prod-dba', reason: 'and this' });
+    await env.access.deny(bob, decided.id, { reason: 'no' });
+    expect(await env.access.expireDue({ ip: 'local' })).toEqual([]); // not due yet
+    await new Promise((r) => setTimeout(r, 80));
+    const swept = await Promise.all([env.access.expireDue({ ip: 'local' }), env.access.expireDue({ ip: 'local' })]);
+    expect(swept.flat().map((r) => r.id)).toEqual([stale.id]);
+    expect(await env.store.getAccess(stale.id)).toMatchObject({ state: 'expired', expiryRecorded: true });
+    expect(await env.store.getAccess(decided.id)).toMatchObject({ state: 'denied' });
+    const events = env.of('access.request_expired');
+    expect(events).toHaveLength(1);
+    expect(events[0]).toMatchObject({ actor: { user: 'vigil' }, target: { name: `grant/${stale.id}` }, details: { request_id: stale.id, user: 'alice', role: 'prod-dba', approvals: [] } });
+    await expectRefused(env.access.approve(bob, stale.id), 'VIGIL_REQUEST_EXPIRED', 'approve');
   });
 
   it('an unknown request id is refused as not found', async () => {
