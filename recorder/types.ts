@@ -20,6 +20,9 @@ export interface AuditSink {
    *  record is durable (err undefined) or when it could not be written. Optional: sinks without it are
    *  used through append(). */
   appendLater?<C>(event: AuditEvent, callback: AppendCallback<C>, context: C): void;
+  /** Hear of events appended on behalf of other processes (CLI commands through the spool), once durable,
+   *  so live observers (stream, metrics) see them too. Returns an unsubscribe function. */
+  onForeignEvent?(listener: (event: AuditEvent) => void): () => void;
   /** False once a write has failed; the gateway refuses new sessions while false. */
   readonly healthy: boolean;
   /** Reason the sink is unhealthy, for the operational log and client errors. */

@@ -23,7 +23,14 @@ export interface SpoolIngest {
 }
 
 /** Writer side: poll the spool and append what CLI processes left there, in name (= event id) order. */
-export function startSpoolIngest(sink: AuditSink, spoolDir: string, pollMs: number, knownIds: Map<string, true>, log: Logger): SpoolIngest {
+export function startSpoolIngest(
+  sink: AuditSink,
+  spoolDir: string,
+  pollMs: number,
+  knownIds: Map<string, true>,
+  log: Logger,
+  onIngested: (event: AuditEvent) => void = () => {},
+): SpoolIngest {
   let running: Promise<void> | undefined;
   let stopped = false;
   let firstPass = true;
@@ -75,7 +82,10 @@ export function startSpoolIngest(sink: AuditSink, spoolDir: string, pollMs: numb
       const appended = sink.append(event);
       work.push(
         appended.then(
-          (receipt) => answer(base, claimed, receipt),
+          (receipt) => {
+            onIngested(event);
+            return answer(base, claimed, receipt);
+          },
           (e: Error) => answer(base, claimed, { error: e.message }),
         ),
       );

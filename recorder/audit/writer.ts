@@ -487,7 +487,22 @@ class SegmentWriter implements AuditLogWriter {
       }, this.opts.checkpointIntervalMs);
       this.timer.unref();
     }
-    this.spool = startSpoolIngest(this, path.join(this.dir, SPOOL_DIR), this.opts.spoolPollMs ?? 100, knownIds, this.opts.log);
+    this.spool = startSpoolIngest(this, path.join(this.dir, SPOOL_DIR), this.opts.spoolPollMs ?? 100, knownIds, this.opts.log, (e) => {
+      for (const fn of this.foreignListeners) {
+        try {
+          fn(e);
+        } catch {
+          // An observer must never affect ingesting.
+        }
+      }
+    });
+  }
+
+  private readonly foreignListeners = new Set<(e: AuditEvent) => void>();
+
+  onForeignEvent(listener: (e: AuditEvent) => void): () => void {
+    this.foreignListeners.add(listener);
+    return () => this.foreignListeners.delete(listener);
   }
 
   /** Drain the spool once now (used at open). */

@@ -13,7 +13,10 @@ export const eventChannel = diagnostics.channel('vigil:event');
  */
 export class EventBus {
   private readonly subscribers = new Set<(e: AuditEvent) => void>();
-  constructor(private readonly sink: AuditSink) {}
+  constructor(private readonly sink: AuditSink) {
+    // Events CLI processes recorded through the spool reach live observers as well.
+    sink.onForeignEvent?.((e) => this.publish(e));
+  }
 
   /** Resolves once the event is durable. Await it for decisions (auth, grants); fire-and-forget is fine
    *  for high-rate events (queries) as long as a rejection ends the session. */

@@ -392,6 +392,9 @@ describe('audit log: single writer, fail closed, spool', () => {
     const f = fixture();
     const w = (await openAuditLog(f.dir, auditOptions(f.keyFile))) as AuditLogWriter;
     await w.append(sampleEvent(0));
+    // The gateway's live observers (stream, metrics) hear of the CLI's events too.
+    const observed: string[] = [];
+    new EventBus(w).subscribe((e) => observed.push(e.id));
     const cli = await openAuditForCli(f.dir, auditOptions(f.keyFile));
     expect(cli.mode).toBe('spool');
     const e1 = sampleEvent(1, { type: 'cert.issued' });
@@ -399,6 +402,7 @@ describe('audit log: single writer, fail closed, spool', () => {
     const [r1, r2] = await Promise.all([cli.append(e1), cli.append(e2)]);
     expect(r1.seq).toBeGreaterThan(1);
     expect(r2.seq).not.toBe(r1.seq);
+    expect(observed.sort()).toEqual([e1.id, e2.id].sort());
     await cli.close();
     await w.close();
     const { records } = await searchAuditLog(f.dir, { type: 'cert.' });
