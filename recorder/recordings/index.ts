@@ -61,11 +61,61 @@ export function openRecordingStore(dir: string, opts: RecordingStoreOptions = {}
 }
 
 /**
- * One asciicast event waiting to be written. Its data is a list of parts, in order: well-formed UTF-8
- * bytes (escaped into JSON when written) or text already escaped as a JSON string body. `bytes` counts
- * what the caller handed in (raw bytes); `bound` is the most bytes the escaped parts can take.
+ * A run of at least this many NUL bytes in output (or recorded input) is written as one extension event
+ * holding the count instead of `\u0000` six bytes apiece. Shorter runs stay inline in `o`/`i` text.
  */
-type Pending = { t: number; code: 'o' | 'i' | 'r'; parts: (Buffer | string)[]; bytes: number; bound: number };
+export const NUL_RUN_MIN = 64;
+/** Extension event codes for runs of NUL bytes (asciicast v2 lets players ignore codes they do not know;
+ *  terminals ignore NUL, so stock players show exactly the same screen). Data: the number of bytes. */
+export const NUL_RUN_CODES = { o: 'vigil.nul.o', i: 'vigil.nul.i' } as const;
+
+type Code = 'o' | 'i' | 'r' | (typeof NUL_RUN_CODES)['o' | 'i'];
+
+/**
+ * One asciicast event waiting to be written. Its data is a list of parts, in order: well-formed UTF-8
+ * bytes (escaped into JSON when written) or text already escaped as a JSON string body; a NUL-run event
+ * has no parts and its data is `bytes`. `bytes` counts what the caller handed in (raw bytes); `bound` is
+ * the most bytes the escaped parts can take.
+ */
+type Pending = { t: number; code: Code; parts: (Buffer | string)[]; bytes: number; bound: number };
+
+/** Zeros to compare chunks against natively (runs of NUL are found without a byte-by-byte JS loop). */
+const ZEROS = Buffer.alloc(16 * 1024);
+
+/** End (exclusive) of the run of NUL bytes starting at `at`. */
+function nulRunEnd(buf: Buffer, at: number): number {
+  let j = at;
+  while (j < buf.length) {
+    const len = Math.min(ZEROS.length, buf.length - j);
+    if (buf.compare(ZEROS, 0, len, j, j + len) === 0) {
+      j += len;
+      continue;
+    }
+    while (buf[j] === 0) j++;
+    return j;
+  }
+  return j;
+}
+
+/** The first run of at least NUL_RUN_MIN NUL bytes at or after `from`, written into `run`; false if none. */
+function findNulRun(buf: Buffer, from: number, run: { start: number; end: number }): boolean {
+  let i = buf.indexOf(0, from);
+  while (i !== -1 && buf.length - i >= NUL_RUN_MIN) {
+    // Cheap rejection of short runs (a NUL in text) before measuring the run.
+    if (buf[i + NUL_RUN_MIN - 1] !== 0) {
+      i = buf.indexOf(0, i + 1);
+      continue;
+    }
+    const end = nulRunEnd(buf, i);
+    if (end - i >= NUL_RUN_MIN) {
+      run.start = i;
+      run.end = end;
+      return true;
+    }
+    i = buf.indexOf(0, end);
+  }
+  return false;
+}
 
 /** Bytes the decoder holds from a multibyte character split across chunks (0 at a character boundary).
  *  `lastNeed` is StringDecoder's own field (Node's JS and native decoders both expose it). */
@@ -130,7 +180,7 @@ class CastWriter implements AsciicastWriter {
     return (performance.now() - this.start) / 1000;
   }
 
-  private enqueue(code: Pending['code'], part: Buffer | string, bytes: number): void {
+  private enqueue(code: Code, part: Buffer | string, bytes: number): void {
     if (this.error || this.closed || part.length === 0) return;
     const t = this.now();
     const bound = typeof part === 'string' ? part.length * 3 : maxEscapedLength(part.length);
@@ -142,6 +192,19 @@ class CastWriter implements AsciicastWriter {
     } else {
       this.queue.push({ t, code, parts: [part], bytes, bound });
     }
+    this.accepted(bytes);
+  }
+
+  /** A run of `count` NUL bytes: one event with the count (merged with a NUL run just before it). */
+  private enqueueNulRun(code: Code, count: number): void {
+    const t = this.now();
+    const last = this.queue[this.queue.length - 1];
+    if (last && last.code === code && t - last.t < this.coalesce) last.bytes += count;
+    else this.queue.push({ t, code, parts: [], bytes: count, bound: 64 });
+    this.accepted(count);
+  }
+
+  private accepted(bytes: number): void {
     this.queued += bytes;
     // Last resort: a caller that ignores queuedBytes/onDrained must not make the gateway buffer without bound.
     if (this.queued > this.maxQueued) {
@@ -164,13 +227,46 @@ class CastWriter implements AsciicastWriter {
   }
 
   output(data: Buffer | string): void {
-    if (this.error || this.closed) return;
-    this.enqueue('o', this.part(this.out, data), data.length);
+    this.record('o', this.out, data);
   }
 
   input(data: Buffer | string): void {
+    this.record('i', this.in, data);
+  }
+
+  private readonly run = { start: 0, end: 0 };
+
+  /**
+   * Text goes into `o`/`i` events; runs of NUL bytes (binary output, `head -c N /dev/zero`, sparse
+   * files) into NUL-run events, so they cost a few bytes per run instead of 6 per byte. A character the
+   * decoder still holds when a run starts is flushed first (as U+FFFD, exactly as the decoder would emit
+   * it on meeting the NUL), so text plus runs is still exactly the decoded output.
+   */
+  private record(code: 'o' | 'i', decoder: StringDecoder, data: Buffer | string): void {
     if (this.error || this.closed) return;
-    this.enqueue('i', this.part(this.in, data), data.length);
+    const run = this.run;
+    if (typeof data === 'string' || !findNulRun(data, 0, run)) {
+      this.enqueue(code, this.part(decoder, data), data.length);
+      return;
+    }
+    let from = 0;
+    do {
+      if (run.start > from) {
+        const text = data.subarray(from, run.start);
+        this.enqueue(code, this.part(decoder, text), text.length);
+      }
+      if (splitBytes(decoder) !== 0) {
+        const rest = decoder.end();
+        if (rest) this.enqueue(code, jsonBody(rest), 0);
+      }
+      if (this.error) return;
+      this.enqueueNulRun(NUL_RUN_CODES[code], run.end - run.start);
+      from = run.end;
+    } while (!this.error && findNulRun(data, from, run));
+    if (from < data.length) {
+      const text = data.subarray(from);
+      this.enqueue(code, this.part(decoder, text), text.length);
+    }
   }
 
   resize(width: number, height: number): void {
@@ -232,6 +328,7 @@ class CastWriter implements AsciicastWriter {
   }
 
   private async drain(): Promise<void> {
+    let scratch: Buffer | undefined;
     try {
       const h = await this.handle!;
       while (!this.error && (this.queue.length || this.pending.length)) {
@@ -249,11 +346,17 @@ class CastWriter implements AsciicastWriter {
         const lines = this.pending;
         this.queue = n === this.queue.length ? [] : this.queue.slice(n);
         this.pending = [];
-        // Serialised straight into one buffer: no per-event strings for the data.
-        const buf = Buffer.allocUnsafe(bound);
+        // Serialised straight into one buffer, no per-event strings for the data; the buffer is reused
+        // while this drain runs (bulk output: no fresh multi-MiB allocation and page faults per batch).
+        if (!scratch || scratch.length < bound) scratch = Buffer.allocUnsafeSlow(Math.max(bound, 64 * 1024));
+        const buf = scratch;
         let o = 0;
         for (const line of lines) o += buf.write(line, o);
         for (const ev of batch) {
+          if (ev.parts.length === 0) {
+            o += buf.write(`[${ev.t.toFixed(6)}, "${ev.code}", ${ev.bytes}]\n`, o, 'latin1');
+            continue;
+          }
           o += buf.write(`[${ev.t.toFixed(6)}, "${ev.code}", "`, o, 'latin1');
           for (const p of ev.parts) o = typeof p === 'string' ? o + buf.write(p, o) : escapeJsonUtf8(p, buf, o);
           o += buf.write('"]\n', o, 'latin1');

@@ -7,15 +7,38 @@ import { tempDir } from '../support/tmp.ts';
 import { StringDecoder } from 'node:string_decoder';
 import { openRecordingStore } from '../../recorder/recordings/index.ts';
 import { escapeJsonUtf8, maxEscapedLength } from '../../recorder/recordings/json-string.ts';
-import { readAsciicast, renderFinalText, playAsciicast } from '../../recorder/recordings/replay.ts';
+import { readAsciicast, renderFinalText, playAsciicast, streamText } from '../../recorder/recordings/replay.ts';
+import { NUL_RUN_MIN, NUL_RUN_CODES } from '../../recorder/recordings/index.ts';
 import { runCli } from '../../src/cli/main.ts';
 
-function sink(): { stream: Writable; text: () => string } {
+function sink(): { stream: Writable; text: () => string; bytes: () => Buffer } {
   const chunks: Buffer[] = [];
   return {
     stream: new Writable({ write(c, _e, cb) { chunks.push(Buffer.from(c)); cb(); } }),
     text: () => Buffer.concat(chunks).toString('utf8'),
+    bytes: () => Buffer.concat(chunks),
   };
+}
+
+/** Output mixing text, NUL runs just below / at / far above NUL_RUN_MIN, a character split by a run,
+ *  invalid bytes next to runs, and runs at chunk edges. */
+function nulHeavyOutput(): Buffer {
+  const euro = Buffer.from('€');
+  return Buffer.concat([
+    Buffer.from('start '),
+    Buffer.alloc(NUL_RUN_MIN - 1),
+    Buffer.from('a'),
+    Buffer.alloc(NUL_RUN_MIN),
+    Buffer.from('b 5'),
+    euro.subarray(0, 2), // a character cut short by a run: U+FFFD, then the run
+    Buffer.alloc(100_000),
+    euro,
+    Buffer.from([0xff, 0xfe]),
+    Buffer.alloc(70_000),
+    Buffer.from([0xc3]),
+    Buffer.from('\r\nend\0'),
+    Buffer.alloc(3 * 32 * 1024),
+  ]);
 }
 
 async function recordSample(dataDir: string, sessionId: string, opts: { input?: boolean } = {}) {
@@ -136,7 +159,7 @@ describe('asciicast recordings', () => {
   it('backpressure: the queue counts raw bytes, onDrained waits for the low-water mark, the 64 MiB-style cap still fails', async () => {
     const store = openRecordingStore(path.join(tempDir(), 'recordings'), { drainedBelowBytes: 256 * 1024, writeBatchBytes: 64 * 1024 });
     const w = store.openAsciicast('sess9', 0, { width: 80, height: 24, timestamp: 0 });
-    const chunk = Buffer.alloc(32 * 1024); // zeros: 6 bytes each in the file, 1 byte each in the queue
+    const chunk = Buffer.alloc(32 * 1024, 0x01); // control bytes: 6 bytes each in the file, 1 byte each in the queue
     for (let i = 0; i < 64; i++) w.output(chunk);
     expect(w.queuedBytes).toBe(64 * chunk.length);
     let firedAt: number | undefined;
@@ -155,7 +178,7 @@ describe('asciicast recordings', () => {
     await w.close();
     expect(w.queuedBytes).toBe(0);
     const lines = fs.readFileSync(store.pathOf(w.id), 'utf8').trim().split('\n').slice(1).map((l) => JSON.parse(l) as [number, string, string]);
-    expect(lines.map((l) => l[2]).join('')).toBe('\0'.repeat(64 * chunk.length));
+    expect(lines.map((l) => l[2]).join('')).toBe('\x01'.repeat(64 * chunk.length));
 
     // A caller that ignores backpressure still hits the hard cap: reported once, queue released.
     const capped = openRecordingStore(path.join(tempDir(), 'recordings'), { maxQueuedBytes: 1024 * 1024 });
@@ -210,6 +233,63 @@ describe('asciicast recordings', () => {
     // Each line is byte for byte the JSON encoding of what it holds.
     for (let i = 0; i < lines.length; i++) expect(lines[i]).toBe(`[${events[i][0].toFixed(6)}, "o", ${JSON.stringify(events[i][2])}]`);
     expect(events.map((e) => e[2]).join('')).toBe(text);
+  });
+
+  it('runs of NUL bytes become count events; text plus runs is exactly the decoded output, in any chunking', async () => {
+    const all = nulHeavyOutput();
+    for (const chunkSize of [32 * 1024, 5000, 7, 1]) {
+      const store = openRecordingStore(path.join(tempDir(), 'recordings'));
+      const w = store.openAsciicast(`nul${chunkSize}`, 0, { width: 80, height: 24, timestamp: 0 });
+      const expected = new StringDecoder('utf8');
+      let text = '';
+      for (let at = 0; at < all.length; at += chunkSize) {
+        const chunk = all.subarray(at, at + chunkSize);
+        w.output(Buffer.from(chunk));
+        text += expected.write(chunk);
+      }
+      text += expected.end();
+      await w.close();
+      const file = store.pathOf(w.id);
+      const lines = fs.readFileSync(file, 'utf8').trim().split('\n').slice(1);
+      const events = lines.map((l) => JSON.parse(l) as [number, string, string | number]);
+      expect(new Set(events.map((e) => e[1]))).toEqual(chunkSize >= NUL_RUN_MIN ? new Set(['o', NUL_RUN_CODES.o]) : new Set(['o']));
+      for (const [, code, data] of events) {
+        if (code === NUL_RUN_CODES.o) expect(data).toBeGreaterThanOrEqual(NUL_RUN_MIN);
+      }
+      expect(streamText(readAsciicast(file), 'o')).toBe(text);
+      if (chunkSize === 32 * 1024) expect(fs.statSync(file).size).toBeLessThan(4096); // not 6 bytes per NUL
+    }
+  });
+
+  it('recorded input gets NUL-run events of its own', async () => {
+    const store = openRecordingStore(path.join(tempDir(), 'recordings'));
+    const w = store.openAsciicast('nul-in', 0, { width: 80, height: 24, timestamp: 0 });
+    w.input(Buffer.concat([Buffer.from('put '), Buffer.alloc(1000), Buffer.from('\r')]));
+    w.output(Buffer.from('ok\r\n'));
+    await w.close();
+    const cast = readAsciicast(store.pathOf(w.id));
+    expect(cast.events.map((e) => e[1])).toEqual(['i', NUL_RUN_CODES.i, 'i', 'o']);
+    expect(streamText(cast, 'i')).toBe(`put ${'\0'.repeat(1000)}\r`);
+    expect(streamText(cast, 'o')).toBe('ok\r\n');
+  });
+
+  it('a recording with NUL runs plays in stock asciinema play, renders the same screen, and replays the exact bytes', async () => {
+    const data = tempDir();
+    const store = openRecordingStore(path.join(data, 'recordings'));
+    const w = store.openAsciicast('nulplay', 0, { width: 80, height: 24, timestamp: 0 });
+    const bytes = Buffer.concat([Buffer.from('before zeros\r\n'), Buffer.alloc(50_000), Buffer.from('after zeros 5€\r\n'), Buffer.alloc(NUL_RUN_MIN)]);
+    w.output(bytes);
+    await w.close();
+    const file = store.pathOf(w.id);
+    const r = spawnSync('script', ['-qec', `asciinema play -s 100 ${file}`, '/dev/null'], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, TERM: 'xterm' } });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('before zeros');
+    expect(r.stdout).toContain('after zeros 5€');
+    const cast = readAsciicast(file);
+    expect(await renderFinalText(cast)).toBe('before zeros\nafter zeros 5€');
+    const played = sink();
+    await playAsciicast(cast, played.stream, { speed: 100 });
+    expect(played.bytes().equals(bytes)).toBe(true);
   });
 
   it('an odd session id never escapes the store', async () => {

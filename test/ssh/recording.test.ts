@@ -30,12 +30,14 @@ describe('ssh proxy: recording switches and fail-closed recording', () => {
     const real = store.openAsciicast.bind(store);
     let pauses = 0;
     let maxQueued = 0;
-    // A writer whose "disk" only takes 512 KiB every 100 ms: far slower than the session.
+    // A writer whose "disk" stalls until the session waits for it, then takes 512 KiB every 100 ms: slower
+    // than the session however fast or loaded the machine is.
     store.openAsciicast = (sessionId, channel, header) => {
       const writer = real(sessionId, channel, header);
       let queued = 0;
       let waiting: (() => void)[] = [];
       const timer = setInterval(() => {
+        if (!waiting.length) return;
         queued = Math.max(0, queued - 512 * 1024);
         if (queued === 0 && waiting.length) {
           const cbs = waiting;
