@@ -40,13 +40,19 @@ export interface VerifyOptions {
   /** Accept an uncovered tail (and a partially written last line) when a live process holds the writer
    *  lock: its next checkpoint is at most one interval away. Default true. */
   allowLiveTail?: boolean;
+  /**
+   * Signed heads saved outside this directory earlier (`vigil audit head`): the log must still contain each
+   * one's record with that hash. head.json alone cannot catch a log cut back together with head.json itself
+   * (both restored from an older copy); a head kept elsewhere can.
+   */
+  witnesses?: { head: SignedHead; source: string }[];
 }
 
 /**
  * Verify an audit directory offline with only the public key: every record's hash, the chain links,
  * sequence continuity within and across segments, every checkpoint signature, that segments sealed by a
  * checkpoint are followed by the segment it names, that the last signed checkpoint covers the tail, and
- * that the tail reaches the signed head in head.json.
+ * that the tail reaches the signed head in head.json and every witnessed head given.
  *
  * A crash-torn final line (bytes after the last newline of the newest segment) is reported as
  * `torn-tail`, distinct from tampering: it was never acknowledged (appends resolve only after their whole
@@ -60,17 +66,25 @@ export function verifyAuditLog(dir: string, publicKeyPem: string | Buffer, opts:
   const result: VerifyResult = { ok: true, records: 0, segments: segments.length, lastSeq: 0, checkpointedSeq: 0, checkpoints: 0, liveWriter: live };
   const bad = (p: VerifyProblem): VerifyResult => ({ ...result, ok: false, firstBad: p });
 
-  let head: SignedHead | undefined;
-  let headHashSeen: string | undefined;
+  // Every signed head the log must reach: head.json, and any witnesses kept elsewhere.
+  const heads: { head: SignedHead; source: string; seen?: string }[] = [];
   const headPath = path.join(dir, HEAD_FILE);
   if (fs.existsSync(headPath)) {
     try {
-      head = JSON.parse(fs.readFileSync(headPath, 'utf8')) as SignedHead;
+      const head = JSON.parse(fs.readFileSync(headPath, 'utf8')) as SignedHead;
       if (!verifyCheckpointSignature(key, head.seq, head.head, head.sig)) throw new Error('bad signature');
+      heads.push({ head, source: HEAD_FILE });
     } catch (e) {
       return bad({ segment: HEAD_FILE, line: 0, seq: 0, kind: 'bad-head', problem: `${HEAD_FILE} is not a valid signed head (${(e as Error).message})` });
     }
   }
+  for (const w of opts.witnesses ?? []) {
+    if (!w.head || !Number.isInteger(w.head.seq) || typeof w.head.head !== 'string' || !verifyCheckpointSignature(key, w.head.seq, w.head.head, String(w.head.sig))) {
+      return bad({ segment: '', line: 0, seq: 0, kind: 'bad-head', problem: `the witnessed head from ${w.source} is not signed by this log's key` });
+    }
+    heads.push({ ...w });
+  }
+  const headSeqs = new Set(heads.map((h) => h.head.seq));
 
   let expected = 1;
   let prev = ZERO_HASH;
@@ -141,7 +155,7 @@ export function verifyAuditLog(dir: string, publicKeyPem: string | Buffer, opts:
           }
         }
       }
-      if (head && rec.seq === head.seq) headHashSeen = rec.hash;
+      if (headSeqs.has(rec.seq)) for (const h of heads) if (h.head.seq === rec.seq) h.seen = rec.hash;
       prev = rec.hash;
       expected = rec.seq + 1;
       result.records++;
@@ -161,12 +175,12 @@ export function verifyAuditLog(dir: string, publicKeyPem: string | Buffer, opts:
   if (pendingNext) {
     return bad({ segment: pendingNext, line: 0, seq: expected, kind: 'segment-missing', problem: `segment ${pendingNext} is missing (named by the checkpoint sealing ${pendingNextFrom!.segment}): the log was truncated after seq ${expected - 1}` });
   }
-  if (head) {
-    if (head.seq > result.lastSeq) {
-      return bad({ segment: segments[segments.length - 1] ?? '', line: 0, seq: result.lastSeq + 1, kind: 'truncated', problem: `the log was truncated: the signed head is at seq ${head.seq} but the last record is seq ${result.lastSeq}` });
+  for (const h of heads) {
+    if (h.head.seq > result.lastSeq) {
+      return bad({ segment: segments[segments.length - 1] ?? '', line: 0, seq: result.lastSeq + 1, kind: 'truncated', problem: `the log was truncated: the signed head in ${h.source} is at seq ${h.head.seq} but the last record is seq ${result.lastSeq}` });
     }
-    if (headHashSeen !== head.head) {
-      return bad({ segment: HEAD_FILE, line: 0, seq: head.seq, kind: 'bad-head', problem: `the signed head does not match record seq ${head.seq}` });
+    if (h.seen !== h.head.head) {
+      return bad({ segment: h.source === HEAD_FILE ? HEAD_FILE : '', line: 0, seq: h.head.seq, kind: 'bad-head', problem: `the signed head in ${h.source} does not match record seq ${h.head.seq}` });
     }
   }
   if (result.lastSeq > result.checkpointedSeq && live === undefined) {

@@ -70,6 +70,40 @@ describe('vigil audit / sessions CLI', () => {
     expect(bad.err).toContain('hash-mismatch');
   });
 
+  it('a head witnessed outside the machine catches a log rolled back together with its head.json', async () => {
+    const data = await dataDirWithEvents();
+    const audit = path.join(data, 'audit');
+    const older = path.join(tempDir(), 'audit-copy');
+    fs.cpSync(audit, older, { recursive: true });
+    // The log grows; an auditor keeps its signed head elsewhere.
+    const w = await openAuditLog(audit, auditOptions(path.join(data, 'ca', 'audit_signing.key')));
+    for (let i = 0; i < 20; i++) await w.append(sampleEvent(100 + i));
+    await w.close();
+    const head = await cli(['audit', 'head', '--data', data]);
+    expect(head.code).toBe(0);
+    const saved = JSON.parse(head.out);
+    expect(saved).toMatchObject({ seq: expect.any(Number), head: expect.stringMatching(/^[0-9a-f]{64}$/), sig: expect.any(String) });
+    const witness = path.join(tempDir(), 'heads.jsonl');
+    fs.writeFileSync(witness, head.out);
+    const good = await cli(['audit', 'verify', '--data', data, '--witness', witness]);
+    expect(good.code).toBe(0);
+    expect(good.out).toContain(`reaches 1 witnessed head(s), newest at seq ${saved.seq}`);
+    // Someone restores the older copy — segments and head.json alike: consistent on its own...
+    fs.rmSync(audit, { recursive: true });
+    fs.cpSync(older, audit, { recursive: true });
+    expect((await cli(['audit', 'verify', '--data', data])).code).toBe(0);
+    // ...but it does not reach the witnessed head.
+    const rolledBack = await cli(['audit', 'verify', '--data', data, '--witness', witness]);
+    expect(rolledBack.code).toBe(1);
+    expect(rolledBack.err).toContain(`the signed head in ${witness}:1 is at seq ${saved.seq}`);
+    expect(rolledBack.err).toContain('[truncated]');
+    // A witness not signed by this log's key is refused as such.
+    fs.writeFileSync(witness, JSON.stringify({ ...saved, head: 'f'.repeat(64) }) + '\n');
+    const forged = await cli(['audit', 'verify', '--data', data, '--witness', witness]);
+    expect(forged.code).toBe(1);
+    expect(forged.err).toContain('is not signed by this log');
+  });
+
   it('audit search prints a table by default and JSON lines with --json, filtered', async () => {
     const data = await dataDirWithEvents();
     const table = await cli(['audit', 'search', '--data', data, '--user', 'carol']);

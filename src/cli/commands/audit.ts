@@ -1,12 +1,14 @@
 import fs from 'node:fs';
+import path from 'node:path';
 import { UsageError, stringOpt, type Command, type CommandArgs } from '../command.ts';
 import { loadFromArgs } from '../context.ts';
 import { parseDuration } from '../../config/units.ts';
 import { NotFoundError } from '../../errors.ts';
 import { dataPaths } from '../../data-dir.ts';
 import {
-  verifyAuditLog, searchAuditLog, tailAuditLog, formatEventRow, EVENT_ROW_HEADER, type AuditQuery, type AuditRecord,
+  verifyAuditLog, searchAuditLog, tailAuditLog, formatEventRow, EVENT_ROW_HEADER, HEAD_FILE, type AuditQuery, type AuditRecord,
 } from '../../../recorder/audit/index.ts';
+import type { SignedHead } from '../../../recorder/audit/record.ts';
 
 /** The audit directory and public key of the data dir the command works on. */
 export function auditPaths(args: CommandArgs): { dataDir: string; auditDir: string; publicKeyFile: string } {
@@ -39,18 +41,53 @@ export function printRecords(args: CommandArgs, records: Iterable<AuditRecord>, 
   for (const r of records) args.out.write((json ? JSON.stringify(r.event) : formatEventRow(r.event)) + '\n');
 }
 
+/** Signed heads saved by `vigil audit head`, one JSON object per line (a file may collect many). */
+function readWitnesses(file: string): { head: SignedHead; source: string }[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new UsageError(`--witness: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  const lines = text.split('\n').map((l) => l.trim()).filter(Boolean);
+  if (lines.length === 0) throw new UsageError(`--witness: ${file} holds no signed head`);
+  return lines.map((line, i) => {
+    try {
+      return { head: JSON.parse(line) as SignedHead, source: `${file}:${i + 1}` };
+    } catch {
+      throw new UsageError(`--witness: ${file} line ${i + 1} is not a signed head (JSON from \`vigil audit head\`)`);
+    }
+  });
+}
+
+export const auditHeadCommand: Command = {
+  name: 'audit head',
+  summary: 'Print the newest signed chain head as one JSON line, to keep outside this machine as a witness for `audit verify --witness`.',
+  usage: '[--data DIR]',
+  options: {},
+  async run(args) {
+    const p = auditPaths(args);
+    const file = path.join(p.auditDir, HEAD_FILE);
+    if (!fs.existsSync(file)) throw new NotFoundError(`no signed head yet in ${p.auditDir} (the writer signs one at its first checkpoint)`);
+    const head = JSON.parse(fs.readFileSync(file, 'utf8')) as SignedHead;
+    args.out.write(JSON.stringify({ seq: head.seq, head: head.head, sig: head.sig, key_id: head.key_id }) + '\n');
+    return 0;
+  },
+};
+
 export const auditVerifyCommand: Command = {
   name: 'audit verify',
   summary: 'Verify the audit log offline (hashes, chain, sequence, segments, signed checkpoints) with only the public key.',
-  usage: '[--data DIR] [--key PUBLIC_KEY_PEM]',
-  options: { key: { type: 'string' } },
+  usage: '[--data DIR] [--key PUBLIC_KEY_PEM] [--witness FILE]…',
+  options: { key: { type: 'string' }, witness: { type: 'string', multiple: true } },
   async run(args) {
     const p = auditPaths(args);
     const keyFile = stringOpt(args.values, 'key') ?? p.publicKeyFile;
     if (!fs.existsSync(keyFile)) throw new NotFoundError(`audit public key not found: ${keyFile}`);
     if (!fs.existsSync(p.auditDir)) throw new NotFoundError(`no audit log in ${p.dataDir}`);
+    const witnesses = ((args.values.witness as string[] | undefined) ?? []).flatMap(readWitnesses);
     const t0 = performance.now();
-    const res = verifyAuditLog(p.auditDir, fs.readFileSync(keyFile));
+    const res = verifyAuditLog(p.auditDir, fs.readFileSync(keyFile), { witnesses });
     const secs = ((performance.now() - t0) / 1000).toFixed(2);
     if (!res.ok) {
       const b = res.firstBad!;
@@ -61,6 +98,7 @@ export const auditVerifyCommand: Command = {
       return 1;
     }
     args.out.write(`audit log ok: ${res.records} records in ${res.segments} segment(s), ${res.checkpoints} signed checkpoint(s), head seq ${res.lastSeq} (${secs} s)\n`);
+    if (witnesses.length > 0) args.out.write(`  reaches ${witnesses.length} witnessed head(s), newest at seq ${Math.max(...witnesses.map((w) => w.head.seq))}\n`);
     if (res.liveWriter !== undefined && res.lastSeq > res.checkpointedSeq) {
       args.out.write(`  note: a writer is running (pid ${res.liveWriter}); records after seq ${res.checkpointedSeq} await its next checkpoint\n`);
     }
@@ -128,4 +166,4 @@ export const auditTailCommand: Command = {
   },
 };
 
-export const AUDIT_COMMANDS: Command[] = [auditVerifyCommand, auditSearchCommand, auditTailCommand];
+export const AUDIT_COMMANDS: Command[] = [auditVerifyCommand, auditHeadCommand, auditSearchCommand, auditTailCommand];
