@@ -14,12 +14,16 @@
  *   vigil-plain (optional, --routes) the same without client TLS (development target, token as password)
  *
  *   npm run bench:postgres [-- --seconds 5 --rounds 2 --scale 5 --modes simple,extended,prepared --clients 16,1]
- *   VIGIL_BENCH_PROFILE=1 … writes a CPU profile of the gateway process (see --cpu-prof note below).
+ *   VIGIL_BENCH_PROFILE=1 … writes a CPU profile of the gateway (this process) for every vigil run, as
+ *   <dir>/vigil-<mode>-c<clients>-r<round>.cpuprofile (dir: VIGIL_BENCH_PROFILE_DIR, default cwd); open
+ *   in Chrome DevTools or summarize self time per function. Profiling slows the gateway: read the
+ *   attribution from such runs, the ratios from runs without it.
  */
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { Session } from 'node:inspector/promises';
 import { startPostgres, clientEnv, PASSWORDS, type PostgresHandle } from '../test/support/postgres.ts';
 import { startTestGateway, type TestGateway } from '../test/support/gateway.ts';
 import { tempDir, freePort, waitFor } from '../test/support/tmp.ts';
@@ -39,6 +43,25 @@ const ROUNDS = Number(values.rounds);
 const MODES = values.modes!.split(',');
 const CLIENTS = values.clients!.split(',').map(Number);
 const ROUTES = values.routes!.split(',') as RouteName[];
+const PROFILE_DIR = process.env.VIGIL_BENCH_PROFILE === '1' ? path.resolve(process.env.VIGIL_BENCH_PROFILE_DIR ?? '.') : undefined;
+
+/** CPU profile of this process (the in-process gateway) around one run; a no-op unless profiling. */
+async function profiled<T>(file: string | undefined, run: () => Promise<T>): Promise<T> {
+  if (!file) return run();
+  const inspector = new Session();
+  inspector.connect();
+  await inspector.post('Profiler.enable');
+  await inspector.post('Profiler.setSamplingInterval', { interval: 100 });
+  await inspector.post('Profiler.start');
+  try {
+    return await run();
+  } finally {
+    const { profile } = await inspector.post('Profiler.stop');
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, JSON.stringify(profile));
+    inspector.disconnect();
+  }
+}
 
 type RouteName = 'direct' | 'pgbouncer' | 'vigil' | 'vigil-plain';
 interface Route {
@@ -49,8 +72,9 @@ interface Result {
   tps: number;
   latAvg: number;
   p50?: number;
-  /** Gateway CPU µs per transaction (vigil only). */
+  /** Gateway CPU µs per transaction (vigil only), and the part of it spent in the kernel (sockets). */
   cpuPerTx?: number;
+  sysPerTx?: number;
 }
 
 function pgbench(conn: string, args: string[], logDir?: string): Promise<Result> {
@@ -202,7 +226,8 @@ async function run(pg: PostgresHandle, tg: TestGateway, alice: Awaited<ReturnTyp
         for (const r of routes) {
           const args = ['-S', '-n', '-M', mode, '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(SECONDS)];
           const cpu0 = process.cpuUsage();
-          const res = await pgbench(r.conn, args, clients === 1 ? logDir : undefined).catch((e: Error) => {
+          const profile = PROFILE_DIR && r.name.startsWith('vigil') ? path.join(PROFILE_DIR, `${r.name}-${mode}-c${clients}-r${round}.cpuprofile`) : undefined;
+          const res = await profiled(profile, () => pgbench(r.conn, args, clients === 1 ? logDir : undefined)).catch((e: Error) => {
             // One failed run (a loaded machine, a pgbench hiccup) leaves a gap, not a broken table.
             console.log(`round ${round} ${mode} -c ${clients} ${r.name}: ${e.message.split('\n')[0]}`);
             return undefined;
@@ -212,10 +237,11 @@ async function run(pg: PostgresHandle, tg: TestGateway, alice: Awaited<ReturnTyp
             // The gateway runs in this process: its CPU per transaction, independent of machine load.
             const cpu = process.cpuUsage(cpu0);
             res.cpuPerTx = (cpu.user + cpu.system) / (res.tps * SECONDS);
+            res.sysPerTx = cpu.system / (res.tps * SECONDS);
           }
           const key = `${mode}|${clients}|${r.name}`;
           results.set(key, [...(results.get(key) ?? []), res]);
-          console.log(`round ${round} ${mode.padEnd(8)} -c ${String(clients).padStart(2)} ${r.name.padEnd(9)} tps ${res.tps.toFixed(0).padStart(7)}  lat avg ${res.latAvg.toFixed(3)} ms${res.p50 !== undefined ? `  p50 ${res.p50.toFixed(3)} ms` : ''}${res.cpuPerTx !== undefined ? `  gateway cpu ${res.cpuPerTx.toFixed(0)} µs/tx` : ''}`);
+          console.log(`round ${round} ${mode.padEnd(8)} -c ${String(clients).padStart(2)} ${r.name.padEnd(9)} tps ${res.tps.toFixed(0).padStart(7)}  lat avg ${res.latAvg.toFixed(3)} ms${res.p50 !== undefined ? `  p50 ${res.p50.toFixed(3)} ms` : ''}${res.cpuPerTx !== undefined ? `  gateway cpu ${res.cpuPerTx.toFixed(0)} µs/tx (sys ${res.sysPerTx!.toFixed(0)})` : ''}`);
         }
       }
     }

@@ -358,7 +358,7 @@ export class ClientConnection {
       processId: backend.processId,
       secretKey: backend.secretKey,
       onCancel: () => {
-        services.events.emit({ type: 'db.cancel', outcome: 'success', ...base, details: { forwarded: true } }).catch(() => {});
+        services.events.record({ type: 'db.cancel', outcome: 'success', ...base, details: { forwarded: true } });
       },
     };
     this.cancelTarget = cancelTarget;
@@ -388,8 +388,8 @@ export class ClientConnection {
       if (r.suspended) details.suspended = true;
       if (r.copy) details.copy = r.copy;
       if (r.functionOid !== undefined) details.function_oid = r.functionOid;
-      // Not awaited (hot path), but a failed write ends the session: fail closed.
-      services.events.emit({ type: 'db.query', outcome: r.outcome, ...base, details }).catch(onAuditError);
+      // Fire and forget (no promise per query); a failed write ends the session: fail closed.
+      services.events.record({ type: 'db.query', outcome: r.outcome, ...base, details }, onAuditError);
     };
     // Records completed by a backend chunk are written after that chunk went to the client, so building
     // and appending the event never adds to the client's latency.

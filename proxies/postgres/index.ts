@@ -15,17 +15,19 @@ export const postgresProxy: ProxyModule<PostgresSection> = {
   sectionSchema,
   targetFields,
   create(services, section) {
-    let cached: { material: ReturnType<typeof services.identity.tls>; context: tls.SecureContext } | undefined;
+    let cached: { cert: string; key: string; ca: string; context: tls.SecureContext } | undefined;
     const shared: ProxyShared = {
       services,
       section,
       cancelKeys: new CancelKeys(),
       redact: compileSecretPattern(services.config.redaction.patterns),
       // One SecureContext for all connections, rebuilt only when the identity hands out new material.
+      // identity.tls() returns a fresh object per call, so compare the PEM strings (a few ms of key and
+      // CA parsing per connection otherwise).
       serverContext() {
-        const material = services.identity.tls();
-        if (cached?.material !== material) {
-          cached = { material, context: tls.createSecureContext({ cert: material.cert, key: material.key, ca: material.ca }) };
+        const m = services.identity.tls();
+        if (!cached || cached.cert !== m.cert || cached.key !== m.key || cached.ca !== m.ca) {
+          cached = { cert: m.cert, key: m.key, ca: m.ca, context: tls.createSecureContext({ cert: m.cert, key: m.key, ca: m.ca }) };
         }
         return cached.context;
       },

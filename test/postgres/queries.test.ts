@@ -211,15 +211,19 @@ describe('postgres proxy: queries and recording', () => {
   it('ends the session (fail closed) when a db.query event cannot be written', async () => {
     const events = w.tg.gw.services.events;
     const c = await RawClient.connect(w);
-    const orig = events.emit.bind(events);
-    events.emit = ((e: Parameters<typeof orig>[0]) => (e.type === 'db.query' ? Promise.reject(new Error('disk full')) : orig(e))) as typeof events.emit;
+    // db.query events go through the fire-and-forget record(); a failed write reports to onFailure later.
+    const orig = events.record.bind(events);
+    events.record = ((e: Parameters<typeof orig>[0], onFailure?: (err: Error) => void) => {
+      if (e.type === 'db.query') setImmediate(() => onFailure?.(new Error('disk full')));
+      else orig(e, onFailure);
+    }) as typeof events.record;
     try {
       await c.roundTrip(encodeMessage(F.Query, cstr('SELECT 1')));
       const fatal = await c.until((m) => m.type === 'E');
       expect(fatal?.body.toString('latin1')).toMatch(/cannot write its audit log/);
       await waitFor(() => c.closed, 5000, 'close');
     } finally {
-      events.emit = orig;
+      events.record = orig;
     }
     await w.tg.waitForEvent((e) => e.type === 'session.end' && e.details.reason === 'audit_unavailable');
   });
