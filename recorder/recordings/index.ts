@@ -2,6 +2,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { isUtf8 } from 'node:buffer';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { escapeJsonUtf8, maxEscapedLength } from './json-string.ts';
 import { writeAll } from '../audit/durable.ts';
 import type { AsciicastHeader, AsciicastWriter, RecordingStore } from '../types.ts';
@@ -17,7 +18,14 @@ export interface RecordingStoreOptions {
   writeBatchBytes?: number;
   /** Output events closer together than this are merged into one (seconds; default 0.01). */
   coalesceSeconds?: number;
+  /** A backlog smaller than SMALL_WRITE waits this long (ms; default 10) for more events before it is
+   *  written, unless someone waits for the drain or the recording is closing. */
+  smallWriteDelayMs?: number;
 }
+
+/** Serialised bytes below which a write is worth delaying: a relay delivers 32 KiB chunks, and every one
+ *  (a NUL-run event is ~40 bytes) would otherwise cost a write syscall and a thread-pool round trip. */
+const SMALL_WRITE = 64 * 1024;
 
 /** Session ids are ULIDs; anything else is mapped to a safe directory name rather than refused, so
  *  opening a recording never throws and never escapes the store. */
@@ -70,6 +78,9 @@ export const NUL_RUN_MIN = 64;
 export const NUL_RUN_CODES = { o: 'vigil.nul.o', i: 'vigil.nul.i' } as const;
 
 type Code = 'o' | 'i' | 'r' | (typeof NUL_RUN_CODES)['o' | 'i'];
+
+/** Room for an event's framing: `[123456.123456, "vigil.nul.o", "` … `"]\n`. */
+const EVENT_FRAME = 40;
 
 /**
  * One asciicast event waiting to be written. Its data is a list of parts, in order: well-formed UTF-8
@@ -147,6 +158,9 @@ class CastWriter implements AsciicastWriter {
   private readonly drainedBelow: number;
   private readonly batchBytes: number;
   private readonly coalesce: number;
+  private readonly smallWriteDelay: number;
+  /** Upper bound of the serialised size of what is queued (event framing included). */
+  private queuedBound = 0;
 
   constructor(
     readonly id: string,
@@ -158,6 +172,7 @@ class CastWriter implements AsciicastWriter {
     this.drainedBelow = opts.drainedBelowBytes ?? 1024 * 1024;
     this.batchBytes = opts.writeBatchBytes ?? 1024 * 1024;
     this.coalesce = opts.coalesceSeconds ?? 0.01;
+    this.smallWriteDelay = opts.smallWriteDelayMs ?? 10;
     const h: Record<string, unknown> = {
       version: 2,
       width: header.width,
@@ -189,8 +204,10 @@ class CastWriter implements AsciicastWriter {
       last.parts.push(part);
       last.bytes += bytes;
       last.bound += bound;
+      this.queuedBound += bound;
     } else {
       this.queue.push({ t, code, parts: [part], bytes, bound });
+      this.queuedBound += bound + EVENT_FRAME;
     }
     this.accepted(bytes);
   }
@@ -200,7 +217,10 @@ class CastWriter implements AsciicastWriter {
     const t = this.now();
     const last = this.queue[this.queue.length - 1];
     if (last && last.code === code && t - last.t < this.coalesce) last.bytes += count;
-    else this.queue.push({ t, code, parts: [], bytes: count, bound: 64 });
+    else {
+      this.queue.push({ t, code, parts: [], bytes: count, bound: 64 });
+      this.queuedBound += 64 + EVENT_FRAME;
+    }
     this.accepted(count);
   }
 
@@ -308,6 +328,7 @@ class CastWriter implements AsciicastWriter {
     this.queue = [];
     this.pending = [];
     this.queued = 0;
+    this.queuedBound = 0;
     // Nothing more will be written: release anyone waiting for the backlog (the session is ended via onError).
     this.notifyDrained();
     const cbs = this.errorCbs;
@@ -332,6 +353,13 @@ class CastWriter implements AsciicastWriter {
     try {
       const h = await this.handle!;
       while (!this.error && (this.queue.length || this.pending.length)) {
+        // A trickle of events (interactive output, or one NUL-run event per relayed chunk) is gathered
+        // for a moment instead of costing a write each; nobody waits for it (event times are taken on
+        // arrival, and the file is synced at close).
+        if (!this.closed && this.queuedBound < SMALL_WRITE && this.drainedCbs.length === 0) {
+          await sleep(this.smallWriteDelay);
+          if (this.error) break;
+        }
         // A bounded batch per write: the queue shrinks as the disk takes it, so onDrained fires while
         // the rest is still being written.
         let bytes = 0;
@@ -340,9 +368,10 @@ class CastWriter implements AsciicastWriter {
         let n = 0;
         for (; n < this.queue.length && bytes < this.batchBytes; n++) {
           bytes += this.queue[n].bytes;
-          bound += this.queue[n].bound + 32; // `[123456.123456, "o", "` … `"]\n`
+          bound += this.queue[n].bound + EVENT_FRAME;
         }
         const batch = this.queue.slice(0, n);
+        for (const ev of batch) this.queuedBound -= ev.bound + EVENT_FRAME;
         const lines = this.pending;
         this.queue = n === this.queue.length ? [] : this.queue.slice(n);
         this.pending = [];
