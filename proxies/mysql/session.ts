@@ -693,20 +693,27 @@ export class MysqlConnection implements KillableConnection {
     this.emit('db.query', outcome, details);
   }
 
-  /** Event target for the current database, rebuilt only when the database changes. */
-  private eventTarget: { database?: string; target: AuditEvent['target'] } | undefined;
+  /** Frozen event target for a database other than the session's first one (see `emit`). */
+  private eventTarget: AuditEvent['target'] | undefined;
 
-  /** High-rate events are not awaited; a failed write (audit log down) ends the session: fail closed. */
+  /**
+   * High-rate events are not awaited and allocate no promise (`record`); a failed write (audit log down)
+   * ends the session: fail closed. The event target names the current database: the session's own frozen
+   * target while the database is the one it started with, else a frozen copy built once per change —
+   * frozen and reused because the audit encoder caches the JSON of frozen envelope parts by identity.
+   */
   private emit(type: 'db.query' | 'db.cancel', outcome: 'success' | 'failure', details: Record<string, unknown>): void {
     const s = this.session;
     if (!s) return;
     const base = s.eventBase();
     const database = this.database;
-    if (!this.eventTarget || this.eventTarget.database !== database) this.eventTarget = { database, target: { ...base.target, database } };
+    let target = base.target;
+    if (target.database !== database) {
+      if (this.eventTarget === undefined || this.eventTarget.database !== database) this.eventTarget = Object.freeze({ ...target, database });
+      target = this.eventTarget;
+    }
     details.database = database;
-    this.shared.services.events
-      .emit({ type, outcome, actor: base.actor, source: base.source, session_id: base.session_id, target: this.eventTarget.target, details })
-      .catch(this.auditFailed);
+    this.shared.services.events.record({ type, outcome, actor: base.actor, source: base.source, session_id: base.session_id, target, details }, this.auditFailed);
   }
 
   private readonly auditFailed = (e: unknown): void => {

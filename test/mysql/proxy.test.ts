@@ -64,6 +64,20 @@ describe('mysql proxy with the stock mariadb client', () => {
     expect(detail(q).rows_returned).toBe(1);
   });
 
+  it('names the current database in the event target across switches and back', async () => {
+    const r = await w.cli(['--user=db', 'shop', '-e', "SELECT 'in-shop-1'; USE other; SELECT 'in-other'; USE shop; SELECT 'in-shop-2'"]);
+    expect(r.stderr).toBe('');
+    await w.tg.waitForEvent((e) => e.type === 'db.query' && detail(e).query === "SELECT 'in-shop-2'");
+    const byText = (q: string) => w.tg.events.find((e) => e.type === 'db.query' && detail(e).query === q)!;
+    const [shop1, other, shop2] = [byText("SELECT 'in-shop-1'"), byText("SELECT 'in-other'"), byText("SELECT 'in-shop-2'")];
+    expect([shop1, other, shop2].map((e) => [e.target.database, detail(e).database])).toEqual([
+      ['shop', 'shop'],
+      ['other', 'other'],
+      ['shop', 'shop'],
+    ]);
+    expect(other.target).toMatchObject({ name: 'db', protocol: 'mysql', login: 'native_user' });
+  });
+
   it('starts in the database named on the command line', async () => {
     const r = await w.cli(['--user=db', 'shop', '-e', 'SELECT DATABASE()']);
     expect(r.stdout).toBe('DATABASE()\nshop\n');

@@ -125,9 +125,15 @@ describe('mysql proxy fails closed', () => {
   it('ends the session when a db.query event cannot be written', async () => {
     const bus = w.tg.gw.services.events;
     const original = bus.emit.bind(bus);
+    const originalRecord = bus.record.bind(bus);
     const c = await w.connect('db');
     const closed = new Promise<Error>((r) => c.on('error', r));
+    // Both ways of writing an event fail for db.query, as when the audit disk is full.
     bus.emit = (input) => (input.type === 'db.query' ? Promise.reject(new Error('disk full')) : original(input));
+    bus.record = (input, onFailure) => {
+      if (input.type === 'db.query') setImmediate(() => onFailure?.(new Error('disk full')));
+      else originalRecord(input, onFailure);
+    };
     try {
       await c.query('SELECT 1');
       const err = await closed;
@@ -136,6 +142,7 @@ describe('mysql proxy fails closed', () => {
       expect(end.outcome).toBe('failure');
     } finally {
       bus.emit = original;
+      bus.record = originalRecord;
       c.destroy();
     }
   });
