@@ -372,22 +372,25 @@ export class ClientConnection {
     };
     const emitRecord = (r: QueryRecord) => {
       stats.statements++;
-      const details: Record<string, unknown> = {
-        protocol: r.protocol,
-        sql: r.sql,
+      // One literal, keys in sorted order: every event has the same hidden class and the canonical JSON
+      // encoder (keys sorted) serialises it as is instead of building a sorted copy. Undefined members
+      // are left out of the recorded JSON.
+      const details = {
+        command: r.command,
+        copy: r.copy,
         duration_ms: Math.round(r.durationMs * 1000) / 1000,
+        error: r.error || undefined,
+        function_oid: r.functionOid,
+        params: r.params,
+        portal: r.portal || undefined,
+        protocol: r.protocol,
+        rows_affected: r.rowsAffected,
         rows_returned: r.rowsReturned,
+        sql: r.sql,
+        sqlstate: r.sqlstate || undefined,
+        statement: r.statement || undefined,
+        suspended: r.suspended || undefined,
       };
-      if (r.params) details.params = r.params;
-      if (r.statement) details.statement = r.statement;
-      if (r.portal) details.portal = r.portal;
-      if (r.command) details.command = r.command;
-      if (r.rowsAffected !== undefined) details.rows_affected = r.rowsAffected;
-      if (r.sqlstate) details.sqlstate = r.sqlstate;
-      if (r.error) details.error = r.error;
-      if (r.suspended) details.suspended = true;
-      if (r.copy) details.copy = r.copy;
-      if (r.functionOid !== undefined) details.function_oid = r.functionOid;
       // Fire and forget (no promise per query); a failed write ends the session: fail closed.
       services.events.record({ type: 'db.query', outcome: r.outcome, ...base, details }, onAuditError);
     };
@@ -424,21 +427,38 @@ export class ClientConnection {
     };
     const fromBackend = (chunk: Buffer) => {
       now = performance.now();
-      let upto = chunk.length;
+      if (this.terminating) return relayUntilBoundary(chunk);
+      // Relay first, observe after: the server's response reaches the client without waiting for the
+      // tracker (timings use `now`, taken on arrival). Client bytes, by contrast, are checked before
+      // they are forwarded, so nothing reaches the server unrecorded.
+      stats.bytesToClient += chunk.length;
+      const ok = client.write(chunk);
       try {
-        if (this.terminating) upto = bf.atBoundary ? 0 : bf.push(chunk, onBackend, () => true);
-        else bf.push(chunk, onBackend);
+        bf.push(chunk, onBackend);
       } catch (e) {
-        // The backend broke the protocol: nothing sensible to relay any more.
-        this.ctx.log.warn({ err: (e as Error).message }, 'backend protocol error');
-        client.write(fatal('08P01', 'the target database sent an invalid message; the session is closed'));
-        return this.endSession('backend_error', { error: (e as Error).message });
+        return backendViolation(e as Error);
+      }
+      flush();
+      if (!ok) b.pause();
+    };
+    /** While terminating: relay up to the end of the message in progress, then end the session. */
+    const relayUntilBoundary = (chunk: Buffer) => {
+      let upto: number;
+      try {
+        upto = bf.atBoundary ? 0 : bf.push(chunk, onBackend, () => true);
+      } catch (e) {
+        return backendViolation(e as Error);
       }
       stats.bytesToClient += upto;
-      const ok = client.write(upto === chunk.length ? chunk : chunk.subarray(0, upto));
+      if (upto > 0) client.write(upto === chunk.length ? chunk : chunk.subarray(0, upto));
       flush();
-      if (this.terminating && bf.atBoundary) return this.finishTermination();
-      if (!ok) b.pause();
+      if (bf.atBoundary) return this.finishTermination();
+    };
+    const backendViolation = (e: Error) => {
+      // The backend broke the protocol (bad length): nothing sensible to relay any more.
+      this.ctx.log.warn({ err: e.message }, 'backend protocol error');
+      client.write(fatal('08P01', 'the target database sent an invalid message; the session is closed'));
+      this.endSession('backend_error', { error: e.message });
     };
 
     client.on('data', fromClient);

@@ -319,7 +319,7 @@ export class QueryTracker {
       error: extra.error,
       durationMs: now - start,
       suspended: extra.suspended,
-      copy: copy && { direction: copy.direction, rows: outcome === 'success' ? n : undefined, bytes: copy.bytes },
+      copy: copy && { bytes: copy.bytes, direction: copy.direction, rows: outcome === 'success' ? n : undefined },
       functionOid,
     });
   }
