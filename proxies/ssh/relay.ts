@@ -1,5 +1,4 @@
 import type { Readable, Writable } from 'node:stream';
-import { windowKeeper } from './window.ts';
 
 /** A chunk consumer besides the destination that can ask the source to wait (e.g. the terminal emulator). */
 export interface TapGate {
@@ -12,8 +11,7 @@ export interface TapGate {
  * is paused until 'drain' (for ssh2 channels that stops SSH window adjustments, so the far peer stops
  * sending). `tap` sees every chunk (counting, recording, observers) before it is written; a tap that
  * returns false also holds the source until its `gate` drains. Does not end `to`: SSH EOF/close
- * ordering is the caller's business. An ssh2 channel source gets a larger receive window while it flows
- * (window.ts).
+ * ordering is the caller's business.
  */
 export function relay(from: Readable, to: Writable, tap: (chunk: Buffer) => boolean | void, onEnd?: () => void, gate?: TapGate): () => void {
   let holds = 0;
@@ -31,7 +29,6 @@ export function relay(from: Readable, to: Writable, tap: (chunk: Buffer) => bool
     }
   });
   const onDrain = () => release();
-  const keepWindow = windowKeeper(from);
   const onData = (chunk: Buffer) => {
     if (tap(chunk) === false && gate && !tapHeld) {
       tapHeld = true;
@@ -41,7 +38,7 @@ export function relay(from: Readable, to: Writable, tap: (chunk: Buffer) => bool
     if (!to.write(chunk)) {
       hold();
       to.once('drain', onDrain);
-    } else if (holds === 0) keepWindow?.();
+    }
   };
   const onFromEnd = () => onEnd?.();
   from.on('data', onData);

@@ -190,8 +190,7 @@ describe('ssh proxy relay (stock OpenSSH client → vigil → real sshd)', () =>
     child.stdout!.on('data', onData);
     await waitFor(() => received > 1024 * 1024, 15_000, 'first MiB');
     // Stop reading: the pipe, ssh's window, vigil's channel buffers and sshd's window fill up, then the
-    // remote command blocks. What sits in vigil is bounded by the SSH windows (the client's 2 MiB, the 8 MiB
-    // vigil grants sshd: proxies/ssh/window.ts).
+    // remote command blocks. What sits in vigil is bounded by the SSH windows (2 MiB each way).
     child.stdout!.pause();
     const readProgress = () => (fs.existsSync(progress) ? Number(fs.readFileSync(progress, 'utf8')) : 0);
     // Wait until the remote command has stopped (no progress for a whole second).
