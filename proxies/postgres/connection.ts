@@ -392,7 +392,11 @@ export class ClientConnection {
         suspended: r.suspended || undefined,
       };
       // Fire and forget (no promise per query); a failed write ends the session: fail closed.
-      services.events.record({ type: 'db.query', outcome: r.outcome, ...base, details }, onAuditError);
+      // Fields listed rather than spread from `base` (a spread copies property by property per event).
+      services.events.record(
+        { type: 'db.query', outcome: r.outcome, session_id: base.session_id, actor: base.actor, source: base.source, target: base.target, details },
+        onAuditError,
+      );
     };
     // Records completed by a backend chunk are written after that chunk went to the client, so building
     // and appending the event never adds to the client's latency.

@@ -219,9 +219,12 @@ function readValues(r: Reader, what: string): (Buffer | null)[] {
 
 function expandFormats(formats: number[], count: number, what: string): number[] {
   if (formats.length === count) return formats;
-  if (formats.length === 0) return new Array<number>(count).fill(0);
-  if (formats.length === 1) return new Array<number>(count).fill(formats[0]);
-  malformed(what);
+  if (formats.length > 1) malformed(what);
+  // A plain loop: Array.prototype.fill is a slow runtime call in V8, and this runs per Bind.
+  const f = formats.length === 0 ? 0 : formats[0];
+  const out: number[] = [];
+  for (let i = 0; i < count; i++) out.push(f);
+  return out;
 }
 
 export function decodeBind(msg: Buffer): BindMessage {
