@@ -264,75 +264,50 @@ export class AccessService {
   }
 
   /**
-   * Write `access.expired` for every grant whose time has come and mark it expired. The claim is one atomic
-   * update (state → expired, expiryRecorded → true), so of several processes sweeping at once exactly one
-   * writes the event; a grant that expired while nothing ran is caught up on the next sweep.
+   * Write `access.expired` for every grant whose time has come, and `access.request_expired` for every
+   * pending request nobody decided within its window, marking each expired. The claim is one atomic update
+   * (state → expired, expiryRecorded → true), so of several processes sweeping at once exactly one writes
+   * the event; what expired while nothing ran is caught up on the next sweep.
    */
   async expireDue(source: AuditEvent['source']): Promise<AccessRecord[]> {
     const now = this.now();
-    const due = (await this.deps.store.listAccess({ state: 'active' })).filter((r) => !r.expiryRecorded && r.expiresAt && Date.parse(r.expiresAt) <= now);
-    const expired: AccessRecord[] = [];
-    for (const candidate of due) {
-      let rec: AccessRecord;
-      try {
-        rec = await this.deps.store.updateAccess(candidate.id, (cur) => {
-          if (cur.state !== 'active' || cur.expiryRecorded) throw new NotDue();
-          return { ...cur, state: 'expired', expiryRecorded: true };
-        });
-      } catch (e) {
-        if (e instanceof NotDue) continue; // another process claimed it, or it was revoked meanwhile
-        throw e;
-      }
-      try {
-        await this.deps.events.emit({
-          type: 'access.expired',
-          outcome: 'success',
-          actor: { ...SYSTEM_ACTOR, roles: [...SYSTEM_ACTOR.roles] },
-          source,
-          target: grantTarget(rec.id),
-          details: { ...describe(rec), granted_at: rec.grantedAt, late_ms: Math.max(0, now - Date.parse(rec.expiresAt!)) },
-        });
-      } catch (e) {
-        // Not recorded: hand the claim back so a later sweep writes it (the grant stays unusable, its time is past).
-        await this.deps.store.updateAccess(rec.id, (cur) => ({ ...cur, state: 'active', expiryRecorded: false })).catch(() => {});
-        throw e;
-      }
-      expired.push(rec);
-    }
-    expired.push(...(await this.expireUndecided(source, now)));
-    return expired;
+    const grants = await this.expireClaimed('active', (r) => !!r.expiresAt && Date.parse(r.expiresAt) <= now, source, (rec) => ({
+      type: 'access.expired',
+      details: { ...describe(rec), granted_at: rec.grantedAt, late_ms: Math.max(0, now - Date.parse(rec.expiresAt!)) },
+    }));
+    const requests = await this.expireClaimed('pending', (r) => Date.parse(r.requestExpiresAt) <= now, source, (rec) => ({
+      type: 'access.request_expired',
+      details: { ...describe(rec), request_expires_at: rec.requestExpiresAt, approvals: rec.approvals.map((a) => a.by) },
+    }));
+    return [...grants, ...requests];
   }
 
-  /**
-   * Write `access.request_expired` for every pending request whose decision window passed without a
-   * decision, and mark it expired — claimed atomically like grant expiry, so it is written exactly once.
-   */
-  private async expireUndecided(source: AuditEvent['source'], now: number): Promise<AccessRecord[]> {
-    const due = (await this.deps.store.listAccess({ state: 'pending' })).filter((r) => !r.expiryRecorded && Date.parse(r.requestExpiresAt) <= now);
+  private async expireClaimed(
+    from: 'active' | 'pending',
+    due: (r: AccessRecord) => boolean,
+    source: AuditEvent['source'],
+    event: (rec: AccessRecord) => { type: 'access.expired' | 'access.request_expired'; details: Record<string, unknown> },
+  ): Promise<AccessRecord[]> {
+    const candidates = (await this.deps.store.listAccess({ state: from })).filter((r) => !r.expiryRecorded && due(r));
     const expired: AccessRecord[] = [];
-    for (const candidate of due) {
+    for (const candidate of candidates) {
       let rec: AccessRecord;
       try {
         rec = await this.deps.store.updateAccess(candidate.id, (cur) => {
-          if (cur.state !== 'pending' || cur.expiryRecorded) throw new NotDue();
+          if (cur.state !== from || cur.expiryRecorded) throw new NotDue();
           return { ...cur, state: 'expired', expiryRecorded: true };
         });
       } catch (e) {
-        if (e instanceof NotDue) continue; // decided, or claimed by another process, meanwhile
+        if (e instanceof NotDue) continue; // claimed by another process, or revoked/decided meanwhile
         throw e;
       }
       try {
-        await this.deps.events.emit({
-          type: 'access.request_expired',
-          outcome: 'success',
-          actor: { ...SYSTEM_ACTOR, roles: [...SYSTEM_ACTOR.roles] },
-          source,
-          target: grantTarget(rec.id),
-          details: { ...describe(rec), request_expires_at: rec.requestExpiresAt, approvals: rec.approvals.map((a) => a.by) },
-        });
+        const { type, details } = event(rec);
+        await this.deps.events.emit({ type, outcome: 'success', actor: { ...SYSTEM_ACTOR, roles: [...SYSTEM_ACTOR.roles] }, source, target: grantTarget(rec.id), details });
       } catch (e) {
-        // Not recorded: hand the claim back so a later sweep writes it (the window has passed either way).
-        await this.deps.store.updateAccess(rec.id, (cur) => ({ ...cur, state: 'pending', expiryRecorded: false })).catch(() => {});
+        // Not recorded: hand the claim back so a later sweep writes it (the time has passed either way, so
+        // the grant or request stays unusable meanwhile).
+        await this.deps.store.updateAccess(rec.id, (cur) => ({ ...cur, state: from, expiryRecorded: false })).catch(() => {});
         throw e;
       }
       expired.push(rec);
