@@ -133,15 +133,22 @@ const f2 = (x: number) => x.toFixed(2);
 async function throughput(label: string, fn: (r: Route) => Promise<number>, routes: Route[]): Promise<void> {
   console.log(`\n${label}`);
   const rates: Record<string, number[]> = { direct: [], vigil: [] };
+  // The gateway runs in this process (the bench itself only waits on children): its CPU per MiB is a
+  // number that survives machine contention, unlike the MiB/s.
+  const gatewayCpu: number[] = [];
   const failures: Record<string, number> = { direct: 0, vigil: 0 };
   for (let run = 1; run <= RUNS; run++) {
     const parts: string[] = [];
     for (const r of routes) {
       try {
+        const cpu0 = process.cpuUsage();
         const ms = await fn(r);
+        const cpu = process.cpuUsage(cpu0);
         const rate = BYTES / MiB / (ms / 1000);
         rates[r.name].push(rate);
-        parts.push(`${r.name} ${f1(rate).padStart(7)} MiB/s`);
+        const perMiB = (cpu.user + cpu.system) / (BYTES / MiB);
+        if (r.name === 'vigil') gatewayCpu.push(perMiB);
+        parts.push(`${r.name} ${f1(rate).padStart(7)} MiB/s${r.name === 'vigil' ? ` (gateway cpu ${perMiB.toFixed(0)} µs/MiB)` : ''}`);
       } catch (e) {
         // A failed transfer is a result too (e.g. the gateway ending the session): say why and go on.
         failures[r.name]++;
@@ -153,6 +160,7 @@ async function throughput(label: string, fn: (r: Route) => Promise<number>, rout
   const summary = routes.map((r) => `${r.name} ${rates[r.name].length ? `${f1(median(rates[r.name]))} MiB/s` : 'n/a'}${failures[r.name] ? ` (${failures[r.name]} of ${RUNS} failed)` : ''}`);
   const ratio = rates.vigil.length && rates.direct.length ? `, ratio ${f2(median(rates.vigil) / median(rates.direct))}x (target >= 0.90x)` : '';
   console.log(`  median: ${summary.join(', ')}${ratio}`);
+  if (gatewayCpu.length) console.log(`  gateway cpu (user+sys, in-process) median ${median(gatewayCpu).toFixed(0)} µs/MiB`);
 }
 
 async function echo(routes: Route[]): Promise<void> {

@@ -266,6 +266,8 @@ describe('asciicast recordings', () => {
     const w = store.openAsciicast('nul-in', 0, { width: 80, height: 24, timestamp: 0 });
     w.input(Buffer.concat([Buffer.from('put '), Buffer.alloc(1000), Buffer.from('\r')]));
     w.output(Buffer.from('ok\r\n'));
+    // NUL runs count in the backlog as the raw bytes they stand for (backpressure and the cap see them).
+    expect(w.queuedBytes).toBe(4 + 1000 + 1 + 4);
     await w.close();
     const cast = readAsciicast(store.pathOf(w.id));
     expect(cast.events.map((e) => e[1])).toEqual(['i', NUL_RUN_CODES.i, 'i', 'o']);
