@@ -180,8 +180,10 @@ async function main(): Promise<void> {
           // CPU per transaction survives machine contention better than TPS does.
           const perTx = (cpuMs * 1000) / (run.tps * SECONDS);
           cpuPerTx[route].push(perTx);
-          const usage = `cpu ${cpuPct.toFixed(0)}% (${perTx.toFixed(0)} µs/tx)`;
-          const rec = route === 'vigil' ? `  db.query events: ${recorded - before}  gateway ${usage}  event-loop delay p99 ${(loop.percentile(99) / 1e6).toFixed(1)} ms` : route === 'direct' ? '' : `  ${route} ${usage}`;
+          // Event-loop delay for every route this process serves: on a busy 2-core machine part of it is the
+          // process waiting for a core, which the relays show too.
+          const usage = `cpu ${cpuPct.toFixed(0)}% (${perTx.toFixed(0)} µs/tx)  event-loop delay p99 ${(loop.percentile(99) / 1e6).toFixed(1)} ms`;
+          const rec = route === 'vigil' ? `  db.query events: ${recorded - before}  gateway ${usage}` : route === 'direct' ? '' : `  ${route} ${usage}`;
           console.log(`${test.padEnd(18)} round ${r + 1} ${route.padEnd(8)} tps ${run.tps.toFixed(1).padStart(9)}  qps ${run.qps.toFixed(0).padStart(7)}  avg ${run.latencyAvgMs.toFixed(2)} ms  p95 ${run.latencyP95Ms.toFixed(2)} ms${rec}`);
         }
       }
