@@ -9,10 +9,15 @@
  * Runs alternate direct/vigil so machine noise hits both alike. Prints MiB/s per run, medians and the
  * ratio (target >= 0.90x), and echo p50/p99 (target: vigil p50 at most 1 ms above direct).
  *
- *   npm run bench:ssh [-- --size 512M --runs 3 --samples 200]
+ *   random    the same two with SIZE random bytes from a file instead of zeros (--payload zero,random)
+ *
+ *   npm run bench:ssh [-- --size 512M --runs 3 --samples 200 --payload zero,random]
  */
 import { spawn } from 'node:child_process';
 import os from 'node:os';
+import fs from 'node:fs';
+import path from 'node:path';
+import crypto from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { startSshd, type SshdHandle } from '../test/support/sshd.ts';
 import { startWorld, type SshWorld } from '../test/ssh/harness.ts';
@@ -22,6 +27,9 @@ const { values } = parseArgs({
     size: { type: 'string', default: '512M' },
     runs: { type: 'string', default: '3' },
     samples: { type: 'string', default: '200' },
+    /** zero: the issue's /dev/zero transfer. random: the same size of random bytes from a file (nothing in
+     *  it compresses or is special to the recorder; what a binary download costs). */
+    payload: { type: 'string', default: 'zero,random' },
   },
 });
 const MiB = 1024 * 1024;
@@ -63,8 +71,10 @@ function timedShell(cmd: string): Promise<number> {
 }
 
 const sshCmd = (r: Route, remote: string) => ['ssh', ...r.args, r.destination, remote].map(quote).join(' ');
-const download = (r: Route) => timedShell(`${sshCmd(r, `head -c ${SIZE} /dev/zero`)} > /dev/null`);
-const upload = (r: Route) => timedShell(`head -c ${SIZE} /dev/zero | ${sshCmd(r, 'cat > /dev/null')}`);
+/** What the remote side (same machine) reads for a download, and the local side for an upload. */
+const source = (payload: string, file: string) => (payload === 'zero' ? `head -c ${SIZE} /dev/zero` : `cat ${quote(file)}`);
+const download = (src: string) => (r: Route) => timedShell(`${sshCmd(r, src)} > /dev/null`);
+const upload = (src: string) => (r: Route) => timedShell(`${src} | ${sshCmd(r, 'cat > /dev/null')}`);
 
 /** An interactive `cat` on a remote pty in raw mode: each byte sent comes straight back. */
 class EchoSession {
@@ -220,14 +230,27 @@ async function main(): Promise<void> {
   console.log(`machine: ${os.cpus().length} cores, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} (other work on the machine skews absolute numbers; the alternation keeps the ratio fair)`);
   console.log(routes.length > 1 ? `vigil: in-process gateway on 127.0.0.1:${world!.port} (recording on) → same sshd` : vigilNote);
   try {
-    await throughput(`download: ssh … 'head -c ${SIZE} /dev/zero' > /dev/null`, download, routes);
-    await throughput(`upload: head -c ${SIZE} /dev/zero | ssh … 'cat > /dev/null'`, upload, routes);
+    const payloads = values.payload!.split(',').map((p) => p.trim());
+    let randomFile = '';
+    if (payloads.includes('random')) {
+      randomFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'vigil-bench-ssh-')), 'random.bin');
+      fs.writeFileSync(randomFile, crypto.randomBytes(BYTES));
+      fs.chmodSync(path.dirname(randomFile), 0o755);
+      fs.chmodSync(randomFile, 0o644); // read by the sshd login user for downloads
+    }
+    for (const p of payloads) {
+      if (p !== 'zero' && p !== 'random') throw new Error(`--payload: expected zero and/or random, got ${p}`);
+      const src = source(p, randomFile);
+      await throughput(`download (${p}): ssh … '${src}' > /dev/null`, download(src), routes);
+      await throughput(`upload (${p}): ${src} | ssh … 'cat > /dev/null'`, upload(src), routes);
+    }
+    if (randomFile) fs.rmSync(path.dirname(randomFile), { recursive: true, force: true });
     await echo(routes);
     if (world && routes.length > 1) {
       // Every vigil transfer must have moved all its bytes (the gateway counts them per session).
       const ends = world.eventsOf('session.end').map((e) => e.details as Record<string, number>);
       const full = ends.filter((d) => d.bytes_to_client >= BYTES || d.bytes_from_client >= BYTES).length;
-      console.log(`\ncheck: ${full} of ${2 * RUNS} vigil transfers recorded >= ${BYTES} bytes in session.end`);
+      console.log(`\ncheck: ${full} of ${2 * RUNS * values.payload!.split(',').length} vigil transfers recorded >= ${BYTES} bytes in session.end`);
     }
     if (vigilNote && routes.length > 1) console.log(vigilNote);
   } finally {

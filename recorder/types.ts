@@ -60,11 +60,30 @@ export interface AsciicastWriter {
   /** Call `cb` once, when the queue has fallen to the writer's low-water mark (at once if it already
    *  has, or if the recording failed — the failure itself is reported through onError). */
   onDrained(cb: () => void): void;
+  /** The part of output (`o`) or recorded input (`i`) kept as size and hash only (binary: 'summary'),
+   *  once the stream is finished; undefined while it was all text. */
+  binarySummary(stream: 'o' | 'i'): BinarySummary | undefined;
+}
+
+export interface AsciicastOptions {
+  /**
+   * What to do with a stream once it stops being text (bytes that are not UTF-8). `full` (default): record
+   * it anyway, invalid bytes as U+FFFD, as a terminal would show them. `summary`: from the first non-text
+   * chunk on, record only its size and SHA-256 — for output that is a file transfer, not a screen.
+   */
+  binary?: 'full' | 'summary';
+}
+
+/** A stream recorded as `summary` from byte `offset` on: `bytes` bytes with this SHA-256 (hex). */
+export interface BinarySummary {
+  offset: number;
+  bytes: number;
+  sha256: string;
 }
 
 export interface RecordingStore {
   /** Open a recording for channel `channel` of session `sessionId`. */
-  openAsciicast(sessionId: string, channel: number, header: AsciicastHeader): AsciicastWriter;
+  openAsciicast(sessionId: string, channel: number, header: AsciicastHeader, options?: AsciicastOptions): AsciicastWriter;
   /** Recordings of a session (ids), in channel order. */
   list(sessionId: string): Promise<string[]>;
   /** Full path of a recording for reading. */

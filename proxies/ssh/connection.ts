@@ -52,6 +52,7 @@ export class Connection implements ChannelHost {
   readonly section: SshSection;
   readonly log: Logger;
   readonly keystrokes: boolean;
+  readonly binaryOutput: 'summary' | 'full';
   private authAttempts = 0;
   private authBusy = false;
   private route: Route | undefined;
@@ -85,6 +86,7 @@ export class Connection implements ChannelHost {
     this.section = lc.section;
     this.log = opts.log;
     this.keystrokes = lc.services.config.recording.keystrokes;
+    this.binaryOutput = lc.services.config.recording.binary_output;
     lc.live.add(this);
     const authTimeout = this.services.config.gateway.auth_timeout;
     this.authTimer = setTimeout(() => {

@@ -35,6 +35,8 @@ export interface ChannelHost {
   readonly ending: boolean;
   /** Record `i` events too (config.recording.keystrokes). */
   readonly keystrokes: boolean;
+  /** Non-text output of channels without a terminal: recorded in full, or as size + SHA-256 (config.recording.binary_output). */
+  readonly binaryOutput: 'summary' | 'full';
   /** Traffic seen (idle timeout). */
   touch(): void;
   /** An audit event of this session (fire-and-forget; a write failure ends the session). */

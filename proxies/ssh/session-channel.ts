@@ -159,7 +159,7 @@ export class SessionChannel {
         timestamp: Math.floor(Date.now() / 1000),
         term: this.pty?.term,
         command: kind === 'exec' ? this.command : undefined,
-      });
+      }, { binary: this.pty ? 'full' : host.binaryOutput }); // with a terminal, record what the screen showed
       this.recording.onError((e) => host.recordingFailed(e));
     }
     this.observer = this.observe(kind);
@@ -284,7 +284,15 @@ export class SessionChannel {
     this.host.channelEnded(this.index, exitDetails);
     if (this.kind === 'exec') {
       const failed = !exit || !('code' in exit) || exit.code !== 0;
-      this.host.emit('ssh.exec', failed ? 'failure' : 'success', { channel: this.index, command: this.command, recording: this.recording?.id, ...exitDetails, ...(this.error ? { error: this.error } : {}) });
+      const binary = this.recording?.binarySummary('o');
+      this.host.emit('ssh.exec', failed ? 'failure' : 'success', {
+        channel: this.index,
+        command: this.command,
+        recording: this.recording?.id,
+        ...exitDetails,
+        ...(binary ? { binary_output: binary } : {}),
+        ...(this.error ? { error: this.error } : {}),
+      });
     }
     await this.recording?.close().catch((e) => this.host.log.warn({ err: (e as Error).message }, 'recording close failed'));
   }

@@ -5,7 +5,8 @@ import { isUtf8 } from 'node:buffer';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { escapeJsonUtf8, maxEscapedLength } from './json-string.ts';
 import { writeAll } from '../audit/durable.ts';
-import type { AsciicastHeader, AsciicastWriter, RecordingStore } from '../types.ts';
+import crypto from 'node:crypto';
+import type { AsciicastHeader, AsciicastOptions, AsciicastWriter, BinarySummary, RecordingStore } from '../types.ts';
 
 export interface RecordingStoreOptions {
   /** Output queued but not yet written beyond this is a failure (disk far slower than the session):
@@ -42,9 +43,9 @@ function dirName(sessionId: string): string {
 export function openRecordingStore(dir: string, opts: RecordingStoreOptions = {}): RecordingStore {
   const idOf = (sessionId: string, channel: number) => `${dirName(sessionId)}/ch${Number.isInteger(channel) && channel >= 0 ? channel : 0}.cast`;
   return {
-    openAsciicast(sessionId, channel, header) {
+    openAsciicast(sessionId, channel, header, options) {
       const id = idOf(sessionId, channel);
-      return new CastWriter(id, path.join(dir, id), header, opts);
+      return new CastWriter(id, path.join(dir, id), header, opts, options);
     },
     async list(sessionId) {
       const sub = dirName(sessionId);
@@ -77,7 +78,21 @@ export const NUL_RUN_MIN = 64;
  *  terminals ignore NUL, so stock players show exactly the same screen). Data: the number of bytes. */
 export const NUL_RUN_CODES = { o: 'vigil.nul.o', i: 'vigil.nul.i' } as const;
 
-type Code = 'o' | 'i' | 'r' | (typeof NUL_RUN_CODES)['o' | 'i'];
+/** Extension event codes closing a stream recorded as `binary: 'summary'`; data: {offset, bytes, sha256}. */
+export const BINARY_CODES = { o: 'vigil.binary.o', i: 'vigil.binary.i' } as const;
+
+type Code = 'o' | 'i' | 'r' | (typeof NUL_RUN_CODES)['o' | 'i'] | (typeof BINARY_CODES)['o' | 'i'];
+
+/** U+FFFD as UTF-8: text may contain it legitimately; the decoder also emits it for invalid bytes. */
+const REPLACEMENT = Buffer.from('\ufffd');
+
+/** One stream's bytes since it stopped being text: counted and hashed, not written. */
+interface BinaryTail {
+  offset: number;
+  bytes: number;
+  hash: crypto.Hash;
+  summary?: BinarySummary;
+}
 
 /** Room for an event's framing: `[123456.123456, "vigil.nul.o", "` … `"]\n`. */
 const EVENT_FRAME = 40;
@@ -88,7 +103,7 @@ const EVENT_FRAME = 40;
  * has no parts and its data is `bytes`. `bytes` counts what the caller handed in (raw bytes); `bound` is
  * the most bytes the escaped parts can take.
  */
-type Pending = { t: number; code: Code; parts: (Buffer | string)[]; bytes: number; bound: number };
+type Pending = { t: number; code: Code; parts: (Buffer | string)[]; bytes: number; bound: number; raw?: string };
 
 /** Zeros to compare chunks against natively (runs of NUL are found without a byte-by-byte JS loop). */
 const ZEROS = Buffer.alloc(16 * 1024);
@@ -161,13 +176,19 @@ class CastWriter implements AsciicastWriter {
   private readonly smallWriteDelay: number;
   /** Upper bound of the serialised size of what is queued (event framing included). */
   private queuedBound = 0;
+  /** Bytes seen per stream, and the binary tail of a stream recorded as `summary`. */
+  private readonly seen = { o: 0, i: 0 };
+  private readonly binary: { o?: BinaryTail; i?: BinaryTail } = {};
+  private readonly summariseBinary: boolean;
 
   constructor(
     readonly id: string,
     private readonly file: string,
     header: AsciicastHeader,
     opts: RecordingStoreOptions,
+    options: AsciicastOptions = {},
   ) {
+    this.summariseBinary = options.binary === 'summary';
     this.maxQueued = opts.maxQueuedBytes ?? 64 * 1024 * 1024;
     this.drainedBelow = opts.drainedBelowBytes ?? 1024 * 1024;
     this.batchBytes = opts.writeBatchBytes ?? 1024 * 1024;
@@ -264,6 +285,19 @@ class CastWriter implements AsciicastWriter {
    */
   private record(code: 'o' | 'i', decoder: StringDecoder, data: Buffer | string): void {
     if (this.error || this.closed) return;
+    const offset = this.seen[code];
+    this.seen[code] += data.length;
+    const tail = this.binary[code];
+    if (tail) {
+      tail.hash.update(data);
+      tail.bytes += data.length;
+      return;
+    }
+    if (this.summariseBinary && typeof data !== 'string' && !(splitBytes(decoder) === 0 && isUtf8(data))) {
+      // notText() has queued the chunk as text when it is text after all.
+      if (this.notText(decoder, data)) this.startBinary(code, decoder, data, offset);
+      return;
+    }
     const run = this.run;
     if (typeof data === 'string' || !findNulRun(data, 0, run)) {
       this.enqueue(code, this.part(decoder, data), data.length);
@@ -287,6 +321,47 @@ class CastWriter implements AsciicastWriter {
       const text = data.subarray(from);
       this.enqueue(code, this.part(decoder, text), text.length);
     }
+  }
+
+  /**
+   * Whether a chunk that failed the fast UTF-8 check holds bytes that are not text. Decoding a copy of the
+   * decoder's state would be exact but costly; instead the chunk is decoded for real and, when it is text
+   * after all (a character split across chunks), its text is queued here as it would have been.
+   */
+  private notText(decoder: StringDecoder, data: Buffer): boolean {
+    const text = decoder.write(data);
+    if (text.includes('\ufffd') && !data.includes(REPLACEMENT)) return true;
+    // Text after all (NUL runs in it stay inline here: correct, only less compact — and rare).
+    this.enqueue(decoder === this.out ? 'o' : 'i', jsonBody(text), data.length);
+    return false;
+  }
+
+  /** From this chunk on, `code` is counted and hashed only; a visible note says so in the recording. */
+  private startBinary(code: 'o' | 'i', decoder: StringDecoder, data: Buffer, offset: number): void {
+    const hash = crypto.createHash('sha256').update(data);
+    this.binary[code] = { offset, bytes: data.length, hash };
+    decoder.end();
+    const note = `\r\n[vigil: non-text ${code === 'o' ? 'output' : 'input'} from byte ${offset} on is recorded as its size and SHA-256 only]\r\n`;
+    this.enqueue(code, jsonBody(note), 0);
+  }
+
+  binarySummary(stream: 'o' | 'i'): BinarySummary | undefined {
+    const tail = this.binary[stream];
+    if (!tail) return undefined;
+    // Final once the stream is over (the channel closed); before close a copy keeps the hash open.
+    return tail.summary ?? { offset: tail.offset, bytes: tail.bytes, sha256: tail.hash.copy().digest('hex') };
+  }
+
+  /** At close: the summary as an extension event, and a visible line for players. */
+  private closeBinary(code: 'o' | 'i'): void {
+    const tail = this.binary[code];
+    if (!tail) return;
+    const summary = { offset: tail.offset, bytes: tail.bytes, sha256: tail.hash.digest('hex') };
+    tail.summary = summary;
+    this.enqueue(code, jsonBody(`[vigil: ${summary.bytes} bytes of non-text ${code === 'o' ? 'output' : 'input'}, SHA-256 ${summary.sha256}]\r\n`), 0);
+    this.queue.push({ t: this.now(), code: BINARY_CODES[code], parts: [], bytes: 0, bound: 0, raw: JSON.stringify(summary) });
+    this.queuedBound += 200 + EVENT_FRAME;
+    this.kick();
   }
 
   resize(width: number, height: number): void {
@@ -372,6 +447,7 @@ class CastWriter implements AsciicastWriter {
         }
         const batch = this.queue.slice(0, n);
         for (const ev of batch) this.queuedBound -= ev.bound + EVENT_FRAME;
+        for (const ev of batch) if (ev.raw !== undefined) bound += 200;
         const lines = this.pending;
         this.queue = n === this.queue.length ? [] : this.queue.slice(n);
         this.pending = [];
@@ -382,6 +458,10 @@ class CastWriter implements AsciicastWriter {
         let o = 0;
         for (const line of lines) o += buf.write(line, o);
         for (const ev of batch) {
+          if (ev.raw !== undefined) {
+            o += buf.write(`[${ev.t.toFixed(6)}, "${ev.code}", ${ev.raw}]\n`, o);
+            continue;
+          }
           if (ev.parts.length === 0) {
             o += buf.write(`[${ev.t.toFixed(6)}, "${ev.code}", ${ev.bytes}]\n`, o, 'latin1');
             continue;
@@ -408,6 +488,8 @@ class CastWriter implements AsciicastWriter {
     const restIn = this.in.end();
     if (restOut) this.enqueue('o', jsonBody(restOut), 0);
     if (restIn) this.enqueue('i', jsonBody(restIn), 0);
+    this.closeBinary('o');
+    this.closeBinary('i');
     this.closed = true;
     while (this.writing) await this.writing;
     if (!this.error && (this.queue.length || this.pending.length)) {

@@ -67,6 +67,11 @@ export function buildConfigSchema(sc: SchemaContext) {
       .strictObject({
         /** Also record keystrokes (`i` events). Off by default: passwords typed at prompts would be stored. */
         keystrokes: z.boolean().default(false),
+        /**
+         * Output of a channel without a terminal (`ssh host 'cat dump.gz'`) once it is not text: `summary`
+         * records its size and SHA-256 from the first non-text byte on; `full` records it like text.
+         */
+        binary_output: z.enum(['summary', 'full']).default('summary'),
       })
       .prefault({}),
     redaction: z

@@ -8,7 +8,8 @@ import { StringDecoder } from 'node:string_decoder';
 import { openRecordingStore } from '../../recorder/recordings/index.ts';
 import { escapeJsonUtf8, maxEscapedLength } from '../../recorder/recordings/json-string.ts';
 import { readAsciicast, renderFinalText, playAsciicast, streamText } from '../../recorder/recordings/replay.ts';
-import { NUL_RUN_MIN, NUL_RUN_CODES } from '../../recorder/recordings/index.ts';
+import { NUL_RUN_MIN, NUL_RUN_CODES, BINARY_CODES } from '../../recorder/recordings/index.ts';
+import crypto from 'node:crypto';
 import { runCli } from '../../src/cli/main.ts';
 
 function sink(): { stream: Writable; text: () => string; bytes: () => Buffer } {
@@ -292,6 +293,42 @@ describe('asciicast recordings', () => {
     const played = sink();
     await playAsciicast(cast, played.stream, { speed: 100 });
     expect(played.bytes().equals(bytes)).toBe(true);
+  });
+
+  it("binary: 'summary' keeps text as text and, from the first non-text chunk on, only size and SHA-256", async () => {
+    const store = openRecordingStore(path.join(tempDir(), 'recordings'));
+    const w = store.openAsciicast('bin', 0, { width: 80, height: 24, timestamp: 0 }, { binary: 'summary' });
+    const euro = Buffer.from('a€b ');
+    const text = [Buffer.from('total 5\r\n'), euro.subarray(0, 2), euro.subarray(2), Buffer.from('literal \ufffd stays text\r\n')];
+    const binary = [Buffer.from([0x50, 0x4b, 0x03, 0x04, 0xff, 0x00, 0x81]), crypto.randomBytes(200_000), Buffer.from('later text is part of the binary stream')];
+    for (const c of [...text, ...binary]) w.output(c);
+    expect(w.queuedBytes).toBeLessThan(1000); // the binary part is hashed, never queued
+    await w.close();
+    const offset = Buffer.concat(text).length;
+    const expected = { offset, bytes: Buffer.concat(binary).length, sha256: crypto.createHash('sha256').update(Buffer.concat(binary)).digest('hex') };
+    expect(w.binarySummary('o')).toEqual(expected);
+    expect(w.binarySummary('i')).toBeUndefined();
+    const file = store.pathOf(w.id);
+    expect(fs.statSync(file).size).toBeLessThan(1000);
+    const raw = fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(raw.at(-1)).toEqual([expect.any(Number), BINARY_CODES.o, expected]);
+    const cast = readAsciicast(file);
+    const shown = streamText(cast, 'o');
+    expect(shown.startsWith('total 5\r\na€b literal \ufffd stays text\r\n')).toBe(true);
+    expect(shown).toContain(`from byte ${offset} on is recorded as its size and SHA-256 only`);
+    expect(shown).toContain(`${expected.bytes} bytes of non-text output, SHA-256 ${expected.sha256}`);
+    const r = spawnSync('script', ['-qec', `asciinema play -s 100 ${file}`, '/dev/null'], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, TERM: 'xterm' } });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain(expected.sha256);
+  });
+
+  it("by default (binary: 'full') non-text output is recorded like text, invalid bytes as U+FFFD", async () => {
+    const store = openRecordingStore(path.join(tempDir(), 'recordings'));
+    const w = store.openAsciicast('binfull', 0, { width: 80, height: 24, timestamp: 0 });
+    w.output(Buffer.from([0x41, 0xff, 0x42]));
+    await w.close();
+    expect(w.binarySummary('o')).toBeUndefined();
+    expect(streamText(readAsciicast(store.pathOf(w.id)), 'o')).toBe('A\ufffdB');
   });
 
   it('an odd session id never escapes the store', async () => {

@@ -46,6 +46,7 @@ describe('ssh proxy: recording switches and fail-closed recording', () => {
         }
       }, 100);
       const slow: AsciicastWriter = {
+        binarySummary: () => undefined,
         id: writer.id,
         get queuedBytes() {
           return queued;
@@ -89,6 +90,7 @@ describe('ssh proxy: recording switches and fail-closed recording', () => {
       const writer = real(sessionId, channel, header);
       let onError: ((e: Error) => void) | undefined;
       const failing: AsciicastWriter = {
+        binarySummary: () => undefined,
         id: writer.id,
         output: (d) => {
           writer.output(d);

@@ -40,6 +40,41 @@ describe('ssh proxy relay (stock OpenSSH client → vigil → real sshd)', () =>
     expect(w.eventsOf('auth.success', (e) => e.session_id === exec.session_id)).toHaveLength(1);
   });
 
+  it('binary output of a command without a terminal is relayed intact and recorded as its size and SHA-256', async () => {
+    const file = path.join(dir, 'dump.bin');
+    const content = Buffer.concat([crypto.randomBytes(3 * 1024 * 1024), Buffer.from([0xff, 0xfe])]);
+    fs.writeFileSync(file, content);
+    fs.chmodSync(dir, 0o755);
+    fs.chmodSync(file, 0o644);
+    const command = `printf 'header line\\n'; cat ${file}`;
+    const args = [...w.opts(alice), `${w.sshd.user}@web1@127.0.0.1`, command].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+    // Asynchronously: the gateway runs in this process.
+    const r = await new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+      const c = spawn('bash', ['-o', 'pipefail', '-c', `ssh ${args} | sha256sum`]);
+      let stdout = '';
+      let stderr = '';
+      c.stdout.on('data', (d: Buffer) => (stdout += d));
+      c.stderr.on('data', (d: Buffer) => (stderr += d));
+      c.on('close', (status) => resolve({ status, stdout, stderr }));
+    });
+    expect(r.status, r.stderr).toBe(0);
+    const sha = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
+    // The client got every byte.
+    expect(r.stdout.split(' ')[0]).toBe(sha(Buffer.concat([Buffer.from('header line\n'), content])));
+    const exec = await w.gw.waitForEvent((e) => e.type === 'ssh.exec' && e.details.command === command);
+    // The text before it is in the recording; from the first non-text chunk on, size and hash only. The
+    // switch happens at a chunk boundary, so the hashed part ends with the file and is at most all of it.
+    const bin = exec.details.binary_output as { offset: number; bytes: number; sha256: string };
+    expect(bin.offset + bin.bytes).toBe(12 + content.length);
+    expect(bin.sha256).toBe(sha(Buffer.concat([Buffer.from('header line\n'), content]).subarray(bin.offset)));
+    const rec = w.gw.gw.services.recordings.pathOf(exec.details.recording as string);
+    await waitFor(() => fs.existsSync(rec) && fs.readFileSync(rec, 'utf8').includes('vigil.binary.o'), 10_000, 'recording closed');
+    expect(fs.statSync(rec).size).toBeLessThan(4096);
+    const played = spawnSync('script', ['-qec', `asciinema play -s 100 ${rec}`, '/dev/null'], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, TERM: 'xterm' } });
+    expect(played.status).toBe(0);
+    expect(played.stdout).toContain(`SHA-256 ${bin.sha256}`);
+  });
+
   it('TARGET alone uses the default login, and stdin reaches the command with EOF', async () => {
     const r = await w.run('ssh', [...w.opts(alice), 'web1@127.0.0.1', 'id -un; wc -c'], 'x'.repeat(100_000));
     expect(r.stdout.split('\n')[0]).toBe(w.sshd.user);
