@@ -3,7 +3,6 @@ import { stringOpt, UsageError } from '../../src/cli/command.ts';
 import { openLocal } from '../../src/cli/context.ts';
 import type { TargetConfig } from '../../src/config/schema.ts';
 import type { SshSection } from './config.ts';
-import { vigilKnownHosts } from './known-hosts.ts';
 
 /** `vigil ssh known-hosts`: the known_hosts lines for the gateway and for every target in jump-host mode. */
 export const sshKnownHostsCommand: Command = {
@@ -22,6 +21,7 @@ export const sshKnownHostsCommand: Command = {
       const portText = stringOpt(args.values, 'port');
       const port = portText === undefined ? section.listen.port : Number(portText);
       if (!Number.isInteger(port) || port < 1 || port > 65535) throw new UsageError(`--port: expected a port number, got "${portText}"`);
+      const { vigilKnownHosts } = await import('./known-hosts.ts'); // ssh2 only for this command
       for (const line of vigilKnownHosts(ctx.identity, ctx.config.targets as TargetConfig[], host, port)) args.out.write(`${line}\n`);
     } finally {
       await ctx.close();
