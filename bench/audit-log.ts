@@ -38,7 +38,9 @@ function event(i: number): AuditEvent {
     type: 'db.query',
     outcome: 'success',
     ...sessions[i % SESSIONS],
-    details: { statement: 'SELECT id, total FROM orders WHERE customer_id = $1 AND status = $2', params: [String(i), 'open'], rows: i % 40, duration_ms: 0.42 },
+    // Keys in sorted order, as the proxies write their per-query details (the canonical encoder then needs
+    // no re-sorted copy).
+    details: { duration_ms: 0.42, params: [String(i), 'open'], rows: i % 40, statement: 'SELECT id, total FROM orders WHERE customer_id = $1 AND status = $2' },
   });
 }
 
