@@ -103,7 +103,7 @@ describe('ssh proxy: session limits and robustness', () => {
   it('garbage, aborted handshakes, slow loris and a connection flood neither crash the gateway nor disturb a live session', async () => {
     // A live session that keeps producing output throughout.
     const live = spawnClient('ssh', [...w.opts(alice), 'web1@127.0.0.1', 'for i in $(seq 1 8); do echo tick $i; sleep 0.5; done']);
-    await waitFor(() => live.stdout().includes('tick 1'), 10_000, 'live session');
+    await waitFor(() => live.stdout().includes('tick 1'), 30_000, 'live session');
     const sockets: net.Socket[] = [];
     const open = () => {
       const s = net.connect(w.port, '127.0.0.1');
