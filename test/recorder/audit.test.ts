@@ -548,6 +548,27 @@ describe('audit log: group commit window', () => {
   });
 });
 
+describe('audit log: commit window under a steady trickle', () => {
+  it('events arriving while a commit runs wait for the window too: at most one commit per window', async () => {
+    const f = fixture();
+    const w = await openAuditLog(f.dir, auditOptions(f.keyFile, { commitWindowMs: 100, checkpointEvery: 1_000_000, checkpointIntervalMs: 60_000 }));
+    const acks: number[] = [];
+    const pending: Promise<void>[] = [];
+    const t0 = performance.now();
+    while (performance.now() - t0 < 1000) {
+      pending.push(w.append(sampleEvent(pending.length)).then(() => void acks.push(performance.now())));
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    await Promise.all(pending);
+    await w.close();
+    // Acknowledgements come in bursts, one per commit; bursts are at least a window apart.
+    const bursts = acks.sort((a, b) => a - b).filter((t, i) => i === 0 || t - acks[i - 1] > 1);
+    expect(pending.length).toBeGreaterThan(100);
+    expect(bursts.length).toBeLessThanOrEqual(13);
+    for (let i = 1; i < bursts.length; i++) expect(bursts[i] - bursts[i - 1]).toBeGreaterThanOrEqual(90);
+  });
+});
+
 describe('audit log: appendLater and EventBus.record (no promise per event)', () => {
   it('calls back once per event after its group commit is durable, in chain order with append()', async () => {
     const f = fixture();
