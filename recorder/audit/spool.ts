@@ -30,6 +30,7 @@ export function startSpoolIngest(
   knownIds: Map<string, true>,
   log: Logger,
   onIngested: (event: AuditEvent) => void = () => {},
+  watch = true,
 ): SpoolIngest {
   let running: Promise<void> | undefined;
   let stopped = false;
@@ -104,15 +105,31 @@ export function startSpoolIngest(
   }
 
   const drain = (): Promise<void> => (running ??= ingestOnce().finally(() => (running = undefined)));
-  const timer = setInterval(() => {
+  const kick = () => {
     if (!stopped && sink.healthy) void drain();
-  }, pollMs);
+  };
+  // A spooled event is noticed at once through inotify; the poll is only the safety net (a watch can
+  // miss events, e.g. on some network file systems), so it need not run often.
+  let watcher: fs.FSWatcher | undefined;
+  if (watch) {
+    try {
+      watcher = fs.watch(spoolDir, (_kind, name) => {
+        if (name === null || String(name).endsWith(EVT)) kick();
+      });
+      watcher.on('error', () => watcher?.close());
+      watcher.unref();
+    } catch {
+      watcher = undefined;
+    }
+  }
+  const timer = setInterval(kick, pollMs);
   timer.unref();
   return {
     drain,
     async stop() {
       stopped = true;
       clearInterval(timer);
+      watcher?.close();
       await running;
     },
   };

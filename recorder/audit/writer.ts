@@ -27,8 +27,10 @@ export interface AuditOpenOptions {
   checkpointEvery: number;
   /** Operational log: write failures are reported here (fail closed). */
   log: Logger;
-  /** How often the writer polls the CLI spool (default 100 ms). */
+  /** How often the writer polls the CLI spool as a safety net (default 1 s); new spool files are noticed
+   *  at once through a file-system watch unless `spoolWatch` is false. */
   spoolPollMs?: number;
+  spoolWatch?: boolean;
   /**
    * Commit window: after an fsync, the next one waits until this long after it started (default 5 ms), so
    * that events arriving one at a time (one client's queries) share fsyncs instead of paying one each.
@@ -499,7 +501,7 @@ class SegmentWriter implements AuditLogWriter {
       }, this.opts.checkpointIntervalMs);
       this.timer.unref();
     }
-    this.spool = startSpoolIngest(this, path.join(this.dir, SPOOL_DIR), this.opts.spoolPollMs ?? 100, knownIds, this.opts.log, (e) => {
+    this.spool = startSpoolIngest(this, path.join(this.dir, SPOOL_DIR), this.opts.spoolPollMs ?? 1000, knownIds, this.opts.log, (e) => {
       for (const fn of this.foreignListeners) {
         try {
           fn(e);
@@ -507,7 +509,7 @@ class SegmentWriter implements AuditLogWriter {
           // An observer must never affect ingesting.
         }
       }
-    });
+    }, this.opts.spoolWatch ?? true);
   }
 
   private readonly foreignListeners = new Set<(e: AuditEvent) => void>();

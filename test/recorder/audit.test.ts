@@ -388,9 +388,9 @@ describe('audit log: single writer, fail closed, spool', () => {
     await expect(openAuditLog(f.dir, auditOptions(f.keyFile))).rejects.toThrow();
   });
 
-  it('a second opener gets the spool client; its events land in the chain', async () => {
+  it('a second opener gets the spool client; its events land in the chain (noticed through the watch, not the poll)', async () => {
     const f = fixture();
-    const w = (await openAuditLog(f.dir, auditOptions(f.keyFile))) as AuditLogWriter;
+    const w = (await openAuditLog(f.dir, auditOptions(f.keyFile, { spoolPollMs: 3_600_000 }))) as AuditLogWriter;
     await w.append(sampleEvent(0));
     // The gateway's live observers (stream, metrics) hear of the CLI's events too.
     const observed: string[] = [];
@@ -414,7 +414,7 @@ describe('audit log: single writer, fail closed, spool', () => {
 
   it('the writer drains the spool at open; a spool client with no writer times out with a clear error', async () => {
     const f = fixture();
-    const hold = await openAuditLog(f.dir, auditOptions(f.keyFile, { spoolPollMs: 3_600_000 }));
+    const hold = await openAuditLog(f.dir, auditOptions(f.keyFile, { spoolPollMs: 3_600_000, spoolWatch: false }));
     const cli = await openAuditForCli(f.dir, { ...auditOptions(f.keyFile), spoolTimeoutMs: 300 });
     const e = sampleEvent(7, { type: 'lock.created' });
     const pending = cli.append(e);
@@ -427,7 +427,7 @@ describe('audit log: single writer, fail closed, spool', () => {
     expect(slow.mode).toBe('writer');
     await slow.close();
     const { openSpoolClient } = await import('../../recorder/audit/spool.ts');
-    const lockHolder = await openAuditLog(f.dir, auditOptions(f.keyFile, { spoolPollMs: 3_600_000 }));
+    const lockHolder = await openAuditLog(f.dir, auditOptions(f.keyFile, { spoolPollMs: 3_600_000, spoolWatch: false }));
     const client = openSpoolClient(f.dir, 5000);
     const e2 = sampleEvent(8, { type: 'lock.deleted' });
     const p2 = client.append(e2);
