@@ -1,47 +1,20 @@
-import tls from 'node:tls';
 import type { ProxyModule } from '../../src/gateway/proxy.ts';
-import { compileSecretPattern } from '../../src/config/redaction.ts';
-import { CancelKeys } from './cancel.ts';
-import { ClientConnection, type ProxyShared } from './connection.ts';
 import { sectionSchema, targetFields, type PostgresSection } from './config.ts';
 
 /**
  * PostgreSQL wire-protocol proxy: stock psql/pgbench/drivers connect with a vigil client certificate (or
  * a token as password) over TLS; vigil logs in to the real server with the target's credentials and
  * relays byte for byte while recording every statement (`db.query`). See README in this folder.
+ *
+ * Only the config schema loads with this module (every CLI command reads the config); the listener is
+ * imported when the gateway starts.
  */
 export const postgresProxy: ProxyModule<PostgresSection> = {
   name: 'postgres',
   sectionSchema,
   targetFields,
-  create(services, section) {
-    let cached: { cert: string; key: string; ca: string; context: tls.SecureContext } | undefined;
-    const shared: ProxyShared = {
-      services,
-      section,
-      cancelKeys: new CancelKeys(),
-      redact: compileSecretPattern(services.config.redaction.patterns),
-      // One SecureContext for all connections, rebuilt only when the identity hands out new material.
-      // identity.tls() returns a fresh object per call, so compare the PEM strings (a few ms of key and
-      // CA parsing per connection otherwise).
-      serverContext() {
-        const m = services.identity.tls();
-        if (!cached || cached.cert !== m.cert || cached.key !== m.key || cached.ca !== m.ca) {
-          cached = { cert: m.cert, key: m.key, ca: m.ca, context: tls.createSecureContext({ cert: m.cert, key: m.key, ca: m.ca }) };
-        }
-        return cached.context;
-      },
-      unauthenticated: 0,
-      live: new Set(),
-    };
-    return {
-      // The gateway catches a throw here, logs it and destroys the socket (src/gateway/gateway.ts).
-      handleConnection(socket, ctx) {
-        new ClientConnection(shared, socket, ctx).start();
-      },
-      async close() {
-        for (const c of [...shared.live]) c.destroy();
-      },
-    };
+  async create(services, section) {
+    const { createPostgresListener } = await import('./listener.ts');
+    return createPostgresListener(services, section);
   },
 };
