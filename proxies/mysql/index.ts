@@ -5,9 +5,7 @@
 import { z } from 'zod';
 import type { ProxyModule } from '../../src/gateway/proxy.ts';
 import { listenerBase, secretRef, size, filePath } from '../../src/config/types.ts';
-import { ConnectionIds } from './connection-ids.ts';
-import { MysqlConnection, type MysqlSection, type MysqlShared } from './session.ts';
-import { compileSecretPattern } from '../../src/config/redaction.ts';
+import type { MysqlSection } from './session.ts';
 
 export const mysqlProxy: ProxyModule<MysqlSection> = {
   name: 'mysql',
@@ -36,21 +34,10 @@ export const mysqlProxy: ProxyModule<MysqlSection> = {
     /** RSA public key (PEM) of a MySQL 8 server, for caching_sha2_password full auth without TLS. Fetched from the server when absent. */
     server_public_key_file: filePath(sc).optional(),
   }),
-  create(services, section) {
-    const secret = compileSecretPattern(services.config.redaction.patterns);
-    const shared: MysqlShared = {
-      services,
-      section,
-      ids: new ConnectionIds(),
-      unauthenticated: { count: 0 },
-      secretName: (name) => name !== '' && secret !== undefined && secret.test(name),
-    };
-    return {
-      // The gateway catches a throw here, logs it and destroys the socket (src/gateway/gateway.ts).
-      handleConnection(socket, ctx) {
-        new MysqlConnection(shared, socket, ctx).start();
-      },
-      async close() {},
-    };
+  // Only the config schema loads with this module (every CLI command reads the config); the listener is
+  // imported when the gateway starts.
+  async create(services, section) {
+    const { createMysqlListener } = await import('./listener.ts');
+    return createMysqlListener(services, section);
   },
 };

@@ -1,0 +1,24 @@
+import type { ProxyInstance } from '../../src/gateway/proxy.ts';
+import type { GatewayServices } from '../../src/gateway/services.ts';
+import { compileSecretPattern } from '../../src/config/redaction.ts';
+import { ConnectionIds } from './connection-ids.ts';
+import { MysqlConnection, type MysqlSection, type MysqlShared } from './session.ts';
+
+/** The MySQL listener: connection ids and limits shared by its connections. */
+export function createMysqlListener(services: GatewayServices, section: MysqlSection): ProxyInstance {
+  const secret = compileSecretPattern(services.config.redaction.patterns);
+  const shared: MysqlShared = {
+    services,
+    section,
+    ids: new ConnectionIds(),
+    unauthenticated: { count: 0 },
+    secretName: (name) => name !== '' && secret !== undefined && secret.test(name),
+  };
+  return {
+    // The gateway catches a throw here, logs it and destroys the socket (src/gateway/gateway.ts).
+    handleConnection(socket, ctx) {
+      new MysqlConnection(shared, socket, ctx).start();
+    },
+    async close() {},
+  };
+}
