@@ -22,6 +22,7 @@ export function auditOptions(dataDir: string, config: VigilConfig, log: Logger):
     checkpointIntervalMs: config.audit.checkpoint_interval,
     checkpointEvery: config.audit.checkpoint_every,
     commitWindowMs: config.audit.commit_window,
+    backgroundWindowMs: config.audit.background_commit_window,
     log,
   };
 }

@@ -104,7 +104,21 @@ export function startSpoolIngest(
     }
   }
 
-  const drain = (): Promise<void> => (running ??= ingestOnce().finally(() => (running = undefined)));
+  // A kick while a pass runs (its readdir may already be done) asks for one more pass afterwards.
+  let again = false;
+  const drain = (): Promise<void> => {
+    if (running) {
+      again = true;
+      return running;
+    }
+    running = (async () => {
+      do {
+        again = false;
+        await ingestOnce();
+      } while (again && !stopped);
+    })().finally(() => (running = undefined));
+    return running;
+  };
   const kick = () => {
     if (!stopped && sink.healthy) void drain();
   };

@@ -37,6 +37,13 @@ export interface AuditOpenOptions {
    * Awaited appends (auth decisions, grants) wait at most this much longer.
    */
   commitWindowMs?: number;
+  /**
+   * The same for groups nobody awaits — only fire-and-forget events (queries, file operations through
+   * EventBus.record): default 25 ms. Fewer fsyncs for a steady trickle of queries; the price is that a
+   * crash can lose up to this much more of them (they were never acknowledged to anyone). An awaited
+   * append joining the group brings its commit forward to `commitWindowMs`.
+   */
+  backgroundWindowMs?: number;
 }
 
 /** The segment-file writer: the process that holds the writer lock of an audit directory. */
@@ -119,11 +126,19 @@ class SegmentWriter implements AuditLogWriter {
   private sinceCheckpoint = 0;
   private dayEnd = 0;
   private flushing = false;
-  private flushScheduled = false;
+  /** The pending commit's timer and when it is due (performance.now()). */
+  private flushTimer?: NodeJS.Timeout | NodeJS.Immediate;
+  private flushDue = Infinity;
+  /** Someone awaits a record of the group being filled (append(), checkpoint()): commit it soon. */
+  private urgent = false;
+  private draining = false;
   /** When the last group commit started (performance.now()), for the commit window. */
   private lastCommitAt = -Infinity;
   private get commitWindowMs(): number {
     return this.opts.commitWindowMs ?? 5;
+  }
+  private get backgroundWindowMs(): number {
+    return Math.max(this.opts.backgroundWindowMs ?? 25, this.commitWindowMs);
   }
   private idleWaiters: (() => void)[] = [];
   private headWrite: Promise<void> = Promise.resolve();
@@ -173,6 +188,7 @@ class SegmentWriter implements AuditLogWriter {
       this.resolves.push(resolve);
       this.rejects.push(reject);
       this.receipts.push(receipt);
+      this.urgent = true;
       this.afterRecord();
     });
   }
@@ -207,6 +223,7 @@ class SegmentWriter implements AuditLogWriter {
       this.resolves.push(resolve);
       this.rejects.push(reject);
       this.receipts.push(receipt);
+      this.urgent = true;
       this.scheduleFlush();
     });
   }
@@ -288,33 +305,40 @@ class SegmentWriter implements AuditLogWriter {
     return { name, file: path.join(this.dir, name), bytes, firstSeq, lastSeq: firstSeq - 1, minTime: '', maxTime: '' };
   }
 
+  /**
+   * Arrange the next group commit: no sooner than one window after the previous one started — the short
+   * window when someone awaits a record of the group, the background window otherwise — so events that
+   * trickle in share fsyncs. A busy log whose commit outlasts the window commits again at once.
+   */
   private scheduleFlush(): void {
-    if (this.flushScheduled || this.flushing) return;
-    this.flushScheduled = true;
+    if (this.flushing) return; // the running commit schedules the next one when it ends
+    const window = this.draining ? 0 : this.urgent ? this.commitWindowMs : this.backgroundWindowMs;
+    const due = this.lastCommitAt + window;
+    if (this.flushTimer && this.flushDue <= due) return;
+    this.cancelFlushTimer();
+    this.flushDue = due;
     const run = () => {
-      this.flushScheduled = false;
-      void this.flushLoop();
+      this.flushTimer = undefined;
+      this.flushDue = Infinity;
+      void this.flushGroup();
     };
-    const wait = this.lastCommitAt + this.commitWindowMs - performance.now();
-    if (wait > 0) setTimeout(run, wait);
-    else setImmediate(run);
+    const wait = due - performance.now();
+    this.flushTimer = wait > 0 ? setTimeout(run, wait) : setImmediate(run);
   }
 
-  /** Group commit: everything queued while the previous fsync ran is written and fsync'd together. */
-  private async flushLoop(): Promise<void> {
+  private cancelFlushTimer(): void {
+    if (!this.flushTimer) return;
+    if ('hasRef' in this.flushTimer && 'refresh' in this.flushTimer) clearTimeout(this.flushTimer);
+    else clearImmediate(this.flushTimer as NodeJS.Immediate);
+    this.flushTimer = undefined;
+    this.flushDue = Infinity;
+  }
+
+  /** Group commit: everything queued since the previous commit is written (O_DSYNC) together. */
+  private async flushGroup(): Promise<void> {
     if (this.flushing) return;
     this.flushing = true;
-    let first = true;
-    while (this.chunks.length > 0 && !this.failureError) {
-      // The commit window holds between back-to-back commits too: events that trickle in while an fsync
-      // runs wait for the window instead of each costing an fsync (a write and a datasync through the
-      // thread pool) the moment the previous one ends. A busy log whose fsync outlasts the window never waits.
-      if (!first) {
-        const wait = this.lastCommitAt + this.commitWindowMs - performance.now();
-        if (wait > 0 && !this.closed) await new Promise((r) => setTimeout(r, wait));
-        if (this.failureError) break;
-      }
-      first = false;
+    if (this.chunks.length > 0 && !this.failureError) {
       const chunks = this.chunks;
       const resolves = this.resolves;
       const rejects = this.rejects;
@@ -327,19 +351,25 @@ class SegmentWriter implements AuditLogWriter {
       this.receipts = [];
       this.later = newLater();
       this.pendingHead = undefined;
+      this.urgent = false;
       this.lastCommitAt = performance.now();
+      let ok = true;
       try {
         for (const chunk of chunks) await this.writeChunk(chunk);
       } catch (e) {
+        ok = false;
         this.fail(e as Error, rejects, later);
-        break;
       }
-      for (let i = 0; i < resolves.length; i++) resolves[i](receipts[i]);
-      settleLater(later, undefined);
-      if (head) this.publishHead(head);
+      if (ok) {
+        for (let i = 0; i < resolves.length; i++) resolves[i](receipts[i]);
+        settleLater(later, undefined);
+        if (head) this.publishHead(head);
+      }
     }
     this.flushing = false;
-    if (this.chunks.length === 0 || this.failureError) {
+    if (this.chunks.length > 0 && !this.failureError) {
+      this.scheduleFlush();
+    } else {
       const waiters = this.idleWaiters;
       this.idleWaiters = [];
       for (const w of waiters) w();
@@ -412,7 +442,7 @@ class SegmentWriter implements AuditLogWriter {
   }
 
   private whenIdle(): Promise<void> {
-    if (!this.flushing && !this.flushScheduled && this.chunks.length === 0) return Promise.resolve();
+    if (!this.flushing && !this.flushTimer && this.chunks.length === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
@@ -484,6 +514,7 @@ class SegmentWriter implements AuditLogWriter {
         this.resolves.push(resolve);
         this.rejects.push(reject);
         this.receipts.push(receipt);
+        this.urgent = true;
         this.scheduleFlush();
       });
       if (torn) this.opts.log.warn({ dir: this.dir, ...torn }, 'audit log: set aside a crash-torn final line (never acknowledged)');
@@ -528,8 +559,11 @@ class SegmentWriter implements AuditLogWriter {
     return (this.closing ??= (async () => {
       if (this.timer) clearInterval(this.timer);
       await this.spool?.stop();
-      if (!this.failureError && this.sinceCheckpoint > 0) {
-        this.pushCheckpoint('close');
+      // Closing commits what is queued now, without waiting for a window.
+      this.draining = true;
+      if (!this.failureError && this.sinceCheckpoint > 0) this.pushCheckpoint('close');
+      if (this.chunks.length > 0 && !this.failureError) {
+        this.cancelFlushTimer();
         this.scheduleFlush();
       }
       this.closed = true;

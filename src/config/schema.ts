@@ -61,6 +61,8 @@ export function buildConfigSchema(sc: SchemaContext) {
         checkpoint_every: z.number().int().min(1).default(1000),
         /** Group commit window: events arriving within it share one fsync (awaited decisions wait at most this long). */
         commit_window: duration().default(5 as never),
+        /** The same for groups of fire-and-forget events only (queries, file operations): fewer fsyncs. */
+        background_commit_window: duration().default(25 as never),
       })
       .prefault({}),
     recording: z
