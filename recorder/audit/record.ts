@@ -44,6 +44,12 @@ export function maxRecordBytes(event: string | EventPieces): number {
  * encoding argument normalises its arguments on each call, which costs as much as writing these short
  * strings. Five or six writes per record make that worth skipping.
  */
+const HASH_DOMAIN_BYTES = Buffer.from(HASH_DOMAIN, 'latin1');
+const SEQ_TAG_BYTES = Buffer.from('{"seq":', 'latin1');
+const PREV_TAG_BYTES = Buffer.from(',"prev":"', 'latin1');
+const HASH_TAG_BYTES = Buffer.from('","hash":"', 'latin1');
+const EVENT_TAG_BYTES = Buffer.from('","event":', 'latin1');
+
 interface FastWrite {
   utf8Write(s: string, offset: number): number;
   latin1Write(s: string, offset: number): number;
@@ -67,11 +73,28 @@ export function encodeRecordInto(buf: Buffer, at: number, seq: number, prev: str
     eventEnd += event.middle.length;
     eventEnd += fast.latin1Write(event.tail, eventEnd);
   }
-  const preamble = `${HASH_DOMAIN}${seqText}\n${prev}\n`;
-  const preambleAt = eventAt - preamble.length; // ASCII: one byte per character
-  fast.latin1Write(preamble, preambleAt);
+  // Preamble `vigil-audit-v1\n<seq>\n<prev>\n`, then the line's prefix over it, written piecewise: no
+  // concatenated strings to build and flatten per record.
+  const preambleAt = eventAt - (HASH_DOMAIN_BYTES.length + seqText.length + 1 + 64 + 1);
+  let o = preambleAt;
+  buf.set(HASH_DOMAIN_BYTES, o);
+  o += HASH_DOMAIN_BYTES.length;
+  o += fast.latin1Write(seqText, o);
+  buf[o++] = 0x0a;
+  o += fast.latin1Write(prev, o);
+  buf[o] = 0x0a;
   const hash = crypto.hash('sha256', buf.subarray(preambleAt, eventEnd), 'hex');
-  fast.latin1Write(`{"seq":${seqText},"prev":"${prev}","hash":"${hash}","event":`, at);
+  o = at;
+  buf.set(SEQ_TAG_BYTES, o);
+  o += SEQ_TAG_BYTES.length;
+  o += fast.latin1Write(seqText, o);
+  buf.set(PREV_TAG_BYTES, o);
+  o += PREV_TAG_BYTES.length;
+  o += fast.latin1Write(prev, o);
+  buf.set(HASH_TAG_BYTES, o);
+  o += HASH_TAG_BYTES.length;
+  o += fast.latin1Write(hash, o);
+  buf.set(EVENT_TAG_BYTES, o);
   buf[eventEnd] = 0x7d; // }
   buf[eventEnd + 1] = 0x0a; // \n
   return { end: eventEnd + 2, hash };

@@ -184,7 +184,8 @@ class SegmentWriter implements AuditLogWriter {
     }
     return new Promise<AppendReceipt>((resolve, reject) => {
       if (Date.now() >= this.dayEnd && this.segment.lastSeq >= this.segment.firstSeq) this.rotate();
-      const receipt = this.push(pieces, event.time);
+      this.push(pieces, event.time);
+      const receipt = this.receipt();
       this.resolves.push(resolve);
       this.rejects.push(reject);
       this.receipts.push(receipt);
@@ -229,7 +230,7 @@ class SegmentWriter implements AuditLogWriter {
   }
 
   /** Assign seq and hash to one record and queue its line for the next group commit. */
-  private push(event: string | EventPieces, time: string): AppendReceipt {
+  private push(event: string | EventPieces, time: string): void {
     const seq = this.seq + 1;
     const seg = this.segment;
     let chunk = this.chunks[this.chunks.length - 1];
@@ -256,7 +257,11 @@ class SegmentWriter implements AuditLogWriter {
       if (time > seg.maxTime) seg.maxTime = time;
     }
     this.sinceCheckpoint++;
-    return { seq, hash };
+  }
+
+  /** The receipt of the record just pushed (only awaited appends need one). */
+  private receipt(): AppendReceipt {
+    return { seq: this.seq, hash: this.headHash };
   }
 
   private afterRecord(): void {
@@ -282,7 +287,8 @@ class SegmentWriter implements AuditLogWriter {
       target: { name: 'audit', protocol: 'vigil' },
       details: details as unknown as Record<string, unknown>,
     });
-    const receipt = this.push(eventPieces(event), event.time);
+    this.push(eventPieces(event), event.time);
+    const receipt = this.receipt();
     this.sinceCheckpoint = 0;
     this.pendingHead = { seq: details.seq, head: details.head, sig: details.sig, key_id: details.key_id };
     return receipt;
