@@ -168,10 +168,9 @@ export class MysqlConnection implements KillableConnection {
       return;
     }
     this.client.pause();
-    const id = this.shared.services.identity.tls();
     // Node's TLSSocket feeds what is already buffered in the socket to the TLS layer first.
     if (remainder.length > 0) this.client.unshift(remainder);
-    const secure = new tls.TLSSocket(this.client as net.Socket, { isServer: true, cert: id.cert, key: id.key, ca: id.ca, requestCert: true, rejectUnauthorized: false });
+    const secure = new tls.TLSSocket(this.client as net.Socket, { isServer: true, secureContext: this.shared.services.identity.tlsContext(), requestCert: true, rejectUnauthorized: false });
     this.client = secure;
     secure.on('error', (e) => {
       this.log.debug({ err: e.message }, 'TLS error');

@@ -1,4 +1,3 @@
-import tls from 'node:tls';
 import type { ProxyInstance } from '../../src/gateway/proxy.ts';
 import type { GatewayServices } from '../../src/gateway/services.ts';
 import { compileSecretPattern } from '../../src/config/redaction.ts';
@@ -8,22 +7,12 @@ import type { PostgresSection } from './config.ts';
 
 /** The PostgreSQL listener: state shared by its connections (cancel keys, TLS context, limits). */
 export function createPostgresListener(services: GatewayServices, section: PostgresSection): ProxyInstance {
-  let cached: { cert: string; key: string; ca: string; context: tls.SecureContext } | undefined;
   const shared: ProxyShared = {
     services,
     section,
     cancelKeys: new CancelKeys(),
     redact: compileSecretPattern(services.config.redaction.patterns),
-    // One SecureContext for all connections, rebuilt only when the identity hands out new material.
-    // identity.tls() returns a fresh object per call, so compare the PEM strings (a few ms of key and
-    // CA parsing per connection otherwise).
-    serverContext() {
-      const m = services.identity.tls();
-      if (!cached || cached.cert !== m.cert || cached.key !== m.key || cached.ca !== m.ca) {
-        cached = { cert: m.cert, key: m.key, ca: m.ca, context: tls.createSecureContext({ cert: m.cert, key: m.key, ca: m.ca }) };
-      }
-      return cached.context;
-    },
+    serverContext: () => services.identity.tlsContext(),
     unauthenticated: 0,
     live: new Set(),
   };

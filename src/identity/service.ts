@@ -1,4 +1,5 @@
 import crypto from 'node:crypto';
+import tls from 'node:tls';
 import type { VigilConfig } from '../config/schema.ts';
 import { VigilError } from '../errors.ts';
 import type { StateStore } from '../store/types.ts';
@@ -67,6 +68,12 @@ class LocalIdentity implements IdentityService {
 
   tls(): GatewayTlsMaterial {
     return { cert: this.keys.serverCertPem, key: this.keys.serverKeyPem, ca: this.keys.x509.certPem };
+  }
+
+  private context?: tls.SecureContext;
+
+  tlsContext(): tls.SecureContext {
+    return (this.context ??= tls.createSecureContext(this.tls()));
   }
 
   sshHostKey(): string {

@@ -1,3 +1,4 @@
+import type { SecureContext } from 'node:tls';
 /**
  * The identity a verified credential proves. Every protocol turns its credential (OpenSSH user
  * certificate, X.509 client certificate, or short-lived token) into one of these through
@@ -108,6 +109,9 @@ export interface IdentityService {
   verifyToken(token: string, sourceIp: string): VerifyResult;
   /** TLS server material for Postgres/MySQL/API listeners. */
   tls(): GatewayTlsMaterial;
+  /** The same material as one SecureContext, built once: listeners pass it to every TLS socket (building a
+   *  context parses the key and CA, a few ms — too much per connection). */
+  tlsContext(): SecureContext;
   /** The SSH listener's host private key (OpenSSH PEM) — stable across restarts. */
   sshHostKey(): string;
   /**
