@@ -15,6 +15,16 @@ import type { EventPieces } from './encode.ts';
  */
 export const ZERO_HASH = '0'.repeat(64);
 const HASH_DOMAIN = 'vigil-audit-v1\n';
+const SEQ_TAG = '{"seq":';
+const PREV_TAG = ',"prev":"';
+const HASH_TAG = '","hash":"';
+const EVENT_TAG = '","event":';
+// The same as bytes, copied into each record (ASCII).
+const HASH_DOMAIN_BYTES = Buffer.from(HASH_DOMAIN, 'latin1');
+const SEQ_TAG_BYTES = Buffer.from(SEQ_TAG, 'latin1');
+const PREV_TAG_BYTES = Buffer.from(PREV_TAG, 'latin1');
+const HASH_TAG_BYTES = Buffer.from(HASH_TAG, 'latin1');
+const EVENT_TAG_BYTES = Buffer.from(EVENT_TAG, 'latin1');
 const CHECKPOINT_DOMAIN = 'vigil-audit-checkpoint-v1\n';
 
 export function recordHash(seq: number, prev: string, eventJson: string): string {
@@ -32,6 +42,16 @@ export function maxRecordBytes(event: string | EventPieces): number {
 }
 
 /**
+ * Buffer's own encoders (on every Buffer since Node 0.x, used by encoding libraries): Buffer#write with an
+ * encoding argument normalises its arguments on each call, which costs as much as writing these short
+ * strings. Five or six writes per record make that worth skipping.
+ */
+interface FastWrite {
+  utf8Write(s: string, offset: number): number;
+  latin1Write(s: string, offset: number): number;
+}
+
+/**
  * Write one record line (exactly `encodeRecord(seq, prev, recordHash(seq, prev, json), json)`, json being
  * the event JSON or what its pieces spell) into `buf` at `at`, encoding the event once: its bytes are
  * written in place, the hash input's preamble (`vigil-audit-v1\n<seq>\n<prev>\n`, shorter than the line's
@@ -39,22 +59,6 @@ export function maxRecordBytes(event: string | EventPieces): number {
  * the preamble. `buf` needs maxRecordBytes(event) bytes from `at`. Returns the offset after the newline
  * and the hash.
  */
-/**
- * Buffer's own encoders (on every Buffer since Node 0.x, used by encoding libraries): Buffer#write with an
- * encoding argument normalises its arguments on each call, which costs as much as writing these short
- * strings. Five or six writes per record make that worth skipping.
- */
-const HASH_DOMAIN_BYTES = Buffer.from(HASH_DOMAIN, 'latin1');
-const SEQ_TAG_BYTES = Buffer.from('{"seq":', 'latin1');
-const PREV_TAG_BYTES = Buffer.from(',"prev":"', 'latin1');
-const HASH_TAG_BYTES = Buffer.from('","hash":"', 'latin1');
-const EVENT_TAG_BYTES = Buffer.from('","event":', 'latin1');
-
-interface FastWrite {
-  utf8Write(s: string, offset: number): number;
-  latin1Write(s: string, offset: number): number;
-}
-
 export function encodeRecordInto(buf: Buffer, at: number, seq: number, prev: string, event: string | EventPieces): { end: number; hash: string } {
   if (prev.length !== 64) throw new TypeError('prev must be a 64-digit hex hash');
   const fast = buf as unknown as FastWrite;
@@ -108,9 +112,6 @@ export interface ParsedRecord {
   eventJson: string;
 }
 
-const PREV_TAG = ',"prev":"';
-const HASH_TAG = '","hash":"';
-const EVENT_TAG = '","event":';
 
 /** Parse one line (without its newline). Returns a string describing the problem when malformed. */
 export function parseRecordLine(line: string): ParsedRecord | string {

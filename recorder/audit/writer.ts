@@ -127,7 +127,7 @@ class SegmentWriter implements AuditLogWriter {
   private dayEnd = 0;
   private flushing = false;
   /** The pending commit's timer and when it is due (performance.now()). */
-  private flushTimer?: NodeJS.Timeout | NodeJS.Immediate;
+  private flushTimer?: { handle: NodeJS.Timeout | NodeJS.Immediate; immediate: boolean };
   private flushDue = Infinity;
   /** Someone awaits a record of the group being filled (append(), checkpoint()): commit it soon. */
   private urgent = false;
@@ -329,13 +329,13 @@ class SegmentWriter implements AuditLogWriter {
       void this.flushGroup();
     };
     const wait = due - performance.now();
-    this.flushTimer = wait > 0 ? setTimeout(run, wait) : setImmediate(run);
+    this.flushTimer = wait > 0 ? { handle: setTimeout(run, wait), immediate: false } : { handle: setImmediate(run), immediate: true };
   }
 
   private cancelFlushTimer(): void {
     if (!this.flushTimer) return;
-    if ('hasRef' in this.flushTimer && 'refresh' in this.flushTimer) clearTimeout(this.flushTimer);
-    else clearImmediate(this.flushTimer as NodeJS.Immediate);
+    if (this.flushTimer.immediate) clearImmediate(this.flushTimer.handle as NodeJS.Immediate);
+    else clearTimeout(this.flushTimer.handle as NodeJS.Timeout);
     this.flushTimer = undefined;
     this.flushDue = Infinity;
   }

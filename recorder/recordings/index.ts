@@ -261,9 +261,9 @@ class CastWriter implements AsciicastWriter {
    * goes through the decoder, which carries split characters over and maps invalid bytes to U+FFFD.
    * Either way the file holds exactly JSON.stringify of the decoded text.
    */
-  private part(decoder: StringDecoder, data: Buffer | string): Buffer | string {
+  private part(decoder: StringDecoder, data: Buffer | string, wellFormed = typeof data !== 'string' && splitBytes(decoder) === 0 && isUtf8(data)): Buffer | string {
     if (typeof data === 'string') return jsonBody(data);
-    if (splitBytes(decoder) === 0 && isUtf8(data)) return Buffer.from(data);
+    if (wellFormed) return Buffer.from(data);
     return jsonBody(decoder.write(data));
   }
 
@@ -293,14 +293,16 @@ class CastWriter implements AsciicastWriter {
       tail.bytes += data.length;
       return;
     }
-    if (this.summariseBinary && typeof data !== 'string' && !(splitBytes(decoder) === 0 && isUtf8(data))) {
+    // Checked once per chunk here and handed on (the common case: a whole chunk of text).
+    const wellFormed = typeof data !== 'string' && splitBytes(decoder) === 0 && isUtf8(data);
+    if (this.summariseBinary && typeof data !== 'string' && !wellFormed) {
       // notText() has queued the chunk as text when it is text after all.
       if (this.notText(decoder, data)) this.startBinary(code, decoder, data, offset);
       return;
     }
     const run = this.run;
     if (typeof data === 'string' || !findNulRun(data, 0, run)) {
-      this.enqueue(code, this.part(decoder, data), data.length);
+      this.enqueue(code, this.part(decoder, data, wellFormed), data.length);
       return;
     }
     let from = 0;
