@@ -47,6 +47,13 @@ describe('config validation', () => {
     expect(errorOf(() => parseConfig({ ssh: { listen: '2222' } }, '/tmp')).path).toBe('ssh.listen');
   });
 
+  it('names the new recording, audit and API keys when their values are wrong', () => {
+    expect(errorOf(() => parseConfig({ recording: { binary_output: 'base64' } }, '/tmp')).path).toBe('recording.binary_output');
+    expect(errorOf(() => parseConfig({ audit: { background_commit_window: 'soon' } }, '/tmp')).path).toBe('audit.background_commit_window');
+    expect(errorOf(() => parseConfig({ api: { refused_calls_per_minute: 0 } }, '/tmp')).path).toBe('api.refused_calls_per_minute');
+    expect(errorOf(() => parseConfig({ api: { refused_calls_per_minute: 2.5 } }, '/tmp')).path).toBe('api.refused_calls_per_minute');
+  });
+
   it('names a redaction pattern that is not a regular expression', () => {
     const e = errorOf(() => parseConfig({ redaction: { patterns: ['secret', 'pass(word'] } }, '/tmp'));
     expect(e.path).toBe('redaction.patterns[1]');

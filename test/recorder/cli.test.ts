@@ -102,6 +102,21 @@ describe('vigil audit / sessions CLI', () => {
     const forged = await cli(['audit', 'verify', '--data', data, '--witness', witness]);
     expect(forged.code).toBe(1);
     expect(forged.err).toContain('is not signed by this log');
+    // A witness file that is missing, empty or not JSON is a usage error naming it; nothing is verified.
+    const missing = await cli(['audit', 'verify', '--data', data, '--witness', path.join(tempDir(), 'nope.jsonl')]);
+    expect(missing.code).toBe(2);
+    expect(missing.err).toMatch(/--witness: cannot read .*nope\.jsonl \(ENOENT\)/);
+    fs.writeFileSync(witness, '\n\n');
+    expect((await cli(['audit', 'verify', '--data', data, '--witness', witness])).err).toContain(`--witness: ${witness} holds no signed head`);
+    fs.writeFileSync(witness, head.out + 'garbage\n');
+    const garbage = await cli(['audit', 'verify', '--data', data, '--witness', witness]);
+    expect(garbage.code).toBe(2);
+    expect(garbage.err).toContain(`--witness: ${witness} line 2 is not a signed head`);
+    // A well-formed JSON object that is not a head is refused as unsigned, not trusted.
+    fs.writeFileSync(witness, '{"seq":"x"}\n');
+    const notHead = await cli(['audit', 'verify', '--data', data, '--witness', witness]);
+    expect(notHead.code).toBe(1);
+    expect(notHead.err).toContain('is not signed by this log');
   });
 
   it('audit search prints a table by default and JSON lines with --json, filtered', async () => {
