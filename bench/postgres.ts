@@ -11,6 +11,11 @@
  * and latency per route, medians over rounds and the ratios. Targets: vigil >= 1.0x pgbouncer and
  * >= 0.80x direct TPS; added p50 latency at 1 client <= 0.045 ms (p50 from pgbench's per-transaction log).
  *
+ *   tlsrelay   pgbench → the cheapest relay shaped like vigil, in this process: it answers SSLRequest,
+ *              terminates the client's TLS with the gateway's own SecureContext and options (client
+ *              certificate requested and required), then pipes plaintext to PostgreSQL — no parsing, no
+ *              login of its own (pgbench authenticates to PostgreSQL through it), no recording. What any
+ *              Node gateway that must see the traffic costs on this machine: the ceiling for vigil.
  *   vigil-plain (optional, --routes) the same without client TLS (development target, token as password)
  *
  *   npm run bench:postgres [-- --seconds 5 --rounds 2 --scale 5 --modes simple,extended,prepared --clients 16,1]
@@ -24,6 +29,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Session } from 'node:inspector/promises';
+import net from 'node:net';
+import tls from 'node:tls';
 import { startPostgres, clientEnv, PASSWORDS, type PostgresHandle } from '../test/support/postgres.ts';
 import { startTestGateway, type TestGateway } from '../test/support/gateway.ts';
 import { tempDir, freePort, waitFor } from '../test/support/tmp.ts';
@@ -35,7 +42,7 @@ const { values } = parseArgs({
     scale: { type: 'string', default: '5' },
     modes: { type: 'string', default: 'simple,extended,prepared' },
     clients: { type: 'string', default: '16,1' },
-    routes: { type: 'string', default: 'direct,pgbouncer,vigil' },
+    routes: { type: 'string', default: 'direct,pgbouncer,tlsrelay,vigil' },
   },
 });
 const SECONDS = Number(values.seconds);
@@ -63,7 +70,9 @@ async function profiled<T>(file: string | undefined, run: () => Promise<T>): Pro
   }
 }
 
-type RouteName = 'direct' | 'pgbouncer' | 'vigil' | 'vigil-plain';
+type RouteName = 'direct' | 'pgbouncer' | 'tlsrelay' | 'vigil' | 'vigil-plain';
+/** Routes served by this process, whose CPU per transaction the bench measures. */
+const inProcess = (r: RouteName) => r === 'tlsrelay' || r.startsWith('vigil');
 interface Route {
   name: RouteName;
   conn: string;
@@ -72,7 +81,7 @@ interface Result {
   tps: number;
   latAvg: number;
   p50?: number;
-  /** Gateway CPU µs per transaction (vigil only), and the part of it spent in the kernel (sockets). */
+  /** Gateway CPU µs per transaction (routes served by this process), and the part of it spent in the kernel (sockets). */
   cpuPerTx?: number;
   sysPerTx?: number;
 }
@@ -158,6 +167,54 @@ async function startPgbouncer(pg: PostgresHandle, dir: string): Promise<{ port: 
   };
 }
 
+/** SSLRequest and GSSENCRequest codes (8-byte untyped packets before the startup message). */
+const SSL_REQUEST = 80877103;
+const GSSENC_REQUEST = 80877104;
+
+/**
+ * The TLS-terminating relay (route tlsrelay): the work vigil cannot avoid and nothing else. Negotiates
+ * like vigil (GSSENC refused with 'N', SSLRequest answered 'S', TLS with the same SecureContext, client
+ * certificate requested and a connection without one closed), then one write per read each way.
+ */
+async function startTlsRelay(pgPort: number, context: tls.SecureContext): Promise<{ port: number; close(): void }> {
+  const server = net.createServer((raw) => {
+    raw.setNoDelay(true);
+    raw.on('error', () => raw.destroy());
+    let pending = Buffer.alloc(0);
+    const onRaw = (chunk: Buffer) => {
+      pending = Buffer.concat([pending, chunk]);
+      while (pending.length >= 8) {
+        const code = pending.readUInt32BE(4);
+        pending = pending.subarray(8);
+        if (code === GSSENC_REQUEST) {
+          raw.write('N');
+          continue;
+        }
+        raw.off('data', onRaw);
+        if (code !== SSL_REQUEST || pending.length > 0) return raw.destroy();
+        raw.pause();
+        raw.write('S');
+        const secure = new tls.TLSSocket(raw, { isServer: true, secureContext: context, requestCert: true, rejectUnauthorized: false });
+        secure.on('error', () => raw.destroy());
+        secure.once('secure', () => {
+          if (!secure.getPeerCertificate().raw) return secure.destroy();
+          secure.setNoDelay(true);
+          const backend = net.connect({ host: '127.0.0.1', port: pgPort, noDelay: true });
+          backend.on('error', () => secure.destroy());
+          secure.on('close', () => backend.destroy());
+          backend.on('close', () => secure.destroy());
+          secure.pipe(backend).pipe(secure);
+        });
+        raw.resume();
+        return;
+      }
+    };
+    raw.on('data', onRaw);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { port: (server.address() as net.AddressInfo).port, close: () => server.close() };
+}
+
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
@@ -185,9 +242,11 @@ async function main() {
   );
   const alice = await tg.issue({ user: 'alice', roles: ['dba'], ttlMs: 6 * 3600_000 });
   const bouncer = ROUTES.includes('pgbouncer') ? await startPgbouncer(pg, path.join(base, 'pgbouncer')) : undefined;
+  const relay = ROUTES.includes('tlsrelay') ? await startTlsRelay(pg.port, tg.gw.services.identity.tlsContext()) : undefined;
   try {
-    await run(pg, tg, alice, bouncer);
+    await run(pg, tg, alice, bouncer, relay);
   } finally {
+    relay?.close();
     bouncer?.stop();
     await tg.stop();
     await pg.stop();
@@ -195,19 +254,23 @@ async function main() {
   }
 }
 
-async function run(pg: PostgresHandle, tg: TestGateway, alice: Awaited<ReturnType<TestGateway['issue']>>, bouncer: { port: number } | undefined) {
+async function run(pg: PostgresHandle, tg: TestGateway, alice: Awaited<ReturnType<TestGateway['issue']>>, bouncer: { port: number } | undefined, relay: { port: number } | undefined) {
   const base = tempDir('vigil-bench-pgrun-');
 
   const routes: Route[] = [];
   const direct = `host=127.0.0.1 port=${pg.port} dbname=app user=scram_user password=${PASSWORDS.scram_user} sslmode=require`;
   if (ROUTES.includes('direct')) routes.push({ name: 'direct', conn: direct });
   if (bouncer) routes.push({ name: 'pgbouncer', conn: `host=127.0.0.1 port=${bouncer.port} dbname=pg user=bench sslmode=require` });
+  // The same client TLS as vigil (gateway certificate verified, alice's certificate presented); PostgreSQL
+  // authenticates pgbench itself, through the relay.
+  const clientTls = `sslmode=verify-full sslrootcert=${alice.ca} sslcert=${alice.crt} sslkey=${alice.key}`;
+  if (relay) routes.push({ name: 'tlsrelay', conn: `host=127.0.0.1 port=${relay.port} dbname=app user=scram_user password=${PASSWORDS.scram_user} ${clientTls}` });
   if (ROUTES.includes('vigil-plain')) {
     const { token } = await tg.gw.services.identity.issueToken({ user: 'alice', roles: ['dba'], ttlMs: 6 * 3600_000 });
     routes.push({ name: 'vigil-plain', conn: `host=127.0.0.1 port=${tg.ports.postgres} dbname=pg-plain user=alice sslmode=disable password=${token}` });
   }
   if (ROUTES.includes('vigil')) {
-    routes.push({ name: 'vigil', conn: `host=127.0.0.1 port=${tg.ports.postgres} dbname=pg user=alice sslmode=verify-full sslrootcert=${alice.ca} sslcert=${alice.crt} sslkey=${alice.key}` });
+    routes.push({ name: 'vigil', conn: `host=127.0.0.1 port=${tg.ports.postgres} dbname=pg user=alice ${clientTls}` });
   }
 
   console.log(`pgbench -i -s ${values.scale}`);
@@ -233,8 +296,8 @@ async function run(pg: PostgresHandle, tg: TestGateway, alice: Awaited<ReturnTyp
             return undefined;
           });
           if (!res) continue;
-          if (r.name.startsWith('vigil')) {
-            // The gateway runs in this process: its CPU per transaction, independent of machine load.
+          if (inProcess(r.name)) {
+            // The gateway (or relay) runs in this process: its CPU per transaction, independent of machine load.
             const cpu = process.cpuUsage(cpu0);
             res.cpuPerTx = (cpu.user + cpu.system) / (res.tps * SECONDS);
             res.sysPerTx = cpu.system / (res.tps * SECONDS);
@@ -248,22 +311,30 @@ async function run(pg: PostgresHandle, tg: TestGateway, alice: Awaited<ReturnTyp
   }
 
   console.log('\nmedians over rounds');
-  console.log('mode      clients  route      tps      lat avg   p50       vs direct  vs pgbouncer  added p50');
+  console.log('mode      clients  route        tps  lat avg      p50  vs direct  vs pgbouncer  vs tlsrelay  cpu µs/tx  added p50');
   for (const mode of MODES) {
     for (const clients of CLIENTS) {
       const get = (n: RouteName) => {
         const rs = results.get(`${mode}|${clients}|${n}`);
-        return rs && { tps: median(rs.map((x) => x.tps)), lat: median(rs.map((x) => x.latAvg)), p50: rs[0].p50 === undefined ? undefined : median(rs.map((x) => x.p50!)) };
+        return rs && { tps: median(rs.map((x) => x.tps)), lat: median(rs.map((x) => x.latAvg)), p50: rs[0].p50 === undefined ? undefined : median(rs.map((x) => x.p50!)), cpu: rs[0].cpuPerTx === undefined ? undefined : median(rs.map((x) => x.cpuPerTx!)) };
       };
       const d = get('direct');
       const b = get('pgbouncer');
+      const t = get('tlsrelay');
       for (const r of routes) {
         const m = get(r.name);
         if (!m) continue;
-        const vsD = d ? (m.tps / d.tps).toFixed(2) + 'x' : '-';
-        const vsB = b ? (m.tps / b.tps).toFixed(2) + 'x' : '-';
+        const vs = (x: { tps: number } | undefined) => (x ? (m.tps / x.tps).toFixed(2) + 'x' : '-');
         const added = d && m.p50 !== undefined && d.p50 !== undefined ? `${(m.p50 - d.p50).toFixed(3)} ms` : '';
-        console.log(`${mode.padEnd(9)} ${String(clients).padStart(7)}  ${r.name.padEnd(9)} ${m.tps.toFixed(0).padStart(7)}  ${m.lat.toFixed(3).padStart(7)}  ${m.p50 !== undefined ? m.p50.toFixed(3).padStart(7) : '      -'}  ${vsD.padStart(9)}  ${vsB.padStart(12)}  ${added}`);
+        const cpu = m.cpu !== undefined ? m.cpu.toFixed(0) : '-';
+        console.log(`${mode.padEnd(9)} ${String(clients).padStart(7)}  ${r.name.padEnd(9)} ${m.tps.toFixed(0).padStart(7)}  ${m.lat.toFixed(3).padStart(7)}  ${m.p50 !== undefined ? m.p50.toFixed(3).padStart(7) : '      -'}  ${vs(d).padStart(9)}  ${vs(b).padStart(12)}  ${vs(t).padStart(11)}  ${cpu.padStart(9)}  ${added}`);
+      }
+      const v = get('vigil');
+      if (t && v) {
+        // What vigil costs beyond the unavoidable (TLS in Node plus one hop), in the same run.
+        const p50 = t.p50 !== undefined && v.p50 !== undefined ? `  added p50 vigil-tlsrelay ${(v.p50 - t.p50).toFixed(3)} ms` : '';
+        const cpu = t.cpu !== undefined && v.cpu !== undefined ? `  cpu vigil ${v.cpu.toFixed(0)} vs tlsrelay ${t.cpu.toFixed(0)} µs/tx (+${(v.cpu - t.cpu).toFixed(0)})` : '';
+        console.log(`${mode.padEnd(9)} ${String(clients).padStart(7)}  vigil/tlsrelay ${(v.tps / t.tps).toFixed(2)}x  tlsrelay/direct ${d ? (t.tps / d.tps).toFixed(2) + 'x' : '-'}${cpu}${p50}`);
       }
     }
   }
