@@ -51,6 +51,26 @@ interface FastWrite {
   latin1Write(s: string, offset: number): number;
 }
 
+/** Number of decimal digits of a positive safe integer. */
+function decimalDigits(n: number): number {
+  let digits = 1;
+  for (let v = n; v >= 10; v = Math.floor(v / 10)) digits++;
+  return digits;
+}
+
+/**
+ * The decimal digits of a positive safe integer as ASCII at `at` (`digits` = decimalDigits(n)); returns the
+ * offset after them. A record writes its sequence number twice: a string plus a native write per copy
+ * cost several times this loop.
+ */
+function writeDecimal(buf: Buffer, at: number, n: number, digits: number): number {
+  for (let i = at + digits - 1, v = n; i >= at; i--) {
+    buf[i] = 0x30 + (v % 10);
+    v = Math.floor(v / 10);
+  }
+  return at + digits;
+}
+
 /**
  * Write one record line (exactly `encodeRecord(seq, prev, recordHash(seq, prev, json), json)`, json being
  * the event JSON or what its pieces spell) into `buf` at `at`, encoding the event once: its bytes are
@@ -61,10 +81,11 @@ interface FastWrite {
  */
 export function encodeRecordInto(buf: Buffer, at: number, seq: number, prev: string, event: string | EventPieces): { end: number; hash: string } {
   if (prev.length !== 64) throw new TypeError('prev must be a 64-digit hex hash');
+  if (!Number.isSafeInteger(seq) || seq < 1) throw new TypeError('seq must be a positive safe integer');
   const fast = buf as unknown as FastWrite;
-  const seqText = String(seq);
+  const seqDigits = decimalDigits(seq);
   // {"seq":N,"prev":"<64>","hash":"<64>","event":
-  const eventAt = at + 7 + seqText.length + 9 + 64 + 10 + 64 + 10;
+  const eventAt = at + 7 + seqDigits + 9 + 64 + 10 + 64 + 10;
   let eventEnd = eventAt;
   if (typeof event === 'string') {
     eventEnd += fast.utf8Write(event, eventEnd);
@@ -79,22 +100,25 @@ export function encodeRecordInto(buf: Buffer, at: number, seq: number, prev: str
   }
   // Preamble `vigil-audit-v1\n<seq>\n<prev>\n`, then the line's prefix over it, written piecewise: no
   // concatenated strings to build and flatten per record.
-  const preambleAt = eventAt - (HASH_DOMAIN_BYTES.length + seqText.length + 1 + 64 + 1);
+  const preambleAt = eventAt - (HASH_DOMAIN_BYTES.length + seqDigits + 1 + 64 + 1);
   let o = preambleAt;
   buf.set(HASH_DOMAIN_BYTES, o);
   o += HASH_DOMAIN_BYTES.length;
-  o += fast.latin1Write(seqText, o);
+  o = writeDecimal(buf, o, seq, seqDigits);
   buf[o++] = 0x0a;
+  const prevInPreamble = o;
   o += fast.latin1Write(prev, o);
   buf[o] = 0x0a;
   const hash = crypto.hash('sha256', buf.subarray(preambleAt, eventEnd), 'hex');
+  // The line's prefix: prev is copied from the preamble first (its place in the line lies before the
+  // preamble, so nothing written below has overwritten it yet).
   o = at;
+  buf.copyWithin(at + SEQ_TAG_BYTES.length + seqDigits + PREV_TAG_BYTES.length, prevInPreamble, prevInPreamble + 64);
   buf.set(SEQ_TAG_BYTES, o);
   o += SEQ_TAG_BYTES.length;
-  o += fast.latin1Write(seqText, o);
+  o = writeDecimal(buf, o, seq, seqDigits);
   buf.set(PREV_TAG_BYTES, o);
-  o += PREV_TAG_BYTES.length;
-  o += fast.latin1Write(prev, o);
+  o += PREV_TAG_BYTES.length + 64;
   buf.set(HASH_TAG_BYTES, o);
   o += HASH_TAG_BYTES.length;
   o += fast.latin1Write(hash, o);

@@ -80,6 +80,40 @@ describe('audit log: chain, checkpoints, verify', () => {
     }
   });
 
+  it('canonical JSON equals the reference encoder on random values (sorted, unsorted, index keys, odd strings, toJSON)', () => {
+    let seed = 0x9e3779b9;
+    const rand = () => {
+      seed = (seed + 0x6d2b79f5) | 0;
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+      t ^= t + Math.imul(t ^ (t >>> 7), 61 | t);
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+    const pick = <T,>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)];
+    const strings = ['', 'a', 'b', 'zz', '10', '9', '0', 'é', '€🙂', 'q"q', 'b\\s', 'nl\n', '\u0000', '\u001f', 'lone \ud800', '\udc00x', '\u2028', 'toJSON', '__proto__x'];
+    const numbers = [0, -0, 1, -1.5, 0.42, 1e21, 1e-7, Number.MAX_SAFE_INTEGER, NaN, Infinity, -Infinity];
+    class Box {
+      constructor(readonly v: number) {}
+    }
+    const value = (depth: number): unknown => {
+      const r = rand();
+      if (depth > 3 || r < 0.35) {
+        return pick<unknown>([pick(strings), pick(numbers), true, false, null, undefined, 12n, -3n, () => 1, Symbol('s')]);
+      }
+      if (r < 0.5) return Array.from({ length: Math.floor(rand() * 4) }, () => value(depth + 1));
+      if (r < 0.55) return pick<unknown>([new Date(Math.floor(rand() * 1e12)), new Box(3), new String('ab'), new Number(4), new Boolean(false), new Map([[1, 2]]), Object.assign(Object.create({ inherited: 1 }), { own: 2 }), { toJSON: () => ({ b: 1, a: 2 }) }, Object.assign([1, 2], { toJSON: () => 'arr' })]);
+      const keys = Array.from({ length: Math.floor(rand() * 5) }, () => pick(strings));
+      if (rand() < 0.6) keys.sort(); // the common case: keys already in order
+      const o: Record<string, unknown> = rand() < 0.1 ? Object.create(null) : {};
+      for (const k of keys) o[k] = value(depth + 1);
+      return o;
+    };
+    for (let i = 0; i < 3000; i++) {
+      const v = value(0);
+      if (v === undefined || typeof v === 'function' || typeof v === 'symbol') continue;
+      expect(canonicalJson(v)).toBe(canonicalJsonReference(v));
+    }
+  });
+
   it('the piecewise event encoder writes exactly the canonical JSON (escapes, bigint, frozen and odd events)', () => {
     const strings = ['plain', 'é €🙂', 'quote " and \\ backslash', 'ctl \u0000\u001f\n', 'lone \ud800 surrogate', 'x'.repeat(300) + '"'];
     for (const [i, s] of strings.entries()) {
