@@ -106,6 +106,22 @@ function directString(s: string): string {
 }
 
 /**
+ * `"key":` per member name: the same few names (statement, params, rows, …) recur in every event, so
+ * their encoding is kept. Bounded, in case some producer puts data in member names.
+ */
+const memberPrefixes = new Map<string, string>();
+const MAX_MEMBER_PREFIXES = 4096;
+
+function memberPrefix(k: string): string {
+  let p = memberPrefixes.get(k);
+  if (p === undefined) {
+    p = directString(k) + ':';
+    if (memberPrefixes.size < MAX_MEMBER_PREFIXES) memberPrefixes.set(k, p);
+  }
+  return p;
+}
+
+/**
  * Canonical JSON of a value made of primitives, arrays and plain objects whose own keys iterate in
  * strictly increasing order. Iteration order that passes that check is the sorted order, index-like keys
  * included, so no sorting is needed. Anything else throws NOT_DIRECT.
@@ -149,7 +165,7 @@ function direct(v: unknown, depth: number): string {
     previous = k;
     const x = obj[k];
     if (x === undefined || typeof x === 'function' || typeof x === 'symbol') continue;
-    out += (out.length === 1 ? '' : ',') + directString(k) + ':' + direct(x, depth + 1);
+    out += (out.length === 1 ? memberPrefix(k) : ',' + memberPrefix(k)) + direct(x, depth + 1);
   }
   return out + '}';
 }
