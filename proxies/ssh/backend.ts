@@ -59,11 +59,25 @@ function credential(t: TargetConfig): { privateKey?: Buffer; password?: string }
   throw new BackendError('config', `vigil has no credential configured for target ${t.name}; contact the gateway operator.`);
 }
 
+/** An authenticated connection to a target, and the cipher it negotiated (for session.end). */
+export interface Backend {
+  client: ssh2.Client;
+  cipher: string;
+}
+
+/** The negotiated cipher of a handshake; both directions in one name when they agree (they do with OpenSSH). */
+export function negotiatedCipher(n: ssh2.NegotiatedAlgorithms): string {
+  return n.cs.cipher === n.sc.cipher ? n.cs.cipher : `${n.cs.cipher} / ${n.sc.cipher}`;
+}
+
 /**
  * Open the gateway's own SSH connection to a target with the configured credential, refusing any host key
  * that is not pinned. Resolves once authenticated; rejects with a BackendError within `timeoutMs`.
+ * vigil is the SSH client here, so its preference picks the cipher: ssh2's default order, which puts
+ * aes128-gcm first on CPUs with AES instructions (the cheapest for both ends there) and
+ * chacha20-poly1305 first on CPUs without.
  */
-export function connectBackend(t: TargetConfig, login: string, timeoutMs: number): Promise<ssh2.Client> {
+export function connectBackend(t: TargetConfig, login: string, timeoutMs: number): Promise<Backend> {
   return new Promise((resolve, reject) => {
     let pins: HostKeyPins;
     let cred: ReturnType<typeof credential>;
@@ -79,6 +93,8 @@ export function connectBackend(t: TargetConfig, login: string, timeoutMs: number
       return;
     }
     const client = new ssh2.Client();
+    let cipher = '';
+    client.once('handshake', (n) => (cipher = negotiatedCipher(n)));
     let settled = false;
     let hostKeyProblem: BackendError | undefined;
     const timer = setTimeout(() => fail(new BackendError('timeout', `target ${t.name} did not answer within ${Math.round(timeoutMs / 1000)}s.`)), timeoutMs);
@@ -96,7 +112,7 @@ export function connectBackend(t: TargetConfig, login: string, timeoutMs: number
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      resolve(client);
+      resolve({ client, cipher });
     });
     client.on('error', (e: Error & { level?: string; code?: string }) => {
       if (hostKeyProblem) return fail(hostKeyProblem);

@@ -1,5 +1,19 @@
 import { z } from 'zod';
+import type ssh2 from 'ssh2';
 import { listenerBase, filePath, secretRef, type SchemaContext } from '../../src/config/types.ts';
+
+/**
+ * Ciphers the SSH listener can offer: the AEAD and CTR ciphers of ssh2 that OpenSSH also has (no CBC,
+ * no arcfour). Listed here rather than read from ssh2 so that loading the config does not load ssh2.
+ */
+export const SSH_CIPHERS = [
+  'chacha20-poly1305@openssh.com',
+  'aes128-gcm@openssh.com',
+  'aes256-gcm@openssh.com',
+  'aes128-ctr',
+  'aes192-ctr',
+  'aes256-ctr',
+] as const;
 
 /** The `ssh:` config section. */
 export function sshSectionSchema() {
@@ -9,10 +23,21 @@ export function sshSectionSchema() {
     env_allow: z.array(z.string()).default(['LANG', 'LC_*']),
     /** Authentication attempts (keys tried) per connection before it is dropped. */
     max_auth_attempts: z.number().int().min(1).default(6),
+    /**
+     * Ciphers offered to clients. The client's preference picks among them (stock OpenSSH asks for
+     * chacha20-poly1305 first), so leaving one out is how to steer clients to another; unset: all of
+     * SSH_CIPHERS, which every stock client accepts.
+     */
+    ciphers: z.array(z.enum(SSH_CIPHERS)).min(1).optional(),
   });
 }
 
 export type SshSection = z.output<ReturnType<typeof sshSectionSchema>>;
+
+/** ssh2 server options for the configured cipher list (ssh2's own defaults when none is configured). */
+export function serverAlgorithms(section: SshSection): { algorithms?: ssh2.Algorithms } {
+  return section.ciphers ? { algorithms: { cipher: [...section.ciphers] } } : {};
+}
 
 /** Fields of an SSH target. Exactly one of private_key/password; one of host_key/known_hosts. */
 export function sshTargetFields(sc: SchemaContext) {

@@ -10,10 +10,10 @@ import type { EventType } from '../../src/events/catalog.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
 import { admit, openSession, type AdmitRequest, type OpenSession } from '../../src/sessions/admit.ts';
 import type { EndReason } from '../../src/sessions/registry.ts';
-import type { SshSection } from './config.ts';
+import { serverAlgorithms, type SshSection } from './config.ts';
 import type { ChannelHost, ChannelObserver } from './host.ts';
 import { parseUsername, resolveLogin, type Route } from './route.ts';
-import { connectBackend, BackendError } from './backend.ts';
+import { connectBackend, negotiatedCipher, BackendError } from './backend.ts';
 import { SessionChannel, GATEWAY_EXIT_STATUS, type PtyInfo } from './session-channel.ts';
 import { handleDirectTcpip, type TcpipInfo } from './forward.ts';
 import { sendBanner, sendDisconnect } from './wire.ts';
@@ -61,6 +61,8 @@ export class Connection implements ChannelHost {
   private open: OpenSession | undefined;
   private backendConn: ssh2.Client | undefined;
   private backendUp = false;
+  /** Negotiated ciphers of the client's connection and of ours to the target (session.end). */
+  private readonly cipher: { client?: string; target?: string } = {};
   private endingReason: EndReason | undefined;
   private readonly channels = new Map<number, SessionChannel>();
   private nextChannel = 0;
@@ -97,6 +99,7 @@ export class Connection implements ChannelHost {
     this.authTimer.unref();
 
     conn.on('error', (e: Error) => this.log.debug({ err: e.message }, 'client connection error'));
+    conn.once('handshake', (n) => (this.cipher.client = negotiatedCipher(n)));
     conn.on('authentication', (ctx) => void this.onAuth(ctx).catch((e) => {
       this.log.error({ err: e }, 'authentication handler failed');
       this.destroy();
@@ -281,7 +284,9 @@ export class Connection implements ChannelHost {
       // The client may have gone while session.start was being written.
       if (this.finished) return void (await this.endSession('client_closed'));
       try {
-        this.backendConn = await connectBackend(adm.target, login, this.services.config.gateway.connect_timeout);
+        const backend = await connectBackend(adm.target, login, this.services.config.gateway.connect_timeout);
+        this.backendConn = backend.client;
+        this.cipher.target = backend.cipher;
       } catch (e) {
         const be = e instanceof BackendError ? e : new BackendError('error', `connection to target ${adm.target.name} failed.`, (e as Error).message);
         this.log.warn({ reason: be.reason, detail: be.detail }, 'backend connection failed');
@@ -397,7 +402,7 @@ export class Connection implements ChannelHost {
     }
     const channel = accept();
     channel.on('error', () => {});
-    const server = new ssh2.Server({ hostKeys: [key.privateKey], ident: 'vigil' });
+    const server = new ssh2.Server({ hostKeys: [key.privateKey], ident: 'vigil', ...serverAlgorithms(this.section) });
     this.innerServers.add(server);
     server.on('error', (e: Error) => this.log.debug({ err: e.message }, 'inner ssh error'));
     const id = newId();
@@ -472,6 +477,7 @@ export class Connection implements ChannelHost {
       recordings: this.recordings,
       ...this.lastExit,
       mode: this.mode(),
+      ...(this.cipher.client ? { cipher: { ...this.cipher } } : {}),
       ...(this.backendError ? { backend_error: this.backendError } : {}),
       ...extra,
     });

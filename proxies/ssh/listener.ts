@@ -1,7 +1,7 @@
 import ssh2 from 'ssh2';
 import type { ProxyInstance } from '../../src/gateway/proxy.ts';
 import type { GatewayServices } from '../../src/gateway/services.ts';
-import type { SshSection } from './config.ts';
+import { serverAlgorithms, type SshSection } from './config.ts';
 import { Connection, type ListenerContext } from './connection.ts';
 
 /** The SSH listener: one ssh2 server per accepted socket, capped while unauthenticated. */
@@ -30,7 +30,7 @@ export function createSshListener(services: GatewayServices, section: SshSection
       const greetTimer = setTimeout(() => socket.destroy(), services.config.gateway.auth_timeout);
       greetTimer.unref();
       socket.once('close', () => clearTimeout(greetTimer));
-      const server = new ssh2.Server({ hostKeys: [lc.hostKey], ident: 'vigil' });
+      const server = new ssh2.Server({ hostKeys: [lc.hostKey], ident: 'vigil', ...serverAlgorithms(section) });
       server.on('error', (e: Error) => ctx.log.debug({ err: e.message }, 'ssh error'));
       server.on('connection', (conn) => {
         clearTimeout(greetTimer);
