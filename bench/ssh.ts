@@ -6,12 +6,17 @@
  *   upload    head -c 512M /dev/zero | ssh … 'cat > /dev/null'
  *   echo      ssh -tt … 'stty raw -echo; cat': send one byte, time until it comes back
  *
- * Runs alternate direct/vigil so machine noise hits both alike. Prints MiB/s per run, medians and the
+ * Runs alternate direct/relay/vigil so machine noise hits all alike. Prints MiB/s per run, medians and the
  * ratio (target >= 0.90x), and echo p50/p99 (target: vigil p50 at most 1 ms above direct).
  *
  *   random    the same two with SIZE random bytes from a file instead of zeros (--payload zero,random)
+ *   relay     the ceiling: a bare ssh2 relay in this process (same ssh2, same negotiated ciphers on both
+ *             legs as vigil; no certificates, authorization, recording or audit, plain stream pipes).
+ *             What vigil could reach at best with ssh2 terminating SSH on both sides.
+ *   --cipher  make the stock client ask for this cipher on every route (fair: direct gets it too);
+ *             default: each side's own preference, as a stock setup negotiates.
  *
- *   npm run bench:ssh [-- --size 512M --runs 3 --samples 200 --payload zero,random]
+ *   npm run bench:ssh [-- --size 512M --runs 3 --samples 200 --payload zero,random --routes direct,relay,vigil --cipher NAME]
  */
 import { spawn } from 'node:child_process';
 import os from 'node:os';
@@ -19,6 +24,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { parseArgs } from 'node:util';
+import ssh2 from 'ssh2';
 import { startSshd, type SshdHandle } from '../test/support/sshd.ts';
 import { startWorld, type SshWorld } from '../test/ssh/harness.ts';
 
@@ -30,6 +36,8 @@ const { values } = parseArgs({
     /** zero: the issue's /dev/zero transfer. random: the same size of random bytes from a file (nothing in
      *  it compresses or is special to the recorder; what a binary download costs). */
     payload: { type: 'string', default: 'zero,random' },
+    routes: { type: 'string', default: 'direct,relay,vigil' },
+    cipher: { type: 'string' },
   },
 });
 const MiB = 1024 * 1024;
@@ -48,8 +56,9 @@ function parseHeadSize(s: string): number {
 const quote = (a: string) => `'${a.replace(/'/g, `'\\''`)}'`;
 
 /** One side of the comparison: how the stock client reaches the sshd. */
+type RouteName = 'direct' | 'relay' | 'vigil';
 interface Route {
-  name: 'direct' | 'vigil';
+  name: RouteName;
   args: string[];
   destination: string;
 }
@@ -142,11 +151,11 @@ const f2 = (x: number) => x.toFixed(2);
 
 async function throughput(label: string, fn: (r: Route) => Promise<number>, routes: Route[]): Promise<void> {
   console.log(`\n${label}`);
-  const rates: Record<string, number[]> = { direct: [], vigil: [] };
-  // The gateway runs in this process (the bench itself only waits on children): its CPU per MiB is a
-  // number that survives machine contention, unlike the MiB/s.
-  const gatewayCpu: number[] = [];
-  const failures: Record<string, number> = { direct: 0, vigil: 0 };
+  const rates: Record<string, number[]> = { direct: [], relay: [], vigil: [] };
+  // The gateway (and the ceiling relay) run in this process (the bench itself only waits on children):
+  // their CPU per MiB is a number that survives machine contention, unlike the MiB/s.
+  const cpuPerMiB: Record<string, number[]> = { relay: [], vigil: [] };
+  const failures: Record<string, number> = { direct: 0, relay: 0, vigil: 0 };
   for (let run = 1; run <= RUNS; run++) {
     const parts: string[] = [];
     for (const r of routes) {
@@ -157,8 +166,8 @@ async function throughput(label: string, fn: (r: Route) => Promise<number>, rout
         const rate = BYTES / MiB / (ms / 1000);
         rates[r.name].push(rate);
         const perMiB = (cpu.user + cpu.system) / (BYTES / MiB);
-        if (r.name === 'vigil') gatewayCpu.push(perMiB);
-        parts.push(`${r.name} ${f1(rate).padStart(7)} MiB/s${r.name === 'vigil' ? ` (gateway cpu ${perMiB.toFixed(0)} µs/MiB)` : ''}`);
+        if (r.name !== 'direct') cpuPerMiB[r.name].push(perMiB);
+        parts.push(`${r.name} ${f1(rate).padStart(7)} MiB/s${r.name !== 'direct' ? ` (cpu ${perMiB.toFixed(0)} µs/MiB)` : ''}`);
       } catch (e) {
         // A failed transfer is a result too (e.g. the gateway ending the session): say why and go on.
         failures[r.name]++;
@@ -168,9 +177,15 @@ async function throughput(label: string, fn: (r: Route) => Promise<number>, rout
     console.log(`  run ${run}: ${parts.join('   ')}`);
   }
   const summary = routes.map((r) => `${r.name} ${rates[r.name].length ? `${f1(median(rates[r.name]))} MiB/s` : 'n/a'}${failures[r.name] ? ` (${failures[r.name]} of ${RUNS} failed)` : ''}`);
-  const ratio = rates.vigil.length && rates.direct.length ? `, ratio ${f2(median(rates.vigil) / median(rates.direct))}x (target >= 0.90x)` : '';
-  console.log(`  median: ${summary.join(', ')}${ratio}`);
-  if (gatewayCpu.length) console.log(`  gateway cpu (user+sys, in-process) median ${median(gatewayCpu).toFixed(0)} µs/MiB`);
+  const ratio = (a: RouteName, b: RouteName) => (rates[a].length && rates[b].length ? median(rates[a]) / median(rates[b]) : undefined);
+  const ratios = [
+    ratio('vigil', 'direct') !== undefined ? `vigil/direct ${f2(ratio('vigil', 'direct')!)}x (target >= 0.90x)` : '',
+    ratio('relay', 'direct') !== undefined ? `relay/direct ${f2(ratio('relay', 'direct')!)}x (ceiling)` : '',
+    ratio('vigil', 'relay') !== undefined ? `vigil/relay ${f2(ratio('vigil', 'relay')!)}x` : '',
+  ].filter(Boolean);
+  console.log(`  median: ${summary.join(', ')}${ratios.length ? `; ${ratios.join(', ')}` : ''}`);
+  const cpu = (['relay', 'vigil'] as const).filter((n) => cpuPerMiB[n].length).map((n) => `${n === 'vigil' ? 'gateway' : 'relay'} ${median(cpuPerMiB[n]).toFixed(0)} µs/MiB`);
+  if (cpu.length) console.log(`  in-process cpu (user+sys) median: ${cpu.join(', ')}`);
 }
 
 async function echo(routes: Route[]): Promise<void> {
@@ -197,6 +212,81 @@ async function echo(routes: Route[]): Promise<void> {
   if (p50.vigil !== undefined) console.log(`  vigil adds ${f2(p50.vigil - p50.direct)} ms at p50 (target <= 1 ms)`);
 }
 
+/** Negotiated cipher names of one ssh2 handshake, "cs" and "sc" folded into one when equal. */
+function cipherOf(n: { cs: { cipher: string }; sc: { cipher: string } }): string {
+  return n.cs.cipher === n.sc.cipher ? n.cs.cipher : `${n.cs.cipher} / ${n.sc.cipher}`;
+}
+
+/**
+ * The ceiling route: the smallest ssh2 relay that carries the bench's sessions (exec, with or without a
+ * pty) from the stock client to the same sshd — ssh2 terminates SSH on both legs exactly as in vigil, with
+ * each side's default algorithms, and the bytes go through plain stream pipes. Bench-only: it accepts any
+ * public key (the only client is this bench, on loopback) and logs in to the sshd with the test key.
+ */
+async function startBareRelay(sshd: SshdHandle): Promise<{ port: number; targetCipher: () => string; close(): Promise<void> }> {
+  const hostKey = ssh2.utils.generateKeyPairSync('ed25519').private;
+  const targetKey = fs.readFileSync(sshd.clientKey);
+  let targetCipher = '';
+  const server = new ssh2.Server({ hostKeys: [hostKey] }, (conn) => {
+    conn.on('error', () => {});
+    conn.on('authentication', (ctx) => (ctx.method === 'publickey' ? ctx.accept() : ctx.reject(['publickey'])));
+    conn.on('ready', () => {
+      const backend = new ssh2.Client();
+      const up = new Promise<void>((resolve, reject) => {
+        backend.once('ready', resolve).once('error', reject);
+      });
+      up.catch(() => {}); // a session that never opens a channel does not care
+      backend.on('error', () => conn.end());
+      backend.once('handshake', (n) => (targetCipher = cipherOf(n)));
+      backend.connect({ host: sshd.host, port: sshd.port, username: sshd.user, privateKey: targetKey, hostVerifier: () => true });
+      conn.on('close', () => backend.end());
+      conn.on('session', (acceptSession) => {
+        const session = acceptSession();
+        let pty: ssh2.PseudoTtyOptions | undefined;
+        session.on('pty', (accept, _reject, info) => {
+          pty = { term: info.term, cols: info.cols, rows: info.rows, width: info.width, height: info.height, modes: info.modes };
+          accept?.();
+        });
+        session.on('exec', (accept, _reject, info) => {
+          // Accepted at once (ssh2 drops data of a request not accepted in the same tick); the client's
+          // bytes wait in the channel until the target's channel is there.
+          const client = accept();
+          up.then(() =>
+            backend.exec(info.command, { pty }, (err, target) => {
+              if (err) return client.close();
+              target.pipe(client, { end: false });
+              target.stderr.pipe(client.stderr, { end: false });
+              client.pipe(target);
+              let code = 255;
+              target.on('exit', (c: number | null) => (code = c ?? 255));
+              target.on('close', () => {
+                client.exit(code);
+                client.end();
+              });
+            }),
+          ).catch(() => client.close());
+        });
+      });
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as import('node:net').AddressInfo).port,
+    targetCipher: () => targetCipher,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+/** The cipher the stock client ends up with on a route (from `ssh -v`), for the header. */
+function clientCipher(r: Route): Promise<string> {
+  return new Promise((resolve) => {
+    const c = spawn('ssh', ['-o', 'LogLevel=DEBUG1', ...r.args, r.destination, 'true'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    c.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    c.on('close', () => resolve(/kex: server->client cipher: (\S+)/.exec(err)?.[1] ?? 'unknown'));
+  });
+}
+
 async function main(): Promise<void> {
   let world: SshWorld | undefined;
   let sshd: SshdHandle;
@@ -209,10 +299,22 @@ async function main(): Promise<void> {
     vigilNote = `vigil side pending: the gateway's SSH proxy did not start (${(e as Error).message.split('\n')[0]})`;
     sshd = await startSshd();
   }
-  routes.push({ name: 'direct', args: sshd.sshArgs(), destination: sshd.destination });
-  if (world) {
+  const wanted = values.routes!.split(',').map((r) => r.trim());
+  for (const w of wanted) if (w !== 'direct' && w !== 'relay' && w !== 'vigil') throw new Error(`--routes: expected direct, relay and/or vigil, got ${w}`);
+  // --cipher goes to the stock client on every route: a comparison where only one route gets a cheaper
+  // cipher would measure the cipher, not the route.
+  const cipherArgs = values.cipher ? ['-c', values.cipher] : [];
+  routes.push({ name: 'direct', args: sshd.sshArgs(cipherArgs), destination: sshd.destination });
+  let relay: Awaited<ReturnType<typeof startBareRelay>> | undefined;
+  if (wanted.includes('relay')) {
+    relay = await startBareRelay(sshd);
+    // First occurrence of an option wins in ssh: these override the sshd's port and known_hosts.
+    const args = ['-o', `Port=${relay.port}`, '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', ...sshd.sshArgs(cipherArgs)];
+    routes.push({ name: 'relay', args, destination: sshd.destination });
+  }
+  if (world && wanted.includes('vigil')) {
     const alice = await world.issue();
-    const vigil: Route = { name: 'vigil', args: world.opts(alice), destination: `${sshd.user}@web1@127.0.0.1` };
+    const vigil: Route = { name: 'vigil', args: world.opts(alice, cipherArgs), destination: `${sshd.user}@web1@127.0.0.1` };
     try {
       await timedShell(sshCmd(vigil, 'true'));
       routes.push(vigil);
@@ -220,6 +322,7 @@ async function main(): Promise<void> {
       vigilNote = `vigil side pending: a login through the gateway failed (${(e as Error).message})`;
     }
   }
+  if (!wanted.includes('direct')) routes.shift();
   const version = await new Promise<string>((resolve) => {
     const c = spawn('ssh', ['-V'], { stdio: ['ignore', 'ignore', 'pipe'] });
     let v = '';
@@ -228,7 +331,21 @@ async function main(): Promise<void> {
   });
   console.log(`ssh bench: ${SIZE} (${BYTES / MiB} MiB) each way, ${RUNS} alternating runs; ${version}; sshd on 127.0.0.1:${sshd.port}`);
   console.log(`machine: ${os.cpus().length} cores, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} (other work on the machine skews absolute numbers; the alternation keeps the ratio fair)`);
-  console.log(routes.length > 1 ? `vigil: in-process gateway on 127.0.0.1:${world!.port} (recording on) → same sshd` : vigilNote);
+  if (world && routes.some((r) => r.name === 'vigil')) console.log(`vigil: in-process gateway on 127.0.0.1:${world.port} (recording on) → same sshd`);
+  else if (vigilNote) console.log(vigilNote);
+  if (relay) console.log(`relay: bare ssh2 relay in this process on 127.0.0.1:${relay.port} (no auth checks, recording or audit) → same sshd: the ceiling for an ssh2 gateway`);
+  // Which cipher each leg negotiated (the client's preference decides a leg; vigil is the client of its target).
+  const legs: string[] = [];
+  for (const r of routes) {
+    const front = await clientCipher(r);
+    if (r.name === 'direct') legs.push(`direct: client→sshd ${front}`);
+    else if (r.name === 'relay') legs.push(`relay: client→relay ${front}, relay→sshd ${relay!.targetCipher()}`);
+    else {
+      const end = world!.eventsOf('session.end').at(-1)?.details as { cipher?: { client?: string; target?: string } } | undefined;
+      legs.push(`vigil: client→vigil ${front}, vigil→sshd ${end?.cipher?.target ?? 'unknown'}`);
+    }
+  }
+  console.log(`ciphers${values.cipher ? ` (client asked for ${values.cipher} on every route)` : ' (each side\'s defaults)'}: ${legs.join('; ')}`);
   try {
     const payloads = values.payload!.split(',').map((p) => p.trim());
     let randomFile = '';
@@ -246,7 +363,7 @@ async function main(): Promise<void> {
     }
     if (randomFile) fs.rmSync(path.dirname(randomFile), { recursive: true, force: true });
     await echo(routes);
-    if (world && routes.length > 1) {
+    if (world && routes.some((r) => r.name === 'vigil')) {
       // Every vigil transfer must have moved all its bytes (the gateway counts them per session).
       const ends = world.eventsOf('session.end').map((e) => e.details as Record<string, number>);
       const full = ends.filter((d) => d.bytes_to_client >= BYTES || d.bytes_from_client >= BYTES).length;
@@ -254,6 +371,7 @@ async function main(): Promise<void> {
     }
     if (vigilNote && routes.length > 1) console.log(vigilNote);
   } finally {
+    await relay?.close();
     if (world) await world.stop();
     else await sshd.stop();
   }
