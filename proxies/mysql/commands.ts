@@ -7,7 +7,7 @@ import { ProtocolError } from '../../src/errors.ts';
 import { CLIENT, COM, Reader, TYPE } from './wire.ts';
 
 /** A decoded parameter value, JSON-friendly: NULL, number, string (also big integers, dates), or blob summary. */
-export type ParamValue = null | number | string | { hex: string; length: number; truncated?: true } | { text: string; length: number; truncated: true };
+export type ParamValue = null | number | string | { hex: string; length: number; truncated?: true } | { length: number; text: string; truncated: true };
 
 /** Binary-protocol type of a parameter: the MYSQL_TYPE byte and the unsigned flag. */
 export interface ParamType {
@@ -249,7 +249,8 @@ export const TEXT_PREVIEW_BYTES = 4096;
 export function textValue(b: Buffer): ParamValue {
   if (b.length > TEXT_PREVIEW_BYTES) {
     const head = b.subarray(0, TEXT_PREVIEW_BYTES).toString('utf8');
-    return { text: head, length: b.length, truncated: true };
+    // Members in sorted order, as the audit encoder writes sorted objects directly (session.ts emitQuery).
+    return { length: b.length, text: head, truncated: true };
   }
   const s = b.toString('utf8');
   if (s.includes('\uFFFD') && !b.includes(Buffer.from('\uFFFD'))) return blobValue(b);

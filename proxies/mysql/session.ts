@@ -60,6 +60,32 @@ const MAX_SERVER_PACKET_READ = 1 << 30;
 export const TLS_REQUIRED = 'TLS with a vigil client certificate is required';
 const ERR_CONN_ACCESS_DENIED = { code: 1044, sqlState: '42000' };
 
+/** What a db.query event says besides its command and database (`emitQuery` lays it out). */
+interface QueryFields {
+  attributes?: Record<string, ParamValue>;
+  duration_ms?: number;
+  error?: EventError;
+  fetch_rows?: number;
+  multi_statements?: boolean;
+  not_executed?: string[];
+  params?: unknown[];
+  params_count?: number;
+  query?: string;
+  reason?: string;
+  rows_affected?: number;
+  rows_returned?: number;
+  statement_id?: number;
+  statement_index?: number;
+  unknown_statement?: boolean;
+}
+
+/** An error as events show it; members in sorted order like every recorded object (see `emitQuery`). */
+interface EventError {
+  code: number;
+  message: string;
+  sqlstate?: string;
+}
+
 /** A command waiting for its response, or a local reply waiting for earlier responses to pass. */
 type Pending =
   | { local: Buffer }
@@ -495,7 +521,7 @@ export class MysqlConnection implements KillableConnection {
         this.forward(p);
         this.expect('prepare', name, (res, t0) => {
           if (res.prepared) this.statements.prepared(res.prepared.stmtId, analysis, res.prepared.numParams);
-          this.record(name, res, t0, { query: redactedText(analysis), statement_id: res.prepared?.stmtId, params_count: res.prepared?.numParams });
+          this.record(name, res, t0, { params_count: res.prepared?.numParams, query: redactedText(analysis), statement_id: res.prepared?.stmtId });
         });
         return;
       }
@@ -510,7 +536,7 @@ export class MysqlConnection implements KillableConnection {
         const analysis = this.statements.analysisOf(id);
         this.statements.close(id);
         this.forward(p);
-        this.emitQuery(name, 'success', { statement_id: id, query: analysis ? redactedText(analysis) : undefined, duration_ms: 0 });
+        this.emitQuery(name, 'success', { duration_ms: 0, query: analysis ? redactedText(analysis) : undefined, statement_id: id });
         return;
       }
       case 'stmt_reset': {
@@ -522,7 +548,7 @@ export class MysqlConnection implements KillableConnection {
       }
       case 'stmt_fetch':
         this.forward(p);
-        this.expect('results', name, (res, t0) => this.record(name, res, t0, { statement_id: cmd.stmtId, fetch_rows: cmd.rows }));
+        this.expect('results', name, (res, t0) => this.record(name, res, t0, { fetch_rows: cmd.rows, statement_id: cmd.stmtId }));
         return;
       case 'ping':
         this.forward(p);
@@ -586,7 +612,7 @@ export class MysqlConnection implements KillableConnection {
   }
 
   private refuseLocal(command: string, a: SqlAnalysis | undefined, message: string, code: { code: number; sqlState: string }): void {
-    this.emitQuery(command, 'failure', { query: a ? redactedText(a) : undefined, duration_ms: 0, error: { code: code.code, sqlstate: code.sqlState, message } });
+    this.emitQuery(command, 'failure', { duration_ms: 0, error: { code: code.code, message, sqlstate: code.sqlState }, query: a ? redactedText(a) : undefined });
     this.replyLocal(1, buildErr({ ...code, message }));
   }
 
@@ -619,7 +645,7 @@ export class MysqlConnection implements KillableConnection {
     const decision = await this.shared.services.authz.authorize({ principal: this.principal!, target: this.targetName!, protocol: 'mysql', login: this.login, database: db });
     if (decision.allow) return true;
     const message = `vigil: access to database '${db}' is not allowed for ${this.user}`;
-    this.emitQuery(command, 'failure', { query, duration_ms: 0, error: { code: ERR_CONN_ACCESS_DENIED.code, sqlstate: ERR_CONN_ACCESS_DENIED.sqlState, message }, reason: decision.reason });
+    this.emitQuery(command, 'failure', { duration_ms: 0, error: { code: ERR_CONN_ACCESS_DENIED.code, message, sqlstate: ERR_CONN_ACCESS_DENIED.sqlState }, query, reason: decision.reason });
     this.replyLocal(1, buildErr({ ...ERR_CONN_ACCESS_DENIED, message }));
     return false;
   }
@@ -633,7 +659,7 @@ export class MysqlConnection implements KillableConnection {
       const s = stmts[Math.min(i, stmts.length - 1)]!;
       const isLast = i === res.results.length - 1;
       if (!r.error && s.use) this.database = s.use;
-      const details: Record<string, unknown> = { query: eventText(s.text), duration_ms: round(res.ends[i]! - prev) };
+      const details: QueryFields = { duration_ms: round(res.ends[i]! - prev), query: eventText(s.text) };
       addResult(details, r);
       if (stmts.length > 1) details.statement_index = i;
       if (isLast && r.error && i < stmts.length - 1) details.not_executed = stmts.slice(i + 1).map((x) => x.text);
@@ -648,10 +674,9 @@ export class MysqlConnection implements KillableConnection {
       throw new ProtocolError('query attributes on COM_STMT_EXECUTE are not supported by the target database', 'VIGIL_MYSQL_UNSUPPORTED');
     }
     const ex = this.statements.execute(p.payload, rawId, this.clientCaps);
-    const details: Record<string, unknown> = ex.analysis
-      ? { statement_id: ex.statementId, query: redactedText(ex.analysis), params: ex.params }
-      : { statement_id: ex.statementId, unknown_statement: true };
-    if (ex.attributes) details.attributes = ex.attributes;
+    const details: QueryFields = ex.analysis
+      ? { attributes: ex.attributes, params: ex.params, query: redactedText(ex.analysis), statement_id: ex.statementId }
+      : { attributes: ex.attributes, statement_id: ex.statementId, unknown_statement: true };
     this.session!.stats.statements++;
     this.forward(p);
     this.expect('results', name, (res, t0) => this.record(name, res, t0, details));
@@ -660,11 +685,11 @@ export class MysqlConnection implements KillableConnection {
   /** KILL [QUERY] <gateway id>: mapped to the backend thread of that connection, for the same user and target only. */
   private onKill(gatewayId: number, query: boolean, command: string, text: string): void {
     const target = this.shared.ids.get(gatewayId);
-    const base = { gateway_connection_id: gatewayId, kill: query ? 'query' : 'connection', command, query: text };
+    const kill = query ? 'query' : 'connection';
     const allowed = target && target.user === this.user && target.targetName === this.targetName && target.backendThreadId !== undefined;
     if (!allowed) {
       const message = `Unknown thread id: ${gatewayId}`;
-      this.emit('db.cancel', 'failure', { ...base, reason: target ? 'not_owner' : 'unknown_connection' });
+      this.emit('db.cancel', 'failure', cancelDetails(command, this.database, undefined, gatewayId, kill, text, target ? 'not_owner' : 'unknown_connection', undefined));
       this.replyLocal(1, buildErr({ ...ERR.NO_SUCH_THREAD, message }));
       return;
     }
@@ -673,23 +698,46 @@ export class MysqlConnection implements KillableConnection {
     this.forward(Buffer.concat([Buffer.from([COM.QUERY]), this.clientCaps & CLIENT.QUERY_ATTRIBUTES && !this.stripQueryAttributes ? Buffer.from([0, 1]) : Buffer.alloc(0), Buffer.from(backendSql)]));
     this.expect('results', command, (res) => {
       const err = res.results[0]?.error;
-      this.emit('db.cancel', err ? 'failure' : 'success', { ...base, target_session_id: target.sessionId, ...(err ? { error: errDetails(err) } : {}) });
+      this.emit('db.cancel', err ? 'failure' : 'success', cancelDetails(command, this.database, err ? errDetails(err) : undefined, gatewayId, kill, text, undefined, target.sessionId));
     });
   }
 
-  // The recording helpers below fill in the `details` object they are given: each call site builds a
-  // fresh one per command, so no copies are made on the way to the event.
+  // The recording helpers below fill in the `QueryFields` object they are given: each call site builds a
+  // fresh one per command.
 
-  private record(command: string, res: CommandResponse, start: number, details: Record<string, unknown>): void {
+  private record(command: string, res: CommandResponse, start: number, details: QueryFields): void {
     const r = res.results[res.results.length - 1] ?? {};
     details.duration_ms = round((res.ends[res.ends.length - 1] ?? performance.now()) - start);
     addResult(details, r);
     this.emitQuery(command, r.error ? 'failure' : 'success', details);
   }
 
-  private emitQuery(command: string, outcome: 'success' | 'failure', details: Record<string, unknown>): void {
-    details.command = command;
-    this.emit('db.query', outcome, details);
+  /**
+   * One object literal with every db.query member in sorted order: all events share one hidden class, and
+   * the audit log's canonical JSON encoder (keys sorted) writes an object whose keys already come sorted
+   * directly, about twice as fast as building a sorted copy for JSON.stringify. Undefined members are
+   * left out of the recorded JSON. Objects nested in it (error, parameter summaries) are built sorted too.
+   */
+  private emitQuery(command: string, outcome: 'success' | 'failure', f: QueryFields): void {
+    this.emit('db.query', outcome, {
+      attributes: f.attributes,
+      command,
+      database: this.database,
+      duration_ms: f.duration_ms,
+      error: f.error,
+      fetch_rows: f.fetch_rows,
+      multi_statements: f.multi_statements,
+      not_executed: f.not_executed,
+      params: f.params,
+      params_count: f.params_count,
+      query: f.query,
+      reason: f.reason,
+      rows_affected: f.rows_affected,
+      rows_returned: f.rows_returned,
+      statement_id: f.statement_id,
+      statement_index: f.statement_index,
+      unknown_statement: f.unknown_statement,
+    });
   }
 
   /** Frozen event target for a database other than the session's first one (see `emit`). */
@@ -711,7 +759,6 @@ export class MysqlConnection implements KillableConnection {
       if (this.eventTarget === undefined || this.eventTarget.database !== database) this.eventTarget = Object.freeze({ ...target, database });
       target = this.eventTarget;
     }
-    details.database = database;
     this.shared.services.events.record({ type, outcome, actor: base.actor, source: base.source, session_id: base.session_id, target, details }, this.auditFailed);
   }
 
@@ -787,11 +834,25 @@ function redactedText(a: SqlAnalysis): string {
   return text;
 }
 
-function errDetails(e: ErrPacket) {
-  return { code: e.code, sqlstate: e.sqlState, message: e.message };
+function errDetails(e: ErrPacket): EventError {
+  return { code: e.code, message: e.message, sqlstate: e.sqlState };
 }
 
-function addResult(details: Record<string, unknown>, r: { rows?: number; affectedRows?: number; error?: ErrPacket }): void {
+/** db.cancel details, members in sorted order (see `emitQuery`). */
+function cancelDetails(
+  command: string,
+  database: string | undefined,
+  error: EventError | undefined,
+  gatewayId: number,
+  kill: 'query' | 'connection',
+  query: string,
+  reason: string | undefined,
+  targetSessionId: string | undefined,
+): Record<string, unknown> {
+  return { command, database, error, gateway_connection_id: gatewayId, kill, query, reason, target_session_id: targetSessionId };
+}
+
+function addResult(details: QueryFields, r: { rows?: number; affectedRows?: number; error?: ErrPacket }): void {
   if (r.error) details.error = errDetails(r.error);
   else if (r.rows !== undefined) details.rows_returned = r.rows;
   else details.rows_affected = r.affectedRows ?? 0;

@@ -9,6 +9,9 @@ import type { SqlAnalysis } from './sql.ts';
 interface PreparedStatement {
   analysis: SqlAnalysis;
   numParams: number;
+  /** Which parameters are bound to secret-named columns (masked); undefined when none is. Worked out
+   *  once at prepare time rather than matching the redaction patterns at every execution. */
+  secret?: boolean[];
   types?: ParamType[];
   /** Long data since the last execute/reset: a preview and the total size per parameter. */
   longData: Map<number, { preview: Buffer; total: number }>;
@@ -37,7 +40,8 @@ export class PreparedStatements {
   }
 
   prepared(id: number, analysis: SqlAnalysis, numParams: number): void {
-    this.byId.set(id, { analysis, numParams, longData: new Map() });
+    const secret = analysis.paramNames.map((name) => name !== undefined && this.secretName(name));
+    this.byId.set(id, { analysis, numParams, secret: secret.includes(true) ? secret : undefined, longData: new Map() });
     this.last = id;
   }
 
@@ -61,16 +65,20 @@ export class PreparedStatements {
     if (!stmt) return { statementId };
     const d = decodeStmtExecute(payload, stmt.numParams, stmt.types, stmt.longData.size === 0 ? NO_LONG_DATA : new Set(stmt.longData.keys()), capabilities);
     if (d.newTypes) stmt.types = d.types;
-    const params = d.values.map((v, i) => {
-      const name = stmt.analysis.paramNames[i];
-      if (name && this.secretName(name)) return '***';
-      if (v === undefined) {
-        const ld = stmt.longData.get(i)!;
-        return { hex: ld.preview.toString('hex'), length: ld.total, long_data: true, ...(ld.total > ld.preview.length ? { truncated: true } : {}) };
+    // The decoded values are this execution's own array: masked and long-data parameters replace their
+    // entries in place (nothing to do for the common statement without either).
+    const params: unknown[] = d.values;
+    const secret = stmt.secret;
+    if (secret !== undefined || stmt.longData.size > 0) {
+      for (let i = 0; i < params.length; i++) {
+        if (secret?.[i]) params[i] = '***';
+        else if (params[i] === undefined) {
+          const ld = stmt.longData.get(i)!;
+          params[i] = { hex: ld.preview.toString('hex'), length: ld.total, long_data: true, ...(ld.total > ld.preview.length ? { truncated: true } : {}) };
+        }
       }
-      return v;
-    });
-    stmt.longData.clear();
+      stmt.longData.clear();
+    }
     return { statementId, analysis: stmt.analysis, params, attributes: d.attributes };
   }
 

@@ -327,4 +327,21 @@ describe('mysql proxy certificate checks', () => {
     expect(r.stderr).toMatch(/ERROR 1045/);
     await w.tg.waitForEvent((e) => e.type === 'auth.failure' && e.actor.user === 'dave' && detail(e).reason === 'revoked');
   }, 20_000);
+
+  it('builds every db.query and db.cancel detail with its members in sorted order (the audit encoder writes those directly)', () => {
+    const unsorted: string[] = [];
+    const check = (v: unknown, where: string): void => {
+      if (Array.isArray(v)) return v.forEach((x, i) => check(x, `${where}[${i}]`));
+      if (v === null || typeof v !== 'object') return;
+      const keys = Object.keys(v).filter((k) => (v as Record<string, unknown>)[k] !== undefined);
+      if (keys.join() !== [...keys].sort().join()) unsorted.push(`${where}: ${keys.join(', ')}`);
+      for (const k of keys) check((v as Record<string, unknown>)[k], `${where}.${k}`);
+    };
+    const events = w.tg.events.filter((e) => e.type === 'db.query' || e.type === 'db.cancel');
+    // The tests above produced every kind of detail: results, errors, refusals, parameters, multi-statements, KILL.
+    expect(new Set(events.map((e) => e.type))).toEqual(new Set(['db.query', 'db.cancel']));
+    expect(events.some((e) => detail(e).error?.sqlstate !== undefined && Array.isArray(detail(e).params) === false)).toBe(true);
+    for (const e of events) check(e.details, `${e.type} ${detail(e).command}`);
+    expect(unsorted).toEqual([]);
+  });
 });

@@ -27,4 +27,24 @@ describe('prepared statement bookkeeping', () => {
     ps.close(4);
     expect(ps.execute(exec(4, false, [], []), 4, 0)).toEqual({ statementId: 4 });
   });
+
+  it('matches parameter names against the redaction patterns once, at prepare time', () => {
+    const names: string[] = [];
+    const ps = new PreparedStatements((n) => {
+      names.push(n);
+      return secret(n);
+    });
+    ps.prepared(1, analyzeSql('UPDATE u SET password = ? WHERE id = ?', secret), 2);
+    const calls = names.length;
+    const id = Buffer.alloc(4);
+    id.writeInt32LE(3);
+    for (let i = 0; i < 3; i++) {
+      const ex = ps.execute(exec(1, i === 0, [lenencBytes(Buffer.from(`pw${i}`)), id], [TYPE.VAR_STRING, TYPE.LONG]), 1, 0);
+      expect(ex.params).toEqual(['***', 3]);
+    }
+    expect(names.length).toBe(calls);
+    // A statement without secret parameters keeps the decoded values as they are.
+    ps.prepared(2, analyzeSql('SELECT c FROM t WHERE id = ?', secret), 1);
+    expect(ps.execute(exec(2, true, [id], [TYPE.LONG]), 2, 0).params).toEqual([3]);
+  });
 });
