@@ -24,6 +24,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { parseArgs } from 'node:util';
+import { createRequire } from 'node:module';
 import ssh2 from 'ssh2';
 import { startSshd, type SshdHandle } from '../test/support/sshd.ts';
 import { startWorld, type SshWorld } from '../test/ssh/harness.ts';
@@ -149,12 +150,19 @@ function percentile(xs: number[], p: number): number {
 const f1 = (x: number) => x.toFixed(1);
 const f2 = (x: number) => x.toFixed(2);
 
-async function throughput(label: string, fn: (r: Route) => Promise<number>, routes: Route[]): Promise<void> {
+/** The gateway's CPU per MiB of one transfer kind (medians of the vigil runs), and its kernel share. */
+interface GatewayCpu {
+  total: number;
+  sys: number;
+}
+
+async function throughput(label: string, fn: (r: Route) => Promise<number>, routes: Route[]): Promise<GatewayCpu | undefined> {
   console.log(`\n${label}`);
   const rates: Record<string, number[]> = { direct: [], relay: [], vigil: [] };
   // The gateway (and the ceiling relay) run in this process (the bench itself only waits on children):
   // their CPU per MiB is a number that survives machine contention, unlike the MiB/s.
   const cpuPerMiB: Record<string, number[]> = { relay: [], vigil: [] };
+  const sysPerMiB: number[] = [];
   const failures: Record<string, number> = { direct: 0, relay: 0, vigil: 0 };
   for (let run = 1; run <= RUNS; run++) {
     const parts: string[] = [];
@@ -167,6 +175,7 @@ async function throughput(label: string, fn: (r: Route) => Promise<number>, rout
         rates[r.name].push(rate);
         const perMiB = (cpu.user + cpu.system) / (BYTES / MiB);
         if (r.name !== 'direct') cpuPerMiB[r.name].push(perMiB);
+        if (r.name === 'vigil') sysPerMiB.push(cpu.system / (BYTES / MiB));
         parts.push(`${r.name} ${f1(rate).padStart(7)} MiB/s${r.name !== 'direct' ? ` (cpu ${perMiB.toFixed(0)} µs/MiB)` : ''}`);
       } catch (e) {
         // A failed transfer is a result too (e.g. the gateway ending the session): say why and go on.
@@ -186,6 +195,7 @@ async function throughput(label: string, fn: (r: Route) => Promise<number>, rout
   console.log(`  median: ${summary.join(', ')}${ratios.length ? `; ${ratios.join(', ')}` : ''}`);
   const cpu = (['relay', 'vigil'] as const).filter((n) => cpuPerMiB[n].length).map((n) => `${n === 'vigil' ? 'gateway' : 'relay'} ${median(cpuPerMiB[n]).toFixed(0)} µs/MiB`);
   if (cpu.length) console.log(`  in-process cpu (user+sys) median: ${cpu.join(', ')}`);
+  return cpuPerMiB.vigil.length ? { total: median(cpuPerMiB.vigil), sys: median(sysPerMiB) } : undefined;
 }
 
 async function echo(routes: Route[]): Promise<void> {
@@ -277,6 +287,99 @@ async function startBareRelay(sshd: SshdHandle): Promise<{ port: number; targetC
   };
 }
 
+/** ssh2's packet ciphers (internal module: the bench measures exactly what the gateway runs). */
+interface Ssh2Crypto {
+  CIPHER_INFO: Record<string, { keyLen: number; ivLen: number }>;
+  createCipher(c: unknown): { allocPacket(n: number): Buffer; encrypt(p: Buffer): void };
+  createDecipher(c: unknown): { decrypt(d: Buffer, p: number, end: number): unknown };
+}
+const ssh2Crypto = createRequire(import.meta.url)('ssh2/lib/protocol/crypto.js') as Ssh2Crypto;
+
+/** CPU µs per MiB of one ssh2 cipher pass: encrypting 32 KiB channel-data packets, or decrypting them as
+ *  they arrive in 64 KiB socket reads. Includes ssh2's per-packet work (allocation, padding, copies). */
+function cipherPass(name: string, dir: 'encrypt' | 'decrypt', mib = 64): number {
+  const info = ssh2Crypto.CIPHER_INFO[name];
+  if (!info) return NaN;
+  const key = crypto.randomBytes(info.keyLen);
+  const iv = crypto.randomBytes(info.ivLen);
+  const packets = (mib * MiB) / 32768;
+  const payload = Buffer.alloc(9 + 32768);
+  const wire: Buffer[] = [];
+  const enc = ssh2Crypto.createCipher({ outbound: { onWrite: (b: Buffer) => dir === 'decrypt' && wire.push(Buffer.from(b)), cipherInfo: info, cipherKey: key, cipherIV: Buffer.from(iv), seqno: 0 } });
+  const encryptAll = () => {
+    for (let i = 0; i < packets; i++) {
+      const p = enc.allocPacket(payload.length);
+      payload.copy(p, 5);
+      enc.encrypt(p);
+    }
+  };
+  if (dir === 'encrypt') {
+    encryptAll(); // warm-up
+    const c0 = process.cpuUsage();
+    encryptAll();
+    const c = process.cpuUsage(c0);
+    return (c.user + c.system) / mib;
+  }
+  encryptAll();
+  const all = Buffer.concat(wire);
+  let total = 0;
+  // ssh2 decrypts in place: each run gets its own copy of the wire bytes.
+  const run = (wireBytes: Buffer) => {
+    const dec = ssh2Crypto.createDecipher({ inbound: { onPayload: (p: Buffer) => void (total += p.length), decipherInfo: info, decipherKey: key, decipherIV: Buffer.from(iv), seqno: 0 } });
+    for (let o = 0; o < wireBytes.length; o += 65536) dec.decrypt(wireBytes, o, Math.min(wireBytes.length, o + 65536));
+  };
+  run(Buffer.from(all)); // warm-up
+  const copy = Buffer.from(all);
+  const c0 = process.cpuUsage();
+  run(copy);
+  const c = process.cpuUsage(c0);
+  if (total !== 2 * packets * payload.length) throw new Error(`cipher check: ${name} decrypted ${total} bytes`);
+  return (c.user + c.system) / mib;
+}
+
+/** CPU µs per MiB the gateway's recording store spends on 32 KiB output chunks of this payload
+ *  (including its file writes on the thread pool), with the recording options the gateway uses. */
+async function recordingCost(world: SshWorld, payload: 'zero' | 'random', mib = 64): Promise<number> {
+  const services = world.gw.gw.services;
+  const chunks = Array.from({ length: 8 }, () => (payload === 'zero' ? Buffer.alloc(32768) : crypto.randomBytes(32768)));
+  const once = async (): Promise<number> => {
+    const w = services.recordings.openAsciicast(`bench-split-${crypto.randomUUID()}`, 0, { width: 80, height: 24, timestamp: Math.floor(Date.now() / 1000) }, { binary: services.config.recording.binary_output });
+    const c0 = process.cpuUsage();
+    for (let i = 0; i < (mib * MiB) / 32768; i++) {
+      w.output(chunks[i & 7]);
+      if (w.onDrained && (w.queuedBytes ?? 0) > 8 * MiB) await new Promise<void>((r) => w.onDrained!(r));
+    }
+    await w.close();
+    const c = process.cpuUsage(c0);
+    return (c.user + c.system) / mib;
+  };
+  await once(); // warm-up
+  return once();
+}
+
+/**
+ * Where the gateway's CPU per MiB goes, measured in this run: the kernel (its system time during the
+ * transfers), the two ssh2 cipher passes of the negotiated ciphers, the recording of the payload (output
+ * only: keystrokes are off unless configured), and the rest — ssh2's framing and channel streams,
+ * vigil's relay and counters, GC.
+ */
+async function costSplit(world: SshWorld, clientCipherName: string, targetCipherName: string, measured: Array<{ payload: 'zero' | 'random'; dir: 'download' | 'upload'; cpu: GatewayCpu }>): Promise<void> {
+  console.log(`\ngateway cpu per MiB split (µs; cipher passes and recording measured in-process on ssh2 and the recording store, kernel = system time of the transfers)`);
+  const keystrokes = world.gw.gw.services.config.recording.keystrokes;
+  const rec: Partial<Record<'zero' | 'random', number>> = {};
+  for (const m of measured) {
+    const passes =
+      m.dir === 'download'
+        ? { [`${targetCipherName} decrypt`]: cipherPass(targetCipherName, 'decrypt'), [`${clientCipherName} encrypt`]: cipherPass(clientCipherName, 'encrypt') }
+        : { [`${clientCipherName} decrypt`]: cipherPass(clientCipherName, 'decrypt'), [`${targetCipherName} encrypt`]: cipherPass(targetCipherName, 'encrypt') };
+    const recording = m.dir === 'download' || keystrokes ? (rec[m.payload] ??= await recordingCost(world, m.payload)) : 0;
+    const cipher = Object.values(passes).reduce((a, b) => a + b, 0);
+    const rest = m.cpu.total - m.cpu.sys - cipher - recording;
+    const parts = [`kernel ${m.cpu.sys.toFixed(0)}`, ...Object.entries(passes).map(([k, v]) => `${k} ${v.toFixed(0)}`), `recording ${recording.toFixed(0)}`, `ssh2 framing + streams + relay ${rest.toFixed(0)}`];
+    console.log(`  ${`${m.dir} (${m.payload})`.padEnd(18)} total ${m.cpu.total.toFixed(0).padStart(5)} = ${parts.join(' + ')}`);
+  }
+}
+
 /** The cipher the stock client ends up with on a route (from `ssh -v`), for the header. */
 function clientCipher(r: Route): Promise<string> {
   return new Promise((resolve) => {
@@ -336,13 +439,16 @@ async function main(): Promise<void> {
   if (relay) console.log(`relay: bare ssh2 relay in this process on 127.0.0.1:${relay.port} (no auth checks, recording or audit) → same sshd: the ceiling for an ssh2 gateway`);
   // Which cipher each leg negotiated (the client's preference decides a leg; vigil is the client of its target).
   const legs: string[] = [];
+  const vigilCiphers = { client: '', target: '' };
   for (const r of routes) {
     const front = await clientCipher(r);
     if (r.name === 'direct') legs.push(`direct: client→sshd ${front}`);
     else if (r.name === 'relay') legs.push(`relay: client→relay ${front}, relay→sshd ${relay!.targetCipher()}`);
     else {
       const end = world!.eventsOf('session.end').at(-1)?.details as { cipher?: { client?: string; target?: string } } | undefined;
-      legs.push(`vigil: client→vigil ${front}, vigil→sshd ${end?.cipher?.target ?? 'unknown'}`);
+      vigilCiphers.client = front;
+      vigilCiphers.target = end?.cipher?.target ?? 'unknown';
+      legs.push(`vigil: client→vigil ${front}, vigil→sshd ${vigilCiphers.target}`);
     }
   }
   console.log(`ciphers${values.cipher ? ` (client asked for ${values.cipher} on every route)` : ' (each side\'s defaults)'}: ${legs.join('; ')}`);
@@ -355,13 +461,17 @@ async function main(): Promise<void> {
       fs.chmodSync(path.dirname(randomFile), 0o755);
       fs.chmodSync(randomFile, 0o644); // read by the sshd login user for downloads
     }
+    const measured: Parameters<typeof costSplit>[3] = [];
     for (const p of payloads) {
       if (p !== 'zero' && p !== 'random') throw new Error(`--payload: expected zero and/or random, got ${p}`);
       const src = source(p, randomFile);
-      await throughput(`download (${p}): ssh … '${src}' > /dev/null`, download(src), routes);
-      await throughput(`upload (${p}): ${src} | ssh … 'cat > /dev/null'`, upload(src), routes);
+      const down = await throughput(`download (${p}): ssh … '${src}' > /dev/null`, download(src), routes);
+      const up = await throughput(`upload (${p}): ${src} | ssh … 'cat > /dev/null'`, upload(src), routes);
+      if (down) measured.push({ payload: p as 'zero' | 'random', dir: 'download', cpu: down });
+      if (up) measured.push({ payload: p as 'zero' | 'random', dir: 'upload', cpu: up });
     }
     if (randomFile) fs.rmSync(path.dirname(randomFile), { recursive: true, force: true });
+    if (world && measured.length) await costSplit(world, vigilCiphers.client, vigilCiphers.target, measured);
     await echo(routes);
     if (world && routes.some((r) => r.name === 'vigil')) {
       // Every vigil transfer must have moved all its bytes (the gateway counts them per session).
