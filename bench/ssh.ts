@@ -234,7 +234,8 @@ function cipherOf(n: { cs: { cipher: string }; sc: { cipher: string } }): string
  * public key (the only client is this bench, on loopback) and logs in to the sshd with the test key.
  */
 async function startBareRelay(sshd: SshdHandle): Promise<{ port: number; targetCipher: () => string; close(): Promise<void> }> {
-  const hostKey = ssh2.utils.generateKeyPairSync('ed25519').private;
+  // The sshd's own host key (made by ssh-keygen); the client is told not to check it.
+  const hostKey = fs.readFileSync(sshd.hostKeyPath);
   const targetKey = fs.readFileSync(sshd.clientKey);
   let targetCipher = '';
   const server = new ssh2.Server({ hostKeys: [hostKey] }, (conn) => {
