@@ -442,7 +442,7 @@ export class ClientConnection {
       } catch (e) {
         return backendViolation(e as Error);
       }
-      flush();
+      if (completed.length > 0) flush();
       if (!ok) b.pause();
     };
     /** While terminating: relay up to the end of the message in progress, then end the session. */

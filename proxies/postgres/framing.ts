@@ -27,7 +27,8 @@ export const UNTYPED = 0;
 export class MessageFramer {
   private readonly maxLength: number;
   private untyped: boolean;
-  private readonly headerOnly: (type: number) => boolean;
+  /** `headerOnly` answered once per type byte up front: a table lookup per message instead of a call. */
+  private readonly skipBody = new Uint8Array(256);
   /** Partial header bytes (at most 5). */
   private readonly header = Buffer.alloc(5);
   private headerFill = 0;
@@ -43,7 +44,7 @@ export class MessageFramer {
   constructor(opts: FramerOptions) {
     this.maxLength = opts.maxLength;
     this.untyped = opts.untyped ?? false;
-    this.headerOnly = opts.headerOnly ?? (() => false);
+    if (opts.headerOnly) for (let t = 0; t < 256; t++) this.skipBody[t] = opts.headerOnly(t) ? 1 : 0;
   }
 
   /** Switch from the startup phase (untyped) to typed messages. Only valid at a message boundary. */
@@ -140,7 +141,7 @@ export class MessageFramer {
     this.type = type;
     this.length = length;
     this.remaining = length - 4;
-    this.skipping = this.headerOnly(type);
+    this.skipping = this.skipBody[type] === 1;
     this.inMessage = true;
   }
 

@@ -130,11 +130,12 @@ export function tokenize(sql: string): Token[] {
  * semicolons are dropped). Returns the trimmed text of each.
  */
 export function splitStatements(sql: string): string[] {
-  // Fast path: no semicolon at all, or only a trailing one.
+  // Fast path (one per simple query): no semicolon at all, or only a trailing one — checked without
+  // copying the tail; only text starting with `--` can be nothing but comments.
   const semi = sql.indexOf(';');
-  if (semi < 0 || sql.slice(semi + 1).trim() === '') {
+  if (semi < 0 || onlySpaceFrom(sql, semi + 1)) {
     const s = (semi < 0 ? sql : sql.slice(0, semi)).trim();
-    return s === '' || /^(--[^\n]*\n?\s*)+$/.test(s) ? [] : [s];
+    return s === '' || (s.charCodeAt(0) === 45 && /^(--[^\n]*\n?\s*)+$/.test(s)) ? [] : [s];
   }
   const out: string[] = [];
   let from = -1;
@@ -152,11 +153,28 @@ export function splitStatements(sql: string): string[] {
   return out;
 }
 
+/** True when `sql` has nothing but whitespace from `from` on. */
+function onlySpaceFrom(sql: string, from: number): boolean {
+  for (let i = from; i < sql.length; i++) if (!isSpace(sql.charCodeAt(i))) return false;
+  return true;
+}
+
 export interface Redaction {
   /** SQL text with secret literals replaced by `'***'`. */
   text: string;
   /** 1-based `$n` parameters that sit in a secret position. */
-  params: Set<number>;
+  params: ReadonlySet<number>;
+}
+
+/** Shared by every statement with no secret parameter (most): nothing is ever added to it. */
+const NO_PARAMS: ReadonlySet<number> = new Set();
+
+/**
+ * Cheap pre-check of `redactSql`: only text that mentions a password or a configured secret name can need
+ * masking. Lets the per-statement hot path skip building a Redaction for ordinary statements.
+ */
+export function mayHoldSecret(sql: string, names: RegExp | undefined): boolean {
+  return /password/i.test(sql) || (names !== undefined && names.test(sql));
 }
 
 export const MASK = "'***'";
@@ -170,9 +188,8 @@ const isValue = (t: Token | undefined) => !!t && (t.kind === 'string' || t.kind 
  *  - INSERT … (cols) VALUES (…) values in the positions of matching columns.
  */
 export function redactSql(sql: string, names: RegExp | undefined): Redaction {
+  if (!mayHoldSecret(sql, names)) return { text: sql, params: NO_PARAMS };
   const params = new Set<number>();
-  // Cheap pre-check: nothing to do unless the text mentions a password or a configured name.
-  if (!/password/i.test(sql) && !(names && names.test(sql))) return { text: sql, params };
   const toks = tokenize(sql);
   const mask: Token[] = [];
   const secret = (t: Token | undefined) => {
@@ -204,7 +221,7 @@ export function redactSql(sql: string, names: RegExp | undefined): Redaction {
     }
     if (st[0].value === 'insert' && names) redactInsert(st, nameMatches, secret);
   }
-  if (mask.length === 0) return { text: sql, params };
+  if (mask.length === 0) return { text: sql, params: params.size ? params : NO_PARAMS };
   let text = '';
   let at = 0;
   for (const t of mask.sort((a, b) => a.start - b.start)) {

@@ -35,7 +35,7 @@ export interface QueryRecord {
 
 interface Statement {
   sql: string;
-  masked: Set<number>;
+  masked: ReadonlySet<number>;
   paramTypes: number[];
 }
 
@@ -217,7 +217,7 @@ export class QueryTracker {
         return;
       case B.FunctionCallResponse:
         if (h?.k === 'fcall') {
-          this.emit(h, 'success', now, 0, {});
+          this.emit(h, 'success', now, 0, undefined, false, undefined, undefined);
           h.start = now;
         }
         return;
@@ -245,14 +245,18 @@ export class QueryTracker {
 
   /**
    * One record shape for every case (all fields present, undefined when not applicable): records are
-   * made per statement on the hot path, and a single hidden class keeps that cheap.
+   * made per statement on the hot path, and a single hidden class keeps that cheap. The outcome's parts
+   * come as arguments rather than an options object: one allocation less per statement.
    */
   private emit(
     op: Op,
     outcome: 'success' | 'failure',
     now: number,
     rows: number,
-    extra: { tag?: string; suspended?: boolean; sqlstate?: string; error?: string },
+    tag: string | undefined,
+    suspended: boolean,
+    sqlstate: string | undefined,
+    error: string | undefined,
   ): void {
     let protocol: QueryRecord['protocol'] = 'extended';
     let sql: string | undefined;
@@ -300,7 +304,6 @@ export class QueryTracker {
       default:
         return;
     }
-    const tag = extra.tag;
     const sp = tag === undefined ? -1 : tag.indexOf(' ');
     const command = tag === undefined ? undefined : sp < 0 ? tag : tag.slice(0, sp);
     const n = tag === undefined ? undefined : tagRows(tag);
@@ -315,10 +318,10 @@ export class QueryTracker {
       rowsReturned: rows,
       rowsAffected: returnsRows || command === 'COPY' ? undefined : n,
       outcome,
-      sqlstate: extra.sqlstate,
-      error: extra.error,
+      sqlstate,
+      error,
       durationMs: now - start,
-      suspended: extra.suspended,
+      suspended: suspended || undefined,
       copy: copy && { bytes: copy.bytes, direction: copy.direction, rows: outcome === 'success' ? n : undefined },
       functionOid,
     });
@@ -326,7 +329,7 @@ export class QueryTracker {
 
   private complete(h: Op | undefined, tag: string | undefined, now: number, suspended: boolean): void {
     if (!h || (h.k !== 'query' && h.k !== 'execute')) return;
-    this.emit(h, 'success', now, h.rows, { tag, suspended: suspended || undefined });
+    this.emit(h, 'success', now, h.rows, tag, suspended, undefined, undefined);
     if (h.k === 'query') this.nextStatement(h, now);
     else this.ops.shift();
   }
@@ -334,8 +337,7 @@ export class QueryTracker {
   private error(h: Op | undefined, msg: Buffer, now: number): void {
     if (!h) return;
     const e = errorFields(msg);
-    const fail = { sqlstate: e.code, error: e.message };
-    this.emit(h, 'failure', now, h.k === 'query' || h.k === 'execute' ? h.rows : 0, fail);
+    this.emit(h, 'failure', now, h.k === 'query' || h.k === 'execute' ? h.rows : 0, undefined, false, e.code, e.message);
     if (h.k === 'query') {
       // The rest of a simple query string is not executed; ReadyForQuery follows.
       h.i = h.stmts.length;
