@@ -100,6 +100,16 @@ export class ResponseTracker {
     }
   }
 
+  /** In the rows of a result set: packets other than 0xFE/0xFF-headed ones are rows to count (`countRows`). */
+  get countingRows(): boolean {
+    return this.phase === 'rows';
+  }
+
+  /** `count` rows passed (each one a packet `onSkipped` would have counted). */
+  countRows(count: number): void {
+    this.rows += count;
+  }
+
   /** A packet `needsBody` said false for, known by its first byte and length only. */
   onSkipped(head: number, length: number): CommandResponse | undefined {
     if (!this.shape) throw new ProtocolError('unexpected packet from the server', 'VIGIL_MYSQL_UNSOLICITED');

@@ -360,6 +360,11 @@ export class MysqlConnection implements KillableConnection {
       wants: (head, length) => tracker.needsBody(head, length),
       packet: (payload, lastSeq) => this.onServerResponse(tracker.onPacket(payload), lastSeq),
       skipped: (head, length, lastSeq) => this.onServerResponse(tracker.onSkipped(head, length), lastSeq),
+      countingRows: () => tracker.countingRows,
+      rows: (count, lastSeq) => {
+        tracker.countRows(count);
+        this.lastServerSeq = lastSeq;
+      },
     };
     const onPacket = (p: Packet) => {
       if (this.busy) this.inbox.push(p);

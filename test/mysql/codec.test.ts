@@ -251,6 +251,8 @@ describe('mysql response tracking', () => {
         wants: (head: number, length: number) => t.needsBody(head, length),
         packet: (p: Buffer) => void got.push(...[t.onPacket(p)].filter((r) => r !== undefined)),
         skipped: (head: number, length: number) => void got.push(...[t.onSkipped(head, length)].filter((r) => r !== undefined)),
+        countingRows: () => t.countingRows,
+        rows: (count: number) => t.countRows(count),
       };
       for (const piece of pieces) s.push(piece, sink);
       return got;
@@ -268,7 +270,43 @@ describe('mysql response tracking', () => {
       wants: (h, l) => t.needsBody(h, l),
       packet: (p) => void (done = t.onPacket(p) ?? done),
       skipped: (h, l) => void (done = t.onSkipped(h, l) ?? done),
+      countingRows: () => t.countingRows,
+      rows: (count) => t.countRows(count),
     });
     expect(done!.results).toEqual([{ rows: 1 }]);
+  });
+
+  it('counts the rows of a result set in runs, with the same counts at every split point (EOF and OK endings)', () => {
+    for (const caps of [CAPS, CAPS | CLIENT.DEPRECATE_EOF]) {
+      const deprecateEof = (caps & CLIENT.DEPRECATE_EOF) !== 0;
+      // 60 rows; row 20 begins with 0xFE but is 20 bytes long: a row, not an EOF, without DEPRECATE_EOF.
+      const rows = Array.from({ length: 60 }, (_, i) => (i === 20 && !deprecateEof ? Buffer.concat([Buffer.from([0xfe]), Buffer.alloc(19, 0x31)]) : row(String(i), 'x'.repeat(i % 7))));
+      const end = deprecateEof ? okEof(2) : Buffer.from([0xfe, 0, 0, 2, 0]);
+      const head = [Buffer.from([1]), colDef('a'), ...(deprecateEof ? [] : [Buffer.from([0xfe, 0, 0, 2, 0])])];
+      const wire = Buffer.concat([...head, ...rows, end, buildOk({ affectedRows: 1, status: 2 })].map((p, i, all) => encodePacket(i < all.length - 1 ? i + 1 : 1, p)));
+      for (let at = 0; at <= wire.length; at++) {
+        const t = new ResponseTracker(caps);
+        t.expect('results');
+        t.expect('results');
+        const got: CommandResponse[] = [];
+        let runs = 0;
+        const s = new PacketScanner(1 << 20);
+        const sink = {
+          wants: (h: number, l: number) => t.needsBody(h, l),
+          packet: (p: Buffer) => void got.push(...[t.onPacket(p)].filter((r) => r !== undefined)),
+          skipped: (h: number, l: number) => void got.push(...[t.onSkipped(h, l)].filter((r) => r !== undefined)),
+          countingRows: () => t.countingRows,
+          rows: (count: number) => {
+            runs++;
+            t.countRows(count);
+          },
+        };
+        s.push(wire.subarray(0, at), sink);
+        s.push(wire.subarray(at), sink);
+        expect(got.map((r) => r.results)).toEqual([[{ rows: 60 }], [{ affectedRows: 1, lastInsertId: 0 }]]);
+        // Whole rows in one chunk: counted in one or two runs (row 20 takes the per-packet path), not one by one.
+        if (at === 0) expect([1, 2]).toContain(runs);
+      }
+    }
   });
 });
