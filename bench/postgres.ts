@@ -18,7 +18,9 @@
  *              Node gateway that must see the traffic costs on this machine: the ceiling for vigil.
  *   vigil-plain (optional, --routes) the same without client TLS (development target, token as password)
  *
- *   npm run bench:postgres [-- --seconds 5 --rounds 2 --scale 5 --modes simple,extended,prepared --clients 16,1]
+ *   npm run bench:postgres [-- --seconds 5 --rounds 2 --scale 5 --modes simple,extended,prepared --clients 16,1 --warmup 2]
+ *   (--warmup: seconds of unmeasured load per mode on each route this process serves before round 1, so
+ *   that the first round does not measure JIT compilation and first logins)
  *   VIGIL_BENCH_PROFILE=1 … writes a CPU profile of the gateway (this process) for every vigil run, as
  *   <dir>/vigil-<mode>-c<clients>-r<round>.cpuprofile (dir: VIGIL_BENCH_PROFILE_DIR, default cwd); open
  *   in Chrome DevTools or summarize self time per function. Profiling slows the gateway: read the
@@ -43,6 +45,7 @@ const { values } = parseArgs({
     modes: { type: 'string', default: 'simple,extended,prepared' },
     clients: { type: 'string', default: '16,1' },
     routes: { type: 'string', default: 'direct,pgbouncer,tlsrelay,vigil' },
+    warmup: { type: 'string', default: '2' },
   },
 });
 const SECONDS = Number(values.seconds);
@@ -279,6 +282,17 @@ async function run(pg: PostgresHandle, tg: TestGateway, alice: Awaited<ReturnTyp
   tg.gw.services.events.subscribe((e) => {
     if (e.type === 'db.query') queries++;
   });
+  const warmup = Number(values.warmup);
+  if (warmup > 0) {
+    for (const mode of MODES) {
+      for (const r of routes.filter((x) => inProcess(x.name))) {
+        const clients = Math.max(...CLIENTS);
+        const args = ['-S', '-n', '-M', mode, '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(warmup)];
+        await pgbench(r.conn, args).catch((e: Error) => console.log(`warm-up ${mode} ${r.name}: ${e.message.split('\n')[0]}`));
+      }
+    }
+    queries = 0;
+  }
 
   const results = new Map<string, Result[]>();
   const logDir = path.join(base, 'txlog');
