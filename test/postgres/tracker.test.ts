@@ -110,6 +110,26 @@ describe('SQL tokenizer and redaction', () => {
     expect(splitStatements(' ; ;')).toEqual([]);
   });
 
+  it('takes the one-statement fast path only when nothing but whitespace follows the semicolon', () => {
+    expect(splitStatements('SELECT 1;\n\t ')).toEqual(['SELECT 1']);
+    expect(splitStatements('SELECT 1; -- trailing comment')).toEqual(['SELECT 1']);
+    expect(splitStatements('SELECT 1;x')).toEqual(['SELECT 1', 'x']);
+    expect(splitStatements('-- only a comment\n-- and another')).toEqual([]);
+    expect(splitStatements('-- a comment\nSELECT 2')).toEqual(['-- a comment\nSELECT 2']);
+    expect(splitStatements('  SELECT 3  ')).toEqual(['SELECT 3']);
+  });
+
+  it('shares one empty parameter set among statements with nothing to mask', () => {
+    const a = redactSql('SELECT 1', names);
+    const b = redactSql('SELECT abalance FROM t WHERE aid = $1', names);
+    expect(a.text).toBe('SELECT 1');
+    expect(a.params.size).toBe(0);
+    expect(b.params).toBe(a.params);
+    // A statement that needed the full scan but masked nothing uses it too; one that masked a $n does not.
+    expect(redactSql("SELECT 'password'", names).params).toBe(a.params);
+    expect([...redactSql('UPDATE t SET token = $2', names).params]).toEqual([2]);
+  });
+
   it('masks role passwords, secret columns and INSERT values by position', () => {
     expect(redactSql("ALTER ROLE bob WITH ENCRYPTED PASSWORD 'SCRAM-SHA-256$4096:abc'", names).text).toBe("ALTER ROLE bob WITH ENCRYPTED PASSWORD '***'");
     expect(redactSql("CREATE USER x PASSWORD 'p'; SELECT 'p'", names).text).toBe("CREATE USER x PASSWORD '***'; SELECT 'p'");
