@@ -17,7 +17,9 @@
  * Prints TPS and latency per route and round, the gateway process's CPU per transaction for the routes it
  * serves, medians and the vigil/direct ratio. Target: >= 0.80x direct.
  *
- *   npm run bench:mysql [-- --seconds 10 --rounds 3 --threads 4 --tests oltp_point_select,oltp_read_only --routes direct,vigil,relay,tlsrelay]
+ *   npm run bench:mysql [-- --seconds 10 --rounds 3 --threads 4 --tests oltp_point_select,oltp_read_only --routes direct,vigil,relay,tlsrelay --warmup 2]
+ *   (--warmup: seconds of unmeasured sysbench load per test on each route this process serves before round 1,
+ *   so round 1 does not measure V8 compiling the gateway's hot paths; 0 to skip)
  */
 import { parseArgs } from 'node:util';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -40,6 +42,7 @@ const { values } = parseArgs({
     'table-size': { type: 'string', default: '10000' },
     tests: { type: 'string', default: 'oltp_point_select,oltp_read_only' },
     routes: { type: 'string', default: 'direct,vigil,relay,tlsrelay' },
+    warmup: { type: 'string', default: '2' },
   },
 });
 const SECONDS = Number(values.seconds);
@@ -47,6 +50,7 @@ const ROUNDS = Number(values.rounds);
 const THREADS = Number(values.threads);
 const TABLE_SIZE = Number(values['table-size']);
 const TESTS = values.tests!.split(',');
+const WARMUP = Number(values.warmup);
 const ALL_ROUTES = ['direct', 'vigil', 'relay', 'tlsrelay'] as const;
 type Route = (typeof ALL_ROUTES)[number];
 const ROUTES = values.routes!.split(',') as Route[];
@@ -183,6 +187,11 @@ async function main(): Promise<void> {
     for (const test of TESTS) {
       const res: Record<Route, SysbenchRun[]> = { direct: [], vigil: [], relay: [], tlsrelay: [] };
       const cpuPerTx: Record<Route, number[]> = { direct: [], vigil: [], relay: [], tlsrelay: [] };
+      if (WARMUP > 0) {
+        for (const route of ROUTES) {
+          if (route !== 'direct') await sysbench({ test, command: 'run', db: 'sbtest', threads: THREADS, time: WARMUP, tableSize: TABLE_SIZE, ...routes[route] });
+        }
+      }
       for (let r = 0; r < ROUNDS; r++) {
         for (const route of r % 2 === 0 ? ROUTES : [...ROUTES].reverse()) {
           const before = recorded;
