@@ -11,6 +11,21 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
+/** Write the whole of several buffers with writev (one call when it is not short). */
+export async function writeAllv(h: fsp.FileHandle, bufs: Buffer[]): Promise<void> {
+  if (bufs.length === 1) return writeAll(h, bufs[0]);
+  let rest = bufs.filter((b) => b.length > 0);
+  while (rest.length > 0) {
+    let { bytesWritten } = await h.writev(rest);
+    if (bytesWritten <= 0) throw Object.assign(new Error('short write'), { code: 'EIO' });
+    // Drop what was written; a short write leaves the rest of one buffer and the ones after it.
+    let i = 0;
+    while (i < rest.length && bytesWritten >= rest[i].length) bytesWritten -= rest[i++].length;
+    rest = rest.slice(i);
+    if (bytesWritten > 0) rest[0] = rest[0].subarray(bytesWritten);
+  }
+}
+
 /** Write the whole buffer (a write may be short). */
 export async function writeAll(h: fsp.FileHandle, buf: Buffer): Promise<void> {
   let off = 0;

@@ -13,7 +13,7 @@ import {
 } from './record.ts';
 import { listSegments, splitSegment } from './segments.ts';
 import { acquireWriterLock } from './lock.ts';
-import { fsyncDir, writeAll, writeFileAtomic } from './durable.ts';
+import { fsyncDir, writeAllv, writeFileAtomic } from './durable.ts';
 import { startSpoolIngest, SPOOL_DIR, type SpoolIngest } from './spool.ts';
 
 export interface AuditOpenOptions {
@@ -70,6 +70,10 @@ interface Segment {
   maxTime: string;
 }
 
+/** Spare chunk buffers kept for reuse: enough for a busy group and the one being filled meanwhile. */
+const MAX_SPARES = 4;
+const MAX_SPARE_BYTES = 32 * 1024 * 1024;
+
 interface Chunk {
   segment: Segment;
   /** The chunk's record lines, encoded once, written as one buffer: `buf[0, bytes)`. */
@@ -114,7 +118,8 @@ class SegmentWriter implements AuditLogWriter {
   /** Size of the last chunk: the next one starts that big, so a busy log rarely regrows its buffer. */
   private chunkHint = 64 * 1024;
   /** A written chunk's buffer, reused for the next group instead of allocating a new one. */
-  private spare?: Buffer;
+  /** Buffers of written chunks, reused for new ones (a few, bounded in total size). */
+  private spares: Buffer[] = [];
   private segment!: Segment;
   private chunks: Chunk[] = [];
   private resolves: Resolve[] = [];
@@ -235,16 +240,11 @@ class SegmentWriter implements AuditLogWriter {
     const seg = this.segment;
     let chunk = this.chunks[this.chunks.length - 1];
     const need = maxRecordBytes(event);
-    if (!chunk || chunk.segment !== seg) {
-      let buf = this.spare;
-      this.spare = undefined;
-      if (!buf || buf.length < Math.max(this.chunkHint, need)) buf = Buffer.allocUnsafe(Math.max(this.chunkHint, need));
-      chunk = { segment: seg, buf, bytes: 0 };
+    if (!chunk || chunk.segment !== seg || chunk.bytes + need > chunk.buf.length) {
+      // A full chunk is followed by another one rather than grown: nothing already encoded is copied, and
+      // a segment's chunks are written together with one writev.
+      chunk = { segment: seg, buf: this.chunkBuffer(need), bytes: 0 };
       this.chunks.push(chunk);
-    } else if (chunk.bytes + need > chunk.buf.length) {
-      const grown = Buffer.allocUnsafe(Math.max(chunk.buf.length * 2, chunk.bytes + need));
-      chunk.buf.copy(grown, 0, 0, chunk.bytes);
-      chunk.buf = grown;
     }
     const { end, hash } = encodeRecordInto(chunk.buf, chunk.bytes, seq, this.headHash, event);
     seg.bytes += end - chunk.bytes;
@@ -257,6 +257,17 @@ class SegmentWriter implements AuditLogWriter {
       if (time > seg.maxTime) seg.maxTime = time;
     }
     this.sinceCheckpoint++;
+  }
+
+  private chunkBuffer(need: number): Buffer {
+    const size = Math.max(this.chunkHint, need);
+    const spare = this.spares.pop();
+    if (spare && spare.length >= size) return spare;
+    return Buffer.allocUnsafe(size);
+  }
+
+  private releaseChunkBuffer(buf: Buffer): void {
+    if (buf.length <= MAX_SPARE_BYTES && this.spares.length < MAX_SPARES) this.spares.push(buf);
   }
 
   /** The receipt of the record just pushed (only awaited appends need one). */
@@ -361,7 +372,13 @@ class SegmentWriter implements AuditLogWriter {
       this.lastCommitAt = performance.now();
       let ok = true;
       try {
-        for (const chunk of chunks) await this.writeChunk(chunk);
+        for (let i = 0; i < chunks.length; ) {
+          // One segment's chunks of this group: consecutive, the last one possibly sealing it.
+          let end = i + 1;
+          while (end < chunks.length && chunks[end].segment === chunks[i].segment) end++;
+          await this.writeChunks(chunks.slice(i, end));
+          i = end;
+        }
       } catch (e) {
         ok = false;
         this.fail(e as Error, rejects, later);
@@ -392,15 +409,19 @@ class SegmentWriter implements AuditLogWriter {
     return seg.handle;
   }
 
-  private async writeChunk(chunk: Chunk): Promise<void> {
-    const seg = chunk.segment;
+  /** Write one segment's chunks of a group (one writev, durable on return), then seal it if the last says so. */
+  private async writeChunks(run: Chunk[]): Promise<void> {
+    const seg = run[0].segment;
+    const chunk = run[run.length - 1];
     await this.openSegment(seg);
     if (chunk.next) await this.openSegment(chunk.next);
-    // Half again the last chunk's size: a busy log neither regrows (copies) its buffer nor wastes much.
-    this.chunkHint = Math.min(Math.max(chunk.bytes + (chunk.bytes >> 1), 64 * 1024), 16 * 1024 * 1024);
-    await writeAll(seg.handle!, chunk.buf.subarray(0, chunk.bytes)); // durable on return (O_DSYNC)
-    // Written: the buffer is free for the next group (one spare is enough — groups commit one at a time).
-    if (chunk.buf.length <= 32 * 1024 * 1024 && (!this.spare || this.spare.length < chunk.buf.length)) this.spare = chunk.buf;
+    let bytes = 0;
+    for (const c of run) bytes += c.bytes;
+    // Half again the group's size: a busy log fills one buffer per group without wasting much.
+    this.chunkHint = Math.min(Math.max(bytes + (bytes >> 1), 64 * 1024), 16 * 1024 * 1024);
+    await writeAllv(seg.handle!, run.map((c) => c.buf.subarray(0, c.bytes))); // durable on return (O_DSYNC)
+    // Written: the buffers are free for the next groups.
+    for (const c of run) this.releaseChunkBuffer(c.buf);
     if (chunk.seal) {
       await seg.handle!.close();
       seg.handle = undefined;

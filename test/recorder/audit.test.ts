@@ -14,6 +14,7 @@ import { eventPieces } from '../../recorder/audit/encode.ts';
 import { segmentName, encodeRecord, encodeRecordInto, maxRecordBytes, recordHash, ZERO_HASH } from '../../recorder/audit/record.ts';
 import { AuditUnavailableError, VigilError } from '../../src/errors.ts';
 import { EventBus } from '../../src/events/bus.ts';
+import { writeAllv } from '../../recorder/audit/durable.ts';
 import { makeSigningKey, auditOptions, sampleEvent } from './helpers.ts';
 
 interface Fixture {
@@ -663,6 +664,46 @@ describe('audit log: appendLater and EventBus.record (no promise per event)', ()
     const { records } = await searchAuditLog(f.dir, { type: 'db.query' });
     expect(records.map((r) => (r.event.details as { statement: string }).statement)).toEqual([1, 2, 3, 4].map((i) => sampleEvent(i).details.statement));
     expect(verifyAuditLog(f.dir, f.publicPem).ok).toBe(true);
+  });
+
+  it('a group larger than its buffer is written from several chunks in order, across a rotation, and verifies', async () => {
+    const f = fixture();
+    // 64 KiB first buffers, 300 KiB segments: one group of ~1.5 MiB spans many chunks and several segments.
+    const log = await openAuditLog(f.dir, auditOptions(f.keyFile, { segmentMaxBytes: 300 * 1024, checkpointEvery: 100_000, checkpointIntervalMs: 60_000 }));
+    const big = 'x'.repeat(1500);
+    const acks: number[] = [];
+    for (let i = 0; i < 1000; i++) log.appendLater!(sampleEvent(i, { details: { i, pad: big } }), (err) => acks.push(err ? -1 : i), undefined);
+    await log.close();
+    expect(acks).toHaveLength(1000);
+    expect(acks.every((a) => a >= 0)).toBe(true);
+    const res = verifyAuditLog(f.dir, f.publicPem);
+    expect(res.ok).toBe(true);
+    expect(res.segments).toBeGreaterThan(3);
+    const { records } = await searchAuditLog(f.dir, { type: 'db.query', limit: 5000 });
+    expect(records.map((r) => r.event.details.i)).toEqual(Array.from({ length: 1000 }, (_, i) => i));
+  });
+
+  it('writeAllv finishes short writes: every byte once, in order', async () => {
+    const written: Buffer[] = [];
+    // A handle whose writev accepts at most 7 bytes per call, as a kernel may under pressure.
+    const handle = {
+      async writev(bufs: Buffer[]) {
+        const all = Buffer.concat(bufs).subarray(0, 7);
+        written.push(Buffer.from(all));
+        return { bytesWritten: all.length, buffers: bufs };
+      },
+      async write(buf: Buffer, off: number, len: number) {
+        const part = buf.subarray(off, off + Math.min(len, 7));
+        written.push(Buffer.from(part));
+        return { bytesWritten: part.length, buffer: buf };
+      },
+    } as unknown as import('node:fs/promises').FileHandle;
+    const bufs = [Buffer.from('hello, '), Buffer.alloc(0), Buffer.from('world'), Buffer.from('! and some more text')];
+    await writeAllv(handle, bufs);
+    expect(Buffer.concat(written).toString()).toBe('hello, world! and some more text');
+    written.length = 0;
+    await writeAllv(handle, [Buffer.from('single buffer path')]);
+    expect(Buffer.concat(written).toString()).toBe('single buffer path');
   });
 
   it('a failed write reaches every pending callback with AuditUnavailableError, and later appends at once', async () => {
