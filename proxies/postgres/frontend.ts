@@ -94,6 +94,11 @@ class Reader {
   cstring(): string {
     const end = this.buf.indexOf(0, this.off);
     if (end < 0) malformed(this.what);
+    if (end === this.off) {
+      // The unnamed portal/statement, in most Bind, Describe and Execute messages: no decoder call.
+      this.off++;
+      return '';
+    }
     const s = this.buf.toString('utf8', this.off, end);
     this.off = end + 1;
     return s;
