@@ -128,10 +128,12 @@ describe('frontend decoders', () => {
     expect(decodeQuery(query('SELECT 1'))).toBe('SELECT 1');
     expect(decodeParse(parse('s', 'SELECT $1', [23]))).toEqual({ name: 's', query: 'SELECT $1', paramTypes: [23] });
     const b = decodeBind(bind('', 's', [1], [int32(7), int32(8)]));
+    expect([b.portal, b.statement]).toEqual(['', 's']);
     expect(b.paramFormats).toEqual([1, 1]);
     expect(b.values.map((v) => v?.readInt32BE(0))).toEqual([7, 8]);
     expect(decodeBind(bind('', '', [], [null])).values).toEqual([null]);
     expect(decodeExecute(execute('p', 5))).toEqual({ portal: 'p', maxRows: 5 });
+    expect(decodeExecute(execute('', 0))).toEqual({ portal: '', maxRows: 0 });
     expect(decodeTarget(encodeMessage(F.Close, Buffer.concat([Buffer.from('P'), cstr('x')])), 'Close')).toEqual({ kind: 'P', name: 'x' });
     const fc = decodeFunctionCall(encodeMessage(F.FunctionCall, Buffer.concat([int32(1598), int16(0), int16(1), int32(-1), int16(1)])));
     expect(fc).toEqual({ oid: 1598, argFormats: [0], args: [null], resultFormat: 1 });
