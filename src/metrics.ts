@@ -6,7 +6,8 @@ import type { EventBus } from './events/bus.ts';
  * audit log can never disagree) plus gauges read from the session registry at scrape time.
  */
 export class Metrics {
-  private readonly eventCounts = new Map<string, number>();
+  /** Per event type, counts by outcome (no key string built per event: this runs for every query). */
+  private readonly eventCounts = new Map<string, { success: number; failure: number }>();
   private readonly started = Date.now();
   private readonly unsubscribe: () => void;
 
@@ -15,8 +16,10 @@ export class Metrics {
     private readonly sessions: SessionRegistry,
   ) {
     this.unsubscribe = events.subscribe((e) => {
-      const key = `${e.type}\u0000${e.outcome}`;
-      this.eventCounts.set(key, (this.eventCounts.get(key) ?? 0) + 1);
+      let counts = this.eventCounts.get(e.type);
+      if (counts === undefined) this.eventCounts.set(e.type, (counts = { success: 0, failure: 0 }));
+      if (e.outcome === 'failure') counts.failure++;
+      else counts.success++;
     });
     this.events = events;
   }
@@ -27,9 +30,10 @@ export class Metrics {
     const lines: string[] = [];
     lines.push('# HELP vigil_events_total Audit events written, by type and outcome.');
     lines.push('# TYPE vigil_events_total counter');
-    for (const [key, n] of [...this.eventCounts].sort()) {
-      const [type, outcome] = key.split('\u0000');
-      lines.push(`vigil_events_total{type="${type}",outcome="${outcome}"} ${n}`);
+    for (const [type, counts] of [...this.eventCounts].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+      // Sorted by type, then outcome ("failure" before "success"); outcomes never seen are left out.
+      if (counts.failure > 0) lines.push(`vigil_events_total{type="${type}",outcome="failure"} ${counts.failure}`);
+      if (counts.success > 0) lines.push(`vigil_events_total{type="${type}",outcome="success"} ${counts.success}`);
     }
     const byProtocol = new Map<string, number>();
     for (const s of this.sessions.list()) byProtocol.set(s.protocol, (byProtocol.get(s.protocol) ?? 0) + 1);
