@@ -64,27 +64,58 @@ interface Route {
   destination: string;
 }
 
-/** Run a shell pipeline; resolves with the wall time in ms, rejects on a non-zero exit. */
-function timedShell(cmd: string): Promise<number> {
+/** A finished shell pipeline: wall time, and the CPU of the local processes (ssh client, head/cat). */
+interface Timed {
+  ms: number;
+  clientCpuMs: number;
+}
+
+/** Run a shell pipeline; resolves with its wall time and its processes' CPU, rejects on a non-zero exit. */
+function timedShell(cmd: string): Promise<Timed> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const child = spawn('bash', ['-o', 'pipefail', '-c', cmd], { stdio: ['ignore', 'ignore', 'pipe'] });
+    // `times` prints the CPU of the shell's finished children (user, then system) on its last line.
+    const child = spawn('bash', ['-o', 'pipefail', '-c', `${cmd}; rc=$?; times >&2; exit $rc`], { stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     child.on('error', reject);
     child.on('close', (code) => {
       const ms = performance.now() - t0;
-      if (code === 0) resolve(ms);
-      else reject(new Error(`exit ${code}: ${err.trim().split('\n').slice(-1)[0] || '(nothing on stderr)'}`));
+      const lines = err.trim().split('\n');
+      const times = /^(\d+)m([\d.]+)s (\d+)m([\d.]+)s$/.exec(lines.at(-1) ?? '');
+      const clientCpuMs = times ? (Number(times[1]) * 60 + Number(times[2]) + Number(times[3]) * 60 + Number(times[4])) * 1000 : NaN;
+      if (code === 0) resolve({ ms, clientCpuMs });
+      else reject(new Error(`exit ${code}: ${lines.slice(0, -2).at(-1) || '(nothing on stderr)'}`));
     });
   });
+}
+
+/** CPU ms of the sshd and every session process it has reaped (their children included), from /proc. */
+function sshdCpuReader(sshd: SshdHandle): () => number {
+  const pid = fs
+    .readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .find((d) => {
+      try {
+        return fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(sshd.configFile);
+      } catch {
+        return false;
+      }
+    });
+  const tick = 1000 / 100; // USER_HZ
+  return () => {
+    if (!pid) return NaN;
+    // Fields after "(comm) ": state is [0], utime/stime/cutime/cstime are [11..14].
+    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) * tick;
+  };
 }
 
 const sshCmd = (r: Route, remote: string) => ['ssh', ...r.args, r.destination, remote].map(quote).join(' ');
 /** What the remote side (same machine) reads for a download, and the local side for an upload. */
 const source = (payload: string, file: string) => (payload === 'zero' ? `head -c ${SIZE} /dev/zero` : `cat ${quote(file)}`);
-const download = (src: string) => (r: Route) => timedShell(`${sshCmd(r, src)} > /dev/null`);
-const upload = (src: string) => (r: Route) => timedShell(`${src} | ${sshCmd(r, 'cat > /dev/null')}`);
+const download = (src: string) => (r: Route): Promise<Timed> => timedShell(`${sshCmd(r, src)} > /dev/null`);
+const upload = (src: string) => (r: Route): Promise<Timed> => timedShell(`${src} | ${sshCmd(r, 'cat > /dev/null')}`);
 
 /** An interactive `cat` on a remote pty in raw mode: each byte sent comes straight back. */
 class EchoSession {
@@ -156,27 +187,40 @@ interface GatewayCpu {
   sys: number;
 }
 
-async function throughput(label: string, fn: (r: Route) => Promise<number>, routes: Route[]): Promise<GatewayCpu | undefined> {
+async function throughput(label: string, fn: (r: Route) => Promise<Timed>, routes: Route[], sshdCpu: () => number): Promise<GatewayCpu | undefined> {
   console.log(`\n${label}`);
   const rates: Record<string, number[]> = { direct: [], relay: [], vigil: [] };
   // The gateway (and the ceiling relay) run in this process (the bench itself only waits on children):
-  // their CPU per MiB is a number that survives machine contention, unlike the MiB/s.
+  // their CPU per MiB is a number that survives machine contention, unlike the MiB/s. The client's and
+  // the sshd's CPU per MiB come from the shell (`times`) and /proc; together they say how much CPU a MiB
+  // costs the whole machine on each route.
   const cpuPerMiB: Record<string, number[]> = { relay: [], vigil: [] };
   const sysPerMiB: number[] = [];
+  const machinePerMiB: Record<string, number[]> = { direct: [], relay: [], vigil: [] };
   const failures: Record<string, number> = { direct: 0, relay: 0, vigil: 0 };
+  const mib = BYTES / MiB;
   for (let run = 1; run <= RUNS; run++) {
     const parts: string[] = [];
     for (const r of routes) {
       try {
         const cpu0 = process.cpuUsage();
-        const ms = await fn(r);
+        const sshd0 = sshdCpu();
+        const t = await fn(r);
         const cpu = process.cpuUsage(cpu0);
-        const rate = BYTES / MiB / (ms / 1000);
+        // The sshd reaps its session process a moment after the client is gone.
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        const sshdMs = sshdCpu() - sshd0;
+        const rate = mib / (t.ms / 1000);
         rates[r.name].push(rate);
-        const perMiB = (cpu.user + cpu.system) / (BYTES / MiB);
+        const perMiB = (cpu.user + cpu.system) / mib;
         if (r.name !== 'direct') cpuPerMiB[r.name].push(perMiB);
-        if (r.name === 'vigil') sysPerMiB.push(cpu.system / (BYTES / MiB));
-        parts.push(`${r.name} ${f1(rate).padStart(7)} MiB/s${r.name !== 'direct' ? ` (cpu ${perMiB.toFixed(0)} µs/MiB)` : ''}`);
+        if (r.name === 'vigil') sysPerMiB.push(cpu.system / mib);
+        const client = t.clientCpuMs / mib;
+        const server = sshdMs / mib;
+        const gateway = r.name === 'direct' ? 0 : perMiB / 1000;
+        machinePerMiB[r.name].push(client + server + gateway);
+        const split = `client ${f2(client)}${r.name === 'direct' ? '' : ` + ${r.name === 'vigil' ? 'gateway' : 'relay'} ${f2(gateway)}`} + sshd ${f2(server)} ms/MiB`;
+        parts.push(`${r.name} ${f1(rate).padStart(6)} MiB/s [${split}]`);
       } catch (e) {
         // A failed transfer is a result too (e.g. the gateway ending the session): say why and go on.
         failures[r.name]++;
@@ -195,6 +239,10 @@ async function throughput(label: string, fn: (r: Route) => Promise<number>, rout
   console.log(`  median: ${summary.join(', ')}${ratios.length ? `; ${ratios.join(', ')}` : ''}`);
   const cpu = (['relay', 'vigil'] as const).filter((n) => cpuPerMiB[n].length).map((n) => `${n === 'vigil' ? 'gateway' : 'relay'} ${median(cpuPerMiB[n]).toFixed(0)} µs/MiB`);
   if (cpu.length) console.log(`  in-process cpu (user+sys) median: ${cpu.join(', ')}`);
+  const machine = routes.filter((r) => machinePerMiB[r.name].length).map((r) => `${r.name} ${f2(median(machinePerMiB[r.name]))}`);
+  const direct = machinePerMiB.direct.length ? median(machinePerMiB.direct) : NaN;
+  const bound = (['relay', 'vigil'] as const).filter((n) => machinePerMiB[n].length && direct > 0).map((n) => `${n} ${f2(direct / median(machinePerMiB[n]))}x`);
+  if (machine.length) console.log(`  machine cpu per MiB (client + gateway/relay + sshd) median: ${machine.join(', ')} ms${bound.length ? `; when the cores are the limit the throughput ratio tends to direct/route cpu: ${bound.join(', ')}` : ''}`);
   return cpuPerMiB.vigil.length ? { total: median(cpuPerMiB.vigil), sys: median(sysPerMiB) } : undefined;
 }
 
@@ -465,11 +513,12 @@ async function main(): Promise<void> {
       fs.chmodSync(randomFile, 0o644); // read by the sshd login user for downloads
     }
     const measured: Parameters<typeof costSplit>[3] = [];
+    const sshdCpu = sshdCpuReader(sshd);
     for (const p of payloads) {
       if (p !== 'zero' && p !== 'random') throw new Error(`--payload: expected zero and/or random, got ${p}`);
       const src = source(p, randomFile);
-      const down = await throughput(`download (${p}): ssh … '${src}' > /dev/null`, download(src), routes);
-      const up = await throughput(`upload (${p}): ${src} | ssh … 'cat > /dev/null'`, upload(src), routes);
+      const down = await throughput(`download (${p}): ssh … '${src}' > /dev/null`, download(src), routes, sshdCpu);
+      const up = await throughput(`upload (${p}): ${src} | ssh … 'cat > /dev/null'`, upload(src), routes, sshdCpu);
       if (down) measured.push({ payload: p as 'zero' | 'random', dir: 'download', cpu: down });
       if (up) measured.push({ payload: p as 'zero' | 'random', dir: 'upload', cpu: up });
     }
