@@ -127,6 +127,13 @@ class SegmentWriter implements AuditLogWriter {
   private receipts: AppendReceipt[] = [];
   /** appendLater() entries of the group being filled: parallel arrays, so an append allocates nothing. */
   private later: Later = newLater();
+  /**
+   * appendLater() entries not encoded yet. They are encoded together — when the group commits, or first
+   * thing before anything that needs the chain's head (append, checkpoint, close) — so a busy proxy runs
+   * the encoder in one warm loop per group instead of between its own work, where every call starts with
+   * cold caches. Order is kept: nothing is chained ahead of them.
+   */
+  private queued: Later = newLater();
   private pendingHead?: SignedHead;
   private sinceCheckpoint = 0;
   private dayEnd = 0;
@@ -187,6 +194,7 @@ class SegmentWriter implements AuditLogWriter {
     } catch (e) {
       return Promise.reject(e);
     }
+    this.encodeQueued(); // chained after everything appended before it
     return new Promise<AppendReceipt>((resolve, reject) => {
       if (Date.now() >= this.dayEnd && this.segment.lastSeq >= this.segment.firstSeq) this.rotate();
       this.push(pieces, event.time);
@@ -203,26 +211,42 @@ class SegmentWriter implements AuditLogWriter {
     let err: Error | undefined = this.failureError;
     if (!err && this.closed) err = new AuditUnavailableError('the audit log is closed');
     if (!err && event.type === 'audit.checkpoint') err = new TypeError('audit.checkpoint records are written by the audit log itself');
-    let pieces: EventPieces | undefined;
-    if (!err) {
+    // Never call back synchronously: the caller is in the middle of its own work.
+    if (err) return void process.nextTick(callback, err, event, context);
+    this.queued.events.push(event);
+    this.queued.callbacks.push(callback);
+    this.queued.contexts.push(context);
+    this.scheduleFlush();
+  }
+
+  /** Chain and encode the queued appendLater() events (see `queued`). */
+  private encodeQueued(): void {
+    const q = this.queued;
+    if (q.events.length === 0) return;
+    this.queued = newLater();
+    if (this.failureError) return settleLater(q, this.failureError);
+    if (Date.now() >= this.dayEnd && this.segment.lastSeq >= this.segment.firstSeq) this.rotate();
+    for (let i = 0; i < q.events.length; i++) {
+      const event = q.events[i];
+      let pieces: EventPieces;
       try {
         pieces = eventPieces(event);
       } catch (e) {
-        err = e as Error;
+        process.nextTick(q.callbacks[i], e as Error, event, q.contexts[i]);
+        continue;
       }
+      this.push(pieces, event.time);
+      this.later.events.push(event);
+      this.later.callbacks.push(q.callbacks[i]);
+      this.later.contexts.push(q.contexts[i]);
+      if (this.sinceCheckpoint >= this.opts.checkpointEvery) this.pushCheckpoint('count');
+      if (this.segment.bytes >= this.opts.segmentMaxBytes) this.rotate();
     }
-    // Never call back synchronously: the caller is in the middle of its own work.
-    if (err || !pieces) return void process.nextTick(callback, err, event, context);
-    if (Date.now() >= this.dayEnd && this.segment.lastSeq >= this.segment.firstSeq) this.rotate();
-    this.push(pieces, event.time);
-    this.later.events.push(event);
-    this.later.callbacks.push(callback);
-    this.later.contexts.push(context);
-    this.afterRecord();
   }
 
   checkpoint(): Promise<AppendReceipt | undefined> {
     if (this.failureError) return Promise.reject(this.failureError);
+    if (!this.closed) this.encodeQueued();
     if (this.sinceCheckpoint === 0 || this.closed) return Promise.resolve(undefined);
     return new Promise<AppendReceipt>((resolve, reject) => {
       const receipt = this.pushCheckpoint('interval');
@@ -355,6 +379,7 @@ class SegmentWriter implements AuditLogWriter {
   private async flushGroup(): Promise<void> {
     if (this.flushing) return;
     this.flushing = true;
+    this.encodeQueued();
     if (this.chunks.length > 0 && !this.failureError) {
       const chunks = this.chunks;
       const resolves = this.resolves;
@@ -390,7 +415,7 @@ class SegmentWriter implements AuditLogWriter {
       }
     }
     this.flushing = false;
-    if (this.chunks.length > 0 && !this.failureError) {
+    if ((this.chunks.length > 0 || this.queued.events.length > 0) && !this.failureError) {
       this.scheduleFlush();
     } else {
       const waiters = this.idleWaiters;
@@ -458,6 +483,8 @@ class SegmentWriter implements AuditLogWriter {
     }
     const all = [...rejects, ...this.rejects];
     const pendingLater = this.later;
+    const queued = this.queued;
+    this.queued = newLater();
     this.chunks = [];
     this.resolves = [];
     this.rejects = [];
@@ -466,10 +493,11 @@ class SegmentWriter implements AuditLogWriter {
     for (const r of all) r(this.failureError);
     if (later) settleLater(later, this.failureError);
     settleLater(pendingLater, this.failureError);
+    settleLater(queued, this.failureError);
   }
 
   private whenIdle(): Promise<void> {
-    if (!this.flushing && !this.flushTimer && this.chunks.length === 0) return Promise.resolve();
+    if (!this.flushing && !this.flushTimer && this.chunks.length === 0 && this.queued.events.length === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
@@ -552,6 +580,7 @@ class SegmentWriter implements AuditLogWriter {
   start(knownIds: Map<string, true>): void {
     if (this.opts.checkpointIntervalMs > 0) {
       this.timer = setInterval(() => {
+        if (!this.failureError && !this.closed) this.encodeQueued();
         if (this.sinceCheckpoint > 0 && !this.failureError && !this.closed) {
           this.pushCheckpoint('interval');
           this.scheduleFlush();
@@ -588,6 +617,7 @@ class SegmentWriter implements AuditLogWriter {
       await this.spool?.stop();
       // Closing commits what is queued now, without waiting for a window.
       this.draining = true;
+      this.encodeQueued();
       if (!this.failureError && this.sinceCheckpoint > 0) this.pushCheckpoint('close');
       if (this.chunks.length > 0 && !this.failureError) {
         this.cancelFlushTimer();

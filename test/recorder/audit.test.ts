@@ -666,6 +666,26 @@ describe('audit log: appendLater and EventBus.record (no promise per event)', ()
     expect(verifyAuditLog(f.dir, f.publicPem).ok).toBe(true);
   });
 
+  it('queued appendLater events: one that cannot be encoded hears its error, the rest commit; checkpoint() covers them', async () => {
+    const f = fixture();
+    const w = await openAuditLog(f.dir, auditOptions(f.keyFile, { checkpointEvery: 1_000_000, checkpointIntervalMs: 60_000 }));
+    const cyclic: Record<string, unknown> = { a: 1 };
+    cyclic.self = cyclic;
+    const heard: [number, string | undefined][] = [];
+    const cb = (err: Error | undefined, _e: unknown, ctx: number) => void heard.push([ctx, err?.constructor.name]);
+    w.appendLater!(sampleEvent(1), cb, 1);
+    w.appendLater!(sampleEvent(2, { details: cyclic }), cb, 2);
+    w.appendLater!(sampleEvent(3), cb, 3);
+    // The checkpoint is chained after the queued events, so its signed head covers both good ones.
+    const receipt = await w.checkpoint();
+    expect(receipt?.seq).toBe(3);
+    await w.close();
+    expect(heard.sort((a, b) => a[0] - b[0])).toEqual([[1, undefined], [2, 'RangeError'], [3, undefined]]);
+    const { records } = await searchAuditLog(f.dir, { type: 'db.query' });
+    expect(records.map((r) => r.seq)).toEqual([1, 2]);
+    expect(verifyAuditLog(f.dir, f.publicPem).ok).toBe(true);
+  });
+
   it('a group larger than its buffer is written from several chunks in order, across a rotation, and verifies', async () => {
     const f = fixture();
     // 64 KiB first buffers, 300 KiB segments: one group of ~1.5 MiB spans many chunks and several segments.
