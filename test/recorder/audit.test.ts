@@ -744,6 +744,36 @@ describe('audit log: appendLater and EventBus.record (no promise per event)', ()
     for (const t of traps) fs.rmSync(t);
   });
 
+  it('events queued while a failing group is being written hear the failure too', async () => {
+    const f = fixture();
+    const w = await openAuditLog(f.dir, auditOptions(f.keyFile, { segmentMaxBytes: 2000, checkpointEvery: 1_000_000 }));
+    await w.append(sampleEvent(0));
+    const traps = Array.from({ length: 40 }, (_, i) => path.join(f.dir, segmentName(i + 2, new Date())));
+    for (const t of traps) fs.symlinkSync('/dev/full', t);
+    const heard: (Error | undefined)[] = [];
+    const cb = (err: Error | undefined) => void heard.push(err);
+    for (let i = 0; i < 10; i++) w.appendLater!(sampleEvent(i), cb, undefined);
+    // An awaited append commits the group at once. One more event per event-loop turn meanwhile: those that
+    // arrive while the group's write is in flight are still queued (not encoded) when it fails.
+    const failed = w.append(sampleEvent(10)).then(() => undefined, (e: Error) => e);
+    let sent = 0;
+    let pumping = true;
+    const pump = () => {
+      if (!pumping) return;
+      w.appendLater!(sampleEvent(100 + sent++), cb, undefined);
+      setImmediate(pump);
+    };
+    pump();
+    expect(await failed).toBeInstanceOf(AuditUnavailableError);
+    pumping = false;
+    await new Promise((r) => setTimeout(r, 50));
+    expect(sent).toBeGreaterThan(1);
+    expect(heard).toHaveLength(10 + sent);
+    expect(heard.every((e) => e instanceof AuditUnavailableError)).toBe(true);
+    await w.close();
+    for (const t of traps) fs.rmSync(t);
+  });
+
   it('EventBus.record publishes to subscribers only once durable, and reports a failed write to onFailure', async () => {
     const f = fixture();
     const w = await openAuditLog(f.dir, auditOptions(f.keyFile, { commitWindowMs: 200, checkpointEvery: 1_000_000, segmentMaxBytes: 4000 }));
