@@ -27,8 +27,10 @@ export type EventInput = Omit<AuditEvent, 'id' | 'time' | 'details'> & { details
 const originMs = Date.now();
 const originPerf = performance.now();
 
-/** Wall-clock milliseconds and the microseconds within that millisecond (0–999). */
-/** The last clock reading (module state rather than a returned object: one less allocation per event). */
+/**
+ * The last clock reading: wall-clock milliseconds and the microseconds within that millisecond (0–999).
+ * Module state rather than a returned object: one less allocation per event.
+ */
 let nowMs = 0;
 let nowUs = 0;
 
@@ -46,14 +48,9 @@ function readClock(): void {
   }
 }
 
-function nowParts(): { ms: number; micros: number } {
-  readClock();
-  return { ms: nowMs, micros: nowUs };
-}
-
 export function nowMicros(): { date: Date; micros: number } {
-  const { ms, micros } = nowParts();
-  return { date: new Date(ms), micros };
+  readClock();
+  return { date: new Date(nowMs), micros: nowUs };
 }
 
 // Events come thousands per millisecond at peak: the `2026-11-28T16:40:19.123` prefix is formatted once per
