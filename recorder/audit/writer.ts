@@ -115,9 +115,8 @@ class SegmentWriter implements AuditLogWriter {
   readonly dir: string;
   private seq = 0;
   private headHash = ZERO_HASH;
-  /** Size of the last chunk: the next one starts that big, so a busy log rarely regrows its buffer. */
+  /** Size of a new chunk buffer: half again the last group's bytes, so a busy group usually fits in one. */
   private chunkHint = 64 * 1024;
-  /** A written chunk's buffer, reused for the next group instead of allocating a new one. */
   /** Buffers of written chunks, reused for new ones (a few, bounded in total size). */
   private spares: Buffer[] = [];
   private segment!: Segment;
@@ -196,14 +195,15 @@ class SegmentWriter implements AuditLogWriter {
     }
     this.encodeQueued(); // chained after everything appended before it
     return new Promise<AppendReceipt>((resolve, reject) => {
-      if (Date.now() >= this.dayEnd && this.segment.lastSeq >= this.segment.firstSeq) this.rotate();
+      this.rotateIfNewDay();
       this.push(pieces, event.time);
       const receipt = this.receipt();
       this.resolves.push(resolve);
       this.rejects.push(reject);
       this.receipts.push(receipt);
       this.urgent = true;
-      this.afterRecord();
+      this.checkpointOrRotateIfDue();
+      this.scheduleFlush();
     });
   }
 
@@ -216,7 +216,9 @@ class SegmentWriter implements AuditLogWriter {
     this.queued.events.push(event);
     this.queued.callbacks.push(callback);
     this.queued.contexts.push(context);
-    this.scheduleFlush();
+    // The first queued event arranges the commit; the rest ride on it (a running commit re-arranges one
+    // when it ends and finds events queued).
+    if (this.queued.events.length === 1) this.scheduleFlush();
   }
 
   /** Chain and encode the queued appendLater() events (see `queued`). */
@@ -225,7 +227,7 @@ class SegmentWriter implements AuditLogWriter {
     if (q.events.length === 0) return;
     this.queued = newLater();
     if (this.failureError) return settleLater(q, this.failureError);
-    if (Date.now() >= this.dayEnd && this.segment.lastSeq >= this.segment.firstSeq) this.rotate();
+    this.rotateIfNewDay();
     for (let i = 0; i < q.events.length; i++) {
       const event = q.events[i];
       let pieces: EventPieces;
@@ -239,8 +241,7 @@ class SegmentWriter implements AuditLogWriter {
       this.later.events.push(event);
       this.later.callbacks.push(q.callbacks[i]);
       this.later.contexts.push(q.contexts[i]);
-      if (this.sinceCheckpoint >= this.opts.checkpointEvery) this.pushCheckpoint('count');
-      if (this.segment.bytes >= this.opts.segmentMaxBytes) this.rotate();
+      this.checkpointOrRotateIfDue();
     }
   }
 
@@ -299,10 +300,15 @@ class SegmentWriter implements AuditLogWriter {
     return { seq: this.seq, hash: this.headHash };
   }
 
-  private afterRecord(): void {
+  /** A segment holds one UTC day: the first record after midnight starts a new one. */
+  private rotateIfNewDay(): void {
+    if (Date.now() >= this.dayEnd && this.segment.lastSeq >= this.segment.firstSeq) this.rotate();
+  }
+
+  /** After a record: a checkpoint every `checkpointEvery` records, a new segment past `segmentMaxBytes`. */
+  private checkpointOrRotateIfDue(): void {
     if (this.sinceCheckpoint >= this.opts.checkpointEvery) this.pushCheckpoint('count');
     if (this.segment.bytes >= this.opts.segmentMaxBytes) this.rotate();
-    this.scheduleFlush();
   }
 
   private pushCheckpoint(reason: CheckpointDetails['reason'], extra: Partial<CheckpointDetails> = {}): AppendReceipt {
