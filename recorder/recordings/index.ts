@@ -101,7 +101,7 @@ const EVENT_FRAME = 40;
  * One asciicast event waiting to be written. Its data is a list of parts, in order: well-formed UTF-8
  * bytes (escaped into JSON when written) or text already escaped as a JSON string body; a NUL-run event
  * has no parts and its data is `bytes`. `bytes` counts what the caller handed in (raw bytes); `bound` is
- * the most bytes the escaped parts can take.
+ * the most bytes the escaped parts (or `raw`, JSON written as is) can take.
  */
 type Pending = { t: number; code: Code; parts: (Buffer | string)[]; bytes: number; bound: number; raw?: string };
 
@@ -361,7 +361,8 @@ class CastWriter implements AsciicastWriter {
     const summary = { offset: tail.offset, bytes: tail.bytes, sha256: tail.hash.digest('hex') };
     tail.summary = summary;
     this.enqueue(code, jsonBody(`[vigil: ${summary.bytes} bytes of non-text ${code === 'o' ? 'output' : 'input'}, SHA-256 ${summary.sha256}]\r\n`), 0);
-    this.queue.push({ t: this.now(), code: BINARY_CODES[code], parts: [], bytes: 0, bound: 0, raw: JSON.stringify(summary) });
+    // bound: room for the summary JSON (two integers and 64 hex digits).
+    this.queue.push({ t: this.now(), code: BINARY_CODES[code], parts: [], bytes: 0, bound: 200, raw: JSON.stringify(summary) });
     this.queuedBound += 200 + EVENT_FRAME;
     this.kick();
   }
@@ -440,16 +441,16 @@ class CastWriter implements AsciicastWriter {
         // A bounded batch per write: the queue shrinks as the disk takes it, so onDrained fires while
         // the rest is still being written.
         let bytes = 0;
-        let bound = 0;
-        for (const line of this.pending) bound += line.length * 3;
+        let eventsBound = 0;
         let n = 0;
         for (; n < this.queue.length && bytes < this.batchBytes; n++) {
           bytes += this.queue[n].bytes;
-          bound += this.queue[n].bound + EVENT_FRAME;
+          eventsBound += this.queue[n].bound + EVENT_FRAME;
         }
+        this.queuedBound -= eventsBound;
+        let bound = eventsBound;
+        for (const line of this.pending) bound += line.length * 3;
         const batch = this.queue.slice(0, n);
-        for (const ev of batch) this.queuedBound -= ev.bound + EVENT_FRAME;
-        for (const ev of batch) if (ev.raw !== undefined) bound += 200;
         const lines = this.pending;
         this.queue = n === this.queue.length ? [] : this.queue.slice(n);
         this.pending = [];
