@@ -24,6 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { createEvent, type AuditEvent } from '../src/events/envelope.ts';
 import { silentLogger } from '../src/log.ts';
 import { openAuditLog, verifyAuditLog } from '../recorder/audit/index.ts';
+import { median } from './stats.ts';
 
 const { values } = parseArgs({
   options: {
@@ -167,10 +168,6 @@ function measure(variant: Variant, dir: string, keyFile: string): Measured {
   return JSON.parse(out.trim().split('\n').pop()!) as Measured;
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vigil-bench-audit-'));
 try {

@@ -33,6 +33,7 @@ import { tempDir } from '../test/support/tmp.ts';
 import { sysbench, sysbenchCertDir, type SysbenchRun } from '../test/mysql/sysbench.ts';
 import { PacketFramer, encodePacket } from '../proxies/mysql/framing.ts';
 import { CLIENT } from '../proxies/mysql/wire.ts';
+import { median } from './stats.ts';
 
 const { values } = parseArgs({
   options: {
@@ -142,10 +143,6 @@ function mariadbCapsOffset(greeting: Buffer): number {
   return greeting.indexOf(0, 1) + 1 + 4 + 8 + 1 + 2 + 1 + 2 + 2 + 1 + 6;
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 async function main(): Promise<void> {
   const db = await startMariadb({ tls: true });

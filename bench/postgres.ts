@@ -36,6 +36,7 @@ import tls from 'node:tls';
 import { startPostgres, clientEnv, PASSWORDS, type PostgresHandle } from '../test/support/postgres.ts';
 import { startTestGateway, type TestGateway } from '../test/support/gateway.ts';
 import { tempDir, freePort, waitFor } from '../test/support/tmp.ts';
+import { median } from './stats.ts';
 
 const { values } = parseArgs({
   options: {
@@ -218,10 +219,6 @@ async function startTlsRelay(pgPort: number, context: tls.SecureContext): Promis
   return { port: (server.address() as net.AddressInfo).port, close: () => server.close() };
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 async function main() {
   const base = tempDir('vigil-bench-pg-');
