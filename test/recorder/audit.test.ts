@@ -35,6 +35,13 @@ async function writeLog(f: Fixture, n: number, over: Parameters<typeof auditOpti
   await w.close();
 }
 
+/** Whichever segment comes next (names for seq 2..41, today) lands on a full device: writes fail with ENOSPC. */
+function trapNextSegments(f: Fixture): { remove(): void } {
+  const traps = Array.from({ length: 40 }, (_, i) => path.join(f.dir, segmentName(i + 2, new Date())));
+  for (const t of traps) fs.symlinkSync('/dev/full', t);
+  return { remove: () => traps.forEach((t) => fs.rmSync(t)) };
+}
+
 function segPath(f: Fixture, i: number): string {
   const segs = listSegments(f.dir);
   return path.join(f.dir, segs[i < 0 ? segs.length + i : i]);
@@ -396,8 +403,7 @@ describe('audit log: single writer, fail closed, spool', () => {
     // The next segment lands on a full device: every write to it fails with ENOSPC.
     await w.append(sampleEvent(0));
     // Whichever segment comes next lands on a full device.
-    const traps = Array.from({ length: 40 }, (_, i) => path.join(f.dir, segmentName(i + 2, new Date())));
-    for (const t of traps) fs.symlinkSync('/dev/full', t);
+    const traps = trapNextSegments(f);
     const results = await Promise.allSettled(Array.from({ length: 10 }, (_, i) => w.append(sampleEvent(i))));
     const rejected = results.filter((r) => r.status === 'rejected');
     expect(rejected.length).toBeGreaterThan(0);
@@ -408,7 +414,7 @@ describe('audit log: single writer, fail closed, spool', () => {
     await expect(w.append(sampleEvent(99))).rejects.toBeInstanceOf(AuditUnavailableError);
     expect(logged.join('')).toContain('failing closed');
     await w.close();
-    for (const t of traps) fs.rmSync(t);
+    traps.remove();
     // Every append that resolved is in the log.
     const ok = results.filter((r) => r.status === 'fulfilled').map((r) => (r as PromiseFulfilledResult<{ seq: number }>).value.seq);
     const { records } = await searchAuditLog(f.dir, {});
@@ -730,8 +736,7 @@ describe('audit log: appendLater and EventBus.record (no promise per event)', ()
     const f = fixture();
     const w = await openAuditLog(f.dir, auditOptions(f.keyFile, { segmentMaxBytes: 2000, checkpointEvery: 1_000_000 }));
     await w.append(sampleEvent(0));
-    const traps = Array.from({ length: 40 }, (_, i) => path.join(f.dir, segmentName(i + 2, new Date())));
-    for (const t of traps) fs.symlinkSync('/dev/full', t);
+    const traps = trapNextSegments(f);
     const errors: (Error | undefined)[] = [];
     await new Promise<void>((resolve) => {
       for (let i = 0; i < 10; i++) w.appendLater!(sampleEvent(i), (err) => { errors.push(err); if (errors.length === 10) resolve(); }, undefined);
@@ -741,15 +746,14 @@ describe('audit log: appendLater and EventBus.record (no promise per event)', ()
     const after = await new Promise<Error | undefined>((resolve) => w.appendLater!(sampleEvent(11), (err) => resolve(err), undefined));
     expect(after).toBeInstanceOf(AuditUnavailableError);
     await w.close();
-    for (const t of traps) fs.rmSync(t);
+    traps.remove();
   });
 
   it('events queued while a failing group is being written hear the failure too', async () => {
     const f = fixture();
     const w = await openAuditLog(f.dir, auditOptions(f.keyFile, { segmentMaxBytes: 2000, checkpointEvery: 1_000_000 }));
     await w.append(sampleEvent(0));
-    const traps = Array.from({ length: 40 }, (_, i) => path.join(f.dir, segmentName(i + 2, new Date())));
-    for (const t of traps) fs.symlinkSync('/dev/full', t);
+    const traps = trapNextSegments(f);
     const heard: (Error | undefined)[] = [];
     const cb = (err: Error | undefined) => void heard.push(err);
     for (let i = 0; i < 10; i++) w.appendLater!(sampleEvent(i), cb, undefined);
@@ -771,7 +775,7 @@ describe('audit log: appendLater and EventBus.record (no promise per event)', ()
     expect(heard).toHaveLength(10 + sent);
     expect(heard.every((e) => e instanceof AuditUnavailableError)).toBe(true);
     await w.close();
-    for (const t of traps) fs.rmSync(t);
+    traps.remove();
   });
 
   it('EventBus.record publishes to subscribers only once durable, and reports a failed write to onFailure', async () => {
@@ -787,13 +791,12 @@ describe('audit log: appendLater and EventBus.record (no promise per event)', ()
     await new Promise((r) => setTimeout(r, 20));
     expect(seen).toEqual([]); // inside the commit window: not durable yet, not published
     await vi.waitFor(() => expect(seen).toEqual(['1']), { timeout: 2000 });
-    const traps = Array.from({ length: 40 }, (_, i) => path.join(f.dir, segmentName(i + 2, new Date())));
-    for (const t of traps) fs.symlinkSync('/dev/full', t);
+    const traps = trapNextSegments(f);
     for (let i = 2; i < 40; i++) bus.record(input(i), (e) => failures.push(e));
     await vi.waitFor(() => expect(failures.length).toBeGreaterThan(0), { timeout: 2000 });
     expect(failures[0]).toBeInstanceOf(AuditUnavailableError);
     expect(bus.healthy).toBe(false);
     await w.close();
-    for (const t of traps) fs.rmSync(t);
+    traps.remove();
   });
 });
