@@ -690,11 +690,12 @@ export class MysqlConnection implements KillableConnection {
   /** KILL [QUERY] <gateway id>: mapped to the backend thread of that connection, for the same user and target only. */
   private onKill(gatewayId: number, query: boolean, command: string, text: string): void {
     const target = this.shared.ids.get(gatewayId);
+    // db.cancel details are written with their members in sorted order, like db.query (see `emitQuery`).
     const kill = query ? 'query' : 'connection';
     const allowed = target && target.user === this.user && target.targetName === this.targetName && target.backendThreadId !== undefined;
     if (!allowed) {
       const message = `Unknown thread id: ${gatewayId}`;
-      this.emit('db.cancel', 'failure', cancelDetails(command, this.database, undefined, gatewayId, kill, text, target ? 'not_owner' : 'unknown_connection', undefined));
+      this.emit('db.cancel', 'failure', { command, database: this.database, gateway_connection_id: gatewayId, kill, query: text, reason: target ? 'not_owner' : 'unknown_connection' });
       this.replyLocal(1, buildErr({ ...ERR.NO_SUCH_THREAD, message }));
       return;
     }
@@ -703,7 +704,8 @@ export class MysqlConnection implements KillableConnection {
     this.forward(Buffer.concat([Buffer.from([COM.QUERY]), this.clientCaps & CLIENT.QUERY_ATTRIBUTES && !this.stripQueryAttributes ? Buffer.from([0, 1]) : Buffer.alloc(0), Buffer.from(backendSql)]));
     this.expect('results', command, (res) => {
       const err = res.results[0]?.error;
-      this.emit('db.cancel', err ? 'failure' : 'success', cancelDetails(command, this.database, err ? errDetails(err) : undefined, gatewayId, kill, text, undefined, target.sessionId));
+      const error = err ? errDetails(err) : undefined;
+      this.emit('db.cancel', err ? 'failure' : 'success', { command, database: this.database, error, gateway_connection_id: gatewayId, kill, query: text, target_session_id: target.sessionId });
     });
   }
 
@@ -841,20 +843,6 @@ function redactedText(a: SqlAnalysis): string {
 
 function errDetails(e: ErrPacket): EventError {
   return { code: e.code, message: e.message, sqlstate: e.sqlState };
-}
-
-/** db.cancel details, members in sorted order (see `emitQuery`). */
-function cancelDetails(
-  command: string,
-  database: string | undefined,
-  error: EventError | undefined,
-  gatewayId: number,
-  kill: 'query' | 'connection',
-  query: string,
-  reason: string | undefined,
-  targetSessionId: string | undefined,
-): Record<string, unknown> {
-  return { command, database, error, gateway_connection_id: gatewayId, kill, query, reason, target_session_id: targetSessionId };
 }
 
 function addResult(details: QueryFields, r: { rows?: number; affectedRows?: number; error?: ErrPacket }): void {
