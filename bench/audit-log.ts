@@ -39,6 +39,9 @@ const { values } = parseArgs({
 const N = Number(values.events);
 const WINDOW = Number(values.window); // appends in flight at once (many sessions emitting concurrently)
 const ROUNDS = Number(values.rounds);
+for (const [flag, v] of [['--events', N], ['--window', WINDOW], ['--rounds', ROUNDS]] as const) {
+  if (!Number.isSafeInteger(v) || v < 1) throw new Error(`${flag} must be a positive whole number`);
+}
 
 const SESSIONS = 64;
 const sessions = Array.from({ length: SESSIONS }, (_, s) => ({
