@@ -171,9 +171,9 @@ const NO_PARAMS: ReadonlySet<number> = new Set();
 
 /**
  * Cheap pre-check of `redactSql`: only text that mentions a password or a configured secret name can need
- * masking. Lets the per-statement hot path skip building a Redaction for ordinary statements.
+ * masking, so ordinary statements are neither tokenized nor given a Set of their own.
  */
-export function mayHoldSecret(sql: string, names: RegExp | undefined): boolean {
+function mayHoldSecret(sql: string, names: RegExp | undefined): boolean {
   return /password/i.test(sql) || (names !== undefined && names.test(sql));
 }
 
