@@ -149,6 +149,11 @@ function splitBytes(d: StringDecoder): number {
   return (d as unknown as { lastNeed?: number }).lastNeed ?? 1;
 }
 
+/** Bytes that are well-formed UTF-8 on their own, with no character of an earlier chunk pending. */
+function wholeUtf8(decoder: StringDecoder, data: Buffer | string): boolean {
+  return typeof data !== 'string' && splitBytes(decoder) === 0 && isUtf8(data);
+}
+
 /** JSON string body of `text` (JSON.stringify without the quotes). */
 function jsonBody(text: string): string {
   return JSON.stringify(text).slice(1, -1);
@@ -261,7 +266,7 @@ class CastWriter implements AsciicastWriter {
    * goes through the decoder, which carries split characters over and maps invalid bytes to U+FFFD.
    * Either way the file holds exactly JSON.stringify of the decoded text.
    */
-  private part(decoder: StringDecoder, data: Buffer | string, wellFormed = typeof data !== 'string' && splitBytes(decoder) === 0 && isUtf8(data)): Buffer | string {
+  private part(decoder: StringDecoder, data: Buffer | string, wellFormed = wholeUtf8(decoder, data)): Buffer | string {
     if (typeof data === 'string') return jsonBody(data);
     if (wellFormed) return Buffer.from(data);
     return jsonBody(decoder.write(data));
@@ -294,7 +299,7 @@ class CastWriter implements AsciicastWriter {
       return;
     }
     // Checked once per chunk here and handed on (the common case: a whole chunk of text).
-    const wellFormed = typeof data !== 'string' && splitBytes(decoder) === 0 && isUtf8(data);
+    const wellFormed = wholeUtf8(decoder, data);
     if (this.summariseBinary && typeof data !== 'string' && !wellFormed) {
       // notText() has queued the chunk as text when it is text after all.
       if (this.notText(decoder, data)) this.startBinary(code, decoder, data, offset);
