@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import crypto from 'node:crypto';
+import diagnostics from 'node:diagnostics_channel';
 import type { Logger } from 'pino';
 import type { AppendCallback, AppendReceipt, AuditSink } from '../types.ts';
 import { createEvent, SYSTEM_ACTOR, LOCAL_SOURCE, type AuditEvent } from '../../src/events/envelope.ts';
@@ -105,6 +106,34 @@ function settleLater(later: Later, err: Error | undefined): void {
 
 type Resolve = (r: AppendReceipt) => void;
 type Reject = (e: Error) => void;
+
+/**
+ * Group commits, for in-process observers (commit latency, batch sizes): `{ phase: 'write', lastSeq, bytes }`
+ * when a group's write is issued, `{ phase: 'durable', lastSeq, bytes, ms }` once it is durable.
+ */
+export const commitChannel = diagnostics.channel('vigil:audit:commit');
+
+export interface CommitMessage {
+  phase: 'write' | 'durable';
+  /** Sequence number of the group's last record. */
+  lastSeq: number;
+  bytes: number;
+  /** From the write being issued until durable. */
+  ms?: number;
+}
+
+/** One group commit in flight: its write, and who hears when it is durable. */
+interface Group {
+  written: Promise<void>;
+  lastSeq: number;
+  bytes: number;
+  startedAt: number;
+  resolves: Resolve[];
+  rejects: Reject[];
+  receipts: AppendReceipt[];
+  later: Later;
+  head?: SignedHead;
+}
 
 function utcDayEnd(now: number): number {
   const d = new Date(now);
@@ -381,44 +410,35 @@ class SegmentWriter implements AuditLogWriter {
     this.flushDue = Infinity;
   }
 
-  /** Group commit: everything queued since the previous commit is written (O_DSYNC) together. */
+  /**
+   * Group commit: everything queued since the previous commit is written (O_DSYNC) together. A busy log
+   * runs one group after another in this loop, and starts the next group's write before the callers of the
+   * one just written hear of it: their continuations (a producer appending its next batch, sessions going
+   * on with their work) can run for tens of milliseconds, and the disk would sit idle for all of it if the
+   * next write waited for the event loop to come round again.
+   */
   private async flushGroup(): Promise<void> {
     if (this.flushing) return;
     this.flushing = true;
-    this.encodeQueued();
-    if (this.chunks.length > 0 && !this.failureError) {
-      const chunks = this.chunks;
-      const resolves = this.resolves;
-      const rejects = this.rejects;
-      const receipts = this.receipts;
-      const head = this.pendingHead;
-      const later = this.later;
-      this.chunks = [];
-      this.resolves = [];
-      this.rejects = [];
-      this.receipts = [];
-      this.later = newLater();
-      this.pendingHead = undefined;
-      this.urgent = false;
-      this.lastCommitAt = performance.now();
+    let group = this.startGroup();
+    while (group) {
       let ok = true;
       try {
-        for (let i = 0; i < chunks.length; ) {
-          // One segment's chunks of this group: consecutive, the last one possibly sealing it.
-          let end = i + 1;
-          while (end < chunks.length && chunks[end].segment === chunks[i].segment) end++;
-          await this.writeChunks(chunks.slice(i, end));
-          i = end;
-        }
+        await group.written;
       } catch (e) {
         ok = false;
-        this.fail(e as Error, rejects, later);
+        this.fail(e as Error, group.rejects, group.later);
       }
+      if (ok && commitChannel.hasSubscribers) {
+        commitChannel.publish({ phase: 'durable', lastSeq: group.lastSeq, bytes: group.bytes, ms: performance.now() - group.startedAt } satisfies CommitMessage);
+      }
+      const next = ok && this.nextGroupDue() ? this.startGroup() : undefined;
       if (ok) {
-        for (let i = 0; i < resolves.length; i++) resolves[i](receipts[i]);
-        settleLater(later, undefined);
-        if (head) this.publishHead(head);
+        for (let i = 0; i < group.resolves.length; i++) group.resolves[i](group.receipts[i]);
+        settleLater(group.later, undefined);
+        if (group.head) this.publishHead(group.head);
       }
+      group = next;
     }
     this.flushing = false;
     if ((this.chunks.length > 0 || this.queued.events.length > 0) && !this.failureError) {
@@ -427,6 +447,48 @@ class SegmentWriter implements AuditLogWriter {
       const waiters = this.idleWaiters;
       this.idleWaiters = [];
       for (const w of waiters) w();
+    }
+  }
+
+  /** Is there a group to commit, and has its commit window (see scheduleFlush) passed? */
+  private nextGroupDue(): boolean {
+    if (this.failureError || (this.chunks.length === 0 && this.queued.events.length === 0)) return false;
+    const window = this.draining ? 0 : this.urgent || this.resolves.length > 0 ? this.commitWindowMs : this.backgroundWindowMs;
+    return performance.now() >= this.lastCommitAt + window;
+  }
+
+  /**
+   * Take everything queued as one group and start writing it; the write is issued before this returns (a
+   * segment opened earlier needs no await first). Undefined when there is nothing to write.
+   */
+  private startGroup(): Group | undefined {
+    this.cancelFlushTimer();
+    this.encodeQueued();
+    if (this.chunks.length === 0 || this.failureError) return undefined;
+    const chunks = this.chunks;
+    let bytes = 0;
+    for (const c of chunks) bytes += c.bytes;
+    const group: Group = { written: Promise.resolve(), lastSeq: this.seq, bytes, startedAt: 0, resolves: this.resolves, rejects: this.rejects, receipts: this.receipts, later: this.later, head: this.pendingHead };
+    this.chunks = [];
+    this.resolves = [];
+    this.rejects = [];
+    this.receipts = [];
+    this.later = newLater();
+    this.pendingHead = undefined;
+    this.urgent = false;
+    this.lastCommitAt = group.startedAt = performance.now();
+    group.written = this.writeGroup(chunks);
+    if (commitChannel.hasSubscribers) commitChannel.publish({ phase: 'write', lastSeq: group.lastSeq, bytes } satisfies CommitMessage);
+    return group;
+  }
+
+  private async writeGroup(chunks: Chunk[]): Promise<void> {
+    for (let i = 0; i < chunks.length; ) {
+      // One segment's chunks of this group: consecutive, the last one possibly sealing it.
+      let end = i + 1;
+      while (end < chunks.length && chunks[end].segment === chunks[i].segment) end++;
+      await this.writeChunks(i === 0 && end === chunks.length ? chunks : chunks.slice(i, end));
+      i = end;
     }
   }
 
@@ -444,8 +506,9 @@ class SegmentWriter implements AuditLogWriter {
   private async writeChunks(run: Chunk[]): Promise<void> {
     const seg = run[0].segment;
     const chunk = run[run.length - 1];
-    await this.openSegment(seg);
-    if (chunk.next) await this.openSegment(chunk.next);
+    // No await when the segments are open already: startGroup() relies on the write being issued at once.
+    if (!seg.handle) await this.openSegment(seg);
+    if (chunk.next && !chunk.next.handle) await this.openSegment(chunk.next);
     let bytes = 0;
     for (const c of run) bytes += c.bytes;
     // Half again the group's size: a busy log fills one buffer per group without wasting much.

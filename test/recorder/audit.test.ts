@@ -15,6 +15,7 @@ import { segmentName, encodeRecord, encodeRecordInto, maxRecordBytes, recordHash
 import { AuditUnavailableError, VigilError } from '../../src/errors.ts';
 import { EventBus } from '../../src/events/bus.ts';
 import { writeAllv } from '../../recorder/audit/durable.ts';
+import { commitChannel, type CommitMessage } from '../../recorder/audit/writer.ts';
 import { makeSigningKey, auditOptions, sampleEvent } from './helpers.ts';
 
 interface Fixture {
@@ -586,6 +587,41 @@ describe('audit log: group commit window', () => {
     await w.close();
     const { records } = await searchAuditLog(f.dir, {});
     expect(records.filter((r) => r.event.type === 'db.query')).toHaveLength(4);
+  });
+});
+
+describe('audit log: a busy log keeps the disk busy', () => {
+  it("starts the next group's write before the callers of the group just written hear of it", async () => {
+    const f = fixture();
+    const w = await openAuditLog(f.dir, auditOptions(f.keyFile, { commitWindowMs: 0, checkpointEvery: 1_000_000, checkpointIntervalMs: 60_000 }));
+    const seen: string[] = [];
+    let durable: CommitMessage | undefined;
+    const onCommit = (m: unknown) => {
+      const c = m as CommitMessage;
+      seen.push(`${c.phase}:${c.lastSeq}`);
+      if (c.phase === 'durable') durable = c;
+    };
+    commitChannel.subscribe(onCommit);
+    try {
+      const first = w.append(sampleEvent(1));
+      // The commit was arranged with setImmediate before this one: group 1's write is issued, and it cannot
+      // be heard of before the loop's next poll phase.
+      await new Promise((r) => setImmediate(r));
+      expect(seen).toEqual(['write:1']);
+      const second = w.append(sampleEvent(2)); // group 2 forms while group 1 is on its way to disk
+      // What group 1's caller finds when it hears: group 2 already issued. (Without the hand-over the next
+      // write waited for the event loop to come round, after every continuation of group 1 had run.)
+      const atFirst = await first.then(() => [...seen]);
+      expect(atFirst).toEqual(['write:1', 'durable:1', 'write:2']);
+      await second;
+      expect(durable).toMatchObject({ phase: 'durable', lastSeq: 2 });
+      expect(durable!.bytes).toBeGreaterThan(100);
+      expect(durable!.ms).toBeGreaterThanOrEqual(0);
+    } finally {
+      commitChannel.unsubscribe(onCommit);
+      await w.close();
+    }
+    expect(verifyAuditLog(f.dir, f.publicPem).ok).toBe(true);
   });
 });
 
