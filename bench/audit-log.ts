@@ -87,6 +87,11 @@ async function run(append: (e: AuditEvent) => Promise<unknown> | void, commit?: 
       if (p) inflight.push(p);
     }
     if (commit) inflight.push(commit());
+    // Let the event loop turn, as a proxy's does between socket reads. A producer that never yields keeps
+    // the log from starting this window's group commit until the next window has been built and appended:
+    // two windows then share one write and the disk idles while they are built (the baseline, which
+    // writes inside commit(), never waited for that).
+    await new Promise<void>((resolve) => setImmediate(resolve));
     await previous;
     previous = Promise.all(inflight);
   }
