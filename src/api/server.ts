@@ -160,10 +160,11 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
   const streams = new Set<WebSocket>();
 
   async function upgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): Promise<void> {
-    const rejectUpgrade = (status: number, code: string, message: string) => {
+    const rejectUpgrade = (status: number, code: string, message: string, retryAfter?: number) => {
       const body = JSON.stringify({ error: { code, message } });
       socket.end(
         `HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : status === 403 ? 'Forbidden' : status === 429 ? 'Too Many Requests' : 'Not Found'}\r\n` +
+          (retryAfter ? `retry-after: ${retryAfter}\r\n` : '') +
           `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
       );
     };
@@ -171,7 +172,7 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
     const auth = await authenticate(req);
     if (!auth.ok) {
       const r = budgetRefusal(req, auth);
-      return rejectUpgrade(r.status, r.code, r.message);
+      return rejectUpgrade(r.status, r.code, r.message, r.retryAfter);
     }
     if (path !== EVENTS_STREAM_PATH) return rejectUpgrade(404, 'VIGIL_NO_ROUTE', `No WebSocket endpoint ${path}.`);
     if (!access.seesEverything(auth.actor)) {

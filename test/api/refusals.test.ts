@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RefusalBudget, OVERFLOW_SOURCE, type RefusalSummary } from '../../src/api/refusals.ts';
+import WebSocket from 'ws';
 import { apiEnv, type ApiEnv } from './support.ts';
 
 describe('refused-call budget (unit, with a fake clock)', () => {
@@ -52,6 +53,19 @@ describe('API: refused calls without a certificate cannot flood the audit log', 
     expect(statuses).toEqual([401, 401, 401, 429, 429, 429]);
     const r = await env.call('GET', '/v1/sessions');
     expect(r.body.error.code).toBe('VIGIL_RATE_LIMITED');
+    const retryAfter = Number(r.headers['retry-after']);
+    expect(retryAfter).toBeGreaterThan(0);
+    expect(retryAfter).toBeLessThanOrEqual(60);
+    // The live-stream upgrade without a certificate is refused the same way, Retry-After included.
+    const ws = new WebSocket(`${env.url.replace('https', 'wss')}/v1/events/stream`, { ca: env.ca });
+    const refused = await new Promise<{ status?: number; retryAfter?: string }>((resolve, reject) => {
+      ws.on('unexpected-response', (_req, res) => resolve({ status: res.statusCode, retryAfter: res.headers['retry-after'] as string | undefined }));
+      ws.on('open', () => reject(new Error('the upgrade was accepted')));
+      ws.on('error', () => {});
+    });
+    ws.terminate();
+    expect(refused.status).toBe(429);
+    expect(Number(refused.retryAfter)).toBeGreaterThan(0);
     // The health check stays open and is not counted.
     expect((await env.call('GET', '/healthz')).status).toBe(200);
     const individual = () => env.of('api.request').filter((e) => e.details.code === 'VIGIL_NO_CLIENT_CERT');
@@ -59,6 +73,6 @@ describe('API: refused calls without a certificate cannot flood the audit log', 
     await env.stop();
     const summary = env.of('api.request').filter((e) => e.details.code === 'VIGIL_RATE_LIMITED');
     expect(summary).toHaveLength(1);
-    expect(summary[0]).toMatchObject({ outcome: 'failure', actor: { user: 'unknown' }, source: { ip: '127.0.0.1', via: 'api' }, details: { status: 429, suppressed: 4 } });
+    expect(summary[0]).toMatchObject({ outcome: 'failure', actor: { user: 'unknown' }, source: { ip: '127.0.0.1', via: 'api' }, details: { status: 429, suppressed: 5 } });
   });
 });

@@ -26,7 +26,7 @@ export interface ApiEnv extends AccessEnv {
   client(user: string, roles: string[]): Promise<ClientCert & { certFile: string; keyFile: string }>;
   /** A client certificate from a different vigil CA (a foreign deployment). */
   foreign(user: string, roles: string[]): Promise<ClientCert>;
-  call(method: string, p: string, who?: ClientCert, body?: unknown): Promise<{ status: number; body: any }>;
+  call(method: string, p: string, who?: ClientCert, body?: unknown): Promise<{ status: number; body: any; headers: Record<string, string | string[] | undefined> }>;
   stop(): Promise<void>;
 }
 
@@ -87,7 +87,7 @@ export async function apiEnv(overrides: Record<string, unknown> = {}): Promise<A
           (res) => {
             const chunks: Buffer[] = [];
             res.on('data', (c: Buffer) => chunks.push(c));
-            res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) }));
+            res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(Buffer.concat(chunks).toString('utf8')), headers: res.headers }));
           },
         );
         req.on('error', reject);
