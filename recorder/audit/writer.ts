@@ -388,8 +388,7 @@ class SegmentWriter implements AuditLogWriter {
    */
   private scheduleFlush(): void {
     if (this.flushing) return; // the running commit schedules the next one when it ends
-    const window = this.draining ? 0 : this.urgent ? this.commitWindowMs : this.backgroundWindowMs;
-    const due = this.lastCommitAt + window;
+    const due = this.commitDueAt();
     if (this.flushTimer && this.flushDue <= due) return;
     this.cancelFlushTimer();
     this.flushDue = due;
@@ -400,6 +399,11 @@ class SegmentWriter implements AuditLogWriter {
     };
     const wait = due - performance.now();
     this.flushTimer = wait > 0 ? { handle: setTimeout(run, wait), immediate: false } : { handle: setImmediate(run), immediate: true };
+  }
+
+  /** When the group being filled may commit: its window after the previous commit started (none when closing). */
+  private commitDueAt(): number {
+    return this.lastCommitAt + (this.draining ? 0 : this.urgent ? this.commitWindowMs : this.backgroundWindowMs);
   }
 
   private cancelFlushTimer(): void {
@@ -422,22 +426,19 @@ class SegmentWriter implements AuditLogWriter {
     this.flushing = true;
     let group = this.startGroup();
     while (group) {
-      let ok = true;
       try {
         await group.written;
       } catch (e) {
-        ok = false;
-        this.fail(e as Error, group.rejects, group.later);
+        this.fail(e as Error, group.rejects, group.later); // settles everything pending: nothing follows
+        break;
       }
-      if (ok && commitChannel.hasSubscribers) {
+      if (commitChannel.hasSubscribers) {
         commitChannel.publish({ phase: 'durable', lastSeq: group.lastSeq, bytes: group.bytes, ms: performance.now() - group.startedAt } satisfies CommitMessage);
       }
-      const next = ok && this.nextGroupDue() ? this.startGroup() : undefined;
-      if (ok) {
-        for (let i = 0; i < group.resolves.length; i++) group.resolves[i](group.receipts[i]);
-        settleLater(group.later, undefined);
-        if (group.head) this.publishHead(group.head);
-      }
+      const next = this.nextGroupDue() ? this.startGroup() : undefined;
+      for (let i = 0; i < group.resolves.length; i++) group.resolves[i](group.receipts[i]);
+      settleLater(group.later, undefined);
+      if (group.head) this.publishHead(group.head);
       group = next;
     }
     this.flushing = false;
@@ -453,8 +454,7 @@ class SegmentWriter implements AuditLogWriter {
   /** Is there a group to commit, and has its commit window (see scheduleFlush) passed? */
   private nextGroupDue(): boolean {
     if (this.failureError || (this.chunks.length === 0 && this.queued.events.length === 0)) return false;
-    const window = this.draining ? 0 : this.urgent || this.resolves.length > 0 ? this.commitWindowMs : this.backgroundWindowMs;
-    return performance.now() >= this.lastCommitAt + window;
+    return performance.now() >= this.commitDueAt();
   }
 
   /**
@@ -468,6 +468,8 @@ class SegmentWriter implements AuditLogWriter {
     const chunks = this.chunks;
     let bytes = 0;
     for (const c of chunks) bytes += c.bytes;
+    // Half again this group's size for the next chunk buffers: a busy log fills one per group without wasting much.
+    this.chunkHint = Math.min(Math.max(bytes + (bytes >> 1), 64 * 1024), 16 * 1024 * 1024);
     const group: Group = { written: Promise.resolve(), lastSeq: this.seq, bytes, startedAt: 0, resolves: this.resolves, rejects: this.rejects, receipts: this.receipts, later: this.later, head: this.pendingHead };
     this.chunks = [];
     this.resolves = [];
@@ -487,7 +489,7 @@ class SegmentWriter implements AuditLogWriter {
       // One segment's chunks of this group: consecutive, the last one possibly sealing it.
       let end = i + 1;
       while (end < chunks.length && chunks[end].segment === chunks[i].segment) end++;
-      await this.writeChunks(i === 0 && end === chunks.length ? chunks : chunks.slice(i, end));
+      await this.writeChunks(chunks.slice(i, end));
       i = end;
     }
   }
@@ -509,10 +511,6 @@ class SegmentWriter implements AuditLogWriter {
     // No await when the segments are open already: startGroup() relies on the write being issued at once.
     if (!seg.handle) await this.openSegment(seg);
     if (chunk.next && !chunk.next.handle) await this.openSegment(chunk.next);
-    let bytes = 0;
-    for (const c of run) bytes += c.bytes;
-    // Half again the group's size: a busy log fills one buffer per group without wasting much.
-    this.chunkHint = Math.min(Math.max(bytes + (bytes >> 1), 64 * 1024), 16 * 1024 * 1024);
     await writeAllv(seg.handle!, run.map((c) => c.buf.subarray(0, c.bytes))); // durable on return (O_DSYNC)
     // Written: the buffers are free for the next groups.
     for (const c of run) this.releaseChunkBuffer(c.buf);
