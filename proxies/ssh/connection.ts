@@ -26,6 +26,8 @@ export interface ListenerContext {
   section: SshSection;
   /** Host key private keys for the outer listener. */
   hostKey: string;
+  /** ssh2 server options for the configured ciphers, worked out once for the listener and its jump-host servers. */
+  algorithms: ReturnType<typeof serverAlgorithms>;
   /** Live connections, ended at shutdown. */
   live: Set<Connection>;
 }
@@ -402,7 +404,7 @@ export class Connection implements ChannelHost {
     }
     const channel = accept();
     channel.on('error', () => {});
-    const server = new ssh2.Server({ hostKeys: [key.privateKey], ident: 'vigil', ...serverAlgorithms(this.section) });
+    const server = new ssh2.Server({ hostKeys: [key.privateKey], ident: 'vigil', ...this.lc.algorithms });
     this.innerServers.add(server);
     server.on('error', (e: Error) => this.log.debug({ err: e.message }, 'inner ssh error'));
     const id = newId();

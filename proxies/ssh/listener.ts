@@ -6,7 +6,7 @@ import { Connection, type ListenerContext } from './connection.ts';
 
 /** The SSH listener: one ssh2 server per accepted socket, capped while unauthenticated. */
 export function createSshListener(services: GatewayServices, section: SshSection): ProxyInstance {
-  const lc: ListenerContext = { services, section, hostKey: services.identity.sshHostKey(), live: new Set() };
+  const lc: ListenerContext = { services, section, hostKey: services.identity.sshHostKey(), algorithms: serverAlgorithms(section), live: new Set() };
   const limit = services.config.gateway.max_unauthenticated;
   let unauthenticated = 0;
   let closed = false;
@@ -30,7 +30,7 @@ export function createSshListener(services: GatewayServices, section: SshSection
       const greetTimer = setTimeout(() => socket.destroy(), services.config.gateway.auth_timeout);
       greetTimer.unref();
       socket.once('close', () => clearTimeout(greetTimer));
-      const server = new ssh2.Server({ hostKeys: [lc.hostKey], ident: 'vigil', ...serverAlgorithms(section) });
+      const server = new ssh2.Server({ hostKeys: [lc.hostKey], ident: 'vigil', ...lc.algorithms });
       server.on('error', (e: Error) => ctx.log.debug({ err: e.message }, 'ssh error'));
       server.on('connection', (conn) => {
         clearTimeout(greetTimer);
