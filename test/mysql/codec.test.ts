@@ -161,6 +161,18 @@ const eof = (status: number) => Buffer.concat([Buffer.from([0xfe]), u16(0), u16(
 const okEof = (status: number) => Buffer.concat([Buffer.from([0xfe, 0, 0]), u16(status), u16(0)]);
 const row = (...cells: string[]) => Buffer.concat(cells.map((c) => lenencBytes(Buffer.from(c))));
 
+/** The relay's scanner sink over a response tracker (as session.ts wires it): every finished response goes to `onResponse`. */
+function scannerSink(t: ResponseTracker, onResponse: (r: CommandResponse) => void, onRows: (count: number) => void = (count) => t.countRows(count)) {
+  const done = (r: CommandResponse | undefined) => void (r !== undefined && onResponse(r));
+  return {
+    wants: (head: number, length: number) => t.needsBody(head, length),
+    packet: (p: Buffer) => done(t.onPacket(p)),
+    skipped: (head: number, length: number) => done(t.onSkipped(head, length)),
+    countingRows: () => t.countingRows,
+    rows: onRows,
+  };
+}
+
 function track(shape: ResponseShape, caps: number, payloads: Buffer[]): { done: CommandResponse | undefined; at: number } {
   const t = new ResponseTracker(caps);
   t.expect(shape);
@@ -247,13 +259,7 @@ describe('mysql response tracking', () => {
       for (const [shape] of responses) t.expect(shape);
       const got: CommandResponse[] = [];
       const s = new PacketScanner(1 << 20);
-      const sink = {
-        wants: (head: number, length: number) => t.needsBody(head, length),
-        packet: (p: Buffer) => void got.push(...[t.onPacket(p)].filter((r) => r !== undefined)),
-        skipped: (head: number, length: number) => void got.push(...[t.onSkipped(head, length)].filter((r) => r !== undefined)),
-        countingRows: () => t.countingRows,
-        rows: (count: number) => t.countRows(count),
-      };
+      const sink = scannerSink(t, (r) => got.push(r));
       for (const piece of pieces) s.push(piece, sink);
       return got;
     };
@@ -266,13 +272,7 @@ describe('mysql response tracking', () => {
     const t = new ResponseTracker(caps);
     t.expect('results');
     let done: CommandResponse | undefined;
-    new PacketScanner(1 << 20).push(big, {
-      wants: (h, l) => t.needsBody(h, l),
-      packet: (p) => void (done = t.onPacket(p) ?? done),
-      skipped: (h, l) => void (done = t.onSkipped(h, l) ?? done),
-      countingRows: () => t.countingRows,
-      rows: (count) => t.countRows(count),
-    });
+    new PacketScanner(1 << 20).push(big, scannerSink(t, (r) => (done = r)));
     expect(done!.results).toEqual([{ rows: 1 }]);
   });
 
@@ -291,16 +291,10 @@ describe('mysql response tracking', () => {
         const got: CommandResponse[] = [];
         let runs = 0;
         const s = new PacketScanner(1 << 20);
-        const sink = {
-          wants: (h: number, l: number) => t.needsBody(h, l),
-          packet: (p: Buffer) => void got.push(...[t.onPacket(p)].filter((r) => r !== undefined)),
-          skipped: (h: number, l: number) => void got.push(...[t.onSkipped(h, l)].filter((r) => r !== undefined)),
-          countingRows: () => t.countingRows,
-          rows: (count: number) => {
-            runs++;
-            t.countRows(count);
-          },
-        };
+        const sink = scannerSink(t, (r) => got.push(r), (count) => {
+          runs++;
+          t.countRows(count);
+        });
         s.push(wire.subarray(0, at), sink);
         s.push(wire.subarray(at), sink);
         expect(got.map((r) => r.results)).toEqual([[{ rows: 60 }], [{ affectedRows: 1, lastInsertId: 0 }]]);
