@@ -43,6 +43,14 @@ function trapNextSegments(f: Fixture): { remove(): void } {
   return { remove: () => traps.forEach((t) => fs.rmSync(t)) };
 }
 
+/** A log with one durable record whose next segments (small ones: 2000 bytes) all land on a full device. */
+async function logBeforeFullDisk(over: Parameters<typeof auditOptions>[1] = {}): Promise<{ f: Fixture; w: AuditLogWriter; traps: { remove(): void } }> {
+  const f = fixture();
+  const w = await openAuditLog(f.dir, auditOptions(f.keyFile, { segmentMaxBytes: 2000, checkpointEvery: 1_000_000, ...over }));
+  await w.append(sampleEvent(0));
+  return { f, w, traps: trapNextSegments(f) };
+}
+
 function segPath(f: Fixture, i: number): string {
   const segs = listSegments(f.dir);
   return path.join(f.dir, segs[i < 0 ? segs.length + i : i]);
@@ -397,14 +405,10 @@ describe('audit log: single writer, fail closed, spool', () => {
   });
 
   it('fails closed when the disk is full: appends reject with AuditUnavailableError, healthy goes false, the log says why', async () => {
-    const f = fixture();
     const logged: string[] = [];
     const log = pino({ level: 'error' }, new Writable({ write(c, _e, cb) { logged.push(c.toString()); cb(); } }));
-    const w = await openAuditLog(f.dir, auditOptions(f.keyFile, { segmentMaxBytes: 2000, checkpointEvery: 1_000_000, log }));
-    // The next segment lands on a full device: every write to it fails with ENOSPC.
-    await w.append(sampleEvent(0));
-    // Whichever segment comes next lands on a full device.
-    const traps = trapNextSegments(f);
+    // Whichever segment comes next lands on a full device: every write to it fails with ENOSPC.
+    const { f, w, traps } = await logBeforeFullDisk({ log });
     const results = await Promise.allSettled(Array.from({ length: 10 }, (_, i) => w.append(sampleEvent(i))));
     const rejected = results.filter((r) => r.status === 'rejected');
     expect(rejected.length).toBeGreaterThan(0);
@@ -769,10 +773,7 @@ describe('audit log: appendLater and EventBus.record (no promise per event)', ()
   });
 
   it('a failed write reaches every pending callback with AuditUnavailableError, and later appends at once', async () => {
-    const f = fixture();
-    const w = await openAuditLog(f.dir, auditOptions(f.keyFile, { segmentMaxBytes: 2000, checkpointEvery: 1_000_000 }));
-    await w.append(sampleEvent(0));
-    const traps = trapNextSegments(f);
+    const { w, traps } = await logBeforeFullDisk();
     const errors: (Error | undefined)[] = [];
     await new Promise<void>((resolve) => {
       for (let i = 0; i < 10; i++) w.appendLater!(sampleEvent(i), (err) => { errors.push(err); if (errors.length === 10) resolve(); }, undefined);
@@ -786,10 +787,7 @@ describe('audit log: appendLater and EventBus.record (no promise per event)', ()
   });
 
   it('events queued while a failing group is being written hear the failure too', async () => {
-    const f = fixture();
-    const w = await openAuditLog(f.dir, auditOptions(f.keyFile, { segmentMaxBytes: 2000, checkpointEvery: 1_000_000 }));
-    await w.append(sampleEvent(0));
-    const traps = trapNextSegments(f);
+    const { w, traps } = await logBeforeFullDisk();
     const heard: (Error | undefined)[] = [];
     const cb = (err: Error | undefined) => void heard.push(err);
     for (let i = 0; i < 10; i++) w.appendLater!(sampleEvent(i), cb, undefined);
