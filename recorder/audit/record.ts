@@ -25,6 +25,8 @@ const SEQ_TAG_BYTES = Buffer.from(SEQ_TAG, 'latin1');
 const PREV_TAG_BYTES = Buffer.from(PREV_TAG, 'latin1');
 const HASH_TAG_BYTES = Buffer.from(HASH_TAG, 'latin1');
 const EVENT_TAG_BYTES = Buffer.from(EVENT_TAG, 'latin1');
+/** Bytes of a line before the event, besides the sequence number's digits: the tags, prev and hash. */
+const PREFIX_FIXED_BYTES = SEQ_TAG.length + PREV_TAG.length + 64 + HASH_TAG.length + 64 + EVENT_TAG.length;
 const CHECKPOINT_DOMAIN = 'vigil-audit-checkpoint-v1\n';
 
 export function recordHash(seq: number, prev: string, eventJson: string): string {
@@ -85,7 +87,7 @@ export function encodeRecordInto(buf: Buffer, at: number, seq: number, prev: str
   const fast = buf as unknown as FastWrite;
   const seqDigits = decimalDigits(seq);
   // {"seq":N,"prev":"<64>","hash":"<64>","event":
-  const eventAt = at + 7 + seqDigits + 9 + 64 + 10 + 64 + 10;
+  const eventAt = at + PREFIX_FIXED_BYTES + seqDigits;
   let eventEnd = eventAt;
   if (typeof event === 'string') {
     eventEnd += fast.utf8Write(event, eventEnd);
@@ -135,7 +137,6 @@ export interface ParsedRecord {
   /** The exact event bytes the hash covers. */
   eventJson: string;
 }
-
 
 /** Parse one line (without its newline). Returns a string describing the problem when malformed. */
 export function parseRecordLine(line: string): ParsedRecord | string {
