@@ -149,6 +149,21 @@ function splitBytes(d: StringDecoder): number {
   return (d as unknown as { lastNeed?: number }).lastNeed ?? 1;
 }
 
+/** How many literal U+FFFD (EF BF BD) the decoder will find in `data`, counting one begun in the bytes it holds. */
+function replacementsIn(decoder: StringDecoder, data: Buffer): number {
+  const d = decoder as unknown as { lastChar?: Buffer; lastNeed?: number; lastTotal?: number };
+  const held = d.lastChar && d.lastNeed ? d.lastChar.subarray(0, (d.lastTotal ?? 0) - d.lastNeed) : undefined;
+  let n = held && Buffer.concat([held, data.subarray(0, REPLACEMENT.length - held.length)]).equals(REPLACEMENT) ? 1 : 0;
+  for (let at = data.indexOf(REPLACEMENT); at !== -1; at = data.indexOf(REPLACEMENT, at + REPLACEMENT.length)) n++;
+  return n;
+}
+
+function countReplacements(text: string): number {
+  let n = 0;
+  for (let at = text.indexOf('\ufffd'); at !== -1; at = text.indexOf('\ufffd', at + 1)) n++;
+  return n;
+}
+
 /** Bytes that are well-formed UTF-8 on their own, with no character of an earlier chunk pending. */
 function wholeUtf8(decoder: StringDecoder, data: Buffer | string): boolean {
   return typeof data !== 'string' && splitBytes(decoder) === 0 && isUtf8(data);
@@ -336,8 +351,11 @@ class CastWriter implements AsciicastWriter {
    * after all (a character split across chunks), its text is queued here as it would have been.
    */
   private notText(decoder: StringDecoder, data: Buffer): boolean {
+    const literal = replacementsIn(decoder, data);
     const text = decoder.write(data);
-    if (text.includes('\ufffd') && !data.includes(REPLACEMENT)) return true;
+    // Every U+FFFD beyond the ones written as such stands for bytes that are not UTF-8. (A mere "any U+FFFD
+    // but no literal one" test let random output through whenever it happened to hold EF BF BD.)
+    if (countReplacements(text) > literal) return true;
     // Text after all (NUL runs in it stay inline here: correct, only less compact — and rare).
     this.enqueue(decoder === this.out ? 'o' : 'i', jsonBody(text), data.length);
     return false;

@@ -322,6 +322,22 @@ describe('asciicast recordings', () => {
     expect(r.stdout).toContain(expected.sha256);
   });
 
+  it("binary: 'summary' tells a literal U+FFFD from invalid bytes, also when output holds both", async () => {
+    const store = openRecordingStore(path.join(tempDir(), 'recordings'));
+    const w = store.openAsciicast('fffd', 0, { width: 80, height: 24, timestamp: 0 }, { binary: 'summary' });
+    const fffd = Buffer.from('\ufffd');
+    // Text: a literal U+FFFD split across chunks at each of its byte boundaries.
+    const text = [Buffer.concat([Buffer.from('a'), fffd.subarray(0, 1)]), Buffer.concat([fffd.subarray(1), Buffer.from('b')]),
+      Buffer.concat([Buffer.from('c'), fffd.subarray(0, 2)]), Buffer.concat([fffd.subarray(2), Buffer.from('d\r\n')])];
+    // Not text: random output that happens to contain EF BF BD next to bytes that are not UTF-8.
+    const binary = [Buffer.concat([Buffer.from('x'), fffd, Buffer.from([0xff, 0xc3]), fffd])];
+    for (const c of [...text, ...binary]) w.output(c);
+    await w.close();
+    const offset = Buffer.concat(text).length;
+    expect(w.binarySummary('o')).toEqual({ offset, bytes: binary[0]!.length, sha256: crypto.createHash('sha256').update(binary[0]!).digest('hex') });
+    expect(streamText(readAsciicast(store.pathOf(w.id)), 'o').startsWith('a\ufffdbc\ufffdd\r\n')).toBe(true);
+  });
+
   it("by default (binary: 'full') non-text output is recorded like text, invalid bytes as U+FFFD", async () => {
     const store = openRecordingStore(path.join(tempDir(), 'recordings'));
     const w = store.openAsciicast('binfull', 0, { width: 80, height: 24, timestamp: 0 });
