@@ -143,25 +143,38 @@ function findNulRun(buf: Buffer, from: number, run: { start: number; end: number
   return false;
 }
 
-/** Bytes the decoder holds from a multibyte character split across chunks (0 at a character boundary).
- *  `lastNeed` is StringDecoder's own field (Node's JS and native decoders both expose it). */
+/**
+ * StringDecoder's own fields (Node's JS and native decoders both expose them): a multibyte character split
+ * across chunks has its first `lastTotal - lastNeed` bytes in `lastChar`, and `lastNeed` bytes to come.
+ */
+interface DecoderState {
+  lastChar?: Buffer;
+  lastNeed?: number;
+  lastTotal?: number;
+}
+
+/** Bytes the decoder still needs to finish a character split across chunks (0 at a character boundary). */
 function splitBytes(d: StringDecoder): number {
-  return (d as unknown as { lastNeed?: number }).lastNeed ?? 1;
+  return (d as unknown as DecoderState).lastNeed ?? 1;
 }
 
 /** How many literal U+FFFD (EF BF BD) the decoder will find in `data`, counting one begun in the bytes it holds. */
 function replacementsIn(decoder: StringDecoder, data: Buffer): number {
-  const d = decoder as unknown as { lastChar?: Buffer; lastNeed?: number; lastTotal?: number };
-  const held = d.lastChar && d.lastNeed ? d.lastChar.subarray(0, (d.lastTotal ?? 0) - d.lastNeed) : undefined;
-  let n = held && Buffer.concat([held, data.subarray(0, REPLACEMENT.length - held.length)]).equals(REPLACEMENT) ? 1 : 0;
+  const { lastChar, lastNeed, lastTotal } = decoder as unknown as DecoderState;
+  let n = 0;
+  if (lastChar && lastNeed && lastTotal === REPLACEMENT.length) {
+    const held = lastTotal - lastNeed;
+    if (lastChar.compare(REPLACEMENT, 0, held, 0, held) === 0 && data.compare(REPLACEMENT, held, lastTotal, 0, lastNeed) === 0) n = 1;
+  }
   for (let at = data.indexOf(REPLACEMENT); at !== -1; at = data.indexOf(REPLACEMENT, at + REPLACEMENT.length)) n++;
   return n;
 }
 
-function countReplacements(text: string): number {
+/** Whether `text` holds more than `limit` U+FFFD (stops counting there: binary output holds thousands). */
+function moreReplacementsThan(text: string, limit: number): boolean {
   let n = 0;
-  for (let at = text.indexOf('\ufffd'); at !== -1; at = text.indexOf('\ufffd', at + 1)) n++;
-  return n;
+  for (let at = text.indexOf('\ufffd'); at !== -1; at = text.indexOf('\ufffd', at + 1)) if (++n > limit) return true;
+  return false;
 }
 
 /** Bytes that are well-formed UTF-8 on their own, with no character of an earlier chunk pending. */
@@ -355,7 +368,7 @@ class CastWriter implements AsciicastWriter {
     const text = decoder.write(data);
     // Every U+FFFD beyond the ones written as such stands for bytes that are not UTF-8. (A mere "any U+FFFD
     // but no literal one" test let random output through whenever it happened to hold EF BF BD.)
-    if (countReplacements(text) > literal) return true;
+    if (moreReplacementsThan(text, literal)) return true;
     // Text after all (NUL runs in it stay inline here: correct, only less compact — and rare).
     this.enqueue(decoder === this.out ? 'o' : 'i', jsonBody(text), data.length);
     return false;
