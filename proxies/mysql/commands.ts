@@ -3,6 +3,7 @@
  * what a packet alone does not carry (capabilities, the statement's parameter count and remembered types,
  * which parameters received long data).
  */
+import { isUtf8 } from 'node:buffer';
 import { ProtocolError } from '../../src/errors.ts';
 import { CLIENT, COM, Reader, TYPE } from './wire.ts';
 
@@ -245,16 +246,18 @@ export function readBinaryValue(r: Reader, t: ParamType): ParamValue {
 /** The longest text parameter shown in full in events (longer ones show a prefix and their size). */
 export const TEXT_PREVIEW_BYTES = 4096;
 
-/** Text when it is valid UTF-8, else a blob summary. */
+/**
+ * Text when it is valid UTF-8, else a blob summary: the bytes are checked themselves, so a value that holds
+ * a literal U+FFFD next to invalid bytes is not shown as text (its invalid bytes would be lost as U+FFFD).
+ */
 export function textValue(b: Buffer): ParamValue {
+  if (!isUtf8(b)) return blobValue(b);
   if (b.length > TEXT_PREVIEW_BYTES) {
     const head = b.subarray(0, TEXT_PREVIEW_BYTES).toString('utf8');
     // Members in sorted order, as the audit encoder writes sorted objects directly (session.ts emitQuery).
     return { length: b.length, text: head, truncated: true };
   }
-  const s = b.toString('utf8');
-  if (s.includes('\uFFFD') && !b.includes(Buffer.from('\uFFFD'))) return blobValue(b);
-  return s;
+  return b.toString('utf8');
 }
 
 export function blobValue(b: Buffer): ParamValue {

@@ -127,6 +127,20 @@ describe('mysql command codec', () => {
     });
   });
 
+  it('a string parameter is text only when its bytes are UTF-8: a literal U+FFFD stays text, one next to invalid bytes does not', () => {
+    const fffd = Buffer.from('\ufffd');
+    const binary = Buffer.concat([fffd, Buffer.from([0xff, 0x41])]);
+    const params = [
+      { type: TYPE.VAR_STRING, value: lenencBytes(Buffer.concat([Buffer.from('a'), fffd])) },
+      { type: TYPE.VAR_STRING, value: lenencBytes(binary) },
+      { type: TYPE.VAR_STRING, value: lenencBytes(Buffer.concat([Buffer.alloc(5000, 0x78), binary])) },
+    ];
+    const d = decodeStmtExecute(execute(6, params), params.length, undefined, new Set(), CAPS);
+    expect(d.values[0]).toBe('a\ufffd');
+    expect(d.values[1]).toEqual({ hex: binary.toString('hex'), length: binary.length });
+    expect(d.values[2]).toMatchObject({ hex: '78'.repeat(256), length: 5000 + binary.length, truncated: true });
+  });
+
   it('remembers the types of the first bound execution', () => {
     const first = execute(1, [{ type: TYPE.LONG, value: le(7, 4) }, { type: TYPE.VAR_STRING, value: lenencBytes(Buffer.from('a')) }]);
     const d1 = decodeStmtExecute(first, 2, undefined, new Set(), CAPS);
