@@ -470,7 +470,8 @@ class SegmentWriter implements AuditLogWriter {
     for (const c of chunks) bytes += c.bytes;
     // Half again this group's size for the next chunk buffers: a busy log fills one per group without wasting much.
     this.chunkHint = Math.min(Math.max(bytes + (bytes >> 1), 64 * 1024), 16 * 1024 * 1024);
-    const group: Group = { written: Promise.resolve(), lastSeq: this.seq, bytes, startedAt: 0, resolves: this.resolves, rejects: this.rejects, receipts: this.receipts, later: this.later, head: this.pendingHead };
+    const startedAt = performance.now();
+    const group: Group = { written: this.writeGroup(chunks), lastSeq: this.seq, bytes, startedAt, resolves: this.resolves, rejects: this.rejects, receipts: this.receipts, later: this.later, head: this.pendingHead };
     this.chunks = [];
     this.resolves = [];
     this.rejects = [];
@@ -478,8 +479,7 @@ class SegmentWriter implements AuditLogWriter {
     this.later = newLater();
     this.pendingHead = undefined;
     this.urgent = false;
-    this.lastCommitAt = group.startedAt = performance.now();
-    group.written = this.writeGroup(chunks);
+    this.lastCommitAt = startedAt;
     if (commitChannel.hasSubscribers) commitChannel.publish({ phase: 'write', lastSeq: group.lastSeq, bytes } satisfies CommitMessage);
     return group;
   }
