@@ -176,7 +176,6 @@ function measure(variant: Variant, dir: string, keyFile: string): Measured {
   return JSON.parse(out.trim().split('\n').pop()!) as Measured;
 }
 
-
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vigil-bench-audit-'));
 try {
   const { privateKey, publicKey } = crypto.generateKeyPairSync('ed25519');

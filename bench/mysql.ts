@@ -143,7 +143,6 @@ function mariadbCapsOffset(greeting: Buffer): number {
   return greeting.indexOf(0, 1) + 1 + 4 + 8 + 1 + 2 + 1 + 2 + 2 + 1 + 6;
 }
 
-
 async function main(): Promise<void> {
   const db = await startMariadb({ tls: true });
   const base = tempDir('vigil-bench-mysql-');

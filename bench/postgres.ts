@@ -219,7 +219,6 @@ async function startTlsRelay(pgPort: number, context: tls.SecureContext): Promis
   return { port: (server.address() as net.AddressInfo).port, close: () => server.close() };
 }
 
-
 async function main() {
   const base = tempDir('vigil-bench-pg-');
   console.log(`starting PostgreSQL 15, pgbouncer ${ROUTES.includes('pgbouncer') ? 'yes' : 'no'} and the vigil gateway…`);
