@@ -1,3 +1,5 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { startWorld, type MyWorld } from './helpers.ts';
 import { sysbench, sysbenchCertDir } from './sysbench.ts';
@@ -28,4 +30,31 @@ describe('sysbench through vigil', () => {
     expect(executes[0]!.details.rows_returned).toBe(1);
   }, 60_000);
 
+  it('a string parameter bound by sysbench is recorded as text when UTF-8, and as hex when not', async () => {
+    const certDir = sysbenchCertDir(w.alice, w.base);
+    // sysbench's own prepared-statement API: two VARCHAR parameters, one a literal U+FFFD, one a U+FFFD
+    // next to a byte that is not UTF-8 (Lua's decimal escapes are bytes).
+    const script = path.join(certDir, 'strings.lua');
+    fs.writeFileSync(script, [
+      'function thread_init()',
+      '  con = sysbench.sql.driver():connect()',
+      "  stmt = con:prepare('SELECT LENGTH(?) + LENGTH(?)')",
+      '  a = stmt:bind_create(sysbench.sql.type.VARCHAR, 16)',
+      '  b = stmt:bind_create(sysbench.sql.type.VARCHAR, 16)',
+      '  stmt:bind_param(a, b)',
+      'end',
+      'function event()',
+      "  a:set('ok \\239\\191\\189')",
+      "  b:set('\\239\\191\\189\\255A')",
+      '  stmt:execute()',
+      'end',
+      'function thread_done()',
+      '  stmt:close()',
+      '  con:disconnect()',
+      'end',
+    ].join('\n'));
+    await sysbench({ test: script, command: 'run', port: w.port, user: 'db', db: 'sbtest', certDir, extra: ['--events=1'] });
+    const ev = await w.tg.waitForEvent((e) => e.type === 'db.query' && e.details.command === 'COM_STMT_EXECUTE' && String(e.details.query).startsWith('SELECT LENGTH(?) + LENGTH(?)'));
+    expect(ev.details.params).toEqual(['ok \ufffd', { hex: 'efbfbdff41', length: 5 }]);
+  }, 60_000);
 });
