@@ -42,7 +42,8 @@ describe('ssh proxy relay (stock OpenSSH client → vigil → real sshd)', () =>
 
   it('binary output of a command without a terminal is relayed intact and recorded as its size and SHA-256', async () => {
     const file = path.join(dir, 'dump.bin');
-    const content = Buffer.concat([crypto.randomBytes(3 * 1024 * 1024), Buffer.from([0xff, 0xfe])]);
+    // Starts with a literal U+FFFD (EF BF BD): the chunk around it is still not text.
+    const content = Buffer.concat([Buffer.from('\ufffd'), crypto.randomBytes(3 * 1024 * 1024), Buffer.from([0xff, 0xfe])]);
     fs.writeFileSync(file, content);
     fs.chmodSync(dir, 0o755);
     fs.chmodSync(file, 0o644);
