@@ -7,7 +7,7 @@ import type { EventBus } from './events/bus.ts';
  */
 export class Metrics {
   /** Per event type, counts by outcome (no key string built per event: this runs for every query). */
-  private readonly eventCounts = new Map<string, { success: number; failure: number }>();
+  private readonly eventCounts = new Map<string, { success: number; failure: number; unknown: number }>();
   private readonly started = Date.now();
   private readonly unsubscribe: () => void;
 
@@ -17,9 +17,10 @@ export class Metrics {
   ) {
     this.unsubscribe = events.subscribe((e) => {
       let counts = this.eventCounts.get(e.type);
-      if (counts === undefined) this.eventCounts.set(e.type, (counts = { success: 0, failure: 0 }));
-      if (e.outcome === 'failure') counts.failure++;
-      else counts.success++;
+      if (counts === undefined) this.eventCounts.set(e.type, (counts = { success: 0, failure: 0, unknown: 0 }));
+      if (e.outcome === 'success') counts.success++;
+      else if (e.outcome === 'failure') counts.failure++;
+      else counts.unknown++;
     });
     this.events = events;
   }
@@ -31,9 +32,10 @@ export class Metrics {
     lines.push('# HELP vigil_events_total Audit events written, by type and outcome.');
     lines.push('# TYPE vigil_events_total counter');
     for (const [type, counts] of [...this.eventCounts].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-      // Sorted by type, then outcome ("failure" before "success"); outcomes never seen are left out.
+      // Sorted by type, then outcome (failure, success, unknown); outcomes never seen are left out.
       if (counts.failure > 0) lines.push(`vigil_events_total{type="${type}",outcome="failure"} ${counts.failure}`);
       if (counts.success > 0) lines.push(`vigil_events_total{type="${type}",outcome="success"} ${counts.success}`);
+      if (counts.unknown > 0) lines.push(`vigil_events_total{type="${type}",outcome="unknown"} ${counts.unknown}`);
     }
     const byProtocol = new Map<string, number>();
     for (const s of this.sessions.list()) byProtocol.set(s.protocol, (byProtocol.get(s.protocol) ?? 0) + 1);

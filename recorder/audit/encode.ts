@@ -67,7 +67,7 @@ const EMPTY = Buffer.alloc(0);
 export function eventPieces(e: AuditEvent): EventPieces {
   if (!isCreatedEvent(e)) return { head: EMPTY, body: canonicalJson(e), middle: EMPTY, tail: '' };
   const p = parts(e);
-  // createEvent made id, time, type and outcome: ULID, formatted time, catalog type, success|failure —
+  // createEvent made id, time, type and outcome: ULID, formatted time, catalog type, success|failure|unknown —
   // nothing in them needs escaping.
   return {
     head: p.head,

@@ -63,6 +63,11 @@ export function buildConfigSchema(sc: SchemaContext) {
         commit_window: duration().default(5 as never),
         /** The same for groups of fire-and-forget events only (queries, file operations): fewer fsyncs. */
         background_commit_window: duration().default(25 as never),
+        /**
+         * A statement (or command) still running this long after it was forwarded gets a start event
+         * (`db.query.start`), so live monitoring sees long work before it ends (0 = never).
+         */
+        long_running_after: duration().default(1000 as never),
       })
       .prefault({}),
     recording: z

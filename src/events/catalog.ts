@@ -19,14 +19,16 @@ export const EVENT_CATALOG = {
   'session.start': { description: 'A proxied session to a target began.' },
   'session.end': { description: 'A proxied session ended; details carry the reason, byte counts and duration.' },
   // ssh
-  'ssh.exec': { description: 'A command was executed over SSH exec (exact command and exit status).' },
+  'ssh.exec.start': { description: 'An SSH exec request was passed to the target (exact command, before any output); ssh.exec follows when it ends.' },
+  'ssh.exec': { description: 'A command was executed over SSH exec (exact command and exit status; outcome unknown when the session ended first).' },
   'ssh.command': { description: 'An interactive shell command, reconstructed from the terminal at Enter (source: terminal).' },
   'ssh.sftp': { description: 'One SFTP operation (open, close, remove, rename, mkdir, rmdir, setstat, symlink) with paths.' },
   'ssh.scp': { description: 'One legacy scp (-O) file or directory transfer, with direction, path, size, bytes and outcome.' },
   'ssh.forward': { description: 'A port-forwarding request (direct-tcpip) with destination, bytes and outcome.' },
   'ssh.request': { description: 'A channel request refused by policy (agent or X11 forwarding, remote forwarding, env).' },
   // databases
-  'db.query': { description: 'A database statement with parameters (secrets masked), duration, outcome and row counts.' },
+  'db.query.start': { description: 'A database statement forwarded to the target is still running after audit.long_running_after; db.query follows when it ends.' },
+  'db.query': { description: 'A database statement with parameters (secrets masked), duration, outcome and row counts (outcome unknown when the session ended while it ran).' },
   'db.cancel': { description: 'A query cancellation (CancelRequest or KILL QUERY) was forwarded or refused.' },
   // just-in-time access
   'access.requested': { description: 'A user requested elevated access with a reason.' },

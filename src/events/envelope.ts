@@ -5,12 +5,18 @@ import { isEventType, type EventType } from './catalog.ts';
  * One envelope for every audit event. The PCI DSS 10.2.2 fields are mandatory by type:
  * user (actor.user), type, time, outcome, origin (source) and affected resource (target).
  */
+export type Outcome = 'success' | 'failure' | 'unknown';
+
 export interface AuditEvent {
   id: string;
   /** RFC 3339 UTC with microseconds. */
   time: string;
   type: EventType;
-  outcome: 'success' | 'failure';
+  /**
+   * `unknown`: the action reached the backend but its result was never observed (the session ended while it
+   * ran: client gone, backend died, limit, revocation, shutdown). Details say what was seen and why.
+   */
+  outcome: Outcome;
   actor: { user: string; roles: string[]; cert_serial?: string };
   /** Where the action came from: client address for sessions; `local` plus the process for CLI actions. */
   source: { ip: string; port?: number; via?: string };
@@ -119,7 +125,11 @@ class Envelope implements AuditEvent {
 
 /** True for events made by createEvent with a catalog type and a valid outcome. */
 export function isCreatedEvent(e: AuditEvent): boolean {
-  return e instanceof Envelope && isEventType(e.type) && (e.outcome === 'success' || e.outcome === 'failure');
+  return e instanceof Envelope && isEventType(e.type) && isOutcome(e.outcome);
+}
+
+export function isOutcome(o: unknown): o is Outcome {
+  return o === 'success' || o === 'failure' || o === 'unknown';
 }
 
 /** The system actor, for events the gateway itself causes (expiry, checkpoints). */
@@ -132,7 +142,7 @@ export function missingRequiredFields(e: AuditEvent): string[] {
   if (!e.actor?.user) missing.push('actor.user');
   if (!e.type) missing.push('type');
   if (!/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/.test(e.time ?? '')) missing.push('time');
-  if (e.outcome !== 'success' && e.outcome !== 'failure') missing.push('outcome');
+  if (!isOutcome(e.outcome)) missing.push('outcome');
   if (!e.source?.ip) missing.push('source.ip');
   if (!e.target?.name || !e.target?.protocol) missing.push('target');
   return missing;

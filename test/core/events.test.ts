@@ -28,6 +28,8 @@ describe('event catalog', () => {
     const e = createEvent({ type: 'auth.failure', outcome: 'failure', actor: { user: '', roles: [] }, source: { ip: '' }, target: { name: '', protocol: '' } });
     expect(missingRequiredFields(e)).toEqual(['actor.user', 'source.ip', 'target']);
     expect(missingRequiredFields({ ...e, outcome: 'maybe' as never, actor: { user: 'a', roles: [] } })).toContain('outcome');
+    // `unknown` is a real outcome: an action that reached the backend whose result was never seen.
+    expect(missingRequiredFields({ ...e, outcome: 'unknown', actor: { user: 'a', roles: [] } })).not.toContain('outcome');
   });
 
   it('builds the envelope from the parts as given (no copies), with session_id only when set', () => {
