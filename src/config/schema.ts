@@ -68,6 +68,12 @@ export function buildConfigSchema(sc: SchemaContext) {
          * (`db.query.start`), so live monitoring sees long work before it ends (0 = never).
          */
         long_running_after: duration().default(1000 as never),
+        /**
+         * `batched`: statements are forwarded at once and their records join the next group commit (a
+         * crash loses at most `background_commit_window` of records). `strict`: each statement's or
+         * command's record is durable before its first byte reaches the backend.
+         */
+        durability: z.enum(['batched', 'strict']).default('batched'),
       })
       .prefault({}),
     recording: z

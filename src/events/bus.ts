@@ -11,9 +11,19 @@ export const eventChannel = diagnostics.channel('vigil:event');
  * The only way code records an audit event: builds the envelope, appends it to the hash-chained log and
  * notifies live subscribers once durable.
  */
+/**
+ * `batched`: a statement's record joins the next group commit and the statement is forwarded at once (a
+ * gateway crash can lose the records of the last commit window). `strict`: the record is durable before
+ * the statement's first byte is forwarded; concurrent sessions share the fsync.
+ */
+export type Durability = 'batched' | 'strict';
+
 export class EventBus {
   private readonly subscribers = new Set<(e: AuditEvent) => void>();
-  constructor(private readonly sink: AuditSink) {
+  constructor(
+    private readonly sink: AuditSink,
+    readonly durability: Durability = 'batched',
+  ) {
     // Events CLI processes recorded through the spool reach live observers as well.
     sink.onForeignEvent?.((e) => this.publish(e));
   }
@@ -38,6 +48,21 @@ export class EventBus {
       return;
     }
     this.sink.appendLater(createEvent(input), this.recorded, onFailure);
+  }
+
+  /**
+   * Record that a statement or command is about to be forwarded to a backend (`db.query.start`,
+   * `ssh.exec.start`). Batched: recorded like record() and `undefined` is returned — forward at once.
+   * Strict: returns a promise that resolves once the record is durable; the caller holds the bytes back
+   * until then and refuses the statement (protocol-native error, session ended) if it rejects.
+   * Callers check `healthy` first: while the log is unwritable nothing is forwarded in either mode.
+   */
+  beforeForward(input: EventInput, onFailure?: (err: Error) => void): Promise<void> | undefined {
+    if (this.durability === 'batched') {
+      this.record(input, onFailure);
+      return undefined;
+    }
+    return this.emit(input).then(() => undefined);
   }
 
   /** Called by the sink for each record()ed event (one shared function: no closure per event). */

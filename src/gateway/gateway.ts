@@ -65,7 +65,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
   const store = await openStateStore(dataDir);
   const identity = await openIdentity(dataDir, config, store);
   const audit = await openAuditLog(dataPaths(dataDir).audit, auditOptions(dataDir, config, log));
-  const events = new EventBus(audit);
+  const events = new EventBus(audit, config.audit.durability);
   const services: GatewayServices = {
     config,
     dataDir,
