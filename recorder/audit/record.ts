@@ -1,5 +1,6 @@
 import crypto from 'node:crypto';
 import type { EventPieces } from './encode.ts';
+import type { AuditEvent } from '../../src/events/envelope.ts';
 
 /**
  * On-disk record format (one JSON line per record, fixed member order so the verifier can slice the
@@ -204,6 +205,18 @@ export interface CheckpointDetails {
   /** Set on a recovery checkpoint when a crash-torn final line (never acknowledged) was set aside. */
   torn_bytes?: number;
   quarantined?: string;
+  /** On a seal: the sessions open at that point of the chain (crash recovery starts from them). */
+  open_sessions?: OpenSessionRef[];
+  /** On a recovery checkpoint written after an outage (see the audit.outage event before it). */
+  outage?: boolean;
+}
+
+/** What an open session needs so that a session.end can be written for it after a crash. */
+export interface OpenSessionRef {
+  session_id: string;
+  actor: AuditEvent['actor'];
+  source: AuditEvent['source'];
+  target: AuditEvent['target'];
 }
 
 /** The signed chain head, also written to `head.json` after every durable checkpoint. */

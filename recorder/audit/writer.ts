@@ -10,9 +10,10 @@ import { AuditUnavailableError } from '../../src/errors.ts';
 import { eventPieces, type EventPieces } from './encode.ts';
 import {
   ZERO_HASH, isCheckpointLine, encodeRecordInto, maxRecordBytes, parseRecordLine, signCheckpoint, keyId, segmentName,
-  parseSegmentName, metaName, type CheckpointDetails, type SegmentMeta, type SignedHead,
+  parseSegmentName, metaName, type CheckpointDetails, type OpenSessionRef, type SegmentMeta, type SignedHead,
 } from './record.ts';
 import { listSegments, splitSegment } from './segments.ts';
+export type { OpenSessionRef } from './record.ts';
 import { acquireWriterLock } from './lock.ts';
 import { fsyncDir, writeAllv, writeFileAtomic } from './durable.ts';
 import { startSpoolIngest, SPOOL_DIR, type SpoolIngest } from './spool.ts';
@@ -45,7 +46,18 @@ export interface AuditOpenOptions {
    * append joining the group brings its commit forward to `commitWindowMs`.
    */
   backgroundWindowMs?: number;
+  /**
+   * The window of appends made with `{ strict: true }` (statements held back until their record is durable,
+   * audit.durability strict): default 0 — committed as soon as the previous commit is done; sessions that
+   * append while an fsync is in flight still share the next one.
+   */
+  strictWindowMs?: number;
+  /** While the log cannot be written, retry this often (default 1 s); the log becomes healthy again by itself. */
+  recoveryProbeMs?: number;
+  /** Every signed head, once durable, is also handed here (the witness publisher); errors are the callee's. */
+  onSignedHead?: (head: SignedHead) => void;
 }
+
 
 /** The segment-file writer: the process that holds the writer lock of an audit directory. */
 export interface AuditLogWriter extends AuditSink {
@@ -54,6 +66,17 @@ export interface AuditLogWriter extends AuditSink {
   readonly head: { seq: number; hash: string };
   /** Append a signed checkpoint now when records are uncovered; resolves once durable. */
   checkpoint(): Promise<AppendReceipt | undefined>;
+  /** The current outage, while the log cannot be written (undefined when healthy). */
+  readonly outage: Readonly<OutageState> | undefined;
+}
+
+/** An outage of the log: from the first failed write until a probe wrote again. */
+export interface OutageState {
+  started: Date;
+  /** errno code or message of the write that failed first. */
+  reason: string;
+  /** Events refused (rejected to their callers) since it started: never in the log. */
+  refused: number;
 }
 
 export const HEAD_FILE = 'head.json';
@@ -69,6 +92,8 @@ interface Segment {
   lastSeq: number;
   minTime: string;
   maxTime: string;
+  /** Bytes of the file written so far (durable: O_DSYNC). */
+  written: number;
 }
 
 /** Spare chunk buffers kept for reuse: enough for a busy group and the one being filled meanwhile. */
@@ -133,6 +158,8 @@ interface Group {
   receipts: AppendReceipt[];
   later: Later;
   head?: SignedHead;
+  /** The segment the group ends in: once durable, the log is durable up to its `written` bytes. */
+  lastSegment: Segment;
 }
 
 function utcDayEnd(now: number): number {
@@ -169,8 +196,9 @@ class SegmentWriter implements AuditLogWriter {
   /** The pending commit's timer and when it is due (performance.now()). */
   private flushTimer?: { handle: NodeJS.Timeout | NodeJS.Immediate; immediate: boolean };
   private flushDue = Infinity;
-  /** Someone awaits a record of the group being filled (append(), checkpoint()): commit it soon. */
-  private urgent = false;
+  /** Who waits for the group being filled: 0 nobody (background window), 1 an awaited append or checkpoint
+   *  (commit window), 2 a strict append holding a statement back (strict window). */
+  private urgency: 0 | 1 | 2 = 0;
   private draining = false;
   /** When the last group commit started (performance.now()), for the commit window. */
   private lastCommitAt = -Infinity;
@@ -180,6 +208,19 @@ class SegmentWriter implements AuditLogWriter {
   private get backgroundWindowMs(): number {
     return Math.max(this.opts.backgroundWindowMs ?? 25, this.commitWindowMs);
   }
+  private get strictWindowMs(): number {
+    return Math.min(this.opts.strictWindowMs ?? 0, this.commitWindowMs);
+  }
+  /** Set from the first failed write until a probe has written again; appends are refused meanwhile. */
+  private outageState?: OutageState & { error: AuditUnavailableError; refusedEnds: AuditEvent[] };
+  private probeTimer?: NodeJS.Timeout;
+  private probing = false;
+  /** Rejects of the writer's own awaited commits (recovery), not counted as refused events. */
+  private readonly internalRejects = new WeakSet<Reject>();
+  /** How far the log is durable: everything before it was acknowledged; anything after it, never. */
+  private durableAt!: { seg: Segment; bytes: number };
+  /** Sessions with a session.start and no session.end in the chain so far (in chain order). */
+  private openSessions = new Map<string, OpenSessionRef>();
   private idleWaiters: (() => void)[] = [];
   private headWrite: Promise<void> = Promise.resolve();
   private queuedHead?: SignedHead;
@@ -201,19 +242,27 @@ class SegmentWriter implements AuditLogWriter {
   }
 
   get healthy(): boolean {
-    return !this.failureError;
+    return !this.outageState;
   }
 
   get failure(): Error | undefined {
-    return this.failureError;
+    return this.outageState?.error;
+  }
+
+  get outage(): Readonly<OutageState> | undefined {
+    const o = this.outageState;
+    return o && { started: o.started, reason: o.reason, refused: o.refused };
   }
 
   get head(): { seq: number; hash: string } {
     return { seq: this.seq, hash: this.headHash };
   }
 
-  append(event: AuditEvent): Promise<AppendReceipt> {
-    if (this.failureError) return Promise.reject(this.failureError);
+  append(event: AuditEvent, opts?: { strict?: boolean }): Promise<AppendReceipt> {
+    if (this.outageState) {
+      this.refuse(event);
+      return Promise.reject(this.outageState.error);
+    }
     if (this.closed) return Promise.reject(new AuditUnavailableError('the audit log is closed'));
     if (event.type === 'audit.checkpoint') return Promise.reject(new TypeError('audit.checkpoint records are written by the audit log itself'));
     let pieces: EventPieces;
@@ -226,18 +275,21 @@ class SegmentWriter implements AuditLogWriter {
     return new Promise<AppendReceipt>((resolve, reject) => {
       this.rotateIfNewDay();
       this.push(pieces, event.time);
+      this.trackSession(event);
       const receipt = this.receipt();
       this.resolves.push(resolve);
-      this.rejects.push(reject);
+      // A session.end refused by a failing write is written once the log is back (see recoverFromOutage).
+      this.rejects.push(event.type === 'session.end' ? (e) => (this.keepRefusedEnd(event), reject(e)) : reject);
       this.receipts.push(receipt);
-      this.urgent = true;
+      this.urgency = opts?.strict ? 2 : Math.max(this.urgency, 1) as 1 | 2;
       this.checkpointOrRotateIfDue();
       this.scheduleFlush();
     });
   }
 
   appendLater<C>(event: AuditEvent, callback: AppendCallback<C>, context: C): void {
-    let err: Error | undefined = this.failureError;
+    let err: Error | undefined = this.outageState?.error;
+    if (err) this.refuse(event);
     if (!err && this.closed) err = new AuditUnavailableError('the audit log is closed');
     if (!err && event.type === 'audit.checkpoint') err = new TypeError('audit.checkpoint records are written by the audit log itself');
     // Never call back synchronously: the caller is in the middle of its own work.
@@ -255,7 +307,10 @@ class SegmentWriter implements AuditLogWriter {
     const q = this.queued;
     if (q.events.length === 0) return;
     this.queued = newLater();
-    if (this.failureError) return settleLater(q, this.failureError);
+    if (this.failureError) {
+      for (const e of q.events) this.refuse(e);
+      return settleLater(q, this.failureError);
+    }
     this.rotateIfNewDay();
     for (let i = 0; i < q.events.length; i++) {
       const event = q.events[i];
@@ -267,6 +322,7 @@ class SegmentWriter implements AuditLogWriter {
         continue;
       }
       this.push(pieces, event.time);
+      this.trackSession(event);
       this.later.events.push(event);
       this.later.callbacks.push(q.callbacks[i]);
       this.later.contexts.push(q.contexts[i]);
@@ -275,7 +331,7 @@ class SegmentWriter implements AuditLogWriter {
   }
 
   checkpoint(): Promise<AppendReceipt | undefined> {
-    if (this.failureError) return Promise.reject(this.failureError);
+    if (this.outageState) return Promise.reject(this.outageState.error);
     if (!this.closed) this.encodeQueued();
     if (this.sinceCheckpoint === 0 || this.closed) return Promise.resolve(undefined);
     return new Promise<AppendReceipt>((resolve, reject) => {
@@ -283,9 +339,31 @@ class SegmentWriter implements AuditLogWriter {
       this.resolves.push(resolve);
       this.rejects.push(reject);
       this.receipts.push(receipt);
-      this.urgent = true;
+      this.urgency = Math.max(this.urgency, 1) as 1 | 2;
       this.scheduleFlush();
     });
+  }
+
+  /** Keep the set of open sessions in chain order: a seal carries it, crash recovery ends what is left. */
+  private trackSession(event: AuditEvent): void {
+    if (event.type === 'session.start' && event.session_id) {
+      this.openSessions.set(event.session_id, { session_id: event.session_id, actor: event.actor, source: event.source, target: event.target });
+    } else if (event.type === 'session.end' && event.session_id) {
+      this.openSessions.delete(event.session_id);
+    }
+  }
+
+  /** Count an event refused during an outage; a refused session.end is kept to be written afterwards. */
+  private refuse(event: AuditEvent): void {
+    if (!this.outageState) return;
+    this.outageState.refused++;
+    if (event.type === 'session.end') this.keepRefusedEnd(event);
+  }
+
+  private keepRefusedEnd(event: AuditEvent): void {
+    const o = this.outageState;
+    // Bounded: one per session; past this many the sessions are ended as gateway_crash at the next start.
+    if (o && o.refusedEnds.length < 100_000 && !o.refusedEnds.includes(event)) o.refusedEnds.push(event);
   }
 
   /** Assign seq and hash to one record and queue its line for the next group commit. */
@@ -368,7 +446,8 @@ class SegmentWriter implements AuditLogWriter {
   private rotate(): void {
     const now = Date.now();
     const next = segmentName(this.seq + 2, new Date(now));
-    this.pushCheckpoint('rotate', { next_segment: next });
+    // The seal carries the open sessions, so crash recovery reads only the newest segment and this seal.
+    this.pushCheckpoint('rotate', { next_segment: next, open_sessions: [...this.openSessions.values()] });
     const old = this.segment;
     const chunk = this.chunks[this.chunks.length - 1];
     chunk.seal = { first_seq: old.firstSeq, last_seq: old.lastSeq, min_time: old.minTime, max_time: old.maxTime };
@@ -378,7 +457,7 @@ class SegmentWriter implements AuditLogWriter {
   }
 
   newSegment(name: string, firstSeq: number, bytes = 0): Segment {
-    return { name, file: path.join(this.dir, name), bytes, firstSeq, lastSeq: firstSeq - 1, minTime: '', maxTime: '' };
+    return { name, file: path.join(this.dir, name), bytes, firstSeq, lastSeq: firstSeq - 1, minTime: '', maxTime: '', written: bytes };
   }
 
   /**
@@ -403,7 +482,8 @@ class SegmentWriter implements AuditLogWriter {
 
   /** When the group being filled may commit: its window after the previous commit started (none when closing). */
   private commitDueAt(): number {
-    return this.lastCommitAt + (this.draining ? 0 : this.urgent ? this.commitWindowMs : this.backgroundWindowMs);
+    const window = this.draining ? 0 : this.urgency === 2 ? this.strictWindowMs : this.urgency === 1 ? this.commitWindowMs : this.backgroundWindowMs;
+    return this.lastCommitAt + window;
   }
 
   private cancelFlushTimer(): void {
@@ -435,6 +515,7 @@ class SegmentWriter implements AuditLogWriter {
       if (commitChannel.hasSubscribers) {
         commitChannel.publish({ phase: 'durable', lastSeq: group.lastSeq, bytes: group.bytes, ms: performance.now() - group.startedAt } satisfies CommitMessage);
       }
+      this.durableAt = { seg: group.lastSegment, bytes: group.lastSegment.written };
       const next = this.nextGroupDue() ? this.startGroup() : undefined;
       for (let i = 0; i < group.resolves.length; i++) group.resolves[i](group.receipts[i]);
       settleLater(group.later, undefined);
@@ -471,14 +552,15 @@ class SegmentWriter implements AuditLogWriter {
     // Half again this group's size for the next chunk buffers: a busy log fills one per group without wasting much.
     this.chunkHint = Math.min(Math.max(bytes + (bytes >> 1), 64 * 1024), 16 * 1024 * 1024);
     const startedAt = performance.now();
-    const group: Group = { written: this.writeGroup(chunks), lastSeq: this.seq, bytes, startedAt, resolves: this.resolves, rejects: this.rejects, receipts: this.receipts, later: this.later, head: this.pendingHead };
+    const lastSegment = chunks[chunks.length - 1].segment;
+    const group: Group = { written: this.writeGroup(chunks), lastSeq: this.seq, bytes, startedAt, resolves: this.resolves, rejects: this.rejects, receipts: this.receipts, later: this.later, head: this.pendingHead, lastSegment };
     this.chunks = [];
     this.resolves = [];
     this.rejects = [];
     this.receipts = [];
     this.later = newLater();
     this.pendingHead = undefined;
-    this.urgent = false;
+    this.urgency = 0;
     this.lastCommitAt = startedAt;
     if (commitChannel.hasSubscribers) commitChannel.publish({ phase: 'write', lastSeq: group.lastSeq, bytes } satisfies CommitMessage);
     return group;
@@ -511,7 +593,9 @@ class SegmentWriter implements AuditLogWriter {
     // No await when the segments are open already: startGroup() relies on the write being issued at once.
     if (!seg.handle) await this.openSegment(seg);
     if (chunk.next && !chunk.next.handle) await this.openSegment(chunk.next);
-    await writeAllv(seg.handle!, run.map((c) => c.buf.subarray(0, c.bytes))); // durable on return (O_DSYNC)
+    const bufs = run.map((c) => c.buf.subarray(0, c.bytes));
+    await writeAllv(seg.handle!, bufs); // durable on return (O_DSYNC)
+    for (const b of bufs) seg.written += b.length;
     // Written: the buffers are free for the next groups.
     for (const c of run) this.releaseChunkBuffer(c.buf);
     if (chunk.seal) {
@@ -534,20 +618,40 @@ class SegmentWriter implements AuditLogWriter {
         await writeFileAtomic(path.join(this.dir, HEAD_FILE), JSON.stringify(h) + '\n');
       } catch (e) {
         this.fail(e as Error, []);
+        return;
+      }
+      try {
+        this.opts.onSignedHead?.(h);
+      } catch (e) {
+        this.opts.log.warn({ err: e }, 'audit witness: could not hand over a signed head');
       }
     });
   }
 
+  /**
+   * A write failed: refuse everything pending (their callers end their sessions: fail closed) and every
+   * append until a probe (every `recoveryProbeMs`) manages to write again. Refused events are never in the
+   * log; the outage event written at recovery says how many there were.
+   */
   private fail(err: Error, rejects: Reject[], later?: Later): void {
-    if (!this.failureError) {
+    if (!this.outageState) {
       const code = (err as NodeJS.ErrnoException).code;
-      this.failureError = new AuditUnavailableError(
-        `the audit log cannot be written (${code ? `${code}: ` : ''}${err.message}); vigil refuses new sessions until it is fixed`,
+      const error = new AuditUnavailableError(
+        `the audit log cannot be written (${code ? `${code}: ` : ''}${err.message}); vigil refuses new sessions until it can write again`,
         { cause: err },
       );
-      this.opts.log.error({ err, dir: this.dir }, 'audit log write failed: failing closed, new sessions are refused');
+      this.outageState = { started: new Date(), reason: code ?? err.message, refused: 0, error, refusedEnds: [] };
+      this.opts.log.error({ err, dir: this.dir }, 'audit log write failed: failing closed, new sessions are refused until it can write again');
       if (this.timer) clearInterval(this.timer);
+      this.timer = undefined;
+      if (!this.closed) {
+        this.probeTimer = setInterval(() => void this.probe(), this.opts.recoveryProbeMs ?? 1000);
+        this.probeTimer.unref();
+      }
+    } else {
+      this.opts.log.debug({ err: (err as Error).message, dir: this.dir }, 'audit log still cannot be written');
     }
+    this.failureError = this.outageState.error;
     const all = [...rejects, ...this.rejects];
     const pendingLater = this.later;
     const queued = this.queued;
@@ -557,10 +661,144 @@ class SegmentWriter implements AuditLogWriter {
     this.rejects = [];
     this.receipts = [];
     this.later = newLater();
+    this.pendingHead = undefined;
+    this.outageState.refused += all.filter((r) => !this.internalRejects.has(r)).length;
+    for (const l of [later, pendingLater, queued]) for (const e of l?.events ?? []) this.refuse(e);
     for (const r of all) r(this.failureError);
     if (later) settleLater(later, this.failureError);
     settleLater(pendingLater, this.failureError);
     settleLater(queued, this.failureError);
+  }
+
+  /** One recovery attempt during an outage (never two at once, never while a group is being written). */
+  private async probe(): Promise<void> {
+    if (this.probing || this.closed || this.flushing || !this.outageState) return;
+    this.probing = true;
+    try {
+      await this.recoverFromOutage();
+    } catch (e) {
+      // Still failing: the next probe tries again. Whatever this attempt wrote past the durable point is
+      // cut again by the next one.
+      if (this.outageState) this.failureError = this.outageState.error;
+      this.opts.log.debug({ err: (e as Error).message, dir: this.dir }, 'audit log recovery probe failed');
+    } finally {
+      this.probing = false;
+    }
+  }
+
+  /**
+   * Back from an outage without a restart: cut the log back to where it was last durable (records of the
+   * failed group were refused to their callers, so they must not stay in the chain; their bytes go to
+   * quarantine/), reload the chain head from disk, then write — as one group — an `audit.outage` event
+   * (window, reason, events refused), the session.end events refused meanwhile (marked), and a checkpoint.
+   * Only once that is durable does the log accept appends again.
+   */
+  private async recoverFromOutage(): Promise<void> {
+    const o = this.outageState!;
+    await this.headWrite;
+    for (const seg of new Set([this.segment, this.durableAt.seg])) {
+      await seg.handle?.close().catch(() => {});
+      seg.handle = undefined;
+    }
+    this.discardUndurable();
+    this.seq = 0;
+    this.headHash = ZERO_HASH;
+    this.sinceCheckpoint = 0;
+    this.openSessions = new Map();
+    this.chunks = [];
+    this.failureError = undefined;
+    this.loadTail();
+    const ended = new Date();
+    const outageEvent = createEvent({
+      type: 'audit.outage',
+      outcome: 'failure',
+      actor: { user: SYSTEM_ACTOR.user, roles: [...SYSTEM_ACTOR.roles] },
+      source: { ...LOCAL_SOURCE },
+      target: { name: 'audit', protocol: 'vigil' },
+      details: {
+        started: o.started.toISOString(),
+        ended: ended.toISOString(),
+        duration_ms: ended.getTime() - o.started.getTime(),
+        reason: o.reason,
+        events_refused: o.refused,
+        session_ends_recorded_late: o.refusedEnds.filter((e) => this.openSessions.has(e.session_id!)).length,
+      },
+    });
+    this.push(eventPieces(outageEvent), outageEvent.time);
+    const late: AuditEvent[] = [];
+    for (const end of o.refusedEnds) {
+      if (!this.openSessions.has(end.session_id!)) continue;
+      const marked = { ...end, details: { ...end.details, recorded_after_outage: true } };
+      this.push(eventPieces(marked), marked.time);
+      this.trackSession(marked);
+      late.push(marked);
+    }
+    await this.commitNow(this.pushCheckpoint('recover', { outage: true }));
+    this.outageState = undefined;
+    for (const e of [outageEvent, ...late]) for (const fn of this.foreignListeners) {
+      try {
+        fn(e); // live observers (metrics, streams) hear of the outage like of any other event
+      } catch {
+        // An observer must never affect recording.
+      }
+    }
+    if (this.probeTimer) clearInterval(this.probeTimer);
+    this.probeTimer = undefined;
+    this.startCheckpointTimer();
+    this.opts.log.warn({ dir: this.dir, started: o.started, reason: o.reason, refused: o.refused }, 'audit log writable again: new sessions are accepted');
+  }
+
+  /** Await the commit of everything pushed so far, `receipt` being its last record. */
+  private commitNow(receipt: AppendReceipt): Promise<AppendReceipt> {
+    return new Promise<AppendReceipt>((resolve, reject) => {
+      this.resolves.push(resolve);
+      this.rejects.push(reject);
+      this.internalRejects.add(reject);
+      this.receipts.push(receipt);
+      this.urgency = Math.max(this.urgency, 1) as 1 | 2;
+      this.scheduleFlush();
+    });
+  }
+
+  /** After a failed write: move every byte past the durable point into quarantine/ and cut it from the log. */
+  private discardUndurable(): void {
+    const { seg, bytes } = this.durableAt;
+    const qdir = path.join(this.dir, QUARANTINE_DIR);
+    const setAside = (name: string, data: Buffer, at: number) => {
+      fs.mkdirSync(qdir, { recursive: true, mode: 0o700 });
+      // Written before the cut: if the disk is still full this throws and nothing has changed.
+      fs.writeFileSync(path.join(qdir, `${name}.${at}.refused`), data, { mode: 0o600 });
+    };
+    for (const name of listSegments(this.dir)) {
+      if (name <= seg.name) continue;
+      const file = path.join(this.dir, name);
+      if (!fs.statSync(file).isFile()) throw new Error(`audit segment ${name} is not a regular file`);
+      const data = fs.readFileSync(file);
+      if (data.length > 0) setAside(name, data, 0);
+      fs.rmSync(file);
+      fs.rmSync(path.join(this.dir, metaName(name)), { force: true });
+    }
+    let size: number;
+    try {
+      size = fs.statSync(seg.file).size;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw e;
+    }
+    if (size > bytes) {
+      const fd = fs.openSync(seg.file, 'r+');
+      try {
+        const excess = Buffer.alloc(size - bytes);
+        fs.readSync(fd, excess, 0, excess.length, bytes);
+        setAside(seg.name, excess, bytes);
+        fs.ftruncateSync(fd, bytes);
+        fs.fsyncSync(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
+      // A seal in the cut part is gone too, and with it the segment's sidecar.
+      fs.rmSync(path.join(this.dir, metaName(seg.name)), { force: true });
+    }
   }
 
   private whenIdle(): Promise<void> {
@@ -568,8 +806,12 @@ class SegmentWriter implements AuditLogWriter {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  /** Open the chain where the last complete record left it; set aside a crash-torn final line. */
-  async recover(): Promise<Map<string, true>> {
+  /**
+   * Read the chain's end from disk: the newest segment with records (a crash-torn final line is set aside
+   * in quarantine/), and the sessions open there — from the seal of the segment before it, which carries
+   * them, plus the starts and ends since. Sets seq, head, the current segment and the durable point.
+   */
+  private loadTail(): { ids: Map<string, true>; torn?: { bytes: number; quarantined: string } } {
     const ids = new Map<string, true>();
     const segments = listSegments(this.dir);
     this.dayEnd = utcDayEnd(Date.now());
@@ -602,6 +844,7 @@ class SegmentWriter implements AuditLogWriter {
         empty.push(name); // crash right after rotation (or a fresh log): nothing to recover here
         continue;
       }
+      this.openSessions = new Map((i > 0 ? this.sealedOpenSessions(segments[i - 1]) : []).map((r) => [r.session_id, r]));
       const seg = this.newSegment(name, parseSegmentName(name)!.firstSeq, size);
       let sealNext: string | undefined;
       for (const line of lines) {
@@ -616,6 +859,8 @@ class SegmentWriter implements AuditLogWriter {
         if (isCheckpointLine(line) && ev.type === 'audit.checkpoint') {
           this.sinceCheckpoint = 0;
           sealNext = (ev.details as unknown as CheckpointDetails).next_segment;
+        } else {
+          this.trackSession(ev);
         }
         this.seq = rec.seq;
         this.headHash = rec.hash;
@@ -627,34 +872,82 @@ class SegmentWriter implements AuditLogWriter {
     if (!current) current = this.newSegment(empty[empty.length - 1] ?? segmentName(1, new Date()), 1);
     for (const name of empty) if (name !== current.name) fs.rmSync(path.join(this.dir, name));
     this.segment = current;
+    this.durableAt = { seg: current, bytes: current.written };
     // A segment from an earlier UTC day is rotated by the first append of today.
     const day = parseSegmentName(current.name)?.day;
     if (day) this.dayEnd = Date.UTC(Number(day.slice(0, 4)), Number(day.slice(4, 6)) - 1, Number(day.slice(6, 8)) + 1);
-    if (torn || this.sinceCheckpoint > 0) {
-      await new Promise<AppendReceipt>((resolve, reject) => {
-        const receipt = this.pushCheckpoint('recover', torn ? { torn_bytes: torn.bytes, quarantined: torn.quarantined } : {});
-        this.resolves.push(resolve);
-        this.rejects.push(reject);
-        this.receipts.push(receipt);
-        this.urgent = true;
-        this.scheduleFlush();
+    return { ids, torn };
+  }
+
+  /** The open sessions carried by the seal (last record) of a segment; none when it has no such seal. */
+  private sealedOpenSessions(name: string): OpenSessionRef[] {
+    const file = path.join(this.dir, name);
+    const size = fs.statSync(file).size;
+    // Read backwards until the last line is whole (a seal with many open sessions can be large).
+    for (let span = 64 * 1024; ; span *= 4) {
+      const start = Math.max(0, size - span);
+      const fd = fs.openSync(file, 'r');
+      const buf = Buffer.alloc(size - start);
+      try {
+        fs.readSync(fd, buf, 0, buf.length, start);
+      } finally {
+        fs.closeSync(fd);
+      }
+      const text = buf.toString('utf8').replace(/\n$/, '');
+      const nl = text.lastIndexOf('\n');
+      if (nl < 0 && start > 0) continue;
+      const line = text.slice(nl + 1);
+      if (!isCheckpointLine(line)) return [];
+      const rec = parseRecordLine(line);
+      if (typeof rec === 'string') return [];
+      const details = (JSON.parse(rec.eventJson) as AuditEvent).details as unknown as CheckpointDetails;
+      return details.open_sessions ?? [];
+    }
+  }
+
+  /**
+   * Open the chain where the last complete record left it. Sessions a crash left open (a session.start
+   * and no session.end) get their session.end now, reason `gateway_crash`; a recovery checkpoint seals
+   * the uncovered or torn tail.
+   */
+  async recover(): Promise<Map<string, true>> {
+    const { ids, torn } = this.loadTail();
+    const crashed = [...this.openSessions.values()];
+    for (const s of crashed) {
+      const end = createEvent({
+        type: 'session.end',
+        outcome: 'failure',
+        actor: s.actor,
+        source: s.source,
+        target: s.target,
+        session_id: s.session_id,
+        details: { reason: 'gateway_crash', recovered_at_start: true },
       });
+      this.push(eventPieces(end), end.time);
+      this.trackSession(end);
+    }
+    if (torn || this.sinceCheckpoint > 0) {
+      await this.commitNow(this.pushCheckpoint('recover', torn ? { torn_bytes: torn.bytes, quarantined: torn.quarantined } : {}));
       if (torn) this.opts.log.warn({ dir: this.dir, ...torn }, 'audit log: set aside a crash-torn final line (never acknowledged)');
+      if (crashed.length > 0) this.opts.log.warn({ dir: this.dir, sessions: crashed.length }, 'audit log: ended sessions left open by a crash (gateway_crash)');
     }
     return ids;
   }
 
+  private startCheckpointTimer(): void {
+    if (this.opts.checkpointIntervalMs <= 0 || this.closed) return;
+    this.timer = setInterval(() => {
+      if (!this.failureError && !this.closed) this.encodeQueued();
+      if (this.sinceCheckpoint > 0 && !this.failureError && !this.closed) {
+        this.pushCheckpoint('interval');
+        this.scheduleFlush();
+      }
+    }, this.opts.checkpointIntervalMs);
+    this.timer.unref();
+  }
+
   start(knownIds: Map<string, true>): void {
-    if (this.opts.checkpointIntervalMs > 0) {
-      this.timer = setInterval(() => {
-        if (!this.failureError && !this.closed) this.encodeQueued();
-        if (this.sinceCheckpoint > 0 && !this.failureError && !this.closed) {
-          this.pushCheckpoint('interval');
-          this.scheduleFlush();
-        }
-      }, this.opts.checkpointIntervalMs);
-      this.timer.unref();
-    }
+    this.startCheckpointTimer();
     this.spool = startSpoolIngest(this, path.join(this.dir, SPOOL_DIR), this.opts.spoolPollMs ?? 1000, knownIds, this.opts.log, (e) => {
       for (const fn of this.foreignListeners) {
         try {
@@ -681,6 +974,8 @@ class SegmentWriter implements AuditLogWriter {
   close(): Promise<void> {
     return (this.closing ??= (async () => {
       if (this.timer) clearInterval(this.timer);
+      if (this.probeTimer) clearInterval(this.probeTimer);
+      while (this.probing) await new Promise((r) => setTimeout(r, 10));
       await this.spool?.stop();
       // Closing commits what is queued now, without waiting for a window.
       this.draining = true;

@@ -45,6 +45,7 @@ export const EVENT_CATALOG = {
   // audit log itself
   'audit.checkpoint': { description: 'A signed checkpoint over the hash chain head.' },
   'audit.started': { description: 'The audit log writer opened (gateway or CLI process start).' },
+  'audit.outage': { description: 'The audit log could not be written for a while (e.g. disk full) and recovered without a restart: start, end, reason and the number of events refused meanwhile (refused events are not in the log; their sessions were ended).' },
   'audit.stopped': { description: 'The audit log writer was sealed at shutdown.' },
   'gateway.started': { description: 'The gateway started listening.' },
   'gateway.stopped': { description: 'The gateway stopped.' },

@@ -14,6 +14,8 @@ export type EndReason =
   | 'shutdown'
   | 'recording_failed'
   | 'audit_unavailable'
+  /** Found open (session.start without session.end) when the gateway restarted after a crash. */
+  | 'gateway_crash'
   | 'protocol_error'
   | 'error';
 
