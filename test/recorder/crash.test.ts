@@ -94,4 +94,39 @@ describe('audit log crash safety', () => {
     const { records } = await searchAuditLog(dir, { type: 'audit.checkpoint' });
     expect(records.at(-1)!.event.details).toMatchObject({ reason: 'recover', torn_bytes: 21 });
   });
+
+  it('sessions left open by a crash get session.end gateway_crash at reopen, found through the seal of the segment before', async () => {
+    const base = tempDir();
+    const key = makeSigningKey(path.join(base, 'ca'));
+    const dir = path.join(base, 'audit');
+    const { sampleEvent } = await import('./helpers.ts');
+    const session = (type: 'session.start' | 'session.end', id: string) =>
+      sampleEvent(0, { type, session_id: id, details: type === 'session.end' ? { reason: 'client_closed' } : {} });
+    const w = await openAuditLog(dir, auditOptions(key.keyFile, { segmentMaxBytes: 2048 }));
+    await w.append(session('session.start', 'left-open'));
+    await w.append(session('session.start', 'closed'));
+    // Several rotations: the open set travels in each seal.
+    for (let i = 0; i < 40; i++) await w.append(sampleEvent(i, { session_id: 'other' }));
+    await w.append(session('session.end', 'closed'));
+    await w.append(session('session.start', 'left-open-2'));
+    expect(fs.readdirSync(dir).filter((f) => f.endsWith('.jsonl')).length).toBeGreaterThan(3);
+    // The state a kill -9 leaves: copy the live directory, drop the lock (its holder is gone).
+    const crashed = path.join(base, 'crashed');
+    fs.cpSync(dir, crashed, { recursive: true });
+    fs.rmSync(path.join(crashed, 'writer.lock'));
+    await w.append(session('session.end', 'left-open'));
+    await w.append(session('session.end', 'left-open-2'));
+    await w.close();
+
+    const w2 = await openAuditLog(crashed, auditOptions(key.keyFile));
+    await w2.close();
+    const { records } = await searchAuditLog(crashed, { type: 'session.end' });
+    const ends = records.map((r) => [r.event.session_id, r.event.details.reason]);
+    expect(ends.sort()).toEqual([['closed', 'client_closed'], ['left-open', 'gateway_crash'], ['left-open-2', 'gateway_crash']]);
+    expect(verifyAuditLog(crashed, key.publicPem).firstBad).toBeUndefined();
+    // A clean close left nothing open: reopening the original adds no session.end.
+    const w3 = await openAuditLog(dir, auditOptions(key.keyFile));
+    await w3.close();
+    expect((await searchAuditLog(dir, { type: 'session.end' })).records.map((r) => r.event.details.reason)).toEqual(['client_closed', 'client_closed', 'client_closed']);
+  });
 });
