@@ -23,6 +23,7 @@ export function auditOptions(dataDir: string, config: VigilConfig, log: Logger):
     checkpointEvery: config.audit.checkpoint_every,
     commitWindowMs: config.audit.commit_window,
     backgroundWindowMs: config.audit.background_commit_window,
+    strictWindowMs: config.audit.strict_commit_window,
     log,
   };
 }

@@ -9,7 +9,8 @@ import { openAuditLog, type AuditOpenOptions, type AuditLogWriter } from './writ
 import { openSpoolClient } from './spool.ts';
 
 export { openAuditLog, HEAD_FILE, QUARANTINE_DIR, type AuditOpenOptions, type AuditLogWriter } from './writer.ts';
-export { verifyAuditLog, type VerifyResult, type VerifyProblem, type VerifyOptions } from './verify.ts';
+export { verifyAuditLog, VERIFY_EXIT_CODES, type VerifyResult, type VerifyProblem, type VerifyOptions, type VerifyStatus } from './verify.ts';
+export { witnessPublisher, readWitness, type WitnessConfig, type WitnessPublisher } from './witness.ts';
 export { searchAuditLog, tailAuditLog, type AuditRecord, type AuditQuery, type SearchResult, type TailOptions } from './read.ts';
 export { formatEventRow, escapeTerminal, EVENT_ROW_HEADER } from './format.ts';
 export { encodeEvent } from './encode.ts';

@@ -6,7 +6,6 @@ import {
   type CheckpointDetails, type SignedHead,
 } from './record.ts';
 import { listSegments, splitSegment } from './segments.ts';
-import { liveLockHolder } from './lock.ts';
 import { HEAD_FILE } from './writer.ts';
 
 export interface VerifyProblem {
@@ -20,11 +19,40 @@ export interface VerifyProblem {
   /** Stable kind for scripts and tests. */
   kind:
     | 'malformed' | 'hash-mismatch' | 'broken-chain' | 'records-missing' | 'reordered' | 'segment-missing'
-    | 'bad-checkpoint' | 'torn-tail' | 'uncovered-tail' | 'truncated' | 'empty-segment' | 'bad-head';
+    | 'bad-checkpoint' | 'torn-tail' | 'uncovered-tail' | 'truncated' | 'empty-segment' | 'bad-head' | 'no-checkpoint';
 }
 
+/**
+ * What the verification proves, and `vigil audit verify`'s exit code for it:
+ * - `complete` (0): intact, signed, and its last signed head is the newest head a witness holds — nothing
+ *   was cut off or rolled back.
+ * - `invalid` (1): tampered or damaged (first problem in `firstBad`), no valid checkpoint at all, or a
+ *   witnessed head the log does not reach.
+ * - `unwitnessed` (3): intact and signed up to `checkpointedSeq`, but completeness is not proven: no witness
+ *   given, or the witness's newest head is older than the log's last checkpoint.
+ * - `unsealed-tail` (4): intact up to the last valid checkpoint, followed by `tailRecords` records no
+ *   checkpoint signs (and maybe a torn final line): what a crash leaves — or a forger; reopening the writer
+ *   seals it. A tail whose records do not chain is `invalid`.
+ */
+export type VerifyStatus = 'complete' | 'invalid' | 'unwitnessed' | 'unsealed-tail';
+
+export const VERIFY_EXIT_CODES: Record<VerifyStatus | 'usage' | 'unreadable', number> = {
+  complete: 0,
+  invalid: 1,
+  usage: 2,
+  unwitnessed: 3,
+  'unsealed-tail': 4,
+  unreadable: 5,
+};
+
 export interface VerifyResult {
+  /** No tampering found and every record is signed by a checkpoint (status complete or unwitnessed). */
   ok: boolean;
+  status: VerifyStatus;
+  /** Records after the last valid checkpoint (status unsealed-tail). */
+  tailRecords: number;
+  /** Newest witnessed head found in the log. */
+  witnessedSeq?: number;
   records: number;
   segments: number;
   /** Sequence number of the last record, and of the last checkpoint (everything up to it is signed). */
@@ -32,14 +60,9 @@ export interface VerifyResult {
   checkpointedSeq: number;
   checkpoints: number;
   firstBad?: VerifyProblem;
-  /** Set when a live writer holds the log: records after the last checkpoint are then still in flight. */
-  liveWriter?: number;
 }
 
 export interface VerifyOptions {
-  /** Accept an uncovered tail (and a partially written last line) when a live process holds the writer
-   *  lock: its next checkpoint is at most one interval away. Default true. */
-  allowLiveTail?: boolean;
   /**
    * Signed heads saved outside this directory earlier (`vigil audit head`): the log must still contain each
    * one's record with that hash. head.json alone cannot catch a log cut back together with head.json itself
@@ -62,9 +85,11 @@ export interface VerifyOptions {
 export function verifyAuditLog(dir: string, publicKeyPem: string | Buffer, opts: VerifyOptions = {}): VerifyResult {
   const key = crypto.createPublicKey(publicKeyPem);
   const segments = listSegments(dir);
-  const live = opts.allowLiveTail === false ? undefined : liveLockHolder(dir);
-  const result: VerifyResult = { ok: true, records: 0, segments: segments.length, lastSeq: 0, checkpointedSeq: 0, checkpoints: 0, liveWriter: live };
-  const bad = (p: VerifyProblem): VerifyResult => ({ ...result, ok: false, firstBad: p });
+  // Whether a writer is running is never asked of writer.lock (anyone who can write the log can write a pid
+  // there): an unsigned tail is reported as such, whoever might be about to sign it.
+  const result: VerifyResult = { ok: true, status: 'unwitnessed', tailRecords: 0, records: 0, segments: segments.length, lastSeq: 0, checkpointedSeq: 0, checkpoints: 0 };
+  const bad = (p: VerifyProblem): VerifyResult => ({ ...result, ok: false, status: 'invalid', firstBad: p });
+  let tornAt: VerifyProblem | undefined;
 
   // Every signed head the log must reach: head.json, and any witnesses kept elsewhere.
   const heads: { head: SignedHead; source: string; seen?: string }[] = [];
@@ -167,9 +192,7 @@ export function verifyAuditLog(dir: string, publicKeyPem: string | Buffer, opts:
       if (!isLast) {
         return bad({ segment, line: lines.length + 1, seq: expected, kind: 'malformed', problem: `segment ${segment} ends with a partial line but is not the newest` });
       }
-      if (live === undefined) {
-        return bad({ segment, line: lines.length + 1, seq: expected, kind: 'torn-tail', problem: `the last line (seq ${expected}) is partially written: a crash before it was acknowledged; reopen the log (vigil serve) to set it aside` });
-      }
+      tornAt = { segment, line: lines.length + 1, seq: expected, kind: 'torn-tail', problem: `the last line (seq ${expected}) is partially written: a crash before it was acknowledged; reopen the log (vigil serve) to set it aside` };
     }
   }
   if (pendingNext) {
@@ -183,11 +206,19 @@ export function verifyAuditLog(dir: string, publicKeyPem: string | Buffer, opts:
       return bad({ segment: h.source === HEAD_FILE ? HEAD_FILE : '', line: 0, seq: h.head.seq, kind: 'bad-head', problem: `the signed head in ${h.source} does not match record seq ${h.head.seq}` });
     }
   }
-  if (result.lastSeq > result.checkpointedSeq && live === undefined) {
-    return bad({
-      segment: segments[segments.length - 1] ?? '', line: 0, seq: result.checkpointedSeq + 1, kind: 'uncovered-tail',
-      problem: `records seq ${result.checkpointedSeq + 1}..${result.lastSeq} are not covered by a signed checkpoint (tail truncated or altered, or the writer crashed: reopen it to seal)`,
-    });
+  if (result.checkpoints === 0) {
+    return bad({ segment: segments[0] ?? '', line: 0, seq: 1, kind: 'no-checkpoint', problem: `no valid signed checkpoint: nothing in this log (${result.records} records) is proven to come from its writer` });
   }
+  for (const h of heads) if (h.source !== HEAD_FILE) result.witnessedSeq = Math.max(result.witnessedSeq ?? 0, h.head.seq);
+  result.tailRecords = result.lastSeq - result.checkpointedSeq;
+  if (result.tailRecords > 0 || tornAt) {
+    const problem = tornAt ?? {
+      segment: segments[segments.length - 1] ?? '', line: 0, seq: result.checkpointedSeq + 1, kind: 'uncovered-tail' as const,
+      problem: `records seq ${result.checkpointedSeq + 1}..${result.lastSeq} are not covered by a signed checkpoint (a crash, or records added by someone else: reopen the writer to seal a crash tail)`,
+    };
+    return { ...result, ok: false, status: 'unsealed-tail', firstBad: problem };
+  }
+  // The last checkpoint signs the record before it: complete when that is exactly the newest witnessed head.
+  if (result.witnessedSeq !== undefined && result.witnessedSeq === result.checkpointedSeq - 1) result.status = 'complete';
   return result;
 }

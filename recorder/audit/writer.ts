@@ -54,8 +54,9 @@ export interface AuditOpenOptions {
   strictWindowMs?: number;
   /** While the log cannot be written, retry this often (default 1 s); the log becomes healthy again by itself. */
   recoveryProbeMs?: number;
-  /** Every signed head, once durable, is also handed here (the witness publisher); errors are the callee's. */
-  onSignedHead?: (head: SignedHead) => void;
+  /** Every signed head, once durable and in head.json, is also handed here (the witness publisher); heads
+   *  are coalesced while one is being handed over. */
+  onSignedHead?: (head: SignedHead) => void | Promise<void>;
 }
 
 
@@ -621,7 +622,7 @@ class SegmentWriter implements AuditLogWriter {
         return;
       }
       try {
-        this.opts.onSignedHead?.(h);
+        await this.opts.onSignedHead?.(h); // awaited: close() returns once the last head is witnessed
       } catch (e) {
         this.opts.log.warn({ err: e }, 'audit witness: could not hand over a signed head');
       }

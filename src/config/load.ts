@@ -76,5 +76,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
   const config = parseConfig(doc, base, opts.checkFiles ?? true);
   const dataDir = path.resolve(opts.dataDir ?? path.resolve(base, config.data_dir));
   config.data_dir = dataDir;
+  // Relative to the config file, like data_dir.
+  if (config.audit.witness?.file) config.audit.witness.file = path.resolve(base, config.audit.witness.file);
   return { config, file: file ? path.resolve(file) : undefined, dataDir };
 }

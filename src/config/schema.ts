@@ -74,6 +74,23 @@ export function buildConfigSchema(sc: SchemaContext) {
          * command's record is durable before its first byte reaches the backend.
          */
         durability: z.enum(['batched', 'strict']).default('batched'),
+        /**
+         * Strict mode: commit window of appends that hold a statement back (0 = commit as soon as the previous
+         * fsync is done; sessions appending meanwhile still share the next one).
+         */
+        strict_commit_window: duration().default(0 as never),
+        /**
+         * Where every signed head is published once durable, so `vigil audit verify --witness` can prove the
+         * log was not cut back or rolled back: a file on storage this host cannot rewrite, and/or an HTTP
+         * endpoint (POST JSON head; GET returns the newest).
+         */
+        witness: z
+          .strictObject({
+            file: z.string().optional(),
+            url: z.string().url().optional(),
+            timeout: duration().default(5000 as never),
+          })
+          .optional(),
       })
       .prefault({}),
     recording: z

@@ -17,7 +17,7 @@ import { openStateStore } from '../store/index.ts';
 import { createAuthorizer } from '../authz/index.ts';
 import { startAccessEnforcement } from '../access/enforcement.ts';
 import { startApi } from '../api/server.ts';
-import { openAuditLog } from '../../recorder/audit/index.ts';
+import { openAuditLog, witnessPublisher } from '../../recorder/audit/index.ts';
 import { openRecordingStore } from '../../recorder/recordings/index.ts';
 import { startTelemetry } from '../telemetry.ts';
 
@@ -64,7 +64,8 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
   const created = await initIdentity(dataDir, config);
   const store = await openStateStore(dataDir);
   const identity = await openIdentity(dataDir, config, store);
-  const audit = await openAuditLog(dataPaths(dataDir).audit, auditOptions(dataDir, config, log));
+  const witness = config.audit.witness && (config.audit.witness.file || config.audit.witness.url) ? witnessPublisher(config.audit.witness, log) : undefined;
+  const audit = await openAuditLog(dataPaths(dataDir).audit, { ...auditOptions(dataDir, config, log), onSignedHead: witness && ((h) => witness.publish(h)) });
   const events = new EventBus(audit, config.audit.durability);
   const services: GatewayServices = {
     config,

@@ -6,9 +6,10 @@ import { parseDuration } from '../../config/units.ts';
 import { NotFoundError } from '../../errors.ts';
 import { dataPaths } from '../../data-dir.ts';
 import {
-  verifyAuditLog, searchAuditLog, tailAuditLog, formatEventRow, EVENT_ROW_HEADER, HEAD_FILE, type AuditQuery, type AuditRecord,
+  verifyAuditLog, VERIFY_EXIT_CODES, type VerifyResult, searchAuditLog, tailAuditLog, formatEventRow, EVENT_ROW_HEADER, HEAD_FILE, type AuditQuery, type AuditRecord,
 } from '../../../recorder/audit/index.ts';
 import type { SignedHead } from '../../../recorder/audit/record.ts';
+import { readWitness } from '../../../recorder/audit/witness.ts';
 
 /** The audit directory and public key of the data dir the command works on. */
 export function auditPaths(args: CommandArgs): { dataDir: string; auditDir: string; publicKeyFile: string } {
@@ -41,25 +42,6 @@ export function printRecords(args: CommandArgs, records: Iterable<AuditRecord>, 
   for (const r of records) args.out.write((json ? JSON.stringify(r.event) : formatEventRow(r.event)) + '\n');
 }
 
-/** Signed heads saved by `vigil audit head`, one JSON object per line (a file may collect many). */
-function readWitnesses(file: string): { head: SignedHead; source: string }[] {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new UsageError(`--witness: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  const lines = text.split('\n').map((l) => l.trim()).filter(Boolean);
-  if (lines.length === 0) throw new UsageError(`--witness: ${file} holds no signed head`);
-  return lines.map((line, i) => {
-    try {
-      return { head: JSON.parse(line) as SignedHead, source: `${file}:${i + 1}` };
-    } catch {
-      throw new UsageError(`--witness: ${file} line ${i + 1} is not a signed head (JSON from \`vigil audit head\`)`);
-    }
-  });
-}
-
 export const auditHeadCommand: Command = {
   name: 'audit head',
   summary: 'Print the newest signed chain head as one JSON line, to keep outside this machine as a witness for `audit verify --witness`.',
@@ -75,34 +57,81 @@ export const auditHeadCommand: Command = {
   },
 };
 
+const VERIFY_HELP = `
+  Exit codes (say only what is proven):
+    0  complete: intact, every record signed, and the last signed head is the witness's newest head
+    1  invalid: tampered or damaged, no valid signed checkpoint, or a witnessed head the log does not reach
+       (cut back or rolled back)
+    2  usage error
+    3  intact and signed up to the last checkpoint, completeness not proven (no --witness, or the witness
+       holds an older head)
+    4  unsealed tail: intact up to the last valid checkpoint, then N records no checkpoint signs (a crash
+       tail, or records added by someone else; restarting the gateway seals a crash tail)
+    5  unreadable (the log, key or witness could not be read)
+  --witness FILE|URL: a file of signed heads (one JSON per line, e.g. from \`vigil audit head\` or
+  audit.witness.file) or a URL answering GET with the newest head (audit.witness.url). Whether a writer is
+  running is not taken into account (writer.lock can be written by anyone who can write the log).`;
+
 export const auditVerifyCommand: Command = {
   name: 'audit verify',
-  summary: 'Verify the audit log offline (hashes, chain, sequence, segments, signed checkpoints) with only the public key.',
-  usage: '[--data DIR] [--key PUBLIC_KEY_PEM] [--witness FILE]…',
+  summary: 'Verify the audit log offline (hashes, chain, sequence, segments, signed checkpoints, witnessed heads) with only the public key.',
+  usage: '[--data DIR] [--key PUBLIC_KEY_PEM] [--witness FILE|URL]…\n' + VERIFY_HELP,
   options: { key: { type: 'string' }, witness: { type: 'string', multiple: true } },
   async run(args) {
     const p = auditPaths(args);
     const keyFile = stringOpt(args.values, 'key') ?? p.publicKeyFile;
-    if (!fs.existsSync(keyFile)) throw new NotFoundError(`audit public key not found: ${keyFile}`);
-    if (!fs.existsSync(p.auditDir)) throw new NotFoundError(`no audit log in ${p.dataDir}`);
-    const witnesses = ((args.values.witness as string[] | undefined) ?? []).flatMap(readWitnesses);
+    const unreadable = (what: string, e: unknown) => {
+      args.err.write(`audit log UNREADABLE: ${what} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})\n`);
+      return VERIFY_EXIT_CODES.unreadable;
+    };
+    let key: Buffer;
+    try {
+      key = fs.readFileSync(keyFile);
+    } catch (e) {
+      return unreadable(`cannot read the public key ${keyFile}`, e);
+    }
+    if (!fs.existsSync(p.auditDir)) return unreadable(`no audit log in ${p.dataDir}`, new Error('ENOENT'));
+    const witnesses: { head: SignedHead; source: string }[] = [];
+    for (const source of (args.values.witness as string[] | undefined) ?? []) {
+      try {
+        witnesses.push(...(await readWitness(source)));
+      } catch (e) {
+        return unreadable(`cannot read the witness ${source}`, e);
+      }
+    }
     const t0 = performance.now();
-    const res = verifyAuditLog(p.auditDir, fs.readFileSync(keyFile), { witnesses });
+    let res: VerifyResult;
+    try {
+      res = verifyAuditLog(p.auditDir, key, { witnesses });
+    } catch (e) {
+      return unreadable(`cannot read ${p.auditDir}`, e);
+    }
     const secs = ((performance.now() - t0) / 1000).toFixed(2);
-    if (!res.ok) {
-      const b = res.firstBad!;
-      args.err.write(
-        `audit log INVALID: ${b.problem}\n  first bad record: segment ${b.segment || '-'}, line ${b.line}, seq ${b.seq} [${b.kind}]\n` +
-          `  (${res.records} records verified before it, ${secs} s)\n`,
-      );
-      return 1;
+    const summary = `${res.records} records in ${res.segments} segment(s), ${res.checkpoints} signed checkpoint(s)`;
+    const b = res.firstBad;
+    switch (res.status) {
+      case 'invalid':
+        args.err.write(
+          `audit log INVALID: ${b!.problem}\n  first bad record: segment ${b!.segment || '-'}, line ${b!.line}, seq ${b!.seq} [${b!.kind}]\n` +
+            `  (${res.records} records verified before it, ${secs} s)\n`,
+        );
+        break;
+      case 'unsealed-tail':
+        args.out.write(
+          `audit log intact, ${res.tailRecords} record(s) after checkpoint: signed up to seq ${res.checkpointedSeq}, seq ${res.checkpointedSeq + 1}..${res.lastSeq} unsealed` +
+            `${b?.kind === 'torn-tail' ? ' (and a partially written final line)' : ''}; a crash tail is sealed when the gateway restarts (${summary}, ${secs} s)\n`,
+        );
+        break;
+      case 'unwitnessed':
+        args.out.write(
+          `audit log intact and signed up to seq ${res.checkpointedSeq}: completeness NOT proven (${res.witnessedSeq === undefined ? 'no witness given' : `the witness's newest head is seq ${res.witnessedSeq}`}) (${summary}, ${secs} s)\n`,
+        );
+        break;
+      case 'complete':
+        args.out.write(`audit log ok: complete up to the witnessed head seq ${res.witnessedSeq}, ${summary}, head seq ${res.lastSeq} (${secs} s)\n`);
+        break;
     }
-    args.out.write(`audit log ok: ${res.records} records in ${res.segments} segment(s), ${res.checkpoints} signed checkpoint(s), head seq ${res.lastSeq} (${secs} s)\n`);
-    if (witnesses.length > 0) args.out.write(`  reaches ${witnesses.length} witnessed head(s), newest at seq ${Math.max(...witnesses.map((w) => w.head.seq))}\n`);
-    if (res.liveWriter !== undefined && res.lastSeq > res.checkpointedSeq) {
-      args.out.write(`  note: a writer is running (pid ${res.liveWriter}); records after seq ${res.checkpointedSeq} await its next checkpoint\n`);
-    }
-    return 0;
+    return VERIFY_EXIT_CODES[res.status];
   },
 };
 
