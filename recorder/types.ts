@@ -6,6 +6,12 @@ export interface AppendReceipt {
   hash: string;
 }
 
+export interface AppendOptions {
+  /** A statement is held back until this record is durable (audit.durability strict): commit it within
+   *  the strict window instead of the commit window. */
+  strict?: boolean;
+}
+
 export type AppendCallback<C> = (err: Error | undefined, event: AuditEvent, context: C) => void;
 
 /**
@@ -15,7 +21,7 @@ export type AppendCallback<C> = (err: Error | undefined, event: AuditEvent, cont
 export interface AuditSink {
   /** Append one event. Resolves only after the record is durable (group-commit fsync). Rejects with
    *  AuditUnavailableError when the log cannot be written; after that `healthy` is false. */
-  append(event: AuditEvent): Promise<AppendReceipt>;
+  append(event: AuditEvent, opts?: AppendOptions): Promise<AppendReceipt>;
   /** Append without a promise, for high-rate events: `callback(err, event, context)` runs once, after the
    *  record is durable (err undefined) or when it could not be written. Optional: sinks without it are
    *  used through append(). */

@@ -3,6 +3,7 @@ import type { AuditSink, AppendReceipt } from '../../recorder/types.ts';
 import { createEvent, type AuditEvent, type EventInput } from './envelope.ts';
 
 const ignore = (): void => {};
+const STRICT = { strict: true } as const;
 
 /** Every written event is also published here, for in-process observers (metrics, live streams, alerts). */
 export const eventChannel = diagnostics.channel('vigil:event');
@@ -56,13 +57,18 @@ export class EventBus {
    * Strict: returns a promise that resolves once the record is durable; the caller holds the bytes back
    * until then and refuses the statement (protocol-native error, session ended) if it rejects.
    * Callers check `healthy` first: while the log is unwritable nothing is forwarded in either mode.
+   * Cost: strict commits use `audit.strict_commit_window` (default 0); batched records are durable within
+   * `background_commit_window` plus one fsync.
    */
   beforeForward(input: EventInput, onFailure?: (err: Error) => void): Promise<void> | undefined {
     if (this.durability === 'batched') {
       this.record(input, onFailure);
       return undefined;
     }
-    return this.emit(input).then(() => undefined);
+    // Its own short commit window (audit.strict_commit_window), not the one of awaited decisions: the
+    // statement waits for it. Sessions appending meanwhile still share one fsync.
+    const event = createEvent(input);
+    return this.sink.append(event, STRICT).then(() => this.publish(event));
   }
 
   /** Called by the sink for each record()ed event (one shared function: no closure per event). */
