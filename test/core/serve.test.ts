@@ -11,7 +11,8 @@ describe('vigil serve', () => {
   it('creates the CA on first start, serves /healthz, and on SIGTERM seals the log with a final checkpoint', async () => {
     const dir = tempDir();
     const cfg = path.join(dir, 'vigil.yaml');
-    fs.writeFileSync(cfg, ['data_dir: data', 'api:', '  listen: 127.0.0.1:0', 'ssh:', '  listen: 127.0.0.1:0', 'postgres:', '  listen: 127.0.0.1:0', 'mysql:', '  listen: 127.0.0.1:0', ''].join('\n'));
+    fs.writeFileSync(cfg, ['data_dir: data', 'api:', '  listen: 127.0.0.1:0', 'ssh:', '  listen: 127.0.0.1:0', 'postgres:', '  listen: 127.0.0.1:0', 'mysql:', '  listen: 127.0.0.1:0', 'audit:', '  witness:', '    file: witness/head.json', ''].join('\n'));
+    fs.mkdirSync(path.join(dir, 'witness'));
     const child = spawn(process.execPath, [path.join(ROOT, 'bin/vigil.js'), 'serve', '--config', cfg], { env: { ...process.env, VIGIL_LOG_JSON: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (d) => (out += d));
@@ -47,6 +48,11 @@ describe('vigil serve', () => {
 
     const verify = spawnSync(process.execPath, [path.join(ROOT, 'bin/vigil.js'), 'audit', 'verify', '--config', cfg], { encoding: 'utf8' });
     expect(verify.stderr).toBe('');
-    expect(verify.status).toBe(3); // intact and sealed; no witness configured, so completeness is not proven
+    expect(verify.status).toBe(3); // intact and sealed; without --witness completeness is not proven
+    // The gateway published every signed head to the configured witness, the last one before it exited.
+    const witnessed = spawnSync(process.execPath, [path.join(ROOT, 'bin/vigil.js'), 'audit', 'verify', '--config', cfg, '--witness', path.join(dir, 'witness/head.json')], { encoding: 'utf8' });
+    expect(witnessed.stderr).toBe('');
+    expect(witnessed.stdout).toContain('complete up to the witnessed head');
+    expect(witnessed.status).toBe(0);
   });
 });
