@@ -70,8 +70,8 @@ export function buildConfigSchema(sc: SchemaContext) {
         long_running_after: duration().default(1000 as never),
         /**
          * `batched`: statements are forwarded at once and their records join the next group commit (a
-         * crash loses at most `background_commit_window` of records). `strict`: each statement's or
-         * command's record is durable before its first byte reaches the backend.
+         * crash loses the records of at most `background_commit_window` + one fsync). `strict`: each
+         * statement's or command's record is durable before its first byte reaches the backend.
          */
         durability: z.enum(['batched', 'strict']).default('batched'),
         /**
