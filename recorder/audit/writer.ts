@@ -762,7 +762,7 @@ class SegmentWriter implements AuditLogWriter {
   }
 
   /** After a failed write: move every byte past the durable point into quarantine/ and cut it from the log. */
-  private discardUndurable(): void {
+  private discardUndurable(closing = false): void {
     const { seg, bytes } = this.durableAt;
     const qdir = path.join(this.dir, QUARANTINE_DIR);
     const setAside = (name: string, data: Buffer, at: number) => {
@@ -773,7 +773,10 @@ class SegmentWriter implements AuditLogWriter {
     for (const name of listSegments(this.dir)) {
       if (name <= seg.name) continue;
       const file = path.join(this.dir, name);
-      if (!fs.statSync(file).isFile()) throw new Error(`audit segment ${name} is not a regular file`);
+      if (!fs.statSync(file).isFile()) {
+        if (closing) continue; // nothing of ours is in it; the next start refuses it with a clear error
+        throw new Error(`audit segment ${name} is not a regular file`);
+      }
       const data = fs.readFileSync(file);
       if (data.length > 0) setAside(name, data, 0);
       fs.rmSync(file);
@@ -991,6 +994,16 @@ class SegmentWriter implements AuditLogWriter {
       await this.headWrite;
       await this.segment.handle?.close().catch(() => {});
       this.segment.handle = undefined;
+      if (this.outageState) {
+        // Closed during an outage: cut what was refused, so the next start does not take it for records.
+        await this.durableAt.seg.handle?.close().catch(() => {});
+        this.durableAt.seg.handle = undefined;
+        try {
+          this.discardUndurable(true);
+        } catch (e) {
+          this.opts.log.error({ err: e, dir: this.dir }, 'audit log closed during an outage: could not cut refused records back (run `vigil audit verify`)');
+        }
+      }
       this.releaseLock();
     })());
   }

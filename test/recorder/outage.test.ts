@@ -140,4 +140,38 @@ describe('audit log outage and recovery without restart', () => {
     for (const seq of acked) expect(bySeq.get(seq)?.event.type, `acknowledged seq ${seq}`).toBe('db.query');
     expect(records.filter((r) => r.event.type === 'audit.outage')).toHaveLength(1);
   });
+
+  it('closed during an outage: refused records are cut, so the next start does not take them for records', async () => {
+    const base = tempDir();
+    const key = makeSigningKey(path.join(base, 'ca'));
+    const dir = path.join(base, 'audit');
+    const w = await openAuditLog(dir, auditOptions(key.keyFile, { recoveryProbeMs: 60_000, segmentMaxBytes: 4096 }));
+    const acked = [await w.append(sampleEvent(1000)), await w.append(sampleEvent(1001))];
+    await w.checkpoint();
+    const links: string[] = [];
+    for (let seq = 2; seq < 500; seq++) {
+      const p = path.join(dir, segmentName(seq, new Date()));
+      if (!fs.existsSync(p)) fs.symlinkSync('/dev/full', p), links.push(p);
+    }
+    const refused: string[] = [];
+    const pending: Promise<unknown>[] = [];
+    // Many appends in one group: the group seals the segment (written) and continues on the full device.
+    for (let i = 0; i < 100; i++) {
+      const e = sampleEvent(i);
+      pending.push(w.append(e).catch(() => refused.push(e.id)));
+    }
+    await Promise.all(pending);
+    expect(refused.length).toBeGreaterThan(0);
+    expect(w.healthy).toBe(false);
+    await w.close();
+    for (const l of links) fs.rmSync(l, { force: true });
+    const w2 = await openAuditLog(dir, auditOptions(key.keyFile));
+    await w2.close();
+    expect(verifyAuditLog(dir, key.publicPem).firstBad).toBeUndefined();
+    const ids = new Set((await searchAuditLog(dir, {})).records.map((r) => r.event.id));
+    for (const id of refused) expect(ids.has(id), `refused ${id}`).toBe(false);
+    const bySeq = new Map((await searchAuditLog(dir, {})).records.map((r) => [r.seq, r.hash]));
+    for (const a of acked) expect(bySeq.get(a.seq)).toBe(a.hash);
+    expect(fs.readdirSync(path.join(dir, 'quarantine')).some((f) => f.endsWith('.refused'))).toBe(true);
+  });
 });
