@@ -13,10 +13,11 @@ import {
   parseSegmentName, metaName, type CheckpointDetails, type OpenSessionRef, type SegmentMeta, type SignedHead,
 } from './record.ts';
 import { listSegments, splitSegment } from './segments.ts';
-export type { OpenSessionRef } from './record.ts';
 import { acquireWriterLock } from './lock.ts';
 import { fsyncDir, writeAllv, writeFileAtomic } from './durable.ts';
 import { startSpoolIngest, SPOOL_DIR, type SpoolIngest } from './spool.ts';
+
+export type { OpenSessionRef } from './record.ts';
 
 export interface AuditOpenOptions {
   /** Ed25519 private key, PKCS#8 PEM (created by identity at dataDir/ca/audit_signing.key). */
@@ -58,7 +59,6 @@ export interface AuditOpenOptions {
    *  are coalesced while one is being handed over. */
   onSignedHead?: (head: SignedHead) => void | Promise<void>;
 }
-
 
 /** The segment-file writer: the process that holds the writer lock of an audit directory. */
 export interface AuditLogWriter extends AuditSink {
