@@ -19,7 +19,10 @@ function track(front: Buffer[], back: Buffer[], cut?: number): QueryRecord[] {
   const fs = Buffer.concat(front);
   const bs = Buffer.concat(back);
   const split = (b: Buffer) => (cut === undefined ? [b] : [b.subarray(0, Math.min(cut, b.length)), b.subarray(Math.min(cut, b.length))]);
-  for (const c of split(fs)) ff.push(c, (ty, m, len) => t.frontend(ty, m, len, 0));
+  for (const c of split(fs)) {
+    ff.push(c, (ty, m, len) => t.frontend(ty, m, len, 0));
+    t.forwarded(false);
+  }
   for (const c of split(bs)) bf.push(c, (ty, m, len) => t.backend(ty, m, len, 1));
   expect(t.pending).toBe(0);
   return out;
@@ -74,7 +77,10 @@ describe('QueryTracker', () => {
     // COPY FROM STDIN: the client sends its data once CopyInResponse arrived.
     const out: QueryRecord[] = [];
     const t = new QueryTracker({ redact: names, onRecord: (x) => out.push(x) });
-    const f = (m: Buffer) => t.frontend(m[0], m, m.length - 1, 0);
+    const f = (m: Buffer) => {
+      t.frontend(m[0], m, m.length - 1, 0);
+      t.forwarded(false);
+    };
     const b = (m: Buffer) => t.backend(m[0], m, m.length - 1, 1);
     f(msg(F.Query, cstr('COPY t FROM STDIN')));
     b(msg(B.CopyInResponse, Buffer.from([0]), int16(1), int16(0)));
