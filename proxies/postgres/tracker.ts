@@ -266,9 +266,10 @@ export class QueryTracker {
         const due = op.start + afterMs;
         if (now < due) next = Math.min(next, due);
         else {
-          this.opts.onStart?.({ ...this.startOf(op, j, current), runningMs: now - op.start });
-          op.announced = current + 1;
-          if (op.announced < total) next = Math.min(next, now + afterMs);
+          // The server flushes a simple query's results only when its buffer fills or at the end: which
+          // of the remaining statements runs is unknown, so all of them are announced.
+          for (let i = current; i < total; i++) this.opts.onStart?.({ ...this.startOf(op, j, i), runningMs: now - op.start });
+          op.announced = total;
         }
       } else next = Math.min(next, now + afterMs);
     }

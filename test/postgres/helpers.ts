@@ -23,8 +23,8 @@ export interface PgWorld {
   stop(): Promise<void>;
 }
 
-export async function startWorld(extraConfig: Record<string, unknown> = {}): Promise<PgWorld> {
-  const pg = await startPostgres();
+export async function startWorld(extraConfig: Record<string, unknown> = {}, opts: { pgConf?: string[] } = {}): Promise<PgWorld> {
+  const pg = await startPostgres({ conf: opts.pgConf });
   const base = tempDir('vigil-pgw-');
   const secretFile = secretsDir(base);
   const target = (name: string, user: string, more: Record<string, unknown> = {}) => ({
@@ -153,4 +153,52 @@ export class RawClient {
   close(): void {
     this.socket.destroy();
   }
+}
+
+/**
+ * postgresql.conf lines that make the server the oracle: every statement it receives is logged as one
+ * JSON line (`statement: …`, `execute NAME: …`, `execute fetch from …`), in `data/log/`.
+ */
+export const STATEMENT_LOG = ['logging_collector = on', "log_destination = 'jsonlog'", "log_directory = 'log'", 'log_file_mode = 0644', "log_statement = 'all'"];
+
+export interface ServerLogLine {
+  pid: number;
+  message: string;
+  error_severity: string;
+  state_code?: string;
+  statement?: string;
+  user?: string;
+  application_name?: string;
+}
+
+/** Lines of the server's jsonlog so far (STATEMENT_LOG). */
+export function serverLog(pg: PostgresHandle): ServerLogLine[] {
+  const dir = path.join(pg.dir, 'data', 'log');
+  if (!fs.existsSync(dir)) return [];
+  const out: ServerLogLine[] = [];
+  for (const f of fs.readdirSync(dir).filter((n) => n.endsWith('.json')).sort()) {
+    for (const line of fs.readFileSync(path.join(dir, f), 'utf8').split('\n')) {
+      if (line.trim()) out.push(JSON.parse(line) as ServerLogLine);
+    }
+  }
+  return out;
+}
+
+/**
+ * Statements the server logged as received (log_statement = 'all'), for user `user`: the text of a
+ * simple query (whole string, as sent) or of an executed prepared statement / portal.
+ */
+export function serverStatements(pg: PostgresHandle, user: string, pred: (l: ServerLogLine) => boolean = () => true): { kind: 'simple' | 'execute'; name?: string; sql: string; pid: number }[] {
+  const out: { kind: 'simple' | 'execute'; name?: string; sql: string; pid: number }[] = [];
+  for (const l of serverLog(pg)) {
+    if (l.user !== user || l.error_severity !== 'LOG' || !pred(l)) continue;
+    let m = /^statement: ([\s\S]*)$/.exec(l.message);
+    if (m) {
+      out.push({ kind: 'simple', sql: m[1], pid: l.pid });
+      continue;
+    }
+    m = /^execute (?:fetch from )?(\S+?)(?:\/\S+)?: ([\s\S]*)$/.exec(l.message);
+    if (m) out.push({ kind: 'execute', name: m[1], sql: m[2], pid: l.pid });
+  }
+  return out;
 }
