@@ -111,7 +111,7 @@ export class RawClient {
     for (const w of this.waiters.splice(0)) w();
   }
 
-  static async connect(w: PgWorld, dbname = 'pg'): Promise<RawClient> {
+  static async connect(w: PgWorld, dbname = 'pg', params: [string, string][] = []): Promise<RawClient> {
     const net = await import('node:net');
     const tls = await import('node:tls');
     const { encodeStartupMessage, encodeSslRequest } = await import('../../proxies/postgres/frontend.ts');
@@ -122,7 +122,7 @@ export class RawClient {
     const t = tls.connect({ socket: s, ca: fs.readFileSync(w.alice.ca), cert: fs.readFileSync(w.alice.crt), key: fs.readFileSync(w.alice.key), servername: 'localhost' });
     await new Promise((r, j) => t.once('secureConnect', r).once('error', j));
     const c = new RawClient(t);
-    t.write(encodeStartupMessage([['user', 'alice'], ['database', dbname]]));
+    t.write(encodeStartupMessage([['user', 'alice'], ['database', dbname], ...params]));
     await c.until((m) => m.type === 'Z' || m.type === 'E');
     return c;
   }
