@@ -162,6 +162,8 @@ export class RawClient {
 export const STATEMENT_LOG = ['logging_collector = on', "log_destination = 'jsonlog'", "log_directory = 'log'", 'log_file_mode = 0644', "log_statement = 'all'"];
 
 export interface ServerLogLine {
+  /** `2026-12-06 01:40:00.123 UTC` */
+  timestamp: string;
   pid: number;
   message: string;
   error_severity: string;
@@ -188,17 +190,27 @@ export function serverLog(pg: PostgresHandle): ServerLogLine[] {
  * Statements the server logged as received (log_statement = 'all'), for user `user`: the text of a
  * simple query (whole string, as sent) or of an executed prepared statement / portal.
  */
-export function serverStatements(pg: PostgresHandle, user: string, pred: (l: ServerLogLine) => boolean = () => true): { kind: 'simple' | 'execute'; name?: string; sql: string; pid: number }[] {
-  const out: { kind: 'simple' | 'execute'; name?: string; sql: string; pid: number }[] = [];
+export interface ServerStatement {
+  kind: 'simple' | 'execute';
+  name?: string;
+  sql: string;
+  pid: number;
+  /** When the server logged it (ms since the epoch). */
+  at: number;
+}
+
+export function serverStatements(pg: PostgresHandle, user: string, pred: (l: ServerLogLine) => boolean = () => true): ServerStatement[] {
+  const out: ServerStatement[] = [];
   for (const l of serverLog(pg)) {
     if (l.user !== user || l.error_severity !== 'LOG' || !pred(l)) continue;
+    const at = Date.parse(l.timestamp.replace(' UTC', 'Z').replace(' ', 'T'));
     let m = /^statement: ([\s\S]*)$/.exec(l.message);
     if (m) {
-      out.push({ kind: 'simple', sql: m[1], pid: l.pid });
+      out.push({ kind: 'simple', sql: m[1], pid: l.pid, at });
       continue;
     }
     m = /^execute (?:fetch from )?(\S+?)(?:\/\S+)?: ([\s\S]*)$/.exec(l.message);
-    if (m) out.push({ kind: 'execute', name: m[1], sql: m[2], pid: l.pid });
+    if (m) out.push({ kind: 'execute', name: m[1], sql: m[2], pid: l.pid, at });
   }
   return out;
 }
