@@ -504,7 +504,7 @@ export class ClientConnection {
     };
     const forward = (chunk: Buffer, announced: boolean) => {
       const starts = tracker.statementsToForward > 0;
-      tracker.forwarded(announced);
+      tracker.forwarded(announced, announced ? performance.now() : undefined);
       if (!b.write(chunk)) client.pause();
       if (starts) armLongRunning(longRunningAfter);
     };

@@ -223,14 +223,17 @@ export class QueryTracker {
 
   /**
    * The chunk holding the messages framed so far went to the server. `announced`: their intent records
-   * were written (strict durability), so no long-running notice follows for them.
+   * were written (strict durability), so no long-running notice follows for them; `now` restarts their
+   * clocks (the wait for the intents is not the statement's duration).
    */
-  forwarded(announced: boolean): void {
+  forwarded(announced: boolean, now?: number): void {
     if (announced) {
+      // Held back until the intents were durable: their clocks start now, when the server gets them.
       for (let j = this.ops.length - this.unsent; j < this.ops.length; j++) {
         const op = this.ops[j];
         if (op.k === 'query') op.announced = op.stmts.length;
         else if (op.k === 'execute' || op.k === 'fcall') op.announced = 1;
+        if (now !== undefined && (op.k === 'query' || op.k === 'execute' || op.k === 'fcall')) op.start = now;
       }
     }
     this.unsent = 0;
