@@ -584,7 +584,10 @@ export class ClientConnection {
     client.on('data', fromClient);
     client.on('drain', () => b.resume());
     b.on('data', fromBackend);
-    b.on('drain', () => client.resume());
+    // While statements are held for their intents, the client stays paused (its chunks would only queue).
+    b.on('drain', () => {
+      if (!holding) client.resume();
+    });
     b.on('error', (e) => {
       this.lastBackendError ??= e.message;
     });

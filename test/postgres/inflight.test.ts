@@ -12,7 +12,7 @@ import type { AuditEvent } from '../../src/events/envelope.ts';
  */
 let w: PgWorld;
 beforeAll(async () => {
-  w = await startWorld({ postgres: { listen: '127.0.0.1:0', max_message_size: '1MiB' }, audit: { long_running_after: '1s' } });
+  w = await startWorld({ postgres: { listen: '127.0.0.1:0', max_message_size: '1MiB' }, audit: { long_running_after: '1s' }, gateway: { shutdown_drain: '1s' } });
   w.pg.psql('CREATE TABLE inflight (id int, note text); GRANT ALL ON inflight TO scram_user');
 });
 afterAll(async () => {
@@ -127,5 +127,18 @@ describe('postgres proxy: in-flight statements', () => {
     const rec = await w.tg.waitForEvent((e) => e.type === 'db.query' && String(e.details.sql).startsWith('COPY (SELECT'));
     expect(rec.outcome).toBe('unknown');
     expect(rec.details).toMatchObject({ end_reason: 'backend_error', copy: { direction: 'out', bytes: 2 } });
+  });
+
+  it('records the running statement when the gateway shuts down (last: stops this world’s gateway)', async () => {
+    const p = psqlChild('SELECT pg_sleep(26)');
+    const start = await w.tg.waitForEvent((e) => e.type === 'db.query.start' && e.details.sql === 'SELECT pg_sleep(26)', 15_000);
+    await w.tg.stop();
+    expect(await p.exit).not.toBe(0);
+    expect(p.stderr()).toMatch(/shutting down/);
+    const q = sessionEvents(start.session_id).filter((e) => e.type === 'db.query' || e.type === 'session.end');
+    expect(q.map((e) => [e.type, e.details.sql, e.outcome, e.details.end_reason ?? e.details.reason])).toEqual([
+      ['db.query', 'SELECT pg_sleep(26)', 'unknown', 'shutdown'],
+      ['session.end', undefined, 'success', 'shutdown'],
+    ]);
   });
 });
