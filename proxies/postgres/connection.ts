@@ -12,7 +12,7 @@ import { MessageFramer } from './framing.ts';
 import { decodePassword, decodeStartupPacket, F, type StartupPacket } from './frontend.ts';
 import { authenticationCleartextPassword, authenticationOk, backendKeyData, fatal, readyForQuery, B } from './backend.ts';
 import { loginToBackend, BackendLoginError, type BackendSession, type BackendTlsMode } from './backend-login.ts';
-import { QueryTracker, backendNeedsBody, frontendNeedsBody, type QueryRecord } from './tracker.ts';
+import { QueryTracker, backendNeedsBody, frontendNeedsBody, type QueryRecord, type StatementStart } from './tracker.ts';
 import { forwardCancel, type CancelKeys, type CancelTarget } from './cancel.ts';
 import { parseDatabase, type PostgresSection, type PostgresTarget } from './config.ts';
 
@@ -121,6 +121,7 @@ export class ClientConnection {
   private authTimer: NodeJS.Timeout | undefined;
   private clientTerminated = false;
   private flushRecords: (() => void) | undefined;
+  private longRunningTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly shared: ProxyShared,
@@ -379,6 +380,7 @@ export class ClientConnection {
         command: r.command,
         copy: r.copy,
         duration_ms: Math.round(r.durationMs * 1000) / 1000,
+        end_reason: r.endReason,
         error: r.error || undefined,
         function_oid: r.functionOid,
         params: r.params,
@@ -405,7 +407,44 @@ export class ClientConnection {
       for (let i = 0; i < completed.length; i++) emitRecord(completed[i]);
       completed.length = 0;
     });
-    const tracker = (this.tracker = new QueryTracker({ redact: this.shared.redact, onRecord: (r) => completed.push(r) }));
+    const startEvent = (s: StatementStart, announced: 'before_forward' | 'long_running') => ({
+      type: 'db.query.start' as const,
+      outcome: 'unknown' as const,
+      session_id: base.session_id,
+      actor: base.actor,
+      source: base.source,
+      target: base.target,
+      details: {
+        announced,
+        function_oid: s.functionOid,
+        params: s.params,
+        portal: s.portal,
+        protocol: s.protocol,
+        running_ms: s.runningMs === undefined ? undefined : Math.round(s.runningMs),
+        sql: s.sql,
+        statement: s.statement,
+      },
+    });
+    const tracker = (this.tracker = new QueryTracker({
+      redact: this.shared.redact,
+      onRecord: (r) => completed.push(r),
+      onStart: (s) => services.events.record(startEvent(s, 'long_running'), onAuditError),
+    }));
+
+    // One timer per session announces statements still running after audit.long_running_after.
+    const longRunningAfter = services.config.audit.long_running_after;
+    const checkLongRunning = () => {
+      this.longRunningTimer = undefined;
+      if (this.ended) return;
+      const t = performance.now();
+      const next = tracker.announceDue(t, longRunningAfter);
+      if (next !== undefined) armLongRunning(next - t);
+    };
+    const armLongRunning = (ms: number) => {
+      if (longRunningAfter <= 0 || this.longRunningTimer || this.ended) return;
+      this.longRunningTimer = setTimeout(checkLongRunning, Math.max(1, ms));
+      this.longRunningTimer.unref();
+    };
     const cf = new MessageFramer({ maxLength: section.max_message_size, headerOnly: (t) => !frontendNeedsBody(t) });
     const bf = (this.backendFramer = new MessageFramer({ maxLength: section.max_message_size, headerOnly: (t) => !backendNeedsBody(t) }));
 
@@ -419,31 +458,98 @@ export class ClientConnection {
       tracker.backend(type, msg, length, now);
     };
 
+    /**
+     * Fail closed, strict durability: a chunk that would start statements is forwarded only if the audit
+     * log is writable, and in strict mode only once their intent records (db.query.start) are durable.
+     * Meanwhile the client is paused and later chunks wait behind it, in order. For the extended
+     * protocol the intent is taken at Execute (Parse and Bind run nothing); a chunk is held as a whole,
+     * so the Parse/Bind sent with that Execute (as libpq does) are held with it.
+     */
+    const strict = services.events.durability === 'strict';
+    let holding = false;
+    const held: Buffer[] = [];
     const fromClient = (chunk: Buffer) => {
+      if (holding) {
+        held.push(chunk);
+        return;
+      }
       now = performance.now();
       try {
         cf.push(chunk, onFrontend);
       } catch (e) {
+        tracker.discardUnforwarded();
         return this.protocolViolation(e as Error);
       }
       stats.bytesFromClient += chunk.length;
-      if (!b.write(chunk)) client.pause();
+      if (tracker.statementsToForward === 0) return forward(chunk, false);
+      if (!services.events.healthy) return refuseUnrecorded(services.events.failure?.message ?? 'the audit log cannot be written');
+      if (!strict) return forward(chunk, false);
+      const starts = tracker.startsToForward();
+      const pending: Promise<void>[] = [];
+      for (const s of starts) pending.push(services.events.beforeForward(startEvent(s, 'before_forward')) ?? Promise.resolve());
+      holding = true;
+      client.pause();
+      Promise.all(pending).then(
+        () => {
+          if (this.ended) return;
+          holding = false;
+          forward(chunk, true);
+          while (!holding && !this.ended && held.length) fromClient(held.shift()!);
+          if (!holding && !this.ended && !b.writableNeedDrain) client.resume();
+        },
+        (e: Error) => {
+          if (!this.ended) refuseUnrecorded(e.message);
+        },
+      );
     };
+    const forward = (chunk: Buffer, announced: boolean) => {
+      const starts = tracker.statementsToForward > 0;
+      tracker.forwarded(announced, announced ? performance.now() : undefined);
+      if (!b.write(chunk)) client.pause();
+      if (starts) armLongRunning(longRunningAfter);
+    };
+    /** The statements in hand cannot be recorded: refuse them (never forwarded) and end the session. */
+    const refuseUnrecorded = (why: string) => {
+      tracker.discardUnforwarded();
+      services.log.error({ err: why, session: session.handle.id }, 'audit log unavailable: statement refused, session ended');
+      if (client.writable) {
+        client.write(fatal('58030', 'audit log unavailable: vigil cannot record this statement, so it was not sent to the database; the session is closed'));
+      }
+      this.endSession('audit_unavailable', { error: why });
+    };
+
+    /**
+     * Backend bytes are framed before they are relayed: every message's length is checked first, so an
+     * oversized one is never partly relayed. A header split across chunks is held back until it is whole.
+     */
+    let heldHeader: Buffer | undefined;
     const fromBackend = (chunk: Buffer) => {
       now = performance.now();
       if (this.terminating) return relayUntilBoundary(chunk);
-      // Relay first, observe after: the server's response reaches the client without waiting for the
-      // tracker (timings use `now`, taken on arrival). Client bytes, by contrast, are checked before
-      // they are forwarded, so nothing reaches the server unrecorded.
-      stats.bytesToClient += chunk.length;
-      const ok = client.write(chunk);
       try {
         bf.push(chunk, onBackend);
       } catch (e) {
-        return backendViolation(e as Error);
+        return backendViolation(e as Error, chunk);
       }
+      const ok = relay(chunk, chunk.length);
       if (completed.length > 0) flush();
       if (!ok) b.pause();
+    };
+    /** Relay `chunk[0, upto)` plus any header held back, keeping back a header the framer has not checked. */
+    const relay = (chunk: Buffer, upto: number): boolean => {
+      let out = upto === chunk.length ? chunk : chunk.subarray(0, upto);
+      if (heldHeader) {
+        out = Buffer.concat([heldHeader, out]);
+        heldHeader = undefined;
+      }
+      const hold = bf.pendingHeaderBytes;
+      if (hold > 0) {
+        heldHeader = Buffer.from(out.subarray(out.length - hold));
+        out = out.subarray(0, out.length - hold);
+      }
+      if (out.length === 0) return true;
+      stats.bytesToClient += out.length;
+      return client.write(out);
     };
     /** While terminating: relay up to the end of the message in progress, then end the session. */
     const relayUntilBoundary = (chunk: Buffer) => {
@@ -451,24 +557,37 @@ export class ClientConnection {
       try {
         upto = bf.atBoundary ? 0 : bf.push(chunk, onBackend, () => true);
       } catch (e) {
-        return backendViolation(e as Error);
+        return backendViolation(e as Error, chunk);
       }
-      stats.bytesToClient += upto;
-      if (upto > 0) client.write(upto === chunk.length ? chunk : chunk.subarray(0, upto));
+      if (upto > 0) relay(chunk, upto);
       flush();
       if (bf.atBoundary) return this.finishTermination();
     };
-    const backendViolation = (e: Error) => {
-      // The backend broke the protocol (bad length): nothing sensible to relay any more.
-      this.ctx.log.warn({ err: e.message }, 'backend protocol error');
-      client.write(fatal('08P01', 'the target database sent an invalid message; the session is closed'));
-      this.endSession('backend_error', { error: e.message });
+    const backendViolation = (e: Error, chunk: Buffer) => {
+      const oversized = (e as ProtocolError).code === 'VIGIL_PG_OVERSIZED';
+      this.ctx.log.warn({ err: e.message }, oversized ? 'backend message over the size limit' : 'backend protocol error');
+      // The whole messages before the bad one are relayed (their rows were counted); none of it is.
+      const start = bf.messageStart;
+      if (start >= 0) relay(chunk, start);
+      else heldHeader = undefined;
+      flush();
+      if (client.writable) {
+        client.write(
+          oversized
+            ? fatal('54000', `vigil: the target database sent a message larger than postgres.max_message_size (${e.message}); the session is closed`)
+            : fatal('08P01', 'the target database sent an invalid message; the session is closed'),
+        );
+      }
+      this.endSession('backend_error', { error: e.message, sqlstate: oversized ? '54000' : '08P01' });
     };
 
     client.on('data', fromClient);
     client.on('drain', () => b.resume());
     b.on('data', fromBackend);
-    b.on('drain', () => client.resume());
+    // While statements are held for their intents, the client stays paused (its chunks would only queue).
+    b.on('drain', () => {
+      if (!holding) client.resume();
+    });
     b.on('error', (e) => {
       this.lastBackendError ??= e.message;
     });
@@ -557,6 +676,7 @@ export class ClientConnection {
     this.uncount();
     this.shared.live.delete(this);
     this.releaseKey?.();
+    if (this.longRunningTimer) clearTimeout(this.longRunningTimer);
     // A statement still running would go on after the client is gone (the server only notices a closed
     // socket when it writes): cancel it first.
     if (this.cancelTarget && (this.tracker?.pending ?? 0) > 0 && reason !== 'backend_error' && reason !== 'backend_closed') {
@@ -565,9 +685,12 @@ export class ClientConnection {
     this.backend?.destroy();
     this.client.end();
     setTimeout(() => this.client.destroy(), 2000).unref();
+    // Statements forwarded and never answered are recorded (outcome unknown) before session.end.
+    this.tracker?.abandon(this.session?.handle.endReason ?? reason, performance.now());
     this.flushRecords?.();
     // session.end is written once by OpenSession, after this session's db.query events.
-    void this.session?.end(reason, details);
+    const backendPid = this.cancelTarget?.processId;
+    void this.session?.end(reason, backendPid === undefined ? details : { ...details, backend_pid: backendPid });
   }
 
   /** Gateway shutdown of a connection that is not a session yet. */

@@ -40,6 +40,12 @@ export class MessageFramer {
   private skipping = false;
   private parts: Buffer[] = [];
   private inMessage = false;
+  /**
+   * Where, in the chunk last pushed, the message whose header was read last begins (negative: its
+   * header began in earlier chunks). After an oversized-length error, the bytes before it are whole
+   * messages that may still be relayed; the oversized one must not be.
+   */
+  messageStart = 0;
 
   constructor(opts: FramerOptions) {
     this.maxLength = opts.maxLength;
@@ -55,6 +61,11 @@ export class MessageFramer {
   /** True when no partial message is buffered (the stream is at a message boundary). */
   get atBoundary(): boolean {
     return this.headerFill === 0 && !this.inMessage;
+  }
+
+  /** Bytes of a header not complete yet, at the end of what was pushed: its length is not checked yet. */
+  get pendingHeaderBytes(): number {
+    return this.headerFill;
   }
 
   /**
@@ -81,6 +92,7 @@ export class MessageFramer {
             length = chunk.readUInt32BE(off + 1);
           }
         } else {
+          this.messageStart = off - this.headerFill;
           const take = Math.min(headerLen - this.headerFill, n - off);
           chunk.copy(this.header, this.headerFill, off, off + take);
           this.headerFill += take;
@@ -100,6 +112,7 @@ export class MessageFramer {
           continue;
         }
         const total = (this.untyped ? 0 : 1) + length;
+        this.messageStart = off;
         this.begin(type, length);
         if (this.skipping) {
           onMessage(type, undefined, length);

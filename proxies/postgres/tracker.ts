@@ -9,6 +9,12 @@ import { renderValue } from './values.ts';
  * frontend and backend messages (as cut by MessageFramer) plus a clock, it calls `onRecord`. It mirrors
  * the server's processing order: responses come in the order requests were sent, and after an error
  * the server skips everything up to the next Sync.
+ *
+ * Every statement is known from the moment its message is framed (before it is forwarded): the
+ * connection reports when a chunk went to the server (`forwarded`), and a session that ends with
+ * statements still in flight has them written as `outcome: 'unknown'` by `abandon`. Names follow the
+ * server: a prepared statement exists from its ParseComplete, a portal from its BindComplete, and both
+ * stop existing at CloseComplete; a client's Parse/Bind/Close alone changes nothing.
  */
 
 export interface QueryRecord {
@@ -23,7 +29,7 @@ export interface QueryRecord {
   command?: string;
   rowsReturned: number;
   rowsAffected?: number;
-  outcome: 'success' | 'failure';
+  outcome: 'success' | 'failure' | 'unknown';
   sqlstate?: string;
   error?: string;
   durationMs: number;
@@ -31,6 +37,20 @@ export interface QueryRecord {
   suspended?: boolean;
   copy?: { direction: 'in' | 'out'; rows?: number; bytes: number };
   functionOid?: number;
+  /** Set on records written by `abandon`: why the session ended while the statement was in flight. */
+  endReason?: string;
+}
+
+/** A statement about to run or still running (`db.query.start`): what is known before its result. */
+export interface StatementStart {
+  protocol: QueryRecord['protocol'];
+  sql?: string;
+  params?: (string | null)[];
+  statement?: string;
+  portal?: string;
+  functionOid?: number;
+  /** For a long-running announcement: how long it has been running. */
+  runningMs?: number;
 }
 
 interface Statement {
@@ -51,20 +71,29 @@ interface Copy {
   bytes: number;
 }
 
+/**
+ * Requests awaiting the server's answer, in the order sent. Statement-running ops (query, execute, fcall)
+ * carry `announced`: how many of their statements had a `db.query.start` written (intent in strict mode,
+ * or the long-running notice), so neither is written twice.
+ */
 type Op =
-  | { k: 'query'; stmts: string[]; i: number; start: number; rows: number; copy?: Copy }
-  | { k: 'parse'; name: string; stmt: Statement; start: number }
-  | { k: 'bind'; portal: Portal; portalName: string; start: number }
-  | { k: 'describe'; statement?: Statement }
-  | { k: 'close' }
-  | { k: 'execute'; portal: Portal | undefined; portalName: string; start: number; rows: number; copy?: Copy }
-  | { k: 'fcall'; oid: number; args: (string | null)[]; start: number }
+  | { k: 'query'; stmts: string[]; i: number; start: number; rows: number; copy?: Copy; announced: number }
+  | { k: 'parse'; name: string; stmt: Statement }
+  | { k: 'bind'; portalName: string; statementName: string; formats: number[]; values: (Buffer | null)[] }
+  | { k: 'describe'; kind: 'S' | 'P'; name: string }
+  | { k: 'close'; kind: 'S' | 'P'; name: string }
+  | { k: 'execute'; portalName: string; start: number; rows: number; copy?: Copy; announced: number }
+  | { k: 'fcall'; oid: number; args: (string | null)[]; start: number; announced: number }
   | { k: 'sync' };
+
+type Running = Extract<Op, { k: 'query' | 'execute' | 'fcall' }>;
 
 export interface TrackerOptions {
   /** Column/parameter names to mask (config.redaction.patterns compiled). */
   redact: RegExp | undefined;
   onRecord(r: QueryRecord): void;
+  /** A statement still running `longRunningAfter` ms after it was forwarded (see `announceDue`). */
+  onStart?(s: StatementStart): void;
 }
 
 const UNKNOWN_STATEMENT: Statement = { sql: '(unknown prepared statement)', masked: new Set(), paramTypes: [] };
@@ -82,9 +111,14 @@ export function backendNeedsBody(type: number): boolean {
 
 export class QueryTracker {
   private readonly ops: Op[] = [];
+  /** Prepared statements and portals as the server confirmed them. */
   private readonly statements = new Map<string, Statement>();
   private readonly portals = new Map<string, Portal>();
-  /** Skipping ops after an error, until Sync. */
+  /** How many ops at the end of `ops` were framed but not yet forwarded (see `forwarded`). */
+  private unsent = 0;
+  /** How many of those run statements (simple Query statements count one each). */
+  private unsentStatements = 0;
+
   constructor(private readonly opts: TrackerOptions) {}
 
   /** Pending requests not yet answered (for tests and diagnostics). */
@@ -92,58 +126,64 @@ export class QueryTracker {
     return this.ops.length;
   }
 
+  /** Statements framed since the last `forwarded()` call: forwarding the chunk would run them. */
+  get statementsToForward(): number {
+    return this.unsentStatements;
+  }
+
   private statement(sql: string, paramTypes: number[]): Statement {
     const r = redactSql(sql, this.opts.redact);
     return { sql: r.text, masked: r.params, paramTypes };
+  }
+
+  private push(op: Op): void {
+    this.ops.push(op);
+    this.unsent++;
   }
 
   /** Observe a client message. Throws ProtocolError for malformed or unexpected messages. */
   frontend(type: number, msg: Buffer | undefined, length: number, now: number): void {
     switch (type) {
       case F.Query: {
-        const sql = decodeQuery(msg!);
-        this.ops.push({ k: 'query', stmts: splitStatements(sql), i: 0, start: now, rows: 0 });
+        const stmts = splitStatements(decodeQuery(msg!));
+        this.push({ k: 'query', stmts, i: 0, start: now, rows: 0, announced: 0 });
+        this.unsentStatements += Math.max(1, stmts.length);
         return;
       }
       case F.Parse: {
         const p = decodeParse(msg!);
-        const stmt = this.statement(p.query, p.paramTypes);
-        this.statements.set(p.name, stmt);
-        this.ops.push({ k: 'parse', name: p.name, stmt, start: now });
+        this.push({ k: 'parse', name: p.name, stmt: this.statement(p.query, p.paramTypes) });
         return;
       }
       case F.Bind: {
         const b = decodeBind(msg!);
-        const stmt = this.statements.get(b.statement) ?? UNKNOWN_STATEMENT;
-        const portal: Portal = { statementName: b.statement, stmt, formats: b.paramFormats, values: b.values };
-        this.portals.set(b.portal, portal);
-        this.ops.push({ k: 'bind', portal, portalName: b.portal, start: now });
+        this.push({ k: 'bind', portalName: b.portal, statementName: b.statement, formats: b.paramFormats, values: b.values });
         return;
       }
       case F.Execute: {
         const e = decodeExecute(msg!);
-        this.ops.push({ k: 'execute', portal: this.portals.get(e.portal), portalName: e.portal, start: now, rows: 0 });
+        this.push({ k: 'execute', portalName: e.portal, start: now, rows: 0, announced: 0 });
+        this.unsentStatements++;
         return;
       }
       case F.Describe: {
         const d = decodeTarget(msg!, 'Describe');
-        this.ops.push({ k: 'describe', statement: d.kind === 'S' ? this.statements.get(d.name) : undefined });
+        this.push({ k: 'describe', kind: d.kind, name: d.name });
         return;
       }
       case F.Close: {
         const c = decodeTarget(msg!, 'Close');
-        if (c.kind === 'S') this.statements.delete(c.name);
-        else this.portals.delete(c.name);
-        this.ops.push({ k: 'close' });
+        this.push({ k: 'close', kind: c.kind, name: c.name });
         return;
       }
       case F.Sync:
-        this.ops.push({ k: 'sync' });
+        this.push({ k: 'sync' });
         return;
       case F.FunctionCall: {
         const f = decodeFunctionCall(msg!);
         const args = f.args.map((v, i) => renderValue(v, f.argFormats[i], 0));
-        this.ops.push({ k: 'fcall', oid: f.oid, args, start: now });
+        this.push({ k: 'fcall', oid: f.oid, args, start: now, announced: 0 });
+        this.unsentStatements++;
         return;
       }
       case F.CopyData: {
@@ -165,6 +205,102 @@ export class QueryTracker {
     }
   }
 
+  /**
+   * What the messages framed since the last `forwarded()` will run, as the server will see it if
+   * everything before succeeds (pending Parse/Bind count): the intent records of strict durability.
+   */
+  startsToForward(): StatementStart[] {
+    const out: StatementStart[] = [];
+    for (let j = this.ops.length - this.unsent; j < this.ops.length; j++) {
+      const op = this.ops[j];
+      if (op.k === 'query') {
+        if (op.stmts.length === 0) out.push({ protocol: 'simple', sql: '' });
+        for (let i = 0; i < op.stmts.length; i++) out.push({ protocol: 'simple', sql: redactSql(op.stmts[i], this.opts.redact).text });
+      } else if (op.k === 'execute' || op.k === 'fcall') out.push(this.startOf(op, j, undefined));
+    }
+    return out;
+  }
+
+  /**
+   * The chunk holding the messages framed so far went to the server. `announced`: their intent records
+   * were written (strict durability), so no long-running notice follows for them; `now` restarts their
+   * clocks (the wait for the intents is not the statement's duration).
+   */
+  forwarded(announced: boolean, now?: number): void {
+    if (announced) {
+      // Held back until the intents were durable: their clocks start now, when the server gets them.
+      for (let j = this.ops.length - this.unsent; j < this.ops.length; j++) {
+        const op = this.ops[j];
+        if (op.k === 'query') op.announced = op.stmts.length;
+        else if (op.k === 'execute' || op.k === 'fcall') op.announced = 1;
+        if (now !== undefined && (op.k === 'query' || op.k === 'execute' || op.k === 'fcall')) op.start = now;
+      }
+    }
+    this.unsent = 0;
+    this.unsentStatements = 0;
+  }
+
+  /**
+   * Forget what was framed but not forwarded (the connection refused it): it never reached the server,
+   * so it must not be recorded as run.
+   */
+  discardUnforwarded(): void {
+    this.ops.length -= this.unsent;
+    this.unsent = 0;
+    this.unsentStatements = 0;
+  }
+
+  /**
+   * Calls `onStart` for each forwarded statement running for at least `afterMs` and not announced yet.
+   * Returns when the next one becomes due (or undefined when nothing forwarded is running): the
+   * connection keeps one timer per session for this, not one per statement.
+   */
+  announceDue(now: number, afterMs: number): number | undefined {
+    let next = Infinity;
+    const sent = this.ops.length - this.unsent;
+    for (let j = 0; j < sent; j++) {
+      const op = this.ops[j];
+      if (op.k !== 'query' && op.k !== 'execute' && op.k !== 'fcall') continue;
+      const current = op.k === 'query' ? op.i : 0;
+      const total = op.k === 'query' ? op.stmts.length : 1;
+      if (op.announced >= total) continue;
+      // Only the head is running; statements queued behind it start later: look again then.
+      if (j === 0 && op.announced <= current && current < total) {
+        const due = op.start + afterMs;
+        if (now < due) next = Math.min(next, due);
+        else {
+          // The server flushes a simple query's results only when its buffer fills or at the end: which
+          // of the remaining statements runs is unknown, so all of them are announced.
+          for (let i = current; i < total; i++) this.opts.onStart?.({ ...this.startOf(op, j, i), runningMs: now - op.start });
+          op.announced = total;
+        }
+      } else next = Math.min(next, now + afterMs);
+    }
+    return next === Infinity ? undefined : next;
+  }
+
+  /**
+   * The session ends (for any reason) with forwarded statements unanswered: record each as
+   * `outcome: 'unknown'` with what was seen so far. Statements of a simple query not reached yet are
+   * included: the server runs them without waiting for the client.
+   */
+  abandon(endReason: string, now: number): void {
+    const sent = this.ops.length - this.unsent;
+    for (let j = 0; j < sent; j++) {
+      const op = this.ops[j];
+      if (op.k === 'query') {
+        for (; op.i < Math.max(1, op.stmts.length); this.nextStatement(op, op.start)) {
+          this.emit(op, 'unknown', now, op.rows, undefined, false, undefined, undefined, endReason, j);
+        }
+      } else if (op.k === 'execute' || op.k === 'fcall') {
+        this.emit(op, 'unknown', now, op.k === 'execute' ? op.rows : 0, undefined, false, undefined, undefined, endReason, j);
+      }
+    }
+    this.ops.length = 0;
+    this.unsent = 0;
+    this.unsentStatements = 0;
+  }
+
   /** Observe a server message. Never throws: an unexpected message only leaves a gap in the records. */
   backend(type: number, msg: Buffer | undefined, length: number, now: number): void {
     const h = this.ops[0];
@@ -180,7 +316,7 @@ export class QueryTracker {
         return;
       case B.EmptyQueryResponse:
         if (h?.k === 'query') this.nextStatement(h, now);
-        else if (h?.k === 'execute') this.ops.shift();
+        else if (h?.k === 'execute') this.shift();
         return;
       case B.PortalSuspended:
         this.complete(h, undefined, now, true);
@@ -190,8 +326,8 @@ export class QueryTracker {
         return;
       case B.ReadyForQuery:
         // Ends a simple query, a function call, or everything up to and including a Sync.
-        while (this.ops.length) {
-          const op = this.ops.shift()!;
+        while (this.ops.length > this.unsent) {
+          const op = this.shift();
           if (op.k === 'sync' || op.k === 'query' || op.k === 'fcall') break;
         }
         // Outside a transaction block no portal survives; forget them so a client that never closes
@@ -199,16 +335,34 @@ export class QueryTracker {
         if (msg && msg[5] === 0x49 /* I */ && this.ops.length === 0 && this.portals.size > 0) this.portals.clear();
         return;
       case B.ParseComplete:
+        if (h?.k === 'parse') {
+          this.statements.set(h.name, h.stmt);
+          this.shift();
+        }
+        return;
       case B.BindComplete:
+        if (h?.k === 'bind') {
+          const stmt = this.statements.get(h.statementName) ?? UNKNOWN_STATEMENT;
+          this.portals.set(h.portalName, { statementName: h.statementName, stmt, formats: h.formats, values: h.values });
+          this.shift();
+        }
+        return;
       case B.CloseComplete:
-        if (h && (h.k === 'parse' || h.k === 'bind' || h.k === 'close')) this.ops.shift();
+        if (h?.k === 'close') {
+          if (h.kind === 'S') this.statements.delete(h.name);
+          else this.portals.delete(h.name);
+          this.shift();
+        }
         return;
       case B.ParameterDescription:
-        if (h?.k === 'describe' && h.statement && msg) h.statement.paramTypes = parameterTypes(msg);
+        if (h?.k === 'describe' && h.kind === 'S' && msg) {
+          const stmt = this.statements.get(h.name);
+          if (stmt) stmt.paramTypes = parameterTypes(msg);
+        }
         return;
       case B.RowDescription:
       case B.NoData:
-        if (h?.k === 'describe') this.ops.shift();
+        if (h?.k === 'describe') this.shift();
         return;
       case B.CopyInResponse:
       case B.CopyOutResponse:
@@ -217,7 +371,7 @@ export class QueryTracker {
         return;
       case B.FunctionCallResponse:
         if (h?.k === 'fcall') {
-          this.emit(h, 'success', now, 0, undefined, false, undefined, undefined);
+          this.emit(h, 'success', now, 0, undefined, false, undefined, undefined, undefined, 0);
           h.start = now;
         }
         return;
@@ -225,6 +379,50 @@ export class QueryTracker {
         // ParameterStatus, Notice, Notification, BackendKeyData…: asynchronous, not part of any request.
         return;
     }
+  }
+
+  /** Answers only ever concern forwarded ops; never consume one the server has not been sent. */
+  private shift(): Op {
+    const op = this.ops.shift()!;
+    if (this.unsent > this.ops.length) this.unsent = this.ops.length;
+    return op;
+  }
+
+  /**
+   * The portal an op at index `j` will run: the last Bind of that name pending before it (the server
+   * processes in order), else the confirmed one.
+   */
+  private portalFor(name: string, j: number): Portal | undefined {
+    for (let x = j - 1; x >= 0; x--) {
+      const op = this.ops[x];
+      if (op.k === 'bind' && op.portalName === name) {
+        return { statementName: op.statementName, stmt: this.statementFor(op.statementName, x) ?? UNKNOWN_STATEMENT, formats: op.formats, values: op.values };
+      }
+      if (op.k === 'close' && op.kind === 'P' && op.name === name) return undefined;
+    }
+    return this.portals.get(name);
+  }
+
+  private statementFor(name: string, j: number): Statement | undefined {
+    for (let x = j - 1; x >= 0; x--) {
+      const op = this.ops[x];
+      if (op.k === 'parse' && op.name === name) return op.stmt;
+      if (op.k === 'close' && op.kind === 'S' && op.name === name) return undefined;
+    }
+    return this.statements.get(name);
+  }
+
+  private startOf(op: Running, j: number, index: number | undefined): StatementStart {
+    if (op.k === 'query') return { protocol: 'simple', sql: redactSql(op.stmts[index ?? op.i] ?? '', this.opts.redact).text };
+    if (op.k === 'fcall') return { protocol: 'function_call', params: op.args, functionOid: op.oid };
+    const p = this.portalFor(op.portalName, j);
+    return {
+      protocol: 'extended',
+      sql: p ? p.stmt.sql : '(unknown portal)',
+      params: p ? this.params(p) : undefined,
+      statement: p?.statementName || undefined,
+      portal: op.portalName || undefined,
+    };
   }
 
   private params(p: Portal): (string | null)[] {
@@ -250,13 +448,15 @@ export class QueryTracker {
    */
   private emit(
     op: Op,
-    outcome: 'success' | 'failure',
+    outcome: QueryRecord['outcome'],
     now: number,
     rows: number,
     tag: string | undefined,
     suspended: boolean,
     sqlstate: string | undefined,
     error: string | undefined,
+    endReason: string | undefined,
+    j: number,
   ): void {
     let protocol: QueryRecord['protocol'] = 'extended';
     let sql: string | undefined;
@@ -274,7 +474,7 @@ export class QueryTracker {
         start = op.start;
         break;
       case 'execute': {
-        const p = op.portal;
+        const p = this.portalFor(op.portalName, j);
         sql = p ? p.stmt.sql : '(unknown portal)';
         params = p ? this.params(p) : undefined;
         statement = p?.statementName || undefined;
@@ -283,24 +483,27 @@ export class QueryTracker {
         start = op.start;
         break;
       }
-      case 'parse':
-        sql = op.stmt.sql;
-        statement = op.name || undefined;
-        start = op.start;
-        break;
-      case 'bind':
-        sql = op.portal.stmt.sql;
-        params = this.params(op.portal);
-        statement = op.portal.statementName || undefined;
-        portal = op.portalName || undefined;
-        start = op.start;
-        break;
       case 'fcall':
         protocol = 'function_call';
         params = op.args;
         functionOid = op.oid;
         start = op.start;
         break;
+      case 'parse':
+        // Refused at Parse or Bind (error): recorded with what the client asked, as a failure.
+        sql = op.stmt.sql;
+        statement = op.name || undefined;
+        start = now;
+        break;
+      case 'bind': {
+        const stmt = this.statementFor(op.statementName, j) ?? UNKNOWN_STATEMENT;
+        sql = stmt.sql;
+        params = this.params({ statementName: op.statementName, stmt, formats: op.formats, values: op.values });
+        statement = op.statementName || undefined;
+        portal = op.portalName || undefined;
+        start = now;
+        break;
+      }
       default:
         return;
     }
@@ -324,20 +527,21 @@ export class QueryTracker {
       suspended: suspended || undefined,
       copy: copy && { bytes: copy.bytes, direction: copy.direction, rows: outcome === 'success' ? n : undefined },
       functionOid,
+      endReason,
     });
   }
 
   private complete(h: Op | undefined, tag: string | undefined, now: number, suspended: boolean): void {
     if (!h || (h.k !== 'query' && h.k !== 'execute')) return;
-    this.emit(h, 'success', now, h.rows, tag, suspended, undefined, undefined);
+    this.emit(h, 'success', now, h.rows, tag, suspended, undefined, undefined, undefined, 0);
     if (h.k === 'query') this.nextStatement(h, now);
-    else this.ops.shift();
+    else this.shift();
   }
 
   private error(h: Op | undefined, msg: Buffer, now: number): void {
     if (!h) return;
     const e = errorFields(msg);
-    this.emit(h, 'failure', now, h.k === 'query' || h.k === 'execute' ? h.rows : 0, undefined, false, e.code, e.message);
+    this.emit(h, 'failure', now, h.k === 'query' || h.k === 'execute' ? h.rows : 0, undefined, false, e.code, e.message, undefined, 0);
     if (h.k === 'query') {
       // The rest of a simple query string is not executed; ReadyForQuery follows.
       h.i = h.stmts.length;
@@ -345,7 +549,7 @@ export class QueryTracker {
     }
     if (h.k === 'fcall') return; // ReadyForQuery follows.
     // The server discards extended-protocol messages until Sync: drop them up to (not including) the Sync.
-    while (this.ops.length && this.ops[0].k !== 'sync') this.ops.shift();
+    while (this.ops.length > this.unsent && this.ops[0].k !== 'sync') this.shift();
   }
 }
 

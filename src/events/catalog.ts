@@ -27,7 +27,7 @@ export const EVENT_CATALOG = {
   'ssh.forward': { description: 'A port-forwarding request (direct-tcpip) with destination, bytes and outcome.' },
   'ssh.request': { description: 'A channel request refused by policy (agent or X11 forwarding, remote forwarding, env).' },
   // databases
-  'db.query.start': { description: 'A database statement forwarded to the target is still running after audit.long_running_after; db.query follows when it ends.' },
+  'db.query.start': { description: 'A database statement forwarded to the target is still running after audit.long_running_after, or (audit.durability strict) is about to be forwarded; db.query follows when it ends.' },
   'db.query': { description: 'A database statement with parameters (secrets masked), duration, outcome and row counts (outcome unknown when the session ended while it ran).' },
   'db.cancel': { description: 'A query cancellation (CancelRequest or KILL QUERY) was forwarded or refused.' },
   // just-in-time access

@@ -23,8 +23,8 @@ export interface PgWorld {
   stop(): Promise<void>;
 }
 
-export async function startWorld(extraConfig: Record<string, unknown> = {}): Promise<PgWorld> {
-  const pg = await startPostgres();
+export async function startWorld(extraConfig: Record<string, unknown> = {}, opts: { pgConf?: string[] } = {}): Promise<PgWorld> {
+  const pg = await startPostgres({ conf: opts.pgConf });
   const base = tempDir('vigil-pgw-');
   const secretFile = secretsDir(base);
   const target = (name: string, user: string, more: Record<string, unknown> = {}) => ({
@@ -111,7 +111,7 @@ export class RawClient {
     for (const w of this.waiters.splice(0)) w();
   }
 
-  static async connect(w: PgWorld, dbname = 'pg'): Promise<RawClient> {
+  static async connect(w: PgWorld, dbname = 'pg', params: [string, string][] = []): Promise<RawClient> {
     const net = await import('node:net');
     const tls = await import('node:tls');
     const { encodeStartupMessage, encodeSslRequest } = await import('../../proxies/postgres/frontend.ts');
@@ -122,7 +122,7 @@ export class RawClient {
     const t = tls.connect({ socket: s, ca: fs.readFileSync(w.alice.ca), cert: fs.readFileSync(w.alice.crt), key: fs.readFileSync(w.alice.key), servername: 'localhost' });
     await new Promise((r, j) => t.once('secureConnect', r).once('error', j));
     const c = new RawClient(t);
-    t.write(encodeStartupMessage([['user', 'alice'], ['database', dbname]]));
+    t.write(encodeStartupMessage([['user', 'alice'], ['database', dbname], ...params]));
     await c.until((m) => m.type === 'Z' || m.type === 'E');
     return c;
   }
@@ -153,4 +153,64 @@ export class RawClient {
   close(): void {
     this.socket.destroy();
   }
+}
+
+/**
+ * postgresql.conf lines that make the server the oracle: every statement it receives is logged as one
+ * JSON line (`statement: …`, `execute NAME: …`, `execute fetch from …`), in `data/log/`.
+ */
+export const STATEMENT_LOG = ['logging_collector = on', "log_destination = 'jsonlog'", "log_directory = 'log'", 'log_file_mode = 0644', "log_statement = 'all'"];
+
+export interface ServerLogLine {
+  /** `2026-12-06 01:40:00.123 UTC` */
+  timestamp: string;
+  pid: number;
+  message: string;
+  error_severity: string;
+  state_code?: string;
+  statement?: string;
+  user?: string;
+  application_name?: string;
+}
+
+/** Lines of the server's jsonlog so far (STATEMENT_LOG). */
+export function serverLog(pg: PostgresHandle): ServerLogLine[] {
+  const dir = path.join(pg.dir, 'data', 'log');
+  if (!fs.existsSync(dir)) return [];
+  const out: ServerLogLine[] = [];
+  for (const f of fs.readdirSync(dir).filter((n) => n.endsWith('.json')).sort()) {
+    for (const line of fs.readFileSync(path.join(dir, f), 'utf8').split('\n')) {
+      if (line.trim()) out.push(JSON.parse(line) as ServerLogLine);
+    }
+  }
+  return out;
+}
+
+/**
+ * Statements the server logged as received (log_statement = 'all'), for user `user`: the text of a
+ * simple query (whole string, as sent) or of an executed prepared statement / portal.
+ */
+export interface ServerStatement {
+  kind: 'simple' | 'execute';
+  name?: string;
+  sql: string;
+  pid: number;
+  /** When the server logged it (ms since the epoch). */
+  at: number;
+}
+
+export function serverStatements(pg: PostgresHandle, user: string, pred: (l: ServerLogLine) => boolean = () => true): ServerStatement[] {
+  const out: ServerStatement[] = [];
+  for (const l of serverLog(pg)) {
+    if (l.user !== user || l.error_severity !== 'LOG' || !pred(l)) continue;
+    const at = Date.parse(l.timestamp.replace(' UTC', 'Z').replace(' ', 'T'));
+    let m = /^statement: ([\s\S]*)$/.exec(l.message);
+    if (m) {
+      out.push({ kind: 'simple', sql: m[1], pid: l.pid, at });
+      continue;
+    }
+    m = /^execute (?:fetch from )?(\S+?)(?:\/\S+)?: ([\s\S]*)$/.exec(l.message);
+    if (m) out.push({ kind: 'execute', name: m[1], sql: m[2], pid: l.pid, at });
+  }
+  return out;
 }

@@ -19,7 +19,10 @@ function track(front: Buffer[], back: Buffer[], cut?: number): QueryRecord[] {
   const fs = Buffer.concat(front);
   const bs = Buffer.concat(back);
   const split = (b: Buffer) => (cut === undefined ? [b] : [b.subarray(0, Math.min(cut, b.length)), b.subarray(Math.min(cut, b.length))]);
-  for (const c of split(fs)) ff.push(c, (ty, m, len) => t.frontend(ty, m, len, 0));
+  for (const c of split(fs)) {
+    ff.push(c, (ty, m, len) => t.frontend(ty, m, len, 0));
+    t.forwarded(false);
+  }
   for (const c of split(bs)) bf.push(c, (ty, m, len) => t.backend(ty, m, len, 1));
   expect(t.pending).toBe(0);
   return out;
@@ -74,7 +77,10 @@ describe('QueryTracker', () => {
     // COPY FROM STDIN: the client sends its data once CopyInResponse arrived.
     const out: QueryRecord[] = [];
     const t = new QueryTracker({ redact: names, onRecord: (x) => out.push(x) });
-    const f = (m: Buffer) => t.frontend(m[0], m, m.length - 1, 0);
+    const f = (m: Buffer) => {
+      t.frontend(m[0], m, m.length - 1, 0);
+      t.forwarded(false);
+    };
     const b = (m: Buffer) => t.backend(m[0], m, m.length - 1, 1);
     f(msg(F.Query, cstr('COPY t FROM STDIN')));
     b(msg(B.CopyInResponse, Buffer.from([0]), int16(1), int16(0)));
@@ -93,6 +99,38 @@ describe('QueryTracker', () => {
   it('masks parameters bound to secret columns', () => {
     const r = track([parse('', 'INSERT INTO users (name, password) VALUES ($1, $2)'), bind('', '', ['bob', 'hunter2']), exec(''), sync], [one(B.ParseComplete), one(B.BindComplete), complete('INSERT 0 1'), ready]);
     expect(r[0].params).toEqual(['bob', '***']);
+  });
+
+  it('abandons forwarded statements as unknown, skips what was never forwarded, and announces long runners once', () => {
+    const out: QueryRecord[] = [];
+    const starts: string[] = [];
+    const t = new QueryTracker({ redact: names, onRecord: (x) => out.push(x), onStart: (s) => starts.push(`${s.sql}|${(s.params ?? []).join(',')}`) });
+    const feed = (bufs: Buffer[], at: number) => {
+      const ff = new MessageFramer({ maxLength: 1 << 20, headerOnly: (x) => !frontendNeedsBody(x) });
+      ff.push(Buffer.concat(bufs), (ty, m, len) => t.frontend(ty, m, len, at));
+    };
+    feed([parse('s', 'UPDATE t SET x = $1'), bind('', 's', ['7']), exec(''), sync], 0);
+    expect(t.statementsToForward).toBe(1);
+    expect(t.startsToForward().map((x) => [x.sql, x.params])).toEqual([['UPDATE t SET x = $1', ['7']]]);
+    t.forwarded(false);
+    t.backend(B.ParseComplete, one(B.ParseComplete), 4, 1);
+    t.backend(B.BindComplete, one(B.BindComplete), 4, 1);
+    expect(t.announceDue(500, 1000)).toBe(1000);
+    expect(t.announceDue(1200, 1000)).toBeUndefined();
+    expect(t.announceDue(5000, 1000)).toBeUndefined();
+    expect(starts).toEqual(['UPDATE t SET x = $1|7']);
+    feed([msg(F.Query, cstr('SELECT 1; SELECT 2'))], 2000);
+    // Refused (not forwarded): never recorded as run.
+    t.discardUnforwarded();
+    feed([msg(F.Query, cstr('DELETE FROM t; SELECT 3'))], 3000);
+    t.forwarded(false);
+    t.abandon('client_closed', 4000);
+    expect(out.map((r) => [r.sql, r.outcome, r.endReason, r.durationMs])).toEqual([
+      ['UPDATE t SET x = $1', 'unknown', 'client_closed', 4000],
+      ['DELETE FROM t', 'unknown', 'client_closed', 1000],
+      ['SELECT 3', 'unknown', 'client_closed', 1000],
+    ]);
+    expect(t.pending).toBe(0);
   });
 
   it('rejects malformed and out-of-phase client messages', () => {
