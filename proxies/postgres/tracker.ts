@@ -1,7 +1,8 @@
 import { ProtocolError } from '../../src/errors.ts';
 import { B, commandTag, errorFields, tagRows } from './backend.ts';
-import { F, decodeBind, decodeExecute, decodeFunctionCall, decodeParse, decodeQuery, decodeTarget, decodeCopyFail, isKnownFrontendType } from './frontend.ts';
-import { redactSql, splitStatements } from './sql.ts';
+import { F, decodeBind, decodeExecute, decodeFunctionCall, decodeParse, decodeTarget, decodeCopyFail, isKnownFrontendType } from './frontend.ts';
+import { redactSql, splitQuery, type StandardConformingStrings } from './sql.ts';
+import { decodeQueryText, LexState } from './lexmode.ts';
 import { renderValue } from './values.ts';
 
 /**
@@ -31,6 +32,8 @@ export interface QueryRecord {
   suspended?: boolean;
   copy?: { direction: 'in' | 'out'; rows?: number; bytes: number };
   functionOid?: number;
+  /** The statement boundaries were not certain: `sql` is the whole simple-query text. */
+  unsplit?: boolean;
 }
 
 interface Statement {
@@ -52,7 +55,7 @@ interface Copy {
 }
 
 type Op =
-  | { k: 'query'; stmts: string[]; i: number; start: number; rows: number; copy?: Copy }
+  | { k: 'query'; stmts: string[]; unsplit: boolean; scs: StandardConformingStrings; i: number; start: number; rows: number; copy?: Copy }
   | { k: 'parse'; name: string; stmt: Statement; start: number }
   | { k: 'bind'; portal: Portal; portalName: string; start: number }
   | { k: 'describe'; statement?: Statement }
@@ -77,14 +80,15 @@ export function frontendNeedsBody(type: number): boolean {
 
 /** Backend types whose body the tracker reads. */
 export function backendNeedsBody(type: number): boolean {
-  return type === B.CommandComplete || type === B.ErrorResponse || type === B.ParameterDescription || type === B.ReadyForQuery;
+  return type === B.CommandComplete || type === B.ErrorResponse || type === B.ParameterDescription || type === B.ReadyForQuery || type === B.ParameterStatus;
 }
 
 export class QueryTracker {
   private readonly ops: Op[] = [];
   private readonly statements = new Map<string, Statement>();
   private readonly portals = new Map<string, Portal>();
-  /** Skipping ops after an error, until Sync. */
+  /** The session's lexical mode, from the server's ParameterStatus reports. */
+  private readonly lex = new LexState();
   constructor(private readonly opts: TrackerOptions) {}
 
   /** Pending requests not yet answered (for tests and diagnostics). */
@@ -93,7 +97,7 @@ export class QueryTracker {
   }
 
   private statement(sql: string, paramTypes: number[]): Statement {
-    const r = redactSql(sql, this.opts.redact);
+    const r = redactSql(sql, this.opts.redact, this.lex.scs);
     return { sql: r.text, masked: r.params, paramTypes };
   }
 
@@ -101,8 +105,11 @@ export class QueryTracker {
   frontend(type: number, msg: Buffer | undefined, length: number, now: number): void {
     switch (type) {
       case F.Query: {
-        const sql = decodeQuery(msg!);
-        this.ops.push({ k: 'query', stmts: splitStatements(sql), i: 0, start: now, rows: 0 });
+        const text = decodeQueryText(msg!, this.lex.encoding);
+        const scs = this.lex.scs;
+        const split = text.certain ? splitQuery(text.sql, scs) : { statements: [text.sql.trim()], unsplit: true };
+        this.ops.push({ k: 'query', stmts: split.statements, unsplit: split.unsplit, scs, i: 0, start: now, rows: 0 });
+        this.lex.executing();
         return;
       }
       case F.Parse: {
@@ -123,6 +130,7 @@ export class QueryTracker {
       case F.Execute: {
         const e = decodeExecute(msg!);
         this.ops.push({ k: 'execute', portal: this.portals.get(e.portal), portalName: e.portal, start: now, rows: 0 });
+        this.lex.executing();
         return;
       }
       case F.Describe: {
@@ -144,6 +152,7 @@ export class QueryTracker {
         const f = decodeFunctionCall(msg!);
         const args = f.args.map((v, i) => renderValue(v, f.argFormats[i], 0));
         this.ops.push({ k: 'fcall', oid: f.oid, args, start: now });
+        this.lex.executing();
         return;
       }
       case F.CopyData: {
@@ -197,6 +206,10 @@ export class QueryTracker {
         // Outside a transaction block no portal survives; forget them so a client that never closes
         // its named portals does not grow this map (only when nothing is in flight: a pipelined Bind may wait).
         if (msg && msg[5] === 0x49 /* I */ && this.ops.length === 0 && this.portals.size > 0) this.portals.clear();
+        if (this.ops.length === 0) this.lex.settled();
+        return;
+      case B.ParameterStatus:
+        if (msg) this.lex.parameterStatus(msg);
         return;
       case B.ParseComplete:
       case B.BindComplete:
@@ -222,7 +235,7 @@ export class QueryTracker {
         }
         return;
       default:
-        // ParameterStatus, Notice, Notification, BackendKeyData…: asynchronous, not part of any request.
+        // Notice, Notification, BackendKeyData…: asynchronous, not part of any request.
         return;
     }
   }
@@ -265,11 +278,13 @@ export class QueryTracker {
     let portal: string | undefined;
     let copy: Copy | undefined;
     let functionOid: number | undefined;
+    let unsplit: boolean | undefined;
     let start = 0;
     switch (op.k) {
       case 'query':
         protocol = 'simple';
-        sql = redactSql(op.stmts[op.i] ?? op.stmts.join('; '), this.opts.redact).text;
+        sql = redactSql(op.stmts[op.i] ?? op.stmts.join('; '), this.opts.redact, op.scs).text;
+        unsplit = op.unsplit || undefined;
         copy = op.copy;
         start = op.start;
         break;
@@ -324,6 +339,7 @@ export class QueryTracker {
       suspended: suspended || undefined,
       copy: copy && { bytes: copy.bytes, direction: copy.direction, rows: outcome === 'success' ? n : undefined },
       functionOid,
+      unsplit,
     });
   }
 
