@@ -266,9 +266,10 @@ export interface Split {
  * is whitespace, a comment or a statement-separating `;`; each run of text between separating semicolons
  * that holds a token yields exactly one statement, from its first to its last token (a text without any
  * `;` is returned whole, trimmed). Empty statements are dropped, as the server drops them.
- * When unsure (see Split.unsplit), the one statement is the whole trimmed text.
+ * When unsure (see Split.unsplit), the one statement is the whole trimmed text. `scs` omitted or
+ * undefined: the mode is not known, both are considered.
  */
-export function splitQuery(sql: string, scs: StandardConformingStrings = true): Split {
+export function splitQuery(sql: string, scs?: StandardConformingStrings): Split {
   // Fast path (most simple queries): no semicolon, so one statement whatever the lexing; only text
   // starting with `--` can be nothing but comments.
   if (sql.indexOf(';') < 0) {
@@ -283,7 +284,7 @@ export function splitQuery(sql: string, scs: StandardConformingStrings = true): 
 }
 
 /** `splitQuery(sql, scs).statements` */
-export function splitStatements(sql: string, scs: StandardConformingStrings = true): string[] {
+export function splitStatements(sql: string, scs?: StandardConformingStrings): string[] {
   return splitQuery(sql, scs).statements;
 }
 
@@ -350,8 +351,9 @@ const isValue = (t: Token | undefined) => !!t && (t.kind === 'string' || t.kind 
  *  - the literal after PASSWORD in CREATE/ALTER ROLE|USER|GROUP (including ENCRYPTED PASSWORD);
  *  - a literal or `$n` compared or assigned to a column whose name matches `names` (`col = 'x'`);
  *  - INSERT … (cols) VALUES (…) values in the positions of matching columns.
+ * `scs` omitted or undefined: the mode is not known; what either mode calls a secret is masked.
  */
-export function redactSql(sql: string, names: RegExp | undefined, scs: StandardConformingStrings = true): Redaction {
+export function redactSql(sql: string, names: RegExp | undefined, scs?: StandardConformingStrings): Redaction {
   if (!mayHoldSecret(sql, names)) return { text: sql, params: NO_PARAMS };
   const params = new Set<number>();
   const mask: Range[] = [];
