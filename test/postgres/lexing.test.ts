@@ -20,14 +20,12 @@ describe('splitting follows standard_conforming_strings', () => {
     // With it on, the same bytes are a string 'it\' and an unterminated one: the server refuses the text.
     expect(splitQuery(text, ON)).toEqual({ statements: [text], unsplit: true });
     expect(splitStatements(sql`SELECT 'a\'; SELECT 'b\'`, ON)).toEqual([sql`SELECT 'a\'`, sql`SELECT 'b\'`]);
+    // E'' strings take them in both modes.
+    for (const mode of [ON, OFF]) expect(splitStatements(sql`SELECT E'\';\\'; SELECT e'x\'y'`, mode)).toEqual([sql`SELECT E'\';\\'`, sql`SELECT e'x\'y'`]);
   });
 
   it("N'' strings follow the mode like '' strings", () => {
     expect(splitStatements(sql`SELECT N'a\'b;c'; SELECT 2`, OFF)).toEqual([sql`SELECT N'a\'b;c'`, 'SELECT 2']);
-  });
-
-  it("E'' strings take backslash escapes in both modes", () => {
-    for (const mode of [ON, OFF]) expect(splitStatements(sql`SELECT E'\';\\'; SELECT e'x\'y'`, mode)).toEqual([sql`SELECT E'\';\\'`, sql`SELECT e'x\'y'`]);
   });
 
   it("B'' and X'' strings never take backslash escapes, even when the mode is off", () => {
@@ -48,8 +46,9 @@ describe('splitting follows standard_conforming_strings', () => {
     expect(splitStatements("SELECT E'a' '\\'; SELECT 2", ON)).toEqual(["SELECT E'a' '\\'", 'SELECT 2']);
   });
 
-  it('a -- comment ends at \\r as well as \\n', () => {
+  it('comments: -- ends at \\r as well as \\n, /* */ nest', () => {
     expect(splitStatements('SELECT 1 -- c\r; SELECT 2', ON)).toEqual(['SELECT 1', 'SELECT 2']);
+    expect(splitStatements('SELECT /* a /* b; */ c; */ 1; SELECT 2', ON)).toEqual(['SELECT /* a /* b; */ c; */ 1', 'SELECT 2']);
   });
 
   it('dollar quotes: tag rules, and a number never swallows the $ that opens one', () => {
@@ -64,9 +63,6 @@ describe('splitting follows standard_conforming_strings', () => {
     expect(splitStatements(sql`SELECT "x\", 'y\'' ; SELECT 2`, OFF)).toEqual([sql`SELECT "x\", 'y\''`, 'SELECT 2']);
   });
 
-  it('nested comments hide semicolons', () => {
-    expect(splitStatements('SELECT /* a /* b; */ c; */ 1; SELECT 2', ON)).toEqual(['SELECT /* a /* b; */ c; */ 1', 'SELECT 2']);
-  });
 });
 
 describe('when unsure, the whole text is one statement, marked unsplit', () => {
