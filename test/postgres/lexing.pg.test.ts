@@ -1,6 +1,10 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import fs from 'node:fs';
+import pg from 'pg';
 import { startWorld, type PgWorld } from './helpers.ts';
 import { waitFor } from '../support/tmp.ts';
+import { prng } from '../support/fuzz.ts';
+import { splitQuery } from '../../proxies/postgres/sql.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
 
 /**
@@ -83,4 +87,101 @@ describe('postgres proxy: the lexer follows the server (standard_conforming_stri
     expect(sqlOf(events)).toEqual([String.raw`INSERT INTO lex VALUES (2, 'x\';y')`, 'SELECT 2']);
     expect(loggedStatements()).toContain(text);
   });
+});
+
+/**
+ * Differential check against PostgreSQL's own lexer: random valid multi-statement texts (every literal
+ * style, comments and semicolons inside them) in both modes. PostgreSQL runs the whole text; it also
+ * runs each statement the splitter cut out, on its own: the results must be the same, statement by
+ * statement. Through the gateway, the records must be exactly those statements.
+ */
+type Rand = () => number;
+const pick = <T>(r: Rand, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)];
+const many = (r: Rand, max: number, f: () => string) => Array.from({ length: Math.floor(r() * (max + 1)) }, f).join('');
+const TRICKY = [';', "''", '"', '$', '--', '/*', '*/', ' ', '\n', 'x', 'é', '1'];
+const plainBody = (r: Rand, scs: boolean) => many(r, 5, () => pick(r, scs ? [...TRICKY, '\\'] : [...TRICKY, "\\'", '\\\\', '\\;', '\\n']));
+const escapedBody = (r: Rand) => many(r, 5, () => pick(r, [...TRICKY, "\\'", '\\\\', '\\;', '\\u00e9', '\\x41', '\\047']));
+const GAP = [' ', '\n', ' /* c; */ ', ' /* a /* ; */ b */ ', ' -- c;\n', ' -- c;\r'];
+
+function literal(r: Rand, scs: boolean): string {
+  switch (Math.floor(r() * 9)) {
+    case 0:
+      return `'${plainBody(r, scs)}'`;
+    case 1:
+      return `E'${escapedBody(r)}'`;
+    case 2:
+      return `E'${escapedBody(r)}'${pick(r, ['\n', ' -- c;\n  '])}'${escapedBody(r)}'`;
+    case 3:
+      return `'${plainBody(r, scs)}'\n'${plainBody(r, scs)}'`;
+    case 4:
+      return `N'${plainBody(r, scs)}'`;
+    case 5:
+      return scs ? `U&'${many(r, 4, () => pick(r, [';', 'a', '\\0041', "''", '--']))}'` : `'${plainBody(r, scs)}'`;
+    case 6:
+      return pick(r, [`X'${many(r, 4, () => pick(r, ['0', 'f', 'A']))}'`, `B'${many(r, 4, () => pick(r, ['0', '1']))}'`]);
+    case 7: {
+      for (;;) {
+        const tag = `$${pick(r, ['', 'a', '_x1', 'é'])}$`;
+        const body = many(r, 5, () => pick(r, [...TRICKY, '\\', "'", '$b$']));
+        if ((body + tag).indexOf(tag) === body.length) return `${tag}${body}${tag}::text`;
+      }
+    }
+    default:
+      return pick(r, ['1', '2.5', '3e2']);
+  }
+}
+
+function validQuery(r: Rand, scs: boolean): string {
+  const n = 1 + Math.floor(r() * 4);
+  const stmts = Array.from({ length: n }, () => {
+    const alias = `"${many(r, 3, () => pick(r, [';', "'", '\\', '""', 'x'])) || 'c'}"`;
+    return `SELECT${pick(r, GAP)}${literal(r, scs)}${pick(r, GAP)}AS ${alias}`;
+  });
+  return stmts.join(pick(r, [';', '; ', ';\n', '; -- c;\n', ';/* ; */'])) + pick(r, ['', ';', ' -- end']);
+}
+
+describe('postgres proxy: the splitter agrees with PostgreSQL', () => {
+  const CASES = 150;
+  for (const scs of [true, false]) {
+    it(`random valid texts, standard_conforming_strings = ${scs ? 'on' : 'off'}`, async () => {
+      const direct = new pg.Client({ host: '127.0.0.1', port: w.pg.port, user: w.pg.superuser, database: 'app' });
+      const through = new pg.Client({
+        host: '127.0.0.1',
+        port: w.port,
+        database: 'pg',
+        user: 'alice',
+        ssl: { ca: fs.readFileSync(w.alice.ca), cert: fs.readFileSync(w.alice.crt), key: fs.readFileSync(w.alice.key), servername: 'localhost' },
+      });
+      await direct.connect();
+      await through.connect();
+      try {
+        const mode = `SET standard_conforming_strings = ${scs ? 'on' : 'off'}`;
+        await direct.query(mode);
+        await through.query(mode);
+        const before = w.queries().length;
+        const expected: string[] = [];
+        const rowsOf = (r: pg.QueryResult | pg.QueryResult[]) => (Array.isArray(r) ? r : [r]).map((x) => x.rows);
+        for (let seed = 1; seed <= CASES; seed++) {
+          const text = validQuery(prng(seed * 7919 + (scs ? 1 : 2)), scs);
+          const split = splitQuery(text, scs);
+          const whole = rowsOf(await direct.query(text));
+          const pieces: unknown[] = [];
+          for (const s of split.statements) pieces.push(...rowsOf(await direct.query(s)));
+          if (split.unsplit || JSON.stringify(pieces) !== JSON.stringify(whole)) expect({ seed, text, split, pieces }).toEqual({ seed, text, split, pieces: whole });
+          expect(rowsOf(await through.query(text))).toEqual(whole);
+          expected.push(...split.statements);
+        }
+        // (The SET's own record may land after `before` was taken.)
+        const events = await waitFor(() => {
+          const qs = w.queries().slice(before).filter((e) => e.details.sql !== mode);
+          return qs.length >= expected.length ? qs : undefined;
+        });
+        expect(sqlOf(events)).toEqual(expected);
+        expect(events.every((e) => e.outcome === 'success' && e.details.unsplit === undefined)).toBe(true);
+      } finally {
+        await direct.end();
+        await through.end();
+      }
+    });
+  }
 });
