@@ -272,9 +272,16 @@ export interface Split {
 export function splitQuery(sql: string, scs?: StandardConformingStrings): Split {
   // Fast path (most simple queries): no semicolon, so one statement whatever the lexing; only text
   // starting with `--` can be nothing but comments.
-  if (sql.indexOf(';') < 0) {
+  const semi = sql.indexOf(';');
+  if (semi < 0) {
     const s = sql.trim();
     return { statements: s === '' || (s.charCodeAt(0) === 45 && /^(--[^\n\r]*[\n\r]?\s*)+$/.test(s)) ? [] : [s], unsplit: false };
+  }
+  // Only a trailing semicolon, and nothing before it that could open a literal or a comment: that
+  // semicolon ends the one statement.
+  if (onlySpaceFrom(sql, semi + 1) && !mayQuote(sql, semi)) {
+    const s = sql.slice(0, semi).trim();
+    return { statements: s === '' ? [] : [s], unsplit: false };
   }
   if (scs !== undefined || !modeMatters(sql)) return splitIn(sql, scs ?? true);
   const on = splitIn(sql, true);
@@ -287,6 +294,19 @@ export function splitQuery(sql: string, scs?: StandardConformingStrings): Split 
 export function splitStatements(sql: string, scs?: StandardConformingStrings): string[] {
   return splitQuery(sql, scs).statements;
 }
+
+/** True when `sql` has nothing but whitespace from `from` on. */
+function onlySpaceFrom(sql: string, from: number): boolean {
+  for (let i = from; i < sql.length; i++) if (!isSpace(sql.charCodeAt(i))) return false;
+  return true;
+}
+
+/** Whether `sql` before `end` holds anything that opens a literal, a quoted identifier or a comment. */
+function mayQuote(sql: string, end: number): boolean {
+  const at = sql.search(OPENER);
+  return at >= 0 && at < end;
+}
+const OPENER = /['"$]|--|\/\*/;
 
 /** Only backslashes (escapes) and U&'' strings lex differently with standard_conforming_strings off. */
 const modeMatters = (sql: string) => sql.indexOf('\\') >= 0 || sql.indexOf('&') >= 0;
