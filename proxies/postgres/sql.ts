@@ -210,7 +210,7 @@ function continuation(sql: string, j: number): number {
   // special_whitespace*: spaces and newlines, or a -- comment that ends with a newline
   for (;;) {
     const c = sql.charCodeAt(j);
-    if (isHorizSpace(c) || isNewline(c) || c === 11) j++;
+    if (isHorizSpace(c) || isNewline(c)) j++;
     else if (c === 45 && sql.charCodeAt(j + 1) === 45) {
       let k = j + 2;
       while (k < n && !isNewline(sql.charCodeAt(k))) k++;
