@@ -66,22 +66,35 @@ export interface QueryText {
 
 /** The text of a Query message, decoded in the session's client encoding where that changes lexing. */
 export function decodeQueryText(msg: Buffer, encoding: string): QueryText {
-  const sql = decodeQuery(msg);
-  if (!(encoding in NOT_ASCII_SAFE)) return { sql, certain: true };
+  return inEncoding(msg, 5, msg.length - 1, decodeQuery(msg), encoding);
+}
+
+/**
+ * The query text of a Parse message (already decoded as UTF-8 by decodeParse, as `utf8`), decoded in
+ * the session's client encoding where that changes lexing.
+ */
+export function decodeParseText(msg: Buffer, utf8: string, encoding: string): QueryText {
+  if (!(encoding in NOT_ASCII_SAFE)) return { sql: utf8, certain: true };
+  const start = msg.indexOf(0, 5) + 1;
+  return inEncoding(msg, start, msg.indexOf(0, start), utf8, encoding);
+}
+
+function inEncoding(msg: Buffer, start: number, end: number, utf8: string, encoding: string): QueryText {
+  if (!(encoding in NOT_ASCII_SAFE)) return { sql: utf8, certain: true };
   let ascii = true;
-  for (let i = 5; i < msg.length; i++) {
+  for (let i = start; i < end; i++) {
     if (msg[i] >= 0x80) {
       ascii = false;
       break;
     }
   }
-  if (ascii) return { sql, certain: true };
+  if (ascii) return { sql: utf8, certain: true };
   const label = NOT_ASCII_SAFE[encoding];
-  if (!label) return { sql, certain: false };
+  if (!label) return { sql: utf8, certain: false };
   try {
-    return { sql: new TextDecoder(label, { fatal: true }).decode(msg.subarray(5, msg.length - 1)), certain: true };
+    return { sql: new TextDecoder(label, { fatal: true }).decode(msg.subarray(start, end)), certain: true };
   } catch {
     // Bytes the server will refuse too ("invalid byte sequence"): record them whole.
-    return { sql, certain: false };
+    return { sql: utf8, certain: false };
   }
 }

@@ -2,7 +2,7 @@ import { ProtocolError } from '../../src/errors.ts';
 import { B, commandTag, errorFields, tagRows } from './backend.ts';
 import { F, decodeBind, decodeExecute, decodeFunctionCall, decodeParse, decodeTarget, decodeCopyFail, isKnownFrontendType } from './frontend.ts';
 import { redactSql, splitQuery, type StandardConformingStrings } from './sql.ts';
-import { decodeQueryText, LexState } from './lexmode.ts';
+import { decodeParseText, decodeQueryText, LexState } from './lexmode.ts';
 import { renderValue } from './values.ts';
 
 /**
@@ -96,8 +96,8 @@ export class QueryTracker {
     return this.ops.length;
   }
 
-  private statement(sql: string, paramTypes: number[]): Statement {
-    const r = redactSql(sql, this.opts.redact, this.lex.scs);
+  private statement(sql: string, paramTypes: number[], certain = true): Statement {
+    const r = redactSql(sql, this.opts.redact, certain ? this.lex.scs : undefined);
     return { sql: r.text, masked: r.params, paramTypes };
   }
 
@@ -114,7 +114,8 @@ export class QueryTracker {
       }
       case F.Parse: {
         const p = decodeParse(msg!);
-        const stmt = this.statement(p.query, p.paramTypes);
+        const text = decodeParseText(msg!, p.query, this.lex.encoding);
+        const stmt = this.statement(text.sql, p.paramTypes, text.certain);
         this.statements.set(p.name, stmt);
         this.ops.push({ k: 'parse', name: p.name, stmt, start: now });
         return;

@@ -170,4 +170,20 @@ describe('QueryTracker: the mode follows the server', () => {
       ['SELECT 2', undefined],
     ]);
   });
+
+  it('client_encoding SJIS, mode off: a prepared statement is lexed in the client encoding, so its secret is masked', () => {
+    const out: QueryRecord[] = [];
+    const t = new QueryTracker({ redact: compileSecretPattern(['token']), onRecord: (r) => out.push(r) });
+    const back = (m: Buffer) => t.backend(m[0], backendNeedsBody(m[0]) ? m : undefined, m.length - 1, 1);
+    back(status('client_encoding', 'SJIS'));
+    back(status('standard_conforming_strings', 'off'));
+    // 'ソ' ends in 0x5C: read as a backslash it would escape the quote, and 'secret' would look like SQL.
+    const text = Buffer.concat([Buffer.from("UPDATE t SET a = '"), Buffer.from([0x83, 0x5c]), Buffer.from("', token = 'secret'")]);
+    const parse = msg(F.Parse, cstr(''), text, Buffer.from([0]), Buffer.from([0, 0]));
+    const bind = msg(F.Bind, cstr(''), cstr(''), Buffer.from([0, 0, 0, 0, 0, 0]));
+    const exec = msg(F.Execute, cstr(''), Buffer.from([0, 0, 0, 0]));
+    for (const m of [parse, bind, exec, msg(F.Sync)]) t.frontend(m[0], m, m.length - 1, 0);
+    [msg(B.ParseComplete), msg(B.BindComplete), complete('UPDATE 1'), ready].forEach(back);
+    expect(out.map((r) => r.sql)).toEqual(["UPDATE t SET a = 'ソ', token = '***'"]);
+  });
 });
