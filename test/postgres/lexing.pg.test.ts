@@ -1,7 +1,8 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import fs from 'node:fs';
 import pg from 'pg';
-import { startWorld, type PgWorld } from './helpers.ts';
+import { startWorld, RawClient, type PgWorld } from './helpers.ts';
+import { F, cstr, encodeMessage } from '../../proxies/postgres/frontend.ts';
 import { waitFor } from '../support/tmp.ts';
 import { prng } from '../support/fuzz.ts';
 import { splitQuery } from '../../proxies/postgres/sql.ts';
@@ -86,6 +87,25 @@ describe('postgres proxy: the lexer follows the server (standard_conforming_stri
     });
     expect(sqlOf(events)).toEqual([String.raw`INSERT INTO lex VALUES (2, 'x\';y')`, 'SELECT 2']);
     expect(loggedStatements()).toContain(text);
+  });
+
+  it('client_encoding SJIS: a character whose second byte is 0x5C inside an E string is not a backslash', async () => {
+    const c = await RawClient.connect(w);
+    try {
+      const before = w.queries().length;
+      await c.roundTrip(encodeMessage(F.Query, cstr("SET client_encoding = 'SJIS'")));
+      // E'ソ' then a second statement; ソ is 0x83 0x5C in SJIS: read as bytes, 0x5C would escape the quote.
+      const text = Buffer.concat([Buffer.from("SELECT E'"), Buffer.from([0x83, 0x5c]), Buffer.from("' AS k; SELECT 2 AS n")]);
+      const got = await c.roundTrip(encodeMessage(F.Query, Buffer.concat([text, Buffer.from([0])])));
+      expect(got.filter((m) => m.type === 'C').map((m) => m.body.toString('latin1'))).toEqual(['SELECT 1\0', 'SELECT 1\0']);
+      const events = await waitFor(() => {
+        const qs = w.queries().slice(before);
+        return qs.length >= 3 ? qs : undefined;
+      });
+      expect(sqlOf(events)).toEqual(["SET client_encoding = 'SJIS'", "SELECT E'ソ' AS k", 'SELECT 2 AS n']);
+    } finally {
+      c.close();
+    }
   });
 });
 
