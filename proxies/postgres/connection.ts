@@ -392,6 +392,7 @@ export class ClientConnection {
         sqlstate: r.sqlstate || undefined,
         statement: r.statement || undefined,
         suspended: r.suspended || undefined,
+        unsplit: r.unsplit,
       };
       // Fire and forget (no promise per query); a failed write ends the session: fail closed.
       // Fields listed rather than spread from `base` (a spread copies property by property per event).
@@ -445,6 +446,8 @@ export class ClientConnection {
       this.longRunningTimer = setTimeout(checkLongRunning, Math.max(1, ms));
       this.longRunningTimer.unref();
     };
+    // The login's ParameterStatus reports (standard_conforming_strings, client_encoding) set the lexer's mode.
+    for (const m of backend.replay) if (m[0] === B.ParameterStatus) tracker.backend(B.ParameterStatus, m, m.length, 0);
     const cf = new MessageFramer({ maxLength: section.max_message_size, headerOnly: (t) => !frontendNeedsBody(t) });
     const bf = (this.backendFramer = new MessageFramer({ maxLength: section.max_message_size, headerOnly: (t) => !backendNeedsBody(t) }));
 

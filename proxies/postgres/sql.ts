@@ -1,8 +1,12 @@
 /**
- * A small SQL tokenizer (PostgreSQL lexical rules for strings, E'' strings, dollar quotes, quoted
- * identifiers, comments, `$n` parameters) used to split a simple-query string into statements and to
- * mask secrets before SQL text reaches an audit event. It does not parse SQL: it only needs to know
- * where literals and statement boundaries are, which the lexical level decides.
+ * A small SQL lexer following PostgreSQL's own (src/backend/parser/scan.l) for everything that decides
+ * where a literal, a comment or a statement ends: '' strings (backslash escapes only when
+ * standard_conforming_strings is off), E'' strings (always), U&'', B'' and X'' strings, string
+ * continuation across a newline, dollar quotes, quoted identifiers, nested comments, `$n` parameters.
+ * It splits a simple-query string into statements and finds the literals to mask before SQL text reaches
+ * an audit event. It does not parse SQL. When the text is something the server itself would reject at
+ * the lexical level (an unterminated literal or comment…), the splitter does not guess: the whole text
+ * is one statement, marked unsplit.
  */
 
 export type TokenKind = 'word' | 'ident' | 'string' | 'param' | 'number' | 'op' | 'semicolon' | 'open' | 'close' | 'comma';
@@ -15,13 +19,213 @@ export interface Token {
   value: string;
 }
 
-const isSpace = (c: number) => c === 32 || (c >= 9 && c <= 13);
-const isIdentStart = (c: number) => (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c === 95 || c >= 128;
-const isIdentChar = (c: number) => isIdentStart(c) || (c >= 48 && c <= 57) || c === 36;
-const isDigit = (c: number) => c >= 48 && c <= 57;
+/**
+ * The session's lexical mode as the server reported it (ParameterStatus). `undefined` means not known
+ * for certain (a change may be in flight): callers then consider both modes.
+ */
+export type StandardConformingStrings = boolean | undefined;
 
-/** Tokenize `sql`; whitespace and comments are dropped. Unterminated literals run to the end. */
-export function tokenize(sql: string): Token[] {
+const isSpace = (c: number) => c === 32 || (c >= 9 && c <= 13);
+const isHorizSpace = (c: number) => c === 32 || c === 9 || c === 12;
+const isNewline = (c: number) => c === 10 || c === 13;
+const isIdentStart = (c: number) => (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c === 95 || c >= 128;
+const isDigit = (c: number) => c >= 48 && c <= 57;
+/** scan.l ident_cont: letters, digits, `_`, `$`, high-bit characters. */
+const isIdentChar = (c: number) => isIdentStart(c) || isDigit(c) || c === 36;
+/** scan.l dolq_cont: like ident_cont but without `$`. */
+const isTagChar = (c: number) => isIdentStart(c) || isDigit(c);
+const isHex = (c: number) => isDigit(c) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102);
+
+/** Result of `lexOne` (module-level so the splitter's scan allocates nothing per token). */
+let lexKind: TokenKind | 'comment' = 'op';
+let lexEnd = 0;
+/** Set when the text is lexically invalid for the server (it would reject the whole query string). */
+let lexOdd: string | undefined;
+
+const enum Quote {
+  /** '' with standard_conforming_strings on, B'', X'', U&'': no backslash escapes. */
+  Plain,
+  /** E'', or '' with standard_conforming_strings off. */
+  Escaped,
+}
+
+/**
+ * Lex the token (or comment) starting at `i` (not whitespace): sets lexKind and lexEnd, and lexOdd when
+ * the server would refuse the text.
+ */
+function lexOne(sql: string, i: number, scs: boolean): void {
+  const n = sql.length;
+  const c = sql.charCodeAt(i);
+  const c1 = sql.charCodeAt(i + 1);
+  // -- comment, up to a newline (\n or \r)
+  if (c === 45 && c1 === 45) {
+    let j = i + 2;
+    while (j < n && !isNewline(sql.charCodeAt(j))) j++;
+    lexKind = 'comment';
+    lexEnd = j;
+    return;
+  }
+  // /* comment */, nested
+  if (c === 47 && c1 === 42) {
+    let depth = 1;
+    let j = i + 2;
+    while (j < n && depth > 0) {
+      const d = sql.charCodeAt(j);
+      if (d === 47 && sql.charCodeAt(j + 1) === 42) {
+        depth++;
+        j += 2;
+      } else if (d === 42 && sql.charCodeAt(j + 1) === 47) {
+        depth--;
+        j += 2;
+      } else j++;
+    }
+    if (depth > 0) lexOdd = 'unterminated /* comment';
+    lexKind = 'comment';
+    lexEnd = j;
+    return;
+  }
+  // 'string', E'string', B'..', X'..', U&'..' (N'..' is the word N then a '' string, as in scan.l)
+  if (c === 39) return lexString(sql, i + 1, scs ? Quote.Plain : Quote.Escaped);
+  if (c1 === 39) {
+    if (c === 69 || c === 101) return lexString(sql, i + 2, Quote.Escaped);
+    if (c === 66 || c === 98 || c === 88 || c === 120) return lexString(sql, i + 2, Quote.Plain);
+  }
+  if ((c === 85 || c === 117) && c1 === 38 && sql.charCodeAt(i + 2) === 39) {
+    // The server refuses U&'' while standard_conforming_strings is off.
+    if (!scs) lexOdd = "U&'' string while standard_conforming_strings is off";
+    return lexString(sql, i + 3, Quote.Plain);
+  }
+  // "quoted identifier"
+  if (c === 34) {
+    let j = i + 1;
+    for (;;) {
+      if (j >= n) {
+        lexOdd = 'unterminated quoted identifier';
+        break;
+      }
+      if (sql.charCodeAt(j) === 34) {
+        if (sql.charCodeAt(j + 1) === 34) j += 2;
+        else {
+          j++;
+          break;
+        }
+      } else j++;
+    }
+    if (j === i + 2) lexOdd = 'zero-length delimited identifier';
+    lexKind = 'ident';
+    lexEnd = j;
+    return;
+  }
+  // $n parameter or $tag$ dollar quote
+  if (c === 36) {
+    if (isDigit(c1)) {
+      let j = i + 1;
+      while (j < n && isDigit(sql.charCodeAt(j))) j++;
+      lexKind = 'param';
+      lexEnd = j;
+      return;
+    }
+    let j = i + 1;
+    if (c1 !== 36 && isIdentStart(c1)) while (j < n && isTagChar(sql.charCodeAt(j))) j++;
+    if (sql.charCodeAt(j) === 36) {
+      // Scanning for the first occurrence of the opening tag is what scan.l's xdolq rules amount to.
+      const tag = sql.slice(i, j + 1);
+      const close = sql.indexOf(tag, j + 1);
+      if (close < 0) lexOdd = 'unterminated dollar-quoted string';
+      lexKind = 'string';
+      lexEnd = close < 0 ? n : close + tag.length;
+      return;
+    }
+    // A lone `$` is an ordinary character (scan.l dolqfailed).
+  }
+  if (isIdentStart(c)) {
+    let j = i + 1;
+    while (j < n && isIdentChar(sql.charCodeAt(j))) j++;
+    lexKind = 'word';
+    lexEnd = j;
+    return;
+  }
+  if (isDigit(c) || (c === 46 && isDigit(c1))) {
+    // Digits, `.`, exponent letters and trailing junk, but never `$`: `1$a$` is 1 then a dollar quote.
+    let j = i + 1;
+    while (j < n && (isTagChar(sql.charCodeAt(j)) || sql.charCodeAt(j) === 46)) j++;
+    lexKind = 'number';
+    lexEnd = j;
+    return;
+  }
+  lexKind = c === 59 ? 'semicolon' : c === 40 ? 'open' : c === 41 ? 'close' : c === 44 ? 'comma' : 'op';
+  lexEnd = i + 1;
+}
+
+/** The body of a quoted string from `i` (after the opening quote), with scan.l's continuation rule. */
+function lexString(sql: string, i: number, quote: Quote): void {
+  const n = sql.length;
+  let j = i;
+  for (;;) {
+    if (j >= n) {
+      lexOdd = 'unterminated quoted string';
+      break;
+    }
+    const d = sql.charCodeAt(j);
+    if (d === 92 && quote === Quote.Escaped) {
+      const e = sql.charCodeAt(j + 1);
+      if (e === 117 || e === 85) {
+        // \uXXXX, \UXXXXXXXX: anything shorter is refused by the server.
+        const len = e === 117 ? 4 : 8;
+        for (let k = 0; k < len; k++) if (!isHex(sql.charCodeAt(j + 2 + k))) lexOdd = 'invalid Unicode escape';
+      }
+      j += 2;
+    } else if (d === 39) {
+      if (sql.charCodeAt(j + 1) === 39) j += 2;
+      else {
+        j++;
+        // 'a'<newline>'b' is one literal, lexed on in the same state (an E'' string stays escaped).
+        const next = continuation(sql, j);
+        if (next < 0) break;
+        j = next;
+      }
+    } else j++;
+  }
+  lexKind = 'string';
+  lexEnd = Math.min(j, n);
+}
+
+/**
+ * scan.l `quotecontinue`: after a closing quote, whitespace (and -- comments) containing at least one
+ * newline, then a quote, continue the literal. Returns the index after that quote, or -1.
+ */
+function continuation(sql: string, j: number): number {
+  const n = sql.length;
+  // horiz_whitespace*
+  for (;;) {
+    const c = sql.charCodeAt(j);
+    if (isHorizSpace(c)) j++;
+    else if (c === 45 && sql.charCodeAt(j + 1) === 45) {
+      j += 2;
+      while (j < n && !isNewline(sql.charCodeAt(j))) j++;
+    } else break;
+  }
+  if (!isNewline(sql.charCodeAt(j))) return -1;
+  j++;
+  // special_whitespace*: spaces and newlines, or a -- comment that ends with a newline
+  for (;;) {
+    const c = sql.charCodeAt(j);
+    if (isHorizSpace(c) || isNewline(c)) j++;
+    else if (c === 45 && sql.charCodeAt(j + 1) === 45) {
+      let k = j + 2;
+      while (k < n && !isNewline(sql.charCodeAt(k))) k++;
+      if (k >= n) return -1;
+      j = k + 1;
+    } else break;
+  }
+  return sql.charCodeAt(j) === 39 ? j + 1 : -1;
+}
+
+/**
+ * Tokenize `sql` in the given mode (default: standard_conforming_strings on); whitespace and comments
+ * are dropped. Unterminated literals run to the end.
+ */
+export function tokenize(sql: string, scs = true): Token[] {
   const out: Token[] = [];
   const n = sql.length;
   let i = 0;
@@ -31,132 +235,113 @@ export function tokenize(sql: string): Token[] {
       i++;
       continue;
     }
-    const start = i;
-    // -- comment
-    if (c === 45 && sql.charCodeAt(i + 1) === 45) {
-      const nl = sql.indexOf('\n', i);
-      i = nl < 0 ? n : nl + 1;
-      continue;
+    lexOne(sql, i, scs);
+    const kind = lexKind;
+    if (kind !== 'comment') {
+      let value = '';
+      if (kind === 'word') value = sql.slice(i, lexEnd).toLowerCase();
+      else if (kind === 'ident') value = sql.slice(i + 1, Math.max(i + 1, lexEnd - 1)).replace(/""/g, '"');
+      else if (kind === 'param') value = sql.slice(i + 1, lexEnd);
+      else if (kind !== 'string' && kind !== 'number') value = sql[i];
+      out.push({ kind, start: i, end: lexEnd, value });
     }
-    // /* nested comment */
-    if (c === 47 && sql.charCodeAt(i + 1) === 42) {
-      let depth = 1;
-      i += 2;
-      while (i < n && depth > 0) {
-        if (sql.charCodeAt(i) === 47 && sql.charCodeAt(i + 1) === 42) {
-          depth++;
-          i += 2;
-        } else if (sql.charCodeAt(i) === 42 && sql.charCodeAt(i + 1) === 47) {
-          depth--;
-          i += 2;
-        } else i++;
-      }
-      continue;
-    }
-    // 'string', E'string', X'..', B'..', U&'..'
-    const prefixed = (c === 69 || c === 101 || c === 88 || c === 120 || c === 66 || c === 98) && sql.charCodeAt(i + 1) === 39;
-    const unicode = (c === 85 || c === 117) && sql.charCodeAt(i + 1) === 38 && sql.charCodeAt(i + 2) === 39;
-    if (c === 39 || prefixed || unicode) {
-      const escapes = c === 69 || c === 101;
-      i += c === 39 ? 1 : prefixed ? 2 : 3;
-      while (i < n) {
-        const d = sql.charCodeAt(i);
-        if (escapes && d === 92) i += 2;
-        else if (d === 39) {
-          if (sql.charCodeAt(i + 1) === 39) i += 2;
-          else {
-            i++;
-            break;
-          }
-        } else i++;
-      }
-      out.push({ kind: 'string', start, end: Math.min(i, n), value: '' });
-      continue;
-    }
-    // "quoted identifier"
-    if (c === 34) {
-      i++;
-      while (i < n) {
-        if (sql.charCodeAt(i) === 34) {
-          if (sql.charCodeAt(i + 1) === 34) i += 2;
-          else {
-            i++;
-            break;
-          }
-        } else i++;
-      }
-      out.push({ kind: 'ident', start, end: i, value: sql.slice(start + 1, i - 1).replace(/""/g, '"') });
-      continue;
-    }
-    // $n parameter or $tag$ dollar quote
-    if (c === 36) {
-      if (isDigit(sql.charCodeAt(i + 1))) {
-        i++;
-        while (i < n && isDigit(sql.charCodeAt(i))) i++;
-        out.push({ kind: 'param', start, end: i, value: sql.slice(start + 1, i) });
-        continue;
-      }
-      let j = i + 1;
-      while (j < n && isIdentChar(sql.charCodeAt(j)) && sql.charCodeAt(j) !== 36) j++;
-      if (sql.charCodeAt(j) === 36) {
-        const tag = sql.slice(i, j + 1);
-        const close = sql.indexOf(tag, j + 1);
-        i = close < 0 ? n : close + tag.length;
-        out.push({ kind: 'string', start, end: i, value: '' });
-        continue;
-      }
-    }
-    if (isIdentStart(c)) {
-      i++;
-      while (i < n && isIdentChar(sql.charCodeAt(i))) i++;
-      out.push({ kind: 'word', start, end: i, value: sql.slice(start, i).toLowerCase() });
-      continue;
-    }
-    if (isDigit(c) || (c === 46 && isDigit(sql.charCodeAt(i + 1)))) {
-      i++;
-      while (i < n && (isIdentChar(sql.charCodeAt(i)) || sql.charCodeAt(i) === 46)) i++;
-      out.push({ kind: 'number', start, end: i, value: '' });
-      continue;
-    }
-    i++;
-    const kind: TokenKind = c === 59 ? 'semicolon' : c === 40 ? 'open' : c === 41 ? 'close' : c === 44 ? 'comma' : 'op';
-    out.push({ kind, start, end: i, value: sql[start] });
+    i = lexEnd;
   }
   return out;
 }
 
+export interface Split {
+  /** The statements' texts, in order. */
+  statements: string[];
+  /**
+   * The splitter could not be certain where statements end (the text is lexically odd, or the two
+   * possible modes disagree): `statements` is the whole text, as one.
+   */
+  unsplit: boolean;
+}
+
 /**
- * Split a simple-query string into its statements (as the server does: empty statements between
- * semicolons are dropped). Returns the trimmed text of each.
+ * Split a simple-query string into its statements, as the server does. Invariant: each statement is a
+ * substring of `sql`, they come in order without overlapping, and every character of `sql` outside them
+ * is whitespace, a comment or a statement-separating `;`; each run of text between separating semicolons
+ * that holds a token yields exactly one statement, from its first to its last token (a text without any
+ * `;` is returned whole, trimmed). Empty statements are dropped, as the server drops them.
+ * When unsure (see Split.unsplit), the one statement is the whole trimmed text. `scs` omitted or
+ * undefined: the mode is not known, both are considered.
  */
-export function splitStatements(sql: string): string[] {
-  // Fast path (one per simple query): no semicolon at all, or only a trailing one — checked without
-  // copying the tail; only text starting with `--` can be nothing but comments.
+export function splitQuery(sql: string, scs?: StandardConformingStrings): Split {
+  // Fast path (most simple queries): no semicolon, so one statement whatever the lexing; only text
+  // starting with `--` can be nothing but comments.
   const semi = sql.indexOf(';');
-  if (semi < 0 || onlySpaceFrom(sql, semi + 1)) {
-    const s = (semi < 0 ? sql : sql.slice(0, semi)).trim();
-    return s === '' || (s.charCodeAt(0) === 45 && /^(--[^\n]*\n?\s*)+$/.test(s)) ? [] : [s];
+  if (semi < 0) {
+    const s = sql.trim();
+    return { statements: s === '' || (s.charCodeAt(0) === 45 && /^(--[^\n\r]*[\n\r]?\s*)+$/.test(s)) ? [] : [s], unsplit: false };
   }
-  const out: string[] = [];
-  let from = -1;
-  let last = -1;
-  for (const t of tokenize(sql)) {
-    if (t.kind === 'semicolon') {
-      if (from >= 0) out.push(sql.slice(from, last).trim());
-      from = -1;
-      continue;
-    }
-    if (from < 0) from = t.start;
-    last = t.end;
+  // Only a trailing semicolon, and nothing before it that could open a literal or a comment: that
+  // semicolon ends the one statement.
+  if (onlySpaceFrom(sql, semi + 1) && !mayQuote(sql, semi)) {
+    const s = sql.slice(0, semi).trim();
+    return { statements: s === '' ? [] : [s], unsplit: false };
   }
-  if (from >= 0) out.push(sql.slice(from, last).trim());
-  return out;
+  if (scs !== undefined || !modeMatters(sql)) return splitIn(sql, scs ?? true);
+  const on = splitIn(sql, true);
+  const off = splitIn(sql, false);
+  if (!on.unsplit && !off.unsplit && sameList(on.statements, off.statements)) return on;
+  return whole(sql);
+}
+
+/** `splitQuery(sql, scs).statements` */
+export function splitStatements(sql: string, scs?: StandardConformingStrings): string[] {
+  return splitQuery(sql, scs).statements;
 }
 
 /** True when `sql` has nothing but whitespace from `from` on. */
 function onlySpaceFrom(sql: string, from: number): boolean {
   for (let i = from; i < sql.length; i++) if (!isSpace(sql.charCodeAt(i))) return false;
   return true;
+}
+
+/** Whether `sql` before `end` holds anything that opens a literal, a quoted identifier or a comment. */
+function mayQuote(sql: string, end: number): boolean {
+  const at = sql.search(OPENER);
+  return at >= 0 && at < end;
+}
+const OPENER = /['"$]|--|\/\*/;
+
+/** Only backslashes (escapes) and U&'' strings lex differently with standard_conforming_strings off. */
+const modeMatters = (sql: string) => sql.indexOf('\\') >= 0 || sql.indexOf('&') >= 0;
+
+const whole = (sql: string): Split => ({ statements: [sql.trim()], unsplit: true });
+
+function sameList(a: string[], b: string[]): boolean {
+  return a.length === b.length && a.every((s, i) => s === b[i]);
+}
+
+function splitIn(sql: string, scs: boolean): Split {
+  const out: string[] = [];
+  const n = sql.length;
+  let from = -1;
+  let last = -1;
+  lexOdd = undefined;
+  let i = 0;
+  while (i < n) {
+    if (isSpace(sql.charCodeAt(i))) {
+      i++;
+      continue;
+    }
+    lexOne(sql, i, scs);
+    if (lexOdd !== undefined) return whole(sql);
+    if (lexKind === 'semicolon') {
+      if (from >= 0) out.push(sql.slice(from, last));
+      from = -1;
+    } else if (lexKind !== 'comment') {
+      if (from < 0) from = i;
+      last = lexEnd;
+    }
+    i = lexEnd;
+  }
+  if (from >= 0) out.push(sql.slice(from, last));
+  return { statements: out, unsplit: false };
 }
 
 export interface Redaction {
@@ -186,12 +371,34 @@ const isValue = (t: Token | undefined) => !!t && (t.kind === 'string' || t.kind 
  *  - the literal after PASSWORD in CREATE/ALTER ROLE|USER|GROUP (including ENCRYPTED PASSWORD);
  *  - a literal or `$n` compared or assigned to a column whose name matches `names` (`col = 'x'`);
  *  - INSERT … (cols) VALUES (…) values in the positions of matching columns.
+ * `scs` omitted or undefined: the mode is not known; what either mode calls a secret is masked.
  */
-export function redactSql(sql: string, names: RegExp | undefined): Redaction {
+export function redactSql(sql: string, names: RegExp | undefined, scs?: StandardConformingStrings): Redaction {
   if (!mayHoldSecret(sql, names)) return { text: sql, params: NO_PARAMS };
   const params = new Set<number>();
-  const toks = tokenize(sql);
-  const mask: Token[] = [];
+  const mask: Range[] = [];
+  // Mode not known for certain: mask what either mode would call a secret, so neither leaks.
+  if (scs === undefined && modeMatters(sql)) {
+    collectSecrets(tokenize(sql, true), names, params, mask);
+    collectSecrets(tokenize(sql, false), names, params, mask);
+  } else collectSecrets(tokenize(sql, scs ?? true), names, params, mask);
+  if (mask.length === 0) return { text: sql, params: params.size ? params : NO_PARAMS };
+  let text = '';
+  let at = 0;
+  for (const r of mask.sort((a, b) => a.start - b.start)) {
+    if (r.end <= at) continue;
+    if (r.start >= at) text += sql.slice(at, r.start) + MASK;
+    at = r.end;
+  }
+  return { text: text + sql.slice(at), params };
+}
+
+interface Range {
+  start: number;
+  end: number;
+}
+
+function collectSecrets(toks: Token[], names: RegExp | undefined, params: Set<number>, mask: Range[]): void {
   const secret = (t: Token | undefined) => {
     if (!t) return;
     if (t.kind === 'param') params.add(Number(t.value));
@@ -221,14 +428,6 @@ export function redactSql(sql: string, names: RegExp | undefined): Redaction {
     }
     if (st[0].value === 'insert' && names) redactInsert(st, nameMatches, secret);
   }
-  if (mask.length === 0) return { text: sql, params: params.size ? params : NO_PARAMS };
-  let text = '';
-  let at = 0;
-  for (const t of mask.sort((a, b) => a.start - b.start)) {
-    text += sql.slice(at, t.start) + MASK;
-    at = t.end;
-  }
-  return { text: text + sql.slice(at), params };
 }
 
 /** INSERT INTO t (a, b, …) VALUES (x, y, …), (…): mask values at the positions of matching columns. */

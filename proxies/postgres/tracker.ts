@@ -1,7 +1,8 @@
 import { ProtocolError } from '../../src/errors.ts';
 import { B, commandTag, errorFields, tagRows } from './backend.ts';
-import { F, decodeBind, decodeExecute, decodeFunctionCall, decodeParse, decodeQuery, decodeTarget, decodeCopyFail, isKnownFrontendType } from './frontend.ts';
-import { redactSql, splitStatements } from './sql.ts';
+import { F, decodeBind, decodeExecute, decodeFunctionCall, decodeParse, decodeTarget, decodeCopyFail, isKnownFrontendType } from './frontend.ts';
+import { redactSql, splitQuery, type StandardConformingStrings } from './sql.ts';
+import { decodeParseText, decodeQueryText, LexState } from './lexmode.ts';
 import { renderValue } from './values.ts';
 
 /**
@@ -39,6 +40,8 @@ export interface QueryRecord {
   functionOid?: number;
   /** Set on records written by `abandon`: why the session ended while the statement was in flight. */
   endReason?: string;
+  /** The statement boundaries were not certain: `sql` is the whole simple-query text. */
+  unsplit?: boolean;
 }
 
 /** A statement about to run or still running (`db.query.start`): what is known before its result. */
@@ -77,7 +80,7 @@ interface Copy {
  * or the long-running notice), so neither is written twice.
  */
 type Op =
-  | { k: 'query'; stmts: string[]; i: number; start: number; rows: number; copy?: Copy; announced: number }
+  | { k: 'query'; stmts: string[]; unsplit: boolean; scs: StandardConformingStrings; i: number; start: number; rows: number; copy?: Copy; announced: number }
   | { k: 'parse'; name: string; stmt: Statement }
   | { k: 'bind'; portalName: string; statementName: string; formats: number[]; values: (Buffer | null)[] }
   | { k: 'describe'; kind: 'S' | 'P'; name: string }
@@ -106,7 +109,7 @@ export function frontendNeedsBody(type: number): boolean {
 
 /** Backend types whose body the tracker reads. */
 export function backendNeedsBody(type: number): boolean {
-  return type === B.CommandComplete || type === B.ErrorResponse || type === B.ParameterDescription || type === B.ReadyForQuery;
+  return type === B.CommandComplete || type === B.ErrorResponse || type === B.ParameterDescription || type === B.ReadyForQuery || type === B.ParameterStatus;
 }
 
 export class QueryTracker {
@@ -119,6 +122,8 @@ export class QueryTracker {
   /** How many of those run statements (simple Query statements count one each). */
   private unsentStatements = 0;
 
+  /** The session's lexical mode, from the server's ParameterStatus reports. */
+  private readonly lex = new LexState();
   constructor(private readonly opts: TrackerOptions) {}
 
   /** Pending requests not yet answered (for tests and diagnostics). */
@@ -131,8 +136,8 @@ export class QueryTracker {
     return this.unsentStatements;
   }
 
-  private statement(sql: string, paramTypes: number[]): Statement {
-    const r = redactSql(sql, this.opts.redact);
+  private statement(sql: string, paramTypes: number[], certain = true): Statement {
+    const r = redactSql(sql, this.opts.redact, certain ? this.lex.scs : undefined);
     return { sql: r.text, masked: r.params, paramTypes };
   }
 
@@ -145,14 +150,18 @@ export class QueryTracker {
   frontend(type: number, msg: Buffer | undefined, length: number, now: number): void {
     switch (type) {
       case F.Query: {
-        const stmts = splitStatements(decodeQuery(msg!));
-        this.push({ k: 'query', stmts, i: 0, start: now, rows: 0, announced: 0 });
-        this.unsentStatements += Math.max(1, stmts.length);
+        const text = decodeQueryText(msg!, this.lex.encoding);
+        const scs = this.lex.scs;
+        const split = text.certain ? splitQuery(text.sql, scs) : { statements: [text.sql.trim()], unsplit: true };
+        this.push({ k: 'query', stmts: split.statements, unsplit: split.unsplit, scs, i: 0, start: now, rows: 0, announced: 0 });
+        this.unsentStatements += Math.max(1, split.statements.length);
+        this.lex.executing();
         return;
       }
       case F.Parse: {
         const p = decodeParse(msg!);
-        this.push({ k: 'parse', name: p.name, stmt: this.statement(p.query, p.paramTypes) });
+        const text = decodeParseText(msg!, p.query, this.lex.encoding);
+        this.push({ k: 'parse', name: p.name, stmt: this.statement(text.sql, p.paramTypes, text.certain) });
         return;
       }
       case F.Bind: {
@@ -164,6 +173,7 @@ export class QueryTracker {
         const e = decodeExecute(msg!);
         this.push({ k: 'execute', portalName: e.portal, start: now, rows: 0, announced: 0 });
         this.unsentStatements++;
+        this.lex.executing();
         return;
       }
       case F.Describe: {
@@ -184,6 +194,7 @@ export class QueryTracker {
         const args = f.args.map((v, i) => renderValue(v, f.argFormats[i], 0));
         this.push({ k: 'fcall', oid: f.oid, args, start: now, announced: 0 });
         this.unsentStatements++;
+        this.lex.executing();
         return;
       }
       case F.CopyData: {
@@ -215,7 +226,7 @@ export class QueryTracker {
       const op = this.ops[j];
       if (op.k === 'query') {
         if (op.stmts.length === 0) out.push({ protocol: 'simple', sql: '' });
-        for (let i = 0; i < op.stmts.length; i++) out.push({ protocol: 'simple', sql: redactSql(op.stmts[i], this.opts.redact).text });
+        for (let i = 0; i < op.stmts.length; i++) out.push({ protocol: 'simple', sql: redactSql(op.stmts[i], this.opts.redact, op.scs).text });
       } else if (op.k === 'execute' || op.k === 'fcall') out.push(this.startOf(op, j, undefined));
     }
     return out;
@@ -333,6 +344,10 @@ export class QueryTracker {
         // Outside a transaction block no portal survives; forget them so a client that never closes
         // its named portals does not grow this map (only when nothing is in flight: a pipelined Bind may wait).
         if (msg && msg[5] === 0x49 /* I */ && this.ops.length === 0 && this.portals.size > 0) this.portals.clear();
+        if (this.ops.length === 0) this.lex.settled();
+        return;
+      case B.ParameterStatus:
+        if (msg) this.lex.parameterStatus(msg);
         return;
       case B.ParseComplete:
         if (h?.k === 'parse') {
@@ -376,7 +391,7 @@ export class QueryTracker {
         }
         return;
       default:
-        // ParameterStatus, Notice, Notification, BackendKeyData…: asynchronous, not part of any request.
+        // Notice, Notification, BackendKeyData…: asynchronous, not part of any request.
         return;
     }
   }
@@ -413,7 +428,7 @@ export class QueryTracker {
   }
 
   private startOf(op: Running, j: number, index: number | undefined): StatementStart {
-    if (op.k === 'query') return { protocol: 'simple', sql: redactSql(op.stmts[index ?? op.i] ?? '', this.opts.redact).text };
+    if (op.k === 'query') return { protocol: 'simple', sql: redactSql(op.stmts[index ?? op.i] ?? '', this.opts.redact, op.scs).text };
     if (op.k === 'fcall') return { protocol: 'function_call', params: op.args, functionOid: op.oid };
     const p = this.portalFor(op.portalName, j);
     return {
@@ -465,11 +480,13 @@ export class QueryTracker {
     let portal: string | undefined;
     let copy: Copy | undefined;
     let functionOid: number | undefined;
+    let unsplit: boolean | undefined;
     let start = 0;
     switch (op.k) {
       case 'query':
         protocol = 'simple';
-        sql = redactSql(op.stmts[op.i] ?? op.stmts.join('; '), this.opts.redact).text;
+        sql = redactSql(op.stmts[op.i] ?? op.stmts.join('; '), this.opts.redact, op.scs).text;
+        unsplit = op.unsplit || undefined;
         copy = op.copy;
         start = op.start;
         break;
@@ -528,6 +545,7 @@ export class QueryTracker {
       copy: copy && { bytes: copy.bytes, direction: copy.direction, rows: outcome === 'success' ? n : undefined },
       functionOid,
       endReason,
+      unsplit,
     });
   }
 
