@@ -13,11 +13,17 @@ export function sftpEventDetails(op: SftpOperation, channel: number): Record<str
   return d;
 }
 
-/** Feed an sftp subsystem channel to the SFTP observer; one `ssh.sftp` event per operation. */
-export function observeSftp(host: ChannelHost, index: number): ChannelObserver {
+/**
+ * Feed an sftp subsystem channel to the SFTP observer; one `ssh.sftp` event per operation. A fatal
+ * observation problem (the stream cannot be decoded) calls `undecodable` before the bytes are relayed.
+ */
+export function observeSftp(host: ChannelHost, index: number, undecodable: (why: string) => void): ChannelObserver {
   const obs = new SftpObserver({
-    onOperation: (op) => host.emit('ssh.sftp', op.outcome === 'ok' ? 'success' : 'failure', sftpEventDetails(op, index)),
-    onError: (err) => host.log.warn({ err: err.message, channel: index }, 'sftp observation problem'),
+    onOperation: (op) => host.emit('ssh.sftp', op.outcome === 'ok' ? 'success' : op.outcome === 'incomplete' ? 'unknown' : 'failure', sftpEventDetails(op, index)),
+    onError: (err) => {
+      host.log.warn({ err: err.message, code: err.code, channel: index }, 'sftp observation problem');
+      if (err.fatal) undecodable(`${err.code}: ${err.message}`);
+    },
   });
   return {
     clientData: (c) => obs.clientData(c),

@@ -10,10 +10,11 @@ export interface TapGate {
  * Copy `from` into `to` with explicit backpressure: when `to.write()` says its buffer is full the source
  * is paused until 'drain' (for ssh2 channels that stops SSH window adjustments, so the far peer stops
  * sending). `tap` sees every chunk (counting, recording, observers) before it is written; a tap that
- * returns false also holds the source until its `gate` drains. Does not end `to`: SSH EOF/close
+ * returns false also holds the source until its `gate` drains; one that returns 'drop' keeps the chunk
+ * from `to`. Does not end `to`: SSH EOF/close
  * ordering is the caller's business.
  */
-export function relay(from: Readable, to: Writable, tap: (chunk: Buffer) => boolean | void, onEnd?: () => void, gate?: TapGate): () => void {
+export function relay(from: Readable, to: Writable, tap: (chunk: Buffer) => boolean | void | 'drop', onEnd?: () => void, gate?: TapGate): () => void {
   let holds = 0;
   const release = () => {
     if (--holds === 0) from.resume();
@@ -30,7 +31,10 @@ export function relay(from: Readable, to: Writable, tap: (chunk: Buffer) => bool
   });
   const onDrain = () => release();
   const onData = (chunk: Buffer) => {
-    if (tap(chunk) === false && gate && !tapHeld) {
+    const verdict = tap(chunk);
+    // The tap could not account for this chunk: it must not reach `to` (the caller ends the relay).
+    if (verdict === 'drop') return;
+    if (verdict === false && gate && !tapHeld) {
       tapHeld = true;
       hold();
     }
