@@ -77,7 +77,7 @@ const HEAD_BYTES = 512;
  *
  * Call `clientData` before the bytes are forwarded to the server and `serverData` before they are
  * forwarded to the client, so a reply is never seen before its request. No method throws: problems go
- * to `onError`, and the relay keeps relaying regardless.
+ * to `onError`; after a fatal one the caller must stop relaying (nothing after it could be recorded).
  */
 export class SftpObserver {
   private readonly opts: SftpObserverOptions;
@@ -89,6 +89,11 @@ export class SftpObserver {
   private readonly maxHandles: number;
   private failed = false;
   private ended = false;
+  /** INIT seen from the client / VERSION from the server (each exactly once, first). */
+  private clientInit = false;
+  private serverVersion = false;
+  /** Request ids decoded from the client chunk being fed: if it turns out undecodable, none of it is forwarded. */
+  private chunkIds: number[] = [];
 
   constructor(opts: SftpObserverOptions) {
     this.opts = opts;
@@ -133,8 +138,19 @@ export class SftpObserver {
     for (const [dir, framer] of [['client', this.client], ['server', this.server]] as const) {
       if (framer.midPacket) this.report(new SftpObserveError('VIGIL_SFTP_TRUNCATED', dir, 'ended inside a packet', false));
     }
-    for (const req of this.pending.values()) this.settle(req, undefined);
+    this.settleAll();
+  }
+
+  private settleAll(): void {
+    const pending = [...this.pending.values()];
     this.pending.clear();
+    for (const req of pending) {
+      try {
+        this.settle(req, undefined);
+      } catch {
+        /* only a handle-table overflow throws, and only for replies */
+      }
+    }
     for (const f of this.handles.values()) {
       if (!f.dir) this.emit({ op: 'close', path: f.path, bytesRead: f.bytesRead, bytesWritten: f.bytesWritten, outcome: 'incomplete' });
     }
@@ -143,12 +159,15 @@ export class SftpObserver {
 
   private feed(framer: SftpFramer, dir: 'client' | 'server', chunk: Buffer): void {
     if (this.failed || this.ended) return;
+    this.chunkIds.length = 0;
     try {
       framer.push(chunk);
     } catch (e) {
       this.failed = true;
-      this.pending.clear();
-      this.handles.clear();
+      // The caller drops the whole chunk, so its requests never reach the server: not on record as sent.
+      if (dir === 'client') for (const id of this.chunkIds) this.pending.delete(id);
+      // What was already forwarded stays on record: unanswered requests and open files end incomplete.
+      this.settleAll();
       this.report(toObserveError(e, dir));
     }
   }
@@ -171,19 +190,26 @@ export class SftpObserver {
 
   private onRequest(req: SftpRequest): void {
     if (req.kind === 'init') {
+      if (this.clientInit) throw new SftpDecodeError('a second INIT', 'VIGIL_SFTP_OUT_OF_PHASE');
       if (req.version < SFTP_VERSION) throw new SftpDecodeError(`client speaks SFTP version ${req.version}`, 'VIGIL_SFTP_UNSUPPORTED_VERSION');
+      this.clientInit = true;
       return;
     }
+    if (!this.clientInit) throw new SftpDecodeError(`request type ${req.kind} before INIT`, 'VIGIL_SFTP_OUT_OF_PHASE');
+    // Two requests with one id would make their replies ambiguous.
     if (this.pending.has(req.id)) {
-      this.report(new SftpObserveError('VIGIL_SFTP_UNEXPECTED_REPLY', 'client', `request id ${req.id} reused while in flight`, false));
+      throw new SftpDecodeError(`request id ${req.id} reused while in flight`, 'VIGIL_SFTP_OUT_OF_PHASE');
     } else if (this.pending.size >= this.maxPending) {
       throw new SftpDecodeError(`more than ${this.maxPending} requests in flight`, 'VIGIL_SFTP_TOO_MANY_PENDING');
     }
     this.pending.set(req.id, req.kind === 'other' ? READ_ONLY : req);
+    this.chunkIds.push(req.id);
   }
 
   private onResponse(res: SftpResponse): void {
     if (res.kind === 'version') {
+      if (this.serverVersion || !this.clientInit) throw new SftpDecodeError('VERSION out of turn', 'VIGIL_SFTP_OUT_OF_PHASE');
+      this.serverVersion = true;
       if (res.version !== SFTP_VERSION) throw new SftpDecodeError(`server speaks SFTP version ${res.version}`, 'VIGIL_SFTP_UNSUPPORTED_VERSION');
       return;
     }

@@ -1,0 +1,117 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startWorld, type SshWorld } from './harness.ts';
+import type { IssuedFiles } from '../support/gateway.ts';
+import { tempDir, waitFor } from '../support/tmp.ts';
+import { encodePacket, T } from '../ssh-codec/sftp-support.ts';
+
+const init = (version = 3) => encodePacket([{ u8: T.INIT }, { u32: version }]);
+const mkdir = (id: number, p: string) => encodePacket([{ u8: T.MKDIR }, { u32: id }, { str: p }, { attrs: {} }]);
+
+/** A raw sftp subsystem channel (`ssh -s … sftp`): packets go in as bytes, replies are counted. */
+function rawSftp(args: string[]) {
+  const child = spawn('ssh', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = Buffer.alloc(0);
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => (out = Buffer.concat([out, d])));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  child.stdin.on('error', () => {});
+  const exited = new Promise<number | null>((r) => child.once('close', (c) => r(c)));
+  const packets = () => {
+    let n = 0;
+    for (let off = 0; off + 4 <= out.length; off += 4 + out.readUInt32BE(off)) if (off + 4 + out.readUInt32BE(off) <= out.length) n++;
+    return n;
+  };
+  return {
+    child,
+    exited,
+    stderr: () => err,
+    send: (b: Buffer) => child.stdin.write(b),
+    replies: (n: number) => waitFor(() => packets() >= n, 10_000, `${n} sftp replies`),
+  };
+}
+
+/**
+ * Never relay blind: when vigil cannot decode what passes on an sftp channel, it forwards none of it,
+ * records ssh.sftp.undecodable and closes the channel with a message — so a file operation sent after
+ * (or hidden in) an undecodable packet never reaches the target.
+ */
+describe('sftp: what vigil cannot decode is not relayed', () => {
+  let w: SshWorld;
+  let alice: IssuedFiles;
+  let dir: string;
+  beforeAll(async () => {
+    w = await startWorld();
+    alice = await w.issue();
+    dir = tempDir('vigil-sftp-strict-');
+    fs.chmodSync(dir, 0o777);
+  }, 30_000);
+  afterAll(async () => {
+    await w?.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const open = () => rawSftp([...w.opts(alice), '-s', `${w.sshd.user}@web1@127.0.0.1`, 'sftp']);
+
+  /** A working session (INIT, one mkdir answered), then `bad` followed by a mkdir that must not happen. */
+  async function afterGoodStart(name: string, bad: (id: number, p: string) => Buffer, code: string) {
+    const s = open();
+    s.send(init());
+    await s.replies(1);
+    const ok = path.join(dir, `${name}-ok`);
+    s.send(mkdir(1, ok));
+    await s.replies(2);
+    const never = path.join(dir, `${name}-never`);
+    s.send(Buffer.concat([bad(2, never), mkdir(3, `${never}-2`)]));
+    expect(await s.exited).not.toBe(0);
+    expect(s.stderr()).toContain('vigil: the SFTP stream could not be decoded');
+    expect(fs.existsSync(ok)).toBe(true);
+    expect(fs.existsSync(never)).toBe(false);
+    expect(fs.existsSync(`${never}-2`)).toBe(false);
+    // The good mkdir before it is on record; the refusal is recorded in the same session.
+    const good = await w.gw.waitForEvent((e) => e.type === 'ssh.sftp' && e.details.op === 'mkdir' && e.details.path === ok);
+    const ev = await w.gw.waitForEvent((e) => e.type === 'ssh.sftp.undecodable' && e.session_id === good.session_id);
+    expect(ev.outcome).toBe('failure');
+    expect(String(ev.details.error)).toMatch(new RegExp(`^${code}`));
+    expect(w.eventsOf('ssh.sftp', (e) => String(e.details.path ?? '').startsWith(never))).toHaveLength(0);
+    return ev;
+  }
+
+  it('an unknown packet type', async () => {
+    await afterGoodStart('type', (id) => encodePacket([{ u8: 99 }, { u32: id }, { str: 'x' }]), 'VIGIL_SFTP_MALFORMED');
+  });
+
+  it('trailing bytes inside a packet (a mkdir with bytes after its attributes)', async () => {
+    await afterGoodStart('trailing', (id, p) => encodePacket([{ u8: T.MKDIR }, { u32: id }, { str: p }, { attrs: {} }, { u32: 0xdeadbeef }]), 'VIGIL_SFTP_MALFORMED');
+  });
+
+  it('a length that does not match (WRITE data length vs packet length)', async () => {
+    await afterGoodStart('length', (id) => encodePacket([{ u8: T.WRITE }, { u32: id }, { str: 'h' }, { u64: 0 }, { u32: 10 }, { u8: 1 }]), 'VIGIL_SFTP_MALFORMED');
+  });
+
+  it('an extended request vigil does not know', async () => {
+    await afterGoodStart('ext', (id, p) => encodePacket([{ u8: T.EXTENDED }, { u32: id }, { str: 'mystery@example.com' }, { str: p }]), 'VIGIL_SFTP_MALFORMED');
+  });
+
+  it('a request id reused while in flight, and a second INIT (out of phase)', async () => {
+    await afterGoodStart('reuse', (id, p) => Buffer.concat([mkdir(id, `${p}-a`), mkdir(id, p)]), 'VIGIL_SFTP_OUT_OF_PHASE');
+    await afterGoodStart('reinit', () => init(), 'VIGIL_SFTP_OUT_OF_PHASE');
+  });
+
+  it('an old-version INIT, and a request before INIT: nothing reaches the target', async () => {
+    for (const [name, first, code] of [
+      ['v2', init(2), 'VIGIL_SFTP_UNSUPPORTED_VERSION'],
+      ['noinit', mkdir(1, path.join(dir, 'noinit-first')), 'VIGIL_SFTP_OUT_OF_PHASE'],
+    ] as const) {
+      const s = open();
+      const never = path.join(dir, `${name}-never`);
+      s.send(Buffer.concat([first, mkdir(2, never)]));
+      expect(await s.exited).not.toBe(0);
+      expect(s.stderr()).toContain('vigil: the SFTP stream could not be decoded');
+      expect(fs.existsSync(never)).toBe(false);
+      expect(fs.existsSync(path.join(dir, 'noinit-first'))).toBe(false);
+      await w.gw.waitForEvent((e) => e.type === 'ssh.sftp.undecodable' && String(e.details.error).startsWith(code));
+    }
+  });
+});
