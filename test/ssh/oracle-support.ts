@@ -77,3 +77,52 @@ export function changes(before: Map<string, FsEntry>, after: Map<string, FsEntry
   for (const p of before.keys()) if (!after.has(p)) out.push({ path: p, kind: 'removed' });
   return out;
 }
+
+/** Pids whose command line is exactly `commandLine`. */
+export function pidsOf(commandLine: string): number[] {
+  const out: number[] = [];
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      if (fs.readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0').join(' ').trim() === commandLine) out.push(Number(e));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+/** Ancestors of `pid` below this test process's direct child (the sshd listener): the per-connection sshd. */
+export function sessionAncestors(pid: number): number[] {
+  const out: number[] = [];
+  let cur = pid;
+  for (let i = 0; i < 20; i++) {
+    let stat: string;
+    try {
+      stat = fs.readFileSync(`/proc/${cur}/stat`, 'utf8');
+    } catch {
+      return out;
+    }
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    if (ppid === process.pid || ppid <= 1) return out;
+    out.push(cur);
+    cur = ppid;
+  }
+  return out;
+}
+
+/** SIGKILL the target's per-connection sshd that runs `pid` (the connection to vigil drops at once). */
+export function killTargetConnectionOf(pid: number): void {
+  for (const p of sessionAncestors(pid).reverse()) {
+    try {
+      process.kill(p, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    /* gone */
+  }
+}
