@@ -229,6 +229,13 @@ export class SessionChannel {
         },
       };
       const tap = (chunk: Buffer): boolean | 'drop' => {
+        if (this.blocked) return 'drop';
+        // Client bytes are what the target acts on (sftp requests, keystrokes, stdin): none pass while the
+        // audit log cannot record what they do.
+        if (!toClient && !host.auditHealthy) {
+          this.auditLost();
+          return 'drop';
+        }
         if (toClient) stats.bytesToClient += chunk.length;
         else stats.bytesFromClient += chunk.length;
         if (toClient) this.bytesToClient += chunk.length;
@@ -274,6 +281,14 @@ export class SessionChannel {
     if (kind === 'shell') return this.pty ? this.host.observeTerminal(this.index, this.pty, this.recording?.id) : undefined;
     const scp = this.pty ? null : parseScpCommand(this.command ?? '');
     return scp ? this.host.observeScp(this.index, scp) : undefined;
+  }
+
+  /** The audit log failed while the channel runs: stop forwarding at once and end the session. */
+  private auditLost(): void {
+    if (this.blocked) return;
+    this.blocked = true;
+    for (const stop of this.stopRelays) stop();
+    queueMicrotask(() => this.refuseUnrecorded('nothing more is forwarded', 'the audit log became unavailable'));
   }
 
   /**

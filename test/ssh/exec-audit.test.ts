@@ -6,6 +6,7 @@ import type { IssuedFiles } from '../support/gateway.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
 import { segmentName } from '../../recorder/audit/record.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
+import { init, mkdir, rawSftp } from './raw-sftp.ts';
 
 /** Ancestors of `pid` up to (not including) this test process's direct child (the sshd listener). */
 function sessionAncestors(pid: number): number[] {
@@ -206,9 +207,16 @@ describe('ssh exec fails closed on an open connection when the audit log is unav
     expect(end.actor.user).toBe('alice');
   });
 
-  it('an idle connection whose next exec meets an unwritable log (/dev/full): not run, message, non-zero exit', async () => {
+  it('an idle connection whose next exec meets an unwritable log (/dev/full): not run, message, non-zero exit; an open sftp channel forwards nothing more', async () => {
     const mux = await master('devfull');
     expect((await mux('echo warm')).stdout).toBe('warm\n');
+    // An sftp channel open (and used) before the log fails, on its own connection.
+    const sftp = rawSftp([...w.opts(alice), '-s', dest(), 'sftp']);
+    sftp.send(init());
+    await sftp.replies(1);
+    sftp.send(mkdir(1, path.join(dir, 'sftp-before')));
+    await sftp.replies(2);
+    expect(fs.existsSync(path.join(dir, 'sftp-before'))).toBe(true);
     // Every segment the writer could rotate to next is a link to a full device.
     const auditDir = path.join(w.gw.dataDir, 'audit');
     for (let seq = 2; seq < 2000; seq++) {
@@ -225,5 +233,10 @@ describe('ssh exec fails closed on an open connection when the audit log is unav
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain('vigil: audit log unavailable, command not run');
     expect(fs.existsSync(marker)).toBe(false);
+
+    sftp.send(mkdir(2, path.join(dir, 'sftp-after')));
+    expect(await sftp.exited).not.toBe(0);
+    expect(sftp.stderr()).toContain('vigil: audit log unavailable, nothing more is forwarded');
+    expect(fs.existsSync(path.join(dir, 'sftp-after'))).toBe(false);
   });
 });

@@ -1,37 +1,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startWorld, type SshWorld } from './harness.ts';
 import type { IssuedFiles } from '../support/gateway.ts';
-import { tempDir, waitFor } from '../support/tmp.ts';
+import { tempDir } from '../support/tmp.ts';
 import { encodePacket, T } from '../ssh-codec/sftp-support.ts';
-
-const init = (version = 3) => encodePacket([{ u8: T.INIT }, { u32: version }]);
-const mkdir = (id: number, p: string) => encodePacket([{ u8: T.MKDIR }, { u32: id }, { str: p }, { attrs: {} }]);
-
-/** A raw sftp subsystem channel (`ssh -s … sftp`): packets go in as bytes, replies are counted. */
-function rawSftp(args: string[]) {
-  const child = spawn('ssh', args, { stdio: ['pipe', 'pipe', 'pipe'] });
-  let out = Buffer.alloc(0);
-  let err = '';
-  child.stdout.on('data', (d: Buffer) => (out = Buffer.concat([out, d])));
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  child.stdin.on('error', () => {});
-  const exited = new Promise<number | null>((r) => child.once('close', (c) => r(c)));
-  const packets = () => {
-    let n = 0;
-    for (let off = 0; off + 4 <= out.length; off += 4 + out.readUInt32BE(off)) if (off + 4 + out.readUInt32BE(off) <= out.length) n++;
-    return n;
-  };
-  return {
-    child,
-    exited,
-    stderr: () => err,
-    send: (b: Buffer) => child.stdin.write(b),
-    replies: (n: number) => waitFor(() => packets() >= n, 10_000, `${n} sftp replies`),
-  };
-}
+import { init, mkdir, rawSftp } from './raw-sftp.ts';
 
 /**
  * Never relay blind: when vigil cannot decode what passes on an sftp channel, it forwards none of it,
