@@ -14,7 +14,8 @@ const WORKERS = 4;
 /**
  * The gateway is killed with -9 five times under a steady load of ssh exec commands; the target's own
  * log of what it ran is compared with the ssh.exec.start records that survived. In strict mode none may
- * be missing: a command reaches the target only after its record is durable. Batched mode is measured.
+ * be missing: a command reaches the target only after its record is durable. Batched mode, under the
+ * same load, is measured (its records wait up to background_commit_window, here widened to 2 s).
  */
 describe('kill -9 of the gateway under ssh exec load', () => {
   let dir: string;
@@ -41,7 +42,8 @@ describe('kill -9 of the gateway under ssh exec load', () => {
       postgres: { enabled: false },
       mysql: { enabled: false },
       gateway: { connect_timeout: '3s', auth_timeout: '5s' },
-      audit: { durability: mode },
+      // A long background window widens what a batched crash can lose; strict records never wait for it.
+      audit: { durability: mode, background_commit_window: '2s' },
       roles: [{ name: 'dev', targets: ['*'], logins: ['*'] }],
       targets: [{ name: 'web1', protocol: 'ssh', host: '127.0.0.1', port: sshd.port, default_login: sshd.user, private_key: sshd.clientKey, host_key: sshd.hostKeyPub }],
     };
@@ -62,7 +64,7 @@ describe('kill -9 of the gateway under ssh exec load', () => {
     const workers = Array.from({ length: WORKERS }, async (_, w) => {
       for (let n = 0; running; n++) {
         sent++;
-        const r = await runClient('ssh', [...opts, `${sshd.user}@web1@127.0.0.1`, `echo ${mode}-w${w}-${n}`], undefined, 20_000).catch(() => undefined);
+        const r = await runClient('ssh', [...opts, `${sshd.user}@web1@127.0.0.1`, `echo ${mode}-w${w}-${n}; sleep 1`], undefined, 20_000).catch(() => undefined);
         // While the gateway is down, connections are refused at once: don't spin.
         if (!running) break;
         if (!r || r.stderr.includes('Connection refused')) await new Promise((res) => setTimeout(res, 200));
@@ -96,11 +98,11 @@ describe('kill -9 of the gateway under ssh exec load', () => {
     expect(r.missing).toEqual([]);
   }, 120_000);
 
-  it('batched: measured (a crash may lose the last commit window)', async () => {
+  it('batched: measured (a crash loses what the last background commit window held)', async () => {
     const r = await killRun('batched');
     expect(r.ran.length).toBeGreaterThanOrEqual(ROUNDS * 4);
-    // The log survived five crashes and holds (nearly) all of it; the exact loss is printed above.
-    expect(r.missing.length).toBeLessThan(r.ran.length);
+    // The log survived five crashes and stays readable; what the crashes cost is printed above (with a
+    // 2 s background window and 1 s commands, most in-flight starts are lost: the contrast with strict).
     expect(r.starts.length).toBeGreaterThan(0);
   }, 120_000);
 });
