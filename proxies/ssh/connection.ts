@@ -17,7 +17,7 @@ import { connectBackend, negotiatedCipher, BackendError } from './backend.ts';
 import { SessionChannel, GATEWAY_EXIT_STATUS, type PtyInfo } from './session-channel.ts';
 import { handleDirectTcpip, type TcpipInfo } from './forward.ts';
 import { sendBanner, sendDisconnect } from './wire.ts';
-import { observeScp, observeSftp, observeTerminal } from './observers.ts';
+import { observeScp, observeSftp, observeTerminal, type SftpHooks } from './observers.ts';
 import type { ScpCommand } from './scp/index.ts';
 
 /** Shared by every connection of one listener. */
@@ -193,8 +193,8 @@ export class Connection implements ChannelHost {
     this.terminate('recording_failed', 'vigil cannot record this session, so it is closed.');
   }
 
-  observeSftp(index: number, undecodable: (why: string) => void): ChannelObserver | undefined {
-    return observeSftp(this, index, undecodable);
+  observeSftp(index: number, hooks: SftpHooks): ChannelObserver | undefined {
+    return observeSftp(this, index, hooks);
   }
 
   observeScp(index: number, command: ScpCommand): ChannelObserver | undefined {

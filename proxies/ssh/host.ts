@@ -10,6 +10,7 @@ import type { SshSection } from './config.ts';
 import type { PtyInfo } from './session-channel.ts';
 import type { TapGate } from './relay.ts';
 import type { ScpCommand } from './scp/index.ts';
+import type { SftpHooks } from './observers.ts';
 
 /** Something that watches one channel's bytes (SFTP decoder, terminal command tracker). */
 export interface ChannelObserver {
@@ -60,8 +61,7 @@ export interface ChannelHost {
   /** `exit` is `{ exit_status }`, `{ exit_signal }` or empty (the channel ended without either). */
   channelEnded(index: number, exit: { exit_status?: number; exit_signal?: string }): void;
   recordingFailed(err: Error): void;
-  /** `undecodable` is called (synchronously, from inside clientData/serverData) when the stream cannot be decoded. */
-  observeSftp(index: number, undecodable: (why: string) => void): ChannelObserver | undefined;
+  observeSftp(index: number, hooks: SftpHooks): ChannelObserver | undefined;
   observeScp(index: number, command: ScpCommand): ChannelObserver | undefined;
   observeTerminal(index: number, pty: PtyInfo, recording: string | undefined): ChannelObserver | undefined;
 }

@@ -1,4 +1,4 @@
-import { SftpObserver, type SftpOperation } from './sftp/index.ts';
+import { SftpObserver, type SftpIntent, type SftpOperation } from './sftp/index.ts';
 import { CommandTracker } from './terminal/index.ts';
 import { ScpObserver, type ScpCommand, type ScpTransfer } from './scp/index.ts';
 import type { ChannelHost, ChannelObserver } from './host.ts';
@@ -13,12 +13,28 @@ export function sftpEventDetails(op: SftpOperation, channel: number): Record<str
   return d;
 }
 
+export interface SftpHooks {
+  /** The stream cannot be decoded (called from inside clientData/serverData, before the bytes are relayed). */
+  undecodable(why: string): void;
+  /** A file-changing request is about to be forwarded (`ssh.sftp.start` details); only wanted in strict mode. */
+  intent?(details: Record<string, unknown>): void;
+}
+
+/** SFTP intent → `ssh.sftp.start` details (snake_case). */
+export function sftpIntentDetails(i: SftpIntent, channel: number): Record<string, unknown> {
+  const d: Record<string, unknown> = { channel };
+  for (const [k, v] of Object.entries(i)) d[k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)] = v;
+  return d;
+}
+
 /**
  * Feed an sftp subsystem channel to the SFTP observer; one `ssh.sftp` event per operation. A fatal
  * observation problem (the stream cannot be decoded) calls `undecodable` before the bytes are relayed.
  */
-export function observeSftp(host: ChannelHost, index: number, undecodable: (why: string) => void): ChannelObserver {
+export function observeSftp(host: ChannelHost, index: number, hooks: SftpHooks): ChannelObserver {
+  const { undecodable } = hooks;
   const obs = new SftpObserver({
+    onIntent: hooks.intent ? (i) => hooks.intent!(sftpIntentDetails(i, index)) : undefined,
     onOperation: (op) => host.emit('ssh.sftp', op.outcome === 'ok' ? 'success' : op.outcome === 'incomplete' ? 'unknown' : 'failure', sftpEventDetails(op, index)),
     onError: (err) => {
       host.log.warn({ err: err.message, code: err.code, channel: index }, 'sftp observation problem');

@@ -1,7 +1,7 @@
 import type ssh2 from 'ssh2';
 import type { AsciicastWriter } from '../../recorder/types.ts';
 import type { EndReason } from '../../src/sessions/registry.ts';
-import { relay, flushed, type TapGate } from './relay.ts';
+import { relay, flushed, type TapGate, type TapVerdict } from './relay.ts';
 import type { ChannelHost, ChannelObserver } from './host.ts';
 import { parseScpCommand } from './scp/index.ts';
 
@@ -58,6 +58,8 @@ export class SessionChannel {
   private endReason: EndReason | undefined;
   /** The SFTP observer could not decode the stream: nothing more is relayed in either direction. */
   private blocked = false;
+  /** Records the client chunk being tapped must wait for (strict sftp intents). */
+  private durableBeforeForward: Array<Promise<void>> = [];
 
   constructor(
     private readonly host: ChannelHost,
@@ -228,7 +230,7 @@ export class SessionChannel {
           if (toClient) observer?.gate?.onDrain(cb);
         },
       };
-      const tap = (chunk: Buffer): boolean | 'drop' => {
+      const tap = (chunk: Buffer): TapVerdict => {
         if (this.blocked) return 'drop';
         // Client bytes are what the target acts on (sftp requests, keystrokes, stdin): none pass while the
         // audit log cannot record what they do.
@@ -246,6 +248,18 @@ export class SessionChannel {
         else observer?.clientData(chunk);
         // The observer could not account for these bytes: they are not forwarded (the channel is ending).
         if (this.blocked) return 'drop';
+        if (this.durableBeforeForward.length > 0) {
+          const records = Promise.all(this.durableBeforeForward);
+          this.durableBeforeForward = [];
+          // A record that cannot be made durable: the chunk is dropped and the session ends.
+          return records.then(
+            () => undefined,
+            (e: Error) => {
+              this.auditLost();
+              throw e;
+            },
+          );
+        }
         if (writer) {
           if (toClient) writer.output(chunk);
           else writer.input(chunk);
@@ -277,7 +291,19 @@ export class SessionChannel {
 
   /** What watches this channel's bytes: SFTP decoding, legacy scp, or the terminal of a pty shell. */
   private observe(kind: 'shell' | 'exec' | 'sftp'): ChannelObserver | undefined {
-    if (kind === 'sftp') return this.host.observeSftp(this.index, (why) => this.undecodable(why));
+    if (kind === 'sftp') {
+      // Strict: each file-changing request is on record (ssh.sftp.start) before its bytes go on.
+      const strict = this.host.services.events.durability === 'strict';
+      return this.host.observeSftp(this.index, {
+        undecodable: (why) => this.undecodable(why),
+        intent: strict
+          ? (details) => {
+              const durable = this.host.beforeForward('ssh.sftp.start', details);
+              if (durable) this.durableBeforeForward.push(durable);
+            }
+          : undefined,
+      });
+    }
     if (kind === 'shell') return this.pty ? this.host.observeTerminal(this.index, this.pty, this.recording?.id) : undefined;
     const scp = this.pty ? null : parseScpCommand(this.command ?? '');
     return scp ? this.host.observeScp(this.index, scp) : undefined;

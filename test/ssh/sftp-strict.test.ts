@@ -89,3 +89,69 @@ describe('sftp: what vigil cannot decode is not relayed', () => {
     }
   });
 });
+
+/** Strict durability: a file-changing SFTP request reaches the target only once ssh.sftp.start is durable. */
+describe('sftp with audit.durability strict', () => {
+  let w: SshWorld;
+  let alice: IssuedFiles;
+  let dir: string;
+  beforeAll(async () => {
+    w = await startWorld({ config: { audit: { durability: 'strict' } } });
+    alice = await w.issue();
+    dir = tempDir('vigil-sftp-durable-');
+    fs.chmodSync(dir, 0o777);
+  }, 30_000);
+  afterAll(async () => {
+    await w?.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const open = () => rawSftp([...w.opts(alice), '-s', `${w.sshd.user}@web1@127.0.0.1`, 'sftp']);
+
+  it('stock sftp -b works unchanged, each change recorded as ssh.sftp.start before its ssh.sftp', async () => {
+    const src = path.join(dir, 'src.txt');
+    fs.writeFileSync(src, 'strict\n');
+    const base = path.join(dir, 'batch');
+    const batch = [`mkdir ${base}`, `put ${src} ${base}/a`, `rename ${base}/a ${base}/b`, `get ${base}/b ${dir}/got`, `rm ${base}/b`, `rmdir ${base}`].join('\n');
+    const r = await w.run('sftp', [...w.opts(alice), '-b', '-', 'web1@127.0.0.1'], batch + '\n');
+    expect(r.code, r.stderr).toBe(0);
+    expect(fs.readFileSync(path.join(dir, 'got'), 'utf8')).toBe('strict\n');
+    for (const [op, key, value] of [['mkdir', 'path', base], ['open', 'path', `${base}/a`], ['rename', 'old_path', `${base}/a`], ['remove', 'path', `${base}/b`], ['rmdir', 'path', base]] as const) {
+      const end = await w.gw.waitForEvent((e) => e.type === 'ssh.sftp' && e.details.op === op && e.details[key] === value);
+      const start = w.eventsOf('ssh.sftp.start', (e) => e.details.op === op && e.details[key] === value);
+      expect(start, `${op} ${value}`).toHaveLength(1);
+      expect(w.gw.events.indexOf(start[0])).toBeLessThan(w.gw.events.indexOf(end));
+    }
+    // Reads are not intents.
+    expect(w.eventsOf('ssh.sftp.start', (e) => e.details.path === `${base}/b` && e.details.op === 'open')).toHaveLength(0);
+  });
+
+  it('a held record holds the request; a record that cannot be written means it never reaches the target', async () => {
+    const events = w.gw.gw.services.events;
+    const real = events.beforeForward.bind(events);
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    events.beforeForward = (input, onFailure) => real(input, onFailure)!.then(() => held);
+    try {
+      const s = open();
+      s.send(init());
+      await s.replies(1);
+      const target = path.join(dir, 'held-dir');
+      s.send(mkdir(1, target));
+      await w.gw.waitForEvent((e) => e.type === 'ssh.sftp.start' && e.details.path === target);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(fs.existsSync(target)).toBe(false);
+      release();
+      await s.replies(2);
+      expect(fs.existsSync(target)).toBe(true);
+
+      events.beforeForward = () => Promise.reject(new Error('ENOSPC: no space left on device'));
+      const refused = path.join(dir, 'refused-dir');
+      s.send(mkdir(2, refused));
+      expect(await s.exited).not.toBe(0);
+      expect(s.stderr()).toContain('vigil: audit log unavailable');
+      expect(fs.existsSync(refused)).toBe(false);
+    } finally {
+      events.beforeForward = real;
+    }
+  });
+});

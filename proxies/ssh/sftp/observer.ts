@@ -38,8 +38,22 @@ export type SftpOperation = OpBase &
     | { op: 'read' | 'write'; path: string; offset: number; length: number }
   );
 
+/** A file-changing request as the client sent it, before the server saw it (strict durability). */
+export type SftpIntent =
+  | { op: 'open'; path: string; flags: OpenFlagName[] }
+  | { op: 'remove' | 'rmdir' | 'mkdir'; path: string }
+  | { op: 'setstat'; path: string; attrs: SftpAttrs }
+  | { op: 'rename' | 'hardlink'; oldPath: string; newPath: string }
+  | { op: 'symlink'; linkPath: string; targetPath: string }
+  | { op: 'copy'; fromPath: string; toPath: string };
+
 export interface SftpObserverOptions {
   onOperation(op: SftpOperation): void;
+  /**
+   * Called as each file-changing request is decoded from the client, before it is forwarded (opens for
+   * reading, reads and writes through an open handle are not intents: the open that allowed them is).
+   */
+  onIntent?(intent: SftpIntent): void;
   /** Observation problems. After a `fatal` one the observer ignores the rest of the stream. */
   onError?(err: SftpObserveError): void;
   /** Largest packet accepted in either direction (default 1 MiB; OpenSSH uses at most 256 KiB). */
@@ -94,6 +108,8 @@ export class SftpObserver {
   private serverVersion = false;
   /** Request ids decoded from the client chunk being fed: if it turns out undecodable, none of it is forwarded. */
   private chunkIds: number[] = [];
+  /** Intents decoded from the client chunk being fed, handed over once the whole chunk decoded. */
+  private chunkIntents: SftpIntent[] = [];
 
   constructor(opts: SftpObserverOptions) {
     this.opts = opts;
@@ -160,8 +176,10 @@ export class SftpObserver {
   private feed(framer: SftpFramer, dir: 'client' | 'server', chunk: Buffer): void {
     if (this.failed || this.ended) return;
     this.chunkIds.length = 0;
+    this.chunkIntents.length = 0;
     try {
       framer.push(chunk);
+      for (const intent of this.chunkIntents) this.opts.onIntent?.(intent);
     } catch (e) {
       this.failed = true;
       // The caller drops the whole chunk, so its requests never reach the server: not on record as sent.
@@ -204,6 +222,10 @@ export class SftpObserver {
     }
     this.pending.set(req.id, req.kind === 'other' ? READ_ONLY : req);
     this.chunkIds.push(req.id);
+    if (this.opts.onIntent && req.kind !== 'other') {
+      const intent = this.intentOf(req);
+      if (intent) this.chunkIntents.push(intent);
+    }
   }
 
   private onResponse(res: SftpResponse): void {
@@ -220,6 +242,32 @@ export class SftpObserver {
     }
     this.pending.delete(res.id);
     this.settle(req, res);
+  }
+
+  private intentOf(req: Exclude<SftpRequest, { kind: 'init' } | { kind: 'other' }>): SftpIntent | undefined {
+    switch (req.kind) {
+      case 'open':
+        return req.flags.some((f) => f !== 'read') ? { op: 'open', path: req.path, flags: req.flags } : undefined;
+      case 'remove':
+      case 'rmdir':
+      case 'mkdir':
+        return { op: req.kind, path: req.path };
+      case 'setstat':
+        return { op: 'setstat', path: req.path, attrs: req.attrs };
+      case 'fsetstat':
+        return { op: 'setstat', path: this.handles.get(req.handle)?.path ?? '', attrs: req.attrs };
+      case 'rename':
+      case 'hardlink':
+        return { op: req.kind, oldPath: req.oldPath, newPath: req.newPath };
+      case 'symlink': {
+        const [targetPath, linkPath] = this.opts.symlinkOrder === 'draft' ? [req.second, req.first] : [req.first, req.second];
+        return { op: 'symlink', linkPath, targetPath };
+      }
+      case 'copy':
+        return { op: 'copy', fromPath: this.handles.get(req.from)?.path ?? '', toPath: this.handles.get(req.to)?.path ?? '' };
+      default:
+        return undefined;
+    }
   }
 
   /** Turn a request and its reply (undefined: none came) into counters and operations. */
