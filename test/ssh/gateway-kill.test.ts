@@ -70,6 +70,18 @@ describe('kill -9 of the gateway under ssh exec load', () => {
         if (!r || r.stderr.includes('Connection refused')) await new Promise((res) => setTimeout(res, 200));
       }
     });
+    // One more worker makes directories over sftp: the disk is their oracle.
+    const made = path.join(dir, `${mode}-made`);
+    fs.mkdirSync(made, { mode: 0o777 });
+    workers.push(
+      (async () => {
+        for (let n = 0; running; n++) {
+          const r = await runClient('sftp', [...opts, '-b', '-', `${sshd.user}@web1@127.0.0.1`], `mkdir ${made}/d${n}\n`, 20_000).catch(() => undefined);
+          if (!running) break;
+          if (!r || r.code !== 0) await new Promise((res) => setTimeout(res, 200));
+        }
+      })(),
+    );
     for (let round = 1; round <= ROUNDS; round++) {
       if (round > 1) gw = await startGatewayProcess(config, base);
       const before = ranHere().length;
@@ -84,18 +96,28 @@ describe('kill -9 of the gateway under ssh exec load', () => {
     await gw.stop();
 
     const auditDir = path.join(base, 'data', 'audit');
-    const { records } = await searchAuditLog(auditDir, { type: 'ssh.exec' });
+    const { records } = await searchAuditLog(auditDir, { type: 'ssh.' });
     const starts = records.filter((r) => r.event.type === 'ssh.exec.start').map((r) => String(r.event.details.command));
     const ran = ranHere();
     const missing = missingFrom(ran, starts);
-    console.log(`kill -9 x${ROUNDS} (${mode}): ${sent} commands sent, target ran ${ran.length}, ssh.exec.start recorded ${starts.length}, missing ${missing.length}`);
-    return { ran, missing, starts };
+    // A directory on disk needs a record of its mkdir: ssh.sftp.start (strict) or at least ssh.sftp.
+    const mkdirs = new Set(records.filter((r) => r.event.type.startsWith('ssh.sftp') && r.event.details.op === 'mkdir').map((r) => String(r.event.details.path)));
+    const dirs = fs.readdirSync(made).map((d) => path.join(made, d));
+    const dirsMissing = dirs.filter((d) => !mkdirs.has(d));
+    const sftpStarts = records.filter((r) => r.event.type === 'ssh.sftp.start').length;
+    console.log(
+      `kill -9 x${ROUNDS} (${mode}): ${sent} commands sent, target ran ${ran.length}, ssh.exec.start recorded ${starts.length}, missing ${missing.length}; ` +
+        `sftp mkdirs on disk ${dirs.length}, ssh.sftp.start ${sftpStarts}, unrecorded ${dirsMissing.length}`,
+    );
+    return { ran, missing, starts, dirs, dirsMissing };
   }
 
   it('strict: no command the target ran is missing from the log', async () => {
     const r = await killRun('strict');
     expect(r.ran.length).toBeGreaterThanOrEqual(ROUNDS * 4);
     expect(r.missing).toEqual([]);
+    expect(r.dirs.length).toBeGreaterThan(0);
+    expect(r.dirsMissing).toEqual([]);
   }, 120_000);
 
   it('batched: measured (a crash loses what the last background commit window held)', async () => {
