@@ -7,32 +7,7 @@ import type { AuditEvent } from '../../src/events/envelope.ts';
 import { segmentName } from '../../recorder/audit/record.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
 import { init, mkdir, rawSftp } from './raw-sftp.ts';
-
-/** Ancestors of `pid` up to (not including) this test process's direct child (the sshd listener). */
-function sessionAncestors(pid: number): number[] {
-  const out: number[] = [];
-  let cur = pid;
-  for (let i = 0; i < 20; i++) {
-    const stat = fs.readFileSync(`/proc/${cur}/stat`, 'utf8');
-    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    if (ppid === process.pid || ppid <= 1) return out;
-    out.push(cur);
-    cur = ppid;
-  }
-  return out;
-}
-
-function pidOf(commandLine: string): number | undefined {
-  for (const e of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      if (fs.readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0').join(' ').trim() === commandLine) return Number(e);
-    } catch {
-      /* gone */
-    }
-  }
-  return undefined;
-}
+import { killTargetConnectionOf, pidsOf } from './oracle-support.ts';
 
 const indexOf = (w: SshWorld, e: AuditEvent) => w.gw.events.indexOf(e);
 
@@ -103,11 +78,9 @@ describe('ssh exec: recorded when asked, in-flight never lost', () => {
   it('the target dies mid-command: unknown, end_reason backend_closed', async () => {
     const command = 'echo started; sleep 3598';
     const { c, start } = await startLong(command);
-    const sleeper = await waitFor(() => pidOf('sleep 3598'), 5_000, 'the sleep process');
+    const sleeper = await waitFor(() => pidsOf('sleep 3598')[0], 5_000, 'the sleep process');
     // Kill the target's whole per-connection sshd (not the listener).
-    for (const pid of sessionAncestors(sleeper).reverse()) {
-      try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
-    }
+    killTargetConnectionOf(sleeper);
     const code = await c.exited;
     expect(code).not.toBe(0);
     const exec = await w.gw.waitForEvent((e) => e.type === 'ssh.exec' && e.details.command === command);
@@ -115,7 +88,6 @@ describe('ssh exec: recorded when asked, in-flight never lost', () => {
     expect(exec.outcome).toBe('unknown');
     expect(['backend_closed', 'backend_error']).toContain(exec.details.end_reason);
     expect(indexOf(w, exec)).toBeLessThan(indexOf(w, end));
-    try { process.kill(sleeper, 'SIGKILL'); } catch { /* gone */ }
   });
 });
 
