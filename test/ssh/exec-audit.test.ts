@@ -7,7 +7,7 @@ import type { AuditEvent } from '../../src/events/envelope.ts';
 import { segmentName } from '../../recorder/audit/record.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
 import { init, mkdir, rawSftp } from './raw-sftp.ts';
-import { killTargetConnectionOf, pidsOf } from './oracle-support.ts';
+import { killRemote, killTargetConnectionOf, pidsOf } from './oracle-support.ts';
 
 const indexOf = (w: SshWorld, e: AuditEvent) => w.gw.events.indexOf(e);
 
@@ -24,6 +24,7 @@ describe('ssh exec: recorded when asked, in-flight never lost', () => {
     alice = await w.issue();
   }, 30_000);
   afterAll(async () => {
+    killRemote(['echo started; sleep 3600; rm -rf /nonexistent/vigil-data', 'echo started; sleep 3599']);
     await w?.stop();
   });
   const dest = () => `${w.sshd.user}@web1@127.0.0.1`;
@@ -50,7 +51,7 @@ describe('ssh exec: recorded when asked, in-flight never lost', () => {
   });
 
   it('client killed mid-command: ssh.exec outcome unknown with bytes, duration and end_reason, before session.end', async () => {
-    const command = 'echo started; sleep 3600; rm -rf data';
+    const command = 'echo started; sleep 3600; rm -rf /nonexistent/vigil-data';
     const { c, start } = await startLong(command);
     c.child.kill('SIGKILL');
     const exec = await w.gw.waitForEvent((e) => e.type === 'ssh.exec' && e.details.command === command);
@@ -109,6 +110,7 @@ describe('ssh exec at gateway shutdown', () => {
       expect(end).toHaveLength(1);
       expect(indexOf(w, exec[0])).toBeLessThan(indexOf(w, end[0]));
     } finally {
+      killRemote(['echo started; sleep 3597']);
       await w.sshd.stop();
     }
   }, 30_000);

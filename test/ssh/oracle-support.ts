@@ -126,3 +126,20 @@ export function killTargetConnectionOf(pid: number): void {
     /* gone */
   }
 }
+
+/**
+ * Remote commands outlive a client that vanished (sshd gives a command without a pty no signal when its
+ * channel closes): kill those a test left behind, shell wrapper first.
+ */
+export function killRemote(commands: string[]): void {
+  const lines = commands.flatMap((c) => [`bash -c ${c}`, `sh -c ${c}`, `/bin/sh -c ${c}`, ...[...c.matchAll(/sleep \d+/g)].map((m) => m[0])]);
+  for (const line of lines) {
+    for (const pid of pidsOf(line)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+  }
+}
