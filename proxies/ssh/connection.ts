@@ -197,8 +197,8 @@ export class Connection implements ChannelHost {
     return observeSftp(this, index, hooks);
   }
 
-  observeScp(index: number, command: ScpCommand): ChannelObserver | undefined {
-    return observeScp(this, index, command);
+  observeScp(index: number, command: ScpCommand, undecodable: (why: string) => void): ChannelObserver | undefined {
+    return observeScp(this, index, command, undecodable);
   }
 
   observeTerminal(index: number, pty: PtyInfo, recording: string | undefined): ChannelObserver | undefined {

@@ -62,6 +62,7 @@ export interface ChannelHost {
   channelEnded(index: number, exit: { exit_status?: number; exit_signal?: string }): void;
   recordingFailed(err: Error): void;
   observeSftp(index: number, hooks: SftpHooks): ChannelObserver | undefined;
-  observeScp(index: number, command: ScpCommand): ChannelObserver | undefined;
+  /** `undecodable`: the legacy scp stream cannot be followed (called before the bytes are relayed). */
+  observeScp(index: number, command: ScpCommand, undecodable: (why: string) => void): ChannelObserver | undefined;
   observeTerminal(index: number, pty: PtyInfo, recording: string | undefined): ChannelObserver | undefined;
 }

@@ -55,12 +55,16 @@ export function scpEventDetails(t: ScpTransfer, channel: number): Record<string,
   return { channel, ...rest, path: [...dirs, name].join('/'), result: outcome };
 }
 
-/** Feed a legacy `scp -O` exec channel to the scp observer; one `ssh.scp` event per file or directory. */
-export function observeScp(host: ChannelHost, index: number, command: ScpCommand): ChannelObserver {
+/** Feed a legacy `scp -O` exec channel to the scp observer; one `ssh.scp` event per file or directory. A stream it cannot follow calls `undecodable` before the bytes are relayed. */
+export function observeScp(host: ChannelHost, index: number, command: ScpCommand, undecodable: (why: string) => void): ChannelObserver {
   const obs = new ScpObserver({
     command,
-    onTransfer: (t) => host.emit('ssh.scp', t.op !== 'error' && t.outcome === 'ok' ? 'success' : 'failure', scpEventDetails(t, index)),
-    onError: (err) => host.log.warn({ err: err.message, channel: index }, 'scp observation problem'),
+    onTransfer: (t) => host.emit('ssh.scp', t.op !== 'error' && t.outcome === 'ok' ? 'success' : t.op !== 'error' && t.outcome === 'incomplete' ? 'unknown' : 'failure', scpEventDetails(t, index)),
+    onError: (err) => {
+      host.log.warn({ err: err.message, channel: index }, 'scp observation problem');
+      // Every scp observation error stops the observer: what follows could not be recorded.
+      undecodable(`${err.code}: ${err.message}`);
+    },
   });
   return {
     clientData: (c) => obs.clientData(c),

@@ -295,7 +295,7 @@ export class SessionChannel {
       // Strict: each file-changing request is on record (ssh.sftp.start) before its bytes go on.
       const strict = this.host.services.events.durability === 'strict';
       return this.host.observeSftp(this.index, {
-        undecodable: (why) => this.undecodable(why),
+        undecodable: (why) => this.undecodable(why, 'sftp'),
         intent: strict
           ? (details) => {
               const durable = this.host.beforeForward('ssh.sftp.start', details);
@@ -306,7 +306,7 @@ export class SessionChannel {
     }
     if (kind === 'shell') return this.pty ? this.host.observeTerminal(this.index, this.pty, this.recording?.id) : undefined;
     const scp = this.pty ? null : parseScpCommand(this.command ?? '');
-    return scp ? this.host.observeScp(this.index, scp) : undefined;
+    return scp ? this.host.observeScp(this.index, scp, (why) => this.undecodable(why, 'scp')) : undefined;
   }
 
   /** The audit log failed while the channel runs: stop forwarding at once and end the session. */
@@ -318,15 +318,16 @@ export class SessionChannel {
   }
 
   /**
-   * The SFTP stream cannot be decoded, so what passes could not be recorded: stop relaying at once (the
+   * The SFTP (or legacy scp) stream cannot be decoded, so what passes could not be recorded: stop relaying at once (the
    * tap drops the offending chunk), and end the channel once the current chunk's handling returns.
    */
-  private undecodable(why: string): void {
+  private undecodable(why: string, protocol: 'sftp' | 'scp'): void {
     if (this.blocked) return;
     this.blocked = true;
     for (const stop of this.stopRelays) stop();
-    this.host.emit('ssh.sftp.undecodable', 'failure', { channel: this.index, error: why });
-    queueMicrotask(() => this.terminate('the SFTP stream could not be decoded, so vigil closed the channel (nothing more was forwarded).', 'protocol_error'));
+    this.host.emit(protocol === 'sftp' ? 'ssh.sftp.undecodable' : 'ssh.scp.undecodable', 'failure', { channel: this.index, error: why, ...(protocol === 'scp' ? { command: this.command } : {}) });
+    const name = protocol === 'sftp' ? 'SFTP' : 'scp';
+    queueMicrotask(() => this.terminate(`the ${name} stream could not be decoded, so vigil closed the channel (nothing more was forwarded).`, 'protocol_error'));
   }
 
   /** The target closed its channel: deliver what is left, then exit status, then EOF + close (in that order). */

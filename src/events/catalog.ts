@@ -25,6 +25,7 @@ export const EVENT_CATALOG = {
   'ssh.sftp': { description: 'One SFTP operation (open, close, remove, rename, mkdir, rmdir, setstat, symlink) with paths.' },
   'ssh.sftp.start': { description: 'With audit.durability strict only: a file-changing SFTP request (open for writing, remove, rename, mkdir, rmdir, setstat, symlink, hardlink, copy) written durably before it is forwarded; ssh.sftp follows with the result.' },
   'ssh.sftp.undecodable': { description: 'An SFTP channel carried something vigil could not decode (unsupported version, unknown packet type or extension, length or trailing-byte mismatch, packet out of phase): the offending bytes were not forwarded and the channel was closed.' },
+  'ssh.scp.undecodable': { description: 'A legacy scp (-O) channel carried a stream vigil could not follow (malformed directive, size or reply): the offending bytes were not forwarded and the channel was closed.' },
   'ssh.scp': { description: 'One legacy scp (-O) file or directory transfer, with direction, path, size, bytes and outcome.' },
   'ssh.forward': { description: 'A port-forwarding request (direct-tcpip) with destination, bytes and outcome.' },
   'ssh.request': { description: 'A channel request refused by policy (agent or X11 forwarding, remote forwarding, env).' },

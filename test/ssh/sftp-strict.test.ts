@@ -73,6 +73,25 @@ describe('sftp: what vigil cannot decode is not relayed', () => {
     await afterGoodStart('reinit', () => init(), 'VIGIL_SFTP_OUT_OF_PHASE');
   });
 
+  it('legacy scp: a directive vigil cannot follow is not relayed (nor anything after it)', async () => {
+    const target = path.join(dir, 'scp-sink');
+    fs.mkdirSync(target);
+    const command = `scp -t ${target}`;
+    // Two well-formed files around a line that is no scp directive; one write, so one chunk is likely,
+    // but whatever the chunking, nothing from the bad line on may arrive.
+    const input = Buffer.concat([Buffer.from('C0644 3 first.txt\nabc\0'), Buffer.from('Zbogus directive\n'), Buffer.from('C0644 3 never.txt\nxyz\0')]);
+    const r = await w.run('ssh', [...w.opts(alice), `${w.sshd.user}@web1@127.0.0.1`, command], input);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('vigil: the scp stream could not be decoded');
+    expect(fs.existsSync(path.join(target, 'never.txt'))).toBe(false);
+    const ev = await w.gw.waitForEvent((e) => e.type === 'ssh.scp.undecodable' && e.details.command === command);
+    expect(String(ev.details.error)).toMatch(/^VIGIL_SCP_MALFORMED/);
+    // Whatever reached the target is on record: a file there has its ssh.scp event.
+    for (const f of fs.readdirSync(target)) {
+      expect(w.eventsOf('ssh.scp', (e) => e.session_id === ev.session_id && e.details.path === f), f).toHaveLength(1);
+    }
+  });
+
   it('an old-version INIT, and a request before INIT: nothing reaches the target', async () => {
     for (const [name, first, code] of [
       ['v2', init(2), 'VIGIL_SFTP_UNSUPPORTED_VERSION'],
