@@ -17,7 +17,7 @@ import { connectBackend, negotiatedCipher, BackendError } from './backend.ts';
 import { SessionChannel, GATEWAY_EXIT_STATUS, type PtyInfo } from './session-channel.ts';
 import { handleDirectTcpip, type TcpipInfo } from './forward.ts';
 import { sendBanner, sendDisconnect } from './wire.ts';
-import { observeScp, observeSftp, observeTerminal } from './observers.ts';
+import { observeScp, observeSftp, observeTerminal, type SftpHooks } from './observers.ts';
 import type { ScpCommand } from './scp/index.ts';
 
 /** Shared by every connection of one listener. */
@@ -78,6 +78,7 @@ export class Connection implements ChannelHost {
   private expiryTimer: NodeJS.Timeout | undefined;
   private released = false;
   private finished = false;
+  private finishReason: EndReason | undefined;
   private sessionEnded = false;
   private readonly innerServers = new Set<ssh2.Server>();
 
@@ -131,6 +132,12 @@ export class Connection implements ChannelHost {
   get ending(): boolean {
     return this.endingReason !== undefined || this.finished;
   }
+  get endReason(): EndReason | undefined {
+    return this.endingReason ?? this.finishReason;
+  }
+  get auditHealthy(): boolean {
+    return this.services.events.healthy;
+  }
 
   touch(): void {
     this.lastActivity = Date.now();
@@ -147,11 +154,22 @@ export class Connection implements ChannelHost {
     };
   }
 
-  emit(type: EventType, outcome: 'success' | 'failure', details: Record<string, unknown>): void {
-    this.services.events.emit({ type, outcome, ...this.eventBase(), details }).catch((e) => {
-      this.log.error({ err: (e as Error).message }, 'audit event could not be written; ending session');
-      this.terminate('audit_unavailable', 'vigil cannot write its audit log; the session is closed.');
-    });
+  emit(type: EventType, outcome: 'success' | 'failure' | 'unknown', details: Record<string, unknown>): void {
+    this.services.events.emit({ type, outcome, ...this.eventBase(), details }).catch((e) => this.auditFailed(e as Error));
+  }
+
+  beforeForward(type: EventType, details: Record<string, unknown>): Promise<void> | undefined {
+    return this.services.events.beforeForward({ type, outcome: 'success', ...this.eventBase(), details }, (e) => this.auditFailed(e));
+  }
+
+  terminateSession(reason: EndReason, message: string): void {
+    if (this.open) this.open.handle.terminate(reason, message);
+    else this.terminate(reason, message);
+  }
+
+  private auditFailed(e: Error): void {
+    this.log.error({ err: e.message }, 'audit event could not be written; ending session');
+    this.terminate('audit_unavailable', 'vigil cannot write its audit log; the session is closed.');
   }
 
   requestRefused(request: string, details: Record<string, unknown>): void {
@@ -175,12 +193,12 @@ export class Connection implements ChannelHost {
     this.terminate('recording_failed', 'vigil cannot record this session, so it is closed.');
   }
 
-  observeSftp(index: number): ChannelObserver | undefined {
-    return observeSftp(this, index);
+  observeSftp(index: number, hooks: SftpHooks): ChannelObserver | undefined {
+    return observeSftp(this, index, hooks);
   }
 
-  observeScp(index: number, command: ScpCommand): ChannelObserver | undefined {
-    return observeScp(this, index, command);
+  observeScp(index: number, command: ScpCommand, undecodable: (why: string) => void): ChannelObserver | undefined {
+    return observeScp(this, index, command, undecodable);
   }
 
   observeTerminal(index: number, pty: PtyInfo, recording: string | undefined): ChannelObserver | undefined {
@@ -427,7 +445,7 @@ export class Connection implements ChannelHost {
     if (this.endingReason || this.finished) return;
     this.endingReason = reason;
     this.log.info({ reason }, 'ending session');
-    for (const ch of this.channels.values()) ch.terminate(message);
+    for (const ch of this.channels.values()) ch.terminate(message, reason);
     // Give the channel close messages a moment to reach the client before the transport goes.
     setTimeout(() => {
       sendDisconnect(this.conn, `vigil: ${message}`);
@@ -454,12 +472,13 @@ export class Connection implements ChannelHost {
   private async finish(reason: EndReason, extra: Record<string, unknown> = {}): Promise<void> {
     if (this.finished) return;
     this.finished = true;
+    this.finishReason = reason;
     clearTimeout(this.authTimer);
     clearTimeout(this.idleTimer);
     clearTimeout(this.expiryTimer);
     this.release();
     this.lc.live.delete(this);
-    for (const ch of this.channels.values()) ch.terminate('the session is closed.');
+    for (const ch of this.channels.values()) ch.terminate('the session is closed.', this.endingReason ?? reason);
     for (const s of this.innerServers) s.close();
     if (this.backendConn) {
       this.backendConn.end();

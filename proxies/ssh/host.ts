@@ -5,10 +5,12 @@ import type { TargetConfig } from '../../src/config/schema.ts';
 import type { Principal } from '../../src/identity/types.ts';
 import type { OpenSession } from '../../src/sessions/admit.ts';
 import type { EventType } from '../../src/events/catalog.ts';
+import type { EndReason } from '../../src/sessions/registry.ts';
 import type { SshSection } from './config.ts';
 import type { PtyInfo } from './session-channel.ts';
 import type { TapGate } from './relay.ts';
 import type { ScpCommand } from './scp/index.ts';
+import type { SftpHooks } from './observers.ts';
 
 /** Something that watches one channel's bytes (SFTP decoder, terminal command tracker). */
 export interface ChannelObserver {
@@ -33,6 +35,8 @@ export interface ChannelHost {
   readonly backendAlive: boolean;
   /** True once the session is being ended (no new channels). */
   readonly ending: boolean;
+  /** Why the session is ending, once it is. */
+  readonly endReason: EndReason | undefined;
   /** Record `i` events too (config.recording.keystrokes). */
   readonly keystrokes: boolean;
   /** Non-text output of channels without a terminal: recorded in full, or as size + SHA-256 (config.recording.binary_output). */
@@ -40,14 +44,25 @@ export interface ChannelHost {
   /** Traffic seen (idle timeout). */
   touch(): void;
   /** An audit event of this session (fire-and-forget; a write failure ends the session). */
-  emit(type: EventType, outcome: 'success' | 'failure', details: Record<string, unknown>): void;
+  emit(type: EventType, outcome: 'success' | 'failure' | 'unknown', details: Record<string, unknown>): void;
+  /**
+   * Record that something is about to be forwarded (`ssh.exec.start`), per audit.durability: undefined
+   * (batched: forward now; a later write failure ends the session) or a promise that resolves once the
+   * record is durable (strict: forward only then; a rejection means it must not be forwarded).
+   */
+  beforeForward(type: EventType, details: Record<string, unknown>): Promise<void> | undefined;
+  /** Whether the audit log can be written at all (nothing is forwarded while it cannot). */
+  readonly auditHealthy: boolean;
+  /** End the whole session (all channels, then the connection) with this reason. */
+  terminateSession(reason: EndReason, message: string): void;
   /** A channel request refused by policy → `ssh.request` failure event. */
   requestRefused(request: string, details: Record<string, unknown>): void;
   channelStarted(kind: string, index: number, recording: string | undefined, details: Record<string, unknown>): void;
   /** `exit` is `{ exit_status }`, `{ exit_signal }` or empty (the channel ended without either). */
   channelEnded(index: number, exit: { exit_status?: number; exit_signal?: string }): void;
   recordingFailed(err: Error): void;
-  observeSftp(index: number): ChannelObserver | undefined;
-  observeScp(index: number, command: ScpCommand): ChannelObserver | undefined;
+  observeSftp(index: number, hooks: SftpHooks): ChannelObserver | undefined;
+  /** `undecodable`: the legacy scp stream cannot be followed (called before the bytes are relayed). */
+  observeScp(index: number, command: ScpCommand, undecodable: (why: string) => void): ChannelObserver | undefined;
   observeTerminal(index: number, pty: PtyInfo, recording: string | undefined): ChannelObserver | undefined;
 }

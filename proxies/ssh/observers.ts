@@ -1,4 +1,4 @@
-import { SftpObserver, type SftpOperation } from './sftp/index.ts';
+import { SftpObserver, type SftpIntent, type SftpOperation } from './sftp/index.ts';
 import { CommandTracker } from './terminal/index.ts';
 import { ScpObserver, type ScpCommand, type ScpTransfer } from './scp/index.ts';
 import type { ChannelHost, ChannelObserver } from './host.ts';
@@ -13,11 +13,33 @@ export function sftpEventDetails(op: SftpOperation, channel: number): Record<str
   return d;
 }
 
-/** Feed an sftp subsystem channel to the SFTP observer; one `ssh.sftp` event per operation. */
-export function observeSftp(host: ChannelHost, index: number): ChannelObserver {
+export interface SftpHooks {
+  /** The stream cannot be decoded (called from inside clientData/serverData, before the bytes are relayed). */
+  undecodable(why: string): void;
+  /** A file-changing request is about to be forwarded (`ssh.sftp.start` details); only wanted in strict mode. */
+  intent?(details: Record<string, unknown>): void;
+}
+
+/** SFTP intent → `ssh.sftp.start` details (snake_case). */
+export function sftpIntentDetails(i: SftpIntent, channel: number): Record<string, unknown> {
+  const d: Record<string, unknown> = { channel };
+  for (const [k, v] of Object.entries(i)) d[k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)] = v;
+  return d;
+}
+
+/**
+ * Feed an sftp subsystem channel to the SFTP observer; one `ssh.sftp` event per operation. A fatal
+ * observation problem (the stream cannot be decoded) calls `undecodable` before the bytes are relayed.
+ */
+export function observeSftp(host: ChannelHost, index: number, hooks: SftpHooks): ChannelObserver {
+  const { undecodable } = hooks;
   const obs = new SftpObserver({
-    onOperation: (op) => host.emit('ssh.sftp', op.outcome === 'ok' ? 'success' : 'failure', sftpEventDetails(op, index)),
-    onError: (err) => host.log.warn({ err: err.message, channel: index }, 'sftp observation problem'),
+    onIntent: hooks.intent ? (i) => hooks.intent!(sftpIntentDetails(i, index)) : undefined,
+    onOperation: (op) => host.emit('ssh.sftp', op.outcome === 'ok' ? 'success' : op.outcome === 'incomplete' ? 'unknown' : 'failure', sftpEventDetails(op, index)),
+    onError: (err) => {
+      host.log.warn({ err: err.message, code: err.code, channel: index }, 'sftp observation problem');
+      if (err.fatal) undecodable(`${err.code}: ${err.message}`);
+    },
   });
   return {
     clientData: (c) => obs.clientData(c),
@@ -33,12 +55,16 @@ export function scpEventDetails(t: ScpTransfer, channel: number): Record<string,
   return { channel, ...rest, path: [...dirs, name].join('/'), result: outcome };
 }
 
-/** Feed a legacy `scp -O` exec channel to the scp observer; one `ssh.scp` event per file or directory. */
-export function observeScp(host: ChannelHost, index: number, command: ScpCommand): ChannelObserver {
+/** Feed a legacy `scp -O` exec channel to the scp observer; one `ssh.scp` event per file or directory. A stream it cannot follow calls `undecodable` before the bytes are relayed. */
+export function observeScp(host: ChannelHost, index: number, command: ScpCommand, undecodable: (why: string) => void): ChannelObserver {
   const obs = new ScpObserver({
     command,
-    onTransfer: (t) => host.emit('ssh.scp', t.op !== 'error' && t.outcome === 'ok' ? 'success' : 'failure', scpEventDetails(t, index)),
-    onError: (err) => host.log.warn({ err: err.message, channel: index }, 'scp observation problem'),
+    onTransfer: (t) => host.emit('ssh.scp', t.op !== 'error' && t.outcome === 'ok' ? 'success' : t.op !== 'error' && t.outcome === 'incomplete' ? 'unknown' : 'failure', scpEventDetails(t, index)),
+    onError: (err) => {
+      host.log.warn({ err: err.message, channel: index }, 'scp observation problem');
+      // Every scp observation error stops the observer: what follows could not be recorded.
+      undecodable(`${err.code}: ${err.message}`);
+    },
   });
   return {
     clientData: (c) => obs.clientData(c),

@@ -10,10 +10,18 @@ export interface TapGate {
  * Copy `from` into `to` with explicit backpressure: when `to.write()` says its buffer is full the source
  * is paused until 'drain' (for ssh2 channels that stops SSH window adjustments, so the far peer stops
  * sending). `tap` sees every chunk (counting, recording, observers) before it is written; a tap that
- * returns false also holds the source until its `gate` drains. Does not end `to`: SSH EOF/close
+ * returns false also holds the source until its `gate` drains; one that returns 'drop' keeps the chunk
+ * from `to`. Does not end `to`: SSH EOF/close
  * ordering is the caller's business.
  */
-export function relay(from: Readable, to: Writable, tap: (chunk: Buffer) => boolean | void, onEnd?: () => void, gate?: TapGate): () => void {
+/**
+ * What a tap says about a chunk: false = hold the source until the gate drains (the chunk still goes on),
+ * 'drop' = the chunk must not reach `to`, a promise = the chunk goes on once it resolves (dropped if it
+ * rejects), the source waiting meanwhile.
+ */
+export type TapVerdict = boolean | void | 'drop' | Promise<void>;
+
+export function relay(from: Readable, to: Writable, tap: (chunk: Buffer) => TapVerdict, onEnd?: () => void, gate?: TapGate): () => void {
   let holds = 0;
   const release = () => {
     if (--holds === 0) from.resume();
@@ -29,21 +37,44 @@ export function relay(from: Readable, to: Writable, tap: (chunk: Buffer) => bool
     }
   });
   const onDrain = () => release();
-  const onData = (chunk: Buffer) => {
-    if (tap(chunk) === false && gate && !tapHeld) {
-      tapHeld = true;
-      hold();
-    }
-    if (!to.writable) return;
+  let stopped = false;
+  /** A chunk waiting for its tap's promise: the source's end is passed on only after it. */
+  let inFlight: Promise<void> = Promise.resolve();
+  const write = (chunk: Buffer) => {
+    if (stopped || !to.writable) return;
     if (!to.write(chunk)) {
       hold();
       to.once('drain', onDrain);
     }
   };
-  const onFromEnd = () => onEnd?.();
+  const onData = (chunk: Buffer) => {
+    const verdict = tap(chunk);
+    // The tap could not account for this chunk: it must not reach `to` (the caller ends the relay).
+    if (verdict === 'drop') return;
+    if (verdict instanceof Promise) {
+      hold();
+      inFlight = verdict.then(
+        () => {
+          write(chunk);
+          release();
+        },
+        () => {
+          /* refused: the chunk is dropped and the caller ends the relay */
+        },
+      );
+      return;
+    }
+    if (verdict === false && gate && !tapHeld) {
+      tapHeld = true;
+      hold();
+    }
+    write(chunk);
+  };
+  const onFromEnd = () => void inFlight.then(() => !stopped && onEnd?.());
   from.on('data', onData);
   from.once('end', onFromEnd);
   return () => {
+    stopped = true;
     from.off('data', onData);
     from.off('end', onFromEnd);
     to.off('drain', onDrain);

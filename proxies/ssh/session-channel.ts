@@ -1,6 +1,7 @@
 import type ssh2 from 'ssh2';
 import type { AsciicastWriter } from '../../recorder/types.ts';
-import { relay, flushed, type TapGate } from './relay.ts';
+import type { EndReason } from '../../src/sessions/registry.ts';
+import { relay, flushed, type TapGate, type TapVerdict } from './relay.ts';
 import type { ChannelHost, ChannelObserver } from './host.ts';
 import { parseScpCommand } from './scp/index.ts';
 
@@ -46,6 +47,19 @@ export class SessionChannel {
   /** Why the target refused the channel, for the ssh.exec event. */
   private error: string | undefined;
   private stopRelays: Array<() => void> = [];
+  /** How the target said its process ended (`exit` may instead be vigil's own 255). */
+  private targetExit: Exit | undefined;
+  /** The exec request went out to the target (so an exec without `targetExit` has an unknown result). */
+  private execForwarded = false;
+  private startedAt = 0;
+  private bytesToClient = 0;
+  private bytesFromClient = 0;
+  /** Why the channel ended when the target did not say (client_closed, backend_closed, the session's reason). */
+  private endReason: EndReason | undefined;
+  /** The SFTP observer could not decode the stream: nothing more is relayed in either direction. */
+  private blocked = false;
+  /** Records the client chunk being tapped must wait for (strict sftp intents). */
+  private durableBeforeForward: Array<Promise<void>> = [];
 
   constructor(
     private readonly host: ChannelHost,
@@ -118,18 +132,48 @@ export class SessionChannel {
     const client = accept();
     if (!client) return;
     this.client = client;
+    this.startedAt = Date.now();
     client.on('error', (e: Error) => this.host.log.debug({ err: e.message, channel: this.index }, 'client channel error'));
+    void this.forward(kind, client, forced ? { requested: asked === 'exec' ? command : asked } : undefined);
+  }
+
+  /**
+   * Ask the target for the channel, once the audit log allows it: nothing is forwarded while the log
+   * cannot be written, and an exec's `ssh.exec.start` is recorded first (durably first, in strict mode).
+   */
+  private async forward(kind: 'shell' | 'exec' | 'sftp', client: ssh2.ServerChannel, forced: { requested?: string } | undefined): Promise<void> {
+    const what = kind === 'exec' ? 'command not run' : kind === 'shell' ? 'shell not started' : 'sftp not started';
+    if (!this.host.auditHealthy) return this.refuseUnrecorded(what, 'the audit log is unavailable');
+    if (kind === 'exec') {
+      const durable = this.host.beforeForward('ssh.exec.start', {
+        channel: this.index,
+        command: this.command,
+        pty: !!this.pty,
+        ...(forced ? { force_command: true, requested: forced.requested } : {}),
+      });
+      if (durable) {
+        try {
+          await durable;
+        } catch (e) {
+          return this.refuseUnrecorded(what, (e as Error).message);
+        }
+      }
+      if (this.closed || this.host.ending) return this.terminate('the session is closed.', this.host.endReason);
+      this.execForwarded = true;
+    }
     const done = (err: Error | undefined, ch: ssh2.ClientChannel | undefined) => {
       if (err || !ch || this.host.ending || this.closed) {
         ch?.close();
         if (this.closed) return;
         this.host.log.info({ channel: this.index, err: err?.message }, 'target refused the channel request');
         this.error = err?.message ?? 'session ending';
-        this.terminate(`${this.host.target.name} refused the ${kind} request.`);
+        // The target answered the exec request with a refusal: it did not run.
+        if (err) this.execForwarded = false;
+        this.terminate(`${this.host.target.name} refused the ${kind} request.`, err ? undefined : this.host.endReason);
         return;
       }
       try {
-        this.attach(client, ch, forced ? { requested: asked === 'exec' ? command : asked } : undefined);
+        this.attach(client, ch, forced);
       } catch (e) {
         // Never leave a half-set-up channel: tell the client and close both sides.
         this.host.log.error({ err: e, channel: this.index }, 'channel setup failed');
@@ -145,6 +189,14 @@ export class SessionChannel {
     } catch (e) {
       done(e as Error, undefined);
     }
+  }
+
+  /** The audit log cannot take the record: refuse on the client's stderr, and end the session. */
+  private refuseUnrecorded(what: string, why: string): void {
+    this.host.log.error({ channel: this.index, err: why }, `audit log unavailable; ${what}`);
+    this.error = 'audit_unavailable';
+    this.terminate(`audit log unavailable, ${what}`, 'audit_unavailable');
+    this.host.terminateSession('audit_unavailable', 'vigil cannot write its audit log; the session is closed.');
   }
 
   private attach(client: ssh2.ServerChannel, backend: ssh2.ClientChannel, forced: { requested?: string } | undefined): void {
@@ -178,13 +230,36 @@ export class SessionChannel {
           if (toClient) observer?.gate?.onDrain(cb);
         },
       };
-      const tap = (chunk: Buffer): boolean => {
+      const tap = (chunk: Buffer): TapVerdict => {
+        if (this.blocked) return 'drop';
+        // Client bytes are what the target acts on (sftp requests, keystrokes, stdin): none pass while the
+        // audit log cannot record what they do.
+        if (!toClient && !host.auditHealthy) {
+          this.auditLost();
+          return 'drop';
+        }
         if (toClient) stats.bytesToClient += chunk.length;
         else stats.bytesFromClient += chunk.length;
+        if (toClient) this.bytesToClient += chunk.length;
+        else this.bytesFromClient += chunk.length;
         host.touch();
         let ok = true;
         if (toClient) ok = observer?.serverData(chunk) !== false;
         else observer?.clientData(chunk);
+        // The observer could not account for these bytes: they are not forwarded (the channel is ending).
+        if (this.blocked) return 'drop';
+        if (this.durableBeforeForward.length > 0) {
+          const records = Promise.all(this.durableBeforeForward);
+          this.durableBeforeForward = [];
+          // A record that cannot be made durable: the chunk is dropped and the session ends.
+          return records.then(
+            () => undefined,
+            (e: Error) => {
+              this.auditLost();
+              throw e;
+            },
+          );
+        }
         if (writer) {
           if (toClient) writer.output(chunk);
           else writer.input(chunk);
@@ -208,6 +283,7 @@ export class SessionChannel {
     );
     backend.on('exit', (code: number | null, signal?: string, dumped?: boolean, message?: string) => {
       this.exit = code !== null && code !== undefined ? { code } : { signal: (signal ?? 'SIGKILL').replace(/^SIG/, ''), dumped: !!dumped, message: message ?? '' };
+      this.targetExit = this.exit;
     });
     backend.once('close', () => void this.backendClosed());
     backend.on('error', (e: Error) => host.log.debug({ err: e.message, channel: this.index }, 'backend channel error'));
@@ -215,10 +291,43 @@ export class SessionChannel {
 
   /** What watches this channel's bytes: SFTP decoding, legacy scp, or the terminal of a pty shell. */
   private observe(kind: 'shell' | 'exec' | 'sftp'): ChannelObserver | undefined {
-    if (kind === 'sftp') return this.host.observeSftp(this.index);
+    if (kind === 'sftp') {
+      // Strict: each file-changing request is on record (ssh.sftp.start) before its bytes go on.
+      const strict = this.host.services.events.durability === 'strict';
+      return this.host.observeSftp(this.index, {
+        undecodable: (why) => this.undecodable(why, 'sftp'),
+        intent: strict
+          ? (details) => {
+              const durable = this.host.beforeForward('ssh.sftp.start', details);
+              if (durable) this.durableBeforeForward.push(durable);
+            }
+          : undefined,
+      });
+    }
     if (kind === 'shell') return this.pty ? this.host.observeTerminal(this.index, this.pty, this.recording?.id) : undefined;
     const scp = this.pty ? null : parseScpCommand(this.command ?? '');
-    return scp ? this.host.observeScp(this.index, scp) : undefined;
+    return scp ? this.host.observeScp(this.index, scp, (why) => this.undecodable(why, 'scp')) : undefined;
+  }
+
+  /** The audit log failed while the channel runs: stop forwarding at once and end the session. */
+  private auditLost(): void {
+    if (this.blocked) return;
+    this.blocked = true;
+    for (const stop of this.stopRelays) stop();
+    queueMicrotask(() => this.refuseUnrecorded('nothing more is forwarded', 'the audit log became unavailable'));
+  }
+
+  /**
+   * The SFTP (or legacy scp) stream cannot be decoded, so what passes could not be recorded: stop relaying at once (the
+   * tap drops the offending chunk), and end the channel once the current chunk's handling returns.
+   */
+  private undecodable(why: string, protocol: 'sftp' | 'scp'): void {
+    if (this.blocked) return;
+    this.blocked = true;
+    for (const stop of this.stopRelays) stop();
+    this.host.emit(protocol === 'sftp' ? 'ssh.sftp.undecodable' : 'ssh.scp.undecodable', 'failure', { channel: this.index, error: why, ...(protocol === 'scp' ? { command: this.command } : {}) });
+    const name = protocol === 'sftp' ? 'SFTP' : 'scp';
+    queueMicrotask(() => this.terminate(`the ${name} stream could not be decoded, so vigil closed the channel (nothing more was forwarded).`, 'protocol_error'));
   }
 
   /** The target closed its channel: deliver what is left, then exit status, then EOF + close (in that order). */
@@ -226,6 +335,7 @@ export class SessionChannel {
     const client = this.client!;
     // OpenSSH always reports how a session's process ended; a channel closed without that means the
     // target (or the connection to it) went away.
+    if (!this.targetExit) this.endReason ??= this.host.endReason ?? 'backend_closed';
     if (!this.exit && !this.host.ending) {
       client.stderr.write(`\r\nvigil: the connection to ${this.host.target.name} was lost.\r\n`);
       this.exit = { code: GATEWAY_EXIT_STATUS };
@@ -254,14 +364,16 @@ export class SessionChannel {
       this.closed = true;
       return;
     }
+    this.endReason ??= this.host.endReason ?? 'client_closed';
     this.backend?.close();
     void this.finish();
   }
 
   /** vigil ends this channel: say why on stderr, exit 255, close both sides. */
-  terminate(message: string): void {
+  terminate(message: string, reason?: EndReason): void {
     const client = this.client;
     if (!client || this.closed) return;
+    this.endReason ??= reason;
     this.exit ??= { code: GATEWAY_EXIT_STATUS };
     try {
       client.stderr.write(`\r\nvigil: ${message}\r\n`);
@@ -282,19 +394,31 @@ export class SessionChannel {
     const exit = this.exit;
     const exitDetails = exit ? ('code' in exit ? { exit_status: exit.code } : { exit_signal: exit.signal }) : {};
     this.host.channelEnded(this.index, exitDetails);
-    if (this.kind === 'exec') {
-      const failed = !exit || !('code' in exit) || exit.code !== 0;
-      const binary = this.recording?.binarySummary('o');
-      this.host.emit('ssh.exec', failed ? 'failure' : 'success', {
-        channel: this.index,
-        command: this.command,
-        recording: this.recording?.id,
-        ...exitDetails,
-        ...(binary ? { binary_output: binary } : {}),
-        ...(this.error ? { error: this.error } : {}),
-      });
-    }
+    if (this.kind === 'exec') this.recordExec(exitDetails);
     await this.recording?.close().catch((e) => this.host.log.warn({ err: (e as Error).message }, 'recording close failed'));
+  }
+
+  /**
+   * `ssh.exec`: success/failure by the target's exit status; `unknown` when the command was sent but the
+   * channel ended (client gone, target gone, session ended) before the target said how it ended.
+   */
+  private recordExec(exitDetails: Record<string, unknown>): void {
+    const target = this.targetExit;
+    const outcome = target ? ('code' in target && target.code === 0 ? 'success' : 'failure') : this.execForwarded ? 'unknown' : 'failure';
+    const binary = this.recording?.binarySummary('o');
+    this.host.emit('ssh.exec', outcome, {
+      channel: this.index,
+      command: this.command,
+      recording: this.recording?.id,
+      // Without the target's word, the status is vigil's own (255), and only meaningful if nothing ran.
+      ...(target || !this.execForwarded ? exitDetails : {}),
+      duration_ms: Date.now() - this.startedAt,
+      bytes_to_client: this.bytesToClient,
+      bytes_from_client: this.bytesFromClient,
+      ...(target ? {} : { end_reason: this.endReason ?? this.host.endReason ?? 'client_closed' }),
+      ...(binary ? { binary_output: binary } : {}),
+      ...(this.error ? { error: this.error } : {}),
+    });
   }
 
   get active(): boolean {

@@ -77,4 +77,11 @@ export const EXT = {
   FSYNC: 'fsync@openssh.com',
   /** Server-side copy between two open handles (OpenSSH `sftp> cp`). */
   COPY_DATA: 'copy-data',
+  // Reads (not reported, but decoded: an extension vigil does not know is refused).
+  STATVFS: 'statvfs@openssh.com',
+  FSTATVFS: 'fstatvfs@openssh.com',
+  LIMITS: 'limits@openssh.com',
+  EXPAND_PATH: 'expand-path@openssh.com',
+  HOME_DIRECTORY: 'home-directory',
+  USERS_GROUPS_BY_ID: 'users-groups-by-id@openssh.com',
 } as const;

@@ -126,6 +126,18 @@ function openFlags(pflags: number): OpenFlagName[] {
  */
 export function decodeRequest(body: Buffer, packetLength: number): SftpRequest {
   const r = new SftpReader(body);
+  const req = readRequest(r, packetLength);
+  // A WRITE's body is only its head (checked against the packet length above); any other packet must
+  // end exactly where its fields do: bytes after them would pass to the server unaccounted for.
+  if (req.kind !== 'write') exactEnd(r, `request type ${body[0]}`);
+  return req;
+}
+
+function exactEnd(r: SftpReader, what: string): void {
+  if (r.remaining !== 0) throw new SftpDecodeError(`${r.remaining} trailing byte(s) after the fields of ${what}`);
+}
+
+function readRequest(r: SftpReader, packetLength: number): SftpRequest {
   const type = r.byte('type');
   if (type === FXP.INIT) return { kind: 'init', version: r.uint32('version') };
   const id = r.uint32('request id');
@@ -192,9 +204,24 @@ function decodeExtended(id: number, r: SftpReader): SftpRequest {
       return { kind: 'setstat', id, path: r.path('path'), attrs: decodeAttrs(r), followLinks: false };
     case EXT.COPY_DATA:
       return { kind: 'copy', id, from: handleKey(r), fromOffset: r.u64('read offset'), length: r.u64('length'), to: handleKey(r), toOffset: r.u64('write offset') };
-    default:
-      // statvfs, fsync, limits, expand-path, home-directory, copy-data, users-groups-by-id, …
+    case EXT.STATVFS:
+    case EXT.EXPAND_PATH:
+    case EXT.HOME_DIRECTORY:
+      r.string('path');
       return { kind: 'other', id };
+    case EXT.FSTATVFS:
+    case EXT.FSYNC:
+      handleKey(r);
+      return { kind: 'other', id };
+    case EXT.LIMITS:
+      return { kind: 'other', id };
+    case EXT.USERS_GROUPS_BY_ID:
+      r.string('uids');
+      r.string('gids');
+      return { kind: 'other', id };
+    default:
+      // An extension vigil does not know could change anything: it is not passed on blind.
+      throw new SftpDecodeError(`unknown extended request ${JSON.stringify(name.slice(0, 64))}`);
   }
 }
 
@@ -204,6 +231,12 @@ function decodeExtended(id: number, r: SftpReader): SftpRequest {
  */
 export function decodeResponse(body: Buffer, packetLength: number): SftpResponse {
   const r = new SftpReader(body);
+  const res = readResponse(r, packetLength);
+  if (res.kind !== 'data' && !(res.kind === 'other' && body[0] === FXP.EXTENDED_REPLY)) exactEnd(r, `response type ${body[0]}`);
+  return res;
+}
+
+function readResponse(r: SftpReader, packetLength: number): SftpResponse {
   const type = r.byte('type');
   if (type === FXP.VERSION) {
     const version = r.uint32('version');
@@ -220,6 +253,7 @@ export function decodeResponse(body: Buffer, packetLength: number): SftpResponse
       const code = r.uint32('status code');
       // Version 3 servers may omit the message (draft-02 predates it); OpenSSH always sends it.
       const message = r.remaining > 0 ? r.path('status message') : '';
+      if (r.remaining > 0) r.string('language tag');
       return { kind: 'status', id, code, message };
     }
     case FXP.HANDLE:
@@ -231,9 +265,22 @@ export function decodeResponse(body: Buffer, packetLength: number): SftpResponse
       }
       return { kind: 'data', id, length };
     }
-    case FXP.NAME:
+    case FXP.NAME: {
+      const count = r.uint32('name count');
+      // Each entry is at least 12 bytes: bound the loop by what the packet can hold.
+      if (count * 12 > r.remaining) throw new SftpDecodeError(`name count ${count} exceeds the packet`);
+      for (let i = 0; i < count; i++) {
+        r.string('filename');
+        r.string('longname');
+        decodeAttrs(r);
+      }
+      return { kind: 'other', id };
+    }
     case FXP.ATTRS:
+      decodeAttrs(r);
+      return { kind: 'other', id };
     case FXP.EXTENDED_REPLY:
+      // Free-form by definition (its layout depends on the request).
       return { kind: 'other', id };
     default:
       throw new SftpDecodeError(`unknown response type ${type}`);

@@ -1,9 +1,9 @@
 import { ProtocolError } from '../../../src/errors.ts';
 
 /**
- * Why observing an SFTP stream failed or went odd. The relay keeps forwarding bytes either way; it
- * reports these. `fatal` means the observer has stopped (it cannot find packet boundaries again in a
- * length-prefixed stream); otherwise it carries on after this packet.
+ * Why observing an SFTP stream failed or went odd. `fatal` means the observer has stopped (the stream
+ * could not be decoded): the channel must stop relaying, since what follows would pass unrecorded.
+ * Otherwise it carries on after this packet.
  */
 export type SftpObserveCode =
   | 'VIGIL_SFTP_MALFORMED'
@@ -11,7 +11,9 @@ export type SftpObserveCode =
   | 'VIGIL_SFTP_UNSUPPORTED_VERSION'
   | 'VIGIL_SFTP_UNEXPECTED_REPLY'
   | 'VIGIL_SFTP_TOO_MANY_PENDING'
-  | 'VIGIL_SFTP_TRUNCATED';
+  | 'VIGIL_SFTP_TRUNCATED'
+  /** A packet the protocol does not allow at this point (a request before INIT, a second INIT or VERSION, a reused request id). */
+  | 'VIGIL_SFTP_OUT_OF_PHASE';
 
 export class SftpObserveError extends ProtocolError {
   declare readonly code: SftpObserveCode;

@@ -1,3 +1,3 @@
-export { SftpObserver, type SftpObserverOptions, type SftpOperation, type SftpOutcome, type SftpStatus } from './observer.ts';
+export { SftpObserver, type SftpObserverOptions, type SftpIntent, type SftpOperation, type SftpOutcome, type SftpStatus } from './observer.ts';
 export { SftpObserveError, type SftpObserveCode } from './errors.ts';
 export type { SftpAttrs } from './decode.ts';

@@ -38,8 +38,22 @@ export type SftpOperation = OpBase &
     | { op: 'read' | 'write'; path: string; offset: number; length: number }
   );
 
+/** A file-changing request as the client sent it, before the server saw it (strict durability). */
+export type SftpIntent =
+  | { op: 'open'; path: string; flags: OpenFlagName[] }
+  | { op: 'remove' | 'rmdir' | 'mkdir'; path: string }
+  | { op: 'setstat'; path: string; attrs: SftpAttrs }
+  | { op: 'rename' | 'hardlink'; oldPath: string; newPath: string }
+  | { op: 'symlink'; linkPath: string; targetPath: string }
+  | { op: 'copy'; fromPath: string; toPath: string };
+
 export interface SftpObserverOptions {
   onOperation(op: SftpOperation): void;
+  /**
+   * Called as each file-changing request is decoded from the client, before it is forwarded (opens for
+   * reading, reads and writes through an open handle are not intents: the open that allowed them is).
+   */
+  onIntent?(intent: SftpIntent): void;
   /** Observation problems. After a `fatal` one the observer ignores the rest of the stream. */
   onError?(err: SftpObserveError): void;
   /** Largest packet accepted in either direction (default 1 MiB; OpenSSH uses at most 256 KiB). */
@@ -77,7 +91,7 @@ const HEAD_BYTES = 512;
  *
  * Call `clientData` before the bytes are forwarded to the server and `serverData` before they are
  * forwarded to the client, so a reply is never seen before its request. No method throws: problems go
- * to `onError`, and the relay keeps relaying regardless.
+ * to `onError`; after a fatal one the caller must stop relaying (nothing after it could be recorded).
  */
 export class SftpObserver {
   private readonly opts: SftpObserverOptions;
@@ -89,6 +103,13 @@ export class SftpObserver {
   private readonly maxHandles: number;
   private failed = false;
   private ended = false;
+  /** INIT seen from the client / VERSION from the server (each exactly once, first). */
+  private clientInit = false;
+  private serverVersion = false;
+  /** Request ids decoded from the client chunk being fed: if it turns out undecodable, none of it is forwarded. */
+  private chunkIds: number[] = [];
+  /** Intents decoded from the client chunk being fed, handed over once the whole chunk decoded. */
+  private chunkIntents: SftpIntent[] = [];
 
   constructor(opts: SftpObserverOptions) {
     this.opts = opts;
@@ -133,8 +154,19 @@ export class SftpObserver {
     for (const [dir, framer] of [['client', this.client], ['server', this.server]] as const) {
       if (framer.midPacket) this.report(new SftpObserveError('VIGIL_SFTP_TRUNCATED', dir, 'ended inside a packet', false));
     }
-    for (const req of this.pending.values()) this.settle(req, undefined);
+    this.settleAll();
+  }
+
+  private settleAll(): void {
+    const pending = [...this.pending.values()];
     this.pending.clear();
+    for (const req of pending) {
+      try {
+        this.settle(req, undefined);
+      } catch {
+        /* only a handle-table overflow throws, and only for replies */
+      }
+    }
     for (const f of this.handles.values()) {
       if (!f.dir) this.emit({ op: 'close', path: f.path, bytesRead: f.bytesRead, bytesWritten: f.bytesWritten, outcome: 'incomplete' });
     }
@@ -143,12 +175,17 @@ export class SftpObserver {
 
   private feed(framer: SftpFramer, dir: 'client' | 'server', chunk: Buffer): void {
     if (this.failed || this.ended) return;
+    this.chunkIds.length = 0;
+    this.chunkIntents.length = 0;
     try {
       framer.push(chunk);
+      for (const intent of this.chunkIntents) this.opts.onIntent?.(intent);
     } catch (e) {
       this.failed = true;
-      this.pending.clear();
-      this.handles.clear();
+      // The caller drops the whole chunk, so its requests never reach the server: not on record as sent.
+      if (dir === 'client') for (const id of this.chunkIds) this.pending.delete(id);
+      // What was already forwarded stays on record: unanswered requests and open files end incomplete.
+      this.settleAll();
       this.report(toObserveError(e, dir));
     }
   }
@@ -171,19 +208,30 @@ export class SftpObserver {
 
   private onRequest(req: SftpRequest): void {
     if (req.kind === 'init') {
+      if (this.clientInit) throw new SftpDecodeError('a second INIT', 'VIGIL_SFTP_OUT_OF_PHASE');
       if (req.version < SFTP_VERSION) throw new SftpDecodeError(`client speaks SFTP version ${req.version}`, 'VIGIL_SFTP_UNSUPPORTED_VERSION');
+      this.clientInit = true;
       return;
     }
+    if (!this.clientInit) throw new SftpDecodeError(`request type ${req.kind} before INIT`, 'VIGIL_SFTP_OUT_OF_PHASE');
+    // Two requests with one id would make their replies ambiguous.
     if (this.pending.has(req.id)) {
-      this.report(new SftpObserveError('VIGIL_SFTP_UNEXPECTED_REPLY', 'client', `request id ${req.id} reused while in flight`, false));
+      throw new SftpDecodeError(`request id ${req.id} reused while in flight`, 'VIGIL_SFTP_OUT_OF_PHASE');
     } else if (this.pending.size >= this.maxPending) {
       throw new SftpDecodeError(`more than ${this.maxPending} requests in flight`, 'VIGIL_SFTP_TOO_MANY_PENDING');
     }
     this.pending.set(req.id, req.kind === 'other' ? READ_ONLY : req);
+    this.chunkIds.push(req.id);
+    if (this.opts.onIntent && req.kind !== 'other') {
+      const intent = this.intentOf(req);
+      if (intent) this.chunkIntents.push(intent);
+    }
   }
 
   private onResponse(res: SftpResponse): void {
     if (res.kind === 'version') {
+      if (this.serverVersion || !this.clientInit) throw new SftpDecodeError('VERSION out of turn', 'VIGIL_SFTP_OUT_OF_PHASE');
+      this.serverVersion = true;
       if (res.version !== SFTP_VERSION) throw new SftpDecodeError(`server speaks SFTP version ${res.version}`, 'VIGIL_SFTP_UNSUPPORTED_VERSION');
       return;
     }
@@ -194,6 +242,32 @@ export class SftpObserver {
     }
     this.pending.delete(res.id);
     this.settle(req, res);
+  }
+
+  private intentOf(req: Exclude<SftpRequest, { kind: 'init' } | { kind: 'other' }>): SftpIntent | undefined {
+    switch (req.kind) {
+      case 'open':
+        return req.flags.some((f) => f !== 'read') ? { op: 'open', path: req.path, flags: req.flags } : undefined;
+      case 'remove':
+      case 'rmdir':
+      case 'mkdir':
+        return { op: req.kind, path: req.path };
+      case 'setstat':
+        return { op: 'setstat', path: req.path, attrs: req.attrs };
+      case 'fsetstat':
+        return { op: 'setstat', path: this.handles.get(req.handle)?.path ?? '', attrs: req.attrs };
+      case 'rename':
+      case 'hardlink':
+        return { op: req.kind, oldPath: req.oldPath, newPath: req.newPath };
+      case 'symlink': {
+        const [targetPath, linkPath] = this.opts.symlinkOrder === 'draft' ? [req.second, req.first] : [req.first, req.second];
+        return { op: 'symlink', linkPath, targetPath };
+      }
+      case 'copy':
+        return { op: 'copy', fromPath: this.handles.get(req.from)?.path ?? '', toPath: this.handles.get(req.to)?.path ?? '' };
+      default:
+        return undefined;
+    }
   }
 
   /** Turn a request and its reply (undefined: none came) into counters and operations. */
