@@ -57,7 +57,16 @@ export function observeTerminal(host: ChannelHost, index: number, pty: PtyInfo, 
   const tracker = new CommandTracker({
     cols: pty.cols || 80,
     rows: pty.rows || 24,
-    onCommand: (c) => host.emit('ssh.command', 'success', { command: c.command, source: c.source, prompt: c.prompt, channel: index, recording }),
+    onCommand: (c) =>
+      host.emit('ssh.command', 'success', {
+        command: c.command,
+        source: c.source,
+        prompt: c.prompt,
+        ...(c.echo === false ? { echo: false } : {}),
+        ...(c.exact === false ? { exact: false } : {}),
+        channel: index,
+        recording,
+      }),
     onDrain: () => resume?.(),
   });
   return {

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { publicKeyLine } from '../../proxies/ssh/known-hosts.ts';
-import { startSshd, type SshdHandle } from '../support/sshd.ts';
+import { startSshd, type SshdHandle, type StartSshdOptions } from '../support/sshd.ts';
 import { startTestGateway, type TestGateway, type IssuedFiles } from '../support/gateway.ts';
 import type { IssueRequest } from '../../src/identity/types.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
@@ -40,10 +40,12 @@ export interface WorldOptions {
   targets?: (sshd: SshdHandle) => Record<string, unknown>[];
   /** Fields merged into the default `web1` target. */
   web1?: Record<string, unknown>;
+  /** Options for the backend sshd (e.g. extra config such as a logging ForceCommand). */
+  sshd?: StartSshdOptions;
 }
 
 export async function startWorld(o: WorldOptions = {}): Promise<SshWorld> {
-  const sshd = await startSshd();
+  const sshd = await startSshd(o.sshd);
   const web1 = {
     name: 'web1',
     protocol: 'ssh',

@@ -1,0 +1,161 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import fs from 'node:fs';
+import { startWorld, spawnClient, type SshWorld } from './harness.ts';
+import { oracleShell, type OracleShell } from './oracle-shell.ts';
+import type { IssuedFiles } from '../support/gateway.ts';
+import type { AuditEvent } from '../../src/events/envelope.ts';
+import { tempDir, waitFor } from '../support/tmp.ts';
+
+/**
+ * Command reconstruction against an oracle: the backend bash logs every command line it runs, and every
+ * logged line must have an `ssh.command` event with the same text (bash's history drops a
+ * backslash-newline continuation, so that is compared without it).
+ */
+describe('ssh.command events match what the shell ran', () => {
+  let w: SshWorld;
+  let alice: IssuedFiles;
+  let oracle: OracleShell;
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = tempDir('vigil-oracle-');
+    oracle = oracleShell(dir);
+    w = await startWorld({ sshd: { extraConfig: oracle.sshdConfig } });
+    alice = await w.issue();
+  }, 30_000);
+  afterAll(async () => {
+    await w?.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  type Step = { send: string } | { until: string | RegExp } | { pause: number };
+
+  /** Stock `ssh -tt` fed from a pipe, step by step; resolves with the session's events once it ended. */
+  async function session(args: string[], steps: Step[], extra: string[] = ['-tt']): Promise<{ events: AuditEvent[]; stdout: string }> {
+    const mark = w.gw.events.length;
+    const c = spawnClient('ssh', [...w.opts(alice, extra), 'web1@127.0.0.1', ...args]);
+    let seen = 0;
+    try {
+      for (const s of steps) {
+        if ('send' in s) c.child.stdin!.write(s.send);
+        else if ('pause' in s) await new Promise((r) => setTimeout(r, s.pause));
+        else {
+          await waitFor(() => {
+            const out = c.stdout().slice(seen);
+            const m = typeof s.until === 'string' ? out.indexOf(s.until) : out.search(s.until);
+            if (m < 0) return false;
+            seen += m + 1;
+            return true;
+          }, 15_000, `output ${s.until}\n--- so far:\n${c.stdout()}`);
+        }
+      }
+      c.child.stdin!.end();
+      await c.exited;
+    } finally {
+      c.child.kill('SIGKILL');
+    }
+    const start = await w.gw.waitForEvent((e) => w.gw.events.indexOf(e) >= mark && e.type === 'session.start');
+    await w.gw.waitForEvent((e) => e.type === 'session.end' && e.session_id === start.session_id);
+    return { events: w.gw.events.filter((e) => e.session_id === start.session_id), stdout: c.stdout() };
+  }
+
+  const unfold = (s: string) => s.replace(/\\\n/g, '');
+
+  /** Every line the shell logged is an `ssh.command` with that text; prints the counts. */
+  function matchOracle(workload: string, events: AuditEvent[], noExtra = true): string[] {
+    const logged = oracle.commands();
+    const reported = events.filter((e) => e.type === 'ssh.command').map((e) => String(e.details.command));
+    const missing = logged.filter((c) => !reported.some((r) => unfold(r) === unfold(c)));
+    if (process.env.DEBUG_ORACLE) console.log(JSON.stringify({ logged, reported }, null, 1));
+    console.log(`${workload}: shell ran ${logged.length} command lines, ssh.command events ${reported.length}, missing ${missing.length}`);
+    expect(logged.length).toBeGreaterThan(0);
+    expect(missing).toEqual([]);
+    // Nor anything the shell did not run (banner text, output, a password).
+    if (noExtra) expect(reported.filter((r) => !logged.some((c) => unfold(r) === unfold(c)))).toEqual([]);
+    return reported;
+  }
+
+  it('typeahead: lines typed before the first prompt are the commands that ran, not banner text', async () => {
+    oracle.reset();
+    const { events } = await session([], [
+      { send: 'echo ahead-one\rcd /tmp && echo ahead-two\r' },
+      { until: 'ahead-two\r\n' },
+      { until: oracle.prompt },
+      { send: 'echo after-prompt\r' },
+      { until: 'after-prompt\r\n' },
+      { send: 'exit\r' },
+    ]);
+    const reported = matchOracle('typeahead', events);
+    expect(reported).toEqual(['echo ahead-one', 'cd /tmp && echo ahead-two', 'echo after-prompt', 'exit']);
+  });
+
+  it('pasted script: several lines in one write, before and at the prompt', async () => {
+    oracle.reset();
+    const script = ['echo paste-1', 'for i in 1 2; do echo loop-$i; done', 'echo paste-2 | tr a-z A-Z', 'echo paste-3'].join('\r') + '\r';
+    const { events } = await session([], [
+      { send: script },
+      { until: 'paste-3\r\n' },
+      { until: oracle.prompt },
+      { send: script.replace(/paste/g, 'again') },
+      { until: 'again-3\r\n' },
+      { send: 'exit\r' },
+    ]);
+    const reported = matchOracle('pasted script', events);
+    expect(reported.filter((c) => c.includes('paste'))).toEqual(['echo paste-1', 'echo paste-2 | tr a-z A-Z', 'echo paste-3']);
+    expect(reported.filter((c) => c.includes('again'))).toEqual(['echo again-1', 'echo again-2 | tr a-z A-Z', 'echo again-3']);
+  });
+
+  it('echo off: commands typed after `stty -echo` are reported; what is typed at password prompts is not stored', async () => {
+    oracle.reset();
+    const secrets = ['s3cret-at-read-p', 'tok3n-on-a-bare-line', 'mysql-pw-never-stored', 'passphrase-never-stored'];
+    const { events } = await session([], [
+      { until: oracle.prompt },
+      { send: 'stty -echo\r' },
+      { until: oracle.prompt },
+      { send: 'echo hidden-one\r' },
+      { until: 'hidden-one\r\n' },
+      { until: oracle.prompt },
+      // Typed key by key, with a correction, as a person would.
+      ...[...'cd /tmp; echo hiddem\x7fn-two\r'].flatMap((k) => [{ send: k }, { pause: 5 }]),
+      { until: 'hidden-two\r\n' },
+      { until: oracle.prompt },
+      { send: 'read -s -p "Password: " pw; echo len=${#pw}\r' },
+      { until: 'Password: ' },
+      { send: `${secrets[0]}\r` },
+      { until: 'len=16' },
+      { until: oracle.prompt },
+      { send: 'echo enter the token; read -s tok; echo tlen=${#tok}\r' },
+      { until: 'enter the token\r\n' },
+      { send: `${secrets[1]}\r` },
+      { until: 'tlen=20' },
+      { until: oracle.prompt },
+      { send: 'mariadb -h 127.0.0.1 -P 1 -u nobody -p; echo mysql-done\r' },
+      { until: 'Enter password: ' },
+      { send: `${secrets[2]}\r` },
+      { until: 'mysql-done' },
+      { until: oracle.prompt },
+      { send: 'read -s -p "Enter passphrase for key \'/root/.ssh/id_ed25519\': " pp; echo plen=${#pp}\r' },
+      { until: 'passphrase for key' },
+      { send: `${secrets[3]}\r` },
+      { until: 'plen=23' },
+      { until: oracle.prompt },
+      { send: 'stty echo\r' },
+      { until: oracle.prompt },
+      { send: 'echo visible-again\r' },
+      { until: 'visible-again\r\n' },
+      { send: 'exit\r' },
+    ]);
+    const reported = matchOracle('echo off', events);
+    const hidden = events.filter((e) => e.type === 'ssh.command' && e.details.echo === false).map((e) => e.details.command);
+    expect(hidden).toEqual(expect.arrayContaining(['echo hidden-one', 'cd /tmp; echo hidden-two']));
+    expect(reported).toContain('echo visible-again');
+    // No secret in any event of the session, nor in its recording.
+    const text = JSON.stringify(events);
+    for (const s of secrets) expect(text).not.toContain(s);
+    const rec = events.find((e) => e.type === 'ssh.command')!.details.recording as string;
+    const file = w.gw.gw.services.recordings.pathOf(rec);
+    await waitFor(() => fs.existsSync(file) && fs.readFileSync(file, 'utf8').includes('visible-again'), 10_000, 'recording flushed');
+    const cast = fs.readFileSync(file, 'utf8');
+    for (const s of secrets) expect(cast).not.toContain(s);
+  });
+});
