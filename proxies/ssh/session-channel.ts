@@ -3,6 +3,8 @@ import type { AsciicastWriter } from '../../recorder/types.ts';
 import { relay, flushed, type TapGate } from './relay.ts';
 import type { ChannelHost, ChannelObserver } from './host.ts';
 import { parseScpCommand } from './scp/index.ts';
+import { readsCommandsFromStdin } from './terminal/index.ts';
+import { observeShellInput } from './observers.ts';
 
 /** A pty as the client asked for it (ssh2's pty-req info). */
 export interface PtyInfo {
@@ -167,7 +169,8 @@ export class SessionChannel {
 
     const rec = this.recording;
     const obs = this.observer;
-    const input = host.keystrokes ? rec : undefined;
+    // A shell reading a script from stdin: that script is recorded whatever recording.keystrokes says.
+    const input = host.keystrokes || this.shellReadsStdin ? rec : undefined;
     // Each direction waits when its recording or the terminal emulator falls behind, so a fast session
     // runs at their pace instead of queueing without bound (or failing the recording).
     const tapFor = (toClient: boolean, observer: ChannelObserver | undefined, writer: AsciicastWriter | undefined) => {
@@ -213,10 +216,20 @@ export class SessionChannel {
     backend.on('error', (e: Error) => host.log.debug({ err: e.message, channel: this.index }, 'backend channel error'));
   }
 
-  /** What watches this channel's bytes: SFTP decoding, legacy scp, or the terminal of a pty shell. */
+  /** A shell (the login shell, or `bash -s`, `sh` … as the command) that reads its commands from stdin. */
+  private get readsCommands(): boolean {
+    return this.kind === 'shell' || (this.kind === 'exec' && readsCommandsFromStdin(this.command ?? ''));
+  }
+
+  /** …without a terminal: its stdin is a script. */
+  private get shellReadsStdin(): boolean {
+    return !this.pty && this.readsCommands;
+  }
+
+  /** What watches this channel's bytes: SFTP decoding, legacy scp, the terminal of a pty shell, or a shell's script on stdin. */
   private observe(kind: 'shell' | 'exec' | 'sftp'): ChannelObserver | undefined {
     if (kind === 'sftp') return this.host.observeSftp(this.index);
-    if (kind === 'shell') return this.pty ? this.host.observeTerminal(this.index, this.pty, this.recording?.id) : undefined;
+    if (this.readsCommands) return this.pty ? this.host.observeTerminal(this.index, this.pty, this.recording?.id) : observeShellInput(this.host, this.index, this.recording?.id);
     const scp = this.pty ? null : parseScpCommand(this.command ?? '');
     return scp ? this.host.observeScp(this.index, scp) : undefined;
   }

@@ -21,7 +21,7 @@ export const EVENT_CATALOG = {
   // ssh
   'ssh.exec.start': { description: 'An SSH exec request was passed to the target (exact command, before any output); ssh.exec follows when it ends.' },
   'ssh.exec': { description: 'A command was executed over SSH exec (exact command and exit status; outcome unknown when the session ended first).' },
-  'ssh.command': { description: 'An interactive shell command, reconstructed from the terminal at Enter (source: terminal).' },
+  'ssh.command': { description: 'A shell command: reconstructed from the terminal at Enter (source: terminal; echo: false when typed with echo off), or a complete command of a script a shell without a terminal reads from stdin (source: stdin).' },
   'ssh.sftp': { description: 'One SFTP operation (open, close, remove, rename, mkdir, rmdir, setstat, symlink) with paths.' },
   'ssh.scp': { description: 'One legacy scp (-O) file or directory transfer, with direction, path, size, bytes and outcome.' },
   'ssh.forward': { description: 'A port-forwarding request (direct-tcpip) with destination, bytes and outcome.' },

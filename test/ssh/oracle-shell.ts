@@ -31,6 +31,8 @@ export function oracleShell(dir: string): OracleShell {
     [
       // Only the shell that reads commands (interactive, or a script on stdin), not `bash -c`.
       'case $- in *c*) return ;; esac',
+      // Only this shell: not the scripts it runs (which would inherit BASH_ENV).
+      'unset BASH_ENV',
       `PS1='${PROMPT}'`,
       'set -o history',
       'HISTFILE=',
@@ -57,7 +59,7 @@ export function oracleShell(dir: string): OracleShell {
       '#!/bin/bash',
       `export BASH_ENV=${rc}`,
       // An exec request: run it as sshd would have.
-      'if [ -n "${SSH_ORIGINAL_COMMAND+x}" ]; then exec /bin/bash -c "$SSH_ORIGINAL_COMMAND"; fi',
+      'if [ -n "${SSH_ORIGINAL_COMMAND+x}" ]; then exec /bin/bash --norc -c "$SSH_ORIGINAL_COMMAND"; fi',
       // A pty shell: a banner like a motd, and a moment for typed-ahead input to arrive before bash reads.
       `if [ -t 0 ]; then printf '${BANNER.join('\\n')}\\n'; sleep 0.3; exec /bin/bash --noprofile --rcfile ${rc} -i; fi`,
       'exec /bin/bash --noprofile --norc -s',
