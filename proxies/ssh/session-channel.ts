@@ -44,6 +44,8 @@ export class SessionChannel {
   private exit: Exit | undefined;
   private kind: 'shell' | 'exec' | 'sftp' | undefined;
   private command: string | undefined;
+  /** Under a certificate force-command: what the client asked for (the command, or `shell`/`sftp`). */
+  private requested: { kind: 'shell' | 'exec' | 'sftp'; command?: string } | undefined;
   private closed = false;
   /** Why the target refused the channel, for the ssh.exec event. */
   private error: string | undefined;
@@ -114,6 +116,7 @@ export class SessionChannel {
     const kind = forced ? 'exec' : asked;
     this.kind = kind;
     this.command = forced ?? command;
+    if (forced) this.requested = { kind: asked, ...(asked === 'exec' ? { command } : {}) };
     // Accept at once: ssh2 drops channel data and treats EOF as the end of a session whose request is not
     // accepted in the same tick. Client input waits unread in the channel (its SSH window stops the
     // client) until the target's channel is open; if the target refuses, the client hears it on stderr.
@@ -142,7 +145,9 @@ export class SessionChannel {
     const pty = this.pty ? { term: this.pty.term, cols: this.pty.cols, rows: this.pty.rows, width: this.pty.width, height: this.pty.height, modes: this.pty.modes } : undefined;
     try {
       if (kind === 'shell') backend.shell(pty ?? false, { env: this.env }, done);
-      else if (kind === 'exec') backend.exec(this.command!, { pty, env: this.env }, done);
+      // Like sshd, a forced command learns what was asked for from SSH_ORIGINAL_COMMAND (the target's sshd
+      // must accept it: `AcceptEnv SSH_ORIGINAL_COMMAND`; env requests are refused silently otherwise).
+      else if (kind === 'exec') backend.exec(this.command!, { pty, env: this.requested?.command !== undefined ? { ...this.env, SSH_ORIGINAL_COMMAND: this.requested.command } : this.env }, done);
       else backend.subsys('sftp', done);
     } catch (e) {
       done(e as Error, undefined);
@@ -301,6 +306,7 @@ export class SessionChannel {
       this.host.emit('ssh.exec', failed ? 'failure' : 'success', {
         channel: this.index,
         command: this.command,
+        ...(this.requested ? { force_command: true, requested: this.requested.kind, ...(this.requested.command !== undefined ? { requested_command: this.requested.command } : {}) } : {}),
         recording: this.recording?.id,
         ...exitDetails,
         ...(binary ? { binary_output: binary } : {}),

@@ -216,3 +216,31 @@ describe('ssh.command events match what the shell ran', () => {
     });
   }
 });
+
+describe('certificate force-command', () => {
+  let w: SshWorld;
+  beforeAll(async () => {
+    // The target must accept the variable, as with OpenSSH's own AcceptEnv for any client-set variable.
+    w = await startWorld({ sshd: { overrides: { AcceptEnv: 'LANG LC_* VIGIL_* SSH_ORIGINAL_COMMAND' } } });
+  }, 30_000);
+  afterAll(() => w?.stop());
+
+  const FORCED = 'echo "forced ran; original=[${SSH_ORIGINAL_COMMAND-unset}]"';
+
+  it('the event carries the forced and the requested command; the target sees SSH_ORIGINAL_COMMAND as under sshd', async () => {
+    const forced = await w.issue({ forceCommand: FORCED });
+    const r = await w.run('ssh', [...w.opts(forced), 'web1@127.0.0.1', 'rm -rf /tmp/asked-for; echo asked'], undefined);
+    expect(r.stdout).toBe('forced ran; original=[rm -rf /tmp/asked-for; echo asked]\n');
+    const ev = await w.gw.waitForEvent((e) => e.type === 'ssh.exec' && e.actor.cert_serial === forced.creds.serial);
+    expect(ev.details).toMatchObject({ command: FORCED, force_command: true, requested: 'exec', requested_command: 'rm -rf /tmp/asked-for; echo asked' });
+  });
+
+  it('a shell asked for under a force-command: requested is "shell", and SSH_ORIGINAL_COMMAND stays unset', async () => {
+    const forced = await w.issue({ forceCommand: FORCED });
+    const r = await w.run('ssh', [...w.opts(forced, ['-T']), 'web1@127.0.0.1'], '');
+    expect(r.stdout).toBe('forced ran; original=[unset]\n');
+    const ev = await w.gw.waitForEvent((e) => e.type === 'ssh.exec' && e.actor.cert_serial === forced.creds.serial);
+    expect(ev.details).toMatchObject({ command: FORCED, force_command: true, requested: 'shell' });
+    expect(ev.details.requested_command).toBeUndefined();
+  });
+});
