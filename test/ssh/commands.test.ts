@@ -152,6 +152,10 @@ describe('ssh.command events match what the shell ran', () => {
       { send: `${secrets[3]}\r` },
       { until: 'plen=23' },
       { until: oracle.prompt },
+      // A burst: the second line is typed before the shell read the first.
+      { send: 'echo burst-one\recho burst-two\r' },
+      { until: 'burst-two\r\n' },
+      { until: oracle.prompt },
       { send: 'stty echo\r' },
       { until: oracle.prompt },
       { send: 'echo visible-again\r' },
@@ -160,7 +164,9 @@ describe('ssh.command events match what the shell ran', () => {
     ]);
     const reported = matchOracle('echo off', events);
     const hidden = events.filter((e) => e.type === 'ssh.command' && e.details.echo === false).map((e) => e.details.command);
-    expect(hidden).toEqual(expect.arrayContaining(['echo hidden-one', 'cd /tmp; echo hidden-two']));
+    // Everything typed at the shell prompt while echo was off, and nothing typed at the password prompts.
+    expect(hidden).toEqual(reported.slice(1, -2));
+    expect(hidden).toEqual(expect.arrayContaining(['echo hidden-one', 'cd /tmp; echo hidden-two', 'echo burst-one', 'echo burst-two', 'stty echo']));
     expect(reported).toContain('echo visible-again');
     // No secret in any event of the session, nor in its recording.
     const text = JSON.stringify(events);
@@ -170,6 +176,22 @@ describe('ssh.command events match what the shell ran', () => {
     await waitFor(() => fs.existsSync(file) && fs.readFileSync(file, 'utf8').includes('visible-again'), 10_000, 'recording flushed');
     const cast = fs.readFileSync(file, 'utf8');
     for (const s of secrets) expect(cast).not.toContain(s);
+  });
+
+  it('typed ahead, unechoed, into a program reading a password: never reported; the line after it is', async () => {
+    oracle.reset();
+    const { events } = await session([], [
+      { until: oracle.prompt },
+      { send: 'stty -echo; sleep 1; read -r pw; stty echo; echo got-${#pw}\r' },
+      { pause: 300 },
+      // Typed while `sleep` runs, with echo off: `read` takes the first line, the shell the second.
+      { send: 'hunter2-typed-ahead\recho after-secret\r' },
+      { until: 'after-secret\r\n' },
+      { send: 'exit\r' },
+    ]);
+    const reported = matchOracle('typed ahead into a password read', events);
+    expect(reported).toEqual(['stty -echo; sleep 1; read -r pw; stty echo; echo got-${#pw}', 'echo after-secret', 'exit']);
+    expect(JSON.stringify(events)).not.toContain('hunter2');
   });
 
   /** A script with the shapes a shell reads over several lines, and a line that is data, not a command. */

@@ -272,12 +272,12 @@ export class CommandTracker {
     // With echo off readline prints no newline before this: the cursor is back at the start of the
     // prompt's own row, not below it. Never read above the row the line began on.
     const promptRow = entry.marker && !entry.marker.isDisposed ? entry.marker.line : -1;
-    this.report(entry, buf.cursorX === 0 && row > 0 && row - 1 >= promptRow ? row - 1 : row);
+    this.report(entry, buf.cursorX === 0 && row > 0 && row - 1 >= promptRow ? row - 1 : row, true);
   }
 
   /** Read the command ending at `lastRow`, report it, settle the entry (unless it must wait). */
-  private report(entry: PendingEnter, lastRow: number): void {
-    if (entry.text === null) return this.reportTypedAhead(entry, lastRow);
+  private report(entry: PendingEnter, lastRow: number, accepted = false): void {
+    if (entry.text === null) return this.reportTypedAhead(entry, lastRow, accepted);
     const buf = this.term.buffer.active;
     const prompt = entry.text;
     const top = entry.marker && !entry.marker.isDisposed && entry.marker.line >= 0 ? entry.marker.line : logicalLineAt(buf, lastRow).start;
@@ -318,30 +318,30 @@ export class CommandTracker {
    * A typed-ahead line: its prompt was not on screen when it was typed. It is the line on screen that
    * ends with what was typed (the tty's echo before the shell started reading, or the shell's redisplay
    * after its prompt); failing an exact rebuild of the keys, the line after the last prompt seen.
-   * Other lines (output in between) leave it waiting.
+   * Other lines (output in between) leave it waiting. When the line shown is a later typed-ahead one,
+   * the lines before it were never shown — typed ahead into a password prompt — and are dropped unreported.
    */
-  private reportTypedAhead(entry: PendingEnter, lastRow: number): void {
-    const buf = this.term.buffer.active;
-    const typed = entry.typed.text;
-    if (entry.typed.exact && typed.trim()) {
-      const lines = typed.split('\n').length;
-      const rows: string[] = [];
-      let end = lastRow;
-      for (let i = 0; i < lines && end >= 0; i++) {
-        const { start } = logicalLineAt(buf, end);
-        rows.unshift(rowsText(buf, start, end));
-        end = start - 1;
+  private reportTypedAhead(entry: PendingEnter, lastRow: number, accepted: boolean): void {
+    for (let i = 0; i < this.pending.length && this.pending[i]!.text === null; i++) {
+      const match = this.findTyped(this.pending[i]!, lastRow);
+      if (!match) continue;
+      for (let j = 0; j <= i; j++) this.settle();
+      if (match.prompt.trim()) {
+        this.lastPrompt = match.prompt;
+        // Only a line editor's line vouches for its prompt being the shell's (see isShellLine).
+        if (this.term.modes.bracketedPasteMode) this.shellPrompts.add(match.prompt);
       }
-      const shown = rows.join('\n');
-      if (shown.endsWith(typed.trimEnd()) || shown.endsWith(typed)) {
-        const body = shown.endsWith(typed) ? typed : typed.trimEnd();
-        const prompt = shown.slice(0, shown.length - body.length);
+      return this.emit({ command: match.command, source: 'terminal', prompt: match.prompt.trim() });
+    }
+    const buf = this.term.buffer.active;
+    if (accepted && this.lastPrompt !== null && entry.lineEditor && entry.typed.text.trim() && !SECRET_PROMPT.test(this.lastPrompt.trim())) {
+      // The line editor accepted a line it did not show, at the shell's prompt: typed ahead with echo off.
+      // Only when this is the one typed-ahead line waiting; with more, which one the shell read is a guess.
+      const { found, text } = commandLines(buf, lastRow, this.lastPrompt, logicalLineAt(buf, lastRow).start);
+      const waiting = this.pending.filter((p) => p.text === null).length;
+      if (found && !text.slice(this.lastPrompt.length).trim() && waiting === 1) {
         this.settle();
-        if (prompt.trim()) {
-          this.lastPrompt = prompt;
-          this.shellPrompts.add(prompt);
-        }
-        return this.emit({ command: body.trim(), source: 'terminal', prompt: prompt.trim() });
+        return this.emit({ command: entry.typed.text.trim(), source: 'terminal', prompt: this.lastPrompt.trim(), echo: false, ...(entry.typed.exact ? {} : { exact: false as const }) });
       }
     }
     if (!entry.typed.exact && this.lastPrompt !== null) {
@@ -352,9 +352,26 @@ export class CommandTracker {
         return this.emit({ command, source: 'terminal', prompt: this.lastPrompt.trim() });
       }
     }
-    // Not on screen yet: this was output in between. A line never shown (typed ahead into a password
-    // prompt) is given up on after a while, unreported.
+    // Not on screen yet: this was output in between. A line never shown is given up on after a while.
     if (++entry.misses >= MAX_MISSES) this.settle();
+  }
+
+  /** The screen lines ending at `lastRow`, if they end with the exact keystrokes of `entry`. */
+  private findTyped(entry: PendingEnter, lastRow: number): { command: string; prompt: string } | undefined {
+    const typed = entry.typed.text;
+    if (!entry.typed.exact || !typed.trim()) return undefined;
+    const buf = this.term.buffer.active;
+    const rows: string[] = [];
+    let end = lastRow;
+    for (let i = typed.split('\n').length; i > 0 && end >= 0; i--) {
+      const { start } = logicalLineAt(buf, end);
+      rows.unshift(rowsText(buf, start, end));
+      end = start - 1;
+    }
+    const shown = rows.join('\n');
+    const body = shown.endsWith(typed) ? typed : shown.endsWith(typed.trimEnd()) ? typed.trimEnd() : undefined;
+    if (body === undefined) return undefined;
+    return { command: body.trim(), prompt: shown.slice(0, shown.length - body.length) };
   }
 
   private emit(cmd: TerminalCommand): void {
