@@ -194,6 +194,18 @@ describe('ssh.command events match what the shell ran', () => {
     expect(JSON.stringify(events)).not.toContain('hunter2');
   });
 
+  it('a shell run as the command on a pty (ssh -tt host bash -i) is tracked like a login shell', async () => {
+    oracle.reset();
+    const { events } = await session(['bash', '--noprofile', '--rcfile', oracle.rcfile, '-i'], [
+      { until: oracle.prompt },
+      { send: 'echo in-exec-shell\r' },
+      { until: 'in-exec-shell\r\n' },
+      { send: 'exit\r' },
+    ]);
+    const reported = matchOracle('pty exec of bash -i', events);
+    expect(reported).toEqual(['echo in-exec-shell', 'exit']);
+  });
+
   /** A script with the shapes a shell reads over several lines, and a line that is data, not a command. */
   const SCRIPT = [
     '#!/bin/bash',

@@ -16,6 +16,8 @@ export interface OracleShell {
   reset(): void;
   /** The prompt the interactive shell shows. */
   prompt: string;
+  /** The rc file that sets the logging up, for a shell started as a command (`bash --rcfile … -i`). */
+  rcfile: string;
 }
 
 const PROMPT = 'oracle$ ';
@@ -70,6 +72,7 @@ export function oracleShell(dir: string): OracleShell {
   return {
     sshdConfig: [`ForceCommand ${wrapper}`],
     prompt: PROMPT,
+    rcfile: rc,
     commands: () => (fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\0').slice(0, -1) : []),
     reset: () => fs.rmSync(log, { force: true }),
   };

@@ -78,7 +78,7 @@ describe('ShellInputSplitter: commands of a script read from stdin', () => {
 
 describe('readsCommandsFromStdin', () => {
   it('tells a shell reading stdin from one running a command or a script file', () => {
-    for (const c of ['bash', 'bash -s', 'sh -x', '/bin/bash -s -- a b', 'bash -l', 'bash --login -s', 'sudo bash -s', 'zsh -es']) expect([c, readsCommandsFromStdin(c)]).toEqual([c, true]);
-    for (const c of ['bash -c ls', 'bash -lc ls', 'bash script.sh', 'bash -- script.sh', 'cat', 'python3', 'bash -x deploy.sh', 'sudo -u bob bash']) expect([c, readsCommandsFromStdin(c)]).toEqual([c, false]);
+    for (const c of ['bash', 'bash -s', 'sh -x', '/bin/bash -s -- a b', 'bash -l', 'bash --login -s', 'sudo bash -s', 'zsh -es', 'bash --noprofile --rcfile /etc/x.rc -i', 'bash -o pipefail']) expect([c, readsCommandsFromStdin(c)]).toEqual([c, true]);
+    for (const c of ['bash -c ls', 'bash -lc ls', 'bash script.sh', 'bash -- script.sh', 'cat', 'python3', 'bash -x deploy.sh', 'sudo -u bob bash', 'bash -O extglob run.sh']) expect([c, readsCommandsFromStdin(c)]).toEqual([c, false]);
   });
 });

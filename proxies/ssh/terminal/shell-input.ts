@@ -14,6 +14,8 @@ const SEPARATORS = ';&|()';
 /** A command longer than this is reported in pieces rather than buffered without bound. */
 export const MAX_COMMAND_CHARS = 64 * 1024;
 
+/** Shell options followed by a value (`--rcfile FILE`, `-o pipefail`, `-O extglob`): the value is not a script. */
+const OPTIONS_WITH_VALUE = new Set(['--rcfile', '--init-file', '-o', '+o', '-O', '+O']);
 const SHELLS = new Set(['sh', 'bash', 'dash', 'zsh', 'ksh', 'mksh', 'ash', 'posh', 'yash']);
 
 /**
@@ -29,7 +31,12 @@ export function readsCommandsFromStdin(command: string): boolean {
   }
   const name = (words[0] ?? '').split('/').pop()!;
   if (!SHELLS.has(name)) return false;
-  for (const w of words.slice(1)) {
+  for (let i = 1; i < words.length; i++) {
+    const w = words[i]!;
+    if (OPTIONS_WITH_VALUE.has(w)) {
+      i++;
+      continue;
+    }
     if (/^-[a-zA-Z]*s[a-zA-Z]*$/.test(w) && !w.includes('c')) return true; // -s: the rest are $1 …
     if (w === '--') return false; // `bash -- file`: a script file follows
     if (!/^[-+]/.test(w)) return false; // a script file
