@@ -118,6 +118,19 @@ describe('ssh.command events match what the shell ran', () => {
     expect(reported.filter((c) => c.includes('again'))).toEqual(['echo again-1', 'echo again-2 | tr a-z A-Z', 'echo again-3']);
   });
 
+  it('a long paste: 200 lines in one write at the prompt, each one a command', async () => {
+    oracle.reset();
+    const lines = Array.from({ length: 200 }, (_, i) => `echo long-paste-${i}`);
+    const { events } = await session([], [
+      { until: oracle.prompt },
+      { send: lines.join('\r') + '\r' },
+      { until: 'long-paste-199\r\n' },
+      { send: 'exit\r' },
+    ]);
+    const reported = matchOracle('long paste', events);
+    expect(reported.filter((c) => c.includes('long-paste'))).toEqual(lines);
+  });
+
   it('echo off: commands typed after `stty -echo` are reported; what is typed at password prompts is not stored', async () => {
     oracle.reset();
     const secrets = ['s3cret-at-read-p', 'tok3n-on-a-bare-line', 'mysql-pw-never-stored', 'passphrase-never-stored'];

@@ -64,7 +64,10 @@ const squash = (s: string) => s.replace(/\s+/g, ' ').trim();
  * directory called "passwords" does not match.
  */
 const SECRET_PROMPT = /(pass(word|phrase|code)?|\bpin\b|secret|token|otp|verification code|credentials?)\b[^\n]*[:?]\s*$/i;
-const MAX_PENDING = 16;
+/** Lines typed ahead and not read yet (a pasted script); past this the oldest is given up on. */
+const MAX_PENDING = 1024;
+/** How many typed-ahead lines a screen line is compared with (one never shown is skipped over). */
+const LOOKAHEAD = 8;
 const MAX_MISSES = 64;
 
 /**
@@ -322,7 +325,7 @@ export class CommandTracker {
    * the lines before it were never shown — typed ahead into a password prompt — and are dropped unreported.
    */
   private reportTypedAhead(entry: PendingEnter, lastRow: number, accepted: boolean): void {
-    for (let i = 0; i < this.pending.length && this.pending[i]!.text === null; i++) {
+    for (let i = 0; i < Math.min(this.pending.length, LOOKAHEAD) && this.pending[i]!.text === null; i++) {
       const match = this.findTyped(this.pending[i]!, lastRow);
       if (!match) continue;
       for (let j = 0; j <= i; j++) this.settle();
