@@ -39,6 +39,20 @@ describe('CommandTracker: lines typed ahead', () => {
     expect(t.commands).toEqual([{ command: 'uptime', source: 'terminal', prompt: 'db1$' }]);
   });
 
+  it('a line typed after the output, before the next prompt is drawn, is the command the prompt then shows', async () => {
+    const t = tracker();
+    t.out(`${ON}p$ `);
+    t.type('echo hi\r');
+    t.out(`echo hi\r\n${OFF}\rhi\r\n`);
+    t.type('exit\r');
+    t.out(`${ON}p$ exit\r\n${OFF}\rexit\r\n`);
+    await t.flush();
+    expect(t.commands).toEqual([
+      { command: 'echo hi', source: 'terminal', prompt: 'p$' },
+      { command: 'exit', source: 'terminal', prompt: 'p$' },
+    ]);
+  });
+
   it('echo off: a line readline accepted without showing it is reported from the keys; a password prompt answer is not', async () => {
     const t = tracker();
     t.out(`${ON}p$ `);

@@ -295,6 +295,10 @@ export class CommandTracker {
     // Without a line editor the tty echoes keys as typed: a screen line that differs from an exact rebuild
     // of the keys is output written after input that was not echoed (`read -s` on a bare line).
     const echoed = !shown ? false : entry.lineEditor || !entry.typed.exact || !typed || squash(shown) === squash(typed);
+    // Typed before the prompt was drawn (nothing before the cursor): the shell drew its prompt, then the line.
+    if (!echoed && shown && !prompt.trim() && entry.typed.exact && typed && shown.endsWith(typed)) {
+      return this.emit({ command: typed, source: 'terminal', prompt: shown.slice(0, shown.length - typed.length).trim() });
+    }
     if (echoed) {
       if (found && prompt.trim()) this.shellPrompts.add(prompt);
       return this.emit({ command: shown, source: 'terminal', prompt: prompt.trim() });
