@@ -3,7 +3,7 @@ import type { AsciicastWriter } from '../../recorder/types.ts';
 import { relay, flushed, type TapGate } from './relay.ts';
 import type { ChannelHost, ChannelObserver } from './host.ts';
 import { parseScpCommand } from './scp/index.ts';
-import { readsCommandsFromStdin } from './terminal/index.ts';
+import { readsCommandsFromStdin, startsShell } from './terminal/index.ts';
 import { observeShellInput } from './observers.ts';
 
 /** A pty as the client asked for it (ssh2's pty-req info). */
@@ -231,11 +231,15 @@ export class SessionChannel {
     return !this.pty && this.readsCommands;
   }
 
-  /** What watches this channel's bytes: SFTP decoding, legacy scp, the terminal of a pty shell, or a shell's script on stdin. */
+  /**
+   * What watches this channel's bytes: SFTP decoding, the terminal of a pty shell (or of a command that
+   * starts one: `ssh -t host bash`, `sudo -i`, `su -`), a shell's script on stdin, or legacy scp.
+   */
   private observe(kind: 'shell' | 'exec' | 'sftp'): ChannelObserver | undefined {
     if (kind === 'sftp') return this.host.observeSftp(this.index);
-    if (this.readsCommands) return this.pty ? this.host.observeTerminal(this.index, this.pty, this.recording?.id) : observeShellInput(this.host, this.index, this.recording?.id);
-    const scp = this.pty ? null : parseScpCommand(this.command ?? '');
+    if (this.pty && (kind === 'shell' || startsShell(this.command ?? ''))) return this.host.observeTerminal(this.index, this.pty, this.recording?.id);
+    if (this.readsCommands) return observeShellInput(this.host, this.index, this.recording?.id);
+    const scp = parseScpCommand(this.command ?? '');
     return scp ? this.host.observeScp(this.index, scp) : undefined;
   }
 

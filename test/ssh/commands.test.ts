@@ -224,6 +224,20 @@ describe('ssh.command events match what the shell ran', () => {
     expect(reported).toEqual(['echo in-exec-shell', 'exit']);
   });
 
+  it('a pty command that starts a shell itself (ssh -tt host su -): what is typed in it is tracked too', async () => {
+    const { events } = await session(['su', '-'], [
+      { until: /[$#] $/ },
+      { send: 'echo typed-under-su\r' },
+      { until: 'typed-under-su\r\n' },
+      { send: 'exit\r' },
+    ]);
+    const cmds = await waitFor(() => {
+      const c = w.gw.events.filter((e) => e.type === 'ssh.command' && e.session_id === events[0]!.session_id).map((e) => e.details.command);
+      return c.includes('exit') ? c : undefined;
+    }, 5_000, 'ssh.command events');
+    expect(cmds).toEqual(['echo typed-under-su', 'exit']);
+  });
+
   /** A script with the shapes a shell reads over several lines, and a line that is data, not a command. */
   const SCRIPT = [
     '#!/bin/bash',

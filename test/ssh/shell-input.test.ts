@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ShellInputSplitter, readsCommandsFromStdin, MAX_COMMAND_CHARS } from '../../proxies/ssh/terminal/shell-input.ts';
+import { ShellInputSplitter, readsCommandsFromStdin, startsShell, MAX_COMMAND_CHARS } from '../../proxies/ssh/terminal/shell-input.ts';
 
 /** Split `text` fed in `chunk`-byte pieces, then end. */
 function split(text: string, chunk = 7): string[] {
@@ -80,5 +80,12 @@ describe('readsCommandsFromStdin', () => {
   it('tells a shell reading stdin from one running a command or a script file', () => {
     for (const c of ['bash', 'bash -s', 'sh -x', '/bin/bash -s -- a b', 'bash -l', 'bash --login -s', 'sudo bash -s', 'zsh -es', 'bash --noprofile --rcfile /etc/x.rc -i', 'bash -o pipefail']) expect([c, readsCommandsFromStdin(c)]).toEqual([c, true]);
     for (const c of ['bash -c ls', 'bash -lc ls', 'bash script.sh', 'bash -- script.sh', 'cat', 'python3', 'bash -x deploy.sh', 'sudo -u bob bash', 'bash -O extglob run.sh']) expect([c, readsCommandsFromStdin(c)]).toEqual([c, false]);
+  });
+});
+
+describe('startsShell', () => {
+  it('tells a command that starts an interactive shell on a terminal', () => {
+    for (const c of ['bash', 'su', 'su -', 'su - deploy', 'sudo -i', 'sudo -s', 'sudo -u deploy -i', 'sudo su -', 'sudo bash', 'sudo --login']) expect([c, startsShell(c)]).toEqual([c, true]);
+    for (const c of ['top', 'sudo systemctl restart nginx', 'su -c id', 'sudo -u deploy id', 'stty size; read x', 'sudo']) expect([c, startsShell(c)]).toEqual([c, false]);
   });
 });

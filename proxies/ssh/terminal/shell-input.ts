@@ -45,6 +45,29 @@ export function readsCommandsFromStdin(command: string): boolean {
   return true;
 }
 
+/** sudo options followed by a value. */
+const SUDO_VALUE_OPTIONS = new Set(['-u', '-g', '-h', '-p', '-C', '-D', '-R', '-T', '-U', '-r', '-t']);
+
+/**
+ * Does this exec command start an interactive shell when given a terminal: a shell reading stdin (see
+ * above), `su` without `-c`, `sudo -i`/`sudo -s`, or sudo running one of these.
+ */
+export function startsShell(command: string): boolean {
+  if (readsCommandsFromStdin(command)) return true;
+  const words = command.trim().split(/\s+/);
+  if (words[0] === 'su') return !words.some((w) => w === '-c' || w.startsWith('--command') || w.startsWith('--session-command'));
+  if (words[0] !== 'sudo') return false;
+  let i = 1;
+  let shellOption = false;
+  for (; i < words.length && words[i]!.startsWith('-'); i++) {
+    const w = words[i]!;
+    if (w === '--login' || w === '--shell' || /^-[a-zA-Z]*[is][a-zA-Z]*$/.test(w)) shellOption = true;
+    if (SUDO_VALUE_OPTIONS.has(w)) i++;
+  }
+  const rest = words.slice(i).join(' ');
+  return rest ? startsShell(rest) : shellOption;
+}
+
 export class ShellInputSplitter {
   private readonly decoder = new TextDecoder('utf-8');
   /** Text of the line being received (no newline yet). */
