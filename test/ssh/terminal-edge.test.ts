@@ -70,6 +70,38 @@ describe('CommandTracker: lines typed ahead', () => {
   });
 });
 
+describe('CommandTracker: echo off', () => {
+  it('keys a rebuild cannot follow (arrows) are reported with exact: false', async () => {
+    const t = tracker();
+    t.out(`${ON}p$ `);
+    t.type('ls\x1b[D\x1b[C -l\r');
+    t.out(`${OFF}\r\r\nfile\r\n${ON}p$ `);
+    await t.flush();
+    expect(t.commands).toEqual([{ command: 'ls -l', source: 'terminal', prompt: 'p$', echo: false, exact: false }]);
+  });
+
+  it('a shell without a line editor (dash): echo-off lines count as commands at the prompt echoed commands were typed at', async () => {
+    const t = tracker();
+    t.out('$ ');
+    t.type('stty -echo\r');
+    t.out('stty -echo\r\n$ ');
+    t.type('echo b\r');
+    t.out('b\r\n$ ');
+    t.type('su -c id deploy\r');
+    t.out('Password: ');
+    t.type('dash-secret\r');
+    // getpass (su, sudo, ssh) ends the prompt's line itself.
+    t.out('\r\nsu: Authentication failure\r\n$ ');
+    await t.flush();
+    expect(t.commands.map((c) => [c.command, c.echo])).toEqual([
+      ['stty -echo', undefined],
+      ['echo b', false],
+      ['su -c id deploy', false],
+    ]);
+    expect(JSON.stringify(t.commands)).not.toContain('dash-secret');
+  });
+});
+
 describe('InputClassifier and TypedLine', () => {
   it('rebuild a line from keys: erase, kill-word, kill-line; arrows and Tab make it inexact', () => {
     const c = new InputClassifier();
