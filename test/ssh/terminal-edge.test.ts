@@ -115,6 +115,13 @@ describe('InputClassifier and TypedLine', () => {
     expect(l2.text).toBe('ls');
   });
 
+  it('a rebuild is bounded: past 64 KiB it keeps the start and is no longer exact', () => {
+    const line = new TypedLine();
+    line.apply([{ text: 'x'.repeat(100_000) }]);
+    expect(line.text.length).toBe(64 * 1024);
+    expect(line.exact).toBe(false);
+  });
+
   it('a bracketed paste keeps its newlines as text; escape sequences and split UTF-8 are not text', () => {
     const c = new InputClassifier();
     const events = [...c.classify(Buffer.concat([Buffer.from('\x1b[200~a\rb\x1b[201~'), Buffer.from([0xc3])])), ...c.classify(Buffer.from([0xa9, 0x0d]))];

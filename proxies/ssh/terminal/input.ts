@@ -79,13 +79,22 @@ function escapeComplete(seq: string): boolean {
  * A line rebuilt from keystrokes. `exact` is false once a key whose effect this cannot know (cursor
  * movement, history, completion) was pressed: the text is then only what was inserted and erased.
  */
+const MAX_TYPED_CHARS = 64 * 1024;
+
 export class TypedLine {
   text = '';
   exact = true;
 
   apply(ops: KeyOp[]): void {
     for (const o of ops) {
-      if (typeof o === 'object') this.text += o.text;
+      if (typeof o === 'object') {
+        this.text += o.text;
+        // A paste of megabytes without Enter: keep the start; the screen has the rest.
+        if (this.text.length > MAX_TYPED_CHARS) {
+          this.text = this.text.slice(0, MAX_TYPED_CHARS);
+          this.exact = false;
+        }
+      }
       else if (o === 'erase') this.text = [...this.text].slice(0, -1).join('');
       else if (o === 'kill-line') this.text = '';
       else if (o === 'kill-word') this.text = this.text.replace(/\S*\s*$/, '');
