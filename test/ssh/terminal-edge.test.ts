@@ -18,7 +18,7 @@ function tracker() {
 }
 
 describe('CommandTracker: lines typed ahead', () => {
-  it('a typed-ahead line never shown (a password read raw) is dropped once a later one shows', async () => {
+  it('a typed-ahead line never shown (a password read raw) does not hold back a later one', async () => {
     const t = tracker();
     t.out(`${ON}p$ `);
     t.type('sudo ls\rhunter2\recho next\r');
@@ -28,6 +28,18 @@ describe('CommandTracker: lines typed ahead', () => {
     t.out(`${ON}p$ echo next\r\n${OFF}\rnext\r\n${ON}p$ `);
     await t.flush();
     expect(t.commands.map((c) => c.command)).toEqual(['sudo ls', 'echo next']);
+  });
+
+  it('lines the tty echoes before the shell redisplays an earlier one are all reported', async () => {
+    const t = tracker();
+    t.out(`${ON}p$ `);
+    t.type('sleep 1\recho one\recho two\r');
+    t.out(`sleep 1\r\n${OFF}\r`);
+    // "echo two" arrived while sleep ran: the tty echoed it; "echo one" was already queued, unechoed.
+    t.out('echo two\r\n');
+    t.out(`${ON}p$ echo one\r\n${OFF}\rone\r\n${ON}p$ echo two\r\n${OFF}\rtwo\r\n${ON}p$ `);
+    await t.flush();
+    expect(t.commands.map((c) => c.command).sort()).toEqual(['echo one', 'echo two', 'sleep 1']);
   });
 
   it('a line typed before any prompt is found after the banner, not taken from it', async () => {

@@ -245,8 +245,8 @@ export class CommandTracker {
   }
 
   /** The oldest pending Enter is done with. */
-  private settle(): void {
-    this.pending.shift()?.marker?.dispose();
+  private settle(index = 0): void {
+    this.pending.splice(index, 1)[0]?.marker?.dispose();
     this.unsettledEnters--;
   }
 
@@ -325,14 +325,16 @@ export class CommandTracker {
    * A typed-ahead line: its prompt was not on screen when it was typed. It is the line on screen that
    * ends with what was typed (the tty's echo before the shell started reading, or the shell's redisplay
    * after its prompt); failing an exact rebuild of the keys, the line after the last prompt seen.
-   * Other lines (output in between) leave it waiting. When the line shown is a later typed-ahead one,
-   * the lines before it were never shown — typed ahead into a password prompt — and are dropped unreported.
+   * Other lines (output in between) leave it waiting. The line shown may be a later typed-ahead one.
    */
   private reportTypedAhead(entry: PendingEnter, lastRow: number, accepted: boolean): void {
     for (let i = 0; i < Math.min(this.pending.length, LOOKAHEAD) && this.pending[i]!.text === null; i++) {
       const match = this.findTyped(this.pending[i]!, lastRow);
       if (!match) continue;
-      for (let j = 0; j <= i; j++) this.settle();
+      // Out of order when a later line shows first: the tty echoes lines that arrive while a command
+      // runs, before the shell redisplays the earlier ones. The earlier ones keep waiting (one never
+      // shown — typed ahead into a password prompt — is given up on after MAX_MISSES, unreported).
+      this.settle(i);
       if (match.prompt.trim()) {
         this.lastPrompt = match.prompt;
         // Only a line editor's line vouches for its prompt being the shell's (see isShellLine).
