@@ -20,7 +20,7 @@ describe('ssh.command events match what the shell ran', () => {
   beforeAll(async () => {
     dir = tempDir('vigil-oracle-');
     oracle = oracleShell(dir);
-    w = await startWorld({ sshd: { extraConfig: oracle.sshdConfig } });
+    w = await startWorld({ sshd: { extraConfig: oracle.sshdConfig }, ...(process.env.DEBUG_ORACLE_KEYS ? { config: { recording: { keystrokes: true } } } : {}) });
     alice = await w.issue();
   }, 30_000);
   afterAll(async () => {
@@ -84,7 +84,12 @@ describe('ssh.command events match what the shell ran', () => {
     const logged = oracle.commands();
     const reported = events.filter((e) => e.type === 'ssh.command').map((e) => String(e.details.command));
     const missing = logged.filter((c) => !reported.some((r) => unfold(r) === unfold(c)));
-    if (process.env.DEBUG_ORACLE) console.log(JSON.stringify({ logged, reported }, null, 1));
+    if (process.env.DEBUG_ORACLE) console.log(JSON.stringify({ logged, reported, recording: events.find((e) => e.type === 'ssh.command')?.details.recording }, null, 1));
+    // DEBUG_ORACLE_KEYS=1 (with recording.keystrokes on) keeps a failing session's recording, input and output in order, for replay.
+    if (process.env.DEBUG_ORACLE_KEYS && logged.some((c) => !reported.some((r) => unfold(r) === unfold(c)))) {
+      const rec = events.find((e) => e.type === 'ssh.command')?.details.recording as string;
+      fs.copyFileSync(w.gw.gw.services.recordings.pathOf(rec), `/work/wt/sshshell/.scratch/fail-${Date.now()}.cast`);
+    }
     console.log(`${workload}: shell ran ${logged.length} command lines, ssh.command events ${reported.length}, missing ${missing.length}`);
     expect(logged.length).toBeGreaterThan(0);
     expect(missing).toEqual([]);
@@ -112,10 +117,11 @@ describe('ssh.command events match what the shell ran', () => {
     const script = ['echo paste-1', 'for i in 1 2; do echo loop-$i; done', 'echo paste-2 | tr a-z A-Z', 'echo paste-3'].join('\r') + '\r';
     const { events } = await session([], [
       { send: script },
-      { until: 'paste-3\r\n' },
+      // The output line, not the tty's echo of the typed-ahead line ("echo paste-3").
+      { until: /\npaste-3\r\n/ },
       { until: oracle.prompt },
       { send: script.replace(/paste/g, 'again') },
-      { until: 'again-3\r\n' },
+      { until: /\nagain-3\r\n/ },
       { send: 'exit\r' },
     ]);
     const reported = matchOracle('pasted script', events);
