@@ -118,10 +118,10 @@ describe('ssh.command events match what the shell ran', () => {
     const { events } = await session([], [
       { send: script },
       // The output line, not the tty's echo of the typed-ahead line ("echo paste-3").
-      { until: /\npaste-3\r\n/ },
+      { until: /[\r\n]paste-3\r\n/ },
       { until: oracle.prompt },
       { send: script.replace(/paste/g, 'again') },
-      { until: /\nagain-3\r\n/ },
+      { until: /[\r\n]again-3\r\n/ },
       { send: 'exit\r' },
     ]);
     const reported = matchOracle('pasted script', events);
