@@ -42,6 +42,21 @@ describe('CommandTracker: lines typed ahead', () => {
     expect(t.commands.map((c) => c.command).sort()).toEqual(['echo one', 'echo two', 'sleep 1']);
   });
 
+  it('a long paste whose tail the tty echoes while the first command runs: every line is reported', async () => {
+    const t = tracker();
+    const lines = Array.from({ length: 100 }, (_, i) => `echo n${i}`);
+    t.out(`${ON}p$ `);
+    t.type(lines.join('\r') + '\r');
+    t.out(`${lines[0]}\r\n${OFF}\r`);
+    // The second half arrived while `echo n0` ran: the tty echoed it, 70 lines, before the shell read n1.
+    t.out(lines.slice(30).map((l) => `${l}\r\n`).join(''));
+    t.out('n0\r\n');
+    for (const l of lines.slice(1)) t.out(`${ON}p$ ${l}\r\n${OFF}\r${l.slice(5)}\r\n`);
+    t.out(`${ON}p$ `);
+    await t.flush();
+    expect(new Set(t.commands.map((c) => c.command))).toEqual(new Set(lines));
+  });
+
   it('a line typed before any prompt is found after the banner, not taken from it', async () => {
     const t = tracker();
     t.type('uptime\r');

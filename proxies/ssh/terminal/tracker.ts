@@ -361,8 +361,13 @@ export class CommandTracker {
         return this.emit({ command, source: 'terminal', prompt: this.lastPrompt.trim() });
       }
     }
-    // Not on screen yet: this was output in between. A line never shown is given up on after a while.
-    if (++entry.misses >= MAX_MISSES) this.settle();
+    // Not on screen yet: this was output in between. A line never shown is given up on after a while —
+    // but the tty's echo of other typed-ahead lines (a long paste arriving while a command runs) does
+    // not count towards that: the shell has yet to read them, and this one before them.
+    const { start } = logicalLineAt(buf, lastRow);
+    const line = rowsText(buf, start, lastRow).trimEnd();
+    const echoOfTyped = this.pending.some((p) => p !== entry && p.text === null && p.typed.exact && p.typed.text.trim() !== '' && line.endsWith(p.typed.text.split('\n').pop()!.trimEnd()));
+    if (!echoOfTyped && ++entry.misses >= MAX_MISSES) this.settle();
   }
 
   /** The screen lines ending at `lastRow`, if they end with the exact keystrokes of `entry`. */
