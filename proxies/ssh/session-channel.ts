@@ -239,7 +239,7 @@ export class SessionChannel {
     if (kind === 'sftp') return this.host.observeSftp(this.index);
     if (this.pty && (kind === 'shell' || startsShell(this.command ?? ''))) return this.host.observeTerminal(this.index, this.pty, this.recording?.id);
     if (this.readsCommands) return observeShellInput(this.host, this.index, this.recording?.id);
-    const scp = parseScpCommand(this.command ?? '');
+    const scp = this.pty ? null : parseScpCommand(this.command ?? '');
     return scp ? this.host.observeScp(this.index, scp) : undefined;
   }
 
