@@ -1,5 +1,5 @@
 import { SftpObserver, type SftpIntent, type SftpOperation } from './sftp/index.ts';
-import { CommandTracker } from './terminal/index.ts';
+import { CommandTracker, ShellInputSplitter } from './terminal/index.ts';
 import { ScpObserver, type ScpCommand, type ScpTransfer } from './scp/index.ts';
 import type { ChannelHost, ChannelObserver } from './host.ts';
 import type { PtyInfo } from './session-channel.ts';
@@ -83,7 +83,16 @@ export function observeTerminal(host: ChannelHost, index: number, pty: PtyInfo, 
   const tracker = new CommandTracker({
     cols: pty.cols || 80,
     rows: pty.rows || 24,
-    onCommand: (c) => host.emit('ssh.command', 'success', { command: c.command, source: c.source, prompt: c.prompt, channel: index, recording }),
+    onCommand: (c) =>
+      host.emit('ssh.command', 'success', {
+        command: c.command,
+        source: c.source,
+        prompt: c.prompt,
+        ...(c.echo === false ? { echo: false } : {}),
+        ...(c.exact === false ? { exact: false } : {}),
+        channel: index,
+        recording,
+      }),
     onDrain: () => resume?.(),
   });
   return {
@@ -95,5 +104,22 @@ export function observeTerminal(host: ChannelHost, index: number, pty: PtyInfo, 
       // Let the emulator finish what it was given (the last command's Enter) before dropping it.
       void tracker.flush().finally(() => tracker.dispose());
     },
+  };
+}
+
+/**
+ * A shell without a terminal reading its commands from stdin (`ssh host < script.sh`, `ssh host bash -s`):
+ * one `ssh.command` (source: stdin) per complete command, emitted before the byte that completes it is
+ * forwarded; what is left unfinished at the end is reported when the channel closes.
+ */
+export function observeShellInput(host: ChannelHost, index: number, recording: string | undefined): ChannelObserver {
+  const splitter = new ShellInputSplitter();
+  const emit = (commands: string[]) => {
+    for (const command of commands) host.emit('ssh.command', 'success', { command, source: 'stdin', channel: index, recording });
+  };
+  return {
+    clientData: (c) => emit(splitter.push(c)),
+    serverData: () => true,
+    close: () => emit(splitter.end()),
   };
 }

@@ -4,6 +4,8 @@ import type { EndReason } from '../../src/sessions/registry.ts';
 import { relay, flushed, type TapGate, type TapVerdict } from './relay.ts';
 import type { ChannelHost, ChannelObserver } from './host.ts';
 import { parseScpCommand } from './scp/index.ts';
+import { readsCommandsFromStdin, startsShell } from './terminal/index.ts';
+import { observeShellInput } from './observers.ts';
 
 /** A pty as the client asked for it (ssh2's pty-req info). */
 export interface PtyInfo {
@@ -43,6 +45,8 @@ export class SessionChannel {
   private exit: Exit | undefined;
   private kind: 'shell' | 'exec' | 'sftp' | undefined;
   private command: string | undefined;
+  /** Under a certificate force-command: what the client asked for (the command, or `shell`/`sftp`). */
+  private requested: { kind: 'shell' | 'exec' | 'sftp'; command?: string } | undefined;
   private closed = false;
   /** Why the target refused the channel, for the ssh.exec event. */
   private error: string | undefined;
@@ -126,6 +130,7 @@ export class SessionChannel {
     const kind = forced ? 'exec' : asked;
     this.kind = kind;
     this.command = forced ?? command;
+    if (forced) this.requested = { kind: asked, ...(asked === 'exec' ? { command } : {}) };
     // Accept at once: ssh2 drops channel data and treats EOF as the end of a session whose request is not
     // accepted in the same tick. Client input waits unread in the channel (its SSH window stops the
     // client) until the target's channel is open; if the target refuses, the client hears it on stderr.
@@ -149,7 +154,7 @@ export class SessionChannel {
         channel: this.index,
         command: this.command,
         pty: !!this.pty,
-        ...(forced ? { force_command: true, requested: forced.requested } : {}),
+        ...this.requestedDetails(),
       });
       if (durable) {
         try {
@@ -184,7 +189,9 @@ export class SessionChannel {
     const pty = this.pty ? { term: this.pty.term, cols: this.pty.cols, rows: this.pty.rows, width: this.pty.width, height: this.pty.height, modes: this.pty.modes } : undefined;
     try {
       if (kind === 'shell') backend.shell(pty ?? false, { env: this.env }, done);
-      else if (kind === 'exec') backend.exec(this.command!, { pty, env: this.env }, done);
+      // Like sshd, a forced command learns what was asked for from SSH_ORIGINAL_COMMAND (the target's sshd
+      // must accept it: `AcceptEnv SSH_ORIGINAL_COMMAND`; env requests are refused silently otherwise).
+      else if (kind === 'exec') backend.exec(this.command!, { pty, env: this.requested?.command !== undefined ? { ...this.env, SSH_ORIGINAL_COMMAND: this.requested.command } : this.env }, done);
       else backend.subsys('sftp', done);
     } catch (e) {
       done(e as Error, undefined);
@@ -219,7 +226,8 @@ export class SessionChannel {
 
     const rec = this.recording;
     const obs = this.observer;
-    const input = host.keystrokes ? rec : undefined;
+    // A shell reading a script from stdin: that script is recorded whatever recording.keystrokes says.
+    const input = host.keystrokes || this.shellReadsStdin ? rec : undefined;
     // Each direction waits when its recording or the terminal emulator falls behind, so a fast session
     // runs at their pace instead of queueing without bound (or failing the recording).
     const tapFor = (toClient: boolean, observer: ChannelObserver | undefined, writer: AsciicastWriter | undefined) => {
@@ -289,7 +297,20 @@ export class SessionChannel {
     backend.on('error', (e: Error) => host.log.debug({ err: e.message, channel: this.index }, 'backend channel error'));
   }
 
-  /** What watches this channel's bytes: SFTP decoding, legacy scp, or the terminal of a pty shell. */
+  /** A shell (the login shell, or `bash -s`, `sh` … as the command) that reads its commands from stdin. */
+  private get readsCommands(): boolean {
+    return this.kind === 'shell' || (this.kind === 'exec' && readsCommandsFromStdin(this.command ?? ''));
+  }
+
+  /** …without a terminal: its stdin is a script. */
+  private get shellReadsStdin(): boolean {
+    return !this.pty && this.readsCommands;
+  }
+
+  /**
+   * What watches this channel's bytes: SFTP decoding, the terminal of a pty shell (or of a command that
+   * starts one: `ssh -t host bash`, `sudo -i`, `su -`), a shell's script on stdin, or legacy scp.
+   */
   private observe(kind: 'shell' | 'exec' | 'sftp'): ChannelObserver | undefined {
     if (kind === 'sftp') {
       // Strict: each file-changing request is on record (ssh.sftp.start) before its bytes go on.
@@ -304,7 +325,8 @@ export class SessionChannel {
           : undefined,
       });
     }
-    if (kind === 'shell') return this.pty ? this.host.observeTerminal(this.index, this.pty, this.recording?.id) : undefined;
+    if (this.pty && (kind === 'shell' || startsShell(this.command ?? ''))) return this.host.observeTerminal(this.index, this.pty, this.recording?.id);
+    if (this.readsCommands) return observeShellInput(this.host, this.index, this.recording?.id);
     const scp = this.pty ? null : parseScpCommand(this.command ?? '');
     return scp ? this.host.observeScp(this.index, scp, (why) => this.undecodable(why, 'scp')) : undefined;
   }
@@ -402,6 +424,12 @@ export class SessionChannel {
    * `ssh.exec`: success/failure by the target's exit status; `unknown` when the command was sent but the
    * channel ended (client gone, target gone, session ended) before the target said how it ended.
    */
+  /** Under a certificate force-command: what the client asked for, beside what ran. */
+  private requestedDetails(): Record<string, unknown> {
+    const r = this.requested;
+    return r ? { force_command: true, requested: r.kind, ...(r.command !== undefined ? { requested_command: r.command } : {}) } : {};
+  }
+
   private recordExec(exitDetails: Record<string, unknown>): void {
     const target = this.targetExit;
     const outcome = target ? ('code' in target && target.code === 0 ? 'success' : 'failure') : this.execForwarded ? 'unknown' : 'failure';
@@ -409,6 +437,7 @@ export class SessionChannel {
     this.host.emit('ssh.exec', outcome, {
       channel: this.index,
       command: this.command,
+      ...this.requestedDetails(),
       recording: this.recording?.id,
       // Without the target's word, the status is vigil's own (255), and only meaningful if nothing ran.
       ...(target || !this.execForwarded ? exitDetails : {}),

@@ -1,6 +1,6 @@
 import xtermHeadless from '@xterm/headless';
-import { InputClassifier, type InputEvent } from './input.ts';
-import { commandLines, cursorRow, logicalLineAt, textBeforeCursor } from './screen.ts';
+import { InputClassifier, TypedLine, type InputEvent } from './input.ts';
+import { commandLines, cursorRow, logicalLineAt, rowsText, textBeforeCursor } from './screen.ts';
 
 const { Terminal } = xtermHeadless;
 type Term = InstanceType<typeof Terminal>;
@@ -13,6 +13,13 @@ export interface TerminalCommand {
   source: 'terminal';
   /** The prompt it was typed at (trimmed), e.g. `alice@db1:/var/log$`: gives the auditor the context. */
   prompt: string;
+  /**
+   * False when the terminal did not echo the line (`stty -echo`): it was rebuilt from the keystrokes,
+   * and reported because it was typed at the shell's own prompt (see `isShellLine`).
+   */
+  echo?: false;
+  /** False when keys were pressed whose effect a keystroke rebuild cannot know (arrows, Tab, history). */
+  exact?: false;
 }
 
 export interface CommandTrackerOptions {
@@ -32,10 +39,14 @@ export interface CommandTrackerOptions {
 
 /** Where a command began: the text before the cursor at its first keystroke, and that row. */
 interface PromptMark {
-  /** Null when typed ahead before the shell showed its prompt. */
+  /** Null when typed ahead: before the shell first showed a prompt, or while an earlier line was unread. */
   text: string | null;
   /** Follows the prompt's row as the screen scrolls; absent for typed-ahead lines. */
   marker?: IMarker;
+  /** The line as the keystrokes build it: found on screen for a typed-ahead line, the command for a no-echo one. */
+  typed: TypedLine;
+  /** A line editor (readline, zle) was reading this line: bracketed paste was on at its first key. */
+  lineEditor: boolean;
 }
 
 /** Enter pressed, its line not read yet. */
@@ -45,7 +56,18 @@ interface PendingEnter extends PromptMark {
 }
 
 const EMPTY = new Uint8Array(0);
-const MAX_PENDING = 16;
+/** Whitespace-insensitive comparison of a typed line with its echo (a pasted Tab shows as spaces). */
+const squash = (s: string) => s.replace(/\s+/g, ' ').trim();
+/**
+ * Prompts whose answer must not be stored: sudo, su, ssh, mysql -p, gpg, Kerberos, one-time codes.
+ * Tested on the prompt's text, which has to end like a question (":" or "?"), so a shell prompt in a
+ * directory called "passwords" does not match.
+ */
+const SECRET_PROMPT = /(pass(word|phrase|code)?|\bpin\b|secret|token|otp|verification code|credentials?)\b[^\n]*[:?]\s*$/i;
+/** Lines typed ahead and not read yet (a pasted script); past this the oldest is given up on. */
+const MAX_PENDING = 1024;
+/** How many typed-ahead lines a screen line is compared with (one never shown is skipped over). */
+const LOOKAHEAD = 8;
 const MAX_MISSES = 64;
 
 /**
@@ -77,6 +99,10 @@ export class CommandTracker {
   private typing: PromptMark | undefined;
   /** Last non-empty prompt seen, used for lines typed ahead. */
   private lastPrompt: string | null = null;
+  /** The shell has shown a prompt: before that, a line typed is typed ahead, whatever the screen shows. */
+  private promptSeen = false;
+  /** Prompts at which an echoed command was read: a line typed there with echo off is a command too. */
+  private readonly shellPrompts = new Set<string>();
   private readonly pending: PendingEnter[] = [];
   private backlog = 0;
   private wantDrain = false;
@@ -95,6 +121,11 @@ export class CommandTracker {
     this.term.parser.registerCsiHandler({ prefix: '?', final: 'l' }, (params) => {
       if (params.includes(2004)) this.onLineAccepted();
       return false; // let xterm apply the mode change too
+    });
+    // ... and turns it on when it starts reading one: the shell is at its prompt.
+    this.term.parser.registerCsiHandler({ prefix: '?', final: 'h' }, (params) => {
+      if (params.includes(2004)) this.promptSeen = true;
+      return false;
     });
   }
 
@@ -132,7 +163,7 @@ export class CommandTracker {
   input(data: Uint8Array): void {
     if (this.disposed || data.length === 0) return;
     const events = this.classifier.classify(data);
-    for (const e of events) if (e === 'enter') this.unsettledEnters++;
+    for (const e of events) if (e.type === 'enter') this.unsettledEnters++;
     this.term.write(EMPTY, () => this.onInput(events));
   }
 
@@ -179,12 +210,13 @@ export class CommandTracker {
     for (const e of events) {
       if (!this.onNormalScreen) {
         // Keys for vim, less, top …
-        if (e === 'enter') this.unsettledEnters--;
+        if (e.type === 'enter') this.unsettledEnters--;
         continue;
       }
-      if (e === 'key') {
-        if (this.typing === undefined) this.typing = this.markPrompt();
-      } else if (e === 'cancel') {
+      if (e.type === 'keys') {
+        this.typing ??= this.markPrompt();
+        this.typing.typed.apply(e.ops);
+      } else if (e.type === 'cancel') {
         this.typing?.marker?.dispose();
         this.typing = undefined;
       } else if (this.typing === undefined) {
@@ -198,16 +230,23 @@ export class CommandTracker {
   }
 
   private markPrompt(): PromptMark {
+    const lineEditor = this.term.modes.bracketedPasteMode;
     // Typed ahead while an earlier line is still unread: its prompt is not on screen yet.
-    if (this.pending.length > 0) return { text: null };
+    if (this.pending.length > 0) return { text: null, typed: new TypedLine(), lineEditor };
     const text = textBeforeCursor(this.term.buffer.active);
-    if (text) this.lastPrompt = text;
-    return { text, marker: this.term.registerMarker(0) };
+    // Nothing before the cursor and no prompt yet: the shell has not started reading (banner, motd, or
+    // nothing at all on screen). The line is found later by its text, wherever the tty or shell echoes it.
+    if (!text && !this.promptSeen) return { text: null, typed: new TypedLine(), lineEditor };
+    if (text) {
+      this.lastPrompt = text;
+      this.promptSeen = true;
+    }
+    return { text, marker: this.term.registerMarker(0), typed: new TypedLine(), lineEditor };
   }
 
   /** The oldest pending Enter is done with. */
-  private settle(): void {
-    this.pending.shift()?.marker?.dispose();
+  private settle(index = 0): void {
+    this.pending.splice(index, 1)[0]?.marker?.dispose();
     this.unsettledEnters--;
   }
 
@@ -233,31 +272,126 @@ export class CommandTracker {
     if (!entry || this.disposed || !this.onNormalScreen) return;
     const buf = this.term.buffer.active;
     const row = cursorRow(buf);
-    this.report(entry, buf.cursorX === 0 && row > 0 ? row - 1 : row);
+    // With echo off readline prints no newline before this: the cursor is back at the start of the
+    // prompt's own row, not below it. Never read above the row the line began on.
+    const promptRow = entry.marker && !entry.marker.isDisposed ? entry.marker.line : -1;
+    this.report(entry, buf.cursorX === 0 && row > 0 && row - 1 >= promptRow ? row - 1 : row, true);
   }
 
   /** Read the command ending at `lastRow`, report it, settle the entry (unless it must wait). */
-  private report(entry: PendingEnter, lastRow: number): void {
+  private report(entry: PendingEnter, lastRow: number, accepted = false): void {
+    if (entry.text === null) return this.reportTypedAhead(entry, lastRow, accepted);
     const buf = this.term.buffer.active;
-    const prompt = entry.text ?? this.lastPrompt;
+    const prompt = entry.text;
     const top = entry.marker && !entry.marker.isDisposed && entry.marker.line >= 0 ? entry.marker.line : logicalLineAt(buf, lastRow).start;
-    const { found, text } = commandLines(buf, lastRow, prompt ?? '', top);
-    let command: string;
-    if (found && prompt !== null) {
-      command = text.slice(prompt.length);
-    } else if (entry.text === null) {
-      // A typed-ahead line not on screen yet: this was output in between; wait for the line itself.
-      if (++entry.misses >= MAX_MISSES) this.settle();
-      return;
-    } else {
-      // The prompt was redrawn differently: report the whole line rather than cut a command short.
-      command = text;
-    }
+    const { found, text } = commandLines(buf, lastRow, prompt, top);
     this.settle();
-    command = command.trim();
-    if (!command) return;
+    // The answer to a password prompt is never reported, echoed or not; what follows it on the prompt's
+    // line is the program's output, not input.
+    if (!entry.lineEditor && SECRET_PROMPT.test(prompt.trim())) return;
+    // Not found: the prompt was redrawn differently; report the whole line rather than cut a command short.
+    const shown = (found ? text.slice(prompt.length) : text).trim();
+    const typed = entry.typed.text.trim();
+    // Without a line editor the tty echoes keys as typed: a screen line that differs from an exact rebuild
+    // of the keys is output written after input that was not echoed (`read -s` on a bare line).
+    const echoed = !shown ? false : entry.lineEditor || !entry.typed.exact || !typed || squash(shown) === squash(typed);
+    // Typed before the prompt was drawn (nothing before the cursor): the shell drew its prompt, then the line.
+    if (!echoed && shown && !prompt.trim() && entry.typed.exact && typed && shown.endsWith(typed)) {
+      return this.emit({ command: typed, source: 'terminal', prompt: shown.slice(0, shown.length - typed.length).trim() });
+    }
+    if (echoed) {
+      if (found && prompt.trim()) this.shellPrompts.add(prompt);
+      return this.emit({ command: shown, source: 'terminal', prompt: prompt.trim() });
+    }
+    if (!typed) return;
+    // Keys were typed and not echoed: a command typed after `stty -echo`, or the answer to a password
+    // prompt. Only the first is reported.
+    if (!this.isShellLine(entry, prompt)) return;
+    this.emit({ command: typed, source: 'terminal', prompt: prompt.trim(), echo: false, ...(entry.typed.exact ? {} : { exact: false as const }) });
+  }
+
+  /**
+   * A line typed with echo off is taken for a shell command when a line editor was reading it (bracketed
+   * paste on: readline or zle at the shell prompt — getpass, `read -s`, sudo, ssh and su never turn it on)
+   * or when it was typed at a prompt where echoed commands were read before; and never when the prompt
+   * asks for a password, passphrase, PIN or code.
+   */
+  private isShellLine(entry: PendingEnter, prompt: string): boolean {
+    if (SECRET_PROMPT.test(prompt.trim())) return false;
+    return entry.lineEditor || (prompt.trim() !== '' && this.shellPrompts.has(prompt));
+  }
+
+  /**
+   * A typed-ahead line: its prompt was not on screen when it was typed. It is the line on screen that
+   * ends with what was typed (the tty's echo before the shell started reading, or the shell's redisplay
+   * after its prompt); failing an exact rebuild of the keys, the line after the last prompt seen.
+   * Other lines (output in between) leave it waiting. The line shown may be a later typed-ahead one.
+   */
+  private reportTypedAhead(entry: PendingEnter, lastRow: number, accepted: boolean): void {
+    for (let i = 0; i < Math.min(this.pending.length, LOOKAHEAD) && this.pending[i]!.text === null; i++) {
+      const match = this.findTyped(this.pending[i]!, lastRow);
+      if (!match) continue;
+      // Out of order when a later line shows first: the tty echoes lines that arrive while a command
+      // runs, before the shell redisplays the earlier ones. The earlier ones keep waiting (one never
+      // shown — typed ahead into a password prompt — is given up on after MAX_MISSES, unreported).
+      this.settle(i);
+      if (match.prompt.trim()) {
+        this.lastPrompt = match.prompt;
+        // Only a line editor's line vouches for its prompt being the shell's (see isShellLine).
+        if (this.term.modes.bracketedPasteMode) this.shellPrompts.add(match.prompt);
+      }
+      return this.emit({ command: match.command, source: 'terminal', prompt: match.prompt.trim() });
+    }
+    const buf = this.term.buffer.active;
+    if (accepted && this.lastPrompt !== null && entry.lineEditor && entry.typed.text.trim() && !SECRET_PROMPT.test(this.lastPrompt.trim())) {
+      // The line editor accepted a line it did not show, at the shell's prompt: typed ahead with echo off.
+      // Only when this is the one typed-ahead line waiting; with more, which one the shell read is a guess.
+      const { found, text } = commandLines(buf, lastRow, this.lastPrompt, logicalLineAt(buf, lastRow).start);
+      const waiting = this.pending.filter((p) => p.text === null).length;
+      if (found && !text.slice(this.lastPrompt.length).trim() && waiting === 1) {
+        this.settle();
+        return this.emit({ command: entry.typed.text.trim(), source: 'terminal', prompt: this.lastPrompt.trim(), echo: false, ...(entry.typed.exact ? {} : { exact: false as const }) });
+      }
+    }
+    if (!entry.typed.exact && this.lastPrompt !== null) {
+      const { found, text } = commandLines(buf, lastRow, this.lastPrompt, logicalLineAt(buf, lastRow).start);
+      const command = found ? text.slice(this.lastPrompt.length).trim() : '';
+      if (command) {
+        this.settle();
+        return this.emit({ command, source: 'terminal', prompt: this.lastPrompt.trim() });
+      }
+    }
+    // Not on screen yet: this was output in between. A line never shown is given up on after a while —
+    // but the tty's echo of other typed-ahead lines (a long paste arriving while a command runs) does
+    // not count towards that: the shell has yet to read them, and this one before them.
+    const { start } = logicalLineAt(buf, lastRow);
+    const line = rowsText(buf, start, lastRow).trimEnd();
+    const echoOfTyped = this.pending.some((p) => p !== entry && p.text === null && p.typed.exact && p.typed.text.trim() !== '' && line.endsWith(p.typed.text.split('\n').pop()!.trimEnd()));
+    if (!echoOfTyped && ++entry.misses >= MAX_MISSES) this.settle();
+  }
+
+  /** The screen lines ending at `lastRow`, if they end with the exact keystrokes of `entry`. */
+  private findTyped(entry: PendingEnter, lastRow: number): { command: string; prompt: string } | undefined {
+    const typed = entry.typed.text;
+    if (!entry.typed.exact || !typed.trim()) return undefined;
+    const buf = this.term.buffer.active;
+    const rows: string[] = [];
+    let end = lastRow;
+    for (let i = typed.split('\n').length; i > 0 && end >= 0; i--) {
+      const { start } = logicalLineAt(buf, end);
+      rows.unshift(rowsText(buf, start, end));
+      end = start - 1;
+    }
+    const shown = rows.join('\n');
+    const body = shown.endsWith(typed) ? typed : shown.endsWith(typed.trimEnd()) ? typed.trimEnd() : undefined;
+    if (body === undefined) return undefined;
+    return { command: body.trim(), prompt: shown.slice(0, shown.length - body.length) };
+  }
+
+  private emit(cmd: TerminalCommand): void {
+    if (!cmd.command) return;
     try {
-      this.opts.onCommand({ command, source: 'terminal', prompt: (prompt ?? '').trim() });
+      this.opts.onCommand(cmd);
     } catch {
       /* a consumer bug must not break tracking */
     }
