@@ -100,6 +100,13 @@ export class ResponseTracker {
     }
   }
 
+  /** Rows of the command being answered so far: finished result sets and the one under way. */
+  get rowsSoFar(): number {
+    let n = this.phase === 'rows' ? this.rows : 0;
+    for (const r of this.current?.results ?? []) n += r.rows ?? 0;
+    return n;
+  }
+
   /** In the rows of a result set: packets other than 0xFE/0xFF-headed ones are rows to count (`countRows`). */
   get countingRows(): boolean {
     return this.phase === 'rows';

@@ -16,12 +16,14 @@ import type { VerifyResult, Principal } from '../../src/identity/types.ts';
 import type { TargetConfig } from '../../src/config/schema.ts';
 import { readSecret, type SecretRef } from '../../src/config/types.ts';
 import { ProtocolError, VigilError } from '../../src/errors.ts';
-import { PacketFramer, PacketScanner, encodePacket, wirePacketCount, type Packet, type ScanSink } from './framing.ts';
+import { PacketFramer, encodePacket, wirePacketCount, type Packet } from './framing.ts';
 import { buildAuthSwitch, buildErr, buildGreeting, buildOk, parseClientHandshake, ERR, SSL_REQUEST_LENGTH, type ErrPacket } from './handshake.ts';
 import { CLIENT, COM, COMMAND_NAMES, SERVER_STATUS } from './wire.ts';
 import { parseCommand, type ParamValue, PARAMETER_COUNT_AVAILABLE } from './commands.ts';
 import { PreparedStatements } from './statements.ts';
-import { ResponseTracker, type CommandResponse, type ResponseShape } from './response.ts';
+import type { CommandResponse, ResponseShape } from './response.ts';
+import { CommandTracker, type InFlight, type TrackerSink } from './tracker.ts';
+import { addResult, errDetails, eventText, redactedText, round, type QueryFields } from './record.ts';
 import { analyzeSql, type SqlAnalysis } from './sql.ts';
 import { connectBackend, type BackendConnection } from './backend.ts';
 import type { ConnectionIds, KillableConnection } from './connection-ids.ts';
@@ -55,41 +57,13 @@ export const SERVER_CAPABILITIES =
 const FORMAT_CAPABILITIES = CLIENT.PROTOCOL_41 | CLIENT.DEPRECATE_EOF | CLIENT.SESSION_TRACK | CLIENT.MULTI_RESULTS | CLIENT.PS_MULTI_RESULTS;
 
 const CHARSET_UTF8MB4 = 45;
-/** Largest server packet vigil reads whole (OK/ERR/EOF, column counts); rows are never read whole. */
-const MAX_SERVER_PACKET_READ = 1 << 30;
 export const TLS_REQUIRED = 'TLS with a vigil client certificate is required';
 const ERR_CONN_ACCESS_DENIED = { code: 1044, sqlState: '42000' };
 
-/** What a db.query event says besides its command and database (`emitQuery` lays it out). */
-interface QueryFields {
-  attributes?: Record<string, ParamValue>;
-  duration_ms?: number;
-  error?: EventError;
-  fetch_rows?: number;
-  multi_statements?: boolean;
-  not_executed?: string[];
-  params?: unknown[];
-  params_count?: number;
-  query?: string;
-  reason?: string;
-  rows_affected?: number;
-  rows_returned?: number;
-  statement_id?: number;
-  statement_index?: number;
-  unknown_statement?: boolean;
+/** What the connection keeps of a command in flight. */
+interface Command {
+  record: (res: CommandResponse, started: number) => void;
 }
-
-/** An error as events show it; members in sorted order like every recorded object (see `emitQuery`). */
-interface EventError {
-  code: number;
-  message: string;
-  sqlstate?: string;
-}
-
-/** A command waiting for its response, or a local reply waiting for earlier responses to pass. */
-type Pending =
-  | { local: Buffer }
-  | { local?: undefined; command: string; started: number; record: (res: CommandResponse, started: number) => void };
 
 function scrambleBytes(): Buffer {
   // Printable, no NUL: some clients treat the scramble as a C string.
@@ -115,10 +89,8 @@ export class MysqlConnection implements KillableConnection {
   private database: string | undefined;
   private initialDatabase: string | undefined;
   private multiStatements = true;
-  private tracker: ResponseTracker | undefined;
-  private readonly pending: Pending[] = [];
+  private tracker: CommandTracker<Command> | undefined;
   private readonly statements: PreparedStatements;
-  private lastServerSeq = 0;
   private closed = false;
   private authTimer: NodeJS.Timeout | undefined;
   private counted = false;
@@ -314,7 +286,7 @@ export class MysqlConnection implements KillableConnection {
       this.stripQueryAttributes = (this.clientCaps & CLIENT.QUERY_ATTRIBUTES) !== 0 && !(backend.capabilities & CLIENT.QUERY_ATTRIBUTES);
       this.backend = backend;
       this.backendThreadId = backend.greeting.connectionId;
-      this.tracker = new ResponseTracker(this.clientCaps);
+      this.tracker = new CommandTracker(this.clientCaps, this.trackerSink);
       this.client.write(encodePacket(seq, buildOk({ status: backend.ok.status })));
       this.relay();
     } catch (e) {
@@ -353,19 +325,7 @@ export class MysqlConnection implements KillableConnection {
     const client = this.client;
     const backend = this.backend!.socket;
     const clientFramer = new PacketFramer(this.shared.section.max_packet);
-    const serverScanner = new PacketScanner(MAX_SERVER_PACKET_READ);
     const tracker = this.tracker!;
-    // Server packets: rows and column definitions are only counted; OK/ERR/EOF and headers are read.
-    const serverPackets: ScanSink = {
-      wants: (head, length) => tracker.needsBody(head, length),
-      packet: (payload, lastSeq) => this.onServerResponse(tracker.onPacket(payload), lastSeq),
-      skipped: (head, length, lastSeq) => this.onServerResponse(tracker.onSkipped(head, length), lastSeq),
-      countingRows: () => tracker.countingRows,
-      rows: (count, lastSeq) => {
-        tracker.countRows(count);
-        this.lastServerSeq = lastSeq;
-      },
-    };
     const onPacket = (p: Packet) => {
       if (this.busy) this.inbox.push(p);
       else this.onClientPacket(p);
@@ -395,7 +355,7 @@ export class MysqlConnection implements KillableConnection {
         });
       }
       try {
-        serverScanner.push(chunk, serverPackets);
+        tracker.server(chunk);
       } catch (e) {
         this.log.warn({ err: (e as Error).message }, 'backend protocol error');
         this.shutdown('backend_error');
@@ -458,22 +418,18 @@ export class MysqlConnection implements KillableConnection {
   /** Reply locally, after the responses of earlier pipelined commands. */
   private replyLocal(seq: number, payload: Buffer): void {
     const bytes = encodePacket(seq, payload);
-    if (this.tracker!.pending === 0 && this.pending.length === 0) this.client.write(bytes);
-    else this.pending.push({ local: bytes });
+    if (this.tracker!.local(bytes)) this.client.write(bytes);
   }
 
+  /** A command was forwarded: `record` writes its event once the response is complete. */
   private expect(shape: ResponseShape, command: string, record: (res: CommandResponse, started: number) => void): void {
-    this.tracker!.expect(shape);
-    this.pending.push({ command, started: performance.now(), record });
+    this.tracker!.sent(shape, command, performance.now(), { record });
   }
 
-  private onServerResponse(res: CommandResponse | undefined, lastSeq: number): void {
-    this.lastServerSeq = lastSeq;
-    if (!res) return;
-    const entry = this.pending.shift();
-    if (entry && !entry.local) entry.record(res, entry.started);
-    while (this.pending[0]?.local) this.client.write((this.pending.shift() as { local: Buffer }).local);
-  }
+  private readonly trackerSink: TrackerSink<Command> = {
+    response: (cmd, res) => cmd.data.record(res, cmd.started),
+    local: (bytes) => this.client.write(bytes),
+  };
 
   private onClientPacket(p: Packet): void {
     if (this.closed) return;
@@ -780,7 +736,7 @@ export class MysqlConnection implements KillableConnection {
 
   /** Registry terminator: ERR with the message, then close. */
   private terminate(reason: EndReason, message: string): void {
-    const seq = this.tracker && this.tracker.pending > 0 ? this.lastServerSeq + 1 : 0;
+    const seq = this.tracker && this.tracker.pending > 0 ? this.tracker.lastServerSeq + 1 : 0;
     this.fatal(seq, { ...ERR.CONNECTION_KILLED, message: `vigil: ${message}` }, reason);
   }
 
@@ -818,37 +774,6 @@ export class MysqlConnection implements KillableConnection {
     if (reason === 'client_closed' || reason === 'backend_closed') this.client.destroy();
     void this.session?.end(reason, details);
   }
-}
-
-function round(ms: number): number {
-  return Math.round(ms * 1000) / 1000;
-}
-
-/** Statement text as recorded: secrets masked; very long text (bulk inserts) keeps a prefix and its length. */
-const MAX_EVENT_TEXT = 64 * 1024;
-function eventText(t: string): string {
-  return t.length > MAX_EVENT_TEXT ? `${t.slice(0, MAX_EVENT_TEXT)}… [${t.length} characters]` : t;
-}
-
-/** Recorded text per analysis: a prepared statement's text is built once, not at every execution. */
-const redactedTexts = new WeakMap<SqlAnalysis, string>();
-function redactedText(a: SqlAnalysis): string {
-  let text = redactedTexts.get(a);
-  if (text === undefined) {
-    text = eventText(a.statements.length === 1 ? a.statements[0]!.text : a.statements.map((s) => s.text).join('; '));
-    redactedTexts.set(a, text);
-  }
-  return text;
-}
-
-function errDetails(e: ErrPacket): EventError {
-  return { code: e.code, message: e.message, sqlstate: e.sqlState };
-}
-
-function addResult(details: QueryFields, r: { rows?: number; affectedRows?: number; error?: ErrPacket }): void {
-  if (r.error) details.error = errDetails(r.error);
-  else if (r.rows !== undefined) details.rows_returned = r.rows;
-  else details.rows_affected = r.affectedRows ?? 0;
 }
 
 function readSecretFile(p: string): string {
