@@ -11,7 +11,7 @@ import type { ConnectionContext } from '../../src/gateway/proxy.ts';
 import type { GatewayServices } from '../../src/gateway/services.ts';
 import { admit, openSession, type AdmitRequest, type OpenSession } from '../../src/sessions/admit.ts';
 import type { EndReason } from '../../src/sessions/registry.ts';
-import type { AuditEvent } from '../../src/events/envelope.ts';
+import type { AuditEvent, Outcome } from '../../src/events/envelope.ts';
 import type { VerifyResult, Principal } from '../../src/identity/types.ts';
 import type { TargetConfig } from '../../src/config/schema.ts';
 import { readSecret, type SecretRef } from '../../src/config/types.ts';
@@ -63,6 +63,7 @@ const ERR_CONN_ACCESS_DENIED = { code: 1044, sqlState: '42000' };
 /** What the connection keeps of a command in flight. */
 interface Command {
   record: (res: CommandResponse, started: number) => void;
+  details: QueryFields;
 }
 
 function scrambleBytes(): Buffer {
@@ -358,14 +359,14 @@ export class MysqlConnection implements KillableConnection {
         tracker.server(chunk);
       } catch (e) {
         this.log.warn({ err: (e as Error).message }, 'backend protocol error');
-        this.shutdown('backend_error');
+        this.backendLost('backend_error', 'vigil: the target database sent a response vigil cannot follow; the session is closed');
       }
     });
     backend.on('error', (e) => {
       this.log.warn({ err: e.message }, 'backend connection error');
-      this.shutdown('backend_error');
+      this.backendLost('backend_error', `vigil: lost the connection to the target database (${e.message})`);
     });
-    backend.on('close', () => this.shutdown('backend_closed'));
+    backend.on('close', () => this.backendLost('backend_closed', 'vigil: the target database closed the connection'));
     const idle = this.shared.services.config.gateway.idle_timeout;
     if (idle > 0) {
       // Idle = no client traffic while no response is outstanding (a long query is not idleness).
@@ -421,13 +422,65 @@ export class MysqlConnection implements KillableConnection {
     if (this.tracker!.local(bytes)) this.client.write(bytes);
   }
 
-  /** A command was forwarded: `record` writes its event once the response is complete. */
-  private expect(shape: ResponseShape, command: string, record: (res: CommandResponse, started: number) => void): void {
-    this.tracker!.sent(shape, command, performance.now(), { record });
+  /**
+   * Forward a command that gets a response. `details` describe it for the events written before its
+   * response is seen (db.query.start when it runs long, db.query `unknown` when the session ends first);
+   * `record` writes its event once the response is complete.
+   */
+  private send(p: Packet | Buffer, shape: ResponseShape, command: string, details: QueryFields, record: (res: CommandResponse, started: number) => void): Promise<void> | void {
+    this.forward(p);
+    this.tracker!.sent(shape, command, performance.now(), { record, details });
+    this.armLongRunning();
+  }
+
+  // ---------------- commands in flight ----------------
+
+  /** The one long-running timer of this session; armed for the oldest command without a start event. */
+  private longTimer: NodeJS.Timeout | undefined;
+
+  private armLongRunning(): void {
+    const after = this.shared.services.config.audit.long_running_after;
+    if (!(after > 0) || this.longTimer || this.closed) return;
+    const next = this.tracker!.inFlight().find((c) => !c.startRecorded);
+    if (!next) return;
+    this.longTimer = setTimeout(this.onLongRunning, Math.max(0, next.started + after - performance.now()));
+    this.longTimer.unref();
+  }
+
+  private readonly onLongRunning = (): void => {
+    this.longTimer = undefined;
+    if (this.closed) return;
+    const after = this.shared.services.config.audit.long_running_after;
+    const now = performance.now();
+    for (const c of this.tracker!.inFlight()) {
+      if (c.startRecorded) continue;
+      if (now - c.started < after) break;
+      c.startRecorded = true;
+      this.emitQuery(c.command, 'unknown', { ...c.data.details, duration_ms: round(now - c.started) }, 'db.query.start');
+    }
+    this.armLongRunning();
+  };
+
+  /**
+   * The session ends with commands still in flight: each reached the backend, its result was never seen.
+   * Written before session.end, with what was relayed of the oldest one's response.
+   */
+  private recordInFlight(reason: EndReason): void {
+    const tracker = this.tracker;
+    if (!tracker) return;
+    const now = performance.now();
+    const progress = tracker.progress();
+    tracker.inFlight().forEach((c, i) => {
+      const f: QueryFields = { ...c.data.details, duration_ms: round(now - c.started), end_reason: reason, rows_returned: i === 0 ? progress.rows : 0, bytes_relayed: i === 0 ? progress.bytes : 0 };
+      this.emitQuery(c.command, 'unknown', f);
+    });
+    tracker.abandon();
   }
 
   private readonly trackerSink: TrackerSink<Command> = {
-    response: (cmd, res) => cmd.data.record(res, cmd.started),
+    response: (cmd, res) => {
+      if (!this.closed) cmd.data.record(res, cmd.started);
+    },
     local: (bytes) => this.client.write(bytes),
   };
 
@@ -469,8 +522,7 @@ export class MysqlConnection implements KillableConnection {
         return this.checkDatabase(cmd.database, name, `USE ${cmd.database}`).then((ok) => {
           if (!ok) return;
           stats.statements++;
-          this.forward(p);
-          this.expect('results', name, (res, t0) => {
+          return this.send(p, 'results', name, { query: `USE ${cmd.database}` }, (res, t0) => {
             if (!res.results[0]?.error) this.database = cmd.database;
             this.record(name, res, t0, { query: `USE ${cmd.database}` });
           });
@@ -479,12 +531,11 @@ export class MysqlConnection implements KillableConnection {
         const analysis = analyzeSql(cmd.sql, this.shared.secretName);
         if (this.refuseStatement(analysis, name)) return;
         stats.statements++;
-        this.forward(p);
-        this.expect('prepare', name, (res, t0) => {
+        // The statement id is bound to its text only when the server confirms the prepare.
+        return this.send(p, 'prepare', name, { query: redactedText(analysis) }, (res, t0) => {
           if (res.prepared) this.statements.prepared(res.prepared.stmtId, analysis, res.prepared.numParams);
           this.record(name, res, t0, { params_count: res.prepared?.numParams, query: redactedText(analysis), statement_id: res.prepared?.stmtId });
         });
-        return;
       }
       case 'stmt_execute':
         return this.onExecute(p, cmd.stmtId, cmd.flags, name);
@@ -503,18 +554,16 @@ export class MysqlConnection implements KillableConnection {
       case 'stmt_reset': {
         const id = this.statements.resolve(cmd.stmtId);
         this.statements.reset(id);
-        this.forward(p);
-        this.expect('results', name, (res, t0) => this.record(name, res, t0, { statement_id: id }));
-        return;
+        return this.send(p, 'results', name, { statement_id: id }, (res, t0) => this.record(name, res, t0, { statement_id: id }));
       }
-      case 'stmt_fetch':
-        this.forward(p);
-        this.expect('results', name, (res, t0) => this.record(name, res, t0, { fetch_rows: cmd.rows, statement_id: cmd.stmtId }));
-        return;
+      case 'stmt_fetch': {
+        const id = this.statements.resolve(cmd.stmtId);
+        const analysis = this.statements.analysisOf(id);
+        const query = analysis ? redactedText(analysis) : undefined;
+        return this.send(p, 'fetch', name, { fetch_rows: cmd.rows, query, statement_id: id }, (res, t0) => this.record(name, res, t0, { fetch_rows: cmd.rows, query, statement_id: id }));
+      }
       case 'ping':
-        this.forward(p);
-        this.expect('results', name, (res, t0) => this.record(name, res, t0, {}));
-        return;
+        return this.send(p, 'results', name, {}, (res, t0) => this.record(name, res, t0, {}));
       case 'quit':
         this.emitQuery(name, 'success', { duration_ms: 0 });
         this.forward(p);
@@ -522,34 +571,28 @@ export class MysqlConnection implements KillableConnection {
         this.shutdown('client_closed');
         return;
       case 'set_option':
-        this.forward(p);
-        this.expect('results', name, (res, t0) => {
+        return this.send(p, 'results', name, { multi_statements: cmd.option === 0 }, (res, t0) => {
           if (!res.results[0]?.error) this.multiStatements = cmd.option === 0;
           this.record(name, res, t0, { multi_statements: cmd.option === 0 });
         });
-        return;
       case 'process_kill':
         return this.onKill(cmd.id, false, name, `COM_PROCESS_KILL ${cmd.id}`);
       case 'reset_connection':
         // Same identity, same backend login: only session state is reset (documented).
-        this.forward(p);
-        this.expect('results', name, (res, t0) => {
+        return this.send(p, 'results', name, {}, (res, t0) => {
           if (!res.results[0]?.error) {
             this.statements.clear();
             this.database = this.initialDatabase;
           }
           this.record(name, res, t0, {});
         });
-        return;
       case 'change_user':
         this.emitQuery(name, 'failure', { duration_ms: 0, error: { code: ERR.NOT_ALLOWED_COMMAND.code, message: 'refused by vigil' } });
         this.replyLocal(1, buildErr({ ...ERR.NOT_ALLOWED_COMMAND, message: 'vigil: COM_CHANGE_USER is not allowed; reconnect with the identity you need' }));
         return;
       case 'other':
         if (cmd.command === COM.FIELD_LIST || cmd.command === COM.STATISTICS) {
-          this.forward(p);
-          this.expect(cmd.command === COM.FIELD_LIST ? 'fieldlist' : 'single', name, (res, t0) => this.record(name, res, t0, {}));
-          return;
+          return this.send(p, cmd.command === COM.FIELD_LIST ? 'fieldlist' : 'single', name, {}, (res, t0) => this.record(name, res, t0, {}));
         }
         this.emitQuery(name, 'failure', { duration_ms: 0, error: { code: ERR.UNKNOWN_COM.code, message: 'refused by vigil' } });
         this.replyLocal(1, buildErr({ ...ERR.UNKNOWN_COM, message: `vigil: ${name} is not allowed through the gateway` }));
@@ -590,13 +633,13 @@ export class MysqlConnection implements KillableConnection {
     const uses = useStatements.map((s) => s.use!);
     const go = () => {
       this.session!.stats.statements += analysis.statements.length;
-      this.forward(this.stripQueryAttributes ? Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(sql, 'utf8')]) : p);
-      this.expect('results', 'COM_QUERY', (res, t0) => this.recordQuery(analysis, res, t0, attributes));
+      const bytes = this.stripQueryAttributes ? Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(sql, 'utf8')]) : p;
+      return this.send(bytes, 'results', 'COM_QUERY', { attributes, query: redactedText(analysis) }, (res, t0) => this.recordQuery(analysis, res, t0, attributes));
     };
     if (uses.length === 0) return go();
     return (async () => {
       for (const db of uses) if (!(await this.checkDatabase(db, 'COM_QUERY', redactedText(analysis)))) return;
-      go();
+      await go();
     })();
   }
 
@@ -630,7 +673,7 @@ export class MysqlConnection implements KillableConnection {
     }
   }
 
-  private onExecute(p: Packet, rawId: number, flags: number, name: string): void {
+  private onExecute(p: Packet, rawId: number, flags: number, name: string): Promise<void> | void {
     if (this.stripQueryAttributes && flags & PARAMETER_COUNT_AVAILABLE) {
       throw new ProtocolError('query attributes on COM_STMT_EXECUTE are not supported by the target database', 'VIGIL_MYSQL_UNSUPPORTED');
     }
@@ -639,12 +682,12 @@ export class MysqlConnection implements KillableConnection {
       ? { attributes: ex.attributes, params: ex.params, query: redactedText(ex.analysis), statement_id: ex.statementId }
       : { attributes: ex.attributes, statement_id: ex.statementId, unknown_statement: true };
     this.session!.stats.statements++;
-    this.forward(p);
-    this.expect('results', name, (res, t0) => this.record(name, res, t0, details));
+    // A cursor request (flags bits 0-2) may get a result set without rows: they come with COM_STMT_FETCH.
+    return this.send(p, flags & 0x07 ? 'cursor' : 'results', name, details, (res, t0) => this.record(name, res, t0, details));
   }
 
   /** KILL [QUERY] <gateway id>: mapped to the backend thread of that connection, for the same user and target only. */
-  private onKill(gatewayId: number, query: boolean, command: string, text: string): void {
+  private onKill(gatewayId: number, query: boolean, command: string, text: string): Promise<void> | void {
     const target = this.shared.ids.get(gatewayId);
     // db.cancel details are written with their members in sorted order, like db.query (see `emitQuery`).
     const kill = query ? 'query' : 'connection';
@@ -657,8 +700,8 @@ export class MysqlConnection implements KillableConnection {
     }
     const backendSql = `KILL ${query ? 'QUERY' : 'CONNECTION'} ${target.backendThreadId}`;
     this.session!.stats.statements++;
-    this.forward(Buffer.concat([Buffer.from([COM.QUERY]), this.clientCaps & CLIENT.QUERY_ATTRIBUTES && !this.stripQueryAttributes ? Buffer.from([0, 1]) : Buffer.alloc(0), Buffer.from(backendSql)]));
-    this.expect('results', command, (res) => {
+    const bytes = Buffer.concat([Buffer.from([COM.QUERY]), this.clientCaps & CLIENT.QUERY_ATTRIBUTES && !this.stripQueryAttributes ? Buffer.from([0, 1]) : Buffer.alloc(0), Buffer.from(backendSql)]);
+    return this.send(bytes, 'results', command, { query: text }, (res) => {
       const err = res.results[0]?.error;
       const error = err ? errDetails(err) : undefined;
       this.emit('db.cancel', err ? 'failure' : 'success', { command, database: this.database, error, gateway_connection_id: gatewayId, kill, query: text, target_session_id: target.sessionId });
@@ -681,12 +724,14 @@ export class MysqlConnection implements KillableConnection {
    * directly, about twice as fast as building a sorted copy for JSON.stringify. Undefined members are
    * left out of the recorded JSON. Objects nested in it (error, parameter summaries) are built sorted too.
    */
-  private emitQuery(command: string, outcome: 'success' | 'failure', f: QueryFields): void {
-    this.emit('db.query', outcome, {
+  private emitQuery(command: string, outcome: Outcome, f: QueryFields, type: 'db.query' | 'db.query.start' = 'db.query'): void {
+    this.emit(type, outcome, {
       attributes: f.attributes,
+      bytes_relayed: f.bytes_relayed,
       command,
       database: this.database,
       duration_ms: f.duration_ms,
+      end_reason: f.end_reason,
       error: f.error,
       fetch_rows: f.fetch_rows,
       multi_statements: f.multi_statements,
@@ -712,7 +757,7 @@ export class MysqlConnection implements KillableConnection {
    * target while the database is the one it started with, else a frozen copy built once per change —
    * frozen and reused because the audit encoder caches the JSON of frozen envelope parts by identity.
    */
-  private emit(type: 'db.query' | 'db.cancel', outcome: 'success' | 'failure', details: Record<string, unknown>): void {
+  private emit(type: 'db.query' | 'db.query.start' | 'db.cancel', outcome: Outcome, details: Record<string, unknown>): void {
     const s = this.session;
     if (!s) return;
     const base = s.eventBase();
@@ -733,6 +778,12 @@ export class MysqlConnection implements KillableConnection {
   // ---------------- ending ----------------
 
   private closeReason: EndReason | undefined;
+
+  /** The backend connection is gone or unusable: the client gets an ERR and its socket is closed. */
+  private backendLost(reason: EndReason, message: string): void {
+    const seq = this.tracker && this.tracker.pending > 0 ? this.tracker.lastServerSeq + 1 : 0;
+    this.fatal(seq, { ...ERR.SERVER_SHUTDOWN, message }, reason);
+  }
 
   /** Registry terminator: ERR with the message, then close. */
   private terminate(reason: EndReason, message: string): void {
@@ -769,9 +820,11 @@ export class MysqlConnection implements KillableConnection {
       this.shared.unauthenticated.count--;
       this.counted = false;
     }
+    clearTimeout(this.longTimer);
     this.shared.ids.release(this.connectionId);
     this.backend?.socket.destroy();
-    if (reason === 'client_closed' || reason === 'backend_closed') this.client.destroy();
+    if (reason === 'client_closed') this.client.destroy();
+    this.recordInFlight(reason);
     void this.session?.end(reason, details);
   }
 }

@@ -10,7 +10,11 @@ import type { ResultSummary } from './response.ts';
 /** What a db.query event says besides its command and database (`emitQuery` lays it out). */
 export interface QueryFields {
   attributes?: Record<string, ParamValue>;
+  /** Server bytes relayed for a command whose response never ended (outcome unknown). */
+  bytes_relayed?: number;
   duration_ms?: number;
+  /** Why the session ended while the command was in flight (outcome unknown). */
+  end_reason?: string;
   error?: EventError;
   fetch_rows?: number;
   multi_statements?: boolean;

@@ -104,6 +104,11 @@ export class CommandTracker<T> {
     return { rows: this.responses.rowsSoFar, bytes: this.serverBytes - this.headBytesFrom };
   }
 
+  /** The session is over: nothing in flight will be answered (the connection recorded them). */
+  abandon(): void {
+    this.queue.length = 0;
+  }
+
   private onResponse(res: CommandResponse | undefined, lastSeq: number): void {
     this.seq = lastSeq;
     if (!res) return;
