@@ -57,6 +57,8 @@ export const SERVER_CAPABILITIES =
 const FORMAT_CAPABILITIES = CLIENT.PROTOCOL_41 | CLIENT.DEPRECATE_EOF | CLIENT.SESSION_TRACK | CLIENT.MULTI_RESULTS | CLIENT.PS_MULTI_RESULTS;
 
 const CHARSET_UTF8MB4 = 45;
+/** MariaDB's statement id for "the statement prepared last" (COM_STMT_EXECUTE, SEND_LONG_DATA, ...). */
+const LAST_PREPARED = 0xffffffff;
 export const TLS_REQUIRED = 'TLS with a vigil client certificate is required';
 const ERR_CONN_ACCESS_DENIED = { code: 1044, sqlState: '42000' };
 
@@ -429,7 +431,8 @@ export class MysqlConnection implements KillableConnection {
    */
   private send(p: Packet | Buffer, shape: ResponseShape, command: string, details: QueryFields, record: (res: CommandResponse, started: number) => void): Promise<void> | void {
     this.forward(p);
-    this.tracker!.sent(shape, command, performance.now(), { record, details });
+    const lastSeq = Buffer.isBuffer(p) ? wirePacketCount(p.length) - 1 : p.lastSeq;
+    this.tracker!.sent(shape, command, performance.now(), { record, details }, lastSeq);
     this.armLongRunning();
   }
 
@@ -677,13 +680,25 @@ export class MysqlConnection implements KillableConnection {
     if (this.stripQueryAttributes && flags & PARAMETER_COUNT_AVAILABLE) {
       throw new ProtocolError('query attributes on COM_STMT_EXECUTE are not supported by the target database', 'VIGIL_MYSQL_UNSUPPORTED');
     }
-    const ex = this.statements.execute(p.payload, rawId, this.clientCaps);
-    const details: QueryFields = ex.analysis
-      ? { attributes: ex.attributes, params: ex.params, query: redactedText(ex.analysis), statement_id: ex.statementId }
-      : { attributes: ex.attributes, statement_id: ex.statementId, unknown_statement: true };
     this.session!.stats.statements++;
     // A cursor request (flags bits 0-2) may get a result set without rows: they come with COM_STMT_FETCH.
-    return this.send(p, flags & 0x07 ? 'cursor' : 'results', name, details, (res, t0) => this.record(name, res, t0, details));
+    const shape = flags & 0x07 ? 'cursor' : 'results';
+    const pendingPrepare = rawId === LAST_PREPARED ? this.tracker!.inFlight().findLast((c) => c.command === 'COM_STMT_PREPARE') : undefined;
+    if (pendingPrepare) {
+      // MariaDB's "the statement prepared last", pipelined behind its COM_STMT_PREPARE: which statement
+      // that is (if any) is known only once the server has answered the prepare, just before this answer.
+      const payload = p.payload;
+      return this.send(p, shape, name, { query: pendingPrepare.data.details.query }, (res, t0) => this.record(name, res, t0, this.executeDetails(payload, rawId)));
+    }
+    const details = this.executeDetails(p.payload, rawId);
+    return this.send(p, shape, name, details, (res, t0) => this.record(name, res, t0, details));
+  }
+
+  private executeDetails(payload: Buffer, rawId: number): QueryFields {
+    const ex = this.statements.execute(payload, rawId, this.clientCaps);
+    return ex.analysis
+      ? { attributes: ex.attributes, params: ex.params, query: redactedText(ex.analysis), statement_id: ex.statementId }
+      : { attributes: ex.attributes, statement_id: ex.statementId, unknown_statement: true };
   }
 
   /** KILL [QUERY] <gateway id>: mapped to the backend thread of that connection, for the same user and target only. */

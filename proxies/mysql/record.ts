@@ -23,7 +23,8 @@ export interface QueryFields {
   params_count?: number;
   query?: string;
   reason?: string;
-  rows_affected?: number;
+  /** A string beyond 2^53 (JSON numbers are exact up to there). */
+  rows_affected?: number | string;
   rows_returned?: number;
   statement_id?: number;
   statement_index?: number;
@@ -65,6 +66,6 @@ export function errDetails(e: ErrPacket): EventError {
 export function addResult(details: QueryFields, r: ResultSummary): void {
   if (r.error) details.error = errDetails(r.error);
   else if (r.rows !== undefined) details.rows_returned = r.rows;
-  else details.rows_affected = r.affectedRows ?? 0;
+  else details.rows_affected = typeof r.affectedRows === 'bigint' ? r.affectedRows.toString() : (r.affectedRows ?? 0);
 }
 

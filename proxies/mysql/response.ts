@@ -26,8 +26,8 @@ export type ResponseShape =
 export interface ResultSummary {
   /** Rows of a result set, or undefined for an OK. */
   rows?: number;
-  affectedRows?: number;
-  lastInsertId?: number;
+  affectedRows?: number | bigint;
+  lastInsertId?: number | bigint;
   error?: ErrPacket;
 }
 

@@ -5,6 +5,7 @@
  * and when a queued local reply may go out. It knows at any moment which commands are in flight and
  * how far their responses got, so a session that ends early can still record them. Pure.
  */
+import { ProtocolError } from '../../src/errors.ts';
 import { PacketScanner, type ScanSink } from './framing.ts';
 import { ResponseTracker, type CommandResponse, type ResponseShape } from './response.ts';
 
@@ -18,6 +19,9 @@ export interface InFlight<T> {
   /** performance.now() when it was forwarded. */
   readonly started: number;
   readonly data: T;
+  /** Sequence id the response starts at: one after the command's last wire packet (1, unless the
+   *  command spanned several 16 MiB packets). */
+  readonly replySeq: number;
   /** A db.query.start (or the strict-mode intent) was recorded for it. */
   startRecorded: boolean;
 }
@@ -41,6 +45,8 @@ export class CommandTracker<T> {
    *  chunk that finished the previous response). */
   private headBytesFrom = 0;
   private seq = 0;
+  /** Sequence id the next server packet must carry. */
+  private nextSeq = 1;
 
   constructor(
     capabilities: number,
@@ -50,10 +56,18 @@ export class CommandTracker<T> {
     const t = this.responses;
     this.scanSink = {
       wants: (head, length) => t.needsBody(head, length),
-      packet: (payload, lastSeq) => this.onResponse(t.onPacket(payload), lastSeq),
-      skipped: (head, length, lastSeq) => this.onResponse(t.onSkipped(head, length), lastSeq),
+      packet: (payload, lastSeq) => {
+        this.checkSeq(this.scanner.firstSeq, lastSeq);
+        this.onResponse(t.onPacket(payload), lastSeq);
+      },
+      skipped: (head, length, lastSeq) => {
+        this.checkSeq(this.scanner.firstSeq, lastSeq);
+        this.onResponse(t.onSkipped(head, length), lastSeq);
+      },
       countingRows: () => t.countingRows,
       rows: (count, lastSeq) => {
+        // Whole single-wire rows: the last of `count` carries nextSeq + count - 1.
+        this.checkSeq((lastSeq - count + 1) & 0xff, lastSeq);
         t.countRows(count);
         this.seq = lastSeq;
       },
@@ -70,10 +84,13 @@ export class CommandTracker<T> {
     return this.responses.pending;
   }
 
-  /** A command of this response shape was forwarded. */
-  sent(shape: ResponseShape, command: string, started: number, data: T): InFlight<T> {
-    const cmd: InFlight<T> = { command, started, data, startRecorded: false };
-    if (this.responses.pending === 0) this.headBytesFrom = this.serverBytes;
+  /** A command of this response shape was forwarded; `lastSeq` is the sequence id of its last wire packet. */
+  sent(shape: ResponseShape, command: string, started: number, data: T, lastSeq = 0): InFlight<T> {
+    const cmd: InFlight<T> = { command, started, data, replySeq: (lastSeq + 1) & 0xff, startRecorded: false };
+    if (this.responses.pending === 0) {
+      this.headBytesFrom = this.serverBytes;
+      this.nextSeq = cmd.replySeq;
+    }
     this.responses.expect(shape);
     this.queue.push({ cmd });
     return cmd;
@@ -109,6 +126,13 @@ export class CommandTracker<T> {
     this.queue.length = 0;
   }
 
+  /** Server packets of a response are numbered on from the command's 0: a gap means the relay lost
+   *  its place (or the server is not speaking this protocol), and nothing after it can be trusted. */
+  private checkSeq(first: number, last: number): void {
+    if (first !== this.nextSeq) throw new ProtocolError(`server packet out of sequence (got ${first}, expected ${this.nextSeq})`, 'VIGIL_MYSQL_SEQUENCE');
+    this.nextSeq = (last + 1) & 0xff;
+  }
+
   private onResponse(res: CommandResponse | undefined, lastSeq: number): void {
     this.seq = lastSeq;
     if (!res) return;
@@ -116,5 +140,7 @@ export class CommandTracker<T> {
     const entry = this.queue.shift();
     if (entry && !entry.local) this.sink.response(entry.cmd, res);
     while (this.queue[0]?.local) this.sink.local((this.queue.shift() as { local: Buffer }).local);
+    const next = this.queue[0];
+    if (next && !next.local) this.nextSeq = next.cmd.replySeq;
   }
 }

@@ -101,4 +101,43 @@ describe('mysql command tracker (pure, socket-free)', () => {
     expect(t.inFlight().map((c) => c.data)).toEqual(['b']);
     expect(t.progress().rows).toBe(0);
   });
+
+  it('CURSOR_EXISTS ends a result set only for a cursor request; COM_STMT_FETCH rows end at their EOF', () => {
+    const cursorEof = eof(0x42);
+    const res = [Buffer.from([1]), colDef('a'), cursorEof, row('1'), row('2'), eof(0x02)];
+    // A plain query whose column EOF carries the flag (a procedure's own cursor): rows still follow.
+    expect(run(CAPS, [{ shape: 'results', command: 'COM_QUERY', packets: res }], [])[0]).toContain('"results":[{"rows":2}]');
+    const ex: Exchange[] = [
+      { shape: 'cursor', command: 'COM_STMT_EXECUTE', packets: [Buffer.from([1]), colDef('a'), cursorEof] },
+      { shape: 'fetch', command: 'COM_STMT_FETCH', packets: [row('1'), row('2'), eof(0x42)] },
+      { shape: 'fetch', command: 'COM_STMT_FETCH', packets: [row('3'), eof(0x82)] },
+    ];
+    const whole = run(CAPS, ex, []);
+    expect(whole.map((e) => JSON.parse(e.slice(e.indexOf(' ') + 1)).results)).toEqual([[{ rows: 0 }], [{ rows: 2 }], [{ rows: 1 }]]);
+    const len = ex.reduce((n, x) => n + x.packets.reduce((m, p) => m + 4 + p.length, 0), 0);
+    for (let at = 0; at <= len; at++) expect(run(CAPS, ex, [at])).toEqual(whole);
+  });
+
+  it('keeps affected rows and last insert id up to 2^64 - 1 (bigint beyond 2^53)', () => {
+    const ok = Buffer.concat([Buffer.from([0]), lenencInt(1), lenencInt(18446744073709551615n), u16(2), u16(0)]);
+    const [e] = run(CAPS, [{ shape: 'results', command: 'COM_QUERY', packets: [ok] }], []);
+    expect(e).toContain('"lastInsertId":"18446744073709551615n"');
+  });
+
+  it('refuses server packets out of sequence', () => {
+    const t = new CommandTracker<string>(CAPS, { response: () => {}, local: () => {} });
+    t.sent('results', 'COM_QUERY', 0, 'a');
+    expect(() => t.server(Buffer.concat([encodePacket(1, Buffer.from([1])), encodePacket(3, colDef('a'))]))).toThrow(/out of sequence/);
+    const rows = new CommandTracker<string>(CAPS, { response: () => {}, local: () => {} });
+    rows.sent('results', 'COM_QUERY', 0, 'a');
+    rows.server(Buffer.concat([encodePacket(1, Buffer.from([1])), encodePacket(2, colDef('a')), encodePacket(3, eof(2))]));
+    expect(() => rows.server(Buffer.concat([encodePacket(4, row('1')), encodePacket(6, row('2'))]))).toThrow(/out of sequence/);
+    // A command of 16 MiB or more spans wire packets 0, 1, 2: its response starts at 3.
+    const got: string[] = [];
+    const long = new CommandTracker<string>(CAPS, { response: (c) => got.push(c.data), local: () => {} });
+    long.sent('results', 'COM_QUERY', 0, 'long', 2);
+    long.sent('results', 'COM_QUERY', 0, 'short', 0);
+    long.server(Buffer.concat([encodePacket(3, buildOk({})), encodePacket(1, buildOk({}))]));
+    expect(got).toEqual(['long', 'short']);
+  });
 });
