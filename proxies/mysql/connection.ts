@@ -11,7 +11,7 @@ import type { ConnectionContext } from '../../src/gateway/proxy.ts';
 import type { GatewayServices } from '../../src/gateway/services.ts';
 import { admit, openSession, type AdmitRequest, type OpenSession } from '../../src/sessions/admit.ts';
 import type { EndReason } from '../../src/sessions/registry.ts';
-import type { AuditEvent, Outcome } from '../../src/events/envelope.ts';
+import type { AuditEvent, EventInput, Outcome } from '../../src/events/envelope.ts';
 import type { VerifyResult, Principal } from '../../src/identity/types.ts';
 import type { TargetConfig } from '../../src/config/schema.ts';
 import { readSecret, type SecretRef } from '../../src/config/types.ts';
@@ -430,10 +430,40 @@ export class MysqlConnection implements KillableConnection {
    * `record` writes its event once the response is complete.
    */
   private send(p: Packet | Buffer, shape: ResponseShape, command: string, details: QueryFields, record: (res: CommandResponse, started: number) => void): Promise<void> | void {
+    const events = this.shared.services.events;
+    // Fail closed: nothing reaches the backend while its record cannot be written.
+    if (!events.healthy) return this.auditRefused(command, details, events.failure);
+    if (events.durability === 'strict') {
+      // Strict: the intent (db.query.start) is durable before the first byte is forwarded; the command
+      // is held (later client packets queue behind it) until then.
+      const durable = events.beforeForward(this.eventInput('db.query.start', 'unknown', this.queryDetails(command, details)));
+      if (durable) {
+        return durable.then(
+          () => {
+            if (!this.closed) this.forwardCommand(p, shape, command, details, record, true);
+          },
+          (e: unknown) => this.auditRefused(command, details, e),
+        );
+      }
+    }
+    this.forwardCommand(p, shape, command, details, record, false);
+  }
+
+  private forwardCommand(p: Packet | Buffer, shape: ResponseShape, command: string, details: QueryFields, record: (res: CommandResponse, started: number) => void, intentRecorded: boolean): void {
     this.forward(p);
     const lastSeq = Buffer.isBuffer(p) ? wirePacketCount(p.length) - 1 : p.lastSeq;
-    this.tracker!.sent(shape, command, performance.now(), { record, details }, lastSeq);
-    this.armLongRunning();
+    const cmd = this.tracker!.sent(shape, command, performance.now(), { record, details }, lastSeq);
+    // The strict-mode intent already says the command started: no second start event when it runs long.
+    if (intentRecorded) cmd.startRecorded = true;
+    else this.armLongRunning();
+  }
+
+  /** The audit log cannot take this command's record: it is not forwarded, the client gets an ERR and the session ends. */
+  private auditRefused(command: string, details: QueryFields, cause: unknown): void {
+    if (this.closed) return;
+    this.log.error({ err: (cause as Error | undefined)?.message, command, query: details.query }, 'audit log unavailable; command refused and session ended');
+    const seq = this.tracker && this.tracker.pending > 0 ? this.tracker.lastServerSeq + 1 : 1;
+    this.fatal(seq, { ...ERR.AUDIT_UNAVAILABLE, message: 'vigil: the audit log cannot be written, so the statement was not run; the session is closed' }, 'audit_unavailable');
   }
 
   // ---------------- commands in flight ----------------
@@ -740,7 +770,11 @@ export class MysqlConnection implements KillableConnection {
    * left out of the recorded JSON. Objects nested in it (error, parameter summaries) are built sorted too.
    */
   private emitQuery(command: string, outcome: Outcome, f: QueryFields, type: 'db.query' | 'db.query.start' = 'db.query'): void {
-    this.emit(type, outcome, {
+    this.emit(type, outcome, this.queryDetails(command, f));
+  }
+
+  private queryDetails(command: string, f: QueryFields): Record<string, unknown> {
+    return {
       attributes: f.attributes,
       bytes_relayed: f.bytes_relayed,
       command,
@@ -760,7 +794,7 @@ export class MysqlConnection implements KillableConnection {
       statement_id: f.statement_id,
       statement_index: f.statement_index,
       unknown_statement: f.unknown_statement,
-    });
+    };
   }
 
   /** Frozen event target for a database other than the session's first one (see `emit`). */
@@ -773,16 +807,19 @@ export class MysqlConnection implements KillableConnection {
    * frozen and reused because the audit encoder caches the JSON of frozen envelope parts by identity.
    */
   private emit(type: 'db.query' | 'db.query.start' | 'db.cancel', outcome: Outcome, details: Record<string, unknown>): void {
-    const s = this.session;
-    if (!s) return;
-    const base = s.eventBase();
+    if (!this.session) return;
+    this.shared.services.events.record(this.eventInput(type, outcome, details), this.auditFailed);
+  }
+
+  private eventInput(type: 'db.query' | 'db.query.start' | 'db.cancel', outcome: Outcome, details: Record<string, unknown>): EventInput {
+    const base = this.session!.eventBase();
     const database = this.database;
     let target = base.target;
     if (target.database !== database) {
       if (this.eventTarget === undefined || this.eventTarget.database !== database) this.eventTarget = Object.freeze({ ...target, database });
       target = this.eventTarget;
     }
-    this.shared.services.events.record({ type, outcome, actor: base.actor, source: base.source, session_id: base.session_id, target, details }, this.auditFailed);
+    return { type, outcome, actor: base.actor, source: base.source, session_id: base.session_id, target, details };
   }
 
   private readonly auditFailed = (e: unknown): void => {
@@ -840,7 +877,8 @@ export class MysqlConnection implements KillableConnection {
     this.backend?.socket.destroy();
     if (reason === 'client_closed') this.client.destroy();
     this.recordInFlight(reason);
-    void this.session?.end(reason, details);
+    // The backend's own id for this connection: what its logs (general log, processlist) call it.
+    void this.session?.end(reason, this.backendThreadId === undefined ? details : { ...details, backend_thread_id: this.backendThreadId });
   }
 }
 

@@ -210,4 +210,6 @@ export const ERR = {
   SERVER_SHUTDOWN: { code: 1053, sqlState: '08S01' },
   CONNECTION_KILLED: { code: 1927, sqlState: '70100' },
   HANDSHAKE: { code: 1043, sqlState: '08S01' },
+  /** ER_UNKNOWN_ERROR: no server code says "not run because it could not be recorded". */
+  AUDIT_UNAVAILABLE: { code: 1105, sqlState: 'HY000' },
 } as const;
