@@ -34,6 +34,11 @@ export function readGeneralLog(file: string): LoggedCommand[] {
 }
 
 const norm = (s: string) => s.replace(/\s+/g, ' ').replace(/[\s;]+$/, '').trim();
+/** vigil keeps a prefix of very long statements (`… [N characters]`): the prefix must match. */
+function truncatedMatch(recorded: string, text: string): boolean {
+  const m = /… \[\d+ characters\]$/.exec(recorded);
+  return m !== null && text.startsWith(norm(recorded.slice(0, m.index)));
+}
 const escape = (s: string) => s.replace(/[.*+^${}()|[\]\\]/g, '\\$&');
 
 export interface OracleResult {
@@ -73,7 +78,7 @@ export function compareWithGeneralLog(log: LoggedCommand[], events: AuditEvent[]
     const found =
       l.command === 'Execute'
         ? list.some((q) => q.command === 'COM_STMT_EXECUTE' && new RegExp(`^${escape(q.query).replace(/\?/g, '[\\s\\S]*?')}$`).test(text))
-        : list.some((q) => q.query === text || (text.includes(q.query) && q.query.length > 0 && text.split(';').some((part) => norm(part) === q.query)));
+        : list.some((q) => q.query === text || truncatedMatch(q.query, text) || (q.query.length > 0 && text.includes(q.query) && text.split(';').some((part) => norm(part) === q.query)));
     if (!found) unmatched.push(l);
   }
   return { backend: proxied.length, events: eventCount, unmatched };
