@@ -12,6 +12,8 @@ export interface LoggedCommand {
   id: number;
   command: string;
   text: string;
+  /** Server time of the line in seconds of the day (the log prints it when the second changes). */
+  second: number;
 }
 
 export async function enableGeneralLog(db: MariadbHandle): Promise<string> {
@@ -20,14 +22,16 @@ export async function enableGeneralLog(db: MariadbHandle): Promise<string> {
   return file;
 }
 
-const LINE = /^(?:\d{6}\s+\d{1,2}:\d{2}:\d{2})?\t+\s*(\d+) ([A-Z][A-Za-z ]*?)\t(.*)$/;
+const LINE = /^(?:\d{6}\s+(\d{1,2}):(\d{2}):(\d{2}))?\t+\s*(\d+) ([A-Z][A-Za-z ]*?)\t(.*)$/;
 
 export function readGeneralLog(file: string): LoggedCommand[] {
   const out: LoggedCommand[] = [];
   const lines = fs.readFileSync(file, 'utf8').split('\n');
+  let second = 0;
   for (const line of lines.slice(3)) {
     const m = LINE.exec(line);
-    if (m) out.push({ id: Number(m[1]), command: m[2]!, text: m[3]! });
+    if (m?.[1] !== undefined) second = Number(m[1]) * 3600 + Number(m[2]) * 60 + Number(m[3]);
+    if (m) out.push({ id: Number(m[4]), command: m[5]!, text: m[6]!, second });
     else if (out.length > 0 && line !== '') out[out.length - 1]!.text += `\n${line}`;
   }
   return out;
@@ -40,6 +44,10 @@ function truncatedMatch(recorded: string, text: string): boolean {
   return m !== null && text.startsWith(norm(recorded.slice(0, m.index)));
 }
 const escape = (s: string) => s.replace(/[.*+^${}()|[\]\\]/g, '\\$&');
+/** A prepared statement's text as a pattern for the general log's Execute line: each `?` is one value
+ *  (a quoted string, NULL or a number/literal token). */
+const VALUE = "(?:'(?:[^'\\\\]|\\\\[\\s\\S])*'|[^\\s,()']+)";
+const templatePattern = (t: string) => new RegExp(`^${escape(t).replace(/\?/g, VALUE)}$`);
 
 export interface OracleResult {
   backend: number;
@@ -77,9 +85,50 @@ export function compareWithGeneralLog(log: LoggedCommand[], events: AuditEvent[]
     const text = norm(l.text);
     const found =
       l.command === 'Execute'
-        ? list.some((q) => q.command === 'COM_STMT_EXECUTE' && new RegExp(`^${escape(q.query).replace(/\?/g, '[\\s\\S]*?')}$`).test(text))
+        ? list.some((q) => q.command === 'COM_STMT_EXECUTE' && templatePattern(q.query).test(text))
         : list.some((q) => q.query === text || truncatedMatch(q.query, text) || (q.query.length > 0 && text.includes(q.query) && text.split(';').some((part) => norm(part) === q.query)));
     if (!found) unmatched.push(l);
   }
   return { backend: proxied.length, events: eventCount, unmatched };
+}
+
+export interface CountResult {
+  /** Statements the server logged for the connections given. */
+  backend: number;
+  /** vigil events counted. */
+  events: number;
+  /** Statements without a vigil event (per statement text, counted). */
+  missing: number;
+  /** Statements the server logged in its last second and the one before (the crash window, at the
+   *  general log's one-second resolution). */
+  lastWindow: number;
+}
+
+/**
+ * Count-based comparison for runs where sessions never ended (the gateway was killed): statements of
+ * the connections `threads` against `events` (whatever their session), per statement text.
+ */
+export function countMissing(log: LoggedCommand[], threads: ReadonlySet<number>, events: AuditEvent[]): CountResult {
+  const recorded = new Map<string, number>();
+  for (const e of events) {
+    const q = (e.details as { query?: string }).query;
+    if (q !== undefined) recorded.set(norm(q), (recorded.get(norm(q)) ?? 0) + 1);
+  }
+  const patterns = [...recorded.keys()].map((t) => ({ t, re: templatePattern(t) }));
+  const statements = log.filter((l) => threads.has(l.id) && (l.command === 'Query' || l.command === 'Execute' || l.command === 'Prepare'));
+  const logged = new Map<string, number>();
+  let missing = 0;
+  for (const l of statements) {
+    const text = norm(l.text);
+    const t = recorded.has(text) ? text : patterns.find((p) => p.re.test(text))?.t;
+    if (t === undefined) missing++;
+    else logged.set(t, (logged.get(t) ?? 0) + 1);
+  }
+  for (const [t, n] of logged) missing += Math.max(0, n - (recorded.get(t) ?? 0));
+  if (process.env.VIGIL_ORACLE_DEBUG) {
+    for (const [t, n] of logged) if (n !== recorded.get(t)) console.log('DIFF', JSON.stringify(t), 'backend', n, 'vigil', recorded.get(t));
+    for (const l of statements) if (!recorded.has(norm(l.text)) && !patterns.some((p) => p.re.test(norm(l.text)))) console.log('NOMATCH', l.command, JSON.stringify(l.text.slice(0, 200)));
+  }
+  const last = statements.at(-1)?.second ?? 0;
+  return { backend: statements.length, events: events.length, missing, lastWindow: statements.filter((l) => l.second >= last - 1).length };
 }
