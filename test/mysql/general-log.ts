@@ -132,3 +132,75 @@ export function countMissing(log: LoggedCommand[], threads: ReadonlySet<number>,
   const last = statements.at(-1)?.second ?? 0;
   return { backend: statements.length, events: events.length, missing, lastWindow: statements.filter((l) => l.second >= last - 1).length };
 }
+
+/** An execution as the general log prints it: each `?` replaced by its value (strings quoted). */
+function rendered(e: AuditEvent): string {
+  const d = e.details as { command: string; query?: string; params?: unknown[] };
+  if (d.command !== 'COM_STMT_EXECUTE' || !d.params) return norm(d.query ?? '');
+  let i = 0;
+  return norm((d.query ?? '').replace(/\?/g, () => {
+    const v = d.params![i++];
+    if (v === null) return 'NULL';
+    if (typeof v === 'string') return `'${v.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+    return String(v);
+  }));
+}
+
+export interface TailResult {
+  /** Statements the server ran whose record is missing. */
+  lost: number;
+  /** Connections where a missing record is followed by a recorded one (a loss outside the tail). */
+  violations: string[];
+}
+
+/**
+ * For runs cut by a gateway crash: each connection's records must be a prefix of what the server ran on
+ * it, so that what is missing is only its last statements (the uncommitted tail), never a hole. Sessions
+ * are paired with backend connections by their statements' texts with parameters filled in.
+ */
+export function tailCheck(log: LoggedCommand[], threads: ReadonlySet<number>, events: AuditEvent[]): TailResult {
+  const kinds = new Set(['COM_QUERY', 'COM_STMT_PREPARE', 'COM_STMT_EXECUTE']);
+  const bySession = new Map<string, string[]>();
+  for (const e of events) {
+    if (e.type !== 'db.query' || !e.session_id || !kinds.has((e.details as { command: string }).command)) continue;
+    let list = bySession.get(e.session_id);
+    if (!list) bySession.set(e.session_id, (list = []));
+    list.push(rendered(e));
+  }
+  const byThread = new Map<number, string[]>();
+  for (const l of log) {
+    if (!threads.has(l.id) || (l.command !== 'Query' && l.command !== 'Execute' && l.command !== 'Prepare')) continue;
+    let list = byThread.get(l.id);
+    if (!list) byThread.set(l.id, (list = []));
+    list.push(norm(l.text));
+  }
+  // Texts only one connection ran (an execution with its own parameter values) identify it; texts all
+  // connections share (prepares, BEGIN, COMMIT) do not.
+  const owner = new Map<string, number>();
+  for (const [id, ran] of byThread) for (const t of ran) owner.set(t, owner.has(t) && owner.get(t) !== id ? -1 : id);
+  let lost = 0;
+  const violations: string[] = [];
+  const paired = new Set<number>();
+  for (const [session, recorded] of bySession) {
+    const hits = new Map<number, number>();
+    for (const t of recorded) {
+      const id = owner.get(t);
+      if (id !== undefined && id >= 0) hits.set(id, (hits.get(id) ?? 0) + 1);
+    }
+    let best: number | undefined;
+    let bestHits = 0;
+    for (const [id, n] of hits) if (!paired.has(id) && n > bestHits) [best, bestHits] = [id, n];
+    if (best === undefined) {
+      violations.push(`session ${session}: no backend connection ran its statements`);
+      continue;
+    }
+    paired.add(best);
+    const ran = byThread.get(best)!;
+    const m = recorded.length;
+    if (m > ran.length || recorded[m - 1] !== ran[m - 1]) violations.push(`session ${session} / connection ${best}: ${m} records, ${ran.length} statements, last record ${JSON.stringify(recorded[m - 1]?.slice(0, 80))} vs statement ${JSON.stringify(ran[m - 1]?.slice(0, 80))}`);
+    lost += Math.max(0, ran.length - m);
+  }
+  // Connections without any record at all lost everything they ran.
+  for (const [id, ran] of byThread) if (!paired.has(id)) lost += ran.length;
+  return { lost, violations };
+}
