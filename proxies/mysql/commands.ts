@@ -254,7 +254,7 @@ export function textValue(b: Buffer): ParamValue {
   if (!isUtf8(b)) return blobValue(b);
   if (b.length > TEXT_PREVIEW_BYTES) {
     const head = b.subarray(0, TEXT_PREVIEW_BYTES).toString('utf8');
-    // Members in sorted order, as the audit encoder writes sorted objects directly (session.ts emitQuery).
+    // Members in sorted order, as the audit encoder writes sorted objects directly (connection.ts emitQuery).
     return { length: b.length, text: head, truncated: true };
   }
   return b.toString('utf8');

@@ -219,6 +219,12 @@ export class PacketScanner {
     return this.lastSeq;
   }
 
+  /** Sequence id of the first wire packet of the logical packet being handed over (`packet`/`skipped`). */
+  get firstSeq(): number {
+    return this.first;
+  }
+  private first = 0;
+
   push(chunk: Buffer, sink: ScanSink): void {
     const n = chunk.length;
     let off = 0;
@@ -264,6 +270,7 @@ export class PacketScanner {
           if (seq !== ((this.lastSeq + 1) & 0xff)) throw new ProtocolError('out-of-sequence continuation packet', 'VIGIL_MYSQL_SEQUENCE');
         } else {
           this.decided = false;
+          this.first = seq;
         }
         this.lastSeq = seq;
         this.wireLen = len;

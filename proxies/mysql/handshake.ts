@@ -136,8 +136,9 @@ export function buildClientHandshake(h: Omit<ClientHandshake, 'sslRequest'>): Bu
 // ---- generic responses ----
 
 export interface OkPacket {
-  affectedRows: number;
-  lastInsertId: number;
+  /** Up to 2^64 - 1: a bigint beyond 2^53 (an AUTO_INCREMENT can start anywhere). */
+  affectedRows: number | bigint;
+  lastInsertId: number | bigint;
   status: number;
   warnings: number;
 }
@@ -145,8 +146,8 @@ export interface OkPacket {
 /** OK packet (header 0x00, or 0xFE when it ends a result set under CLIENT_DEPRECATE_EOF). */
 export function parseOk(payload: Buffer): OkPacket {
   const r = new Reader(payload, 1);
-  const affectedRows = r.lenenc();
-  const lastInsertId = r.lenenc();
+  const affectedRows = r.lenencU64();
+  const lastInsertId = r.lenencU64();
   const status = r.remaining >= 2 ? r.u16() : 0;
   const warnings = r.remaining >= 2 ? r.u16() : 0;
   return { affectedRows, lastInsertId, status, warnings };
@@ -209,4 +210,6 @@ export const ERR = {
   SERVER_SHUTDOWN: { code: 1053, sqlState: '08S01' },
   CONNECTION_KILLED: { code: 1927, sqlState: '70100' },
   HANDSHAKE: { code: 1043, sqlState: '08S01' },
+  /** ER_UNKNOWN_ERROR: no server code says "not run because it could not be recorded". */
+  AUDIT_UNAVAILABLE: { code: 1105, sqlState: 'HY000' },
 } as const;

@@ -5,7 +5,7 @@
 import { z } from 'zod';
 import type { ProxyModule } from '../../src/gateway/proxy.ts';
 import { listenerBase, secretRef, size, filePath } from '../../src/config/types.ts';
-import type { MysqlSection } from './session.ts';
+import type { MysqlSection } from './connection.ts';
 
 export const mysqlProxy: ProxyModule<MysqlSection> = {
   name: 'mysql',

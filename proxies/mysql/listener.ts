@@ -2,7 +2,7 @@ import type { ProxyInstance } from '../../src/gateway/proxy.ts';
 import type { GatewayServices } from '../../src/gateway/services.ts';
 import { compileSecretPattern } from '../../src/config/redaction.ts';
 import { ConnectionIds } from './connection-ids.ts';
-import { MysqlConnection, type MysqlSection, type MysqlShared } from './session.ts';
+import { MysqlConnection, type MysqlSection, type MysqlShared } from './connection.ts';
 
 /** The MySQL listener: connection ids and limits shared by its connections. */
 export function createMysqlListener(services: GatewayServices, section: MysqlSection): ProxyInstance {

@@ -11,6 +11,11 @@ import { CLIENT, Reader, SERVER_STATUS } from './wire.ts';
 export type ResponseShape =
   /** OK, ERR or one or more result sets (COM_QUERY, COM_STMT_EXECUTE, COM_STMT_FETCH rows). */
   | 'results'
+  /** COM_STMT_EXECUTE that asked for a cursor: a result set whose column EOF may say the server opened
+   *  one (SERVER_STATUS_CURSOR_EXISTS, no rows follow: they come with COM_STMT_FETCH). */
+  | 'cursor'
+  /** COM_STMT_FETCH: rows of an open cursor (no column count or definitions) until EOF/OK, or ERR. */
+  | 'fetch'
   /** COM_STMT_PREPARE: prepare-OK + parameter and column definitions, or ERR. */
   | 'prepare'
   /** Column definitions until EOF (COM_FIELD_LIST), or ERR. */
@@ -21,8 +26,8 @@ export type ResponseShape =
 export interface ResultSummary {
   /** Rows of a result set, or undefined for an OK. */
   rows?: number;
-  affectedRows?: number;
-  lastInsertId?: number;
+  affectedRows?: number | bigint;
+  lastInsertId?: number | bigint;
   error?: ErrPacket;
 }
 
@@ -77,7 +82,8 @@ export class ResponseTracker {
 
   private begin(shape: ResponseShape): void {
     this.shape = shape;
-    this.phase = shape === 'fieldlist' ? 'fieldlist' : 'first';
+    this.phase = shape === 'fieldlist' ? 'fieldlist' : shape === 'fetch' ? 'rows' : 'first';
+    this.rows = 0;
     this.current = { results: [], ends: [], status: 0 };
   }
 
@@ -98,6 +104,13 @@ export class ResponseTracker {
       default:
         return false;
     }
+  }
+
+  /** Rows of the command being answered so far: finished result sets and the one under way. */
+  get rowsSoFar(): number {
+    let n = this.phase === 'rows' ? this.rows : 0;
+    for (const r of this.current?.results ?? []) n += r.rows ?? 0;
+    return n;
   }
 
   /** In the rows of a result set: packets other than 0xFE/0xFF-headed ones are rows to count (`countRows`). */
@@ -178,7 +191,9 @@ export class ResponseTracker {
         return this.enter('columns', new Reader(p).lenenc(), 0);
       case 'columnsEof': {
         const status = p.length >= 5 ? p.readUInt16LE(3) : 0;
-        if (status & CURSOR_EXISTS) return this.endResult({ rows: 0 }, status);
+        // Only a cursor request can open a cursor; elsewhere the flag may linger in the status (a
+        // stored procedure's own cursors) and rows still follow.
+        if (status & CURSOR_EXISTS && this.shape === 'cursor') return this.endResult({ rows: 0 }, status);
         this.phase = 'rows';
         return undefined;
       }

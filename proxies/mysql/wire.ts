@@ -194,6 +194,15 @@ export class Reader {
     }
     throw new ProtocolError('invalid length-encoded integer', 'VIGIL_MYSQL_MALFORMED');
   }
+  /** A length-encoded integer of the full 64-bit range (affected rows, last insert id): a number while
+   *  exact, else a bigint. */
+  lenencU64(): number | bigint {
+    const first = this.buf[this.pos];
+    if (first !== 0xfe) return this.lenenc();
+    this.pos++;
+    const v = this.u64();
+    return v > BigInt(Number.MAX_SAFE_INTEGER) ? v : Number(v);
+  }
   lenenc(): number {
     const v = this.lenencOrNull();
     if (v === null) throw new ProtocolError('unexpected NULL length', 'VIGIL_MYSQL_MALFORMED');
@@ -205,7 +214,14 @@ export class Reader {
 }
 
 /** Length-encoded integer bytes. */
-export function lenencInt(n: number): Buffer {
+export function lenencInt(n: number | bigint): Buffer {
+  if (typeof n === 'bigint') {
+    if (n <= BigInt(Number.MAX_SAFE_INTEGER)) return lenencInt(Number(n));
+    const b = Buffer.alloc(9);
+    b[0] = 0xfe;
+    b.writeBigUInt64LE(n, 1);
+    return b;
+  }
   if (n < 0xfb) return Buffer.from([n]);
   if (n < 0x10000) {
     const b = Buffer.alloc(3);

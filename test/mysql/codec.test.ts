@@ -175,7 +175,7 @@ const eof = (status: number) => Buffer.concat([Buffer.from([0xfe]), u16(0), u16(
 const okEof = (status: number) => Buffer.concat([Buffer.from([0xfe, 0, 0]), u16(status), u16(0)]);
 const row = (...cells: string[]) => Buffer.concat(cells.map((c) => lenencBytes(Buffer.from(c))));
 
-/** The relay's scanner sink over a response tracker (as session.ts wires it): every finished response goes to `onResponse`. */
+/** The relay's scanner sink over a response tracker (as the relay wires it): every finished response goes to `onResponse`. */
 function scannerSink(t: ResponseTracker, onResponse: (r: CommandResponse) => void, onRows: (count: number) => void = (count) => t.countRows(count)) {
   const done = (r: CommandResponse | undefined) => void (r !== undefined && onResponse(r));
   return {

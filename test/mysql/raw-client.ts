@@ -53,17 +53,17 @@ function wrap(socket: net.Socket | tls.TLSSocket): RawClient {
 }
 
 /** Connect, upgrade to TLS with the credentials, log in to `user`; resolves after the OK. */
-export async function rawLogin(port: number, creds: IssuedFiles, user = 'db', database?: string): Promise<RawClient> {
+export async function rawLogin(port: number, creds: IssuedFiles, user = 'db', database?: string, capabilities = RAW_CAPS): Promise<RawClient> {
   const plain = net.connect({ host: '127.0.0.1', port });
   const pre = wrap(plain);
   const g = parseGreeting((await pre.next()).payload);
   void g;
   plain.removeAllListeners('data');
-  plain.write(encodePacket(1, buildSslRequest(RAW_CAPS | CLIENT.SSL, 1 << 24, 45)));
+  plain.write(encodePacket(1, buildSslRequest(capabilities | CLIENT.SSL, 1 << 24, 45)));
   const secure = tls.connect({ socket: plain, ca: fs.readFileSync(creds.ca), cert: fs.readFileSync(creds.crt), key: fs.readFileSync(creds.key), servername: 'localhost' });
   await new Promise<void>((resolve, reject) => { secure.once('secureConnect', resolve); secure.once('error', reject); });
   const c = wrap(secure);
-  const caps = RAW_CAPS | CLIENT.SSL | (database ? CLIENT.CONNECT_WITH_DB : 0);
+  const caps = capabilities | CLIENT.SSL | (database ? CLIENT.CONNECT_WITH_DB : 0);
   c.send(encodePacket(2, buildClientHandshake({ capabilities: caps, maxPacket: 1 << 24, charset: 45, user, authResponse: Buffer.alloc(0), database, authPlugin: 'mysql_native_password', attributes: {} })));
   const ok = await c.next();
   if (ok.payload[0] !== 0) throw new Error(`login failed: ${ok.payload.subarray(1).toString('latin1')}`);

@@ -91,3 +91,51 @@ export async function startTestGateway(config: Record<string, unknown> = {}, bas
     stop: () => gw.close(),
   };
 }
+
+/** A gateway running as its own process (`vigil serve`), for tests that kill it (kill -9) mid-load. */
+export interface GatewayProcess {
+  pid: number;
+  ports: Record<string, number>;
+  /** Everything it wrote to stdout and stderr so far. */
+  output(): string;
+  exited: Promise<number | null>;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+/**
+ * Start `vigil serve` in a child process. `config` is written as the config file (JSON is YAML) with
+ * loopback listeners on random ports unless it sets its own; `base` holds it. Reuse the data dir of an
+ * earlier (in-process or child) gateway to keep its CA: credentials issued there stay valid.
+ */
+export async function startGatewayProcess(config: Record<string, unknown>, base: string): Promise<GatewayProcess> {
+  const { spawn } = await import('node:child_process');
+  const { waitFor } = await import('./tmp.ts');
+  const root = path.resolve(import.meta.dirname, '../..');
+  const file = path.join(base, `vigil-child-${Date.now()}-${Math.random().toString(36).slice(2)}.yaml`);
+  const doc = {
+    data_dir: path.join(base, 'data'),
+    api: { listen: '127.0.0.1:0' },
+    ssh: { listen: '127.0.0.1:0' },
+    postgres: { listen: '127.0.0.1:0' },
+    mysql: { listen: '127.0.0.1:0' },
+    ...config,
+  };
+  fs.writeFileSync(file, JSON.stringify(doc, null, 2));
+  const child = spawn(process.execPath, [path.join(root, 'bin/vigil.js'), 'serve', '--config', file], { env: { ...process.env, VIGIL_LOG_JSON: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  let exitCode: number | null | undefined;
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve((exitCode = code))));
+  const running = await waitFor(() => {
+    if (exitCode !== undefined) throw new Error(`vigil serve exited ${exitCode}: ${out.slice(-2000)}`);
+    return out.split('\n').find((l) => l.includes('vigil gateway running'));
+  }, 60_000, 'the gateway process to start');
+  return {
+    pid: child.pid!,
+    ports: JSON.parse(running).ports as Record<string, number>,
+    output: () => out,
+    exited,
+    kill: (signal = 'SIGKILL') => void child.kill(signal),
+  };
+}

@@ -11,17 +11,19 @@ import type { ConnectionContext } from '../../src/gateway/proxy.ts';
 import type { GatewayServices } from '../../src/gateway/services.ts';
 import { admit, openSession, type AdmitRequest, type OpenSession } from '../../src/sessions/admit.ts';
 import type { EndReason } from '../../src/sessions/registry.ts';
-import type { AuditEvent } from '../../src/events/envelope.ts';
+import type { AuditEvent, EventInput, Outcome } from '../../src/events/envelope.ts';
 import type { VerifyResult, Principal } from '../../src/identity/types.ts';
 import type { TargetConfig } from '../../src/config/schema.ts';
 import { readSecret, type SecretRef } from '../../src/config/types.ts';
 import { ProtocolError, VigilError } from '../../src/errors.ts';
-import { PacketFramer, PacketScanner, encodePacket, wirePacketCount, type Packet, type ScanSink } from './framing.ts';
+import { PacketFramer, encodePacket, wirePacketCount, type Packet } from './framing.ts';
 import { buildAuthSwitch, buildErr, buildGreeting, buildOk, parseClientHandshake, ERR, SSL_REQUEST_LENGTH, type ErrPacket } from './handshake.ts';
 import { CLIENT, COM, COMMAND_NAMES, SERVER_STATUS } from './wire.ts';
 import { parseCommand, type ParamValue, PARAMETER_COUNT_AVAILABLE } from './commands.ts';
 import { PreparedStatements } from './statements.ts';
-import { ResponseTracker, type CommandResponse, type ResponseShape } from './response.ts';
+import type { CommandResponse, ResponseShape } from './response.ts';
+import { CommandTracker, type InFlight, type TrackerSink } from './tracker.ts';
+import { addResult, errDetails, eventText, redactedText, round, type QueryFields } from './record.ts';
 import { analyzeSql, type SqlAnalysis } from './sql.ts';
 import { connectBackend, type BackendConnection } from './backend.ts';
 import type { ConnectionIds, KillableConnection } from './connection-ids.ts';
@@ -55,41 +57,16 @@ export const SERVER_CAPABILITIES =
 const FORMAT_CAPABILITIES = CLIENT.PROTOCOL_41 | CLIENT.DEPRECATE_EOF | CLIENT.SESSION_TRACK | CLIENT.MULTI_RESULTS | CLIENT.PS_MULTI_RESULTS;
 
 const CHARSET_UTF8MB4 = 45;
-/** Largest server packet vigil reads whole (OK/ERR/EOF, column counts); rows are never read whole. */
-const MAX_SERVER_PACKET_READ = 1 << 30;
+/** MariaDB's statement id for "the statement prepared last" (COM_STMT_EXECUTE, SEND_LONG_DATA, ...). */
+const LAST_PREPARED = 0xffffffff;
 export const TLS_REQUIRED = 'TLS with a vigil client certificate is required';
 const ERR_CONN_ACCESS_DENIED = { code: 1044, sqlState: '42000' };
 
-/** What a db.query event says besides its command and database (`emitQuery` lays it out). */
-interface QueryFields {
-  attributes?: Record<string, ParamValue>;
-  duration_ms?: number;
-  error?: EventError;
-  fetch_rows?: number;
-  multi_statements?: boolean;
-  not_executed?: string[];
-  params?: unknown[];
-  params_count?: number;
-  query?: string;
-  reason?: string;
-  rows_affected?: number;
-  rows_returned?: number;
-  statement_id?: number;
-  statement_index?: number;
-  unknown_statement?: boolean;
+/** What the connection keeps of a command in flight. */
+interface Command {
+  record: (res: CommandResponse, started: number) => void;
+  details: QueryFields;
 }
-
-/** An error as events show it; members in sorted order like every recorded object (see `emitQuery`). */
-interface EventError {
-  code: number;
-  message: string;
-  sqlstate?: string;
-}
-
-/** A command waiting for its response, or a local reply waiting for earlier responses to pass. */
-type Pending =
-  | { local: Buffer }
-  | { local?: undefined; command: string; started: number; record: (res: CommandResponse, started: number) => void };
 
 function scrambleBytes(): Buffer {
   // Printable, no NUL: some clients treat the scramble as a C string.
@@ -115,10 +92,8 @@ export class MysqlConnection implements KillableConnection {
   private database: string | undefined;
   private initialDatabase: string | undefined;
   private multiStatements = true;
-  private tracker: ResponseTracker | undefined;
-  private readonly pending: Pending[] = [];
+  private tracker: CommandTracker<Command> | undefined;
   private readonly statements: PreparedStatements;
-  private lastServerSeq = 0;
   private closed = false;
   private authTimer: NodeJS.Timeout | undefined;
   private counted = false;
@@ -314,7 +289,7 @@ export class MysqlConnection implements KillableConnection {
       this.stripQueryAttributes = (this.clientCaps & CLIENT.QUERY_ATTRIBUTES) !== 0 && !(backend.capabilities & CLIENT.QUERY_ATTRIBUTES);
       this.backend = backend;
       this.backendThreadId = backend.greeting.connectionId;
-      this.tracker = new ResponseTracker(this.clientCaps);
+      this.tracker = new CommandTracker(this.clientCaps, this.trackerSink);
       this.client.write(encodePacket(seq, buildOk({ status: backend.ok.status })));
       this.relay();
     } catch (e) {
@@ -353,19 +328,7 @@ export class MysqlConnection implements KillableConnection {
     const client = this.client;
     const backend = this.backend!.socket;
     const clientFramer = new PacketFramer(this.shared.section.max_packet);
-    const serverScanner = new PacketScanner(MAX_SERVER_PACKET_READ);
     const tracker = this.tracker!;
-    // Server packets: rows and column definitions are only counted; OK/ERR/EOF and headers are read.
-    const serverPackets: ScanSink = {
-      wants: (head, length) => tracker.needsBody(head, length),
-      packet: (payload, lastSeq) => this.onServerResponse(tracker.onPacket(payload), lastSeq),
-      skipped: (head, length, lastSeq) => this.onServerResponse(tracker.onSkipped(head, length), lastSeq),
-      countingRows: () => tracker.countingRows,
-      rows: (count, lastSeq) => {
-        tracker.countRows(count);
-        this.lastServerSeq = lastSeq;
-      },
-    };
     const onPacket = (p: Packet) => {
       if (this.busy) this.inbox.push(p);
       else this.onClientPacket(p);
@@ -395,17 +358,17 @@ export class MysqlConnection implements KillableConnection {
         });
       }
       try {
-        serverScanner.push(chunk, serverPackets);
+        tracker.server(chunk);
       } catch (e) {
         this.log.warn({ err: (e as Error).message }, 'backend protocol error');
-        this.shutdown('backend_error');
+        this.backendLost('backend_error', 'vigil: the target database sent a response vigil cannot follow; the session is closed');
       }
     });
     backend.on('error', (e) => {
       this.log.warn({ err: e.message }, 'backend connection error');
-      this.shutdown('backend_error');
+      this.backendLost('backend_error', `vigil: lost the connection to the target database (${e.message})`);
     });
-    backend.on('close', () => this.shutdown('backend_closed'));
+    backend.on('close', () => this.backendLost('backend_closed', 'vigil: the target database closed the connection'));
     const idle = this.shared.services.config.gateway.idle_timeout;
     if (idle > 0) {
       // Idle = no client traffic while no response is outstanding (a long query is not idleness).
@@ -458,22 +421,101 @@ export class MysqlConnection implements KillableConnection {
   /** Reply locally, after the responses of earlier pipelined commands. */
   private replyLocal(seq: number, payload: Buffer): void {
     const bytes = encodePacket(seq, payload);
-    if (this.tracker!.pending === 0 && this.pending.length === 0) this.client.write(bytes);
-    else this.pending.push({ local: bytes });
+    if (this.tracker!.local(bytes)) this.client.write(bytes);
   }
 
-  private expect(shape: ResponseShape, command: string, record: (res: CommandResponse, started: number) => void): void {
-    this.tracker!.expect(shape);
-    this.pending.push({ command, started: performance.now(), record });
+  /**
+   * Forward a command that gets a response. `details` describe it for the events written before its
+   * response is seen (db.query.start when it runs long, db.query `unknown` when the session ends first);
+   * `record` writes its event once the response is complete.
+   */
+  private send(p: Packet | Buffer, shape: ResponseShape, command: string, details: QueryFields, record: (res: CommandResponse, started: number) => void): Promise<void> | void {
+    const events = this.shared.services.events;
+    // Fail closed: nothing reaches the backend while its record cannot be written.
+    if (!events.healthy) return this.auditRefused(command, details, events.failure);
+    if (events.durability === 'strict') {
+      // Strict: the intent (db.query.start) is durable before the first byte is forwarded; the command
+      // is held (later client packets queue behind it) until then.
+      const durable = events.beforeForward(this.eventInput('db.query.start', 'unknown', this.queryDetails(command, details)));
+      if (durable) {
+        return durable.then(
+          () => {
+            if (!this.closed) this.forwardCommand(p, shape, command, details, record, true);
+          },
+          (e: unknown) => this.auditRefused(command, details, e),
+        );
+      }
+    }
+    this.forwardCommand(p, shape, command, details, record, false);
   }
 
-  private onServerResponse(res: CommandResponse | undefined, lastSeq: number): void {
-    this.lastServerSeq = lastSeq;
-    if (!res) return;
-    const entry = this.pending.shift();
-    if (entry && !entry.local) entry.record(res, entry.started);
-    while (this.pending[0]?.local) this.client.write((this.pending.shift() as { local: Buffer }).local);
+  private forwardCommand(p: Packet | Buffer, shape: ResponseShape, command: string, details: QueryFields, record: (res: CommandResponse, started: number) => void, intentRecorded: boolean): void {
+    this.forward(p);
+    const lastSeq = Buffer.isBuffer(p) ? wirePacketCount(p.length) - 1 : p.lastSeq;
+    const cmd = this.tracker!.sent(shape, command, performance.now(), { record, details }, lastSeq);
+    // The strict-mode intent already says the command started: no second start event when it runs long.
+    if (intentRecorded) cmd.startRecorded = true;
+    else this.armLongRunning();
   }
+
+  /** The audit log cannot take this command's record: it is not forwarded, the client gets an ERR and the session ends. */
+  private auditRefused(command: string, details: QueryFields, cause: unknown): void {
+    if (this.closed) return;
+    this.log.error({ err: (cause as Error | undefined)?.message, command, query: details.query }, 'audit log unavailable; command refused and session ended');
+    const seq = this.tracker && this.tracker.pending > 0 ? this.tracker.lastServerSeq + 1 : 1;
+    this.fatal(seq, { ...ERR.AUDIT_UNAVAILABLE, message: 'vigil: the audit log cannot be written, so the statement was not run; the session is closed' }, 'audit_unavailable');
+  }
+
+  // ---------------- commands in flight ----------------
+
+  /** The one long-running timer of this session; armed for the oldest command without a start event. */
+  private longTimer: NodeJS.Timeout | undefined;
+
+  private armLongRunning(): void {
+    const after = this.shared.services.config.audit.long_running_after;
+    if (!(after > 0) || this.longTimer || this.closed) return;
+    const next = this.tracker!.inFlight().find((c) => !c.startRecorded);
+    if (!next) return;
+    this.longTimer = setTimeout(this.onLongRunning, Math.max(0, next.started + after - performance.now()));
+    this.longTimer.unref();
+  }
+
+  private readonly onLongRunning = (): void => {
+    this.longTimer = undefined;
+    if (this.closed) return;
+    const after = this.shared.services.config.audit.long_running_after;
+    const now = performance.now();
+    for (const c of this.tracker!.inFlight()) {
+      if (c.startRecorded) continue;
+      if (now - c.started < after) break;
+      c.startRecorded = true;
+      this.emitQuery(c.command, 'unknown', { ...c.data.details, duration_ms: round(now - c.started) }, 'db.query.start');
+    }
+    this.armLongRunning();
+  };
+
+  /**
+   * The session ends with commands still in flight: each reached the backend, its result was never seen.
+   * Written before session.end, with what was relayed of the oldest one's response.
+   */
+  private recordInFlight(reason: EndReason): void {
+    const tracker = this.tracker;
+    if (!tracker) return;
+    const now = performance.now();
+    const progress = tracker.progress();
+    tracker.inFlight().forEach((c, i) => {
+      const f: QueryFields = { ...c.data.details, duration_ms: round(now - c.started), end_reason: reason, rows_returned: i === 0 ? progress.rows : 0, bytes_relayed: i === 0 ? progress.bytes : 0 };
+      this.emitQuery(c.command, 'unknown', f);
+    });
+    tracker.abandon();
+  }
+
+  private readonly trackerSink: TrackerSink<Command> = {
+    response: (cmd, res) => {
+      if (!this.closed) cmd.data.record(res, cmd.started);
+    },
+    local: (bytes) => this.client.write(bytes),
+  };
 
   private onClientPacket(p: Packet): void {
     if (this.closed) return;
@@ -513,8 +555,7 @@ export class MysqlConnection implements KillableConnection {
         return this.checkDatabase(cmd.database, name, `USE ${cmd.database}`).then((ok) => {
           if (!ok) return;
           stats.statements++;
-          this.forward(p);
-          this.expect('results', name, (res, t0) => {
+          return this.send(p, 'results', name, { query: `USE ${cmd.database}` }, (res, t0) => {
             if (!res.results[0]?.error) this.database = cmd.database;
             this.record(name, res, t0, { query: `USE ${cmd.database}` });
           });
@@ -523,12 +564,11 @@ export class MysqlConnection implements KillableConnection {
         const analysis = analyzeSql(cmd.sql, this.shared.secretName);
         if (this.refuseStatement(analysis, name)) return;
         stats.statements++;
-        this.forward(p);
-        this.expect('prepare', name, (res, t0) => {
+        // The statement id is bound to its text only when the server confirms the prepare.
+        return this.send(p, 'prepare', name, { query: redactedText(analysis) }, (res, t0) => {
           if (res.prepared) this.statements.prepared(res.prepared.stmtId, analysis, res.prepared.numParams);
           this.record(name, res, t0, { params_count: res.prepared?.numParams, query: redactedText(analysis), statement_id: res.prepared?.stmtId });
         });
-        return;
       }
       case 'stmt_execute':
         return this.onExecute(p, cmd.stmtId, cmd.flags, name);
@@ -547,18 +587,16 @@ export class MysqlConnection implements KillableConnection {
       case 'stmt_reset': {
         const id = this.statements.resolve(cmd.stmtId);
         this.statements.reset(id);
-        this.forward(p);
-        this.expect('results', name, (res, t0) => this.record(name, res, t0, { statement_id: id }));
-        return;
+        return this.send(p, 'results', name, { statement_id: id }, (res, t0) => this.record(name, res, t0, { statement_id: id }));
       }
-      case 'stmt_fetch':
-        this.forward(p);
-        this.expect('results', name, (res, t0) => this.record(name, res, t0, { fetch_rows: cmd.rows, statement_id: cmd.stmtId }));
-        return;
+      case 'stmt_fetch': {
+        const id = this.statements.resolve(cmd.stmtId);
+        const analysis = this.statements.analysisOf(id);
+        const query = analysis ? redactedText(analysis) : undefined;
+        return this.send(p, 'fetch', name, { fetch_rows: cmd.rows, query, statement_id: id }, (res, t0) => this.record(name, res, t0, { fetch_rows: cmd.rows, query, statement_id: id }));
+      }
       case 'ping':
-        this.forward(p);
-        this.expect('results', name, (res, t0) => this.record(name, res, t0, {}));
-        return;
+        return this.send(p, 'results', name, {}, (res, t0) => this.record(name, res, t0, {}));
       case 'quit':
         this.emitQuery(name, 'success', { duration_ms: 0 });
         this.forward(p);
@@ -566,34 +604,28 @@ export class MysqlConnection implements KillableConnection {
         this.shutdown('client_closed');
         return;
       case 'set_option':
-        this.forward(p);
-        this.expect('results', name, (res, t0) => {
+        return this.send(p, 'results', name, { multi_statements: cmd.option === 0 }, (res, t0) => {
           if (!res.results[0]?.error) this.multiStatements = cmd.option === 0;
           this.record(name, res, t0, { multi_statements: cmd.option === 0 });
         });
-        return;
       case 'process_kill':
         return this.onKill(cmd.id, false, name, `COM_PROCESS_KILL ${cmd.id}`);
       case 'reset_connection':
         // Same identity, same backend login: only session state is reset (documented).
-        this.forward(p);
-        this.expect('results', name, (res, t0) => {
+        return this.send(p, 'results', name, {}, (res, t0) => {
           if (!res.results[0]?.error) {
             this.statements.clear();
             this.database = this.initialDatabase;
           }
           this.record(name, res, t0, {});
         });
-        return;
       case 'change_user':
         this.emitQuery(name, 'failure', { duration_ms: 0, error: { code: ERR.NOT_ALLOWED_COMMAND.code, message: 'refused by vigil' } });
         this.replyLocal(1, buildErr({ ...ERR.NOT_ALLOWED_COMMAND, message: 'vigil: COM_CHANGE_USER is not allowed; reconnect with the identity you need' }));
         return;
       case 'other':
         if (cmd.command === COM.FIELD_LIST || cmd.command === COM.STATISTICS) {
-          this.forward(p);
-          this.expect(cmd.command === COM.FIELD_LIST ? 'fieldlist' : 'single', name, (res, t0) => this.record(name, res, t0, {}));
-          return;
+          return this.send(p, cmd.command === COM.FIELD_LIST ? 'fieldlist' : 'single', name, {}, (res, t0) => this.record(name, res, t0, {}));
         }
         this.emitQuery(name, 'failure', { duration_ms: 0, error: { code: ERR.UNKNOWN_COM.code, message: 'refused by vigil' } });
         this.replyLocal(1, buildErr({ ...ERR.UNKNOWN_COM, message: `vigil: ${name} is not allowed through the gateway` }));
@@ -634,13 +666,13 @@ export class MysqlConnection implements KillableConnection {
     const uses = useStatements.map((s) => s.use!);
     const go = () => {
       this.session!.stats.statements += analysis.statements.length;
-      this.forward(this.stripQueryAttributes ? Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(sql, 'utf8')]) : p);
-      this.expect('results', 'COM_QUERY', (res, t0) => this.recordQuery(analysis, res, t0, attributes));
+      const bytes = this.stripQueryAttributes ? Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(sql, 'utf8')]) : p;
+      return this.send(bytes, 'results', 'COM_QUERY', { attributes, query: redactedText(analysis) }, (res, t0) => this.recordQuery(analysis, res, t0, attributes));
     };
     if (uses.length === 0) return go();
     return (async () => {
       for (const db of uses) if (!(await this.checkDatabase(db, 'COM_QUERY', redactedText(analysis)))) return;
-      go();
+      await go();
     })();
   }
 
@@ -674,21 +706,33 @@ export class MysqlConnection implements KillableConnection {
     }
   }
 
-  private onExecute(p: Packet, rawId: number, flags: number, name: string): void {
+  private onExecute(p: Packet, rawId: number, flags: number, name: string): Promise<void> | void {
     if (this.stripQueryAttributes && flags & PARAMETER_COUNT_AVAILABLE) {
       throw new ProtocolError('query attributes on COM_STMT_EXECUTE are not supported by the target database', 'VIGIL_MYSQL_UNSUPPORTED');
     }
-    const ex = this.statements.execute(p.payload, rawId, this.clientCaps);
-    const details: QueryFields = ex.analysis
+    this.session!.stats.statements++;
+    // A cursor request (flags bits 0-2) may get a result set without rows: they come with COM_STMT_FETCH.
+    const shape = flags & 0x07 ? 'cursor' : 'results';
+    const pendingPrepare = rawId === LAST_PREPARED ? this.tracker!.inFlight().findLast((c) => c.command === 'COM_STMT_PREPARE') : undefined;
+    if (pendingPrepare) {
+      // MariaDB's "the statement prepared last", pipelined behind its COM_STMT_PREPARE: which statement
+      // that is (if any) is known only once the server has answered the prepare, just before this answer.
+      const payload = p.payload;
+      return this.send(p, shape, name, { query: pendingPrepare.data.details.query }, (res, t0) => this.record(name, res, t0, this.executeDetails(payload, rawId)));
+    }
+    const details = this.executeDetails(p.payload, rawId);
+    return this.send(p, shape, name, details, (res, t0) => this.record(name, res, t0, details));
+  }
+
+  private executeDetails(payload: Buffer, rawId: number): QueryFields {
+    const ex = this.statements.execute(payload, rawId, this.clientCaps);
+    return ex.analysis
       ? { attributes: ex.attributes, params: ex.params, query: redactedText(ex.analysis), statement_id: ex.statementId }
       : { attributes: ex.attributes, statement_id: ex.statementId, unknown_statement: true };
-    this.session!.stats.statements++;
-    this.forward(p);
-    this.expect('results', name, (res, t0) => this.record(name, res, t0, details));
   }
 
   /** KILL [QUERY] <gateway id>: mapped to the backend thread of that connection, for the same user and target only. */
-  private onKill(gatewayId: number, query: boolean, command: string, text: string): void {
+  private onKill(gatewayId: number, query: boolean, command: string, text: string): Promise<void> | void {
     const target = this.shared.ids.get(gatewayId);
     // db.cancel details are written with their members in sorted order, like db.query (see `emitQuery`).
     const kill = query ? 'query' : 'connection';
@@ -701,8 +745,8 @@ export class MysqlConnection implements KillableConnection {
     }
     const backendSql = `KILL ${query ? 'QUERY' : 'CONNECTION'} ${target.backendThreadId}`;
     this.session!.stats.statements++;
-    this.forward(Buffer.concat([Buffer.from([COM.QUERY]), this.clientCaps & CLIENT.QUERY_ATTRIBUTES && !this.stripQueryAttributes ? Buffer.from([0, 1]) : Buffer.alloc(0), Buffer.from(backendSql)]));
-    this.expect('results', command, (res) => {
+    const bytes = Buffer.concat([Buffer.from([COM.QUERY]), this.clientCaps & CLIENT.QUERY_ATTRIBUTES && !this.stripQueryAttributes ? Buffer.from([0, 1]) : Buffer.alloc(0), Buffer.from(backendSql)]);
+    return this.send(bytes, 'results', command, { query: text }, (res) => {
       const err = res.results[0]?.error;
       const error = err ? errDetails(err) : undefined;
       this.emit('db.cancel', err ? 'failure' : 'success', { command, database: this.database, error, gateway_connection_id: gatewayId, kill, query: text, target_session_id: target.sessionId });
@@ -725,12 +769,18 @@ export class MysqlConnection implements KillableConnection {
    * directly, about twice as fast as building a sorted copy for JSON.stringify. Undefined members are
    * left out of the recorded JSON. Objects nested in it (error, parameter summaries) are built sorted too.
    */
-  private emitQuery(command: string, outcome: 'success' | 'failure', f: QueryFields): void {
-    this.emit('db.query', outcome, {
+  private emitQuery(command: string, outcome: Outcome, f: QueryFields, type: 'db.query' | 'db.query.start' = 'db.query'): void {
+    this.emit(type, outcome, this.queryDetails(command, f));
+  }
+
+  private queryDetails(command: string, f: QueryFields): Record<string, unknown> {
+    return {
       attributes: f.attributes,
+      bytes_relayed: f.bytes_relayed,
       command,
       database: this.database,
       duration_ms: f.duration_ms,
+      end_reason: f.end_reason,
       error: f.error,
       fetch_rows: f.fetch_rows,
       multi_statements: f.multi_statements,
@@ -744,7 +794,7 @@ export class MysqlConnection implements KillableConnection {
       statement_id: f.statement_id,
       statement_index: f.statement_index,
       unknown_statement: f.unknown_statement,
-    });
+    };
   }
 
   /** Frozen event target for a database other than the session's first one (see `emit`). */
@@ -756,17 +806,20 @@ export class MysqlConnection implements KillableConnection {
    * target while the database is the one it started with, else a frozen copy built once per change —
    * frozen and reused because the audit encoder caches the JSON of frozen envelope parts by identity.
    */
-  private emit(type: 'db.query' | 'db.cancel', outcome: 'success' | 'failure', details: Record<string, unknown>): void {
-    const s = this.session;
-    if (!s) return;
-    const base = s.eventBase();
+  private emit(type: 'db.query' | 'db.query.start' | 'db.cancel', outcome: Outcome, details: Record<string, unknown>): void {
+    if (!this.session) return;
+    this.shared.services.events.record(this.eventInput(type, outcome, details), this.auditFailed);
+  }
+
+  private eventInput(type: 'db.query' | 'db.query.start' | 'db.cancel', outcome: Outcome, details: Record<string, unknown>): EventInput {
+    const base = this.session!.eventBase();
     const database = this.database;
     let target = base.target;
     if (target.database !== database) {
       if (this.eventTarget === undefined || this.eventTarget.database !== database) this.eventTarget = Object.freeze({ ...target, database });
       target = this.eventTarget;
     }
-    this.shared.services.events.record({ type, outcome, actor: base.actor, source: base.source, session_id: base.session_id, target, details }, this.auditFailed);
+    return { type, outcome, actor: base.actor, source: base.source, session_id: base.session_id, target, details };
   }
 
   private readonly auditFailed = (e: unknown): void => {
@@ -778,9 +831,15 @@ export class MysqlConnection implements KillableConnection {
 
   private closeReason: EndReason | undefined;
 
+  /** The backend connection is gone or unusable: the client gets an ERR and its socket is closed. */
+  private backendLost(reason: EndReason, message: string): void {
+    const seq = this.tracker && this.tracker.pending > 0 ? this.tracker.lastServerSeq + 1 : 0;
+    this.fatal(seq, { ...ERR.SERVER_SHUTDOWN, message }, reason);
+  }
+
   /** Registry terminator: ERR with the message, then close. */
   private terminate(reason: EndReason, message: string): void {
-    const seq = this.tracker && this.tracker.pending > 0 ? this.lastServerSeq + 1 : 0;
+    const seq = this.tracker && this.tracker.pending > 0 ? this.tracker.lastServerSeq + 1 : 0;
     this.fatal(seq, { ...ERR.CONNECTION_KILLED, message: `vigil: ${message}` }, reason);
   }
 
@@ -813,42 +872,14 @@ export class MysqlConnection implements KillableConnection {
       this.shared.unauthenticated.count--;
       this.counted = false;
     }
+    clearTimeout(this.longTimer);
     this.shared.ids.release(this.connectionId);
     this.backend?.socket.destroy();
-    if (reason === 'client_closed' || reason === 'backend_closed') this.client.destroy();
-    void this.session?.end(reason, details);
+    if (reason === 'client_closed') this.client.destroy();
+    this.recordInFlight(reason);
+    // The backend's own id for this connection: what its logs (general log, processlist) call it.
+    void this.session?.end(reason, this.backendThreadId === undefined ? details : { ...details, backend_thread_id: this.backendThreadId });
   }
-}
-
-function round(ms: number): number {
-  return Math.round(ms * 1000) / 1000;
-}
-
-/** Statement text as recorded: secrets masked; very long text (bulk inserts) keeps a prefix and its length. */
-const MAX_EVENT_TEXT = 64 * 1024;
-function eventText(t: string): string {
-  return t.length > MAX_EVENT_TEXT ? `${t.slice(0, MAX_EVENT_TEXT)}… [${t.length} characters]` : t;
-}
-
-/** Recorded text per analysis: a prepared statement's text is built once, not at every execution. */
-const redactedTexts = new WeakMap<SqlAnalysis, string>();
-function redactedText(a: SqlAnalysis): string {
-  let text = redactedTexts.get(a);
-  if (text === undefined) {
-    text = eventText(a.statements.length === 1 ? a.statements[0]!.text : a.statements.map((s) => s.text).join('; '));
-    redactedTexts.set(a, text);
-  }
-  return text;
-}
-
-function errDetails(e: ErrPacket): EventError {
-  return { code: e.code, message: e.message, sqlstate: e.sqlState };
-}
-
-function addResult(details: QueryFields, r: { rows?: number; affectedRows?: number; error?: ErrPacket }): void {
-  if (r.error) details.error = errDetails(r.error);
-  else if (r.rows !== undefined) details.rows_returned = r.rows;
-  else details.rows_affected = r.affectedRows ?? 0;
 }
 
 function readSecretFile(p: string): string {
