@@ -22,7 +22,7 @@ import { CLIENT, COM, COMMAND_NAMES, SERVER_STATUS } from './wire.ts';
 import { parseCommand, type ParamValue, PARAMETER_COUNT_AVAILABLE } from './commands.ts';
 import { PreparedStatements } from './statements.ts';
 import { ResponseTracker, type CommandResponse, type ResponseShape } from './response.ts';
-import { analyzeSql, type SqlAnalysis } from './sql.ts';
+import { analyzeSql, type SqlAnalysis, type SqlMode } from './sql.ts';
 import { connectBackend, type BackendConnection } from './backend.ts';
 import type { ConnectionIds, KillableConnection } from './connection-ids.ts';
 
@@ -77,6 +77,7 @@ interface QueryFields {
   statement_id?: number;
   statement_index?: number;
   unknown_statement?: boolean;
+  unsplit?: boolean;
 }
 
 /** An error as events show it; members in sorted order like every recorded object (see `emitQuery`). */
@@ -115,6 +116,8 @@ export class MysqlConnection implements KillableConnection {
   private database: string | undefined;
   private initialDatabase: string | undefined;
   private multiStatements = true;
+  /** sql_mode as the server's last OK/EOF announced it (status flag 0x200 = NO_BACKSLASH_ESCAPES), for the SQL splitter. */
+  private sqlMode: SqlMode = {};
   private tracker: ResponseTracker | undefined;
   private readonly pending: Pending[] = [];
   private readonly statements: PreparedStatements;
@@ -315,6 +318,7 @@ export class MysqlConnection implements KillableConnection {
       this.backend = backend;
       this.backendThreadId = backend.greeting.connectionId;
       this.tracker = new ResponseTracker(this.clientCaps);
+      this.sqlMode = { noBackslashEscapes: (backend.ok.status & 0x200) !== 0 };
       this.client.write(encodePacket(seq, buildOk({ status: backend.ok.status })));
       this.relay();
     } catch (e) {
@@ -471,6 +475,7 @@ export class MysqlConnection implements KillableConnection {
     this.lastServerSeq = lastSeq;
     if (!res) return;
     const entry = this.pending.shift();
+    this.sqlMode = res.results[res.results.length - 1]?.error ? {} : { noBackslashEscapes: (res.status & 0x200) !== 0 };
     if (entry && !entry.local) entry.record(res, entry.started);
     while (this.pending[0]?.local) this.client.write((this.pending.shift() as { local: Buffer }).local);
   }
@@ -520,7 +525,7 @@ export class MysqlConnection implements KillableConnection {
           });
         });
       case 'stmt_prepare': {
-        const analysis = analyzeSql(cmd.sql, this.shared.secretName);
+        const analysis = analyzeSql(cmd.sql, this.shared.secretName, this.tracker!.pending === 0 ? this.sqlMode : {});
         if (this.refuseStatement(analysis, name)) return;
         stats.statements++;
         this.forward(p);
@@ -622,7 +627,7 @@ export class MysqlConnection implements KillableConnection {
   }
 
   private onQuery(p: Packet, sql: string, attributes: Record<string, ParamValue> | undefined): Promise<void> | void {
-    const analysis = analyzeSql(sql, this.shared.secretName);
+    const analysis = analyzeSql(sql, this.shared.secretName, this.tracker!.pending === 0 ? this.sqlMode : {});
     const first = analysis.statements[0]!;
     if (analysis.statements.length === 1 && first.kill && !('unsupported' in first.kill)) return this.onKill(first.kill.id, first.kill.query, 'COM_QUERY', sql);
     if (this.refuseStatement(analysis, 'COM_QUERY')) return;
@@ -667,6 +672,7 @@ export class MysqlConnection implements KillableConnection {
       const details: QueryFields = { duration_ms: round(res.ends[i]! - prev), query: eventText(s.text) };
       addResult(details, r);
       if (stmts.length > 1) details.statement_index = i;
+      if (s.unsplit) details.unsplit = true;
       if (isLast && r.error && i < stmts.length - 1) details.not_executed = stmts.slice(i + 1).map((x) => x.text);
       if (attributes) details.attributes = attributes;
       this.emitQuery('COM_QUERY', r.error ? 'failure' : 'success', details);
@@ -744,6 +750,7 @@ export class MysqlConnection implements KillableConnection {
       statement_id: f.statement_id,
       statement_index: f.statement_index,
       unknown_statement: f.unknown_statement,
+      unsplit: f.unsplit,
     });
   }
 

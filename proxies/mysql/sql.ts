@@ -329,21 +329,10 @@ class Splitter {
             j++;
             atStart = true;
             continue;
-          case 'END': {
-            const named = this.word(j + 1);
-            const frame = stack.pop();
-            if (named !== undefined && NAMED_ENDS.has(named)) {
-              if (frame !== named) this.fail();
-              j += 2;
-            } else {
-              if (frame !== 'BEGIN') this.fail();
-              j++;
-            }
-            const label = t[j];
-            if (label && (label.kind === 'word' || label.kind === 'ident')) j++;
+          case 'END':
+            j = this.close(j, stack);
             closed = stack.length === 0;
             continue;
-          }
           case 'ELSE':
             if (top !== 'IF' && top !== 'CASE') this.fail();
             atStart = true;
@@ -384,6 +373,13 @@ class Splitter {
           stack.push('CASE_EXPR');
           break;
         case 'END':
+          // REPEAT … UNTIL cond END REPEAT: the one block END that follows an expression.
+          if (top === 'REPEAT' && this.word(j + 1) === 'REPEAT') {
+            j = this.close(j, stack);
+            closed = stack.length === 0;
+            atStart = false;
+            continue;
+          }
           if (top === 'CASE_EXPR') stack.pop();
           else if (stack.length === 0) this.fail(); // a routine body that is not what the header scan thought
           break; // else a column named `end`: a block's END only starts a statement
@@ -405,6 +401,21 @@ class Splitter {
     }
     if (stack.length > 0) this.fail(); // an unterminated block: where the server stops is a guess
     this.i = t.length;
+  }
+
+  /** `END [IF|CASE|LOOP|…] [label]` at j closes the innermost block, which must be the one it names. */
+  private close(j: number, stack: Frame[]): number {
+    const named = this.word(j + 1);
+    const frame = stack.pop();
+    if (named !== undefined && NAMED_ENDS.has(named)) {
+      if (frame !== named) this.fail();
+      j += 2;
+    } else {
+      if (frame !== 'BEGIN') this.fail();
+      j++;
+    }
+    const label = this.t[j];
+    return label && (label.kind === 'word' || label.kind === 'ident') ? j + 1 : j;
   }
 
   /** `DECLARE {CONTINUE|EXIT|UNDO} HANDLER FOR cond[, cond…]`: the index of the handler's statement. */
