@@ -191,7 +191,7 @@ const LABELLED = new Set(['BEGIN', 'LOOP', 'WHILE', 'REPEAT', 'FOR']);
 const TOP_LEVEL_COMPOUND = new Set(['IF', 'CASE', 'LOOP', 'WHILE', 'REPEAT', 'FOR']);
 /** Words no statement starts with outside a block: seen there, the text is not what the splitter thinks
  *  (Oracle-mode blocks, a block closed early, a client-side DELIMITER sent to the server). */
-const STRAY_AT_TOP = new Set(['END', 'ELSE', 'ELSEIF', 'WHEN', 'UNTIL', 'THEN', 'DO_BODY', 'DECLARE', 'DELIMITER', 'EXCEPTION']);
+const STRAY_AT_TOP = new Set(['END', 'ELSE', 'ELSEIF', 'WHEN', 'UNTIL', 'THEN', 'DECLARE', 'DELIMITER', 'EXCEPTION']);
 const PROGRAM_KINDS = new Set(['PROCEDURE', 'FUNCTION', 'TRIGGER', 'EVENT', 'PACKAGE']);
 const OTHER_KINDS = new Set(['TABLE', 'VIEW', 'INDEX', 'DATABASE', 'SCHEMA', 'USER', 'ROLE', 'SEQUENCE', 'SERVER', 'TABLESPACE', 'LOGFILE', 'UNIQUE', 'FULLTEXT', 'SPATIAL', 'TEMPORARY']);
 /** Words between a routine's parameter list and its body: return-type attributes and characteristics. */
@@ -351,7 +351,6 @@ class Splitter {
             j++;
             continue;
           case 'THEN':
-          case 'DO_BODY':
             this.fail();
           case 'DECLARE': {
             const body = this.handlerBody(j);
@@ -362,9 +361,10 @@ class Splitter {
             }
             break;
           }
-          default:
-            break;
         }
+        // The first word of a simple statement (DO, SELECT, …) opens or ends nothing.
+        j++;
+        continue;
       }
       // Inside a statement: only the keywords that open or close an expression block, or end a
       // condition (THEN, DO), matter.
@@ -519,6 +519,25 @@ function split(sql: string, mode: LexMode): Split {
   return { tokens: lexed.tokens, separators: splitter.separators, compoundStarts: splitter.compoundStarts, certain, conditional: lexed.conditional };
 }
 
+/** [start, end] of each statement between separators (undefined: nothing there), in order. */
+function segmentSpans(s: Split): ([number, number] | undefined)[] {
+  const out: ([number, number] | undefined)[] = [];
+  let first: Token | undefined;
+  let last: Token | undefined;
+  for (const tok of s.tokens) {
+    if (s.separators.has(tok)) {
+      out.push(first ? [first.start, last!.end] : undefined);
+      first = last = undefined;
+    } else {
+      first ??= tok;
+      last = tok;
+    }
+  }
+  out.push(first ? [first.start, last!.end] : undefined);
+  return out;
+}
+
+/** Whether another reading of the text (other sql_mode, conditional comments skipped) ends statements at the same `;`s. */
 function sameBoundaries(a: Split, b: Split): boolean {
   if (!b.certain || a.separators.size !== b.separators.size) return false;
   const offsets = new Set<number>();
@@ -540,28 +559,47 @@ export function analyzeSql(sql: string, secretName: (name: string) => boolean, m
   if (sql.includes('"') && (mode.ansiQuotes === undefined || /sql_mode/i.test(sql))) ansi = [ansi[0]!, !ansi[0]];
   const primary = split(sql, { noBackslashEscapes: nbe[0]!, ansiQuotes: ansi[0]!, conditionalRuns: true });
   let certain = primary.certain;
+  // Each statement's span is the union over the readings: where one reading sees a comment and another
+  // a quoted string running on, the text keeps both (never cut).
+  const union = segmentSpans(primary);
   const runs = primary.conditional ? [true, false] : [true];
   for (const b of nbe)
     for (const a of ansi)
       for (const r of runs) {
         if (!certain) break;
         if (b === nbe[0] && a === ansi[0] && r) continue;
-        certain = sameBoundaries(primary, split(sql, { noBackslashEscapes: b, ansiQuotes: a, conditionalRuns: r }));
+        const other = split(sql, { noBackslashEscapes: b, ansiQuotes: a, conditionalRuns: r });
+        certain = sameBoundaries(primary, other);
+        if (certain) {
+          segmentSpans(other).forEach((span, k) => {
+            const u = union[k];
+            if (span && u) union[k] = [Math.min(u[0], span[0]), Math.max(u[1], span[1])];
+            else union[k] ??= span;
+          });
+        }
       }
 
   const statements: StatementInfo[] = [];
   const paramNames: (string | undefined)[] = [];
   const tokens = primary.tokens;
   if (!certain) {
-    if (tokens.length > 0) statements.push({ ...analyzeStatement(sql, tokens, secretName, paramNames), unsplit: true });
+    // The whole text, only surrounding whitespace trimmed: where code ends is exactly what is in doubt.
+    let start = 0;
+    let end = sql.length;
+    while (start < end && isSpace(sql.charCodeAt(start))) start++;
+    while (end > start && isSpace(sql.charCodeAt(end - 1))) end--;
+    if (end > start) statements.push({ ...analyzeStatement(sql, tokens, secretName, paramNames, start, end), unsplit: true });
   } else {
     let from = 0;
+    let segment = 0;
     for (let k = 0; k <= tokens.length; k++) {
       const tok = tokens[k];
       if (tok !== undefined && !primary.separators.has(tok)) continue;
-      if (k > from) {
-        const info = analyzeStatement(sql, tokens.slice(from, k), secretName, paramNames);
-        const first = tokens.slice(from, k).find((x) => x.kind !== 'marker');
+      const span = union[segment++];
+      if (span) {
+        const own = tokens.slice(from, k);
+        const info = analyzeStatement(sql, own, secretName, paramNames, span[0], span[1]);
+        const first = own.find((x) => x.kind !== 'marker');
         if (first && primary.compoundStarts.has(first)) info.compound = true;
         statements.push(info);
       }
@@ -572,9 +610,14 @@ export function analyzeSql(sql: string, secretName: (name: string) => boolean, m
   return { statements, paramNames };
 }
 
-function analyzeStatement(sql: string, all: Token[], secretName: (n: string) => boolean, paramNames: (string | undefined)[]): StatementInfo {
-  const start = all[0]!.start;
-  const end = all[all.length - 1]!.end;
+function analyzeStatement(
+  sql: string,
+  all: Token[],
+  secretName: (n: string) => boolean,
+  paramNames: (string | undefined)[],
+  start = all[0]!.start,
+  end = all[all.length - 1]!.end,
+): StatementInfo {
   const toks = all.some((x) => x.kind === 'marker') ? all.filter((x) => x.kind !== 'marker') : all;
   if (toks.length === 0) return { text: sql.slice(start, end), start, end, keyword: '' };
   const keyword = toks[0]!.kind === 'word' ? toks[0]!.text : '';
