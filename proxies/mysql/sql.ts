@@ -75,6 +75,8 @@ interface Lexed {
   tokens: Token[];
   /** Something the lexer cannot place with certainty (a comment nested in an executable one). */
   uncertain: boolean;
+  /** Executable-comment markers are among the tokens. */
+  markers: boolean;
   /** Saw a comment whose execution depends on the server (`/*!NNNNN` above 5.7, `/*M!` — MySQL skips it). */
   conditional: boolean;
 }
@@ -91,6 +93,7 @@ function tokenize(sql: string, { noBackslashEscapes, ansiQuotes, conditionalRuns
   const n = sql.length;
   let uncertain = false;
   let conditional = false;
+  let markers = false;
   // Inside an executable comment: undefined outside, else whether it is version-conditional.
   let exec: boolean | undefined;
   let i = 0;
@@ -120,6 +123,7 @@ function tokenize(sql: string, { noBackslashEscapes, ansiQuotes, conditionalRuns
           continue;
         }
         exec = isConditional;
+        markers = true;
         out.push({ kind: 'marker', start, end: i, text: '/*!' });
       } else {
         const e = sql.indexOf('*/', i + 2);
@@ -176,7 +180,7 @@ function tokenize(sql: string, { noBackslashEscapes, ansiQuotes, conditionalRuns
     const prev = out[k - 1]!;
     if (prev.kind === 'punct' && prev.text === '.' && prev.end === out[k]!.start) out[k]!.dotted = true;
   }
-  return { tokens: out, uncertain, conditional };
+  return { tokens: out, uncertain, conditional, markers };
 }
 
 /** Thrown inside the splitter when it cannot decide a boundary; the text is then recorded whole. */
@@ -506,7 +510,8 @@ interface Split {
 
 function split(sql: string, mode: LexMode): Split {
   const lexed = tokenize(sql, mode);
-  const splitter = new Splitter(lexed.tokens.filter((k) => k.kind !== 'marker'), sql);
+  const code = lexed.markers ? lexed.tokens.filter((k) => k.kind !== 'marker') : lexed.tokens;
+  const splitter = new Splitter(code, sql);
   let certain = !lexed.uncertain;
   if (certain) {
     try {
@@ -561,7 +566,7 @@ export function analyzeSql(sql: string, secretName: (name: string) => boolean, m
   let certain = primary.certain;
   // Each statement's span is the union over the readings: where one reading sees a comment and another
   // a quoted string running on, the text keeps both (never cut).
-  const union = segmentSpans(primary);
+  let union: ([number, number] | undefined)[] | undefined;
   const runs = primary.conditional ? [true, false] : [true];
   for (const b of nbe)
     for (const a of ansi)
@@ -571,10 +576,11 @@ export function analyzeSql(sql: string, secretName: (name: string) => boolean, m
         const other = split(sql, { noBackslashEscapes: b, ansiQuotes: a, conditionalRuns: r });
         certain = sameBoundaries(primary, other);
         if (certain) {
+          union ??= segmentSpans(primary);
           segmentSpans(other).forEach((span, k) => {
-            const u = union[k];
-            if (span && u) union[k] = [Math.min(u[0], span[0]), Math.max(u[1], span[1])];
-            else union[k] ??= span;
+            const u = union![k];
+            if (span && u) union![k] = [Math.min(u[0], span[0]), Math.max(u[1], span[1])];
+            else union![k] ??= span;
           });
         }
       }
@@ -595,9 +601,9 @@ export function analyzeSql(sql: string, secretName: (name: string) => boolean, m
     for (let k = 0; k <= tokens.length; k++) {
       const tok = tokens[k];
       if (tok !== undefined && !primary.separators.has(tok)) continue;
-      const span = union[segment++];
+      const own = from === 0 && k === tokens.length ? tokens : tokens.slice(from, k);
+      const span = union ? union[segment++] : own.length > 0 ? [own[0]!.start, own[own.length - 1]!.end] : undefined;
       if (span) {
-        const own = tokens.slice(from, k);
         const info = analyzeStatement(sql, own, secretName, paramNames, span[0], span[1]);
         const first = own.find((x) => x.kind !== 'marker');
         if (first && primary.compoundStarts.has(first)) info.compound = true;
