@@ -616,6 +616,24 @@ export function analyzeSql(sql: string, secretName: (name: string) => boolean, m
   return { statements, paramNames };
 }
 
+/**
+ * Which statement each result of a multi-statement COM_QUERY answers, by index. A simple statement
+ * answers with one result; a compound statement (BEGIN NOT ATOMIC, IF …) or a CALL answers with the result
+ * sets of the statements run inside it and then one OK or ERR of its own (checked against MariaDB).
+ */
+export function resultOwners(statements: readonly StatementInfo[], results: readonly { rows?: number }[]): number[] {
+  const owners: number[] = [];
+  let index = 0;
+  for (const r of results) {
+    const at = Math.min(index, statements.length - 1);
+    owners.push(at);
+    const s = statements[at];
+    const several = s !== undefined && (s.compound === true || s.unsplit === true || s.keyword === 'CALL');
+    if (!several || r.rows === undefined) index++;
+  }
+  return owners;
+}
+
 function analyzeStatement(
   sql: string,
   all: Token[],

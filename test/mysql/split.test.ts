@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { analyzeSql, type SqlMode } from '../../proxies/mysql/sql.ts';
+import { analyzeSql, resultOwners, type SqlMode } from '../../proxies/mysql/sql.ts';
 
 // Statement boundaries of multi-statement text, as the server draws them (issue #13: text is never cut or
 // invented). `texts` shows each recorded statement; an uncertain split is one statement marked unsplit.
@@ -147,5 +147,18 @@ describe('secrets and offsets', () => {
   it('each statement says where its text is in what was sent', () => {
     const sql = ' /* c */ SELECT 1 ;\n-- x\n BEGIN NOT ATOMIC SELECT 2; END ; ';
     for (const s of split(sql)) expect(sql.slice(s.start, s.end)).toBe(s.text);
+  });
+});
+
+describe('results to statements', () => {
+  it('gives a compound statement or CALL its result sets and its own closing OK (as MariaDB answers)', () => {
+    // Results as MariaDB 10.11 sends them for this text (checked with mysql2 against the test server).
+    const sql = 'BEGIN NOT ATOMIC SELECT 1; INSERT INTO t VALUES (1); SELECT 2; END; SELECT 3; IF 1 THEN SELECT 4; END IF; CALL p(); INSERT INTO t VALUES (2)';
+    const rows: { rows?: number; affectedRows?: number } = { rows: 1 };
+    const ok: { rows?: number; affectedRows?: number } = { affectedRows: 0 };
+    const results = [rows, rows, ok, rows, rows, ok, rows, rows, ok, ok];
+    expect(resultOwners(split(sql), results)).toEqual([0, 0, 0, 1, 2, 2, 3, 3, 3, 4]);
+    // A simple statement answers once, even with a result set.
+    expect(resultOwners(split('SELECT 1; SELECT 2'), [rows, rows])).toEqual([0, 1]);
   });
 });
