@@ -51,6 +51,9 @@ export interface StatementInfo {
   compound?: true;
   /** KILL statement, parsed when its form is one vigil maps. */
   kill?: KillStatement;
+  /** Compound or unsplit text: the restricted statement words (KILL, USE, LOAD) that occur past its first
+   *  word — statements the server may run inside it, which a check of `keyword` alone would miss. */
+  restricted?: string[];
   /** For USE: the database named, or null when the statement is not a plain `USE name`. */
   use?: string | null;
 }
@@ -196,6 +199,7 @@ const TOP_LEVEL_COMPOUND = new Set(['IF', 'CASE', 'LOOP', 'WHILE', 'REPEAT', 'FO
 /** Words no statement starts with outside a block: seen there, the text is not what the splitter thinks
  *  (Oracle-mode blocks, a block closed early, a client-side DELIMITER sent to the server). */
 const STRAY_AT_TOP = new Set(['END', 'ELSE', 'ELSEIF', 'WHEN', 'UNTIL', 'THEN', 'DECLARE', 'DELIMITER', 'EXCEPTION']);
+const RESTRICTED_WORDS = new Set(['KILL', 'USE', 'LOAD']);
 const PROGRAM_KINDS = new Set(['PROCEDURE', 'FUNCTION', 'TRIGGER', 'EVENT', 'PACKAGE']);
 const OTHER_KINDS = new Set(['TABLE', 'VIEW', 'INDEX', 'DATABASE', 'SCHEMA', 'USER', 'ROLE', 'SEQUENCE', 'SERVER', 'TABLESPACE', 'LOGFILE', 'UNIQUE', 'FULLTEXT', 'SPATIAL', 'TEMPORARY']);
 /** Words between a routine's parameter list and its body: return-type attributes and characteristics. */
@@ -594,7 +598,14 @@ export function analyzeSql(sql: string, secretName: (name: string) => boolean, m
     let end = sql.length;
     while (start < end && isSpace(sql.charCodeAt(start))) start++;
     while (end > start && isSpace(sql.charCodeAt(end - 1))) end--;
-    if (end > start) statements.push({ ...analyzeStatement(sql, tokens, secretName, paramNames, start, end), unsplit: true });
+    if (end > start) {
+      const info: StatementInfo = { ...analyzeStatement(sql, tokens, secretName, paramNames, start, end), unsplit: true };
+      // What is a quoted string in one reading may be a statement in another: look in every reading.
+      const readings = [tokens];
+      for (const b of [false, true]) for (const a of [false, true]) for (const r of [true, false]) readings.push(tokenize(sql, { noBackslashEscapes: b, ansiQuotes: a, conditionalRuns: r }).tokens);
+      markRestricted(info, ...readings);
+      statements.push(info);
+    }
   } else {
     let from = 0;
     let segment = 0;
@@ -606,7 +617,10 @@ export function analyzeSql(sql: string, secretName: (name: string) => boolean, m
       if (span) {
         const info = analyzeStatement(sql, own, secretName, paramNames, span[0], span[1]);
         const first = own.find((x) => x.kind !== 'marker');
-        if (first && primary.compoundStarts.has(first)) info.compound = true;
+        if (first && primary.compoundStarts.has(first)) {
+          info.compound = true;
+          markRestricted(info, own);
+        }
         statements.push(info);
       }
       from = k + 1;
@@ -614,6 +628,20 @@ export function analyzeSql(sql: string, secretName: (name: string) => boolean, m
   }
   if (statements.length === 0) statements.push({ text: '', start: 0, end: 0, keyword: '' });
   return { statements, paramNames };
+}
+
+/** Restricted words past the first word of a compound or unsplit statement (see `restricted`). */
+function markRestricted(info: StatementInfo, ...readings: Token[][]): void {
+  const found = new Set<string>();
+  for (const toks of readings) {
+    let first = true;
+    for (const t of toks) {
+      if (t.kind === 'marker') continue;
+      if (!first && t.kind === 'word' && !t.dotted && RESTRICTED_WORDS.has(t.text)) found.add(t.text);
+      first = false;
+    }
+  }
+  if (found.size > 0) info.restricted = [...found];
 }
 
 /**
@@ -681,6 +709,7 @@ function analyzeStatement(
   }
   text += sql.slice(pos, end);
   const info: StatementInfo = { text, start, end, keyword };
+
   if (keyword === 'KILL') info.kill = parseKill(toks);
   if (keyword === 'USE') {
     const t = toks[1];

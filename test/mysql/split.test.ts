@@ -162,3 +162,18 @@ describe('results to statements', () => {
     expect(resultOwners(split('SELECT 1; SELECT 2'), [rows, rows])).toEqual([0, 1]);
   });
 });
+
+describe('restricted statements inside a compound or unsplit text', () => {
+  it('names KILL, USE and LOAD found past the first word, so the session can refuse what it would refuse alone', () => {
+    const [block] = split('BEGIN NOT ATOMIC SELECT 1; KILL 12; END');
+    expect(block!.keyword).toBe('BEGIN');
+    expect(block!.restricted).toEqual(['KILL']);
+    expect(split("IF 1 THEN USE other; LOAD DATA LOCAL INFILE '/etc/passwd' INTO TABLE t; END IF")[0]!.restricted).toEqual(['USE', 'LOAD']);
+    const [unsplit] = split('SELECT "x\\"; KILL 12; -- "', {});
+    expect(unsplit!.unsplit).toBe(true);
+    expect(unsplit!.restricted).toEqual(['KILL']);
+    // A stored program's body runs only when called; a plain statement's words are its own business.
+    expect(split('CREATE PROCEDURE p() BEGIN KILL 12; END')[0]!.restricted).toBeUndefined();
+    expect(split('SELECT use, kill FROM t')[0]!.restricted).toBeUndefined();
+  });
+});
