@@ -564,9 +564,23 @@ function sameBoundaries(a: Split, b: Split): boolean {
 export function analyzeSql(sql: string, secretName: (name: string) => boolean, mode: SqlMode = {}): SqlAnalysis {
   let nbe: boolean[] = [mode.noBackslashEscapes ?? false];
   let ansi: boolean[] = [mode.ansiQuotes ?? false];
-  if (sql.includes('\\') && (mode.noBackslashEscapes === undefined || /sql_mode/i.test(sql))) nbe = [nbe[0]!, !nbe[0]];
-  if (sql.includes('"') && (mode.ansiQuotes === undefined || /sql_mode/i.test(sql))) ansi = [ansi[0]!, !ansi[0]];
   const primary = split(sql, { noBackslashEscapes: nbe[0]!, ansiQuotes: ansi[0]!, conditionalRuns: true });
+  // Another mode can only read the text differently through a quoted token: a backslash inside '…' or
+  // "…" (NO_BACKSLASH_ESCAPES), a "…" token at all (ANSI_QUOTES). Until a quoted token differs, both
+  // readings consume the same characters the same way, so text without one needs no second reading
+  // (a bulk INSERT of JSON in '…' is lexed once).
+  let backslash = false;
+  let doubleQuote = false;
+  for (const t of primary.tokens) {
+    if (t.kind !== 'string' && t.kind !== 'ident') continue;
+    const q = sql.charCodeAt(t.start);
+    if (q === 34) doubleQuote = true;
+    if ((q === 34 || q === 39) && !backslash && sql.slice(t.start, t.end).includes('\\')) backslash = true;
+  }
+  // A known mode may still change within the text (it mentions sql_mode): then both ways too.
+  const mentioned = () => /sql_mode/i.test(sql);
+  if (backslash && (mode.noBackslashEscapes === undefined || mentioned())) nbe = [nbe[0]!, !nbe[0]];
+  if (doubleQuote && (mode.ansiQuotes === undefined || mentioned())) ansi = [ansi[0]!, !ansi[0]];
   let certain = primary.certain;
   // Each statement's span is the union over the readings: where one reading sees a comment and another
   // a quoted string running on, the text keeps both (never cut).
