@@ -68,7 +68,8 @@ export class Gen {
       case 1:
         return `'${this.content("'")}'`;
       case 2:
-        return `"${this.content('"')}"`;
+        // Under ANSI_QUOTES "…" names something: a valid batch uses it as an alias.
+        return this.valid && this.ansiQuotes ? `(SELECT 1 AS "${this.content('"')}x")` : `"${this.content('"')}"`;
       case 3:
         return this.valid ? `(SELECT 1 AS \`${this.content('`')}x\`)` : `\`${this.content('`')}\``;
       case 4:
