@@ -85,4 +85,16 @@ describe('statement boundaries match the server (stock mariadb client, real Mari
     expect(texts).toEqual(slow.map((t) => t.trimEnd()));
     expect(events.every((e) => detail(e).unsplit === undefined)).toBe(true);
   });
+
+  it('records text it cannot split with certainty whole, once, marked unsplit (ANSI_QUOTES is not announced)', async () => {
+    await truncateLogs();
+    // Default mode: one string, one statement. Under ANSI_QUOTES it would be an identifier and two more
+    // statements: the gateway cannot know which, so it records the whole text.
+    const text = 'SELECT "x\\"; SELECT \'y\' -- "';
+    const { texts, events } = await run(['DELIMITER //', `${text} //`, ''].join('\n'));
+    const slow = await serverLog('slow_log');
+    expect(slow.map((t) => t.trimEnd())).toEqual([text]);
+    expect(texts).toEqual([text]);
+    expect(detail(events.find((e) => detail(e).query === text)!).unsplit).toBe(true);
+  });
 });
