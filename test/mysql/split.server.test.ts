@@ -72,7 +72,15 @@ describe('splitter against MariaDB', () => {
         // FUNCTION: those must then lie wholly between logged ones).
         let cursor = 0;
         const spans = server.map((text) => {
-          const at = c.sql.indexOf(text, cursor);
+          // A short logged text ("BEGIN") can also occur inside an unlogged statement before it: take
+          // the first occurrence where a recorded statement starts (the checks below still apply).
+          let at = c.sql.indexOf(text, cursor);
+          for (let k = at; k >= 0; k = c.sql.indexOf(text, k + 1)) {
+            if (ours.some((s) => s.start >= k && s.start < k + text.length && NOTHING.test(c.sql.slice(k, s.start)))) {
+              at = k;
+              break;
+            }
+          }
           expect(at, context).toBeGreaterThanOrEqual(0);
           cursor = at + text.length;
           return [at, cursor] as const;
