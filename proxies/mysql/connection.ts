@@ -24,7 +24,7 @@ import { PreparedStatements } from './statements.ts';
 import type { CommandResponse, ResponseShape } from './response.ts';
 import { CommandTracker, type InFlight, type TrackerSink } from './tracker.ts';
 import { addResult, errDetails, eventText, redactedText, round, type QueryFields } from './record.ts';
-import { analyzeSql, type SqlAnalysis } from './sql.ts';
+import { analyzeSql, resultOwners, type SqlAnalysis, type SqlMode } from './sql.ts';
 import { connectBackend, type BackendConnection } from './backend.ts';
 import type { ConnectionIds, KillableConnection } from './connection-ids.ts';
 
@@ -90,6 +90,8 @@ export class MysqlConnection implements KillableConnection {
   private clientCaps = 0;
   private stripQueryAttributes = false;
   private database: string | undefined;
+  /** sql_mode as the server's last OK/EOF announced it (status flag 0x200 = NO_BACKSLASH_ESCAPES), for the SQL splitter. */
+  private sqlMode: SqlMode = {};
   private initialDatabase: string | undefined;
   private multiStatements = true;
   private tracker: CommandTracker<Command> | undefined;
@@ -290,6 +292,7 @@ export class MysqlConnection implements KillableConnection {
       this.backend = backend;
       this.backendThreadId = backend.greeting.connectionId;
       this.tracker = new CommandTracker(this.clientCaps, this.trackerSink);
+      this.sqlMode = { noBackslashEscapes: (backend.ok.status & 0x200) !== 0 };
       this.client.write(encodePacket(seq, buildOk({ status: backend.ok.status })));
       this.relay();
     } catch (e) {
@@ -512,6 +515,8 @@ export class MysqlConnection implements KillableConnection {
 
   private readonly trackerSink: TrackerSink<Command> = {
     response: (cmd, res) => {
+      // A failed statement may have left sql_mode changed or not: unknown until the next OK says.
+      this.sqlMode = res.results[res.results.length - 1]?.error ? {} : { noBackslashEscapes: (res.status & 0x200) !== 0 };
       if (!this.closed) cmd.data.record(res, cmd.started);
     },
     local: (bytes) => this.client.write(bytes),
@@ -561,7 +566,7 @@ export class MysqlConnection implements KillableConnection {
           });
         });
       case 'stmt_prepare': {
-        const analysis = analyzeSql(cmd.sql, this.shared.secretName);
+        const analysis = analyzeSql(cmd.sql, this.shared.secretName, this.tracker!.pending === 0 ? this.sqlMode : {});
         if (this.refuseStatement(analysis, name)) return;
         stats.statements++;
         // The statement id is bound to its text only when the server confirms the prepare.
@@ -636,6 +641,12 @@ export class MysqlConnection implements KillableConnection {
   /** Refuse statements vigil does not pass: KILL in a batch or of unmapped form, LOAD DATA LOCAL. */
   private refuseStatement(a: SqlAnalysis, command: string): boolean {
     for (const s of a.statements) {
+      // Inside a compound block (or text whose boundaries are not certain) vigil cannot apply the checks
+      // below statement by statement, so those statements are refused there altogether.
+      if (s.restricted?.length) {
+        this.refuseLocal(command, a, `vigil: ${s.restricted.join(', ')} is not allowed inside a compound statement or a multi-statement text vigil cannot split`, ERR.NOT_ALLOWED_COMMAND);
+        return true;
+      }
       if (s.keyword === 'KILL' && (a.statements.length > 1 || command !== 'COM_QUERY' || !s.kill || 'unsupported' in s.kill)) {
         this.refuseLocal(command, a, 'vigil: only "KILL [QUERY|CONNECTION] <id>" on its own is allowed, with an id shown by vigil', ERR.NOT_ALLOWED_COMMAND);
         return true;
@@ -654,7 +665,7 @@ export class MysqlConnection implements KillableConnection {
   }
 
   private onQuery(p: Packet, sql: string, attributes: Record<string, ParamValue> | undefined): Promise<void> | void {
-    const analysis = analyzeSql(sql, this.shared.secretName);
+    const analysis = analyzeSql(sql, this.shared.secretName, this.tracker!.pending === 0 ? this.sqlMode : {});
     const first = analysis.statements[0]!;
     if (analysis.statements.length === 1 && first.kill && !('unsupported' in first.kill)) return this.onKill(first.kill.id, first.kill.query, 'COM_QUERY', sql);
     if (this.refuseStatement(analysis, 'COM_QUERY')) return;
@@ -691,15 +702,19 @@ export class MysqlConnection implements KillableConnection {
     const stmts = a.statements;
     let prev = entryStart;
     // One event per result set; statements after an error never ran and are named in that error's event.
+    // A compound statement or CALL answers with several results (its inner result sets, then its own OK).
+    const owners = resultOwners(stmts, res.results);
     for (let i = 0; i < res.results.length; i++) {
       const r = res.results[i]!;
-      const s = stmts[Math.min(i, stmts.length - 1)]!;
+      const owner = Math.min(owners[i] ?? stmts.length - 1, stmts.length - 1);
+      const s = stmts[owner]!;
       const isLast = i === res.results.length - 1;
       if (!r.error && s.use) this.database = s.use;
       const details: QueryFields = { duration_ms: round(res.ends[i]! - prev), query: eventText(s.text) };
       addResult(details, r);
-      if (stmts.length > 1) details.statement_index = i;
-      if (isLast && r.error && i < stmts.length - 1) details.not_executed = stmts.slice(i + 1).map((x) => x.text);
+      if (stmts.length > 1) details.statement_index = owner;
+      if (s.unsplit) details.unsplit = true;
+      if (isLast && r.error && owner < stmts.length - 1) details.not_executed = stmts.slice(owner + 1).map((x) => x.text);
       if (attributes) details.attributes = attributes;
       this.emitQuery('COM_QUERY', r.error ? 'failure' : 'success', details);
       prev = res.ends[i]!;
@@ -794,6 +809,7 @@ export class MysqlConnection implements KillableConnection {
       statement_id: f.statement_id,
       statement_index: f.statement_index,
       unknown_statement: f.unknown_statement,
+      unsplit: f.unsplit,
     };
   }
 

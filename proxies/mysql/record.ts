@@ -29,6 +29,7 @@ export interface QueryFields {
   statement_id?: number;
   statement_index?: number;
   unknown_statement?: boolean;
+  unsplit?: boolean;
 }
 
 /** An error as events show it; members in sorted order like every recorded object (see `emitQuery`). */
