@@ -46,6 +46,7 @@ export const EVENT_CATALOG = {
   'audit.checkpoint': { description: 'A signed checkpoint over the hash chain head.' },
   'audit.started': { description: 'The audit log writer opened (gateway or CLI process start).' },
   'audit.stopped': { description: 'The audit log writer was sealed at shutdown.' },
+  'audit.export': { description: 'Audit events were exported (vigil audit export): format, filter, destination and how many events.' },
   'gateway.started': { description: 'The gateway started listening.' },
   'gateway.stopped': { description: 'The gateway stopped.' },
 } as const satisfies Record<string, EventTypeInfo>;
