@@ -266,6 +266,20 @@ describe('vigil audit export', () => {
     expect(compileTemplate({ line: 'a=$${literal} b=${type|json}' })(oneEventOfEachType()[0])).toBe('a=${literal} b="cert.issued"\n');
   });
 
+  it('the example config\'s Splunk and Elastic templates render every catalog type (Elastic: valid JSON, one line)', () => {
+    const { config } = loadConfig({ configPath: path.join(import.meta.dirname, '../../config/vigil.example.yaml'), checkFiles: false });
+    const splunk = compileTemplate(config.export.templates.splunk);
+    const elastic = compileTemplate(config.export.templates.elastic);
+    for (const e of oneEventOfEachType().map((x) => JSON.parse(JSON.stringify(x)) as AuditEvent)) {
+      const doc = JSON.parse(elastic(e)) as { event: { action: string; outcome: string }; user: { name: string } };
+      expect(doc.event).toMatchObject({ action: e.type, outcome: e.outcome });
+      expect(doc.user.name).toBe(e.actor.user);
+      const line = splunk(e);
+      expect(line.indexOf('\n')).toBe(line.length - 1);
+      expect(line).toContain(`action=${e.type} status=${e.outcome}`);
+    }
+  });
+
   it('progress bar on a TTY stderr only', async () => {
     const tty = await cli(['audit', 'export', '--data', data, '--format', 'ocsf'], { tty: true });
     expect(tty.code).toBe(0);
