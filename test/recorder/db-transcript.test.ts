@@ -5,6 +5,8 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { startWorld, type PgWorld } from '../postgres/helpers.ts';
 import { waitFor } from '../support/tmp.ts';
 import { runCli } from '../../src/cli/main.ts';
+import { dataPaths } from '../../src/data-dir.ts';
+import { openRecordingStore } from '../../recorder/recordings/index.ts';
 import { createEvent, type AuditEvent } from '../../src/events/envelope.ts';
 import { buildTranscript, formatTranscript, type TranscriptEntry } from '../../recorder/recordings/replay.ts';
 
@@ -107,6 +109,16 @@ describe('vigil replay: database session transcripts', () => {
   });
 
   it('an SSH session id still replays its recording (no transcript), and an unknown id is not found', async () => {
+    const store = openRecordingStore(dataPaths(w.tg.dataDir).recordings);
+    const rec = store.openAsciicast('S-ssh-replay', 0, { width: 80, height: 24, timestamp: 1 });
+    rec.output('hello from the terminal\r\n');
+    await rec.close();
+    const played = await cli(['replay', 'S-ssh-replay', '--data', w.tg.dataDir, '--print']);
+    expect(played.err).toBe('');
+    expect(played.out).toBe('hello from the terminal\n');
+    const json = await cli(['replay', 'S-ssh-replay', '--data', w.tg.dataDir, '--json']);
+    expect(json.code).toBe(2);
+    expect(json.err).toContain('--json is for database sessions');
     const unknown = await cli(['replay', 'no-such-session', '--data', w.tg.dataDir]);
     expect(unknown.code).not.toBe(0);
     expect(unknown.err).toContain('no recording for session no-such-session');
