@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import type { AuditQuery } from '../audit/read.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
@@ -58,24 +57,51 @@ function encoderFor(format: ExportFormat): Encoder {
 /** Lines are gathered up to this many bytes per write, and the writer's backpressure is honoured. */
 const WRITE_BATCH = 256 * 1024;
 
+/**
+ * Streams the matching events to `out`. Rejects if `out` fails (EPIPE, ENOSPC, …) at any point, including
+ * on the last write: the promise resolves only after `out` accepted the final chunk (its write callback),
+ * so a caller never records a successful export whose bytes did not get out.
+ */
 export async function exportAuditLog(auditDir: string, out: Writable, opts: ExportOptions): Promise<ExportResult> {
   const enc = encoderFor(opts.format);
+  let failure: Error | undefined;
+  // Stays attached: an error emitted after we are done must not become an unhandled 'error' event.
+  out.on('error', (e: Error) => (failure ??= e));
+  const waitWritable = () =>
+    new Promise<void>((resolve) => {
+      const done = () => {
+        out.off('drain', done);
+        out.off('error', done);
+        out.off('close', done);
+        resolve();
+      };
+      out.on('drain', done);
+      out.on('error', done);
+      out.on('close', done);
+    });
   let pending = enc.header ?? '';
   let bytes = 0;
   let count = 0;
-  const flush = async () => {
-    if (!pending) return;
-    bytes += Buffer.byteLength(pending);
-    const ok = out.write(pending);
-    pending = '';
-    if (!ok) await once(out, 'drain');
-  };
   for await (const r of streamAuditRecords(auditDir, opts.query, { onProgress: opts.onProgress })) {
     pending += enc.line(r.eventJson, r.event);
     count++;
-    if (pending.length >= WRITE_BATCH) await flush();
+    if (pending.length >= WRITE_BATCH) {
+      if (failure) throw failure;
+      bytes += Buffer.byteLength(pending);
+      const ok = out.write(pending);
+      pending = '';
+      if (!ok) await waitWritable();
+    }
   }
-  await flush();
+  if (failure) throw failure;
+  bytes += Buffer.byteLength(pending);
+  await new Promise<void>((resolve) => {
+    out.write(pending, (err) => {
+      if (err) failure ??= err;
+      resolve();
+    });
+  });
+  if (failure) throw failure;
   return { count, bytes };
 }
 
@@ -100,8 +126,11 @@ export class AtomicFile {
 
   /** Everything written so far is on disk (the stream is ended). */
   async finish(): Promise<void> {
-    this.stream.end();
-    await once(this.stream, 'finish');
+    if (this.stream.errored) throw this.stream.errored;
+    await new Promise<void>((resolve, reject) => {
+      this.stream.once('error', reject);
+      this.stream.end(() => resolve());
+    });
     fs.fsyncSync(this.fd);
   }
 

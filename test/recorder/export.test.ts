@@ -232,6 +232,20 @@ describe('vigil audit export', () => {
     expect(bad.err).toContain('--out');
   });
 
+  it('an output that fails (a closed pipe) fails the export, and the audit.export event says so', async () => {
+    const e: Buffer[] = [];
+    const broken = new Writable({ write(_c, _x, cb) { cb(Object.assign(new Error('write EPIPE'), { code: 'EPIPE' })); } });
+    broken.on('error', () => {});
+    const code = await runCli(['audit', 'export', '--data', data, '--format', 'jsonl', '--type', 'lock.'], broken, new Writable({ write(c, _x, cb) { e.push(Buffer.from(c)); cb(); } }));
+    expect(code).not.toBe(0);
+    expect(Buffer.concat(e).toString()).toContain('EPIPE');
+    const { records } = await searchAuditLog(path.join(data, 'audit'), { type: 'audit.export' });
+    const failed = records.map((r) => r.event).filter((x) => x.details.filter_text === '--type lock.');
+    expect(failed).toHaveLength(1);
+    expect(failed[0].outcome).toBe('failure');
+    expect(failed[0].details.error).toContain('EPIPE');
+  });
+
   it('template:NAME from export.templates (Splunk key=value and Elastic JSON lines)', async () => {
     const cfgDir = tempDir();
     const cfg = path.join(cfgDir, 'vigil.yaml');
