@@ -15,6 +15,12 @@ export const OCSF_VERSION = '1.8.0';
 
 type Ocsf = Record<string, unknown>;
 
+let productVersion = '0.0.0';
+/** The vigil version written to metadata.product.version. */
+export function setProductVersion(v: string): void {
+  productVersion = v;
+}
+
 interface ClassInfo {
   class_uid: number;
   class_name: string;
@@ -110,6 +116,12 @@ function queryText(e: AuditEvent): string {
   return str(d.sql) ?? str(d.query) ?? str(d.command) ?? '';
 }
 
+/** A statement's first line, shortened, for `message` (the whole text is in query_info). */
+function clip(text: string): string {
+  const line = text.split('\n', 1)[0];
+  return line.length > 120 || text.includes('\n') ? `${line.slice(0, 120)}…` : line;
+}
+
 function userAccess(e: AuditEvent, activity_id: number, activity_name: string): Mapped {
   const d = e.details ?? {};
   const role = str(d.role);
@@ -188,8 +200,8 @@ const MAPPERS: Record<EventType, (e: AuditEvent) => Mapped> = {
   'ssh.scp': fileActivity,
   'ssh.forward': (e) => ({ cls: C.networkActivity, activity_id: e.outcome === 'success' ? 1 : 5, activity_name: e.outcome === 'success' ? 'Open' : 'Refuse', message: `forward to ${str(e.details?.destination) ?? '?'}` }),
   'ssh.request': (e) => ({ cls: C.sshActivity, activity_id: 5, activity_name: 'Refuse', message: `refused ${str(e.details?.request) ?? 'request'}` }),
-  'db.query.start': (e) => ({ cls: C.datastore, activity_id: 4, activity_name: 'Query', attrs: { database: database(e), query_info: { query_string: queryText(e), uid: e.id }, type_id: 1, type: 'Database' } }),
-  'db.query': (e) => ({ cls: C.datastore, activity_id: 4, activity_name: 'Query', attrs: { database: database(e), query_info: { query_string: queryText(e), uid: e.id }, type_id: 1, type: 'Database' } }),
+  'db.query.start': (e) => ({ cls: C.datastore, activity_id: 4, activity_name: 'Query', message: `still running on ${e.target?.name}: ${clip(queryText(e))}`, attrs: { database: database(e), query_info: { query_string: queryText(e), uid: e.id }, type_id: 1, type: 'Database' } }),
+  'db.query': (e) => ({ cls: C.datastore, activity_id: 4, activity_name: 'Query', message: `${str(e.details?.command) ?? 'statement'} on ${e.target?.name}: ${clip(queryText(e))}`, attrs: { database: database(e), query_info: { query_string: queryText(e), uid: e.id }, type_id: 1, type: 'Database' } }),
   'db.cancel': (e) => ({ cls: C.datastore, activity_id: OTHER, activity_name: 'Cancel', attrs: { database: database(e), type_id: 1, type: 'Database' } }),
   'access.requested': (e) => userAccess(e, OTHER, 'Request'),
   'access.approved': (e) => userAccess(e, 1, 'Assign Privileges'),
@@ -214,12 +226,6 @@ const MAPPERS: Record<EventType, (e: AuditEvent) => Mapped> = {
   'gateway.started': (e) => lifecycle(e, 3, 'Start'),
   'gateway.stopped': (e) => lifecycle(e, 4, 'Stop'),
 };
-
-let productVersion = '0.0.0';
-/** The vigil version written to metadata.product.version. */
-export function setProductVersion(v: string): void {
-  productVersion = v;
-}
 
 function epochMs(time: string): number {
   return Date.parse(time);
@@ -249,7 +255,7 @@ export function toOcsf(e: AuditEvent): Ocsf {
     status_id,
     status,
     status_detail: detail,
-    message: m.message ?? `${e.type} ${e.outcome}`,
+    message: m.message ?? `${e.type} ${e.outcome}${e.target?.name ? ` (${e.target.name})` : ''}`,
     metadata: compact({
       product: { name: 'vigil', vendor_name: 'vigil', version: productVersion },
       version: OCSF_VERSION,
