@@ -232,6 +232,21 @@ describe('vigil audit export', () => {
     expect(bad.err).toContain('--out');
   });
 
+  it('while a gateway holds the log, the export reads it and its audit.export goes through the spool into the same chain', async () => {
+    const gateway = await openAuditLog(path.join(data, 'audit'), auditOptions(path.join(data, 'ca', 'audit_signing.key')));
+    try {
+      const out = path.join(tempDir(), 'live.jsonl');
+      const r = await cli(['audit', 'export', '--data', data, '--format', 'jsonl', '--target', 'orders-db', '--out', out]);
+      expect(r.err).toContain('exported');
+      expect(r.code).toBe(0);
+      expect(jsonLines(fs.readFileSync(out, 'utf8')).length).toBeGreaterThan(3);
+    } finally {
+      await gateway.close();
+    }
+    const { records } = await searchAuditLog(path.join(data, 'audit'), { type: 'audit.export', target: 'audit' });
+    expect(records.some((x) => x.event.details.filter_text === '--target orders-db' && x.event.outcome === 'success')).toBe(true);
+  });
+
   it('an output that fails (a closed pipe) fails the export, and the audit.export event says so', async () => {
     const e: Buffer[] = [];
     const broken = new Writable({ write(_c, _x, cb) { cb(Object.assign(new Error('write EPIPE'), { code: 'EPIPE' })); } });

@@ -5,6 +5,7 @@ import os from 'node:os';
 import { loadFromArgs, localUser } from '../context.ts';
 import { auditOptions } from '../../data-dir.ts';
 import { EventBus } from '../../events/bus.ts';
+import type { EventInput } from '../../events/envelope.ts';
 import { silentLogger } from '../../log.ts';
 import { openAuditForCli } from '../../../recorder/audit/index.ts';
 import { NotFoundError } from '../../errors.ts';
@@ -117,10 +118,20 @@ export const auditExportCommand: Command = {
     const format = parseFormat(formatText, args, config.export.templates);
     const auditDir = dataPaths(dataDir).audit;
     if (!fs.existsSync(auditDir)) throw new NotFoundError(`no audit log in ${dataDir}`);
-    // Only the audit log is opened (the writer, or the spool of a running gateway): an export needs no
-    // identity or state store, and must not create them.
-    const audit = await openAuditForCli(auditDir, auditOptions(dataDir, config, silentLogger()));
-    const ctx = { events: new EventBus(audit), source: { ip: 'local', via: `cli:${localUser()}@${os.hostname()}` } };
+    const source = { ip: 'local', via: `cli:${localUser()}@${os.hostname()}` };
+    /**
+     * The audit.export event is written once the export is known to have succeeded or failed. The log is
+     * opened only then (the writer, or the spool of a running gateway; no identity or state store, which an
+     * export must not create): a long export holds no writer lock that a starting gateway would need.
+     */
+    const record = async (event: Omit<EventInput, 'source'>) => {
+      const audit = await openAuditForCli(auditDir, auditOptions(dataDir, config, silentLogger()));
+      try {
+        await new EventBus(audit).emit({ ...event, source });
+      } finally {
+        await audit.close();
+      }
+    };
     let file: AtomicFile | undefined;
     try {
       setProductVersion(packageVersion());
@@ -145,11 +156,11 @@ export const auditExportCommand: Command = {
         bar?.done();
         file?.abort();
         file = undefined;
-        await ctx.events.emit({ type: 'audit.export', outcome: 'failure', actor, source: ctx.source, target, details: { ...details, error: (e as Error).message } });
+        await record({ type: 'audit.export', outcome: 'failure', actor, target, details: { ...details, error: (e as Error).message } });
         throw e;
       }
       // The file appears only once its export is on the record.
-      await ctx.events.emit({ type: 'audit.export', outcome: 'success', actor, source: ctx.source, target, details: { ...details, count: result.count, bytes: result.bytes } });
+      await record({ type: 'audit.export', outcome: 'success', actor, target, details: { ...details, count: result.count, bytes: result.bytes } });
       if (file) {
         file.commit();
         file = undefined;
@@ -158,7 +169,6 @@ export const auditExportCommand: Command = {
       return 0;
     } finally {
       file?.abort();
-      await audit.close();
     }
   },
 };
