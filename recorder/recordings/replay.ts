@@ -172,7 +172,8 @@ function errorOf(d: Record<string, unknown>): TranscriptEntry['error'] {
 /** The transcript of one database session from its audit events (any order; sorted by time here). */
 export function buildTranscript(sessionId: string, events: readonly AuditEvent[]): Transcript | undefined {
   const mine = events.filter((e) => e.session_id === sessionId).sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : 0));
-  const first = mine[0];
+  // The session.start record names the session's target as admitted (login, database); else the first.
+  const first = mine.find((e) => e.type === 'session.start') ?? mine[0];
   if (!first || !TRANSCRIPT_PROTOCOLS.has(first.target?.protocol)) return undefined;
   const session: TranscriptSession = {
     session_id: sessionId,
@@ -292,6 +293,10 @@ export function formatTranscript(t: Transcript): string {
       result = `ERROR${e?.code !== undefined ? ` ${e.code}` : ''}${e?.sqlstate ? ` (${e.sqlstate})` : ''}: ${e?.message ?? 'failed'}`;
     } else if (x.outcome === 'unknown') {
       result = 'outcome unknown (the session ended while it ran)';
+    } else if (s.protocol === 'mysql') {
+      // As the mysql client reports it; the protocol command is named unless it is a plain COM_QUERY.
+      const rows = x.rows_returned !== undefined ? `${plural(x.rows_returned, 'row')} in set` : x.rows_affected !== undefined ? `Query OK, ${plural(x.rows_affected, 'row')} affected` : 'OK';
+      result = x.command && x.command !== 'COM_QUERY' && x.sql ? `${x.command}: ${rows}` : rows;
     } else {
       const parts: string[] = [x.command ?? 'OK'];
       if (x.rows_returned !== undefined && (x.rows_returned > 0 || x.rows_affected === undefined)) parts.push(plural(x.rows_returned, 'row'));

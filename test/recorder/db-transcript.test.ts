@@ -143,6 +143,7 @@ describe('transcript building (MySQL shapes, outcomes, order)', () => {
     expect(t.entries[0]).toMatchObject({ start: '2026-12-06T01:00:01.000000Z', offset_s: 1 });
     const text = formatTranscript(t);
     expect(text).toContain('mysql [shop]> SELECT SLEEP(4);');
+    expect(text).toContain('-- 1 row in set (4.000 s)');
     expect(text).toContain("-- parameters: $1 = 7, $2 = NULL, $3 = 'a'");
     expect(text).toContain("-- ERROR 1146 (42S02): Table 'shop.nope' doesn't exist (1.500 ms)");
     expect(text).toContain('-- outcome unknown (the session ended while it ran) (2.000 s)  [reason=client_gone]');
