@@ -19,5 +19,5 @@ export const OCSF_CLASSES = [
 
 export const OCSF_OBJECTS = [
   'metadata', 'product', 'actor', 'user', 'network_endpoint', 'session', 'query_info', 'database',
-  'device', 'file', 'managed_entity', 'api', 'service', 'request', 'group',
+  'device', 'file', 'managed_entity', 'api', 'service',
 ] as const;

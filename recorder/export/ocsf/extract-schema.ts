@@ -105,7 +105,7 @@ export function extractOcsfFixture(schemaDir: string): OcsfFixture {
 
   const loadEvent = (name: string) => readJson(eventFiles.get(name) ?? (() => { throw new Error(`no event class ${name}`); })());
   const loadObject = (name: string) => {
-    const f = path.join(schemaDir, 'objects', `${name.replace(/^_/, '_')}.json`);
+    const f = path.join(schemaDir, 'objects', `${name}.json`);
     return fs.existsSync(f) ? readJson(f) : undefined;
   };
 
