@@ -2,7 +2,7 @@
  * Audit export throughput and memory: write N realistic events through the real writer (64 concurrent
  * sessions' db.query events plus session and auth events, 64 MiB segments), then export them in each
  * format to /dev/null — each export in a fresh child process, so its peak RSS is its own. Prints events/s,
- * peak RSS, peak heap, and heap sampled at each quarter of the run: a streaming export holds the same
+ * peak RSS and heap (sampled every 20 ms and at every read), and heap, external memory and RSS at each quarter of the run: a streaming export holds the same
  * memory at 10^5 and 10^6 events, and the same at the start and the end of a run.
  *
  *   npx tsx bench/audit-export.ts [--events 100000] [--formats jsonl,csv,ocsf]
@@ -71,28 +71,45 @@ interface ChildResult {
   maxRssMiB: number;
   peakHeapMiB: number;
   heapAtQuartersMiB: number[];
+  rssAtQuartersMiB: number[];
+  externalAtQuartersMiB: number[];
 }
 
 async function child(dir: string, format: ExportFormat['kind']): Promise<void> {
   const out = fs.createWriteStream('/dev/null');
   const mib = (b: number) => Math.round((b / 1048576) * 10) / 10;
   let peakHeap = 0;
+  // Sampled, not getrusage's maxRSS: on Linux a child started by fork+exec inherits the parent's high-water
+  // mark at exec, so maxRSS would report the parent that wrote the log.
+  let peakRss = 0;
   const quarters: number[] = [];
-  const sampler = setInterval(() => (peakHeap = Math.max(peakHeap, process.memoryUsage().heapUsed)), 20);
+  const rssQuarters: number[] = [];
+  const externalQuarters: number[] = [];
+  const sample = () => {
+    const m = process.memoryUsage();
+    peakHeap = Math.max(peakHeap, m.heapUsed);
+    peakRss = Math.max(peakRss, m.rss);
+    return m;
+  };
+  const sampler = setInterval(sample, 20);
   const t0 = performance.now();
   const r = await exportAuditLog(path.join(dir, 'audit'), out, {
     format: { kind: format } as ExportFormat,
     query: { hideCheckpoints: true },
     onProgress: (p) => {
-      const heap = process.memoryUsage().heapUsed;
-      peakHeap = Math.max(peakHeap, heap);
-      while (quarters.length < 4 && p.bytesRead >= (p.bytesTotal * (quarters.length + 1)) / 4) quarters.push(mib(heap));
+      const m = sample();
+      while (quarters.length < 4 && p.bytesRead >= (p.bytesTotal * (quarters.length + 1)) / 4) {
+        quarters.push(mib(m.heapUsed));
+        rssQuarters.push(mib(m.rss));
+        externalQuarters.push(mib(m.external));
+      }
     },
   });
   const seconds = (performance.now() - t0) / 1000;
+  sample();
   clearInterval(sampler);
   out.end();
-  const result: ChildResult = { count: r.count, bytes: r.bytes, seconds, maxRssMiB: mib(process.resourceUsage().maxRSS * 1024), peakHeapMiB: mib(peakHeap), heapAtQuartersMiB: quarters };
+  const result: ChildResult = { count: r.count, bytes: r.bytes, seconds, maxRssMiB: mib(peakRss), peakHeapMiB: mib(peakHeap), heapAtQuartersMiB: quarters, rssAtQuartersMiB: rssQuarters, externalAtQuartersMiB: externalQuarters };
   process.stdout.write(JSON.stringify(result) + '\n');
 }
 
@@ -109,7 +126,7 @@ async function main(): Promise<void> {
       const r = JSON.parse(text.trim().split('\n').at(-1)!) as ChildResult;
       process.stdout.write(
         `export ${format.padEnd(5)} ${r.count} events, ${(r.bytes / 1048576).toFixed(1)} MiB out: ${Math.round(r.count / r.seconds).toLocaleString('en')} events/s ` +
-          `(${r.seconds.toFixed(2)} s); peak RSS ${r.maxRssMiB} MiB, peak heap ${r.peakHeapMiB} MiB, heap at 25/50/75/100%: ${r.heapAtQuartersMiB.join(' / ')} MiB\n`,
+          `(${r.seconds.toFixed(2)} s); peak RSS ${r.maxRssMiB} MiB, peak heap ${r.peakHeapMiB} MiB, at 25/50/75/100%: heap ${r.heapAtQuartersMiB.join(' / ')} MiB, external ${r.externalAtQuartersMiB.join(' / ')} MiB, RSS ${r.rssAtQuartersMiB.join(' / ')} MiB\n`,
       );
     }
   } finally {
