@@ -230,6 +230,10 @@ describe('vigil audit export', () => {
     const bad = await cli(['audit', 'export', '--data', data, '--format', 'csv', '--out', path.join(dir, 'no-such-dir', 'x.csv')]);
     expect(bad.code).toBe(2);
     expect(bad.err).toContain('--out');
+    const isDir = await cli(['audit', 'export', '--data', data, '--format', 'csv', '--out', dir]);
+    expect(isDir.code).toBe(2);
+    expect(isDir.err).toContain('is a directory');
+    expect(fs.readdirSync(dir)).toEqual(['evidence.csv']);
   });
 
   it('while a gateway holds the log, the export reads it and its audit.export goes through the spool into the same chain', async () => {

@@ -137,6 +137,7 @@ export const auditExportCommand: Command = {
       setProductVersion(packageVersion());
       const toFile = outPath !== undefined && outPath !== '-';
       if (toFile) {
+        if (fs.statSync(outPath, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`--out: ${outPath} is a directory; name the file to write`);
         try {
           file = new AtomicFile(outPath);
         } catch (e) {
