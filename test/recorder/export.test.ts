@@ -54,6 +54,18 @@ function jsonLines(text: string): Record<string, unknown>[] {
 
 const ALL_TYPES = Object.keys(EVENT_CATALOG) as EventType[];
 
+describe('the test\'s CSV parser (no CSV library is installed) is strict', () => {
+  it('parses quoted commas, CRLF and doubled quotes, and rejects what a lenient parser would re-split', () => {
+    expect(parseCsv('a,"b,c","d\r\ne","f""g"\r\n,\r\n')).toEqual([['a', 'b,c', 'd\r\ne', 'f"g'], ['', '']]);
+    expect(() => parseCsv('a,b"c\r\n')).toThrow(/quote inside an unquoted field/);
+    expect(() => parseCsv('"a"b\r\n')).toThrow(/text after a closing quote/);
+    expect(() => parseCsv('a\nb\r\n')).toThrow(/bare LF/);
+    expect(() => parseCsv('a\rb\r\n')).toThrow(/bare CR/);
+    expect(() => parseCsv('"a\r\n')).toThrow(/unterminated/);
+    expect(() => parseCsv('a,b')).toThrow(/CRLF/);
+  });
+});
+
 describe('vigil audit export', () => {
   let data: string;
   let written: AuditEvent[];
