@@ -8,7 +8,7 @@ import { openAuditLog, searchAuditLog, canonicalJson } from '../../recorder/audi
 import { createEvent, type AuditEvent } from '../../src/events/envelope.ts';
 import { EVENT_CATALOG, type EventType } from '../../src/events/catalog.ts';
 import { loadConfig } from '../../src/config/load.ts';
-import { csvCell, DEFAULT_CSV_COLUMNS, compileTemplate } from '../../recorder/export/index.ts';
+import { csvCell, DEFAULT_CSV_COLUMNS, compileTemplate, streamAuditRecords } from '../../recorder/export/index.ts';
 import { loadOcsfFixture, validateOcsf } from '../../recorder/export/ocsf/validate.ts';
 import { extractOcsfFixture } from '../../recorder/export/ocsf/extract-schema.ts';
 import { makeSigningKey, auditOptions } from './helpers.ts';
@@ -89,6 +89,22 @@ describe('vigil audit export', () => {
     const expected = lines.map((l) => (JSON.parse(l) as AuditEvent).type).filter((t) => t !== 'audit.checkpoint');
     // ... plus the first export's own audit.export event, written after it had read the log.
     expect(jsonLines(plain.out).map((e) => e.type)).toEqual([...expected, 'audit.export']);
+  });
+
+  it('the streaming reader gives the same records as search whatever the read size (lines and UTF-8 split across reads)', async () => {
+    const dir = path.join(tempDir(), 'audit');
+    const key = makeSigningKey(path.join(path.dirname(dir), 'ca'));
+    const w = await openAuditLog(dir, auditOptions(key.keyFile, { segmentMaxBytes: 3000 }));
+    for (let i = 0; i < 40; i++) {
+      await w.append(createEvent({ type: 'ssh.command', outcome: 'success', actor: { user: `ünï-${i}`, roles: [] }, source: { ip: '10.0.0.1' }, target: { name: 'web-1', protocol: 'ssh' }, details: { command: `echo ✓😀 ${'é'.repeat(i)}` } }));
+    }
+    await w.close();
+    const { records } = await searchAuditLog(dir, { hideCheckpoints: false });
+    for (const chunkBytes of [1, 7, 64, 1 << 20]) {
+      const got: string[] = [];
+      for await (const r of streamAuditRecords(dir, {}, { chunkBytes })) got.push(r.eventJson);
+      expect(got, `chunkBytes ${chunkBytes}`).toEqual(records.map((x) => canonicalJson(x.event)));
+    }
   });
 
   it('csv: RFC 4180, PCI DSS columns first, every type parses back field for field', async () => {
