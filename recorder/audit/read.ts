@@ -35,11 +35,11 @@ export interface SearchResult {
   segmentsSkipped: number;
 }
 
-function iso(d: Date | undefined): string | undefined {
+export function iso(d: Date | undefined): string | undefined {
   return d ? d.toISOString().replace(/Z$/, '000Z') : undefined; // same 6-digit form as event times
 }
 
-function matcher(q: AuditQuery): (line: string, e: AuditEvent) => boolean {
+export function matcher(q: AuditQuery): (line: string, e: AuditEvent) => boolean {
   const since = iso(q.since);
   const until = iso(q.until);
   return (_line, e) =>
@@ -53,7 +53,7 @@ function matcher(q: AuditQuery): (line: string, e: AuditEvent) => boolean {
 }
 
 // Cheap substring pre-filters so most non-matching lines are never JSON-parsed.
-function prefilters(q: AuditQuery): string[] {
+export function prefilters(q: AuditQuery): string[] {
   const f: string[] = [];
   if (q.user !== undefined) f.push(`"user":${JSON.stringify(q.user)}`);
   if (q.session !== undefined) f.push(`"session_id":${JSON.stringify(q.session)}`);

@@ -4,6 +4,22 @@ export { listenerBase } from './types.ts';
 import { isValidPattern } from './redaction.ts';
 import { PROXIES } from '../../proxies/registry.ts';
 import { rolesSchema, accessSchema } from '../authz/config.ts';
+import { compileTemplate } from '../../recorder/export/template.ts';
+
+/** `vigil audit export --format template:NAME`: a line with ${field} placeholders (recorder/export/template.ts). */
+const exportTemplate = z
+  .strictObject({
+    /** Short names for fields used in the line: `{ src: source.ip }`. */
+    fields: z.record(z.string(), z.string()).default({}),
+    line: z.string().min(1),
+  })
+  .superRefine((t, ctx) => {
+    try {
+      compileTemplate(t);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message, path: ['line'] });
+    }
+  });
 
 /** Fields common to every target, whatever its protocol. */
 function targetCommon(protocol: string) {
@@ -116,6 +132,11 @@ export function buildConfigSchema(sc: SchemaContext) {
         listen: listen().prefault('127.0.0.1:8443'),
         /** Refused calls without a valid certificate recorded one by one per source address and minute. */
         refused_calls_per_minute: z.number().int().min(1).default(30),
+      })
+      .prefault({}),
+    export: z
+      .strictObject({
+        templates: z.record(z.string().regex(/^[a-z0-9][a-z0-9_-]*$/i, 'a template name is letters, digits, - and _'), exportTemplate).default({}),
       })
       .prefault({}),
     ...proxySections,

@@ -50,6 +50,7 @@ export const EVENT_CATALOG = {
   'audit.started': { description: 'The audit log writer opened (gateway or CLI process start).' },
   'audit.outage': { description: 'The audit log could not be written for a while (e.g. disk full) and recovered without a restart: start, end, reason and the number of events refused meanwhile (refused events are not in the log; their sessions were ended).' },
   'audit.stopped': { description: 'The audit log writer was sealed at shutdown.' },
+  'audit.export': { description: 'Audit events were exported (vigil audit export): format, filter, destination and how many events.' },
   'gateway.started': { description: 'The gateway started listening.' },
   'gateway.stopped': { description: 'The gateway stopped.' },
 } as const satisfies Record<string, EventTypeInfo>;

@@ -3,6 +3,7 @@ import { serveCommand, initCommand, configCheckCommand } from './gateway.ts';
 import { ACCESS_COMMANDS } from './access.ts';
 import { CERT_COMMANDS } from './cert.ts';
 import { AUDIT_COMMANDS } from './audit.ts';
+import { AUDIT_EXPORT_COMMANDS } from './audit-export.ts';
 import { REPLAY_COMMANDS } from './replay.ts';
 import { sshKnownHostsCommand } from '../../../proxies/ssh/cli.ts';
 
@@ -14,6 +15,7 @@ export const COMMANDS: Command[] = [
   ...CERT_COMMANDS,
   ...ACCESS_COMMANDS,
   ...AUDIT_COMMANDS,
+  ...AUDIT_EXPORT_COMMANDS,
   ...REPLAY_COMMANDS,
   sshKnownHostsCommand,
 ];

@@ -3,7 +3,7 @@ import { NotFoundError } from '../../errors.ts';
 import { searchAuditLog, escapeTerminal } from '../../../recorder/audit/index.ts';
 import { dataPaths } from '../../data-dir.ts';
 import { openRecordingStore } from '../../../recorder/recordings/index.ts';
-import { readAsciicast, playAsciicast, renderFinalText } from '../../../recorder/recordings/replay.ts';
+import { readAsciicast, playAsciicast, renderFinalText, buildTranscript, formatTranscript } from '../../../recorder/recordings/replay.ts';
 import { auditPaths, parseTimeArg } from './audit.ts';
 
 function numberOpt(flag: string, text: string | undefined): number | undefined {
@@ -66,16 +66,33 @@ export const sessionsListCommand: Command = {
 
 export const replayCommand: Command = {
   name: 'replay',
-  summary: 'Play a session recording in the terminal with its original timing (--print: dump the final screen text).',
-  usage: 'SESSION_ID [--speed 2] [--idle-limit 2] [--channel N] [--print]',
+  summary:
+    'Replay a session: SSH plays its terminal recording with the original timing (--print: the final screen text); ' +
+    'PostgreSQL/MySQL prints the statement transcript with timing, parameters, outcome and rows (--json: one JSON object per line).',
+  usage: 'SESSION_ID [--speed 2] [--idle-limit 2] [--channel N] [--print] [--json]',
   positionals: true,
-  options: { speed: { type: 'string' }, 'idle-limit': { type: 'string' }, channel: { type: 'string' }, print: { type: 'boolean' } },
+  options: { speed: { type: 'string' }, 'idle-limit': { type: 'string' }, channel: { type: 'string' }, print: { type: 'boolean' }, json: { type: 'boolean' } },
   async run(args) {
     const sessionId = args.positionals[0];
     if (!sessionId || args.positionals.length > 1) throw new UsageError('expected exactly one SESSION_ID');
-    const { dataDir } = auditPaths(args);
+    const { dataDir, auditDir } = auditPaths(args);
     const store = openRecordingStore(dataPaths(dataDir).recordings);
     let ids = await store.list(sessionId);
+    if (ids.length === 0) {
+      // A database session has no terminal recording: its statements are in the audit log.
+      const { records } = await searchAuditLog(auditDir, { session: sessionId });
+      const transcript = buildTranscript(sessionId, records.map((r) => r.event));
+      if (transcript) {
+        if (args.values.json === true) {
+          args.out.write(JSON.stringify({ kind: 'session', ...transcript.session }) + '\n');
+          for (const e of transcript.entries) args.out.write(JSON.stringify(e) + '\n');
+        } else {
+          args.out.write(formatTranscript(transcript));
+        }
+        return 0;
+      }
+    }
+    if (args.values.json === true) throw new UsageError('--json is for database sessions (an SSH recording is asciicast, JSON lines already)');
     const channel = stringOpt(args.values, 'channel');
     if (channel !== undefined) {
       if (!/^\d+$/.test(channel)) throw new UsageError(`--channel: expected a channel number, got ${JSON.stringify(channel)}`);

@@ -1,0 +1,79 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { AuditEvent } from '../../src/events/envelope.ts';
+import { iso, matcher, prefilters, type AuditQuery } from '../audit/read.ts';
+import { parseRecordLine } from '../audit/record.ts';
+import { listSegments, readSegmentMeta } from '../audit/segments.ts';
+
+/** One matching record: the event's bytes exactly as stored (canonical JSON) and the parsed event. */
+export interface StreamedRecord {
+  seq: number;
+  hash: string;
+  eventJson: string;
+  event: AuditEvent;
+}
+
+export interface StreamProgress {
+  /** Bytes of segment files read so far, and the total of the segments to read (as of the start). */
+  bytesRead: number;
+  bytesTotal: number;
+  matched: number;
+}
+
+export interface StreamOptions {
+  /** Called after each chunk read (at most once per chunk, so a caller can throttle cheaply). */
+  onProgress?: (p: StreamProgress) => void;
+  /** Read size (default 1 MiB): the memory the reader holds besides one record. */
+  chunkBytes?: number;
+}
+
+/**
+ * Matching records of the audit log, oldest first, read segment by segment in fixed-size chunks: memory
+ * stays flat whatever the size of the log (a line is held only until its record is consumed). The same
+ * query semantics as `searchAuditLog` (substring pre-filters, then the parsed-event match); sealed segments
+ * outside a time range are skipped by their `.meta`. Each segment is read up to its size when reached: a
+ * live writer's later lines (and a torn last line without its newline) are not part of this export.
+ */
+export async function* streamAuditRecords(dir: string, q: AuditQuery = {}, opts: StreamOptions = {}): AsyncGenerator<StreamedRecord> {
+  const match = matcher(q);
+  const pre = prefilters(q);
+  const since = iso(q.since);
+  const until = iso(q.until);
+  const segments: { file: string; size: number }[] = [];
+  for (const segment of listSegments(dir)) {
+    if (since || until) {
+      const meta = readSegmentMeta(dir, segment);
+      if (meta && ((since && meta.max_time < since) || (until && meta.min_time > until))) continue;
+    }
+    const file = path.join(dir, segment);
+    segments.push({ file, size: fs.statSync(file).size });
+  }
+  const progress: StreamProgress = { bytesRead: 0, bytesTotal: segments.reduce((n, s) => n + s.size, 0), matched: 0 };
+  const chunkBytes = opts.chunkBytes ?? 1024 * 1024;
+  for (const { file, size } of segments) {
+    if (size === 0) continue;
+    // Lines are cut on the byte 0x0a (never inside a UTF-8 sequence), then decoded whole.
+    let carry: Buffer | undefined;
+    const stream = fs.createReadStream(file, { start: 0, end: size - 1, highWaterMark: chunkBytes });
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      progress.bytesRead += chunk.length;
+      let start = 0;
+      for (let nl = chunk.indexOf(0x0a); nl >= 0; nl = chunk.indexOf(0x0a, start)) {
+        const piece = chunk.subarray(start, nl);
+        const bytes: Buffer = carry ? Buffer.concat([carry, piece]) : piece;
+        carry = undefined;
+        start = nl + 1;
+        const line = bytes.toString('utf8');
+        if (pre.length && !pre.every((p) => line.includes(p))) continue;
+        const rec = parseRecordLine(line);
+        if (typeof rec === 'string') continue;
+        const event = JSON.parse(rec.eventJson) as AuditEvent;
+        if (!match(line, event)) continue;
+        progress.matched++;
+        yield { seq: rec.seq, hash: rec.hash, eventJson: rec.eventJson, event };
+      }
+      if (start < chunk.length) carry = carry ? Buffer.concat([carry, chunk.subarray(start)]) : Buffer.from(chunk.subarray(start));
+      opts.onProgress?.(progress);
+    }
+  }
+}

