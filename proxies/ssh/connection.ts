@@ -43,6 +43,8 @@ export interface ConnectionOptions {
 }
 
 const JUMP_TARGET = '(jump)';
+/** How long session.end waits for channels' last events (a terminal emulator finishing its input). */
+const CHANNEL_SETTLE_MS = 2000;
 
 /**
  * One SSH connection from a client: authenticate with a vigil certificate, then either relay to a target
@@ -67,6 +69,8 @@ export class Connection implements ChannelHost {
   private readonly cipher: { client?: string; target?: string } = {};
   private endingReason: EndReason | undefined;
   private readonly channels = new Map<number, SessionChannel>();
+  /** Ended channels whose last events are still being written (see channelEnded). */
+  private readonly channelsSettling = new Set<Promise<void>>();
   private nextChannel = 0;
   private readonly channelKinds = new Set<string>();
   private readonly recordings: string[] = [];
@@ -183,8 +187,12 @@ export class Connection implements ChannelHost {
     this.log.info({ channel: index, kind, recording, ...details }, 'channel started');
   }
 
-  channelEnded(index: number, exit: { exit_status?: number; exit_signal?: string }): void {
+  channelEnded(index: number, exit: { exit_status?: number; exit_signal?: string }, settled?: Promise<void>): void {
     this.channels.delete(index);
+    if (settled) {
+      const p = settled.catch(() => {}).finally(() => this.channelsSettling.delete(p));
+      this.channelsSettling.add(p);
+    }
     if (exit.exit_status !== undefined || exit.exit_signal !== undefined) this.lastExit = exit;
   }
 
@@ -491,6 +499,13 @@ export class Connection implements ChannelHost {
   private async endSession(reason: EndReason, extra: Record<string, unknown> = {}): Promise<void> {
     if (!this.open || this.sessionEnded) return;
     this.sessionEnded = true;
+    // A channel's last events (the terminal's last command) come before session.end; bounded, so a stuck
+    // emulator can never keep a session from ending.
+    if (this.channelsSettling.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.all(this.channelsSettling), new Promise((r) => (timer = setTimeout(r, CHANNEL_SETTLE_MS)))]);
+      clearTimeout(timer);
+    }
     const finalReason = this.endingReason ?? reason;
     await this.open.end(finalReason, {
       login: this.admitted?.login,

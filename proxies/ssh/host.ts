@@ -19,7 +19,8 @@ export interface ChannelObserver {
   serverData(chunk: Buffer): boolean | void;
   gate?: TapGate;
   resize?(cols: number, rows: number): void;
-  close(): void;
+  /** May return a promise: the last events still being worked out (a terminal's last command). */
+  close(): void | Promise<void>;
 }
 
 /** What a relayed channel needs from the authenticated connection it belongs to. */
@@ -59,7 +60,8 @@ export interface ChannelHost {
   requestRefused(request: string, details: Record<string, unknown>): void;
   channelStarted(kind: string, index: number, recording: string | undefined, details: Record<string, unknown>): void;
   /** `exit` is `{ exit_status }`, `{ exit_signal }` or empty (the channel ended without either). */
-  channelEnded(index: number, exit: { exit_status?: number; exit_signal?: string }): void;
+  /** `settled`: resolves once the channel's last events are written (session.end waits for it). */
+  channelEnded(index: number, exit: { exit_status?: number; exit_signal?: string }, settled?: Promise<void>): void;
   recordingFailed(err: Error): void;
   observeSftp(index: number, hooks: SftpHooks): ChannelObserver | undefined;
   /** `undecodable`: the legacy scp stream cannot be followed (called before the bytes are relayed). */

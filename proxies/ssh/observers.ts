@@ -102,7 +102,7 @@ export function observeTerminal(host: ChannelHost, index: number, pty: PtyInfo, 
     gate: { onDrain: (cb) => (resume = cb) },
     close: () => {
       // Let the emulator finish what it was given (the last command's Enter) before dropping it.
-      void tracker.flush().finally(() => tracker.dispose());
+      return tracker.flush().finally(() => tracker.dispose());
     },
   };
 }

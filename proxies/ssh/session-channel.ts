@@ -412,10 +412,10 @@ export class SessionChannel {
     if (this.closed) return;
     this.closed = true;
     for (const stop of this.stopRelays) stop();
-    this.observer?.close();
+    const settled = this.observer?.close();
     const exit = this.exit;
     const exitDetails = exit ? ('code' in exit ? { exit_status: exit.code } : { exit_signal: exit.signal }) : {};
-    this.host.channelEnded(this.index, exitDetails);
+    this.host.channelEnded(this.index, exitDetails, settled ?? undefined);
     if (this.kind === 'exec') this.recordExec(exitDetails);
     await this.recording?.close().catch((e) => this.host.log.warn({ err: (e as Error).message }, 'recording close failed'));
   }

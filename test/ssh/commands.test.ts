@@ -64,10 +64,11 @@ describe('ssh.command events match what the shell ran', () => {
     const start = await w.gw.waitForEvent((e) => w.gw.events.indexOf(e) >= mark && e.type === 'session.start');
     await w.gw.waitForEvent((e) => e.type === 'session.end' && e.session_id === start.session_id);
     const events = () => w.gw.events.filter((e) => e.session_id === start.session_id);
-    // The emulator parses asynchronously: the last line (`exit`) can be read just after session.end, which
-    // does not wait for the channel's observer (known ordering issue, see the report). Give it a moment.
+    // A command the tracker still reports late would show up after session.end: give it a moment, then
+    // check that session.end came last (it waits for the channels' last events).
     const reported = () => events().filter((e) => e.type === 'ssh.command').map((e) => unfold(String(e.details.command)));
     await waitFor(() => oracle.commands().every((c) => reported().includes(unfold(c))), 5_000, 'commands').catch(() => undefined);
+    expect(events().at(-1)?.type).toBe('session.end');
     return events();
   }
 
