@@ -3,7 +3,8 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { startMariadb, type MariadbHandle } from '../support/mariadb.ts';
-import { startTestGateway, startGatewayProcess, type IssuedFiles } from '../support/gateway.ts';
+import { startTestGateway, type IssuedFiles } from '../support/gateway.ts';
+import { startGatewayProcess } from '../support/gateway-process.ts';
 import { tempDir, secretsDir, waitFor } from '../support/tmp.ts';
 import { enableGeneralLog, readGeneralLog, countMissing, tailCheck } from './general-log.ts';
 import { sysbench, sysbenchCertDir } from './sysbench.ts';
@@ -68,8 +69,7 @@ describe('kill -9 of the gateway under sysbench load', () => {
         // second" the losses must fall within is a small part of the run.
         const enough = durability === 'strict' ? 300 : 1500;
         await waitFor(() => readGeneralLog(generalLog).length - logFrom > enough, 30_000, 'load through the gateway');
-        gw.kill('SIGKILL');
-        await gw.exited;
+        await gw.kill('SIGKILL');
         await Promise.race([sb.exited, new Promise((r) => setTimeout(r, 5000))]);
         sb.kill();
         await new Promise((r) => setTimeout(r, 300));

@@ -61,23 +61,22 @@ describe('postgres proxy: gateway killed with SIGKILL under pgbench load', () =>
     for (const mode of ['strict', 'batched'] as const) {
       for (let r = 0; r < ROUNDS; r++) {
         const app = `crash-${mode}-${r}`;
-        gp = await startGatewayProcess(path.join(base, 'vigil.yaml'), { ...doc, audit: { durability: mode, background_commit_window: `${BATCH_WINDOW_MS}ms` } });
+        gp = await startGatewayProcess({ ...doc, audit: { durability: mode, background_commit_window: `${BATCH_WINDOW_MS}ms` } }, base);
         const bench = spawn('pgbench', ['-n', '-M', r % 2 ? 'prepared' : 'simple', '-c', '4', '-T', '30', conn(gp.ports.postgres)], { env: clientEnv({ PGAPPNAME: app }), stdio: 'ignore' });
         const benchExit = new Promise((res) => bench.on('close', res));
         // Under load: all four clients connected and statements flowing.
         await waitFor(() => Number(pg.psql(`SELECT count(*) FROM pg_stat_activity WHERE application_name = '${app}'`)) === 4, 15_000, `${app} connected`);
         await new Promise((res) => setTimeout(res, 600));
         const at = Date.now();
-        gp.child.kill('SIGKILL');
-        await gp.exited;
+        await gp.kill('SIGKILL');
         kills.push({ mode, app, at });
         // Hang guard: every client notices the dead gateway.
         await Promise.race([benchExit, new Promise((_, rej) => setTimeout(() => rej(new Error(`${app}: pgbench still running`)), 10_000))]);
       }
     }
     // Restart once more: the writer recovers the log the last kill left behind; then read it.
-    gp = await startGatewayProcess(path.join(base, 'vigil.yaml'), doc);
-    await gp.kill('SIGTERM');
+    gp = await startGatewayProcess(doc, base);
+    await gp.stop();
     const { records } = await searchAuditLog(path.join(base, 'data', 'audit'));
     const sessionsOf = new Map<string, string>();
     for (const { event: e } of records) {

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startSshd, type SshdHandle } from '../support/sshd.ts';
-import { startGatewayProcess, type GatewayProcess } from '../support/gateway-child-process.ts';
+import { startGatewayProcess, type GatewayProcess } from '../support/gateway-process.ts';
 import { freePort, tempDir, waitFor } from '../support/tmp.ts';
 import { searchAuditLog } from '../../recorder/audit/index.ts';
 import { runClient } from './harness.ts';
@@ -47,13 +47,12 @@ describe('kill -9 of the gateway under ssh exec load', () => {
       roles: [{ name: 'dev', targets: ['*'], logins: ['*'] }],
       targets: [{ name: 'web1', protocol: 'ssh', host: '127.0.0.1', port: sshd.port, default_login: sshd.user, private_key: sshd.clientKey, host_key: sshd.hostKeyPub }],
     };
-    const creds = path.join(base, 'creds');
-    const issue = { request: { user: 'alice', roles: ['dev'] }, dir: creds };
-    let gw: GatewayProcess = await startGatewayProcess(config, base, issue);
+    let gw: GatewayProcess = await startGatewayProcess(config, base, { issue: { user: 'alice', roles: ['dev'] } });
+    const creds = gw.issued!;
     const knownHosts = path.join(base, 'known_hosts');
     fs.writeFileSync(knownHosts, `[127.0.0.1]:${port} ${gw.sshHostKey}\n`);
     const opts = [
-      '-F', '/dev/null', '-o', `Port=${port}`, '-o', `IdentityFile=${creds}/key`, '-o', `CertificateFile=${creds}/key-cert.pub`,
+      '-F', '/dev/null', '-o', `Port=${port}`, '-o', `IdentityFile=${creds.sshKey}`, '-o', `CertificateFile=${creds.sshCert}`,
       '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'GlobalKnownHostsFile=/dev/null',
       '-o', 'StrictHostKeyChecking=yes', '-o', 'ConnectTimeout=5',
     ];
@@ -86,8 +85,7 @@ describe('kill -9 of the gateway under ssh exec load', () => {
       if (round > 1) gw = await startGatewayProcess(config, base);
       const before = ranHere().length;
       await waitFor(() => ranHere().length >= before + 4, 30_000, `load in round ${round}`);
-      gw.child.kill('SIGKILL');
-      await gw.exited;
+      await gw.kill('SIGKILL');
     }
     running = false;
     await Promise.all(workers);

@@ -2,58 +2,114 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { caDir, CA_FILES } from '../../src/identity/index.ts';
+import type { IssueRequest } from '../../src/identity/types.ts';
+import { publicKeyLine } from '../../proxies/ssh/known-hosts.ts';
+import { startTestGateway, type IssuedFiles } from './gateway.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const VIGIL = path.join(ROOT, 'bin/vigil.js');
+const LISTENERS = ['api', 'ssh', 'postgres', 'mysql'] as const;
 
 /**
- * The gateway as a separate process (`vigil serve`), for tests that must SIGKILL it (crash durability).
- * `config` is written as the config file (JSON is YAML); the ports are read from the startup log line.
- * Credentials are issued beforehand with an in-process gateway on the same data dir (startTestGateway).
+ * The gateway as its own process, started the way operators run it (`vigil serve --config FILE`), for
+ * tests that must kill it (kill -9) and restart it over the same data dir.
  */
 export interface GatewayProcess {
   child: ChildProcess;
+  pid: number;
+  /** The config file it runs with (`<base>/vigil.yaml`), e.g. for `vigil cert issue --config`. */
+  configFile: string;
+  /** Bound ports, from its startup log line. */
   ports: Record<string, number>;
-  /** Resolves with the exit code or signal once the process is gone. */
-  exited: Promise<number | string | null>;
-  kill(signal?: NodeJS.Signals): Promise<number | string | null>;
+  /** Public half of the gateway's SSH host key (`type base64`), for a known_hosts line. */
+  sshHostKey: string;
+  /** Credentials issued before the start (`options.issue`). */
+  issued?: IssuedFiles;
+  /** Everything it wrote to stdout and stderr so far. */
+  output(): string;
+  /** Resolves with the signal that ended it, or its exit code. */
+  exited: Promise<NodeJS.Signals | number | null>;
+  /** Send `signal` (default SIGKILL: a crash) unless it is already gone, and wait for the exit. */
+  kill(signal?: NodeJS.Signals): Promise<NodeJS.Signals | number | null>;
+  /** SIGTERM (graceful close: live sessions drained) and wait. */
+  stop(): Promise<NodeJS.Signals | number | null>;
 }
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export interface GatewayProcessOptions {
+  /**
+   * Issue these credentials first, with an in-process gateway on the same data dir (on random ports, so
+   * fixed listen ports in `config` stay free); they stay valid across restarts since the CA lives there.
+   */
+  issue?: IssueRequest;
+  timeoutMs?: number;
+}
 
-export async function startGatewayProcess(configFile: string, config: Record<string, unknown>, timeoutMs = 30_000): Promise<GatewayProcess> {
-  fs.writeFileSync(configFile, JSON.stringify({ log: { level: 'info' }, ...config }, null, 2));
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin/vigil.js'), 'serve', '--config', configFile], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+/**
+ * Start `vigil serve` in a child process. `config` (YAML-shaped) is written to `<base>/vigil.yaml` (JSON
+ * is YAML) over loopback listeners on random ports and `data_dir: <base>/data`; give fixed listen ports
+ * when clients must find the gateway again after a restart.
+ */
+export async function startGatewayProcess(config: Record<string, unknown>, base: string, options: GatewayProcessOptions = {}): Promise<GatewayProcess> {
+  const { issue, timeoutMs = 60_000 } = options;
+  const doc: Record<string, unknown> = {
+    data_dir: path.join(base, 'data'),
+    log: { level: 'info' },
+    ...Object.fromEntries(LISTENERS.map((l) => [l, { listen: '127.0.0.1:0' }])),
+    ...config,
+  };
+  const dataDir = path.resolve(base, String(doc.data_dir));
+  let issued: IssuedFiles | undefined;
+  if (issue) {
+    const onRandomPorts = Object.fromEntries(LISTENERS.map((l) => [l, { ...(doc[l] as object), listen: '127.0.0.1:0' }]));
+    const tg = await startTestGateway({ ...doc, ...onRandomPorts }, base);
+    try {
+      issued = await tg.issue(issue);
+    } finally {
+      await tg.stop();
+    }
+  }
+  const configFile = path.join(base, 'vigil.yaml');
+  fs.writeFileSync(configFile, JSON.stringify(doc, null, 2));
+  // node runs bin/vigil.js itself (tsx registers as a loader, not a wrapper process): a signal to
+  // `child` is a signal to the gateway.
+  const child = spawn(process.execPath, [VIGIL, 'serve', '--config', configFile], { cwd: ROOT, env: { ...process.env, VIGIL_LOG_JSON: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
-  let err = '';
-  child.stderr!.on('data', (d) => (err += d));
-  const exited = new Promise<number | string | null>((r) => child.on('exit', (code, signal) => r(signal ?? code)));
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  const exited = new Promise<NodeJS.Signals | number | null>((resolve) => child.once('exit', (code, signal) => resolve(signal ?? code)));
+  const kill = (signal: NodeJS.Signals = 'SIGKILL') => {
+    if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    return exited;
+  };
   const ports = await new Promise<Record<string, number>>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`gateway process did not start: ${out}${err}`)), timeoutMs);
-    child.stdout!.on('data', (d) => {
-      out += d;
-      for (const line of out.split('\n')) {
-        if (!line.includes('vigil gateway running')) continue;
-        clearTimeout(timer);
-        resolve((JSON.parse(line) as { ports: Record<string, number> }).ports);
-        return;
-      }
-    });
+    const timer = setTimeout(() => {
+      void kill();
+      reject(new Error(`vigil serve did not start within ${timeoutMs} ms: ${out.slice(-2000)}`));
+    }, timeoutMs);
+    const onData = () => {
+      const line = out.split('\n').find((l) => l.includes('vigil gateway running'));
+      if (!line) return;
+      clearTimeout(timer);
+      child.stdout!.off('data', onData);
+      resolve((JSON.parse(line) as { ports: Record<string, number> }).ports);
+    };
+    child.stdout!.on('data', onData);
     void exited.then((code) => {
       clearTimeout(timer);
-      reject(new Error(`gateway process exited (${code}): ${out}${err}`));
+      reject(new Error(`vigil serve exited (${code}) before it was ready: ${out.slice(-2000)}`));
     });
   });
-  // Keep draining its output so it never blocks on a full pipe.
-  child.stdout!.removeAllListeners('data');
-  child.stdout!.resume();
   return {
     child,
+    pid: child.pid!,
+    configFile,
     ports,
+    sshHostKey: publicKeyLine(fs.readFileSync(path.join(caDir(dataDir), CA_FILES.hostKey), 'utf8')),
+    issued,
+    output: () => out,
     exited,
-    kill(signal = 'SIGTERM') {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      return exited;
-    },
+    kill,
+    stop: () => kill('SIGTERM'),
   };
 }
