@@ -12,7 +12,7 @@ import { NotFoundError } from '../../errors.ts';
 import { dataPaths } from '../../data-dir.ts';
 import type { AuditQuery } from '../../../recorder/audit/index.ts';
 import { AtomicFile, exportAuditLog, checkFieldName, setProductVersion, type ExportFormat, type StreamProgress } from '../../../recorder/export/index.ts';
-import { parseTimeArg } from './audit.ts';
+import { AUDIT_FILTER_OPTIONS, parseTimeArg } from './audit.ts';
 
 const FILTER_FLAGS = ['since', 'until', 'user', 'target', 'type', 'session'] as const;
 
@@ -83,12 +83,7 @@ export const auditExportCommand: Command = {
     '--format jsonl|csv|ocsf|template:NAME [--since 2h|ISO] [--until 2h|ISO] [--user U] [--target T] [--type PREFIX] [--session ID] [--checkpoints] [--columns a,b,…] [--out FILE|-]',
   options: {
     format: { type: 'string' },
-    since: { type: 'string' },
-    until: { type: 'string' },
-    user: { type: 'string' },
-    target: { type: 'string' },
-    type: { type: 'string' },
-    session: { type: 'string' },
+    ...AUDIT_FILTER_OPTIONS,
     checkpoints: { type: 'boolean' },
     columns: { type: 'string' },
     out: { type: 'string', short: 'o' },

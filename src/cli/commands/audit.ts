@@ -135,17 +135,22 @@ export const auditVerifyCommand: Command = {
   },
 };
 
+/** The event filter every audit-reading command takes (search, export). */
+export const AUDIT_FILTER_OPTIONS = {
+  user: { type: 'string' },
+  target: { type: 'string' },
+  type: { type: 'string' },
+  session: { type: 'string' },
+  since: { type: 'string' },
+  until: { type: 'string' },
+} as const;
+
 export const auditSearchCommand: Command = {
   name: 'audit search',
   summary: 'Search audit events (a table, or one JSON event per line with --json).',
   usage: '[--user U] [--target T] [--type PREFIX] [--session ID] [--since 2h|ISO] [--until 2h|ISO] [--json] [--limit N]',
   options: {
-    user: { type: 'string' },
-    target: { type: 'string' },
-    type: { type: 'string' },
-    session: { type: 'string' },
-    since: { type: 'string' },
-    until: { type: 'string' },
+    ...AUDIT_FILTER_OPTIONS,
     limit: { type: 'string' },
     json: { type: 'boolean' },
   },
