@@ -9,7 +9,9 @@ import { startMariadb, type MariadbHandle } from '../support/mariadb.ts';
 import { startSshd, type SshdHandle } from '../support/sshd.ts';
 import { tempDir, secretsDir, waitFor } from '../support/tmp.ts';
 import { publicKeyLine } from '../../proxies/ssh/known-hosts.ts';
-import { searchAuditLog, verifyAuditLog } from '../../recorder/audit/index.ts';
+import { openAuditLog, searchAuditLog, verifyAuditLog } from '../../recorder/audit/index.ts';
+import { createEvent } from '../../src/events/envelope.ts';
+import { makeSigningKey, auditOptions, sampleEvent } from '../recorder/helpers.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
 import { serverStatements, STATEMENT_LOG } from '../postgres/helpers.ts';
 import { enableGeneralLog, readGeneralLog } from '../mysql/general-log.ts';
@@ -319,4 +321,47 @@ describe.skipIf(!isRoot)('disk full under live sessions of every protocol (needs
     expect(myMissing.slice(0, 5)).toEqual([]);
     expect(sshMissing.slice(0, 5)).toEqual([]);
   }, 90_000);
+});
+
+/**
+ * The writer's side of it: fire-and-forget records (a batched statement is forwarded as soon as its record
+ * is queued) that a full disk refuses are written once the log is back, after the audit.outage event and
+ * marked recorded_after_outage — for sessions whose start is on record; their callers still heard of the
+ * failure (fail closed).
+ */
+describe.skipIf(!isRoot)('audit writer: records of what already happened survive a disk-full outage (needs root)', () => {
+  it('queued and in-outage appendLater records of an open session are written after the outage, marked', async () => {
+    const base = tempDir('vigil-diskfull-writer-');
+    const fsDir = path.join(base, 'fs');
+    fs.mkdirSync(fsDir);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', fsDir]);
+    try {
+      const key = makeSigningKey(path.join(base, 'ca'));
+      const dir = path.join(fsDir, 'audit');
+      const w = await openAuditLog(dir, auditOptions(key.keyFile, { recoveryProbeMs: 50 }));
+      const session = { actor: { user: 'alice', roles: ['dba'] }, source: { ip: '10.0.0.7', port: 5000 }, target: { name: 'db', protocol: 'postgres' as const }, session_id: 'sess-live' };
+      await w.append(createEvent({ type: 'session.start', outcome: 'success', ...session, details: {} }));
+      const filler = fill(fsDir);
+      const errors: (Error | undefined)[] = [];
+      // Queued while the log still looked healthy (forwarded at once in batched mode), then one during the outage.
+      for (let i = 0; i < 20; i++) w.appendLater!(sampleEvent(i, { session_id: 'sess-live' }), (err) => errors.push(err), undefined);
+      await waitFor(() => !w.healthy, 5000, 'the write to fail');
+      w.appendLater!(sampleEvent(20, { session_id: 'sess-live' }), (err) => errors.push(err), undefined);
+      await waitFor(() => errors.length === 21, 5000, 'every caller to hear of the failure');
+      expect(errors.every((e) => e && /ENOSPC/.test(e.message))).toBe(true);
+      fs.rmSync(filler);
+      await waitFor(() => w.healthy, 10_000, 'the writer to recover');
+      await w.close();
+      expect(verifyAuditLog(dir, key.publicPem).firstBad).toBeUndefined();
+      const { records } = await searchAuditLog(dir, {});
+      const outage = records.find((r) => r.event.type === 'audit.outage')!;
+      expect(outage.event.details).toMatchObject({ events_recorded_late: 21 });
+      const late = records.filter((r) => r.event.session_id === 'sess-live' && r.event.type === 'db.query');
+      expect(late).toHaveLength(21);
+      expect(late.every((r) => r.seq > outage.seq && r.event.details.recorded_after_outage === true)).toBe(true);
+    } finally {
+      execFileSync('umount', ['-l', fsDir]);
+      fs.rmSync(base, { recursive: true, force: true });
+    }
+  });
 });
