@@ -213,7 +213,7 @@ class SegmentWriter implements AuditLogWriter {
     return Math.min(this.opts.strictWindowMs ?? 0, this.commitWindowMs);
   }
   /** Set from the first failed write until a probe has written again; appends are refused meanwhile. */
-  private outageState?: OutageState & { error: AuditUnavailableError; refusedEnds: AuditEvent[] };
+  private outageState?: OutageState & { error: AuditUnavailableError; refusedEnds: AuditEvent[]; lateRecords: AuditEvent[] };
   private probeTimer?: NodeJS.Timeout;
   private probing = false;
   /** Rejects of the writer's own awaited commits (recovery), not counted as refused events. */
@@ -290,7 +290,10 @@ class SegmentWriter implements AuditLogWriter {
 
   appendLater<C>(event: AuditEvent, callback: AppendCallback<C>, context: C): void {
     let err: Error | undefined = this.outageState?.error;
-    if (err) this.refuse(event);
+    if (err) {
+      this.refuse(event);
+      this.keepLateRecord(event);
+    }
     if (!err && this.closed) err = new AuditUnavailableError('the audit log is closed');
     if (!err && event.type === 'audit.checkpoint') err = new TypeError('audit.checkpoint records are written by the audit log itself');
     // Never call back synchronously: the caller is in the middle of its own work.
@@ -359,6 +362,19 @@ class SegmentWriter implements AuditLogWriter {
     if (!this.outageState) return;
     this.outageState.refused++;
     if (event.type === 'session.end') this.keepRefusedEnd(event);
+  }
+
+  /**
+   * Fire-and-forget records (appendLater: queries, commands, file operations) describe what already
+   * happened: in batched durability a statement is forwarded as soon as its record is queued, and a
+   * completion record follows a statement forwarded before the outage. Their callers still hear of the
+   * failure (their sessions end: fail closed), but the records are kept and written once the log is back,
+   * marked like refused session.end events — otherwise a backend ran them unrecorded (#14, disk full).
+   * Bounded; past the bound they are only counted in events_refused.
+   */
+  private keepLateRecord(event: AuditEvent): void {
+    const o = this.outageState;
+    if (o && event.type !== 'session.end' && o.lateRecords.length < 100_000) o.lateRecords.push(event);
   }
 
   private keepRefusedEnd(event: AuditEvent): void {
@@ -641,7 +657,7 @@ class SegmentWriter implements AuditLogWriter {
         `the audit log cannot be written (${code ? `${code}: ` : ''}${err.message}); vigil refuses new sessions until it can write again`,
         { cause: err },
       );
-      this.outageState = { started: new Date(), reason: code ?? err.message, refused: 0, error, refusedEnds: [] };
+      this.outageState = { started: new Date(), reason: code ?? err.message, refused: 0, error, refusedEnds: [], lateRecords: [] };
       this.opts.log.error({ err, dir: this.dir }, 'audit log write failed: failing closed, new sessions are refused until it can write again');
       if (this.timer) clearInterval(this.timer);
       this.timer = undefined;
@@ -664,7 +680,12 @@ class SegmentWriter implements AuditLogWriter {
     this.later = newLater();
     this.pendingHead = undefined;
     this.outageState.refused += all.filter((r) => !this.internalRejects.has(r)).length;
-    for (const l of [later, pendingLater, queued]) for (const e of l?.events ?? []) this.refuse(e);
+    for (const l of [later, pendingLater, queued]) {
+      for (const e of l?.events ?? []) {
+        this.refuse(e);
+        this.keepLateRecord(e);
+      }
+    }
     for (const r of all) r(this.failureError);
     if (later) settleLater(later, this.failureError);
     settleLater(pendingLater, this.failureError);
@@ -723,10 +744,18 @@ class SegmentWriter implements AuditLogWriter {
         reason: o.reason,
         events_refused: o.refused,
         session_ends_recorded_late: o.refusedEnds.filter((e) => this.openSessions.has(e.session_id!)).length,
+        events_recorded_late: o.lateRecords.filter((e) => !e.session_id || this.openSessions.has(e.session_id)).length,
       },
     });
     this.push(eventPieces(outageEvent), outageEvent.time);
     const late: AuditEvent[] = [];
+    // Only for sessions whose start is in the chain (a refused session.start means the session never ran).
+    for (const e of o.lateRecords) {
+      if (e.session_id && !this.openSessions.has(e.session_id)) continue;
+      const marked = { ...e, details: { ...e.details, recorded_after_outage: true } };
+      this.push(eventPieces(marked), marked.time);
+      late.push(marked);
+    }
     for (const end of o.refusedEnds) {
       if (!this.openSessions.has(end.session_id!)) continue;
       const marked = { ...end, details: { ...end.details, recorded_after_outage: true } };
