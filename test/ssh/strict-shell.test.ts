@@ -7,6 +7,8 @@ import type { IssuedFiles } from '../support/gateway.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
 import type { EventBus } from '../../src/events/bus.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
+import { CommandTracker, type SubmittedLine } from '../../proxies/ssh/terminal/index.ts';
+import { PtyShell } from '../ssh-codec/pty-shell.ts';
 
 /** Stock `ssh -tt` into an interactive shell, fed from a pipe. */
 function interactive(w: SshWorld, alice: IssuedFiles) {
@@ -192,5 +194,44 @@ describe('batched durability: no ssh.command.start', () => {
     } finally {
       s.c.child.kill('SIGKILL');
     }
+  });
+});
+
+/** The tracker's view of a line at its Enter (before the shell has it), on a real bash. */
+describe('CommandTracker onSubmit on a real bash', () => {
+  let dir: string;
+  let sh: PtyShell;
+  let tracker: CommandTracker;
+  const submitted: SubmittedLine[] = [];
+  beforeAll(async () => {
+    dir = tempDir('vigil-submit-');
+    tracker = new CommandTracker({ cols: 80, rows: 24, onCommand: () => undefined, onSubmit: (l) => submitted.push(l) });
+    sh = new PtyShell({ cwd: dir, cols: 80, rows: 24, env: { PS1: 'vigil$ ', HISTFILE: path.join(dir, '.hist') } });
+    sh.onOutput((b) => tracker.output(b));
+    await sh.waitForOutput('vigil$');
+    await sh.settle();
+  });
+  afterAll(async () => {
+    await sh?.close();
+    tracker?.dispose();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  /** What the relay does: the tracker sees the chunk first; the Enter reaches the shell only after flush(). */
+  async function send(chunk: string): Promise<SubmittedLine[]> {
+    const from = submitted.length;
+    tracker.input(Buffer.from(chunk));
+    await tracker.flush();
+    sh.write(chunk);
+    await sh.settle(100);
+    return submitted.slice(from);
+  }
+
+  it('exact keystrokes give the command; history recall gives the raw keys; a line typed ahead is hidden', async () => {
+    expect(await send('echo first-line\r')).toEqual([{ prompt: 'vigil$', command: 'echo first-line' }]);
+    expect(await send('\x1b[A\r')).toEqual([{ prompt: 'vigil$', keys: '\x1b[A', exact: false }]);
+    // Two lines in one chunk: the second may be read by whatever the first runs, so it carries no text.
+    expect(await send('echo two-a\recho two-b\r')).toEqual([{ prompt: 'vigil$', command: 'echo two-a' }, { prompt: 'vigil$', hidden: true }]);
+    // Nothing typed: nothing submitted.
+    expect(await send('\r')).toEqual([]);
   });
 });
