@@ -263,7 +263,7 @@ export class SessionChannel {
           return records.then(
             () => undefined,
             (e: Error) => {
-              this.auditLost(this.kind === 'sftp' ? undefined : 'command not run');
+              this.auditLost(this.kind === 'sftp' ? undefined : 'command not run', e.message);
               throw e;
             },
           );
@@ -336,11 +336,11 @@ export class SessionChannel {
   }
 
   /** The audit log failed while the channel runs: stop forwarding at once and end the session. */
-  private auditLost(what = 'nothing more is forwarded'): void {
+  private auditLost(what = 'nothing more is forwarded', why = 'the audit log became unavailable'): void {
     if (this.blocked) return;
     this.blocked = true;
     for (const stop of this.stopRelays) stop();
-    queueMicrotask(() => this.refuseUnrecorded(what, 'the audit log became unavailable'));
+    queueMicrotask(() => this.refuseUnrecorded(what, why));
   }
 
   /**

@@ -128,7 +128,7 @@ describe('strict durability: pty shell lines are on record before their Enter is
   });
 
   it('a password typed at a no-echo prompt is in no event; its line is on record as hidden', async () => {
-    const secrets = ['Str1ct-S3cret-pw!', 'v4lue-typed-h1dden'];
+    const secrets = ['Str1ct-S3cret-pw!', 'v4lue-typed-h1dden', 't0ken-n0-pr0mpt'];
     const s = interactive(w, alice);
     try {
       await s.until(oracle.prompt);
@@ -146,6 +146,12 @@ describe('strict durability: pty shell lines are on record before their Enter is
       }
       await s.until('vlen=18');
       await s.until(oracle.prompt);
+      // No prompt at all on the line: nothing vouches for it being a command.
+      s.send('echo enter the token; read -s tok; echo tlen=${#tok}\r');
+      await s.until('enter the token\r\n');
+      s.send(`${secrets[2]}\r`);
+      await s.until('tlen=15');
+      await s.until(oracle.prompt);
       s.send('exit\r');
       await s.c.exited;
       const start = w.gw.events.find((e) => e.type === 'ssh.command.start' && e.details.command === 'read -s -p "Password: " pw; echo len=${#pw}')!;
@@ -154,7 +160,7 @@ describe('strict durability: pty shell lines are on record before their Enter is
       const text = JSON.stringify(all);
       for (const secret of secrets) expect(text).not.toContain(secret);
       const hidden = all.filter((e) => e.type === 'ssh.command.start' && e.details.hidden === true);
-      expect(hidden.map((e) => e.details.prompt)).toEqual(['Password:', 'Value:']);
+      expect(hidden.map((e) => e.details.prompt)).toEqual(['Password:', 'Value:', '']);
       for (const h of hidden) expect(h.details.command).toBeUndefined();
     } finally {
       s.c.child.kill('SIGKILL');
