@@ -17,7 +17,7 @@ import { connectBackend, negotiatedCipher, BackendError } from './backend.ts';
 import { SessionChannel, GATEWAY_EXIT_STATUS, type PtyInfo } from './session-channel.ts';
 import { handleDirectTcpip, type TcpipInfo } from './forward.ts';
 import { sendBanner, sendDisconnect } from './wire.ts';
-import { observeScp, observeSftp, observeTerminal, type SftpHooks } from './observers.ts';
+import { observeScp, observeSftp, observeTerminal, type SftpHooks, type TerminalHooks } from './observers.ts';
 import type { ScpCommand } from './scp/index.ts';
 
 /** Shared by every connection of one listener. */
@@ -209,8 +209,8 @@ export class Connection implements ChannelHost {
     return observeScp(this, index, command, undecodable);
   }
 
-  observeTerminal(index: number, pty: PtyInfo, recording: string | undefined): ChannelObserver | undefined {
-    return observeTerminal(this, index, pty, recording);
+  observeTerminal(index: number, pty: PtyInfo, recording: string | undefined, hooks?: TerminalHooks): ChannelObserver | undefined {
+    return observeTerminal(this, index, pty, recording, hooks);
   }
 
   // ---- authentication ----------------------------------------------------------------------------

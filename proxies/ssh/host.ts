@@ -10,7 +10,7 @@ import type { SshSection } from './config.ts';
 import type { PtyInfo } from './session-channel.ts';
 import type { TapGate } from './relay.ts';
 import type { ScpCommand } from './scp/index.ts';
-import type { SftpHooks } from './observers.ts';
+import type { SftpHooks, TerminalHooks } from './observers.ts';
 
 /** Something that watches one channel's bytes (SFTP decoder, terminal command tracker). */
 export interface ChannelObserver {
@@ -66,5 +66,5 @@ export interface ChannelHost {
   observeSftp(index: number, hooks: SftpHooks): ChannelObserver | undefined;
   /** `undecodable`: the legacy scp stream cannot be followed (called before the bytes are relayed). */
   observeScp(index: number, command: ScpCommand, undecodable: (why: string) => void): ChannelObserver | undefined;
-  observeTerminal(index: number, pty: PtyInfo, recording: string | undefined): ChannelObserver | undefined;
+  observeTerminal(index: number, pty: PtyInfo, recording: string | undefined, hooks?: TerminalHooks): ChannelObserver | undefined;
 }

@@ -1,5 +1,5 @@
 import { SftpObserver, type SftpIntent, type SftpOperation } from './sftp/index.ts';
-import { CommandTracker, ShellInputSplitter } from './terminal/index.ts';
+import { CommandTracker, ShellInputSplitter, type SubmittedLine } from './terminal/index.ts';
 import { ScpObserver, type ScpCommand, type ScpTransfer } from './scp/index.ts';
 import type { ChannelHost, ChannelObserver } from './host.ts';
 import type { PtyInfo } from './session-channel.ts';
@@ -73,16 +73,48 @@ export function observeScp(host: ChannelHost, index: number, command: ScpCommand
   };
 }
 
+export interface TerminalHooks {
+  /**
+   * Strict durability: called from `clientData` for a chunk holding an Enter with the promise that the
+   * chunk must wait for (the `ssh.command.start` of each line it submits is durable; a rejection means
+   * the chunk must not be forwarded).
+   */
+  holdUntilDurable(durable: Promise<void>): void;
+}
+
 /**
  * Reconstruct interactive commands of a pty shell from a headless terminal; one `ssh.command` per Enter.
  * The emulator parses asynchronously; when it falls behind, the target's output waits (gate) rather than
- * queueing without bound.
+ * queueing without bound. With `hooks` (strict mode), each submitted line is on record before its Enter.
  */
-export function observeTerminal(host: ChannelHost, index: number, pty: PtyInfo, recording: string | undefined): ChannelObserver {
+export function observeTerminal(host: ChannelHost, index: number, pty: PtyInfo, recording: string | undefined, hooks?: TerminalHooks): ChannelObserver {
   let resume: (() => void) | undefined;
+  // Lines whose Enter the tracker has evaluated and whose chunk has not taken them yet.
+  const submitted: SubmittedLine[] = [];
+  const recordSubmitted = async (): Promise<void> => {
+    // Every input event queued so far is evaluated once this resolves, the chunk's own Enters included
+    // (the flushes of earlier chunks took theirs).
+    await tracker.flush();
+    const lines = submitted.splice(0);
+    await Promise.all(
+      lines.map((l) =>
+        host.beforeForward('ssh.command.start', {
+          source: 'terminal',
+          prompt: l.prompt,
+          ...(l.command !== undefined ? { command: l.command } : {}),
+          ...(l.keys !== undefined ? { keys: l.keys } : {}),
+          ...(l.exact === false ? { exact: false } : {}),
+          ...(l.hidden ? { hidden: true } : {}),
+          channel: index,
+          recording,
+        }),
+      ),
+    );
+  };
   const tracker = new CommandTracker({
     cols: pty.cols || 80,
     rows: pty.rows || 24,
+    onSubmit: hooks ? (l) => submitted.push(l) : undefined,
     onCommand: (c) =>
       host.emit('ssh.command', 'success', {
         command: c.command,
@@ -96,7 +128,9 @@ export function observeTerminal(host: ChannelHost, index: number, pty: PtyInfo, 
     onDrain: () => resume?.(),
   });
   return {
-    clientData: (c) => tracker.input(c),
+    clientData: (c) => {
+      if (tracker.input(c) > 0 && hooks) hooks.holdUntilDurable(recordSubmitted());
+    },
     serverData: (c) => tracker.output(c),
     resize: (cols, rows) => tracker.resize(cols, rows),
     gate: { onDrain: (cb) => (resume = cb) },

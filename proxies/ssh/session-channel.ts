@@ -62,7 +62,7 @@ export class SessionChannel {
   private endReason: EndReason | undefined;
   /** The SFTP observer could not decode the stream: nothing more is relayed in either direction. */
   private blocked = false;
-  /** Records the client chunk being tapped must wait for (strict sftp intents). */
+  /** Records the client chunk being tapped must wait for (strict sftp intents, strict terminal Enters). */
   private durableBeforeForward: Array<Promise<void>> = [];
 
   constructor(
@@ -263,7 +263,7 @@ export class SessionChannel {
           return records.then(
             () => undefined,
             (e: Error) => {
-              this.auditLost();
+              this.auditLost(this.kind === 'sftp' ? undefined : 'command not run', e.message);
               throw e;
             },
           );
@@ -325,18 +325,22 @@ export class SessionChannel {
           : undefined,
       });
     }
-    if (this.pty && (kind === 'shell' || startsShell(this.command ?? ''))) return this.host.observeTerminal(this.index, this.pty, this.recording?.id);
+    if (this.pty && (kind === 'shell' || startsShell(this.command ?? ''))) {
+      // Strict: the line an Enter submits is on record (ssh.command.start) before the Enter goes on.
+      const strict = this.host.services.events.durability === 'strict';
+      return this.host.observeTerminal(this.index, this.pty, this.recording?.id, strict ? { holdUntilDurable: (d) => this.durableBeforeForward.push(d) } : undefined);
+    }
     if (this.readsCommands) return observeShellInput(this.host, this.index, this.recording?.id);
     const scp = this.pty ? null : parseScpCommand(this.command ?? '');
     return scp ? this.host.observeScp(this.index, scp, (why) => this.undecodable(why, 'scp')) : undefined;
   }
 
   /** The audit log failed while the channel runs: stop forwarding at once and end the session. */
-  private auditLost(): void {
+  private auditLost(what = 'nothing more is forwarded', why = 'the audit log became unavailable'): void {
     if (this.blocked) return;
     this.blocked = true;
     for (const stop of this.stopRelays) stop();
-    queueMicrotask(() => this.refuseUnrecorded('nothing more is forwarded', 'the audit log became unavailable'));
+    queueMicrotask(() => this.refuseUnrecorded(what, why));
   }
 
   /**

@@ -21,6 +21,7 @@ export const EVENT_CATALOG = {
   // ssh
   'ssh.exec.start': { description: 'An SSH exec request was passed to the target (exact command, before any output); ssh.exec follows when it ends.' },
   'ssh.exec': { description: 'A command was executed over SSH exec (exact command and exit status; outcome unknown when the session ended first).' },
+  'ssh.command.start': { description: 'Strict durability only: a line is about to be submitted to a pty shell (written before its Enter is forwarded): command when the keystrokes rebuild it exactly, keys (raw keystrokes) when not, hidden: true without text at a password prompt, with echo off or typed ahead; ssh.command follows with the line as the shell showed it.' },
   'ssh.command': { description: 'A shell command: reconstructed from the terminal at Enter (source: terminal; echo: false when typed with echo off), or a complete command of a script a shell without a terminal reads from stdin (source: stdin).' },
   'ssh.sftp': { description: 'One SFTP operation (open, close, remove, rename, mkdir, rmdir, setstat, symlink) with paths.' },
   'ssh.sftp.start': { description: 'With audit.durability strict only: a file-changing SFTP request (open for writing, remove, rename, mkdir, rmdir, setstat, symlink, hardlink, copy) written durably before it is forwarded; ssh.sftp follows with the result.' },

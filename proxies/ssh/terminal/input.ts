@@ -7,7 +7,8 @@
  */
 export type KeyOp = { text: string } | 'erase' | 'kill-line' | 'kill-word' | 'other';
 
-export type InputEvent = { type: 'keys'; ops: KeyOp[] } | { type: 'enter' } | { type: 'cancel' };
+/** `raw`: the bytes of the keys as typed (escape sequences included), for a record of what was pressed. */
+export type InputEvent = { type: 'keys'; ops: KeyOp[]; raw?: string } | { type: 'enter' } | { type: 'cancel' };
 
 const ESC = 0x1b;
 const PASTE_START = '[200~';
@@ -35,11 +36,20 @@ export class InputClassifier {
       text = [];
       if (s) op({ text: s });
     };
-    const push = (e: InputEvent) => {
+    // Each run of keys lies between two Enters/Ctrl-Cs (or the chunk's ends): its raw bytes are that span.
+    let runStart = 0;
+    const closeRun = (end: number) => {
+      const last = out[out.length - 1];
+      if (last?.type === 'keys' && last.raw === undefined) last.raw = Buffer.from(data.subarray(runStart, end)).toString('utf8');
+    };
+    const push = (e: InputEvent, at: number) => {
       flushText(false);
+      closeRun(at);
+      runStart = at + 1;
       out.push(e);
     };
-    for (const b of data) {
+    for (let i = 0; i < data.length; i++) {
+      const b = data[i]!;
       if (this.esc !== null) {
         this.esc += String.fromCharCode(b);
         if (this.esc === PASTE_START) { this.pasting = true; this.esc = null; continue; }
@@ -50,9 +60,9 @@ export class InputClassifier {
       if (b === ESC) {
         this.esc = '';
       } else if ((b === 0x0d || b === 0x0a) && !this.pasting) {
-        push({ type: 'enter' });
+        push({ type: 'enter' }, i);
       } else if (b === 0x03 && !this.pasting) {
-        push({ type: 'cancel' });
+        push({ type: 'cancel' }, i);
       } else if (b >= 0x20 && b !== 0x7f) {
         text.push(b);
       } else if (this.pasting && (b === 0x0a || b === 0x0d || b === 0x09)) {
@@ -63,6 +73,7 @@ export class InputClassifier {
       }
     }
     flushText(false);
+    closeRun(data.length);
     return out;
   }
 }
@@ -84,8 +95,11 @@ const MAX_TYPED_CHARS = 64 * 1024;
 export class TypedLine {
   text = '';
   exact = true;
+  /** The keys as pressed (escape sequences included), capped like `text`. */
+  raw = '';
 
-  apply(ops: KeyOp[]): void {
+  apply(ops: KeyOp[], raw = ''): void {
+    if (this.raw.length < MAX_TYPED_CHARS) this.raw = (this.raw + raw).slice(0, MAX_TYPED_CHARS);
     for (const o of ops) {
       if (typeof o === 'object') {
         this.text += o.text;

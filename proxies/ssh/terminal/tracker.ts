@@ -22,10 +22,29 @@ export interface TerminalCommand {
   exact?: false;
 }
 
+/**
+ * A line at the moment its Enter is pressed, before the Enter reaches the shell (for a record made before
+ * the command can run). `command` when the keystrokes rebuild it exactly; `keys` (the raw keystrokes since
+ * the line began) when they do not; neither, `hidden`, when it may be the answer to a password prompt or
+ * a line typed with echo off that is not a shell command.
+ */
+export interface SubmittedLine {
+  prompt: string;
+  command?: string;
+  keys?: string;
+  exact?: false;
+  hidden?: true;
+}
+
 export interface CommandTrackerOptions {
   cols: number;
   rows: number;
   onCommand(cmd: TerminalCommand): void;
+  /**
+   * Called (in order with output, like every input event) at each Enter that submits a typed line on the
+   * normal screen; `input()` returns how many Enters a chunk has, `flush()` waits for these calls.
+   */
+  onSubmit?(line: SubmittedLine): void;
   /** Output bytes waiting to be parsed above which `output()` returns false (default 256 KiB). */
   highWaterMark?: number;
   /** Called when the parse backlog falls back under half the high-water mark after `output()` returned false. */
@@ -159,12 +178,15 @@ export class CommandTracker {
     return true;
   }
 
-  /** Bytes the client typed (or pasted). Call before forwarding them to the backend. */
-  input(data: Uint8Array): void {
-    if (this.disposed || data.length === 0) return;
+  /** Bytes the client typed (or pasted). Call before forwarding them to the backend. Returns the Enters in them. */
+  input(data: Uint8Array): number {
+    if (this.disposed || data.length === 0) return 0;
     const events = this.classifier.classify(data);
-    for (const e of events) if (e.type === 'enter') this.unsettledEnters++;
+    let enters = 0;
+    for (const e of events) if (e.type === 'enter') enters++;
+    this.unsettledEnters += enters;
     this.term.write(EMPTY, () => this.onInput(events));
+    return enters;
   }
 
   /** Window change, applied in order with the output around it. */
@@ -215,7 +237,7 @@ export class CommandTracker {
       }
       if (e.type === 'keys') {
         this.typing ??= this.markPrompt();
-        this.typing.typed.apply(e.ops);
+        this.typing.typed.apply(e.ops, e.raw);
       } else if (e.type === 'cancel') {
         this.typing?.marker?.dispose();
         this.typing = undefined;
@@ -223,9 +245,44 @@ export class CommandTracker {
         this.unsettledEnters--; // Enter on a line where nothing was typed
       } else {
         if (this.pending.length >= MAX_PENDING) this.settle();
+        if (this.opts.onSubmit) this.submit(this.typing);
         this.pending.push({ ...this.typing, misses: 0 });
         this.typing = undefined;
       }
+    }
+  }
+
+  /**
+   * What can be said of a line before its Enter reaches the shell. Its text is kept only where
+   * `ssh.command` would report it: never at a password prompt, and with echo off only for a shell's own
+   * line. A line typed ahead (its prompt not on screen yet) may be read by whatever runs before it, a
+   * password prompt included, so it is hidden too; the `ssh.command` that follows has it if it was a command.
+   */
+  private submit(mark: PromptMark): void {
+    const prompt = (mark.text ?? this.lastPrompt ?? '').trim();
+    const hidden = (): void => this.emitSubmit({ prompt, hidden: true });
+    if (mark.text === null || SECRET_PROMPT.test(prompt)) return hidden();
+    const shellLine = mark.lineEditor || (prompt !== '' && this.shellPrompts.has(mark.text));
+    // Elsewhere the text is kept only once the screen shows the line echoed (keys of the chunk that holds
+    // the Enter are not echoed yet: a line typed in one go at such a prompt is hidden).
+    if (!shellLine && !this.echoShown(mark)) return hidden();
+    if (mark.typed.exact) return this.emitSubmit({ prompt, command: mark.typed.text.trim() });
+    this.emitSubmit({ prompt, keys: mark.typed.raw, exact: false });
+  }
+
+  /** Something was echoed after the line's prompt (read from the screen as it is now). */
+  private echoShown(mark: PromptMark): boolean {
+    if (!mark.text || !mark.marker || mark.marker.isDisposed || mark.marker.line < 0) return false;
+    const buf = this.term.buffer.active;
+    const { found, text } = commandLines(buf, logicalLineAt(buf, cursorRow(buf)).end, mark.text, mark.marker.line);
+    return found && text.slice(mark.text.length).trim() !== '';
+  }
+
+  private emitSubmit(line: SubmittedLine): void {
+    try {
+      this.opts.onSubmit?.(line);
+    } catch {
+      /* a consumer bug must not break tracking */
     }
   }
 

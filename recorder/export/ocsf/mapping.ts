@@ -195,6 +195,7 @@ const MAPPERS: Record<EventType, (e: AuditEvent) => Mapped> = {
   'session.end': (e) => sessionActivity(e, false),
   'ssh.exec.start': (e) => ({ cls: C.sshActivity, activity_id: 6, activity_name: 'Traffic', message: `exec started: ${str(e.details?.command) ?? ''}` }),
   'ssh.exec': (e) => ({ cls: C.sshActivity, activity_id: 6, activity_name: 'Traffic', message: `exec: ${str(e.details?.command) ?? ''}` }),
+  'ssh.command.start': (e) => ({ cls: C.sshActivity, activity_id: 6, activity_name: 'Traffic', message: e.details?.hidden ? 'hidden line submitted' : `command submitted: ${str(e.details?.command) ?? str(e.details?.keys) ?? ''}` }),
   'ssh.command': (e) => ({ cls: C.sshActivity, activity_id: 6, activity_name: 'Traffic', message: `command: ${str(e.details?.command) ?? ''}` }),
   'ssh.sftp': fileActivity,
   'ssh.scp': fileActivity,

@@ -1,0 +1,243 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startWorld, spawnClient, type SshWorld } from './harness.ts';
+import { oracleShell, type OracleShell } from './oracle-shell.ts';
+import type { IssuedFiles } from '../support/gateway.ts';
+import type { AuditEvent } from '../../src/events/envelope.ts';
+import type { EventBus } from '../../src/events/bus.ts';
+import { tempDir, waitFor } from '../support/tmp.ts';
+import { CommandTracker, type SubmittedLine } from '../../proxies/ssh/terminal/index.ts';
+import { PtyShell } from '../ssh-codec/pty-shell.ts';
+
+/** Stock `ssh -tt` into an interactive shell, fed from a pipe. */
+function interactive(w: SshWorld, alice: IssuedFiles) {
+  const c = spawnClient('ssh', [...w.opts(alice, ['-tt']), `${w.sshd.user}@web1@127.0.0.1`]);
+  let seen = 0;
+  return {
+    c,
+    send: (s: string) => c.child.stdin!.write(s),
+    /** Wait for `s` in the output after what was waited for before. */
+    until: async (s: string) => {
+      await waitFor(() => {
+        const i = c.stdout().indexOf(s, seen);
+        if (i < 0) return false;
+        seen = i + s.length;
+        return true;
+      }, 15_000, `output ${s}\n--- so far:\n${c.stdout()}`);
+    },
+  };
+}
+
+/** Wrap `beforeForward` so the test decides when (or whether) a durable record counts as durable. */
+function holdDurability(events: EventBus) {
+  const real = events.beforeForward.bind(events);
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  events.beforeForward = (input, onFailure) => {
+    const p = real(input, onFailure);
+    expect(p).toBeInstanceOf(Promise);
+    return p!.then(() => held);
+  };
+  return { release, restore: () => (events.beforeForward = real), real };
+}
+
+const sessionOf = async (w: SshWorld, start: AuditEvent) => {
+  await w.gw.waitForEvent((e) => e.type === 'session.end' && e.session_id === start.session_id);
+  return w.gw.events.filter((e) => e.session_id === start.session_id);
+};
+
+/**
+ * Strict durability for interactive shells: the line an Enter submits is on record (`ssh.command.start`)
+ * before the Enter reaches the shell; nothing of it in batched mode.
+ */
+describe('strict durability: pty shell lines are on record before their Enter is forwarded', () => {
+  let w: SshWorld;
+  let alice: IssuedFiles;
+  let dir: string;
+  let oracle: OracleShell;
+  beforeAll(async () => {
+    dir = tempDir('vigil-strict-shell-');
+    fs.chmodSync(dir, 0o777);
+    oracle = oracleShell(dir);
+    w = await startWorld({ sshd: { extraConfig: oracle.sshdConfig }, config: { audit: { durability: 'strict' } } });
+    alice = await w.issue();
+  }, 30_000);
+  afterAll(async () => {
+    await w?.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('touch MARKER does not run while its ssh.command.start is held; runs after, start before ssh.command', async () => {
+    const marker = path.join(dir, 'held-marker');
+    const command = `touch ${marker}; echo touched`;
+    const s = interactive(w, alice);
+    try {
+      await s.until(oracle.prompt);
+      const events = w.gw.gw.services.events;
+      const hold = holdDurability(events);
+      try {
+        s.send(`${command}\r`);
+        const start = await w.gw.waitForEvent((e) => e.type === 'ssh.command.start' && e.details.command === command);
+        expect(start.details).toMatchObject({ source: 'terminal', prompt: oracle.prompt.trim() });
+        // The record is written; the Enter waits for the test's release.
+        await new Promise((r) => setTimeout(r, 500));
+        expect(fs.existsSync(marker)).toBe(false);
+        hold.release();
+        await s.until('touched\r\n');
+        expect(fs.existsSync(marker)).toBe(true);
+      } finally {
+        hold.restore();
+      }
+      await s.until(oracle.prompt);
+      s.send('exit\r');
+      await s.c.exited;
+      const start = w.gw.events.find((e) => e.type === 'ssh.command.start' && e.details.command === command)!;
+      const all = await sessionOf(w, start);
+      const cmd = all.find((e) => e.type === 'ssh.command' && e.details.command === command);
+      expect(cmd).toBeDefined();
+      expect(all.indexOf(start)).toBeLessThan(all.indexOf(cmd!));
+      // Every submitted line got its intent (here: the command and `exit`).
+      expect(all.filter((e) => e.type === 'ssh.command.start').map((e) => e.details.command)).toEqual([command, 'exit']);
+    } finally {
+      s.c.child.kill('SIGKILL');
+    }
+  });
+
+  it('a rejected record: the line never reaches the shell, stderr says why, the session ends audit_unavailable', async () => {
+    const marker = path.join(dir, 'refused-marker');
+    const s = interactive(w, alice);
+    const events = w.gw.gw.services.events;
+    const real = events.beforeForward.bind(events);
+    try {
+      await s.until(oracle.prompt);
+      const mark = w.gw.events.length;
+      events.beforeForward = () => Promise.reject(new Error('ENOSPC: no space left on device'));
+      s.send(`touch ${marker}\r`);
+      const code = await s.c.exited;
+      events.beforeForward = real;
+      expect(code).not.toBe(0);
+      expect(s.c.stdout() + s.c.stderr()).toContain('vigil: audit log unavailable, command not run');
+      const end = await w.gw.waitForEvent((e) => w.gw.events.indexOf(e) >= mark && e.type === 'session.end');
+      expect(end.details.reason).toBe('audit_unavailable');
+      expect(fs.existsSync(marker)).toBe(false);
+    } finally {
+      events.beforeForward = real;
+      s.c.child.kill('SIGKILL');
+    }
+  });
+
+  it('a password typed at a no-echo prompt is in no event; its line is on record as hidden', async () => {
+    const secrets = ['Str1ct-S3cret-pw!', 'v4lue-typed-h1dden', 't0ken-n0-pr0mpt'];
+    const s = interactive(w, alice);
+    try {
+      await s.until(oracle.prompt);
+      s.send('read -s -p "Password: " pw; echo len=${#pw}\r');
+      await s.until('Password: ');
+      s.send(`${secrets[0]}\r`);
+      await s.until('len=17');
+      await s.until(oracle.prompt);
+      // A no-echo prompt that does not look like a password one, typed key by key: no echo shows, so hidden.
+      s.send('read -s -p "Value: " v; echo vlen=${#v}\r');
+      await s.until('Value: ');
+      for (const k of `${secrets[1]}\r`) {
+        s.send(k);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      await s.until('vlen=18');
+      await s.until(oracle.prompt);
+      // No prompt at all on the line: nothing vouches for it being a command.
+      s.send('echo enter the token; read -s tok; echo tlen=${#tok}\r');
+      await s.until('enter the token\r\n');
+      s.send(`${secrets[2]}\r`);
+      await s.until('tlen=15');
+      await s.until(oracle.prompt);
+      s.send('exit\r');
+      await s.c.exited;
+      const start = w.gw.events.find((e) => e.type === 'ssh.command.start' && e.details.command === 'read -s -p "Password: " pw; echo len=${#pw}')!;
+      expect(start).toBeDefined();
+      const all = await sessionOf(w, start);
+      const text = JSON.stringify(all);
+      for (const secret of secrets) expect(text).not.toContain(secret);
+      const hidden = all.filter((e) => e.type === 'ssh.command.start' && e.details.hidden === true);
+      expect(hidden.map((e) => e.details.prompt)).toEqual(['Password:', 'Value:', '']);
+      for (const h of hidden) expect(h.details.command).toBeUndefined();
+    } finally {
+      s.c.child.kill('SIGKILL');
+    }
+  });
+});
+
+describe('batched durability: no ssh.command.start', () => {
+  let w: SshWorld;
+  let alice: IssuedFiles;
+  let dir: string;
+  let oracle: OracleShell;
+  beforeAll(async () => {
+    dir = tempDir('vigil-batched-shell-');
+    oracle = oracleShell(dir);
+    w = await startWorld({ sshd: { extraConfig: oracle.sshdConfig } });
+    alice = await w.issue();
+  }, 30_000);
+  afterAll(async () => {
+    await w?.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('commands are reported as before, with no intent records', async () => {
+    const s = interactive(w, alice);
+    try {
+      await s.until(oracle.prompt);
+      s.send('echo batched-one\r');
+      await s.until('batched-one\r\n');
+      await s.until(oracle.prompt);
+      s.send('exit\r');
+      await s.c.exited;
+      const cmd = await w.gw.waitForEvent((e) => e.type === 'ssh.command' && e.details.command === 'echo batched-one');
+      const all = await sessionOf(w, cmd);
+      expect(all.filter((e) => e.type === 'ssh.command').map((e) => e.details.command)).toEqual(['echo batched-one', 'exit']);
+      expect(w.gw.events.filter((e) => e.type === 'ssh.command.start')).toHaveLength(0);
+    } finally {
+      s.c.child.kill('SIGKILL');
+    }
+  });
+});
+
+/** The tracker's view of a line at its Enter (before the shell has it), on a real bash. */
+describe('CommandTracker onSubmit on a real bash', () => {
+  let dir: string;
+  let sh: PtyShell;
+  let tracker: CommandTracker;
+  const submitted: SubmittedLine[] = [];
+  beforeAll(async () => {
+    dir = tempDir('vigil-submit-');
+    tracker = new CommandTracker({ cols: 80, rows: 24, onCommand: () => undefined, onSubmit: (l) => submitted.push(l) });
+    sh = new PtyShell({ cwd: dir, cols: 80, rows: 24, env: { PS1: 'vigil$ ', HISTFILE: path.join(dir, '.hist') } });
+    sh.onOutput((b) => tracker.output(b));
+    await sh.waitForOutput('vigil$');
+    await sh.settle();
+  });
+  afterAll(async () => {
+    await sh?.close();
+    tracker?.dispose();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  /** What the relay does: the tracker sees the chunk first; the Enter reaches the shell only after flush(). */
+  async function send(chunk: string): Promise<SubmittedLine[]> {
+    const from = submitted.length;
+    tracker.input(Buffer.from(chunk));
+    await tracker.flush();
+    sh.write(chunk);
+    await sh.settle(100);
+    return submitted.slice(from);
+  }
+
+  it('exact keystrokes give the command; history recall gives the raw keys; a line typed ahead is hidden', async () => {
+    expect(await send('echo first-line\r')).toEqual([{ prompt: 'vigil$', command: 'echo first-line' }]);
+    expect(await send('\x1b[A\r')).toEqual([{ prompt: 'vigil$', keys: '\x1b[A', exact: false }]);
+    // Two lines in one chunk: the second may be read by whatever the first runs, so it carries no text.
+    expect(await send('echo two-a\recho two-b\r')).toEqual([{ prompt: 'vigil$', command: 'echo two-a' }, { prompt: 'vigil$', hidden: true }]);
+    // Nothing typed: nothing submitted.
+    expect(await send('\r')).toEqual([]);
+  });
+});
