@@ -12,18 +12,27 @@ export const serveCommand: Command = {
     const log = createLogger(loaded.config.log.level);
     // Imported here so that `vigil --help` and other commands do not load every proxy.
     const { startGateway } = await import('../../gateway/gateway.ts');
+    // Signals are taken from the start: one that arrives while the gateway is still starting shuts it
+    // down once it is up, and a second one while draining does not kill the process mid-close.
+    let signalled: ((sig: string) => void) | undefined;
+    let early: string | undefined;
+    const onSignal = (sig: string) => (signalled ? signalled(sig) : (early ??= sig));
+    process.on('SIGTERM', () => onSignal('SIGTERM'));
+    process.on('SIGINT', () => onSignal('SIGINT'));
     const gw = await startGateway(loaded, { log });
     log.info({ ports: gw.ports, data: loaded.dataDir }, 'vigil gateway running');
     await new Promise<void>((resolve) => {
-      const stop = (sig: string) => {
+      let closing = false;
+      signalled = (sig: string) => {
+        if (closing) return void log.info({ signal: sig }, 'already shutting down');
+        closing = true;
         log.info({ signal: sig }, 'shutting down: draining live sessions');
         gw.close().then(resolve, (e) => {
           log.error({ err: e }, 'shutdown failed');
           resolve();
         });
       };
-      process.once('SIGTERM', () => stop('SIGTERM'));
-      process.once('SIGINT', () => stop('SIGINT'));
+      if (early) signalled(early);
     });
     return 0;
   },
