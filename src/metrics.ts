@@ -1,5 +1,6 @@
 import type { SessionRegistry } from './sessions/registry.ts';
 import type { EventBus } from './events/bus.ts';
+import type { RefusalBudget } from './sessions/refusal-budget.ts';
 
 /**
  * Prometheus text-format metrics, counted from the audit events the bus writes (so metrics and the
@@ -14,6 +15,7 @@ export class Metrics {
   constructor(
     events: EventBus,
     private readonly sessions: SessionRegistry,
+    private readonly refusals?: RefusalBudget,
   ) {
     this.unsubscribe = events.subscribe((e) => {
       let counts = this.eventCounts.get(e.type);
@@ -42,6 +44,7 @@ export class Metrics {
     lines.push('# HELP vigil_sessions_active Live proxied sessions, by protocol.');
     lines.push('# TYPE vigil_sessions_active gauge');
     for (const [protocol, n] of [...byProtocol].sort()) lines.push(`vigil_sessions_active{protocol="${protocol}"} ${n}`);
+    if (this.refusals) this.renderRefusals(lines, this.refusals);
     lines.push('# HELP vigil_audit_healthy 1 while the audit log can be written; 0 means new sessions are refused.');
     lines.push('# TYPE vigil_audit_healthy gauge');
     lines.push(`vigil_audit_healthy ${this.events.healthy ? 1 : 0}`);
@@ -49,6 +52,30 @@ export class Metrics {
     lines.push('# TYPE vigil_uptime_seconds gauge');
     lines.push(`vigil_uptime_seconds ${Math.floor((Date.now() - this.started) / 1000)}`);
     return lines.join('\n') + '\n';
+  }
+
+  /** The unauthenticated-refusal budget: its settings, and what was written vs only counted. */
+  private renderRefusals(lines: string[], budget: RefusalBudget): void {
+    lines.push('# HELP vigil_refusal_budget Unauthenticated refusals recorded one by one per protocol, source and window.');
+    lines.push('# TYPE vigil_refusal_budget gauge');
+    lines.push(`vigil_refusal_budget ${budget.options.perWindow}`);
+    lines.push('# HELP vigil_refusal_budget_window_seconds Length of a refusal budget window.');
+    lines.push('# TYPE vigil_refusal_budget_window_seconds gauge');
+    lines.push(`vigil_refusal_budget_window_seconds ${budget.options.windowMs / 1000}`);
+    const counts = [...budget.counts()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    const counter = (name: string, help: string, pick: (c: { recorded: number; suppressed: number; allowListed: number; summaries: number }) => number) => {
+      lines.push(`# HELP ${name} ${help}`);
+      lines.push(`# TYPE ${name} counter`);
+      for (const [protocol, c] of counts) lines.push(`${name}{protocol="${protocol}"} ${pick(c)}`);
+    };
+    counter('vigil_refusals_recorded_total', 'Unauthenticated refusals within budget, each written as an event.', (c) => c.recorded);
+    counter('vigil_refusals_over_budget_total', 'Unauthenticated refusals beyond their source budget, counted into auth.failure.summary events.', (c) => c.suppressed);
+    counter('vigil_refusals_allow_listed_total', 'Unauthenticated refusals from allow-listed sources (always written).', (c) => c.allowListed);
+    counter('vigil_refusal_summaries_total', 'auth.failure.summary events written.', (c) => c.summaries);
+    const over = budget.overBudget();
+    lines.push('# HELP vigil_refusal_sources_over_budget Sources over budget in the current window, by protocol.');
+    lines.push('# TYPE vigil_refusal_sources_over_budget gauge');
+    for (const [protocol, n] of [...over].sort()) lines.push(`vigil_refusal_sources_over_budget{protocol="${protocol}"} ${n}`);
   }
 
   close(): void {

@@ -326,6 +326,7 @@ export class ClientConnection {
     this.shared.live.delete(this);
     this.client.end();
     if (!target) {
+      if (services.refusals && !services.refusals.take(PROTOCOL, this.ctx.remote.ip, 'unknown_cancel_key')) return;
       await services.events
         .emit({
           type: 'db.cancel',

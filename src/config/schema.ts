@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { duration, size, listen, name, type SchemaContext } from './types.ts';
 export { listenerBase } from './types.ts';
 import { isValidPattern } from './redaction.ts';
+import { parseCidr } from '../identity/cidr.ts';
 import { PROXIES } from '../../proxies/registry.ts';
 import { rolesSchema, accessSchema } from '../authz/config.ts';
 import { compileTemplate } from '../../recorder/export/template.ts';
@@ -132,6 +133,19 @@ export function buildConfigSchema(sc: SchemaContext) {
         listen: listen().prefault('127.0.0.1:8443'),
         /** Refused calls without a valid certificate recorded one by one per source address and minute. */
         refused_calls_per_minute: z.number().int().min(1).default(30),
+      })
+      .prefault({}),
+    budgets: z
+      .strictObject({
+        /**
+         * Unauthenticated refusals (bad or missing credential, unknown cancel key) recorded one by one per
+         * listener protocol, source address and window; the rest are counted into one
+         * `auth.failure.summary` per source and window. Successes never consume budget.
+         */
+        refusals_per_window: z.number().int().min(1).default(20),
+        window: duration().default(60_000 as never),
+        /** Addresses or CIDR blocks (health checkers, load balancers) whose refusals are always recorded one by one. */
+        allow: z.array(z.string().refine((c) => parseCidr(c) !== undefined, 'not an IP address or CIDR block')).default([]),
       })
       .prefault({}),
     export: z

@@ -20,6 +20,7 @@ import { startApi } from '../api/server.ts';
 import { openAuditLog, witnessPublisher } from '../../recorder/audit/index.ts';
 import { openRecordingStore } from '../../recorder/recordings/index.ts';
 import { startTelemetry } from '../telemetry.ts';
+import { refusalBudgetFor } from '../sessions/refusal-budget.ts';
 
 export interface Gateway {
   services: GatewayServices;
@@ -67,6 +68,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
   const witness = config.audit.witness && (config.audit.witness.file || config.audit.witness.url) ? witnessPublisher(config.audit.witness, log) : undefined;
   const audit = await openAuditLog(dataPaths(dataDir).audit, { ...auditOptions(dataDir, config, log), onSignedHead: witness && ((h) => witness.publish(h)) });
   const events = new EventBus(audit, config.audit.durability);
+  const refusals = refusalBudgetFor(config.budgets, events, log);
   const services: GatewayServices = {
     config,
     dataDir,
@@ -78,6 +80,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
     sessions: new SessionRegistry(),
     recordings: openRecordingStore(dataPaths(dataDir).recordings),
     targets: targetDirectory(config.targets as TargetConfig[]),
+    refusals: refusals.budget,
   };
   if (created) {
     await events.emit({ type: 'ca.created', outcome: 'success', actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: 'ca', protocol: 'vigil' }, details: { data_dir: dataDir } });
@@ -120,6 +123,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
     for (const s of servers) s.close();
     for (const p of proxies) await p.close().catch(() => {});
     await enforcement.stop();
+    await refusals.close();
     await audit.close().catch(() => {});
     await store.close().catch(() => {});
     throw e;
@@ -135,6 +139,8 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
       services.sessions.terminateWhere(() => true, 'shutdown', 'The vigil gateway is shutting down.');
       await services.sessions.drain(2000);
       await enforcement.stop();
+      // Open budget windows are summarised now, before the log closes: nothing counted is lost.
+      await refusals.close();
       await events
         .emit({ type: 'gateway.stopped', outcome: 'success', actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: 'gateway', protocol: 'vigil' }, details: {} })
         .catch(() => {});

@@ -6,6 +6,7 @@ import type { StateStore } from '../store/types.ts';
 import type { RecordingStore } from '../../recorder/types.ts';
 import type { EventBus } from '../events/bus.ts';
 import type { SessionRegistry } from '../sessions/registry.ts';
+import type { RefusalBudget } from '../sessions/refusal-budget.ts';
 
 /** The shared services bundle every proxy, the API and the CLI work with. */
 export interface GatewayServices {
@@ -20,6 +21,8 @@ export interface GatewayServices {
   sessions: SessionRegistry;
   recordings: RecordingStore;
   targets: TargetDirectory;
+  /** Per-source budget for unauthenticated refusals (absent: every refusal is recorded one by one). */
+  refusals?: RefusalBudget;
 }
 
 export interface TargetDirectory {

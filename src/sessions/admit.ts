@@ -67,6 +67,8 @@ export async function admit(services: GatewayServices, req: AdmitRequest): Promi
 
   const cred = req.credential;
   if (!cred.ok) {
+    // Unauthenticated: beyond the source's budget the refusal is counted into a summary, not written.
+    if (services.refusals && !services.refusals.take(req.protocol, req.source.ip, cred.reason)) return { ok: false, reason: cred.reason, message: cred.message };
     return refuse({ user: cred.user ?? 'unknown', roles: [], cert_serial: cred.certSerial }, cred.reason, cred.message, cred.detail);
   }
   const p = cred.principal;

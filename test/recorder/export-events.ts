@@ -22,6 +22,7 @@ const EVENTS: Record<EventType, Omit<EventInput, 'type'>> = {
   'ca.created': { outcome: 'success', actor: admin, source: cli, target: { name: 'ca', protocol: 'vigil' }, details: { ssh_ca_fingerprint: 'SHA256:abc' } },
   'auth.success': { outcome: 'success', actor: alice, source: client, target: pg, session_id: 'S-pg', details: { method: 'certificate' } },
   'auth.failure': { outcome: 'failure', actor: { user: 'mallory', roles: [] }, source: { ip: '203.0.113.9', port: 40000 }, target: ssh, details: { method: 'publickey', reason: 'certificate expired' } },
+  'auth.failure.summary': { outcome: 'failure', actor: { user: 'unknown', roles: [] }, source: { ip: '203.0.113.9' }, target: { name: '(none)', protocol: 'ssh' }, details: { first: '2026-12-06T01:00:01.000Z', last: '2026-12-06T01:00:59.000Z', reasons: { no_certificate: 280 }, recorded: 20, suppressed: 280, window_seconds: 60, window_start: '2026-12-06T01:00:00.000Z' } },
   // The session that starts here also ends here (session.end below): a session left open would get
   // session.end gateway_crash from the next writer that opens the log.
   'session.start': { outcome: 'success', actor: alice, source: client, target: ssh, session_id: 'S-ssh', details: { grant_ids: ['01HGRANT'], cert_not_after: '2026-12-06T02:00:00.000Z' } },
