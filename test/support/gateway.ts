@@ -43,6 +43,8 @@ export async function startTestGateway(config: Record<string, unknown> = {}, bas
     ssh: { listen: '127.0.0.1:0' },
     postgres: { listen: '127.0.0.1:0' },
     mysql: { listen: '127.0.0.1:0' },
+    // Every test connects from 127.0.0.1: record every refusal unless a test sets its own budget.
+    budgets: { refusals_per_window: 1_000_000 },
     ...config,
   };
   const parsed = parseConfig(doc, base);
