@@ -12,6 +12,7 @@ import { grantIsLive } from '../authz/index.ts';
 import { ApiError, errorResponse, sendJson } from './http.ts';
 import { matchRoute } from './routes.ts';
 import { RefusalBudget } from './refusals.ts';
+import { parseCidr, ipInBlocks, type CidrBlock } from '../identity/cidr.ts';
 
 /** A live-stream client that falls this far behind is disconnected rather than buffered without bound. */
 const STREAM_MAX_BUFFERED = 4 * 1024 * 1024;
@@ -57,10 +58,12 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
       })
       .catch((e) => log.error({ err: (e as Error).message }, 'api: could not record the refused-call summary'));
   });
+  // Health checkers and load balancers (budgets.allow) are never limited: each refusal is recorded.
+  const allowListed = (services.config.budgets?.allow ?? []).map((c) => parseCidr(c)).filter((b): b is CidrBlock => b !== undefined);
   /** Record an unauthenticated refusal, or count it when its source is over budget (then answer 429). */
   function budgetRefusal(req: http.IncomingMessage, auth: Extract<AuthResult, { ok: false }>): { status: number; code: string; message: string; retryAfter?: number } {
     const ip = req.socket.remoteAddress ?? 'unknown';
-    if (!refusals.take(ip)) {
+    if (!(allowListed.length > 0 && ipInBlocks(ip, allowListed)) && !refusals.take(ip)) {
       return { status: 429, code: 'VIGIL_RATE_LIMITED', message: 'Too many refused calls from your address; try again later.', retryAfter: refusals.retryAfter(ip) };
     }
     void recordRefusal(req, { user: auth.user, certSerial: auth.certSerial }, auth.error.status, auth.error.code, auth.error.message);

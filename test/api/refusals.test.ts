@@ -76,3 +76,19 @@ describe('API: refused calls without a certificate cannot flood the audit log', 
     expect(summary[0]).toMatchObject({ outcome: 'failure', actor: { user: 'unknown' }, source: { ip: '127.0.0.1', via: 'api' }, details: { status: 429, suppressed: 5 } });
   });
 });
+
+describe('API: an allow-listed source (budgets.allow) is never limited', () => {
+  let env: ApiEnv;
+  beforeAll(async () => {
+    env = await apiEnv({ api: { refused_calls_per_minute: 2 }, budgets: { allow: ['127.0.0.0/8'] } });
+  });
+  afterAll(async () => {
+    await env?.stop();
+  });
+
+  it('every refused call is answered 401 and recorded, none 429', async () => {
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++) statuses.push((await env.call('GET', '/v1/sessions')).status);
+    expect(statuses).toEqual([401, 401, 401, 401, 401]);
+  });
+});
