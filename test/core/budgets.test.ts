@@ -77,6 +77,16 @@ describe('RefusalBudget', () => {
     expect(summaries[0]).toMatchObject({ ip: '(other sources)', recorded: 1, suppressed: 7 });
   });
 
+  it('its own timer writes the summary once a window has closed (no further refusal needed)', async () => {
+    const summaries: RefusalSummary[] = [];
+    const b = new RefusalBudget({ perWindow: 1, windowMs: 200, allow: [] }, (s) => summaries.push(s));
+    for (let i = 0; i < 4; i++) b.take('postgres', '198.51.100.7', 'no_certificate');
+    await waitFor(() => summaries.length > 0 || undefined, 10_000, 'timer summary');
+    b.close();
+    expect(summaries).toHaveLength(1);
+    expect(summaries[0]).toMatchObject({ recorded: 1, suppressed: 3 });
+  });
+
   it('rejects an allow-list entry that is not an address or block', () => {
     expect(() => new RefusalBudget({ perWindow: 1, windowMs: 1000, allow: ['nope'] }, () => {})).toThrow(/budgets.allow/);
   });
