@@ -7,6 +7,7 @@ import {
 } from './record.ts';
 import { listSegments, splitSegment } from './segments.ts';
 import { HEAD_FILE } from './writer.ts';
+import { ANCHOR_FILE, readAnchorFile, checkAnchor } from './anchor.ts';
 
 export interface VerifyProblem {
   /** Segment file name ('' when the problem concerns the log as a whole). */
@@ -19,7 +20,7 @@ export interface VerifyProblem {
   /** Stable kind for scripts and tests. */
   kind:
     | 'malformed' | 'hash-mismatch' | 'broken-chain' | 'records-missing' | 'reordered' | 'segment-missing'
-    | 'bad-checkpoint' | 'torn-tail' | 'uncovered-tail' | 'truncated' | 'empty-segment' | 'bad-head' | 'no-checkpoint';
+    | 'bad-checkpoint' | 'bad-anchor' | 'torn-tail' | 'uncovered-tail' | 'truncated' | 'empty-segment' | 'bad-head' | 'no-checkpoint';
 }
 
 /**
@@ -84,7 +85,7 @@ export interface VerifyOptions {
  */
 export function verifyAuditLog(dir: string, publicKeyPem: string | Buffer, opts: VerifyOptions = {}): VerifyResult {
   const key = crypto.createPublicKey(publicKeyPem);
-  const segments = listSegments(dir);
+  let segments = listSegments(dir);
   // Whether a writer is running is never asked of writer.lock (anyone who can write the log can write a pid
   // there): an unsigned tail is reported as such, whoever might be about to sign it.
   const result: VerifyResult = { ok: true, status: 'unwitnessed', tailRecords: 0, records: 0, segments: segments.length, lastSeq: 0, checkpointedSeq: 0, checkpoints: 0 };
@@ -109,12 +110,33 @@ export function verifyAuditLog(dir: string, publicKeyPem: string | Buffer, opts:
     }
     heads.push({ ...w });
   }
-  const headSeqs = new Set(heads.map((h) => h.head.seq));
 
   let expected = 1;
   let prev = ZERO_HASH;
   let pendingNext: string | undefined;
   let pendingNextFrom: { segment: string; seq: number } | undefined;
+  // After a retention purge the chain starts at the signed checkpoint kept in anchor.json (see anchor.ts).
+  let anchorFile;
+  try {
+    anchorFile = readAnchorFile(dir);
+  } catch (e) {
+    return bad({ segment: ANCHOR_FILE, line: 0, seq: 0, kind: 'bad-anchor', problem: `${ANCHOR_FILE} is not readable JSON (${(e as Error).message})` });
+  }
+  if (anchorFile) {
+    const anchor = checkAnchor(anchorFile, key);
+    if (typeof anchor === 'string') return bad({ segment: ANCHOR_FILE, line: 0, seq: 0, kind: 'bad-anchor', problem: anchor });
+    expected = anchor.seq + 1;
+    prev = anchor.hash;
+    pendingNext = anchor.nextSegment;
+    pendingNextFrom = { segment: ANCHOR_FILE, seq: anchor.seq };
+    // Segments older than the anchor are purged ones a crash left behind mid-purge: not part of the chain any more.
+    const firstKept = parseSegmentName(anchor.nextSegment)?.firstSeq ?? expected;
+    segments = segments.filter((n) => parseSegmentName(n)!.firstSeq >= firstKept);
+    result.segments = segments.length;
+    // Heads signed before the purge point name records that no longer exist; the anchor's signature stands in for them.
+    for (let i = heads.length - 1; i >= 0; i--) if (heads[i].head.seq <= anchor.seq) heads.splice(i, 1);
+  }
+  const headSeqs = new Set(heads.map((h) => h.head.seq));
   for (let s = 0; s < segments.length; s++) {
     const segment = segments[s];
     const isLast = s === segments.length - 1;

@@ -109,6 +109,22 @@ export function buildConfigSchema(sc: SchemaContext) {
           .optional(),
       })
       .prefault({}),
+    /**
+     * How long audit events are kept (`vigil audit purge`): `default` and per event class (a type or a dot
+     * prefix, e.g. `db.query: 90d`; longest prefix wins), `recordings` for session recordings (unset: kept
+     * forever). `floor` (at least 90d) is the minimum: nothing younger is ever purged, whatever a class says.
+     * Legal holds (`vigil hold add`) override all of it.
+     */
+    retention: z
+      .object({
+        floor: duration()
+          .default(90 * 86_400_000 as never)
+          .refine((ms) => ms >= 90 * 86_400_000, 'retention.floor must be at least 90d'),
+        default: duration().default(400 * 86_400_000 as never),
+        recordings: duration().optional(),
+      })
+      .catchall(duration())
+      .prefault({}),
     recording: z
       .strictObject({
         /** Also record keystrokes (`i` events). Off by default: passwords typed at prompts would be stored. */
