@@ -34,6 +34,8 @@ export class RetentionError extends VigilError {}
 
 /** The effective ceiling of an event type: its class's (longest prefix), never below the floor. */
 export function ceilingFor(policy: RetentionPolicy, type: string): number {
+  // Checkpoints only vouch for the chain around them: they go with their segment, bounded by the floor alone.
+  if (type === 'audit.checkpoint') return policy.floorMs;
   let best = -1;
   let ms = policy.defaultMs;
   for (const [cls, v] of Object.entries(policy.classes)) {
