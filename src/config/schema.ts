@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { duration, size, listen, name, type SchemaContext } from './types.ts';
 export { listenerBase } from './types.ts';
 import { isValidPattern } from './redaction.ts';
+import { EVENT_CATALOG } from '../events/catalog.ts';
 import { PROXIES } from '../../proxies/registry.ts';
 import { rolesSchema, accessSchema } from '../authz/config.ts';
 import { compileTemplate } from '../../recorder/export/template.ts';
@@ -124,6 +125,16 @@ export function buildConfigSchema(sc: SchemaContext) {
         recordings: duration().optional(),
       })
       .catchall(duration())
+      .superRefine((r, ctx) => {
+        // A misspelt class would silently fall back to the default: every class must name event types.
+        const types = Object.keys(EVENT_CATALOG);
+        for (const cls of Object.keys(r)) {
+          if (cls === 'floor' || cls === 'default' || cls === 'recordings') continue;
+          if (!types.some((t) => t === cls || t.startsWith(cls + '.'))) {
+            ctx.addIssue({ code: 'custom', path: [cls], message: `retention.${cls}: no event type is or starts with "${cls}."` });
+          }
+        }
+      })
       .prefault({}),
     recording: z
       .strictObject({

@@ -70,6 +70,8 @@ describe('retention policy', () => {
 
   it('a floor below 90d is a config error', () => {
     expect(() => parseConfig({ retention: { floor: '30d' } }, tempDir())).toThrow(/at least 90d/);
+    expect(() => parseConfig({ retention: { 'db.qurey': '30d' } }, tempDir())).toThrow(/db\.qurey/);
+    expect(parseConfig({ retention: { db: '120d', 'db.query': '100d' } }, tempDir()).retention).toMatchObject({ db: 120 * DAY, 'db.query': 100 * DAY, floor: 90 * DAY });
   });
 });
 
