@@ -9,6 +9,9 @@ import { listSegments, splitSegment } from './segments.ts';
 import { HEAD_FILE } from './writer.ts';
 import { ANCHOR_FILE, readAnchorFile, checkAnchor } from './anchor.ts';
 
+/** Canonical JSON puts `type` last in the envelope: an audit.purged record's line ends with this. */
+const PURGED_TAIL = '"type":"audit.purged"}}';
+
 export interface VerifyProblem {
   /** Segment file name ('' when the problem concerns the log as a whole). */
   segment: string;
@@ -122,9 +125,15 @@ export function verifyAuditLog(dir: string, publicKeyPem: string | Buffer, opts:
   } catch (e) {
     return bad({ segment: ANCHOR_FILE, line: 0, seq: 0, kind: 'bad-anchor', problem: `${ANCHOR_FILE} is not readable JSON (${(e as Error).message})` });
   }
+  // The anchor must be vouched for by the chain: a purge records `audit.purged` (up to the anchor's seq)
+  // before it removes anything. Without that, anyone able to write the directory could cut off the oldest
+  // segments and present one of their sealing checkpoints as an anchor.
+  let anchorSeq: number | undefined;
+  let anchorVouched = false;
   if (anchorFile) {
     const anchor = checkAnchor(anchorFile, key);
     if (typeof anchor === 'string') return bad({ segment: ANCHOR_FILE, line: 0, seq: 0, kind: 'bad-anchor', problem: anchor });
+    anchorSeq = anchor.seq;
     expected = anchor.seq + 1;
     prev = anchor.hash;
     pendingNext = anchor.nextSegment;
@@ -202,6 +211,14 @@ export function verifyAuditLog(dir: string, publicKeyPem: string | Buffer, opts:
           }
         }
       }
+      if (anchorSeq !== undefined && !anchorVouched && line.endsWith(PURGED_TAIL)) {
+        try {
+          const ev = JSON.parse(rec.eventJson) as { type?: string; details?: { last_seq?: unknown } };
+          if (ev.type === 'audit.purged' && ev.details?.last_seq === anchorSeq) anchorVouched = true;
+        } catch {
+          return bad({ ...at, seq: rec.seq, kind: 'malformed', problem: `record seq ${rec.seq} is not valid JSON` });
+        }
+      }
       if (headSeqs.has(rec.seq)) for (const h of heads) if (h.head.seq === rec.seq) h.seen = rec.hash;
       prev = rec.hash;
       expected = rec.seq + 1;
@@ -219,6 +236,9 @@ export function verifyAuditLog(dir: string, publicKeyPem: string | Buffer, opts:
   }
   if (pendingNext) {
     return bad({ segment: pendingNext, line: 0, seq: expected, kind: 'segment-missing', problem: `segment ${pendingNext} is missing (named by the checkpoint sealing ${pendingNextFrom!.segment}): the log was truncated after seq ${expected - 1}` });
+  }
+  if (anchorSeq !== undefined && !anchorVouched) {
+    return bad({ segment: ANCHOR_FILE, line: 0, seq: anchorSeq + 1, kind: 'bad-anchor', problem: `no audit.purged event in the log covers ${ANCHOR_FILE} (seq ..${anchorSeq}): the oldest segments were removed outside vigil audit purge` });
   }
   for (const h of heads) {
     if (h.head.seq > result.lastSeq) {

@@ -172,6 +172,17 @@ describe('vigil audit purge', () => {
     expect(holdEvents[1].details).toMatchObject({ hold_id: id, session: 'S3', release_reason: 'case closed' });
   });
 
+  it('an anchor made from a real seal but without a recorded purge is detected (the log was cut, not purged)', async () => {
+    const { audit, c } = await setup();
+    const segments = listSegments(audit);
+    const seal = fs.readFileSync(path.join(audit, segments[1]), 'utf8').trimEnd().split('\n').pop()!;
+    fs.writeFileSync(path.join(audit, ANCHOR_FILE), JSON.stringify({ version: 1, record: seal, purges: [] }));
+    for (const s of segments.slice(0, 2)) fs.rmSync(path.join(audit, s));
+    const res = await c('audit', 'verify');
+    expect(res.code).toBe(1);
+    expect(res.err).toContain('outside vigil audit purge');
+  });
+
   it('refuses to purge a log that does not verify', async () => {
     const { audit, c } = await setup();
     const file = path.join(audit, listSegments(audit)[1]);
