@@ -1,7 +1,6 @@
-import fs from 'node:fs';
 import os from 'node:os';
 import { UsageError, requireOpt, stringOpt, type Command, type CommandArgs } from '../command.ts';
-import { loadFromArgs, localUser, openLocal } from '../context.ts';
+import { loadFromArgs, localUser, openLocal, type LocalContext } from '../context.ts';
 import { parseTimeArg } from './audit.ts';
 import { dataPaths } from '../../data-dir.ts';
 import { newId } from '../../ids.ts';
@@ -10,10 +9,9 @@ import { openStateStore } from '../../store/index.ts';
 import type { HoldRecord } from '../../store/types.ts';
 import type { VigilConfig } from '../../config/schema.ts';
 import type { EventBus } from '../../events/bus.ts';
-import { verifyAuditLog, VERIFY_EXIT_CODES } from '../../../recorder/audit/index.ts';
-import {
-  planPurge, purgeEntry, applyPurge, planRecordingPurge, applyRecordingPurge, type RetentionPolicy, type HoldFilter,
-} from '../../../recorder/retention/purge.ts';
+import { VERIFY_EXIT_CODES } from '../../../recorder/audit/index.ts';
+import type { RetentionPolicy, HoldFilter } from '../../../recorder/retention/purge.ts';
+import { runPurge } from '../../../recorder/retention/run.ts';
 
 /** The retention section of the config as a policy: every key other than floor/default/recordings is a class. */
 export function retentionPolicy(config: VigilConfig): RetentionPolicy {
@@ -47,53 +45,43 @@ export const auditPurgeCommand: Command = {
     const { config, dataDir } = loadFromArgs(args);
     const paths = dataPaths(dataDir);
     const dryRun = args.values['dry-run'] === true;
-    const reason = stringOpt(args.values, 'reason') ?? 'retention';
-    const policy = retentionPolicy(config);
-    // A purge of a log that does not verify would destroy the evidence of what is wrong with it.
-    const check = verifyAuditLog(paths.audit, fs.readFileSync(paths.auditPublicKey));
-    if (check.status === 'invalid') {
-      args.err.write(`audit purge refused: the log does not verify (${check.firstBad?.problem}); run vigil audit verify\n`);
-      return VERIFY_EXIT_CODES.invalid;
-    }
-    const store = await openStateStore(dataDir);
-    let holds: HoldFilter[];
+    let ctx: LocalContext | undefined;
     try {
-      holds = activeHolds(await store.listHolds());
-    } finally {
-      await store.close();
-    }
-    const plan = planPurge(paths.audit, policy, holds);
-    const recordings = planRecordingPurge(paths.recordings, policy, holds, plan.heldSessions);
-    const entry = purgeEntry(plan, reason);
-    const verb = dryRun ? 'would purge' : 'purging';
-    if (entry) args.out.write(`${verb} ${entry.segments.length} segment(s): seq ${entry.first_seq}..${entry.last_seq}, ${entry.min_time} .. ${entry.max_time}\n`);
-    else args.out.write('no audit segment is past its retention\n');
-    if (plan.keptBecause) args.out.write(`kept from: ${plan.keptBecause}\n`);
-    if (recordings.sessions.length) args.out.write(`${verb} the recordings of ${recordings.sessions.length} session(s)\n`);
-    if (dryRun || (!entry && recordings.sessions.length === 0)) return 0;
-    const ctx = await openLocal(args);
-    try {
-      // Recorded before anything is removed: a purge is never unrecorded.
-      await ctx.events.emit({
-        type: 'audit.purged',
-        outcome: 'success',
-        actor: actorOf(stringOpt(args.values, 'by')),
-        source: ctx.source,
-        target: { name: 'audit', protocol: 'vigil' },
-        details: {
-          reason,
-          ...(entry ? { segments: entry.segments, first_seq: entry.first_seq, last_seq: entry.last_seq, min_time: entry.min_time, max_time: entry.max_time } : { segments: [] }),
-          recording_sessions: recordings.sessions,
-          holds: holds.map((h) => h.id),
+      const res = await runPurge({
+        auditDir: paths.audit,
+        recordingsDir: paths.recordings,
+        publicKeyFile: paths.auditPublicKey,
+        policy: retentionPolicy(config),
+        reason: stringOpt(args.values, 'reason') ?? 'retention',
+        dryRun,
+        holds: async () => {
+          const store = await openStateStore(dataDir);
+          try {
+            return activeHolds(await store.listHolds());
+          } finally {
+            await store.close();
+          }
+        },
+        // The writer (or the spool of a running gateway) is opened only when there is something to record.
+        record: async (details) => {
+          ctx = await openLocal(args);
+          return ctx.events.emit({ type: 'audit.purged', outcome: 'success', actor: actorOf(stringOpt(args.values, 'by')), source: ctx.source, target: { name: 'audit', protocol: 'vigil' }, details });
         },
       });
-      if (entry) applyPurge(paths.audit, plan, entry);
-      applyRecordingPurge(paths.recordings, recordings);
+      if (res.status === 'refused') {
+        args.err.write(`audit purge refused: the log does not verify (${res.problem}); run vigil audit verify\n`);
+        return VERIFY_EXIT_CODES.invalid;
+      }
+      const { entry, plan, recordings } = res;
+      const verb = dryRun ? 'would purge' : 'purged';
+      if (entry) args.out.write(`${verb} ${entry.segments.length} segment(s): seq ${entry.first_seq}..${entry.last_seq}, ${entry.min_time} .. ${entry.max_time}\n`);
+      else args.out.write('no audit segment is past its retention\n');
+      if (plan.keptBecause) args.out.write(`kept from: ${plan.keptBecause}\n`);
+      if (recordings.sessions.length) args.out.write(`${verb} the recordings of ${recordings.sessions.length} session(s)\n`);
+      return 0;
     } finally {
-      await ctx.close();
+      await ctx?.close();
     }
-    args.out.write('purged\n');
-    return 0;
   },
 };
 
