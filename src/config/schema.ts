@@ -123,13 +123,15 @@ export function buildConfigSchema(sc: SchemaContext) {
           .refine((ms) => ms >= 90 * 86_400_000, 'retention.floor must be at least 90d'),
         default: duration().default(400 * 86_400_000 as never),
         recordings: duration().optional(),
+        /** The gateway purges by itself once a day (off: only `vigil audit purge` does). */
+        auto_purge: z.boolean().default(false),
       })
       .catchall(duration())
       .superRefine((r, ctx) => {
         // A misspelt class would silently fall back to the default: every class must name event types.
         const types = Object.keys(EVENT_CATALOG);
         for (const cls of Object.keys(r)) {
-          if (cls === 'floor' || cls === 'default' || cls === 'recordings') continue;
+          if (cls === 'floor' || cls === 'default' || cls === 'recordings' || cls === 'auto_purge') continue;
           if (!types.some((t) => t === cls || t.startsWith(cls + '.'))) {
             ctx.addIssue({ code: 'custom', path: [cls], message: `retention.${cls}: no event type is or starts with "${cls}."` });
           }

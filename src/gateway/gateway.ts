@@ -16,6 +16,7 @@ import { initIdentity, openIdentity } from '../identity/index.ts';
 import { openStateStore } from '../store/index.ts';
 import { createAuthorizer } from '../authz/index.ts';
 import { startAccessEnforcement } from '../access/enforcement.ts';
+import { startDailyPurge } from '../../recorder/retention/daily.ts';
 import { startApi } from '../api/server.ts';
 import { openAuditLog, witnessPublisher } from '../../recorder/audit/index.ts';
 import { openRecordingStore } from '../../recorder/recordings/index.ts';
@@ -84,6 +85,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
   }
 
   const enforcement = startAccessEnforcement(services);
+  const purgeJob = config.retention.auto_purge ? startDailyPurge({ config, store, events, log, paths: dataPaths(dataDir) }) : undefined;
   const servers: net.Server[] = [];
   const proxies: ProxyInstance[] = [];
   const ports: Record<string, number> = {};
@@ -120,6 +122,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
     for (const s of servers) s.close();
     for (const p of proxies) await p.close().catch(() => {});
     await enforcement.stop();
+    await purgeJob?.stop();
     await audit.close().catch(() => {});
     await store.close().catch(() => {});
     throw e;
@@ -135,6 +138,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
       services.sessions.terminateWhere(() => true, 'shutdown', 'The vigil gateway is shutting down.');
       await services.sessions.drain(2000);
       await enforcement.stop();
+      await purgeJob?.stop();
       await events
         .emit({ type: 'gateway.stopped', outcome: 'success', actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: 'gateway', protocol: 'vigil' }, details: {} })
         .catch(() => {});

@@ -9,6 +9,11 @@ import { initIdentity } from '../../src/identity/ca.ts';
 import { openAuditLog, listSegments, searchAuditLog } from '../../recorder/audit/index.ts';
 import { ANCHOR_FILE, type AnchorFile } from '../../recorder/audit/anchor.ts';
 import { ceilingFor } from '../../recorder/retention/purge.ts';
+import { startDailyPurge } from '../../recorder/retention/daily.ts';
+import { EventBus } from '../../src/events/bus.ts';
+import { openStateStore } from '../../src/store/index.ts';
+import { dataPaths } from '../../src/data-dir.ts';
+import { silentLogger } from '../../src/log.ts';
 import { auditOptions, sampleEvent } from './helpers.ts';
 
 const DAY = 86_400_000;
@@ -192,5 +197,27 @@ describe('vigil audit purge', () => {
     expect(res.code).toBe(1);
     expect(res.err).toContain('refused');
     expect(listSegments(audit)).toEqual(segments);
+  });
+});
+
+describe('the gateway daily purge', () => {
+  it('purges through the running writer, records audit.purged, and the log still verifies', async () => {
+    const { audit, dataDir, configPath, c } = await setup();
+    const before = await c('audit', 'verify');
+    const config = parseConfig({ data_dir: dataDir, retention: { floor: '90d', default: '100d', auto_purge: true } }, path.dirname(configPath));
+    expect(config.retention.auto_purge).toBe(true);
+    const writer = await openAuditLog(audit, auditOptions(path.join(dataDir, 'ca', 'audit_signing.key'), { segmentMaxBytes: 4000 }));
+    const store = await openStateStore(dataDir);
+    const job = startDailyPurge({ config, store, events: new EventBus(writer), log: silentLogger(), paths: dataPaths(dataDir) }, { firstAfterMs: 3_600_000 });
+    const segments = listSegments(audit);
+    const res = await later(120, () => job.runOnce());
+    await job.stop();
+    await writer.close();
+    await store.close();
+    expect(res?.status).toBe('purged');
+    expect(listSegments(audit)[0]).toBe(segments[segments.length - 1]);
+    const [purged] = await events(audit, 'audit.purged');
+    expect(purged).toMatchObject({ actor: { user: 'vigil' }, details: { reason: 'retention (daily)', first_seq: 1 } });
+    expect((await c('audit', 'verify')).code).toBe(before.code);
   });
 });

@@ -7,21 +7,10 @@ import { newId } from '../../ids.ts';
 import { NotFoundError } from '../../errors.ts';
 import { openStateStore } from '../../store/index.ts';
 import type { HoldRecord } from '../../store/types.ts';
-import type { VigilConfig } from '../../config/schema.ts';
 import type { EventBus } from '../../events/bus.ts';
 import { VERIFY_EXIT_CODES } from '../../../recorder/audit/index.ts';
-import type { RetentionPolicy, HoldFilter } from '../../../recorder/retention/purge.ts';
+import { retentionPolicy, activeHolds } from '../../../recorder/retention/daily.ts';
 import { runPurge } from '../../../recorder/retention/run.ts';
-
-/** The retention section of the config as a policy: every key other than floor/default/recordings is a class. */
-export function retentionPolicy(config: VigilConfig): RetentionPolicy {
-  const { floor, default: def, recordings, ...classes } = config.retention;
-  return { floorMs: floor, defaultMs: def, recordingsMs: recordings, classes: classes as Record<string, number> };
-}
-
-export function activeHolds(holds: HoldRecord[]): HoldFilter[] {
-  return holds.filter((h) => !h.released);
-}
 
 const actorOf = (by: string | undefined) => ({ user: by ?? localUser(), roles: [] as string[] });
 const sourceOf = () => ({ ip: 'local', via: `cli:${localUser()}@${os.hostname()}` });
