@@ -8,7 +8,7 @@ import { parseConfig } from '../../src/config/load.ts';
 import { initIdentity } from '../../src/identity/ca.ts';
 import { openAuditLog, listSegments, searchAuditLog } from '../../recorder/audit/index.ts';
 import { ANCHOR_FILE, type AnchorFile } from '../../recorder/audit/anchor.ts';
-import { ceilingFor } from '../../recorder/retention/purge.ts';
+import { ceilingFor, holdFor } from '../../recorder/retention/purge.ts';
 import { startDailyPurge } from '../../recorder/retention/daily.ts';
 import { EventBus } from '../../src/events/bus.ts';
 import { openStateStore } from '../../src/store/index.ts';
@@ -71,6 +71,17 @@ describe('retention policy', () => {
     expect(ceilingFor(p, 'dbx.other')).toBe(400 * DAY);
     expect(ceilingFor(p, 'ssh.exec')).toBe(90 * DAY);
     expect(ceilingFor(p, 'audit.checkpoint')).toBe(90 * DAY);
+  });
+
+  it('a hold matches on every field it gives, the time window inclusive', () => {
+    const ev = { type: 'db.query', time: '2026-03-01T12:00:00.000000Z', actor: { user: 'alice' }, target: { name: 'orders-db' }, session_id: 'S1' };
+    const h = (over: object) => [{ id: 'h', ...over }];
+    expect(holdFor(ev, h({ user: 'alice' }))).toBeDefined();
+    expect(holdFor(ev, h({ user: 'alice', target: 'billing-db' }))).toBeUndefined();
+    expect(holdFor(ev, h({ target: 'orders-db', since: '2026-03-01T12:00:00.000Z', until: '2026-03-02T00:00:00Z' }))).toBeDefined();
+    expect(holdFor(ev, h({ since: '2026-03-01T12:00:00.001Z' }))).toBeUndefined();
+    expect(holdFor(ev, h({ until: '2026-03-01T11:59:59Z' }))).toBeUndefined();
+    expect(holdFor(ev, h({ session: 'S2' }))).toBeUndefined();
   });
 
   it('a floor below 90d is a config error', () => {
@@ -144,6 +155,8 @@ describe('vigil audit purge', () => {
     const add = await c('hold', 'add', '--session', 'S3', '--reason', 'litigation 2026-17', '--by', 'counsel');
     expect(add.code).toBe(0);
     const id = add.out.trim();
+    expect((await c('hold', 'add', '--reason', 'no filter')).code).toBe(2);
+    expect((await c('hold', 'add', '--user', 'alice')).code).toBe(2);
     const list = await c('hold', 'list');
     expect(list.out).toContain(`${id}  active  session=S3  by counsel`);
 
@@ -186,6 +199,18 @@ describe('vigil audit purge', () => {
     const res = await c('audit', 'verify');
     expect(res.code).toBe(1);
     expect(res.err).toContain('outside vigil audit purge');
+  });
+
+  it('a hold on a user keeps their events and the recordings of their sessions', async () => {
+    const { audit, dataDir, c } = await setup();
+    expect((await c('hold', 'add', '--user', 'alice', '--reason', 'HR case')).code).toBe(0);
+    const segments = listSegments(audit);
+    const res = await later(120, () => c('audit', 'purge'));
+    expect(res.code).toBe(0);
+    expect(res.out).toContain('no audit segment is past its retention');
+    expect(listSegments(audit)[0]).toBe(segments[0]);
+    expect(fs.existsSync(path.join(dataDir, 'recordings', 'S1'))).toBe(true);
+    expect(fs.existsSync(path.join(dataDir, 'recordings', 'S3'))).toBe(true);
   });
 
   it('refuses to purge a log that does not verify', async () => {
