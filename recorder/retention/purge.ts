@@ -153,7 +153,10 @@ export function purgeEntry(plan: PurgePlan, reason: string, now = new Date()): P
 export function applyPurge(dir: string, plan: PurgePlan, entry: PurgeEntry): void {
   const last = plan.segments[plan.segments.length - 1];
   const prior = readAnchorFile(dir);
-  writeAnchorFile(dir, { version: 1, record: last.sealLine, purges: [...(prior?.purges ?? []), entry] });
+  // Two purges at once (the daily job and the CLI) must not move the anchor back to a segment already gone.
+  const priorSeq = prior ? parseRecordLine(prior.record) : undefined;
+  const keepPrior = priorSeq !== undefined && typeof priorSeq !== 'string' && priorSeq.seq >= last.lastSeq;
+  writeAnchorFile(dir, { version: 1, record: keepPrior ? prior!.record : last.sealLine, purges: [...(prior?.purges ?? []), entry] });
   for (const s of plan.segments) {
     fs.rmSync(path.join(dir, s.name), { force: true });
     fs.rmSync(path.join(dir, metaName(s.name)), { force: true });

@@ -8,7 +8,7 @@ import { parseConfig } from '../../src/config/load.ts';
 import { initIdentity } from '../../src/identity/ca.ts';
 import { openAuditLog, listSegments, searchAuditLog } from '../../recorder/audit/index.ts';
 import { ANCHOR_FILE, type AnchorFile } from '../../recorder/audit/anchor.ts';
-import { ceilingFor, holdFor } from '../../recorder/retention/purge.ts';
+import { ceilingFor, holdFor, planPurge, applyPurge, purgeEntry } from '../../recorder/retention/purge.ts';
 import { startDailyPurge } from '../../recorder/retention/daily.ts';
 import { EventBus } from '../../src/events/bus.ts';
 import { openStateStore } from '../../src/store/index.ts';
@@ -211,6 +211,20 @@ describe('vigil audit purge', () => {
     expect(listSegments(audit)[0]).toBe(segments[0]);
     expect(fs.existsSync(path.join(dataDir, 'recordings', 'S1'))).toBe(true);
     expect(fs.existsSync(path.join(dataDir, 'recordings', 'S3'))).toBe(true);
+  });
+
+  it('a purge planned earlier with a shorter prefix never moves the anchor back', async () => {
+    const { audit } = await setup();
+    const policy = { floorMs: 90 * DAY, defaultMs: 100 * DAY, classes: {} };
+    const now = Date.now() + 120 * DAY;
+    const long = planPurge(audit, policy, [], now);
+    const short = planPurge(audit, policy, [{ id: 'h', session: 'S3' }], now);
+    expect(short.segments.length).toBeLessThan(long.segments.length);
+    applyPurge(audit, long, purgeEntry(long, 'a', new Date(now))!);
+    applyPurge(audit, short, purgeEntry(short, 'b', new Date(now))!);
+    const anchor = JSON.parse(fs.readFileSync(path.join(audit, ANCHOR_FILE), 'utf8')) as AnchorFile;
+    expect(JSON.parse(anchor.record).seq).toBe(long.segments[long.segments.length - 1].lastSeq);
+    expect(anchor.purges.map((p) => p.reason)).toEqual(['a', 'b']);
   });
 
   it('refuses to purge a log that does not verify', async () => {
