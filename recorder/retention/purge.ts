@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { listSegments, splitSegment } from '../audit/segments.ts';
-import { parseRecordLine, isCheckpointLine, metaName, type CheckpointDetails } from '../audit/record.ts';
+import { parseRecordLine, parseSegmentName, isCheckpointLine, metaName, type CheckpointDetails } from '../audit/record.ts';
 import { ANCHOR_FILE, readAnchorFile, writeAnchorFile, type PurgeEntry } from '../audit/anchor.ts';
 import { VigilError } from '../../src/errors.ts';
 
@@ -84,6 +84,8 @@ export interface PurgePlan {
   keptBecause?: string;
   /** Sessions with events under a hold: their recordings stay. */
   heldSessions: Set<string>;
+  /** Segments older than anchor.json's first kept one: left by a purge interrupted before it deleted them. */
+  leftovers: string[];
 }
 
 /**
@@ -92,8 +94,14 @@ export interface PurgePlan {
  * segment (the one being written) never goes.
  */
 export function planPurge(dir: string, policy: RetentionPolicy, holds: readonly HoldFilter[], now = Date.now()): PurgePlan {
-  const names = listSegments(dir);
-  const plan: PurgePlan = { segments: [], heldSessions: new Set() };
+  let names = listSegments(dir);
+  const plan: PurgePlan = { segments: [], heldSessions: new Set(), leftovers: [] };
+  const anchor = readAnchorFile(dir);
+  const anchorRec = anchor ? parseRecordLine(anchor.record) : undefined;
+  if (anchorRec && typeof anchorRec !== 'string') {
+    plan.leftovers = names.filter((n) => parseSegmentName(n)!.firstSeq <= anchorRec.seq);
+    names = names.slice(plan.leftovers.length);
+  }
   let purging = true;
   for (let s = 0; s < names.length; s++) {
     const name = names[s];
@@ -150,7 +158,12 @@ export function purgeEntry(plan: PurgePlan, reason: string, now = new Date()): P
  * Anchor the kept chain, then remove the purged segments. The anchor is written first: a crash in between
  * leaves old segments that verify skips (they precede the anchor) and the next purge removes.
  */
-export function applyPurge(dir: string, plan: PurgePlan, entry: PurgeEntry): void {
+export function applyPurge(dir: string, plan: PurgePlan, entry: PurgeEntry | undefined): void {
+  for (const name of plan.leftovers) {
+    fs.rmSync(path.join(dir, name), { force: true });
+    fs.rmSync(path.join(dir, metaName(name)), { force: true });
+  }
+  if (!entry) return;
   const last = plan.segments[plan.segments.length - 1];
   const prior = readAnchorFile(dir);
   // Two purges at once (the daily job and the CLI) must not move the anchor back to a segment already gone.

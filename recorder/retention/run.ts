@@ -38,7 +38,11 @@ export async function runPurge(o: PurgeRunOptions): Promise<PurgeRunResult> {
   const recordings = planRecordingPurge(o.recordingsDir, o.policy, holds, plan.heldSessions, now);
   const entry = purgeEntry(plan, o.reason, new Date(now));
   if (o.dryRun) return { status: 'dry-run', plan, entry, recordings };
-  if (!entry && recordings.sessions.length === 0) return { status: 'nothing', plan, recordings };
+  if (!entry && recordings.sessions.length === 0) {
+    // Segments an interrupted purge recorded and anchored but did not delete yet: finish that purge.
+    if (plan.leftovers.length) applyPurge(o.auditDir, plan, undefined);
+    return { status: 'nothing', plan, recordings };
+  }
   // Recorded before anything is removed: a purge is never unrecorded, and verify requires this event to
   // accept the anchor.
   await o.record({
@@ -47,7 +51,7 @@ export async function runPurge(o: PurgeRunOptions): Promise<PurgeRunResult> {
     recording_sessions: recordings.sessions,
     holds: holds.map((h) => h.id),
   });
-  if (entry) applyPurge(o.auditDir, plan, entry);
+  applyPurge(o.auditDir, plan, entry);
   applyRecordingPurge(o.recordingsDir, recordings);
   return { status: 'purged', plan, entry, recordings };
 }

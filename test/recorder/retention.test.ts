@@ -127,6 +127,14 @@ describe('vigil audit purge', () => {
     expect(anchor.purges).toEqual([expect.objectContaining({ segments: segments.slice(0, -1), first_seq: 1, last_seq: purged.details.last_seq })]);
     expect(JSON.parse(anchor.record).seq).toBe(purged.details.last_seq);
 
+    // A purge interrupted after anchoring leaves old segments behind: verify skips them, the next purge removes them.
+    const [leftName, leftText] = files.find(([n]) => n === segments[0])!;
+    fs.writeFileSync(path.join(audit, leftName), leftText);
+    expect((await c('audit', 'verify')).code).toBe(before.code);
+    expect((await later(120, () => c('audit', 'purge'))).code).toBe(0);
+    expect(fs.existsSync(path.join(audit, leftName))).toBe(false);
+    expect((await c('audit', 'verify')).code).toBe(before.code);
+
     // The anchor is what vouches for the kept chain: altering it is detected.
     const forged = { ...anchor, record: anchor.record.replace('"reason":"rotate"', '"reason":"count"') };
     fs.writeFileSync(path.join(audit, ANCHOR_FILE), JSON.stringify(forged));
