@@ -7,6 +7,10 @@ import {
 } from './record.ts';
 import { listSegments, splitSegment } from './segments.ts';
 import { HEAD_FILE } from './writer.ts';
+import { ANCHOR_FILE, readAnchorFile, checkAnchor } from './anchor.ts';
+
+/** Canonical JSON puts `type` last in the envelope: an audit.purged record's line ends with this. */
+const PURGED_TAIL = '"type":"audit.purged"}}';
 
 export interface VerifyProblem {
   /** Segment file name ('' when the problem concerns the log as a whole). */
@@ -19,7 +23,7 @@ export interface VerifyProblem {
   /** Stable kind for scripts and tests. */
   kind:
     | 'malformed' | 'hash-mismatch' | 'broken-chain' | 'records-missing' | 'reordered' | 'segment-missing'
-    | 'bad-checkpoint' | 'torn-tail' | 'uncovered-tail' | 'truncated' | 'empty-segment' | 'bad-head' | 'no-checkpoint';
+    | 'bad-checkpoint' | 'bad-anchor' | 'torn-tail' | 'uncovered-tail' | 'truncated' | 'empty-segment' | 'bad-head' | 'no-checkpoint';
 }
 
 /**
@@ -84,7 +88,7 @@ export interface VerifyOptions {
  */
 export function verifyAuditLog(dir: string, publicKeyPem: string | Buffer, opts: VerifyOptions = {}): VerifyResult {
   const key = crypto.createPublicKey(publicKeyPem);
-  const segments = listSegments(dir);
+  let segments = listSegments(dir);
   // Whether a writer is running is never asked of writer.lock (anyone who can write the log can write a pid
   // there): an unsigned tail is reported as such, whoever might be about to sign it.
   const result: VerifyResult = { ok: true, status: 'unwitnessed', tailRecords: 0, records: 0, segments: segments.length, lastSeq: 0, checkpointedSeq: 0, checkpoints: 0 };
@@ -109,12 +113,39 @@ export function verifyAuditLog(dir: string, publicKeyPem: string | Buffer, opts:
     }
     heads.push({ ...w });
   }
-  const headSeqs = new Set(heads.map((h) => h.head.seq));
 
   let expected = 1;
   let prev = ZERO_HASH;
   let pendingNext: string | undefined;
   let pendingNextFrom: { segment: string; seq: number } | undefined;
+  // After a retention purge the chain starts at the signed checkpoint kept in anchor.json (see anchor.ts).
+  let anchorFile;
+  try {
+    anchorFile = readAnchorFile(dir);
+  } catch (e) {
+    return bad({ segment: ANCHOR_FILE, line: 0, seq: 0, kind: 'bad-anchor', problem: `${ANCHOR_FILE} is not readable JSON (${(e as Error).message})` });
+  }
+  // The anchor must be vouched for by the chain: a purge records `audit.purged` (up to the anchor's seq)
+  // before it removes anything. Without that, anyone able to write the directory could cut off the oldest
+  // segments and present one of their sealing checkpoints as an anchor.
+  let anchorSeq: number | undefined;
+  let anchorVouched = false;
+  if (anchorFile) {
+    const anchor = checkAnchor(anchorFile, key);
+    if (typeof anchor === 'string') return bad({ segment: ANCHOR_FILE, line: 0, seq: 0, kind: 'bad-anchor', problem: anchor });
+    anchorSeq = anchor.seq;
+    expected = anchor.seq + 1;
+    prev = anchor.hash;
+    pendingNext = anchor.nextSegment;
+    pendingNextFrom = { segment: ANCHOR_FILE, seq: anchor.seq };
+    // Segments older than the anchor are purged ones a crash left behind mid-purge: not part of the chain any more.
+    const firstKept = parseSegmentName(anchor.nextSegment)?.firstSeq ?? expected;
+    segments = segments.filter((n) => parseSegmentName(n)!.firstSeq >= firstKept);
+    result.segments = segments.length;
+    // Heads signed before the purge point name records that no longer exist; the anchor's signature stands in for them.
+    for (let i = heads.length - 1; i >= 0; i--) if (heads[i].head.seq <= anchor.seq) heads.splice(i, 1);
+  }
+  const headSeqs = new Set(heads.map((h) => h.head.seq));
   for (let s = 0; s < segments.length; s++) {
     const segment = segments[s];
     const isLast = s === segments.length - 1;
@@ -180,6 +211,14 @@ export function verifyAuditLog(dir: string, publicKeyPem: string | Buffer, opts:
           }
         }
       }
+      if (anchorSeq !== undefined && !anchorVouched && line.endsWith(PURGED_TAIL)) {
+        try {
+          const ev = JSON.parse(rec.eventJson) as { type?: string; details?: { last_seq?: unknown } };
+          if (ev.type === 'audit.purged' && ev.details?.last_seq === anchorSeq) anchorVouched = true;
+        } catch {
+          return bad({ ...at, seq: rec.seq, kind: 'malformed', problem: `record seq ${rec.seq} is not valid JSON` });
+        }
+      }
       if (headSeqs.has(rec.seq)) for (const h of heads) if (h.head.seq === rec.seq) h.seen = rec.hash;
       prev = rec.hash;
       expected = rec.seq + 1;
@@ -197,6 +236,9 @@ export function verifyAuditLog(dir: string, publicKeyPem: string | Buffer, opts:
   }
   if (pendingNext) {
     return bad({ segment: pendingNext, line: 0, seq: expected, kind: 'segment-missing', problem: `segment ${pendingNext} is missing (named by the checkpoint sealing ${pendingNextFrom!.segment}): the log was truncated after seq ${expected - 1}` });
+  }
+  if (anchorSeq !== undefined && !anchorVouched) {
+    return bad({ segment: ANCHOR_FILE, line: 0, seq: anchorSeq + 1, kind: 'bad-anchor', problem: `no audit.purged event in the log covers ${ANCHOR_FILE} (seq ..${anchorSeq}): the oldest segments were removed outside vigil audit purge` });
   }
   for (const h of heads) {
     if (h.head.seq > result.lastSeq) {

@@ -3,6 +3,7 @@ import { duration, size, listen, name, type SchemaContext } from './types.ts';
 export { listenerBase } from './types.ts';
 import { isValidPattern } from './redaction.ts';
 import { parseCidr } from '../identity/cidr.ts';
+import { EVENT_CATALOG } from '../events/catalog.ts';
 import { PROXIES } from '../../proxies/registry.ts';
 import { rolesSchema, accessSchema } from '../authz/config.ts';
 import { compileTemplate } from '../../recorder/export/template.ts';
@@ -108,6 +109,34 @@ export function buildConfigSchema(sc: SchemaContext) {
             timeout: duration().default(5000 as never),
           })
           .optional(),
+      })
+      .prefault({}),
+    /**
+     * How long audit events are kept (`vigil audit purge`): `default` and per event class (a type or a dot
+     * prefix, e.g. `db.query: 90d`; longest prefix wins), `recordings` for session recordings (unset: kept
+     * forever). `floor` (at least 90d) is the minimum: nothing younger is ever purged, whatever a class says.
+     * Legal holds (`vigil hold add`) override all of it.
+     */
+    retention: z
+      .object({
+        floor: duration()
+          .default(90 * 86_400_000 as never)
+          .refine((ms) => ms >= 90 * 86_400_000, 'retention.floor must be at least 90d'),
+        default: duration().default(400 * 86_400_000 as never),
+        recordings: duration().optional(),
+        /** The gateway purges by itself once a day (off: only `vigil audit purge` does). */
+        auto_purge: z.boolean().default(false),
+      })
+      .catchall(duration())
+      .superRefine((r, ctx) => {
+        // A misspelt class would silently fall back to the default: every class must name event types.
+        const types = Object.keys(EVENT_CATALOG);
+        for (const cls of Object.keys(r)) {
+          if (cls === 'floor' || cls === 'default' || cls === 'recordings' || cls === 'auto_purge') continue;
+          if (!types.some((t) => t === cls || t.startsWith(cls + '.'))) {
+            ctx.addIssue({ code: 'custom', path: [cls], message: `retention.${cls}: no event type is or starts with "${cls}."` });
+          }
+        }
       })
       .prefault({}),
     recording: z

@@ -16,6 +16,7 @@ import { initIdentity, openIdentity } from '../identity/index.ts';
 import { openStateStore } from '../store/index.ts';
 import { createAuthorizer } from '../authz/index.ts';
 import { startAccessEnforcement } from '../access/enforcement.ts';
+import { startDailyPurge } from '../../recorder/retention/daily.ts';
 import { startApi } from '../api/server.ts';
 import { openAuditLog, witnessPublisher } from '../../recorder/audit/index.ts';
 import { openRecordingStore } from '../../recorder/recordings/index.ts';
@@ -87,6 +88,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
   }
 
   const enforcement = startAccessEnforcement(services);
+  const purgeJob = config.retention.auto_purge ? startDailyPurge({ config, store, events, log, paths: dataPaths(dataDir) }) : undefined;
   const servers: net.Server[] = [];
   const proxies: ProxyInstance[] = [];
   const ports: Record<string, number> = {};
@@ -124,6 +126,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
     for (const p of proxies) await p.close().catch(() => {});
     await enforcement.stop();
     await refusals.close();
+    await purgeJob?.stop();
     await audit.close().catch(() => {});
     await store.close().catch(() => {});
     throw e;
@@ -141,6 +144,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
       await enforcement.stop();
       // Open budget windows are summarised now, before the log closes: nothing counted is lost.
       await refusals.close();
+      await purgeJob?.stop();
       await events
         .emit({ type: 'gateway.stopped', outcome: 'success', actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: 'gateway', protocol: 'vigil' }, details: {} })
         .catch(() => {});

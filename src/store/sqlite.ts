@@ -2,7 +2,7 @@ import path from 'node:path';
 import fs from 'node:fs';
 import Database from 'better-sqlite3';
 import { NotFoundError } from '../errors.ts';
-import type { AccessRecord, AccessState, IssuedCertRecord, LockRecord, RevocationRecord, StateStore } from './types.ts';
+import type { AccessRecord, AccessState, HoldRecord, IssuedCertRecord, LockRecord, RevocationRecord, StateStore } from './types.ts';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS certs (
@@ -13,6 +13,7 @@ CREATE TABLE IF NOT EXISTS revocations (serial TEXT PRIMARY KEY, reason TEXT NOT
 CREATE TABLE IF NOT EXISTS access (id TEXT PRIMARY KEY, user TEXT NOT NULL, state TEXT NOT NULL, created_at TEXT NOT NULL, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS access_state ON access(state);
 CREATE TABLE IF NOT EXISTS locks (kind TEXT NOT NULL, name TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (kind, name));
+CREATE TABLE IF NOT EXISTS holds (id TEXT PRIMARY KEY, created_at TEXT NOT NULL, data TEXT NOT NULL);
 `;
 
 /**
@@ -52,6 +53,9 @@ export class SqliteStateStore implements StateStore {
       putLock: this.db.prepare('INSERT OR REPLACE INTO locks VALUES (@kind, @name, @data)'),
       deleteLock: this.db.prepare('DELETE FROM locks WHERE kind = ? AND name = ?'),
       allLocks: this.db.prepare('SELECT data FROM locks').pluck(),
+      putHold: this.db.prepare('INSERT OR REPLACE INTO holds VALUES (@id, @createdAt, @data)'),
+      getHold: this.db.prepare('SELECT data FROM holds WHERE id = ?').pluck(),
+      allHolds: this.db.prepare('SELECT data FROM holds ORDER BY created_at, id').pluck(),
     };
     this.reload();
   }
@@ -153,6 +157,20 @@ export class SqliteStateStore implements StateStore {
     const l = this.locks.get(`${kind}/${name}`);
     if (l?.expiresAt && Date.parse(l.expiresAt) <= Date.now()) return undefined;
     return l;
+  }
+
+  async putHold(rec: HoldRecord): Promise<void> {
+    this.dirty = true;
+    this.stmt.putHold.run({ id: rec.id, createdAt: rec.createdAt, data: JSON.stringify(rec) });
+  }
+
+  async getHold(id: string): Promise<HoldRecord | undefined> {
+    const d = this.stmt.getHold.get(id) as string | undefined;
+    return d === undefined ? undefined : (JSON.parse(d) as HoldRecord);
+  }
+
+  async listHolds(): Promise<HoldRecord[]> {
+    return (this.stmt.allHolds.all() as string[]).map((d) => JSON.parse(d) as HoldRecord);
   }
 
   async refresh(): Promise<boolean> {

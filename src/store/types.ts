@@ -62,6 +62,21 @@ export interface LockRecord {
   expiresAt?: string;
 }
 
+/** A legal hold (`vigil hold add`): matching events and recordings are never purged while it is active. */
+export interface HoldRecord {
+  id: string;
+  user?: string;
+  target?: string;
+  session?: string;
+  since?: string;
+  until?: string;
+  reason: string;
+  by: string;
+  createdAt: string;
+  /** Set when released; the record stays for the history. */
+  released?: { by: string; time: string; reason: string };
+}
+
 export interface StateStore {
   recordIssuedCert(rec: IssuedCertRecord): Promise<void>;
   getIssuedCert(serial: string): Promise<IssuedCertRecord | undefined>;
@@ -83,6 +98,11 @@ export interface StateStore {
   listLocks(): Promise<LockRecord[]>;
   /** Synchronous check against the cache. */
   isLocked(kind: LockRecord['kind'], name: string): LockRecord | undefined;
+
+  putHold(rec: HoldRecord): Promise<void>;
+  getHold(id: string): Promise<HoldRecord | undefined>;
+  /** Every hold, oldest first (released ones too: filter on `released`). */
+  listHolds(): Promise<HoldRecord[]>;
 
   /**
    * Reload caches if another process changed anything; returns true when something changed. The gateway

@@ -8,7 +8,7 @@ import type { IdentityService } from '../../src/identity/types.ts';
 import { SSH_CERT_USER, certAlgoFor, encodeCertificate, option, type SshCertificateFields } from '../../src/identity/openssh-cert.ts';
 import { fromKeyObject, publicKeyBlob, signEd25519, signSsh } from '../../src/identity/ssh-keys.ts';
 import { sshString } from '../../src/identity/ssh-wire.ts';
-import type { AccessRecord, IssuedCertRecord, LockRecord, RevocationRecord, StateStore } from '../../src/store/types.ts';
+import type { AccessRecord, HoldRecord, IssuedCertRecord, LockRecord, RevocationRecord, StateStore } from '../../src/store/types.ts';
 import { tempDir } from '../support/tmp.ts';
 
 /**
@@ -61,6 +61,16 @@ export class MemoryStore implements StateStore {
   }
   async listLocks() {
     return [...this.locks.values()];
+  }
+  holds = new Map<string, HoldRecord>();
+  async putHold(rec: HoldRecord) {
+    this.holds.set(rec.id, rec);
+  }
+  async getHold(id: string) {
+    return this.holds.get(id);
+  }
+  async listHolds() {
+    return [...this.holds.values()];
   }
   isLocked(kind: LockRecord['kind'], name: string) {
     return this.locks.get(`${kind}/${name}`);

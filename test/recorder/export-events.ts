@@ -57,6 +57,9 @@ const EVENTS: Record<EventType, Omit<EventInput, 'type'>> = {
   'audit.stopped': { outcome: 'success', actor: vigil, source: { ip: 'local', via: 'gateway' }, target: { name: 'audit', protocol: 'vigil' }, details: {} },
   'audit.export': { outcome: 'success', actor: admin, source: cli, target: { name: 'audit', protocol: 'vigil' }, details: { format: 'csv', filter: { user: 'alice' }, filter_text: '--user alice', count: 3, out: '/tmp/x.csv' } },
   'audit.outage': { outcome: 'failure', actor: vigil, source: { ip: 'local', via: 'gateway' }, target: { name: 'audit', protocol: 'vigil' }, details: { started: '2026-12-06T01:00:00.000Z', ended: '2026-12-06T01:00:05.000Z', duration_ms: 5000, reason: 'ENOSPC', events_refused: 3, session_ends_recorded_late: 1 } },
+  'audit.purged': { outcome: 'success', actor: admin, source: cli, target: { name: 'audit', protocol: 'vigil' }, details: { reason: 'retention', segments: ['x.log'], first_seq: 1, last_seq: 9, min_time: '2025-01-01T00:00:00.000Z', max_time: '2025-01-02T00:00:00.000Z', recording_sessions: [], holds: [] } },
+  'hold.added': { outcome: 'success', actor: admin, source: cli, target: { name: 'hold/01H', protocol: 'vigil' }, details: { hold_id: '01H', reason: 'litigation', user: 'alice' } },
+  'hold.released': { outcome: 'success', actor: admin, source: cli, target: { name: 'hold/01H', protocol: 'vigil' }, details: { hold_id: '01H', reason: 'litigation', user: 'alice', release_reason: 'settled' } },
   'gateway.started': { outcome: 'success', actor: vigil, source: { ip: 'local', via: 'gateway' }, target: { name: 'gateway', protocol: 'vigil' }, details: { ports: { ssh: 2222 } } },
   'gateway.stopped': { outcome: 'success', actor: vigil, source: { ip: 'local', via: 'gateway' }, target: { name: 'gateway', protocol: 'vigil' }, details: {} },
 };

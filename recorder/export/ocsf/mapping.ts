@@ -235,6 +235,9 @@ const MAPPERS: Record<EventType, (e: AuditEvent) => Mapped> = {
     attrs: { database: { name: 'vigil audit log', type_id: OTHER, type: 'Audit Log' }, query_info: { query_string: str(e.details?.filter_text) ?? '', uid: e.id }, type_id: OTHER, type: 'Audit Log' },
   }),
   'audit.outage': (e) => lifecycle(e, OTHER, 'Outage'),
+  'audit.purged': (e) => lifecycle(e, OTHER, 'Purge'),
+  'hold.added': (e) => lifecycle(e, OTHER, 'Legal Hold'),
+  'hold.released': (e) => lifecycle(e, OTHER, 'Legal Hold Released'),
   'gateway.started': (e) => lifecycle(e, 3, 'Start'),
   'gateway.stopped': (e) => lifecycle(e, 4, 'Stop'),
 };

@@ -5,6 +5,7 @@ import { CERT_COMMANDS } from './cert.ts';
 import { AUDIT_COMMANDS } from './audit.ts';
 import { AUDIT_EXPORT_COMMANDS } from './audit-export.ts';
 import { REPLAY_COMMANDS } from './replay.ts';
+import { RETENTION_COMMANDS } from './retention.ts';
 import { sshKnownHostsCommand } from '../../../proxies/ssh/cli.ts';
 
 /** Every CLI command, in the order `vigil --help` lists them. One line per command module. */
@@ -17,5 +18,6 @@ export const COMMANDS: Command[] = [
   ...AUDIT_COMMANDS,
   ...AUDIT_EXPORT_COMMANDS,
   ...REPLAY_COMMANDS,
+  ...RETENTION_COMMANDS,
   sshKnownHostsCommand,
 ];

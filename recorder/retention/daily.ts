@@ -1,0 +1,81 @@
+import type { Logger } from 'pino';
+import type { VigilConfig } from '../../src/config/schema.ts';
+import type { HoldRecord, StateStore } from '../../src/store/types.ts';
+import type { EventBus } from '../../src/events/bus.ts';
+import { runPurge, type PurgeRunResult } from './run.ts';
+import type { HoldFilter, RetentionPolicy } from './purge.ts';
+
+const DAY = 86_400_000;
+
+/** The retention section of the config as a policy: every key other than the named settings is a class. */
+export function retentionPolicy(config: VigilConfig): RetentionPolicy {
+  const { floor, default: def, recordings, auto_purge: _auto, ...classes } = config.retention;
+  return { floorMs: floor, defaultMs: def, recordingsMs: recordings, classes: classes as Record<string, number> };
+}
+
+export function activeHolds(holds: HoldRecord[]): HoldFilter[] {
+  return holds.filter((h) => !h.released);
+}
+
+export interface DailyPurgeDeps {
+  config: VigilConfig;
+  store: StateStore;
+  events: EventBus;
+  log: Logger;
+  paths: { audit: string; recordings: string; auditPublicKey: string };
+}
+
+export interface DailyPurge {
+  /** One run now (what the timer does); resolves when it is done. Runs never overlap. */
+  runOnce(): Promise<PurgeRunResult | undefined>;
+  stop(): Promise<void>;
+}
+
+/**
+ * The gateway's automatic purge (`retention.auto_purge`): first a minute after start, then daily. A failed
+ * or refused run is logged and retried the next day; it never affects sessions.
+ */
+export function startDailyPurge(d: DailyPurgeDeps, opts: { firstAfterMs?: number; everyMs?: number } = {}): DailyPurge {
+  let running: Promise<PurgeRunResult | undefined> | undefined;
+  let stopped = false;
+  const runOnce = (): Promise<PurgeRunResult | undefined> => {
+    if (running) return running;
+    running = (async () => {
+      try {
+        const res = await runPurge({
+          auditDir: d.paths.audit,
+          recordingsDir: d.paths.recordings,
+          publicKeyFile: d.paths.auditPublicKey,
+          policy: retentionPolicy(d.config),
+          reason: 'retention (daily)',
+          holds: async () => activeHolds(await d.store.listHolds()),
+          record: (details) =>
+            d.events.emit({ type: 'audit.purged', outcome: 'success', actor: { user: 'vigil', roles: [] }, source: { ip: 'local', via: 'gateway' }, target: { name: 'audit', protocol: 'vigil' }, details }),
+        });
+        if (res.status === 'refused') d.log.error({ problem: res.problem }, 'retention purge refused: the audit log does not verify');
+        else if (res.status === 'purged') d.log.info({ segments: res.entry?.segments.length ?? 0, recordings: res.recordings.sessions.length }, 'retention purge done');
+        return res;
+      } catch (e) {
+        d.log.error({ err: e }, 'retention purge failed');
+        return undefined;
+      } finally {
+        running = undefined;
+      }
+    })();
+    return running;
+  };
+  let timer: NodeJS.Timeout = setTimeout(function tick() {
+    if (stopped) return;
+    void runOnce().finally(() => {
+      if (!stopped) timer = setTimeout(tick, opts.everyMs ?? DAY).unref();
+    });
+  }, opts.firstAfterMs ?? 60_000).unref();
+  return {
+    runOnce,
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await running;
+    },
+  };
+}

@@ -1,0 +1,206 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { listSegments, splitSegment } from '../audit/segments.ts';
+import { parseRecordLine, parseSegmentName, isCheckpointLine, metaName, type CheckpointDetails } from '../audit/record.ts';
+import { ANCHOR_FILE, readAnchorFile, writeAnchorFile, type PurgeEntry } from '../audit/anchor.ts';
+import { VigilError } from '../../src/errors.ts';
+
+const DAY = 86_400_000;
+
+/**
+ * How long events are kept. `classes` maps an event type or a dot-prefix of it (`db.query` covers
+ * `db.query.start`) to a ceiling; the longest matching prefix wins, `defaultMs` otherwise. `floorMs` is
+ * the minimum whatever the ceilings say: nothing younger than it is ever purged.
+ */
+export interface RetentionPolicy {
+  floorMs: number;
+  defaultMs: number;
+  classes: Record<string, number>;
+  /** Ceiling for session recordings (undefined: recordings are never purged). */
+  recordingsMs?: number;
+}
+
+/** A legal hold: events (and recordings) matching every given field are never purged while it is active. */
+export interface HoldFilter {
+  id: string;
+  user?: string;
+  target?: string;
+  session?: string;
+  since?: string;
+  until?: string;
+}
+
+export class RetentionError extends VigilError {}
+
+/** The effective ceiling of an event type: its class's (longest prefix), never below the floor. */
+export function ceilingFor(policy: RetentionPolicy, type: string): number {
+  // Checkpoints only vouch for the chain around them: they go with their segment, bounded by the floor alone.
+  if (type === 'audit.checkpoint') return policy.floorMs;
+  let best = -1;
+  let ms = policy.defaultMs;
+  for (const [cls, v] of Object.entries(policy.classes)) {
+    if ((type === cls || type.startsWith(cls + '.')) && cls.length > best) {
+      best = cls.length;
+      ms = v;
+    }
+  }
+  return Math.max(ms, policy.floorMs);
+}
+
+interface EventView {
+  type: string;
+  time: string;
+  actor?: { user?: string };
+  target?: { name?: string };
+  session_id?: string;
+}
+
+/** The hold an event falls under, if any. */
+export function holdFor(ev: EventView, holds: readonly HoldFilter[]): HoldFilter | undefined {
+  const t = Date.parse(ev.time);
+  return holds.find(
+    (h) =>
+      (h.user === undefined || ev.actor?.user === h.user) &&
+      (h.target === undefined || ev.target?.name === h.target) &&
+      (h.session === undefined || ev.session_id === h.session) &&
+      (h.since === undefined || !(t < Date.parse(h.since))) &&
+      (h.until === undefined || !(t > Date.parse(h.until))),
+  );
+}
+
+export interface SegmentSummary {
+  name: string;
+  firstSeq: number;
+  lastSeq: number;
+  minTime: string;
+  maxTime: string;
+  /** The last line: the sealing checkpoint (becomes the anchor when this is the last purged segment). */
+  sealLine: string;
+}
+
+export interface PurgePlan {
+  segments: SegmentSummary[];
+  /** Why the oldest kept segment stays (undefined when nothing is kept but the open segment). */
+  keptBecause?: string;
+  /** Sessions with events under a hold: their recordings stay. */
+  heldSessions: Set<string>;
+  /** Segments older than anchor.json's first kept one: left by a purge interrupted before it deleted them. */
+  leftovers: string[];
+}
+
+/**
+ * Which segments may go: the longest run of the oldest sealed segments in which every event is past its
+ * class's ceiling and under no hold. Only a prefix can go, so the kept chain stays contiguous; the newest
+ * segment (the one being written) never goes.
+ */
+export function planPurge(dir: string, policy: RetentionPolicy, holds: readonly HoldFilter[], now = Date.now()): PurgePlan {
+  let names = listSegments(dir);
+  const plan: PurgePlan = { segments: [], heldSessions: new Set(), leftovers: [] };
+  const anchor = readAnchorFile(dir);
+  const anchorRec = anchor ? parseRecordLine(anchor.record) : undefined;
+  if (anchorRec && typeof anchorRec !== 'string') {
+    plan.leftovers = names.filter((n) => parseSegmentName(n)!.firstSeq <= anchorRec.seq);
+    names = names.slice(plan.leftovers.length);
+  }
+  let purging = true;
+  for (let s = 0; s < names.length; s++) {
+    const name = names[s];
+    const { lines } = splitSegment(fs.readFileSync(path.join(dir, name), 'utf8'));
+    const sum: SegmentSummary = { name, firstSeq: 0, lastSeq: 0, minTime: '', maxTime: '', sealLine: lines[lines.length - 1] ?? '' };
+    let keep: string | undefined;
+    if (s === names.length - 1) keep = `${name} is the newest segment (still being written)`;
+    for (const line of lines) {
+      const rec = parseRecordLine(line);
+      if (typeof rec === 'string') throw new RetentionError('VIGIL_RETENTION_UNREADABLE', `cannot plan a purge: ${name}: ${rec}`);
+      const ev = JSON.parse(rec.eventJson) as EventView;
+      if (!sum.firstSeq) sum.firstSeq = rec.seq;
+      sum.lastSeq = rec.seq;
+      if (!sum.minTime || ev.time < sum.minTime) sum.minTime = ev.time;
+      if (ev.time > sum.maxTime) sum.maxTime = ev.time;
+      const hold = holdFor(ev, holds);
+      if (hold && ev.session_id) plan.heldSessions.add(ev.session_id);
+      if (keep) continue;
+      if (hold) keep = `${name} has seq ${rec.seq} under legal hold ${hold.id}`;
+      else if (now - Date.parse(ev.time) < ceilingFor(policy, ev.type)) keep = `${name} has seq ${rec.seq} (${ev.type}, ${ev.time}) within its retention`;
+    }
+    if (!keep) {
+      const seal = parseRecordLine(sum.sealLine);
+      const d = typeof seal === 'string' || !isCheckpointLine(sum.sealLine) ? undefined : (JSON.parse(seal.eventJson).details as CheckpointDetails);
+      if (d?.next_segment !== names[s + 1]) keep = `${name} is not sealed by a checkpoint naming ${names[s + 1]}`;
+    }
+    if (purging && !keep) plan.segments.push(sum);
+    else if (purging) {
+      purging = false;
+      plan.keptBecause = keep;
+    }
+    // Past the purge point only holds matter (to find held sessions); with no holds, stop reading.
+    if (!purging && holds.length === 0) break;
+  }
+  return plan;
+}
+
+/** What one purge removed, as written into anchor.json and the `audit.purged` event. */
+export function purgeEntry(plan: PurgePlan, reason: string, now = new Date()): PurgeEntry | undefined {
+  const segs = plan.segments;
+  if (segs.length === 0) return undefined;
+  return {
+    time: now.toISOString(),
+    segments: segs.map((s) => s.name),
+    first_seq: segs[0].firstSeq,
+    last_seq: segs[segs.length - 1].lastSeq,
+    min_time: segs.map((s) => s.minTime).sort()[0],
+    max_time: segs.map((s) => s.maxTime).sort().reverse()[0],
+    reason,
+  };
+}
+
+/**
+ * Anchor the kept chain, then remove the purged segments. The anchor is written first: a crash in between
+ * leaves old segments that verify skips (they precede the anchor) and the next purge removes.
+ */
+export function applyPurge(dir: string, plan: PurgePlan, entry: PurgeEntry | undefined): void {
+  for (const name of plan.leftovers) {
+    fs.rmSync(path.join(dir, name), { force: true });
+    fs.rmSync(path.join(dir, metaName(name)), { force: true });
+  }
+  if (!entry) return;
+  const last = plan.segments[plan.segments.length - 1];
+  const prior = readAnchorFile(dir);
+  // Two purges at once (the daily job and the CLI) must not move the anchor back to a segment already gone.
+  const priorSeq = prior ? parseRecordLine(prior.record) : undefined;
+  const keepPrior = priorSeq !== undefined && typeof priorSeq !== 'string' && priorSeq.seq >= last.lastSeq;
+  writeAnchorFile(dir, { version: 1, record: keepPrior ? prior!.record : last.sealLine, purges: [...(prior?.purges ?? []), entry] });
+  for (const s of plan.segments) {
+    fs.rmSync(path.join(dir, s.name), { force: true });
+    fs.rmSync(path.join(dir, metaName(s.name)), { force: true });
+  }
+}
+
+export interface RecordingPurge {
+  sessions: string[];
+}
+
+/**
+ * Session recordings (`<dir>/<session>/ch*.cast`) whose newest file is older than the recordings ceiling
+ * (never below the floor) and whose session is under no hold. Sessions are matched by id; holds on a user
+ * or target reach recordings through the held sessions found in the audit log.
+ */
+export function planRecordingPurge(dir: string, policy: RetentionPolicy, holds: readonly HoldFilter[], heldSessions: ReadonlySet<string>, now = Date.now()): RecordingPurge {
+  if (policy.recordingsMs === undefined || !fs.existsSync(dir)) return { sessions: [] };
+  const ceiling = Math.max(policy.recordingsMs, policy.floorMs);
+  const out: string[] = [];
+  for (const session of fs.readdirSync(dir).sort()) {
+    const sub = path.join(dir, session);
+    if (!fs.statSync(sub).isDirectory()) continue;
+    if (heldSessions.has(session) || holds.some((h) => h.session === session)) continue;
+    const newest = Math.max(0, ...fs.readdirSync(sub).map((f) => fs.statSync(path.join(sub, f)).mtimeMs));
+    if (now - newest >= ceiling) out.push(session);
+  }
+  return { sessions: out };
+}
+
+export function applyRecordingPurge(dir: string, p: RecordingPurge): void {
+  for (const s of p.sessions) fs.rmSync(path.join(dir, s), { recursive: true, force: true });
+}
+
+export { ANCHOR_FILE, DAY };

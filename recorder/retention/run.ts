@@ -1,0 +1,57 @@
+import fs from 'node:fs';
+import { verifyAuditLog } from '../audit/verify.ts';
+import type { PurgeEntry } from '../audit/anchor.ts';
+import {
+  planPurge, purgeEntry, applyPurge, planRecordingPurge, applyRecordingPurge,
+  type HoldFilter, type PurgePlan, type RecordingPurge, type RetentionPolicy,
+} from './purge.ts';
+
+export interface PurgeRunOptions {
+  auditDir: string;
+  recordingsDir: string;
+  publicKeyFile: string;
+  policy: RetentionPolicy;
+  /** Active legal holds, read just before planning. */
+  holds: () => Promise<HoldFilter[]>;
+  /** Write the `audit.purged` event durably; called before anything is removed. */
+  record: (details: Record<string, unknown>) => Promise<unknown>;
+  reason: string;
+  dryRun?: boolean;
+  now?: number;
+}
+
+export type PurgeRunResult =
+  | { status: 'refused'; problem: string }
+  | { status: 'nothing' | 'dry-run' | 'purged'; plan: PurgePlan; entry?: PurgeEntry; recordings: RecordingPurge };
+
+/**
+ * One retention purge (`vigil audit purge`, and the gateway's daily run): refuse a log that does not
+ * verify, plan against the policy and the active holds, record `audit.purged`, then anchor and remove.
+ */
+export async function runPurge(o: PurgeRunOptions): Promise<PurgeRunResult> {
+  // A purge of a log that does not verify would destroy the evidence of what is wrong with it.
+  const check = verifyAuditLog(o.auditDir, fs.readFileSync(o.publicKeyFile));
+  if (check.status === 'invalid') return { status: 'refused', problem: check.firstBad?.problem ?? 'invalid' };
+  const holds = await o.holds();
+  const now = o.now ?? Date.now();
+  const plan = planPurge(o.auditDir, o.policy, holds, now);
+  const recordings = planRecordingPurge(o.recordingsDir, o.policy, holds, plan.heldSessions, now);
+  const entry = purgeEntry(plan, o.reason, new Date(now));
+  if (o.dryRun) return { status: 'dry-run', plan, entry, recordings };
+  if (!entry && recordings.sessions.length === 0) {
+    // Segments an interrupted purge recorded and anchored but did not delete yet: finish that purge.
+    if (plan.leftovers.length) applyPurge(o.auditDir, plan, undefined);
+    return { status: 'nothing', plan, recordings };
+  }
+  // Recorded before anything is removed: a purge is never unrecorded, and verify requires this event to
+  // accept the anchor.
+  await o.record({
+    reason: o.reason,
+    ...(entry ? { segments: entry.segments, first_seq: entry.first_seq, last_seq: entry.last_seq, min_time: entry.min_time, max_time: entry.max_time } : { segments: [] }),
+    recording_sessions: recordings.sessions,
+    holds: holds.map((h) => h.id),
+  });
+  applyPurge(o.auditDir, plan, entry);
+  applyRecordingPurge(o.recordingsDir, recordings);
+  return { status: 'purged', plan, entry, recordings };
+}
