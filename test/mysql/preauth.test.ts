@@ -76,13 +76,13 @@ async function tlsUpgrade(w: MyWorld, cert: boolean, localAddress?: string) {
 }
 
 /** Announces a handshake response of CLAIMED bytes and sends its body for as long as the gateway listens. */
-async function hostile(w: MyWorld): Promise<{ code: number | undefined; sent: number }> {
+async function hostile(w: MyWorld, claimed = CLAIMED): Promise<{ code: number | undefined; sent: number }> {
   const { t, p } = await tlsUpgrade(w, false);
-  const header = Buffer.from([CLAIMED & 0xff, (CLAIMED >> 8) & 0xff, CLAIMED >> 16, 2]);
+  const header = Buffer.from([claimed & 0xff, (claimed >> 8) & 0xff, claimed >> 16, 2]);
   t.write(header);
   const chunk = Buffer.alloc(64 * 1024, 0x41);
   let sent = 0;
-  while (p.got.length === 0 && !p.isClosed() && sent < CLAIMED) {
+  while (p.got.length === 0 && !p.isClosed() && sent < claimed) {
     sent += chunk.length;
     if (!t.write(chunk)) await new Promise<void>((r) => { t.once('drain', r); t.once('close', r); });
   }
@@ -119,6 +119,11 @@ describe('mysql: limits before authentication', () => {
     expect(delta).toBeLessThan(16 * 1024 * 1024);
     expect((await w.cli(['--user=db', '-N', '-e', 'select 1'])).stdout.trim()).toBe('1');
   }, 120_000);
+
+  it('the limit is pre_auth.max_message_size, not the post-auth packet limit: 20 KiB is refused', async () => {
+    const r = await hostile(w, 20 * 1024);
+    expect(r.code).toBe(1153);
+  }, 30_000);
 
   it(`caps unauthenticated connections per source address (${PER_SOURCE}); another address still gets in`, async () => {
     // The greeting is sent once the connection is counted: each held one has received it.
