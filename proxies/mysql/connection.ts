@@ -27,6 +27,7 @@ import { addResult, errDetails, eventText, redactedText, round, type QueryFields
 import { analyzeSql, resultOwners, type SqlAnalysis, type SqlMode } from './sql.ts';
 import { connectBackend, type BackendConnection } from './backend.ts';
 import type { ConnectionIds, KillableConnection } from './connection-ids.ts';
+import type { SourceLimiter } from '../../src/gateway/preauth.ts';
 
 export interface MysqlSection {
   enabled: boolean;
@@ -43,6 +44,8 @@ export interface MysqlShared {
   ids: ConnectionIds;
   /** Connections that have not authenticated yet. */
   unauthenticated: { count: number };
+  /** Unauthenticated connections per source address (limit: pre_auth.max_per_source). */
+  perSource: SourceLimiter;
   secretName: (name: string) => boolean;
 }
 
@@ -99,6 +102,7 @@ export class MysqlConnection implements KillableConnection {
   private closed = false;
   private authTimer: NodeJS.Timeout | undefined;
   private counted = false;
+  private releaseSource: (() => void) | undefined;
   /** Client packets received while an asynchronous check (USE authorization) runs. */
   private inbox: Packet[] = [];
   private busy = false;
@@ -124,6 +128,11 @@ export class MysqlConnection implements KillableConnection {
     sock.on('close', () => this.shutdown('client_closed'));
     if (unauthenticated.count >= services.config.gateway.max_unauthenticated) {
       this.fatal(0, { ...ERR.HANDSHAKE, code: 1040, message: 'Too many connections waiting to authenticate; try again.' }, 'error');
+      return;
+    }
+    this.releaseSource = this.shared.perSource.acquire(this.ctx.remote.ip);
+    if (!this.releaseSource) {
+      this.fatal(0, { ...ERR.HANDSHAKE, code: 1040, message: 'Too many connections from your address waiting to authenticate; try again.' }, 'error');
       return;
     }
     unauthenticated.count++;
@@ -180,7 +189,9 @@ export class MysqlConnection implements KillableConnection {
       this.shutdown('client_closed');
     });
     secure.on('close', () => this.shutdown('client_closed'));
-    const framer = new PacketFramer(64 * 1024);
+    // Before authentication only the handshake response and the token reply come: a small limit, checked
+    // on the length header before the payload is buffered.
+    const framer = new PacketFramer(this.shared.services.config.pre_auth.max_message_size);
     let step: 'response' | 'token' | 'done' = 'response';
     let hsResponse: ReturnType<typeof parseClientHandshake> | undefined;
     const onData = (chunk: Buffer) => {
@@ -265,6 +276,7 @@ export class MysqlConnection implements KillableConnection {
       if (this.closed) return void this.session.end(this.closeReason ?? 'client_closed');
       if (this.counted) {
         this.shared.unauthenticated.count--;
+        this.releaseSource?.();
         this.counted = false;
       }
       clearTimeout(this.authTimer);
@@ -886,6 +898,7 @@ export class MysqlConnection implements KillableConnection {
     clearTimeout(this.authTimer);
     if (this.counted) {
       this.shared.unauthenticated.count--;
+      this.releaseSource?.();
       this.counted = false;
     }
     clearTimeout(this.longTimer);

@@ -1,6 +1,7 @@
 import type { ProxyInstance } from '../../src/gateway/proxy.ts';
 import type { GatewayServices } from '../../src/gateway/services.ts';
 import { compileSecretPattern } from '../../src/config/redaction.ts';
+import { SourceLimiter } from '../../src/gateway/preauth.ts';
 import { ConnectionIds } from './connection-ids.ts';
 import { MysqlConnection, type MysqlSection, type MysqlShared } from './connection.ts';
 
@@ -12,6 +13,7 @@ export function createMysqlListener(services: GatewayServices, section: MysqlSec
     section,
     ids: new ConnectionIds(),
     unauthenticated: { count: 0 },
+    perSource: new SourceLimiter(services.config.pre_auth.max_per_source),
     secretName: (name) => name !== '' && secret !== undefined && secret.test(name),
   };
   return {

@@ -8,6 +8,7 @@ import type { VerifyResult } from '../../src/identity/types.ts';
 import { admit, openSession, type AdmitRequest, type OpenSession } from '../../src/sessions/admit.ts';
 import type { EndReason } from '../../src/sessions/registry.ts';
 import { ProtocolError } from '../../src/errors.ts';
+import type { SourceLimiter } from '../../src/gateway/preauth.ts';
 import { MessageFramer } from './framing.ts';
 import { decodePassword, decodeStartupPacket, F, type StartupPacket } from './frontend.ts';
 import { authenticationCleartextPassword, authenticationOk, backendKeyData, fatal, readyForQuery, B } from './backend.ts';
@@ -29,6 +30,8 @@ export interface ProxyShared {
   serverContext(): tls.SecureContext;
   /** Connections not yet authenticated (limit: gateway.max_unauthenticated). */
   unauthenticated: number;
+  /** Unauthenticated connections per source address (limit: pre_auth.max_per_source). */
+  perSource: SourceLimiter;
   live: Set<ClientConnection>;
 }
 
@@ -119,6 +122,7 @@ export class ClientConnection {
   private releaseKey: (() => void) | undefined;
   private cancelTarget: CancelTarget | undefined;
   private authTimer: NodeJS.Timeout | undefined;
+  private releaseSource: (() => void) | undefined;
   private clientTerminated = false;
   private flushRecords: (() => void) | undefined;
   private longRunningTimer: NodeJS.Timeout | undefined;
@@ -142,6 +146,11 @@ export class ClientConnection {
       this.refuse(new Refusal('53300', 'too many connections are authenticating; try again shortly'));
       return;
     }
+    this.releaseSource = this.shared.perSource.acquire(this.ctx.remote.ip);
+    if (!this.releaseSource) {
+      this.refuse(new Refusal('53300', 'too many connections from your address are authenticating; try again shortly'));
+      return;
+    }
     this.authTimer = setTimeout(() => this.refuse(new Refusal('08006', 'authentication timed out')), services.config.gateway.auth_timeout);
     this.authTimer.unref();
     this.negotiate().catch((e) => this.refuse(e));
@@ -152,6 +161,7 @@ export class ClientConnection {
       this.counted = false;
       this.shared.unauthenticated--;
     }
+    this.releaseSource?.();
     if (this.authTimer) clearTimeout(this.authTimer);
   }
 
@@ -168,6 +178,7 @@ export class ClientConnection {
     this.shared.live.delete(this);
     let msg: Buffer | undefined;
     if (e instanceof Refusal) msg = fatal(e.sqlstate, e.message, e.hint);
+    else if (e instanceof ProtocolError && e.code === 'VIGIL_PG_OVERSIZED') msg = fatal('54000', `vigil: ${e.message} before authentication (pre_auth.max_message_size)`);
     else if (e instanceof ProtocolError) msg = fatal('08P01', `protocol violation: ${e.message}`);
     else {
       this.ctx.log.warn({ err: e }, 'postgres connection failed');
@@ -220,7 +231,9 @@ export class ClientConnection {
     if (params.has('replication') && section.blocked_startup_params.includes('replication')) {
       throw new Refusal('28000', 'replication connections are not allowed through vigil');
     }
-    const typed = new PacketReader(this.client, new MessageFramer({ maxLength: section.max_message_size }));
+    // Until authenticated only a password message is expected: a small limit, checked on the length header
+    // before any of the body is buffered (the post-auth limit would let a stranger make us hold 64 MiB).
+    const typed = new PacketReader(this.client, new MessageFramer({ maxLength: this.shared.services.config.pre_auth.max_message_size }));
     // Leftover typed bytes (a client that pipelines its password) carry over.
     (typed as unknown as { rest: Buffer }).rest = reader.leftover;
 

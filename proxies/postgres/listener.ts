@@ -1,6 +1,7 @@
 import type { ProxyInstance } from '../../src/gateway/proxy.ts';
 import type { GatewayServices } from '../../src/gateway/services.ts';
 import { compileSecretPattern } from '../../src/config/redaction.ts';
+import { SourceLimiter } from '../../src/gateway/preauth.ts';
 import { CancelKeys } from './cancel.ts';
 import { ClientConnection, type ProxyShared } from './connection.ts';
 import type { PostgresSection } from './config.ts';
@@ -14,6 +15,7 @@ export function createPostgresListener(services: GatewayServices, section: Postg
     redact: compileSecretPattern(services.config.redaction.patterns),
     serverContext: () => services.identity.tlsContext(),
     unauthenticated: 0,
+    perSource: new SourceLimiter(services.config.pre_auth.max_per_source),
     live: new Set(),
   };
   return {

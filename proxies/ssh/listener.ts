@@ -1,6 +1,7 @@
 import ssh2 from 'ssh2';
 import type { ProxyInstance } from '../../src/gateway/proxy.ts';
 import type { GatewayServices } from '../../src/gateway/services.ts';
+import { SourceLimiter } from '../../src/gateway/preauth.ts';
 import { serverAlgorithms, type SshSection } from './config.ts';
 import { Connection, type ListenerContext } from './connection.ts';
 
@@ -9,11 +10,19 @@ export function createSshListener(services: GatewayServices, section: SshSection
   const lc: ListenerContext = { services, section, hostKey: services.identity.sshHostKey(), algorithms: serverAlgorithms(section), live: new Set() };
   const limit = services.config.gateway.max_unauthenticated;
   let unauthenticated = 0;
+  const perSource = new SourceLimiter(services.config.pre_auth.max_per_source);
   let closed = false;
   return {
     handleConnection(socket, ctx) {
       if (closed || unauthenticated >= limit) {
         ctx.log.warn({ unauthenticated, limit }, 'too many unauthenticated connections; dropping');
+        socket.destroy();
+        return;
+      }
+      // SSH has no error message before its key exchange: a source over its allowance is dropped.
+      const releaseSource = perSource.acquire(ctx.remote.ip);
+      if (!releaseSource) {
+        ctx.log.warn({ source: ctx.remote.ip, limit: services.config.pre_auth.max_per_source }, 'too many unauthenticated connections from one address; dropping');
         socket.destroy();
         return;
       }
@@ -23,6 +32,7 @@ export function createSshListener(services: GatewayServices, section: SshSection
         if (counted) {
           counted = false;
           unauthenticated--;
+          releaseSource();
         }
       };
       socket.once('close', release);

@@ -64,6 +64,18 @@ export function buildConfigSchema(sc: SchemaContext) {
         idle_timeout: duration().default(0 as never),
       })
       .prefault({}),
+    /**
+     * Limits while a connection has not authenticated yet (all protocols). The deadline of the whole
+     * phase is `gateway.auth_timeout`, the total per listener `gateway.max_unauthenticated`.
+     */
+    pre_auth: z
+      .strictObject({
+        /** Largest client message accepted before authentication (Postgres password/SASL, MySQL handshake response). */
+        max_message_size: size().default(16 * 1024 as never),
+        /** Unauthenticated connections at once from one source address, per listener. */
+        max_per_source: z.number().int().min(1).default(32),
+      })
+      .prefault({}),
     certs: z
       .strictObject({
         default_ttl: duration().default(3_600_000 as never),

@@ -1,0 +1,29 @@
+/**
+ * Counts unauthenticated connections per source address so that one address cannot take the whole
+ * `gateway.max_unauthenticated` allowance of a listener (config `pre_auth.max_per_source`).
+ */
+export class SourceLimiter {
+  private readonly counts = new Map<string, number>();
+
+  constructor(private readonly max: number) {}
+
+  /** Count a connection from `ip`; returns its release (idempotent), or undefined when `ip` is at the limit. */
+  acquire(ip: string): (() => void) | undefined {
+    const n = this.counts.get(ip) ?? 0;
+    if (n >= this.max) return undefined;
+    this.counts.set(ip, n + 1);
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      const left = (this.counts.get(ip) ?? 1) - 1;
+      if (left <= 0) this.counts.delete(ip);
+      else this.counts.set(ip, left);
+    };
+  }
+
+  /** Addresses currently counted (for tests and diagnostics). */
+  get sources(): number {
+    return this.counts.size;
+  }
+}
