@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import https from 'node:https';
 import { spawn, execFileSync } from 'node:child_process';
 import { describe, it, expect, afterEach } from 'vitest';
 import { startTestGateway, type TestGateway, type IssuedFiles } from '../support/gateway.ts';
@@ -16,6 +15,7 @@ import type { AuditEvent } from '../../src/events/envelope.ts';
 import { serverStatements, STATEMENT_LOG } from '../postgres/helpers.ts';
 import { enableGeneralLog, readGeneralLog } from '../mysql/general-log.ts';
 import { loggingShell, missingFrom } from '../ssh/oracle-support.ts';
+import { fillFileSystem, healthStatus } from '../support/disk.ts';
 
 /**
  * Issue #14, all protocols at once: the audit directory sits on a small real file system (tmpfs) that
@@ -73,31 +73,6 @@ async function exitOf(c: Live, ms = CLIENT_GUARD_MS): Promise<number | null | 'h
   return r;
 }
 
-function healthStatus(tg: TestGateway): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const req = https.get({ host: '127.0.0.1', port: tg.ports.api, path: '/healthz', rejectUnauthorized: false, timeout: 10_000 }, (res) => {
-      res.resume();
-      resolve(res.statusCode ?? 0);
-    });
-    req.on('error', reject);
-    req.on('timeout', () => req.destroy(new Error('health check timed out')));
-  });
-}
-
-/** Fill a file system to the last byte; returns the filler file (delete it to free the space). */
-function fill(dir: string): string {
-  const file = path.join(dir, 'filler');
-  const fd = fs.openSync(file, 'w');
-  for (const size of [65536, 4096, 1]) {
-    try {
-      for (;;) fs.writeSync(fd, Buffer.alloc(size, 1));
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOSPC') throw e;
-    }
-  }
-  fs.closeSync(fd);
-  return file;
-}
 
 const norm = (s: string) => s.replace(/\s+/g, ' ').replace(/[\s;]+$/, '').trim();
 
@@ -215,7 +190,7 @@ describe.skipIf(!isRoot)('disk full under live sessions of every protocol (needs
     await waitFor(() => shell.ran().filter((c) => c.startsWith('echo busy-')).length >= 3 || !tg.gw.services.events.healthy, CLIENT_GUARD_MS, 'the busy ssh connection to run');
 
     // Fill the file system (the busy sessions may have filled it already): the writer's next commit fails.
-    const filler = fill(auditDir);
+    const filler = fillFileSystem(auditDir);
     await waitFor(() => !tg.gw.services.events.healthy, CLIENT_GUARD_MS, 'the audit log to fail');
     expect(await healthStatus(tg)).toBe(503);
     feeding = false;
@@ -341,7 +316,7 @@ describe.skipIf(!isRoot)('audit writer: records of what already happened survive
       const w = await openAuditLog(dir, auditOptions(key.keyFile, { recoveryProbeMs: 50 }));
       const session = { actor: { user: 'alice', roles: ['dba'] }, source: { ip: '10.0.0.7', port: 5000 }, target: { name: 'db', protocol: 'postgres' as const }, session_id: 'sess-live' };
       await w.append(createEvent({ type: 'session.start', outcome: 'success', ...session, details: {} }));
-      const filler = fill(fsDir);
+      const filler = fillFileSystem(fsDir);
       const errors: (Error | undefined)[] = [];
       // Queued while the log still looked healthy (forwarded at once in batched mode), then one during the outage.
       for (let i = 0; i < 20; i++) w.appendLater!(sampleEvent(i, { session_id: 'sess-live' }), (err) => errors.push(err), undefined);

@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import https from 'node:https';
 import { execFileSync } from 'node:child_process';
 import { describe, it, expect, afterAll } from 'vitest';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
@@ -9,35 +8,10 @@ import { segmentName } from '../../recorder/audit/record.ts';
 import { searchAuditLog, verifyAuditLog } from '../../recorder/audit/index.ts';
 import { run } from '../postgres/helpers.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
+import { fillFileSystem, healthStatus } from '../support/disk.ts';
 
 const isRoot = process.getuid?.() === 0;
 
-/** GET /healthz from the in-process gateway (asynchronously: a blocking client would stall its event loop). */
-function healthStatus(tg: TestGateway): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const req = https.get({ host: '127.0.0.1', port: tg.ports.api, path: '/healthz', rejectUnauthorized: false, timeout: 10_000 }, (res) => {
-      res.resume();
-      resolve(res.statusCode ?? 0);
-    });
-    req.on('error', reject);
-    req.on('timeout', () => req.destroy(new Error('health check timed out')));
-  });
-}
-
-/** Fill a file system to the last byte; returns the filler file (delete it to free the space). */
-function fill(dir: string): string {
-  const file = path.join(dir, 'filler');
-  const fd = fs.openSync(file, 'w');
-  for (const size of [65536, 4096, 1]) {
-    try {
-      for (;;) fs.writeSync(fd, Buffer.alloc(size, 1));
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOSPC') throw e;
-    }
-  }
-  fs.closeSync(fd);
-  return file;
-}
 
 /**
  * No session runs unrecorded: once the audit log cannot be written, the gateway refuses new sessions with a
@@ -126,7 +100,7 @@ describe('gateway fails closed when the audit log cannot be written, and recover
     stops.unshift(() => void execFileSync('umount', ['-l', auditDir])); // after the gateway has stopped
     const { tg, psql } = await gateway(base);
     expect((await psql('select 41 + 1')).stdout.trim()).toBe('42');
-    const filler = fill(auditDir);
+    const filler = fillFileSystem(auditDir);
     await expectRefusedThenRecovered(tg, psql, () => fs.rmSync(filler));
     await tg.stop();
     expect(verifyAuditLog(auditDir, fs.readFileSync(path.join(tg.dataDir, 'ca', 'audit_signing.pub'))).firstBad).toBeUndefined();
