@@ -8,6 +8,7 @@ import { segmentName } from '../../recorder/audit/record.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
 import { init, mkdir, rawSftp } from './raw-sftp.ts';
 import { killRemote, killTargetConnectionOf, pidsOf } from './oracle-support.ts';
+import { holdDurability } from '../support/durability.ts';
 
 const indexOf = (w: SshWorld, e: AuditEvent) => w.gw.events.indexOf(e);
 
@@ -151,15 +152,8 @@ describe('ssh exec fails closed on an open connection when the audit log is unav
     const mux = await master('strict');
     expect((await mux('echo warm')).stdout).toBe('warm\n');
     const events = w.gw.gw.services.events;
-    const real = events.beforeForward.bind(events);
     // Hold the durable record back: the command must wait for it.
-    let release!: () => void;
-    const held = new Promise<void>((r) => (release = r));
-    events.beforeForward = (input, onFailure) => {
-      const p = real(input, onFailure);
-      expect(p).toBeInstanceOf(Promise);
-      return p!.then(() => held);
-    };
+    const { release, real } = holdDurability(events);
     const marker = path.join(dir, 'held');
     const running = mux(`touch ${marker}; echo ran`);
     await w.gw.waitForEvent((e) => e.type === 'ssh.exec.start' && e.details.command === `touch ${marker}; echo ran`);

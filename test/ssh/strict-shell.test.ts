@@ -5,10 +5,10 @@ import { startWorld, spawnClient, type SshWorld } from './harness.ts';
 import { oracleShell, type OracleShell } from './oracle-shell.ts';
 import type { IssuedFiles } from '../support/gateway.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
-import type { EventBus } from '../../src/events/bus.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
 import { CommandTracker, type SubmittedLine } from '../../proxies/ssh/terminal/index.ts';
 import { PtyShell } from '../ssh-codec/pty-shell.ts';
+import { holdDurability } from '../support/durability.ts';
 
 /** Stock `ssh -tt` into an interactive shell, fed from a pipe. */
 function interactive(w: SshWorld, alice: IssuedFiles) {
@@ -27,19 +27,6 @@ function interactive(w: SshWorld, alice: IssuedFiles) {
       }, 15_000, `output ${s}\n--- so far:\n${c.stdout()}`);
     },
   };
-}
-
-/** Wrap `beforeForward` so the test decides when (or whether) a durable record counts as durable. */
-function holdDurability(events: EventBus) {
-  const real = events.beforeForward.bind(events);
-  let release!: () => void;
-  const held = new Promise<void>((r) => (release = r));
-  events.beforeForward = (input, onFailure) => {
-    const p = real(input, onFailure);
-    expect(p).toBeInstanceOf(Promise);
-    return p!.then(() => held);
-  };
-  return { release, restore: () => (events.beforeForward = real), real };
 }
 
 const sessionOf = async (w: SshWorld, start: AuditEvent) => {
