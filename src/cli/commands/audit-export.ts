@@ -12,7 +12,7 @@ import { NotFoundError } from '../../errors.ts';
 import { dataPaths } from '../../data-dir.ts';
 import type { AuditQuery } from '../../../recorder/audit/index.ts';
 import { AtomicFile, exportAuditLog, checkFieldName, setProductVersion, type ExportFormat, type StreamProgress } from '../../../recorder/export/index.ts';
-import { AUDIT_FILTER_OPTIONS, parseTimeArg } from './audit.ts';
+import { AUDIT_FILTER_OPTIONS, auditFilterQuery } from './audit.ts';
 
 const FILTER_FLAGS = ['since', 'until', 'user', 'target', 'type', 'session'] as const;
 
@@ -92,12 +92,7 @@ export const auditExportCommand: Command = {
     const formatText = stringOpt(args.values, 'format') ?? 'jsonl';
     const outPath = stringOpt(args.values, 'out');
     const query: AuditQuery = {
-      user: stringOpt(args.values, 'user'),
-      target: stringOpt(args.values, 'target'),
-      type: stringOpt(args.values, 'type'),
-      session: stringOpt(args.values, 'session'),
-      since: parseTimeArg('since', stringOpt(args.values, 'since')),
-      until: parseTimeArg('until', stringOpt(args.values, 'until')),
+      ...auditFilterQuery(args.values),
       hideCheckpoints: args.values.checkpoints !== true,
     };
     // The filter as given, for the audit.export event (times resolved, so "2h" says which two hours).

@@ -145,6 +145,18 @@ export const AUDIT_FILTER_OPTIONS = {
   until: { type: 'string' },
 } as const;
 
+/** The query those options describe (times parsed, usage errors for bad ones). */
+export function auditFilterQuery(values: CommandArgs['values']): AuditQuery {
+  return {
+    user: stringOpt(values, 'user'),
+    target: stringOpt(values, 'target'),
+    type: stringOpt(values, 'type'),
+    session: stringOpt(values, 'session'),
+    since: parseTimeArg('since', stringOpt(values, 'since')),
+    until: parseTimeArg('until', stringOpt(values, 'until')),
+  };
+}
+
 export const auditSearchCommand: Command = {
   name: 'audit search',
   summary: 'Search audit events (a table, or one JSON event per line with --json).',
@@ -157,12 +169,7 @@ export const auditSearchCommand: Command = {
   async run(args) {
     const p = auditPaths(args);
     const q: AuditQuery = {
-      user: stringOpt(args.values, 'user'),
-      target: stringOpt(args.values, 'target'),
-      type: stringOpt(args.values, 'type'),
-      session: stringOpt(args.values, 'session'),
-      since: parseTimeArg('since', stringOpt(args.values, 'since')),
-      until: parseTimeArg('until', stringOpt(args.values, 'until')),
+      ...auditFilterQuery(args.values),
       limit: positiveInt('limit', stringOpt(args.values, 'limit')),
       // Checkpoints are shown when asked for (--type audit); otherwise they would drown the table.
       hideCheckpoints: true,
