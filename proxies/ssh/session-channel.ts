@@ -259,24 +259,28 @@ export class SessionChannel {
         if (this.durableBeforeForward.length > 0) {
           const records = Promise.all(this.durableBeforeForward);
           this.durableBeforeForward = [];
-          // A record that cannot be made durable: the chunk is dropped and the session ends.
+          // A record that cannot be made durable: the chunk is dropped and the session ends. A held chunk
+          // enters the recording when it is forwarded (the source waits meanwhile, so order is kept).
           return records.then(
-            () => undefined,
+            () => void record(chunk),
             (e: Error) => {
               this.auditLost(this.kind === 'sftp' ? undefined : 'command not run', e.message);
               throw e;
             },
           );
         }
-        if (writer) {
-          if (toClient) writer.output(chunk);
-          else writer.input(chunk);
-          if (writer.onDrained && (writer.queuedBytes ?? 0) > RECORDING_HIGH_WATER) {
-            writer.onDrained(() => resume?.());
-            ok = false;
-          }
+        return record(chunk) && ok;
+      };
+      /** Into the recording; false while it is behind (the relay then waits for it). */
+      const record = (chunk: Buffer): boolean => {
+        if (!writer) return true;
+        if (toClient) writer.output(chunk);
+        else writer.input(chunk);
+        if (writer.onDrained && (writer.queuedBytes ?? 0) > RECORDING_HIGH_WATER) {
+          writer.onDrained(() => resume?.());
+          return false;
         }
-        return ok;
+        return true;
       };
       return { tap, gate };
     };

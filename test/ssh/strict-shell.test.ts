@@ -155,6 +155,46 @@ describe('strict durability: pty shell lines are on record before their Enter is
   });
 });
 
+describe('strict durability with recording.keystrokes: a held chunk still reaches the recording', () => {
+  let w: SshWorld;
+  let alice: IssuedFiles;
+  let dir: string;
+  let oracle: OracleShell;
+  beforeAll(async () => {
+    dir = tempDir('vigil-strict-rec-');
+    fs.chmodSync(dir, 0o777);
+    oracle = oracleShell(dir);
+    w = await startWorld({ sshd: { extraConfig: oracle.sshdConfig }, config: { audit: { durability: 'strict' }, recording: { keystrokes: true } } });
+    alice = await w.issue();
+  }, 30_000);
+  afterAll(async () => {
+    await w?.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the keystrokes of a line held for its record are in the recording once forwarded', async () => {
+    const s = interactive(w, alice);
+    try {
+      await s.until(oracle.prompt);
+      s.send('echo recorded-input\r');
+      await s.until('recorded-input\r\n');
+      await s.until(oracle.prompt);
+      s.send('exit\r');
+      await s.c.exited;
+    } finally {
+      s.c.child.kill('SIGKILL');
+    }
+    const start = await w.gw.waitForEvent((e) => e.type === 'ssh.command.start' && e.details.command === 'echo recorded-input');
+    await sessionOf(w, start);
+    const file = w.gw.gw.services.recordings.pathOf(String(start.details.recording));
+    const input = () =>
+      fs.readFileSync(file, 'utf8').trim().split('\n').slice(1).map((l) => JSON.parse(l) as [number, string, string]).filter((l) => l[1] === 'i').map((l) => l[2]).join('');
+    await waitFor(() => input().includes('exit\r'), 10_000, 'recording flushed').catch(() => undefined);
+    expect(input()).toContain('echo recorded-input\r');
+    expect(input()).toContain('exit\r');
+  });
+});
+
 describe('batched durability: no ssh.command.start', () => {
   let w: SshWorld;
   let alice: IssuedFiles;
