@@ -12,7 +12,6 @@ import { grantIsLive } from '../authz/index.ts';
 import { ApiError, errorResponse, sendJson } from './http.ts';
 import { matchRoute } from './routes.ts';
 import { RefusalBudget } from './refusals.ts';
-import { parseCidr, ipInBlocks, type CidrBlock } from '../identity/cidr.ts';
 
 /** A live-stream client that falls this far behind is disconnected rather than buffered without bound. */
 const STREAM_MAX_BUFFERED = 4 * 1024 * 1024;
@@ -46,6 +45,7 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
 
   // Refused calls without a valid certificate are recorded one by one up to a budget per source address;
   // beyond it they get 429 and one summary event per source and minute (refusals.ts says why).
+  // Health checkers and load balancers (budgets.allow) are never limited: each refusal is recorded.
   const refusals = new RefusalBudget(services.config.api.refused_calls_per_minute, (s) => {
     events
       .emit({
@@ -57,13 +57,11 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
         details: { status: 429, code: 'VIGIL_RATE_LIMITED', suppressed: s.suppressed, since: s.since.toISOString(), message: `${s.suppressed} further refused calls without a valid certificate in one minute` },
       })
       .catch((e) => log.error({ err: (e as Error).message }, 'api: could not record the refused-call summary'));
-  });
-  // Health checkers and load balancers (budgets.allow) are never limited: each refusal is recorded.
-  const allowListed = (services.config.budgets?.allow ?? []).map((c) => parseCidr(c)).filter((b): b is CidrBlock => b !== undefined);
+  }, Date.now, services.config.budgets?.allow ?? []);
   /** Record an unauthenticated refusal, or count it when its source is over budget (then answer 429). */
   function budgetRefusal(req: http.IncomingMessage, auth: Extract<AuthResult, { ok: false }>): { status: number; code: string; message: string; retryAfter?: number } {
     const ip = req.socket.remoteAddress ?? 'unknown';
-    if (!(allowListed.length > 0 && ipInBlocks(ip, allowListed)) && !refusals.take(ip)) {
+    if (!refusals.take(ip)) {
       return { status: 429, code: 'VIGIL_RATE_LIMITED', message: 'Too many refused calls from your address; try again later.', retryAfter: refusals.retryAfter(ip) };
     }
     void recordRefusal(req, { user: auth.user, certSerial: auth.certSerial }, auth.error.status, auth.error.code, auth.error.message);

@@ -114,6 +114,13 @@ export class RefusalBudget {
     return false;
   }
 
+  /** Seconds until `ip` may be recorded one by one again (for Retry-After); 0 when it has no window. */
+  retryAfter(protocol: string, ip: string): number {
+    const w = this.windows.get(`${protocol} ${ip}`) ?? this.windows.get(`${protocol} ${OVERFLOW_SOURCE}`);
+    if (!w) return 0;
+    return Math.max(1, Math.ceil((w.start + this.options.windowMs - this.now()) / 1000));
+  }
+
   /** Sources currently over budget (per protocol), for /metrics. */
   overBudget(): Map<string, number> {
     const out = new Map<string, number>();
