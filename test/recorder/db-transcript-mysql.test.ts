@@ -1,16 +1,9 @@
-import { Writable } from 'node:stream';
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { startWorld, type MyWorld } from '../mysql/helpers.ts';
 import { waitFor } from '../support/tmp.ts';
-import { runCli } from '../../src/cli/main.ts';
+import { runCliCaptured } from '../support/cli.ts';
 
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const o: Buffer[] = [];
-  const e: Buffer[] = [];
-  const w = (a: Buffer[]) => new Writable({ write(c, _x, cb) { a.push(Buffer.from(c)); cb(); } });
-  const code = await runCli(args, w(o), w(e));
-  return { code, out: Buffer.concat(o).toString(), err: Buffer.concat(e).toString() };
-}
+const cli = (args: string[]) => runCliCaptured(args);
 
 let w: MyWorld;
 beforeAll(async () => {

@@ -1,22 +1,15 @@
 import fs from 'node:fs';
-import { Writable } from 'node:stream';
 import pg from 'pg';
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { startWorld, type PgWorld } from '../postgres/helpers.ts';
 import { waitFor } from '../support/tmp.ts';
-import { runCli } from '../../src/cli/main.ts';
 import { dataPaths } from '../../src/data-dir.ts';
 import { openRecordingStore } from '../../recorder/recordings/index.ts';
 import { createEvent, type AuditEvent } from '../../src/events/envelope.ts';
 import { buildTranscript, formatTranscript, type TranscriptEntry } from '../../recorder/recordings/replay.ts';
+import { runCliCaptured } from '../support/cli.ts';
 
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const o: Buffer[] = [];
-  const e: Buffer[] = [];
-  const w = (a: Buffer[]) => new Writable({ write(c, _x, cb) { a.push(Buffer.from(c)); cb(); } });
-  const code = await runCli(args, w(o), w(e));
-  return { code, out: Buffer.concat(o).toString(), err: Buffer.concat(e).toString() };
-}
+const cli = (args: string[]) => runCliCaptured(args);
 
 let w: PgWorld;
 beforeAll(async () => {

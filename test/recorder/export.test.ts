@@ -15,17 +15,7 @@ import { makeSigningKey, auditOptions } from './helpers.ts';
 import { oneEventOfEachType } from './export-events.ts';
 import { parseCsv } from './csv-parse.ts';
 
-interface CliResult { code: number; out: string; err: string }
-
-async function cli(args: string[], opts: { tty?: boolean } = {}): Promise<CliResult> {
-  const o: Buffer[] = [];
-  const e: Buffer[] = [];
-  const w = (a: Buffer[]) => new Writable({ write(c, _x, cb) { a.push(Buffer.from(c)); cb(); } });
-  const err = w(e);
-  if (opts.tty) Object.assign(err, { isTTY: true });
-  const code = await runCli(args, w(o), err);
-  return { code, out: Buffer.concat(o).toString(), err: Buffer.concat(e).toString() };
-}
+const cli = runCliCaptured;
 
 /** Cells a spreadsheet would evaluate, as user names (the first CSV column after time). */
 const FORMULA_USERS = ['=1+1', '+SUM(A1:A2)', '-2+3', '@SUM(1)', '\tcmd', '\rcmd', "=cmd|' /C calc'!A0"];
@@ -359,3 +349,4 @@ function jsonLinesOf(e: AuditEvent): Record<string, unknown> {
   return toOcsfForTest(JSON.parse(JSON.stringify(e)) as AuditEvent);
 }
 import { toOcsf as toOcsfForTest } from '../../recorder/export/index.ts';
+import { runCliCaptured, type CliResult } from '../support/cli.ts';

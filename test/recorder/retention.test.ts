@@ -1,9 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { describe, it, expect, afterEach, vi } from 'vitest';
 import { tempDir } from '../support/tmp.ts';
-import { runCli } from '../../src/cli/main.ts';
 import { parseConfig } from '../../src/config/load.ts';
 import { initIdentity } from '../../src/identity/ca.ts';
 import { openAuditLog, listSegments, searchAuditLog } from '../../recorder/audit/index.ts';
@@ -15,16 +13,11 @@ import { openStateStore } from '../../src/store/index.ts';
 import { dataPaths } from '../../src/data-dir.ts';
 import { silentLogger } from '../../src/log.ts';
 import { auditOptions, sampleEvent } from './helpers.ts';
+import { runCliCaptured } from '../support/cli.ts';
 
 const DAY = 86_400_000;
 
-async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const o: Buffer[] = [];
-  const e: Buffer[] = [];
-  const w = (a: Buffer[]) => new Writable({ write(c, _x, cb) { a.push(Buffer.from(c)); cb(); } });
-  const code = await runCli(args, w(o), w(e));
-  return { code, out: Buffer.concat(o).toString(), err: Buffer.concat(e).toString() };
-}
+const cli = (...args: string[]) => runCliCaptured(args);
 
 /**
  * A data dir whose log holds 60 db.query events of sessions S0..S5 (ten each) over ~8 segments, and two

@@ -1,22 +1,15 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import http from 'node:http';
-import { Writable } from 'node:stream';
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { tempDir } from '../support/tmp.ts';
-import { runCli } from '../../src/cli/main.ts';
 import { openAuditLog, listSegments, witnessPublisher, HEAD_FILE } from '../../recorder/audit/index.ts';
 import { ZERO_HASH, encodeRecord, parseRecordLine, recordHash, segmentName } from '../../recorder/audit/record.ts';
 import { silentLogger } from '../../src/log.ts';
 import { makeSigningKey, auditOptions, sampleEvent } from './helpers.ts';
+import { runCliCaptured } from '../support/cli.ts';
 
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const o: Buffer[] = [];
-  const e: Buffer[] = [];
-  const w = (a: Buffer[]) => new Writable({ write(c, _x, cb) { a.push(Buffer.from(c)); cb(); } });
-  const code = await runCli(args, w(o), w(e));
-  return { code, out: Buffer.concat(o).toString(), err: Buffer.concat(e).toString() };
-}
+const cli = (args: string[]) => runCliCaptured(args);
 
 /** A witness endpoint: keeps the newest head POSTed (never a lower seq), answers GET with it. */
 function startWitnessServer(): Promise<{ url: string; close: () => void }> {
