@@ -57,6 +57,7 @@ export const EVENT_CATALOG = {
   'audit.outage': { description: 'The audit log could not be written for a while (e.g. disk full) and recovered without a restart: start, end, reason and the number of events refused meanwhile (their sessions were ended). Records of what already happened (queries, commands, file operations, session ends) refused during the outage follow it, marked recorded_after_outage (events_recorded_late, session_ends_recorded_late); refused decisions are not in the log.' },
   'audit.stopped': { description: 'The audit log writer was sealed at shutdown.' },
   'audit.export': { description: 'Audit events were exported (vigil audit export): format, filter, destination and how many events.' },
+  'audit.bundle': { description: 'A signed evidence bundle was made (vigil audit bundle): filter, time range, covered seq interval, counts, destination and the SHA-256 of its signed manifest (or the error).' },
   'gateway.started': { description: 'The gateway started listening.' },
   'gateway.stopped': { description: 'The gateway stopped.' },
 } as const satisfies Record<string, EventTypeInfo>;

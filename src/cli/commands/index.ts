@@ -4,6 +4,7 @@ import { ACCESS_COMMANDS } from './access.ts';
 import { CERT_COMMANDS } from './cert.ts';
 import { AUDIT_COMMANDS } from './audit.ts';
 import { AUDIT_EXPORT_COMMANDS } from './audit-export.ts';
+import { AUDIT_BUNDLE_COMMANDS } from './audit-bundle.ts';
 import { REPLAY_COMMANDS } from './replay.ts';
 import { RETENTION_COMMANDS } from './retention.ts';
 import { sshKnownHostsCommand } from '../../../proxies/ssh/cli.ts';
@@ -17,6 +18,7 @@ export const COMMANDS: Command[] = [
   ...ACCESS_COMMANDS,
   ...AUDIT_COMMANDS,
   ...AUDIT_EXPORT_COMMANDS,
+  ...AUDIT_BUNDLE_COMMANDS,
   ...REPLAY_COMMANDS,
   ...RETENTION_COMMANDS,
   sshKnownHostsCommand,

@@ -1,0 +1,123 @@
+import crypto from 'node:crypto';
+
+/**
+ * Evidence bundle layout (a ustar archive; see README.md for why each part is there):
+ *
+ *   audit_signing.pub   the audit public key (SPKI PEM) that signs the checkpoints and the manifest
+ *   chain.jsonl         every audit record of the covered seq interval, lines exactly as in the log
+ *   events.jsonl        the selected records (a subset of chain.jsonl, same lines)
+ *   recordings/<id>     session recordings the selected events name (`recording`, `recordings`)
+ *   VERIFY.txt          how to verify, for whoever receives the archive
+ *   manifest.json       what was asked for and what is in the archive (files with SHA-256, counts, ranges)
+ *   manifest.sig        base64 Ed25519 signature over MANIFEST_DOMAIN + the manifest's bytes
+ */
+export const BUNDLE_FORMAT = 'vigil-evidence-bundle-v1';
+const MANIFEST_DOMAIN = 'vigil-evidence-bundle-manifest-v1\n';
+
+export const FILES = {
+  publicKey: 'audit_signing.pub',
+  chain: 'chain.jsonl',
+  events: 'events.jsonl',
+  verify: 'VERIFY.txt',
+  manifest: 'manifest.json',
+  signature: 'manifest.sig',
+} as const;
+export const RECORDINGS_PREFIX = 'recordings/';
+
+/** The selection the bundle answers for: the audit search filter, without limit. */
+export interface BundleFilter {
+  user?: string;
+  target?: string;
+  type?: string;
+  session?: string;
+}
+
+export interface ManifestFile {
+  path: string;
+  sha256: string;
+  bytes: number;
+}
+
+export interface BundleManifest {
+  format: typeof BUNDLE_FORMAT;
+  created: string;
+  created_by: { user: string; host: string };
+  gateway: { host: string; data_dir: string; version: string; audit_key_id: string };
+  filter: BundleFilter;
+  /** Inclusive event-time range (ISO, microseconds as events carry them). */
+  range: { since: string; until: string };
+  /** First and last seq whose event time lies in the range (any event, selected or not). */
+  range_seq: { first: number; last: number };
+  /** The seq interval of chain.jsonl (the main run; see `purge` for the second one). */
+  chain_seq: { first: number; last: number };
+  /** The newest record of the log when the bundle was made. */
+  log_head_seq: number;
+  /** Set when the range reaches back past a retention purge: chain.jsonl starts at the anchor checkpoint,
+   *  and holds a second run from the audit.purged event that vouches for it to the checkpoint after it. */
+  purge?: { anchor_seq: number; purged_event_seq: number };
+  counts: { events: number; chain_records: number; checkpoints: number; recordings: number };
+  /** Recordings named by selected events that no longer exist (e.g. purged by retention). */
+  recordings_unavailable: string[];
+  files: ManifestFile[];
+}
+
+export function manifestPayload(manifestBytes: Buffer): Buffer {
+  return Buffer.concat([Buffer.from(MANIFEST_DOMAIN), manifestBytes]);
+}
+
+export function signManifest(key: crypto.KeyObject, manifestBytes: Buffer): string {
+  return crypto.sign(null, manifestPayload(manifestBytes), key).toString('base64');
+}
+
+export function checkManifestSignature(key: crypto.KeyObject, manifestBytes: Buffer, sig: string): boolean {
+  try {
+    return crypto.verify(null, manifestPayload(manifestBytes), key, Buffer.from(sig.trim(), 'base64'));
+  } catch {
+    return false;
+  }
+}
+
+export function sha256(data: Buffer | string): string {
+  return crypto.createHash('sha256').update(data).digest('hex');
+}
+
+/** Recording ids a selected event names: `details.recording` (a channel) and `details.recordings` (session.end). */
+export function recordingIdsOf(details: Record<string, unknown> | undefined): string[] {
+  if (!details) return [];
+  const ids: string[] = [];
+  if (typeof details.recording === 'string') ids.push(details.recording);
+  if (Array.isArray(details.recordings)) for (const r of details.recordings) if (typeof r === 'string') ids.push(r);
+  return ids;
+}
+
+/** A recording id is a relative path inside the store (`<session>/ch<n>.cast`): nothing that could escape it. */
+export function isSafeRecordingId(id: string): boolean {
+  return /^[A-Za-z0-9_-]{1,128}\/ch\d{1,6}\.cast$/.test(id);
+}
+
+/**
+ * `vigil audit verify-bundle` exit codes, one per failure class. When several problems are found all are
+ * printed; the exit code is that of the first, in the order the checks run (chain, checkpoints, events,
+ * completeness, recordings, manifest), so a forgery is named by what it actually broke.
+ */
+export const BUNDLE_EXIT_CODES = {
+  ok: 0,
+  /** An event or chain record differs from what the chain's hashes say (altered). */
+  altered: 1,
+  /** (2 is the CLI's usage error.) Records missing from the chain: a gap in the sequence. */
+  removed: 3,
+  /** A record of the range that matches the filter is not among the selected events (withheld). */
+  incomplete: 4,
+  /** A recording is missing or its bytes differ from the manifest's hash (swapped). */
+  recording: 5,
+  /** A checkpoint is not signed by the bundle's key, or part of the chain is not covered by one. */
+  checkpoint: 6,
+  /** The manifest's signature is broken, or the manifest disagrees with the archive. */
+  manifest: 7,
+  /** Not a readable bundle (not a tar, a member missing, malformed lines). */
+  unreadable: 8,
+  /** The bundle is signed by another key than the one given with --key. */
+  wrong_key: 9,
+} as const;
+
+export type BundleProblemKind = Exclude<keyof typeof BUNDLE_EXIT_CODES, 'ok'>;

@@ -1,0 +1,242 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { once } from 'node:events';
+import { pipeline } from 'node:stream/promises';
+import { Readable, Transform, type Writable } from 'node:stream';
+import tar from 'tar-stream';
+import { VigilError } from '../../src/errors.ts';
+import { keyId } from '../audit/record.ts';
+import { parseSegmentName } from '../audit/record.ts';
+import { listSegments, splitSegment } from '../audit/segments.ts';
+import { readAnchorFile, checkAnchor } from '../audit/anchor.ts';
+import { verifyAuditLog } from '../audit/verify.ts';
+import {
+  BUNDLE_FORMAT, FILES, RECORDINGS_PREFIX, isSafeRecordingId, recordingIdsOf, sha256, signManifest,
+  type BundleFilter, type BundleManifest, type ManifestFile,
+} from './format.ts';
+import { bundleSelects, eventTime, inRange, parseChainLine, type ChainRecord } from './select.ts';
+
+export class BundleError extends VigilError {
+  constructor(message: string) {
+    super('VIGIL_BUNDLE', message);
+  }
+}
+
+export interface MakeBundleOptions {
+  auditDir: string;
+  recordingsDir: string;
+  /** The audit signing key (PKCS#8 PEM): it signs the manifest, as it signs the log's checkpoints. */
+  signingKeyFile: string;
+  since: Date;
+  until: Date;
+  filter: BundleFilter;
+  createdBy: { user: string; host: string };
+  gateway: { host: string; data_dir: string; version: string };
+  now?: Date;
+}
+
+export interface MadeBundle {
+  manifest: BundleManifest;
+  /** SHA-256 of manifest.json: what the audit.bundle event records. */
+  manifestSha256: string;
+}
+
+/** The chain as the bundle will hold it: the main run (boundary record … covering checkpoint) and, after a purge, the run vouching for the anchor. */
+interface ChainSelection {
+  main: ChainRecord[];
+  purgeRun: ChainRecord[];
+  rangeFirst: number;
+  rangeLast: number;
+  logHead: number;
+  purge?: { anchor_seq: number; purged_event_seq: number };
+}
+
+const isCheckpoint = (r: ChainRecord) => r.event.type === 'audit.checkpoint';
+
+/**
+ * Read the log once, oldest first, keeping records from the one just before the first record of the range
+ * (the boundary that shows nothing earlier belongs to it) to the end, then cut after the first checkpoint
+ * that signs the last record of the range.
+ */
+function selectChain(auditDir: string, range: { since: string; until: string }): ChainSelection {
+  let segments = listSegments(auditDir);
+  const anchorFile = readAnchorFile(auditDir);
+  let anchorRecord: ChainRecord | undefined;
+  if (anchorFile) {
+    const parsed = parseChainLine(anchorFile.record);
+    if (typeof parsed === 'string') throw new BundleError(`anchor.json: ${parsed}`);
+    anchorRecord = parsed;
+    const next = (parsed.event.details as { next_segment?: string } | undefined)?.next_segment;
+    const firstKept = next ? parseSegmentName(next)?.firstSeq ?? 0 : 0;
+    // Segments a crash left behind mid-purge are not part of the chain any more (as in verify).
+    segments = segments.filter((n) => parseSegmentName(n)!.firstSeq >= firstKept);
+  }
+  let before: ChainRecord | undefined;
+  const kept: ChainRecord[] = [];
+  let rangeFirst = 0;
+  let rangeLast = 0;
+  let logHead = 0;
+  for (const segment of segments) {
+    const { lines } = splitSegment(fs.readFileSync(path.join(auditDir, segment), 'utf8'));
+    for (const line of lines) {
+      const r = parseChainLine(line);
+      if (typeof r === 'string') throw new BundleError(`${segment}: ${r}`);
+      logHead = r.seq;
+      const hit = inRange(r.event, range);
+      if (hit) {
+        if (!rangeFirst) rangeFirst = r.seq;
+        rangeLast = r.seq;
+      }
+      if (rangeFirst) kept.push(r);
+      else before = r;
+    }
+  }
+  if (!rangeFirst) throw new BundleError(`no audit records between ${range.since} and ${range.until}`);
+  let purge: ChainSelection['purge'];
+  const main: ChainRecord[] = [];
+  if (before) main.push(before);
+  else if (rangeFirst !== 1) {
+    // The range reaches back past a retention purge: the anchor checkpoint is the boundary.
+    if (!anchorRecord || anchorRecord.seq !== rangeFirst - 1) throw new BundleError(`the log starts at seq ${rangeFirst} without a retention anchor before it; run vigil audit verify`);
+    main.push(anchorRecord);
+    const purged = kept.find((r) => r.event.type === 'audit.purged' && (r.event.details as { last_seq?: number } | undefined)?.last_seq === anchorRecord!.seq);
+    if (!purged) throw new BundleError(`no audit.purged event vouches for the retention anchor (seq ${anchorRecord.seq}); run vigil audit verify`);
+    purge = { anchor_seq: anchorRecord.seq, purged_event_seq: purged.seq };
+  }
+  const cover = kept.findIndex((r) => r.seq > rangeLast && isCheckpoint(r));
+  const headIsCheckpoint = kept[kept.length - 1].seq === rangeLast && isCheckpoint(kept[kept.length - 1]);
+  if (cover < 0 && !headIsCheckpoint) {
+    throw new BundleError(`seq ${rangeLast}, the last record of the range, is not signed by a checkpoint yet; wait for the next one (audit.checkpoint_interval) and run this again`);
+  }
+  main.push(...kept.slice(0, cover < 0 ? kept.length : cover + 1));
+  let purgeRun: ChainRecord[] = [];
+  if (purge && purge.purged_event_seq > main[main.length - 1].seq) {
+    const from = kept.findIndex((r) => r.seq === purge!.purged_event_seq);
+    const to = kept.findIndex((r, i) => i > from && isCheckpoint(r));
+    if (to < 0) throw new BundleError(`the audit.purged event (seq ${purge.purged_event_seq}) is not signed by a checkpoint yet; wait for the next one and run this again`);
+    purgeRun = kept.slice(from, to + 1);
+  }
+  return { main, purgeRun, rangeFirst, rangeLast, logHead, purge };
+}
+
+function verifyText(manifest: { key_id: string }): string {
+  return [
+    'Vigil evidence bundle',
+    '',
+    'Verify it (no data directory, configuration or account needed):',
+    '    vigil audit verify-bundle THIS.tar [--key audit_signing.pub-you-trust]',
+    '',
+    `It is signed by the audit key ${manifest.key_id} (audit_signing.pub in this archive). The archive proves`,
+    'itself consistent with that key; compare the key id with the one the gateway operator publishes, or pass',
+    'the key you already hold with --key.',
+    '',
+    'events.jsonl   the selected audit records, exactly as in the log',
+    'chain.jsonl    every record of the covered interval: proves the selection is unaltered and complete',
+    'recordings/    the session recordings the selected events name',
+    'manifest.json  filter, range, counts, gateway identity, SHA-256 of every file (manifest.sig signs it)',
+    '',
+  ].join('\n');
+}
+
+/** A pass-through that hashes and counts what flows through it. */
+function hashing(): Transform & { digest: () => { sha256: string; bytes: number } } {
+  const h = crypto.createHash('sha256');
+  let bytes = 0;
+  const t = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      h.update(chunk);
+      bytes += chunk.length;
+      cb(null, chunk);
+    },
+  });
+  return Object.assign(t, { digest: () => ({ sha256: h.digest('hex'), bytes }) });
+}
+
+/**
+ * Write an evidence bundle (a tar) to `out`. The log must verify first (a bundle of a tampered log would
+ * only prove the tampering consistent). Resolves once everything was handed to `out`.
+ */
+export async function makeBundle(o: MakeBundleOptions, out: Writable): Promise<MadeBundle> {
+  const privateKey = crypto.createPrivateKey(fs.readFileSync(o.signingKeyFile));
+  const publicKey = crypto.createPublicKey(privateKey);
+  const publicPem = publicKey.export({ type: 'spki', format: 'pem' }).toString();
+  const checked = verifyAuditLog(o.auditDir, publicPem);
+  if (checked.status === 'invalid') {
+    throw new BundleError(`the audit log does not verify (${checked.firstBad?.problem ?? 'invalid'}); no bundle was made`);
+  }
+  if (checked.records === 0) throw new BundleError('the audit log is empty');
+  const range = { since: eventTime(o.since), until: eventTime(o.until) };
+  if (range.since > range.until) throw new BundleError(`--since (${range.since}) is after --until (${range.until})`);
+  const sel = selectChain(o.auditDir, range);
+  const selects = bundleSelects(o.filter, range);
+  const selected = sel.main.filter((r) => selects(r.event));
+  const chainRecords = [...sel.main, ...sel.purgeRun];
+
+  const recordingIds: string[] = [];
+  for (const r of selected) for (const id of recordingIdsOf(r.event.details)) if (!recordingIds.includes(id)) recordingIds.push(id);
+  const available: string[] = [];
+  const unavailable: string[] = [];
+  for (const id of recordingIds) {
+    if (isSafeRecordingId(id) && fs.statSync(path.join(o.recordingsDir, id), { throwIfNoEntry: false })?.isFile()) available.push(id);
+    else unavailable.push(id);
+  }
+
+  const created = (o.now ?? new Date()).toISOString();
+  const mtime = new Date(created);
+  const kid = keyId(publicKey);
+  const pack = tar.pack();
+  // `out` is not ended here: the caller finishes (fsyncs) its file.
+  (pack as unknown as Readable).pipe(out, { end: false });
+  const packed = once(pack, 'end');
+  const files: ManifestFile[] = [];
+  const addBuffer = async (name: string, data: Buffer, listed = true) => {
+    if (listed) files.push({ path: name, sha256: sha256(data), bytes: data.length });
+    await new Promise<void>((resolve, reject) => pack.entry({ name, size: data.length, mtime, mode: 0o644 }, data, (e) => (e ? reject(e) : resolve())));
+  };
+  await addBuffer(FILES.publicKey, Buffer.from(publicPem));
+  await addBuffer(FILES.chain, Buffer.from(chainRecords.map((r) => r.line + '\n').join('')));
+  await addBuffer(FILES.events, Buffer.from(selected.map((r) => r.line + '\n').join('')));
+  await addBuffer(FILES.verify, Buffer.from(verifyText({ key_id: kid })));
+  for (const id of available) {
+    // The size is fixed when the file is opened: a recording still being written is taken as it stands.
+    const fd = fs.openSync(path.join(o.recordingsDir, id), 'r');
+    try {
+      const size = fs.fstatSync(fd).size;
+      const name = RECORDINGS_PREFIX + id;
+      const h = hashing();
+      const entry = pack.entry({ name, size, mtime, mode: 0o644 });
+      const source = size > 0 ? fs.createReadStream('', { fd, start: 0, end: size - 1, autoClose: false }) : Readable.from([]);
+      await pipeline(source, h, entry);
+      files.push({ path: name, ...h.digest() });
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  const manifest: BundleManifest = {
+    format: BUNDLE_FORMAT,
+    created,
+    created_by: o.createdBy,
+    gateway: { ...o.gateway, audit_key_id: kid },
+    filter: Object.fromEntries(Object.entries(o.filter).filter(([, v]) => v !== undefined)),
+    range,
+    range_seq: { first: sel.rangeFirst, last: sel.rangeLast },
+    chain_seq: { first: sel.main[0].seq, last: sel.main[sel.main.length - 1].seq },
+    log_head_seq: sel.logHead,
+    ...(sel.purge ? { purge: sel.purge } : {}),
+    counts: {
+      events: selected.length,
+      chain_records: chainRecords.length,
+      checkpoints: chainRecords.filter(isCheckpoint).length,
+      recordings: available.length,
+    },
+    recordings_unavailable: unavailable,
+    files,
+  };
+  const manifestBytes = Buffer.from(JSON.stringify(manifest, null, 2) + '\n');
+  await addBuffer(FILES.manifest, manifestBytes, false);
+  await addBuffer(FILES.signature, Buffer.from(signManifest(privateKey, manifestBytes) + '\n'), false);
+  pack.finalize();
+  await Promise.race([packed, once(out, 'error').then(([e]) => Promise.reject(e as Error))]);
+  return { manifest, manifestSha256: sha256(manifestBytes) };
+}

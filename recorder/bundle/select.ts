@@ -1,0 +1,41 @@
+import type { AuditEvent } from '../../src/events/envelope.ts';
+import { matcher } from '../audit/read.ts';
+import { parseRecordLine, type ParsedRecord } from '../audit/record.ts';
+import type { BundleFilter } from './format.ts';
+
+/** A record as the bundle holds it: the line exactly as in the log, and what was parsed from it. */
+export interface ChainRecord extends ParsedRecord {
+  line: string;
+  event: AuditEvent;
+}
+
+export function parseChainLine(line: string): ChainRecord | string {
+  const rec = parseRecordLine(line);
+  if (typeof rec === 'string') return rec;
+  let event: AuditEvent;
+  try {
+    event = JSON.parse(rec.eventJson) as AuditEvent;
+  } catch {
+    return 'event is not valid JSON';
+  }
+  if (!event || typeof event !== 'object' || typeof event.time !== 'string' || typeof event.type !== 'string') return 'event has no time or type';
+  return { ...rec, line, event };
+}
+
+/** Event times as the log writes them (RFC 3339, microseconds), so range bounds compare as strings. */
+export function eventTime(d: Date): string {
+  return d.toISOString().replace(/Z$/, '000Z');
+}
+
+export function inRange(e: AuditEvent, range: { since: string; until: string }): boolean {
+  return e.time >= range.since && e.time <= range.until;
+}
+
+/**
+ * The bundle's selection: the same semantics as `audit search`/`audit export` with this filter (checkpoints
+ * only when --type asks for them), over the time range. Maker and verifier both use this function.
+ */
+export function bundleSelects(filter: BundleFilter, range: { since: string; until: string }): (e: AuditEvent) => boolean {
+  const m = matcher({ ...filter, hideCheckpoints: true });
+  return (e) => inRange(e, range) && m('', e);
+}

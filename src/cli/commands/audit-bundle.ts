@@ -1,0 +1,187 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { UsageError, requireOpt, stringOpt, type Command } from '../command.ts';
+import { loadFromArgs, localUser } from '../context.ts';
+import { auditOptions, dataPaths } from '../../data-dir.ts';
+import { EventBus } from '../../events/bus.ts';
+import type { EventInput } from '../../events/envelope.ts';
+import { silentLogger } from '../../log.ts';
+import { NotFoundError } from '../../errors.ts';
+import { openAuditForCli } from '../../../recorder/audit/index.ts';
+import { AtomicFile } from '../../../recorder/export/index.ts';
+import { makeBundle, verifyBundle, BUNDLE_EXIT_CODES, type BundleFilter } from '../../../recorder/bundle/index.ts';
+import { parseTimeArg } from './audit.ts';
+
+function packageVersion(): string {
+  try {
+    return (JSON.parse(fs.readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    return '0.0.0';
+  }
+}
+
+export const auditBundleCommand: Command = {
+  name: 'audit bundle',
+  summary: 'Make a signed evidence bundle (tar): the selected events, the chain proving them unaltered and complete, their recordings, the public key and a signed manifest.',
+  usage: '--since 2h|ISO [--until 2h|ISO] [--user U] [--target T] [--type PREFIX] [--session ID] --out case.tar',
+  options: {
+    since: { type: 'string' },
+    until: { type: 'string' },
+    user: { type: 'string' },
+    target: { type: 'string' },
+    type: { type: 'string' },
+    session: { type: 'string' },
+    out: { type: 'string', short: 'o' },
+  },
+  async run(args) {
+    const now = Date.now();
+    const since = parseTimeArg('since', requireOpt(args.values, 'since'), now)!;
+    const until = parseTimeArg('until', stringOpt(args.values, 'until'), now) ?? new Date(now);
+    const outPath = requireOpt(args.values, 'out');
+    if (outPath === '-') throw new UsageError('--out: name a file (the archive is written whole or not at all)');
+    if (fs.statSync(outPath, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`--out: ${outPath} is a directory; name the file to write`);
+    const filter: BundleFilter = {};
+    for (const k of ['user', 'target', 'type', 'session'] as const) {
+      const v = stringOpt(args.values, k);
+      if (v !== undefined) filter[k] = v;
+    }
+    const { config, dataDir } = loadFromArgs(args);
+    const paths = dataPaths(dataDir);
+    if (!fs.existsSync(paths.audit)) throw new NotFoundError(`no audit log in ${dataDir}`);
+    const actor = { user: localUser(), roles: [] as string[] };
+    const source = { ip: 'local', via: `cli:${actor.user}@${os.hostname()}` };
+    const target = { name: 'audit', protocol: 'vigil' };
+    const filterText = [...Object.entries(filter).map(([k, v]) => `--${k} ${v}`), `--since ${since.toISOString()}`, `--until ${until.toISOString()}`].join(' ');
+    const details = { filter, filter_text: filterText, since: since.toISOString(), until: until.toISOString(), out: path.resolve(outPath) };
+    const record = async (event: Omit<EventInput, 'source' | 'actor' | 'target' | 'type'>) => {
+      const audit = await openAuditForCli(paths.audit, auditOptions(dataDir, config, silentLogger()));
+      try {
+        await new EventBus(audit).emit({ ...event, type: 'audit.bundle', actor, source, target });
+      } finally {
+        await audit.close();
+      }
+    };
+    let file: AtomicFile | undefined;
+    try {
+      try {
+        file = new AtomicFile(outPath);
+      } catch (e) {
+        throw new UsageError(`--out: cannot create a file beside ${outPath} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      }
+      let made;
+      try {
+        made = await makeBundle(
+          {
+            auditDir: paths.audit,
+            recordingsDir: paths.recordings,
+            signingKeyFile: paths.auditSigningKey,
+            since,
+            until,
+            filter,
+            createdBy: { user: actor.user, host: os.hostname() },
+            gateway: { host: os.hostname(), data_dir: path.resolve(dataDir), version: packageVersion() },
+            now: new Date(now),
+          },
+          file.stream,
+        );
+        await file.finish();
+      } catch (e) {
+        file.abort();
+        file = undefined;
+        await record({ outcome: 'failure', details: { ...details, error: (e as Error).message } });
+        throw e;
+      }
+      const m = made.manifest;
+      // The archive appears only once its making is on the record.
+      await record({
+        outcome: 'success',
+        details: {
+          ...details,
+          manifest_sha256: made.manifestSha256,
+          key_id: m.gateway.audit_key_id,
+          chain_seq: m.chain_seq,
+          range_seq: m.range_seq,
+          counts: m.counts,
+          recordings_unavailable: m.recordings_unavailable.length,
+        },
+      });
+      file.commit();
+      file = undefined;
+      args.err.write(
+        `bundle ${outPath}: ${m.counts.events} event(s), ${m.counts.recordings} recording(s)` +
+          `${m.recordings_unavailable.length ? ` (${m.recordings_unavailable.length} no longer available)` : ''}, chain seq ${m.chain_seq.first}..${m.chain_seq.last}` +
+          ` (${m.counts.chain_records} records, ${m.counts.checkpoints} checkpoints), signed by audit key ${m.gateway.audit_key_id}\n`,
+      );
+      return 0;
+    } finally {
+      file?.abort();
+    }
+  },
+};
+
+const VERIFY_BUNDLE_HELP = `
+  Needs nothing but the archive: no data directory, configuration or account.
+  --key PEM   the audit public key you trust (e.g. from the gateway operator); without it the bundle's own
+              key is used and its id printed, to compare with the published one.
+  Exit codes (the first problem found decides; every problem is printed):
+    0  ok: every event is in the chain and unaltered, the selection is complete for its filter and range,
+       recordings match their hashes, the manifest is signed
+    1  altered: an event or chain record differs from what the hashes say
+    2  usage error
+    3  removed: records are missing from the chain
+    4  incomplete: an event of the range matching the filter is withheld (or the chain does not reach the
+       range's edges)
+    5  recording missing, or not matching its hash (swapped)
+    6  a checkpoint is not signed by the bundle's key, or part of the chain is not covered by one
+    7  manifest: signature broken, or the manifest disagrees with the archive
+    8  unreadable: not a bundle (not a tar, a member missing, malformed)
+    9  wrong key: signed by another key than the one given with --key`;
+
+export const auditVerifyBundleCommand: Command = {
+  name: 'audit verify-bundle',
+  summary: 'Verify an evidence bundle offline: events in the chain and unaltered, selection complete, recordings intact, manifest signed.',
+  usage: 'BUNDLE.tar [--key PUBLIC_KEY_PEM] [--json]\n' + VERIFY_BUNDLE_HELP,
+  options: { key: { type: 'string' }, json: { type: 'boolean' } },
+  positionals: true,
+  async run(args) {
+    if (args.positionals.length !== 1) throw new UsageError('name one bundle file');
+    const file = args.positionals[0];
+    if (!fs.statSync(file, { throwIfNoEntry: false })?.isFile()) {
+      args.err.write(`bundle UNREADABLE: ${file} is not a file\n`);
+      return BUNDLE_EXIT_CODES.unreadable;
+    }
+    const keyFile = stringOpt(args.values, 'key');
+    let expectedKeyPem: Buffer | undefined;
+    if (keyFile !== undefined) {
+      try {
+        expectedKeyPem = fs.readFileSync(keyFile);
+      } catch (e) {
+        args.err.write(`bundle UNREADABLE: cannot read the key ${keyFile} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})\n`);
+        return BUNDLE_EXIT_CODES.unreadable;
+      }
+    }
+    const r = await verifyBundle(file, { expectedKeyPem });
+    const m = r.manifest;
+    if (args.values.json === true) {
+      args.out.write(JSON.stringify({ ok: r.ok, code: r.code, problems: r.problems, key_id: r.keyId, events: r.events, chain_records: r.chainRecords, checkpoints: r.checkpoints, recordings: r.recordings, boundaries: r.boundaries, manifest: m }) + '\n');
+      return r.code;
+    }
+    if (!r.ok) {
+      args.err.write(`bundle INVALID [${r.problems[0].kind}]: ${r.problems[0].message}\n`);
+      for (const p of r.problems.slice(1)) args.err.write(`  also [${p.kind}]: ${p.message}\n`);
+      return r.code;
+    }
+    const filterText = Object.entries(m!.filter).map(([k, v]) => `--${k} ${v}`).join(' ') || '(no filter)';
+    args.out.write(
+      `bundle ok: ${r.events} event(s) for ${filterText} from ${m!.range.since} to ${m!.range.until}, complete over chain seq ${m!.chain_seq.first}..${m!.chain_seq.last}` +
+        ` (${r.chainRecords} records, ${r.checkpoints} signed checkpoints), ${r.recordings} recording(s) intact` +
+        `${m!.recordings_unavailable.length ? `, ${m!.recordings_unavailable.length} no longer available when it was made` : ''}\n` +
+        `  ${r.boundaries.join('; ')}\n` +
+        `  signed by audit key ${r.keyId}${keyFile ? ' (the trusted key given)' : ' — compare with the key id the gateway operator publishes, or pass --key'}; made ${m!.created} by ${m!.created_by.user}@${m!.created_by.host} on gateway ${m!.gateway.host}\n`,
+    );
+    return 0;
+  },
+};
+
+export const AUDIT_BUNDLE_COMMANDS: Command[] = [auditBundleCommand, auditVerifyBundleCommand];
