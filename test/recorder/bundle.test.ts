@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { pipeline } from 'node:stream/promises';
 import type { Writable } from 'node:stream';
 import tar from 'tar-stream';
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { describe, it, expect, beforeAll, afterAll, afterEach, vi } from 'vitest';
 import { startSshd, type SshdHandle } from '../support/sshd.ts';
 import { startPostgres, PASSWORDS, type PostgresHandle } from '../support/postgres.ts';
 import { startTestGateway, type TestGateway, type IssuedFiles } from '../support/gateway.ts';
@@ -20,6 +20,10 @@ import { canonicalJson } from '../../recorder/audit/canonical.ts';
 import { searchAuditLog } from '../../recorder/audit/index.ts';
 import { dataPaths } from '../../src/data-dir.ts';
 import { BUNDLE_EXIT_CODES } from '../../recorder/bundle/index.ts';
+import { openAuditLog } from '../../recorder/audit/index.ts';
+import { parseConfig } from '../../src/config/load.ts';
+import { initIdentity } from '../../src/identity/ca.ts';
+import { auditOptions, sampleEvent } from './helpers.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const VIGIL = path.join(ROOT, 'bin/vigil.js');
@@ -267,5 +271,61 @@ describe('vigil audit bundle / verify-bundle: signed evidence from real sessions
     const right = await verifyBundleCli(verifyDir, ['case.tar', '--key', 'gateway.pub']);
     expect(right.code).toBe(0);
     expect(right.stdout).toContain('(the trusted key given)');
+  });
+});
+
+describe('vigil audit bundle across a retention purge', () => {
+  const DAY = 86_400_000;
+  afterEach(() => vi.useRealTimers());
+
+  it('a range reaching back past a purge starts at the anchor, vouched for by the audit.purged event it ships', async () => {
+    const since = new Date(Date.now() - 3_600_000).toISOString();
+    const base = tempDir('vigil-bundle-purge-');
+    const dataDir = path.join(base, 'data');
+    const configPath = path.join(base, 'vigil.yaml');
+    fs.writeFileSync(configPath, [`data_dir: ${dataDir}`, 'retention:', '  floor: 90d', '  default: 100d', ''].join('\n'));
+    await initIdentity(dataDir, parseConfig({ data_dir: dataDir }, base));
+    const audit = dataPaths(dataDir).audit;
+    const w = await openAuditLog(audit, auditOptions(dataPaths(dataDir).auditSigningKey, { segmentMaxBytes: 4000 }));
+    for (let i = 0; i < 40; i++) await w.append(sampleEvent(i, { session_id: `S${Math.floor(i / 10)}` }));
+    await w.close();
+    const queries = (await searchAuditLog(audit, { type: 'db.query' })).records;
+    // --until takes milliseconds; event times carry microseconds.
+    const until = new Date(queries[queries.length - 1].event.time).toISOString();
+
+    // 120 days later the old segments go; the newest one of that writer stays, anchored by the seal before it.
+    vi.useFakeTimers({ toFake: ['Date'], now: Date.now() + 120 * DAY });
+    const purged = await runCliCaptured(['audit', 'purge', '--config', configPath, '--reason', 'retention test']);
+    vi.useRealTimers();
+    expect(purged.code).toBe(0);
+    const anchor = JSON.parse(JSON.parse(fs.readFileSync(path.join(audit, 'anchor.json'), 'utf8')).record) as { seq: number };
+    const kept = (await searchAuditLog(audit, { type: 'db.query' })).records;
+    expect(kept.length).toBeLessThan(queries.length);
+
+    const bundle = path.join(base, 'purge.tar');
+    const made = await runCliCaptured(['audit', 'bundle', '--config', configPath, '--since', since, '--until', until, '--out', bundle]);
+    expect(made.err).toMatch(/bundle .*purge\.tar: \d+ event\(s\)/);
+    expect(made.code).toBe(0);
+    const m = await readTar(bundle);
+    const manifest = JSON.parse(m.get('manifest.json')!.toString());
+    expect(manifest.purge).toMatchObject({ anchor_seq: anchor.seq });
+    // Every kept query of the range is selected; none of the purged ones can be.
+    const selected = lines(m.get('events.jsonl')!).map(parse).filter((r) => r.event.type === 'db.query');
+    expect(selected.map((r) => r.seq)).toEqual(kept.filter((r) => r.event.time <= until.replace('Z', '000Z')).map((r) => r.seq));
+
+    const dir = tempDir('vigil-bundle-purge-verify-');
+    fs.copyFileSync(bundle, path.join(dir, 'purge.tar'));
+    const ok = await verifyBundleCli(dir, ['purge.tar']);
+    expect(ok.stderr).toBe('');
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toContain(`records before seq ${anchor.seq + 1} were purged by retention (anchor seq ${anchor.seq}, audit.purged seq ${manifest.purge.purged_event_seq})`);
+
+    // Without the audit.purged run the anchor is only someone's claim: the start of the range is not proven.
+    const cut = new Map(m);
+    cut.set('chain.jsonl', joinLines(lines(m.get('chain.jsonl')!).filter((l) => parse(l).seq <= manifest.chain_seq.last)));
+    await writeTar(path.join(dir, 'cut.tar'), cut);
+    const bad = await verifyBundleCli(dir, ['cut.tar']);
+    expect(bad.code).toBe(BUNDLE_EXIT_CODES.incomplete);
+    expect(bad.stderr).toMatch(/^bundle INVALID \[incomplete\]: the chain starts at seq \d+, which is not a retention anchor vouched for by an audit\.purged event/);
   });
 });
