@@ -150,12 +150,10 @@ export class AtomicFile {
   }
 
   abort(): void {
+    // destroy() closes the fd itself (asynchronously, whatever autoClose says): closing it here as well
+    // made that later close fail with EBADF (an unhandled 'error'), or hit another file that reused the number.
+    this.stream.on('error', () => {});
     this.stream.destroy();
-    try {
-      fs.closeSync(this.fd);
-    } catch {
-      // already closed
-    }
     fs.rmSync(this.tempPath, { force: true });
   }
 }

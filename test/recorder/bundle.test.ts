@@ -329,3 +329,53 @@ describe('vigil audit bundle across a retention purge', () => {
     expect(bad.stderr).toMatch(/^bundle INVALID \[incomplete\]: the chain starts at seq \d+, which is not a retention anchor vouched for by an audit\.purged event/);
   });
 });
+
+describe('vigil audit bundle / verify-bundle: refusals', () => {
+  async function dataDirWithLog() {
+    const base = tempDir('vigil-bundle-edge-');
+    const dataDir = path.join(base, 'data');
+    const configPath = path.join(base, 'vigil.yaml');
+    fs.writeFileSync(configPath, `data_dir: ${dataDir}\n`);
+    await initIdentity(dataDir, parseConfig({ data_dir: dataDir }, base));
+    const audit = dataPaths(dataDir).audit;
+    const since = new Date(Date.now() - 1000).toISOString();
+    const w = await openAuditLog(audit, auditOptions(dataPaths(dataDir).auditSigningKey));
+    for (let i = 0; i < 20; i++) await w.append(sampleEvent(i));
+    await w.close();
+    return { base, audit, configPath, since };
+  }
+
+  it('no bundle of a log that does not verify, nor of an empty range; the failure is on the record', async () => {
+    const { base, audit, configPath, since } = await dataDirWithLog();
+    const out = path.join(base, 'x.tar');
+    const empty = await runCliCaptured(['audit', 'bundle', '--config', configPath, '--since', '2001-01-01T00:00:00Z', '--until', '2001-01-02T00:00:00Z', '--out', out]);
+    expect(empty.code).toBe(1);
+    expect(empty.err).toContain('no audit records between 2001-01-01T00:00:00.000000Z and 2001-01-02T00:00:00.000000Z [VIGIL_BUNDLE]');
+    expect(fs.existsSync(out)).toBe(false);
+    const [seg] = fs.readdirSync(audit).filter((n) => n.endsWith('.jsonl'));
+    const file = path.join(audit, seg);
+    fs.writeFileSync(file, fs.readFileSync(file, 'utf8').replace('"rows":3', '"rows":4'));
+    const bad = await runCliCaptured(['audit', 'bundle', '--config', configPath, '--since', since, '--out', out]);
+    expect(bad.code).toBe(1);
+    expect(bad.err).toMatch(/the audit log does not verify \(record seq \d+ was altered \(hash mismatch\)\); no bundle was made/);
+    expect(fs.existsSync(out)).toBe(false);
+    const failures = (await searchAuditLog(audit, { type: 'audit.bundle' })).records.map((r) => r.event);
+    expect(failures.map((e) => e.outcome)).toEqual(['failure', 'failure']);
+  });
+
+  it('what is not a bundle is unreadable (exit 8): not a tar, a member with a path leaving the archive, a member missing', async () => {
+    const dir = tempDir('vigil-bundle-edge-verify-');
+    fs.writeFileSync(path.join(dir, 'junk.tar'), crypto.randomBytes(4096));
+    const junk = await verifyBundleCli(dir, ['junk.tar']);
+    expect(junk.code).toBe(BUNDLE_EXIT_CODES.unreadable);
+    expect(junk.stderr).toMatch(/^bundle INVALID \[unreadable\]: not a readable bundle/);
+    await writeTar(path.join(dir, 'escape.tar'), new Map([['../evil', Buffer.from('x')]]));
+    const escape = await verifyBundleCli(dir, ['escape.tar']);
+    expect(escape.code).toBe(BUNDLE_EXIT_CODES.unreadable);
+    expect(escape.stderr).toContain('has an unsafe path');
+    await writeTar(path.join(dir, 'partial.tar'), new Map([['events.jsonl', Buffer.from('')]]));
+    const partial = await verifyBundleCli(dir, ['partial.tar']);
+    expect(partial.code).toBe(BUNDLE_EXIT_CODES.unreadable);
+    expect(partial.stderr).toContain('the bundle has no audit_signing.pub');
+  });
+});
