@@ -6,10 +6,9 @@ import { pipeline } from 'node:stream/promises';
 import { Readable, Transform, type Writable } from 'node:stream';
 import tar from 'tar-stream';
 import { VigilError } from '../../src/errors.ts';
-import { keyId } from '../audit/record.ts';
-import { parseSegmentName } from '../audit/record.ts';
+import { keyId, parseSegmentName } from '../audit/record.ts';
 import { listSegments, splitSegment } from '../audit/segments.ts';
-import { readAnchorFile, checkAnchor } from '../audit/anchor.ts';
+import { readAnchorFile } from '../audit/anchor.ts';
 import { verifyAuditLog } from '../audit/verify.ts';
 import {
   BUNDLE_FORMAT, FILES, RECORDINGS_PREFIX, isSafeRecordingId, recordingIdsOf, sha256, signManifest,

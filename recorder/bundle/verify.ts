@@ -129,6 +129,8 @@ export async function verifyBundle(file: string, opts: VerifyBundleOptions = {})
     manifest = JSON.parse(manifestBytes.toString('utf8')) as BundleManifest;
     if (manifest.format !== BUNDLE_FORMAT) throw new Error(`format is ${JSON.stringify(manifest.format)}, expected ${BUNDLE_FORMAT}`);
     if (!manifest.range || !manifest.filter || !manifest.chain_seq || !Array.isArray(manifest.files)) throw new Error('fields missing');
+    if (typeof manifest.range.since !== 'string' || typeof manifest.range.until !== 'string') throw new Error('range is not two times');
+    if (!manifest.files.every((f) => f && typeof f.path === 'string' && typeof f.sha256 === 'string' && typeof f.bytes === 'number')) throw new Error('a file entry is malformed');
   } catch (e) {
     problem('unreadable', `${FILES.manifest} is not a bundle manifest (${(e as Error).message})`);
     return finish();

@@ -161,7 +161,14 @@ export const auditVerifyBundleCommand: Command = {
         return BUNDLE_EXIT_CODES.unreadable;
       }
     }
-    const r = await verifyBundle(file, { expectedKeyPem });
+    let r;
+    try {
+      r = await verifyBundle(file, { expectedKeyPem });
+    } catch (e) {
+      // Whatever a hostile archive trips over is "not a bundle", never exit 1 (altered).
+      args.err.write(`bundle UNREADABLE: ${(e as Error).message}\n`);
+      return BUNDLE_EXIT_CODES.unreadable;
+    }
     const m = r.manifest;
     if (args.values.json === true) {
       args.out.write(JSON.stringify({ ok: r.ok, code: r.code, problems: r.problems, key_id: r.keyId, events: r.events, chain_records: r.chainRecords, checkpoints: r.checkpoints, recordings: r.recordings, boundaries: r.boundaries, manifest: m }) + '\n');
