@@ -36,6 +36,8 @@ export function inRange(e: AuditEvent, range: { since: string; until: string }):
  * only when --type asks for them), over the time range. Maker and verifier both use this function.
  */
 export function bundleSelects(filter: BundleFilter, range: { since: string; until: string }): (e: AuditEvent) => boolean {
-  const m = matcher({ ...filter, hideCheckpoints: true });
+  // Only the four filter fields, and only as strings: whatever else a manifest carries changes nothing.
+  const pick = (v: unknown) => (typeof v === 'string' ? v : undefined);
+  const m = matcher({ user: pick(filter.user), target: pick(filter.target), type: pick(filter.type), session: pick(filter.session), hideCheckpoints: true });
   return (e) => inRange(e, range) && m('', e);
 }
