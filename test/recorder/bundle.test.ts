@@ -147,6 +147,7 @@ describe('vigil audit bundle / verify-bundle: signed evidence from real sessions
     await tg?.stop().catch(() => {});
     await sshd?.stop();
     await pg?.stop();
+    for (const d of [base, verifyDir]) if (d) fs.rmSync(d, { recursive: true, force: true });
   });
 
   /** Write a tampered copy of the bundle into the verify dir and verify it there. */
