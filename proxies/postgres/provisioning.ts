@@ -95,10 +95,18 @@ export function postgresAccounts(t: PostgresTarget, cfg: UserProvisioning, timeo
       return admin(async (c) => {
         const found = await c.query<{ comment: string | null }>('SELECT shobj_description(oid, $2) AS comment FROM pg_roles WHERE rolname = $1', [account, 'pg_authid']);
         if (found.rows.length === 0 || found.rows[0]!.comment !== MANAGED_COMMENT) return { revoked: [], killed: 0 };
-        // Locked first, so that nothing logs in again between the kill and the lock.
-        await c.query(`ALTER ROLE ${ident(account)} NOLOGIN`);
-        const revoked = await memberships(c, account);
-        for (const r of revoked) await c.query(`REVOKE ${ident(r)} FROM ${ident(account)}`);
+        // Locked (one transaction with the revokes) before the kill, so that nothing logs in again in between.
+        await c.query('BEGIN');
+        let revoked: string[];
+        try {
+          await c.query(`ALTER ROLE ${ident(account)} NOLOGIN`);
+          revoked = await memberships(c, account);
+          for (const r of revoked) await c.query(`REVOKE ${ident(r)} FROM ${ident(account)}`);
+          await c.query('COMMIT');
+        } catch (e) {
+          await c.query('ROLLBACK').catch(() => {});
+          throw e;
+        }
         const killed = await c.query<{ ok: boolean }>('SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()', [account]);
         return { revoked, killed: killed.rows.filter((r) => r.ok).length };
       });
