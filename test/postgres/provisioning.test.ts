@@ -1,6 +1,7 @@
 import { describe, it, expect, beforeAll, afterAll, vi } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
+import os from 'node:os';
 import { spawn } from 'node:child_process';
 import { Writable } from 'node:stream';
 import pino from 'pino';
@@ -181,7 +182,13 @@ describe('postgres user_provisioning', () => {
     expect(done.stderr).toMatch(/locked by an administrator/);
     const locked = await tg.waitForEvent((e) => e.type === 'db.user.locked' && e.details.account === 'vigil_erin');
     expect(locked.details).toMatchObject({ reason: 'locked', locked: true });
-    console.log(`[figure] postgres: user lock -> backend connection of vigil_erin gone: ${gone.toFixed(0)} ms, account NOLOGIN: ${lockedAfter.toFixed(0)} ms (enforcement pass interval 250 ms; 2 shared cores, other test suites running)`);
+    const at = (e: { time: string }) => Date.parse(e.time);
+    const lockEvent = tg.events.find((e) => e.type === 'lock.created' && e.details.user === 'erin')!;
+    const endEvent = tg.events.find((e) => e.type === 'session.end' && e.actor.user === 'erin')!;
+    console.log(
+      `[figure] postgres lock of erin: audit times lock.created -> session.end ${at(endEvent) - at(lockEvent)} ms -> db.user.locked (NOLOGIN + revoke + pg_terminate_backend done) ${at(locked) - at(lockEvent)} ms; ` +
+        `seen by polling psql: backend gone ${gone.toFixed(0)} ms, rolcanlogin=f ${lockedAfter.toFixed(0)} ms (enforcement interval 250 ms; load average ${os.loadavg()[0]!.toFixed(1)} on ${os.cpus().length} cores)`,
+    );
   }, 60_000);
 
   it('refuses the session with a native error and an event when the account cannot be provisioned', async () => {
