@@ -47,6 +47,11 @@ export function mysqlAccounts(t: TargetConfig, cfg: UserProvisioning, timeoutMs:
     const [rows] = await c.query<mysql.RowDataPacket[]>("SELECT Role FROM mysql.roles_mapping WHERE User = ? AND Host = '' ORDER BY Role", [ownRole(account)]);
     return rows.map((r) => String(r.Role));
   };
+  // SHOW PROCESSLIST rather than information_schema: no temporary table on the server for it.
+  const threads = async (c: mysql.Connection, account: string): Promise<number[]> => {
+    const [rows] = await c.query<mysql.RowDataPacket[]>('SHOW FULL PROCESSLIST');
+    return rows.filter((r) => r.User === account).map((r) => Number(r.Id));
+  };
   const managed = async (c: mysql.Connection, account: string): Promise<boolean | undefined> => {
     const [u] = await c.query<mysql.RowDataPacket[]>("SELECT 1 FROM mysql.user WHERE User = ? AND Host = '%'", [account]);
     if (u.length === 0) return undefined;
@@ -88,11 +93,10 @@ export function mysqlAccounts(t: TargetConfig, cfg: UserProvisioning, timeoutMs:
         await c.query(`ALTER USER ${user(account)} ACCOUNT LOCK`);
         const revoked = await held(c, account);
         for (const r of revoked) await c.query(`REVOKE ${ident(r)} FROM ${ident(ownRole(account))}`);
-        const [rows] = await c.query<mysql.RowDataPacket[]>('SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ? AND ID <> CONNECTION_ID()', [account]);
         let killed = 0;
-        for (const r of rows) {
+        for (const id of await threads(c, account)) {
           try {
-            await c.query(`KILL CONNECTION ${Number(r.ID)}`);
+            await c.query(`KILL CONNECTION ${id}`);
             killed++;
           } catch {
             // Already gone.
@@ -103,8 +107,7 @@ export function mysqlAccounts(t: TargetConfig, cfg: UserProvisioning, timeoutMs:
     },
     async kill(account, backendId) {
       return admin(async (c) => {
-        const [rows] = await c.query<mysql.RowDataPacket[]>('SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ? AND ID = ?', [account, backendId]);
-        if (rows.length === 0) return false;
+        if (!(await threads(c, account)).includes(backendId)) return false;
         await c.query(`KILL CONNECTION ${Number(backendId)}`).catch(() => {});
         return true;
       });
