@@ -191,6 +191,28 @@ describe('postgres user_provisioning', () => {
     );
   }, 60_000);
 
+  it('a JIT grant maps its role while it lasts; at its expiry the session is cut, the account locked and its connection killed', async () => {
+    const now = Date.now();
+    const expiresAt = new Date(now + 8000);
+    await tg.gw.services.store.createAccess({
+      id: 'grant-gina', user: 'gina', role: 'dba', targets: ['pgp'], reason: 'INC-7', ttlMs: 8000, state: 'active',
+      createdAt: new Date(now).toISOString(), requestExpiresAt: new Date(now + 60_000).toISOString(), approvals: [{ by: 'ops', time: new Date(now).toISOString() }],
+      breakGlass: false, grantedAt: new Date(now).toISOString(), expiresAt: expiresAt.toISOString(),
+    });
+    certs.gina = await tg.issue({ user: 'gina', roles: [] });
+    const sleeper = background('gina', "SELECT pg_has_role('pg_write_all_data', 'MEMBER'), pg_sleep(60) /* gina-sleep */");
+    const pid = await pidOf('vigil_gina', 'gina-sleep');
+    const done = await sleeper.exited;
+    expect(done.stderr).toMatch(/Your access grant has expired/);
+    await waitFor(() => canLogin('vigil_gina') === 'f', 30_000, 'vigil_gina locked');
+    expect(pg.psql(`SELECT count(*) FROM pg_stat_activity WHERE pid = ${pid}`)).toBe('0');
+    const granted = tg.events.find((e) => e.type === 'db.user.granted' && e.details.account === 'vigil_gina')!;
+    expect(granted.details.roles).toEqual(['pg_read_all_data', 'pg_write_all_data']);
+    const locked = await tg.waitForEvent((e) => e.type === 'db.user.locked' && e.details.account === 'vigil_gina');
+    expect(locked.details).toMatchObject({ reason: 'grant_expired', locked: true });
+    expect(Date.parse(locked.time)).toBeGreaterThanOrEqual(expiresAt.getTime());
+  }, 60_000);
+
   it('refuses the session with a native error and an event when the account cannot be provisioned', async () => {
     pg.psql('CREATE ROLE vigil_frank LOGIN'); // somebody else's role with the name vigil would use
     certs.frank = await tg.issue({ user: 'frank', roles: ['oncall'] });
