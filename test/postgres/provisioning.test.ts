@@ -42,8 +42,14 @@ function background(who: string, sql: string, target = 'pgp') {
 
 /** The backend pid of `account`'s session running a statement containing `marker`, once it runs. */
 const pidOf = (account: string, marker: string) =>
-  waitFor(() => Number(pg.psql(`SELECT pid FROM pg_stat_activity WHERE usename = '${account}' AND query LIKE '%${marker}%' AND pid <> pg_backend_pid()`)) || undefined, 30_000, `${account} running ${marker}`);
-const canLogin = (account: string) => pg.psql(`SELECT rolcanlogin FROM pg_roles WHERE rolname = '${account}'`);
+  waitFor(async () => Number(await su(`SELECT pid FROM pg_stat_activity WHERE usename = '${account}' AND query LIKE '%${marker}%' AND pid <> pg_backend_pid()`)) || undefined, 30_000, `${account} running ${marker}`);
+const canLogin = (account: string) => su(`SELECT rolcanlogin FROM pg_roles WHERE rolname = '${account}'`);
+/** SQL as the superuser through the stock psql, without blocking the event loop (the gateway runs in this process). */
+async function su(sql: string): Promise<string> {
+  const r = await run('psql', ['-X', '-qAt', '-h', '127.0.0.1', '-p', String(pg.port), '-U', pg.superuser, '-d', 'app', '-c', sql]);
+  if (r.code !== 0) throw new Error(r.stderr);
+  return r.stdout.trim();
+}
 
 beforeAll(async () => {
   pg = await startPostgres({ conf: STATEMENT_LOG });
@@ -85,7 +91,7 @@ describe('postgres user_provisioning', () => {
     const sleeper = background('alice', 'SELECT pg_sleep(30) /* alice-sleep */');
     const pid = await pidOf('vigil_alice', 'alice-sleep');
     // The backend's own view names the engineer.
-    expect(pg.psql(`SELECT usename FROM pg_stat_activity WHERE pid = ${pid}`)).toBe('vigil_alice');
+    expect(await su(`SELECT usename FROM pg_stat_activity WHERE pid = ${pid}`)).toBe('vigil_alice');
     const who = await psql('bob', 'SELECT current_user, session_user');
     expect(who.stdout.trim()).toBe('vigil_bob|vigil_bob');
 
@@ -102,7 +108,7 @@ describe('postgres user_provisioning', () => {
       expect(r.code, sql).not.toBe(0);
       // The refusal is the server's (its privilege check), not vigil's.
       expect(r.stderr, sql).toMatch(/ERROR:\s+(must be a member of the role whose (process is being terminated|query is being canceled)|permission denied)/);
-      expect(pg.psql(`SELECT count(*) FROM pg_stat_activity WHERE pid = ${pid}`), sql).toBe('1');
+      expect(await su(`SELECT count(*) FROM pg_stat_activity WHERE pid = ${pid}`), sql).toBe('1');
     }
     // Another role's statement text is hidden from bob by the server.
     const peek = await psql('bob', `SELECT query FROM pg_stat_activity WHERE pid = ${pid}`);
@@ -128,7 +134,7 @@ describe('postgres user_provisioning', () => {
     certs.carol = await tg.issue({ user: 'carol', roles: ['oncall'] });
     const denied = await psql('carol', insert);
     expect(denied.stderr).toMatch(/ERROR:\s+permission denied for table ledger/);
-    await waitFor(() => canLogin('vigil_carol') === 'f', 30_000, 'vigil_carol locked');
+    await waitFor(async () => (await canLogin('vigil_carol')) === 'f', 30_000, 'vigil_carol locked');
 
     certs.carol = await tg.issue({ user: 'carol', roles: ['dba'] });
     const ok = await psql('carol', `${insert}; SELECT pg_has_role('pg_write_all_data', 'MEMBER')`);
@@ -140,9 +146,9 @@ describe('postgres user_provisioning', () => {
     expect(again.stdout.trim()).toBe('f|t');
     const carolLocks = () => tg.events.filter((e) => e.type === 'db.user.locked' && e.details.account === 'vigil_carol').length;
     await waitFor(() => carolLocks() === 3, 30_000, 'vigil_carol locked again');
-    expect(canLogin('vigil_carol')).toBe('f');
+    expect(await canLogin('vigil_carol')).toBe('f');
     // Between sessions it holds no role at all: each lock revoked what the session had.
-    expect(pg.psql("SELECT count(*) FROM pg_auth_members m JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = 'vigil_carol'")).toBe('0');
+    expect(await su("SELECT count(*) FROM pg_auth_members m JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = 'vigil_carol'")).toBe('0');
     const steps = tg.events.filter((e) => e.type.startsWith('db.user.') && e.details.account === 'vigil_carol').map((e) => `${e.type}:${JSON.stringify(e.details.roles ?? e.details.created ?? '')}`);
     expect(steps).toEqual([
       'db.user.provisioned:true', 'db.user.granted:["pg_read_all_data"]', 'db.user.revoked:["pg_read_all_data"]', 'db.user.locked:""',
@@ -159,11 +165,11 @@ describe('postgres user_provisioning', () => {
     expect(second.stdout.trim()).toBe('vigil_dave');
     // The second session's end did not lock the first one out.
     await new Promise((r) => setTimeout(r, 300));
-    expect(canLogin('vigil_dave')).toBe('t');
-    expect(pg.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'vigil_dave'")).toBe('1');
+    expect(await canLogin('vigil_dave')).toBe('t');
+    expect(await su("SELECT count(*) FROM pg_stat_activity WHERE usename = 'vigil_dave'")).toBe('1');
     first.child.kill('SIGINT');
     await first.exited;
-    await waitFor(() => canLogin('vigil_dave') === 'f', 30_000, 'vigil_dave locked after its last session');
+    await waitFor(async () => (await canLogin('vigil_dave')) === 'f', 30_000, 'vigil_dave locked after its last session');
   }, 60_000);
 
   it('locking the vigil user locks the account and kills its backend connections', async () => {
@@ -173,9 +179,9 @@ describe('postgres user_provisioning', () => {
     const access = new AccessService({ config: tg.gw.services.config, store: tg.gw.services.store, events: tg.gw.services.events });
     const t0 = performance.now();
     await access.lock({ user: 'ops', roles: [], source: LOCAL_SOURCE, local: true }, { user: 'erin', reason: 'offboarded' });
-    await waitFor(() => pg.psql(`SELECT count(*) FROM pg_stat_activity WHERE pid = ${pid}`) === '0', 30_000, 'backend gone');
+    await waitFor(async () => (await su(`SELECT count(*) FROM pg_stat_activity WHERE pid = ${pid}`)) === '0', 30_000, 'backend gone');
     const gone = performance.now() - t0;
-    await waitFor(() => canLogin('vigil_erin') === 'f', 30_000, 'vigil_erin locked');
+    await waitFor(async () => (await canLogin('vigil_erin')) === 'f', 30_000, 'vigil_erin locked');
     const lockedAfter = performance.now() - t0;
     const done = await sleeper.exited;
     expect(done.code).not.toBe(0);
@@ -204,8 +210,8 @@ describe('postgres user_provisioning', () => {
     const pid = await pidOf('vigil_gina', 'gina-sleep');
     const done = await sleeper.exited;
     expect(done.stderr).toMatch(/Your access grant has expired/);
-    await waitFor(() => canLogin('vigil_gina') === 'f', 30_000, 'vigil_gina locked');
-    expect(pg.psql(`SELECT count(*) FROM pg_stat_activity WHERE pid = ${pid}`)).toBe('0');
+    await waitFor(async () => (await canLogin('vigil_gina')) === 'f', 30_000, 'vigil_gina locked');
+    expect(await su(`SELECT count(*) FROM pg_stat_activity WHERE pid = ${pid}`)).toBe('0');
     const granted = tg.events.find((e) => e.type === 'db.user.granted' && e.details.account === 'vigil_gina')!;
     expect(granted.details.roles).toEqual(['pg_read_all_data', 'pg_write_all_data']);
     const locked = await tg.waitForEvent((e) => e.type === 'db.user.locked' && e.details.account === 'vigil_gina');
@@ -214,7 +220,7 @@ describe('postgres user_provisioning', () => {
   }, 60_000);
 
   it('refuses the session with a native error and an event when the account cannot be provisioned', async () => {
-    pg.psql('CREATE ROLE vigil_frank LOGIN'); // somebody else's role with the name vigil would use
+    await su('CREATE ROLE vigil_frank LOGIN'); // somebody else's role with the name vigil would use
     certs.frank = await tg.issue({ user: 'frank', roles: ['oncall'] });
     const r = await psql('frank', 'SELECT 1');
     expect(r.code).not.toBe(0);
@@ -222,7 +228,7 @@ describe('postgres user_provisioning', () => {
     const failed = await tg.waitForEvent((e) => e.type === 'db.user.provisioning_failed' && e.details.account === 'vigil_frank');
     expect(failed.details.error).toMatch(/exists and is not managed by vigil/);
     // The foreign role was left as it was.
-    expect(canLogin('vigil_frank')).toBe('t');
+    expect(await canLogin('vigil_frank')).toBe('t');
   }, 60_000);
 
   it('never writes a session password to the audit log, gateway logs, recordings or the server log', async () => {
