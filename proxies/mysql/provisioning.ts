@@ -59,7 +59,19 @@ export function mysqlAccounts(t: TargetConfig, cfg: UserProvisioning, timeoutMs:
     return m.length > 0;
   };
 
+  const syncRoles = async (c: mysql.Connection, account: string, roles: readonly string[]) => {
+    const has = await held(c, account);
+    const granted = roles.filter((r) => !has.includes(r));
+    const revoked = has.filter((r) => !roles.includes(r));
+    for (const r of granted) await c.query(`GRANT ${ident(r)} TO ${ident(ownRole(account))}`);
+    for (const r of revoked) await c.query(`REVOKE ${ident(r)} FROM ${ident(ownRole(account))}`);
+    return { granted, revoked };
+  };
+
   return {
+    async sync(account, roles) {
+      return admin((c) => syncRoles(c, account, roles));
+    },
     // MariaDB allows 80 characters (MySQL 32); the own role adds 6.
     maxNameLength: 26,
     async open(account, roles, password) {
@@ -78,12 +90,7 @@ export function mysqlAccounts(t: TargetConfig, cfg: UserProvisioning, timeoutMs:
         } else {
           await c.query(`ALTER USER ${user(account)} IDENTIFIED BY PASSWORD ${hash} ACCOUNT UNLOCK`);
         }
-        const has = await held(c, account);
-        const granted = roles.filter((r) => !has.includes(r));
-        const revoked = has.filter((r) => !roles.includes(r));
-        for (const r of granted) await c.query(`GRANT ${ident(r)} TO ${ident(ownRole(account))}`);
-        for (const r of revoked) await c.query(`REVOKE ${ident(r)} FROM ${ident(ownRole(account))}`);
-        return { created, granted, revoked };
+        return { created, ...(await syncRoles(c, account, roles)) };
       });
     },
     async close(account) {

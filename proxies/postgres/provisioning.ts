@@ -61,8 +61,30 @@ export function postgresAccounts(t: PostgresTarget, cfg: UserProvisioning, timeo
       )
     ).rows.map((r) => r.rolname);
 
+  const syncRoles = async (c: pg.Client, account: string, roles: readonly string[]) => {
+    const held = await memberships(c, account);
+    const granted = roles.filter((r) => !held.includes(r));
+    const revoked = held.filter((r) => !roles.includes(r));
+    for (const r of granted) await c.query(`GRANT ${ident(r)} TO ${ident(account)}`);
+    for (const r of revoked) await c.query(`REVOKE ${ident(r)} FROM ${ident(account)}`);
+    return { granted, revoked };
+  };
+
   return {
     maxNameLength: 63,
+    async sync(account, roles) {
+      return admin(async (c) => {
+        await c.query('BEGIN');
+        try {
+          const r = await syncRoles(c, account, roles);
+          await c.query('COMMIT');
+          return r;
+        } catch (e) {
+          await c.query('ROLLBACK').catch(() => {});
+          throw e;
+        }
+      });
+    },
     async open(account, roles, password) {
       return admin(async (c) => {
         await c.query('BEGIN');
@@ -78,11 +100,7 @@ export function postgresAccounts(t: PostgresTarget, cfg: UserProvisioning, timeo
           } else {
             await c.query(`ALTER ROLE ${ident(account)} LOGIN PASSWORD ${verifier}`);
           }
-          const held = await memberships(c, account);
-          const granted = roles.filter((r) => !held.includes(r));
-          const revoked = held.filter((r) => !roles.includes(r));
-          for (const r of granted) await c.query(`GRANT ${ident(r)} TO ${ident(account)}`);
-          for (const r of revoked) await c.query(`REVOKE ${ident(r)} FROM ${ident(account)}`);
+          const { granted, revoked } = await syncRoles(c, account, roles);
           await c.query('COMMIT');
           return { created, granted, revoked };
         } catch (e) {

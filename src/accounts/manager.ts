@@ -22,6 +22,8 @@ export interface AccountDriver {
   close(account: string): Promise<{ revoked: string[]; killed: number }>;
   /** End one backend connection of the account (by the server's id for it). */
   kill(account: string, backendId: number): Promise<boolean>;
+  /** Make the account's database roles exactly `roles` (another session of the account still runs). */
+  sync(account: string, roles: readonly string[]): Promise<{ granted: string[]; revoked: string[] }>;
 }
 
 /** Provisioning failed: the session is refused. The message names the step, never a secret. */
@@ -49,6 +51,8 @@ export interface AccountCredential {
 
 export interface Lease {
   readonly account: string;
+  /** Database roles this session's vigil roles map to. */
+  readonly roles: readonly string[];
   /** The server's id of this session's backend connection (Postgres pid, MySQL thread id), for a precise kill. */
   backendId?: number;
 }
@@ -94,22 +98,24 @@ export class BackendAccounts {
     const roles = databaseRoles(cfg.roles_map, req.roles);
     return this.serial(state, async () => {
       const password = sessionPassword();
+      // One account per engineer: while sessions overlap it holds the union of their roles.
+      const union = unionOf([...[...state.leases.values()].map((l) => l.roles), roles]);
       let opened: Awaited<ReturnType<AccountDriver['open']>>;
       try {
-        opened = await req.driver.open(account, roles, password);
+        opened = await req.driver.open(account, union, password);
       } catch (e) {
         const why = (e as Error).message;
         this.services.log.warn({ err: why, account, target: req.target.name }, 'backend account provisioning failed');
         await this.emit('db.user.provisioning_failed', 'failure', req.eventBase, { account, step: 'open', error: why });
         throw new ProvisioningError(`could not prepare your database account: ${why}`, { cause: e });
       }
-      const lease: Lease = { account };
+      const lease: Lease = { account, roles };
       state.leases.set(req.sessionId, lease);
       state.base = req.eventBase;
       this.bySession.set(req.sessionId, { key, lease });
       try {
         await this.emit('db.user.provisioned', 'success', req.eventBase, { account, created: opened.created, sessions: state.leases.size });
-        await this.emit('db.user.granted', 'success', req.eventBase, { account, roles, newly_granted: opened.granted, vigil_roles: [...req.roles] });
+        await this.emit('db.user.granted', 'success', req.eventBase, { account, roles: union, session_roles: roles, newly_granted: opened.granted, vigil_roles: [...req.roles] });
         if (opened.revoked.length > 0) await this.emit('db.user.revoked', 'success', req.eventBase, { account, roles: opened.revoked, reason: 'not_mapped' });
         return { value: await login({ user: account, password }), lease };
       } catch (e) {
@@ -136,11 +142,19 @@ export class BackendAccounts {
     state.leases.delete(sessionId);
     if (state.leases.size === 0) {
       this.track(this.serial(state, () => (state.leases.size === 0 ? this.lockNow(state, reason) : Promise.resolve())).catch(() => {}));
-    } else if (WITHDRAWN.has(reason) && held.lease.backendId !== undefined) {
-      // Other sessions still use the account; this one's backend connection goes now, not when the server notices.
-      const id = held.lease.backendId;
+    } else {
+      // Other sessions still use the account: it keeps only their roles, and (access withdrawn) this
+      // session's backend connection goes now, not when the server notices.
+      const id = WITHDRAWN.has(reason) ? held.lease.backendId : undefined;
       this.track(
         this.serial(state, async () => {
+          try {
+            const r = await state.driver.sync(state.account, unionOf([...state.leases.values()].map((l) => l.roles)));
+            if (r.revoked.length > 0) await this.emit('db.user.revoked', 'success', state.base, { account: state.account, roles: r.revoked, reason });
+          } catch (e) {
+            await this.emit('db.user.provisioning_failed', 'failure', state.base, { account: state.account, step: 'sync', reason, error: (e as Error).message });
+          }
+          if (id === undefined) return;
           const killed = await state.driver.kill(state.account, id).catch(() => false);
           await this.emit('db.user.locked', 'success', state.base, { account: state.account, reason, locked: false, killed_connections: killed ? 1 : 0, backend_id: id });
         }).catch(() => {}),
@@ -179,6 +193,10 @@ export class BackendAccounts {
   private async emit(type: 'db.user.provisioned' | 'db.user.granted' | 'db.user.revoked' | 'db.user.locked' | 'db.user.provisioning_failed', outcome: 'success' | 'failure', base: LeaseRequest['eventBase'], details: Record<string, unknown>): Promise<void> {
     await this.services.events.emit({ type, outcome, ...base, details });
   }
+}
+
+function unionOf(lists: readonly (readonly string[])[]): string[] {
+  return [...new Set(lists.flat())].sort();
 }
 
 const byRegistry = new WeakMap<object, BackendAccounts>();

@@ -219,6 +219,37 @@ describe('postgres user_provisioning', () => {
     expect(Date.parse(locked.time)).toBeGreaterThanOrEqual(expiresAt.getTime());
   }, 60_000);
 
+  it('overlapping sessions hold the union of their roles; revoking the grant of one cuts it and takes its role back from the other', async () => {
+    const now = Date.now();
+    await tg.gw.services.store.createAccess({
+      id: 'grant-hank', user: 'hank', role: 'dba', targets: ['pgp'], reason: 'INC-8', ttlMs: 600_000, state: 'active',
+      createdAt: new Date(now).toISOString(), requestExpiresAt: new Date(now + 60_000).toISOString(), approvals: [{ by: 'ops', time: new Date(now).toISOString() }],
+      breakGlass: false, grantedAt: new Date(now).toISOString(), expiresAt: new Date(now + 600_000).toISOString(),
+    });
+    certs.hank = await tg.issue({ user: 'hank', roles: ['oncall'] });
+    const standing = background('hank', 'SELECT pg_sleep(60) /* hank-standing */');
+    await pidOf('vigil_hank', 'hank-standing');
+    certs.hank = await tg.issue({ user: 'hank', roles: ['dba'], grantId: 'grant-hank' });
+    const elevated = background('hank', "SELECT pg_has_role('pg_write_all_data', 'MEMBER'), pg_sleep(60) /* hank-grant */");
+    const pid = await pidOf('vigil_hank', 'hank-grant');
+    const access = new AccessService({ config: tg.gw.services.config, store: tg.gw.services.store, events: tg.gw.services.events });
+    await access.revoke({ user: 'ops', roles: [], source: LOCAL_SOURCE, local: true }, 'grant-hank', { reason: 'done' });
+    const cut = await elevated.exited;
+    expect(cut.stderr).toMatch(/Your access grant has been revoked/);
+    const revoked = await tg.waitForEvent((e) => e.type === 'db.user.revoked' && e.details.account === 'vigil_hank' && e.details.reason === 'revoked');
+    expect(revoked.details.roles).toEqual(['pg_write_all_data']);
+    // The standing session goes on, with only its own role; the account stays open for it.
+    expect(await su(`SELECT count(*) FROM pg_stat_activity WHERE pid = ${pid}`)).toBe('0');
+    expect(await su("SELECT count(*) FROM pg_stat_activity WHERE usename = 'vigil_hank'")).toBe('1');
+    expect(await canLogin('vigil_hank')).toBe('t');
+    expect(await su("SELECT string_agg(g.rolname, ',') FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = 'vigil_hank'")).toBe('pg_read_all_data');
+    const partial = await tg.waitForEvent((e) => e.type === 'db.user.locked' && e.details.account === 'vigil_hank');
+    expect(partial.details).toMatchObject({ locked: false, reason: 'revoked', backend_id: pid });
+    standing.child.kill('SIGINT');
+    await standing.exited;
+    await waitFor(async () => (await canLogin('vigil_hank')) === 'f', 30_000, 'vigil_hank locked after its last session');
+  }, 90_000);
+
   it('refuses the session with a native error and an event when the account cannot be provisioned', async () => {
     await su('CREATE ROLE vigil_frank LOGIN'); // somebody else's role with the name vigil would use
     certs.frank = await tg.issue({ user: 'frank', roles: ['oncall'] });
