@@ -26,6 +26,9 @@ import { CommandTracker, type InFlight, type TrackerSink } from './tracker.ts';
 import { addResult, errDetails, eventText, redactedText, round, type QueryFields } from './record.ts';
 import { analyzeSql, resultOwners, type SqlAnalysis, type SqlMode } from './sql.ts';
 import { connectBackend, type BackendConnection } from './backend.ts';
+import { mysqlAccounts } from './provisioning.ts';
+import { backendAccounts, ProvisioningError, type AccountCredential } from '../../src/accounts/manager.ts';
+import { accountName, type UserProvisioning } from '../../src/accounts/config.ts';
 import type { ConnectionIds, KillableConnection } from './connection-ids.ts';
 import type { SourceLimiter } from '../../src/gateway/preauth.ts';
 
@@ -264,7 +267,10 @@ export class MysqlConnection implements KillableConnection {
       this.target = adm.target;
       this.user = adm.principal.user;
       this.targetName = adm.target.name;
-      this.login = req.login ?? (adm.target.user as string);
+      const provisioning = adm.target.user_provisioning as UserProvisioning | undefined;
+      // With user_provisioning the session logs in as the engineer's own account (TARGET/dbuser is refused).
+      if (provisioning && req.login !== undefined) return this.fatal(seq, { ...ERR.ACCESS_DENIED, message: `vigil: target ${adm.target.name} gives every engineer their own database account; connect as ${adm.target.name}` }, 'error');
+      this.login = provisioning ? accountName(provisioning.name_pattern, adm.principal.user, 26) : (req.login ?? (adm.target.user as string));
       this.database = hs.database ?? (adm.target.database as string | undefined);
       this.initialDatabase = this.database;
       this.clientCaps = (hs.capabilities & this.capabilities) >>> 0;
@@ -282,13 +288,32 @@ export class MysqlConnection implements KillableConnection {
       clearTimeout(this.authTimer);
       let backend: BackendConnection;
       try {
-        backend = await connectBackend(this.backendTarget(adm.target), this.backendCapabilities(), hs.charset || CHARSET_UTF8MB4, services.config.gateway.connect_timeout, {
-          _client_name: 'vigil',
-          program_name: hs.attributes.program_name ?? '',
-          vigil_user: adm.principal.user,
-          vigil_session: this.sessionId,
-        });
+        const attributes = { _client_name: 'vigil', program_name: hs.attributes.program_name ?? '', vigil_user: adm.principal.user, vigil_session: this.sessionId };
+        const connect = (t: ReturnType<typeof this.backendTarget>) => connectBackend(t, this.backendCapabilities(), hs.charset || CHARSET_UTF8MB4, services.config.gateway.connect_timeout, attributes);
+        if (provisioning) {
+          const session = this.session;
+          const leased = await backendAccounts(services).lease(
+            {
+              target: adm.target,
+              sessionId: session.handle.id,
+              roles: adm.decision.roles,
+              user: adm.principal.user,
+              eventBase: session.eventBase(),
+              driver: mysqlAccounts(adm.target, provisioning, services.config.gateway.connect_timeout),
+            },
+            (cred) => connect({ ...this.backendTarget(adm.target, cred), user: cred.user, password: cred.password }),
+          );
+          backend = leased.value;
+          leased.lease.backendId = backend.greeting.connectionId;
+        } else {
+          backend = await connect(this.backendTarget(adm.target));
+        }
       } catch (e) {
+        if (e instanceof ProvisioningError) {
+          this.log.warn({ err: e.message, target: adm.target.name }, 'backend account provisioning failed');
+          this.fatal(seq, { ...ERR.BACKEND_UNAVAILABLE, message: `vigil: could not prepare your database account on target ${adm.target.name}; the operator can see why in the audit log` }, 'backend_error', { error: e.message });
+          return;
+        }
         const message = e instanceof VigilError ? e.message : 'cannot reach the target database';
         this.log.warn({ err: message, target: adm.target.name }, 'backend login failed');
         this.fatal(seq, { ...ERR.BACKEND_UNAVAILABLE, message: `vigil: ${message}` }, 'backend_error', { error: message });
@@ -313,19 +338,21 @@ export class MysqlConnection implements KillableConnection {
     }
   }
 
-  private backendTarget(t: TargetConfig) {
+  /** Where and as whom to log in: the target's configured login, or the provisioned account's credential. */
+  private backendTarget(t: TargetConfig, provisioned?: AccountCredential) {
     const login = this.login!;
     const logins = (t.logins ?? {}) as Record<string, SecretRef>;
     let ref: SecretRef | undefined;
-    if (login === t.user) ref = t.password as SecretRef | undefined;
+    if (provisioned) ref = undefined;
+    else if (login === t.user) ref = t.password as SecretRef | undefined;
     else if (logins[login]) ref = logins[login];
     else throw new ProtocolError(`no credentials configured for database user ${login}`, 'VIGIL_MYSQL_NO_LOGIN');
     const tlsOpt = t.tls as boolean | undefined;
     return {
       host: t.host,
       port: t.port,
-      user: login,
-      password: ref ? readSecret(ref) : '',
+      user: provisioned?.user ?? login,
+      password: provisioned?.password ?? (ref ? readSecret(ref) : ''),
       database: this.database,
       tls: tlsOpt ? { ca: t.tls_ca as string | undefined } : (false as const),
       serverPublicKey: t.server_public_key_file ? readSecretFile(t.server_public_key_file as string) : undefined,

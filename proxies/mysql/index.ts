@@ -6,6 +6,7 @@ import { z } from 'zod';
 import type { ProxyModule } from '../../src/gateway/proxy.ts';
 import { listenerBase, secretRef, size, filePath } from '../../src/config/types.ts';
 import type { MysqlSection } from './connection.ts';
+import { userProvisioningSchema } from '../../src/accounts/config.ts';
 
 export const mysqlProxy: ProxyModule<MysqlSection> = {
   name: 'mysql',
@@ -33,6 +34,8 @@ export const mysqlProxy: ProxyModule<MysqlSection> = {
     tls_ca: filePath(sc).optional(),
     /** RSA public key (PEM) of a MySQL 8 server, for caching_sha2_password full auth without TLS. Fetched from the server when absent. */
     server_public_key_file: filePath(sc).optional(),
+    /** A MariaDB user per engineer instead of the shared `user` (src/accounts; README "Per-engineer database accounts"). */
+    user_provisioning: userProvisioningSchema(sc).optional(),
   }),
   // Only the config schema loads with this module (every CLI command reads the config); the listener is
   // imported when the gateway starts.

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { listenerBase, secretRef, filePath, size, type SchemaContext, type SecretRef } from '../../src/config/types.ts';
 import type { TargetConfig } from '../../src/config/schema.ts';
+import { userProvisioningSchema, type UserProvisioning } from '../../src/accounts/config.ts';
 
 /**
  * Configuration of the Postgres listener and of `protocol: postgres` targets.
@@ -33,6 +34,8 @@ export function targetFields(sc: SchemaContext) {
     tls_servername: z.string().optional(),
     /** Development only: accept unencrypted client connections (token as password) for this target. */
     allow_plaintext: z.boolean().default(false),
+    /** A backend role per engineer instead of the shared `user` (src/accounts; README "Per-engineer database accounts"). */
+    user_provisioning: userProvisioningSchema(sc).optional(),
   };
 }
 
@@ -46,6 +49,7 @@ export interface PostgresTarget extends TargetConfig {
   tls_ca?: string;
   tls_servername?: string;
   allow_plaintext: boolean;
+  user_provisioning?: UserProvisioning;
 }
 
 /** `TARGET` or `TARGET/DBNAME`. */

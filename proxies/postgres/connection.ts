@@ -16,6 +16,9 @@ import { loginToBackend, BackendLoginError, type BackendSession, type BackendTls
 import { QueryTracker, backendNeedsBody, frontendNeedsBody, type QueryRecord, type StatementStart } from './tracker.ts';
 import { forwardCancel, type CancelKeys, type CancelTarget } from './cancel.ts';
 import { parseDatabase, type PostgresSection, type PostgresTarget } from './config.ts';
+import { postgresAccounts } from './provisioning.ts';
+import { backendAccounts, ProvisioningError } from '../../src/accounts/manager.ts';
+import { accountName, type UserProvisioning } from '../../src/accounts/config.ts';
 
 /** Limit of a startup-phase packet (the server uses the same). */
 const MAX_STARTUP_PACKET = 10_000;
@@ -264,7 +267,8 @@ export class ClientConnection {
       source: this.ctx.remote,
       credential,
       targetName,
-      login: target?.user,
+      // With user_provisioning the session logs in as the engineer's own account, not the target's user.
+      login: target?.user_provisioning ? undefined : target?.user,
       database,
       details: { method, tls: encrypted },
     };
@@ -276,7 +280,9 @@ export class ClientConnection {
       if (k === 'user' || k === 'database' || section.blocked_startup_params.includes(k)) continue;
       passthrough.push([k, v]);
     }
-    this.session = await openSession(this.shared.services, req, admission, (reason, message) => this.terminate(reason, message), {
+    const provisioning = (admission.target as PostgresTarget).user_provisioning as UserProvisioning | undefined;
+    const account = provisioning && accountName(provisioning.name_pattern, admission.principal.user, 63);
+    this.session = await openSession(this.shared.services, account ? { ...req, login: account } : req, admission, (reason, message) => this.terminate(reason, message), {
       method,
       client_tls: encrypted,
       params: Object.fromEntries(passthrough),
@@ -284,13 +290,13 @@ export class ClientConnection {
     this.uncount();
     const t = admission.target as PostgresTarget;
     let backend: BackendSession;
-    try {
-      backend = await loginToBackend({
+    const login = (user: string, password: string | undefined) =>
+      loginToBackend({
         host: t.host,
         port: t.port,
-        user: t.user,
+        user,
         database: database ?? t.database,
-        password: t.password ? readSecret(t.password as SecretRef) : undefined,
+        password,
         tls: t.tls as BackendTlsMode,
         caFile: t.tls_ca,
         servername: t.tls_servername,
@@ -298,7 +304,31 @@ export class ClientConnection {
         timeoutMs: this.shared.services.config.gateway.connect_timeout,
         maxMessage: section.max_message_size,
       });
+    try {
+      if (provisioning) {
+        const { services } = this.shared;
+        const session = this.session;
+        const leased = await backendAccounts(services).lease(
+          {
+            target: t,
+            sessionId: session.handle.id,
+            roles: admission.decision.roles,
+            user: admission.principal.user,
+            eventBase: session.eventBase(),
+            driver: postgresAccounts(t, provisioning, services.config.gateway.connect_timeout),
+          },
+          (cred) => login(cred.user, cred.password),
+        );
+        backend = leased.value;
+        leased.lease.backendId = backend.processId;
+      } else {
+        backend = await login(t.user, t.password ? readSecret(t.password as SecretRef) : undefined);
+      }
     } catch (e) {
+      if (e instanceof ProvisioningError) {
+        if (!this.ended && this.client.writable) this.client.write(fatal('08004', `vigil could not prepare your database account on target "${t.name}"; the operator can see why in the audit log`));
+        return this.endSession('backend_error', { error: e.message, sqlstate: '08004' });
+      }
       const detail = (e as Error).message;
       const sqlstate = e instanceof BackendLoginError ? e.sqlstate : '08006';
       if (!this.ended && this.client.writable) this.client.write(fatal(sqlstate, `vigil could not connect to target "${t.name}": ${detail}`));

@@ -35,6 +35,11 @@ export const EVENT_CATALOG = {
   'db.query.start': { description: 'A database statement forwarded to the target is still running after audit.long_running_after, or (audit.durability strict) is about to be forwarded; db.query follows when it ends.' },
   'db.query': { description: 'A database statement with parameters (secrets masked), duration, outcome and row counts (outcome unknown when the session ended while it ran).' },
   'db.cancel': { description: 'A query cancellation (CancelRequest or KILL QUERY) was forwarded or refused.' },
+  'db.user.provisioned': { description: 'user_provisioning: the engineer\'s own backend account was created or unlocked and given a fresh per-session password (never recorded) for this session; details: account, created, sessions using it.' },
+  'db.user.granted': { description: 'user_provisioning: the backend account holds exactly the database roles its session\'s vigil roles map to (roles_map); details: account, roles, newly_granted, vigil_roles.' },
+  'db.user.revoked': { description: 'user_provisioning: database roles were revoked from a backend account (no longer mapped, or the account was locked); details: account, roles, reason.' },
+  'db.user.locked': { description: 'user_provisioning: a backend account was locked (NOLOGIN / ACCOUNT LOCK) after its last session, or on revocation, lock or expiry, and its backend connections killed; locked: false when only the cut session\'s connection was killed because other sessions still use the account.' },
+  'db.user.provisioning_failed': { description: 'user_provisioning: preparing (step open; the session is refused) or locking (step lock) a backend account failed; details: account, step, error.' },
   // just-in-time access
   // retention
   'hold.added': { description: 'A legal hold was placed: matching events and recordings are kept whatever the retention says.' },

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import { settleBackendAccounts } from '../accounts/manager.ts';
 import net from 'node:net';
 import { newId } from '../ids.ts';
 import type { Logger } from 'pino';
@@ -141,6 +142,8 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
       await services.sessions.drain(config.gateway.shutdown_drain);
       services.sessions.terminateWhere(() => true, 'shutdown', 'The vigil gateway is shutting down.');
       await services.sessions.drain(2000);
+      // Backend accounts of the sessions just ended are being locked: let that finish while the log is open.
+      await settleBackendAccounts(services);
       await enforcement.stop();
       // Open budget windows are summarised now, before the log closes: nothing counted is lost.
       await refusals.close();

@@ -61,9 +61,27 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
  */
 export class SessionRegistry {
   private readonly live = new Map<string, Handle>();
+  private readonly endListeners: ((id: string, reason: EndReason) => void)[] = [];
+
+  /**
+   * Call `fn` once per session as soon as it is ending: when it is cut (terminate) or, if never cut, when
+   * the proxy closes it. Backend accounts are released through this (src/accounts).
+   */
+  onEnd(fn: (id: string, reason: EndReason) => void): void {
+    this.endListeners.push(fn);
+  }
 
   open(info: SessionInfo, terminator: Terminator, id: string = newId()): SessionHandle {
-    const h = new Handle(id, { ...info, id, startedAt: new Date() }, terminator, (x) => this.live.delete(x.id));
+    const ended = (x: Handle, reason: EndReason) => {
+      for (const fn of this.endListeners) {
+        try {
+          fn(x.id, reason);
+        } catch {
+          // A listener failing must not keep a session from ending.
+        }
+      }
+    };
+    const h = new Handle(id, { ...info, id, startedAt: new Date() }, terminator, (x) => this.live.delete(x.id), ended);
     this.live.set(id, h);
     h.arm('cert_expired', info.principal.notAfter, 'Your vigil certificate has expired; the session is closed. Request a new certificate.');
     if (info.accessExpiresAt) {
@@ -111,7 +129,15 @@ class Handle implements SessionHandle {
     readonly session: LiveSession,
     private readonly terminator: Terminator,
     private readonly onClose: (h: Handle) => void,
+    private readonly onEnding: (h: Handle, reason: EndReason) => void,
   ) {}
+  private endingReported = false;
+
+  private reportEnding(reason: EndReason): void {
+    if (this.endingReported) return;
+    this.endingReported = true;
+    this.onEnding(this, reason);
+  }
 
   /** Terminate at `at`; long delays are re-armed in steps because timers cap at ~24.8 days. */
   arm(reason: EndReason, at: Date, message: string): void {
@@ -137,12 +163,14 @@ class Handle implements SessionHandle {
     } catch {
       // The proxy's terminator must not throw; if it does the session is still considered ending.
     }
+    this.reportEnding(reason);
   }
 
   close(reason: EndReason): void {
     if (!this.endReason) this.endReason = reason;
     this.clearTimers();
     this.onClose(this);
+    this.reportEnding(this.endReason);
   }
 
   private clearTimers(): void {

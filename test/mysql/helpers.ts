@@ -27,7 +27,11 @@ export interface MyWorld {
 
 export const PASSWORDS = { native: 'n@tive-pw', ed: 'ed25519-pw!' };
 
-export async function startWorld(extraConfig: Record<string, unknown> = {}, opts: { backendTls?: boolean } = {}): Promise<MyWorld> {
+/** `extraConfig` may be a function of the started server (its port) and the world's secret-file writer. */
+export async function startWorld(
+  extraConfig: Record<string, unknown> | ((db: MariadbHandle, secretFile: (name: string, value: string) => string) => Record<string, unknown>) = {},
+  opts: { backendTls?: boolean; log?: import('pino').Logger } = {},
+): Promise<MyWorld> {
   const db = await startMariadb({ tls: opts.backendTls });
   await db.query(`
     INSTALL SONAME 'auth_ed25519';
@@ -56,9 +60,10 @@ export async function startWorld(extraConfig: Record<string, unknown> = {}, opts
         { name: 'dba', targets: ['db', 'db-ed', 'db-down', 'db-tls'], databases: ['*'], logins: ['ed_user'] },
         { name: 'analyst', targets: ['db-limited'], databases: ['shop'] },
       ],
-      ...extraConfig,
+      ...(typeof extraConfig === 'function' ? extraConfig(db, secretFile) : extraConfig),
     },
     base,
+    { log: opts.log },
   );
   const alice = await tg.issue({ user: 'alice', roles: ['dba', 'analyst'] });
   const port = tg.ports.mysql!;

@@ -33,9 +33,10 @@ export interface IssuedFiles {
 
 /**
  * Start an in-process gateway on random loopback ports with a throwaway data dir. `config` is a YAML-shaped
- * object merged over listeners on 127.0.0.1:0. Set VIGIL_TEST_LOG=debug to see operational logs.
+ * object merged over listeners on 127.0.0.1:0. Set VIGIL_TEST_LOG=debug to see operational logs, or pass
+ * `opts.log` to capture them.
  */
-export async function startTestGateway(config: Record<string, unknown> = {}, base = tempDir()): Promise<TestGateway> {
+export async function startTestGateway(config: Record<string, unknown> = {}, base = tempDir(), opts: { log?: import('pino').Logger } = {}): Promise<TestGateway> {
   const dataDir = path.join(base, 'data');
   const doc = {
     data_dir: dataDir,
@@ -48,7 +49,7 @@ export async function startTestGateway(config: Record<string, unknown> = {}, bas
     ...config,
   };
   const parsed = parseConfig(doc, base);
-  const log = process.env.VIGIL_TEST_LOG ? createLogger(process.env.VIGIL_TEST_LOG) : silentLogger();
+  const log = opts.log ?? (process.env.VIGIL_TEST_LOG ? createLogger(process.env.VIGIL_TEST_LOG) : silentLogger());
   const gw = await startGateway({ config: parsed, dataDir, file: undefined }, { log });
   const events: AuditEvent[] = [];
   const waiters = new Set<{ pred: (e: AuditEvent) => boolean; resolve: (e: AuditEvent) => void }>();

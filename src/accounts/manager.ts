@@ -1,0 +1,222 @@
+import { VigilError } from '../errors.ts';
+import type { GatewayServices } from '../gateway/services.ts';
+import type { TargetConfig } from '../config/schema.ts';
+import type { AuditEvent } from '../events/envelope.ts';
+import type { EndReason } from '../sessions/registry.ts';
+import { accountName, databaseRoles, sessionPassword, type UserProvisioning } from './config.ts';
+
+/**
+ * What a protocol provides to manage engineers' backend accounts (proxies/<protocol>/provisioning.ts). Each
+ * call opens its own connection with the target's admin credential and closes it. Implementations never
+ * send the session password to the server in clear (a verifier or hash), so no server log holds it.
+ */
+export interface AccountDriver {
+  /** Longest account name the server accepts. */
+  readonly maxNameLength: number;
+  /**
+   * Create the account (or adopt one vigil created before; refuse any other), allow it to log in with
+   * `password`, and make its database roles exactly `roles`.
+   */
+  open(account: string, roles: readonly string[], password: string): Promise<{ created: boolean; granted: string[]; revoked: string[] }>;
+  /** Lock the account, revoke all its database roles, end all its backend connections. */
+  close(account: string): Promise<{ revoked: string[]; killed: number }>;
+  /** End one backend connection of the account (by the server's id for it). */
+  kill(account: string, backendId: number): Promise<boolean>;
+  /** Make the account's database roles exactly `roles` (another session of the account still runs). */
+  sync(account: string, roles: readonly string[]): Promise<{ granted: string[]; revoked: string[] }>;
+}
+
+/** Provisioning failed: the session is refused. The message names the step, never a secret. */
+export class ProvisioningError extends VigilError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('VIGIL_PROVISIONING_FAILED', message, options);
+  }
+}
+
+export interface LeaseRequest {
+  target: TargetConfig;
+  sessionId: string;
+  /** vigil roles the session's admission relied on (decision.roles). */
+  roles: readonly string[];
+  user: string;
+  eventBase: Pick<AuditEvent, 'actor' | 'source' | 'target' | 'session_id'>;
+  driver: AccountDriver;
+}
+
+/** The backend credential of one session. The password exists only here and in the login exchange. */
+export interface AccountCredential {
+  user: string;
+  password: string;
+}
+
+export interface Lease {
+  readonly account: string;
+  /** Database roles this session's vigil roles map to. */
+  readonly roles: readonly string[];
+  /** The server's id of this session's backend connection (Postgres pid, MySQL thread id), for a precise kill. */
+  backendId?: number;
+}
+
+/** Reasons a session ends because its access was withdrawn: its backend connection is killed at the server. */
+const WITHDRAWN: ReadonlySet<EndReason> = new Set(['revoked', 'locked', 'grant_expired', 'cert_expired']);
+
+interface AccountState {
+  account: string;
+  /** Sessions currently using the account (refcount): it is locked when the last one ends. */
+  leases: Map<string, Lease>;
+  /** Operations on one account run one at a time, in order (open, close, kill). */
+  queue: Promise<unknown>;
+  base: LeaseRequest['eventBase'];
+  driver: AccountDriver;
+}
+
+/**
+ * Per-engineer backend accounts for targets with `user_provisioning`. A session leases the account: the
+ * first lease creates or unlocks it and syncs its roles; every lease sets a fresh password and logs in
+ * with it (under the account's queue, so a concurrent lease cannot change it in between). When a lease
+ * ends and was the last, the account is locked, its roles revoked and its connections killed. A session
+ * cut because access was withdrawn also has its own backend connection killed at once.
+ */
+export class BackendAccounts {
+  private readonly accounts = new Map<string, AccountState>();
+  private readonly bySession = new Map<string, { key: string; lease: Lease }>();
+  private readonly inFlight = new Set<Promise<unknown>>();
+
+  constructor(private readonly services: Pick<GatewayServices, 'events' | 'log' | 'sessions'>) {}
+
+  /**
+   * Provision the session's account and run `login` with its credential. Throws ProvisioningError (after
+   * recording db.user.provisioning_failed) when the account cannot be prepared; errors of `login` pass through.
+   */
+  async lease<T>(req: LeaseRequest, login: (cred: AccountCredential) => Promise<T>): Promise<{ value: T; lease: Lease }> {
+    const cfg = req.target.user_provisioning as UserProvisioning;
+    const account = accountName(cfg.name_pattern, req.user, req.driver.maxNameLength);
+    const key = `${req.target.protocol}/${req.target.name}/${account}`;
+    let st = this.accounts.get(key);
+    if (!st) this.accounts.set(key, (st = { account, leases: new Map(), queue: Promise.resolve(), base: req.eventBase, driver: req.driver }));
+    const state = st;
+    const roles = databaseRoles(cfg.roles_map, req.roles);
+    return this.serial(state, async () => {
+      const password = sessionPassword();
+      // One account per engineer: while sessions overlap it holds the union of their roles.
+      const union = unionOf([...[...state.leases.values()].map((l) => l.roles), roles]);
+      let opened: Awaited<ReturnType<AccountDriver['open']>>;
+      try {
+        opened = await req.driver.open(account, union, password);
+      } catch (e) {
+        const why = (e as Error).message;
+        this.services.log.warn({ err: why, account, target: req.target.name }, 'backend account provisioning failed');
+        await this.emit('db.user.provisioning_failed', 'failure', req.eventBase, { account, step: 'open', error: why });
+        throw new ProvisioningError(`could not prepare your database account: ${why}`, { cause: e });
+      }
+      const lease: Lease = { account, roles };
+      state.leases.set(req.sessionId, lease);
+      state.base = req.eventBase;
+      this.bySession.set(req.sessionId, { key, lease });
+      try {
+        await this.emit('db.user.provisioned', 'success', req.eventBase, { account, created: opened.created, sessions: state.leases.size });
+        await this.emit('db.user.granted', 'success', req.eventBase, { account, roles: union, session_roles: roles, newly_granted: opened.granted, vigil_roles: [...req.roles] });
+        if (opened.revoked.length > 0) await this.emit('db.user.revoked', 'success', req.eventBase, { account, roles: opened.revoked, reason: 'not_mapped' });
+        return { value: await login({ user: account, password }), lease };
+      } catch (e) {
+        // Logged in or not, this session will not use the account: give the lease back (locks if last).
+        this.bySession.delete(req.sessionId);
+        state.leases.delete(req.sessionId);
+        if (state.leases.size === 0) await this.lockNow(state, 'login_failed');
+        throw e;
+      }
+    }).then((r) => {
+      // Cut while it was being provisioned: the registry's end came before the lease existed.
+      const handle = this.services.sessions.get(req.sessionId);
+      if (!handle || handle.endReason) this.release(req.sessionId, handle?.endReason ?? 'client_closed');
+      return r;
+    });
+  }
+
+  /** The session ended (or is being cut): give its lease back. Idempotent. */
+  release(sessionId: string, reason: EndReason): void {
+    const held = this.bySession.get(sessionId);
+    if (!held) return;
+    this.bySession.delete(sessionId);
+    const state = this.accounts.get(held.key)!;
+    state.leases.delete(sessionId);
+    if (state.leases.size === 0) {
+      this.track(this.serial(state, () => (state.leases.size === 0 ? this.lockNow(state, reason) : Promise.resolve())).catch(() => {}));
+    } else {
+      // Other sessions still use the account: it keeps only their roles, and (access withdrawn) this
+      // session's backend connection goes now, not when the server notices.
+      const id = WITHDRAWN.has(reason) ? held.lease.backendId : undefined;
+      this.track(
+        this.serial(state, async () => {
+          try {
+            const r = await state.driver.sync(state.account, unionOf([...state.leases.values()].map((l) => l.roles)));
+            if (r.revoked.length > 0) await this.emit('db.user.revoked', 'success', state.base, { account: state.account, roles: r.revoked, reason });
+          } catch (e) {
+            await this.emit('db.user.provisioning_failed', 'failure', state.base, { account: state.account, step: 'sync', reason, error: (e as Error).message });
+          }
+          if (id === undefined) return;
+          const killed = await state.driver.kill(state.account, id).catch(() => false);
+          await this.emit('db.user.locked', 'success', state.base, { account: state.account, reason, locked: false, killed_connections: killed ? 1 : 0, backend_id: id });
+        }).catch(() => {}),
+      );
+    }
+  }
+
+  /** Resolves when no account operation is running (gateway shutdown waits for the locks). */
+  async settle(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+  }
+
+  private async lockNow(state: AccountState, reason: string): Promise<void> {
+    try {
+      const r = await state.driver.close(state.account);
+      if (r.revoked.length > 0) await this.emit('db.user.revoked', 'success', state.base, { account: state.account, roles: r.revoked, reason });
+      await this.emit('db.user.locked', 'success', state.base, { account: state.account, reason, locked: true, killed_connections: r.killed });
+    } catch (e) {
+      const why = (e as Error).message;
+      this.services.log.error({ err: why, account: state.account }, 'could not lock a backend account');
+      await this.emit('db.user.provisioning_failed', 'failure', state.base, { account: state.account, step: 'lock', reason, error: why });
+    }
+  }
+
+  private serial<T>(state: AccountState, op: () => Promise<T>): Promise<T> {
+    const run = state.queue.then(op, op);
+    state.queue = run.catch(() => {});
+    return run;
+  }
+
+  private track(p: Promise<unknown>): void {
+    this.inFlight.add(p);
+    void p.finally(() => this.inFlight.delete(p));
+  }
+
+  private async emit(type: 'db.user.provisioned' | 'db.user.granted' | 'db.user.revoked' | 'db.user.locked' | 'db.user.provisioning_failed', outcome: 'success' | 'failure', base: LeaseRequest['eventBase'], details: Record<string, unknown>): Promise<void> {
+    await this.services.events.emit({ type, outcome, ...base, details });
+  }
+}
+
+function unionOf(lists: readonly (readonly string[])[]): string[] {
+  return [...new Set(lists.flat())].sort();
+}
+
+const byRegistry = new WeakMap<object, BackendAccounts>();
+
+/**
+ * The gateway's one BackendAccounts, created on first use and wired to the session registry: a session
+ * ending for any reason (closed, cut on revocation, lock, grant or certificate expiry, shutdown) gives its
+ * lease back at once.
+ */
+export function backendAccounts(services: Pick<GatewayServices, 'events' | 'log' | 'sessions'>): BackendAccounts {
+  let a = byRegistry.get(services.sessions);
+  if (!a) {
+    const created = new BackendAccounts(services);
+    services.sessions.onEnd((id, reason) => created.release(id, reason));
+    byRegistry.set(services.sessions, (a = created));
+  }
+  return a;
+}
+
+/** Wait for account operations in flight, if any account was ever provisioned (gateway shutdown). */
+export function settleBackendAccounts(services: Pick<GatewayServices, 'sessions'>): Promise<void> {
+  return byRegistry.get(services.sessions)?.settle() ?? Promise.resolve();
+}
