@@ -33,7 +33,28 @@ export function targetFields(sc: SchemaContext) {
     tls_servername: z.string().optional(),
     /** Development only: accept unencrypted client connections (token as password) for this target. */
     allow_plaintext: z.boolean().default(false),
+    /**
+     * Largest protocol message in either direction once logged in to this target (default:
+     * postgres.max_message_size). A bigger one ends the session with SQLSTATE 54000 naming this key.
+     */
+    max_message_size: size().optional(),
+    /**
+     * application_name of the backend connection, so a DBA sees who is behind it in pg_stat_activity.
+     * Placeholders: {user} (the vigil identity, required), {client_app} (the client's own
+     * application_name, or `unknown`), {target}.
+     */
+    application_name: z
+      .string()
+      .default(DEFAULT_APPLICATION_NAME)
+      .refine((v) => v.includes('{user}'), { message: 'application_name must contain {user}: the engineer identity is always shown' }),
   };
+}
+
+export const DEFAULT_APPLICATION_NAME = '{user} via {client_app}';
+
+/** The backend's application_name from a target's template. */
+export function renderApplicationName(template: string, v: { user: string; clientApp: string | undefined; target: string }): string {
+  return template.replace(/\{(user|client_app|target)\}/g, (_m, k: string) => (k === 'user' ? v.user : k === 'target' ? v.target : v.clientApp || 'unknown'));
 }
 
 export type PostgresSection = z.output<ReturnType<typeof sectionSchema>>;
@@ -46,6 +67,8 @@ export interface PostgresTarget extends TargetConfig {
   tls_ca?: string;
   tls_servername?: string;
   allow_plaintext: boolean;
+  max_message_size?: number;
+  application_name: string;
 }
 
 /** `TARGET` or `TARGET/DBNAME`. */
