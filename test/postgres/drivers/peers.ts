@@ -3,7 +3,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { clientEnv } from '../../support/postgres.ts';
+import { clientEnv, startPostgres, PASSWORDS, type PostgresHandle } from '../../support/postgres.ts';
+import { startTestGateway, type TestGateway } from '../../support/gateway.ts';
+import { tempDir, secretsDir } from '../../support/tmp.ts';
+import { pkcs8Der } from '../../../src/identity/pkcs12.ts';
 
 /**
  * The driver transparency comparison (issue 17): each stock driver runs the same workload direct to
@@ -165,4 +168,70 @@ export function formatTable(rows: PeerRow[]): string {
   const cells = [['driver', 'check', 'direct', 'vigil', 'same'], ...rows.map((r) => [r.driver, r.check, clip(r.direct), clip(r.vigil), r.same ? 'yes' : 'NO'])];
   const widths = cells[0].map((_, i) => Math.max(...cells.map((c) => c[i].length)));
   return cells.map((c) => c.map((x, i) => x.padEnd(widths[i])).join('  ').trimEnd()).join('\n');
+}
+
+export interface PeerWorld {
+  pg: PostgresHandle;
+  tg: TestGateway;
+  work: string;
+  direct: Side;
+  vigil: Side;
+  /** pg_dump/pg_restore settings for runPeers (source `app`, restore into a fresh `restored`). */
+  dump: NonNullable<PeerOptions['dump']>;
+  stop(): Promise<void>;
+}
+
+/**
+ * A real PostgreSQL 15 and an in-process vigil with target `pg` (database `app`, SCRAM backend login) and
+ * alice's credentials, her key also as DER PKCS#8 for pgjdbc; `app` holds a table, an index and a view.
+ */
+export async function startPeerWorld(): Promise<PeerWorld> {
+  const pgs = await startPostgres();
+  const work = tempDir('vigil-peers-');
+  const secret = secretsDir(work)('scram', PASSWORDS.scram_user);
+  const tg = await startTestGateway(
+    {
+      targets: [{ name: 'pg', protocol: 'postgres', host: '127.0.0.1', port: pgs.port, database: 'app', user: 'scram_user', password: { file: secret } }],
+      certs: { clock_skew: 0 },
+      roles: [{ name: 'dba', targets: ['pg'], databases: ['app', 'restored'] }],
+    },
+    work,
+  );
+  const alice = await tg.issue({ user: 'alice', roles: ['dba'] });
+  // pgjdbc reads its client key as DER PKCS#8 (what `vigil cert issue --format pkcs8` writes).
+  const pk8 = path.join(alice.dir, 'alice.pk8');
+  fs.writeFileSync(pk8, pkcs8Der(fs.readFileSync(alice.key, 'utf8')), { mode: 0o600 });
+  pgs.psql(
+    "CREATE TABLE peers (id int PRIMARY KEY, name text, data bytea, doc jsonb, at timestamptz DEFAULT '2026-01-01'); ALTER TABLE peers OWNER TO scram_user; " +
+      "INSERT INTO peers SELECT g, 'row ' || g, sha256(g::text::bytea), jsonb_build_object('g', g) FROM generate_series(1, 300) g; " +
+      'CREATE INDEX peers_name ON peers (name); CREATE VIEW peers_view AS SELECT id, name FROM peers; ALTER VIEW peers_view OWNER TO scram_user',
+  );
+  const pw = PASSWORDS.scram_user;
+  const direct: Side = {
+    libpq: (db = 'app') => `host=127.0.0.1 port=${pgs.port} dbname=${db} user=scram_user password=${pw} sslmode=disable`,
+    jdbcUrl: `jdbc:postgresql://127.0.0.1:${pgs.port}/app?user=scram_user&password=${pw}&sslmode=disable`,
+    node: { host: '127.0.0.1', port: pgs.port, database: 'app', user: 'scram_user', password: pw },
+  };
+  const gw = tg.ports.postgres;
+  const vigil: Side = {
+    libpq: (db = 'app') => `host=127.0.0.1 port=${gw} dbname=pg/${db} user=alice sslmode=verify-full sslrootcert=${alice.ca} sslcert=${alice.crt} sslkey=${alice.key}`,
+    jdbcUrl: `jdbc:postgresql://127.0.0.1:${gw}/pg?user=alice&sslmode=verify-full&sslrootcert=${alice.ca}&sslcert=${alice.crt}&sslkey=${pk8}`,
+    node: {
+      host: '127.0.0.1', port: gw, database: 'pg', user: 'alice',
+      ssl: { ca: fs.readFileSync(alice.ca), cert: fs.readFileSync(alice.crt), key: fs.readFileSync(alice.key), servername: 'localhost' },
+    },
+  };
+  const reset = () => {
+    pgs.psql('DROP DATABASE IF EXISTS restored', 'postgres');
+    pgs.psql('CREATE DATABASE restored OWNER scram_user', 'postgres');
+  };
+  return {
+    pg: pgs, tg, work, direct, vigil,
+    dump: { direct: ['app', 'restored'], vigil: ['app', 'restored'], reset },
+    async stop() {
+      await tg.stop();
+      await pgs.stop();
+      fs.rmSync(work, { recursive: true, force: true });
+    },
+  };
 }
