@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -124,6 +125,21 @@ async function dumpRestore(side: Side, work: string, sourceDb: string, restoreDb
   return { plain_dump_bytes: String(a.length), restored_dumps_the_same: String(a === b) };
 }
 
+/** psql meta-commands (catalog queries of libpq's own) and pgbench in each query mode. */
+async function libpqTools(side: Side): Promise<Results> {
+  const out: Results = {};
+  const d = await exec('psql', ['-X', '-d', side.libpq(), '-c', '\\d peers', '-c', '\\dv', '-c', 'SELECT count(*), sum(id) FROM peers']);
+  out.psql_describe = d.code === 0 ? crypto.createHash('sha256').update(d.stdout).digest('hex').slice(0, 16) : `failed: ${d.stderr.trim()}`;
+  const init = await exec('pgbench', ['-i', '-s', '1', '-q', side.libpq()]);
+  out.pgbench_init = init.code === 0 ? 'ok' : `failed: ${init.stderr.trim().split('\n').pop()}`;
+  for (const mode of ['simple', 'extended', 'prepared']) {
+    const r = await exec('pgbench', ['-n', '-M', mode, '-c', '2', '-t', '100', side.libpq()]);
+    out[`pgbench_${mode}`] = r.code === 0 ? (/number of transactions actually processed: (\S+)/.exec(r.stdout)?.[1] ?? r.stdout) : `failed: ${r.stderr.trim().split('\n').pop()}`;
+  }
+  await exec('psql', ['-X', '-d', side.libpq(), '-c', 'DROP TABLE pgbench_accounts, pgbench_branches, pgbench_history, pgbench_tellers']);
+  return out;
+}
+
 function compare(driver: string, direct: Results, vigil: Results): PeerRow[] {
   const keys = [...new Set([...Object.keys(direct), ...Object.keys(vigil)])].sort();
   return keys.map((check) => {
@@ -139,13 +155,14 @@ export interface PeerOptions {
   work: string;
   /** For pg_dump/pg_restore: [source db, restore db] on each side, restore dbs emptied by `reset`. */
   dump?: { direct: [string, string]; vigil: [string, string]; reset(): void };
-  drivers?: Array<'psycopg' | 'pgjdbc' | 'node-postgres' | 'pg_dump'>;
+  drivers?: Array<'psycopg' | 'pgjdbc' | 'node-postgres' | 'pg_dump' | 'psql/pgbench'>;
 }
 
 /** Run each driver's workload on both sides, one after the other (no concurrent load on the backend). */
 export async function runPeers(o: PeerOptions): Promise<PeerRow[]> {
-  const want = new Set(o.drivers ?? ['psycopg', 'pgjdbc', 'node-postgres', 'pg_dump']);
+  const want = new Set(o.drivers ?? ['psql/pgbench', 'psycopg', 'pgjdbc', 'node-postgres', 'pg_dump']);
   const rows: PeerRow[] = [];
+  if (want.has('psql/pgbench')) rows.push(...compare('psql/pgbench', await libpqTools(o.direct), await libpqTools(o.vigil)));
   if (want.has('psycopg')) rows.push(...compare('psycopg 3', await psycopg(o.direct), await psycopg(o.vigil)));
   if (want.has('pgjdbc')) {
     const classes = await compileJava(o.work);
