@@ -52,9 +52,22 @@ export function targetFields(sc: SchemaContext) {
 
 export const DEFAULT_APPLICATION_NAME = '{user} via {client_app}';
 
-/** The backend's application_name from a target's template. */
+/** The server keeps the first NAMEDATALEN-1 bytes of application_name. */
+const APPLICATION_NAME_BYTES = 63;
+
+/**
+ * The backend's application_name from a target's template. The client's part is shortened when the
+ * whole would be cut by the server, so a long client name can never push the engineer's name out.
+ */
 export function renderApplicationName(template: string, v: { user: string; clientApp: string | undefined; target: string }): string {
-  return template.replace(/\{(user|client_app|target)\}/g, (_m, k: string) => (k === 'user' ? v.user : k === 'target' ? v.target : v.clientApp || 'unknown'));
+  const render = (app: string) => template.replace(/\{(user|client_app|target)\}/g, (_m, k: string) => (k === 'user' ? v.user : k === 'target' ? v.target : app));
+  let app = v.clientApp || 'unknown';
+  let out = render(app);
+  while (Buffer.byteLength(out) > APPLICATION_NAME_BYTES && app.length > 0) {
+    app = app.slice(0, -1);
+    out = render(app);
+  }
+  return out;
 }
 
 export type PostgresSection = z.output<ReturnType<typeof sectionSchema>>;

@@ -145,6 +145,16 @@ describe('postgres transparency: application_name', () => {
     expect(tagged.stdout.trim()).toBe('[pg-tagged] alice: etl');
   });
 
+  it('a long client name is shortened so the engineer stays inside the 63 bytes the server keeps', async () => {
+    const { renderApplicationName } = await import('../../proxies/postgres/config.ts');
+    const long = 'x'.repeat(100);
+    const name = renderApplicationName('{client_app} for {user}', { user: 'alice', clientApp: long, target: 'pg' });
+    expect(Buffer.byteLength(name)).toBe(63);
+    expect(name.endsWith(' for alice')).toBe(true);
+    const r = await psql(['-qAt', '-c', 'SHOW application_name'], conn('pg', `application_name=${long}`));
+    expect(r.stdout.trim()).toBe(`alice via ${'x'.repeat(63 - 'alice via '.length)}`);
+  });
+
   it('a template without {user} is refused by the configuration', () => {
     const doc = (application_name: string) => ({
       data_dir: path.join(base, 'cfg'),
