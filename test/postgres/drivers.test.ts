@@ -42,6 +42,12 @@ describe('postgres drivers: same results direct and through vigil', () => {
     await w.tg.waitForEvent((e) => e.type === 'db.query' && e.details.suspended === true);
   });
 
+  it('pgjdbc with the PKCS#12 file (sslkey=alice.p12, empty password) gets the same results', async () => {
+    const rows = await runPeers({ direct: w.direct, vigil: { ...w.vigil, jdbcUrl: w.vigilJdbcP12Url }, work: w.work, drivers: ['pgjdbc'] });
+    expectSame(rows);
+    expect(values(rows).backend_pid_is_real).toBe('true');
+  });
+
   it('node-postgres: real pid (NOTIFY from self), named statements, binary results', async () => {
     const rows = await peers(['node-postgres']);
     expectSame(rows);

@@ -42,8 +42,9 @@ export const certIssueCommand: Command = {
     '  certs.default_ttl and is capped by certs.max_ttl and by the expiry of --grant. --token prints a short-lived token\n' +
     '  (the password for tools without client-certificate support); with --out the files are written as well.\n' +
     '  --format adds key formats for Java clients (pgjdbc, Connector/J): pkcs8 writes DIR/U.pk8 (DER PKCS#8, unencrypted,\n' +
-    '  0600); pkcs12 writes DIR/U.p12 (certificate + key, 0600) protected by the first line of --pkcs12-password-file,\n' +
-    '  or by the empty password when none is given. PEM files are always written.',
+    '  0600); pkcs12 writes DIR/U.p12 (certificate + key under the alias "user", as pgjdbc expects; 0600) protected by\n' +
+    '  the first line of --pkcs12-password-file, or by the empty password when none is given (pgjdbc: sslpassword=).\n' +
+    '  PEM files are always written.',
   options: {
     user: { type: 'string' },
     roles: { type: 'string' },
@@ -112,7 +113,8 @@ export const certIssueCommand: Command = {
           };
           if (formats.includes('pkcs8')) putBinary(`${user}.pk8`, pkcs8Der(creds.x509PrivateKey));
           if (formats.includes('pkcs12')) {
-            putBinary(`${user}.p12`, buildPkcs12({ certificatePem: creds.x509Certificate, privateKeyPem: creds.x509PrivateKey, password: p12Password, friendlyName: user }));
+            // Alias `user`: pgjdbc's PKCS#12 key manager looks the key up under that name (any Java KeyStore user can pick it).
+            putBinary(`${user}.p12`, buildPkcs12({ certificatePem: creds.x509Certificate, privateKeyPem: creds.x509PrivateKey, password: p12Password, friendlyName: 'user' }));
           }
           await emitIssued(ctx, actor, target, { serial: creds.serial, user, roles: creds.roles, not_before: creds.notBefore.toISOString(), not_after: creds.notAfter.toISOString(), grant_id: creds.grantId ?? null, kind: 'cert', extensions });
           args.out.write(

@@ -7,7 +7,7 @@ import pg from 'pg';
 import { clientEnv, startPostgres, PASSWORDS, type PostgresHandle } from '../../support/postgres.ts';
 import { startTestGateway, type TestGateway } from '../../support/gateway.ts';
 import { tempDir, secretsDir } from '../../support/tmp.ts';
-import { pkcs8Der } from '../../../src/identity/pkcs12.ts';
+import { buildPkcs12, pkcs8Der } from '../../../src/identity/pkcs12.ts';
 
 /**
  * The driver transparency comparison (issue 17): each stock driver runs the same workload direct to
@@ -193,6 +193,8 @@ export interface PeerWorld {
   work: string;
   direct: Side;
   vigil: Side;
+  /** pgjdbc through vigil with the PKCS#12 file (`sslkey=alice.p12`, empty password) instead of PKCS#8. */
+  vigilJdbcP12Url: string;
   /** pg_dump/pg_restore settings for runPeers (source `app`, restore into a fresh `restored`). */
   dump: NonNullable<PeerOptions['dump']>;
   stop(): Promise<void>;
@@ -218,6 +220,10 @@ export async function startPeerWorld(): Promise<PeerWorld> {
   // pgjdbc reads its client key as DER PKCS#8 (what `vigil cert issue --format pkcs8` writes).
   const pk8 = path.join(alice.dir, 'alice.pk8');
   fs.writeFileSync(pk8, pkcs8Der(fs.readFileSync(alice.key, 'utf8')), { mode: 0o600 });
+  // Or as PKCS#12 under the alias `user` (what `--format pkcs12` writes).
+  const p12 = path.join(alice.dir, 'alice.p12');
+  const p12Der = buildPkcs12({ certificatePem: fs.readFileSync(alice.crt, 'utf8'), privateKeyPem: fs.readFileSync(alice.key, 'utf8'), password: '', friendlyName: 'user' });
+  fs.writeFileSync(p12, p12Der, { mode: 0o600 });
   pgs.psql(
     "CREATE TABLE peers (id int PRIMARY KEY, name text, data bytea, doc jsonb, at timestamptz DEFAULT '2026-01-01'); ALTER TABLE peers OWNER TO scram_user; " +
       "INSERT INTO peers SELECT g, 'row ' || g, sha256(g::text::bytea), jsonb_build_object('g', g) FROM generate_series(1, 300) g; " +
@@ -244,6 +250,7 @@ export async function startPeerWorld(): Promise<PeerWorld> {
   };
   return {
     pg: pgs, tg, work, direct, vigil,
+    vigilJdbcP12Url: `jdbc:postgresql://127.0.0.1:${gw}/pg?user=alice&sslmode=verify-full&sslrootcert=${alice.ca}&sslkey=${p12}&sslpassword=`,
     dump: { direct: ['app', 'restored'], vigil: ['app', 'restored'], reset },
     async stop() {
       await tg.stop();
