@@ -66,6 +66,14 @@ export function backendKeyData(processId: number, secretKey: Buffer): Buffer {
   return encodeMessage(B.BackendKeyData, Buffer.concat([int32(processId), secretKey]));
 }
 
+/**
+ * NegotiateProtocolVersion, as a PostgreSQL 15 server sends it: the newest version it speaks (3.0, as the
+ * full protocol number, like the server) and the `_pq_.` startup options it did not recognize.
+ */
+export function negotiateProtocolVersion(newest: number, unrecognized: string[]): Buffer {
+  return encodeMessage(B.NegotiateProtocolVersion, Buffer.concat([int32(newest), int32(unrecognized.length), ...unrecognized.map(cstr)]));
+}
+
 export const readyForQuery = (status = 'I'): Buffer => encodeMessage(B.ReadyForQuery, Buffer.from(status));
 
 const parser = new Parser();

@@ -3,9 +3,12 @@ import net from 'node:net';
 import { encodeCancelRequest } from './frontend.ts';
 
 /**
- * Gateway-issued cancel keys. The client only ever sees a key the gateway made up; a CancelRequest
- * carrying it (on a new connection, as the protocol wants) is mapped to the real backend key and
- * forwarded. Keys are random, so a client cannot cancel another session's queries by guessing.
+ * Gateway-issued cancel keys. The client sees the backend's real process id (so LISTEN/NOTIFY
+ * self-filtering, pg_stat_activity lookups and pg_terminate_backend(pg_backend_pid()) work) with a
+ * secret the gateway made up; a CancelRequest carrying it (on a new connection, as the protocol wants)
+ * is mapped to the real backend key and forwarded. Secrets are random, so a client cannot cancel
+ * another session's queries by guessing; two targets whose backends share a pid get distinct secrets,
+ * so the lookup (pid and secret together) never crosses.
  */
 export interface CancelTarget {
   host: string;
@@ -22,7 +25,8 @@ export class CancelKeys {
   /** Issue a fresh key for `target`; returns the (processId, secretKey) to send to the client. */
   issue(target: CancelTarget): { processId: number; secretKey: Buffer; release(): void } {
     for (;;) {
-      const processId = crypto.randomInt(1, 2 ** 31 - 1);
+      const processId = target.processId;
+      // Protocol 3.0 keys are 4 bytes (the gateway always negotiates 3.0 with its clients).
       const secretKey = crypto.randomBytes(4);
       const k = key(processId, secretKey);
       if (this.byKey.has(k)) continue;

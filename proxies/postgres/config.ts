@@ -36,7 +36,41 @@ export function targetFields(sc: SchemaContext) {
     allow_plaintext: z.boolean().default(false),
     /** A backend role per engineer instead of the shared `user` (src/accounts; README "Per-engineer database accounts"). */
     user_provisioning: userProvisioningSchema(sc).optional(),
+    /**
+     * Largest protocol message in either direction once logged in to this target (default:
+     * postgres.max_message_size). A bigger one ends the session with SQLSTATE 54000 naming this key.
+     */
+    max_message_size: size().optional(),
+    /**
+     * application_name of the backend connection, so a DBA sees who is behind it in pg_stat_activity.
+     * Placeholders: {user} (the vigil identity, required), {client_app} (the client's own
+     * application_name, or `unknown`), {target}.
+     */
+    application_name: z
+      .string()
+      .default(DEFAULT_APPLICATION_NAME)
+      .refine((v) => v.includes('{user}'), { message: 'application_name must contain {user}: the engineer identity is always shown' }),
   };
+}
+
+export const DEFAULT_APPLICATION_NAME = '{user} via {client_app}';
+
+/** The server keeps the first NAMEDATALEN-1 bytes of application_name. */
+const APPLICATION_NAME_BYTES = 63;
+
+/**
+ * The backend's application_name from a target's template. The client's part is shortened when the
+ * whole would be cut by the server, so a long client name can never push the engineer's name out.
+ */
+export function renderApplicationName(template: string, v: { user: string; clientApp: string | undefined; target: string }): string {
+  const render = (app: string) => template.replace(/\{(user|client_app|target)\}/g, (_m, k: string) => (k === 'user' ? v.user : k === 'target' ? v.target : app));
+  let app = v.clientApp || 'unknown';
+  let out = render(app);
+  while (Buffer.byteLength(out) > APPLICATION_NAME_BYTES && app.length > 0) {
+    app = app.slice(0, -1);
+    out = render(app);
+  }
+  return out;
 }
 
 export type PostgresSection = z.output<ReturnType<typeof sectionSchema>>;
@@ -50,6 +84,8 @@ export interface PostgresTarget extends TargetConfig {
   tls_servername?: string;
   allow_plaintext: boolean;
   user_provisioning?: UserProvisioning;
+  max_message_size?: number;
+  application_name: string;
 }
 
 /** `TARGET` or `TARGET/DBNAME`. */

@@ -10,15 +10,15 @@ import type { EndReason } from '../../src/sessions/registry.ts';
 import { ProtocolError } from '../../src/errors.ts';
 import type { SourceLimiter } from '../../src/gateway/preauth.ts';
 import { MessageFramer } from './framing.ts';
-import { decodePassword, decodeStartupPacket, F, type StartupPacket } from './frontend.ts';
-import { authenticationCleartextPassword, authenticationOk, backendKeyData, fatal, readyForQuery, B } from './backend.ts';
+import { decodePassword, decodeStartupPacket, F, PROTOCOL_3_0, type StartupPacket } from './frontend.ts';
+import { authenticationCleartextPassword, authenticationOk, backendKeyData, fatal, negotiateProtocolVersion, readyForQuery, B } from './backend.ts';
 import { loginToBackend, BackendLoginError, type BackendSession, type BackendTlsMode } from './backend-login.ts';
 import { QueryTracker, backendNeedsBody, frontendNeedsBody, type QueryRecord, type StatementStart } from './tracker.ts';
 import { forwardCancel, type CancelKeys, type CancelTarget } from './cancel.ts';
-import { parseDatabase, type PostgresSection, type PostgresTarget } from './config.ts';
 import { postgresAccounts } from './provisioning.ts';
 import { backendAccounts, ProvisioningError } from '../../src/accounts/manager.ts';
 import { accountName, type UserProvisioning } from '../../src/accounts/config.ts';
+import { DEFAULT_APPLICATION_NAME, parseDatabase, renderApplicationName, type PostgresSection, type PostgresTarget } from './config.ts';
 
 /** Limit of a startup-phase packet (the server uses the same). */
 const MAX_STARTUP_PACKET = 10_000;
@@ -47,6 +47,27 @@ class Refusal extends Error {
     super(message);
   }
 }
+
+/**
+ * Startup parameters for the backend: the client's (less blocked ones), with application_name from the
+ * target's template so a DBA sees the engineer in pg_stat_activity. The client's own name (or libpq's
+ * fallback_application_name) stays visible inside it; a later SET application_name still works.
+ */
+function backendParams(passthrough: [string, string][], t: PostgresTarget, user: string): [string, string][] {
+  const own = new Map(passthrough);
+  const clientApp = own.get('application_name') || own.get('fallback_application_name');
+  const out = passthrough.filter(([k]) => k !== 'application_name' && k !== 'fallback_application_name');
+  out.push(['application_name', renderApplicationName(t.application_name ?? DEFAULT_APPLICATION_NAME, { user, clientApp, target: t.name })]);
+  return out;
+}
+
+/** Where a message limit comes from, for the 54000 error: the limit and the config key that sets it. */
+function oversizeNote(t: PostgresTarget, limit: number): string {
+  const key = t.max_message_size !== undefined ? `max_message_size of target "${t.name}"` : `postgres.max_message_size (per target: max_message_size of target "${t.name}")`;
+  return `the limit is ${limit} bytes, set by ${key} in the vigil configuration`;
+}
+
+const OVERSIZE_HINT = 'Raise the limit for large values (a big bytea through pg_dump, for instance): it is per target.';
 
 /** Reads whole packets from a socket during the startup phase (before the relay takes over). */
 class PacketReader {
@@ -129,6 +150,8 @@ export class ClientConnection {
   private clientTerminated = false;
   private flushRecords: (() => void) | undefined;
   private longRunningTimer: NodeJS.Timeout | undefined;
+  /** For a 54000 error: the message limit and which setting raises it. */
+  private limitNote: string | undefined;
 
   constructor(
     private readonly shared: ProxyShared,
@@ -228,6 +251,7 @@ export class ClientConnection {
     if (packet.kind === 'cancel') return this.cancel(packet.processId, packet.secretKey);
     if (packet.kind !== 'startup') throw new ProtocolError('unexpected startup packet');
     const params = packet.params;
+    this.negotiateVersion(packet.version, params);
     const user = params.get('user') ?? '';
     const { target: targetName, database: requestedDb } = parseDatabase(params.get('database') || user);
     const target = this.shared.services.targets.find(targetName, PROTOCOL) as PostgresTarget | undefined;
@@ -277,7 +301,8 @@ export class ClientConnection {
 
     const passthrough: [string, string][] = [];
     for (const [k, v] of params) {
-      if (k === 'user' || k === 'database' || section.blocked_startup_params.includes(k)) continue;
+      // `_pq_.` options are protocol extensions for the gateway, which declined them (negotiateVersion).
+      if (k === 'user' || k === 'database' || k.startsWith('_pq_.') || section.blocked_startup_params.includes(k)) continue;
       passthrough.push([k, v]);
     }
     const provisioning = (admission.target as PostgresTarget).user_provisioning as UserProvisioning | undefined;
@@ -289,6 +314,7 @@ export class ClientConnection {
     });
     this.uncount();
     const t = admission.target as PostgresTarget;
+    const maxMessage = t.max_message_size ?? section.max_message_size;
     let backend: BackendSession;
     const login = (user: string, password: string | undefined) =>
       loginToBackend({
@@ -300,9 +326,9 @@ export class ClientConnection {
         tls: t.tls as BackendTlsMode,
         caFile: t.tls_ca,
         servername: t.tls_servername,
-        params: passthrough,
+        params: backendParams(passthrough, t, admission.principal.user),
         timeoutMs: this.shared.services.config.gateway.connect_timeout,
-        maxMessage: section.max_message_size,
+        maxMessage,
       });
     try {
       if (provisioning) {
@@ -338,7 +364,19 @@ export class ClientConnection {
       backend.socket.destroy();
       return;
     }
-    this.startRelay(backend, t, typed.leftover);
+    this.startRelay(backend, t, maxMessage, typed.leftover);
+  }
+
+  /**
+   * The gateway speaks protocol 3.0 to its clients, whatever the target runs: a newer minor version
+   * (PostgreSQL 18 clients ask for 3.2) or `_pq_.` options are answered like a PostgreSQL 15 server does,
+   * with NegotiateProtocolVersion (newest 3.0, the options it does not know) before anything else, and
+   * the startup goes on in 3.0.
+   */
+  private negotiateVersion(version: number, params: Map<string, string>): void {
+    const unknown = [...params.keys()].filter((k) => k.startsWith('_pq_.'));
+    if (version === PROTOCOL_3_0 && unknown.length === 0) return;
+    this.client.write(negotiateProtocolVersion(PROTOCOL_3_0, unknown));
   }
 
   private upgrade(): Promise<tls.TLSSocket> {
@@ -390,7 +428,7 @@ export class ClientConnection {
     }
   }
 
-  private startRelay(backend: BackendSession, target: PostgresTarget, clientLeftover: Buffer): void {
+  private startRelay(backend: BackendSession, target: PostgresTarget, maxMessage: number, clientLeftover: Buffer): void {
     const { services, section } = this.shared;
     const session = this.session!;
     const client = this.client;
@@ -492,8 +530,9 @@ export class ClientConnection {
     };
     // The login's ParameterStatus reports (standard_conforming_strings, client_encoding) set the lexer's mode.
     for (const m of backend.replay) if (m[0] === B.ParameterStatus) tracker.backend(B.ParameterStatus, m, m.length, 0);
-    const cf = new MessageFramer({ maxLength: section.max_message_size, headerOnly: (t) => !frontendNeedsBody(t) });
-    const bf = (this.backendFramer = new MessageFramer({ maxLength: section.max_message_size, headerOnly: (t) => !backendNeedsBody(t) }));
+    const cf = new MessageFramer({ maxLength: maxMessage, headerOnly: (t) => !frontendNeedsBody(t) });
+    const bf = (this.backendFramer = new MessageFramer({ maxLength: maxMessage, headerOnly: (t) => !backendNeedsBody(t) }));
+    this.limitNote = oversizeNote(target, maxMessage);
 
     let now = 0;
     const onFrontend = (type: number, msg: Buffer | undefined, length: number) => {
@@ -621,7 +660,7 @@ export class ClientConnection {
       if (client.writable) {
         client.write(
           oversized
-            ? fatal('54000', `vigil: the target database sent a message larger than postgres.max_message_size (${e.message}); the session is closed`)
+            ? fatal('54000', `vigil: the target database sent a message over the size limit (${e.message}): ${this.limitNote}; the session is closed`, OVERSIZE_HINT)
             : fatal('08P01', 'the target database sent an invalid message; the session is closed'),
         );
       }
@@ -673,8 +712,11 @@ export class ClientConnection {
 
   private protocolViolation(e: Error): void {
     this.ctx.log.info({ err: e.message }, 'client protocol violation');
-    if (this.client.writable) this.client.write(fatal('08P01', `protocol violation: ${e.message}`));
-    this.endSession('protocol_error', { error: e.message });
+    const oversized = (e as ProtocolError).code === 'VIGIL_PG_OVERSIZED';
+    if (this.client.writable) {
+      this.client.write(oversized ? fatal('54000', `vigil: your message is over the size limit (${e.message}): ${this.limitNote}; the session is closed`, OVERSIZE_HINT) : fatal('08P01', `protocol violation: ${e.message}`));
+    }
+    this.endSession('protocol_error', { error: e.message, ...(oversized ? { sqlstate: '54000' } : {}) });
   }
 
   /** Registry terminator: send a FATAL ErrorResponse at a message boundary, then close. */

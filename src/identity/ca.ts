@@ -53,7 +53,7 @@ export function randomSerial(): string {
 }
 
 /** Writes a file atomically (temp + rename) with the given mode. */
-export function writeAtomic(file: string, content: string, mode: number): void {
+export function writeAtomic(file: string, content: string | Buffer, mode: number): void {
   const tmp = `${file}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`;
   fs.writeFileSync(tmp, content, { mode, flag: 'wx' });
   fs.chmodSync(tmp, mode); // umask may have removed bits of a public file; never adds to a private one

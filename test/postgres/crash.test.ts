@@ -30,7 +30,7 @@ afterAll(async () => {
 
 /** Server statements (as vigil cuts simple queries) for an application, with their log time. */
 function executed(app: string): { sql: string; at: number }[] {
-  return serverStatements(pg, 'scram_user', (l) => l.application_name === app).flatMap((s) =>
+  return serverStatements(pg, 'scram_user', (l) => l.application_name === `alice via ${app}`).flatMap((s) =>
     (s.kind === 'execute' ? [s.sql] : splitStatements(s.sql)).map((sql) => ({ sql, at: s.at })),
   );
 }
@@ -65,7 +65,7 @@ describe('postgres proxy: gateway killed with SIGKILL under pgbench load', () =>
         const bench = spawn('pgbench', ['-n', '-M', r % 2 ? 'prepared' : 'simple', '-c', '4', '-T', '30', conn(gp.ports.postgres)], { env: clientEnv({ PGAPPNAME: app }), stdio: 'ignore' });
         const benchExit = new Promise((res) => bench.on('close', res));
         // Under load: all four clients connected and statements flowing.
-        await waitFor(() => Number(pg.psql(`SELECT count(*) FROM pg_stat_activity WHERE application_name = '${app}'`)) === 4, 15_000, `${app} connected`);
+        await waitFor(() => Number(pg.psql(`SELECT count(*) FROM pg_stat_activity WHERE application_name = 'alice via ${app}'`)) === 4, 15_000, `${app} connected`);
         await new Promise((res) => setTimeout(res, 600));
         const at = Date.now();
         await gp.kill('SIGKILL');

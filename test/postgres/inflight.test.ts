@@ -86,6 +86,8 @@ describe('postgres proxy: in-flight statements', () => {
       ['SELECT pg_sleep(30)', 'unknown', 0, 'backend_error'],
       ["INSERT INTO inflight VALUES (2, 'never')", 'unknown', 0, 'backend_error'],
     ]);
+    // The killed backend makes the server restart (crash recovery): the next tests need it back.
+    await waitFor(() => w.pg.psql('SELECT 1') === '1', 15_000, 'the server to accept connections after the crash');
   });
 
   it('records the running statement when the session is revoked', async () => {

@@ -48,7 +48,8 @@ describe('postgres proxy: login', () => {
   it('passes startup parameters through, except blocked ones (replication is refused)', async () => {
     const r = await w.psql(['-qAt', '-c', "SELECT current_setting('application_name'), current_setting('search_path')"], { conn: w.conn('pg', "application_name=vigil-test options='-c search_path=custom'") });
     expect(r.stderr).toBe('');
-    expect(r.stdout.trim()).toBe('vigil-test|custom');
+    // The backend's application_name names the engineer (target template, default `{user} via {client_app}`).
+    expect(r.stdout.trim()).toBe('alice via vigil-test|custom');
     const rep = await w.psql(['-c', 'IDENTIFY_SYSTEM'], { conn: w.conn('pg', 'replication=database') });
     expect(rep.code).not.toBe(0);
     expect(rep.stderr).toMatch(/replication connections are not allowed/);

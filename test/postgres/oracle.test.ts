@@ -34,9 +34,9 @@ const sync = msg(F.Sync);
  * ERROR for that very query string, so its statements after the failing one were never run.
  */
 function serverGroups(app: string): { pieces: string[]; errored: boolean }[] {
-  const log = serverLog(w.pg).filter((l) => l.user === 'scram_user' && l.application_name === app);
+  const log = serverLog(w.pg).filter((l) => l.user === 'scram_user' && l.application_name === `alice via ${app}`);
   const errors = new Set(log.filter((l) => l.error_severity === 'ERROR' && l.statement).map((l) => `${l.pid}\0${l.statement}`));
-  return serverStatements(w.pg, 'scram_user', (l) => l.application_name === app).map((s) => {
+  return serverStatements(w.pg, 'scram_user', (l) => l.application_name === `alice via ${app}`).map((s) => {
     if (s.kind === 'execute') return { pieces: [s.sql], errored: false };
     const parts = splitStatements(s.sql);
     return { pieces: parts.length ? parts : [s.sql], errored: errors.has(`${s.pid}\0${s.sql}`) };
@@ -87,7 +87,7 @@ async function psqlDuring(app: string, sql: string, fail: (backendPid: number, p
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
   const exit = new Promise<number | null>((r) => child.on('close', r));
-  const pid = await waitFor(() => Number(w.pg.psql(`SELECT pid FROM pg_stat_activity WHERE application_name = '${app}' AND state = 'active'`)) || undefined, 10_000, `${app} running`);
+  const pid = await waitFor(() => Number(w.pg.psql(`SELECT pid FROM pg_stat_activity WHERE application_name = 'alice via ${app}' AND state = 'active'`)) || undefined, 10_000, `${app} running`);
   fail(pid, child);
   const code = await Promise.race([exit, new Promise((r) => setTimeout(() => r('psql still connected'), 5000))]);
   child.kill('SIGKILL');

@@ -179,9 +179,9 @@ describe('postgres proxy: queries and recording', () => {
     const c = pgClient();
     await c.connect();
     const conn = c as unknown as { processID: number; secretKey: number };
-    // The client holds the gateway's key, not the backend's.
-    const backendPid = Number(w.pg.psql("SELECT pid FROM pg_stat_activity WHERE application_name = '' AND usename = 'scram_user' ORDER BY backend_start DESC LIMIT 1"));
-    expect(conn.processID).not.toBe(backendPid);
+    // The client holds the backend's real pid, with a secret the gateway issued.
+    const backendPid = Number(w.pg.psql("SELECT pid FROM pg_stat_activity WHERE application_name = 'alice via unknown' AND usename = 'scram_user' ORDER BY backend_start DESC LIMIT 1"));
+    expect(conn.processID).toBe(backendPid);
     await c.end();
     const { CANCEL_REQUEST_CODE, encodeCancelRequest } = await import('../../proxies/postgres/frontend.ts');
     void CANCEL_REQUEST_CODE;

@@ -8,6 +8,7 @@ import { VigilError } from '../../errors.ts';
 import { CA_FILES, caDir } from '../../identity/index.ts';
 import { writeAtomic } from '../../identity/ca.ts';
 import { normalizeSerial } from '../../identity/x509.ts';
+import { buildPkcs12, pkcs8Der } from '../../identity/pkcs12.ts';
 
 /**
  * `vigil cert issue`, `vigil cert revoke`, `vigil ca show`: issuance and revocation on the local data
@@ -35,11 +36,15 @@ export const certIssueCommand: Command = {
   name: 'cert issue',
   summary: 'Issue a short-lived SSH + X.509 certificate (or a token) to a user.',
   usage:
-    '--user U --roles R1,R2 [--ttl 1h] [--ssh-pubkey FILE] [--grant ID] [--source-address CIDR,...] [--force-command CMD] [--token] --out DIR [--by NAME]\n\n' +
+    '--user U --roles R1,R2 [--ttl 1h] [--ssh-pubkey FILE] [--grant ID] [--source-address CIDR,...] [--force-command CMD] [--token] --out DIR [--format pem,pkcs8,pkcs12] [--pkcs12-password-file FILE] [--by NAME]\n\n' +
     '  Writes DIR/U-cert.pub (OpenSSH user certificate), DIR/U.crt + DIR/U.key (X.509 client certificate, key 0600) and\n' +
     '  DIR/ca.crt; without --ssh-pubkey also a new Ed25519 key pair DIR/U (0600) + DIR/U.pub. --ttl defaults to\n' +
     '  certs.default_ttl and is capped by certs.max_ttl and by the expiry of --grant. --token prints a short-lived token\n' +
-    '  (the password for tools without client-certificate support); with --out the files are written as well.',
+    '  (the password for tools without client-certificate support); with --out the files are written as well.\n' +
+    '  --format adds key formats for Java clients (pgjdbc, Connector/J): pkcs8 writes DIR/U.pk8 (DER PKCS#8, unencrypted,\n' +
+    '  0600); pkcs12 writes DIR/U.p12 (certificate + key under the alias "user", as pgjdbc expects; 0600) protected by\n' +
+    '  the first line of --pkcs12-password-file, or by the empty password when none is given (pgjdbc: sslpassword=).\n' +
+    '  PEM files are always written.',
   options: {
     user: { type: 'string' },
     roles: { type: 'string' },
@@ -50,10 +55,16 @@ export const certIssueCommand: Command = {
     'force-command': { type: 'string' },
     token: { type: 'boolean' },
     out: { type: 'string' },
+    format: { type: 'string' },
+    'pkcs12-password-file': { type: 'string' },
     by: { type: 'string' },
   },
   async run(args) {
     const v = args.values;
+    const formats = splitList(stringOpt(v, 'format'));
+    for (const f of formats) if (!['pem', 'pkcs8', 'pkcs12'].includes(f)) throw new UsageError(`--format: expected pem, pkcs8 or pkcs12, got "${f}"`);
+    const p12PasswordFile = stringOpt(v, 'pkcs12-password-file');
+    const p12Password = p12PasswordFile === undefined ? '' : readInput(p12PasswordFile, '--pkcs12-password-file').split(/\r?\n/)[0];
     const user = requireOpt(v, 'user');
     const roles = splitList(stringOpt(v, 'roles'));
     const wantToken = v.token === true;
@@ -95,6 +106,16 @@ export const certIssueCommand: Command = {
           put(`${user}.crt`, creds.x509Certificate, 0o644);
           put(`${user}.key`, creds.x509PrivateKey, 0o600);
           put('ca.crt', creds.caCertificate, 0o644);
+          const putBinary = (name: string, content: Buffer) => {
+            const p = path.join(dir, name);
+            writeAtomic(p, content, 0o600);
+            files.push(p);
+          };
+          if (formats.includes('pkcs8')) putBinary(`${user}.pk8`, pkcs8Der(creds.x509PrivateKey));
+          if (formats.includes('pkcs12')) {
+            // Alias `user`: pgjdbc's PKCS#12 key manager looks the key up under that name (any Java KeyStore user can pick it).
+            putBinary(`${user}.p12`, buildPkcs12({ certificatePem: creds.x509Certificate, privateKeyPem: creds.x509PrivateKey, password: p12Password, friendlyName: 'user' }));
+          }
           await emitIssued(ctx, actor, target, { serial: creds.serial, user, roles: creds.roles, not_before: creds.notBefore.toISOString(), not_after: creds.notAfter.toISOString(), grant_id: creds.grantId ?? null, kind: 'cert', extensions });
           args.out.write(
             `issued certificate ${creds.serial} to ${user} (roles: ${creds.roles.join(',') || '-'})\n` +
