@@ -21,7 +21,8 @@ import { buildAuthSwitch, buildErr, buildGreeting, buildOk, parseClientHandshake
 import { CLIENT, COM, COMMAND_NAMES, SERVER_STATUS } from './wire.ts';
 import { parseCommand, type ParamValue, PARAMETER_COUNT_AVAILABLE } from './commands.ts';
 import { PreparedStatements } from './statements.ts';
-import type { CommandResponse, ResponseShape } from './response.ts';
+import type { CommandResponse, ResponseShape, ResultSummary } from './response.ts';
+import { internalQueries, SESSION_PROBE, SESSION_SETUP } from './session-query.ts';
 import { CommandTracker, type InFlight, type TrackerSink } from './tracker.ts';
 import { addResult, errDetails, eventText, redactedText, round, type QueryFields } from './record.ts';
 import { analyzeSql, resultOwners, type SqlAnalysis, type SqlMode } from './sql.ts';
@@ -95,7 +96,19 @@ export class MysqlConnection implements KillableConnection {
   private database: string | undefined;
   /** sql_mode as the server's last OK/EOF announced it (status flag 0x200 = NO_BACKSLASH_ESCAPES), for the SQL splitter. */
   private sqlMode: SqlMode = {};
-  private initialDatabase: string | undefined;
+  /** The backend session reports state changes in OK packets (CLIENT_SESSION_TRACK): the recorded
+   *  database and sql_mode follow them instead of SQL text. */
+  private serverTracking = false;
+  /** The client did not ask for CLIENT_SESSION_TRACK: OK packets reach it without the session-state block. */
+  private stripTracking = false;
+  private backendCaps = 0;
+  /** ANSI_QUOTES in the session's sql_mode as the server last reported it; undefined while unknown. */
+  private ansiQuotes: boolean | undefined;
+  /** What must be learned from the server before the next client command: `probe` reads the database
+   *  and sql_mode, `setup` also turns tracking on again (COM_RESET_CONNECTION resets it). */
+  private refresh: 'none' | 'probe' | 'setup' = 'none';
+  /** Vigil's own queries are on the wire: the relay leaves the backend's bytes to them. */
+  private intercepting = false;
   private multiStatements = true;
   private tracker: CommandTracker<Command> | undefined;
   private readonly statements: PreparedStatements;
@@ -266,7 +279,6 @@ export class MysqlConnection implements KillableConnection {
       this.targetName = adm.target.name;
       this.login = req.login ?? (adm.target.user as string);
       this.database = hs.database ?? (adm.target.database as string | undefined);
-      this.initialDatabase = this.database;
       this.clientCaps = (hs.capabilities & this.capabilities) >>> 0;
       this.multiStatements = (this.clientCaps & CLIENT.MULTI_STATEMENTS) !== 0;
       this.session = await openSession(services, { ...req, login: this.login, database: this.database }, adm, (reason, message) => this.terminate(reason, message), {
@@ -295,7 +307,11 @@ export class MysqlConnection implements KillableConnection {
         return;
       }
       if (this.closed) return void backend.socket.destroy();
-      const mismatch = (this.clientCaps ^ backend.capabilities) & FORMAT_CAPABILITIES;
+      const tracking = backend.capabilities & CLIENT.SESSION_TRACK;
+      this.serverTracking = tracking !== 0;
+      this.stripTracking = tracking !== 0 && !(this.clientCaps & CLIENT.SESSION_TRACK);
+      // Session tracking the client did not ask for is cut out of OK packets (stripTracking), not a mismatch.
+      const mismatch = (this.clientCaps ^ backend.capabilities) & FORMAT_CAPABILITIES & ~(this.stripTracking ? CLIENT.SESSION_TRACK : 0);
       if (mismatch) {
         backend.socket.destroy();
         return this.fatal(seq, { ...ERR.HANDSHAKE, message: `vigil: the target database does not support protocol capabilities the client uses (0x${mismatch.toString(16)})` }, 'backend_error');
@@ -303,8 +319,11 @@ export class MysqlConnection implements KillableConnection {
       this.stripQueryAttributes = (this.clientCaps & CLIENT.QUERY_ATTRIBUTES) !== 0 && !(backend.capabilities & CLIENT.QUERY_ATTRIBUTES);
       this.backend = backend;
       this.backendThreadId = backend.greeting.connectionId;
-      this.tracker = new CommandTracker(this.clientCaps, this.trackerSink);
+      this.backendCaps = backend.capabilities;
+      this.tracker = new CommandTracker((this.clientCaps | tracking) >>> 0, this.trackerSink);
       this.sqlMode = { noBackslashEscapes: (backend.ok.status & 0x200) !== 0 };
+      if (this.serverTracking) await this.syncState('setup');
+      if (this.closed) return;
       this.client.write(encodePacket(seq, buildOk({ status: backend.ok.status })));
       this.relay();
     } catch (e) {
@@ -333,7 +352,8 @@ export class MysqlConnection implements KillableConnection {
   }
 
   private backendCapabilities(): number {
-    const wanted = (this.clientCaps | CLIENT.PROTOCOL_41 | CLIENT.SECURE_CONNECTION | CLIENT.PLUGIN_AUTH | CLIENT.PLUGIN_AUTH_LENENC_CLIENT_DATA | CLIENT.CONNECT_ATTRS | CLIENT.MULTI_RESULTS) & ~(CLIENT.SSL | CLIENT.LOCAL_FILES | CLIENT.COMPRESS | CLIENT.ZSTD_COMPRESSION);
+    // SESSION_TRACK always (when the server offers it): the recorded database and sql_mode come from it.
+    const wanted = (this.clientCaps | CLIENT.SESSION_TRACK | CLIENT.PROTOCOL_41 | CLIENT.SECURE_CONNECTION | CLIENT.PLUGIN_AUTH | CLIENT.PLUGIN_AUTH_LENENC_CLIENT_DATA | CLIENT.CONNECT_ATTRS | CLIENT.MULTI_RESULTS) & ~(CLIENT.SSL | CLIENT.LOCAL_FILES | CLIENT.COMPRESS | CLIENT.ZSTD_COMPRESSION);
     return wanted >>> 0;
   }
 
@@ -361,7 +381,10 @@ export class MysqlConnection implements KillableConnection {
       }
     });
     backend.on('data', (chunk: Buffer) => {
+      // Answers to vigil's own queries are read by them (session-query.ts), never relayed.
+      if (this.intercepting) return;
       this.session!.stats.bytesToClient += chunk.length;
+      if (this.stripTracking) return this.relayStripped(chunk);
       // The server's bytes go to the client as they came: one write per read, however many packets.
       if (!client.write(chunk) && !this.backendPaused) {
         // The client reads slower than the server answers: stop reading the server until it drains.
@@ -393,6 +416,70 @@ export class MysqlConnection implements KillableConnection {
       });
     }
     client.resume();
+  }
+
+  /** Server bytes for a client without CLIENT_SESSION_TRACK: OK packets are rewritten as it expects them. */
+  private relayStripped(chunk: Buffer): void {
+    let out: Buffer;
+    try {
+      out = this.tracker!.serverStripped(chunk);
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'backend protocol error');
+      return this.backendLost('backend_error', 'vigil: the target database sent a response vigil cannot follow; the session is closed');
+    }
+    if (out.length > 0 && !this.client.write(out) && !this.backendPaused) {
+      this.backendPaused = true;
+      this.backend!.socket.pause();
+      this.client.once('drain', () => {
+        this.backendPaused = false;
+        this.backend!.socket.resume();
+      });
+    }
+  }
+
+  /**
+   * Learn the session's state from the server with vigil's own queries (session-query.ts), while no
+   * client command is in flight: the current database and sql_mode, after turning tracking on (`setup`).
+   * Each is recorded as a db.query with `internal: true`; a failure ends the session.
+   */
+  private async syncState(kind: 'probe' | 'setup'): Promise<void> {
+    const sqls = kind === 'setup' ? [SESSION_SETUP, SESSION_PROBE] : [SESSION_PROBE];
+    this.refresh = 'none';
+    const t0 = performance.now();
+    this.intercepting = true;
+    let answers;
+    try {
+      answers = await internalQueries(this.backend!.socket as net.Socket, this.backendCaps, sqls, this.shared.services.config.gateway.connect_timeout);
+    } finally {
+      this.intercepting = false;
+    }
+    const duration = round(performance.now() - t0);
+    for (const a of answers) {
+      const r = a.response.results[a.response.results.length - 1] ?? {};
+      const details: QueryFields = { duration_ms: duration, internal: true, query: a.sql };
+      addResult(details, r);
+      if (a.row) {
+        this.database = a.row[0] ?? undefined;
+        this.setSqlMode(a.row[1] ?? '');
+        this.sqlMode = { noBackslashEscapes: (a.response.status & 0x200) !== 0, ansiQuotes: this.ansiQuotes };
+      }
+      this.emitQuery('COM_QUERY', r.error ? 'failure' : 'success', details);
+      if (r.error) throw new ProtocolError(`the target database refused vigil's session query: ${r.error.message}`, 'VIGIL_MYSQL_SESSION_STATE');
+    }
+  }
+
+  private setSqlMode(text: string): void {
+    const modes = text.toUpperCase().split(',');
+    this.ansiQuotes = modes.includes('ANSI_QUOTES') || modes.includes('ANSI');
+  }
+
+  /** The server's session-state report for one result: the database it switched to, sql_mode. */
+  private applyChanges(r: ResultSummary): void {
+    const c = r.changes;
+    if (!c) return;
+    if (c.schema !== undefined) this.database = c.schema === '' ? undefined : c.schema;
+    const mode = c.variables?.sql_mode;
+    if (mode !== undefined) this.setSqlMode(mode);
   }
 
   /** Bytes for the backend collected while one client chunk is handled; undefined outside of that. */
@@ -527,8 +614,18 @@ export class MysqlConnection implements KillableConnection {
 
   private readonly trackerSink: TrackerSink<Command> = {
     response: (cmd, res) => {
-      // A failed statement may have left sql_mode changed or not: unknown until the next OK says.
-      this.sqlMode = res.results[res.results.length - 1]?.error ? {} : { noBackslashEscapes: (res.status & 0x200) !== 0 };
+      // A failed statement may have left sql_mode (and the database: a compound statement that switched
+      // before failing) changed or not: no OK says. Unknown until vigil asks the server (`refresh`).
+      if (res.results[res.results.length - 1]?.error) {
+        this.sqlMode = {};
+        if (this.serverTracking && this.refresh === 'none') this.refresh = 'probe';
+      } else {
+        for (const r of res.results) {
+          const mode = r.changes?.variables?.sql_mode;
+          if (mode !== undefined) this.setSqlMode(mode);
+        }
+        this.sqlMode = { noBackslashEscapes: (res.status & 0x200) !== 0, ansiQuotes: this.ansiQuotes };
+      }
       if (!this.closed) cmd.data.record(res, cmd.started);
     },
     local: (bytes) => this.client.write(bytes),
@@ -538,7 +635,13 @@ export class MysqlConnection implements KillableConnection {
     if (this.closed) return;
     try {
       if (p.seq !== 0) throw new ProtocolError('out-of-sequence command packet', 'VIGIL_MYSQL_SEQUENCE');
-      const wait = this.handleCommand(p);
+      // State the server holds but did not report is learned first, while nothing is in flight.
+      const wait =
+        this.refresh !== 'none' && this.tracker!.pending === 0
+          ? this.syncState(this.refresh).then(() => {
+              if (!this.closed) return this.handleCommand(p);
+            })
+          : this.handleCommand(p);
       if (wait) {
         this.busy = true;
         this.client.pause();
@@ -573,7 +676,7 @@ export class MysqlConnection implements KillableConnection {
           if (!ok) return;
           stats.statements++;
           return this.send(p, 'results', name, { query: `USE ${cmd.database}` }, (res, t0) => {
-            if (!res.results[0]?.error) this.database = cmd.database;
+            if (!this.serverTracking && !res.results[0]?.error) this.database = cmd.database;
             this.record(name, res, t0, { query: `USE ${cmd.database}` });
           });
         });
@@ -628,16 +731,23 @@ export class MysqlConnection implements KillableConnection {
       case 'process_kill':
         return this.onKill(cmd.id, false, name, `COM_PROCESS_KILL ${cmd.id}`);
       case 'reset_connection':
-        // Same identity, same backend login: only session state is reset (documented).
+        // Same identity, same backend login: session variables, prepared statements, user variables are
+        // reset; the server keeps the current database. The reset also turns vigil's session tracking
+        // off (session variables return to their global values): it is set up again, and the database and
+        // sql_mode read back, before the next command.
         return this.send(p, 'results', name, {}, (res, t0) => {
           if (!res.results[0]?.error) {
             this.statements.clear();
-            this.database = this.initialDatabase;
+            this.ansiQuotes = undefined;
+            if (this.serverTracking) this.refresh = 'setup';
           }
           this.record(name, res, t0, {});
         });
       case 'change_user':
-        this.emitQuery(name, 'failure', { duration_ms: 0, error: { code: ERR.NOT_ALLOWED_COMMAND.code, message: 'refused by vigil' } });
+        // Refused, whatever user it names: the backend login is vigil's (its credentials never reach the
+        // client), so a client-side re-authentication could only change it to one vigil did not check.
+        // The session, its database and its recorded identity stay as they were.
+        this.emitQuery(name, 'failure', { duration_ms: 0, error: { code: ERR.NOT_ALLOWED_COMMAND.code, message: 'refused by vigil' }, reason: 'change_user_not_allowed' });
         this.replyLocal(1, buildErr({ ...ERR.NOT_ALLOWED_COMMAND, message: 'vigil: COM_CHANGE_USER is not allowed; reconnect with the identity you need' }));
         return;
       case 'other':
@@ -721,7 +831,10 @@ export class MysqlConnection implements KillableConnection {
       const owner = Math.min(owners[i] ?? stmts.length - 1, stmts.length - 1);
       const s = stmts[owner]!;
       const isLast = i === res.results.length - 1;
-      if (!r.error && s.use) this.database = s.use;
+      // The server's word on the database (session tracking); the text of a plain USE only when the
+      // server cannot say (no CLIENT_SESSION_TRACK).
+      if (this.serverTracking) this.applyChanges(r);
+      else if (!r.error && s.use) this.database = s.use;
       const details: QueryFields = { duration_ms: round(res.ends[i]! - prev), query: eventText(s.text) };
       addResult(details, r);
       if (stmts.length > 1) details.statement_index = owner;
@@ -784,6 +897,7 @@ export class MysqlConnection implements KillableConnection {
   // fresh one per command.
 
   private record(command: string, res: CommandResponse, start: number, details: QueryFields): void {
+    for (const x of res.results) this.applyChanges(x);
     const r = res.results[res.results.length - 1] ?? {};
     details.duration_ms = round((res.ends[res.ends.length - 1] ?? performance.now()) - start);
     addResult(details, r);
@@ -810,6 +924,7 @@ export class MysqlConnection implements KillableConnection {
       end_reason: f.end_reason,
       error: f.error,
       fetch_rows: f.fetch_rows,
+      internal: f.internal,
       multi_statements: f.multi_statements,
       not_executed: f.not_executed,
       params: f.params,
