@@ -14,7 +14,7 @@ import { COM, CLIENT, Reader } from './wire.ts';
 
 /** Keep the schema tracker on and add sql_mode to the tracked variables (the lexer's quoting follows it). */
 export const SESSION_SETUP =
-  "SET SESSION session_track_schema=ON, session_track_system_variables=CONCAT_WS(',', NULLIF(@@session.session_track_system_variables, ''), 'sql_mode')";
+  "SET SESSION session_track_schema=ON, session_track_system_variables=IF(@@session.session_track_system_variables='*', '*', CONCAT_WS(',', NULLIF(@@session.session_track_system_variables, ''), 'sql_mode'))";
 /** The state vigil records under: one text row (database or NULL, sql_mode). */
 export const SESSION_PROBE = 'SELECT DATABASE(), @@session.sql_mode';
 
