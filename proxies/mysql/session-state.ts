@@ -6,7 +6,8 @@
  *
  * Layout after status and warnings, with CLIENT_SESSION_TRACK: `info` as a length-encoded string (present
  * when non-empty or when state changed), then, when SERVER_SESSION_STATE_CHANGED is set, a
- * length-encoded block of entries: type (1 byte), length-encoded data.
+ * length-encoded block of entries: type (1 byte), length-encoded data. (MariaDB writes a non-empty `info`
+ * length-encoded for every client.)
  */
 import { Reader, lenencInt, u16 } from './wire.ts';
 
@@ -65,18 +66,20 @@ export function parseSessionChanges(payload: Buffer): SessionChanges | undefined
 }
 
 /**
- * The OK packet as a session without CLIENT_SESSION_TRACK gets it: `info` as the rest of the packet
- * (only when non-empty), no session-state block, SERVER_SESSION_STATE_CHANGED cleared. Returns the
- * payload itself when nothing differs (no info, no state).
+ * The OK packet as a session without CLIENT_SESSION_TRACK gets it: no session-state block,
+ * SERVER_SESSION_STATE_CHANGED cleared, and `info` kept as the server wrote it when it is not empty
+ * (MariaDB writes it length-encoded for every 4.1 client; an empty one is only written because state
+ * changed). Returns the payload itself when the server announced no state change.
  */
 export function stripSessionTrack(payload: Buffer): Buffer {
   const t = tail(payload);
-  if (!t || (t.r.remaining === 0 && !(t.status & SESSION_STATE_CHANGED))) return payload;
+  if (!t || !(t.status & SESSION_STATE_CHANGED)) return payload;
   const statusAt = t.r.pos - 4;
+  const infoAt = t.r.pos;
   const info = t.r.remaining > 0 ? t.r.lenencBytes() : Buffer.alloc(0);
-  const head = Buffer.from(payload.subarray(0, statusAt + 4));
-  head.writeUInt16LE(t.status & ~SESSION_STATE_CHANGED & 0xffff, statusAt);
-  return info.length > 0 ? Buffer.concat([head, info]) : head;
+  const out = Buffer.from(payload.subarray(0, info.length > 0 ? t.r.pos : infoAt));
+  out.writeUInt16LE(t.status & ~SESSION_STATE_CHANGED & 0xffff, statusAt);
+  return out;
 }
 
 /** Build an OK payload with session-state entries (tests, and documentation of the layout). */

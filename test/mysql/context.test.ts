@@ -190,8 +190,8 @@ describe('mysql: the recorded database follows the server', () => {
     expect(u.packets[0]!.length).toBe(7);
     expect(u.packets[0]!.readUInt16LE(3) & 0x4000).toBe(0);
     const upd = await query(plain, 'UPDATE shop.items SET price = price WHERE id = 1', caps);
-    // The info string is the rest of the packet (no length prefix) without CLIENT_SESSION_TRACK.
-    expect(upd.packets[0]!.subarray(7).toString()).toMatch(/^Rows matched: 1 {2}Changed: 0 {2}Warnings: 0$/);
+    // An OK the server wrote without session state reaches the client as the server wrote it.
+    expect(upd.packets[0]!.subarray(7).toString()).toBe('(Rows matched: 1  Changed: 0  Warnings: 0');
     const now = await serverDatabase(plain);
     expect(now.db).toBe('other');
     expect(detail(now.event).database).toBe('other');

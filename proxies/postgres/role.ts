@@ -1,0 +1,76 @@
+/**
+ * The role statements run under (current_user), learned from the server. PostgreSQL 15 reports
+ * `session_authorization` in ParameterStatus but not `role` (not GUC_REPORT), so after a statement that
+ * may have changed current_user vigil asks the server itself (`SELECT current_user`) at the next safe
+ * point: after the ReadyForQuery that ends the request, with nothing else in flight. Pure: the
+ * connection owns the socket and the timing; this decides when a probe is due and reads its answer.
+ */
+import { B, errorFields } from './backend.ts';
+import { encodeMessage } from './frontend.ts';
+
+export const ROLE_PROBE_SQL = 'SELECT current_user';
+
+/** Command tags after which current_user may differ: SET/RESET ROLE or SESSION AUTHORIZATION, DISCARD
+ *  ALL, and the end of a transaction (SET LOCAL ROLE ends with it; ROLLBACK undoes a SET ROLE). */
+const CHANGING_TAGS = new Set(['SET', 'RESET', 'DISCARD', 'COMMIT', 'ROLLBACK', 'PREPARE TRANSACTION']);
+/** Any text naming the role settings (set_config('role', …), a DO block running SET ROLE, …). */
+const NAMES_ROLE = /role|authorization/i;
+
+/** Whether a completed statement may have changed current_user (so later records wait for a probe). */
+export function mayChangeRole(command: string | undefined, sql: string | undefined): boolean {
+  return (command !== undefined && CHANGING_TAGS.has(command)) || (sql !== undefined && NAMES_ROLE.test(sql));
+}
+
+/** Startup parameters that can set the role before the first statement (`options=-c role=…`). */
+export function startupMaySetRole(params: Iterable<[string, string]>): boolean {
+  for (const [k, v] of params) if (k === 'role' || k === 'session_authorization' || (k === 'options' && NAMES_ROLE.test(v))) return true;
+  return false;
+}
+
+/** The probe as a simple Query message. */
+export function roleProbeMessage(): Buffer {
+  return encodeMessage(0x51 /* Q */, Buffer.from(ROLE_PROBE_SQL + '\0', 'utf8'));
+}
+
+/** session_authorization from a ParameterStatus message (header included), else undefined. */
+export function sessionAuthorization(msg: Buffer): string | undefined {
+  const nameEnd = msg.indexOf(0, 5);
+  if (nameEnd < 0 || msg.toString('latin1', 5, nameEnd) !== 'session_authorization') return undefined;
+  const valueEnd = msg.indexOf(0, nameEnd + 1);
+  return valueEnd < 0 ? undefined : msg.toString('utf8', nameEnd + 1, valueEnd);
+}
+
+export type ProbeStep =
+  /** A message of the probe's answer, consumed. */
+  | { kind: 'consumed' }
+  /** An asynchronous message (notice, notification, parameter status) to relay to the client. */
+  | { kind: 'relay' }
+  /** ReadyForQuery: the answer is complete. */
+  | { kind: 'done'; role?: string; error?: string };
+
+/** Reads the server's answer to the probe, message by message (header included). */
+export class RoleProbeReader {
+  private role: string | undefined;
+  private error: string | undefined;
+
+  onMessage(type: number, msg: Buffer): ProbeStep {
+    switch (type) {
+      case B.RowDescription:
+      case B.CommandComplete:
+        return { kind: 'consumed' };
+      case B.DataRow: {
+        // One column: int16 count, int32 length, bytes.
+        const len = msg.length >= 11 ? msg.readInt32BE(7) : -1;
+        this.role = len >= 0 ? msg.toString('utf8', 11, 11 + len) : undefined;
+        return { kind: 'consumed' };
+      }
+      case B.ErrorResponse:
+        this.error = errorFields(msg).message;
+        return { kind: 'consumed' };
+      case B.ReadyForQuery:
+        return { kind: 'done', role: this.error ? undefined : this.role, error: this.error };
+      default:
+        return { kind: 'relay' };
+    }
+  }
+}
