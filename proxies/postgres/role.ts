@@ -12,7 +12,7 @@ export const ROLE_PROBE_SQL = 'SELECT current_user';
 
 /** Command tags after which current_user may differ: SET/RESET ROLE or SESSION AUTHORIZATION, DISCARD
  *  ALL, and the end of a transaction (SET LOCAL ROLE ends with it; ROLLBACK undoes a SET ROLE). */
-const CHANGING_TAGS = new Set(['SET', 'RESET', 'DISCARD', 'COMMIT', 'ROLLBACK', 'PREPARE TRANSACTION']);
+const CHANGING_TAGS = new Set(['SET', 'RESET', 'DISCARD', 'COMMIT', 'ROLLBACK', 'PREPARE']);
 /** Any text naming the role settings (set_config('role', …), a DO block running SET ROLE, …). */
 const NAMES_ROLE = /role|authorization/i;
 
