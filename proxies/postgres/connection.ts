@@ -392,6 +392,8 @@ export class ClientConnection {
     /** A statement that may have changed current_user completed since the server last said: records
      *  after it wait (`heldForRole`) for the probe sent at the next safe point. */
     let roleUncertain = roleFromStartup;
+    /** A statement of this session may have changed current_user: a transaction's end may change it back. */
+    let roleTouched = roleFromStartup;
     const heldForRole: QueryRecord[] = [];
     const emitRecord = (r: QueryRecord, runAs: string | undefined = role, internal?: boolean) => {
       stats.statements++;
@@ -435,7 +437,7 @@ export class ClientConnection {
         else {
           // A statement runs under the role in force before it; the ones after it wait if it may have changed it.
           emitRecord(r);
-          if (mayChangeRole(r.command, r.sql)) roleUncertain = true;
+          if (mayChangeRole(r.command, r.sql, roleTouched)) roleUncertain = roleTouched = true;
         }
       }
       completed.length = 0;

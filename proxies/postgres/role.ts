@@ -10,15 +10,29 @@ import { encodeMessage } from './frontend.ts';
 
 export const ROLE_PROBE_SQL = 'SELECT current_user';
 
-/** Command tags after which current_user may differ: SET/RESET ROLE or SESSION AUTHORIZATION, DISCARD
- *  ALL, and the end of a transaction (SET LOCAL ROLE ends with it; ROLLBACK undoes a SET ROLE). */
-const CHANGING_TAGS = new Set(['SET', 'RESET', 'DISCARD', 'COMMIT', 'ROLLBACK', 'PREPARE']);
-/** Any text naming the role settings (set_config('role', …), a DO block running SET ROLE, …). */
-const NAMES_ROLE = /role|authorization/i;
+/** Text naming the role settings: SET [LOCAL] ROLE, SET SESSION AUTHORIZATION, set_config('role', …),
+ *  a DO block or function body running SET ROLE, … */
+const NAMES_ROLE = /\brole\b|authorization/i;
 
-/** Whether a completed statement may have changed current_user (so later records wait for a probe). */
-export function mayChangeRole(command: string | undefined, sql: string | undefined): boolean {
-  return (command !== undefined && CHANGING_TAGS.has(command)) || (sql !== undefined && NAMES_ROLE.test(sql));
+/**
+ * Whether a completed statement may have changed current_user (so records after it wait for a probe).
+ * `touched`: a statement of this session already could have (only then can the end of a transaction —
+ * COMMIT ending a SET LOCAL ROLE, ROLLBACK undoing a SET ROLE — change it back).
+ */
+export function mayChangeRole(command: string | undefined, sql: string | undefined, touched: boolean): boolean {
+  const text = sql ?? '';
+  switch (command) {
+    case 'RESET':
+      return NAMES_ROLE.test(text) || /\ball\b/i.test(text);
+    case 'DISCARD':
+      return /\ball\b/i.test(text);
+    case 'COMMIT':
+    case 'ROLLBACK':
+    case 'PREPARE':
+      return touched;
+    default:
+      return NAMES_ROLE.test(text);
+  }
 }
 
 /** Startup parameters that can set the role before the first statement (`options=-c role=…`). */
