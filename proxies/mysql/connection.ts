@@ -102,8 +102,8 @@ export class MysqlConnection implements KillableConnection {
   /** The client did not ask for CLIENT_SESSION_TRACK: OK packets reach it without the session-state block. */
   private stripTracking = false;
   private backendCaps = 0;
-  /** ANSI_QUOTES in the session's sql_mode as the server last reported it; undefined while unknown. */
-  private ansiQuotes: boolean | undefined;
+  /** The lexer-relevant part of sql_mode as the server last reported it (tracked variable, probe). */
+  private serverMode: SqlMode = {};
   /** What must be learned from the server before the next client command: `probe` reads the database
    *  and sql_mode, `setup` also turns tracking on again (COM_RESET_CONNECTION resets it). */
   private refresh: 'none' | 'probe' | 'setup' = 'none';
@@ -461,7 +461,7 @@ export class MysqlConnection implements KillableConnection {
       if (a.row) {
         this.database = a.row[0] ?? undefined;
         this.setSqlMode(a.row[1] ?? '');
-        this.sqlMode = { noBackslashEscapes: (a.response.status & 0x200) !== 0, ansiQuotes: this.ansiQuotes };
+        this.sqlMode = this.serverMode;
       }
       this.emitQuery('COM_QUERY', r.error ? 'failure' : 'success', details);
       if (r.error) throw new ProtocolError(`the target database refused vigil's session query: ${r.error.message}`, 'VIGIL_MYSQL_SESSION_STATE');
@@ -470,7 +470,7 @@ export class MysqlConnection implements KillableConnection {
 
   private setSqlMode(text: string): void {
     const modes = text.toUpperCase().split(',');
-    this.ansiQuotes = modes.includes('ANSI_QUOTES') || modes.includes('ANSI');
+    this.serverMode = { noBackslashEscapes: modes.includes('NO_BACKSLASH_ESCAPES'), ansiQuotes: modes.includes('ANSI_QUOTES') || modes.includes('ANSI') };
   }
 
   /** The server's session-state report for one result: the database it switched to, sql_mode. */
@@ -614,19 +614,21 @@ export class MysqlConnection implements KillableConnection {
 
   private readonly trackerSink: TrackerSink<Command> = {
     response: (cmd, res) => {
-      // A failed statement may have left sql_mode (and the database: a compound statement that switched
-      // before failing) changed or not: no OK says. Unknown until vigil asks the server (`refresh`).
-      if (res.results[res.results.length - 1]?.error) {
-        this.sqlMode = {};
-        if (this.serverTracking && this.refresh === 'none') this.refresh = 'probe';
-      } else {
-        for (const r of res.results) {
-          const mode = r.changes?.variables?.sql_mode;
-          if (mode !== undefined) this.setSqlMode(mode);
-        }
-        this.sqlMode = { noBackslashEscapes: (res.status & 0x200) !== 0, ansiQuotes: this.ansiQuotes };
-      }
       if (!this.closed) cmd.data.record(res, cmd.started);
+      for (const r of res.results) {
+        const mode = r.changes?.variables?.sql_mode;
+        if (mode !== undefined) this.setSqlMode(mode);
+      }
+      if (this.serverTracking) {
+        // sql_mode changes arrive as a tracked variable (applied per result in `applyChanges`); while a
+        // probe is due (after a reset, or a compound statement that failed) the mode is not known.
+        this.sqlMode = this.refresh === 'none' ? this.serverMode : {};
+      } else if (res.results[res.results.length - 1]?.error) {
+        // A failed statement may have left sql_mode changed or not: unknown until the next OK says.
+        this.sqlMode = {};
+      } else {
+        this.sqlMode = { noBackslashEscapes: (res.status & 0x200) !== 0 };
+      }
     },
     local: (bytes) => this.client.write(bytes),
   };
@@ -738,7 +740,6 @@ export class MysqlConnection implements KillableConnection {
         return this.send(p, 'results', name, {}, (res, t0) => {
           if (!res.results[0]?.error) {
             this.statements.clear();
-            this.ansiQuotes = undefined;
             if (this.serverTracking) this.refresh = 'setup';
           }
           this.record(name, res, t0, {});
@@ -839,6 +840,9 @@ export class MysqlConnection implements KillableConnection {
       addResult(details, r);
       if (stmts.length > 1) details.statement_index = owner;
       if (s.unsplit) details.unsplit = true;
+      // A compound statement (or a CALL, or text vigil could not split) that failed may have switched the
+      // database or sql_mode before failing, and no OK said so: ask the server before the next command.
+      if (r.error && this.serverTracking && this.refresh === 'none' && (s.compound || s.unsplit || s.keyword === 'CALL')) this.refresh = 'probe';
       if (isLast && r.error && owner < stmts.length - 1) details.not_executed = stmts.slice(owner + 1).map((x) => x.text);
       if (attributes) details.attributes = attributes;
       this.emitQuery('COM_QUERY', r.error ? 'failure' : 'success', details);

@@ -99,6 +99,13 @@ describe('mysql: the recorded database follows the server', () => {
       expect(detail(switched).database).toBe(db);
       expect(switched.target.database).toBe(db);
     }
+    // A compound statement that switches and then fails: no OK reports the switch; vigil asks the server.
+    const compound = "BEGIN NOT ATOMIC EXECUTE IMMEDIATE 'USE other'; SELECT * FROM no_such_table; END";
+    expect((await query(c, compound)).response.results[0]!.error?.code).toBe(1146);
+    const afterFailure = await serverDatabase(c);
+    expect(afterFailure.db).toBe('other');
+    expect(detail(afterFailure.event).database).toBe('other');
+    expect((await query(c, 'USE shop')).response.results[0]!.error).toBeUndefined();
     // A procedure runs in its own database and the server returns to the caller's afterwards.
     expect((await query(c, 'CREATE PROCEDURE other.where_am_i() BEGIN SELECT DATABASE(); END')).response.results[0]!.error).toBeUndefined();
     const call = await query(c, 'CALL other.where_am_i()');
