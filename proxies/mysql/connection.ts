@@ -440,7 +440,7 @@ export class MysqlConnection implements KillableConnection {
   /**
    * Learn the session's state from the server with vigil's own queries (session-query.ts), while no
    * client command is in flight: the current database and sql_mode, after turning tracking on (`setup`).
-   * Each is recorded as a db.query with `internal: true`; a failure ends the session.
+   * Each is recorded as a `db.session_query` event; a failure ends the session.
    */
   private async syncState(kind: 'probe' | 'setup'): Promise<void> {
     const sqls = kind === 'setup' ? [SESSION_SETUP, SESSION_PROBE] : [SESSION_PROBE];
@@ -456,14 +456,14 @@ export class MysqlConnection implements KillableConnection {
     const duration = round(performance.now() - t0);
     for (const a of answers) {
       const r = a.response.results[a.response.results.length - 1] ?? {};
-      const details: QueryFields = { duration_ms: duration, internal: true, query: a.sql };
+      const details: QueryFields = { duration_ms: duration, query: a.sql };
       addResult(details, r);
       if (a.row) {
         this.database = a.row[0] ?? undefined;
         this.setSqlMode(a.row[1] ?? '');
         this.sqlMode = this.serverMode;
       }
-      this.emitQuery('COM_QUERY', r.error ? 'failure' : 'success', details);
+      this.emitQuery('COM_QUERY', r.error ? 'failure' : 'success', details, 'db.session_query');
       if (r.error) throw new ProtocolError(`the target database refused vigil's session query: ${r.error.message}`, 'VIGIL_MYSQL_SESSION_STATE');
     }
   }
@@ -914,7 +914,7 @@ export class MysqlConnection implements KillableConnection {
    * directly, about twice as fast as building a sorted copy for JSON.stringify. Undefined members are
    * left out of the recorded JSON. Objects nested in it (error, parameter summaries) are built sorted too.
    */
-  private emitQuery(command: string, outcome: Outcome, f: QueryFields, type: 'db.query' | 'db.query.start' = 'db.query'): void {
+  private emitQuery(command: string, outcome: Outcome, f: QueryFields, type: 'db.query' | 'db.query.start' | 'db.session_query' = 'db.query'): void {
     this.emit(type, outcome, this.queryDetails(command, f));
   }
 
@@ -928,7 +928,6 @@ export class MysqlConnection implements KillableConnection {
       end_reason: f.end_reason,
       error: f.error,
       fetch_rows: f.fetch_rows,
-      internal: f.internal,
       multi_statements: f.multi_statements,
       not_executed: f.not_executed,
       params: f.params,
@@ -953,12 +952,12 @@ export class MysqlConnection implements KillableConnection {
    * target while the database is the one it started with, else a frozen copy built once per change —
    * frozen and reused because the audit encoder caches the JSON of frozen envelope parts by identity.
    */
-  private emit(type: 'db.query' | 'db.query.start' | 'db.cancel', outcome: Outcome, details: Record<string, unknown>): void {
+  private emit(type: 'db.query' | 'db.query.start' | 'db.cancel' | 'db.session_query', outcome: Outcome, details: Record<string, unknown>): void {
     if (!this.session) return;
     this.shared.services.events.record(this.eventInput(type, outcome, details), this.auditFailed);
   }
 
-  private eventInput(type: 'db.query' | 'db.query.start' | 'db.cancel', outcome: Outcome, details: Record<string, unknown>): EventInput {
+  private eventInput(type: 'db.query' | 'db.query.start' | 'db.cancel' | 'db.session_query', outcome: Outcome, details: Record<string, unknown>): EventInput {
     const base = this.session!.eventBase();
     const database = this.database;
     let target = base.target;

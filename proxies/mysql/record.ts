@@ -17,8 +17,6 @@ export interface QueryFields {
   end_reason?: string;
   error?: EventError;
   fetch_rows?: number;
-  /** A query vigil itself sent (session-state tracking and probes), never relayed to the client. */
-  internal?: boolean;
   multi_statements?: boolean;
   not_executed?: string[];
   params?: unknown[];

@@ -395,8 +395,8 @@ export class ClientConnection {
     /** A statement of this session may have changed current_user: a transaction's end may change it back. */
     let roleTouched = roleFromStartup;
     const heldForRole: QueryRecord[] = [];
-    const emitRecord = (r: QueryRecord, runAs: string | undefined = role, internal?: boolean) => {
-      stats.statements++;
+    const emitRecord = (r: QueryRecord, runAs: string | undefined = role, type: 'db.query' | 'db.session_query' = 'db.query') => {
+      if (type === 'db.query') stats.statements++;
       // One literal, keys in sorted order: every event has the same hidden class and the canonical JSON
       // encoder (keys sorted) serialises it as is instead of building a sorted copy. Undefined members
       // are left out of the recorded JSON.
@@ -407,7 +407,6 @@ export class ClientConnection {
         end_reason: r.endReason,
         error: r.error || undefined,
         function_oid: r.functionOid,
-        internal,
         params: r.params,
         portal: r.portal || undefined,
         protocol: r.protocol,
@@ -423,7 +422,7 @@ export class ClientConnection {
       // Fire and forget (no promise per query); a failed write ends the session: fail closed.
       // Fields listed rather than spread from `base` (a spread copies property by property per event).
       services.events.record(
-        { type: 'db.query', outcome: r.outcome, session_id: base.session_id, actor: base.actor, source: base.source, target: base.target, details },
+        { type, outcome: r.outcome, session_id: base.session_id, actor: base.actor, source: base.source, target: base.target, details },
         onAuditError,
       );
     };
@@ -614,7 +613,7 @@ export class ClientConnection {
       if (!done) return;
       probe = undefined;
       const outcome = done.error ? 'failure' : 'success';
-      emitRecord({ protocol: 'simple', sql: ROLE_PROBE_SQL, command: 'SELECT', rowsReturned: done.error ? 0 : 1, outcome, error: done.error, durationMs: performance.now() - p.started }, done.role, true);
+      emitRecord({ protocol: 'simple', sql: ROLE_PROBE_SQL, command: 'SELECT', rowsReturned: done.error ? 0 : 1, outcome, error: done.error, durationMs: performance.now() - p.started }, done.role, 'db.session_query');
       role = done.role;
       roleUncertain = false;
       releaseHeld(role);

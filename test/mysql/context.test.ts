@@ -165,7 +165,7 @@ describe('mysql: the recorded database follows the server', () => {
     expect(now.db).toBe('other');
     const use = await eventOf(now.event.session_id!, 'USE other');
     expect([detail(use).database, detail(use).unsplit]).toEqual(['other', undefined]);
-    const probes = w.tg.events.filter((e) => e.session_id === now.event.session_id && detail(e).internal === true);
+    const probes = w.tg.events.filter((e) => e.session_id === now.event.session_id && e.type === 'db.session_query');
     // Login: setup + probe; reset: setup + probe.
     expect(probes.map((e) => detail(e).query.split(' ')[0])).toEqual(['SET', 'SELECT', 'SET', 'SELECT']);
     await quit(c);

@@ -57,7 +57,7 @@ describe('postgres: the recorded role follows the server', () => {
     // The statement that switched ran under the role before it.
     const setRole = await w.tg.waitForEvent((e) => e.type === 'db.query' && detail(e).sql === 'SET ROLE reader');
     expect(detail(setRole).role).toBe('trust_user');
-    const probes = w.tg.events.filter((e) => e.type === 'db.query' && e.session_id === setRole.session_id && detail(e).internal);
+    const probes = w.tg.events.filter((e) => e.type === 'db.session_query' && e.session_id === setRole.session_id);
     expect(probes.length).toBeGreaterThan(0);
     expect(probes.every((e) => detail(e).sql === 'SELECT current_user' && e.outcome === 'success')).toBe(true);
   });

@@ -40,6 +40,7 @@ const EVENTS: Record<EventType, Omit<EventInput, 'type'>> = {
   'ssh.request': { outcome: 'failure', actor: alice, source: client, target: ssh, session_id: 'S-ssh', details: { request: 'auth-agent-req@openssh.com', channel: 0 } },
   'db.query.start': { outcome: 'unknown', actor: alice, source: client, target: pg, session_id: 'S-pg', details: { sql: 'SELECT pg_sleep(5)', protocol: 'simple' } },
   'db.query': { outcome: 'success', actor: alice, source: client, target: pg, session_id: 'S-pg', details: { command: 'SELECT', duration_ms: 1.25, params: ['42', '@evil', '-1+2'], protocol: 'extended', rows_returned: 1, sql: 'SELECT * FROM orders WHERE id = $1, "note" = $2\nAND x = $3' } },
+  'db.session_query': { outcome: 'success', actor: alice, source: client, target: pg, session_id: 'S-pg', details: { command: 'SELECT', duration_ms: 0.5, protocol: 'simple', role: 'reader', rows_returned: 1, sql: 'SELECT current_user' } },
   'db.cancel': { outcome: 'success', actor: alice, source: client, target: my, session_id: 'S-my', details: { command: 'KILL', database: 'shop', gateway_connection_id: 7, kill: 'query', query: 'KILL QUERY 7', target_session_id: 'S-my2' } },
   'access.requested': { outcome: 'success', actor: alice, source: client, target: grant, details: { ...access, state: 'pending', request_expires_at: '2026-12-06T02:00:00.000Z', approvals_required: 1 } },
   'access.approved': { outcome: 'success', actor: { user: 'bob', roles: ['approver'] }, source: client, target: grant, details: { ...access, break_glass: false, approvals: ['bob'] } },

@@ -213,6 +213,7 @@ const MAPPERS: Record<EventType, (e: AuditEvent) => Mapped> = {
   'ssh.request': (e) => ({ cls: C.sshActivity, activity_id: 5, activity_name: 'Refuse', message: `refused ${str(e.details?.request) ?? 'request'}` }),
   'db.query.start': (e) => ({ cls: C.datastore, activity_id: 4, activity_name: 'Query', message: `still running on ${e.target?.name}: ${clip(queryText(e))}`, attrs: { database: database(e), query_info: { query_string: queryText(e), uid: e.id }, type_id: 1, type: 'Database' } }),
   'db.query': (e) => ({ cls: C.datastore, activity_id: 4, activity_name: 'Query', message: `${str(e.details?.command) ?? 'statement'} on ${e.target?.name}: ${clip(queryText(e))}`, attrs: { database: database(e), query_info: { query_string: queryText(e), uid: e.id }, type_id: 1, type: 'Database' } }),
+  'db.session_query': (e) => ({ cls: C.datastore, activity_id: 4, activity_name: 'Query', message: `vigil session-state query on ${e.target?.name}: ${clip(queryText(e))}`, attrs: { database: database(e), query_info: { query_string: queryText(e), uid: e.id }, type_id: 1, type: 'Database' } }),
   'db.cancel': (e) => ({ cls: C.datastore, activity_id: OTHER, activity_name: 'Cancel', attrs: { database: database(e), type_id: 1, type: 'Database' } }),
   'access.requested': (e) => userAccess(e, OTHER, 'Request'),
   'access.approved': (e) => userAccess(e, 1, 'Assign Privileges'),
