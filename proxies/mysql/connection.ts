@@ -477,9 +477,43 @@ export class MysqlConnection implements KillableConnection {
   private applyChanges(r: ResultSummary): void {
     const c = r.changes;
     if (!c) return;
-    if (c.schema !== undefined) this.database = c.schema === '' ? undefined : c.schema;
+    if (c.schema !== undefined) {
+      const db = c.schema === '' ? undefined : c.schema;
+      if (db !== undefined && db !== this.database) this.verifyDatabase(db);
+      this.database = db;
+    }
     const mode = c.variables?.sql_mode;
     if (mode !== undefined) this.setSqlMode(mode);
+  }
+
+  /** An authorization check of a database the server switched to; the client's next command waits for it. */
+  private databaseCheck: Promise<void> | undefined;
+
+  /**
+   * The server switched databases (however the switch was written: EXECUTE IMMEDIATE, PREPARE, quoting
+   * that hid a USE from the text check): the role's `databases` decide whether the session may stay. If
+   * not, it is closed with an ERR before any further command is forwarded. Defence in depth: the switch
+   * itself has run; the backend's own privileges are what keeps other databases out of reach.
+   */
+  private verifyDatabase(db: string): void {
+    const previous = this.databaseCheck ?? Promise.resolve();
+    const check = previous
+      .then(() => this.shared.services.authz.authorize({ principal: this.principal!, target: this.targetName!, protocol: 'mysql', login: this.login, database: db }))
+      .then((decision) => {
+        if (decision.allow || this.closed) return;
+        this.log.warn({ database: db, user: this.user }, 'session switched to a database the role does not allow; closing it');
+        const seq = this.tracker && this.tracker.pending > 0 ? this.tracker.lastServerSeq + 1 : 0;
+        this.fatal(seq, { ...ERR_CONN_ACCESS_DENIED, message: `vigil: the session switched to database '${db}', which ${this.user} may not use; the session is closed` }, 'error', { error: 'database_not_allowed', database: db, reason: decision.reason });
+      })
+      .catch((e: unknown) => {
+        // Deny by default: a check that cannot be made closes the session.
+        this.log.error({ err: (e as Error).message, database: db }, 'database authorization failed');
+        this.fatal(0, { ...ERR_CONN_ACCESS_DENIED, message: 'vigil: the database switch could not be authorized; the session is closed' }, 'error', { error: 'database_check_failed', database: db });
+      })
+      .finally(() => {
+        if (this.databaseCheck === check) this.databaseCheck = undefined;
+      });
+    this.databaseCheck = check;
   }
 
   /** Bytes for the backend collected while one client chunk is handled; undefined outside of that. */
@@ -637,13 +671,20 @@ export class MysqlConnection implements KillableConnection {
     if (this.closed) return;
     try {
       if (p.seq !== 0) throw new ProtocolError('out-of-sequence command packet', 'VIGIL_MYSQL_SEQUENCE');
-      // State the server holds but did not report is learned first, while nothing is in flight.
-      const wait =
+      // A database switch the server reported is authorized before anything else is forwarded; state
+      // the server holds but did not report is learned first, while nothing is in flight.
+      const check = this.databaseCheck;
+      const run = (): Promise<void> | void =>
         this.refresh !== 'none' && this.tracker!.pending === 0
           ? this.syncState(this.refresh).then(() => {
               if (!this.closed) return this.handleCommand(p);
             })
           : this.handleCommand(p);
+      const wait = check
+        ? check.then(() => {
+            if (!this.closed) return run();
+          })
+        : run();
       if (wait) {
         this.busy = true;
         this.client.pause();

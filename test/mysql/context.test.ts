@@ -206,6 +206,25 @@ describe('mysql: the recorded database follows the server', () => {
     await quit(plain);
   });
 
+  it('a switch to a database the role does not allow, hidden from the text check, closes the session', async () => {
+    // db-limited: alice's analyst role allows database shop only.
+    const c = await rawLogin(w.port, w.alice, 'db-limited', 'shop');
+    const sql = "EXECUTE IMMEDIATE 'USE other'";
+    const a = await query(c, sql);
+    expect(a.response.results[0]!.error).toBeUndefined();
+    // Before anything else runs, vigil closes the session with an ERR.
+    c.send(encodePacket(0, Buffer.concat([Buffer.from([0x03]), Buffer.from("SELECT 'never run'")])));
+    const err = await c.next();
+    expect(err.payload[0]).toBe(0xff);
+    expect(err.payload.subarray(9).toString()).toContain("switched to database 'other'");
+    await c.closed;
+    const e = await w.tg.waitForEvent((x) => x.type === 'db.query' && detail(x).query === sql && x.target.name === 'db-limited');
+    expect(detail(e).database).toBe('other');
+    const end = await w.tg.waitForEvent((x) => x.type === 'session.end' && x.session_id === e.session_id);
+    expect(detail(end)).toMatchObject({ error: 'database_not_allowed', database: 'other' });
+    expect(w.tg.events.some((x) => x.session_id === e.session_id && detail(x).query === "SELECT 'never run'")).toBe(false);
+  });
+
   it('the general log shows no statement of these sessions without its db.query event', async () => {
     const sessions = new Set(w.tg.events.filter((e) => e.type === 'db.query').map((e) => e.session_id));
     for (const s of sessions) await w.tg.waitForEvent((e) => e.type === 'session.end' && e.session_id === s);
