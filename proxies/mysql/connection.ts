@@ -21,7 +21,8 @@ import { buildAuthSwitch, buildErr, buildGreeting, buildOk, parseClientHandshake
 import { CLIENT, COM, COMMAND_NAMES, SERVER_STATUS } from './wire.ts';
 import { parseCommand, type ParamValue, PARAMETER_COUNT_AVAILABLE } from './commands.ts';
 import { PreparedStatements } from './statements.ts';
-import type { CommandResponse, ResponseShape } from './response.ts';
+import type { CommandResponse, ResponseShape, ResultSummary } from './response.ts';
+import { internalQueries, SESSION_PROBE, SESSION_SETUP } from './session-query.ts';
 import { CommandTracker, type InFlight, type TrackerSink } from './tracker.ts';
 import { addResult, errDetails, eventText, redactedText, round, type QueryFields } from './record.ts';
 import { analyzeSql, resultOwners, type SqlAnalysis, type SqlMode } from './sql.ts';
@@ -98,7 +99,19 @@ export class MysqlConnection implements KillableConnection {
   private database: string | undefined;
   /** sql_mode as the server's last OK/EOF announced it (status flag 0x200 = NO_BACKSLASH_ESCAPES), for the SQL splitter. */
   private sqlMode: SqlMode = {};
-  private initialDatabase: string | undefined;
+  /** The backend session reports state changes in OK packets (CLIENT_SESSION_TRACK): the recorded
+   *  database and sql_mode follow them instead of SQL text. */
+  private serverTracking = false;
+  /** The client did not ask for CLIENT_SESSION_TRACK: OK packets reach it without the session-state block. */
+  private stripTracking = false;
+  private backendCaps = 0;
+  /** The lexer-relevant part of sql_mode as the server last reported it (tracked variable, probe). */
+  private serverMode: SqlMode = {};
+  /** What must be learned from the server before the next client command: `probe` reads the database
+   *  and sql_mode, `setup` also turns tracking on again (COM_RESET_CONNECTION resets it). */
+  private refresh: 'none' | 'probe' | 'setup' = 'none';
+  /** Vigil's own queries are on the wire: the relay leaves the backend's bytes to them. */
+  private intercepting = false;
   private multiStatements = true;
   private tracker: CommandTracker<Command> | undefined;
   private readonly statements: PreparedStatements;
@@ -272,7 +285,6 @@ export class MysqlConnection implements KillableConnection {
       if (provisioning && req.login !== undefined) return this.fatal(seq, { ...ERR.ACCESS_DENIED, message: `vigil: target ${adm.target.name} gives every engineer their own database account; connect as ${adm.target.name}` }, 'error');
       this.login = provisioning ? accountName(provisioning.name_pattern, adm.principal.user, 26) : (req.login ?? (adm.target.user as string));
       this.database = hs.database ?? (adm.target.database as string | undefined);
-      this.initialDatabase = this.database;
       this.clientCaps = (hs.capabilities & this.capabilities) >>> 0;
       this.multiStatements = (this.clientCaps & CLIENT.MULTI_STATEMENTS) !== 0;
       this.session = await openSession(services, { ...req, login: this.login, database: this.database }, adm, (reason, message) => this.terminate(reason, message), {
@@ -320,7 +332,11 @@ export class MysqlConnection implements KillableConnection {
         return;
       }
       if (this.closed) return void backend.socket.destroy();
-      const mismatch = (this.clientCaps ^ backend.capabilities) & FORMAT_CAPABILITIES;
+      const tracking = backend.capabilities & CLIENT.SESSION_TRACK;
+      this.serverTracking = tracking !== 0;
+      this.stripTracking = tracking !== 0 && !(this.clientCaps & CLIENT.SESSION_TRACK);
+      // Session tracking the client did not ask for is cut out of OK packets (stripTracking), not a mismatch.
+      const mismatch = (this.clientCaps ^ backend.capabilities) & FORMAT_CAPABILITIES & ~(this.stripTracking ? CLIENT.SESSION_TRACK : 0);
       if (mismatch) {
         backend.socket.destroy();
         return this.fatal(seq, { ...ERR.HANDSHAKE, message: `vigil: the target database does not support protocol capabilities the client uses (0x${mismatch.toString(16)})` }, 'backend_error');
@@ -328,8 +344,11 @@ export class MysqlConnection implements KillableConnection {
       this.stripQueryAttributes = (this.clientCaps & CLIENT.QUERY_ATTRIBUTES) !== 0 && !(backend.capabilities & CLIENT.QUERY_ATTRIBUTES);
       this.backend = backend;
       this.backendThreadId = backend.greeting.connectionId;
-      this.tracker = new CommandTracker(this.clientCaps, this.trackerSink);
+      this.backendCaps = backend.capabilities;
+      this.tracker = new CommandTracker((this.clientCaps | tracking) >>> 0, this.trackerSink);
       this.sqlMode = { noBackslashEscapes: (backend.ok.status & 0x200) !== 0 };
+      if (this.serverTracking) await this.syncState('setup');
+      if (this.closed) return;
       this.client.write(encodePacket(seq, buildOk({ status: backend.ok.status })));
       this.relay();
     } catch (e) {
@@ -360,7 +379,8 @@ export class MysqlConnection implements KillableConnection {
   }
 
   private backendCapabilities(): number {
-    const wanted = (this.clientCaps | CLIENT.PROTOCOL_41 | CLIENT.SECURE_CONNECTION | CLIENT.PLUGIN_AUTH | CLIENT.PLUGIN_AUTH_LENENC_CLIENT_DATA | CLIENT.CONNECT_ATTRS | CLIENT.MULTI_RESULTS) & ~(CLIENT.SSL | CLIENT.LOCAL_FILES | CLIENT.COMPRESS | CLIENT.ZSTD_COMPRESSION);
+    // SESSION_TRACK always (when the server offers it): the recorded database and sql_mode come from it.
+    const wanted = (this.clientCaps | CLIENT.SESSION_TRACK | CLIENT.PROTOCOL_41 | CLIENT.SECURE_CONNECTION | CLIENT.PLUGIN_AUTH | CLIENT.PLUGIN_AUTH_LENENC_CLIENT_DATA | CLIENT.CONNECT_ATTRS | CLIENT.MULTI_RESULTS) & ~(CLIENT.SSL | CLIENT.LOCAL_FILES | CLIENT.COMPRESS | CLIENT.ZSTD_COMPRESSION);
     return wanted >>> 0;
   }
 
@@ -388,7 +408,10 @@ export class MysqlConnection implements KillableConnection {
       }
     });
     backend.on('data', (chunk: Buffer) => {
+      // Answers to vigil's own queries are read by them (session-query.ts), never relayed.
+      if (this.intercepting) return;
       this.session!.stats.bytesToClient += chunk.length;
+      if (this.stripTracking) return this.relayStripped(chunk);
       // The server's bytes go to the client as they came: one write per read, however many packets.
       if (!client.write(chunk) && !this.backendPaused) {
         // The client reads slower than the server answers: stop reading the server until it drains.
@@ -420,6 +443,104 @@ export class MysqlConnection implements KillableConnection {
       });
     }
     client.resume();
+  }
+
+  /** Server bytes for a client without CLIENT_SESSION_TRACK: OK packets are rewritten as it expects them. */
+  private relayStripped(chunk: Buffer): void {
+    let out: Buffer;
+    try {
+      out = this.tracker!.serverStripped(chunk);
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'backend protocol error');
+      return this.backendLost('backend_error', 'vigil: the target database sent a response vigil cannot follow; the session is closed');
+    }
+    if (out.length > 0 && !this.client.write(out) && !this.backendPaused) {
+      this.backendPaused = true;
+      this.backend!.socket.pause();
+      this.client.once('drain', () => {
+        this.backendPaused = false;
+        this.backend!.socket.resume();
+      });
+    }
+  }
+
+  /**
+   * Learn the session's state from the server with vigil's own queries (session-query.ts), while no
+   * client command is in flight: the current database and sql_mode, after turning tracking on (`setup`).
+   * Each is recorded as a `db.session_query` event; a failure ends the session.
+   */
+  private async syncState(kind: 'probe' | 'setup'): Promise<void> {
+    const sqls = kind === 'setup' ? [SESSION_SETUP, SESSION_PROBE] : [SESSION_PROBE];
+    this.refresh = 'none';
+    const t0 = performance.now();
+    this.intercepting = true;
+    let answers;
+    try {
+      answers = await internalQueries(this.backend!.socket as net.Socket, this.backendCaps, sqls, this.shared.services.config.gateway.connect_timeout);
+    } finally {
+      this.intercepting = false;
+    }
+    const duration = round(performance.now() - t0);
+    for (const a of answers) {
+      const r = a.response.results[a.response.results.length - 1] ?? {};
+      const details: QueryFields = { duration_ms: duration, query: a.sql };
+      addResult(details, r);
+      if (a.row) {
+        this.database = a.row[0] ?? undefined;
+        this.setSqlMode(a.row[1] ?? '');
+        this.sqlMode = this.serverMode;
+      }
+      this.emitQuery('COM_QUERY', r.error ? 'failure' : 'success', details, 'db.session_query');
+      if (r.error) throw new ProtocolError(`the target database refused vigil's session query: ${r.error.message}`, 'VIGIL_MYSQL_SESSION_STATE');
+    }
+  }
+
+  private setSqlMode(text: string): void {
+    const modes = text.toUpperCase().split(',');
+    this.serverMode = { noBackslashEscapes: modes.includes('NO_BACKSLASH_ESCAPES'), ansiQuotes: modes.includes('ANSI_QUOTES') || modes.includes('ANSI') };
+  }
+
+  /** The server's session-state report for one result: the database it switched to, sql_mode. */
+  private applyChanges(r: ResultSummary): void {
+    const c = r.changes;
+    if (!c) return;
+    if (c.schema !== undefined) {
+      const db = c.schema === '' ? undefined : c.schema;
+      if (db !== undefined && db !== this.database) this.verifyDatabase(db);
+      this.database = db;
+    }
+    const mode = c.variables?.sql_mode;
+    if (mode !== undefined) this.setSqlMode(mode);
+  }
+
+  /** An authorization check of a database the server switched to; the client's next command waits for it. */
+  private databaseCheck: Promise<void> | undefined;
+
+  /**
+   * The server switched databases (however the switch was written: EXECUTE IMMEDIATE, PREPARE, quoting
+   * that hid a USE from the text check): the role's `databases` decide whether the session may stay. If
+   * not, it is closed with an ERR before any further command is forwarded. Defence in depth: the switch
+   * itself has run; the backend's own privileges are what keeps other databases out of reach.
+   */
+  private verifyDatabase(db: string): void {
+    const previous = this.databaseCheck ?? Promise.resolve();
+    const check = previous
+      .then(() => this.shared.services.authz.authorize({ principal: this.principal!, target: this.targetName!, protocol: 'mysql', login: this.login, database: db }))
+      .then((decision) => {
+        if (decision.allow || this.closed) return;
+        this.log.warn({ database: db, user: this.user }, 'session switched to a database the role does not allow; closing it');
+        const seq = this.tracker && this.tracker.pending > 0 ? this.tracker.lastServerSeq + 1 : 0;
+        this.fatal(seq, { ...ERR_CONN_ACCESS_DENIED, message: `vigil: the session switched to database '${db}', which ${this.user} may not use; the session is closed` }, 'error', { error: 'database_not_allowed', database: db, reason: decision.reason });
+      })
+      .catch((e: unknown) => {
+        // Deny by default: a check that cannot be made closes the session.
+        this.log.error({ err: (e as Error).message, database: db }, 'database authorization failed');
+        this.fatal(0, { ...ERR_CONN_ACCESS_DENIED, message: 'vigil: the database switch could not be authorized; the session is closed' }, 'error', { error: 'database_check_failed', database: db });
+      })
+      .finally(() => {
+        if (this.databaseCheck === check) this.databaseCheck = undefined;
+      });
+    this.databaseCheck = check;
   }
 
   /** Bytes for the backend collected while one client chunk is handled; undefined outside of that. */
@@ -554,9 +675,21 @@ export class MysqlConnection implements KillableConnection {
 
   private readonly trackerSink: TrackerSink<Command> = {
     response: (cmd, res) => {
-      // A failed statement may have left sql_mode changed or not: unknown until the next OK says.
-      this.sqlMode = res.results[res.results.length - 1]?.error ? {} : { noBackslashEscapes: (res.status & 0x200) !== 0 };
       if (!this.closed) cmd.data.record(res, cmd.started);
+      for (const r of res.results) {
+        const mode = r.changes?.variables?.sql_mode;
+        if (mode !== undefined) this.setSqlMode(mode);
+      }
+      if (this.serverTracking) {
+        // sql_mode changes arrive as a tracked variable (applied per result in `applyChanges`); while a
+        // probe is due (after a reset, or a compound statement that failed) the mode is not known.
+        this.sqlMode = this.refresh === 'none' ? this.serverMode : {};
+      } else if (res.results[res.results.length - 1]?.error) {
+        // A failed statement may have left sql_mode changed or not: unknown until the next OK says.
+        this.sqlMode = {};
+      } else {
+        this.sqlMode = { noBackslashEscapes: (res.status & 0x200) !== 0 };
+      }
     },
     local: (bytes) => this.client.write(bytes),
   };
@@ -565,7 +698,20 @@ export class MysqlConnection implements KillableConnection {
     if (this.closed) return;
     try {
       if (p.seq !== 0) throw new ProtocolError('out-of-sequence command packet', 'VIGIL_MYSQL_SEQUENCE');
-      const wait = this.handleCommand(p);
+      // A database switch the server reported is authorized before anything else is forwarded; state
+      // the server holds but did not report is learned first, while nothing is in flight.
+      const check = this.databaseCheck;
+      const run = (): Promise<void> | void =>
+        this.refresh !== 'none' && this.tracker!.pending === 0
+          ? this.syncState(this.refresh).then(() => {
+              if (!this.closed) return this.handleCommand(p);
+            })
+          : this.handleCommand(p);
+      const wait = check
+        ? check.then(() => {
+            if (!this.closed) return run();
+          })
+        : run();
       if (wait) {
         this.busy = true;
         this.client.pause();
@@ -600,7 +746,7 @@ export class MysqlConnection implements KillableConnection {
           if (!ok) return;
           stats.statements++;
           return this.send(p, 'results', name, { query: `USE ${cmd.database}` }, (res, t0) => {
-            if (!res.results[0]?.error) this.database = cmd.database;
+            if (!this.serverTracking && !res.results[0]?.error) this.database = cmd.database;
             this.record(name, res, t0, { query: `USE ${cmd.database}` });
           });
         });
@@ -655,16 +801,22 @@ export class MysqlConnection implements KillableConnection {
       case 'process_kill':
         return this.onKill(cmd.id, false, name, `COM_PROCESS_KILL ${cmd.id}`);
       case 'reset_connection':
-        // Same identity, same backend login: only session state is reset (documented).
+        // Same identity, same backend login: session variables, prepared statements, user variables are
+        // reset; the server keeps the current database. The reset also turns vigil's session tracking
+        // off (session variables return to their global values): it is set up again, and the database and
+        // sql_mode read back, before the next command.
         return this.send(p, 'results', name, {}, (res, t0) => {
           if (!res.results[0]?.error) {
             this.statements.clear();
-            this.database = this.initialDatabase;
+            if (this.serverTracking) this.refresh = 'setup';
           }
           this.record(name, res, t0, {});
         });
       case 'change_user':
-        this.emitQuery(name, 'failure', { duration_ms: 0, error: { code: ERR.NOT_ALLOWED_COMMAND.code, message: 'refused by vigil' } });
+        // Refused, whatever user it names: the backend login is vigil's (its credentials never reach the
+        // client), so a client-side re-authentication could only change it to one vigil did not check.
+        // The session, its database and its recorded identity stay as they were.
+        this.emitQuery(name, 'failure', { duration_ms: 0, error: { code: ERR.NOT_ALLOWED_COMMAND.code, message: 'refused by vigil' }, reason: 'change_user_not_allowed' });
         this.replyLocal(1, buildErr({ ...ERR.NOT_ALLOWED_COMMAND, message: 'vigil: COM_CHANGE_USER is not allowed; reconnect with the identity you need' }));
         return;
       case 'other':
@@ -748,11 +900,17 @@ export class MysqlConnection implements KillableConnection {
       const owner = Math.min(owners[i] ?? stmts.length - 1, stmts.length - 1);
       const s = stmts[owner]!;
       const isLast = i === res.results.length - 1;
-      if (!r.error && s.use) this.database = s.use;
+      // The server's word on the database (session tracking); the text of a plain USE only when the
+      // server cannot say (no CLIENT_SESSION_TRACK).
+      if (this.serverTracking) this.applyChanges(r);
+      else if (!r.error && s.use) this.database = s.use;
       const details: QueryFields = { duration_ms: round(res.ends[i]! - prev), query: eventText(s.text) };
       addResult(details, r);
       if (stmts.length > 1) details.statement_index = owner;
       if (s.unsplit) details.unsplit = true;
+      // A compound statement (or a CALL, or text vigil could not split) that failed may have switched the
+      // database or sql_mode before failing, and no OK said so: ask the server before the next command.
+      if (r.error && this.serverTracking && this.refresh === 'none' && (s.compound || s.unsplit || s.keyword === 'CALL')) this.refresh = 'probe';
       if (isLast && r.error && owner < stmts.length - 1) details.not_executed = stmts.slice(owner + 1).map((x) => x.text);
       if (attributes) details.attributes = attributes;
       this.emitQuery('COM_QUERY', r.error ? 'failure' : 'success', details);
@@ -811,6 +969,7 @@ export class MysqlConnection implements KillableConnection {
   // fresh one per command.
 
   private record(command: string, res: CommandResponse, start: number, details: QueryFields): void {
+    for (const x of res.results) this.applyChanges(x);
     const r = res.results[res.results.length - 1] ?? {};
     details.duration_ms = round((res.ends[res.ends.length - 1] ?? performance.now()) - start);
     addResult(details, r);
@@ -823,7 +982,7 @@ export class MysqlConnection implements KillableConnection {
    * directly, about twice as fast as building a sorted copy for JSON.stringify. Undefined members are
    * left out of the recorded JSON. Objects nested in it (error, parameter summaries) are built sorted too.
    */
-  private emitQuery(command: string, outcome: Outcome, f: QueryFields, type: 'db.query' | 'db.query.start' = 'db.query'): void {
+  private emitQuery(command: string, outcome: Outcome, f: QueryFields, type: 'db.query' | 'db.query.start' | 'db.session_query' = 'db.query'): void {
     this.emit(type, outcome, this.queryDetails(command, f));
   }
 
@@ -861,12 +1020,12 @@ export class MysqlConnection implements KillableConnection {
    * target while the database is the one it started with, else a frozen copy built once per change —
    * frozen and reused because the audit encoder caches the JSON of frozen envelope parts by identity.
    */
-  private emit(type: 'db.query' | 'db.query.start' | 'db.cancel', outcome: Outcome, details: Record<string, unknown>): void {
+  private emit(type: 'db.query' | 'db.query.start' | 'db.cancel' | 'db.session_query', outcome: Outcome, details: Record<string, unknown>): void {
     if (!this.session) return;
     this.shared.services.events.record(this.eventInput(type, outcome, details), this.auditFailed);
   }
 
-  private eventInput(type: 'db.query' | 'db.query.start' | 'db.cancel', outcome: Outcome, details: Record<string, unknown>): EventInput {
+  private eventInput(type: 'db.query' | 'db.query.start' | 'db.cancel' | 'db.session_query', outcome: Outcome, details: Record<string, unknown>): EventInput {
     const base = this.session!.eventBase();
     const database = this.database;
     let target = base.target;

@@ -6,6 +6,7 @@
 import { ProtocolError } from '../../src/errors.ts';
 import { parseErr, parseOk, type ErrPacket } from './handshake.ts';
 import { CLIENT, Reader, SERVER_STATUS } from './wire.ts';
+import { parseSessionChanges, type SessionChanges } from './session-state.ts';
 
 /** The shape of response a command gets. */
 export type ResponseShape =
@@ -29,6 +30,8 @@ export interface ResultSummary {
   affectedRows?: number | bigint;
   lastInsertId?: number | bigint;
   error?: ErrPacket;
+  /** Session state the server said this result changed (CLIENT_SESSION_TRACK): schema, sql_mode, ... */
+  changes?: SessionChanges;
 }
 
 export interface CommandResponse {
@@ -62,9 +65,22 @@ export class ResponseTracker {
   private prepareColumns = 0;
   private current: CommandResponse | undefined;
   private readonly deprecateEof: boolean;
+  private readonly sessionTrack: boolean;
 
   constructor(capabilities: number) {
     this.deprecateEof = (capabilities & CLIENT.DEPRECATE_EOF) !== 0;
+    this.sessionTrack = (capabilities & CLIENT.SESSION_TRACK) !== 0;
+  }
+
+  /**
+   * Whether the next server packet, known by its first byte and length, is an OK packet (one that can
+   * carry session-state information): a response's OK, or the OK (0xFE) ending rows under
+   * CLIENT_DEPRECATE_EOF. Asked before the packet is fed.
+   */
+  isOk(head: number, length: number): boolean {
+    if (!this.shape) return false;
+    if (this.phase === 'first') return head === 0x00 && this.shape !== 'prepare' && this.shape !== 'single';
+    return this.phase === 'rows' && this.deprecateEof && this.isEnd(head, length);
   }
 
   private readonly queue: ResponseShape[] = [];
@@ -184,7 +200,12 @@ export class ResponseTracker {
         if (head === 0x00 || (head === 0xfe && p.length < 9)) {
           // OK (or a bare EOF, which COM_SET_OPTION gets from older servers).
           const ok = head === 0x00 ? parseOk(p) : { affectedRows: 0, lastInsertId: 0, status: p.length >= 5 ? p.readUInt16LE(3) : 0 };
-          return this.endResult({ affectedRows: ok.affectedRows, lastInsertId: ok.lastInsertId }, ok.status);
+          const r: ResultSummary = { affectedRows: ok.affectedRows, lastInsertId: ok.lastInsertId };
+          if (this.sessionTrack && head === 0x00) {
+            const changes = parseSessionChanges(p);
+            if (changes) r.changes = changes;
+          }
+          return this.endResult(r, ok.status);
         }
         if (head === 0xfb) throw new ProtocolError('the server asked for a local file, which vigil does not allow', 'VIGIL_MYSQL_LOCAL_INFILE');
         // Column count: a result set begins.
@@ -199,7 +220,13 @@ export class ResponseTracker {
       }
       case 'rows':
         if (head === 0xff) return this.error(p);
-        return this.endResult({ rows: this.rows }, this.deprecateEof ? parseOk(p).status : p.length >= 5 ? p.readUInt16LE(3) : 0);
+        if (this.deprecateEof) {
+          const r: ResultSummary = { rows: this.rows };
+          const changes = this.sessionTrack ? parseSessionChanges(p) : undefined;
+          if (changes) r.changes = changes;
+          return this.endResult(r, parseOk(p).status);
+        }
+        return this.endResult({ rows: this.rows }, p.length >= 5 ? p.readUInt16LE(3) : 0);
       case 'fieldlist':
         if (head === 0xff) return this.error(p);
         return this.finish();

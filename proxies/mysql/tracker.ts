@@ -6,7 +6,8 @@
  * how far their responses got, so a session that ends early can still record them. Pure.
  */
 import { ProtocolError } from '../../src/errors.ts';
-import { PacketScanner, type ScanSink } from './framing.ts';
+import { PacketFramer, PacketScanner, encodePacket, type ScanSink } from './framing.ts';
+import { stripSessionTrack } from './session-state.ts';
 import { ResponseTracker, type CommandResponse, type ResponseShape } from './response.ts';
 
 /** Largest server packet read whole (OK/ERR/EOF, column counts); rows are never read whole. */
@@ -103,6 +104,32 @@ export class CommandTracker<T> {
     return false;
   }
 
+  private stripFramer: PacketFramer | undefined;
+  /** Local replies that came due while `serverStripped` builds its output: they follow it. */
+  private collecting: Buffer[] | undefined;
+
+  /**
+   * Server bytes for a client that did not ask for CLIENT_SESSION_TRACK while the backend session uses
+   * it: followed as `server` follows them, and returned as the client must see them (OK packets without
+   * the session-state block, `info` as the rest of the packet), followed by local replies that came due.
+   */
+  serverStripped(chunk: Buffer): Buffer {
+    const framer = (this.stripFramer ??= new PacketFramer(MAX_SERVER_PACKET_READ));
+    const out: Buffer[] = [];
+    this.collecting = out;
+    try {
+      framer.push(chunk, (p) => {
+        const head = p.payload.length > 0 ? p.payload[0]! : -1;
+        const wire = p.wire ?? encodePacket(p.seq, p.payload);
+        out.push(this.responses.isOk(head, p.payload.length) ? encodePacket(p.seq, stripSessionTrack(p.payload)) : wire);
+        this.server(wire);
+      });
+    } finally {
+      this.collecting = undefined;
+    }
+    return out.length === 1 ? out[0]! : Buffer.concat(out);
+  }
+
   /** Server bytes, exactly as relayed to the client. Throws ProtocolError when they cannot be followed. */
   server(chunk: Buffer): void {
     this.serverBytes += chunk.length;
@@ -139,7 +166,11 @@ export class CommandTracker<T> {
     this.headBytesFrom = this.serverBytes;
     const entry = this.queue.shift();
     if (entry && !entry.local) this.sink.response(entry.cmd, res);
-    while (this.queue[0]?.local) this.sink.local((this.queue.shift() as { local: Buffer }).local);
+    while (this.queue[0]?.local) {
+      const local = (this.queue.shift() as { local: Buffer }).local;
+      if (this.collecting) this.collecting.push(local);
+      else this.sink.local(local);
+    }
     const next = this.queue[0];
     if (next && !next.local) this.nextSeq = next.cmd.replySeq;
   }

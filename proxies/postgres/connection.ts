@@ -12,6 +12,7 @@ import type { SourceLimiter } from '../../src/gateway/preauth.ts';
 import { MessageFramer } from './framing.ts';
 import { decodePassword, decodeStartupPacket, F, PROTOCOL_3_0, type StartupPacket } from './frontend.ts';
 import { authenticationCleartextPassword, authenticationOk, backendKeyData, fatal, negotiateProtocolVersion, readyForQuery, B } from './backend.ts';
+import { mayChangeRole, roleProbeMessage, RoleProbeReader, ROLE_PROBE_SQL, sessionAuthorization, startupMaySetRole } from './role.ts';
 import { loginToBackend, BackendLoginError, type BackendSession, type BackendTlsMode } from './backend-login.ts';
 import { QueryTracker, backendNeedsBody, frontendNeedsBody, type QueryRecord, type StatementStart } from './tracker.ts';
 import { forwardCancel, type CancelKeys, type CancelTarget } from './cancel.ts';
@@ -364,7 +365,7 @@ export class ClientConnection {
       backend.socket.destroy();
       return;
     }
-    this.startRelay(backend, t, maxMessage, typed.leftover);
+    this.startRelay(backend, t, maxMessage, typed.leftover, startupMaySetRole(passthrough));
   }
 
   /**
@@ -428,7 +429,7 @@ export class ClientConnection {
     }
   }
 
-  private startRelay(backend: BackendSession, target: PostgresTarget, maxMessage: number, clientLeftover: Buffer): void {
+  private startRelay(backend: BackendSession, target: PostgresTarget, maxMessage: number, clientLeftover: Buffer, roleFromStartup: boolean): void {
     const { services, section } = this.shared;
     const session = this.session!;
     const client = this.client;
@@ -453,8 +454,17 @@ export class ClientConnection {
       services.log.error({ err: e.message, session: session.handle.id }, 'db.query could not be recorded; ending the session');
       session.handle.terminate('audit_unavailable', 'vigil cannot write its audit log; the session is closed.');
     };
-    const emitRecord = (r: QueryRecord) => {
-      stats.statements++;
+    // current_user as the server last said it: session_authorization at login, then vigil's probes.
+    let role: string | undefined;
+    for (const m of backend.replay) if (m[0] === B.ParameterStatus) role = sessionAuthorization(m) ?? role;
+    /** A statement that may have changed current_user completed since the server last said: records
+     *  after it wait (`heldForRole`) for the probe sent at the next safe point. */
+    let roleUncertain = roleFromStartup;
+    /** A statement of this session may have changed current_user: a transaction's end may change it back. */
+    let roleTouched = roleFromStartup;
+    const heldForRole: QueryRecord[] = [];
+    const emitRecord = (r: QueryRecord, runAs: string | undefined = role, type: 'db.query' | 'db.session_query' = 'db.query') => {
+      if (type === 'db.query') stats.statements++;
       // One literal, keys in sorted order: every event has the same hidden class and the canonical JSON
       // encoder (keys sorted) serialises it as is instead of building a sorted copy. Undefined members
       // are left out of the recorded JSON.
@@ -468,6 +478,7 @@ export class ClientConnection {
         params: r.params,
         portal: r.portal || undefined,
         protocol: r.protocol,
+        role: runAs,
         rows_affected: r.rowsAffected,
         rows_returned: r.rowsReturned,
         sql: r.sql,
@@ -479,7 +490,7 @@ export class ClientConnection {
       // Fire and forget (no promise per query); a failed write ends the session: fail closed.
       // Fields listed rather than spread from `base` (a spread copies property by property per event).
       services.events.record(
-        { type: 'db.query', outcome: r.outcome, session_id: base.session_id, actor: base.actor, source: base.source, target: base.target, details },
+        { type, outcome: r.outcome, session_id: base.session_id, actor: base.actor, source: base.source, target: base.target, details },
         onAuditError,
       );
     };
@@ -487,9 +498,23 @@ export class ClientConnection {
     // and appending the event never adds to the client's latency.
     const completed: QueryRecord[] = [];
     const flush = (this.flushRecords = () => {
-      for (let i = 0; i < completed.length; i++) emitRecord(completed[i]);
+      for (let i = 0; i < completed.length; i++) {
+        const r = completed[i];
+        if (roleUncertain) heldForRole.push(r);
+        else {
+          // A statement runs under the role in force before it; the ones after it wait if it may have changed it.
+          emitRecord(r);
+          if (mayChangeRole(r.command, r.sql, roleTouched)) roleUncertain = roleTouched = true;
+        }
+      }
       completed.length = 0;
+      // The session ends: what waited for a probe is written with the role unknown.
+      if (this.ended) releaseHeld(undefined);
     });
+    const releaseHeld = (runAs: string | undefined) => {
+      for (let i = 0; i < heldForRole.length; i++) emitRecord(heldForRole[i], runAs);
+      heldForRole.length = 0;
+    };
     const startEvent = (s: StatementStart, announced: 'before_forward' | 'long_running') => ({
       type: 'db.query.start' as const,
       outcome: 'unknown' as const,
@@ -539,8 +564,10 @@ export class ClientConnection {
       if (type === F.Terminate) this.clientTerminated = true;
       tracker.frontend(type, msg, length, now);
     };
+    let txStatus = 0x49; /* I */
     const onBackend = (type: number, msg: Buffer | undefined, length: number) => {
       if (type === B.ErrorResponse && msg && msg.length > 10) this.noteBackendError(msg);
+      if (type === B.ReadyForQuery && msg) txStatus = msg[5];
       tracker.backend(type, msg, length, now);
     };
 
@@ -558,6 +585,12 @@ export class ClientConnection {
       if (holding) {
         held.push(chunk);
         return;
+      }
+      if (roleUncertain && !probe && tracker.pending === 0) {
+        // The role is not known yet (set by startup options): learn it before the first statement.
+        held.push(chunk);
+        if (startRoleProbe()) return;
+        held.pop();
       }
       now = performance.now();
       try {
@@ -608,9 +641,61 @@ export class ClientConnection {
      * Backend bytes are framed before they are relayed: every message's length is checked first, so an
      * oversized one is never partly relayed. A header split across chunks is held back until it is whole.
      */
+    /**
+     * The role probe (role.ts): sent when a statement may have changed current_user, once its request
+     * has ended (ReadyForQuery, nothing in flight) and not in a failed transaction (where no query runs:
+     * the ROLLBACK that ends it is itself a trigger). Client chunks wait meanwhile; the answer is read
+     * here and never relayed (asynchronous messages in between are).
+     */
+    let probe: { reader: RoleProbeReader; framer: MessageFramer; started: number } | undefined;
+    const startRoleProbe = (): boolean => {
+      if (!roleUncertain || probe || holding || this.ended || this.terminating || tracker.pending > 0 || !bf.atBoundary || heldHeader) return false;
+      if (txStatus === 0x45 /* E */) {
+        releaseHeld(undefined);
+        return false;
+      }
+      holding = true;
+      client.pause();
+      probe = { reader: new RoleProbeReader(), framer: new MessageFramer({ maxLength: section.max_message_size }), started: performance.now() };
+      b.write(roleProbeMessage());
+      return true;
+    };
+    const fromProbe = (chunk: Buffer) => {
+      const p = probe!;
+      let done: { role?: string; error?: string } | undefined;
+      let upto: number;
+      try {
+        upto = p.framer.push(
+          chunk,
+          (type, msg) => {
+            const step = p.reader.onMessage(type, msg!);
+            if (step.kind === 'relay') {
+              if (type === B.ParameterStatus) tracker.backend(type, msg, msg!.length, now);
+              client.write(msg!);
+            } else if (step.kind === 'done') done = step;
+          },
+          () => done !== undefined,
+        );
+      } catch (e) {
+        return backendViolation(e as Error, chunk);
+      }
+      if (!done) return;
+      probe = undefined;
+      const outcome = done.error ? 'failure' : 'success';
+      emitRecord({ protocol: 'simple', sql: ROLE_PROBE_SQL, command: 'SELECT', rowsReturned: done.error ? 0 : 1, outcome, error: done.error, durationMs: performance.now() - p.started }, done.role, 'db.session_query');
+      role = done.role;
+      roleUncertain = false;
+      releaseHeld(role);
+      holding = false;
+      if (upto < chunk.length) fromBackend(chunk.subarray(upto));
+      while (!holding && !this.ended && held.length) fromClient(held.shift()!);
+      if (!holding && !this.ended && !b.writableNeedDrain) client.resume();
+    };
+
     let heldHeader: Buffer | undefined;
     const fromBackend = (chunk: Buffer) => {
       now = performance.now();
+      if (probe) return fromProbe(chunk);
       if (this.terminating) return relayUntilBoundary(chunk);
       try {
         bf.push(chunk, onBackend);
@@ -620,6 +705,7 @@ export class ClientConnection {
       const ok = relay(chunk, chunk.length);
       if (completed.length > 0) flush();
       if (!ok) b.pause();
+      if (roleUncertain) startRoleProbe();
     };
     /** Relay `chunk[0, upto)` plus any header held back, keeping back a header the framer has not checked. */
     const relay = (chunk: Buffer, upto: number): boolean => {

@@ -34,6 +34,7 @@ export const EVENT_CATALOG = {
   // databases
   'db.query.start': { description: 'A database statement forwarded to the target is still running after audit.long_running_after, or (audit.durability strict) is about to be forwarded; db.query follows when it ends.' },
   'db.query': { description: 'A database statement with parameters (secrets masked), duration, outcome and row counts (outcome unknown when the session ended while it ran).' },
+  'db.session_query': { description: 'A query vigil itself ran on a database session to learn its state (MySQL: session tracking set-up, current database and sql_mode; Postgres: current_user after a possible role change); its answer never reaches the client.' },
   'db.cancel': { description: 'A query cancellation (CancelRequest or KILL QUERY) was forwarded or refused.' },
   'db.user.provisioned': { description: 'user_provisioning: the engineer\'s own backend account was created or unlocked and given a fresh per-session password (never recorded) for this session; details: account, created, sessions using it.' },
   'db.user.granted': { description: 'user_provisioning: the backend account holds exactly the database roles its session\'s vigil roles map to (roles_map); details: account, roles, newly_granted, vigil_roles.' },

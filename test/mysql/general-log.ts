@@ -70,7 +70,8 @@ export function compareWithGeneralLog(log: LoggedCommand[], events: AuditEvent[]
   const bySession = new Map<string, { command: string; query: string }[]>();
   let eventCount = 0;
   for (const e of events) {
-    if (e.type !== 'db.query' || !e.session_id) continue;
+    // vigil's own session queries (db.session_query) reach the server too.
+    if ((e.type !== 'db.query' && e.type !== 'db.session_query') || !e.session_id) continue;
     const d = e.details as { command: string; query?: string };
     if (d.query === undefined) continue;
     eventCount++;

@@ -211,9 +211,9 @@ describe('vigil audit export', () => {
     expect(alice.length).toBeGreaterThan(5);
     expect(alice.every((e) => (e.actor as { user: string }).user === 'alice')).toBe(true);
     const db = await types('--type', 'db.');
-    expect(db.map((e) => e.type).sort()).toEqual(['db.cancel', 'db.query', 'db.query.start', 'db.user.granted', 'db.user.locked', 'db.user.provisioned', 'db.user.provisioning_failed', 'db.user.revoked']);
+    expect(db.map((e) => e.type).sort()).toEqual(['db.cancel', 'db.query', 'db.query.start', 'db.session_query', 'db.user.granted', 'db.user.locked', 'db.user.provisioned', 'db.user.provisioning_failed', 'db.user.revoked']);
     expect((await types('--target', 'shop-db')).map((e) => e.type)).toEqual(['db.cancel']);
-    expect((await types('--session', 'S-pg')).map((e) => e.type)).toEqual(['auth.success', 'db.query.start', 'db.query']);
+    expect((await types('--session', 'S-pg')).map((e) => e.type)).toEqual(['auth.success', 'db.query.start', 'db.query', 'db.session_query']);
     const old = await types('--until', '2021-01-01T00:00:00Z');
     expect(old.map((e) => (e.actor as { user: string }).user)).toEqual(['olduser']);
     const recent = await types('--since', '2021-01-01T00:00:00Z', '--user', 'olduser');
