@@ -1,0 +1,48 @@
+/**
+ * Where an access-review report's inputs come from: the audit log (read with the audit readers, as audit
+ * search and export do, and verified with only the public key) and the state store.
+ */
+import fs from 'node:fs';
+import type { StateStore } from '../../src/store/types.ts';
+import { searchAuditLog } from '../audit/read.ts';
+import { verifyAuditLog } from '../audit/verify.ts';
+import { buildReportModel, type ReportModel, type ReportPeriod, type VerificationSummary } from './model.ts';
+import { loadSqlParsers } from './classify-sql.ts';
+
+export interface ReportSources {
+  auditDir: string;
+  publicKeyFile: string;
+  store: StateStore;
+}
+
+/** Verify the whole chain and name the signed checkpoint its verified part ends on. */
+export async function verificationSummary(auditDir: string, publicKeyFile: string): Promise<VerificationSummary> {
+  let res;
+  try {
+    res = verifyAuditLog(auditDir, fs.readFileSync(publicKeyFile));
+  } catch (e) {
+    return { status: 'unreadable', ok: false, records: 0, segments: 0, checkpoints: 0, last_seq: 0, problem: (e as Error).message };
+  }
+  const out: VerificationSummary = {
+    status: res.status, ok: res.ok, records: res.records, segments: res.segments, checkpoints: res.checkpoints, last_seq: res.lastSeq,
+    ...(res.firstBad ? { problem: res.firstBad.problem } : {}),
+  };
+  if (res.checkpointedSeq > 0) {
+    const { records } = await searchAuditLog(auditDir, { type: 'audit.checkpoint' });
+    const cp = records.find((r) => r.seq === res.checkpointedSeq);
+    if (cp) {
+      const d = cp.event.details as { seq?: number; head?: string; key_id?: string };
+      out.checkpoint = { seq: cp.seq, signs_seq: Number(d.seq), time: cp.event.time, head: String(d.head), ...(d.key_id ? { key_id: d.key_id } : {}) };
+    }
+  }
+  return out;
+}
+
+/** Build the report of `period` from the audit log and the store. */
+export async function collectReport(src: ReportSources, period: ReportPeriod, now = new Date()): Promise<ReportModel> {
+  await loadSqlParsers();
+  const verification = await verificationSummary(src.auditDir, src.publicKeyFile);
+  const { records } = await searchAuditLog(src.auditDir, { since: new Date(period.since), until: new Date(period.until), hideCheckpoints: true });
+  const [access, certs, revocations] = await Promise.all([src.store.listAccess(), src.store.listIssuedCerts(period), src.store.listRevocations()]);
+  return buildReportModel({ period, now, events: records.map((r) => r.event), access, certs, revocations, verification });
+}
