@@ -202,7 +202,7 @@ export function buildReportModel(input: ReportInputs): ReportModel {
         const change: ChangeRow = { ...base(e), channel: 'sql', class: c.class, text: sql, detail: c.error ?? c.kinds.join(', ') };
         if (c.class === 'unclassified') unclassified.push(change);
         else if (CHANGING_SQL.has(c.class)) {
-          if (e.outcome === 'failure') deny(e, `${c.class} statement failed: ${errorText(d.error)}`);
+          if (e.outcome === 'failure') deny(e, `${c.class} statement failed (${errorText(d.error)}): ${sql}`);
           else changes.push(change);
         }
         break;

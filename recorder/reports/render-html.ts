@@ -6,6 +6,7 @@
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
 import { createRequire } from 'node:module';
 import type { ReportModel } from './model.ts';
 import { SECTIONS, SUMMARY_FIGURES, verificationText, type Table } from './sections.ts';
@@ -15,7 +16,8 @@ let chartJs: string | undefined;
 /** Chart.js's UMD bundle, as installed (read once). */
 function chartSource(): string {
   if (chartJs === undefined) {
-    const file = createRequire(import.meta.url).resolve('chart.js/dist/chart.umd.js');
+    // The package's exports map does not expose the UMD file: find it beside the CommonJS entry (dist/).
+    const file = path.join(path.dirname(createRequire(import.meta.url).resolve('chart.js')), 'chart.umd.js');
     chartJs = fs.readFileSync(file, 'utf8');
   }
   return chartJs;

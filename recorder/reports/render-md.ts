@@ -7,10 +7,21 @@ function cell(v: string): string {
   return v.replace(/\\/g, '\\\\').replace(/\|/g, '\\|').replace(/[\r\n]+/g, ' ').replace(/([*_`[\]<>])/g, '\\$1');
 }
 
+/** Statement and command text as a code span, so it reads exactly as run (pipes still escaped: GFM tables). */
+function code(v: string): string {
+  const text = v.replace(/[\r\n]+/g, ' ').replace(/\|/g, '\\|');
+  const longest = Math.max(0, ...(text.match(/`+/g) ?? []).map((r) => r.length));
+  const fence = '`'.repeat(longest + 1);
+  const pad = text.startsWith('`') || text.endsWith('`') ? ' ' : '';
+  return `${fence}${pad}${text}${pad}${fence}`;
+}
+
+const CODE_COLUMNS = new Set(['Statement or command', 'Statement']);
+
 function table(t: Table): string {
   if (t.rows.length === 0) return `_${t.empty}_\n`;
   const lines = [`| ${t.columns.map(cell).join(' | ')} |`, `|${t.columns.map(() => ' --- ').join('|')}|`];
-  for (const r of t.rows) lines.push(`| ${r.map(cell).join(' | ')} |`);
+  for (const r of t.rows) lines.push(`| ${r.map((v, i) => (CODE_COLUMNS.has(t.columns[i]) ? code(v) : cell(v))).join(' | ')} |`);
   return lines.join('\n') + '\n';
 }
 
