@@ -136,8 +136,8 @@ export interface ReportModel {
 export interface ReportInputs {
   period: ReportPeriod;
   now: Date;
-  /** Audit events of the period, oldest first (checkpoints left out). */
-  events: AuditEvent[];
+  /** Audit events of the period, oldest first (checkpoints left out); a stream is consumed as it comes. */
+  events: Iterable<AuditEvent> | AsyncIterable<AuditEvent>;
   access: AccessRecord[];
   certs: IssuedCertRecord[];
   revocations: RevocationRecord[];
@@ -148,8 +148,11 @@ const str = (v: unknown): string => (typeof v === 'string' ? v : v === undefined
 /** Event times have microseconds; store times milliseconds: compare as instants. */
 const ms = (t: string | undefined) => (t ? Date.parse(t) : NaN);
 
-/** Build the report model (call loadSqlParsers() first: SQL is classified while building). */
-export function buildReportModel(input: ReportInputs): ReportModel {
+/**
+ * Build the report model (call loadSqlParsers() first: SQL is classified while building). Events are
+ * consumed one by one; what is kept is the aggregates and the rows the report lists.
+ */
+export async function buildReportModel(input: ReportInputs): Promise<ReportModel> {
   const { period, events } = input;
   const sinceMs = ms(period.since);
   const untilMs = ms(period.until);
@@ -172,7 +175,9 @@ export function buildReportModel(input: ReportInputs): ReportModel {
   const deny = (e: AuditEvent, reason: string, count = 1) =>
     denied.push({ time: e.time, user: e.actor?.user ?? '', target: e.target?.name ?? '', type: e.type, source: e.source?.ip ?? '', reason, count });
 
-  for (const e of events) {
+  let eventCount = 0;
+  for await (const e of events) {
+    eventCount++;
     const d = e.details ?? {};
     switch (e.type) {
       case 'session.start': {
@@ -296,7 +301,7 @@ export function buildReportModel(input: ReportInputs): ReportModel {
     generated_at: input.now.toISOString(),
     period,
     summary: {
-      events: events.length,
+      events: eventCount,
       people: people.size,
       targets: perTarget.size,
       sessions: perPersonTarget.reduce((n, r) => n + r.sessions, 0),

@@ -4,8 +4,13 @@
  */
 import fs from 'node:fs';
 import type { StateStore } from '../../src/store/types.ts';
-import { searchAuditLog } from '../audit/read.ts';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { recordsOf, type AuditRecord } from '../audit/read.ts';
+import { parseSegmentName } from '../audit/record.ts';
+import { listSegments } from '../audit/segments.ts';
 import { verifyAuditLog } from '../audit/verify.ts';
+import { streamAuditRecords } from '../export/stream.ts';
 import { buildReportModel, type ReportModel, type ReportPeriod, type VerificationSummary } from './model.ts';
 import { loadSqlParsers } from './classify-sql.ts';
 
@@ -28,8 +33,7 @@ export async function verificationSummary(auditDir: string, publicKeyFile: strin
     ...(res.firstBad ? { problem: res.firstBad.problem } : {}),
   };
   if (res.checkpointedSeq > 0) {
-    const { records } = await searchAuditLog(auditDir, { type: 'audit.checkpoint' });
-    const cp = records.find((r) => r.seq === res.checkpointedSeq);
+    const cp = await recordAt(auditDir, res.checkpointedSeq);
     if (cp) {
       const d = cp.event.details as { seq?: number; head?: string; key_id?: string };
       out.checkpoint = { seq: cp.seq, signs_seq: Number(d.seq), time: cp.event.time, head: String(d.head), ...(d.key_id ? { key_id: d.key_id } : {}) };
@@ -38,11 +42,24 @@ export async function verificationSummary(auditDir: string, publicKeyFile: strin
   return out;
 }
 
+/** The record with sequence number `seq`, read from the one segment that holds it. */
+async function recordAt(auditDir: string, seq: number): Promise<AuditRecord | undefined> {
+  const segment = listSegments(auditDir).filter((n) => (parseSegmentName(n)?.firstSeq ?? Infinity) <= seq).at(-1);
+  if (!segment) return undefined;
+  const text = await fsp.readFile(path.join(auditDir, segment), 'utf8');
+  for (const r of recordsOf(text, (line) => line.startsWith(`{"seq":${seq},`))) if (r.seq === seq) return r;
+  return undefined;
+}
+
 /** Build the report of `period` from the audit log and the store. */
 export async function collectReport(src: ReportSources, period: ReportPeriod, now = new Date()): Promise<ReportModel> {
   await loadSqlParsers();
   const verification = await verificationSummary(src.auditDir, src.publicKeyFile);
-  const { records } = await searchAuditLog(src.auditDir, { since: new Date(period.since), until: new Date(period.until), hideCheckpoints: true });
   const [access, certs, revocations] = await Promise.all([src.store.listAccess(), src.store.listIssuedCerts(period), src.store.listRevocations()]);
-  return buildReportModel({ period, now, events: records.map((r) => r.event), access, certs, revocations, verification });
+  // Streamed: a month of events is read in fixed-size chunks, never held whole.
+  const records = streamAuditRecords(src.auditDir, { since: new Date(period.since), until: new Date(period.until), hideCheckpoints: true });
+  async function* events() {
+    for await (const r of records) yield r.event;
+  }
+  return buildReportModel({ period, now, events: events(), access, certs, revocations, verification });
 }
