@@ -6,6 +6,7 @@ import { parseSchedule } from '../../recorder/reports/cron.ts';
 import { parseConfig } from '../../src/config/load.ts';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { tempDir } from '../support/tmp.ts';
+import { runCliCaptured } from '../support/cli.ts';
 import type { ReportModel } from '../../recorder/reports/model.ts';
 
 const at = (iso: string) => new Date(iso);
@@ -66,5 +67,23 @@ describe('scheduled reports in a running gateway', () => {
     // And it keeps firing.
     await tg.waitForEvent((e) => e.type === 'report.generated' && e.details.out !== file, 20_000);
     expect(fs.readdirSync(path.join(tg.dataDir, 'reports')).filter((f) => f.startsWith('review-')).length).toBeGreaterThanOrEqual(2);
+  }, 60_000);
+
+  it('vigil report access while the gateway holds the log: the file, and its report.generated through the spool', async () => {
+    const bad = await runCliCaptured(['report', 'access', '--format', 'pdf', '--data', tg.dataDir]);
+    expect(bad.code).toBe(2);
+    expect(bad.err).toContain('--format: expected html, md, json');
+    const backwards = await runCliCaptured(['report', 'access', '--since', '1h', '--until', '2h', '--data', tg.dataDir]);
+    expect(backwards.code).toBe(2);
+
+    const out = path.join(tempDir(), 'review.md');
+    const r = await runCliCaptured(['report', 'access', '--since', '1d', '--format', 'md', '--out', out, '--data', tg.dataDir]);
+    expect(r.code, r.err).toBe(0);
+    expect(fs.statSync(out).mode & 0o777).toBe(0o600);
+    const text = fs.readFileSync(out, 'utf8');
+    expect(text).toMatch(/^# Access review /);
+    const ev = await tg.waitForEvent((e) => e.type === 'report.generated' && e.details.out === out, 15_000);
+    expect(ev.details).toMatchObject({ format: 'md', sha256: crypto.createHash('sha256').update(text).digest('hex'), bytes: Buffer.byteLength(text) });
+    expect(ev.source.via).toMatch(/^cli:/);
   }, 60_000);
 });
