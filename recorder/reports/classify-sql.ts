@@ -135,9 +135,20 @@ export function classifyMysql(sql: string): SqlClassification {
   return { class: cls, kinds };
 }
 
+/** Statements repeat (prepared statements, the same query with other parameters): parse each text once. */
+const CACHE_MAX = 10_000;
+const cache = new Map<string, SqlClassification>();
+
 /** Classify by the target's protocol; anything but postgres/mysql is unclassified. */
 export function classifySql(protocol: string, sql: string): SqlClassification {
-  if (protocol === 'postgres') return classifyPostgres(sql);
-  if (protocol === 'mysql') return classifyMysql(sql);
-  return { class: 'unclassified', kinds: [], error: `no SQL parser for protocol ${protocol}` };
+  const key = `${protocol}\u0000${sql}`;
+  const hit = cache.get(key);
+  if (hit) return hit;
+  const c =
+    protocol === 'postgres' ? classifyPostgres(sql)
+    : protocol === 'mysql' ? classifyMysql(sql)
+    : { class: 'unclassified' as const, kinds: [], error: `no SQL parser for protocol ${protocol}` };
+  if (cache.size >= CACHE_MAX) cache.clear();
+  cache.set(key, c);
+  return c;
 }
