@@ -17,7 +17,7 @@ export function renderReport(m: ReportModel, format: ReportFormat): string {
   }
 }
 
-export { collectReport, verificationSummary, type ReportSources } from './source.ts';
+export { collectReport, verificationSummary, roleTargetsOf, type ReportSources } from './source.ts';
 export { buildReportModel, REPORT_KIND, type ReportModel, type ReportPeriod } from './model.ts';
 export { loadSqlParsers, classifySql, classifyPostgres, classifyMysql, type SqlClass } from './classify-sql.ts';
 export { classifyShellCommand } from './classify-ssh.ts';

@@ -34,6 +34,18 @@ export interface GrantRow {
   sessions: number;
 }
 
+/** Per person: what their certificates' roles and their grants let them reach during the period. */
+export interface AccessRow {
+  user: string;
+  /** Roles carried by certificates valid in the period. */
+  roles: string[];
+  /** Targets those roles reach (from the configured policy at report time). */
+  targets: string[];
+  /** Roles granted just in time (active at some time in the period), with their targets. */
+  granted: string[];
+  sessions: number;
+}
+
 export interface CertRow {
   serial: string;
   user: string;
@@ -118,6 +130,7 @@ export interface ReportModel {
     certificates_expired: number;
     certificates_revoked: number;
   };
+  access: AccessRow[];
   grants: GrantRow[];
   break_glass: GrantRow[];
   grants_unused: GrantRow[];
@@ -142,6 +155,8 @@ export interface ReportInputs {
   certs: IssuedCertRecord[];
   revocations: RevocationRecord[];
   verification: VerificationSummary;
+  /** Role name → the targets it reaches under the configured policy (empty when not known). */
+  roleTargets?: Record<string, string[]>;
 }
 
 const str = (v: unknown): string => (typeof v === 'string' ? v : v === undefined || v === null ? '' : String(v));
@@ -267,7 +282,8 @@ export async function buildReportModel(input: ReportInputs): Promise<ReportModel
       id: a.id,
       user: a.user,
       role: a.role,
-      targets: a.targets,
+      // A request not narrowed to targets covers every target its role reaches.
+      targets: a.targets.length ? a.targets : (input.roleTargets?.[a.role] ?? []),
       reason: a.reason,
       state: a.state,
       break_glass: a.breakGlass,
@@ -294,6 +310,32 @@ export async function buildReportModel(input: ReportInputs): Promise<ReportModel
   });
   const issuedInPeriod = certificates.filter((c) => ms(c.not_before) >= sinceMs && ms(c.not_before) <= untilMs);
 
+  // Who could reach what: certificate roles and grants per person, with the targets those reach.
+  const people2 = new Map<string, { roles: Set<string>; granted: Set<string>; targets: Set<string> }>();
+  const personOf = (u: string) => {
+    let p = people2.get(u);
+    if (!p) people2.set(u, (p = { roles: new Set(), granted: new Set(), targets: new Set() }));
+    return p;
+  };
+  for (const c of certificates) {
+    if (c.status === 'revoked' && ms(c.revoked_at) < sinceMs) continue;
+    const p = personOf(c.user);
+    for (const r of c.roles) {
+      p.roles.add(r);
+      for (const t of input.roleTargets?.[r] ?? []) p.targets.add(t);
+    }
+  }
+  for (const g of granted) {
+    const p = personOf(g.user);
+    p.granted.add(`${g.role} (${g.targets.join(', ') || 'no target'})`);
+    for (const t of g.targets) p.targets.add(t);
+  }
+  const sessionsOf = new Map<string, number>();
+  for (const r of sessionRows.values()) sessionsOf.set(r.user, (sessionsOf.get(r.user) ?? 0) + r.sessions);
+  const access: AccessRow[] = [...people2]
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([user, p]) => ({ user, roles: [...p.roles].sort(), targets: [...p.targets].sort(), granted: [...p.granted].sort(), sessions: sessionsOf.get(user) ?? 0 }));
+
   const perPersonTarget = [...sessionRows.values()].sort((a, b) => a.user.localeCompare(b.user) || a.target.localeCompare(b.target));
   return {
     kind: REPORT_KIND,
@@ -315,6 +357,7 @@ export async function buildReportModel(input: ReportInputs): Promise<ReportModel
       certificates_expired: certificates.filter((c) => c.status === 'expired').length,
       certificates_revoked: certificates.filter((c) => c.status === 'revoked').length,
     },
+    access,
     grants,
     break_glass: grants.filter((g) => g.break_glass),
     grants_unused: unused,

@@ -24,6 +24,8 @@ export interface ReportScheduleConfig {
 export interface ReportScheduleDeps {
   schedules: ReportScheduleConfig[];
   store: StateStore;
+  /** Role name → targets it reaches, for the access section. */
+  roleTargets: Record<string, string[]>;
   events: EventBus;
   log: Logger;
   paths: { audit: string; auditPublicKey: string; reports: string };
@@ -51,7 +53,7 @@ export function startReportSchedules(d: ReportScheduleDeps): ReportScheduler {
     const how = { format: job.format, out: file, schedule: job.schedule, name: job.name, actor: SYSTEM, source: GATEWAY };
     try {
       fs.mkdirSync(d.paths.reports, { recursive: true, mode: 0o700 });
-      const report = await generateReport({ auditDir: d.paths.audit, publicKeyFile: d.paths.auditPublicKey, store: d.store }, period, job.format, at);
+      const report = await generateReport({ auditDir: d.paths.audit, publicKeyFile: d.paths.auditPublicKey, store: d.store, roleTargets: d.roleTargets }, period, job.format, at);
       await writeAtomically(file, report.text);
       await d.events.emit(reportEvent(report, how));
       d.log.info({ report: job.name, file }, 'scheduled report written');

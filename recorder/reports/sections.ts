@@ -60,9 +60,19 @@ const GRANT_COLUMNS = ['User', 'Role', 'Targets', 'Reason', 'Break-glass', 'Appr
 
 export const SECTIONS: Section[] = [
   {
+    id: 'access',
+    title: 'Who had access to what',
+    intro: 'Per person: the roles of their certificates valid in the period and the targets those roles reach under the current policy, plus just-in-time grants.',
+    table: (m) => ({
+      columns: ['User', 'Certificate roles', 'Targets reachable', 'Just-in-time grants', 'Sessions'],
+      rows: m.access.map((a) => [a.user, list(a.roles), list(a.targets), list(a.granted), String(a.sessions)]),
+      empty: 'Nobody held a certificate or grant in the period.',
+    }),
+  },
+  {
     id: 'grants',
-    title: 'Who had access, when and why',
-    intro: 'Just-in-time requests and grants whose life touches the period (reasons, approvers, break-glass), then certificates valid during it.',
+    title: 'When and why: requests and grants',
+    intro: 'Just-in-time requests and grants whose life touches the period: reasons, approvers, break-glass.',
     table: (m) => ({ columns: GRANT_COLUMNS, rows: m.grants.map(grantRow), empty: 'No access requests or grants in the period.' }),
   },
   {

@@ -4,6 +4,9 @@
  */
 import fs from 'node:fs';
 import type { StateStore } from '../../src/store/types.ts';
+import type { TargetConfig, VigilConfig } from '../../src/config/schema.ts';
+import type { RoleConfig } from '../../src/authz/config.ts';
+import { roleReachesTarget } from '../../src/authz/policy.ts';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { recordsOf, type AuditRecord } from '../audit/read.ts';
@@ -18,6 +21,15 @@ export interface ReportSources {
   auditDir: string;
   publicKeyFile: string;
   store: StateStore;
+  /** Role name → targets it reaches (roleTargetsOf(config)); without it the report names no targets for roles. */
+  roleTargets?: Record<string, string[]>;
+}
+
+/** What each configured role reaches under the policy (the connect-time rule, authz/policy.ts). */
+export function roleTargetsOf(config: Pick<VigilConfig, 'roles' | 'targets'>): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const role of config.roles as RoleConfig[]) out[role.name] = (config.targets as TargetConfig[]).filter((t) => roleReachesTarget(role, t)).map((t) => t.name);
+  return out;
 }
 
 /** Verify the whole chain and name the signed checkpoint its verified part ends on. */
@@ -61,5 +73,5 @@ export async function collectReport(src: ReportSources, period: ReportPeriod, no
   async function* events() {
     for await (const r of records) yield r.event;
   }
-  return buildReportModel({ period, now, events: events(), access, certs, revocations, verification });
+  return buildReportModel({ period, now, events: events(), access, certs, revocations, verification, roleTargets: src.roleTargets });
 }

@@ -18,6 +18,7 @@ import { createAuthorizer } from '../authz/index.ts';
 import { startAccessEnforcement } from '../access/enforcement.ts';
 import { startDailyPurge } from '../../recorder/retention/daily.ts';
 import { startReportSchedules } from '../../recorder/reports/schedule.ts';
+import { roleTargetsOf } from '../../recorder/reports/source.ts';
 import { startApi } from '../api/server.ts';
 import { openAuditLog, witnessPublisher } from '../../recorder/audit/index.ts';
 import { openRecordingStore } from '../../recorder/recordings/index.ts';
@@ -90,7 +91,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
 
   const enforcement = startAccessEnforcement(services);
   const purgeJob = config.retention.auto_purge ? startDailyPurge({ config, store, events, log, paths: dataPaths(dataDir) }) : undefined;
-  const reportJobs = config.reports.schedules.length ? startReportSchedules({ schedules: config.reports.schedules, store, events, log, paths: dataPaths(dataDir) }) : undefined;
+  const reportJobs = config.reports.schedules.length ? startReportSchedules({ schedules: config.reports.schedules, store, roleTargets: roleTargetsOf(config), events, log, paths: dataPaths(dataDir) }) : undefined;
   const servers: net.Server[] = [];
   const proxies: ProxyInstance[] = [];
   const ports: Record<string, number> = {};

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import https from 'node:https';
 import ssh2 from 'ssh2';
+import YAML from 'yaml';
 import { chromium, type BrowserContext } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditEvent } from '../../src/events/envelope.ts';
@@ -33,6 +34,7 @@ let tg: TestGateway;
 let base: string;
 let alice: IssuedFiles, bob: IssuedFiles, carol: IssuedFiles;
 let knownHosts: string;
+let configFile: string;
 const MYSQL_PASSWORD = 'report-app-pass';
 
 beforeAll(async () => {
@@ -41,23 +43,24 @@ beforeAll(async () => {
   base = tempDir('vigil-report-');
   const secret = path.join(base, 'mysql.pass');
   fs.writeFileSync(secret, MYSQL_PASSWORD, { mode: 0o600 });
-  tg = await startTestGateway(
-    {
-      targets: [
-        { name: 'web-prod', protocol: 'ssh', host: '127.0.0.1', port: sshd.port, default_login: sshd.user, private_key: sshd.clientKey, host_key: sshd.hostKeyPub, labels: { env: 'prod' } },
-        { name: 'pg-prod', protocol: 'postgres', host: '127.0.0.1', port: pg.port, database: 'app', user: 'trust_user', labels: { env: 'prod' } },
-        { name: 'pg-dev', protocol: 'postgres', host: '127.0.0.1', port: pg.port, database: 'app', user: 'trust_user', labels: { env: 'dev' } },
-        { name: 'my-prod', protocol: 'mysql', host: '127.0.0.1', port: maria.port, user: 'app', password: { file: secret }, labels: { env: 'prod' } },
-      ],
-      roles: [
-        { name: 'engineer', target_labels: { env: 'dev' } },
-        { name: 'prod-access', target_labels: { env: 'prod' }, logins: ['*'], approvers: ['sre-lead'], max_ttl: '1h' },
-        { name: 'sre-lead' },
-      ],
-      access: { on_call: ['carol'] },
-    },
-    base,
-  );
+  const policy = {
+    targets: [
+      { name: 'web-prod', protocol: 'ssh', host: '127.0.0.1', port: sshd.port, default_login: sshd.user, private_key: sshd.clientKey, host_key: sshd.hostKeyPub, labels: { env: 'prod' } },
+      { name: 'pg-prod', protocol: 'postgres', host: '127.0.0.1', port: pg.port, database: 'app', user: 'trust_user', labels: { env: 'prod' } },
+      { name: 'pg-dev', protocol: 'postgres', host: '127.0.0.1', port: pg.port, database: 'app', user: 'trust_user', labels: { env: 'dev' } },
+      { name: 'my-prod', protocol: 'mysql', host: '127.0.0.1', port: maria.port, user: 'app', password: { file: secret }, labels: { env: 'prod' } },
+    ],
+    roles: [
+      { name: 'engineer', target_labels: { env: 'dev' } },
+      { name: 'prod-access', target_labels: { env: 'prod' }, logins: ['*'], approvers: ['sre-lead'], max_ttl: '1h' },
+      { name: 'sre-lead' },
+    ],
+    access: { on_call: ['carol'] },
+  };
+  tg = await startTestGateway(policy, base);
+  // The CLI reads the same policy from a config file, as an operator's `vigil --config` would.
+  configFile = path.join(base, 'vigil.yaml');
+  fs.writeFileSync(configFile, YAML.stringify({ data_dir: tg.dataDir, ...policy }));
   [alice, bob, carol] = await Promise.all([
     tg.issue({ user: 'alice', roles: ['engineer'] }),
     tg.issue({ user: 'bob', roles: ['sre-lead'] }),
@@ -191,7 +194,7 @@ describe('vigil report access: HTML in headless Chromium, numbers checked agains
     // Certificates: one revoked (through the CLI, as an operator would), one that expires within the period.
     const dave = await tg.issue({ user: 'dave', roles: ['engineer'] });
     revokedSerial = dave.creds.serial;
-    const rv = await runCliCaptured(['cert', 'revoke', revokedSerial, '--reason', 'laptop lost', '--data', tg.dataDir]);
+    const rv = await runCliCaptured(['cert', 'revoke', revokedSerial, '--reason', 'laptop lost', '--config', configFile]);
     expect(rv.code, rv.err).toBe(0);
     const erin = await tg.issue({ user: 'erin', roles: ['engineer'], ttlMs: 1_000 });
     expiredSerial = erin.creds.serial;
@@ -208,13 +211,13 @@ describe('vigil report access: HTML in headless Chromium, numbers checked agains
     // One period for the three runs (each run adds its own report.generated after it).
     const until = new Date().toISOString();
     const period = ['--since', new Date(Date.now() - 3_600_000).toISOString(), '--until', until];
-    const r = await runCliCaptured(['report', 'access', ...period, '--format', 'html', '--out', htmlFile, '--data', tg.dataDir]);
+    const r = await runCliCaptured(['report', 'access', ...period, '--format', 'html', '--out', htmlFile, '--config', configFile]);
     expect(r.code, r.err).toBe(0);
     expect(fs.statSync(htmlFile).mode & 0o777).toBe(0o600);
-    const j = await runCliCaptured(['report', 'access', ...period, '--format', 'json', '--data', tg.dataDir]);
+    const j = await runCliCaptured(['report', 'access', ...period, '--format', 'json', '--config', configFile]);
     expect(j.code, j.err).toBe(0);
     model = JSON.parse(j.out) as ReportModel;
-    const md = await runCliCaptured(['report', 'access', ...period, '--format', 'md', '--data', tg.dataDir]);
+    const md = await runCliCaptured(['report', 'access', ...period, '--format', 'md', '--config', configFile]);
     expect(md.code, md.err).toBe(0);
 
     // The events as the gateway's bus saw them.
@@ -240,6 +243,12 @@ describe('vigil report access: HTML in headless Chromium, numbers checked agains
     expect(grant).toMatchObject({ user: 'alice', reason: 'INC-4521 replica lag', approvers: ['bob'], break_glass: false });
     expect(grant.sessions).toBe(starts.filter((e) => (e.details.grant_ids as string[] | undefined)?.includes(grantId)).length);
     expect(grant.sessions).toBeGreaterThanOrEqual(3);
+    // Who had access to what: alice's certificate role reaches the dev target, her grant the production ones.
+    expect(grant.targets.sort()).toEqual(['my-prod', 'pg-prod', 'web-prod']);
+    expect(model.access.find((a) => a.user === 'alice')).toEqual({
+      user: 'alice', roles: ['engineer'], targets: ['my-prod', 'pg-dev', 'pg-prod', 'web-prod'], granted: ['prod-access (web-prod, pg-prod, my-prod)'], sessions: starts.length,
+    });
+    expect(model.access.find((a) => a.user === 'carol')).toMatchObject({ roles: [], sessions: 0 });
     expect(model.break_glass.map((g) => g.id)).toEqual([breakGlassId]);
     expect(model.grants_unused.map((g) => g.id)).toEqual([breakGlassId]);
     expect(model.certificates.find((c) => c.serial === revokedSerial)).toMatchObject({ status: 'revoked', revoke_reason: 'laptop lost' });
@@ -297,6 +306,8 @@ describe('vigil report access: HTML in headless Chromium, numbers checked agains
       const rows = await page.$$eval('table[data-rows]', (ts) => Object.fromEntries(ts.map((t) => [t.id, t.querySelectorAll('tbody tr').length])));
       expect(rows['table-changes']).toBe(model.changes.length);
       expect(rows['table-sessions']).toBe(model.sessions.per_person_target.length);
+      expect(rows['table-access']).toBe(model.access.length);
+      expect(await page.textContent('#table-access')).toContain('prod-access (web-prod, pg-prod, my-prod)');
       const changeText = await page.textContent('#table-changes');
       expect(changeText).toContain('GRANT SELECT ON report_notes TO PUBLIC');
       expect(changeText).toContain('echo reviewed > /tmp/vigil-report-test.txt');

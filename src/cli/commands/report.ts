@@ -9,7 +9,7 @@ import { silentLogger } from '../../log.ts';
 import { NotFoundError } from '../../errors.ts';
 import { openStateStore } from '../../store/index.ts';
 import { openAuditForCli } from '../../../recorder/audit/index.ts';
-import { REPORT_FORMATS, type ReportFormat } from '../../../recorder/reports/index.ts';
+import { REPORT_FORMATS, roleTargetsOf, type ReportFormat } from '../../../recorder/reports/index.ts';
 import { generateReport, reportEvent, writeAtomically } from '../../../recorder/reports/generate.ts';
 
 export const reportAccessCommand: Command = {
@@ -40,7 +40,7 @@ export const reportAccessCommand: Command = {
     const store = await openStateStore(dataDir);
     let report;
     try {
-      report = await generateReport({ auditDir: paths.audit, publicKeyFile: paths.auditPublicKey, store }, { since: since.toISOString(), until: until.toISOString() }, format, now);
+      report = await generateReport({ auditDir: paths.audit, publicKeyFile: paths.auditPublicKey, store, roleTargets: roleTargetsOf(config) }, { since: since.toISOString(), until: until.toISOString() }, format, now);
     } finally {
       await store.close();
     }
