@@ -36,9 +36,16 @@ export async function writeAtomically(file: string, text: string): Promise<void>
   }
 }
 
+/** What the `report.generated` event says about a run (all a worker thread needs to send back). */
+export interface ReportedRun {
+  model: Pick<ReportModel, 'summary' | 'period' | 'verification'>;
+  bytes: number;
+  sha256: string;
+}
+
 /** The `report.generated` event of a report run. */
 export function reportEvent(
-  r: GeneratedReport,
+  r: ReportedRun,
   how: { format: ReportFormat; out: string; schedule?: string; name?: string; actor: EventInput['actor']; source: EventInput['source'] },
 ): EventInput {
   const s = r.model.summary;

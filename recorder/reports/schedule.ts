@@ -2,15 +2,15 @@
  * Scheduled access-review reports (`reports.schedules`): the gateway writes each into
  * <data>/reports/<name>-<time>.<format> when its schedule fires and records `report.generated`. A run that
  * fails is logged (and recorded as a failed report.generated) and the schedule goes on; runs of one schedule
- * never overlap. Timers wake at least once a minute, so a clock step is noticed within a minute.
+ * never overlap, and each runs in a worker thread (worker.ts). Timers wake at least once a minute, so a clock step is noticed within a minute.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { EventBus } from '../../src/events/bus.ts';
-import type { StateStore } from '../../src/store/types.ts';
 import { parseSchedule, type Schedule } from './cron.ts';
-import { generateReport, reportEvent, writeAtomically } from './generate.ts';
+import { reportEvent } from './generate.ts';
+import { runReportInWorker } from './worker.ts';
 import type { ReportFormat } from './index.ts';
 
 export interface ReportScheduleConfig {
@@ -23,7 +23,8 @@ export interface ReportScheduleConfig {
 
 export interface ReportScheduleDeps {
   schedules: ReportScheduleConfig[];
-  store: StateStore;
+  /** The data directory (the worker opens its own state store connection there). */
+  dataDir: string;
   /** Role name → targets it reaches, for the access section. */
   roleTargets: Record<string, string[]>;
   events: EventBus;
@@ -46,6 +47,7 @@ export function startReportSchedules(d: ReportScheduleDeps): ReportScheduler {
   let stopped = false;
   const timers = new Set<NodeJS.Timeout>();
   const running = new Set<Promise<void>>();
+  const shutdown = new AbortController();
 
   const runOnce = async (job: ReportScheduleConfig, at: Date): Promise<void> => {
     const period = { since: new Date(at.getTime() - job.period).toISOString(), until: at.toISOString() };
@@ -53,9 +55,9 @@ export function startReportSchedules(d: ReportScheduleDeps): ReportScheduler {
     const how = { format: job.format, out: file, schedule: job.schedule, name: job.name, actor: SYSTEM, source: GATEWAY };
     try {
       fs.mkdirSync(d.paths.reports, { recursive: true, mode: 0o700 });
-      const report = await generateReport({ auditDir: d.paths.audit, publicKeyFile: d.paths.auditPublicKey, store: d.store, roleTargets: d.roleTargets }, period, job.format, at);
-      await writeAtomically(file, report.text);
-      await d.events.emit(reportEvent(report, how));
+      // In a worker thread: a long report never stalls the sessions this process relays.
+      const run = await runReportInWorker({ auditDir: d.paths.audit, publicKeyFile: d.paths.auditPublicKey, dataDir: d.dataDir, roleTargets: d.roleTargets, period, format: job.format, out: file, now: at.toISOString() }, shutdown.signal);
+      await d.events.emit(reportEvent(run, how));
       d.log.info({ report: job.name, file }, 'scheduled report written');
     } catch (e) {
       d.log.error({ err: e, report: job.name }, 'scheduled report failed');
@@ -91,6 +93,8 @@ export function startReportSchedules(d: ReportScheduleDeps): ReportScheduler {
       stopped = true;
       for (const t of timers) clearTimeout(t);
       timers.clear();
+      // A run under way is ended rather than awaited: shutdown must not wait for a month of log.
+      shutdown.abort();
       await Promise.all([...running]);
     },
   };

@@ -48,7 +48,7 @@ describe('scheduled reports in a running gateway', () => {
     });
     const alice = await tg.issue({ user: 'alice', roles: [] });
     // The first run is due two seconds after start; alice's certificate was issued before it.
-    const ev = await tg.waitForEvent((e) => e.type === 'report.generated' && e.outcome === 'success' && Date.parse(e.details.until as string) > alice.creds.notBefore.getTime() + 1000, 20_000);
+    const ev = await tg.waitForEvent((e) => e.type === 'report.generated' && e.outcome === 'success' && Date.parse(e.details.until as string) > alice.creds.notBefore.getTime() + 1000, 90_000);
     expect(ev.actor.user).toBe('vigil');
     const file = ev.details.out as string;
     expect(path.dirname(file)).toBe(path.join(tg.dataDir, 'reports'));
@@ -65,9 +65,9 @@ describe('scheduled reports in a running gateway', () => {
     expect(['unsealed-tail', 'unwitnessed']).toContain(model.verification.status);
     expect(model.verification.checkpoint?.seq).toBeGreaterThan(0);
     // And it keeps firing.
-    await tg.waitForEvent((e) => e.type === 'report.generated' && e.details.out !== file, 20_000);
+    await tg.waitForEvent((e) => e.type === 'report.generated' && e.outcome === 'success' && e.details.out !== file, 90_000);
     expect(fs.readdirSync(path.join(tg.dataDir, 'reports')).filter((f) => f.startsWith('review-')).length).toBeGreaterThanOrEqual(2);
-  }, 60_000);
+  }, 240_000);
 
   it('vigil report access while the gateway holds the log: the file, and its report.generated through the spool', async () => {
     const bad = await runCliCaptured(['report', 'access', '--format', 'pdf', '--data', tg.dataDir]);
