@@ -10,6 +10,7 @@ import type { AuditOpenOptions } from '../recorder/audit/index.ts';
 export const dataPaths = (dataDir: string) => ({
   audit: path.join(dataDir, 'audit'),
   recordings: path.join(dataDir, 'recordings'),
+  reports: path.join(dataDir, 'reports'),
   auditSigningKey: path.join(dataDir, 'ca', 'audit_signing.key'),
   auditPublicKey: path.join(dataDir, 'ca', 'audit_signing.pub'),
 });

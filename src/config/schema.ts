@@ -7,6 +7,7 @@ import { EVENT_CATALOG } from '../events/catalog.ts';
 import { PROXIES } from '../../proxies/registry.ts';
 import { rolesSchema, accessSchema } from '../authz/config.ts';
 import { compileTemplate } from '../../recorder/export/template.ts';
+import { parseSchedule } from '../../recorder/reports/cron.ts';
 
 /** `vigil audit export --format template:NAME`: a line with ${field} placeholders (recorder/export/template.ts). */
 const exportTemplate = z
@@ -192,6 +193,38 @@ export function buildConfigSchema(sc: SchemaContext) {
     export: z
       .strictObject({
         templates: z.record(z.string().regex(/^[a-z0-9][a-z0-9_-]*$/i, 'a template name is letters, digits, - and _'), exportTemplate).default({}),
+      })
+      .prefault({}),
+    /**
+     * Access-review reports the gateway writes by itself into <data_dir>/reports/ (`vigil report access`
+     * on a schedule): `schedule` is a 5-field cron expression in UTC, @hourly/@daily/@weekly/@monthly, or
+     * `@every DURATION`; each report covers the `period` before its run time.
+     */
+    reports: z
+      .strictObject({
+        schedules: z
+          .array(
+            z.strictObject({
+              name: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/i, 'a report name is letters, digits, - and _'),
+              schedule: z.string().superRefine((text, ctx) => {
+                try {
+                  parseSchedule(text);
+                } catch (e) {
+                  ctx.addIssue({ code: 'custom', message: (e as Error).message });
+                }
+              }),
+              period: duration().default(30 * 86_400_000 as never),
+              format: z.enum(['html', 'md', 'json']).default('html'),
+            }),
+          )
+          .default([])
+          .superRefine((list, ctx) => {
+            const seen = new Set<string>();
+            list.forEach((r, i) => {
+              if (seen.has(r.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `reports.schedules: the name ${r.name} is used twice` });
+              seen.add(r.name);
+            });
+          }),
       })
       .prefault({}),
     ...proxySections,

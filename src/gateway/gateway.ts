@@ -18,6 +18,8 @@ import { openStateStore } from '../store/index.ts';
 import { createAuthorizer } from '../authz/index.ts';
 import { startAccessEnforcement } from '../access/enforcement.ts';
 import { startDailyPurge } from '../../recorder/retention/daily.ts';
+import { startReportSchedules } from '../../recorder/reports/schedule.ts';
+import { roleTargetsOf } from '../../recorder/reports/source.ts';
 import { startApi } from '../api/server.ts';
 import { openAuditLog, witnessPublisher } from '../../recorder/audit/index.ts';
 import { openRecordingStore } from '../../recorder/recordings/index.ts';
@@ -90,6 +92,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
 
   const enforcement = startAccessEnforcement(services);
   const purgeJob = config.retention.auto_purge ? startDailyPurge({ config, store, events, log, paths: dataPaths(dataDir) }) : undefined;
+  const reportJobs = config.reports.schedules.length ? startReportSchedules({ schedules: config.reports.schedules, dataDir, roleTargets: roleTargetsOf(config), events, log, paths: dataPaths(dataDir) }) : undefined;
   const servers: net.Server[] = [];
   const proxies: ProxyInstance[] = [];
   const ports: Record<string, number> = {};
@@ -128,6 +131,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
     await enforcement.stop();
     await refusals.close();
     await purgeJob?.stop();
+    await reportJobs?.stop();
     await audit.close().catch(() => {});
     await store.close().catch(() => {});
     throw e;
@@ -148,6 +152,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
       // Open budget windows are summarised now, before the log closes: nothing counted is lost.
       await refusals.close();
       await purgeJob?.stop();
+      await reportJobs?.stop();
       await events
         .emit({ type: 'gateway.stopped', outcome: 'success', actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: 'gateway', protocol: 'vigil' }, details: {} })
         .catch(() => {});

@@ -41,6 +41,8 @@ export class SqliteStateStore implements StateStore {
     this.stmt = {
       insertCert: this.db.prepare('INSERT OR REPLACE INTO certs VALUES (@serial, @user, @roles, @notBefore, @notAfter, @grantId, @kind)'),
       getCert: this.db.prepare('SELECT * FROM certs WHERE serial = ?'),
+      certsOverlapping: this.db.prepare('SELECT * FROM certs WHERE not_after >= @since AND not_before <= @until ORDER BY not_before, serial'),
+      allRevocations: this.db.prepare('SELECT * FROM revocations ORDER BY time, serial'),
       insertRevocation: this.db.prepare('INSERT OR IGNORE INTO revocations VALUES (@serial, @reason, @by, @time)'),
       getRevocation: this.db.prepare('SELECT * FROM revocations WHERE serial = ?'),
       allRevoked: this.db.prepare('SELECT serial FROM revocations').pluck(),
@@ -82,16 +84,15 @@ export class SqliteStateStore implements StateStore {
 
   async getIssuedCert(serial: string): Promise<IssuedCertRecord | undefined> {
     const r = this.stmt.getCert.get(serial) as Record<string, string> | undefined;
-    if (!r) return undefined;
-    return {
-      serial: r.serial,
-      user: r.user,
-      roles: JSON.parse(r.roles),
-      notBefore: r.not_before,
-      notAfter: r.not_after,
-      grantId: r.grant_id ?? undefined,
-      kind: r.kind as IssuedCertRecord['kind'],
-    };
+    return r ? certFromRow(r) : undefined;
+  }
+
+  async listIssuedCerts(range: { since: string; until: string }): Promise<IssuedCertRecord[]> {
+    return (this.stmt.certsOverlapping.all(range) as Record<string, string>[]).map(certFromRow);
+  }
+
+  async listRevocations(): Promise<RevocationRecord[]> {
+    return this.stmt.allRevocations.all() as RevocationRecord[];
   }
 
   async revoke(rec: RevocationRecord): Promise<boolean> {
@@ -184,4 +185,16 @@ export class SqliteStateStore implements StateStore {
   async close(): Promise<void> {
     if (this.db.open) this.db.close();
   }
+}
+
+function certFromRow(r: Record<string, string>): IssuedCertRecord {
+  return {
+    serial: r.serial,
+    user: r.user,
+    roles: JSON.parse(r.roles),
+    notBefore: r.not_before,
+    notAfter: r.not_after,
+    grantId: r.grant_id ?? undefined,
+    kind: r.kind as IssuedCertRecord['kind'],
+  };
 }

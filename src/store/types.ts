@@ -80,6 +80,10 @@ export interface HoldRecord {
 export interface StateStore {
   recordIssuedCert(rec: IssuedCertRecord): Promise<void>;
   getIssuedCert(serial: string): Promise<IssuedCertRecord | undefined>;
+  /** Certificates valid at some time in [since, until] (RFC 3339 bounds), oldest first (access-review report). */
+  listIssuedCerts(range: { since: string; until: string }): Promise<IssuedCertRecord[]>;
+  /** Every revocation, oldest first. */
+  listRevocations(): Promise<RevocationRecord[]>;
   /** Returns false when the serial was already revoked. */
   revoke(rec: RevocationRecord): Promise<boolean>;
   getRevocation(serial: string): Promise<RevocationRecord | undefined>;

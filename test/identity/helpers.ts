@@ -26,6 +26,12 @@ export class MemoryStore implements StateStore {
   async getIssuedCert(serial: string) {
     return this.issued.get(serial);
   }
+  async listIssuedCerts(range: { since: string; until: string }) {
+    return [...this.issued.values()].filter((c) => c.notAfter >= range.since && c.notBefore <= range.until);
+  }
+  async listRevocations() {
+    return [...this.revoked.values()];
+  }
   async revoke(rec: RevocationRecord) {
     if (this.revoked.has(rec.serial)) return false;
     this.revoked.set(rec.serial, rec);

@@ -48,4 +48,20 @@ describe('SQLite state store', () => {
     await expect(s.updateAccess('nope', (r) => r)).rejects.toMatchObject({ code: 'VIGIL_NOT_FOUND' });
     await s.close();
   });
+
+  it('lists the certificates valid at some time in a period, and every revocation (access-review report)', async () => {
+    const store = await openStateStore(tempDir());
+    const cert = (serial: string, notBefore: string, notAfter: string) =>
+      store.recordIssuedCert({ serial, user: 'alice', roles: ['dba'], notBefore, notAfter, kind: 'cert' });
+    await cert('before', '2026-10-01T00:00:00.000Z', '2026-10-31T23:59:59.000Z');
+    await cert('overlaps-start', '2026-10-31T12:00:00.000Z', '2026-11-01T12:00:00.000Z');
+    await cert('inside', '2026-11-10T00:00:00.000Z', '2026-11-10T01:00:00.000Z');
+    await cert('after', '2026-12-01T00:00:01.000Z', '2026-12-02T00:00:00.000Z');
+    const period = { since: '2026-11-01T00:00:00.000Z', until: '2026-12-01T00:00:00.000Z' };
+    expect((await store.listIssuedCerts(period)).map((c) => c.serial)).toEqual(['overlaps-start', 'inside']);
+    expect((await store.listIssuedCerts(period))[0]).toMatchObject({ user: 'alice', roles: ['dba'], kind: 'cert' });
+    await store.revoke({ serial: 'inside', reason: 'lost', by: 'bob', time: '2026-11-10T00:30:00.000Z' });
+    expect(await store.listRevocations()).toEqual([{ serial: 'inside', reason: 'lost', by: 'bob', time: '2026-11-10T00:30:00.000Z' }]);
+    await store.close();
+  });
 });

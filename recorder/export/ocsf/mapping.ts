@@ -247,6 +247,13 @@ const MAPPERS: Record<EventType, (e: AuditEvent) => Mapped> = {
     activity_name: 'Read',
     attrs: { database: { name: 'vigil audit log', type_id: OTHER, type: 'Audit Log' }, query_info: { query_string: str(e.details?.filter_text) ?? '', uid: e.id }, type_id: OTHER, type: 'Audit Log' },
   }),
+  // A report reads the audit log like an export does.
+  'report.generated': (e) => ({
+    cls: C.datastore,
+    activity_id: 1,
+    activity_name: 'Read',
+    attrs: { database: { name: 'vigil audit log', type_id: OTHER, type: 'Audit Log' }, query_info: { query_string: `access report ${str(e.details?.since) ?? ''} .. ${str(e.details?.until) ?? ''}`, uid: e.id }, type_id: OTHER, type: 'Audit Log' },
+  }),
   'audit.outage': (e) => lifecycle(e, OTHER, 'Outage'),
   'audit.purged': (e) => lifecycle(e, OTHER, 'Purge'),
   'hold.added': (e) => lifecycle(e, OTHER, 'Legal Hold'),

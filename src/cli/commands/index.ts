@@ -7,6 +7,7 @@ import { AUDIT_EXPORT_COMMANDS } from './audit-export.ts';
 import { AUDIT_BUNDLE_COMMANDS } from './audit-bundle.ts';
 import { REPLAY_COMMANDS } from './replay.ts';
 import { RETENTION_COMMANDS } from './retention.ts';
+import { REPORT_COMMANDS } from './report.ts';
 import { sshKnownHostsCommand } from '../../../proxies/ssh/cli.ts';
 
 /** Every CLI command, in the order `vigil --help` lists them. One line per command module. */
@@ -21,5 +22,6 @@ export const COMMANDS: Command[] = [
   ...AUDIT_BUNDLE_COMMANDS,
   ...REPLAY_COMMANDS,
   ...RETENTION_COMMANDS,
+  ...REPORT_COMMANDS,
   sshKnownHostsCommand,
 ];

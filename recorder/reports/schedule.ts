@@ -1,0 +1,101 @@
+/**
+ * Scheduled access-review reports (`reports.schedules`): the gateway writes each into
+ * <data>/reports/<name>-<time>.<format> when its schedule fires and records `report.generated`. A run that
+ * fails is logged (and recorded as a failed report.generated) and the schedule goes on; runs of one schedule
+ * never overlap, and each runs in a worker thread (worker.ts). Timers wake at least once a minute, so a clock step is noticed within a minute.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { EventBus } from '../../src/events/bus.ts';
+import { parseSchedule, type Schedule } from './cron.ts';
+import { reportEvent } from './generate.ts';
+import { runReportInWorker } from './worker.ts';
+import type { ReportFormat } from './index.ts';
+
+export interface ReportScheduleConfig {
+  name: string;
+  schedule: string;
+  /** How far back each report looks from its run time. */
+  period: number;
+  format: ReportFormat;
+}
+
+export interface ReportScheduleDeps {
+  schedules: ReportScheduleConfig[];
+  /** The data directory (the worker opens its own state store connection there). */
+  dataDir: string;
+  /** Role name → targets it reaches, for the access section. */
+  roleTargets: Record<string, string[]>;
+  events: EventBus;
+  log: Logger;
+  paths: { audit: string; auditPublicKey: string; reports: string };
+}
+
+export interface ReportScheduler {
+  stop(): Promise<void>;
+}
+
+const MAX_SLEEP_MS = 60_000;
+const SYSTEM = { user: 'vigil', roles: ['system'] };
+const GATEWAY = { ip: 'local', via: 'gateway' };
+
+/** `2026-12-06T04:00:00.000Z` → `20261206T040000Z`: sortable and safe in a file name. */
+const stamp = (d: Date) => d.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}/, '');
+
+export function startReportSchedules(d: ReportScheduleDeps): ReportScheduler {
+  let stopped = false;
+  const timers = new Set<NodeJS.Timeout>();
+  const running = new Set<Promise<void>>();
+  const shutdown = new AbortController();
+
+  const runOnce = async (job: ReportScheduleConfig, at: Date): Promise<void> => {
+    const period = { since: new Date(at.getTime() - job.period).toISOString(), until: at.toISOString() };
+    const file = path.join(d.paths.reports, `${job.name}-${stamp(at)}.${job.format}`);
+    const how = { format: job.format, out: file, schedule: job.schedule, name: job.name, actor: SYSTEM, source: GATEWAY };
+    try {
+      fs.mkdirSync(d.paths.reports, { recursive: true, mode: 0o700 });
+      // In a worker thread: a long report never stalls the sessions this process relays.
+      const run = await runReportInWorker({ auditDir: d.paths.audit, publicKeyFile: d.paths.auditPublicKey, dataDir: d.dataDir, roleTargets: d.roleTargets, period, format: job.format, out: file, now: at.toISOString() }, shutdown.signal);
+      await d.events.emit(reportEvent(run, how));
+      d.log.info({ report: job.name, file }, 'scheduled report written');
+    } catch (e) {
+      d.log.error({ err: e, report: job.name }, 'scheduled report failed');
+      await d.events
+        .emit({ type: 'report.generated', outcome: 'failure', actor: SYSTEM, source: GATEWAY, target: { name: 'report/access', protocol: 'vigil' }, details: { report: 'access', name: job.name, schedule: job.schedule, format: job.format, out: file, since: period.since, until: period.until, error: (e as Error).message } })
+        .catch(() => {});
+    }
+  };
+
+  const arm = (job: ReportScheduleConfig, schedule: Schedule, due: Date | undefined) => {
+    if (stopped || due === undefined) return;
+    const timer = setTimeout(() => {
+      timers.delete(timer);
+      if (stopped) return;
+      if (Date.now() < due.getTime()) return arm(job, schedule, due);
+      const run = runOnce(job, new Date());
+      running.add(run);
+      void run.finally(() => {
+        running.delete(run);
+        arm(job, schedule, schedule.next(new Date(Math.max(Date.now(), due.getTime()))));
+      });
+    }, Math.max(0, Math.min(due.getTime() - Date.now(), MAX_SLEEP_MS)));
+    timer.unref();
+    timers.add(timer);
+  };
+
+  for (const job of d.schedules) {
+    const schedule = parseSchedule(job.schedule);
+    arm(job, schedule, schedule.next(new Date()));
+  }
+  return {
+    async stop() {
+      stopped = true;
+      for (const t of timers) clearTimeout(t);
+      timers.clear();
+      // A run under way is ended rather than awaited: shutdown must not wait for a month of log.
+      shutdown.abort();
+      await Promise.all([...running]);
+    },
+  };
+}

@@ -1,0 +1,77 @@
+/**
+ * Where an access-review report's inputs come from: the audit log (read with the audit readers, as audit
+ * search and export do, and verified with only the public key) and the state store.
+ */
+import fs from 'node:fs';
+import type { StateStore } from '../../src/store/types.ts';
+import type { TargetConfig, VigilConfig } from '../../src/config/schema.ts';
+import type { RoleConfig } from '../../src/authz/config.ts';
+import { roleReachesTarget } from '../../src/authz/policy.ts';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { recordsOf, type AuditRecord } from '../audit/read.ts';
+import { parseSegmentName } from '../audit/record.ts';
+import { listSegments } from '../audit/segments.ts';
+import { verifyAuditLog } from '../audit/verify.ts';
+import { streamAuditRecords } from '../export/stream.ts';
+import { buildReportModel, type ReportModel, type ReportPeriod, type VerificationSummary } from './model.ts';
+import { loadSqlParsers } from './classify-sql.ts';
+
+export interface ReportSources {
+  auditDir: string;
+  publicKeyFile: string;
+  store: StateStore;
+  /** Role name → targets it reaches (roleTargetsOf(config)); without it the report names no targets for roles. */
+  roleTargets?: Record<string, string[]>;
+}
+
+/** What each configured role reaches under the policy (the connect-time rule, authz/policy.ts). */
+export function roleTargetsOf(config: Pick<VigilConfig, 'roles' | 'targets'>): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const role of config.roles as RoleConfig[]) out[role.name] = (config.targets as TargetConfig[]).filter((t) => roleReachesTarget(role, t)).map((t) => t.name);
+  return out;
+}
+
+/** Verify the whole chain and name the signed checkpoint its verified part ends on. */
+export async function verificationSummary(auditDir: string, publicKeyFile: string): Promise<VerificationSummary> {
+  let res;
+  try {
+    res = verifyAuditLog(auditDir, fs.readFileSync(publicKeyFile));
+  } catch (e) {
+    return { status: 'unreadable', ok: false, records: 0, segments: 0, checkpoints: 0, last_seq: 0, problem: (e as Error).message };
+  }
+  const out: VerificationSummary = {
+    status: res.status, ok: res.ok, records: res.records, segments: res.segments, checkpoints: res.checkpoints, last_seq: res.lastSeq,
+    ...(res.firstBad ? { problem: res.firstBad.problem } : {}),
+  };
+  if (res.checkpointedSeq > 0) {
+    const cp = await recordAt(auditDir, res.checkpointedSeq);
+    if (cp) {
+      const d = cp.event.details as { seq?: number; head?: string; key_id?: string };
+      out.checkpoint = { seq: cp.seq, signs_seq: Number(d.seq), time: cp.event.time, head: String(d.head), ...(d.key_id ? { key_id: d.key_id } : {}) };
+    }
+  }
+  return out;
+}
+
+/** The record with sequence number `seq`, read from the one segment that holds it. */
+async function recordAt(auditDir: string, seq: number): Promise<AuditRecord | undefined> {
+  const segment = listSegments(auditDir).filter((n) => (parseSegmentName(n)?.firstSeq ?? Infinity) <= seq).at(-1);
+  if (!segment) return undefined;
+  const text = await fsp.readFile(path.join(auditDir, segment), 'utf8');
+  for (const r of recordsOf(text, (line) => line.startsWith(`{"seq":${seq},`))) if (r.seq === seq) return r;
+  return undefined;
+}
+
+/** Build the report of `period` from the audit log and the store. */
+export async function collectReport(src: ReportSources, period: ReportPeriod, now = new Date()): Promise<ReportModel> {
+  await loadSqlParsers();
+  const verification = await verificationSummary(src.auditDir, src.publicKeyFile);
+  const [access, certs, revocations] = await Promise.all([src.store.listAccess(), src.store.listIssuedCerts(period), src.store.listRevocations()]);
+  // Streamed: a month of events is read in fixed-size chunks, never held whole.
+  const records = streamAuditRecords(src.auditDir, { since: new Date(period.since), until: new Date(period.until), hideCheckpoints: true });
+  async function* events() {
+    for await (const r of records) yield r.event;
+  }
+  return buildReportModel({ period, now, events: events(), access, certs, revocations, verification, roleTargets: src.roleTargets });
+}

@@ -1,0 +1,65 @@
+/**
+ * Scheduled reports run in a worker thread: reading, classifying and above all verifying a month of the
+ * audit log is seconds to minutes of CPU, which on the gateway's own thread would stall every session it
+ * relays. The worker opens its own state store connection, writes the file and returns what the
+ * `report.generated` event needs; the gateway records the event.
+ */
+import { Worker } from 'node:worker_threads';
+import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
+import type { ReportFormat } from './index.ts';
+import type { ReportedRun } from './generate.ts';
+import type { ReportPeriod } from './model.ts';
+
+export interface ReportJob {
+  auditDir: string;
+  publicKeyFile: string;
+  dataDir: string;
+  roleTargets: Record<string, string[]>;
+  period: ReportPeriod;
+  format: ReportFormat;
+  out: string;
+  /** ISO time the run is for (the model's generated_at). */
+  now: string;
+}
+
+/** The worker's module URL, and the TypeScript loader the sources run under (registered in the worker too). */
+function bootstrap(): string {
+  const main = new URL('./worker-main.ts', import.meta.url).href;
+  // tsx's ESM API sits beside its CommonJS entry; the package's exports map names only the latter here.
+  const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx/esm/api').replace(/index\.cjs$/, 'index.mjs')).href;
+  return `(async () => {
+    const { register } = await import(${JSON.stringify(tsx)});
+    register();
+    await import(${JSON.stringify(main)});
+  })().catch((e) => { process.nextTick(() => { throw e; }); });`;
+}
+
+/** Run one report in a new worker thread; `signal` ends it (gateway shutdown) and the promise rejects. */
+export function runReportInWorker(job: ReportJob, signal?: AbortSignal): Promise<ReportedRun> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(bootstrap(), { eval: true, workerData: job });
+    let settled = false;
+    const abort = () => {
+      if (!settled) reject(new Error('report run stopped: the gateway is shutting down'));
+      settled = true;
+      void worker.terminate();
+    };
+    if (signal?.aborted) abort();
+    signal?.addEventListener('abort', abort, { once: true });
+    worker.once('exit', () => signal?.removeEventListener('abort', abort));
+    worker.once('message', (m: { ok: true; run: ReportedRun } | { ok: false; error: string }) => {
+      settled = true;
+      if (m.ok) resolve(m.run);
+      else reject(new Error(m.error));
+    });
+    worker.once('error', (e) => {
+      if (!settled) reject(e);
+      settled = true;
+    });
+    worker.once('exit', (code) => {
+      if (!settled) reject(new Error(`report worker exited with code ${code}`));
+      settled = true;
+    });
+  });
+}

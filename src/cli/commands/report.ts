@@ -1,0 +1,62 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import { UsageError, stringOpt, type Command } from '../command.ts';
+import { loadFromArgs, localUser } from '../context.ts';
+import { parseTimeArg } from './audit.ts';
+import { auditOptions, dataPaths } from '../../data-dir.ts';
+import { EventBus } from '../../events/bus.ts';
+import { silentLogger } from '../../log.ts';
+import { NotFoundError } from '../../errors.ts';
+import { openStateStore } from '../../store/index.ts';
+import { openAuditForCli } from '../../../recorder/audit/index.ts';
+import { REPORT_FORMATS, roleTargetsOf, type ReportFormat } from '../../../recorder/reports/index.ts';
+import { generateReport, reportEvent, writeAtomically } from '../../../recorder/reports/generate.ts';
+
+export const reportAccessCommand: Command = {
+  name: 'report access',
+  summary: 'Access-review report: who had access to what, when and why, sessions, changes, denied attempts, unused grants, certificates, and the audit chain verification.',
+  usage: '[--since 30d|ISO] [--until DURATION|ISO] [--format html|md|json] [--out FILE|-]',
+  options: {
+    since: { type: 'string' },
+    until: { type: 'string' },
+    format: { type: 'string' },
+    out: { type: 'string', short: 'o' },
+  },
+  async run(args) {
+    const now = new Date();
+    const since = parseTimeArg('since', stringOpt(args.values, 'since') ?? '30d', now.getTime())!;
+    const until = parseTimeArg('until', stringOpt(args.values, 'until'), now.getTime()) ?? now;
+    if (until < since) throw new UsageError('--until is before --since');
+    const formatText = stringOpt(args.values, 'format') ?? 'html';
+    if (!(REPORT_FORMATS as readonly string[]).includes(formatText)) throw new UsageError(`--format: expected ${REPORT_FORMATS.join(', ')}, got ${JSON.stringify(formatText)}`);
+    const format = formatText as ReportFormat;
+    const outPath = stringOpt(args.values, 'out');
+    const toFile = outPath !== undefined && outPath !== '-';
+    if (toFile && fs.statSync(outPath, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`--out: ${outPath} is a directory; name the file to write`);
+
+    const { config, dataDir } = loadFromArgs(args);
+    const paths = dataPaths(dataDir);
+    if (!fs.existsSync(paths.audit)) throw new NotFoundError(`no audit log in ${dataDir}`);
+    const store = await openStateStore(dataDir);
+    let report;
+    try {
+      report = await generateReport({ auditDir: paths.audit, publicKeyFile: paths.auditPublicKey, store, roleTargets: roleTargetsOf(config) }, { since: since.toISOString(), until: until.toISOString() }, format, now);
+    } finally {
+      await store.close();
+    }
+    if (toFile) await writeAtomically(outPath, report.text);
+    else args.out.write(report.text);
+    // The report is on the record once written (the writer, or the spool of a running gateway).
+    const audit = await openAuditForCli(paths.audit, auditOptions(dataDir, config, silentLogger()));
+    try {
+      const source = { ip: 'local', via: `cli:${localUser()}@${os.hostname()}` };
+      await new EventBus(audit).emit(reportEvent(report, { format, out: toFile ? outPath : '-', actor: { user: localUser(), roles: [] }, source }));
+    } finally {
+      await audit.close();
+    }
+    if (toFile) args.err.write(`access report ${report.model.period.since} .. ${report.model.period.until} written to ${outPath} (${format}, ${report.bytes} bytes)\n`);
+    return 0;
+  },
+};
+
+export const REPORT_COMMANDS: Command[] = [reportAccessCommand];
