@@ -5,7 +5,7 @@
 # as another user it only reports what is missing and the tests that need it will fail clearly.
 set -euo pipefail
 
-packages=(openssh-server openssh-client postgresql postgresql-client mariadb-server mariadb-client asciinema sysbench pgbouncer tmux util-linux vim-tiny curl python3-psycopg libpostgresql-jdbc-java chromium)
+packages=(openssh-server openssh-client postgresql postgresql-client mariadb-server mariadb-client asciinema sysbench pgbouncer tmux util-linux vim-tiny curl python3-psycopg libpostgresql-jdbc-java openjdk-17-jdk-headless chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
