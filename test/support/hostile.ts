@@ -14,6 +14,7 @@ import { encodePacket } from '../../proxies/mysql/framing.ts';
 import { buildClientHandshake } from '../../proxies/mysql/handshake.ts';
 import { CLIENT } from '../../proxies/mysql/wire.ts';
 import { dataPaths } from '../../src/data-dir.ts';
+import { fileURLToPath } from 'node:url';
 
 /**
  * One gateway in front of a real PostgreSQL, MariaDB and sshd, with stock-client runners for an engineer
@@ -133,6 +134,31 @@ export function auditBytes(tg: TestGateway): number {
   return total;
 }
 
+export interface LoadResult {
+  started: number;
+  cut: number;
+  completed: number;
+  failed: number;
+  /** From a connection's first trickled byte to the gateway's close. */
+  cutAfterMs: { p50: number; p99: number; max: number };
+  byPhase: Record<string, { cut: number; completed: number; failed: number }>;
+  ms: number;
+}
+
+/** Run test/support/hostile-load.ts in its own process against `ports` (listener name -> port). */
+export function hostileLoad(ports: Record<string, number>, args: string[]): Promise<LoadResult> {
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+  return new Promise((resolve, reject) => {
+    const list = Object.entries(ports).map(([k, v]) => `${k}=${v}`).join(',');
+    const c = spawn(path.join(root, 'node_modules/.bin/tsx'), [path.join(root, 'test/support/hostile-load.ts'), '--ports', list, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    c.stdout.on('data', (d) => (out += d));
+    c.stderr.on('data', (d) => (err += d));
+    c.on('close', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').at(-1)!)) : reject(new Error(`hostile load exited ${code}: ${err}`))));
+  });
+}
+
 // ---- slowloris clients --------------------------------------------------------------------------
 
 /** Every phase a slowloris client can trickle in, per listener. */
@@ -151,6 +177,8 @@ export interface SlowResult {
   sent: number;
   /** What the gateway sent before closing (for protocol-native errors). */
   received: Buffer;
+  /** From the first trickled byte to the close. */
+  ms?: number;
 }
 
 let helloCache: Buffer | undefined;
@@ -209,24 +237,31 @@ function tlsOver(sock: net.Socket, ca?: Buffer): Promise<tls.TLSSocket> {
 }
 
 /**
- * Write `bytes` one byte every `everyMs` until all are sent (the gateway did not cut) or the gateway
- * closes the connection. `maxMs` bounds the whole trickle.
+ * Write `bytes` one byte every `everyMs`, then hold the connection open; resolves once the gateway
+ * closes it (`cutByGateway`), or after `holdMs` more without a close (a deadline that never came).
  */
-export function trickle(s: net.Socket | tls.TLSSocket, bytes: Buffer, everyMs = 1000, received: Buffer[] = []): Promise<SlowResult> {
+export function trickle(s: net.Socket | tls.TLSSocket, bytes: Buffer, everyMs = 1000, received: Buffer[] = [], holdMs = 30_000): Promise<SlowResult> {
   return new Promise((resolve) => {
     let sent = 0;
     let done = false;
+    const t0 = Date.now();
+    let giveUp: NodeJS.Timeout | undefined;
     s.on('data', (d: Buffer) => received.push(d));
     const finish = (cut: boolean) => {
       if (done) return;
       done = true;
       clearInterval(timer);
+      clearTimeout(giveUp);
       s.destroy();
-      resolve({ cutByGateway: cut, sent, received: Buffer.concat(received) });
+      resolve({ cutByGateway: cut, sent, received: Buffer.concat(received), ms: Date.now() - t0 });
     };
     const timer = setInterval(() => {
       if (s.destroyed || !s.writable) return finish(true);
-      if (sent >= bytes.length) return finish(false);
+      if (sent >= bytes.length) {
+        clearInterval(timer);
+        giveUp = setTimeout(() => finish(false), holdMs);
+        return;
+      }
       s.write(bytes.subarray(sent, sent + 1));
       sent++;
     }, everyMs);
