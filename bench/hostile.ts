@@ -4,7 +4,7 @@
  * One in-process gateway in front of a real PostgreSQL, MariaDB and sshd (test/support/hostile.ts). Three
  * real clients keep one session each: node-postgres and mysql2 running `SELECT 1`, and the stock OpenSSH
  * client running `cat` on the target (one line out, the same line back). Each round measures N round trips
- * of each client quiet, then again while a separate process (test/support/hostile-load.ts) keeps
+ * of each client (interleaved) quiet, then again while a separate process (test/support/hostile-load.ts) keeps
  * --hostile slowloris connections open across the Postgres, MySQL and SSH listeners (one byte per second,
  * every phase, each one replaced as soon as a deadline cuts it). Prints p50/p99 per client and phase per
  * round, the medians over rounds, the added p99 (target < 50 ms), the load average, then a one-shot
@@ -45,15 +45,22 @@ function pct(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 }
 
-async function measure(trip: Trip, n: number): Promise<{ p50: number; p99: number }> {
-  const ms: number[] = [];
+/** N round trips of each client, interleaved (one of each in turn) so that all see the same moments of the attack. */
+async function measure(trips: Record<string, Trip>, n: number): Promise<Record<string, { p50: number; p99: number }>> {
+  const ms: Record<string, number[]> = Object.fromEntries(Object.keys(trips).map((k) => [k, []]));
   for (let i = 0; i < n; i++) {
-    const t = performance.now();
-    await trip();
-    ms.push(performance.now() - t);
+    for (const [name, trip] of Object.entries(trips)) {
+      const t = performance.now();
+      await trip();
+      ms[name]!.push(performance.now() - t);
+    }
   }
-  ms.sort((a, b) => a - b);
-  return { p50: pct(ms, 0.5), p99: pct(ms, 0.99) };
+  const out: Record<string, { p50: number; p99: number }> = {};
+  for (const [name, xs] of Object.entries(ms)) {
+    xs.sort((a, b) => a - b);
+    out[name] = { p50: pct(xs, 0.5), p99: pct(xs, 0.99) };
+  }
+  return out;
 }
 
 async function clients(w: AllWorld): Promise<{ trips: Record<string, Trip>; close(): Promise<void> }> {
@@ -111,16 +118,14 @@ async function main(): Promise<void> {
   const results: Record<string, { quiet: { p50: number; p99: number }[]; hostile: { p50: number; p99: number }[] }> = {};
   for (const name of Object.keys(c.trips)) results[name] = { quiet: [], hostile: [] };
   for (let r = 1; r <= ROUNDS; r++) {
-    for (const [name, trip] of Object.entries(c.trips)) {
-      const q = await measure(trip, SAMPLES);
+    for (const [name, q] of Object.entries(await measure(c.trips, SAMPLES))) {
       results[name]!.quiet.push(q);
       console.log(`round ${r} quiet   ${name}: p50 ${q.p50.toFixed(2)} ms p99 ${q.p99.toFixed(2)} ms (load ${load()})`);
     }
     // Sustained hostile load for as long as the measurement takes: each listener keeps HOSTILE/3 open.
     const attack = hostileLoad(ports, ['--per-listener', String(Math.ceil(HOSTILE / 3)), '--phases', PHASES, '--addresses', '20', '--from', `127.0.${20 + r}`, '--sustain', '25', '--open-rate', '500']);
     await new Promise((res) => setTimeout(res, 5000));
-    for (const [name, trip] of Object.entries(c.trips)) {
-      const h = await measure(trip, SAMPLES);
+    for (const [name, h] of Object.entries(await measure(c.trips, SAMPLES))) {
       results[name]!.hostile.push(h);
       console.log(`round ${r} hostile ${name}: p50 ${h.p50.toFixed(2)} ms p99 ${h.p99.toFixed(2)} ms (load ${load()})`);
     }
