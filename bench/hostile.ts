@@ -10,7 +10,7 @@
  * round, the medians over rounds, the added p99 (target < 50 ms), the load average, then a one-shot
  * 1,000-per-protocol run with gateway RSS growth and audit bytes.
  *
- *   npx tsx bench/hostile.ts [--rounds 5] [--samples 200] [--hostile 500] [--scale 1000] [--phases LISTENER/PHASE,...]
+ *   npx tsx bench/hostile.ts [--rounds 5] [--samples 200] [--hostile 500] [--open-rate 100] [--scale 1000] [--phases LISTENER/PHASE,...]
  *
  * The deadlines are the shipped defaults; the unauthenticated caps are raised so the hostile connections are
  * really held. The attacker runs on the same machine (its TLS and SSH key exchanges compete for the CPU).
@@ -30,6 +30,8 @@ const { values } = parseArgs({
     samples: { type: 'string', default: '200' },
     hostile: { type: 'string', default: '500' },
     scale: { type: 'string', default: '1000' },
+    /** New hostile connections per second: 100 spreads the 500 over the 5 s handshake deadline (no synchronised waves). */
+    'open-rate': { type: 'string', default: '100' },
     phases: { type: 'string', default: 'postgres/startup,postgres/tls_handshake,postgres/password,mysql/ssl_request,mysql/tls_handshake,mysql/handshake_response,ssh/ident,ssh/kex,ssh/auth' },
   },
 });
@@ -123,8 +125,9 @@ async function main(): Promise<void> {
       console.log(`round ${r} quiet   ${name}: p50 ${q.p50.toFixed(2)} ms p99 ${q.p99.toFixed(2)} ms (load ${load()})`);
     }
     // Sustained hostile load for as long as the measurement takes: each listener keeps HOSTILE/3 open.
-    const attack = hostileLoad(ports, ['--per-listener', String(Math.ceil(HOSTILE / 3)), '--phases', PHASES, '--addresses', '20', '--from', `127.0.${20 + r}`, '--sustain', '25', '--open-rate', '500']);
-    await new Promise((res) => setTimeout(res, 5000));
+    const attack = hostileLoad(ports, ['--per-listener', String(Math.ceil(HOSTILE / 3)), '--phases', PHASES, '--addresses', '20', '--from', `127.0.${20 + r}`, '--sustain', '30', '--open-rate', values['open-rate']!]);
+    // Measure once the hostile connections are all open (and being replaced as the deadlines cut them).
+    await new Promise((res) => setTimeout(res, Math.ceil((HOSTILE / Number(values['open-rate'])) * 1000) + 1000));
     for (const [name, h] of Object.entries(await measure(c.trips, SAMPLES))) {
       results[name]!.hostile.push(h);
       console.log(`round ${r} hostile ${name}: p50 ${h.p50.toFixed(2)} ms p99 ${h.p99.toFixed(2)} ms (load ${load()})`);
