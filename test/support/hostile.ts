@@ -289,9 +289,20 @@ function mysqlResponse(): Buffer {
  * went through, which a working deadline never allows).
  */
 export async function slowloris(listener: Listener, phase: string, port: number, localAddress = '127.0.0.1', everyMs = 1000): Promise<SlowResult> {
-  const s = await connect(port, localAddress);
-  const received: Buffer[] = [];
   const hello = await clientHello();
+  const s = await connect(port, localAddress);
+  try {
+    return await slowlorisOn(s, listener, phase, port, localAddress, everyMs, hello);
+  } catch {
+    // Closed by the gateway while the steps before the trickled phase ran (e.g. a TLS handshake slower
+    // than the deadline on a loaded machine): still a cut, with nothing trickled.
+    s.destroy();
+    return { cutByGateway: true, sent: 0, received: Buffer.alloc(0) };
+  }
+}
+
+async function slowlorisOn(s: net.Socket, listener: Listener, phase: string, port: number, localAddress: string, everyMs: number, hello: Buffer): Promise<SlowResult> {
+  const received: Buffer[] = [];
   switch (`${listener}/${phase}`) {
     case 'postgres/startup':
       return trickle(s, encodeSslRequest(), everyMs, received);
