@@ -32,6 +32,7 @@ import { backendAccounts, ProvisioningError, type AccountCredential } from '../.
 import { accountName, type UserProvisioning } from '../../src/accounts/config.ts';
 import type { ConnectionIds, KillableConnection } from './connection-ids.ts';
 import type { SourceLimiter } from '../../src/gateway/preauth.ts';
+import { PreAuthDeadlines, watchWriteStall } from '../../src/gateway/slow-clients.ts';
 
 export interface MysqlSection {
   enabled: boolean;
@@ -116,7 +117,8 @@ export class MysqlConnection implements KillableConnection {
   private tracker: CommandTracker<Command> | undefined;
   private readonly statements: PreparedStatements;
   private closed = false;
-  private authTimer: NodeJS.Timeout | undefined;
+  private deadlines: PreAuthDeadlines | undefined;
+  private stopStallWatch: (() => void) | undefined;
   private counted = false;
   private releaseSource: (() => void) | undefined;
   /** Client packets received while an asynchronous check (USE authorization) runs. */
@@ -153,8 +155,15 @@ export class MysqlConnection implements KillableConnection {
     }
     unauthenticated.count++;
     this.counted = true;
-    this.authTimer = setTimeout(() => this.fatal(0, { ...ERR.HANDSHAKE, message: 'vigil: authentication timed out' }, 'protocol_error'), services.config.gateway.auth_timeout);
-    this.authTimer.unref();
+    // Slowloris: the handshake (SSLRequest + TLS) and the whole unauthenticated phase each have a deadline.
+    this.deadlines = new PreAuthDeadlines(services, { protocol: 'mysql', source: this.ctx.remote, connId: this.ctx.id }, 'ssl_request', (message) => {
+      if (this.deadlines!.phase === 'tls_handshake') {
+        // Mid-handshake no MySQL packet can be read by the client: just close.
+        this.client.destroy();
+        return this.shutdown('protocol_error');
+      }
+      this.fatal(0, { ...ERR.HANDSHAKE, message: `vigil: ${message}` }, 'protocol_error');
+    });
     const scramble = scrambleBytes();
     sock.write(
       encodePacket(
@@ -200,6 +209,11 @@ export class MysqlConnection implements KillableConnection {
     if (remainder.length > 0) this.client.unshift(remainder);
     const secure = new tls.TLSSocket(this.client as net.Socket, { isServer: true, secureContext: this.shared.services.identity.tlsContext(), requestCert: true, rejectUnauthorized: false });
     this.client = secure;
+    this.deadlines!.phase = 'tls_handshake';
+    secure.once('secure', () => {
+      this.deadlines!.handshakeDone();
+      this.deadlines!.phase = 'handshake_response';
+    });
     secure.on('error', (e) => {
       this.log.debug({ err: e.message }, 'TLS error');
       this.shutdown('client_closed');
@@ -227,6 +241,7 @@ export class MysqlConnection implements KillableConnection {
             } else {
               // No certificate: ask for the vigil token as a clear-text password (the channel is TLS).
               step = 'token';
+              this.deadlines!.phase = 'token';
               secure.write(encodePacket(3, buildAuthSwitch('mysql_clear_password', Buffer.alloc(0))));
             }
           } else if (step === 'token') {
@@ -271,6 +286,7 @@ export class MysqlConnection implements KillableConnection {
 
   private async authenticated(hs: ReturnType<typeof parseClientHandshake>, cred: VerifyResult, seq: number, details: Record<string, unknown>): Promise<void> {
     const { services } = this.shared;
+    this.deadlines!.phase = 'admission';
     try {
       const req = this.admitRequest(hs.user, cred, hs.database, details);
       const adm = await admit(services, req);
@@ -297,7 +313,7 @@ export class MysqlConnection implements KillableConnection {
         this.releaseSource?.();
         this.counted = false;
       }
-      clearTimeout(this.authTimer);
+      this.deadlines?.clear();
       let backend: BackendConnection;
       try {
         const attributes = { _client_name: 'vigil', program_name: hs.attributes.program_name ?? '', vigil_user: adm.principal.user, vigil_session: this.sessionId };
@@ -434,6 +450,12 @@ export class MysqlConnection implements KillableConnection {
       this.backendLost('backend_error', `vigil: lost the connection to the target database (${e.message})`);
     });
     backend.on('close', () => this.backendLost('backend_closed', 'vigil: the target database closed the connection'));
+    // A client that stopped reading: the backend is paused above (bounded memory); after
+    // slow_clients.write_stall_timeout without progress the session ends (what ran is recorded).
+    const stallMs = this.shared.services.config.slow_clients.write_stall_timeout;
+    this.stopStallWatch = watchWriteStall(client as net.Socket, stallMs, () =>
+      this.session!.handle.terminate('write_stall', `the client read none of the pending results for ${Math.round(stallMs / 1000)} s; the session is closed.`),
+    );
     const idle = this.shared.services.config.gateway.idle_timeout;
     if (idle > 0) {
       // Idle = no client traffic while no response is outstanding (a long query is not idleness).
@@ -1081,7 +1103,8 @@ export class MysqlConnection implements KillableConnection {
     if (this.closed) return;
     this.closed = true;
     this.closeReason = reason;
-    clearTimeout(this.authTimer);
+    this.deadlines?.clear();
+    this.stopStallWatch?.();
     if (this.counted) {
       this.shared.unauthenticated.count--;
       this.releaseSource?.();

@@ -9,6 +9,7 @@ import { admit, openSession, type AdmitRequest, type OpenSession } from '../../s
 import type { EndReason } from '../../src/sessions/registry.ts';
 import { ProtocolError } from '../../src/errors.ts';
 import type { SourceLimiter } from '../../src/gateway/preauth.ts';
+import { PreAuthDeadlines, watchWriteStall } from '../../src/gateway/slow-clients.ts';
 import { MessageFramer } from './framing.ts';
 import { decodePassword, decodeStartupPacket, F, PROTOCOL_3_0, type StartupPacket } from './frontend.ts';
 import { authenticationCleartextPassword, authenticationOk, backendKeyData, fatal, negotiateProtocolVersion, readyForQuery, B } from './backend.ts';
@@ -146,7 +147,8 @@ export class ClientConnection {
   private lastBackendError: string | undefined;
   private releaseKey: (() => void) | undefined;
   private cancelTarget: CancelTarget | undefined;
-  private authTimer: NodeJS.Timeout | undefined;
+  private deadlines: PreAuthDeadlines | undefined;
+  private stopStallWatch: (() => void) | undefined;
   private releaseSource: (() => void) | undefined;
   private clientTerminated = false;
   private flushRecords: (() => void) | undefined;
@@ -178,8 +180,12 @@ export class ClientConnection {
       this.refuse(new Refusal('53300', 'too many connections from your address are authenticating; try again shortly'));
       return;
     }
-    this.authTimer = setTimeout(() => this.refuse(new Refusal('08006', 'authentication timed out')), services.config.gateway.auth_timeout);
-    this.authTimer.unref();
+    // Slowloris: the handshake (SSL/TLS + startup) and the whole unauthenticated phase each have a deadline.
+    // Mid-handshake there is no way to send an error the client could read: the connection is just closed.
+    this.deadlines = new PreAuthDeadlines(services, { protocol: PROTOCOL, source: this.ctx.remote, connId: this.ctx.id }, 'startup', (message) => {
+      const speaking = this.deadlines!.phase === 'password' || this.deadlines!.phase === 'admission';
+      this.refuse(speaking ? new Refusal('08P01', `vigil: ${message} (gateway.auth_timeout)`) : new Refusal('08006', message));
+    });
     this.negotiate().catch((e) => this.refuse(e));
   }
 
@@ -189,7 +195,7 @@ export class ClientConnection {
       this.shared.unauthenticated--;
     }
     this.releaseSource?.();
-    if (this.authTimer) clearTimeout(this.authTimer);
+    this.deadlines?.clear();
   }
 
   /** Send a FATAL error if the client can still read one, then close. Pre-session only. */
@@ -242,13 +248,16 @@ export class ClientConnection {
           return;
         }
         this.client.write('S');
+        this.deadlines!.phase = 'tls_handshake';
         this.client = await this.upgrade();
+        this.deadlines!.phase = 'startup';
         encrypted = true;
         reader = new PacketReader(this.client, new MessageFramer({ maxLength: MAX_STARTUP_PACKET, untyped: true }));
         continue;
       }
       break;
     }
+    this.deadlines!.handshakeDone();
     if (packet.kind === 'cancel') return this.cancel(packet.processId, packet.secretKey);
     if (packet.kind !== 'startup') throw new ProtocolError('unexpected startup packet');
     const params = packet.params;
@@ -276,6 +285,7 @@ export class ClientConnection {
       credential = this.shared.services.identity.verifyClientCertificate(cert.raw, this.ctx.remote.ip);
     } else {
       method = 'token';
+      this.deadlines!.phase = 'password';
       this.client.write(authenticationCleartextPassword());
       const { type, msg } = await typed.next();
       if (type !== F.Password) throw new ProtocolError('expected a password message');
@@ -285,6 +295,7 @@ export class ClientConnection {
       const p = credential.principal;
       credential = failure('principal_mismatch', `the database user "${user}" does not match your vigil identity "${p.user}"; connect with user=${p.user}`, undefined, p.user, p.certSerial);
     }
+    this.deadlines!.phase = 'admission';
     const database = requestedDb ?? (target?.database as string | undefined);
     const req: AdmitRequest = {
       protocol: PROTOCOL,
@@ -765,6 +776,12 @@ export class ClientConnection {
     });
     b.once('close', () => this.onBackendGone());
     client.once('end', () => this.endSession('client_closed'));
+    // A client that stopped reading: the backend is paused above (bounded memory); after
+    // slow_clients.write_stall_timeout without progress the session ends (what ran is recorded).
+    const stallMs = services.config.slow_clients.write_stall_timeout;
+    this.stopStallWatch = watchWriteStall(client, stallMs, () =>
+      session.handle.terminate('write_stall', `The client read none of the pending results for ${Math.round(stallMs / 1000)} s; the session is closed.`),
+    );
     const idle = services.config.gateway.idle_timeout;
     if (idle > 0) {
       // Idle = no traffic either way and no statement running (a long query is not idleness).
@@ -808,7 +825,7 @@ export class ClientConnection {
   /** Registry terminator: send a FATAL ErrorResponse at a message boundary, then close. */
   private terminate(reason: EndReason, message: string): void {
     if (this.ended) return;
-    const code = reason === 'shutdown' ? '57P01' : reason === 'audit_unavailable' ? '58000' : reason === 'idle_timeout' ? '57P05' : '28000';
+    const code = reason === 'shutdown' ? '57P01' : reason === 'audit_unavailable' ? '58000' : reason === 'idle_timeout' ? '57P05' : reason === 'write_stall' ? '08006' : '28000';
     this.terminating = { reason, message, code };
     if (!this.backendFramer || this.backendFramer.atBoundary) return this.finishTermination();
     // Mid-message from the backend: the next chunk is cut at the boundary; do not wait forever.
@@ -852,6 +869,7 @@ export class ClientConnection {
     this.shared.live.delete(this);
     this.releaseKey?.();
     if (this.longRunningTimer) clearTimeout(this.longRunningTimer);
+    this.stopStallWatch?.();
     // A statement still running would go on after the client is gone (the server only notices a closed
     // socket when it writes): cancel it first.
     if (this.cancelTarget && (this.tracker?.pending ?? 0) > 0 && reason !== 'backend_error' && reason !== 'backend_closed') {

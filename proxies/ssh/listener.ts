@@ -4,6 +4,8 @@ import type { GatewayServices } from '../../src/gateway/services.ts';
 import { SourceLimiter } from '../../src/gateway/preauth.ts';
 import { serverAlgorithms, type SshSection } from './config.ts';
 import { Connection, type ListenerContext } from './connection.ts';
+import { sendDisconnect } from './wire.ts';
+import { PreAuthDeadlines, watchWriteStall } from '../../src/gateway/slow-clients.ts';
 
 /** The SSH listener: one ssh2 server per accepted socket, capped while unauthenticated. */
 export function createSshListener(services: GatewayServices, section: SshSection): ProxyInstance {
@@ -28,23 +30,45 @@ export function createSshListener(services: GatewayServices, section: SshSection
       }
       unauthenticated++;
       let counted = true;
+      let client: ssh2.Connection | undefined;
+      let connection: Connection | undefined;
+      let stopStallWatch = () => {};
+      // Slowloris: version exchange + key exchange (pre_auth.handshake_timeout) and the whole
+      // unauthenticated phase (gateway.auth_timeout) each have a deadline, from accept.
+      const deadlines = new PreAuthDeadlines(services, { protocol: 'ssh', source: ctx.remote, connId: ctx.id }, 'ident', (message) => {
+        ctx.log.info({ phase: deadlines.phase }, `ssh ${message}`);
+        if (client && deadlines.phase === 'auth') sendDisconnect(client, `vigil: ${message}.`);
+        // Give the disconnect message a moment, but never wait on a client that does not read.
+        setTimeout(() => socket.destroy(), client && deadlines.phase === 'auth' ? 200 : 0).unref();
+      });
       const release = () => {
+        deadlines.clear();
         if (counted) {
           counted = false;
           unauthenticated--;
           releaseSource();
+          // Authenticated (or gone): a client that then stops reading is cut after write_stall_timeout.
+          const stallMs = services.config.slow_clients.write_stall_timeout;
+          if (!socket.destroyed && connection) {
+            const c = connection;
+            stopStallWatch = watchWriteStall(socket, stallMs, () => c.terminateSession('write_stall', `the client read none of the pending output for ${Math.round(stallMs / 1000)}s; the session is closed.`));
+          }
         }
       };
-      socket.once('close', release);
-      // Until the SSH greeting arrives the auth timer of the connection does not run yet: cover that gap.
-      const greetTimer = setTimeout(() => socket.destroy(), services.config.gateway.auth_timeout);
-      greetTimer.unref();
-      socket.once('close', () => clearTimeout(greetTimer));
+      socket.once('close', () => {
+        release();
+        stopStallWatch();
+      });
       const server = new ssh2.Server({ hostKeys: [lc.hostKey], ident: 'vigil', ...lc.algorithms });
       server.on('error', (e: Error) => ctx.log.debug({ err: e.message }, 'ssh error'));
       server.on('connection', (conn) => {
-        clearTimeout(greetTimer);
-        new Connection(lc, conn, { id: ctx.id, source: ctx.remote, log: ctx.log, onAuthenticated: release });
+        client = conn;
+        deadlines.phase = 'kex';
+        conn.once('handshake', () => {
+          deadlines.handshakeDone();
+          deadlines.phase = 'auth';
+        });
+        connection = new Connection(lc, conn, { id: ctx.id, source: ctx.remote, log: ctx.log, onAuthenticated: release });
       });
       server.injectSocket(socket);
     },

@@ -21,7 +21,8 @@ export interface TapGate {
  */
 export type TapVerdict = boolean | void | 'drop' | Promise<void>;
 
-export function relay(from: Readable, to: Writable, tap: (chunk: Buffer) => TapVerdict, onEnd?: () => void, gate?: TapGate): () => void {
+/** `onBlocked(true)` when `to` stops taking chunks (its buffer or SSH window is full), `onBlocked(false)` once it drains. */
+export function relay(from: Readable, to: Writable, tap: (chunk: Buffer) => TapVerdict, onEnd?: () => void, gate?: TapGate, onBlocked?: (blocked: boolean) => void): () => void {
   let holds = 0;
   const release = () => {
     if (--holds === 0) from.resume();
@@ -36,7 +37,14 @@ export function relay(from: Readable, to: Writable, tap: (chunk: Buffer) => TapV
       release();
     }
   });
-  const onDrain = () => release();
+  let blocked = false;
+  const onDrain = () => {
+    if (blocked) {
+      blocked = false;
+      onBlocked?.(false);
+    }
+    release();
+  };
   let stopped = false;
   /** A chunk waiting for its tap's promise: the source's end is passed on only after it. */
   let inFlight: Promise<void> = Promise.resolve();
@@ -44,6 +52,10 @@ export function relay(from: Readable, to: Writable, tap: (chunk: Buffer) => TapV
     if (stopped || !to.writable) return;
     if (!to.write(chunk)) {
       hold();
+      if (!blocked) {
+        blocked = true;
+        onBlocked?.(true);
+      }
       to.once('drain', onDrain);
     }
   };
@@ -78,6 +90,7 @@ export function relay(from: Readable, to: Writable, tap: (chunk: Buffer) => TapV
     from.off('data', onData);
     from.off('end', onFromEnd);
     to.off('drain', onDrain);
+    if (blocked) onBlocked?.(false);
   };
 }
 

@@ -287,9 +287,24 @@ export class SessionChannel {
     const out = tapFor(true, obs, rec);
     const err = tapFor(true, undefined, rec);
     const inp = tapFor(false, obs, input);
+    // A client that stopped reading (its SSH window stays shut): the target is not read meanwhile
+    // (bounded memory); after slow_clients.write_stall_timeout the session ends with reason write_stall.
+    const stallMs = this.host.services.config.slow_clients.write_stall_timeout;
+    let stallTimer: NodeJS.Timeout | undefined;
+    let blockedRelays = 0;
+    const onBlocked = (blocked: boolean) => {
+      blockedRelays += blocked ? 1 : -1;
+      if (blockedRelays > 0 && !stallTimer && stallMs > 0) {
+        stallTimer = setTimeout(() => this.host.terminateSession('write_stall', `the client read none of the pending output for ${Math.round(stallMs / 1000)}s; the session is closed.`), stallMs);
+        stallTimer.unref();
+      } else if (blockedRelays === 0 && stallTimer) {
+        clearTimeout(stallTimer);
+        stallTimer = undefined;
+      }
+    };
     this.stopRelays.push(
-      relay(backend, client, out.tap, undefined, out.gate),
-      relay(backend.stderr, client.stderr, err.tap, undefined, err.gate),
+      relay(backend, client, out.tap, undefined, out.gate, onBlocked),
+      relay(backend.stderr, client.stderr, err.tap, undefined, err.gate, onBlocked),
       // Client EOF (e.g. the end of scp's input) goes on to the target as EOF.
       relay(client, backend, inp.tap, () => backend.end(), inp.gate),
     );

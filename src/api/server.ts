@@ -12,6 +12,7 @@ import { grantIsLive } from '../authz/index.ts';
 import { ApiError, errorResponse, sendJson } from './http.ts';
 import { matchRoute } from './routes.ts';
 import { RefusalBudget } from './refusals.ts';
+import { applyKeepAlive } from '../gateway/slow-clients.ts';
 
 /** A live-stream client that falls this far behind is disconnected rather than buffered without bound. */
 const STREAM_MAX_BUFFERED = 4 * 1024 * 1024;
@@ -37,10 +38,13 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
     requestCert: true,
     rejectUnauthorized: false,
     minVersion: 'TLSv1.2',
-    handshakeTimeout: 10_000,
+    // Slowloris: the TLS handshake and the request headers each have a deadline, checked every second.
+    handshakeTimeout: services.config.pre_auth.handshake_timeout,
+    connectionsCheckingInterval: 1000,
   });
   server.requestTimeout = 30_000;
-  server.headersTimeout = 10_000;
+  server.headersTimeout = services.config.slow_clients.api_headers_timeout;
+  server.on('connection', (socket: net.Socket) => applyKeepAlive(socket, services.config.slow_clients.keepalive));
   server.on('tlsClientError', (e) => log.debug({ err: e.message }, 'api: TLS handshake failed'));
 
   // Refused calls without a valid certificate are recorded one by one up to a budget per source address;

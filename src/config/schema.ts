@@ -75,6 +75,26 @@ export function buildConfigSchema(sc: SchemaContext) {
         max_message_size: size().default(16 * 1024 as never),
         /** Unauthenticated connections at once from one source address, per listener. */
         max_per_source: z.number().int().min(1).default(32),
+        /**
+         * Deadline of the handshake phase, from accept: Postgres SSLRequest + TLS handshake + startup packet,
+         * MySQL SSLRequest + TLS handshake, SSH version exchange + key exchange, API TLS handshake.
+         */
+        handshake_timeout: duration().default(5_000 as never),
+      })
+      .prefault({}),
+    /** Slow and half-open clients on every listener (issue #16 item 4). */
+    slow_clients: z
+      .strictObject({
+        /**
+         * A session whose client has not taken any of the gateway's pending output for this long (it stopped
+         * reading a large result) is ended with reason `write_stall` (0 = never). Meanwhile the backend is
+         * paused (backpressure), so memory per connection stays bounded.
+         */
+        write_stall_timeout: duration().default(60_000 as never),
+        /** TCP keepalive on accepted sockets: first probe after this much silence (0 = off); finds half-open peers. */
+        keepalive: duration().default(30_000 as never),
+        /** API: a request's headers must all arrive within this long (slowloris on headers); checked every second. */
+        api_headers_timeout: duration().default(5_000 as never),
       })
       .prefault({}),
     certs: z

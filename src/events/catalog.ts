@@ -15,7 +15,7 @@ export const EVENT_CATALOG = {
   'ca.created': { description: 'The certificate authorities and gateway keys were created (vigil init).' },
   // authentication and sessions
   'auth.success': { description: 'A client authenticated and was authorized for a target.' },
-  'auth.failure': { description: 'A client was refused: bad credential, no permission, unknown target, lock, or gateway failing closed.' },
+  'auth.failure': { description: 'A client was refused: bad credential, no permission, unknown target, lock, or gateway failing closed; or cut before authenticating by a pre-auth deadline (reason timeout, with the phase).' },
   'auth.failure.summary': { description: 'Unauthenticated refusals from one source beyond its budget (budgets section), counted instead of written one by one: count, reasons, first/last time, per protocol and window.' },
   'session.start': { description: 'A proxied session to a target began.' },
   'session.end': { description: 'A proxied session ended; details carry the reason, byte counts and duration.' },

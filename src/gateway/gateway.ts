@@ -25,6 +25,7 @@ import { openAuditLog, witnessPublisher } from '../../recorder/audit/index.ts';
 import { openRecordingStore } from '../../recorder/recordings/index.ts';
 import { startTelemetry } from '../telemetry.ts';
 import { refusalBudgetFor } from '../sessions/refusal-budget.ts';
+import { applyKeepAlive } from './slow-clients.ts';
 
 export interface Gateway {
   services: GatewayServices;
@@ -106,6 +107,8 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
       const server = net.createServer({ noDelay: true }, (socket) => {
         // One bad connection must never take the process down: errors are handled per socket.
         socket.on('error', (e) => plog.debug({ err: e.message }, 'socket error'));
+        // A client that vanished without a FIN (half-open) is found by keepalive probes, not left forever.
+        applyKeepAlive(socket, config.slow_clients.keepalive);
         const remote = { ip: socket.remoteAddress ?? 'unknown', port: socket.remotePort ?? 0 };
         const id = newId();
         try {

@@ -11,6 +11,8 @@ export type EndReason =
   | 'revoked'
   | 'locked'
   | 'idle_timeout'
+  /** The client stopped reading the gateway's output for slow_clients.write_stall_timeout. */
+  | 'write_stall'
   | 'shutdown'
   | 'recording_failed'
   | 'audit_unavailable'
