@@ -112,6 +112,17 @@ export function mysqlAccounts(t: TargetConfig, cfg: UserProvisioning, timeoutMs:
         return { revoked, killed };
       });
     },
+    async listOpen() {
+      return admin(async (c) => {
+        // Managed = has its own role granted (see ownRole); open = not ACCOUNT LOCKed.
+        const [rows] = await c.query<mysql.RowDataPacket[]>(
+          // mysql.global_priv, not the mysql.user view: MariaDB keeps ACCOUNT LOCK only in the JSON there.
+          "SELECT g.User FROM mysql.global_priv g JOIN mysql.roles_mapping m ON m.User = g.User AND m.Host = g.Host AND m.Role = CONCAT(g.User, '_roles') " +
+            "WHERE g.Host = '%' AND COALESCE(JSON_VALUE(g.Priv, '$.account_locked'), 'false') NOT IN ('1', 'true') ORDER BY 1",
+        );
+        return rows.map((r) => String(r.User));
+      });
+    },
     async kill(account, backendId) {
       return admin(async (c) => {
         if (!(await threads(c, account)).includes(backendId)) return false;

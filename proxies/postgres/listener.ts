@@ -2,9 +2,12 @@ import type { ProxyInstance } from '../../src/gateway/proxy.ts';
 import type { GatewayServices } from '../../src/gateway/services.ts';
 import { compileSecretPattern } from '../../src/config/redaction.ts';
 import { SourceLimiter } from '../../src/gateway/preauth.ts';
+import { backendAccounts } from '../../src/accounts/manager.ts';
+import type { UserProvisioning } from '../../src/accounts/config.ts';
+import { postgresAccounts } from './provisioning.ts';
 import { CancelKeys } from './cancel.ts';
 import { ClientConnection, type ProxyShared } from './connection.ts';
-import type { PostgresSection } from './config.ts';
+import type { PostgresSection, PostgresTarget } from './config.ts';
 
 /** The PostgreSQL listener: state shared by its connections (cancel keys, TLS context, limits). */
 export function createPostgresListener(services: GatewayServices, section: PostgresSection): ProxyInstance {
@@ -18,6 +21,11 @@ export function createPostgresListener(services: GatewayServices, section: Postg
     perSource: new SourceLimiter(services.config.pre_auth.max_per_source),
     live: new Set(),
   };
+  // Accounts a previous gateway left open (it died mid-session) are locked as this one starts.
+  for (const t of services.config.targets) {
+    if (t.protocol !== 'postgres' || !t.user_provisioning) continue;
+    void backendAccounts(services).sweep(t, postgresAccounts(t as PostgresTarget, t.user_provisioning as UserProvisioning, services.config.gateway.connect_timeout));
+  }
   return {
     // The gateway catches a throw here, logs it and destroys the socket (src/gateway/gateway.ts).
     handleConnection(socket, ctx) {

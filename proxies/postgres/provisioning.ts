@@ -129,6 +129,12 @@ export function postgresAccounts(t: PostgresTarget, cfg: UserProvisioning, timeo
         return { revoked, killed: killed.rows.filter((r) => r.ok).length };
       });
     },
+    async listOpen() {
+      return admin(async (c) => {
+        const r = await c.query<{ rolname: string }>("SELECT rolname FROM pg_roles WHERE rolcanlogin AND shobj_description(oid, 'pg_authid') = $1 ORDER BY 1", [MANAGED_COMMENT]);
+        return r.rows.map((x) => x.rolname);
+      });
+    },
     async kill(account, backendId) {
       return admin(async (c) => {
         const r = await c.query<{ ok: boolean }>('SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE pid = $1 AND usename = $2', [backendId, account]);

@@ -1,7 +1,7 @@
 import { VigilError } from '../errors.ts';
 import type { GatewayServices } from '../gateway/services.ts';
 import type { TargetConfig } from '../config/schema.ts';
-import type { AuditEvent } from '../events/envelope.ts';
+import { SYSTEM_ACTOR, LOCAL_SOURCE, type AuditEvent } from '../events/envelope.ts';
 import type { EndReason } from '../sessions/registry.ts';
 import { accountName, databaseRoles, sessionPassword, type UserProvisioning } from './config.ts';
 
@@ -24,6 +24,11 @@ export interface AccountDriver {
   kill(account: string, backendId: number): Promise<boolean>;
   /** Make the account's database roles exactly `roles` (another session of the account still runs). */
   sync(account: string, roles: readonly string[]): Promise<{ granted: string[]; revoked: string[] }>;
+  /**
+   * Accounts vigil manages on this target that can log in right now. With no session live (gateway start)
+   * these were left open by a gateway that stopped without locking them (killed, host lost).
+   */
+  listOpen(): Promise<string[]>;
 }
 
 /** Provisioning failed: the session is refused. The message names the step, never a secret. */
@@ -160,6 +165,35 @@ export class BackendAccounts {
         }).catch(() => {}),
       );
     }
+  }
+
+  /**
+   * Lock every account of `target` that is open without a live lease: at gateway start these are what a
+   * gateway that died mid-session left behind (still able to log in, still holding their roles, maybe
+   * still connected). Each is locked like a last session's end, with reason `gateway_start`.
+   */
+  sweep(target: TargetConfig, driver: AccountDriver): Promise<void> {
+    const base = { actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: target.name, protocol: target.protocol } };
+    const run = (async () => {
+      let open: string[];
+      try {
+        open = await driver.listOpen();
+      } catch (e) {
+        const why = (e as Error).message;
+        this.services.log.error({ err: why, target: target.name }, 'could not list backend accounts to lock at start');
+        await this.emit('db.user.provisioning_failed', 'failure', base, { step: 'sweep', reason: 'gateway_start', error: why });
+        return;
+      }
+      for (const account of open) {
+        const key = `${target.protocol}/${target.name}/${account}`;
+        let st = this.accounts.get(key);
+        if (!st) this.accounts.set(key, (st = { account, leases: new Map(), queue: Promise.resolve(), base, driver }));
+        const state = st;
+        await this.serial(state, () => (state.leases.size === 0 ? this.lockNow(state, 'gateway_start') : Promise.resolve()));
+      }
+    })();
+    this.track(run);
+    return run;
   }
 
   /** Resolves when no account operation is running (gateway shutdown waits for the locks). */

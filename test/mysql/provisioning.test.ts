@@ -10,6 +10,7 @@ import type { IssuedFiles } from '../support/gateway.ts';
 import { waitFor } from '../support/tmp.ts';
 import { AccessService } from '../../src/access/service.ts';
 import { LOCAL_SOURCE } from '../../src/events/envelope.ts';
+import { mysqlAccounts } from '../../proxies/mysql/provisioning.ts';
 
 // A tap, not a stub: the real generator runs; the test keeps what it returned to grep for it afterwards.
 const passwords = vi.hoisted(() => [] as string[]);
@@ -203,4 +204,20 @@ describe('mysql user_provisioning (MariaDB)', () => {
     // What the server was sent instead: the native hash.
     expect(haystacks[0]).toMatch(/IDENTIFIED BY PASSWORD '\*[0-9A-F]{40}'/);
   });
+  it('lists the managed accounts left open (what a gateway sweeps and locks at start), and only those', async () => {
+    // The gateway start sweep (proxies/mysql/listener.ts) locks what listOpen finds; the wiring is tested on
+    // Postgres (test/postgres/provisioning.test.ts), the MariaDB query here.
+    process.env.VIGIL_TEST_MY_ADMIN_PW = ADMIN_PW;
+    const driver = mysqlAccounts({ name: 'myp', protocol: 'mysql', host: '127.0.0.1', port: w.db.port } as never, { admin: { user: 'vigil_admin', password: { env: 'VIGIL_TEST_MY_ADMIN_PW' } } } as never, 10_000);
+    await driver.open('vigil_ivy', ['shop_reader'], 'left-by-a-dead-gateway');
+    await root("CREATE USER IF NOT EXISTS not_vigils@'%'");
+    const open = await driver.listOpen();
+    expect(open).toContain('vigil_ivy');
+    expect(open).not.toContain('not_vigils');
+    expect(open).not.toContain('vigil_admin');
+    const r = await driver.close('vigil_ivy');
+    expect(r.revoked).toEqual(['shop_reader']);
+    expect(await locked('vigil_ivy')).toBe('true');
+    expect(await driver.listOpen()).not.toContain('vigil_ivy');
+  }, 60_000);
 });

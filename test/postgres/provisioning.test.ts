@@ -11,6 +11,7 @@ import { tempDir, waitFor } from '../support/tmp.ts';
 import { run, STATEMENT_LOG } from './helpers.ts';
 import { AccessService } from '../../src/access/service.ts';
 import { LOCAL_SOURCE } from '../../src/events/envelope.ts';
+import { postgresAccounts } from '../../proxies/postgres/provisioning.ts';
 
 // A tap, not a stub: the real generator runs; the test keeps what it returned to grep for it afterwards.
 const passwords = vi.hoisted(() => [] as string[]);
@@ -277,4 +278,38 @@ describe('postgres user_provisioning', () => {
     // What the server was sent instead: a SCRAM verifier.
     expect(files.filter((f) => f.endsWith('.json')).map((f) => fs.readFileSync(f, 'utf8')).join('')).toMatch(/PASSWORD 'SCRAM-SHA-256\$4096:/);
   });
+  it('locks, at start, an account a gateway that died mid-session left open, and ends its connections', async () => {
+    // What a gateway killed mid-session leaves: an open vigil-managed account holding its roles, still connected.
+    const left = postgresAccounts({ name: 'pgp', protocol: 'postgres', host: '127.0.0.1', port: pg.port, database: 'app', tls: 'disable' } as never, { admin: { user: pg.superuser } } as never, 10_000);
+    await left.open('vigil_ivy', ['pg_read_all_data'], 'left-by-a-dead-gateway');
+    const orphan = spawn('psql', ['-X', '-qAt', '-h', '127.0.0.1', '-p', String(pg.port), '-U', 'vigil_ivy', '-d', 'app', '-c', 'SELECT pg_sleep(60) /* orphan */'], {
+      env: { ...clientEnv(), PGPASSWORD: 'left-by-a-dead-gateway' },
+      stdio: 'ignore',
+    });
+    const orphanExit = new Promise<number | null>((r) => orphan.on('close', (code) => r(code)));
+    await pidOf('vigil_ivy', 'orphan');
+    expect(await left.listOpen()).toContain('vigil_ivy');
+
+    // A new gateway for the same target starts (no session of its own is live): it locks what it finds open.
+    const base2 = tempDir('vigil-pgprov-restart-');
+    const tg2 = await startTestGateway(
+      {
+        targets: [{ name: 'pgp', protocol: 'postgres', host: '127.0.0.1', port: pg.port, database: 'app', user: 'unused_with_provisioning', user_provisioning: { admin: { user: pg.superuser }, roles_map: { oncall: ['pg_read_all_data'] } } }],
+        roles: [{ name: 'oncall', targets: ['pgp'], databases: ['app'] }],
+      },
+      base2,
+    );
+    try {
+      const locked = await tg2.waitForEvent((e) => e.type === 'db.user.locked' && e.details.account === 'vigil_ivy', 30_000);
+      expect(locked.details).toMatchObject({ reason: 'gateway_start', locked: true, killed_connections: 1 });
+      expect(locked.actor.user).toBe('vigil');
+      expect(await canLogin('vigil_ivy')).toBe('f');
+      expect(await orphanExit).not.toBe(0);
+      expect(await su("SELECT count(*) FROM pg_auth_members m JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = 'vigil_ivy'")).toBe('0');
+      expect(await left.listOpen()).toEqual([]);
+    } finally {
+      await tg2.stop();
+      fs.rmSync(base2, { recursive: true, force: true });
+    }
+  }, 90_000);
 });
