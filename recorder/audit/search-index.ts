@@ -363,9 +363,16 @@ export class AuditIndex {
     } catch (e) {
       // A segment purged or cut back between catch-up and read: catch up again and answer from that.
       if (!(e instanceof StaleIndexError)) throw e;
-      this.catchUp();
-      return this.lookup(q);
     }
+    this.catchUp();
+    try {
+      return this.lookup(q);
+    } catch (e) {
+      // Rows that point at other records than they name (the file was edited): start over from the chain.
+      if (!(e instanceof StaleIndexError)) throw e;
+    }
+    this.rebuild();
+    return this.lookup(q);
   }
 
   private lookup(q: TextQuery): AuditRecord[] {
