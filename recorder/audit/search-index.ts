@@ -349,6 +349,11 @@ export class AuditIndex {
     this.db.exec("INSERT INTO event_text(event_text) VALUES ('optimize')");
   }
 
+  /** Highest indexed seq (0 when empty); cheap, unlike status(). */
+  indexedSeq(): number {
+    return this.stmt.maxSeq.get() ?? 0;
+  }
+
   status(): IndexStatus {
     const segs = this.stmt.segments.all();
     let bytes = 0;

@@ -18,7 +18,7 @@ import { createAuthorizer } from '../authz/index.ts';
 import { startAccessEnforcement } from '../access/enforcement.ts';
 import { startDailyPurge } from '../../recorder/retention/daily.ts';
 import { startApi } from '../api/server.ts';
-import { openAuditLog, witnessPublisher } from '../../recorder/audit/index.ts';
+import { openAuditLog, witnessPublisher, startIndexFollower } from '../../recorder/audit/index.ts';
 import { openRecordingStore } from '../../recorder/recordings/index.ts';
 import { startTelemetry } from '../telemetry.ts';
 import { refusalBudgetFor } from '../sessions/refusal-budget.ts';
@@ -82,6 +82,9 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
     recordings: openRecordingStore(dataPaths(dataDir).recordings),
     targets: targetDirectory(config.targets as TargetConfig[]),
     refusals: refusals.budget,
+    auditIndex: config.audit.index.enabled
+      ? startIndexFollower({ auditDir: dataPaths(dataDir).audit, intervalMs: config.audit.index.interval, batch: config.audit.index.batch, log })
+      : undefined,
   };
   if (created) {
     await events.emit({ type: 'ca.created', outcome: 'success', actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: 'ca', protocol: 'vigil' }, details: { data_dir: dataDir } });
@@ -127,6 +130,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
     await enforcement.stop();
     await refusals.close();
     await purgeJob?.stop();
+    await services.auditIndex?.stop();
     await audit.close().catch(() => {});
     await store.close().catch(() => {});
     throw e;
@@ -145,6 +149,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
       // Open budget windows are summarised now, before the log closes: nothing counted is lost.
       await refusals.close();
       await purgeJob?.stop();
+      await services.auditIndex?.stop();
       await events
         .emit({ type: 'gateway.stopped', outcome: 'success', actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: 'gateway', protocol: 'vigil' }, details: {} })
         .catch(() => {});
