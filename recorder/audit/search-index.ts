@@ -199,7 +199,8 @@ export class AuditIndex {
     for (const name of onDisk) {
       const first = parseSegmentName(name)!.firstSeq;
       for (;;) {
-        const step = tx.immediate(() => this.indexChunk(name, first));
+        const left = opts.maxRecords === undefined ? Infinity : opts.maxRecords - res.added;
+        const step = tx.immediate(() => this.indexChunk(name, first, left));
         res.added += step.added;
         if (step.atEnd) break;
         if (opts.maxRecords !== undefined && res.added >= opts.maxRecords) {
@@ -260,7 +261,7 @@ export class AuditIndex {
   }
 
   /** Index the next chunk of complete lines of one segment (inside a transaction). */
-  private indexChunk(name: string, firstSeq: number): { added: number; atEnd: boolean } {
+  private indexChunk(name: string, firstSeq: number, maxLines = Infinity): { added: number; atEnd: boolean } {
     let row = this.stmt.segmentByName.get(name);
     if (!row) {
       this.stmt.insertSegment.run(name, firstSeq);
@@ -278,7 +279,8 @@ export class AuditIndex {
     try {
       const size = fs.fstatSync(fd).size;
       if (size <= row.bytes) return { added: 0, atEnd: true };
-      buf = Buffer.allocUnsafe(Math.min(CHUNK_BYTES, size - row.bytes));
+      const want = Number.isFinite(maxLines) ? Math.min(CHUNK_BYTES, Math.max(64 * 1024, maxLines * 1024)) : CHUNK_BYTES;
+      buf = Buffer.allocUnsafe(Math.min(want, size - row.bytes));
       read = fs.readSync(fd, buf, 0, buf.length, row.bytes);
       // A record longer than the chunk: read on until its newline.
       while (buf.lastIndexOf(0x0a, read - 1) < 0 && row.bytes + read < size) {
@@ -297,7 +299,7 @@ export class AuditIndex {
     let lastStart = row.last_line_start;
     let lastSeq = row.last_seq;
     let lastHash = row.last_hash;
-    while (at <= end) {
+    while (at <= end && added < maxLines) {
       const nl = buf.indexOf(0x0a, at);
       const line = buf.toString('utf8', at, nl);
       const rec = parseRecordLine(line);
@@ -316,7 +318,7 @@ export class AuditIndex {
       added++;
       at = nl + 1;
     }
-    this.stmt.progress.run(row.bytes + end + 1, lastStart, lastSeq, lastHash, row.id);
+    this.stmt.progress.run(row.bytes + at, lastStart, lastSeq, lastHash, row.id);
     return { added, atEnd: false };
   }
 
