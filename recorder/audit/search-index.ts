@@ -196,8 +196,11 @@ export class AuditIndex {
       });
       break;
     }
+    const known = new Map(this.stmt.segments.all().map((r) => [r.name, r.bytes]));
     for (const name of onDisk) {
       const first = parseSegmentName(name)!.firstSeq;
+      // Fully indexed already (the common case for every sealed segment): no transaction needed.
+      if (known.get(name) === sizeOf(path.join(this.auditDir, name))) continue;
       for (;;) {
         const left = opts.maxRecords === undefined ? Infinity : opts.maxRecords - res.added;
         const step = tx.immediate(() => this.indexChunk(name, first, left));
@@ -474,6 +477,14 @@ export class AuditIndex {
 }
 
 class StaleIndexError extends Error {}
+
+function sizeOf(file: string): number {
+  try {
+    return fs.statSync(file).size;
+  } catch {
+    return -1;
+  }
+}
 class UnusableIndexError extends Error {}
 
 /** An index file that is damaged or from another version: safe to delete (it is rebuilt from the chain). */

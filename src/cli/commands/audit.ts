@@ -162,7 +162,7 @@ const SEARCH_HELP = `
   Filters use the search index (DATA/audit/index.sqlite), which first catches up with the log (and is
   rebuilt from it when missing or damaged); records are always read from the log itself.
   --text QUERY: full text over SQL statements, shell commands and file paths, in SQLite FTS5 syntax:
-    words (all must occur: drop users), "exact phrase", prefix* (orders_*), OR, NOT, AND, NEAR(a b, 5);
+    words (all must occur: drop users), "exact phrase", prefix* (nginx*), OR, NOT, AND, NEAR(a b, 5);
     put text with punctuation in double quotes ('"pg_dump -t"'); a query FTS5 cannot parse is an error.
   --scan: read every segment instead of the index (no --text), e.g. to cross-check the index.`;
 
