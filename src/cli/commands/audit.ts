@@ -198,7 +198,11 @@ export const auditSearchCommand: Command = {
           records = searchIndexed(p.auditDir, { ...q, text });
         } catch (e) {
           if (e instanceof AuditIndexError && e.code === 'VIGIL_AUDIT_SEARCH_TEXT') throw new UsageError(e.message);
-          throw e;
+          // An index this user cannot write (a read-only copy of the log, another owner): filters still work by scanning.
+          const code = String((e as { code?: unknown }).code ?? '');
+          if (text !== undefined || !/^(SQLITE_READONLY|SQLITE_CANTOPEN|EACCES|EPERM|EROFS)/.test(code)) throw e;
+          args.err.write(`vigil audit search: cannot use the search index (${code}); scanning the log instead\n`);
+          records = (await searchAuditLog(p.auditDir, q)).records;
         }
       }
     }
