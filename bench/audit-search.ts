@@ -70,20 +70,29 @@ const queries: [string, TextQuery][] = [
   ['time range (1 hour, all)', { since: hourStart, until: new Date(hourStart.getTime() + 3_600_000), hideCheckpoints: true }],
   ['full text ("orders_1234")', { text: '"orders_1234"', hideCheckpoints: true }],
   ['full text + user (systemctl AND user201)', { text: 'systemctl', user: 'user201', hideCheckpoints: true }],
+  ['full text + type ("orders_1234", db.)', { text: '"orders_1234"', type: 'db.', hideCheckpoints: true }],
   ['user + type + time (user417, ssh.exec, last 7 days)', { user: 'user417', type: 'ssh.exec', since: new Date(end - 7 * 86_400_000), hideCheckpoints: true }],
 ];
 let allMet = true;
 for (const [name, q] of queries) {
   const times: number[] = [];
+  const cpus: number[] = [];
   let count = 0;
   for (let r = 0; r < ROUNDS; r++) {
     const ts = performance.now();
+    const cs = process.cpuUsage();
     count = searchIndexed(log.auditDir, q).length;
     times.push((performance.now() - ts) / 1000);
+    const cu = process.cpuUsage(cs);
+    cpus.push((cu.user + cu.system) / 1e6);
   }
   const m = median(times);
+  const c = median(cpus);
   allMet &&= m <= 2;
-  console.log(`${name.padEnd(48)} ${String(count).padStart(7)} records  median ${m.toFixed(3)} s (${times.map((t) => t.toFixed(3)).join(' / ')})  target <= 2 s: ${m <= 2 ? 'MET' : 'MISSED'}`);
+  console.log(
+    `${name.padEnd(50)} ${String(count).padStart(7)} records  median ${m.toFixed(3)} s wall (${times.map((t) => t.toFixed(3)).join(' / ')}), ${c.toFixed(3)} s CPU  ` +
+      `target <= 2 s: ${m <= 2 ? 'MET' : c <= 2 ? 'MET in CPU time only' : 'MISSED'}`,
+  );
 }
 if (!values['no-scan']) {
   const ts = performance.now();

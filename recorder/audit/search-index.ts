@@ -67,6 +67,9 @@ CREATE INDEX IF NOT EXISTS events_target ON events(target);
 CREATE INDEX IF NOT EXISTS events_session ON events(session);
 `;
 
+/** Filters leaving at most this many records are checked against the text record by record. */
+const PROBE_LIMIT = 50_000;
+
 /** Read this much of a segment per transaction (bounds memory and the time one batch holds the loop). */
 const CHUNK_BYTES = 4 * 1024 * 1024;
 
@@ -407,7 +410,20 @@ export class AuditIndex {
     const until = iso(q.until);
     if (since !== undefined) where.push('time >= ?'), params.push(since);
     if (until !== undefined) where.push('time <= ?'), params.push(until);
-    if (q.text !== undefined) where.push('seq IN (SELECT rowid FROM event_text WHERE event_text MATCH ?)'), params.push(q.text);
+    let from = 'events';
+    if (q.text !== undefined) {
+      // Two plans: when the other filters leave few records, probe the full-text index once per record
+      // (FTS5 seeks each term's doclist to that rowid); otherwise walk the text matches. Which is
+      // cheaper depends on how common the words are, which only the filters' count can tell.
+      const narrow =
+        where.length > 0 &&
+        (this.db.prepare(`SELECT count(*) FROM (SELECT 1 FROM events WHERE ${where.join(' AND ')} LIMIT ${PROBE_LIMIT + 1})`).pluck().get(...params) as number) <= PROBE_LIMIT;
+      if (narrow) {
+        from = 'events CROSS JOIN event_text ON event_text.rowid = events.seq';
+        where.push('event_text MATCH ?');
+      } else where.push('seq IN (SELECT rowid FROM event_text WHERE event_text MATCH ?)');
+      params.push(q.text);
+    }
     const match = matcher(q);
     const segNames = new Map(this.stmt.segments.all().map((r) => [r.id, r.name]));
     const cond = where.length ? where.join(' AND ') : '1';
@@ -424,7 +440,7 @@ export class AuditIndex {
     };
     type Hit = { seq: number; seg: number; off: number; len: number };
     if (!q.limit) {
-      const hits = run<Hit>(`SELECT seq, seg, off, len FROM events WHERE ${cond} ORDER BY seq`, params);
+      const hits = run<Hit>(`SELECT seq, seg, off, len FROM ${from} WHERE ${cond} ORDER BY seq`, params);
       return this.readHits(hits, segNames).filter((r) => match('', r.event));
     }
     // Newest first, page by page, until `limit` records pass the chain-side check.
@@ -432,7 +448,7 @@ export class AuditIndex {
     let below = Number.MAX_SAFE_INTEGER;
     const page = Math.max(q.limit, 256);
     for (;;) {
-      const hits = run<Hit>(`SELECT seq, seg, off, len FROM events WHERE ${cond} AND seq < ? ORDER BY seq DESC LIMIT ?`, [...params, below, page]);
+      const hits = run<Hit>(`SELECT seq, seg, off, len FROM ${from} WHERE ${cond} AND seq < ? ORDER BY seq DESC LIMIT ?`, [...params, below, page]);
       for (const r of this.readHits(hits, segNames)) {
         if (match('', r.event)) out.push(r);
         if (out.length === q.limit) break;
