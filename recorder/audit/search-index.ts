@@ -67,8 +67,12 @@ CREATE INDEX IF NOT EXISTS events_target ON events(target);
 CREATE INDEX IF NOT EXISTS events_session ON events(session);
 `;
 
-/** Filters leaving at most this many records are checked against the text record by record. */
-const PROBE_LIMIT = 50_000;
+/**
+ * Plan thresholds. `probe`: filters leaving at most this many records are checked against the text
+ * record by record. `broad`: filters matching more than this many records have their newest N found by
+ * walking seqs. (Tests lower them to take every plan on a small log.)
+ */
+export const searchPlan = { probe: 50_000, broad: 20_000 };
 
 /** Read this much of a segment per transaction (bounds memory and the time one batch holds the loop). */
 const CHUNK_BYTES = 4 * 1024 * 1024;
@@ -417,13 +421,18 @@ export class AuditIndex {
       // cheaper depends on how common the words are, which only the filters' count can tell.
       const narrow =
         where.length > 0 &&
-        (this.db.prepare(`SELECT count(*) FROM (SELECT 1 FROM events WHERE ${where.join(' AND ')} LIMIT ${PROBE_LIMIT + 1})`).pluck().get(...params) as number) <= PROBE_LIMIT;
+        (this.db.prepare(`SELECT count(*) FROM (SELECT 1 FROM events WHERE ${where.join(' AND ')} LIMIT ${searchPlan.probe + 1})`).pluck().get(...params) as number) <= searchPlan.probe;
       if (narrow) {
         from = 'events CROSS JOIN event_text ON event_text.rowid = events.seq';
         where.push('event_text MATCH ?');
       } else where.push('seq IN (SELECT rowid FROM event_text WHERE event_text MATCH ?)');
       params.push(q.text);
     }
+    const countUpTo = (cap: number) =>
+      this.db.prepare(`SELECT count(*) FROM (SELECT 1 FROM events WHERE ${where.length ? where.join(' AND ') : '1'} LIMIT ${cap + 1})`).pluck().get(...params) as number;
+    // The newest N of a broad filter (many matches): walking seqs downwards finds them at once, where
+    // the filter's index would fetch and sort every match first.
+    if (q.limit && q.text === undefined && where.length > 0 && countUpTo(searchPlan.broad) > searchPlan.broad) from = 'events NOT INDEXED';
     const match = matcher(q);
     const segNames = new Map(this.stmt.segments.all().map((r) => [r.id, r.name]));
     const cond = where.length ? where.join(' AND ') : '1';

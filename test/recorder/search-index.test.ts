@@ -10,6 +10,7 @@ import { initIdentity } from '../../src/identity/ca.ts';
 import { openAuditLog, listSegments, searchAuditLog, AuditIndex, INDEX_FILE, searchIndexed, searchableText, type AuditQuery } from '../../recorder/audit/index.ts';
 import { auditOptions, makeSigningKey, sampleEvent } from './helpers.ts';
 import { startIndexFollower } from '../../recorder/audit/index-follower.ts';
+import { searchPlan } from '../../recorder/audit/search-index.ts';
 import { Metrics } from '../../src/metrics.ts';
 import { EventBus } from '../../src/events/bus.ts';
 import { SessionRegistry } from '../../src/sessions/registry.ts';
@@ -98,6 +99,14 @@ describe('audit search index', () => {
     expect(listSegments(audit).length).toBeGreaterThan(5);
     const qs = queries(await allEvents(audit));
     await expectSameAsScan(audit, qs);
+    // The plans a big log takes (newest N of a broad filter by walking seqs) give the same answers.
+    const saved = { ...searchPlan };
+    try {
+      Object.assign(searchPlan, { broad: 5, probe: 5 });
+      await expectSameAsScan(audit, qs);
+    } finally {
+      Object.assign(searchPlan, saved);
+    }
     // Non-empty answers for the filters that should match something (an empty == empty check proves little).
     expect(searchIndexed(audit, { user: "mallory'; DROP TABLE events; --" }).length).toBe(75);
     expect(searchIndexed(audit, { session: 'S3' }).length).toBe(10);
@@ -222,6 +231,16 @@ describe('audit search index', () => {
     expectText('orders NOT "id = 3"', (t) => /orders/.test(t) && !/id = 3\b/.test(t));
     expectText('"conf.yaml"', (t) => t.includes('conf.yaml'));
     expectText('invoices', (t) => /invoices/.test(t), { user: 'bob' });
+    // Text with a filter leaving many records: the text matches are walked instead of probed.
+    const saved = { ...searchPlan };
+    try {
+      Object.assign(searchPlan, { probe: 3, broad: 3 });
+      expectText('invoices', (t) => /invoices/.test(t), { user: 'bob' });
+      expectText('nginx* OR "pg_dump"', (t) => /nginx-|pg_dump/.test(t), { user: 'alice' });
+    } finally {
+      Object.assign(searchPlan, saved);
+    }
+    expectText('nginx* OR "pg_dump"', (t) => /nginx-|pg_dump/.test(t), { user: 'alice' });
 
     const config = path.join(dir, 'vigil.yaml');
     fs.writeFileSync(config, `data_dir: ${dir}\n`);
