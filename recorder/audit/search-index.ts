@@ -334,10 +334,16 @@ export class AuditIndex {
 
   /** Drop everything and index the whole chain again (`vigil audit index rebuild`). */
   rebuild(): CatchUpResult {
+    // One transaction: a gateway's follower indexing meanwhile sees the old index or the empty one.
+    // Nothing here needs overwriting (purges already did that): no secure_delete for the bulk delete.
+    this.db.pragma('secure_delete = OFF');
     this.db.exec(`
+      BEGIN IMMEDIATE;
       DROP INDEX IF EXISTS events_seg; DROP INDEX IF EXISTS events_time; DROP INDEX IF EXISTS events_type;
       DROP INDEX IF EXISTS events_user; DROP INDEX IF EXISTS events_target; DROP INDEX IF EXISTS events_session;
-      DELETE FROM events; DELETE FROM segments; DELETE FROM event_text;`);
+      DELETE FROM events; DELETE FROM segments; DELETE FROM event_text;
+      COMMIT;`);
+    this.db.pragma('secure_delete = ON');
     // Bulk load without the secondary indexes, then build them once (several times faster than
     // maintaining six B-trees per row). After a crash in between, the next open builds them.
     // A crash during a rebuild only means rebuilding again: no fsync per batch, and a bigger page cache
