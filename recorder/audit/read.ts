@@ -97,9 +97,7 @@ export async function searchAuditLog(dir: string, q: AuditQuery = {}): Promise<S
     const text = await fsp.readFile(path.join(dir, segment), 'utf8');
     for (const r of recordsOf(text, filter)) {
       if (!match(r.line, r.event)) continue;
-      // Re-parsed from a copy: strings JSON.parse returns can be slices of its input, which here is a
-      // slice of the whole segment's text — one kept event would keep its segment (64 MiB) in memory.
-      out.push({ seq: r.seq, hash: r.hash, event: JSON.parse(Buffer.from(r.line.slice(r.line.indexOf('"event":') + 8, -1)).toString()) as AuditEvent });
+      out.push({ seq: r.seq, hash: r.hash, event: r.event });
       if (q.limit && out.length > q.limit * 2) out.splice(0, out.length - q.limit);
     }
   }
