@@ -1,6 +1,7 @@
 import type { SessionRegistry } from './sessions/registry.ts';
 import type { EventBus } from './events/bus.ts';
 import type { RefusalBudget } from './sessions/refusal-budget.ts';
+import type { IndexFollower } from '../recorder/audit/index-follower.ts';
 
 /**
  * Prometheus text-format metrics, counted from the audit events the bus writes (so metrics and the
@@ -16,6 +17,7 @@ export class Metrics {
     events: EventBus,
     private readonly sessions: SessionRegistry,
     private readonly refusals?: RefusalBudget,
+    private readonly auditIndex?: Pick<IndexFollower, 'lag'>,
   ) {
     this.unsubscribe = events.subscribe((e) => {
       let counts = this.eventCounts.get(e.type);
@@ -48,6 +50,15 @@ export class Metrics {
     lines.push('# HELP vigil_audit_healthy 1 while the audit log can be written; 0 means new sessions are refused.');
     lines.push('# TYPE vigil_audit_healthy gauge');
     lines.push(`vigil_audit_healthy ${this.events.healthy ? 1 : 0}`);
+    if (this.auditIndex) {
+      const l = this.auditIndex.lag();
+      lines.push('# HELP vigil_audit_index_lag_records Audit records committed to the log but not yet in the search index.');
+      lines.push('# TYPE vigil_audit_index_lag_records gauge');
+      lines.push(`vigil_audit_index_lag_records ${l.lag}`);
+      lines.push('# HELP vigil_audit_index_seq Highest audit record seq in the search index.');
+      lines.push('# TYPE vigil_audit_index_seq gauge');
+      lines.push(`vigil_audit_index_seq ${l.indexedSeq}`);
+    }
     lines.push('# HELP vigil_uptime_seconds Seconds since the gateway started.');
     lines.push('# TYPE vigil_uptime_seconds gauge');
     lines.push(`vigil_uptime_seconds ${Math.floor((Date.now() - this.started) / 1000)}`);

@@ -16,6 +16,8 @@ export { formatEventRow, escapeTerminal, EVENT_ROW_HEADER } from './format.ts';
 export { encodeEvent } from './encode.ts';
 export { canonicalJson } from './canonical.ts';
 export { listSegments } from './segments.ts';
+export { startIndexFollower, type IndexFollower } from './index-follower.ts';
+export { AuditIndex, AuditIndexError, INDEX_FILE, searchIndexed, searchableText, chainHeadSeq, type TextQuery, type IndexStatus, type CatchUpResult } from './search-index.ts';
 export { SPOOL_DIR, openSpoolClient } from './spool.ts';
 
 /**

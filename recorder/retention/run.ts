@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import { verifyAuditLog } from '../audit/verify.ts';
+import { forgetPurged } from '../audit/search-index.ts';
 import type { PurgeEntry } from '../audit/anchor.ts';
 import {
   planPurge, purgeEntry, applyPurge, planRecordingPurge, applyRecordingPurge,
@@ -40,7 +41,10 @@ export async function runPurge(o: PurgeRunOptions): Promise<PurgeRunResult> {
   if (o.dryRun) return { status: 'dry-run', plan, entry, recordings };
   if (!entry && recordings.sessions.length === 0) {
     // Segments an interrupted purge recorded and anchored but did not delete yet: finish that purge.
-    if (plan.leftovers.length) applyPurge(o.auditDir, plan, undefined);
+    if (plan.leftovers.length) {
+      applyPurge(o.auditDir, plan, undefined);
+      forgetPurged(o.auditDir);
+    }
     return { status: 'nothing', plan, recordings };
   }
   // Recorded before anything is removed: a purge is never unrecorded, and verify requires this event to
@@ -52,6 +56,8 @@ export async function runPurge(o: PurgeRunOptions): Promise<PurgeRunResult> {
     holds: holds.map((h) => h.id),
   });
   applyPurge(o.auditDir, plan, entry);
+  // The search index holds copies of what went: purged with the segments (a search would drop them too).
+  forgetPurged(o.auditDir);
   applyRecordingPurge(o.recordingsDir, recordings);
   return { status: 'purged', plan, entry, recordings };
 }

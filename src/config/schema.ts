@@ -142,6 +142,18 @@ export function buildConfigSchema(sc: SchemaContext) {
             timeout: duration().default(5000 as never),
           })
           .optional(),
+        /**
+         * The search index (audit/index.sqlite) the gateway keeps up with the log, off the hot path: every
+         * `interval` it indexes newly committed records, `batch` at a time, yielding between batches.
+         * Off: `vigil audit search` still catches the index up itself before answering.
+         */
+        index: z
+          .strictObject({
+            enabled: z.boolean().default(true),
+            interval: duration().default(1000 as never),
+            batch: z.number().int().min(1).default(2000),
+          })
+          .prefault({}),
       })
       .prefault({}),
     /**

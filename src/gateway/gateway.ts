@@ -21,7 +21,7 @@ import { startDailyPurge } from '../../recorder/retention/daily.ts';
 import { startReportSchedules } from '../../recorder/reports/schedule.ts';
 import { roleTargetsOf } from '../../recorder/reports/source.ts';
 import { startApi } from '../api/server.ts';
-import { openAuditLog, witnessPublisher } from '../../recorder/audit/index.ts';
+import { openAuditLog, witnessPublisher, startIndexFollower } from '../../recorder/audit/index.ts';
 import { openRecordingStore } from '../../recorder/recordings/index.ts';
 import { startTelemetry } from '../telemetry.ts';
 import { refusalBudgetFor } from '../sessions/refusal-budget.ts';
@@ -86,6 +86,9 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
     recordings: openRecordingStore(dataPaths(dataDir).recordings),
     targets: targetDirectory(config.targets as TargetConfig[]),
     refusals: refusals.budget,
+    auditIndex: config.audit.index.enabled
+      ? startIndexFollower({ auditDir: dataPaths(dataDir).audit, intervalMs: config.audit.index.interval, batch: config.audit.index.batch, log })
+      : undefined,
   };
   if (created) {
     await events.emit({ type: 'ca.created', outcome: 'success', actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: 'ca', protocol: 'vigil' }, details: { data_dir: dataDir } });
@@ -135,6 +138,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
     await refusals.close();
     await purgeJob?.stop();
     await reportJobs?.stop();
+    await services.auditIndex?.stop();
     await audit.close().catch(() => {});
     await store.close().catch(() => {});
     throw e;
@@ -156,6 +160,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
       await refusals.close();
       await purgeJob?.stop();
       await reportJobs?.stop();
+      await services.auditIndex?.stop();
       await events
         .emit({ type: 'gateway.stopped', outcome: 'success', actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: 'gateway', protocol: 'vigil' }, details: {} })
         .catch(() => {});

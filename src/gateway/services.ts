@@ -7,6 +7,7 @@ import type { RecordingStore } from '../../recorder/types.ts';
 import type { EventBus } from '../events/bus.ts';
 import type { SessionRegistry } from '../sessions/registry.ts';
 import type { RefusalBudget } from '../sessions/refusal-budget.ts';
+import type { IndexFollower } from '../../recorder/audit/index-follower.ts';
 
 /** The shared services bundle every proxy, the API and the CLI work with. */
 export interface GatewayServices {
@@ -23,6 +24,8 @@ export interface GatewayServices {
   targets: TargetDirectory;
   /** Per-source budget for unauthenticated refusals (absent: every refusal is recorded one by one). */
   refusals?: RefusalBudget;
+  /** The search index kept up with the log (absent when audit.index.enabled is false). */
+  auditIndex?: IndexFollower;
 }
 
 export interface TargetDirectory {

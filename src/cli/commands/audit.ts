@@ -7,6 +7,7 @@ import { NotFoundError } from '../../errors.ts';
 import { dataPaths } from '../../data-dir.ts';
 import {
   verifyAuditLog, VERIFY_EXIT_CODES, type VerifyResult, searchAuditLog, tailAuditLog, formatEventRow, EVENT_ROW_HEADER, HEAD_FILE, type AuditQuery, type AuditRecord,
+  searchIndexed, AuditIndex, AuditIndexError,
 } from '../../../recorder/audit/index.ts';
 import type { SignedHead } from '../../../recorder/audit/record.ts';
 import { readWitness } from '../../../recorder/audit/witness.ts';
@@ -157,25 +158,98 @@ export function auditFilterQuery(values: CommandArgs['values']): AuditQuery {
   };
 }
 
+const SEARCH_HELP = `
+  Filters use the search index (DATA/audit/index.sqlite), which first catches up with the log (and is
+  rebuilt from it when missing or damaged); records are always read from the log itself.
+  --text QUERY: full text over SQL statements, shell commands and file paths, in SQLite FTS5 syntax:
+    words (all must occur: drop users), "exact phrase", prefix* (nginx*), OR, NOT, AND, NEAR(a b, 5);
+    put text with punctuation in double quotes ('"pg_dump -t"'); a query FTS5 cannot parse is an error.
+  --scan: read every segment instead of the index (no --text), e.g. to cross-check the index.`;
+
 export const auditSearchCommand: Command = {
   name: 'audit search',
-  summary: 'Search audit events (a table, or one JSON event per line with --json).',
-  usage: '[--user U] [--target T] [--type PREFIX] [--session ID] [--since 2h|ISO] [--until 2h|ISO] [--json] [--limit N]',
+  summary: 'Search audit events (a table, or one JSON event per line with --json); --text searches statements, commands and paths.',
+  usage: '[--user U] [--target T] [--type PREFIX] [--session ID] [--since 2h|ISO] [--until 2h|ISO] [--text QUERY] [--json] [--limit N] [--scan]\n' + SEARCH_HELP,
   options: {
     ...AUDIT_FILTER_OPTIONS,
+    text: { type: 'string' },
+    scan: { type: 'boolean' },
     limit: { type: 'string' },
     json: { type: 'boolean' },
   },
   async run(args) {
     const p = auditPaths(args);
+    const text = stringOpt(args.values, 'text');
     const q: AuditQuery = {
       ...auditFilterQuery(args.values),
       limit: positiveInt('limit', stringOpt(args.values, 'limit')),
       // Checkpoints are shown when asked for (--type audit); otherwise they would drown the table.
       hideCheckpoints: true,
     };
-    const { records } = await searchAuditLog(p.auditDir, q);
+    let records: AuditRecord[];
+    if (args.values.scan === true) {
+      if (text !== undefined) throw new UsageError('--text needs the index: leave out --scan');
+      records = (await searchAuditLog(p.auditDir, q)).records;
+    } else {
+      if (text !== undefined && text.trim() === '') throw new UsageError('--text: empty query');
+      if (!fs.existsSync(p.auditDir)) records = [];
+      else {
+        try {
+          records = searchIndexed(p.auditDir, { ...q, text });
+        } catch (e) {
+          if (e instanceof AuditIndexError && e.code === 'VIGIL_AUDIT_SEARCH_TEXT') throw new UsageError(e.message);
+          // An index this user cannot write (a read-only copy of the log, another owner): filters still work by scanning.
+          const code = String((e as { code?: unknown }).code ?? '');
+          if (text !== undefined || !/^(SQLITE_READONLY|SQLITE_CANTOPEN|EACCES|EPERM|EROFS)/.test(code)) throw e;
+          args.err.write(`vigil audit search: cannot use the search index (${code}); scanning the log instead\n`);
+          records = (await searchAuditLog(p.auditDir, q)).records;
+        }
+      }
+    }
     printRecords(args, records, args.values.json === true);
+    return 0;
+  },
+};
+
+export const auditIndexRebuildCommand: Command = {
+  name: 'audit index rebuild',
+  summary: 'Rebuild the search index from the audit log (it is only a copy: the log stays the record).',
+  usage: '[--data DIR]',
+  options: {},
+  async run(args) {
+    const p = auditPaths(args);
+    if (!fs.existsSync(p.auditDir)) throw new NotFoundError(`no audit log in ${p.dataDir}`);
+    const t0 = performance.now();
+    const index = AuditIndex.open(p.auditDir);
+    try {
+      const res = index.rebuild();
+      const s = index.status();
+      const secs = (performance.now() - t0) / 1000;
+      args.out.write(`search index rebuilt: ${res.added} records from ${s.segments} segment(s) in ${secs.toFixed(1)} s (${Math.round(res.added / Math.max(secs, 0.001))} records/s), ${(s.bytes / 1048576).toFixed(1)} MiB, up to seq ${s.indexedSeq}\n`);
+    } finally {
+      index.close();
+    }
+    return 0;
+  },
+};
+
+export const auditIndexStatusCommand: Command = {
+  name: 'audit index status',
+  summary: 'Show how far the search index has read the audit log (lag = records not yet indexed).',
+  usage: '[--data DIR] [--json]',
+  options: { json: { type: 'boolean' } },
+  async run(args) {
+    const p = auditPaths(args);
+    if (!fs.existsSync(p.auditDir)) throw new NotFoundError(`no audit log in ${p.dataDir}`);
+    const index = AuditIndex.open(p.auditDir);
+    try {
+      const s = index.status();
+      const lag = Math.max(0, s.chainSeq - s.indexedSeq);
+      if (args.values.json === true) args.out.write(JSON.stringify({ ...s, lag }) + '\n');
+      else args.out.write(`search index: ${s.records} records from ${s.segments} segment(s), indexed up to seq ${s.indexedSeq}, log at seq ${s.chainSeq} (lag ${lag}), ${(s.bytes / 1048576).toFixed(1)} MiB\n`);
+    } finally {
+      index.close();
+    }
     return 0;
   },
 };
@@ -207,4 +281,4 @@ export const auditTailCommand: Command = {
   },
 };
 
-export const AUDIT_COMMANDS: Command[] = [auditVerifyCommand, auditHeadCommand, auditSearchCommand, auditTailCommand];
+export const AUDIT_COMMANDS: Command[] = [auditVerifyCommand, auditHeadCommand, auditSearchCommand, auditTailCommand, auditIndexRebuildCommand, auditIndexStatusCommand];

@@ -1,0 +1,595 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import type { AuditEvent } from '../../src/events/envelope.ts';
+import { VigilError } from '../../src/errors.ts';
+import { parseRecordLine, parseSegmentName } from './record.ts';
+import { listSegments } from './segments.ts';
+import { matcher, iso, type AuditQuery, type AuditRecord } from './read.ts';
+
+/**
+ * The search index: a SQLite database beside the segment files (`audit/index.sqlite`) with one row per
+ * record (time, seq, type, user, target, session, outcome, source and where the line lies in its segment)
+ * and an FTS5 table over statement/command/path text. The chain stays the source of truth: a search
+ * finds sequence numbers here, then reads the records themselves from the segments and checks them
+ * against the query again, so a stale or damaged index can cost time but never change an answer.
+ *
+ * The index follows the segments: it reads what the writer has made durable, never the writer's memory;
+ * a segment that is gone (purged) takes its rows with it; a segment whose indexed end no longer reads
+ * as the record the index saw (cut back after a crash or an outage) is indexed again from its start.
+ */
+export const INDEX_FILE = 'index.sqlite';
+const SCHEMA_VERSION = '1';
+
+export class AuditIndexError extends VigilError {}
+
+export interface TextQuery extends AuditQuery {
+  /** An FTS5 query over statement/command/path text (`"exact phrase"`, `prefix*`, AND/OR/NOT, NEAR). */
+  text?: string;
+}
+
+export interface CatchUpResult {
+  /** Records added, and records dropped (purged segments, or segments cut back since). */
+  added: number;
+  removed: number;
+  /** False when `maxRecords` stopped it before the end of the chain. */
+  done: boolean;
+}
+
+export interface IndexStatus {
+  /** Highest indexed seq (0 when empty). */
+  indexedSeq: number;
+  /** Seq of the last complete record in the newest segment (0 when none). */
+  chainSeq: number;
+  records: number;
+  segments: number;
+  bytes: number;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS segments (
+  id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, first_seq INTEGER NOT NULL,
+  bytes INTEGER NOT NULL, last_line_start INTEGER NOT NULL, last_seq INTEGER NOT NULL, last_hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+  seq INTEGER PRIMARY KEY, seg INTEGER NOT NULL, off INTEGER NOT NULL, len INTEGER NOT NULL,
+  time TEXT, type TEXT, user TEXT, target TEXT, session TEXT, outcome TEXT, source TEXT
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS event_text USING fts5(body, content='', contentless_delete=1);
+`;
+const INDEXES = `
+CREATE INDEX IF NOT EXISTS events_seg ON events(seg);
+CREATE INDEX IF NOT EXISTS events_time ON events(time);
+CREATE INDEX IF NOT EXISTS events_type ON events(type);
+CREATE INDEX IF NOT EXISTS events_user ON events(user);
+CREATE INDEX IF NOT EXISTS events_target ON events(target);
+CREATE INDEX IF NOT EXISTS events_session ON events(session);
+`;
+
+/**
+ * Plan thresholds. `probe`: filters leaving at most this many records are checked against the text
+ * record by record. `broad`: filters matching more than this many records have their newest N found by
+ * walking seqs. (Tests lower them to take every plan on a small log.)
+ */
+export const searchPlan = { probe: 50_000, broad: 20_000 };
+
+/** Read this much of a segment per transaction (bounds memory and the time one batch holds the loop). */
+const CHUNK_BYTES = 4 * 1024 * 1024;
+
+/** The searchable text of an event: statement, command, and file paths (`path`, `*_path`). */
+export function searchableText(e: AuditEvent): string | undefined {
+  const d = e.details;
+  if (!d || typeof d !== 'object') return undefined;
+  const parts: string[] = [];
+  for (const [k, v] of Object.entries(d)) {
+    if (typeof v !== 'string') continue;
+    if (k === 'statement' || k === 'command' || k === 'path' || k.endsWith('_path')) parts.push(v);
+  }
+  return parts.length ? parts.join('\n') : undefined;
+}
+
+const str = (v: unknown): string | null => (typeof v === 'string' ? v : v === undefined || v === null ? null : JSON.stringify(v));
+
+interface SegmentRow {
+  id: number;
+  name: string;
+  first_seq: number;
+  bytes: number;
+  last_line_start: number;
+  last_seq: number;
+  last_hash: string;
+}
+
+/** The upper bound of strings starting with `prefix` (binary collation). */
+function prefixEnd(prefix: string): string {
+  return prefix + '\u{10FFFF}';
+}
+
+export class AuditIndex {
+  readonly file: string;
+  private readonly db: Database.Database;
+  private readonly stmt;
+
+  private constructor(
+    readonly auditDir: string,
+    db: Database.Database,
+  ) {
+    this.file = path.join(auditDir, INDEX_FILE);
+    this.db = db;
+    this.stmt = {
+      segments: db.prepare<[], SegmentRow>('SELECT * FROM segments ORDER BY first_seq'),
+      segmentByName: db.prepare<[string], SegmentRow>('SELECT * FROM segments WHERE name = ?'),
+      insertSegment: db.prepare('INSERT INTO segments (name, first_seq, bytes, last_line_start, last_seq, last_hash) VALUES (?, ?, 0, 0, 0, \'\')'),
+      progress: db.prepare('UPDATE segments SET bytes = ?, last_line_start = ?, last_seq = ?, last_hash = ? WHERE id = ?'),
+      insertEvent: db.prepare('INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)'),
+      deleteText: db.prepare('DELETE FROM event_text WHERE rowid = ?'),
+      insertText: db.prepare('INSERT INTO event_text (rowid, body) VALUES (?, ?)'),
+      textOfSegment: db.prepare<[number], number>('SELECT seq FROM events WHERE seg = ?').pluck(),
+      deleteEventsOfSegment: db.prepare('DELETE FROM events WHERE seg = ?'),
+      deleteSegment: db.prepare('DELETE FROM segments WHERE id = ?'),
+      maxSeq: db.prepare<[], number | null>('SELECT max(seq) FROM events').pluck(),
+      count: db.prepare<[], number>('SELECT count(*) FROM events').pluck(),
+    };
+  }
+
+  /**
+   * Open (or create) the index of an audit directory. An index that cannot be opened or has another
+   * schema version is removed and started afresh: it is only ever a copy of what the segments say.
+   */
+  static open(auditDir: string): AuditIndex {
+    const file = path.join(auditDir, INDEX_FILE);
+    fs.mkdirSync(auditDir, { recursive: true, mode: 0o700 });
+    try {
+      return AuditIndex.openFile(auditDir, file);
+    } catch (e) {
+      if (!isUnusable(e)) throw e;
+      AuditIndex.remove(auditDir);
+      return AuditIndex.openFile(auditDir, file);
+    }
+  }
+
+  /** Delete the index files (the database and its WAL). */
+  static remove(auditDir: string): void {
+    const file = path.join(auditDir, INDEX_FILE);
+    for (const f of [file, `${file}-wal`, `${file}-shm`, `${file}-journal`]) fs.rmSync(f, { force: true });
+  }
+
+  private static openFile(auditDir: string, file: string): AuditIndex {
+    const db = new Database(file);
+    try {
+      fs.chmodSync(file, 0o600);
+      db.pragma('journal_mode = WAL');
+      db.pragma('busy_timeout = 10000');
+      // A crash may lose the last batches (the next catch-up redoes them) but never corrupts the file.
+      db.pragma('synchronous = NORMAL');
+      // Purged events are overwritten on disk, not merely unlinked.
+      db.pragma('secure_delete = ON');
+      db.exec(SCHEMA);
+      const v = db.prepare<[], string | undefined>("SELECT value FROM meta WHERE key = 'version'").pluck().get();
+      if (v === undefined) db.prepare("INSERT INTO meta VALUES ('version', ?)").run(SCHEMA_VERSION);
+      else if (v !== SCHEMA_VERSION) throw new UnusableIndexError(`index schema ${v}, expected ${SCHEMA_VERSION}`);
+      // Always present outside a rebuild (one interrupted by a crash gets them here).
+      db.exec(INDEXES);
+    } catch (e) {
+      db.close();
+      throw e;
+    }
+    return new AuditIndex(auditDir, db);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  /**
+   * Bring the index up to the chain: drop segments that are gone, re-index segments whose indexed end
+   * no longer matches the file, add complete records past the indexed end. Each chunk of a segment is one
+   * transaction; `maxRecords` stops after about that many records (the rest is done by the next call).
+   */
+  catchUp(opts: { maxRecords?: number } = {}): CatchUpResult {
+    const res: CatchUpResult = { added: 0, removed: 0, done: true };
+    const onDisk = listSegments(this.auditDir);
+    const tx = this.tx;
+    res.removed += this.forgetMissing(onDisk);
+    const indexed = this.stmt.segments.all();
+    // The first indexed segment that no longer matches its file: it and every later one are redone.
+    for (const row of indexed) {
+      if (this.stillMatches(row)) continue;
+      res.removed += tx.immediate(() => {
+        let n = 0;
+        for (const later of this.stmt.segments.all()) if (later.first_seq >= row.first_seq) n += this.dropSegment(later);
+        return n;
+      });
+      break;
+    }
+    const known = new Map(this.stmt.segments.all().map((r) => [r.name, r.bytes]));
+    for (const name of onDisk) {
+      const first = parseSegmentName(name)!.firstSeq;
+      // Fully indexed already (the common case for every sealed segment): no transaction needed.
+      if (known.get(name) === sizeOf(path.join(this.auditDir, name))) continue;
+      for (;;) {
+        const left = opts.maxRecords === undefined ? Infinity : opts.maxRecords - res.added;
+        const step = tx.immediate(() => this.indexChunk(name, first, left));
+        res.added += step.added;
+        if (step.atEnd) break;
+        if (opts.maxRecords !== undefined && res.added >= opts.maxRecords) {
+          res.done = false;
+          return res;
+        }
+      }
+    }
+    return res;
+  }
+
+  private txFn?: Database.Transaction<(fn: () => unknown) => unknown>;
+
+  /** Run `fn` in a BEGIN IMMEDIATE transaction (one writer at a time across processes). */
+  private get tx(): { immediate: <T>(fn: () => T) => T } {
+    const t = (this.txFn ??= this.db.transaction((fn: () => unknown) => fn()));
+    return { immediate: <T>(fn: () => T): T => t.immediate(fn) as T };
+  }
+
+  /** Drop the rows of segments no longer on disk (purged); returns how many records went. */
+  forgetMissing(onDisk = listSegments(this.auditDir)): number {
+    const present = new Set(onDisk);
+    let removed = 0;
+    for (const row of this.stmt.segments.all()) {
+      if (!present.has(row.name)) removed += this.tx.immediate(() => this.dropSegment(row));
+    }
+    return removed;
+  }
+
+  /** Remove a segment's rows; returns how many records went. */
+  private dropSegment(row: SegmentRow): number {
+    const seqs = this.stmt.textOfSegment.all(row.id);
+    for (const seq of seqs) this.stmt.deleteText.run(seq);
+    this.stmt.deleteEventsOfSegment.run(row.id);
+    this.stmt.deleteSegment.run(row.id);
+    return seqs.length;
+  }
+
+  /** Whether the record the index saw last in this segment is still there, byte for byte where it was. */
+  private stillMatches(row: SegmentRow): boolean {
+    if (row.bytes === 0) return true;
+    let fd: number;
+    try {
+      fd = fs.openSync(path.join(this.auditDir, row.name), 'r');
+    } catch {
+      return false;
+    }
+    try {
+      if (fs.fstatSync(fd).size < row.bytes) return false;
+      const buf = Buffer.alloc(row.bytes - row.last_line_start);
+      fs.readSync(fd, buf, 0, buf.length, row.last_line_start);
+      if (buf[buf.length - 1] !== 0x0a) return false;
+      const rec = parseRecordLine(buf.subarray(0, buf.length - 1).toString('utf8'));
+      return typeof rec !== 'string' && rec.seq === row.last_seq && rec.hash === row.last_hash;
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  /** Index the next chunk of complete lines of one segment (inside a transaction). */
+  private indexChunk(name: string, firstSeq: number, maxLines = Infinity): { added: number; atEnd: boolean } {
+    let row = this.stmt.segmentByName.get(name);
+    if (!row) {
+      this.stmt.insertSegment.run(name, firstSeq);
+      row = this.stmt.segmentByName.get(name)!;
+    }
+    let fd: number;
+    try {
+      fd = fs.openSync(path.join(this.auditDir, name), 'r');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { added: 0, atEnd: true }; // purged meanwhile: next catch-up drops it
+      throw e;
+    }
+    let buf: Buffer;
+    let read: number;
+    try {
+      const size = fs.fstatSync(fd).size;
+      if (size <= row.bytes) return { added: 0, atEnd: true };
+      const want = Number.isFinite(maxLines) ? Math.min(CHUNK_BYTES, Math.max(64 * 1024, maxLines * 1024)) : CHUNK_BYTES;
+      buf = Buffer.allocUnsafe(Math.min(want, size - row.bytes));
+      read = fs.readSync(fd, buf, 0, buf.length, row.bytes);
+      // A record longer than the chunk: read on until its newline.
+      while (buf.lastIndexOf(0x0a, read - 1) < 0 && row.bytes + read < size) {
+        const more = Buffer.allocUnsafe(Math.min(buf.length * 2, size - row.bytes));
+        buf.copy(more, 0, 0, read);
+        buf = more;
+        read += fs.readSync(fd, buf, read, buf.length - read, row.bytes + read);
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+    const end = buf.lastIndexOf(0x0a, read - 1);
+    if (end < 0) return { added: 0, atEnd: true }; // only a partial (torn or still being written) line
+    let added = 0;
+    let at = 0;
+    let lastStart = row.last_line_start;
+    let lastSeq = row.last_seq;
+    let lastHash = row.last_hash;
+    while (at <= end && added < maxLines) {
+      const nl = buf.indexOf(0x0a, at);
+      const line = buf.toString('utf8', at, nl);
+      const rec = parseRecordLine(line);
+      if (typeof rec === 'string') throw new AuditIndexError('VIGIL_AUDIT_INDEX_UNREADABLE', `cannot index ${name} at byte ${row.bytes + at}: ${rec}; run \`vigil audit verify\``);
+      const e = JSON.parse(rec.eventJson) as AuditEvent;
+      const off = row.bytes + at;
+      this.stmt.insertEvent.run(rec.seq, row.id, off, nl - at, str(e.time), str(e.type), str(e.actor?.user), str(e.target?.name), str(e.session_id), str(e.outcome), str(e.source?.ip));
+      const text = searchableText(e);
+      if (text !== undefined) {
+        this.stmt.deleteText.run(rec.seq);
+        this.stmt.insertText.run(rec.seq, text);
+      }
+      lastStart = off;
+      lastSeq = rec.seq;
+      lastHash = rec.hash;
+      added++;
+      at = nl + 1;
+    }
+    this.stmt.progress.run(row.bytes + at, lastStart, lastSeq, lastHash, row.id);
+    return { added, atEnd: false };
+  }
+
+  /** Drop everything and index the whole chain again (`vigil audit index rebuild`). */
+  rebuild(): CatchUpResult {
+    // One transaction: a gateway's follower indexing meanwhile sees the old index or the empty one.
+    // Nothing here needs overwriting (purges already did that): no secure_delete for the bulk delete.
+    this.db.pragma('secure_delete = OFF');
+    this.db.exec(`
+      BEGIN IMMEDIATE;
+      DROP INDEX IF EXISTS events_seg; DROP INDEX IF EXISTS events_time; DROP INDEX IF EXISTS events_type;
+      DROP INDEX IF EXISTS events_user; DROP INDEX IF EXISTS events_target; DROP INDEX IF EXISTS events_session;
+      DELETE FROM events; DELETE FROM segments; DELETE FROM event_text;
+      COMMIT;`);
+    this.db.pragma('secure_delete = ON');
+    // Bulk load without the secondary indexes, then build them once (several times faster than
+    // maintaining six B-trees per row). After a crash in between, the next open builds them.
+    // A crash during a rebuild only means rebuilding again: no fsync per batch, and a bigger page cache
+    // for the index builds' sorts.
+    this.db.pragma('synchronous = OFF');
+    this.db.pragma('cache_size = -262144');
+    let res: CatchUpResult;
+    try {
+      res = this.catchUp();
+      this.db.exec(INDEXES);
+    } finally {
+      this.db.pragma('synchronous = NORMAL');
+      this.db.pragma('cache_size = -2000');
+    }
+    this.db.exec("INSERT INTO event_text(event_text) VALUES ('optimize'); ANALYZE;");
+    return res;
+  }
+
+  /** After a purge: merge FTS5's segments so the purged text is gone from the file, not only unreachable. */
+  compactText(): void {
+    this.db.exec("INSERT INTO event_text(event_text) VALUES ('optimize')");
+  }
+
+  /** Highest indexed seq (0 when empty); cheap, unlike status(). */
+  indexedSeq(): number {
+    return this.stmt.maxSeq.get() ?? 0;
+  }
+
+  status(): IndexStatus {
+    const segs = this.stmt.segments.all();
+    let bytes = 0;
+    for (const f of [this.file, `${this.file}-wal`]) {
+      try {
+        bytes += fs.statSync(f).size;
+      } catch {
+        // no WAL right now
+      }
+    }
+    return { indexedSeq: this.stmt.maxSeq.get() ?? 0, chainSeq: chainHeadSeq(this.auditDir), records: this.stmt.count.get() ?? 0, segments: segs.length, bytes };
+  }
+
+  /**
+   * The records matching `q`, oldest first (the newest `q.limit` when set): the same answer as
+   * searchAuditLog, plus `text`. Catch up first, so nothing durable is missed.
+   */
+  search(q: TextQuery): AuditRecord[] {
+    this.catchUp();
+    try {
+      return this.lookup(q);
+    } catch (e) {
+      // A segment purged or cut back between catch-up and read: catch up again and answer from that.
+      if (!(e instanceof StaleIndexError)) throw e;
+    }
+    this.catchUp();
+    try {
+      return this.lookup(q);
+    } catch (e) {
+      // Rows that point at other records than they name (the file was edited): start over from the chain.
+      if (!(e instanceof StaleIndexError)) throw e;
+    }
+    this.rebuild();
+    return this.lookup(q);
+  }
+
+  private lookup(q: TextQuery): AuditRecord[] {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (q.user !== undefined) where.push('user = ?'), params.push(q.user);
+    if (q.target !== undefined) where.push('target = ?'), params.push(q.target);
+    if (q.session !== undefined) where.push('session = ?'), params.push(q.session);
+    if (q.type !== undefined) where.push('type >= ? AND type < ?'), params.push(q.type, prefixEnd(q.type));
+    else if (q.hideCheckpoints) where.push("type IS NOT 'audit.checkpoint'");
+    const since = iso(q.since);
+    const until = iso(q.until);
+    if (since !== undefined) where.push('time >= ?'), params.push(since);
+    if (until !== undefined) where.push('time <= ?'), params.push(until);
+    let from = 'events';
+    if (q.text !== undefined) {
+      // Two plans: when the other filters leave few records, probe the full-text index once per record
+      // (FTS5 seeks each term's doclist to that rowid); otherwise walk the text matches. Which is
+      // cheaper depends on how common the words are, which only the filters' count can tell.
+      const narrow =
+        where.length > 0 &&
+        (this.db.prepare(`SELECT count(*) FROM (SELECT 1 FROM events WHERE ${where.join(' AND ')} LIMIT ${searchPlan.probe + 1})`).pluck().get(...params) as number) <= searchPlan.probe;
+      if (narrow) {
+        from = 'events CROSS JOIN event_text ON event_text.rowid = events.seq';
+        where.push('event_text MATCH ?');
+      } else where.push('seq IN (SELECT rowid FROM event_text WHERE event_text MATCH ?)');
+      params.push(q.text);
+    }
+    const countUpTo = (cap: number) =>
+      this.db.prepare(`SELECT count(*) FROM (SELECT 1 FROM events WHERE ${where.length ? where.join(' AND ') : '1'} LIMIT ${cap + 1})`).pluck().get(...params) as number;
+    // The newest N of a broad filter (many matches): walking seqs downwards finds them at once, where
+    // the filter's index would fetch and sort every match first.
+    if (q.limit && q.text === undefined && where.length > 0 && countUpTo(searchPlan.broad) > searchPlan.broad) from = 'events NOT INDEXED';
+    const match = matcher(q);
+    const segNames = new Map(this.stmt.segments.all().map((r) => [r.id, r.name]));
+    const cond = where.length ? where.join(' AND ') : '1';
+    const run = <T>(sql: string, args: unknown[]): T[] => {
+      try {
+        return this.db.prepare(sql).all(...args) as T[];
+      } catch (e) {
+        const msg = (e as Error).message;
+        if (q.text !== undefined && /fts5|syntax error|no such column|unterminated|unknown special query/i.test(msg)) {
+          throw new AuditIndexError('VIGIL_AUDIT_SEARCH_TEXT', `invalid --text query ${JSON.stringify(q.text)}: ${msg.replace(/^fts5: /, '')} (FTS5 syntax: words, "exact phrase", prefix*, AND/OR/NOT, NEAR(a b, 5); quote text with punctuation)`);
+        }
+        throw e;
+      }
+    };
+    type Hit = { seq: number; seg: number; off: number; len: number };
+    if (!q.limit) {
+      const hits = run<Hit>(`SELECT seq, seg, off, len FROM ${from} WHERE ${cond} ORDER BY seq`, params);
+      return this.readHits(hits, segNames).filter((r) => match('', r.event));
+    }
+    // Newest first, page by page, until `limit` records pass the chain-side check.
+    const out: AuditRecord[] = [];
+    let below = Number.MAX_SAFE_INTEGER;
+    const page = Math.max(q.limit, 256);
+    for (;;) {
+      const hits = run<Hit>(`SELECT seq, seg, off, len FROM ${from} WHERE ${cond} AND seq < ? ORDER BY seq DESC LIMIT ?`, [...params, below, page]);
+      for (const r of this.readHits(hits, segNames)) {
+        if (match('', r.event)) out.push(r);
+        if (out.length === q.limit) break;
+      }
+      if (out.length === q.limit || hits.length < page) break;
+      below = hits[hits.length - 1].seq;
+    }
+    return out.sort((a, b) => a.seq - b.seq);
+  }
+
+  /** The records themselves, read from the segments at the indexed offsets and checked to be those seqs. */
+  private readHits(hits: { seq: number; seg: number; off: number; len: number }[], segNames: Map<number, string>): AuditRecord[] {
+    const out: AuditRecord[] = new Array(hits.length);
+    const fds = new Map<number, number>();
+    let buf = Buffer.allocUnsafe(64 * 1024);
+    try {
+      for (let i = 0; i < hits.length; i++) {
+        const h = hits[i];
+        let fd = fds.get(h.seg);
+        if (fd === undefined) {
+          const name = segNames.get(h.seg);
+          if (name === undefined) throw new StaleIndexError(`segment id ${h.seg}`);
+          try {
+            fd = fs.openSync(path.join(this.auditDir, name), 'r');
+          } catch (e) {
+            if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new StaleIndexError(name);
+            throw e;
+          }
+          fds.set(h.seg, fd);
+        }
+        if (buf.length < h.len) buf = Buffer.allocUnsafe(h.len * 2);
+        const n = fs.readSync(fd, buf, 0, h.len, h.off);
+        const rec = parseRecordLine(buf.toString('utf8', 0, n));
+        if (typeof rec === 'string' || rec.seq !== h.seq) throw new StaleIndexError(`seq ${h.seq}`);
+        out[i] = { seq: rec.seq, hash: rec.hash, event: JSON.parse(rec.eventJson) as AuditEvent };
+      }
+    } finally {
+      for (const fd of fds.values()) fs.closeSync(fd);
+    }
+    return out;
+  }
+}
+
+class StaleIndexError extends Error {}
+
+function sizeOf(file: string): number {
+  try {
+    return fs.statSync(file).size;
+  } catch {
+    return -1;
+  }
+}
+class UnusableIndexError extends Error {}
+
+/** An index file that is damaged or from another version: safe to delete (it is rebuilt from the chain). */
+export function isUnusable(e: unknown): boolean {
+  if (e instanceof UnusableIndexError) return true;
+  const code = (e as { code?: unknown }).code;
+  return typeof code === 'string' && (code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB');
+}
+
+/** Seq of the last complete record of the newest segment that has one (0 when the log is empty). */
+export function chainHeadSeq(auditDir: string): number {
+  const segs = listSegments(auditDir);
+  for (let i = segs.length - 1; i >= 0; i--) {
+    const file = path.join(auditDir, segs[i]);
+    let fd: number;
+    try {
+      fd = fs.openSync(file, 'r');
+    } catch {
+      continue;
+    }
+    try {
+      const size = fs.fstatSync(fd).size;
+      for (let span = 64 * 1024; ; span *= 4) {
+        const start = Math.max(0, size - span);
+        const buf = Buffer.alloc(size - start);
+        fs.readSync(fd, buf, 0, buf.length, start);
+        const end = buf.lastIndexOf(0x0a);
+        if (end < 0) {
+          if (start === 0) break;
+          continue;
+        }
+        const from = buf.lastIndexOf(0x0a, end - 1);
+        if (from < 0 && start > 0) continue;
+        const rec = parseRecordLine(buf.toString('utf8', from + 1, end));
+        if (typeof rec !== 'string') return rec.seq;
+        break;
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  return 0;
+}
+
+/**
+ * Search through the index (`vigil audit search`): open it (created when missing), catch up, answer.
+ * An index found damaged on the way is deleted and rebuilt from the chain, once.
+ */
+export function searchIndexed(auditDir: string, q: TextQuery): AuditRecord[] {
+  for (let attempt = 0; ; attempt++) {
+    const index = AuditIndex.open(auditDir);
+    try {
+      return index.search(q);
+    } catch (e) {
+      if (attempt > 0 || !isUnusable(e)) throw e;
+    } finally {
+      index.close();
+    }
+    AuditIndex.remove(auditDir);
+  }
+}
+
+/**
+ * After a retention purge: take the purged segments out of an existing index at once (rather than at
+ * the next search) and merge the full-text index, so purged text does not linger in index.sqlite.
+ */
+export function forgetPurged(auditDir: string): number {
+  if (!fs.existsSync(path.join(auditDir, INDEX_FILE))) return 0;
+  const index = AuditIndex.open(auditDir);
+  try {
+    const removed = index.forgetMissing();
+    if (removed > 0) index.compactText();
+    return removed;
+  } finally {
+    index.close();
+  }
+}
