@@ -1,0 +1,45 @@
+/** Messages and shared memory layout between the runner and a target's worker. */
+
+/** Int32 slots of the shared control array. */
+export const CTRL = {
+  /** Executions so far: the heartbeat the runner watches. */
+  execs: 0,
+  /** Length of the input being run (its bytes are in the shared input buffer). */
+  length: 1,
+  /** 1 while an input is running. */
+  running: 2,
+  /** 1 while a suspected hang is being replayed. */
+  suspect: 3,
+} as const;
+
+export interface WorkerInput {
+  target: string;
+  corpusDir: string;
+  extraDirs?: string[];
+  /** Where new findings are written (none: only reported). */
+  crashDir?: string;
+  /** Where inputs with new coverage are written (none: kept in memory only). */
+  saveDir?: string;
+  deadline: number;
+  seed: number;
+  heapLimit: number;
+  /** A suspected hang, replayed first (base64). */
+  suspect?: string;
+  ctrl: SharedArrayBuffer;
+  shared: SharedArrayBuffer;
+}
+
+export interface Finding {
+  kind: 'crash' | 'hang' | 'alloc';
+  signature: string;
+  message: string;
+  /** File name the input was saved under. */
+  file: string;
+  count: number;
+  /** The input, base64. */
+  input: string;
+}
+
+export type WorkerMessage =
+  | { type: 'finding'; finding: Finding }
+  | { type: 'stats'; final: boolean; execs: number; blocks: number; features: number; corpus: number; maxHeapGrowth: number; ms: number };

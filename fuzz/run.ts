@@ -1,0 +1,187 @@
+/**
+ * Runs fuzz targets for a given time each and prints what they did.
+ *
+ *   npm run fuzz -- <target|all> [--seconds N] [--json] [--save-corpus] [--seed N] [--out DIR]
+ *
+ * Each target runs in its own worker thread (see engine/worker.ts). This process is the watchdog: an
+ * input running longer than the hang limit (1 s) is replayed once in a fresh worker, and counted as a
+ * hang if it stalls again; a worker that dies of heap exhaustion is an allocation finding. Findings are
+ * written to <out>/<target>/ and printed; inputs with new coverage go to fuzz/corpus/<target>/ with
+ * --save-corpus. Exit code 1 when anything was found.
+ */
+import { Worker } from 'node:worker_threads';
+import { createHash } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { TARGETS } from './targets/index.ts';
+import { CTRL, type Finding, type WorkerInput, type WorkerMessage } from './engine/protocol.ts';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const HANG_MS = 1000;
+const HEAP_LIMIT = 64 * 1024 * 1024;
+const SHARED_BYTES = 1 << 16;
+
+export interface TargetResult {
+  target: string;
+  execs: number;
+  seconds: number;
+  blocks: number;
+  features: number;
+  corpus: number;
+  crashes: number;
+  hangs: number;
+  allocs: number;
+  maxHeapGrowth: number;
+  findings: Finding[];
+}
+
+interface Options {
+  seconds: number;
+  seed: number;
+  out: string;
+  saveCorpus: boolean;
+}
+
+function runWorker(name: string, opts: Options, deadline: number, suspect: string | undefined, onStats: (m: Extract<WorkerMessage, { type: 'stats' }>) => void, onFinding: (f: Finding) => void): Promise<{ hang?: Buffer; confirmed?: boolean; oom?: Buffer }> {
+  const ctrl = new SharedArrayBuffer(16);
+  const shared = new SharedArrayBuffer(SHARED_BYTES);
+  const c = new Int32Array(ctrl);
+  const corpusDir = join(here, 'corpus', name);
+  const data: WorkerInput = {
+    target: name,
+    corpusDir,
+    crashDir: join(opts.out, name),
+    saveDir: opts.saveCorpus ? corpusDir : undefined,
+    deadline,
+    seed: opts.seed,
+    heapLimit: HEAP_LIMIT,
+    suspect,
+    ctrl,
+    shared,
+  };
+  const worker = new Worker(new URL('./engine/worker-entry.mjs', import.meta.url), { workerData: data, resourceLimits: { maxOldGenerationSizeMb: 768 } });
+  const current = (): Buffer => Buffer.from(new Uint8Array(shared, 0, Math.min(Atomics.load(c, CTRL.length), SHARED_BYTES)));
+  return new Promise((resolve) => {
+    let lastExecs = -1;
+    let lastChange = Date.now();
+    let done = false;
+    const finish = (r: { hang?: Buffer; confirmed?: boolean; oom?: Buffer }): void => {
+      if (done) return;
+      done = true;
+      clearInterval(watch);
+      resolve(r);
+    };
+    const watch = setInterval(() => {
+      const e = Atomics.load(c, CTRL.execs);
+      if (e !== lastExecs || Atomics.load(c, CTRL.running) === 0) {
+        lastExecs = e;
+        lastChange = Date.now();
+        return;
+      }
+      if (Date.now() - lastChange > HANG_MS) {
+        const input = current();
+        const confirmed = Atomics.load(c, CTRL.suspect) === 1;
+        void worker.terminate();
+        finish({ hang: input, confirmed });
+      }
+    }, 50);
+    worker.on('message', (m: WorkerMessage) => (m.type === 'stats' ? onStats(m) : onFinding(m.finding)));
+    worker.on('error', (err: Error & { code?: string }) => {
+      if (err.code === 'ERR_WORKER_OUT_OF_MEMORY') finish({ oom: current() });
+      else {
+        onFinding({ kind: 'crash', signature: `worker: ${err.message}`, message: String(err.stack), file: '', count: 1, input: '' });
+        finish({});
+      }
+    });
+    worker.on('exit', () => finish({}));
+  });
+}
+
+export async function fuzzTarget(name: string, opts: Options): Promise<TargetResult> {
+  const start = Date.now();
+  const deadline = start + opts.seconds * 1000;
+  const findings: Finding[] = [];
+  const res: TargetResult = { target: name, execs: 0, seconds: 0, blocks: 0, features: 0, corpus: 0, crashes: 0, hangs: 0, allocs: 0, maxHeapGrowth: 0, findings };
+  let execsBefore = 0;
+  const save = (kind: Finding['kind'], input: Buffer, message: string): void => {
+    const file = `${kind}-${createHash('sha1').update(input).digest('hex').slice(0, 16)}`;
+    mkdirSync(join(opts.out, name), { recursive: true });
+    writeFileSync(join(opts.out, name, file), input);
+    findings.push({ kind, signature: message, message, file, count: 1, input: input.toString('base64') });
+  };
+  let suspect: string | undefined;
+  let restarts = 0;
+  for (;;) {
+    const r = await runWorker(
+      name,
+      { ...opts, seed: opts.seed + restarts },
+      deadline,
+      suspect,
+      (s) => {
+        res.execs = execsBefore + s.execs;
+        res.blocks = Math.max(res.blocks, s.blocks);
+        res.features = Math.max(res.features, s.features);
+        res.corpus = Math.max(res.corpus, s.corpus);
+        res.maxHeapGrowth = Math.max(res.maxHeapGrowth, s.maxHeapGrowth);
+      },
+      (f) => findings.push(f),
+    );
+    execsBefore = res.execs;
+    suspect = undefined;
+    if (r.hang) {
+      // A stall can be the machine being busy: only an input that stalls twice is a hang.
+      if (r.confirmed) save('hang', r.hang, `input ran longer than ${HANG_MS} ms twice`);
+      else suspect = r.hang.toString('base64');
+    } else if (r.oom) save('alloc', r.oom, 'worker ran out of heap');
+    else break;
+    if (++restarts > 20 || (Date.now() > deadline && !suspect)) break;
+  }
+  res.seconds = (Date.now() - start) / 1000;
+  for (const f of findings) {
+    if (f.kind === 'hang') res.hangs++;
+    else if (f.kind === 'alloc') res.allocs++;
+    else res.crashes++;
+  }
+  return res;
+}
+
+function parseArgs(argv: string[]): { targets: string[]; opts: Options; json: boolean } {
+  const opts: Options = { seconds: 10, seed: Date.now() & 0x7fffffff, out: join(here, '..', '.fuzz-out'), saveCorpus: false };
+  let json = false;
+  const names: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--seconds') opts.seconds = Number(argv[++i]);
+    else if (a === '--seed') opts.seed = Number(argv[++i]);
+    else if (a === '--out') opts.out = argv[++i];
+    else if (a === '--save-corpus') opts.saveCorpus = true;
+    else if (a === '--json') json = true;
+    else names.push(a);
+  }
+  const all = Object.keys(TARGETS);
+  const targets = names.length === 0 || names.includes('all') ? all : names;
+  for (const t of targets) if (!all.includes(t)) throw new Error(`unknown target ${t}; known: ${all.join(', ')}`);
+  if (!(opts.seconds > 0)) throw new Error('--seconds must be positive');
+  return { targets, opts, json };
+}
+
+const pad = (s: string | number, n: number): string => String(s).padStart(n);
+
+async function main(): Promise<void> {
+  const { targets, opts, json } = parseArgs(process.argv.slice(2));
+  const results: TargetResult[] = [];
+  if (!json) console.log(`${'target'.padEnd(22)} ${pad('execs', 9)} ${pad('exec/s', 7)} ${pad('blocks', 6)} ${pad('corpus', 6)} ${pad('crashes', 7)} ${pad('hangs', 5)} ${pad('allocs', 6)} ${pad('max heap growth', 15)}`);
+  for (const t of targets) {
+    const r = await fuzzTarget(t, opts);
+    results.push(r);
+    if (!json) {
+      console.log(`${t.padEnd(22)} ${pad(r.execs, 9)} ${pad(Math.round(r.execs / r.seconds), 7)} ${pad(r.blocks, 6)} ${pad(r.corpus, 6)} ${pad(r.crashes, 7)} ${pad(r.hangs, 5)} ${pad(r.allocs, 6)} ${pad((r.maxHeapGrowth / 1024 / 1024).toFixed(2) + ' MiB', 15)}`);
+      for (const f of r.findings) console.log(`  ${f.kind} ${f.file} (x${f.count}): ${f.message.split('\n').slice(0, 3).join(' | ')}`);
+    }
+  }
+  if (json) console.log(JSON.stringify({ seconds: opts.seconds, seed: opts.seed, results }));
+  process.exitCode = results.some((r) => r.findings.length > 0) ? 1 : 0;
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) await main();
