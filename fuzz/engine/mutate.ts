@@ -139,7 +139,7 @@ const mutators: Mutator[] = [
 
 /** A mutated copy of `input` (the original is never modified), at most `maxLen` bytes. */
 export function mutate(input: Buffer, c: MutateContext): Buffer {
-  let b = Buffer.from(input);
+  let b: Buffer = Buffer.from(input);
   const rounds = 1 + int(c.rand, 4);
   for (let i = 0; i < rounds; i++) b = mutators[int(c.rand, mutators.length)](b, c);
   if (b.length > c.maxLen) b = b.subarray(0, c.maxLen);
