@@ -26,7 +26,7 @@ export const target: FuzzTarget = {
     try {
       for (const c of chunks) {
         if (c.dir % 2 === 0) {
-          const shape = SHAPES[(c.bytes[0] ?? 0) % SHAPES.length];
+          const shape = SHAPES[((c.bytes[0] ?? 0) & 0x7f) % SHAPES.length];
           tracker.sent(shape, shape, 0, sent++);
           if (c.dir === 2) tracker.local(Buffer.from('local'));
         } else {
