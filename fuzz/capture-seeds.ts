@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { startPostgres, clientEnv } from '../test/support/postgres.ts';
 import { startMariadb } from '../test/support/mariadb.ts';
@@ -27,6 +27,14 @@ import { createEvent } from '../src/events/envelope.ts';
 import { silentLogger } from '../src/log.ts';
 import { createCaCertificate, createClientCertificate, loadCa } from '../src/identity/x509.ts';
 import { TARGETS } from './targets/index.ts';
+
+/** Runs a client without blocking this process: the capture relay lives in the same event loop. */
+function client(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<void> {
+  return new Promise((resolve) => {
+    const child = execFile(cmd, args, { env: opts.env, timeout: 60_000 }, () => resolve());
+    child.stdin?.end(opts.input ?? '');
+  });
+}
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const corpus = (t: string): string => path.join(here, 'corpus', t);
@@ -93,16 +101,16 @@ async function postgres(): Promise<void> {
   try {
     pg.psql("CREATE TABLE fuzz_t (id int primary key, name text, secret_password text); INSERT INTO fuzz_t VALUES (1, 'a', 'x'), (2, 'b', 'y');");
     const env = clientEnv({ PGHOST: '127.0.0.1', PGPORT: String(relay.port), PGUSER: pg.superuser, PGDATABASE: 'app', PGSSLMODE: 'disable', PGGSSENCMODE: 'disable' });
-    const psql = (sql: string): void => void execFileSync('psql', ['-X', '-v', 'ON_ERROR_STOP=0', '-c', sql], { env, stdio: 'ignore' });
-    psql("SELECT * FROM fuzz_t WHERE name = 'a'; SELECT 1/0; SET standard_conforming_strings = off; SELECT 'it''s', E'\\\\x', $$dollar$$");
-    psql("BEGIN; UPDATE fuzz_t SET secret_password = 'hunter2' WHERE id = 1; ROLLBACK; ALTER ROLE " + pg.superuser + " PASSWORD NULL");
-    psql('COPY fuzz_t TO STDOUT');
-    execFileSync('psql', ['-X', '-c', "COPY fuzz_t FROM STDIN"], { env, input: '3\tc\tz\n4\td\tw\n\\.\n', stdio: ['pipe', 'ignore', 'ignore'] });
-    psql('SELECT n, repeat(\'x\', n) FROM generate_series(1, 40) n');
-    psql('CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $f$ SELECT 1; $f$; SELECT f(); DROP FUNCTION f()');
+    const psql = (sql: string): Promise<void> => client('psql', ['-X', '-v', 'ON_ERROR_STOP=0', '-c', sql], { env });
+    await psql("SELECT * FROM fuzz_t WHERE name = 'a'; SELECT 1/0; SET standard_conforming_strings = off; SELECT 'it''s', E'\\\\x', $$dollar$$");
+    await psql("BEGIN; UPDATE fuzz_t SET secret_password = 'hunter2' WHERE id = 1; ROLLBACK; ALTER ROLE " + pg.superuser + " PASSWORD NULL");
+    await psql('COPY fuzz_t TO STDOUT');
+    await client('psql', ['-X', '-c', 'COPY fuzz_t FROM STDIN'], { env, input: '3\tc\tz\n4\td\tw\n\\.\n' });
+    await psql('SELECT n, repeat(\'x\', n) FROM generate_series(1, 40) n');
+    await psql('CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $f$ SELECT 1; $f$; SELECT f(); DROP FUNCTION f()');
     const script = path.join(work, 'bench.sql');
     fs.writeFileSync(script, '\\set id random(1, 2)\nSELECT name FROM fuzz_t WHERE id = :id;\nUPDATE fuzz_t SET name = name WHERE id = :id;\n');
-    for (const mode of ['simple', 'extended', 'prepared']) execFileSync('pgbench', ['-n', '-t', '3', '-M', mode, '-f', script, 'app'], { env, stdio: 'ignore' });
+    for (const mode of ['simple', 'extended', 'prepared']) await client('pgbench', ['-n', '-t', '3', '-M', mode, '-f', script, 'app'], { env });
   } finally {
     relay.close();
     await pg.stop();
@@ -148,18 +156,18 @@ async function mysql(): Promise<void> {
   const relay = await captureRelay(db.port);
   try {
     await db.query("CREATE USER fuzz@'%' IDENTIFIED BY 'fuzz-pass'; GRANT ALL ON *.* TO fuzz@'%'; CREATE DATABASE app; CREATE TABLE app.t (id int primary key, name varchar(20), secret_password varchar(20), b blob, d datetime);");
-    const cli = (sql: string): void => void execFileSync('mariadb', ['--no-defaults', '--ssl=0', '-h', '127.0.0.1', '-P', String(relay.port), '-u', 'fuzz', '-pfuzz-pass', 'app', '-e', sql], { stdio: 'ignore' });
-    cli("INSERT INTO t VALUES (1, 'a', 'x', 0x00ff, '2024-01-02 03:04:05'), (2, NULL, 'y', NULL, NULL); SELECT * FROM t; SELECT 1/0, 'it''s', \"dq\"");
-    cli("SET PASSWORD FOR fuzz@'%' = PASSWORD('fuzz-pass'); SELECT * FROM nonexistent; USE app; SHOW TABLES");
-    cli("PREPARE s FROM 'SELECT * FROM t WHERE id = ?'; SET @a = 1; EXECUTE s USING @a; DEALLOCATE PREPARE s");
-    cli("CREATE PROCEDURE p() BEGIN SELECT 1; SELECT 2; END; CALL p(); DROP PROCEDURE p");
-    cli('SELECT n FROM (SELECT 1 n UNION SELECT 2 UNION SELECT 3) x /*!50700 WHERE n > 0 */; KILL QUERY 999999');
+    const cli = (sql: string): Promise<void> => client('mariadb', ['--no-defaults', '--ssl=0', '-h', '127.0.0.1', '-P', String(relay.port), '-u', 'fuzz', '-pfuzz-pass', 'app', '-e', sql]);
+    await cli("INSERT INTO t VALUES (1, 'a', 'x', 0x00ff, '2024-01-02 03:04:05'), (2, NULL, 'y', NULL, NULL); SELECT * FROM t; SELECT 1/0, 'it''s', \"dq\"");
+    await cli("SET PASSWORD FOR fuzz@'%' = PASSWORD('fuzz-pass'); SELECT * FROM nonexistent; USE app; SHOW TABLES");
+    await cli("PREPARE s FROM 'SELECT * FROM t WHERE id = ?'; SET @a = 1; EXECUTE s USING @a; DEALLOCATE PREPARE s");
+    await cli("CREATE PROCEDURE p() BEGIN SELECT 1; SELECT 2; END; CALL p(); DROP PROCEDURE p");
+    await cli('SELECT n FROM (SELECT 1 n UNION SELECT 2 UNION SELECT 3) x /*!50700 WHERE n > 0 */; KILL QUERY 999999');
     // Binary protocol: mysql2's prepared statements (COM_STMT_PREPARE/EXECUTE, binary rows).
     const mysql2 = await import('mysql2/promise');
     const conn = await mysql2.createConnection({ host: '127.0.0.1', port: relay.port, user: 'fuzz', password: 'fuzz-pass', database: 'app' });
     await conn.execute('SELECT * FROM t WHERE id > ? AND name <> ?', [0, 'zz']);
     await conn.execute('INSERT INTO t (id, name, b, d) VALUES (?, ?, ?, ?)', [3, 'c', Buffer.from([1, 2, 3]), new Date(0)]);
-    await conn.query('SELECT 1; SELECT 2');
+    await conn.query('SELECT ?, ? AS x', [1, 'two']);
     await conn.end();
   } finally {
     relay.close();

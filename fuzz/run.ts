@@ -1,7 +1,9 @@
 /**
  * Runs fuzz targets for a given time each and prints what they did.
  *
- *   npm run fuzz -- <target|all> [--seconds N] [--json] [--save-corpus] [--seed N] [--out DIR]
+ *   npm run fuzz -- <target|all> [--seconds N] [--jobs N] [--json] [--save-corpus] [--seed N] [--out DIR]
+ *
+ * --seconds is the mutation time per target, after its worker has started and replayed the corpus.
  *
  * Each target runs in its own worker thread (see engine/worker.ts). This process is the watchdog: an
  * input running longer than the hang limit (1 s) is replayed once in a fresh worker, and counted as a
@@ -25,6 +27,7 @@ const SHARED_BYTES = 1 << 16;
 export interface TargetResult {
   target: string;
   execs: number;
+  /** Time spent mutating (start-up and corpus replay excluded): the exec/s base. */
   seconds: number;
   blocks: number;
   features: number;
@@ -38,12 +41,14 @@ export interface TargetResult {
 
 interface Options {
   seconds: number;
+  /** Targets run at once (each in its own worker). */
+  jobs: number;
   seed: number;
   out: string;
   saveCorpus: boolean;
 }
 
-function runWorker(name: string, opts: Options, deadline: number, suspect: string | undefined, onStats: (m: Extract<WorkerMessage, { type: 'stats' }>) => void, onFinding: (f: Finding) => void): Promise<{ hang?: Buffer; confirmed?: boolean; oom?: Buffer }> {
+function runWorker(name: string, opts: Options, fuzzMs: number, deadline: number, suspect: string | undefined, onStats: (m: Extract<WorkerMessage, { type: 'stats' }>) => void, onFinding: (f: Finding) => void): Promise<{ hang?: Buffer; confirmed?: boolean; oom?: Buffer }> {
   const ctrl = new SharedArrayBuffer(16);
   const shared = new SharedArrayBuffer(SHARED_BYTES);
   const c = new Int32Array(ctrl);
@@ -53,6 +58,7 @@ function runWorker(name: string, opts: Options, deadline: number, suspect: strin
     corpusDir,
     crashDir: join(opts.out, name),
     saveDir: opts.saveCorpus ? corpusDir : undefined,
+    fuzzMs,
     deadline,
     seed: opts.seed,
     heapLimit: HEAP_LIMIT,
@@ -100,10 +106,13 @@ function runWorker(name: string, opts: Options, deadline: number, suspect: strin
 
 export async function fuzzTarget(name: string, opts: Options): Promise<TargetResult> {
   const start = Date.now();
-  const deadline = start + opts.seconds * 1000;
+  // Worker start-up and corpus replay come on top of the mutation time; this bounds everything.
+  const deadline = start + opts.seconds * 1000 + 60_000;
   const findings: Finding[] = [];
   const res: TargetResult = { target: name, execs: 0, seconds: 0, blocks: 0, features: 0, corpus: 0, crashes: 0, hangs: 0, allocs: 0, maxHeapGrowth: 0, findings };
   let execsBefore = 0;
+  let fuzzedBefore = 0;
+  let fuzzedMs = 0;
   const save = (kind: Finding['kind'], input: Buffer, message: string): void => {
     const file = `${kind}-${createHash('sha1').update(input).digest('hex').slice(0, 16)}`;
     mkdirSync(join(opts.out, name), { recursive: true });
@@ -116,10 +125,12 @@ export async function fuzzTarget(name: string, opts: Options): Promise<TargetRes
     const r = await runWorker(
       name,
       { ...opts, seed: opts.seed + restarts },
+      Math.max(0, opts.seconds * 1000 - fuzzedMs),
       deadline,
       suspect,
       (s) => {
         res.execs = execsBefore + s.execs;
+        fuzzedMs = fuzzedBefore + s.ms;
         res.blocks = Math.max(res.blocks, s.blocks);
         res.features = Math.max(res.features, s.features);
         res.corpus = Math.max(res.corpus, s.corpus);
@@ -128,6 +139,7 @@ export async function fuzzTarget(name: string, opts: Options): Promise<TargetRes
       (f) => findings.push(f),
     );
     execsBefore = res.execs;
+    fuzzedBefore = fuzzedMs;
     suspect = undefined;
     if (r.hang) {
       // A stall can be the machine being busy: only an input that stalls twice is a hang.
@@ -135,9 +147,9 @@ export async function fuzzTarget(name: string, opts: Options): Promise<TargetRes
       else suspect = r.hang.toString('base64');
     } else if (r.oom) save('alloc', r.oom, 'worker ran out of heap');
     else break;
-    if (++restarts > 20 || (Date.now() > deadline && !suspect)) break;
+    if (++restarts > 20 || ((Date.now() > deadline || fuzzedMs >= opts.seconds * 1000) && !suspect)) break;
   }
-  res.seconds = (Date.now() - start) / 1000;
+  res.seconds = fuzzedMs / 1000;
   for (const f of findings) {
     if (f.kind === 'hang') res.hangs++;
     else if (f.kind === 'alloc') res.allocs++;
@@ -147,13 +159,14 @@ export async function fuzzTarget(name: string, opts: Options): Promise<TargetRes
 }
 
 function parseArgs(argv: string[]): { targets: string[]; opts: Options; json: boolean } {
-  const opts: Options = { seconds: 10, seed: Date.now() & 0x7fffffff, out: join(here, '..', '.fuzz-out'), saveCorpus: false };
+  const opts: Options = { seconds: 10, jobs: 1, seed: Date.now() & 0x7fffffff, out: join(here, '..', '.fuzz-out'), saveCorpus: false };
   let json = false;
   const names: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--seconds') opts.seconds = Number(argv[++i]);
     else if (a === '--seed') opts.seed = Number(argv[++i]);
+    else if (a === '--jobs') opts.jobs = Math.max(1, Number(argv[++i]) || 1);
     else if (a === '--out') opts.out = argv[++i];
     else if (a === '--save-corpus') opts.saveCorpus = true;
     else if (a === '--json') json = true;
@@ -172,14 +185,23 @@ async function main(): Promise<void> {
   const { targets, opts, json } = parseArgs(process.argv.slice(2));
   const results: TargetResult[] = [];
   if (!json) console.log(`${'target'.padEnd(22)} ${pad('execs', 9)} ${pad('exec/s', 7)} ${pad('blocks', 6)} ${pad('corpus', 6)} ${pad('crashes', 7)} ${pad('hangs', 5)} ${pad('allocs', 6)} ${pad('max heap growth', 15)}`);
-  for (const t of targets) {
-    const r = await fuzzTarget(t, opts);
-    results.push(r);
-    if (!json) {
-      console.log(`${t.padEnd(22)} ${pad(r.execs, 9)} ${pad(Math.round(r.execs / r.seconds), 7)} ${pad(r.blocks, 6)} ${pad(r.corpus, 6)} ${pad(r.crashes, 7)} ${pad(r.hangs, 5)} ${pad(r.allocs, 6)} ${pad((r.maxHeapGrowth / 1024 / 1024).toFixed(2) + ' MiB', 15)}`);
-      for (const f of r.findings) console.log(`  ${f.kind} ${f.file} (x${f.count}): ${f.message.split('\n').slice(0, 3).join(' | ')}`);
-    }
-  }
+  const print = (r: TargetResult): void => {
+    if (json) return;
+    console.log(`${r.target.padEnd(22)} ${pad(r.execs, 9)} ${pad(r.seconds > 0 ? Math.round(r.execs / r.seconds) : 0, 7)} ${pad(r.blocks, 6)} ${pad(r.corpus, 6)} ${pad(r.crashes, 7)} ${pad(r.hangs, 5)} ${pad(r.allocs, 6)} ${pad((r.maxHeapGrowth / 1024 / 1024).toFixed(2) + ' MiB', 15)}`);
+    for (const f of r.findings) console.log(`  ${f.kind} ${f.file} (x${f.count}): ${f.message.split('\n').slice(0, 3).join(' | ')}`);
+  };
+  const queue = [...targets];
+  const byName = new Map<string, TargetResult>();
+  await Promise.all(
+    Array.from({ length: Math.min(opts.jobs, targets.length) }, async () => {
+      for (let t = queue.shift(); t !== undefined; t = queue.shift()) {
+        const r = await fuzzTarget(t, opts);
+        byName.set(t, r);
+        print(r);
+      }
+    }),
+  );
+  for (const t of targets) results.push(byName.get(t)!);
   if (json) console.log(JSON.stringify({ seconds: opts.seconds, seed: opts.seed, results }));
   process.exitCode = results.some((r) => r.findings.length > 0) ? 1 : 0;
 }

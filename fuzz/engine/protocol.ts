@@ -20,6 +20,9 @@ export interface WorkerInput {
   crashDir?: string;
   /** Where inputs with new coverage are written (none: kept in memory only). */
   saveDir?: string;
+  /** Mutation time, counted from when the corpus has been replayed. */
+  fuzzMs: number;
+  /** Wall-clock time the worker must stop by, whatever happens. */
   deadline: number;
   seed: number;
   heapLimit: number;
