@@ -56,4 +56,17 @@ describe('fuzz regression over the committed corpus', () => {
     expect(code).toBe(0);
     fs.rmSync(out, { recursive: true, force: true });
   });
+
+  it('the harness stays out of the production import graph (src/, proxies/, recorder/ never import fuzz/)', () => {
+    const offenders: string[] = [];
+    const walk = (dir: string): void => {
+      for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+        const p = path.join(dir, e.name);
+        if (e.isDirectory()) walk(p);
+        else if (/\.(ts|js|mjs)$/.test(e.name) && /from\s+['"][^'"]*\/fuzz\//.test(fs.readFileSync(p, 'utf8'))) offenders.push(path.relative(root, p));
+      }
+    };
+    for (const d of ['src', 'proxies', 'recorder']) walk(path.join(root, d));
+    expect(offenders).toEqual([]);
+  });
 });
