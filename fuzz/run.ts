@@ -1,26 +1,44 @@
 /**
  * Runs fuzz targets for a given time each and prints what they did.
  *
- *   npm run fuzz -- <target|all> [--seconds N] [--jobs N] [--json] [--save-corpus] [--seed N] [--out DIR]
+ *   npm run fuzz -- <target|all> [--seconds N] [--jobs N] [--json] [--save-corpus] [--seed N] [--out DIR] [--corpus DIR]
  *
  * --seconds is the mutation time per target, after its worker has started and replayed the corpus.
  *
  * Each target runs in its own worker thread (see engine/worker.ts). This process is the watchdog: an
- * input running longer than the hang limit (1 s) is replayed once in a fresh worker, and counted as a
- * hang if it stalls again; a worker that dies of heap exhaustion is an allocation finding. Findings are
+ * input using more than 1 s of the worker thread's CPU time (or stalling 10 s without computing) is
+ * replayed once in a fresh worker, and counted as a hang if it does so again; a worker that dies of heap exhaustion is an allocation finding. Findings are
  * written to <out>/<target>/ and printed; inputs with new coverage go to fuzz/corpus/<target>/ with
  * --save-corpus. Exit code 1 when anything was found.
  */
 import { Worker } from 'node:worker_threads';
 import { createHash } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TARGETS } from './targets/index.ts';
-import { CTRL, type Finding, type WorkerInput, type WorkerMessage } from './engine/protocol.ts';
+import { CTRL, CTRL_BYTES, type Finding, type WorkerInput, type WorkerMessage } from './engine/protocol.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
+/** An input using more than this much CPU time is a hang. */
 const HANG_MS = 1000;
+/** An input stalled this long in wall-clock time (waiting, not computing: a promise never settled) is one too. */
+const STALL_MS = 10_000;
+/** Clock ticks per second of /proc/<pid>/task/<tid>/stat (USER_HZ, 100 on Linux). */
+const TICKS_PER_SECOND = 100;
+
+/** CPU time (ms) a thread of this process has used, or undefined when it cannot be read. */
+function threadCpuMs(tid: number): number | undefined {
+  if (!tid) return undefined;
+  try {
+    const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1000) / TICKS_PER_SECOND;
+  } catch {
+    return undefined;
+  }
+}
 const HEAP_LIMIT = 64 * 1024 * 1024;
 const SHARED_BYTES = 1 << 16;
 
@@ -46,13 +64,15 @@ interface Options {
   seed: number;
   out: string;
   saveCorpus: boolean;
+  /** Root of the corpora (default fuzz/corpus): <root>/<target>/ and <root>/<target>/crashes/. */
+  corpusRoot: string;
 }
 
-function runWorker(name: string, opts: Options, fuzzMs: number, deadline: number, suspect: string | undefined, onStats: (m: Extract<WorkerMessage, { type: 'stats' }>) => void, onFinding: (f: Finding) => void): Promise<{ hang?: Buffer; confirmed?: boolean; oom?: Buffer }> {
-  const ctrl = new SharedArrayBuffer(16);
+function runWorker(name: string, opts: Options, fuzzMs: number, deadline: number, skip: string[], suspect: string | undefined, onStats: (m: Extract<WorkerMessage, { type: 'stats' }>) => void, onFinding: (f: Finding) => void): Promise<{ hang?: Buffer; confirmed?: boolean; oom?: Buffer }> {
+  const ctrl = new SharedArrayBuffer(CTRL_BYTES);
   const shared = new SharedArrayBuffer(SHARED_BYTES);
   const c = new Int32Array(ctrl);
-  const corpusDir = join(here, 'corpus', name);
+  const corpusDir = join(opts.corpusRoot, name);
   const data: WorkerInput = {
     target: name,
     corpusDir,
@@ -62,6 +82,7 @@ function runWorker(name: string, opts: Options, fuzzMs: number, deadline: number
     deadline,
     seed: opts.seed,
     heapLimit: HEAP_LIMIT,
+    skip,
     suspect,
     ctrl,
     shared,
@@ -71,6 +92,7 @@ function runWorker(name: string, opts: Options, fuzzMs: number, deadline: number
   return new Promise((resolve) => {
     let lastExecs = -1;
     let lastChange = Date.now();
+    let cpuAtChange: number | undefined;
     let done = false;
     const finish = (r: { hang?: Buffer; confirmed?: boolean; oom?: Buffer }): void => {
       if (done) return;
@@ -78,14 +100,20 @@ function runWorker(name: string, opts: Options, fuzzMs: number, deadline: number
       clearInterval(watch);
       resolve(r);
     };
+    // An input is timed from the moment the execution counter last moved. CPU time of the worker thread
+    // decides (a loaded machine slows every input in wall-clock time, not in CPU time); wall-clock time
+    // only catches an input waiting forever.
     const watch = setInterval(() => {
       const e = Atomics.load(c, CTRL.execs);
+      const cpu = threadCpuMs(Atomics.load(c, CTRL.tid));
       if (e !== lastExecs || Atomics.load(c, CTRL.running) === 0) {
         lastExecs = e;
         lastChange = Date.now();
+        cpuAtChange = cpu;
         return;
       }
-      if (Date.now() - lastChange > HANG_MS) {
+      const cpuSpent = cpu !== undefined && cpuAtChange !== undefined ? cpu - cpuAtChange : Date.now() - lastChange;
+      if (cpuSpent > HANG_MS || Date.now() - lastChange > STALL_MS) {
         const input = current();
         const confirmed = Atomics.load(c, CTRL.suspect) === 1;
         void worker.terminate();
@@ -113,8 +141,11 @@ export async function fuzzTarget(name: string, opts: Options): Promise<TargetRes
   let execsBefore = 0;
   let fuzzedBefore = 0;
   let fuzzedMs = 0;
+  const skip: string[] = [];
   const save = (kind: Finding['kind'], input: Buffer, message: string): void => {
-    const file = `${kind}-${createHash('sha1').update(input).digest('hex').slice(0, 16)}`;
+    const hash = createHash('sha1').update(input).digest('hex').slice(0, 16);
+    skip.push(hash);
+    const file = `${kind}-${hash}`;
     mkdirSync(join(opts.out, name), { recursive: true });
     writeFileSync(join(opts.out, name, file), input);
     findings.push({ kind, signature: message, message, file, count: 1, input: input.toString('base64') });
@@ -127,6 +158,7 @@ export async function fuzzTarget(name: string, opts: Options): Promise<TargetRes
       { ...opts, seed: opts.seed + restarts },
       Math.max(0, opts.seconds * 1000 - fuzzedMs),
       deadline,
+      skip,
       suspect,
       (s) => {
         res.execs = execsBefore + s.execs;
@@ -143,7 +175,7 @@ export async function fuzzTarget(name: string, opts: Options): Promise<TargetRes
     suspect = undefined;
     if (r.hang) {
       // A stall can be the machine being busy: only an input that stalls twice is a hang.
-      if (r.confirmed) save('hang', r.hang, `input ran longer than ${HANG_MS} ms twice`);
+      if (r.confirmed) save('hang', r.hang, `input ran for more than ${HANG_MS} ms of CPU time (or stalled ${STALL_MS} ms), twice`);
       else suspect = r.hang.toString('base64');
     } else if (r.oom) save('alloc', r.oom, 'worker ran out of heap');
     else break;
@@ -159,7 +191,7 @@ export async function fuzzTarget(name: string, opts: Options): Promise<TargetRes
 }
 
 function parseArgs(argv: string[]): { targets: string[]; opts: Options; json: boolean } {
-  const opts: Options = { seconds: 10, jobs: 1, seed: Date.now() & 0x7fffffff, out: join(here, '..', '.fuzz-out'), saveCorpus: false };
+  const opts: Options = { seconds: 10, jobs: 1, seed: Date.now() & 0x7fffffff, out: join(here, '..', '.fuzz-out'), saveCorpus: false, corpusRoot: join(here, 'corpus') };
   let json = false;
   const names: string[] = [];
   for (let i = 0; i < argv.length; i++) {
@@ -168,6 +200,7 @@ function parseArgs(argv: string[]): { targets: string[]; opts: Options; json: bo
     else if (a === '--seed') opts.seed = Number(argv[++i]);
     else if (a === '--jobs') opts.jobs = Math.max(1, Number(argv[++i]) || 1);
     else if (a === '--out') opts.out = argv[++i];
+    else if (a === '--corpus') opts.corpusRoot = argv[++i];
     else if (a === '--save-corpus') opts.saveCorpus = true;
     else if (a === '--json') json = true;
     else names.push(a);

@@ -10,7 +10,12 @@ export const CTRL = {
   running: 2,
   /** 1 while a suspected hang is being replayed. */
   suspect: 3,
+  /** The worker thread's Linux thread id (0 where unknown): the runner reads its CPU time. */
+  tid: 4,
 } as const;
+
+/** Size of the shared control array in bytes. */
+export const CTRL_BYTES = 32;
 
 export interface WorkerInput {
   target: string;
@@ -26,6 +31,8 @@ export interface WorkerInput {
   deadline: number;
   seed: number;
   heapLimit: number;
+  /** Inputs already found to hang or exhaust the heap (sha1, 16 hex digits): not replayed again. */
+  skip: string[];
   /** A suspected hang, replayed first (base64). */
   suspect?: string;
   ctrl: SharedArrayBuffer;

@@ -1,7 +1,7 @@
 import { workerData, parentPort } from 'node:worker_threads';
 import { getHeapStatistics } from 'node:v8';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlockCoverage, blockOf } from './coverage.ts';
 import { mutate, rng, type MutateContext } from './mutate.ts';
@@ -25,6 +25,12 @@ const input = workerData as WorkerInput;
 // drown the runner's output. Findings are reported through the parent port, never the console.
 for (const k of ['log', 'info', 'warn', 'error', 'debug'] as const) console[k] = () => undefined;
 const ctrl = new Int32Array(input.ctrl);
+// The runner measures this thread's CPU time (/proc/self/task/<tid>/stat) to tell a hang from a busy machine.
+try {
+  Atomics.store(ctrl, CTRL.tid, Number(readlinkSync('/proc/thread-self').split('/').pop()));
+} catch {
+  /* not Linux: the runner falls back to wall-clock time */
+}
 const shared = new Uint8Array(input.shared);
 const post = (m: WorkerMessage): void => parentPort!.postMessage(m);
 
@@ -44,12 +50,15 @@ let started = 0;
 
 const sha = (b: Buffer): string => createHash('sha1').update(b).digest('hex').slice(0, 16);
 
+const skip = new Set(input.skip);
+
 function loadDir(dir: string): Buffer[] {
   if (!existsSync(dir)) return [];
   return readdirSync(dir, { withFileTypes: true })
     .filter((e) => e.isFile() && !e.name.startsWith('.') && !e.name.endsWith('.md'))
     .sort((a, b) => (a.name < b.name ? -1 : 1))
-    .map((e) => readFileSync(join(dir, e.name)));
+    .map((e) => readFileSync(join(dir, e.name)))
+    .filter((b) => !skip.has(sha(b)));
 }
 
 /** One execution: returns the error it threw (a finding), if any. Heap growth is watched per input. */
