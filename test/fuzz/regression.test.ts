@@ -14,7 +14,7 @@ import { tempDir } from '../support/tmp.ts';
  * unbounded allocations, and every target must have executed inputs and reached code.
  */
 
-const SECONDS_PER_TARGET = 1;
+const SECONDS_PER_TARGET = 0.5;
 const root = path.resolve(import.meta.dirname, '../..');
 
 interface Result {
