@@ -19,7 +19,9 @@ function scan(chunks: Buffer[], wantMask: number): { events: string[]; error?: s
   const events: string[] = [];
   let counting = false;
   const sink: ScanSink = {
-    wants: (head) => ((head + 1) & wantMask) !== 0,
+    // The ScanSink contract: while counting rows, a packet that is not EOF/OK/ERR (0xFE/0xFF) is a row
+    // the consumer only counts (a row split across chunks is offered one by one and must be skipped).
+    wants: (head) => (counting ? head === 0xfe || head === 0xff : ((head + 1) & wantMask) !== 0),
     packet: (payload, lastSeq) => {
       events.push(`p${lastSeq}:${payload.toString('hex')}`);
       counting = payload[0] === 0x01;
