@@ -1,5 +1,6 @@
 import { Parser } from 'pg-protocol/dist/parser.js';
 import type { BackendMessage, DatabaseError } from 'pg-protocol/dist/messages.js';
+import { ProtocolError } from '../../src/errors.ts';
 import { cstr, encodeMessage, int32 } from './frontend.ts';
 
 /**
@@ -76,19 +77,51 @@ export function negotiateProtocolVersion(newest: number, unrecognized: string[])
 
 export const readyForQuery = (status = 'I'): Buffer => encodeMessage(B.ReadyForQuery, Buffer.from(status));
 
-const parser = new Parser();
+let parser = new Parser();
 
 /**
  * Decode one whole backend message (header included) with pg-protocol. The parser holds no state
- * between whole messages, so one instance serves every call.
+ * between whole messages, so one instance serves every call. pg-protocol throws RangeErrors on a
+ * malformed body and keeps the bytes it was given when it fails: the parser is then replaced (a stale
+ * message left in it would be decoded in place of the next one, for any session) and the failure is a
+ * ProtocolError like every other malformed message.
  */
 export function decodeBackendMessage(msg: Buffer): BackendMessage {
+  if ((msg[0] === B.ErrorResponse || msg[0] === B.NoticeResponse) && !fieldsTerminated(msg)) {
+    throw new ProtocolError(`malformed backend message of type 0x${msg[0].toString(16)}`, 'VIGIL_PG_MALFORMED');
+  }
   let out: BackendMessage | undefined;
-  parser.parse(msg, (m) => {
-    out = m;
-  });
-  if (!out) throw new Error('incomplete backend message');
+  let count = 0;
+  try {
+    parser.parse(msg, (m) => {
+      out = m;
+      count++;
+    });
+  } catch {
+    parser = new Parser();
+    throw new ProtocolError(`malformed backend message of type 0x${(msg[0] ?? 0).toString(16)}`, 'VIGIL_PG_MALFORMED');
+  }
+  if (!out || count !== 1 || msg.length < 5 || msg.readUInt32BE(1) + 1 !== msg.length) {
+    parser = new Parser();
+    throw new ProtocolError('incomplete backend message', 'VIGIL_PG_MALFORMED');
+  }
   return out;
+}
+
+/**
+ * An ErrorResponse/NoticeResponse body is `(code byte, cstring)*` closed by a 0 byte. pg-protocol reads
+ * fields until it meets that 0 and, past the end of the message, reads empty strings forever: a body
+ * without its terminator would hang the process. Checked here before pg-protocol sees it.
+ */
+function fieldsTerminated(msg: Buffer): boolean {
+  let pos = 5;
+  while (pos < msg.length) {
+    if (msg[pos] === 0) return pos === msg.length - 1;
+    const nul = msg.indexOf(0, pos + 1);
+    if (nul < 0) return false;
+    pos = nul + 1;
+  }
+  return false;
 }
 
 /** CommandComplete tag (`SELECT 3`, `INSERT 0 1`, `COPY 10`). */

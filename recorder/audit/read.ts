@@ -62,13 +62,28 @@ export function prefilters(q: AuditQuery): string[] {
   return f;
 }
 
-/** Records of one segment's text, in order; a partially written last line is ignored. */
+/**
+ * Records of one segment's text, in order; a partially written last line is ignored. A line that is not
+ * a record (its frame or its event JSON damaged) is skipped like a malformed frame: reading shows what
+ * can be read, and `vigil audit verify` is what reports the damage.
+ */
 export function* recordsOf(text: string, filter?: (line: string) => boolean): Generator<AuditRecord & { line: string }> {
   for (const line of splitSegment(text).lines) {
     if (filter && !filter(line)) continue;
     const rec = parseRecordLine(line);
     if (typeof rec === 'string') continue;
-    yield { seq: rec.seq, hash: rec.hash, event: JSON.parse(rec.eventJson) as AuditEvent, line };
+    const event = parseEvent(rec.eventJson);
+    if (!event) continue;
+    yield { seq: rec.seq, hash: rec.hash, event, line };
+  }
+}
+
+function parseEvent(json: string): AuditEvent | undefined {
+  try {
+    const e: unknown = JSON.parse(json);
+    return e !== null && typeof e === 'object' && !Array.isArray(e) ? (e as AuditEvent) : undefined;
+  } catch {
+    return undefined;
   }
 }
 

@@ -162,7 +162,9 @@ function splitBytes(d: StringDecoder): number {
 function replacementsIn(decoder: StringDecoder, data: Buffer): number {
   const { lastChar, lastNeed, lastTotal } = decoder as unknown as DecoderState;
   let n = 0;
-  if (lastChar && lastNeed && lastTotal === REPLACEMENT.length) {
+  // A chunk shorter than what the held character still needs does not finish it (the decoder keeps
+  // holding it, and it is counted with the chunk that does); comparing past its end would throw.
+  if (lastChar && lastNeed && lastTotal === REPLACEMENT.length && data.length >= lastNeed) {
     const held = lastTotal - lastNeed;
     if (lastChar.compare(REPLACEMENT, 0, held, 0, held) === 0 && data.compare(REPLACEMENT, held, lastTotal, 0, lastNeed) === 0) n = 1;
   }

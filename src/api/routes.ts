@@ -34,7 +34,7 @@ const ttl = z.union([z.string(), z.number()]).transform((v, ctx) => {
   return ms;
 });
 
-const RequestBody = z.strictObject({
+export const RequestBody = z.strictObject({
   user: z.string().min(1).optional(),
   role: z.string().min(1),
   targets: z.array(z.string().min(1)).optional(),
@@ -42,10 +42,10 @@ const RequestBody = z.strictObject({
   ttl: ttl.optional(),
   break_glass: z.boolean().optional(),
 });
-const ApproveBody = z.strictObject({ comment: z.string().optional() });
-const ReasonBody = z.strictObject({ reason: z.string().default('') });
-const CertificateBody = z.strictObject({ ssh_public_key: z.string().min(1).optional(), ttl: ttl.optional() });
-const LockBody = z.strictObject({ user: z.string().min(1), reason: z.string().default(''), ttl: ttl.optional() });
+export const ApproveBody = z.strictObject({ comment: z.string().optional() });
+export const ReasonBody = z.strictObject({ reason: z.string().default('') });
+export const CertificateBody = z.strictObject({ ssh_public_key: z.string().min(1).optional(), ttl: ttl.optional() });
+export const LockBody = z.strictObject({ user: z.string().min(1), reason: z.string().default(''), ttl: ttl.optional() });
 const STATES: AccessState[] = ['pending', 'active', 'denied', 'expired', 'revoked'];
 
 function sessionView(s: LiveSession) {

@@ -102,7 +102,8 @@ function decodeString(buf: Buffer, t: Tlv): string {
     case 0x13: // PrintableString
     case 0x16: // IA5String
       return content.toString('utf8');
-    case 0x1e: // BMPString (UTF-16BE)
+    case 0x1e: // BMPString (UTF-16BE): whole code units only (swap16 throws a RangeError otherwise)
+      if (content.length % 2 !== 0) throw new Error('DER: BMPString of odd length');
       return Buffer.from(content).swap16().toString('utf16le');
     default:
       throw new Error(`DER: unsupported string type 0x${t.tag.toString(16)}`);
@@ -113,6 +114,7 @@ function decodeString(buf: Buffer, t: Tlv): string {
 export function readSubject(cert: Buffer): Array<[string, string]> {
   const top = readTlv(cert, 0, cert.length);
   const [tbs] = children(cert, top);
+  if (top.tag !== 0x30 || !tbs || tbs.tag !== 0x30) throw new Error('DER: not a certificate');
   const fields = children(cert, tbs);
   const offset = fields[0]?.tag === 0xa0 ? 1 : 0; // optional [0] version
   const subject = fields[offset + 4];

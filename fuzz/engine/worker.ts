@@ -1,0 +1,201 @@
+import { workerData, parentPort } from 'node:worker_threads';
+import { getHeapStatistics } from 'node:v8';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { BlockCoverage, blockOf } from './coverage.ts';
+import { mutate, rng, type MutateContext } from './mutate.ts';
+import type { FuzzTarget } from './target.ts';
+import { CTRL, type WorkerInput, type WorkerMessage, type Finding } from './protocol.ts';
+
+/**
+ * The fuzzing loop of one target, in a worker thread so that the parent can stop it when one input
+ * runs longer than the hang limit (a synchronous endless loop cannot be interrupted from inside) or
+ * exhausts the heap. Before each input, its bytes are copied to shared memory: whatever happens, the
+ * parent knows which input was running.
+ *
+ * Coverage is read in batches: a batch of mutated inputs runs, then the coverage of the whole batch is
+ * read once. Only when the batch reached something never seen at batch level are its inputs re-run one
+ * by one to find which of them is new. New coverage is rare after the first seconds, so this keeps the
+ * cost of reading coverage (a fraction of a millisecond) off most executions.
+ */
+
+const input = workerData as WorkerInput;
+// Libraries under test may log (xterm reports parse errors on the console): millions of inputs would
+// drown the runner's output. Findings are reported through the parent port, never the console.
+for (const k of ['log', 'info', 'warn', 'error', 'debug'] as const) console[k] = () => undefined;
+const ctrl = new Int32Array(input.ctrl);
+// The runner measures this thread's CPU time (/proc/self/task/<tid>/stat) to tell a hang from a busy machine.
+try {
+  Atomics.store(ctrl, CTRL.tid, Number(readlinkSync('/proc/thread-self').split('/').pop()));
+} catch {
+  /* not Linux: the runner falls back to wall-clock time */
+}
+const shared = new Uint8Array(input.shared);
+const post = (m: WorkerMessage): void => parentPort!.postMessage(m);
+
+const target = ((await import(`../targets/${input.target}.ts`)) as { target: FuzzTarget }).target;
+const maxLen = Math.min(target.maxLen ?? 4096, shared.length);
+const cov = new BlockCoverage(target.covers);
+const features = new Set<number>();
+const blocks = new Set<number>();
+const batchSeen = new Set<number>();
+const corpus: Buffer[] = [];
+const corpusHashes = new Set<string>();
+const findings = new Map<string, Finding>();
+let execs = 0;
+let maxHeapGrowth = 0;
+/** When mutation began (the corpus replay before it is not counted in the rate). */
+let started = 0;
+
+const sha = (b: Buffer): string => createHash('sha1').update(b).digest('hex').slice(0, 16);
+
+const skip = new Set(input.skip);
+
+function loadDir(dir: string): Buffer[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { withFileTypes: true })
+    .filter((e) => e.isFile() && !e.name.startsWith('.') && !e.name.endsWith('.md'))
+    .sort((a, b) => (a.name < b.name ? -1 : 1))
+    .map((e) => readFileSync(join(dir, e.name)))
+    .filter((b) => !skip.has(sha(b)));
+}
+
+/** One execution: returns the error it threw (a finding), if any. Heap growth is watched per input. */
+async function execute(data: Buffer): Promise<unknown> {
+  shared.set(data.subarray(0, shared.length));
+  Atomics.store(ctrl, CTRL.length, data.length);
+  Atomics.store(ctrl, CTRL.running, 1);
+  const before = getHeapStatistics().used_heap_size;
+  let failure: unknown;
+  try {
+    const r = target.run(data);
+    if (r instanceof Promise) await r;
+  } catch (err) {
+    failure = err ?? new Error('threw a nullish value');
+  }
+  const growth = getHeapStatistics().used_heap_size - before;
+  if (growth > maxHeapGrowth) maxHeapGrowth = growth;
+  if (!failure && growth > input.heapLimit) failure = new Error(`heap grew by ${growth} bytes on one input of ${data.length} bytes`);
+  Atomics.store(ctrl, CTRL.running, 0);
+  Atomics.add(ctrl, CTRL.execs, 1);
+  execs++;
+  return failure;
+}
+
+function signature(err: unknown): string {
+  const e = err as Error;
+  const frame = (e?.stack ?? '').split('\n').find((l) => l.includes('/work/') || l.includes('file://')) ?? '';
+  return `${e?.name}: ${String(e?.message).replace(/\d+/g, 'N').slice(0, 100)} @ ${frame.trim().replace(/:\d+\)?$/, '')}`;
+}
+
+function record(err: unknown, data: Buffer, kind: Finding['kind']): void {
+  const sig = signature(err);
+  const f = findings.get(sig);
+  if (f) {
+    f.count++;
+    return;
+  }
+  const file = `${kind}-${sha(data)}`;
+  const finding: Finding = { kind, signature: sig, message: String((err as Error)?.stack ?? err).split('\n').slice(0, 6).join('\n'), file, count: 1, input: data.toString('base64') };
+  findings.set(sig, finding);
+  if (input.crashDir) {
+    mkdirSync(input.crashDir, { recursive: true });
+    writeFileSync(join(input.crashDir, file), data);
+  }
+  post({ type: 'finding', finding });
+}
+
+function addToCorpus(data: Buffer): void {
+  const h = sha(data);
+  if (corpusHashes.has(h)) return;
+  corpusHashes.add(h);
+  corpus.push(data);
+  if (input.saveDir) {
+    mkdirSync(input.saveDir, { recursive: true });
+    writeFileSync(join(input.saveDir, h), data);
+  }
+}
+
+/** Runs one input alone and merges its features; true when it reached something new. */
+async function measured(data: Buffer): Promise<{ fresh: boolean; failure: unknown }> {
+  cov.reset();
+  const failure = await execute(data);
+  const got = new Set<number>();
+  cov.take(got);
+  let fresh = false;
+  for (const f of got) {
+    batchSeen.add(f);
+    if (!features.has(f)) {
+      features.add(f);
+      blocks.add(blockOf(f));
+      fresh = true;
+    }
+  }
+  return { fresh, failure };
+}
+
+function stats(final: boolean): void {
+  post({ type: 'stats', final, execs, blocks: blocks.size, features: features.size, corpus: corpus.length, maxHeapGrowth, ms: started ? Date.now() - started : 0 });
+}
+
+// Phase 1: a suspected hang first (does it hang again?), then known crashes, then the corpus.
+if (input.suspect) {
+  Atomics.store(ctrl, CTRL.suspect, 1);
+  await execute(Buffer.from(input.suspect, 'base64'));
+  Atomics.store(ctrl, CTRL.suspect, 0);
+}
+for (const data of loadDir(join(input.corpusDir, 'crashes'))) {
+  const { failure } = await measured(data);
+  if (failure) record(failure, data, 'crash');
+}
+for (const dir of [input.corpusDir, ...(input.extraDirs ?? [])]) {
+  for (const data of loadDir(dir)) {
+    if (data.length > maxLen) continue;
+    const { fresh, failure } = await measured(data);
+    if (failure) record(failure, data, 'crash');
+    if (fresh || corpus.length === 0) addToCorpus(data);
+  }
+}
+if (corpus.length === 0) addToCorpus(Buffer.alloc(0));
+
+// Phase 2: mutate for the given time (module loading and the corpus replay do not eat into it).
+started = Date.now();
+const deadline = Math.min(input.deadline, started + input.fuzzMs);
+const rand = rng(input.seed);
+const ctx: MutateContext = {
+  rand,
+  maxLen,
+  dictionary: (target.dictionary ?? []).map((t) => Buffer.from(t)),
+  other: () => corpus[Math.floor(rand() * corpus.length)],
+};
+const BATCH = 16;
+let lastStats = Date.now();
+while (Date.now() < deadline) {
+  const batch: Buffer[] = [];
+  cov.reset();
+  for (let i = 0; i < BATCH; i++) {
+    // Favour recent corpus entries (they carry the newest coverage) without starving old ones.
+    const pick = rand() < 0.5 ? corpus[corpus.length - 1 - Math.floor(rand() * Math.min(corpus.length, 16))] : corpus[Math.floor(rand() * corpus.length)];
+    const data = mutate(pick, ctx);
+    batch.push(data);
+    const failure = await execute(data);
+    if (failure) record(failure, data, String((failure as Error).message).startsWith('heap grew') ? 'alloc' : 'crash');
+  }
+  const got = new Set<number>();
+  cov.take(got);
+  let novel = false;
+  for (const f of got) if (!batchSeen.has(f)) { novel = true; batchSeen.add(f); }
+  if (novel) {
+    for (const data of batch) {
+      const { fresh } = await measured(data);
+      if (fresh) addToCorpus(data);
+    }
+  }
+  if (Date.now() - lastStats > 1000) {
+    lastStats = Date.now();
+    stats(false);
+  }
+}
+stats(true);
+cov.close();
