@@ -25,6 +25,7 @@ import { openAuditLog, witnessPublisher } from '../../recorder/audit/index.ts';
 import { openRecordingStore } from '../../recorder/recordings/index.ts';
 import { startTelemetry } from '../telemetry.ts';
 import { refusalBudgetFor } from '../sessions/refusal-budget.ts';
+import { startAlerts } from '../alerts/index.ts';
 
 export interface Gateway {
   services: GatewayServices;
@@ -90,6 +91,10 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
     await events.emit({ type: 'ca.created', outcome: 'success', actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: 'ca', protocol: 'vigil' }, details: { data_dir: dataDir } });
   }
 
+  // Rules listen before any listener opens: nothing a session does escapes them.
+  if (config.alerts.length || config.notifiers.length) {
+    services.alerts = await startAlerts({ alerts: config.alerts, notifiers: config.notifiers, dataDir, events, targets: services.targets, log });
+  }
   const enforcement = startAccessEnforcement(services);
   const purgeJob = config.retention.auto_purge ? startDailyPurge({ config, store, events, log, paths: dataPaths(dataDir) }) : undefined;
   const reportJobs = config.reports.schedules.length ? startReportSchedules({ schedules: config.reports.schedules, dataDir, roleTargets: roleTargetsOf(config), events, log, paths: dataPaths(dataDir) }) : undefined;
@@ -132,6 +137,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
     await refusals.close();
     await purgeJob?.stop();
     await reportJobs?.stop();
+    await services.alerts?.stop().catch(() => {});
     await audit.close().catch(() => {});
     await store.close().catch(() => {});
     throw e;
@@ -153,6 +159,8 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
       await refusals.close();
       await purgeJob?.stop();
       await reportJobs?.stop();
+      // Evaluate what sessions recorded up to now; undelivered notifications stay in the outbox for the next start.
+      await services.alerts?.stop().catch((e) => log.warn({ err: e }, 'alerts stop failed'));
       await events
         .emit({ type: 'gateway.stopped', outcome: 'success', actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: 'gateway', protocol: 'vigil' }, details: {} })
         .catch(() => {});

@@ -7,6 +7,7 @@ import type { RecordingStore } from '../../recorder/types.ts';
 import type { EventBus } from '../events/bus.ts';
 import type { SessionRegistry } from '../sessions/registry.ts';
 import type { RefusalBudget } from '../sessions/refusal-budget.ts';
+import type { AlertService } from '../alerts/index.ts';
 
 /** The shared services bundle every proxy, the API and the CLI work with. */
 export interface GatewayServices {
@@ -23,6 +24,8 @@ export interface GatewayServices {
   targets: TargetDirectory;
   /** Per-source budget for unauthenticated refusals (absent: every refusal is recorded one by one). */
   refusals?: RefusalBudget;
+  /** Alert rules and notifiers (absent when none are configured). */
+  alerts?: AlertService;
 }
 
 export interface TargetDirectory {
