@@ -52,8 +52,9 @@ export class Outbox {
     this.db.exec(SCHEMA);
     this.stmt = {
       add: this.db.prepare('INSERT INTO notify_outbox (notifier, payload, created_at, next_at) VALUES (?, ?, ?, ?)'),
-      due: this.db.prepare('SELECT * FROM notify_outbox WHERE dead = 0 AND notifier = ? AND next_at <= ? ORDER BY id LIMIT 1'),
-      nextDue: this.db.prepare('SELECT MIN(next_at) FROM notify_outbox WHERE dead = 0').pluck(),
+      head: this.db.prepare('SELECT * FROM notify_outbox WHERE dead = 0 AND notifier = ? ORDER BY id LIMIT 1'),
+      // Only each notifier's head counts: items queued behind a waiting retry are not due before it.
+      nextDue: this.db.prepare('SELECT MIN(o.next_at) FROM notify_outbox o WHERE o.dead = 0 AND o.id = (SELECT MIN(id) FROM notify_outbox WHERE dead = 0 AND notifier = o.notifier)').pluck(),
       done: this.db.prepare('DELETE FROM notify_outbox WHERE id = ?'),
       retry: this.db.prepare('UPDATE notify_outbox SET attempts = ?, next_at = ?, last_error = ?, dead = ? WHERE id = ?'),
       depth: this.db.prepare('SELECT notifier, COUNT(*) AS n FROM notify_outbox WHERE dead = 0 GROUP BY notifier'),
@@ -69,13 +70,16 @@ export class Outbox {
     this.stmt.add.run(notifier, JSON.stringify(payload), new Date(now).toISOString(), now);
   }
 
-  /** The oldest due item of a notifier (one at a time per notifier keeps their order). */
+  /**
+   * The oldest pending item of a notifier if it is due. Strictly in order: while it waits for a retry,
+   * newer items wait behind it (a receiver sees a resolve after its trigger, firings in the order made).
+   */
   due(notifier: string, now = Date.now()): OutboxItem | undefined {
-    const r = this.stmt.due.get(notifier, now) as (Omit<OutboxItem, 'payload'> & { payload: string }) | undefined;
-    return r && { ...r, payload: JSON.parse(r.payload) };
+    const r = this.stmt.head.get(notifier) as (Omit<OutboxItem, 'payload'> & { payload: string }) | undefined;
+    return r && r.next_at <= now ? { ...r, payload: JSON.parse(r.payload) } : undefined;
   }
 
-  /** Earliest next_at of anything pending, or undefined. */
+  /** Earliest next_at of the notifiers' oldest pending items, or undefined. */
   nextDue(): number | undefined {
     const v = this.stmt.nextDue.get() as number | null;
     return v ?? undefined;
