@@ -20,11 +20,23 @@ export interface Firing {
   time: string;
 }
 
+/** A group that fired and then stayed quiet for a whole window. */
+export interface Resolution {
+  rule: string;
+  group: Record<string, string>;
+  window_ms: number;
+  notify: string[];
+  /** The `alert.fired` firings this resolution closes are those of the same rule and group. */
+  last_event_time_us: number;
+}
+
 export interface EngineOptions {
   /** Labels of a target in the config (for match.target_labels). */
   labelsOf(target: AuditEvent['target']): Record<string, string> | undefined;
   /** Called for each firing, in order; the engine waits for it before evaluating further events. */
   onFire(f: Firing): Promise<void>;
+  /** Called once a group that fired has had no matching event for a whole window (PagerDuty resolve). */
+  onResolve?(r: Resolution): Promise<void>;
   /** Events evaluated per setImmediate turn (default 256): the event loop stays responsive. */
   batch?: number;
 }
@@ -34,6 +46,8 @@ interface CompiledRule {
   test(e: AuditEvent): boolean;
   windows: Map<string, SlidingWindow>;
   windowUs: number;
+  /** Groups that fired and are not resolved yet: their group values and newest matching event time. */
+  active: Map<string, { group: Record<string, string>; lastUs: number }>;
 }
 
 const asSet = (v: string[] | undefined) => (v ? new Set(v) : undefined);
@@ -73,7 +87,7 @@ function compile(cfg: AlertRuleConfig, labelsOf: EngineOptions['labelsOf']): Com
     }
     return true;
   };
-  return { cfg, test, windows: new Map(), windowUs: cfg.window * 1000 };
+  return { cfg, test, windows: new Map(), windowUs: cfg.window * 1000, active: new Map() };
 }
 
 /**
@@ -92,7 +106,8 @@ export class AlertEngine {
   readonly fired = new Map<string, number>();
 
   constructor(rules: AlertRuleConfig[], private readonly opts: EngineOptions) {
-    const types = Object.keys(EVENT_CATALOG).filter((t) => t !== 'alert.fired');
+    // The engine's own events are never evaluated: a rule cannot feed on firings or resolutions.
+    const types = Object.keys(EVENT_CATALOG).filter((t) => !t.startsWith('alert.'));
     for (const cfg of rules) {
       const rule = compile(cfg, opts.labelsOf);
       this.fired.set(cfg.name, 0);
@@ -111,6 +126,37 @@ export class AlertEngine {
   async start(bus: EventBus): Promise<void> {
     if ([...this.byType.values()].some((rs) => rs.some((r) => r.cfg.match.statement_class))) await loadSqlParsers();
     this.unsubscribe = bus.subscribe(this.onEvent);
+    const rules = this.rules();
+    if (rules.length && this.opts.onResolve) {
+      // Often enough that a resolution follows its window's end closely, never more than once per 50 ms.
+      const every = Math.min(1000, Math.max(50, Math.min(...rules.map((r) => r.cfg.window)) / 4));
+      this.sweeper = setInterval(() => void this.sweep(Date.now() * 1000), every);
+      this.sweeper.unref();
+    }
+  }
+
+  private sweeper: NodeJS.Timeout | undefined;
+  private sweeping = false;
+
+  private rules(): CompiledRule[] {
+    return [...new Set([...this.byType.values()].flat())];
+  }
+
+  /** Resolve groups whose newest matching event is at least one window old at `nowUs`. */
+  private async sweep(nowUs: number): Promise<void> {
+    if (this.sweeping) return;
+    this.sweeping = true;
+    try {
+      for (const rule of this.rules()) {
+        for (const [key, a] of rule.active) {
+          if (a.lastUs > nowUs - rule.windowUs) continue;
+          rule.active.delete(key);
+          await this.opts.onResolve!({ rule: rule.cfg.name, group: a.group, window_ms: rule.cfg.window, notify: rule.cfg.notify, last_event_time_us: a.lastUs }).catch(() => {});
+        }
+      }
+    } finally {
+      this.sweeping = false;
+    }
   }
 
   private readonly onEvent = (e: AuditEvent): void => {
@@ -163,11 +209,14 @@ export class AlertEngine {
     if (!w) rule.windows.set(key, (w = new SlidingWindow(rule.windowUs)));
     const t = eventTimeUs(e.time);
     const n = w.add(t, e.id);
+    const active = rule.active.get(key);
+    if (active && t > active.lastUs) active.lastUs = t;
     // Groups that went quiet are forgotten, so memory follows the active groups.
     if (rule.windows.size > 1024) for (const [k, other] of rule.windows) if (other.newest !== undefined && other.newest <= t - rule.windowUs) rule.windows.delete(k);
     if (n < rule.cfg.threshold) return undefined;
     const ids = w.eventIds();
     w.clear();
+    rule.active.set(key, { group, lastUs: Math.max(t, active?.lastUs ?? 0) });
     return { rule: rule.cfg.name, group, count: n, threshold: rule.cfg.threshold, window_ms: rule.cfg.window, event_ids: ids, notify: rule.cfg.notify, time: e.time };
   }
 
@@ -183,6 +232,7 @@ export class AlertEngine {
   }
 
   async stop(): Promise<void> {
+    if (this.sweeper) clearInterval(this.sweeper);
     this.unsubscribe?.();
     await this.idle();
   }

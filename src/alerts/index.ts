@@ -3,7 +3,8 @@ import type { EventBus } from '../events/bus.ts';
 import { LOCAL_SOURCE, SYSTEM_ACTOR } from '../events/envelope.ts';
 import type { TargetDirectory } from '../gateway/services.ts';
 import type { AlertRuleConfig, NotifierConfig } from './config.ts';
-import { AlertEngine, type Firing } from './engine.ts';
+import { AlertEngine, type Firing, type Resolution } from './engine.ts';
+import { formatTime } from '../events/envelope.ts';
 import { Outbox } from '../notifiers/outbox.ts';
 import { Dispatcher } from '../notifiers/dispatcher.ts';
 import type { Notification } from '../notifiers/format.ts';
@@ -46,8 +47,22 @@ export async function startAlerts(d: AlertDeps): Promise<AlertService> {
     outbox.enqueueFiring(event.id, f.rule, event.time, n, f.notify);
     dispatcher.kick();
   };
+  const onResolve = async (r: Resolution): Promise<void> => {
+    const last = formatTime(new Date(Math.floor(r.last_event_time_us / 1000)), r.last_event_time_us % 1000);
+    const event = await d.events.emit({
+      type: 'alert.resolved',
+      outcome: 'success',
+      actor: SYSTEM_ACTOR as never,
+      source: LOCAL_SOURCE,
+      target: { name: `alert/${r.rule}`, protocol: 'vigil' },
+      details: { rule: r.rule, group: r.group, window_ms: r.window_ms, last_event_time: last, notify: r.notify },
+    });
+    const n: Notification = { action: 'resolve', alert_id: event.id, rule: r.rule, group: r.group, count: 0, threshold: 0, window_ms: r.window_ms, event_ids: [], time: event.time };
+    for (const name of r.notify) outbox.add(name, n);
+    dispatcher.kick();
+  };
   const byKey = new Map(d.targets.all().map((t) => [`${t.protocol}/${t.name}`, t.labels]));
-  const engine = new AlertEngine(d.alerts, { onFire, labelsOf: (t) => byKey.get(`${t.protocol}/${t.name}`) });
+  const engine = new AlertEngine(d.alerts, { onFire, onResolve, labelsOf: (t) => byKey.get(`${t.protocol}/${t.name}`) });
   await engine.start(d.events);
   dispatcher.start();
 

@@ -67,6 +67,7 @@ export const EVENT_CATALOG = {
   'audit.bundle': { description: 'A signed evidence bundle was made (vigil audit bundle): filter, time range, covered seq interval, counts, destination and the SHA-256 of its signed manifest (or the error).' },
   // alerts
   'alert.fired': { description: 'An alert rule (alerts section) matched: details carry the rule, its group key, the count in its window and the ids of the triggering events; the firing is queued to the rule\'s notifiers.' },
+  'alert.resolved': { description: 'A rule and group that fired had no matching event for a whole window: details carry the rule, group and the time of the last matching event; notifiers are told (PagerDuty resolve with the same dedup key).' },
   'gateway.started': { description: 'The gateway started listening.' },
   'gateway.stopped': { description: 'The gateway stopped.' },
 } as const satisfies Record<string, EventTypeInfo>;

@@ -23,8 +23,9 @@ export function dedupKey(n: Pick<Notification, 'rule' | 'group'>): string {
 
 export function summaryOf(n: Notification): string {
   const g = Object.entries(n.group).map(([k, v]) => `${k}=${v}`).join(' ');
-  const verb = n.action === 'resolve' ? 'resolved' : 'fired';
-  return `vigil alert ${n.rule} ${verb}${g ? ` for ${g}` : ''}: ${n.count} event(s) within ${n.window_ms / 1000}s (threshold ${n.threshold})`;
+  const who = g ? ` for ${g}` : '';
+  if (n.action === 'resolve') return `vigil alert ${n.rule} resolved${who}: no matching event for ${n.window_ms / 1000}s`;
+  return `vigil alert ${n.rule} fired${who}: ${n.count} event(s) within ${n.window_ms / 1000}s (threshold ${n.threshold})`;
 }
 
 /** `X-Vigil-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">` (receivers reject stale t). */

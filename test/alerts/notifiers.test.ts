@@ -151,6 +151,25 @@ describe('notifiers', () => {
     for (const e of tg.events) for (const s of secrets) expect(JSON.stringify(e)).not.toContain(s);
   });
 
+  it('PagerDuty: trigger, then resolve with the same dedup key once the group is quiet for a window', async () => {
+    const dir = tempDir();
+    const pdRx = await httpReceiver();
+    cleanups.push(pdRx.close);
+    const keyFile = path.join(dir, 'pd-key');
+    fs.writeFileSync(keyFile, 'RK', { mode: 0o600 });
+    const tg = await gateway({
+      notifiers: [{ name: 'pd', kind: 'pagerduty', url: pdRx.url('/pd'), routing_key: { file: keyFile }, ...FAST }],
+      alerts: [{ name: 'burst', match: { type: 'auth.failure' }, group_by: ['actor.user'], window: '300ms', notify: ['pd'] }],
+    });
+    await fail(tg, 'quinn');
+    await waitFor(() => pdRx.accepted.length === 2, 10_000, 'trigger and resolve');
+    const [t, r] = pdRx.accepted.map((x) => JSON.parse(x.body));
+    expect(t).toMatchObject({ event_action: 'trigger', dedup_key: 'vigil/burst/actor.user=quinn' });
+    expect(r).toEqual({ routing_key: 'RK', event_action: 'resolve', dedup_key: t.dedup_key });
+    const resolved = tg.events.find((e) => e.type === 'alert.resolved')!;
+    expect(resolved.details).toMatchObject({ rule: 'burst', group: { 'actor.user': 'quinn' }, window_ms: 300 });
+  });
+
   it('a receiver that fails (500), times out and recovers: nothing lost, failures counted', async () => {
     // Attempts 0–1 answer 500, attempt 2 never answers (times out), then the receiver is healthy.
     const hook = await httpReceiver((n) => (n < 2 ? 'fail' : n === 2 ? 'hang' : 'ok'));

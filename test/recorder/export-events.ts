@@ -69,6 +69,7 @@ const EVENTS: Record<EventType, Omit<EventInput, 'type'>> = {
   'hold.added': { outcome: 'success', actor: admin, source: cli, target: { name: 'hold/01H', protocol: 'vigil' }, details: { hold_id: '01H', reason: 'litigation', user: 'alice' } },
   'hold.released': { outcome: 'success', actor: admin, source: cli, target: { name: 'hold/01H', protocol: 'vigil' }, details: { hold_id: '01H', reason: 'litigation', user: 'alice', release_reason: 'settled' } },
   'alert.fired': { outcome: 'success', actor: vigil, source: { ip: 'local', via: 'gateway' }, target: { name: 'alert/failed-logins', protocol: 'vigil' }, details: { rule: 'failed-logins', group: { 'actor.user': 'alice' }, count: 5, threshold: 5, window_ms: 60000, event_ids: ['01HA', '01HB', '01HC', '01HD', '01HE'], notify: ['oncall-hook'] } },
+  'alert.resolved': { outcome: 'success', actor: vigil, source: { ip: 'local', via: 'gateway' }, target: { name: 'alert/failed-logins', protocol: 'vigil' }, details: { rule: 'failed-logins', group: { 'actor.user': 'alice' }, window_ms: 60000, last_event_time: '2026-12-06T01:00:00.000000Z', notify: ['oncall-hook'] } },
   'gateway.started': { outcome: 'success', actor: vigil, source: { ip: 'local', via: 'gateway' }, target: { name: 'gateway', protocol: 'vigil' }, details: { ports: { ssh: 2222 } } },
   'gateway.stopped': { outcome: 'success', actor: vigil, source: { ip: 'local', via: 'gateway' }, target: { name: 'gateway', protocol: 'vigil' }, details: {} },
 };

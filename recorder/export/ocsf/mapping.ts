@@ -260,6 +260,7 @@ const MAPPERS: Record<EventType, (e: AuditEvent) => Mapped> = {
   'hold.released': (e) => lifecycle(e, OTHER, 'Legal Hold Released'),
   // A firing is the gateway reporting on itself: an application lifecycle event of kind Other.
   'alert.fired': (e) => lifecycle(e, OTHER, 'Alert'),
+  'alert.resolved': (e) => lifecycle(e, OTHER, 'Alert Resolved'),
   'gateway.started': (e) => lifecycle(e, 3, 'Start'),
   'gateway.stopped': (e) => lifecycle(e, 4, 'Stop'),
 };
