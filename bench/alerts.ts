@@ -78,8 +78,8 @@ async function main() {
       return `host=127.0.0.1 port=${tg.ports.postgres} dbname=pg user=alice sslmode=verify-full sslrootcert=${a.ca} sslcert=${a.crt} sslkey=${a.key}`;
     };
     const routes = [
-      { name: 'none', conn: await conn(none), tps: [] as number[] },
-      { name: 'rules', conn: await conn(ruled), tps: [] as number[] },
+      { name: 'none', conn: await conn(none), tps: [] as number[], cpu: [] as number[] },
+      { name: 'rules', conn: await conn(ruled), tps: [] as number[], cpu: [] as number[] },
     ];
     const direct = `host=127.0.0.1 port=${pg.port} dbname=app user=scram_user password=${PASSWORDS.scram_user} sslmode=require`;
     await pgbench(direct, ['-i', '-q', '-s', values.scale!]);
@@ -89,11 +89,21 @@ async function main() {
     const rounds = Number(values.rounds);
     for (let i = 0; i < rounds; i++) {
       // Alternate the order each round so drift hits both alike.
-      for (const r of i % 2 ? [...routes].reverse() : routes) r.tps.push(await pgbench(r.conn, args));
+      for (const r of i % 2 ? [...routes].reverse() : routes) {
+        // Both gateways run in this process and only one has traffic at a time: this process's CPU time
+        // per transaction is that gateway's cost, far less sensitive to other load than TPS.
+        const before = process.cpuUsage();
+        const tps = await pgbench(r.conn, args);
+        const used = process.cpuUsage(before);
+        r.tps.push(tps);
+        r.cpu.push((used.user + used.system) / (tps * Number(values.seconds)));
+      }
     }
     const med = routes.map((r) => median(r.tps));
     console.log(`pgbench -S -M ${values.mode} -c ${values.clients} -T ${values.seconds}s, ${rounds} rounds, load avg ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
-    for (const [i, r] of routes.entries()) console.log(`  ${r.name.padEnd(6)} median ${med[i].toFixed(0)} tps  (${r.tps.map((t) => t.toFixed(0)).join(', ')})`);
+    const cpu = routes.map((r) => median(r.cpu));
+    for (const [i, r] of routes.entries()) console.log(`  ${r.name.padEnd(6)} median ${med[i].toFixed(0)} tps  (${r.tps.map((t) => t.toFixed(0)).join(', ')}); gateway CPU ${cpu[i].toFixed(1)} µs/tx (${r.cpu.map((c) => c.toFixed(1)).join(', ')})`);
+    console.log(`  CPU per transaction none/rules = ${(cpu[0] / cpu[1]).toFixed(3)}  (the throughput ratio a CPU-bound gateway would see)`);
     const fired = [...ruled.gw.services.alerts!.engine.fired.values()].reduce((a, b) => a + b, 0);
     console.log(`  ratio rules/none = ${(med[1] / med[0]).toFixed(3)}  (target >= 0.98; firings during the run: ${fired})`);
   } finally {

@@ -62,7 +62,15 @@ export async function startAlerts(d: AlertDeps): Promise<AlertService> {
     dispatcher.kick();
   };
   const byKey = new Map(d.targets.all().map((t) => [`${t.protocol}/${t.name}`, t.labels]));
-  const engine = new AlertEngine(d.alerts, { onFire, onResolve, labelsOf: (t) => byKey.get(`${t.protocol}/${t.name}`) });
+  // A session passes the same target object with each of its events: look its labels up once.
+  const seen = new WeakMap<object, Record<string, string> | undefined>();
+  const labelsOf = (t: { name: string; protocol: string }) => {
+    if (seen.has(t)) return seen.get(t);
+    const l = byKey.get(`${t.protocol}/${t.name}`);
+    seen.set(t, l);
+    return l;
+  };
+  const engine = new AlertEngine(d.alerts, { onFire, onResolve, labelsOf });
   await engine.start(d.events);
   dispatcher.start();
 
