@@ -70,15 +70,23 @@ function compile(cfg: AlertRuleConfig, labelsOf: EngineOptions['labelsOf']): Com
   const command = m.command ? new RegExp(m.command, 'i') : undefined;
   const labels = m.target_labels ? Object.entries(m.target_labels) : undefined;
   // Cheap checks first; the SQL parser runs last and only for events every other condition accepted.
+  // The target conditions hold or not for a whole session, which passes the same target object with
+  // each event: decided once per target object.
+  const targetVerdicts = targets || labels ? new WeakMap<object, boolean>() : undefined;
+  const targetOk = (t: AuditEvent['target']): boolean => {
+    let ok = targetVerdicts!.get(t);
+    if (ok === undefined) {
+      const have = labels ? labelsOf(t) : undefined;
+      ok = (!targets || targets.has(t.name)) && (!labels || (!!have && labels.every(([k, v]) => have[k] === v)));
+      targetVerdicts!.set(t, ok);
+    }
+    return ok;
+  };
   const test = (e: AuditEvent): boolean => {
     if (users && !users.has(e.actor.user)) return false;
     if (roles && !e.actor.roles.some((r) => roles.has(r))) return false;
-    if (targets && !targets.has(e.target.name)) return false;
     if (outcomes && !outcomes.has(e.outcome)) return false;
-    if (labels) {
-      const have = labelsOf(e.target);
-      if (!have || !labels.every(([k, v]) => have[k] === v)) return false;
-    }
+    if (targetVerdicts && !targetOk(e.target)) return false;
     const text = typeof e.details.command === 'string' ? e.details.command : typeof e.details.sql === 'string' ? e.details.sql : undefined;
     if (command && (text === undefined || !command.test(text))) return false;
     if (classes) {
