@@ -8,6 +8,7 @@ import { PROXIES } from '../../proxies/registry.ts';
 import { rolesSchema, accessSchema } from '../authz/config.ts';
 import { compileTemplate } from '../../recorder/export/template.ts';
 import { parseSchedule } from '../../recorder/reports/cron.ts';
+import { alertRulesSchema, notifiersSchema } from '../alerts/config.ts';
 
 /** `vigil audit export --format template:NAME`: a line with ${field} placeholders (recorder/export/template.ts). */
 const exportTemplate = z
@@ -259,10 +260,20 @@ export function buildConfigSchema(sc: SchemaContext) {
           }),
       })
       .prefault({}),
+    /** Where alert firings are delivered (README "Alerts and notifications"). */
+    notifiers: notifiersSchema(sc),
+    /** Alert rules evaluated over the event stream, off the proxies' hot path. */
+    alerts: alertRulesSchema(),
     ...proxySections,
     targets: z.array(target).default([]),
     roles: rolesSchema(),
     access: accessSchema(),
+  }).superRefine((c, ctx) => {
+    // A rule notifying a notifier that does not exist would fire into nothing.
+    const names = new Set(c.notifiers.map((n) => n.name));
+    c.alerts.forEach((r, i) => r.notify.forEach((n, j) => {
+      if (!names.has(n)) ctx.addIssue({ code: 'custom', path: ['alerts', i, 'notify', j], message: `alerts.${r.name}: no notifier named ${n}` });
+    }));
   });
 }
 

@@ -65,6 +65,9 @@ export const EVENT_CATALOG = {
   'report.generated': { description: 'An access-review report was generated (vigil report access, or a reports.schedules entry): period, format, destination, SHA-256 of the file, headline counts and the chain verification status.' },
   'audit.export': { description: 'Audit events were exported (vigil audit export): format, filter, destination and how many events.' },
   'audit.bundle': { description: 'A signed evidence bundle was made (vigil audit bundle): filter, time range, covered seq interval, counts, destination and the SHA-256 of its signed manifest (or the error).' },
+  // alerts
+  'alert.fired': { description: 'An alert rule (alerts section) matched: details carry the rule, its group key, the count in its window and the ids of the triggering events; the firing is queued to the rule\'s notifiers.' },
+  'alert.resolved': { description: 'A rule and group that fired had no matching event for a whole window: details carry the rule, group and the time of the last matching event; notifiers are told (PagerDuty resolve with the same dedup key).' },
   'gateway.started': { description: 'The gateway started listening.' },
   'gateway.stopped': { description: 'The gateway stopped.' },
 } as const satisfies Record<string, EventTypeInfo>;

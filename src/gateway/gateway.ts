@@ -26,6 +26,7 @@ import { openRecordingStore } from '../../recorder/recordings/index.ts';
 import { startTelemetry } from '../telemetry.ts';
 import { refusalBudgetFor } from '../sessions/refusal-budget.ts';
 import { applyKeepAlive } from './slow-clients.ts';
+import { startAlerts } from '../alerts/index.ts';
 
 export interface Gateway {
   services: GatewayServices;
@@ -94,6 +95,10 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
     await events.emit({ type: 'ca.created', outcome: 'success', actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: 'ca', protocol: 'vigil' }, details: { data_dir: dataDir } });
   }
 
+  // Rules listen before any listener opens: nothing a session does escapes them.
+  if (config.alerts.length || config.notifiers.length) {
+    services.alerts = await startAlerts({ alerts: config.alerts, notifiers: config.notifiers, dataDir, events, targets: services.targets, log });
+  }
   const enforcement = startAccessEnforcement(services);
   const purgeJob = config.retention.auto_purge ? startDailyPurge({ config, store, events, log, paths: dataPaths(dataDir) }) : undefined;
   const reportJobs = config.reports.schedules.length ? startReportSchedules({ schedules: config.reports.schedules, dataDir, roleTargets: roleTargetsOf(config), events, log, paths: dataPaths(dataDir) }) : undefined;
@@ -139,6 +144,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
     await purgeJob?.stop();
     await reportJobs?.stop();
     await services.auditIndex?.stop();
+    await services.alerts?.stop().catch(() => {});
     await audit.close().catch(() => {});
     await store.close().catch(() => {});
     throw e;
@@ -161,6 +167,8 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
       await purgeJob?.stop();
       await reportJobs?.stop();
       await services.auditIndex?.stop();
+      // Evaluate what sessions recorded up to now; undelivered notifications stay in the outbox for the next start.
+      await services.alerts?.stop().catch((e) => log.warn({ err: e }, 'alerts stop failed'));
       await events
         .emit({ type: 'gateway.stopped', outcome: 'success', actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: 'gateway', protocol: 'vigil' }, details: {} })
         .catch(() => {});

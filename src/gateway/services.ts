@@ -8,6 +8,7 @@ import type { EventBus } from '../events/bus.ts';
 import type { SessionRegistry } from '../sessions/registry.ts';
 import type { RefusalBudget } from '../sessions/refusal-budget.ts';
 import type { IndexFollower } from '../../recorder/audit/index-follower.ts';
+import type { AlertService } from '../alerts/index.ts';
 
 /** The shared services bundle every proxy, the API and the CLI work with. */
 export interface GatewayServices {
@@ -26,6 +27,8 @@ export interface GatewayServices {
   refusals?: RefusalBudget;
   /** The search index kept up with the log (absent when audit.index.enabled is false). */
   auditIndex?: IndexFollower;
+  /** Alert rules and notifiers (absent when none are configured). */
+  alerts?: AlertService;
 }
 
 export interface TargetDirectory {

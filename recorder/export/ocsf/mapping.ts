@@ -258,6 +258,9 @@ const MAPPERS: Record<EventType, (e: AuditEvent) => Mapped> = {
   'audit.purged': (e) => lifecycle(e, OTHER, 'Purge'),
   'hold.added': (e) => lifecycle(e, OTHER, 'Legal Hold'),
   'hold.released': (e) => lifecycle(e, OTHER, 'Legal Hold Released'),
+  // A firing is the gateway reporting on itself: an application lifecycle event of kind Other.
+  'alert.fired': (e) => lifecycle(e, OTHER, 'Alert'),
+  'alert.resolved': (e) => lifecycle(e, OTHER, 'Alert Resolved'),
   'gateway.started': (e) => lifecycle(e, 3, 'Start'),
   'gateway.stopped': (e) => lifecycle(e, 4, 'Stop'),
 };

@@ -8,6 +8,7 @@ import { AUDIT_BUNDLE_COMMANDS } from './audit-bundle.ts';
 import { REPLAY_COMMANDS } from './replay.ts';
 import { RETENTION_COMMANDS } from './retention.ts';
 import { REPORT_COMMANDS } from './report.ts';
+import { ALERT_COMMANDS } from './alerts.ts';
 import { sshKnownHostsCommand } from '../../../proxies/ssh/cli.ts';
 
 /** Every CLI command, in the order `vigil --help` lists them. One line per command module. */
@@ -23,5 +24,6 @@ export const COMMANDS: Command[] = [
   ...REPLAY_COMMANDS,
   ...RETENTION_COMMANDS,
   ...REPORT_COMMANDS,
+  ...ALERT_COMMANDS,
   sshKnownHostsCommand,
 ];

@@ -1,0 +1,247 @@
+import type { EventBus } from '../events/bus.ts';
+import type { AuditEvent } from '../events/envelope.ts';
+import { EVENT_CATALOG } from '../events/catalog.ts';
+import { classifySql, loadSqlParsers } from '../../recorder/reports/classify-sql.ts';
+import type { AlertRuleConfig } from './config.ts';
+import { SlidingWindow, eventTimeUs } from './window.ts';
+
+/** One firing of a rule, as recorded in `alert.fired` and sent to the notifiers. */
+export interface Firing {
+  rule: string;
+  /** The group_by fields and their values for this firing ({} without group_by). */
+  group: Record<string, string>;
+  count: number;
+  threshold: number;
+  window_ms: number;
+  /** The events in the window that made the rule fire, oldest first. */
+  event_ids: string[];
+  notify: string[];
+  /** Time of the event that completed the threshold. */
+  time: string;
+}
+
+/** A group that fired and then stayed quiet for a whole window. */
+export interface Resolution {
+  rule: string;
+  group: Record<string, string>;
+  window_ms: number;
+  notify: string[];
+  /** The `alert.fired` firings this resolution closes are those of the same rule and group. */
+  last_event_time_us: number;
+}
+
+export interface EngineOptions {
+  /** Labels of a target in the config (for match.target_labels). */
+  labelsOf(target: AuditEvent['target']): Record<string, string> | undefined;
+  /** Called for each firing, in order; the engine waits for it before evaluating further events. */
+  onFire(f: Firing): Promise<void>;
+  /** Called once a group that fired has had no matching event for a whole window (PagerDuty resolve). */
+  onResolve?(r: Resolution): Promise<void>;
+  /** Events evaluated per setImmediate turn (default 256): the event loop stays responsive. */
+  batch?: number;
+}
+
+interface CompiledRule {
+  cfg: AlertRuleConfig;
+  test(e: AuditEvent): boolean;
+  windows: Map<string, SlidingWindow>;
+  windowUs: number;
+  /** Groups that fired and are not resolved yet: their group values and newest matching event time. */
+  active: Map<string, { group: Record<string, string>; lastUs: number }>;
+}
+
+const asSet = (v: string[] | undefined) => (v ? new Set(v) : undefined);
+
+/** The value of a dotted envelope path (`actor.user`, `details.sql`) as a string. */
+function fieldOf(e: AuditEvent, path: string): string {
+  let v: unknown = e;
+  for (const k of path.split('.')) v = v && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined;
+  if (v === undefined || v === null) return '';
+  return Array.isArray(v) ? v.join(',') : String(v);
+}
+
+function compile(cfg: AlertRuleConfig, labelsOf: EngineOptions['labelsOf']): CompiledRule {
+  const m = cfg.match;
+  const users = asSet(m.user);
+  const roles = asSet(m.role);
+  const targets = asSet(m.target);
+  const outcomes = asSet(m.outcome);
+  const classes = asSet(m.statement_class);
+  const command = m.command ? new RegExp(m.command, 'i') : undefined;
+  const labels = m.target_labels ? Object.entries(m.target_labels) : undefined;
+  // Cheap checks first; the SQL parser runs last and only for events every other condition accepted.
+  // The target conditions hold or not for a whole session, which passes the same target object with
+  // each event: decided once per target object.
+  const targetVerdicts = targets || labels ? new WeakMap<object, boolean>() : undefined;
+  const targetOk = (t: AuditEvent['target']): boolean => {
+    let ok = targetVerdicts!.get(t);
+    if (ok === undefined) {
+      const have = labels ? labelsOf(t) : undefined;
+      ok = (!targets || targets.has(t.name)) && (!labels || (!!have && labels.every(([k, v]) => have[k] === v)));
+      targetVerdicts!.set(t, ok);
+    }
+    return ok;
+  };
+  const test = (e: AuditEvent): boolean => {
+    if (users && !users.has(e.actor.user)) return false;
+    if (roles && !e.actor.roles.some((r) => roles.has(r))) return false;
+    if (outcomes && !outcomes.has(e.outcome)) return false;
+    if (targetVerdicts && !targetOk(e.target)) return false;
+    const text = typeof e.details.command === 'string' ? e.details.command : typeof e.details.sql === 'string' ? e.details.sql : undefined;
+    if (command && (text === undefined || !command.test(text))) return false;
+    if (classes) {
+      if (typeof e.details.sql !== 'string') return false;
+      if (!classes.has(classifySql(e.target.protocol, e.details.sql).class)) return false;
+    }
+    return true;
+  };
+  return { cfg, test, windows: new Map(), windowUs: cfg.window * 1000, active: new Map() };
+}
+
+/**
+ * Evaluates alert rules over the event bus. The subscriber on the bus only checks the event type against
+ * a set and queues the event; matching, SQL classification and windows run later in setImmediate batches,
+ * so the proxies that record events never wait for rules. `alert.fired` events are never evaluated
+ * (a rule cannot trigger on its own firings).
+ */
+export class AlertEngine {
+  private readonly byType = new Map<string, CompiledRule[]>();
+  private queue: AuditEvent[] = [];
+  private scheduled = false;
+  private running: Promise<void> | undefined;
+  private unsubscribe: (() => void) | undefined;
+  private idleWaiters: (() => void)[] = [];
+  readonly fired = new Map<string, number>();
+
+  constructor(rules: AlertRuleConfig[], private readonly opts: EngineOptions) {
+    // The engine's own events are never evaluated: a rule cannot feed on firings or resolutions.
+    const types = Object.keys(EVENT_CATALOG).filter((t) => !t.startsWith('alert.'));
+    for (const cfg of rules) {
+      const rule = compile(cfg, opts.labelsOf);
+      this.fired.set(cfg.name, 0);
+      for (const t of cfg.match.type) {
+        const matching = t.endsWith('.*') ? types.filter((k) => k.startsWith(t.slice(0, -1))) : types.filter((k) => k === t);
+        for (const k of matching) {
+          const list = this.byType.get(k) ?? [];
+          if (!list.includes(rule)) list.push(rule);
+          this.byType.set(k, list);
+        }
+      }
+    }
+  }
+
+  /** Start listening. Loads the SQL parsers first when a rule needs them. */
+  async start(bus: EventBus): Promise<void> {
+    if ([...this.byType.values()].some((rs) => rs.some((r) => r.cfg.match.statement_class))) await loadSqlParsers();
+    this.unsubscribe = bus.subscribe(this.onEvent);
+    const rules = this.rules();
+    if (rules.length && this.opts.onResolve) {
+      // Often enough that a resolution follows its window's end closely, never more than once per 50 ms.
+      const every = Math.min(1000, Math.max(50, Math.min(...rules.map((r) => r.cfg.window)) / 4));
+      this.sweeper = setInterval(() => void this.sweep(Date.now() * 1000), every);
+      this.sweeper.unref();
+    }
+  }
+
+  private sweeper: NodeJS.Timeout | undefined;
+  private sweeping = false;
+
+  private rules(): CompiledRule[] {
+    return [...new Set([...this.byType.values()].flat())];
+  }
+
+  /** Resolve groups whose newest matching event is at least one window old at `nowUs`. */
+  private async sweep(nowUs: number): Promise<void> {
+    if (this.sweeping) return;
+    this.sweeping = true;
+    try {
+      for (const rule of this.rules()) {
+        for (const [key, a] of rule.active) {
+          if (a.lastUs > nowUs - rule.windowUs) continue;
+          rule.active.delete(key);
+          await this.opts.onResolve!({ rule: rule.cfg.name, group: a.group, window_ms: rule.cfg.window, notify: rule.cfg.notify, last_event_time_us: a.lastUs }).catch(() => {});
+        }
+      }
+    } finally {
+      this.sweeping = false;
+    }
+  }
+
+  private readonly onEvent = (e: AuditEvent): void => {
+    if (!this.byType.has(e.type)) return;
+    this.queue.push(e);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.drain);
+    }
+  };
+
+  private readonly drain = (): void => {
+    this.running = this.process().finally(() => {
+      this.running = undefined;
+      if (this.queue.length) setImmediate(this.drain);
+      else {
+        this.scheduled = false;
+        for (const w of this.idleWaiters.splice(0)) w();
+      }
+    });
+  };
+
+  private async process(): Promise<void> {
+    const n = Math.min(this.queue.length, this.opts.batch ?? 256);
+    const batch = this.queue.splice(0, n);
+    for (const e of batch) {
+      for (const rule of this.byType.get(e.type) ?? []) {
+        let ok = false;
+        try {
+          ok = rule.test(e);
+        } catch {
+          ok = false;
+        }
+        if (!ok) continue;
+        const firing = this.count(rule, e);
+        if (firing) {
+          this.fired.set(rule.cfg.name, (this.fired.get(rule.cfg.name) ?? 0) + 1);
+          await this.opts.onFire(firing).catch(() => {});
+        }
+      }
+    }
+  }
+
+  /** Add a matching event to its group's window; a firing when the count reaches the threshold. */
+  private count(rule: CompiledRule, e: AuditEvent): Firing | undefined {
+    const group: Record<string, string> = {};
+    for (const f of rule.cfg.group_by) group[f] = fieldOf(e, f);
+    const key = rule.cfg.group_by.length ? JSON.stringify(rule.cfg.group_by.map((f) => group[f])) : '';
+    let w = rule.windows.get(key);
+    if (!w) rule.windows.set(key, (w = new SlidingWindow(rule.windowUs)));
+    const t = eventTimeUs(e.time);
+    const n = w.add(t, e.id);
+    const active = rule.active.get(key);
+    if (active && t > active.lastUs) active.lastUs = t;
+    // Groups that went quiet are forgotten, so memory follows the active groups.
+    if (rule.windows.size > 1024) for (const [k, other] of rule.windows) if (other.newest !== undefined && other.newest <= t - rule.windowUs) rule.windows.delete(k);
+    if (n < rule.cfg.threshold) return undefined;
+    const ids = w.eventIds();
+    w.clear();
+    rule.active.set(key, { group, lastUs: Math.max(t, active?.lastUs ?? 0) });
+    return { rule: rule.cfg.name, group, count: n, threshold: rule.cfg.threshold, window_ms: rule.cfg.window, event_ids: ids, notify: rule.cfg.notify, time: e.time };
+  }
+
+  /** Resolves once every queued event has been evaluated (tests, shutdown). */
+  idle(): Promise<void> {
+    if (!this.scheduled && !this.running) return Promise.resolve();
+    return new Promise((r) => this.idleWaiters.push(r));
+  }
+
+  /** Events waiting for evaluation. */
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  async stop(): Promise<void> {
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.unsubscribe?.();
+    await this.idle();
+  }
+}

@@ -1,0 +1,111 @@
+import type { Logger } from 'pino';
+import type { EventBus } from '../events/bus.ts';
+import { LOCAL_SOURCE, SYSTEM_ACTOR } from '../events/envelope.ts';
+import type { TargetDirectory } from '../gateway/services.ts';
+import type { AlertRuleConfig, NotifierConfig } from './config.ts';
+import { AlertEngine, type Firing, type Resolution } from './engine.ts';
+import { formatTime } from '../events/envelope.ts';
+import { Outbox } from '../notifiers/outbox.ts';
+import { Dispatcher } from '../notifiers/dispatcher.ts';
+import type { Notification } from '../notifiers/format.ts';
+
+export interface AlertService {
+  engine: AlertEngine;
+  dispatcher: Dispatcher;
+  outbox: Outbox;
+  /** Prometheus lines: firings per rule, outbox depth, deliveries and failures per notifier. */
+  renderMetrics(lines: string[]): void;
+  stop(): Promise<void>;
+}
+
+export interface AlertDeps {
+  alerts: AlertRuleConfig[];
+  notifiers: NotifierConfig[];
+  dataDir: string;
+  events: EventBus;
+  targets: TargetDirectory;
+  log: Logger;
+}
+
+/**
+ * Rules, outbox and notifiers of a gateway. A firing is recorded as `alert.fired` (durable) and then put in
+ * the outbox for each of its notifiers in one SQLite transaction; the dispatcher delivers from there.
+ */
+export async function startAlerts(d: AlertDeps): Promise<AlertService> {
+  const outbox = new Outbox(d.dataDir);
+  const dispatcher = new Dispatcher(d.notifiers, outbox, d.log.child({ component: 'notifiers' }));
+  const onFire = async (f: Firing): Promise<void> => {
+    const event = await d.events.emit({
+      type: 'alert.fired',
+      outcome: 'success',
+      actor: SYSTEM_ACTOR as never,
+      source: LOCAL_SOURCE,
+      target: { name: `alert/${f.rule}`, protocol: 'vigil' },
+      details: { rule: f.rule, group: f.group, count: f.count, threshold: f.threshold, window_ms: f.window_ms, event_ids: f.event_ids, notify: f.notify },
+    });
+    const n: Notification = { action: 'trigger', alert_id: event.id, rule: f.rule, group: f.group, count: f.count, threshold: f.threshold, window_ms: f.window_ms, event_ids: f.event_ids, time: f.time };
+    outbox.enqueueFiring(event.id, f.rule, event.time, n, f.notify);
+    dispatcher.kick();
+  };
+  const onResolve = async (r: Resolution): Promise<void> => {
+    const last = formatTime(new Date(Math.floor(r.last_event_time_us / 1000)), r.last_event_time_us % 1000);
+    const event = await d.events.emit({
+      type: 'alert.resolved',
+      outcome: 'success',
+      actor: SYSTEM_ACTOR as never,
+      source: LOCAL_SOURCE,
+      target: { name: `alert/${r.rule}`, protocol: 'vigil' },
+      details: { rule: r.rule, group: r.group, window_ms: r.window_ms, last_event_time: last, notify: r.notify },
+    });
+    const n: Notification = { action: 'resolve', alert_id: event.id, rule: r.rule, group: r.group, count: 0, threshold: 0, window_ms: r.window_ms, event_ids: [], time: event.time };
+    for (const name of r.notify) outbox.add(name, n);
+    dispatcher.kick();
+  };
+  const byKey = new Map(d.targets.all().map((t) => [`${t.protocol}/${t.name}`, t.labels]));
+  // A session passes the same target object with each of its events: look its labels up once.
+  const seen = new WeakMap<object, Record<string, string> | undefined>();
+  const labelsOf = (t: { name: string; protocol: string }) => {
+    if (seen.has(t)) return seen.get(t);
+    const l = byKey.get(`${t.protocol}/${t.name}`);
+    seen.set(t, l);
+    return l;
+  };
+  const engine = new AlertEngine(d.alerts, { onFire, onResolve, labelsOf });
+  await engine.start(d.events);
+  dispatcher.start();
+
+  const renderMetrics = (lines: string[]): void => {
+    lines.push('# HELP vigil_alerts_fired_total Alert firings since start, by rule.');
+    lines.push('# TYPE vigil_alerts_fired_total counter');
+    for (const [rule, n] of [...engine.fired].sort()) lines.push(`vigil_alerts_fired_total{rule="${rule}"} ${n}`);
+    lines.push('# HELP vigil_alerts_evaluation_queue Events waiting for alert evaluation.');
+    lines.push('# TYPE vigil_alerts_evaluation_queue gauge');
+    lines.push(`vigil_alerts_evaluation_queue ${engine.pending}`);
+    const depth = outbox.depth();
+    const stats = [...dispatcher.stats].sort(([a], [b]) => (a < b ? -1 : 1));
+    lines.push('# HELP vigil_notifier_queue_depth Notifications waiting in the outbox, by notifier.');
+    lines.push('# TYPE vigil_notifier_queue_depth gauge');
+    for (const [name] of stats) lines.push(`vigil_notifier_queue_depth{notifier="${name}"} ${depth[name] ?? 0}`);
+    lines.push('# HELP vigil_notifier_deliveries_total Notifications a receiver accepted, by notifier.');
+    lines.push('# TYPE vigil_notifier_deliveries_total counter');
+    for (const [name, s] of stats) lines.push(`vigil_notifier_deliveries_total{notifier="${name}"} ${s.delivered}`);
+    lines.push('# HELP vigil_notifier_failures_total Failed delivery attempts, by notifier.');
+    lines.push('# TYPE vigil_notifier_failures_total counter');
+    for (const [name, s] of stats) lines.push(`vigil_notifier_failures_total{notifier="${name}"} ${s.failures}`);
+    lines.push('# HELP vigil_notifier_dead_letters_total Notifications moved to the dead letters since start, by notifier.');
+    lines.push('# TYPE vigil_notifier_dead_letters_total counter');
+    for (const [name, s] of stats) lines.push(`vigil_notifier_dead_letters_total{notifier="${name}"} ${s.dead}`);
+  };
+
+  return {
+    engine,
+    dispatcher,
+    outbox,
+    renderMetrics,
+    async stop() {
+      await engine.stop();
+      await dispatcher.close();
+      outbox.close();
+    },
+  };
+}

@@ -1,0 +1,84 @@
+import os from 'node:os';
+import { createHmac } from 'node:crypto';
+
+/** What every notifier is handed: an `alert.fired` event id plus the firing, or a resolution. */
+export interface Notification {
+  action: 'trigger' | 'resolve';
+  /** The `alert.fired` event id. */
+  alert_id: string;
+  rule: string;
+  group: Record<string, string>;
+  count: number;
+  threshold: number;
+  window_ms: number;
+  event_ids: string[];
+  time: string;
+}
+
+/** Stable per rule and group: PagerDuty's dedup key, so a resolve closes the incident its trigger opened. */
+export function dedupKey(n: Pick<Notification, 'rule' | 'group'>): string {
+  const g = Object.entries(n.group).map(([k, v]) => `${k}=${v}`).join(',');
+  return g ? `vigil/${n.rule}/${g}` : `vigil/${n.rule}`;
+}
+
+export function summaryOf(n: Notification): string {
+  const g = Object.entries(n.group).map(([k, v]) => `${k}=${v}`).join(' ');
+  const who = g ? ` for ${g}` : '';
+  if (n.action === 'resolve') return `vigil alert ${n.rule} resolved${who}: no matching event for ${n.window_ms / 1000}s`;
+  return `vigil alert ${n.rule} fired${who}: ${n.count} event(s) within ${n.window_ms / 1000}s (threshold ${n.threshold})`;
+}
+
+/** `X-Vigil-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">` (receivers reject stale t). */
+export function signature(secret: string, body: string, unixSeconds: number): string {
+  const mac = createHmac('sha256', secret).update(`${unixSeconds}.${body}`).digest('hex');
+  return `t=${unixSeconds},v1=${mac}`;
+}
+
+export function webhookBody(n: Notification): string {
+  return JSON.stringify({ source: 'vigil', ...n });
+}
+
+/** Slack incoming-webhook message: `text` for notifications, `blocks` for the channel. */
+export function slackBody(n: Notification): string {
+  const fields = [
+    { type: 'mrkdwn', text: `*Rule*\n${n.rule}` },
+    { type: 'mrkdwn', text: `*Count*\n${n.count} / ${n.threshold} in ${n.window_ms / 1000}s` },
+    ...Object.entries(n.group).map(([k, v]) => ({ type: 'mrkdwn', text: `*${k}*\n${v}` })),
+  ];
+  return JSON.stringify({
+    text: summaryOf(n),
+    blocks: [
+      { type: 'section', text: { type: 'mrkdwn', text: `:rotating_light: ${summaryOf(n)}` } },
+      { type: 'section', fields: fields.slice(0, 10) },
+      { type: 'context', elements: [{ type: 'mrkdwn', text: `alert ${n.alert_id} · events ${n.event_ids.slice(0, 5).join(', ')}${n.event_ids.length > 5 ? ' …' : ''}` }] },
+    ],
+  });
+}
+
+/** PagerDuty Events API v2 (trigger or resolve, one dedup key per rule and group). */
+export function pagerDutyBody(n: Notification, routingKey: string, severity: string): string {
+  if (n.action === 'resolve') return JSON.stringify({ routing_key: routingKey, event_action: 'resolve', dedup_key: dedupKey(n) });
+  return JSON.stringify({
+    routing_key: routingKey,
+    event_action: 'trigger',
+    dedup_key: dedupKey(n),
+    payload: { summary: summaryOf(n).slice(0, 1024), source: os.hostname(), severity, timestamp: n.time, component: 'vigil', class: n.rule, custom_details: { ...n } },
+  });
+}
+
+/** RFC 5424 SD-PARAM-VALUE escaping: `"`, `\` and `]`. */
+const sdEscape = (v: string) => v.replace(/[\\"\]]/g, (c) => `\\${c}`);
+
+/**
+ * One RFC 5424 message (`<PRI>1 TIMESTAMP HOST vigil - alert.fired [vigil@32473 ...] MSG`) framed by octet
+ * counting (RFC 6587 3.4.1: `LEN SP MSG`, LEN in bytes), as used over TCP and TLS (RFC 5425).
+ */
+export function syslogFrame(n: Notification, facility: number, host = os.hostname()): Buffer {
+  const severity = n.action === 'resolve' ? 5 : 4; // notice / warning
+  const sd = [`rule="${sdEscape(n.rule)}"`, `alert_id="${sdEscape(n.alert_id)}"`, `count="${n.count}"`, `threshold="${n.threshold}"`, ...Object.entries(n.group).map(([k, v]) => `${k.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 32)}="${sdEscape(v)}"`)];
+  const msgId = n.action === 'resolve' ? 'alert.resolved' : 'alert.fired';
+  const hostname = host.replace(/[^\x21-\x7e]/g, '').slice(0, 255) || '-';
+  const line = `<${facility * 8 + severity}>1 ${new Date().toISOString()} ${hostname} vigil ${process.pid} ${msgId} [vigil@32473 ${sd.join(' ')}] \ufeff${summaryOf(n)}`;
+  const body = Buffer.from(line, 'utf8');
+  return Buffer.concat([Buffer.from(`${body.length} `), body]);
+}

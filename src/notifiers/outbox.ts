@@ -1,0 +1,130 @@
+import path from 'node:path';
+import fs from 'node:fs';
+import Database from 'better-sqlite3';
+
+/**
+ * The durable outbox of notifications, in the state store's SQLite file (state.db, WAL). A notification
+ * is written here before any delivery attempt and removed only once its receiver accepted it, so a
+ * notifier outage or a gateway restart loses nothing; after max_attempts it stays as a dead letter.
+ */
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS notify_outbox (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, notifier TEXT NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL, dead INTEGER NOT NULL DEFAULT 0, last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS notify_outbox_due ON notify_outbox(dead, notifier, next_at);
+CREATE TABLE IF NOT EXISTS alert_firings (id TEXT PRIMARY KEY, rule TEXT NOT NULL, time TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS alert_firings_time ON alert_firings(time);
+`;
+
+export interface OutboxItem {
+  id: number;
+  notifier: string;
+  payload: unknown;
+  created_at: string;
+  attempts: number;
+  next_at: number;
+  last_error: string | null;
+}
+
+export interface FiringRow {
+  id: string;
+  rule: string;
+  time: string;
+  data: unknown;
+}
+
+/** Firings kept for `vigil alerts list` (the audit log keeps all of them). */
+const FIRINGS_KEPT = 1000;
+
+export class Outbox {
+  private readonly db: Database.Database;
+  private readonly stmt;
+
+  constructor(dataDir: string) {
+    const file = path.join(dataDir, 'state.db');
+    fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    this.db = new Database(file);
+    fs.chmodSync(file, 0o600);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('busy_timeout = 5000');
+    this.db.pragma('synchronous = FULL');
+    this.db.exec(SCHEMA);
+    this.stmt = {
+      add: this.db.prepare('INSERT INTO notify_outbox (notifier, payload, created_at, next_at) VALUES (?, ?, ?, ?)'),
+      head: this.db.prepare('SELECT * FROM notify_outbox WHERE dead = 0 AND notifier = ? ORDER BY id LIMIT 1'),
+      // Only each notifier's head counts: items queued behind a waiting retry are not due before it.
+      nextDue: this.db.prepare('SELECT MIN(o.next_at) FROM notify_outbox o WHERE o.dead = 0 AND o.id = (SELECT MIN(id) FROM notify_outbox WHERE dead = 0 AND notifier = o.notifier)').pluck(),
+      done: this.db.prepare('DELETE FROM notify_outbox WHERE id = ?'),
+      retry: this.db.prepare('UPDATE notify_outbox SET attempts = ?, next_at = ?, last_error = ?, dead = ? WHERE id = ?'),
+      depth: this.db.prepare('SELECT notifier, COUNT(*) AS n FROM notify_outbox WHERE dead = 0 GROUP BY notifier'),
+      dead: this.db.prepare('SELECT * FROM notify_outbox WHERE dead = 1 ORDER BY id'),
+      pending: this.db.prepare('SELECT * FROM notify_outbox WHERE dead = 0 ORDER BY id'),
+      addFiring: this.db.prepare('INSERT OR REPLACE INTO alert_firings VALUES (?, ?, ?, ?)'),
+      trimFirings: this.db.prepare(`DELETE FROM alert_firings WHERE id NOT IN (SELECT id FROM alert_firings ORDER BY time DESC LIMIT ${FIRINGS_KEPT})`),
+      firings: this.db.prepare('SELECT * FROM alert_firings ORDER BY time DESC LIMIT ?'),
+    };
+  }
+
+  add(notifier: string, payload: unknown, now = Date.now()): void {
+    this.stmt.add.run(notifier, JSON.stringify(payload), new Date(now).toISOString(), now);
+  }
+
+  /**
+   * The oldest pending item of a notifier if it is due. Strictly in order: while it waits for a retry,
+   * newer items wait behind it (a receiver sees a resolve after its trigger, firings in the order made).
+   */
+  due(notifier: string, now = Date.now()): OutboxItem | undefined {
+    const r = this.stmt.head.get(notifier) as (Omit<OutboxItem, 'payload'> & { payload: string }) | undefined;
+    return r && r.next_at <= now ? { ...r, payload: JSON.parse(r.payload) } : undefined;
+  }
+
+  /** Earliest next_at of the notifiers' oldest pending items, or undefined. */
+  nextDue(): number | undefined {
+    const v = this.stmt.nextDue.get() as number | null;
+    return v ?? undefined;
+  }
+
+  delivered(id: number): void {
+    this.stmt.done.run(id);
+  }
+
+  failed(item: OutboxItem, error: string, nextAt: number, dead: boolean): void {
+    this.stmt.retry.run(item.attempts + 1, nextAt, error.slice(0, 500), dead ? 1 : 0, item.id);
+  }
+
+  depth(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const r of this.stmt.depth.all() as { notifier: string; n: number }[]) out[r.notifier] = r.n;
+    return out;
+  }
+
+  deadLetters(): OutboxItem[] {
+    return (this.stmt.dead.all() as (Omit<OutboxItem, 'payload'> & { payload: string })[]).map((r) => ({ ...r, payload: JSON.parse(r.payload) }));
+  }
+
+  pending(): OutboxItem[] {
+    return (this.stmt.pending.all() as (Omit<OutboxItem, 'payload'> & { payload: string })[]).map((r) => ({ ...r, payload: JSON.parse(r.payload) }));
+  }
+
+  /** A firing and one outbox item per notifier, in one transaction: all of them or none. */
+  enqueueFiring(id: string, rule: string, time: string, data: unknown, notifiers: string[], now = Date.now()): void {
+    this.db.transaction(() => {
+      this.recordFiring(id, rule, time, data);
+      for (const n of notifiers) this.add(n, data, now);
+    })();
+  }
+
+  recordFiring(id: string, rule: string, time: string, data: unknown): void {
+    this.stmt.addFiring.run(id, rule, time, JSON.stringify(data));
+    this.stmt.trimFirings.run();
+  }
+
+  recentFirings(limit = 20): FiringRow[] {
+    return (this.stmt.firings.all(limit) as { id: string; rule: string; time: string; data: string }[]).map((r) => ({ ...r, data: JSON.parse(r.data) }));
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+}

@@ -1,0 +1,71 @@
+import fs from 'node:fs';
+import net from 'node:net';
+import tls from 'node:tls';
+import { readSecret, type SecretRef } from '../config/types.ts';
+import type { NotifierConfig } from '../alerts/config.ts';
+import { pagerDutyBody, signature, slackBody, syslogFrame, webhookBody, type Notification } from './format.ts';
+
+/** A delivery failed; the message never contains a secret (URLs given as secrets are not quoted). */
+export class DeliveryError extends Error {
+  readonly code = 'NOTIFY_DELIVERY_FAILED';
+}
+
+const urlOf = (u: string | SecretRef): string => (typeof u === 'string' ? u : readSecret(u));
+
+async function post(url: string, body: string, headers: Record<string, string>, timeoutMs: number, secretUrl: boolean): Promise<void> {
+  const where = secretUrl ? 'the configured URL' : new URL(url).origin;
+  let res: Response;
+  try {
+    res = await fetch(url, { method: 'POST', body, headers: { 'content-type': 'application/json', 'user-agent': 'vigil', ...headers }, signal: AbortSignal.timeout(timeoutMs), redirect: 'manual' });
+  } catch (e) {
+    const err = e as Error;
+    throw new DeliveryError(`POST to ${where} failed: ${err.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : (err.cause as Error | undefined)?.message ?? err.message}`);
+  }
+  await res.arrayBuffer().catch(() => undefined);
+  if (res.status < 200 || res.status >= 300) throw new DeliveryError(`POST to ${where} answered HTTP ${res.status}`);
+}
+
+/** Write one framed message and close; resolves once the receiver has everything and closed cleanly. */
+function sendSyslog(cfg: Extract<NotifierConfig, { kind: 'syslog' }>, frame: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const opts = cfg.tls === false ? undefined : typeof cfg.tls === 'object' ? cfg.tls : {};
+    const socket: net.Socket = opts
+      ? tls.connect({ host: cfg.host, port: cfg.port, servername: opts.server_name ?? (net.isIP(cfg.host) ? undefined : cfg.host), ca: opts.ca ? fs.readFileSync(opts.ca) : undefined })
+      : net.connect({ host: cfg.host, port: cfg.port });
+    let done = false;
+    const finish = (err?: Error) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      socket.destroy();
+      if (err) reject(new DeliveryError(`syslog to ${cfg.host}:${cfg.port} failed: ${err.message}`));
+      else resolve();
+    };
+    const timer = setTimeout(() => finish(new Error(`no completion within ${cfg.timeout} ms`)), cfg.timeout);
+    socket.once('error', finish);
+    socket.once(opts ? 'secureConnect' : 'connect', () => {
+      socket.end(frame);
+    });
+    // The write is complete once our FIN is sent after the data; closing without an error means delivered.
+    socket.once('close', (hadError) => finish(hadError ? new Error('connection reset') : undefined));
+    socket.resume();
+  });
+}
+
+/** Deliver one notification with the notifier's protocol. Secrets are read at send time, never cached. */
+export async function deliver(cfg: NotifierConfig, n: Notification): Promise<void> {
+  switch (cfg.kind) {
+    case 'webhook': {
+      const body = webhookBody(n);
+      const headers: Record<string, string> = {};
+      if (cfg.secret) headers['x-vigil-signature'] = signature(readSecret(cfg.secret), body, Math.floor(Date.now() / 1000));
+      return post(urlOf(cfg.url), body, headers, cfg.timeout, typeof cfg.url !== 'string');
+    }
+    case 'slack':
+      return post(urlOf(cfg.url), slackBody(n), {}, cfg.timeout, typeof cfg.url !== 'string');
+    case 'pagerduty':
+      return post(cfg.url, pagerDutyBody(n, readSecret(cfg.routing_key), cfg.severity), {}, cfg.timeout, false);
+    case 'syslog':
+      return sendSyslog(cfg, syslogFrame(n, cfg.facility));
+  }
+}
