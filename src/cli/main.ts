@@ -85,7 +85,7 @@ export async function runCli(argv: string[], out: NodeJS.WritableStream = proces
 }
 
 // Run when executed directly (`tsx src/cli/main.ts`, as `npm start` does); bin/vigil.js calls runCli itself.
-if ((process.argv[1] ?? '').endsWith('src/cli/main.ts')) {
+if (/src[\\/]cli[\\/]main\.[jt]s$/.test(process.argv[1] ?? '')) {
   runCli(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;
