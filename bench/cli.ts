@@ -5,7 +5,8 @@
  * a fresh process measured by /usr/bin/time; the two variants alternate; medians over the rounds.
  * The data dir has a CA and a few hundred audit events (certificates issued through the compiled CLI).
  * Targets (issue #20): --help <= 0.3 s, audit search --limit 20 <= 0.5 s. The load average is printed:
- * on a shared machine wall time follows the load, CPU time much less.
+ * on a shared machine wall time follows the load, CPU time much less; an empty `node -e 0` is measured
+ * too, as the floor no CLI can go under.
  *
  *   npm run bench:cli [-- --rounds 10]
  */
@@ -67,6 +68,16 @@ try {
         `target ${targets[label]} s: ${median(c.wall) <= targets[label]! ? 'met' : 'NOT met'} (wall)`,
     );
   }
+  // The floor: an empty Node process (`node -e 0`), measured the same way, after the rounds above.
+  const floor = { wall: [] as number[], cpu: [] as number[] };
+  for (let i = 0; i < rounds; i++) {
+    const timing = path.join(root, 'time.txt');
+    spawnSync('/usr/bin/time', ['-f', '%e %U %S', '-o', timing, process.execPath, '-e', '0']);
+    const [wall, user, sys] = fs.readFileSync(timing, 'utf8').trim().split('\n').pop()!.split(' ').map(Number);
+    floor.wall.push(wall!);
+    floor.cpu.push(user! + sys!);
+  }
+  rows.push(`node -e 0 (floor)              wall ${median(floor.wall).toFixed(2)} s, cpu ${median(floor.cpu).toFixed(2)} s`);
   const load1 = os.loadavg()[0]!;
   process.stdout.write(`${rows.join('\n')}\nmedians of ${rounds} rounds, ${events / 2} certificates issued before; load average ${load0.toFixed(1)} → ${load1.toFixed(1)} on ${os.cpus().length} cores\n`);
 } finally {
