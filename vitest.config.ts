@@ -9,5 +9,7 @@ export default defineConfig({
     pool: 'forks',
     maxWorkers: 2,
     reporters: ['default'],
+    // Spawned `bin/vigil.js` runs the sources under test, never a dist/ left over from an earlier build.
+    env: { VIGIL_FROM_SOURCE: '1' },
   },
 });

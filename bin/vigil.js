@@ -1,6 +1,16 @@
 #!/usr/bin/env node
-// Entry point for `npx vigil`: registers tsx so the TypeScript sources run without a build step.
-import { register } from 'tsx/esm/api';
-register();
-const { runCli } = await import('../src/cli/main.ts');
+// Entry point for `vigil`/`npx vigil`. Runs the compiled code in dist/ when it has been built (`npm run build`),
+// which starts in a fraction of the time; otherwise (or with VIGIL_FROM_SOURCE=1, which the tests set so a
+// stale dist/ is never what they test) registers tsx and runs the TypeScript sources.
+import fs from 'node:fs';
+
+const compiled = new URL('../dist/src/cli/main.js', import.meta.url);
+let runCli;
+if (!process.env.VIGIL_FROM_SOURCE && fs.existsSync(compiled)) {
+  ({ runCli } = await import(compiled.href));
+} else {
+  const { register } = await import('tsx/esm/api');
+  register();
+  ({ runCli } = await import('../src/cli/main.ts'));
+}
 process.exitCode = await runCli(process.argv.slice(2));

@@ -11,7 +11,11 @@ export const sshKnownHostsCommand: Command = {
   usage: '--host GATEWAY_HOSTNAME [--port PORT]\n\n' +
     '  One line for the gateway ([HOST]:PORT) and one per SSH target, with the host key vigil presents when it\n' +
     '  answers for that target in jump-host mode (ssh -J). Append them to ~/.ssh/known_hosts.',
-  options: { host: { type: 'string' }, port: { type: 'string' } },
+  options: {
+    host: { type: 'string', arg: 'HOST', help: 'the name clients use for the gateway (required)' },
+    port: { type: 'string', arg: 'PORT', help: 'the gateway\'s SSH port (default: ssh.listen)' },
+  },
+  examples: ['ssh known-hosts --host gw.example.com >> ~/.ssh/known_hosts'],
   async run(args) {
     const host = stringOpt(args.values, 'host');
     if (!host) throw new UsageError('--host is required (the name clients use for the gateway)');

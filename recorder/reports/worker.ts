@@ -25,6 +25,8 @@ export interface ReportJob {
 
 /** The worker's module URL, and the TypeScript loader the sources run under (registered in the worker too). */
 function bootstrap(): string {
+  // Compiled (dist/): the worker runs the compiled module as is; from sources it needs tsx.
+  if (import.meta.url.endsWith('.js')) return `import(${JSON.stringify(new URL('./worker-main.js', import.meta.url).href)});`;
   const main = new URL('./worker-main.ts', import.meta.url).href;
   // tsx's ESM API sits beside its CommonJS entry; the package's exports map names only the latter here.
   const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx/esm/api').replace(/index\.cjs$/, 'index.mjs')).href;

@@ -1,4 +1,23 @@
-import type { ParseArgsConfig } from 'node:util';
+/**
+ * One command-line option as node:util parseArgs takes it, plus what `--help` and completion show:
+ * `help` says what it means (every option needs one, a test checks; common ones like --json take theirs
+ * from COMMON_OPTION_HELP), `arg` names its value (`FILE`, `30m`).
+ */
+export interface OptionSpec {
+  type: 'string' | 'boolean';
+  short?: string;
+  multiple?: boolean;
+  help?: string;
+  arg?: string;
+}
+
+/** Meanings of options many commands share, used when an option carries no `help` of its own. */
+export const COMMON_OPTION_HELP: Record<string, { help: string; arg?: string }> = {
+  config: { help: 'configuration file (default: $VIGIL_CONFIG, else built-in defaults)', arg: 'PATH' },
+  data: { help: 'data directory (default: data_dir from the configuration)', arg: 'DIR' },
+  help: { help: 'show this help' },
+  json: { help: 'print JSON (one object per line) instead of a table, for scripts' },
+};
 
 /**
  * One CLI command. `name` may have several words (`cert issue`). Options use node:util parseArgs;
@@ -7,9 +26,11 @@ import type { ParseArgsConfig } from 'node:util';
 export interface Command {
   name: string;
   summary: string;
-  /** Usage line after `vigil <name>`, e.g. `--user U --roles R1,R2 [--ttl 1h]`. */
+  /** Usage line after `vigil <name>`, e.g. `--user U --roles R1,R2 [--ttl 1h]`, optionally followed by notes. */
   usage?: string;
-  options?: NonNullable<ParseArgsConfig['options']>;
+  options?: Record<string, OptionSpec>;
+  /** Complete command lines shown under "Examples" in `--help` (without the leading `vigil`). */
+  examples?: string[];
   /** Allow positional arguments (e.g. a serial or an id). */
   positionals?: boolean;
   run(args: CommandArgs): Promise<number | void>;

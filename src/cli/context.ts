@@ -3,14 +3,9 @@ import fs from 'node:fs';
 import type { Logger } from 'pino';
 import { loadConfig, type LoadedConfig } from '../config/load.ts';
 import type { VigilConfig } from '../config/schema.ts';
-import { auditOptions, dataPaths } from '../data-dir.ts';
-import { EventBus } from '../events/bus.ts';
-import { silentLogger } from '../log.ts';
-import { initIdentity, openIdentity } from '../identity/index.ts';
+import type { EventBus } from '../events/bus.ts';
 import type { IdentityService } from '../identity/types.ts';
-import { openStateStore } from '../store/index.ts';
 import type { StateStore } from '../store/types.ts';
-import { openAuditForCli } from '../../recorder/audit/index.ts';
 import type { CommandArgs } from './command.ts';
 
 /** What a CLI command works with when it acts on the data directory directly (no running gateway needed). */
@@ -45,6 +40,16 @@ export function loadFromArgs(args: Pick<CommandArgs, 'configPath' | 'dataDir'>):
  * the writer, otherwise through the spool that the running gateway ingests into the same chain.
  */
 export async function openLocal(args: Pick<CommandArgs, 'configPath' | 'dataDir'>): Promise<LocalContext> {
+  // Imported here, not at the top: commands that only read (audit search, help) import this module for
+  // loadFromArgs and should not pay for the store, identity and logger at start-up.
+  const [{ auditOptions, dataPaths }, { EventBus }, { silentLogger }, { initIdentity, openIdentity }, { openStateStore }, { openAuditForCli }] = await Promise.all([
+    import('../data-dir.ts'),
+    import('../events/bus.ts'),
+    import('../log.ts'),
+    import('../identity/index.ts'),
+    import('../store/index.ts'),
+    import('../../recorder/audit/index.ts'),
+  ]);
   const loaded = loadFromArgs(args);
   const { config, dataDir } = loaded;
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });

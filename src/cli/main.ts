@@ -1,63 +1,63 @@
 import { parseArgs } from 'node:util';
-import { COMMANDS } from './commands/index.ts';
 import { UsageError, type Command } from './command.ts';
 import { VigilError } from '../errors.ts';
-
-const COMMON = {
-  config: { type: 'string' as const },
-  data: { type: 'string' as const },
-  help: { type: 'boolean' as const, short: 'h' },
-};
-
-function helpText(): string {
-  const width = Math.max(...COMMANDS.map((c) => c.name.length));
-  const lines = COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`);
-  return [
-    'vigil — access gateway for SSH, PostgreSQL and MySQL with short-lived certificates and a tamper-evident audit log',
-    '',
-    'Usage: vigil <command> [options]   (every command takes --config PATH and --data DIR)',
-    '',
-    'Commands:',
-    ...lines,
-    '',
-    'Run `vigil <command> --help` for a command\'s options.',
-  ].join('\n');
-}
-
-function commandHelp(c: Command): string {
-  return `Usage: vigil ${c.name} ${c.usage ?? ''}\n\n${c.summary}\n\nCommon options: --config PATH (or $VIGIL_CONFIG), --data DIR`;
-}
+import { builtinCommands, commandHelp, groupHelp, groupMembers, mainHelp, parseArgsOptions } from './help.ts';
+import { styleFor } from './style.ts';
+import { loadCommandTable } from './table.ts';
 
 /** Longest command name that prefixes argv (commands have one to three words). */
-function findCommand(argv: string[]): { cmd: Command; rest: string[] } | undefined {
+function findCommand(commands: Command[], argv: string[]): { cmd: Command; rest: string[] } | undefined {
   for (let n = 3; n >= 1; n--) {
     const name = argv.slice(0, n).join(' ');
-    const cmd = COMMANDS.find((c) => c.name === name);
+    const cmd = commands.find((c) => c.name === name);
     if (cmd) return { cmd, rest: argv.slice(n) };
   }
   return undefined;
 }
 
+/** Longest group (`audit`, `access`, `lock`) that prefixes argv, when no command matched. */
+function findGroup(commands: Command[], argv: string[]): string | undefined {
+  const words = argv.filter((a) => !a.startsWith('-'));
+  for (let n = Math.min(2, words.length); n >= 1; n--) {
+    const prefix = words.slice(0, n).join(' ');
+    if (argv.slice(0, n).join(' ') === prefix && groupMembers(commands, prefix).length) return prefix;
+  }
+  return undefined;
+}
+
 export async function runCli(argv: string[], out: NodeJS.WritableStream = process.stdout, err: NodeJS.WritableStream = process.stderr): Promise<number> {
-  if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
-    out.write(helpText() + '\n');
+  const table = await loadCommandTable();
+  const commands: Command[] = [...table, ...builtinCommands(() => commands, styleFor)];
+  const so = styleFor(out);
+  const se = styleFor(err);
+  const fail = (name: string, message: string) => err.write(`${se.red(`vigil ${name}:`)} ${message}\n`);
+  if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h') {
+    (argv.length === 0 ? err : out).write(mainHelp(commands, argv.length === 0 ? se : so) + '\n');
     return argv.length === 0 ? 2 : 0;
   }
-  const found = findCommand(argv);
+  const found = findCommand(commands, argv);
   if (!found) {
-    err.write(`vigil: unknown command "${argv.slice(0, 2).join(' ')}"\n\n${helpText()}\n`);
+    const group = findGroup(commands, argv);
+    if (group !== undefined) {
+      const asked = argv.includes('--help') || argv.includes('-h');
+      const rest = argv.slice(group.split(' ').length);
+      if (!asked && rest.length) fail(group, `unknown subcommand "${rest[0]}"\n`);
+      (asked ? out : err).write(groupHelp(commands, group, asked ? so : se) + '\n');
+      return asked ? 0 : 2;
+    }
+    fail('', `unknown command "${argv.slice(0, 2).join(' ')}" (run \`vigil --help\` for the list)`);
     return 2;
   }
   const { cmd, rest } = found;
   let parsed;
   try {
-    parsed = parseArgs({ args: rest, options: { ...COMMON, ...(cmd.options ?? {}) }, allowPositionals: cmd.positionals ?? false, strict: true });
+    parsed = parseArgs({ args: rest, options: parseArgsOptions(cmd), allowPositionals: cmd.positionals ?? false, strict: true });
   } catch (e) {
-    err.write(`vigil ${cmd.name}: ${(e as Error).message}\n${commandHelp(cmd)}\n`);
+    fail(cmd.name, `${(e as Error).message}\n${se.bold('Usage:')} vigil ${cmd.name} ${(cmd.usage ?? '').split('\n')[0]}\n(run \`vigil ${cmd.name} --help\` for every option)`);
     return 2;
   }
   if (parsed.values.help) {
-    out.write(commandHelp(cmd) + '\n');
+    out.write(commandHelp(cmd, so) + '\n');
     return 0;
   }
   try {
@@ -72,20 +72,20 @@ export async function runCli(argv: string[], out: NodeJS.WritableStream = proces
     return code ?? 0;
   } catch (e) {
     if (e instanceof UsageError) {
-      err.write(`vigil ${cmd.name}: ${e.message}\n${commandHelp(cmd)}\n`);
+      fail(cmd.name, `${e.message}\n\n${commandHelp(cmd, se)}`);
       return 2;
     }
     if (e instanceof VigilError) {
-      err.write(`vigil ${cmd.name}: ${e.message} [${e.code}]\n`);
+      fail(cmd.name, `${e.message} [${e.code}]`);
       return 1;
     }
-    err.write(`vigil ${cmd.name}: ${(e as Error).stack ?? e}\n`);
+    fail(cmd.name, `${(e as Error).stack ?? e}`);
     return 1;
   }
 }
 
 // Run when executed directly (`tsx src/cli/main.ts`, as `npm start` does); bin/vigil.js calls runCli itself.
-if ((process.argv[1] ?? '').endsWith('src/cli/main.ts')) {
+if (/src[\\/]cli[\\/]main\.[jt]s$/.test(process.argv[1] ?? '')) {
   runCli(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;

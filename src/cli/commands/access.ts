@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Command, CommandArgs } from '../command.ts';
+import type { Command, CommandArgs, OptionSpec } from '../command.ts';
 import { writeAtomic } from '../../identity/ca.ts';
 import { UsageError, requireOpt, stringOpt } from '../command.ts';
 import { localUser, openLocal } from '../context.ts';
@@ -18,14 +18,14 @@ import type { AccessRecord, AccessState, LockRecord } from '../../store/types.ts
  * four-eyes rules still apply, and every event records the local origin (`cli:osuser@host`).
  */
 
-const API_OPTIONS = {
-  api: { type: 'string' as const },
-  cert: { type: 'string' as const },
-  key: { type: 'string' as const },
-  ca: { type: 'string' as const },
-  by: { type: 'string' as const },
-  'by-roles': { type: 'string' as const },
-  json: { type: 'boolean' as const },
+const API_OPTIONS: Record<string, OptionSpec> = {
+  api: { type: 'string', arg: 'URL', help: 'go through a running gateway\'s API (default: $VIGIL_API; without it, act on the local data dir)' },
+  cert: { type: 'string', arg: 'FILE', help: 'client certificate for --api, you act as its user (default: $VIGIL_CERT)' },
+  key: { type: 'string', arg: 'FILE', help: 'private key of --cert (default: $VIGIL_KEY)' },
+  ca: { type: 'string', arg: 'FILE', help: 'CA certificate the API server is checked against (default: $VIGIL_CA)' },
+  by: { type: 'string', arg: 'NAME', help: 'local data dir only: act as this user (default: the OS user)' },
+  'by-roles': { type: 'string', arg: 'R1,R2', help: 'local data dir only: roles of --by (default: access.local_roles of that name)' },
+  json: { type: 'boolean' },
 };
 const API_USAGE = '[--by NAME [--by-roles R1,R2]] [--api URL --cert F --key F --ca F] [--json]';
 
@@ -133,7 +133,16 @@ export const accessRequestCommand: Command = {
   name: 'access request',
   summary: 'Request elevated access to a role (a reason is mandatory); --break-glass self-grants when on call.',
   usage: `--role ROLE --reason TEXT [--user NAME] [--target T]... [--ttl 30m] [--break-glass] ${API_USAGE}`,
-  options: { ...API_OPTIONS, user: { type: 'string' }, role: { type: 'string' }, target: { type: 'string', multiple: true }, reason: { type: 'string' }, ttl: { type: 'string' }, 'break-glass': { type: 'boolean' } },
+  options: {
+    ...API_OPTIONS,
+    user: { type: 'string', arg: 'NAME', help: 'request for this user (default: yourself)' },
+    role: { type: 'string', arg: 'ROLE', help: 'the role wanted (required)' },
+    target: { type: 'string', arg: 'T', multiple: true, help: 'limit the grant to these targets of the role' },
+    reason: { type: 'string', arg: 'TEXT', help: 'why, e.g. a ticket (required; recorded)' },
+    ttl: { type: 'string', arg: '30m', help: 'how long the grant lasts once approved (capped by the role)' },
+    'break-glass': { type: 'boolean', help: 'grant yourself now without approval (on-call roles only; flagged for review)' },
+  },
+  examples: ['access request --role dba --reason "INC-4211 fix replication" --ttl 1h', 'access request --role prod-ssh --reason "pager" --break-glass'],
   async run(args) {
     const v = args.values;
     const role = requireOpt(v, 'role');
@@ -156,7 +165,8 @@ export const accessApproveCommand: Command = {
   summary: 'Approve a pending access request (not your own; you must hold an approver role of its role).',
   usage: `ID [--comment TEXT] ${API_USAGE}`,
   positionals: true,
-  options: { ...API_OPTIONS, comment: { type: 'string' } },
+  options: { ...API_OPTIONS, comment: { type: 'string', arg: 'TEXT', help: 'a note recorded with the approval' } },
+  examples: ['access approve 01HV3Z8K2Q --comment "ok, watch the lag"'],
   async run(args) {
     const id = onePositional(args, 'request id');
     const rec = await withClient(args, (c) => c.approve(id, { comment: stringOpt(args.values, 'comment') }));
@@ -178,7 +188,8 @@ function withReasonCommand(
     summary,
     usage: `ID --reason TEXT ${API_USAGE}`,
     positionals: true,
-    options: { ...API_OPTIONS, reason: { type: 'string' } },
+    options: { ...API_OPTIONS, reason: { type: 'string', arg: 'TEXT', help: 'why (required; recorded)' } },
+    examples: [`${name} 01HV3Z8K2Q --reason "not needed for this ticket"`],
     async run(args) {
       const id = onePositional(args, what);
       const reason = requireOpt(args.values, 'reason');
@@ -204,7 +215,12 @@ export const accessListCommand: Command = {
   name: 'access list',
   summary: 'List access requests and grants.',
   usage: `[--state ${STATES.join('|')}] [--user NAME] ${API_USAGE}`,
-  options: { ...API_OPTIONS, state: { type: 'string' }, user: { type: 'string' } },
+  options: {
+    ...API_OPTIONS,
+    state: { type: 'string', arg: 'STATE', help: `only requests/grants in this state (${STATES.join(', ')})` },
+    user: { type: 'string', arg: 'NAME', help: 'only those of this user' },
+  },
+  examples: ['access list --state pending', 'access list --user alice --json'],
   async run(args) {
     const state = stringOpt(args.values, 'state');
     if (state !== undefined && !STATES.includes(state as AccessState)) throw new UsageError(`--state: expected one of ${STATES.join(', ')}`);
@@ -226,6 +242,7 @@ export const accessShowCommand: Command = {
   usage: `ID ${API_USAGE}`,
   positionals: true,
   options: API_OPTIONS,
+  examples: ['access show 01HV3Z8K2Q --json'],
   async run(args) {
     const id = onePositional(args, 'request id');
     const rec = await withClient(args, (c) => c.show(id));
@@ -239,7 +256,13 @@ export const accessCertCommand: Command = {
   summary: 'Get certificates bound to one of your active grants (they end with the grant).',
   usage: `ID --out DIR [--ssh-pubkey FILE] [--ttl 30m] ${API_USAGE}`,
   positionals: true,
-  options: { ...API_OPTIONS, out: { type: 'string' }, 'ssh-pubkey': { type: 'string' }, ttl: { type: 'string' } },
+  options: {
+    ...API_OPTIONS,
+    out: { type: 'string', arg: 'DIR', help: 'directory the certificates and keys are written to (required)' },
+    'ssh-pubkey': { type: 'string', arg: 'FILE', help: 'certify this public key instead of generating a key pair' },
+    ttl: { type: 'string', arg: '30m', help: 'certificate lifetime (never past the grant\'s end)' },
+  },
+  examples: ['access cert 01HV3Z8K2Q --out ~/.vigil --ssh-pubkey ~/.ssh/id_ed25519.pub'],
   async run(args) {
     const id = onePositional(args, 'grant id');
     const outDir = path.resolve(requireOpt(args.values, 'out'));
@@ -276,7 +299,12 @@ export const lockUserCommand: Command = {
   summary: 'Lock a user out: new connections are refused and live sessions cut within a second.',
   usage: `NAME --reason TEXT [--ttl 8h] ${API_USAGE}`,
   positionals: true,
-  options: { ...API_OPTIONS, reason: { type: 'string' }, ttl: { type: 'string' } },
+  options: {
+    ...API_OPTIONS,
+    reason: { type: 'string', arg: 'TEXT', help: 'why (required; recorded)' },
+    ttl: { type: 'string', arg: '8h', help: 'lift the lock automatically after this long (default: until unlocked)' },
+  },
+  examples: ['lock user mallory --reason "laptop stolen" --ttl 24h'],
   async run(args) {
     const user = onePositional(args, 'user name');
     const reason = requireOpt(args.values, 'reason');
@@ -291,6 +319,7 @@ export const unlockUserCommand: Command = {
   usage: `NAME ${API_USAGE}`,
   positionals: true,
   options: API_OPTIONS,
+  examples: ['unlock user mallory'],
   async run(args) {
     const user = onePositional(args, 'user name');
     await withClient(args, (c) => c.unlock(user));
@@ -304,6 +333,7 @@ export const lockListCommand: Command = {
   summary: 'List locked users.',
   usage: API_USAGE,
   options: API_OPTIONS,
+  examples: ['lock list --json'],
   async run(args) {
     const locks = await withClient(args, (c) => c.listLocks());
     if (args.values.json) args.out.write(JSON.stringify(locks, null, 2) + '\n');

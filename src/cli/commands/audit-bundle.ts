@@ -11,7 +11,7 @@ import { NotFoundError } from '../../errors.ts';
 import { openAuditForCli } from '../../../recorder/audit/index.ts';
 import { AtomicFile } from '../../../recorder/export/index.ts';
 import { makeBundle, verifyBundle, BUNDLE_EXIT_CODES, type BundleFilter } from '../../../recorder/bundle/index.ts';
-import { parseTimeArg } from './audit.ts';
+import { AUDIT_FILTER_OPTIONS, parseTimeArg } from './audit.ts';
 
 function packageVersion(): string {
   try {
@@ -26,14 +26,10 @@ export const auditBundleCommand: Command = {
   summary: 'Make a signed evidence bundle (tar): the selected events, the chain proving them unaltered and complete, their recordings, the public key and a signed manifest.',
   usage: '--since 2h|ISO [--until 2h|ISO] [--user U] [--target T] [--type PREFIX] [--session ID] --out case.tar',
   options: {
-    since: { type: 'string' },
-    until: { type: 'string' },
-    user: { type: 'string' },
-    target: { type: 'string' },
-    type: { type: 'string' },
-    session: { type: 'string' },
-    out: { type: 'string', short: 'o' },
+    ...AUDIT_FILTER_OPTIONS,
+    out: { type: 'string', short: 'o', arg: 'FILE', help: 'the bundle (tar) to write (required)' },
   },
+  examples: ['audit bundle --since 2026-03-01T00:00:00Z --until 2026-03-02T00:00:00Z --user alice --out case-4211.tar'],
   async run(args) {
     const now = Date.now();
     const since = parseTimeArg('since', requireOpt(args.values, 'since'), now)!;
@@ -142,7 +138,11 @@ export const auditVerifyBundleCommand: Command = {
   name: 'audit verify-bundle',
   summary: 'Verify an evidence bundle offline: events in the chain and unaltered, selection complete, recordings intact, manifest signed.',
   usage: 'BUNDLE.tar [--key PUBLIC_KEY_PEM] [--json]\n' + VERIFY_BUNDLE_HELP,
-  options: { key: { type: 'string' }, json: { type: 'boolean' } },
+  options: {
+    key: { type: 'string', arg: 'PEM', help: 'the audit public key you trust (default: the bundle\'s own key, whose id is printed)' },
+    json: { type: 'boolean', help: 'print the verification result as one JSON object' },
+  },
+  examples: ['audit verify-bundle case-4211.tar --key vigil-audit.pub'],
   positionals: true,
   async run(args) {
     if (args.positionals.length !== 1) throw new UsageError('name one bundle file');

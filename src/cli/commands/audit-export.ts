@@ -82,12 +82,13 @@ export const auditExportCommand: Command = {
   usage:
     '--format jsonl|csv|ocsf|template:NAME [--since 2h|ISO] [--until 2h|ISO] [--user U] [--target T] [--type PREFIX] [--session ID] [--checkpoints] [--columns a,b,…] [--out FILE|-]',
   options: {
-    format: { type: 'string' },
+    format: { type: 'string', arg: 'FORMAT', help: 'jsonl (as stored, default), csv, ocsf, or template:NAME from audit.export.templates' },
     ...AUDIT_FILTER_OPTIONS,
-    checkpoints: { type: 'boolean' },
-    columns: { type: 'string' },
-    out: { type: 'string', short: 'o' },
+    checkpoints: { type: 'boolean', help: 'include the signed checkpoint records (jsonl)' },
+    columns: { type: 'string', arg: 'a,b,…', help: 'csv: these columns, in this order' },
+    out: { type: 'string', short: 'o', arg: 'FILE|-', help: 'write here (default: standard output)' },
   },
+  examples: ['audit export --format csv --since 30d --out q3.csv', 'audit export --format ocsf --user alice --since 2026-01-01T00:00:00Z -o alice.ocsf.jsonl'],
   async run(args) {
     const formatText = stringOpt(args.values, 'format') ?? 'jsonl';
     const outPath = stringOpt(args.values, 'out');

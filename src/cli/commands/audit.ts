@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { UsageError, stringOpt, type Command, type CommandArgs } from '../command.ts';
+import { UsageError, stringOpt, type Command, type CommandArgs, type OptionSpec } from '../command.ts';
 import { loadFromArgs } from '../context.ts';
 import { parseDuration } from '../../config/units.ts';
 import { NotFoundError } from '../../errors.ts';
@@ -48,6 +48,7 @@ export const auditHeadCommand: Command = {
   summary: 'Print the newest signed chain head as one JSON line, to keep outside this machine as a witness for `audit verify --witness`.',
   usage: '[--data DIR]',
   options: {},
+  examples: ['audit head >> /mnt/witness/heads.jsonl'],
   async run(args) {
     const p = auditPaths(args);
     const file = path.join(p.auditDir, HEAD_FILE);
@@ -77,7 +78,11 @@ export const auditVerifyCommand: Command = {
   name: 'audit verify',
   summary: 'Verify the audit log offline (hashes, chain, sequence, segments, signed checkpoints, witnessed heads) with only the public key.',
   usage: '[--data DIR] [--key PUBLIC_KEY_PEM] [--witness FILE|URL]…\n' + VERIFY_HELP,
-  options: { key: { type: 'string' }, witness: { type: 'string', multiple: true } },
+  options: {
+    key: { type: 'string', arg: 'PEM', help: 'audit public key to verify with (default: the data dir\'s audit_signing.pub)' },
+    witness: { type: 'string', arg: 'FILE|URL', multiple: true, help: 'signed heads kept elsewhere, to prove the log was not cut back' },
+  },
+  examples: ['audit verify', 'audit verify --key audit_signing.pub --witness /mnt/witness/heads.jsonl'],
   async run(args) {
     const p = auditPaths(args);
     const keyFile = stringOpt(args.values, 'key') ?? p.publicKeyFile;
@@ -138,13 +143,13 @@ export const auditVerifyCommand: Command = {
 
 /** The event filter every audit-reading command takes (search, export). */
 export const AUDIT_FILTER_OPTIONS = {
-  user: { type: 'string' },
-  target: { type: 'string' },
-  type: { type: 'string' },
-  session: { type: 'string' },
-  since: { type: 'string' },
-  until: { type: 'string' },
-} as const;
+  user: { type: 'string', arg: 'U', help: 'only events of this user' },
+  target: { type: 'string', arg: 'T', help: 'only events on this target' },
+  type: { type: 'string', arg: 'PREFIX', help: 'only event types starting with this, e.g. session. or db.query' },
+  session: { type: 'string', arg: 'ID', help: 'only events of this session' },
+  since: { type: 'string', arg: '2h|ISO', help: 'from this long ago or this time on' },
+  until: { type: 'string', arg: '2h|ISO', help: 'up to this long ago or this time' },
+} as const satisfies Record<string, OptionSpec>;
 
 /** The query those options describe (times parsed, usage errors for bad ones). */
 export function auditFilterQuery(values: CommandArgs['values']): AuditQuery {
@@ -172,11 +177,12 @@ export const auditSearchCommand: Command = {
   usage: '[--user U] [--target T] [--type PREFIX] [--session ID] [--since 2h|ISO] [--until 2h|ISO] [--text QUERY] [--json] [--limit N] [--scan]\n' + SEARCH_HELP,
   options: {
     ...AUDIT_FILTER_OPTIONS,
-    text: { type: 'string' },
-    scan: { type: 'boolean' },
-    limit: { type: 'string' },
+    text: { type: 'string', arg: 'QUERY', help: 'full text over statements, commands and file paths (SQLite FTS5 syntax, see below)' },
+    scan: { type: 'boolean', help: 'read every log segment instead of the index (cross-check; not with --text)' },
+    limit: { type: 'string', arg: 'N', help: 'at most N events (the newest ones)' },
     json: { type: 'boolean' },
   },
+  examples: ['audit search --user alice --since 2h', 'audit search --type db.query --target prod-pg --limit 20 --json'],
   async run(args) {
     const p = auditPaths(args);
     const text = stringOpt(args.values, 'text');
@@ -258,7 +264,12 @@ export const auditTailCommand: Command = {
   name: 'audit tail',
   summary: 'Show the newest audit events; -f keeps following new ones.',
   usage: '[-f] [-n N] [--json]',
-  options: { follow: { type: 'boolean', short: 'f' }, lines: { type: 'string', short: 'n' }, json: { type: 'boolean' } },
+  options: {
+    follow: { type: 'boolean', short: 'f', help: 'keep printing new events as they are written (Ctrl-C stops)' },
+    lines: { type: 'string', short: 'n', arg: 'N', help: 'how many of the newest events to show first (default 20)' },
+    json: { type: 'boolean' },
+  },
+  examples: ['audit tail -f', 'audit tail -n 100 --json'],
   async run(args) {
     const p = auditPaths(args);
     const json = args.values.json === true;

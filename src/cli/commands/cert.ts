@@ -46,19 +46,20 @@ export const certIssueCommand: Command = {
     '  the first line of --pkcs12-password-file, or by the empty password when none is given (pgjdbc: sslpassword=).\n' +
     '  PEM files are always written.',
   options: {
-    user: { type: 'string' },
-    roles: { type: 'string' },
-    ttl: { type: 'string' },
-    'ssh-pubkey': { type: 'string' },
-    grant: { type: 'string' },
-    'source-address': { type: 'string' },
-    'force-command': { type: 'string' },
-    token: { type: 'boolean' },
-    out: { type: 'string' },
-    format: { type: 'string' },
-    'pkcs12-password-file': { type: 'string' },
-    by: { type: 'string' },
+    user: { type: 'string', arg: 'U', help: 'the user the certificate is for (required)' },
+    roles: { type: 'string', arg: 'R1,R2', help: 'roles written into the certificate (required)' },
+    ttl: { type: 'string', arg: '1h', help: 'lifetime (default certs.default_ttl, capped by certs.max_ttl and --grant)' },
+    'ssh-pubkey': { type: 'string', arg: 'FILE', help: 'certify this public key instead of generating a key pair' },
+    grant: { type: 'string', arg: 'ID', help: 'bind the certificate to this grant: it ends when the grant does' },
+    'source-address': { type: 'string', arg: 'CIDR,…', help: 'only usable from these addresses' },
+    'force-command': { type: 'string', arg: 'CMD', help: 'SSH: run only this command' },
+    token: { type: 'boolean', help: 'print a short-lived token (a password for clients without certificate support)' },
+    out: { type: 'string', arg: 'DIR', help: 'directory the files are written to' },
+    format: { type: 'string', arg: 'pem,pkcs8,pkcs12', help: 'extra key formats for Java clients (PEM is always written)' },
+    'pkcs12-password-file': { type: 'string', arg: 'FILE', help: 'its first line protects the .p12 (default: empty password)' },
+    by: { type: 'string', arg: 'NAME', help: 'who issues, for the audit event (default: the OS user)' },
   },
+  examples: ['cert issue --user alice --roles dba --ttl 8h --out ./alice', 'cert issue --user ci-deploy --roles deploy --ttl 15m --token'],
   async run(args) {
     const v = args.values;
     const formats = splitList(stringOpt(v, 'format'));
@@ -163,7 +164,11 @@ export const certRevokeCommand: Command = {
   summary: 'Revoke a certificate or token by serial; live sessions using it are cut.',
   usage: 'SERIAL --reason TEXT [--by NAME]   (SERIAL as printed at issuance, or the decimal serial ssh-keygen -L shows)',
   positionals: true,
-  options: { reason: { type: 'string' }, by: { type: 'string' } },
+  options: {
+    reason: { type: 'string', arg: 'TEXT', help: 'why (required; recorded)' },
+    by: { type: 'string', arg: 'NAME', help: 'who revokes, for the audit event (default: the OS user)' },
+  },
+  examples: ['cert revoke 7f3a9c21 --reason "key left on a shared host"'],
   async run(args) {
     if (args.positionals.length !== 1) throw new UsageError('expected exactly one SERIAL');
     const reason = requireOpt(args.values, 'reason');
@@ -204,6 +209,7 @@ export const caShowCommand: Command = {
   name: 'ca show',
   summary: 'Print the CA public keys and the lines clients and servers need to trust them.',
   usage: '[--data DIR]',
+  examples: ['ca show --data /var/lib/vigil'],
   async run(args) {
     const loaded = loadFromArgs(args);
     const dir = caDir(loaded.dataDir);

@@ -7,6 +7,7 @@ export const serveCommand: Command = {
   name: 'serve',
   summary: 'Run the gateway (creates the CA and keys on first start).',
   usage: '[--config PATH] [--data DIR]',
+  examples: ['serve --config /etc/vigil/vigil.yaml'],
   async run(args) {
     const loaded = loadFromArgs(args);
     const log = createLogger(loaded.config.log.level);
@@ -42,6 +43,7 @@ export const initCommand: Command = {
   name: 'init',
   summary: 'Create the certificate authorities, gateway keys and audit signing key (idempotent).',
   usage: '[--data DIR]',
+  examples: ['init --data /var/lib/vigil'],
   async run(args) {
     const loaded = loadFromArgs(args);
     const created = await initIdentity(loaded.dataDir, loaded.config);
@@ -54,6 +56,7 @@ export const configCheckCommand: Command = {
   name: 'config check',
   summary: 'Validate the configuration file and print a summary.',
   usage: '[--config PATH]',
+  examples: ['config check --config /etc/vigil/vigil.yaml'],
   async run(args) {
     const loaded = loadFromArgs(args);
     const c = loaded.config;

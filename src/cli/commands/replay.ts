@@ -28,7 +28,13 @@ export const sessionsListCommand: Command = {
   name: 'sessions list',
   summary: 'List recorded sessions (from session.start / session.end audit events).',
   usage: '[--user U] [--target T] [--since 2h|ISO] [--json]',
-  options: { user: { type: 'string' }, target: { type: 'string' }, since: { type: 'string' }, json: { type: 'boolean' } },
+  options: {
+    user: { type: 'string', arg: 'U', help: 'only sessions of this user' },
+    target: { type: 'string', arg: 'T', help: 'only sessions on this target' },
+    since: { type: 'string', arg: '2h|ISO', help: 'only sessions started this long ago or since this time' },
+    json: { type: 'boolean' },
+  },
+  examples: ['sessions list --user alice --since 1d', 'sessions list --target prod-pg --json'],
   async run(args) {
     const p = auditPaths(args);
     const { records } = await searchAuditLog(p.auditDir, {
@@ -71,7 +77,14 @@ export const replayCommand: Command = {
     'PostgreSQL/MySQL prints the statement transcript with timing, parameters, outcome and rows (--json: one JSON object per line).',
   usage: 'SESSION_ID [--speed 2] [--idle-limit 2] [--channel N] [--print] [--json]',
   positionals: true,
-  options: { speed: { type: 'string' }, 'idle-limit': { type: 'string' }, channel: { type: 'string' }, print: { type: 'boolean' }, json: { type: 'boolean' } },
+  options: {
+    speed: { type: 'string', arg: 'X', help: 'play X times faster (default 1)' },
+    'idle-limit': { type: 'string', arg: 'SECONDS', help: 'shorten pauses longer than this' },
+    channel: { type: 'string', arg: 'N', help: 'SSH: which channel of the session to play (default: the first shell)' },
+    print: { type: 'boolean', help: 'SSH: print the final screen text instead of playing' },
+    json: { type: 'boolean', help: 'databases: one JSON object per statement' },
+  },
+  examples: ['replay 01HV40C7Y1 --speed 4 --idle-limit 2', 'replay 01HV41QX2M --json'],
   async run(args) {
     const sessionId = args.positionals[0];
     if (!sessionId || args.positionals.length > 1) throw new UsageError('expected exactly one SESSION_ID');

@@ -17,11 +17,12 @@ export const reportAccessCommand: Command = {
   summary: 'Access-review report: who had access to what, when and why, sessions, changes, denied attempts, unused grants, certificates, and the audit chain verification.',
   usage: '[--since 30d|ISO] [--until DURATION|ISO] [--format html|md|json] [--out FILE|-]',
   options: {
-    since: { type: 'string' },
-    until: { type: 'string' },
-    format: { type: 'string' },
-    out: { type: 'string', short: 'o' },
+    since: { type: 'string', arg: '30d|ISO', help: 'start of the period (default 30d ago)' },
+    until: { type: 'string', arg: 'DURATION|ISO', help: 'end of the period (default now)' },
+    format: { type: 'string', arg: 'html|md|json', help: 'report format (default html)' },
+    out: { type: 'string', short: 'o', arg: 'FILE|-', help: 'write here (default: standard output)' },
   },
+  examples: ['report access --since 90d --format html --out q3-access-review.html'],
   async run(args) {
     const now = new Date();
     const since = parseTimeArg('since', stringOpt(args.values, 'since') ?? '30d', now.getTime())!;

@@ -29,7 +29,12 @@ export const auditPurgeCommand: Command = {
   name: 'audit purge',
   summary: 'Remove audit segments (and recordings) past their retention, never below retention.floor nor under a legal hold; the kept log still verifies.',
   usage: '[--dry-run] [--reason TEXT] [--by NAME]',
-  options: { 'dry-run': { type: 'boolean' }, reason: { type: 'string' }, by: { type: 'string' } },
+  options: {
+    'dry-run': { type: 'boolean', help: 'only say what would be removed' },
+    reason: { type: 'string', arg: 'TEXT', help: 'recorded with the purge event' },
+    by: { type: 'string', arg: 'NAME', help: 'who purges, for the audit event (default: the OS user)' },
+  },
+  examples: ['audit purge --dry-run', 'audit purge --reason "quarterly retention run"'],
   async run(args) {
     const { config, dataDir } = loadFromArgs(args);
     const paths = dataPaths(dataDir);
@@ -79,9 +84,15 @@ export const holdAddCommand: Command = {
   summary: 'Place a legal hold: events and recordings matching it are never purged until it is released.',
   usage: '--reason TEXT [--user U] [--target T] [--session ID] [--since 2h|ISO] [--until 2h|ISO] [--by NAME]',
   options: {
-    user: { type: 'string' }, target: { type: 'string' }, session: { type: 'string' }, since: { type: 'string' }, until: { type: 'string' },
-    reason: { type: 'string' }, by: { type: 'string' },
+    user: { type: 'string', arg: 'U', help: 'hold events of this user' },
+    target: { type: 'string', arg: 'T', help: 'hold events on this target' },
+    session: { type: 'string', arg: 'ID', help: 'hold this session' },
+    since: { type: 'string', arg: '2h|ISO', help: 'hold events from this long ago or this time on' },
+    until: { type: 'string', arg: '2h|ISO', help: 'hold events up to this long ago or this time' },
+    reason: { type: 'string', arg: 'TEXT', help: 'why, e.g. the case reference (required; recorded)' },
+    by: { type: 'string', arg: 'NAME', help: 'who places the hold, for the audit event (default: the OS user)' },
   },
+  examples: ['hold add --user alice --since 2026-01-01T00:00:00Z --reason "case 2026-17"'],
   async run(args) {
     const v = args.values;
     const reason = requireOpt(v, 'reason');
@@ -114,7 +125,8 @@ export const holdListCommand: Command = {
   name: 'hold list',
   summary: 'List legal holds (active ones; --all includes released).',
   usage: '[--all] [--json]',
-  options: { all: { type: 'boolean' }, json: { type: 'boolean' } },
+  options: { all: { type: 'boolean', help: 'include released holds' }, json: { type: 'boolean' } },
+  examples: ['hold list --all --json'],
   async run(args) {
     const { dataDir } = loadFromArgs(args);
     const store = await openStateStore(dataDir);
@@ -139,7 +151,11 @@ export const holdReleaseCommand: Command = {
   summary: 'Release a legal hold (with a reason); its events then follow the retention again.',
   usage: 'ID --reason TEXT [--by NAME]',
   positionals: true,
-  options: { reason: { type: 'string' }, by: { type: 'string' } },
+  options: {
+    reason: { type: 'string', arg: 'TEXT', help: 'why (required; recorded)' },
+    by: { type: 'string', arg: 'NAME', help: 'who releases, for the audit event (default: the OS user)' },
+  },
+  examples: ['hold release 01HV44T0KD --reason "case closed"'],
   async run(args: CommandArgs) {
     if (args.positionals.length !== 1) throw new UsageError('expected exactly one hold id');
     const id = args.positionals[0];
