@@ -7,7 +7,8 @@ export const alertsListCommand: Command = {
   name: 'alerts list',
   summary: 'Alert rules, recent firings, notifications waiting in the outbox and dead letters.',
   usage: '[--json] [--limit N]',
-  options: { json: { type: 'boolean' }, limit: { type: 'string' } },
+  options: { json: { type: 'boolean' }, limit: { type: 'string', arg: 'N', help: 'show at most N recent firings and dead letters (default 20)' } },
+  examples: ['alerts list', 'alerts list --limit 50 --json'],
   async run(args) {
     const { config, dataDir } = loadFromArgs(args);
     const limit = Number(args.values.limit ?? 20) || 20;

@@ -222,6 +222,7 @@ export const auditIndexRebuildCommand: Command = {
   summary: 'Rebuild the search index from the audit log (it is only a copy: the log stays the record).',
   usage: '[--data DIR]',
   options: {},
+  examples: ['audit index rebuild', 'audit index rebuild --data /var/lib/vigil'],
   async run(args) {
     const p = auditPaths(args);
     if (!fs.existsSync(p.auditDir)) throw new NotFoundError(`no audit log in ${p.dataDir}`);
@@ -244,6 +245,7 @@ export const auditIndexStatusCommand: Command = {
   summary: 'Show how far the search index has read the audit log (lag = records not yet indexed).',
   usage: '[--data DIR] [--json]',
   options: { json: { type: 'boolean' } },
+  examples: ['audit index status', 'audit index status --json'],
   async run(args) {
     const p = auditPaths(args);
     if (!fs.existsSync(p.auditDir)) throw new NotFoundError(`no audit log in ${p.dataDir}`);
