@@ -27,12 +27,21 @@ export interface BackendConnection {
   greeting: Greeting;
   /** Capabilities in force on the backend connection. */
   capabilities: number;
+  /** MariaDB extended capabilities in force (0 with MySQL). */
+  mariadbCapabilities: number;
   ok: OkPacket;
 }
 
 const MAX_BACKEND_PAYLOAD = 1 << 30;
 
-export async function connectBackend(t: BackendTarget, capabilities: number, charset: number, timeoutMs: number, attributes: Record<string, string>): Promise<BackendConnection> {
+export async function connectBackend(
+  t: BackendTarget,
+  capabilities: number,
+  charset: number,
+  timeoutMs: number,
+  attributes: Record<string, string>,
+  mariadbCapabilities = 0,
+): Promise<BackendConnection> {
   const raw = net.connect({ host: t.host, port: t.port, noDelay: true });
   raw.setNoDelay(true);
   let sock: net.Socket | tls.TLSSocket = raw;
@@ -83,7 +92,8 @@ export async function connectBackend(t: BackendTarget, capabilities: number, cha
       password: t.password,
       database: t.database,
       capabilities: capabilities | (useTls ? CLIENT.SSL : 0),
-      charset,
+      mariadbCapabilities,
+      charset: charset || greeting.charset,
       maxPacket: MAX_BACKEND_PAYLOAD,
       tls: useTls,
       serverPublicKey: t.serverPublicKey,
@@ -91,7 +101,7 @@ export async function connectBackend(t: BackendTarget, capabilities: number, cha
     });
     const response = login.handshakeResponse(greeting);
     if (t.tls !== false) {
-      raw.write(encodePacket(seq++, buildSslRequest(login.capabilities, MAX_BACKEND_PAYLOAD, charset)));
+      raw.write(encodePacket(seq++, buildSslRequest(login.capabilities, MAX_BACKEND_PAYLOAD, charset || greeting.charset, login.mariadbCapabilities)));
       raw.off('data', onData);
       const ca = t.tls.ca ? fs.readFileSync(t.tls.ca) : undefined;
       const secure = tls.connect({ socket: raw, host: t.host, ca, servername: net.isIP(t.host) ? undefined : t.host, rejectUnauthorized: ca !== undefined });
@@ -113,7 +123,7 @@ export async function connectBackend(t: BackendTarget, capabilities: number, cha
         sock.off('error', onError);
         raw.off('close', onClose);
         if (queue.length > 0 || framer.pendingBytes > 0) throw new ProtocolError('the target database sent data after login', 'VIGIL_MYSQL_UNSOLICITED');
-        return { socket: sock, greeting, capabilities: login.capabilities, ok: step.ok };
+        return { socket: sock, greeting, capabilities: login.capabilities, mariadbCapabilities: login.mariadbCapabilities, ok: step.ok };
       }
       if (step.kind === 'error') throw new BackendError(`the target database refused vigil's login (${step.err.code} ${step.err.sqlState}): ${step.err.message}`);
       if (step.kind === 'send') sock.write(encodePacket(p.lastSeq + 1, step.payload));

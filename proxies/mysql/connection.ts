@@ -18,7 +18,7 @@ import { readSecret, type SecretRef } from '../../src/config/types.ts';
 import { ProtocolError, VigilError } from '../../src/errors.ts';
 import { PacketFramer, encodePacket, wirePacketCount, type Packet } from './framing.ts';
 import { buildAuthSwitch, buildErr, buildGreeting, buildOk, parseClientHandshake, ERR, SSL_REQUEST_LENGTH, type ErrPacket } from './handshake.ts';
-import { CLIENT, COM, COMMAND_NAMES, SERVER_STATUS } from './wire.ts';
+import { CLIENT, COM, COMMAND_NAMES, MARIADB_CLIENT } from './wire.ts';
 import { parseCommand, type ParamValue, PARAMETER_COUNT_AVAILABLE } from './commands.ts';
 import { PreparedStatements } from './statements.ts';
 import type { CommandResponse, ResponseShape, ResultSummary } from './response.ts';
@@ -32,11 +32,15 @@ import { backendAccounts, ProvisioningError, type AccountCredential } from '../.
 import { accountName, type UserProvisioning } from '../../src/accounts/config.ts';
 import type { ConnectionIds, KillableConnection } from './connection-ids.ts';
 import type { SourceLimiter } from '../../src/gateway/preauth.ts';
+import type { ServerIdentities } from './server-identity.ts';
 
 export interface MysqlSection {
   enabled: boolean;
   listen: { host: string; port: number };
-  server_version: string;
+  /** Overrides the version string learned from the greeting target (normally unset). */
+  server_version?: string;
+  /** The target whose server identity (version, capabilities, charset) vigil's greeting shows. */
+  greeting_target?: string;
   max_packet: number;
   /** Offer CLIENT_QUERY_ATTRIBUTES (only useful when the targets are MySQL >= 8.0.23). */
   query_attributes: boolean;
@@ -51,6 +55,7 @@ export interface MysqlShared {
   /** Unauthenticated connections per source address (limit: pre_auth.max_per_source). */
   perSource: SourceLimiter;
   secretName: (name: string) => boolean;
+  identities: ServerIdentities;
 }
 
 /** Capabilities vigil offers clients. LOCAL_FILES and compression are never offered. */
@@ -62,6 +67,11 @@ export const SERVER_CAPABILITIES =
 
 /** Capabilities whose value changes the command-phase byte format: client and backend must agree. */
 const FORMAT_CAPABILITIES = CLIENT.PROTOCOL_41 | CLIENT.DEPRECATE_EOF | CLIENT.SESSION_TRACK | CLIENT.MULTI_RESULTS | CLIENT.PS_MULTI_RESULTS;
+
+/** MariaDB extensions vigil passes through: extended type info only adds a field to column definitions,
+ *  which the relay counts but does not read. Bulk execution, progress reports and metadata caching change
+ *  the command and response formats the tracker follows, so they are not offered. */
+const OFFERED_MARIADB_CAPABILITIES = MARIADB_CLIENT.EXTENDED_TYPE_INFO;
 
 const CHARSET_UTF8MB4 = 45;
 /** MariaDB's statement id for "the statement prepared last" (COM_STMT_EXECUTE, SEND_LONG_DATA, ...). */
@@ -125,7 +135,11 @@ export class MysqlConnection implements KillableConnection {
   private clientPaused = false;
   private backendPaused = false;
   private readonly log;
-  private readonly capabilities: number;
+  /** What vigil's greeting offered: the greeting target's capabilities that vigil can relay. */
+  private capabilities = 0;
+  private mariadbCapabilities = 0;
+  private clientMariadbCaps = 0;
+  private greetingCharset = CHARSET_UTF8MB4;
 
   constructor(private readonly shared: MysqlShared, socket: net.Socket, private readonly ctx: ConnectionContext) {
     this.client = socket;
@@ -133,7 +147,6 @@ export class MysqlConnection implements KillableConnection {
     this.log = ctx.log;
     this.connectionId = shared.ids.allocate(this);
     this.statements = new PreparedStatements(shared.secretName);
-    this.capabilities = (SERVER_CAPABILITIES | (shared.section.query_attributes ? CLIENT.QUERY_ATTRIBUTES : 0)) >>> 0;
   }
 
   start(): void {
@@ -155,17 +168,32 @@ export class MysqlConnection implements KillableConnection {
     this.counted = true;
     this.authTimer = setTimeout(() => this.fatal(0, { ...ERR.HANDSHAKE, message: 'vigil: authentication timed out' }, 'protocol_error'), services.config.gateway.auth_timeout);
     this.authTimer.unref();
-    const scramble = scrambleBytes();
+    // The first greetings after start wait for the probe of the greeting target (bounded by connect_timeout).
+    void this.shared.identities.ready().then(() => {
+      if (!this.closed) this.greet();
+    });
+  }
+
+  /** The greeting: the greeting target's own version, charset and status, with the capabilities vigil relays. */
+  private greet(): void {
+    const sock = this.client;
+    const id = this.shared.identities.current();
+    const offered = SERVER_CAPABILITIES | (this.shared.section.query_attributes ? CLIENT.QUERY_ATTRIBUTES : 0);
+    // CLIENT_MYSQL (LONG_PASSWORD) clear means "MariaDB, with extended capabilities": as the server says.
+    this.capabilities = (offered & (id.capabilities | CLIENT.SSL)) >>> 0;
+    this.mariadbCapabilities = id.capabilities & CLIENT.LONG_PASSWORD ? 0 : id.mariadbCapabilities & OFFERED_MARIADB_CAPABILITIES;
+    this.greetingCharset = id.charset || CHARSET_UTF8MB4;
     sock.write(
       encodePacket(
         0,
         buildGreeting({
-          serverVersion: this.shared.section.server_version,
+          serverVersion: id.serverVersion,
           connectionId: this.connectionId,
-          scramble,
+          scramble: scrambleBytes(),
           capabilities: this.capabilities,
-          charset: CHARSET_UTF8MB4,
-          status: SERVER_STATUS.AUTOCOMMIT,
+          mariadbCapabilities: this.mariadbCapabilities,
+          charset: this.greetingCharset,
+          status: id.status,
           authPlugin: 'mysql_native_password',
         }),
       ),
@@ -286,6 +314,7 @@ export class MysqlConnection implements KillableConnection {
       this.login = provisioning ? accountName(provisioning.name_pattern, adm.principal.user, 26) : (req.login ?? (adm.target.user as string));
       this.database = hs.database ?? (adm.target.database as string | undefined);
       this.clientCaps = (hs.capabilities & this.capabilities) >>> 0;
+      this.clientMariadbCaps = hs.capabilities & CLIENT.LONG_PASSWORD ? 0 : ((hs.mariadbCapabilities ?? 0) & this.mariadbCapabilities) >>> 0;
       this.multiStatements = (this.clientCaps & CLIENT.MULTI_STATEMENTS) !== 0;
       this.session = await openSession(services, { ...req, login: this.login, database: this.database }, adm, (reason, message) => this.terminate(reason, message), {
         client_attributes: hs.attributes,
@@ -301,7 +330,7 @@ export class MysqlConnection implements KillableConnection {
       let backend: BackendConnection;
       try {
         const attributes = { _client_name: 'vigil', program_name: hs.attributes.program_name ?? '', vigil_user: adm.principal.user, vigil_session: this.sessionId };
-        const connect = (t: ReturnType<typeof this.backendTarget>) => connectBackend(t, this.backendCapabilities(), hs.charset || CHARSET_UTF8MB4, services.config.gateway.connect_timeout, attributes);
+        const connect = (t: ReturnType<typeof this.backendTarget>) => connectBackend(t, this.backendCapabilities(), hs.charset || this.greetingCharset, services.config.gateway.connect_timeout, attributes, this.clientMariadbCaps);
         if (provisioning) {
           const session = this.session;
           const leased = await backendAccounts(services).lease(
@@ -332,14 +361,15 @@ export class MysqlConnection implements KillableConnection {
         return;
       }
       if (this.closed) return void backend.socket.destroy();
+      this.shared.identities.learn(adm.target.name, backend.greeting);
       const tracking = backend.capabilities & CLIENT.SESSION_TRACK;
       this.serverTracking = tracking !== 0;
       this.stripTracking = tracking !== 0 && !(this.clientCaps & CLIENT.SESSION_TRACK);
       // Session tracking the client did not ask for is cut out of OK packets (stripTracking), not a mismatch.
       const mismatch = (this.clientCaps ^ backend.capabilities) & FORMAT_CAPABILITIES & ~(this.stripTracking ? CLIENT.SESSION_TRACK : 0);
-      if (mismatch) {
+      if (mismatch || backend.mariadbCapabilities !== this.clientMariadbCaps) {
         backend.socket.destroy();
-        return this.fatal(seq, { ...ERR.HANDSHAKE, message: `vigil: the target database does not support protocol capabilities the client uses (0x${mismatch.toString(16)})` }, 'backend_error');
+        return this.fatal(seq, { ...ERR.HANDSHAKE, message: `vigil: the target database does not support protocol capabilities the client uses (0x${mismatch.toString(16)}/0x${(backend.mariadbCapabilities ^ this.clientMariadbCaps).toString(16)})` }, 'backend_error');
       }
       this.stripQueryAttributes = (this.clientCaps & CLIENT.QUERY_ATTRIBUTES) !== 0 && !(backend.capabilities & CLIENT.QUERY_ATTRIBUTES);
       this.backend = backend;

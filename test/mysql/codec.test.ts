@@ -37,6 +37,18 @@ describe('mysql handshake codec', () => {
     expect(g.serverVersion).toBe('5.5.5-10.11.19-MariaDB');
   });
 
+  it('MariaDB extended capabilities ride in the greeting and response fillers when CLIENT_MYSQL is clear', () => {
+    const scramble = Buffer.from('12345678ABCDEFGHIJKL');
+    const caps = CAPS & ~CLIENT.LONG_PASSWORD;
+    const g = parseGreeting(buildGreeting({ serverVersion: '5.5.5-10.11.19-MariaDB', connectionId: 3, scramble, capabilities: caps, mariadbCapabilities: 0x3f, charset: 8, status: 2, authPlugin: 'mysql_native_password' }));
+    expect(g.mariadbCapabilities).toBe(0x3f);
+    const h = parseClientHandshake(buildClientHandshake({ capabilities: caps, mariadbCapabilities: 8, maxPacket: 1 << 24, charset: 8, user: 'db', authResponse: Buffer.alloc(0), attributes: {} }));
+    expect(h.mariadbCapabilities).toBe(8);
+    expect(parseClientHandshake(buildSslRequest(caps, 1 << 24, 8, 8)).mariadbCapabilities).toBe(8);
+    // A MySQL-style peer (CLIENT_MYSQL set) has no extended word: the filler stays zero.
+    expect(parseGreeting(buildGreeting({ serverVersion: '8.0.36', connectionId: 3, scramble, capabilities: CAPS | CLIENT.LONG_PASSWORD, mariadbCapabilities: 8, charset: 8, status: 2, authPlugin: 'x' })).mariadbCapabilities).toBeUndefined();
+  });
+
   it('client handshake response and SSLRequest round-trip at every split point', () => {
     const h = { capabilities: CAPS, maxPacket: 1 << 24, charset: 45, user: 'shop-db/reporting', authResponse: Buffer.from([1, 2, 3, 0, 5]), database: 'shop', authPlugin: 'mysql_native_password', attributes: { _client_name: 'libmariadb', program_name: 'mariadb' } };
     const wire = Buffer.concat([encodePacket(1, buildSslRequest(CAPS, 1 << 24, 45)), encodePacket(2, buildClientHandshake(h))]);
