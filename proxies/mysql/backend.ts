@@ -7,7 +7,7 @@ import tls from 'node:tls';
 import fs from 'node:fs';
 import { BackendError, ProtocolError } from '../../src/errors.ts';
 import { PacketFramer, encodePacket, type Packet } from './framing.ts';
-import { buildSslRequest, parseErr, parseGreeting, type Greeting, type OkPacket } from './handshake.ts';
+import { buildSslRequest, parseErr, parseGreeting, type ErrPacket, type Greeting, type OkPacket } from './handshake.ts';
 import { BackendLogin } from './auth/backend-login.ts';
 import { CLIENT } from './wire.ts';
 
@@ -33,6 +33,13 @@ export interface BackendConnection {
 }
 
 const MAX_BACKEND_PAYLOAD = 1 << 30;
+
+/** The backend answered the login with its own ERR: the client gets that ERR as the server sent it. */
+export class BackendRefusedLogin extends BackendError {
+  constructor(readonly serverError: ErrPacket) {
+    super(`the target database refused vigil's login (${serverError.code} ${serverError.sqlState}): ${serverError.message}`);
+  }
+}
 
 export async function connectBackend(
   t: BackendTarget,
@@ -82,7 +89,7 @@ export async function connectBackend(
   raw.on('close', onClose);
   try {
     const first = await next();
-    if (first.payload[0] === 0xff) throw new BackendError(`the target database refused the connection: ${parseErr(first.payload).message}`);
+    if (first.payload[0] === 0xff) throw new BackendRefusedLogin(parseErr(first.payload));
     const greeting = parseGreeting(first.payload);
     let seq = first.seq + 1;
     const useTls = t.tls !== false;
@@ -125,7 +132,7 @@ export async function connectBackend(
         if (queue.length > 0 || framer.pendingBytes > 0) throw new ProtocolError('the target database sent data after login', 'VIGIL_MYSQL_UNSOLICITED');
         return { socket: sock, greeting, capabilities: login.capabilities, mariadbCapabilities: login.mariadbCapabilities, ok: step.ok };
       }
-      if (step.kind === 'error') throw new BackendError(`the target database refused vigil's login (${step.err.code} ${step.err.sqlState}): ${step.err.message}`);
+      if (step.kind === 'error') throw new BackendRefusedLogin(step.err);
       if (step.kind === 'send') sock.write(encodePacket(p.lastSeq + 1, step.payload));
     }
   } catch (e) {

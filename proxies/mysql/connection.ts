@@ -16,7 +16,7 @@ import type { VerifyResult, Principal } from '../../src/identity/types.ts';
 import type { TargetConfig } from '../../src/config/schema.ts';
 import { readSecret, type SecretRef } from '../../src/config/types.ts';
 import { ProtocolError, VigilError } from '../../src/errors.ts';
-import { PacketFramer, encodePacket, wirePacketCount, type Packet } from './framing.ts';
+import { PacketFramer, PacketTooLarge, encodePacket, wirePacketCount, type Packet } from './framing.ts';
 import { buildAuthSwitch, buildErr, buildGreeting, buildOk, parseClientHandshake, ERR, SSL_REQUEST_LENGTH, type ErrPacket } from './handshake.ts';
 import { CLIENT, COM, COMMAND_NAMES, MARIADB_CLIENT } from './wire.ts';
 import { parseCommand, type ParamValue, PARAMETER_COUNT_AVAILABLE } from './commands.ts';
@@ -26,7 +26,7 @@ import { internalQueries, SESSION_PROBE, SESSION_SETUP } from './session-query.t
 import { CommandTracker, type InFlight, type TrackerSink } from './tracker.ts';
 import { addResult, errDetails, eventText, redactedText, round, type QueryFields } from './record.ts';
 import { analyzeSql, resultOwners, type SqlAnalysis, type SqlMode } from './sql.ts';
-import { connectBackend, type BackendConnection } from './backend.ts';
+import { BackendRefusedLogin, connectBackend, type BackendConnection } from './backend.ts';
 import { mysqlAccounts } from './provisioning.ts';
 import { backendAccounts, ProvisioningError, type AccountCredential } from '../../src/accounts/manager.ts';
 import { accountName, type UserProvisioning } from '../../src/accounts/config.ts';
@@ -357,6 +357,9 @@ export class MysqlConnection implements KillableConnection {
         }
         const message = e instanceof VigilError ? e.message : 'cannot reach the target database';
         this.log.warn({ err: message, target: adm.target.name }, 'backend login failed');
+        // The server's own refusal (1044 no access to the database, 1040 too many connections, ...) reaches
+        // the client as the server wrote it: code, SQLSTATE and message.
+        if (e instanceof BackendRefusedLogin) return this.fatal(seq, e.serverError, 'backend_error', { error: message });
         this.fatal(seq, { ...ERR.BACKEND_UNAVAILABLE, message: `vigil: ${message}` }, 'backend_error', { error: message });
         return;
       }
@@ -432,7 +435,7 @@ export class MysqlConnection implements KillableConnection {
       try {
         clientFramer.push(chunk, onPacket);
       } catch (e) {
-        this.protocolFailure(e, 1);
+        this.protocolFailure(e, e instanceof PacketTooLarge ? e.replySeq : 1);
       } finally {
         this.flushOutbox();
       }
@@ -850,6 +853,13 @@ export class MysqlConnection implements KillableConnection {
         this.replyLocal(1, buildErr({ ...ERR.NOT_ALLOWED_COMMAND, message: 'vigil: COM_CHANGE_USER is not allowed; reconnect with the identity you need' }));
         return;
       case 'other':
+        if (cmd.command === COM.REFRESH) {
+          // The FLUSH statements' older form (mariadb-admin flush-*): allowed like FLUSH over COM_QUERY, the
+          // server checks the RELOAD privilege. Recorded with the flags it names.
+          const query = `COM_REFRESH ${refreshOptions(p.payload[1] ?? 0)}`;
+          stats.statements++;
+          return this.send(p, 'results', name, { query }, (res, t0) => this.record(name, res, t0, { query }));
+        }
         if (cmd.command === COM.FIELD_LIST || cmd.command === COM.STATISTICS) {
           return this.send(p, cmd.command === COM.FIELD_LIST ? 'fieldlist' : 'single', name, {}, (res, t0) => this.record(name, res, t0, {}));
         }
@@ -1125,6 +1135,14 @@ export class MysqlConnection implements KillableConnection {
     // The backend's own id for this connection: what its logs (general log, processlist) call it.
     void this.session?.end(reason, this.backendThreadId === undefined ? details : { ...details, backend_thread_id: this.backendThreadId });
   }
+}
+
+/** COM_REFRESH option bits (REFRESH_GRANT, REFRESH_LOG, ...) as words for the record. */
+const REFRESH_OPTIONS = ['grant', 'log', 'tables', 'hosts', 'status', 'threads', 'slave', 'master'] as const;
+
+function refreshOptions(bits: number): string {
+  const names = REFRESH_OPTIONS.filter((_, i) => bits & (1 << i));
+  return names.length > 0 ? names.join(',') : '0x0';
 }
 
 function readSecretFile(p: string): string {
