@@ -94,7 +94,9 @@ const le = (n: bigint | number, bytes: number, signed = true) => {
 
 describe('mysql command codec', () => {
   it('parses simple commands', () => {
-    expect(parseCommand(Buffer.from('\x03SELECT 1', 'latin1'), CAPS)).toEqual({ kind: 'query', sql: 'SELECT 1' });
+    expect(parseCommand(Buffer.from('\x03SELECT 1', 'latin1'), CAPS)).toEqual({ kind: 'query', sql: 'SELECT 1', sqlBytes: Buffer.from('SELECT 1'), escaped: false });
+    // Not UTF-8 (a latin1 client's é): ASCII kept, the byte written as \xE9, marked escaped.
+    expect(parseCommand(Buffer.from("\x03SELECT 'caf\xe9'", 'latin1'), CAPS)).toMatchObject({ kind: 'query', sql: "SELECT 'caf\\xE9'", escaped: true });
     expect(parseCommand(Buffer.from('\x02shop', 'latin1'), CAPS)).toEqual({ kind: 'init_db', database: 'shop' });
     expect(parseCommand(Buffer.concat([Buffer.from([COM.STMT_CLOSE]), u32(9)]), CAPS)).toEqual({ kind: 'stmt_close', stmtId: 9 });
     expect(parseCommand(Buffer.concat([Buffer.from([COM.SET_OPTION]), u16(1)]), CAPS)).toEqual({ kind: 'set_option', option: 1 });
@@ -106,9 +108,9 @@ describe('mysql command codec', () => {
 
   it('parses COM_QUERY with query attributes (CLIENT_QUERY_ATTRIBUTES)', () => {
     const qa = Buffer.concat([Buffer.from([COM.QUERY]), lenencInt(1), lenencInt(1), Buffer.from([0]), Buffer.from([1]), Buffer.from([TYPE.VAR_STRING, 0]), lenencBytes(Buffer.from('trace_id')), lenencBytes(Buffer.from('abc')), Buffer.from('SELECT 2')]);
-    expect(parseCommand(qa, CAPS | CLIENT.QUERY_ATTRIBUTES)).toEqual({ kind: 'query', sql: 'SELECT 2', attributes: { trace_id: 'abc' } });
+    expect(parseCommand(qa, CAPS | CLIENT.QUERY_ATTRIBUTES)).toEqual({ kind: 'query', sql: 'SELECT 2', sqlBytes: Buffer.from('SELECT 2'), escaped: false, attributes: { trace_id: 'abc' } });
     const none = Buffer.concat([Buffer.from([COM.QUERY]), lenencInt(0), lenencInt(1), Buffer.from('SELECT 3')]);
-    expect(parseCommand(none, CAPS | CLIENT.QUERY_ATTRIBUTES)).toEqual({ kind: 'query', sql: 'SELECT 3', attributes: undefined });
+    expect(parseCommand(none, CAPS | CLIENT.QUERY_ATTRIBUTES)).toEqual({ kind: 'query', sql: 'SELECT 3', sqlBytes: Buffer.from('SELECT 3'), escaped: false, attributes: undefined });
   });
 
   it('decodes COM_STMT_EXECUTE parameters of every type, split at every byte boundary', () => {

@@ -130,3 +130,16 @@ describe('backend errors and commands reach the client unchanged', () => {
     c.socket.destroy();
   });
 });
+
+describe('text that is not UTF-8', () => {
+  it('a latin1 client\'s 0xE9 reaches the server as sent and is recorded as \\xE9, never U+FFFD', async () => {
+    const input = Buffer.from("SELECT HEX('caf\xe9') AS h;\n", 'latin1');
+    const r = await w.cli(['--user=db', '--default-character-set=latin1'], { input: input as unknown as string });
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('h\n636166E9\n');
+    const e = await w.tg.waitForEvent((x) => x.type === 'db.query' && String(x.details.query).startsWith('SELECT HEX('));
+    expect(e.details.query).toBe("SELECT HEX('caf\\xE9') AS h");
+    expect(e.details.text_escaped).toBe(true);
+    expect(JSON.stringify(w.tg.events)).not.toContain('\ufffd');
+  });
+});
