@@ -14,7 +14,11 @@ import type { TargetConfig } from '../../src/config/schema.ts';
 /** The target whose server the greeting shows: the configured one, else the first MySQL target. */
 function greetingTarget(services: GatewayServices, section: MysqlSection): TargetConfig | undefined {
   const targets = services.config.targets.filter((t) => t.protocol === 'mysql');
-  if (section.greeting_target !== undefined) return targets.find((t) => t.name === section.greeting_target);
+  if (section.greeting_target !== undefined) {
+    const named = targets.find((t) => t.name === section.greeting_target);
+    if (!named) services.log.warn({ greeting_target: section.greeting_target }, 'mysql.greeting_target names no MySQL target; the greeting uses the fallback identity');
+    return named;
+  }
   return targets[0];
 }
 
