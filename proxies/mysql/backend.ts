@@ -7,7 +7,7 @@ import tls from 'node:tls';
 import fs from 'node:fs';
 import { BackendError, ProtocolError } from '../../src/errors.ts';
 import { PacketFramer, encodePacket, type Packet } from './framing.ts';
-import { buildSslRequest, parseErr, parseGreeting, type Greeting, type OkPacket } from './handshake.ts';
+import { buildSslRequest, parseErr, parseGreeting, type ErrPacket, type Greeting, type OkPacket } from './handshake.ts';
 import { BackendLogin } from './auth/backend-login.ts';
 import { CLIENT } from './wire.ts';
 
@@ -27,12 +27,28 @@ export interface BackendConnection {
   greeting: Greeting;
   /** Capabilities in force on the backend connection. */
   capabilities: number;
+  /** MariaDB extended capabilities in force (0 with MySQL). */
+  mariadbCapabilities: number;
   ok: OkPacket;
 }
 
 const MAX_BACKEND_PAYLOAD = 1 << 30;
 
-export async function connectBackend(t: BackendTarget, capabilities: number, charset: number, timeoutMs: number, attributes: Record<string, string>): Promise<BackendConnection> {
+/** The backend answered the login with its own ERR: the client gets that ERR as the server sent it. */
+export class BackendRefusedLogin extends BackendError {
+  constructor(readonly serverError: ErrPacket) {
+    super(`the target database refused vigil's login (${serverError.code} ${serverError.sqlState}): ${serverError.message}`);
+  }
+}
+
+export async function connectBackend(
+  t: BackendTarget,
+  capabilities: number,
+  charset: number,
+  timeoutMs: number,
+  attributes: Record<string, string>,
+  mariadbCapabilities = 0,
+): Promise<BackendConnection> {
   const raw = net.connect({ host: t.host, port: t.port, noDelay: true });
   raw.setNoDelay(true);
   let sock: net.Socket | tls.TLSSocket = raw;
@@ -73,7 +89,7 @@ export async function connectBackend(t: BackendTarget, capabilities: number, cha
   raw.on('close', onClose);
   try {
     const first = await next();
-    if (first.payload[0] === 0xff) throw new BackendError(`the target database refused the connection: ${parseErr(first.payload).message}`);
+    if (first.payload[0] === 0xff) throw new BackendRefusedLogin(parseErr(first.payload));
     const greeting = parseGreeting(first.payload);
     let seq = first.seq + 1;
     const useTls = t.tls !== false;
@@ -83,7 +99,8 @@ export async function connectBackend(t: BackendTarget, capabilities: number, cha
       password: t.password,
       database: t.database,
       capabilities: capabilities | (useTls ? CLIENT.SSL : 0),
-      charset,
+      mariadbCapabilities,
+      charset: charset || greeting.charset,
       maxPacket: MAX_BACKEND_PAYLOAD,
       tls: useTls,
       serverPublicKey: t.serverPublicKey,
@@ -91,7 +108,7 @@ export async function connectBackend(t: BackendTarget, capabilities: number, cha
     });
     const response = login.handshakeResponse(greeting);
     if (t.tls !== false) {
-      raw.write(encodePacket(seq++, buildSslRequest(login.capabilities, MAX_BACKEND_PAYLOAD, charset)));
+      raw.write(encodePacket(seq++, buildSslRequest(login.capabilities, MAX_BACKEND_PAYLOAD, charset || greeting.charset, login.mariadbCapabilities)));
       raw.off('data', onData);
       const ca = t.tls.ca ? fs.readFileSync(t.tls.ca) : undefined;
       const secure = tls.connect({ socket: raw, host: t.host, ca, servername: net.isIP(t.host) ? undefined : t.host, rejectUnauthorized: ca !== undefined });
@@ -113,9 +130,9 @@ export async function connectBackend(t: BackendTarget, capabilities: number, cha
         sock.off('error', onError);
         raw.off('close', onClose);
         if (queue.length > 0 || framer.pendingBytes > 0) throw new ProtocolError('the target database sent data after login', 'VIGIL_MYSQL_UNSOLICITED');
-        return { socket: sock, greeting, capabilities: login.capabilities, ok: step.ok };
+        return { socket: sock, greeting, capabilities: login.capabilities, mariadbCapabilities: login.mariadbCapabilities, ok: step.ok };
       }
-      if (step.kind === 'error') throw new BackendError(`the target database refused vigil's login (${step.err.code} ${step.err.sqlState}): ${step.err.message}`);
+      if (step.kind === 'error') throw new BackendRefusedLogin(step.err);
       if (step.kind === 'send') sock.write(encodePacket(p.lastSeq + 1, step.payload));
     }
   } catch (e) {

@@ -19,9 +19,9 @@ export interface ParamType {
 }
 
 export type ClientCommand =
-  | { kind: 'query'; sql: string; attributes?: Record<string, ParamValue> }
+  | { kind: 'query'; sql: string; sqlBytes: Buffer; escaped: boolean; attributes?: Record<string, ParamValue> }
   | { kind: 'init_db'; database: string }
-  | { kind: 'stmt_prepare'; sql: string }
+  | { kind: 'stmt_prepare'; sql: string; escaped: boolean }
   | { kind: 'stmt_execute'; stmtId: number; flags: number; raw: Buffer }
   | { kind: 'stmt_send_long_data'; stmtId: number; paramId: number; data: Buffer }
   | { kind: 'stmt_close'; stmtId: number }
@@ -35,6 +35,19 @@ export type ClientCommand =
   | { kind: 'reset_connection' }
   | { kind: 'other'; command: number };
 
+/**
+ * Statement text as vigil analyses and records it. A client with a non-UTF-8 connection charset (latin1
+ * 0xE9 for é) sends bytes UTF-8 cannot decode; decoding them anyway would record U+FFFD and lose them. Such
+ * text keeps its ASCII (SQL syntax, so splitting and checks still work) and writes every byte >= 0x80 as
+ * `\xHH`; `escaped` marks it, and the events say so (`text_escaped`). The backend gets the original bytes.
+ */
+export function statementText(b: Buffer): { sql: string; escaped: boolean } {
+  if (isUtf8(b)) return { sql: b.toString('utf8'), escaped: false };
+  let sql = '';
+  for (const byte of b) sql += byte < 0x80 ? String.fromCharCode(byte) : `\\x${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  return { sql, escaped: true };
+}
+
 /** The largest blob prefix shown in events (the full size is always recorded). */
 export const BLOB_PREVIEW_BYTES = 256;
 
@@ -45,13 +58,15 @@ export function parseCommand(payload: Buffer, capabilities: number): ClientComma
     case COM.QUERY:
       if (capabilities & CLIENT.QUERY_ATTRIBUTES) {
         const attributes = parseQueryAttributes(r);
-        return { kind: 'query', sql: r.rest().toString('utf8'), attributes };
+        const sqlBytes = r.rest();
+        return { kind: 'query', ...statementText(sqlBytes), sqlBytes, attributes };
       }
-      return { kind: 'query', sql: r.rest().toString('utf8') };
+      const sqlBytes = r.rest();
+      return { kind: 'query', ...statementText(sqlBytes), sqlBytes };
     case COM.INIT_DB:
       return { kind: 'init_db', database: r.rest().toString('utf8') };
     case COM.STMT_PREPARE:
-      return { kind: 'stmt_prepare', sql: r.rest().toString('utf8') };
+      return { kind: 'stmt_prepare', ...statementText(r.rest()) };
     case COM.STMT_EXECUTE: {
       const stmtId = r.u32();
       const flags = r.u8();

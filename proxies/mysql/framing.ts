@@ -19,6 +19,18 @@ export interface Packet {
   wire?: Buffer;
 }
 
+/** A packet over the limit. The ERR answering it follows the last header read, as a server's does: a
+ *  multi-part packet (16 MiB parts) is refused at the part that crosses the limit, so the ERR's sequence
+ *  id is that part's plus one, not always 1. */
+export class PacketTooLarge extends ProtocolError {
+  constructor(
+    message: string,
+    readonly replySeq: number,
+  ) {
+    super(message, 'VIGIL_MYSQL_OVERSIZED');
+  }
+}
+
 export class PacketFramer {
   private chunks: Buffer[] = [];
   private buffered = 0;
@@ -44,7 +56,7 @@ export class PacketFramer {
       try {
         while (chunk.length - off >= 4 && this.parts.length === 0) {
           const len = chunk[off]! | (chunk[off + 1]! << 8) | (chunk[off + 2]! << 16);
-          if (len > this.maxPayload) throw this.oversized(len);
+          if (len > this.maxPayload) throw this.oversized(len, chunk[off + 3]!);
           if (len === MAX_WIRE_PAYLOAD || chunk.length - off < 4 + len) break;
           const seq = chunk[off + 3]!;
           const end = off + 4 + len;
@@ -66,7 +78,7 @@ export class PacketFramer {
       const head = this.peek(4);
       const len = head[0]! | (head[1]! << 8) | (head[2]! << 16);
       const seq = head[3]!;
-      if (this.partsLen + len > this.maxPayload) throw this.oversized(this.partsLen + len);
+      if (this.partsLen + len > this.maxPayload) throw this.oversized(this.partsLen + len, seq);
       if (this.buffered < 4 + len) return;
       this.take(4);
       const body = this.take(len);
@@ -94,8 +106,8 @@ export class PacketFramer {
     }
   }
 
-  private oversized(len: number): ProtocolError {
-    return new ProtocolError(`packet of ${len} bytes exceeds the limit of ${this.maxPayload}`, 'VIGIL_MYSQL_OVERSIZED');
+  private oversized(len: number, seq: number): PacketTooLarge {
+    return new PacketTooLarge(`packet of ${len} bytes exceeds the limit of ${this.maxPayload}`, (seq + 1) & 0xff);
   }
 
   /** Take the bytes received after the last complete packet (e.g. the TLS ClientHello behind an SSLRequest). */

@@ -16,6 +16,15 @@ export interface Greeting {
   charset: number;
   status: number;
   authPlugin: string;
+  /** MariaDB's extended capabilities (bits 32-63), sent only when CLIENT_MYSQL (LONG_PASSWORD) is clear. */
+  mariadbCapabilities?: number;
+}
+
+/** A MariaDB server says "I am MariaDB, read my extended capabilities" by clearing CLIENT_MYSQL (bit 0). */
+function extendedCaps(caps: number, ext: number | undefined): Buffer {
+  const b = Buffer.alloc(4);
+  if (!(caps & CLIENT.LONG_PASSWORD) && ext) b.writeUInt32LE(ext >>> 0);
+  return b;
 }
 
 export function buildGreeting(g: Omit<Greeting, 'protocolVersion'>): Buffer {
@@ -32,7 +41,8 @@ export function buildGreeting(g: Omit<Greeting, 'protocolVersion'>): Buffer {
     u16(g.status),
     u16((caps >>> 16) & 0xffff),
     Buffer.from([s.length + 1]),
-    Buffer.alloc(10),
+    Buffer.alloc(6),
+    extendedCaps(caps, g.mariadbCapabilities),
     s.subarray(8),
     Buffer.from([0]),
     Buffer.from(g.authPlugin + '\0', 'utf8'),
@@ -52,12 +62,15 @@ export function parseGreeting(payload: Buffer): Greeting {
   let status = 0;
   let part2: Buffer = Buffer.alloc(0);
   let authPlugin = 'mysql_native_password';
+  let ext = 0;
   if (r.remaining > 0) {
     charset = r.u8();
     status = r.u16();
     caps |= r.u16() << 16;
     const authLen = r.u8();
-    r.bytes(10);
+    r.bytes(6);
+    const tail = r.u32();
+    if (!(caps & CLIENT.LONG_PASSWORD)) ext = tail >>> 0;
     if (caps & CLIENT.SECURE_CONNECTION) {
       const n = Math.max(13, authLen - 8);
       part2 = r.bytes(Math.min(n, r.remaining));
@@ -66,7 +79,9 @@ export function parseGreeting(payload: Buffer): Greeting {
     }
     if (caps & CLIENT.PLUGIN_AUTH && r.remaining > 0) authPlugin = r.cstringOrRest().toString('utf8');
   }
-  return { protocolVersion, serverVersion, connectionId, scramble: Buffer.concat([part1, part2]), capabilities: caps >>> 0, charset, status, authPlugin };
+  const g: Greeting = { protocolVersion, serverVersion, connectionId, scramble: Buffer.concat([part1, part2]), capabilities: caps >>> 0, charset, status, authPlugin };
+  if (ext) g.mariadbCapabilities = ext;
+  return g;
 }
 
 export interface ClientHandshake {
@@ -80,6 +95,8 @@ export interface ClientHandshake {
   database?: string;
   authPlugin?: string;
   attributes: Record<string, string>;
+  /** MariaDB extended capabilities (last 4 filler bytes) of a client that cleared CLIENT_MYSQL. */
+  mariadbCapabilities?: number;
 }
 
 export const SSL_REQUEST_LENGTH = 32;
@@ -90,8 +107,10 @@ export function parseClientHandshake(payload: Buffer): ClientHandshake {
   if (!(capabilities & CLIENT.PROTOCOL_41)) throw new ProtocolError('client does not speak protocol 4.1', 'VIGIL_MYSQL_MALFORMED');
   const maxPacket = r.u32();
   const charset = r.u8();
-  r.bytes(23);
-  const base = { capabilities, maxPacket, charset, attributes: {} as Record<string, string> };
+  r.bytes(19);
+  const tail = r.u32() >>> 0;
+  const base: { capabilities: number; maxPacket: number; charset: number; attributes: Record<string, string>; mariadbCapabilities?: number } = { capabilities, maxPacket, charset, attributes: {} };
+  if (!(capabilities & CLIENT.LONG_PASSWORD) && tail) base.mariadbCapabilities = tail;
   if (r.remaining === 0) return { ...base, sslRequest: true, user: '', authResponse: Buffer.alloc(0) };
   const user = r.cstring().toString('utf8');
   let authResponse: Buffer;
@@ -116,12 +135,12 @@ export function parseClientHandshake(payload: Buffer): ClientHandshake {
   return { ...base, sslRequest: false, user, authResponse, database, authPlugin };
 }
 
-export function buildSslRequest(caps: number, maxPacket: number, charset: number): Buffer {
-  return Buffer.concat([u32(caps), u32(maxPacket), Buffer.from([charset]), Buffer.alloc(23)]);
+export function buildSslRequest(caps: number, maxPacket: number, charset: number, mariadbCapabilities?: number): Buffer {
+  return Buffer.concat([u32(caps), u32(maxPacket), Buffer.from([charset]), Buffer.alloc(19), extendedCaps(caps, mariadbCapabilities)]);
 }
 
 export function buildClientHandshake(h: Omit<ClientHandshake, 'sslRequest'>): Buffer {
-  const parts: Buffer[] = [u32(h.capabilities), u32(h.maxPacket), Buffer.from([h.charset]), Buffer.alloc(23), Buffer.from(h.user + '\0', 'utf8')];
+  const parts: Buffer[] = [u32(h.capabilities), u32(h.maxPacket), Buffer.from([h.charset]), Buffer.alloc(19), extendedCaps(h.capabilities, h.mariadbCapabilities), Buffer.from(h.user + '\0', 'utf8')];
   if (h.capabilities & CLIENT.PLUGIN_AUTH_LENENC_CLIENT_DATA) parts.push(lenencBytes(h.authResponse));
   else parts.push(Buffer.from([h.authResponse.length]), h.authResponse);
   if (h.capabilities & CLIENT.CONNECT_WITH_DB) parts.push(Buffer.from((h.database ?? '') + '\0', 'utf8'));

@@ -13,8 +13,10 @@ export const mysqlProxy: ProxyModule<MysqlSection> = {
   sectionSchema: () =>
     z.strictObject({
       ...listenerBase('0.0.0.0:3307'),
-      /** Version string in vigil's greeting (clients show it; the backend's version is not known yet then). */
-      server_version: z.string().default('8.0.36-vigil'),
+      /** Version string in vigil's greeting instead of the greeting target's own (normally unset). */
+      server_version: z.string().optional(),
+      /** The target whose server identity (version string, capabilities, charset) the greeting shows; default the first MySQL target. */
+      greeting_target: z.string().optional(),
       /** Largest client packet accepted (reassembled); larger ones get ERR 1153 and the connection closes. */
       max_packet: size().default(64 * 1024 * 1024 as never),
       /** Offer CLIENT_QUERY_ATTRIBUTES to clients. Only when every target is MySQL >= 8.0.23: vigil strips

@@ -28,6 +28,8 @@ export interface QueryFields {
   rows_returned?: number;
   statement_id?: number;
   statement_index?: number;
+  /** The statement was not valid UTF-8: bytes >= 0x80 in `query` are written as \xHH (commands.ts statementText). */
+  text_escaped?: boolean;
   unknown_statement?: boolean;
   unsplit?: boolean;
 }

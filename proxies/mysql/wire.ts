@@ -35,6 +35,17 @@ export const CLIENT = {
   QUERY_ATTRIBUTES: 1 << 27,
 } as const;
 
+/** MariaDB extended capabilities (bits 32+ of the capability set, carried as their own 32-bit word). */
+export const MARIADB_CLIENT = {
+  PROGRESS: 1 << 0,
+  COM_MULTI: 1 << 1,
+  STMT_BULK_OPERATIONS: 1 << 2,
+  /** Column definitions carry extended type info (json, uuid, geometry subtypes): one more lenenc field. */
+  EXTENDED_TYPE_INFO: 1 << 3,
+  CACHE_METADATA: 1 << 4,
+  BULK_UNIT_RESULTS: 1 << 5,
+} as const;
+
 export const SERVER_STATUS = {
   IN_TRANS: 0x0001,
   AUTOCOMMIT: 0x0002,

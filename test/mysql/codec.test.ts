@@ -37,6 +37,18 @@ describe('mysql handshake codec', () => {
     expect(g.serverVersion).toBe('5.5.5-10.11.19-MariaDB');
   });
 
+  it('MariaDB extended capabilities ride in the greeting and response fillers when CLIENT_MYSQL is clear', () => {
+    const scramble = Buffer.from('12345678ABCDEFGHIJKL');
+    const caps = CAPS & ~CLIENT.LONG_PASSWORD;
+    const g = parseGreeting(buildGreeting({ serverVersion: '5.5.5-10.11.19-MariaDB', connectionId: 3, scramble, capabilities: caps, mariadbCapabilities: 0x3f, charset: 8, status: 2, authPlugin: 'mysql_native_password' }));
+    expect(g.mariadbCapabilities).toBe(0x3f);
+    const h = parseClientHandshake(buildClientHandshake({ capabilities: caps, mariadbCapabilities: 8, maxPacket: 1 << 24, charset: 8, user: 'db', authResponse: Buffer.alloc(0), attributes: {} }));
+    expect(h.mariadbCapabilities).toBe(8);
+    expect(parseClientHandshake(buildSslRequest(caps, 1 << 24, 8, 8)).mariadbCapabilities).toBe(8);
+    // A MySQL-style peer (CLIENT_MYSQL set) has no extended word: the filler stays zero.
+    expect(parseGreeting(buildGreeting({ serverVersion: '8.0.36', connectionId: 3, scramble, capabilities: CAPS | CLIENT.LONG_PASSWORD, mariadbCapabilities: 8, charset: 8, status: 2, authPlugin: 'x' })).mariadbCapabilities).toBeUndefined();
+  });
+
   it('client handshake response and SSLRequest round-trip at every split point', () => {
     const h = { capabilities: CAPS, maxPacket: 1 << 24, charset: 45, user: 'shop-db/reporting', authResponse: Buffer.from([1, 2, 3, 0, 5]), database: 'shop', authPlugin: 'mysql_native_password', attributes: { _client_name: 'libmariadb', program_name: 'mariadb' } };
     const wire = Buffer.concat([encodePacket(1, buildSslRequest(CAPS, 1 << 24, 45)), encodePacket(2, buildClientHandshake(h))]);
@@ -82,7 +94,9 @@ const le = (n: bigint | number, bytes: number, signed = true) => {
 
 describe('mysql command codec', () => {
   it('parses simple commands', () => {
-    expect(parseCommand(Buffer.from('\x03SELECT 1', 'latin1'), CAPS)).toEqual({ kind: 'query', sql: 'SELECT 1' });
+    expect(parseCommand(Buffer.from('\x03SELECT 1', 'latin1'), CAPS)).toEqual({ kind: 'query', sql: 'SELECT 1', sqlBytes: Buffer.from('SELECT 1'), escaped: false });
+    // Not UTF-8 (a latin1 client's é): ASCII kept, the byte written as \xE9, marked escaped.
+    expect(parseCommand(Buffer.from("\x03SELECT 'caf\xe9'", 'latin1'), CAPS)).toMatchObject({ kind: 'query', sql: "SELECT 'caf\\xE9'", escaped: true });
     expect(parseCommand(Buffer.from('\x02shop', 'latin1'), CAPS)).toEqual({ kind: 'init_db', database: 'shop' });
     expect(parseCommand(Buffer.concat([Buffer.from([COM.STMT_CLOSE]), u32(9)]), CAPS)).toEqual({ kind: 'stmt_close', stmtId: 9 });
     expect(parseCommand(Buffer.concat([Buffer.from([COM.SET_OPTION]), u16(1)]), CAPS)).toEqual({ kind: 'set_option', option: 1 });
@@ -94,9 +108,9 @@ describe('mysql command codec', () => {
 
   it('parses COM_QUERY with query attributes (CLIENT_QUERY_ATTRIBUTES)', () => {
     const qa = Buffer.concat([Buffer.from([COM.QUERY]), lenencInt(1), lenencInt(1), Buffer.from([0]), Buffer.from([1]), Buffer.from([TYPE.VAR_STRING, 0]), lenencBytes(Buffer.from('trace_id')), lenencBytes(Buffer.from('abc')), Buffer.from('SELECT 2')]);
-    expect(parseCommand(qa, CAPS | CLIENT.QUERY_ATTRIBUTES)).toEqual({ kind: 'query', sql: 'SELECT 2', attributes: { trace_id: 'abc' } });
+    expect(parseCommand(qa, CAPS | CLIENT.QUERY_ATTRIBUTES)).toEqual({ kind: 'query', sql: 'SELECT 2', sqlBytes: Buffer.from('SELECT 2'), escaped: false, attributes: { trace_id: 'abc' } });
     const none = Buffer.concat([Buffer.from([COM.QUERY]), lenencInt(0), lenencInt(1), Buffer.from('SELECT 3')]);
-    expect(parseCommand(none, CAPS | CLIENT.QUERY_ATTRIBUTES)).toEqual({ kind: 'query', sql: 'SELECT 3', attributes: undefined });
+    expect(parseCommand(none, CAPS | CLIENT.QUERY_ATTRIBUTES)).toEqual({ kind: 'query', sql: 'SELECT 3', sqlBytes: Buffer.from('SELECT 3'), escaped: false, attributes: undefined });
   });
 
   it('decodes COM_STMT_EXECUTE parameters of every type, split at every byte boundary', () => {

@@ -16,6 +16,8 @@ export interface BackendLoginOptions {
   database?: string;
   /** Capabilities to ask for (intersected with the server's). */
   capabilities: number;
+  /** MariaDB extended capabilities to ask for (intersected with the server's; only when it is MariaDB). */
+  mariadbCapabilities?: number;
   charset: number;
   maxPacket: number;
   /** The channel is TLS (allows clear-text full authentication). */
@@ -36,6 +38,7 @@ export class BackendLogin {
   private scramble: Buffer = Buffer.alloc(0);
   private awaitingPublicKey = false;
   capabilities = 0;
+  mariadbCapabilities = 0;
 
   constructor(private readonly o: BackendLoginOptions) {}
 
@@ -45,10 +48,14 @@ export class BackendLogin {
     if (!this.o.tls) this.capabilities &= ~CLIENT.SSL;
     if (this.o.database) this.capabilities |= CLIENT.CONNECT_WITH_DB & g.capabilities;
     else this.capabilities &= ~CLIENT.CONNECT_WITH_DB;
+    // Asking for MariaDB extensions means clearing CLIENT_MYSQL, which only a MariaDB server expects.
+    this.mariadbCapabilities = ((this.o.mariadbCapabilities ?? 0) & (g.mariadbCapabilities ?? 0)) >>> 0;
+    if (this.mariadbCapabilities) this.capabilities &= ~CLIENT.LONG_PASSWORD;
     this.scramble = g.scramble;
     this.plugin = this.knows(g.authPlugin) && g.authPlugin !== 'mysql_clear_password' ? g.authPlugin : 'mysql_native_password';
     return buildClientHandshake({
       capabilities: this.capabilities,
+      mariadbCapabilities: this.mariadbCapabilities,
       maxPacket: this.o.maxPacket,
       charset: this.o.charset,
       user: this.o.user,
