@@ -58,6 +58,7 @@ export class Connection implements ChannelHost {
   readonly keystrokes: boolean;
   readonly binaryOutput: 'summary' | 'full';
   private authAttempts = 0;
+  private bannerSent = false;
   private authBusy = false;
   private route: Route | undefined;
   private jumpPrincipal: Principal | undefined;
@@ -232,7 +233,12 @@ export class Connection implements ChannelHost {
   /** Record a credential refusal (admit writes auth.failure) and tell the client why, briefly. */
   private async refuseCredential(ctx: ssh2.PublicKeyAuthContext, res: Extract<VerifyResult, { ok: false }>, targetName: string, login: string | undefined): Promise<void> {
     const adm = await admit(this.services, this.admitRequest(res, targetName, login, this.mode()));
-    sendBanner(this.conn, `vigil: ${adm.ok ? res.message : adm.message}`);
+    // One banner per connection: a client tries each of its keys (and each signature algorithm), and the
+    // first refusal is the one that explains; repeating it per attempt only buries it.
+    if (!this.bannerSent) {
+      this.bannerSent = true;
+      sendBanner(this.conn, `vigil: ${adm.ok ? res.message : adm.message}`);
+    }
     ctx.reject(['publickey']);
   }
 
