@@ -351,11 +351,16 @@ export class Connection implements ChannelHost {
     b.on('close', () => {
       this.backendUp = false;
       if (this.finished || this.endingReason) return;
+      // Decided now, not when the timer fires: the channels closing make the client leave within that
+      // time, and its close must not be taken for the cause.
+      this.backendLost = this.backendError ? 'backend_error' : 'backend_closed';
       // Channels still open learn it from their own close; the session ends once they have reported.
-      setTimeout(() => this.terminate(this.backendError ? 'backend_error' : 'backend_closed', `the connection to ${this.target.name} was lost.`), 100).unref();
+      setTimeout(() => this.terminate(this.backendLost!, `the connection to ${this.target.name} was lost.`), 100).unref();
     });
   }
   private backendError: string | undefined;
+  /** Why the target connection dropped while the session was live (the session's end reason). */
+  private backendLost: EndReason | undefined;
 
   // ---- after authentication ----------------------------------------------------------------------
 
@@ -486,6 +491,8 @@ export class Connection implements ChannelHost {
   private async finish(reason: EndReason, extra: Record<string, unknown> = {}): Promise<void> {
     if (this.finished) return;
     this.finished = true;
+    // The client leaving after its target went away is a consequence, not the cause.
+    if (reason === 'client_closed' && this.backendLost) reason = this.backendLost;
     this.finishReason = reason;
     clearTimeout(this.authTimer);
     clearTimeout(this.idleTimer);

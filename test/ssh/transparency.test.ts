@@ -1,5 +1,27 @@
+import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startWorld, type SshWorld } from './harness.ts';
+import { startWorld, spawnClient, type SshWorld } from './harness.ts';
+import { waitFor } from '../support/tmp.ts';
+
+/** The process running `sleep <tag>` and its ancestors' pids and names, from /proc. */
+function ancestorsOf(tag: string): { pid: number; comm: string; cmdline: string }[] {
+  const read = (pid: number) => {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return {
+      pid,
+      ppid: Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]),
+      comm: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')),
+      cmdline: fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim(),
+    };
+  };
+  const sleeper = fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e)).map(Number).find((pid) => {
+    try { return read(pid).cmdline === `sleep ${tag}`; } catch { return false; }
+  });
+  if (sleeper === undefined) return [];
+  const out = [];
+  for (let p = read(sleeper); p.pid > 1; p = read(p.ppid)) out.push(p);
+  return out;
+}
 
 /**
  * Issue #17 item 3: stock OpenSSH clients cannot tell vigil from the backend, and refusals say why once.
@@ -38,5 +60,31 @@ describe('ssh transparency: certificates', () => {
     expect(w.eventsOf('auth.failure', (e) => e.actor.cert_serial === old.creds.serial || e.details.reason === 'plain_key').length).toBeGreaterThan(1);
     expect(r.stderr.match(/vigil:/g)).toHaveLength(1);
     expect(r.stderr).toContain('vigil: certificate expired');
+  });
+});
+
+describe('ssh transparency: a backend that dies', () => {
+  let w: SshWorld;
+  beforeAll(async () => {
+    w = await startWorld();
+  }, 30_000);
+  afterAll(async () => {
+    await w?.stop();
+  });
+
+  it('ends the session with reason backend_closed when the target sshd session process is killed', async () => {
+    const alice = await w.issue();
+    const tag = String(40_000 + Math.floor(Math.random() * 9_999));
+    const c = spawnClient('ssh', [...w.opts(alice), 'web1@127.0.0.1', `echo started; exec sleep ${tag}`]);
+    await waitFor(() => c.stdout().includes('started'), 10_000, 'remote command started');
+    const start = w.eventsOf('session.start', (e) => e.actor.cert_serial === alice.creds.serial)[0]!;
+    // The per-connection sshd processes (not the listener, started with -D) between us and the command.
+    const sshds = ancestorsOf(tag).filter((p) => p.comm.startsWith('sshd') && !p.cmdline.includes(' -D '));
+    expect(sshds.length).toBeGreaterThan(0);
+    for (const p of sshds) process.kill(p.pid, 'SIGKILL');
+    expect(await c.exited).toBe(255);
+    expect(c.stderr()).toContain('vigil: the connection to web1 was lost.');
+    const end = await w.gw.waitForEvent((e) => e.type === 'session.end' && e.session_id === start.session_id);
+    expect(end.details.reason).toBe('backend_closed');
   });
 });
