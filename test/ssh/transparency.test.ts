@@ -1,7 +1,10 @@
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startWorld, spawnClient, type SshWorld } from './harness.ts';
-import { waitFor } from '../support/tmp.ts';
+import { tempDir, waitFor } from '../support/tmp.ts';
 
 /** The process running `sleep <tag>` and its ancestors' pids and names, from /proc. */
 function ancestorsOf(tag: string): { pid: number; comm: string; cmdline: string }[] {
@@ -86,5 +89,49 @@ describe('ssh transparency: a backend that dies', () => {
     expect(c.stderr()).toContain('vigil: the connection to web1 was lost.');
     const end = await w.gw.waitForEvent((e) => e.type === 'session.end' && e.session_id === start.session_id);
     expect(end.details.reason).toBe('backend_closed');
+  });
+});
+
+describe('ssh transparency: git over ssh', () => {
+  let w: SshWorld;
+  let dir: string;
+  beforeAll(async () => {
+    // The target accepts GIT_PROTOCOL as a git server must for v2 (sshd accumulates AcceptEnv lines).
+    w = await startWorld({ sshd: { extraConfig: ['AcceptEnv GIT_PROTOCOL'] } });
+    dir = tempDir('vigil-ssh-git-');
+  }, 30_000);
+  afterAll(async () => {
+    await w?.stop();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('git clone through vigil negotiates protocol v2 (GIT_PROTOCOL passes by default)', async () => {
+    const git = (args: string[], cwd = dir, env: Record<string, string> = {}) =>
+      execFileSync('git', args, { cwd, env: { ...process.env, GIT_CONFIG_NOSYSTEM: '1', HOME: dir, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const work = path.join(dir, 'work');
+    fs.mkdirSync(work);
+    git(['init', '-q', '-b', 'main'], work);
+    fs.writeFileSync(path.join(work, 'README'), 'through vigil\n');
+    git(['add', 'README'], work);
+    git(['-c', 'user.name=t', '-c', 'user.email=t@example.com', 'commit', '-q', '-m', 'first'], work);
+    const bare = path.join(dir, 'repo.git');
+    git(['clone', '-q', '--bare', work, bare]);
+
+    const alice = await w.issue();
+    const sshCommand = ['ssh', ...w.opts(alice)].map((a) => `'${a}'`).join(' ');
+    const trace = path.join(dir, 'packet-trace');
+    // Asynchronously: the gateway runs in this process.
+    await promisify(execFile)('git', ['-c', 'protocol.version=2', 'clone', '-q', `web1@127.0.0.1:${bare}`, path.join(dir, 'clone')], {
+      cwd: dir,
+      env: { ...process.env, GIT_CONFIG_NOSYSTEM: '1', HOME: dir, GIT_SSH_COMMAND: sshCommand, GIT_TRACE_PACKET: trace },
+      timeout: 30_000,
+    });
+    expect(fs.readFileSync(path.join(dir, 'clone', 'README'), 'utf8')).toBe('through vigil\n');
+    // The server answers "version 2" only when GIT_PROTOCOL=version=2 reached it.
+    const t = fs.readFileSync(trace, 'utf8');
+    expect(t).toMatch(/clone< version 2\n/);
+    const execs = w.eventsOf('ssh.exec.start', (e) => e.actor.cert_serial === alice.creds.serial);
+    expect(execs.map((e) => String(e.details.command))).toEqual([expect.stringContaining('git-upload-pack')]);
+    expect(w.eventsOf('ssh.request', (e) => e.details.request === 'env' && e.actor.cert_serial === alice.creds.serial)).toHaveLength(0);
   });
 });
