@@ -377,7 +377,7 @@ export class Connection implements ChannelHost {
     });
     this.conn.on('tcpip', (accept, reject, info: TcpipInfo) => {
       if (!this.admitted) return this.jumpTo(accept, reject, info);
-      handleDirectTcpip(this, this.admitted.decision.permissions.portForwarding, accept, reject, info);
+      handleDirectTcpip(this, this.conn, this.admitted.decision.permissions.portForwarding, this.admitted.decision.roles, accept, reject, info);
     });
     this.conn.on('request', (accept, reject, name) => {
       if (name === 'tcpip-forward' || (name as string) === 'streamlocal-forward@openssh.com') {

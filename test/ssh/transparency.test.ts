@@ -1,10 +1,11 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startWorld, spawnClient, type SshWorld } from './harness.ts';
-import { tempDir, waitFor } from '../support/tmp.ts';
+import { freePort, tempDir, waitFor } from '../support/tmp.ts';
 
 /** The process running `sleep <tag>` and its ancestors' pids and names, from /proc. */
 function ancestorsOf(tag: string): { pid: number; comm: string; cmdline: string }[] {
@@ -133,5 +134,52 @@ describe('ssh transparency: git over ssh', () => {
     const execs = w.eventsOf('ssh.exec.start', (e) => e.actor.cert_serial === alice.creds.serial);
     expect(execs.map((e) => String(e.details.command))).toEqual([expect.stringContaining('git-upload-pack')]);
     expect(w.eventsOf('ssh.request', (e) => e.details.request === 'env' && e.actor.cert_serial === alice.creds.serial)).toHaveLength(0);
+  });
+});
+
+describe('ssh transparency: scp -O and refused forwards', () => {
+  let w: SshWorld;
+  let dir: string;
+  beforeAll(async () => {
+    w = await startWorld();
+    dir = tempDir('vigil-ssh-scpfwd-');
+  }, 30_000);
+  afterAll(async () => {
+    await w?.stop();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('an scp -O upload event names the destination path on the target', async () => {
+    const alice = await w.issue();
+    const src = path.join(dir, 'local-name.txt');
+    fs.writeFileSync(src, 'uploaded\n');
+    const dest = path.join(w.sshd.dir, 'renamed-on-target.txt');
+    const r = await w.run('scp', [...w.opts(alice), '-O', src, `web1@127.0.0.1:${dest}`]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(fs.readFileSync(dest, 'utf8')).toBe('uploaded\n');
+    const up = await w.gw.waitForEvent((e) => e.type === 'ssh.scp' && e.actor.cert_serial === alice.creds.serial && e.details.direction === 'upload');
+    // The wire only carries the local name; the destination comes from the target's `scp -t` command.
+    expect(up.details).toMatchObject({ op: 'file', path: 'local-name.txt', destination: dest, result: 'ok' });
+  });
+
+  it('a refused -L forward names the rule, to the client (channel open failure) and in the event', async () => {
+    const nofwd = await w.issue({ roles: ['nofwd'] });
+    const localPort = await freePort();
+    const c = spawnClient('ssh', [...w.opts(nofwd, ['-N', '-L', `${localPort}:127.0.0.1:9`]), 'web1@127.0.0.1']);
+    try {
+      await waitFor(() => new Promise<boolean>((resolve) => {
+        const s = net.connect(localPort, '127.0.0.1');
+        s.on('connect', () => { s.destroy(); resolve(true); });
+        s.on('error', () => resolve(false));
+      }), 15_000, 'local forward listener');
+      await waitFor(() => c.stderr().includes('open failed'), 10_000, 'ssh to report the refused channel');
+    } finally {
+      c.child.kill();
+      await c.exited;
+    }
+    expect(c.stderr()).toMatch(/open failed: administratively prohibited: vigil: forwarding to 127\.0\.0\.1:9 refused by roles\.port_forwarding: no role allows port forwarding \(roles nofwd/);
+    const ev = await w.gw.waitForEvent((e) => e.type === 'ssh.forward' && e.outcome === 'failure' && e.actor.cert_serial === nofwd.creds.serial);
+    expect(ev.details).toMatchObject({ destination: '127.0.0.1:9', rule: 'roles.port_forwarding' });
+    expect(String(ev.details.reason)).toContain('roles nofwd');
   });
 });
