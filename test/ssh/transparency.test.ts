@@ -5,6 +5,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startWorld, spawnClient, type SshWorld } from './harness.ts';
+import { vigilKnownHosts } from '../../proxies/ssh/known-hosts.ts';
+import type { IssuedFiles } from '../support/gateway.ts';
 import { freePort, tempDir, waitFor } from '../support/tmp.ts';
 
 /** The process running `sleep <tag>` and its ancestors' pids and names, from /proc. */
@@ -181,5 +183,58 @@ describe('ssh transparency: scp -O and refused forwards', () => {
     const ev = await w.gw.waitForEvent((e) => e.type === 'ssh.forward' && e.outcome === 'failure' && e.actor.cert_serial === nofwd.creds.serial);
     expect(ev.details).toMatchObject({ destination: '127.0.0.1:9', rule: 'roles.port_forwarding' });
     expect(String(ev.details.reason)).toContain('roles nofwd');
+  });
+});
+
+describe('ssh transparency: jump mode host identity', () => {
+  let w: SshWorld;
+  let dir: string;
+  beforeAll(async () => {
+    // Two targets on the same backend: only vigil's answer tells them apart.
+    w = await startWorld({ targets: (sshd) => [{ name: 'web2', protocol: 'ssh', host: '127.0.0.1', port: sshd.port, default_login: sshd.user, private_key: sshd.clientKey, host_key: sshd.hostKeyPub }] });
+    dir = tempDir('vigil-ssh-jump-');
+  }, 30_000);
+  afterAll(async () => {
+    await w?.stop();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const sshConfig = (alice: IssuedFiles, known: string) => {
+    const config = path.join(dir, `ssh_config-${path.basename(known)}`);
+    fs.writeFileSync(config, [
+      'Host vigil', '  HostName 127.0.0.1', `  Port ${w.port}`, '  User alice',
+      'Host web1 web2', '  ProxyJump vigil', `  User ${w.sshd.user}`,
+      'Host *', `  IdentityFile ${alice.sshKey}`, `  CertificateFile ${alice.sshCert}`, '  IdentitiesOnly yes', '  BatchMode yes',
+      `  UserKnownHostsFile ${known}`, '  GlobalKnownHostsFile /dev/null', '  StrictHostKeyChecking yes',
+    ].join('\n') + '\n');
+    return config;
+  };
+
+  it('each target presents its own host key: strict known_hosts works per host and two targets never share a key', async () => {
+    const alice = await w.issue();
+    const lines = vigilKnownHosts(w.gw.gw.services.identity, w.gw.gw.services.targets.all(), '127.0.0.1', w.port);
+    const keyOf = (name: string) => lines.find((l) => l.startsWith(`${name} `))!.split(' ').slice(1).join(' ');
+    expect(new Set([w.gatewayHostKey, keyOf('web1'), keyOf('web2')]).size).toBe(3);
+    // Stable: asking again gives the same key (clients pin it).
+    expect(vigilKnownHosts(w.gw.gw.services.identity, w.gw.gw.services.targets.all(), '127.0.0.1', w.port)).toEqual(lines);
+
+    const known = path.join(dir, 'known_hosts');
+    fs.writeFileSync(known, lines.join('\n') + '\n');
+    const config = sshConfig(alice, known);
+    for (const t of ['web1', 'web2']) {
+      const r = await w.run('ssh', ['-F', config, t, `echo on-${t}`]);
+      expect([r.code, r.stdout, r.stderr]).toEqual([0, `on-${t}\n`, '']);
+    }
+
+    // web2 pinned to web1's key (what a shared key would pass): strict checking refuses web2, web1 still works.
+    const swapped = path.join(dir, 'known_hosts_swapped');
+    fs.writeFileSync(swapped, [`[127.0.0.1]:${w.port} ${w.gatewayHostKey}`, `web1 ${keyOf('web1')}`, `web2 ${keyOf('web1')}`].join('\n') + '\n');
+    const config2 = sshConfig(alice, swapped);
+    const bad = await w.run('ssh', ['-F', config2, 'web2', 'echo should-not-run']);
+    expect(bad.code).toBe(255);
+    expect(bad.stdout).toBe('');
+    expect(bad.stderr).toMatch(/REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed/);
+    const good = await w.run('ssh', ['-F', config2, 'web1', 'echo fine']);
+    expect(good.stdout).toBe('fine\n');
   });
 });
