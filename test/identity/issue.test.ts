@@ -171,7 +171,6 @@ describe('identity.issue', () => {
     // The certificate certifies that key.
     const keyFile = write(dir, 'target-key', a.privateKey, 0o600);
     const pub = execFileSync('ssh-keygen', ['-y', '-f', keyFile], { encoding: 'utf8' }).trim().split(' ').slice(0, 2).join(' ');
-    expect(a.certificate.split(' ')[1]).toBeTruthy();
     expect(out).toContain(`Public key: ED25519-CERT ${execFileSync('ssh-keygen', ['-l', '-f', write(dir, 'target-key.pub', pub, 0o644)], { encoding: 'utf8' }).split(' ')[1]}`);
   });
 });
