@@ -238,3 +238,41 @@ describe('ssh transparency: jump mode host identity', () => {
     expect(good.stdout).toBe('fine\n');
   });
 });
+
+describe('ssh transparency: rsync', () => {
+  let w: SshWorld;
+  let dir: string;
+  beforeAll(async () => {
+    w = await startWorld();
+    dir = tempDir('vigil-ssh-rsync-');
+  }, 30_000);
+  afterAll(async () => {
+    await w?.stop();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('rsync over ssh through vigil copies a tree both ways, and the exec is on record', async () => {
+    const alice = await w.issue();
+    const src = path.join(dir, 'tree');
+    fs.mkdirSync(path.join(src, 'sub'), { recursive: true });
+    fs.writeFileSync(path.join(src, 'a.txt'), 'alpha\n');
+    fs.writeFileSync(path.join(src, 'sub', 'b.bin'), Buffer.from(Array.from({ length: 200_000 }, (_, i) => (i * 7) & 0xff)));
+    const remote = path.join(w.sshd.dir, 'rsynced');
+    const rsh = ['ssh', ...w.opts(alice)].map((a) => `'${a}'`).join(' ');
+    const run = (args: string[]) => promisify(execFile)('rsync', ['-a', '-e', rsh, ...args], { timeout: 60_000 });
+    await run([`${src}/`, `web1@127.0.0.1:${remote}/`]);
+    expect(fs.readFileSync(path.join(remote, 'a.txt'), 'utf8')).toBe('alpha\n');
+    expect(fs.readFileSync(path.join(remote, 'sub', 'b.bin')).equals(fs.readFileSync(path.join(src, 'sub', 'b.bin')))).toBe(true);
+    const back = path.join(dir, 'back');
+    await run([`web1@127.0.0.1:${remote}/`, `${back}/`]);
+    expect(fs.readFileSync(path.join(back, 'sub', 'b.bin')).equals(fs.readFileSync(path.join(src, 'sub', 'b.bin')))).toBe(true);
+    const execs = await waitFor(() => {
+      const list = w.eventsOf('ssh.exec', (e) => e.actor.cert_serial === alice.creds.serial);
+      return list.length === 2 ? list : undefined;
+    }, 10_000, 'two ssh.exec events');
+    for (const e of execs) {
+      expect(String(e.details.command)).toMatch(/^rsync --server /);
+      expect(e.details.exit_status).toBe(0);
+    }
+  });
+});
