@@ -276,3 +276,44 @@ describe('ssh transparency: rsync', () => {
     }
   });
 });
+
+/** paramiko (Debian python3-paramiko): exec with exit status and an sftp upload, certificate auth, strict host key. */
+const PARAMIKO = `
+import sys, paramiko
+port, key, cert, known, remote = sys.argv[1:6]
+pkey = paramiko.Ed25519Key.from_private_key_file(key)
+pkey.load_certificate(cert)
+c = paramiko.SSHClient()
+c.load_host_keys(known)
+c.set_missing_host_key_policy(paramiko.RejectPolicy())
+c.connect('127.0.0.1', port=int(port), username='web1', pkey=pkey, allow_agent=False, look_for_keys=False)
+_, out, _ = c.exec_command('echo via-paramiko; exit 3')
+print(out.read().decode().strip(), out.channel.recv_exit_status())
+s = c.open_sftp()
+with s.open(remote, 'w') as f:
+    f.write('written by paramiko\\n')
+print(s.stat(remote).st_size)
+c.close()
+`;
+
+describe('ssh transparency: paramiko', () => {
+  let w: SshWorld;
+  beforeAll(async () => {
+    w = await startWorld();
+  }, 30_000);
+  afterAll(async () => {
+    await w?.stop();
+  });
+
+  it('paramiko runs a command (exit status) and writes over sftp through vigil, host key checked strictly', async () => {
+    const alice = await w.issue();
+    const remote = path.join(w.sshd.dir, 'paramiko.txt');
+    const known = path.join(w.gw.dataDir, '..', 'known_hosts');
+    const { stdout } = await promisify(execFile)('/usr/bin/python3', ['-c', PARAMIKO, String(w.port), alice.sshKey, alice.sshCert, known, remote], { timeout: 60_000 });
+    expect(stdout).toBe('via-paramiko 3\n20\n');
+    expect(fs.readFileSync(remote, 'utf8')).toBe('written by paramiko\n');
+    const exec = await w.gw.waitForEvent((e) => e.type === 'ssh.exec' && e.actor.cert_serial === alice.creds.serial);
+    expect(exec.details).toMatchObject({ command: 'echo via-paramiko; exit 3', exit_status: 3 });
+    await w.gw.waitForEvent((e) => e.type === 'ssh.sftp' && e.actor.cert_serial === alice.creds.serial && e.details.path === remote);
+  });
+});
