@@ -317,3 +317,31 @@ describe('ssh transparency: paramiko', () => {
     await w.gw.waitForEvent((e) => e.type === 'ssh.sftp' && e.actor.cert_serial === alice.creds.serial && e.details.path === remote);
   });
 });
+
+describe('ssh transparency: PuTTY plink', () => {
+  let w: SshWorld;
+  let dir: string;
+  beforeAll(async () => {
+    w = await startWorld();
+    dir = tempDir('vigil-ssh-plink-');
+  }, 30_000);
+  afterAll(async () => {
+    await w?.stop();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('plink (putty-tools) runs a command through vigil with the certificate in a .ppk and the host key pinned', async () => {
+    const alice = await w.issue();
+    const ppk = path.join(dir, 'alice.ppk');
+    execFileSync('puttygen', [alice.sshKey, '-O', 'private', '--certificate', alice.sshCert, '-o', ppk]);
+    fs.writeFileSync(path.join(dir, 'gw.pub'), w.gatewayHostKey + '\n');
+    const fp = execFileSync('ssh-keygen', ['-l', '-E', 'sha256', '-f', path.join(dir, 'gw.pub')], { encoding: 'utf8' }).split(' ')[1]!;
+    const r = await promisify(execFile)('plink', ['-batch', '-ssh', '-P', String(w.port), '-i', ppk, '-hostkey', fp, 'web1@127.0.0.1', 'echo via-plink'], {
+      timeout: 60_000,
+      env: { ...process.env, HOME: dir },
+    });
+    expect(r.stdout).toBe('via-plink\n');
+    const exec = await w.gw.waitForEvent((e) => e.type === 'ssh.exec' && e.actor.cert_serial === alice.creds.serial);
+    expect(exec.details).toMatchObject({ command: 'echo via-plink', exit_status: 0 });
+  });
+});
