@@ -20,7 +20,7 @@ export function sshSectionSchema() {
   return z.strictObject({
     ...listenerBase('0.0.0.0:2222'),
     /** Environment variables a client may pass (`SendEnv`); a trailing `*` matches a prefix. Others are refused. */
-    env_allow: z.array(z.string()).default(['LANG', 'LC_*']),
+    env_allow: z.array(z.string()).default(['LANG', 'LC_*', 'GIT_PROTOCOL']),
     /** Authentication attempts (keys tried) per connection before it is dropped. */
     max_auth_attempts: z.number().int().min(1).default(6),
     /**

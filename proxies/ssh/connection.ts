@@ -58,6 +58,7 @@ export class Connection implements ChannelHost {
   readonly keystrokes: boolean;
   readonly binaryOutput: 'summary' | 'full';
   private authAttempts = 0;
+  private bannerSent = false;
   private authBusy = false;
   private route: Route | undefined;
   private jumpPrincipal: Principal | undefined;
@@ -232,7 +233,12 @@ export class Connection implements ChannelHost {
   /** Record a credential refusal (admit writes auth.failure) and tell the client why, briefly. */
   private async refuseCredential(ctx: ssh2.PublicKeyAuthContext, res: Extract<VerifyResult, { ok: false }>, targetName: string, login: string | undefined): Promise<void> {
     const adm = await admit(this.services, this.admitRequest(res, targetName, login, this.mode()));
-    sendBanner(this.conn, `vigil: ${adm.ok ? res.message : adm.message}`);
+    // One banner per connection: a client tries each of its keys (and each signature algorithm), and the
+    // first refusal is the one that explains; repeating it per attempt only buries it.
+    if (!this.bannerSent) {
+      this.bannerSent = true;
+      sendBanner(this.conn, `vigil: ${adm.ok ? res.message : adm.message}`);
+    }
     ctx.reject(['publickey']);
   }
 
@@ -345,11 +351,16 @@ export class Connection implements ChannelHost {
     b.on('close', () => {
       this.backendUp = false;
       if (this.finished || this.endingReason) return;
+      // Decided now, not when the timer fires: the channels closing make the client leave within that
+      // time, and its close must not be taken for the cause.
+      this.backendLost = this.backendError ? 'backend_error' : 'backend_closed';
       // Channels still open learn it from their own close; the session ends once they have reported.
-      setTimeout(() => this.terminate(this.backendError ? 'backend_error' : 'backend_closed', `the connection to ${this.target.name} was lost.`), 100).unref();
+      setTimeout(() => this.terminate(this.backendLost!, `the connection to ${this.target.name} was lost.`), 100).unref();
     });
   }
   private backendError: string | undefined;
+  /** Why the target connection dropped while the session was live (the session's end reason). */
+  private backendLost: EndReason | undefined;
 
   // ---- after authentication ----------------------------------------------------------------------
 
@@ -366,7 +377,7 @@ export class Connection implements ChannelHost {
     });
     this.conn.on('tcpip', (accept, reject, info: TcpipInfo) => {
       if (!this.admitted) return this.jumpTo(accept, reject, info);
-      handleDirectTcpip(this, this.admitted.decision.permissions.portForwarding, accept, reject, info);
+      handleDirectTcpip(this, this.conn, this.admitted.decision.permissions.portForwarding, this.admitted.decision.roles, accept, reject, info);
     });
     this.conn.on('request', (accept, reject, name) => {
       if (name === 'tcpip-forward' || (name as string) === 'streamlocal-forward@openssh.com') {
@@ -480,6 +491,8 @@ export class Connection implements ChannelHost {
   private async finish(reason: EndReason, extra: Record<string, unknown> = {}): Promise<void> {
     if (this.finished) return;
     this.finished = true;
+    // The client leaving after its target went away is a consequence, not the cause.
+    if (reason === 'client_closed' && this.backendLost) reason = this.backendLost;
     this.finishReason = reason;
     clearTimeout(this.authTimer);
     clearTimeout(this.idleTimer);

@@ -48,18 +48,23 @@ export function observeSftp(host: ChannelHost, index: number, hooks: SftpHooks):
   };
 }
 
-/** scp transfer → `ssh.scp` event details (the remote path joined from the directory stack). */
-export function scpEventDetails(t: ScpTransfer, channel: number): Record<string, unknown> {
-  if (t.op === 'error') return { channel, op: 'error', direction: t.direction, from: t.from, message: t.message };
+/**
+ * scp transfer → `ssh.scp` event details (the path as sent, joined from the directory stack). An upload
+ * also names its `destination`: the `scp -t` target the client wrote to (the file is that path, or
+ * `destination/path` when the target is an existing directory; only the target's scp knows which).
+ */
+export function scpEventDetails(t: ScpTransfer, channel: number, command?: ScpCommand): Record<string, unknown> {
+  const destination = t.direction === 'upload' && command?.paths[0] !== undefined ? { destination: command.paths[0] } : {};
+  if (t.op === 'error') return { channel, op: 'error', direction: t.direction, from: t.from, message: t.message, ...destination };
   const { dirs, name, outcome, ...rest } = t;
-  return { channel, ...rest, path: [...dirs, name].join('/'), result: outcome };
+  return { channel, ...rest, path: [...dirs, name].join('/'), ...destination, result: outcome };
 }
 
 /** Feed a legacy `scp -O` exec channel to the scp observer; one `ssh.scp` event per file or directory. A stream it cannot follow calls `undecodable` before the bytes are relayed. */
 export function observeScp(host: ChannelHost, index: number, command: ScpCommand, undecodable: (why: string) => void): ChannelObserver {
   const obs = new ScpObserver({
     command,
-    onTransfer: (t) => host.emit('ssh.scp', t.op !== 'error' && t.outcome === 'ok' ? 'success' : t.op !== 'error' && t.outcome === 'incomplete' ? 'unknown' : 'failure', scpEventDetails(t, index)),
+    onTransfer: (t) => host.emit('ssh.scp', t.op !== 'error' && t.outcome === 'ok' ? 'success' : t.op !== 'error' && t.outcome === 'incomplete' ? 'unknown' : 'failure', scpEventDetails(t, index, command)),
     onError: (err) => {
       host.log.warn({ err: err.message, channel: index }, 'scp observation problem');
       // Every scp observation error stops the observer: what follows could not be recorded.

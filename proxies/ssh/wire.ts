@@ -74,3 +74,24 @@ export function sendDisconnect(conn: unknown, text: string, reason = DISCONNECT_
   head.writeUInt32BE(reason, 0);
   return send(conn, MSG_DISCONNECT, head, [text, '']);
 }
+
+export const OPEN_ADMINISTRATIVELY_PROHIBITED = 1;
+export const OPEN_CONNECT_FAILED = 2;
+
+/**
+ * Refuse a channel open with a description: ssh2's reject() always sends an empty one, but the OpenSSH
+ * client prints it ("channel 3: open failed: administratively prohibited: TEXT"), and it is the only place
+ * an `ssh -L` user can learn why. ssh2's own reject still runs (it frees the reserved channel); only the
+ * failure packet it writes is given our reason and text.
+ */
+export function rejectChannelOpen(conn: unknown, reject: () => void, reason: number, text: string): void {
+  const proto = (conn as { _protocol?: { channelOpenFail?: (remote: number, reason: number, desc?: string) => void } })._protocol;
+  const original = proto?.channelOpenFail;
+  if (!proto || typeof original !== 'function') return reject();
+  proto.channelOpenFail = (remote: number) => original.call(proto, remote, reason, text);
+  try {
+    reject();
+  } finally {
+    proto.channelOpenFail = original;
+  }
+}

@@ -102,7 +102,7 @@ export function buildConfigSchema(sc: SchemaContext) {
       .strictObject({
         default_ttl: duration().default(3_600_000 as never),
         max_ttl: duration().default(12 * 3_600_000 as never),
-        /** Allowance for clocks that disagree when checking validity windows. */
+        /** Allowance for clocks that disagree, applied to not_before only (an expired certificate is refused at once). */
         clock_skew: duration().default(60_000 as never),
       })
       .prefault({}),

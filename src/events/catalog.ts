@@ -28,8 +28,8 @@ export const EVENT_CATALOG = {
   'ssh.sftp.start': { description: 'With audit.durability strict only: a file-changing SFTP request (open for writing, remove, rename, mkdir, rmdir, setstat, symlink, hardlink, copy) written durably before it is forwarded; ssh.sftp follows with the result.' },
   'ssh.sftp.undecodable': { description: 'An SFTP channel carried something vigil could not decode (unsupported version, unknown packet type or extension, length or trailing-byte mismatch, packet out of phase): the offending bytes were not forwarded and the channel was closed.' },
   'ssh.scp.undecodable': { description: 'A legacy scp (-O) channel carried a stream vigil could not follow (malformed directive, size or reply): the offending bytes were not forwarded and the channel was closed.' },
-  'ssh.scp': { description: 'One legacy scp (-O) file or directory transfer, with direction, path, size, bytes and outcome.' },
-  'ssh.forward': { description: 'A port-forwarding request (direct-tcpip) with destination, bytes and outcome.' },
+  'ssh.scp': { description: 'One legacy scp (-O) file or directory transfer, with direction, path, destination (uploads: the scp -t target), size, bytes and outcome.' },
+  'ssh.forward': { description: 'A port-forwarding request (direct-tcpip) with destination, bytes and outcome; a refusal names the rule that refused it.' },
   'ssh.request': { description: 'A channel request refused by policy (agent or X11 forwarding, remote forwarding, env).' },
   // databases
   'db.query.start': { description: 'A database statement forwarded to the target is still running after audit.long_running_after, or (audit.durability strict) is about to be forwarded; db.query follows when it ends.' },

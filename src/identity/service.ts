@@ -24,6 +24,20 @@ const TARGET_CERT_LIFETIME_MS = 7 * 86_400_000;
 const TARGET_CERT_RENEW_MS = 86_400_000;
 const MAX_TARGET_CERTS = 4096;
 
+/** PKCS#8 DER header of an Ed25519 private key; the 32-byte seed follows. */
+const ED25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
+
+/**
+ * The host key vigil presents when it answers as jump-host target `name`: its own per target (so strict
+ * known_hosts works per host and two targets never share a key), derived from the gateway's host key so it
+ * is stable across restarts without another key file to keep.
+ */
+function targetHostKey(gatewayHostKey: crypto.KeyObject, name: string): crypto.KeyObject {
+  const der = gatewayHostKey.export({ format: 'der', type: 'pkcs8' });
+  const seed = crypto.createHmac('sha256', der.subarray(der.length - 32)).update(`vigil jump-host target key\0${name}`).digest();
+  return crypto.createPrivateKey({ key: Buffer.concat([ED25519_PKCS8_PREFIX, seed]), format: 'der', type: 'pkcs8' });
+}
+
 function invalid(message: string): VigilError {
   return new VigilError('VIGIL_CERT_INVALID_REQUEST', message);
 }
@@ -39,7 +53,7 @@ interface Window {
 class LocalIdentity implements IdentityService {
   private readonly ctx: VerifyContext;
   private readonly userCaPublic: SshPublicKey;
-  private readonly targetCerts = new Map<string, { certificate: string; renewAt: number }>();
+  private readonly targetCerts = new Map<string, { privateKey: string; certificate: string; renewAt: number }>();
 
   constructor(
     private readonly keys: CaKeys,
@@ -85,13 +99,14 @@ class LocalIdentity implements IdentityService {
     const now = Date.now();
     let entry = this.targetCerts.get(targetName);
     if (!entry || entry.renewAt <= now) {
-      const certificate = signHostCertificate(this.keys.hostCa, this.keys.hostKey, [targetName], `vigil-target:${targetName}`, new Date(now - BACKDATE_MS), new Date(now + TARGET_CERT_LIFETIME_MS));
-      entry = { certificate, renewAt: now + TARGET_CERT_LIFETIME_MS - TARGET_CERT_RENEW_MS };
+      const key = targetHostKey(this.keys.hostKey, targetName);
+      const certificate = signHostCertificate(this.keys.hostCa, key, [targetName], `vigil-target:${targetName}`, new Date(now - BACKDATE_MS), new Date(now + TARGET_CERT_LIFETIME_MS));
+      entry = { privateKey: entry?.privateKey ?? encodeOpenSshPrivateKey(key, `vigil-target:${targetName}`), certificate, renewAt: now + TARGET_CERT_LIFETIME_MS - TARGET_CERT_RENEW_MS };
       // Bounded: names come from configured targets, but a cache must never grow with client input.
       if (this.targetCerts.size >= MAX_TARGET_CERTS) this.targetCerts.delete(this.targetCerts.keys().next().value as string);
       this.targetCerts.set(targetName, entry);
     }
-    return { privateKey: this.keys.hostKeyPem, certificate: entry.certificate };
+    return { privateKey: entry.privateKey, certificate: entry.certificate };
   }
 
   sshHostCaPublicKey(): string {

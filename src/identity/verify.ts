@@ -60,11 +60,15 @@ export function failure(reason: VerifyFailureReason, detail?: string, who?: Who)
   return { ok: false, reason, message, detail, ...(who?.user ? { user: who.user } : {}), ...(who?.certSerial ? { certSerial: who.certSerial } : {}) };
 }
 
-/** Checks [notBefore, notAfter) against now with the skew allowance on both ends. */
+/**
+ * Checks [notBefore, notAfter) against now. The skew allowance applies to notBefore only: a certificate
+ * issued a moment ago by a CA whose clock runs ahead must work, but one past its expiry must be refused at
+ * authentication (accepting it would open a session only to cut it at once on expiry).
+ */
 function checkWindow(ctx: VerifyContext, notBeforeMs: number, notAfterMs: number, who: Who): VerifyResult | undefined {
   const now = (ctx.now ?? Date.now)();
   if (now + ctx.clockSkewMs < notBeforeMs) return failure('not_yet_valid', `valid from ${new Date(notBeforeMs).toISOString()}, now ${new Date(now).toISOString()}`, who);
-  if (now - ctx.clockSkewMs >= notAfterMs) return failure('expired', `expired at ${new Date(notAfterMs).toISOString()}, now ${new Date(now).toISOString()}`, who);
+  if (now >= notAfterMs) return failure('expired', `expired at ${new Date(notAfterMs).toISOString()}, now ${new Date(now).toISOString()}`, who);
   return undefined;
 }
 

@@ -164,6 +164,13 @@ describe('identity.issue', () => {
     expect(out).toMatch(/Principals: \n\s+pg-prod\n/);
     const caFp = execFileSync('ssh-keygen', ['-l', '-f', write(dir, 'host_ca.pub', t.identity.sshHostCaPublicKey(), 0o644)], { encoding: 'utf8' }).split(' ')[1];
     expect(out).toContain(`Signing CA: ED25519 ${caFp}`);
-    expect(a.privateKey).toBe(t.identity.sshHostKey());
+    // Each target has its own key, neither the gateway's nor another target's, and stable.
+    expect(a.privateKey).not.toBe(t.identity.sshHostKey());
+    expect(t.identity.sshTargetHostKey('mysql-prod').privateKey).not.toBe(a.privateKey);
+    expect(t.identity.sshTargetHostKey('pg-prod').privateKey).toBe(a.privateKey);
+    // The certificate certifies that key.
+    const keyFile = write(dir, 'target-key', a.privateKey, 0o600);
+    const pub = execFileSync('ssh-keygen', ['-y', '-f', keyFile], { encoding: 'utf8' }).trim().split(' ').slice(0, 2).join(' ');
+    expect(out).toContain(`Public key: ED25519-CERT ${execFileSync('ssh-keygen', ['-l', '-f', write(dir, 'target-key.pub', pub, 0o644)], { encoding: 'utf8' }).split(' ')[1]}`);
   });
 });

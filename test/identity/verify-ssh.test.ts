@@ -85,7 +85,7 @@ describe('verifySshAuth', () => {
     expect(r2.ok || r2.detail).toContain('does not cover');
   });
 
-  it('rejects an expired certificate, and one not yet valid, beyond the clock-skew allowance', () => {
+  it('rejects an expired certificate (no skew allowance on expiry), and one not yet valid beyond the allowance', () => {
     const expired = makeUserCert(t.keys.userCa, userKey, { validAfter: now() - 7200n, validBefore: now() - 120n });
     const r = t.identity.verifySshAuth(clientAuth(expired, userKey));
     expect(reason(r)).toBe('expired');
@@ -93,9 +93,12 @@ describe('verifySshAuth', () => {
     expect(r.ok || r.user).toBe('alice');
     const future = makeUserCert(t.keys.userCa, userKey, { validAfter: now() + 600n, validBefore: now() + 3600n });
     expect(reason(t.identity.verifySshAuth(clientAuth(future, userKey)))).toBe('not_yet_valid');
-    // within the 60 s skew allowance: accepted
+    // the skew allowance covers validAfter only: a certificate that expired 20 s ago is refused ...
     const justExpired = makeUserCert(t.keys.userCa, userKey, { validAfter: now() - 3600n, validBefore: now() - 20n });
-    expect(reason(t.identity.verifySshAuth(clientAuth(justExpired, userKey)))).toBe('ok');
+    expect(reason(t.identity.verifySshAuth(clientAuth(justExpired, userKey)))).toBe('expired');
+    // ... while one whose validAfter is 20 s ahead of our clock is accepted
+    const early = makeUserCert(t.keys.userCa, userKey, { validAfter: now() + 20n, validBefore: now() + 3600n });
+    expect(reason(t.identity.verifySshAuth(clientAuth(early, userKey)))).toBe('ok');
   });
 
   it('rejects a certificate signed by another CA, or with a forged CA signature', () => {

@@ -81,7 +81,7 @@ describe('ssh proxy: session limits and robustness', () => {
   });
 
   it('cert expiry cuts a live session with a message and reason cert_expired', async () => {
-    const short = await w.issue({ ttlMs: 4000 });
+    const short = await w.issue({ ttlMs: 8000 });
     const live = spawnClient('ssh', [...w.opts(short), 'web1@127.0.0.1', 'while true; do echo tick; sleep 0.5; done']);
     const code = await live.exited;
     expect(code).toBe(255);
@@ -145,7 +145,7 @@ describe('ssh proxy: session limits and robustness', () => {
     const code = await live.exited;
     expect(code).not.toBe(0);
     const end = await w.gw.waitForEvent((e) => e.type === 'session.end' && e.target.name === 'fragile');
-    expect(['backend_closed', 'backend_error', 'client_closed']).toContain(end.details.reason);
+    expect(['backend_closed', 'backend_error']).toContain(end.details.reason);
     // sshd's session process dies by signal (exit-signal) or the connection just drops (vigil's 255).
     expect(end.details.exit_status ?? end.details.exit_signal).toBeDefined();
   });
