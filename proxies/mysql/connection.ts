@@ -530,6 +530,13 @@ export class MysqlConnection implements KillableConnection {
   private async syncState(kind: 'probe' | 'setup'): Promise<void> {
     const sqls = kind === 'setup' ? [SESSION_SETUP, SESSION_PROBE] : [SESSION_PROBE];
     this.refresh = 'none';
+    // vigil's own queries reach the backend too, so they follow the same rule as the client's: nothing
+    // is sent while the log cannot be written, and in strict mode their intent is durable first.
+    const events = this.shared.services.events;
+    if (!events.healthy) throw new ProtocolError('the audit log cannot be written; vigil did not run its session query', 'VIGIL_AUDIT_UNAVAILABLE');
+    if (events.durability === 'strict') {
+      for (const sql of sqls) await events.beforeForward(this.eventInput('db.session_query', 'unknown', { query: sql, intent: true }));
+    }
     const t0 = performance.now();
     this.intercepting = true;
     let answers;

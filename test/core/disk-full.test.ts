@@ -266,11 +266,11 @@ describe.skipIf(!isRoot)('disk full under live sessions of every protocol (needs
     expect(Date.parse(o.ended as string)).toBeGreaterThanOrEqual(Date.parse(o.started as string));
 
     // Oracles: what each backend ran against what the log on disk says.
-    const pgRecorded = new Set(logged.filter((e) => e.type === 'db.query' || e.type === 'db.query.start').map((e) => norm(String(e.details.sql ?? ''))));
+    const pgRecorded = new Set(logged.filter((e) => e.type === 'db.query' || e.type === 'db.query.start' || e.type === 'db.session_query').map((e) => norm(String(e.details.sql ?? ''))));
     const pgRan = serverStatements(pg, 'trust_user').map((s) => norm(s.sql));
     const pgMissing = pgRan.filter((s) => !pgRecorded.has(s));
 
-    const myRecorded = new Set(logged.filter((e) => e.type === 'db.query' || e.type === 'db.query.start').map((e) => norm(String(e.details.query ?? ''))));
+    const myRecorded = new Set(logged.filter((e) => e.type === 'db.query' || e.type === 'db.query.start' || e.type === 'db.session_query').map((e) => norm(String(e.details.query ?? ''))));
     const general = readGeneralLog(generalLog);
     const appThreads = new Set(general.filter((l) => l.command === 'Connect' && /^app@/.test(l.text)).map((l) => l.id));
     const myRan = general.filter((l) => appThreads.has(l.id) && (l.command === 'Query' || l.command === 'Execute' || l.command === 'Prepare')).map((l) => norm(l.text));

@@ -163,7 +163,7 @@ export function tailCheck(log: LoggedCommand[], threads: ReadonlySet<number>, ev
   const kinds = new Set(['COM_QUERY', 'COM_STMT_PREPARE', 'COM_STMT_EXECUTE']);
   const bySession = new Map<string, string[]>();
   for (const e of events) {
-    if (e.type !== 'db.query' || !e.session_id || !kinds.has((e.details as { command: string }).command)) continue;
+    if ((e.type !== 'db.query' && e.type !== 'db.session_query') || (e.details as { intent?: boolean }).intent || !e.session_id || !kinds.has((e.details as { command: string }).command)) continue;
     let list = bySession.get(e.session_id);
     if (!list) bySession.set(e.session_id, (list = []));
     list.push(rendered(e));
