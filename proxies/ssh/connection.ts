@@ -302,6 +302,9 @@ export class Connection implements ChannelHost {
         return this.destroy();
       }
       clearTimeout(this.authTimer);
+      // Authenticated and admitted: the pre-authentication deadlines stop here, so that connecting to a
+      // slow target is bounded by gateway.connect_timeout (with its own message), not cut as a slow client.
+      this.release();
       this.admitted = { principal: adm.principal, target: adm.target, decision: adm.decision, login };
       const req = this.admitRequest(res, route.target, login, this.mode());
       try {

@@ -180,8 +180,14 @@ describe('half-open clients', () => {
     try {
       const starts = await Promise.all(['postgres', 'ssh'].map((p) => w.tg.waitForEvent(sessionOf(p, mark), 30_000)));
       // The kernel arms a keepalive timer on the gateway's side of each accepted connection.
+      // While unacknowledged output is queued the kernel shows its retransmit timer instead, so look
+      // again until the connection is quiet.
       for (const port of [w.ports.postgres, w.ports.ssh]) {
-        const ss = execFileSync('ss', ['-tnoH', 'state', 'established', `( sport = :${port} )`], { encoding: 'utf8' });
+        let ss = '';
+        for (let i = 0; i < 50 && !/timer:\(keepalive/.test(ss); i++) {
+          if (i > 0) await new Promise((r) => setTimeout(r, 100));
+          ss = execFileSync('ss', ['-tnoH', 'state', 'established', `( sport = :${port} )`], { encoding: 'utf8' });
+        }
         expect(ss, `ss for port ${port}`).toMatch(/timer:\(keepalive/);
       }
       // The clients vanish: no FIN, no reads, no writes (as a host that lost power or network).
