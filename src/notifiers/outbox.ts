@@ -1,6 +1,6 @@
 import path from 'node:path';
-import fs from 'node:fs';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
+import { openStateDatabase } from '../store/sqlite.ts';
 
 /**
  * The durable outbox of notifications, in the state store's SQLite file (state.db, WAL). A notification
@@ -42,14 +42,7 @@ export class Outbox {
   private readonly stmt;
 
   constructor(dataDir: string) {
-    const file = path.join(dataDir, 'state.db');
-    fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-    this.db = new Database(file);
-    fs.chmodSync(file, 0o600);
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('busy_timeout = 5000');
-    this.db.pragma('synchronous = FULL');
-    this.db.exec(SCHEMA);
+    this.db = openStateDatabase(path.join(dataDir, 'state.db'), SCHEMA);
     this.stmt = {
       add: this.db.prepare('INSERT INTO notify_outbox (notifier, payload, created_at, next_at) VALUES (?, ?, ?, ?)'),
       head: this.db.prepare('SELECT * FROM notify_outbox WHERE dead = 0 AND notifier = ? ORDER BY id LIMIT 1'),

@@ -21,6 +21,22 @@ CREATE TABLE IF NOT EXISTS holds (id TEXT PRIMARY KEY, created_at TEXT NOT NULL,
  * the gateway and CLI processes. Hot-path checks (revoked? locked?) read in-memory caches that
  * `refresh()` reloads when SQLite's data_version says another connection committed.
  */
+/**
+ * Open (creating if needed) a SQLite file of the data directory the way every writer of it must: 0600,
+ * WAL so readers never block the writer, a busy timeout for the other process (CLI vs gateway), and full
+ * sync because these rows are security state. `schema` is run once (CREATE ... IF NOT EXISTS).
+ */
+export function openStateDatabase(file: string, schema: string): Database.Database {
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  const db = new Database(file);
+  fs.chmodSync(file, 0o600);
+  db.pragma('journal_mode = WAL');
+  db.pragma('busy_timeout = 5000');
+  db.pragma('synchronous = FULL');
+  db.exec(schema);
+  return db;
+}
+
 export class SqliteStateStore implements StateStore {
   private readonly db: Database.Database;
   private revoked = new Set<string>();
@@ -31,13 +47,7 @@ export class SqliteStateStore implements StateStore {
   private readonly stmt;
 
   constructor(file: string) {
-    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-    this.db = new Database(file);
-    fs.chmodSync(file, 0o600);
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('busy_timeout = 5000');
-    this.db.pragma('synchronous = FULL');
-    this.db.exec(SCHEMA);
+    this.db = openStateDatabase(file, SCHEMA);
     this.stmt = {
       insertCert: this.db.prepare('INSERT OR REPLACE INTO certs VALUES (@serial, @user, @roles, @notBefore, @notAfter, @grantId, @kind)'),
       getCert: this.db.prepare('SELECT * FROM certs WHERE serial = ?'),
