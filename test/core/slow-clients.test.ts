@@ -101,7 +101,10 @@ describe('slowloris: one byte per second in every phase of every listener', () =
         const b = before.get(protocol) ?? { recorded: 0, suppressed: 0 };
         return c.recorded + c.suppressed - b.recorded - b.suppressed >= N || undefined;
       }, 20_000, `${protocol} cuts counted`);
-      expect(w.tg.events.filter((e) => timeoutsFrom(ip)(e) && e.target.protocol === protocol)).toHaveLength(BUDGET);
+      // A cut is counted when it is decided and its event written just after: wait for the writes.
+      const cuts = () => w.tg.events.filter((e) => timeoutsFrom(ip)(e) && e.target.protocol === protocol);
+      await waitFor(() => cuts().length >= BUDGET || undefined, 10_000, `${protocol} cut events written`);
+      expect(cuts()).toHaveLength(BUDGET);
     }
     budget.sweep(true);
     for (const protocol of ['postgres', 'mysql', 'ssh']) {
