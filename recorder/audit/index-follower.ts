@@ -8,6 +8,11 @@ export interface IndexFollowerOptions {
   /** Records per slice: the event loop is given back between slices, so proxies never wait long. */
   batch: number;
   log: Logger;
+  /**
+   * True while the log cannot be written (an outage, e.g. a full disk): the index waits. It lives on the
+   * log's volume and must never take the space the log needs to recover.
+   */
+  paused?: () => boolean;
 }
 
 export interface IndexFollower {
@@ -34,7 +39,7 @@ export function startIndexFollower(o: IndexFollowerOptions): IndexFollower {
       for (;;) {
         const res = index.catchUp({ maxRecords: o.batch });
         indexedSeq = index.indexedSeq();
-        if (res.done || stopped) break;
+        if (res.done || stopped || o.paused?.()) break;
         await new Promise<void>((r) => setImmediate(r));
       }
       if (failing) o.log.info({ dir: o.auditDir }, 'audit search index: catching up again');
@@ -47,7 +52,7 @@ export function startIndexFollower(o: IndexFollowerOptions): IndexFollower {
     }
   };
   const timer = setInterval(() => {
-    if (!running && !stopped) running = run().finally(() => (running = undefined));
+    if (!running && !stopped && !o.paused?.()) running = run().finally(() => (running = undefined));
   }, o.intervalMs);
   timer.unref();
   return {

@@ -88,7 +88,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
     targets: targetDirectory(config.targets as TargetConfig[]),
     refusals: refusals.budget,
     auditIndex: config.audit.index.enabled
-      ? startIndexFollower({ auditDir: dataPaths(dataDir).audit, intervalMs: config.audit.index.interval, batch: config.audit.index.batch, log })
+      ? startIndexFollower({ auditDir: dataPaths(dataDir).audit, intervalMs: config.audit.index.interval, batch: config.audit.index.batch, log, paused: () => !events.healthy })
       : undefined,
   };
   if (created) {

@@ -120,7 +120,10 @@ describe.skipIf(!isRoot)('disk full under live sessions of every protocol (needs
     const tg = await startTestGateway(
       {
         gateway: { connect_timeout: '3s', auth_timeout: '5s' },
-        audit: { segment_max_bytes: 64 * 1024, durability },
+        // The search index (about half the log's size) would share this 2 MiB volume and, once space
+        // returns, take it back from the log; it is sized with the volume in production (README "Searching
+        // the log"). This test is about the log itself, so the index is off here.
+        audit: { segment_max_bytes: 64 * 1024, durability, index: { enabled: false } },
         targets: [
           { name: 'pg', protocol: 'postgres', host: '127.0.0.1', port: pg.port, database: 'app', user: 'trust_user' },
           { name: 'my', protocol: 'mysql', host: '127.0.0.1', port: db.port, user: 'app', database: 'shop', password: { file: secret('my', MY_PASSWORD) } },
