@@ -1,7 +1,7 @@
 import { execFile, spawn } from 'node:child_process';
 import os from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startAllWorld, auditBytes, hostileLoad as load, type AllWorld } from '../support/hostile.ts';
+import { startFloodWorld, FLOOD_BUDGET, auditBytes, hostileLoad as load, type AllWorld } from '../support/hostile.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
 
 /**
@@ -11,17 +11,13 @@ import type { AuditEvent } from '../../src/events/envelope.ts';
  * the cuts are recorded within the per-source budget. Figures are printed for the closing note.
  */
 
-const BUDGET = 20;
+const BUDGET = FLOOD_BUDGET;
 const hostileLoad = (args: string[]) => load({ postgres: w.ports.postgres!, mysql: w.ports.mysql!, ssh: w.ports.ssh! }, args);
 const ADDRESSES = 10;
 
 let w: AllWorld;
 beforeAll(async () => {
-  w = await startAllWorld({
-    gateway: { auth_timeout: '4s', max_unauthenticated: 1100 },
-    pre_auth: { handshake_timeout: '2s', max_per_source: 1100 },
-    budgets: { refusals_per_window: BUDGET, window: '1h' },
-  });
+  w = await startFloodWorld();
 }, 180_000);
 afterAll(async () => {
   await w?.stop();

@@ -387,3 +387,18 @@ async function sshStuckInAuth(port: number, localAddress: string): Promise<SlowR
     } as never);
   });
 }
+
+/** Per-source budget of the flood worlds (hostile-scale, hostile-1000). */
+export const FLOOD_BUDGET = 20;
+
+/**
+ * A gateway for hundreds of slow connections: the unauthenticated caps raised so that the phase
+ * deadlines, not the caps, are what end them; refusals budgeted per source over an hour.
+ */
+export function startFloodWorld(): Promise<AllWorld> {
+  return startAllWorld({
+    gateway: { auth_timeout: '4s', max_unauthenticated: 1100 },
+    pre_auth: { handshake_timeout: '2s', max_per_source: 1100 },
+    budgets: { refusals_per_window: FLOOD_BUDGET, window: '1h' },
+  });
+}
