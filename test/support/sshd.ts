@@ -79,6 +79,13 @@ export async function startSshd(opts: StartSshdOptions = {}): Promise<SshdHandle
   const authorizedKeysFile = path.join(dir, 'authorized_keys');
   fs.writeFileSync(authorizedKeysFile, [clientKeyPub, ...(opts.authorizedKeys ?? [])].join('\n') + '\n', { mode: 0o600 });
 
+  // The login user's own dotfiles stay out of the tests: root's ~/.bashrc on these machines runs
+  // `pyenv init`, whose rehash lock (left behind when a test kills a shell) stalls every later shell
+  // for up to 60 s. sshd sets HOME from SetEnv after its own defaults, so bash reads an empty home
+  // instead; the working directory is still the user's real home.
+  const shellHome = path.join(dir, 'home');
+  fs.mkdirSync(shellHome, { mode: 0o700 });
+
   const logs: string[] = [];
   const echo = opts.echoLog || !!process.env.VIGIL_TEST_SSHD_LOG;
   const configFile = path.join(dir, 'sshd_config');
@@ -109,6 +116,7 @@ export async function startSshd(opts: StartSshdOptions = {}): Promise<SshdHandle
       MaxSessions: '100',
       LoginGraceTime: '30',
       AcceptEnv: 'LANG LC_* VIGIL_*',
+      SetEnv: `HOME=${shellHome}`,
       Subsystem: `sftp ${SFTP_SERVER}`,
       LogLevel: opts.logLevel ?? 'VERBOSE',
       ...opts.overrides,
