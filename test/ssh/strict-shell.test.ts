@@ -133,8 +133,9 @@ describe('strict durability: pty shell lines are on record before their Enter is
       }
       await s.until('vlen=18');
       await s.until(oracle.prompt);
-      // No prompt at all on the line: nothing vouches for it being a command.
-      s.send('echo enter the token; read -s tok; echo tlen=${#tok}\r');
+      // No prompt at all on the line: nothing vouches for it being a command. Echo goes off before the
+      // cue is printed (with `read -s` a fast typist beats it and the tty shows the token, as it would).
+      s.send('stty -echo; echo enter the token; read tok; stty echo; echo tlen=${#tok}\r');
       await s.until('enter the token\r\n');
       s.send(`${secrets[2]}\r`);
       await s.until('tlen=15');
