@@ -63,6 +63,29 @@ export function notifiersSchema(sc: SchemaContext) {
     });
 }
 
+const scalar = z.union([z.string(), z.number(), z.boolean()]);
+
+/**
+ * A condition on one `details.NAME` value: a scalar means equality; an object compares numbers
+ * (`{ gt: 100000 }` for "returned more than 100k rows"), lists (`in`) or text (`regex`, case-insensitive).
+ */
+const detailCondition = z.union([
+  scalar,
+  z
+    .strictObject({
+      eq: scalar.optional(),
+      ne: scalar.optional(),
+      gt: z.number().optional(),
+      gte: z.number().optional(),
+      lt: z.number().optional(),
+      lte: z.number().optional(),
+      in: z.array(scalar).min(1).optional(),
+      regex: z.string().refine(isValidPattern, 'not a valid regular expression').optional(),
+    })
+    .refine((c) => Object.keys(c).length > 0, 'a details condition needs at least one of eq, ne, gt, gte, lt, lte, in, regex'),
+]);
+export type DetailCondition = z.output<typeof detailCondition>;
+
 const stringOrList = z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).transform((v) => (Array.isArray(v) ? v : [v]));
 
 /** Event fields a rule may group by (dotted paths into the envelope; `details.X` reaches details). */
@@ -91,18 +114,42 @@ export const alertRulesSchema = () =>
             statement_class: stringOrList.pipe(z.array(z.enum(['ddl', 'dml', 'config', 'privilege', 'procedure', 'read', 'session', 'other', 'unclassified']))).optional(),
             /** Case-insensitive regular expression over details.command or details.sql. */
             command: z.string().refine(isValidPattern, 'not a valid regular expression').optional(),
+            /** Conditions on details fields, all of which must hold: `{ rows: { gt: 100000 } }`. */
+            details: z.record(z.string().regex(/^[A-Za-z0-9_]+$/, 'a details field name'), detailCondition).optional(),
+            /**
+             * true: only events of sessions admitted through a just-in-time grant or break-glass; false: only
+             * events of sessions admitted by a standing role ("DDL outside an approved grant").
+             */
+            via_grant: z.boolean().optional(),
           }),
         group_by: z.array(groupField).default([]),
         /** Fires when the group's count of matching events in (t - window, t] reaches it. */
         threshold: z.number().int().min(1).default(1),
         window: duration().default(60_000 as never),
         notify: z.array(z.string()).default([]),
+        /**
+         * Fires once for a matching session.start whose session is still open this long after it began
+         * ("session longer than 2 h"); a session that ends earlier never fires.
+         */
+        longer_than: duration().optional(),
+        /**
+         * Fires when the group (group_by) had no matching event for this long, or never ("first access of a
+         * user to a target in 30 days"). Last-seen times are kept in state.db, so a restart does not re-fire.
+         */
+        first_in: duration().optional(),
       }),
     )
     .default([])
     .superRefine((list, ctx) => {
       const seen = new Set<string>();
       list.forEach((r, i) => {
+        if (r.longer_than !== undefined && r.first_in !== undefined) ctx.addIssue({ code: 'custom', path: [i], message: 'alerts: a rule has longer_than or first_in, not both' });
+        if (r.longer_than !== undefined && !r.match.type.every((t) => t === 'session.start'))
+          ctx.addIssue({ code: 'custom', path: [i, 'match', 'type'], message: 'alerts: longer_than watches sessions: match.type must be session.start' });
+        if ((r.longer_than !== undefined || r.first_in !== undefined) && r.threshold !== 1)
+          ctx.addIssue({ code: 'custom', path: [i, 'threshold'], message: 'alerts: longer_than and first_in fire per event; threshold must stay 1' });
+        if (r.first_in !== undefined && r.group_by.length === 0)
+          ctx.addIssue({ code: 'custom', path: [i, 'group_by'], message: 'alerts: first_in needs group_by (first access of what? e.g. [actor.user, target.name])' });
         if (seen.has(r.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `alerts: the name ${r.name} is used twice` });
         seen.add(r.name);
       });

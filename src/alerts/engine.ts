@@ -2,8 +2,9 @@ import type { EventBus } from '../events/bus.ts';
 import type { AuditEvent } from '../events/envelope.ts';
 import { EVENT_CATALOG } from '../events/catalog.ts';
 import { classifySql, loadSqlParsers } from '../../recorder/reports/classify-sql.ts';
-import type { AlertRuleConfig } from './config.ts';
+import type { AlertRuleConfig, DetailCondition } from './config.ts';
 import { SlidingWindow, eventTimeUs } from './window.ts';
+import { formatTime } from '../events/envelope.ts';
 
 /** One firing of a rule, as recorded in `alert.fired` and sent to the notifiers. */
 export interface Firing {
@@ -39,6 +40,26 @@ export interface EngineOptions {
   onResolve?(r: Resolution): Promise<void>;
   /** Events evaluated per setImmediate turn (default 256): the event loop stays responsive. */
   batch?: number;
+  /** Where `first_in` rules keep last-seen times across restarts (default: memory only). */
+  seen?: SeenMemory;
+}
+
+/** Last time (µs) a group of a `first_in` rule matched. */
+export interface SeenMemory {
+  get(rule: string, key: string): number | undefined;
+  set(rule: string, key: string, timeUs: number): void;
+}
+
+/** What the engine learned from a session.start: the session's admission and the start event. */
+interface SessionFacts {
+  viaGrant: boolean;
+}
+
+/** A session a `longer_than` rule waits on: it fires at deadlineUs unless the session ended before. */
+interface LongSession {
+  deadlineUs: number;
+  group: Record<string, string>;
+  startId: string;
 }
 
 interface CompiledRule {
@@ -48,6 +69,10 @@ interface CompiledRule {
   windowUs: number;
   /** Groups that fired and are not resolved yet: their group values and newest matching event time. */
   active: Map<string, { group: Record<string, string>; lastUs: number }>;
+  /** longer_than rules: open sessions by session id. */
+  long: Map<string, LongSession>;
+  /** first_in rules: last-seen times by group key (a cache of SeenMemory). */
+  lastSeen: Map<string, number>;
 }
 
 const asSet = (v: string[] | undefined) => (v ? new Set(v) : undefined);
@@ -60,7 +85,38 @@ function fieldOf(e: AuditEvent, path: string): string {
   return Array.isArray(v) ? v.join(',') : String(v);
 }
 
-function compile(cfg: AlertRuleConfig, labelsOf: EngineOptions['labelsOf']): CompiledRule {
+/** A test for one details value; numbers compare as numbers (a numeric string counts as its number). */
+function detailTest(c: DetailCondition): (v: unknown) => boolean {
+  if (typeof c !== 'object') return (v) => v === c || (v !== undefined && v !== null && String(v) === String(c));
+  const num = (v: unknown): number | undefined => (typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' && Number.isFinite(Number(v)) ? Number(v) : undefined);
+  const same = (v: unknown, x: string | number | boolean) => v === x || (v !== undefined && v !== null && String(v) === String(x));
+  const re = c.regex !== undefined ? new RegExp(c.regex, 'i') : undefined;
+  const anyOf = c.in;
+  return (v) => {
+    if (v === undefined || v === null) return false;
+    if (c.eq !== undefined && !same(v, c.eq)) return false;
+    if (c.ne !== undefined && same(v, c.ne)) return false;
+    if (anyOf && !anyOf.some((x) => same(v, x))) return false;
+    if (re && !re.test(typeof v === 'string' ? v : JSON.stringify(v))) return false;
+    if (c.gt !== undefined || c.gte !== undefined || c.lt !== undefined || c.lte !== undefined) {
+      const n = num(v);
+      if (n === undefined) return false;
+      if (c.gt !== undefined && !(n > c.gt)) return false;
+      if (c.gte !== undefined && !(n >= c.gte)) return false;
+      if (c.lt !== undefined && !(n < c.lt)) return false;
+      if (c.lte !== undefined && !(n <= c.lte)) return false;
+    }
+    return true;
+  };
+}
+
+function groupOf(rule: CompiledRule, e: AuditEvent): Record<string, string> {
+  const group: Record<string, string> = {};
+  for (const f of rule.cfg.group_by) group[f] = fieldOf(e, f);
+  return group;
+}
+
+function compile(cfg: AlertRuleConfig, labelsOf: EngineOptions['labelsOf'], viaGrantOf: (e: AuditEvent) => boolean): CompiledRule {
   const m = cfg.match;
   const users = asSet(m.user);
   const roles = asSet(m.role);
@@ -69,6 +125,8 @@ function compile(cfg: AlertRuleConfig, labelsOf: EngineOptions['labelsOf']): Com
   const classes = asSet(m.statement_class);
   const command = m.command ? new RegExp(m.command, 'i') : undefined;
   const labels = m.target_labels ? Object.entries(m.target_labels) : undefined;
+  const details = m.details ? Object.entries(m.details).map(([k, c]) => [k, detailTest(c)] as const) : undefined;
+  const viaGrant = m.via_grant;
   // Cheap checks first; the SQL parser runs last and only for events every other condition accepted.
   // The target conditions hold or not for a whole session, which passes the same target object with
   // each event: decided once per target object.
@@ -87,6 +145,8 @@ function compile(cfg: AlertRuleConfig, labelsOf: EngineOptions['labelsOf']): Com
     if (roles && !e.actor.roles.some((r) => roles.has(r))) return false;
     if (outcomes && !outcomes.has(e.outcome)) return false;
     if (targetVerdicts && !targetOk(e.target)) return false;
+    if (details && !details.every(([k, t]) => t(e.details[k]))) return false;
+    if (viaGrant !== undefined && viaGrantOf(e) !== viaGrant) return false;
     const text = typeof e.details.command === 'string' ? e.details.command : typeof e.details.sql === 'string' ? e.details.sql : undefined;
     if (command && (text === undefined || !command.test(text))) return false;
     if (classes) {
@@ -95,7 +155,7 @@ function compile(cfg: AlertRuleConfig, labelsOf: EngineOptions['labelsOf']): Com
     }
     return true;
   };
-  return { cfg, test, windows: new Map(), windowUs: cfg.window * 1000, active: new Map() };
+  return { cfg, test, windows: new Map(), windowUs: cfg.window * 1000, active: new Map(), long: new Map(), lastSeen: new Map() };
 }
 
 /**
@@ -112,12 +172,26 @@ export class AlertEngine {
   private unsubscribe: (() => void) | undefined;
   private idleWaiters: (() => void)[] = [];
   readonly fired = new Map<string, number>();
+  /** Sessions whose start the engine saw (only kept when a rule needs them: via_grant, longer_than). */
+  private readonly sessions = new Map<string, SessionFacts>();
+  private readonly tracksSessions: boolean;
+  private readonly longRules: CompiledRule[] = [];
+  private longTimer: NodeJS.Timeout | undefined;
 
   constructor(rules: AlertRuleConfig[], private readonly opts: EngineOptions) {
     // The engine's own events are never evaluated: a rule cannot feed on firings or resolutions.
     const types = Object.keys(EVENT_CATALOG).filter((t) => !t.startsWith('alert.'));
+    this.tracksSessions = rules.some((r) => r.match.via_grant !== undefined || r.longer_than !== undefined);
+    const viaGrantOf = (e: AuditEvent): boolean => {
+      const ids = e.details.grant_ids;
+      if (Array.isArray(ids)) return ids.length > 0;
+      // A session whose start was not seen counts as standing access: a rule about access outside a grant
+      // errs towards firing.
+      return (e.session_id !== undefined && this.sessions.get(e.session_id)?.viaGrant) || false;
+    };
     for (const cfg of rules) {
-      const rule = compile(cfg, opts.labelsOf);
+      const rule = compile(cfg, opts.labelsOf, viaGrantOf);
+      if (cfg.longer_than !== undefined) this.longRules.push(rule);
       this.fired.set(cfg.name, 0);
       for (const t of cfg.match.type) {
         const matching = t.endsWith('.*') ? types.filter((k) => k.startsWith(t.slice(0, -1))) : types.filter((k) => k === t);
@@ -134,6 +208,11 @@ export class AlertEngine {
   async start(bus: EventBus): Promise<void> {
     if ([...this.byType.values()].some((rs) => rs.some((r) => r.cfg.match.statement_class))) await loadSqlParsers();
     this.unsubscribe = bus.subscribe(this.onEvent);
+    if (this.longRules.length) {
+      const every = Math.min(1000, Math.max(50, Math.min(...this.longRules.map((r) => r.cfg.longer_than!)) / 4));
+      this.longTimer = setInterval(() => void this.checkLong(Date.now() * 1000), every);
+      this.longTimer.unref();
+    }
     const rules = this.rules();
     if (rules.length && this.opts.onResolve) {
       // Often enough that a resolution follows its window's end closely, never more than once per 50 ms.
@@ -167,8 +246,38 @@ export class AlertEngine {
     }
   }
 
+  /** Fire for sessions of longer_than rules that are still open at `nowUs` past their deadline. */
+  private async checkLong(nowUs: number): Promise<void> {
+    for (const rule of this.longRules) {
+      for (const [sid, s] of rule.long) {
+        if (s.deadlineUs > nowUs) continue;
+        rule.long.delete(sid);
+        this.fired.set(rule.cfg.name, (this.fired.get(rule.cfg.name) ?? 0) + 1);
+        const ms = Math.floor(nowUs / 1000);
+        await this.opts
+          .onFire({ rule: rule.cfg.name, group: s.group, count: 1, threshold: 1, window_ms: rule.cfg.longer_than!, event_ids: [s.startId], notify: rule.cfg.notify, time: formatTime(new Date(ms), nowUs % 1000) })
+          .catch(() => {});
+      }
+    }
+  }
+
+  /** Session facts learned from session.start / forgotten at session.end, before and after the rules see them. */
+  private trackStart(e: AuditEvent): void {
+    if (e.type !== 'session.start' || !e.session_id) return;
+    const ids = e.details.grant_ids;
+    this.sessions.set(e.session_id, { viaGrant: Array.isArray(ids) && ids.length > 0 });
+    // A gateway killed without session.end leaves entries; bounded all the same.
+    if (this.sessions.size > 200_000) this.sessions.delete(this.sessions.keys().next().value!);
+  }
+
+  private trackEnd(e: AuditEvent): void {
+    if (e.type !== 'session.end' || !e.session_id) return;
+    this.sessions.delete(e.session_id);
+    for (const r of this.longRules) r.long.delete(e.session_id);
+  }
+
   private readonly onEvent = (e: AuditEvent): void => {
-    if (!this.byType.has(e.type)) return;
+    if (!this.byType.has(e.type) && !(this.tracksSessions && (e.type === 'session.start' || e.type === 'session.end'))) return;
     this.queue.push(e);
     if (!this.scheduled) {
       this.scheduled = true;
@@ -191,6 +300,7 @@ export class AlertEngine {
     const n = Math.min(this.queue.length, this.opts.batch ?? 256);
     const batch = this.queue.splice(0, n);
     for (const e of batch) {
+      if (this.tracksSessions) this.trackStart(e);
       for (const rule of this.byType.get(e.type) ?? []) {
         let ok = false;
         try {
@@ -199,19 +309,40 @@ export class AlertEngine {
           ok = false;
         }
         if (!ok) continue;
-        const firing = this.count(rule, e);
+        if (rule.cfg.longer_than !== undefined) {
+          if (e.session_id) rule.long.set(e.session_id, { deadlineUs: eventTimeUs(e.time) + rule.cfg.longer_than * 1000, group: groupOf(rule, e), startId: e.id });
+          continue;
+        }
+        const firing = rule.cfg.first_in !== undefined ? this.firstIn(rule, e) : this.count(rule, e);
         if (firing) {
           this.fired.set(rule.cfg.name, (this.fired.get(rule.cfg.name) ?? 0) + 1);
           await this.opts.onFire(firing).catch(() => {});
         }
       }
+      if (this.tracksSessions) this.trackEnd(e);
     }
+  }
+
+  /** first_in: a firing when the group's previous matching event is at least first_in old, or none. */
+  private firstIn(rule: CompiledRule, e: AuditEvent): Firing | undefined {
+    const group = groupOf(rule, e);
+    const key = JSON.stringify(rule.cfg.group_by.map((f) => group[f]));
+    const t = eventTimeUs(e.time);
+    const spanUs = rule.cfg.first_in! * 1000;
+    let last = rule.lastSeen.get(key);
+    if (last === undefined) last = this.opts.seen?.get(rule.cfg.name, key);
+    // Stored again only once it moved by 1% of the span (at most a minute): one write per group and
+    // minute at most, and a last-seen time that is never off by more than that.
+    if (last === undefined || t - last >= Math.min(spanUs / 100, 60_000_000)) this.opts.seen?.set(rule.cfg.name, key, t);
+    if (last === undefined || t > last) rule.lastSeen.set(key, t);
+    if (rule.lastSeen.size > 100_000) rule.lastSeen.delete(rule.lastSeen.keys().next().value!);
+    if (last !== undefined && t - last < spanUs) return undefined;
+    return { rule: rule.cfg.name, group, count: 1, threshold: 1, window_ms: rule.cfg.first_in!, event_ids: [e.id], notify: rule.cfg.notify, time: e.time };
   }
 
   /** Add a matching event to its group's window; a firing when the count reaches the threshold. */
   private count(rule: CompiledRule, e: AuditEvent): Firing | undefined {
-    const group: Record<string, string> = {};
-    for (const f of rule.cfg.group_by) group[f] = fieldOf(e, f);
+    const group = groupOf(rule, e);
     const key = rule.cfg.group_by.length ? JSON.stringify(rule.cfg.group_by.map((f) => group[f])) : '';
     let w = rule.windows.get(key);
     if (!w) rule.windows.set(key, (w = new SlidingWindow(rule.windowUs)));
@@ -241,6 +372,7 @@ export class AlertEngine {
 
   async stop(): Promise<void> {
     if (this.sweeper) clearInterval(this.sweeper);
+    if (this.longTimer) clearInterval(this.longTimer);
     this.unsubscribe?.();
     await this.idle();
   }

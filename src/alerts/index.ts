@@ -8,6 +8,7 @@ import { formatTime } from '../events/envelope.ts';
 import { Outbox } from '../notifiers/outbox.ts';
 import { Dispatcher } from '../notifiers/dispatcher.ts';
 import type { Notification } from '../notifiers/format.ts';
+import { SeenStore } from './seen.ts';
 
 export interface AlertService {
   engine: AlertEngine;
@@ -70,7 +71,8 @@ export async function startAlerts(d: AlertDeps): Promise<AlertService> {
     seen.set(t, l);
     return l;
   };
-  const engine = new AlertEngine(d.alerts, { onFire, onResolve, labelsOf });
+  const seenStore = d.alerts.some((r) => r.first_in !== undefined) ? new SeenStore(d.dataDir) : undefined;
+  const engine = new AlertEngine(d.alerts, { onFire, onResolve, labelsOf, seen: seenStore });
   await engine.start(d.events);
   dispatcher.start();
 
@@ -106,6 +108,7 @@ export async function startAlerts(d: AlertDeps): Promise<AlertService> {
       await engine.stop();
       await dispatcher.close();
       outbox.close();
+      seenStore?.close();
     },
   };
 }
