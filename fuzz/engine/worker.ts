@@ -15,9 +15,9 @@ import { CTRL, type WorkerInput, type WorkerMessage, type Finding } from './prot
  * parent knows which input was running.
  *
  * Coverage is read in batches: a batch of mutated inputs runs, then the coverage of the whole batch is
- * read once. Only when the batch reached something never seen at batch level are its inputs re-run one
- * by one to find which of them is new. New coverage is rare after the first seconds, so this keeps the
- * cost of reading coverage (a fraction of a millisecond) off most executions.
+ * read once (V8 reports every function of every loaded script: milliseconds per read). Only when the
+ * batch reached a block never seen is it bisected to find the inputs that are new. New coverage is rare
+ * after the first seconds, so batches grow and most executions pay nothing for coverage.
  */
 
 const input = workerData as WorkerInput;
@@ -125,7 +125,7 @@ async function measured(data: Buffer): Promise<{ fresh: boolean; failure: unknow
   cov.take(got);
   let fresh = false;
   for (const f of got) {
-    batchSeen.add(f);
+    batchSeen.add(blockOf(f));
     if (!features.has(f)) {
       features.add(f);
       blocks.add(blockOf(f));
@@ -169,32 +169,75 @@ const ctx: MutateContext = {
   dictionary: (target.dictionary ?? []).map((t) => Buffer.from(t)),
   other: () => corpus[Math.floor(rand() * corpus.length)],
 };
-const BATCH = 16;
+// Batches grow while nothing new turns up (reading coverage costs far more than running most decoders
+// once) and shrink again when one does: at most 1/16 of the time goes to coverage reads in a quiet phase.
+const MIN_BATCH = 16;
+const MAX_BATCH = 4096;
+let batchSize = MIN_BATCH;
 let lastStats = Date.now();
 while (Date.now() < deadline) {
   const batch: Buffer[] = [];
-  cov.reset();
-  for (let i = 0; i < BATCH; i++) {
+  const t0 = performance.now();
+  for (let i = 0; i < batchSize; i++) {
     // Favour recent corpus entries (they carry the newest coverage) without starving old ones.
     const pick = rand() < 0.5 ? corpus[corpus.length - 1 - Math.floor(rand() * Math.min(corpus.length, 16))] : corpus[Math.floor(rand() * corpus.length)];
     const data = mutate(pick, ctx);
     batch.push(data);
     const failure = await execute(data);
     if (failure) record(failure, data, String((failure as Error).message).startsWith('heap grew') ? 'alloc' : 'crash');
+    if (performance.now() - t0 > 250) break; // slow targets: stats and the deadline stay timely
   }
+  // The previous read reset the counters: this one holds exactly the batch.
   const got = new Set<number>();
   cov.take(got);
-  let novel = false;
-  for (const f of got) if (!batchSeen.has(f)) { novel = true; batchSeen.add(f); }
-  if (novel) {
-    for (const data of batch) {
-      const { fresh } = await measured(data);
-      if (fresh) addToCorpus(data);
-    }
-  }
+  if (novelBlocks(got)) {
+    await bisect(batch);
+    batchSize = MIN_BATCH;
+  } else if (batchSize < MAX_BATCH) batchSize *= 2;
   if (Date.now() - lastStats > 1000) {
     lastStats = Date.now();
     stats(false);
+  }
+}
+
+/**
+ * True when a batch reached a block never reached before (hit counts summed over a batch say nothing
+ * about one input, so batches are compared by blocks; single inputs by features, buckets included).
+ */
+function novelBlocks(got: Set<number>): boolean {
+  let novel = false;
+  for (const f of got) {
+    const b = blockOf(f);
+    if (!batchSeen.has(b)) {
+      batchSeen.add(b);
+      novel = true;
+    }
+  }
+  return novel;
+}
+
+/**
+ * Find the inputs of a batch that reached something new by halving it: a half is re-run as a whole and
+ * only searched further when it reaches a block its own earlier reads had not; single inputs are measured
+ * and kept in the corpus when they add a feature.
+ */
+async function bisect(inputs: Buffer[]): Promise<void> {
+  if (inputs.length <= 4) {
+    for (const data of inputs) {
+      const { fresh } = await measured(data);
+      if (fresh) addToCorpus(data);
+    }
+    return;
+  }
+  const mid = inputs.length >> 1;
+  for (const half of [inputs.slice(0, mid), inputs.slice(mid)]) {
+    cov.reset();
+    for (const data of half) await execute(data);
+    const got = new Set<number>();
+    cov.take(got);
+    let fresh = false;
+    for (const f of got) if (!features.has(f)) fresh = true;
+    if (fresh) await bisect(half);
   }
 }
 stats(true);
