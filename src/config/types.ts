@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { parseDuration, parseListen, parseSize } from './units.ts';
+import { parseCidr } from '../identity/cidr.ts';
 
 /**
  * Reusable zod pieces for config sections. Every proxy's own section is built from these, so that
@@ -83,10 +84,24 @@ export function readSecret(ref: SecretRef): string {
 
 export const name = () => z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'expected a name of letters, digits, ".", "_" or "-"');
 
-/** Fields `enabled` + `listen` every proxy section starts from. */
+/**
+ * PROXY protocol (v1 or v2) from load balancers: connections from `trusted` addresses must begin with a
+ * header naming the real client, which events then carry. Connections from other addresses are served
+ * as they come and a header from them is never honoured (it would be a forged source address).
+ */
+export const proxyProtocol = () =>
+  z.strictObject({
+    /** Addresses or CIDR blocks of the load balancers (e.g. 10.0.0.0/24, 127.0.0.3). */
+    trusted: z.array(z.string().refine((s) => parseCidr(s) !== undefined, 'expected an IP address or CIDR block')).min(1),
+    /** A trusted connection whose header is not complete this soon after accept is closed. */
+    header_timeout: duration().default(5000 as never),
+  });
+
+/** Fields `enabled` + `listen` (+ `proxy_protocol`) every proxy section starts from. */
 export function listenerBase(defaultListen: string) {
   return {
     enabled: z.boolean().default(true),
     listen: listen().prefault(defaultListen),
+    proxy_protocol: proxyProtocol().optional(),
   };
 }

@@ -26,6 +26,7 @@ import { openRecordingStore } from '../../recorder/recordings/index.ts';
 import { startTelemetry } from '../telemetry.ts';
 import { refusalBudgetFor } from '../sessions/refusal-budget.ts';
 import { applyKeepAlive } from './slow-clients.ts';
+import { balancerCheck, readProxyHeader, recordProxyHeaderRefusal } from './proxy-protocol.ts';
 import { startAlerts } from '../alerts/index.ts';
 
 export interface Gateway {
@@ -112,12 +113,8 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
       const proxy = await mod.create(services, section as never);
       proxies.push(proxy);
       const plog = log.child({ proxy: mod.name });
-      const server = net.createServer({ noDelay: true }, (socket) => {
-        // One bad connection must never take the process down: errors are handled per socket.
-        socket.on('error', (e) => plog.debug({ err: e.message }, 'socket error'));
-        // A client that vanished without a FIN (half-open) is found by keepalive probes, not left forever.
-        applyKeepAlive(socket, config.slow_clients.keepalive);
-        const remote = { ip: socket.remoteAddress ?? 'unknown', port: socket.remotePort ?? 0 };
+      const fromBalancer = balancerCheck(section);
+      const hand = (socket: net.Socket, remote: { ip: string; port: number }) => {
         const id = newId();
         try {
           proxy.handleConnection(socket, { id, remote, log: plog.child({ conn: id }) });
@@ -125,6 +122,23 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
           plog.error({ err: e }, 'proxy failed to take a connection');
           socket.destroy();
         }
+      };
+      const server = net.createServer({ noDelay: true }, (socket) => {
+        // One bad connection must never take the process down: errors are handled per socket.
+        socket.on('error', (e) => plog.debug({ err: e.message }, 'socket error'));
+        // A client that vanished without a FIN (half-open) is found by keepalive probes, not left forever.
+        applyKeepAlive(socket, config.slow_clients.keepalive);
+        const peer = { ip: socket.remoteAddress ?? 'unknown', port: socket.remotePort ?? 0 };
+        if (!fromBalancer(peer.ip)) return hand(socket, peer);
+        void readProxyHeader(socket, section.proxy_protocol!.header_timeout).then((h) => {
+          if (socket.destroyed) return;
+          if (!h.ok) {
+            recordProxyHeaderRefusal(services, mod.name, peer, h.reason);
+            plog.info({ balancer: peer.ip, reason: h.reason }, 'PROXY protocol header refused; connection closed');
+            return void socket.destroy();
+          }
+          hand(socket, h.source ?? peer);
+        });
       });
       server.on('error', (e) => plog.error({ err: e }, 'listener error'));
       ports[mod.name] = await listenOn(server, section.listen.host, section.listen.port);

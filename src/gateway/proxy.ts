@@ -22,6 +22,7 @@ export interface ProxyModule<Section extends ListenerSection = ListenerSection> 
 export interface ListenerSection {
   enabled: boolean;
   listen: Listen;
+  proxy_protocol?: { trusted: string[]; header_timeout: number };
 }
 
 export interface ConnectionContext {
