@@ -20,7 +20,7 @@ export const serveCommand: Command = {
     const onSignal = (sig: string) => (signalled ? signalled(sig) : (early ??= sig));
     process.on('SIGTERM', () => onSignal('SIGTERM'));
     process.on('SIGINT', () => onSignal('SIGINT'));
-    const gw = await startGateway(loaded, { log });
+    const gw = await startGateway(loaded, { log, proxies: args.proxies });
     log.info({ ports: gw.ports, data: loaded.dataDir }, 'vigil gateway running');
     await new Promise<void>((resolve) => {
       let closing = false;
