@@ -4,7 +4,7 @@ import YAML from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors.ts';
 import { buildConfigSchema, type VigilConfig } from './schema.ts';
-import type { ProxyModule } from '../gateway/proxy.ts';
+import type { ProxyConfigPart } from './proxy-config.ts';
 
 export interface LoadOptions {
   /** Config file; falls back to $VIGIL_CONFIG; none = built-in defaults (embedded store under ./data). */
@@ -14,7 +14,7 @@ export interface LoadOptions {
   /** Check that referenced files exist (default true). */
   checkFiles?: boolean;
   /** The protocols whose sections and targets the config may have (app/config.ts binds proxies/registry.ts). */
-  proxies?: readonly ProxyModule<any>[];
+  proxies?: readonly ProxyConfigPart[];
 }
 
 export interface LoadedConfig {
@@ -49,7 +49,7 @@ function toConfigError(err: z.ZodError): ConfigError {
 }
 
 /** Validate a parsed YAML document. Throws ConfigError naming the first bad key. */
-export function parseConfig(doc: unknown, base: string, checkFiles = true, proxies: readonly ProxyModule<any>[] = []): VigilConfig {
+export function parseConfig(doc: unknown, base: string, checkFiles = true, proxies: readonly ProxyConfigPart[] = []): VigilConfig {
   const schema = buildConfigSchema({ base, checkFiles }, proxies);
   const result = schema.safeParse(doc ?? {});
   if (!result.success) throw toConfigError(result.error);
