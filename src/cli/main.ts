@@ -38,7 +38,8 @@ export interface CliApp {
 
 export async function runCli(argv: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream, app: CliApp): Promise<number> {
   const table = await loadCommandTable(app.commands);
-  const commands: Command[] = [...table, ...builtinCommands(() => commands, styleFor)];
+  const builtins = builtinCommands(() => commands, styleFor);
+  const commands: Command[] = [...table, ...builtins];
   const so = styleFor(out);
   const se = styleFor(err);
   const fail = (name: string, message: string) => err.write(`${se.red(`vigil ${name}:`)} ${message}\n`);
@@ -77,7 +78,8 @@ export async function runCli(argv: string[], out: NodeJS.WritableStream, err: No
       positionals: parsed.positionals,
       configPath: parsed.values.config as string | undefined,
       dataDir: parsed.values.data as string | undefined,
-      proxies: await app.proxies(),
+      // help and completion read only the table: they do not pay for loading every proxy.
+      proxies: builtins.includes(cmd) ? [] : await app.proxies(),
       out,
       err,
     });
