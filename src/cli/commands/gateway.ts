@@ -11,7 +11,7 @@ export const serveCommand: Command = {
   async run(args) {
     const loaded = loadFromArgs(args);
     const log = createLogger(loaded.config.log.level);
-    // Imported here so that `vigil --help` and other commands do not load every proxy.
+    // Imported here so that `vigil --help` and other commands do not load the gateway and its listeners.
     const { startGateway } = await import('../../gateway/gateway.ts');
     // Signals are taken from the start: one that arrives while the gateway is still starting shuts it
     // down once it is up, and a second one while draining does not kill the process mid-close.

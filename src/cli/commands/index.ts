@@ -10,7 +10,10 @@ import { RETENTION_COMMANDS } from './retention.ts';
 import { REPORT_COMMANDS } from './report.ts';
 import { ALERT_COMMANDS } from './alerts.ts';
 
-/** The core's CLI commands, in the order `vigil --help` lists them (app/commands.ts appends the proxies' own). One line per command module. */
+/**
+ * The core's CLI commands, in the order `vigil --help` lists them; app/commands.ts appends the proxies' own.
+ * One line per command module.
+ */
 export const COMMANDS: Command[] = [
   serveCommand,
   initCommand,
