@@ -11,6 +11,7 @@ COPY package.json package-lock.json ./
 RUN npm ci
 COPY tsconfig.json tsconfig.build.json ./
 COPY bin ./bin
+COPY app ./app
 COPY src ./src
 COPY proxies ./proxies
 COPY recorder ./recorder

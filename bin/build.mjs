@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `npm run build [-- --out DIR] [-- --no-check]`: compiles src/, proxies/ and recorder/ to DIR (default dist/)
+// `npm run build [-- --out DIR] [-- --no-check]`: compiles app/, src/, proxies/ and recorder/ to DIR (default dist/)
 // with tsc (tsconfig.build.json: `.ts` import specifiers become `.js`), then copies the non-TypeScript files
 // the code reads at run time next to the compiled modules, and package.json (the code reads its version
 // relative to itself). --no-check skips type checking (`npm run typecheck` does that); the tests use it.
@@ -32,20 +32,22 @@ for (const a of ASSETS) {
   fs.copyFileSync(path.join(root, a), path.join(out, a));
 }
 fs.copyFileSync(path.join(root, 'package.json'), path.join(out, 'package.json'));
-await writeCommandManifest(path.join(out, 'src/cli'));
+await writeCommandManifest(path.join(out, 'src/cli'), path.join(out, 'app/commands.js'));
 
 /**
  * dist/src/cli/commands.manifest.json: the command table's descriptions (names, summaries, options with their
- * help, examples) and, per command, the module that defines it. The compiled CLI reads this instead of
+ * help, examples) and, per command, the module that defines it. The table is app/commands.ts (the core's
+ * commands, listed in src/cli/commands/index.ts, and the proxies'). The compiled CLI reads this instead of
  * importing every command module, so `vigil --help` loads no command code and `vigil audit search` loads only
  * audit.js and what it imports.
  */
-async function writeCommandManifest(cliDir) {
-  const indexFile = path.join(cliDir, 'commands/index.js');
-  const { COMMANDS } = await import(pathToFileURL(indexFile).href);
+async function writeCommandManifest(cliDir, tableFile) {
+  const { COMMANDS } = await import(pathToFileURL(tableFile).href);
   const where = new Map();
-  for (const [, spec] of fs.readFileSync(indexFile, 'utf8').matchAll(/from ['"](\.[^'"]+)['"]/g)) {
-    const file = path.resolve(path.dirname(indexFile), spec);
+  const imports = (file) => [...fs.readFileSync(file, 'utf8').matchAll(/from ['"](\.[^'"]+)['"]/g)].map(([, spec]) => path.resolve(path.dirname(file), spec));
+  const coreIndex = path.join(cliDir, 'commands/index.js');
+  for (const file of [...imports(coreIndex), ...imports(tableFile)]) {
+    if (file === coreIndex) continue;
     const mod = await import(pathToFileURL(file).href);
     for (const value of Object.values(mod)) {
       for (const c of Array.isArray(value) ? value : [value]) {
@@ -55,7 +57,7 @@ async function writeCommandManifest(cliDir) {
   }
   const entries = COMMANDS.map((c) => {
     const module = where.get(c);
-    if (!module) throw new Error(`build: command "${c.name}" is not exported by a module src/cli/commands/index.ts imports`);
+    if (!module) throw new Error(`build: command "${c.name}" is not exported by a module src/cli/commands/index.ts or app/commands.ts imports`);
     const { run: _run, ...described } = c;
     return { ...described, module: './' + module };
   });

@@ -4,13 +4,13 @@
 // stale dist/ is never what they test) registers tsx and runs the TypeScript sources.
 import fs from 'node:fs';
 
-const compiled = new URL('../dist/src/cli/main.js', import.meta.url);
+const compiled = new URL('../dist/app/main.js', import.meta.url);
 let runCli;
 if (!process.env.VIGIL_FROM_SOURCE && fs.existsSync(compiled)) {
   ({ runCli } = await import(compiled.href));
 } else {
   const { register } = await import('tsx/esm/api');
   register();
-  ({ runCli } = await import('../src/cli/main.ts'));
+  ({ runCli } = await import('../app/main.ts'));
 }
 process.exitCode = await runCli(process.argv.slice(2));

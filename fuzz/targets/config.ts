@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { loadConfig } from '../../src/config/load.ts';
+import { loadConfig } from '../../app/config.ts';
 import { ConfigError } from '../../src/errors.ts';
 import { expectErrors, type FuzzTarget } from '../engine/target.ts';
 import { scratchDir } from '../engine/scratch.ts';

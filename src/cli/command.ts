@@ -1,3 +1,5 @@
+import type { ProxyModule } from '../gateway/proxy.ts';
+
 /**
  * One command-line option as node:util parseArgs takes it, plus what `--help` and completion show:
  * `help` says what it means (every option needs one, a test checks; common ones like --json take theirs
@@ -42,6 +44,8 @@ export interface CommandArgs {
   /** --config and --data as given. */
   configPath?: string;
   dataDir?: string;
+  /** The protocols this vigil is assembled with (app/): config loading and `serve` need them. */
+  proxies: readonly ProxyModule<any>[];
   /** Where to write normal output (tests capture it). */
   out: NodeJS.WritableStream;
   err: NodeJS.WritableStream;

@@ -31,15 +31,15 @@ export function localUser(): string {
   }
 }
 
-export function loadFromArgs(args: Pick<CommandArgs, 'configPath' | 'dataDir'>): LoadedConfig {
-  return loadConfig({ configPath: args.configPath, dataDir: args.dataDir });
+export function loadFromArgs(args: Pick<CommandArgs, 'configPath' | 'dataDir' | 'proxies'>): LoadedConfig {
+  return loadConfig({ configPath: args.configPath, dataDir: args.dataDir, proxies: args.proxies });
 }
 
 /**
  * Open the data directory for a CLI command. Events go to the audit log directly when no gateway holds
  * the writer, otherwise through the spool that the running gateway ingests into the same chain.
  */
-export async function openLocal(args: Pick<CommandArgs, 'configPath' | 'dataDir'>): Promise<LocalContext> {
+export async function openLocal(args: Pick<CommandArgs, 'configPath' | 'dataDir' | 'proxies'>): Promise<LocalContext> {
   // Imported here, not at the top: commands that only read (audit search, help) import this module for
   // loadFromArgs and should not pay for the store, identity and logger at start-up.
   const [{ auditOptions, dataPaths }, { EventBus }, { silentLogger }, { initIdentity, openIdentity }, { openStateStore }, { openAuditForCli }] = await Promise.all([

@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { UsageError, type Command } from './command.ts';
+import type { ProxyModule } from '../gateway/proxy.ts';
 import { VigilError } from '../errors.ts';
 import { builtinCommands, commandHelp, groupHelp, groupMembers, mainHelp, parseArgsOptions } from './help.ts';
 import { styleFor } from './style.ts';
@@ -25,9 +26,20 @@ function findGroup(commands: Command[], argv: string[]): string | undefined {
   return undefined;
 }
 
-export async function runCli(argv: string[], out: NodeJS.WritableStream = process.stdout, err: NodeJS.WritableStream = process.stderr): Promise<number> {
-  const table = await loadCommandTable();
-  const commands: Command[] = [...table, ...builtinCommands(() => commands, styleFor)];
+/**
+ * What the composition root (app/main.ts) gives the CLI: the command table and the protocols. Both are
+ * loaded lazily, so `vigil --help` loads neither the command modules nor any proxy.
+ */
+export interface CliApp {
+  /** The command table when running from the sources (compiled, the build's manifest is used). */
+  commands(): Promise<Command[]>;
+  proxies(): Promise<readonly ProxyModule<any>[]>;
+}
+
+export async function runCli(argv: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream, app: CliApp): Promise<number> {
+  const table = await loadCommandTable(app.commands);
+  const builtins = builtinCommands(() => commands, styleFor);
+  const commands: Command[] = [...table, ...builtins];
   const so = styleFor(out);
   const se = styleFor(err);
   const fail = (name: string, message: string) => err.write(`${se.red(`vigil ${name}:`)} ${message}\n`);
@@ -66,6 +78,8 @@ export async function runCli(argv: string[], out: NodeJS.WritableStream = proces
       positionals: parsed.positionals,
       configPath: parsed.values.config as string | undefined,
       dataDir: parsed.values.data as string | undefined,
+      // help and completion read only the table: they do not pay for loading every proxy.
+      proxies: builtins.includes(cmd) ? [] : await app.proxies(),
       out,
       err,
     });
@@ -84,15 +98,3 @@ export async function runCli(argv: string[], out: NodeJS.WritableStream = proces
   }
 }
 
-// Run when executed directly (`tsx src/cli/main.ts`, as `npm start` does); bin/vigil.js calls runCli itself.
-if (/src[\\/]cli[\\/]main\.[jt]s$/.test(process.argv[1] ?? '')) {
-  runCli(process.argv.slice(2)).then(
-    (code) => {
-      process.exitCode = code;
-    },
-    (e) => {
-      console.error(e);
-      process.exitCode = 1;
-    },
-  );
-}

@@ -4,13 +4,14 @@ import type { Command, CommandArgs } from './command.ts';
 type Described = Omit<Command, 'run'> & { module: string };
 
 /**
- * The command table. From the sources it is src/cli/commands/index.ts. Compiled (dist/), it is the manifest
- * `npm run build` wrote from that same table: descriptions up front, each command's module imported only
- * when that command runs, so help, completion and a single command start without loading all the others.
+ * The command table. From the sources it is what `fromSources` returns (app/commands.ts: the core's commands
+ * and the proxies'). Compiled (dist/), it is the manifest `npm run build` wrote from that same table:
+ * descriptions up front, each command's module imported only when that command runs, so help, completion
+ * and a single command start without loading all the others.
  */
-export async function loadCommandTable(): Promise<Command[]> {
+export async function loadCommandTable(fromSources: () => Promise<Command[]>): Promise<Command[]> {
   const manifest = new URL('./commands.manifest.json', import.meta.url);
-  if (!import.meta.url.endsWith('.js') || !fs.existsSync(manifest)) return (await import('./commands/index.ts')).COMMANDS;
+  if (!import.meta.url.endsWith('.js') || !fs.existsSync(manifest)) return fromSources();
   const described = JSON.parse(fs.readFileSync(manifest, 'utf8')) as Described[];
   return described.map(({ module, ...d }) => ({
     ...d,

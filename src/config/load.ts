@@ -4,6 +4,7 @@ import YAML from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors.ts';
 import { buildConfigSchema, type VigilConfig } from './schema.ts';
+import type { ProxyConfigPart } from './proxy-config.ts';
 
 export interface LoadOptions {
   /** Config file; falls back to $VIGIL_CONFIG; none = built-in defaults (embedded store under ./data). */
@@ -12,6 +13,8 @@ export interface LoadOptions {
   dataDir?: string;
   /** Check that referenced files exist (default true). */
   checkFiles?: boolean;
+  /** The protocols whose sections and targets the config may have (app/config.ts binds proxies/registry.ts). */
+  proxies?: readonly ProxyConfigPart[];
 }
 
 export interface LoadedConfig {
@@ -46,8 +49,8 @@ function toConfigError(err: z.ZodError): ConfigError {
 }
 
 /** Validate a parsed YAML document. Throws ConfigError naming the first bad key. */
-export function parseConfig(doc: unknown, base: string, checkFiles = true): VigilConfig {
-  const schema = buildConfigSchema({ base, checkFiles });
+export function parseConfig(doc: unknown, base: string, checkFiles = true, proxies: readonly ProxyConfigPart[] = []): VigilConfig {
+  const schema = buildConfigSchema({ base, checkFiles }, proxies);
   const result = schema.safeParse(doc ?? {});
   if (!result.success) throw toConfigError(result.error);
   return result.data as VigilConfig;
@@ -73,7 +76,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
     }
     base = path.dirname(abs);
   }
-  const config = parseConfig(doc, base, opts.checkFiles ?? true);
+  const config = parseConfig(doc, base, opts.checkFiles ?? true, opts.proxies);
   const dataDir = path.resolve(opts.dataDir ?? path.resolve(base, config.data_dir));
   config.data_dir = dataDir;
   // Relative to the config file, like data_dir.

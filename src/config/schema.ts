@@ -4,7 +4,7 @@ export { listenerBase } from './types.ts';
 import { isValidPattern } from './redaction.ts';
 import { parseCidr } from '../identity/cidr.ts';
 import { EVENT_CATALOG } from '../events/catalog.ts';
-import { PROXIES } from '../../proxies/registry.ts';
+import type { ProxyConfigPart } from './proxy-config.ts';
 import { rolesSchema, accessSchema } from '../authz/config.ts';
 import { compileTemplate } from '../../recorder/export/template.ts';
 import { parseSchedule } from '../../recorder/reports/cron.ts';
@@ -39,12 +39,13 @@ function targetCommon(protocol: string) {
   };
 }
 
-export function buildConfigSchema(sc: SchemaContext) {
-  const targetVariants = PROXIES.map((p) => z.strictObject({ ...targetCommon(p.name), ...p.targetFields(sc) }));
+/** `proxies`: the protocols this vigil is assembled with (app/config.ts); each adds its section and target kind. */
+export function buildConfigSchema(sc: SchemaContext, proxies: readonly ProxyConfigPart[] = []) {
+  const targetVariants = proxies.map((p) => z.strictObject({ ...targetCommon(p.name), ...p.targetFields(sc) }));
   const target = z.discriminatedUnion('protocol', targetVariants as unknown as [z.ZodObject, ...z.ZodObject[]]);
 
   const proxySections: Record<string, z.ZodType> = {};
-  for (const p of PROXIES) proxySections[p.name] = p.sectionSchema(sc).prefault({});
+  for (const p of proxies) proxySections[p.name] = p.sectionSchema(sc).prefault({});
 
   return z.strictObject({
     /** Where keys, the audit log, recordings and state live. */

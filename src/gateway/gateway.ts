@@ -6,8 +6,7 @@ import type { Logger } from 'pino';
 import type { LoadedConfig } from '../config/load.ts';
 import type { TargetConfig } from '../config/schema.ts';
 import { createLogger } from '../log.ts';
-import { PROXIES } from '../../proxies/registry.ts';
-import type { ProxyInstance, ListenerSection } from './proxy.ts';
+import type { ProxyInstance, ListenerSection, ProxyModule } from './proxy.ts';
 import type { GatewayServices, TargetDirectory } from './services.ts';
 import { auditOptions, dataPaths } from '../data-dir.ts';
 import { EventBus } from '../events/bus.ts';
@@ -39,6 +38,8 @@ export interface Gateway {
 
 export interface StartOptions {
   log?: Logger;
+  /** The protocols to serve, the same the config was parsed with (app/gateway.ts passes proxies/registry.ts). */
+  proxies?: readonly ProxyModule<any>[];
 }
 
 function targetDirectory(targets: TargetConfig[]): TargetDirectory {
@@ -107,7 +108,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
   const proxies: ProxyInstance[] = [];
   const ports: Record<string, number> = {};
   try {
-    for (const mod of PROXIES) {
+    for (const mod of opts.proxies ?? []) {
       const section = (config as Record<string, unknown>)[mod.name] as ListenerSection;
       if (!section?.enabled) continue;
       const proxy = await mod.create(services, section as never);

@@ -1,20 +1,15 @@
 import type net from 'node:net';
-import type { z } from 'zod';
 import type { Logger } from 'pino';
-import type { SchemaContext, Listen } from '../config/types.ts';
+import type { Listen } from '../config/types.ts';
+import type { ProxyConfigPart } from '../config/proxy-config.ts';
 import type { GatewayServices } from './services.ts';
 
 /**
  * The contract every protocol proxy implements (one folder under `proxies/`, one line in
- * `proxies/registry.ts`). A proxy never imports another proxy; all it needs comes from `GatewayServices`.
+ * `proxies/registry.ts`; app/ hands that list to the core). A proxy never imports another proxy; all it
+ * needs comes from `GatewayServices`.
  */
-export interface ProxyModule<Section extends ListenerSection = ListenerSection> {
-  /** Protocol name: the config section key and the `protocol` value of its targets. */
-  readonly name: string;
-  /** Schema of the proxy's config section (must contain `enabled` and `listen`; use `listenerBase`). */
-  sectionSchema(sc: SchemaContext): z.ZodType<Section>;
-  /** Extra fields of a target of this protocol, merged with the common target fields. */
-  targetFields(sc: SchemaContext): z.ZodRawShape;
+export interface ProxyModule<Section extends ListenerSection = ListenerSection> extends ProxyConfigPart<Section> {
   /** Build the proxy. Called once at gateway start, after config validation. */
   create(services: GatewayServices, section: Section): Promise<ProxyInstance> | ProxyInstance;
 }

@@ -33,7 +33,7 @@ afterAll(async () => {
 
 function vigil(args: string[]): Promise<{ code: number; stdout: string; stderr: string; exitedAt: number }> {
   return new Promise((resolve) => {
-    execFile(TSX, [path.join(ROOT, 'src/cli/main.ts'), ...args, '--config', configFile], { cwd: ROOT, timeout: 60_000 }, (err, stdout, stderr) => {
+    execFile(TSX, [path.join(ROOT, 'app/main.ts'), ...args, '--config', configFile], { cwd: ROOT, timeout: 60_000 }, (err, stdout, stderr) => {
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr, exitedAt: Date.now() });
     });
   });

@@ -10,7 +10,7 @@ import { startSshd, type SshdHandle } from '../support/sshd.ts';
 import { startPostgres, clientEnv, type PostgresHandle } from '../support/postgres.ts';
 import { startMariadb, type MariadbHandle } from '../support/mariadb.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
-import { runCli } from '../../src/cli/main.ts';
+import { runCli } from '../../app/main.ts';
 import { verifyAuditLog } from '../../recorder/audit/index.ts';
 import { PassThrough } from 'node:stream';
 

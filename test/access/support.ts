@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { parseConfig } from '../../src/config/load.ts';
+import { parseConfig } from '../../app/config.ts';
 import type { VigilConfig } from '../../src/config/schema.ts';
 import { EventBus } from '../../src/events/bus.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { tempDir } from '../support/tmp.ts';
-import { parseConfig } from '../../src/config/load.ts';
+import { parseConfig } from '../../app/config.ts';
 import type { AuditEvent, EventInput } from '../../src/events/envelope.ts';
 
 /**

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { runCli } from '../../src/cli/main.ts';
+import { runCli } from '../../app/main.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
 import { apiEnv, type ApiEnv, type ClientCert } from './support.ts';

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { COMMANDS } from '../../src/cli/commands/index.ts';
+import { COMMANDS } from '../../app/commands.ts';
 import { tempDir } from '../support/tmp.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -25,7 +25,7 @@ describe('compiled CLI (npm run build)', () => {
     // Type checking is `npm run typecheck`'s job (and the suite's); the build's emit is what is tested here.
     const build = spawnSync('npm', ['run', 'build', '--', '--out', path.join(root, 'dist'), '--no-check'], { cwd: ROOT, encoding: 'utf8', timeout: 170_000 });
     expect(build.status, build.stderr + build.stdout).toBe(0);
-    expect(fs.existsSync(path.join(root, 'dist/src/cli/main.js'))).toBe(true);
+    expect(fs.existsSync(path.join(root, 'dist/app/main.js'))).toBe(true);
     expect(fs.existsSync(path.join(root, 'src'))).toBe(false);
     expect(fs.existsSync(path.join(root, 'dist/recorder/export/ocsf/schema-1.8.0.json'))).toBe(true);
 

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { COMMANDS } from '../../src/cli/commands/index.ts';
+import { COMMANDS } from '../../app/commands.ts';
 import { describeOptions } from '../../src/cli/help.ts';
 import { runCliCaptured } from '../support/cli.ts';
 

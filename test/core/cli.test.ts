@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { describe, it, expect } from 'vitest';
-import { COMMANDS } from '../../src/cli/commands/index.ts';
+import { COMMANDS } from '../../app/commands.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const vigil = (...args: string[]) => spawnSync(process.execPath, [path.join(ROOT, 'bin/vigil.js'), ...args], { encoding: 'utf8', timeout: 30_000 });

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { describe, it, expect } from 'vitest';
-import { loadConfig, parseConfig } from '../../src/config/load.ts';
+import { loadConfig, parseConfig } from '../../app/config.ts';
 import { parseDuration, parseSize, parseListen } from '../../src/config/units.ts';
 import { tempDir } from '../support/tmp.ts';
 

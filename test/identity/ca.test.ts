@@ -3,7 +3,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseConfig } from '../../src/config/load.ts';
+import { parseConfig } from '../../app/config.ts';
 import { CA_FILES, initIdentity } from '../../src/identity/index.ts';
 import { parseCertificateLine } from '../../src/identity/openssh-cert.ts';
 import { tempDir } from '../support/tmp.ts';
@@ -89,7 +89,7 @@ describe('initIdentity', () => {
     const root = path.resolve(import.meta.dirname, '../..');
     fs.writeFileSync(
       script,
-      `import { parseConfig } from '${root}/src/config/load.ts';\n` +
+      `import { parseConfig } from '${root}/app/config.ts';\n` +
         `import { initIdentity } from '${root}/src/identity/index.ts';\n` +
         `const created = await initIdentity(${JSON.stringify(dataDir)}, parseConfig({ data_dir: ${JSON.stringify(dataDir)} }, ${JSON.stringify(base)}));\n` +
         `process.stdout.write(String(created));\n`,

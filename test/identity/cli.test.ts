@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { runCli } from '../../src/cli/main.ts';
+import { runCli } from '../../app/main.ts';
 import { searchAuditLog, verifyAuditLog } from '../../recorder/audit/index.ts';
 import { openStateStore } from '../../src/store/index.ts';
 import { tempDir } from '../support/tmp.ts';

@@ -1,6 +1,6 @@
 import crypto, { type KeyObject } from 'node:crypto';
 import path from 'node:path';
-import { parseConfig } from '../../src/config/load.ts';
+import { parseConfig } from '../../app/config.ts';
 import type { VigilConfig } from '../../src/config/schema.ts';
 import { initIdentity, openIdentity } from '../../src/identity/index.ts';
 import { loadCaKeys, type CaKeys } from '../../src/identity/ca.ts';

@@ -9,7 +9,7 @@ import { startPostgres, PASSWORDS, type PostgresHandle } from '../support/postgr
 import { tempDir, secretsDir, waitFor } from '../support/tmp.ts';
 import { run } from './helpers.ts';
 import { encodeCancelRequest, encodeMessage, encodeSslRequest, encodeStartupMessage, cstr, F } from '../../proxies/postgres/frontend.ts';
-import { parseConfig } from '../../src/config/load.ts';
+import { parseConfig } from '../../app/config.ts';
 
 /**
  * Transparency of the Postgres proxy (issue 17): what a client learns about its backend through vigil is

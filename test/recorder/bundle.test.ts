@@ -21,7 +21,7 @@ import { searchAuditLog } from '../../recorder/audit/index.ts';
 import { dataPaths } from '../../src/data-dir.ts';
 import { BUNDLE_EXIT_CODES } from '../../recorder/bundle/index.ts';
 import { openAuditLog } from '../../recorder/audit/index.ts';
-import { parseConfig } from '../../src/config/load.ts';
+import { parseConfig } from '../../app/config.ts';
 import { initIdentity } from '../../src/identity/ca.ts';
 import { auditOptions, sampleEvent } from './helpers.ts';
 

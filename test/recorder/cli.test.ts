@@ -3,7 +3,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { describe, it, expect } from 'vitest';
 import { tempDir } from '../support/tmp.ts';
-import { runCli } from '../../src/cli/main.ts';
+import { runCli } from '../../app/main.ts';
 import { openAuditLog, formatEventRow, escapeTerminal, listSegments } from '../../recorder/audit/index.ts';
 import { createEvent } from '../../src/events/envelope.ts';
 import { makeSigningKey, auditOptions, sampleEvent } from './helpers.ts';

@@ -10,7 +10,7 @@ import { escapeJsonUtf8, maxEscapedLength } from '../../recorder/recordings/json
 import { readAsciicast, renderFinalText, playAsciicast, streamText } from '../../recorder/recordings/replay.ts';
 import { NUL_RUN_MIN, NUL_RUN_CODES, BINARY_CODES } from '../../recorder/recordings/index.ts';
 import crypto from 'node:crypto';
-import { runCli } from '../../src/cli/main.ts';
+import { runCli } from '../../app/main.ts';
 
 function sink(): { stream: Writable; text: () => string; bytes: () => Buffer } {
   const chunks: Buffer[] = [];

@@ -5,7 +5,7 @@ import { describe, it, expect, afterEach, vi } from 'vitest';
 import { tempDir } from '../support/tmp.ts';
 import { runCliCaptured } from '../support/cli.ts';
 import { createEvent, type AuditEvent } from '../../src/events/envelope.ts';
-import { parseConfig } from '../../src/config/load.ts';
+import { parseConfig } from '../../app/config.ts';
 import { initIdentity } from '../../src/identity/ca.ts';
 import { openAuditLog, listSegments, searchAuditLog, AuditIndex, INDEX_FILE, searchIndexed, searchableText, type AuditQuery } from '../../recorder/audit/index.ts';
 import { auditOptions, makeSigningKey, sampleEvent } from './helpers.ts';

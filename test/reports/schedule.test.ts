@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseSchedule } from '../../recorder/reports/cron.ts';
-import { parseConfig } from '../../src/config/load.ts';
+import { parseConfig } from '../../app/config.ts';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { tempDir } from '../support/tmp.ts';
 import { runCliCaptured } from '../support/cli.ts';

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRequire } from 'node:module';
-import { parseConfig } from '../../src/config/load.ts';
+import { parseConfig } from '../../app/config.ts';
 import { SSH_CIPHERS } from '../../proxies/ssh/config.ts';
 import { startWorld, type SshWorld } from './harness.ts';
 import type { IssuedFiles } from '../support/gateway.ts';

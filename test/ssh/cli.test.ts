@@ -2,10 +2,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
-import { runCli } from '../../src/cli/main.ts';
+import { runCli } from '../../app/main.ts';
 import { publicKeyLine } from '../../proxies/ssh/known-hosts.ts';
 import { openIdentity, initIdentity } from '../../src/identity/index.ts';
-import { loadConfig } from '../../src/config/load.ts';
+import { loadConfig } from '../../app/config.ts';
 import { openStateStore } from '../../src/store/index.ts';
 import { tempDir } from '../support/tmp.ts';
 

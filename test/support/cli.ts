@@ -1,5 +1,5 @@
 import { Writable } from 'node:stream';
-import { runCli } from '../../src/cli/main.ts';
+import { runCli } from '../../app/main.ts';
 
 export interface CliResult {
   code: number;

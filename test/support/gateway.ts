@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { parseConfig } from '../../src/config/load.ts';
-import { startGateway, type Gateway } from '../../src/gateway/gateway.ts';
+import { parseConfig } from '../../app/config.ts';
+import { startGateway, type Gateway } from '../../app/gateway.ts';
 import { silentLogger, createLogger } from '../../src/log.ts';
 import type { IssueRequest, IssuedCredentials } from '../../src/identity/types.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';

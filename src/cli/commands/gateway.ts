@@ -11,7 +11,7 @@ export const serveCommand: Command = {
   async run(args) {
     const loaded = loadFromArgs(args);
     const log = createLogger(loaded.config.log.level);
-    // Imported here so that `vigil --help` and other commands do not load every proxy.
+    // Imported here so that `vigil --help` and other commands do not load the gateway and its listeners.
     const { startGateway } = await import('../../gateway/gateway.ts');
     // Signals are taken from the start: one that arrives while the gateway is still starting shuts it
     // down once it is up, and a second one while draining does not kill the process mid-close.
@@ -20,7 +20,7 @@ export const serveCommand: Command = {
     const onSignal = (sig: string) => (signalled ? signalled(sig) : (early ??= sig));
     process.on('SIGTERM', () => onSignal('SIGTERM'));
     process.on('SIGINT', () => onSignal('SIGINT'));
-    const gw = await startGateway(loaded, { log });
+    const gw = await startGateway(loaded, { log, proxies: args.proxies });
     log.info({ ports: gw.ports, data: loaded.dataDir }, 'vigil gateway running');
     await new Promise<void>((resolve) => {
       let closing = false;

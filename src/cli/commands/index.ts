@@ -9,9 +9,11 @@ import { REPLAY_COMMANDS } from './replay.ts';
 import { RETENTION_COMMANDS } from './retention.ts';
 import { REPORT_COMMANDS } from './report.ts';
 import { ALERT_COMMANDS } from './alerts.ts';
-import { sshKnownHostsCommand } from '../../../proxies/ssh/cli.ts';
 
-/** Every CLI command, in the order `vigil --help` lists them. One line per command module. */
+/**
+ * The core's CLI commands, in the order `vigil --help` lists them; app/commands.ts appends the proxies' own.
+ * One line per command module.
+ */
 export const COMMANDS: Command[] = [
   serveCommand,
   initCommand,
@@ -25,5 +27,4 @@ export const COMMANDS: Command[] = [
   ...RETENTION_COMMANDS,
   ...REPORT_COMMANDS,
   ...ALERT_COMMANDS,
-  sshKnownHostsCommand,
 ];
