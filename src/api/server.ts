@@ -121,6 +121,11 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
       const healthy = events.healthy;
       return sendJson(res, healthy ? 200 : 503, { status: healthy ? 'ok' : 'failing', audit: healthy ? 'ok' : 'unavailable' });
     }
+    // Readiness for load balancers: live (healthz) and not draining. Open like healthz: it says nothing else.
+    if (url.pathname === '/readyz' && req.method === 'GET') {
+      const ready = events.healthy && !services.draining;
+      return sendJson(res, ready ? 200 : 503, { status: ready ? 'ready' : services.draining ? 'draining' : 'failing' });
+    }
     const auth = await authenticate(req);
     if (!auth.ok) {
       const r = budgetRefusal(req, auth);

@@ -57,6 +57,11 @@ export function buildConfigSchema(sc: SchemaContext, proxies: readonly ProxyConf
         tls_sans: z.array(z.string()).default(['localhost', '127.0.0.1']),
         /** How long live sessions may finish after SIGTERM. */
         shutdown_drain: duration().default(10_000 as never),
+        /**
+         * Behind a load balancer: on SIGTERM, `GET /readyz` answers 503 for this long while every listener
+         * still accepts, so the balancer stops sending new connections before any listener closes.
+         */
+        drain_notice: duration().default(0 as never),
         /** Backend connect timeout. */
         connect_timeout: duration().default(10_000 as never),
         /** Unauthenticated connections are dropped after this long. */

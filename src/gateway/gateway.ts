@@ -169,6 +169,12 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
+      // Balancers learn first (readiness fails) while the listeners still accept; then they close.
+      services.draining = true;
+      if (config.gateway.drain_notice > 0) {
+        log.info({ ms: config.gateway.drain_notice }, 'draining: /readyz answers 503 before the listeners close');
+        await new Promise((r) => setTimeout(r, config.gateway.drain_notice));
+      }
       for (const s of servers) s.close();
       for (const p of proxies) await p.close().catch((e) => log.warn({ err: e }, 'proxy close failed'));
       await services.sessions.drain(config.gateway.shutdown_drain);

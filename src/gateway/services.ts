@@ -29,6 +29,8 @@ export interface GatewayServices {
   auditIndex?: IndexFollower;
   /** Alert rules and notifiers (absent when none are configured). */
   alerts?: AlertService;
+  /** Set when shutdown began: `GET /readyz` answers 503 from then on (load balancers drain the replica). */
+  draining?: boolean;
 }
 
 export interface TargetDirectory {
