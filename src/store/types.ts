@@ -59,6 +59,8 @@ export interface AccessRecord {
   decisionReason?: string;
   /** Set once `access.expired` has been written, so it is written exactly once across processes. */
   expiryRecorded?: boolean;
+  /** How far telling the approvers got (access.approvals): each step is claimed here exactly once. */
+  notify?: { notifiedAt?: string; remindedAt?: string; escalatedAt?: string; decisionNotifiedAt?: string; told?: string[] };
 }
 
 export interface LockRecord {
