@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import type { Actor } from '../access/service.ts';
+import { formatDuration, type Actor } from '../access/service.ts';
 import { AccessRefusedError } from '../access/errors.ts';
 import { LinkError, linkErrors, linkId, tokenHash, type LinkRow, type LinkStore } from '../access/links.ts';
 import type { AccessRecord } from '../store/types.ts';
-import { ApiError, parseBody, readJson } from './http.ts';
+import { ApiError, HtmlBody, MAX_BODY_BYTES, errorResponse, parseBody, readJson } from './http.ts';
 import type { RouteContext } from './routes.ts';
 
 /**
@@ -46,7 +46,78 @@ function view(r: AccessRecord) {
   };
 }
 
+/**
+ * A browser opening the link (Accept: text/html) gets a page: what will be decided and a button that
+ * POSTs the same URL (a deny page asks for a reason), then the outcome. Other clients get JSON.
+ */
 export async function linkRoute(ctx: RouteContext, method: 'GET' | 'POST'): Promise<[number, unknown]> {
+  const html = /\btext\/html\b/.test(String(ctx.req.headers.accept ?? ''));
+  if (!html) return linkJson(ctx, method);
+  try {
+    const [status, body] = await linkJson(ctx, method);
+    return [status, new HtmlBody(method === 'GET' ? confirmPage(body as LinkView) : donePage(body as { decision: string; request: AccessRecord }))];
+  } catch (e) {
+    // Refusals were recorded (link_refused, or access.refused by the access service); show them as a page.
+    if (!(e instanceof RecordedApiError) && !(e instanceof AccessRefusedError)) throw e;
+    const r = errorResponse(e);
+    return [r.status, new HtmlBody(page('Not possible', `<p>${esc(r.message)}</p><p><code>${esc(r.code)}</code></p>`))];
+  }
+}
+
+interface LinkView {
+  link: { decision: string; expires_at: string; link_id: string };
+  request: ReturnType<typeof view>;
+}
+
+const esc = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+function page(title: string, body: string): string {
+  return `<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>vigil: ${esc(title)}</title>` +
+    `<style>body{font-family:system-ui,sans-serif;max-width:40em;margin:2em auto;padding:0 1em}th{text-align:left;padding-right:1em;vertical-align:top}button{font-size:1.1em;padding:.4em 1.2em}</style></head>` +
+    `<body><h1>${esc(title)}</h1>${body}</body></html>`;
+}
+
+function confirmPage(v: LinkView): string {
+  const r = v.request;
+  const rows: [string, unknown][] = [
+    ['Request', r.id],
+    ['Requested by', r.requester],
+    ['For', r.beneficiary],
+    ['Role', r.role],
+    ['Targets', r.targets.length ? r.targets.join(', ') : 'everything the role reaches'],
+    ['Duration', formatDuration(r.ttl_ms)],
+    ['Reason', r.reason],
+    ['Approvals so far', r.approvals.length ? r.approvals.join(', ') : 'none'],
+    ['Link valid until', v.link.expires_at],
+  ];
+  const table = `<table>${rows.map(([k, x]) => `<tr><th>${esc(k)}</th><td>${esc(x)}</td></tr>`).join('')}</table>`;
+  const approve = v.link.decision === 'approve';
+  const form = approve
+    ? `<form method="post"><button type="submit">Approve</button></form>`
+    : `<form method="post"><p><label>Reason <input name="reason" required size="40"></label></p><button type="submit">Deny</button></form>`;
+  return page(approve ? 'Approve this access request?' : 'Deny this access request?', `${table}${form}<p>This link works once, with your vigil client certificate.</p>`);
+}
+
+function donePage(b: { decision: string; request: AccessRecord }): string {
+  const r = b.request;
+  const what = r.state === 'active' ? `approved: ${r.user} holds role ${r.role} until ${r.expiresAt}` : r.state === 'denied' ? 'denied' : `recorded your approval (${r.approvals.length} so far; more are needed)`;
+  return page(`Request ${r.id}`, `<p>${esc(what)}.</p>`);
+}
+
+/** JSON, or an HTML form's fields (the page's own form), bounded like every API body. */
+async function readLinkBody(req: RouteContext['req']): Promise<unknown> {
+  if (!/^application\/x-www-form-urlencoded\b/.test(String(req.headers['content-type'] ?? ''))) return readJson(req);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req as AsyncIterable<Buffer>) {
+    size += c.length;
+    if (size > MAX_BODY_BYTES) throw new ApiError(413, 'VIGIL_BODY_TOO_LARGE', `Request bodies are limited to ${MAX_BODY_BYTES} bytes.`);
+    chunks.push(c);
+  }
+  return Object.fromEntries(new URLSearchParams(Buffer.concat(chunks).toString('utf8')));
+}
+
+async function linkJson(ctx: RouteContext, method: 'GET' | 'POST'): Promise<[number, unknown]> {
   const { actor, params, access, services } = ctx;
   const links = ctx.links();
   const token = params.token;
@@ -84,7 +155,7 @@ export async function linkRoute(ctx: RouteContext, method: 'GET' | 'POST'): Prom
     return [200, { link: { decision: row.decision, expires_at: new Date(row.expires_at).toISOString(), link_id: linkId(row.hash) }, request: view(rec) }];
   }
 
-  const body = parseBody(LinkBody, await readJson(ctx.req));
+  const body = parseBody(LinkBody, await readLinkBody(ctx.req));
   if (!links.claim(row.hash, actor.user)) return refuse(linkErrors.used(), row);
   let decided: AccessRecord;
   try {

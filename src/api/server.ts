@@ -9,7 +9,7 @@ import type { Listen } from '../config/types.ts';
 import { AccessService, type Actor } from '../access/service.ts';
 import { AccessRefusedError } from '../access/errors.ts';
 import { grantIsLive } from '../authz/index.ts';
-import { ApiError, errorResponse, sendJson } from './http.ts';
+import { ApiError, HtmlBody, errorResponse, sendHtml, sendJson } from './http.ts';
 import { matchRoute } from './routes.ts';
 import { RefusalBudget } from './refusals.ts';
 import { applyKeepAlive } from '../gateway/slow-clients.ts';
@@ -150,7 +150,8 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
       if (m === 'not_found') throw new ApiError(404, 'VIGIL_NO_ROUTE', `No API endpoint ${url.pathname}.`);
       if (m === 'bad_method') throw new ApiError(405, 'VIGIL_BAD_METHOD', `${req.method} is not supported on ${url.pathname}.`);
       const [status, body] = await m.route.handle({ actor, params: m.params, query: url.searchParams, req, services, access, links });
-      sendJson(res, status, body);
+      if (body instanceof HtmlBody) sendHtml(res, status, body.html);
+      else sendJson(res, status, body);
     } catch (e) {
       const r = errorResponse(e);
       if (r.status === 500) log.error({ err: e, path: redactLinkPath(url.pathname) }, 'api: handler failed');

@@ -111,6 +111,21 @@ function call(method: string, url: string, who: IssuedFiles | undefined, body?: 
     req.end(payload);
   });
 }
+/** What a browser holding the approver's certificate does: Accept text/html, the page's form posted urlencoded. */
+function browser(method: string, url: string, who: IssuedFiles, form?: Record<string, string>): Promise<{ status: number; headers: http.IncomingHttpHeaders; text: string }> {
+  return new Promise((resolve, reject) => {
+    const payload = form ? new URLSearchParams(form).toString() : undefined;
+    const headers: Record<string, string> = { accept: 'text/html,application/xhtml+xml' };
+    if (payload !== undefined) headers['content-type'] = 'application/x-www-form-urlencoded';
+    const req = https.request(url, { method, agent: false, ca: fs.readFileSync(alice.ca), cert: fs.readFileSync(who.crt), key: fs.readFileSync(who.key), headers }, (res) => {
+      let text = '';
+      res.on('data', (d) => (text += d));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, text }));
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
 const api = (method: string, p: string, who: IssuedFiles | undefined, body?: unknown) => call(method, `https://127.0.0.1:${tg.ports.api}${p}`, who, body);
 
 const message = (pathName: string, id: string, action: string) =>
@@ -214,6 +229,28 @@ describe('approvals through one-time links', () => {
     const late = await call('POST', msg.approve_url, root);
     expect(late.status).toBe(409);
     expect(late.body.error.code).toBe('VIGIL_ALREADY_DECIDED');
+  }, 60_000);
+
+  it('in a browser: the link shows a page with the request and a form; the deny form takes a reason', async () => {
+    const filed = await api('POST', '/v1/access/requests', alice, { role: 'prod-access', reason: 'INC-5400 <script>alert(1)</script>', ttl: '5m' });
+    const id = filed.body.request.id;
+    const msg = (await message('/hook', id, 'request')).body;
+    const shown = await browser('GET', msg.deny_url, bob);
+    expect(shown.status).toBe(200);
+    expect(shown.headers['content-type']).toMatch(/^text\/html/);
+    expect(shown.headers['content-security-policy']).toContain("default-src 'none'");
+    expect(shown.text).toContain('Deny this access request?');
+    expect(shown.text).toContain('INC-5400 &#60;script&#62;alert(1)&#60;/script&#62;');
+    expect(shown.text).not.toContain('<script>');
+    expect(shown.text).toMatch(/<form method="post">.*name="reason"/);
+    // The requester gets a refusal page, and the link stays usable.
+    const mine = await browser('GET', msg.deny_url, alice);
+    expect(mine.status).toBe(403);
+    expect(mine.text).toContain('VIGIL_LINK_NOT_APPROVER');
+    const done = await browser('POST', msg.deny_url, bob, { reason: 'freeze week' });
+    expect(done.status).toBe(200);
+    expect(done.text).toContain('denied');
+    expect(await tg.gw.services.store.getAccess(id)).toMatchObject({ state: 'denied', decidedBy: 'bob', decisionReason: 'freeze week' });
   }, 60_000);
 
   it('nobody decides: a reminder, then an escalation to the leads (Slack) whose link works; the decision goes to both', async () => {
