@@ -179,16 +179,23 @@ async function linkJson(ctx: RouteContext, method: 'GET' | 'POST'): Promise<[num
   return [200, { decision: row.decision, request: decided }];
 }
 
-/** Record a link use refused before any identity was established (no or bad client certificate). */
-export function unauthenticatedLinkRefusal(actor: Pick<Actor, 'source'> & { user?: string; certSerial?: string }, token: string, code: string, message: string) {
+/**
+ * Record a link use refused before any identity was established (no or bad client certificate), naming
+ * the request when the token is a live link of ours (so auditors see which request someone tried).
+ */
+export function unauthenticatedLinkRefusal(links: LinkStore, actor: Pick<Actor, 'source'> & { user?: string; certSerial?: string }, token: string, code: string, message: string) {
+  let row: LinkRow | undefined;
+  try {
+    row = links.resolve(token);
+  } catch {
+    row = undefined; // unknown, forged, used or expired: recorded without a request
+  }
   return {
     type: 'access.link_refused' as const,
     outcome: 'failure' as const,
     actor: { user: actor.user ?? 'unknown', roles: [], ...(actor.certSerial ? { cert_serial: actor.certSerial } : {}) },
     source: actor.source,
-    target: { name: 'access/links', protocol: 'vigil' },
-    details: { link_id: linkIdOfToken(token), code, reason: message },
+    target: { name: row ? `grant/${row.request_id}` : 'access/links', protocol: 'vigil' },
+    details: { link_id: linkIdOfToken(token), ...(row ? { request_id: row.request_id, decision: row.decision } : {}), code, reason: message },
   };
 }
-
-export { ApiError };

@@ -132,7 +132,7 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
       if (r.status !== 429 && url.pathname.startsWith(LINK_PATH_PREFIX)) {
         // A link opened without an approver's certificate: the link alone decides nothing.
         const token = url.pathname.slice(LINK_PATH_PREFIX.length);
-        await events.emit(unauthenticatedLinkRefusal({ source: sourceOf(req), user: auth.user, certSerial: auth.certSerial }, token, auth.error.code, auth.error.message)).catch((e) => log.error({ err: (e as Error).message }, 'api: could not record a refused link'));
+        await events.emit(unauthenticatedLinkRefusal(links(), { source: sourceOf(req), user: auth.user, certSerial: auth.certSerial }, token, auth.error.code, auth.error.message)).catch((e) => log.error({ err: (e as Error).message }, 'api: could not record a refused link'));
       }
       if (r.retryAfter) res.setHeader('retry-after', String(r.retryAfter));
       return sendJson(res, r.status, { error: { code: r.code, message: r.message } });

@@ -164,7 +164,9 @@ describe('approvals through one-time links', () => {
     // No certificate: the link alone decides nothing.
     const anon = await call('POST', msg.approve_url, undefined);
     expect(anon).toMatchObject({ status: 401, body: { error: { code: 'VIGIL_NO_CLIENT_CERT' } } });
-    await ev('access.link_refused', (e) => e.details.code === 'VIGIL_NO_CLIENT_CERT');
+    const anonEvent = await ev('access.link_refused', (e) => e.details.code === 'VIGIL_NO_CLIENT_CERT');
+    expect(anonEvent.details).toMatchObject({ request_id: id, decision: 'approve' });
+    expect(anonEvent.actor.user).toBe('unknown');
     // The requester (also the beneficiary) cannot use it; nor can a non-approver.
     for (const who of [alice, dave]) {
       for (const method of ['GET', 'POST']) {
@@ -229,6 +231,18 @@ describe('approvals through one-time links', () => {
     const late = await call('POST', msg.approve_url, root);
     expect(late.status).toBe(409);
     expect(late.body.error.code).toBe('VIGIL_ALREADY_DECIDED');
+  }, 60_000);
+
+  it('two approvers using the same link at once: exactly one decides, the other is told it was used', async () => {
+    const filed = await api('POST', '/v1/access/requests', alice, { role: 'prod-access', reason: 'INC-5500 race', ttl: '5m' });
+    const id = filed.body.request.id;
+    const msg = (await message('/hook', id, 'request')).body;
+    const results = await Promise.all([call('POST', msg.approve_url, bob), call('POST', msg.approve_url, root)]);
+    const statuses = results.map((r) => r.status).sort();
+    expect(statuses).toEqual([200, 409]);
+    expect(results.find((r) => r.status === 409)!.body.error.code).toBe('VIGIL_LINK_USED');
+    const winner = results.find((r) => r.status === 200)!.body.request.decidedBy;
+    expect(tg.events.filter((e) => e.type === 'access.approved' && e.details.request_id === id).map((e) => e.actor.user)).toEqual([winner]);
   }, 60_000);
 
   it('in a browser: the link shows a page with the request and a form; the deny form takes a reason', async () => {
