@@ -24,7 +24,7 @@ export type ApprovalsConfig = AccessConfig['approvals'];
 /** Progress of a request's notifications, kept in its record (`told`: notifiers the decision goes back to). */
 export type NotifyProgress = NonNullable<AccessRecord['notify']>;
 
-type Step = 'notified' | 'reminded' | 'escalated' | 'decision_notified';
+type Step = 'notified' | 'reminded' | 'escalated' | 'progress_notified' | 'decision_notified';
 
 export interface ApprovalsDeps {
   config: ApprovalsConfig;
@@ -96,6 +96,9 @@ export class Approvals {
       if (pending) {
         const age = now - Date.parse(r.createdAt);
         if (!p.notifiedAt) await this.step(r, 'notified', cfg.notify);
+        // Approved by some, needing more (approvals_required > 1): the used approve link is gone, so the
+        // others get fresh links right away instead of waiting for the reminder.
+        else if (r.approvals.length > (p.approvalsTold ?? 0)) await this.step(r, 'progress_notified', cfg.notify);
         else if (cfg.remind_after !== undefined && !p.remindedAt && age >= cfg.remind_after) await this.step(r, 'reminded', cfg.notify);
         const q = progressOf(r); // r carries what this pass claimed
         if (cfg.escalate_after !== undefined && cfg.escalate_to.length && q.notifiedAt && !q.escalatedAt && age >= cfg.escalate_after) {
@@ -115,15 +118,17 @@ export class Approvals {
   private async step(r: AccessRecord, step: Step, notifiers: string[]): Promise<void> {
     if (!notifiers.length) return;
     const now = this.now();
-    const field = ({ notified: 'notifiedAt', reminded: 'remindedAt', escalated: 'escalatedAt', decision_notified: 'decisionNotifiedAt' } as const)[step];
+    const field = ({ notified: 'notifiedAt', reminded: 'remindedAt', escalated: 'escalatedAt', progress_notified: undefined, decision_notified: 'decisionNotifiedAt' } as const)[step];
     let rec: AccessRecord;
     try {
       rec = await this.d.store.updateAccess(r.id, (cur) => {
         const p = progressOf(cur);
-        if (p[field]) throw new NotDue();
+        if (field ? p[field] : (p.approvalsTold ?? 0) >= cur.approvals.length) throw new NotDue();
         if (step !== 'decision_notified' && cur.state !== 'pending') throw new NotDue();
         const told = [...new Set([...(p.told ?? []), ...(step === 'decision_notified' ? [] : notifiers)])];
-        return { ...cur, notify: { ...p, [field]: new Date(now).toISOString(), told } };
+        const claimed = field ? { [field]: new Date(now).toISOString() } : {};
+        // Approvals already present when a message goes out are in it: no separate progress message for them.
+        return { ...cur, notify: { ...p, ...claimed, told, approvalsTold: cur.approvals.length } };
       });
     } catch (e) {
       if (e instanceof NotDue) return; // another gateway did it, or the request was decided meanwhile
@@ -131,7 +136,7 @@ export class Approvals {
     }
     Object.assign(r, rec);
 
-    const action = ({ notified: 'request', reminded: 'reminder', escalated: 'escalation', decision_notified: 'decision' } as const)[step];
+    const action = ({ notified: 'request', reminded: 'reminder', escalated: 'escalation', progress_notified: 'progress', decision_notified: 'decision' } as const)[step];
     const n: AccessNotification = {
       kind: 'access',
       action,
@@ -144,6 +149,7 @@ export class Approvals {
       duration: formatDuration(rec.ttlMs),
       ttl_ms: rec.ttlMs,
       request_expires_at: rec.requestExpiresAt,
+      approvals: rec.approvals.map((a) => a.by),
       time: new Date(now).toISOString(),
     };
     const linkIds: string[] = [];
@@ -173,6 +179,7 @@ export class Approvals {
     };
     if (linkIds.length) Object.assign(details, { link_ids: linkIds, links_expire_at: n.links_expire_at });
     if (n.decision) Object.assign(details, { decision: n.decision.state, decided_by: n.decision.by });
+    if (action === 'progress') details.approvals = n.approvals;
     try {
       await this.d.events.emit({
         type: `access.${step}` as EventType,
@@ -184,7 +191,8 @@ export class Approvals {
       });
     } catch (e) {
       // Not recorded, so not sent: hand the claim back for the next sweep.
-      await this.d.store.updateAccess(rec.id, (cur) => ({ ...cur, notify: { ...progressOf(cur), [field]: undefined } })).catch(() => {});
+      const undo = field ? { [field]: undefined } : { approvalsTold: r.notify?.approvalsTold };
+      await this.d.store.updateAccess(rec.id, (cur) => ({ ...cur, notify: { ...progressOf(cur), ...undo } })).catch(() => {});
       throw e;
     }
     for (const name of notifiers) this.d.outbox.add(name, n, now);

@@ -57,6 +57,7 @@ export const EVENT_CATALOG = {
   'access.notified': { description: 'A pending request was sent to the approvers\' notifiers (access.approvals.notify) with one-time approve/deny links: request, requester, beneficiary, role, notifiers, link ids (never the links) and their expiry.' },
   'access.reminded': { description: 'Nobody decided a request within access.approvals.remind_after: a reminder with fresh one-time links was sent to the notifiers.' },
   'access.escalated': { description: 'Nobody decided a request within access.approvals.escalate_after: it was sent with fresh one-time links to access.approvals.escalate_to.' },
+  'access.progress_notified': { description: 'A request needing several approvals got one and still waits: the notifiers were sent who approved so far with fresh one-time links (the used approve link is gone).' },
   'access.decision_notified': { description: 'How a request that approvers were told about ended (approved, denied or expired undecided) was posted back to its notifiers.' },
   'access.link_used': { description: 'An approver decided a request through a one-time link, identified by the client certificate presented with it: link id, decision, request.' },
   'access.link_refused': { description: 'A one-time approval link was refused (no or invalid client certificate, not an approver, requester or beneficiary, used, expired or unknown) with a stable code; a refusal for the caller\'s identity leaves the link usable.' },

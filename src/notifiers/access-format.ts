@@ -7,7 +7,7 @@ import os from 'node:os';
  */
 export interface AccessNotification {
   kind: 'access';
-  action: 'request' | 'reminder' | 'escalation' | 'decision';
+  action: 'request' | 'reminder' | 'escalation' | 'progress' | 'decision';
   request_id: string;
   reason: string;
   requester: string;
@@ -18,6 +18,8 @@ export interface AccessNotification {
   duration: string;
   ttl_ms: number;
   request_expires_at: string;
+  /** Who approved so far (a role may need several approvals). */
+  approvals: string[];
   approve_url?: string;
   deny_url?: string;
   links_expire_at?: string;
@@ -42,6 +44,8 @@ export function accessSummary(n: AccessNotification): string {
       return `Reminder: vigil access request ${n.request_id} still waits for approval: ${what}`;
     case 'escalation':
       return `Escalation: nobody decided vigil access request ${n.request_id}: ${what}`;
+    case 'progress':
+      return `vigil access request ${n.request_id} was approved by ${n.approvals.join(', ')} and needs more approvals: ${what}`;
     case 'decision': {
       const d = n.decision;
       const verb = d?.state === 'active' ? `approved by ${d.by}` : d?.state === 'denied' ? `denied by ${d.by}${d.reason ? ` (${d.reason})` : ''}` : d?.state === 'expired' ? 'expired undecided' : d?.state ?? 'decided';

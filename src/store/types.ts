@@ -60,7 +60,7 @@ export interface AccessRecord {
   /** Set once `access.expired` has been written, so it is written exactly once across processes. */
   expiryRecorded?: boolean;
   /** How far telling the approvers got (access.approvals): each step is claimed here exactly once. */
-  notify?: { notifiedAt?: string; remindedAt?: string; escalatedAt?: string; decisionNotifiedAt?: string; told?: string[] };
+  notify?: { notifiedAt?: string; remindedAt?: string; escalatedAt?: string; decisionNotifiedAt?: string; told?: string[]; approvalsTold?: number };
 }
 
 export interface LockRecord {

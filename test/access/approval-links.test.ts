@@ -71,6 +71,7 @@ beforeAll(async () => {
       roles: [
         { name: 'engineer' },
         { name: 'prod-access', target_labels: { env: 'prod' }, approvers: ['sre-lead'], max_ttl: '1h' },
+        { name: 'prod-two', target_labels: { env: 'prod' }, approvers: ['sre-lead'], approvals_required: 2, max_ttl: '1h' },
         { name: 'sre-lead' },
         { name: 'admin' },
       ],
@@ -243,6 +244,24 @@ describe('approvals through one-time links', () => {
     expect(results.find((r) => r.status === 409)!.body.error.code).toBe('VIGIL_LINK_USED');
     const winner = results.find((r) => r.status === 200)!.body.request.decidedBy;
     expect(tg.events.filter((e) => e.type === 'access.approved' && e.details.request_id === id).map((e) => e.actor.user)).toEqual([winner]);
+  }, 60_000);
+
+  it('a role needing two approvals: after the first link approval the approvers get fresh links at once', async () => {
+    const filed = await api('POST', '/v1/access/requests', alice, { role: 'prod-two', reason: 'INC-5600 two keys', ttl: '5m' });
+    const id = filed.body.request.id;
+    const msg = (await message('/hook', id, 'request')).body;
+    const first = await call('POST', msg.approve_url, bob);
+    expect(first.body.request).toMatchObject({ state: 'pending', approvals: [{ by: 'bob' }] });
+    const progress = (await message('/hook', id, 'progress')).body;
+    expect(progress.approvals).toEqual(['bob']);
+    expect(progress.approve_url).not.toBe(msg.approve_url);
+    const ev1 = await ev('access.progress_notified', (e) => e.details.request_id === id);
+    expect(ev1.details.approvals).toEqual(['bob']);
+    // bob cannot count twice; root completes it with the fresh link.
+    expect((await call('POST', progress.approve_url, bob)).status).toBe(409);
+    const done = await call('POST', progress.approve_url, root);
+    expect(done.body.request).toMatchObject({ state: 'active', decidedBy: 'root' });
+    expect(rx.got.filter((m) => m.path === '/hook' && m.body.request_id === id && m.body.action === 'progress')).toHaveLength(1);
   }, 60_000);
 
   it('in a browser: the link shows a page with the request and a form; the deny form takes a reason', async () => {

@@ -231,6 +231,7 @@ const MAPPERS: Record<EventType, (e: AuditEvent) => Mapped> = {
   'access.notified': (e) => userAccess(e, OTHER, 'Notify Approvers'),
   'access.reminded': (e) => userAccess(e, OTHER, 'Remind Approvers'),
   'access.escalated': (e) => userAccess(e, OTHER, 'Escalate'),
+  'access.progress_notified': (e) => userAccess(e, OTHER, 'Notify Progress'),
   'access.decision_notified': (e) => userAccess(e, OTHER, 'Notify Decision'),
   'access.link_used': (e) => userAccess(e, OTHER, e.details?.decision === 'deny' ? 'Deny' : 'Approve'),
   'access.link_refused': (e) => userAccess(e, OTHER, 'Refuse'),
