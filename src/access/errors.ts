@@ -31,7 +31,7 @@ export const refused = {
     new AccessRefusedError('VIGIL_ALREADY_DECIDED', 'conflict', `Request ${id} was already decided (it is ${state}).`),
   requestExpired: (id: string) =>
     new AccessRefusedError('VIGIL_REQUEST_EXPIRED', 'conflict', `Request ${id} expired before anyone decided it; ask for a new one.`),
-  selfApproval: () => new AccessRefusedError('VIGIL_SELF_APPROVAL', 'forbidden', 'You cannot decide your own request.'),
+  selfApproval: () => new AccessRefusedError('VIGIL_SELF_APPROVAL', 'forbidden', 'You cannot decide a request you filed or that grants you access.'),
   notApprover: (role: string) =>
     new AccessRefusedError('VIGIL_NOT_APPROVER', 'forbidden', `You do not hold a role that may approve requests for "${role}".`),
   alreadyApproved: (id: string) =>

@@ -128,6 +128,8 @@ export class AccessService {
       const rec: AccessRecord = {
         id: newId(now),
         user,
+        requester: actor.user,
+        beneficiary: user,
         role: role.name,
         targets,
         reason,
@@ -203,8 +205,22 @@ export class AccessService {
     if (cur.state === 'expired' && !cur.grantedAt) throw refused.requestExpired(cur.id);
     if (cur.state !== 'pending') throw refused.alreadyDecided(cur.id, cur.state);
     if (Date.parse(cur.requestExpiresAt) <= now) throw refused.requestExpired(cur.id);
-    if (cur.user === actor.user) throw refused.selfApproval();
+    if (isParty(actor.user, cur)) throw refused.selfApproval();
     if (!this.isApproverOf(actor, cur.role)) throw refused.notApprover(cur.role);
+  }
+
+  /**
+   * Whether `actor` may decide `rec` as an approver right now, without deciding it: the checks of approve
+   * and deny, for callers that must refuse before they consume something (a one-time link).
+   */
+  mayDecide(actor: Actor, rec: AccessRecord): { ok: true } | { ok: false; error: AccessRefusedError } {
+    try {
+      this.checkDecidable(actor, rec, this.now());
+      return { ok: true };
+    } catch (e) {
+      if (e instanceof AccessRefusedError) return { ok: false, error: e };
+      throw e;
+    }
   }
 
   // ---- grants ---------------------------------------------------------------------------------------
@@ -362,7 +378,7 @@ export class AccessService {
   }
 
   private maySee(actor: Actor, r: AccessRecord): boolean {
-    return r.user === actor.user || this.seesEverything(actor) || this.isApproverOf(actor, r.role);
+    return isParty(actor.user, r) || this.seesEverything(actor) || this.isApproverOf(actor, r.role);
   }
 
   // ---- plumbing -------------------------------------------------------------------------------------
@@ -420,6 +436,14 @@ export class AccessService {
 
 class NotDue extends Error {}
 
+/**
+ * Four-eyes: the person who filed a request and the person it grants access to are both parties to it,
+ * and neither may decide it (an admin filing for bob cannot approve it, and neither can bob).
+ */
+export function isParty(user: string, r: AccessRecord): boolean {
+  return user === r.user || user === (r.requester ?? r.user) || user === (r.beneficiary ?? r.user);
+}
+
 function iso(ms: number): string {
   return new Date(ms).toISOString();
 }
@@ -433,6 +457,8 @@ function describe(r: AccessRecord): Record<string, unknown> {
   return {
     request_id: r.id,
     user: r.user,
+    requester: r.requester ?? r.user,
+    beneficiary: r.beneficiary ?? r.user,
     role: r.role,
     targets: r.targets,
     reason: r.reason,

@@ -24,6 +24,24 @@ export function sendJson(res: http.ServerResponse, status: number, body: unknown
   res.end(text);
 }
 
+/** A route result to send as an HTML page (the approval links, opened in a browser) instead of JSON. */
+export class HtmlBody {
+  constructor(readonly html: string) {}
+}
+
+export function sendHtml(res: http.ServerResponse, status: number, html: string): void {
+  res.writeHead(status, {
+    'content-type': 'text/html; charset=utf-8',
+    'content-length': Buffer.byteLength(html),
+    'cache-control': 'no-store',
+    // The page is static: no scripts, no framing (clickjacking of the approve button), no referrer leaking the token.
+    'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+    'referrer-policy': 'no-referrer',
+    'x-frame-options': 'DENY',
+  });
+  res.end(html);
+}
+
 const REFUSAL_STATUS = { invalid: 400, forbidden: 403, conflict: 409, not_found: 404 } as const;
 
 /** HTTP status and client-safe body for any error; unknown errors become a 500 that reveals nothing. */

@@ -7,6 +7,8 @@ import type { LiveSession } from '../sessions/registry.ts';
 import { credentialsView } from '../access/credentials.ts';
 import { parseDuration } from '../config/units.ts';
 import { ApiError, parseBody, readJson } from './http.ts';
+import type { LinkStore } from '../access/links.ts';
+import { linkRoute } from './link-routes.ts';
 
 /** One API route: method + path pattern (`:name` segments) → handler returning [status, body]. */
 export interface Route {
@@ -22,6 +24,8 @@ export interface RouteContext {
   req: http.IncomingMessage;
   services: GatewayServices;
   access: AccessService;
+  /** One-time approval links (opened on first use). */
+  links: () => LinkStore;
 }
 
 /** `"30m"` or a number of seconds (like config durations) → ms. */
@@ -107,6 +111,16 @@ export const ROUTES: Route[] = [
       const b = parseBody(ReasonBody, await readJson(req));
       return [200, { request: await access.deny(actor, params.id, b) }];
     },
+  },
+  {
+    method: 'GET',
+    pattern: '/v1/access/links/:token',
+    handle: (ctx) => linkRoute(ctx, 'GET'),
+  },
+  {
+    method: 'POST',
+    pattern: '/v1/access/links/:token',
+    handle: (ctx) => linkRoute(ctx, 'POST'),
   },
   {
     method: 'POST',

@@ -9,10 +9,12 @@ import type { Listen } from '../config/types.ts';
 import { AccessService, type Actor } from '../access/service.ts';
 import { AccessRefusedError } from '../access/errors.ts';
 import { grantIsLive } from '../authz/index.ts';
-import { ApiError, errorResponse, sendJson } from './http.ts';
+import { ApiError, HtmlBody, errorResponse, sendHtml, sendJson } from './http.ts';
 import { matchRoute } from './routes.ts';
 import { RefusalBudget } from './refusals.ts';
 import { applyKeepAlive } from '../gateway/slow-clients.ts';
+import { LinkStore } from '../access/links.ts';
+import { LINK_PATH_PREFIX, redactLinkPath, unauthenticatedLinkRefusal } from './link-routes.ts';
 
 /** A live-stream client that falls this far behind is disconnected rather than buffered without bound. */
 const STREAM_MAX_BUFFERED = 4 * 1024 * 1024;
@@ -30,6 +32,9 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
   const { log, events } = services;
   const access = new AccessService({ config: services.config, store: services.store, events, identity: services.identity });
   const metrics = new Metrics(events, services.sessions, services.refusals, services.auditIndex, services.alerts);
+  // The gateway's link store when it sends approval links; else opened on the first link used here.
+  let ownLinks: LinkStore | undefined;
+  const links = () => services.accessLinks ?? (ownLinks ??= new LinkStore(services.dataDir));
   const material = services.identity.tls();
   const server = https.createServer({
     cert: material.cert,
@@ -110,7 +115,7 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
         actor: { user: who.user ?? 'unknown', roles: who.roles ?? [], ...(who.certSerial ? { cert_serial: who.certSerial } : {}) },
         source: sourceOf(req),
         target: { name: 'api', protocol: 'https' },
-        details: { method: req.method, path: (req.url ?? '').split('?')[0], status, code, message },
+        details: { method: req.method, path: redactLinkPath((req.url ?? '').split('?')[0]), status, code, message },
       })
       .catch((e) => log.error({ err: (e as Error).message }, 'api: could not record refused call'));
   }
@@ -129,6 +134,11 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
     const auth = await authenticate(req);
     if (!auth.ok) {
       const r = budgetRefusal(req, auth);
+      if (r.status !== 429 && url.pathname.startsWith(LINK_PATH_PREFIX)) {
+        // A link opened without an approver's certificate: the link alone decides nothing.
+        const token = url.pathname.slice(LINK_PATH_PREFIX.length);
+        await events.emit(unauthenticatedLinkRefusal(links(), { source: sourceOf(req), user: auth.user, certSerial: auth.certSerial }, token, auth.error.code, auth.error.message)).catch((e) => log.error({ err: (e as Error).message }, 'api: could not record a refused link'));
+      }
       if (r.retryAfter) res.setHeader('retry-after', String(r.retryAfter));
       return sendJson(res, r.status, { error: { code: r.code, message: r.message } });
     }
@@ -144,13 +154,14 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
       const m = matchRoute(req.method ?? '', url.pathname);
       if (m === 'not_found') throw new ApiError(404, 'VIGIL_NO_ROUTE', `No API endpoint ${url.pathname}.`);
       if (m === 'bad_method') throw new ApiError(405, 'VIGIL_BAD_METHOD', `${req.method} is not supported on ${url.pathname}.`);
-      const [status, body] = await m.route.handle({ actor, params: m.params, query: url.searchParams, req, services, access });
-      sendJson(res, status, body);
+      const [status, body] = await m.route.handle({ actor, params: m.params, query: url.searchParams, req, services, access, links });
+      if (body instanceof HtmlBody) sendHtml(res, status, body.html);
+      else sendJson(res, status, body);
     } catch (e) {
       const r = errorResponse(e);
-      if (r.status === 500) log.error({ err: e, path: url.pathname }, 'api: handler failed');
-      // The access service already wrote access.refused for its refusals; record the rest here.
-      if (!(e instanceof AccessRefusedError)) {
+      if (r.status === 500) log.error({ err: e, path: redactLinkPath(url.pathname) }, 'api: handler failed');
+      // The access service already wrote access.refused for its refusals (link routes access.link_refused); record the rest here.
+      if (!(e instanceof AccessRefusedError) && !(e as { recorded?: boolean }).recorded) {
         await recordRefusal(req, { user: actor.user, roles: actor.roles, certSerial: actor.certSerial }, r.status, r.code, r.message);
       }
       if (!res.headersSent) sendJson(res, r.status, { error: { code: r.code, message: r.message } });
@@ -223,6 +234,7 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
   server.close = ((cb?: (err?: Error) => void) => {
     close(cb);
     refusals.close();
+    ownLinks?.close();
     for (const ws of streams) ws.terminate();
     server.closeAllConnections();
     return server;

@@ -48,6 +48,31 @@ export function accessSchema() {
        * rules (approver roles, no self-approval) meaningful for operators acting on the gateway host.
        */
       local_roles: z.record(z.string(), z.array(z.string())).default({}),
+      /** Telling approvers where they are: notifications with one-time links, reminders, escalation. */
+      approvals: approvalsSchema(),
+    })
+    .prefault({});
+}
+
+/**
+ * `access.approvals`: a pending request is sent to the `notify` notifiers with one-time approve/deny links
+ * (usable only with an approver's client certificate); nobody deciding within `remind_after` sends a
+ * reminder, within `escalate_after` a message to `escalate_to`; the decision is posted back.
+ */
+export function approvalsSchema() {
+  return z
+    .strictObject({
+      /** Notifier names (the `notifiers:` section) that get every new request. Empty = no notifications. */
+      notify: z.array(z.string().min(1)).default([]),
+      /** Remind the `notify` notifiers when a request is still pending this long after it was filed. */
+      remind_after: duration().optional(),
+      /** Tell `escalate_to` when a request is still pending this long after it was filed. */
+      escalate_after: duration().optional(),
+      escalate_to: z.array(z.string().min(1)).default([]),
+      /** Base URL of vigil's API as approvers reach it (default: https://<api listen address>). */
+      link_base: z.string().url().optional(),
+      /** A link stops working after this long (and never outlives the request's decision window). */
+      link_ttl: duration().default(3_600_000 as never),
     })
     .prefault({});
 }

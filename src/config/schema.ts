@@ -280,6 +280,11 @@ export function buildConfigSchema(sc: SchemaContext, proxies: readonly ProxyConf
     c.alerts.forEach((r, i) => r.notify.forEach((n, j) => {
       if (!names.has(n)) ctx.addIssue({ code: 'custom', path: ['alerts', i, 'notify', j], message: `alerts.${r.name}: no notifier named ${n}` });
     }));
+    for (const key of ['notify', 'escalate_to'] as const) {
+      c.access.approvals[key].forEach((n, j) => {
+        if (!names.has(n)) ctx.addIssue({ code: 'custom', path: ['access', 'approvals', key, j], message: `access.approvals.${key}: no notifier named ${n}` });
+      });
+    }
   });
 }
 

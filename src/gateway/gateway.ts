@@ -27,6 +27,7 @@ import { refusalBudgetFor } from '../sessions/refusal-budget.ts';
 import { applyKeepAlive } from './slow-clients.ts';
 import { balancerCheck, readProxyHeader, recordProxyHeaderRefusal } from './proxy-protocol.ts';
 import { startAlerts } from '../alerts/index.ts';
+import { startApprovals } from '../access/start-approvals.ts';
 
 export interface Gateway {
   services: GatewayServices;
@@ -107,6 +108,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
   const servers: net.Server[] = [];
   const proxies: ProxyInstance[] = [];
   const ports: Record<string, number> = {};
+  let approvals: Awaited<ReturnType<typeof startApprovals>>;
   try {
     for (const mod of opts.proxies ?? []) {
       const section = (config as Record<string, unknown>)[mod.name] as ListenerSection;
@@ -151,7 +153,9 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
       ports.api = api.port;
       servers.push(api.server);
     }
+    approvals = startApprovals(services, ports.api);
   } catch (e) {
+    await approvals?.stop().catch(() => {});
     for (const s of servers) s.close();
     for (const p of proxies) await p.close().catch(() => {});
     await enforcement.stop();
@@ -187,6 +191,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
       await refusals.close();
       await purgeJob?.stop();
       await reportJobs?.stop();
+      await approvals?.stop().catch((e) => log.warn({ err: e }, 'approvals stop failed'));
       await services.auditIndex?.stop();
       // Evaluate what sessions recorded up to now; undelivered notifications stay in the outbox for the next start.
       await services.alerts?.stop().catch((e) => log.warn({ err: e }, 'alerts stop failed'));

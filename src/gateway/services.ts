@@ -9,6 +9,7 @@ import type { SessionRegistry } from '../sessions/registry.ts';
 import type { RefusalBudget } from '../sessions/refusal-budget.ts';
 import type { IndexFollower } from '../../recorder/audit/index-follower.ts';
 import type { AlertService } from '../alerts/index.ts';
+import type { LinkStore } from '../access/links.ts';
 
 /** The shared services bundle every proxy, the API and the CLI work with. */
 export interface GatewayServices {
@@ -31,6 +32,8 @@ export interface GatewayServices {
   alerts?: AlertService;
   /** Set when shutdown began: `GET /readyz` answers 503 from then on (load balancers drain the replica). */
   draining?: boolean;
+  /** One-time approval links (present when access.approvals sends them). */
+  accessLinks?: LinkStore;
 }
 
 export interface TargetDirectory {

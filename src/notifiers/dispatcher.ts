@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { NotifierConfig } from '../alerts/config.ts';
 import type { Notification } from './format.ts';
+import type { AccessNotification } from './access-format.ts';
 import { deliver } from './transport.ts';
 import type { Outbox, OutboxItem } from './outbox.ts';
 
@@ -61,7 +62,7 @@ export class Dispatcher {
     const cfg = this.byName.get(name)!;
     const stats = this.stats.get(name)!;
     this.busy.add(name);
-    const p = deliver(cfg, item.payload as Notification).then(
+    const p = deliver(cfg, item.payload as Notification | AccessNotification).then(
       () => {
         this.outbox.delivered(item.id);
         stats.delivered++;

@@ -4,6 +4,7 @@ import tls from 'node:tls';
 import { readSecret, type SecretRef } from '../config/types.ts';
 import type { NotifierConfig } from '../alerts/config.ts';
 import { pagerDutyBody, signature, slackBody, syslogFrame, webhookBody, type Notification } from './format.ts';
+import { accessPagerDutyBody, accessSlackBody, accessSyslogFrame, accessWebhookBody, isAccessNotification, type AccessNotification } from './access-format.ts';
 
 /** A delivery failed; the message never contains a secret (URLs given as secrets are not quoted). */
 export class DeliveryError extends Error {
@@ -53,19 +54,24 @@ function sendSyslog(cfg: Extract<NotifierConfig, { kind: 'syslog' }>, frame: Buf
 }
 
 /** Deliver one notification with the notifier's protocol. Secrets are read at send time, never cached. */
-export async function deliver(cfg: NotifierConfig, n: Notification): Promise<void> {
+export async function deliver(cfg: NotifierConfig, n: Notification | AccessNotification): Promise<void> {
+  // Alert firings and access-request messages share the outbox, the retries and the signing.
+  const access = isAccessNotification(n) ? n : undefined;
+  const alert = n as Notification;
   switch (cfg.kind) {
     case 'webhook': {
-      const body = webhookBody(n);
+      const body = access ? accessWebhookBody(access) : webhookBody(alert);
       const headers: Record<string, string> = {};
       if (cfg.secret) headers['x-vigil-signature'] = signature(readSecret(cfg.secret), body, Math.floor(Date.now() / 1000));
       return post(urlOf(cfg.url), body, headers, cfg.timeout, typeof cfg.url !== 'string');
     }
     case 'slack':
-      return post(urlOf(cfg.url), slackBody(n), {}, cfg.timeout, typeof cfg.url !== 'string');
-    case 'pagerduty':
-      return post(cfg.url, pagerDutyBody(n, readSecret(cfg.routing_key), cfg.severity), {}, cfg.timeout, false);
+      return post(urlOf(cfg.url), access ? accessSlackBody(access) : slackBody(alert), {}, cfg.timeout, typeof cfg.url !== 'string');
+    case 'pagerduty': {
+      const key = readSecret(cfg.routing_key);
+      return post(cfg.url, access ? accessPagerDutyBody(access, key, cfg.severity) : pagerDutyBody(alert, key, cfg.severity), {}, cfg.timeout, false);
+    }
     case 'syslog':
-      return sendSyslog(cfg, syslogFrame(n, cfg.facility));
+      return sendSyslog(cfg, access ? accessSyslogFrame(access, cfg.facility) : syslogFrame(alert, cfg.facility));
   }
 }

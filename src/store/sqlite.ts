@@ -17,6 +17,16 @@ CREATE TABLE IF NOT EXISTS holds (id TEXT PRIMARY KEY, created_at TEXT NOT NULL,
 `;
 
 /**
+ * Access records written before requests recorded who filed them: the only person who could file one then
+ * was the beneficiary (or an admin, indistinguishable afterwards), so requester = beneficiary = user.
+ * Idempotent: rows that have a requester are left alone.
+ */
+const MIGRATE_REQUESTER = `
+UPDATE access SET data = json_set(data, '$.requester', json_extract(data, '$.user'), '$.beneficiary', json_extract(data, '$.user'))
+WHERE json_extract(data, '$.requester') IS NULL;
+`;
+
+/**
  * The embedded default state store: one SQLite database (WAL) in the data directory, shared safely by
  * the gateway and CLI processes. Hot-path checks (revoked? locked?) read in-memory caches that
  * `refresh()` reloads when SQLite's data_version says another connection committed.
@@ -48,6 +58,7 @@ export class SqliteStateStore implements StateStore {
 
   constructor(file: string) {
     this.db = openStateDatabase(file, SCHEMA);
+    this.db.exec(MIGRATE_REQUESTER);
     this.stmt = {
       insertCert: this.db.prepare('INSERT OR REPLACE INTO certs VALUES (@serial, @user, @roles, @notBefore, @notAfter, @grantId, @kind)'),
       getCert: this.db.prepare('SELECT * FROM certs WHERE serial = ?'),
@@ -122,7 +133,8 @@ export class SqliteStateStore implements StateStore {
 
   async createAccess(rec: AccessRecord): Promise<void> {
     this.dirty = true;
-    this.stmt.insertAccess.run({ id: rec.id, user: rec.user, state: rec.state, createdAt: rec.createdAt, data: JSON.stringify(rec) });
+    const full = { ...rec, requester: rec.requester ?? rec.user, beneficiary: rec.beneficiary ?? rec.user };
+    this.stmt.insertAccess.run({ id: rec.id, user: rec.user, state: rec.state, createdAt: rec.createdAt, data: JSON.stringify(full) });
   }
 
   async getAccess(id: string): Promise<AccessRecord | undefined> {

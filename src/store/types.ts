@@ -31,7 +31,16 @@ export interface AccessApproval {
 
 export interface AccessRecord {
   id: string;
+  /** Who gets the grant (the beneficiary); kept under this name because authorization reads it. */
   user: string;
+  /**
+   * Who filed the request: an admin may file on behalf of another user. Four-eyes: neither the requester
+   * nor the beneficiary may decide it. Always set in the store (rows from before it existed are migrated
+   * to requester = beneficiary = user); optional here only for records built by hand.
+   */
+  requester?: string;
+  /** Who gets the grant: the same as `user`, recorded under its own name for readers of the record. */
+  beneficiary?: string;
   role: string;
   targets: string[];
   reason: string;
@@ -50,6 +59,8 @@ export interface AccessRecord {
   decisionReason?: string;
   /** Set once `access.expired` has been written, so it is written exactly once across processes. */
   expiryRecorded?: boolean;
+  /** How far telling the approvers got (access.approvals): each step is claimed here exactly once. */
+  notify?: { notifiedAt?: string; remindedAt?: string; escalatedAt?: string; decisionNotifiedAt?: string; told?: string[]; approvalsTold?: number };
 }
 
 export interface LockRecord {

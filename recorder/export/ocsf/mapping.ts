@@ -85,7 +85,7 @@ const STATUS = { success: [1, 'Success'], failure: [2, 'Failure'], unknown: [0, 
 const SEVERITY: Record<number, string> = { 1: 'Informational', 2: 'Low', 3: 'Medium' };
 
 /** Failures a SOC should look at sooner than routine refusals. */
-const NOTABLE_FAILURES = new Set<EventType>(['auth.failure', 'auth.failure.summary', 'access.refused', 'ssh.request', 'api.request']);
+const NOTABLE_FAILURES = new Set<EventType>(['auth.failure', 'auth.failure.summary', 'access.refused', 'access.link_refused', 'ssh.request', 'api.request']);
 
 interface Mapped {
   cls: ClassInfo;
@@ -228,6 +228,13 @@ const MAPPERS: Record<EventType, (e: AuditEvent) => Mapped> = {
   'access.revoked': (e) => userAccess(e, 2, 'Revoke Privileges'),
   'access.expired': (e) => userAccess(e, 2, 'Revoke Privileges'),
   'access.request_expired': (e) => userAccess(e, OTHER, 'Request Expired'),
+  'access.notified': (e) => userAccess(e, OTHER, 'Notify Approvers'),
+  'access.reminded': (e) => userAccess(e, OTHER, 'Remind Approvers'),
+  'access.escalated': (e) => userAccess(e, OTHER, 'Escalate'),
+  'access.progress_notified': (e) => userAccess(e, OTHER, 'Notify Progress'),
+  'access.decision_notified': (e) => userAccess(e, OTHER, 'Notify Decision'),
+  'access.link_used': (e) => userAccess(e, OTHER, e.details?.decision === 'deny' ? 'Deny' : 'Approve'),
+  'access.link_refused': (e) => userAccess(e, OTHER, 'Refuse'),
   'lock.created': (e) => ({ cls: C.accountChange, activity_id: 9, activity_name: 'Lock', attrs: { user: userObject(str(e.details?.user)) } }),
   'lock.deleted': (e) => ({ cls: C.accountChange, activity_id: 12, activity_name: 'Unlock', attrs: { user: userObject(str(e.details?.user)) } }),
   'api.request': apiActivity,

@@ -93,7 +93,8 @@ function summary(r: AccessRecord): string {
         : r.state === 'expired'
           ? `expired ${r.expiresAt}`
           : `by ${r.decidedBy}`;
-  return `${r.id}  ${displayState(r)}  ${r.user} → ${r.role}${targets}  ${when}`.trimEnd();
+  const filer = r.requester && r.requester !== r.user ? ` (filed by ${r.requester})` : '';
+  return `${r.id}  ${displayState(r)}  ${r.user}${filer} → ${r.role}${targets}  ${when}`.trimEnd();
 }
 
 function details(r: AccessRecord): string {
@@ -101,6 +102,7 @@ function details(r: AccessRecord): string {
     `id:          ${r.id}`,
     `state:       ${displayState(r)}`,
     `user:        ${r.user}`,
+    `requested by: ${r.requester ?? r.user}`,
     `role:        ${r.role}`,
     `targets:     ${r.targets.length ? r.targets.join(', ') : '(all the role reaches)'}`,
     `reason:      ${r.reason}`,

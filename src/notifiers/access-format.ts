@@ -1,0 +1,116 @@
+import os from 'node:os';
+
+/**
+ * What approvers are sent about an access request: that it waits for them (`request`, again as a
+ * `reminder`, or to the escalation notifiers as an `escalation`), and how it was decided (`decision`).
+ * The links are one-time and work only with an approver's vigil client certificate.
+ */
+export interface AccessNotification {
+  kind: 'access';
+  action: 'request' | 'reminder' | 'escalation' | 'progress' | 'decision';
+  request_id: string;
+  reason: string;
+  requester: string;
+  beneficiary: string;
+  role: string;
+  /** Empty: everything the role reaches. */
+  targets: string[];
+  duration: string;
+  ttl_ms: number;
+  request_expires_at: string;
+  /** Who approved so far (a role may need several approvals). */
+  approvals: string[];
+  approve_url?: string;
+  deny_url?: string;
+  links_expire_at?: string;
+  /** For `decision`: the state it ended in and who decided (none when nobody did and it expired). */
+  decision?: { state: string; by?: string; reason?: string };
+  time: string;
+}
+
+export function isAccessNotification(n: unknown): n is AccessNotification {
+  return !!n && typeof n === 'object' && (n as { kind?: unknown }).kind === 'access';
+}
+
+const targetsText = (n: AccessNotification) => (n.targets.length ? n.targets.join(', ') : 'all targets of the role');
+const filer = (n: AccessNotification) => (n.requester === n.beneficiary ? n.beneficiary : `${n.requester} for ${n.beneficiary}`);
+
+export function accessSummary(n: AccessNotification): string {
+  const what = `${filer(n)} → role ${n.role} on ${targetsText(n)} for ${n.duration}`;
+  switch (n.action) {
+    case 'request':
+      return `vigil access request ${n.request_id} waits for approval: ${what}`;
+    case 'reminder':
+      return `Reminder: vigil access request ${n.request_id} still waits for approval: ${what}`;
+    case 'escalation':
+      return `Escalation: nobody decided vigil access request ${n.request_id}: ${what}`;
+    case 'progress':
+      return `vigil access request ${n.request_id} was approved by ${n.approvals.join(', ')} and needs more approvals: ${what}`;
+    case 'decision': {
+      const d = n.decision;
+      const verb = d?.state === 'active' ? `approved by ${d.by}` : d?.state === 'denied' ? `denied by ${d.by}${d.reason ? ` (${d.reason})` : ''}` : d?.state === 'expired' ? 'expired undecided' : d?.state ?? 'decided';
+      return `vigil access request ${n.request_id} ${verb}: ${what}`;
+    }
+  }
+}
+
+export function accessWebhookBody(n: AccessNotification): string {
+  return JSON.stringify({ source: 'vigil', ...n, summary: accessSummary(n) });
+}
+
+/** Slack: the facts as fields and, while it is open, Approve/Deny buttons opening the one-time links. */
+export function accessSlackBody(n: AccessNotification): string {
+  const fields = [
+    { type: 'mrkdwn', text: `*Requester*\n${n.requester}` },
+    { type: 'mrkdwn', text: `*For*\n${n.beneficiary}` },
+    { type: 'mrkdwn', text: `*Role*\n${n.role}` },
+    { type: 'mrkdwn', text: `*Targets*\n${targetsText(n)}` },
+    { type: 'mrkdwn', text: `*Duration*\n${n.duration}` },
+    { type: 'mrkdwn', text: `*Reason*\n${n.reason.slice(0, 500)}` },
+  ];
+  const blocks: unknown[] = [
+    { type: 'section', text: { type: 'mrkdwn', text: accessSummary(n) } },
+    { type: 'section', fields },
+  ];
+  if (n.approve_url && n.deny_url) {
+    blocks.push({
+      type: 'actions',
+      elements: [
+        { type: 'button', style: 'primary', text: { type: 'plain_text', text: 'Approve' }, url: n.approve_url },
+        { type: 'button', style: 'danger', text: { type: 'plain_text', text: 'Deny' }, url: n.deny_url },
+      ],
+    });
+    blocks.push({ type: 'context', elements: [{ type: 'mrkdwn', text: `One-time links, valid until ${n.links_expire_at}, with your vigil client certificate. Request ${n.request_id}.` }] });
+  }
+  return JSON.stringify({ text: accessSummary(n), blocks });
+}
+
+/** PagerDuty: a request opens an incident (dedup key per request), its decision resolves it. */
+export function accessPagerDutyBody(n: AccessNotification, routingKey: string, severity: string): string {
+  const dedup_key = `vigil/access/${n.request_id}`;
+  if (n.action === 'decision') return JSON.stringify({ routing_key: routingKey, event_action: 'resolve', dedup_key });
+  return JSON.stringify({
+    routing_key: routingKey,
+    event_action: 'trigger',
+    dedup_key,
+    payload: { summary: accessSummary(n).slice(0, 1024), source: os.hostname(), severity, timestamp: n.time, component: 'vigil', class: 'access.request', custom_details: { ...n } },
+    ...(n.approve_url ? { links: [{ href: n.approve_url, text: 'Approve' }, { href: n.deny_url, text: 'Deny' }] } : {}),
+  });
+}
+
+const sdEscape = (v: string) => v.replace(/[\\"\]]/g, (c) => `\\${c}`);
+
+/** RFC 5424 over octet counting, like alert frames; links are not sent to a SIEM (they are credentials-adjacent). */
+export function accessSyslogFrame(n: AccessNotification, facility: number, host = os.hostname()): Buffer {
+  const sd = [
+    `request_id="${sdEscape(n.request_id)}"`,
+    `requester="${sdEscape(n.requester)}"`,
+    `beneficiary="${sdEscape(n.beneficiary)}"`,
+    `role="${sdEscape(n.role)}"`,
+    ...(n.decision ? [`state="${sdEscape(n.decision.state)}"`] : []),
+  ];
+  const hostname = host.replace(/[^\x21-\x7e]/g, '').slice(0, 255) || '-';
+  const line = `<${facility * 8 + 5}>1 ${new Date().toISOString()} ${hostname} vigil ${process.pid} access.${n.action} [vigil@32473 ${sd.join(' ')}] \ufeff${accessSummary(n)}`;
+  const body = Buffer.from(line, 'utf8');
+  return Buffer.concat([Buffer.from(`${body.length} `), body]);
+}
