@@ -29,7 +29,7 @@ type AuthResult = { ok: true; actor: Actor } | { ok: false; error: ApiError; use
 export async function startApi(services: GatewayServices, listen: Listen): Promise<{ server: https.Server; port: number }> {
   const { log, events } = services;
   const access = new AccessService({ config: services.config, store: services.store, events, identity: services.identity });
-  const metrics = new Metrics(events, services.sessions, services.refusals, services.auditIndex, services.alerts);
+  const metrics = new Metrics(events, services.sessions, services.refusals, services.auditIndex, services.alerts, services.guardrails);
   const material = services.identity.tls();
   const server = https.createServer({
     cert: material.cert,

@@ -9,6 +9,7 @@ import type { SessionRegistry } from '../sessions/registry.ts';
 import type { RefusalBudget } from '../sessions/refusal-budget.ts';
 import type { IndexFollower } from '../../recorder/audit/index-follower.ts';
 import type { AlertService } from '../alerts/index.ts';
+import type { Guardrails } from '../guardrails/index.ts';
 
 /** The shared services bundle every proxy, the API and the CLI work with. */
 export interface GatewayServices {
@@ -29,6 +30,8 @@ export interface GatewayServices {
   auditIndex?: IndexFollower;
   /** Alert rules and notifiers (absent when none are configured). */
   alerts?: AlertService;
+  /** Guardrails asked before each statement/command is forwarded (absent when none are configured). */
+  guardrails?: Guardrails;
 }
 
 export interface TargetDirectory {
