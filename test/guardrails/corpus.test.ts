@@ -58,7 +58,11 @@ const PG: [string, Expect][] = [
   ['DO $$ BEGIN PERFORM 1; END $$', 'allow'],
   ['CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN TRUNCATE t; END $$', 'block:no-drops'],
   ['CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$', 'allow'],
-  ['SELECT 1 FROM', 'unparsed:no-drops'],
+  ['SELECT 1 FROM', 'allow'], // a lone SELECT is allowed without parsing (the server refuses bad syntax itself)
+  ['FROM t SELECT', 'unparsed:no-drops'],
+  ['SELECT 1;DELETE FROM t', 'block:no-drops'], // a second statement always goes to the parser
+  ['SELECT 1 /* x */; DROP TABLE t', 'block:no-drops'],
+  ['SELECT * FROM t FOR UPDATE', 'allow'],
 ];
 
 const MY: [string, Expect][] = [
@@ -83,6 +87,7 @@ const MY: [string, Expect][] = [
   ['INSERT INTO payments.orders VALUES (1)', 'allow'],
   ['PREPARE s FROM \'DROP TABLE t\'', 'unparsed:no-drops'], // dynamic SQL
   ['ＤＲＯＰ TABLE t', 'unparsed:no-drops'],
+  ['SELECT 1 /*!; DROP TABLE t */', 'unparsed:no-drops'], // the SELECT fast path never skips a block comment
 ];
 
 const SSH: [string, Expect][] = [
