@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import https from 'node:https';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startWorld, type PgWorld } from '../postgres/helpers.ts';
@@ -125,11 +126,20 @@ describe('postgres guardrails with psql', () => {
     await w.tg.waitForEvent((e) => e.type === 'guardrail.blocked' && e.details?.protocol === 'extended' && e.details?.statement === 'wipe');
   });
 
-  it('counts decisions in vigil_guardrail_decisions_total', () => {
-    const lines: string[] = [];
-    w.tg.gw.services.guardrails!.renderMetrics(lines);
-    const block = lines.find((l) => l.startsWith('vigil_guardrail_decisions_total{protocol="postgres",decision="block",rule="no-drops"}'));
-    expect(Number(block?.split(' ')[1])).toBeGreaterThanOrEqual(10);
-    expect(lines.some((l) => l.startsWith('vigil_guardrail_decisions_total{protocol="postgres",decision="allow"'))).toBe(true);
+  it('counts decisions in vigil_guardrail_decisions_total on GET /metrics', async () => {
+    const root = await w.tg.issue({ user: 'root', roles: ['admin'] });
+    const text = await new Promise<string>((resolve, reject) => {
+      const req = https.request(`https://127.0.0.1:${w.tg.ports.api}/metrics`, { ca: fs.readFileSync(root.ca), cert: fs.readFileSync(root.crt), key: fs.readFileSync(root.key), agent: false }, (res) => {
+        let body = '';
+        res.on('data', (c) => (body += c));
+        res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`status ${res.statusCode}`))));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    expect(text).toContain('# TYPE vigil_guardrail_decisions_total counter');
+    const block = /vigil_guardrail_decisions_total\{protocol="postgres",decision="block",rule="no-drops"\} (\d+)/.exec(text);
+    expect(Number(block?.[1])).toBeGreaterThanOrEqual(10);
+    expect(text).toMatch(/vigil_guardrail_decisions_total\{protocol="postgres",decision="allow",rule=""\} [1-9]/);
   });
 });
