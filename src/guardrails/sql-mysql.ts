@@ -25,12 +25,23 @@ export function analyseMysql(sql: string): SqlFacts {
     try {
       ast = parser.astify(sql, { database: 'mysql' });
     } catch (e) {
-      facts.unparsable = `the MySQL parser refused it: ${(e as Error).message.split('\n')[0].slice(0, 200)}`;
+      if (!harmlessUnparsed(sql)) facts.unparsable = `the MySQL parser refused it: ${(e as Error).message.split('\n')[0].slice(0, 200)}`;
       return facts;
     }
   }
   walk(ast, facts);
   return facts;
+}
+
+/**
+ * Statements the grammar does not know but that change nothing guardrails guard, recognised only when
+ * they stand alone (one statement, no comment): SHOW/DESCRIBE/EXPLAIN/HELP, and SET of session
+ * settings (SET NAMES, SET SESSION …, SET var = …), never when GLOBAL or PERSIST appears anywhere.
+ */
+function harmlessUnparsed(sql: string): boolean {
+  if (/\/\*|--|#/.test(sql) || !/^[^;]*;?\s*$/.test(sql)) return false;
+  if (/^\s*(show|describe|desc|explain|help)\s/i.test(sql)) return true;
+  return /^\s*set\s+(names\s|character\s+set\s|charset\s|session\s|local\s|@@session\.|@@local\.|@[A-Za-z_]|[A-Za-z_]+\s*=)/i.test(sql) && !/\b(global|persist|persist_only)\b/i.test(sql);
 }
 
 function walk(node: unknown, facts: SqlFacts): void {

@@ -88,6 +88,13 @@ const MY: [string, Expect][] = [
   ['PREPARE s FROM \'DROP TABLE t\'', 'unparsed:no-drops'], // dynamic SQL
   ['ＤＲＯＰ TABLE t', 'unparsed:no-drops'],
   ['SELECT 1 /*!; DROP TABLE t */', 'unparsed:no-drops'], // the SELECT fast path never skips a block comment
+  ['SET NAMES utf8mb4', 'allow'], // not in the grammar, but a session setting
+  ['SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED', 'allow'],
+  ['SHOW WARNINGS', 'allow'],
+  ['SET PERSIST max_connections = 10', 'block:no-drops'],
+  ['SET SESSION sql_mode = \'\', GLOBAL max_connections = 10', 'unparsed:no-drops'], // refused either way
+  ['SHOW WARNINGS; DROP TABLE t', 'unparsed:no-drops'],
+  ['SET PASSWORD FOR bob = PASSWORD(\'x\')', 'unparsed:no-drops'],
 ];
 
 const SSH: [string, Expect][] = [
