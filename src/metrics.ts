@@ -19,6 +19,7 @@ export class Metrics {
     private readonly refusals?: RefusalBudget,
     private readonly auditIndex?: Pick<IndexFollower, 'lag'>,
     private readonly alerts?: { renderMetrics(lines: string[]): void },
+    private readonly guardrails?: { renderMetrics(lines: string[]): void },
   ) {
     this.unsubscribe = events.subscribe((e) => {
       let counts = this.eventCounts.get(e.type);
@@ -49,6 +50,7 @@ export class Metrics {
     for (const [protocol, n] of [...byProtocol].sort()) lines.push(`vigil_sessions_active{protocol="${protocol}"} ${n}`);
     if (this.refusals) this.renderRefusals(lines, this.refusals);
     this.alerts?.renderMetrics(lines);
+    this.guardrails?.renderMetrics(lines);
     lines.push('# HELP vigil_audit_healthy 1 while the audit log can be written; 0 means new sessions are refused.');
     lines.push('# TYPE vigil_audit_healthy gauge');
     lines.push(`vigil_audit_healthy ${this.events.healthy ? 1 : 0}`);

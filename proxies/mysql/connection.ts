@@ -34,6 +34,8 @@ import type { ConnectionIds, KillableConnection } from './connection-ids.ts';
 import type { SourceLimiter } from '../../src/gateway/preauth.ts';
 import { PreAuthDeadlines, watchWriteStall } from '../../src/gateway/slow-clients.ts';
 import type { ServerIdentities } from './server-identity.ts';
+import type { EventType } from '../../src/events/catalog.ts';
+import { refusalMessage, type SessionGuardrails } from '../../src/guardrails/index.ts';
 
 export interface MysqlSection {
   enabled: boolean;
@@ -99,6 +101,8 @@ function scrambleBytes(): Buffer {
 export class MysqlConnection implements KillableConnection {
   user: string | undefined;
   targetName: string | undefined;
+  /** Guardrails that apply to this session's roles on its target (none: nothing is asked). */
+  private guard: SessionGuardrails | undefined;
   backendThreadId: number | undefined;
   readonly sessionId: string;
   private readonly connectionId: number;
@@ -327,6 +331,7 @@ export class MysqlConnection implements KillableConnection {
       this.target = adm.target;
       this.user = adm.principal.user;
       this.targetName = adm.target.name;
+      this.guard = services.guardrails?.forSession({ roles: [...adm.principal.roles, ...adm.decision.roles], target: adm.target.name });
       const provisioning = adm.target.user_provisioning as UserProvisioning | undefined;
       // With user_provisioning the session logs in as the engineer's own account (TARGET/dbuser is refused).
       if (provisioning && req.login !== undefined) return this.fatal(seq, { ...ERR.ACCESS_DENIED, message: `vigil: target ${adm.target.name} gives every engineer their own database account; connect as ${adm.target.name}` }, 'error');
@@ -817,7 +822,7 @@ export class MysqlConnection implements KillableConnection {
         });
       case 'stmt_prepare': {
         const analysis = analyzeSql(cmd.sql, this.shared.secretName, this.tracker!.pending === 0 ? this.sqlMode : {});
-        if (this.refuseStatement(analysis, name)) return;
+        if (this.refuseStatement(analysis, name) || this.refuseByGuardrail(cmd.sql, name, analysis)) return;
         stats.statements++;
         // The statement id is bound to its text only when the server confirms the prepare.
         const escaped = cmd.escaped ? true : undefined;
@@ -923,6 +928,20 @@ export class MysqlConnection implements KillableConnection {
     return false;
   }
 
+  /**
+   * Guardrails (src/guardrails): the whole text is decided before anything is forwarded; a refused one
+   * gets an ERR naming the rule (in order behind what is in flight), a guardrail event, and its db.query.
+   */
+  private refuseByGuardrail(sql: string, command: string, a: SqlAnalysis): boolean {
+    if (!this.guard?.guardsSql) return false;
+    const d = this.guard.checkSql(sql, 'mysql');
+    if (d.action === 'allow') return false;
+    const { message, hint } = refusalMessage(d, 'statement');
+    this.emit(d.unparsed ? 'guardrail.unparsed' : 'guardrail.blocked', 'failure', { command, decision: d.action, query: redactedText(a), reason: d.reason, rule: d.rule });
+    this.refuseLocal(command, a, `${message}. ${hint}`, ERR.GUARDRAIL);
+    return true;
+  }
+
   private refuseLocal(command: string, a: SqlAnalysis | undefined, message: string, code: { code: number; sqlState: string }): void {
     this.emitQuery(command, 'failure', { duration_ms: 0, error: { code: code.code, message, sqlstate: code.sqlState }, query: a ? redactedText(a) : undefined });
     this.replyLocal(1, buildErr({ ...code, message }));
@@ -933,7 +952,7 @@ export class MysqlConnection implements KillableConnection {
     const analysis = analyzeSql(sql, this.shared.secretName, this.tracker!.pending === 0 ? this.sqlMode : {});
     const first = analysis.statements[0]!;
     if (analysis.statements.length === 1 && first.kill && !('unsupported' in first.kill)) return this.onKill(first.kill.id, first.kill.query, 'COM_QUERY', sql);
-    if (this.refuseStatement(analysis, 'COM_QUERY')) return;
+    if (this.refuseStatement(analysis, 'COM_QUERY') || this.refuseByGuardrail(sql, 'COM_QUERY', analysis)) return;
     const useStatements = analysis.statements.filter((s) => s.keyword === 'USE');
     if (useStatements.some((s) => !s.use)) {
       this.refuseLocal('COM_QUERY', analysis, 'vigil: only "USE database_name" is allowed to switch databases', ERR_CONN_ACCESS_DENIED);
@@ -1096,12 +1115,12 @@ export class MysqlConnection implements KillableConnection {
    * target while the database is the one it started with, else a frozen copy built once per change —
    * frozen and reused because the audit encoder caches the JSON of frozen envelope parts by identity.
    */
-  private emit(type: 'db.query' | 'db.query.start' | 'db.cancel' | 'db.session_query', outcome: Outcome, details: Record<string, unknown>): void {
+  private emit(type: EventType, outcome: Outcome, details: Record<string, unknown>): void {
     if (!this.session) return;
     this.shared.services.events.record(this.eventInput(type, outcome, details), this.auditFailed);
   }
 
-  private eventInput(type: 'db.query' | 'db.query.start' | 'db.cancel' | 'db.session_query', outcome: Outcome, details: Record<string, unknown>): EventInput {
+  private eventInput(type: EventType, outcome: Outcome, details: Record<string, unknown>): EventInput {
     const base = this.session!.eventBase();
     const database = this.database;
     let target = base.target;

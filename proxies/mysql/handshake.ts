@@ -224,6 +224,8 @@ export const ERR = {
   NET_READ_ERROR: { code: 1158, sqlState: '08S01' },
   NOT_ALLOWED_COMMAND: { code: 1148, sqlState: '42000' },
   NO_SUCH_THREAD: { code: 1094, sqlState: 'HY000' },
+  /** ER_SPECIFIC_ACCESS_DENIED_ERROR: a guardrail refused the statement. */
+  GUARDRAIL: { code: 1227, sqlState: '42000' },
   /** ER_CONNECT_TO_FOREIGN_DATA_SOURCE: the closest server-side code for "the target is unreachable". */
   BACKEND_UNAVAILABLE: { code: 1429, sqlState: 'HY000' },
   SERVER_SHUTDOWN: { code: 1053, sqlState: '08S01' },

@@ -15,11 +15,14 @@ import { decodePassword, decodeStartupPacket, F, PROTOCOL_3_0, type StartupPacke
 import { authenticationCleartextPassword, authenticationOk, backendKeyData, fatal, negotiateProtocolVersion, readyForQuery, B } from './backend.ts';
 import { mayChangeRole, roleProbeMessage, RoleProbeReader, ROLE_PROBE_SQL, sessionAuthorization, startupMaySetRole } from './role.ts';
 import { loginToBackend, BackendLoginError, type BackendSession, type BackendTlsMode } from './backend-login.ts';
+import { redactSql } from './sql.ts';
 import { QueryTracker, backendNeedsBody, frontendNeedsBody, type QueryRecord, type StatementStart } from './tracker.ts';
 import { forwardCancel, type CancelKeys, type CancelTarget } from './cancel.ts';
 import { postgresAccounts } from './provisioning.ts';
 import { backendAccounts, ProvisioningError } from '../../src/accounts/manager.ts';
 import { accountName, type UserProvisioning } from '../../src/accounts/config.ts';
+import { ClientGuard } from './guardrail.ts';
+import type { SessionGuardrails } from '../../src/guardrails/index.ts';
 import { DEFAULT_APPLICATION_NAME, parseDatabase, renderApplicationName, type PostgresSection, type PostgresTarget } from './config.ts';
 
 /** Limit of a startup-phase packet (the server uses the same). */
@@ -155,6 +158,8 @@ export class ClientConnection {
   private longRunningTimer: NodeJS.Timeout | undefined;
   /** For a 54000 error: the message limit and which setting raises it. */
   private limitNote: string | undefined;
+  /** Guardrails that apply to this session's roles on its target (none: nothing is asked). */
+  private guard: SessionGuardrails | undefined;
 
   constructor(
     private readonly shared: ProxyShared,
@@ -310,6 +315,7 @@ export class ClientConnection {
     };
     const admission = await admit(this.shared.services, req);
     if (!admission.ok) throw new Refusal('28000', admission.message);
+    this.guard = this.shared.services.guardrails?.forSession({ roles: [...admission.principal.roles, ...admission.decision.roles], target: admission.target.name });
 
     const passthrough: [string, string][] = [];
     for (const [k, v] of params) {
@@ -575,6 +581,24 @@ export class ClientConnection {
       if (type === F.Terminate) this.clientTerminated = true;
       tracker.frontend(type, msg, length, now);
     };
+    // Guardrails: a refused statement is swapped for one that raises 42501 (guardrail.ts); recorded here.
+    const clientGuard = this.guard?.guardsSql
+      ? new ClientGuard(cf, this.guard, onFrontend, (r) => {
+          const d = r.decision;
+          services.events.record(
+            {
+              type: d.unparsed ? 'guardrail.unparsed' : 'guardrail.blocked',
+              outcome: 'failure',
+              session_id: base.session_id,
+              actor: base.actor,
+              source: base.source,
+              target: base.target,
+              details: { decision: d.action, protocol: r.protocol, reason: d.reason, rule: d.rule, sql: redactSql(r.sql, this.shared.redact).text, statement: r.statement },
+            },
+            onAuditError,
+          );
+        })
+      : undefined;
     let txStatus = 0x49; /* I */
     const onBackend = (type: number, msg: Buffer | undefined, length: number) => {
       if (type === B.ErrorResponse && msg && msg.length > 10) this.noteBackendError(msg);
@@ -604,16 +628,19 @@ export class ClientConnection {
         held.pop();
       }
       now = performance.now();
+      let out = chunk;
       try {
-        cf.push(chunk, onFrontend);
+        if (clientGuard) out = clientGuard.push(chunk);
+        else cf.push(chunk, onFrontend);
       } catch (e) {
         tracker.discardUnforwarded();
         return this.protocolViolation(e as Error);
       }
       stats.bytesFromClient += chunk.length;
-      if (tracker.statementsToForward === 0) return forward(chunk, false);
+      if (out.length === 0) return;
+      if (tracker.statementsToForward === 0) return forward(out, false);
       if (!services.events.healthy) return refuseUnrecorded(services.events.failure?.message ?? 'the audit log cannot be written');
-      if (!strict) return forward(chunk, false);
+      if (!strict) return forward(out, false);
       const starts = tracker.startsToForward();
       const pending: Promise<void>[] = [];
       for (const s of starts) pending.push(services.events.beforeForward(startEvent(s, 'before_forward')) ?? Promise.resolve());
@@ -623,7 +650,7 @@ export class ClientConnection {
         () => {
           if (this.ended) return;
           holding = false;
-          forward(chunk, true);
+          forward(out, true);
           while (!holding && !this.ended && held.length) fromClient(held.shift()!);
           if (!holding && !this.ended && !b.writableNeedDrain) client.resume();
         },

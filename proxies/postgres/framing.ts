@@ -63,6 +63,14 @@ export class MessageFramer {
     return this.headerFill === 0 && !this.inMessage;
   }
 
+  /**
+   * A message is in progress whose body the caller will get whole (not a header-only type), or its
+   * header is incomplete: a caller that must see a message before relaying it holds these bytes back.
+   */
+  get holdsPartial(): boolean {
+    return this.headerFill > 0 || (this.inMessage && !this.skipping);
+  }
+
   /** Bytes of a header not complete yet, at the end of what was pushed: its length is not checked yet. */
   get pendingHeaderBytes(): number {
     return this.headerFill;

@@ -12,6 +12,7 @@ import { admit, openSession, type AdmitRequest, type OpenSession } from '../../s
 import type { EndReason } from '../../src/sessions/registry.ts';
 import { serverAlgorithms, type SshSection } from './config.ts';
 import type { ChannelHost, ChannelObserver } from './host.ts';
+import type { SessionGuardrails } from '../../src/guardrails/index.ts';
 import { parseUsername, resolveLogin, type Route } from './route.ts';
 import { connectBackend, negotiatedCipher, BackendError } from './backend.ts';
 import { SessionChannel, GATEWAY_EXIT_STATUS, type PtyInfo } from './session-channel.ts';
@@ -121,6 +122,11 @@ export class Connection implements ChannelHost {
 
   get principal(): Principal {
     return this.admitted!.principal;
+  }
+  private guardCache: { value: SessionGuardrails | undefined } | undefined;
+  get guardrails(): SessionGuardrails | undefined {
+    const a = this.admitted!;
+    return (this.guardCache ??= { value: this.services.guardrails?.forSession({ roles: [...a.principal.roles, ...a.decision.roles], target: a.target.name }) }).value;
   }
   get target(): TargetConfig {
     return this.admitted!.target;

@@ -1,3 +1,4 @@
+import type { SessionGuardrails } from '../../src/guardrails/index.ts';
 import type ssh2 from 'ssh2';
 import type { Logger } from 'pino';
 import type { GatewayServices } from '../../src/gateway/services.ts';
@@ -52,6 +53,8 @@ export interface ChannelHost {
    * record is durable (strict: forward only then; a rejection means it must not be forwarded).
    */
   beforeForward(type: EventType, details: Record<string, unknown>): Promise<void> | undefined;
+  /** Guardrails for this session's roles on its target (undefined: none applies). */
+  readonly guardrails: SessionGuardrails | undefined;
   /** Whether the audit log can be written at all (nothing is forwarded while it cannot). */
   readonly auditHealthy: boolean;
   /** End the whole session (all channels, then the connection) with this reason. */

@@ -1,3 +1,4 @@
+import { refusalMessage } from '../../src/guardrails/index.ts';
 import type ssh2 from 'ssh2';
 import type { AsciicastWriter } from '../../recorder/types.ts';
 import type { EndReason } from '../../src/sessions/registry.ts';
@@ -149,6 +150,7 @@ export class SessionChannel {
   private async forward(kind: 'shell' | 'exec' | 'sftp', client: ssh2.ServerChannel, forced: { requested?: string } | undefined): Promise<void> {
     const what = kind === 'exec' ? 'command not run' : kind === 'shell' ? 'shell not started' : 'sftp not started';
     if (!this.host.auditHealthy) return this.refuseUnrecorded(what, 'the audit log is unavailable');
+    if (kind === 'exec' && this.refusedByGuardrail()) return;
     if (kind === 'exec') {
       const durable = this.host.beforeForward('ssh.exec.start', {
         channel: this.index,
@@ -199,6 +201,23 @@ export class SessionChannel {
   }
 
   /** The audit log cannot take the record: refuse on the client's stderr, and end the session. */
+  /**
+   * Guardrails (src/guardrails) decide on the exec command's words before it goes to the target: a
+   * refused one is never sent; the client reads why on stderr and gets exit status 1.
+   */
+  private refusedByGuardrail(): boolean {
+    const guard = this.host.guardrails;
+    if (!guard?.guardsSsh) return false;
+    const d = guard.checkCommand(this.command ?? '');
+    if (d.action === 'allow') return false;
+    const { message, hint } = refusalMessage(d, 'command');
+    this.host.emit(d.unparsed ? 'guardrail.unparsed' : 'guardrail.blocked', 'failure', { channel: this.index, command: this.command, decision: d.action, reason: d.reason, rule: d.rule, ...this.requestedDetails() });
+    this.error = `refused by guardrail ${d.rule}`;
+    this.exit = { code: 1 };
+    this.terminate(`${message}.\r\n${hint}`);
+    return true;
+  }
+
   private refuseUnrecorded(what: string, why: string): void {
     this.host.log.error({ channel: this.index, err: why }, `audit log unavailable; ${what}`);
     this.error = 'audit_unavailable';

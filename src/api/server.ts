@@ -31,10 +31,10 @@ type AuthResult = { ok: true; actor: Actor } | { ok: false; error: ApiError; use
 export async function startApi(services: GatewayServices, listen: Listen): Promise<{ server: https.Server; port: number }> {
   const { log, events } = services;
   const access = new AccessService({ config: services.config, store: services.store, events, identity: services.identity });
-  const metrics = new Metrics(events, services.sessions, services.refusals, services.auditIndex, services.alerts);
   // The gateway's link store when it sends approval links; else opened on the first link used here.
   let ownLinks: LinkStore | undefined;
   const links = () => services.accessLinks ?? (ownLinks ??= new LinkStore(services.dataDir));
+  const metrics = new Metrics(events, services.sessions, services.refusals, services.auditIndex, services.alerts, services.guardrails);
   const material = services.identity.tls();
   const server = https.createServer({
     cert: material.cert,

@@ -9,6 +9,7 @@ import { rolesSchema, accessSchema } from '../authz/config.ts';
 import { compileTemplate } from '../../recorder/export/template.ts';
 import { parseSchedule } from '../../recorder/reports/cron.ts';
 import { alertRulesSchema, notifiersSchema } from '../alerts/config.ts';
+import { guardrailsSchema } from '../guardrails/config.ts';
 
 /** `vigil audit export --format template:NAME`: a line with ${field} placeholders (recorder/export/template.ts). */
 const exportTemplate = z
@@ -270,6 +271,8 @@ export function buildConfigSchema(sc: SchemaContext, proxies: readonly ProxyConf
     notifiers: notifiersSchema(sc),
     /** Alert rules evaluated over the event stream, off the proxies' hot path. */
     alerts: alertRulesSchema(),
+    /** Statement and command rules the proxies ask before forwarding (README "Guardrails"). */
+    guardrails: guardrailsSchema(),
     ...proxySections,
     targets: z.array(target).default([]),
     roles: rolesSchema(),

@@ -72,6 +72,9 @@ export const EVENT_CATALOG = {
   'report.generated': { description: 'An access-review report was generated (vigil report access, or a reports.schedules entry): period, format, destination, SHA-256 of the file, headline counts and the chain verification status.' },
   'audit.export': { description: 'Audit events were exported (vigil audit export): format, filter, destination and how many events.' },
   'audit.bundle': { description: 'A signed evidence bundle was made (vigil audit bundle): filter, time range, covered seq interval, counts, destination and the SHA-256 of its signed manifest (or the error).' },
+  // guardrails
+  'guardrail.blocked': { description: 'A statement or SSH command was refused by a guardrail (guardrails section) before it reached the target: details carry the rule, decision (block or require_approval), reason, the statement (secrets masked) or command, and the protocol.' },
+  'guardrail.unparsed': { description: 'A statement or SSH command was refused because vigil could not parse it (or it holds dynamic SQL) and a guardrail applying to the session refuses what it cannot check (on_unparsable: refuse): details as guardrail.blocked, with the parser\'s reason.' },
   // alerts
   'alert.fired': { description: 'An alert rule (alerts section) matched: details carry the rule, its group key, the count in its window and the ids of the triggering events; the firing is queued to the rule\'s notifiers.' },
   'alert.resolved': { description: 'A rule and group that fired had no matching event for a whole window: details carry the rule, group and the time of the last matching event; notifiers are told (PagerDuty resolve with the same dedup key).' },

@@ -28,6 +28,7 @@ import { applyKeepAlive } from './slow-clients.ts';
 import { balancerCheck, readProxyHeader, recordProxyHeaderRefusal } from './proxy-protocol.ts';
 import { startAlerts } from '../alerts/index.ts';
 import { startApprovals } from '../access/start-approvals.ts';
+import { Guardrails } from '../guardrails/index.ts';
 
 export interface Gateway {
   services: GatewayServices;
@@ -101,6 +102,10 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
   // Rules listen before any listener opens: nothing a session does escapes them.
   if (config.alerts.length || config.notifiers.length) {
     services.alerts = await startAlerts({ alerts: config.alerts, notifiers: config.notifiers, dataDir, events, targets: services.targets, log });
+  }
+  if (config.guardrails.length) {
+    await Guardrails.ready();
+    services.guardrails = new Guardrails(config.guardrails);
   }
   const enforcement = startAccessEnforcement(services);
   const purgeJob = config.retention.auto_purge ? startDailyPurge({ config, store, events, log, paths: dataPaths(dataDir) }) : undefined;

@@ -10,6 +10,7 @@ import type { RefusalBudget } from '../sessions/refusal-budget.ts';
 import type { IndexFollower } from '../../recorder/audit/index-follower.ts';
 import type { AlertService } from '../alerts/index.ts';
 import type { LinkStore } from '../access/links.ts';
+import type { Guardrails } from '../guardrails/index.ts';
 
 /** The shared services bundle every proxy, the API and the CLI work with. */
 export interface GatewayServices {
@@ -34,6 +35,8 @@ export interface GatewayServices {
   draining?: boolean;
   /** One-time approval links (present when access.approvals sends them). */
   accessLinks?: LinkStore;
+  /** Guardrails asked before each statement/command is forwarded (absent when none are configured). */
+  guardrails?: Guardrails;
 }
 
 export interface TargetDirectory {

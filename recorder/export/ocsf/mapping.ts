@@ -85,7 +85,9 @@ const STATUS = { success: [1, 'Success'], failure: [2, 'Failure'], unknown: [0, 
 const SEVERITY: Record<number, string> = { 1: 'Informational', 2: 'Low', 3: 'Medium' };
 
 /** Failures a SOC should look at sooner than routine refusals. */
-const NOTABLE_FAILURES = new Set<EventType>(['auth.failure', 'auth.failure.summary', 'access.refused', 'access.link_refused', 'ssh.request', 'api.request']);
+const NOTABLE_FAILURES = new Set<EventType>([
+  'auth.failure', 'auth.failure.summary', 'access.refused', 'access.link_refused', 'ssh.request', 'api.request', 'guardrail.blocked', 'guardrail.unparsed',
+]);
 
 interface Mapped {
   cls: ClassInfo;
@@ -105,6 +107,19 @@ function sessionActivity(e: AuditEvent, open: boolean): Mapped {
       : { cls: C.datastore, activity_id: OTHER, activity_name: 'Disconnect', attrs: { database: database(e), type_id: 1, type: 'Database' } };
   }
   return { cls: C.networkActivity, activity_id: open ? 1 : 2, activity_name: open ? 'Open' : 'Close' };
+}
+
+/** A guardrail refusal: SSH or Datastore activity, Refuse, naming the rule; the statement in query_info. */
+function guardrailRefusal(e: AuditEvent): Mapped {
+  const rule = str(e.details?.rule) ?? '?';
+  if (e.target?.protocol === 'ssh') return { cls: C.sshActivity, activity_id: 5, activity_name: 'Refuse', message: `guardrail ${rule} refused: ${str(e.details?.command) ?? ''}` };
+  return {
+    cls: C.datastore,
+    activity_id: 5,
+    activity_name: 'Refuse',
+    message: `guardrail ${rule} refused on ${e.target?.name}: ${clip(queryText(e))}`,
+    attrs: { database: database(e), query_info: { query_string: queryText(e), uid: e.id }, type_id: 1, type: 'Database' },
+  };
 }
 
 function database(e: AuditEvent): Ocsf {
@@ -265,6 +280,9 @@ const MAPPERS: Record<EventType, (e: AuditEvent) => Mapped> = {
   'audit.purged': (e) => lifecycle(e, OTHER, 'Purge'),
   'hold.added': (e) => lifecycle(e, OTHER, 'Legal Hold'),
   'hold.released': (e) => lifecycle(e, OTHER, 'Legal Hold Released'),
+  // A refusal before forwarding: the activity of its protocol, Refuse.
+  'guardrail.blocked': guardrailRefusal,
+  'guardrail.unparsed': guardrailRefusal,
   // A firing is the gateway reporting on itself: an application lifecycle event of kind Other.
   'alert.fired': (e) => lifecycle(e, OTHER, 'Alert'),
   'alert.resolved': (e) => lifecycle(e, OTHER, 'Alert Resolved'),

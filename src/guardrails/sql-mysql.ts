@@ -1,0 +1,98 @@
+import nodeSqlParser from 'node-sql-parser';
+import { emptyFacts, type SqlFacts } from './facts.ts';
+
+/**
+ * Guardrail facts of a MySQL/MariaDB text from node-sql-parser's grammar (MariaDB dialect, then MySQL).
+ * Text neither accepts is unparsable, and so is text with executable comments (`/*! … *\/`, `/*M! … *\/`):
+ * the server runs what is inside them while the grammar takes them for comments, so a statement could
+ * hide there.
+ */
+
+const parser = new nodeSqlParser.Parser();
+
+type Node = Record<string, unknown>;
+
+export function analyseMysql(sql: string): SqlFacts {
+  const facts = emptyFacts();
+  if (/\/\*[M]?!/i.test(sql)) {
+    facts.unparsable = 'executable comments (/*! … */) run on the server but cannot be checked';
+    return facts;
+  }
+  let ast: unknown;
+  try {
+    ast = parser.astify(sql, { database: 'mariadb' });
+  } catch {
+    try {
+      ast = parser.astify(sql, { database: 'mysql' });
+    } catch (e) {
+      if (!harmlessUnparsed(sql)) facts.unparsable = `the MySQL parser refused it: ${(e as Error).message.split('\n')[0].slice(0, 200)}`;
+      return facts;
+    }
+  }
+  walk(ast, facts);
+  return facts;
+}
+
+/**
+ * Statements the grammar does not know but that change nothing guardrails guard, recognised only when
+ * they stand alone (one statement, no comment): SHOW/DESCRIBE/EXPLAIN/HELP, and SET of session
+ * settings (SET NAMES, SET SESSION …, SET var = …), never when GLOBAL or PERSIST appears anywhere.
+ */
+function harmlessUnparsed(sql: string): boolean {
+  if (/\/\*|--|#/.test(sql) || !/^[^;]*;?\s*$/.test(sql)) return false;
+  if (/^\s*(show|describe|desc|explain|help)\s/i.test(sql)) return true;
+  return /^\s*set\s+(names\s|character\s+set\s|charset\s|session\s|local\s|@@session\.|@@local\.|@[A-Za-z_]|[A-Za-z_]+\s*=)/i.test(sql) && !/\b(global|persist|persist_only)\b/i.test(sql);
+}
+
+function walk(node: unknown, facts: SqlFacts): void {
+  if (Array.isArray(node)) {
+    for (const n of node) walk(n, facts);
+    return;
+  }
+  if (node === null || typeof node !== 'object') return;
+  const n = node as Node;
+  if (typeof n.type === 'string') statement(n, facts);
+  for (const v of Object.values(n)) if (v !== null && typeof v === 'object') walk(v, facts);
+}
+
+function statement(n: Node, facts: SqlFacts): void {
+  switch (n.type) {
+    case 'drop':
+      facts.kinds.add('drop');
+      return;
+    case 'truncate':
+      facts.kinds.add('truncate');
+      tables(n.name, facts);
+      return;
+    case 'delete':
+      if (!n.where) facts.kinds.add('delete_without_where');
+      tables(n.from ?? n.table, facts);
+      return;
+    case 'update':
+      if (!n.where) facts.kinds.add('update_without_where');
+      tables(n.table, facts);
+      return;
+    case 'insert':
+    case 'replace':
+    case 'load_data':
+      tables(n.table, facts);
+      return;
+    case 'grant':
+      facts.kinds.add('grant');
+      return;
+    case 'set': {
+      // SET GLOBAL / SET PERSIST change the server for everyone: the MySQL form of ALTER SYSTEM.
+      const kw = String(n.keyword ?? '').toLowerCase();
+      const vars = JSON.stringify(n.expr ?? '');
+      if (kw === 'global' || kw === 'persist' || kw === 'persist_only' || /"prefix":"@@global\.|"members":\["global"/i.test(vars)) facts.kinds.add('alter_system');
+      return;
+    }
+  }
+}
+
+function tables(t: unknown, facts: SqlFacts): void {
+  const list = Array.isArray(t) ? t : t ? [t] : [];
+  for (const x of list as { db?: string | null; table?: string }[]) {
+    if (x && typeof x.table === 'string') facts.writes.push({ schema: x.db ?? undefined, table: x.table.toLowerCase() });
+  }
+}
