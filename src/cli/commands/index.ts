@@ -9,6 +9,7 @@ import { REPLAY_COMMANDS } from './replay.ts';
 import { RETENTION_COMMANDS } from './retention.ts';
 import { REPORT_COMMANDS } from './report.ts';
 import { ALERT_COMMANDS } from './alerts.ts';
+import { SESSION_COMMANDS } from './sessions.ts';
 import { sshKnownHostsCommand } from '../../../proxies/ssh/cli.ts';
 
 /** Every CLI command, in the order `vigil --help` lists them. One line per command module. */
@@ -25,5 +26,6 @@ export const COMMANDS: Command[] = [
   ...RETENTION_COMMANDS,
   ...REPORT_COMMANDS,
   ...ALERT_COMMANDS,
+  ...SESSION_COMMANDS,
   sshKnownHostsCommand,
 ];
