@@ -1,6 +1,7 @@
 import type { Command, CommandArgs } from '../command.ts';
 import { stringOpt, UsageError } from '../command.ts';
 import { GATEWAY_API_OPTIONS, gatewayApi } from '../api-client.ts';
+import { escapeTerminal } from '../../../recorder/audit/index.ts';
 
 /** `vigil sessions list|kill` and `vigil watch`: live sessions of a running gateway, through its API. */
 
@@ -25,31 +26,28 @@ function printTable(args: CommandArgs, rows: string[][]): void {
   for (const r of rows) args.out.write(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ') + '\n');
 }
 
-export const sessionsListCommand: Command = {
-  name: 'sessions list',
-  summary: 'Live sessions on a running gateway: user, target, protocol, start, bytes each way (admins and auditors see all, others their own).',
-  usage: '[--live] --api URL --cert F --key F --ca F [--json]\n\nOnly live sessions are held by the gateway; past ones are in the audit log (vigil audit search --type session.end).',
-  options: { live: { type: 'boolean', help: 'live sessions (the default and, for now, the only kind listed)' }, ...GATEWAY_API_OPTIONS, json: { type: 'boolean' } },
-  examples: ['sessions list --live --api https://vigil:8443 --cert me.crt --key me.key --ca ca.crt', 'sessions list --json'],
-  async run(args) {
-    const { sessions } = await gatewayApi(args).call<{ sessions: SessionRow[] }>('GET', '/v1/sessions?live=1');
-    if (args.values.json) {
-      for (const s of sessions) args.out.write(JSON.stringify(s) + '\n');
-      return 0;
-    }
-    if (sessions.length === 0) {
-      args.out.write('No live sessions.\n');
-      return 0;
-    }
-    const rows = [['ID', 'USER', 'TARGET', 'PROTOCOL', 'SOURCE', 'STARTED', 'IN', 'OUT', 'STATEMENTS']];
-    for (const s of sessions) {
-      const target = s.target.name + (s.target.login ? ` (${s.target.login}${s.target.database ? `/${s.target.database}` : ''})` : '');
-      rows.push([s.id, s.user, target, s.protocol, s.source.ip, s.started_at, bytes(s.bytes_from_client), bytes(s.bytes_to_client), String(s.statements)]);
-    }
-    printTable(args, rows);
+/**
+ * `vigil sessions list --live` (the command itself lives in replay.ts with the recorded-sessions listing):
+ * the gateway's live sessions with their byte counts, through its API.
+ */
+export async function listLiveSessions(args: CommandArgs): Promise<number> {
+  const { sessions } = await gatewayApi(args).call<{ sessions: SessionRow[] }>('GET', '/v1/sessions?live=1');
+  if (args.values.json) {
+    for (const s of sessions) args.out.write(JSON.stringify(s) + '\n');
     return 0;
-  },
-};
+  }
+  if (sessions.length === 0) {
+    args.out.write('No live sessions.\n');
+    return 0;
+  }
+  const rows = [['SESSION', 'START', 'USER', 'TARGET', 'PROTOCOL', 'SOURCE', 'IN', 'OUT', 'STATEMENTS']];
+  for (const s of sessions) {
+    const target = s.target.name + (s.target.login ? ` (${s.target.login}${s.target.database ? `/${s.target.database}` : ''})` : '');
+    rows.push([s.id, s.started_at, s.user, target, s.protocol, s.source.ip, bytes(s.bytes_from_client), bytes(s.bytes_to_client), String(s.statements)].map((c) => escapeTerminal(c)));
+  }
+  printTable(args, rows);
+  return 0;
+}
 
 export const sessionsKillCommand: Command = {
   name: 'sessions kill',
@@ -139,4 +137,4 @@ export const watchCommand: Command = {
   },
 };
 
-export const SESSION_COMMANDS: Command[] = [sessionsListCommand, sessionsKillCommand, watchCommand];
+export const SESSION_COMMANDS: Command[] = [sessionsKillCommand, watchCommand];
