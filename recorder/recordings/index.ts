@@ -487,8 +487,9 @@ class CastWriter implements AsciicastWriter, LiveCast {
       while (!this.error && (this.queue.length || this.pending.length)) {
         // A trickle of events (interactive output, or one NUL-run event per relayed chunk) is gathered
         // for a moment instead of costing a write each; nobody waits for it (event times are taken on
-        // arrival, and the file is synced at close).
-        if (!this.closed && this.queuedBound < SMALL_WRITE && this.drainedCbs.length === 0) {
+        // arrival, and the file is synced at close). While someone watches live, the watcher is waiting:
+        // the trickle is written at once (more small writes, for watched sessions only).
+        if (!this.closed && this.queuedBound < SMALL_WRITE && this.drainedCbs.length === 0 && this.tails.size === 0) {
           await sleep(this.smallWriteDelay);
           if (this.error) break;
         }
