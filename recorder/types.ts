@@ -87,9 +87,31 @@ export interface BinarySummary {
   sha256: string;
 }
 
+/**
+ * A recording still being written, as a live watcher follows it. What a watcher gets is exactly what lands
+ * in the file (whole asciicast lines, after each write), so watching is the recording itself, never a
+ * second copy of the session's data taken from the proxy.
+ */
+export interface LiveCast {
+  readonly id: string;
+  readonly channel: number;
+  /**
+   * Follow the recording. `fromStart`: everything on disk so far, then each write as it lands; otherwise the
+   * header line, then new writes only. `onData` gets whole lines; `onEnd` runs once when the recording is
+   * closed (after its last lines). Returns a function that stops following.
+   */
+  follow(fromStart: boolean, onData: (lines: Buffer) => void, onEnd: () => void): () => void;
+}
+
 export interface RecordingStore {
   /** Open a recording for channel `channel` of session `sessionId`. */
   openAsciicast(sessionId: string, channel: number, header: AsciicastHeader, options?: AsciicastOptions): AsciicastWriter;
+  /**
+   * Hear of the recordings of session `sessionId` that are being written now (called at once for each)
+   * and of each one opened later, until the returned function is called. Optional: stores without live
+   * recordings do not offer it.
+   */
+  watch?(sessionId: string, onCast: (cast: LiveCast) => void): () => void;
   /** Recordings of a session (ids), in channel order. */
   list(sessionId: string): Promise<string[]>;
   /** Full path of a recording for reading. */

@@ -27,11 +27,20 @@ export class Metrics {
       if (e.outcome === 'success') counts.success++;
       else if (e.outcome === 'failure') counts.failure++;
       else counts.unknown++;
+      if (e.type.startsWith('session.') && e.outcome === 'success') this.countSessionControl(e.type);
     });
     this.events = events;
   }
 
   private readonly events: EventBus;
+  /** Live watch and kill (src/api/watch.ts, src/sessions/control.ts), from their events. */
+  private readonly control = { killed: 0, watched: 0, watchesEnded: 0 };
+
+  private countSessionControl(type: string): void {
+    if (type === 'session.kill') this.control.killed++;
+    else if (type === 'session.watch_started') this.control.watched++;
+    else if (type === 'session.watch_ended') this.control.watchesEnded++;
+  }
 
   render(): string {
     const lines: string[] = [];
@@ -48,6 +57,15 @@ export class Metrics {
     lines.push('# HELP vigil_sessions_active Live proxied sessions, by protocol.');
     lines.push('# TYPE vigil_sessions_active gauge');
     for (const [protocol, n] of [...byProtocol].sort()) lines.push(`vigil_sessions_active{protocol="${protocol}"} ${n}`);
+    lines.push('# HELP vigil_sessions_killed_total Live sessions killed by an administrator or auditor (session.kill).');
+    lines.push('# TYPE vigil_sessions_killed_total counter');
+    lines.push(`vigil_sessions_killed_total ${this.control.killed}`);
+    lines.push('# HELP vigil_sessions_watched_total Live watches started (session.watch_started).');
+    lines.push('# TYPE vigil_sessions_watched_total counter');
+    lines.push(`vigil_sessions_watched_total ${this.control.watched}`);
+    lines.push('# HELP vigil_session_watchers Live watches open now.');
+    lines.push('# TYPE vigil_session_watchers gauge');
+    lines.push(`vigil_session_watchers ${this.control.watched - this.control.watchesEnded}`);
     if (this.refusals) this.renderRefusals(lines, this.refusals);
     this.alerts?.renderMetrics(lines);
     this.guardrails?.renderMetrics(lines);

@@ -852,7 +852,7 @@ export class ClientConnection {
   /** Registry terminator: send a FATAL ErrorResponse at a message boundary, then close. */
   private terminate(reason: EndReason, message: string): void {
     if (this.ended) return;
-    const code = reason === 'shutdown' ? '57P01' : reason === 'audit_unavailable' ? '58000' : reason === 'idle_timeout' ? '57P05' : reason === 'write_stall' ? '08006' : '28000';
+    const code = reason === 'shutdown' || reason === 'terminated' ? '57P01' : reason === 'audit_unavailable' ? '58000' : reason === 'idle_timeout' ? '57P05' : reason === 'write_stall' ? '08006' : '28000';
     this.terminating = { reason, message, code };
     if (!this.backendFramer || this.backendFramer.atBoundary) return this.finishTermination();
     // Mid-message from the backend: the next chunk is cut at the boundary; do not wait forever.

@@ -6,7 +6,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { escapeJsonUtf8, maxEscapedLength } from './json-string.ts';
 import { writeAll } from '../audit/durable.ts';
 import crypto from 'node:crypto';
-import type { AsciicastHeader, AsciicastOptions, AsciicastWriter, BinarySummary, RecordingStore } from '../types.ts';
+import type { AsciicastHeader, AsciicastOptions, AsciicastWriter, BinarySummary, LiveCast, RecordingStore } from '../types.ts';
+import { LiveRecordings } from './live.ts';
 
 export interface RecordingStoreOptions {
   /** Output queued but not yet written beyond this is a failure (disk far slower than the session):
@@ -42,10 +43,16 @@ function dirName(sessionId: string): string {
  */
 export function openRecordingStore(dir: string, opts: RecordingStoreOptions = {}): RecordingStore {
   const idOf = (sessionId: string, channel: number) => `${dirName(sessionId)}/ch${Number.isInteger(channel) && channel >= 0 ? channel : 0}.cast`;
+  const live = new LiveRecordings<CastWriter>();
   return {
     openAsciicast(sessionId, channel, header, options) {
       const id = idOf(sessionId, channel);
-      return new CastWriter(id, path.join(dir, id), header, opts, options);
+      const w = new CastWriter(id, path.join(dir, id), header, opts, options, channel);
+      live.opened(sessionId, w, (done) => w.onFinished(done));
+      return w;
+    },
+    watch(sessionId, onCast) {
+      return live.watch(sessionId, onCast);
     },
     async list(sessionId) {
       const sub = dirName(sessionId);
@@ -189,7 +196,7 @@ function jsonBody(text: string): string {
   return JSON.stringify(text).slice(1, -1);
 }
 
-class CastWriter implements AsciicastWriter {
+class CastWriter implements AsciicastWriter, LiveCast {
   private readonly start = performance.now();
   private readonly out = new StringDecoder('utf8');
   private readonly in = new StringDecoder('utf8');
@@ -215,6 +222,13 @@ class CastWriter implements AsciicastWriter {
   private readonly seen = { o: 0, i: 0 };
   private readonly binary: { o?: BinaryTail; i?: BinaryTail } = {};
   private readonly summariseBinary: boolean;
+  /** File bytes written so far (whole lines only: advanced when a write completes). */
+  private written = 0;
+  /** Live followers (watch): each hears of every write as it lands, then `null` once the file is closed. */
+  private readonly tails = new Set<(lines: Buffer | null) => void>();
+  private finished = false;
+  private finishedCbs: (() => void)[] = [];
+  private readonly headerLine: string;
 
   constructor(
     readonly id: string,
@@ -222,6 +236,7 @@ class CastWriter implements AsciicastWriter {
     header: AsciicastHeader,
     opts: RecordingStoreOptions,
     options: AsciicastOptions = {},
+    readonly channel = 0,
   ) {
     this.summariseBinary = options.binary === 'summary';
     this.maxQueued = opts.maxQueuedBytes ?? 64 * 1024 * 1024;
@@ -243,7 +258,8 @@ class CastWriter implements AsciicastWriter {
       return fsp.open(file, 'w', 0o600);
     })();
     this.handle.catch((e) => this.fail(e));
-    this.pending.push(JSON.stringify(h) + '\n');
+    this.headerLine = JSON.stringify(h) + '\n';
+    this.pending.push(this.headerLine);
     this.kick();
   }
 
@@ -471,8 +487,9 @@ class CastWriter implements AsciicastWriter {
       while (!this.error && (this.queue.length || this.pending.length)) {
         // A trickle of events (interactive output, or one NUL-run event per relayed chunk) is gathered
         // for a moment instead of costing a write each; nobody waits for it (event times are taken on
-        // arrival, and the file is synced at close).
-        if (!this.closed && this.queuedBound < SMALL_WRITE && this.drainedCbs.length === 0) {
+        // arrival, and the file is synced at close). While someone watches live, the watcher is waiting:
+        // the trickle is written at once (more small writes, for watched sessions only).
+        if (!this.closed && this.queuedBound < SMALL_WRITE && this.drainedCbs.length === 0 && this.tails.size === 0) {
           await sleep(this.smallWriteDelay);
           if (this.error) break;
         }
@@ -512,6 +529,9 @@ class CastWriter implements AsciicastWriter {
           o += buf.write('"]\n', o, 'latin1');
         }
         await writeAll(h, buf.subarray(0, o));
+        this.written += o;
+        // Watchers get what just landed, copied (the scratch buffer is reused); nothing to do without them.
+        if (this.tails.size) this.publish(Buffer.from(buf.subarray(0, o)));
         this.queued -= bytes;
         if (this.queued <= this.drainedBelow && this.drainedCbs.length) this.notifyDrained();
       }
@@ -544,5 +564,97 @@ class CastWriter implements AsciicastWriter {
     } catch (e) {
       this.fail(e as Error);
     }
+    this.finish();
+  }
+
+  // ---- live followers (watch) -------------------------------------------------------------------------
+
+  private publish(lines: Buffer | null): void {
+    for (const t of this.tails) {
+      try {
+        t(lines);
+      } catch {
+        // A watcher's failure must never affect the recording.
+      }
+    }
+  }
+
+  /** The recording is complete: followers hear the end, and the store forgets it as live. */
+  private finish(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.publish(null);
+    this.tails.clear();
+    for (const cb of this.finishedCbs.splice(0)) cb();
+  }
+
+  onFinished(cb: () => void): void {
+    if (this.finished) cb();
+    else this.finishedCbs.push(cb);
+  }
+
+  follow(fromStart: boolean, onData: (lines: Buffer) => void, onEnd: () => void): () => void {
+    let stopped = false;
+    // From the start: the bytes on disk up to `upTo` are read from the file; writes landing meanwhile
+    // wait here, so nothing is shown twice or skipped (`written` only moves when a write has completed).
+    const upTo = this.written;
+    let held: (Buffer | null)[] | undefined = fromStart && upTo > 0 ? [] : undefined;
+    const deliver = (b: Buffer | null) => {
+      if (stopped) return;
+      if (b === null) {
+        stopped = true;
+        onEnd();
+      } else onData(b);
+    };
+    const tail = (b: Buffer | null) => {
+      if (held) held.push(b);
+      else deliver(b);
+    };
+    if (this.finished) {
+      if (!fromStart) queueMicrotask(() => deliver(null));
+    } else {
+      this.tails.add(tail);
+      // From now: the header first (sizes, terminal type), unless it has not been written yet (then it
+      // arrives with the first write).
+      if (!fromStart && upTo > 0) queueMicrotask(() => deliver(Buffer.from(this.headerLine)));
+    }
+    if (fromStart && (upTo > 0 || this.finished)) {
+      held ??= [];
+      if (this.finished) held.push(null);
+      void readPrefix(this.file, this.finished ? Infinity : upTo).then(
+        (prefix) => {
+          const queued = held ?? [];
+          held = undefined;
+          if (prefix.length) deliver(prefix);
+          for (const b of queued) deliver(b);
+        },
+        () => {
+          held = undefined;
+          deliver(null);
+        },
+      );
+    }
+    return () => {
+      stopped = true;
+      this.tails.delete(tail);
+    };
+  }
+}
+
+/** The first `n` bytes of a file (all of it for Infinity). */
+async function readPrefix(file: string, n: number): Promise<Buffer> {
+  if (n === Infinity) return fsp.readFile(file);
+  const fh = await fsp.open(file, 'r');
+  try {
+    const buf = Buffer.alloc(n);
+    let got = 0;
+    while (got < n) {
+      const { bytesRead } = await fh.read(buf, got, n - got, got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    return buf.subarray(0, got);
+  } finally {
+    await fh.close();
   }
 }

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { GatewayServices } from '../gateway/services.ts';
 import type { AccessService, Actor } from '../access/service.ts';
 import type { AccessState } from '../store/types.ts';
-import type { LiveSession } from '../sessions/registry.ts';
+import { killSession, sessionView } from '../sessions/control.ts';
 import { credentialsView } from '../access/credentials.ts';
 import { parseDuration } from '../config/units.ts';
 import { ApiError, parseBody, readJson } from './http.ts';
@@ -49,23 +49,9 @@ export const RequestBody = z.strictObject({
 export const ApproveBody = z.strictObject({ comment: z.string().optional() });
 export const ReasonBody = z.strictObject({ reason: z.string().default('') });
 export const CertificateBody = z.strictObject({ ssh_public_key: z.string().min(1).optional(), ttl: ttl.optional() });
+export const KillBody = z.strictObject({ reason: z.string().trim().min(1, 'a reason is required to kill a session') });
 export const LockBody = z.strictObject({ user: z.string().min(1), reason: z.string().default(''), ttl: ttl.optional() });
 const STATES: AccessState[] = ['pending', 'active', 'denied', 'expired', 'revoked'];
-
-function sessionView(s: LiveSession) {
-  return {
-    id: s.id,
-    protocol: s.protocol,
-    user: s.principal.user,
-    roles: s.principal.roles,
-    cert_serial: s.principal.certSerial,
-    target: s.target,
-    source: s.source,
-    grant_ids: s.grantIds,
-    access_expires_at: s.accessExpiresAt?.toISOString(),
-    started_at: s.startedAt.toISOString(),
-  };
-}
 
 export const ROUTES: Route[] = [
   {
@@ -165,10 +151,25 @@ export const ROUTES: Route[] = [
   {
     method: 'GET',
     pattern: '/v1/sessions',
-    async handle({ actor, services, access }) {
+    async handle({ actor, services, access, query }) {
+      // Only live sessions are held in memory; past ones are in the audit log (vigil audit search).
+      const live = query.get('live');
+      if (live !== null && live !== '1' && live !== 'true') {
+        throw new ApiError(400, 'VIGIL_BAD_REQUEST', 'live: only live sessions are listed here (live=1); search the audit log for past ones');
+      }
       const all = services.sessions.list();
       const visible = access.seesEverything(actor) ? all : all.filter((s) => s.principal.user === actor.user);
       return [200, { sessions: visible.map(sessionView) }];
+    },
+  },
+  {
+    method: 'POST',
+    pattern: '/v1/sessions/:id/kill',
+    async handle({ actor, params, req, services, access }) {
+      const b = parseBody(KillBody, await readJson(req));
+      const deps = { sessions: services.sessions, events: services.events, seesEverything: (a: typeof actor) => access.seesEverything(a) };
+      const r = await killSession(deps, actor, params.id, b.reason);
+      return [200, { killed: r.session, ended: r.ended }];
     },
   },
 ];

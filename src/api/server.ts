@@ -15,6 +15,8 @@ import { RefusalBudget } from './refusals.ts';
 import { applyKeepAlive } from '../gateway/slow-clients.ts';
 import { LinkStore } from '../access/links.ts';
 import { LINK_PATH_PREFIX, redactLinkPath, unauthenticatedLinkRefusal } from './link-routes.ts';
+import { streamSession, watchSessionId } from './watch.ts';
+import { controlEvent, refuseUnlessPrivileged } from '../sessions/control.ts';
 
 /** A live-stream client that falls this far behind is disconnected rather than buffered without bound. */
 const STREAM_MAX_BUFFERED = 4 * 1024 * 1024;
@@ -184,7 +186,7 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
     const rejectUpgrade = (status: number, code: string, message: string, retryAfter?: number) => {
       const body = JSON.stringify({ error: { code, message } });
       socket.end(
-        `HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : status === 403 ? 'Forbidden' : status === 429 ? 'Too Many Requests' : 'Not Found'}\r\n` +
+        `HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : status === 403 ? 'Forbidden' : status === 429 ? 'Too Many Requests' : status === 503 ? 'Service Unavailable' : 'Not Found'}\r\n` +
           (retryAfter ? `retry-after: ${retryAfter}\r\n` : '') +
           `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
       );
@@ -195,6 +197,8 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
       const r = budgetRefusal(req, auth);
       return rejectUpgrade(r.status, r.code, r.message, r.retryAfter);
     }
+    const watchId = watchSessionId(path);
+    if (watchId !== undefined) return watchUpgrade(req, socket, head, auth.actor, watchId, rejectUpgrade);
     if (path !== EVENTS_STREAM_PATH) return rejectUpgrade(404, 'VIGIL_NO_ROUTE', `No WebSocket endpoint ${path}.`);
     if (!access.seesEverything(auth.actor)) {
       const msg = 'Only administrators and auditors may read the live audit stream.';
@@ -218,6 +222,43 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
       });
       ws.on('error', () => ws.terminate());
       log.info({ user: auth.actor.user }, 'api: live audit stream opened');
+    });
+  }
+
+  /** GET /v1/sessions/:id/watch (src/api/watch.ts): admins and auditors, recorded before the first byte. */
+  async function watchUpgrade(
+    req: http.IncomingMessage,
+    socket: net.Socket,
+    head: Buffer,
+    actor: Actor,
+    id: string,
+    rejectUpgrade: (status: number, code: string, message: string) => void,
+  ): Promise<void> {
+    const control = { sessions: services.sessions, events, seesEverything: (a: Actor) => access.seesEverything(a) };
+    try {
+      await refuseUnlessPrivileged(control, actor, 'session.watch_started', id, 'watch sessions');
+    } catch (e) {
+      const r = errorResponse(e);
+      return rejectUpgrade(r.status, r.code, r.message);
+    }
+    const handle = services.sessions.get(id);
+    if (!handle || handle.endReason) {
+      const msg = `No live session "${id}".`;
+      void recordRefusal(req, { user: actor.user, roles: actor.roles, certSerial: actor.certSerial }, 404, 'VIGIL_NOT_FOUND', msg);
+      return rejectUpgrade(404, 'VIGIL_NOT_FOUND', msg);
+    }
+    const fromStart = new URL(req.url ?? '/', 'https://vigil.invalid').searchParams.get('from') !== 'now';
+    try {
+      await events.emit(controlEvent('session.watch_started', actor, id, handle.session, 'success', { from: fromStart ? 'start' : 'now' }));
+    } catch (e) {
+      const r = errorResponse(e);
+      return rejectUpgrade(r.status, r.code, r.message);
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      streams.add(ws);
+      ws.on('close', () => streams.delete(ws));
+      streamSession(ws, { events, sessions: services.sessions, recordings: services.recordings, log }, actor, handle.session, fromStart);
+      log.info({ user: actor.user, session: id }, 'api: session watch opened');
     });
   }
 

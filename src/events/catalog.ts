@@ -19,6 +19,9 @@ export const EVENT_CATALOG = {
   'auth.failure.summary': { description: 'Unauthenticated refusals from one source beyond its budget (budgets section), counted instead of written one by one: count, reasons, first/last time, per protocol and window.' },
   'session.start': { description: 'A proxied session to a target began.' },
   'session.end': { description: 'A proxied session ended; details carry the reason, byte counts and duration.' },
+  'session.kill': { description: 'An administrator or auditor killed a live session (vigil sessions kill, POST /v1/sessions/:id/kill): details carry the session id, its user, target and protocol, and the reason given; the client was told "terminated by <actor>: <reason>" the protocol\'s way and session.end follows with reason terminated. Outcome failure: the caller lacked the role (nothing was done).' },
+  'session.watch_started': { description: 'An administrator or auditor began watching a live session read-only (vigil watch, GET /v1/sessions/:id/watch): details carry the session id, its user, target and protocol, and from (start or now). Outcome failure: the caller lacked the role, or the session is not live.' },
+  'session.watch_ended': { description: 'A watcher stopped watching a live session (closed, or the session ended): details carry the session id, why, and how long and how many bytes were streamed.' },
   // ssh
   'ssh.exec.start': { description: 'An SSH exec request was passed to the target (exact command, before any output); ssh.exec follows when it ends.' },
   'ssh.exec': { description: 'A command was executed over SSH exec (exact command and exit status; outcome unknown when the session ended first).' },

@@ -138,6 +138,8 @@ export async function openSession(
     session_id: handle.id,
   };
   const stats: SessionStats = { bytesFromClient: 0, bytesToClient: 0, statements: 0 };
+  // The same object the proxy counts into: the live session list reads it without asking the proxy.
+  handle.session.stats = stats;
   const started = Date.now();
   // One span per session; a no-op unless the OpenTelemetry SDK was started (OTEL_EXPORTER_OTLP_ENDPOINT).
   const span = trace.getTracer('vigil').startSpan(`${req.protocol} session`, {

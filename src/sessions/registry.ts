@@ -13,6 +13,8 @@ export type EndReason =
   | 'idle_timeout'
   /** The client stopped reading the gateway's output for slow_clients.write_stall_timeout. */
   | 'write_stall'
+  /** An administrator or auditor killed the session (`vigil sessions kill`, POST /v1/sessions/:id/kill). */
+  | 'terminated'
   | 'shutdown'
   | 'recording_failed'
   | 'audit_unavailable'
@@ -35,6 +37,8 @@ export interface SessionInfo {
 export interface LiveSession extends SessionInfo {
   id: string;
   startedAt: Date;
+  /** The session's running byte and statement counts (set by openSession; read for `sessions list --live`). */
+  stats?: { bytesFromClient: number; bytesToClient: number; statements: number };
 }
 
 /**

@@ -149,6 +149,19 @@ function userAccess(e: AuditEvent, activity_id: number, activity_name: string): 
   };
 }
 
+/** session.kill / session.watch_*: an admin or auditor acting on another user's live session. */
+function sessionControl(e: AuditEvent, activity_name: string): Mapped {
+  const d = e.details ?? {};
+  const id = str(d.session_id);
+  return {
+    cls: C.authorizeSession,
+    activity_id: OTHER,
+    activity_name,
+    attrs: { user: userObject(str(d.session_user) ?? 'unknown'), privileges: [], session: id ? { uid: id } : undefined },
+    message: `${activity_name} ${id ?? ''} by ${e.actor?.user ?? 'unknown'}${str(d.reason) ? `: ${d.reason}` : ''}`,
+  };
+}
+
 function lifecycle(e: AuditEvent, activity_id: number, activity_name: string): Mapped {
   const name = e.type.startsWith('audit.') ? 'vigil audit log' : 'vigil gateway';
   return { cls: C.appLifecycle, activity_id, activity_name, attrs: { app: { name, vendor_name: 'vigil', version: productVersion } } };
@@ -215,6 +228,10 @@ const MAPPERS: Record<EventType, (e: AuditEvent) => Mapped> = {
     attrs: { user: userObject(e.actor?.user), privileges: [...(e.actor?.roles ?? []), ...((e.details?.grant_ids as string[] | undefined) ?? []).map((g) => `grant:${g}`)], session: e.session_id ? { uid: e.session_id } : undefined },
   }),
   'session.end': (e) => sessionActivity(e, false),
+  // Acting on someone's live session: the session (details.session_id) and its user are what is affected.
+  'session.kill': (e) => sessionControl(e, 'Kill Session'),
+  'session.watch_started': (e) => sessionControl(e, 'Watch Session'),
+  'session.watch_ended': (e) => sessionControl(e, 'Watch Ended'),
   'ssh.exec.start': (e) => ({ cls: C.sshActivity, activity_id: 6, activity_name: 'Traffic', message: `exec started: ${str(e.details?.command) ?? ''}` }),
   'ssh.exec': (e) => ({ cls: C.sshActivity, activity_id: 6, activity_name: 'Traffic', message: `exec: ${str(e.details?.command) ?? ''}` }),
   'ssh.command.start': (e) => ({ cls: C.sshActivity, activity_id: 6, activity_name: 'Traffic', message: e.details?.hidden ? 'hidden line submitted' : `command submitted: ${str(e.details?.command) ?? str(e.details?.keys) ?? ''}` }),

@@ -9,6 +9,7 @@ import { REPLAY_COMMANDS } from './replay.ts';
 import { RETENTION_COMMANDS } from './retention.ts';
 import { REPORT_COMMANDS } from './report.ts';
 import { ALERT_COMMANDS } from './alerts.ts';
+import { SESSION_COMMANDS } from './sessions.ts';
 
 /**
  * The core's CLI commands, in the order `vigil --help` lists them; app/commands.ts appends the proxies' own.
@@ -27,4 +28,5 @@ export const COMMANDS: Command[] = [
   ...RETENTION_COMMANDS,
   ...REPORT_COMMANDS,
   ...ALERT_COMMANDS,
+  ...SESSION_COMMANDS,
 ];

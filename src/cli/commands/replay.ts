@@ -5,6 +5,8 @@ import { dataPaths } from '../../data-dir.ts';
 import { openRecordingStore } from '../../../recorder/recordings/index.ts';
 import { readAsciicast, playAsciicast, renderFinalText, buildTranscript, formatTranscript } from '../../../recorder/recordings/replay.ts';
 import { auditPaths, parseTimeArg } from './audit.ts';
+import { GATEWAY_API_OPTIONS } from '../api-client.ts';
+import { listLiveSessions } from './sessions.ts';
 
 function numberOpt(flag: string, text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
@@ -26,16 +28,19 @@ interface SessionRow {
 
 export const sessionsListCommand: Command = {
   name: 'sessions list',
-  summary: 'List recorded sessions (from session.start / session.end audit events).',
-  usage: '[--user U] [--target T] [--since 2h|ISO] [--json]',
+  summary: 'List recorded sessions (from session.start / session.end audit events); --live: the live sessions of a running gateway, with bytes so far.',
+  usage: '[--user U] [--target T] [--since 2h|ISO] [--json]\n       --live --api URL --cert F --key F --ca F [--json]',
   options: {
+    live: { type: 'boolean', help: 'live sessions of a running gateway (through its API), with bytes each way' },
+    ...GATEWAY_API_OPTIONS,
     user: { type: 'string', arg: 'U', help: 'only sessions of this user' },
     target: { type: 'string', arg: 'T', help: 'only sessions on this target' },
     since: { type: 'string', arg: '2h|ISO', help: 'only sessions started this long ago or since this time' },
     json: { type: 'boolean' },
   },
-  examples: ['sessions list --user alice --since 1d', 'sessions list --target prod-pg --json'],
+  examples: ['sessions list --user alice --since 1d', 'sessions list --target prod-pg --json', 'sessions list --live --api https://vigil:8443 --cert me.crt --key me.key --ca ca.crt'],
   async run(args) {
+    if (args.values.live) return listLiveSessions(args);
     const p = auditPaths(args);
     const { records } = await searchAuditLog(p.auditDir, {
       type: 'session.',

@@ -1,0 +1,163 @@
+import type { WebSocket } from 'ws';
+import type { Logger } from 'pino';
+import type { Actor } from '../access/service.ts';
+import type { AuditEvent } from '../events/envelope.ts';
+import type { EventBus } from '../events/bus.ts';
+import type { LiveCast, RecordingStore } from '../../recorder/types.ts';
+import { controlEvent, sessionView } from '../sessions/control.ts';
+import type { LiveSession, SessionRegistry } from '../sessions/registry.ts';
+
+/**
+ * Live watch of one session over a WebSocket (GET /v1/sessions/:id/watch), read-only: nothing the watcher
+ * sends is read, let alone passed on. Terminal sessions are streamed from their recordings as the
+ * recording writer lands them (src: recorder/recordings LiveCast), database sessions as their statements
+ * are recorded (the event bus): the watcher sees what the audit trail holds, through no other path.
+ *
+ * Messages (JSON text frames, server to watcher):
+ * - `{type:"session", session, mode:"terminal"|"statements", from:"start"|"now"}` first;
+ * - `{type:"cast", channel, header?, events:[[t, code, data], …]}` asciicast v2 lines of a channel's recording;
+ * - `{type:"cast_end", channel}` when a channel's recording is complete;
+ * - `{type:"statement", event}` a `db.query.start` / `db.query` audit event of the session;
+ * - `{type:"end", reason}` the session ended; the socket is then closed (1000).
+ */
+
+const WATCH_PATH = /^\/v1\/sessions\/([^/]+)\/watch$/;
+/** A watcher this far behind is cut off (1013) rather than buffered without bound. */
+const MAX_BUFFERED = 4 * 1024 * 1024;
+/** After session.end, how long the last recording writes may take to reach the watcher. */
+const END_GRACE_MS = 3000;
+const TERMINAL_PROTOCOLS = new Set(['ssh']);
+const STATEMENT_TYPES = new Set(['db.query.start', 'db.query']);
+
+/** The session id of a watch URL path, or undefined when `path` is not one. */
+export function watchSessionId(path: string): string | undefined {
+  const m = WATCH_PATH.exec(path);
+  if (!m) return undefined;
+  try {
+    return decodeURIComponent(m[1]);
+  } catch {
+    return undefined;
+  }
+}
+
+export interface WatchDeps {
+  events: EventBus;
+  sessions: SessionRegistry;
+  recordings: RecordingStore;
+  log: Logger;
+}
+
+/** Why a watch ended, as session.watch_ended records it. */
+type WatchEnd = 'session_ended' | 'watcher_closed' | 'too_slow';
+
+/**
+ * Stream `session` to `ws` until the session ends or the watcher leaves, then write session.watch_ended.
+ * session.watch_started is written (durably) by the caller before the upgrade.
+ */
+export function streamSession(ws: WebSocket, deps: WatchDeps, actor: Actor, session: LiveSession, fromStart: boolean): void {
+  const id = session.id;
+  const started = Date.now();
+  const terminal = TERMINAL_PROTOCOLS.has(session.protocol);
+  const cleanups: (() => void)[] = [];
+  let bytes = 0;
+  let ending: WatchEnd | undefined;
+  const following = new Set<number>();
+  let sessionEnd: { reason: unknown } | undefined;
+
+  const send = (msg: unknown): void => {
+    if (ws.readyState !== ws.OPEN || ending) return;
+    if (ws.bufferedAmount > MAX_BUFFERED) return finish('too_slow', 1013, 'watcher too slow; reconnect with from=now');
+    const text = JSON.stringify(msg);
+    bytes += text.length;
+    ws.send(text);
+  };
+
+  function finish(why: WatchEnd, code: number, text: string): void {
+    if (ending) return;
+    ending = why;
+    for (const c of cleanups.splice(0)) c();
+    if (ws.readyState === ws.OPEN) ws.close(code, text);
+    deps.events
+      .emit(controlEvent('session.watch_ended', actor, id, session, 'success', { why, duration_ms: Date.now() - started, bytes }))
+      .catch((e) => deps.log.error({ err: (e as Error).message, session: id }, 'watch: could not record session.watch_ended'));
+  }
+
+  /** The session is over: once its recordings have landed (or after a grace period), say so and close. */
+  const endWhenSettled = (): void => {
+    if (!sessionEnd || ending) return;
+    if (following.size === 0) {
+      send({ type: 'end', reason: sessionEnd.reason });
+      finish('session_ended', 1000, 'session ended');
+    }
+  };
+
+  send({ type: 'session', session: sessionView(session), mode: terminal ? 'terminal' : 'statements', from: fromStart ? 'start' : 'now' });
+
+  cleanups.push(
+    deps.events.subscribe((e: AuditEvent) => {
+      if (e.session_id !== id) return;
+      if (!terminal && STATEMENT_TYPES.has(e.type)) send({ type: 'statement', event: e });
+      else if (e.type === 'session.end') {
+        sessionEnd = { reason: e.details.reason };
+        endWhenSettled();
+        const t = setTimeout(() => {
+          following.clear();
+          endWhenSettled();
+        }, END_GRACE_MS);
+        t.unref();
+        cleanups.push(() => clearTimeout(t));
+      }
+    }),
+  );
+
+  if (terminal && deps.recordings.watch) {
+    const onCast = (cast: LiveCast): void => {
+      if (ending) return;
+      following.add(cast.channel);
+      const stop = cast.follow(
+        fromStart,
+        (lines) => send(castMessage(cast.channel, lines)),
+        () => {
+          following.delete(cast.channel);
+          send({ type: 'cast_end', channel: cast.channel });
+          endWhenSettled();
+        },
+      );
+      cleanups.push(stop);
+    };
+    cleanups.push(deps.recordings.watch(id, onCast));
+  }
+
+  // Nothing from the watcher is used; a watcher that talks is simply not listened to.
+  ws.on('message', () => {});
+  ws.on('close', () => finish('watcher_closed', 1000, ''));
+  ws.on('error', () => ws.terminate());
+  // The session may have ended between the caller's check and the subscriptions above.
+  if (!deps.sessions.get(id)) {
+    sessionEnd ??= { reason: deps.sessions.get(id)?.endReason ?? 'ended' };
+    const t = setTimeout(() => {
+      following.clear();
+      endWhenSettled();
+    }, END_GRACE_MS);
+    t.unref();
+    cleanups.push(() => clearTimeout(t));
+    endWhenSettled();
+  }
+}
+
+/** One write of a recording as a message: its header line (first write) and events, parsed. */
+function castMessage(channel: number, lines: Buffer): { type: 'cast'; channel: number; header?: unknown; events: unknown[] } {
+  const msg: { type: 'cast'; channel: number; header?: unknown; events: unknown[] } = { type: 'cast', channel, events: [] };
+  for (const line of lines.toString('utf8').split('\n')) {
+    if (!line) continue;
+    let v: unknown;
+    try {
+      v = JSON.parse(line);
+    } catch {
+      continue; // the writer writes whole lines; nothing else can be in the file
+    }
+    if (Array.isArray(v)) msg.events.push(v);
+    else msg.header = v;
+  }
+  return msg;
+}

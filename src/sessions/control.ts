@@ -1,0 +1,105 @@
+import type { Actor } from '../access/service.ts';
+import { AccessRefusedError } from '../access/errors.ts';
+import type { EventBus } from '../events/bus.ts';
+import type { AuditEvent, EventInput } from '../events/envelope.ts';
+import { VigilError } from '../errors.ts';
+import type { LiveSession, SessionRegistry } from './registry.ts';
+
+/**
+ * Acting on other people's live sessions: killing them (this module) and watching them (src/sessions/watch.ts).
+ * Both are for administrators and auditors only; everyone else is refused, and the refusal is recorded like
+ * the action would have been (same event type, outcome failure), so "who tried to watch or kill what" is in
+ * the log next to "who did".
+ */
+
+export interface SessionControlDeps {
+  sessions: SessionRegistry;
+  events: EventBus;
+  /** Whether `actor` may act on every session (admin or auditor role). */
+  seesEverything(actor: Actor): boolean;
+}
+
+/** A session that is not (or no longer) live. */
+export class SessionNotFoundError extends VigilError {
+  constructor(id: string) {
+    super('VIGIL_NOT_FOUND', `No live session "${id}".`);
+  }
+}
+
+/** The JSON view of a live session, as the API lists it (GET /v1/sessions) and watch announces it. */
+export function sessionView(s: LiveSession) {
+  return {
+    id: s.id,
+    protocol: s.protocol,
+    user: s.principal.user,
+    roles: s.principal.roles,
+    cert_serial: s.principal.certSerial,
+    target: s.target,
+    source: s.source,
+    grant_ids: s.grantIds,
+    access_expires_at: s.accessExpiresAt?.toISOString(),
+    started_at: s.startedAt.toISOString(),
+    bytes_from_client: s.stats?.bytesFromClient ?? 0,
+    bytes_to_client: s.stats?.bytesToClient ?? 0,
+    statements: s.stats?.statements ?? 0,
+  };
+}
+
+/** Envelope of an event about acting on session `s` (or on an unknown id): the actor is the admin/auditor. */
+export function controlEvent(
+  type: 'session.kill' | 'session.watch_started' | 'session.watch_ended',
+  actor: Actor,
+  sessionId: string,
+  s: LiveSession | undefined,
+  outcome: AuditEvent['outcome'],
+  details: Record<string, unknown>,
+): EventInput {
+  return {
+    type,
+    outcome,
+    actor: { user: actor.user, roles: actor.roles, ...(actor.certSerial ? { cert_serial: actor.certSerial } : {}) },
+    source: actor.source,
+    // The affected resource is the watched/killed session; its user and target are in the details.
+    target: { name: `session/${sessionId}`, protocol: 'vigil' },
+    details: {
+      session_id: sessionId,
+      ...(s ? { session_user: s.principal.user, session_target: s.target.name, session_protocol: s.protocol } : {}),
+      ...details,
+    },
+  };
+}
+
+/** Refuse `action` on a session to someone without an admin/auditor role; the refusal is recorded. */
+export async function refuseUnlessPrivileged(
+  deps: SessionControlDeps,
+  actor: Actor,
+  type: 'session.kill' | 'session.watch_started',
+  sessionId: string,
+  what: string,
+): Promise<void> {
+  if (deps.seesEverything(actor)) return;
+  const message = `Only administrators and auditors may ${what}.`;
+  await deps.events.emit(controlEvent(type, actor, sessionId, deps.sessions.get(sessionId)?.session, 'failure', { code: 'VIGIL_FORBIDDEN', message }));
+  throw new AccessRefusedError('VIGIL_FORBIDDEN', 'forbidden', message);
+}
+
+/** How long kill waits for the proxy to report the session closed before answering anyway. */
+const KILL_SETTLE_MS = 5000;
+
+/**
+ * Kill a live session: `session.kill` is written (durably) first, then the proxy ends the session the
+ * protocol's own way with "terminated by <actor>: <reason>" (SSH: on the terminal then close; Postgres:
+ * FATAL 57P01; MySQL: ERR 1927), and session.end records reason `terminated`. Resolves once the session
+ * is gone from the registry (or after KILL_SETTLE_MS: `ended` false).
+ */
+export async function killSession(deps: SessionControlDeps, actor: Actor, id: string, reason: string): Promise<{ session: ReturnType<typeof sessionView>; ended: boolean }> {
+  await refuseUnlessPrivileged(deps, actor, 'session.kill', id, 'kill sessions');
+  const handle = deps.sessions.get(id);
+  if (!handle) throw new SessionNotFoundError(id);
+  const view = sessionView(handle.session);
+  await deps.events.emit(controlEvent('session.kill', actor, id, handle.session, 'success', { reason }));
+  handle.terminate('terminated', `terminated by ${actor.user}: ${reason}`);
+  const deadline = Date.now() + KILL_SETTLE_MS;
+  while (deps.sessions.get(id) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  return { session: view, ended: !deps.sessions.get(id) };
+}
