@@ -13,6 +13,7 @@ import { ApiError, errorResponse, sendJson } from './http.ts';
 import { matchRoute } from './routes.ts';
 import { RefusalBudget } from './refusals.ts';
 import { applyKeepAlive } from '../gateway/slow-clients.ts';
+import { createConsole } from '../console/server.ts';
 
 /** A live-stream client that falls this far behind is disconnected rather than buffered without bound. */
 const STREAM_MAX_BUFFERED = 4 * 1024 * 1024;
@@ -115,8 +116,13 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
       .catch((e) => log.error({ err: (e as Error).message }, 'api: could not record refused call'));
   }
 
+  // The web console (/console/): signs in with the same client certificate check, then works on its own
+  // cookie session, so identities proven otherwise (OIDC) can use it too.
+  const consoleApp = createConsole(services, access, authenticate, budgetRefusal);
+
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'https://vigil.invalid');
+    if (await consoleApp.handle(req, res, url)) return;
     if (url.pathname === '/healthz' && req.method === 'GET') {
       const healthy = events.healthy;
       return sendJson(res, healthy ? 200 : 503, { status: healthy ? 'ok' : 'failing', audit: healthy ? 'ok' : 'unavailable' });
@@ -218,6 +224,7 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
   server.close = ((cb?: (err?: Error) => void) => {
     close(cb);
     refusals.close();
+    consoleApp.close();
     for (const ws of streams) ws.terminate();
     server.closeAllConnections();
     return server;
