@@ -47,7 +47,9 @@ const SEARCH_LIMIT_MAX = 1000;
 
 export function createConsole(services: GatewayServices, access: AccessService, checkCert: CertCheck, refuseCert: CertRefusal): ConsoleHandler {
   const { events, log } = services;
-  const ttl = (services.config as { console?: { session_ttl?: number } }).console?.session_ttl ?? DEFAULT_TTL_MS;
+  const settings = (services.config as { console?: { enabled?: boolean; session_ttl?: number } }).console;
+  const enabled = settings?.enabled !== false;
+  const ttl = settings?.session_ttl ?? DEFAULT_TTL_MS;
   const sessions = new ConsoleSessions(ttl);
   const paths = dataPaths(services.dataDir);
   let catalog: SessionCatalog | undefined;
@@ -271,7 +273,7 @@ export function createConsole(services: GatewayServices, access: AccessService, 
   return {
     signIn,
     async handle(req, res, url) {
-      if (url.pathname !== '/console' && !url.pathname.startsWith('/console/')) return false;
+      if (!enabled || (url.pathname !== '/console' && !url.pathname.startsWith('/console/'))) return false;
       if (url.pathname === '/console') {
         res.writeHead(308, { location: '/console/', ...securityHeaders() });
         res.end();
