@@ -3,6 +3,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { AuditIndex } from '../../recorder/audit/search-index.ts';
 import type { AuditEvent } from '../events/envelope.ts';
+import { VigilError } from '../errors.ts';
 
 /**
  * The console's list of sessions: one row per session (start, end, who, where, counts), kept in
@@ -215,7 +216,7 @@ function decodeCursor(c: string | undefined): { t: string; id: string } | undefi
     const v = JSON.parse(Buffer.from(c, 'base64url').toString('utf8')) as unknown;
     if (Array.isArray(v) && typeof v[0] === 'string' && typeof v[1] === 'string') return { t: v[0], id: v[1] };
   } catch {
-    // fall through
+    // not ours: refused below
   }
-  return undefined;
+  throw new VigilError('VIGIL_BAD_REQUEST', 'cursor: not a cursor this endpoint returned');
 }

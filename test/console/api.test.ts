@@ -154,6 +154,7 @@ describe('authorization', () => {
     const s10 = (await c.get('/console/api/sessions?protocol=postgres&limit=200')).body.sessions.find((s: { id: string }) => s.id === 'S0010');
     expect(s10).toMatchObject({ statements: 1, end_reason: 'client_closed', duration_ms: 1010, target: 'pg-prod' });
     expect((await c.get('/console/api/sessions?protocol=ssh')).body.sessions).toEqual([]);
+    expect((await c.get('/console/api/sessions?cursor=bogus')).status).toBe(400);
   });
 
   it('session detail and recording: statements transcript, Range streaming, each view recorded', async () => {
