@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // `npm run build [-- --out DIR] [-- --no-check]`: compiles app/, src/, proxies/ and recorder/ to DIR (default dist/)
+// and bundles the web console into DIR/console (console/build.mjs)
 // with tsc (tsconfig.build.json: `.ts` import specifiers become `.js`), then copies the non-TypeScript files
 // the code reads at run time next to the compiled modules, and package.json (the code reads its version
 // relative to itself). --no-check skips type checking (`npm run typecheck` does that); the tests use it.
@@ -33,6 +34,9 @@ for (const a of ASSETS) {
 }
 fs.copyFileSync(path.join(root, 'package.json'), path.join(out, 'package.json'));
 await writeCommandManifest(path.join(out, 'src/cli'), path.join(out, 'app/commands.js'));
+// The web console (console/, bundled by Vite) goes to DIR/console, where the compiled API server finds it.
+const { buildConsole } = await import(pathToFileURL(path.join(root, 'console/build.mjs')).href);
+await buildConsole(path.join(out, 'console'));
 
 /**
  * dist/src/cli/commands.manifest.json: the command table's descriptions (names, summaries, options with their

@@ -474,6 +474,32 @@ export class AuditIndex {
     return out.sort((a, b) => a.seq - b.seq);
   }
 
+  /**
+   * Records with seq > `afterSeq` whose type is one of `types`, oldest first, at most `limit` (the
+   * console's session catalog follows the log with this). Catches up first; a stale row means catching
+   * up again, as search does.
+   */
+  recordsAfter(afterSeq: number, types: string[], limit: number): AuditRecord[] {
+    this.catchUp();
+    const sql = `SELECT seq, seg, off, len FROM events WHERE seq > ? AND type IN (${types.map(() => '?').join(', ')}) ORDER BY seq LIMIT ?`;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const segNames = new Map(this.stmt.segments.all().map((r) => [r.id, r.name]));
+        return this.readHits(this.db.prepare(sql).all(afterSeq, ...types, limit) as { seq: number; seg: number; off: number; len: number }[], segNames);
+      } catch (e) {
+        if (!(e instanceof StaleIndexError) || attempt > 0) throw e;
+        this.catchUp();
+      }
+    }
+  }
+
+  /** How many records of each of `types` each session has in (afterSeq, uptoSeq], from the index rows alone. */
+  countBySession(afterSeq: number, uptoSeq: number, types: string[]): { session: string; type: string; n: number }[] {
+    return this.db
+      .prepare(`SELECT session, type, count(*) AS n FROM events WHERE seq > ? AND seq <= ? AND session IS NOT NULL AND type IN (${types.map(() => '?').join(', ')}) GROUP BY session, type`)
+      .all(afterSeq, uptoSeq, ...types) as { session: string; type: string; n: number }[];
+  }
+
   /** The records themselves, read from the segments at the indexed offsets and checked to be those seqs. */
   private readHits(hits: { seq: number; seg: number; off: number; len: number }[], segNames: Map<number, string>): AuditRecord[] {
     const out: AuditRecord[] = new Array(hits.length);

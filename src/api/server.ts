@@ -17,6 +17,7 @@ import { LinkStore } from '../access/links.ts';
 import { LINK_PATH_PREFIX, redactLinkPath, unauthenticatedLinkRefusal } from './link-routes.ts';
 import { streamSession, watchSessionId } from './watch.ts';
 import { controlEvent, refuseUnlessPrivileged } from '../sessions/control.ts';
+import { createConsole } from '../console/server.ts';
 
 /** A live-stream client that falls this far behind is disconnected rather than buffered without bound. */
 const STREAM_MAX_BUFFERED = 4 * 1024 * 1024;
@@ -122,8 +123,13 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
       .catch((e) => log.error({ err: (e as Error).message }, 'api: could not record refused call'));
   }
 
+  // The web console (/console/): signs in with the same client certificate check, then works on its own
+  // cookie session, so identities proven otherwise (OIDC) can use it too.
+  const consoleApp = createConsole(services, access, authenticate, budgetRefusal);
+
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'https://vigil.invalid');
+    if (await consoleApp.handle(req, res, url)) return;
     if (url.pathname === '/healthz' && req.method === 'GET') {
       const healthy = events.healthy;
       return sendJson(res, healthy ? 200 : 503, { status: healthy ? 'ok' : 'failing', audit: healthy ? 'ok' : 'unavailable' });
@@ -276,6 +282,7 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
     close(cb);
     refusals.close();
     ownLinks?.close();
+    consoleApp.close();
     for (const ws of streams) ws.terminate();
     server.closeAllConnections();
     return server;

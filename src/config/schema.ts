@@ -217,6 +217,14 @@ export function buildConfigSchema(sc: SchemaContext, proxies: readonly ProxyConf
         refused_calls_per_minute: z.number().int().min(1).default(30),
       })
       .prefault({}),
+    /** The web console served by the API server under /console/ (README "Web console"). */
+    console: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        /** How long a console sign-in lasts before signing in again. */
+        session_ttl: duration().default(8 * 3_600_000 as never),
+      })
+      .prefault({}),
     budgets: z
       .strictObject({
         /**

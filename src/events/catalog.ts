@@ -66,6 +66,9 @@ export const EVENT_CATALOG = {
   'access.link_refused': { description: 'A one-time approval link was refused (no or invalid client certificate, not an approver, requester or beneficiary, used, expired or unknown) with a stable code; a refusal for the caller\'s identity leaves the link usable.' },
   'lock.created': { description: 'A user was locked out; live sessions are cut and new ones refused.' },
   'lock.deleted': { description: 'A lock was removed.' },
+  'console.signin': { description: 'Someone signed in to the web console (details: method cert or oidc, console session id, roles); a refused sign-in has outcome failure and the reason.' },
+  'console.signout': { description: 'A web console session ended (signed out, or expired).' },
+  'console.view': { description: 'A web console user viewed audit material: a session (details.view session), its recording (recording, with the byte range served) or an event search/export (events, with the filter and format).' },
   'api.request': { description: 'An API call that changed state or was refused, with the caller.' },
   // audit log itself
   'audit.checkpoint': { description: 'A signed checkpoint over the hash chain head.' },

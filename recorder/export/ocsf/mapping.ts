@@ -270,6 +270,15 @@ const MAPPERS: Record<EventType, (e: AuditEvent) => Mapped> = {
   'lock.created': (e) => ({ cls: C.accountChange, activity_id: 9, activity_name: 'Lock', attrs: { user: userObject(str(e.details?.user)) } }),
   'lock.deleted': (e) => ({ cls: C.accountChange, activity_id: 12, activity_name: 'Unlock', attrs: { user: userObject(str(e.details?.user)) } }),
   'api.request': apiActivity,
+  // Console sign-in is a logon to vigil itself; views read the audit log like an export does.
+  'console.signin': (e) => ({ cls: C.authentication, activity_id: 1, activity_name: 'Logon', attrs: { user: userObject(e.actor?.user) } }),
+  'console.signout': (e) => ({ cls: C.authentication, activity_id: 2, activity_name: 'Logoff', attrs: { user: userObject(e.actor?.user) } }),
+  'console.view': (e) => ({
+    cls: C.datastore,
+    activity_id: 1,
+    activity_name: 'Read',
+    attrs: { database: { name: 'vigil audit log', type_id: OTHER, type: 'Audit Log' }, query_info: { query_string: `console ${str(e.details?.view) ?? 'view'} ${e.target?.name ?? ''}`.trim(), uid: e.id }, type_id: OTHER, type: 'Audit Log' },
+  }),
   'audit.checkpoint': (e) => lifecycle(e, OTHER, 'Checkpoint'),
   'audit.started': (e) => lifecycle(e, 3, 'Start'),
   'audit.stopped': (e) => lifecycle(e, 4, 'Stop'),

@@ -1,0 +1,360 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type http from 'node:http';
+import type { GatewayServices } from '../gateway/services.ts';
+import type { AccessService, Actor } from '../access/service.ts';
+import type { AccessState } from '../store/types.ts';
+import { AccessRefusedError } from '../access/errors.ts';
+import { hasAnyRole } from '../authz/index.ts';
+import { parseDuration } from '../config/units.ts';
+import { dataPaths } from '../data-dir.ts';
+import type { EventInput } from '../events/envelope.ts';
+import { ApiError, errorResponse, parseBody, readJson } from '../api/http.ts';
+import { ApproveBody, ReasonBody } from '../api/routes.ts';
+import { searchIndexed, verifyAuditLog, HEAD_FILE, chainHeadSeq, AuditIndexError, type AuditQuery, type VerifyResult } from '../../recorder/audit/index.ts';
+import { exportAuditLog, type ExportFormat } from '../../recorder/export/index.ts';
+import { SessionCatalog, type SessionFilter } from './catalog.ts';
+import { ConsoleSessions, CLEARED_COOKIE, csrfMatches, sessionCookie, type ConsoleIdentity, type ConsoleSession } from './sessions.ts';
+import { consoleDir, securityHeaders, serveStatic } from './static.ts';
+import { streamCast } from './recording.ts';
+
+/** A verified client certificate, or why not (the API server's own mTLS check). */
+export type CertCheck = (req: http.IncomingMessage) => Promise<{ ok: true; actor: Actor } | { ok: false; error: ApiError; user?: string; certSerial?: string }>;
+/** Record a refused certificate within the API's per-source refusal budget; says what to answer. */
+export type CertRefusal = (req: http.IncomingMessage, auth: { ok: false; error: ApiError; user?: string; certSerial?: string }) => { status: number; code: string; message: string; retryAfter?: number };
+
+/**
+ * Links another module offers for a session (e.g. the live view and terminate action): the console shows
+ * them to those they are for. Empty until something registers; the console never shows a dead control.
+ */
+export type SessionLinker = (session: { id: string; live: boolean }, viewer: ConsoleSession) => { rel: string; href: string; method: 'GET' | 'POST'; label: string }[];
+const linkers: SessionLinker[] = [];
+export function addSessionLinks(fn: SessionLinker): void {
+  linkers.push(fn);
+}
+
+export interface ConsoleHandler {
+  /** Handles `/console` and everything under it; false for other paths. */
+  handle(req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<boolean>;
+  /** The seam for other sign-in methods (OIDC): a verified identity becomes a console session. */
+  signIn(who: ConsoleIdentity, req: http.IncomingMessage, res: http.ServerResponse): Promise<ConsoleSession>;
+  close(): void;
+}
+
+const DEFAULT_TTL_MS = 8 * 3_600_000;
+const SESSION_DETAIL_LIMIT = 5000;
+const SEARCH_LIMIT_MAX = 1000;
+
+export function createConsole(services: GatewayServices, access: AccessService, checkCert: CertCheck, refuseCert: CertRefusal): ConsoleHandler {
+  const { events, log } = services;
+  const settings = (services.config as { console?: { enabled?: boolean; session_ttl?: number } }).console;
+  const enabled = settings?.enabled !== false;
+  const ttl = settings?.session_ttl ?? DEFAULT_TTL_MS;
+  const sessions = new ConsoleSessions(ttl);
+  const paths = dataPaths(services.dataDir);
+  let catalog: SessionCatalog | undefined;
+  const dir = consoleDir();
+  let verified: { seq: number; at: string; result: VerifyResult } | undefined;
+
+  const sourceOf = (req: http.IncomingMessage) => ({ ip: req.socket.remoteAddress ?? 'unknown', port: req.socket.remotePort ?? 0, via: 'console' });
+  const actorOf = (s: ConsoleSession, req: http.IncomingMessage): Actor => ({ user: s.user, roles: s.roles, certSerial: s.certSerial, source: sourceOf(req) });
+  const canRead = (s: ConsoleSession, req: http.IncomingMessage) => access.seesEverything(actorOf(s, req));
+  const approvesFor = (s: ConsoleSession) => services.config.roles.filter((r) => hasAnyRole(s.roles, r.approvers ?? [])).map((r) => r.name);
+
+  function emit(s: ConsoleSession | undefined, req: http.IncomingMessage, e: Omit<EventInput, 'actor' | 'source'> & { actor?: EventInput['actor'] }) {
+    return events.emit({
+      actor: s ? { user: s.user, roles: s.roles, ...(s.certSerial ? { cert_serial: s.certSerial } : {}) } : { user: 'unknown', roles: [] },
+      source: sourceOf(req),
+      ...e,
+      details: { ...(s ? { console_session: s.id.slice(0, 8) } : {}), ...e.details },
+    });
+  }
+
+  function json(res: http.ServerResponse, status: number, body: unknown, extra: Record<string, string> = {}) {
+    const text = JSON.stringify(body);
+    res.writeHead(status, { ...securityHeaders(), 'content-type': 'application/json; charset=utf-8', 'content-length': String(Buffer.byteLength(text)), 'cache-control': 'no-store', ...extra });
+    res.end(text);
+  }
+
+  async function signIn(who: ConsoleIdentity, req: http.IncomingMessage, res: http.ServerResponse): Promise<ConsoleSession> {
+    const s = sessions.create(who);
+    try {
+      await emit(s, req, { type: 'console.signin', outcome: 'success', target: { name: 'console', protocol: 'https' }, details: { method: who.method, roles: who.roles } });
+    } catch (e) {
+      // Nothing is viewed unrecorded: no audit log, no console session.
+      sessions.end(s.id);
+      throw e;
+    }
+    json(res, 200, meView(s, req), { 'set-cookie': sessionCookie(s) });
+    return s;
+  }
+
+  function meView(s: ConsoleSession, req: http.IncomingMessage) {
+    return { user: s.user, roles: s.roles, method: s.method, csrf: s.csrf, expires_at: new Date(s.expiresAt).toISOString(), can: { read: canRead(s, req), decide_for: approvesFor(s), admin: access.isAdmin(actorOf(s, req)) } };
+  }
+
+  /** The session behind the cookie, still speaking for someone (certificate not revoked, user not locked). */
+  function current(req: http.IncomingMessage): ConsoleSession {
+    const s = sessions.fromRequest(req);
+    if (!s) throw new ApiError(401, 'VIGIL_CONSOLE_SIGNIN', 'Sign in to the console first.');
+    if ((s.certSerial && services.store.isRevoked(s.certSerial)) || services.store.isLocked('user', s.user)) {
+      sessions.end(s.id);
+      throw new ApiError(401, 'VIGIL_CONSOLE_SIGNIN', 'Your console session ended: your certificate was revoked or your user is locked.');
+    }
+    return s;
+  }
+
+  function mustRead(s: ConsoleSession, req: http.IncomingMessage) {
+    if (!canRead(s, req)) throw new ApiError(403, 'VIGIL_FORBIDDEN', 'Sessions, recordings and events are for auditors and admins.');
+  }
+
+  function sessionCatalog(): SessionCatalog {
+    catalog ??= SessionCatalog.open(services.dataDir, paths.audit);
+    catalog.catchUp();
+    return catalog;
+  }
+
+  async function api(req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> {
+    const route = url.pathname.slice('/console/api'.length);
+    const method = req.method ?? 'GET';
+    const q = url.searchParams;
+
+    if (route === '/signin' && method === 'POST') {
+      // A cross-site page cannot set this header without a CORS preflight, which is never granted.
+      if (req.headers['x-requested-with'] !== 'vigil-console') throw new ApiError(403, 'VIGIL_CSRF', 'Sign-in must come from the console.');
+      const auth = await checkCert(req);
+      if (!auth.ok) {
+        // Recorded like any refused API call (api.request), within the per-source budget: a caller
+        // without a certificate must not be able to fill the audit log through the console either.
+        const r = refuseCert(req, auth);
+        throw new ApiError(r.status, r.code, r.message);
+      }
+      await signIn({ user: auth.actor.user, roles: auth.actor.roles, certSerial: auth.actor.certSerial, method: 'cert' }, req, res);
+      return;
+    }
+
+    const s = current(req);
+    if (method !== 'GET' && method !== 'HEAD' && !csrfMatches(s, req)) {
+      throw new ApiError(403, 'VIGIL_CSRF', 'Missing or wrong CSRF token: reload the console.');
+    }
+
+    if (route === '/me' && method === 'GET') return json(res, 200, meView(s, req));
+
+    if (route === '/signout' && method === 'POST') {
+      sessions.end(s.id);
+      await emit(s, req, { type: 'console.signout', outcome: 'success', target: { name: 'console', protocol: 'https' }, details: { reason: 'signed_out' } });
+      return json(res, 200, { signed_out: true }, { 'set-cookie': CLEARED_COOKIE });
+    }
+
+    if (route === '/sessions' && method === 'GET') {
+      mustRead(s, req);
+      const state = q.get('state');
+      if (state && state !== 'live' && state !== 'past') throw new ApiError(400, 'VIGIL_BAD_REQUEST', 'state: expected live or past');
+      const f: SessionFilter = {
+        user: q.get('user') || undefined,
+        target: q.get('target') || undefined,
+        protocol: q.get('protocol') || undefined,
+        since: time('since', q.get('since'))?.toISOString(),
+        until: time('until', q.get('until'))?.toISOString(),
+        state: (state || undefined) as SessionFilter['state'],
+      };
+      const page = sessionCatalog().list(f, int('limit', q.get('limit')) ?? 50, q.get('cursor') || undefined);
+      const live = new Set(services.sessions.list().map((x) => x.id));
+      return json(res, 200, { sessions: page.sessions.map((r) => ({ ...r, live: live.has(r.id) })), next: page.next });
+    }
+
+    let m = /^\/sessions\/([A-Za-z0-9_-]+)$/.exec(route);
+    if (m && method === 'GET') {
+      mustRead(s, req);
+      const id = m[1];
+      const row = sessionCatalog().get(id);
+      const evs = searchIndexed(paths.audit, { session: id, limit: SESSION_DETAIL_LIMIT }).map((r) => ({ seq: r.seq, ...r.event }));
+      if (!row && evs.length === 0) throw new ApiError(404, 'VIGIL_NOT_FOUND', `No session ${id}.`);
+      const recs = await services.recordings.list(id);
+      const live = services.sessions.list().some((x) => x.id === id);
+      await emit(s, req, { type: 'console.view', outcome: 'success', target: evs[0]?.target ?? { name: row?.target ?? 'unknown', protocol: row?.protocol ?? 'unknown' }, session_id: id, details: { view: 'session', events: evs.length } });
+      const statements = evs.filter((e) => e.type === 'db.query').map((e) => ({ seq: e.seq, time: e.time, outcome: e.outcome, ...pick(e.details, ['sql', 'params', 'command', 'rows_returned', 'rows_affected', 'duration_ms', 'error', 'protocol']) }));
+      const commands = evs.filter((e) => e.type === 'ssh.command' || e.type === 'ssh.exec').map((e) => ({ seq: e.seq, time: e.time, outcome: e.outcome, type: e.type, ...pick(e.details, ['command', 'exit_status', 'channel', 'source']) }));
+      const files = evs.filter((e) => e.type === 'ssh.sftp' || e.type === 'ssh.scp').map((e) => ({ seq: e.seq, time: e.time, outcome: e.outcome, type: e.type, ...e.details }));
+      const recordings = recs.map((rid, i) => ({ id: rid, bytes: fileSize(services.recordings.pathOf(rid)), url: `/console/api/sessions/${id}/recordings/${i}` }));
+      const links = linkers.flatMap((fn) => fn({ id, live }, s));
+      return json(res, 200, { session: row ?? null, live, events: evs, statements, commands, files, recordings, links, truncated: evs.length === SESSION_DETAIL_LIMIT });
+    }
+
+    m = /^\/sessions\/([A-Za-z0-9_-]+)\/recordings\/(\d+)$/.exec(route);
+    if (m && (method === 'GET' || method === 'HEAD')) {
+      mustRead(s, req);
+      const [, id, n] = m;
+      const recs = await services.recordings.list(id);
+      const rid = recs[Number(n)];
+      if (!rid) throw new ApiError(404, 'VIGIL_NOT_FOUND', `Session ${id} has no recording ${n}.`);
+      const row = catalog?.get(id);
+      // Recorded before a byte leaves: a view that cannot be recorded is not served.
+      await emit(s, req, { type: 'console.view', outcome: 'success', target: { name: row?.target ?? 'unknown', protocol: row?.protocol ?? 'ssh' }, session_id: id, details: { view: 'recording', recording: rid, range: typeof req.headers.range === 'string' ? req.headers.range.slice(0, 64) : 'all' } });
+      await streamCast(services.recordings.pathOf(rid), req, res, securityHeaders());
+      return;
+    }
+
+    if ((route === '/events' || route === '/events/export') && method === 'GET') {
+      mustRead(s, req);
+      const aq: AuditQuery = {
+        user: q.get('user') || undefined,
+        target: q.get('target') || undefined,
+        type: q.get('type') || undefined,
+        session: q.get('session') || undefined,
+        since: time('since', q.get('since')),
+        until: time('until', q.get('until')),
+        hideCheckpoints: true,
+      };
+      const text = q.get('text') || undefined;
+      if (route === '/events/export') {
+        const kind = q.get('format') ?? 'jsonl';
+        if (kind !== 'jsonl' && kind !== 'csv' && kind !== 'ocsf') throw new ApiError(400, 'VIGIL_BAD_REQUEST', 'format: expected jsonl, csv or ocsf');
+        if (text) throw new ApiError(400, 'VIGIL_BAD_REQUEST', 'text: exports take the filters only (as `vigil audit export`)');
+        await emit(s, req, { type: 'console.view', outcome: 'success', target: { name: 'audit', protocol: 'vigil' }, details: { view: 'export', format: kind, filter: filterText(aq) } });
+        res.writeHead(200, {
+          ...securityHeaders(),
+          'content-type': kind === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson; charset=utf-8',
+          'content-disposition': `attachment; filename="vigil-events.${kind === 'csv' ? 'csv' : 'jsonl'}"`,
+          'cache-control': 'no-store',
+        });
+        await exportAuditLog(paths.audit, res, { format: { kind } as ExportFormat, query: aq });
+        res.end();
+        return;
+      }
+      const limit = Math.min(SEARCH_LIMIT_MAX, int('limit', q.get('limit')) ?? 200);
+      let records;
+      try {
+        records = fs.existsSync(paths.audit) ? searchIndexed(paths.audit, { ...aq, text, limit }) : [];
+      } catch (e) {
+        if (e instanceof AuditIndexError && e.code === 'VIGIL_AUDIT_SEARCH_TEXT') throw new ApiError(400, 'VIGIL_BAD_REQUEST', e.message);
+        throw e;
+      }
+      await emit(s, req, { type: 'console.view', outcome: 'success', target: { name: 'audit', protocol: 'vigil' }, details: { view: 'events', filter: filterText(aq), text, results: records.length } });
+      const base = new URLSearchParams([...q].filter(([k]) => k !== 'text' && k !== 'limit' && k !== 'format'));
+      const exports = Object.fromEntries(['jsonl', 'csv', 'ocsf'].map((f) => [f, `/console/api/events/export?${new URLSearchParams([...base, ['format', f]])}`]));
+      return json(res, 200, { events: records.reverse().map((r) => ({ seq: r.seq, ...r.event })), exports });
+    }
+
+    if (route === '/access/requests' && method === 'GET') {
+      const state = q.get('state') || undefined;
+      const list = await access.list(actorOf(s, req), { state: state as AccessState | undefined });
+      return json(res, 200, { requests: list.reverse(), decide_for: approvesFor(s) });
+    }
+
+    m = /^\/access\/requests\/([A-Za-z0-9_-]+)\/(approve|deny)$/.exec(route);
+    if (m && method === 'POST') {
+      const actor = actorOf(s, req);
+      const body = await readJson(req);
+      // The access service decides who may decide (approver roles, four-eyes); the console only asks it.
+      const rec = m[2] === 'approve' ? await access.approve(actor, m[1], parseBody(ApproveBody, body)) : await access.deny(actor, m[1], parseBody(ReasonBody, body));
+      return json(res, 200, { request: rec });
+    }
+
+    if (route === '/audit/status' && method === 'GET') {
+      mustRead(s, req);
+      const head = readHead(paths.audit);
+      const seq = chainHeadSeq(paths.audit);
+      if (!verified || verified.seq !== seq || q.get('verify') === 'now') {
+        verified = { seq, at: new Date().toISOString(), result: verifyAuditLog(paths.audit, fs.readFileSync(paths.auditPublicKey)) };
+      }
+      const r = verified.result;
+      return json(res, 200, {
+        head,
+        chain_seq: seq,
+        verify: { at: verified.at, status: r.status, ok: r.ok, records: r.records, segments: r.segments, checkpoints: r.checkpoints, last_seq: r.lastSeq, checkpointed_seq: r.checkpointedSeq, tail_records: r.tailRecords, first_bad: r.firstBad },
+        index: services.auditIndex?.lag(),
+      });
+    }
+
+    throw new ApiError(404, 'VIGIL_NO_ROUTE', `No console endpoint ${method} ${route}.`);
+  }
+
+  return {
+    signIn,
+    async handle(req, res, url) {
+      if (!enabled || (url.pathname !== '/console' && !url.pathname.startsWith('/console/'))) return false;
+      if (url.pathname === '/console') {
+        res.writeHead(308, { location: '/console/', ...securityHeaders() });
+        res.end();
+        return true;
+      }
+      if (!url.pathname.startsWith('/console/api/')) {
+        if (req.method !== 'GET' && req.method !== 'HEAD') {
+          json(res, 405, { error: { code: 'VIGIL_BAD_METHOD', message: `${req.method} is not supported on ${url.pathname}.` } });
+          return true;
+        }
+        serveStatic(dir, url.pathname, req, res);
+        return true;
+      }
+      try {
+        await api(req, res, url);
+      } catch (e) {
+        const r = errorResponse(e);
+        if (r.status === 500) log.error({ err: e, path: url.pathname }, 'console: handler failed');
+        // Refusals of decisions are recorded by the access service (access.refused); other refusals of a
+        // signed-in user are recorded here, so probing the console leaves a trace.
+        // (Unauthenticated refusals are recorded by refuseCert within the budget, never here.)
+        const s = sessions.fromRequest(req);
+        if (s && !(e instanceof AccessRefusedError) && r.status !== 401 && r.status !== 404) {
+          await emit(s, req, { type: 'api.request', outcome: 'failure', target: { name: 'console', protocol: 'https' }, details: { method: req.method, path: url.pathname, status: r.status, code: r.code, message: r.message } }).catch(() => {});
+        }
+        if (!res.headersSent) json(res, r.status, { error: { code: r.code, message: r.message } });
+        else res.destroy();
+      }
+      return true;
+    },
+    close() {
+      catalog?.close();
+      catalog = undefined;
+    },
+  };
+}
+
+function pick(o: Record<string, unknown> | undefined, keys: string[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const k of keys) if (o && o[k] !== undefined) out[k] = o[k];
+  return out;
+}
+
+function fileSize(p: string): number {
+  try {
+    return fs.statSync(p).size;
+  } catch {
+    return 0;
+  }
+}
+
+function readHead(auditDir: string): { seq: number; key_id: string; time?: string } | null {
+  try {
+    const file = path.join(auditDir, HEAD_FILE);
+    const h = JSON.parse(fs.readFileSync(file, 'utf8')) as { seq: number; key_id: string };
+    return { seq: h.seq, key_id: h.key_id, time: fs.statSync(file).mtime.toISOString() };
+  } catch {
+    return null;
+  }
+}
+
+function filterText(q: AuditQuery): string {
+  return Object.entries(q)
+    .filter(([k, v]) => v !== undefined && k !== 'hideCheckpoints')
+    .map(([k, v]) => `${k}=${v instanceof Date ? v.toISOString() : String(v)}`)
+    .join(' ');
+}
+
+/** `2h` (that long ago) or an ISO time, like `vigil audit search --since`. */
+function time(name: string, text: string | null): Date | undefined {
+  if (!text) return undefined;
+  const ms = parseDuration(text);
+  if (ms !== undefined && !/^\d+(\.\d+)?$/.test(text.trim())) return new Date(Date.now() - ms);
+  const d = new Date(text);
+  if (Number.isNaN(d.getTime()) || !/^\d{4}-\d\d-\d\d/.test(text)) throw new ApiError(400, 'VIGIL_BAD_REQUEST', `${name}: expected a duration like 2h or an ISO time`);
+  return d;
+}
+
+function int(name: string, text: string | null): number | undefined {
+  if (!text) return undefined;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new ApiError(400, 'VIGIL_BAD_REQUEST', `${name}: expected a positive whole number`);
+  return n;
+}
