@@ -9,6 +9,7 @@ import { rolesSchema, accessSchema } from '../authz/config.ts';
 import { compileTemplate } from '../../recorder/export/template.ts';
 import { parseSchedule } from '../../recorder/reports/cron.ts';
 import { alertRulesSchema, notifiersSchema } from '../alerts/config.ts';
+import { identitySchema } from '../identity/oidc/config.ts';
 
 /** `vigil audit export --format template:NAME`: a line with ${field} placeholders (recorder/export/template.ts). */
 const exportTemplate = z
@@ -264,6 +265,8 @@ export function buildConfigSchema(sc: SchemaContext) {
     notifiers: notifiersSchema(sc),
     /** Alert rules evaluated over the event stream, off the proxies' hot path. */
     alerts: alertRulesSchema(),
+    /** Sign-in with the company's OpenID Provider (`vigil login`; src/identity/oidc/config.ts). */
+    identity: identitySchema(sc),
     ...proxySections,
     targets: z.array(target).default([]),
     roles: rolesSchema(),
