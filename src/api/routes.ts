@@ -7,6 +7,7 @@ import type { LiveSession } from '../sessions/registry.ts';
 import { credentialsView } from '../access/credentials.ts';
 import { parseDuration } from '../config/units.ts';
 import { ApiError, parseBody, readJson } from './http.ts';
+import { SELF_ROUTES } from '../identity/oidc/routes.ts';
 
 /** One API route: method + path pattern (`:name` segments) → handler returning [status, body]. */
 export interface Route {
@@ -157,6 +158,7 @@ export const ROUTES: Route[] = [
       return [200, { sessions: visible.map(sessionView) }];
     },
   },
+  ...SELF_ROUTES,
 ];
 
 /** Match `path` against the routes; distinguishes "no such path" (404) from "wrong method" (405). */

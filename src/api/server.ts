@@ -13,6 +13,7 @@ import { ApiError, errorResponse, sendJson } from './http.ts';
 import { matchRoute } from './routes.ts';
 import { RefusalBudget } from './refusals.ts';
 import { applyKeepAlive } from '../gateway/slow-clients.ts';
+import { loginEndpoints } from '../identity/oidc/routes.ts';
 
 /** A live-stream client that falls this far behind is disconnected rather than buffered without bound. */
 const STREAM_MAX_BUFFERED = 4 * 1024 * 1024;
@@ -26,7 +27,7 @@ type AuthResult = { ok: true; actor: Actor } | { ok: false; error: ApiError; use
  * code instead of a handshake failure; the certificate is then verified by the identity service (chain,
  * validity, revocation). Only `GET /healthz` needs no certificate.
  */
-export async function startApi(services: GatewayServices, listen: Listen): Promise<{ server: https.Server; port: number }> {
+export async function startApi(services: GatewayServices, listen: Listen, ports: Record<string, number> = {}): Promise<{ server: https.Server; port: number }> {
   const { log, events } = services;
   const access = new AccessService({ config: services.config, store: services.store, events, identity: services.identity });
   const metrics = new Metrics(events, services.sessions, services.refusals, services.auditIndex, services.alerts);
@@ -71,6 +72,9 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
     void recordRefusal(req, { user: auth.user, certSerial: auth.certSerial }, auth.error.status, auth.error.code, auth.error.message);
     return { status: auth.error.status, code: auth.error.code, message: auth.error.message };
   }
+
+  // `vigil login` endpoints: the caller has no certificate yet; the IdP's answer is what proves who they are.
+  const login = loginEndpoints(services, ports, (ip) => refusals.take(ip));
 
   const sourceOf = (req: http.IncomingMessage) => ({ ip: req.socket.remoteAddress ?? 'unknown', port: req.socket.remotePort ?? 0, via: 'api' });
 
@@ -121,6 +125,7 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
       const healthy = events.healthy;
       return sendJson(res, healthy ? 200 : 503, { status: healthy ? 'ok' : 'failing', audit: healthy ? 'ok' : 'unavailable' });
     }
+    if (await login.handle(req, res, url.pathname)) return;
     const auth = await authenticate(req);
     if (!auth.ok) {
       const r = budgetRefusal(req, auth);
