@@ -54,7 +54,7 @@ export async function startTestIdp(accounts: Record<string, string[]>): Promise<
     features: { devInteractions: { enabled: true }, deviceFlow: { enabled: true } },
     pkce: { required: () => true },
     async findAccount(_ctx: unknown, id: string) {
-      return { accountId: id, claims: () => ({ sub: `sub-${id}`, preferred_username: id, groups: map.get(id) ?? [] }) };
+      return { accountId: id, claims: () => ({ preferred_username: id, groups: map.get(id) ?? [] }) };
     },
   });
   const idp: TestIdp = {

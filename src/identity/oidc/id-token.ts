@@ -81,17 +81,22 @@ function subjectOf(p: JWTPayload): { subject?: string } {
 /** Map errors of jose (and of openid-client, which checks the same claims) to a refusal reason. */
 export function classifyTokenError(e: unknown): OidcLoginError {
   if (e instanceof OidcLoginError) return e;
-  const err = e as { code?: string; claim?: string; message?: string; error?: string; cause?: { claim?: string } };
-  const msg = err.message ?? String(e);
-  const claim = err.claim ?? err.cause?.claim ?? /"(aud|iss|exp|nonce|iat|nbf)"/.exec(msg)?.[1];
+  // openid-client wraps oauth4webapi's error, which carries the claim in its own cause: walk the chain.
+  type Err = { code?: string; claim?: string; message?: string; error?: string; cause?: unknown };
+  const chain: Err[] = [];
+  for (let x: unknown = e; x && typeof x === 'object' && chain.length < 5; x = (x as Err).cause) chain.push(x as Err);
+  const codes = new Set(chain.map((x) => x.code));
+  const msg = chain.map((x) => x.message).filter(Boolean).join(': ') || String(e);
+  const claim = chain.find((x) => typeof x.claim === 'string')?.claim ?? /"(aud|iss|exp|nonce|iat|nbf)"/.exec(msg)?.[1];
+  const idpError = chain.find((x) => typeof x.error === 'string')?.error;
   const refuse = (r: OidcFailureReason, m: string) => new OidcLoginError(r, m, msg);
-  if (err.code === 'ERR_JWT_EXPIRED' || claim === 'exp') return refuse('expired', 'The identity provider\'s token has expired.');
-  if (err.code === 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED' || err.code === 'ERR_JWKS_NO_MATCHING_KEY' || err.code === 'ERR_JWS_INVALID') return refuse('bad_signature', 'The identity provider\'s token is not validly signed.');
+  if (codes.has('ERR_JWT_EXPIRED') || claim === 'exp') return refuse('expired', 'The identity provider\'s token has expired.');
+  if (codes.has('ERR_JWS_SIGNATURE_VERIFICATION_FAILED') || codes.has('ERR_JWKS_NO_MATCHING_KEY') || codes.has('ERR_JWS_INVALID')) return refuse('bad_signature', 'The identity provider\'s token is not validly signed.');
   if (claim === 'aud') return refuse('wrong_audience', 'The identity provider\'s token was issued to another client.');
   if (claim === 'iss') return refuse('wrong_issuer', 'The identity provider\'s token comes from another issuer.');
   if (claim === 'nonce') return refuse('nonce_mismatch', 'The identity provider\'s answer does not belong to this sign-in.');
-  if (err.code === 'ERR_JWT_CLAIM_VALIDATION_FAILED' || err.code === 'ERR_JWT_INVALID') return refuse('malformed', 'The identity provider\'s token is not usable.');
-  if (typeof err.error === 'string') return refuse('idp_error', `The identity provider refused: ${err.error}.`);
+  if (codes.has('ERR_JWT_CLAIM_VALIDATION_FAILED') || codes.has('ERR_JWT_INVALID')) return refuse('malformed', 'The identity provider\'s token is not usable.');
+  if (idpError) return refuse('idp_error', `The identity provider refused: ${idpError}.`);
   return refuse('idp_error', 'The identity provider\'s answer could not be used.');
 }
 
