@@ -9,6 +9,7 @@ import { parseDuration } from '../config/units.ts';
 import { ApiError, parseBody, readJson } from './http.ts';
 import type { LinkStore } from '../access/links.ts';
 import { linkRoute } from './link-routes.ts';
+import { SELF_ROUTES } from '../identity/oidc/routes.ts';
 
 /** One API route: method + path pattern (`:name` segments) → handler returning [status, body]. */
 export interface Route {
@@ -172,6 +173,7 @@ export const ROUTES: Route[] = [
       return [200, { killed: r.session, ended: r.ended }];
     },
   },
+  ...SELF_ROUTES,
 ];
 
 /** Match `path` against the routes; distinguishes "no such path" (404) from "wrong method" (405). */

@@ -18,6 +18,7 @@ import { LINK_PATH_PREFIX, redactLinkPath, unauthenticatedLinkRefusal } from './
 import { streamSession, watchSessionId } from './watch.ts';
 import { controlEvent, refuseUnlessPrivileged } from '../sessions/control.ts';
 import { createConsole } from '../console/server.ts';
+import { loginEndpoints } from '../identity/oidc/routes.ts';
 
 /** A live-stream client that falls this far behind is disconnected rather than buffered without bound. */
 const STREAM_MAX_BUFFERED = 4 * 1024 * 1024;
@@ -31,7 +32,7 @@ type AuthResult = { ok: true; actor: Actor } | { ok: false; error: ApiError; use
  * code instead of a handshake failure; the certificate is then verified by the identity service (chain,
  * validity, revocation). Only `GET /healthz` needs no certificate.
  */
-export async function startApi(services: GatewayServices, listen: Listen): Promise<{ server: https.Server; port: number }> {
+export async function startApi(services: GatewayServices, listen: Listen, ports: Record<string, number> = {}): Promise<{ server: https.Server; port: number }> {
   const { log, events } = services;
   const access = new AccessService({ config: services.config, store: services.store, events, identity: services.identity });
   // The gateway's link store when it sends approval links; else opened on the first link used here.
@@ -79,6 +80,9 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
     void recordRefusal(req, { user: auth.user, certSerial: auth.certSerial }, auth.error.status, auth.error.code, auth.error.message);
     return { status: auth.error.status, code: auth.error.code, message: auth.error.message };
   }
+
+  // `vigil login` endpoints: the caller has no certificate yet; the IdP's answer is what proves who they are.
+  const login = loginEndpoints(services, ports, (ip) => refusals.take(ip));
 
   const sourceOf = (req: http.IncomingMessage) => ({ ip: req.socket.remoteAddress ?? 'unknown', port: req.socket.remotePort ?? 0, via: 'api' });
 
@@ -139,6 +143,7 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
       const ready = events.healthy && !services.draining;
       return sendJson(res, ready ? 200 : 503, { status: ready ? 'ready' : services.draining ? 'draining' : 'failing' });
     }
+    if (await login.handle(req, res, url.pathname)) return;
     const auth = await authenticate(req);
     if (!auth.ok) {
       const r = budgetRefusal(req, auth);

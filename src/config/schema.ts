@@ -10,6 +10,7 @@ import { compileTemplate } from '../../recorder/export/template.ts';
 import { parseSchedule } from '../../recorder/reports/cron.ts';
 import { alertRulesSchema, notifiersSchema } from '../alerts/config.ts';
 import { guardrailsSchema } from '../guardrails/config.ts';
+import { identitySchema } from '../identity/oidc/config.ts';
 
 /** `vigil audit export --format template:NAME`: a line with ${field} placeholders (recorder/export/template.ts). */
 const exportTemplate = z
@@ -281,6 +282,8 @@ export function buildConfigSchema(sc: SchemaContext, proxies: readonly ProxyConf
     alerts: alertRulesSchema(),
     /** Statement and command rules the proxies ask before forwarding (README "Guardrails"). */
     guardrails: guardrailsSchema(),
+    /** Sign-in with the company's OpenID Provider (`vigil login`; src/identity/oidc/config.ts). */
+    identity: identitySchema(sc),
     ...proxySections,
     targets: z.array(target).default([]),
     roles: rolesSchema(),

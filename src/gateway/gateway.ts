@@ -154,7 +154,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
       plog.info({ listen: `${section.listen.host}:${ports[mod.name]}` }, `${mod.name} listener ready`);
     }
     if (config.api.enabled) {
-      const api = await startApi(services, config.api.listen);
+      const api = await startApi(services, config.api.listen, ports);
       ports.api = api.port;
       servers.push(api.server);
     }

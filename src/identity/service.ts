@@ -182,6 +182,17 @@ class LocalIdentity implements IdentityService {
       sshPrivateKey = encodeOpenSshPrivateKey(generated, req.user);
     }
 
+    let x509Key: crypto.KeyObject | undefined;
+    if (req.x509PublicKey !== undefined) {
+      try {
+        x509Key = crypto.createPublicKey(req.x509PublicKey);
+      } catch (e) {
+        throw invalid(`X.509 public key: ${(e as Error).message}`);
+      }
+      // Database clients (libpq, MariaDB) and vigil's verifier all speak P-256; anything else is refused here.
+      if (x509Key.asymmetricKeyType !== 'ec' || x509Key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') throw invalid('X.509 public key must be an EC P-256 key');
+    }
+
     const w = await this.window(req);
     const keyId = `vigil:${req.user}:${w.serial}`;
     const criticalOptions = [
@@ -207,7 +218,7 @@ class LocalIdentity implements IdentityService {
       },
       (data) => signEd25519(this.keys.userCa, data),
     );
-    const client = createClientCertificate(this.keys.x509, { user: req.user, roles: w.roles, serialHex: w.serial, notBefore: w.notBefore, notAfter: w.notAfter, grantId: w.grantId });
+    const client = createClientCertificate(this.keys.x509, { user: req.user, roles: w.roles, serialHex: w.serial, notBefore: w.notBefore, notAfter: w.notAfter, grantId: w.grantId, publicKey: x509Key });
 
     await this.record(req.user, w, 'cert');
     return {

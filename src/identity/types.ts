@@ -73,6 +73,8 @@ export interface IssueRequest {
   ttlMs?: number;
   /** OpenSSH public key line of the user; generated (Ed25519) when absent. */
   sshPublicKey?: string;
+  /** SPKI PEM of the user's P-256 key for the X.509 certificate; generated when absent. */
+  x509PublicKey?: string;
   grantId?: string;
   /** Limit the SSH certificate to these source CIDRs (source-address critical option). */
   sourceAddresses?: string[];
@@ -93,7 +95,7 @@ export interface IssuedCredentials {
   /** OpenSSH private key when it was generated (no --ssh-pubkey). */
   sshPrivateKey?: string;
   sshPublicKey: string;
-  /** X.509 client certificate (PEM) and its private key (PEM, PKCS#8). */
+  /** X.509 client certificate (PEM) and its private key (PEM, PKCS#8; empty when x509PublicKey was given). */
   x509Certificate: string;
   x509PrivateKey: string;
   /** PEM of the root that verifies the gateway (ca.crt). */

@@ -191,10 +191,14 @@ export interface ClientCertRequest {
   notBefore: Date;
   notAfter: Date;
   grantId?: string;
+  /** Certify this P-256 public key (the holder kept its private key); absent: a key pair is generated. */
+  publicKey?: KeyObject;
 }
 
+/** `keyPem` is empty when the caller supplied the public key: the private key never passed through vigil. */
 export function createClientCertificate(ca: CaMaterial, req: ClientCertRequest): { certPem: string; keyPem: string } {
-  const { privateKey, publicKey } = generateEcKey();
+  const supplied = req.publicKey;
+  const { privateKey, publicKey } = supplied ? { privateKey: undefined, publicKey: supplied } : generateEcKey();
   const sans = req.grantId ? [der.implicit(6, Buffer.from(GRANT_URI_PREFIX + req.grantId, 'ascii'))] : [];
   const certPem = buildCertificate({
     serialHex: req.serialHex,
@@ -206,7 +210,7 @@ export function createClientCertificate(ca: CaMaterial, req: ClientCertRequest):
     signingKey: ca.privateKey,
     extensions: leafExtensions(ca, publicKey, OID_CLIENT_AUTH, sans),
   });
-  return { certPem, keyPem: privateKeyPem(privateKey) };
+  return { certPem, keyPem: privateKey ? privateKeyPem(privateKey) : '' };
 }
 
 /** Serials are compared as 16+ lowercase hex digits, whatever sign padding or case a parser leaves on. */

@@ -86,7 +86,7 @@ const SEVERITY: Record<number, string> = { 1: 'Informational', 2: 'Low', 3: 'Med
 
 /** Failures a SOC should look at sooner than routine refusals. */
 const NOTABLE_FAILURES = new Set<EventType>([
-  'auth.failure', 'auth.failure.summary', 'access.refused', 'access.link_refused', 'ssh.request', 'api.request', 'guardrail.blocked', 'guardrail.unparsed',
+  'auth.failure', 'auth.oidc.failure', 'auth.failure.summary', 'access.refused', 'access.link_refused', 'ssh.request', 'api.request', 'guardrail.blocked', 'guardrail.unparsed',
 ]);
 
 interface Mapped {
@@ -213,6 +213,8 @@ const MAPPERS: Record<EventType, (e: AuditEvent) => Mapped> = {
   'ca.created': () => ({ cls: C.entityManagement, activity_id: 1, activity_name: 'Create', attrs: { entity: { type: 'certificate authority', name: 'vigil certificate authorities' } } }),
   'auth.success': (e) => ({ cls: C.authentication, activity_id: 1, activity_name: 'Logon', attrs: { user: userObject(e.actor?.user), session: e.session_id ? { uid: e.session_id } : undefined } }),
   'auth.failure': (e) => ({ cls: C.authentication, activity_id: 1, activity_name: 'Logon', attrs: { user: userObject(e.actor?.user) } }),
+  'auth.oidc.success': (e) => ({ cls: C.authentication, activity_id: 1, activity_name: 'Logon', attrs: { user: userObject(e.actor?.user), auth_protocol: 'OpenID Connect', auth_protocol_id: 99 } }),
+  'auth.oidc.failure': (e) => ({ cls: C.authentication, activity_id: 1, activity_name: 'Logon', attrs: { user: userObject(e.actor?.user), auth_protocol: 'OpenID Connect', auth_protocol_id: 99 } }),
   'auth.failure.summary': (e) => ({
     cls: C.authentication,
     activity_id: 1,

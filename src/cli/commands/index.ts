@@ -2,6 +2,7 @@ import type { Command } from '../command.ts';
 import { serveCommand, initCommand, configCheckCommand } from './gateway.ts';
 import { ACCESS_COMMANDS } from './access.ts';
 import { CERT_COMMANDS } from './cert.ts';
+import { LOGIN_COMMANDS } from './login.ts';
 import { AUDIT_COMMANDS } from './audit.ts';
 import { AUDIT_EXPORT_COMMANDS } from './audit-export.ts';
 import { AUDIT_BUNDLE_COMMANDS } from './audit-bundle.ts';
@@ -19,6 +20,7 @@ export const COMMANDS: Command[] = [
   serveCommand,
   initCommand,
   configCheckCommand,
+  ...LOGIN_COMMANDS,
   ...CERT_COMMANDS,
   ...ACCESS_COMMANDS,
   ...AUDIT_COMMANDS,

@@ -1,0 +1,114 @@
+import { createRemoteJWKSet, jwtVerify, type JWTPayload } from 'jose';
+import { VigilError } from '../../errors.ts';
+
+/** Why a sign-in was refused; recorded verbatim in `auth.oidc.failure` events. */
+export type OidcFailureReason =
+  | 'wrong_audience'
+  | 'wrong_issuer'
+  | 'expired'
+  | 'bad_signature'
+  | 'nonce_mismatch'
+  | 'nonce_replayed'
+  | 'unmapped_group'
+  | 'bad_user'
+  | 'bad_keys'
+  | 'login_unknown'
+  | 'login_expired'
+  | 'state_mismatch'
+  | 'idp_error'
+  | 'idp_unreachable'
+  | 'malformed';
+
+/** A refused sign-in. `message` is safe for the client; `detail` goes only to the audit event. */
+export class OidcLoginError extends VigilError {
+  constructor(
+    readonly reason: OidcFailureReason,
+    message: string,
+    readonly detail: string = message,
+    readonly claims?: { subject?: string; groups?: string[]; user?: string },
+  ) {
+    super('VIGIL_OIDC_REFUSED', message);
+  }
+}
+
+/** The parts of an ID token vigil decides on. */
+export interface VerifiedIdentity {
+  subject: string;
+  user: string;
+  groups: string[];
+  roles: string[];
+  claims: JWTPayload;
+}
+
+const USER_RE = /^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$/;
+
+export interface IdTokenChecks {
+  issuer: string;
+  audience: string;
+  jwks: ReturnType<typeof createRemoteJWKSet>;
+  /** The nonce vigil put in the authorization request (absent for the device flow, which has none). */
+  nonce?: string;
+  /** Nonces of logins that already finished: a token carrying one of them is a replay. */
+  usedNonce: (n: string) => boolean;
+  clockToleranceSec: number;
+}
+
+/**
+ * Verify an ID token independently of the client library that fetched it: signature against the IdP's
+ * published keys (JWKS), issuer, audience, expiry and nonce. openid-client checks most of this too, but
+ * not the signature of a token from the token endpoint; vigil issues certificates on the strength of this
+ * token, so it checks everything itself.
+ */
+export async function verifyIdToken(idToken: string, c: IdTokenChecks): Promise<JWTPayload> {
+  let payload: JWTPayload;
+  try {
+    ({ payload } = await jwtVerify(idToken, c.jwks, { issuer: c.issuer, audience: c.audience, clockTolerance: c.clockToleranceSec, requiredClaims: ['sub', 'exp', 'iat'] }));
+  } catch (e) {
+    throw classifyTokenError(e);
+  }
+  const nonce = typeof payload.nonce === 'string' ? payload.nonce : undefined;
+  if (c.nonce !== undefined && nonce !== c.nonce) {
+    const replay = nonce !== undefined && c.usedNonce(nonce);
+    throw new OidcLoginError(replay ? 'nonce_replayed' : 'nonce_mismatch', 'The identity provider\'s answer does not belong to this sign-in.', replay ? 'ID token carries the nonce of an earlier, finished sign-in' : 'ID token nonce differs from the one sent', subjectOf(payload));
+  }
+  return payload;
+}
+
+function subjectOf(p: JWTPayload): { subject?: string } {
+  return typeof p.sub === 'string' ? { subject: p.sub } : {};
+}
+
+/** Map errors of jose (and of openid-client, which checks the same claims) to a refusal reason. */
+export function classifyTokenError(e: unknown): OidcLoginError {
+  if (e instanceof OidcLoginError) return e;
+  // openid-client wraps oauth4webapi's error, which carries the claim in its own cause: walk the chain.
+  type Err = { code?: string; claim?: string; message?: string; error?: string; cause?: unknown };
+  const chain: Err[] = [];
+  for (let x: unknown = e; x && typeof x === 'object' && chain.length < 5; x = (x as Err).cause) chain.push(x as Err);
+  const codes = new Set(chain.map((x) => x.code));
+  const msg = chain.map((x) => x.message).filter(Boolean).join(': ') || String(e);
+  const claim = chain.find((x) => typeof x.claim === 'string')?.claim ?? /"(aud|iss|exp|nonce|iat|nbf)"/.exec(msg)?.[1];
+  const idpError = chain.find((x) => typeof x.error === 'string')?.error;
+  const refuse = (r: OidcFailureReason, m: string) => new OidcLoginError(r, m, msg);
+  if (codes.has('ERR_JWT_EXPIRED') || claim === 'exp') return refuse('expired', 'The identity provider\'s token has expired.');
+  if (codes.has('ERR_JWS_SIGNATURE_VERIFICATION_FAILED') || codes.has('ERR_JWKS_NO_MATCHING_KEY') || codes.has('ERR_JWS_INVALID')) return refuse('bad_signature', 'The identity provider\'s token is not validly signed.');
+  if (claim === 'aud') return refuse('wrong_audience', 'The identity provider\'s token was issued to another client.');
+  if (claim === 'iss') return refuse('wrong_issuer', 'The identity provider\'s token comes from another issuer.');
+  if (claim === 'nonce') return refuse('nonce_mismatch', 'The identity provider\'s answer does not belong to this sign-in.');
+  if (codes.has('ERR_JWT_CLAIM_VALIDATION_FAILED') || codes.has('ERR_JWT_INVALID')) return refuse('malformed', 'The identity provider\'s token is not usable.');
+  if (idpError) return refuse('idp_error', `The identity provider refused: ${idpError}.`);
+  return refuse('idp_error', 'The identity provider\'s answer could not be used.');
+}
+
+/** Groups from the roles claim (a list, or one string), mapped to roles by `roleMap`; unknown groups give nothing. */
+export function mapIdentity(payload: JWTPayload, o: { rolesClaim: string; userClaim: string; roleMap: Record<string, string[]> }): VerifiedIdentity {
+  const subject = String(payload.sub);
+  const raw = payload[o.rolesClaim];
+  const groups = Array.isArray(raw) ? raw.filter((g): g is string => typeof g === 'string') : typeof raw === 'string' ? [raw] : [];
+  const nameClaim = payload[o.userClaim];
+  const user = typeof nameClaim === 'string' && nameClaim ? nameClaim : subject;
+  if (!USER_RE.test(user)) throw new OidcLoginError('bad_user', 'Your identity provider user name cannot be a vigil user name.', `user ${JSON.stringify(user)} is not a valid vigil user name`, { subject, groups });
+  const roles = [...new Set(groups.flatMap((g) => (Object.prototype.hasOwnProperty.call(o.roleMap, g) ? o.roleMap[g] : [])))].sort();
+  if (roles.length === 0) throw new OidcLoginError('unmapped_group', 'None of your groups gives a vigil role; ask an administrator.', `groups ${JSON.stringify(groups)} map to no role`, { subject, groups, user });
+  return { subject, user, groups, roles, claims: payload };
+}
