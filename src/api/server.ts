@@ -28,7 +28,16 @@ type AuthResult = { ok: true; actor: Actor } | { ok: false; error: ApiError; use
  */
 export async function startApi(services: GatewayServices, listen: Listen): Promise<{ server: https.Server; port: number }> {
   const { log, events } = services;
-  const access = new AccessService({ config: services.config, store: services.store, events, identity: services.identity });
+  // Rebuilt when a config reload swaps services.config, so new roles and approvers apply to the next call.
+  let accessFor = services.config;
+  let accessService = new AccessService({ config: services.config, store: services.store, events, identity: services.identity });
+  const currentAccess = () => {
+    if (services.config !== accessFor) {
+      accessFor = services.config;
+      accessService = new AccessService({ config: services.config, store: services.store, events, identity: services.identity });
+    }
+    return accessService;
+  };
   const metrics = new Metrics(events, services.sessions, services.refusals, services.auditIndex, services.alerts);
   const material = services.identity.tls();
   const server = https.createServer({
@@ -130,7 +139,7 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
     const actor = auth.actor;
     if (url.pathname === '/metrics' && req.method === 'GET') {
       // Prometheus scrape: operators and auditors only (scrape with a vigil client certificate).
-      if (!access.seesEverything(actor)) return sendJson(res, 403, { error: { code: 'VIGIL_FORBIDDEN', message: 'Metrics are for admins and auditors.' } });
+      if (!currentAccess().seesEverything(actor)) return sendJson(res, 403, { error: { code: 'VIGIL_FORBIDDEN', message: 'Metrics are for admins and auditors.' } });
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
       res.end(metrics.render());
       return;
@@ -139,7 +148,7 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
       const m = matchRoute(req.method ?? '', url.pathname);
       if (m === 'not_found') throw new ApiError(404, 'VIGIL_NO_ROUTE', `No API endpoint ${url.pathname}.`);
       if (m === 'bad_method') throw new ApiError(405, 'VIGIL_BAD_METHOD', `${req.method} is not supported on ${url.pathname}.`);
-      const [status, body] = await m.route.handle({ actor, params: m.params, query: url.searchParams, req, services, access });
+      const [status, body] = await m.route.handle({ actor, params: m.params, query: url.searchParams, req, services, access: currentAccess() });
       sendJson(res, status, body);
     } catch (e) {
       const r = errorResponse(e);
@@ -180,7 +189,7 @@ export async function startApi(services: GatewayServices, listen: Listen): Promi
       return rejectUpgrade(r.status, r.code, r.message, r.retryAfter);
     }
     if (path !== EVENTS_STREAM_PATH) return rejectUpgrade(404, 'VIGIL_NO_ROUTE', `No WebSocket endpoint ${path}.`);
-    if (!access.seesEverything(auth.actor)) {
+    if (!currentAccess().seesEverything(auth.actor)) {
       const msg = 'Only administrators and auditors may read the live audit stream.';
       void recordRefusal(req, { user: auth.actor.user, roles: auth.actor.roles, certSerial: auth.actor.certSerial }, 403, 'VIGIL_FORBIDDEN', msg);
       return rejectUpgrade(403, 'VIGIL_FORBIDDEN', msg);

@@ -70,6 +70,8 @@ export const EVENT_CATALOG = {
   'alert.resolved': { description: 'A rule and group that fired had no matching event for a whole window: details carry the rule, group and the time of the last matching event; notifiers are told (PagerDuty resolve with the same dedup key).' },
   'gateway.started': { description: 'The gateway started listening.' },
   'gateway.stopped': { description: 'The gateway stopped.' },
+  'config.reloaded': { description: 'The configuration file was re-read and applied (SIGHUP or `vigil config reload`): SHA-256 digests of the old and new effective config, targets/roles/alerts added, removed and changed, settings kept until a restart (listeners moved, audit, …), and live sessions cut with reason config_reload because their role or target no longer allows them. Never secret values.' },
+  'config.reload_failed': { description: 'A config reload was refused (invalid file, or no config file): the running configuration stays; details name the key path that is wrong and why.' },
 } as const satisfies Record<string, EventTypeInfo>;
 
 export type EventType = keyof typeof EVENT_CATALOG;

@@ -9,6 +9,7 @@ import type { SessionRegistry } from '../sessions/registry.ts';
 import type { RefusalBudget } from '../sessions/refusal-budget.ts';
 import type { IndexFollower } from '../../recorder/audit/index-follower.ts';
 import type { AlertService } from '../alerts/index.ts';
+import type { ReloadReport, ReloadTrigger } from './reload.ts';
 
 /** The shared services bundle every proxy, the API and the CLI work with. */
 export interface GatewayServices {
@@ -29,6 +30,8 @@ export interface GatewayServices {
   auditIndex?: IndexFollower;
   /** Alert rules and notifiers (absent when none are configured). */
   alerts?: AlertService;
+  /** Re-read and apply the config file (set by the running gateway; absent in CLI contexts). */
+  reloadConfig?: (trigger: ReloadTrigger) => Promise<ReloadReport>;
 }
 
 export interface TargetDirectory {

@@ -14,6 +14,8 @@ export type EndReason =
   /** The client stopped reading the gateway's output for slow_clients.write_stall_timeout. */
   | 'write_stall'
   | 'shutdown'
+  /** A config reload removed the role or target the session relied on. */
+  | 'config_reload'
   | 'recording_failed'
   | 'audit_unavailable'
   /** Found open (session.start without session.end) when the gateway restarted after a crash. */

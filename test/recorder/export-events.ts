@@ -72,6 +72,8 @@ const EVENTS: Record<EventType, Omit<EventInput, 'type'>> = {
   'alert.resolved': { outcome: 'success', actor: vigil, source: { ip: 'local', via: 'gateway' }, target: { name: 'alert/failed-logins', protocol: 'vigil' }, details: { rule: 'failed-logins', group: { 'actor.user': 'alice' }, window_ms: 60000, last_event_time: '2026-12-06T01:00:00.000000Z', notify: ['oncall-hook'] } },
   'gateway.started': { outcome: 'success', actor: vigil, source: { ip: 'local', via: 'gateway' }, target: { name: 'gateway', protocol: 'vigil' }, details: { ports: { ssh: 2222 } } },
   'gateway.stopped': { outcome: 'success', actor: vigil, source: { ip: 'local', via: 'gateway' }, target: { name: 'gateway', protocol: 'vigil' }, details: {} },
+  'config.reloaded': { outcome: 'success', actor: vigil, source: { ip: 'local', via: 'gateway' }, target: { name: 'config', protocol: 'vigil' }, details: { via: 'signal', file: '/etc/vigil/vigil.yaml', digest: { old: 'aa', new: 'bb' }, targets: { added: ['ssh/web-2'], removed: [], changed: [] }, roles: { added: [], removed: ['contractor'], changed: [] }, applied: ['targets', 'roles'], restart_required: [], sessions_cut: [] } },
+  'config.reload_failed': { outcome: 'failure', actor: vigil, source: { ip: 'local', via: 'gateway' }, target: { name: 'config', protocol: 'vigil' }, details: { via: 'signal', file: '/etc/vigil/vigil.yaml', error: { code: 'VIGIL_CONFIG_INVALID', key: 'targets[1].port', message: 'targets[1].port: Invalid input' } } },
 };
 
 /** One event per catalog type, in catalog order. */

@@ -263,6 +263,8 @@ const MAPPERS: Record<EventType, (e: AuditEvent) => Mapped> = {
   'alert.resolved': (e) => lifecycle(e, OTHER, 'Alert Resolved'),
   'gateway.started': (e) => lifecycle(e, 3, 'Start'),
   'gateway.stopped': (e) => lifecycle(e, 4, 'Stop'),
+  'config.reloaded': (e) => lifecycle(e, OTHER, 'Config Reloaded'),
+  'config.reload_failed': (e) => lifecycle(e, OTHER, 'Config Reload Failed'),
 };
 
 function epochMs(time: string): number {

@@ -9,6 +9,7 @@ import { REPLAY_COMMANDS } from './replay.ts';
 import { RETENTION_COMMANDS } from './retention.ts';
 import { REPORT_COMMANDS } from './report.ts';
 import { ALERT_COMMANDS } from './alerts.ts';
+import { configReloadCommand } from './config-reload.ts';
 import { sshKnownHostsCommand } from '../../../proxies/ssh/cli.ts';
 
 /** Every CLI command, in the order `vigil --help` lists them. One line per command module. */
@@ -16,6 +17,7 @@ export const COMMANDS: Command[] = [
   serveCommand,
   initCommand,
   configCheckCommand,
+  configReloadCommand,
   ...CERT_COMMANDS,
   ...ACCESS_COMMANDS,
   ...AUDIT_COMMANDS,
