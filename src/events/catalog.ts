@@ -13,6 +13,7 @@ export const EVENT_CATALOG = {
   'cert.issued': { description: 'A short-lived certificate (SSH + X.509) or token was issued to a user.' },
   'cert.revoked': { description: 'A certificate serial was added to the revocation list.' },
   'ca.created': { description: 'The certificate authorities and gateway keys were created (vigil init).' },
+  'ca.rotated': { description: 'The user CAs (SSH and X.509) were replaced (vigil ca rotate): old and new CA public key and serial, and until when certificates of the old CA stay trusted (the end of the last one it issued).' },
   // authentication and sessions
   'auth.success': { description: 'A client authenticated and was authorized for a target.' },
   'auth.failure': { description: 'A client was refused: bad credential, no permission, unknown target, lock, or gateway failing closed; or cut before authenticating by a pre-auth deadline (reason timeout, with the phase).' },

@@ -177,6 +177,8 @@ export function createReloader(services: GatewayServices, file: string | undefin
       sessions_cut: [],
     };
 
+    // CA material too: after `vigil ca rotate` new certificates are signed by the new CA from here on.
+    await services.identity.refresh().catch((e) => log.error({ err: (e as Error).message }, 'could not re-read the CA material; keeping the loaded one'));
     // Swap in one step: a connection admitted after this line sees only the new targets and roles.
     services.config = next;
     services.targets = targetDirectory(next.targets);

@@ -10,6 +10,7 @@ import { RETENTION_COMMANDS } from './retention.ts';
 import { REPORT_COMMANDS } from './report.ts';
 import { ALERT_COMMANDS } from './alerts.ts';
 import { configReloadCommand } from './config-reload.ts';
+import { caRotateCommand } from './ca-rotate.ts';
 import { sshKnownHostsCommand } from '../../../proxies/ssh/cli.ts';
 
 /** Every CLI command, in the order `vigil --help` lists them. One line per command module. */
@@ -19,6 +20,7 @@ export const COMMANDS: Command[] = [
   configCheckCommand,
   configReloadCommand,
   ...CERT_COMMANDS,
+  caRotateCommand,
   ...ACCESS_COMMANDS,
   ...AUDIT_COMMANDS,
   ...AUDIT_EXPORT_COMMANDS,
