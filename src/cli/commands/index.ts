@@ -11,6 +11,7 @@ import { REPORT_COMMANDS } from './report.ts';
 import { ALERT_COMMANDS } from './alerts.ts';
 import { configReloadCommand } from './config-reload.ts';
 import { caRotateCommand } from './ca-rotate.ts';
+import { doctorCommand } from './doctor.ts';
 import { sshKnownHostsCommand } from '../../../proxies/ssh/cli.ts';
 
 /** Every CLI command, in the order `vigil --help` lists them. One line per command module. */
@@ -19,6 +20,7 @@ export const COMMANDS: Command[] = [
   initCommand,
   configCheckCommand,
   configReloadCommand,
+  doctorCommand,
   ...CERT_COMMANDS,
   caRotateCommand,
   ...ACCESS_COMMANDS,
