@@ -174,6 +174,17 @@ export const ROUTES: Route[] = [
     },
   },
   ...SELF_ROUTES,
+  {
+    // `vigil config reload`: admins only. An invalid file answers 422 naming the key; the old config stays.
+    method: 'POST',
+    pattern: '/v1/config/reload',
+    async handle({ actor, services, access }) {
+      if (!access.isAdmin(actor)) throw new ApiError(403, 'VIGIL_NOT_ADMIN', 'Only administrators may reload the configuration.');
+      if (!services.reloadConfig) throw new ApiError(503, 'VIGIL_RELOAD_UNAVAILABLE', 'This gateway cannot reload its configuration.');
+      const report = await services.reloadConfig({ via: 'api', actor: { user: actor.user, roles: actor.roles, cert_serial: actor.certSerial }, source: actor.source });
+      return report.ok ? [200, { reload: report }] : [422, { error: { code: report.error!.code, message: report.error!.message, key: report.error!.key }, reload: report }];
+    },
+  },
 ];
 
 /** Match `path` against the routes; distinguishes "no such path" (404) from "wrong method" (405). */

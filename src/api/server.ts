@@ -34,10 +34,19 @@ type AuthResult = { ok: true; actor: Actor } | { ok: false; error: ApiError; use
  */
 export async function startApi(services: GatewayServices, listen: Listen, ports: Record<string, number> = {}): Promise<{ server: https.Server; port: number }> {
   const { log, events } = services;
-  const access = new AccessService({ config: services.config, store: services.store, events, identity: services.identity });
   // The gateway's link store when it sends approval links; else opened on the first link used here.
   let ownLinks: LinkStore | undefined;
   const links = () => services.accessLinks ?? (ownLinks ??= new LinkStore(services.dataDir));
+  // Rebuilt when a config reload swaps services.config, so new roles and approvers apply to the next call.
+  let accessFor = services.config;
+  let accessService = new AccessService({ config: services.config, store: services.store, events, identity: services.identity });
+  const currentAccess = () => {
+    if (services.config !== accessFor) {
+      accessFor = services.config;
+      accessService = new AccessService({ config: services.config, store: services.store, events, identity: services.identity });
+    }
+    return accessService;
+  };
   const metrics = new Metrics(events, services.sessions, services.refusals, services.auditIndex, services.alerts, services.guardrails);
   const material = services.identity.tls();
   const server = https.createServer({
@@ -129,7 +138,7 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
 
   // The web console (/console/): signs in with the same client certificate check, then works on its own
   // cookie session, so identities proven otherwise (OIDC) can use it too.
-  const consoleApp = createConsole(services, access, authenticate, budgetRefusal);
+  const consoleApp = createConsole(services, currentAccess, authenticate, budgetRefusal);
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'https://vigil.invalid');
@@ -158,7 +167,7 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
     const actor = auth.actor;
     if (url.pathname === '/metrics' && req.method === 'GET') {
       // Prometheus scrape: operators and auditors only (scrape with a vigil client certificate).
-      if (!access.seesEverything(actor)) return sendJson(res, 403, { error: { code: 'VIGIL_FORBIDDEN', message: 'Metrics are for admins and auditors.' } });
+      if (!currentAccess().seesEverything(actor)) return sendJson(res, 403, { error: { code: 'VIGIL_FORBIDDEN', message: 'Metrics are for admins and auditors.' } });
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
       res.end(metrics.render());
       return;
@@ -167,7 +176,7 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
       const m = matchRoute(req.method ?? '', url.pathname);
       if (m === 'not_found') throw new ApiError(404, 'VIGIL_NO_ROUTE', `No API endpoint ${url.pathname}.`);
       if (m === 'bad_method') throw new ApiError(405, 'VIGIL_BAD_METHOD', `${req.method} is not supported on ${url.pathname}.`);
-      const [status, body] = await m.route.handle({ actor, params: m.params, query: url.searchParams, req, services, access, links });
+      const [status, body] = await m.route.handle({ actor, params: m.params, query: url.searchParams, req, services, access: currentAccess(), links });
       if (body instanceof HtmlBody) sendHtml(res, status, body.html);
       else sendJson(res, status, body);
     } catch (e) {
@@ -211,7 +220,7 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
     const watchId = watchSessionId(path);
     if (watchId !== undefined) return watchUpgrade(req, socket, head, auth.actor, watchId, rejectUpgrade);
     if (path !== EVENTS_STREAM_PATH) return rejectUpgrade(404, 'VIGIL_NO_ROUTE', `No WebSocket endpoint ${path}.`);
-    if (!access.seesEverything(auth.actor)) {
+    if (!currentAccess().seesEverything(auth.actor)) {
       const msg = 'Only administrators and auditors may read the live audit stream.';
       void recordRefusal(req, { user: auth.actor.user, roles: auth.actor.roles, certSerial: auth.actor.certSerial }, 403, 'VIGIL_FORBIDDEN', msg);
       return rejectUpgrade(403, 'VIGIL_FORBIDDEN', msg);
@@ -245,7 +254,7 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
     id: string,
     rejectUpgrade: (status: number, code: string, message: string) => void,
   ): Promise<void> {
-    const control = { sessions: services.sessions, events, seesEverything: (a: Actor) => access.seesEverything(a) };
+    const control = { sessions: services.sessions, events, seesEverything: (a: Actor) => currentAccess().seesEverything(a) };
     try {
       await refuseUnlessPrivileged(control, actor, 'session.watch_started', id, 'watch sessions');
     } catch (e) {

@@ -45,7 +45,7 @@ const DEFAULT_TTL_MS = 8 * 3_600_000;
 const SESSION_DETAIL_LIMIT = 5000;
 const SEARCH_LIMIT_MAX = 1000;
 
-export function createConsole(services: GatewayServices, access: AccessService, checkCert: CertCheck, refuseCert: CertRefusal): ConsoleHandler {
+export function createConsole(services: GatewayServices, accessOf: () => AccessService, checkCert: CertCheck, refuseCert: CertRefusal): ConsoleHandler {
   const { events, log } = services;
   const settings = (services.config as { console?: { enabled?: boolean; session_ttl?: number } }).console;
   const enabled = settings?.enabled !== false;
@@ -58,7 +58,7 @@ export function createConsole(services: GatewayServices, access: AccessService, 
 
   const sourceOf = (req: http.IncomingMessage) => ({ ip: req.socket.remoteAddress ?? 'unknown', port: req.socket.remotePort ?? 0, via: 'console' });
   const actorOf = (s: ConsoleSession, req: http.IncomingMessage): Actor => ({ user: s.user, roles: s.roles, certSerial: s.certSerial, source: sourceOf(req) });
-  const canRead = (s: ConsoleSession, req: http.IncomingMessage) => access.seesEverything(actorOf(s, req));
+  const canRead = (s: ConsoleSession, req: http.IncomingMessage) => accessOf().seesEverything(actorOf(s, req));
   const approvesFor = (s: ConsoleSession) => services.config.roles.filter((r) => hasAnyRole(s.roles, r.approvers ?? [])).map((r) => r.name);
 
   function emit(s: ConsoleSession | undefined, req: http.IncomingMessage, e: Omit<EventInput, 'actor' | 'source'> & { actor?: EventInput['actor'] }) {
@@ -90,7 +90,7 @@ export function createConsole(services: GatewayServices, access: AccessService, 
   }
 
   function meView(s: ConsoleSession, req: http.IncomingMessage) {
-    return { user: s.user, roles: s.roles, method: s.method, csrf: s.csrf, expires_at: new Date(s.expiresAt).toISOString(), can: { read: canRead(s, req), decide_for: approvesFor(s), admin: access.isAdmin(actorOf(s, req)) } };
+    return { user: s.user, roles: s.roles, method: s.method, csrf: s.csrf, expires_at: new Date(s.expiresAt).toISOString(), can: { read: canRead(s, req), decide_for: approvesFor(s), admin: accessOf().isAdmin(actorOf(s, req)) } };
   }
 
   /** The session behind the cookie, still speaking for someone (certificate not revoked, user not locked). */
@@ -238,7 +238,7 @@ export function createConsole(services: GatewayServices, access: AccessService, 
 
     if (route === '/access/requests' && method === 'GET') {
       const state = q.get('state') || undefined;
-      const list = await access.list(actorOf(s, req), { state: state as AccessState | undefined });
+      const list = await accessOf().list(actorOf(s, req), { state: state as AccessState | undefined });
       return json(res, 200, { requests: list.reverse(), decide_for: approvesFor(s) });
     }
 
@@ -247,7 +247,7 @@ export function createConsole(services: GatewayServices, access: AccessService, 
       const actor = actorOf(s, req);
       const body = await readJson(req);
       // The access service decides who may decide (approver roles, four-eyes); the console only asks it.
-      const rec = m[2] === 'approve' ? await access.approve(actor, m[1], parseBody(ApproveBody, body)) : await access.deny(actor, m[1], parseBody(ReasonBody, body));
+      const rec = m[2] === 'approve' ? await accessOf().approve(actor, m[1], parseBody(ApproveBody, body)) : await accessOf().deny(actor, m[1], parseBody(ReasonBody, body));
       return json(res, 200, { request: rec });
     }
 

@@ -13,6 +13,7 @@ export const EVENT_CATALOG = {
   'cert.issued': { description: 'A short-lived certificate (SSH + X.509) or token was issued to a user.' },
   'cert.revoked': { description: 'A certificate serial was added to the revocation list.' },
   'ca.created': { description: 'The certificate authorities and gateway keys were created (vigil init).' },
+  'ca.rotated': { description: 'The user CAs (SSH and X.509) were replaced (vigil ca rotate): old and new CA public key and serial, and until when certificates of the old CA stay trusted (the end of the last one it issued).' },
   // authentication and sessions
   'auth.success': { description: 'A client authenticated and was authorized for a target.' },
   'auth.failure': { description: 'A client was refused: bad credential, no permission, unknown target, lock, or gateway failing closed; or cut before authenticating by a pre-auth deadline (reason timeout, with the phase).' },
@@ -88,6 +89,8 @@ export const EVENT_CATALOG = {
   'alert.resolved': { description: 'A rule and group that fired had no matching event for a whole window: details carry the rule, group and the time of the last matching event; notifiers are told (PagerDuty resolve with the same dedup key).' },
   'gateway.started': { description: 'The gateway started listening.' },
   'gateway.stopped': { description: 'The gateway stopped.' },
+  'config.reloaded': { description: 'The configuration file was re-read and applied (SIGHUP or `vigil config reload`): SHA-256 digests of the old and new effective config, targets/roles/alerts added, removed and changed, settings kept until a restart (listeners moved, audit, …), and live sessions cut with reason config_reload because their role or target no longer allows them. Never secret values.' },
+  'config.reload_failed': { description: 'A config reload was refused (invalid file, or no config file): the running configuration stays; details name the key path that is wrong and why.' },
 } as const satisfies Record<string, EventTypeInfo>;
 
 export type EventType = keyof typeof EVENT_CATALOG;

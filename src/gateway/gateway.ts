@@ -8,6 +8,7 @@ import type { TargetConfig } from '../config/schema.ts';
 import { createLogger } from '../log.ts';
 import type { ProxyInstance, ListenerSection, ProxyModule } from './proxy.ts';
 import type { GatewayServices, TargetDirectory } from './services.ts';
+import { createReloader, targetDirectory, type ReloadReport, type ReloadTrigger } from './reload.ts';
 import { auditOptions, dataPaths } from '../data-dir.ts';
 import { EventBus } from '../events/bus.ts';
 import { LOCAL_SOURCE, SYSTEM_ACTOR } from '../events/envelope.ts';
@@ -36,20 +37,14 @@ export interface Gateway {
   ports: Record<string, number>;
   /** Graceful stop: stop accepting, drain live sessions for `gateway.shutdown_drain`, seal the log. */
   close(): Promise<void>;
+  /** Re-read the config file and apply what can change live (SIGHUP, `vigil config reload`). */
+  reload(trigger?: ReloadTrigger): Promise<ReloadReport>;
 }
 
 export interface StartOptions {
   log?: Logger;
   /** The protocols to serve, the same the config was parsed with (app/gateway.ts passes proxies/registry.ts). */
   proxies?: readonly ProxyModule<any>[];
-}
-
-function targetDirectory(targets: TargetConfig[]): TargetDirectory {
-  const byKey = new Map(targets.map((t) => [`${t.protocol}/${t.name}`, t]));
-  return {
-    find: (name, protocol) => byKey.get(`${protocol}/${name}`),
-    all: () => targets,
-  };
 }
 
 function listenOn(server: net.Server, host: string, port: number): Promise<number> {
@@ -95,6 +90,8 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
       ? startIndexFollower({ auditDir: dataPaths(dataDir).audit, intervalMs: config.audit.index.interval, batch: config.audit.index.batch, log, paused: () => !events.healthy })
       : undefined,
   };
+  const reloader = createReloader(services, loaded.file, opts.proxies ?? []);
+  services.reloadConfig = (t) => reloader.reload(t);
   if (created) {
     await events.emit({ type: 'ca.created', outcome: 'success', actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: 'ca', protocol: 'vigil' }, details: { data_dir: dataDir } });
   }
@@ -207,5 +204,5 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
       await store.close().catch(() => {});
       await telemetry.shutdown().catch(() => {});
     })());
-  return { services, ports, close };
+  return { services, ports, close, reload: (t = { via: 'signal' }) => reloader.reload(t) };
 }

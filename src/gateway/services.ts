@@ -11,6 +11,7 @@ import type { IndexFollower } from '../../recorder/audit/index-follower.ts';
 import type { AlertService } from '../alerts/index.ts';
 import type { LinkStore } from '../access/links.ts';
 import type { Guardrails } from '../guardrails/index.ts';
+import type { ReloadReport, ReloadTrigger } from './reload.ts';
 
 /** The shared services bundle every proxy, the API and the CLI work with. */
 export interface GatewayServices {
@@ -37,6 +38,8 @@ export interface GatewayServices {
   accessLinks?: LinkStore;
   /** Guardrails asked before each statement/command is forwarded (absent when none are configured). */
   guardrails?: Guardrails;
+  /** Re-read and apply the config file (set by the running gateway; absent in CLI contexts). */
+  reloadConfig?: (trigger: ReloadTrigger) => Promise<ReloadReport>;
 }
 
 export interface TargetDirectory {

@@ -144,7 +144,10 @@ function staleParts(dir: string, sans: string[]): string[] {
     const cert = new crypto.X509Certificate(pem);
     const ca = new crypto.X509Certificate(fs.readFileSync(path.join(dir, CA_FILES.x509CaCert)));
     const renewDue = Date.parse(cert.validTo) - Date.now() < SERVER_RENEW_BEFORE_MS;
-    if (renewDue || !certificateHasSans(pem, sans) || !cert.verify(ca.publicKey)) stale.push('server-cert');
+    // After `vigil ca rotate` the server certificate stays signed by the previous CA while that one is still
+    // trusted: clients holding only the old ca.crt keep verifying the gateway; it moves to the new CA after.
+    const trusted = [ca, ...loadPreviousCas(path.dirname(dir)).map((p) => new crypto.X509Certificate(p.x509CaPem))];
+    if (renewDue || !certificateHasSans(pem, sans) || !trusted.some((c) => cert.verify(c.publicKey))) stale.push('server-cert');
   }
   if (!has(CA_FILES.auditKey)) stale.push('audit-key');
   if (!has(CA_FILES.tokenKey)) stale.push('token-key');
@@ -269,7 +272,17 @@ export async function loadCaKeys(dataDir: string): Promise<CaKeys> {
     }
   };
   const hostKeyPem = read(CA_FILES.hostKey);
-  const x509 = loadCa(read(CA_FILES.x509CaCert), read(CA_FILES.x509CaKey));
+  // `vigil ca rotate` replaces the X.509 pair key-first; a reader between the two renames retries.
+  let x509: CaMaterial;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      x509 = loadCa(read(CA_FILES.x509CaCert), read(CA_FILES.x509CaKey));
+      break;
+    } catch (e) {
+      if (attempt >= 20 || e instanceof VigilError) throw e;
+      await sleep(25);
+    }
+  }
   // The server pair is replaced key-first; a reader between the two renames sees a mismatch: retry.
   let serverCertPem = '';
   let serverKeyPem = '';
@@ -293,4 +306,90 @@ export async function loadCaKeys(dataDir: string): Promise<CaKeys> {
     tokenKey,
     tokenPublicKey: crypto.createPublicKey(tokenKey),
   };
+}
+
+// ---- CA rotation (`vigil ca rotate`) -----------------------------------------------------------------
+
+/**
+ * A rotated-out CA generation: `ca/previous/<id>/` keeps only its public halves (user_ca.pub, ca.crt) and
+ * `meta.json` with `retire_after`, the end of the last certificate it signed. Until then certificates it
+ * issued keep working; its private keys are gone (replaced by the new CA's), so it signs nothing more.
+ */
+export const PREVIOUS_DIR = 'previous';
+
+export interface PreviousCa {
+  id: string;
+  userCaPubLine: string;
+  x509CaPem: string;
+  rotatedAt: Date;
+  retireAfter: Date;
+}
+
+/** Previous CA generations still trusted at `now` (retired ones are skipped and may be deleted). */
+export function loadPreviousCas(dataDir: string, now = Date.now()): PreviousCa[] {
+  const root = path.join(caDir(dataDir), PREVIOUS_DIR);
+  let ids: string[];
+  try {
+    ids = fs.readdirSync(root).sort();
+  } catch {
+    return [];
+  }
+  const out: PreviousCa[] = [];
+  for (const id of ids) {
+    const dir = path.join(root, id);
+    try {
+      const meta = JSON.parse(fs.readFileSync(path.join(dir, 'meta.json'), 'utf8')) as { rotated_at: string; retire_after: string };
+      const retireAfter = new Date(meta.retire_after);
+      if (!(retireAfter.getTime() > now)) continue;
+      out.push({
+        id,
+        userCaPubLine: fs.readFileSync(path.join(dir, `${CA_FILES.userCa}.pub`), 'utf8').trim(),
+        x509CaPem: fs.readFileSync(path.join(dir, CA_FILES.x509CaCert), 'utf8'),
+        rotatedAt: new Date(meta.rotated_at),
+        retireAfter,
+      });
+    } catch {
+      // An incomplete generation (a rotation interrupted before its meta.json) is not trusted.
+    }
+  }
+  return out;
+}
+
+export interface RotationResult {
+  id: string;
+  retireAfter: Date;
+  previous: { sshUserCa: string; x509Serial: string; x509Subject: string };
+  current: { sshUserCa: string; x509Serial: string; x509Subject: string };
+}
+
+function caSummary(dir: string): RotationResult['current'] {
+  const pub = fs.readFileSync(path.join(dir, `${CA_FILES.userCa}.pub`), 'utf8').trim();
+  const x = new crypto.X509Certificate(fs.readFileSync(path.join(dir, CA_FILES.x509CaCert)));
+  return { sshUserCa: pub.split(' ').slice(0, 2).join(' '), x509Serial: x.serialNumber.toLowerCase(), x509Subject: x.subject.replace(/\n/g, ', ') };
+}
+
+/**
+ * Replace the SSH user CA and the X.509 CA by new ones. The old public halves move to
+ * `previous/<id>/` and stay trusted until `retireAfter` (give the latest end of any certificate the old CA
+ * signed). The host CA, host key, audit and token keys are unchanged. A running gateway takes the new CA
+ * on its next config reload (SIGHUP / `vigil config reload`) or restart.
+ */
+export async function rotateCa(dataDir: string, retireAfter: Date, now = new Date()): Promise<RotationResult> {
+  const dir = caDir(dataDir);
+  return withLock(dir, () => {
+    const previous = caSummary(dir);
+    const id = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z') + '-' + crypto.randomBytes(3).toString('hex');
+    const keep = path.join(dir, PREVIOUS_DIR, id);
+    fs.mkdirSync(keep, { recursive: true, mode: 0o700 });
+    fs.copyFileSync(path.join(dir, `${CA_FILES.userCa}.pub`), path.join(keep, `${CA_FILES.userCa}.pub`));
+    fs.copyFileSync(path.join(dir, CA_FILES.x509CaCert), path.join(keep, CA_FILES.x509CaCert));
+    // meta.json last: a generation without it is never trusted (see loadPreviousCas).
+    writeAtomic(path.join(keep, 'meta.json'), JSON.stringify({ rotated_at: now.toISOString(), retire_after: retireAfter.toISOString() }) + '\n', PUBLIC_MODE);
+    writeOpenSshKey(dir, CA_FILES.userCa, newEd25519(), `vigil user CA ${id}`);
+    const { certPem, keyPem } = createCaCertificate(randomSerial(), now, `vigil CA ${id}`);
+    // Key first, like the server pair: a reader that sees the new certificate finds its key.
+    writeAtomic(path.join(dir, CA_FILES.x509CaKey), keyPem, PRIVATE_MODE);
+    writeAtomic(path.join(dir, CA_FILES.x509CaCert), certPem, PUBLIC_MODE);
+    return { id, retireAfter, previous, current: caSummary(dir) };
+  });
 }

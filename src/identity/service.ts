@@ -4,13 +4,14 @@ import type { VigilConfig } from '../config/schema.ts';
 import { VigilError } from '../errors.ts';
 import type { StateStore } from '../store/types.ts';
 import type { GatewayTlsMaterial, IdentityService, IssueRequest, IssuedCredentials, SshAuthAttempt, VerifyResult } from './types.ts';
-import { loadCaKeys, randomSerial, signHostCertificate, type CaKeys } from './ca.ts';
+import { loadCaKeys, loadPreviousCas, randomSerial, signHostCertificate, type CaKeys, type PreviousCa } from './ca.ts';
 import { SSH_CERT_USER, certAlgoFor, encodeCertificate, formatCertificateLine, option } from './openssh-cert.ts';
 import { formatPublicKeyLine, fromKeyObject, parsePublicKeyLine, publicKeyBlob, signEd25519, type SshPublicKey } from './ssh-keys.ts';
 import { encodeOpenSshPrivateKey } from './openssh-privkey.ts';
 import { parseCidrList } from './cidr.ts';
 import { createClientCertificate } from './x509.ts';
 import { signToken } from './token.ts';
+import { toKeyObject } from './ssh-keys.ts';
 import { EXT_GRANT, EXT_ROLES, verifierKeys, verifyClientCertificate, verifySshAuth, verifyToken, type VerifyContext } from './verify.ts';
 
 /** Extensions OpenSSH defines; anything else in a request is a typo or an attempt to smuggle one in. */
@@ -51,21 +52,44 @@ interface Window {
 }
 
 class LocalIdentity implements IdentityService {
-  private readonly ctx: VerifyContext;
-  private readonly userCaPublic: SshPublicKey;
+  private ctx!: VerifyContext;
+  private userCaPublic!: SshPublicKey;
+  private keys!: CaKeys;
+  private previous: PreviousCa[] = [];
   private readonly targetCerts = new Map<string, { privateKey: string; certificate: string; renewAt: number }>();
 
   constructor(
-    private readonly keys: CaKeys,
+    keys: CaKeys,
+    previous: PreviousCa[],
     private readonly config: VigilConfig,
     private readonly store: StateStore,
+    private readonly dataDir: string,
   ) {
-    this.userCaPublic = fromKeyObject(keys.userCa);
-    this.ctx = {
-      keys: verifierKeys(this.userCaPublic, publicKeyBlob(this.userCaPublic), keys.x509.certPem, keys.tokenPublicKey),
-      clockSkewMs: config.certs.clock_skew,
-      isRevoked: (serial) => store.isRevoked(serial),
-    };
+    this.use(keys, previous);
+  }
+
+  /** Switch to this CA material in one step (verification, issuance and TLS all see the same generation). */
+  private use(keys: CaKeys, previous: PreviousCa[]): void {
+    const userCaPublic = fromKeyObject(keys.userCa);
+    const vk = verifierKeys(userCaPublic, publicKeyBlob(userCaPublic), keys.x509.certPem, keys.tokenPublicKey);
+    vk.previous = previous.map((p) => {
+      const key = parsePublicKeyLine(p.userCaPubLine).key;
+      return { userCaBlob: publicKeyBlob(key), userCaPublic: toKeyObject(key), x509Ca: new crypto.X509Certificate(p.x509CaPem), until: p.retireAfter.getTime() };
+    });
+    this.keys = keys;
+    this.previous = previous;
+    this.userCaPublic = userCaPublic;
+    this.ctx = { keys: vk, clockSkewMs: this.config.certs.clock_skew, isRevoked: (serial) => this.store.isRevoked(serial) };
+    this.context = undefined;
+  }
+
+  async refresh(): Promise<void> {
+    this.use(await loadCaKeys(this.dataDir), loadPreviousCas(this.dataDir));
+  }
+
+  /** ca.crt as clients get it: the current CA first, then previous ones still trusted. */
+  private caBundle(): string {
+    return [this.keys.x509.certPem, ...this.previous.map((p) => p.x509CaPem)].map((p) => (p.endsWith('\n') ? p : p + '\n')).join('');
   }
 
   verifySshAuth(attempt: SshAuthAttempt): VerifyResult {
@@ -81,7 +105,7 @@ class LocalIdentity implements IdentityService {
   }
 
   tls(): GatewayTlsMaterial {
-    return { cert: this.keys.serverCertPem, key: this.keys.serverKeyPem, ca: this.keys.x509.certPem };
+    return { cert: this.keys.serverCertPem, key: this.keys.serverKeyPem, ca: this.caBundle() };
   }
 
   private context?: tls.SecureContext;
@@ -115,6 +139,10 @@ class LocalIdentity implements IdentityService {
 
   sshUserCaPublicKey(): string {
     return formatPublicKeyLine(this.userCaPublic, 'vigil user CA');
+  }
+
+  sshTrustedUserCaKeys(): string {
+    return [this.sshUserCaPublicKey(), ...this.previous.map((p) => p.userCaPubLine)].join('\n') + '\n';
   }
 
   /** Validates the request and works out serial, roles and validity window (capped by config and grant). */
@@ -233,7 +261,7 @@ class LocalIdentity implements IdentityService {
       sshPublicKey: formatPublicKeyLine(userKey, req.user),
       x509Certificate: client.certPem,
       x509PrivateKey: client.keyPem,
-      caCertificate: this.keys.x509.certPem,
+      caCertificate: this.caBundle(),
     };
   }
 
@@ -257,5 +285,5 @@ class LocalIdentity implements IdentityService {
 }
 
 export async function openIdentity(dataDir: string, config: VigilConfig, store: StateStore): Promise<IdentityService> {
-  return new LocalIdentity(await loadCaKeys(dataDir), config, store);
+  return new LocalIdentity(await loadCaKeys(dataDir), loadPreviousCas(dataDir), config, store, dataDir);
 }

@@ -98,7 +98,7 @@ export interface IssuedCredentials {
   /** X.509 client certificate (PEM) and its private key (PEM, PKCS#8; empty when x509PublicKey was given). */
   x509Certificate: string;
   x509PrivateKey: string;
-  /** PEM of the root that verifies the gateway (ca.crt). */
+  /** PEM of the roots that verify the gateway (ca.crt): the current CA, then previous ones still trusted. */
   caCertificate: string;
 }
 
@@ -125,6 +125,13 @@ export interface IdentityService {
   sshHostCaPublicKey(): string;
   /** OpenSSH line of the user CA public key, for TrustedUserCAKeys on backends if wanted. */
   sshUserCaPublicKey(): string;
+  /**
+   * Every trusted user CA, one OpenSSH line each (a TrustedUserCAKeys file): the current one and, after
+   * `vigil ca rotate`, previous ones until their last certificate expires.
+   */
+  sshTrustedUserCaKeys(): string;
+  /** Re-read the CA material from the data dir (after `vigil ca rotate`; called by config reload). */
+  refresh(): Promise<void>;
   /** Issue credentials (SSH cert + X.509 cert) and record the issuance in the store. Emits no event: callers do. */
   issue(req: IssueRequest): Promise<IssuedCredentials>;
   /** Issue a short-lived token (for tools that cannot present a client certificate). */

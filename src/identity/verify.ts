@@ -27,6 +27,11 @@ export interface VerifierKeys {
   userCaPublic: KeyObject;
   x509Ca: crypto.X509Certificate;
   tokenPublicKey: KeyObject;
+  /**
+   * CAs rotated out by `vigil ca rotate` whose certificates are still trusted until `until` (epoch ms):
+   * certificates they signed before the rotation keep working until the last of them expires.
+   */
+  previous?: { userCaBlob: Buffer; userCaPublic: KeyObject; x509Ca: crypto.X509Certificate; until: number }[];
 }
 
 export interface VerifyContext {
@@ -89,11 +94,14 @@ function sshSerial(cert: SshCertificate): string {
 
 /** Verifies the CA signature on an already parsed certificate. */
 function signedByUserCa(ctx: VerifyContext, cert: SshCertificate): { ok: true } | { ok: false; reason: VerifyFailureReason; detail: string } {
-  if (!cert.signatureKey.equals(ctx.keys.userCaBlob)) return { ok: false, reason: 'wrong_ca', detail: `signed by CA ${fingerprint(cert.signatureKey)}, expected ${fingerprint(ctx.keys.userCaBlob)}` };
+  const now = (ctx.now ?? Date.now)();
+  const trusted = [{ userCaBlob: ctx.keys.userCaBlob, userCaPublic: ctx.keys.userCaPublic }, ...(ctx.keys.previous ?? []).filter((p) => p.until > now)];
+  const ca = trusted.find((c) => cert.signatureKey.equals(c.userCaBlob));
+  if (!ca) return { ok: false, reason: 'wrong_ca', detail: `signed by CA ${fingerprint(cert.signatureKey)}, expected ${fingerprint(ctx.keys.userCaBlob)}` };
   const sig = parseSignatureBlob(cert.signature);
   let valid = false;
   try {
-    valid = sig?.algo === 'ssh-ed25519' && crypto.verify(null, cert.signedBytes, ctx.keys.userCaPublic, sig.sig);
+    valid = sig?.algo === 'ssh-ed25519' && crypto.verify(null, cert.signedBytes, ca.userCaPublic, sig.sig);
   } catch {
     valid = false;
   }
@@ -189,12 +197,15 @@ export function verifyClientCertificate(ctx: VerifyContext, der: Buffer | undefi
   } catch (e) {
     return failure('malformed', `unreadable client certificate: ${(e as Error).message}`);
   }
-  let signed = false;
-  try {
-    signed = cert.checkIssued(ctx.keys.x509Ca) && cert.verify(ctx.keys.x509Ca.publicKey);
-  } catch {
-    signed = false;
-  }
+  const now = (ctx.now ?? Date.now)();
+  const cas = [ctx.keys.x509Ca, ...(ctx.keys.previous ?? []).filter((p) => p.until > now).map((p) => p.x509Ca)];
+  const signed = cas.some((ca) => {
+    try {
+      return cert.checkIssued(ca) && cert.verify(ca.publicKey);
+    } catch {
+      return false;
+    }
+  });
   if (!signed) return failure('wrong_ca', `issuer ${JSON.stringify(cert.issuer.replace(/\n/g, ', '))}, subject ${JSON.stringify(cert.subject.replace(/\n/g, ', '))}, not signed by the vigil CA`);
   const certSerial = normalizeSerial(cert.serialNumber);
   if (cert.ca) return failure('not_client_cert', 'a CA certificate was presented as a client certificate', { certSerial });

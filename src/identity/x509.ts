@@ -105,16 +105,22 @@ export interface CaMaterial {
   cert: crypto.X509Certificate;
   certPem: string;
   privateKey: KeyObject;
+  /** The CA's subject, which certificates it signs name as their issuer. */
+  name: Array<[string, string]>;
 }
 
-/** 10-year self-signed CA. */
-export function createCaCertificate(serialHex: string, now = new Date()): { certPem: string; keyPem: string } {
+/**
+ * 10-year self-signed CA. `commonName` differs per CA generation (`vigil ca rotate`), so that while an old
+ * and a new CA are trusted side by side, a TLS stack choosing an issuer by name never confuses them.
+ */
+export function createCaCertificate(serialHex: string, now = new Date(), commonName?: string): { certPem: string; keyPem: string } {
   const { privateKey, publicKey } = generateEcKey();
   const ski = keyIdentifier(publicKey);
+  const caName: Array<[string, string]> = commonName ? [[OID.cn, commonName], [OID.o, 'vigil']] : CA_NAME;
   const certPem = buildCertificate({
     serialHex,
-    issuer: CA_NAME,
-    subject: CA_NAME,
+    issuer: caName,
+    subject: caName,
     notBefore: new Date(now.getTime() - 60_000),
     notAfter: new Date(now.getTime() + 10 * 365 * 86_400_000),
     publicKey,
@@ -132,7 +138,7 @@ export function loadCa(certPem: string, keyPem: string): CaMaterial {
   const cert = new crypto.X509Certificate(certPem);
   const privateKey = crypto.createPrivateKey(keyPem);
   if (!cert.checkPrivateKey(privateKey)) throw new Error('ca.key does not belong to ca.crt');
-  return { cert, certPem, privateKey };
+  return { cert, certPem, privateKey, name: der.readSubject(cert.raw) };
 }
 
 function leafExtensions(ca: CaMaterial, publicKey: KeyObject, eku: string, sans: Buffer[]): Buffer[] {
@@ -156,7 +162,7 @@ export function createServerCertificate(ca: CaMaterial, sans: string[], serialHe
   const { privateKey, publicKey } = generateEcKey();
   const certPem = buildCertificate({
     serialHex,
-    issuer: CA_NAME,
+    issuer: ca.name,
     subject: [
       [OID.cn, sans[0] ?? 'vigil gateway'],
       [OID.o, 'vigil'],
@@ -202,7 +208,7 @@ export function createClientCertificate(ca: CaMaterial, req: ClientCertRequest):
   const sans = req.grantId ? [der.implicit(6, Buffer.from(GRANT_URI_PREFIX + req.grantId, 'ascii'))] : [];
   const certPem = buildCertificate({
     serialHex: req.serialHex,
-    issuer: CA_NAME,
+    issuer: ca.name,
     subject: [[OID.cn, req.user], ...req.roles.map((r): [string, string] => [OID.ou, r])],
     notBefore: req.notBefore,
     notAfter: req.notAfter,

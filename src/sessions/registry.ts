@@ -16,6 +16,8 @@ export type EndReason =
   /** An administrator or auditor killed the session (`vigil sessions kill`, POST /v1/sessions/:id/kill). */
   | 'terminated'
   | 'shutdown'
+  /** A config reload removed the role or target the session relied on. */
+  | 'config_reload'
   | 'recording_failed'
   | 'audit_unavailable'
   /** Found open (session.start without session.end) when the gateway restarted after a crash. */

@@ -36,7 +36,7 @@ export interface IssuedFiles {
  * object merged over listeners on 127.0.0.1:0. Set VIGIL_TEST_LOG=debug to see operational logs, or pass
  * `opts.log` to capture them.
  */
-export async function startTestGateway(config: Record<string, unknown> = {}, base = tempDir(), opts: { log?: import('pino').Logger } = {}): Promise<TestGateway> {
+export async function startTestGateway(config: Record<string, unknown> = {}, base = tempDir(), opts: { log?: import('pino').Logger; configFile?: string } = {}): Promise<TestGateway> {
   const dataDir = path.join(base, 'data');
   const doc = {
     data_dir: dataDir,
@@ -50,7 +50,9 @@ export async function startTestGateway(config: Record<string, unknown> = {}, bas
   };
   const parsed = parseConfig(doc, base);
   const log = opts.log ?? (process.env.VIGIL_TEST_LOG ? createLogger(process.env.VIGIL_TEST_LOG) : silentLogger());
-  const gw = await startGateway({ config: parsed, dataDir, file: undefined }, { log });
+  // With `configFile` the document is also written there (JSON is YAML), so the gateway can reload it.
+  if (opts.configFile) fs.writeFileSync(opts.configFile, JSON.stringify(doc, null, 2));
+  const gw = await startGateway({ config: parsed, dataDir, file: opts.configFile }, { log });
   const events: AuditEvent[] = [];
   const waiters = new Set<{ pred: (e: AuditEvent) => boolean; resolve: (e: AuditEvent) => void }>();
   gw.services.events.subscribe((e) => {

@@ -211,6 +211,7 @@ const MAPPERS: Record<EventType, (e: AuditEvent) => Mapped> = {
   'cert.issued': (e) => ({ cls: C.entityManagement, activity_id: 1, activity_name: 'Create', attrs: { entity: compact({ type: str(e.details?.kind) ?? 'certificate', uid: str(e.details?.serial), name: `certificate for ${str(e.details?.user) ?? e.target?.name}` }) } }),
   'cert.revoked': (e) => ({ cls: C.entityManagement, activity_id: 9, activity_name: 'Disable', attrs: { entity: compact({ type: 'certificate', uid: str(e.details?.serial), name: e.target?.name ?? 'certificate' }) } }),
   'ca.created': () => ({ cls: C.entityManagement, activity_id: 1, activity_name: 'Create', attrs: { entity: { type: 'certificate authority', name: 'vigil certificate authorities' } } }),
+  'ca.rotated': () => ({ cls: C.entityManagement, activity_id: 3, activity_name: 'Update', attrs: { entity: { type: 'certificate authority', name: 'vigil user certificate authorities' } } }),
   'auth.success': (e) => ({ cls: C.authentication, activity_id: 1, activity_name: 'Logon', attrs: { user: userObject(e.actor?.user), session: e.session_id ? { uid: e.session_id } : undefined } }),
   'auth.failure': (e) => ({ cls: C.authentication, activity_id: 1, activity_name: 'Logon', attrs: { user: userObject(e.actor?.user) } }),
   'auth.oidc.success': (e) => ({ cls: C.authentication, activity_id: 1, activity_name: 'Logon', attrs: { user: userObject(e.actor?.user), auth_protocol: 'OpenID Connect', auth_protocol_id: 99 } }),
@@ -316,6 +317,8 @@ const MAPPERS: Record<EventType, (e: AuditEvent) => Mapped> = {
   'alert.resolved': (e) => lifecycle(e, OTHER, 'Alert Resolved'),
   'gateway.started': (e) => lifecycle(e, 3, 'Start'),
   'gateway.stopped': (e) => lifecycle(e, 4, 'Stop'),
+  'config.reloaded': (e) => lifecycle(e, OTHER, 'Config Reloaded'),
+  'config.reload_failed': (e) => lifecycle(e, OTHER, 'Config Reload Failed'),
 };
 
 function epochMs(time: string): number {

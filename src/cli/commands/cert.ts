@@ -6,7 +6,7 @@ import { loadFromArgs, localUser, openLocal, type LocalContext } from '../contex
 import { parseDuration } from '../../config/units.ts';
 import { VigilError } from '../../errors.ts';
 import { CA_FILES, caDir } from '../../identity/index.ts';
-import { writeAtomic } from '../../identity/ca.ts';
+import { loadPreviousCas, writeAtomic } from '../../identity/ca.ts';
 import { normalizeSerial } from '../../identity/x509.ts';
 import { buildPkcs12, pkcs8Der } from '../../identity/pkcs12.ts';
 
@@ -220,7 +220,8 @@ export const caShowCommand: Command = {
         throw new VigilError('VIGIL_CA_MISSING', `no CA in ${dir}; run \`vigil init\` first`);
       }
     };
-    const userCa = read(`${CA_FILES.userCa}.pub`);
+    // After `vigil ca rotate`, previous user CAs stay trusted until their last certificate expires.
+    const userCa = [read(`${CA_FILES.userCa}.pub`), ...loadPreviousCas(loaded.dataDir).map((p) => `${p.userCaPubLine}   # previous, trusted until ${p.retireAfter.toISOString()}`)].join('\n  ');
     const hostCa = read(`${CA_FILES.hostCa}.pub`);
     read(CA_FILES.x509CaCert);
     args.out.write(

@@ -21,6 +21,11 @@ export const serveCommand: Command = {
     process.on('SIGTERM', () => onSignal('SIGTERM'));
     process.on('SIGINT', () => onSignal('SIGINT'));
     const gw = await startGateway(loaded, { log, proxies: args.proxies });
+    // SIGHUP re-reads the config file; an invalid one is logged with its key and the old config stays.
+    process.on('SIGHUP', () => {
+      log.info({ signal: 'SIGHUP' }, 'reloading configuration');
+      gw.reload({ via: 'signal' }).catch((e) => log.error({ err: e }, 'config reload failed'));
+    });
     log.info({ ports: gw.ports, data: loaded.dataDir }, 'vigil gateway running');
     await new Promise<void>((resolve) => {
       let closing = false;

@@ -11,6 +11,9 @@ import { RETENTION_COMMANDS } from './retention.ts';
 import { REPORT_COMMANDS } from './report.ts';
 import { ALERT_COMMANDS } from './alerts.ts';
 import { SESSION_COMMANDS } from './sessions.ts';
+import { configReloadCommand } from './config-reload.ts';
+import { caRotateCommand } from './ca-rotate.ts';
+import { doctorCommand } from './doctor.ts';
 
 /**
  * The core's CLI commands, in the order `vigil --help` lists them; app/commands.ts appends the proxies' own.
@@ -21,7 +24,10 @@ export const COMMANDS: Command[] = [
   initCommand,
   configCheckCommand,
   ...LOGIN_COMMANDS,
+  configReloadCommand,
+  doctorCommand,
   ...CERT_COMMANDS,
+  caRotateCommand,
   ...ACCESS_COMMANDS,
   ...AUDIT_COMMANDS,
   ...AUDIT_EXPORT_COMMANDS,

@@ -1,0 +1,226 @@
+import crypto from 'node:crypto';
+import { loadConfig } from '../config/load.ts';
+import type { ProxyConfigPart } from '../config/proxy-config.ts';
+import type { TargetConfig, VigilConfig } from '../config/schema.ts';
+import { ConfigError } from '../errors.ts';
+import { createAuthorizer } from '../authz/index.ts';
+import { startAlerts } from '../alerts/index.ts';
+import { LOCAL_SOURCE, SYSTEM_ACTOR, type AuditEvent } from '../events/envelope.ts';
+import type { GatewayServices, TargetDirectory } from './services.ts';
+
+/**
+ * Config reload (`SIGHUP`, `vigil config reload`, `POST /v1/config/reload`). The new file is parsed and
+ * validated completely before anything changes; an invalid file changes nothing. A valid one replaces
+ * targets, roles, access policy, alert rules and the limits sessions read when they start; live sessions
+ * keep running unless the new roles/targets no longer allow them, then they are cut with reason
+ * `config_reload`. Sections that are bound when the gateway starts (listeners, the audit log, data dir,
+ * budgets, redaction, …) are never half-applied: their old values stay and the reload says a restart is
+ * needed for them.
+ */
+
+/** Top-level sections a reload applies to new sessions at once. Everything else needs a restart. */
+const LIVE_SECTIONS = new Set(['targets', 'roles', 'access', 'alerts', 'notifiers', 'gateway', 'pre_auth', 'slow_clients', 'recording', 'certs', 'log']);
+/** Keys inside a live section that are still bound at start (the TLS certificate's names). */
+const START_BOUND_KEYS: Record<string, string[]> = { gateway: ['tls_sans'] };
+
+export const CONFIG_RELOAD_MESSAGE = 'The vigil configuration changed and your access to this target no longer holds; the session is closed.';
+
+export function targetDirectory(targets: TargetConfig[]): TargetDirectory {
+  const byKey = new Map(targets.map((t) => [`${t.protocol}/${t.name}`, t]));
+  return {
+    find: (name, protocol) => byKey.get(`${protocol}/${name}`),
+    all: () => targets,
+  };
+}
+
+export interface NamedChanges {
+  added: string[];
+  removed: string[];
+  changed: string[];
+}
+
+export interface ReloadReport {
+  ok: boolean;
+  file?: string;
+  /** Failure only: the key path that is wrong (`targets[1].port`) and what is wrong with it. */
+  error?: { code: string; key: string; message: string };
+  /** SHA-256 of the effective config before and after (secrets are references, never values, in a config). */
+  digest?: { old: string; new: string };
+  targets?: NamedChanges;
+  roles?: NamedChanges;
+  alerts?: NamedChanges;
+  /** Top-level sections whose values changed and were applied. */
+  applied?: string[];
+  /** Changed settings kept at their old value until a restart (`ssh.listen`, `audit`, …), with why. */
+  restart_required?: { key: string; why: string }[];
+  /** Live sessions cut because their role or target no longer allows them. */
+  sessions_cut?: { id: string; user: string; target: string; protocol: string; reason: string }[];
+}
+
+export interface ReloadTrigger {
+  /** `signal` (SIGHUP), `api` or `test`. */
+  via: string;
+  actor?: AuditEvent['actor'];
+  source?: AuditEvent['source'];
+}
+
+function digest(config: VigilConfig): string {
+  return crypto.createHash('sha256').update(JSON.stringify(config)).digest('hex');
+}
+
+const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+
+function diffNamed<T extends { name: string }>(before: T[], after: T[], key: (x: T) => string = (x) => x.name): NamedChanges {
+  const old = new Map(before.map((x) => [key(x), x]));
+  const now = new Map(after.map((x) => [key(x), x]));
+  return {
+    added: [...now.keys()].filter((k) => !old.has(k)),
+    removed: [...old.keys()].filter((k) => !now.has(k)),
+    changed: [...now.keys()].filter((k) => old.has(k) && !same(old.get(k), now.get(k))),
+  };
+}
+
+function describeListener(section: unknown): string {
+  const s = section as { enabled?: boolean; listen?: { host: string; port: number } } | undefined;
+  if (!s?.listen) return 'unset';
+  return s.enabled === false ? 'disabled' : `${s.listen.host}:${s.listen.port}`;
+}
+
+/**
+ * Merge `next` over `current` the way a live gateway can: sections bound at start keep their current
+ * value (and are reported). Mutates and returns `next`.
+ */
+function effective(current: VigilConfig, next: VigilConfig, restart: { key: string; why: string }[], applied: string[]): VigilConfig {
+  const cur = current as Record<string, unknown>;
+  const nxt = next as Record<string, unknown>;
+  for (const key of new Set([...Object.keys(cur), ...Object.keys(nxt)])) {
+    if (same(cur[key], nxt[key])) continue;
+    if (!LIVE_SECTIONS.has(key)) {
+      const section = cur[key] as { listen?: unknown } | undefined;
+      const listenerMoved = section && typeof section === 'object' && 'listen' in section && describeListener(cur[key]) !== describeListener(nxt[key]);
+      restart.push({
+        key: listenerMoved ? `${key}.listen` : key,
+        why: listenerMoved ? `listener ${key} would move from ${describeListener(cur[key])} to ${describeListener(nxt[key])}; restart the gateway to apply` : `${key} is bound when the gateway starts; restart the gateway to apply`,
+      });
+      nxt[key] = cur[key];
+      continue;
+    }
+    for (const sub of START_BOUND_KEYS[key] ?? []) {
+      const a = (cur[key] as Record<string, unknown>)[sub];
+      const b = (nxt[key] as Record<string, unknown>)[sub];
+      if (!same(a, b)) {
+        restart.push({ key: `${key}.${sub}`, why: `${key}.${sub} is bound when the gateway starts; restart the gateway to apply` });
+        (nxt[key] as Record<string, unknown>)[sub] = a;
+      }
+    }
+    if (!same(cur[key], nxt[key])) applied.push(key);
+  }
+  return next;
+}
+
+export interface Reloader {
+  /** Re-read the config file and apply it. Concurrent calls run one after the other. */
+  reload(trigger: ReloadTrigger): Promise<ReloadReport>;
+}
+
+/**
+ * `file` is the config file the gateway started with (undefined: built-in defaults, nothing to reload).
+ * `dataDir` is the one in use: a reload never moves it (and `--data` keeps overriding the file).
+ */
+export function createReloader(services: GatewayServices, file: string | undefined, proxies: readonly ProxyConfigPart[] = []): Reloader {
+  let chain: Promise<unknown> = Promise.resolve();
+
+  async function emit(type: 'config.reloaded' | 'config.reload_failed', trigger: ReloadTrigger, details: Record<string, unknown>): Promise<void> {
+    await services.events
+      .emit({
+        type,
+        outcome: type === 'config.reloaded' ? 'success' : 'failure',
+        actor: (trigger.actor ?? SYSTEM_ACTOR) as AuditEvent['actor'],
+        source: trigger.source ?? LOCAL_SOURCE,
+        target: { name: 'config', protocol: 'vigil' },
+        details: { via: trigger.via, ...details },
+      })
+      .catch((e) => services.log.error({ err: (e as Error).message }, `could not record ${type}`));
+  }
+
+  async function run(trigger: ReloadTrigger): Promise<ReloadReport> {
+    const { log } = services;
+    if (!file) {
+      const error = { code: 'VIGIL_CONFIG_NO_FILE', key: '', message: 'the gateway runs on built-in defaults (no --config file); there is nothing to reload' };
+      log.warn({ via: trigger.via }, error.message);
+      await emit('config.reload_failed', trigger, { error });
+      return { ok: false, error };
+    }
+    const current = services.config;
+    let next: VigilConfig;
+    try {
+      next = loadConfig({ configPath: file, dataDir: services.dataDir, proxies }).config;
+    } catch (e) {
+      const error = e instanceof ConfigError ? { code: e.code, key: e.path, message: e.message } : { code: 'VIGIL_CONFIG_INVALID', key: '', message: (e as Error).message };
+      // The old configuration stays in force; the log names the key that is wrong.
+      log.error({ key: error.key, file, via: trigger.via }, `config reload failed, keeping the running configuration: ${error.message}`);
+      await emit('config.reload_failed', trigger, { file, error });
+      return { ok: false, file, error };
+    }
+    const restart: { key: string; why: string }[] = [];
+    const applied: string[] = [];
+    const before = digest(current);
+    next = effective(current, next, restart, applied);
+    const report: ReloadReport = {
+      ok: true,
+      file,
+      digest: { old: before, new: digest(next) },
+      targets: diffNamed(current.targets, next.targets, (t) => `${t.protocol}/${t.name}`),
+      roles: diffNamed(current.roles, next.roles),
+      alerts: diffNamed(current.alerts, next.alerts),
+      applied,
+      restart_required: restart,
+      sessions_cut: [],
+    };
+
+    // CA material too: after `vigil ca rotate` new certificates are signed by the new CA from here on.
+    await services.identity.refresh().catch((e) => log.error({ err: (e as Error).message }, 'could not re-read the CA material; keeping the loaded one'));
+    // Swap in one step: a connection admitted after this line sees only the new targets and roles.
+    services.config = next;
+    services.targets = targetDirectory(next.targets);
+    services.authz = createAuthorizer(next, services.store);
+    if (applied.includes('log')) log.level = next.log.level;
+    if (applied.includes('alerts') || applied.includes('notifiers')) {
+      // Rules see the stream from here on; undelivered notifications wait in the outbox for the new service.
+      await services.alerts?.stop().catch((e) => log.warn({ err: e }, 'alerts stop failed'));
+      services.alerts = next.alerts.length || next.notifiers.length
+        ? await startAlerts({ alerts: next.alerts, notifiers: next.notifiers, dataDir: services.dataDir, events: services.events, targets: services.targets, log })
+        : undefined;
+    }
+
+    // Live sessions: asked again, exactly as at connect time, against the new roles and targets.
+    for (const s of services.sessions.list()) {
+      let decision;
+      try {
+        decision = await services.authz.authorize({ principal: s.principal, target: s.target.name, protocol: s.protocol, login: s.target.login, database: s.target.database });
+      } catch (e) {
+        log.error({ err: e, session: s.id }, 'authorizer failed during reload; the session keeps running');
+        continue;
+      }
+      if (decision.allow) continue;
+      const handle = services.sessions.get(s.id);
+      if (!handle || handle.endReason) continue;
+      handle.terminate('config_reload', CONFIG_RELOAD_MESSAGE);
+      report.sessions_cut!.push({ id: s.id, user: s.principal.user, target: s.target.name, protocol: s.protocol, reason: decision.reason });
+      log.info({ session: s.id, user: s.principal.user, target: s.target.name, reason: decision.reason }, 'ending live session: no longer allowed by the reloaded configuration');
+    }
+    for (const r of restart) log.warn({ key: r.key }, `config reload: ${r.why}`);
+    log.info({ targets: report.targets, roles: report.roles, applied, sessions_cut: report.sessions_cut!.length }, 'configuration reloaded');
+    const { ok: _ok, ...details } = report;
+    await emit('config.reloaded', trigger, details);
+    return report;
+  }
+
+  return {
+    reload(trigger) {
+      const p = chain.then(() => run(trigger));
+      chain = p.catch(() => {});
+      return p;
+    },
+  };
+}
