@@ -18,8 +18,9 @@ export class Metrics {
     private readonly sessions: SessionRegistry,
     private readonly refusals?: RefusalBudget,
     private readonly auditIndex?: Pick<IndexFollower, 'lag'>,
-    private readonly alerts?: { renderMetrics(lines: string[]): void },
-    private readonly guardrails?: { renderMetrics(lines: string[]): void },
+    /** Read at each scrape: a config reload replaces the alert service and the guardrails. */
+    private readonly alerts?: () => { renderMetrics(lines: string[]): void } | undefined,
+    private readonly guardrails?: () => { renderMetrics(lines: string[]): void } | undefined,
   ) {
     this.unsubscribe = events.subscribe((e) => {
       let counts = this.eventCounts.get(e.type);
@@ -67,8 +68,8 @@ export class Metrics {
     lines.push('# TYPE vigil_session_watchers gauge');
     lines.push(`vigil_session_watchers ${this.control.watched - this.control.watchesEnded}`);
     if (this.refusals) this.renderRefusals(lines, this.refusals);
-    this.alerts?.renderMetrics(lines);
-    this.guardrails?.renderMetrics(lines);
+    this.alerts?.()?.renderMetrics(lines);
+    this.guardrails?.()?.renderMetrics(lines);
     lines.push('# HELP vigil_audit_healthy 1 while the audit log can be written; 0 means new sessions are refused.');
     lines.push('# TYPE vigil_audit_healthy gauge');
     lines.push(`vigil_audit_healthy ${this.events.healthy ? 1 : 0}`);

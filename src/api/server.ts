@@ -47,7 +47,7 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
     }
     return accessService;
   };
-  const metrics = new Metrics(events, services.sessions, services.refusals, services.auditIndex, services.alerts, services.guardrails);
+  const metrics = new Metrics(events, services.sessions, services.refusals, services.auditIndex, () => services.alerts, () => services.guardrails);
   const material = services.identity.tls();
   const server = https.createServer({
     cert: material.cert,

@@ -5,6 +5,7 @@ import type { TargetConfig, VigilConfig } from '../config/schema.ts';
 import { ConfigError } from '../errors.ts';
 import { createAuthorizer } from '../authz/index.ts';
 import { startAlerts } from '../alerts/index.ts';
+import { Guardrails } from '../guardrails/index.ts';
 import { LOCAL_SOURCE, SYSTEM_ACTOR, type AuditEvent } from '../events/envelope.ts';
 import type { GatewayServices, TargetDirectory } from './services.ts';
 
@@ -19,7 +20,7 @@ import type { GatewayServices, TargetDirectory } from './services.ts';
  */
 
 /** Top-level sections a reload applies to new sessions at once. Everything else needs a restart. */
-const LIVE_SECTIONS = new Set(['targets', 'roles', 'access', 'alerts', 'notifiers', 'gateway', 'pre_auth', 'slow_clients', 'recording', 'certs', 'log']);
+const LIVE_SECTIONS = new Set(['targets', 'roles', 'access', 'alerts', 'notifiers', 'guardrails', 'gateway', 'pre_auth', 'slow_clients', 'recording', 'certs', 'log']);
 /** Keys inside a live section that are still bound at start (the TLS certificate's names). */
 const START_BOUND_KEYS: Record<string, string[]> = { gateway: ['tls_sans'] };
 
@@ -180,11 +181,15 @@ export function createReloader(services: GatewayServices, file: string | undefin
 
     // CA material too: after `vigil ca rotate` new certificates are signed by the new CA from here on.
     await services.identity.refresh().catch((e) => log.error({ err: (e as Error).message }, 'could not re-read the CA material; keeping the loaded one'));
+    // Parsers load before the swap, so no session is admitted between the new config and its guardrails.
+    if (applied.includes('guardrails') && next.guardrails.length) await Guardrails.ready();
     // Swap in one step: a connection admitted after this line sees only the new targets and roles.
     services.config = next;
     services.targets = targetDirectory(next.targets);
     services.authz = createAuthorizer(next, services.store);
     if (applied.includes('log')) log.level = next.log.level;
+    // Sessions take their guardrails when admitted: new sessions get the new rules, live ones keep theirs.
+    if (applied.includes('guardrails')) services.guardrails = next.guardrails.length ? new Guardrails(next.guardrails, services.guardrails) : undefined;
     if (applied.includes('alerts') || applied.includes('notifiers')) {
       // Rules see the stream from here on; undelivered notifications wait in the outbox for the new service.
       await services.alerts?.stop().catch((e) => log.warn({ err: e }, 'alerts stop failed'));

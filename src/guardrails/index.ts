@@ -145,9 +145,11 @@ function decideCommand(line: string, rules: SshRule[]): GuardDecision {
 /** All configured guardrails; `forSession` picks those that apply to a session's roles on its target. */
 export class Guardrails {
   private readonly rules: { config: GuardrailConfig; sql?: SqlRule; ssh?: SshRule }[];
-  private readonly counts: Counts = new Map();
+  private readonly counts: Counts;
 
-  constructor(configs: GuardrailConfig[]) {
+  /** `previous`: the instance a config reload replaces; its decision counters carry on (Prometheus counters never go back). */
+  constructor(configs: GuardrailConfig[], previous?: Guardrails) {
+    this.counts = previous?.counts ?? new Map();
     this.rules = configs.map((c) => ({
       config: c,
       sql: c.sql && {

@@ -207,4 +207,52 @@ describe('config reload', () => {
     expect(tg.gw.services.targets.find('pg', 'postgres')?.port).toBe(pg.port);
     writeConfig(doc);
   });
+
+  it('guardrails reload: a rule added applies to the next session, counters carry on, a rule removed stops blocking', async () => {
+    const before = psql(alice, 'pg', 'DROP TABLE IF EXISTS reload_guarded_a');
+    expect(await before.exited).toBe(0);
+
+    const guarded = structuredClone(doc);
+    guarded.guardrails = [{ name: 'no-drops', targets: ['pg'], roles: ['*'], sql: { block: ['drop'] } }];
+    writeConfig(guarded);
+    const r = await cliReload(root, true);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out)).toMatchObject({ applied: ['guardrails'], restart_required: [] });
+
+    const blocked = psql(alice, 'pg', 'DROP TABLE IF EXISTS reload_guarded_b');
+    expect(await blocked.exited).not.toBe(0);
+    expect(blocked.stderr()).toContain('vigil guardrail "no-drops" refused this statement (DROP)');
+    const ev1 = await ev('guardrail.blocked', (e) => e.details.rule === 'no-drops');
+    expect(ev1.actor.user).toBe('alice');
+    // Scraped through the API: /metrics reads the guardrails in force now, not those of its start.
+    const blocks = async () => {
+      const text = await new Promise<string>((resolve, reject) => {
+        const req = https.request(`https://127.0.0.1:${tg.ports.api}/metrics`, { ca: fs.readFileSync(root.ca), cert: fs.readFileSync(root.crt), key: fs.readFileSync(root.key), agent: false }, (res) => {
+          let b = '';
+          res.on('data', (d) => (b += d));
+          res.on('end', () => resolve(b));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+      return Number(/vigil_guardrail_decisions_total\{protocol="[^"]+",decision="block",rule="no-drops"\} (\d+)/.exec(text)?.[1] ?? 0);
+    };
+    expect(await blocks()).toBe(1);
+
+    // Reloaded again with a second rule: the decision counters of the first instance carry on.
+    const two = structuredClone(guarded);
+    two.guardrails.push({ name: 'no-truncate', targets: ['pg'], roles: ['*'], sql: { block: ['truncate'] } });
+    writeConfig(two);
+    expect((await cliReload(root)).code).toBe(0);
+    const again = psql(alice, 'pg', 'DROP TABLE IF EXISTS reload_guarded_c');
+    expect(await again.exited).not.toBe(0);
+    expect(await blocks()).toBe(2);
+
+    // Removed: the next session may drop again.
+    writeConfig(doc);
+    expect((await cliReload(root)).code).toBe(0);
+    expect(tg.gw.services.guardrails).toBeUndefined();
+    const after = psql(alice, 'pg', 'DROP TABLE IF EXISTS reload_guarded_d');
+    expect(await after.exited).toBe(0);
+  });
 });
