@@ -73,6 +73,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
   const witness = config.audit.witness && (config.audit.witness.file || config.audit.witness.url) ? witnessPublisher(config.audit.witness, log) : undefined;
   const audit = await openAuditLog(dataPaths(dataDir).audit, { ...auditOptions(dataDir, config, log), onSignedHead: witness && ((h) => witness.publish(h)) });
   const events = new EventBus(audit, config.audit.durability);
+  telemetry.traceEvents(events);
   const refusals = refusalBudgetFor(config.budgets, events, log);
   const services: GatewayServices = {
     config,
