@@ -29,6 +29,8 @@ export interface AuditSink {
   /** Hear of events appended on behalf of other processes (CLI commands through the spool), once durable,
    *  so live observers (stream, metrics) see them too. Returns an unsubscribe function. */
   onForeignEvent?(listener: (event: AuditEvent) => void): () => void;
+  /** A session was refused because the log is down: counted into the outage's record (`sessions_refused`). */
+  noteRefusedSession?(): void;
   /** False once a write has failed; the gateway refuses new sessions while false. */
   readonly healthy: boolean;
   /** Reason the sink is unhealthy, for the operational log and client errors. */

@@ -78,6 +78,8 @@ export interface OutageState {
   reason: string;
   /** Events refused (rejected to their callers) since it started: never in the log. */
   refused: number;
+  /** Sessions refused at admission because the log was down (they never reached a backend). */
+  sessionsRefused: number;
 }
 
 export const HEAD_FILE = 'head.json';
@@ -252,7 +254,11 @@ class SegmentWriter implements AuditLogWriter {
 
   get outage(): Readonly<OutageState> | undefined {
     const o = this.outageState;
-    return o && { started: o.started, reason: o.reason, refused: o.refused };
+    return o && { started: o.started, reason: o.reason, refused: o.refused, sessionsRefused: o.sessionsRefused };
+  }
+
+  noteRefusedSession(): void {
+    if (this.outageState) this.outageState.sessionsRefused++;
   }
 
   get head(): { seq: number; hash: string } {
@@ -657,7 +663,7 @@ class SegmentWriter implements AuditLogWriter {
         `the audit log cannot be written (${code ? `${code}: ` : ''}${err.message}); vigil refuses new sessions until it can write again`,
         { cause: err },
       );
-      this.outageState = { started: new Date(), reason: code ?? err.message, refused: 0, error, refusedEnds: [], lateRecords: [] };
+      this.outageState = { started: new Date(), reason: code ?? err.message, refused: 0, sessionsRefused: 0, error, refusedEnds: [], lateRecords: [] };
       this.opts.log.error({ err, dir: this.dir }, 'audit log write failed: failing closed, new sessions are refused until it can write again');
       if (this.timer) clearInterval(this.timer);
       this.timer = undefined;
@@ -743,6 +749,7 @@ class SegmentWriter implements AuditLogWriter {
         duration_ms: ended.getTime() - o.started.getTime(),
         reason: o.reason,
         events_refused: o.refused,
+        sessions_refused: o.sessionsRefused,
         session_ends_recorded_late: o.refusedEnds.filter((e) => this.openSessions.has(e.session_id!)).length,
         events_recorded_late: o.lateRecords.filter((e) => !e.session_id || this.openSessions.has(e.session_id)).length,
       },

@@ -96,6 +96,11 @@ export class EventBus {
     return () => this.subscribers.delete(fn);
   }
 
+  /** A session refused because the log is down: the outage record counts it (it cannot have its own event). */
+  noteRefusedSession(): void {
+    this.sink.noteRefusedSession?.();
+  }
+
   get healthy(): boolean {
     return this.sink.healthy;
   }

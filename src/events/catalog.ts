@@ -76,7 +76,7 @@ export const EVENT_CATALOG = {
   // audit log itself
   'audit.checkpoint': { description: 'A signed checkpoint over the hash chain head.' },
   'audit.started': { description: 'The audit log writer opened (gateway or CLI process start).' },
-  'audit.outage': { description: 'The audit log could not be written for a while (e.g. disk full) and recovered without a restart: start, end, reason and the number of events refused meanwhile (their sessions were ended). Records of what already happened (queries, commands, file operations, session ends) refused during the outage follow it, marked recorded_after_outage (events_recorded_late, session_ends_recorded_late); refused decisions are not in the log.' },
+  'audit.outage': { description: 'The audit log could not be written for a while (e.g. disk full) and recovered without a restart: start, end, reason, the number of events refused meanwhile (their sessions were ended) and of sessions refused at admission (sessions_refused; they never reached a backend). Records of what already happened (queries, commands, file operations, session ends) refused during the outage follow it, marked recorded_after_outage (events_recorded_late, session_ends_recorded_late); refused decisions are not in the log.' },
   'audit.stopped': { description: 'The audit log writer was sealed at shutdown.' },
   'report.generated': { description: 'An access-review report was generated (vigil report access, or a reports.schedules entry): period, format, destination, SHA-256 of the file, headline counts and the chain verification status.' },
   'audit.export': { description: 'Audit events were exported (vigil audit export): format, filter, destination and how many events.' },

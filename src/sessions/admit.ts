@@ -39,6 +39,7 @@ export async function admit(services: GatewayServices, req: AdmitRequest): Promi
   const { events, log } = services;
   if (!events.healthy) {
     log.error({ err: events.failure?.message, conn: req.connId }, 'refusing session: audit log unavailable (fail closed)');
+    events.noteRefusedSession();
     return { ok: false, reason: 'audit_unavailable', message: AUDIT_DOWN };
   }
   const target = services.targets.find(req.targetName, req.protocol);
