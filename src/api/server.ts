@@ -1,6 +1,6 @@
 import https from 'node:https';
 import type http from 'node:http';
-import type net from 'node:net';
+import net from 'node:net';
 import type tls from 'node:tls';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { Metrics } from '../metrics.ts';
@@ -13,6 +13,8 @@ import { ApiError, HtmlBody, errorResponse, sendHtml, sendJson } from './http.ts
 import { matchRoute } from './routes.ts';
 import { RefusalBudget } from './refusals.ts';
 import { applyKeepAlive } from '../gateway/slow-clients.ts';
+import { clientAddress, rememberClientAddress } from './client-address.ts';
+import { balancerCheck, readProxyHeader, recordProxyHeaderRefusal } from '../gateway/proxy-protocol.ts';
 import { LinkStore } from '../access/links.ts';
 import { LINK_PATH_PREFIX, redactLinkPath, unauthenticatedLinkRefusal } from './link-routes.ts';
 import { streamSession, watchSessionId } from './watch.ts';
@@ -82,7 +84,7 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
   }, Date.now, services.config.budgets?.allow ?? []);
   /** Record an unauthenticated refusal, or count it when its source is over budget (then answer 429). */
   function budgetRefusal(req: http.IncomingMessage, auth: Extract<AuthResult, { ok: false }>): { status: number; code: string; message: string; retryAfter?: number } {
-    const ip = req.socket.remoteAddress ?? 'unknown';
+    const ip = clientAddress(req.socket).ip;
     if (!refusals.take(ip)) {
       return { status: 429, code: 'VIGIL_RATE_LIMITED', message: 'Too many refused calls from your address; try again later.', retryAfter: refusals.retryAfter(ip) };
     }
@@ -93,7 +95,7 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
   // `vigil login` endpoints: the caller has no certificate yet; the IdP's answer is what proves who they are.
   const login = loginEndpoints(services, ports, (ip) => refusals.take(ip));
 
-  const sourceOf = (req: http.IncomingMessage) => ({ ip: req.socket.remoteAddress ?? 'unknown', port: req.socket.remotePort ?? 0, via: 'api' });
+  const sourceOf = (req: http.IncomingMessage) => ({ ...clientAddress(req.socket), via: 'api' });
 
   async function authenticate(req: http.IncomingMessage): Promise<AuthResult> {
     const socket = req.socket as tls.TLSSocket;
@@ -101,7 +103,7 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
     if (!peer || !peer.raw) {
       return { ok: false, error: new ApiError(401, 'VIGIL_NO_CLIENT_CERT', 'A vigil client certificate is required (mTLS).') };
     }
-    const result = services.identity.verifyClientCertificate(peer.raw, socket.remoteAddress ?? '');
+    const result = services.identity.verifyClientCertificate(peer.raw, clientAddress(socket).ip);
     if (!result.ok) {
       return { ok: false, error: new ApiError(401, 'VIGIL_UNAUTHENTICATED', `Client certificate refused: ${result.message}`), user: result.user, certSerial: result.certSerial };
     }
@@ -302,11 +304,38 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
     return server;
   }) as typeof server.close;
 
+  // Behind a load balancer (api.proxy_protocol): a plain TCP listener reads the PROXY header from the
+  // trusted balancers, then hands the socket to the HTTPS server; everyone else reaches it unchanged.
+  const pp = services.config.api.proxy_protocol;
+  const fromBalancer = balancerCheck({ proxy_protocol: pp } as Parameters<typeof balancerCheck>[0]);
+  const front: net.Server = pp
+    ? net.createServer((socket) => {
+        socket.on('error', () => {});
+        const peer = { ip: socket.remoteAddress ?? 'unknown', port: socket.remotePort ?? 0 };
+        if (!fromBalancer(peer.ip)) return void server.emit('connection', socket);
+        void readProxyHeader(socket, pp.header_timeout).then((h) => {
+          if (socket.destroyed) return;
+          if (!h.ok) {
+            recordProxyHeaderRefusal(services, 'https', peer, h.reason);
+            return void socket.destroy();
+          }
+          rememberClientAddress(socket, h.source ?? peer);
+          server.emit('connection', socket);
+        });
+      })
+    : server;
+  if (front !== server) {
+    const closeHttps = server.close;
+    server.close = ((cb?: (err?: Error) => void) => {
+      front.close();
+      return closeHttps.call(server, cb);
+    }) as typeof server.close;
+  }
   const port = await new Promise<number>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(listen.port, listen.host, () => {
-      server.off('error', reject);
-      resolve((server.address() as net.AddressInfo).port);
+    front.once('error', reject);
+    front.listen(listen.port, listen.host, () => {
+      front.off('error', reject);
+      resolve((front.address() as net.AddressInfo).port);
     });
   });
   server.on('error', (e) => log.error({ err: e }, 'api: listener error'));

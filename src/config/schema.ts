@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { duration, size, listen, name, type SchemaContext } from './types.ts';
+import { duration, size, listen, name, proxyProtocol, type SchemaContext } from './types.ts';
 export { listenerBase } from './types.ts';
 import { isValidPattern } from './redaction.ts';
 import { parseCidr } from '../identity/cidr.ts';
@@ -216,6 +216,8 @@ export function buildConfigSchema(sc: SchemaContext, proxies: readonly ProxyConf
         listen: listen().prefault('127.0.0.1:8443'),
         /** Refused calls without a valid certificate recorded one by one per source address and minute. */
         refused_calls_per_minute: z.number().int().min(1).default(30),
+        /** Behind a load balancer: read the PROXY protocol header from these sources (README "Load balancers"). */
+        proxy_protocol: proxyProtocol().optional(),
       })
       .prefault({}),
     /** The web console served by the API server under /console/ (README "Web console"). */

@@ -17,6 +17,7 @@ import { SessionCatalog, type SessionFilter } from './catalog.ts';
 import { ConsoleSessions, CLEARED_COOKIE, csrfMatches, sessionCookie, type ConsoleIdentity, type ConsoleSession } from './sessions.ts';
 import { consoleDir, securityHeaders, serveStatic } from './static.ts';
 import { streamCast } from './recording.ts';
+import { clientAddress } from '../api/client-address.ts';
 
 /** A verified client certificate, or why not (the API server's own mTLS check). */
 export type CertCheck = (req: http.IncomingMessage) => Promise<{ ok: true; actor: Actor } | { ok: false; error: ApiError; user?: string; certSerial?: string }>;
@@ -56,7 +57,7 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
   const dir = consoleDir();
   let verified: { seq: number; at: string; result: VerifyResult } | undefined;
 
-  const sourceOf = (req: http.IncomingMessage) => ({ ip: req.socket.remoteAddress ?? 'unknown', port: req.socket.remotePort ?? 0, via: 'console' });
+  const sourceOf = (req: http.IncomingMessage) => ({ ...clientAddress(req.socket), via: 'console' });
   const actorOf = (s: ConsoleSession, req: http.IncomingMessage): Actor => ({ user: s.user, roles: s.roles, certSerial: s.certSerial, source: sourceOf(req) });
   const canRead = (s: ConsoleSession, req: http.IncomingMessage) => accessOf().seesEverything(actorOf(s, req));
   const approvesFor = (s: ConsoleSession) => services.config.roles.filter((r) => hasAnyRole(s.roles, r.approvers ?? [])).map((r) => r.name);

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
 import { startWorld, type PgWorld } from '../postgres/helpers.ts';
@@ -18,10 +19,16 @@ let haproxy: ChildProcess;
 let v2Port: number;
 let v1Port: number;
 let directPort: number;
+let apiV2Port: number;
+let apiPlainPort: number;
 
 beforeAll(async () => {
-  w = await startWorld({ postgres: { listen: '127.0.0.1:0', proxy_protocol: { trusted: [BALANCER], header_timeout: '2s' } } });
-  [v2Port, v1Port, directPort] = [await freePort(), await freePort(), await freePort()];
+  w = await startWorld({
+    postgres: { listen: '127.0.0.1:0', proxy_protocol: { trusted: [BALANCER], header_timeout: '2s' } },
+    api: { listen: '127.0.0.1:0', proxy_protocol: { trusted: [BALANCER], header_timeout: '2s' } },
+  });
+  [v2Port, v1Port, directPort, apiV2Port, apiPlainPort] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
+  const apiPort = w.tg.ports.api;
   const cfg = path.join(w.base, 'haproxy.cfg');
   fs.writeFileSync(
     cfg,
@@ -49,6 +56,17 @@ beforeAll(async () => {
       `  default_backend vigil_plain`,
       `backend vigil_plain`,
       `  server gw 127.0.0.1:${w.port} source ${BALANCER}`,
+      // The HTTPS API behind the same balancer (TLS passes through; vigil terminates it).
+      `frontend api_v2`,
+      `  bind 127.0.0.1:${apiV2Port}`,
+      `  default_backend vigil_api_v2`,
+      `backend vigil_api_v2`,
+      `  server gw 127.0.0.1:${apiPort} send-proxy-v2 source ${BALANCER}`,
+      `frontend api_plain`,
+      `  bind 127.0.0.1:${apiPlainPort}`,
+      `  default_backend vigil_api_plain`,
+      `backend vigil_api_plain`,
+      `  server gw 127.0.0.1:${apiPort} source ${BALANCER}`,
       '',
     ].join('\n'),
   );
@@ -131,5 +149,37 @@ describe('behind HAProxy with the PROXY protocol', () => {
     await new Promise((r) => s.on('close', r));
     expect(Date.now() - t0).toBeGreaterThan(1000);
     await w.tg.waitForEvent((e) => e.type === 'auth.failure' && e.details.reason === 'proxy_protocol' && /within 2000 ms/.test(String(e.details.detail)));
+  });
+
+  describe('the HTTPS API behind the balancer', () => {
+    const get = (port: number, pathname: string, creds?: { crt: string; key: string; ca: string }) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = https.get(
+          { host: '127.0.0.1', port, path: pathname, rejectUnauthorized: false, agent: false, ...(creds ? { cert: fs.readFileSync(creds.crt), key: fs.readFileSync(creds.key) } : {}) },
+          (res) => {
+            let body = '';
+            res.on('data', (d) => (body += d));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+          },
+        );
+        req.on('error', reject);
+      });
+
+    it('a refused call is recorded with the client address from the header, not the balancer', async () => {
+      const r = await get(apiV2Port, '/v1/sessions');
+      expect(r.status).toBe(401);
+      const ev = await w.tg.waitForEvent((e) => e.type === 'api.request' && e.details.path === '/v1/sessions' && e.outcome === 'failure');
+      expect(ev.source.ip).toBe('127.0.0.1');
+    });
+
+    it('a balancer connection without a header is closed and recorded', async () => {
+      await expect(get(apiPlainPort, '/healthz')).rejects.toThrow();
+      const refusal = await w.tg.waitForEvent((e) => e.type === 'auth.failure' && e.details.reason === 'proxy_protocol' && e.target.protocol === 'https');
+      expect(refusal.source.ip).toBe(BALANCER);
+    });
+
+    it('direct clients reach the API unchanged', async () => {
+      expect((await get(w.tg.ports.api, '/healthz')).status).toBe(200);
+    });
   });
 });

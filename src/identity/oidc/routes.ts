@@ -9,6 +9,7 @@ import { formatPublicKeyLine, fromKeyObject } from '../ssh-keys.ts';
 import type { OidcConfig } from './config.ts';
 import { OidcLogin, reachableTargets, type LoginResult, type LoginSource } from './login.ts';
 import { OidcLoginError } from './id-token.ts';
+import { clientAddress } from '../../api/client-address.ts';
 
 /**
  * The API endpoints of `vigil login`, `vigil status` and `vigil logout`. The login endpoints need no
@@ -97,7 +98,7 @@ export function loginEndpoints(services: GatewayServices, ports: Record<string, 
   return {
     async handle(req, res, path) {
       if (!path.startsWith(LOGIN_PREFIX)) return false;
-      const source = { ip: req.socket.remoteAddress ?? 'unknown', port: req.socket.remotePort ?? 0 };
+      const source = clientAddress(req.socket);
       try {
         const [status, body] = await route(path, req, source);
         sendJson(res, status, body);
