@@ -10,13 +10,14 @@ import { parseDuration } from '../config/units.ts';
 import { dataPaths } from '../data-dir.ts';
 import type { EventInput } from '../events/envelope.ts';
 import { ApiError, errorResponse, parseBody, readJson } from '../api/http.ts';
-import { ApproveBody, ReasonBody } from '../api/routes.ts';
+import { ApproveBody, KillBody, ReasonBody } from '../api/routes.ts';
 import { searchIndexed, verifyAuditLog, HEAD_FILE, chainHeadSeq, AuditIndexError, type AuditQuery, type VerifyResult } from '../../recorder/audit/index.ts';
 import { exportAuditLog, type ExportFormat } from '../../recorder/export/index.ts';
 import { SessionCatalog, type SessionFilter } from './catalog.ts';
 import { ConsoleSessions, CLEARED_COOKIE, csrfMatches, sessionCookie, type ConsoleIdentity, type ConsoleSession } from './sessions.ts';
 import { consoleDir, securityHeaders, serveStatic } from './static.ts';
 import { streamCast } from './recording.ts';
+import { killInConsole, liveDeps, liveLinks, watchInConsole } from './live.ts';
 
 /** A verified client certificate, or why not (the API server's own mTLS check). */
 export type CertCheck = (req: http.IncomingMessage) => Promise<{ ok: true; actor: Actor } | { ok: false; error: ApiError; user?: string; certSerial?: string }>;
@@ -177,7 +178,7 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
       const commands = evs.filter((e) => e.type === 'ssh.command' || e.type === 'ssh.exec').map((e) => ({ seq: e.seq, time: e.time, outcome: e.outcome, type: e.type, ...pick(e.details, ['command', 'exit_status', 'channel', 'source']) }));
       const files = evs.filter((e) => e.type === 'ssh.sftp' || e.type === 'ssh.scp').map((e) => ({ seq: e.seq, time: e.time, outcome: e.outcome, type: e.type, ...e.details }));
       const recordings = recs.map((rid, i) => ({ id: rid, bytes: fileSize(services.recordings.pathOf(rid)), url: `/console/api/sessions/${id}/recordings/${i}` }));
-      const links = linkers.flatMap((fn) => fn({ id, live }, s));
+      const links = [...liveLinks(id, live, true), ...linkers.flatMap((fn) => fn({ id, live }, s))];
       return json(res, 200, { session: row ?? null, live, events: evs, statements, commands, files, recordings, links, truncated: evs.length === SESSION_DETAIL_LIMIT });
     }
 
@@ -193,6 +194,20 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
       await emit(s, req, { type: 'console.view', outcome: 'success', target: { name: row?.target ?? 'unknown', protocol: row?.protocol ?? 'ssh' }, session_id: id, details: { view: 'recording', recording: rid, range: typeof req.headers.range === 'string' ? req.headers.range.slice(0, 64) : 'all' } });
       await streamCast(services.recordings.pathOf(rid), req, res, securityHeaders());
       return;
+    }
+
+    m = /^\/sessions\/([A-Za-z0-9_-]+)\/live$/.exec(route);
+    if (m && method === 'GET') {
+      // Not mustRead: beginWatch refuses non-readers itself and records it as session.watch_started.
+      const fromStart = q.get('from') !== 'now';
+      return watchInConsole(services, liveDeps(services, accessOf()), actorOf(s, req), m[1], fromStart, res, securityHeaders());
+    }
+
+    m = /^\/sessions\/([A-Za-z0-9_-]+)\/kill$/.exec(route);
+    if (m && method === 'POST') {
+      const b = parseBody(KillBody, await readJson(req));
+      const r = await killInConsole(liveDeps(services, accessOf()), actorOf(s, req), m[1], b.reason);
+      return json(res, 200, { killed: r.session, ended: r.ended });
     }
 
     if ((route === '/events' || route === '/events/export') && method === 'GET') {
