@@ -46,6 +46,7 @@ beforeAll(async () => {
     ['bob', ['sre-lead']],
     ['dan', ['db-lead']],
     ['audrey', ['auditor']],
+    ['ada', ['admin']],
   ] as const) {
     who[user] = await tg.issue({ user, roles: [...roles] });
   }
@@ -195,6 +196,35 @@ describe('authorization', () => {
     expect(r.status).toBe(200);
     expect(r.body.verify.records).toBeGreaterThan(250);
     expect(['complete', 'unwitnessed', 'unsealed-tail']).toContain(r.body.verify.status);
+  });
+
+  it('live view: auditors and admins only; terminate: admins only, with the CSRF token and a reason; refusals recorded', async () => {
+    const alice = await client('alice');
+    const audrey = await client('audrey');
+    const ada = await client('ada');
+    // S0125 has no session.end, but no such session runs in this gateway: nothing to watch or end.
+    const w = await alice.get('/console/api/sessions/S0125/live');
+    expect(w.status).toBe(403);
+    const refusedWatch = await tg.waitForEvent((e) => e.type === 'session.watch_started' && e.outcome === 'failure' && e.actor.user === 'alice');
+    expect(refusedWatch.source.via).toBe('console');
+    expect((await audrey.get('/console/api/sessions/S0125/live')).status).toBe(404);
+    expect((await ada.get('/console/api/sessions/S0125/live')).status).toBe(404);
+    for (const [c, user] of [[audrey, 'audrey'], [alice, 'alice']] as const) {
+      const k = await c.post('/console/api/sessions/S0125/kill', { reason: 'INC-9' });
+      expect(k.status, user).toBe(403);
+      expect(k.body.error.code).toBe('VIGIL_FORBIDDEN');
+      const ev = await tg.waitForEvent((e) => e.type === 'session.kill' && e.outcome === 'failure' && e.actor.user === user);
+      expect(ev.source.via).toBe('console');
+      expect(ev.details.session_id).toBe('S0125');
+    }
+    const noCsrf = await ada.post('/console/api/sessions/S0125/kill', { reason: 'INC-9' }, { csrf: false });
+    expect(noCsrf.status).toBe(403);
+    expect(noCsrf.body.error.code).toBe('VIGIL_CSRF');
+    await tg.waitForEvent((e) => e.type === 'api.request' && e.actor.user === 'ada' && e.details.code === 'VIGIL_CSRF');
+    expect((await ada.post('/console/api/sessions/S0125/kill', {})).status).toBe(400);
+    expect((await ada.post('/console/api/sessions/S0125/kill', { reason: 'INC-9' })).status).toBe(404);
+    // The session page offers the live view only for a session running here.
+    expect((await audrey.get('/console/api/sessions/S0125')).body.links).toEqual([]);
   });
 
   it('approvers decide only for the roles they approve; the requester never; each decision is recorded', async () => {
