@@ -6,6 +6,7 @@ import { EventsPage } from './events.tsx';
 import { AccessPage } from './access.tsx';
 import { AuditPage } from './audit.tsx';
 import { LivePage } from './live.tsx';
+import { ReportPage } from './report.tsx';
 import { ErrorLine } from './ui.tsx';
 import './style.css';
 
@@ -74,6 +75,7 @@ function App() {
     ['events', 'Events', me.can.read],
     ['access', 'Access requests', true],
     ['audit', 'Audit chain', me.can.read],
+    ['reports', 'Access review', me.can.read],
   ];
   return (
     <>
@@ -104,6 +106,7 @@ function App() {
         {page === 'events' ? <EventsPage /> : null}
         {page === 'access' ? <AccessPage me={me} /> : null}
         {page === 'audit' ? <AuditPage /> : null}
+        {page === 'reports' ? <ReportPage /> : null}
       </main>
     </>
   );

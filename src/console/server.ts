@@ -18,6 +18,7 @@ import { ConsoleSessions, CLEARED_COOKIE, csrfMatches, sessionCookie, type Conso
 import { consoleDir, securityHeaders, serveStatic } from './static.ts';
 import { streamCast } from './recording.ts';
 import { killInConsole, liveDeps, liveLinks, watchInConsole } from './live.ts';
+import { accessReport, reportFormat, REPORT_FRAME_CSP, REPORT_TYPES } from './report.ts';
 
 /** A verified client certificate, or why not (the API server's own mTLS check). */
 export type CertCheck = (req: http.IncomingMessage) => Promise<{ ok: true; actor: Actor } | { ok: false; error: ApiError; user?: string; certSerial?: string }>;
@@ -264,6 +265,21 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
       // The access service decides who may decide (approver roles, four-eyes); the console only asks it.
       const rec = m[2] === 'approve' ? await accessOf().approve(actor, m[1], parseBody(ApproveBody, body)) : await accessOf().deny(actor, m[1], parseBody(ReasonBody, body));
       return json(res, 200, { request: rec });
+    }
+
+    if (route === '/reports/access' && method === 'GET') {
+      mustRead(s, req);
+      const format = reportFormat(q.get('format'));
+      const since = time('since', q.get('since') || '30d')!;
+      const until = time('until', q.get('until')) ?? new Date();
+      const { run, text } = await accessReport(services, since, until, format);
+      // Recorded before a byte leaves, with the hash that matches the copy the viewer may keep.
+      await emit(s, req, { type: 'console.view', outcome: 'success', target: { name: 'report/access', protocol: 'vigil' }, details: { view: 'report', report: 'access', format, since: run.model.period.since, until: run.model.period.until, bytes: run.bytes, sha256: run.sha256, chain_status: run.model.verification.status } });
+      const name = `vigil-access-review-${run.model.period.since.slice(0, 10)}-${run.model.period.until.slice(0, 10)}.${format}`;
+      const headers = format === 'html' ? { 'content-security-policy': REPORT_FRAME_CSP, 'x-content-type-options': 'nosniff', 'referrer-policy': 'no-referrer' } : securityHeaders();
+      res.writeHead(200, { ...headers, 'content-type': REPORT_TYPES[format], 'content-length': String(Buffer.byteLength(text)), 'cache-control': 'no-store', 'content-disposition': `${q.get('download') ? 'attachment' : 'inline'}; filename="${name}"` });
+      res.end(text);
+      return;
     }
 
     if (route === '/audit/status' && method === 'GET') {

@@ -227,6 +227,26 @@ describe('authorization', () => {
     expect((await audrey.get('/console/api/sessions/S0125')).body.links).toEqual([]);
   });
 
+  it('access-review report: auditors and admins only, for the period asked, each view recorded with its hash', async () => {
+    const alice = await client('alice');
+    expect((await alice.get('/console/api/reports/access?since=1h')).status).toBe(403);
+    const c = await client('audrey');
+    const j = await c.get('/console/api/reports/access?since=1h&format=json');
+    expect(j.status).toBe(200);
+    expect(j.body.kind).toBe('vigil.access-review');
+    expect(j.body.summary.sessions).toBeGreaterThan(0);
+    expect(Date.parse(j.body.period.until) - Date.parse(j.body.period.since)).toBe(3_600_000);
+    const ev = await tg.waitForEvent((e) => e.type === 'console.view' && e.details.view === 'report' && e.actor.user === 'audrey');
+    expect(ev.details).toMatchObject({ report: 'access', format: 'json', sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    const h = await c.get('/console/api/reports/access?since=1h');
+    expect(h.status).toBe(200);
+    expect(h.headers['content-type']).toContain('text/html');
+    expect(String(h.headers['content-security-policy'])).toMatch(/^sandbox allow-scripts;.*frame-ancestors 'self'/);
+    expect(h.text).toContain('<h1>Access review');
+    expect((await c.get('/console/api/reports/access?format=pdf')).status).toBe(400);
+    expect((await c.get('/console/api/reports/access?since=1h&until=2h')).status).toBe(400);
+  });
+
   it('approvers decide only for the roles they approve; the requester never; each decision is recorded', async () => {
     const alice = await client('alice');
     const bob = await client('bob');
