@@ -38,6 +38,15 @@ class CastFeed {
   }
 }
 
+/**
+ * A finished statement (db.query) takes the row of its start (db.query.start, written only for statements
+ * that run long or under strict recording), so each statement is one row, "running" until it is done.
+ */
+function withStatement(rows: AuditEvent[], e: AuditEvent): AuditEvent[] {
+  const i = e.type === 'db.query' ? rows.findLastIndex((r) => r.type === 'db.query.start' && r.details.sql === e.details.sql) : -1;
+  return i < 0 ? [...rows, e] : rows.map((r, j) => (j === i ? e : r));
+}
+
 type Dispatch = (event: string, data?: unknown) => void;
 
 /** An asciinema-player driver that plays a CastFeed as it grows (no seeking: it is live). */
@@ -138,7 +147,7 @@ export function LivePage({ id, me }: { id: string; me: Me }) {
           setFeeds(new Map(channels));
         }
         feed.push(m.events);
-      } else if (m.type === 'statement') setStatements((old) => [...old, m.event]);
+      } else if (m.type === 'statement') setStatements((old) => withStatement(old, m.event));
       else if (m.type === 'end') setEnded(`Session ended (${String(m.reason ?? 'ended')}).`);
       else if (m.type === 'closed' && m.code !== 1000) setEnded(`Live view closed: ${m.reason}`);
     };

@@ -301,6 +301,40 @@ describe('web console in Chromium', () => {
     await ctx.close();
   });
 
+  it('an admin watches a live psql session\'s statements as they run and terminates it', async () => {
+    let stdin!: NodeJS.WritableStream;
+    // psql reading a pipe runs each statement as its line arrives; the session stays open meanwhile.
+    const q = run('psql', ['-X', '-qAt', '-v', 'VERBOSITY=verbose', '-d', `host=127.0.0.1 port=${tg.ports.postgres} dbname=pg-dev user=alice sslmode=verify-full sslrootcert=${alice.ca} sslcert=${alice.crt} sslkey=${alice.key}`], {
+      env: clientEnv(),
+      input: async (w) => void (stdin = w),
+    });
+    stdin.write('SELECT 1;\n');
+    await waitFor(() => tg.gw.services.sessions.list().some((x) => x.target.name === 'pg-dev'), 15_000, 'live psql session');
+    const id = tg.gw.services.sessions.list().find((x) => x.target.name === 'pg-dev')!.id;
+
+    const { ctx, page } = await signedIn(ada);
+    await page.goto(`${base}/console/#/sessions/${id}/live`);
+    await page.getByRole('heading', { name: `Live: session ${id}` }).waitFor();
+    await page.locator('table.statements.live').waitFor();
+    stdin.write("SELECT 'vigil-live-' || 6 * 7 AS live_answer;\n");
+    await waitFor(() => q.out().includes('vigil-live-42'), 10_000, 'psql answer');
+    const row = page.locator('table.statements.live tbody tr', { hasText: 'live_answer' }).last();
+    await expect.poll(() => row.locator('td').nth(2).innerText(), { timeout: 10_000 }).toBe('success');
+    expect(await row.locator('td').nth(1).innerText()).toBe("SELECT 'vigil-live-' || 6 * 7 AS live_answer");
+    // A statement still running when the session is terminated: psql is reading the socket, so it sees the FATAL.
+    stdin.write('SELECT pg_sleep(60);\n');
+    await page.locator('table.statements.live tbody tr', { hasText: 'pg_sleep' }).filter({ hasText: 'running' }).waitFor();
+    await page.getByLabel('Reason').fill('INC-42 runaway query');
+    await page.getByRole('button', { name: 'Terminate session' }).click();
+    await page.getByRole('status').filter({ hasText: 'Session terminated.' }).waitFor();
+    await q.exited;
+    expect(q.err()).toContain('terminated by ada: INC-42 runaway query');
+    const kill = await tg.waitForEvent((e) => e.type === 'session.kill' && e.outcome === 'success' && e.details.session_id === id);
+    expect(kill.source.via).toBe('console');
+    await page.screenshot({ path: path.join(ARTIFACTS, 'console-live-psql.png'), fullPage: true });
+    await ctx.close();
+  });
+
   it('an auditor reads the access-review report for a period chosen in the page', async () => {
     const { ctx, page } = await signedIn(audrey);
     await page.getByRole('link', { name: 'Access review' }).click();
