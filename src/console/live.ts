@@ -14,6 +14,9 @@ import { controlEvent, killSession, type SessionControlDeps } from '../sessions/
  * authenticates client certificates, while a console session is a cookie (and may come from OIDC).
  */
 
+/** How soon a live view notices that its console session ended. */
+const SIGNED_IN_CHECK_MS = 1000;
+
 export interface LiveDeps extends SessionControlDeps {
   isAdmin(actor: Actor): boolean;
 }
@@ -23,9 +26,24 @@ export function liveDeps(services: GatewayServices, access: { isAdmin(a: Actor):
 }
 
 /** Stream session `id` to `res` until it ends or the browser leaves; refusals throw before any byte. */
-export async function watchInConsole(services: GatewayServices, deps: LiveDeps, actor: Actor, id: string, fromStart: boolean, res: http.ServerResponse, headers: Record<string, string>): Promise<void> {
+export async function watchInConsole(
+  services: GatewayServices,
+  deps: LiveDeps,
+  actor: Actor,
+  id: string,
+  fromStart: boolean,
+  res: http.ServerResponse,
+  headers: Record<string, string>,
+  stillSignedIn: () => boolean,
+): Promise<void> {
   const session = await beginWatch(deps, actor, id, fromStart);
-  streamSession(ndjsonSink(res, headers), { events: services.events, sessions: services.sessions, recordings: services.recordings, log: services.log }, actor, session, fromStart);
+  const sink = ndjsonSink(res, headers);
+  streamSession(sink, { events: services.events, sessions: services.sessions, recordings: services.recordings, log: services.log }, actor, session, fromStart);
+  const check = setInterval(() => {
+    if (!stillSignedIn()) sink.close(1008, 'console session ended');
+  }, SIGNED_IN_CHECK_MS);
+  check.unref();
+  res.on('close', () => clearInterval(check));
 }
 
 /**

@@ -95,11 +95,13 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
     return { user: s.user, roles: s.roles, method: s.method, csrf: s.csrf, expires_at: new Date(s.expiresAt).toISOString(), can: { read: canRead(s, req), decide_for: approvesFor(s), admin: accessOf().isAdmin(actorOf(s, req)) } };
   }
 
+  const speaksFor = (s: ConsoleSession) => !(s.certSerial && services.store.isRevoked(s.certSerial)) && !services.store.isLocked('user', s.user);
+
   /** The session behind the cookie, still speaking for someone (certificate not revoked, user not locked). */
   function current(req: http.IncomingMessage): ConsoleSession {
     const s = sessions.fromRequest(req);
     if (!s) throw new ApiError(401, 'VIGIL_CONSOLE_SIGNIN', 'Sign in to the console first.');
-    if ((s.certSerial && services.store.isRevoked(s.certSerial)) || services.store.isLocked('user', s.user)) {
+    if (!speaksFor(s)) {
       sessions.end(s.id);
       throw new ApiError(401, 'VIGIL_CONSOLE_SIGNIN', 'Your console session ended: your certificate was revoked or your user is locked.');
     }
@@ -201,7 +203,10 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
     if (m && method === 'GET') {
       // Not mustRead: beginWatch refuses non-readers itself and records it as session.watch_started.
       const fromStart = q.get('from') !== 'now';
-      return watchInConsole(services, liveDeps(services, accessOf()), actorOf(s, req), m[1], fromStart, res, securityHeaders());
+      // A live view outlasts the request that opened it: it ends with the console session (signed out,
+      // expired, certificate revoked, user locked), as the next click would.
+      const stillSignedIn = () => sessions.fromRequest(req) === s && speaksFor(s);
+      return watchInConsole(services, liveDeps(services, accessOf()), actorOf(s, req), m[1], fromStart, res, securityHeaders(), stillSignedIn);
     }
 
     m = /^\/sessions\/([A-Za-z0-9_-]+)\/kill$/.exec(route);

@@ -285,6 +285,13 @@ describe('web console in Chromium', () => {
     await expect.poll(() => page.locator('.ap-term').first().innerText(), { timeout: 20_000 }).toContain('vigil-live-42-typed');
     await expect.poll(() => aud.page.locator('.ap-term').first().innerText(), { timeout: 20_000 }).toContain('vigil-live-42-typed');
     await page.screenshot({ path: path.join(ARTIFACTS, 'console-live-ssh.png'), fullPage: true });
+    // The auditor signs out (another tab): her live view ends with her console session.
+    await aud.page.evaluate(async () => {
+      const me = (await (await fetch('/console/api/me')).json()) as { csrf: string };
+      await fetch('/console/api/signout', { method: 'POST', headers: { 'x-vigil-csrf': me.csrf } });
+    });
+    await aud.page.getByRole('status').filter({ hasText: 'Live view closed: console session ended' }).waitFor();
+    await tg.waitForEvent((e) => e.type === 'session.watch_ended' && e.actor.user === 'audrey' && e.details.session_id === id);
 
     await page.getByLabel('Reason').fill('INC-4711 live test');
     await page.getByRole('button', { name: 'Terminate session' }).click();
