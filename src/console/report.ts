@@ -1,6 +1,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import type http from 'node:http';
 import type { GatewayServices } from '../gateway/services.ts';
 import { dataPaths } from '../data-dir.ts';
 import { ApiError } from '../api/http.ts';
@@ -48,3 +49,17 @@ export async function accessReport(services: GatewayServices, since: Date, until
     fs.rmSync(out, { force: true });
   }
 }
+
+/**
+ * A refusal of the framed HTML report as a page the frame can show (a JSON error is served with the
+ * console's frame-ancestors 'none', so the frame would stay blank).
+ */
+export function sendReportError(res: http.ServerResponse, status: number, message: string): void {
+  const text = message.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+  const html = `<!DOCTYPE html><html lang="en"><meta charset="utf-8"><title>Report not available</title><p role="alert">Report not available: ${text}</p></html>\n`;
+  res.writeHead(status, { 'content-security-policy': REPORT_FRAME_CSP, 'x-content-type-options': 'nosniff', 'content-type': 'text/html; charset=utf-8', 'content-length': String(Buffer.byteLength(html)), 'cache-control': 'no-store' });
+  res.end(html);
+}
+
+/** Whether a request is for the HTML report shown in the console's frame (not a download). */
+export const isFramedReport = (url: URL) => url.pathname === '/console/api/reports/access' && (url.searchParams.get('format') ?? 'html') === 'html' && !url.searchParams.get('download');

@@ -18,7 +18,7 @@ import { ConsoleSessions, CLEARED_COOKIE, csrfMatches, sessionCookie, type Conso
 import { consoleDir, securityHeaders, serveStatic } from './static.ts';
 import { streamCast } from './recording.ts';
 import { killInConsole, liveDeps, liveLinks, watchInConsole } from './live.ts';
-import { accessReport, reportFormat, REPORT_FRAME_CSP, REPORT_TYPES } from './report.ts';
+import { accessReport, isFramedReport, reportFormat, REPORT_FRAME_CSP, REPORT_TYPES, sendReportError } from './report.ts';
 
 /** A verified client certificate, or why not (the API server's own mTLS check). */
 export type CertCheck = (req: http.IncomingMessage) => Promise<{ ok: true; actor: Actor } | { ok: false; error: ApiError; user?: string; certSerial?: string }>;
@@ -335,7 +335,8 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
         if (s && !(e instanceof AccessRefusedError) && r.status !== 401 && r.status !== 404) {
           await emit(s, req, { type: 'api.request', outcome: 'failure', target: { name: 'console', protocol: 'https' }, details: { method: req.method, path: url.pathname, status: r.status, code: r.code, message: r.message } }).catch(() => {});
         }
-        if (!res.headersSent) json(res, r.status, { error: { code: r.code, message: r.message } });
+        if (!res.headersSent && isFramedReport(url)) sendReportError(res, r.status, r.message);
+        else if (!res.headersSent) json(res, r.status, { error: { code: r.code, message: r.message } });
         else res.destroy();
       }
       return true;

@@ -244,7 +244,12 @@ describe('authorization', () => {
     expect(String(h.headers['content-security-policy'])).toMatch(/^sandbox allow-scripts;.*frame-ancestors 'self'/);
     expect(h.text).toContain('<h1>Access review');
     expect((await c.get('/console/api/reports/access?format=pdf')).status).toBe(400);
-    expect((await c.get('/console/api/reports/access?since=1h&until=2h')).status).toBe(400);
+    // Refusals of the framed HTML report are pages the frame can show.
+    const bad = await c.get('/console/api/reports/access?since=1h&until=2h');
+    expect(bad.status).toBe(400);
+    expect(bad.headers['content-type']).toContain('text/html');
+    expect(bad.text).toContain('Report not available: until is before since');
+    expect((await c.get('/console/api/reports/access?since=1h&until=2h&format=json')).body.error.code).toBe('VIGIL_BAD_REQUEST');
   });
 
   it('approvers decide only for the roles they approve; the requester never; each decision is recorded', async () => {
