@@ -60,7 +60,10 @@ export async function killInConsole(deps: LiveDeps, actor: Actor, id: string, re
   return killSession(deps, actor, id, reason);
 }
 
-/** The live-view link of a running session (the terminate button is on the live view, for admins). */
-export function liveLinks(id: string, live: boolean, canWatch: boolean) {
-  return live && canWatch ? [{ rel: 'live', href: `#/sessions/${encodeURIComponent(id)}/live`, method: 'GET' as const, label: 'Watch live' }] : [];
+/**
+ * The live-view link of a running session, on its page (which only auditors and admins see); the
+ * terminate button is on the live view, for admins.
+ */
+export function liveLinks(id: string, live: boolean) {
+  return live ? [{ rel: 'live', href: `#/sessions/${encodeURIComponent(id)}/live`, method: 'GET' as const, label: 'Watch live' }] : [];
 }

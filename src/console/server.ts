@@ -181,7 +181,7 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
       const commands = evs.filter((e) => e.type === 'ssh.command' || e.type === 'ssh.exec').map((e) => ({ seq: e.seq, time: e.time, outcome: e.outcome, type: e.type, ...pick(e.details, ['command', 'exit_status', 'channel', 'source']) }));
       const files = evs.filter((e) => e.type === 'ssh.sftp' || e.type === 'ssh.scp').map((e) => ({ seq: e.seq, time: e.time, outcome: e.outcome, type: e.type, ...e.details }));
       const recordings = recs.map((rid, i) => ({ id: rid, bytes: fileSize(services.recordings.pathOf(rid)), url: `/console/api/sessions/${id}/recordings/${i}` }));
-      const links = [...liveLinks(id, live, true), ...linkers.flatMap((fn) => fn({ id, live }, s))];
+      const links = [...liveLinks(id, live), ...linkers.flatMap((fn) => fn({ id, live }, s))];
       return json(res, 200, { session: row ?? null, live, events: evs, statements, commands, files, recordings, links, truncated: evs.length === SESSION_DETAIL_LIMIT });
     }
 
