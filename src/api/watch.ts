@@ -12,8 +12,9 @@ import type { LiveSession, SessionRegistry } from '../sessions/registry.ts';
  * Live watch of one session, read-only: over a WebSocket (GET /v1/sessions/:id/watch, `vigil watch`) or as
  * newline-delimited JSON on a chunked HTTP response (the web console, which signs in with a cookie, not a
  * client certificate the upgrade could check). Nothing the watcher sends is read, let alone passed on.
- * Terminal sessions are streamed from their recordings as the recording writer lands them (src: recorder/recordings LiveCast), database sessions as their statements
- * are recorded (the event bus): the watcher sees what the audit trail holds, through no other path.
+ * Terminal sessions are streamed from their recordings as the recording writer lands them (src:
+ * recorder/recordings LiveCast), database sessions as their statements are recorded (the event bus): the
+ * watcher sees what the audit trail holds, through no other path.
  *
  * Messages (JSON text frames, or lines, server to watcher):
  * - `{type:"session", session, mode:"terminal"|"statements", from:"start"|"now"}` first;
