@@ -26,8 +26,9 @@ export type CertCheck = (req: http.IncomingMessage) => Promise<{ ok: true; actor
 export type CertRefusal = (req: http.IncomingMessage, auth: { ok: false; error: ApiError; user?: string; certSerial?: string }) => { status: number; code: string; message: string; retryAfter?: number };
 
 /**
- * Links another module offers for a session (e.g. the live view and terminate action): the console shows
- * them to those they are for. Empty until something registers; the console never shows a dead control.
+ * Links another module offers for a session: the console shows them to those they are for. Empty until
+ * something registers; the console never shows a dead control. (The live view's link is the console's
+ * own: live.ts.)
  */
 export type SessionLinker = (session: { id: string; live: boolean }, viewer: ConsoleSession) => { rel: string; href: string; method: 'GET' | 'POST'; label: string }[];
 const linkers: SessionLinker[] = [];
