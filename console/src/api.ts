@@ -115,3 +115,29 @@ export interface AccessRequest {
   grantedAt?: string;
   expiresAt?: string;
 }
+
+/**
+ * Read a newline-delimited JSON stream (the live view), calling `onMessage` per line until the server
+ * ends it or `signal` aborts. Rejects with ApiFailure when the server refuses before streaming.
+ */
+export async function stream<T>(path: string, onMessage: (m: T) => void, signal: AbortSignal): Promise<void> {
+  const res = await fetch(`/console/api${path}`, { headers: { accept: 'application/x-ndjson', 'x-requested-with': 'vigil-console' }, credentials: 'same-origin', signal });
+  if (!res.ok || !res.body) {
+    const data = (await res.json().catch(() => ({}))) as { error?: { code: string; message: string } };
+    throw new ApiFailure(res.status, data.error?.code ?? 'VIGIL_HTTP', data.error?.message ?? `HTTP ${res.status}`);
+  }
+  const reader = res.body.getReader();
+  const text = new TextDecoder();
+  let pending = '';
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    pending += text.decode(value, { stream: true });
+    let nl: number;
+    while ((nl = pending.indexOf('\n')) >= 0) {
+      const line = pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+      if (line) onMessage(JSON.parse(line) as T);
+    }
+  }
+}

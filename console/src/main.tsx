@@ -5,10 +5,12 @@ import { SessionsPage, SessionPage } from './sessions.tsx';
 import { EventsPage } from './events.tsx';
 import { AccessPage } from './access.tsx';
 import { AuditPage } from './audit.tsx';
+import { LivePage } from './live.tsx';
+import { ReportPage } from './report.tsx';
 import { ErrorLine } from './ui.tsx';
 import './style.css';
 
-/** Hash routes: #/sessions, #/sessions/ID, #/events, #/access, #/audit. */
+/** Hash routes: #/sessions, #/sessions/ID, #/sessions/ID/live, #/events, #/access, #/audit, #/reports. */
 function useRoute(): string[] {
   const parse = () => (location.hash.replace(/^#\/?/, '') || '').split('/').filter(Boolean).map(decodeURIComponent);
   const [route, setRoute] = useState(parse);
@@ -73,6 +75,7 @@ function App() {
     ['events', 'Events', me.can.read],
     ['access', 'Access requests', true],
     ['audit', 'Audit chain', me.can.read],
+    ['reports', 'Access review', me.can.read],
   ];
   return (
     <>
@@ -97,11 +100,13 @@ function App() {
         </button>
       </header>
       <main>
-        {page === 'sessions' && route[1] ? <SessionPage id={route[1]} /> : null}
+        {page === 'sessions' && route[1] && route[2] === 'live' ? <LivePage id={route[1]} me={me} /> : null}
+        {page === 'sessions' && route[1] && !route[2] ? <SessionPage id={route[1]} /> : null}
         {page === 'sessions' && !route[1] ? <SessionsPage /> : null}
         {page === 'events' ? <EventsPage /> : null}
         {page === 'access' ? <AccessPage me={me} /> : null}
         {page === 'audit' ? <AuditPage /> : null}
+        {page === 'reports' ? <ReportPage /> : null}
       </main>
     </>
   );

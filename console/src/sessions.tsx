@@ -101,7 +101,17 @@ export function SessionsPage() {
                 <td>{s.statements}</td>
                 <td>{s.commands}</td>
                 <td>{s.file_ops}</td>
-                <td>{s.live || !s.ended_at ? <span class="badge live">live</span> : s.end_reason}</td>
+                <td>
+                  {s.live ? (
+                    <a class="badge live" href={`#/sessions/${encodeURIComponent(s.id)}/live`} aria-label={`Watch session ${s.id} live`}>
+                      Live
+                    </a>
+                  ) : !s.ended_at ? (
+                    <span class="badge live">live</span>
+                  ) : (
+                    s.end_reason
+                  )}
+                </td>
               </tr>
             ))}
           </tbody>

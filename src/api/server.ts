@@ -17,8 +17,8 @@ import { clientAddress, rememberClientAddress } from './client-address.ts';
 import { balancerCheck, readProxyHeader, recordProxyHeaderRefusal } from '../gateway/proxy-protocol.ts';
 import { LinkStore } from '../access/links.ts';
 import { LINK_PATH_PREFIX, redactLinkPath, unauthenticatedLinkRefusal } from './link-routes.ts';
-import { streamSession, watchSessionId } from './watch.ts';
-import { controlEvent, refuseUnlessPrivileged } from '../sessions/control.ts';
+import { beginWatch, streamSession, watchSessionId, webSocketSink } from './watch.ts';
+import { SessionNotFoundError } from '../sessions/control.ts';
 import { createConsole } from '../console/server.ts';
 import { loginEndpoints } from '../identity/oidc/routes.ts';
 
@@ -257,29 +257,19 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
     rejectUpgrade: (status: number, code: string, message: string) => void,
   ): Promise<void> {
     const control = { sessions: services.sessions, events, seesEverything: (a: Actor) => currentAccess().seesEverything(a) };
-    try {
-      await refuseUnlessPrivileged(control, actor, 'session.watch_started', id, 'watch sessions');
-    } catch (e) {
-      const r = errorResponse(e);
-      return rejectUpgrade(r.status, r.code, r.message);
-    }
-    const handle = services.sessions.get(id);
-    if (!handle || handle.endReason) {
-      const msg = `No live session "${id}".`;
-      void recordRefusal(req, { user: actor.user, roles: actor.roles, certSerial: actor.certSerial }, 404, 'VIGIL_NOT_FOUND', msg);
-      return rejectUpgrade(404, 'VIGIL_NOT_FOUND', msg);
-    }
     const fromStart = new URL(req.url ?? '/', 'https://vigil.invalid').searchParams.get('from') !== 'now';
+    let session;
     try {
-      await events.emit(controlEvent('session.watch_started', actor, id, handle.session, 'success', { from: fromStart ? 'start' : 'now' }));
+      session = await beginWatch(control, actor, id, fromStart);
     } catch (e) {
       const r = errorResponse(e);
+      if (e instanceof SessionNotFoundError) void recordRefusal(req, { user: actor.user, roles: actor.roles, certSerial: actor.certSerial }, 404, 'VIGIL_NOT_FOUND', r.message);
       return rejectUpgrade(r.status, r.code, r.message);
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
       streams.add(ws);
       ws.on('close', () => streams.delete(ws));
-      streamSession(ws, { events, sessions: services.sessions, recordings: services.recordings, log }, actor, handle.session, fromStart);
+      streamSession(webSocketSink(ws), { events, sessions: services.sessions, recordings: services.recordings, log }, actor, session, fromStart);
       log.info({ user: actor.user, session: id }, 'api: session watch opened');
     });
   }

@@ -1,19 +1,22 @@
+import type http from 'node:http';
 import type { WebSocket } from 'ws';
 import type { Logger } from 'pino';
 import type { Actor } from '../access/service.ts';
 import type { AuditEvent } from '../events/envelope.ts';
 import type { EventBus } from '../events/bus.ts';
 import type { LiveCast, RecordingStore } from '../../recorder/types.ts';
-import { controlEvent, sessionView } from '../sessions/control.ts';
+import { controlEvent, refuseUnlessPrivileged, SessionNotFoundError, sessionView, type SessionControlDeps } from '../sessions/control.ts';
 import type { LiveSession, SessionRegistry } from '../sessions/registry.ts';
 
 /**
- * Live watch of one session over a WebSocket (GET /v1/sessions/:id/watch), read-only: nothing the watcher
- * sends is read, let alone passed on. Terminal sessions are streamed from their recordings as the
- * recording writer lands them (src: recorder/recordings LiveCast), database sessions as their statements
- * are recorded (the event bus): the watcher sees what the audit trail holds, through no other path.
+ * Live watch of one session, read-only: over a WebSocket (GET /v1/sessions/:id/watch, `vigil watch`) or as
+ * newline-delimited JSON on a chunked HTTP response (the web console, which signs in with a cookie, not a
+ * client certificate the upgrade could check). Nothing the watcher sends is read, let alone passed on.
+ * Terminal sessions are streamed from their recordings as the recording writer lands them (src:
+ * recorder/recordings LiveCast), database sessions as their statements are recorded (the event bus): the
+ * watcher sees what the audit trail holds, through no other path.
  *
- * Messages (JSON text frames, server to watcher):
+ * Messages (JSON text frames, or lines, server to watcher):
  * - `{type:"session", session, mode:"terminal"|"statements", from:"start"|"now"}` first;
  * - `{type:"cast", channel, header?, events:[[t, code, data], …]}` asciicast v2 lines of a channel's recording;
  * - `{type:"cast_end", channel}` when a channel's recording is complete;
@@ -47,14 +50,66 @@ export interface WatchDeps {
   log: Logger;
 }
 
+/** Where a watch is streamed: both transports look alike to streamSession. */
+export interface WatchSink {
+  open(): boolean;
+  /** Bytes written but not yet taken by the watcher's connection (backpressure). */
+  buffered(): number;
+  send(text: string): void;
+  close(code: number, reason: string): void;
+  onClose(fn: () => void): void;
+}
+
+export function webSocketSink(ws: WebSocket): WatchSink {
+  // Nothing from the watcher is used; a watcher that talks is simply not listened to.
+  ws.on('message', () => {});
+  ws.on('error', () => ws.terminate());
+  return {
+    open: () => ws.readyState === ws.OPEN,
+    buffered: () => ws.bufferedAmount,
+    send: (text) => ws.send(text),
+    close: (code, reason) => ws.close(code, reason),
+    onClose: (fn) => ws.on('close', fn),
+  };
+}
+
+/** NDJSON on a chunked response: one message a line; the close code goes in a last `closed` line. */
+export function ndjsonSink(res: http.ServerResponse, headers: Record<string, string>): WatchSink {
+  res.writeHead(200, { ...headers, 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
+  // The headers leave now, so the watcher knows at once that the watch was accepted.
+  res.flushHeaders();
+  const open = () => !res.writableEnded && !res.destroyed;
+  return {
+    open,
+    buffered: () => res.writableLength,
+    send: (text) => void res.write(text + '\n'),
+    close: (code, reason) => {
+      if (open()) res.end(JSON.stringify({ type: 'closed', code, reason }) + '\n');
+    },
+    onClose: (fn) => res.on('close', fn),
+  };
+}
+
+/**
+ * The checks before a watch, shared by the API and the console: admins and auditors only (a refusal is
+ * recorded), a live session, and session.watch_started written durably before the first byte.
+ */
+export async function beginWatch(deps: SessionControlDeps, actor: Actor, id: string, fromStart: boolean): Promise<LiveSession> {
+  await refuseUnlessPrivileged(deps, actor, 'session.watch_started', id, 'watch sessions');
+  const handle = deps.sessions.get(id);
+  if (!handle || handle.endReason) throw new SessionNotFoundError(id);
+  await deps.events.emit(controlEvent('session.watch_started', actor, id, handle.session, 'success', { from: fromStart ? 'start' : 'now' }));
+  return handle.session;
+}
+
 /** Why a watch ended, as session.watch_ended records it. */
 type WatchEnd = 'session_ended' | 'watcher_closed' | 'too_slow';
 
 /**
- * Stream `session` to `ws` until the session ends or the watcher leaves, then write session.watch_ended.
+ * Stream `session` to `out` until the session ends or the watcher leaves, then write session.watch_ended.
  * session.watch_started is written (durably) by the caller before the upgrade.
  */
-export function streamSession(ws: WebSocket, deps: WatchDeps, actor: Actor, session: LiveSession, fromStart: boolean): void {
+export function streamSession(out: WatchSink, deps: WatchDeps, actor: Actor, session: LiveSession, fromStart: boolean): void {
   const id = session.id;
   const started = Date.now();
   const terminal = TERMINAL_PROTOCOLS.has(session.protocol);
@@ -65,18 +120,18 @@ export function streamSession(ws: WebSocket, deps: WatchDeps, actor: Actor, sess
   let sessionEnd: { reason: unknown } | undefined;
 
   const send = (msg: unknown): void => {
-    if (ws.readyState !== ws.OPEN || ending) return;
-    if (ws.bufferedAmount > MAX_BUFFERED) return finish('too_slow', 1013, 'watcher too slow; reconnect with from=now');
+    if (!out.open() || ending) return;
+    if (out.buffered() > MAX_BUFFERED) return finish('too_slow', 1013, 'watcher too slow; reconnect with from=now');
     const text = JSON.stringify(msg);
     bytes += text.length;
-    ws.send(text);
+    out.send(text);
   };
 
   function finish(why: WatchEnd, code: number, text: string): void {
     if (ending) return;
     ending = why;
     for (const c of cleanups.splice(0)) c();
-    if (ws.readyState === ws.OPEN) ws.close(code, text);
+    if (out.open()) out.close(code, text);
     deps.events
       .emit(controlEvent('session.watch_ended', actor, id, session, 'success', { why, duration_ms: Date.now() - started, bytes }))
       .catch((e) => deps.log.error({ err: (e as Error).message, session: id }, 'watch: could not record session.watch_ended'));
@@ -128,10 +183,7 @@ export function streamSession(ws: WebSocket, deps: WatchDeps, actor: Actor, sess
     cleanups.push(deps.recordings.watch(id, onCast));
   }
 
-  // Nothing from the watcher is used; a watcher that talks is simply not listened to.
-  ws.on('message', () => {});
-  ws.on('close', () => finish('watcher_closed', 1000, ''));
-  ws.on('error', () => ws.terminate());
+  out.onClose(() => finish('watcher_closed', 1000, ''));
   // The session may have ended between the caller's check and the subscriptions above.
   if (!deps.sessions.get(id)) {
     sessionEnd ??= { reason: deps.sessions.get(id)?.endReason ?? 'ended' };

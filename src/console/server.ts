@@ -10,7 +10,7 @@ import { parseDuration } from '../config/units.ts';
 import { dataPaths } from '../data-dir.ts';
 import type { EventInput } from '../events/envelope.ts';
 import { ApiError, errorResponse, parseBody, readJson } from '../api/http.ts';
-import { ApproveBody, ReasonBody } from '../api/routes.ts';
+import { ApproveBody, KillBody, ReasonBody } from '../api/routes.ts';
 import { searchIndexed, verifyAuditLog, HEAD_FILE, chainHeadSeq, AuditIndexError, type AuditQuery, type VerifyResult } from '../../recorder/audit/index.ts';
 import { exportAuditLog, type ExportFormat } from '../../recorder/export/index.ts';
 import { SessionCatalog, type SessionFilter } from './catalog.ts';
@@ -18,6 +18,8 @@ import { ConsoleSessions, CLEARED_COOKIE, csrfMatches, sessionCookie, type Conso
 import { consoleDir, securityHeaders, serveStatic } from './static.ts';
 import { streamCast } from './recording.ts';
 import { clientAddress } from '../api/client-address.ts';
+import { killInConsole, liveDeps, liveLinks, watchInConsole } from './live.ts';
+import { accessReport, isFramedReport, reportFormat, REPORT_FRAME_CSP, REPORT_TYPES, sendReportError } from './report.ts';
 
 /** A verified client certificate, or why not (the API server's own mTLS check). */
 export type CertCheck = (req: http.IncomingMessage) => Promise<{ ok: true; actor: Actor } | { ok: false; error: ApiError; user?: string; certSerial?: string }>;
@@ -25,8 +27,9 @@ export type CertCheck = (req: http.IncomingMessage) => Promise<{ ok: true; actor
 export type CertRefusal = (req: http.IncomingMessage, auth: { ok: false; error: ApiError; user?: string; certSerial?: string }) => { status: number; code: string; message: string; retryAfter?: number };
 
 /**
- * Links another module offers for a session (e.g. the live view and terminate action): the console shows
- * them to those they are for. Empty until something registers; the console never shows a dead control.
+ * Links another module offers for a session: the console shows them to those they are for. Empty until
+ * something registers; the console never shows a dead control. (The live view's link is the console's
+ * own: live.ts.)
  */
 export type SessionLinker = (session: { id: string; live: boolean }, viewer: ConsoleSession) => { rel: string; href: string; method: 'GET' | 'POST'; label: string }[];
 const linkers: SessionLinker[] = [];
@@ -94,11 +97,13 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
     return { user: s.user, roles: s.roles, method: s.method, csrf: s.csrf, expires_at: new Date(s.expiresAt).toISOString(), can: { read: canRead(s, req), decide_for: approvesFor(s), admin: accessOf().isAdmin(actorOf(s, req)) } };
   }
 
+  const speaksFor = (s: ConsoleSession) => !(s.certSerial && services.store.isRevoked(s.certSerial)) && !services.store.isLocked('user', s.user);
+
   /** The session behind the cookie, still speaking for someone (certificate not revoked, user not locked). */
   function current(req: http.IncomingMessage): ConsoleSession {
     const s = sessions.fromRequest(req);
     if (!s) throw new ApiError(401, 'VIGIL_CONSOLE_SIGNIN', 'Sign in to the console first.');
-    if ((s.certSerial && services.store.isRevoked(s.certSerial)) || services.store.isLocked('user', s.user)) {
+    if (!speaksFor(s)) {
       sessions.end(s.id);
       throw new ApiError(401, 'VIGIL_CONSOLE_SIGNIN', 'Your console session ended: your certificate was revoked or your user is locked.');
     }
@@ -178,7 +183,7 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
       const commands = evs.filter((e) => e.type === 'ssh.command' || e.type === 'ssh.exec').map((e) => ({ seq: e.seq, time: e.time, outcome: e.outcome, type: e.type, ...pick(e.details, ['command', 'exit_status', 'channel', 'source']) }));
       const files = evs.filter((e) => e.type === 'ssh.sftp' || e.type === 'ssh.scp').map((e) => ({ seq: e.seq, time: e.time, outcome: e.outcome, type: e.type, ...e.details }));
       const recordings = recs.map((rid, i) => ({ id: rid, bytes: fileSize(services.recordings.pathOf(rid)), url: `/console/api/sessions/${id}/recordings/${i}` }));
-      const links = linkers.flatMap((fn) => fn({ id, live }, s));
+      const links = [...liveLinks(id, live), ...linkers.flatMap((fn) => fn({ id, live }, s))];
       return json(res, 200, { session: row ?? null, live, events: evs, statements, commands, files, recordings, links, truncated: evs.length === SESSION_DETAIL_LIMIT });
     }
 
@@ -194,6 +199,23 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
       await emit(s, req, { type: 'console.view', outcome: 'success', target: { name: row?.target ?? 'unknown', protocol: row?.protocol ?? 'ssh' }, session_id: id, details: { view: 'recording', recording: rid, range: typeof req.headers.range === 'string' ? req.headers.range.slice(0, 64) : 'all' } });
       await streamCast(services.recordings.pathOf(rid), req, res, securityHeaders());
       return;
+    }
+
+    m = /^\/sessions\/([A-Za-z0-9_-]+)\/live$/.exec(route);
+    if (m && method === 'GET') {
+      // Not mustRead: beginWatch refuses non-readers itself and records it as session.watch_started.
+      const fromStart = q.get('from') !== 'now';
+      // A live view outlasts the request that opened it: it ends with the console session (signed out,
+      // expired, certificate revoked, user locked), as the next click would.
+      const stillSignedIn = () => sessions.fromRequest(req) === s && speaksFor(s);
+      return watchInConsole(services, liveDeps(services, accessOf()), actorOf(s, req), m[1], fromStart, res, securityHeaders(), stillSignedIn);
+    }
+
+    m = /^\/sessions\/([A-Za-z0-9_-]+)\/kill$/.exec(route);
+    if (m && method === 'POST') {
+      const b = parseBody(KillBody, await readJson(req));
+      const r = await killInConsole(liveDeps(services, accessOf()), actorOf(s, req), m[1], b.reason);
+      return json(res, 200, { killed: r.session, ended: r.ended });
     }
 
     if ((route === '/events' || route === '/events/export') && method === 'GET') {
@@ -252,6 +274,21 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
       return json(res, 200, { request: rec });
     }
 
+    if (route === '/reports/access' && method === 'GET') {
+      mustRead(s, req);
+      const format = reportFormat(q.get('format'));
+      const since = time('since', q.get('since') || '30d')!;
+      const until = time('until', q.get('until')) ?? new Date();
+      const { run, text } = await accessReport(services, since, until, format);
+      // Recorded before a byte leaves, with the hash that matches the copy the viewer may keep.
+      await emit(s, req, { type: 'console.view', outcome: 'success', target: { name: 'report/access', protocol: 'vigil' }, details: { view: 'report', report: 'access', format, since: run.model.period.since, until: run.model.period.until, bytes: run.bytes, sha256: run.sha256, chain_status: run.model.verification.status } });
+      const name = `vigil-access-review-${run.model.period.since.slice(0, 10)}-${run.model.period.until.slice(0, 10)}.${format}`;
+      const headers = format === 'html' ? { 'content-security-policy': REPORT_FRAME_CSP, 'x-content-type-options': 'nosniff', 'referrer-policy': 'no-referrer' } : securityHeaders();
+      res.writeHead(200, { ...headers, 'content-type': REPORT_TYPES[format], 'content-length': String(Buffer.byteLength(text)), 'cache-control': 'no-store', 'content-disposition': `${q.get('download') ? 'attachment' : 'inline'}; filename="${name}"` });
+      res.end(text);
+      return;
+    }
+
     if (route === '/audit/status' && method === 'GET') {
       mustRead(s, req);
       const head = readHead(paths.audit);
@@ -300,7 +337,8 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
         if (s && !(e instanceof AccessRefusedError) && r.status !== 401 && r.status !== 404) {
           await emit(s, req, { type: 'api.request', outcome: 'failure', target: { name: 'console', protocol: 'https' }, details: { method: req.method, path: url.pathname, status: r.status, code: r.code, message: r.message } }).catch(() => {});
         }
-        if (!res.headersSent) json(res, r.status, { error: { code: r.code, message: r.message } });
+        if (!res.headersSent && isFramedReport(url)) sendReportError(res, r.status, r.message);
+        else if (!res.headersSent) json(res, r.status, { error: { code: r.code, message: r.message } });
         else res.destroy();
       }
       return true;

@@ -21,6 +21,8 @@ export const CONSOLE_CSP = [
   "img-src 'self' data:",
   "font-src 'self' data:",
   "connect-src 'self'",
+  // The access-review report page frames the report (served with its own sandboxing CSP).
+  "frame-src 'self'",
   "base-uri 'none'",
   "form-action 'self'",
   "frame-ancestors 'none'",

@@ -46,6 +46,7 @@ beforeAll(async () => {
     ['bob', ['sre-lead']],
     ['dan', ['db-lead']],
     ['audrey', ['auditor']],
+    ['ada', ['admin']],
   ] as const) {
     who[user] = await tg.issue({ user, roles: [...roles] });
   }
@@ -195,6 +196,60 @@ describe('authorization', () => {
     expect(r.status).toBe(200);
     expect(r.body.verify.records).toBeGreaterThan(250);
     expect(['complete', 'unwitnessed', 'unsealed-tail']).toContain(r.body.verify.status);
+  });
+
+  it('live view: auditors and admins only; terminate: admins only, with the CSRF token and a reason; refusals recorded', async () => {
+    const alice = await client('alice');
+    const audrey = await client('audrey');
+    const ada = await client('ada');
+    // S0125 has no session.end, but no such session runs in this gateway: nothing to watch or end.
+    const w = await alice.get('/console/api/sessions/S0125/live');
+    expect(w.status).toBe(403);
+    const refusedWatch = await tg.waitForEvent((e) => e.type === 'session.watch_started' && e.outcome === 'failure' && e.actor.user === 'alice');
+    expect(refusedWatch.source.via).toBe('console');
+    expect((await audrey.get('/console/api/sessions/S0125/live')).status).toBe(404);
+    expect((await ada.get('/console/api/sessions/S0125/live')).status).toBe(404);
+    for (const [c, user] of [[audrey, 'audrey'], [alice, 'alice']] as const) {
+      const k = await c.post('/console/api/sessions/S0125/kill', { reason: 'INC-9' });
+      expect(k.status, user).toBe(403);
+      expect(k.body.error.code).toBe('VIGIL_FORBIDDEN');
+      const ev = await tg.waitForEvent((e) => e.type === 'session.kill' && e.outcome === 'failure' && e.actor.user === user);
+      expect(ev.source.via).toBe('console');
+      expect(ev.details.session_id).toBe('S0125');
+    }
+    const noCsrf = await ada.post('/console/api/sessions/S0125/kill', { reason: 'INC-9' }, { csrf: false });
+    expect(noCsrf.status).toBe(403);
+    expect(noCsrf.body.error.code).toBe('VIGIL_CSRF');
+    await tg.waitForEvent((e) => e.type === 'api.request' && e.actor.user === 'ada' && e.details.code === 'VIGIL_CSRF');
+    expect((await ada.post('/console/api/sessions/S0125/kill', {})).status).toBe(400);
+    expect((await ada.post('/console/api/sessions/S0125/kill', { reason: 'INC-9' })).status).toBe(404);
+    // The session page offers the live view only for a session running here.
+    expect((await audrey.get('/console/api/sessions/S0125')).body.links).toEqual([]);
+  });
+
+  it('access-review report: auditors and admins only, for the period asked, each view recorded with its hash', async () => {
+    const alice = await client('alice');
+    expect((await alice.get('/console/api/reports/access?since=1h')).status).toBe(403);
+    const c = await client('audrey');
+    const j = await c.get('/console/api/reports/access?since=1h&format=json');
+    expect(j.status).toBe(200);
+    expect(j.body.kind).toBe('vigil.access-review');
+    expect(j.body.summary.sessions).toBeGreaterThan(0);
+    expect(Date.parse(j.body.period.until) - Date.parse(j.body.period.since)).toBe(3_600_000);
+    const ev = await tg.waitForEvent((e) => e.type === 'console.view' && e.details.view === 'report' && e.actor.user === 'audrey');
+    expect(ev.details).toMatchObject({ report: 'access', format: 'json', sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    const h = await c.get('/console/api/reports/access?since=1h');
+    expect(h.status).toBe(200);
+    expect(h.headers['content-type']).toContain('text/html');
+    expect(String(h.headers['content-security-policy'])).toMatch(/^sandbox allow-scripts;.*frame-ancestors 'self'/);
+    expect(h.text).toContain('<h1>Access review');
+    expect((await c.get('/console/api/reports/access?format=pdf')).status).toBe(400);
+    // Refusals of the framed HTML report are pages the frame can show.
+    const bad = await c.get('/console/api/reports/access?since=1h&until=2h');
+    expect(bad.status).toBe(400);
+    expect(bad.headers['content-type']).toContain('text/html');
+    expect(bad.text).toContain('Report not available: until is before since');
+    expect((await c.get('/console/api/reports/access?since=1h&until=2h&format=json')).body.error.code).toBe('VIGIL_BAD_REQUEST');
   });
 
   it('approvers decide only for the roles they approve; the requester never; each decision is recorded', async () => {

@@ -25,7 +25,7 @@ let pg: PostgresHandle;
 let tg: TestGateway;
 let base: string;
 let browser: Browser;
-let alice: IssuedFiles, bob: IssuedFiles, audrey: IssuedFiles;
+let alice: IssuedFiles, bob: IssuedFiles, audrey: IssuedFiles, ada: IssuedFiles;
 let knownHosts: string;
 const cspViolations: string[] = [];
 
@@ -45,15 +45,17 @@ beforeAll(async () => {
         { name: 'prod-access', target_labels: { env: 'prod' }, approvers: ['sre-lead'], max_ttl: '1h' },
         { name: 'sre-lead' },
         { name: 'auditor' },
+        { name: 'admin' },
       ],
     },
     dir,
   );
   base = `https://127.0.0.1:${tg.ports.api}`;
-  [alice, bob, audrey] = await Promise.all([
+  [alice, bob, audrey, ada] = await Promise.all([
     tg.issue({ user: 'alice', roles: ['engineer'] }),
     tg.issue({ user: 'bob', roles: ['sre-lead'] }),
     tg.issue({ user: 'audrey', roles: ['auditor'] }),
+    tg.issue({ user: 'ada', roles: ['admin'] }),
   ]);
   const key = ssh2.utils.parseKey(tg.gw.services.identity.sshHostKey());
   const hostKey = (Array.isArray(key) ? key[0] : key) as ssh2.ParsedKey;
@@ -87,24 +89,35 @@ function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; input
 const psql = (who: IssuedFiles, target: string, sql: string) =>
   run('psql', ['-X', '-qAt', '-v', 'ON_ERROR_STOP=1', '-d', `host=127.0.0.1 port=${tg.ports.postgres} dbname=${target} user=${who.creds.user} sslmode=verify-full sslrootcert=${who.ca} sslcert=${who.crt} sslkey=${who.key}`, '-c', sql], { env: clientEnv() });
 
+const sshArgs = (who: IssuedFiles, target: string) => ['-tt', '-F', '/dev/null', '-o', `Port=${tg.ports.ssh}`, '-o', `IdentityFile=${who.sshKey}`, '-o', `CertificateFile=${who.sshCert}`, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'StrictHostKeyChecking=yes', `${target}@127.0.0.1`];
+
+async function typeLine(w: NodeJS.WritableStream, out: () => string, line: string) {
+  await waitFor(() => /[$#] ?$/.test(out().trimEnd() + ' ') || out().length > 0, 15_000, 'shell prompt');
+  await new Promise((r) => setTimeout(r, 300));
+  for (const ch of line + '\r') {
+    w.write(ch);
+    await new Promise((r) => setTimeout(r, 15));
+  }
+}
+
 /** Stock `ssh -tt` into a shell: type a command, wait for its output, exit. */
 const sshTyping = (who: IssuedFiles, target: string, line: string, expectOut: string) =>
-  run(
-    'ssh',
-    ['-tt', '-F', '/dev/null', '-o', `Port=${tg.ports.ssh}`, '-o', `IdentityFile=${who.sshKey}`, '-o', `CertificateFile=${who.sshCert}`, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'StrictHostKeyChecking=yes', `${target}@127.0.0.1`],
-    {
-      input: async (w, out) => {
-        await waitFor(() => /[$#] ?$/.test(out().trimEnd() + ' ') || out().length > 0, 15_000, 'shell prompt');
-        await new Promise((r) => setTimeout(r, 300));
-        for (const ch of line + '\r') {
-          w.write(ch);
-          await new Promise((r) => setTimeout(r, 15));
-        }
-        await waitFor(() => out().includes(expectOut), 15_000, `output ${expectOut}`);
-        w.write('exit\r');
-      },
+  run('ssh', sshArgs(who, target), {
+    input: async (w, out) => {
+      await typeLine(w, out, line);
+      await waitFor(() => out().includes(expectOut), 15_000, `output ${expectOut}`);
+      w.write('exit\r');
     },
-  );
+  });
+
+/** Stock `ssh -tt` into a shell that types `line` only when `go` resolves, then stays until it is ended. */
+const sshHeld = (who: IssuedFiles, target: string, go: Promise<void>, line: string) =>
+  run('ssh', sshArgs(who, target), {
+    input: async (w, out) => {
+      await go;
+      await typeLine(w, out, line);
+    },
+  });
 
 function apiPost(p: string, who: IssuedFiles, body: unknown): Promise<{ status: number; body: any }> {
   return new Promise((resolve, reject) => {
@@ -228,6 +241,121 @@ describe('web console in Chromium', () => {
     const after = psql(alice, 'pg-prod', 'SELECT 7 * 6');
     expect(await after.exited).toBe(0);
     expect(after.out().trim()).toBe('42');
+  });
+
+  it('an admin watches a live ssh session, sees what is typed after opening it and terminates it; an auditor watches without a terminate button', async () => {
+    let go!: () => void;
+    const typed = new Promise<void>((r) => (go = r));
+    const ssh = sshHeld(alice, 'web-dev', typed, 'echo vigil-live-$((6*7))-typed');
+    await waitFor(() => tg.gw.services.sessions.list().some((x) => x.target.name === 'web-dev'), 15_000, 'live ssh session');
+    const id = tg.gw.services.sessions.list().find((x) => x.target.name === 'web-dev')!.id;
+
+    // The auditor: sees the live view, no terminate button; a forged kill (with her CSRF token) is
+    // refused by the server and recorded.
+    const aud = await signedIn(audrey);
+    await aud.page.getByLabel('State').selectOption('live');
+    await aud.page.getByRole('button', { name: 'Filter' }).click();
+    await aud.page.getByRole('link', { name: `Watch session ${id} live` }).click();
+    await aud.page.getByRole('heading', { name: `Live: session ${id}` }).waitFor();
+    await tg.waitForEvent((e) => e.type === 'session.watch_started' && e.actor.user === 'audrey' && e.details.session_id === id && e.source.via === 'console');
+    expect(await aud.page.getByRole('button', { name: 'Terminate session' }).count()).toBe(0);
+    const forged = await aud.page.evaluate(async (sid) => {
+      const me = (await (await fetch('/console/api/me')).json()) as { csrf: string };
+      const res = await fetch(`/console/api/sessions/${sid}/kill`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-vigil-csrf': me.csrf }, body: JSON.stringify({ reason: 'not mine to end' }) });
+      return res.status;
+    }, id);
+    expect(forged).toBe(403);
+    const refused = await tg.waitForEvent((e) => e.type === 'session.kill' && e.outcome === 'failure' && e.actor.user === 'audrey');
+    expect(refused.source.via).toBe('console');
+    expect(refused.details.session_id).toBe(id);
+
+    // The admin, from the session's page: opens the live view, then the command is typed.
+    const { ctx, page } = await signedIn(ada);
+    await page.goto(`${base}/console/#/sessions/${id}`);
+    await page.getByRole('link', { name: 'Watch live' }).click();
+    await page.getByRole('heading', { name: `Live: session ${id}` }).waitFor();
+    await page.locator('.ap-term').first().waitFor();
+    await tg.waitForEvent((e) => e.type === 'session.watch_started' && e.actor.user === 'ada' && e.details.session_id === id);
+    // A kill without the CSRF token is refused, even from the console's own page with its cookie.
+    const noCsrf = await page.evaluate(async (sid) => (await fetch(`/console/api/sessions/${sid}/kill`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ reason: 'x' }) })).status, id);
+    expect(noCsrf).toBe(403);
+    expect(tg.gw.services.sessions.get(id)).toBeTruthy();
+    go();
+    // Both watchers see the command and its output (the shell computes 42: not an echo of the input).
+    await expect.poll(() => page.locator('.ap-term').first().innerText(), { timeout: 20_000 }).toContain('vigil-live-42-typed');
+    await expect.poll(() => aud.page.locator('.ap-term').first().innerText(), { timeout: 20_000 }).toContain('vigil-live-42-typed');
+    await page.screenshot({ path: path.join(ARTIFACTS, 'console-live-ssh.png'), fullPage: true });
+    // The auditor signs out (another tab): her live view ends with her console session.
+    await aud.page.evaluate(async () => {
+      const me = (await (await fetch('/console/api/me')).json()) as { csrf: string };
+      await fetch('/console/api/signout', { method: 'POST', headers: { 'x-vigil-csrf': me.csrf } });
+    });
+    await aud.page.getByRole('status').filter({ hasText: 'Live view closed: console session ended' }).waitFor();
+    await tg.waitForEvent((e) => e.type === 'session.watch_ended' && e.actor.user === 'audrey' && e.details.session_id === id);
+
+    await page.getByLabel('Reason').fill('INC-4711 live test');
+    await page.getByRole('button', { name: 'Terminate session' }).click();
+    await page.getByRole('status').filter({ hasText: 'Session terminated.' }).waitFor();
+    await ssh.exited;
+    expect(ssh.out() + ssh.err()).toContain('terminated by ada: INC-4711 live test');
+    const kill = await tg.waitForEvent((e) => e.type === 'session.kill' && e.outcome === 'success' && e.details.session_id === id);
+    expect(kill.actor.user).toBe('ada');
+    expect(kill.source.via).toBe('console');
+    expect(kill.details.reason).toBe('INC-4711 live test');
+    await page.getByRole('status').filter({ hasText: 'Session ended (terminated)' }).waitFor();
+    await tg.waitForEvent((e) => e.type === 'session.watch_ended' && e.actor.user === 'ada' && e.details.session_id === id && e.source.via === 'console');
+    await aud.ctx.close();
+    await ctx.close();
+  });
+
+  it('an admin watches a live psql session\'s statements as they run and terminates it', async () => {
+    let stdin!: NodeJS.WritableStream;
+    // psql reading a pipe runs each statement as its line arrives; the session stays open meanwhile.
+    const q = run('psql', ['-X', '-qAt', '-v', 'VERBOSITY=verbose', '-d', `host=127.0.0.1 port=${tg.ports.postgres} dbname=pg-dev user=alice sslmode=verify-full sslrootcert=${alice.ca} sslcert=${alice.crt} sslkey=${alice.key}`], {
+      env: clientEnv(),
+      input: async (w) => void (stdin = w),
+    });
+    stdin.write('SELECT 1;\n');
+    await waitFor(() => tg.gw.services.sessions.list().some((x) => x.target.name === 'pg-dev'), 15_000, 'live psql session');
+    const id = tg.gw.services.sessions.list().find((x) => x.target.name === 'pg-dev')!.id;
+
+    const { ctx, page } = await signedIn(ada);
+    await page.goto(`${base}/console/#/sessions/${id}/live`);
+    await page.getByRole('heading', { name: `Live: session ${id}` }).waitFor();
+    await page.locator('table.statements.live').waitFor();
+    stdin.write("SELECT 'vigil-live-' || 6 * 7 AS live_answer;\n");
+    await waitFor(() => q.out().includes('vigil-live-42'), 10_000, 'psql answer');
+    const row = page.locator('table.statements.live tbody tr', { hasText: 'live_answer' }).last();
+    await expect.poll(() => row.locator('td').nth(2).innerText(), { timeout: 10_000 }).toBe('success');
+    expect(await row.locator('td').nth(1).innerText()).toBe("SELECT 'vigil-live-' || 6 * 7 AS live_answer");
+    // A statement still running when the session is terminated: psql is reading the socket, so it sees the FATAL.
+    stdin.write('SELECT pg_sleep(60);\n');
+    await page.locator('table.statements.live tbody tr', { hasText: 'pg_sleep' }).filter({ hasText: 'running' }).waitFor();
+    await page.getByLabel('Reason').fill('INC-42 runaway query');
+    await page.getByRole('button', { name: 'Terminate session' }).click();
+    await page.getByRole('status').filter({ hasText: 'Session terminated.' }).waitFor();
+    await q.exited;
+    expect(q.err()).toContain('terminated by ada: INC-42 runaway query');
+    const kill = await tg.waitForEvent((e) => e.type === 'session.kill' && e.outcome === 'success' && e.details.session_id === id);
+    expect(kill.source.via).toBe('console');
+    await page.screenshot({ path: path.join(ARTIFACTS, 'console-live-psql.png'), fullPage: true });
+    await ctx.close();
+  });
+
+  it('an auditor reads the access-review report for a period chosen in the page', async () => {
+    const { ctx, page } = await signedIn(audrey);
+    await page.getByRole('link', { name: 'Access review' }).click();
+    await page.getByLabel('Since (30d or ISO)').fill('2h');
+    await page.getByRole('button', { name: 'Show report' }).click();
+    const report = page.frameLocator('iframe[title="Access review report"]');
+    await report.locator('h1').filter({ hasText: 'Access review' }).waitFor({ timeout: 60_000 });
+    // The report's charts ran (its own inline scripts, allowed by hash inside the sandboxed frame).
+    await report.locator('html[data-charts="ready"]').waitFor();
+    expect(await report.locator('#verification').innerText()).toContain('Audit chain');
+    const ev = await tg.waitForEvent((e) => e.type === 'console.view' && e.details.view === 'report' && e.actor.user === 'audrey');
+    expect(ev.source.via).toBe('console');
+    await page.screenshot({ path: path.join(ARTIFACTS, 'console-access-review.png'), fullPage: true });
+    await ctx.close();
   });
 
   it('the pages ran under the strict CSP without a violation', () => {

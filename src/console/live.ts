@@ -1,0 +1,69 @@
+import type http from 'node:http';
+import type { Actor } from '../access/service.ts';
+import { AccessRefusedError } from '../access/errors.ts';
+import type { GatewayServices } from '../gateway/services.ts';
+import { beginWatch, ndjsonSink, streamSession } from '../api/watch.ts';
+import { controlEvent, killSession, type SessionControlDeps } from '../sessions/control.ts';
+
+/**
+ * The console's live view and terminate action on a running session, over the same code as the mTLS API
+ * (src/api/watch.ts, src/sessions/control.ts): the watcher sees exactly what `vigil watch` shows, and the
+ * audit events are the same (session.watch_started / watch_ended / kill), with source.via 'console'.
+ *
+ * The live view is NDJSON on a chunked response rather than a WebSocket: the upgrade path of the API
+ * authenticates client certificates, while a console session is a cookie (and may come from OIDC).
+ */
+
+/** How soon a live view notices that its console session ended. */
+const SIGNED_IN_CHECK_MS = 1000;
+
+export interface LiveDeps extends SessionControlDeps {
+  isAdmin(actor: Actor): boolean;
+}
+
+export function liveDeps(services: GatewayServices, access: { isAdmin(a: Actor): boolean; seesEverything(a: Actor): boolean }): LiveDeps {
+  return { sessions: services.sessions, events: services.events, seesEverything: (a) => access.seesEverything(a), isAdmin: (a) => access.isAdmin(a) };
+}
+
+/** Stream session `id` to `res` until it ends or the browser leaves; refusals throw before any byte. */
+export async function watchInConsole(
+  services: GatewayServices,
+  deps: LiveDeps,
+  actor: Actor,
+  id: string,
+  fromStart: boolean,
+  res: http.ServerResponse,
+  headers: Record<string, string>,
+  stillSignedIn: () => boolean,
+): Promise<void> {
+  const session = await beginWatch(deps, actor, id, fromStart);
+  const sink = ndjsonSink(res, headers);
+  streamSession(sink, { events: services.events, sessions: services.sessions, recordings: services.recordings, log: services.log }, actor, session, fromStart);
+  const check = setInterval(() => {
+    if (!stillSignedIn()) sink.close(1008, 'console session ended');
+  }, SIGNED_IN_CHECK_MS);
+  check.unref();
+  res.on('close', () => clearInterval(check));
+}
+
+/**
+ * Terminate from the console: administrators only. killSession itself also lets auditors kill (the API's
+ * rule); the console narrows it to admins because reviewing sessions must not come with ending them.
+ * A refusal is recorded as session.kill with outcome failure, like killSession's own refusals.
+ */
+export async function killInConsole(deps: LiveDeps, actor: Actor, id: string, reason: string) {
+  if (!deps.isAdmin(actor)) {
+    const message = 'Only administrators may terminate sessions.';
+    await deps.events.emit(controlEvent('session.kill', actor, id, deps.sessions.get(id)?.session, 'failure', { code: 'VIGIL_FORBIDDEN', message }));
+    throw new AccessRefusedError('VIGIL_FORBIDDEN', 'forbidden', message);
+  }
+  return killSession(deps, actor, id, reason);
+}
+
+/**
+ * The live-view link of a running session, on its page (which only auditors and admins see); the
+ * terminate button is on the live view, for admins.
+ */
+export function liveLinks(id: string, live: boolean) {
+  return live ? [{ rel: 'live', href: `#/sessions/${encodeURIComponent(id)}/live`, method: 'GET' as const, label: 'Watch live' }] : [];
+}
