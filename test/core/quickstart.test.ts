@@ -52,8 +52,8 @@ const user = os.userInfo().username;
 function prelude(): string {
   return [
     'set -euo pipefail',
-    `export HOME=${JSON.stringify(home)} USER=${JSON.stringify(user)} VIGIL_FROM_SOURCE=1`,
-    'unset PG_LOCAL_PASSWORD PGHOST PGPORT PGUSER PGDATABASE PGPASSWORD VIGIL_CONFIG VIGIL_LOG_JSON',
+    `export HOME=${JSON.stringify(home)} VIGIL_FROM_SOURCE=1`,
+    'unset USER PG_LOCAL_PASSWORD PGHOST PGPORT PGUSER PGDATABASE PGPASSWORD VIGIL_CONFIG VIGIL_LOG_JSON',
     `npx() { if [ "$1" = vigil ]; then shift; node ${JSON.stringify(VIGIL_BIN)} "$@"; else echo "quickstart test: unexpected npx $*" >&2; return 127; fi; }`,
     // package.json: "start": "tsx app/main.ts serve" (checked below); exec, so that Ctrl-C and SIGHUP reach the gateway as they do in a terminal.
     `npm() { if [ "$1" = start ] && [ "$2" = -- ]; then shift 2; exec node ${JSON.stringify(VIGIL_BIN)} serve "$@"; else echo "quickstart test: unexpected npm $*" >&2; return 127; fi; }`,
@@ -183,7 +183,9 @@ describe('README quickstart, as written', () => {
     const out = await ok(b);
     expect(out).toContain('config ok');
     expect(out).not.toContain('no host key');
-    expect(fs.readFileSync(path.join(work, 'vigil.yaml'), 'utf8')).toContain(`host_key: "${sshd.hostKeyPub.split(' ').slice(0, 2).join(' ')}`);
+    const yaml = fs.readFileSync(path.join(work, 'vigil.yaml'), 'utf8');
+    expect(yaml).toContain(`host_key: "${sshd.hostKeyPub.split(' ').slice(0, 2).join(' ')}`);
+    expect(yaml).toContain(`default_login: ${user}\n`);
   });
 
   it('3. doctor passes, then the gateway starts', async () => {
