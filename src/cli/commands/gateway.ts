@@ -26,7 +26,9 @@ export const serveCommand: Command = {
       log.info({ signal: 'SIGHUP' }, 'reloading configuration');
       gw.reload({ via: 'signal' }).catch((e) => log.error({ err: e }, 'config reload failed'));
     });
-    log.info({ ports: gw.ports, data: loaded.dataDir }, 'vigil gateway running');
+    // The pid is in the message (the pretty log hides pino's pid field): it is the process to send SIGHUP to.
+    // `npm start` runs this under npm and tsx, which do not pass SIGHUP on.
+    log.info({ ports: gw.ports, data: loaded.dataDir, pid: process.pid }, `vigil gateway running (pid ${process.pid})`);
     await new Promise<void>((resolve) => {
       let closing = false;
       signalled = (sig: string) => {

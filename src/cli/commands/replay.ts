@@ -3,7 +3,6 @@ import { NotFoundError } from '../../errors.ts';
 import { searchAuditLog, escapeTerminal } from '../../../recorder/audit/index.ts';
 import { dataPaths } from '../../data-dir.ts';
 import { openRecordingStore } from '../../../recorder/recordings/index.ts';
-import { readAsciicast, playAsciicast, renderFinalText, buildTranscript, formatTranscript } from '../../../recorder/recordings/replay.ts';
 import { auditPaths, parseTimeArg } from './audit.ts';
 import { GATEWAY_API_OPTIONS } from '../api-client.ts';
 import { listLiveSessions } from './sessions.ts';
@@ -94,6 +93,8 @@ export const replayCommand: Command = {
     const sessionId = args.positionals[0];
     if (!sessionId || args.positionals.length > 1) throw new UsageError('expected exactly one SESSION_ID');
     const { dataDir, auditDir } = auditPaths(args);
+    // Loaded here: the player brings a headless terminal, which no other command needs at start.
+    const { readAsciicast, playAsciicast, renderFinalText, buildTranscript, formatTranscript } = await import('../../../recorder/recordings/replay.ts');
     const store = openRecordingStore(dataPaths(dataDir).recordings);
     let ids = await store.list(sessionId);
     if (ids.length === 0) {

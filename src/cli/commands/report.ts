@@ -9,8 +9,7 @@ import { silentLogger } from '../../log.ts';
 import { NotFoundError } from '../../errors.ts';
 import { openStateStore } from '../../store/index.ts';
 import { openAuditForCli } from '../../../recorder/audit/index.ts';
-import { REPORT_FORMATS, roleTargetsOf, type ReportFormat } from '../../../recorder/reports/index.ts';
-import { generateReport, reportEvent, writeAtomically } from '../../../recorder/reports/generate.ts';
+import type { ReportFormat } from '../../../recorder/reports/index.ts';
 
 export const reportAccessCommand: Command = {
   name: 'report access',
@@ -29,6 +28,9 @@ export const reportAccessCommand: Command = {
     const until = parseTimeArg('until', stringOpt(args.values, 'until'), now.getTime()) ?? now;
     if (until < since) throw new UsageError('--until is before --since');
     const formatText = stringOpt(args.values, 'format') ?? 'html';
+    // Loaded here: the reports pull in both SQL parsers (megabytes), which no other command needs at start.
+    const { REPORT_FORMATS, roleTargetsOf } = await import('../../../recorder/reports/index.ts');
+    const { generateReport, reportEvent, writeAtomically } = await import('../../../recorder/reports/generate.ts');
     if (!(REPORT_FORMATS as readonly string[]).includes(formatText)) throw new UsageError(`--format: expected ${REPORT_FORMATS.join(', ')}, got ${JSON.stringify(formatText)}`);
     const format = formatText as ReportFormat;
     const outPath = stringOpt(args.values, 'out');
