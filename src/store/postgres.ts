@@ -257,13 +257,19 @@ export class PostgresStateStore implements StateStore {
    */
   async updateAccess(id: string, fn: (cur: AccessRecord) => AccessRecord): Promise<AccessRecord> {
     const client = await this.pool.connect().catch((e) => Promise.reject(this.fail(e)));
+    let aborted: unknown; // what `fn` threw: the caller's own error, passed on untouched
     let broken = false;
     try {
       await client.query('BEGIN');
       try {
         const cur = (await client.query<{ data: AccessRecord }>(`SELECT data FROM ${this.s}.access WHERE id = $1 FOR UPDATE`, [id])).rows[0];
-        if (!cur) throw new NotFoundError(`no access request or grant ${id}`);
-        const next = fn(cur.data);
+        if (!cur) throw (aborted = new NotFoundError(`no access request or grant ${id}`));
+        let next: AccessRecord;
+        try {
+          next = fn(cur.data);
+        } catch (e) {
+          throw (aborted = e);
+        }
         await client.query(`UPDATE ${this.s}.access SET state = $2, data = $3::jsonb WHERE id = $1`, [id, next.state, JSON.stringify(next)]);
         await client.query('COMMIT');
         this.changed = true;
@@ -273,7 +279,8 @@ export class PostgresStateStore implements StateStore {
         throw e;
       }
     } catch (e) {
-      broken ||= isUnavailable(e) && !(e instanceof VigilError);
+      if (e === aborted) throw e;
+      broken ||= isUnavailable(e);
       throw this.fail(e);
     } finally {
       client.release(broken);
