@@ -46,6 +46,8 @@ export class PostgresStateStore implements StateStore {
   private reconnectTimer?: NodeJS.Timeout;
   private reconcileTimer?: NodeJS.Timeout;
   private closed = false;
+  /** When refresh() last reloaded on its own because the listener was down. */
+  private lastPoll = 0;
 
   private constructor(private readonly opts: PostgresStoreOptions) {
     const u = new URL(opts.url);
@@ -188,8 +190,15 @@ export class PostgresStateStore implements StateStore {
     this.reconnectTimer.unref();
   }
 
-  /** Cheap: no round trip unless a notification asked for a reload that has not finished yet. */
+  /**
+   * Cheap: no round trip unless a notification asked for a reload that has not finished yet. Without a
+   * listener (reconnecting) nothing would announce changes, so it reloads itself, at most once a second.
+   */
   async refresh(): Promise<boolean> {
+    if (!this.listener && !this.closed && Date.now() - this.lastPoll >= 1_000) {
+      this.lastPoll = Date.now();
+      this.invalidate();
+    }
     if (this.loadedGen < this.gen) await this.catchUp().catch(() => {});
     const c = this.changed;
     this.changed = false;
