@@ -48,6 +48,7 @@ export class PostgresStateStore implements StateStore {
   private closed = false;
   /** When refresh() last reloaded on its own because the listener was down. */
   private lastPoll = 0;
+  private reloadWarnedAt = 0;
 
   private constructor(private readonly opts: PostgresStoreOptions) {
     const u = new URL(opts.url);
@@ -142,7 +143,12 @@ export class PostgresStateStore implements StateStore {
 
   private invalidate(): void {
     this.gen++;
-    this.catchUp().catch((e) => this.log.warn({ err: this.fail(e).message }, 'state store reload failed; keeping the cached revocations and locks'));
+    this.catchUp().catch((e) => {
+      // While the database is away this fails every second: say it once every 30 s, not every time.
+      if (Date.now() - this.reloadWarnedAt < 30_000) return;
+      this.reloadWarnedAt = Date.now();
+      this.log.warn({ err: this.fail(e).message }, 'state store reload failed; keeping the cached revocations and locks');
+    });
   }
 
   private reconcile(): void {
