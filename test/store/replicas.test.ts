@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import https from 'node:https';
 import net from 'node:net';
@@ -184,6 +184,26 @@ describe('two gateways sharing a PostgreSQL state store', () => {
       delays.push(Date.parse(end.time) - t0);
     }
     console.log(`revoke/lock on A → session.end on B, ms: ${delays.join(' ')}; p50 ${pct(delays, 50)} p99 ${pct(delays, 99)}`);
+  }, 120_000);
+
+  it('vigil cert revoke in a CLI process, on the shared store, cuts a live psql session on B', async () => {
+    const root = path.resolve(import.meta.dirname, '../..');
+    const configFile = path.join(tempDir(), 'vigil.json');
+    // The CLI on gateway A's host: its own config names the same store (the URL comes from the environment).
+    fs.writeFileSync(configFile, JSON.stringify({ data_dir: a.dataDir, store: storeConfig }));
+    const dave = await a.issue({ user: 'dave', roles: ['engineer'] });
+    const p = psql(b, dave, 'pg-dev', 'SELECT pg_sleep(60)');
+    const live = await liveOn(b, 'dave', 'pg-dev');
+    const r = await new Promise<{ err: Error | null; stdout: string; stderr: string }>((resolve) =>
+      execFile(path.join(root, 'node_modules/.bin/tsx'), [path.join(root, 'app/main.ts'), 'cert', 'revoke', dave.creds.serial, '--reason', 'key leaked', '--config', configFile], { cwd: root, timeout: 60_000 }, (err, stdout, stderr) =>
+        resolve({ err, stdout, stderr }),
+      ),
+    );
+    expect(r.err, r.stderr).toBeNull();
+    const end = await b.waitForEvent((e) => e.type === 'session.end' && e.session_id === live.id, 15_000);
+    expect(end.details.reason).toBe('revoked');
+    expect(await p.exited).not.toBe(0);
+    expect(p.stderr()).toMatch(/has been revoked/);
   }, 120_000);
 
   it('rides out the store database going away: live sessions stay, new requests are refused clearly, then it recovers', async () => {
