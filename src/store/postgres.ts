@@ -2,6 +2,7 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { NotFoundError, StoreUnavailableError, VigilError } from '../errors.ts';
 import { changeChannel, LATEST_VERSION, migrate } from './postgres-schema.ts';
+import { describeUrl, scrubber } from './pg-url.ts';
 import type { AccessRecord, AccessState, HoldRecord, IssuedCertRecord, LockRecord, RevocationRecord, StateStore } from './types.ts';
 
 export interface PostgresStoreOptions {
@@ -33,7 +34,7 @@ export class PostgresStateStore implements StateStore {
   private readonly s: string;
   private readonly log: Logger;
   private readonly where: string;
-  private readonly secrets: string[];
+  private readonly scrubMessage: (e: unknown) => string;
   private revoked = new Set<string>();
   private locks = new Map<string, LockRecord>();
   /** Bumped by every notification (or reconcile); the caches are current when `loadedGen === gen`. */
@@ -51,9 +52,8 @@ export class PostgresStateStore implements StateStore {
   private reloadWarnedAt = 0;
 
   private constructor(private readonly opts: PostgresStoreOptions) {
-    const u = new URL(opts.url);
-    this.where = `postgres://${u.hostname}${u.port ? ':' + u.port : ''}${u.pathname}`;
-    this.secrets = [opts.url, u.password, decodeURIComponent(u.password)].filter((x) => x.length > 0);
+    this.where = describeUrl(opts.url);
+    this.scrubMessage = scrubber(opts.url);
     this.s = `"${opts.schema}"`;
     this.log = opts.log.child({ store: this.where });
     this.pool = new pg.Pool({ ...this.clientConfig(), max: 10, idleTimeoutMillis: 30_000 });
@@ -90,9 +90,7 @@ export class PostgresStateStore implements StateStore {
 
   /** Remove the URL and password from anything about to be logged or thrown. */
   private scrub(e: unknown): Error {
-    let msg = e instanceof Error ? e.message : String(e);
-    for (const s of this.secrets) msg = msg.split(s).join('***');
-    return new Error(msg);
+    return new Error(this.scrubMessage(e));
   }
 
   /** The error a caller sees: unavailability as StoreUnavailableError, others scrubbed; vigil errors as they are. */

@@ -216,3 +216,23 @@ describe('PostgreSQL state store specifics', () => {
     delete process.env.VIGIL_TEST_BAD_URL;
   });
 });
+
+describe('vigil doctor on a PostgreSQL store', () => {
+  it('says whether it is reachable and how far the schema is, read-only and without the password', async () => {
+    const { checkPostgresStore } = await import('../../src/store/postgres-check.ts');
+    const before = await checkPostgresStore({ url: { env: URL_ENV }, schema: 'doc' }, 3000);
+    expect(before).toMatchObject({ ok: true, detail: expect.stringMatching(/not created yet/) });
+    expect(pg.psql("SELECT count(*) FROM pg_namespace WHERE nspname = 'doc'")).toBe('0');
+    opened.push(await openStateStore(tempDir(), { kind: 'postgres', url: { env: URL_ENV }, schema: 'doc' }));
+    expect((await checkPostgresStore({ url: { env: URL_ENV }, schema: 'doc' }, 3000)).detail).toMatch(/version 1, up to date/);
+    process.env.VIGIL_TEST_BAD_URL = `postgres://scram_user:${PASSWORDS.scram_user}x@127.0.0.1:${pg.port}/app?sslmode=disable`;
+    const bad = await checkPostgresStore({ url: { env: 'VIGIL_TEST_BAD_URL' }, schema: 'doc' }, 3000);
+    expect(bad).toMatchObject({ ok: false, name: `store postgres://127.0.0.1:${pg.port}/app`, detail: expect.stringMatching(/password authentication failed/) });
+    expect(JSON.stringify(bad)).not.toContain(PASSWORDS.scram_user);
+    process.env.VIGIL_TEST_BAD_URL = `mysql://scram_user:${PASSWORDS.scram_user}@127.0.0.1/app`;
+    const wrong = await checkPostgresStore({ url: { env: 'VIGIL_TEST_BAD_URL' }, schema: 'doc' }, 3000);
+    expect(wrong).toMatchObject({ ok: false, detail: expect.stringMatching(/not a PostgreSQL URL/) });
+    expect(JSON.stringify(wrong)).not.toContain(PASSWORDS.scram_user);
+    delete process.env.VIGIL_TEST_BAD_URL;
+  });
+});
