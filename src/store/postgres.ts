@@ -50,6 +50,8 @@ export class PostgresStateStore implements StateStore {
   /** When refresh() last reloaded on its own because the listener was down. */
   private lastPoll = 0;
   private reloadWarnedAt = 0;
+  /** Revocation and lock writes by this instance, which update the caches at once. */
+  private ownWrites = 0;
 
   private constructor(private readonly opts: PostgresStoreOptions) {
     this.where = describeUrl(opts.url);
@@ -112,10 +114,14 @@ export class PostgresStateStore implements StateStore {
   // ---- caches and change notifications -------------------------------------------------------------
 
   private async load(): Promise<void> {
+    const writes = this.ownWrites;
     const [rev, locks] = await Promise.all([
       this.q<{ serial: string }>(`SELECT serial FROM ${this.s}.revocations`),
       this.q<{ data: LockRecord }>(`SELECT data FROM ${this.s}.locks`),
     ]);
+    // A revocation or lock this instance wrote meanwhile may be missing from what was read: keep the cache
+    // (it has the write); the notification of that write brings the next reload.
+    if (writes !== this.ownWrites) return;
     const revoked = new Set(rev.rows.map((r) => r.serial));
     const lockMap = new Map(locks.rows.map((r) => [`${r.data.kind}/${r.data.name}`, r.data] as const));
     if (!sameSet(revoked, this.revoked) || !sameLocks(lockMap, this.locks)) this.changed = true;
@@ -240,6 +246,7 @@ export class PostgresStateStore implements StateStore {
   async revoke(rec: RevocationRecord): Promise<boolean> {
     const r = await this.q(`INSERT INTO ${this.s}.revocations VALUES ($1, $2, $3, $4) ON CONFLICT (serial) DO NOTHING`, [rec.serial, rec.reason, rec.by, rec.time]);
     this.revoked.add(rec.serial);
+    this.ownWrites++;
     this.changed = true;
     return (r.rowCount ?? 0) > 0;
   }
@@ -314,12 +321,14 @@ export class PostgresStateStore implements StateStore {
   async putLock(rec: LockRecord): Promise<void> {
     await this.q(`INSERT INTO ${this.s}.locks VALUES ($1, $2, $3::jsonb) ON CONFLICT (kind, name) DO UPDATE SET data = $3::jsonb`, [rec.kind, rec.name, JSON.stringify(rec)]);
     this.locks.set(`${rec.kind}/${rec.name}`, rec);
+    this.ownWrites++;
     this.changed = true;
   }
 
   async deleteLock(kind: LockRecord['kind'], name: string): Promise<boolean> {
     const r = await this.q(`DELETE FROM ${this.s}.locks WHERE kind = $1 AND name = $2`, [kind, name]);
     this.locks.delete(`${kind}/${name}`);
+    this.ownWrites++;
     this.changed = true;
     return (r.rowCount ?? 0) > 0;
   }
