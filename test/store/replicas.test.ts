@@ -216,6 +216,11 @@ describe('two gateways sharing a PostgreSQL state store', () => {
     expect(refused.status).toBe(503);
     expect(refused.body.error.code).toBe('VIGIL_STORE_UNAVAILABLE');
     expect(JSON.stringify(refused.body)).not.toContain(PASSWORDS.scram_user);
+    // New sessions cannot be checked against grants and locks: refused, saying why. The live one stays.
+    const newcomer = psql(b, carol, 'pg-dev', 'SELECT 1');
+    expect(await newcomer.exited).not.toBe(0);
+    expect(newcomer.stderr()).toMatch(/cannot reach its state store/);
+    await b.waitForEvent((e) => e.type === 'auth.failure' && e.actor.user === 'carol' && e.details.reason === 'store_unavailable');
     await new Promise((r) => setTimeout(r, 2000));
     expect(b.gw.services.sessions.get(live.id)?.endReason).toBeUndefined();
 
