@@ -8,7 +8,9 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestGateway, type IssuedFiles, type TestGateway } from '../support/gateway.ts';
 import { clientEnv, PASSWORDS, startPostgres, type PostgresHandle } from '../support/postgres.ts';
+import { startSshd, type SshdHandle } from '../support/sshd.ts';
 import { freePort, tempDir, waitFor } from '../support/tmp.ts';
+import ssh2 from 'ssh2';
 
 /**
  * Two in-process gateways (replicas) sharing one PostgreSQL state store: what one decides, the other
@@ -18,6 +20,7 @@ import { freePort, tempDir, waitFor } from '../support/tmp.ts';
 
 let target: PostgresHandle;
 let storeDb: PostgresHandle;
+let sshd: SshdHandle;
 let relay: Relay;
 let a: TestGateway;
 let b: TestGateway;
@@ -72,10 +75,11 @@ function gatewayConfig() {
     store: storeConfig,
     targets: [
       { name: 'pg-prod', protocol: 'postgres', host: '127.0.0.1', port: target.port, database: 'app', user: 'trust_user', labels: { env: 'prod' } },
+      { name: 'web-dev', protocol: 'ssh', host: '127.0.0.1', port: sshd.port, default_login: sshd.user, private_key: sshd.clientKey, host_key: sshd.hostKeyPub, labels: { env: 'dev' } },
       { name: 'pg-dev', protocol: 'postgres', host: '127.0.0.1', port: target.port, database: 'app', user: 'trust_user', labels: { env: 'dev' } },
     ],
     roles: [
-      { name: 'engineer', target_labels: { env: 'dev' } },
+      { name: 'engineer', target_labels: { env: 'dev' }, logins: ['*'] },
       { name: 'prod-access', target_labels: { env: 'prod' }, logins: ['*'], approvers: ['sre-lead'], max_ttl: '1h' },
       { name: 'sre-lead' },
       { name: 'admin' },
@@ -84,7 +88,7 @@ function gatewayConfig() {
 }
 
 beforeAll(async () => {
-  [target, storeDb] = await Promise.all([startPostgres(), startPostgres()]);
+  [target, storeDb, sshd] = await Promise.all([startPostgres(), startPostgres(), startSshd()]);
   relay = await startRelay(storeDb.port);
   process.env[URL_ENV] = `postgres://scram_user:${PASSWORDS.scram_user}@127.0.0.1:${relay.port}/app?sslmode=disable`;
   const baseA = tempDir('vigil-replica-a-');
@@ -104,7 +108,7 @@ afterAll(async () => {
   await b?.stop();
   await relay?.close();
   delete process.env[URL_ENV];
-  await Promise.all([target?.stop(), storeDb?.stop()]);
+  await Promise.all([target?.stop(), storeDb?.stop(), sshd?.stop()]);
 });
 
 // ---- clients --------------------------------------------------------------------------------------
@@ -185,6 +189,30 @@ describe('two gateways sharing a PostgreSQL state store', () => {
     }
     console.log(`revoke/lock on A → session.end on B, ms: ${delays.join(' ')}; p50 ${pct(delays, 50)} p99 ${pct(delays, 99)}`);
   }, 120_000);
+
+  it('a lock made through A cuts a live ssh session on B', async () => {
+    const erin = await a.issue({ user: 'erin', roles: ['engineer'] });
+    // B presents the host certificate of the shared CA; pin its host key like a client would.
+    const key = ssh2.utils.parseKey(b.gw.services.identity.sshHostKey());
+    const hostKey = (Array.isArray(key) ? key[0] : key) as ssh2.ParsedKey;
+    const knownHosts = path.join(tempDir(), 'known_hosts');
+    fs.writeFileSync(knownHosts, `[127.0.0.1]:${b.ports.ssh} ${hostKey.type} ${hostKey.getPublicSSH().toString('base64')}\n`);
+    const child = spawn('ssh', ['-F', '/dev/null', '-o', `Port=${b.ports.ssh}`, '-o', `IdentityFile=${erin.sshKey}`, '-o', `CertificateFile=${erin.sshCert}`, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'StrictHostKeyChecking=yes', 'web-dev@127.0.0.1', 'echo started; sleep 60'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    const exited = new Promise<number | null>((r) => child.once('close', r));
+    await waitFor(() => out.includes('started'), 15_000, 'ssh command running').catch((e) => Promise.reject(new Error(`${(e as Error).message}: ${err}`)));
+    const live = await liveOn(b, 'erin', 'web-dev');
+    const t0 = Date.now();
+    expect((await api(a, 'POST', '/v1/locks', root, { user: 'erin', reason: 'replica ssh test' })).status).toBe(201);
+    const end = await b.waitForEvent((e) => e.type === 'session.end' && e.session_id === live.id, 15_000);
+    expect(end.details.reason).toBe('locked');
+    expect(await exited).not.toBe(0);
+    expect(err).toMatch(/locked/);
+    console.log(`lock on A → ssh session.end on B: ${Date.parse(end.time) - t0} ms`);
+  }, 60_000);
 
   it('vigil cert revoke in a CLI process, on the shared store, cuts a live psql session on B', async () => {
     const root = path.resolve(import.meta.dirname, '../..');
