@@ -42,6 +42,16 @@ export class AuditUnavailableError extends VigilError {
   }
 }
 
+/**
+ * The shared state store (PostgreSQL) cannot be reached: changes to access state are refused until it is
+ * back. Live sessions are unaffected. The message never contains the store's credentials.
+ */
+export class StoreUnavailableError extends VigilError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('VIGIL_STORE_UNAVAILABLE', message, options);
+  }
+}
+
 /** A protocol peer sent something we cannot accept (malformed, oversized, out of phase). */
 export class ProtocolError extends VigilError {
   constructor(message: string, code = 'VIGIL_PROTOCOL') {

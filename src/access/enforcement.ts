@@ -62,13 +62,25 @@ export function startAccessEnforcement(services: GatewayServices): { stop(): Pro
     }
   }
 
+  /** Since when passes have been failing (a shared store that went away fails every pass, 4 a second). */
+  let failingSince: number | undefined;
+  let lastWarned = 0;
+
   async function pass(): Promise<void> {
     try {
       await store.refresh();
       await access.expireDue(LOCAL_SOURCE);
       await cutSessions();
+      if (failingSince !== undefined) log.info({ failed_for_ms: Date.now() - failingSince }, 'access enforcement passes succeed again');
+      failingSince = undefined;
     } catch (e) {
-      log.warn({ err: (e as Error).message }, 'access enforcement pass failed; retrying');
+      const now = Date.now();
+      failingSince ??= now;
+      // Say it at once, then every 30 s while it lasts, not on every retry.
+      if (now - lastWarned >= 30_000 || failingSince === now) {
+        lastWarned = now;
+        log.warn({ err: (e as Error).message, failing_for_ms: now - failingSince }, 'access enforcement pass failed; retrying');
+      }
     }
   }
 

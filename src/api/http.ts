@@ -1,7 +1,7 @@
 import type http from 'node:http';
 import { z } from 'zod';
 import { AccessRefusedError } from '../access/errors.ts';
-import { AuditUnavailableError, VigilError } from '../errors.ts';
+import { AuditUnavailableError, StoreUnavailableError, VigilError } from '../errors.ts';
 
 /** JSON request/response plumbing for the API: one error shape `{ error: { code, message } }` everywhere. */
 
@@ -49,6 +49,7 @@ export function errorResponse(e: unknown): { status: number; code: string; messa
   if (e instanceof ApiError) return { status: e.status, code: e.code, message: e.message };
   if (e instanceof AccessRefusedError) return { status: REFUSAL_STATUS[e.kind], code: e.code, message: e.message };
   if (e instanceof AuditUnavailableError) return { status: 503, code: e.code, message: 'The audit log cannot be written, so changes are refused.' };
+  if (e instanceof StoreUnavailableError) return { status: 503, code: e.code, message: 'The state store cannot be reached, so access changes are refused; try again shortly.' };
   if (e instanceof VigilError) return { status: e.code === 'VIGIL_NOT_FOUND' ? 404 : 400, code: e.code, message: e.message };
   return { status: 500, code: 'VIGIL_INTERNAL', message: 'Internal error.' };
 }

@@ -56,7 +56,7 @@ export async function openLocal(args: Pick<CommandArgs, 'configPath' | 'dataDir'
   const log = silentLogger();
   // A CLI run may use another config than the gateway: never rewrite the server or host certificates here.
   await initIdentity(dataDir, config, { updateDerived: false });
-  const store = await openStateStore(dataDir);
+  const store = await openStateStore(dataDir, config.store);
   const identity = await openIdentity(dataDir, config, store);
   const audit = await openAuditForCli(dataPaths(dataDir).audit, auditOptions(dataDir, config, log));
   const events = new EventBus(audit);

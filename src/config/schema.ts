@@ -11,6 +11,7 @@ import { parseSchedule } from '../../recorder/reports/cron.ts';
 import { alertRulesSchema, notifiersSchema } from '../alerts/config.ts';
 import { guardrailsSchema } from '../guardrails/config.ts';
 import { identitySchema } from '../identity/oidc/config.ts';
+import { storeSchema } from '../store/config.ts';
 
 /** `vigil audit export --format template:NAME`: a line with ${field} placeholders (recorder/export/template.ts). */
 const exportTemplate = z
@@ -52,6 +53,8 @@ export function buildConfigSchema(sc: SchemaContext, proxies: readonly ProxyConf
   return z.strictObject({
     /** Where keys, the audit log, recordings and state live. */
     data_dir: z.string().default('./data'),
+    /** Shared state (certificates, revocations, access, locks, holds): sqlite in data_dir, or postgres for replicas. */
+    store: storeSchema(sc),
     log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info') }).prefault({}),
     gateway: z
       .strictObject({

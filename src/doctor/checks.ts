@@ -60,6 +60,11 @@ export async function runDoctor(opts: DoctorOptions): Promise<CheckResult[]> {
   out.push(diskCheck(dataDir, opts.minFreeBytes));
   out.push(...permissionChecks(loaded));
   out.push(caCheck(dataDir));
+  if (config.store.kind === 'postgres') {
+    const { checkPostgresStore } = await import('../store/postgres-check.ts');
+    const r = await checkPostgresStore(config.store, opts.timeoutMs);
+    out.push(r.ok ? ok('store', r.name, r.detail) : fail('store', r.name, r.detail, r.fix ?? 'check store in the config'));
+  }
   return out;
 }
 

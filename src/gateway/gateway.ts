@@ -68,7 +68,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
   const telemetry = await startTelemetry(log);
 
   const created = await initIdentity(dataDir, config);
-  const store = await openStateStore(dataDir);
+  const store = await openStateStore(dataDir, config.store, { log });
   const identity = await openIdentity(dataDir, config, store);
   const witness = config.audit.witness && (config.audit.witness.file || config.audit.witness.url) ? witnessPublisher(config.audit.witness, log) : undefined;
   const audit = await openAuditLog(dataPaths(dataDir).audit, { ...auditOptions(dataDir, config, log), onSignedHead: witness && ((h) => witness.publish(h)) });

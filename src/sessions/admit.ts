@@ -5,6 +5,7 @@ import type { Principal, VerifyResult } from '../identity/types.ts';
 import type { Decision } from '../authz/types.ts';
 import type { AuditEvent } from '../events/envelope.ts';
 import type { EndReason, SessionHandle, Terminator } from './registry.ts';
+import { StoreUnavailableError } from '../errors.ts';
 
 /**
  * The one path from "a client presented a credential for a target" to a registered, recorded session,
@@ -29,6 +30,8 @@ export type Admission =
   | { ok: true; principal: Principal; target: TargetConfig; decision: Extract<Decision, { allow: true }> }
   | { ok: false; reason: string; /** safe for the client */ message: string };
 
+/** The shared state store (PostgreSQL) is away: grants and locks cannot be checked, so admit nobody. */
+const STORE_DOWN = 'vigil cannot reach its state store, so new sessions are refused; live ones continue. Try again shortly.';
 const AUDIT_DOWN = 'vigil cannot write its audit log, so new sessions are refused. Contact the gateway operator.';
 
 function eventTarget(protocol: string, targetName: string, target: TargetConfig | undefined, login?: string, database?: string): AuditEvent['target'] {
@@ -78,6 +81,10 @@ export async function admit(services: GatewayServices, req: AdmitRequest): Promi
   try {
     decision = await services.authz.authorize({ principal: p, target: req.targetName, protocol: req.protocol, login: req.login, database: req.database });
   } catch (e) {
+    if (e instanceof StoreUnavailableError) {
+      log.error({ err: e.message }, 'state store unavailable; denying');
+      return refuse(actor, 'store_unavailable', STORE_DOWN);
+    }
     log.error({ err: e }, 'authorizer failed; denying');
     return refuse(actor, 'authz_error', 'Access denied.');
   }

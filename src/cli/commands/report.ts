@@ -40,7 +40,7 @@ export const reportAccessCommand: Command = {
     const { config, dataDir } = loadFromArgs(args);
     const paths = dataPaths(dataDir);
     if (!fs.existsSync(paths.audit)) throw new NotFoundError(`no audit log in ${dataDir}`);
-    const store = await openStateStore(dataDir);
+    const store = await openStateStore(dataDir, config.store);
     let report;
     try {
       report = await generateReport({ auditDir: paths.audit, publicKeyFile: paths.auditPublicKey, store, roleTargets: roleTargetsOf(config) }, { since: since.toISOString(), until: until.toISOString() }, format, now);

@@ -49,7 +49,7 @@ export const auditPurgeCommand: Command = {
         reason: stringOpt(args.values, 'reason') ?? 'retention',
         dryRun,
         holds: async () => {
-          const store = await openStateStore(dataDir);
+          const store = await openStateStore(dataDir, config.store);
           try {
             return activeHolds(await store.listHolds());
           } finally {
@@ -128,8 +128,8 @@ export const holdListCommand: Command = {
   options: { all: { type: 'boolean', help: 'include released holds' }, json: { type: 'boolean' } },
   examples: ['hold list --all --json'],
   async run(args) {
-    const { dataDir } = loadFromArgs(args);
-    const store = await openStateStore(dataDir);
+    const { config, dataDir } = loadFromArgs(args);
+    const store = await openStateStore(dataDir, config.store);
     try {
       const holds = (await store.listHolds()).filter((h) => args.values.all === true || !h.released);
       for (const h of holds) {

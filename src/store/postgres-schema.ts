@@ -1,0 +1,68 @@
+import type pg from 'pg';
+
+/**
+ * Versioned schema of the PostgreSQL state store. Append only: a released migration is never edited, a
+ * change is a new version. Text columns hold RFC 3339 times exactly as the SQLite store does, so both
+ * order and compare them the same way (byte order, `COLLATE "C"` in queries).
+ */
+const MIGRATIONS: { version: number; sql: (s: string) => string }[] = [
+  {
+    version: 1,
+    sql: (s) => `
+CREATE TABLE ${s}.certs (serial text PRIMARY KEY, "user" text NOT NULL, roles jsonb NOT NULL, not_before text NOT NULL,
+  not_after text NOT NULL, grant_id text, kind text NOT NULL);
+CREATE TABLE ${s}.revocations (serial text PRIMARY KEY, reason text NOT NULL, "by" text NOT NULL, "time" text NOT NULL);
+CREATE TABLE ${s}.access (id text PRIMARY KEY, "user" text NOT NULL, state text NOT NULL, created_at text NOT NULL, data jsonb NOT NULL);
+CREATE INDEX access_state ON ${s}.access (state);
+CREATE TABLE ${s}.locks (kind text NOT NULL, name text NOT NULL, data jsonb NOT NULL, PRIMARY KEY (kind, name));
+CREATE TABLE ${s}.holds (id text PRIMARY KEY, created_at text NOT NULL, data jsonb NOT NULL);
+
+-- Changes other replicas must see at once are announced by the database itself, in the writing
+-- transaction (delivered on commit), whoever wrote them: channel <schema>_changes, payload = table.
+CREATE FUNCTION ${s}.notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify(TG_TABLE_SCHEMA || '_changes', TG_TABLE_NAME);
+  RETURN NULL;
+END $$;
+CREATE TRIGGER revocations_changed AFTER INSERT OR UPDATE OR DELETE ON ${s}.revocations FOR EACH STATEMENT EXECUTE FUNCTION ${s}.notify_change();
+CREATE TRIGGER locks_changed AFTER INSERT OR UPDATE OR DELETE ON ${s}.locks FOR EACH STATEMENT EXECUTE FUNCTION ${s}.notify_change();
+CREATE TRIGGER access_added AFTER INSERT OR DELETE ON ${s}.access FOR EACH STATEMENT EXECUTE FUNCTION ${s}.notify_change();
+-- Bookkeeping updates (notification progress) do not wake every replica; state changes do.
+CREATE TRIGGER access_state_changed AFTER UPDATE ON ${s}.access FOR EACH ROW
+  WHEN (OLD.state IS DISTINCT FROM NEW.state) EXECUTE FUNCTION ${s}.notify_change();
+`,
+  },
+];
+
+export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
+
+/** The NOTIFY channel of a schema (see notify_change above). */
+export const changeChannel = (schema: string) => `${schema}_changes`;
+
+/**
+ * Bring the schema up to date. One transaction under an advisory lock: replicas starting together queue
+ * here, and the second finds the versions the first applied. A failed migration leaves nothing behind.
+ * Returns the versions applied now and the newest version found in the database.
+ */
+export async function migrate(client: pg.ClientBase, schema: string): Promise<{ applied: number[]; current: number }> {
+  const s = `"${schema}"`;
+  await client.query('BEGIN');
+  try {
+    await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`vigil.migrate.${schema}`]);
+    await client.query(`CREATE SCHEMA IF NOT EXISTS ${s}`);
+    await client.query(`CREATE TABLE IF NOT EXISTS ${s}.schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`);
+    const done = new Set((await client.query<{ version: number }>(`SELECT version FROM ${s}.schema_migrations`)).rows.map((r) => r.version));
+    const applied: number[] = [];
+    for (const m of MIGRATIONS) {
+      if (done.has(m.version)) continue;
+      await client.query(m.sql(s));
+      await client.query(`INSERT INTO ${s}.schema_migrations (version) VALUES ($1)`, [m.version]);
+      applied.push(m.version);
+    }
+    await client.query('COMMIT');
+    return { applied, current: Math.max(0, ...done, ...applied) };
+  } catch (e) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw e;
+  }
+}

@@ -1,0 +1,389 @@
+import pg from 'pg';
+import type { Logger } from 'pino';
+import { NotFoundError, StoreUnavailableError, VigilError } from '../errors.ts';
+import { changeChannel, LATEST_VERSION, migrate } from './postgres-schema.ts';
+import { describeUrl, scrubber } from './pg-url.ts';
+import type { AccessRecord, AccessState, HoldRecord, IssuedCertRecord, LockRecord, RevocationRecord, StateStore } from './types.ts';
+
+export interface PostgresStoreOptions {
+  /** Connection URL, password included: kept inside the pool's config, never logged or put in errors. */
+  url: string;
+  schema: string;
+  log: Logger;
+  /** Full reload of the caches this often, for notifications lost while the listener was reconnecting. */
+  reconcileMs?: number;
+  /** Wait before reconnecting the listener after it lost its connection. */
+  reconnectMs?: number;
+}
+
+/** Errors that mean "the database is not there" rather than "this statement is wrong". */
+function isUnavailable(e: unknown): boolean {
+  const code = (e as { code?: unknown }).code;
+  if (typeof code !== 'string' || !/^[0-9A-Z]{5}$/.test(code)) return true; // socket-level: ECONNREFUSED, timeouts, terminated
+  return /^(08|53|57P)/.test(code); // connection exception, insufficient resources, operator intervention
+}
+
+/**
+ * The state store on PostgreSQL, shared by gateway replicas and the CLI. Revocations and locks are cached
+ * in memory for the synchronous hot-path checks; the database announces every change to them (and every
+ * access state change) with NOTIFY (postgres-schema.ts), a dedicated LISTEN connection reloads the caches
+ * as soon as one arrives, and a periodic reconcile covers notifications missed while it reconnected.
+ */
+export class PostgresStateStore implements StateStore {
+  private readonly pool: pg.Pool;
+  private readonly s: string;
+  private readonly log: Logger;
+  private readonly where: string;
+  private readonly scrubMessage: (e: unknown) => string;
+  private revoked = new Set<string>();
+  private locks = new Map<string, LockRecord>();
+  /** Bumped by every notification (or reconcile); the caches are current when `loadedGen === gen`. */
+  private gen = 0;
+  private loadedGen = 0;
+  private loading?: Promise<void>;
+  /** Something changed since the last refresh() (own write, notification, or reconcile difference). */
+  private changed = false;
+  private listener?: pg.Client;
+  private reconnectTimer?: NodeJS.Timeout;
+  private reconcileTimer?: NodeJS.Timeout;
+  private closed = false;
+  /** When refresh() last reloaded on its own because the listener was down. */
+  private lastPoll = 0;
+  private reloadWarnedAt = 0;
+  /** Revocation and lock writes by this instance, which update the caches at once. */
+  private ownWrites = 0;
+
+  private constructor(private readonly opts: PostgresStoreOptions) {
+    this.where = describeUrl(opts.url);
+    this.scrubMessage = scrubber(opts.url);
+    this.s = `"${opts.schema}"`;
+    this.log = opts.log.child({ store: this.where });
+    this.pool = new pg.Pool({ ...this.clientConfig(), max: 10, idleTimeoutMillis: 30_000 });
+    // An idle client losing its connection must not crash the process; the next query reconnects.
+    this.pool.on('error', (e) => this.log.warn({ err: this.scrub(e).message }, 'state store connection lost'));
+  }
+
+  /** Open, migrate the schema, load the caches and start listening. */
+  static async open(opts: PostgresStoreOptions): Promise<PostgresStateStore> {
+    const store = new PostgresStateStore(opts);
+    try {
+      const client = await store.pool.connect().catch((e) => Promise.reject(store.fail(e)));
+      try {
+        const { applied, current } = await migrate(client, opts.schema);
+        if (applied.length) store.log.info({ applied }, 'state store schema migrated');
+        if (current > LATEST_VERSION) store.log.warn({ current, known: LATEST_VERSION }, 'state store schema is newer than this vigil; running anyway');
+      } finally {
+        client.release();
+      }
+      await store.load();
+      await store.listen();
+    } catch (e) {
+      await store.close();
+      throw store.fail(e);
+    }
+    store.reconcileTimer = setInterval(() => store.reconcile(), opts.reconcileMs ?? 5_000);
+    store.reconcileTimer.unref();
+    return store;
+  }
+
+  private clientConfig(): pg.ClientConfig {
+    return { connectionString: this.opts.url, application_name: 'vigil', connectionTimeoutMillis: 5_000, query_timeout: 15_000, keepAlive: true };
+  }
+
+  /** Remove the URL and password from anything about to be logged or thrown. */
+  private scrub(e: unknown): Error {
+    return new Error(this.scrubMessage(e));
+  }
+
+  /** The error a caller sees: unavailability as StoreUnavailableError, others scrubbed; vigil errors as they are. */
+  private fail(e: unknown): Error {
+    if (e instanceof VigilError) return e;
+    const msg = this.scrub(e).message;
+    if (isUnavailable(e)) return new StoreUnavailableError(`state store ${this.where} is unavailable: ${msg}`);
+    return new VigilError('VIGIL_STORE_ERROR', `state store ${this.where}: ${msg}`);
+  }
+
+  private async q<R extends pg.QueryResultRow = Record<string, unknown>>(sql: string, params: unknown[] = []): Promise<pg.QueryResult<R>> {
+    try {
+      return await this.pool.query<R>(sql, params);
+    } catch (e) {
+      throw this.fail(e);
+    }
+  }
+
+  // ---- caches and change notifications -------------------------------------------------------------
+
+  private async load(): Promise<void> {
+    const writes = this.ownWrites;
+    const [rev, locks] = await Promise.all([
+      this.q<{ serial: string }>(`SELECT serial FROM ${this.s}.revocations`),
+      this.q<{ data: LockRecord }>(`SELECT data FROM ${this.s}.locks`),
+    ]);
+    // A revocation or lock this instance wrote meanwhile may be missing from what was read: keep the cache
+    // (it has the write); the notification of that write brings the next reload.
+    if (writes !== this.ownWrites) return;
+    const revoked = new Set(rev.rows.map((r) => r.serial));
+    const lockMap = new Map(locks.rows.map((r) => [`${r.data.kind}/${r.data.name}`, r.data] as const));
+    if (!sameSet(revoked, this.revoked) || !sameLocks(lockMap, this.locks)) this.changed = true;
+    this.revoked = revoked;
+    this.locks = lockMap;
+  }
+
+  /** Reload until the caches reflect every notification seen so far (one load at a time). */
+  private catchUp(): Promise<void> {
+    this.loading ??= (async () => {
+      try {
+        while (this.loadedGen < this.gen) {
+          const target = this.gen; // a notification during the load asks for one more round
+          await this.load();
+          this.loadedGen = target;
+        }
+      } finally {
+        this.loading = undefined;
+      }
+    })();
+    return this.loading;
+  }
+
+  private invalidate(): void {
+    this.gen++;
+    this.catchUp().catch((e) => {
+      // While the database is away this fails every second: say it once every 30 s, not every time.
+      if (Date.now() - this.reloadWarnedAt < 30_000) return;
+      this.reloadWarnedAt = Date.now();
+      this.log.warn({ err: this.fail(e).message }, 'state store reload failed; keeping the cached revocations and locks');
+    });
+  }
+
+  private reconcile(): void {
+    if (!this.closed) this.invalidate();
+  }
+
+  private async listen(): Promise<void> {
+    const client = new pg.Client(this.clientConfig());
+    const lost = (why: string) => {
+      if (this.listener !== client) return;
+      this.listener = undefined;
+      this.log.warn({ err: why }, 'state store listener disconnected; reconnecting');
+      client.end().catch(() => {});
+      this.scheduleListen();
+    };
+    client.on('error', (e) => lost(this.scrub(e).message));
+    client.on('end', () => lost('connection ended'));
+    client.on('notification', (n) => {
+      this.changed = true;
+      if (n.payload === 'revocations' || n.payload === 'locks') this.invalidate();
+    });
+    try {
+      await client.connect();
+      await client.query(`LISTEN "${changeChannel(this.opts.schema)}"`);
+    } catch (e) {
+      client.end().catch(() => {});
+      throw this.fail(e);
+    }
+    this.listener = client;
+  }
+
+  private scheduleListen(): void {
+    if (this.closed || this.reconnectTimer) return;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      if (this.closed) return;
+      this.listen().then(
+        () => {
+          this.log.info('state store listener reconnected');
+          this.invalidate(); // whatever changed while nobody listened
+        },
+        () => this.scheduleListen(),
+      );
+    }, this.opts.reconnectMs ?? 1_000);
+    this.reconnectTimer.unref();
+  }
+
+  /**
+   * Cheap: no round trip unless a notification asked for a reload that has not finished yet. Without a
+   * listener (reconnecting) nothing would announce changes, so it reloads itself, at most once a second.
+   */
+  async refresh(): Promise<boolean> {
+    if (!this.listener && !this.closed && Date.now() - this.lastPoll >= 1_000) {
+      this.lastPoll = Date.now();
+      this.invalidate();
+    }
+    if (this.loadedGen < this.gen) await this.catchUp().catch(() => {});
+    const c = this.changed;
+    this.changed = false;
+    return c;
+  }
+
+  // ---- certificates and revocations ----------------------------------------------------------------
+
+  async recordIssuedCert(rec: IssuedCertRecord): Promise<void> {
+    await this.q(
+      `INSERT INTO ${this.s}.certs VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7)
+       ON CONFLICT (serial) DO UPDATE SET "user" = $2, roles = $3::jsonb, not_before = $4, not_after = $5, grant_id = $6, kind = $7`,
+      [rec.serial, rec.user, JSON.stringify(rec.roles), rec.notBefore, rec.notAfter, rec.grantId ?? null, rec.kind],
+    );
+    this.changed = true;
+  }
+
+  async getIssuedCert(serial: string): Promise<IssuedCertRecord | undefined> {
+    const r = await this.q<CertRow>(`SELECT * FROM ${this.s}.certs WHERE serial = $1`, [serial]);
+    return r.rows[0] && certFromRow(r.rows[0]);
+  }
+
+  async listIssuedCerts(range: { since: string; until: string }): Promise<IssuedCertRecord[]> {
+    const r = await this.q<CertRow>(
+      `SELECT * FROM ${this.s}.certs WHERE not_after >= $1 AND not_before <= $2 ORDER BY not_before COLLATE "C", serial COLLATE "C"`,
+      [range.since, range.until],
+    );
+    return r.rows.map(certFromRow);
+  }
+
+  async listRevocations(): Promise<RevocationRecord[]> {
+    return (await this.q<RevocationRecord>(`SELECT serial, reason, "by", "time" FROM ${this.s}.revocations ORDER BY "time" COLLATE "C", serial COLLATE "C"`)).rows;
+  }
+
+  async revoke(rec: RevocationRecord): Promise<boolean> {
+    const r = await this.q(`INSERT INTO ${this.s}.revocations VALUES ($1, $2, $3, $4) ON CONFLICT (serial) DO NOTHING`, [rec.serial, rec.reason, rec.by, rec.time]);
+    this.revoked.add(rec.serial);
+    this.ownWrites++;
+    this.changed = true;
+    return (r.rowCount ?? 0) > 0;
+  }
+
+  async getRevocation(serial: string): Promise<RevocationRecord | undefined> {
+    return (await this.q<RevocationRecord>(`SELECT serial, reason, "by", "time" FROM ${this.s}.revocations WHERE serial = $1`, [serial])).rows[0];
+  }
+
+  isRevoked(serial: string): boolean {
+    return this.revoked.has(serial);
+  }
+
+  // ---- access requests and grants ------------------------------------------------------------------
+
+  async createAccess(rec: AccessRecord): Promise<void> {
+    const full = { ...rec, requester: rec.requester ?? rec.user, beneficiary: rec.beneficiary ?? rec.user };
+    await this.q(`INSERT INTO ${this.s}.access VALUES ($1, $2, $3, $4, $5::jsonb)`, [rec.id, rec.user, rec.state, rec.createdAt, JSON.stringify(full)]);
+    this.changed = true;
+  }
+
+  async getAccess(id: string): Promise<AccessRecord | undefined> {
+    return (await this.q<{ data: AccessRecord }>(`SELECT data FROM ${this.s}.access WHERE id = $1`, [id])).rows[0]?.data;
+  }
+
+  /**
+   * Read-modify-write under a row lock: a second replica deciding the same request at the same moment
+   * waits on FOR UPDATE and then runs `fn` on the record the first one wrote, so no approval is lost.
+   */
+  async updateAccess(id: string, fn: (cur: AccessRecord) => AccessRecord): Promise<AccessRecord> {
+    const client = await this.pool.connect().catch((e) => Promise.reject(this.fail(e)));
+    let aborted: unknown; // what `fn` threw: the caller's own error, passed on untouched
+    let broken = false;
+    try {
+      await client.query('BEGIN');
+      try {
+        const cur = (await client.query<{ data: AccessRecord }>(`SELECT data FROM ${this.s}.access WHERE id = $1 FOR UPDATE`, [id])).rows[0];
+        if (!cur) throw (aborted = new NotFoundError(`no access request or grant ${id}`));
+        let next: AccessRecord;
+        try {
+          next = fn(cur.data);
+        } catch (e) {
+          throw (aborted = e);
+        }
+        await client.query(`UPDATE ${this.s}.access SET state = $2, data = $3::jsonb WHERE id = $1`, [id, next.state, JSON.stringify(next)]);
+        await client.query('COMMIT');
+        this.changed = true;
+        return next;
+      } catch (e) {
+        await client.query('ROLLBACK').catch(() => (broken = true));
+        throw e;
+      }
+    } catch (e) {
+      if (e === aborted) throw e;
+      broken ||= isUnavailable(e);
+      throw this.fail(e);
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  async listAccess(filter: { state?: AccessState; user?: string } = {}): Promise<AccessRecord[]> {
+    const r = await this.q<{ data: AccessRecord }>(
+      `SELECT data FROM ${this.s}.access WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR "user" = $2)
+       ORDER BY created_at COLLATE "C", id COLLATE "C"`,
+      [filter.state ?? null, filter.user ?? null],
+    );
+    return r.rows.map((x) => x.data);
+  }
+
+  // ---- locks and holds -----------------------------------------------------------------------------
+
+  async putLock(rec: LockRecord): Promise<void> {
+    await this.q(`INSERT INTO ${this.s}.locks VALUES ($1, $2, $3::jsonb) ON CONFLICT (kind, name) DO UPDATE SET data = $3::jsonb`, [rec.kind, rec.name, JSON.stringify(rec)]);
+    this.locks.set(`${rec.kind}/${rec.name}`, rec);
+    this.ownWrites++;
+    this.changed = true;
+  }
+
+  async deleteLock(kind: LockRecord['kind'], name: string): Promise<boolean> {
+    const r = await this.q(`DELETE FROM ${this.s}.locks WHERE kind = $1 AND name = $2`, [kind, name]);
+    this.locks.delete(`${kind}/${name}`);
+    this.ownWrites++;
+    this.changed = true;
+    return (r.rowCount ?? 0) > 0;
+  }
+
+  async listLocks(): Promise<LockRecord[]> {
+    return (await this.q<{ data: LockRecord }>(`SELECT data FROM ${this.s}.locks`)).rows.map((r) => r.data);
+  }
+
+  isLocked(kind: LockRecord['kind'], name: string): LockRecord | undefined {
+    const l = this.locks.get(`${kind}/${name}`);
+    if (l?.expiresAt && Date.parse(l.expiresAt) <= Date.now()) return undefined;
+    return l;
+  }
+
+  async putHold(rec: HoldRecord): Promise<void> {
+    await this.q(`INSERT INTO ${this.s}.holds VALUES ($1, $2, $3::jsonb) ON CONFLICT (id) DO UPDATE SET created_at = $2, data = $3::jsonb`, [rec.id, rec.createdAt, JSON.stringify(rec)]);
+    this.changed = true;
+  }
+
+  async getHold(id: string): Promise<HoldRecord | undefined> {
+    return (await this.q<{ data: HoldRecord }>(`SELECT data FROM ${this.s}.holds WHERE id = $1`, [id])).rows[0]?.data;
+  }
+
+  async listHolds(): Promise<HoldRecord[]> {
+    return (await this.q<{ data: HoldRecord }>(`SELECT data FROM ${this.s}.holds ORDER BY created_at COLLATE "C", id COLLATE "C"`)).rows.map((r) => r.data);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.reconcileTimer);
+    clearTimeout(this.reconnectTimer);
+    const l = this.listener;
+    this.listener = undefined;
+    await l?.end().catch(() => {});
+    await this.loading?.catch(() => {});
+    await this.pool.end().catch(() => {});
+  }
+}
+
+interface CertRow {
+  serial: string;
+  user: string;
+  roles: string[];
+  not_before: string;
+  not_after: string;
+  grant_id: string | null;
+  kind: IssuedCertRecord['kind'];
+}
+
+function certFromRow(r: CertRow): IssuedCertRecord {
+  return { serial: r.serial, user: r.user, roles: r.roles, notBefore: r.not_before, notAfter: r.not_after, grantId: r.grant_id ?? undefined, kind: r.kind };
+}
+
+const sameSet = (a: Set<string>, b: Set<string>) => a.size === b.size && [...a].every((x) => b.has(x));
+/** jsonb does not keep key order: compare lock records by their sorted keys. */
+const canon = (v: object | undefined) => (v ? JSON.stringify(v, Object.keys(v).sort()) : '');
+const sameLocks = (a: Map<string, LockRecord>, b: Map<string, LockRecord>) => a.size === b.size && [...a].every(([k, v]) => canon(v) === canon(b.get(k)));

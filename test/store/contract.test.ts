@@ -1,0 +1,238 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { openStateStore } from '../../src/store/index.ts';
+import type { StoreConfig } from '../../src/store/config.ts';
+import type { AccessRecord, StateStore } from '../../src/store/types.ts';
+import { PASSWORDS, startPostgres, type PostgresHandle } from '../support/postgres.ts';
+import { tempDir, waitFor } from '../support/tmp.ts';
+
+/**
+ * The StateStore contract, run unchanged against every implementation. A "space" is one empty shared
+ * state (a data dir, a PostgreSQL schema); `open()` gives another independent store instance on it, standing
+ * for another process or replica.
+ */
+interface Space {
+  open(): Promise<StateStore>;
+}
+
+let pg: PostgresHandle;
+const URL_ENV = 'VIGIL_TEST_STORE_URL';
+let schemas = 0;
+
+const opened: StateStore[] = [];
+afterEach(async () => {
+  for (const s of opened.splice(0)) await s.close();
+});
+
+beforeAll(async () => {
+  pg = await startPostgres();
+  // A password-protected role, so the tests can check the password never shows.
+  process.env[URL_ENV] = `postgres://scram_user:${PASSWORDS.scram_user}@127.0.0.1:${pg.port}/app?sslmode=disable`;
+});
+afterAll(async () => {
+  delete process.env[URL_ENV];
+  await pg?.stop();
+});
+
+function space(config: () => StoreConfig): Space {
+  const dir = tempDir();
+  const cfg = config();
+  return {
+    async open() {
+      const s = await openStateStore(dir, cfg);
+      opened.push(s);
+      return s;
+    },
+  };
+}
+
+const IMPLEMENTATIONS: [string, () => Space][] = [
+  ['sqlite', () => space(() => ({ kind: 'sqlite' }))],
+  ['postgres', () => space(() => ({ kind: 'postgres', url: { env: URL_ENV }, schema: `t${++schemas}` }))],
+];
+
+const iso = (ms: number) => new Date(ms).toISOString();
+
+function accessRecord(id: string, over: Partial<AccessRecord> = {}): AccessRecord {
+  const now = new Date().toISOString();
+  return { id, user: 'alice', role: 'dba', targets: ['pg-prod'], reason: 'INC-1', ttlMs: 60_000, state: 'pending', createdAt: now, requestExpiresAt: now, approvals: [], breakGlass: false, ...over };
+}
+
+/** Another instance sees a change once refresh() has run; PostgreSQL learns of it by notification. */
+const seen = (s: StateStore, check: () => unknown) =>
+  waitFor(async () => (await s.refresh(), check()), 2000, 'the other instance to see the change');
+
+describe.each(IMPLEMENTATIONS)('StateStore contract: %s', (_name, makeSpace) => {
+  it('records, replaces and lists issued certificates by validity period', async () => {
+    const s = await makeSpace().open();
+    const cert = (serial: string, notBefore: string, notAfter: string, grantId?: string) =>
+      s.recordIssuedCert({ serial, user: 'alice', roles: ['dba', 'dev'], notBefore, notAfter, grantId, kind: 'cert' });
+    await cert('before', '2026-10-01T00:00:00.000Z', '2026-10-31T23:59:59.000Z');
+    await cert('overlaps', '2026-10-31T12:00:00.000Z', '2026-11-01T12:00:00.000Z');
+    await cert('inside', '2026-11-10T00:00:00.000Z', '2026-11-10T01:00:00.000Z', 'g1');
+    await cert('after', '2026-12-01T00:00:01.000Z', '2026-12-02T00:00:00.000Z');
+    expect(await s.getIssuedCert('inside')).toEqual({ serial: 'inside', user: 'alice', roles: ['dba', 'dev'], notBefore: '2026-11-10T00:00:00.000Z', notAfter: '2026-11-10T01:00:00.000Z', grantId: 'g1', kind: 'cert' });
+    expect(await s.getIssuedCert('nope')).toBeUndefined();
+    const period = { since: '2026-11-01T00:00:00.000Z', until: '2026-12-01T00:00:00.000Z' };
+    expect((await s.listIssuedCerts(period)).map((c) => c.serial)).toEqual(['overlaps', 'inside']);
+    await s.recordIssuedCert({ serial: 'inside', user: 'bob', roles: [], notBefore: '2026-11-10T00:00:00.000Z', notAfter: '2026-11-10T01:00:00.000Z', kind: 'token' });
+    expect(await s.getIssuedCert('inside')).toMatchObject({ user: 'bob', roles: [], kind: 'token', grantId: undefined });
+  });
+
+  it('revokes once, lists revocations oldest first, and another instance sees them after refresh', async () => {
+    const sp = makeSpace();
+    const [a, b] = [await sp.open(), await sp.open()];
+    expect(await a.revoke({ serial: 'ab', reason: 'lost laptop', by: 'bob', time: iso(2000) })).toBe(true);
+    expect(await a.revoke({ serial: 'ab', reason: 'again', by: 'bob', time: iso(3000) })).toBe(false);
+    expect(await a.revoke({ serial: 'aa', reason: 'left', by: 'carol', time: iso(1000) })).toBe(true);
+    expect(a.isRevoked('ab')).toBe(true); // own writes are visible at once
+    expect(await a.getRevocation('ab')).toEqual({ serial: 'ab', reason: 'lost laptop', by: 'bob', time: iso(2000) });
+    expect(await a.getRevocation('zz')).toBeUndefined();
+    expect((await b.listRevocations()).map((r) => r.serial)).toEqual(['aa', 'ab']);
+    await seen(b, () => b.isRevoked('ab') && b.isRevoked('aa'));
+    expect(b.isRevoked('other')).toBe(false);
+  });
+
+  it('refresh() reports a change once, and nothing when nothing changed', async () => {
+    const sp = makeSpace();
+    const [a, b] = [await sp.open(), await sp.open()];
+    await b.refresh();
+    expect(await b.refresh()).toBe(false);
+    await a.putLock({ kind: 'user', name: 'mallory', reason: 'incident', by: 'bob', createdAt: iso(0) });
+    await waitFor(() => b.refresh(), 2000, 'refresh to report the lock');
+    expect(b.isLocked('user', 'mallory')?.reason).toBe('incident');
+    expect(await b.refresh()).toBe(false);
+  });
+
+  it('creates, reads, updates and lists access records; an aborted or missing update changes nothing', async () => {
+    const s = await makeSpace().open();
+    await s.createAccess(accessRecord('r2', { createdAt: iso(2000), user: 'bob' }));
+    await s.createAccess(accessRecord('r1', { createdAt: iso(1000), requester: 'root' }));
+    // Records are always stored with who filed them and who benefits.
+    expect(await s.getAccess('r2')).toMatchObject({ requester: 'bob', beneficiary: 'bob' });
+    expect(await s.getAccess('r1')).toMatchObject({ requester: 'root', beneficiary: 'alice' });
+    expect(await s.getAccess('none')).toBeUndefined();
+    const next = await s.updateAccess('r1', (r) => ({ ...r, state: 'active', approvals: [{ by: 'carol', time: iso(1500) }], expiresAt: iso(9000) }));
+    expect(next).toMatchObject({ state: 'active', expiresAt: iso(9000) });
+    expect(await s.getAccess('r1')).toEqual(next);
+    await expect(s.updateAccess('r1', () => { throw new Error('abort'); })).rejects.toThrow('abort');
+    expect(await s.getAccess('r1')).toEqual(next);
+    await expect(s.updateAccess('nope', (r) => r)).rejects.toMatchObject({ code: 'VIGIL_NOT_FOUND' });
+    expect((await s.listAccess()).map((r) => r.id)).toEqual(['r1', 'r2']);
+    expect((await s.listAccess({ state: 'active' })).map((r) => r.id)).toEqual(['r1']);
+    expect((await s.listAccess({ state: 'pending', user: 'bob' })).map((r) => r.id)).toEqual(['r2']);
+    expect(await s.listAccess({ state: 'pending', user: 'alice' })).toEqual([]);
+  });
+
+  it('concurrent updateAccess from two instances loses no update', async () => {
+    const sp = makeSpace();
+    const [a, b] = [await sp.open(), await sp.open()];
+    await a.createAccess(accessRecord('four-eyes'));
+    const N = 25;
+    const approve = (s: StateStore, who: string) =>
+      s.updateAccess('four-eyes', (r) => ({ ...r, approvals: [...r.approvals, { by: who, time: new Date().toISOString() }] }));
+    await Promise.all(Array.from({ length: N }, (_, i) => [approve(a, `a${i}`), approve(b, `b${i}`)]).flat());
+    const final = await b.getAccess('four-eyes');
+    expect(final!.approvals).toHaveLength(2 * N);
+    expect(new Set(final!.approvals.map((x) => x.by)).size).toBe(2 * N);
+  });
+
+  it('the second of two concurrent decisions sees the first (only one may activate a request)', async () => {
+    const sp = makeSpace();
+    const [a, b] = [await sp.open(), await sp.open()];
+    await a.createAccess(accessRecord('once'));
+    const decide = (s: StateStore, who: string) =>
+      s.updateAccess('once', (r) => {
+        if (r.state !== 'pending') throw new Error('already decided');
+        return { ...r, state: 'active', decidedBy: who };
+      });
+    const results = await Promise.allSettled([decide(a, 'bob'), decide(b, 'carol'), decide(a, 'dan'), decide(b, 'erin')]);
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    expect(results.filter((r) => r.status === 'rejected').map((r) => (r as PromiseRejectedResult).reason.message)).toEqual(Array(3).fill('already decided'));
+  });
+
+  it('locks and unlocks users; an expired lock no longer locks; another instance follows', async () => {
+    const sp = makeSpace();
+    const [a, b] = [await sp.open(), await sp.open()];
+    await a.putLock({ kind: 'user', name: 'mallory', reason: 'incident', by: 'bob', createdAt: iso(0) });
+    await a.putLock({ kind: 'user', name: 'old', reason: 'was', by: 'bob', createdAt: iso(0), expiresAt: iso(Date.now() - 1000) });
+    expect(a.isLocked('user', 'mallory')?.by).toBe('bob');
+    expect(a.isLocked('user', 'old')).toBeUndefined();
+    expect((await b.listLocks()).map((l) => l.name).sort()).toEqual(['mallory', 'old']);
+    await seen(b, () => b.isLocked('user', 'mallory'));
+    await a.putLock({ kind: 'user', name: 'mallory', reason: 'still', by: 'carol', createdAt: iso(1) });
+    await seen(b, () => b.isLocked('user', 'mallory')?.reason === 'still');
+    expect(await b.deleteLock('user', 'mallory')).toBe(true);
+    expect(await b.deleteLock('user', 'mallory')).toBe(false);
+    expect(b.isLocked('user', 'mallory')).toBeUndefined();
+    await seen(a, () => !a.isLocked('user', 'mallory'));
+  });
+
+  it('keeps legal holds, released ones too, oldest first', async () => {
+    const s = await makeSpace().open();
+    await s.putHold({ id: 'h2', user: 'alice', reason: 'case 2', by: 'legal', createdAt: iso(2000) });
+    await s.putHold({ id: 'h1', target: 'pg-prod', since: iso(0), reason: 'case 1', by: 'legal', createdAt: iso(1000) });
+    expect(await s.getHold('h2')).toEqual({ id: 'h2', user: 'alice', reason: 'case 2', by: 'legal', createdAt: iso(2000) });
+    expect(await s.getHold('none')).toBeUndefined();
+    const released = { by: 'legal', time: iso(3000), reason: 'closed' };
+    await s.putHold({ ...(await s.getHold('h1'))!, released });
+    expect((await s.listHolds()).map((h) => [h.id, h.released])).toEqual([['h1', released], ['h2', undefined]]);
+  });
+});
+
+describe('PostgreSQL state store specifics', () => {
+  const cfg = (schema: string): StoreConfig => ({ kind: 'postgres', url: { env: URL_ENV }, schema });
+
+  it('replicas starting together migrate the schema once', async () => {
+    const stores = await Promise.all([1, 2, 3, 4].map(() => openStateStore(tempDir(), cfg('race'))));
+    opened.push(...stores);
+    expect(pg.psql('SELECT version FROM race.schema_migrations ORDER BY 1')).toBe('1');
+    // And a restart finds nothing to do.
+    opened.push(await openStateStore(tempDir(), cfg('race')));
+    expect(pg.psql('SELECT count(*) FROM race.schema_migrations')).toBe('1');
+  });
+
+  it('a change written by anyone (plain SQL) reaches the cache by notification, well before the reconcile', async () => {
+    const s = await openStateStore(tempDir(), cfg('bysql'));
+    opened.push(s);
+    const t0 = Date.now();
+    pg.psql(`INSERT INTO bysql.revocations VALUES ('s-sql', 'manual', 'dba', '${iso(0)}')`);
+    await waitFor(() => s.isRevoked('s-sql'), 2000, 'revocation by notification');
+    expect(Date.now() - t0).toBeLessThan(2000);
+  });
+
+  it('never shows the password: wrong port, wrong password', async () => {
+    const pass = PASSWORDS.scram_user;
+    process.env.VIGIL_TEST_BAD_URL = `postgres://scram_user:${pass}@127.0.0.1:1/app?sslmode=disable`;
+    const down = await openStateStore(tempDir(), { kind: 'postgres', url: { env: 'VIGIL_TEST_BAD_URL' }, schema: 'x' }).catch((e: Error & { code: string }) => e);
+    expect(down).toMatchObject({ code: 'VIGIL_STORE_UNAVAILABLE' });
+    expect((down as Error).message).toMatch(/state store postgres:\/\/127\.0\.0\.1:1\/app is unavailable/);
+    process.env.VIGIL_TEST_BAD_URL = `postgres://scram_user:${pass}x@127.0.0.1:${pg.port}/app?sslmode=disable`;
+    const denied = await openStateStore(tempDir(), { kind: 'postgres', url: { env: 'VIGIL_TEST_BAD_URL' }, schema: 'x' }).catch((e: Error) => e);
+    expect((denied as Error).message).toMatch(/password authentication failed/);
+    for (const e of [down, denied] as Error[]) {
+      expect(e.message).not.toContain(pass);
+      expect(String(e.stack)).not.toContain(pass);
+    }
+    delete process.env.VIGIL_TEST_BAD_URL;
+  });
+});
+
+describe('vigil doctor on a PostgreSQL store', () => {
+  it('says whether it is reachable and how far the schema is, read-only and without the password', async () => {
+    const { checkPostgresStore } = await import('../../src/store/postgres-check.ts');
+    const before = await checkPostgresStore({ url: { env: URL_ENV }, schema: 'doc' }, 3000);
+    expect(before).toMatchObject({ ok: true, detail: expect.stringMatching(/not created yet/) });
+    expect(pg.psql("SELECT count(*) FROM pg_namespace WHERE nspname = 'doc'")).toBe('0');
+    opened.push(await openStateStore(tempDir(), { kind: 'postgres', url: { env: URL_ENV }, schema: 'doc' }));
+    expect((await checkPostgresStore({ url: { env: URL_ENV }, schema: 'doc' }, 3000)).detail).toMatch(/version 1, up to date/);
+    process.env.VIGIL_TEST_BAD_URL = `postgres://scram_user:${PASSWORDS.scram_user}x@127.0.0.1:${pg.port}/app?sslmode=disable`;
+    const bad = await checkPostgresStore({ url: { env: 'VIGIL_TEST_BAD_URL' }, schema: 'doc' }, 3000);
+    expect(bad).toMatchObject({ ok: false, name: `store postgres://127.0.0.1:${pg.port}/app`, detail: expect.stringMatching(/password authentication failed/) });
+    expect(JSON.stringify(bad)).not.toContain(PASSWORDS.scram_user);
+    process.env.VIGIL_TEST_BAD_URL = `mysql://scram_user:${PASSWORDS.scram_user}@127.0.0.1/app`;
+    const wrong = await checkPostgresStore({ url: { env: 'VIGIL_TEST_BAD_URL' }, schema: 'doc' }, 3000);
+    expect(wrong).toMatchObject({ ok: false, detail: expect.stringMatching(/not a PostgreSQL URL/) });
+    expect(JSON.stringify(wrong)).not.toContain(PASSWORDS.scram_user);
+    delete process.env.VIGIL_TEST_BAD_URL;
+  });
+});
