@@ -106,7 +106,10 @@ describe('ssh.command events match what the shell ran', () => {
       { until: 'ahead-two\r\n' },
       { until: oracle.prompt },
       { send: 'echo after-prompt\r' },
-      { until: 'after-prompt\r\n' },
+      // The echoed line first, then the command's output: 'after-prompt\r\n' alone matches the echo.
+      { until: 'echo after-prompt' },
+      { until: /\nafter-prompt\r\n|\rafter-prompt\r\n/ },
+      { until: oracle.prompt },
       { send: 'exit\r' },
     ]);
     const reported = matchOracle('typeahead', events);

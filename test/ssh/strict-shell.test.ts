@@ -71,6 +71,8 @@ describe('strict durability: pty shell lines are on record before their Enter is
         await new Promise((r) => setTimeout(r, 500));
         expect(fs.existsSync(marker)).toBe(false);
         hold.release();
+        // The echo of the typed line (it ends in 'touched' too), then the command's output.
+        await s.until(command);
         await s.until('touched\r\n');
         expect(fs.existsSync(marker)).toBe(true);
       } finally {
@@ -120,13 +122,20 @@ describe('strict durability: pty shell lines are on record before their Enter is
     try {
       await s.until(oracle.prompt);
       s.send('read -s -p "Password: " pw; echo len=${#pw}\r');
+      // The echo of the typed line holds 'Password: ' too: past it, the next one is read's prompt.
+      await s.until('echo len=${#pw}');
       await s.until('Password: ');
+      // As a person would: a moment after the prompt. Typed within microseconds of it, the reply can beat
+      // `read -s` turning echo off, and then the tty itself shows it (on screen, so in the record too).
+      await new Promise((r) => setTimeout(r, 300));
       s.send(`${secrets[0]}\r`);
       await s.until('len=17');
       await s.until(oracle.prompt);
       // A no-echo prompt that does not look like a password one, typed key by key: no echo shows, so hidden.
       s.send('read -s -p "Value: " v; echo vlen=${#v}\r');
+      await s.until('echo vlen=${#v}');
       await s.until('Value: ');
+      await new Promise((r) => setTimeout(r, 300));
       for (const k of `${secrets[1]}\r`) {
         s.send(k);
         await new Promise((r) => setTimeout(r, 5));

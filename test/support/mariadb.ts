@@ -46,9 +46,20 @@ export async function startMariadb(opts: { echoLog?: boolean; tls?: boolean } = 
   const socket = path.join(dir, 'mariadb.sock');
   const isRoot = process.getuid?.() === 0;
   const user = isRoot ? 'root' : os.userInfo().username;
-  execFileSync(INSTALL_DB, ['--no-defaults', `--datadir=${datadir}`, `--user=${user}`, '--auth-root-authentication-method=normal', '--skip-test-db'], {
-    stdio: 'ignore',
-  });
+  // Bootstrapping a data directory occasionally fails on a heavily loaded machine (its bootstrap server
+  // gives up); once more from scratch, then fail with what it said.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      execFileSync(INSTALL_DB, ['--no-defaults', `--datadir=${datadir}`, `--user=${user}`, '--auth-root-authentication-method=normal', '--skip-test-db'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      break;
+    } catch (e) {
+      fs.rmSync(datadir, { recursive: true, force: true });
+      const said = `${(e as { stdout?: Buffer }).stdout ?? ''}${(e as { stderr?: Buffer }).stderr ?? ''}`.slice(-2000);
+      if (attempt >= 2) throw new Error(`${INSTALL_DB} failed twice: ${said}`);
+    }
+  }
   const port = await freePort();
   const tls = opts.tls ? makeTls(dir) : undefined;
   const log: string[] = [];
