@@ -181,7 +181,9 @@ export function observeTerminal(host: ChannelHost, index: number, pty: PtyInfo, 
     host.emit(d.unparsed ? 'guardrail.unparsed' : 'guardrail.blocked', 'failure', { ...what, decision: d.action, reason: d.reason, rule: d.rule });
     host.emit('ssh.command', 'failure', { ...what, refused_by: d.rule });
     const { hint } = refusalMessage(d, 'command');
-    hooks!.tell(`\r\nvigil: guardrail "${d.rule}" refused this command (${d.reason}); it was not sent to the target.\r\n${hint}\r\n`);
+    // Then the line as the screen shows it (prompt and echoed keys), so the shell's own redraw when it
+    // gets Ctrl-U (cursor moves relative to where it believes the cursor is) lands on a line that matches.
+    hooks!.tell(`\r\nvigil: guardrail "${d.rule}" refused this command (${d.reason}); it was not sent to the target.\r\n${hint}\r\n${tracker.currentLine()}`);
   };
   const tracker = new CommandTracker({
     cols: pty.cols || 80,

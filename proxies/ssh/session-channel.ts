@@ -382,8 +382,10 @@ export class SessionChannel {
               strict,
               guard,
               hold: (p: Promise<void | Buffer>) => void this.durableBeforeForward.push(p),
+              // The user's terminal and the recording (a replay shows why the line went away).
               tell: (text: string) => {
                 if (this.client?.writable) this.client.write(text);
+                this.recording?.output(text);
               },
             }
           : undefined;

@@ -77,13 +77,28 @@ describe('guardrails on interactive pty shell lines (batched durability)', () =>
       s.send('echo after-$((1+1))\r');
       await s.until('after-2\r\n');
       await s.until(oracle.prompt);
+      // Typed key by key, as a person would; Enter alone. After the message the line is redrawn as it
+      // was (prompt and typed text), then the shell's own redraw for Ctrl-U clears the typed text.
+      for (const k of `${blocked}b`) {
+        s.send(k);
+        await new Promise((r) => setTimeout(r, 3));
+      }
+      await s.until(`${blocked}b`);
+      s.send('\r');
+      await s.until(`refused this command (command matches "touch *-guarded-*"); it was not sent to the target.`);
+      await s.until(`this target; ask an administrator if this command is needed.\r\n${oracle.prompt}${blocked}b`);
+      s.send('echo again-$((2+2))\r');
+      await s.until('again-4\r\n');
+      await s.until(oracle.prompt);
       s.send('exit\r');
       await s.c.exited;
     } finally {
       s.c.child.kill('SIGKILL');
     }
     expect(fs.existsSync(marker)).toBe(false);
+    expect(fs.existsSync(`${marker}b`)).toBe(false);
     const ran = oracle.commands();
+    expect(ran).toContain('echo again-$((2+2))');
     expect(ran).toContain('echo allowed-$((6*7))');
     expect(ran).toContain('echo after-$((1+1))');
     expect(ran.some((c) => c.includes('x-guarded-1'))).toBe(false);
@@ -92,7 +107,7 @@ describe('guardrails on interactive pty shell lines (batched durability)', () =>
     expect(typeof ev.details.channel).toBe('number');
     // The line's ssh.command says it was refused; none claims it ran.
     const cmds = w.eventsOf('ssh.command', (e) => e.session_id === ev.session_id && String(e.details.command ?? '').includes('x-guarded-1'));
-    expect(cmds.map((e) => [e.outcome, e.details.refused_by])).toEqual([['failure', RULE]]);
+    expect(cmds.map((e) => [e.outcome, e.details.refused_by])).toEqual([['failure', RULE], ['failure', RULE]]);
     await w.gw.waitForEvent((e) => e.type === 'ssh.command' && e.session_id === ev.session_id && e.details.command === 'echo after-$((1+1))' && e.outcome === 'success');
     const lines: string[] = [];
     w.gw.gw.services.guardrails!.renderMetrics(lines);

@@ -286,6 +286,15 @@ export class CommandTracker {
   }
 
   /**
+   * The cursor's line up to the cursor as the screen shows it now (prompt and echoed keys), for redrawing
+   * it after a message written to the user's terminal; empty on the alternate screen.
+   */
+  currentLine(): string {
+    if (this.disposed || !this.onNormalScreen) return '';
+    return textBeforeCursor(this.term.buffer.active);
+  }
+
+  /**
    * The last `count` submitted lines never reach the program (a guardrail refused the first of them and
    * dropped the rest of its chunk), nor do the keys typed after them: forget them, so the next line's
    * echo is not taken for theirs. Call after `flush()`, before more input.
