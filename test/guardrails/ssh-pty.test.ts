@@ -188,6 +188,28 @@ describe('guardrails on interactive pty shell lines (batched durability)', () =>
     expect(ev.details).toMatchObject({ rule: RULE, exact: false, keys: '\x1b[A' });
   });
 
+  it('the answer to a password prompt is not checked (nor recorded), even one sh could not parse', async () => {
+    const secret = "pw-with-'quote";
+    const s = interactive(w, oncall);
+    const mark = w.gw.events.length;
+    try {
+      await s.until(oracle.prompt);
+      s.send('read -s -p "Password: " pw; echo len=${#pw}\r');
+      await s.until('Password: ');
+      s.send(`${secret}\r`);
+      await s.until(`len=${secret.length}`);
+      await s.until(oracle.prompt);
+      s.send('exit\r');
+      await s.c.exited;
+    } finally {
+      s.c.child.kill('SIGKILL');
+    }
+    expect(s.c.stdout()).not.toContain('refused this command');
+    const later = w.gw.events.slice(mark);
+    expect(JSON.stringify(later)).not.toContain(secret);
+    expect(later.filter((e) => e.type.startsWith('guardrail.'))).toEqual([]);
+  });
+
   it('a role the guardrail does not apply to is not checked: the line runs', async () => {
     oracle.reset();
     const marker = path.join(dir, 'x-guarded-dev');
