@@ -3,6 +3,7 @@ import { CommandTracker, ShellInputSplitter, type SubmittedLine } from './termin
 import { ScpObserver, type ScpCommand, type ScpTransfer } from './scp/index.ts';
 import type { ChannelHost, ChannelObserver } from './host.ts';
 import type { PtyInfo } from './session-channel.ts';
+import { refusalMessage, type GuardDecision, type SessionGuardrails } from '../../src/guardrails/index.ts';
 
 /** SFTP operation → `ssh.sftp` event details (snake_case like every event; paths included). */
 export function sftpEventDetails(op: SftpOperation, channel: number): Record<string, unknown> {
@@ -79,42 +80,110 @@ export function observeScp(host: ChannelHost, index: number, command: ScpCommand
 }
 
 export interface TerminalHooks {
+  /** Strict durability: the `ssh.command.start` of each line an Enter submits is durable before the Enter goes on. */
+  strict: boolean;
+  /** Guardrails that guard SSH (`guardsSsh`): each line an Enter submits is checked before the Enter goes on. */
+  guard?: SessionGuardrails;
   /**
-   * Strict durability: called from `clientData` for a chunk holding an Enter with the promise that the
-   * chunk must wait for (the `ssh.command.start` of each line it submits is durable; a rejection means
-   * the chunk must not be forwarded).
+   * Called from `clientData` for a chunk holding an Enter with the promise that the chunk must wait for.
+   * It resolves to a replacement chunk when a guardrail refused a line (the bytes before that line's Enter,
+   * then Ctrl-U instead of the Enter; the rest dropped); a rejection means the chunk must not be forwarded.
    */
-  holdUntilDurable(durable: Promise<void>): void;
+  hold(until: Promise<void | Buffer>): void;
+  /** Write to the user's terminal (the client side of the channel). */
+  tell(text: string): void;
+}
+
+/** Ctrl-U: kills the line being typed in readline, zle and the tty's own line editing (VKILL). */
+const KILL_LINE = 0x15;
+
+/**
+ * The guardrail decision on one submitted line: its text when the keystrokes rebuild it exactly, else
+ * unreadable (refused when a rule refuses what it cannot check). A line hidden because its prompt asks
+ * for a secret is not a command and is not checked.
+ */
+function checkLine(guard: SessionGuardrails, l: SubmittedLine): GuardDecision | undefined {
+  if (l.hidden) {
+    if (!l.unsure) return undefined;
+    return l.unsure.exact ? checkText(guard, l.unsure.text) : guard.checkUnreadable('keys whose effect only the shell knows (arrows, Tab, history) in a line typed ahead');
+  }
+  if (l.exact === false || l.command === undefined) return guard.checkUnreadable('keys whose effect only the shell knows (arrows, Tab, history, Ctrl-R)');
+  return checkText(guard, l.command);
+}
+
+/**
+ * Interactive bash and zsh expand history before parsing (`!!`, `!-2`, `!touch`, `!$`, `^old^new`): what
+ * runs is only known to the shell. Any `!` followed by what could start an event designator is taken
+ * for one (even inside single quotes, where bash would not expand it: refusing is the safe side).
+ */
+const HISTORY_EXPANSION = /![^\s=(]|^\s*\^/;
+
+function checkText(guard: SessionGuardrails, text: string): GuardDecision {
+  return HISTORY_EXPANSION.test(text) ? guard.checkUnreadable('history expansion (!, ^) is only known to the shell') : guard.checkCommand(text);
 }
 
 /**
  * Reconstruct interactive commands of a pty shell from a headless terminal; one `ssh.command` per Enter.
  * The emulator parses asynchronously; when it falls behind, the target's output waits (gate) rather than
- * queueing without bound. With `hooks` (strict mode), each submitted line is on record before its Enter.
+ * queueing without bound. With `hooks` (strict mode, or guardrails on SSH), the chunk holding an Enter
+ * waits until each line it submits is checked and, in strict mode, on record.
  */
 export function observeTerminal(host: ChannelHost, index: number, pty: PtyInfo, recording: string | undefined, hooks?: TerminalHooks): ChannelObserver {
   let resume: (() => void) | undefined;
   // Lines whose Enter the tracker has evaluated and whose chunk has not taken them yet.
   const submitted: SubmittedLine[] = [];
-  const recordSubmitted = async (): Promise<void> => {
+  const submitLines = async (chunk: Buffer): Promise<void | Buffer> => {
     // Every input event queued so far is evaluated once this resolves, the chunk's own Enters included
     // (the flushes of earlier chunks took theirs).
     await tracker.flush();
     const lines = submitted.splice(0);
-    await Promise.all(
-      lines.map((l) =>
-        host.beforeForward('ssh.command.start', {
-          source: 'terminal',
-          prompt: l.prompt,
-          ...(l.command !== undefined ? { command: l.command } : {}),
-          ...(l.keys !== undefined ? { keys: l.keys } : {}),
-          ...(l.exact === false ? { exact: false } : {}),
-          ...(l.hidden ? { hidden: true } : {}),
-          channel: index,
-          recording,
-        }),
-      ),
-    );
+    const records: Array<Promise<void> | undefined> = [];
+    for (let i = 0; i < lines.length; i++) {
+      const l = lines[i]!;
+      const d = hooks!.guard ? checkLine(hooks!.guard, l) : undefined;
+      if (d && d.action !== 'allow') {
+        refuse(l, d);
+        // Neither this line nor what was typed after it in the chunk reaches the target.
+        tracker.retract(lines.length - i);
+        await Promise.all(records);
+        return Buffer.concat([chunk.subarray(0, l.at), Buffer.from([KILL_LINE])]);
+      }
+      if (hooks!.strict)
+        records.push(
+          host.beforeForward('ssh.command.start', {
+            source: 'terminal',
+            prompt: l.prompt,
+            ...(l.command !== undefined ? { command: l.command } : {}),
+            ...(l.keys !== undefined ? { keys: l.keys } : {}),
+            ...(l.exact === false ? { exact: false } : {}),
+            ...(l.hidden ? { hidden: true } : {}),
+            channel: index,
+            recording,
+          }),
+        );
+    }
+    await Promise.all(records);
+  };
+  const refuse = (l: SubmittedLine, d: Exclude<GuardDecision, { action: 'allow' }>): void => {
+    // A hidden line's text is recorded only when it matched a blocked command (then it is one); what
+    // could not be checked may be a password typed ahead.
+    const text = l.hidden ? (d.unparsed ? undefined : l.unsure?.text) : l.command;
+    const what = {
+      source: 'terminal',
+      prompt: l.prompt,
+      ...(text !== undefined ? { command: text } : {}),
+      ...(l.keys !== undefined ? { keys: l.keys } : {}),
+      ...(l.exact === false ? { exact: false } : {}),
+      ...(l.hidden ? { hidden: true } : {}),
+      channel: index,
+      recording,
+    };
+    host.emit(d.unparsed ? 'guardrail.unparsed' : 'guardrail.blocked', 'failure', { ...what, decision: d.action, reason: d.reason, rule: d.rule });
+    host.emit('ssh.command', 'failure', { ...what, refused_by: d.rule });
+    const { hint } = refusalMessage(d, 'command');
+    // Then the line as the screen shows it (prompt and echoed keys), so the shell's own redraw when it
+    // gets Ctrl-U (cursor moves relative to where it believes the cursor is) lands on a line that matches.
+    hooks!.tell(`\r\nvigil: guardrail "${d.rule}" refused this command (${d.reason}); it was not sent to the target.\r\n${hint}\r\n${tracker.currentLine()}`);
   };
   const tracker = new CommandTracker({
     cols: pty.cols || 80,
@@ -134,7 +203,7 @@ export function observeTerminal(host: ChannelHost, index: number, pty: PtyInfo, 
   });
   return {
     clientData: (c) => {
-      if (tracker.input(c) > 0 && hooks) hooks.holdUntilDurable(recordSubmitted());
+      if (tracker.input(c) > 0 && hooks) hooks.hold(submitLines(c));
     },
     serverData: (c) => tracker.output(c),
     resize: (cols, rows) => tracker.resize(cols, rows),

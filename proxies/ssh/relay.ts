@@ -17,9 +17,10 @@ export interface TapGate {
 /**
  * What a tap says about a chunk: false = hold the source until the gate drains (the chunk still goes on),
  * 'drop' = the chunk must not reach `to`, a promise = the chunk goes on once it resolves (dropped if it
- * rejects), the source waiting meanwhile.
+ * rejects), the source waiting meanwhile; a promise that resolves to a Buffer sends that instead of the
+ * chunk (a pty line a guardrail refused: its Enter replaced, what followed it dropped).
  */
-export type TapVerdict = boolean | void | 'drop' | Promise<void>;
+export type TapVerdict = boolean | void | 'drop' | Promise<void | Buffer>;
 
 /** `onBlocked(true)` when `to` stops taking chunks (its buffer or SSH window is full), `onBlocked(false)` once it drains. */
 export function relay(from: Readable, to: Writable, tap: (chunk: Buffer) => TapVerdict, onEnd?: () => void, gate?: TapGate, onBlocked?: (blocked: boolean) => void): () => void {
@@ -66,8 +67,8 @@ export function relay(from: Readable, to: Writable, tap: (chunk: Buffer) => TapV
     if (verdict instanceof Promise) {
       hold();
       inFlight = verdict.then(
-        () => {
-          write(chunk);
+        (replacement) => {
+          write(replacement instanceof Buffer ? replacement : chunk);
           release();
         },
         () => {

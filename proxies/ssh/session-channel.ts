@@ -63,8 +63,11 @@ export class SessionChannel {
   private endReason: EndReason | undefined;
   /** The SFTP observer could not decode the stream: nothing more is relayed in either direction. */
   private blocked = false;
-  /** Records the client chunk being tapped must wait for (strict sftp intents, strict terminal Enters). */
-  private durableBeforeForward: Array<Promise<void>> = [];
+  /**
+   * What the client chunk being tapped must wait for (strict sftp intents; terminal Enters in strict mode
+   * or under SSH guardrails). One resolving to a Buffer replaces the chunk (a refused pty line).
+   */
+  private durableBeforeForward: Array<Promise<void | Buffer>> = [];
 
   constructor(
     private readonly host: ChannelHost,
@@ -281,7 +284,11 @@ export class SessionChannel {
           // A record that cannot be made durable: the chunk is dropped and the session ends. A held chunk
           // enters the recording when it is forwarded (the source waits meanwhile, so order is kept).
           return records.then(
-            () => void record(chunk),
+            (results) => {
+              const replacement = results.find((r): r is Buffer => r instanceof Buffer);
+              record(replacement ?? chunk);
+              return replacement;
+            },
             (e: Error) => {
               this.auditLost(this.kind === 'sftp' ? undefined : 'command not run', e.message);
               throw e;
@@ -364,9 +371,25 @@ export class SessionChannel {
       });
     }
     if (this.pty && (kind === 'shell' || startsShell(this.command ?? ''))) {
-      // Strict: the line an Enter submits is on record (ssh.command.start) before the Enter goes on.
+      // Strict: the line an Enter submits is on record (ssh.command.start) before the Enter goes on. Under
+      // SSH guardrails it is checked first; a refused line's Enter never goes on (nothing is held without
+      // either, so batched sessions no guardrail applies to add no latency to Enter).
       const strict = this.host.services.events.durability === 'strict';
-      return this.host.observeTerminal(this.index, this.pty, this.recording?.id, strict ? { holdUntilDurable: (d) => this.durableBeforeForward.push(d) } : undefined);
+      const guard = this.host.guardrails?.guardsSsh ? this.host.guardrails : undefined;
+      const hooks =
+        strict || guard
+          ? {
+              strict,
+              guard,
+              hold: (p: Promise<void | Buffer>) => void this.durableBeforeForward.push(p),
+              // The user's terminal and the recording (a replay shows why the line went away).
+              tell: (text: string) => {
+                if (this.client?.writable) this.client.write(text);
+                this.recording?.output(text);
+              },
+            }
+          : undefined;
+      return this.host.observeTerminal(this.index, this.pty, this.recording?.id, hooks);
     }
     if (this.readsCommands) return observeShellInput(this.host, this.index, this.recording?.id);
     const scp = this.pty ? null : parseScpCommand(this.command ?? '');

@@ -29,7 +29,7 @@ export const EVENT_CATALOG = {
   'ssh.exec.start': { description: 'An SSH exec request was passed to the target (exact command, before any output); ssh.exec follows when it ends.' },
   'ssh.exec': { description: 'A command was executed over SSH exec (exact command and exit status; outcome unknown when the session ended first).' },
   'ssh.command.start': { description: 'Strict durability only: a line is about to be submitted to a pty shell (written before its Enter is forwarded): command when the keystrokes rebuild it exactly, keys (raw keystrokes) when not, hidden: true without text at a password prompt, with echo off or typed ahead; ssh.command follows with the line as the shell showed it.' },
-  'ssh.command': { description: 'A shell command: reconstructed from the terminal at Enter (source: terminal; echo: false when typed with echo off), or a complete command of a script a shell without a terminal reads from stdin (source: stdin).' },
+  'ssh.command': { description: 'A shell command: reconstructed from the terminal at Enter (source: terminal; echo: false when typed with echo off), or a complete command of a script a shell without a terminal reads from stdin (source: stdin). Outcome failure with refused_by (the guardrail) for a pty line a guardrail refused: its Enter never reached the shell.' },
   'ssh.sftp': { description: 'One SFTP operation (open, close, remove, rename, mkdir, rmdir, setstat, symlink) with paths.' },
   'ssh.sftp.start': { description: 'With audit.durability strict only: a file-changing SFTP request (open for writing, remove, rename, mkdir, rmdir, setstat, symlink, hardlink, copy) written durably before it is forwarded; ssh.sftp follows with the result.' },
   'ssh.sftp.undecodable': { description: 'An SFTP channel carried something vigil could not decode (unsupported version, unknown packet type or extension, length or trailing-byte mismatch, packet out of phase): the offending bytes were not forwarded and the channel was closed.' },
@@ -82,7 +82,7 @@ export const EVENT_CATALOG = {
   'audit.export': { description: 'Audit events were exported (vigil audit export): format, filter, destination and how many events.' },
   'audit.bundle': { description: 'A signed evidence bundle was made (vigil audit bundle): filter, time range, covered seq interval, counts, destination and the SHA-256 of its signed manifest (or the error).' },
   // guardrails
-  'guardrail.blocked': { description: 'A statement or SSH command was refused by a guardrail (guardrails section) before it reached the target: details carry the rule, decision (block or require_approval), reason, the statement (secrets masked) or command, and the protocol.' },
+  'guardrail.blocked': { description: 'A statement or SSH command was refused by a guardrail (guardrails section) before it reached the target: details carry the rule, decision (block or require_approval), reason, the statement (secrets masked) or command, and the protocol; source: terminal for a pty shell line.' },
   'guardrail.unparsed': { description: 'A statement or SSH command was refused because vigil could not parse it (or it holds dynamic SQL) and a guardrail applying to the session refuses what it cannot check (on_unparsable: refuse): details as guardrail.blocked, with the parser\'s reason.' },
   // alerts
   'alert.fired': { description: 'An alert rule (alerts section) matched: details carry the rule, its group key, the count in its window and the ids of the triggering events; the firing is queued to the rule\'s notifiers.' },

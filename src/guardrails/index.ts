@@ -86,6 +86,17 @@ export class SessionGuardrails {
     this.count('ssh', d);
     return d;
   }
+
+  /**
+   * Decide on an SSH command line that cannot be read (a pty shell line whose keystrokes do not rebuild
+   * it exactly): refused by the first rule with on_unparsable: refuse, allowed if none refuses.
+   */
+  checkUnreadable(why: string): GuardDecision {
+    const r = this.ssh.find((x) => x.refuseUnparsable);
+    const d: GuardDecision = r ? { action: 'block', rule: r.name, reason: `unparsable: ${why}`, unparsed: true } : ALLOW;
+    if (this.ssh.length > 0) this.count('ssh', d);
+    return d;
+  }
 }
 
 /**

@@ -270,10 +270,14 @@ describe('CommandTracker onSubmit on a real bash', () => {
   }
 
   it('exact keystrokes give the command; history recall gives the raw keys; a line typed ahead is hidden', async () => {
-    expect(await send('echo first-line\r')).toEqual([{ prompt: 'vigil$', command: 'echo first-line' }]);
-    expect(await send('\x1b[A\r')).toEqual([{ prompt: 'vigil$', keys: '\x1b[A', exact: false }]);
-    // Two lines in one chunk: the second may be read by whatever the first runs, so it carries no text.
-    expect(await send('echo two-a\recho two-b\r')).toEqual([{ prompt: 'vigil$', command: 'echo two-a' }, { prompt: 'vigil$', hidden: true }]);
+    expect(await send('echo first-line\r')).toEqual([{ prompt: 'vigil$', command: 'echo first-line', at: 15 }]);
+    expect(await send('\x1b[A\r')).toEqual([{ prompt: 'vigil$', keys: '\x1b[A', exact: false, at: 3 }]);
+    // Two lines in one chunk: the second may be read by whatever the first runs, so it carries no text to
+    // record (only its keystroke rebuild, `unsure`, for a guardrail to check).
+    expect(await send('echo two-a\recho two-b\r')).toEqual([
+      { prompt: 'vigil$', command: 'echo two-a', at: 10 },
+      { prompt: 'vigil$', hidden: true, at: 21, unsure: { text: 'echo two-b', exact: true } },
+    ]);
     // Nothing typed: nothing submitted.
     expect(await send('\r')).toEqual([]);
   });

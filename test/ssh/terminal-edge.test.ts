@@ -155,6 +155,6 @@ describe('InputClassifier and TypedLine', () => {
     const line = new TypedLine();
     for (const e of events) if (e.type === 'keys') line.apply(e.ops);
     expect(line.text).toBe('a\nbé');
-    expect(events.at(-1)).toEqual({ type: 'enter' });
+    expect(events.at(-1)).toEqual({ type: 'enter', at: 1 });
   });
 });

@@ -7,8 +7,8 @@
  */
 export type KeyOp = { text: string } | 'erase' | 'kill-line' | 'kill-word' | 'other';
 
-/** `raw`: the bytes of the keys as typed (escape sequences included), for a record of what was pressed. */
-export type InputEvent = { type: 'keys'; ops: KeyOp[]; raw?: string } | { type: 'enter' } | { type: 'cancel' };
+/** `raw`: the bytes of the keys as typed (escape sequences included), for a record of what was pressed; `at`: where the Enter is in the chunk given to `classify`. */
+export type InputEvent = { type: 'keys'; ops: KeyOp[]; raw?: string } | { type: 'enter'; at: number } | { type: 'cancel' };
 
 const ESC = 0x1b;
 const PASTE_START = '[200~';
@@ -60,7 +60,7 @@ export class InputClassifier {
       if (b === ESC) {
         this.esc = '';
       } else if ((b === 0x0d || b === 0x0a) && !this.pasting) {
-        push({ type: 'enter' }, i);
+        push({ type: 'enter', at: i }, i);
       } else if (b === 0x03 && !this.pasting) {
         push({ type: 'cancel' }, i);
       } else if (b >= 0x20 && b !== 0x7f) {

@@ -34,6 +34,14 @@ export interface SubmittedLine {
   keys?: string;
   exact?: false;
   hidden?: true;
+  /** Where its Enter is in the chunk given to `input()` (the chunk whose flush calls `onSubmit`). */
+  at: number;
+  /**
+   * A hidden line that may well be a command (typed ahead, or not echoed yet at a prompt not known to be
+   * the shell's): the keystrokes' rebuild, for a guardrail to check, never to record as such. Absent when
+   * the prompt asks for a secret.
+   */
+  unsure?: { text: string; exact: boolean };
 }
 
 export interface CommandTrackerOptions {
@@ -123,6 +131,8 @@ export class CommandTracker {
   /** Prompts at which an echoed command was read: a line typed there with echo off is a command too. */
   private readonly shellPrompts = new Set<string>();
   private readonly pending: PendingEnter[] = [];
+  /** The lines submitted by the last `input()` chunk (what `retract` may take back). */
+  private submittedEntries: PendingEnter[] = [];
   private backlog = 0;
   private wantDrain = false;
   private disposed = false;
@@ -229,6 +239,7 @@ export class CommandTracker {
 
   private onInput(events: InputEvent[]): void {
     if (this.disposed) return;
+    this.submittedEntries = [];
     for (const e of events) {
       if (!this.onNormalScreen) {
         // Keys for vim, less, top …
@@ -245,8 +256,10 @@ export class CommandTracker {
         this.unsettledEnters--; // Enter on a line where nothing was typed
       } else {
         if (this.pending.length >= MAX_PENDING) this.settle();
-        if (this.opts.onSubmit) this.submit(this.typing);
-        this.pending.push({ ...this.typing, misses: 0 });
+        if (this.opts.onSubmit) this.submit(this.typing, e.at);
+        const entry = { ...this.typing, misses: 0 };
+        this.pending.push(entry);
+        this.submittedEntries.push(entry);
         this.typing = undefined;
       }
     }
@@ -258,16 +271,43 @@ export class CommandTracker {
    * line. A line typed ahead (its prompt not on screen yet) may be read by whatever runs before it, a
    * password prompt included, so it is hidden too; the `ssh.command` that follows has it if it was a command.
    */
-  private submit(mark: PromptMark): void {
+  private submit(mark: PromptMark, at: number): void {
     const prompt = (mark.text ?? this.lastPrompt ?? '').trim();
-    const hidden = (): void => this.emitSubmit({ prompt, hidden: true });
-    if (mark.text === null || SECRET_PROMPT.test(prompt)) return hidden();
+    const hidden = (unsure: boolean): void =>
+      this.emitSubmit({ prompt, hidden: true, at, ...(unsure ? { unsure: { text: mark.typed.text.trim(), exact: mark.typed.exact } } : {}) });
+    if (SECRET_PROMPT.test(prompt)) return hidden(false);
+    if (mark.text === null) return hidden(true);
     const shellLine = mark.lineEditor || (prompt !== '' && this.shellPrompts.has(mark.text));
     // Elsewhere the text is kept only once the screen shows the line echoed (keys of the chunk that holds
     // the Enter are not echoed yet: a line typed in one go at such a prompt is hidden).
-    if (!shellLine && !this.echoShown(mark)) return hidden();
-    if (mark.typed.exact) return this.emitSubmit({ prompt, command: mark.typed.text.trim() });
-    this.emitSubmit({ prompt, keys: mark.typed.raw, exact: false });
+    if (!shellLine && !this.echoShown(mark)) return hidden(true);
+    if (mark.typed.exact) return this.emitSubmit({ prompt, command: mark.typed.text.trim(), at });
+    this.emitSubmit({ prompt, keys: mark.typed.raw, exact: false, at });
+  }
+
+  /**
+   * The cursor's line up to the cursor as the screen shows it now (prompt and echoed keys), for redrawing
+   * it after a message written to the user's terminal; empty on the alternate screen.
+   */
+  currentLine(): string {
+    if (this.disposed || !this.onNormalScreen) return '';
+    return textBeforeCursor(this.term.buffer.active);
+  }
+
+  /**
+   * The last `count` submitted lines never reach the program (a guardrail refused the first of them and
+   * dropped the rest of its chunk), nor do the keys typed after them: forget them, so the next line's
+   * echo is not taken for theirs. Call after `flush()`, before more input.
+   */
+  retract(count: number): void {
+    if (this.disposed) return;
+    for (const entry of this.submittedEntries.splice(Math.max(0, this.submittedEntries.length - count))) {
+      const i = this.pending.indexOf(entry);
+      // Already settled (output read as its line meanwhile): nothing left to take back.
+      if (i >= 0) this.settle(i);
+    }
+    this.typing?.marker?.dispose();
+    this.typing = undefined;
   }
 
   /** Something was echoed after the line's prompt (read from the screen as it is now). */
