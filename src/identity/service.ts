@@ -246,7 +246,7 @@ class LocalIdentity implements IdentityService {
       },
       (data) => signEd25519(this.keys.userCa, data),
     );
-    const client = createClientCertificate(this.keys.x509, { user: req.user, roles: w.roles, serialHex: w.serial, notBefore: w.notBefore, notAfter: w.notAfter, grantId: w.grantId, publicKey: x509Key });
+    const client = createClientCertificate(this.keys.x509, { user: req.user, roles: w.roles, serialHex: w.serial, notBefore: w.notBefore, notAfter: w.notAfter, grantId: w.grantId, sourceAddresses: req.sourceAddresses, publicKey: x509Key });
 
     await this.record(req.user, w, 'cert');
     return {

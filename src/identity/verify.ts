@@ -3,7 +3,7 @@ import type { Principal, SshAuthAttempt, VerifyFailureReason, VerifyResult } fro
 import { isCertificateAlgo, keyTypeOfCertAlgo, optionValue, parseCertificate, SSH_CERT_USER, VALID_FOREVER, type SshCertificate } from './openssh-cert.ts';
 import { fingerprint, parseSignatureBlob, toKeyObject, verifySshSignature, type SshPublicKey } from './ssh-keys.ts';
 import { ipInBlocks, parseCidrList } from './cidr.ts';
-import { GRANT_URI_PREFIX, OID_CLIENT_AUTH, OID_CN, OID_OU, normalizeSerial } from './x509.ts';
+import { GRANT_URI_PREFIX, SOURCE_URI_PREFIX, OID_CLIENT_AUTH, OID_CN, OID_OU, normalizeSerial } from './x509.ts';
 import { readSubject } from './der.ts';
 import { checkTokenSignature } from './token.ts';
 import { quote, sshString } from './ssh-wire.ts';
@@ -189,7 +189,7 @@ export function verifySshAuth(ctx: VerifyContext, a: SshAuthAttempt): VerifyResu
   return { ok: true, principal };
 }
 
-export function verifyClientCertificate(ctx: VerifyContext, der: Buffer | undefined, _sourceIp: string): VerifyResult {
+export function verifyClientCertificate(ctx: VerifyContext, der: Buffer | undefined, sourceIp: string): VerifyResult {
   if (!der || der.length === 0) return failure('no_certificate', 'no client certificate presented');
   let cert: crypto.X509Certificate;
   try {
@@ -225,7 +225,15 @@ export function verifyClientCertificate(ctx: VerifyContext, der: Buffer | undefi
   const window = checkWindow(ctx, notBefore, notAfter, who);
   if (window) return window;
   if (ctx.isRevoked(certSerial)) return failure('revoked', `serial ${certSerial} is on the revocation list`, who);
-  const grantSan = (cert.subjectAltName ?? '').split(', ').find((s) => s.startsWith('URI:' + GRANT_URI_PREFIX));
+  const sans = (cert.subjectAltName ?? '').split(', ');
+  // Bound to addresses (like an SSH certificate's source-address): the client's address must be in one.
+  const sources = sans.filter((s) => s.startsWith('URI:' + SOURCE_URI_PREFIX)).map((s) => s.slice(('URI:' + SOURCE_URI_PREFIX).length));
+  if (sources.length) {
+    const { blocks, invalid } = parseCidrList(sources.join(','));
+    if (invalid.length > 0) return failure('source_address', `source addresses have invalid entries ${JSON.stringify(invalid)}`, who);
+    if (!ipInBlocks(sourceIp, blocks)) return failure('source_address', `connection from ${sourceIp} not in source addresses ${sources.join(',')}`, who);
+  }
+  const grantSan = sans.find((s) => s.startsWith('URI:' + GRANT_URI_PREFIX));
   const grantId = grantSan?.slice(('URI:' + GRANT_URI_PREFIX).length);
   return {
     ok: true,

@@ -14,6 +14,8 @@ import { parseIpExact } from './cidr.ts';
  * Serial = the 64-bit serial shared with the SSH certificate.
  */
 export const GRANT_URI_PREFIX = 'urn:vigil:grant:';
+/** One SAN URI per address block a client certificate is bound to (`vigil cert issue --source-address`). */
+export const SOURCE_URI_PREFIX = 'urn:vigil:source-address:';
 export const OID_CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
 export const OID_SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
 export const OID_CN = '2.5.4.3';
@@ -197,6 +199,8 @@ export interface ClientCertRequest {
   notBefore: Date;
   notAfter: Date;
   grantId?: string;
+  /** IP addresses or CIDR blocks the certificate may be used from (checked by the gateway at each use). */
+  sourceAddresses?: string[];
   /** Certify this P-256 public key (the holder kept its private key); absent: a key pair is generated. */
   publicKey?: KeyObject;
 }
@@ -205,7 +209,10 @@ export interface ClientCertRequest {
 export function createClientCertificate(ca: CaMaterial, req: ClientCertRequest): { certPem: string; keyPem: string } {
   const supplied = req.publicKey;
   const { privateKey, publicKey } = supplied ? { privateKey: undefined, publicKey: supplied } : generateEcKey();
-  const sans = req.grantId ? [der.implicit(6, Buffer.from(GRANT_URI_PREFIX + req.grantId, 'ascii'))] : [];
+  const sans = [
+    ...(req.grantId ? [der.implicit(6, Buffer.from(GRANT_URI_PREFIX + req.grantId, 'ascii'))] : []),
+    ...(req.sourceAddresses ?? []).map((a) => der.implicit(6, Buffer.from(SOURCE_URI_PREFIX + a, 'ascii'))),
+  ];
   const certPem = buildCertificate({
     serialHex: req.serialHex,
     issuer: ca.name,

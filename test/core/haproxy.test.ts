@@ -172,6 +172,13 @@ describe('behind HAProxy with the PROXY protocol', () => {
       expect(ev.source.ip).toBe('127.0.0.1');
     });
 
+    it('a certificate bound to the client address works through the balancer: the check sees the client', async () => {
+      const bound = await w.tg.issue({ user: 'bound', roles: ['dba'], sourceAddresses: ['127.0.0.1/32'] });
+      expect((await get(apiV2Port, '/v1/sessions', bound)).status).toBe(200);
+      const balancerOnly = await w.tg.issue({ user: 'balancer-only', roles: ['dba'], sourceAddresses: [`${BALANCER}/32`] });
+      expect((await get(apiV2Port, '/v1/sessions', balancerOnly)).status).toBe(401);
+    });
+
     it('a balancer connection without a header is closed and recorded', async () => {
       await expect(get(apiPlainPort, '/healthz')).rejects.toThrow();
       const refusal = await w.tg.waitForEvent((e) => e.type === 'auth.failure' && e.details.reason === 'proxy_protocol' && e.target.protocol === 'https');
