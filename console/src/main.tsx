@@ -36,6 +36,12 @@ function SignIn({ onSignedIn }: { onSignedIn: (me: Me) => void }) {
       setBusy(false);
     }
   };
+  const [oidc, setOidc] = useState<{ start: string; provider: string } | null>(null);
+  useEffect(() => {
+    call<{ oidc: { start: string; provider: string } | null }>('GET', '/signin/methods')
+      .then((m) => setOidc(m.oidc))
+      .catch(() => setOidc(null));
+  }, []);
   return (
     <main class="signin">
       <h1>vigil console</h1>
@@ -43,6 +49,13 @@ function SignIn({ onSignedIn }: { onSignedIn: (me: Me) => void }) {
       <button type="button" onClick={signIn} disabled={busy}>
         Sign in with client certificate
       </button>
+      {oidc && (
+        <p>
+          <a class="button" id="oidc-signin" href={oidc.start}>
+            Sign in with {oidc.provider}
+          </a>
+        </p>
+      )}
       <ErrorLine error={error} />
     </main>
   );

@@ -140,7 +140,7 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
 
   // The web console (/console/): signs in with the same client certificate check, then works on its own
   // cookie session, so identities proven otherwise (OIDC) can use it too.
-  const consoleApp = createConsole(services, currentAccess, authenticate, budgetRefusal);
+  const consoleApp = createConsole(services, currentAccess, authenticate, budgetRefusal, (ip) => refusals.take(ip));
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'https://vigil.invalid');

@@ -14,7 +14,10 @@ import { ApproveBody, KillBody, ReasonBody } from '../api/routes.ts';
 import { searchIndexed, verifyAuditLog, HEAD_FILE, chainHeadSeq, AuditIndexError, type AuditQuery, type VerifyResult } from '../../recorder/audit/index.ts';
 import { exportAuditLog, type ExportFormat } from '../../recorder/export/index.ts';
 import { SessionCatalog, type SessionFilter } from './catalog.ts';
-import { ConsoleSessions, CLEARED_COOKIE, csrfMatches, sessionCookie, type ConsoleIdentity, type ConsoleSession } from './sessions.ts';
+import { ConsoleSessions, CLEARED_COOKIE, CLEARED_OIDC_COOKIE, csrfMatches, oidcCookie, oidcLoginId, sessionCookie, type ConsoleIdentity, type ConsoleSession } from './sessions.ts';
+import { OidcLogin } from '../identity/oidc/login.ts';
+import { OidcLoginError } from '../identity/oidc/id-token.ts';
+import type { OidcConfig } from '../identity/oidc/config.ts';
 import { consoleDir, securityHeaders, serveStatic } from './static.ts';
 import { streamCast } from './recording.ts';
 import { clientAddress } from '../api/client-address.ts';
@@ -49,7 +52,10 @@ const DEFAULT_TTL_MS = 8 * 3_600_000;
 const SESSION_DETAIL_LIMIT = 5000;
 const SEARCH_LIMIT_MAX = 1000;
 
-export function createConsole(services: GatewayServices, accessOf: () => AccessService, checkCert: CertCheck, refuseCert: CertRefusal): ConsoleHandler {
+/** Refusals anyone can cause without the IdP's help: counted against the source's refusal budget. */
+const CHEAP_OIDC_REFUSALS = new Set(['login_unknown', 'login_expired', 'malformed', 'state_mismatch']);
+
+export function createConsole(services: GatewayServices, accessOf: () => AccessService, checkCert: CertCheck, refuseCert: CertRefusal, admitRefusal: (ip: string) => boolean = () => true): ConsoleHandler {
   const { events, log } = services;
   const settings = (services.config as { console?: { enabled?: boolean; session_ttl?: number } }).console;
   const enabled = settings?.enabled !== false;
@@ -59,6 +65,9 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
   let catalog: SessionCatalog | undefined;
   const dir = consoleDir();
   let verified: { seq: number; at: string; result: VerifyResult } | undefined;
+  // Sign-in with the IdP of `vigil login` (identity.oidc): same client, same role_map, an identity instead of a certificate.
+  const oidcCfg = (services.config.identity as { oidc?: OidcConfig } | undefined)?.oidc;
+  const oidcLogin = oidcCfg ? new OidcLogin(oidcCfg, { config: services.config, identity: services.identity, events }) : undefined;
 
   const sourceOf = (req: http.IncomingMessage) => ({ ...clientAddress(req.socket), via: 'console' });
   const actorOf = (s: ConsoleSession, req: http.IncomingMessage): Actor => ({ user: s.user, roles: s.roles, certSerial: s.certSerial, source: sourceOf(req) });
@@ -80,17 +89,58 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
     res.end(text);
   }
 
-  async function signIn(who: ConsoleIdentity, req: http.IncomingMessage, res: http.ServerResponse): Promise<ConsoleSession> {
+  /** A recorded console session for a verified identity (no audit log, no session). */
+  async function openSession(who: ConsoleIdentity, req: http.IncomingMessage): Promise<ConsoleSession> {
     const s = sessions.create(who);
     try {
-      await emit(s, req, { type: 'console.signin', outcome: 'success', target: { name: 'console', protocol: 'https' }, details: { method: who.method, roles: who.roles } });
+      const oidc = who.oidc ? { subject: who.oidc.subject, groups: who.oidc.groups } : {};
+      await emit(s, req, { type: 'console.signin', outcome: 'success', target: { name: 'console', protocol: 'https' }, details: { method: who.method, roles: who.roles, ...oidc } });
     } catch (e) {
       // Nothing is viewed unrecorded: no audit log, no console session.
       sessions.end(s.id);
       throw e;
     }
+    return s;
+  }
+
+  async function signIn(who: ConsoleIdentity, req: http.IncomingMessage, res: http.ServerResponse): Promise<ConsoleSession> {
+    const s = await openSession(who, req);
     json(res, 200, meView(s, req), { 'set-cookie': sessionCookie(s) });
     return s;
+  }
+
+  /** A plain page (no script) saying why a browser sign-in was refused. */
+  function refusalPage(res: http.ServerResponse, status: number, message: string, extra: Record<string, string | string[]> = {}) {
+    const text = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>vigil console: sign-in refused</title></head><body><main><h1>Sign-in refused</h1><p id="reason">${escapeHtml(message)}</p><p><a href="/console/">Back to the console</a></p></main></body></html>`;
+    res.writeHead(status, { ...securityHeaders(), 'content-type': 'text/html; charset=utf-8', 'content-length': String(Buffer.byteLength(text)), 'cache-control': 'no-store', ...extra });
+    res.end(text);
+  }
+
+  /** GET /console/oidc/start and /console/oidc/callback: the browser's round trip through the IdP. */
+  async function oidcRoute(req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> {
+    if (!oidcLogin || !oidcCfg) return refusalPage(res, 404, 'Sign-in with an identity provider is not configured on this gateway (identity.oidc).');
+    const host = req.headers.host ?? '';
+    // The callback is the console's own address as the browser reached it; the IdP accepts only registered ones.
+    if (!/^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$/.test(host)) return refusalPage(res, 400, 'Bad Host header.');
+    const callback = `https://${host}/console/oidc/callback`;
+    const source = clientAddress(req.socket);
+    try {
+      if (url.pathname === '/console/oidc/start') {
+        const started = await oidcLogin.startConsole(callback, source);
+        res.writeHead(302, { ...securityHeaders(), location: started.authorizationUrl, 'cache-control': 'no-store', 'set-cookie': oidcCookie(started.loginId, started.expiresAt.getTime() - Date.now()) });
+        res.end();
+        return;
+      }
+      const id = await oidcLogin.finishConsole(oidcLoginId(req) ?? '', `${callback}${url.search}`, source);
+      const s = await openSession({ user: id.user, roles: id.roles, method: 'oidc', oidc: { subject: id.subject, groups: id.groups } }, req);
+      res.writeHead(302, { ...securityHeaders(), location: '/console/', 'cache-control': 'no-store', 'set-cookie': [sessionCookie(s), CLEARED_OIDC_COOKIE] });
+      res.end();
+    } catch (e) {
+      if (!(e instanceof OidcLoginError)) throw e;
+      // Refused sign-ins are already on the record (auth.oidc.failure); cheap ones are budgeted per source.
+      if (CHEAP_OIDC_REFUSALS.has(e.reason) && !admitRefusal(source.ip)) return refusalPage(res, 429, 'Too many refused sign-ins from your address; try again later.', { 'set-cookie': CLEARED_OIDC_COOKIE });
+      refusalPage(res, e.reason === 'idp_unreachable' ? 502 : 401, e.message, { 'set-cookie': CLEARED_OIDC_COOKIE });
+    }
   }
 
   function meView(s: ConsoleSession, req: http.IncomingMessage) {
@@ -124,6 +174,11 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
     const route = url.pathname.slice('/console/api'.length);
     const method = req.method ?? 'GET';
     const q = url.searchParams;
+
+    if (route === '/signin/methods' && method === 'GET') {
+      // Which buttons the sign-in page shows (before anyone is signed in).
+      return json(res, 200, { cert: true, oidc: oidcCfg ? { start: '/console/oidc/start', provider: new URL(oidcCfg.issuer).host } : null });
+    }
 
     if (route === '/signin' && method === 'POST') {
       // A cross-site page cannot set this header without a CORS preflight, which is never granted.
@@ -317,6 +372,20 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
         res.end();
         return true;
       }
+      if (url.pathname === '/console/oidc/start' || url.pathname === '/console/oidc/callback') {
+        if (req.method !== 'GET') {
+          json(res, 405, { error: { code: 'VIGIL_BAD_METHOD', message: `${req.method} is not supported on ${url.pathname}.` } });
+          return true;
+        }
+        try {
+          await oidcRoute(req, res, url);
+        } catch (e) {
+          log.error({ err: e, path: url.pathname }, 'console: oidc sign-in failed');
+          if (!res.headersSent) refusalPage(res, 500, 'The sign-in failed; try again.');
+          else res.destroy();
+        }
+        return true;
+      }
       if (!url.pathname.startsWith('/console/api/')) {
         if (req.method !== 'GET' && req.method !== 'HEAD') {
           json(res, 405, { error: { code: 'VIGIL_BAD_METHOD', message: `${req.method} is not supported on ${url.pathname}.` } });
@@ -396,4 +465,8 @@ function int(name: string, text: string | null): number | undefined {
   const n = Number(text);
   if (!Number.isInteger(n) || n < 1) throw new ApiError(400, 'VIGIL_BAD_REQUEST', `${name}: expected a positive whole number`);
   return n;
+}
+
+function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 }

@@ -17,6 +17,8 @@ export interface ConsoleIdentity {
   method: 'cert' | 'oidc';
   /** Client certificate sign-ins: the serial, re-checked for revocation on every request. */
   certSerial?: string;
+  /** OIDC sign-ins: the IdP's subject and the groups that were mapped to `roles` (for the record). */
+  oidc?: { subject: string; groups: string[] };
 }
 
 export interface ConsoleSession extends ConsoleIdentity {
@@ -87,6 +89,19 @@ export function csrfMatches(s: ConsoleSession, req: http.IncomingMessage): boole
 
 export function sessionCookie(s: ConsoleSession): string {
   return `${COOKIE}=${s.id}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=${Math.floor((s.expiresAt - s.createdAt) / 1000)}`;
+}
+
+/**
+ * The OIDC sign-in in progress: names the started login so that only the browser that started it can
+ * finish it. SameSite=Lax, not Strict: it must come back with the IdP's top-level redirect to the callback.
+ */
+export const OIDC_COOKIE = '__Host-vigil_console_oidc';
+export function oidcCookie(loginId: string, maxAgeMs: number): string {
+  return `${OIDC_COOKIE}=${loginId}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=${Math.max(1, Math.floor(maxAgeMs / 1000))}`;
+}
+export const CLEARED_OIDC_COOKIE = `${OIDC_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0`;
+export function oidcLoginId(req: http.IncomingMessage): string | undefined {
+  return readCookie(req.headers.cookie, OIDC_COOKIE);
 }
 
 export const CLEARED_COOKIE = `${COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0`;

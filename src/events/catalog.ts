@@ -17,7 +17,7 @@ export const EVENT_CATALOG = {
   // authentication and sessions
   'auth.success': { description: 'A client authenticated and was authorized for a target.' },
   'auth.failure': { description: 'A client was refused: bad credential, no permission, unknown target, lock, or gateway failing closed; or cut before authenticating by a pre-auth deadline (reason timeout, with the phase).' },
-  'auth.oidc.success': { description: 'A user signed in with the OpenID Provider (vigil login): IdP subject and groups, the roles they map to, the flow (code or device) and the serial of the certificates issued for keys generated on the user\'s machine.' },
+  'auth.oidc.success': { description: 'A user signed in with the OpenID Provider (vigil login): IdP subject and groups, the roles they map to, the flow (code or device: the serial of the certificates issued for keys generated on the user\'s machine; console: the web console, no certificate).' },
   'auth.oidc.failure': { description: 'A sign-in with the OpenID Provider was refused: reason (wrong_audience, expired, bad_signature, nonce_mismatch, nonce_replayed, unmapped_group, state_mismatch, login_unknown, idp_error, …), the IdP subject and groups when the token could be read.' },
   'auth.failure.summary': { description: 'Unauthenticated refusals from one source beyond its budget (budgets section), counted instead of written one by one: count, reasons, first/last time, per protocol and window.' },
   'session.start': { description: 'A proxied session to a target began.' },

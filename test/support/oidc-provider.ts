@@ -24,7 +24,11 @@ export interface TestIdp {
   stop(): Promise<void>;
 }
 
-export async function startTestIdp(accounts: Record<string, string[]>): Promise<TestIdp> {
+/**
+ * `opts.redirectUris`: register these (and the CLI's loopback callback) for a web client instead of the
+ * native one: the web console's https callback on the gateway is not a loopback http URI.
+ */
+export async function startTestIdp(accounts: Record<string, string[]>, opts: { redirectUris?: string[] } = {}): Promise<TestIdp> {
   const port = await freePort();
   const issuer = `http://127.0.0.1:${port}`;
   const { privateKey } = await generateKeyPair('RS256', { extractable: true });
@@ -39,8 +43,8 @@ export async function startTestIdp(accounts: Record<string, string[]>): Promise<
         client_id: clientId,
         client_secret: clientSecret,
         // Native: the code comes back to the CLI's loopback listener on any port (RFC 8252 §7.3).
-        application_type: 'native',
-        redirect_uris: ['http://127.0.0.1/callback'],
+        application_type: opts.redirectUris ? 'web' : 'native',
+        redirect_uris: ['http://127.0.0.1/callback', ...(opts.redirectUris ?? [])],
         grant_types: ['authorization_code', 'urn:ietf:params:oauth:grant-type:device_code'],
         response_types: ['code'],
         token_endpoint_auth_method: 'client_secret_basic',

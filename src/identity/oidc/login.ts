@@ -39,8 +39,9 @@ export interface LoginSource {
 }
 
 interface Pending {
-  flow: 'code' | 'device';
-  keys: LoginKeys;
+  /** `console`: the web console's sign-in (code flow to its own https callback; no keys, no certificate). */
+  flow: 'code' | 'device' | 'console';
+  keys?: LoginKeys;
   expiresAt: number;
   source: LoginSource;
   code?: { verifier: string; nonce: string; state: string; redirectUri: string };
@@ -51,6 +52,9 @@ export interface LoginResult {
   identity: VerifiedIdentity;
   credentials: IssuedCredentials;
 }
+
+/** What a finished sign-in yields: the identity, and for the CLI the certificate of its keys. */
+type Outcome = { identity: VerifiedIdentity; credentials?: IssuedCredentials };
 
 export interface OidcLoginDeps {
   config: VigilConfig;
@@ -138,10 +142,11 @@ export class OidcLogin {
 
   private take(loginId: string, flow: Pending['flow'], remove: boolean): Pending {
     const p = this.pending.get(loginId);
-    if (!p || p.flow !== flow) throw new OidcLoginError('login_unknown', 'No such sign-in in progress (finished, replayed or never started); run vigil login again.');
+    const again = flow === 'console' ? 'sign in to the console again' : 'run vigil login again';
+    if (!p || p.flow !== flow) throw new OidcLoginError('login_unknown', `No such sign-in in progress (finished, replayed or never started); ${again}.`);
     if (p.expiresAt <= this.now()) {
       this.pending.delete(loginId);
-      throw new OidcLoginError('login_expired', 'The sign-in took too long; run vigil login again.');
+      throw new OidcLoginError('login_expired', `The sign-in took too long; ${again}.`);
     }
     if (remove) this.pending.delete(loginId);
     return p;
@@ -160,7 +165,20 @@ export class OidcLogin {
   /** Authorization code + PKCE: returns where to send the browser. */
   async startCode(keys: LoginKeys, redirectUri: string, source: LoginSource): Promise<{ loginId: string; authorizationUrl: string; expiresAt: Date }> {
     this.checkKeys(keys);
-    const redirect = loopbackRedirect(redirectUri);
+    return this.beginCode('code', keys, loopbackRedirect(redirectUri), source);
+  }
+
+  /**
+   * The web console's sign-in: authorization code + PKCE with the console's own https callback (built by
+   * the gateway from the request, never taken from the caller). The result is an identity, not a certificate.
+   */
+  async startConsole(redirectUri: string, source: LoginSource): Promise<{ loginId: string; authorizationUrl: string; expiresAt: Date }> {
+    const redirect = new URL(redirectUri);
+    if (redirect.protocol !== 'https:' || redirect.search || redirect.hash) throw new OidcLoginError('malformed', 'The console callback must be an https URL.');
+    return this.beginCode('console', undefined, redirect, source);
+  }
+
+  private async beginCode(flow: 'code' | 'console', keys: LoginKeys | undefined, redirect: URL, source: LoginSource): Promise<{ loginId: string; authorizationUrl: string; expiresAt: Date }> {
     const c = await this.client();
     const verifier = oidc.randomPKCECodeVerifier();
     const nonce = oidc.randomNonce();
@@ -175,7 +193,7 @@ export class OidcLogin {
       state,
     });
     const expiresAt = this.now() + this.cfg.login_timeout;
-    const loginId = this.put({ flow: 'code', keys, expiresAt, source, code: { verifier, nonce, state, redirectUri: redirect.href } });
+    const loginId = this.put({ flow, ...(keys ? { keys } : {}), expiresAt, source, code: { verifier, nonce, state, redirectUri: redirect.href } });
     return { loginId, authorizationUrl: url.href, expiresAt: new Date(expiresAt) };
   }
 
@@ -183,36 +201,49 @@ export class OidcLogin {
   async finishCode(loginId: string, callbackUrl: string, source: LoginSource): Promise<LoginResult> {
     return this.recorded('code', source, async () => {
       const p = this.take(loginId, 'code', true);
-      const pc = p.code!;
-      let cb: URL;
-      try {
-        cb = new URL(callbackUrl);
-      } catch {
-        throw new OidcLoginError('malformed', 'callback_url is not a URL.');
-      }
-      if (cb.origin + cb.pathname !== new URL(pc.redirectUri).origin + new URL(pc.redirectUri).pathname) throw new OidcLoginError('malformed', 'callback_url is not the redirect_uri this sign-in started with.');
-      if (cb.searchParams.get('state') !== pc.state) throw new OidcLoginError('state_mismatch', 'The answer does not belong to this sign-in (state differs).');
-      const c = await this.client();
-      const code = cb.searchParams.get('code') ?? '';
-      let idToken: string | undefined;
-      try {
-        const tokens = await oidc.authorizationCodeGrant(c, cb, { pkceCodeVerifier: pc.verifier, expectedNonce: pc.nonce, expectedState: pc.state, idTokenExpected: true });
-        idToken = tokens.id_token;
-      } catch (e) {
-        const refusal = classifyTokenError(e);
-        const raw = this.rawTokens.get(code);
-        if (refusal.reason === 'nonce_mismatch' && raw) throw this.nonceRefusal(raw, refusal);
-        throw withSubject(refusal, raw);
-      } finally {
-        this.rawTokens.delete(code);
-      }
-      if (!idToken) throw new OidcLoginError('malformed', 'The identity provider sent no ID token.');
-      const payload = await verifyIdToken(idToken, this.checks(pc.nonce)).catch((e) => {
-        throw withSubject(classifyTokenError(e), idToken);
-      });
-      this.rememberNonce(pc.nonce, payload.exp);
-      return this.certify(p, payload);
+      return this.certify(p, await this.exchangeCode(p, callbackUrl));
     });
+  }
+
+  /** The browser came back to the console's callback: exchange the code, verify and map the identity (no certificate). */
+  async finishConsole(loginId: string, callbackUrl: string, source: LoginSource): Promise<VerifiedIdentity> {
+    const r = await this.recorded('console', source, async () => {
+      const p = this.take(loginId, 'console', true);
+      return { identity: this.identify(await this.exchangeCode(p, callbackUrl)) };
+    });
+    return r.identity;
+  }
+
+  private async exchangeCode(p: Pending, callbackUrl: string): Promise<import('jose').JWTPayload> {
+    const pc = p.code!;
+    let cb: URL;
+    try {
+      cb = new URL(callbackUrl);
+    } catch {
+      throw new OidcLoginError('malformed', 'callback_url is not a URL.');
+    }
+    if (cb.origin + cb.pathname !== new URL(pc.redirectUri).origin + new URL(pc.redirectUri).pathname) throw new OidcLoginError('malformed', 'callback_url is not the redirect_uri this sign-in started with.');
+    if (cb.searchParams.get('state') !== pc.state) throw new OidcLoginError('state_mismatch', 'The answer does not belong to this sign-in (state differs).');
+    const c = await this.client();
+    const code = cb.searchParams.get('code') ?? '';
+    let idToken: string | undefined;
+    try {
+      const tokens = await oidc.authorizationCodeGrant(c, cb, { pkceCodeVerifier: pc.verifier, expectedNonce: pc.nonce, expectedState: pc.state, idTokenExpected: true });
+      idToken = tokens.id_token;
+    } catch (e) {
+      const refusal = classifyTokenError(e);
+      const raw = this.rawTokens.get(code);
+      if (refusal.reason === 'nonce_mismatch' && raw) throw this.nonceRefusal(raw, refusal);
+      throw withSubject(refusal, raw);
+    } finally {
+      this.rawTokens.delete(code);
+    }
+    if (!idToken) throw new OidcLoginError('malformed', 'The identity provider sent no ID token.');
+    const payload = await verifyIdToken(idToken, this.checks(pc.nonce)).catch((e) => {
+      throw withSubject(classifyTokenError(e), idToken);
+    });
+    this.rememberNonce(pc.nonce, payload.exp);
+    return payload;
   }
 
   /** Device authorization: the user types (or follows) the code on any device with a browser. */
@@ -301,8 +332,13 @@ export class OidcLogin {
     this.usedNonces.set(nonce, Math.max((exp ?? 0) * 1000, now) + CLOCK_TOLERANCE_SEC * 1000);
   }
 
+  private identify(payload: import('jose').JWTPayload): VerifiedIdentity {
+    return mapIdentity(payload, { rolesClaim: this.cfg.roles_claim, userClaim: this.cfg.user_claim, roleMap: this.cfg.role_map });
+  }
+
   private async certify(p: Pending, payload: import('jose').JWTPayload): Promise<LoginResult> {
-    const identity = mapIdentity(payload, { rolesClaim: this.cfg.roles_claim, userClaim: this.cfg.user_claim, roleMap: this.cfg.role_map });
+    const identity = this.identify(payload);
+    const keys = p.keys!;
     const config = this.deps.config;
     const forwarding = (config.roles as RoleConfig[]).some((r) => identity.roles.includes(r.name) && r.port_forwarding);
     let ttlMs = this.cfg.max_cert_ttl;
@@ -311,7 +347,7 @@ export class OidcLogin {
     if (sessionEnd !== undefined) ttlMs = Math.min(ttlMs, sessionEnd);
     if (!(ttlMs > 0)) throw new OidcLoginError('expired', 'Your identity provider session has ended.', 'session_expires_at is in the past', { subject: identity.subject, groups: identity.groups, user: identity.user });
     const credentials = await this.deps.identity
-      .issue({ user: identity.user, roles: identity.roles, ttlMs, sshPublicKey: p.keys.sshPublicKey, x509PublicKey: p.keys.x509PublicKey, extensions: forwarding ? ['permit-pty', 'permit-port-forwarding'] : ['permit-pty'] })
+      .issue({ user: identity.user, roles: identity.roles, ttlMs, sshPublicKey: keys.sshPublicKey, x509PublicKey: keys.x509PublicKey, extensions: forwarding ? ['permit-pty', 'permit-port-forwarding'] : ['permit-pty'] })
       .catch((e) => {
         throw new OidcLoginError('bad_keys', 'The keys sent with the sign-in cannot be certified.', (e as Error).message, { subject: identity.subject, groups: identity.groups, user: identity.user });
       });
@@ -319,10 +355,10 @@ export class OidcLogin {
   }
 
   /** Every finished sign-in, success or refusal, is an audit event (and the issuance a `cert.issued`). */
-  private async recorded(flow: Pending['flow'], source: LoginSource, fn: () => Promise<LoginResult>): Promise<LoginResult> {
-    const src = { ip: source.ip, ...(source.port ? { port: source.port } : {}), via: 'api' };
+  private async recorded<T extends Outcome>(flow: Pending['flow'], source: LoginSource, fn: () => Promise<T>): Promise<T> {
+    const src = { ip: source.ip, ...(source.port ? { port: source.port } : {}), via: flow === 'console' ? 'console' : 'api' };
     const target = { name: 'oidc', protocol: 'https', host: new URL(this.cfg.issuer).host };
-    let result: LoginResult;
+    let result: T;
     try {
       result = await fn();
     } catch (e) {
@@ -338,6 +374,18 @@ export class OidcLogin {
       throw r;
     }
     const { identity: id, credentials: c } = result;
+    if (!c) {
+      // The console's sign-in: the identity alone (the console records its session as console.signin).
+      await this.deps.events.emit({
+        type: 'auth.oidc.success',
+        outcome: 'success',
+        actor: { user: id.user, roles: id.roles },
+        source: src,
+        target,
+        details: { flow, issuer: this.cfg.issuer, subject: id.subject, groups: id.groups, roles: id.roles },
+      });
+      return result;
+    }
     const actor = { user: id.user, roles: id.roles, cert_serial: c.serial };
     await this.deps.events.emit({
       type: 'auth.oidc.success',
