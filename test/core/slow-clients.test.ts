@@ -145,8 +145,11 @@ describe('clients that stop reading a large result', () => {
     const clients = [startClient(pc, pe, w.psqlArgv([])[2]), startClient(mc, ma), startClient(sc, sa)];
     const protocols = ['postgres', 'mysql', 'ssh'];
     const starts = await Promise.all(protocols.map((p) => w.tg.waitForEvent(sessionOf(p, mark), 30_000)));
-    // The ssh client has seen output (the command runs), the database clients have their query running.
+    // The ssh client has seen output (the command runs), the database clients have their query running:
+    // its result is flowing through the gateway (a client stopped before it sent the query would only idle).
     await waitFor(() => clients[2]!.out() > 0 || undefined, 30_000, 'ssh output');
+    const flowing = (id: string | undefined) => (w.tg.gw.services.sessions.list().find((s) => s.id === id)?.stats?.bytesToClient ?? 0) > 100_000;
+    await waitFor(() => (flowing(starts[0]!.session_id) && flowing(starts[1]!.session_id)) || undefined, 30_000, 'both results flowing');
     for (const c of clients) c.child.kill('SIGSTOP');
     try {
       const t0 = Date.now();
