@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startWorld, spawnClient, type SshWorld } from '../ssh/harness.ts';
+import { startWorld, interactive, type SshWorld } from '../ssh/harness.ts';
 import { oracleShell, type OracleShell } from '../ssh/oracle-shell.ts';
 import type { IssuedFiles } from '../support/gateway.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
@@ -12,25 +12,6 @@ import { tempDir, waitFor } from '../support/tmp.ts';
  * executes, so the test shows what reached the target. The blocked pattern is harmless (`touch` of a
  * marker file in the test's own directory).
  */
-
-function interactive(w: SshWorld, creds: IssuedFiles) {
-  const c = spawnClient('ssh', [...w.opts(creds, ['-tt']), `${w.sshd.user}@web1@127.0.0.1`]);
-  let seen = 0;
-  return {
-    c,
-    send: (s: string) => c.child.stdin!.write(s),
-    /** Wait for `s` in the output after what was waited for before. */
-    until: async (s: string) => {
-      await waitFor(() => {
-        const i = c.stdout().indexOf(s, seen);
-        if (i < 0) return false;
-        seen = i + s.length;
-        return true;
-      }, 15_000, `output ${s}\n--- so far:\n${c.stdout()}`);
-    },
-    rest: () => c.stdout().slice(seen),
-  };
-}
 
 const RULE = 'careful-touch';
 

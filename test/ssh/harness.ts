@@ -6,6 +6,7 @@ import { startSshd, type SshdHandle, type StartSshdOptions } from '../support/ss
 import { startTestGateway, type TestGateway, type IssuedFiles } from '../support/gateway.ts';
 import type { IssueRequest } from '../../src/identity/types.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
+import { waitFor } from '../support/tmp.ts';
 
 /**
  * A real sshd behind an in-process vigil gateway, with targets pointing at it, and helpers that run the
@@ -139,4 +140,24 @@ export function spawnClient(cmd: string, args: string[]): { child: ChildProcess;
   child.stdin!.on('error', () => {});
   const exited = new Promise<number | null>((r) => child.once('close', (c) => r(c)));
   return { child, stdout: () => out, stderr: () => err, exited };
+}
+
+/** A stock `ssh -tt` session to web1 driven key by key: `until(s)` waits for `s` after what was waited for before. */
+export function interactive(w: SshWorld, creds: IssuedFiles) {
+  const c = spawnClient('ssh', [...w.opts(creds, ['-tt']), `${w.sshd.user}@web1@127.0.0.1`]);
+  let seen = 0;
+  return {
+    c,
+    send: (s: string) => c.child.stdin!.write(s),
+    until: async (s: string) => {
+      await waitFor(() => {
+        const i = c.stdout().indexOf(s, seen);
+        if (i < 0) return false;
+        seen = i + s.length;
+        return true;
+      }, 15_000, `output ${s}\n--- so far:\n${c.stdout()}`);
+    },
+    /** What came after the last `until`. */
+    rest: () => c.stdout().slice(seen),
+  };
 }

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startWorld, spawnClient, type SshWorld } from './harness.ts';
+import { startWorld, interactive, type SshWorld } from './harness.ts';
 import { oracleShell, type OracleShell } from './oracle-shell.ts';
 import type { IssuedFiles } from '../support/gateway.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
@@ -9,25 +9,6 @@ import { tempDir, waitFor } from '../support/tmp.ts';
 import { CommandTracker, type SubmittedLine } from '../../proxies/ssh/terminal/index.ts';
 import { PtyShell } from '../ssh-codec/pty-shell.ts';
 import { holdDurability } from '../support/durability.ts';
-
-/** Stock `ssh -tt` into an interactive shell, fed from a pipe. */
-function interactive(w: SshWorld, alice: IssuedFiles) {
-  const c = spawnClient('ssh', [...w.opts(alice, ['-tt']), `${w.sshd.user}@web1@127.0.0.1`]);
-  let seen = 0;
-  return {
-    c,
-    send: (s: string) => c.child.stdin!.write(s),
-    /** Wait for `s` in the output after what was waited for before. */
-    until: async (s: string) => {
-      await waitFor(() => {
-        const i = c.stdout().indexOf(s, seen);
-        if (i < 0) return false;
-        seen = i + s.length;
-        return true;
-      }, 15_000, `output ${s}\n--- so far:\n${c.stdout()}`);
-    },
-  };
-}
 
 const sessionOf = async (w: SshWorld, start: AuditEvent) => {
   await w.gw.waitForEvent((e) => e.type === 'session.end' && e.session_id === start.session_id);
