@@ -10,6 +10,8 @@ import { splitStatements } from '../../proxies/postgres/sql.ts';
 import { bastionVigilConfig, HAPROXY_CFG, LISTENER_PORT_VARS, type ListenerName } from '../support/bastion.ts';
 import { startGatewayProcess, type GatewayProcess } from '../support/gateway-process.ts';
 import { startTestGateway, type IssuedFiles } from '../support/gateway.ts';
+import { parseConfig } from '../../app/config.ts';
+import { initIdentity } from '../../src/identity/index.ts';
 import { clientEnv, PASSWORDS, startPostgres, type PostgresHandle } from '../support/postgres.ts';
 import { startSshd, type SshdHandle } from '../support/sshd.ts';
 import { freePort, secretsDir, tempDir, waitFor } from '../support/tmp.ts';
@@ -36,7 +38,6 @@ const LB_BIND = `${NET}.10`;
 const LB_SOURCE = `${NET}.9`;
 
 let target: PostgresHandle;
-let storeDb: PostgresHandle;
 let sshd: SshdHandle;
 let haproxy: ChildProcess;
 let haproxyLog = '';
@@ -83,29 +84,37 @@ function canConnect(host: string, port: number): Promise<boolean> {
 }
 
 beforeAll(async () => {
-  [target, storeDb, sshd] = await Promise.all([startPostgres({ conf: STATEMENT_LOG }), startPostgres(), startSshd()]);
-  target.psql('CREATE TABLE ledger (entry text NOT NULL); GRANT ALL ON ledger TO scram_user');
-  process.env[ENV_STORE_URL] = `postgres://scram_user:${PASSWORDS.scram_user}@127.0.0.1:${storeDb.port}/app?sslmode=disable`;
+  // One PostgreSQL server is both the target (database app, role scram_user, every statement logged:
+  // the oracle) and the state store (database vigil_store, role md5_user, not logged).
+  [target, sshd] = await Promise.all([startPostgres({ conf: STATEMENT_LOG.filter((l) => !l.startsWith('log_statement')) }), startSshd()]);
+  target.psql("ALTER ROLE scram_user SET log_statement = 'all'; CREATE TABLE ledger (entry text NOT NULL); GRANT ALL ON ledger TO scram_user");
+  target.psql('CREATE DATABASE vigil_store OWNER md5_user');
+  process.env[ENV_STORE_URL] = `postgres://md5_user:${PASSWORDS.md5_user}@127.0.0.1:${target.port}/vigil_store?sslmode=disable`;
   for (const l of LISTENERS) ports[l] = await freePort();
   const secret = secretsDir(root)('target', PASSWORDS.scram_user);
   const doc = replicaConfig(secret);
 
-  // The shared CA (compose: vigil-init into the vigil-ca volume) and the users' credentials.
-  for (const i of [0, 1, 2]) bases.push(fs.mkdtempSync(path.join(root, `vigil-${i + 1}-`)));
-  const issuer = await startTestGateway(doc, bases[0]);
-  try {
-    [alice, bob, carol] = await Promise.all([
-      issuer.issue({ user: 'alice', roles: ['dba'] }),
-      issuer.issue({ user: 'bob', roles: ['lead'] }),
-      issuer.issue({ user: 'carol', roles: ['engineer'] }),
-    ]);
-  } finally {
-    await issuer.stop();
-  }
-  for (const i of [1, 2]) fs.cpSync(path.join(bases[0], 'data', 'ca'), path.join(bases[i], 'data', 'ca'), { recursive: true });
-
-  replicas.push(...(await Promise.all([0, 1, 2].map((i) => startGatewayProcess(onReplica(doc, i), bases[i])))));
-
+  // The shared CA (compose: vigil-init into the vigil-ca volume), then the replicas and, meanwhile, the
+  // users' credentials from an in-process gateway with its own data dir (and so its own audit log).
+  const seed = path.join(root, 'seed', 'data');
+  await initIdentity(seed, parseConfig({ ...doc, data_dir: seed }, root));
+  const issuerBase = path.join(root, 'issuer');
+  for (const base of [...[0, 1, 2].map((i) => path.join(root, `vigil-${i + 1}`)), issuerBase]) fs.cpSync(path.join(seed, 'ca'), path.join(base, 'data', 'ca'), { recursive: true });
+  bases.push(...[0, 1, 2].map((i) => path.join(root, `vigil-${i + 1}`)));
+  const issuing = (async () => {
+    const issuer = await startTestGateway(doc, issuerBase);
+    try {
+      [alice, bob, carol] = await Promise.all([
+        issuer.issue({ user: 'alice', roles: ['dba'] }),
+        issuer.issue({ user: 'bob', roles: ['lead'] }),
+        issuer.issue({ user: 'carol', roles: ['engineer'] }),
+      ]);
+    } finally {
+      await issuer.stop();
+    }
+  })();
+  const [started] = await Promise.all([Promise.all([0, 1, 2].map((i) => startGatewayProcess(onReplica(doc, i), bases[i]))), issuing]);
+  replicas.push(...started);
   const env = {
     ...process.env,
     VIGIL_LB_BIND: LB_BIND,
@@ -128,7 +137,7 @@ afterAll(async () => {
   haproxy?.kill('SIGKILL');
   await Promise.all(replicas.map((r) => r?.kill('SIGKILL')));
   delete process.env[ENV_STORE_URL];
-  await Promise.all([target?.stop(), storeDb?.stop(), sshd?.stop()]);
+  await Promise.all([target?.stop(), sshd?.stop()]);
   fs.rmSync(root, { recursive: true, force: true });
 });
 
@@ -278,7 +287,7 @@ describe('three replicas on one PostgreSQL store behind HAProxy (deploy/compose 
   }, 90_000);
 
   it('one replica killed under load: clients reconnect to the others, and nothing the database ran is missing from the logs', async () => {
-    // Three long sessions, one after the other: round robin puts one on each replica.
+    // Three long sessions and no other traffic: round robin puts one on each replica.
     const longs = [0, 1, 2].map((k) => ({ app: `long-${k}`, run: psql(alice, 'pg', `long-${k}`, `INSERT INTO ledger VALUES ('long-${k}')`, `SELECT pg_sleep(60)`) }));
     const longOn = await Promise.all(longs.map((l) => replicaOfApp(l.app)));
     const victim = 1;
@@ -309,7 +318,8 @@ describe('three replicas on one PostgreSQL store behind HAProxy (deploy/compose 
     expect(await again.exited, again.stderr()).toBe(0);
     expect(await replicaOfApp(`${cut.app}-again`)).not.toBe(victimIndex);
     // The health checks (/readyz) take it out of rotation.
-    await waitFor(() => /vigil_postgres\/vigil-2 is DOWN/.test(haproxyLog), 20_000, 'HAProxy to mark vigil-2 down');
+    const down = new RegExp(`vigil_postgres/vigil-${victimIndex + 1} is DOWN`);
+    await waitFor(() => down.test(haproxyLog), 20_000, `HAProxy to mark vigil-${victimIndex + 1} down`);
 
     // Every client keeps working on the other two: each completes sessions started after the kill.
     await waitFor(() => [0, 1, 2, 3].every((w) => results.filter((r) => r.app.startsWith(`load-${w}-`) && r.ok && r.startedAt > killedAt).length >= 3), 45_000, 'sessions after the kill');
