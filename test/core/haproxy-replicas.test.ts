@@ -113,8 +113,7 @@ beforeAll(async () => {
       await issuer.stop();
     }
   })();
-  const [started] = await Promise.all([Promise.all([0, 1, 2].map((i) => startGatewayProcess(onReplica(doc, i), bases[i]))), issuing]);
-  replicas.push(...started);
+  await Promise.all([...[0, 1, 2].map(async (i) => (replicas[i] = await startGatewayProcess(onReplica(doc, i), bases[i]))), issuing]);
   const env = {
     ...process.env,
     VIGIL_LB_BIND: LB_BIND,
@@ -296,7 +295,6 @@ describe('three replicas on one PostgreSQL store behind HAProxy (deploy/compose 
 
     // The load: four clients, each running psql sessions back to back; a failed one is retried (reconnect).
     let stop = false;
-    let killedAt = 0;
     const results: { app: string; ok: boolean; startedAt: number }[] = [];
     const worker = async (w: number) => {
       for (let k = 0; !stop; k++) {
@@ -311,7 +309,7 @@ describe('three replicas on one PostgreSQL store behind HAProxy (deploy/compose 
     await waitFor(async () => (await sessionsOn()).every((n) => n >= 2), 30_000, 'load sessions on every replica');
 
     await replicas[victimIndex]!.kill('SIGKILL');
-    killedAt = Date.now();
+    const killedAt = Date.now();
     // Its client is cut mid-statement and reconnects: the balancer sends it to another replica.
     expect(await cut.run.exited).not.toBe(0);
     const again = psql(alice, 'pg', `${cut.app}-again`, `SELECT 'reconnected'`);
