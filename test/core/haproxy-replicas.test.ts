@@ -373,6 +373,25 @@ describe('three replicas on one PostgreSQL store behind HAProxy (deploy/compose 
     expect(server.length).toBeGreaterThan(50);
     expect(missing).toEqual([]);
   }, 150_000);
+
+  it('a replica stopped with SIGTERM tells HAProxy first (/readyz 503) and lets its live session finish', async () => {
+    const live = psql(alice, 'pg', 'drain-live', 'SELECT pg_sleep(4)', "SELECT 'finished'");
+    const on = await replicaOfApp('drain-live');
+    const other = [0, 1, 2].find((i) => i !== on && replicas[i]!.child.exitCode === null && replicas[i]!.child.signalCode === null)!;
+    const logFrom = haproxyLog.length;
+    const stopped = replicas[on]!.stop();
+    // Out of rotation by its readiness answer (its listeners still accept), not by a refused connection.
+    const down = new RegExp(`vigil_postgres/vigil-${on + 1} is DOWN, reason: Layer7 wrong status, code: 503`);
+    await waitFor(() => down.test(haproxyLog.slice(logFrom)), 20_000, `HAProxy to take vigil-${on + 1} out on its /readyz`);
+    for (let k = 0; k < 2; k++) {
+      const r = psql(alice, 'pg', `drain-new-${k}`, `SELECT 'new-${k}'`);
+      expect(await r.exited, r.stderr()).toBe(0);
+      expect(await replicaOfApp(`drain-new-${k}`)).toBe(other);
+    }
+    expect(await live.exited, live.stderr()).toBe(0);
+    expect(live.stdout().trim()).toBe('finished');
+    expect(await stopped).toBe(0);
+  }, 60_000);
 });
 
 /**
