@@ -142,16 +142,25 @@ try {
     await page.getByRole('button', { name: 'Sign in with client certificate' }).click();
     await page.getByRole('button', { name: 'Sign out' }).waitFor();
     const firstFrame: number[] = [];
+    const fromPlay: number[] = [];
     for (let i = 0; i <= ROUNDS; i++) {
       await page.evaluate(`location.hash = '#/sessions'`);
       await page.getByRole('heading', { name: 'Sessions' }).waitFor();
       const t = performance.now();
       await page.evaluate(`location.hash = '#/sessions/${sid}'`);
-      await page.locator('.ap-player').first().click();
-      await page.waitForFunction(() => /\b0 x/.test((globalThis as any).document.querySelector('.ap-term')?.textContent ?? ''), undefined, { polling: 'raf', timeout: 120_000 });
-      if (i > 0) firstFrame.push(performance.now() - t); // round 0 warms the page
+      const player = page.locator('.ap-player').first();
+      await player.waitFor();
+      const play = performance.now();
+      await player.click();
+      // Any frame on the terminal (it is empty before the first one): "<n> xxxxxxxx".
+      await page.waitForFunction(() => /\d x{8}/.test((globalThis as any).document.querySelector('.ap-term')?.textContent ?? ''), undefined, { polling: 'raf', timeout: 120_000 });
+      const done = performance.now();
+      if (i === 0) continue; // round 0 warms the page
+      firstFrame.push(done - t);
+      fromPlay.push(done - play);
     }
-    console.log(`  cast in Chromium: session page + play -> first frame median ${median(firstFrame).toFixed(0)} ms (min ${Math.min(...firstFrame).toFixed(0)}, max ${Math.max(...firstFrame).toFixed(0)}); ratio to the whole-file transfer ${(median(firstFrame) / median(full)).toFixed(3)} (target <= 1000 ms)`);
+    console.log(`  cast in Chromium: session page opened -> first frame median ${median(firstFrame).toFixed(0)} ms (min ${Math.min(...firstFrame).toFixed(0)}, max ${Math.max(...firstFrame).toFixed(0)}); play clicked -> first frame median ${median(fromPlay).toFixed(0)} ms (target <= 1000 ms)`);
+    console.log(`  first frame / whole-file transfer (the least the stock player waits before its first frame): ${(median(firstFrame) / median(full)).toFixed(3)}`);
     await ctx.close();
   } finally {
     await browser.close();

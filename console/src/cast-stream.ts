@@ -195,6 +195,8 @@ function castDriver(url: string, fetchOpts: RequestInit, { dispatch }: Callbacks
   let timer: ReturnType<typeof setTimeout> | undefined;
   let loaderTimer: ReturnType<typeof setTimeout> | undefined;
   let ended = false;
+  /** A seek is waiting for the stream: it decides where playback goes on, not the arrival of data. */
+  let seeking = false;
   let shownDuration: number | undefined;
 
   const position = () => (running ? (performance.now() - base) * speed : pausedAt);
@@ -288,6 +290,7 @@ function castDriver(url: string, fetchOpts: RequestInit, { dispatch }: Callbacks
       dispatch('error', { message: stream.error.message });
       return;
     }
+    if (seeking) return;
     // Resume a playback that was waiting for data.
     if (wantPlay && !running && stream.events[next]) {
       clearTimeout(loaderTimer);
@@ -377,25 +380,34 @@ function castDriver(url: string, fetchOpts: RequestInit, { dispatch }: Callbacks
       let target = resolveSeek(where);
       if (target === undefined) return false;
       target = Math.max(0, target);
-      const resume = wantPlay;
       if (running) stopClock();
+      let waited = false;
       if (target > stream.loadedUntil) {
         // Beyond what has arrived: wait for the stream to get there.
+        waited = true;
+        seeking = true;
         dispatch('loading');
-        await stream.waitUntil(() => stream.lastTime >= target!);
+        try {
+          await stream.waitUntil(() => stream.lastTime >= target!);
+        } finally {
+          seeking = false;
+        }
       }
       target = Math.min(target, stream.done ? stream.lastTime : target);
       ended = false;
       positionAt(target);
       reportTiming();
       dispatch('seeked');
+      // Whether to go on playing is decided now: a pause while the seek waited holds.
       if (stream.done && target >= stream.lastTime) {
         finish();
-      } else if (resume) {
+      } else if (wantPlay) {
         startClock(pausedAt);
         dispatch('playing');
         schedule();
-      } else {
+      } else if (waited) {
+        // The player's view clears its loader only on play/playing: announce both, ending paused.
+        dispatch('play');
         dispatch('pause');
       }
       return true;
