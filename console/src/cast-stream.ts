@@ -14,9 +14,33 @@
  * at the call site.
  */
 
-type EventCode = 'o' | 'i' | 'r' | 'm' | 'x';
-/** [time in ms (idle limit applied), code, data] */
-type CastEvent = [number, EventCode, string];
+/**
+ * [time in ms (idle limit applied), code, the line as it came]. Only time and code are read on arrival;
+ * the data is parsed when the event is played (`dataOf`), so that loading a long recording costs little
+ * of the page's time while it plays.
+ */
+type CastEvent = [number, string, string];
+
+/** `[12.5, "o", ...`: time and code from the start of an event line without parsing the rest. */
+const EVENT_HEAD = /^\[\s*(-?[0-9][0-9.eE+-]*)\s*,\s*"([a-z])"/;
+
+function dataOf(e: CastEvent): string {
+  const v = JSON.parse(e[2]) as unknown[];
+  return typeof v[2] === 'string' ? v[2] : JSON.stringify(v[2]);
+}
+
+/**
+ * Let playback timers, input and rendering go first: a background-priority task where the browser has
+ * the Prioritized Task Scheduling API (Chromium), else a timer (queued behind the playback's own).
+ */
+function yieldToPage(): Promise<void> {
+  const scheduler = (globalThis as { scheduler?: { postTask?(fn: () => void, o: { priority: string }): Promise<void> } }).scheduler;
+  if (scheduler?.postTask) return scheduler.postTask(() => {}, { priority: 'background' });
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+/** Parse at most this long before letting the page play and render. */
+const PARSE_SLICE_MS = 8;
 
 interface Size {
   cols: number;
@@ -111,6 +135,7 @@ export class CastStream {
     if (!res.ok || !res.body) throw new Error(`failed fetching recording from ${this.url}: ${res.status} ${res.statusText}`);
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
     let rest = '';
+    let slice = performance.now();
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
@@ -123,6 +148,12 @@ export class CastStream {
       }
       rest = rest.slice(from);
       this.notify();
+      // Chunks already received resolve read() at once: without this the loop would keep the page busy
+      // until the whole file is in, and the first frame would wait for it.
+      if (performance.now() - slice > PARSE_SLICE_MS) {
+        await yieldToPage();
+        slice = performance.now();
+      }
     }
     if (rest.trim()) this.line(rest);
     if (!this.size) throw new Error('the recording has no asciicast header');
@@ -132,8 +163,8 @@ export class CastStream {
 
   private line(text: string): void {
     if (!text.trim()) return;
-    const v = JSON.parse(text) as unknown;
     if (!this.size) {
+      const v = JSON.parse(text) as unknown;
       const h = v as { version?: number; width?: number; height?: number; term?: { cols?: number; rows?: number } };
       this.version = h.version ?? 2;
       const cols = this.version >= 3 ? h.term?.cols : h.width;
@@ -142,15 +173,18 @@ export class CastStream {
       else throw new Error('the recording does not start with an asciicast header');
       return;
     }
-    if (!Array.isArray(v) || v.length < 3 || typeof v[0] !== 'number') return;
+    const m = EVENT_HEAD.exec(text);
+    if (!m) return;
+    const time = Number(m[1]);
+    if (!Number.isFinite(time)) return;
     // v2: time since the start; v3: time since the previous event.
-    const raw = this.version >= 3 ? this.rawPrev + v[0] : v[0];
+    const raw = this.version >= 3 ? this.rawPrev + time : time;
     const gap = raw - this.rawPrev;
     this.rawPrev = raw;
     if (gap * 1000 > this.idleLimitMs) this.shift += gap * 1000 - this.idleLimitMs;
     const t = Math.max(this.last, raw * 1000 - this.shift);
     this.last = t;
-    this.events.push([t, v[1] as EventCode, typeof v[2] === 'string' ? v[2] : JSON.stringify(v[2])]);
+    this.events.push([t, m[2], text]);
   }
 }
 
@@ -237,13 +271,13 @@ function castDriver(url: string, fetchOpts: RequestInit, { dispatch }: Callbacks
       if (e[1] === 'o') {
         if (e[0] > batchEnd && out.length) flush();
         if (!out.length) batchEnd = e[0] + BATCH_MS;
-        out.push(e[2]);
+        out.push(dataOf(e));
       } else if (e[1] === 'r') {
         flush();
-        const [cols, rows] = e[2].split('x').map((n) => Number.parseInt(n, 10));
+        const [cols, rows] = dataOf(e).split('x').map((n) => Number.parseInt(n, 10));
         if (cols > 0 && rows > 0) dispatch('resize', { cols, rows });
       } else if (e[1] === 'i') {
-        dispatch('input', { data: e[2] });
+        dispatch('input', { data: dataOf(e) });
       }
     }
     flush();
