@@ -25,8 +25,12 @@ type CastEvent = [number, string, string];
 const EVENT_HEAD = /^\[\s*(-?[0-9][0-9.eE+-]*)\s*,\s*"([a-z])"/;
 
 function dataOf(e: CastEvent): string {
-  const v = JSON.parse(e[2]) as unknown[];
-  return typeof v[2] === 'string' ? v[2] : JSON.stringify(v[2]);
+  try {
+    const v = JSON.parse(e[2]) as unknown[];
+    return typeof v[2] === 'string' ? v[2] : JSON.stringify(v[2]);
+  } catch {
+    return ''; // a damaged line shows nothing rather than stopping the replay
+  }
 }
 
 /**
