@@ -141,38 +141,41 @@ try {
     await page.goto(`${c.base}/console/`);
     await page.getByRole('button', { name: 'Sign in with client certificate' }).click();
     await page.getByRole('button', { name: 'Sign out' }).waitFor();
-    const firstFrame: number[] = [];
-    const fromPlay: number[] = [];
-    const inPage: number[] = [];
+    // In the page, without the test driver's latency: the hash is set (the session page opens), play is
+    // clicked the moment the player's start button shows, and the first frame is timed when it is on the
+    // terminal (any "<n> xxxxxxxx" line: the terminal is empty before).
+    const openToFrame: number[] = [];
+    const playToFrame: number[] = [];
     for (let i = 0; i <= ROUNDS; i++) {
       await page.evaluate(`location.hash = '#/sessions'`);
       await page.getByRole('heading', { name: 'Sessions' }).waitFor();
-      const t = performance.now();
-      await page.evaluate(`location.hash = '#/sessions/${sid}'`);
-      const player = page.locator('.ap-player').first();
-      await player.waitFor();
-      const play = performance.now();
-      // In the page: when the click reached it, and when the first frame was on the terminal.
-      await page.evaluate(`window.__clicked = 0; window.__frame = 0; document.addEventListener('pointerdown', () => { window.__clicked = performance.now(); }, { capture: true, once: true });`);
-      await player.click();
-      // Any frame on the terminal (it is empty before the first one): "<n> xxxxxxxx".
+      await page.evaluate(`(() => {
+        window.__opened = performance.now();
+        window.__clicked = 0;
+        window.__frame = 0;
+        const mo = new MutationObserver(() => {
+          const start = document.querySelector('.ap-overlay-start');
+          if (!start) return;
+          mo.disconnect();
+          window.__clicked = performance.now();
+          start.dispatchEvent(new MouseEvent('click', { bubbles: true }));
+        });
+        mo.observe(document.body, { childList: true, subtree: true });
+        location.hash = '#/sessions/${sid}';
+      })()`);
       await page.waitForFunction(() => {
         const w = globalThis as any;
         if (!/\d x{8}/.test(w.document.querySelector('.ap-term')?.textContent ?? '')) return false;
         w.__frame ||= w.performance.now();
         return true;
       }, undefined, { polling: 'raf', timeout: 120_000 });
-      inPage.push(await page.evaluate(`window.__frame - window.__clicked`));
-      const done = performance.now();
-      if (i === 0) {
-        inPage.pop();
-        continue; // round 0 warms the page
-      }
-      firstFrame.push(done - t);
-      fromPlay.push(done - play);
+      const [open, play] = (await page.evaluate(`[window.__frame - window.__opened, window.__frame - window.__clicked]`)) as number[];
+      if (i === 0) continue; // round 0 warms the page
+      openToFrame.push(open);
+      playToFrame.push(play);
     }
-    console.log(`  cast in Chromium: session page opened -> first frame median ${median(firstFrame).toFixed(0)} ms (min ${Math.min(...firstFrame).toFixed(0)}, max ${Math.max(...firstFrame).toFixed(0)}); play clicked -> first frame median ${median(fromPlay).toFixed(0)} ms as the test driver sees it, ${median(inPage).toFixed(0)} ms in the page (click event to frame on the terminal; target <= 1000 ms)`);
-    console.log(`  first frame / whole-file transfer (the least the stock player waits before its first frame): ${(median(firstFrame) / median(full)).toFixed(3)}`);
+    console.log(`  cast in Chromium: session page opened -> first frame median ${median(openToFrame).toFixed(0)} ms (min ${Math.min(...openToFrame).toFixed(0)}, max ${Math.max(...openToFrame).toFixed(0)}); play clicked -> first frame median ${median(playToFrame).toFixed(0)} ms (target <= 1000 ms)`);
+    console.log(`  first frame after opening / whole-file transfer (the least the stock player waits before its first frame): ${(median(openToFrame) / median(full)).toFixed(3)}`);
     await ctx.close();
   } finally {
     await browser.close();
