@@ -289,8 +289,9 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
       // Not mustRead: beginWatch refuses non-readers itself and records it as session.watch_started.
       const fromStart = q.get('from') !== 'now';
       // A live view outlasts the request that opened it: it ends with the console session (signed out,
-      // expired, certificate revoked, user locked), as the next click would.
-      const stillSignedIn = () => sessions.fromRequest(req) === s && speaksFor(s);
+      // expired, certificate revoked, user locked, no role mapped) or with the reading role (role_map
+      // reloaded), as the next click would.
+      const stillSignedIn = () => sessions.fromRequest(req) === s && speaksFor(s) && canRead(s, req);
       return watchInConsole(services, liveDeps(services, accessOf()), actorOf(s, req), m[1], fromStart, res, securityHeaders(), stillSignedIn);
     }
 
