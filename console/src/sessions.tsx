@@ -1,7 +1,7 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import * as AsciinemaPlayer from 'asciinema-player';
 import 'asciinema-player/dist/bundle/asciinema-player.css';
-import { streamingCast } from './cast-stream.ts';
+import { streamingCast } from './cast-driver.ts';
 import { call, query, type SessionDetail, type SessionRow } from './api.ts';
 import { ErrorLine, Field, duration, formValues, when } from './ui.tsx';
 
