@@ -1,6 +1,7 @@
 import type { SessionRegistry } from './sessions/registry.ts';
 import type { EventBus } from './events/bus.ts';
 import type { RefusalBudget } from './sessions/refusal-budget.ts';
+import type { SharedIndexFollower } from '../recorder/audit/shared-index.ts';
 import type { IndexFollower } from '../recorder/audit/index-follower.ts';
 
 /**
@@ -21,6 +22,7 @@ export class Metrics {
     /** Read at each scrape: a config reload replaces the alert service and the guardrails. */
     private readonly alerts?: () => { renderMetrics(lines: string[]): void } | undefined,
     private readonly guardrails?: () => { renderMetrics(lines: string[]): void } | undefined,
+    private readonly sharedIndex?: Pick<SharedIndexFollower, 'lag'>,
   ) {
     this.unsubscribe = events.subscribe((e) => {
       let counts = this.eventCounts.get(e.type);
@@ -81,6 +83,22 @@ export class Metrics {
       lines.push('# HELP vigil_audit_index_seq Highest audit record seq in the search index.');
       lines.push('# TYPE vigil_audit_index_seq gauge');
       lines.push(`vigil_audit_index_seq ${l.indexedSeq}`);
+    }
+    if (this.sharedIndex) {
+      const l = this.sharedIndex.lag();
+      const r = `{replica="${l.replica}"}`;
+      lines.push('# HELP vigil_audit_shared_index_lag_events Records of this replica\'s chain not yet in the shared (PostgreSQL) audit index.');
+      lines.push('# TYPE vigil_audit_shared_index_lag_events gauge');
+      lines.push(`vigil_audit_shared_index_lag_events${r} ${l.lagEvents}`);
+      lines.push('# HELP vigil_audit_shared_index_lag_seconds Seconds since the shared audit index last held every signed record of this replica (0 while it does).');
+      lines.push('# TYPE vigil_audit_shared_index_lag_seconds gauge');
+      lines.push(`vigil_audit_shared_index_lag_seconds${r} ${l.lagSeconds.toFixed(3)}`);
+      lines.push('# HELP vigil_audit_shared_index_seq Highest seq of this replica\'s chain in the shared audit index.');
+      lines.push('# TYPE vigil_audit_shared_index_seq gauge');
+      lines.push(`vigil_audit_shared_index_seq${r} ${l.indexedSeq}`);
+      lines.push('# HELP vigil_audit_shared_index_up 1 while the last sync with the shared audit index succeeded; 0 while the database is unreachable or the chain diverged.');
+      lines.push('# TYPE vigil_audit_shared_index_up gauge');
+      lines.push(`vigil_audit_shared_index_up${r} ${l.up ? 1 : 0}`);
     }
     lines.push('# HELP vigil_uptime_seconds Seconds since the gateway started.');
     lines.push('# TYPE vigil_uptime_seconds gauge');

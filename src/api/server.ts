@@ -49,7 +49,7 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
     }
     return accessService;
   };
-  const metrics = new Metrics(events, services.sessions, services.refusals, services.auditIndex, () => services.alerts, () => services.guardrails);
+  const metrics = new Metrics(events, services.sessions, services.refusals, services.auditIndex, () => services.alerts, () => services.guardrails, services.sharedAuditIndex);
   const material = services.identity.tls();
   const server = https.createServer({
     cert: material.cert,

@@ -22,6 +22,7 @@ import { startReportSchedules } from '../../recorder/reports/schedule.ts';
 import { roleTargetsOf } from '../../recorder/reports/source.ts';
 import { startApi } from '../api/server.ts';
 import { openAuditLog, witnessPublisher, startIndexFollower } from '../../recorder/audit/index.ts';
+import { replicaIdOf, startSharedIndexFollower } from '../../recorder/audit/shared-index.ts';
 import { openRecordingStore } from '../../recorder/recordings/index.ts';
 import { startTelemetry } from '../telemetry.ts';
 import { refusalBudgetFor } from '../sessions/refusal-budget.ts';
@@ -91,6 +92,13 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
       ? startIndexFollower({ auditDir: dataPaths(dataDir).audit, intervalMs: config.audit.index.interval, batch: config.audit.index.batch, log, paused: () => !events.healthy })
       : undefined,
   };
+  if (store.auditChains) {
+    // Replicas on one PostgreSQL store: this chain's signed records go to the shared index, off the hot path.
+    services.sharedAuditIndex = startSharedIndexFollower({
+      chains: store.auditChains, auditDir: dataPaths(dataDir).audit, replica: replicaIdOf(dataDir), publicKeyPem: fs.readFileSync(dataPaths(dataDir).auditPublicKey, 'utf8'),
+      intervalMs: config.audit.index.interval, batch: config.audit.index.batch, log, paused: () => !events.healthy,
+    });
+  }
   const reloader = createReloader(services, loaded.file, opts.proxies ?? []);
   services.reloadConfig = (t) => reloader.reload(t);
   if (created) {
@@ -166,6 +174,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
     await purgeJob?.stop();
     await reportJobs?.stop();
     await services.auditIndex?.stop();
+    await services.sharedAuditIndex?.stop();
     await services.alerts?.stop().catch(() => {});
     await audit.close().catch(() => {});
     await store.close().catch(() => {});
@@ -202,6 +211,8 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
         .emit({ type: 'gateway.stopped', outcome: 'success', actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: 'gateway', protocol: 'vigil' }, details: {} })
         .catch(() => {});
       await audit.close().catch((e) => log.error({ err: e }, 'audit log close failed'));
+      // The closing checkpoint signs the last records: index them now rather than at the next start.
+      await services.sharedAuditIndex?.stop({ flushWithinMs: 5000 });
       await store.close().catch(() => {});
       await telemetry.shutdown().catch(() => {});
     })());

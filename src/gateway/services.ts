@@ -7,6 +7,7 @@ import type { RecordingStore } from '../../recorder/types.ts';
 import type { EventBus } from '../events/bus.ts';
 import type { SessionRegistry } from '../sessions/registry.ts';
 import type { RefusalBudget } from '../sessions/refusal-budget.ts';
+import type { SharedIndexFollower } from '../../recorder/audit/shared-index.ts';
 import type { IndexFollower } from '../../recorder/audit/index-follower.ts';
 import type { AlertService } from '../alerts/index.ts';
 import type { LinkStore } from '../access/links.ts';
@@ -30,6 +31,8 @@ export interface GatewayServices {
   refusals?: RefusalBudget;
   /** The search index kept up with the log (absent when audit.index.enabled is false). */
   auditIndex?: IndexFollower;
+  /** The follower copying this replica's signed records into the shared index (PostgreSQL store only). */
+  sharedAuditIndex?: SharedIndexFollower;
   /** Alert rules and notifiers (absent when none are configured). */
   alerts?: AlertService;
   /** Set when shutdown began: `GET /readyz` answers 503 from then on (load balancers drain the replica). */

@@ -32,6 +32,27 @@ CREATE TRIGGER access_state_changed AFTER UPDATE ON ${s}.access FOR EACH ROW
   WHEN (OLD.state IS DISTINCT FROM NEW.state) EXECUTE FUNCTION ${s}.notify_change();
 `,
   },
+  {
+    version: 2,
+    sql: (s) => `
+-- The audit chain of every replica (its own hash-chained log in its data dir) and its signing keys.
+-- indexed_seq/indexed_hash: the newest record of that chain in audit_events (always a signed checkpoint).
+CREATE TABLE ${s}.audit_chains (replica text PRIMARY KEY, keys jsonb NOT NULL, host text NOT NULL,
+  registered_at timestamptz NOT NULL DEFAULT now(), indexed_seq bigint NOT NULL DEFAULT 0, indexed_hash text NOT NULL DEFAULT '',
+  indexed_at timestamptz, chain_seq bigint NOT NULL DEFAULT 0, diverged jsonb);
+-- Every signed record of every chain, with the exact event bytes its hash covers, so anyone can re-check
+-- hashes, links and checkpoint signatures from the database alone.
+CREATE TABLE ${s}.audit_events (replica text NOT NULL, seq bigint NOT NULL, prev text NOT NULL, hash text NOT NULL,
+  "time" text, type text, "user" text, target text, session text, outcome text, event text NOT NULL, body tsvector,
+  PRIMARY KEY (replica, seq));
+CREATE INDEX audit_events_time ON ${s}.audit_events ("time" COLLATE "C");
+CREATE INDEX audit_events_type ON ${s}.audit_events (type COLLATE "C");
+CREATE INDEX audit_events_user ON ${s}.audit_events ("user");
+CREATE INDEX audit_events_target ON ${s}.audit_events (target);
+CREATE INDEX audit_events_session ON ${s}.audit_events (session);
+CREATE INDEX audit_events_body ON ${s}.audit_events USING gin (body);
+`,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

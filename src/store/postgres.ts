@@ -3,7 +3,8 @@ import type { Logger } from 'pino';
 import { NotFoundError, StoreUnavailableError, VigilError } from '../errors.ts';
 import { changeChannel, LATEST_VERSION, migrate } from './postgres-schema.ts';
 import { describeUrl, scrubber } from './pg-url.ts';
-import type { AccessRecord, AccessState, HoldRecord, IssuedCertRecord, LockRecord, RevocationRecord, StateStore } from './types.ts';
+import { PgAuditChains } from './postgres-audit.ts';
+import type { AuditChainStore, AccessRecord, AccessState, HoldRecord, IssuedCertRecord, LockRecord, RevocationRecord, StateStore } from './types.ts';
 
 export interface PostgresStoreOptions {
   /** Connection URL, password included: kept inside the pool's config, never logged or put in errors. */
@@ -32,6 +33,7 @@ function isUnavailable(e: unknown): boolean {
 export class PostgresStateStore implements StateStore {
   private readonly pool: pg.Pool;
   private readonly s: string;
+  readonly auditChains: AuditChainStore;
   private readonly log: Logger;
   private readonly where: string;
   private readonly scrubMessage: (e: unknown) => string;
@@ -61,6 +63,7 @@ export class PostgresStateStore implements StateStore {
     this.pool = new pg.Pool({ ...this.clientConfig(), max: 10, idleTimeoutMillis: 30_000 });
     // An idle client losing its connection must not crash the process; the next query reconnects.
     this.pool.on('error', (e) => this.log.warn({ err: this.scrub(e).message }, 'state store connection lost'));
+    this.auditChains = new PgAuditChains(this.pool, this.s, (e) => this.fail(e));
   }
 
   /** Open, migrate the schema, load the caches and start listening. */

@@ -120,9 +120,84 @@ export interface StateStore {
   listHolds(): Promise<HoldRecord[]>;
 
   /**
+   * The audit chains of every replica and the shared index of their events (PostgreSQL only: the SQLite
+   * store serves one host, whose local search index already holds everything).
+   */
+  readonly auditChains?: AuditChainStore;
+
+  /**
    * Reload caches if another process changed anything; returns true when something changed. The gateway
    * calls this every ~250 ms so CLI changes are seen within a second.
    */
   refresh(): Promise<boolean>;
   close(): Promise<void>;
+}
+
+/** A replica's hash-chained audit log as registered in the shared store. */
+export interface AuditChainInfo {
+  /** Stable id of the replica (DATA/replica-id). */
+  replica: string;
+  /** Every signing public key (SPKI PEM) the replica has registered, with its key id. */
+  keys: { key_id: string; public_key: string }[];
+  host: string;
+  registeredAt: string;
+  /** The newest record of the chain in the shared index (0 and '' when none): always a signed checkpoint. */
+  indexedSeq: number;
+  indexedHash: string;
+  indexedAt?: string;
+  /** The replica's own chain head when it last indexed (lag across replicas, for status). */
+  chainSeq: number;
+  /** Set when the replica's chain no longer matches what was indexed (rewritten, or restored and continued). */
+  diverged?: { seq: number; at: string; problem: string };
+}
+
+/** One record of a replica's chain as stored in the shared index: enough to re-check its hash and links. */
+export interface IndexedAuditRow {
+  replica: string;
+  seq: number;
+  prev: string;
+  hash: string;
+  /** The event's canonical JSON, exactly the bytes the hash covers. */
+  eventJson: string;
+}
+
+/** Filters of the shared index (the same as the local search, plus the replica). */
+export interface SharedAuditQuery {
+  replica?: string;
+  user?: string;
+  target?: string;
+  /** Type prefix. */
+  type?: string;
+  session?: string;
+  /** RFC 3339 bounds in the stored 6-digit form. */
+  since?: string;
+  until?: string;
+  hideCheckpoints?: boolean;
+  /** PostgreSQL web-search syntax over statement/command/path text. */
+  text?: string;
+  /** The newest N (still returned oldest first). */
+  limit?: number;
+  /** Keyset paging (oldest first, no `limit`): only rows after this one in (time, replica, seq) order, at most `page`. */
+  after?: { time: string; replica: string; seq: number };
+  page?: number;
+}
+
+export interface AuditChainStore {
+  /** Register (or refresh) a replica's chain and signing key; returns what the store now holds. */
+  registerChain(c: { replica: string; keyId: string; publicKey: string; host: string }): Promise<AuditChainInfo>;
+  chains(): Promise<AuditChainInfo[]>;
+  chain(replica: string): Promise<AuditChainInfo | undefined>;
+  /**
+   * Add records after the indexed head in one transaction. Refused (returns the current head) when the
+   * head is not `expected` any more (another process indexed or reset meanwhile).
+   */
+  appendRows(replica: string, expected: { seq: number; hash: string }, rows: IndexedAuditRow[], chainSeq: number): Promise<{ ok: boolean; seq: number; hash: string }>;
+  /** Record that the replica's chain diverged from the index at `seq`: it stops being indexed until reindexed. */
+  markDiverged(replica: string, seq: number, problem: string): Promise<void>;
+  /** Drop every indexed row of the replica and its divergence mark (reindex from its chain follows). */
+  resetChain(replica: string): Promise<void>;
+  /** Rows of one replica with seq > afterSeq, in seq order, at most `limit`. */
+  rows(replica: string, afterSeq: number, limit: number): Promise<IndexedAuditRow[]>;
+  /** Rows matching `q`, oldest first by event time (the newest `limit` when set). */
+  search(q: SharedAuditQuery): Promise<IndexedAuditRow[]>;
 }

@@ -1,0 +1,347 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { AuditEvent } from '../../src/events/envelope.ts';
+import type { AuditChainStore, IndexedAuditRow, SharedAuditQuery } from '../../src/store/types.ts';
+import { keyId } from './record.ts';
+import { canonicalJson } from './canonical.ts';
+import { ChainDivergedError, SignedRecordReader } from './signed-reader.ts';
+import { chainHeadSeq } from './search-index.ts';
+
+/**
+ * The shared audit index: every replica keeps its own chain in its data dir and copies its *signed*
+ * records (up to its newest checkpoint) into the state store's PostgreSQL tables, asynchronously, so any
+ * replica can search, export, report and verify every replica's events. The append path never waits on
+ * the database: a follower reads the committed segment files and inserts in batches.
+ */
+
+export const REPLICA_ID_FILE = 'replica-id';
+
+/**
+ * The stable id of the replica that owns a data dir: created once (host name and a random suffix, so two
+ * containers with the same host name still differ) and kept in DATA/replica-id. Copying a data dir copies
+ * the id; the shared index then sees two chains under one id and marks it diverged.
+ */
+export function replicaIdOf(dataDir: string): string {
+  const file = path.join(dataDir, REPLICA_ID_FILE);
+  try {
+    return readId(file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  const host = os.hostname().toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 40) || 'replica';
+  const id = `${host}-${crypto.randomBytes(4).toString('hex')}`;
+  fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, id + '\n', { mode: 0o644 });
+  try {
+    // link() fails if another process created it first: both then use the same (first) id.
+    fs.linkSync(tmp, file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  } finally {
+    fs.rmSync(tmp, { force: true });
+  }
+  return readId(file);
+}
+
+function readId(file: string): string {
+  const id = fs.readFileSync(file, 'utf8').trim();
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(id)) throw new Error(`${file}: not a replica id`);
+  return id;
+}
+
+export interface LocalChain {
+  auditDir: string;
+  replica: string;
+  /** The audit signing public key (SPKI PEM), registered with the chain. */
+  publicKeyPem: string;
+}
+
+export interface SyncResult {
+  added: number;
+  /** Everything signed on disk is in the index. */
+  caughtUp: boolean;
+  diverged?: { seq: number; problem: string };
+}
+
+/** Copies one local chain's signed records into the shared index, from where the index stands. */
+export class SharedIndexer {
+  private readonly reader: SignedRecordReader;
+  private head?: { seq: number; hash: string };
+  private registered = false;
+  diverged?: { seq: number; problem: string };
+
+  constructor(
+    private readonly chains: AuditChainStore,
+    private readonly local: LocalChain,
+  ) {
+    this.reader = new SignedRecordReader(local.auditDir);
+  }
+
+  /** Highest seq known to be in the shared index (0 before the first successful sync). */
+  get indexedSeq(): number {
+    return this.head?.seq ?? 0;
+  }
+
+  /** Forget the cached head and registration (after an error or a reset elsewhere). */
+  invalidate(): void {
+    this.head = undefined;
+    this.registered = false;
+  }
+
+  /** Index signed records, `batch` per transaction, until caught up or `maxRecords` were added. */
+  async sync(batch: number, maxRecords = Infinity, yieldBetween = false): Promise<SyncResult> {
+    const res: SyncResult = { added: 0, caughtUp: false };
+    if (!this.registered) {
+      const pub = crypto.createPublicKey(this.local.publicKeyPem);
+      await this.chains.registerChain({ replica: this.local.replica, keyId: keyId(pub), publicKey: pub.export({ type: 'spki', format: 'pem' }).toString(), host: os.hostname() });
+      this.registered = true;
+    }
+    for (let conflicts = 0; res.added < maxRecords; ) {
+      if (!this.head) {
+        const info = await this.chains.chain(this.local.replica);
+        if (info?.diverged) {
+          this.diverged = info.diverged;
+          return { ...res, diverged: info.diverged };
+        }
+        const head = { seq: info?.indexedSeq ?? 0, hash: info?.indexedHash ?? '' };
+        try {
+          this.reader.seek(head.seq, head.hash);
+        } catch (e) {
+          if (!(e instanceof ChainDivergedError)) throw e;
+          return this.markDiverged(res, e);
+        }
+        this.head = head;
+        this.diverged = undefined;
+      }
+      let read;
+      try {
+        read = this.reader.readSigned(Math.min(batch, maxRecords - res.added));
+      } catch (e) {
+        if (!(e instanceof ChainDivergedError)) throw e;
+        return this.markDiverged(res, e);
+      }
+      if (read.records.length === 0 || !read.end) {
+        res.caughtUp = true;
+        return res;
+      }
+      const rows: IndexedAuditRow[] = read.records.map((r) => ({ replica: this.local.replica, seq: r.seq, prev: r.prev, hash: r.hash, eventJson: r.eventJson }));
+      const out = await this.chains.appendRows(this.local.replica, this.head, rows, chainHeadSeq(this.local.auditDir));
+      if (!out.ok) {
+        // Another process (a CLI search, reindex) moved the head: start again from where it is now.
+        this.head = undefined;
+        if (++conflicts > 3) return res;
+        continue;
+      }
+      this.head = { seq: out.seq, hash: out.hash };
+      this.reader.advance(read.end);
+      res.added += rows.length;
+      if (yieldBetween) await new Promise<void>((r) => setImmediate(r));
+    }
+    return res;
+  }
+
+  private async markDiverged(res: SyncResult, e: ChainDivergedError): Promise<SyncResult> {
+    this.diverged = { seq: e.seq, problem: e.message };
+    this.head = undefined;
+    await this.chains.markDiverged(this.local.replica, e.seq, e.message);
+    return { ...res, diverged: this.diverged };
+  }
+}
+
+export interface SharedIndexLag {
+  replica: string;
+  /** Highest seq of this replica's chain in the shared index, and the chain's own head on disk. */
+  indexedSeq: number;
+  chainSeq: number;
+  /** Records on disk not yet in the shared index (includes the few not yet signed by a checkpoint). */
+  lagEvents: number;
+  /** Seconds since the index last held every signed record of this chain (0 while it does). */
+  lagSeconds: number;
+  /** 0 while the last sync failed (database unreachable) or the chain diverged. */
+  up: boolean;
+  diverged: boolean;
+}
+
+export interface SharedIndexFollower {
+  readonly replica: string;
+  lag(): SharedIndexLag;
+  /** Index what is signed now (a search on this replica calls it first); errors are the caller's. */
+  syncNow(): Promise<SyncResult>;
+  /** Stop; with `flushWithinMs`, first index what is signed now (given up after that long). */
+  stop(opts?: { flushWithinMs?: number }): Promise<void>;
+}
+
+export interface SharedIndexFollowerOptions extends LocalChain {
+  chains: AuditChainStore;
+  intervalMs: number;
+  batch: number;
+  log: Logger;
+  /** True while the local log cannot be written (outage): nothing new to index, and the disk is busy. */
+  paused?: () => boolean;
+}
+
+/**
+ * The gateway's follower of the shared index. Every `intervalMs` it indexes newly signed records, `batch`
+ * per transaction, yielding the event loop between batches. While the database is down it logs once and
+ * keeps trying: the next sync resumes from the head stored in the database, so nothing is lost or doubled.
+ */
+export function startSharedIndexFollower(o: SharedIndexFollowerOptions): SharedIndexFollower {
+  const indexer = new SharedIndexer(o.chains, o);
+  let running: Promise<SyncResult> | undefined;
+  let stopped = false;
+  let failing = false;
+  let up = false;
+  let caughtUpAt = Date.now();
+  const log = o.log.child({ replica: o.replica });
+  const run = async (): Promise<SyncResult> => {
+    try {
+      const res = await indexer.sync(o.batch, Infinity, true);
+      if (res.diverged) {
+        if (up || !failing) log.error({ seq: res.diverged.seq, problem: res.diverged.problem }, 'shared audit index: this chain diverged from what is indexed; indexing stopped (`vigil audit verify`, then `vigil audit reindex`)');
+        up = false;
+        failing = true;
+        return res;
+      }
+      if (res.caughtUp) caughtUpAt = Date.now();
+      if (failing) log.info('shared audit index: indexing again');
+      failing = false;
+      up = true;
+      return res;
+    } catch (e) {
+      if (!failing) log.warn({ err: (e as Error).message }, 'shared audit index: sync failed (the local log is unaffected); retrying');
+      failing = true;
+      up = false;
+      indexer.invalidate();
+      throw e;
+    }
+  };
+  const once = (): Promise<SyncResult> => (running ??= run().finally(() => (running = undefined)));
+  const timer = setInterval(() => {
+    if (!running && !stopped && !o.paused?.()) once().catch(() => {});
+  }, o.intervalMs);
+  timer.unref();
+  once().catch(() => {});
+  return {
+    replica: o.replica,
+    lag() {
+      const chainSeq = chainHeadSeq(o.auditDir);
+      const lagEvents = Math.max(0, chainSeq - indexer.indexedSeq);
+      return {
+        replica: o.replica, indexedSeq: indexer.indexedSeq, chainSeq, lagEvents,
+        lagSeconds: lagEvents > 0 ? Math.max(0, (Date.now() - caughtUpAt) / 1000) : 0,
+        up: up && !indexer.diverged, diverged: indexer.diverged !== undefined,
+      };
+    },
+    async syncNow() {
+      await running?.catch(() => {});
+      return once();
+    },
+    async stop(opts = {}) {
+      stopped = true;
+      clearInterval(timer);
+      await running?.catch(() => {});
+      if (opts.flushWithinMs !== undefined && !indexer.diverged) {
+        let t: NodeJS.Timeout | undefined;
+        await Promise.race([once().catch(() => {}), new Promise((r) => (t = setTimeout(r, opts.flushWithinMs)))]);
+        clearTimeout(t);
+      }
+    },
+  };
+}
+
+/** A record found through the shared index, with the replica whose chain holds it. */
+export interface SharedRecord {
+  replica: string;
+  seq: number;
+  hash: string;
+  eventJson: string;
+  event: AuditEvent;
+}
+
+export interface SharedSearchResult {
+  records: SharedRecord[];
+  /** Rows whose stored hash does not match their bytes (left out; `vigil audit verify` names them). */
+  mismatched: number;
+}
+
+/** The row's event, when its hash still matches its bytes (a row edited in the database does not). */
+export function checkedRecord(r: IndexedAuditRow): SharedRecord | undefined {
+  if (recordHashOf(r) !== r.hash) return undefined;
+  let event: AuditEvent;
+  try {
+    event = JSON.parse(r.eventJson) as AuditEvent;
+  } catch {
+    return undefined;
+  }
+  return { replica: r.replica, seq: r.seq, hash: r.hash, eventJson: r.eventJson, event };
+}
+
+function recordHashOf(r: IndexedAuditRow): string {
+  return crypto.hash('sha256', `vigil-audit-v1\n${r.seq}\n${r.prev}\n${r.eventJson}`, 'hex');
+}
+
+/** The order of merged results: event time, then replica, then seq. */
+export function compareShared(a: SharedRecord, b: SharedRecord): number {
+  return a.event.time < b.event.time ? -1 : a.event.time > b.event.time ? 1 : a.replica < b.replica ? -1 : a.replica > b.replica ? 1 : a.seq - b.seq;
+}
+
+/**
+ * Search every replica's events in the shared index. `localTail`, when given, adds this replica's records
+ * not in the shared index yet (the last second's, not signed by a checkpoint yet) from the local search:
+ * on the replica that wrote them, they are found at once.
+ */
+export async function searchShared(chains: AuditChainStore, q: SharedAuditQuery, localTail?: { replica: string; indexedSeq: number; records: () => { seq: number; hash: string; event: AuditEvent }[] }): Promise<SharedSearchResult> {
+  const rows = await chains.search(q);
+  let mismatched = 0;
+  const records: SharedRecord[] = [];
+  for (const r of rows) {
+    const rec = checkedRecord(r);
+    if (rec) records.push(rec);
+    else mismatched++;
+  }
+  if (localTail && (q.replica === undefined || q.replica === localTail.replica)) {
+    const seen = new Set(records.filter((r) => r.replica === localTail.replica).map((r) => r.seq));
+    for (const r of localTail.records()) {
+      if (r.seq <= localTail.indexedSeq || seen.has(r.seq)) continue;
+      records.push({ replica: localTail.replica, seq: r.seq, hash: r.hash, eventJson: canonicalJson(r.event), event: r.event });
+    }
+  }
+  records.sort(compareShared);
+  if (q.limit && records.length > q.limit) records.splice(0, records.length - q.limit);
+  return { records, mismatched };
+}
+
+/** Every matching record of the shared index, oldest first, fetched a page at a time (export, reports). */
+export async function* streamShared(chains: AuditChainStore, q: SharedAuditQuery, pageSize = 5000): AsyncGenerator<SharedRecord> {
+  let after: SharedAuditQuery['after'];
+  for (;;) {
+    const rows = await chains.search({ ...q, limit: undefined, after, page: pageSize });
+    for (const r of rows) {
+      const rec = checkedRecord(r);
+      if (rec) yield rec;
+    }
+    if (rows.length < pageSize) return;
+    const last = rows[rows.length - 1];
+    after = { time: String((JSON.parse(last.eventJson) as AuditEvent).time), replica: last.replica, seq: last.seq };
+  }
+}
+
+/**
+ * `vigil audit reindex`: drop this replica's rows from the shared index and copy its chain again. Other
+ * replicas' rows are theirs: each replica reindexes its own chain.
+ */
+export async function reindexShared(chains: AuditChainStore, local: LocalChain, batch = 5000): Promise<SyncResult> {
+  const indexer = new SharedIndexer(chains, local);
+  await chains.registerChain({ replica: local.replica, ...keyOf(local.publicKeyPem), host: os.hostname() });
+  await chains.resetChain(local.replica);
+  return indexer.sync(batch);
+}
+
+function keyOf(pem: string): { keyId: string; publicKey: string } {
+  const pub = crypto.createPublicKey(pem);
+  return { keyId: keyId(pub), publicKey: pub.export({ type: 'spki', format: 'pem' }).toString() };
+}

@@ -1,0 +1,215 @@
+import type pg from 'pg';
+import type { AuditChainInfo, AuditChainStore, IndexedAuditRow, SharedAuditQuery } from './types.ts';
+
+/**
+ * The shared audit index on PostgreSQL (tables of migration 2): each replica's chain and keys, and every
+ * signed record of every chain. Written only by each replica's follower (and `vigil audit reindex`),
+ * never on the append path; read by search, export, reports and verify on any replica.
+ */
+export class PgAuditChains implements AuditChainStore {
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly s: string,
+    /** The store's error mapping: unavailability as StoreUnavailableError, the URL scrubbed. */
+    private readonly fail: (e: unknown) => Error,
+  ) {}
+
+  private async q<R extends pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<pg.QueryResult<R>> {
+    try {
+      return await this.pool.query<R>(sql, params);
+    } catch (e) {
+      throw this.fail(e);
+    }
+  }
+
+  async registerChain(c: { replica: string; keyId: string; publicKey: string; host: string }): Promise<AuditChainInfo> {
+    const key = [{ key_id: c.keyId, public_key: c.publicKey }];
+    // A new key (rotation) is added to the list: records signed by the older one must still check.
+    await this.q(
+      `INSERT INTO ${this.s}.audit_chains (replica, keys, host) VALUES ($1, $2::jsonb, $3)
+       ON CONFLICT (replica) DO UPDATE SET host = $3,
+         keys = CASE WHEN ${this.s}.audit_chains.keys @> $2::jsonb THEN ${this.s}.audit_chains.keys ELSE ${this.s}.audit_chains.keys || $2::jsonb END`,
+      [c.replica, JSON.stringify(key), c.host],
+    );
+    return (await this.chain(c.replica))!;
+  }
+
+  async chains(): Promise<AuditChainInfo[]> {
+    return (await this.q<ChainRow>(`SELECT * FROM ${this.s}.audit_chains ORDER BY replica COLLATE "C"`)).rows.map(chainFromRow);
+  }
+
+  async chain(replica: string): Promise<AuditChainInfo | undefined> {
+    const r = (await this.q<ChainRow>(`SELECT * FROM ${this.s}.audit_chains WHERE replica = $1`, [replica])).rows[0];
+    return r && chainFromRow(r);
+  }
+
+  async appendRows(replica: string, expected: { seq: number; hash: string }, rows: IndexedAuditRow[], chainSeq: number): Promise<{ ok: boolean; seq: number; hash: string }> {
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (e) {
+      throw this.fail(e);
+    }
+    let broken = false;
+    try {
+      await client.query('BEGIN');
+      const head = (await client.query<{ indexed_seq: string; indexed_hash: string; diverged: unknown }>(
+        `SELECT indexed_seq, indexed_hash, diverged FROM ${this.s}.audit_chains WHERE replica = $1 FOR UPDATE`, [replica],
+      )).rows[0];
+      const cur = head ? { seq: Number(head.indexed_seq), hash: head.indexed_hash } : { seq: 0, hash: '' };
+      if (!head || head.diverged || cur.seq !== expected.seq || cur.hash !== expected.hash) {
+        await client.query('ROLLBACK');
+        return { ok: false, ...cur };
+      }
+      if (rows.length > 0) {
+        const col = <K extends keyof RowColumns>(k: K) => rows.map((r) => columnsOf(r)[k]);
+        await client.query(
+          `INSERT INTO ${this.s}.audit_events (replica, seq, prev, hash, "time", type, "user", target, session, outcome, event, body)
+           SELECT $1, u.seq, u.prev, u.hash, u.time, u.type, u.usr, u.target, u.session, u.outcome, u.event,
+                  CASE WHEN u.body IS NULL THEN NULL ELSE to_tsvector('simple', u.body) END
+           FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])
+             AS u(seq, prev, hash, time, type, usr, target, session, outcome, event, body)`,
+          [replica, col('seq'), col('prev'), col('hash'), col('time'), col('type'), col('user'), col('target'), col('session'), col('outcome'), col('event'), col('body')],
+        );
+      }
+      const last = rows.at(-1);
+      const next = last ? { seq: last.seq, hash: last.hash } : cur;
+      await client.query(`UPDATE ${this.s}.audit_chains SET indexed_seq = $2, indexed_hash = $3, indexed_at = now(), chain_seq = $4 WHERE replica = $1`, [replica, next.seq, next.hash, chainSeq]);
+      await client.query('COMMIT');
+      return { ok: true, ...next };
+    } catch (e) {
+      await client.query('ROLLBACK').catch(() => (broken = true));
+      throw this.fail(e);
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  async markDiverged(replica: string, seq: number, problem: string): Promise<void> {
+    await this.q(`UPDATE ${this.s}.audit_chains SET diverged = $2::jsonb WHERE replica = $1 AND diverged IS NULL`, [replica, JSON.stringify({ seq, at: new Date().toISOString(), problem })]);
+  }
+
+  async resetChain(replica: string): Promise<void> {
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (e) {
+      throw this.fail(e);
+    }
+    let broken = false;
+    try {
+      await client.query('BEGIN');
+      await client.query(`SELECT 1 FROM ${this.s}.audit_chains WHERE replica = $1 FOR UPDATE`, [replica]);
+      await client.query(`DELETE FROM ${this.s}.audit_events WHERE replica = $1`, [replica]);
+      await client.query(`UPDATE ${this.s}.audit_chains SET indexed_seq = 0, indexed_hash = '', indexed_at = NULL, diverged = NULL WHERE replica = $1`, [replica]);
+      await client.query('COMMIT');
+    } catch (e) {
+      await client.query('ROLLBACK').catch(() => (broken = true));
+      throw this.fail(e);
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  async rows(replica: string, afterSeq: number, limit: number): Promise<IndexedAuditRow[]> {
+    const r = await this.q<EventRow>(`SELECT replica, seq, prev, hash, event FROM ${this.s}.audit_events WHERE replica = $1 AND seq > $2 ORDER BY seq LIMIT $3`, [replica, afterSeq, limit]);
+    return r.rows.map(rowFromDb);
+  }
+
+  async search(q: SharedAuditQuery): Promise<IndexedAuditRow[]> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    const p = (v: unknown) => (params.push(v), `$${params.length}`);
+    if (q.replica !== undefined) where.push(`replica = ${p(q.replica)}`);
+    if (q.user !== undefined) where.push(`"user" = ${p(q.user)}`);
+    if (q.target !== undefined) where.push(`target = ${p(q.target)}`);
+    if (q.session !== undefined) where.push(`session = ${p(q.session)}`);
+    if (q.type !== undefined) where.push(`type COLLATE "C" >= ${p(q.type)} AND type COLLATE "C" < ${p(q.type + '\u{10FFFF}')}`);
+    else if (q.hideCheckpoints) where.push(`type IS DISTINCT FROM 'audit.checkpoint'`);
+    if (q.since !== undefined) where.push(`"time" COLLATE "C" >= ${p(q.since)}`);
+    if (q.until !== undefined) where.push(`"time" COLLATE "C" <= ${p(q.until)}`);
+    if (q.text !== undefined) where.push(`body @@ websearch_to_tsquery('simple', ${p(q.text)})`);
+    if (q.after) {
+      const [t, r, n] = [p(q.after.time), p(q.after.replica), p(q.after.seq)];
+      where.push(`("time" COLLATE "C" > ${t} OR ("time" = ${t} AND (replica COLLATE "C" > ${r} OR (replica = ${r} AND seq > ${n}))))`);
+    }
+    const cond = where.length ? where.join(' AND ') : 'true';
+    const order = `"time" COLLATE "C", replica COLLATE "C", seq`;
+    const sql = q.limit
+      ? `SELECT * FROM (SELECT replica, seq, prev, hash, event, "time" FROM ${this.s}.audit_events WHERE ${cond}
+           ORDER BY "time" COLLATE "C" DESC, replica COLLATE "C" DESC, seq DESC LIMIT ${p(q.limit)}) x ORDER BY ${order}`
+      : `SELECT replica, seq, prev, hash, event FROM ${this.s}.audit_events WHERE ${cond} ORDER BY ${order}${q.page ? ` LIMIT ${p(q.page)}` : ''}`;
+    return (await this.q<EventRow>(sql, params)).rows.map(rowFromDb);
+  }
+}
+
+interface ChainRow {
+  replica: string;
+  keys: { key_id: string; public_key: string }[];
+  host: string;
+  registered_at: Date;
+  indexed_seq: string;
+  indexed_hash: string;
+  indexed_at: Date | null;
+  chain_seq: string;
+  diverged: { seq: number; at: string; problem: string } | null;
+}
+
+function chainFromRow(r: ChainRow): AuditChainInfo {
+  return {
+    replica: r.replica, keys: r.keys, host: r.host, registeredAt: r.registered_at.toISOString(),
+    indexedSeq: Number(r.indexed_seq), indexedHash: r.indexed_hash, indexedAt: r.indexed_at?.toISOString(),
+    chainSeq: Number(r.chain_seq), ...(r.diverged ? { diverged: r.diverged } : {}),
+  };
+}
+
+interface EventRow {
+  replica: string;
+  seq: string;
+  prev: string;
+  hash: string;
+  event: string;
+}
+
+const rowFromDb = (r: EventRow): IndexedAuditRow => ({ replica: r.replica, seq: Number(r.seq), prev: r.prev, hash: r.hash, eventJson: r.event });
+
+interface RowColumns {
+  seq: number;
+  prev: string;
+  hash: string;
+  time: string | null;
+  type: string | null;
+  user: string | null;
+  target: string | null;
+  session: string | null;
+  outcome: string | null;
+  event: string;
+  body: string | null;
+}
+
+/** PostgreSQL text cannot hold NUL: filter columns lose it (the event text keeps it, JSON-escaped). */
+const text = (v: unknown): string | null => (typeof v === 'string' ? v.replaceAll('\0', '') : v === undefined || v === null ? null : JSON.stringify(v).replaceAll('\0', ''));
+
+/** tsvector has a size limit (1 MiB): the searchable text of one record is cut well below it. */
+const MAX_BODY = 256 * 1024;
+
+function columnsOf(r: IndexedAuditRow): RowColumns {
+  const e = JSON.parse(r.eventJson) as { time?: unknown; type?: unknown; actor?: { user?: unknown }; target?: { name?: unknown }; session_id?: unknown; outcome?: unknown; details?: unknown };
+  let body = searchableText(e.details);
+  if (body !== null && body.length > MAX_BODY) body = body.slice(0, MAX_BODY);
+  return {
+    seq: r.seq, prev: r.prev, hash: r.hash, time: text(e.time), type: text(e.type), user: text(e.actor?.user), target: text(e.target?.name),
+    session: text(e.session_id), outcome: text(e.outcome), event: r.eventJson, body: body === null ? null : body.replaceAll('\0', ''),
+  };
+}
+
+/** The same text the local index searches: statements, commands and file paths (`path`, `*_path`). */
+function searchableText(d: unknown): string | null {
+  if (!d || typeof d !== 'object') return null;
+  const parts: string[] = [];
+  for (const [k, v] of Object.entries(d)) {
+    if (typeof v !== 'string') continue;
+    if (k === 'statement' || k === 'command' || k === 'path' || k.endsWith('_path')) parts.push(v);
+  }
+  return parts.length ? parts.join('\n') : null;
+}
