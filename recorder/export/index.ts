@@ -28,6 +28,8 @@ export interface ExportOptions {
   format: ExportFormat;
   query: AuditQuery;
   onProgress?: (p: StreamProgress) => void;
+  /** Read the records from here instead of the log in `auditDir` (the shared index of every replica). */
+  records?: AsyncIterable<{ eventJson: string; event: AuditEvent }>;
 }
 
 export interface ExportResult {
@@ -82,7 +84,7 @@ export async function exportAuditLog(auditDir: string, out: Writable, opts: Expo
   let pending = enc.header ?? '';
   let bytes = 0;
   let count = 0;
-  for await (const r of streamAuditRecords(auditDir, opts.query, { onProgress: opts.onProgress })) {
+  for await (const r of opts.records ?? streamAuditRecords(auditDir, opts.query, { onProgress: opts.onProgress })) {
     pending += enc.line(r.eventJson, r.event);
     count++;
     if (pending.length >= WRITE_BATCH) {

@@ -108,6 +108,8 @@ export interface VerificationSummary {
   /** The checkpoint the verified (signed) part of the chain ends on. */
   checkpoint?: { seq: number; signs_seq: number; time: string; head: string; key_id?: string };
   problem?: string;
+  /** With replicas on a PostgreSQL store: the shared index the events were read from, verified chain by chain. */
+  shared_index?: { chains: string[]; ok: boolean; problem?: string };
 }
 
 export interface ReportModel {

@@ -50,7 +50,9 @@ export function verificationText(v: VerificationSummary): string {
     invalid: 'INVALID',
     unreadable: 'UNREADABLE',
   };
-  return `${what[v.status]}: ${v.records} records in ${v.segments} segment(s), ${v.checkpoints} checkpoint(s), last seq ${v.last_seq}${cp}${v.problem ? `; ${v.problem}` : ''}`;
+  const si = v.shared_index;
+  const shared = si ? `; events of ${si.chains.length} replica chain(s) (${si.chains.join(', ')}) from the shared index: ${si.ok ? 'every chain intact and signed' : `INVALID: ${si.problem}`}` : '';
+  return `${what[v.status]}: ${v.records} records in ${v.segments} segment(s), ${v.checkpoints} checkpoint(s), last seq ${v.last_seq}${cp}${v.problem ? `; ${v.problem}` : ''}${shared}`;
 }
 
 const grantRow = (g: ReportModel['grants'][number]) => [

@@ -3,7 +3,10 @@
  * search and export do, and verified with only the public key) and the state store.
  */
 import fs from 'node:fs';
-import type { StateStore } from '../../src/store/types.ts';
+import type { AuditChainStore, StateStore } from '../../src/store/types.ts';
+import { streamShared } from '../audit/shared-index.ts';
+import { verifySharedIndex } from '../audit/verify-shared.ts';
+import { iso } from '../audit/read.ts';
 import type { TargetConfig, VigilConfig } from '../../src/config/schema.ts';
 import type { RoleConfig } from '../../src/authz/config.ts';
 import { roleReachesTarget } from '../../src/authz/policy.ts';
@@ -23,6 +26,8 @@ export interface ReportSources {
   store: StateStore;
   /** Role name → targets it reaches (roleTargetsOf(config)); without it the report names no targets for roles. */
   roleTargets?: Record<string, string[]>;
+  /** Replicas on a PostgreSQL store: read every replica's events from the shared index (this data dir's chain is `local`). */
+  shared?: { chains: AuditChainStore; local?: { replica: string; auditDir: string } };
 }
 
 /** What each configured role reaches under the policy (the connect-time rule, authz/policy.ts). */
@@ -69,7 +74,16 @@ export async function collectReport(src: ReportSources, period: ReportPeriod, no
   const verification = await verificationSummary(src.auditDir, src.publicKeyFile);
   const [access, certs, revocations] = await Promise.all([src.store.listAccess(), src.store.listIssuedCerts(period), src.store.listRevocations()]);
   // Streamed: a month of events is read in fixed-size chunks, never held whole.
-  const records = streamAuditRecords(src.auditDir, { since: new Date(period.since), until: new Date(period.until), hideCheckpoints: true });
+  const query = { since: new Date(period.since), until: new Date(period.until), hideCheckpoints: true };
+  if (src.shared) {
+    const v = await verifySharedIndex(src.shared.chains, src.shared.local);
+    const bad = v.chains.find((c) => !c.ok)?.firstBad ?? v.local?.firstBad;
+    verification.shared_index = { chains: v.chains.map((c) => c.replica), ok: v.ok, ...(bad ? { problem: bad.problem } : {}) };
+    if (!v.ok) verification.ok = false;
+  }
+  const records = src.shared
+    ? streamShared(src.shared.chains, { since: iso(query.since), until: iso(query.until), hideCheckpoints: true })
+    : streamAuditRecords(src.auditDir, query);
   async function* events() {
     for await (const r of records) yield r.event;
   }

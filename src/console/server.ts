@@ -11,6 +11,9 @@ import { dataPaths } from '../data-dir.ts';
 import type { EventInput } from '../events/envelope.ts';
 import { ApiError, errorResponse, parseBody, readJson } from '../api/http.ts';
 import { ApproveBody, KillBody, ReasonBody } from '../api/routes.ts';
+import { searchShared, streamShared } from '../../recorder/audit/shared-index.ts';
+import type { AuditEvent } from '../events/envelope.ts';
+import { iso } from '../../recorder/audit/read.ts';
 import { searchIndexed, verifyAuditLog, HEAD_FILE, chainHeadSeq, AuditIndexError, type AuditQuery, type VerifyResult } from '../../recorder/audit/index.ts';
 import { exportAuditLog, type ExportFormat } from '../../recorder/export/index.ts';
 import { SessionCatalog, type SessionFilter } from './catalog.ts';
@@ -325,22 +328,38 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
           'content-disposition': `attachment; filename="vigil-events.${kind === 'csv' ? 'csv' : 'jsonl'}"`,
           'cache-control': 'no-store',
         });
-        await exportAuditLog(paths.audit, res, { format: { kind } as ExportFormat, query: aq });
+        // Replicas on a PostgreSQL store: every replica's events, from the shared index.
+        const shared = services.store.auditChains;
+        if (shared) await services.sharedAuditIndex?.syncNow().catch(() => {});
+        const records = shared && streamShared(shared, toSharedQuery(aq, q.get('replica') || undefined));
+        await exportAuditLog(paths.audit, res, { format: { kind } as ExportFormat, query: aq, records });
         res.end();
         return;
       }
       const limit = Math.min(SEARCH_LIMIT_MAX, int('limit', q.get('limit')) ?? 200);
-      let records;
-      try {
-        records = fs.existsSync(paths.audit) ? searchIndexed(paths.audit, { ...aq, text, limit }) : [];
-      } catch (e) {
-        if (e instanceof AuditIndexError && e.code === 'VIGIL_AUDIT_SEARCH_TEXT') throw new ApiError(400, 'VIGIL_BAD_REQUEST', e.message);
-        throw e;
+      let records: { seq: number; replica?: string; event: AuditEvent }[];
+      const replica = q.get('replica') || undefined;
+      const follower = services.sharedAuditIndex;
+      if (services.store.auditChains && follower) {
+        // Replicas on a PostgreSQL store: every replica's events (this one's signed records copied first,
+        // its newest unsigned ones from the local index).
+        await follower.syncNow().catch(() => {});
+        const localQuery = { ...aq, limit };
+        const tail = text === undefined && fs.existsSync(paths.audit) ? { replica: follower.replica, indexedSeq: follower.lag().indexedSeq, records: () => searchIndexed(paths.audit, localQuery) } : undefined;
+        records = (await searchShared(services.store.auditChains, { ...toSharedQuery(aq, replica), text, limit }, tail)).records;
+      } else {
+        if (replica !== undefined) throw new ApiError(400, 'VIGIL_BAD_REQUEST', 'replica: only with replicas on a PostgreSQL store');
+        try {
+          records = fs.existsSync(paths.audit) ? searchIndexed(paths.audit, { ...aq, text, limit }) : [];
+        } catch (e) {
+          if (e instanceof AuditIndexError && e.code === 'VIGIL_AUDIT_SEARCH_TEXT') throw new ApiError(400, 'VIGIL_BAD_REQUEST', e.message);
+          throw e;
+        }
       }
       await emit(s, req, { type: 'console.view', outcome: 'success', target: { name: 'audit', protocol: 'vigil' }, details: { view: 'events', filter: filterText(aq), text, results: records.length } });
       const base = new URLSearchParams([...q].filter(([k]) => k !== 'text' && k !== 'limit' && k !== 'format'));
       const exports = Object.fromEntries(['jsonl', 'csv', 'ocsf'].map((f) => [f, `/console/api/events/export?${new URLSearchParams([...base, ['format', f]])}`]));
-      return json(res, 200, { events: records.reverse().map((r) => ({ seq: r.seq, ...r.event })), exports });
+      return json(res, 200, { events: records.reverse().map((r) => ({ seq: r.seq, ...(r.replica ? { replica: r.replica } : {}), ...r.event })), exports });
     }
 
     if (route === '/access/requests' && method === 'GET') {
@@ -508,4 +527,9 @@ function int(name: string, text: string | null): number | undefined {
 
 function escapeHtml(s: string): string {
   return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+}
+
+/** The console's filter as a query of the shared index. */
+function toSharedQuery(aq: AuditQuery, replica: string | undefined) {
+  return { user: aq.user, target: aq.target, type: aq.type, session: aq.session, since: iso(aq.since), until: iso(aq.until), hideCheckpoints: aq.hideCheckpoints, replica };
 }

@@ -11,6 +11,8 @@ import { openAuditForCli } from '../../../recorder/audit/index.ts';
 import { NotFoundError } from '../../errors.ts';
 import { dataPaths } from '../../data-dir.ts';
 import type { AuditQuery } from '../../../recorder/audit/index.ts';
+import { catchUpLocal, openSharedAudit, toSharedQuery } from './audit-shared.ts';
+import { streamShared } from '../../../recorder/audit/shared-index.ts';
 import { AtomicFile, exportAuditLog, checkFieldName, setProductVersion, type ExportFormat, type StreamProgress } from '../../../recorder/export/index.ts';
 import { AUDIT_FILTER_OPTIONS, auditFilterQuery } from './audit.ts';
 
@@ -87,6 +89,8 @@ export const auditExportCommand: Command = {
     checkpoints: { type: 'boolean', help: 'include the signed checkpoint records (jsonl)' },
     columns: { type: 'string', arg: 'a,b,…', help: 'csv: these columns, in this order' },
     out: { type: 'string', short: 'o', arg: 'FILE|-', help: 'write here (default: standard output)' },
+    replica: { type: 'string', arg: 'ID', help: 'with a PostgreSQL store: only this replica\'s chain' },
+    local: { type: 'boolean', help: 'with a PostgreSQL store: only this data dir\'s log, not every replica' },
   },
   examples: ['audit export --format csv --since 30d --out q3.csv', 'audit export --format ocsf --user alice --since 2026-01-01T00:00:00Z -o alice.ocsf.jsonl'],
   async run(args) {
@@ -103,6 +107,8 @@ export const auditExportCommand: Command = {
       if (v !== undefined) filter[k] = v instanceof Date ? v.toISOString() : v;
     }
     if (args.values.checkpoints === true) filter.checkpoints = true;
+    const replica = stringOpt(args.values, 'replica');
+    if (replica !== undefined) filter.replica = replica;
     const filterText = Object.entries(filter).map(([k, v]) => (v === true ? `--${k}` : `--${k} ${v}`)).join(' ');
 
     const { config, dataDir } = loadFromArgs(args);
@@ -138,10 +144,16 @@ export const auditExportCommand: Command = {
       const bar = progressBar(args.err);
       const actor = { user: localUser(), roles: [] as string[] };
       const target = { name: 'audit', protocol: 'vigil' };
-      const details = { format: formatText, filter, filter_text: filterText, out: toFile ? outPath : '-' };
+      const details: Record<string, unknown> = { format: formatText, filter, filter_text: filterText, out: toFile ? outPath : '-' };
       let result: { count: number; bytes: number };
+      // With a PostgreSQL store: every replica's events from the shared index (this replica's caught up first).
+      const shared = args.values.local === true ? undefined : await openSharedAudit(args);
+      if (!shared && replica !== undefined) throw new UsageError('--replica needs the shared index (store: postgres), without --local');
+      if (shared) details.source = replica ? `shared index, replica ${replica}` : 'shared index, every replica';
       try {
-        result = await exportAuditLog(auditDir, file ? file.stream : (args.out as Writable), { format, query, onProgress: bar?.update });
+        if (shared) await catchUpLocal(shared, args.err);
+        const records = shared && streamShared(shared.chains, toSharedQuery(query, { replica }));
+        result = await exportAuditLog(auditDir, file ? file.stream : (args.out as Writable), { format, query, onProgress: bar?.update, records });
         bar?.done();
         if (file) await file.finish();
       } catch (e) {
@@ -150,6 +162,8 @@ export const auditExportCommand: Command = {
         file = undefined;
         await record({ type: 'audit.export', outcome: 'failure', actor, target, details: { ...details, error: (e as Error).message } });
         throw e;
+      } finally {
+        await shared?.close();
       }
       // The file appears only once its export is on the record.
       await record({ type: 'audit.export', outcome: 'success', actor, target, details: { ...details, count: result.count, bytes: result.bytes } });

@@ -6,11 +6,14 @@ import { parseDuration } from '../../config/units.ts';
 import { NotFoundError } from '../../errors.ts';
 import { dataPaths } from '../../data-dir.ts';
 import {
-  verifyAuditLog, VERIFY_EXIT_CODES, type VerifyResult, searchAuditLog, tailAuditLog, formatEventRow, EVENT_ROW_HEADER, HEAD_FILE, type AuditQuery, type AuditRecord,
+  verifyAuditLog, VERIFY_EXIT_CODES, type VerifyResult, searchAuditLog, tailAuditLog, formatEventRow, EVENT_ROW_HEADER, escapeTerminal, HEAD_FILE, type AuditQuery, type AuditRecord,
   searchIndexed, AuditIndex, AuditIndexError,
 } from '../../../recorder/audit/index.ts';
 import type { SignedHead } from '../../../recorder/audit/record.ts';
 import { readWitness } from '../../../recorder/audit/witness.ts';
+import { searchShared, reindexShared, type SharedRecord } from '../../../recorder/audit/shared-index.ts';
+import { verifySharedIndex, type SharedVerifyResult } from '../../../recorder/audit/verify-shared.ts';
+import { catchUpLocal, openSharedAudit, toSharedQuery } from './audit-shared.ts';
 
 /** The audit directory and public key of the data dir the command works on. */
 export async function auditPaths(args: CommandArgs): Promise<{ dataDir: string; auditDir: string; publicKeyFile: string }> {
@@ -83,6 +86,7 @@ export const auditVerifyCommand: Command = {
   options: {
     key: { type: 'string', arg: 'PEM', help: 'audit public key to verify with (default: the data dir\'s audit_signing.pub)' },
     witness: { type: 'string', arg: 'FILE|URL', multiple: true, help: 'signed heads kept elsewhere, to prove the log was not cut back' },
+    local: { type: 'boolean', help: 'with a PostgreSQL store: verify only this data dir\'s log, not the shared index of every replica' },
   },
   examples: ['audit verify', 'audit verify --key audit_signing.pub --witness /mnt/witness/heads.jsonl'],
   async run(args) {
@@ -139,9 +143,39 @@ export const auditVerifyCommand: Command = {
         args.out.write(`audit log ok: complete up to the witnessed head seq ${res.witnessedSeq}, ${summary}, head seq ${res.lastSeq} (${secs} s)\n`);
         break;
     }
+    if (args.values.local !== true) {
+      const shared = await openSharedAudit(args).catch((e: Error) => e);
+      if (shared instanceof Error) return unreadable('cannot open the shared audit index', shared);
+      if (shared) {
+        let sres: SharedVerifyResult;
+        try {
+          await catchUpLocal(shared, args.err);
+          sres = await verifySharedIndex(shared.chains, shared.local);
+        } catch (e) {
+          return unreadable('cannot read the shared audit index', e);
+        } finally {
+          await shared.close();
+        }
+        printSharedVerify(args, sres);
+        if (!sres.ok) return VERIFY_EXIT_CODES.invalid;
+      }
+    }
     return VERIFY_EXIT_CODES[res.status];
   },
 };
+
+function printSharedVerify(args: CommandArgs, r: SharedVerifyResult): void {
+  for (const c of r.chains) {
+    const what = `chain ${c.replica} (${c.host}): ${c.rows} indexed record(s)${c.rows ? ` seq ${c.firstSeq}..${c.lastSeq}` : ''}, ${c.checkpoints} signed checkpoint(s), key ${c.keyIds.join(', ')}`;
+    if (c.ok) args.out.write(`shared index ok: ${what}\n`);
+    else args.err.write(`shared index INVALID: ${what}\n  ${c.firstBad!.problem} [${c.firstBad!.kind}, seq ${c.firstBad!.seq}]\n`);
+  }
+  const l = r.local;
+  if (l) {
+    if (l.ok) args.out.write(`shared index matches this replica's log (${l.replica}): ${l.compared} record(s) compared, ${l.notIndexed} not indexed yet\n`);
+    else args.err.write(`shared index INVALID against this replica's log (${l.replica}): ${l.firstBad!.problem} [${l.firstBad!.kind}]\n`);
+  }
+}
 
 /** The event filter every audit-reading command takes (search, export). */
 export const AUDIT_FILTER_OPTIONS = {
@@ -171,7 +205,11 @@ const SEARCH_HELP = `
   --text QUERY: full text over SQL statements, shell commands and file paths, in SQLite FTS5 syntax:
     words (all must occur: drop users), "exact phrase", prefix* (nginx*), OR, NOT, AND, NEAR(a b, 5);
     put text with punctuation in double quotes ('"pg_dump -t"'); a query FTS5 cannot parse is an error.
-  --scan: read every segment instead of the index (no --text), e.g. to cross-check the index.`;
+  --scan: read every segment instead of the index (no --text), e.g. to cross-check the index.
+  With a PostgreSQL store (replicas), search reads the shared index of every replica's chain instead
+  (first copying this replica's signed records into it; its newest unsigned records come from the local
+  index): --replica ID narrows to one chain, --local searches only this data dir's log as above. There
+  --text uses PostgreSQL web-search syntax: words (all must occur), "exact phrase", OR, -word.`;
 
 export const auditSearchCommand: Command = {
   name: 'audit search',
@@ -184,6 +222,8 @@ export const auditSearchCommand: Command = {
     scan: { type: 'boolean', help: 'read every log segment instead of the index (cross-check; not with --text)' },
     limit: { type: 'string', arg: 'N', help: 'at most N events (the newest ones)' },
     json: { type: 'boolean' },
+    replica: { type: 'string', arg: 'ID', help: 'with a PostgreSQL store: only events of this replica\'s chain' },
+    local: { type: 'boolean', help: 'with a PostgreSQL store: only this data dir\'s log (the local index), not every replica' },
   },
   examples: ['audit search --user alice --since 2h', 'audit search --type db.query --target prod-pg --limit 20 --json'],
   async run(args) {
@@ -195,6 +235,26 @@ export const auditSearchCommand: Command = {
       // Checkpoints are shown when asked for (--type audit); otherwise they would drown the table.
       hideCheckpoints: true,
     };
+    const replica = stringOpt(args.values, 'replica');
+    if (args.values.scan !== true && args.values.local !== true) {
+      if (text !== undefined && text.trim() === '') throw new UsageError('--text: empty query');
+      const shared = await openSharedAudit(args);
+      if (shared) {
+        try {
+          const indexedSeq = await catchUpLocal(shared, args.err);
+          const local = shared.local;
+          const tail =
+            local && text === undefined && fs.existsSync(local.auditDir) ? { replica: local.replica, indexedSeq, records: () => searchIndexed(local.auditDir, q) } : undefined;
+          const res = await searchShared(shared.chains, toSharedQuery(q, { replica, text }), tail);
+          if (res.mismatched) args.err.write(`vigil audit search: ${res.mismatched} indexed record(s) left out: their bytes do not match their hash (run \`vigil audit verify\`)\n`);
+          printSharedRecords(args, res.records, args.values.json === true);
+          return 0;
+        } finally {
+          await shared.close();
+        }
+      }
+    }
+    if (replica !== undefined) throw new UsageError('--replica needs the shared index (store: postgres), without --local or --scan');
     let records: AuditRecord[];
     if (args.values.scan === true) {
       if (text !== undefined) throw new UsageError('--text needs the index: leave out --scan');
@@ -217,6 +277,38 @@ export const auditSearchCommand: Command = {
     }
     printRecords(args, records, args.values.json === true);
     return 0;
+  },
+};
+
+/** Search results of every replica: the replica first (table), or as a `replica` member (JSON). */
+export function printSharedRecords(args: CommandArgs, records: SharedRecord[], json: boolean): void {
+  if (!json) args.out.write('REPLICA'.padEnd(24) + '  ' + EVENT_ROW_HEADER + '\n');
+  for (const r of records) args.out.write((json ? JSON.stringify({ ...r.event, replica: r.replica }) : escapeTerminal(r.replica).padEnd(24) + '  ' + formatEventRow(r.event)) + '\n');
+}
+
+export const auditReindexCommand: Command = {
+  name: 'audit reindex',
+  summary: 'Rebuild this replica\'s part of the shared audit index (PostgreSQL store) from its log: its rows are dropped and copied again.',
+  usage: '[--data DIR]',
+  options: {},
+  examples: ['audit reindex'],
+  async run(args) {
+    const shared = await openSharedAudit(args);
+    if (!shared) throw new UsageError('audit reindex rebuilds the shared index of a PostgreSQL store (store: {kind: postgres}); for the local index: vigil audit index rebuild');
+    try {
+      if (!shared.local) throw new NotFoundError('no audit log (or audit public key) in this data dir');
+      const t0 = performance.now();
+      const res = await reindexShared(shared.chains, shared.local);
+      if (res.diverged) {
+        args.err.write(`audit reindex: the log itself does not read as one chain at seq ${res.diverged.seq}: ${res.diverged.problem}\n`);
+        return 1;
+      }
+      const secs = (performance.now() - t0) / 1000;
+      args.out.write(`shared index rebuilt for replica ${shared.local.replica}: ${res.added} signed record(s) in ${secs.toFixed(1)} s\n`);
+      return 0;
+    } finally {
+      await shared.close();
+    }
   },
 };
 
@@ -300,4 +392,4 @@ export const auditTailCommand: Command = {
   },
 };
 
-export const AUDIT_COMMANDS: Command[] = [auditVerifyCommand, auditHeadCommand, auditSearchCommand, auditTailCommand, auditIndexRebuildCommand, auditIndexStatusCommand];
+export const AUDIT_COMMANDS: Command[] = [auditVerifyCommand, auditHeadCommand, auditSearchCommand, auditTailCommand, auditIndexRebuildCommand, auditIndexStatusCommand, auditReindexCommand];

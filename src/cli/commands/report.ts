@@ -8,6 +8,8 @@ import { EventBus } from '../../events/bus.ts';
 import { silentLogger } from '../../log.ts';
 import { NotFoundError } from '../../errors.ts';
 import { openStateStore } from '../../store/index.ts';
+import { replicaIdOf } from '../../../recorder/audit/shared-index.ts';
+import { catchUpLocal } from './audit-shared.ts';
 import { openAuditForCli } from '../../../recorder/audit/index.ts';
 import type { ReportFormat } from '../../../recorder/reports/index.ts';
 
@@ -43,7 +45,14 @@ export const reportAccessCommand: Command = {
     const store = await openStateStore(dataDir, config.store);
     let report;
     try {
-      report = await generateReport({ auditDir: paths.audit, publicKeyFile: paths.auditPublicKey, store, roleTargets: roleTargetsOf(config) }, { since: since.toISOString(), until: until.toISOString() }, format, now);
+      // Replicas on a PostgreSQL store: the report covers every replica's events (this one's caught up first).
+      let shared: { chains: NonNullable<typeof store.auditChains>; local?: { replica: string; auditDir: string } } | undefined;
+      if (store.auditChains) {
+        const local = fs.existsSync(paths.auditPublicKey) ? { replica: replicaIdOf(dataDir), auditDir: paths.audit, publicKeyPem: fs.readFileSync(paths.auditPublicKey, 'utf8') } : undefined;
+        if (local) await catchUpLocal({ store, chains: store.auditChains, local, close: async () => {} }, args.err);
+        shared = { chains: store.auditChains, local };
+      }
+      report = await generateReport({ auditDir: paths.audit, publicKeyFile: paths.auditPublicKey, store, roleTargets: roleTargetsOf(config), shared }, { since: since.toISOString(), until: until.toISOString() }, format, now);
     } finally {
       await store.close();
     }
