@@ -405,6 +405,7 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
         chain_seq: seq,
         verify: { at: verified.at, status: r.status, ok: r.ok, records: r.records, segments: r.segments, checkpoints: r.checkpoints, last_seq: r.lastSeq, checkpointed_seq: r.checkpointedSeq, tail_records: r.tailRecords, first_bad: r.firstBad },
         index: services.auditIndex?.lag(),
+        shared_index: services.sharedAuditIndex?.lag(),
       });
     }
 

@@ -203,13 +203,16 @@ function columnsOf(r: IndexedAuditRow): RowColumns {
   };
 }
 
-/** The same text the local index searches: statements, commands and file paths (`path`, `*_path`). */
+/**
+ * The searchable text: SQL (`sql`, as the database proxies record it), statements, commands and file paths
+ * (`path`, `*_path`) — the local index's fields plus `sql`.
+ */
 function searchableText(d: unknown): string | null {
   if (!d || typeof d !== 'object') return null;
   const parts: string[] = [];
   for (const [k, v] of Object.entries(d)) {
     if (typeof v !== 'string') continue;
-    if (k === 'statement' || k === 'command' || k === 'path' || k.endsWith('_path')) parts.push(v);
+    if (k === 'sql' || k === 'statement' || k === 'command' || k === 'path' || k.endsWith('_path')) parts.push(v);
   }
   return parts.length ? parts.join('\n') : null;
 }
