@@ -53,6 +53,9 @@ export class PgAuditChains implements AuditChainStore {
     let broken = false;
     try {
       await client.query('BEGIN');
+      // No need to wait for this commit's WAL flush: the rows are a copy of the chain, and a commit lost in a
+      // database crash loses its head update with it, so the follower simply copies those records again.
+      await client.query('SET LOCAL synchronous_commit = off');
       const head = (await client.query<{ indexed_seq: string; indexed_hash: string; diverged: unknown }>(
         `SELECT indexed_seq, indexed_hash, diverged FROM ${this.s}.audit_chains WHERE replica = $1 FOR UPDATE`, [replica],
       )).rows[0];

@@ -238,7 +238,12 @@ export const auditSearchCommand: Command = {
     const replica = stringOpt(args.values, 'replica');
     if (args.values.scan !== true && args.values.local !== true) {
       if (text !== undefined && text.trim() === '') throw new UsageError('--text: empty query');
-      const shared = await openSharedAudit(args);
+      const shared = await openSharedAudit(args).catch((e: unknown) => {
+        // The database away: this replica's own log still answers (said on stderr, so nobody takes it for all).
+        if ((e as { code?: unknown }).code !== 'VIGIL_STORE_UNAVAILABLE' || replica !== undefined) throw e;
+        args.err.write(`vigil audit search: the shared index is unavailable (${(e as Error).message}); searching this replica's log only\n`);
+        return undefined;
+      });
       if (shared) {
         try {
           const indexedSeq = await catchUpLocal(shared, args.err);
