@@ -342,14 +342,13 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
       const follower = services.sharedAuditIndex;
       if (services.store.auditChains && follower) {
         // Replicas on a PostgreSQL store: every replica's events (this one's signed records copied first,
-        // its newest unsigned ones from the local index).
+        // its newest unsigned ones from the local index). A database that is away fails the search (503)
+        // rather than answering from one replica's log as if it were all.
         await follower.syncNow().catch(() => {});
         const localQuery = { ...aq, limit };
         const tail = text === undefined && fs.existsSync(paths.audit) ? { replica: follower.replica, indexedSeq: follower.lag().indexedSeq, records: () => searchIndexed(paths.audit, localQuery) } : undefined;
         records = (await searchShared(services.store.auditChains, { ...toSharedQuery(aq, replica), text, limit }, tail)).records;
       } else {
-        // (Without replicas, or with them: a database that is away fails the search with 503 rather than
-        // answering from one replica's log as if it were all.)
         if (replica !== undefined) throw new ApiError(400, 'VIGIL_BAD_REQUEST', 'replica: only with replicas on a PostgreSQL store');
         try {
           records = fs.existsSync(paths.audit) ? searchIndexed(paths.audit, { ...aq, text, limit }) : [];
