@@ -269,6 +269,11 @@ describe('the audit log across replicas on one PostgreSQL store', () => {
       expect(refused.code).not.toBe(0);
       await a.waitForEvent((e) => e.type === 'auth.failure' && e.details.reason === 'store_unavailable', 15_000);
       await waitFor(() => !follower.lag().up && follower.lag().lagEvents > 0, 20_000, 'lag reported while the store is away');
+      // Search on A still answers from A's own log, and says that is all it is.
+      const alone = await runCliCaptured(['audit', 'search', '--json', '--type', 'auth.failure', '--config', cfgA]);
+      expect(alone.code, alone.err).toBe(0);
+      expect(alone.err).toMatch(/shared index is unavailable.*searching this replica's log only/);
+      expect(alone.out).toContain('store_unavailable');
     } finally {
       await relay.up();
     }
@@ -282,6 +287,9 @@ describe('the audit log across replicas on one PostgreSQL store', () => {
     expect(m).toMatch(new RegExp(`vigil_audit_shared_index_up\\{replica="${idA}"\\} 1`));
     const ok = await runCliCaptured(['audit', 'verify', '--config', cfgB]);
     expect(ok.code, ok.err).toBe(3);
+    const status = await runCliCaptured(['audit', 'index', 'status', '--config', cfgB]);
+    expect(status.out).toMatch(new RegExp(`shared index: chain ${idA} on .*: indexed up to seq \\d+`));
+    expect(status.out).toContain(`shared index: chain ${idB} (this data dir)`);
   }, 60_000);
 
   it('a rebuild from the chains gives the same search results', async () => {

@@ -355,8 +355,17 @@ export const auditIndexStatusCommand: Command = {
     try {
       const s = index.status();
       const lag = Math.max(0, s.chainSeq - s.indexedSeq);
-      if (args.values.json === true) args.out.write(JSON.stringify({ ...s, lag }) + '\n');
-      else args.out.write(`search index: ${s.records} records from ${s.segments} segment(s), indexed up to seq ${s.indexedSeq}, log at seq ${s.chainSeq} (lag ${lag}), ${(s.bytes / 1048576).toFixed(1)} MiB\n`);
+      // With a PostgreSQL store: every registered chain in the shared index too.
+      const shared = await openSharedAudit(args);
+      const chains = shared ? await shared.chains.chains().finally(() => shared.close()) : undefined;
+      if (args.values.json === true) args.out.write(JSON.stringify({ ...s, lag, ...(chains ? { shared: chains.map(({ keys: _k, ...c }) => c) } : {}) }) + '\n');
+      else {
+        args.out.write(`search index: ${s.records} records from ${s.segments} segment(s), indexed up to seq ${s.indexedSeq}, log at seq ${s.chainSeq} (lag ${lag}), ${(s.bytes / 1048576).toFixed(1)} MiB\n`);
+        for (const c of chains ?? []) {
+          const mine = c.replica === shared?.local?.replica ? ' (this data dir)' : '';
+          args.out.write(`shared index: chain ${c.replica}${mine} on ${c.host}: indexed up to seq ${c.indexedSeq}${c.indexedAt ? ` at ${c.indexedAt}` : ''}, its log at seq ${c.chainSeq} then${c.diverged ? `; DIVERGED at seq ${c.diverged.seq}: ${c.diverged.problem}` : ''}\n`);
+        }
+      }
     } finally {
       index.close();
     }
