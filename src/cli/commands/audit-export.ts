@@ -151,7 +151,8 @@ export const auditExportCommand: Command = {
       if (!shared && replica !== undefined) throw new UsageError('--replica needs the shared index (store: postgres), without --local');
       if (shared) details.source = replica ? `shared index, replica ${replica}` : 'shared index, every replica';
       try {
-        if (shared) await catchUpLocal(shared, args.err);
+        // Evidence: this replica's every signed record, however far behind the follower is.
+        if (shared) await catchUpLocal(shared, args.err, Infinity);
         const records = shared && streamShared(shared.chains, toSharedQuery(query, { replica }));
         result = await exportAuditLog(auditDir, file ? file.stream : (args.out as Writable), { format, query, onProgress: bar?.update, records });
         bar?.done();

@@ -35,16 +35,24 @@ export async function openSharedAudit(args: Pick<CommandArgs, 'configPath' | 'da
 }
 
 /**
+ * How many records a CLI command copies before answering. A search adds this replica's records past the
+ * indexed head from its local index anyway; a big backlog (a log that predates the PostgreSQL store) is
+ * the gateway follower's work, not a search's.
+ */
+const CLI_CATCH_UP = 50_000;
+
+/**
  * Before reading the shared index: copy this data dir's signed records into it (a running gateway does
  * the same continuously; the head check in the database keeps the two from doubling anything). Best
  * effort: a failure only means this replica's newest records may be missing, which is said on stderr.
  */
-export async function catchUpLocal(shared: SharedAudit, err: { write(text: string): unknown }): Promise<number> {
+export async function catchUpLocal(shared: SharedAudit, err: { write(text: string): unknown }, maxRecords = CLI_CATCH_UP): Promise<number> {
   if (!shared.local) return 0;
   try {
     const indexer = new SharedIndexer(shared.chains, shared.local);
-    const res = await indexer.sync(5000);
+    const res = await indexer.sync(5000, maxRecords);
     if (res.diverged) err.write(`vigil: this replica's chain diverged from the shared index at seq ${res.diverged.seq} (${res.diverged.problem}); run \`vigil audit verify\`\n`);
+    else if (!res.caughtUp) err.write(`vigil: the shared index is behind this replica's log (indexed up to seq ${indexer.indexedSeq}); the gateway's follower is copying the rest\n`);
     return indexer.indexedSeq;
   } catch (e) {
     err.write(`vigil: could not bring the shared index up to this replica's log (${(e as Error).message})\n`);

@@ -49,7 +49,7 @@ export const reportAccessCommand: Command = {
       let shared: { chains: NonNullable<typeof store.auditChains>; local?: { replica: string; auditDir: string } } | undefined;
       if (store.auditChains) {
         const local = fs.existsSync(paths.auditPublicKey) ? { replica: replicaIdOf(dataDir), auditDir: paths.audit, publicKeyPem: fs.readFileSync(paths.auditPublicKey, 'utf8') } : undefined;
-        if (local) await catchUpLocal({ store, chains: store.auditChains, local, close: async () => {} }, args.err);
+        if (local) await catchUpLocal({ store, chains: store.auditChains, local, close: async () => {} }, args.err, Infinity);
         shared = { chains: store.auditChains, local };
       }
       report = await generateReport({ auditDir: paths.audit, publicKeyFile: paths.auditPublicKey, store, roleTargets: roleTargetsOf(config), shared }, { since: since.toISOString(), until: until.toISOString() }, format, now);
