@@ -184,6 +184,17 @@ describe('the audit log across replicas on one PostgreSQL store', () => {
     const localB = await search(cfgB, '--user', 'alice', '--type', 'db.query', '--local');
     expect(localB.some((h) => sqlOf(h).includes(`markb${run}`)) && !localB.some((h) => sqlOf(h).includes(`marka${run}`))).toBe(true);
 
+    // Export on B and the access report on A cover both replicas too.
+    const exp = await runCliCaptured(['audit', 'export', '--format', 'jsonl', '--user', 'alice', '--type', 'db.query', '--config', cfgB]);
+    expect(exp.code, exp.err).toBe(0);
+    expect(exp.out).toContain(`marka${run}`);
+    expect(exp.out).toContain(`markb${run}`);
+    const rep = await runCliCaptured(['report', 'access', '--format', 'json', '--since', '1h', '--config', cfgA]);
+    expect(rep.code, rep.err).toBe(0);
+    const model = JSON.parse(rep.out) as { summary: { sessions: number }; verification: { shared_index?: { chains: string[]; ok: boolean } } };
+    expect(model.verification.shared_index).toMatchObject({ ok: true, chains: expect.arrayContaining([idA, idB]) });
+    expect(model.summary.sessions).toBe(2); // alice's psql session on A and the one on B
+
     // The console API of B answers with A's events too, each naming its replica.
     await ensureConsole();
     const c = new ConsoleClient(`https://127.0.0.1:${b.ports.api}`, ada.creds.caCertificate, { cert: ada.creds.x509Certificate, key: ada.creds.x509PrivateKey });
