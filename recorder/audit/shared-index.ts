@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { AuditEvent } from '../../src/events/envelope.ts';
 import type { AuditChainStore, IndexedAuditRow, SharedAuditQuery } from '../../src/store/types.ts';
-import { keyId } from './record.ts';
+import { keyId, recordHash } from './record.ts';
 import { canonicalJson } from './canonical.ts';
 import { ChainDivergedError, SignedRecordReader } from './signed-reader.ts';
 import { chainHeadSeq } from './search-index.ts';
@@ -270,7 +270,7 @@ export interface SharedSearchResult {
 
 /** The row's event, when its hash still matches its bytes (a row edited in the database does not). */
 export function checkedRecord(r: IndexedAuditRow): SharedRecord | undefined {
-  if (recordHashOf(r) !== r.hash) return undefined;
+  if (recordHash(r.seq, r.prev, r.eventJson) !== r.hash) return undefined;
   let event: AuditEvent;
   try {
     event = JSON.parse(r.eventJson) as AuditEvent;
@@ -278,10 +278,6 @@ export function checkedRecord(r: IndexedAuditRow): SharedRecord | undefined {
     return undefined;
   }
   return { replica: r.replica, seq: r.seq, hash: r.hash, eventJson: r.eventJson, event };
-}
-
-function recordHashOf(r: IndexedAuditRow): string {
-  return crypto.hash('sha256', `vigil-audit-v1\n${r.seq}\n${r.prev}\n${r.eventJson}`, 'hex');
 }
 
 /** The order of merged results: event time, then replica, then seq. */
