@@ -22,6 +22,30 @@ export class PgAuditChains implements AuditChainStore {
     }
   }
 
+  /**
+   * A pooled client for one transaction. While checked out the pool does not listen for its errors: a
+   * connection dropped between two statements (the database going away) would be an unhandled 'error'
+   * event, so one is listened for here; the statement in flight fails anyway and the client is discarded.
+   */
+  private async checkout(): Promise<{ client: pg.PoolClient; done: (broken: boolean) => void }> {
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (e) {
+      throw this.fail(e);
+    }
+    let lost = false;
+    const onError = () => (lost = true);
+    client.on('error', onError);
+    return {
+      client,
+      done: (broken) => {
+        client.off('error', onError);
+        client.release(broken || lost);
+      },
+    };
+  }
+
   async registerChain(c: { replica: string; keyId: string; publicKey: string; host: string }): Promise<AuditChainInfo> {
     const key = [{ key_id: c.keyId, public_key: c.publicKey }];
     // A new key (rotation) is added to the list: records signed by the older one must still check.
@@ -44,12 +68,7 @@ export class PgAuditChains implements AuditChainStore {
   }
 
   async appendRows(replica: string, expected: { seq: number; hash: string }, rows: IndexedAuditRow[], chainSeq: number): Promise<{ ok: boolean; seq: number; hash: string }> {
-    let client: pg.PoolClient;
-    try {
-      client = await this.pool.connect();
-    } catch (e) {
-      throw this.fail(e);
-    }
+    const { client, done } = await this.checkout();
     let broken = false;
     try {
       await client.query('BEGIN');
@@ -84,7 +103,7 @@ export class PgAuditChains implements AuditChainStore {
       await client.query('ROLLBACK').catch(() => (broken = true));
       throw this.fail(e);
     } finally {
-      client.release(broken);
+      done(broken);
     }
   }
 
@@ -93,12 +112,7 @@ export class PgAuditChains implements AuditChainStore {
   }
 
   async resetChain(replica: string): Promise<void> {
-    let client: pg.PoolClient;
-    try {
-      client = await this.pool.connect();
-    } catch (e) {
-      throw this.fail(e);
-    }
+    const { client, done } = await this.checkout();
     let broken = false;
     try {
       await client.query('BEGIN');
@@ -110,7 +124,7 @@ export class PgAuditChains implements AuditChainStore {
       await client.query('ROLLBACK').catch(() => (broken = true));
       throw this.fail(e);
     } finally {
-      client.release(broken);
+      done(broken);
     }
   }
 
