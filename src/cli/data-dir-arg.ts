@@ -11,20 +11,45 @@ import type { CommandArgs } from './command.ts';
  */
 export async function dataDirFromArgs(args: Pick<CommandArgs, 'configPath' | 'dataDir' | 'proxies'>): Promise<string> {
   if (args.dataDir !== undefined) return path.resolve(args.dataDir);
-  const file = args.configPath ?? process.env.VIGIL_CONFIG;
+  const file = configFileOf(args);
   if (!file) return path.resolve('./data');
-  const abs = path.resolve(file);
-  let doc: unknown;
-  try {
-    const { parse } = await import('yaml');
-    doc = parse(fs.readFileSync(abs, 'utf8'));
-  } catch {
-    doc = undefined; // unreadable or not YAML: the full loader says which
-  }
-  const dataDir = doc && typeof doc === 'object' ? (doc as Record<string, unknown>).data_dir : undefined;
-  if (typeof dataDir === 'string' || (doc && typeof doc === 'object' && dataDir === undefined)) {
-    return path.resolve(path.dirname(abs), typeof dataDir === 'string' ? dataDir : './data');
+  const doc = await readDocument(file);
+  const dataDir = isMap(doc) ? doc.data_dir : undefined;
+  if (typeof dataDir === 'string' || (isMap(doc) && dataDir === undefined)) {
+    return path.resolve(path.dirname(file), typeof dataDir === 'string' ? dataDir : './data');
   }
   const { loadFromArgs } = await import('./context.ts');
   return loadFromArgs(args).dataDir;
+}
+
+/**
+ * Whether the config may name a PostgreSQL store (`store.kind: postgres`), read the same cheap way: false
+ * only when it certainly does not (no file, no `store`, or `kind: sqlite`). Read-only commands open the
+ * full config, and with it the shared audit index, only when this says true.
+ */
+export async function mayUseSharedStore(args: Pick<CommandArgs, 'configPath'>): Promise<boolean> {
+  const file = configFileOf(args);
+  if (!file) return false;
+  const doc = await readDocument(file);
+  if (!isMap(doc)) return true; // unreadable or odd: the full loader decides (and names the problem)
+  const store = doc.store;
+  if (store === undefined || store === null) return false;
+  return !(isMap(store) && store.kind === 'sqlite');
+}
+
+function configFileOf(args: Pick<CommandArgs, 'configPath'>): string | undefined {
+  const file = args.configPath ?? process.env.VIGIL_CONFIG;
+  return file ? path.resolve(file) : undefined;
+}
+
+const isMap = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v);
+
+/** The config file's YAML document, not validated; undefined when unreadable or not YAML. */
+async function readDocument(abs: string): Promise<unknown> {
+  try {
+    const { parse } = await import('yaml');
+    return parse(fs.readFileSync(abs, 'utf8'));
+  } catch {
+    return undefined; // the full loader says why
+  }
 }

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import type { CommandArgs } from '../command.ts';
-import { loadFromArgs } from '../context.ts';
+import { mayUseSharedStore } from '../data-dir-arg.ts';
 import { dataPaths } from '../../data-dir.ts';
 import type { AuditChainStore, SharedAuditQuery, StateStore } from '../../store/types.ts';
 import type { AuditQuery } from '../../../recorder/audit/read.ts';
@@ -18,6 +18,9 @@ export interface SharedAudit {
 
 /** With `store: {kind: postgres}`: the shared index; with SQLite (one host) undefined. */
 export async function openSharedAudit(args: Pick<CommandArgs, 'configPath' | 'dataDir' | 'proxies'>): Promise<SharedAudit | undefined> {
+  // Most installations have no PostgreSQL store: they do not pay for loading and validating the config.
+  if (!(await mayUseSharedStore(args))) return undefined;
+  const { loadFromArgs } = await import('../context.ts');
   const { config, dataDir } = loadFromArgs(args);
   if (config.store.kind !== 'postgres') return undefined;
   const { openStateStore } = await import('../../store/index.ts');
