@@ -120,6 +120,8 @@ export interface RecordingStore {
   pathOf(id: string): string;
   /** A recording for reading, wherever it is kept (the local copy first); undefined if there is none. */
   open(id: string): Promise<RecordingSource | undefined>;
+  /** Gateway start: upload recordings an earlier process left on local disk (object storage only). */
+  resumeUploads?(): Promise<number>;
   /** Let uploads of finished recordings complete for up to `graceMs`, then stop (gateway shutdown). */
   close?(graceMs: number): Promise<void>;
 }

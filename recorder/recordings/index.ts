@@ -95,6 +95,7 @@ export function openRecordingStore(dir: string, opts: RecordingStoreOptions = {}
       return opts.remote?.open(id);
     },
     close: (graceMs) => opts.remote?.close(graceMs) ?? Promise.resolve(),
+    resumeUploads: () => opts.remote?.resume(dir) ?? Promise.resolve(0),
     pathOf,
   };
 }

@@ -121,6 +121,8 @@ class Semaphore {
 }
 
 const PENDING = '.pending/';
+/** Beside a local copy kept after its upload (keep_local): it is in object storage already. */
+export const STORED_MARK = '.stored';
 
 export class S3Recordings {
   readonly client: S3Client;
@@ -172,6 +174,46 @@ export class S3Recordings {
     this.active.add(u);
     void u.run().finally(() => this.active.delete(u));
     return u;
+  }
+
+  /**
+   * At gateway start: recordings left on local disk by an earlier process (its upload did not complete:
+   * a crash, S3 down at shutdown) are uploaded now, from byte 0, as if their session had just ended.
+   * A recording counts as left over if it is `<session>/ch<N>.cast` with no `.stored` mark beside it.
+   */
+  async resume(dir: string): Promise<number> {
+    let n = 0;
+    let sessions: string[];
+    try {
+      sessions = await fsp.readdir(dir);
+    } catch {
+      return 0;
+    }
+    for (const sid of sessions) {
+      let names: string[];
+      try {
+        names = await fsp.readdir(`${dir}/${sid}`);
+      } catch {
+        continue;
+      }
+      for (const name of names) {
+        const m = /^ch(\d+)\.cast$/.exec(name);
+        if (!m || names.includes(name + STORED_MARK)) continue;
+        const file = `${dir}/${sid}/${name}`;
+        const st = await fsp.stat(file).catch(() => undefined);
+        if (!st?.isFile()) continue;
+        this.begin(`${sid}/${name}`, file, sid, Number(m[1])).finish(st.size);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  async deletePrefix(prefix: string): Promise<void> {
+    const r = await this.request(() => this.client.send(new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: prefix })));
+    for (const o of r.Contents ?? []) {
+      if (o.Key) await this.request(() => this.client.send(new DeleteObjectCommand({ Bucket: this.opts.bucket, Key: o.Key })));
+    }
   }
 
   get isStopping(): boolean {
@@ -396,12 +438,16 @@ class CastUpload implements RemoteUpload {
       await this.s3.request(() =>
         this.s3.client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: this.key, UploadId: this.uploadId, MultipartUpload: { Parts: this.parts } })),
       );
-      // Best effort: the recording is complete; a pending object left behind is only litter.
-      await this.dropPending(Infinity).catch(() => {});
+      // Best effort: the recording is complete; a pending object left behind is only litter. Listed rather
+      // than remembered, so those of an earlier process (a crash, then a resumed upload) go too.
+      await this.s3.deletePrefix(`${this.key}${PENDING}`).catch(() => {});
       let localRemoved = false;
       if (!this.opts.keepLocal) {
         localRemoved = await fsp.rm(this.file).then(() => true, () => false);
         await fsp.rmdir(this.file.slice(0, this.file.lastIndexOf('/'))).catch(() => {});
+      } else {
+        // Kept: marked as stored, so a restart does not upload it again.
+        await fsp.writeFile(this.file + STORED_MARK, JSON.stringify({ bucket: this.opts.bucket, key: this.key }) + '\n', { mode: 0o600 }).catch(() => {});
       }
       this.s3.hooks.stored?.({ ...this.report(), bytes: final, sha256: this.hash.digest('hex'), parts: this.parts.length, localRemoved });
       return true;

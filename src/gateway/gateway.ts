@@ -116,6 +116,11 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
       ? startIndexFollower({ auditDir: dataPaths(dataDir).audit, intervalMs: config.audit.index.interval, batch: config.audit.index.batch, log, paused: () => !events.healthy })
       : undefined,
   };
+  // Before any session: recordings an earlier process could not finish uploading (crash, S3 down at stop).
+  void services.recordings.resumeUploads?.().then(
+    (n) => n && log.info({ recordings: n }, 'uploading recordings left on local disk by an earlier run'),
+    (e) => log.warn({ err: (e as Error).message }, 'could not list recordings left on local disk'),
+  );
   const reloader = createReloader(services, loaded.file, opts.proxies ?? []);
   services.reloadConfig = (t) => reloader.reload(t);
   if (created) {

@@ -9,7 +9,7 @@ import { startS3, type S3Server } from '../support/s3.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
 import { runCliCaptured } from '../support/cli.ts';
 import { ConsoleClient, ensureConsole } from '../support/console.ts';
-import type { IssuedFiles } from '../support/gateway.ts';
+import { startTestGateway, type IssuedFiles } from '../support/gateway.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
 
 /**
@@ -29,6 +29,23 @@ let configFile: string;
 const logged: string[] = [];
 const env = { id: `VIGIL_TEST_S3_ID_${process.pid}`, secret: `VIGIL_TEST_S3_SECRET_${process.pid}` };
 
+/** recording.storage as a config file has it: credentials by environment variable name only. */
+function configStorage(): Record<string, unknown> {
+  return {
+    kind: 's3',
+    bucket: s3.bucket,
+    prefix: 'rec/',
+    endpoint: s3.endpoint,
+    force_path_style: true,
+    access_key_id: { env: env.id },
+    secret_access_key: { env: env.secret },
+    part_size: '5MiB',
+    flush_interval: '300ms',
+    request_timeout: '5s',
+    retry: { attempts: 2, base_delay: '100ms', max_delay: '400ms' },
+  };
+}
+
 beforeAll(async () => {
   await ensureConsole();
   s3 = await startS3();
@@ -45,21 +62,7 @@ beforeAll(async () => {
         { name: 'dev', targets: ['*'], logins: ['*'] },
         { name: 'auditor' },
       ],
-      recording: {
-        storage: {
-          kind: 's3',
-          bucket: s3.bucket,
-          prefix: 'rec/',
-          endpoint: s3.endpoint,
-          force_path_style: true,
-          access_key_id: { env: env.id },
-          secret_access_key: { env: env.secret },
-          part_size: '5MiB',
-          flush_interval: '300ms',
-          request_timeout: '5s',
-          retry: { attempts: 2, base_delay: '100ms', max_delay: '400ms' },
-        },
-      },
+      recording: { storage: configStorage() },
     },
   });
   alice = await w.issue();
@@ -196,6 +199,25 @@ describe('recordings in S3', () => {
       await s3.start().catch(() => {});
     }
   }, 120_000);
+
+  it('a recording an earlier run left on local disk (crash, S3 down at stop) is uploaded at the next start', async () => {
+    const base = tempDir('vigil-rec-s3-resume-');
+    const sid = '01JRESUMEDRECORDING0000001';
+    const local = path.join(base, 'data', 'recordings', sid, 'ch0.cast');
+    fs.mkdirSync(path.dirname(local), { recursive: true });
+    const cast = '{"version":2,"width":80,"height":24,"timestamp":1700000000,"env":{"TERM":"xterm"}}\n[0.1, "o", "left-behind\\r\\n"]\n';
+    fs.writeFileSync(local, cast);
+    const tg = await startTestGateway({ ssh: { enabled: false }, postgres: { enabled: false }, mysql: { enabled: false }, recording: { storage: { ...configStorage(), prefix: 'resumed/' } } }, base);
+    try {
+      const ev = await tg.waitForEvent((e) => e.type === 'recording.stored' && e.session_id === sid, 60_000);
+      expect(ev.details).toMatchObject({ key: `resumed/${sid}/ch0.cast`, bytes: cast.length, sha256: sha256(Buffer.from(cast)) });
+      expect((await s3.get(`resumed/${sid}/ch0.cast`)).toString()).toBe(cast);
+      expect(fs.existsSync(local)).toBe(false);
+    } finally {
+      await tg.stop();
+      fs.rmSync(base, { recursive: true, force: true });
+    }
+  }, 90_000);
 
   it('the credentials appear in no event, no audit log file and no gateway log line', async () => {
     // Errors happened above (S3 down): their messages and the log lines are among what is checked.
