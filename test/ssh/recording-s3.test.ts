@@ -2,6 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import tar from 'tar-stream';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startWorld, interactive, spawnClient, type SshWorld } from './harness.ts';
@@ -77,6 +79,21 @@ afterAll(async () => {
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
+async function readTar(file: string): Promise<Map<string, Buffer>> {
+  const out = new Map<string, Buffer>();
+  const ex = tar.extract();
+  ex.on('entry', (h, stream, next) => {
+    const chunks: Buffer[] = [];
+    stream.on('data', (c: unknown) => chunks.push(c as Buffer));
+    stream.on('end', () => {
+      out.set(h.name, Buffer.concat(chunks));
+      next();
+    });
+  });
+  await pipeline(fs.createReadStream(file), ex as unknown as Writable);
+  return out;
+}
+
 const sha256 = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
 const stored = (sid: string) => w.gw.waitForEvent((e) => e.type === 'recording.stored' && e.session_id === sid, 60_000);
 const sessionOf = (pred: (e: AuditEvent) => boolean) => waitFor(() => w.gw.events.find((e) => e.type === 'session.start' && pred(e))?.session_id, 15_000, 'session.start');
@@ -115,6 +132,16 @@ describe('recordings in S3', () => {
       expect(cli.err).toBe('');
       expect(cli.code).toBe(0);
       expect(cli.out).toContain('s3-marker-42');
+
+      // An evidence bundle of the session carries the recording from S3, with the hash recording.stored names.
+      const bundle = path.join(dir, `${sid}.tar`);
+      const made = await runCliCaptured(['audit', 'bundle', '--config', configFile, '--session', sid, '--since', '1h', '--out', bundle]);
+      expect(made.code).toBe(0);
+      const members = await readTar(bundle);
+      const manifest = JSON.parse(members.get('manifest.json')!.toString()) as { recordings_unavailable: string[]; files: { path: string; sha256: string }[] };
+      expect(manifest.recordings_unavailable).toEqual([]);
+      expect(manifest.files.find((f) => f.path.endsWith(`${sid}/ch0.cast`))?.sha256).toBe(ev.details.sha256);
+      expect([...members.entries()].find(([name]) => name.endsWith(`${sid}/ch0.cast`))?.[1].equals(object)).toBe(true);
 
       const c = new ConsoleClient(`https://127.0.0.1:${w.gw.ports.api}`, auditor.creds.caCertificate, { cert: auditor.creds.x509Certificate, key: auditor.creds.x509PrivateKey });
       expect((await c.signIn()).status).toBe(200);
