@@ -222,13 +222,19 @@ export class S3Recordings {
 
   /** Let uploads of finished recordings complete for up to `graceMs`; then stop (local copies stay). */
   async close(graceMs: number): Promise<void> {
+    if (this.active.size === 0) {
+      this.stopping = true;
+      this.client.destroy();
+      return;
+    }
     const done = Promise.all([...this.active].map((u) => u.settled));
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([done, new Promise((r) => (timer = setTimeout(r, graceMs)))]);
     clearTimeout(timer);
     this.stopping = true;
     for (const u of this.active) u.wake();
-    await Promise.race([done, sleep(1000)]);
+    await Promise.race([done, new Promise((r) => (timer = setTimeout(r, 1000)))]);
+    clearTimeout(timer);
     this.client.destroy();
   }
 

@@ -13,6 +13,7 @@ import { runCliCaptured } from '../support/cli.ts';
 import { ConsoleClient, ensureConsole } from '../support/console.ts';
 import { startTestGateway, type IssuedFiles } from '../support/gateway.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
+import { S3Recordings } from '../../recorder/recordings/s3.ts';
 
 /**
  * Recordings in S3-compatible object storage (recording.storage kind s3) against a real S3 server (s3rver)
@@ -251,6 +252,11 @@ describe('recordings in S3', () => {
     expect(w.gw.events.some((e) => e.type === 'recording.upload_failed')).toBe(true);
     expect(logged.some((l) => l.includes('recording upload request failed'))).toBe(true);
     const secrets = [s3.accessKeyId, s3.secretAccessKey];
+    // An error message that quotes a credential (some servers echo the key id) is cut before it goes anywhere.
+    const remote = new S3Recordings({ bucket: 'b', prefix: '', region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey }, partSize: PART, flushIntervalMs: 1000, maxConcurrentRequests: 1, requestTimeoutMs: 1000, retry: { attempts: 1, baseDelayMs: 1, maxDelayMs: 1 }, keepLocal: false });
+    const said = remote.describe(Object.assign(new Error(`The key ${s3.accessKeyId} with secret ${s3.secretAccessKey} was refused`), { name: 'InvalidAccessKeyId' }));
+    remote.client.destroy();
+    expect(said).toEqual({ code: 'InvalidAccessKeyId', message: 'The key [redacted] with secret [redacted] was refused' });
     const auditDir = path.join(w.gw.dataDir, 'audit');
     const audit = fs.readdirSync(auditDir).filter((f) => f.endsWith('.jsonl')).map((f) => fs.readFileSync(path.join(auditDir, f), 'utf8')).join('');
     expect(audit).toContain('recording.stored');

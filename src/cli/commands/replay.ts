@@ -124,16 +124,20 @@ export const replayCommand: Command = {
     }
     const speed = numberOpt('speed', stringOpt(args.values, 'speed'));
     const idleLimit = numberOpt('idle-limit', stringOpt(args.values, 'idle-limit'));
-    for (const id of ids) {
-      const source = await store.open(id);
-      if (!source) throw new NotFoundError(`recording ${escapeTerminal(id)} is gone`);
-      const cast = await streamAsciicast(source.read());
-      if (ids.length > 1) (args.values.print ? args.out : args.err).write(`── ${id} ──\n`);
-      if (args.values.print) {
-        args.out.write((await renderFinalText(cast)) + '\n');
-      } else {
-        await playAsciicast(cast, args.out, { speed, idleLimit });
+    try {
+      for (const id of ids) {
+        const source = await store.open(id);
+        if (!source) throw new NotFoundError(`recording ${escapeTerminal(id)} is gone`);
+        const cast = await streamAsciicast(source.read());
+        if (ids.length > 1) (args.values.print ? args.out : args.err).write(`── ${id} ──\n`);
+        if (args.values.print) {
+          args.out.write((await renderFinalText(cast)) + '\n');
+        } else {
+          await playAsciicast(cast, args.out, { speed, idleLimit });
+        }
       }
+    } finally {
+      await store.close?.(0);
     }
     return 0;
   },
