@@ -22,7 +22,9 @@ FROM node:20-bookworm-slim
 ENV NODE_ENV=production \
     VIGIL_LOG_JSON=1 \
     VIGIL_CONFIG=/etc/vigil/vigil.yaml
-RUN groupadd --system vigil && useradd --system --gid vigil --home-dir /var/lib/vigil vigil \
+# A fixed uid/gid (10001): Kubernetes' runAsNonRoot can only check a numeric user, and volume
+# ownership (fsGroup, the compose example's vigil-init) names it (deploy/).
+RUN groupadd --system --gid 10001 vigil && useradd --system --uid 10001 --gid vigil --home-dir /var/lib/vigil vigil \
  && mkdir -p /var/lib/vigil /etc/vigil && chown vigil:vigil /var/lib/vigil && chmod 0700 /var/lib/vigil
 WORKDIR /app
 COPY --from=build /app/package.json /app/package-lock.json ./
@@ -32,7 +34,7 @@ COPY bin ./bin
 COPY config ./config
 # A minimal config: listeners on all interfaces, data on the volume. Mount your own at /etc/vigil/vigil.yaml.
 RUN printf 'data_dir: /var/lib/vigil\napi:\n  listen: 0.0.0.0:8443\n' > /etc/vigil/vigil.yaml
-USER vigil
+USER 10001:10001
 VOLUME ["/var/lib/vigil"]
 # ssh, postgres, mysql, API (HTTPS, mTLS; /healthz open)
 EXPOSE 2222 6432 3307 8443

@@ -58,7 +58,7 @@ export class Metrics {
     lines.push('# HELP vigil_sessions_active Live proxied sessions, by protocol.');
     lines.push('# TYPE vigil_sessions_active gauge');
     for (const [protocol, n] of [...byProtocol].sort()) lines.push(`vigil_sessions_active{protocol="${protocol}"} ${n}`);
-    lines.push('# HELP vigil_sessions_killed_total Live sessions killed by an administrator or auditor (session.kill).');
+    lines.push('# HELP vigil_sessions_killed_total Live sessions killed by an administrator (session.kill).');
     lines.push('# TYPE vigil_sessions_killed_total counter');
     lines.push(`vigil_sessions_killed_total ${this.control.killed}`);
     lines.push('# HELP vigil_sessions_watched_total Live watches started (session.watch_started).');

@@ -1,6 +1,7 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import * as AsciinemaPlayer from 'asciinema-player';
 import 'asciinema-player/dist/bundle/asciinema-player.css';
+import { streamingCast } from './cast-driver.ts';
 import { call, query, type SessionDetail, type SessionRow } from './api.ts';
 import { ErrorLine, Field, duration, formValues, when } from './ui.tsx';
 
@@ -127,14 +128,19 @@ export function SessionsPage() {
   );
 }
 
-/** The terminal replay: the vendored asciinema-player (seek, speed, idle skip; text is selectable to copy). */
+/**
+ * The terminal replay: the vendored asciinema-player (seek, speed, idle skip; text is selectable to copy),
+ * fed by a streaming driver so that a long recording starts playing from its first chunk.
+ */
 function Replay({ url, label }: { url: string; label: string }) {
   const box = useRef<HTMLDivElement>(null);
   const [speed, setSpeed] = useState(1);
   const [idle, setIdle] = useState(true);
   useEffect(() => {
     if (!box.current) return;
-    const player = AsciinemaPlayer.create({ url, fetchOpts: { credentials: 'same-origin' } }, box.current, {
+    // The player takes a driver factory as its source at run time; its types only list URL/data sources.
+    const source = streamingCast(url, { credentials: 'same-origin' }) as unknown as AsciinemaPlayer.Source;
+    const player = AsciinemaPlayer.create(source, box.current, {
       speed,
       idleTimeLimit: idle ? 2 : undefined,
       fit: 'width',

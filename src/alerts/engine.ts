@@ -65,6 +65,10 @@ interface LongSession {
 interface CompiledRule {
   cfg: AlertRuleConfig;
   test(e: AuditEvent): boolean;
+  /** match.command, when the rule has one: tested by test() against details.command or details.sql. */
+  command?: RegExp;
+  /** match.target / match.target_labels, when the rule has them. Not part of test(): see rulesFor. */
+  targetOk?: (t: AuditEvent['target']) => boolean;
   windows: Map<string, SlidingWindow>;
   windowUs: number;
   /** Groups that fired and are not resolved yet: their group values and newest matching event time. */
@@ -127,46 +131,77 @@ function compile(cfg: AlertRuleConfig, labelsOf: EngineOptions['labelsOf'], viaG
   const labels = m.target_labels ? Object.entries(m.target_labels) : undefined;
   const details = m.details ? Object.entries(m.details).map(([k, c]) => [k, detailTest(c)] as const) : undefined;
   const viaGrant = m.via_grant;
+  // The target conditions hold or not for a whole session, which passes the same target object with each
+  // event: the engine decides them once per target object and event type (rulesFor), not here.
+  const targetOk = targets || labels
+    ? (t: AuditEvent['target']): boolean => {
+        const have = labels ? labelsOf(t) : undefined;
+        return (!targets || targets.has(t.name)) && (!labels || (!!have && labels.every(([k, v]) => have[k] === v)));
+      }
+    : undefined;
   // Cheap checks first; the SQL parser runs last and only for events every other condition accepted.
-  // The target conditions hold or not for a whole session, which passes the same target object with
-  // each event: decided once per target object.
-  const targetVerdicts = targets || labels ? new WeakMap<object, boolean>() : undefined;
-  const targetOk = (t: AuditEvent['target']): boolean => {
-    let ok = targetVerdicts!.get(t);
-    if (ok === undefined) {
-      const have = labels ? labelsOf(t) : undefined;
-      ok = (!targets || targets.has(t.name)) && (!labels || (!!have && labels.every(([k, v]) => have[k] === v)));
-      targetVerdicts!.set(t, ok);
-    }
-    return ok;
-  };
   const test = (e: AuditEvent): boolean => {
     if (users && !users.has(e.actor.user)) return false;
     if (roles && !e.actor.roles.some((r) => roles.has(r))) return false;
     if (outcomes && !outcomes.has(e.outcome)) return false;
-    if (targetVerdicts && !targetOk(e.target)) return false;
     if (details && !details.every(([k, t]) => t(e.details[k]))) return false;
     if (viaGrant !== undefined && viaGrantOf(e) !== viaGrant) return false;
-    const text = typeof e.details.command === 'string' ? e.details.command : typeof e.details.sql === 'string' ? e.details.sql : undefined;
-    if (command && (text === undefined || !command.test(text))) return false;
+    if (command) {
+      const text = commandText(e);
+      if (text === undefined || !command.test(text)) return false;
+    }
     if (classes) {
       if (typeof e.details.sql !== 'string') return false;
       if (!classes.has(classifySql(e.target.protocol, e.details.sql).class)) return false;
     }
     return true;
   };
-  return { cfg, test, windows: new Map(), windowUs: cfg.window * 1000, active: new Map(), long: new Map(), lastSeen: new Map() };
+  return { cfg, test, command, targetOk, windows: new Map(), windowUs: cfg.window * 1000, active: new Map(), long: new Map(), lastSeen: new Map() };
+}
+
+/** The text match.command is tested against. */
+function commandText(e: AuditEvent): string | undefined {
+  return typeof e.details.command === 'string' ? e.details.command : typeof e.details.sql === 'string' ? e.details.sql : undefined;
+}
+
+/** One regex that matches a text exactly when at least one of `rules`' command regexes does. */
+interface CommandPrefilter {
+  any: RegExp;
+  rules: Set<CompiledRule>;
 }
 
 /**
- * Evaluates alert rules over the event bus. The subscriber on the bus only checks the event type against
- * a set and queues the event; matching, SQL classification and windows run later in setImmediate batches,
- * so the proxies that record events never wait for rules. `alert.fired` events are never evaluated
- * (a rule cannot trigger on its own firings).
+ * Rules with a command regex each scan the statement; most statements match none of them. One alternation
+ * of all of them scans it once, and when it finds nothing, every one of those rules is false without running.
+ * Patterns whose meaning would change inside a larger regex are left to run on their own: backreferences
+ * (`\1` would point at another pattern's group, or become an octal escape) and named groups (two rules
+ * may use the same name).
+ */
+function commandPrefilter(rules: CompiledRule[]): CommandPrefilter | undefined {
+  const combinable = rules.filter((r) => r.command && r.command.flags === 'i' && !/\\[1-9k]|\(\?<[^=!]/.test(r.command.source));
+  if (combinable.length < 2) return undefined;
+  try {
+    return { any: new RegExp(combinable.map((r) => `(?:${r.command!.source})`).join('|'), 'i'), rules: new Set(combinable) };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Evaluates alert rules over the event bus. The subscriber on the bus only finds the rules that could
+ * match (by event type, then by target, then one scan of the statement for all command regexes at once)
+ * and queues the event with them; most events of a busy session have none and are never queued. Matching,
+ * SQL classification and windows run later in setImmediate batches, so the proxies that record events never
+ * wait for rules. `alert.fired` events are never evaluated (a rule cannot trigger on its own firings).
  */
 export class AlertEngine {
   private readonly byType = new Map<string, CompiledRule[]>();
+  private readonly prefilters = new Map<string, CommandPrefilter>();
+  /** By event type: the rules whose target conditions hold for a target object (see rulesFor). */
+  private readonly byTarget = new Map<string, WeakMap<object, CompiledRule[]>>();
   private queue: AuditEvent[] = [];
+  /** The candidate rules of each queued event (same index). */
+  private queueRules: CompiledRule[][] = [];
   private scheduled = false;
   private running: Promise<void> | undefined;
   private unsubscribe: (() => void) | undefined;
@@ -201,6 +236,10 @@ export class AlertEngine {
           this.byType.set(k, list);
         }
       }
+    }
+    for (const [type, list] of this.byType) {
+      const p = commandPrefilter(list);
+      if (p) this.prefilters.set(type, p);
     }
   }
 
@@ -277,8 +316,10 @@ export class AlertEngine {
   }
 
   private readonly onEvent = (e: AuditEvent): void => {
-    if (!this.byType.has(e.type) && !(this.tracksSessions && (e.type === 'session.start' || e.type === 'session.end'))) return;
+    const candidates = this.candidates(e);
+    if (candidates.length === 0 && !(this.tracksSessions && (e.type === 'session.start' || e.type === 'session.end'))) return;
     this.queue.push(e);
+    this.queueRules.push(candidates);
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(this.drain);
@@ -299,9 +340,11 @@ export class AlertEngine {
   private async process(): Promise<void> {
     const n = Math.min(this.queue.length, this.opts.batch ?? 256);
     const batch = this.queue.splice(0, n);
-    for (const e of batch) {
+    const batchRules = this.queueRules.splice(0, n);
+    for (let i = 0; i < batch.length; i++) {
+      const e = batch[i]!;
       if (this.tracksSessions) this.trackStart(e);
-      for (const rule of this.byType.get(e.type) ?? []) {
+      for (const rule of batchRules[i]!) {
         let ok = false;
         try {
           ok = rule.test(e);
@@ -321,6 +364,54 @@ export class AlertEngine {
       }
       if (this.tracksSessions) this.trackEnd(e);
     }
+  }
+
+  /** The rules that could match `e`: of its type, holding for its target, and past the command prefilter. */
+  private candidates(e: AuditEvent): CompiledRule[] {
+    const rules = this.rulesFor(e);
+    if (rules.length === 0) return rules;
+    const prefilter = this.prefilters.get(e.type);
+    if (!prefilter) return rules;
+    const text = commandText(e);
+    let hit = false;
+    try {
+      hit = text !== undefined && prefilter.any.test(text);
+    } catch {
+      hit = true; // let each rule decide on its own
+    }
+    return hit ? rules : this.withoutPrefiltered(rules, prefilter);
+  }
+
+  /** `rules` without those the prefilter excluded, cached per target object like rulesFor. */
+  private readonly unprefiltered = new WeakMap<CompiledRule[], CompiledRule[]>();
+  private withoutPrefiltered(rules: CompiledRule[], prefilter: CommandPrefilter): CompiledRule[] {
+    let rest = this.unprefiltered.get(rules);
+    if (!rest) this.unprefiltered.set(rules, (rest = rules.filter((r) => !prefilter.rules.has(r))));
+    return rest;
+  }
+
+  /**
+   * The rules of the event's type whose target conditions hold for its target. A session's events share one
+   * target object, so for a busy session this is one lookup per event instead of a target check per rule.
+   */
+  private rulesFor(e: AuditEvent): CompiledRule[] {
+    const all = this.byType.get(e.type);
+    if (!all) return [];
+    let perTarget = this.byTarget.get(e.type);
+    if (!perTarget) this.byTarget.set(e.type, (perTarget = new WeakMap()));
+    let rules = perTarget.get(e.target);
+    if (!rules) {
+      const t = e.target;
+      rules = all.filter((r) => {
+        try {
+          return !r.targetOk || r.targetOk(t);
+        } catch {
+          return false;
+        }
+      });
+      perTarget.set(t, rules);
+    }
+    return rules;
   }
 
   /** first_in: a firing when the group's previous matching event is at least first_in old, or none. */

@@ -168,7 +168,7 @@ export const ROUTES: Route[] = [
     pattern: '/v1/sessions/:id/kill',
     async handle({ actor, params, req, services, access }) {
       const b = parseBody(KillBody, await readJson(req));
-      const deps = { sessions: services.sessions, events: services.events, seesEverything: (a: typeof actor) => access.seesEverything(a) };
+      const deps = { sessions: services.sessions, events: services.events, seesEverything: (a: typeof actor) => access.seesEverything(a), isAdmin: (a: typeof actor) => access.isAdmin(a) };
       const r = await killSession(deps, actor, params.id, b.reason);
       return [200, { killed: r.session, ended: r.ended }];
     },

@@ -256,7 +256,7 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
     id: string,
     rejectUpgrade: (status: number, code: string, message: string) => void,
   ): Promise<void> {
-    const control = { sessions: services.sessions, events, seesEverything: (a: Actor) => currentAccess().seesEverything(a) };
+    const control = { sessions: services.sessions, events, seesEverything: (a: Actor) => currentAccess().seesEverything(a), isAdmin: (a: Actor) => currentAccess().isAdmin(a) };
     const fromStart = new URL(req.url ?? '/', 'https://vigil.invalid').searchParams.get('from') !== 'now';
     let session;
     try {

@@ -35,6 +35,11 @@ export interface Command {
   examples?: string[];
   /** Allow positional arguments (e.g. a serial or an id). */
   positionals?: boolean;
+  /**
+   * The command reads only the data directory (the audit log, recordings) or talks to a running gateway:
+   * it is not given the protocol modules, so it starts without loading any proxy.
+   */
+  withoutProxies?: boolean;
   run(args: CommandArgs): Promise<number | void>;
 }
 

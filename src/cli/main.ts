@@ -78,8 +78,9 @@ export async function runCli(argv: string[], out: NodeJS.WritableStream, err: No
       positionals: parsed.positionals,
       configPath: parsed.values.config as string | undefined,
       dataDir: parsed.values.data as string | undefined,
-      // help and completion read only the table: they do not pay for loading every proxy.
-      proxies: builtins.includes(cmd) ? [] : await app.proxies(),
+      // help and completion read only the table, and the read-only commands only the data dir: they do not
+      // pay for loading every proxy.
+      proxies: builtins.includes(cmd) || cmd.withoutProxies ? [] : await app.proxies(),
       out,
       err,
     });

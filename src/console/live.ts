@@ -1,9 +1,8 @@
 import type http from 'node:http';
 import type { Actor } from '../access/service.ts';
-import { AccessRefusedError } from '../access/errors.ts';
 import type { GatewayServices } from '../gateway/services.ts';
 import { beginWatch, ndjsonSink, streamSession } from '../api/watch.ts';
-import { controlEvent, killSession, type SessionControlDeps } from '../sessions/control.ts';
+import { killSession, type SessionControlDeps } from '../sessions/control.ts';
 
 /**
  * The console's live view and terminate action on a running session, over the same code as the mTLS API
@@ -17,9 +16,7 @@ import { controlEvent, killSession, type SessionControlDeps } from '../sessions/
 /** How soon a live view notices that its console session ended. */
 const SIGNED_IN_CHECK_MS = 1000;
 
-export interface LiveDeps extends SessionControlDeps {
-  isAdmin(actor: Actor): boolean;
-}
+export type LiveDeps = SessionControlDeps;
 
 export function liveDeps(services: GatewayServices, access: { isAdmin(a: Actor): boolean; seesEverything(a: Actor): boolean }): LiveDeps {
   return { sessions: services.sessions, events: services.events, seesEverything: (a) => access.seesEverything(a), isAdmin: (a) => access.isAdmin(a) };
@@ -46,17 +43,8 @@ export async function watchInConsole(
   res.on('close', () => clearInterval(check));
 }
 
-/**
- * Terminate from the console: administrators only. killSession itself also lets auditors kill (the API's
- * rule); the console narrows it to admins because reviewing sessions must not come with ending them.
- * A refusal is recorded as session.kill with outcome failure, like killSession's own refusals.
- */
+/** Terminate from the console: killSession's own rule (administrators only; refusals recorded as session.kill failures). */
 export async function killInConsole(deps: LiveDeps, actor: Actor, id: string, reason: string) {
-  if (!deps.isAdmin(actor)) {
-    const message = 'Only administrators may terminate sessions.';
-    await deps.events.emit(controlEvent('session.kill', actor, id, deps.sessions.get(id)?.session, 'failure', { code: 'VIGIL_FORBIDDEN', message }));
-    throw new AccessRefusedError('VIGIL_FORBIDDEN', 'forbidden', message);
-  }
   return killSession(deps, actor, id, reason);
 }
 

@@ -16,7 +16,7 @@ import { exportAuditLog, type ExportFormat } from '../../recorder/export/index.t
 import { SessionCatalog, type SessionFilter } from './catalog.ts';
 import { ConsoleSessions, CLEARED_COOKIE, CLEARED_OIDC_COOKIE, csrfMatches, oidcCookie, oidcLoginId, sessionCookie, type ConsoleIdentity, type ConsoleSession } from './sessions.ts';
 import { OidcLogin } from '../identity/oidc/login.ts';
-import { OidcLoginError } from '../identity/oidc/id-token.ts';
+import { OidcLoginError, rolesOfGroups } from '../identity/oidc/id-token.ts';
 import type { OidcConfig } from '../identity/oidc/config.ts';
 import { consoleDir, securityHeaders, serveStatic } from './static.ts';
 import { streamCast } from './recording.ts';
@@ -67,7 +67,7 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
   let verified: { seq: number; at: string; result: VerifyResult } | undefined;
   // Sign-in with the IdP of `vigil login` (identity.oidc): same client, same role_map, an identity instead of a certificate.
   const oidcCfg = (services.config.identity as { oidc?: OidcConfig } | undefined)?.oidc;
-  const oidcLogin = oidcCfg ? new OidcLogin(oidcCfg, { config: services.config, identity: services.identity, events }) : undefined;
+  const oidcLogin = oidcCfg ? new OidcLogin(oidcCfg, { config: services.config, identity: services.identity, events, roleMap: () => currentRoleMap() }) : undefined;
 
   const sourceOf = (req: http.IncomingMessage) => ({ ...clientAddress(req.socket), via: 'console' });
   const actorOf = (s: ConsoleSession, req: http.IncomingMessage): Actor => ({ user: s.user, roles: s.roles, certSerial: s.certSerial, source: sourceOf(req) });
@@ -132,7 +132,7 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
         return;
       }
       const id = await oidcLogin.finishConsole(oidcLoginId(req) ?? '', `${callback}${url.search}`, source);
-      const s = await openSession({ user: id.user, roles: id.roles, method: 'oidc', oidc: { subject: id.subject, groups: id.groups } }, req);
+      const s = await openSession({ user: id.user, roles: id.roles, method: 'oidc', oidc: { subject: id.subject, groups: id.groups }, notAfter: idpNotAfter(id.claims) }, req);
       res.writeHead(302, { ...securityHeaders(), location: '/console/', 'cache-control': 'no-store', 'set-cookie': [sessionCookie(s), CLEARED_OIDC_COOKIE] });
       res.end();
     } catch (e) {
@@ -147,15 +147,43 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
     return { user: s.user, roles: s.roles, method: s.method, csrf: s.csrf, expires_at: new Date(s.expiresAt).toISOString(), can: { read: canRead(s, req), decide_for: approvesFor(s), admin: accessOf().isAdmin(actorOf(s, req)) } };
   }
 
-  const speaksFor = (s: ConsoleSession) => !(s.certSerial && services.store.isRevoked(s.certSerial)) && !services.store.isLocked('user', s.user);
+  /** role_map as configured now (a config reload may have changed it since the sign-in). */
+  const currentRoleMap = () => (services.config.identity as { oidc?: OidcConfig } | undefined)?.oidc?.role_map ?? {};
 
-  /** The session behind the cookie, still speaking for someone (certificate not revoked, user not locked). */
-  function current(req: http.IncomingMessage): ConsoleSession {
+  /**
+   * Why `s` no longer speaks for anyone, or undefined. Asked on every request, against the state of now:
+   * a revoked certificate, a locked user, and for OIDC sign-ins the groups mapped again through the
+   * current role_map (roles that were taken away are gone at the next click; none left ends the session).
+   */
+  function stillValid(s: ConsoleSession): 'cert_revoked' | 'user_locked' | 'roles_unmapped' | undefined {
+    if (s.certSerial && services.store.isRevoked(s.certSerial)) return 'cert_revoked';
+    if (services.store.isLocked('user', s.user)) return 'user_locked';
+    if (s.method === 'oidc' && s.oidc) {
+      const roles = rolesOfGroups(s.oidc.groups, currentRoleMap());
+      if (roles.length === 0) return 'roles_unmapped';
+      if (roles.join('\0') !== s.roles.join('\0')) s.roles = roles;
+    }
+    return undefined;
+  }
+  const speaksFor = (s: ConsoleSession) => stillValid(s) === undefined;
+
+  const ENDED: Record<string, string> = {
+    cert_revoked: 'your certificate was revoked',
+    user_locked: 'your user is locked',
+    roles_unmapped: 'your identity provider groups no longer give a vigil role',
+  };
+
+  /** The session behind the cookie, still speaking for someone; one that stopped is ended and recorded. */
+  async function current(req: http.IncomingMessage): Promise<ConsoleSession> {
     const s = sessions.fromRequest(req);
     if (!s) throw new ApiError(401, 'VIGIL_CONSOLE_SIGNIN', 'Sign in to the console first.');
-    if (!speaksFor(s)) {
-      sessions.end(s.id);
-      throw new ApiError(401, 'VIGIL_CONSOLE_SIGNIN', 'Your console session ended: your certificate was revoked or your user is locked.');
+    const why = stillValid(s);
+    if (why) {
+      if (sessions.end(s.id)) {
+        const url = new URL(req.url ?? '/', 'https://console.invalid');
+        await emit(s, req, { type: 'console.signout', outcome: 'failure', target: { name: 'console', protocol: 'https' }, details: { reason: why, method: s.method, refused: `${req.method} ${url.pathname}` } });
+      }
+      throw new ApiError(401, 'VIGIL_CONSOLE_SIGNIN', `Your console session ended: ${ENDED[why]}.`);
     }
     return s;
   }
@@ -194,7 +222,7 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
       return;
     }
 
-    const s = current(req);
+    const s = await current(req);
     if (method !== 'GET' && method !== 'HEAD' && !csrfMatches(s, req)) {
       throw new ApiError(403, 'VIGIL_CSRF', 'Missing or wrong CSRF token: reload the console.');
     }
@@ -264,8 +292,9 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
       // Not mustRead: beginWatch refuses non-readers itself and records it as session.watch_started.
       const fromStart = q.get('from') !== 'now';
       // A live view outlasts the request that opened it: it ends with the console session (signed out,
-      // expired, certificate revoked, user locked), as the next click would.
-      const stillSignedIn = () => sessions.fromRequest(req) === s && speaksFor(s);
+      // expired, certificate revoked, user locked, no role mapped) or with the reading role (role_map
+      // reloaded), as the next click would.
+      const stillSignedIn = () => sessions.fromRequest(req) === s && speaksFor(s) && canRead(s, req);
       return watchInConsole(services, liveDeps(services, accessOf()), actorOf(s, req), m[1], fromStart, res, securityHeaders(), stillSignedIn);
     }
 
@@ -420,6 +449,16 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
       catalog = undefined;
     },
   };
+}
+
+/**
+ * The latest a console session signed in through the IdP may last: the ID token's expiry, or the IdP
+ * session's end (`session_expires_at`) when that comes first. The console does not outlast what the IdP
+ * vouched for (a new sign-in is a redirect away while the IdP session lasts).
+ */
+function idpNotAfter(claims: { exp?: number; session_expires_at?: unknown }): number | undefined {
+  const ends = [claims.exp, claims.session_expires_at].filter((x): x is number => typeof x === 'number' && Number.isFinite(x));
+  return ends.length ? Math.min(...ends) * 1000 : undefined;
 }
 
 function pick(o: Record<string, unknown> | undefined, keys: string[]): Record<string, unknown> {

@@ -17,8 +17,10 @@ export interface ConsoleIdentity {
   method: 'cert' | 'oidc';
   /** Client certificate sign-ins: the serial, re-checked for revocation on every request. */
   certSerial?: string;
-  /** OIDC sign-ins: the IdP's subject and the groups that were mapped to `roles` (for the record). */
+  /** OIDC sign-ins: the IdP's subject and the groups, mapped to `roles` again on every request (role_map may change). */
   oidc?: { subject: string; groups: string[] };
+  /** Epoch ms after which the session must not last, whatever the console's TTL (the IdP's policy). */
+  notAfter?: number;
 }
 
 export interface ConsoleSession extends ConsoleIdentity {
@@ -43,7 +45,7 @@ export class ConsoleSessions {
   create(who: ConsoleIdentity): ConsoleSession {
     this.sweep();
     const t = this.now();
-    const s: ConsoleSession = { ...who, roles: [...who.roles], id: token(), csrf: token(), createdAt: t, expiresAt: t + this.ttlMs };
+    const s: ConsoleSession = { ...who, roles: [...who.roles], id: token(), csrf: token(), createdAt: t, expiresAt: Math.min(t + this.ttlMs, who.notAfter ?? Infinity) };
     this.byId.set(s.id, s);
     return s;
   }
@@ -88,7 +90,7 @@ export function csrfMatches(s: ConsoleSession, req: http.IncomingMessage): boole
 }
 
 export function sessionCookie(s: ConsoleSession): string {
-  return `${COOKIE}=${s.id}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=${Math.floor((s.expiresAt - s.createdAt) / 1000)}`;
+  return `${COOKIE}=${s.id}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=${Math.max(1, Math.floor((s.expiresAt - s.createdAt) / 1000))}`;
 }
 
 /**

@@ -22,7 +22,7 @@ export const EVENT_CATALOG = {
   'auth.failure.summary': { description: 'Unauthenticated refusals from one source beyond its budget (budgets section), counted instead of written one by one: count, reasons, first/last time, per protocol and window.' },
   'session.start': { description: 'A proxied session to a target began.' },
   'session.end': { description: 'A proxied session ended; details carry the reason, byte counts and duration.' },
-  'session.kill': { description: 'An administrator or auditor killed a live session (vigil sessions kill, POST /v1/sessions/:id/kill): details carry the session id, its user, target and protocol, and the reason given; the client was told "terminated by <actor>: <reason>" the protocol\'s way and session.end follows with reason terminated. Outcome failure: the caller lacked the role (nothing was done).' },
+  'session.kill': { description: 'An administrator killed a live session (vigil sessions kill, POST /v1/sessions/:id/kill): details carry the session id, its user, target and protocol, and the reason given; the client was told "terminated by <actor>: <reason>" the protocol\'s way and session.end follows with reason terminated. Outcome failure: the caller is no administrator (auditors and approvers included; nothing was done).' },
   'session.watch_started': { description: 'An administrator or auditor began watching a live session read-only (vigil watch, GET /v1/sessions/:id/watch): details carry the session id, its user, target and protocol, and from (start or now). Outcome failure: the caller lacked the role, or the session is not live.' },
   'session.watch_ended': { description: 'A watcher stopped watching a live session (closed, or the session ended): details carry the session id, why, and how long and how many bytes were streamed.' },
   // ssh
@@ -73,7 +73,7 @@ export const EVENT_CATALOG = {
   'lock.created': { description: 'A user was locked out; live sessions are cut and new ones refused.' },
   'lock.deleted': { description: 'A lock was removed.' },
   'console.signin': { description: 'Someone signed in to the web console (details: method cert or oidc, console session id, roles); a refused sign-in has outcome failure and the reason.' },
-  'console.signout': { description: 'A web console session ended (signed out, or expired).' },
+  'console.signout': { description: 'A web console session ended: signed out (outcome success), or ended by the gateway at a request it then refused (outcome failure; details.reason cert_revoked, user_locked or roles_unmapped — role_map no longer gives the OIDC groups a role — and the refused request).' },
   'console.view': { description: 'A web console user viewed audit material: a session (details.view session), its recording (recording, with the byte range served) or an event search/export (events, with the filter and format).' },
   'api.request': { description: 'An API call that changed state or was refused, with the caller.' },
   // audit log itself

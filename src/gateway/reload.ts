@@ -96,6 +96,7 @@ function effective(current: VigilConfig, next: VigilConfig, restart: { key: stri
   const nxt = next as Record<string, unknown>;
   for (const key of new Set([...Object.keys(cur), ...Object.keys(nxt)])) {
     if (same(cur[key], nxt[key])) continue;
+    if (key === 'identity' && applyRoleMap(cur, nxt, applied)) continue;
     if (!LIVE_SECTIONS.has(key)) {
       const section = cur[key] as { listen?: unknown } | undefined;
       const listenerMoved = section && typeof section === 'object' && 'listen' in section && describeListener(cur[key]) !== describeListener(nxt[key]);
@@ -117,6 +118,21 @@ function effective(current: VigilConfig, next: VigilConfig, restart: { key: stri
     if (!same(cur[key], nxt[key])) applied.push(key);
   }
   return next;
+}
+
+/**
+ * `identity.oidc.role_map` is read at each sign-in and at each web console request, so it applies live;
+ * the rest of `identity` (issuer, client) is bound at start. True when role_map was the only change
+ * (then applied); false leaves the whole section to the restart rule.
+ */
+function applyRoleMap(cur: Record<string, unknown>, nxt: Record<string, unknown>, applied: string[]): boolean {
+  type Identity = { oidc?: { role_map?: unknown } } | undefined;
+  const a = cur.identity as Identity;
+  const b = nxt.identity as Identity;
+  if (!a?.oidc || !b?.oidc) return false;
+  if (!same({ ...a, oidc: { ...a.oidc, role_map: undefined } }, { ...b, oidc: { ...b.oidc, role_map: undefined } })) return false;
+  applied.push('identity.oidc.role_map');
+  return true;
 }
 
 export interface Reloader {

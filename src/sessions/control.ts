@@ -6,10 +6,11 @@ import { VigilError } from '../errors.ts';
 import type { LiveSession, SessionRegistry } from './registry.ts';
 
 /**
- * Acting on other people's live sessions: killing them (this module) and watching them (src/sessions/watch.ts).
- * Both are for administrators and auditors only; everyone else is refused, and the refusal is recorded like
- * the action would have been (same event type, outcome failure), so "who tried to watch or kill what" is in
- * the log next to "who did".
+ * Acting on other people's live sessions: killing them (this module) and watching them (src/api/watch.ts).
+ * Watching is for administrators and auditors; killing for administrators only (reviewing sessions must
+ * not come with ending them). Everyone else is refused, and the refusal is recorded like the action would
+ * have been (same event type, outcome failure), so "who tried to watch or kill what" is in the log next to
+ * "who did".
  */
 
 export interface SessionControlDeps {
@@ -17,6 +18,8 @@ export interface SessionControlDeps {
   events: EventBus;
   /** Whether `actor` may act on every session (admin or auditor role). */
   seesEverything(actor: Actor): boolean;
+  /** Whether `actor` is an administrator (access.admin_roles): only they end other people's sessions. */
+  isAdmin(actor: Actor): boolean;
 }
 
 /** A session that is not (or no longer) live. */
@@ -93,7 +96,11 @@ const KILL_SETTLE_MS = 5000;
  * is gone from the registry (or after KILL_SETTLE_MS: `ended` false).
  */
 export async function killSession(deps: SessionControlDeps, actor: Actor, id: string, reason: string): Promise<{ session: ReturnType<typeof sessionView>; ended: boolean }> {
-  await refuseUnlessPrivileged(deps, actor, 'session.kill', id, 'kill sessions');
+  if (!deps.isAdmin(actor)) {
+    const message = 'Only administrators may terminate sessions.';
+    await deps.events.emit(controlEvent('session.kill', actor, id, deps.sessions.get(id)?.session, 'failure', { code: 'VIGIL_FORBIDDEN', message }));
+    throw new AccessRefusedError('VIGIL_FORBIDDEN', 'forbidden', message);
+  }
   const handle = deps.sessions.get(id);
   if (!handle) throw new SessionNotFoundError(id);
   const view = sessionView(handle.session);

@@ -13,7 +13,7 @@ export type EndReason =
   | 'idle_timeout'
   /** The client stopped reading the gateway's output for slow_clients.write_stall_timeout. */
   | 'write_stall'
-  /** An administrator or auditor killed the session (`vigil sessions kill`, POST /v1/sessions/:id/kill). */
+  /** An administrator killed the session (`vigil sessions kill`, POST /v1/sessions/:id/kill). */
   | 'terminated'
   | 'shutdown'
   /** A config reload removed the role or target the session relied on. */

@@ -11,13 +11,15 @@ import { tempDir, waitFor } from '../support/tmp.ts';
 
 /**
  * Kill and watch of live database sessions with the stock clients: psql gets FATAL 57P01 "terminated by
- * <auditor>: <reason>", the mariadb client ERROR 1927; a watcher tails a psql session's statements.
+ * <admin>: <reason>", the mariadb client ERROR 1927; a watcher (an auditor) tails a psql session's
+ * statements. Only administrators kill: the auditor, an approver and the session's own user are refused
+ * (403, each refusal a session.kill failure) and the session runs on.
  */
 
 let pg: PostgresHandle;
 let maria: MariadbHandle;
 let tg: TestGateway;
-let alice: IssuedFiles, audrey: IssuedFiles;
+let alice: IssuedFiles, audrey: IssuedFiles, bob: IssuedFiles, ada: IssuedFiles;
 const MYSQL_PASSWORD = 'my-app-pass';
 
 beforeAll(async () => {
@@ -33,11 +35,16 @@ beforeAll(async () => {
         { name: 'pg1', protocol: 'postgres', host: '127.0.0.1', port: pg.port, database: 'app', user: 'trust_user' },
         { name: 'my1', protocol: 'mysql', host: '127.0.0.1', port: maria.port, user: 'app', password: { file: secret } },
       ],
-      roles: [{ name: 'engineer', targets: ['*'], logins: ['*'] }],
+      roles: [{ name: 'engineer', targets: ['*'], logins: ['*'] }, { name: 'prod', targets: ['*'], approvers: ['sre-lead'] }, { name: 'sre-lead' }],
     },
     base,
   );
-  [alice, audrey] = await Promise.all([tg.issue({ user: 'alice', roles: ['engineer'] }), tg.issue({ user: 'audrey', roles: ['auditor'] })]);
+  [alice, audrey, bob, ada] = await Promise.all([
+    tg.issue({ user: 'alice', roles: ['engineer'] }),
+    tg.issue({ user: 'audrey', roles: ['auditor'] }),
+    tg.issue({ user: 'bob', roles: ['sre-lead'] }),
+    tg.issue({ user: 'ada', roles: ['admin'] }),
+  ]);
 }, 120_000);
 
 afterAll(async () => {
@@ -74,11 +81,21 @@ function kill(id: string, who: IssuedFiles, reason: string): Promise<{ status: n
   });
 }
 
+/** `who` may not kill: 403, the refusal recorded as session.kill failure with who tried, and the session still runs. */
+async function refusedKill(id: string, who: IssuedFiles, user: string) {
+  const r = await kill(id, who, `not mine to end (${user})`);
+  expect(r).toMatchObject({ status: 403, body: { error: { code: 'VIGIL_FORBIDDEN', message: 'Only administrators may terminate sessions.' } } });
+  const ev = await tg.waitForEvent((e) => e.type === 'session.kill' && e.outcome === 'failure' && e.actor.user === user && e.details.session_id === id);
+  expect(ev.details).toMatchObject({ code: 'VIGIL_FORBIDDEN', session_user: 'alice' });
+  expect(ev.source.via).toBe('api');
+  expect(tg.gw.services.sessions.get(id)).toBeDefined();
+}
+
 const liveSession = (user: string, protocol: string) =>
   waitFor(() => tg.gw.services.sessions.list().find((s) => s.principal.user === user && s.protocol === protocol), 15_000, `live ${protocol} session`);
 
 describe('kill and watch of live database sessions', () => {
-  it('psql: a watcher tails the statements; kill gives FATAL 57P01 naming the auditor and the reason', async () => {
+  it('psql: an auditor watches the statements but may not kill, nor may an approver; an admin\'s kill gives FATAL 57P01 naming them and the reason', async () => {
     // psql reading statements from a pipe runs each as its line arrives; the session stays open meanwhile.
     const c = client('psql', ['-X', '-qAt', '-v', 'VERBOSITY=verbose', '-d', `host=127.0.0.1 port=${tg.ports.postgres} dbname=pg1 user=alice sslmode=verify-full sslrootcert=${alice.ca} sslcert=${alice.crt} sslkey=${alice.key}`], clientEnv());
     c.child.stdin.write('SELECT 1;\n');
@@ -100,19 +117,22 @@ describe('kill and watch of live database sessions', () => {
     c.child.stdin.write('SELECT pg_sleep(60);\n');
     // The server says the sleep is running.
     await waitFor(() => pg.psql("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = 'SELECT pg_sleep(60);'", 'postgres').trim() === '1', 10_000, 'sleep running');
-    const r = await kill(s.id, audrey, 'INC-5 runaway sleep');
+    await refusedKill(s.id, audrey, 'audrey');
+    await refusedKill(s.id, bob, 'bob');
+    expect(pg.psql("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = 'SELECT pg_sleep(60);'", 'postgres').trim()).toBe('1');
+    const r = await kill(s.id, ada, 'INC-5 runaway sleep');
     expect(r.status).toBe(200);
     expect(r.body).toMatchObject({ ended: true, killed: { id: s.id, user: 'alice', protocol: 'postgres' } });
     await c.exited;
-    expect(c.stderr()).toContain('FATAL:  57P01: terminated by audrey: INC-5 runaway sleep');
+    expect(c.stderr()).toContain('FATAL:  57P01: terminated by ada: INC-5 runaway sleep');
     const end = await tg.waitForEvent((e) => e.type === 'session.end' && e.session_id === s.id);
     expect(end.details.reason).toBe('terminated');
-    expect(tg.events.find((e) => e.type === 'session.kill' && e.details.session_id === s.id)).toMatchObject({ outcome: 'success', actor: { user: 'audrey' }, details: { reason: 'INC-5 runaway sleep', session_protocol: 'postgres' } });
+    expect(tg.events.find((e) => e.type === 'session.kill' && e.outcome === 'success' && e.details.session_id === s.id)).toMatchObject({ actor: { user: 'ada' }, details: { reason: 'INC-5 runaway sleep', session_protocol: 'postgres' } });
     await closed;
     expect(msgs.at(-1)).toEqual({ type: 'end', reason: 'terminated' });
   }, 60_000);
 
-  it('mariadb: kill gives ERROR 1927 (70100) naming the auditor; a user without the role cannot kill', async () => {
+  it('mariadb: the session\'s own user and an auditor may not kill; an admin\'s kill gives ERROR 1927 (70100) naming them', async () => {
     const c = client('mariadb', [
       '--no-defaults', '--protocol=TCP', '-h', '127.0.0.1', '-P', String(tg.ports.mysql), '-u', 'my1',
       `--ssl-ca=${alice.ca}`, `--ssl-cert=${alice.crt}`, `--ssl-key=${alice.key}`, '--ssl-verify-server-cert',
@@ -120,15 +140,13 @@ describe('kill and watch of live database sessions', () => {
     ]);
     const s = await liveSession('alice', 'mysql');
     await tg.waitForEvent((e) => e.session_id === s.id && e.type === 'session.start');
-    const refused = await kill(s.id, alice, 'let me');
-    expect(refused).toMatchObject({ status: 403, body: { error: { code: 'VIGIL_FORBIDDEN' } } });
-    expect(tg.gw.services.sessions.get(s.id)).toBeDefined();
-    expect(tg.events.find((e) => e.type === 'session.kill' && e.outcome === 'failure' && e.details.session_id === s.id)).toMatchObject({ actor: { user: 'alice' } });
+    await refusedKill(s.id, alice, 'alice');
+    await refusedKill(s.id, audrey, 'audrey');
 
-    const r = await kill(s.id, audrey, 'INC-6 lock contention');
+    const r = await kill(s.id, ada, 'INC-6 lock contention');
     expect(r.status).toBe(200);
     expect(await c.exited).not.toBe(0);
-    expect(c.stderr()).toMatch(/ERROR 1927 \(70100\).*terminated by audrey: INC-6 lock contention/);
+    expect(c.stderr()).toMatch(/ERROR 1927 \(70100\).*terminated by ada: INC-6 lock contention/);
     const end = await tg.waitForEvent((e) => e.type === 'session.end' && e.session_id === s.id);
     expect(end.details.reason).toBe('terminated');
   }, 60_000);

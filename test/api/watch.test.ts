@@ -18,6 +18,7 @@ import { waitFor } from '../support/tmp.ts';
 
 let w: SshWorld;
 let audrey: IssuedFiles;
+let ada: IssuedFiles;
 let alice: IssuedFiles;
 let apiUrl: string;
 let dir: string;
@@ -26,6 +27,7 @@ beforeAll(async () => {
   w = await startWorld();
   dir = path.join(w.gw.dataDir, '..');
   audrey = await w.gw.issue({ user: 'audrey', roles: ['auditor'] });
+  ada = await w.gw.issue({ user: 'ada', roles: ['admin'] });
   alice = await w.issue();
   apiUrl = `https://127.0.0.1:${w.gw.ports.api}`;
 }, 60_000);
@@ -129,15 +131,21 @@ describe('live watch and kill of an SSH terminal session', () => {
       const started = w.eventsOf('session.watch_started', (e) => e.outcome === 'success');
       expect(started.map((e) => [e.actor.user, e.details.from])).toEqual([['audrey', 'start'], ['audrey', 'now']]);
 
-      // Kill through the CLI: the engineer's terminal says who and why; session.end says terminated.
-      const killed = await runCliCaptured(['sessions', 'kill', id, '--reason', 'INC-9 stop now', ...api(audrey)]);
+      // The auditor watches but may not end the session; an admin kills it through the CLI: the
+      // engineer's terminal says who and why; session.end says terminated.
+      const notHers = await runCliCaptured(['sessions', 'kill', id, '--reason', 'INC-9 stop now', ...api(audrey)]);
+      expect(notHers.code).toBe(1);
+      expect(notHers.err).toContain('VIGIL_FORBIDDEN');
+      expect(w.gw.gw.services.sessions.get(id)).toBeDefined();
+      const killed = await runCliCaptured(['sessions', 'kill', id, '--reason', 'INC-9 stop now', ...api(ada)]);
       expect(killed.code, killed.err).toBe(0);
       expect(killed.out).toContain(`killed session ${id}`);
-      await waitFor(() => screen().includes('vigil: terminated by audrey: INC-9 stop now'), 10_000, 'kill message on the terminal');
+      await waitFor(() => screen().includes('vigil: terminated by ada: INC-9 stop now'), 10_000, 'kill message on the terminal');
       const end = await w.gw.waitForEvent((e) => e.type === 'session.end' && e.session_id === id);
       expect(end.details.reason).toBe('terminated');
-      const kill = w.eventsOf('session.kill')[0];
-      expect(kill).toMatchObject({ outcome: 'success', actor: { user: 'audrey' }, details: { session_id: id, session_user: 'alice', reason: 'INC-9 stop now' } });
+      expect(w.eventsOf('session.kill', (e) => e.outcome === 'failure').map((e) => e.actor.user)).toEqual(['audrey']);
+      const kill = w.eventsOf('session.kill', (e) => e.outcome === 'success')[0];
+      expect(kill).toMatchObject({ actor: { user: 'ada' }, details: { session_id: id, session_user: 'alice', reason: 'INC-9 stop now' } });
 
       // Both watchers see the end and are closed; each watch is recorded as ended.
       expect(await cliDone).toBe(0);
@@ -168,7 +176,7 @@ describe('live watch and kill of an SSH terminal session', () => {
     expect(r.code).toBe(1);
     expect(r.err).toContain('VIGIL_FORBIDDEN');
     await w.gw.waitForEvent((e) => e.type === 'session.kill' && e.outcome === 'failure' && e.actor.user === 'alice');
-    const missing = await runCliCaptured(['sessions', 'kill', 'NOSUCH', '--reason', 'x', ...api(audrey)]);
+    const missing = await runCliCaptured(['sessions', 'kill', 'NOSUCH', '--reason', 'x', ...api(ada)]);
     expect(missing.err).toContain('VIGIL_NOT_FOUND');
   });
 });

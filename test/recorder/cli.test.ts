@@ -178,3 +178,39 @@ describe('vigil audit / sessions CLI', () => {
     expect(carol.out.trimEnd().split('\n').map((l) => JSON.parse(l).id)).toEqual(['S-1']);
   });
 });
+
+describe('read-only audit commands find the data dir without the full config', () => {
+  it('take data_dir from --config or $VIGIL_CONFIG (relative to the file), and name a data_dir that is not a string', async () => {
+    const data = await dataDirWithEvents();
+    const dir = tempDir();
+    const cfg = path.join(dir, 'vigil.yaml');
+    // data_dir relative to the config file; a section these commands do not use may be anything the
+    // full loader would check (`vigil config check` is what validates the file).
+    fs.writeFileSync(cfg, `data_dir: ${path.relative(dir, data)}\n`);
+    const byFlag = await cli(['audit', 'search', '--config', cfg, '--user', 'carol', '--json']);
+    expect(byFlag.code, byFlag.err).toBe(0);
+    expect(byFlag.out.trim().split('\n').map((l) => JSON.parse(l).type)).toEqual(['session.start', 'session.end']);
+
+    const saved = process.env.VIGIL_CONFIG;
+    const cwd = process.cwd();
+    try {
+      process.env.VIGIL_CONFIG = cfg;
+      process.chdir(tempDir()); // the file's directory, not the working directory, anchors data_dir
+      const byEnv = await cli(['audit', 'search', '--user', 'carol', '--json']);
+      expect(byEnv.code, byEnv.err).toBe(0);
+      expect(byEnv.out.trim().split('\n')).toHaveLength(2);
+    } finally {
+      process.chdir(cwd);
+      if (saved === undefined) delete process.env.VIGIL_CONFIG;
+      else process.env.VIGIL_CONFIG = saved;
+    }
+
+    fs.writeFileSync(cfg, 'data_dir: 42\n');
+    const bad = await cli(['audit', 'search', '--config', cfg]);
+    expect(bad.code).toBe(1);
+    expect(bad.err).toMatch(/data_dir/);
+    const missing = await cli(['audit', 'search', '--config', path.join(dir, 'nope.yaml')]);
+    expect(missing.code).toBe(1);
+    expect(missing.err).toMatch(/cannot read config file .*nope\.yaml: no such file/);
+  });
+});

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { UsageError, stringOpt, type Command, type CommandArgs, type OptionSpec } from '../command.ts';
-import { loadFromArgs } from '../context.ts';
+import { dataDirFromArgs } from '../data-dir-arg.ts';
 import { parseDuration } from '../../config/units.ts';
 import { NotFoundError } from '../../errors.ts';
 import { dataPaths } from '../../data-dir.ts';
@@ -13,8 +13,8 @@ import type { SignedHead } from '../../../recorder/audit/record.ts';
 import { readWitness } from '../../../recorder/audit/witness.ts';
 
 /** The audit directory and public key of the data dir the command works on. */
-export function auditPaths(args: CommandArgs): { dataDir: string; auditDir: string; publicKeyFile: string } {
-  const { dataDir } = loadFromArgs(args);
+export async function auditPaths(args: CommandArgs): Promise<{ dataDir: string; auditDir: string; publicKeyFile: string }> {
+  const dataDir = await dataDirFromArgs(args);
   const paths = dataPaths(dataDir);
   return { dataDir, auditDir: paths.audit, publicKeyFile: paths.auditPublicKey };
 }
@@ -45,12 +45,13 @@ export function printRecords(args: CommandArgs, records: Iterable<AuditRecord>, 
 
 export const auditHeadCommand: Command = {
   name: 'audit head',
+  withoutProxies: true,
   summary: 'Print the newest signed chain head as one JSON line, to keep outside this machine as a witness for `audit verify --witness`.',
   usage: '[--data DIR]',
   options: {},
   examples: ['audit head >> /mnt/witness/heads.jsonl'],
   async run(args) {
-    const p = auditPaths(args);
+    const p = await auditPaths(args);
     const file = path.join(p.auditDir, HEAD_FILE);
     if (!fs.existsSync(file)) throw new NotFoundError(`no signed head yet in ${p.auditDir} (the writer signs one at its first checkpoint)`);
     const head = JSON.parse(fs.readFileSync(file, 'utf8')) as SignedHead;
@@ -76,6 +77,7 @@ const VERIFY_HELP = `
 
 export const auditVerifyCommand: Command = {
   name: 'audit verify',
+  withoutProxies: true,
   summary: 'Verify the audit log offline (hashes, chain, sequence, segments, signed checkpoints, witnessed heads) with only the public key.',
   usage: '[--data DIR] [--key PUBLIC_KEY_PEM] [--witness FILE|URL]…\n' + VERIFY_HELP,
   options: {
@@ -84,7 +86,7 @@ export const auditVerifyCommand: Command = {
   },
   examples: ['audit verify', 'audit verify --key audit_signing.pub --witness /mnt/witness/heads.jsonl'],
   async run(args) {
-    const p = auditPaths(args);
+    const p = await auditPaths(args);
     const keyFile = stringOpt(args.values, 'key') ?? p.publicKeyFile;
     const unreadable = (what: string, e: unknown) => {
       args.err.write(`audit log UNREADABLE: ${what} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})\n`);
@@ -173,6 +175,7 @@ const SEARCH_HELP = `
 
 export const auditSearchCommand: Command = {
   name: 'audit search',
+  withoutProxies: true,
   summary: 'Search audit events (a table, or one JSON event per line with --json); --text searches statements, commands and paths.',
   usage: '[--user U] [--target T] [--type PREFIX] [--session ID] [--since 2h|ISO] [--until 2h|ISO] [--text QUERY] [--json] [--limit N] [--scan]\n' + SEARCH_HELP,
   options: {
@@ -184,7 +187,7 @@ export const auditSearchCommand: Command = {
   },
   examples: ['audit search --user alice --since 2h', 'audit search --type db.query --target prod-pg --limit 20 --json'],
   async run(args) {
-    const p = auditPaths(args);
+    const p = await auditPaths(args);
     const text = stringOpt(args.values, 'text');
     const q: AuditQuery = {
       ...auditFilterQuery(args.values),
@@ -219,12 +222,13 @@ export const auditSearchCommand: Command = {
 
 export const auditIndexRebuildCommand: Command = {
   name: 'audit index rebuild',
+  withoutProxies: true,
   summary: 'Rebuild the search index from the audit log (it is only a copy: the log stays the record).',
   usage: '[--data DIR]',
   options: {},
   examples: ['audit index rebuild', 'audit index rebuild --data /var/lib/vigil'],
   async run(args) {
-    const p = auditPaths(args);
+    const p = await auditPaths(args);
     if (!fs.existsSync(p.auditDir)) throw new NotFoundError(`no audit log in ${p.dataDir}`);
     const t0 = performance.now();
     const index = AuditIndex.open(p.auditDir);
@@ -242,12 +246,13 @@ export const auditIndexRebuildCommand: Command = {
 
 export const auditIndexStatusCommand: Command = {
   name: 'audit index status',
+  withoutProxies: true,
   summary: 'Show how far the search index has read the audit log (lag = records not yet indexed).',
   usage: '[--data DIR] [--json]',
   options: { json: { type: 'boolean' } },
   examples: ['audit index status', 'audit index status --json'],
   async run(args) {
-    const p = auditPaths(args);
+    const p = await auditPaths(args);
     if (!fs.existsSync(p.auditDir)) throw new NotFoundError(`no audit log in ${p.dataDir}`);
     const index = AuditIndex.open(p.auditDir);
     try {
@@ -264,6 +269,7 @@ export const auditIndexStatusCommand: Command = {
 
 export const auditTailCommand: Command = {
   name: 'audit tail',
+  withoutProxies: true,
   summary: 'Show the newest audit events; -f keeps following new ones.',
   usage: '[-f] [-n N] [--json]',
   options: {
@@ -273,7 +279,7 @@ export const auditTailCommand: Command = {
   },
   examples: ['audit tail -f', 'audit tail -n 100 --json'],
   async run(args) {
-    const p = auditPaths(args);
+    const p = await auditPaths(args);
     const json = args.values.json === true;
     const follow = args.values.follow === true;
     const ac = new AbortController();

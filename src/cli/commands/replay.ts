@@ -41,7 +41,7 @@ export const sessionsListCommand: Command = {
   examples: ['sessions list --user alice --since 1d', 'sessions list --target prod-pg --json', 'sessions list --live --api https://vigil:8443 --cert me.crt --key me.key --ca ca.crt'],
   async run(args) {
     if (args.values.live) return listLiveSessions(args);
-    const p = auditPaths(args);
+    const p = await auditPaths(args);
     const { records } = await searchAuditLog(p.auditDir, {
       type: 'session.',
       user: stringOpt(args.values, 'user'),
@@ -77,6 +77,7 @@ export const sessionsListCommand: Command = {
 
 export const replayCommand: Command = {
   name: 'replay',
+  withoutProxies: true,
   summary:
     'Replay a session: SSH plays its terminal recording with the original timing (--print: the final screen text); ' +
     'PostgreSQL/MySQL prints the statement transcript with timing, parameters, outcome and rows (--json: one JSON object per line).',
@@ -93,7 +94,7 @@ export const replayCommand: Command = {
   async run(args) {
     const sessionId = args.positionals[0];
     if (!sessionId || args.positionals.length > 1) throw new UsageError('expected exactly one SESSION_ID');
-    const { dataDir, auditDir } = auditPaths(args);
+    const { dataDir, auditDir } = await auditPaths(args);
     // Loaded here: the player brings a headless terminal, which no other command needs at start.
     const { streamAsciicast, playAsciicast, renderFinalText, buildTranscript, formatTranscript } = await import('../../../recorder/recordings/replay.ts');
     // Local files, or object storage (recording.storage): read as a stream either way, never whole.

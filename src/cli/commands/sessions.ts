@@ -51,7 +51,7 @@ export async function listLiveSessions(args: CommandArgs): Promise<number> {
 
 export const sessionsKillCommand: Command = {
   name: 'sessions kill',
-  summary: 'End a live session now (admins and auditors): the client is told "terminated by <you>: <reason>" in its own protocol.',
+  summary: 'End a live session now (admins only): the client is told "terminated by <you>: <reason>" in its own protocol.',
   usage: 'ID --reason TEXT --api URL --cert F --key F --ca F [--json]',
   options: { reason: { type: 'string', arg: 'TEXT', help: 'why (required; shown to the user and recorded in session.kill)' }, ...GATEWAY_API_OPTIONS, json: { type: 'boolean' } },
   positionals: true,

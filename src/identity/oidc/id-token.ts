@@ -100,6 +100,11 @@ export function classifyTokenError(e: unknown): OidcLoginError {
   return refuse('idp_error', 'The identity provider\'s answer could not be used.');
 }
 
+/** The vigil roles `groups` map to through `roleMap` (sorted, no duplicates); unknown groups give nothing. */
+export function rolesOfGroups(groups: string[], roleMap: Record<string, string[]>): string[] {
+  return [...new Set(groups.flatMap((g) => (Object.prototype.hasOwnProperty.call(roleMap, g) ? roleMap[g] : [])))].sort();
+}
+
 /** Groups from the roles claim (a list, or one string), mapped to roles by `roleMap`; unknown groups give nothing. */
 export function mapIdentity(payload: JWTPayload, o: { rolesClaim: string; userClaim: string; roleMap: Record<string, string[]> }): VerifiedIdentity {
   const subject = String(payload.sub);
@@ -108,7 +113,7 @@ export function mapIdentity(payload: JWTPayload, o: { rolesClaim: string; userCl
   const nameClaim = payload[o.userClaim];
   const user = typeof nameClaim === 'string' && nameClaim ? nameClaim : subject;
   if (!USER_RE.test(user)) throw new OidcLoginError('bad_user', 'Your identity provider user name cannot be a vigil user name.', `user ${JSON.stringify(user)} is not a valid vigil user name`, { subject, groups });
-  const roles = [...new Set(groups.flatMap((g) => (Object.prototype.hasOwnProperty.call(o.roleMap, g) ? o.roleMap[g] : [])))].sort();
+  const roles = rolesOfGroups(groups, o.roleMap);
   if (roles.length === 0) throw new OidcLoginError('unmapped_group', 'None of your groups gives a vigil role; ask an administrator.', `groups ${JSON.stringify(groups)} map to no role`, { subject, groups, user });
   return { subject, user, groups, roles, claims: payload };
 }

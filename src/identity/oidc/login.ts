@@ -60,6 +60,8 @@ export interface OidcLoginDeps {
   config: VigilConfig;
   identity: IdentityService;
   events: EventBus;
+  /** role_map as configured now (a config reload may change it); absent: the one given at construction. */
+  roleMap?: () => Record<string, string[]>;
 }
 
 function loopbackRedirect(uri: string): URL {
@@ -333,7 +335,7 @@ export class OidcLogin {
   }
 
   private identify(payload: import('jose').JWTPayload): VerifiedIdentity {
-    return mapIdentity(payload, { rolesClaim: this.cfg.roles_claim, userClaim: this.cfg.user_claim, roleMap: this.cfg.role_map });
+    return mapIdentity(payload, { rolesClaim: this.cfg.roles_claim, userClaim: this.cfg.user_claim, roleMap: this.deps.roleMap?.() ?? this.cfg.role_map });
   }
 
   private async certify(p: Pending, payload: import('jose').JWTPayload): Promise<LoginResult> {

@@ -65,7 +65,8 @@ function loginView(services: GatewayServices, ports: Record<string, number>, r: 
 
 export function loginEndpoints(services: GatewayServices, ports: Record<string, number>, admitRefusal: (ip: string) => boolean): LoginEndpoints {
   const cfg = (services.config.identity as { oidc?: OidcConfig } | undefined)?.oidc;
-  const login = cfg ? new OidcLogin(cfg, { config: services.config, identity: services.identity, events: services.events }) : undefined;
+  const roleMap = () => (services.config.identity as { oidc?: OidcConfig } | undefined)?.oidc?.role_map ?? cfg!.role_map;
+  const login = cfg ? new OidcLogin(cfg, { config: services.config, identity: services.identity, events: services.events, roleMap }) : undefined;
 
   async function route(path: string, req: http.IncomingMessage, source: LoginSource): Promise<[number, unknown]> {
     if (!login) throw new ApiError(404, 'VIGIL_OIDC_DISABLED', 'Sign-in with an identity provider is not configured on this gateway (identity.oidc).');

@@ -1,0 +1,30 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { CommandArgs } from './command.ts';
+
+/**
+ * The data directory a read-only command works on (audit search, tail, head, verify; replay), found without
+ * validating the whole config: `--data` as given, else `data_dir` from the config file (relative to the
+ * file), else `./data`. Loading the full schema (zod, every section) costs more than the search itself, and
+ * these commands use nothing else from the config. `vigil config check` is what validates the file; a
+ * config whose `data_dir` is not a string still gets the full loader's error naming the key.
+ */
+export async function dataDirFromArgs(args: Pick<CommandArgs, 'configPath' | 'dataDir' | 'proxies'>): Promise<string> {
+  if (args.dataDir !== undefined) return path.resolve(args.dataDir);
+  const file = args.configPath ?? process.env.VIGIL_CONFIG;
+  if (!file) return path.resolve('./data');
+  const abs = path.resolve(file);
+  let doc: unknown;
+  try {
+    const { parse } = await import('yaml');
+    doc = parse(fs.readFileSync(abs, 'utf8'));
+  } catch {
+    doc = undefined; // unreadable or not YAML: the full loader says which
+  }
+  const dataDir = doc && typeof doc === 'object' ? (doc as Record<string, unknown>).data_dir : undefined;
+  if (typeof dataDir === 'string' || (doc && typeof doc === 'object' && dataDir === undefined)) {
+    return path.resolve(path.dirname(abs), typeof dataDir === 'string' ? dataDir : './data');
+  }
+  const { loadFromArgs } = await import('./context.ts');
+  return loadFromArgs(args).dataDir;
+}
