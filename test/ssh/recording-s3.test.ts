@@ -14,6 +14,7 @@ import { ConsoleClient, ensureConsole } from '../support/console.ts';
 import { startTestGateway, type IssuedFiles } from '../support/gateway.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
 import { S3Recordings } from '../../recorder/recordings/s3.ts';
+import { searchAuditLog } from '../../recorder/audit/index.ts';
 
 /**
  * Recordings in S3-compatible object storage (recording.storage kind s3) against a real S3 server (s3rver)
@@ -235,12 +236,22 @@ describe('recordings in S3', () => {
     fs.mkdirSync(path.dirname(local), { recursive: true });
     const cast = '{"version":2,"width":80,"height":24,"timestamp":1700000000,"env":{"TERM":"xterm"}}\n[0.1, "o", "left-behind\\r\\n"]\n';
     fs.writeFileSync(local, cast);
-    const tg = await startTestGateway({ ssh: { enabled: false }, postgres: { enabled: false }, mysql: { enabled: false }, recording: { storage: { ...configStorage(), prefix: 'resumed/' } } }, base);
+    const said: string[] = [];
+    const log = pino({ level: 'debug' }, new Writable({ write(c, _e, cb) { said.push(c.toString()); cb(); } }));
+    const tg = await startTestGateway({ ssh: { enabled: false }, postgres: { enabled: false }, mysql: { enabled: false }, recording: { storage: { ...configStorage(), prefix: 'resumed/' } } }, base, { log });
     try {
-      const ev = await tg.waitForEvent((e) => e.type === 'recording.stored' && e.session_id === sid, 60_000);
+      // From the log, not the bus: the upload may complete before the harness subscribes to the bus.
+      const ev = await waitFor(
+        async () => (await searchAuditLog(path.join(tg.dataDir, 'audit'), { type: 'recording.stored', session: sid })).records[0]?.event,
+        60_000,
+        'recording.stored in the audit log',
+      );
       expect(ev.details).toMatchObject({ key: `resumed/${sid}/ch0.cast`, bytes: cast.length, sha256: sha256(Buffer.from(cast)) });
       expect((await s3.get(`resumed/${sid}/ch0.cast`)).toString()).toBe(cast);
       expect(fs.existsSync(local)).toBe(false);
+    } catch (e) {
+      console.log(said.filter((l) => l.includes('recording')).slice(-20).join(''));
+      throw e;
     } finally {
       await tg.stop();
       fs.rmSync(base, { recursive: true, force: true });
