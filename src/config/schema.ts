@@ -29,7 +29,7 @@ const exportTemplate = z
   });
 
 /** `recording.storage`. Credentials only by reference (`{ env }` / `{ file }`), never inline. */
-const recordingStorageSchema = (sc: SchemaContext) =>
+export const recordingStorageSchema = (sc: SchemaContext) =>
   z
     .discriminatedUnion('kind', [
       z.strictObject({ kind: z.literal('local') }),
