@@ -1,7 +1,7 @@
 import { readSecret, type SecretRef } from '../../src/config/types.ts';
 import type { RecordingStore } from '../types.ts';
 import { openRecordingStore } from './index.ts';
-import { S3Recordings, type UploadHooks } from './s3.ts';
+import type { UploadHooks } from './s3.ts';
 
 /** `recording.storage` as parsed (src/config/schema.ts). */
 export type RecordingStorageConfig =
@@ -27,9 +27,12 @@ export type RecordingStorageConfig =
  * The recording store of a gateway or CLI process: local files, and with `kind: s3` the object storage
  * they are uploaded to (the gateway passes hooks that record the outcome; the CLI only reads).
  * Credentials are read from their references here, once; an unset variable fails naming the variable.
+ * The S3 code (and the AWS SDK) is imported only when the storage is s3.
  */
-export function openConfiguredRecordings(dir: string, storage: RecordingStorageConfig, hooks: UploadHooks = {}): RecordingStore {
+export async function openConfiguredRecordings(dir: string, storage: RecordingStorageConfig, hooks: UploadHooks = {}): Promise<RecordingStore> {
   if (storage.kind !== 's3') return openRecordingStore(dir);
+  // Loaded only here: the AWS SDK is large, and local storage (the default) never needs it.
+  const { S3Recordings } = await import('./s3.ts');
   const credentials =
     storage.access_key_id && storage.secret_access_key
       ? { accessKeyId: readSecret(storage.access_key_id), secretAccessKey: readSecret(storage.secret_access_key) }

@@ -109,7 +109,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
     store,
     authz: createAuthorizer(config, store),
     sessions: new SessionRegistry(),
-    recordings: openConfiguredRecordings(dataPaths(dataDir).recordings, config.recording.storage, recordingUploadEvents(events, log)),
+    recordings: await openConfiguredRecordings(dataPaths(dataDir).recordings, config.recording.storage, recordingUploadEvents(events, log)),
     targets: targetDirectory(config.targets as TargetConfig[]),
     refusals: refusals.budget,
     auditIndex: config.audit.index.enabled

@@ -72,7 +72,7 @@ export const auditBundleCommand: Command = {
           {
             auditDir: paths.audit,
             recordingsDir: paths.recordings,
-            recordings: openConfiguredRecordings(paths.recordings, config.recording.storage),
+            recordings: await openConfiguredRecordings(paths.recordings, config.recording.storage),
             signingKeyFile: paths.auditSigningKey,
             since,
             until,

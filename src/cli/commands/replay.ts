@@ -98,7 +98,7 @@ export const replayCommand: Command = {
     // Loaded here: the player brings a headless terminal, which no other command needs at start.
     const { streamAsciicast, playAsciicast, renderFinalText, buildTranscript, formatTranscript } = await import('../../../recorder/recordings/replay.ts');
     // Local files, or object storage (recording.storage): read as a stream either way, never whole.
-    const store = openConfiguredRecordings(dataPaths(dataDir).recordings, await recordingStorageFromArgs(args));
+    const store = await openConfiguredRecordings(dataPaths(dataDir).recordings, await recordingStorageFromArgs(args));
     let ids = await store.list(sessionId);
     if (ids.length === 0) {
       // A database session has no terminal recording: its statements are in the audit log.
