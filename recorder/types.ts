@@ -116,6 +116,21 @@ export interface RecordingStore {
   watch?(sessionId: string, onCast: (cast: LiveCast) => void): () => void;
   /** Recordings of a session (ids), in channel order. */
   list(sessionId: string): Promise<string[]>;
-  /** Full path of a recording for reading. */
+  /** Full path of a recording's local copy (which may be gone once it is stored in object storage). */
   pathOf(id: string): string;
+  /** A recording for reading, wherever it is kept (the local copy first); undefined if there is none. */
+  open(id: string): Promise<RecordingSource | undefined>;
+  /** Gateway start: upload recordings an earlier process left on local disk (object storage only). */
+  resumeUploads?(): Promise<number>;
+  /** Let uploads of finished recordings complete for up to `graceMs`, then stop (gateway shutdown). */
+  close?(graceMs: number): Promise<void>;
+}
+
+/** A recording to read, streamed: never loaded whole into memory. */
+export interface RecordingSource {
+  id: string;
+  size: number;
+  where: { kind: 'local'; path: string } | { kind: 's3'; bucket: string; key: string };
+  /** Bytes `start`..`end` (inclusive; default the whole recording) as a stream. */
+  read(start?: number, end?: number): import('node:stream').Readable;
 }

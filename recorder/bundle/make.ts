@@ -1,3 +1,4 @@
+import type { RecordingSource } from '../types.ts';
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
@@ -25,6 +26,8 @@ export class BundleError extends VigilError {
 export interface MakeBundleOptions {
   auditDir: string;
   recordingsDir: string;
+  /** Recordings not in recordingsDir any more are looked up here (object storage, recording.storage s3). */
+  recordings?: { open(id: string): Promise<RecordingSource | undefined> };
   /** The audit signing key (PKCS#8 PEM): it signs the manifest, as it signs the log's checkpoints. */
   signingKeyFile: string;
   since: Date;
@@ -176,9 +179,17 @@ export async function makeBundle(o: MakeBundleOptions, out: Writable): Promise<M
   for (const r of selected) for (const id of recordingIdsOf(r.event.details)) if (!recordingIds.includes(id)) recordingIds.push(id);
   const available: string[] = [];
   const unavailable: string[] = [];
+  const remote = new Map<string, RecordingSource>();
   for (const id of recordingIds) {
     if (isSafeRecordingId(id) && fs.statSync(path.join(o.recordingsDir, id), { throwIfNoEntry: false })?.isFile()) available.push(id);
-    else unavailable.push(id);
+    else {
+      // Uploaded and removed locally: streamed from object storage into the bundle (never whole in memory).
+      const source = isSafeRecordingId(id) && o.recordings ? await o.recordings.open(id).catch(() => undefined) : undefined;
+      if (source) {
+        remote.set(id, source);
+        available.push(id);
+      } else unavailable.push(id);
+    }
   }
 
   const created = (o.now ?? new Date()).toISOString();
@@ -198,6 +209,15 @@ export async function makeBundle(o: MakeBundleOptions, out: Writable): Promise<M
   await addBuffer(FILES.events, Buffer.from(selected.map((r) => r.line + '\n').join('')));
   await addBuffer(FILES.verify, Buffer.from(verifyText({ key_id: kid })));
   for (const id of available) {
+    const stored = remote.get(id);
+    if (stored) {
+      const name = RECORDINGS_PREFIX + id;
+      const h = hashing();
+      const entry = pack.entry({ name, size: stored.size, mtime, mode: 0o644 });
+      await pipeline(stored.size > 0 ? stored.read(0, stored.size - 1) : Readable.from([]), h, entry);
+      files.push({ path: name, ...h.digest() });
+      continue;
+    }
     // The size is fixed when the file is opened: a recording still being written is taken as it stands.
     const fd = fs.openSync(path.join(o.recordingsDir, id), 'r');
     try {

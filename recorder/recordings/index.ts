@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
@@ -6,8 +7,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { escapeJsonUtf8, maxEscapedLength } from './json-string.ts';
 import { writeAll } from '../audit/durable.ts';
 import crypto from 'node:crypto';
-import type { AsciicastHeader, AsciicastOptions, AsciicastWriter, BinarySummary, LiveCast, RecordingStore } from '../types.ts';
+import type { AsciicastHeader, AsciicastOptions, AsciicastWriter, BinarySummary, LiveCast, RecordingSource, RecordingStore } from '../types.ts';
 import { LiveRecordings } from './live.ts';
+import type { RemoteUpload, S3Recordings } from './s3.ts';
 
 export interface RecordingStoreOptions {
   /** Output queued but not yet written beyond this is a failure (disk far slower than the session):
@@ -23,6 +25,9 @@ export interface RecordingStoreOptions {
   /** A backlog smaller than SMALL_WRITE waits this long (ms; default 10) for more events before it is
    *  written, unless someone waits for the drain or the recording is closing. */
   smallWriteDelayMs?: number;
+  /** Object storage the recordings are uploaded to while they are written (recording.storage kind s3);
+   *  the local file is the first copy and the source of the upload. */
+  remote?: S3Recordings;
 }
 
 /** Serialised bytes below which a write is worth delaying: a relay delivers 32 KiB chunks, and every one
@@ -44,10 +49,16 @@ function dirName(sessionId: string): string {
 export function openRecordingStore(dir: string, opts: RecordingStoreOptions = {}): RecordingStore {
   const idOf = (sessionId: string, channel: number) => `${dirName(sessionId)}/ch${Number.isInteger(channel) && channel >= 0 ? channel : 0}.cast`;
   const live = new LiveRecordings<CastWriter>();
+  const pathOf = (id: string): string => {
+    const p = path.resolve(dir, id);
+    if (!p.startsWith(path.resolve(dir) + path.sep) || !/^[A-Za-z0-9_-]+\/ch\d+\.cast$/.test(id)) throw new TypeError(`invalid recording id: ${id}`);
+    return p;
+  };
   return {
     openAsciicast(sessionId, channel, header, options) {
       const id = idOf(sessionId, channel);
-      const w = new CastWriter(id, path.join(dir, id), header, opts, options, channel);
+      const file = path.join(dir, id);
+      const w = new CastWriter(id, file, header, opts, options, channel, opts.remote?.begin(id, file, sessionId, channel));
       live.opened(sessionId, w, (done) => w.onFinished(done));
       return w;
     },
@@ -60,19 +71,41 @@ export function openRecordingStore(dir: string, opts: RecordingStoreOptions = {}
       try {
         names = await fsp.readdir(path.join(dir, sub));
       } catch {
-        return [];
+        names = [];
       }
-      return names
+      // Stored in object storage: the local copy is removed once the upload is complete.
+      // (Object storage unreachable: what is here locally is still listed; with nothing local, the error.)
+      if (opts.remote) {
+        const remote = await opts.remote.list(sub).catch((e: Error) => {
+          if (names.length === 0) throw e;
+          return [];
+        });
+        for (const id of remote) names.push(id.slice(sub.length + 1));
+      }
+      return [...new Set(names)]
         .map((n) => /^ch(\d+)\.cast$/.exec(n))
         .filter((m): m is RegExpExecArray => m !== null)
         .sort((a, b) => Number(a[1]) - Number(b[1]))
         .map((m) => `${sub}/${m[0]}`);
     },
-    pathOf(id) {
-      const p = path.resolve(dir, id);
-      if (!p.startsWith(path.resolve(dir) + path.sep)) throw new TypeError(`invalid recording id: ${id}`);
-      return p;
+    async open(id) {
+      const file = pathOf(id);
+      const local = await fsp.stat(file).then((st) => (st.isFile() ? st.size : undefined), () => undefined);
+      if (local !== undefined) return localSource(id, file, local);
+      return opts.remote?.open(id);
     },
+    close: (graceMs) => opts.remote?.close(graceMs) ?? Promise.resolve(),
+    resumeUploads: () => opts.remote?.resume(dir) ?? Promise.resolve(0),
+    pathOf,
+  };
+}
+
+function localSource(id: string, file: string, size: number): RecordingSource {
+  return {
+    id,
+    size,
+    where: { kind: 'local', path: file },
+    read: (start = 0, end = size - 1) => fs.createReadStream(file, { start, end: Math.max(start, end), highWaterMark: 64 * 1024 }),
   };
 }
 
@@ -237,6 +270,8 @@ class CastWriter implements AsciicastWriter, LiveCast {
     opts: RecordingStoreOptions,
     options: AsciicastOptions = {},
     readonly channel = 0,
+    /** Upload to object storage, told of every write as it lands and of the end. */
+    private readonly upload?: RemoteUpload,
   ) {
     this.summariseBinary = options.binary === 'summary';
     this.maxQueued = opts.maxQueuedBytes ?? 64 * 1024 * 1024;
@@ -530,6 +565,7 @@ class CastWriter implements AsciicastWriter, LiveCast {
         }
         await writeAll(h, buf.subarray(0, o));
         this.written += o;
+        this.upload?.written(this.written);
         // Watchers get what just landed, copied (the scratch buffer is reused); nothing to do without them.
         if (this.tails.size) this.publish(Buffer.from(buf.subarray(0, o)));
         this.queued -= bytes;
@@ -564,6 +600,9 @@ class CastWriter implements AsciicastWriter, LiveCast {
     } catch (e) {
       this.fail(e as Error);
     }
+    // Whatever is on disk goes to object storage (after a local failure too: the session was ended, and
+    // what was recorded up to then is evidence).
+    this.upload?.finish(this.written);
     this.finish();
   }
 

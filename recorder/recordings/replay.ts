@@ -1,4 +1,6 @@
 import fs from 'node:fs';
+import readline from 'node:readline';
+import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import xterm from '@xterm/headless';
 import { NUL_RUN_CODES } from './index.ts';
@@ -13,6 +15,12 @@ export interface Asciicast {
   events: AsciicastEvent[];
 }
 
+/** A recording read as it streams in (object storage, a long cast): events are parsed line by line. */
+export interface StreamedAsciicast {
+  header: Asciicast['header'];
+  events: AsyncIterable<AsciicastEvent>;
+}
+
 const isNulRun = (code: string): code is (typeof NUL_RUN_CODES)['o' | 'i'] => code === NUL_RUN_CODES.o || code === NUL_RUN_CODES.i;
 
 /** Everything recorded on one stream (`o` output or `i` input) as text, NUL runs expanded. */
@@ -25,24 +33,61 @@ export function streamText(cast: Asciicast, stream: 'o' | 'i'): string {
   return text;
 }
 
+function parseHeader(line: string): Asciicast['header'] {
+  const header = JSON.parse(line) as Asciicast['header'];
+  if (header.version !== 2) throw new Error(`unsupported asciicast version ${header.version}`);
+  return header;
+}
+
+/** One event line, or undefined for a line that is not one (a crash may leave a partial last line). */
+function parseEventLine(line: string): AsciicastEvent | undefined {
+  if (!line) return undefined;
+  try {
+    const e = JSON.parse(line);
+    if (!Array.isArray(e) || typeof e[0] !== 'number' || typeof e[1] !== 'string') return undefined;
+    if (typeof e[2] === 'string') return e as [number, string, string];
+    if (isNulRun(e[1]) && Number.isSafeInteger(e[2]) && e[2] >= 0) return e as AsciicastEvent;
+  } catch {
+    // partial line
+  }
+  return undefined;
+}
+
 /** Parse an asciicast v2 file. Malformed event lines are skipped (a crash may leave a partial last line). */
 export function parseAsciicast(text: string): Asciicast {
   const lines = text.split('\n');
-  const header = JSON.parse(lines[0]) as Asciicast['header'];
-  if (header.version !== 2) throw new Error(`unsupported asciicast version ${header.version}`);
+  const header = parseHeader(lines[0]);
   const events: Asciicast['events'] = [];
   for (const line of lines.slice(1)) {
-    if (!line) continue;
-    try {
-      const e = JSON.parse(line);
-      if (!Array.isArray(e) || typeof e[0] !== 'number' || typeof e[1] !== 'string') continue;
-      if (typeof e[2] === 'string') events.push(e as [number, string, string]);
-      else if (isNulRun(e[1]) && Number.isSafeInteger(e[2]) && e[2] >= 0) events.push(e as AsciicastEvent);
-    } catch {
-      // partial line
-    }
+    const e = parseEventLine(line);
+    if (e) events.push(e);
   }
   return { header, events };
+}
+
+/**
+ * Read an asciicast from a stream (a local file or object storage, wherever it lives): the header at once,
+ * the events as they are iterated, so a player holds one line at a time, not the whole recording.
+ */
+export async function streamAsciicast(input: Readable): Promise<StreamedAsciicast> {
+  const lines = readline.createInterface({ input, crlfDelay: Infinity })[Symbol.asyncIterator]();
+  const first = await lines.next();
+  if (first.done) {
+    input.destroy();
+    throw new Error('empty recording');
+  }
+  const header = parseHeader(first.value);
+  async function* events(): AsyncGenerator<AsciicastEvent> {
+    try {
+      for (let r = await lines.next(); !r.done; r = await lines.next()) {
+        const e = parseEventLine(r.value);
+        if (e) yield e;
+      }
+    } finally {
+      input.destroy();
+    }
+  }
+  return { header, events: events() };
 }
 
 export function readAsciicast(file: string): Asciicast {
@@ -58,11 +103,11 @@ export interface PlayOptions {
 }
 
 /** Play the output of a recording to `out` with its original timing (scaled by speed, idle capped). */
-export async function playAsciicast(cast: Asciicast, out: NodeJS.WritableStream, opts: PlayOptions = {}): Promise<void> {
+export async function playAsciicast(cast: Asciicast | StreamedAsciicast, out: NodeJS.WritableStream, opts: PlayOptions = {}): Promise<void> {
   const speed = opts.speed && opts.speed > 0 ? opts.speed : 1;
   const idle = opts.idleLimit && opts.idleLimit > 0 ? opts.idleLimit : Infinity;
   let prev = 0;
-  for (const [t, code, data] of cast.events) {
+  for await (const [t, code, data] of cast.events) {
     if (opts.signal?.aborted) return;
     const wait = Math.min(Math.max(0, t - prev), idle) / speed;
     prev = t;
@@ -82,10 +127,10 @@ const NUL_SLICE = Buffer.alloc(64 * 1024);
 
 /** The text on the screen at the end of the recording (rendered by a headless terminal), trailing blank
  *  lines removed. Scrollback is included so nothing printed is lost. */
-export async function renderFinalText(cast: Asciicast): Promise<string> {
+export async function renderFinalText(cast: Asciicast | StreamedAsciicast): Promise<string> {
   const term = new xterm.Terminal({ cols: cast.header.width || 80, rows: cast.header.height || 24, scrollback: 100_000, allowProposedApi: true });
   try {
-    for (const [, code, data] of cast.events) {
+    for await (const [, code, data] of cast.events) {
       // NUL runs are skipped: a terminal ignores NUL.
       if (code === 'o') await new Promise<void>((r) => term.write(data as string, r));
       else if (code === 'r') {

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import type { RecordingStorageConfig } from '../../recorder/recordings/storage.ts';
 import path from 'node:path';
 import type { CommandArgs } from './command.ts';
 
@@ -52,4 +53,29 @@ async function readDocument(abs: string): Promise<unknown> {
   } catch {
     return undefined; // the full loader says why
   }
+}
+
+/**
+ * `recording.storage` of the config file alone (where `vigil replay` reads recordings from), validated with
+ * its own schema: like the data dir, without loading every proxy for the rest of the file.
+ */
+export async function recordingStorageFromArgs(args: Pick<CommandArgs, 'configPath'>): Promise<RecordingStorageConfig> {
+  const file = args.configPath ?? process.env.VIGIL_CONFIG;
+  if (!file) return { kind: 'local' };
+  const abs = path.resolve(file);
+  const [{ parse }, { ConfigError }] = await Promise.all([import('yaml'), import('../errors.ts')]);
+  let doc: unknown;
+  try {
+    doc = parse(fs.readFileSync(abs, 'utf8'));
+  } catch (e) {
+    throw new ConfigError('', `cannot read config file ${abs}: ${(e as Error).message}`);
+  }
+  const recording = doc && typeof doc === 'object' ? (doc as Record<string, unknown>).recording : undefined;
+  const storage = recording && typeof recording === 'object' ? (recording as Record<string, unknown>).storage : undefined;
+  // The common case (local files) costs no schema.
+  if (storage === undefined) return { kind: 'local' };
+  const { recordingStorageSchema } = await import('../config/schema.ts');
+  const r = recordingStorageSchema({ base: path.dirname(abs), checkFiles: true }).safeParse(storage);
+  if (!r.success) throw new ConfigError('recording.storage', r.error.issues[0]?.message ?? 'invalid');
+  return r.data as RecordingStorageConfig;
 }

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { duration, size, listen, name, proxyProtocol, type SchemaContext } from './types.ts';
+import { duration, size, listen, name, proxyProtocol, secretRef, type SchemaContext } from './types.ts';
 export { listenerBase } from './types.ts';
 import { isValidPattern } from './redaction.ts';
 import { parseCidr } from '../identity/cidr.ts';
@@ -27,6 +27,49 @@ const exportTemplate = z
       ctx.addIssue({ code: 'custom', message: (e as Error).message, path: ['line'] });
     }
   });
+
+/** `recording.storage`. Credentials only by reference (`{ env }` / `{ file }`), never inline. */
+export const recordingStorageSchema = (sc: SchemaContext) =>
+  z
+    .discriminatedUnion('kind', [
+      z.strictObject({ kind: z.literal('local') }),
+      z.strictObject({
+        kind: z.literal('s3'),
+        bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'expected an S3 bucket name'),
+        /** Key prefix, e.g. `recordings/`; keys are `<prefix><session id>/ch<channel>.cast`. */
+        prefix: z.string().max(512).refine((p) => !p.startsWith('/'), 'a key prefix does not start with /').default(''),
+        /** S3-compatible servers (MinIO, Ceph, R2, …): their URL; unset for AWS S3. */
+        endpoint: z.string().url().optional(),
+        region: z.string().min(1).default('us-east-1'),
+        /** `http://endpoint/bucket/key` instead of `http://bucket.endpoint/key` (most S3-compatible servers). */
+        force_path_style: z.boolean().default(false),
+        /** Both or neither; neither: the AWS SDK's default chain (instance role, AWS_* variables, …). */
+        access_key_id: secretRef(sc).optional(),
+        secret_access_key: secretRef(sc).optional(),
+        /** Size of each multipart part but the last (S3 minimum 5 MiB). */
+        part_size: size()
+          .default(8 * 1024 * 1024 as never)
+          .refine((n) => n >= 5 * 1024 * 1024 && n <= 5 * 1024 * 1024 * 1024, 'part_size must be between 5MiB and 5GiB (S3 limits)'),
+        /** Bytes not yet in a part are copied to a pending object this often: a replica lost mid-session loses at most this much recording. */
+        flush_interval: duration()
+          .default(10_000 as never)
+          .refine((ms) => ms >= 100, 'flush_interval must be at least 100ms'),
+        /** S3 requests in flight at once for the whole gateway (memory: at most this many parts). */
+        max_concurrent_requests: z.number().int().min(1).max(64).default(4),
+        request_timeout: duration().default(30_000 as never),
+        retry: z
+          .strictObject({
+            /** Failures in a row before recording.upload_failed is recorded (uploading goes on at max_delay). */
+            attempts: z.number().int().min(1).default(5),
+            base_delay: duration().default(1000 as never),
+            max_delay: duration().default(60_000 as never),
+          })
+          .prefault({}),
+        /** Keep the local file after the upload completed (default: removed; the object is the recording). */
+        keep_local: z.boolean().default(false),
+      }).refine((s) => !!s.access_key_id === !!s.secret_access_key, { message: 'give both access_key_id and secret_access_key, or neither', path: ['access_key_id'] }),
+    ])
+    .default({ kind: 'local' });
 
 /** Fields common to every target, whatever its protocol. */
 function targetCommon(protocol: string) {
@@ -205,6 +248,12 @@ export function buildConfigSchema(sc: SchemaContext, proxies: readonly ProxyConf
          * records its size and SHA-256 from the first non-text byte on; `full` records it like text.
          */
         binary_output: z.enum(['summary', 'full']).default('summary'),
+        /**
+         * Where recordings are kept: `local` (default) in <data_dir>/recordings; `s3`: uploaded while they are
+         * written to S3-compatible object storage (recorder/recordings/s3.ts, README "Recordings in object
+         * storage"), the local file being the first copy until the upload is complete.
+         */
+        storage: recordingStorageSchema(sc),
       })
       .prefault({}),
     redaction: z

@@ -1,14 +1,15 @@
-import fs from 'node:fs';
 import type http from 'node:http';
 import { pipeline } from 'node:stream/promises';
+import type { RecordingSource } from '../../recorder/types.ts';
 
 /**
  * Stream a recording (asciicast file) with HTTP Range support: the whole file is never read into memory,
  * the first bytes leave at once, and a player (or a resumed download) can ask for any part of it.
  * Returns the byte range served, for the audit event.
  */
-export async function streamCast(file: string, req: http.IncomingMessage, res: http.ServerResponse, headers: Record<string, string>): Promise<{ start: number; end: number; size: number }> {
-  const size = fs.statSync(file).size;
+export async function streamCast(source: RecordingSource, req: http.IncomingMessage, res: http.ServerResponse, headers: Record<string, string>): Promise<{ start: number; end: number; size: number }> {
+  // Local file or object storage (ranged GETs): streamed either way.
+  const size = source.size;
   let start = 0;
   let end = size - 1;
   let status = 200;
@@ -38,6 +39,6 @@ export async function streamCast(file: string, req: http.IncomingMessage, res: h
     res.end();
     return { start, end, size };
   }
-  await pipeline(fs.createReadStream(file, { start, end, highWaterMark: 64 * 1024 }), res);
+  await pipeline(source.read(start, end), res);
   return { start, end, size };
 }

@@ -268,7 +268,8 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
       const statements = evs.filter((e) => e.type === 'db.query').map((e) => ({ seq: e.seq, time: e.time, outcome: e.outcome, ...pick(e.details, ['sql', 'params', 'command', 'rows_returned', 'rows_affected', 'duration_ms', 'error', 'protocol']) }));
       const commands = evs.filter((e) => e.type === 'ssh.command' || e.type === 'ssh.exec').map((e) => ({ seq: e.seq, time: e.time, outcome: e.outcome, type: e.type, ...pick(e.details, ['command', 'exit_status', 'channel', 'source']) }));
       const files = evs.filter((e) => e.type === 'ssh.sftp' || e.type === 'ssh.scp').map((e) => ({ seq: e.seq, time: e.time, outcome: e.outcome, type: e.type, ...e.details }));
-      const recordings = recs.map((rid, i) => ({ id: rid, bytes: fileSize(services.recordings.pathOf(rid)), url: `/console/api/sessions/${id}/recordings/${i}` }));
+      const sources = await Promise.all(recs.map((rid) => services.recordings.open(rid)));
+      const recordings = recs.map((rid, i) => ({ id: rid, bytes: sources[i]?.size ?? 0, stored: sources[i]?.where.kind ?? 'local', url: `/console/api/sessions/${id}/recordings/${i}` }));
       const links = [...liveLinks(id, live), ...linkers.flatMap((fn) => fn({ id, live }, s))];
       return json(res, 200, { session: row ?? null, live, events: evs, statements, commands, files, recordings, links, truncated: evs.length === SESSION_DETAIL_LIMIT });
     }
@@ -283,7 +284,9 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
       const row = catalog?.get(id);
       // Recorded before a byte leaves: a view that cannot be recorded is not served.
       await emit(s, req, { type: 'console.view', outcome: 'success', target: { name: row?.target ?? 'unknown', protocol: row?.protocol ?? 'ssh' }, session_id: id, details: { view: 'recording', recording: rid, range: typeof req.headers.range === 'string' ? req.headers.range.slice(0, 64) : 'all' } });
-      await streamCast(services.recordings.pathOf(rid), req, res, securityHeaders());
+      const source = await services.recordings.open(rid);
+      if (!source) throw new ApiError(404, 'VIGIL_NOT_FOUND', `Session ${id} has no recording ${n}.`);
+      await streamCast(source, req, res, securityHeaders());
       return;
     }
 
@@ -483,14 +486,6 @@ function pick(o: Record<string, unknown> | undefined, keys: string[]): Record<st
   const out: Record<string, unknown> = {};
   for (const k of keys) if (o && o[k] !== undefined) out[k] = o[k];
   return out;
-}
-
-function fileSize(p: string): number {
-  try {
-    return fs.statSync(p).size;
-  } catch {
-    return 0;
-  }
 }
 
 function readHead(auditDir: string): { seq: number; key_id: string; time?: string } | null {

@@ -37,6 +37,9 @@ export const EVENT_CATALOG = {
   'ssh.scp': { description: 'One legacy scp (-O) file or directory transfer, with direction, path, destination (uploads: the scp -t target), size, bytes and outcome.' },
   'ssh.forward': { description: 'A port-forwarding request (direct-tcpip) with destination, bytes and outcome; a refusal names the rule that refused it.' },
   'ssh.request': { description: 'A channel request refused by policy (agent or X11 forwarding, remote forwarding, env).' },
+  // recordings in object storage (recording.storage kind s3)
+  'recording.stored': { description: 'A session recording was uploaded to object storage and completed: details carry the recording id, channel, bucket, key, bytes, the SHA-256 of the whole object (evidence exports point to it), the number of parts and how many requests failed on the way; local_removed tells whether the local copy was then removed (recording.storage.keep_local).' },
+  'recording.upload_failed': { description: 'Uploading a session recording to object storage failed recording.storage.retry.attempts times in a row (server unreachable, refused, credentials rejected): details carry the recording id, bucket, key, phase (session: while it was recorded; complete: at its end), the error code and message (never credentials) and local_path, where the recording is kept meanwhile. The session is not affected; uploading goes on in the background and recording.stored follows once it succeeds.' },
   // databases
   'db.query.start': { description: 'A database statement forwarded to the target is still running after audit.long_running_after, or (audit.durability strict) is about to be forwarded; db.query follows when it ends.' },
   'db.query': { description: 'A database statement with parameters (secrets masked), duration, outcome and row counts (outcome unknown when the session ended while it ran).' },

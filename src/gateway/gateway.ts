@@ -23,7 +23,8 @@ import { roleTargetsOf } from '../../recorder/reports/source.ts';
 import { startApi } from '../api/server.ts';
 import { openAuditLog, witnessPublisher, startIndexFollower } from '../../recorder/audit/index.ts';
 import { replicaIdOf, startSharedIndexFollower } from '../../recorder/audit/shared-index.ts';
-import { openRecordingStore } from '../../recorder/recordings/index.ts';
+import { openConfiguredRecordings } from '../../recorder/recordings/storage.ts';
+import type { UploadReport } from '../../recorder/recordings/s3.ts';
 import { startTelemetry } from '../telemetry.ts';
 import { refusalBudgetFor } from '../sessions/refusal-budget.ts';
 import { applyKeepAlive } from './slow-clients.ts';
@@ -46,6 +47,30 @@ export interface StartOptions {
   log?: Logger;
   /** The protocols to serve, the same the config was parsed with (app/gateway.ts passes proxies/registry.ts). */
   proxies?: readonly ProxyModule<any>[];
+}
+
+/** Upload outcomes as audit events (recording.stored / recording.upload_failed), attached to the session. */
+function recordingUploadEvents(events: EventBus, log: Logger) {
+  const emit = (type: 'recording.stored' | 'recording.upload_failed', r: UploadReport) => {
+    const details: Record<string, unknown> = { recording: r.id, channel: r.channel, bucket: r.bucket, key: r.key, bytes: r.bytes, failures: r.failures };
+    if (r.sha256) details.sha256 = r.sha256;
+    if (r.parts !== undefined) details.parts = r.parts;
+    if (r.localRemoved !== undefined) details.local_removed = r.localRemoved;
+    if (r.phase) details.phase = r.phase;
+    if (r.error) details.error = r.error;
+    if (r.localPath) details.local_path = r.localPath;
+    events
+      .emit({ type, outcome: type === 'recording.stored' ? 'success' : 'failure', actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: r.bucket, protocol: 's3' }, session_id: r.sessionId, details })
+      .catch((e) => log.error({ err: (e as Error).message, recording: r.id }, `${type} event could not be written`));
+  };
+  return {
+    stored: (r: UploadReport) => emit('recording.stored', r),
+    failed: (r: UploadReport) => {
+      log.error({ recording: r.id, bucket: r.bucket, key: r.key, code: r.error?.code, error: r.error?.message, local_path: r.localPath }, 'recording upload keeps failing; the local copy is kept and uploading goes on');
+      emit('recording.upload_failed', r);
+    },
+    warn: (msg: string, details: Record<string, unknown>) => log.warn(details, msg),
+  };
 }
 
 function listenOn(server: net.Server, host: string, port: number): Promise<number> {
@@ -85,7 +110,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
     store,
     authz: createAuthorizer(config, store),
     sessions: new SessionRegistry(),
-    recordings: openRecordingStore(dataPaths(dataDir).recordings),
+    recordings: await openConfiguredRecordings(dataPaths(dataDir).recordings, config.recording.storage, recordingUploadEvents(events, log)),
     targets: targetDirectory(config.targets as TargetConfig[]),
     refusals: refusals.budget,
     auditIndex: config.audit.index.enabled
@@ -99,6 +124,11 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
       intervalMs: config.audit.index.interval, batch: config.audit.index.batch, log, paused: () => !events.healthy,
     });
   }
+  // Before any session: recordings an earlier process could not finish uploading (crash, S3 down at stop).
+  void services.recordings.resumeUploads?.().then(
+    (n) => n && log.info({ recordings: n }, 'uploading recordings left on local disk by an earlier run'),
+    (e) => log.warn({ err: (e as Error).message }, 'could not list recordings left on local disk'),
+  );
   const reloader = createReloader(services, loaded.file, opts.proxies ?? []);
   services.reloadConfig = (t) => reloader.reload(t);
   if (created) {
@@ -198,6 +228,9 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
       await services.sessions.drain(2000);
       // Backend accounts of the sessions just ended are being locked: let that finish while the log is open.
       await settleBackendAccounts(services);
+      // Recordings of the sessions just ended are being uploaded (recording.storage s3): their outcome is
+      // recorded while the log is open; what does not finish in time stays in the local copy.
+      await services.recordings.close?.(Math.max(config.gateway.shutdown_drain, 2000)).catch((e) => log.warn({ err: e }, 'recording uploads stop failed'));
       await enforcement.stop();
       // Open budget windows are summarised now, before the log closes: nothing counted is lost.
       await refusals.close();

@@ -54,6 +54,18 @@ describe('config validation', () => {
     expect(errorOf(() => parseConfig({ api: { refused_calls_per_minute: 2.5 } }, '/tmp')).path).toBe('api.refused_calls_per_minute');
   });
 
+  it('recording.storage: local by default; s3 with S3 limits, credentials only by reference and both or neither', () => {
+    expect(parseConfig({}, '/tmp').recording.storage).toEqual({ kind: 'local' });
+    const s3 = { kind: 's3', bucket: 'vigil-rec', access_key_id: { env: 'K' }, secret_access_key: { env: 'S' } };
+    const ok = parseConfig({ recording: { storage: s3 } }, '/tmp').recording.storage;
+    expect(ok).toMatchObject({ kind: 's3', bucket: 'vigil-rec', prefix: '', region: 'us-east-1', part_size: 8 * 1024 * 1024, flush_interval: 10_000, keep_local: false });
+    expect(errorOf(() => parseConfig({ recording: { storage: { ...s3, part_size: '1MiB' } } }, '/tmp')).path).toBe('recording.storage.part_size');
+    // A literal secret is refused: it would sit in the parsed config (which may be logged).
+    expect(errorOf(() => parseConfig({ recording: { storage: { ...s3, secret_access_key: 'hunter2' } } }, '/tmp')).path).toBe('recording.storage.secret_access_key');
+    expect(errorOf(() => parseConfig({ recording: { storage: { kind: 's3', bucket: 'vigil-rec', access_key_id: { env: 'K' } } } }, '/tmp')).path).toBe('recording.storage.access_key_id');
+    expect(errorOf(() => parseConfig({ recording: { storage: { ...s3, bucket: 'Not_A_Bucket' } } }, '/tmp')).path).toBe('recording.storage.bucket');
+  });
+
   it('names a redaction pattern that is not a regular expression', () => {
     const e = errorOf(() => parseConfig({ redaction: { patterns: ['secret', 'pass(word'] } }, '/tmp'));
     expect(e.path).toBe('redaction.patterns[1]');

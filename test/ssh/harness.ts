@@ -43,6 +43,9 @@ export interface WorldOptions {
   web1?: Record<string, unknown>;
   /** Options for the backend sshd (e.g. a ForceCommand that logs what the target runs). */
   sshd?: StartSshdOptions;
+  /** The gateway's operational logger (to capture its output), and a file to write its config to (for CLI commands). */
+  log?: import('pino').Logger;
+  configFile?: string;
 }
 
 export async function startWorld(o: WorldOptions = {}): Promise<SshWorld> {
@@ -69,7 +72,7 @@ export async function startWorld(o: WorldOptions = {}): Promise<SshWorld> {
     ],
     ...o.config,
     targets: [web1, ...(o.targets?.(sshd) ?? [])],
-  });
+  }, undefined, { log: o.log, configFile: o.configFile });
   const port = gw.ports.ssh!;
   const gatewayHostKey = publicKeyLine(gw.gw.services.identity.sshHostKey());
   const knownHosts = path.join(gw.dataDir, '..', 'known_hosts');

@@ -1,3 +1,4 @@
+import { openConfiguredRecordings } from '../../../recorder/recordings/storage.ts';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -71,6 +72,7 @@ export const auditBundleCommand: Command = {
           {
             auditDir: paths.audit,
             recordingsDir: paths.recordings,
+            recordings: await openConfiguredRecordings(paths.recordings, config.recording.storage),
             signingKeyFile: paths.auditSigningKey,
             since,
             until,

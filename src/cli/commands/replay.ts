@@ -2,8 +2,9 @@ import { stringOpt, UsageError, type Command } from '../command.ts';
 import { NotFoundError } from '../../errors.ts';
 import { searchAuditLog, escapeTerminal } from '../../../recorder/audit/index.ts';
 import { dataPaths } from '../../data-dir.ts';
-import { openRecordingStore } from '../../../recorder/recordings/index.ts';
+import { openConfiguredRecordings } from '../../../recorder/recordings/storage.ts';
 import { auditPaths, parseTimeArg } from './audit.ts';
+import { recordingStorageFromArgs } from '../data-dir-arg.ts';
 import { GATEWAY_API_OPTIONS } from '../api-client.ts';
 import { listLiveSessions } from './sessions.ts';
 
@@ -95,8 +96,9 @@ export const replayCommand: Command = {
     if (!sessionId || args.positionals.length > 1) throw new UsageError('expected exactly one SESSION_ID');
     const { dataDir, auditDir } = await auditPaths(args);
     // Loaded here: the player brings a headless terminal, which no other command needs at start.
-    const { readAsciicast, playAsciicast, renderFinalText, buildTranscript, formatTranscript } = await import('../../../recorder/recordings/replay.ts');
-    const store = openRecordingStore(dataPaths(dataDir).recordings);
+    const { streamAsciicast, playAsciicast, renderFinalText, buildTranscript, formatTranscript } = await import('../../../recorder/recordings/replay.ts');
+    // Local files, or object storage (recording.storage): read as a stream either way, never whole.
+    const store = await openConfiguredRecordings(dataPaths(dataDir).recordings, await recordingStorageFromArgs(args));
     let ids = await store.list(sessionId);
     if (ids.length === 0) {
       // A database session has no terminal recording: its statements are in the audit log.
@@ -123,14 +125,20 @@ export const replayCommand: Command = {
     }
     const speed = numberOpt('speed', stringOpt(args.values, 'speed'));
     const idleLimit = numberOpt('idle-limit', stringOpt(args.values, 'idle-limit'));
-    for (const id of ids) {
-      const cast = readAsciicast(store.pathOf(id));
-      if (ids.length > 1) (args.values.print ? args.out : args.err).write(`── ${id} ──\n`);
-      if (args.values.print) {
-        args.out.write((await renderFinalText(cast)) + '\n');
-      } else {
-        await playAsciicast(cast, args.out, { speed, idleLimit });
+    try {
+      for (const id of ids) {
+        const source = await store.open(id);
+        if (!source) throw new NotFoundError(`recording ${escapeTerminal(id)} is gone`);
+        const cast = await streamAsciicast(source.read());
+        if (ids.length > 1) (args.values.print ? args.out : args.err).write(`── ${id} ──\n`);
+        if (args.values.print) {
+          args.out.write((await renderFinalText(cast)) + '\n');
+        } else {
+          await playAsciicast(cast, args.out, { speed, idleLimit });
+        }
       }
+    } finally {
+      await store.close?.(0);
     }
     return 0;
   },

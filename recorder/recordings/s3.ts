@@ -1,0 +1,496 @@
+import fsp from 'node:fs/promises';
+import crypto from 'node:crypto';
+import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  S3Client,
+  CreateMultipartUploadCommand,
+  UploadPartCommand,
+  CompleteMultipartUploadCommand,
+  PutObjectCommand,
+  DeleteObjectCommand,
+  ListObjectsV2Command,
+  HeadObjectCommand,
+  GetObjectCommand,
+  type CompletedPart,
+} from '@aws-sdk/client-s3';
+import type { RecordingSource } from '../types.ts';
+
+/**
+ * Session recordings in S3-compatible object storage (`recording.storage.kind: s3`).
+ *
+ * The local file stays the recording's first copy: the writer appends to it as before (fail closed on the
+ * local disk), and the uploader follows it by byte offset, reading what it sends back from the file. So S3
+ * never holds up the session: nothing of the session's data is queued in memory for S3, the backlog of an
+ * outage is the local file itself, and memory is at most one part per request in flight
+ * (`max_concurrent_requests` × `part_size` for the whole gateway).
+ *
+ * While the session runs, each recording is one S3 multipart upload of `<prefix><session>/ch<N>.cast`:
+ * every `part_size` bytes (≥ 5 MiB, the S3 minimum for all parts but the last) become the next part.
+ * Bytes after the last full part are also copied every `flush_interval` into small objects
+ * `<key>.pending/<offset, 16 digits>` (each holds the bytes from that offset on that were not yet in S3),
+ * because S3 refuses a small part that is not the last. A replica lost mid-session therefore leaves in S3
+ * all the parts plus pending objects up to the last flush: what is lost is at most the last
+ * `flush_interval` of recording. Pending objects are deleted once a part covers them and at completion.
+ * At the end of the recording the rest becomes the last part and the upload is completed; then
+ * `recording.stored` names bucket, key and SHA-256, and the local copy is removed (unless `keep_local`).
+ *
+ * Failures: every S3 request is retried with exponential backoff (`retry.base_delay` doubling up to
+ * `retry.max_delay`); after `retry.attempts` failures in a row `recording.upload_failed` is recorded once
+ * (the local copy is kept) and the uploader keeps trying at `retry.max_delay` until it succeeds or the
+ * gateway stops. An upload the server forgot (NoSuchUpload) starts again from byte 0 of the local file.
+ */
+export interface S3StorageOptions {
+  bucket: string;
+  /** Prepended to `<session>/ch<N>.cast` (e.g. `recordings/`). */
+  prefix: string;
+  endpoint?: string;
+  region: string;
+  forcePathStyle: boolean;
+  /** Static credentials (read from env/file references at start); none: the SDK's default chain. */
+  credentials?: { accessKeyId: string; secretAccessKey: string };
+  partSize: number;
+  flushIntervalMs: number;
+  maxConcurrentRequests: number;
+  requestTimeoutMs: number;
+  retry: { attempts: number; baseDelayMs: number; maxDelayMs: number };
+  keepLocal: boolean;
+}
+
+/** What the gateway records when an upload completes or keeps failing (events are its business). */
+export interface UploadReport {
+  sessionId: string;
+  channel: number;
+  id: string;
+  bucket: string;
+  key: string;
+  bytes: number;
+  sha256?: string;
+  parts?: number;
+  /** Failed requests before this outcome (0: the first try of each request worked). */
+  failures: number;
+  /** Failures: where the recording is kept meanwhile, what failed and why (credentials removed). */
+  localPath?: string;
+  phase?: 'session' | 'complete';
+  error?: { code: string; message: string };
+  localRemoved?: boolean;
+}
+
+export interface UploadHooks {
+  stored?(r: UploadReport): void;
+  failed?(r: UploadReport): void;
+  /** Operational log lines (never credentials). */
+  warn?(msg: string, details: Record<string, unknown>): void;
+}
+
+/** One recording being uploaded; the writer tells it how far the local file is written. */
+export interface RemoteUpload {
+  written(bytes: number): void;
+  /** The local file is complete (closed and synced) at `bytes`. */
+  finish(bytes: number): void;
+}
+
+export class S3StorageError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'S3StorageError';
+  }
+}
+
+/** At most `n` S3 requests at once for the whole gateway: the bound on memory and connections. */
+class Semaphore {
+  private free: number;
+  private readonly waiting: (() => void)[] = [];
+  constructor(n: number) {
+    this.free = Math.max(1, n);
+  }
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.free > 0) this.free--;
+    else await new Promise<void>((r) => this.waiting.push(r));
+    try {
+      return await fn();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.free++;
+    }
+  }
+}
+
+const PENDING = '.pending/';
+/** Beside a local copy kept after its upload (keep_local): it is in object storage already. */
+export const STORED_MARK = '.stored';
+
+export class S3Recordings {
+  readonly client: S3Client;
+  private readonly gate: Semaphore;
+  private readonly active = new Set<CastUpload>();
+  private stopping = false;
+  /** Strings never to let out in an error message, log line or event (the credentials). */
+  private readonly secrets: string[];
+
+  constructor(
+    readonly opts: S3StorageOptions,
+    readonly hooks: UploadHooks = {},
+  ) {
+    this.client = new S3Client({
+      region: opts.region,
+      endpoint: opts.endpoint,
+      forcePathStyle: opts.forcePathStyle,
+      credentials: opts.credentials,
+      // Our own retry policy (backoff, the failure event) governs; the SDK tries each request once.
+      maxAttempts: 1,
+      // Checksums only where S3 requires them: S3-compatible servers differ in the newer checksum headers.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      requestHandler: { connectionTimeout: Math.min(opts.requestTimeoutMs, 10_000), requestTimeout: opts.requestTimeoutMs },
+    });
+    this.gate = new Semaphore(opts.maxConcurrentRequests);
+    this.secrets = opts.credentials ? [opts.credentials.secretAccessKey, opts.credentials.accessKeyId].filter((s) => s.length >= 4) : [];
+  }
+
+  keyOf(id: string): string {
+    return this.opts.prefix + id;
+  }
+
+  /** An error as code + message with the credentials cut out (SDK messages may quote the key id). */
+  describe(e: unknown): { code: string; message: string } {
+    const err = e as { name?: string; Code?: string; code?: string; message?: string; $metadata?: { httpStatusCode?: number } };
+    let message = String(err?.message ?? e);
+    for (const s of this.secrets) message = message.split(s).join('[redacted]');
+    const code = String(err?.Code ?? err?.name ?? err?.code ?? 'Error');
+    return { code: code.slice(0, 64), message: message.slice(0, 300) };
+  }
+
+  request<T>(fn: () => Promise<T>): Promise<T> {
+    return this.gate.run(fn);
+  }
+
+  begin(id: string, file: string, sessionId: string, channel: number): RemoteUpload {
+    const u = new CastUpload(this, id, file, sessionId, channel);
+    this.active.add(u);
+    void u.run().finally(() => this.active.delete(u));
+    return u;
+  }
+
+  /**
+   * At gateway start: recordings left on local disk by an earlier process (its upload did not complete:
+   * a crash, S3 down at shutdown) are uploaded now, from byte 0, as if their session had just ended.
+   * A recording counts as left over if it is `<session>/ch<N>.cast` with no `.stored` mark beside it.
+   */
+  async resume(dir: string): Promise<number> {
+    let n = 0;
+    let sessions: string[];
+    try {
+      sessions = await fsp.readdir(dir);
+    } catch {
+      return 0;
+    }
+    for (const sid of sessions) {
+      let names: string[];
+      try {
+        names = await fsp.readdir(`${dir}/${sid}`);
+      } catch {
+        continue;
+      }
+      for (const name of names) {
+        const m = /^ch(\d+)\.cast$/.exec(name);
+        if (!m || names.includes(name + STORED_MARK)) continue;
+        const file = `${dir}/${sid}/${name}`;
+        const st = await fsp.stat(file).catch(() => undefined);
+        if (!st?.isFile()) continue;
+        this.begin(`${sid}/${name}`, file, sid, Number(m[1])).finish(st.size);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  async deletePrefix(prefix: string): Promise<void> {
+    const r = await this.request(() => this.client.send(new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: prefix })));
+    for (const o of r.Contents ?? []) {
+      if (o.Key) await this.request(() => this.client.send(new DeleteObjectCommand({ Bucket: this.opts.bucket, Key: o.Key })));
+    }
+  }
+
+  get isStopping(): boolean {
+    return this.stopping;
+  }
+
+  /** Let uploads of finished recordings complete for up to `graceMs`; then stop (local copies stay). */
+  async close(graceMs: number): Promise<void> {
+    if (this.active.size === 0) {
+      this.stopping = true;
+      this.client.destroy();
+      return;
+    }
+    const done = Promise.all([...this.active].map((u) => u.settled));
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([done, new Promise((r) => (timer = setTimeout(r, graceMs)))]);
+    clearTimeout(timer);
+    this.stopping = true;
+    for (const u of this.active) u.wake();
+    await Promise.race([done, new Promise((r) => (timer = setTimeout(r, 1000)))]);
+    clearTimeout(timer);
+    this.client.destroy();
+  }
+
+  /** Recording ids (`<session>/chN.cast`) stored under the session's prefix. */
+  async list(sessionDir: string): Promise<string[]> {
+    const out: string[] = [];
+    let token: string | undefined;
+    do {
+      const r = await this.request(() =>
+        this.client.send(new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: this.keyOf(`${sessionDir}/`), ContinuationToken: token })),
+      );
+      for (const o of r.Contents ?? []) {
+        const name = o.Key?.slice(this.keyOf(`${sessionDir}/`).length) ?? '';
+        if (/^ch\d+\.cast$/.test(name)) out.push(`${sessionDir}/${name}`);
+      }
+      token = r.IsTruncated ? r.NextContinuationToken : undefined;
+    } while (token);
+    return out;
+  }
+
+  /** A stored recording, read in ranged GETs of at most 8 MiB (never the whole object in memory). */
+  async open(id: string): Promise<RecordingSource | undefined> {
+    const key = this.keyOf(id);
+    let size: number;
+    try {
+      const h = await this.request(() => this.client.send(new HeadObjectCommand({ Bucket: this.opts.bucket, Key: key })));
+      size = h.ContentLength ?? 0;
+    } catch (e) {
+      const status = (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+      if (status === 404) return undefined;
+      const d = this.describe(e);
+      throw new S3StorageError(d.code, `cannot read recording ${id} from s3://${this.opts.bucket}/${key}: ${d.message}`);
+    }
+    return {
+      id,
+      size,
+      where: { kind: 's3', bucket: this.opts.bucket, key },
+      read: (start = 0, end = size - 1) => Readable.from(this.ranges(key, start, end)),
+    };
+  }
+
+  private async *ranges(key: string, start: number, end: number, step = 8 * 1024 * 1024): AsyncGenerator<Buffer> {
+    for (let at = start; at <= end; at += step) {
+      const last = Math.min(end, at + step - 1);
+      const bytes = await this.getRange(key, at, last);
+      if (bytes.length) yield bytes;
+      if (bytes.length < last - at + 1) return;
+    }
+  }
+
+  async getRange(key: string, start: number, end: number): Promise<Buffer> {
+    try {
+      return await this.request(async () => {
+        const r = await this.client.send(new GetObjectCommand({ Bucket: this.opts.bucket, Key: key, Range: `bytes=${start}-${end}` }));
+        return Buffer.from(await r.Body!.transformToByteArray());
+      });
+    } catch (e) {
+      const d = this.describe(e);
+      throw new S3StorageError(d.code, `cannot read s3://${this.opts.bucket}/${key}: ${d.message}`);
+    }
+  }
+}
+
+/** Reads `len` bytes at `offset` of a file (fewer at its end). */
+async function readRange(file: string, offset: number, len: number): Promise<Buffer> {
+  const fh = await fsp.open(file, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(len);
+    let got = 0;
+    while (got < len) {
+      const { bytesRead } = await fh.read(buf, got, len - got, offset + got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    return buf.subarray(0, got);
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * The upload of one recording: a loop that wakes when a part is due (the file grew by `part_size`), at
+ * each `flush_interval` and at the end, and does what is due, one request at a time.
+ */
+class CastUpload implements RemoteUpload {
+  private readonly key: string;
+  private uploadId?: string;
+  private parts: CompletedPart[] = [];
+  private hash = crypto.createHash('sha256');
+  /** Bytes of the file in uploaded parts, and in parts or pending objects. */
+  private partsThrough = 0;
+  private pendingThrough = 0;
+  private pendingKeys: { key: string; end: number }[] = [];
+  private writtenBytes = 0;
+  private finalBytes?: number;
+  private flushDue = false;
+  private wakeUp?: () => void;
+  private readonly timer: NodeJS.Timeout;
+  private failures = 0;
+  private totalFailures = 0;
+  private reportedFailure = false;
+  readonly settled: Promise<void>;
+  private settle!: () => void;
+
+  constructor(
+    private readonly s3: S3Recordings,
+    private readonly id: string,
+    private readonly file: string,
+    private readonly sessionId: string,
+    private readonly channel: number,
+  ) {
+    this.key = s3.keyOf(id);
+    this.settled = new Promise((r) => (this.settle = r));
+    this.timer = setInterval(() => {
+      this.flushDue = true;
+      this.wake();
+    }, s3.opts.flushIntervalMs);
+    this.timer.unref();
+  }
+
+  written(bytes: number): void {
+    this.writtenBytes = bytes;
+    if (bytes - this.partsThrough >= this.s3.opts.partSize) this.wake();
+  }
+
+  finish(bytes: number): void {
+    this.writtenBytes = bytes;
+    this.finalBytes = bytes;
+    this.wake();
+  }
+
+  wake(): void {
+    const w = this.wakeUp;
+    this.wakeUp = undefined;
+    w?.();
+  }
+
+  private get opts(): S3StorageOptions {
+    return this.s3.opts;
+  }
+
+  private report(): UploadReport {
+    return { sessionId: this.sessionId, channel: this.channel, id: this.id, bucket: this.opts.bucket, key: this.key, bytes: this.writtenBytes, failures: this.totalFailures };
+  }
+
+  async run(): Promise<void> {
+    try {
+      for (;;) {
+        if (this.s3.isStopping) return;
+        const due = this.finalBytes !== undefined || this.writtenBytes - this.partsThrough >= this.opts.partSize || (this.flushDue && this.writtenBytes > this.pendingThrough);
+        if (!due) {
+          await new Promise<void>((r) => (this.wakeUp = r));
+          continue;
+        }
+        try {
+          const done = await this.step();
+          if (this.failures > 0) this.failures = 0;
+          if (done) return;
+        } catch (e) {
+          this.failures++;
+          this.totalFailures++;
+          const d = this.s3.describe(e);
+          if (d.code === 'NoSuchUpload') this.restart();
+          this.s3.hooks.warn?.('recording upload request failed', { recording: this.id, bucket: this.opts.bucket, key: this.key, code: d.code, error: d.message, failures: this.failures });
+          if (this.failures >= this.opts.retry.attempts && !this.reportedFailure) {
+            this.reportedFailure = true;
+            this.s3.hooks.failed?.({ ...this.report(), localPath: this.file, phase: this.finalBytes === undefined ? 'session' : 'complete', error: d });
+          }
+          const delay = Math.min(this.opts.retry.maxDelayMs, this.opts.retry.baseDelayMs * 2 ** Math.min(this.failures - 1, 30));
+          await Promise.race([sleep(delay), new Promise<void>((r) => (this.wakeUp = () => this.s3.isStopping && r()))]);
+        }
+      }
+    } finally {
+      clearInterval(this.timer);
+      this.settle();
+    }
+  }
+
+  /** The server lost the multipart upload: start over from the local file, which holds everything. */
+  private restart(): void {
+    this.uploadId = undefined;
+    this.parts = [];
+    this.hash = crypto.createHash('sha256');
+    this.partsThrough = 0;
+    this.pendingThrough = 0;
+  }
+
+  /** One request's worth of what is due; true once the recording is stored. */
+  private async step(): Promise<boolean> {
+    const { bucket, partSize } = this.opts;
+    if (!this.uploadId) {
+      const r = await this.s3.request(() =>
+        this.s3.client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: this.key, ContentType: 'application/x-asciicast' })),
+      );
+      if (!r.UploadId) throw new S3StorageError('NoUploadId', 'CreateMultipartUpload answered without an UploadId');
+      this.uploadId = r.UploadId;
+      return false;
+    }
+    const final = this.finalBytes;
+    const left = (final ?? this.writtenBytes) - this.partsThrough;
+    if (left >= partSize || (final !== undefined && (left > 0 || this.parts.length === 0))) {
+      // A full part, or the last one (an empty file still needs one part to complete).
+      await this.uploadPart(Math.min(left, partSize));
+      return false;
+    }
+    if (final !== undefined) {
+      await this.s3.request(() =>
+        this.s3.client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: this.key, UploadId: this.uploadId, MultipartUpload: { Parts: this.parts } })),
+      );
+      // Best effort: the recording is complete; a pending object left behind is only litter. Listed rather
+      // than remembered, so those of an earlier process (a crash, then a resumed upload) go too.
+      await this.s3.deletePrefix(`${this.key}${PENDING}`).catch(() => {});
+      let localRemoved = false;
+      if (!this.opts.keepLocal) {
+        localRemoved = await fsp.rm(this.file).then(() => true, () => false);
+        await fsp.rmdir(this.file.slice(0, this.file.lastIndexOf('/'))).catch(() => {});
+      } else {
+        // Kept: marked as stored, so a restart does not upload it again.
+        await fsp.writeFile(this.file + STORED_MARK, JSON.stringify({ bucket: this.opts.bucket, key: this.key }) + '\n', { mode: 0o600 }).catch(() => {});
+      }
+      this.s3.hooks.stored?.({ ...this.report(), bytes: final, sha256: this.hash.digest('hex'), parts: this.parts.length, localRemoved });
+      return true;
+    }
+    if (this.flushDue && this.writtenBytes > this.pendingThrough) {
+      const from = Math.max(this.pendingThrough, this.partsThrough);
+      const to = this.writtenBytes;
+      const body = await readRange(this.file, from, to - from);
+      const key = `${this.key}${PENDING}${String(from).padStart(16, '0')}`;
+      await this.s3.request(() => this.s3.client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: 'application/octet-stream' })));
+      this.pendingKeys.push({ key, end: from + body.length });
+      this.pendingThrough = from + body.length;
+      this.flushDue = false;
+    }
+    return false;
+  }
+
+  private async uploadPart(len: number): Promise<void> {
+    const body = await readRange(this.file, this.partsThrough, len);
+    if (body.length !== len) throw new S3StorageError('LocalShort', `recording file ${this.id} is shorter than written`);
+    const PartNumber = this.parts.length + 1;
+    const r = await this.s3.request(() =>
+      this.s3.client.send(new UploadPartCommand({ Bucket: this.opts.bucket, Key: this.key, UploadId: this.uploadId, PartNumber, Body: body, ContentLength: len })),
+    );
+    this.parts.push({ PartNumber, ETag: r.ETag });
+    this.hash.update(body);
+    this.partsThrough += len;
+    if (this.pendingThrough < this.partsThrough) this.pendingThrough = this.partsThrough;
+    // Pending objects now wholly inside parts are not needed any more (best effort: failures only leave litter).
+    await this.dropPending(this.partsThrough).catch(() => {});
+  }
+
+  private async dropPending(through: number): Promise<void> {
+    const drop = this.pendingKeys.filter((p) => p.end <= through);
+    for (const p of drop) {
+      await this.s3.request(() => this.s3.client.send(new DeleteObjectCommand({ Bucket: this.opts.bucket, Key: p.key })));
+      this.pendingKeys = this.pendingKeys.filter((x) => x !== p);
+    }
+  }
+}
