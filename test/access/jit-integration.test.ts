@@ -181,7 +181,7 @@ describe('just-in-time access, end to end', () => {
     const [pgLive, sshLive] = await Promise.all([liveOn('alice', 'pg-prod'), liveOn('alice', 'web-prod')]);
     expect(pgLive.grantIds).toEqual([id]);
     expect(sshLive.grantIds).toEqual([id]);
-    await waitFor(() => s.stdout().includes('started'), 10_000, 'ssh command running');
+    await waitFor(() => s.stdout().includes('started'), 30_000, 'ssh command running');
 
     const t0 = Date.now();
     const revoked = await api('POST', `/v1/access/grants/${id}/revoke`, bob, { reason: 'incident closed' });

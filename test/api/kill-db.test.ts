@@ -116,7 +116,7 @@ describe('kill and watch of live database sessions', () => {
 
     c.child.stdin.write('SELECT pg_sleep(60);\n');
     // The server says the sleep is running.
-    await waitFor(() => pg.psql("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = 'SELECT pg_sleep(60);'", 'postgres').trim() === '1', 10_000, 'sleep running');
+    await waitFor(() => pg.psql("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = 'SELECT pg_sleep(60);'", 'postgres').trim() === '1', 30_000, 'sleep running');
     await refusedKill(s.id, audrey, 'audrey');
     await refusedKill(s.id, bob, 'bob');
     expect(pg.psql("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = 'SELECT pg_sleep(60);'", 'postgres').trim()).toBe('1');

@@ -129,7 +129,7 @@ describe('config reload', () => {
     const alicePg = psql(alice, 'pg', "SELECT pg_sleep(4); SELECT 'alice-done'");
     const davePg = psql(dave, 'pg', 'SELECT pg_sleep(30)');
     const [sshLive, alicePgLive, davePgLive] = await Promise.all([liveOn('alice', 'web'), liveOn('alice', 'pg'), liveOn('dave', 'pg')]);
-    await waitFor(() => aliceSsh.stdout().includes('started'), 10_000, 'ssh command running');
+    await waitFor(() => aliceSsh.stdout().includes('started'), 30_000, 'ssh command running');
 
     const next = structuredClone(doc);
     next.targets.push({ ...next.targets[0], name: 'web2' });

@@ -70,7 +70,7 @@ describe('postgres proxy: in-flight statements', () => {
     c.socket.write(query(`${first}; SELECT pg_sleep(30); INSERT INTO inflight VALUES (2, 'never')`));
     // The server flushes rows as its send buffer fills; the last buffer (and CommandComplete) stays there.
     await waitFor(() => c.messages.filter((m) => m.type === 'D').length > 500, 10_000, 'rows relayed');
-    const pid = await waitFor(() => Number(w.pg.psql("SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT repeat(''r'', 100) FROM generate_series(1, 1000);%' AND state = 'active'")) || undefined, 10_000, 'query running');
+    const pid = await waitFor(() => Number(w.pg.psql("SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT repeat(''r'', 100) FROM generate_series(1, 1000);%' AND state = 'active'")) || undefined, 30_000, 'query running');
     process.kill(pid, 'SIGKILL');
     await waitFor(() => c.closed, 10_000, 'client socket closed');
     const relayed = c.messages.slice(from).filter((m) => m.type === 'D').length;

@@ -87,7 +87,7 @@ async function psqlDuring(app: string, sql: string, fail: (backendPid: number, p
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
   const exit = new Promise<number | null>((r) => child.on('close', r));
-  const pid = await waitFor(() => Number(w.pg.psql(`SELECT pid FROM pg_stat_activity WHERE application_name = 'alice via ${app}' AND state = 'active'`)) || undefined, 10_000, `${app} running`);
+  const pid = await waitFor(() => Number(w.pg.psql(`SELECT pid FROM pg_stat_activity WHERE application_name = 'alice via ${app}' AND state = 'active'`)) || undefined, 30_000, `${app} running`);
   fail(pid, child);
   const code = await Promise.race([exit, new Promise((r) => setTimeout(() => r('psql still connected'), 5000))]);
   child.kill('SIGKILL');
@@ -167,7 +167,7 @@ describe('postgres proxy: completeness oracle (server statement log vs vigil eve
       expect(r.server, r.workload).toBeGreaterThan(0);
       expect(r.missing, r.workload).toEqual([]);
     }
-  });
+  }, 180_000);
 
   it('closes every client socket when the backend fails (terminate, kill -9, immediate stop), and records the statement', async () => {
     const t = await psqlDuring('pg-terminate', 'SELECT pg_sleep(31)', (pid) => w.pg.psql(`SELECT pg_terminate_backend(${pid})`));
@@ -187,5 +187,5 @@ describe('postgres proxy: completeness oracle (server statement log vs vigil eve
       expect(evs, app).toEqual([expect.stringMatching(/^SELECT pg_sleep\(3\d\)$/)]);
       expect(missing(app), app).toEqual([]);
     }
-  });
+  }, 180_000);
 });

@@ -73,7 +73,7 @@ describe('postgres proxy: robustness', () => {
     // The gateway still takes new sessions.
     const after = await w.psql(['-qAt', '-c', 'SELECT 2']);
     expect(after.stdout.trim()).toBe('2');
-  });
+  }, 180_000);
 
   it('refuses an oversized message with an ErrorResponse and closes, and an unknown type too', async () => {
     const c = await RawClient.connect(w);
@@ -130,7 +130,7 @@ describe('postgres proxy: robustness', () => {
     const child = spawn('psql', ['-X', '-d', w.conn(), '-c', 'SELECT pg_sleep(21)'], { env: clientEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
-    const pid = await waitFor(() => Number(w.pg.psql("SELECT pid FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(21)' AND state = 'active'")) || undefined, 10_000, 'query running');
+    const pid = await waitFor(() => Number(w.pg.psql("SELECT pid FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(21)' AND state = 'active'")) || undefined, 30_000, 'query running');
     process.kill(pid, 'SIGKILL');
     const code = await new Promise<number | null>((r) => child.on('close', r));
     expect(code).not.toBe(0);

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import http from 'node:http';
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { describe, it, expect, afterAll } from 'vitest';
 import { tempDir } from '../support/tmp.ts';
 import { openAuditLog, listSegments, witnessPublisher, HEAD_FILE } from '../../recorder/audit/index.ts';
 import { ZERO_HASH, encodeRecord, parseRecordLine, recordHash, segmentName } from '../../recorder/audit/record.ts';
@@ -30,21 +30,26 @@ function startWitnessServer(): Promise<{ url: string; close: () => void }> {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ url: `http://127.0.0.1:${(server.address() as { port: number }).port}/head`, close: () => server.close() })));
 }
 
-let witness: { url: string; close: () => void };
-beforeAll(async () => (witness = await startWitnessServer()));
-afterAll(() => witness.close());
+// One witness server per log: a server shared by the tests could hold another log's head (a late POST
+// from the previous test, or a higher seq from it), which this log's key did not sign.
+const witnesses: { url: string; close: () => void }[] = [];
+afterAll(() => witnesses.forEach((w) => w.close()));
 
 /**
  * A data dir with a log written by the writer in stages, with a file witness and an HTTP witness receiving
  * every signed head; `copyAt` keeps a copy of the whole audit dir (with its head.json) after stage 1.
  */
-async function writtenLog(): Promise<{ data: string; audit: string; witnessFile: string; stage1: string; stage1Segments: string[] }> {
+async function writtenLog(): Promise<{ data: string; audit: string; witnessFile: string; witnessUrl: string; stage1: string; stage1Segments: string[] }> {
+  const witness = await startWitnessServer();
+  witnesses.push(witness);
   const data = tempDir();
   const key = makeSigningKey(path.join(data, 'ca'));
   const audit = path.join(data, 'audit');
   const witnessFile = path.join(tempDir(), 'witness.json');
   const pub = witnessPublisher({ file: witnessFile, url: witness.url, timeout: 5000 }, silentLogger());
-  const opts = auditOptions(key.keyFile, { segmentMaxBytes: 4000, onSignedHead: (h) => pub.publish(h) });
+  // Every head is published before the log is handed to the test (the writer does not wait for it).
+  const published: Promise<void>[] = [];
+  const opts = auditOptions(key.keyFile, { segmentMaxBytes: 4000, onSignedHead: (h) => void published.push(pub.publish(h)) });
   let w = await openAuditLog(audit, opts);
   for (let i = 0; i < 30; i++) await w.append(sampleEvent(i));
   await w.close();
@@ -53,18 +58,19 @@ async function writtenLog(): Promise<{ data: string; audit: string; witnessFile:
   w = await openAuditLog(audit, opts);
   for (let i = 30; i < 60; i++) await w.append(sampleEvent(i));
   await w.close();
-  return { data, audit, witnessFile, stage1, stage1Segments: listSegments(stage1) };
+  await Promise.all(published);
+  return { data, audit, witnessFile, witnessUrl: witness.url, stage1, stage1Segments: listSegments(stage1) };
 }
 
 const verify = (data: string, ...extra: string[]) => cli(['audit', 'verify', '--data', data, ...extra]);
 
 describe('audit verify exit codes: OK only to what it can prove', () => {
   it('0 with a witness holding the last head (file or URL), 3 without a witness', async () => {
-    const { data, witnessFile } = await writtenLog();
+    const { data, witnessFile, witnessUrl } = await writtenLog();
     const none = await verify(data);
     expect(none.code).toBe(3);
     expect(none.out).toMatch(/intact and signed up to seq \d+: completeness NOT proven \(no witness given\)/);
-    for (const source of [witnessFile, witness.url]) {
+    for (const source of [witnessFile, witnessUrl]) {
       const r = await verify(data, '--witness', source);
       expect(r.err).toBe('');
       expect(r.code).toBe(0);
@@ -73,7 +79,7 @@ describe('audit verify exit codes: OK only to what it can prove', () => {
   });
 
   it('(a) history rewritten and re-chained without checkpoints (one user removed), writer.lock naming a live pid: 1, never 0', async () => {
-    const { data, audit, witnessFile } = await writtenLog();
+    const { data, audit, witnessFile, witnessUrl } = await writtenLog();
     const kept: string[] = [];
     for (const seg of listSegments(audit)) {
       for (const line of fs.readFileSync(path.join(audit, seg), 'utf8').split('\n').filter(Boolean)) {
@@ -105,7 +111,7 @@ describe('audit verify exit codes: OK only to what it can prove', () => {
   });
 
   it('(b) a forged record appended after the last checkpoint: 4 with or without a witness, never 0', async () => {
-    const { data, audit, witnessFile } = await writtenLog();
+    const { data, audit, witnessFile, witnessUrl } = await writtenLog();
     const seg = listSegments(audit).at(-1)!;
     const file = path.join(audit, seg);
     const last = fs.readFileSync(file, 'utf8').trimEnd().split('\n').at(-1)!;
@@ -113,7 +119,7 @@ describe('audit verify exit codes: OK only to what it can prove', () => {
     const json = JSON.stringify({ ...sampleEvent(1, { details: { statement: 'forged' } }) });
     const hash = recordHash(rec.seq + 1, rec.hash, json);
     fs.appendFileSync(file, encodeRecord(rec.seq + 1, rec.hash, hash, json).replace(/\n$/, '') + '\n');
-    for (const extra of [[], ['--witness', witnessFile], ['--witness', witness.url]]) {
+    for (const extra of [[], ['--witness', witnessFile], ['--witness', witnessUrl]]) {
       const r = await verify(data, ...extra);
       expect(r.code, extra.join(' ')).toBe(4);
       expect(r.out).toContain('intact, 1 record(s) after checkpoint');
@@ -121,11 +127,11 @@ describe('audit verify exit codes: OK only to what it can prove', () => {
   });
 
   it('(c) rollback to an older copy with its older head.json: 1 with a witness, 3 without', async () => {
-    const { data, audit, witnessFile, stage1 } = await writtenLog();
+    const { data, audit, witnessFile, witnessUrl, stage1 } = await writtenLog();
     fs.rmSync(audit, { recursive: true });
     fs.cpSync(stage1, audit, { recursive: true });
     expect((await verify(data)).code).toBe(3);
-    for (const source of [witnessFile, witness.url]) {
+    for (const source of [witnessFile, witnessUrl]) {
       const r = await verify(data, '--witness', source);
       expect(r.code).toBe(1);
       expect(r.err).toContain('[truncated]');
@@ -133,7 +139,7 @@ describe('audit verify exit codes: OK only to what it can prove', () => {
   });
 
   it('(d) cut at a checkpoint with head.json deleted: 1 with a witness, 3 without', async () => {
-    const { data, audit, witnessFile, stage1Segments } = await writtenLog();
+    const { data, audit, witnessFile, witnessUrl, stage1Segments } = await writtenLog();
     // Keep exactly the segments of stage 1 (the last one ends with the close checkpoint), drop the rest.
     const lastKept = stage1Segments.at(-1)!;
     const keptText = fs.readFileSync(path.join(audit, lastKept), 'utf8').split('\n');
@@ -143,7 +149,7 @@ describe('audit verify exit codes: OK only to what it can prove', () => {
     fs.rmSync(path.join(audit, HEAD_FILE));
     expect((await verify(data)).code).toBe(3);
     expect((await verify(data, '--witness', witnessFile)).code).toBe(1);
-    expect((await verify(data, '--witness', witness.url)).code).toBe(1);
+    expect((await verify(data, '--witness', witnessUrl)).code).toBe(1);
   });
 
   it('a crash tail (4, "intact, N records after checkpoint") is told apart from a tampered tail (1)', async () => {

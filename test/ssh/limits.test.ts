@@ -140,7 +140,7 @@ describe('ssh proxy: session limits and robustness', () => {
 
   it('the target dying mid-session closes the channel with an exit status and session.end says why', async () => {
     const live = spawnClient('ssh', [...w.opts(alice), 'fragile@127.0.0.1', 'echo started; sleep 30']);
-    await waitFor(() => live.stdout().includes('started'), 10_000, 'session running');
+    await waitFor(() => live.stdout().includes('started'), 30_000, 'session running');
     await sshd2.stop();
     const code = await live.exited;
     expect(code).not.toBe(0);
