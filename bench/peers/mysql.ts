@@ -1,0 +1,28 @@
+/**
+ * Driver transparency for MySQL/MariaDB, side by side: the mariadb CLI, mariadb-dump (dump, restore, dump
+ * again), sysbench, mysql2, PyMySQL, mysqlclient and MariaDB Connector/J run the same workload direct to
+ * MariaDB 10.11 and through vigil (test/mysql/drivers/); then MariaDB's own test suite
+ * (`mariadb-test-run --extern`, bench/peers/mtr.ts) on a set of main-suite tests in normal, --ps-protocol and
+ * --cursor-protocol modes, compared test by test. Exit status 1 if anything differs.
+ *
+ *   npx tsx bench/peers/mysql.ts [--markdown] [--skip-mtr] [--mtr-tests=a,b,c]
+ *
+ * The fast CI subset is test/mysql/drivers.test.ts. Needs python3-pymysql, python3-mysqldb, libmariadb-java,
+ * a JDK and mariadb-test (test/setup/install-deps.sh).
+ */
+import os from 'node:os';
+import { parseArgs } from 'node:util';
+import { runPeers, startPeerWorld } from '../../test/mysql/drivers/peers.ts';
+import { report } from './compare.ts';
+
+const { values } = parseArgs({ options: { markdown: { type: 'boolean', default: false }, 'skip-mtr': { type: 'boolean', default: false }, 'mtr-tests': { type: 'string' } } });
+
+const w = await startPeerWorld();
+try {
+  const started = new Date();
+  const load = os.loadavg()[0];
+  const rows = await runPeers(w);
+  report('mysql driver peers', rows, { markdown: values.markdown!, started, load });
+} finally {
+  await w.stop();
+}
