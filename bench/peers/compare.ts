@@ -23,7 +23,7 @@ export interface ExecResult {
   stderr: string;
 }
 
-export function exec(cmd: string, args: string[], o: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number; input?: string } = {}): Promise<ExecResult> {
+export function exec(cmd: string, args: string[], o: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number; input?: string | Buffer } = {}): Promise<ExecResult> {
   return new Promise((resolve) => {
     const child = execFile(cmd, args, { env: o.env ?? process.env, cwd: o.cwd, timeout: o.timeoutMs ?? 120_000, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
       const code = err ? ((err as { code?: number }).code ?? 1) : 0;
@@ -58,7 +58,10 @@ export function compare(driver: string, direct: Results, vigil: Results): PeerRo
 
 /** A fixed-width text table of the rows. */
 export function formatTable(rows: PeerRow[]): string {
-  const clip = (s: string) => (s.length > 48 ? `${s.slice(0, 45)}...` : s);
+  const clip = (raw: string) => {
+    const s = raw.replace(/\n/g, '\\n');
+    return s.length > 48 ? `${s.slice(0, 45)}...` : s;
+  };
   const cells = [['driver', 'check', 'direct', 'vigil', 'same'], ...rows.map((r) => [r.driver, r.check, clip(r.direct), clip(r.vigil), r.same ? 'yes' : 'NO'])];
   const widths = cells[0].map((_, i) => Math.max(...cells.map((c) => c[i].length)));
   return cells.map((c) => c.map((x, i) => x.padEnd(widths[i])).join('  ').trimEnd()).join('\n');
@@ -66,7 +69,10 @@ export function formatTable(rows: PeerRow[]): string {
 
 /** The rows as a README table. */
 export function markdownTable(rows: PeerRow[]): string {
-  const esc = (s: string) => (s.length > 40 ? `${s.slice(0, 37)}...` : s).replace(/\|/g, '\\|');
+  const esc = (raw: string) => {
+    const s = raw.replace(/\n/g, '\\n');
+    return (s.length > 40 ? `${s.slice(0, 37)}...` : s).replace(/\|/g, '\\|');
+  };
   return [
     '| driver | check | direct | through vigil | same |',
     '|---|---|---|---|---|',

@@ -14,6 +14,7 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { runPeers, startPeerWorld } from '../../test/mysql/drivers/peers.ts';
 import { report } from './compare.ts';
+import { compareMtr, formatMtr, DEFAULT_MTR_TESTS } from './mtr.ts';
 
 const { values } = parseArgs({ options: { markdown: { type: 'boolean', default: false }, 'skip-mtr': { type: 'boolean', default: false }, 'mtr-tests': { type: 'string' } } });
 
@@ -23,6 +24,13 @@ try {
   const load = os.loadavg()[0];
   const rows = await runPeers(w);
   report('mysql driver peers', rows, { markdown: values.markdown!, started, load });
+  if (!values['skip-mtr']) {
+    const tests = values['mtr-tests']?.split(',') ?? DEFAULT_MTR_TESTS;
+    const mtr = await compareMtr({ port: w.direct.port, user: 'root' }, { port: w.vigil.port, user: 'root', tls: w.vigil.tls }, tests, w.work);
+    console.log(`\n# mariadb-test-run --extern, main suite, direct vs through vigil, ${new Date().toISOString().slice(0, 10)}`);
+    console.log(formatMtr(mtr, values.markdown!));
+    if (mtr.some((r) => Object.keys(r.differs).length)) process.exitCode = 1;
+  }
 } finally {
   await w.stop();
 }

@@ -65,7 +65,7 @@ async function mariadbCli(side: Side): Promise<Results> {
   for (const mode of ['--batch', '--table']) {
     const r = await exec('mariadb', [...cliArgs(side), '--force', '--default-character-set=utf8mb4', mode, 'peers'], { input: script });
     out[`output${mode.replace('--', '_')}`] = `${sha(r.stdout)} (${r.stdout.length} bytes)`;
-    out[`stderr${mode.replace('--', '_')}`] = r.stderr.trim().replace(/^ERROR (\d+) \((\w+)\) at line \d+: .*/, 'ERROR $1 ($2)');
+    out[`errors${mode.replace('--', '_')}`] = r.stderr.split('\n').filter((l) => l.startsWith('ERROR')).join(' | ');
     if (mode === '--batch') out.first_line = r.stdout.split('\n')[1] ?? '';
   }
   return out;
@@ -79,7 +79,8 @@ async function mariadbCli(side: Side): Promise<Results> {
 async function dumpRestore(side: Side, work: string, reset: () => Promise<void>): Promise<Results> {
   await reset();
   const dump = (db: string) => exec('mariadb-dump', [...cliArgs(side), '--routines', '--triggers', '--events', '--hex-blob', db]);
-  const normal = (s: string) => s.replace(/^-- Dump completed on .*$/m, '').replace(/^-- Host: .*$/m, '');
+  // Not content: when the dump ran, and the database name in its comments.
+  const normal = (s: string) => s.replace(/^-- Dump completed on .*$/m, '').replace(/^-- (Host: .*|Dumping (events|routines) for database .*)$/gm, '');
   const d = await dump('peers');
   if (d.code !== 0) return { run: failed(d, 'mariadb-dump') };
   const file = path.join(work, `dump-${side.name}.sql`);
@@ -227,28 +228,34 @@ function p12File(dir: string, name: string, tls: Side['tls']): string {
 
 /**
  * A real MariaDB with TLS (its own test CA and client certificate for the direct side) and an in-process vigil
- * with target `db` (backend login `peer_user`, every database) and alice's certificate. Database `peers`
+ * with target `db` (backend login `peer_user`, every database) and alice's certificate. Target `root` is the
+ * same login for mariadb-test-run, whose tests connect as root (direct: the passwordless root@127.0.0.1). Database `peers`
  * holds a table of every common column type, a view, a procedure and a trigger.
  */
 export async function startPeerWorld(): Promise<PeerWorld> {
   const db = await startMariadb({ tls: true });
   await db.query(`
+    CREATE USER IF NOT EXISTS root@'127.0.0.1'; GRANT ALL ON *.* TO root@'127.0.0.1' WITH GRANT OPTION; CREATE DATABASE test;
     CREATE USER peer_user@'%' IDENTIFIED BY '${PASSWORD}'; GRANT ALL ON *.* TO peer_user@'%' WITH GRANT OPTION;
     SET NAMES utf8mb4; CREATE DATABASE peers CHARACTER SET utf8mb4; CREATE DATABASE restored CHARACTER SET utf8mb4; USE peers;
     CREATE TABLE peers.items (id INT PRIMARY KEY, name VARCHAR(100), price DECIMAL(10,2), made DATE, img BLOB, doc JSON, at DATETIME(6), KEY by_name (name));
     INSERT INTO peers.items SELECT seq, CONCAT('item ', seq, ' é☃'), seq / 4, '2026-01-01' + INTERVAL seq DAY, UNHEX(SHA2(seq, 256)), JSON_OBJECT('n', seq), '2026-01-02 03:04:05.123456' FROM seq_1_to_300;
     CREATE TABLE peers.audit_trail (id INT AUTO_INCREMENT PRIMARY KEY, item INT);
-    CREATE TRIGGER peers.items_ins AFTER INSERT ON peers.items FOR EACH ROW INSERT INTO peers.audit_trail (item) VALUES (NEW.id);
-    CREATE DEFINER=peer_user@'%' VIEW peers.items_view AS SELECT id, name FROM peers.items;
-    CREATE DEFINER=peer_user@'%' PROCEDURE peers.items_count(OUT n INT) SELECT COUNT(*) INTO n FROM peers.items;
+    CREATE TRIGGER items_ins AFTER INSERT ON items FOR EACH ROW INSERT INTO audit_trail (item) VALUES (NEW.id);
+    CREATE DEFINER=peer_user@'%' VIEW items_view AS SELECT id, name FROM items;
+    CREATE DEFINER=peer_user@'%' PROCEDURE items_count(OUT n INT) SELECT COUNT(*) INTO n FROM items;
   `);
   const work = tempDir('vigil-mypeers-');
   const secret = secretsDir(work)('peer', PASSWORD);
   const tg = await startTestGateway(
     {
-      targets: [{ name: 'db', protocol: 'mysql', host: '127.0.0.1', port: db.port, user: 'peer_user', password: { file: secret } }],
+      targets: [
+        { name: 'db', protocol: 'mysql', host: '127.0.0.1', port: db.port, user: 'peer_user', password: { file: secret } },
+        // mariadb-test-run's tests connect as `root`: through vigil that names this target.
+        { name: 'root', protocol: 'mysql', host: '127.0.0.1', port: db.port, user: 'peer_user', password: { file: secret } },
+      ],
       certs: { clock_skew: 0 },
-      roles: [{ name: 'dba', targets: ['db'], databases: ['*'] }],
+      roles: [{ name: 'dba', targets: ['db', 'root'], databases: ['*'] }],
     },
     work,
   );
