@@ -6,8 +6,9 @@ import { exec } from './compare.ts';
  * MariaDB's own test suite against a running server (`mariadb-test-run --extern`), direct and through vigil,
  * compared test by test: a test's outcome (pass/fail/skip) and its output (the `<vardir>/log/<test>.log`
  * mysqltest writes, which is the result file a passing test matches) must be the same on both routes.
- * The server is not started by mtr with its own options, so some tests fail on both routes: that is the
- * server's configuration, not vigil; only differences between the routes count.
+ * The server is not started by mtr with its own options (the caller's `reset` sets the few globals the
+ * main suite assumes: MyISAM, latin1), so some tests fail on both routes: that is the server's configuration,
+ * not vigil; only differences between the routes count.
  */
 export const MTR_DIR = '/usr/share/mysql/mysql-test';
 
@@ -77,10 +78,13 @@ function firstDifference(a: string[], b: string[]): string | undefined {
 }
 
 /** Every test in every mode on both routes, one run at a time. */
-export async function compareMtr(direct: MtrRoute, vigil: MtrRoute, tests: string[], work: string, modes: MtrMode[] = ['normal', 'ps', 'cursor']): Promise<MtrRow[]> {
+export async function compareMtr(direct: MtrRoute, vigil: MtrRoute, tests: string[], work: string, reset: () => Promise<void>, modes: MtrMode[] = ['normal', 'ps', 'cursor']): Promise<MtrRow[]> {
   const rows = new Map<string, MtrRow>(tests.map((t) => [t, { test: t, status: {} as MtrRow['status'], differs: {} }]));
   for (const mode of modes) {
+    // A failing test leaves its tables behind: each run starts from the same server state.
+    await reset();
     const d = await runMtr(direct, tests, mode, path.join(work, `mtr-direct-${mode}`));
+    await reset();
     const v = await runMtr(vigil, tests, mode, path.join(work, `mtr-vigil-${mode}`));
     for (const row of rows.values()) {
       const a = d.get(row.test) ?? { status: 'missing', output: [] };

@@ -26,7 +26,14 @@ try {
   report('mysql driver peers', rows, { markdown: values.markdown!, started, load });
   if (!values['skip-mtr']) {
     const tests = values['mtr-tests']?.split(',') ?? DEFAULT_MTR_TESTS;
-    const mtr = await compareMtr({ port: w.direct.port, user: 'root' }, { port: w.vigil.port, user: 'root', tls: w.vigil.tls }, tests, w.work);
+    const mtr = await compareMtr({ port: w.direct.port, user: 'root' }, { port: w.vigil.port, user: 'root', tls: w.vigil.tls }, tests, w.work, async () => {
+      const leftovers = (await w.db.query("SELECT schema_name FROM information_schema.schemata WHERE schema_name NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys', 'peers', 'restored')")).map((r) => r[0]);
+      await w.db.query([
+        ...leftovers.map((d) => `DROP DATABASE \`${d}\`;`), 'CREATE DATABASE test;',
+        // What mariadb-test-run's own server config sets and the main suite's results assume.
+        "SET GLOBAL default_storage_engine = MyISAM, character_set_server = latin1, collation_server = latin1_swedish_ci, log_bin_trust_function_creators = 1;",
+      ].join(' '));
+    });
     console.log(`\n# mariadb-test-run --extern, main suite, direct vs through vigil, ${new Date().toISOString().slice(0, 10)}`);
     console.log(formatMtr(mtr, values.markdown!));
     if (mtr.some((r) => Object.keys(r.differs).length)) process.exitCode = 1;
