@@ -10,7 +10,9 @@
  * The fast CI subset is test/mysql/drivers.test.ts. Needs python3-pymysql, python3-mysqldb, libmariadb-java,
  * a JDK and mariadb-test (test/setup/install-deps.sh).
  */
+import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { runPeers, startPeerWorld } from '../../test/mysql/drivers/peers.ts';
 import { report } from './compare.ts';
@@ -28,8 +30,15 @@ try {
     const tests = values['mtr-tests']?.split(',') ?? DEFAULT_MTR_TESTS;
     const mtr = await compareMtr({ port: w.direct.port, user: 'root' }, { port: w.vigil.port, user: 'root', tls: w.vigil.tls }, tests, w.work, async () => {
       const leftovers = (await w.db.query("SELECT schema_name FROM information_schema.schemata WHERE schema_name NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys', 'peers', 'restored')")).map((r) => r[0]);
+      for (const d of leftovers) {
+        // A test may leave files (SELECT ... INTO OUTFILE) the server will not remove: after the tables went, those.
+        await w.db.query(`DROP DATABASE \`${d}\``).catch(async () => {
+          fs.rmSync(path.join(w.db.dir, 'data', d), { recursive: true, force: true });
+          await w.db.query(`DROP DATABASE IF EXISTS \`${d}\``);
+        });
+      }
       await w.db.query([
-        ...leftovers.map((d) => `DROP DATABASE \`${d}\`;`), 'CREATE DATABASE test;',
+        'CREATE DATABASE test;',
         // What mariadb-test-run's own server config sets and the main suite's results assume.
         "SET GLOBAL default_storage_engine = MyISAM, character_set_server = latin1, collation_server = latin1_swedish_ci, log_bin_trust_function_creators = 1;",
       ].join(' '));
