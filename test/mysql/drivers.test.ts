@@ -5,8 +5,8 @@ import { formatTable, type PeerRow } from '../../bench/peers/compare.ts';
 /**
  * Driver transparency (issue 17): PyMySQL, mysqlclient (TLS client certificate), MariaDB Connector/J and a
  * mariadb-dump round trip run the same workload direct to MariaDB and through vigil and must print the same
- * results. The side-by-side table of every client (and mariadb-test-run) is bench/peers/mysql.ts; the mariadb
- * CLI, mysql2 and sysbench are covered by transparency.test.ts and sysbench.test.ts.
+ * results, and so must mysql2's JSON columns. The side-by-side table of every client (and mariadb-test-run) is
+ * bench/peers/mysql.ts; the mariadb CLI and sysbench are covered by transparency.test.ts and sysbench.test.ts.
  */
 let w: PeerWorld;
 beforeAll(async () => {
@@ -41,6 +41,13 @@ describe('mysql drivers: same results direct and through vigil', () => {
     const rows = await runPeers(w, ['connector-j']);
     expectSame(rows);
     expect(values(rows)).toMatchObject({ isolation: '2', batch: '200', fetch_size_rows: '50000/1250025000', error: '1146/42S02', session: 'READ-COMMITTED/1' });
+  });
+
+  it('mysql2: a JSON column arrives parsed, as direct (MariaDB extended type info passes), JSON parameters, prepared statements', async () => {
+    const rows = await runPeers(w, ['mysql2']);
+    expectSame(rows);
+    expect(JSON.parse(values(rows).json_column)).toEqual([{ doc: { i: 3, tags: ['a', 'é'] }, type: 'OBJECT' }]);
+    expect(values(rows)).toMatchObject({ json_parameters: '[{"a":"x","l":3}]', prepared_error: '1146/42S02' });
   });
 
   it('mariadb-dump through vigil, restored through vigil, dumps the same as the original (and as direct)', async () => {
