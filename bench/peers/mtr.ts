@@ -34,6 +34,8 @@ export interface MtrOutcome {
   status: string;
   /** The test's output lines (empty if mysqltest wrote none). */
   output: string[];
+  /** mysqltest's own message when it stopped the test (`mysqltest: At line N: query '...' failed: ...`). */
+  stopped?: string;
 }
 
 /** One mtr run of `tests` on one route in one mode; results by test name. */
@@ -50,11 +52,17 @@ export async function runMtr(route: MtrRoute, tests: string[], mode: MtrMode, va
   ];
   const r = await exec('perl', args, { cwd: MTR_DIR, timeoutMs: 15 * 60_000 });
   const out = new Map<string, MtrOutcome>();
+  let last: MtrOutcome | undefined;
   for (const line of r.stdout.split('\n')) {
     const m = /^main\.([\w-]+)\s.*\[ (\w+) \]/.exec(line);
-    if (!m) continue;
+    // What mysqltest said when it stopped (a failed query, a lost connection) follows the test's line.
+    if (!m) {
+      if (last && !last.stopped && /^mysqltest: /.test(line)) last.stopped = line.slice(0, 300);
+      continue;
+    }
     const logFile = path.join(vardir, 'log', `${m[1]}.log`);
-    out.set(m[1], { status: m[2], output: fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').split('\n') : [] });
+    last = { status: m[2], output: fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').split('\n') : [] };
+    out.set(m[1], last);
     // mtr writes a failing test's output next to its result file; the copy in vardir is what we read.
     fs.rmSync(path.join(MTR_DIR, 'main', `${m[1]}.reject`), { force: true });
   }
@@ -90,8 +98,10 @@ export async function compareMtr(direct: MtrRoute, vigil: MtrRoute, tests: strin
       const a = d.get(row.test) ?? { status: 'missing', output: [] };
       const b = v.get(row.test) ?? { status: 'missing', output: [] };
       row.status[mode] = [a.status, b.status];
-      const diff = a.status !== b.status ? `status ${a.status} / ${b.status}; ${firstDifference(a.output, b.output) ?? 'same output'}` : firstDifference(a.output, b.output);
-      if (diff) row.differs[mode] = diff;
+      const first = firstDifference(a.output, b.output);
+      const diff = a.status !== b.status ? `status ${a.status} / ${b.status}; ${first ?? 'same output'}` : first;
+      const why = a.stopped !== b.stopped ? `; mysqltest stopped: direct ${JSON.stringify(a.stopped ?? '-')} / vigil ${JSON.stringify(b.stopped ?? '-')}` : '';
+      if (diff) row.differs[mode] = diff + why;
     }
   }
   return [...rows.values()];
