@@ -27,7 +27,16 @@ try {
   if (!values['skip-drivers']) report('mysql driver peers', await runPeers(w), { markdown: values.markdown!, started, load });
   if (!values['skip-mtr']) {
     const tests = values['mtr-tests']?.split(',') ?? DEFAULT_MTR_TESTS;
+    // Tests that fail midway leave the globals they set (max_allowed_packet=1024, ...): each run starts from these.
+    const globals = async () => new Map((await w.db.query('SHOW GLOBAL VARIABLES')).map((r) => [r[0], r[1] ?? '']));
+    const initial = await globals();
     const mtr = await compareMtr({ port: w.direct.port, user: 'root' }, { port: w.vigil.port, user: 'root', tls: w.vigil.tls }, tests, w.work, async () => {
+      for (const [name, value] of await globals()) {
+        const was = initial.get(name);
+        if (was === undefined || was === value) continue;
+        const literal = /^-?\d+(\.\d+)?$/.test(was) ? was : `'${was.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+        await w.db.query(`SET GLOBAL ${name} = ${literal}`).catch(() => {});
+      }
       const leftovers = (await w.db.query("SELECT schema_name FROM information_schema.schemata WHERE schema_name NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys', 'peers', 'restored')")).map((r) => r[0]);
       for (const d of leftovers) {
         // A test may leave files (SELECT ... INTO OUTFILE) the server will not remove: after the tables went, those.
