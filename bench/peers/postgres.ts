@@ -10,29 +10,17 @@
  */
 import os from 'node:os';
 import { parseArgs } from 'node:util';
-import { runPeers, formatTable, startPeerWorld, type PeerRow } from '../../test/postgres/drivers/peers.ts';
+import { runPeers, startPeerWorld } from '../../test/postgres/drivers/peers.ts';
+import { report } from './compare.ts';
 
 const { values } = parseArgs({ options: { markdown: { type: 'boolean', default: false } } });
-
-function markdown(rows: PeerRow[]): string {
-  const esc = (s: string) => (s.length > 40 ? `${s.slice(0, 37)}...` : s).replace(/\|/g, '\\|');
-  return [
-    '| driver | check | direct | through vigil | same |',
-    '|---|---|---|---|---|',
-    ...rows.map((r) => `| ${r.driver} | ${r.check} | \`${esc(r.direct)}\` | \`${esc(r.vigil)}\` | ${r.same ? 'yes' : '**no**'} |`),
-  ].join('\n');
-}
 
 const w = await startPeerWorld();
 try {
   const started = new Date();
   const load = os.loadavg()[0];
   const rows = await runPeers({ direct: w.direct, vigil: w.vigil, work: w.work, dump: w.dump });
-  console.log(`# postgres driver peers, ${started.toISOString().slice(0, 10)} (load ${load.toFixed(2)} -> ${os.loadavg()[0].toFixed(2)})`);
-  console.log(values.markdown ? markdown(rows) : formatTable(rows));
-  const differ = rows.filter((r) => !r.same);
-  console.log(`${rows.length} checks, ${differ.length} differ`);
-  process.exitCode = differ.length ? 1 : 0;
+  report('postgres driver peers', rows, { markdown: values.markdown!, started, load });
 } finally {
   await w.stop();
 }

@@ -71,13 +71,11 @@ export const SERVER_CAPABILITIES =
 /** Capabilities whose value changes the command-phase byte format: client and backend must agree. */
 const FORMAT_CAPABILITIES = CLIENT.PROTOCOL_41 | CLIENT.DEPRECATE_EOF | CLIENT.SESSION_TRACK | CLIENT.MULTI_RESULTS | CLIENT.PS_MULTI_RESULTS;
 
-/** MariaDB extensions vigil passes through. Extended type info only adds a field to column definitions,
- *  which the relay counts but does not read, and the plumbing carries it (greeting, client response,
- *  backend login); but asking a backend for it means clearing CLIENT_MYSQL in vigil's login, and with that
- *  MariaDB 10.11 refused vigil's ed25519 login (1045) in test/mysql/proxy.test.ts: not offered until that
- *  is understood. Bulk execution, progress reports and metadata caching change the formats the tracker
- *  follows, so they are not offered either. */
-const OFFERED_MARIADB_CAPABILITIES: number = 0 & MARIADB_CLIENT.EXTENDED_TYPE_INFO;
+/** MariaDB extensions vigil passes through. Extended type info only adds a field to column definitions
+ *  (`json`, `uuid`, geometry subtypes), which the relay counts but does not read; without it mysql2 returns a
+ *  JSON column as a string where direct it gets the parsed value (bench/peers/mysql.ts). Bulk execution,
+ *  progress reports and metadata caching change the formats the tracker follows, so they are not offered. */
+const OFFERED_MARIADB_CAPABILITIES: number = MARIADB_CLIENT.EXTENDED_TYPE_INFO;
 
 const CHARSET_UTF8MB4 = 45;
 /** MariaDB's statement id for "the statement prepared last" (COM_STMT_EXECUTE, SEND_LONG_DATA, ...). */

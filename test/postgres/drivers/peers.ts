@@ -1,4 +1,3 @@
-import { execFile } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -8,6 +7,9 @@ import { clientEnv, startPostgres, PASSWORDS, type PostgresHandle } from '../../
 import { startTestGateway, type TestGateway } from '../../support/gateway.ts';
 import { tempDir, secretsDir } from '../../support/tmp.ts';
 import { buildPkcs12, pkcs8Der } from '../../../src/identity/pkcs12.ts';
+import { exec as run, compare, keyValueLines, type Results, type ExecResult, type PeerRow } from '../../../bench/peers/compare.ts';
+
+export { formatTable, type PeerRow } from '../../../bench/peers/compare.ts';
 
 /**
  * The driver transparency comparison (issue 17): each stock driver runs the same workload direct to
@@ -27,25 +29,7 @@ export interface Side {
   node: pg.ClientConfig;
 }
 
-export interface PeerRow {
-  driver: string;
-  check: string;
-  direct: string;
-  vigil: string;
-  same: boolean;
-}
-
-function exec(cmd: string, args: string[], timeoutMs = 120_000): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { env: clientEnv(), timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
-      const code = err ? ((err as { code?: number }).code ?? 1) : 0;
-      resolve({ code: typeof code === 'number' ? code : 1, stdout: String(stdout), stderr: String(stderr) });
-    });
-  });
-}
-
-/** Results of one run as name → value; a failed run is one `run` entry with the error. */
-type Results = Record<string, string>;
+const exec = (cmd: string, args: string[]): Promise<ExecResult> => run(cmd, args, { env: clientEnv() });
 
 async function psycopg(side: Side): Promise<Results> {
   const r = await exec(PYTHON, [path.join(here, 'psycopg_workload.py'), side.libpq()]);
@@ -67,12 +51,7 @@ export async function compileJava(dir: string): Promise<string> {
 async function pgjdbc(side: Side, classes: string): Promise<Results> {
   const r = await exec('java', ['-cp', `${PGJDBC_JAR}:${classes}`, 'JdbcWorkload', side.jdbcUrl]);
   if (r.code !== 0) return { run: `failed: ${(r.stderr || r.stdout).trim().split('\n').slice(0, 3).join(' | ')}` };
-  const out: Results = {};
-  for (const line of r.stdout.trim().split('\n')) {
-    const eq = line.indexOf('=');
-    out[line.slice(0, eq)] = line.slice(eq + 1);
-  }
-  return out;
+  return keyValueLines(r.stdout);
 }
 
 async function nodePostgres(side: Side): Promise<Results> {
@@ -140,15 +119,6 @@ async function libpqTools(side: Side): Promise<Results> {
   return out;
 }
 
-function compare(driver: string, direct: Results, vigil: Results): PeerRow[] {
-  const keys = [...new Set([...Object.keys(direct), ...Object.keys(vigil)])].sort();
-  return keys.map((check) => {
-    const d = direct[check] ?? '(missing)';
-    const v = vigil[check] ?? '(missing)';
-    return { driver, check, direct: d, vigil: v, same: d === v };
-  });
-}
-
 export interface PeerOptions {
   direct: Side;
   vigil: Side;
@@ -177,14 +147,6 @@ export async function runPeers(o: PeerOptions): Promise<PeerRow[]> {
     rows.push(...compare('pg_dump/pg_restore', direct, vigil));
   }
   return rows;
-}
-
-/** A fixed-width text table of the rows. */
-export function formatTable(rows: PeerRow[]): string {
-  const clip = (s: string) => (s.length > 48 ? `${s.slice(0, 45)}...` : s);
-  const cells = [['driver', 'check', 'direct', 'vigil', 'same'], ...rows.map((r) => [r.driver, r.check, clip(r.direct), clip(r.vigil), r.same ? 'yes' : 'NO'])];
-  const widths = cells[0].map((_, i) => Math.max(...cells.map((c) => c[i].length)));
-  return cells.map((c) => c.map((x, i) => x.padEnd(widths[i])).join('  ').trimEnd()).join('\n');
 }
 
 export interface PeerWorld {
