@@ -77,7 +77,8 @@ async function startBareRelay(port: number): Promise<{ port: number; close: () =
  * MariaDB, as vigil does with a `tls: false` target. During login it only rewrites what terminating TLS
  * requires (the client's CLIENT_SSL bit and the sequence ids shifted by the SSLRequest the server never
  * sees) and what keeps the protocol the one vigil speaks: MariaDB's extended capabilities are cleared
- * from the greeting and the reply (vigil does not offer them, so through vigil MariaDB sends column
+ * from the greeting and the reply (vigil offers only extended type info, which adds a field to column
+ * definitions and changes nothing else; not metadata caching, so through vigil MariaDB sends column
  * definitions with every result set rather than letting the client cache them). After the server's OK
  * it is a byte pipe: no parsing, no recording. This is the ceiling for vigil on this machine; the bare
  * relay above leaves out the TLS work vigil cannot avoid.
