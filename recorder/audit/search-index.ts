@@ -5,6 +5,7 @@ import type { AuditEvent } from '../../src/events/envelope.ts';
 import { VigilError } from '../../src/errors.ts';
 import { parseRecordLine, parseSegmentName } from './record.ts';
 import { listSegments } from './segments.ts';
+import { searchableDetailsText } from './searchable.ts';
 import { matcher, iso, type AuditQuery, type AuditRecord } from './read.ts';
 
 /**
@@ -19,7 +20,9 @@ import { matcher, iso, type AuditQuery, type AuditRecord } from './read.ts';
  * as the record the index saw (cut back after a crash or an outage) is indexed again from its start.
  */
 export const INDEX_FILE = 'index.sqlite';
-const SCHEMA_VERSION = '1';
+// 2: `sql` and `query` (the database proxies' statement text) became searchable; an index of version 1 is
+// rebuilt from the chain at its next open.
+const SCHEMA_VERSION = '2';
 
 export class AuditIndexError extends VigilError {}
 
@@ -77,16 +80,9 @@ export const searchPlan = { probe: 50_000, broad: 20_000 };
 /** Read this much of a segment per transaction (bounds memory and the time one batch holds the loop). */
 const CHUNK_BYTES = 4 * 1024 * 1024;
 
-/** The searchable text of an event: statement, command, and file paths (`path`, `*_path`). */
+/** The searchable text of an event (see searchable.ts). */
 export function searchableText(e: AuditEvent): string | undefined {
-  const d = e.details;
-  if (!d || typeof d !== 'object') return undefined;
-  const parts: string[] = [];
-  for (const [k, v] of Object.entries(d)) {
-    if (typeof v !== 'string') continue;
-    if (k === 'statement' || k === 'command' || k === 'path' || k.endsWith('_path')) parts.push(v);
-  }
-  return parts.length ? parts.join('\n') : undefined;
+  return searchableDetailsText(e.details);
 }
 
 const str = (v: unknown): string | null => (typeof v === 'string' ? v : v === undefined || v === null ? null : JSON.stringify(v));

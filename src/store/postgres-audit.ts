@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import type { AuditChainInfo, AuditChainStore, IndexedAuditRow, SharedAuditQuery } from './types.ts';
+import { searchableDetailsText } from '../../recorder/audit/searchable.ts';
 
 /**
  * The shared audit index on PostgreSQL (tables of migration 2): each replica's chain and keys, and every
@@ -212,7 +213,7 @@ const MAX_BODY = 256 * 1024;
 
 function columnsOf(r: IndexedAuditRow): RowColumns {
   const e = JSON.parse(r.eventJson) as { time?: unknown; type?: unknown; actor?: { user?: unknown }; target?: { name?: unknown }; session_id?: unknown; outcome?: unknown; details?: unknown };
-  let body = searchableText(e.details);
+  let body = searchableDetailsText(e.details) ?? null;
   if (body !== null && body.length > MAX_BODY) body = body.slice(0, MAX_BODY);
   return {
     seq: r.seq, prev: r.prev, hash: r.hash, time: text(e.time), type: text(e.type), user: text(e.actor?.user), target: text(e.target?.name),
@@ -220,16 +221,3 @@ function columnsOf(r: IndexedAuditRow): RowColumns {
   };
 }
 
-/**
- * The searchable text: SQL (`sql`, as the database proxies record it), statements, commands and file paths
- * (`path`, `*_path`) — the local index's fields plus `sql`.
- */
-function searchableText(d: unknown): string | null {
-  if (!d || typeof d !== 'object') return null;
-  const parts: string[] = [];
-  for (const [k, v] of Object.entries(d)) {
-    if (typeof v !== 'string') continue;
-    if (k === 'sql' || k === 'statement' || k === 'command' || k === 'path' || k.endsWith('_path')) parts.push(v);
-  }
-  return parts.length ? parts.join('\n') : null;
-}
