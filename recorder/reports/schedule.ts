@@ -12,6 +12,7 @@ import { parseSchedule, type Schedule } from './cron.ts';
 import { reportEvent } from './generate.ts';
 import { runReportInWorker } from './worker.ts';
 import type { ReportFormat } from './index.ts';
+import type { StoreConfig } from '../../src/store/config.ts';
 
 export interface ReportScheduleConfig {
   name: string;
@@ -27,6 +28,7 @@ export interface ReportScheduleDeps {
   dataDir: string;
   /** Role name → targets it reaches, for the access section. */
   roleTargets: Record<string, string[]>;
+  store?: StoreConfig;
   events: EventBus;
   log: Logger;
   paths: { audit: string; auditPublicKey: string; reports: string };
@@ -56,7 +58,7 @@ export function startReportSchedules(d: ReportScheduleDeps): ReportScheduler {
     try {
       fs.mkdirSync(d.paths.reports, { recursive: true, mode: 0o700 });
       // In a worker thread: a long report never stalls the sessions this process relays.
-      const run = await runReportInWorker({ auditDir: d.paths.audit, publicKeyFile: d.paths.auditPublicKey, dataDir: d.dataDir, roleTargets: d.roleTargets, period, format: job.format, out: file, now: at.toISOString() }, shutdown.signal);
+      const run = await runReportInWorker({ auditDir: d.paths.audit, publicKeyFile: d.paths.auditPublicKey, dataDir: d.dataDir, roleTargets: d.roleTargets, store: d.store, period, format: job.format, out: file, now: at.toISOString() }, shutdown.signal);
       await d.events.emit(reportEvent(run, how));
       d.log.info({ report: job.name, file }, 'scheduled report written');
     } catch (e) {

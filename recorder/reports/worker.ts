@@ -10,12 +10,15 @@ import { pathToFileURL } from 'node:url';
 import type { ReportFormat } from './index.ts';
 import type { ReportedRun } from './generate.ts';
 import type { ReportPeriod } from './model.ts';
+import type { StoreConfig } from '../../src/store/config.ts';
 
 export interface ReportJob {
   auditDir: string;
   publicKeyFile: string;
   dataDir: string;
   roleTargets: Record<string, string[]>;
+  /** The gateway's state store (default: the data dir's SQLite); with PostgreSQL the report covers every replica. */
+  store?: StoreConfig;
   period: ReportPeriod;
   format: ReportFormat;
   out: string;

@@ -42,7 +42,7 @@ export async function accessReport(services: GatewayServices, since: Date, until
   try {
     fs.mkdirSync(paths.reports, { recursive: true, mode: 0o700 });
     const period = { since: since.toISOString(), until: until.toISOString() };
-    const run = await runReportInWorker({ auditDir: paths.audit, publicKeyFile: paths.auditPublicKey, dataDir: services.dataDir, roleTargets: roleTargetsOf(services.config), period, format, out, now: new Date().toISOString() });
+    const run = await runReportInWorker({ auditDir: paths.audit, publicKeyFile: paths.auditPublicKey, dataDir: services.dataDir, roleTargets: roleTargetsOf(services.config), store: services.config.store, period, format, out, now: new Date().toISOString() });
     return { run, text: fs.readFileSync(out, 'utf8') };
   } finally {
     running = false;

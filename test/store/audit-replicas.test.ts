@@ -194,6 +194,13 @@ describe('the audit log across replicas on one PostgreSQL store', () => {
     const model = JSON.parse(rep.out) as { summary: { sessions: number }; verification: { shared_index?: { chains: string[]; ok: boolean } } };
     expect(model.verification.shared_index).toMatchObject({ ok: true, chains: expect.arrayContaining([idA, idB]) });
     expect(model.summary.sessions).toBe(2); // alice's psql session on A and the one on B
+    // The console's report (run in a worker thread, like the scheduled ones) reads the same store and index.
+    const { accessReport } = await import('../../src/console/report.ts');
+    const viaConsole = await waitFor(async () => {
+      const r = JSON.parse((await accessReport(a.gw.services, new Date(Date.now() - 3600_000), new Date(), 'json')).text) as typeof model;
+      return r.summary.sessions === 2 ? r : undefined; // B's session reaches the index within about a second
+    }, 20_000, "the console report to include B's session");
+    expect(viaConsole.verification.shared_index).toMatchObject({ ok: true, chains: expect.arrayContaining([idA, idB]) });
 
     // The console API of B answers with A's events too, each naming its replica.
     await ensureConsole();
