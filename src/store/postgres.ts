@@ -71,12 +71,16 @@ export class PostgresStateStore implements StateStore {
     const store = new PostgresStateStore(opts);
     try {
       const client = await store.pool.connect().catch((e) => Promise.reject(store.fail(e)));
+      let lost = false;
+      const onError = () => (lost = true); // see updateAccess
+      client.on('error', onError);
       try {
         const { applied, current } = await migrate(client, opts.schema);
         if (applied.length) store.log.info({ applied }, 'state store schema migrated');
         if (current > LATEST_VERSION) store.log.warn({ current, known: LATEST_VERSION }, 'state store schema is newer than this vigil; running anyway');
       } finally {
-        client.release();
+        client.off('error', onError);
+        client.release(lost);
       }
       await store.load();
       await store.listen();
@@ -282,6 +286,10 @@ export class PostgresStateStore implements StateStore {
     const client = await this.pool.connect().catch((e) => Promise.reject(this.fail(e)));
     let aborted: unknown; // what `fn` threw: the caller's own error, passed on untouched
     let broken = false;
+    // The pool listens for errors only on idle clients: a connection dropped while this one is checked out
+    // would otherwise be an unhandled 'error' event, which ends the process.
+    const onError = () => (broken = true);
+    client.on('error', onError);
     try {
       await client.query('BEGIN');
       try {
@@ -306,6 +314,7 @@ export class PostgresStateStore implements StateStore {
       broken ||= isUnavailable(e);
       throw this.fail(e);
     } finally {
+      client.off('error', onError);
       client.release(broken);
     }
   }
