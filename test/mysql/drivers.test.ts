@@ -1,6 +1,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { runPeers, startPeerWorld, type PeerWorld } from './drivers/peers.ts';
-import { formatTable, type PeerRow } from '../../bench/peers/compare.ts';
+import type { PeerRow } from '../../bench/peers/compare.ts';
+import { peerValues, expectSameResults } from '../support/peers.ts';
 
 /**
  * Driver transparency (issue 17): PyMySQL, mysqlclient (TLS client certificate), MariaDB Connector/J and a
@@ -16,12 +17,8 @@ afterAll(async () => {
   await w?.stop();
 });
 
-const values = (rows: PeerRow[]) => Object.fromEntries(rows.map((r) => [r.check, r.vigil]));
-function expectSame(rows: PeerRow[]) {
-  expect(rows.filter((r) => !r.same), `\n${formatTable(rows)}`).toEqual([]);
-  expect(rows.find((r) => r.check === 'run'), `\n${formatTable(rows)}`).toBeUndefined();
-  expect(rows.length).toBeGreaterThanOrEqual(3);
-}
+const values = peerValues;
+const expectSame = (rows: PeerRow[]) => expectSameResults(rows, 3);
 
 describe('mysql drivers: same results direct and through vigil', () => {
   it('PyMySQL: executemany, JSON and binary columns, rollback, errors, streaming cursor', async () => {

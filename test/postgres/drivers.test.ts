@@ -1,5 +1,6 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { runPeers, formatTable, startPeerWorld, type PeerWorld, type PeerRow } from './drivers/peers.ts';
+import { runPeers, startPeerWorld, type PeerWorld, type PeerRow } from './drivers/peers.ts';
+import { peerValues, expectSameResults } from '../support/peers.ts';
 
 /**
  * Driver transparency (issue 17): psycopg 3, pgjdbc, node-postgres and pg_dump/pg_restore run the same
@@ -15,13 +16,8 @@ afterAll(async () => {
 });
 const peers = (drivers: Parameters<typeof runPeers>[0]['drivers']) => runPeers({ direct: w.direct, vigil: w.vigil, work: w.work, dump: w.dump, drivers });
 
-const values = (rows: PeerRow[]) => Object.fromEntries(rows.map((r) => [r.check, r.vigil]));
-function expectSame(rows: PeerRow[]) {
-  const diff = rows.filter((r) => !r.same);
-  expect(diff, `\n${formatTable(rows)}`).toEqual([]);
-  expect(rows.find((r) => r.check === 'run'), `\n${formatTable(rows)}`).toBeUndefined();
-  expect(rows.length).toBeGreaterThan(0);
-}
+const values = peerValues;
+const expectSame = (rows: PeerRow[]) => expectSameResults(rows, 1);
 
 describe('postgres drivers: same results direct and through vigil', () => {
   it('psycopg 3: pipeline mode, binary COPY, named cursors, prepared binary statements', async () => {

@@ -1,6 +1,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { runSshPeers, startSshPeerWorld, type SshPeerWorld } from './peers/peers.ts';
-import { formatTable, type PeerRow } from '../../bench/peers/compare.ts';
+import type { PeerRow } from '../../bench/peers/compare.ts';
+import { peerValues, expectSameResults } from '../support/peers.ts';
 
 /**
  * SSH client transparency (issue 17): the clients not covered by transparency.test.ts (OpenSSH
@@ -16,12 +17,8 @@ afterAll(async () => {
   await w?.stop();
 });
 
-const values = (rows: PeerRow[]) => Object.fromEntries(rows.map((r) => [r.check, r.vigil]));
-function expectSame(rows: PeerRow[]) {
-  expect(rows.filter((r) => !r.same), `\n${formatTable(rows)}`).toEqual([]);
-  expect(rows.find((r) => r.check === 'run'), `\n${formatTable(rows)}`).toBeUndefined();
-  expect(rows.length).toBeGreaterThan(1);
-}
+const values = peerValues;
+const expectSame = (rows: PeerRow[]) => expectSameResults(rows, 2);
 
 describe('ssh clients: same results direct and through vigil', () => {
   it('OpenSSH: exit status, stdin, pty, ssh -J, ControlMaster with three multiplexed sessions', async () => {
