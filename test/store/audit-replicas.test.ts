@@ -1,19 +1,19 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import https from 'node:https';
-import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestGateway, type IssuedFiles, type TestGateway } from '../support/gateway.ts';
 import { clientEnv, PASSWORDS, startPostgres, type PostgresHandle } from '../support/postgres.ts';
 import { runCliCaptured } from '../support/cli.ts';
 import { ConsoleClient, ensureConsole } from '../support/console.ts';
-import { freePort, tempDir, waitFor } from '../support/tmp.ts';
+import { tempDir, waitFor } from '../support/tmp.ts';
 import { makeSigningKey, auditOptions, sampleEvent } from '../recorder/helpers.ts';
 import { openStateStore, type StateStore } from '../../src/store/index.ts';
 import { openAuditLog } from '../../recorder/audit/index.ts';
 import { SharedIndexer } from '../../recorder/audit/shared-index.ts';
 import { verifySharedIndex } from '../../recorder/audit/verify-shared.ts';
+import { startCuttableRelay, type CuttableRelay } from '../support/cuttable-relay.ts';
 
 /**
  * The audit log across replicas: two in-process gateways on one PostgreSQL store, each with its own chain
@@ -24,7 +24,7 @@ import { verifySharedIndex } from '../../recorder/audit/verify-shared.ts';
 
 let target: PostgresHandle;
 let storeDb: PostgresHandle;
-let relay: Relay;
+let relay: CuttableRelay;
 let a: TestGateway;
 let b: TestGateway;
 let alice: IssuedFiles;
@@ -40,42 +40,6 @@ const SCHEMA = 'auditrep';
 const storeConfig = { kind: 'postgres', url: { env: URL_ENV }, schema: SCHEMA };
 const run = Math.random().toString(36).slice(2, 8);
 
-interface Relay {
-  port: number;
-  down(): Promise<void>;
-  up(): Promise<void>;
-}
-
-async function startRelay(to: number): Promise<Relay> {
-  const port = await freePort();
-  const sockets = new Set<net.Socket>();
-  let server: net.Server | undefined;
-  const up = () =>
-    new Promise<void>((resolve, reject) => {
-      server = net.createServer((c) => {
-        const u = net.connect(to, '127.0.0.1');
-        for (const s of [c, u]) {
-          sockets.add(s);
-          s.on('close', () => sockets.delete(s));
-          s.on('error', () => {});
-        }
-        c.pipe(u).pipe(c);
-        c.on('close', () => u.destroy());
-        u.on('close', () => c.destroy());
-      });
-      server.once('error', reject);
-      server.listen(port, '127.0.0.1', () => resolve());
-    });
-  const down = async () => {
-    const s = server;
-    server = undefined;
-    for (const x of sockets) x.destroy();
-    if (s) await new Promise((r) => s.close(r));
-  };
-  await up();
-  return { port, up, down };
-}
-
 const gatewayConfig = () => ({
   store: storeConfig,
   // Short intervals: records are signed and indexed within a fraction of a second.
@@ -86,7 +50,7 @@ const gatewayConfig = () => ({
 
 beforeAll(async () => {
   [target, storeDb] = await Promise.all([startPostgres(), startPostgres()]);
-  relay = await startRelay(storeDb.port);
+  relay = await startCuttableRelay(storeDb.port);
   process.env[URL_ENV] = `postgres://scram_user:${PASSWORDS.scram_user}@127.0.0.1:${relay.port}/app?sslmode=disable`;
   // The test's own connection, not through the relay (it stays up while the gateways' store is cut).
   process.env[DIRECT_ENV] = `postgres://scram_user:${PASSWORDS.scram_user}@127.0.0.1:${storeDb.port}/app?sslmode=disable`;

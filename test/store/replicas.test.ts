@@ -1,7 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import https from 'node:https';
-import net from 'node:net';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import pino from 'pino';
@@ -9,8 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestGateway, type IssuedFiles, type TestGateway } from '../support/gateway.ts';
 import { clientEnv, PASSWORDS, startPostgres, type PostgresHandle } from '../support/postgres.ts';
 import { startSshd, type SshdHandle } from '../support/sshd.ts';
-import { freePort, tempDir, waitFor } from '../support/tmp.ts';
+import { tempDir, waitFor } from '../support/tmp.ts';
 import ssh2 from 'ssh2';
+import { startCuttableRelay, type CuttableRelay } from '../support/cuttable-relay.ts';
 
 /**
  * Two in-process gateways (replicas) sharing one PostgreSQL state store: what one decides, the other
@@ -21,7 +21,7 @@ import ssh2 from 'ssh2';
 let target: PostgresHandle;
 let storeDb: PostgresHandle;
 let sshd: SshdHandle;
-let relay: Relay;
+let relay: CuttableRelay;
 let a: TestGateway;
 let b: TestGateway;
 let bob: IssuedFiles;
@@ -29,44 +29,6 @@ let root: IssuedFiles;
 const URL_ENV = 'VIGIL_TEST_REPLICA_STORE_URL';
 /** Gateway B's operational log, to check what it says about the store (and that the password is not in it). */
 let logB = '';
-
-/** A TCP relay to the store database that can be cut (every connection dropped, new ones refused) and restored. */
-interface Relay {
-  port: number;
-  down(): Promise<void>;
-  up(): Promise<void>;
-  close(): Promise<void>;
-}
-
-async function startRelay(to: number): Promise<Relay> {
-  const port = await freePort();
-  const sockets = new Set<net.Socket>();
-  let server: net.Server | undefined;
-  const up = () =>
-    new Promise<void>((resolve, reject) => {
-      server = net.createServer((c) => {
-        const u = net.connect(to, '127.0.0.1');
-        for (const s of [c, u]) {
-          sockets.add(s);
-          s.on('close', () => sockets.delete(s));
-          s.on('error', () => {});
-        }
-        c.pipe(u).pipe(c);
-        c.on('close', () => u.destroy());
-        u.on('close', () => c.destroy());
-      });
-      server.once('error', reject);
-      server.listen(port, '127.0.0.1', () => resolve());
-    });
-  const down = async () => {
-    const s = server;
-    server = undefined;
-    for (const x of sockets) x.destroy();
-    if (s) await new Promise((r) => s.close(r));
-  };
-  await up();
-  return { port, up, down, close: down };
-}
 
 const storeConfig = { kind: 'postgres', url: { env: URL_ENV }, schema: 'replicas' };
 
@@ -89,7 +51,7 @@ function gatewayConfig() {
 
 beforeAll(async () => {
   [target, storeDb, sshd] = await Promise.all([startPostgres(), startPostgres(), startSshd()]);
-  relay = await startRelay(storeDb.port);
+  relay = await startCuttableRelay(storeDb.port);
   process.env[URL_ENV] = `postgres://scram_user:${PASSWORDS.scram_user}@127.0.0.1:${relay.port}/app?sslmode=disable`;
   const baseA = tempDir('vigil-replica-a-');
   a = await startTestGateway(gatewayConfig(), baseA);
