@@ -137,8 +137,13 @@ describe('recordings in S3', () => {
 
       // An evidence bundle of the session carries the recording from S3, with the hash recording.stored names.
       const bundle = path.join(dir, `${sid}.tar`);
-      const made = await runCliCaptured(['audit', 'bundle', '--config', configFile, '--session', sid, '--since', '1h', '--out', bundle]);
-      expect(made.code).toBe(0);
+      // A bundle ends on a signed checkpoint: until the writer's next one covers the session's last events,
+      // `audit bundle` says to wait and run it again, which is what this does.
+      const made = await waitFor(async () => {
+        const m = await runCliCaptured(['audit', 'bundle', '--config', configFile, '--session', sid, '--since', '1h', '--out', bundle]);
+        return m.code === 0 || !/not signed by a checkpoint yet/.test(m.err) ? m : undefined;
+      }, 30_000, 'a checkpoint covering the session');
+      expect(made.code, made.err).toBe(0);
       const members = await readTar(bundle);
       const manifest = JSON.parse(members.get('manifest.json')!.toString()) as { recordings_unavailable: string[]; files: { path: string; sha256: string }[] };
       expect(manifest.recordings_unavailable).toEqual([]);
@@ -169,7 +174,9 @@ describe('recordings in S3', () => {
       const sid = await sessionOf((e) => !before.has(e.session_id));
       await waitFor(() => c.stdout().includes('big-done'), 60_000, 'the output');
       const key = `rec/${sid}/ch0.cast`;
-      const upload = await waitFor(() => s3.openUploads().find((u) => u.key === key && u.parts.length >= 1), 30_000, 'a part of the open upload');
+      // The harness reads parts from s3rver's storage directory, where a part being received is already a
+      // file: wait until the first has its full size (a wrong part size times out here and fails below).
+      const upload = await waitFor(() => s3.openUploads().find((u) => u.key === key && u.parts.length >= 1 && u.parts[0] === PART), 30_000, 'a whole part of the open upload');
       expect(upload.parts[0]).toBe(PART);
       expect(w.gw.events.some((e) => e.type === 'session.end' && e.session_id === sid)).toBe(false);
       c.child.kill('SIGTERM');
