@@ -124,6 +124,18 @@ export interface RecordingStore {
   resumeUploads?(): Promise<number>;
   /** Let uploads of finished recordings complete for up to `graceMs`, then stop (gateway shutdown). */
   close?(graceMs: number): Promise<void>;
+  /** Object storage only: what retention can find and remove there (the local copy is often gone). */
+  remote?: RemoteRecordings;
+}
+
+/** Recordings kept outside the data directory (object storage), as retention sees them. */
+export interface RemoteRecordings {
+  /** Where they are, for the purge event (e.g. `s3://bucket/prefix`). */
+  readonly location: string;
+  /** Sessions whose newest stored object is older than `cutoffMs` (epoch ms). */
+  sessionsOlderThan(cutoffMs: number): Promise<string[]>;
+  /** Remove every stored object of these sessions. */
+  deleteSessions(sessions: readonly string[]): Promise<void>;
 }
 
 /** A recording to read, streamed: never loaded whole into memory. */

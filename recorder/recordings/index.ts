@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { escapeJsonUtf8, maxEscapedLength } from './json-string.ts';
 import { writeAll } from '../audit/durable.ts';
 import crypto from 'node:crypto';
-import type { AsciicastHeader, AsciicastOptions, AsciicastWriter, BinarySummary, LiveCast, RecordingSource, RecordingStore } from '../types.ts';
+import type { AsciicastHeader, AsciicastOptions, AsciicastWriter, BinarySummary, LiveCast, RecordingSource, RecordingStore, RemoteRecordings } from '../types.ts';
 import { LiveRecordings } from './live.ts';
 import type { RemoteUpload, S3Recordings } from './s3.ts';
 
@@ -96,7 +96,16 @@ export function openRecordingStore(dir: string, opts: RecordingStoreOptions = {}
     },
     close: (graceMs) => opts.remote?.close(graceMs) ?? Promise.resolve(),
     resumeUploads: () => opts.remote?.resume(dir) ?? Promise.resolve(0),
+    remote: opts.remote && remoteForRetention(opts.remote),
     pathOf,
+  };
+}
+
+function remoteForRetention(s3: S3Recordings): RemoteRecordings {
+  return {
+    location: `s3://${s3.opts.bucket}/${s3.opts.prefix}`,
+    sessionsOlderThan: (cutoffMs) => s3.sessionsOlderThan(cutoffMs),
+    deleteSessions: (sessions) => s3.deleteSessions(sessions),
   };
 }
 

@@ -210,10 +210,41 @@ export class S3Recordings {
   }
 
   async deletePrefix(prefix: string): Promise<void> {
-    const r = await this.request(() => this.client.send(new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: prefix })));
-    for (const o of r.Contents ?? []) {
-      if (o.Key) await this.request(() => this.client.send(new DeleteObjectCommand({ Bucket: this.opts.bucket, Key: o.Key })));
+    // Listed again after each page is deleted: the listing shrinks as its objects go.
+    for (;;) {
+      const r = await this.request(() => this.client.send(new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: prefix })));
+      const keys = (r.Contents ?? []).flatMap((o) => (o.Key ? [o.Key] : []));
+      for (const Key of keys) await this.request(() => this.client.send(new DeleteObjectCommand({ Bucket: this.opts.bucket, Key })));
+      if (!r.IsTruncated || keys.length === 0) return;
     }
+  }
+
+  /**
+   * Retention: sessions whose newest object under `<prefix><session>/` (recordings and pending pieces)
+   * was written before `cutoffMs`. One listing of the prefix, paginated.
+   */
+  async sessionsOlderThan(cutoffMs: number): Promise<string[]> {
+    const newest = new Map<string, number>();
+    let token: string | undefined;
+    do {
+      const r = await this.request(() => this.client.send(new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: this.opts.prefix, ContinuationToken: token })));
+      for (const o of r.Contents ?? []) {
+        const rest = o.Key?.slice(this.opts.prefix.length) ?? '';
+        const slash = rest.indexOf('/');
+        // Only `<session>/…`: anything else under the prefix is not a recording vigil wrote.
+        if (slash <= 0 || !/^[A-Za-z0-9_-]+$/.test(rest.slice(0, slash))) continue;
+        const session = rest.slice(0, slash);
+        const at = o.LastModified?.getTime() ?? Date.now();
+        newest.set(session, Math.max(newest.get(session) ?? 0, at));
+      }
+      token = r.IsTruncated ? r.NextContinuationToken : undefined;
+    } while (token);
+    return [...newest].filter(([, at]) => at < cutoffMs).map(([s]) => s).sort();
+  }
+
+  /** Retention: delete every object of these sessions (recordings and pending pieces). */
+  async deleteSessions(sessions: readonly string[]): Promise<void> {
+    for (const s of sessions) await this.deletePrefix(this.keyOf(`${s}/`));
   }
 
   get isStopping(): boolean {

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { VigilConfig } from '../../src/config/schema.ts';
 import type { HoldRecord, StateStore } from '../../src/store/types.ts';
 import type { EventBus } from '../../src/events/bus.ts';
+import type { RemoteRecordings } from '../types.ts';
 import { runPurge, type PurgeRunResult } from './run.ts';
 import type { HoldFilter, RetentionPolicy } from './purge.ts';
 
@@ -23,6 +24,8 @@ export interface DailyPurgeDeps {
   events: EventBus;
   log: Logger;
   paths: { audit: string; recordings: string; auditPublicKey: string };
+  /** Recordings in object storage (recording.storage kind s3), purged with the local ones. */
+  remote?: RemoteRecordings;
 }
 
 export interface DailyPurge {
@@ -48,12 +51,14 @@ export function startDailyPurge(d: DailyPurgeDeps, opts: { firstAfterMs?: number
           publicKeyFile: d.paths.auditPublicKey,
           policy: retentionPolicy(d.config),
           reason: 'retention (daily)',
+          remote: d.remote,
           holds: async () => activeHolds(await d.store.listHolds()),
           record: (details) =>
             d.events.emit({ type: 'audit.purged', outcome: 'success', actor: { user: 'vigil', roles: [] }, source: { ip: 'local', via: 'gateway' }, target: { name: 'audit', protocol: 'vigil' }, details }),
         });
         if (res.status === 'refused') d.log.error({ problem: res.problem }, 'retention purge refused: the audit log does not verify');
-        else if (res.status === 'purged') d.log.info({ segments: res.entry?.segments.length ?? 0, recordings: res.recordings.sessions.length }, 'retention purge done');
+        else if (res.status === 'purged') d.log.info({ segments: res.entry?.segments.length ?? 0, recordings: res.recordings.sessions.length, stored_recordings: res.recordings.remote?.length ?? 0 }, 'retention purge done');
+        if (res.status !== 'refused' && res.recordings.remoteError) d.log.error({ err: res.recordings.remoteError }, 'retention purge: recordings in object storage could not be listed; they wait for the next run');
         return res;
       } catch (e) {
         d.log.error({ err: e }, 'retention purge failed');

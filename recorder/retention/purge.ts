@@ -177,7 +177,12 @@ export function applyPurge(dir: string, plan: PurgePlan, entry: PurgeEntry | und
 }
 
 export interface RecordingPurge {
+  /** Sessions whose local recordings go. */
   sessions: string[];
+  /** Sessions whose recordings in object storage go (recording.storage kind s3). */
+  remote?: string[];
+  /** Object storage could not be listed: its recordings were left for the next run. */
+  remoteError?: string;
 }
 
 /**

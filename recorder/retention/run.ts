@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import { verifyAuditLog } from '../audit/verify.ts';
 import { forgetPurged } from '../audit/search-index.ts';
 import type { PurgeEntry } from '../audit/anchor.ts';
+import type { RemoteRecordings } from '../types.ts';
 import {
   planPurge, purgeEntry, applyPurge, planRecordingPurge, applyRecordingPurge,
   type HoldFilter, type PurgePlan, type RecordingPurge, type RetentionPolicy,
@@ -19,6 +20,8 @@ export interface PurgeRunOptions {
   reason: string;
   dryRun?: boolean;
   now?: number;
+  /** Recordings in object storage: purged by the same ceiling and holds as the local ones. */
+  remote?: RemoteRecordings;
 }
 
 export type PurgeRunResult =
@@ -37,9 +40,19 @@ export async function runPurge(o: PurgeRunOptions): Promise<PurgeRunResult> {
   const now = o.now ?? Date.now();
   const plan = planPurge(o.auditDir, o.policy, holds, now);
   const recordings = planRecordingPurge(o.recordingsDir, o.policy, holds, plan.heldSessions, now);
+  if (o.remote && o.policy.recordingsMs !== undefined) {
+    const cutoff = now - Math.max(o.policy.recordingsMs, o.policy.floorMs);
+    try {
+      const old = await o.remote.sessionsOlderThan(cutoff);
+      recordings.remote = old.filter((s) => !plan.heldSessions.has(s) && !holds.some((h) => h.session === s));
+    } catch (e) {
+      // Object storage away: the log and the local recordings are still purged; the stored ones wait.
+      recordings.remoteError = (e as Error).message;
+    }
+  }
   const entry = purgeEntry(plan, o.reason, new Date(now));
   if (o.dryRun) return { status: 'dry-run', plan, entry, recordings };
-  if (!entry && recordings.sessions.length === 0) {
+  if (!entry && recordings.sessions.length === 0 && !recordings.remote?.length) {
     // Segments an interrupted purge recorded and anchored but did not delete yet: finish that purge.
     if (plan.leftovers.length) {
       applyPurge(o.auditDir, plan, undefined);
@@ -52,12 +65,14 @@ export async function runPurge(o: PurgeRunOptions): Promise<PurgeRunResult> {
   await o.record({
     reason: o.reason,
     ...(entry ? { segments: entry.segments, first_seq: entry.first_seq, last_seq: entry.last_seq, min_time: entry.min_time, max_time: entry.max_time } : { segments: [] }),
-    recording_sessions: recordings.sessions,
+    recording_sessions: [...new Set([...recordings.sessions, ...(recordings.remote ?? [])])].sort(),
+    ...(recordings.remote?.length ? { recording_storage: o.remote?.location, stored_recording_sessions: recordings.remote } : {}),
     holds: holds.map((h) => h.id),
   });
   applyPurge(o.auditDir, plan, entry);
   // The search index holds copies of what went: purged with the segments (a search would drop them too).
   forgetPurged(o.auditDir);
   applyRecordingPurge(o.recordingsDir, recordings);
+  if (recordings.remote?.length) await o.remote!.deleteSessions(recordings.remote);
   return { status: 'purged', plan, entry, recordings };
 }

@@ -54,7 +54,7 @@ export const EVENT_CATALOG = {
   // retention
   'hold.added': { description: 'A legal hold was placed: matching events and recordings are kept whatever the retention says.' },
   'hold.released': { description: 'A legal hold was released, with a reason.' },
-  'audit.purged': { description: 'Audit segments past their retention were purged: segments, seq range, time range, reason (and recordings removed).' },
+  'audit.purged': { description: 'Audit segments past their retention were purged: segments, seq range, time range, reason (and recordings removed, locally and in object storage).' },
   'access.requested': { description: 'A user requested elevated access with a reason.' },
   'access.approved': { description: 'An approver approved a request (or an on-call user used break-glass).' },
   'access.approval': { description: 'One approver approved a request that needs more approvals; no grant yet.' },

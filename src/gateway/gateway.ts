@@ -144,7 +144,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
     services.guardrails = new Guardrails(config.guardrails);
   }
   const enforcement = startAccessEnforcement(services);
-  const purgeJob = config.retention.auto_purge ? startDailyPurge({ config, store, events, log, paths: dataPaths(dataDir) }) : undefined;
+  const purgeJob = config.retention.auto_purge ? startDailyPurge({ config, store, events, log, paths: dataPaths(dataDir), remote: services.recordings.remote }) : undefined;
   const reportJobs = config.reports.schedules.length ? startReportSchedules({ schedules: config.reports.schedules, dataDir, roleTargets: roleTargetsOf(config), store: config.store, events, log, paths: dataPaths(dataDir) }) : undefined;
   const servers: net.Server[] = [];
   const proxies: ProxyInstance[] = [];

@@ -11,6 +11,7 @@ import type { EventBus } from '../../events/bus.ts';
 import { VERIFY_EXIT_CODES } from '../../../recorder/audit/index.ts';
 import { retentionPolicy, activeHolds } from '../../../recorder/retention/daily.ts';
 import { runPurge } from '../../../recorder/retention/run.ts';
+import { openConfiguredRecordings } from '../../../recorder/recordings/storage.ts';
 
 const actorOf = (by: string | undefined) => ({ user: by ?? localUser(), roles: [] as string[] });
 const sourceOf = () => ({ ip: 'local', via: `cli:${localUser()}@${os.hostname()}` });
@@ -40,8 +41,11 @@ export const auditPurgeCommand: Command = {
     const paths = dataPaths(dataDir);
     const dryRun = args.values['dry-run'] === true;
     let ctx: LocalContext | undefined;
+    // Recordings in object storage are purged too (listing them needs the configured credentials).
+    const stored = config.recording.storage.kind === 's3' ? await openConfiguredRecordings(paths.recordings, config.recording.storage) : undefined;
     try {
       const res = await runPurge({
+        remote: stored?.remote,
         auditDir: paths.audit,
         recordingsDir: paths.recordings,
         publicKeyFile: paths.auditPublicKey,
@@ -72,9 +76,15 @@ export const auditPurgeCommand: Command = {
       else args.out.write('no audit segment is past its retention\n');
       if (plan.keptBecause) args.out.write(`kept from: ${plan.keptBecause}\n`);
       if (recordings.sessions.length) args.out.write(`${verb} the recordings of ${recordings.sessions.length} session(s)\n`);
+      if (recordings.remote?.length) args.out.write(`${verb} the recordings of ${recordings.remote.length} session(s) in ${stored?.remote?.location}\n`);
+      if (recordings.remoteError) {
+        args.err.write(`audit purge: could not list the recordings in ${stored?.remote?.location} (${recordings.remoteError}); they are left for the next run\n`);
+        return 1;
+      }
       return 0;
     } finally {
       await ctx?.close();
+      await stored?.close?.(0);
     }
   },
 };
