@@ -24,6 +24,14 @@ export function sshSectionSchema() {
     /** Authentication attempts (keys tried) per connection before it is dropped. */
     max_auth_attempts: z.number().int().min(1).default(6),
     /**
+     * Session channels (shell, exec, subsystem: scp, sftp) open at once on one connection, as OpenSSH's
+     * MaxSessions (same default). Each holds a target channel and its window of queued bytes, so one
+     * connection cannot make the gateway hold an unbounded number of them.
+     */
+    max_sessions: z.number().int().min(1).max(1024).default(10),
+    /** `ssh -L` channels (direct-tcpip) open at once on one connection. */
+    max_forwards: z.number().int().min(1).max(4096).default(64),
+    /**
      * Ciphers offered to clients. The client's preference picks among them (stock OpenSSH asks for
      * chacha20-poly1305 first), so leaving one out is how to steer clients to another; unset: all of
      * SSH_CIPHERS, which every stock client accepts.

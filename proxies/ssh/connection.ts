@@ -17,7 +17,7 @@ import { parseUsername, resolveLogin, type Route } from './route.ts';
 import { connectBackend, negotiatedCipher, BackendError } from './backend.ts';
 import { SessionChannel, GATEWAY_EXIT_STATUS, type PtyInfo } from './session-channel.ts';
 import { handleDirectTcpip, type TcpipInfo } from './forward.ts';
-import { sendBanner, sendDisconnect } from './wire.ts';
+import { sendBanner, sendDisconnect, rejectChannelOpen, OPEN_RESOURCE_SHORTAGE } from './wire.ts';
 import { observeScp, observeSftp, observeTerminal, type SftpHooks, type TerminalHooks } from './observers.ts';
 import type { ScpCommand } from './scp/index.ts';
 
@@ -370,6 +370,11 @@ export class Connection implements ChannelHost {
   private backendError: string | undefined;
   /** Why the target connection dropped while the session was live (the session's end reason). */
   private backendLost: EndReason | undefined;
+  /** direct-tcpip channels open or being opened (ssh.max_forwards). */
+  private forwards = 0;
+  /** Channel opens refused over a limit, and the kinds already reported by an event. */
+  private refusedChannels = 0;
+  private readonly refusedKinds = new Set<string>();
 
   // ---- after authentication ----------------------------------------------------------------------
 
@@ -378,7 +383,10 @@ export class Connection implements ChannelHost {
     this.release();
     const idle = this.services.config.gateway.idle_timeout;
     if (idle > 0) this.armIdle(idle);
-    this.conn.on('session', (accept) => {
+    this.conn.on('session', (accept, reject) => {
+      if (this.admitted && this.channels.size >= this.section.max_sessions) {
+        return this.refuseChannel(reject, 'session', `at most ${this.section.max_sessions} sessions at once on one connection (ssh.max_sessions)`);
+      }
       const session = accept();
       const index = this.nextChannel++;
       if (!this.admitted) return this.jumpHostSession(session);
@@ -386,7 +394,26 @@ export class Connection implements ChannelHost {
     });
     this.conn.on('tcpip', (accept, reject, info: TcpipInfo) => {
       if (!this.admitted) return this.jumpTo(accept, reject, info);
-      handleDirectTcpip(this, this.conn, this.admitted.decision.permissions.portForwarding, this.admitted.decision.roles, accept, reject, info);
+      if (this.forwards >= this.section.max_forwards) {
+        return this.refuseChannel(reject, 'direct-tcpip', `at most ${this.section.max_forwards} forwarded connections at once on one connection (ssh.max_forwards)`);
+      }
+      // Counted from the request on (the target is asked first), until the channel closes or is refused.
+      this.forwards++;
+      let counted = true;
+      const uncount = () => {
+        if (counted) this.forwards--;
+        counted = false;
+      };
+      const acceptCounted = () => {
+        const ch = accept();
+        ch.once('close', uncount);
+        return ch;
+      };
+      const rejectCounted = () => {
+        uncount();
+        reject();
+      };
+      handleDirectTcpip(this, this.conn, this.admitted.decision.permissions.portForwarding, this.admitted.decision.roles, acceptCounted, rejectCounted, info);
     });
     this.conn.on('request', (accept, reject, name) => {
       if (name === 'tcpip-forward' || (name as string) === 'streamlocal-forward@openssh.com') {
@@ -398,6 +425,20 @@ export class Connection implements ChannelHost {
       this.emit('ssh.forward', 'failure', { destination: 'unix socket', reason: 'unix socket forwarding is not allowed' });
       reject();
     });
+  }
+
+  /**
+   * A channel over the connection's limit: refused with the reason as the open-failure text. The first
+   * refusal of each kind is an event; the rest are counted on session.end (`refused_channels`), so a client
+   * looping on channel opens cannot flood the log.
+   */
+  private refuseChannel(reject: () => void, kind: 'session' | 'direct-tcpip', why: string): void {
+    this.refusedChannels++;
+    if (!this.refusedKinds.has(kind)) {
+      this.refusedKinds.add(kind);
+      this.requestRefused(kind, { why });
+    }
+    rejectChannelOpen(this.conn, reject, OPEN_RESOURCE_SHORTAGE, `vigil: ${why}`);
   }
 
   private armIdle(idle: number): void {
@@ -533,6 +574,7 @@ export class Connection implements ChannelHost {
       login: this.admitted?.login,
       channel_kinds: [...this.channelKinds],
       recordings: this.recordings,
+      ...(this.refusedChannels ? { refused_channels: this.refusedChannels } : {}),
       ...this.lastExit,
       mode: this.mode(),
       ...(this.cipher.client ? { cipher: { ...this.cipher } } : {}),

@@ -77,6 +77,7 @@ export function sendDisconnect(conn: unknown, text: string, reason = DISCONNECT_
 
 export const OPEN_ADMINISTRATIVELY_PROHIBITED = 1;
 export const OPEN_CONNECT_FAILED = 2;
+export const OPEN_RESOURCE_SHORTAGE = 4;
 
 /**
  * Refuse a channel open with a description: ssh2's reject() always sends an empty one, but the OpenSSH

@@ -64,6 +64,8 @@ describe('client input sent before the target opened the channel', () => {
   beforeAll(async () => {
     relay = await holdableRelay(() => sshdPort);
     w = await startWorld({
+      // 30 sessions on one ControlMaster connection at once (the test sshd allows 100 too).
+      config: { ssh: { listen: '127.0.0.1:0', max_sessions: 64 } },
       targets: (sshd) => {
         sshdPort = sshd.port;
         return [{ name: 'held1', protocol: 'ssh', host: '127.0.0.1', port: relay.port, default_login: sshd.user, private_key: sshd.clientKey, host_key: sshd.hostKeyPub }];
