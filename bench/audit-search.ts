@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { AuditIndex, searchIndexed, searchAuditLog, listSegments, type TextQuery } from '../recorder/audit/index.ts';
+import { AuditIndex, searchIndexedStream, searchAuditLog, listSegments, type TextQuery } from '../recorder/audit/index.ts';
 import { buildBenchLog, sessionId, SPAN_MS } from './audit-search-log.ts';
 import { median } from './stats.ts';
 
@@ -81,7 +81,9 @@ for (const [name, q] of queries) {
   for (let r = 0; r < ROUNDS; r++) {
     const ts = performance.now();
     const cs = process.cpuUsage();
-    count = searchIndexed(log.auditDir, q).length;
+    // As `vigil audit search` reads them: streamed, each record taken and let go.
+    count = 0;
+    for (const _r of searchIndexedStream(log.auditDir, q)) count++;
     times.push((performance.now() - ts) / 1000);
     const cu = process.cpuUsage(cs);
     cpus.push((cu.user + cu.system) / 1e6);

@@ -17,7 +17,7 @@ export { encodeEvent } from './encode.ts';
 export { canonicalJson } from './canonical.ts';
 export { listSegments } from './segments.ts';
 export { startIndexFollower, type IndexFollower } from './index-follower.ts';
-export { AuditIndex, AuditIndexError, INDEX_FILE, searchIndexed, searchableText, chainHeadSeq, type TextQuery, type IndexStatus, type CatchUpResult } from './search-index.ts';
+export { AuditIndex, AuditIndexError, INDEX_FILE, searchIndexed, searchIndexedStream, searchableText, chainHeadSeq, type TextQuery, type IndexStatus, type CatchUpResult } from './search-index.ts';
 export { SPOOL_DIR, openSpoolClient } from './spool.ts';
 
 /**

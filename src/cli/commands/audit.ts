@@ -7,7 +7,7 @@ import { NotFoundError } from '../../errors.ts';
 import { dataPaths } from '../../data-dir.ts';
 import {
   verifyAuditLog, VERIFY_EXIT_CODES, type VerifyResult, searchAuditLog, tailAuditLog, formatEventRow, EVENT_ROW_HEADER, escapeTerminal, HEAD_FILE, type AuditQuery, type AuditRecord,
-  searchIndexed, AuditIndex, AuditIndexError,
+  searchIndexed, searchIndexedStream, AuditIndex, AuditIndexError,
 } from '../../../recorder/audit/index.ts';
 import type { SignedHead } from '../../../recorder/audit/record.ts';
 import { readWitness } from '../../../recorder/audit/witness.ts';
@@ -269,7 +269,7 @@ export const auditSearchCommand: Command = {
       }
     }
     if (replica !== undefined) throw new UsageError('--replica needs the shared index (store: postgres), without --local or --scan');
-    let records: AuditRecord[];
+    let records: Iterable<AuditRecord>;
     if (args.values.scan === true) {
       if (text !== undefined) throw new UsageError('--text needs the index: leave out --scan');
       records = (await searchAuditLog(p.auditDir, q)).records;
@@ -278,7 +278,9 @@ export const auditSearchCommand: Command = {
       if (!fs.existsSync(p.auditDir)) records = [];
       else {
         try {
-          records = searchIndexed(p.auditDir, { ...q, text });
+          // Streamed: printed as they are read. The first record is fetched here, so that opening the
+          // index (and its failures) happens inside this try.
+          records = primed(searchIndexedStream(p.auditDir, { ...q, text }));
         } catch (e) {
           if (e instanceof AuditIndexError && e.code === 'VIGIL_AUDIT_SEARCH_TEXT') throw new UsageError(e.message);
           // An index this user cannot write (a read-only copy of the log, another owner): filters still work by scanning.
@@ -293,6 +295,18 @@ export const auditSearchCommand: Command = {
     return 0;
   },
 };
+
+/** `gen` with its first item already fetched (errors of its start are thrown here), as an iterable. */
+function primed<T>(gen: Generator<T>): Iterable<T> {
+  const first = gen.next();
+  return {
+    *[Symbol.iterator]() {
+      if (first.done) return;
+      yield first.value;
+      yield* { [Symbol.iterator]: () => gen };
+    },
+  };
+}
 
 /** Search results of every replica: the replica first (table), or as a `replica` member (JSON). */
 export function printSharedRecords(args: CommandArgs, records: SharedRecord[], json: boolean): void {
