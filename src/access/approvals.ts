@@ -4,7 +4,7 @@ import type { EventBus } from '../events/bus.ts';
 import type { EventType } from '../events/catalog.ts';
 import { LOCAL_SOURCE, SYSTEM_ACTOR } from '../events/envelope.ts';
 import type { AccessConfig } from '../authz/config.ts';
-import type { Outbox } from '../notifiers/outbox.ts';
+import type { OutboxStore } from '../notifiers/outbox.ts';
 import type { Dispatcher } from '../notifiers/dispatcher.ts';
 import type { AccessNotification } from '../notifiers/access-format.ts';
 import { formatDuration } from './service.ts';
@@ -31,7 +31,7 @@ export interface ApprovalsDeps {
   store: StateStore;
   events: EventBus;
   links: LinkStore;
-  outbox: Outbox;
+  outbox: OutboxStore;
   dispatcher: Dispatcher;
   /** `https://host:port` the links start with. */
   linkBase: string;
@@ -156,8 +156,8 @@ export class Approvals {
     if (action !== 'decision') {
       // Fresh links with every message: a link never outlives the request's decision window.
       const expiresAt = Math.min(now + this.d.config.link_ttl, Date.parse(rec.requestExpiresAt));
-      const approve = this.d.links.mint(rec.id, 'approve', expiresAt, now);
-      const deny = this.d.links.mint(rec.id, 'deny', expiresAt, now);
+      const approve = await this.d.links.mint(rec.id, 'approve', expiresAt, now);
+      const deny = await this.d.links.mint(rec.id, 'deny', expiresAt, now);
       n.approve_url = `${this.d.linkBase}/v1/access/links/${approve.token}`;
       n.deny_url = `${this.d.linkBase}/v1/access/links/${deny.token}`;
       n.links_expire_at = new Date(expiresAt).toISOString();
@@ -195,7 +195,7 @@ export class Approvals {
       await this.d.store.updateAccess(rec.id, (cur) => ({ ...cur, notify: { ...progressOf(cur), ...undo } })).catch(() => {});
       throw e;
     }
-    for (const name of notifiers) this.d.outbox.add(name, n, now);
+    for (const name of notifiers) await this.d.outbox.add(name, n, now);
     this.d.dispatcher.kick();
   }
 }

@@ -4,25 +4,18 @@ import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypt
 import type Database from 'better-sqlite3';
 import { VigilError } from '../errors.ts';
 import { openStateDatabase } from '../store/sqlite.ts';
+import type { LinkRecords, LinkRow, StateStore } from '../store/types.ts';
 
 /**
  * One-time approve/deny links for access requests. A token is `<random id>.<HMAC-SHA256(key, id)>` in
  * base64url, the key a file of the data dir (0600); the store keeps only the token's SHA-256, so a copy of
  * state.db does not yield usable links. A link is claimed atomically (one UPDATE that succeeds once), and
- * can be handed back when the decision it was claimed for did not happen.
+ * can be handed back when the decision it was claimed for did not happen. With the PostgreSQL state store
+ * links and the key live there (src/store/postgres-shared.ts), so a link works through any replica.
  */
 
-export type LinkDecision = 'approve' | 'deny';
-
-export interface LinkRow {
-  hash: string;
-  request_id: string;
-  decision: LinkDecision;
-  created_at: string;
-  expires_at: number;
-  used_at: string | null;
-  used_by: string | null;
-}
+export type LinkDecision = LinkRow['decision'];
+export type { LinkRow } from '../store/types.ts';
 
 /** A refused link use. Stable codes; the HTTP status is part of the error so the API needs no table. */
 export class LinkError extends VigilError {
@@ -71,13 +64,17 @@ export const tokenHash = (token: string) => createHash('sha256').update(token).d
 /** A short, non-secret name of a link for events and logs (a prefix of its hash, never the token). */
 export const linkId = (hash: string) => hash.slice(0, 16);
 
-export class LinkStore {
+/** The links' storage for a data directory: the shared one of the state store when it has one, else state.db. */
+export function openLinkStore(dataDir: string, store?: StateStore): LinkStore {
+  return new LinkStore(store?.links ?? new SqliteLinkRecords(dataDir));
+}
+
+/** Links in state.db; the key is a file of the data directory's CA folder. */
+export class SqliteLinkRecords implements LinkRecords {
   private readonly db: Database.Database;
-  private readonly key: Buffer;
   private readonly stmt;
 
-  constructor(dataDir: string) {
-    this.key = linkKey(dataDir);
+  constructor(private readonly dataDir: string) {
     this.db = openStateDatabase(path.join(dataDir, 'state.db'), SCHEMA);
     this.stmt = {
       add: this.db.prepare('INSERT INTO access_links (hash, request_id, decision, created_at, expires_at) VALUES (?, ?, ?, ?, ?)'),
@@ -87,16 +84,48 @@ export class LinkStore {
     };
   }
 
-  private mac(id: Buffer): Buffer {
-    return createHmac('sha256', this.key).update(id).digest();
+  async key(): Promise<Buffer> {
+    return linkKey(this.dataDir);
+  }
+
+  async add(r: Omit<LinkRow, 'used_at' | 'used_by'>): Promise<void> {
+    this.stmt.add.run(r.hash, r.request_id, r.decision, r.created_at, r.expires_at);
+  }
+
+  async get(hash: string): Promise<LinkRow | undefined> {
+    return this.stmt.get.get(hash) as LinkRow | undefined;
+  }
+
+  async claim(hash: string, by: string, now: number): Promise<boolean> {
+    return this.stmt.claim.run(new Date(now).toISOString(), by, hash, now).changes === 1;
+  }
+
+  async release(hash: string, by: string): Promise<void> {
+    this.stmt.release.run(hash, by);
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+}
+
+export class LinkStore {
+  private key?: Promise<Buffer>;
+
+  constructor(private readonly records: LinkRecords) {}
+
+  private async mac(id: Buffer): Promise<Buffer> {
+    this.key ??= this.records.key();
+    this.key.catch(() => (this.key = undefined));
+    return createHmac('sha256', await this.key).update(id).digest();
   }
 
   /** A new link; the token is returned once and never stored. */
-  mint(requestId: string, decision: LinkDecision, expiresAt: number, now = Date.now()): { token: string; id: string } {
+  async mint(requestId: string, decision: LinkDecision, expiresAt: number, now = Date.now()): Promise<{ token: string; id: string }> {
     const id = randomBytes(18);
-    const token = `${b64u(id)}.${b64u(this.mac(id))}`;
+    const token = `${b64u(id)}.${b64u(await this.mac(id))}`;
     const hash = tokenHash(token);
-    this.stmt.add.run(hash, requestId, decision, new Date(now).toISOString(), expiresAt);
+    await this.records.add({ hash, request_id: requestId, decision, created_at: new Date(now).toISOString(), expires_at: expiresAt });
     return { token, id: linkId(hash) };
   }
 
@@ -104,30 +133,30 @@ export class LinkStore {
    * The link a token names, checked: forged or unknown → invalid, then expired, then used. Checking the
    * HMAC first means a guessed token costs no database read and reveals nothing.
    */
-  resolve(token: string, now = Date.now()): LinkRow {
+  async resolve(token: string, now = Date.now()): Promise<LinkRow> {
     const m = /^([A-Za-z0-9_-]{24})\.([A-Za-z0-9_-]{43})$/.exec(token);
     if (!m) throw linkErrors.invalid();
     const given = Buffer.from(m[2], 'base64url');
-    const want = this.mac(Buffer.from(m[1], 'base64url'));
+    const want = await this.mac(Buffer.from(m[1], 'base64url'));
     if (given.length !== want.length || !timingSafeEqual(given, want)) throw linkErrors.invalid();
-    const row = this.stmt.get.get(tokenHash(token)) as LinkRow | undefined;
+    const row = await this.records.get(tokenHash(token));
     if (!row) throw linkErrors.invalid();
     if (row.used_at) throw linkErrors.used();
     if (row.expires_at <= now) throw linkErrors.expired();
     return row;
   }
 
-  /** Take the link for `by`; false when someone else took it first or it expired meanwhile. */
-  claim(hash: string, by: string, now = Date.now()): boolean {
-    return this.stmt.claim.run(new Date(now).toISOString(), by, hash, now).changes === 1;
+  /** Take the link for `by`; false when someone else (on any replica) took it first or it expired meanwhile. */
+  claim(hash: string, by: string, now = Date.now()): Promise<boolean> {
+    return this.records.claim(hash, by, now);
   }
 
   /** Hand a claimed link back (the decision it was claimed for did not happen). */
-  release(hash: string, by: string): void {
-    this.stmt.release.run(hash, by);
+  release(hash: string, by: string): Promise<void> {
+    return this.records.release(hash, by);
   }
 
-  close(): void {
-    if (this.db.open) this.db.close();
+  close(): Promise<void> {
+    return this.records.close();
   }
 }

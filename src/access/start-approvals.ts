@@ -1,6 +1,6 @@
 import type { GatewayServices } from '../gateway/services.ts';
 import { Approvals } from './approvals.ts';
-import { LinkStore } from './links.ts';
+import { openLinkStore } from './links.ts';
 
 /**
  * Start telling approvers about requests when `access.approvals.notify` names notifiers (they share the
@@ -12,7 +12,7 @@ export function startApprovals(services: GatewayServices, apiPort: number | unde
   const listen = services.config.api.listen;
   const host = listen.host.includes(':') ? `[${listen.host}]` : listen.host;
   const linkBase = (cfg.link_base ?? `https://${host}:${apiPort ?? listen.port}`).replace(/\/+$/, '');
-  const links = new LinkStore(services.dataDir);
+  const links = openLinkStore(services.dataDir, services.store);
   services.accessLinks = links;
   const approvals = new Approvals({
     config: cfg,
@@ -29,7 +29,7 @@ export function startApprovals(services: GatewayServices, apiPort: number | unde
     async stop() {
       await approvals.stop();
       services.accessLinks = undefined;
-      links.close();
+      await links.close();
     },
   };
 }

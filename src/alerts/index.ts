@@ -1,11 +1,12 @@
 import type { Logger } from 'pino';
 import type { EventBus } from '../events/bus.ts';
+import type { StateStore } from '../store/types.ts';
 import { LOCAL_SOURCE, SYSTEM_ACTOR } from '../events/envelope.ts';
 import type { TargetDirectory } from '../gateway/services.ts';
 import type { AlertRuleConfig, NotifierConfig } from './config.ts';
 import { AlertEngine, type Firing, type Resolution } from './engine.ts';
 import { formatTime } from '../events/envelope.ts';
-import { Outbox } from '../notifiers/outbox.ts';
+import { openOutbox, type OutboxStore } from '../notifiers/outbox.ts';
 import { Dispatcher } from '../notifiers/dispatcher.ts';
 import type { Notification } from '../notifiers/format.ts';
 import { SeenStore } from './seen.ts';
@@ -13,7 +14,7 @@ import { SeenStore } from './seen.ts';
 export interface AlertService {
   engine: AlertEngine;
   dispatcher: Dispatcher;
-  outbox: Outbox;
+  outbox: OutboxStore;
   /** Prometheus lines: firings per rule, outbox depth, deliveries and failures per notifier. */
   renderMetrics(lines: string[]): void;
   stop(): Promise<void>;
@@ -23,6 +24,8 @@ export interface AlertDeps {
   alerts: AlertRuleConfig[];
   notifiers: NotifierConfig[];
   dataDir: string;
+  /** The state store: with PostgreSQL the outbox and firings live there, shared by the replicas. */
+  store?: StateStore;
   events: EventBus;
   targets: TargetDirectory;
   log: Logger;
@@ -30,10 +33,11 @@ export interface AlertDeps {
 
 /**
  * Rules, outbox and notifiers of a gateway. A firing is recorded as `alert.fired` (durable) and then put in
- * the outbox for each of its notifiers in one SQLite transaction; the dispatcher delivers from there.
+ * the outbox for each of its notifiers in one transaction (state.db, or the shared PostgreSQL store); the
+ * dispatcher delivers from there.
  */
 export async function startAlerts(d: AlertDeps): Promise<AlertService> {
-  const outbox = new Outbox(d.dataDir);
+  const outbox = openOutbox(d.dataDir, d.store);
   const dispatcher = new Dispatcher(d.notifiers, outbox, d.log.child({ component: 'notifiers' }));
   const onFire = async (f: Firing): Promise<void> => {
     const event = await d.events.emit({
@@ -45,7 +49,7 @@ export async function startAlerts(d: AlertDeps): Promise<AlertService> {
       details: { rule: f.rule, group: f.group, count: f.count, threshold: f.threshold, window_ms: f.window_ms, event_ids: f.event_ids, notify: f.notify },
     });
     const n: Notification = { action: 'trigger', alert_id: event.id, rule: f.rule, group: f.group, count: f.count, threshold: f.threshold, window_ms: f.window_ms, event_ids: f.event_ids, time: f.time };
-    outbox.enqueueFiring(event.id, f.rule, event.time, n, f.notify);
+    await outbox.enqueueFiring(event.id, f.rule, event.time, n, f.notify);
     dispatcher.kick();
   };
   const onResolve = async (r: Resolution): Promise<void> => {
@@ -59,7 +63,7 @@ export async function startAlerts(d: AlertDeps): Promise<AlertService> {
       details: { rule: r.rule, group: r.group, window_ms: r.window_ms, last_event_time: last, notify: r.notify },
     });
     const n: Notification = { action: 'resolve', alert_id: event.id, rule: r.rule, group: r.group, count: 0, threshold: 0, window_ms: r.window_ms, event_ids: [], time: event.time };
-    for (const name of r.notify) outbox.add(name, n);
+    for (const name of r.notify) await outbox.add(name, n);
     dispatcher.kick();
   };
   const byKey = new Map(d.targets.all().map((t) => [`${t.protocol}/${t.name}`, t.labels]));
@@ -83,7 +87,7 @@ export async function startAlerts(d: AlertDeps): Promise<AlertService> {
     lines.push('# HELP vigil_alerts_evaluation_queue Events waiting for alert evaluation.');
     lines.push('# TYPE vigil_alerts_evaluation_queue gauge');
     lines.push(`vigil_alerts_evaluation_queue ${engine.pending}`);
-    const depth = outbox.depth();
+    const depth = dispatcher.depth;
     const stats = [...dispatcher.stats].sort(([a], [b]) => (a < b ? -1 : 1));
     lines.push('# HELP vigil_notifier_queue_depth Notifications waiting in the outbox, by notifier.');
     lines.push('# TYPE vigil_notifier_queue_depth gauge');
@@ -107,7 +111,7 @@ export async function startAlerts(d: AlertDeps): Promise<AlertService> {
     async stop() {
       await engine.stop();
       await dispatcher.close();
-      outbox.close();
+      await outbox.close();
       seenStore?.close();
     },
   };

@@ -135,7 +135,7 @@ async function linkJson(ctx: RouteContext, method: 'GET' | 'POST'): Promise<[num
 
   let row: LinkRow;
   try {
-    row = links.resolve(token);
+    row = await links.resolve(token);
   } catch (e) {
     if (e instanceof LinkError) return refuse(e);
     throw e;
@@ -156,7 +156,7 @@ async function linkJson(ctx: RouteContext, method: 'GET' | 'POST'): Promise<[num
   }
 
   const body = parseBody(LinkBody, await readLinkBody(ctx.req));
-  if (!links.claim(row.hash, actor.user)) return refuse(linkErrors.used(), row);
+  if (!(await links.claim(row.hash, actor.user))) return refuse(linkErrors.used(), row);
   let decided: AccessRecord;
   try {
     decided =
@@ -165,7 +165,7 @@ async function linkJson(ctx: RouteContext, method: 'GET' | 'POST'): Promise<[num
         : await access.deny(actor, rec.id, { reason: body.reason ?? body.comment ?? 'denied through a one-time link' });
   } catch (e) {
     // The decision did not happen: the link stays usable (the access service recorded why it refused).
-    links.release(row.hash, actor.user);
+    await links.release(row.hash, actor.user).catch(() => {});
     throw e;
   }
   await services.events.emit({
@@ -183,10 +183,10 @@ async function linkJson(ctx: RouteContext, method: 'GET' | 'POST'): Promise<[num
  * Record a link use refused before any identity was established (no or bad client certificate), naming
  * the request when the token is a live link of ours (so auditors see which request someone tried).
  */
-export function unauthenticatedLinkRefusal(links: LinkStore, actor: Pick<Actor, 'source'> & { user?: string; certSerial?: string }, token: string, code: string, message: string) {
+export async function unauthenticatedLinkRefusal(links: LinkStore, actor: Pick<Actor, 'source'> & { user?: string; certSerial?: string }, token: string, code: string, message: string) {
   let row: LinkRow | undefined;
   try {
-    row = links.resolve(token);
+    row = await links.resolve(token);
   } catch {
     row = undefined; // unknown, forged, used or expired: recorded without a request
   }

@@ -15,7 +15,7 @@ import { RefusalBudget } from './refusals.ts';
 import { applyKeepAlive } from '../gateway/slow-clients.ts';
 import { clientAddress, rememberClientAddress } from './client-address.ts';
 import { balancerCheck, readProxyHeader, recordProxyHeaderRefusal } from '../gateway/proxy-protocol.ts';
-import { LinkStore } from '../access/links.ts';
+import { openLinkStore, type LinkStore } from '../access/links.ts';
 import { LINK_PATH_PREFIX, redactLinkPath, unauthenticatedLinkRefusal } from './link-routes.ts';
 import { beginWatch, streamSession, watchSessionId, webSocketSink } from './watch.ts';
 import { SessionNotFoundError } from '../sessions/control.ts';
@@ -38,7 +38,7 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
   const { log, events } = services;
   // The gateway's link store when it sends approval links; else opened on the first link used here.
   let ownLinks: LinkStore | undefined;
-  const links = () => services.accessLinks ?? (ownLinks ??= new LinkStore(services.dataDir));
+  const links = () => services.accessLinks ?? (ownLinks ??= openLinkStore(services.dataDir, services.store));
   // Rebuilt when a config reload swaps services.config, so new roles and approvers apply to the next call.
   let accessFor = services.config;
   let accessService = new AccessService({ config: services.config, store: services.store, events, identity: services.identity });
@@ -161,7 +161,7 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
       if (r.status !== 429 && url.pathname.startsWith(LINK_PATH_PREFIX)) {
         // A link opened without an approver's certificate: the link alone decides nothing.
         const token = url.pathname.slice(LINK_PATH_PREFIX.length);
-        await events.emit(unauthenticatedLinkRefusal(links(), { source: sourceOf(req), user: auth.user, certSerial: auth.certSerial }, token, auth.error.code, auth.error.message)).catch((e) => log.error({ err: (e as Error).message }, 'api: could not record a refused link'));
+        await unauthenticatedLinkRefusal(links(), { source: sourceOf(req), user: auth.user, certSerial: auth.certSerial }, token, auth.error.code, auth.error.message).then((e) => events.emit(e)).catch((e) => log.error({ err: (e as Error).message }, 'api: could not record a refused link'));
       }
       if (r.retryAfter) res.setHeader('retry-after', String(r.retryAfter));
       return sendJson(res, r.status, { error: { code: r.code, message: r.message } });
@@ -287,7 +287,7 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
   server.close = ((cb?: (err?: Error) => void) => {
     close(cb);
     refusals.close();
-    ownLinks?.close();
+    void ownLinks?.close();
     consoleApp.close();
     for (const ws of streams) ws.terminate();
     server.closeAllConnections();

@@ -137,7 +137,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
 
   // Rules listen before any listener opens: nothing a session does escapes them.
   if (config.alerts.length || config.notifiers.length) {
-    services.alerts = await startAlerts({ alerts: config.alerts, notifiers: config.notifiers, dataDir, events, targets: services.targets, log });
+    services.alerts = await startAlerts({ alerts: config.alerts, notifiers: config.notifiers, dataDir, store: services.store, events, targets: services.targets, log });
   }
   if (config.guardrails.length) {
     await Guardrails.ready();

@@ -210,7 +210,7 @@ export function createReloader(services: GatewayServices, file: string | undefin
       // Rules see the stream from here on; undelivered notifications wait in the outbox for the new service.
       await services.alerts?.stop().catch((e) => log.warn({ err: e }, 'alerts stop failed'));
       services.alerts = next.alerts.length || next.notifiers.length
-        ? await startAlerts({ alerts: next.alerts, notifiers: next.notifiers, dataDir: services.dataDir, events: services.events, targets: services.targets, log })
+        ? await startAlerts({ alerts: next.alerts, notifiers: next.notifiers, dataDir: services.dataDir, store: services.store, events: services.events, targets: services.targets, log })
         : undefined;
     }
 

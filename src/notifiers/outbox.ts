@@ -1,12 +1,20 @@
 import path from 'node:path';
 import type Database from 'better-sqlite3';
 import { openStateDatabase } from '../store/sqlite.ts';
+import type { FiringRow, OutboxClaim, OutboxItem, OutboxStore, StateStore } from '../store/types.ts';
+
+export type { FiringRow, OutboxClaim, OutboxItem, OutboxStore } from '../store/types.ts';
 
 /**
- * The durable outbox of notifications, in the state store's SQLite file (state.db, WAL). A notification
- * is written here before any delivery attempt and removed only once its receiver accepted it, so a
- * notifier outage or a gateway restart loses nothing; after max_attempts it stays as a dead letter.
+ * The durable outbox of notifications. A notification is written here before any delivery attempt and
+ * removed only once its receiver accepted it, so a notifier outage or a gateway restart loses nothing;
+ * after max_attempts it stays as a dead letter. With the PostgreSQL state store it lives there, shared by
+ * every replica (src/store/postgres-outbox.ts); otherwise in state.db (SQLite, WAL), below.
  */
+export function openOutbox(dataDir: string, store?: StateStore): OutboxStore {
+  return store?.outbox ?? new SqliteOutbox(dataDir);
+}
+
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS notify_outbox (
   id INTEGER PRIMARY KEY AUTOINCREMENT, notifier TEXT NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL,
@@ -17,27 +25,18 @@ CREATE TABLE IF NOT EXISTS alert_firings (id TEXT PRIMARY KEY, rule TEXT NOT NUL
 CREATE INDEX IF NOT EXISTS alert_firings_time ON alert_firings(time);
 `;
 
-export interface OutboxItem {
-  id: number;
-  notifier: string;
-  payload: unknown;
-  created_at: string;
-  attempts: number;
-  next_at: number;
-  last_error: string | null;
-}
-
-export interface FiringRow {
-  id: string;
-  rule: string;
-  time: string;
-  data: unknown;
-}
-
 /** Firings kept for `vigil alerts list` (the audit log keeps all of them). */
-const FIRINGS_KEPT = 1000;
+export const FIRINGS_KEPT = 1000;
 
-export class Outbox {
+type Row = Omit<OutboxItem, 'payload'> & { payload: string };
+const parsed = (r: Row): OutboxItem => ({ ...r, payload: JSON.parse(r.payload) });
+
+/**
+ * The outbox in state.db: one gateway delivers from it (the only dispatcher of its data directory), so a
+ * claim is just the head; the CLI only reads it.
+ */
+export class SqliteOutbox implements OutboxStore {
+  readonly shared = false;
   private readonly db: Database.Database;
   private readonly stmt;
 
@@ -59,65 +58,61 @@ export class Outbox {
     };
   }
 
-  add(notifier: string, payload: unknown, now = Date.now()): void {
+  private addNow(notifier: string, payload: unknown, now: number): void {
     this.stmt.add.run(notifier, JSON.stringify(payload), new Date(now).toISOString(), now);
+  }
+
+  async add(notifier: string, payload: unknown, now = Date.now()): Promise<void> {
+    this.addNow(notifier, payload, now);
   }
 
   /**
    * The oldest pending item of a notifier if it is due. Strictly in order: while it waits for a retry,
    * newer items wait behind it (a receiver sees a resolve after its trigger, firings in the order made).
    */
-  due(notifier: string, now = Date.now()): OutboxItem | undefined {
-    const r = this.stmt.head.get(notifier) as (Omit<OutboxItem, 'payload'> & { payload: string }) | undefined;
-    return r && r.next_at <= now ? { ...r, payload: JSON.parse(r.payload) } : undefined;
+  async claim(notifier: string, _holdMs: number, now = Date.now()): Promise<OutboxClaim | undefined> {
+    const r = this.stmt.head.get(notifier) as Row | undefined;
+    if (!r || r.next_at > now) return undefined;
+    const item = parsed(r);
+    return {
+      item,
+      delivered: async () => void this.stmt.done.run(item.id),
+      failed: async (error, nextAt, dead) => void this.stmt.retry.run(item.attempts + 1, nextAt, error.slice(0, 500), dead ? 1 : 0, item.id),
+    };
   }
 
-  /** Earliest next_at of the notifiers' oldest pending items, or undefined. */
-  nextDue(): number | undefined {
+  async nextDue(): Promise<number | undefined> {
     const v = this.stmt.nextDue.get() as number | null;
     return v ?? undefined;
   }
 
-  delivered(id: number): void {
-    this.stmt.done.run(id);
-  }
-
-  failed(item: OutboxItem, error: string, nextAt: number, dead: boolean): void {
-    this.stmt.retry.run(item.attempts + 1, nextAt, error.slice(0, 500), dead ? 1 : 0, item.id);
-  }
-
-  depth(): Record<string, number> {
+  async depth(): Promise<Record<string, number>> {
     const out: Record<string, number> = {};
     for (const r of this.stmt.depth.all() as { notifier: string; n: number }[]) out[r.notifier] = r.n;
     return out;
   }
 
-  deadLetters(): OutboxItem[] {
-    return (this.stmt.dead.all() as (Omit<OutboxItem, 'payload'> & { payload: string })[]).map((r) => ({ ...r, payload: JSON.parse(r.payload) }));
+  async deadLetters(): Promise<OutboxItem[]> {
+    return (this.stmt.dead.all() as Row[]).map(parsed);
   }
 
-  pending(): OutboxItem[] {
-    return (this.stmt.pending.all() as (Omit<OutboxItem, 'payload'> & { payload: string })[]).map((r) => ({ ...r, payload: JSON.parse(r.payload) }));
+  async pending(): Promise<OutboxItem[]> {
+    return (this.stmt.pending.all() as Row[]).map(parsed);
   }
 
-  /** A firing and one outbox item per notifier, in one transaction: all of them or none. */
-  enqueueFiring(id: string, rule: string, time: string, data: unknown, notifiers: string[], now = Date.now()): void {
+  async enqueueFiring(id: string, rule: string, time: string, data: unknown, notifiers: string[], now = Date.now()): Promise<void> {
     this.db.transaction(() => {
-      this.recordFiring(id, rule, time, data);
-      for (const n of notifiers) this.add(n, data, now);
+      this.stmt.addFiring.run(id, rule, time, JSON.stringify(data));
+      this.stmt.trimFirings.run();
+      for (const n of notifiers) this.addNow(n, data, now);
     })();
   }
 
-  recordFiring(id: string, rule: string, time: string, data: unknown): void {
-    this.stmt.addFiring.run(id, rule, time, JSON.stringify(data));
-    this.stmt.trimFirings.run();
-  }
-
-  recentFirings(limit = 20): FiringRow[] {
+  async recentFirings(limit = 20): Promise<FiringRow[]> {
     return (this.stmt.firings.all(limit) as { id: string; rule: string; time: string; data: string }[]).map((r) => ({ ...r, data: JSON.parse(r.data) }));
   }
 
-  close(): void {
+  async close(): Promise<void> {
     if (this.db.open) this.db.close();
   }
 }

@@ -53,6 +53,28 @@ CREATE INDEX audit_events_session ON ${s}.audit_events (session);
 CREATE INDEX audit_events_body ON ${s}.audit_events USING gin (body);
 `,
   },
+  {
+    version: 3,
+    sql: (s) => `
+-- One-time approve/deny links (src/access/links.ts): only the token's SHA-256 is kept. A link minted by one
+-- replica is used through the balancer on any other; claiming it is one conditional UPDATE (exactly once).
+CREATE TABLE ${s}.access_links (hash text PRIMARY KEY, request_id text NOT NULL, decision text NOT NULL,
+  created_at text NOT NULL, expires_at bigint NOT NULL, used_at text, used_by text);
+CREATE INDEX access_links_request ON ${s}.access_links (request_id);
+-- The HMAC key of link tokens, one for every replica (created by the first that needs it). It only lets a
+-- replica reject guessed tokens without a lookup: a usable token still needs its random part.
+CREATE TABLE ${s}.link_key (id integer PRIMARY KEY CHECK (id = 1), key bytea NOT NULL);
+-- The notification outbox of every replica (src/notifiers/outbox.ts). Any replica delivers; the head of
+-- a notifier is delivered only by the replica holding its lease (claimed_by/claimed_until, database clock),
+-- so each notifier's items go out one at a time, in id order.
+CREATE TABLE ${s}.notify_outbox (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, notifier text NOT NULL,
+  payload text NOT NULL, created_at text NOT NULL, attempts integer NOT NULL DEFAULT 0, next_at bigint NOT NULL,
+  dead boolean NOT NULL DEFAULT false, last_error text, claimed_by text, claimed_until timestamptz);
+CREATE INDEX notify_outbox_head ON ${s}.notify_outbox (notifier, id) WHERE NOT dead;
+CREATE TABLE ${s}.alert_firings (id text PRIMARY KEY, rule text NOT NULL, "time" text NOT NULL, data text NOT NULL);
+CREATE INDEX alert_firings_time ON ${s}.alert_firings ("time" COLLATE "C");
+`,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

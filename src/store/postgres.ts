@@ -4,7 +4,8 @@ import { NotFoundError, StoreUnavailableError, VigilError } from '../errors.ts';
 import { changeChannel, LATEST_VERSION, migrate } from './postgres-schema.ts';
 import { describeUrl, scrubber } from './pg-url.ts';
 import { PgAuditChains } from './postgres-audit.ts';
-import type { AuditChainStore, AccessRecord, AccessState, HoldRecord, IssuedCertRecord, LockRecord, RevocationRecord, StateStore } from './types.ts';
+import { PgLinkRecords, PgOutbox } from './postgres-shared.ts';
+import type { AuditChainStore, AccessRecord, LinkRecords, OutboxStore, AccessState, HoldRecord, IssuedCertRecord, LockRecord, RevocationRecord, StateStore } from './types.ts';
 
 export interface PostgresStoreOptions {
   /** Connection URL, password included: kept inside the pool's config, never logged or put in errors. */
@@ -34,6 +35,8 @@ export class PostgresStateStore implements StateStore {
   private readonly pool: pg.Pool;
   private readonly s: string;
   readonly auditChains: AuditChainStore;
+  readonly links: LinkRecords;
+  readonly outbox: OutboxStore;
   private readonly log: Logger;
   private readonly where: string;
   private readonly scrubMessage: (e: unknown) => string;
@@ -64,6 +67,8 @@ export class PostgresStateStore implements StateStore {
     // An idle client losing its connection must not crash the process; the next query reconnects.
     this.pool.on('error', (e) => this.log.warn({ err: this.scrub(e).message }, 'state store connection lost'));
     this.auditChains = new PgAuditChains(this.pool, this.s, (e) => this.fail(e));
+    this.links = new PgLinkRecords(this.pool, this.s, (e) => this.fail(e));
+    this.outbox = new PgOutbox(this.pool, this.s, (e) => this.fail(e));
   }
 
   /** Open, migrate the schema, load the caches and start listening. */

@@ -126,6 +126,13 @@ export interface StateStore {
   readonly auditChains?: AuditChainStore;
 
   /**
+   * Approval links and the notification outbox (with alert firings), shared by every replica (PostgreSQL
+   * only: with SQLite they are tables of state.db, opened by their own modules on the data directory).
+   */
+  readonly links?: LinkRecords;
+  readonly outbox?: OutboxStore;
+
+  /**
    * Reload caches if another process changed anything; returns true when something changed. The gateway
    * calls this every ~250 ms so CLI changes are seen within a second.
    */
@@ -200,4 +207,81 @@ export interface AuditChainStore {
   rows(replica: string, afterSeq: number, limit: number): Promise<IndexedAuditRow[]>;
   /** Rows matching `q`, oldest first by event time (the newest `limit` when set). */
   search(q: SharedAuditQuery): Promise<IndexedAuditRow[]>;
+}
+
+/** A one-time approve/deny link as stored: the token's SHA-256 (hex), never the token. */
+export interface LinkRow {
+  hash: string;
+  request_id: string;
+  decision: 'approve' | 'deny';
+  created_at: string;
+  /** Epoch ms. */
+  expires_at: number;
+  used_at: string | null;
+  used_by: string | null;
+}
+
+/** Where approval links are kept (src/access/links.ts holds the token logic on top of it). */
+export interface LinkRecords {
+  /** The HMAC key of link tokens: created once, the same for every process using this store. */
+  key(): Promise<Buffer>;
+  add(row: Omit<LinkRow, 'used_at' | 'used_by'>): Promise<void>;
+  get(hash: string): Promise<LinkRow | undefined>;
+  /** Take the link for `by` if unused and not expired at `now` (epoch ms): true for exactly one caller. */
+  claim(hash: string, by: string, now: number): Promise<boolean>;
+  /** Hand back a link `by` claimed. */
+  release(hash: string, by: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface OutboxItem {
+  id: number;
+  notifier: string;
+  payload: unknown;
+  created_at: string;
+  attempts: number;
+  /** Epoch ms. */
+  next_at: number;
+  last_error: string | null;
+}
+
+export interface FiringRow {
+  id: string;
+  rule: string;
+  time: string;
+  data: unknown;
+}
+
+/** A notifier's head item, held by one dispatcher until it says how the delivery went. */
+export interface OutboxClaim {
+  item: OutboxItem;
+  /** The receiver accepted it: remove it. */
+  delivered(): Promise<void>;
+  /** Count the attempt; retry at `nextAt` (epoch ms), or keep it as a dead letter. */
+  failed(error: string, nextAt: number, dead: boolean): Promise<void>;
+}
+
+/**
+ * The durable outbox of notifications and the recent alert firings. Each notifier's items are delivered
+ * strictly in order, one at a time: only the claimed head goes out, and nothing behind it before it is done.
+ */
+export interface OutboxStore {
+  /** Several processes deliver from it (PostgreSQL): a dispatcher must look again now and then for work others queued. */
+  readonly shared: boolean;
+  add(notifier: string, payload: unknown, now?: number): Promise<void>;
+  /**
+   * The notifier's oldest pending item if it is due, claimed for `holdMs` at most (time to deliver it);
+   * 'held' when another process holds it, undefined when nothing is due.
+   */
+  claim(notifier: string, holdMs: number, now?: number): Promise<OutboxClaim | 'held' | undefined>;
+  /** Earliest next_at of the notifiers' oldest pending items, or undefined. */
+  nextDue(): Promise<number | undefined>;
+  /** Pending (not dead) items per notifier. */
+  depth(): Promise<Record<string, number>>;
+  deadLetters(): Promise<OutboxItem[]>;
+  pending(): Promise<OutboxItem[]>;
+  /** A firing and one item per notifier, in one transaction: all of them or none. */
+  enqueueFiring(id: string, rule: string, time: string, data: unknown, notifiers: string[], now?: number): Promise<void>;
+  recentFirings(limit?: number): Promise<FiringRow[]>;
+  close(): Promise<void>;
 }

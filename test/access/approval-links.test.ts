@@ -218,7 +218,7 @@ describe('approvals through one-time links', () => {
     expect((await call('POST', `https://127.0.0.1:${tg.ports.api}/v1/access/links/nonsense`, bob)).body.error.code).toBe('VIGIL_LINK_INVALID');
 
     // A real link of this gateway whose time is over (minted already expired, as one left in a chat for days).
-    const stale = tg.gw.services.accessLinks!.mint(id, 'approve', Date.now() - 1000);
+    const stale = await tg.gw.services.accessLinks!.mint(id, 'approve', Date.now() - 1000);
     const r = await call('POST', `https://127.0.0.1:${tg.ports.api}/v1/access/links/${stale.token}`, bob);
     expect(r).toMatchObject({ status: 410, body: { error: { code: 'VIGIL_LINK_EXPIRED' } } });
     const refused = await ev('access.link_refused', (e) => e.details.code === 'VIGIL_LINK_EXPIRED');

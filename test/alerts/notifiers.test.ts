@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { freePort, tempDir, waitFor } from '../support/tmp.ts';
 import { runCliCaptured } from '../support/cli.ts';
-import { Outbox } from '../../src/notifiers/outbox.ts';
+import { SqliteOutbox } from '../../src/notifiers/outbox.ts';
 
 /** Real receivers on loopback: HTTP for webhook/Slack/PagerDuty, TCP and TLS for syslog. */
 interface Received {
@@ -183,9 +183,14 @@ describe('notifiers', () => {
     const ids = tg.events.filter((e) => e.type === 'alert.fired').map((e) => e.id);
     expect(hook.accepted.map((r) => JSON.parse(r.body).alert_id)).toEqual(ids);
     // The receiver counts a delivery before vigil reads its answer: wait for vigil to clear its outbox.
-    await waitFor(() => Object.keys(tg.gw.services.alerts!.outbox.depth()).length === 0, 5000, 'empty outbox');
+    await waitFor(async () => Object.keys(await tg.gw.services.alerts!.outbox.depth()).length === 0, 5000, 'empty outbox');
     const lines: string[] = [];
-    tg.gw.services.alerts!.renderMetrics(lines);
+    // The depth in the metrics is the dispatcher's, as of its pass after the last delivery.
+    await waitFor(() => {
+      lines.length = 0;
+      tg.gw.services.alerts!.renderMetrics(lines);
+      return lines.includes('vigil_notifier_queue_depth{notifier="hook"} 0');
+    }, 5000, 'depth 0 in the metrics');
     expect(lines).toContain('vigil_notifier_deliveries_total{notifier="hook"} 3');
     expect(lines).toContain('vigil_notifier_failures_total{notifier="hook"} 3');
     expect(lines).toContain('vigil_notifier_queue_depth{notifier="hook"} 0');
@@ -200,19 +205,19 @@ describe('notifiers', () => {
     };
     const first = await startTestGateway({ ...gatewayBase, ...config }, base);
     await fail(first, 'zed');
-    await waitFor(() => first.gw.services.alerts!.outbox.pending().some((i) => i.attempts >= 1), 10_000, 'a failed attempt');
+    await waitFor(async () => (await first.gw.services.alerts!.outbox.pending()).some((i) => i.attempts >= 1), 10_000, 'a failed attempt');
     const alertId = first.events.find((e) => e.type === 'alert.fired')!.id;
     await first.stop();
-    const left = new Outbox(path.join(base, 'data'));
-    expect(left.pending().map((i) => (i.payload as { alert_id: string }).alert_id)).toEqual([alertId]);
-    left.close();
+    const left = new SqliteOutbox(path.join(base, 'data'));
+    expect((await left.pending()).map((i) => (i.payload as { alert_id: string }).alert_id)).toEqual([alertId]);
+    await left.close();
 
     const hook = await httpReceiver(() => 'ok', port);
     cleanups.push(hook.close);
     const second = await gateway(config, base);
     await waitFor(() => hook.accepted.length === 1, 10_000, 'the resend');
     expect(JSON.parse(hook.accepted[0].body).alert_id).toBe(alertId);
-    await waitFor(() => second.gw.services.alerts!.outbox.pending().length === 0, 5000, 'empty outbox');
+    await waitFor(async () => (await second.gw.services.alerts!.outbox.pending()).length === 0, 5000, 'empty outbox');
   });
 
   it('after max_attempts a notification is a dead letter, shown by vigil alerts list', async () => {
@@ -226,7 +231,7 @@ describe('notifiers', () => {
     };
     const tg = await gateway(config, base);
     await fail(tg, 'yves');
-    await waitFor(() => tg.gw.services.alerts!.outbox.deadLetters().length === 1, 10_000, 'a dead letter');
+    await waitFor(async () => (await tg.gw.services.alerts!.outbox.deadLetters()).length === 1, 10_000, 'a dead letter');
     expect(hook.attempts()).toBe(2);
     const configFile = path.join(base, 'vigil.yaml');
     fs.writeFileSync(configFile, JSON.stringify({ ...config, data_dir: tg.dataDir }));

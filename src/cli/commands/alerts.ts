@@ -1,8 +1,12 @@
 import type { Command } from '../command.ts';
 import { loadFromArgs } from '../context.ts';
-import { Outbox } from '../../notifiers/outbox.ts';
+import { openOutbox } from '../../notifiers/outbox.ts';
+import { openStateStore } from '../../store/index.ts';
 
-/** `vigil alerts list`: the rules in the config, recent firings, outbox depth and dead letters. */
+/**
+ * `vigil alerts list`: the rules in the config, recent firings, outbox depth and dead letters, read from
+ * wherever the state store is (state.db, or the PostgreSQL store every replica shares).
+ */
 export const alertsListCommand: Command = {
   name: 'alerts list',
   summary: 'Alert rules, recent firings, notifications waiting in the outbox and dead letters.',
@@ -12,13 +16,14 @@ export const alertsListCommand: Command = {
   async run(args) {
     const { config, dataDir } = loadFromArgs(args);
     const limit = Number(args.values.limit ?? 20) || 20;
-    const outbox = new Outbox(dataDir);
+    const store = await openStateStore(dataDir, config.store);
+    const outbox = openOutbox(dataDir, store);
     try {
       const rules = config.alerts.map((r) => ({ name: r.name, match: r.match, group_by: r.group_by, threshold: r.threshold, window_ms: r.window, notify: r.notify }));
-      const firings = outbox.recentFirings(limit).map((f) => ({ id: f.id, rule: f.rule, time: f.time, ...(f.data as Record<string, unknown>) }));
-      const depth = outbox.depth();
+      const firings = (await outbox.recentFirings(limit)).map((f) => ({ id: f.id, rule: f.rule, time: f.time, ...(f.data as Record<string, unknown>) }));
+      const depth = await outbox.depth();
       const notifiers = config.notifiers.map((n) => ({ name: n.name, kind: n.kind, pending: depth[n.name] ?? 0 }));
-      const dead = outbox.deadLetters().map((d) => ({ id: d.id, notifier: d.notifier, created_at: d.created_at, attempts: d.attempts, last_error: d.last_error, payload: d.payload }));
+      const dead = (await outbox.deadLetters()).map((d) => ({ id: d.id, notifier: d.notifier, created_at: d.created_at, attempts: d.attempts, last_error: d.last_error, payload: d.payload }));
       if (args.values.json) {
         args.out.write(JSON.stringify({ rules, firings, notifiers, dead_letters: dead }, null, 2) + '\n');
         return 0;
@@ -34,7 +39,8 @@ export const alertsListCommand: Command = {
       for (const d of dead) w(`  #${d.id}  ${d.notifier}  ${d.created_at}  ${d.attempts} attempts  ${d.last_error ?? ''}`);
       return 0;
     } finally {
-      outbox.close();
+      await outbox.close();
+      await store.close();
     }
   },
 };
