@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import http from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
 import { createHmac, timingSafeEqual } from 'node:crypto';
@@ -10,41 +9,9 @@ import { startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { freePort, tempDir, waitFor } from '../support/tmp.ts';
 import { runCliCaptured } from '../support/cli.ts';
 import { SqliteOutbox } from '../../src/notifiers/outbox.ts';
+import { httpReceiver } from '../support/http-receiver.ts';
 
-/** Real receivers on loopback: HTTP for webhook/Slack/PagerDuty, TCP and TLS for syslog. */
-interface Received {
-  path: string;
-  headers: http.IncomingHttpHeaders;
-  body: string;
-}
-
-type Behaviour = (n: number) => 'ok' | 'fail' | 'hang';
-
-async function httpReceiver(behave: Behaviour = () => 'ok', port = 0) {
-  const accepted: Received[] = [];
-  let n = 0;
-  const hung: http.ServerResponse[] = [];
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c) => chunks.push(c));
-    req.on('end', () => {
-      const what = behave(n++);
-      if (what === 'hang') return void hung.push(res);
-      if (what === 'fail') return void res.writeHead(500).end('down');
-      accepted.push({ path: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks).toString() });
-      res.writeHead(200).end('ok');
-    });
-  });
-  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
-  const p = (server.address() as net.AddressInfo).port;
-  return {
-    url: (pth: string) => `http://127.0.0.1:${p}${pth}`,
-    accepted,
-    attempts: () => n,
-    close: () => new Promise<void>((r) => { for (const h of hung) h.destroy(); server.closeAllConnections(); server.close(() => r()); }),
-  };
-}
-
+/** Real receivers on loopback: HTTP (test/support) for webhook/Slack/PagerDuty, TCP and TLS for syslog. */
 /** RFC 6587 octet-counting parser: `LEN SP MSG` repeated. */
 function parseOctetCounted(buf: Buffer): string[] {
   const out: string[] = [];

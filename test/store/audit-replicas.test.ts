@@ -14,6 +14,7 @@ import { openAuditLog } from '../../recorder/audit/index.ts';
 import { SharedIndexer } from '../../recorder/audit/shared-index.ts';
 import { verifySharedIndex } from '../../recorder/audit/verify-shared.ts';
 import { startCuttableRelay, type CuttableRelay } from '../support/cuttable-relay.ts';
+import { startReplica } from '../support/replicas.ts';
 
 /**
  * The audit log across replicas: two in-process gateways on one PostgreSQL store, each with its own chain
@@ -56,10 +57,8 @@ beforeAll(async () => {
   process.env[DIRECT_ENV] = `postgres://scram_user:${PASSWORDS.scram_user}@127.0.0.1:${storeDb.port}/app?sslmode=disable`;
   const baseA = tempDir('vigil-auditrep-a-');
   a = await startTestGateway(gatewayConfig(), baseA);
-  const baseB = tempDir('vigil-auditrep-b-');
-  fs.mkdirSync(path.join(baseB, 'data'), { recursive: true, mode: 0o700 });
-  fs.cpSync(path.join(a.dataDir, 'ca'), path.join(baseB, 'data', 'ca'), { recursive: true });
-  b = await startTestGateway(gatewayConfig(), baseB);
+  b = await startReplica(a, gatewayConfig(), 'vigil-auditrep-b-');
+  const baseB = path.dirname(b.dataDir);
   [alice, ada] = await Promise.all([a.issue({ user: 'alice', roles: ['engineer'] }), a.issue({ user: 'ada', roles: ['admin'] })]);
   // The CLI on each replica's host: its own config names the same store.
   cfgA = path.join(baseA, 'cli.json');

@@ -1,6 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
-import https from 'node:https';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import pino from 'pino';
@@ -11,6 +10,7 @@ import { startSshd, type SshdHandle } from '../support/sshd.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
 import ssh2 from 'ssh2';
 import { startCuttableRelay, type CuttableRelay } from '../support/cuttable-relay.ts';
+import { apiCall, startReplica } from '../support/replicas.ts';
 
 /**
  * Two in-process gateways (replicas) sharing one PostgreSQL state store: what one decides, the other
@@ -53,15 +53,10 @@ beforeAll(async () => {
   [target, storeDb, sshd] = await Promise.all([startPostgres(), startPostgres(), startSshd()]);
   relay = await startCuttableRelay(storeDb.port);
   process.env[URL_ENV] = `postgres://scram_user:${PASSWORDS.scram_user}@127.0.0.1:${relay.port}/app?sslmode=disable`;
-  const baseA = tempDir('vigil-replica-a-');
-  a = await startTestGateway(gatewayConfig(), baseA);
-  // Replicas share the CA (in production: the same mounted secret); each keeps its own audit log.
-  const baseB = tempDir('vigil-replica-b-');
-  fs.mkdirSync(path.join(baseB, 'data'), { recursive: true, mode: 0o700 });
-  fs.cpSync(path.join(a.dataDir, 'ca'), path.join(baseB, 'data', 'ca'), { recursive: true });
+  a = await startTestGateway(gatewayConfig(), tempDir('vigil-replica-a-'));
   const sink = new PassThrough();
   sink.on('data', (d) => (logB += d));
-  b = await startTestGateway(gatewayConfig(), baseB, { log: pino({ level: 'info' }, sink) });
+  b = await startReplica(a, gatewayConfig(), 'vigil-replica-b-', { log: pino({ level: 'info' }, sink) });
   [bob, root] = await Promise.all([a.issue({ user: 'bob', roles: ['sre-lead'] }), a.issue({ user: 'root', roles: ['admin'] })]);
 }, 180_000);
 
@@ -90,22 +85,7 @@ function psql(gw: TestGateway, who: IssuedFiles, db: string, sql: string) {
   return { exited, stdout: () => out, stderr: () => err, kill: () => child.kill('SIGKILL') };
 }
 
-function api(gw: TestGateway, method: string, p: string, who: IssuedFiles, body?: unknown): Promise<{ status: number; body: any }> {
-  return new Promise((resolve, reject) => {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    const req = https.request(
-      `https://127.0.0.1:${gw.ports.api}${p}`,
-      { method, agent: false, ca: fs.readFileSync(who.ca), cert: fs.readFileSync(who.crt), key: fs.readFileSync(who.key), headers: payload ? { 'content-type': 'application/json' } : {} },
-      (res) => {
-        let text = '';
-        res.on('data', (d) => (text += d));
-        res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(text) }));
-      },
-    );
-    req.on('error', reject);
-    req.end(payload);
-  });
-}
+const api = apiCall;
 
 const liveOn = (gw: TestGateway, user: string, t: string) =>
   waitFor(() => gw.gw.services.sessions.list().find((s) => s.principal.user === user && s.target.name === t), 15_000, `live ${t} session of ${user}`);
