@@ -1,8 +1,8 @@
 /**
- * Shared gateway state: issued certificates, revocations, access requests/grants and locks. The default
- * implementation is an embedded SQLite database in the data directory (several processes — the gateway
- * and CLI invocations — may use it at once); a PostgreSQL implementation can follow for replicas.
- * Callers use only this interface, never file paths.
+ * Shared gateway state: issued certificates, revocations, access requests/grants and locks (with
+ * PostgreSQL also approval links and the notification outbox). The default implementation is an embedded
+ * SQLite database in the data directory (several processes — the gateway and CLI invocations — may use it
+ * at once); the PostgreSQL one is shared by replicas. Callers use only this interface, never file paths.
  */
 export interface IssuedCertRecord {
   serial: string;
