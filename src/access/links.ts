@@ -74,7 +74,11 @@ export class SqliteLinkRecords implements LinkRecords {
   private readonly db: Database.Database;
   private readonly stmt;
 
-  constructor(private readonly dataDir: string) {
+  private readonly keyValue: Buffer;
+
+  constructor(dataDir: string) {
+    // Read (or created) at once, as before the store could be shared: a bad key file shows at start.
+    this.keyValue = linkKey(dataDir);
     this.db = openStateDatabase(path.join(dataDir, 'state.db'), SCHEMA);
     this.stmt = {
       add: this.db.prepare('INSERT INTO access_links (hash, request_id, decision, created_at, expires_at) VALUES (?, ?, ?, ?, ?)'),
@@ -85,7 +89,7 @@ export class SqliteLinkRecords implements LinkRecords {
   }
 
   async key(): Promise<Buffer> {
-    return linkKey(this.dataDir);
+    return this.keyValue;
   }
 
   async add(r: Omit<LinkRow, 'used_at' | 'used_by'>): Promise<void> {

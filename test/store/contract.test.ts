@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { openStateStore } from '../../src/store/index.ts';
 import type { StoreConfig } from '../../src/store/config.ts';
-import type { AccessRecord, StateStore } from '../../src/store/types.ts';
+import type { AccessRecord, OutboxClaim, StateStore } from '../../src/store/types.ts';
 import { PASSWORDS, startPostgres, type PostgresHandle } from '../support/postgres.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
 
@@ -188,7 +188,48 @@ describe('PostgreSQL state store specifics', () => {
     expect(pg.psql('SELECT version FROM race.schema_migrations ORDER BY 1')).toBe('1\n2\n3');
     // And a restart finds nothing to do.
     opened.push(await openStateStore(tempDir(), cfg('race')));
-    expect(pg.psql('SELECT count(*) FROM race.schema_migrations')).toBe('2');
+    expect(pg.psql('SELECT count(*) FROM race.schema_migrations')).toBe('3');
+  });
+
+  it('the outbox: a notifier head is held by one replica at a time; a run-out hold passes on and its late outcome changes nothing', async () => {
+    const [s1, s2] = await Promise.all([openStateStore(tempDir(), cfg('lease')), openStateStore(tempDir(), cfg('lease'))]);
+    opened.push(s1, s2);
+    const o1 = s1.outbox!;
+    const o2 = s2.outbox!;
+    await o1.add('n', { k: 1 });
+    await o2.add('n', { k: 2 });
+    const c1 = await o1.claim('n', 60_000);
+    expect(c1).toMatchObject({ item: { payload: { k: 1 }, attempts: 0 } });
+    // Nobody else gets the head, nor what is behind it.
+    expect(await o2.claim('n', 60_000)).toBe('held');
+    expect(await o1.claim('n', 60_000)).toBe('held');
+    await (c1 as OutboxClaim).failed('receiver down', Date.now(), false);
+    const c2 = (await o2.claim('n', 1)) as OutboxClaim; // held for 1 ms: as if replica 2 died delivering it
+    expect(c2.item).toMatchObject({ payload: { k: 1 }, attempts: 1, last_error: 'receiver down' });
+    const c3 = await waitFor(async () => {
+      const c = await o1.claim('n', 60_000);
+      return typeof c === 'object' ? c : undefined;
+    }, 5000, 'the head passing on');
+    expect(c3.item.id).toBe(c2.item.id);
+    await c2.delivered(); // too late: not its hold any more
+    expect((await o1.pending()).map((i) => i.payload)).toEqual([{ k: 1 }, { k: 2 }]);
+    await c3.delivered();
+    expect((await o2.pending()).map((i) => i.payload)).toEqual([{ k: 2 }]);
+    expect(await o2.depth()).toEqual({ n: 1 });
+  });
+
+  it('approval links: one key for every replica; of two replicas claiming a link at once exactly one gets it', async () => {
+    const [s1, s2] = await Promise.all([openStateStore(tempDir(), cfg('links')), openStateStore(tempDir(), cfg('links'))]);
+    opened.push(s1, s2);
+    const [k1, k2] = await Promise.all([s1.links!.key(), s2.links!.key()]);
+    expect(k1.length).toBe(32);
+    expect(k2.equals(k1)).toBe(true);
+    for (let i = 0; i < 20; i++) {
+      await s1.links!.add({ hash: `h${i}`, request_id: 'r', decision: 'approve', created_at: iso(0), expires_at: Date.now() + 60_000 });
+      const won = await Promise.all([s1.links!.claim(`h${i}`, 'bob', Date.now()), s2.links!.claim(`h${i}`, 'carol', Date.now())]);
+      expect(won.filter(Boolean)).toHaveLength(1);
+    }
+    expect((await s2.links!.get('h0'))?.used_by).toMatch(/^(bob|carol)$/);
   });
 
   it('a change written by anyone (plain SQL) reaches the cache by notification, well before the reconcile', async () => {
