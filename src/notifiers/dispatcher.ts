@@ -73,18 +73,22 @@ export class Dispatcher {
 
   private async pass(): Promise<void> {
     const now = Date.now();
-    let heldElsewhere = false;
+    /** Notifiers whose head waits for a retry time (not in flight here, not held by another replica). */
+    const waiting: string[] = [];
     for (const [name, cfg] of this.byName) {
       if (this.busy.has(name) || this.closed) continue;
       // Held for the delivery timeout plus a margin: past it, another replica may take the head over.
       const claim = await this.outbox.claim(name, cfg.timeout + 30_000, now);
-      if (claim === 'held') heldElsewhere = true;
-      else if (claim) this.send(name, claim);
+      if (claim === 'held') continue; // another replica delivers it; the poll looks again
+      if (claim) this.send(name, claim);
+      else waiting.push(name);
     }
     this.depth = await this.outbox.depth();
-    const next = await this.outbox.nextDue();
+    // A delivery in flight kicks when it ends: only heads waiting for a retry need the timer (notifiers
+    // not configured here are left alone: their items stay for a replica, or a config, that has them).
+    const next = await this.outbox.nextDue(waiting);
     let delay = next === undefined ? Infinity : Math.max(10, next - Date.now());
-    if (this.outbox.shared) delay = Math.min(heldElsewhere ? Math.max(delay, this.pollMs) : delay, this.pollMs);
+    if (this.outbox.shared) delay = Math.min(delay, this.pollMs);
     this.arm(delay);
   }
 

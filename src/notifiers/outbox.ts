@@ -46,7 +46,7 @@ export class SqliteOutbox implements OutboxStore {
       add: this.db.prepare('INSERT INTO notify_outbox (notifier, payload, created_at, next_at) VALUES (?, ?, ?, ?)'),
       head: this.db.prepare('SELECT * FROM notify_outbox WHERE dead = 0 AND notifier = ? ORDER BY id LIMIT 1'),
       // Only each notifier's head counts: items queued behind a waiting retry are not due before it.
-      nextDue: this.db.prepare('SELECT MIN(o.next_at) FROM notify_outbox o WHERE o.dead = 0 AND o.id = (SELECT MIN(id) FROM notify_outbox WHERE dead = 0 AND notifier = o.notifier)').pluck(),
+      heads: this.db.prepare('SELECT o.notifier, o.next_at FROM notify_outbox o WHERE o.dead = 0 AND o.id = (SELECT MIN(id) FROM notify_outbox WHERE dead = 0 AND notifier = o.notifier)'),
       done: this.db.prepare('DELETE FROM notify_outbox WHERE id = ?'),
       retry: this.db.prepare('UPDATE notify_outbox SET attempts = ?, next_at = ?, last_error = ?, dead = ? WHERE id = ?'),
       depth: this.db.prepare('SELECT notifier, COUNT(*) AS n FROM notify_outbox WHERE dead = 0 GROUP BY notifier'),
@@ -81,9 +81,13 @@ export class SqliteOutbox implements OutboxStore {
     };
   }
 
-  async nextDue(): Promise<number | undefined> {
-    const v = this.stmt.nextDue.get() as number | null;
-    return v ?? undefined;
+  async nextDue(notifiers: string[]): Promise<number | undefined> {
+    const wanted = new Set(notifiers);
+    let next: number | undefined;
+    for (const h of this.stmt.heads.all() as { notifier: string; next_at: number }[]) {
+      if (wanted.has(h.notifier) && (next === undefined || h.next_at < next)) next = h.next_at;
+    }
+    return next;
   }
 
   async depth(): Promise<Record<string, number>> {

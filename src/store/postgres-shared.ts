@@ -120,9 +120,12 @@ export class PgOutbox implements OutboxStore {
     };
   }
 
-  async nextDue(): Promise<number | undefined> {
+  async nextDue(notifiers: string[]): Promise<number | undefined> {
+    if (!notifiers.length) return undefined;
     const r = await this.q<{ next: string | null }>(
-      `SELECT min(next_at) AS next FROM (SELECT DISTINCT ON (notifier) next_at FROM ${this.s}.notify_outbox WHERE NOT dead ORDER BY notifier, id) heads`,
+      `SELECT min(next_at) AS next FROM (SELECT DISTINCT ON (notifier) next_at FROM ${this.s}.notify_outbox
+         WHERE NOT dead AND notifier = ANY($1::text[]) ORDER BY notifier, id) heads`,
+      [notifiers],
     );
     const v = r.rows[0]?.next;
     return v === null || v === undefined ? undefined : Number(v);

@@ -274,8 +274,8 @@ export interface OutboxStore {
    * 'held' when another process holds it, undefined when nothing is due.
    */
   claim(notifier: string, holdMs: number, now?: number): Promise<OutboxClaim | 'held' | undefined>;
-  /** Earliest next_at of the notifiers' oldest pending items, or undefined. */
-  nextDue(): Promise<number | undefined>;
+  /** Earliest next_at of the oldest pending items of these notifiers (the ones a dispatcher may claim), or undefined. */
+  nextDue(notifiers: string[]): Promise<number | undefined>;
   /** Pending (not dead) items per notifier. */
   depth(): Promise<Record<string, number>>;
   deadLetters(): Promise<OutboxItem[]>;
