@@ -28,7 +28,9 @@ function grantEnd(g: AccessRecord | undefined, now: number): EndReason | undefin
  * whose grant was revoked or has ended. Grant and certificate expiry of a live session are also cut at the
  * exact time by the session registry's own timers; this loop is the backstop.
  */
-export function startAccessEnforcement(services: GatewayServices): { stop(): Promise<void>; tick(): Promise<void> } {
+export function startAccessEnforcement(services: GatewayServices, opts: { expire?: boolean } = {}): { stop(): Promise<void>; tick(): Promise<void> } {
+  // A cluster worker (gateway.workers > 1) only cuts its own sessions: the primary alone writes access.expired.
+  const expire = opts.expire ?? true;
   const { store, sessions, log } = services;
   const access = new AccessService({ config: services.config, store, events: services.events });
   let running: Promise<void> | undefined;
@@ -69,7 +71,7 @@ export function startAccessEnforcement(services: GatewayServices): { stop(): Pro
   async function pass(): Promise<void> {
     try {
       await store.refresh();
-      await access.expireDue(LOCAL_SOURCE);
+      if (expire) await access.expireDue(LOCAL_SOURCE);
       await cutSessions();
       if (failingSince !== undefined) log.info({ failed_for_ms: Date.now() - failingSince }, 'access enforcement passes succeed again');
       failingSince = undefined;

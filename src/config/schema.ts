@@ -1,3 +1,4 @@
+import os from 'node:os';
 import { z } from 'zod';
 import { duration, size, listen, name, proxyProtocol, secretRef, type SchemaContext } from './types.ts';
 export { listenerBase } from './types.ts';
@@ -118,6 +119,11 @@ export function buildConfigSchema(sc: SchemaContext, proxies: readonly ProxyConf
         max_unauthenticated: z.number().int().min(1).default(256),
         /** Sessions without traffic are ended after this long (0 = never). */
         idle_timeout: duration().default(0 as never),
+        /**
+         * `vigil serve` runs the protocol proxies in this many processes sharing the listeners (Node cluster);
+         * the primary keeps the API, console, audit writer and alerts. 1: one process, no cluster.
+         */
+        workers: z.number().int().min(1).max(256).default(os.availableParallelism()),
       })
       .prefault({}),
     /**

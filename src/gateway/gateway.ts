@@ -24,7 +24,10 @@ import { startApi } from '../api/server.ts';
 import { openAuditLog, witnessPublisher, startIndexFollower } from '../../recorder/audit/index.ts';
 import { replicaIdOf, startSharedIndexFollower } from '../../recorder/audit/shared-index.ts';
 import { openConfiguredRecordings } from '../../recorder/recordings/storage.ts';
-import type { UploadReport } from '../../recorder/recordings/s3.ts';
+import { recordingUploadEvents } from './recording-events.ts';
+import { openProtocolListeners } from './listeners.ts';
+import { startWorkerPool, type WorkerPool } from './workers/pool.ts';
+import { WithWorkerEvents } from './workers/foreign.ts';
 import { startTelemetry } from '../telemetry.ts';
 import { refusalBudgetFor } from '../sessions/refusal-budget.ts';
 import { applyKeepAlive } from './slow-clients.ts';
@@ -47,40 +50,11 @@ export interface StartOptions {
   log?: Logger;
   /** The protocols to serve, the same the config was parsed with (app/gateway.ts passes proxies/registry.ts). */
   proxies?: readonly ProxyModule<any>[];
-}
-
-/** Upload outcomes as audit events (recording.stored / recording.upload_failed), attached to the session. */
-function recordingUploadEvents(events: EventBus, log: Logger) {
-  const emit = (type: 'recording.stored' | 'recording.upload_failed', r: UploadReport) => {
-    const details: Record<string, unknown> = { recording: r.id, channel: r.channel, bucket: r.bucket, key: r.key, bytes: r.bytes, failures: r.failures };
-    if (r.sha256) details.sha256 = r.sha256;
-    if (r.parts !== undefined) details.parts = r.parts;
-    if (r.localRemoved !== undefined) details.local_removed = r.localRemoved;
-    if (r.phase) details.phase = r.phase;
-    if (r.error) details.error = r.error;
-    if (r.localPath) details.local_path = r.localPath;
-    events
-      .emit({ type, outcome: type === 'recording.stored' ? 'success' : 'failure', actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: r.bucket, protocol: 's3' }, session_id: r.sessionId, details })
-      .catch((e) => log.error({ err: (e as Error).message, recording: r.id }, `${type} event could not be written`));
-  };
-  return {
-    stored: (r: UploadReport) => emit('recording.stored', r),
-    failed: (r: UploadReport) => {
-      log.error({ recording: r.id, bucket: r.bucket, key: r.key, code: r.error?.code, error: r.error?.message, local_path: r.localPath }, 'recording upload keeps failing; the local copy is kept and uploading goes on');
-      emit('recording.upload_failed', r);
-    },
-    warn: (msg: string, details: Record<string, unknown>) => log.warn(details, msg),
-  };
-}
-
-function listenOn(server: net.Server, host: string, port: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve((server.address() as net.AddressInfo).port);
-    });
-  });
+  /**
+   * Run the protocol listeners in this many forked processes (Node cluster; `vigil serve` passes
+   * gateway.workers). Absent or 1: this process serves them itself, as in-process tests do.
+   */
+  workers?: number;
 }
 
 /**
@@ -98,7 +72,9 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
   const identity = await openIdentity(dataDir, config, store);
   const witness = config.audit.witness && (config.audit.witness.file || config.audit.witness.url) ? witnessPublisher(config.audit.witness, log) : undefined;
   const audit = await openAuditLog(dataPaths(dataDir).audit, { ...auditOptions(dataDir, config, log), onSignedHead: witness && ((h) => witness.publish(h)) });
-  const events = new EventBus(audit, config.audit.durability);
+  const clustered = (opts.workers ?? 1) > 1;
+  const sink = clustered ? new WithWorkerEvents(audit) : audit;
+  const events = new EventBus(sink, config.audit.durability);
   telemetry.traceEvents(events);
   const refusals = refusalBudgetFor(config.budgets, events, log);
   const services: GatewayServices = {
@@ -146,48 +122,19 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
   const enforcement = startAccessEnforcement(services);
   const purgeJob = config.retention.auto_purge ? startDailyPurge({ config, store, events, log, paths: dataPaths(dataDir), remote: services.recordings.remote }) : undefined;
   const reportJobs = config.reports.schedules.length ? startReportSchedules({ schedules: config.reports.schedules, dataDir, roleTargets: roleTargetsOf(config), store: config.store, events, log, paths: dataPaths(dataDir) }) : undefined;
+  const pool: WorkerPool | undefined = clustered
+    ? startWorkerPool({ count: opts.workers!, audit, publish: (sink as WithWorkerEvents).publish, events, sessions: services.sessions, log })
+    : undefined;
   const servers: net.Server[] = [];
   const proxies: ProxyInstance[] = [];
   const ports: Record<string, number> = {};
   let approvals: Awaited<ReturnType<typeof startApprovals>>;
   try {
-    for (const mod of opts.proxies ?? []) {
-      const section = (config as Record<string, unknown>)[mod.name] as ListenerSection;
-      if (!section?.enabled) continue;
-      const proxy = await mod.create(services, section as never);
-      proxies.push(proxy);
-      const plog = log.child({ proxy: mod.name });
-      const fromBalancer = balancerCheck(section);
-      const hand = (socket: net.Socket, remote: { ip: string; port: number }) => {
-        const id = newId();
-        try {
-          proxy.handleConnection(socket, { id, remote, log: plog.child({ conn: id }) });
-        } catch (e) {
-          plog.error({ err: e }, 'proxy failed to take a connection');
-          socket.destroy();
-        }
-      };
-      const server = net.createServer({ noDelay: true }, (socket) => {
-        // One bad connection must never take the process down: errors are handled per socket.
-        socket.on('error', (e) => plog.debug({ err: e.message }, 'socket error'));
-        // A client that vanished without a FIN (half-open) is found by keepalive probes, not left forever.
-        applyKeepAlive(socket, config.slow_clients.keepalive);
-        const peer = { ip: socket.remoteAddress ?? 'unknown', port: socket.remotePort ?? 0 };
-        if (!fromBalancer(peer.ip)) return hand(socket, peer);
-        void readProxyHeader(socket, section.proxy_protocol!.header_timeout).then((h) => {
-          if (socket.destroyed) return;
-          if (!h.ok) {
-            recordProxyHeaderRefusal(services, mod.name, peer, h.reason);
-            plog.info({ balancer: peer.ip, reason: h.reason }, 'PROXY protocol header refused; connection closed');
-            return void socket.destroy();
-          }
-          hand(socket, h.source ?? peer);
-        });
-      });
-      server.on('error', (e) => plog.error({ err: e }, 'listener error'));
-      ports[mod.name] = await listenOn(server, section.listen.host, section.listen.port);
-      servers.push(server);
-      plog.info({ listen: `${section.listen.host}:${ports[mod.name]}` }, `${mod.name} listener ready`);
+    if (pool) {
+      // gateway.workers > 1: the workers open the protocol listeners; the primary waits until all have.
+      Object.assign(ports, await pool.started());
+    } else {
+      await openProtocolListeners(services, opts.proxies ?? [], log, { servers, proxies, ports });
     }
     if (config.api.enabled) {
       const api = await startApi(services, config.api.listen, ports);
@@ -197,6 +144,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
     approvals = startApprovals(services, ports.api);
   } catch (e) {
     await approvals?.stop().catch(() => {});
+    await pool?.drain(0);
     for (const s of servers) s.close();
     for (const p of proxies) await p.close().catch(() => {});
     await enforcement.stop();
@@ -210,7 +158,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
     await store.close().catch(() => {});
     throw e;
   }
-  await events.emit({ type: 'gateway.started', outcome: 'success', actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: 'gateway', protocol: 'vigil' }, details: { ports } });
+  await events.emit({ type: 'gateway.started', outcome: 'success', actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: 'gateway', protocol: 'vigil' }, details: pool ? { ports, workers: pool.workers().map((w) => w.pid) } : { ports } });
 
   let closing: Promise<void> | undefined;
   const close = () =>
@@ -221,6 +169,8 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
         log.info({ ms: config.gateway.drain_notice }, 'draining: /readyz answers 503 before the listeners close');
         await new Promise((r) => setTimeout(r, config.gateway.drain_notice));
       }
+      // Workers close their listeners, drain their sessions and send their last records before they exit.
+      await pool?.drain(config.gateway.shutdown_drain);
       for (const s of servers) s.close();
       for (const p of proxies) await p.close().catch((e) => log.warn({ err: e }, 'proxy close failed'));
       await services.sessions.drain(config.gateway.shutdown_drain);

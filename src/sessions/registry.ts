@@ -41,6 +41,8 @@ export interface LiveSession extends SessionInfo {
   startedAt: Date;
   /** The session's running byte and statement counts (set by openSession; read for `sessions list --live`). */
   stats?: { bytesFromClient: number; bytesToClient: number; statements: number };
+  /** With `gateway.workers` > 1: the worker process that holds the session (the primary's view only). */
+  worker?: { id: number; pid: number };
 }
 
 /**
@@ -70,6 +72,26 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 export class SessionRegistry {
   private readonly live = new Map<string, Handle>();
   private readonly endListeners: ((id: string, reason: EndReason) => void)[] = [];
+  private readonly lifecycle: { opened(s: LiveSession): void; closed(id: string, reason: EndReason): void }[] = [];
+
+  /**
+   * Hear of every session opened here and of its removal (after the proxy closed it). A cluster worker
+   * reports both to the primary this way (src/gateway/workers).
+   */
+  observe(o: { opened(s: LiveSession): void; closed(id: string, reason: EndReason): void }): void {
+    this.lifecycle.push(o);
+  }
+
+  /**
+   * Track a session that lives in another process (a cluster worker): listed, found and killable here like
+   * a local one; `terminator` asks its process to end it, which reports the close. No expiry timers: the
+   * holding process arms its own.
+   */
+  adopt(session: LiveSession, terminator: Terminator): SessionHandle {
+    const h = new Handle(session.id, session, terminator, (x) => this.live.delete(x.id), () => {});
+    this.live.set(session.id, h);
+    return h;
+  }
 
   /**
    * Call `fn` once per session as soon as it is ending: when it is cut (terminate) or, if never cut, when
@@ -89,8 +111,19 @@ export class SessionRegistry {
         }
       }
     };
-    const h = new Handle(id, { ...info, id, startedAt: new Date() }, terminator, (x) => this.live.delete(x.id), ended);
+    const removed = (x: Handle) => {
+      this.live.delete(x.id);
+      for (const o of this.lifecycle) {
+        try {
+          o.closed(x.id, x.endReason ?? 'error');
+        } catch {
+          // An observer failing must not keep a session from ending.
+        }
+      }
+    };
+    const h = new Handle(id, { ...info, id, startedAt: new Date() }, terminator, removed, ended);
     this.live.set(id, h);
+    for (const o of this.lifecycle) o.opened(h.session);
     h.arm('cert_expired', info.principal.notAfter, 'Your vigil certificate has expired; the session is closed. Request a new certificate.');
     if (info.accessExpiresAt) {
       h.arm('grant_expired', info.accessExpiresAt, 'Your access grant has expired; the session is closed.');

@@ -57,6 +57,8 @@ export async function startGatewayProcess(config: Record<string, unknown>, base:
     log: { level: 'info' },
     ...Object.fromEntries(LISTENERS.map((l) => [l, { listen: '127.0.0.1:0' }])),
     ...config,
+    // One process unless the test asks for workers: the kill -9 tests kill the process that holds the sessions.
+    gateway: { workers: 1, ...(config.gateway as object | undefined) },
   };
   const dataDir = path.resolve(base, String(doc.data_dir));
   let issued: IssuedFiles | undefined;

@@ -11,6 +11,13 @@ export const serveCommand: Command = {
   async run(args) {
     const loaded = loadFromArgs(args);
     const log = createLogger(loaded.config.log.level);
+    const { isGatewayWorker, runGatewayWorker } = await import('../../gateway/workers/worker.ts');
+    if (isGatewayWorker()) {
+      // Forked by the primary below (gateway.workers > 1): protocol listeners only; the primary drives it.
+      await runGatewayWorker(loaded, { log, proxies: args.proxies ?? [] });
+      process.exit(0);
+    }
+    const workers = loaded.config.gateway.workers;
     // Imported here so that `vigil --help` and other commands do not load the gateway and its listeners.
     const { startGateway } = await import('../../gateway/gateway.ts');
     // Signals are taken from the start: one that arrives while the gateway is still starting shuts it
@@ -20,7 +27,7 @@ export const serveCommand: Command = {
     const onSignal = (sig: string) => (signalled ? signalled(sig) : (early ??= sig));
     process.on('SIGTERM', () => onSignal('SIGTERM'));
     process.on('SIGINT', () => onSignal('SIGINT'));
-    const gw = await startGateway(loaded, { log, proxies: args.proxies });
+    const gw = await startGateway(loaded, { log, proxies: args.proxies, workers });
     // SIGHUP re-reads the config file; an invalid one is logged with its key and the old config stays.
     process.on('SIGHUP', () => {
       log.info({ signal: 'SIGHUP' }, 'reloading configuration');
@@ -28,7 +35,7 @@ export const serveCommand: Command = {
     });
     // The pid is in the message (the pretty log hides pino's pid field): it is the process to send SIGHUP to.
     // `npm start` runs this under npm and tsx, which do not pass SIGHUP on.
-    log.info({ ports: gw.ports, data: loaded.dataDir, pid: process.pid }, `vigil gateway running (pid ${process.pid})`);
+    log.info({ ports: gw.ports, data: loaded.dataDir, pid: process.pid, workers }, `vigil gateway running (pid ${process.pid}${workers > 1 ? `, ${workers} workers` : ''})`);
     await new Promise<void>((resolve) => {
       let closing = false;
       signalled = (sig: string) => {

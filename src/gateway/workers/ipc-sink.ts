@@ -1,0 +1,128 @@
+import type { AppendCallback, AppendOptions, AppendReceipt, AuditSink } from '../../../recorder/types.ts';
+import type { AuditEvent } from '../../events/envelope.ts';
+import { AuditUnavailableError, VigilError } from '../../errors.ts';
+import type { EventItem, PrimaryMessage, WorkerMessage } from './messages.ts';
+
+interface Waiting {
+  event: AuditEvent;
+  resolve?: (r: AppendReceipt) => void;
+  reject?: (e: Error) => void;
+  callback?: AppendCallback<unknown>;
+  context?: unknown;
+}
+
+function failureOf(code: string, message: string): Error {
+  return code === 'VIGIL_AUDIT_UNAVAILABLE' ? new AuditUnavailableError(message) : new VigilError(code, message);
+}
+
+/**
+ * The audit sink of a cluster worker (gateway.workers > 1): the gateway keeps one chain, written by the
+ * primary. Events recorded within one tick go to the primary in one message; each append settles when the
+ * primary acknowledges that its record is durable (or could not be written: the caller fails closed, as
+ * with the local writer). The envelope (id, time) is made here, in the worker, when the action happens.
+ */
+export class IpcAuditSink implements AuditSink {
+  private seq = 0;
+  private batch: EventItem[] = [];
+  private readonly waiting = new Map<number, Waiting>();
+  private flushScheduled = false;
+  private gone: Error | undefined;
+  healthy = true;
+  failure: Error | undefined;
+  private idle: (() => void) | undefined;
+
+  constructor(private readonly send: (m: WorkerMessage) => void) {}
+
+  append(event: AuditEvent, opts?: AppendOptions): Promise<AppendReceipt> {
+    return new Promise((resolve, reject) => this.enqueue(event, opts?.strict === true, false, { event, resolve, reject }));
+  }
+
+  appendLater<C>(event: AuditEvent, callback: AppendCallback<C>, context: C): void {
+    this.enqueue(event, false, true, { event, callback: callback as AppendCallback<unknown>, context });
+  }
+
+  noteRefusedSession(): void {
+    this.send({ vigil: 'refused_session' });
+  }
+
+  private enqueue(event: AuditEvent, strict: boolean, later: boolean, w: Waiting): void {
+    if (this.gone) return void this.settle(w, this.gone);
+    const n = ++this.seq;
+    this.waiting.set(n, w);
+    const item: EventItem = { n, e: event };
+    if (strict) item.s = 1;
+    if (later) item.l = 1;
+    this.batch.push(item);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flush);
+    }
+  }
+
+  private readonly flush = (): void => {
+    this.flushScheduled = false;
+    if (this.batch.length === 0) return;
+    const items = this.batch;
+    this.batch = [];
+    try {
+      this.send({ vigil: 'events', items });
+    } catch (e) {
+      this.disconnected(new AuditUnavailableError(`the gateway primary cannot be reached: ${(e as Error).message}`));
+    }
+  };
+
+  private settle(w: Waiting, err: Error | undefined, receipt?: AppendReceipt): void {
+    if (w.callback) return void w.callback(err, w.event, w.context);
+    if (err) w.reject!(err);
+    else w.resolve!(receipt!);
+  }
+
+  /** Acks and health from the primary. */
+  receive(m: PrimaryMessage): void {
+    if (m.vigil === 'health' || m.vigil === 'acks') {
+      this.healthy = m.healthy && !this.gone;
+      this.failure = m.healthy ? undefined : new AuditUnavailableError(m.failure ?? 'the audit log cannot be written');
+    }
+    if (m.vigil !== 'acks') return;
+    const ok = m.ok;
+    for (let i = 0; i < ok.length; i += 3) {
+      const n = ok[i] as number;
+      const w = this.waiting.get(n);
+      if (!w) continue;
+      this.waiting.delete(n);
+      this.settle(w, undefined, ok[i + 1] === 0 && ok[i + 2] === '' ? undefined : { seq: ok[i + 1] as number, hash: ok[i + 2] as string });
+    }
+    for (const [n, code, message] of m.failed) {
+      const w = this.waiting.get(n);
+      if (!w) continue;
+      this.waiting.delete(n);
+      this.settle(w, failureOf(code, message));
+    }
+    if (this.waiting.size === 0) this.idle?.();
+  }
+
+  /** The primary is gone: nothing can be recorded any more, so every pending and later append fails. */
+  disconnected(err: Error = new AuditUnavailableError('the gateway primary is gone; nothing can be recorded')): void {
+    this.gone ??= err;
+    this.healthy = false;
+    this.failure = this.gone;
+    this.batch = [];
+    const all = [...this.waiting.values()];
+    this.waiting.clear();
+    for (const w of all) this.settle(w, this.gone);
+    this.idle?.();
+  }
+
+  /** Waits (up to `ms`) until every event sent has been acknowledged. The primary writes the checkpoint. */
+  async close(ms = 10_000): Promise<void> {
+    this.flush();
+    if (this.waiting.size === 0) return;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.idle = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+  }
+}

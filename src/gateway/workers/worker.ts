@@ -1,0 +1,123 @@
+import type { Logger } from 'pino';
+import type { LoadedConfig } from '../../config/load.ts';
+import type { TargetConfig } from '../../config/schema.ts';
+import { createLogger } from '../../log.ts';
+import type { ProxyModule } from '../proxy.ts';
+import type { GatewayServices } from '../services.ts';
+import { targetDirectory } from '../reload.ts';
+import { dataPaths } from '../../data-dir.ts';
+import { EventBus } from '../../events/bus.ts';
+import { SessionRegistry } from '../../sessions/registry.ts';
+import { openIdentity } from '../../identity/index.ts';
+import { openStateStore } from '../../store/index.ts';
+import { createAuthorizer } from '../../authz/index.ts';
+import { startAccessEnforcement } from '../../access/enforcement.ts';
+import { settleBackendAccounts } from '../../accounts/manager.ts';
+import { openConfiguredRecordings } from '../../../recorder/recordings/storage.ts';
+import { refusalBudgetFor } from '../../sessions/refusal-budget.ts';
+import { Guardrails } from '../../guardrails/index.ts';
+import { openProtocolListeners, type ProtocolListeners } from '../listeners.ts';
+import { recordingUploadEvents } from '../recording-events.ts';
+import { IpcAuditSink } from './ipc-sink.ts';
+import { isVigilMessage, sessionToWire, type PrimaryMessage, type WorkerMessage } from './messages.ts';
+
+/** True in a process the gateway primary forked to run protocol listeners (gateway.workers > 1). */
+export function isGatewayWorker(): boolean {
+  return process.env.VIGIL_GATEWAY_WORKER === '1' && typeof process.send === 'function';
+}
+
+function send(m: WorkerMessage): void {
+  process.send!(m);
+}
+
+/**
+ * One cluster worker of `vigil serve` (gateway.workers > 1): the protocol proxies, their listeners (shared
+ * with the other workers through the primary) and the sessions they hold. Events go to the primary, which
+ * writes the one chain; sessions are reported to it (API list and kill); access changes are enforced here
+ * from the shared store. Runs until the primary says drain or goes away.
+ */
+export async function runGatewayWorker(loaded: LoadedConfig, opts: { proxies: readonly ProxyModule<any>[]; log?: Logger }): Promise<void> {
+  const { config, dataDir } = loaded;
+  const log = (opts.log ?? createLogger(config.log.level)).child({ worker: process.pid });
+  const sink = new IpcAuditSink(send);
+  const events = new EventBus(sink, config.audit.durability);
+  let drain: (() => void) | undefined;
+  const drainRequested = new Promise<void>((r) => (drain = r));
+  let primaryGone = false;
+  process.on('message', (m) => {
+    if (!isVigilMessage(m)) return;
+    const msg = m as PrimaryMessage;
+    if (msg.vigil === 'terminate') return void services?.sessions.get(msg.id)?.terminate(msg.reason, msg.message);
+    if (msg.vigil === 'drain') return drain?.();
+    sink.receive(msg);
+  });
+  // The primary is gone (killed): nothing can be recorded, so nothing may go on. End the sessions and exit.
+  process.on('disconnect', () => {
+    primaryGone = true;
+    sink.disconnected();
+    services?.sessions.terminateWhere(() => true, 'audit_unavailable', 'The vigil gateway stopped; the session is closed.');
+    setTimeout(() => process.exit(1), 500).unref();
+    drain?.();
+  });
+  // Signals to the whole process group (Ctrl-C) are the primary's to act on: it drains the workers.
+  process.on('SIGINT', () => {});
+  process.on('SIGTERM', () => {});
+
+  let services: GatewayServices | undefined;
+  const listeners: ProtocolListeners = { servers: [], proxies: [], ports: {} };
+  const store = await openStateStore(dataDir, config.store, { log });
+  try {
+    const identity = await openIdentity(dataDir, config, store);
+    const refusals = refusalBudgetFor(config.budgets, events, log);
+    const sessions = new SessionRegistry();
+    sessions.observe({
+      opened: (s) => send({ vigil: 'session_opened', session: sessionToWire(s) }),
+      closed: (id, reason) => {
+        if (!primaryGone) send({ vigil: 'session_closed', id, reason });
+      },
+    });
+    services = {
+      config,
+      dataDir,
+      log,
+      events,
+      identity,
+      store,
+      authz: createAuthorizer(config, store),
+      sessions,
+      recordings: await openConfiguredRecordings(dataPaths(dataDir).recordings, config.recording.storage, recordingUploadEvents(events, log)),
+      targets: targetDirectory(config.targets as TargetConfig[]),
+      refusals: refusals.budget,
+    };
+    if (config.guardrails.length) {
+      await Guardrails.ready();
+      services.guardrails = new Guardrails(config.guardrails);
+    }
+    const enforcement = startAccessEnforcement(services, { expire: false });
+    await openProtocolListeners(services, opts.proxies, log, listeners);
+    send({ vigil: 'ready', ports: listeners.ports });
+    log.info({ ports: listeners.ports }, `gateway worker ready (pid ${process.pid})`);
+
+    await drainRequested;
+    for (const s of listeners.servers) s.close();
+    for (const p of listeners.proxies) await p.close().catch((e) => log.warn({ err: e }, 'proxy close failed'));
+    if (!primaryGone) await sessions.drain(config.gateway.shutdown_drain);
+    sessions.terminateWhere(() => true, 'shutdown', 'The vigil gateway is shutting down.');
+    await sessions.drain(2000);
+    await settleBackendAccounts(services);
+    await services.recordings.close?.(Math.max(config.gateway.shutdown_drain, 2000)).catch((e) => log.warn({ err: e }, 'recording uploads stop failed'));
+    await enforcement.stop();
+    await refusals.close();
+    // Every record sent is acknowledged before the worker goes: the primary closes the chain after.
+    await sink.close();
+  } catch (e) {
+    if (!primaryGone) send({ vigil: 'failed', error: (e as Error).message });
+    for (const s of listeners.servers) s.close();
+    for (const p of listeners.proxies) await p.close().catch(() => {});
+    throw e;
+  } finally {
+    await store.close().catch(() => {});
+  }
+  if (!primaryGone) send({ vigil: 'drained' });
+  process.disconnect?.();
+}
