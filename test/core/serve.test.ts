@@ -11,7 +11,7 @@ describe('vigil serve', () => {
   it('creates the CA on first start, serves /healthz, and on SIGTERM seals the log with a final checkpoint', async () => {
     const dir = tempDir();
     const cfg = path.join(dir, 'vigil.yaml');
-    fs.writeFileSync(cfg, ['data_dir: data', 'api:', '  listen: 127.0.0.1:0', 'ssh:', '  listen: 127.0.0.1:0', 'postgres:', '  listen: 127.0.0.1:0', 'mysql:', '  listen: 127.0.0.1:0', 'audit:', '  witness:', '    file: witness/head.json', ''].join('\n'));
+    fs.writeFileSync(cfg, ['data_dir: data', 'api:', '  listen: 127.0.0.1:0', 'ssh:', '  listen: 127.0.0.1:0', 'postgres:', '  listen: 127.0.0.1:0', 'mysql:', '  listen: 127.0.0.1:0', 'audit:', '  witness:', '    file: witness/head.json', 'gateway:', '  workers: 1', ''].join('\n'));
     fs.mkdirSync(path.join(dir, 'witness'));
     const child = spawn(process.execPath, [path.join(ROOT, 'bin/vigil.js'), 'serve', '--config', cfg], { env: { ...process.env, VIGIL_LOG_JSON: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';

@@ -1,0 +1,130 @@
+/**
+ * gateway.workers: pgbench -S through `vigil serve` with 1 worker (one process, as before) and with N
+ * cluster workers, against pgbouncer on the same PostgreSQL 15, alternating in one run so that machine
+ * noise hits all alike. Prints TPS per route (median over rounds), the ratios, and CPU per transaction
+ * of each route's processes from /proc (vigil: primary + workers; pgbouncer: its one process).
+ *
+ *   npx tsx bench/workers.ts [-- --seconds 10 --rounds 3 --clients 16 --workers 1,2 --mode simple]
+ *
+ * On a machine with fewer cores than pgbench + PostgreSQL + gateway processes need, more workers mostly
+ * add IPC (each event crosses to the primary's writer): read the CPU per transaction, not only TPS.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { parseArgs } from 'node:util';
+import { startPostgres, PASSWORDS } from '../test/support/postgres.ts';
+import { startGatewayProcess, type GatewayProcess } from '../test/support/gateway-process.ts';
+import { tempDir } from '../test/support/tmp.ts';
+import { median } from './stats.ts';
+import { pgbench, startPgbouncer } from './pg-routes.ts';
+
+const { values } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '10' },
+    rounds: { type: 'string', default: '3' },
+    clients: { type: 'string', default: '16' },
+    workers: { type: 'string', default: '1,2' },
+    mode: { type: 'string', default: 'simple' },
+    scale: { type: 'string', default: '5' },
+  },
+});
+const SECONDS = Number(values.seconds);
+const ROUNDS = Number(values.rounds);
+const CLIENTS = Number(values.clients);
+const WORKERS = values.workers!.split(',').map(Number);
+const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+
+/** user + system CPU (µs) of `pid` and, with `children`, of its child processes now alive. */
+function cpuOf(pid: number, children: boolean): number {
+  const one = (p: number) => {
+    try {
+      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return (Number(f[11]) + Number(f[12])) * TICK_US; // utime, stime (fields 14 and 15)
+    } catch {
+      return 0;
+    }
+  };
+  let total = one(pid);
+  if (children) {
+    for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
+      for (const c of fs.readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) total += one(Number(c));
+    }
+  }
+  return total;
+}
+
+interface Route {
+  name: string;
+  conn: string;
+  /** CPU counter of the route's processes (µs). */
+  cpu(): number;
+}
+
+async function main() {
+  const base = tempDir('vigil-bench-workers-');
+  console.log(`starting PostgreSQL 15, pgbouncer and vigil serve with workers ${WORKERS.join(', ')}…`);
+  const pg = await startPostgres({ conf: ['max_connections = 200', 'shared_buffers = 256MB'] });
+  pg.psql('ALTER DATABASE app OWNER TO scram_user');
+  const secret = path.join(base, 'scram.pass');
+  fs.writeFileSync(secret, PASSWORDS.scram_user, { mode: 0o600 });
+  const bouncerDir = path.join(base, 'pgbouncer');
+  const bouncer = await startPgbouncer(pg, bouncerDir);
+  const gateways: GatewayProcess[] = [];
+  try {
+    const direct = `host=127.0.0.1 port=${pg.port} dbname=app user=scram_user password=${PASSWORDS.scram_user} sslmode=require`;
+    await pgbench(direct, ['-i', '-q', '-s', values.scale!]);
+    const routes: Route[] = [];
+    const bouncerPid = Number(fs.readFileSync(path.join(bouncerDir, 'pgbouncer.pid'), 'utf8'));
+    routes.push({ name: 'pgbouncer', conn: `host=127.0.0.1 port=${bouncer.port} dbname=pg user=bench sslmode=require`, cpu: () => cpuOf(bouncerPid, false) });
+    for (const w of WORKERS) {
+      const dir = path.join(base, `w${w}`);
+      fs.mkdirSync(dir);
+      const gp = await startGatewayProcess(
+        {
+          log: { level: 'info' },
+          ssh: { enabled: false },
+          mysql: { enabled: false },
+          gateway: { workers: w, max_unauthenticated: 256 },
+          targets: [{ name: 'pg', protocol: 'postgres', host: '127.0.0.1', port: pg.port, database: 'app', user: 'scram_user', password: { file: secret } }],
+          roles: [{ name: 'dba', targets: ['pg'] }],
+        },
+        dir,
+        { issue: { user: 'alice', roles: ['dba'], ttlMs: 6 * 3600_000 } },
+      );
+      gateways.push(gp);
+      const c = gp.issued!;
+      routes.push({ name: `vigil-w${w}`, conn: `host=127.0.0.1 port=${gp.ports.postgres} dbname=pg user=alice sslmode=verify-full sslrootcert=${c.ca} sslcert=${c.crt} sslkey=${c.key}`, cpu: () => cpuOf(gp.pid, true) });
+    }
+    const args = ['-n', '-S', '-M', values.mode!, '-c', String(CLIENTS), '-j', String(Math.min(CLIENTS, 4)), '-T', String(SECONDS)];
+    // Warm-up: first logins and JIT on every route, unmeasured.
+    for (const r of routes) await pgbench(r.conn, [...args.slice(0, -1), '2']).catch(() => {});
+    const results = new Map<string, { tps: number; cpuPerTx: number }[]>();
+    for (let round = 1; round <= ROUNDS; round++) {
+      for (const r of round % 2 ? routes : [...routes].reverse()) {
+        const cpu0 = r.cpu();
+        const res = await pgbench(r.conn, args).catch((e: Error) => (console.log(`round ${round} ${r.name}: ${e.message.split('\n')[0]}`), undefined));
+        if (!res) continue;
+        const cpuPerTx = (r.cpu() - cpu0) / (res.tps * SECONDS);
+        results.set(r.name, [...(results.get(r.name) ?? []), { tps: res.tps, cpuPerTx }]);
+        console.log(`round ${round} ${r.name.padEnd(10)} tps ${res.tps.toFixed(0).padStart(7)}  cpu ${cpuPerTx.toFixed(0).padStart(4)} µs/tx`);
+      }
+    }
+    const tps = (n: string) => median((results.get(n) ?? []).map((x) => x.tps));
+    const cpu = (n: string) => median((results.get(n) ?? []).map((x) => x.cpuPerTx));
+    console.log(`\npgbench -S -M ${values.mode} -c ${CLIENTS}, ${SECONDS} s x ${ROUNDS} rounds (medians)`);
+    console.log('route         tps   cpu µs/tx  vs vigil-w1  vs pgbouncer');
+    for (const r of routes) {
+      const w1 = tps(`vigil-w${WORKERS[0]}`);
+      console.log(`${r.name.padEnd(10)} ${tps(r.name).toFixed(0).padStart(7)} ${cpu(r.name).toFixed(0).padStart(10)} ${(tps(r.name) / w1).toFixed(2).padStart(11)}x ${(tps(r.name) / tps('pgbouncer')).toFixed(2).padStart(11)}x`);
+    }
+  } finally {
+    for (const g of gateways) await g.stop();
+    bouncer.stop();
+    await pg.stop();
+    fs.rmSync(base, { recursive: true, force: true });
+  }
+}
+
+await main();
