@@ -60,6 +60,8 @@ interface Route {
   conn: string;
   /** CPU counter of the route's processes (µs). */
   cpu(): number;
+  /** Of which in the main process (vigil: the primary, with the audit writer). */
+  mainCpu(): number;
 }
 
 async function main() {
@@ -77,7 +79,7 @@ async function main() {
     await pgbench(direct, ['-i', '-q', '-s', values.scale!]);
     const routes: Route[] = [];
     const bouncerPid = Number(fs.readFileSync(path.join(bouncerDir, 'pgbouncer.pid'), 'utf8'));
-    routes.push({ name: 'pgbouncer', conn: `host=127.0.0.1 port=${bouncer.port} dbname=pg user=bench sslmode=require`, cpu: () => cpuOf(bouncerPid, false) });
+    routes.push({ name: 'pgbouncer', conn: `host=127.0.0.1 port=${bouncer.port} dbname=pg user=bench sslmode=require`, cpu: () => cpuOf(bouncerPid, false), mainCpu: () => cpuOf(bouncerPid, false) });
     for (const w of WORKERS) {
       const dir = path.join(base, `w${w}`);
       fs.mkdirSync(dir);
@@ -95,29 +97,32 @@ async function main() {
       );
       gateways.push(gp);
       const c = gp.issued!;
-      routes.push({ name: `vigil-w${w}`, conn: `host=127.0.0.1 port=${gp.ports.postgres} dbname=pg user=alice sslmode=verify-full sslrootcert=${c.ca} sslcert=${c.crt} sslkey=${c.key}`, cpu: () => cpuOf(gp.pid, true) });
+      routes.push({ name: `vigil-w${w}`, conn: `host=127.0.0.1 port=${gp.ports.postgres} dbname=pg user=alice sslmode=verify-full sslrootcert=${c.ca} sslcert=${c.crt} sslkey=${c.key}`, cpu: () => cpuOf(gp.pid, true), mainCpu: () => cpuOf(gp.pid, false) });
     }
     const args = ['-n', '-S', '-M', values.mode!, '-c', String(CLIENTS), '-j', String(Math.min(CLIENTS, 4)), '-T', String(SECONDS)];
     // Warm-up: first logins and JIT on every route, unmeasured.
     for (const r of routes) await pgbench(r.conn, [...args.slice(0, -1), '2']).catch(() => {});
-    const results = new Map<string, { tps: number; cpuPerTx: number }[]>();
+    const results = new Map<string, { tps: number; cpuPerTx: number; mainPerTx: number }[]>();
     for (let round = 1; round <= ROUNDS; round++) {
       for (const r of round % 2 ? routes : [...routes].reverse()) {
         const cpu0 = r.cpu();
+        const main0 = r.mainCpu();
         const res = await pgbench(r.conn, args).catch((e: Error) => (console.log(`round ${round} ${r.name}: ${e.message.split('\n')[0]}`), undefined));
         if (!res) continue;
         const cpuPerTx = (r.cpu() - cpu0) / (res.tps * SECONDS);
-        results.set(r.name, [...(results.get(r.name) ?? []), { tps: res.tps, cpuPerTx }]);
-        console.log(`round ${round} ${r.name.padEnd(10)} tps ${res.tps.toFixed(0).padStart(7)}  cpu ${cpuPerTx.toFixed(0).padStart(4)} µs/tx`);
+        const mainPerTx = (r.mainCpu() - main0) / (res.tps * SECONDS);
+        results.set(r.name, [...(results.get(r.name) ?? []), { tps: res.tps, cpuPerTx, mainPerTx }]);
+        console.log(`round ${round} ${r.name.padEnd(10)} tps ${res.tps.toFixed(0).padStart(7)}  cpu ${cpuPerTx.toFixed(0).padStart(4)} µs/tx (main process ${mainPerTx.toFixed(0)})`);
       }
     }
     const tps = (n: string) => median((results.get(n) ?? []).map((x) => x.tps));
     const cpu = (n: string) => median((results.get(n) ?? []).map((x) => x.cpuPerTx));
+    const main = (n: string) => median((results.get(n) ?? []).map((x) => x.mainPerTx));
     console.log(`\npgbench -S -M ${values.mode} -c ${CLIENTS}, ${SECONDS} s x ${ROUNDS} rounds (medians)`);
-    console.log('route         tps   cpu µs/tx  vs vigil-w1  vs pgbouncer');
+    console.log('route         tps   cpu µs/tx  (main)  vs vigil-w1  vs pgbouncer');
     for (const r of routes) {
       const w1 = tps(`vigil-w${WORKERS[0]}`);
-      console.log(`${r.name.padEnd(10)} ${tps(r.name).toFixed(0).padStart(7)} ${cpu(r.name).toFixed(0).padStart(10)} ${(tps(r.name) / w1).toFixed(2).padStart(11)}x ${(tps(r.name) / tps('pgbouncer')).toFixed(2).padStart(11)}x`);
+      console.log(`${r.name.padEnd(10)} ${tps(r.name).toFixed(0).padStart(7)} ${cpu(r.name).toFixed(0).padStart(10)} ${main(r.name).toFixed(0).padStart(7)} ${(tps(r.name) / w1).toFixed(2).padStart(11)}x ${(tps(r.name) / tps('pgbouncer')).toFixed(2).padStart(11)}x`);
     }
   } finally {
     for (const g of gateways) await g.stop();

@@ -105,8 +105,15 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
     (n) => n && log.info({ recordings: n }, 'uploading recordings left on local disk by an earlier run'),
     (e) => log.warn({ err: (e as Error).message }, 'could not list recordings left on local disk'),
   );
+  let pool: WorkerPool | undefined;
   const reloader = createReloader(services, loaded.file, opts.proxies ?? []);
-  services.reloadConfig = (t) => reloader.reload(t);
+  // gateway.workers > 1: a reload that applied is followed by every worker (for the sessions they admit).
+  const reload = async (t: ReloadTrigger) => {
+    const report = await reloader.reload(t);
+    if (report.ok) pool?.reload();
+    return report;
+  };
+  services.reloadConfig = reload;
   if (created) {
     await events.emit({ type: 'ca.created', outcome: 'success', actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: 'ca', protocol: 'vigil' }, details: { data_dir: dataDir } });
   }
@@ -122,7 +129,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
   const enforcement = startAccessEnforcement(services);
   const purgeJob = config.retention.auto_purge ? startDailyPurge({ config, store, events, log, paths: dataPaths(dataDir), remote: services.recordings.remote }) : undefined;
   const reportJobs = config.reports.schedules.length ? startReportSchedules({ schedules: config.reports.schedules, dataDir, roleTargets: roleTargetsOf(config), store: config.store, events, log, paths: dataPaths(dataDir) }) : undefined;
-  const pool: WorkerPool | undefined = clustered
+  pool = clustered
     ? startWorkerPool({ count: opts.workers!, audit, publish: (sink as WithWorkerEvents).publish, events, sessions: services.sessions, log })
     : undefined;
   const servers: net.Server[] = [];
@@ -199,5 +206,5 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
       await store.close().catch(() => {});
       await telemetry.shutdown().catch(() => {});
     })());
-  return { services, ports, close, reload: (t = { via: 'signal' }) => reloader.reload(t) };
+  return { services, ports, close, reload: (t = { via: 'signal' }) => reload(t) };
 }

@@ -144,10 +144,15 @@ export interface Reloader {
  * `file` is the config file the gateway started with (undefined: built-in defaults, nothing to reload).
  * `dataDir` is the one in use: a reload never moves it (and `--data` keeps overriding the file).
  */
-export function createReloader(services: GatewayServices, file: string | undefined, proxies: readonly ProxyConfigPart[] = []): Reloader {
+export function createReloader(services: GatewayServices, file: string | undefined, proxies: readonly ProxyConfigPart[] = [], opts: { follower?: boolean } = {}): Reloader {
   let chain: Promise<unknown> = Promise.resolve();
+  // A cluster worker (gateway.workers > 1) follows the primary's reload: it swaps the config in for its new
+  // sessions and records nothing; the primary writes config.reloaded and cuts the live sessions of every
+  // worker (it lists them all).
+  const follower = opts.follower === true;
 
   async function emit(type: 'config.reloaded' | 'config.reload_failed', trigger: ReloadTrigger, details: Record<string, unknown>): Promise<void> {
+    if (follower) return;
     await services.events
       .emit({
         type,
@@ -215,7 +220,7 @@ export function createReloader(services: GatewayServices, file: string | undefin
     }
 
     // Live sessions: asked again, exactly as at connect time, against the new roles and targets.
-    for (const s of services.sessions.list()) {
+    for (const s of follower ? [] : services.sessions.list()) {
       let decision;
       try {
         decision = await services.authz.authorize({ principal: s.principal, target: s.target.name, protocol: s.protocol, login: s.target.login, database: s.target.database });

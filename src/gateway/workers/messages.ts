@@ -38,7 +38,9 @@ export type PrimaryMessage =
   | { vigil: 'acks'; ok: (number | string)[]; failed: [number, string, string][]; healthy: boolean; failure?: string }
   | { vigil: 'health'; healthy: boolean; failure?: string }
   | { vigil: 'terminate'; id: string; reason: EndReason; message: string }
-  | { vigil: 'drain' };
+  | { vigil: 'drain' }
+  /** The primary reloaded its config file: apply it to new sessions here too. */
+  | { vigil: 'reload' };
 
 export function isVigilMessage(m: unknown): m is { vigil: string } {
   return typeof m === 'object' && m !== null && typeof (m as { vigil?: unknown }).vigil === 'string';

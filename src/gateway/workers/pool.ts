@@ -22,6 +22,8 @@ export interface WorkerPool {
   started(): Promise<Record<string, number>>;
   /** Ask every worker to drain (close listeners, let sessions finish, end the rest) and wait for exits. */
   drain(drainMs: number): Promise<void>;
+  /** Tell every worker to re-read the config file (after the primary applied it). */
+  reload(): void;
   /** Workers now running: cluster id and pid. */
   workers(): { id: number; pid: number }[];
 }
@@ -199,6 +201,9 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
 
   return {
     started: () => startedP,
+    reload: () => {
+      for (const st of states.values()) sendTo(st, { vigil: 'reload' });
+    },
     workers: () => [...states.values()].map((s) => ({ id: s.worker.id, pid: s.pid })),
     async drain(drainMs: number) {
       draining = true;

@@ -4,7 +4,7 @@ import type { TargetConfig } from '../../config/schema.ts';
 import { createLogger } from '../../log.ts';
 import type { ProxyModule } from '../proxy.ts';
 import type { GatewayServices } from '../services.ts';
-import { targetDirectory } from '../reload.ts';
+import { createReloader, targetDirectory, type Reloader } from '../reload.ts';
 import { dataPaths } from '../../data-dir.ts';
 import { EventBus } from '../../events/bus.ts';
 import { SessionRegistry } from '../../sessions/registry.ts';
@@ -49,6 +49,10 @@ export async function runGatewayWorker(loaded: LoadedConfig, opts: { proxies: re
     const msg = m as PrimaryMessage;
     if (msg.vigil === 'terminate') return void services?.sessions.get(msg.id)?.terminate(msg.reason, msg.message);
     if (msg.vigil === 'drain') return drain?.();
+    if (msg.vigil === 'reload') {
+      void follower?.reload({ via: 'signal' }).catch((e) => log.error({ err: e }, 'config reload failed in a worker'));
+      return;
+    }
     sink.receive(msg);
   });
   // The primary is gone (killed): nothing can be recorded, so nothing may go on. End the sessions and exit.
@@ -64,6 +68,7 @@ export async function runGatewayWorker(loaded: LoadedConfig, opts: { proxies: re
   process.on('SIGTERM', () => {});
 
   let services: GatewayServices | undefined;
+  let follower: Reloader | undefined;
   const listeners: ProtocolListeners = { servers: [], proxies: [], ports: {} };
   const store = await openStateStore(dataDir, config.store, { log });
   try {
@@ -93,6 +98,7 @@ export async function runGatewayWorker(loaded: LoadedConfig, opts: { proxies: re
       await Guardrails.ready();
       services.guardrails = new Guardrails(config.guardrails);
     }
+    follower = createReloader(services, loaded.file, opts.proxies, { follower: true });
     const enforcement = startAccessEnforcement(services, { expire: false });
     await openProtocolListeners(services, opts.proxies, log, listeners);
     send({ vigil: 'ready', ports: listeners.ports });
