@@ -140,7 +140,8 @@ async function opened(start: () => unknown, user: string, protocol: string): Pro
 }
 
 describe('vigil serve with gateway.workers: 2', () => {
-  const psqlSessions: { row: SessionRow; c: ReturnType<typeof client> }[] = [];
+  const psqlSessions: { row: SessionRow; c: Client }[] = [];
+  const mysqlClients: Client[] = [];
 
   it('spreads psql, mariadb and ssh sessions over both workers; each statement is recorded by the primary', async () => {
     const workers = workerPids();
@@ -155,7 +156,7 @@ describe('vigil serve with gateway.workers: 2', () => {
     }
     const my: SessionRow[] = [];
     const sh: SessionRow[] = [];
-    for (let i = 0; i < 4; i++) my.push(await opened(() => mariadb(alice, `SELECT 'my-${i}'; SELECT SLEEP(60)`), 'alice', 'mysql'));
+    for (let i = 0; i < 4; i++) my.push(await opened(() => mysqlClients.push(mariadb(alice, `SELECT 'my-${i}'; SELECT SLEEP(600)`)), 'alice', 'mysql'));
     for (let i = 0; i < 4; i++) sh.push(await opened(() => ssh(alice, `echo ssh-${i}; sleep 60`), 'alice', 'ssh'));
     for (const rows of [psqlSessions.map((s) => s.row), my, sh]) {
       // Each protocol's sessions are held by both workers (the primary hands connections round robin).
@@ -200,6 +201,24 @@ describe('vigil serve with gateway.workers: 2', () => {
     for (const c of bobs) expect(c.stderr()).toContain('locked');
     await waitFor(async () => !(await liveSessions()).some((s) => s.user === 'bob'), 10_000, 'bob gone from the list');
     console.log(`cut by kill (API call to client exit): ${cutMs.join(', ')} ms; by lock: ${lockMs} ms (both bob sessions)`);
+  }, 120_000);
+
+  it('a config reload (SIGHUP to the primary) cuts sessions in both workers and applies in each for new ones', async () => {
+    const doc = JSON.parse(fs.readFileSync(gp!.configFile, 'utf8'));
+    doc.targets = doc.targets.filter((t: { name: string }) => t.name !== 'my1');
+    fs.writeFileSync(gp!.configFile, JSON.stringify(doc, null, 2));
+    process.kill(gp!.pid, 'SIGHUP');
+    // The primary decides for every worker's sessions: all four mariadb sessions (two per worker) end.
+    await waitFor(() => mysqlClients.every((c) => c.done()), 20_000, 'mariadb sessions cut by the reload');
+    for (const c of mysqlClients) expect(c.stderr()).toContain('The vigil configuration changed');
+    // Each worker applied it too: new connections (round robin: one per worker) find no target my1.
+    await waitFor(() => gp!.output().split('\n').filter((l) => l.includes('configuration reloaded')).length >= 3, 20_000, 'reload logged by the primary and both workers');
+    for (let i = 0; i < 2; i++) {
+      const c = mariadb(alice, "SELECT 'after-reload'");
+      expect(await c.exited).not.toBe(0);
+      expect(c.stdout()).not.toContain('after-reload');
+    }
+    expect((await liveSessions()).filter((s) => s.protocol === 'mysql')).toEqual([]);
   }, 120_000);
 
   let killedSession: SessionRow;
@@ -263,6 +282,8 @@ describe('vigil serve with gateway.workers: 2', () => {
     expect(endOf(killedSession.id)?.details).toMatchObject({ reason: 'gateway_crash', worker_pid: killedSession.worker_pid });
     expect(endOf(drained.id)?.details).toMatchObject({ reason: 'shutdown' });
     expect(endOf(psqlSessions[0].row.id)?.details).toMatchObject({ reason: 'terminated' });
+    // One config.reloaded for the one reload: workers follow it without recording it again.
+    expect(events.filter((e) => e.type === 'config.reloaded')).toHaveLength(1);
     // Every session that started has ended in the chain.
     const started = events.filter((e) => e.type === 'session.start').map((e) => e.session_id);
     expect(started.filter((id) => !endOf(id!))).toEqual([]);
