@@ -3,6 +3,14 @@ import type { AuditEvent } from '../../events/envelope.ts';
 import { AuditUnavailableError, VigilError } from '../../errors.ts';
 import type { EventItem, PrimaryMessage, WorkerMessage } from './messages.ts';
 
+/**
+ * Fire-and-forget records (statements in batched mode) wait this long for company before they are sent:
+ * fewer, larger messages under load. Nobody waits for them (they are durable at the primary's next
+ * background commit, itself up to audit.background_commit_window away); an awaited or strict append in
+ * the same batch sends it at once.
+ */
+const LATER_FLUSH_MS = 2;
+
 interface Waiting {
   event: AuditEvent;
   resolve?: (r: AppendReceipt) => void;
@@ -26,6 +34,7 @@ export class IpcAuditSink implements AuditSink {
   private batch: EventItem[] = [];
   private readonly waiting = new Map<number, Waiting>();
   private flushScheduled = false;
+  private laterTimer: NodeJS.Timeout | undefined;
   private gone: Error | undefined;
   healthy = true;
   failure: Error | undefined;
@@ -53,14 +62,21 @@ export class IpcAuditSink implements AuditSink {
     if (strict) item.s = 1;
     if (later) item.l = 1;
     this.batch.push(item);
-    if (!this.flushScheduled) {
+    if (this.flushScheduled) return;
+    if (!later) {
       this.flushScheduled = true;
       setImmediate(this.flush);
+    } else {
+      this.laterTimer ??= setTimeout(this.flush, LATER_FLUSH_MS);
     }
   }
 
   private readonly flush = (): void => {
     this.flushScheduled = false;
+    if (this.laterTimer) {
+      clearTimeout(this.laterTimer);
+      this.laterTimer = undefined;
+    }
     if (this.batch.length === 0) return;
     const items = this.batch;
     this.batch = [];
