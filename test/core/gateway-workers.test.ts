@@ -31,6 +31,7 @@ let sshd: SshdHandle;
 let gp: GatewayProcess | undefined;
 let base: string;
 let alice: IssuedFiles, bob: IssuedFiles, ada: IssuedFiles;
+let config: Record<string, unknown>;
 interface Client {
   child: ChildProcessWithoutNullStreams;
   stdout(): string;
@@ -47,7 +48,7 @@ beforeAll(async () => {
   await maria.query(`CREATE USER 'app'@'127.0.0.1' IDENTIFIED BY '${MYSQL_PASSWORD}'; GRANT ALL ON *.* TO 'app'@'127.0.0.1'`);
   const secret = path.join(base, 'mysql.pass');
   fs.writeFileSync(secret, MYSQL_PASSWORD, { mode: 0o600 });
-  const config = {
+  config = {
     data_dir: path.join(base, 'data'),
     gateway: { workers: 2, shutdown_drain: '3s', drain_notice: '2s' },
     audit: { witness: { file: path.join(base, 'witness', 'head.json') } },
@@ -130,6 +131,16 @@ const liveSessions = async (): Promise<SessionRow[]> => (await api('GET', '/v1/s
 function workerPids(): number[] {
   const dir = `/proc/${gp!.pid}/task`;
   return fs.readdirSync(dir).flatMap((t) => fs.readFileSync(path.join(dir, t, 'children'), 'utf8').trim().split(/\s+/).filter(Boolean).map(Number));
+}
+
+/** Running (a zombie left to a container's init that does not reap counts as gone). */
+function alive(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
 }
 
 /** Open a session and wait until the primary lists it; returns its row. */
@@ -288,4 +299,24 @@ describe('vigil serve with gateway.workers: 2', () => {
     const started = events.filter((e) => e.type === 'session.start').map((e) => e.session_id);
     expect(started.filter((id) => !endOf(id!))).toEqual([]);
   }, 120_000);
+
+  it('when the primary is killed, its workers end their sessions and exit; the restart ends the session in the chain', async () => {
+    gp = await startGatewayProcess(config, base);
+    const workers = workerPids();
+    expect(workers).toHaveLength(2);
+    let c!: Client;
+    const row = await opened(() => {
+      c = psql(alice, 'alice');
+      c.child.stdin.write("SELECT 'orphan';\nSELECT pg_sleep(120);\n");
+    }, 'alice', 'postgres');
+    await gp.kill('SIGKILL');
+    // No orphan keeps a listener or a session: nothing it did could be recorded any more.
+    await waitFor(() => workers.every((p) => !alive(p)), 20_000, 'workers gone after the primary');
+    await waitFor(() => c.done(), 10_000, 'psql cut');
+    gp = await startGatewayProcess(config, base);
+    await gp.stop();
+    const { records } = await searchAuditLog(path.join(base, 'data', 'audit'));
+    const end = records.map((r) => r.event).find((e) => e.type === 'session.end' && e.session_id === row.id);
+    expect(end?.details).toMatchObject({ reason: 'gateway_crash' });
+  }, 180_000);
 });
