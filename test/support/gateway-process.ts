@@ -75,7 +75,9 @@ export async function startGatewayProcess(config: Record<string, unknown>, base:
   fs.writeFileSync(configFile, JSON.stringify(doc, null, 2));
   // node runs bin/vigil.js itself (tsx registers as a loader, not a wrapper process): a signal to
   // `child` is a signal to the gateway.
-  const child = spawn(process.execPath, [VIGIL, 'serve', '--config', configFile], { cwd: ROOT, env: { ...process.env, VIGIL_LOG_JSON: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // VIGIL_GATEWAY_NODE_ARGS (e.g. `--cpu-prof --cpu-prof-dir=DIR`, which NODE_OPTIONS refuses) go to node; cluster workers inherit them.
+  const nodeArgs = process.env.VIGIL_GATEWAY_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const child = spawn(process.execPath, [...nodeArgs, VIGIL, 'serve', '--config', configFile], { cwd: ROOT, env: { ...process.env, VIGIL_LOG_JSON: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));
