@@ -26,16 +26,15 @@
  *   in Chrome DevTools or summarize self time per function. Profiling slows the gateway: read the
  *   attribution from such runs, the ratios from runs without it.
  */
-import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Session } from 'node:inspector/promises';
 import net from 'node:net';
 import tls from 'node:tls';
-import { startPostgres, clientEnv, PASSWORDS, type PostgresHandle } from '../test/support/postgres.ts';
+import { startPostgres, PASSWORDS, type PostgresHandle } from '../test/support/postgres.ts';
 import { startTestGateway, type TestGateway } from '../test/support/gateway.ts';
-import { tempDir, freePort, waitFor } from '../test/support/tmp.ts';
+import { tempDir } from '../test/support/tmp.ts';
 import { median } from './stats.ts';
 import { pgbench, startPgbouncer } from './pg-routes.ts';
 
