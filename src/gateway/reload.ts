@@ -211,7 +211,8 @@ export function createReloader(services: GatewayServices, file: string | undefin
     if (applied.includes('log')) log.level = next.log.level;
     // Sessions take their guardrails when admitted: new sessions get the new rules, live ones keep theirs.
     if (applied.includes('guardrails')) services.guardrails = next.guardrails.length ? new Guardrails(next.guardrails, services.guardrails) : undefined;
-    if (applied.includes('alerts') || applied.includes('notifiers')) {
+    // Alerts and notifiers run in the primary only (a follower has none).
+    if (!follower && (applied.includes('alerts') || applied.includes('notifiers'))) {
       // Rules see the stream from here on; undelivered notifications wait in the outbox for the new service.
       await services.alerts?.stop().catch((e) => log.warn({ err: e }, 'alerts stop failed'));
       services.alerts = next.alerts.length || next.notifiers.length
