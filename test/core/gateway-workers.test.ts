@@ -300,8 +300,9 @@ describe('vigil serve with gateway.workers: 2', () => {
     expect(started.filter((id) => !endOf(id!))).toEqual([]);
   }, 120_000);
 
-  it('when the primary is killed, its workers end their sessions and exit; the restart ends the session in the chain', async () => {
-    gp = await startGatewayProcess(config, base);
+  it('strict durability across the IPC hop; when the primary is killed, its workers end their sessions and exit; the restart ends the session in the chain', async () => {
+    // Strict: a worker forwards a statement only once the primary acknowledged its intent record as durable.
+    gp = await startGatewayProcess({ ...config, audit: { ...(config.audit as object), durability: 'strict' } }, base);
     const workers = workerPids();
     expect(workers).toHaveLength(2);
     let c!: Client;
@@ -309,6 +310,7 @@ describe('vigil serve with gateway.workers: 2', () => {
       c = psql(alice, 'alice');
       c.child.stdin.write("SELECT 'orphan';\nSELECT pg_sleep(120);\n");
     }, 'alice', 'postgres');
+    await waitFor(() => c.stdout().includes('orphan'), 20_000, 'strict statement answered');
     await gp.kill('SIGKILL');
     // No orphan keeps a listener or a session: nothing it did could be recorded any more.
     await waitFor(() => workers.every((p) => !alive(p)), 20_000, 'workers gone after the primary');
@@ -318,5 +320,7 @@ describe('vigil serve with gateway.workers: 2', () => {
     const { records } = await searchAuditLog(path.join(base, 'data', 'audit'));
     const end = records.map((r) => r.event).find((e) => e.type === 'session.end' && e.session_id === row.id);
     expect(end?.details).toMatchObject({ reason: 'gateway_crash' });
+    const intent = records.map((r) => r.event).find((e) => e.type === 'db.query.start' && e.session_id === row.id && e.details.sql === "SELECT 'orphan'");
+    expect(intent).toBeDefined();
   }, 180_000);
 });
