@@ -11,6 +11,9 @@ const STRICT = { strict: true } as const;
 const HEALTH_INTERVAL_MS = 250;
 /** Past the drain window, how long workers get to write their last records before they are killed. */
 const DRAIN_GRACE_MS = 15_000;
+/** A worker that dies this soon after it started is restarted after a growing pause (no fork loop). */
+const EARLY_DEATH_MS = 10_000;
+const MAX_RESTART_PAUSE_MS = 30_000;
 
 /**
  * The primary's side of its workers (gateway.workers > 1): forks them, appends their events to the one
@@ -38,6 +41,7 @@ interface OpenSession {
 interface WorkerState {
   worker: Worker;
   pid: number;
+  startedAt: number;
   ok: (number | string)[];
   failed: [number, string, string][];
   flushScheduled: boolean;
@@ -177,12 +181,16 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
     }
     if (draining) return;
     if (crashed) log.error({ worker: st.pid, code, signal, sessions_ended: st.open.size }, 'gateway worker died; its sessions ended; starting a new one');
-    fork();
+    restartPause = Date.now() - st.startedAt < EARLY_DEATH_MS ? Math.min(Math.max(restartPause * 2, 500), MAX_RESTART_PAUSE_MS) : 0;
+    if (restartPause === 0) return fork();
+    log.warn({ pause_ms: restartPause }, 'gateway workers keep dying soon after they start; waiting before the next');
+    setTimeout(() => draining || fork(), restartPause).unref();
   };
+  let restartPause = 0;
 
   const fork = () => {
     const worker = cluster.fork({ VIGIL_GATEWAY_WORKER: '1' });
-    const st: WorkerState = { worker, pid: worker.process.pid ?? 0, ok: [], failed: [], flushScheduled: false, open: new Map(), live: new Set() };
+    const st: WorkerState = { worker, pid: worker.process.pid ?? 0, startedAt: Date.now(), ok: [], failed: [], flushScheduled: false, open: new Map(), live: new Set() };
     states.set(worker.id, st);
     worker.on('message', (m) => onMessage(st, m));
     worker.on('exit', (code, signal) => onExit(st, code, signal));
