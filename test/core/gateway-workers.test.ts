@@ -127,10 +127,17 @@ interface SessionRow {
 }
 const liveSessions = async (): Promise<SessionRow[]> => (await api('GET', '/v1/sessions?live=1')).body.sessions;
 
-/** The workers: the gateway process's children. */
+/** The workers: the gateway process's children running vigil (not, say, the esbuild service tsx may start). */
 function workerPids(): number[] {
   const dir = `/proc/${gp!.pid}/task`;
-  return fs.readdirSync(dir).flatMap((t) => fs.readFileSync(path.join(dir, t, 'children'), 'utf8').trim().split(/\s+/).filter(Boolean).map(Number));
+  const children = fs.readdirSync(dir).flatMap((t) => fs.readFileSync(path.join(dir, t, 'children'), 'utf8').trim().split(/\s+/).filter(Boolean).map(Number));
+  return children.filter((p) => {
+    try {
+      return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('vigil.js');
+    } catch {
+      return false;
+    }
+  });
 }
 
 /** Running (a zombie left to a container's init that does not reap counts as gone). */
@@ -271,7 +278,7 @@ describe('vigil serve with gateway.workers: 2', () => {
       return r.stdout.includes('draining');
     }, 10_000, '/readyz draining');
     expect(await gp!.exited).toBe(0);
-    for (const p of workers) expect(fs.existsSync(`/proc/${p}`)).toBe(false);
+    for (const p of workers) expect(alive(p)).toBe(false);
 
     const verify = spawnSync(process.execPath, [path.join(ROOT, 'bin/vigil.js'), 'audit', 'verify', '--config', gp!.configFile, '--witness', path.join(base, 'witness', 'head.json')], { encoding: 'utf8' });
     expect(verify.stdout).toContain('complete up to the witnessed head');
