@@ -1,4 +1,3 @@
-import os from 'node:os';
 import { z } from 'zod';
 import { duration, size, listen, name, proxyProtocol, secretRef, type SchemaContext } from './types.ts';
 export { listenerBase } from './types.ts';
@@ -121,9 +120,10 @@ export function buildConfigSchema(sc: SchemaContext, proxies: readonly ProxyConf
         idle_timeout: duration().default(0 as never),
         /**
          * `vigil serve` runs the protocol proxies in this many processes sharing the listeners (Node cluster);
-         * the primary keeps the API, console, audit writer and alerts. 1: one process, no cluster.
+         * the primary keeps the API, console, audit writer and alerts. 1 (the default): one process, no
+         * cluster — until the SSH live view follows sessions across workers (README "Worker processes").
          */
-        workers: z.number().int().min(1).max(256).default(os.availableParallelism()),
+        workers: z.number().int().min(1).max(256).default(1),
       })
       .prefault({}),
     /**
