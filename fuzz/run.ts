@@ -1,9 +1,12 @@
 /**
  * Runs fuzz targets for a given time each and prints what they did.
  *
- *   npm run fuzz -- <target|all> [--seconds N] [--jobs N] [--json] [--save-corpus] [--seed N] [--out DIR] [--corpus DIR]
+ *   npm run fuzz -- <target|all> [--seconds N] [--execs N] [--jobs N] [--json] [--save-corpus] [--seed N] [--out DIR] [--corpus DIR]
+ *   npm run fuzz -- --module FILE [options]     (a target module outside fuzz/targets/, e.g. the engine's tests)
  *
  * --seconds is the mutation time per target, after its worker has started and replayed the corpus.
+ * --execs stops a target after exactly N inputs (corpus replay included), or at --seconds, whichever
+ * comes first.
  *
  * Each target runs in its own worker thread (see engine/worker.ts). This process is the watchdog: an
  * input using more than 1 s of the worker thread's CPU time (or stalling 10 s without computing) is
@@ -14,8 +17,8 @@
 import { Worker } from 'node:worker_threads';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { TARGETS } from './targets/index.ts';
 import { CTRL, CTRL_BYTES, type Finding, type WorkerInput, type WorkerMessage } from './engine/protocol.ts';
 
@@ -59,6 +62,10 @@ export interface TargetResult {
 
 interface Options {
   seconds: number;
+  /** Inputs per target (corpus replay included); Infinity: bounded by time only. */
+  execs: number;
+  /** Target modules outside fuzz/targets/, by target name (file URLs). */
+  modules: Record<string, string>;
   /** Targets run at once (each in its own worker). */
   jobs: number;
   seed: number;
@@ -75,6 +82,8 @@ function runWorker(name: string, opts: Options, fuzzMs: number, deadline: number
   const corpusDir = join(opts.corpusRoot, name);
   const data: WorkerInput = {
     target: name,
+    module: opts.modules[name],
+    maxExecs: Number.isFinite(opts.execs) ? opts.execs : undefined,
     corpusDir,
     crashDir: join(opts.out, name),
     saveDir: opts.saveCorpus ? corpusDir : undefined,
@@ -152,10 +161,13 @@ export async function fuzzTarget(name: string, opts: Options): Promise<TargetRes
   };
   let suspect: string | undefined;
   let restarts = 0;
+  /** When the current worker's mutation phase began, by its own clock (undefined while it replays its corpus). */
+  let fuzzingSince: number | undefined;
   for (;;) {
+    fuzzingSince = undefined;
     const r = await runWorker(
       name,
-      { ...opts, seed: opts.seed + restarts },
+      { ...opts, seed: opts.seed + restarts, execs: opts.execs - res.execs },
       Math.max(0, opts.seconds * 1000 - fuzzedMs),
       deadline,
       skip,
@@ -163,6 +175,7 @@ export async function fuzzTarget(name: string, opts: Options): Promise<TargetRes
       (s) => {
         res.execs = execsBefore + s.execs;
         fuzzedMs = fuzzedBefore + s.ms;
+        if (s.fuzzing) fuzzingSince = Date.now() - s.ms;
         res.blocks = Math.max(res.blocks, s.blocks);
         res.features = Math.max(res.features, s.features);
         res.corpus = Math.max(res.corpus, s.corpus);
@@ -170,6 +183,8 @@ export async function fuzzTarget(name: string, opts: Options): Promise<TargetRes
       },
       (f) => findings.push(f),
     );
+    // A worker stopped by the watchdog sent no final stats: its mutation time runs to the stop.
+    if (r.hang && fuzzingSince !== undefined) fuzzedMs = Math.max(fuzzedMs, fuzzedBefore + Date.now() - fuzzingSince);
     execsBefore = res.execs;
     fuzzedBefore = fuzzedMs;
     suspect = undefined;
@@ -179,7 +194,7 @@ export async function fuzzTarget(name: string, opts: Options): Promise<TargetRes
       else suspect = r.hang.toString('base64');
     } else if (r.oom) save('alloc', r.oom, 'worker ran out of heap');
     else break;
-    if (++restarts > 20 || ((Date.now() > deadline || fuzzedMs >= opts.seconds * 1000) && !suspect)) break;
+    if (++restarts > 20 || ((Date.now() > deadline || fuzzedMs >= opts.seconds * 1000 || res.execs >= opts.execs) && !suspect)) break;
   }
   res.seconds = fuzzedMs / 1000;
   for (const f of findings) {
@@ -190,14 +205,20 @@ export async function fuzzTarget(name: string, opts: Options): Promise<TargetRes
   return res;
 }
 
-function parseArgs(argv: string[]): { targets: string[]; opts: Options; json: boolean } {
-  const opts: Options = { seconds: 10, jobs: 1, seed: Date.now() & 0x7fffffff, out: join(here, '..', '.fuzz-out'), saveCorpus: false, corpusRoot: join(here, 'corpus') };
+async function parseArgs(argv: string[]): Promise<{ targets: string[]; opts: Options; json: boolean }> {
+  const opts: Options = { seconds: 10, execs: Infinity, modules: {}, jobs: 1, seed: Date.now() & 0x7fffffff, out: join(here, '..', '.fuzz-out'), saveCorpus: false, corpusRoot: join(here, 'corpus') };
   let json = false;
   const names: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--seconds') opts.seconds = Number(argv[++i]);
     else if (a === '--seed') opts.seed = Number(argv[++i]);
+    else if (a === '--execs') opts.execs = Number(argv[++i]);
+    else if (a === '--module') {
+      const url = pathToFileURL(resolve(argv[++i])).href;
+      const { target } = (await import(url)) as { target: { name: string } };
+      opts.modules[target.name] = url;
+    }
     else if (a === '--jobs') opts.jobs = Math.max(1, Number(argv[++i]) || 1);
     else if (a === '--out') opts.out = argv[++i];
     else if (a === '--corpus') opts.corpusRoot = argv[++i];
@@ -205,17 +226,18 @@ function parseArgs(argv: string[]): { targets: string[]; opts: Options; json: bo
     else if (a === '--json') json = true;
     else names.push(a);
   }
-  const all = Object.keys(TARGETS);
-  const targets = names.length === 0 || names.includes('all') ? all : names;
+  const all = [...Object.keys(TARGETS), ...Object.keys(opts.modules)];
+  const targets = names.length === 0 && Object.keys(opts.modules).length > 0 ? Object.keys(opts.modules) : names.length === 0 || names.includes('all') ? Object.keys(TARGETS) : names;
   for (const t of targets) if (!all.includes(t)) throw new Error(`unknown target ${t}; known: ${all.join(', ')}`);
   if (!(opts.seconds > 0)) throw new Error('--seconds must be positive');
+  if (!(opts.execs > 0)) throw new Error('--execs must be positive');
   return { targets, opts, json };
 }
 
 const pad = (s: string | number, n: number): string => String(s).padStart(n);
 
 async function main(): Promise<void> {
-  const { targets, opts, json } = parseArgs(process.argv.slice(2));
+  const { targets, opts, json } = await parseArgs(process.argv.slice(2));
   const results: TargetResult[] = [];
   if (!json) console.log(`${'target'.padEnd(22)} ${pad('execs', 9)} ${pad('exec/s', 7)} ${pad('blocks', 6)} ${pad('corpus', 6)} ${pad('crashes', 7)} ${pad('hangs', 5)} ${pad('allocs', 6)} ${pad('max heap growth', 15)}`);
   const print = (r: TargetResult): void => {

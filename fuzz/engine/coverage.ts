@@ -25,6 +25,8 @@ export class BlockCoverage {
   private readonly session = new Session();
   private readonly scriptIndex = new Map<string, number>();
   private readonly relevant = new Map<string, boolean>();
+  /** Per script index: every block (key → start offset) a range was ever reported for. */
+  private readonly catalog: { keys: Set<number>; blocks: { key: number; start: number }[]; sorted: boolean }[] = [];
 
   constructor(private readonly covers: string[]) {
     this.session.connect();
@@ -54,29 +56,55 @@ export class BlockCoverage {
   }
 
   /**
-   * Features executed since the last call, as numbers (script index, block start, bucket packed), added
-   * to `into`. Returns how many ranges with a non-zero count were seen.
+   * Features executed since the last call, added to `into`: one per block reached, (block, bucket of
+   * its count). V8 leaves out a nested range whose count equals its parent's (a branch taken on every
+   * call of its function is folded into the function's range, and one never taken has count 0), so the
+   * ranges reported are not the blocks reached. Every range V8 ever reported is remembered as a block;
+   * a block's count is that of the innermost range reported around its start (its own when reported).
    */
-  take(into: Set<number>): number {
+  take(into: Set<number>): void {
     const res = this.post('Profiler.takePreciseCoverage') as { result: ScriptCoverage[] };
-    let hits = 0;
     for (const sc of res.result) {
       if (!this.isRelevant(sc.url)) continue;
       let si = this.scriptIndex.get(sc.url);
       if (si === undefined) {
         si = this.scriptIndex.size;
         this.scriptIndex.set(sc.url, si);
+        this.catalog.push({ keys: new Set(), blocks: [], sorted: true });
       }
+      const known = this.catalog[si];
+      const ranges: Range[] = [];
       for (const fn of sc.functions) {
         for (const r of fn.ranges) {
-          if (r.count === 0) continue;
-          hits++;
-          // 12 bits of script, 24 bits of offset (the sources are far smaller), 3 bits of bucket.
-          into.add(((si * 0x1000000 + r.startOffset) * 8 + bucket(r.count)) * 2 + (r.endOffset & 1));
+          ranges.push(r);
+          const key = (si * OFFSETS + r.startOffset) * 2 + (r.endOffset & 1);
+          if (!known.keys.has(key)) {
+            known.keys.add(key);
+            known.blocks.push({ key, start: r.startOffset });
+            known.sorted = false;
+          }
         }
       }
+      if (!known.sorted) {
+        known.blocks.sort((a, b) => a.start - b.start);
+        known.sorted = true;
+      }
+      // Sweep the blocks in offset order over the ranges (sorted by start, outer first): V8's ranges
+      // nest, so the innermost range open at a block's start is the top of a stack.
+      ranges.sort((a, b) => a.startOffset - b.startOffset || b.endOffset - a.endOffset);
+      const open: Range[] = [];
+      let next = 0;
+      for (const b of known.blocks) {
+        while (next < ranges.length && ranges[next].startOffset <= b.start) {
+          const r = ranges[next++];
+          while (open.length > 0 && open[open.length - 1].endOffset <= r.startOffset) open.pop();
+          open.push(r);
+        }
+        while (open.length > 0 && open[open.length - 1].endOffset <= b.start) open.pop();
+        const count = open.length > 0 ? open[open.length - 1].count : 0;
+        if (count > 0) into.add(b.key * 8 + bucket(count));
+      }
     }
-    return hits;
   }
 
   /** Discards what was counted so far (before a measured run). */
@@ -89,6 +117,9 @@ export class BlockCoverage {
   }
 }
 
+/** Offsets within a script: 24 bits (the sources are far smaller). 12 bits of script index remain. */
+const OFFSETS = 0x1000000;
+
 function bucket(count: number): number {
   if (count <= 3) return count - 1; // 0,1,2
   if (count <= 7) return 3;
@@ -100,5 +131,5 @@ function bucket(count: number): number {
 
 /** The block a feature belongs to, whatever its bucket: for the "coverage (blocks)" figure. */
 export function blockOf(feature: number): number {
-  return Math.floor(feature / 16) * 2 + (feature % 2);
+  return Math.floor(feature / 8);
 }

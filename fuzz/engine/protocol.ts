@@ -19,6 +19,8 @@ export const CTRL_BYTES = 32;
 
 export interface WorkerInput {
   target: string;
+  /** The target's module (file URL); default fuzz/targets/<target>.ts. */
+  module?: string;
   corpusDir: string;
   extraDirs?: string[];
   /** Where new findings are written (none: only reported). */
@@ -29,6 +31,8 @@ export interface WorkerInput {
   fuzzMs: number;
   /** Wall-clock time the worker must stop by, whatever happens. */
   deadline: number;
+  /** Inputs this worker may still run (corpus replay included); none: no limit. */
+  maxExecs?: number;
   seed: number;
   heapLimit: number;
   /** Inputs already found to hang or exhaust the heap (sha1, 16 hex digits): not replayed again. */
@@ -52,4 +56,4 @@ export interface Finding {
 
 export type WorkerMessage =
   | { type: 'finding'; finding: Finding }
-  | { type: 'stats'; final: boolean; execs: number; blocks: number; features: number; corpus: number; maxHeapGrowth: number; ms: number };
+  | { type: 'stats'; final: boolean; fuzzing: boolean; execs: number; blocks: number; features: number; corpus: number; maxHeapGrowth: number; ms: number };

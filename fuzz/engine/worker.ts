@@ -34,7 +34,7 @@ try {
 const shared = new Uint8Array(input.shared);
 const post = (m: WorkerMessage): void => parentPort!.postMessage(m);
 
-const target = ((await import(`../targets/${input.target}.ts`)) as { target: FuzzTarget }).target;
+const target = ((await import(input.module ?? `../targets/${input.target}.ts`)) as { target: FuzzTarget }).target;
 const maxLen = Math.min(target.maxLen ?? 4096, shared.length);
 const cov = new BlockCoverage(target.covers);
 const features = new Set<number>();
@@ -43,7 +43,9 @@ const batchSeen = new Set<number>();
 const corpus: Buffer[] = [];
 const corpusHashes = new Set<string>();
 const findings = new Map<string, Finding>();
+/** Inputs run (corpus replay and mutations; re-runs of a batch to find what was new are not counted). */
 let execs = 0;
+const maxExecs = input.maxExecs ?? Infinity;
 let maxHeapGrowth = 0;
 /** When mutation began (the corpus replay before it is not counted in the rate). */
 let started = 0;
@@ -61,11 +63,15 @@ function loadDir(dir: string): Buffer[] {
     .filter((b) => !skip.has(sha(b)));
 }
 
-/** One execution: returns the error it threw (a finding), if any. Heap growth is watched per input. */
-async function execute(data: Buffer): Promise<unknown> {
+/**
+ * One execution: returns the error it threw (a finding), if any. Heap growth is watched per input.
+ * `rerun`: the input already ran once (measuring a batch's inputs one by one), not counted in `execs`.
+ */
+async function execute(data: Buffer, rerun = false): Promise<unknown> {
   shared.set(data.subarray(0, shared.length));
   Atomics.store(ctrl, CTRL.length, data.length);
   Atomics.store(ctrl, CTRL.running, 1);
+  countersDirty = true;
   const before = getHeapStatistics().used_heap_size;
   let failure: unknown;
   try {
@@ -79,7 +85,7 @@ async function execute(data: Buffer): Promise<unknown> {
   if (!failure && growth > input.heapLimit) failure = new Error(`heap grew by ${growth} bytes on one input of ${data.length} bytes`);
   Atomics.store(ctrl, CTRL.running, 0);
   Atomics.add(ctrl, CTRL.execs, 1);
-  execs++;
+  if (!rerun) execs++;
   return failure;
 }
 
@@ -117,12 +123,26 @@ function addToCorpus(data: Buffer): void {
   }
 }
 
+/**
+ * Whether the coverage counters hold runs not yet read: a measured run must start from zero, but a
+ * read (or reset) right after another would be a wasted inspector round trip of milliseconds.
+ */
+let countersDirty = true;
+function takeCoverage(into: Set<number>): void {
+  cov.take(into);
+  countersDirty = false;
+}
+function resetCoverage(): void {
+  if (countersDirty) cov.reset();
+  countersDirty = false;
+}
+
 /** Runs one input alone and merges its features; true when it reached something new. */
-async function measured(data: Buffer): Promise<{ fresh: boolean; failure: unknown }> {
-  cov.reset();
-  const failure = await execute(data);
+async function measured(data: Buffer, rerun = false): Promise<{ fresh: boolean; failure: unknown }> {
+  resetCoverage();
+  const failure = await execute(data, rerun);
   const got = new Set<number>();
-  cov.take(got);
+  takeCoverage(got);
   let fresh = false;
   for (const f of got) {
     batchSeen.add(blockOf(f));
@@ -136,22 +156,23 @@ async function measured(data: Buffer): Promise<{ fresh: boolean; failure: unknow
 }
 
 function stats(final: boolean): void {
-  post({ type: 'stats', final, execs, blocks: blocks.size, features: features.size, corpus: corpus.length, maxHeapGrowth, ms: started ? Date.now() - started : 0 });
+  post({ type: 'stats', final, fuzzing: started > 0, execs, blocks: blocks.size, features: features.size, corpus: corpus.length, maxHeapGrowth, ms: started ? Date.now() - started : 0 });
 }
 
 // Phase 1: a suspected hang first (does it hang again?), then known crashes, then the corpus.
 if (input.suspect) {
   Atomics.store(ctrl, CTRL.suspect, 1);
-  await execute(Buffer.from(input.suspect, 'base64'));
+  await execute(Buffer.from(input.suspect, 'base64'), true);
   Atomics.store(ctrl, CTRL.suspect, 0);
 }
 for (const data of loadDir(join(input.corpusDir, 'crashes'))) {
+  if (execs >= maxExecs) break;
   const { failure } = await measured(data);
   if (failure) record(failure, data, 'crash');
 }
 for (const dir of [input.corpusDir, ...(input.extraDirs ?? [])]) {
   for (const data of loadDir(dir)) {
-    if (data.length > maxLen) continue;
+    if (data.length > maxLen || execs >= maxExecs) continue;
     const { fresh, failure } = await measured(data);
     if (failure) record(failure, data, 'crash');
     if (fresh || corpus.length === 0) addToCorpus(data);
@@ -161,6 +182,7 @@ if (corpus.length === 0) addToCorpus(Buffer.alloc(0));
 
 // Phase 2: mutate for the given time (module loading and the corpus replay do not eat into it).
 started = Date.now();
+stats(false); // the runner times the mutation phase from here (a hang ends a worker without its final stats)
 const deadline = Math.min(input.deadline, started + input.fuzzMs);
 const rand = rng(input.seed);
 const ctx: MutateContext = {
@@ -175,10 +197,10 @@ const MIN_BATCH = 16;
 const MAX_BATCH = 4096;
 let batchSize = MIN_BATCH;
 let lastStats = Date.now();
-while (Date.now() < deadline) {
+while (Date.now() < deadline && execs < maxExecs) {
   const batch: Buffer[] = [];
   const t0 = performance.now();
-  for (let i = 0; i < batchSize; i++) {
+  for (let i = 0; i < batchSize && execs < maxExecs; i++) {
     // Favour recent corpus entries (they carry the newest coverage) without starving old ones.
     const pick = rand() < 0.5 ? corpus[corpus.length - 1 - Math.floor(rand() * Math.min(corpus.length, 16))] : corpus[Math.floor(rand() * corpus.length)];
     const data = mutate(pick, ctx);
@@ -189,9 +211,10 @@ while (Date.now() < deadline) {
   }
   // The previous read reset the counters: this one holds exactly the batch.
   const got = new Set<number>();
-  cov.take(got);
-  if (novelBlocks(got)) {
-    await bisect(batch);
+  takeCoverage(got);
+  const novel = novelBlocks(got);
+  if (novel.size > 0) {
+    await bisect(batch, novel);
     batchSize = MIN_BATCH;
   } else if (batchSize < MAX_BATCH) batchSize *= 2;
   if (Date.now() - lastStats > 1000) {
@@ -201,44 +224,60 @@ while (Date.now() < deadline) {
 }
 
 /**
- * True when a batch reached a block never reached before (hit counts summed over a batch say nothing
- * about one input, so batches are compared by blocks; single inputs by features, buckets included).
+ * The blocks a batch reached that no batch or measured input reached before. Batches are compared by
+ * blocks only: V8 sums hit counts over the whole batch, so a batch's bucket says nothing about any one
+ * input (and sums of 2 to 4096 inputs would land in a new bucket all the time, making every batch look
+ * new). Hit-count buckets are features of inputs measured alone: the corpus replay and the inputs a
+ * bisection narrows down to.
  */
-function novelBlocks(got: Set<number>): boolean {
-  let novel = false;
+function novelBlocks(got: Set<number>): Set<number> {
+  const novel = new Set<number>();
   for (const f of got) {
     const b = blockOf(f);
     if (!batchSeen.has(b)) {
       batchSeen.add(b);
-      novel = true;
+      novel.add(b);
     }
   }
   return novel;
 }
 
 /**
- * Find the inputs of a batch that reached something new by halving it: a half is re-run as a whole and
- * only searched further when it reaches a block its own earlier reads had not; single inputs are measured
- * and kept in the corpus when they add a feature.
+ * Find the inputs of a batch that reached the batch's novel blocks by halving it: a half is re-run as a
+ * whole and searched further only for the novel blocks it reaches, so a batch of n inputs with one new
+ * block costs about 2·log2(n) coverage reads. The input a search ends at is kept in the corpus (and
+ * measured alone, for its hit-count features). Comparing a half's summed counts with per-input features
+ * instead would find "new" buckets in nearly every half and re-run whole batches one input at a time.
+ *
+ * V8 can lose the counts of an input run alone in optimized code (a function left by an early return
+ * is then not reported at all, although the same input reports its blocks within a batch): when a group
+ * reached a novel block and neither half does alone, the group's inputs are kept (at most a few).
  */
-async function bisect(inputs: Buffer[]): Promise<void> {
-  if (inputs.length <= 4) {
-    for (const data of inputs) {
-      const { fresh } = await measured(data);
-      if (fresh) addToCorpus(data);
-    }
+async function bisect(inputs: Buffer[], novel: Set<number>): Promise<void> {
+  if (inputs.length === 1) {
+    await measured(inputs[0], true);
+    keep(inputs[0], novel);
     return;
   }
   const mid = inputs.length >> 1;
+  let left = novel;
   for (const half of [inputs.slice(0, mid), inputs.slice(mid)]) {
-    cov.reset();
-    for (const data of half) await execute(data);
+    if (left.size === 0) break;
+    resetCoverage();
+    for (const data of half) await execute(data, true);
     const got = new Set<number>();
-    cov.take(got);
-    let fresh = false;
-    for (const f of got) if (!features.has(f)) fresh = true;
-    if (fresh) await bisect(half);
+    takeCoverage(got);
+    const reached = new Set<number>();
+    for (const f of got) if (left.has(blockOf(f))) reached.add(blockOf(f));
+    if (reached.size > 0) await bisect(half, reached);
+    left = new Set([...left].filter((b) => !reached.has(b)));
   }
+  if (left.size > 0 && inputs.length <= 8) for (const data of inputs) keep(data, left);
+}
+
+function keep(data: Buffer, reached: Set<number>): void {
+  for (const b of reached) blocks.add(b);
+  addToCorpus(data);
 }
 stats(true);
 cov.close();

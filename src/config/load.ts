@@ -48,9 +48,33 @@ function toConfigError(err: z.ZodError): ConfigError {
   return new ConfigError(p, message + more);
 }
 
+type ConfigSchema = ReturnType<typeof buildConfigSchema>;
+/**
+ * Built schemas by proxy set, then by (checkFiles, base): building one costs far more than parsing a
+ * config with it (zod compiles every object schema), and a schema holds no state of its own (defaults
+ * are copied on every parse). A few bases at most in a process; bounded anyway.
+ */
+const schemas = new WeakMap<readonly ProxyConfigPart[], Map<string, ConfigSchema>>();
+const SCHEMAS_PER_PROXY_SET = 16;
+
+function schemaFor(base: string, checkFiles: boolean, proxies: readonly ProxyConfigPart[]): ConfigSchema {
+  let byContext = schemas.get(proxies);
+  if (!byContext) schemas.set(proxies, (byContext = new Map()));
+  const key = `${checkFiles ? 1 : 0}${base}`;
+  let schema = byContext.get(key);
+  if (!schema) {
+    schema = buildConfigSchema({ base, checkFiles }, proxies);
+    if (byContext.size >= SCHEMAS_PER_PROXY_SET) byContext.delete(byContext.keys().next().value!);
+    byContext.set(key, schema);
+  }
+  return schema;
+}
+
 /** Validate a parsed YAML document. Throws ConfigError naming the first bad key. */
-export function parseConfig(doc: unknown, base: string, checkFiles = true, proxies: readonly ProxyConfigPart[] = []): VigilConfig {
-  const schema = buildConfigSchema({ base, checkFiles }, proxies);
+const NO_PROXIES: readonly ProxyConfigPart[] = [];
+
+export function parseConfig(doc: unknown, base: string, checkFiles = true, proxies: readonly ProxyConfigPart[] = NO_PROXIES): VigilConfig {
+  const schema = schemaFor(base, checkFiles, proxies);
   const result = schema.safeParse(doc ?? {});
   if (!result.success) throw toConfigError(result.error);
   return result.data as VigilConfig;
