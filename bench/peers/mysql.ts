@@ -14,7 +14,6 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { runPeers, startPeerWorld } from '../../test/mysql/drivers/peers.ts';
 import { report } from './compare.ts';
-import path from 'node:path';
 import { compareMtr, formatMtr, mtrReset, runMtr, DEFAULT_MTR_TESTS, type MtrMode } from './mtr.ts';
 
 const { values } = parseArgs({ options: { markdown: { type: 'boolean', default: false }, 'skip-drivers': { type: 'boolean', default: false }, 'skip-mtr': { type: 'boolean', default: false }, 'mtr-tests': { type: 'string' }, 'mtr-direct-only': { type: 'string' } } });
@@ -30,10 +29,10 @@ try {
     if (values['mtr-direct-only']) {
       // Choosing tests: one mode, direct only, each test's outcome and time (or why it skipped or failed).
       await (await mtrReset(db))();
-      const out = await runMtr({ port: db.port, user: 'root' }, tests, values['mtr-direct-only'] as MtrMode, path.join(w.work, 'mtr-choose'));
+      const out = await runMtr({ port: db.port, user: 'root' }, tests, values['mtr-direct-only'] as MtrMode, w.mtrVardir);
       for (const [t, o] of out) console.log(`${t}\t${o.status}\t${o.note}\t${o.stopped ?? ''}`);
     } else {
-    const mtr = await compareMtr({ port: db.port, user: 'root' }, { port: w.vigil.port, user: 'root', tls: w.vigil.tls }, tests, w.work, await mtrReset(db));
+    const mtr = await compareMtr({ port: db.port, user: 'root' }, { port: w.vigil.port, user: 'root', tls: w.vigil.tls }, tests, w.mtrVardir, await mtrReset(db));
     console.log(`\n# mariadb-test-run --extern, main suite, direct vs through vigil, ${new Date().toISOString().slice(0, 10)} (load ${load.toFixed(2)} -> ${os.loadavg()[0].toFixed(2)})`);
     console.log(formatMtr(mtr, values.markdown!));
     if (mtr.some((r) => Object.keys(r.differs).length)) process.exitCode = 1;

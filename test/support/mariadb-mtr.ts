@@ -61,11 +61,13 @@ export function mysqltestToBootstrap(sql: string): string {
 
 /**
  * Where the data directory goes: `<home>/mysqld.1/data` as in an mtr vardir, with a copy of std_data in
- * `<home>/std_data` (mtr copies it into its vardir), so that the tests' `LOAD DATA INFILE '../../std_data/x'`,
- * relative to the data directory, finds the file inside secure-file-priv (`home`).
+ * `<home>/std_data` (mtr copies it into its vardir) and a `<home>/tmp`, so that the tests'
+ * `LOAD DATA INFILE '../../std_data/x'` and `INTO OUTFILE '../../tmp/x'`, relative to the data directory,
+ * find their place inside secure-file-priv (`home`).
  */
 export function mtrDatadir(home: string): string {
   fs.cpSync(path.join(MTR_DIR, 'std_data'), path.join(home, 'std_data'), { recursive: true });
+  fs.mkdirSync(path.join(home, 'tmp'), { recursive: true });
   return path.join(home, 'mysqld.1', 'data');
 }
 

@@ -203,6 +203,8 @@ export interface PeerWorld {
   db: MariadbHandle;
   /** The server set up as mariadb-test-run sets up its own (`startPeerWorld({ mtr: true })`). */
   mtrDb?: MariadbHandle;
+  /** mtrDb's secure-file-priv and the vardir mariadb-test-run uses with it. */
+  mtrVardir: string;
   tg: TestGateway;
   work: string;
   direct: Side;
@@ -234,12 +236,14 @@ function p12File(dir: string, name: string, tls: Side['tls']): string {
  * holds a table of every common column type, a view, a procedure and a trigger.
  * With `mtr`, a second MariaDB set up as mariadb-test-run sets up its own (`mtrDb`), for its suite with
  * `--extern`: target `root` logs in there as root, the account the tests use direct (root@localhost, no
- * password); secure-file-priv is the work directory, which holds the runs' vardirs.
+ * password); its secure-file-priv (`mtrVardir`), which holds its data directory, is the vardir of the runs.
  */
 export async function startPeerWorld(opts: { mtr?: boolean } = {}): Promise<PeerWorld> {
   const work = tempDir('vigil-mypeers-');
   const db = await startMariadb({ tls: true });
-  const mtrDb = opts.mtr ? await startMariadb({ mtr: { secureFilePriv: work } }) : undefined;
+  const mtrVardir = path.join(work, 'mtr-var');
+  if (opts.mtr) fs.mkdirSync(mtrVardir);
+  const mtrDb = opts.mtr ? await startMariadb({ mtr: { secureFilePriv: mtrVardir } }) : undefined;
   await db.query(`
     CREATE USER peer_user@'%' IDENTIFIED BY '${PASSWORD}'; GRANT ALL ON *.* TO peer_user@'%' WITH GRANT OPTION;
     SET NAMES utf8mb4; CREATE DATABASE peers CHARACTER SET utf8mb4; CREATE DATABASE restored CHARACTER SET utf8mb4; USE peers;
@@ -270,7 +274,7 @@ export async function startPeerWorld(opts: { mtr?: boolean } = {}): Promise<Peer
   const direct: Side = { name: 'direct', port: db.port, user: 'peer_user', password: PASSWORD, tls: directTls, p12: p12File(work, 'direct', directTls), sysbenchDir: sysbenchDir(work, directTls) };
   const vigil: Side = { name: 'vigil', port: tg.ports.mysql!, user: 'db', tls: vigilTls, p12: p12File(work, 'vigil', vigilTls), sysbenchDir: sysbenchDir(work, vigilTls) };
   return {
-    db, mtrDb, tg, work, direct, vigil,
+    db, mtrDb, mtrVardir, tg, work, direct, vigil,
     resetRestored: async () => void (await db.query('DROP DATABASE IF EXISTS restored; CREATE DATABASE restored')),
     async stop() {
       await tg.stop();
