@@ -211,6 +211,9 @@ export class ResponseTracker {
         // Column count: a result set begins.
         return this.enter('columns', new Reader(p).lenenc(), 0);
       case 'columnsEof': {
+        // A statement can fail after its column definitions went out (a COM_STMT_EXECUTE that opens a
+        // cursor fails while the server fills it): ERR in place of the EOF ends the response.
+        if (head === 0xff) return this.error(p);
         const status = p.length >= 5 ? p.readUInt16LE(3) : 0;
         // Only a cursor request can open a cursor; elsewhere the flag may linger in the status (a
         // stored procedure's own cursors) and rows still follow.

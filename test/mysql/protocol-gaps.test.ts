@@ -86,6 +86,30 @@ describe('mysql protocol gaps', () => {
     c.socket.destroy();
   });
 
+  it.each([
+    ['with', RAW_CAPS],
+    ['without', RAW_CAPS & ~CLIENT.DEPRECATE_EOF],
+  ])('server-side cursor whose statement fails while the cursor opens (%s CLIENT_DEPRECATE_EOF): the ERR after the column definitions ends the response; no desync afterwards', async (mode, caps) => {
+    // Found by mariadb-test-run --cursor-protocol through vigil (ps_3innodb, type_geometry_mix_int).
+    const c = await rawLogin(w.port, w.alice, 'db', 'shop', caps);
+    const session = await sessionOf(c, `cursor-error-session-${mode}`);
+    let from = w.tg.events.length;
+    c.send(prepare('SELECT 1 < (SELECT seq FROM seq_1_to_2) AS one'));
+    const prep = await nextQuery(session, from);
+    const id = detail(prep).statement_id as number;
+    from = w.tg.events.length;
+    c.send(execute(id, true));
+    const ex = await nextQuery(session, from);
+    expect(ex.outcome).toBe('failure');
+    expect(detail(ex)).toMatchObject({ command: 'COM_STMT_EXECUTE', error: { code: 1242 } });
+    from = w.tg.events.length;
+    c.send(query("SELECT 'after-cursor-error'"));
+    const after = await nextQuery(session, from);
+    expect(detail(after)).toMatchObject({ query: "SELECT 'after-cursor-error'", rows_returned: 1 });
+    expect(c.isClosed()).toBe(false);
+    c.socket.destroy();
+  });
+
   it('a refused prepare binds nothing; a prepare pipelined with "execute the last prepared" records the new text', async () => {
     const c = await rawLogin(w.port, w.alice);
     const session = await sessionOf(c, 'pipelined-session');

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { tempDir, freePort, waitFor } from './tmp.ts';
+import { mtrBootstrap, mtrDatadir, mtrServerArgs } from './mariadb-mtr.ts';
 
 /**
  * A real MariaDB server for tests and benches: a fresh data dir from `mariadb-install-db` in a temp dir,
@@ -14,6 +15,7 @@ export interface MariadbHandle {
   port: number;
   socket: string;
   dir: string;
+  datadir: string;
   /** With `tls: true`: a directory with `cacert.pem`, `client-cert.pem`, `client-key.pem` (sysbench's names). */
   tlsDir?: string;
   /** Run SQL as root over the socket with the stock client; returns tab-separated output rows. */
@@ -40,9 +42,13 @@ function makeTls(dir: string): { tlsDir: string; args: string[] } {
   return { tlsDir, args: [`--ssl-ca=${f('cacert.pem')}`, `--ssl-cert=${f('server-cert.pem')}`, `--ssl-key=${f('server-key.pem')}`] };
 }
 
-export async function startMariadb(opts: { echoLog?: boolean; tls?: boolean } = {}): Promise<MariadbHandle> {
+/**
+ * `mtr`: bootstrapped and configured as mariadb-test-run configures its own server (test/support/mariadb-mtr.ts),
+ * for its suite run with `--extern`; `secureFilePriv` is where the tests may read and write files.
+ */
+export async function startMariadb(opts: { echoLog?: boolean; tls?: boolean; mtr?: { secureFilePriv: string } } = {}): Promise<MariadbHandle> {
   const dir = tempDir('vigil-mariadb-');
-  const datadir = path.join(dir, 'data');
+  const datadir = opts.mtr ? mtrDatadir(opts.mtr.secureFilePriv) : path.join(dir, 'data');
   const socket = path.join(dir, 'mariadb.sock');
   const isRoot = process.getuid?.() === 0;
   const user = isRoot ? 'root' : os.userInfo().username;
@@ -50,6 +56,11 @@ export async function startMariadb(opts: { echoLog?: boolean; tls?: boolean } = 
   // gives up); once more from scratch, then fail with what it said.
   for (let attempt = 1; ; attempt++) {
     try {
+      if (opts.mtr) {
+        fs.mkdirSync(path.join(dir, 'tmp'), { recursive: true });
+        mtrBootstrap(datadir, path.join(dir, 'tmp'), user);
+        break;
+      }
       execFileSync(INSTALL_DB, ['--no-defaults', `--datadir=${datadir}`, `--user=${user}`, '--auth-root-authentication-method=normal', '--skip-test-db'], {
         stdio: ['ignore', 'pipe', 'pipe'],
       });
@@ -73,15 +84,19 @@ export async function startMariadb(opts: { echoLog?: boolean; tls?: boolean } = 
       '--bind-address=127.0.0.1',
       `--user=${user}`,
       `--pid-file=${path.join(dir, 'mariadbd.pid')}`,
-      '--skip-name-resolve',
-      '--innodb-buffer-pool-size=64M',
-      '--innodb-log-file-size=32M',
-      '--innodb-flush-log-at-trx-commit=2',
-      '--max-connections=500',
-      '--max-prepared-stmt-count=100000',
-      '--local-infile=1',
-      '--max-allowed-packet=64M',
-      ...(tls?.args ?? []),
+      ...(opts.mtr
+        ? mtrServerArgs({ secureFilePriv: opts.mtr.secureFilePriv, tmpdir: path.join(dir, 'tmp'), logDir: dir })
+        : [
+            '--skip-name-resolve',
+            '--innodb-buffer-pool-size=64M',
+            '--innodb-log-file-size=32M',
+            '--innodb-flush-log-at-trx-commit=2',
+            '--max-connections=500',
+            '--max-prepared-stmt-count=100000',
+            '--local-infile=1',
+            '--max-allowed-packet=64M',
+            ...(tls?.args ?? []),
+          ]),
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
@@ -124,6 +139,7 @@ export async function startMariadb(opts: { echoLog?: boolean; tls?: boolean } = 
     port,
     socket,
     dir,
+    datadir,
     tlsDir: tls?.tlsDir,
     query,
     stop: () =>
@@ -135,6 +151,7 @@ export async function startMariadb(opts: { echoLog?: boolean; tls?: boolean } = 
           clearTimeout(t);
         }
         fs.rmSync(dir, { recursive: true, force: true });
+        fs.rmSync(datadir, { recursive: true, force: true });
       })()),
   };
 }

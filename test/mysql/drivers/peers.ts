@@ -201,6 +201,10 @@ export async function runPeers(w: PeerWorld, drivers: MysqlDriver[] = ALL_DRIVER
 
 export interface PeerWorld {
   db: MariadbHandle;
+  /** The server set up as mariadb-test-run sets up its own (`startPeerWorld({ mtr: true })`). */
+  mtrDb?: MariadbHandle;
+  /** mtrDb's secure-file-priv and the vardir mariadb-test-run uses with it. */
+  mtrVardir: string;
   tg: TestGateway;
   work: string;
   direct: Side;
@@ -228,14 +232,19 @@ function p12File(dir: string, name: string, tls: Side['tls']): string {
 
 /**
  * A real MariaDB with TLS (its own test CA and client certificate for the direct side) and an in-process vigil
- * with target `db` (backend login `peer_user`, every database) and alice's certificate. Target `root` is the
- * same login for mariadb-test-run, whose tests connect as root (direct: the passwordless root@127.0.0.1). Database `peers`
+ * with target `db` (backend login `peer_user`, every database) and alice's certificate. Database `peers`
  * holds a table of every common column type, a view, a procedure and a trigger.
+ * With `mtr`, a second MariaDB set up as mariadb-test-run sets up its own (`mtrDb`), for its suite with
+ * `--extern`: target `root` logs in there as root, the account the tests use direct (root@localhost, no
+ * password); its secure-file-priv (`mtrVardir`), which holds its data directory, is the vardir of the runs.
  */
-export async function startPeerWorld(): Promise<PeerWorld> {
+export async function startPeerWorld(opts: { mtr?: boolean } = {}): Promise<PeerWorld> {
+  const work = tempDir('vigil-mypeers-');
   const db = await startMariadb({ tls: true });
+  const mtrVardir = path.join(work, 'mtr-var');
+  if (opts.mtr) fs.mkdirSync(mtrVardir);
+  const mtrDb = opts.mtr ? await startMariadb({ mtr: { secureFilePriv: mtrVardir } }) : undefined;
   await db.query(`
-    CREATE USER IF NOT EXISTS root@'127.0.0.1'; GRANT ALL ON *.* TO root@'127.0.0.1' WITH GRANT OPTION; CREATE DATABASE test;
     CREATE USER peer_user@'%' IDENTIFIED BY '${PASSWORD}'; GRANT ALL ON *.* TO peer_user@'%' WITH GRANT OPTION;
     SET NAMES utf8mb4; CREATE DATABASE peers CHARACTER SET utf8mb4; CREATE DATABASE restored CHARACTER SET utf8mb4; USE peers;
     CREATE TABLE peers.items (id INT PRIMARY KEY, name VARCHAR(100), price DECIMAL(10,2), made DATE, img BLOB, doc JSON, at DATETIME(6), KEY by_name (name));
@@ -245,17 +254,16 @@ export async function startPeerWorld(): Promise<PeerWorld> {
     CREATE DEFINER=peer_user@'%' VIEW items_view AS SELECT id, name FROM items;
     CREATE DEFINER=peer_user@'%' PROCEDURE items_count(OUT n INT) SELECT COUNT(*) INTO n FROM items;
   `);
-  const work = tempDir('vigil-mypeers-');
   const secret = secretsDir(work)('peer', PASSWORD);
   const tg = await startTestGateway(
     {
       targets: [
         { name: 'db', protocol: 'mysql', host: '127.0.0.1', port: db.port, user: 'peer_user', password: { file: secret } },
         // mariadb-test-run's tests connect as `root`: through vigil that names this target.
-        { name: 'root', protocol: 'mysql', host: '127.0.0.1', port: db.port, user: 'peer_user', password: { file: secret } },
+        ...(mtrDb ? [{ name: 'root', protocol: 'mysql', host: '127.0.0.1', port: mtrDb.port, user: 'root' }] : []),
       ],
       certs: { clock_skew: 0 },
-      roles: [{ name: 'dba', targets: ['db', 'root'], databases: ['*'] }],
+      roles: [{ name: 'dba', targets: ['db', ...(mtrDb ? ['root'] : [])], databases: ['*'] }],
     },
     work,
   );
@@ -266,11 +274,12 @@ export async function startPeerWorld(): Promise<PeerWorld> {
   const direct: Side = { name: 'direct', port: db.port, user: 'peer_user', password: PASSWORD, tls: directTls, p12: p12File(work, 'direct', directTls), sysbenchDir: sysbenchDir(work, directTls) };
   const vigil: Side = { name: 'vigil', port: tg.ports.mysql!, user: 'db', tls: vigilTls, p12: p12File(work, 'vigil', vigilTls), sysbenchDir: sysbenchDir(work, vigilTls) };
   return {
-    db, tg, work, direct, vigil,
+    db, mtrDb, mtrVardir, tg, work, direct, vigil,
     resetRestored: async () => void (await db.query('DROP DATABASE IF EXISTS restored; CREATE DATABASE restored')),
     async stop() {
       await tg.stop();
       await db.stop();
+      await mtrDb?.stop();
       fs.rmSync(work, { recursive: true, force: true });
     },
   };
