@@ -27,7 +27,8 @@ describe('no hangs when the target fails', () => {
   let dir: string;
   const clients: Client[] = [];
   beforeAll(async () => {
-    w = await startWorld();
+    // 20 and 30 channels multiplexed on one connection (ssh.max_sessions is 10 by default; the test sshd allows 100).
+    w = await startWorld({ config: { ssh: { listen: '127.0.0.1:0', max_sessions: 64 } } });
     alice = await w.issue();
     dir = tempDir('vigil-nohang-');
   }, 30_000);
