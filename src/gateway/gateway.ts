@@ -3,18 +3,16 @@ import { settleBackendAccounts } from '../accounts/manager.ts';
 import net from 'node:net';
 import type { Logger } from 'pino';
 import type { LoadedConfig } from '../config/load.ts';
-import type { TargetConfig } from '../config/schema.ts';
 import { createLogger } from '../log.ts';
 import type { ProxyInstance, ProxyModule } from './proxy.ts';
 import type { GatewayServices, TargetDirectory } from './services.ts';
-import { createReloader, targetDirectory, type ReloadReport, type ReloadTrigger } from './reload.ts';
+import { createReloader, type ReloadReport, type ReloadTrigger } from './reload.ts';
 import { auditOptions, dataPaths } from '../data-dir.ts';
 import { EventBus } from '../events/bus.ts';
 import { LOCAL_SOURCE, SYSTEM_ACTOR } from '../events/envelope.ts';
 import { SessionRegistry } from '../sessions/registry.ts';
 import { initIdentity, openIdentity } from '../identity/index.ts';
 import { openStateStore } from '../store/index.ts';
-import { createAuthorizer } from '../authz/index.ts';
 import { startAccessEnforcement } from '../access/enforcement.ts';
 import { startDailyPurge } from '../../recorder/retention/daily.ts';
 import { startReportSchedules } from '../../recorder/reports/schedule.ts';
@@ -22,8 +20,6 @@ import { roleTargetsOf } from '../../recorder/reports/source.ts';
 import { startApi } from '../api/server.ts';
 import { openAuditLog, witnessPublisher, startIndexFollower } from '../../recorder/audit/index.ts';
 import { replicaIdOf, startSharedIndexFollower } from '../../recorder/audit/shared-index.ts';
-import { openConfiguredRecordings } from '../../recorder/recordings/storage.ts';
-import { recordingUploadEvents } from './recording-events.ts';
 import { openProtocolListeners } from './listeners.ts';
 import { startWorkerPool, type WorkerPool } from './workers/pool.ts';
 import { WithWorkerEvents } from './workers/foreign.ts';
@@ -31,7 +27,7 @@ import { startTelemetry } from '../telemetry.ts';
 import { refusalBudgetFor } from '../sessions/refusal-budget.ts';
 import { startAlerts } from '../alerts/index.ts';
 import { startApprovals } from '../access/start-approvals.ts';
-import { Guardrails } from '../guardrails/index.ts';
+import { coreServices } from './core-services.ts';
 
 export interface Gateway {
   services: GatewayServices;
@@ -74,22 +70,10 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
   const events = new EventBus(sink, config.audit.durability);
   telemetry.traceEvents(events);
   const refusals = refusalBudgetFor(config.budgets, events, log);
-  const services: GatewayServices = {
-    config,
-    dataDir,
-    log,
-    events,
-    identity,
-    store,
-    authz: createAuthorizer(config, store),
-    sessions: new SessionRegistry(),
-    recordings: await openConfiguredRecordings(dataPaths(dataDir).recordings, config.recording.storage, recordingUploadEvents(events, log)),
-    targets: targetDirectory(config.targets as TargetConfig[]),
-    refusals: refusals.budget,
-    auditIndex: config.audit.index.enabled
-      ? startIndexFollower({ auditDir: dataPaths(dataDir).audit, intervalMs: config.audit.index.interval, batch: config.audit.index.batch, log, paused: () => !events.healthy })
-      : undefined,
-  };
+  const services = await coreServices({ config, dataDir, log, events, identity, store, sessions: new SessionRegistry(), refusals: refusals.budget });
+  if (config.audit.index.enabled) {
+    services.auditIndex = startIndexFollower({ auditDir: dataPaths(dataDir).audit, intervalMs: config.audit.index.interval, batch: config.audit.index.batch, log, paused: () => !events.healthy });
+  }
   if (store.auditChains) {
     // Replicas on one PostgreSQL store: this chain's signed records go to the shared index, off the hot path.
     services.sharedAuditIndex = startSharedIndexFollower({
@@ -118,10 +102,6 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
   // Rules listen before any listener opens: nothing a session does escapes them.
   if (config.alerts.length || config.notifiers.length) {
     services.alerts = await startAlerts({ alerts: config.alerts, notifiers: config.notifiers, dataDir, store: services.store, events, targets: services.targets, log });
-  }
-  if (config.guardrails.length) {
-    await Guardrails.ready();
-    services.guardrails = new Guardrails(config.guardrails);
   }
   const enforcement = startAccessEnforcement(services);
   const purgeJob = config.retention.auto_purge ? startDailyPurge({ config, store, events, log, paths: dataPaths(dataDir), remote: services.recordings.remote }) : undefined;

@@ -1,23 +1,18 @@
 import type { Logger } from 'pino';
 import type { LoadedConfig } from '../../config/load.ts';
-import type { TargetConfig } from '../../config/schema.ts';
 import { createLogger } from '../../log.ts';
 import type { ProxyModule } from '../proxy.ts';
 import type { GatewayServices } from '../services.ts';
-import { createReloader, targetDirectory, type Reloader } from '../reload.ts';
-import { dataPaths } from '../../data-dir.ts';
+import { createReloader, type Reloader } from '../reload.ts';
 import { EventBus } from '../../events/bus.ts';
 import { SessionRegistry } from '../../sessions/registry.ts';
 import { openIdentity } from '../../identity/index.ts';
 import { openStateStore } from '../../store/index.ts';
-import { createAuthorizer } from '../../authz/index.ts';
 import { startAccessEnforcement } from '../../access/enforcement.ts';
 import { settleBackendAccounts } from '../../accounts/manager.ts';
-import { openConfiguredRecordings } from '../../../recorder/recordings/storage.ts';
 import { refusalBudgetFor } from '../../sessions/refusal-budget.ts';
-import { Guardrails } from '../../guardrails/index.ts';
+import { coreServices } from '../core-services.ts';
 import { openProtocolListeners, type ProtocolListeners } from '../listeners.ts';
-import { recordingUploadEvents } from '../recording-events.ts';
 import { IpcAuditSink } from './ipc-sink.ts';
 import { isVigilMessage, sessionToWire, type PrimaryMessage, type WorkerMessage } from './messages.ts';
 
@@ -81,23 +76,7 @@ export async function runGatewayWorker(loaded: LoadedConfig, opts: { proxies: re
         if (!primaryGone) send({ vigil: 'session_closed', id, reason });
       },
     });
-    services = {
-      config,
-      dataDir,
-      log,
-      events,
-      identity,
-      store,
-      authz: createAuthorizer(config, store),
-      sessions,
-      recordings: await openConfiguredRecordings(dataPaths(dataDir).recordings, config.recording.storage, recordingUploadEvents(events, log)),
-      targets: targetDirectory(config.targets as TargetConfig[]),
-      refusals: refusals.budget,
-    };
-    if (config.guardrails.length) {
-      await Guardrails.ready();
-      services.guardrails = new Guardrails(config.guardrails);
-    }
+    services = await coreServices({ config, dataDir, log, events, identity, store, sessions, refusals: refusals.budget });
     follower = createReloader(services, loaded.file, opts.proxies, { follower: true });
     const enforcement = startAccessEnforcement(services, { expire: false });
     await openProtocolListeners(services, opts.proxies, log, listeners);
