@@ -164,6 +164,11 @@ export async function makeBundle(o: MakeBundleOptions, out: Writable): Promise<M
   const publicKey = crypto.createPublicKey(privateKey);
   const publicPem = publicKey.export({ type: 'spki', format: 'pem' }).toString();
   const checked = verifyAuditLog(o.auditDir, publicPem);
+  if (checked.status === 'invalid' && checked.firstBad?.kind === 'no-checkpoint') {
+    // A young log (its writer has not reached audit.checkpoint_interval yet) looks like this, and so does
+    // one whose checkpoints were stripped: say both, and refuse either way.
+    throw new BundleError(`the audit log (${checked.records} records) is not signed by a checkpoint yet; if the gateway started less than audit.checkpoint_interval ago, wait for its first one and run this again, otherwise its checkpoints are missing and the log does not verify; no bundle was made`);
+  }
   if (checked.status === 'invalid') {
     throw new BundleError(`the audit log does not verify (${checked.firstBad?.problem ?? 'invalid'}); no bundle was made`);
   }

@@ -364,6 +364,27 @@ describe('vigil audit bundle / verify-bundle: refusals', () => {
     expect(failures.map((e) => e.outcome)).toEqual(['failure', 'failure']);
   });
 
+  it('a log its writer has not signed yet: no bundle, and the message says to wait for the first checkpoint', async () => {
+    const base = tempDir('vigil-bundle-young-');
+    const dataDir = path.join(base, 'data');
+    const configPath = path.join(base, 'vigil.json');
+    fs.writeFileSync(configPath, JSON.stringify({ data_dir: dataDir }));
+    await initIdentity(dataDir, parseConfig({ data_dir: dataDir }, base));
+    const audit = dataPaths(dataDir).audit;
+    // The gateway has just started: records written, its first checkpoint not due yet.
+    const w = await openAuditLog(audit, auditOptions(dataPaths(dataDir).auditSigningKey, { checkpointIntervalMs: 3_600_000, checkpointEvery: 1_000_000 }));
+    try {
+      for (let i = 0; i < 3; i++) await w.append(sampleEvent(i));
+      const out = path.join(base, 'young.tar');
+      const young = await runCliCaptured(['audit', 'bundle', '--config', configPath, '--since', '1h', '--out', out]);
+      expect(young.code).toBe(1);
+      expect(young.err).toContain('the audit log (3 records) is not signed by a checkpoint yet; if the gateway started less than audit.checkpoint_interval ago, wait for its first one and run this again');
+      expect(fs.existsSync(out)).toBe(false);
+    } finally {
+      await w.close();
+    }
+  });
+
   it('what is not a bundle is unreadable (exit 8): not a tar, a member with a path leaving the archive, a member missing', async () => {
     const dir = tempDir('vigil-bundle-edge-verify-');
     fs.writeFileSync(path.join(dir, 'junk.tar'), crypto.randomBytes(4096));
