@@ -67,6 +67,22 @@ export interface SyncResult {
   diverged?: { seq: number; problem: string };
 }
 
+/**
+ * The highest seq a retention purge among `rows` removed from the chain (`audit.purged` with segments).
+ * The index drops those rows in the transaction that adds the event vouching for their removal, so the
+ * database keeps no more than the chain does, and verify never sees a gap without its reason.
+ */
+export function purgedThrough(rows: IndexedAuditRow[]): number | undefined {
+  let through: number | undefined;
+  for (const r of rows) {
+    if (!r.eventJson.includes('"type":"audit.purged"')) continue;
+    const e = JSON.parse(r.eventJson) as { type?: string; details?: { last_seq?: unknown } };
+    const last = e.details?.last_seq;
+    if (e.type === 'audit.purged' && typeof last === 'number' && Number.isSafeInteger(last) && last < r.seq) through = Math.max(through ?? 0, last);
+  }
+  return through;
+}
+
 /** Copies one local chain's signed records into the shared index, from where the index stands. */
 export class SharedIndexer {
   private readonly reader: SignedRecordReader;
@@ -129,7 +145,7 @@ export class SharedIndexer {
         return res;
       }
       const rows: IndexedAuditRow[] = read.records.map((r) => ({ replica: this.local.replica, seq: r.seq, prev: r.prev, hash: r.hash, eventJson: r.eventJson }));
-      const out = await this.chains.appendRows(this.local.replica, this.head, rows, chainHeadSeq(this.local.auditDir));
+      const out = await this.chains.appendRows(this.local.replica, this.head, rows, chainHeadSeq(this.local.auditDir), { pruneThrough: purgedThrough(rows) });
       if (!out.ok) {
         // Another process (a CLI search, reindex) moved the head: start again from where it is now.
         this.head = undefined;

@@ -4,6 +4,7 @@ import path from 'node:path';
 import type { AuditChainInfo, AuditChainStore, IndexedAuditRow } from '../../src/store/types.ts';
 import { parseRecordLine, recordHash, verifyCheckpointSignature, CHECKPOINT_TAIL } from './record.ts';
 import { listSegments } from './segments.ts';
+import { purgedThrough } from './shared-index.ts';
 
 /**
  * Verification of the shared index (PostgreSQL), chain by chain, from the database alone: for every
@@ -79,6 +80,8 @@ async function verifyChainRows(chains: AuditChainStore, c: AuditChainInfo): Prom
   if (c.diverged) bad({ seq: c.diverged.seq, kind: 'diverged', problem: `the replica's chain diverged from the index at seq ${c.diverged.seq} (${c.diverged.at}): ${c.diverged.problem}` });
   let prev: IndexedAuditRow | undefined;
   let lastCheckpointSeq = 0;
+  // Where `audit.purged` events say the chain was cut: the index may start right after one of them.
+  const cutAt = new Set<number>();
   for (let after = 0; ; ) {
     const page = await chains.rows(c.replica, after, PAGE);
     for (const r of page) {
@@ -103,11 +106,16 @@ async function verifyChainRows(chains: AuditChainStore, c: AuditChainInfo): Prom
         res.checkpoints++;
         lastCheckpointSeq = r.seq;
       }
+      const through = purgedThrough([r]);
+      if (through !== undefined) cutAt.add(through);
       prev = r;
       res.lastSeq = r.seq;
     }
     if (page.length < PAGE) break;
     after = page[page.length - 1].seq;
+  }
+  if (res.firstSeq > 1 && !cutAt.has(res.firstSeq - 1)) {
+    return bad({ seq: 1, kind: 'records-missing', problem: `rows 1..${res.firstSeq - 1} are missing from the index, and no audit.purged event says a retention purge removed them` });
   }
   if (prev && lastCheckpointSeq !== prev.seq) return bad({ seq: lastCheckpointSeq + 1, kind: 'uncovered-tail', problem: `rows ${lastCheckpointSeq + 1}..${prev.seq} are not signed by any checkpoint (the index holds signed records only)` });
   if ((prev?.seq ?? 0) !== c.indexedSeq || (prev?.hash ?? '') !== c.indexedHash) {

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import type { AuditChainInfo, AuditChainStore, IndexedAuditRow, SharedAuditQuery } from './types.ts';
+import type { AppendRowsOptions, AuditChainInfo, AuditChainStore, IndexedAuditRow, SharedAuditQuery } from './types.ts';
 import { searchableDetailsText } from '../../recorder/audit/searchable.ts';
 
 /**
@@ -68,7 +68,7 @@ export class PgAuditChains implements AuditChainStore {
     return r && chainFromRow(r);
   }
 
-  async appendRows(replica: string, expected: { seq: number; hash: string }, rows: IndexedAuditRow[], chainSeq: number): Promise<{ ok: boolean; seq: number; hash: string }> {
+  async appendRows(replica: string, expected: { seq: number; hash: string }, rows: IndexedAuditRow[], chainSeq: number, opts: AppendRowsOptions = {}): Promise<{ ok: boolean; seq: number; hash: string }> {
     const { client, done } = await this.checkout();
     let broken = false;
     try {
@@ -94,6 +94,9 @@ export class PgAuditChains implements AuditChainStore {
              AS u(seq, prev, hash, time, type, usr, target, session, outcome, event, body)`,
           [replica, col('seq'), col('prev'), col('hash'), col('time'), col('type'), col('user'), col('target'), col('session'), col('outcome'), col('event'), col('body')],
         );
+      }
+      if (opts.pruneThrough !== undefined) {
+        await client.query(`DELETE FROM ${this.s}.audit_events WHERE replica = $1 AND seq <= $2`, [replica, opts.pruneThrough]);
       }
       const last = rows.at(-1);
       const next = last ? { seq: last.seq, hash: last.hash } : cur;

@@ -189,6 +189,14 @@ export interface SharedAuditQuery {
   page?: number;
 }
 
+export interface AppendRowsOptions {
+  /**
+   * Delete the replica's rows up to this seq in the same transaction: the rows carry an `audit.purged`
+   * event whose retention purge removed those records from the chain, so the index lets them go too.
+   */
+  pruneThrough?: number;
+}
+
 export interface AuditChainStore {
   /** Register (or refresh) a replica's chain and signing key; returns what the store now holds. */
   registerChain(c: { replica: string; keyId: string; publicKey: string; host: string }): Promise<AuditChainInfo>;
@@ -198,7 +206,7 @@ export interface AuditChainStore {
    * Add records after the indexed head in one transaction. Refused (returns the current head) when the
    * head is not `expected` any more (another process indexed or reset meanwhile).
    */
-  appendRows(replica: string, expected: { seq: number; hash: string }, rows: IndexedAuditRow[], chainSeq: number): Promise<{ ok: boolean; seq: number; hash: string }>;
+  appendRows(replica: string, expected: { seq: number; hash: string }, rows: IndexedAuditRow[], chainSeq: number, opts?: AppendRowsOptions): Promise<{ ok: boolean; seq: number; hash: string }>;
   /** Record that the replica's chain diverged from the index at `seq`: it stops being indexed until reindexed. */
   markDiverged(replica: string, seq: number, problem: string): Promise<void>;
   /** Drop every indexed row of the replica and its divergence mark (reindex from its chain follows). */

@@ -13,6 +13,7 @@ import { openStateStore, type StateStore } from '../../src/store/index.ts';
 import { openAuditLog } from '../../recorder/audit/index.ts';
 import { SharedIndexer } from '../../recorder/audit/shared-index.ts';
 import { verifySharedIndex } from '../../recorder/audit/verify-shared.ts';
+import { runPurge } from '../../recorder/retention/run.ts';
 import { startCuttableRelay, type CuttableRelay } from '../support/cuttable-relay.ts';
 import { startReplica } from '../support/replicas.ts';
 
@@ -301,6 +302,49 @@ describe('the audit log across replicas on one PostgreSQL store', () => {
     expect(check.local!.compared).toBe(mine.lastSeq);
     expect(mine.rows).toBe(mine.lastSeq);
     storeDb.psql(`DELETE FROM ${SCHEMA}.audit_events WHERE replica = 'rotating-${run}'; DELETE FROM ${SCHEMA}.audit_chains WHERE replica = 'rotating-${run}'`);
+  }, 60_000);
+
+  it('a retention purge leaves the index too: its rows go with the audit.purged event; rows removed without one are found', async () => {
+    const dir = tempDir('vigil-auditrep-purge-');
+    const key = makeSigningKey(dir);
+    const auditDir = path.join(dir, 'audit');
+    const local = { auditDir, replica: `purging-${run}`, publicKeyPem: key.publicPem };
+    const chains = direct.auditChains!;
+    const log = await openAuditLog(auditDir, auditOptions(key.keyFile, { segmentMaxBytes: 4096, checkpointEvery: 7 }));
+    for (let i = 0; i < 60; i++) await log.append(sampleEvent(i, { details: { statement: `SELECT 'old${run}' /* ${i} */` } }));
+    const indexer = new SharedIndexer(chains, local);
+    await indexer.sync(100);
+    const oldSeqs = async () => (await chains.search({ replica: local.replica, text: `old${run}` })).map((r) => r.seq);
+    expect(Math.min(...(await oldSeqs()))).toBe(1);
+    // A year later (every sealed segment past its retention): the purge records audit.purged, then cuts.
+    const res = await runPurge({
+      auditDir, recordingsDir: path.join(dir, 'recordings'), publicKeyFile: key.pubFile, reason: 'test',
+      policy: { floorMs: 0, defaultMs: 1000, classes: {} }, holds: async () => [], now: Date.now() + 365 * 86_400_000,
+      record: (details) => log.append(sampleEvent(0, { type: 'audit.purged', details })),
+    });
+    expect(res.status).toBe('purged');
+    const through = res.status === 'purged' ? res.entry!.last_seq : 0;
+    expect(through).toBeGreaterThan(10);
+    await log.close(); // signs the audit.purged event
+    await indexer.sync(100);
+    // The purged records are gone from the database as from the chain; what is left verifies.
+    expect(Number(storeDb.psql(`SELECT min(seq) FROM ${SCHEMA}.audit_events WHERE replica = 'purging-${run}'`))).toBe(through + 1);
+    const after = await verifySharedIndex(chains, local);
+    expect(after.chains.find((c) => c.replica === local.replica)).toMatchObject({ ok: true, firstSeq: through + 1 });
+    expect(after.local).toMatchObject({ ok: true });
+    expect((await oldSeqs()).filter((seq) => seq <= through)).toEqual([]);
+    // The same cut made in the database without a purge (the oldest rows of a chain deleted): found.
+    const other = { auditDir: path.join(dir, 'audit2'), replica: `cut-${run}`, publicKeyPem: key.publicPem };
+    const log2 = await openAuditLog(other.auditDir, auditOptions(key.keyFile, { checkpointEvery: 7 }));
+    for (let i = 0; i < 30; i++) await log2.append(sampleEvent(i));
+    await log2.close();
+    await new SharedIndexer(chains, other).sync(100);
+    expect((await verifySharedIndex(chains)).chains.find((c) => c.replica === other.replica)?.ok).toBe(true);
+    storeDb.psql(`DELETE FROM ${SCHEMA}.audit_events WHERE replica = 'cut-${run}' AND seq <= 8`);
+    expect((await verifySharedIndex(chains)).chains.find((c) => c.replica === other.replica)).toMatchObject({
+      ok: false, firstSeq: 9, firstBad: { kind: 'records-missing', problem: 'rows 1..8 are missing from the index, and no audit.purged event says a retention purge removed them' },
+    });
+    storeDb.psql(`DELETE FROM ${SCHEMA}.audit_events WHERE replica IN ('cut-${run}', 'purging-${run}'); DELETE FROM ${SCHEMA}.audit_chains WHERE replica IN ('cut-${run}', 'purging-${run}')`);
   }, 60_000);
 
   it('a rebuild from the chains gives the same search results', async () => {
