@@ -1,4 +1,5 @@
 /** Calls to the console's JSON endpoints: same origin, cookie session, CSRF token on every change. */
+import type { SessionRow as CatalogRow } from '../../src/console/session-row.ts';
 
 export interface Me {
   user: string;
@@ -41,23 +42,8 @@ export function query(params: Record<string, string | undefined>): string {
   return s ? `?${s}` : '';
 }
 
-export interface SessionRow {
-  id: string;
-  user: string;
-  roles: string[];
-  target: string;
-  protocol: string;
-  host?: string;
-  login?: string;
-  database?: string;
-  source_ip?: string;
-  started_at: string;
-  ended_at?: string;
-  end_reason?: string;
-  duration_ms?: number;
-  statements: number;
-  commands: number;
-  file_ops: number;
+/** A catalog row (shared with the server), and whether the session is still running. */
+export interface SessionRow extends CatalogRow {
   live: boolean;
 }
 

@@ -4,6 +4,7 @@ import Database from 'better-sqlite3';
 import { AuditIndex } from '../../recorder/audit/search-index.ts';
 import type { AuditEvent } from '../events/envelope.ts';
 import { VigilError } from '../errors.ts';
+import type { SessionRow } from './session-row.ts';
 
 /**
  * The console's list of sessions: one row per session (start, end, who, where, counts), kept in
@@ -12,24 +13,7 @@ import { VigilError } from '../errors.ts';
  * by keyset pagination on (started_at, id) with an index per filter, so the first page of 10^5 sessions
  * costs one index walk, never a sort of them all.
  */
-export interface SessionRow {
-  id: string;
-  user: string;
-  roles: string[];
-  target: string;
-  protocol: string;
-  host?: string;
-  login?: string;
-  database?: string;
-  source_ip?: string;
-  started_at: string;
-  ended_at?: string;
-  end_reason?: string;
-  duration_ms?: number;
-  statements: number;
-  commands: number;
-  file_ops: number;
-}
+export type { SessionRow };
 
 export interface SessionFilter {
   user?: string;
