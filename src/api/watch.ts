@@ -165,7 +165,12 @@ export function streamSession(out: WatchSink, deps: WatchDeps, actor: Actor, ses
     }),
   );
 
-  if (terminal && deps.recordings.watch) {
+  // A session held by a cluster worker: its recordings are written there, and relayed only while watched.
+  const remote = deps.sessions.get(id)?.remote;
+  const watchCasts: ((onCast: (cast: LiveCast) => void) => () => void) | undefined = remote
+    ? (onCast) => remote.watchCasts(onCast, () => finish('too_slow', 1013, 'the live view fell behind the session; reconnect with from=now'))
+    : deps.recordings.watch && ((onCast) => deps.recordings.watch!(id, onCast));
+  if (terminal && watchCasts) {
     const onCast = (cast: LiveCast): void => {
       if (ending) return;
       following.add(cast.channel);
@@ -180,7 +185,7 @@ export function streamSession(out: WatchSink, deps: WatchDeps, actor: Actor, ses
       );
       cleanups.push(stop);
     };
-    cleanups.push(deps.recordings.watch(id, onCast));
+    cleanups.push(watchCasts(onCast));
   }
 
   out.onClose(() => finish('watcher_closed', 1000, ''));
