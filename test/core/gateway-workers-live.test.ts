@@ -183,6 +183,34 @@ describe('live view and byte counts across gateway.workers: 2', () => {
     for (const s of held.values()) s.c.child.stdin.end();
   }, 240_000);
 
+  it('a watch the primary cannot keep up with never holds the session back: the worker stops relaying it and the watcher is told to reconnect', async () => {
+    const { row, c } = await openedCat();
+    const watch = openWatch(row.id, '?from=now');
+    await waitFor(() => watch.msgs.some((m) => m.type === 'session'), 20_000, 'the watch accepted');
+    c.child.stdin.write('warm-up\n');
+    await waitFor(() => watch.screen().includes('warm-up'), 20_000, 'the watch follows');
+    const stopped = relayLines('the primary fell behind').length;
+    // The primary stops reading its IPC channel (SIGSTOP): 8 MiB go through the session meanwhile, far more
+    // than the relay may hold for the watcher (MAX_RELAY_QUEUED, 2 MiB) plus what the channel buffers.
+    process.kill(gp!.pid, 'SIGSTOP');
+    try {
+      const chunk = 'y'.repeat(1023) + '\n';
+      for (let i = 0; i < 8 * 1024; i++) c.child.stdin.write(chunk);
+      await waitFor(() => c.stdout().length >= 8 * 1024 * 1024, 60_000, 'the session echoed 8 MiB while the primary was stopped');
+    } finally {
+      process.kill(gp!.pid, 'SIGCONT');
+    }
+    expect(await watch.closed).toBe(1013);
+    await waitFor(() => relayLines('the primary fell behind').length > stopped, 20_000, 'the worker logged the dropped relay');
+    // The session is unaffected and can be watched again.
+    const again = openWatch(row.id, '?from=now');
+    await waitFor(() => again.msgs.some((m) => m.type === 'cast'), 20_000, 'a new watch follows');
+    c.child.stdin.write('still-here\n');
+    await waitFor(() => again.screen().includes('still-here'), 20_000, 'live output in the new watch');
+    c.child.stdin.end();
+    expect(await c.exited).toBe(0);
+  }, 180_000);
+
   it('GET /v1/sessions shows the byte counts of a worker\'s session growing while it transfers', async () => {
     const { row, c } = await openedCat();
     expect(row.worker_pid).toBeGreaterThan(0);
