@@ -14,7 +14,9 @@ import type { LiveSession, SessionRegistry } from '../sessions/registry.ts';
  * client certificate the upgrade could check). Nothing the watcher sends is read, let alone passed on.
  * Terminal sessions are streamed from their recordings as the recording writer lands them (src:
  * recorder/recordings LiveCast), database sessions as their statements are recorded (the event bus): the
- * watcher sees what the audit trail holds, through no other path.
+ * watcher sees what the audit trail holds, through no other path. A session held by a cluster worker
+ * (gateway.workers > 1) has its recordings written there: the worker relays their lines over IPC for as
+ * long as the watch lasts (src/gateway/workers/cast-relay.ts), and its statements arrive as events.
  *
  * Messages (JSON text frames, or lines, server to watcher):
  * - `{type:"session", session, mode:"terminal"|"statements", from:"start"|"now"}` first;
