@@ -235,4 +235,16 @@ describe('live view and byte counts across gateway.workers: 2', () => {
     c.child.stdin.end();
     expect(await c.exited).toBe(0);
   }, 120_000);
+
+  it('a watch of a session whose worker dies ends with the session (gateway_crash)', async () => {
+    const { row, c } = await openedCat();
+    const watch = openWatch(row.id, '?from=now');
+    c.child.stdin.write('doomed\n');
+    await waitFor(() => watch.screen().includes('doomed'), 20_000, 'the watch follows');
+    process.kill(row.worker_pid!, 'SIGKILL');
+    // The relay ends with its worker; the primary records session.end for its sessions and the watch closes on it.
+    expect(await watch.closed).toBe(1000);
+    expect(watch.msgs.find((m) => m.type === 'end')).toMatchObject({ reason: 'gateway_crash' });
+    await c.exited;
+  }, 120_000);
 });
