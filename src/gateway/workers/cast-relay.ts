@@ -80,9 +80,10 @@ export class CastRelay {
   private follow(w: number, channel: number, fromStart: boolean): void {
     const r = this.relays.get(w);
     if (!r) return;
+    if (r.follows.has(channel)) return;
     const cast = r.casts.get(channel);
     r.casts.delete(channel);
-    if (!cast || r.follows.has(channel)) return void this.send({ vigil: 'cast_end', w, channel });
+    if (!cast) return void this.send({ vigil: 'cast_end', w, channel });
     let ended = false;
     const stop = cast.follow(
       fromStart,
