@@ -8,13 +8,15 @@ import { WebSocket } from 'ws';
 import { startTestGateway, type IssuedFiles } from '../support/gateway.ts';
 import { startGatewayProcess, type GatewayProcess } from '../support/gateway-process.ts';
 import { startSshd, type SshdHandle } from '../support/sshd.ts';
+import { ConsoleClient } from '../support/console.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
 
 /**
  * `vigil serve` with gateway.workers: 2, where the API runs in the primary and SSH sessions in the workers:
- * the live view (`vigil watch`, the watch WebSocket) of a session shows what it types and prints while it
- * runs, whichever worker holds it, and the relay stops when the watcher leaves; GET /v1/sessions shows the
- * byte counts of worker sessions as they grow.
+ * the live view (`vigil watch`, the watch WebSocket, the web console's) of a session shows what it types
+ * and prints while it runs, whichever worker holds it, and the relay stops when the watcher leaves; a
+ * primary that cannot keep up makes the worker drop the relay, never slow the session; GET /v1/sessions
+ * shows the byte counts of worker sessions as they grow.
  */
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -121,6 +123,22 @@ function openWatch(id: string, query = '') {
   return { ws, msgs, closed, screen, closeCode: () => closeCode };
 }
 
+/** The web console's live view (NDJSON on a chunked response, cookie session) as the auditor. */
+async function openConsoleLive(id: string) {
+  const ca = fs.readFileSync(audrey.ca, 'utf8');
+  const c = new ConsoleClient(`https://127.0.0.1:${gp!.ports.api}`, ca, { cert: fs.readFileSync(audrey.crt, 'utf8'), key: fs.readFileSync(audrey.key, 'utf8') });
+  expect((await c.signIn()).status).toBe(200);
+  let text = '';
+  const req = https.get(`https://127.0.0.1:${gp!.ports.api}/console/api/sessions/${id}/live?from=now`, { ca, agent: false, headers: { cookie: c.cookie! } }, (res) => {
+    res.setEncoding('utf8');
+    res.on('data', (d: string) => (text += d));
+  });
+  req.on('error', () => {});
+  const msgs = () => text.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  const screen = () => msgs().filter((m) => m.type === 'cast').flatMap((m) => m.events.filter((e: any[]) => e[1] === 'o').map((e: any[]) => e[2])).join('');
+  return { msgs, screen, close: () => req.destroy() };
+}
+
 const relayLines = (what: string) => gp!.output().split('\n').filter((l) => l.includes(what));
 
 describe('live view and byte counts across gateway.workers: 2', () => {
@@ -165,8 +183,16 @@ describe('live view and byte counts across gateway.workers: 2', () => {
       await waitFor(() => c.stdout().includes(`after-${tag}`), 20_000, 'the session goes on');
     }
 
-    // `vigil watch` (the CLI, another process) on one of them; then the session ends while watched.
-    const [{ row, c }] = held.values();
+    // The web console's live view of the session the second worker holds.
+    const [first, second] = held.values();
+    const live = await openConsoleLive(second.row.id);
+    await waitFor(() => live.msgs().some((m) => m.type === 'cast'), 20_000, 'the console live view follows the recording');
+    second.c.child.stdin.write('console-sees-this\n');
+    await waitFor(() => live.screen().includes('console-sees-this'), 20_000, 'live output in the console');
+    live.close();
+
+    // `vigil watch` (the CLI, another process) on the other; then the session ends while watched.
+    const { row, c } = first;
     const cli = client(process.execPath, [path.join(ROOT, 'bin/vigil.js'), 'watch', row.id, '--json', '--from-now', '--api', `https://127.0.0.1:${gp!.ports.api}`, '--cert', audrey.crt, '--key', audrey.key, '--ca', audrey.ca]);
     await waitFor(() => cli.stdout().includes('"type":"cast"'), 30_000, 'the CLI watcher follows the recording');
     c.child.stdin.write('cli-sees-this\n');
