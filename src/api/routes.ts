@@ -158,7 +158,7 @@ export const ROUTES: Route[] = [
       if (live !== null && live !== '1' && live !== 'true') {
         throw new ApiError(400, 'VIGIL_BAD_REQUEST', 'live: only live sessions are listed here (live=1); search the audit log for past ones');
       }
-      const all = services.sessions.list();
+      const all = await services.sessions.listCounted();
       const visible = access.seesEverything(actor) ? all : all.filter((s) => s.principal.user === actor.user);
       return [200, { sessions: visible.map(sessionView) }];
     },

@@ -14,7 +14,9 @@ import type { LiveSession, SessionRegistry } from '../sessions/registry.ts';
  * client certificate the upgrade could check). Nothing the watcher sends is read, let alone passed on.
  * Terminal sessions are streamed from their recordings as the recording writer lands them (src:
  * recorder/recordings LiveCast), database sessions as their statements are recorded (the event bus): the
- * watcher sees what the audit trail holds, through no other path.
+ * watcher sees what the audit trail holds, through no other path. A session held by a cluster worker
+ * (gateway.workers > 1) has its recordings written there: the worker relays their lines over IPC for as
+ * long as the watch lasts (src/gateway/workers/cast-relay.ts), and its statements arrive as events.
  *
  * Messages (JSON text frames, or lines, server to watcher):
  * - `{type:"session", session, mode:"terminal"|"statements", from:"start"|"now"}` first;
@@ -165,7 +167,12 @@ export function streamSession(out: WatchSink, deps: WatchDeps, actor: Actor, ses
     }),
   );
 
-  if (terminal && deps.recordings.watch) {
+  // A session held by a cluster worker: its recordings are written there, and relayed only while watched.
+  const remote = deps.sessions.get(id)?.remote;
+  const watchCasts: ((onCast: (cast: LiveCast) => void) => () => void) | undefined = remote
+    ? (onCast) => remote.watchCasts(onCast, () => finish('too_slow', 1013, 'the live view fell behind the session; reconnect with from=now'))
+    : deps.recordings.watch && ((onCast) => deps.recordings.watch!(id, onCast));
+  if (terminal && watchCasts) {
     const onCast = (cast: LiveCast): void => {
       if (ending) return;
       following.add(cast.channel);
@@ -180,7 +187,7 @@ export function streamSession(out: WatchSink, deps: WatchDeps, actor: Actor, ses
       );
       cleanups.push(stop);
     };
-    cleanups.push(deps.recordings.watch(id, onCast));
+    cleanups.push(watchCasts(onCast));
   }
 
   out.onClose(() => finish('watcher_closed', 1000, ''));

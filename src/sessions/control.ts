@@ -45,7 +45,7 @@ export function sessionView(s: LiveSession) {
     bytes_from_client: s.stats?.bytesFromClient ?? 0,
     bytes_to_client: s.stats?.bytesToClient ?? 0,
     statements: s.stats?.statements ?? 0,
-    // gateway.workers > 1: the process that holds the session (its counts above are those at its start).
+    // gateway.workers > 1: the process that holds the session (GET /v1/sessions fetched its counts above from it).
     ...(s.worker ? { worker_pid: s.worker.pid } : {}),
   };
 }

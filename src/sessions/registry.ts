@@ -1,5 +1,6 @@
 import { newId } from '../ids.ts';
 import type { Principal } from '../identity/types.ts';
+import type { LiveCast } from '../../recorder/types.ts';
 
 /** Why a session ended. Recorded verbatim as `session.end` details.reason. */
 export type EndReason =
@@ -46,6 +47,18 @@ export interface LiveSession extends SessionInfo {
 }
 
 /**
+ * What the process holding an adopted session (a cluster worker) offers besides ending it: following the
+ * session's recordings there, for a live watch in this process.
+ */
+export interface RemoteSession {
+  /**
+   * Like RecordingStore.watch for this session, relayed from the holding process while the returned
+   * function is not called. `onLost` runs (once, instead of further casts) if the relay had to stop.
+   */
+  watchCasts(onCast: (cast: LiveCast) => void, onLost: () => void): () => void;
+}
+
+/**
  * How the registry ends a session: the proxy sends `message` to the client in the protocol's own way
  * (SSH stderr + exit, Postgres FATAL ErrorResponse, MySQL ERR) and closes. Must be idempotent.
  */
@@ -56,6 +69,8 @@ export interface SessionHandle {
   readonly session: LiveSession;
   /** Set once the session is ending, with the first reason given. */
   readonly endReason: EndReason | undefined;
+  /** Set for a session adopted from another process (a cluster worker): what that process relays. */
+  readonly remote?: RemoteSession;
   /** Ask the proxy to end the session (runs the terminator once). */
   terminate(reason: EndReason, message: string): void;
   /** The proxy reports the session is over (removes it from the registry, clears timers). */
@@ -73,6 +88,7 @@ export class SessionRegistry {
   private readonly live = new Map<string, Handle>();
   private readonly endListeners: ((id: string, reason: EndReason) => void)[] = [];
   private readonly lifecycle: { opened(s: LiveSession): void; closed(id: string, reason: EndReason): void }[] = [];
+  private adoptedCounts: (() => Promise<void>) | undefined;
 
   /**
    * Hear of every session opened here and of its removal (after the proxy closed it). A cluster worker
@@ -87,10 +103,24 @@ export class SessionRegistry {
    * a local one; `terminator` asks its process to end it, which reports the close. No expiry timers: the
    * holding process arms its own.
    */
-  adopt(session: LiveSession, terminator: Terminator): SessionHandle {
-    const h = new Handle(session.id, session, terminator, (x) => this.live.delete(x.id), () => {});
+  adopt(session: LiveSession, terminator: Terminator, remote?: RemoteSession): SessionHandle {
+    const h = new Handle(session.id, session, terminator, (x) => this.live.delete(x.id), () => {}, remote);
     this.live.set(session.id, h);
     return h;
+  }
+
+  /**
+   * How the counts (`stats`) of adopted sessions are brought up to date before a listing: their holding
+   * processes count, not this one (src/gateway/workers/pool.ts).
+   */
+  countAdoptedWith(fetch: () => Promise<void>): void {
+    this.adoptedCounts = fetch;
+  }
+
+  /** Like list(), with the byte and statement counts of adopted sessions fetched first (GET /v1/sessions). */
+  async listCounted(): Promise<LiveSession[]> {
+    await this.adoptedCounts?.().catch(() => {});
+    return this.list();
   }
 
   /**
@@ -171,6 +201,7 @@ class Handle implements SessionHandle {
     private readonly terminator: Terminator,
     private readonly onClose: (h: Handle) => void,
     private readonly onEnding: (h: Handle, reason: EndReason) => void,
+    readonly remote?: RemoteSession,
   ) {}
   private endingReported = false;
 

@@ -35,7 +35,8 @@ export const serveCommand: Command = {
     });
     // The pid is in the message (the pretty log hides pino's pid field): it is the process to send SIGHUP to.
     // `npm start` runs this under npm and tsx, which do not pass SIGHUP on.
-    log.info({ ports: gw.ports, data: loaded.dataDir, pid: process.pid, workers }, `vigil gateway running (pid ${process.pid}${workers > 1 ? `, ${workers} workers` : ''})`);
+    // "(pid N)" stays as the README quotes it, whatever the number of workers (gateway.workers defaults to the CPUs).
+    log.info({ ports: gw.ports, data: loaded.dataDir, pid: process.pid, workers }, `vigil gateway running (pid ${process.pid})${workers > 1 ? ` with ${workers} worker processes` : ''}`);
     await new Promise<void>((resolve) => {
       let closing = false;
       signalled = (sig: string) => {

@@ -31,7 +31,28 @@ export type WorkerMessage =
   | { vigil: 'session_opened'; session: SessionWire }
   | { vigil: 'session_closed'; id: string; reason: EndReason }
   | { vigil: 'refused_session' }
-  | { vigil: 'drained' };
+  | { vigil: 'drained' }
+  /** Counts of the worker's live sessions for request `r`: [id, bytesFromClient, bytesToClient, statements] flattened. */
+  | { vigil: 'counts'; r: number; c: (string | number)[] }
+  | RelayMessage;
+
+/**
+ * A watched session's recordings, relayed for watch `w` (src/gateway/workers/cast-relay.ts): a recording
+ * being written (`cast_open`), its lines as they land (whole asciicast lines, UTF-8), its end; or the
+ * relay stopped because the primary did not take the lines fast enough (`watch_dropped`).
+ */
+export type RelayMessage =
+  | { vigil: 'cast_open'; w: number; channel: number; rid: string }
+  | { vigil: 'cast_data'; w: number; channel: number; lines: string }
+  | { vigil: 'cast_end'; w: number; channel: number }
+  | { vigil: 'watch_dropped'; w: number };
+
+/** What the primary asks of a worker's relay while someone watches one of its sessions. */
+export type WatchRequest =
+  | { vigil: 'watch'; w: number; id: string }
+  | { vigil: 'follow'; w: number; channel: number; from_start: boolean }
+  | { vigil: 'unfollow'; w: number; channel: number }
+  | { vigil: 'unwatch'; w: number };
 
 /** Acks of one tick: `ok` as [n, seq, hash] triples flattened, `failed` as [n, code, message]. */
 export type PrimaryMessage =
@@ -40,7 +61,10 @@ export type PrimaryMessage =
   | { vigil: 'terminate'; id: string; reason: EndReason; message: string }
   | { vigil: 'drain' }
   /** The primary reloaded its config file: apply it to new sessions here too. */
-  | { vigil: 'reload' };
+  | { vigil: 'reload' }
+  /** Send the counts of the live sessions (a GET /v1/sessions is waiting for them). */
+  | { vigil: 'counts'; r: number }
+  | WatchRequest;
 
 export function isVigilMessage(m: unknown): m is { vigil: string } {
   return typeof m === 'object' && m !== null && typeof (m as { vigil?: unknown }).vigil === 'string';

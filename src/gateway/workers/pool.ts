@@ -3,7 +3,8 @@ import type { Logger } from 'pino';
 import type { AppendReceipt, AuditSink } from '../../../recorder/types.ts';
 import type { AuditEvent } from '../../events/envelope.ts';
 import type { EventBus } from '../../events/bus.ts';
-import type { SessionRegistry } from '../../sessions/registry.ts';
+import type { RemoteSession, SessionRegistry } from '../../sessions/registry.ts';
+import type { LiveCast } from '../../../recorder/types.ts';
 import { isVigilMessage, sessionFromWire, type EventItem, type PrimaryMessage, type WorkerMessage } from './messages.ts';
 
 const STRICT = { strict: true } as const;
@@ -14,6 +15,8 @@ const DRAIN_GRACE_MS = 15_000;
 /** A worker that dies this soon after it started is restarted after a growing pause (no fork loop). */
 const EARLY_DEATH_MS = 10_000;
 const MAX_RESTART_PAUSE_MS = 30_000;
+/** How long a sessions listing waits for a worker's counts; a worker that does not answer shows its last ones. */
+const COUNTS_TIMEOUT_MS = 1000;
 
 /**
  * The primary's side of its workers (gateway.workers > 1): forks them, appends their events to the one
@@ -49,6 +52,15 @@ interface WorkerState {
   open: Map<string, OpenSession>;
   /** Session ids mirrored into the primary's registry. */
   live: Set<string>;
+}
+
+/** A live watch in the primary of a session this worker holds: the relay's recordings as LiveCasts. */
+interface RemoteWatch {
+  st: WorkerState;
+  onCast: (cast: LiveCast) => void;
+  onLost: () => void;
+  /** Recordings followed now: where their lines go. */
+  follows: Map<number, { onData: (lines: Buffer) => void; onEnd: () => void }>;
 }
 
 export interface WorkerPoolOptions {
@@ -128,6 +140,80 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
     }
   };
 
+  // ---- live watch of a worker's session (src/gateway/workers/cast-relay.ts is the worker's side) ------
+  // Nothing crosses the IPC channel for a session until someone watches it; the watcher leaving (or the
+  // session's recordings ending) stops the relay. Bounds: the worker stops relaying when the channel backs
+  // up (MAX_RELAY_QUEUED), and streamSession cuts a watcher that does not read (MAX_BUFFERED).
+  const watches = new Map<number, RemoteWatch>();
+  let watchSeq = 0;
+  const remoteOf = (st: WorkerState, sessionId: string): RemoteSession => ({
+    watchCasts(onCast, onLost) {
+      const w = ++watchSeq;
+      watches.set(w, { st, onCast, onLost, follows: new Map() });
+      sendTo(st, { vigil: 'watch', w, id: sessionId });
+      return () => {
+        if (watches.delete(w)) sendTo(st, { vigil: 'unwatch', w });
+      };
+    },
+  });
+  const remoteCast = (w: number, rw: RemoteWatch, channel: number, rid: string): LiveCast => ({
+    id: rid,
+    channel,
+    follow(fromStart, onData, onEnd) {
+      rw.follows.set(channel, { onData, onEnd });
+      sendTo(rw.st, { vigil: 'follow', w, channel, from_start: fromStart });
+      return () => {
+        if (rw.follows.delete(channel) && watches.get(w) === rw) sendTo(rw.st, { vigil: 'unfollow', w, channel });
+      };
+    },
+  });
+
+  // ---- byte counts of workers' sessions, for GET /v1/sessions -----------------------------------------
+  // Fetched when a listing asks rather than sent periodically: a worker's proxies count into its own
+  // memory, and the counts are read only when someone lists sessions (rarely, by people), so a round trip
+  // then (one small message each way per worker that holds sessions, well under a millisecond) costs far
+  // less than a stream of every session's counts from every worker, all the time, for nobody; and the
+  // list shows counts as of the request rather than as of the last tick. Concurrent listings share a round.
+  const countRequests = new Map<number, { pending: Set<number>; done: () => void }>();
+  let countsSeq = 0;
+  let countsRound: Promise<void> | undefined;
+  const countsDone = (r: number) => {
+    const req = countRequests.get(r);
+    countRequests.delete(r);
+    req?.done();
+  };
+  const countsArrived = (st: WorkerState, r: number, c: (string | number)[]) => {
+    for (let i = 0; i + 3 < c.length; i += 4) {
+      const id = c[i] as string;
+      if (!st.live.has(id)) continue;
+      const s = sessions.get(id)?.session;
+      if (s) s.stats = { bytesFromClient: c[i + 1] as number, bytesToClient: c[i + 2] as number, statements: c[i + 3] as number };
+    }
+    const req = countRequests.get(r);
+    if (req?.pending.delete(st.worker.id) && req.pending.size === 0) countsDone(r);
+  };
+  const fetchCounts = (): Promise<void> => {
+    if (countsRound) return countsRound;
+    const asked = [...states.values()].filter((st) => st.live.size > 0 && st.worker.isConnected());
+    if (asked.length === 0) return Promise.resolve();
+    const r = ++countsSeq;
+    const round = new Promise<void>((resolve) => {
+      const timer = setTimeout(() => countsDone(r), COUNTS_TIMEOUT_MS);
+      countRequests.set(r, {
+        pending: new Set(asked.map((st) => st.worker.id)),
+        done: () => {
+          clearTimeout(timer);
+          if (countsRound === round) countsRound = undefined;
+          resolve();
+        },
+      });
+    });
+    countsRound = round;
+    for (const st of asked) sendTo(st, { vigil: 'counts', r });
+    return round;
+  };
+  sessions.countAdoptedWith(fetchCounts);
+
   const onMessage = (st: WorkerState, m: unknown) => {
     if (!isVigilMessage(m)) return;
     const msg = m as WorkerMessage;
@@ -137,8 +223,27 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
       case 'session_opened': {
         const s = sessionFromWire(msg.session, { id: st.worker.id, pid: st.pid });
         st.live.add(s.id);
-        sessions.adopt(s, (reason, message) => sendTo(st, { vigil: 'terminate', id: s.id, reason, message }));
+        sessions.adopt(s, (reason, message) => sendTo(st, { vigil: 'terminate', id: s.id, reason, message }), remoteOf(st, s.id));
         return;
+      }
+      case 'counts':
+        return countsArrived(st, msg.r, msg.c);
+      case 'cast_open': {
+        const rw = watches.get(msg.w);
+        if (rw?.st === st) rw.onCast(remoteCast(msg.w, rw, msg.channel, msg.rid));
+        return;
+      }
+      case 'cast_data':
+        return void watches.get(msg.w)?.follows.get(msg.channel)?.onData(Buffer.from(msg.lines, 'utf8'));
+      case 'cast_end': {
+        const f = watches.get(msg.w)?.follows.get(msg.channel);
+        watches.get(msg.w)?.follows.delete(msg.channel);
+        return f?.onEnd();
+      }
+      case 'watch_dropped': {
+        const rw = watches.get(msg.w);
+        watches.delete(msg.w);
+        return rw?.onLost();
       }
       case 'session_closed':
         st.live.delete(msg.id);
@@ -166,6 +271,14 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
   /** A worker died: its sessions are gone (their clients saw the connection drop); the log says so. */
   const onExit = (st: WorkerState, code: number | null, signal: string | null) => {
     states.delete(st.worker.id);
+    // Watches of its sessions: their recordings end here (the watchers then hear the session.end below).
+    for (const [w, rw] of watches) {
+      if (rw.st !== st) continue;
+      watches.delete(w);
+      for (const f of rw.follows.values()) f.onEnd();
+      rw.follows.clear();
+    }
+    for (const [r, req] of countRequests) if (req.pending.delete(st.worker.id) && req.pending.size === 0) countsDone(r);
     for (const id of st.live) sessions.get(id)?.close('gateway_crash');
     st.live.clear();
     const crashed = !draining || (code !== 0 && code !== null) || signal !== null;

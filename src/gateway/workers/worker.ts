@@ -14,6 +14,7 @@ import { refusalBudgetFor } from '../../sessions/refusal-budget.ts';
 import { coreServices } from '../core-services.ts';
 import { openProtocolListeners, type ProtocolListeners } from '../listeners.ts';
 import { IpcAuditSink } from './ipc-sink.ts';
+import { CastRelay } from './cast-relay.ts';
 import { isVigilMessage, sessionToWire, type PrimaryMessage, type WorkerMessage } from './messages.ts';
 
 /** True in a process the gateway primary forked to run protocol listeners (gateway.workers > 1). */
@@ -23,6 +24,23 @@ export function isGatewayWorker(): boolean {
 
 function send(m: WorkerMessage): void {
   process.send!(m);
+}
+
+/** Like send, with `done` once the message is written to the channel (the relay bounds what waits for it). */
+function sendThen(m: WorkerMessage, done?: () => void): void {
+  if (!process.connected) return done?.();
+  try {
+    process.send!(m, undefined, undefined, () => done?.());
+  } catch {
+    done?.();
+  }
+}
+
+/** [id, bytesFromClient, bytesToClient, statements] of each live session, flattened: one small message. */
+function countsOf(sessions: SessionRegistry): (string | number)[] {
+  const c: (string | number)[] = [];
+  for (const s of sessions.list()) c.push(s.id, s.stats?.bytesFromClient ?? 0, s.stats?.bytesToClient ?? 0, s.stats?.statements ?? 0);
+  return c;
 }
 
 /**
@@ -39,10 +57,13 @@ export async function runGatewayWorker(loaded: LoadedConfig, opts: { proxies: re
   let drain: (() => void) | undefined;
   const drainRequested = new Promise<void>((r) => (drain = r));
   let primaryGone = false;
+  const relay = new CastRelay(() => services?.recordings, sendThen, log);
   process.on('message', (m) => {
     if (!isVigilMessage(m)) return;
     const msg = m as PrimaryMessage;
     if (msg.vigil === 'terminate') return void services?.sessions.get(msg.id)?.terminate(msg.reason, msg.message);
+    if (msg.vigil === 'watch' || msg.vigil === 'follow' || msg.vigil === 'unfollow' || msg.vigil === 'unwatch') return relay.receive(msg);
+    if (msg.vigil === 'counts') return send({ vigil: 'counts', r: msg.r, c: services ? countsOf(services.sessions) : [] });
     if (msg.vigil === 'drain') return drain?.();
     if (msg.vigil === 'reload') {
       void follower?.reload({ via: 'signal' }).catch((e) => log.error({ err: e }, 'config reload failed in a worker'));
@@ -53,6 +74,7 @@ export async function runGatewayWorker(loaded: LoadedConfig, opts: { proxies: re
   // The primary is gone (killed): nothing can be recorded, so nothing may go on. End the sessions and exit.
   process.on('disconnect', () => {
     primaryGone = true;
+    relay.stopAll();
     sink.disconnected();
     services?.sessions.terminateWhere(() => true, 'audit_unavailable', 'The vigil gateway stopped; the session is closed.');
     setTimeout(() => process.exit(1), 500).unref();

@@ -1,0 +1,129 @@
+import type { Logger } from 'pino';
+import type { LiveCast, RecordingStore } from '../../../recorder/types.ts';
+import type { RelayMessage, WatchRequest } from './messages.ts';
+
+/**
+ * Past this many bytes of relayed lines not yet written to the IPC channel (the primary is not reading
+ * fast enough), the relay of that watch stops: the worker never holds more for a watcher, and the
+ * session never waits for one. The watcher is told to reconnect (from=now).
+ */
+export const MAX_RELAY_QUEUED = 2 * 1024 * 1024;
+
+/** Sends a message to the primary; `done` runs once it is written to the channel (or failed). */
+export type RelaySend = (m: RelayMessage, done?: () => void) => void;
+
+interface Relay {
+  sessionId: string;
+  stopWatch: (() => void) | undefined;
+  /** Recordings announced to the primary and not yet followed or ended. */
+  casts: Map<number, LiveCast>;
+  /** Recordings followed now: how to stop each. */
+  follows: Map<number, () => void>;
+  /** Bytes of cast_data handed to the channel and not yet written. */
+  queued: number;
+}
+
+/**
+ * A cluster worker's side of live watch (gateway.workers > 1): the primary serves the watcher, but the
+ * session's recordings are written here. While (and only while) the primary asks, the lines of the
+ * session's recordings go to it as they land, through the same LiveCast interface a local watch uses, so
+ * the watcher sees the recording itself. Nothing is relayed for sessions nobody watches.
+ */
+export class CastRelay {
+  private readonly relays = new Map<number, Relay>();
+
+  constructor(
+    private readonly recordings: () => RecordingStore | undefined,
+    private readonly send: RelaySend,
+    private readonly log: Logger,
+  ) {}
+
+  /** Handles a watch request of the primary. */
+  receive(m: WatchRequest): void {
+    switch (m.vigil) {
+      case 'watch':
+        return this.watch(m.w, m.id);
+      case 'follow':
+        return this.follow(m.w, m.channel, m.from_start);
+      case 'unfollow': {
+        const r = this.relays.get(m.w);
+        const stop = r?.follows.get(m.channel);
+        r?.follows.delete(m.channel);
+        return stop?.();
+      }
+      case 'unwatch':
+        return this.stop(m.w, 'the watcher left');
+    }
+  }
+
+  /** Watches now relayed (for tests and logs). */
+  get size(): number {
+    return this.relays.size;
+  }
+
+  private watch(w: number, sessionId: string): void {
+    if (this.relays.has(w)) return;
+    const store = this.recordings();
+    const r: Relay = { sessionId, stopWatch: undefined, casts: new Map(), follows: new Map(), queued: 0 };
+    this.relays.set(w, r);
+    this.log.info({ session: sessionId, watch: w }, 'live watch: relaying the session\'s recordings to the primary');
+    // Called at once for each recording being written, then for each one opened later.
+    const stop = store?.watch?.(sessionId, (cast) => {
+      if (this.relays.get(w) !== r) return;
+      r.casts.set(cast.channel, cast);
+      this.send({ vigil: 'cast_open', w, channel: cast.channel, rid: cast.id });
+    });
+    if (this.relays.get(w) === r) r.stopWatch = stop;
+    else stop?.();
+  }
+
+  private follow(w: number, channel: number, fromStart: boolean): void {
+    const r = this.relays.get(w);
+    if (!r) return;
+    if (r.follows.has(channel)) return;
+    const cast = r.casts.get(channel);
+    r.casts.delete(channel);
+    if (!cast) return void this.send({ vigil: 'cast_end', w, channel });
+    let ended = false;
+    const stop = cast.follow(
+      fromStart,
+      (lines) => this.ship(w, r, channel, lines),
+      () => {
+        ended = true;
+        if (this.relays.get(w) !== r) return;
+        r.follows.delete(channel);
+        this.send({ vigil: 'cast_end', w, channel });
+      },
+    );
+    if (!ended) r.follows.set(channel, stop);
+  }
+
+  /** Lines of a recording to the primary, unless too much is waiting for the channel already. */
+  private ship(w: number, r: Relay, channel: number, lines: Buffer): void {
+    if (this.relays.get(w) !== r) return;
+    // Checked before, not after, adding: one large write (the recording so far, for from=start) still goes.
+    if (r.queued > MAX_RELAY_QUEUED) {
+      this.stop(w, 'the primary fell behind');
+      return void this.send({ vigil: 'watch_dropped', w });
+    }
+    const size = lines.length;
+    r.queued += size;
+    this.send({ vigil: 'cast_data', w, channel, lines: lines.toString('utf8') }, () => (r.queued -= size));
+  }
+
+  private stop(w: number, why: string): void {
+    const r = this.relays.get(w);
+    if (!r) return;
+    this.relays.delete(w);
+    r.stopWatch?.();
+    for (const stop of r.follows.values()) stop();
+    r.follows.clear();
+    r.casts.clear();
+    this.log.info({ session: r.sessionId, watch: w, why }, 'live watch: relay stopped');
+  }
+
+  /** The primary is gone or the worker drains: nothing more is relayed. */
+  stopAll(): void {
+    for (const w of [...this.relays.keys()]) this.stop(w, 'worker stopping');
+  }
+}
