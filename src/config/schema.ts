@@ -1,4 +1,3 @@
-import os from 'node:os';
 import { z } from 'zod';
 import { duration, size, listen, name, proxyProtocol, secretRef, type SchemaContext } from './types.ts';
 export { listenerBase } from './types.ts';
@@ -13,10 +12,11 @@ import { alertRulesSchema, notifiersSchema } from '../alerts/config.ts';
 import { guardrailsSchema } from '../guardrails/config.ts';
 import { identitySchema } from '../identity/oidc/config.ts';
 import { storeSchema } from '../store/config.ts';
+import { availableCpus } from './cpus.ts';
 
 /** gateway.workers when the config does not say: one worker per CPU this process may use (at most 256). */
 export function defaultWorkers(): number {
-  return Math.min(256, Math.max(1, os.availableParallelism()));
+  return Math.min(256, availableCpus());
 }
 
 /** `vigil audit export --format template:NAME`: a line with ${field} placeholders (recorder/export/template.ts). */
@@ -127,7 +127,7 @@ export function buildConfigSchema(sc: SchemaContext, proxies: readonly ProxyConf
         /**
          * `vigil serve` runs the protocol proxies in this many processes sharing the listeners (Node cluster);
          * the primary keeps the API, console, audit writer and alerts. Default: the CPUs this process may run
-         * on (os.availableParallelism(): CPU affinity, not a container's CPU quota — set it to that limit).
+         * on: its CPU affinity, and its cgroup's CPU quota when it has one (src/config/cpus.ts).
          * 1: one process, no cluster. In-process gateways (startGateway, tests) are one process whatever it says.
          */
         workers: z.number().int().min(1).max(256).default(defaultWorkers),
