@@ -11,14 +11,14 @@ import type { AuditEvent } from '../../src/events/envelope.ts';
 import { admit, openSession, type AdmitRequest, type OpenSession } from '../../src/sessions/admit.ts';
 import type { EndReason } from '../../src/sessions/registry.ts';
 import { serverAlgorithms, type SshSection } from './config.ts';
-import type { ChannelHost, ChannelObserver } from './host.ts';
+import type { ChannelHost, ChannelObserver, PtyInfo, SftpHooks, TerminalHooks } from './host.ts';
 import type { SessionGuardrails } from '../../src/guardrails/index.ts';
 import { parseUsername, resolveLogin, type Route } from './route.ts';
 import { connectBackend, negotiatedCipher, BackendError } from './backend.ts';
-import { SessionChannel, GATEWAY_EXIT_STATUS, type PtyInfo } from './session-channel.ts';
+import { SessionChannel, GATEWAY_EXIT_STATUS } from './session-channel.ts';
 import { handleDirectTcpip, type TcpipInfo } from './forward.ts';
 import { sendBanner, sendDisconnect, rejectChannelOpen, OPEN_RESOURCE_SHORTAGE } from './wire.ts';
-import { observeScp, observeSftp, observeTerminal, type SftpHooks, type TerminalHooks } from './observers.ts';
+import { observeScp, observeSftp, observeTerminal } from './observers.ts';
 import type { ScpCommand } from './scp/index.ts';
 
 /** Shared by every connection of one listener. */

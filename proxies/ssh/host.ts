@@ -8,10 +8,8 @@ import type { OpenSession } from '../../src/sessions/admit.ts';
 import type { EventType } from '../../src/events/catalog.ts';
 import type { EndReason } from '../../src/sessions/registry.ts';
 import type { SshSection } from './config.ts';
-import type { PtyInfo } from './session-channel.ts';
 import type { TapGate } from './relay.ts';
 import type { ScpCommand } from './scp/index.ts';
-import type { SftpHooks, TerminalHooks } from './observers.ts';
 
 /** Something that watches one channel's bytes (SFTP decoder, terminal command tracker). */
 export interface ChannelObserver {
@@ -70,4 +68,36 @@ export interface ChannelHost {
   /** `undecodable`: the legacy scp stream cannot be followed (called before the bytes are relayed). */
   observeScp(index: number, command: ScpCommand, undecodable: (why: string) => void): ChannelObserver | undefined;
   observeTerminal(index: number, pty: PtyInfo, recording: string | undefined, hooks?: TerminalHooks): ChannelObserver | undefined;
+}
+
+/** A pty as the client asked for it (ssh2's pty-req info). */
+export interface PtyInfo {
+  term: string;
+  cols: number;
+  rows: number;
+  width: number;
+  height: number;
+  modes: Record<string, number>;
+}
+
+export interface SftpHooks {
+  /** The stream cannot be decoded (called from inside clientData/serverData, before the bytes are relayed). */
+  undecodable(why: string): void;
+  /** A file-changing request is about to be forwarded (`ssh.sftp.start` details); only wanted in strict mode. */
+  intent?(details: Record<string, unknown>): void;
+}
+
+export interface TerminalHooks {
+  /** Strict durability: the `ssh.command.start` of each line an Enter submits is durable before the Enter goes on. */
+  strict: boolean;
+  /** Guardrails that guard SSH (`guardsSsh`): each line an Enter submits is checked before the Enter goes on. */
+  guard?: SessionGuardrails;
+  /**
+   * Called from `clientData` for a chunk holding an Enter with the promise that the chunk must wait for.
+   * It resolves to a replacement chunk when a guardrail refused a line (the bytes before that line's Enter,
+   * then Ctrl-U instead of the Enter; the rest dropped); a rejection means the chunk must not be forwarded.
+   */
+  hold(until: Promise<void | Buffer>): void;
+  /** Write to the user's terminal (the client side of the channel). */
+  tell(text: string): void;
 }

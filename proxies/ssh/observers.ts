@@ -1,8 +1,7 @@
 import { SftpObserver, type SftpIntent, type SftpOperation } from './sftp/index.ts';
 import { CommandTracker, ShellInputSplitter, type SubmittedLine } from './terminal/index.ts';
 import { ScpObserver, type ScpCommand, type ScpTransfer } from './scp/index.ts';
-import type { ChannelHost, ChannelObserver } from './host.ts';
-import type { PtyInfo } from './session-channel.ts';
+import type { ChannelHost, ChannelObserver, PtyInfo, SftpHooks, TerminalHooks } from './host.ts';
 import { refusalMessage, type GuardDecision, type SessionGuardrails } from '../../src/guardrails/index.ts';
 
 /** SFTP operation → `ssh.sftp` event details (snake_case like every event; paths included). */
@@ -12,13 +11,6 @@ export function sftpEventDetails(op: SftpOperation, channel: number): Record<str
   for (const [k, v] of Object.entries(rest)) d[k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)] = v;
   if (status) d.status = status;
   return d;
-}
-
-export interface SftpHooks {
-  /** The stream cannot be decoded (called from inside clientData/serverData, before the bytes are relayed). */
-  undecodable(why: string): void;
-  /** A file-changing request is about to be forwarded (`ssh.sftp.start` details); only wanted in strict mode. */
-  intent?(details: Record<string, unknown>): void;
 }
 
 /** SFTP intent → `ssh.sftp.start` details (snake_case). */
@@ -77,21 +69,6 @@ export function observeScp(host: ChannelHost, index: number, command: ScpCommand
     serverData: (c) => obs.serverData(c),
     close: () => obs.end(),
   };
-}
-
-export interface TerminalHooks {
-  /** Strict durability: the `ssh.command.start` of each line an Enter submits is durable before the Enter goes on. */
-  strict: boolean;
-  /** Guardrails that guard SSH (`guardsSsh`): each line an Enter submits is checked before the Enter goes on. */
-  guard?: SessionGuardrails;
-  /**
-   * Called from `clientData` for a chunk holding an Enter with the promise that the chunk must wait for.
-   * It resolves to a replacement chunk when a guardrail refused a line (the bytes before that line's Enter,
-   * then Ctrl-U instead of the Enter; the rest dropped); a rejection means the chunk must not be forwarded.
-   */
-  hold(until: Promise<void | Buffer>): void;
-  /** Write to the user's terminal (the client side of the channel). */
-  tell(text: string): void;
 }
 
 /** Ctrl-U: kills the line being typed in readline, zle and the tty's own line editing (VKILL). */

@@ -3,20 +3,10 @@ import type ssh2 from 'ssh2';
 import type { AsciicastWriter } from '../../recorder/types.ts';
 import type { EndReason } from '../../src/sessions/registry.ts';
 import { relay, flushed, type TapGate, type TapVerdict } from './relay.ts';
-import type { ChannelHost, ChannelObserver } from './host.ts';
+import type { ChannelHost, ChannelObserver, PtyInfo } from './host.ts';
 import { parseScpCommand } from './scp/index.ts';
 import { readsCommandsFromStdin, startsShell } from './terminal/index.ts';
 import { observeShellInput } from './observers.ts';
-
-/** A pty as the client asked for it (ssh2's pty-req info). */
-export interface PtyInfo {
-  term: string;
-  cols: number;
-  rows: number;
-  width: number;
-  height: number;
-  modes: Record<string, number>;
-}
 
 type Exit = { code: number } | { signal: string; dumped: boolean; message: string };
 

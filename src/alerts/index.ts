@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { EventBus } from '../events/bus.ts';
 import type { StateStore } from '../store/types.ts';
 import { LOCAL_SOURCE, SYSTEM_ACTOR } from '../events/envelope.ts';
-import type { TargetDirectory } from '../gateway/services.ts';
+import type { TargetDirectory } from '../config/target-directory.ts';
 import type { AlertRuleConfig, NotifierConfig } from './config.ts';
 import { AlertEngine, type Firing, type Resolution } from './engine.ts';
 import { formatTime } from '../events/envelope.ts';

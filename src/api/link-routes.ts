@@ -4,7 +4,7 @@ import { AccessRefusedError } from '../access/errors.ts';
 import { LinkError, linkErrors, linkId, tokenHash, type LinkRow, type LinkStore } from '../access/links.ts';
 import type { AccessRecord } from '../store/types.ts';
 import { ApiError, HtmlBody, MAX_BODY_BYTES, errorResponse, parseBody, readJson } from './http.ts';
-import type { RouteContext } from './routes.ts';
+import type { RouteContext } from './route.ts';
 
 /**
  * `GET /v1/access/links/:token` shows what the link would decide; `POST` decides. The token alone is not

@@ -1,33 +1,12 @@
-import type http from 'node:http';
 import { z } from 'zod';
-import type { GatewayServices } from '../gateway/services.ts';
-import type { AccessService, Actor } from '../access/service.ts';
 import type { AccessState } from '../store/types.ts';
 import { killSession, sessionView } from '../sessions/control.ts';
 import { credentialsView } from '../access/credentials.ts';
 import { parseDuration } from '../config/units.ts';
 import { ApiError, parseBody, readJson } from './http.ts';
-import type { LinkStore } from '../access/links.ts';
+import type { Route } from './route.ts';
 import { linkRoute } from './link-routes.ts';
 import { SELF_ROUTES } from '../identity/oidc/routes.ts';
-
-/** One API route: method + path pattern (`:name` segments) → handler returning [status, body]. */
-export interface Route {
-  method: 'GET' | 'POST' | 'DELETE';
-  pattern: string;
-  handle(ctx: RouteContext): Promise<[number, unknown]>;
-}
-
-export interface RouteContext {
-  actor: Actor;
-  params: Record<string, string>;
-  query: URLSearchParams;
-  req: http.IncomingMessage;
-  services: GatewayServices;
-  access: AccessService;
-  /** One-time approval links (opened on first use). */
-  links: () => LinkStore;
-}
 
 /** `"30m"` or a number of seconds (like config durations) → ms. */
 const ttl = z.union([z.string(), z.number()]).transform((v, ctx) => {

@@ -8,7 +8,7 @@ import type { RefusalBudget } from '../sessions/refusal-budget.ts';
 import type { GatewayServices } from './services.ts';
 import { createAuthorizer } from '../authz/index.ts';
 import { dataPaths } from '../data-dir.ts';
-import { targetDirectory } from './reload.ts';
+import { targetDirectory } from '../config/target-directory.ts';
 import { openConfiguredRecordings } from '../../recorder/recordings/storage.ts';
 import { recordingUploadEvents } from './recording-events.ts';
 import { Guardrails } from '../guardrails/index.ts';

@@ -1,13 +1,15 @@
 import crypto from 'node:crypto';
 import { loadConfig } from '../config/load.ts';
 import type { ProxyConfigPart } from '../config/proxy-config.ts';
-import type { TargetConfig, VigilConfig } from '../config/schema.ts';
+import type { VigilConfig } from '../config/schema.ts';
 import { ConfigError } from '../errors.ts';
 import { createAuthorizer } from '../authz/index.ts';
 import { startAlerts } from '../alerts/index.ts';
 import { Guardrails } from '../guardrails/index.ts';
 import { LOCAL_SOURCE, SYSTEM_ACTOR, type AuditEvent } from '../events/envelope.ts';
-import type { GatewayServices, TargetDirectory } from './services.ts';
+import type { GatewayServices } from './services.ts';
+import { targetDirectory } from '../config/target-directory.ts';
+import type { NamedChanges, ReloadReport, ReloadTrigger } from './reload-report.ts';
 
 /**
  * Config reload (`SIGHUP`, `vigil config reload`, `POST /v1/config/reload`). The new file is parsed and
@@ -25,45 +27,6 @@ const LIVE_SECTIONS = new Set(['targets', 'roles', 'access', 'alerts', 'notifier
 const START_BOUND_KEYS: Record<string, string[]> = { gateway: ['tls_sans'] };
 
 export const CONFIG_RELOAD_MESSAGE = 'The vigil configuration changed and your access to this target no longer holds; the session is closed.';
-
-export function targetDirectory(targets: TargetConfig[]): TargetDirectory {
-  const byKey = new Map(targets.map((t) => [`${t.protocol}/${t.name}`, t]));
-  return {
-    find: (name, protocol) => byKey.get(`${protocol}/${name}`),
-    all: () => targets,
-  };
-}
-
-export interface NamedChanges {
-  added: string[];
-  removed: string[];
-  changed: string[];
-}
-
-export interface ReloadReport {
-  ok: boolean;
-  file?: string;
-  /** Failure only: the key path that is wrong (`targets[1].port`) and what is wrong with it. */
-  error?: { code: string; key: string; message: string };
-  /** SHA-256 of the effective config before and after (secrets are references, never values, in a config). */
-  digest?: { old: string; new: string };
-  targets?: NamedChanges;
-  roles?: NamedChanges;
-  alerts?: NamedChanges;
-  /** Top-level sections whose values changed and were applied. */
-  applied?: string[];
-  /** Changed settings kept at their old value until a restart (`ssh.listen`, `audit`, …), with why. */
-  restart_required?: { key: string; why: string }[];
-  /** Live sessions cut because their role or target no longer allows them. */
-  sessions_cut?: { id: string; user: string; target: string; protocol: string; reason: string }[];
-}
-
-export interface ReloadTrigger {
-  /** `signal` (SIGHUP), `api` or `test`. */
-  via: string;
-  actor?: AuditEvent['actor'];
-  source?: AuditEvent['source'];
-}
 
 function digest(config: VigilConfig): string {
   return crypto.createHash('sha256').update(JSON.stringify(config)).digest('hex');

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { VigilConfig, TargetConfig } from '../config/schema.ts';
+import type { VigilConfig } from '../config/schema.ts';
 import type { IdentityService } from '../identity/types.ts';
 import type { Authorizer } from '../authz/types.ts';
 import type { StateStore } from '../store/types.ts';
@@ -12,7 +12,8 @@ import type { IndexFollower } from '../../recorder/audit/index-follower.ts';
 import type { AlertService } from '../alerts/index.ts';
 import type { LinkStore } from '../access/links.ts';
 import type { Guardrails } from '../guardrails/index.ts';
-import type { ReloadReport, ReloadTrigger } from './reload.ts';
+import type { ReloadReport, ReloadTrigger } from './reload-report.ts';
+import type { TargetDirectory } from '../config/target-directory.ts';
 
 /** The shared services bundle every proxy, the API and the CLI work with. */
 export interface GatewayServices {
@@ -43,10 +44,4 @@ export interface GatewayServices {
   guardrails?: Guardrails;
   /** Re-read and apply the config file (set by the running gateway; absent in CLI contexts). */
   reloadConfig?: (trigger: ReloadTrigger) => Promise<ReloadReport>;
-}
-
-export interface TargetDirectory {
-  /** The target called `name` of `protocol`, or undefined. */
-  find(name: string, protocol: string): TargetConfig | undefined;
-  all(): TargetConfig[];
 }

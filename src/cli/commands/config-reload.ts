@@ -3,7 +3,7 @@ import https from 'node:https';
 import type { Command, CommandArgs } from '../command.ts';
 import { UsageError, stringOpt } from '../command.ts';
 import { VigilError } from '../../errors.ts';
-import type { ReloadReport } from '../../gateway/reload.ts';
+import type { ReloadReport } from '../../gateway/reload-report.ts';
 
 /**
  * `vigil config reload`: asks a running gateway (through its API, as an administrator's client

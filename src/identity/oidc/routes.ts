@@ -1,7 +1,7 @@
 import type http from 'node:http';
 import { z } from 'zod';
 import type { GatewayServices } from '../../gateway/services.ts';
-import type { Route } from '../../api/routes.ts';
+import type { Route } from '../../api/route.ts';
 import { ApiError, errorResponse, parseBody, readJson, sendJson } from '../../api/http.ts';
 import { createPublicKey } from 'node:crypto';
 import { parseOpenSshPrivateKey } from '../openssh-privkey.ts';
