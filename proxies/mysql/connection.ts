@@ -914,8 +914,9 @@ export class MysqlConnection implements KillableConnection {
         this.refuseLocal(command, a, `vigil: ${s.restricted.join(', ')} is not allowed inside a compound statement or a multi-statement text vigil cannot split`, ERR.NOT_ALLOWED_COMMAND);
         return true;
       }
-      if (s.keyword === 'KILL' && (a.statements.length > 1 || command !== 'COM_QUERY' || !s.kill || 'unsupported' in s.kill)) {
-        this.refuseLocal(command, a, 'vigil: only "KILL [QUERY|CONNECTION] <id>" on its own is allowed, with an id shown by vigil', ERR.NOT_ALLOWED_COMMAND);
+      if (s.keyword === 'KILL' && (a.statements.length > 1 || !s.kill || 'unsupported' in s.kill || (command !== 'COM_QUERY' && !this.preparableKill(s.kill.id)))) {
+        const why = command === 'COM_QUERY' || !s.kill || 'unsupported' in s.kill ? '' : '; a prepared KILL takes the thread id CONNECTION_ID() returns for one of your own connections to this target';
+        this.refuseLocal(command, a, `vigil: only "KILL [QUERY|CONNECTION] <id>" on its own is allowed, with the id of one of your own connections${why}`, ERR.NOT_ALLOWED_COMMAND);
         return true;
       }
       if (s.keyword === 'LOAD' && /^LOAD\s+(DATA|XML)\s+(LOW_PRIORITY\s+|CONCURRENT\s+)?LOCAL\b/i.test(s.text)) {
@@ -938,6 +939,15 @@ export class MysqlConnection implements KillableConnection {
     this.emit(d.unparsed ? 'guardrail.unparsed' : 'guardrail.blocked', 'failure', { command, decision: d.action, query: redactedText(a), reason: d.reason, rule: d.rule });
     this.refuseLocal(command, a, `${message}. ${hint}`, ERR.GUARDRAIL);
     return true;
+  }
+
+  /**
+   * A prepared `KILL <id>` (COM_STMT_PREPARE) is forwarded as written, so it may only name a backend thread
+   * of this user's own connection to this target: vigil cannot map a handshake id inside a prepared
+   * statement the server runs later.
+   */
+  private preparableKill(id: number): boolean {
+    return this.shared.ids.resolveOwn(id, this.user, this.targetName)?.by === 'backend_thread_id';
   }
 
   private refuseLocal(command: string, a: SqlAnalysis | undefined, message: string, code: { code: number; sqlState: string }): void {
@@ -1035,25 +1045,28 @@ export class MysqlConnection implements KillableConnection {
       : { attributes: ex.attributes, statement_id: ex.statementId, unknown_statement: true };
   }
 
-  /** KILL [QUERY] <gateway id>: mapped to the backend thread of that connection, for the same user and target only. */
-  private onKill(gatewayId: number, query: boolean, command: string, text: string): Promise<void> | void {
-    const target = this.shared.ids.get(gatewayId);
+  /**
+   * KILL [QUERY] <id>: a handshake id (vigil's) or a backend thread id (CONNECTION_ID()'s) of a connection
+   * of the same user on the same target, sent to the server as that connection's backend thread id.
+   */
+  private onKill(id: number, query: boolean, command: string, text: string): Promise<void> | void {
+    const found = this.shared.ids.resolveOwn(id, this.user, this.targetName);
     // db.cancel details are written with their members in sorted order, like db.query (see `emitQuery`).
     const kill = query ? 'query' : 'connection';
-    const allowed = target && target.user === this.user && target.targetName === this.targetName && target.backendThreadId !== undefined;
-    if (!allowed) {
-      const message = `Unknown thread id: ${gatewayId}`;
-      this.emit('db.cancel', 'failure', { command, database: this.database, gateway_connection_id: gatewayId, kill, query: text, reason: target ? 'not_owner' : 'unknown_connection' });
+    if (!found) {
+      const message = `Unknown thread id: ${id}`;
+      this.emit('db.cancel', 'failure', { command, database: this.database, gateway_connection_id: id, kill, query: text, reason: this.shared.ids.get(id) ? 'not_owner' : 'unknown_connection' });
       this.replyLocal(1, buildErr({ ...ERR.NO_SUCH_THREAD, message }));
       return;
     }
+    const target = found.conn;
     const backendSql = `KILL ${query ? 'QUERY' : 'CONNECTION'} ${target.backendThreadId}`;
     this.session!.stats.statements++;
     const bytes = Buffer.concat([Buffer.from([COM.QUERY]), this.clientCaps & CLIENT.QUERY_ATTRIBUTES && !this.stripQueryAttributes ? Buffer.from([0, 1]) : Buffer.alloc(0), Buffer.from(backendSql)]);
     return this.send(bytes, 'results', command, { query: text }, (res) => {
       const err = res.results[0]?.error;
       const error = err ? errDetails(err) : undefined;
-      this.emit('db.cancel', err ? 'failure' : 'success', { command, database: this.database, error, gateway_connection_id: gatewayId, kill, query: text, target_session_id: target.sessionId });
+      this.emit('db.cancel', err ? 'failure' : 'success', { backend_thread_id: target.backendThreadId, command, database: this.database, error, gateway_connection_id: found.by === 'gateway_id' ? id : undefined, kill, query: text, target_session_id: target.sessionId });
     });
   }
 

@@ -271,6 +271,51 @@ describe('mysql proxy with mysql2', () => {
     }
   }, 30_000);
 
+  it('KILL by the id CONNECTION_ID() returns (the backend thread), as a statement and prepared, only of your own connections', async () => {
+    const a = await w.connect('db');
+    const b = await w.connect('db');
+    const bob = await w.tg.issue({ user: 'bob', roles: ['dba'] });
+    const c = await w.connect('db', { creds: bob });
+    try {
+      const [[own]] = (await a.query('SELECT CONNECTION_ID() AS id')) as unknown as [[{ id: number }]];
+      // Handshake ids (vigil's) and backend thread ids never overlap.
+      expect(a.threadId!).toBeGreaterThanOrEqual(0x80000000);
+      expect(own.id).toBeLessThan(0x80000000);
+      const sleep = () => a.query('SELECT SLEEP(30) AS s').then(([rows]) => (rows as { s: number }[])[0]!.s, (e: { errno: number }) => e.errno);
+      const interrupted = (v: number) => v === 1317 || v === 1;
+      // Another user cannot name alice's backend thread.
+      const first = sleep();
+      await waitFor(async () => {
+        const [rows] = (await b.query(`SELECT STATE FROM information_schema.PROCESSLIST WHERE ID = ${own.id}`)) as unknown as [{ STATE: string }[]];
+        return rows[0]?.STATE === 'User sleep';
+      }, 10_000, 'the SLEEP running');
+      await expect(c.query(`KILL QUERY ${own.id}`)).rejects.toThrow(/Unknown thread id/);
+      await expect(c.execute(`KILL QUERY ${own.id}`)).rejects.toThrow(/with the id of one of your own connections; a prepared KILL takes the thread id CONNECTION_ID\(\) returns/);
+      // Her other connection can, as a statement…
+      await b.query(`KILL QUERY ${own.id}`);
+      expect(interrupted(await first)).toBe(true);
+      const byBackend = await w.tg.waitForEvent((e) => e.type === 'db.cancel' && e.outcome === 'success' && e.actor.user === 'alice' && detail(e).backend_thread_id === own.id);
+      expect(detail(byBackend)).toMatchObject({ kill: 'query', query: `KILL QUERY ${own.id}` });
+      expect(detail(byBackend).gateway_connection_id).toBeUndefined();
+      // …and prepared (the text goes to the server as written); a prepared KILL by the handshake id is refused.
+      await expect(b.execute(`KILL QUERY ${a.threadId}`)).rejects.toThrow(/a prepared KILL takes the thread id CONNECTION_ID\(\) returns/);
+      const second = sleep();
+      await waitFor(async () => {
+        const [rows] = (await b.query(`SELECT STATE FROM information_schema.PROCESSLIST WHERE ID = ${own.id}`)) as unknown as [{ STATE: string }[]];
+        return rows[0]?.STATE === 'User sleep';
+      }, 10_000, 'the second SLEEP running');
+      await b.execute(`KILL QUERY ${own.id}`);
+      expect(interrupted(await second)).toBe(true);
+      await w.tg.waitForEvent((e) => e.type === 'db.query' && e.actor.user === 'alice' && e.outcome === 'success' && String(detail(e).query) === `KILL QUERY ${own.id}` && detail(e).command === 'COM_STMT_EXECUTE');
+      const [[again]] = (await a.query('SELECT 5 AS five')) as unknown as [[{ five: number }]];
+      expect(again.five).toBe(5);
+    } finally {
+      a.destroy();
+      b.destroy();
+      c.destroy();
+    }
+  }, 60_000);
+
   it('Ctrl-C in the mariadb client cancels the running query through the gateway', async () => {
     const erin = await w.tg.issue({ user: 'erin', roles: ['dba'] });
     const child = spawn('mariadb', ['--no-defaults', '--host=127.0.0.1', `--port=${w.port}`, '--user=db', `--ssl-ca=${erin.ca}`, `--ssl-cert=${erin.crt}`, `--ssl-key=${erin.key}`, '-e', 'SELECT SLEEP(20)'], { stdio: ['pipe', 'pipe', 'pipe'] });
