@@ -11,13 +11,13 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { execFileSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { startPostgres, PASSWORDS } from '../test/support/postgres.ts';
 import { startGatewayProcess, type GatewayProcess } from '../test/support/gateway-process.ts';
 import { tempDir } from '../test/support/tmp.ts';
 import { median } from './stats.ts';
 import { pgbench, startPgbouncer } from './pg-routes.ts';
+import { cpuOf } from './proc-cpu.ts';
 
 const { values } = parseArgs({
   options: {
@@ -33,28 +33,6 @@ const SECONDS = Number(values.seconds);
 const ROUNDS = Number(values.rounds);
 const CLIENTS = Number(values.clients);
 const WORKERS = values.workers!.split(',').map(Number);
-const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
-
-/** user + system CPU (µs) of `pid` and, with `children`, of its child processes now alive. */
-function cpuOf(pid: number, children: boolean): number {
-  const one = (p: number) => {
-    try {
-      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      return (Number(f[11]) + Number(f[12])) * TICK_US; // utime, stime (fields 14 and 15)
-    } catch {
-      return 0;
-    }
-  };
-  let total = one(pid);
-  if (children) {
-    for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
-      for (const c of fs.readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) total += one(Number(c));
-    }
-  }
-  return total;
-}
-
 interface Route {
   name: string;
   conn: string;
@@ -78,7 +56,7 @@ async function main() {
     const direct = `host=127.0.0.1 port=${pg.port} dbname=app user=scram_user password=${PASSWORDS.scram_user} sslmode=require`;
     await pgbench(direct, ['-i', '-q', '-s', values.scale!]);
     const routes: Route[] = [];
-    const bouncerPid = Number(fs.readFileSync(path.join(bouncerDir, 'pgbouncer.pid'), 'utf8'));
+    const bouncerPid = bouncer.pid;
     routes.push({ name: 'pgbouncer', conn: `host=127.0.0.1 port=${bouncer.port} dbname=pg user=bench sslmode=require`, cpu: () => cpuOf(bouncerPid, false), mainCpu: () => cpuOf(bouncerPid, false) });
     for (const w of WORKERS) {
       const dir = path.join(base, `w${w}`);
