@@ -27,10 +27,10 @@
  *   npm run bench:postgres [-- --seconds 5 --rounds 2 --scale 5 --modes simple,extended,prepared --clients 16,1 --warmup 2]
  *   (--warmup: seconds of unmeasured load per mode on each route this process serves before round 1, so
  *   that the first round does not measure JIT compilation and first logins)
- *   VIGIL_BENCH_PROFILE=1 … writes a CPU profile of the gateway (this process) for every vigil run, as
- *   <dir>/vigil-<mode>-c<clients>-r<round>.cpuprofile (dir: VIGIL_BENCH_PROFILE_DIR, default cwd); open
- *   in Chrome DevTools or summarize self time per function. Profiling slows the gateway: read the
- *   attribution from such runs, the ratios from runs without it.
+ *   VIGIL_BENCH_PROFILE=1 … writes a CPU profile of this process for every vigil and tlsrelay run, as
+ *   <dir>/<route>-<mode>-c<clients>-r<round>.cpuprofile (dir: VIGIL_BENCH_PROFILE_DIR, default cwd); open
+ *   in Chrome DevTools or summarize self time per function with bench/cpuprofile-summary.ts. Profiling
+ *   slows the gateway: read the attribution from such runs, the ratios from runs without it.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -228,7 +228,7 @@ async function run(pg: PostgresHandle, tg: TestGateway, alice: Awaited<ReturnTyp
           const args = ['-S', '-n', '-M', mode, '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(SECONDS)];
           const cpu0 = process.cpuUsage();
           const proc0 = r.name === 'pgbouncer' && bouncer ? cpuOf(bouncer.pid) : 0;
-          const profile = PROFILE_DIR && r.name.startsWith('vigil') ? path.join(PROFILE_DIR, `${r.name}-${mode}-c${clients}-r${round}.cpuprofile`) : undefined;
+          const profile = PROFILE_DIR && inProcess(r.name) ? path.join(PROFILE_DIR, `${r.name}-${mode}-c${clients}-r${round}.cpuprofile`) : undefined;
           const res: Result | undefined = await profiled(profile, () => pgbench(r.conn, args, clients === 1 ? logDir : undefined)).catch((e: Error) => {
             // One failed run (a loaded machine, a pgbench hiccup) leaves a gap, not a broken table.
             console.log(`round ${round} ${mode} -c ${clients} ${r.name}: ${e.message.split('\n')[0]}`);
