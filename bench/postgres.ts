@@ -25,7 +25,9 @@
  *   vigil-plain (optional, --routes) the same without client TLS (development target, token as password)
  *
  *   npm run bench:postgres [-- --seconds 5 --rounds 2 --scale 5 --modes simple,extended,prepared --clients 16,1 --warmup 2]
- *   (--warmup: seconds of unmeasured load per mode on each route this process serves before round 1, so
+ *   (--rate TPS: pgbench -R, every route at the same offered rate — a route that runs slower leaves the
+ *   client and the server idle between transactions and pays more per transaction in wake-ups, so CPU per
+ *   transaction is only comparable at equal rates; --warmup: seconds of unmeasured load per mode on each route this process serves before round 1, so
  *   that the first round does not measure JIT compilation and first logins)
  *   VIGIL_BENCH_PROFILE=1 … writes a CPU profile of this process for every vigil and tlsrelay run, as
  *   <dir>/<route>-<mode>-c<clients>-r<round>.cpuprofile (dir: VIGIL_BENCH_PROFILE_DIR, default cwd); open
@@ -54,6 +56,7 @@ const { values } = parseArgs({
     clients: { type: 'string', default: '16,1' },
     routes: { type: 'string', default: 'direct,pgbouncer,tlsrelay,vigil' },
     warmup: { type: 'string', default: '2' },
+    rate: { type: 'string' },
   },
 });
 const SECONDS = Number(values.seconds);
@@ -61,6 +64,8 @@ const ROUNDS = Number(values.rounds);
 const MODES = values.modes!.split(',');
 const CLIENTS = values.clients!.split(',').map(Number);
 const ROUTES = values.routes!.split(',') as RouteName[];
+/** pgbench -R: the same offered load on every route (CPU per transaction compared at equal rates). */
+const RATE = values.rate;
 const PROFILE_DIR = process.env.VIGIL_BENCH_PROFILE === '1' ? path.resolve(process.env.VIGIL_BENCH_PROFILE_DIR ?? '.') : undefined;
 
 /** CPU profile of this process (the in-process gateway) around one run; a no-op unless profiling. */
@@ -225,7 +230,7 @@ async function run(pg: PostgresHandle, tg: TestGateway, alice: Awaited<ReturnTyp
     for (const mode of MODES) {
       for (const clients of CLIENTS) {
         for (const r of routes) {
-          const args = ['-S', '-n', '-M', mode, '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(SECONDS)];
+          const args = ['-S', '-n', '-M', mode, '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(SECONDS), ...(RATE ? ['-R', RATE] : [])];
           const cpu0 = process.cpuUsage();
           const proc0 = r.name === 'pgbouncer' && bouncer ? cpuOf(bouncer.pid) : 0;
           const profile = PROFILE_DIR && inProcess(r.name) ? path.join(PROFILE_DIR, `${r.name}-${mode}-c${clients}-r${round}.cpuprofile`) : undefined;
