@@ -44,13 +44,49 @@ export function pgbench(conn: string, args: string[], logDir?: string): Promise<
   });
 }
 
-export async function startPgbouncer(pg: PostgresHandle, dir: string): Promise<{ port: number; stop(): void }> {
+/**
+ * Client TLS for pgbouncer like vigil's: its server certificate and key (the client checks them with
+ * sslmode=verify-full), the CA that signs client certificates, and the user whose certificate CN logs in.
+ */
+export interface PgbouncerClientCert {
+  cert: string;
+  key: string;
+  ca: string;
+  user: string;
+}
+
+export interface PgbouncerHandle {
+  port: number;
+  /** Its process (for CPU from /proc). */
+  pid: number;
+  stop(): void;
+}
+
+/**
+ * pgbouncer in session pooling in front of `pg`, injecting the backend credential (scram_user's password).
+ * With `clientCert`: client TLS required and verified (`client_tls_sslmode = verify-full`, client CA
+ * given) and `auth_type = cert` — the client presents a certificate whose CN must equal the user it logs
+ * in as, the vigil shape. Without: TLS from the client without a certificate and `auth_type = trust`.
+ */
+export async function startPgbouncer(pg: PostgresHandle, dir: string, clientCert?: PgbouncerClientCert): Promise<PgbouncerHandle> {
   const port = await freePort();
   fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
-  const tlsDir = pg.dir;
   const ini = path.join(dir, 'pgbouncer.ini');
   const users = path.join(dir, 'users.txt');
-  fs.writeFileSync(users, `"bench" ""\n`);
+  fs.writeFileSync(users, `"${clientCert?.user ?? 'bench'}" ""\n`);
+  let tlsLines: string[];
+  if (clientCert) {
+    const file = (name: string, pem: string) => (fs.writeFileSync(path.join(dir, name), pem, { mode: name.endsWith('.key') ? 0o600 : 0o644 }), path.join(dir, name));
+    tlsLines = [
+      'auth_type = cert',
+      'client_tls_sslmode = verify-full',
+      `client_tls_cert_file = ${file('server.crt', clientCert.cert)}`,
+      `client_tls_key_file = ${file('server.key', clientCert.key)}`,
+      `client_tls_ca_file = ${file('client-ca.crt', clientCert.ca)}`,
+    ];
+  } else {
+    tlsLines = ['auth_type = trust', 'client_tls_sslmode = require', `client_tls_cert_file = ${path.join(pg.dir, 'server.crt')}`, `client_tls_key_file = ${path.join(pg.dir, 'server.key')}`];
+  }
   fs.writeFileSync(
     ini,
     [
@@ -60,14 +96,11 @@ export async function startPgbouncer(pg: PostgresHandle, dir: string): Promise<{
       `listen_addr = 127.0.0.1`,
       `listen_port = ${port}`,
       `unix_socket_dir =`,
-      'auth_type = trust',
       `auth_file = ${users}`,
+      ...tlsLines,
       'pool_mode = session',
       'max_client_conn = 200',
       'default_pool_size = 40',
-      `client_tls_sslmode = require`,
-      `client_tls_cert_file = ${path.join(tlsDir, 'server.crt')}`,
-      `client_tls_key_file = ${path.join(tlsDir, 'server.key')}`,
       `logfile = ${path.join(dir, 'pgbouncer.log')}`,
       `pidfile = ${path.join(dir, 'pgbouncer.pid')}`,
       '',
@@ -80,16 +113,18 @@ export async function startPgbouncer(pg: PostgresHandle, dir: string): Promise<{
   const child = asRoot
     ? spawn('runuser', ['-u', 'postgres', '--', '/usr/sbin/pgbouncer', '-q', ini], { stdio: ['ignore', 'ignore', 'inherit'] })
     : spawn('/usr/sbin/pgbouncer', ['-q', ini], { stdio: ['ignore', 'ignore', 'inherit'] });
-  await waitFor(() => fs.existsSync(path.join(dir, 'pgbouncer.pid')), 10_000, 'pgbouncer to start');
+  const pidFile = path.join(dir, 'pgbouncer.pid');
+  await waitFor(() => fs.existsSync(pidFile) && fs.readFileSync(pidFile, 'utf8').trim() !== '', 10_000, 'pgbouncer to start');
+  const pid = Number(fs.readFileSync(pidFile, 'utf8'));
   return {
     port,
+    pid,
     stop() {
       try {
-        process.kill(Number(fs.readFileSync(path.join(dir, 'pgbouncer.pid'), 'utf8')), 'SIGINT');
+        process.kill(pid, 'SIGINT');
       } catch {
         child.kill('SIGKILL');
       }
     },
   };
 }
-

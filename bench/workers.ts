@@ -1,6 +1,6 @@
 /**
  * gateway.workers: pgbench -S through `vigil serve` with 1 worker (one process, as before) and with N
- * cluster workers, against pgbouncer on the same PostgreSQL 15, alternating in one run so that machine
+ * cluster workers, against pgbouncer (client TLS verify-full with alice's certificate, auth_type = cert) on the same PostgreSQL 15, alternating in one run so that machine
  * noise hits all alike. Prints TPS per route (median over rounds), the ratios, and CPU per transaction
  * of each route's processes from /proc (vigil: primary + workers; pgbouncer: its one process).
  *
@@ -11,13 +11,13 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { execFileSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { startPostgres, PASSWORDS } from '../test/support/postgres.ts';
 import { startGatewayProcess, type GatewayProcess } from '../test/support/gateway-process.ts';
 import { tempDir } from '../test/support/tmp.ts';
 import { median } from './stats.ts';
-import { pgbench, startPgbouncer } from './pg-routes.ts';
+import { pgbench, startPgbouncer, type PgbouncerHandle } from './pg-routes.ts';
+import { cpuOf } from './proc-cpu.ts';
 
 const { values } = parseArgs({
   options: {
@@ -33,28 +33,6 @@ const SECONDS = Number(values.seconds);
 const ROUNDS = Number(values.rounds);
 const CLIENTS = Number(values.clients);
 const WORKERS = values.workers!.split(',').map(Number);
-const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
-
-/** user + system CPU (µs) of `pid` and, with `children`, of its child processes now alive. */
-function cpuOf(pid: number, children: boolean): number {
-  const one = (p: number) => {
-    try {
-      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      return (Number(f[11]) + Number(f[12])) * TICK_US; // utime, stime (fields 14 and 15)
-    } catch {
-      return 0;
-    }
-  };
-  let total = one(pid);
-  if (children) {
-    for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
-      for (const c of fs.readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) total += one(Number(c));
-    }
-  }
-  return total;
-}
-
 interface Route {
   name: string;
   conn: string;
@@ -71,15 +49,12 @@ async function main() {
   pg.psql('ALTER DATABASE app OWNER TO scram_user');
   const secret = path.join(base, 'scram.pass');
   fs.writeFileSync(secret, PASSWORDS.scram_user, { mode: 0o600 });
-  const bouncerDir = path.join(base, 'pgbouncer');
-  const bouncer = await startPgbouncer(pg, bouncerDir);
+  let bouncer: PgbouncerHandle | undefined;
   const gateways: GatewayProcess[] = [];
   try {
     const direct = `host=127.0.0.1 port=${pg.port} dbname=app user=scram_user password=${PASSWORDS.scram_user} sslmode=require`;
     await pgbench(direct, ['-i', '-q', '-s', values.scale!]);
     const routes: Route[] = [];
-    const bouncerPid = Number(fs.readFileSync(path.join(bouncerDir, 'pgbouncer.pid'), 'utf8'));
-    routes.push({ name: 'pgbouncer', conn: `host=127.0.0.1 port=${bouncer.port} dbname=pg user=bench sslmode=require`, cpu: () => cpuOf(bouncerPid, false), mainCpu: () => cpuOf(bouncerPid, false) });
     for (const w of WORKERS) {
       const dir = path.join(base, `w${w}`);
       fs.mkdirSync(dir);
@@ -99,6 +74,13 @@ async function main() {
       const c = gp.issued!;
       routes.push({ name: `vigil-w${w}`, conn: `host=127.0.0.1 port=${gp.ports.postgres} dbname=pg user=alice sslmode=verify-full sslrootcert=${c.ca} sslcert=${c.crt} sslkey=${c.key}`, cpu: () => cpuOf(gp.pid, true), mainCpu: () => cpuOf(gp.pid, false) });
     }
+    // pgbouncer with the client TLS vigil has: the first gateway's server certificate (checked with
+    // verify-full), alice's certificate from its CA presented, verified and mapped to the user (auth_type = cert).
+    const ca = path.join(base, `w${WORKERS[0]}`, 'data', 'ca'); // startGatewayProcess: data_dir is <dir>/data
+    const read = (f: string) => fs.readFileSync(path.join(ca, f), 'utf8');
+    const b = (bouncer = await startPgbouncer(pg, path.join(base, 'pgbouncer'), { cert: read('server.crt'), key: read('server.key'), ca: read('ca.crt'), user: 'alice' }));
+    const c0 = gateways[0].issued!;
+    routes.unshift({ name: 'pgbouncer', conn: `host=127.0.0.1 port=${b.port} dbname=pg user=alice sslmode=verify-full sslrootcert=${c0.ca} sslcert=${c0.crt} sslkey=${c0.key}`, cpu: () => cpuOf(b.pid, false), mainCpu: () => cpuOf(b.pid, false) });
     const args = ['-n', '-S', '-M', values.mode!, '-c', String(CLIENTS), '-j', String(Math.min(CLIENTS, 4)), '-T', String(SECONDS)];
     // Warm-up: first logins and JIT on every route, unmeasured.
     for (const r of routes) await pgbench(r.conn, [...args.slice(0, -1), '2']).catch(() => {});
@@ -126,7 +108,7 @@ async function main() {
     }
   } finally {
     for (const g of gateways) await g.stop();
-    bouncer.stop();
+    bouncer?.stop();
     await pg.stop();
     fs.rmSync(base, { recursive: true, force: true });
   }

@@ -1,11 +1,13 @@
+import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
-import { AuditIndex, chainHeadSeq } from './search-index.ts';
+import { chainHeadSeq } from './search-index.ts';
+import { workerSource } from '../worker-thread.ts';
 
 export interface IndexFollowerOptions {
   auditDir: string;
   /** How often to look for newly committed records. */
   intervalMs: number;
-  /** Records per slice: the event loop is given back between slices, so proxies never wait long. */
+  /** Records per slice (one SQLite transaction each). */
   batch: number;
   log: Logger;
   /**
@@ -21,38 +23,76 @@ export interface IndexFollower {
   stop(): Promise<void>;
 }
 
+/** What the worker thread (index-follower-worker.ts) is started with. */
+export interface FollowerWorkerData {
+  auditDir: string;
+  batch: number;
+  /** One Int32: 1 while the follower is paused (read by the worker between slices). */
+  paused: SharedArrayBuffer;
+}
+export type FollowerRequest = { kind: 'catch-up' } | { kind: 'stop' };
+export type FollowerReply = { kind: 'progress'; indexedSeq: number } | { kind: 'done'; error?: string };
+
+/** How long stop() waits for a catch-up in progress to finish its slice before ending the thread. */
+const STOP_GRACE_MS = 10_000;
+
 /**
- * Keep the search index up with the log inside the gateway: off the hot path (it reads segment files
- * after the writer has committed them, never the writer's queue), in slices of `batch` records with the
- * event loop yielded between them. A failure is logged and retried on the next tick: searches catch
- * up by themselves anyway, so the index lagging never loses anything.
+ * Keep the search index up with the log inside the gateway, off the hot path twice over: it reads
+ * segment files after the writer has committed them (never the writer's queue), and it runs in a
+ * worker thread, so indexing (most of the recording's CPU after the relay itself) never holds the event
+ * loop that relays sessions. Every `intervalMs` the thread is asked to catch up, in slices of `batch`
+ * records. A failure is logged and retried on the next tick: searches catch up by themselves anyway, so
+ * the index lagging never loses anything. A thread that dies is started again at the next tick.
  */
 export function startIndexFollower(o: IndexFollowerOptions): IndexFollower {
-  let index: AuditIndex | undefined;
-  let indexedSeq = 0;
-  let running: Promise<void> | undefined;
+  const paused = new SharedArrayBuffer(4);
+  const pausedFlag = new Int32Array(paused);
+  let worker: Worker | undefined;
+  let running = false;
   let stopped = false;
   let failing = false;
-  const run = async () => {
-    try {
-      index ??= AuditIndex.open(o.auditDir);
-      for (;;) {
-        const res = index.catchUp({ maxRecords: o.batch });
-        indexedSeq = index.indexedSeq();
-        if (res.done || stopped || o.paused?.()) break;
-        await new Promise<void>((r) => setImmediate(r));
-      }
+  let indexedSeq = 0;
+  let exited: Promise<void> = Promise.resolve();
+
+  const onReply = (m: FollowerReply) => {
+    if (m.kind === 'progress') {
+      indexedSeq = m.indexedSeq;
+      return;
+    }
+    running = false;
+    if (m.error !== undefined) {
+      if (!failing) o.log.warn({ err: m.error, dir: o.auditDir }, 'audit search index: catch-up failed (searches still catch up themselves); retrying');
+      failing = true;
+    } else {
       if (failing) o.log.info({ dir: o.auditDir }, 'audit search index: catching up again');
       failing = false;
-    } catch (e) {
-      if (!failing) o.log.warn({ err: e, dir: o.auditDir }, 'audit search index: catch-up failed (searches still catch up themselves); retrying');
-      failing = true;
-      index?.close();
-      index = undefined;
     }
   };
+  const spawn = (): Worker => {
+    const data: FollowerWorkerData = { auditDir: o.auditDir, batch: o.batch, paused };
+    const w = new Worker(workerSource(import.meta.url, './index-follower-worker'), { eval: true, workerData: data });
+    w.unref();
+    w.on('message', onReply);
+    w.on('error', (e) => {
+      if (!failing) o.log.warn({ err: e, dir: o.auditDir }, 'audit search index: the indexing thread failed; starting it again');
+      failing = true;
+    });
+    exited = new Promise((resolve) =>
+      w.once('exit', () => {
+        if (worker === w) worker = undefined;
+        running = false;
+        resolve();
+      }),
+    );
+    return w;
+  };
   const timer = setInterval(() => {
-    if (!running && !stopped && !o.paused?.()) running = run().finally(() => (running = undefined));
+    const isPaused = o.paused?.() ?? false;
+    Atomics.store(pausedFlag, 0, isPaused ? 1 : 0);
+    if (running || stopped || isPaused) return;
+    worker ??= spawn();
+    running = true;
+    worker.postMessage({ kind: 'catch-up' } satisfies FollowerRequest);
   }, o.intervalMs);
   timer.unref();
   return {
@@ -63,9 +103,13 @@ export function startIndexFollower(o: IndexFollowerOptions): IndexFollower {
     async stop() {
       stopped = true;
       clearInterval(timer);
-      await running;
-      index?.close();
-      index = undefined;
+      const w = worker;
+      if (!w) return;
+      // The thread finishes the slice in hand, closes the index and ends; one that does not is ended.
+      w.postMessage({ kind: 'stop' } satisfies FollowerRequest);
+      const grace = setTimeout(() => void w.terminate(), STOP_GRACE_MS);
+      await exited;
+      clearTimeout(grace);
     },
   };
 }

@@ -132,6 +132,7 @@ export class AuditIndex {
       insertSegment: db.prepare('INSERT INTO segments (name, first_seq, bytes, last_line_start, last_seq, last_hash) VALUES (?, ?, 0, 0, 0, \'\')'),
       progress: db.prepare('UPDATE segments SET bytes = ?, last_line_start = ?, last_seq = ?, last_hash = ? WHERE id = ?'),
       insertEvent: db.prepare('INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)'),
+      appendEvent: db.prepare('INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)'),
       deleteText: db.prepare('DELETE FROM event_text WHERE rowid = ?'),
       insertText: db.prepare('INSERT INTO event_text (rowid, body) VALUES (?, ?)'),
       textOfSegment: db.prepare<[number], number>('SELECT seq FROM events WHERE seg = ?').pluck(),
@@ -325,6 +326,12 @@ export class AuditIndex {
     let lastStart = row.last_line_start;
     let lastSeq = row.last_seq;
     let lastHash = row.last_hash;
+    // Records past the highest indexed seq (all the follower ever meets: the log only grows) are appended
+    // with a plain INSERT and no text to delete first. INSERT OR REPLACE makes SQLite keep a statement
+    // journal — the original of every page each row changes (the table, six indexes), written to a temp
+    // file — which was two thirds of the indexing CPU (~55 → ~17 µs per record). A seq already present
+    // (a segment cut back and indexed again, a duplicate) is replaced as before.
+    let above = this.stmt.maxSeq.get() ?? 0;
     while (at <= end && added < maxLines) {
       const nl = buf.indexOf(0x0a, at);
       const line = buf.toString('utf8', at, nl);
@@ -332,10 +339,12 @@ export class AuditIndex {
       if (typeof rec === 'string') throw new AuditIndexError('VIGIL_AUDIT_INDEX_UNREADABLE', `cannot index ${name} at byte ${row.bytes + at}: ${rec}; run \`vigil audit verify\``);
       const e = JSON.parse(rec.eventJson) as AuditEvent;
       const off = row.bytes + at;
-      this.stmt.insertEvent.run(rec.seq, row.id, off, nl - at, str(e.time), str(e.type), str(e.actor?.user), str(e.target?.name), str(e.session_id), str(e.outcome), str(e.source?.ip));
+      const fresh = rec.seq > above;
+      (fresh ? this.stmt.appendEvent : this.stmt.insertEvent).run(rec.seq, row.id, off, nl - at, str(e.time), str(e.type), str(e.actor?.user), str(e.target?.name), str(e.session_id), str(e.outcome), str(e.source?.ip));
+      if (fresh) above = rec.seq;
       const text = searchableText(e);
       if (text !== undefined) {
-        this.stmt.deleteText.run(rec.seq);
+        if (!fresh) this.stmt.deleteText.run(rec.seq);
         this.stmt.insertText.run(rec.seq, text);
       }
       lastStart = off;

@@ -5,8 +5,7 @@
  * `report.generated` event needs; the gateway records the event.
  */
 import { Worker } from 'node:worker_threads';
-import { createRequire } from 'node:module';
-import { pathToFileURL } from 'node:url';
+import { workerSource } from '../worker-thread.ts';
 import type { ReportFormat } from './index.ts';
 import type { ReportedRun } from './generate.ts';
 import type { ReportPeriod } from './model.ts';
@@ -26,24 +25,10 @@ export interface ReportJob {
   now: string;
 }
 
-/** The worker's module URL, and the TypeScript loader the sources run under (registered in the worker too). */
-function bootstrap(): string {
-  // Compiled (dist/): the worker runs the compiled module as is; from sources it needs tsx.
-  if (import.meta.url.endsWith('.js')) return `import(${JSON.stringify(new URL('./worker-main.js', import.meta.url).href)});`;
-  const main = new URL('./worker-main.ts', import.meta.url).href;
-  // tsx's ESM API sits beside its CommonJS entry; the package's exports map names only the latter here.
-  const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx/esm/api').replace(/index\.cjs$/, 'index.mjs')).href;
-  return `(async () => {
-    const { register } = await import(${JSON.stringify(tsx)});
-    register();
-    await import(${JSON.stringify(main)});
-  })().catch((e) => { process.nextTick(() => { throw e; }); });`;
-}
-
 /** Run one report in a new worker thread; `signal` ends it (gateway shutdown) and the promise rejects. */
 export function runReportInWorker(job: ReportJob, signal?: AbortSignal): Promise<ReportedRun> {
   return new Promise((resolve, reject) => {
-    const worker = new Worker(bootstrap(), { eval: true, workerData: job });
+    const worker = new Worker(workerSource(import.meta.url, './worker-main'), { eval: true, workerData: job });
     let settled = false;
     const abort = () => {
       if (!settled) reject(new Error('report run stopped: the gateway is shutting down'));

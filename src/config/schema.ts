@@ -211,8 +211,8 @@ export function buildConfigSchema(sc: SchemaContext, proxies: readonly ProxyConf
           })
           .optional(),
         /**
-         * The search index (audit/index.sqlite) the gateway keeps up with the log, off the hot path: every
-         * `interval` it indexes newly committed records, `batch` at a time, yielding between batches.
+         * The search index (audit/index.sqlite) the gateway keeps up with the log, off the hot path (in a
+         * worker thread): every `interval` it indexes newly committed records, `batch` per transaction.
          * Off: `vigil audit search` still catches the index up itself before answering.
          */
         index: z

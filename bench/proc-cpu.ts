@@ -1,0 +1,25 @@
+/** CPU time of external processes from /proc, for benches that compare vigil with pgbouncer, sshd, … */
+import fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
+
+const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+
+/** user + system CPU (µs) of `pid` and, with `children`, of its child processes now alive (0 once it is gone). */
+export function cpuOf(pid: number, children = false): number {
+  const one = (p: number) => {
+    try {
+      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return (Number(f[11]) + Number(f[12])) * TICK_US; // utime, stime (fields 14 and 15)
+    } catch {
+      return 0;
+    }
+  };
+  let total = one(pid);
+  if (children) {
+    for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
+      for (const c of fs.readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) total += one(Number(c));
+    }
+  }
+  return total;
+}
