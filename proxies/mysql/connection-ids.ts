@@ -12,6 +12,12 @@ export interface KillableConnection {
   readonly sessionId: string;
   /** Backend thread id once connected. */
   readonly backendThreadId: number | undefined;
+  /**
+   * A `KILL CONNECTION` of this connection's backend thread is on its way from another session of the
+   * same user (undefined: withdrawn). The server closes a killed thread without a word; this is how the
+   * connection knows to tell its client "Connection was killed" (1927) rather than that the server went away.
+   */
+  killRequested(by: string | undefined): void;
 }
 
 /**

@@ -102,6 +102,8 @@ export class MysqlConnection implements KillableConnection {
   /** Guardrails that apply to this session's roles on its target (none: nothing is asked). */
   private guard: SessionGuardrails | undefined;
   backendThreadId: number | undefined;
+  /** Set while a KILL CONNECTION of this backend thread, sent through vigil, is pending or done. */
+  private killedBy: { session: string } | undefined;
   readonly sessionId: string;
   private readonly connectionId: number;
   private client: net.Socket | tls.TLSSocket;
@@ -597,7 +599,7 @@ export class MysqlConnection implements KillableConnection {
       .then((decision) => {
         if (decision.allow || this.closed) return;
         this.log.warn({ database: db, user: this.user }, 'session switched to a database the role does not allow; closing it');
-        const seq = this.tracker && this.tracker.pending > 0 ? this.tracker.lastServerSeq + 1 : 0;
+        const seq = this.tracker && this.tracker.pending > 0 ? this.tracker.nextServerSeq : 0;
         this.fatal(seq, { ...ERR_CONN_ACCESS_DENIED, message: `vigil: the session switched to database '${db}', which ${this.user} may not use; the session is closed` }, 'error', { error: 'database_not_allowed', database: db, reason: decision.reason });
       })
       .catch((e: unknown) => {
@@ -693,7 +695,7 @@ export class MysqlConnection implements KillableConnection {
   private auditRefused(command: string, details: QueryFields, cause: unknown): void {
     if (this.closed) return;
     this.log.error({ err: (cause as Error | undefined)?.message, command, query: details.query }, 'audit log unavailable; command refused and session ended');
-    const seq = this.tracker && this.tracker.pending > 0 ? this.tracker.lastServerSeq + 1 : 1;
+    const seq = this.tracker && this.tracker.pending > 0 ? this.tracker.nextServerSeq : 1;
     this.fatal(seq, { ...ERR.AUDIT_UNAVAILABLE, message: 'vigil: the audit log cannot be written, so the statement was not run; the session is closed' }, 'audit_unavailable');
   }
 
@@ -1040,6 +1042,9 @@ export class MysqlConnection implements KillableConnection {
 
   private executeDetails(payload: Buffer, rawId: number): QueryFields {
     const ex = this.statements.execute(payload, rawId, this.clientCaps);
+    // A prepared KILL CONNECTION (only ever of the user's own backend thread: see refuseStatement).
+    const kill = ex.analysis?.statements.length === 1 ? ex.analysis.statements[0]!.kill : undefined;
+    if (kill && !('unsupported' in kill) && !kill.query) this.shared.ids.resolveOwn(kill.id, this.user, this.targetName)?.conn.killRequested(this.sessionId);
     return ex.analysis
       ? { attributes: ex.attributes, params: ex.params, query: redactedText(ex.analysis), statement_id: ex.statementId }
       : { attributes: ex.attributes, statement_id: ex.statementId, unknown_statement: true };
@@ -1063,8 +1068,11 @@ export class MysqlConnection implements KillableConnection {
     const backendSql = `KILL ${query ? 'QUERY' : 'CONNECTION'} ${target.backendThreadId}`;
     this.session!.stats.statements++;
     const bytes = Buffer.concat([Buffer.from([COM.QUERY]), this.clientCaps & CLIENT.QUERY_ATTRIBUTES && !this.stripQueryAttributes ? Buffer.from([0, 1]) : Buffer.alloc(0), Buffer.from(backendSql)]);
+    // Before the KILL goes out: the killed thread's socket may close before this session reads the OK.
+    if (!query) target.killRequested(this.sessionId);
     return this.send(bytes, 'results', command, { query: text }, (res) => {
       const err = res.results[0]?.error;
+      if (err && !query) target.killRequested(undefined);
       const error = err ? errDetails(err) : undefined;
       this.emit('db.cancel', err ? 'failure' : 'success', { backend_thread_id: target.backendThreadId, command, database: this.database, error, gateway_connection_id: found.by === 'gateway_id' ? id : undefined, kill, query: text, target_session_id: target.sessionId });
     });
@@ -1153,13 +1161,23 @@ export class MysqlConnection implements KillableConnection {
 
   /** The backend connection is gone or unusable: the client gets an ERR and its socket is closed. */
   private backendLost(reason: EndReason, message: string): void {
-    const seq = this.tracker && this.tracker.pending > 0 ? this.tracker.lastServerSeq + 1 : 0;
+    const seq = this.tracker && this.tracker.pending > 0 ? this.tracker.nextServerSeq : 0;
+    if (this.killedBy) {
+      // What the server says to a thread it kills mid-statement, when it says anything: clients and test
+      // suites treat 1927 as the connection killed, 1053 as the server going down.
+      this.fatal(seq, { ...ERR.CONNECTION_KILLED, message: `vigil: Connection was killed (KILL CONNECTION from session ${this.killedBy.session})` }, reason, { killed_by_session: this.killedBy.session });
+      return;
+    }
     this.fatal(seq, { ...ERR.SERVER_SHUTDOWN, message }, reason);
+  }
+
+  killRequested(by: string | undefined): void {
+    this.killedBy = by === undefined ? undefined : { session: by };
   }
 
   /** Registry terminator: ERR with the message, then close. */
   private terminate(reason: EndReason, message: string): void {
-    const seq = this.tracker && this.tracker.pending > 0 ? this.tracker.lastServerSeq + 1 : 0;
+    const seq = this.tracker && this.tracker.pending > 0 ? this.tracker.nextServerSeq : 0;
     this.fatal(seq, { ...ERR.CONNECTION_KILLED, message: `vigil: ${message}` }, reason);
   }
 

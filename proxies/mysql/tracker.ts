@@ -45,7 +45,6 @@ export class CommandTracker<T> {
   /** `serverBytes` when the response at the head of the queue began (approximately: at the end of the
    *  chunk that finished the previous response). */
   private headBytesFrom = 0;
-  private seq = 0;
   /** Sequence id the next server packet must carry. */
   private nextSeq = 1;
 
@@ -59,25 +58,27 @@ export class CommandTracker<T> {
       wants: (head, length) => t.needsBody(head, length),
       packet: (payload, lastSeq) => {
         this.checkSeq(this.scanner.firstSeq, lastSeq);
-        this.onResponse(t.onPacket(payload), lastSeq);
+        this.onResponse(t.onPacket(payload));
       },
       skipped: (head, length, lastSeq) => {
         this.checkSeq(this.scanner.firstSeq, lastSeq);
-        this.onResponse(t.onSkipped(head, length), lastSeq);
+        this.onResponse(t.onSkipped(head, length));
       },
       countingRows: () => t.countingRows,
       rows: (count, lastSeq) => {
         // Whole single-wire rows: the last of `count` carries nextSeq + count - 1.
         this.checkSeq((lastSeq - count + 1) & 0xff, lastSeq);
         t.countRows(count);
-        this.seq = lastSeq;
       },
     };
   }
 
-  /** Sequence id of the last server packet seen. */
-  get lastServerSeq(): number {
-    return this.seq;
+  /**
+   * Sequence id the server's next packet will carry (the head command's reply seq until its response
+   * starts): the one an ERR written in the server's place must use.
+   */
+  get nextServerSeq(): number {
+    return this.nextSeq;
   }
 
   /** Responses still awaited. */
@@ -160,8 +161,7 @@ export class CommandTracker<T> {
     this.nextSeq = (last + 1) & 0xff;
   }
 
-  private onResponse(res: CommandResponse | undefined, lastSeq: number): void {
-    this.seq = lastSeq;
+  private onResponse(res: CommandResponse | undefined): void {
     if (!res) return;
     this.headBytesFrom = this.serverBytes;
     const entry = this.queue.shift();

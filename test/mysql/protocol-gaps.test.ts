@@ -1,5 +1,6 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { startWorld, type MyWorld } from './helpers.ts';
+import { waitFor } from '../support/tmp.ts';
 import { rawLogin, RAW_CAPS, type RawClient } from './raw-client.ts';
 import { encodePacket } from '../../proxies/mysql/framing.ts';
 import { CLIENT, COM, u32 } from '../../proxies/mysql/wire.ts';
@@ -157,4 +158,31 @@ describe('mysql protocol gaps', () => {
     expect(call.outcome).toBe('success');
     await w.tg.waitForEvent((x) => x.type === 'db.query' && detail(x).query === "SELECT 'after-call'");
   });
+});
+
+describe('an ERR vigil writes in the server\'s place', () => {
+  it('carries the sequence id the server\'s reply would have: a statement whose backend thread is killed gets 1927 as packet 1', async () => {
+    const c = await rawLogin(w.port, w.alice, 'db', 'shop');
+    const killer = await w.connect('db');
+    try {
+      // A few round trips first, so the last server packet's seq is not the one the next reply needs.
+      await sessionOf(c, 'seq-warmup');
+      // Its result set: column count, column definition, row, then the final OK (0xfe, CLIENT_DEPRECATE_EOF).
+      while ((await c.next()).payload[0] !== 0xfe);
+      c.send(query('SELECT SLEEP(31) AS s'));
+      const id = await waitFor(async () => {
+        const [rows] = (await killer.query("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO = 'SELECT SLEEP(31) AS s'")) as unknown as [{ ID: number }[]];
+        return rows[0]?.ID;
+      }, 10_000, 'the SLEEP running');
+      await killer.query(`KILL CONNECTION ${id}`);
+      const err = await c.next(10_000);
+      expect(err.payload[0]).toBe(0xff);
+      expect(err.payload.readUInt16LE(1)).toBe(1927);
+      expect(err.seq).toBe(1);
+      await c.closed;
+    } finally {
+      c.socket.destroy();
+      killer.destroy();
+    }
+  }, 30_000);
 });

@@ -309,6 +309,17 @@ describe('mysql proxy with mysql2', () => {
       await w.tg.waitForEvent((e) => e.type === 'db.query' && e.actor.user === 'alice' && e.outcome === 'success' && String(detail(e).query) === `KILL QUERY ${own.id}` && detail(e).command === 'COM_STMT_EXECUTE');
       const [[again]] = (await a.query('SELECT 5 AS five')) as unknown as [[{ five: number }]];
       expect(again.five).toBe(5);
+      // KILL CONNECTION: the killed connection's client hears "Connection was killed" (1927), as from the
+      // server, not that the server went away; its session.end says which session killed it.
+      const killing = a.query('SELECT SLEEP(30) AS s').then(() => 0, (e: { errno: number }) => e.errno);
+      await waitFor(async () => {
+        const [rows] = (await b.query(`SELECT STATE FROM information_schema.PROCESSLIST WHERE ID = ${own.id}`)) as unknown as [{ STATE: string }[]];
+        return rows[0]?.STATE === 'User sleep';
+      }, 10_000, 'the third SLEEP running');
+      await b.query(`KILL CONNECTION ${own.id}`);
+      expect(await killing).toBe(1927);
+      const ended = await w.tg.waitForEvent((e) => e.type === 'session.end' && e.actor.user === 'alice' && detail(e).backend_thread_id === own.id);
+      expect(detail(ended).killed_by_session).toBe(w.tg.events.find((e) => e.type === 'db.cancel' && e.outcome === 'success' && detail(e).kill === 'connection')?.session_id);
     } finally {
       a.destroy();
       b.destroy();
