@@ -10,7 +10,8 @@
  *
  * Each target runs in its own worker thread (see engine/worker.ts). This process is the watchdog: an
  * input using more than 1 s of the worker thread's CPU time (or stalling 10 s without computing) is
- * replayed once in a fresh worker, and counted as a hang if it does so again; a worker that dies of heap exhaustion is an allocation finding. Findings are
+ * replayed once in a fresh worker, and counted as a hang if it does so again; so is the input running when
+ * a worker dies of heap exhaustion, an allocation finding if it exhausts the fresh worker too. Findings are
  * written to <out>/<target>/ and printed; inputs with new coverage go to fuzz/corpus/<target>/ with
  * --save-corpus. Exit code 1 when anything was found.
  */
@@ -56,6 +57,8 @@ export interface TargetResult {
   crashes: number;
   hangs: number;
   allocs: number;
+  /** Times a worker's heap filled over many inputs (not one alone, replayed first in a fresh worker): restarted. */
+  heapRefills: number;
   maxHeapGrowth: number;
   findings: Finding[];
 }
@@ -131,7 +134,7 @@ function runWorker(name: string, opts: Options, fuzzMs: number, deadline: number
     }, 50);
     worker.on('message', (m: WorkerMessage) => (m.type === 'stats' ? onStats(m) : onFinding(m.finding)));
     worker.on('error', (err: Error & { code?: string }) => {
-      if (err.code === 'ERR_WORKER_OUT_OF_MEMORY') finish({ oom: current() });
+      if (err.code === 'ERR_WORKER_OUT_OF_MEMORY') finish({ oom: current(), confirmed: Atomics.load(c, CTRL.suspect) === 1 });
       else {
         onFinding({ kind: 'crash', signature: `worker: ${err.message}`, message: String(err.stack), file: '', count: 1, input: '' });
         finish({});
@@ -146,7 +149,7 @@ export async function fuzzTarget(name: string, opts: Options): Promise<TargetRes
   // Worker start-up and corpus replay come on top of the mutation time; this bounds everything.
   const deadline = start + opts.seconds * 1000 + 60_000;
   const findings: Finding[] = [];
-  const res: TargetResult = { target: name, execs: 0, seconds: 0, blocks: 0, features: 0, corpus: 0, crashes: 0, hangs: 0, allocs: 0, maxHeapGrowth: 0, findings };
+  const res: TargetResult = { target: name, execs: 0, seconds: 0, blocks: 0, features: 0, corpus: 0, crashes: 0, hangs: 0, allocs: 0, heapRefills: 0, maxHeapGrowth: 0, findings };
   let execsBefore = 0;
   let fuzzedBefore = 0;
   let fuzzedMs = 0;
@@ -192,8 +195,16 @@ export async function fuzzTarget(name: string, opts: Options): Promise<TargetRes
       // A stall can be the machine being busy: only an input that stalls twice is a hang.
       if (r.confirmed) save('hang', r.hang, `input ran for more than ${HANG_MS} ms of CPU time (or stalled ${STALL_MS} ms), twice`);
       else suspect = r.hang.toString('base64');
-    } else if (r.oom) save('alloc', r.oom, 'worker ran out of heap');
-    else break;
+    } else if (r.oom) {
+      // A heap can also fill over many inputs (config: flat without coverage, ~0.3 KB more per input with
+      // V8's precise coverage on, as here): only an input that exhausts a fresh worker's heap by itself is
+      // a finding. Refills are counted and printed, so a slow leak of the target stays in sight.
+      if (r.confirmed) save('alloc', r.oom, 'worker ran out of heap, again on this input alone in a fresh worker');
+      else {
+        suspect = r.oom.toString('base64');
+        res.heapRefills++;
+      }
+    } else break;
     if (++restarts > 20 || ((Date.now() > deadline || fuzzedMs >= opts.seconds * 1000 || res.execs >= opts.execs) && !suspect)) break;
   }
   res.seconds = fuzzedMs / 1000;
@@ -244,6 +255,7 @@ async function main(): Promise<void> {
     if (json) return;
     console.log(`${r.target.padEnd(22)} ${pad(r.execs, 9)} ${pad(r.seconds > 0 ? Math.round(r.execs / r.seconds) : 0, 7)} ${pad(r.blocks, 6)} ${pad(r.corpus, 6)} ${pad(r.crashes, 7)} ${pad(r.hangs, 5)} ${pad(r.allocs, 6)} ${pad((r.maxHeapGrowth / 1024 / 1024).toFixed(2) + ' MiB', 15)}`);
     for (const f of r.findings) console.log(`  ${f.kind} ${f.file} (x${f.count}): ${f.message.split('\n').slice(0, 3).join(' | ')}`);
+    if (r.heapRefills) console.log(`  the worker's heap filled over many inputs ${r.heapRefills} time(s); the input running then did not exhaust a fresh worker alone: restarted`);
   };
   const queue = [...targets];
   const byName = new Map<string, TargetResult>();

@@ -20,6 +20,7 @@ interface Result {
   crashes: number;
   hangs: number;
   allocs: number;
+  heapRefills: number;
   findings: { kind: string; file: string; message: string; input: string }[];
 }
 
@@ -72,6 +73,17 @@ describe('fuzz engine', () => {
       expect(fs.readFileSync(path.join(out, name, f.file))).toEqual(Buffer.from(f.input, 'base64'));
     }
     expect(code).toBe(1);
+    fs.rmSync(corpus, { recursive: true, force: true });
+    fs.rmSync(out, { recursive: true, force: true });
+  });
+
+  it('a heap that fills over many inputs is no finding: the input running then is replayed alone in a fresh worker, the refill counted', { timeout: 180_000 }, async () => {
+    const corpus = corpusWith(['engine-leak']);
+    const out = tempDir('vigil-fuzz-engine-out-');
+    const { code, results, stderr } = await runFuzz([...modules('engine-leak'), '--corpus', corpus, '--out', out, '--seconds', '10', '--seed', '7']);
+    expect(results.map((r) => ({ target: r.target, allocs: r.allocs, hangs: r.hangs, crashes: r.crashes, findings: r.findings.length })), stderr).toEqual([{ target: 'engine-leak', allocs: 0, hangs: 0, crashes: 0, findings: 0 }]);
+    expect(results[0].heapRefills, stderr).toBeGreaterThan(0);
+    expect(code).toBe(0);
     fs.rmSync(corpus, { recursive: true, force: true });
     fs.rmSync(out, { recursive: true, force: true });
   });
