@@ -20,6 +20,8 @@ export interface IndexFollowerOptions {
 export interface IndexFollower {
   /** Records committed to the log but not yet in the index (the lag), and the indexed seq. */
   lag(): { indexedSeq: number; chainSeq: number; lag: number };
+  /** One catch-up now (or the one under way), resolved when the thread has done it: the thread is up. */
+  catchUpNow(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -53,6 +55,12 @@ export function startIndexFollower(o: IndexFollowerOptions): IndexFollower {
   let failing = false;
   let indexedSeq = 0;
   let exited: Promise<void> = Promise.resolve();
+  let waiters: (() => void)[] = [];
+  const settleWaiters = () => {
+    const w = waiters;
+    waiters = [];
+    for (const resolve of w) resolve();
+  };
 
   const onReply = (m: FollowerReply) => {
     if (m.kind === 'progress') {
@@ -60,6 +68,7 @@ export function startIndexFollower(o: IndexFollowerOptions): IndexFollower {
       return;
     }
     running = false;
+    settleWaiters();
     if (m.error !== undefined) {
       if (!failing) o.log.warn({ err: m.error, dir: o.auditDir }, 'audit search index: catch-up failed (searches still catch up themselves); retrying');
       failing = true;
@@ -81,24 +90,37 @@ export function startIndexFollower(o: IndexFollowerOptions): IndexFollower {
       w.once('exit', () => {
         if (worker === w) worker = undefined;
         running = false;
+        settleWaiters();
         resolve();
       }),
     );
     return w;
   };
-  const timer = setInterval(() => {
+  // Started with the gateway, not at the first tick: its memory (a V8 isolate, ~10-20 MiB) is part of the
+  // gateway's footprint from the start rather than a jump some seconds into the first sessions.
+  worker = spawn();
+  const tick = (): void => {
     const isPaused = o.paused?.() ?? false;
     Atomics.store(pausedFlag, 0, isPaused ? 1 : 0);
     if (running || stopped || isPaused) return;
     worker ??= spawn();
     running = true;
     worker.postMessage({ kind: 'catch-up' } satisfies FollowerRequest);
-  }, o.intervalMs);
+  };
+  const timer = setInterval(tick, o.intervalMs);
   timer.unref();
   return {
     lag() {
       const chainSeq = chainHeadSeq(o.auditDir);
       return { indexedSeq, chainSeq, lag: Math.max(0, chainSeq - indexedSeq) };
+    },
+    catchUpNow() {
+      if (stopped) return Promise.resolve();
+      const done = new Promise<void>((resolve) => waiters.push(resolve));
+      tick();
+      // Paused (the log unhealthy): nothing runs until it is writable again; do not wait for that.
+      if (!running) settleWaiters();
+      return done;
     },
     async stop() {
       stopped = true;
