@@ -83,7 +83,7 @@ describe('OpenTelemetry', () => {
     expect(span.attrs).toMatchObject({ 'vigil.user': 'alice', 'vigil.target': 'pg', 'vigil.end_reason': 'client_closed' });
 
     // The real-time layer in the same trace backend: the guardrail decision and the alert it fired.
-    const block = tg.events.find((e) => e.type === 'guardrail.blocked')!;
+    const block = await tg.waitForEvent((e) => e.type === 'guardrail.blocked');
     const fired = await tg.waitForEvent((e) => e.type === 'alert.fired');
     const guardSpan = await waitFor(() => spans(bodies).find((s) => s.name === 'guardrail.blocked'), 15_000, 'guardrail.blocked span');
     expect(guardSpan.attrs).toMatchObject({ 'vigil.event_id': block.id, 'vigil.session_id': block.session_id, 'vigil.rule': 'no-drops', 'vigil.user': 'alice', 'vigil.outcome': 'failure' });
