@@ -75,12 +75,18 @@ export interface SyncResult {
 export function purgedThrough(rows: IndexedAuditRow[]): number | undefined {
   let through: number | undefined;
   for (const r of rows) {
-    if (!r.eventJson.includes('"type":"audit.purged"')) continue;
-    const e = JSON.parse(r.eventJson) as { type?: string; details?: { last_seq?: unknown } };
-    const last = e.details?.last_seq;
-    if (e.type === 'audit.purged' && typeof last === 'number' && Number.isSafeInteger(last) && last < r.seq) through = Math.max(through ?? 0, last);
+    const last = purgedThroughOf(r);
+    if (last !== undefined) through = Math.max(through ?? 0, last);
   }
   return through;
+}
+
+/** The last seq the `audit.purged` event in this row removed from the chain; undefined for any other row. */
+export function purgedThroughOf(r: IndexedAuditRow): number | undefined {
+  if (!r.eventJson.includes('"type":"audit.purged"')) return undefined;
+  const e = JSON.parse(r.eventJson) as { type?: string; details?: { last_seq?: unknown } };
+  const last = e.details?.last_seq;
+  return e.type === 'audit.purged' && typeof last === 'number' && Number.isSafeInteger(last) && last < r.seq ? last : undefined;
 }
 
 /** Copies one local chain's signed records into the shared index, from where the index stands. */

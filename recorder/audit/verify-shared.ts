@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { AuditChainInfo, AuditChainStore, IndexedAuditRow } from '../../src/store/types.ts';
 import { parseRecordLine, recordHash, verifyCheckpointSignature, CHECKPOINT_TAIL } from './record.ts';
 import { listSegments } from './segments.ts';
-import { purgedThrough } from './shared-index.ts';
+import { purgedThroughOf } from './shared-index.ts';
 
 /**
  * Verification of the shared index (PostgreSQL), chain by chain, from the database alone: for every
@@ -106,7 +106,7 @@ async function verifyChainRows(chains: AuditChainStore, c: AuditChainInfo): Prom
         res.checkpoints++;
         lastCheckpointSeq = r.seq;
       }
-      const through = purgedThrough([r]);
+      const through = purgedThroughOf(r);
       if (through !== undefined) cutAt.add(through);
       prev = r;
       res.lastSeq = r.seq;
