@@ -167,12 +167,13 @@ export function observeTerminal(host: ChannelHost, index: number, pty: PtyInfo, 
     rows: pty.rows || 24,
     onSubmit: hooks ? (l) => submitted.push(l) : undefined,
     onCommand: (c) =>
-      host.emit('ssh.command', 'success', {
-        command: c.command,
+      host.emit('ssh.command', c.unconfirmed ? 'unknown' : 'success', {
+        ...(c.hidden ? { hidden: true } : { command: c.command }),
         source: c.source,
         prompt: c.prompt,
         ...(c.echo === false ? { echo: false } : {}),
         ...(c.exact === false ? { exact: false } : {}),
+        ...(c.unconfirmed ? { unconfirmed: true } : {}),
         channel: index,
         recording,
       }),
@@ -186,8 +187,9 @@ export function observeTerminal(host: ChannelHost, index: number, pty: PtyInfo, 
     resize: (cols, rows) => tracker.resize(cols, rows),
     gate: { onDrain: (cb) => (resume = cb) },
     close: () => {
-      // Let the emulator finish what it was given (the last command's Enter) before dropping it.
-      return tracker.flush().finally(() => tracker.dispose());
+      // Let the emulator finish what it was given (the last command's Enter), and report lines the shell
+      // never echoed back, before dropping it.
+      return tracker.finish().finally(() => tracker.dispose());
     },
   };
 }

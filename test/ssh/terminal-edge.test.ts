@@ -14,6 +14,7 @@ function tracker() {
     out: (s: string) => t.output(Buffer.from(s)),
     type: (s: string) => t.input(Buffer.from(s)),
     flush: () => t.flush(),
+    finish: () => t.finish(),
   };
 }
 
@@ -77,6 +78,37 @@ describe('CommandTracker: lines typed ahead', () => {
     expect(t.commands).toEqual([
       { command: 'echo hi', source: 'terminal', prompt: 'p$' },
       { command: 'exit', source: 'terminal', prompt: 'p$' },
+    ]);
+  });
+
+  it('a line typed after readline turned bracketed paste on but before it drew the prompt: the command, not the prompt with it', async () => {
+    // Seen under load: the prompt's mode switch ends one chunk, the prompt text starts the next.
+    const t = tracker();
+    t.out(`${ON}p$ `);
+    t.type('echo hi\r');
+    t.out(`echo hi\r\n${OFF}\rhi\r\n${ON}`);
+    t.type('exit\r');
+    t.out(`p$ exit\r\n${OFF}\r`);
+    t.out('exit\r\n');
+    await t.flush();
+    expect(t.commands).toEqual([
+      { command: 'echo hi', source: 'terminal', prompt: 'p$' },
+      { command: 'exit', source: 'terminal', prompt: 'p$' },
+    ]);
+  });
+
+  it('the same with Tab completion (keys not an exact rebuild): the prompt seen before is taken off the line the shell shows', async () => {
+    const t = tracker();
+    t.out(`${ON}p$ `);
+    t.type('echo hi\r');
+    t.out(`echo hi\r\n${OFF}\rhi\r\n${ON}`);
+    t.type('hist\t\r');
+    t.out(`p$ history\r\n${OFF}\r    1  echo hi\r\n`);
+    await t.flush();
+    // Read from the screen as the shell showed it: no `exact: false` (that marks a rebuild from keys).
+    expect(t.commands).toEqual([
+      { command: 'echo hi', source: 'terminal', prompt: 'p$' },
+      { command: 'history', source: 'terminal', prompt: 'p$' },
     ]);
   });
 
@@ -156,5 +188,51 @@ describe('InputClassifier and TypedLine', () => {
     for (const e of events) if (e.type === 'keys') line.apply(e.ops);
     expect(line.text).toBe('a\nbé');
     expect(events.at(-1)).toEqual({ type: 'enter', at: 1 });
+  });
+});
+
+describe('CommandTracker: the channel closes before the echo', () => {
+  it('a line the shell never echoed back is reported unconfirmed, from the keys', async () => {
+    const t = tracker();
+    t.out(`${ON}p$ `);
+    t.type('echo hi\r');
+    t.out(`echo hi\r\n${OFF}\rhi\r\n${ON}p$ `);
+    t.type('rm -rf /tmp/x\r');
+    await t.finish();
+    expect(t.commands).toEqual([
+      { command: 'echo hi', source: 'terminal', prompt: 'p$' },
+      { command: 'rm -rf /tmp/x', source: 'terminal', prompt: 'p$', unconfirmed: true },
+    ]);
+  });
+
+  it('keys a rebuild cannot follow are reported unconfirmed and inexact', async () => {
+    const t = tracker();
+    t.out(`${ON}p$ `);
+    t.type('rm -rf /tm\tx\r');
+    await t.finish();
+    expect(t.commands).toEqual([{ command: 'rm -rf /tmx', source: 'terminal', prompt: 'p$', unconfirmed: true, exact: false }]);
+  });
+
+  it('a line that may answer a password prompt (typed ahead, or at a secret prompt) is reported without its text', async () => {
+    const t = tracker();
+    t.out(`${ON}p$ `);
+    t.type('sudo ls\rhunter2\r');
+    t.out(`sudo ls\r\n${OFF}\r[sudo] password for alice: `);
+    await t.finish();
+    expect(t.commands).toEqual([
+      { command: 'sudo ls', source: 'terminal', prompt: 'p$' },
+      { command: '', source: 'terminal', prompt: 'p$', unconfirmed: true, hidden: true },
+    ]);
+    expect(JSON.stringify(t.commands)).not.toContain('hunter2');
+  });
+
+  it('nothing is reported for lines the shell did echo, nor for a line without an Enter', async () => {
+    const t = tracker();
+    t.out(`${ON}p$ `);
+    t.type('echo hi\r');
+    t.out(`echo hi\r\n${OFF}\rhi\r\n${ON}p$ `);
+    t.type('half-typed');
+    await t.finish();
+    expect(t.commands).toEqual([{ command: 'echo hi', source: 'terminal', prompt: 'p$' }]);
   });
 });

@@ -20,6 +20,13 @@ export interface TerminalCommand {
   echo?: false;
   /** False when keys were pressed whose effect a keystroke rebuild cannot know (arrows, Tab, history). */
   exact?: false;
+  /**
+   * The channel closed before the screen showed this line: its Enter went to the shell, which may or may
+   * not have run it. `command` is the keystrokes' rebuild, or empty with `hidden` when the line may have
+   * been the answer to a password prompt (typed ahead, or at a prompt not known to be the shell's).
+   */
+  unconfirmed?: true;
+  hidden?: true;
 }
 
 /**
@@ -213,6 +220,24 @@ export class CommandTracker {
     return new Promise((resolve) => this.term.write(EMPTY, resolve));
   }
 
+  /**
+   * The channel is closing: parse what was given, report every line still waiting for its echo as
+   * unconfirmed (nothing forwarded goes unrecorded), then dispose.
+   */
+  async finish(): Promise<void> {
+    await this.flush();
+    if (this.disposed) return;
+    for (const entry of this.pending.splice(0)) {
+      const typed = entry.typed.text.trim();
+      if (!typed) continue;
+      const prompt = (entry.text ?? this.lastPrompt ?? '').trim();
+      const known = entry.text !== null && this.isShellLine(entry, entry.text);
+      if (known) this.emit({ command: typed, source: 'terminal', prompt, unconfirmed: true, ...(entry.typed.exact ? {} : { exact: false as const }) });
+      else this.emit({ command: '', source: 'terminal', prompt, unconfirmed: true, hidden: true });
+    }
+    this.dispose();
+  }
+
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
@@ -392,9 +417,14 @@ export class CommandTracker {
     // Without a line editor the tty echoes keys as typed: a screen line that differs from an exact rebuild
     // of the keys is output written after input that was not echoed (`read -s` on a bare line).
     const echoed = !shown ? false : entry.lineEditor || !entry.typed.exact || !typed || squash(shown) === squash(typed);
-    // Typed before the prompt was drawn (nothing before the cursor): the shell drew its prompt, then the line.
-    if (!echoed && shown && !prompt.trim() && entry.typed.exact && typed && shown.endsWith(typed)) {
-      return this.emit({ command: typed, source: 'terminal', prompt: shown.slice(0, shown.length - typed.length).trim() });
+    // Typed before the prompt was drawn (nothing before the cursor at the first key; a readline shell may
+    // already have turned bracketed paste on): the shell drew its prompt, then the line.
+    if (shown && !prompt.trim()) {
+      const late = this.latePrompt(entry, shown, typed);
+      if (late) {
+        if (late.prompt) this.lastPrompt = late.prompt;
+        return this.emit({ command: late.command, source: 'terminal', prompt: late.prompt.trim() });
+      }
     }
     if (echoed) {
       if (found && prompt.trim()) this.shellPrompts.add(prompt);
@@ -405,6 +435,22 @@ export class CommandTracker {
     // prompt. Only the first is reported.
     if (!this.isShellLine(entry, prompt)) return;
     this.emit({ command: typed, source: 'terminal', prompt: prompt.trim(), echo: false, ...(entry.typed.exact ? {} : { exact: false as const }) });
+  }
+
+  /**
+   * The prompt a shell drew after the line's first key, in front of the echoed line: the exact keys end
+   * the screen line; failing an exact rebuild (Tab, history), a line editor's line that starts with the
+   * last prompt seen. Undefined when the screen line is the command alone.
+   */
+  private latePrompt(entry: PendingEnter, shown: string, typed: string): { command: string; prompt: string } | undefined {
+    if (entry.typed.exact) {
+      if (!typed || shown === typed || !shown.endsWith(typed)) return undefined;
+      return { command: typed, prompt: shown.slice(0, shown.length - typed.length) };
+    }
+    const last = this.lastPrompt?.trim();
+    if (!entry.lineEditor || !last || !shown.startsWith(last)) return undefined;
+    const command = shown.slice(last.length).trim();
+    return command ? { command, prompt: last } : undefined;
   }
 
   /**
@@ -486,7 +532,7 @@ export class CommandTracker {
   }
 
   private emit(cmd: TerminalCommand): void {
-    if (!cmd.command) return;
+    if (!cmd.command && !cmd.hidden) return;
     try {
       this.opts.onCommand(cmd);
     } catch {
