@@ -28,11 +28,14 @@ export const target: FuzzTarget = {
       else t.resize(2 + ((c.bytes[0] ?? 0) % 200), 1 + ((c.bytes[1] ?? 0) % 100));
     }
     splitter.end();
-    await t.flush();
-    t.dispose();
+    // As the relay closes a channel: lines still waiting for their echo are reported unconfirmed.
+    await t.finish();
     const text = data.toString('latin1');
     readsCommandsFromStdin(text);
     startsShell(text);
-    for (const c of commands) check(typeof c.command === 'string' && c.command.length <= 64 * 1024 + 64, 'command text missing or unbounded');
+    for (const c of commands) {
+      check(typeof c.command === 'string' && c.command.length <= 64 * 1024 + 64, 'command text missing or unbounded');
+      check(c.hidden ? c.command === '' && c.unconfirmed === true : c.command !== '', 'a hidden line with text, or a shown one without');
+    }
   },
 };
