@@ -97,6 +97,17 @@ describe('CommandTracker: lines typed ahead', () => {
     ]);
   });
 
+  it('an answer typed before a password prompt was drawn, then echoed by the program, is not a command', async () => {
+    const t = tracker();
+    t.out(`${ON}p$ `);
+    t.type('./get-token\r');
+    t.out(`./get-token\r\n${OFF}\r`);
+    t.type('s3cret-token\r');
+    t.out('Enter token: s3cret-token\r\nok\r\n');
+    await t.flush();
+    expect(t.commands).toEqual([{ command: './get-token', source: 'terminal', prompt: 'p$' }]);
+  });
+
   it('the same with Tab completion (keys not an exact rebuild): the prompt seen before is taken off the line the shell shows', async () => {
     const t = tracker();
     t.out(`${ON}p$ `);

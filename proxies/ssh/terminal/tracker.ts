@@ -422,6 +422,8 @@ export class CommandTracker {
     if (shown && !prompt.trim()) {
       const late = this.latePrompt(entry, shown, typed);
       if (late) {
+        // The answer to a password prompt drawn late is no more a command than one drawn in time.
+        if (!entry.lineEditor && SECRET_PROMPT.test(late.prompt.trim())) return;
         if (late.prompt) this.lastPrompt = late.prompt;
         return this.emit({ command: late.command, source: 'terminal', prompt: late.prompt.trim() });
       }
