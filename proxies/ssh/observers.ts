@@ -187,9 +187,9 @@ export function observeTerminal(host: ChannelHost, index: number, pty: PtyInfo, 
     resize: (cols, rows) => tracker.resize(cols, rows),
     gate: { onDrain: (cb) => (resume = cb) },
     close: () => {
-      // Let the emulator finish what it was given (the last command's Enter), and report lines the shell
-      // never echoed back, before dropping it.
-      return tracker.finish().finally(() => tracker.dispose());
+      // Let the emulator finish what it was given (the last command's Enter), report lines the shell
+      // never echoed back, and drop it.
+      return tracker.finish();
     },
   };
 }

@@ -225,17 +225,20 @@ export class CommandTracker {
    * unconfirmed (nothing forwarded goes unrecorded), then dispose.
    */
   async finish(): Promise<void> {
-    await this.flush();
-    if (this.disposed) return;
-    for (const entry of this.pending.splice(0)) {
-      const typed = entry.typed.text.trim();
-      if (!typed) continue;
-      const prompt = (entry.text ?? this.lastPrompt ?? '').trim();
-      const known = entry.text !== null && this.isShellLine(entry, entry.text);
-      if (known) this.emit({ command: typed, source: 'terminal', prompt, unconfirmed: true, ...(entry.typed.exact ? {} : { exact: false as const }) });
-      else this.emit({ command: '', source: 'terminal', prompt, unconfirmed: true, hidden: true });
+    try {
+      await this.flush();
+      if (this.disposed) return;
+      for (const entry of this.pending.splice(0)) {
+        const typed = entry.typed.text.trim();
+        if (!typed) continue;
+        const prompt = (entry.text ?? this.lastPrompt ?? '').trim();
+        const known = entry.text !== null && this.isShellLine(entry, entry.text);
+        if (known) this.emit({ command: typed, source: 'terminal', prompt, unconfirmed: true, ...(entry.typed.exact ? {} : { exact: false as const }) });
+        else this.emit({ command: '', source: 'terminal', prompt, unconfirmed: true, hidden: true });
+      }
+    } finally {
+      this.dispose();
     }
-    this.dispose();
   }
 
   dispose(): void {
