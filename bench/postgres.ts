@@ -33,6 +33,10 @@
  *   <dir>/<route>-<mode>-c<clients>-r<round>.cpuprofile (dir: VIGIL_BENCH_PROFILE_DIR, default cwd); open
  *   in Chrome DevTools or summarize self time per function with bench/cpuprofile-summary.ts. Profiling
  *   slows the gateway: read the attribution from such runs, the ratios from runs without it.
+ *   Each vigil run's CPU includes indexing what it recorded (the search-index thread catches up before
+ *   CPU is read) and is split into the main thread and the other threads (the index follower, the libuv
+ *   pool writing the log, GC helpers). VIGIL_BENCH_NO_INDEX=1 runs the gateway without the local search
+ *   index (audit.index.enabled: false), to see its share.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -45,7 +49,7 @@ import { startTestGateway, type TestGateway } from '../test/support/gateway.ts';
 import { tempDir } from '../test/support/tmp.ts';
 import { median } from './stats.ts';
 import { pgbench, startPgbouncer, type PgbouncerHandle } from './pg-routes.ts';
-import { cpuOf } from './proc-cpu.ts';
+import { cpuOf, threadSplit } from './proc-cpu.ts';
 
 const { values } = parseArgs({
   options: {
@@ -100,6 +104,10 @@ interface Result {
   /** CPU µs per transaction of the route's middle process (gateway, relay, pgbouncer), and the part of it spent in the kernel (in-process routes only). */
   cpuPerTx?: number;
   sysPerTx?: number;
+  /** CPU of the threads other than the main one (index follower, libuv pool, GC helpers), µs per transaction. */
+  offThreadPerTx?: number;
+  /** Records the search index had not caught up with when the run ended (indexed before CPU is read). */
+  indexLag?: number;
 }
 
 /** SSLRequest and GSSENCRequest codes (8-byte untyped packets before the startup message). */
@@ -161,6 +169,8 @@ async function main() {
     {
       log: { level: 'warn' },
       gateway: { max_unauthenticated: 256 },
+      // VIGIL_BENCH_NO_INDEX=1: without the local search-index follower, to see its share of the CPU.
+      ...(process.env.VIGIL_BENCH_NO_INDEX === '1' ? { audit: { index: { enabled: false } } } : {}),
       targets: [
         { name: 'pg', protocol: 'postgres', host: '127.0.0.1', port: pg.port, database: 'app', user: 'scram_user', password: { file: secret } },
         // Optional route (--routes …,vigil-plain) to separate the cost of client TLS from the rest.
@@ -232,6 +242,7 @@ async function run(pg: PostgresHandle, tg: TestGateway, alice: Awaited<ReturnTyp
         for (const r of routes) {
           const args = ['-S', '-n', '-M', mode, '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(SECONDS), ...(RATE ? ['-R', RATE] : [])];
           const cpu0 = process.cpuUsage();
+          const threads0 = threadSplit();
           const proc0 = r.name === 'pgbouncer' && bouncer ? cpuOf(bouncer.pid) : 0;
           const profile = PROFILE_DIR && inProcess(r.name) ? path.join(PROFILE_DIR, `${r.name}-${mode}-c${clients}-r${round}.cpuprofile`) : undefined;
           const res: Result | undefined = await profiled(profile, () => pgbench(r.conn, args, clients === 1 ? logDir : undefined)).catch((e: Error) => {
@@ -240,18 +251,30 @@ async function run(pg: PostgresHandle, tg: TestGateway, alice: Awaited<ReturnTyp
             return undefined;
           });
           if (!res) continue;
+          if (r.name.startsWith('vigil')) {
+            // The work a run leaves behind is part of its cost: the last group commit, and the records the
+            // search-index thread has not indexed yet (it lags by up to its interval, more under load).
+            await new Promise((resolve) => setTimeout(resolve, 100));
+            const index = tg.gw.services.auditIndex;
+            if (index) {
+              res.indexLag = index.lag().lag;
+              await index.catchUpNow();
+              await index.catchUpNow();
+            }
+          }
           if (inProcess(r.name)) {
             // The gateway (or relay) runs in this process: its CPU per transaction, independent of machine load.
             const cpu = process.cpuUsage(cpu0);
             res.cpuPerTx = (cpu.user + cpu.system) / (res.tps * SECONDS);
             res.sysPerTx = cpu.system / (res.tps * SECONDS);
+            res.offThreadPerTx = (threadSplit().other - threads0.other) / (res.tps * SECONDS);
           } else if (r.name === 'pgbouncer' && bouncer) {
             // An external process: utime + stime from /proc (clock-tick resolution, ample over seconds).
             res.cpuPerTx = (cpuOf(bouncer.pid) - proc0) / (res.tps * SECONDS);
           }
           const key = `${mode}|${clients}|${r.name}`;
           results.set(key, [...(results.get(key) ?? []), res]);
-          console.log(`round ${round} ${mode.padEnd(8)} -c ${String(clients).padStart(2)} ${r.name.padEnd(9)} tps ${res.tps.toFixed(0).padStart(7)}  lat avg ${res.latAvg.toFixed(3)} ms${res.p50 !== undefined ? `  p50 ${res.p50.toFixed(3)} ms` : ''}${res.cpuPerTx !== undefined ? `  cpu ${res.cpuPerTx.toFixed(0)} µs/tx${res.sysPerTx !== undefined ? ` (sys ${res.sysPerTx.toFixed(0)})` : ''}` : ''}`);
+          console.log(`round ${round} ${mode.padEnd(8)} -c ${String(clients).padStart(2)} ${r.name.padEnd(9)} tps ${res.tps.toFixed(0).padStart(7)}  lat avg ${res.latAvg.toFixed(3)} ms${res.p50 !== undefined ? `  p50 ${res.p50.toFixed(3)} ms` : ''}${res.cpuPerTx !== undefined ? `  cpu ${res.cpuPerTx.toFixed(0)} µs/tx${res.sysPerTx !== undefined ? ` (sys ${res.sysPerTx.toFixed(0)}, off the main thread ${res.offThreadPerTx!.toFixed(0)})` : ''}` : ''}${res.indexLag !== undefined ? `  index lag ${res.indexLag}` : ''}`);
         }
       }
     }
