@@ -122,6 +122,8 @@ export interface RecordingStore {
   open(id: string): Promise<RecordingSource | undefined>;
   /** Gateway start: upload recordings an earlier process left on local disk (object storage only). */
   resumeUploads?(): Promise<number>;
+  /** Gateway: complete, now and periodically, the uploads lost replicas left in object storage (S3 only). */
+  salvageLostUploads?(): void;
   /** Let uploads of finished recordings complete for up to `graceMs`, then stop (gateway shutdown). */
   close?(graceMs: number): Promise<void>;
   /** Object storage only: what retention can find and remove there (the local copy is often gone). */

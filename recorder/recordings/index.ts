@@ -96,6 +96,7 @@ export function openRecordingStore(dir: string, opts: RecordingStoreOptions = {}
     },
     close: (graceMs) => opts.remote?.close(graceMs) ?? Promise.resolve(),
     resumeUploads: () => opts.remote?.resume(dir) ?? Promise.resolve(0),
+    salvageLostUploads: () => opts.remote?.startSalvage(),
     remote: opts.remote && remoteForRetention(opts.remote),
     pathOf,
   };

@@ -32,6 +32,8 @@ import type { RecordingSource } from '../types.ts';
  * because S3 refuses a small part that is not the last. A replica lost mid-session therefore leaves in S3
  * all the parts plus pending objects up to the last flush: what is lost is at most the last
  * `flush_interval` of recording. Pending objects are deleted once a part covers them and at completion.
+ * A manifest beside the key (MANIFEST) names the upload and its parts; any replica completes an upload
+ * whose manifest went stale (`salvage_after`) from those parts and pending objects (salvageLost).
  * At the end of the recording the rest becomes the last part and the upload is completed; then
  * `recording.stored` names bucket, key and SHA-256, and the local copy is removed (unless `keep_local`).
  *
@@ -55,7 +57,14 @@ export interface S3StorageOptions {
   requestTimeoutMs: number;
   retry: { attempts: number; baseDelayMs: number; maxDelayMs: number };
   keepLocal: boolean;
+  /**
+   * An upload whose manifest has not been refreshed for this long is taken for the upload of a lost
+   * replica, and any replica completes it from what reached S3 (salvage). Unset: 15 minutes.
+   */
+  salvageAfterMs?: number;
 }
+
+const SALVAGE_AFTER_DEFAULT_MS = 15 * 60_000;
 
 /** What the gateway records when an upload completes or keeps failing (events are its business). */
 export interface UploadReport {
@@ -71,9 +80,11 @@ export interface UploadReport {
   failures: number;
   /** Failures: where the recording is kept meanwhile, what failed and why (credentials removed). */
   localPath?: string;
-  phase?: 'session' | 'complete';
+  phase?: 'session' | 'complete' | 'salvage';
   error?: { code: string; message: string };
   localRemoved?: boolean;
+  /** Completed by another process than the one that recorded it (that one was lost), from what reached S3. */
+  salvaged?: boolean;
 }
 
 export interface UploadHooks {
@@ -121,6 +132,34 @@ class Semaphore {
 }
 
 const PENDING = '.pending/';
+/**
+ * Beside the object key while its multipart upload runs: `<key>.upload`, a small JSON manifest (upload id,
+ * the parts so far with their ETags and end offsets), written when the upload starts, after every part and
+ * at least every quarter of `salvage_after` meanwhile (a heartbeat). S3 keeps an incomplete upload's parts
+ * out of sight; the manifest is how another replica finds and completes the upload of a lost one.
+ */
+const MANIFEST = '.upload';
+
+interface UploadManifest {
+  version: 1;
+  upload_id: string;
+  session: string;
+  channel: number;
+  parts: { n: number; etag: string; end: number }[];
+}
+
+function parseManifest(text: string): UploadManifest | undefined {
+  try {
+    const m = JSON.parse(text) as UploadManifest;
+    if (m?.version !== 1 || typeof m.upload_id !== 'string' || typeof m.session !== 'string' || !Number.isInteger(m.channel) || !Array.isArray(m.parts)) return undefined;
+    for (const [i, p] of m.parts.entries()) {
+      if (p?.n !== i + 1 || typeof p.etag !== 'string' || !Number.isSafeInteger(p.end) || p.end <= (i ? m.parts[i - 1].end : 0)) return undefined;
+    }
+    return m;
+  } catch {
+    return undefined;
+  }
+}
 /** Beside a local copy kept after its upload (keep_local): it is in object storage already. */
 export const STORED_MARK = '.stored';
 
@@ -129,6 +168,8 @@ export class S3Recordings {
   private readonly gate: Semaphore;
   private readonly active = new Set<CastUpload>();
   private stopping = false;
+  private salvageTimer?: NodeJS.Timeout;
+  private salvaging?: Promise<number>;
   /** Strings never to let out in an error message, log line or event (the credentials). */
   private readonly secrets: string[];
 
@@ -209,6 +250,168 @@ export class S3Recordings {
     return n;
   }
 
+  get salvageAfterMs(): number {
+    return this.opts.salvageAfterMs ?? SALVAGE_AFTER_DEFAULT_MS;
+  }
+
+  /**
+   * Gateway: complete the uploads lost replicas left behind — now, then every half of `salvage_after`.
+   * Every replica sweeps; two finding the same upload at once complete it alike (the second finds it done).
+   */
+  startSalvage(): void {
+    if (this.salvageTimer || this.stopping) return;
+    const sweep = () => {
+      this.salvageLost().then(
+        (n) => n && this.hooks.warn?.('completed recording uploads that lost processes left in object storage', { recordings: n, bucket: this.opts.bucket }),
+        (e) => this.hooks.warn?.('looking for recording uploads lost processes left failed; trying again later', { bucket: this.opts.bucket, ...this.describe(e) }),
+      );
+    };
+    sweep();
+    this.salvageTimer = setInterval(sweep, Math.max(1000, this.salvageAfterMs / 2));
+    this.salvageTimer.unref();
+  }
+
+  /**
+   * Complete every multipart upload whose manifest is older than `salvage_after` (its process was lost:
+   * a live upload refreshes it) from what reached S3: its parts, then the pending objects after them as
+   * the last part. Each one completed is reported through `hooks.stored` with `salvaged`; returns how many.
+   */
+  salvageLost(now = Date.now()): Promise<number> {
+    this.salvaging ??= (async () => {
+      const cutoff = now - this.salvageAfterMs;
+      const stale: string[] = [];
+      let token: string | undefined;
+      do {
+        const r = await this.request(() => this.client.send(new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: this.opts.prefix, ContinuationToken: token })));
+        for (const o of r.Contents ?? []) {
+          const key = o.Key ?? '';
+          if (!key.endsWith(MANIFEST) || key.includes(PENDING)) continue;
+          if ((o.LastModified?.getTime() ?? now) < cutoff) stale.push(key.slice(0, -MANIFEST.length));
+        }
+        token = r.IsTruncated ? r.NextContinuationToken : undefined;
+      } while (token);
+      let n = 0;
+      for (const key of stale) {
+        if (this.stopping) break;
+        // Ours and still running (the heartbeat could not be written, e.g. S3 was down): not lost.
+        if ([...this.active].some((u) => u.objectKey === key)) continue;
+        try {
+          if (await this.salvageOne(key)) n++;
+        } catch (e) {
+          this.hooks.warn?.('could not complete a recording upload a lost process left; trying again later', { key, ...this.describe(e) });
+        }
+      }
+      return n;
+    })().finally(() => (this.salvaging = undefined));
+    return this.salvaging;
+  }
+
+  private async salvageOne(key: string): Promise<boolean> {
+    const { bucket, prefix } = this.opts;
+    const manifestKey = key + MANIFEST;
+    const id = key.slice(prefix.length);
+    const text = await this.getText(manifestKey);
+    if (text === undefined) return false; // completed (or salvaged) meanwhile
+    const m = parseManifest(text);
+    const cleanUp = async () => {
+      await this.deletePrefix(`${key}${PENDING}`).catch(() => {});
+      await this.request(() => this.client.send(new DeleteObjectCommand({ Bucket: bucket, Key: manifestKey }))).catch(() => {});
+    };
+    if (!m || !/^[A-Za-z0-9_-]+\/ch\d+\.cast$/.test(id)) {
+      this.hooks.warn?.('ignoring an unreadable recording upload manifest in object storage', { key: manifestKey });
+      await this.request(() => this.client.send(new DeleteObjectCommand({ Bucket: bucket, Key: manifestKey }))).catch(() => {});
+      return false;
+    }
+    // Completed, and lost before its manifest was deleted: nothing to salvage.
+    if (await this.exists(key)) {
+      await cleanUp();
+      return false;
+    }
+    const partsEnd = m.parts.at(-1)?.end ?? 0;
+    const tail = await this.pendingTail(key, partsEnd);
+    const parts: CompletedPart[] = m.parts.map((p) => ({ PartNumber: p.n, ETag: p.etag }));
+    try {
+      if (tail.length > 0 || parts.length === 0) {
+        const PartNumber = parts.length + 1;
+        const r = await this.request(() => this.client.send(new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: m.upload_id, PartNumber, Body: tail, ContentLength: tail.length })));
+        parts.push({ PartNumber, ETag: r.ETag });
+      }
+      await this.request(() => this.client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: m.upload_id, MultipartUpload: { Parts: parts } })));
+    } catch (e) {
+      if (this.describe(e).code !== 'NoSuchUpload') throw e;
+      // Another replica completed it meanwhile, or the server dropped the upload.
+      if (await this.exists(key)) return false;
+      if (m.parts.length > 0) {
+        // Its parts went with it: what is left (the pending tail) is not the recording's beginning.
+        this.hooks.failed?.({ sessionId: m.session, channel: m.channel, id, bucket, key, bytes: partsEnd + tail.length, failures: 1, phase: 'salvage', error: this.describe(e) });
+        await this.request(() => this.client.send(new DeleteObjectCommand({ Bucket: bucket, Key: manifestKey }))).catch(() => {});
+        return false;
+      }
+      // No part was uploaded: the pending objects hold the whole recording.
+      await this.request(() => this.client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: tail, ContentType: 'application/x-asciicast' })));
+      parts.length = 0;
+    }
+    const bytes = partsEnd + tail.length;
+    const hash = crypto.createHash('sha256');
+    if (bytes > 0) for await (const b of this.ranges(key, 0, bytes - 1)) hash.update(b);
+    await cleanUp();
+    this.hooks.stored?.({ sessionId: m.session, channel: m.channel, id, bucket, key, bytes, sha256: hash.digest('hex'), parts: Math.max(1, parts.length), failures: 0, salvaged: true });
+    return true;
+  }
+
+  /** The recording's bytes from `from` on, as its pending objects hold them (up to the first gap). */
+  private async pendingTail(key: string, from: number): Promise<Buffer> {
+    const pieces: { offset: number; key: string }[] = [];
+    let token: string | undefined;
+    do {
+      const r = await this.request(() => this.client.send(new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: `${key}${PENDING}`, ContinuationToken: token })));
+      for (const o of r.Contents ?? []) {
+        const m = /^(\d{16})$/.exec(o.Key?.slice(key.length + PENDING.length) ?? '');
+        if (m) pieces.push({ offset: Number(m[1]), key: o.Key! });
+      }
+      token = r.IsTruncated ? r.NextContinuationToken : undefined;
+    } while (token);
+    pieces.sort((a, b) => a.offset - b.offset);
+    const chunks: Buffer[] = [];
+    let at = from;
+    for (const p of pieces) {
+      if (p.offset > at) break; // a gap: nothing after it can be placed
+      const body = await this.getBytes(p.key);
+      if (body === undefined) break;
+      if (p.offset + body.length <= at) continue;
+      chunks.push(body.subarray(at - p.offset));
+      at = p.offset + body.length;
+    }
+    return Buffer.concat(chunks);
+  }
+
+  private async exists(key: string): Promise<boolean> {
+    try {
+      await this.request(() => this.client.send(new HeadObjectCommand({ Bucket: this.opts.bucket, Key: key })));
+      return true;
+    } catch (e) {
+      if ((e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return false;
+      throw e;
+    }
+  }
+
+  private async getBytes(key: string): Promise<Buffer | undefined> {
+    try {
+      return await this.request(async () => {
+        const r = await this.client.send(new GetObjectCommand({ Bucket: this.opts.bucket, Key: key }));
+        return Buffer.from(await r.Body!.transformToByteArray());
+      });
+    } catch (e) {
+      const status = (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+      if (status === 404 || this.describe(e).code === 'NoSuchKey') return undefined;
+      throw e;
+    }
+  }
+
+  private async getText(key: string): Promise<string | undefined> {
+    return (await this.getBytes(key))?.toString('utf8');
+  }
+
   async deletePrefix(prefix: string): Promise<void> {
     // Listed again after each page is deleted: the listing shrinks as its objects go.
     for (;;) {
@@ -253,6 +456,8 @@ export class S3Recordings {
 
   /** Let uploads of finished recordings complete for up to `graceMs`; then stop (local copies stay). */
   async close(graceMs: number): Promise<void> {
+    clearInterval(this.salvageTimer);
+    this.salvageTimer = undefined;
     if (this.active.size === 0) {
       this.stopping = true;
       this.client.destroy();
@@ -354,6 +559,11 @@ class CastUpload implements RemoteUpload {
   private readonly key: string;
   private uploadId?: string;
   private parts: CompletedPart[] = [];
+  /** Where each part ends in the file (the manifest carries it). */
+  private partEnds: number[] = [];
+  /** The manifest (MANIFEST) must be written: the upload started or a part was added. */
+  private manifestDirty = false;
+  private manifestAt = 0;
   private hash = crypto.createHash('sha256');
   /** Bytes of the file in uploaded parts, and in parts or pending objects. */
   private partsThrough = 0;
@@ -386,6 +596,16 @@ class CastUpload implements RemoteUpload {
     this.timer.unref();
   }
 
+  get objectKey(): string {
+    return this.key;
+  }
+
+  /** The manifest is due: new parts to name, or the heartbeat (while the recording is still written). */
+  private get manifestDue(): boolean {
+    if (!this.uploadId || this.finalBytes !== undefined) return false;
+    return this.manifestDirty || Date.now() - this.manifestAt >= Math.max(this.opts.flushIntervalMs, this.s3.salvageAfterMs / 4);
+  }
+
   written(bytes: number): void {
     this.writtenBytes = bytes;
     if (bytes - this.partsThrough >= this.s3.opts.partSize) this.wake();
@@ -415,7 +635,11 @@ class CastUpload implements RemoteUpload {
     try {
       for (;;) {
         if (this.s3.isStopping) return;
-        const due = this.finalBytes !== undefined || this.writtenBytes - this.partsThrough >= this.opts.partSize || (this.flushDue && this.writtenBytes > this.pendingThrough);
+        const due =
+          this.finalBytes !== undefined ||
+          this.writtenBytes - this.partsThrough >= this.opts.partSize ||
+          (this.flushDue && (this.writtenBytes > this.pendingThrough || this.manifestDue)) ||
+          (this.manifestDirty && this.manifestDue);
         if (!due) {
           await new Promise<void>((r) => (this.wakeUp = r));
           continue;
@@ -448,6 +672,7 @@ class CastUpload implements RemoteUpload {
   private restart(): void {
     this.uploadId = undefined;
     this.parts = [];
+    this.partEnds = [];
     this.hash = crypto.createHash('sha256');
     this.partsThrough = 0;
     this.pendingThrough = 0;
@@ -462,6 +687,11 @@ class CastUpload implements RemoteUpload {
       );
       if (!r.UploadId) throw new S3StorageError('NoUploadId', 'CreateMultipartUpload answered without an UploadId');
       this.uploadId = r.UploadId;
+      this.manifestDirty = true;
+      return false;
+    }
+    if (this.manifestDue) {
+      await this.writeManifest();
       return false;
     }
     const final = this.finalBytes;
@@ -478,6 +708,7 @@ class CastUpload implements RemoteUpload {
       // Best effort: the recording is complete; a pending object left behind is only litter. Listed rather
       // than remembered, so those of an earlier process (a crash, then a resumed upload) go too.
       await this.s3.deletePrefix(`${this.key}${PENDING}`).catch(() => {});
+      if (this.manifestAt > 0) await this.s3.request(() => this.s3.client.send(new DeleteObjectCommand({ Bucket: bucket, Key: this.key + MANIFEST }))).catch(() => {});
       let localRemoved = false;
       if (!this.opts.keepLocal) {
         localRemoved = await fsp.rm(this.file).then(() => true, () => false);
@@ -512,9 +743,28 @@ class CastUpload implements RemoteUpload {
     this.parts.push({ PartNumber, ETag: r.ETag });
     this.hash.update(body);
     this.partsThrough += len;
+    this.partEnds.push(this.partsThrough);
+    this.manifestDirty = true;
     if (this.pendingThrough < this.partsThrough) this.pendingThrough = this.partsThrough;
     // Pending objects now wholly inside parts are not needed any more (best effort: failures only leave litter).
     await this.dropPending(this.partsThrough).catch(() => {});
+  }
+
+  /** Write the manifest another replica completes this upload from if this process is lost. */
+  private async writeManifest(): Promise<void> {
+    const m: UploadManifest = {
+      version: 1,
+      upload_id: this.uploadId!,
+      session: this.sessionId,
+      channel: this.channel,
+      parts: this.parts.map((p, i) => ({ n: p.PartNumber!, etag: p.ETag ?? '', end: this.partEnds[i] })),
+    };
+    const at = Date.now();
+    await this.s3.request(() =>
+      this.s3.client.send(new PutObjectCommand({ Bucket: this.opts.bucket, Key: this.key + MANIFEST, Body: JSON.stringify(m), ContentType: 'application/json' })),
+    );
+    this.manifestDirty = false;
+    this.manifestAt = at;
   }
 
   private async dropPending(through: number): Promise<void> {

@@ -21,6 +21,8 @@ export type RecordingStorageConfig =
       request_timeout: number;
       retry: { attempts: number; base_delay: number; max_delay: number };
       keep_local: boolean;
+      /** Optional here: a config parsed before it existed (and the CLI, which never salvages) has none. */
+      salvage_after?: number;
     };
 
 /**
@@ -51,6 +53,7 @@ export async function openConfiguredRecordings(dir: string, storage: RecordingSt
       requestTimeoutMs: storage.request_timeout,
       retry: { attempts: storage.retry.attempts, baseDelayMs: storage.retry.base_delay, maxDelayMs: storage.retry.max_delay },
       keepLocal: storage.keep_local,
+      salvageAfterMs: storage.salvage_after,
     },
     hooks,
   );

@@ -73,6 +73,14 @@ export const recordingStorageSchema = (sc: SchemaContext) =>
           .prefault({}),
         /** Keep the local file after the upload completed (default: removed; the object is the recording). */
         keep_local: z.boolean().default(false),
+        /**
+         * An upload whose manifest (`<key>.upload`, refreshed by a live upload at least every quarter of
+         * this) is older than this belongs to a lost replica: any replica completes it from its parts and
+         * pending objects (recording.stored, salvaged: true).
+         */
+        salvage_after: duration()
+          .default(15 * 60_000 as never)
+          .refine((ms) => ms >= 1000, 'salvage_after must be at least 1s'),
       }).refine((s) => !!s.access_key_id === !!s.secret_access_key, { message: 'give both access_key_id and secret_access_key, or neither', path: ['access_key_id'] }),
     ])
     .default({ kind: 'local' });

@@ -88,6 +88,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
     (n) => n && log.info({ recordings: n }, 'uploading recordings left on local disk by an earlier run'),
     (e) => log.warn({ err: (e as Error).message }, 'could not list recordings left on local disk'),
   );
+  services.recordings.salvageLostUploads?.();
   let pool: WorkerPool | undefined;
   const reloader = createReloader(services, loaded.file, opts.proxies ?? []);
   // gateway.workers > 1: a reload that applied is followed by every worker (for the sessions they admit).

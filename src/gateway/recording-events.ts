@@ -13,6 +13,7 @@ export function recordingUploadEvents(events: EventBus, log: Logger) {
     if (r.phase) details.phase = r.phase;
     if (r.error) details.error = r.error;
     if (r.localPath) details.local_path = r.localPath;
+    if (r.salvaged) details.salvaged = true;
     events
       .emit({ type, outcome: type === 'recording.stored' ? 'success' : 'failure', actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: r.bucket, protocol: 's3' }, session_id: r.sessionId, details })
       .catch((e) => log.error({ err: (e as Error).message, recording: r.id }, `${type} event could not be written`));

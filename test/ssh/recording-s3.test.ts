@@ -265,6 +265,45 @@ describe('recordings in S3', () => {
     }
   }, 90_000);
 
+  it('a replica lost mid-recording: a gateway completes its upload from what reached S3 and records recording.stored (salvaged)', async () => {
+    const sid = '01JLOSTREPLICARECORDING001';
+    const base = tempDir('vigil-rec-s3-salvage-');
+    const file = path.join(base, 'lost.cast');
+    const cast = Buffer.from('{"version":2,"width":80,"height":24,"timestamp":1700000000,"env":{"TERM":"xterm"}}\n[0.1, "o", "typed on the lost replica\\r\\n"]\n');
+    fs.writeFileSync(file, cast);
+    // The lost replica: its uploader got the recording's bytes to S3 (a pending object, the manifest), then
+    // the process and its disk were gone.
+    const lost = new S3Recordings({ bucket: s3.bucket, prefix: 'salvaged/', endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey }, partSize: PART, flushIntervalMs: 100, maxConcurrentRequests: 1, requestTimeoutMs: 5000, retry: { attempts: 3, baseDelayMs: 50, maxDelayMs: 100 }, keepLocal: false });
+    lost.begin(`${sid}/ch0.cast`, file, sid, 0).written(cast.length);
+    await waitFor(async () => {
+      const keys = await s3.keys(`salvaged/${sid}/`);
+      return keys.includes(`salvaged/${sid}/ch0.cast.upload`) && keys.some((k) => k.includes('.pending/')) ? true : undefined;
+    }, 15_000, 'the lost upload in S3');
+    await lost.close(0);
+    fs.rmSync(file);
+    await new Promise((r) => setTimeout(r, 2500)); // its manifest is now older than the gateway's salvage_after
+    const salvagerConfig = path.join(base, 'vigil.json');
+    const tg = await startTestGateway({ ssh: { enabled: false }, postgres: { enabled: false }, mysql: { enabled: false }, recording: { storage: { ...configStorage(), prefix: 'salvaged/', salvage_after: '1s' } } }, base, { configFile: salvagerConfig });
+    try {
+      const ev = await waitFor(
+        async () => (await searchAuditLog(path.join(tg.dataDir, 'audit'), { type: 'recording.stored', session: sid })).records[0]?.event,
+        30_000,
+        'recording.stored in the audit log',
+      );
+      expect(ev.outcome).toBe('success');
+      expect(ev.details).toMatchObject({ recording: `${sid}/ch0.cast`, key: `salvaged/${sid}/ch0.cast`, bytes: cast.length, sha256: sha256(cast), salvaged: true });
+      expect((await s3.get(`salvaged/${sid}/ch0.cast`)).equals(cast)).toBe(true);
+      expect(await s3.keys(`salvaged/${sid}/`)).toEqual([`salvaged/${sid}/ch0.cast`]);
+      // And replayable through the gateway's configuration like any stored recording.
+      const out = await runCliCaptured(['replay', sid, '--print', '--config', salvagerConfig]);
+      expect(out.code, out.err).toBe(0);
+      expect(out.out).toContain('typed on the lost replica');
+    } finally {
+      await tg.stop();
+      fs.rmSync(base, { recursive: true, force: true });
+    }
+  }, 90_000);
+
   it('the credentials appear in no event, no audit log file and no gateway log line', async () => {
     // Errors happened above (S3 down): their messages and the log lines are among what is checked.
     expect(w.gw.events.some((e) => e.type === 'recording.upload_failed')).toBe(true);

@@ -1,0 +1,158 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startS3, type S3Server } from '../support/s3.ts';
+import { tempDir, waitFor } from '../support/tmp.ts';
+import { S3Recordings, type S3StorageOptions, type UploadReport } from '../../recorder/recordings/s3.ts';
+
+/**
+ * A replica lost mid-recording (its process and its disk): another replica completes the upload it left
+ * in a real S3 server (s3rver) from the parts and pending objects that got there, so the recording is
+ * kept up to the lost replica's last flush. A live upload is never taken for a lost one.
+ */
+
+const PART = 5 * 1024 * 1024;
+let s3: S3Server;
+let dir: string;
+
+beforeAll(async () => {
+  s3 = await startS3();
+  dir = tempDir('vigil-salvage-');
+}, 30_000);
+
+afterAll(async () => {
+  await s3?.close();
+  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function replica(prefix: string, o: Partial<S3StorageOptions> = {}, hooks: { stored?: UploadReport[]; failed?: UploadReport[] } = {}): S3Recordings {
+  return new S3Recordings(
+    {
+      bucket: s3.bucket, prefix, endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true,
+      credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
+      partSize: PART, flushIntervalMs: 200, maxConcurrentRequests: 2, requestTimeoutMs: 5000,
+      retry: { attempts: 3, baseDelayMs: 50, maxDelayMs: 200 }, keepLocal: false, salvageAfterMs: 60_000, ...o,
+    },
+    { stored: (r) => hooks.stored?.push(r), failed: (r) => hooks.failed?.push(r) },
+  );
+}
+
+const sha256 = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
+
+/** Bytes that look like a cast and differ everywhere (a misplaced piece changes the hash). */
+function castBytes(n: number): Buffer {
+  const head = Buffer.from('{"version":2,"width":80,"height":24}\n');
+  const body = Buffer.alloc(Math.max(0, n - head.length));
+  for (let i = 0; i < body.length; i++) body[i] = 0x20 + ((i * 7 + (i >> 9)) % 90);
+  return Buffer.concat([head, body]).subarray(0, n);
+}
+
+/**
+ * A replica records `bytes` into a session's recording, its uploader sends what is due (parts, the
+ * pending objects after them, the manifest), and then the replica is lost: its uploads stop where they are
+ * and its local disk goes. Returns the recording's id and what had been written.
+ */
+async function lostReplica(prefix: string, sid: string, bytes: number): Promise<{ id: string; data: Buffer }> {
+  const a = replica(prefix);
+  const id = `${sid}/ch0.cast`;
+  const file = path.join(dir, `${sid}.cast`);
+  const data = castBytes(bytes);
+  fs.writeFileSync(file, data);
+  const u = a.begin(id, file, sid, 0);
+  u.written(data.length);
+  const key = `${prefix}${id}`;
+  const fullParts = Math.floor(data.length / PART);
+  // Everything written has reached S3: the full parts (an open upload's parts are files of s3rver's) and
+  // a pending object reaching the end, and the manifest naming the parts.
+  await waitFor(
+    async () => {
+      const keys = await s3.keys(prefix);
+      if (!keys.includes(`${key}.upload`)) return undefined;
+      const manifest = JSON.parse((await s3.get(`${key}.upload`)).toString()) as { parts: unknown[] };
+      if (manifest.parts.length !== fullParts) return undefined;
+      if (fullParts * PART === data.length) return true;
+      const pending = keys.filter((k) => k.startsWith(`${key}.pending/`)).map((k) => Number(k.slice(k.lastIndexOf('/') + 1)));
+      for (const off of pending) if (off + (await s3.get(`${key}.pending/${String(off).padStart(16, '0')}`)).length === data.length) return true;
+      return undefined;
+    },
+    30_000,
+    'the upload to reach S3',
+  );
+  await a.close(0);
+  fs.rmSync(file);
+  expect(await s3.keys(key + '.')).toContain(`${key}.upload`);
+  expect((await s3.keys(prefix)).includes(key)).toBe(false);
+  return { id, data };
+}
+
+describe('salvaging the recording uploads of a lost replica', () => {
+  it('parts and pending objects become the recording, with its SHA-256; the manifest and pending objects go', async () => {
+    const { id, data } = await lostReplica('lost1/', '01JSALVAGEDSESSION00000001', PART + 300_000);
+    const stored: UploadReport[] = [];
+    const b = replica('lost1/', {}, { stored });
+    try {
+      // Its manifest is younger than salvage_after: the upload may still be alive.
+      expect(await b.salvageLost()).toBe(0);
+      expect(stored).toEqual([]);
+      expect(await b.salvageLost(Date.now() + 120_000)).toBe(1);
+      const object = await s3.get(`lost1/${id}`);
+      expect(object.equals(data)).toBe(true);
+      expect(stored).toEqual([
+        expect.objectContaining({ sessionId: '01JSALVAGEDSESSION00000001', channel: 0, id, key: `lost1/${id}`, bytes: data.length, sha256: sha256(data), parts: 2, salvaged: true }),
+      ]);
+      expect(await s3.keys('lost1/')).toEqual([`lost1/${id}`]);
+      // Readable like any stored recording, and swept only once.
+      const src = (await b.open(id))!;
+      expect(src.size).toBe(data.length);
+      expect(await b.salvageLost(Date.now() + 120_000)).toBe(0);
+    } finally {
+      await b.close(0);
+    }
+  }, 60_000);
+
+  it('a recording lost before its first full part: the pending objects are the whole recording', async () => {
+    const { id, data } = await lostReplica('lost2/', '01JSALVAGEDSESSION00000002', 4321);
+    const stored: UploadReport[] = [];
+    const b = replica('lost2/', {}, { stored });
+    try {
+      expect(await b.salvageLost(Date.now() + 120_000)).toBe(1);
+      expect((await s3.get(`lost2/${id}`)).equals(data)).toBe(true);
+      expect(stored[0]).toMatchObject({ bytes: data.length, sha256: sha256(data), parts: 1, salvaged: true });
+      expect(await s3.keys('lost2/')).toEqual([`lost2/${id}`]);
+    } finally {
+      await b.close(0);
+    }
+  }, 60_000);
+
+  it('a live upload keeps its manifest fresh and is never salvaged, by another replica or its own', async () => {
+    // The live replica refreshes its manifest every quarter of salvage_after (here 0.75 s).
+    const a = replica('live/', { salvageAfterMs: 3000 });
+    const stored: UploadReport[] = [];
+    const b = replica('live/', { salvageAfterMs: 3000 }, { stored });
+    const file = path.join(dir, 'live.cast');
+    const data = castBytes(2000);
+    fs.writeFileSync(file, data);
+    const u = a.begin('01JLIVESESSION000000000001/ch0.cast', file, '01JLIVESESSION000000000001', 0);
+    try {
+      u.written(data.length);
+      await waitFor(async () => (await s3.keys('live/')).some((k) => k.endsWith('.upload')) || undefined, 15_000, 'the manifest');
+      // Well past salvage_after since the upload began, with no new bytes: its heartbeat keeps it alive.
+      await new Promise((r) => setTimeout(r, 4500));
+      expect(await b.salvageLost()).toBe(0);
+      // The replica's own sweep skips its running uploads whatever their manifest's age.
+      expect(await a.salvageLost(Date.now() + 120_000)).toBe(0);
+      expect(stored).toEqual([]);
+      const more = Buffer.concat([data, castBytes(500)]);
+      fs.writeFileSync(file, more);
+      u.finish(more.length);
+      await waitFor(async () => ((await s3.keys('live/')).includes('live/01JLIVESESSION000000000001/ch0.cast') ? true : undefined), 15_000, 'the object');
+      expect((await s3.get('live/01JLIVESESSION000000000001/ch0.cast')).equals(more)).toBe(true);
+      // Completed: its manifest is gone with its pending objects.
+      await waitFor(async () => ((await s3.keys('live/')).length === 1 ? true : undefined), 10_000, 'the manifest removed');
+    } finally {
+      await a.close(5000);
+      await b.close(0);
+    }
+  }, 60_000);
+});
