@@ -317,7 +317,10 @@ export class S3Recordings {
       await this.deletePrefix(`${key}${PENDING}`).catch(() => {});
       await this.request(() => this.client.send(new DeleteObjectCommand({ Bucket: bucket, Key: manifestKey }))).catch(() => {});
     };
-    if (!m || !/^[A-Za-z0-9_-]+\/ch\d+\.cast$/.test(id)) {
+    // The manifest must describe the recording it sits beside: its session and channel are what the
+    // recording.stored event will name.
+    const named = /^([A-Za-z0-9_-]+)\/ch(\d+)\.cast$/.exec(id);
+    if (!m || !named || named[1] !== m.session || Number(named[2]) !== m.channel) {
       this.hooks.warn?.('ignoring an unreadable recording upload manifest in object storage', { key: manifestKey });
       await this.request(() => this.client.send(new DeleteObjectCommand({ Bucket: bucket, Key: manifestKey }))).catch(() => {});
       return false;

@@ -1,9 +1,11 @@
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startS3, type S3Server } from '../support/s3.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { S3Recordings, type S3StorageOptions, type UploadReport } from '../../recorder/recordings/s3.ts';
 
 /**
@@ -26,7 +28,7 @@ afterAll(async () => {
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
-function replica(prefix: string, o: Partial<S3StorageOptions> = {}, hooks: { stored?: UploadReport[]; failed?: UploadReport[] } = {}): S3Recordings {
+function replica(prefix: string, o: Partial<S3StorageOptions> = {}, hooks: { stored?: UploadReport[]; failed?: UploadReport[]; warned?: string[] } = {}): S3Recordings {
   return new S3Recordings(
     {
       bucket: s3.bucket, prefix, endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true,
@@ -34,8 +36,30 @@ function replica(prefix: string, o: Partial<S3StorageOptions> = {}, hooks: { sto
       partSize: PART, flushIntervalMs: 200, maxConcurrentRequests: 2, requestTimeoutMs: 5000,
       retry: { attempts: 3, baseDelayMs: 50, maxDelayMs: 200 }, keepLocal: false, salvageAfterMs: 60_000, ...o,
     },
-    { stored: (r) => hooks.stored?.push(r), failed: (r) => hooks.failed?.push(r) },
+    { stored: (r) => hooks.stored?.push(r), failed: (r) => hooks.failed?.push(r), warn: (msg) => hooks.warned?.push(msg) },
   );
+}
+
+/** An HTTP relay to s3rver that answers the requests `fault` picks with an S3 error document instead. */
+async function s3Relay(fault: (req: http.IncomingMessage) => { status: number; code: string; message: string } | undefined): Promise<{ endpoint: string; close(): Promise<void> }> {
+  const server = http.createServer((req, res) => {
+    const f = fault(req);
+    if (f) {
+      req.resume();
+      res.writeHead(f.status, { 'content-type': 'application/xml' });
+      res.end(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>${f.code}</Code><Message>${f.message}</Message></Error>`);
+      return;
+    }
+    const up = http.request({ host: '127.0.0.1', port: s3.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
+      res.writeHead(r.statusCode ?? 502, r.headers);
+      r.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as import('node:net').AddressInfo;
+  return { endpoint: `http://127.0.0.1:${port}`, close: () => new Promise((r) => server.close(() => r())) };
 }
 
 const sha256 = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
@@ -124,6 +148,39 @@ describe('salvaging the recording uploads of a lost replica', () => {
       await b.close(0);
     }
   }, 60_000);
+
+  it('a manifest that does not match its recording is dropped; one whose upload the server no longer has is reported, or stored from its pending objects if it had no part', async () => {
+    const put = (Key: string, Body: string | Buffer) => s3.client.send(new PutObjectCommand({ Bucket: s3.bucket, Key, Body }));
+    // Names another session than the one it sits beside: never turned into that session's recording.
+    await put('odd/01JODDSESSION0000000000001/ch0.cast.upload', JSON.stringify({ version: 1, upload_id: 'x', session: '01JSOMEONEELSE000000000001', channel: 0, parts: [] }));
+    // A well-formed manifest whose upload is gone (aborted by a lifecycle rule, say): its parts are lost.
+    await put('odd/01JODDSESSION0000000000002/ch0.cast.upload', JSON.stringify({ version: 1, upload_id: 'no-such-upload', session: '01JODDSESSION0000000000002', channel: 0, parts: [{ n: 1, etag: '"abc"', end: PART }] }));
+    await put(`odd/01JODDSESSION0000000000002/ch0.cast.pending/${String(PART).padStart(16, '0')}`, Buffer.from('tail after the lost part'));
+    // Gone too, but before any part: its pending objects hold the whole recording, stored as one object.
+    await put('odd/01JODDSESSION0000000000003/ch1.cast.upload', JSON.stringify({ version: 1, upload_id: 'no-such-upload', session: '01JODDSESSION0000000000003', channel: 1, parts: [] }));
+    const whole = castBytes(3000);
+    await put(`odd/01JODDSESSION0000000000003/ch1.cast.pending/${'0'.repeat(16)}`, whole.subarray(0, 1000));
+    await put(`odd/01JODDSESSION0000000000003/ch1.cast.pending/${String(1000).padStart(16, '0')}`, whole.subarray(1000));
+    const stored: UploadReport[] = [];
+    const failed: UploadReport[] = [];
+    const warned: string[] = [];
+    // s3rver answers an unknown upload id with InternalError; S3 says NoSuchUpload, as this relay does for
+    // that one upload (everything else passes through to s3rver).
+    const relay = await s3Relay((req) => (req.url?.includes('uploadId=no-such-upload') ? { status: 404, code: 'NoSuchUpload', message: 'The specified upload does not exist.' } : undefined));
+    const b = replica('odd/', { endpoint: relay.endpoint }, { stored, failed, warned });
+    try {
+      expect(await b.salvageLost(Date.now() + 120_000)).toBe(1);
+      expect(stored).toEqual([expect.objectContaining({ sessionId: '01JODDSESSION0000000000003', channel: 1, bytes: 3000, sha256: sha256(whole), salvaged: true })]);
+      expect((await s3.get('odd/01JODDSESSION0000000000003/ch1.cast')).equals(whole)).toBe(true);
+      expect(warned).toContain('ignoring an unreadable recording upload manifest in object storage');
+      expect(failed).toEqual([expect.objectContaining({ sessionId: '01JODDSESSION0000000000002', phase: 'salvage', bytes: PART + 24, error: expect.objectContaining({ code: 'NoSuchUpload' }) })]);
+      // Both manifests are gone (no report at every sweep); the pending tail stays for retention.
+      expect(await s3.keys('odd/')).toEqual([`odd/01JODDSESSION0000000000002/ch0.cast.pending/${String(PART).padStart(16, '0')}`, 'odd/01JODDSESSION0000000000003/ch1.cast']);
+    } finally {
+      await b.close(0);
+      await relay.close();
+    }
+  }, 30_000);
 
   it('a live upload keeps its manifest fresh and is never salvaged, by another replica or its own', async () => {
     // The live replica refreshes its manifest every quarter of salvage_after (here 0.75 s).
