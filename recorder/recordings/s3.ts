@@ -15,6 +15,8 @@ import {
   type CompletedPart,
 } from '@aws-sdk/client-s3';
 import type { RecordingSource } from '../types.ts';
+import { PENDING, MANIFEST, type UploadManifest } from './s3-manifest.ts';
+import { salvageLost } from './s3-salvage.ts';
 
 /**
  * Session recordings in S3-compatible object storage (`recording.storage.kind: s3`).
@@ -131,35 +133,6 @@ class Semaphore {
   }
 }
 
-const PENDING = '.pending/';
-/**
- * Beside the object key while its multipart upload runs: `<key>.upload`, a small JSON manifest (upload id,
- * the parts so far with their ETags and end offsets), written when the upload starts, after every part and
- * at least every quarter of `salvage_after` meanwhile (a heartbeat). S3 keeps an incomplete upload's parts
- * out of sight; the manifest is how another replica finds and completes the upload of a lost one.
- */
-const MANIFEST = '.upload';
-
-interface UploadManifest {
-  version: 1;
-  upload_id: string;
-  session: string;
-  channel: number;
-  parts: { n: number; etag: string; end: number }[];
-}
-
-function parseManifest(text: string): UploadManifest | undefined {
-  try {
-    const m = JSON.parse(text) as UploadManifest;
-    if (m?.version !== 1 || typeof m.upload_id !== 'string' || typeof m.session !== 'string' || !Number.isInteger(m.channel) || !Array.isArray(m.parts)) return undefined;
-    for (const [i, p] of m.parts.entries()) {
-      if (p?.n !== i + 1 || typeof p.etag !== 'string' || !Number.isSafeInteger(p.end) || p.end <= (i ? m.parts[i - 1].end : 0)) return undefined;
-    }
-    return m;
-  } catch {
-    return undefined;
-  }
-}
 /** Beside a local copy kept after its upload (keep_local): it is in object storage already. */
 export const STORED_MARK = '.stored';
 
@@ -273,146 +246,17 @@ export class S3Recordings {
 
   /**
    * Complete every multipart upload whose manifest is older than `salvage_after` (its process was lost:
-   * a live upload refreshes it) from what reached S3: its parts, then the pending objects after them as
-   * the last part. Each one completed is reported through `hooks.stored` with `salvaged`; returns how many.
+   * a live upload refreshes it) from what reached S3 (s3-salvage.ts); returns how many.
    */
   salvageLost(now = Date.now()): Promise<number> {
-    this.salvaging ??= (async () => {
-      const cutoff = now - this.salvageAfterMs;
-      const stale: string[] = [];
-      let token: string | undefined;
-      do {
-        const r = await this.request(() => this.client.send(new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: this.opts.prefix, ContinuationToken: token })));
-        for (const o of r.Contents ?? []) {
-          const key = o.Key ?? '';
-          if (!key.endsWith(MANIFEST) || key.includes(PENDING)) continue;
-          if ((o.LastModified?.getTime() ?? now) < cutoff) stale.push(key.slice(0, -MANIFEST.length));
-        }
-        token = r.IsTruncated ? r.NextContinuationToken : undefined;
-      } while (token);
-      let n = 0;
-      for (const key of stale) {
-        if (this.stopping) break;
-        // Ours and still running (the heartbeat could not be written, e.g. S3 was down): not lost.
-        if ([...this.active].some((u) => u.objectKey === key)) continue;
-        try {
-          if (await this.salvageOne(key)) n++;
-        } catch (e) {
-          this.hooks.warn?.('could not complete a recording upload a lost process left; trying again later', { key, ...this.describe(e) });
-        }
-      }
-      return n;
-    })().finally(() => (this.salvaging = undefined));
+    this.salvaging ??= salvageLost(this, now).finally(() => (this.salvaging = undefined));
     return this.salvaging;
   }
 
-  private async salvageOne(key: string): Promise<boolean> {
-    const { bucket, prefix } = this.opts;
-    const manifestKey = key + MANIFEST;
-    const id = key.slice(prefix.length);
-    const text = await this.getText(manifestKey);
-    if (text === undefined) return false; // completed (or salvaged) meanwhile
-    const m = parseManifest(text);
-    const cleanUp = async () => {
-      await this.deletePrefix(`${key}${PENDING}`).catch(() => {});
-      await this.request(() => this.client.send(new DeleteObjectCommand({ Bucket: bucket, Key: manifestKey }))).catch(() => {});
-    };
-    // The manifest must describe the recording it sits beside: its session and channel are what the
-    // recording.stored event will name.
-    const named = /^([A-Za-z0-9_-]+)\/ch(\d+)\.cast$/.exec(id);
-    if (!m || !named || named[1] !== m.session || Number(named[2]) !== m.channel) {
-      this.hooks.warn?.('ignoring an unreadable recording upload manifest in object storage', { key: manifestKey });
-      await this.request(() => this.client.send(new DeleteObjectCommand({ Bucket: bucket, Key: manifestKey }))).catch(() => {});
-      return false;
-    }
-    // Completed, and lost before its manifest was deleted: nothing to salvage.
-    if (await this.exists(key)) {
-      await cleanUp();
-      return false;
-    }
-    const partsEnd = m.parts.at(-1)?.end ?? 0;
-    const tail = await this.pendingTail(key, partsEnd);
-    const parts: CompletedPart[] = m.parts.map((p) => ({ PartNumber: p.n, ETag: p.etag }));
-    try {
-      if (tail.length > 0 || parts.length === 0) {
-        const PartNumber = parts.length + 1;
-        const r = await this.request(() => this.client.send(new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: m.upload_id, PartNumber, Body: tail, ContentLength: tail.length })));
-        parts.push({ PartNumber, ETag: r.ETag });
-      }
-      await this.request(() => this.client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: m.upload_id, MultipartUpload: { Parts: parts } })));
-    } catch (e) {
-      if (this.describe(e).code !== 'NoSuchUpload') throw e;
-      // Another replica completed it meanwhile, or the server dropped the upload.
-      if (await this.exists(key)) return false;
-      if (m.parts.length > 0) {
-        // Its parts went with it: what is left (the pending tail) is not the recording's beginning.
-        this.hooks.failed?.({ sessionId: m.session, channel: m.channel, id, bucket, key, bytes: partsEnd + tail.length, failures: 1, phase: 'salvage', error: this.describe(e) });
-        await this.request(() => this.client.send(new DeleteObjectCommand({ Bucket: bucket, Key: manifestKey }))).catch(() => {});
-        return false;
-      }
-      // No part was uploaded: the pending objects hold the whole recording.
-      await this.request(() => this.client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: tail, ContentType: 'application/x-asciicast' })));
-      parts.length = 0;
-    }
-    const bytes = partsEnd + tail.length;
-    const hash = crypto.createHash('sha256');
-    if (bytes > 0) for await (const b of this.ranges(key, 0, bytes - 1)) hash.update(b);
-    await cleanUp();
-    this.hooks.stored?.({ sessionId: m.session, channel: m.channel, id, bucket, key, bytes, sha256: hash.digest('hex'), parts: Math.max(1, parts.length), failures: 0, salvaged: true });
-    return true;
-  }
-
-  /** The recording's bytes from `from` on, as its pending objects hold them (up to the first gap). */
-  private async pendingTail(key: string, from: number): Promise<Buffer> {
-    const pieces: { offset: number; key: string }[] = [];
-    let token: string | undefined;
-    do {
-      const r = await this.request(() => this.client.send(new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: `${key}${PENDING}`, ContinuationToken: token })));
-      for (const o of r.Contents ?? []) {
-        const m = /^(\d{16})$/.exec(o.Key?.slice(key.length + PENDING.length) ?? '');
-        if (m) pieces.push({ offset: Number(m[1]), key: o.Key! });
-      }
-      token = r.IsTruncated ? r.NextContinuationToken : undefined;
-    } while (token);
-    pieces.sort((a, b) => a.offset - b.offset);
-    const chunks: Buffer[] = [];
-    let at = from;
-    for (const p of pieces) {
-      if (p.offset > at) break; // a gap: nothing after it can be placed
-      const body = await this.getBytes(p.key);
-      if (body === undefined) break;
-      if (p.offset + body.length <= at) continue;
-      chunks.push(body.subarray(at - p.offset));
-      at = p.offset + body.length;
-    }
-    return Buffer.concat(chunks);
-  }
-
-  private async exists(key: string): Promise<boolean> {
-    try {
-      await this.request(() => this.client.send(new HeadObjectCommand({ Bucket: this.opts.bucket, Key: key })));
-      return true;
-    } catch (e) {
-      if ((e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return false;
-      throw e;
-    }
-  }
-
-  private async getBytes(key: string): Promise<Buffer | undefined> {
-    try {
-      return await this.request(async () => {
-        const r = await this.client.send(new GetObjectCommand({ Bucket: this.opts.bucket, Key: key }));
-        return Buffer.from(await r.Body!.transformToByteArray());
-      });
-    } catch (e) {
-      const status = (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
-      if (status === 404 || this.describe(e).code === 'NoSuchKey') return undefined;
-      throw e;
-    }
-  }
-
-  private async getText(key: string): Promise<string | undefined> {
-    return (await this.getBytes(key))?.toString('utf8');
+  /** Whether this process is uploading the object `key` now. */
+  isUploading(key: string): boolean {
+    for (const u of this.active) if (u.objectKey === key) return true;
+    return false;
   }
 
   async deletePrefix(prefix: string): Promise<void> {
@@ -515,7 +359,8 @@ export class S3Recordings {
     };
   }
 
-  private async *ranges(key: string, start: number, end: number, step = 8 * 1024 * 1024): AsyncGenerator<Buffer> {
+  /** `key`'s bytes `start`..`end` (inclusive) in ranged GETs of at most `step`. */
+  async *ranges(key: string, start: number, end: number, step = 8 * 1024 * 1024): AsyncGenerator<Buffer> {
     for (let at = start; at <= end; at += step) {
       const last = Math.min(end, at + step - 1);
       const bytes = await this.getRange(key, at, last);

@@ -1,0 +1,193 @@
+/**
+ * Salvage: complete the S3 recording uploads that lost replicas left behind (recordings/s3.ts).
+ *
+ * A running upload keeps a manifest beside its key (s3-manifest.ts) and refreshes it at least every
+ * quarter of `salvage_after`. A manifest older than `salvage_after` that is not one of this process's
+ * running uploads belongs to a process that is gone: its upload is completed here from the parts the
+ * manifest names, then the pending objects after them as the last part, and reported as stored
+ * (`salvaged`). The recording is then what reached S3 before the loss: up to its last flush.
+ */
+import crypto from 'node:crypto';
+import {
+  CompleteMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  UploadPartCommand,
+  type CompletedPart,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import { MANIFEST, PENDING, parseManifest } from './s3-manifest.ts';
+
+/** What a salvage reports (the fields of s3.ts's UploadReport it fills). */
+export interface SalvageReport {
+  sessionId: string;
+  channel: number;
+  id: string;
+  bucket: string;
+  key: string;
+  bytes: number;
+  sha256?: string;
+  parts?: number;
+  failures: number;
+  phase?: 'salvage';
+  error?: { code: string; message: string };
+  salvaged?: boolean;
+}
+
+/** The recording store salvage works for (S3Recordings). */
+export interface SalvageStore {
+  readonly opts: { bucket: string; prefix: string };
+  readonly client: S3Client;
+  readonly hooks: {
+    stored?(r: SalvageReport): void;
+    failed?(r: SalvageReport): void;
+    warn?(msg: string, details: Record<string, unknown>): void;
+  };
+  readonly isStopping: boolean;
+  readonly salvageAfterMs: number;
+  /** Run one S3 request within the store's concurrency bound. */
+  request<T>(fn: () => Promise<T>): Promise<T>;
+  /** An error as code + message, credentials cut out. */
+  describe(e: unknown): { code: string; message: string };
+  isUploading(key: string): boolean;
+  deletePrefix(prefix: string): Promise<void>;
+  ranges(key: string, start: number, end: number): AsyncGenerator<Buffer>;
+}
+
+/** Sweep the prefix once: complete every upload whose manifest went stale; returns how many. */
+export async function salvageLost(s3: SalvageStore, now: number): Promise<number> {
+  const cutoff = now - s3.salvageAfterMs;
+  const stale: string[] = [];
+  let token: string | undefined;
+  do {
+    const r = await s3.request(() => s3.client.send(new ListObjectsV2Command({ Bucket: s3.opts.bucket, Prefix: s3.opts.prefix, ContinuationToken: token })));
+    for (const o of r.Contents ?? []) {
+      const key = o.Key ?? '';
+      if (!key.endsWith(MANIFEST) || key.includes(PENDING)) continue;
+      if ((o.LastModified?.getTime() ?? now) < cutoff) stale.push(key.slice(0, -MANIFEST.length));
+    }
+    token = r.IsTruncated ? r.NextContinuationToken : undefined;
+  } while (token);
+  let n = 0;
+  for (const key of stale) {
+    if (s3.isStopping) break;
+    // Ours and still running (its heartbeat could not be written, e.g. S3 was down): not lost.
+    if (s3.isUploading(key)) continue;
+    try {
+      if (await salvageOne(s3, key)) n++;
+    } catch (e) {
+      s3.hooks.warn?.('could not complete a recording upload a lost process left; trying again later', { key, ...s3.describe(e) });
+    }
+  }
+  return n;
+}
+
+async function salvageOne(s3: SalvageStore, key: string): Promise<boolean> {
+  const { bucket, prefix } = s3.opts;
+  const manifestKey = key + MANIFEST;
+  const id = key.slice(prefix.length);
+  const dropManifest = () => s3.request(() => s3.client.send(new DeleteObjectCommand({ Bucket: bucket, Key: manifestKey }))).catch(() => {});
+  const text = (await getBytes(s3, manifestKey))?.toString('utf8');
+  if (text === undefined) return false; // completed (or salvaged) meanwhile
+  const m = parseManifest(text);
+  // The manifest must describe the recording it sits beside: its session and channel are what the
+  // recording.stored event will name.
+  const named = /^([A-Za-z0-9_-]+)\/ch(\d+)\.cast$/.exec(id);
+  if (!m || !named || named[1] !== m.session || Number(named[2]) !== m.channel) {
+    s3.hooks.warn?.('ignoring an unreadable recording upload manifest in object storage', { key: manifestKey });
+    await dropManifest();
+    return false;
+  }
+  const cleanUp = async () => {
+    await s3.deletePrefix(`${key}${PENDING}`).catch(() => {});
+    await dropManifest();
+  };
+  // Completed, and lost before its manifest was deleted: nothing to salvage.
+  if (await exists(s3, key)) {
+    await cleanUp();
+    return false;
+  }
+  const partsEnd = m.parts.at(-1)?.end ?? 0;
+  const tail = await pendingTail(s3, key, partsEnd);
+  const parts: CompletedPart[] = m.parts.map((p) => ({ PartNumber: p.n, ETag: p.etag }));
+  try {
+    if (tail.length > 0 || parts.length === 0) {
+      const PartNumber = parts.length + 1;
+      const r = await s3.request(() => s3.client.send(new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: m.upload_id, PartNumber, Body: tail, ContentLength: tail.length })));
+      parts.push({ PartNumber, ETag: r.ETag });
+    }
+    await s3.request(() => s3.client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: m.upload_id, MultipartUpload: { Parts: parts } })));
+  } catch (e) {
+    if (s3.describe(e).code !== 'NoSuchUpload') throw e;
+    // Another replica completed it meanwhile, or the server dropped the upload.
+    if (await exists(s3, key)) return false;
+    if (m.parts.length > 0) {
+      // Its parts went with it: what is left (the pending tail) is not the recording's beginning.
+      s3.hooks.failed?.({ sessionId: m.session, channel: m.channel, id, bucket, key, bytes: partsEnd + tail.length, failures: 1, phase: 'salvage', error: s3.describe(e) });
+      await dropManifest();
+      return false;
+    }
+    // No part was uploaded: the pending objects hold the whole recording.
+    await s3.request(() => s3.client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: tail, ContentType: 'application/x-asciicast' })));
+    parts.length = 0;
+  }
+  const bytes = partsEnd + tail.length;
+  const hash = crypto.createHash('sha256');
+  if (bytes > 0) for await (const b of s3.ranges(key, 0, bytes - 1)) hash.update(b);
+  await cleanUp();
+  s3.hooks.stored?.({ sessionId: m.session, channel: m.channel, id, bucket, key, bytes, sha256: hash.digest('hex'), parts: Math.max(1, parts.length), failures: 0, salvaged: true });
+  return true;
+}
+
+/** The recording's bytes from `from` on, as its pending objects hold them (up to the first gap). */
+async function pendingTail(s3: SalvageStore, key: string, from: number): Promise<Buffer> {
+  const pieces: { offset: number; key: string }[] = [];
+  let token: string | undefined;
+  do {
+    const r = await s3.request(() => s3.client.send(new ListObjectsV2Command({ Bucket: s3.opts.bucket, Prefix: `${key}${PENDING}`, ContinuationToken: token })));
+    for (const o of r.Contents ?? []) {
+      const m = /^(\d{16})$/.exec(o.Key?.slice(key.length + PENDING.length) ?? '');
+      if (m) pieces.push({ offset: Number(m[1]), key: o.Key! });
+    }
+    token = r.IsTruncated ? r.NextContinuationToken : undefined;
+  } while (token);
+  pieces.sort((a, b) => a.offset - b.offset);
+  const chunks: Buffer[] = [];
+  let at = from;
+  for (const p of pieces) {
+    if (p.offset > at) break; // a gap: nothing after it can be placed
+    const body = await getBytes(s3, p.key);
+    if (body === undefined) break;
+    if (p.offset + body.length <= at) continue;
+    chunks.push(body.subarray(at - p.offset));
+    at = p.offset + body.length;
+  }
+  return Buffer.concat(chunks);
+}
+
+async function exists(s3: SalvageStore, key: string): Promise<boolean> {
+  try {
+    await s3.request(() => s3.client.send(new HeadObjectCommand({ Bucket: s3.opts.bucket, Key: key })));
+    return true;
+  } catch (e) {
+    if ((e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return false;
+    throw e;
+  }
+}
+
+/** A whole (small) object, or undefined if there is none. */
+async function getBytes(s3: SalvageStore, key: string): Promise<Buffer | undefined> {
+  try {
+    return await s3.request(async () => {
+      const r = await s3.client.send(new GetObjectCommand({ Bucket: s3.opts.bucket, Key: key }));
+      return Buffer.from(await r.Body!.transformToByteArray());
+    });
+  } catch (e) {
+    const status = (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+    if (status === 404 || s3.describe(e).code === 'NoSuchKey') return undefined;
+    throw e;
+  }
+}
