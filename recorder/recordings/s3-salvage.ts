@@ -20,32 +20,13 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { MANIFEST, PENDING, parseManifest } from './s3-manifest.ts';
-
-/** What a salvage reports (the fields of s3.ts's UploadReport it fills). */
-export interface SalvageReport {
-  sessionId: string;
-  channel: number;
-  id: string;
-  bucket: string;
-  key: string;
-  bytes: number;
-  sha256?: string;
-  parts?: number;
-  failures: number;
-  phase?: 'salvage';
-  error?: { code: string; message: string };
-  salvaged?: boolean;
-}
+import type { UploadHooks } from './s3-report.ts';
 
 /** The recording store salvage works for (S3Recordings). */
 export interface SalvageStore {
   readonly opts: { bucket: string; prefix: string };
   readonly client: S3Client;
-  readonly hooks: {
-    stored?(r: SalvageReport): void;
-    failed?(r: SalvageReport): void;
-    warn?(msg: string, details: Record<string, unknown>): void;
-  };
+  readonly hooks: UploadHooks;
   readonly isStopping: boolean;
   readonly salvageAfterMs: number;
   /** Run one S3 request within the store's concurrency bound. */

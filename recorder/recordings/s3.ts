@@ -17,6 +17,7 @@ import {
 import type { RecordingSource } from '../types.ts';
 import { PENDING, MANIFEST, type UploadManifest } from './s3-manifest.ts';
 import { salvageLost } from './s3-salvage.ts';
+import type { UploadHooks, UploadReport } from './s3-report.ts';
 
 /**
  * Session recordings in S3-compatible object storage (`recording.storage.kind: s3`).
@@ -68,33 +69,7 @@ export interface S3StorageOptions {
 
 const SALVAGE_AFTER_DEFAULT_MS = 15 * 60_000;
 
-/** What the gateway records when an upload completes or keeps failing (events are its business). */
-export interface UploadReport {
-  sessionId: string;
-  channel: number;
-  id: string;
-  bucket: string;
-  key: string;
-  bytes: number;
-  sha256?: string;
-  parts?: number;
-  /** Failed requests before this outcome (0: the first try of each request worked). */
-  failures: number;
-  /** Failures: where the recording is kept meanwhile, what failed and why (credentials removed). */
-  localPath?: string;
-  phase?: 'session' | 'complete' | 'salvage';
-  error?: { code: string; message: string };
-  localRemoved?: boolean;
-  /** Completed by another process than the one that recorded it (that one was lost), from what reached S3. */
-  salvaged?: boolean;
-}
-
-export interface UploadHooks {
-  stored?(r: UploadReport): void;
-  failed?(r: UploadReport): void;
-  /** Operational log lines (never credentials). */
-  warn?(msg: string, details: Record<string, unknown>): void;
-}
+export type { UploadReport, UploadHooks } from './s3-report.ts';
 
 /** One recording being uploaded; the writer tells it how far the local file is written. */
 export interface RemoteUpload {
