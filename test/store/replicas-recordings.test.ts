@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -12,6 +11,7 @@ import { startS3, type S3Server } from '../support/s3.ts';
 import { startSshd, type SshdHandle } from '../support/sshd.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
 import { runCliCaptured } from '../support/cli.ts';
+import { spawnClient } from '../ssh/harness.ts';
 
 /**
  * Two replicas on one PostgreSQL state store recording to one bucket of a real S3 server (s3rver): one is
@@ -75,14 +75,7 @@ afterAll(async () => {
 /** `ssh … web@gateway command` through the process replica, with alice's certificate. */
 function sshOnLost(command: string) {
   const opts = [`Port=${lost.ports.ssh}`, `IdentityFile=${alice.sshKey}`, `CertificateFile=${alice.sshCert}`, 'IdentitiesOnly=yes', 'BatchMode=yes', `UserKnownHostsFile=${knownHosts}`, 'GlobalKnownHostsFile=/dev/null', 'StrictHostKeyChecking=yes'];
-  const child = spawn('ssh', ['-F', '/dev/null', ...opts.flatMap((o) => ['-o', o]), 'web@127.0.0.1', command], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d) => (out += d));
-  child.stderr.on('data', (d) => (err += d));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 90_000);
-  const exited = new Promise<number | null>((r) => child.once('close', (code) => (clearTimeout(timer), r(code))));
-  return { exited, stdout: () => out, stderr: () => err };
+  return spawnClient('ssh', ['-F', '/dev/null', ...opts.flatMap((o) => ['-o', o]), 'web@127.0.0.1', command]);
 }
 
 /** Events the process replica wrote to its own audit log. */
