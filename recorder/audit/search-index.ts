@@ -66,9 +66,11 @@ CREATE VIRTUAL TABLE IF NOT EXISTS event_text USING fts5(body, content='', conte
  * also a descent of the events table, which at 10^7 rows was most of a search's time (a 100,000-row
  * answer: ~1 s of CPU in table lookups, 0.01 s from the index alone). seq second: the matches of one
  * user/target/type/session come in seq order, unsorted, and `seq < ?` pages seek.
+ * A segment's rows are found by its seq range, not by an index on `seg` (an earlier schema had one and
+ * loses it here): each index costs the follower ~1 µs per record, ~7 % of indexing.
  */
 const INDEXES = `
-CREATE INDEX IF NOT EXISTS events_seg ON events(seg);
+DROP INDEX IF EXISTS events_seg;
 CREATE INDEX IF NOT EXISTS events_time ON events(time, seq, seg, off, len);
 CREATE INDEX IF NOT EXISTS events_type ON events(type, seq, seg, off, len);
 CREATE INDEX IF NOT EXISTS events_user ON events(user, seq, seg, off, len);
@@ -135,8 +137,9 @@ export class AuditIndex {
       appendEvent: db.prepare('INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)'),
       deleteText: db.prepare('DELETE FROM event_text WHERE rowid = ?'),
       insertText: db.prepare('INSERT INTO event_text (rowid, body) VALUES (?, ?)'),
-      textOfSegment: db.prepare<[number], number>('SELECT seq FROM events WHERE seg = ?').pluck(),
-      deleteEventsOfSegment: db.prepare('DELETE FROM events WHERE seg = ?'),
+      // A segment's records lie between its first seq and the last the index took from it.
+      textOfSegment: db.prepare<[number, number, number], number>('SELECT seq FROM events WHERE seq BETWEEN ? AND ? AND seg = ?').pluck(),
+      deleteEventsOfSegment: db.prepare('DELETE FROM events WHERE seq BETWEEN ? AND ? AND seg = ?'),
       deleteSegment: db.prepare('DELETE FROM segments WHERE id = ?'),
       maxSeq: db.prepare<[], number | null>('SELECT max(seq) FROM events').pluck(),
       count: db.prepare<[], number>('SELECT count(*) FROM events').pluck(),
@@ -259,9 +262,9 @@ export class AuditIndex {
 
   /** Remove a segment's rows; returns how many records went. */
   private dropSegment(row: SegmentRow): number {
-    const seqs = this.stmt.textOfSegment.all(row.id);
+    const seqs = this.stmt.textOfSegment.all(row.first_seq, row.last_seq, row.id);
     for (const seq of seqs) this.stmt.deleteText.run(seq);
-    this.stmt.deleteEventsOfSegment.run(row.id);
+    this.stmt.deleteEventsOfSegment.run(row.first_seq, row.last_seq, row.id);
     this.stmt.deleteSegment.run(row.id);
     return seqs.length;
   }
@@ -328,7 +331,7 @@ export class AuditIndex {
     let lastHash = row.last_hash;
     // Records past the highest indexed seq (all the follower ever meets: the log only grows) are appended
     // with a plain INSERT and no text to delete first. INSERT OR REPLACE makes SQLite keep a statement
-    // journal — the original of every page each row changes (the table, six indexes), written to a temp
+    // journal — the original of every page each row changes (the table, five indexes), written to a temp
     // file — which was two thirds of the indexing CPU (~55 → ~17 µs per record). A seq already present
     // (a segment cut back and indexed again, a duplicate) is replaced as before.
     let above = this.stmt.maxSeq.get() ?? 0;
@@ -364,13 +367,13 @@ export class AuditIndex {
     this.db.pragma('secure_delete = OFF');
     this.db.exec(`
       BEGIN IMMEDIATE;
-      DROP INDEX IF EXISTS events_seg; DROP INDEX IF EXISTS events_time; DROP INDEX IF EXISTS events_type;
+      DROP INDEX IF EXISTS events_time; DROP INDEX IF EXISTS events_type;
       DROP INDEX IF EXISTS events_user; DROP INDEX IF EXISTS events_target; DROP INDEX IF EXISTS events_session;
       DELETE FROM events; DELETE FROM segments; DELETE FROM event_text;
       COMMIT;`);
     this.db.pragma('secure_delete = ON');
     // Bulk load without the secondary indexes, then build them once (several times faster than
-    // maintaining six B-trees per row). After a crash in between, the next open builds them.
+    // maintaining five B-trees per row). After a crash in between, the next open builds them.
     // A crash during a rebuild only means rebuilding again: no fsync per batch, and a bigger page cache
     // for the index builds' sorts.
     this.db.pragma('synchronous = OFF');
