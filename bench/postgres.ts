@@ -36,7 +36,12 @@
  *   Each vigil run's CPU includes indexing what it recorded (the search-index thread catches up before
  *   CPU is read) and is split into the main thread and the other threads (the index follower, the libuv
  *   pool writing the log, GC helpers). VIGIL_BENCH_NO_INDEX=1 runs the gateway without the local search
- *   index (audit.index.enabled: false), to see its share.
+ *   index (audit.index.enabled: false), to see its share. VIGIL_BENCH_THREADS=1 prints each in-process
+ *   run's CPU per transaction thread by thread (user+sys; the index follower is the worker thread with
+ *   the most). VIGIL_BENCH_KEEP_AUDIT=DIR copies the gateway's audit log there at the end, for
+ *   bench/index-cost.ts (the search index's CPU per record on real pgbench records).
+ *   CPU profiles sample by wall time: a socket write that wakes pgbench or PostgreSQL on the same core is
+ *   charged for the switch. For CPU by function, use `perf record` on the process (NODE_OPTIONS=--perf-basic-prof).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -49,7 +54,7 @@ import { startTestGateway, type TestGateway } from '../test/support/gateway.ts';
 import { tempDir } from '../test/support/tmp.ts';
 import { median } from './stats.ts';
 import { pgbench, startPgbouncer, type PgbouncerHandle } from './pg-routes.ts';
-import { cpuOf, threadSplit } from './proc-cpu.ts';
+import { cpuOf, threadSplit, threadTimes } from './proc-cpu.ts';
 
 const { values } = parseArgs({
   options: {
@@ -70,6 +75,18 @@ const CLIENTS = values.clients!.split(',').map(Number);
 const ROUTES = values.routes!.split(',') as RouteName[];
 /** pgbench -R: the same offered load on every route (CPU per transaction compared at equal rates). */
 const RATE = values.rate;
+/** VIGIL_BENCH_THREADS=1: after each in-process run, its CPU per transaction thread by thread (user/sys). */
+const THREADS = process.env.VIGIL_BENCH_THREADS === '1';
+function printThreads(route: string, before: Map<string, { user: number; sys: number }>, txs: number): void {
+  const rows: string[] = [];
+  for (const [k, t] of threadTimes()) {
+    const b = before.get(k) ?? { user: 0, sys: 0 };
+    const user = (t.user - b.user) / txs;
+    const sys = (t.sys - b.sys) / txs;
+    if (user + sys >= 0.5) rows.push(`${k} ${user.toFixed(1)}+${sys.toFixed(1)}`);
+  }
+  console.log(`  ${route} µs/tx by thread (user+sys): ${rows.join(', ')}`);
+}
 const PROFILE_DIR = process.env.VIGIL_BENCH_PROFILE === '1' ? path.resolve(process.env.VIGIL_BENCH_PROFILE_DIR ?? '.') : undefined;
 
 /** CPU profile of this process (the in-process gateway) around one run; a no-op unless profiling. */
@@ -191,6 +208,7 @@ async function main() {
     bouncer?.stop();
     await tg.stop();
     await pg.stop();
+    if (process.env.VIGIL_BENCH_KEEP_AUDIT) fs.cpSync(path.join(tg.dataDir, 'audit'), process.env.VIGIL_BENCH_KEEP_AUDIT, { recursive: true });
     fs.rmSync(base, { recursive: true, force: true });
   }
 }
@@ -243,6 +261,7 @@ async function run(pg: PostgresHandle, tg: TestGateway, alice: Awaited<ReturnTyp
           const args = ['-S', '-n', '-M', mode, '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(SECONDS), ...(RATE ? ['-R', RATE] : [])];
           const cpu0 = process.cpuUsage();
           const threads0 = threadSplit();
+          const times0 = THREADS ? threadTimes() : undefined;
           const proc0 = r.name === 'pgbouncer' && bouncer ? cpuOf(bouncer.pid) : 0;
           const profile = PROFILE_DIR && inProcess(r.name) ? path.join(PROFILE_DIR, `${r.name}-${mode}-c${clients}-r${round}.cpuprofile`) : undefined;
           const res: Result | undefined = await profiled(profile, () => pgbench(r.conn, args, clients === 1 ? logDir : undefined)).catch((e: Error) => {
@@ -268,6 +287,7 @@ async function run(pg: PostgresHandle, tg: TestGateway, alice: Awaited<ReturnTyp
             res.cpuPerTx = (cpu.user + cpu.system) / (res.tps * SECONDS);
             res.sysPerTx = cpu.system / (res.tps * SECONDS);
             res.offThreadPerTx = (threadSplit().other - threads0.other) / (res.tps * SECONDS);
+            if (times0) printThreads(r.name, times0, res.tps * SECONDS);
           } else if (r.name === 'pgbouncer' && bouncer) {
             // An external process: utime + stime from /proc (clock-tick resolution, ample over seconds).
             res.cpuPerTx = (cpuOf(bouncer.pid) - proc0) / (res.tps * SECONDS);

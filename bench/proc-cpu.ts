@@ -45,3 +45,23 @@ export function threadSplit(): { main: number; other: number } {
   }
   return { main, other };
 }
+
+/**
+ * user and system CPU (µs) of each of this process's threads, keyed `comm:tid` (the index follower is a
+ * worker thread, V8's GC helpers and the libuv pool have names of their own): diff two of these to see
+ * where a run's CPU went, thread by thread (VIGIL_BENCH_THREADS=1 in bench:postgres).
+ */
+export function threadTimes(): Map<string, { user: number; sys: number }> {
+  const out = new Map<string, { user: number; sys: number }>();
+  for (const t of fs.readdirSync('/proc/self/task')) {
+    try {
+      const stat = fs.readFileSync(`/proc/self/task/${t}/stat`, 'utf8');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(`${Number(t) === process.pid ? 'main' : comm}:${t}`, { user: Number(f[11]) * TICK_US, sys: Number(f[12]) * TICK_US });
+    } catch {
+      // The thread ended meanwhile.
+    }
+  }
+  return out;
+}
