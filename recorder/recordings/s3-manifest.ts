@@ -18,6 +18,11 @@ export interface UploadManifest {
   session: string;
   channel: number;
   parts: { n: number; etag: string; end: number }[];
+  /**
+   * Set by a replica about to salvage the upload (s3-salvage.ts): which one (`by`) and when (`at`, epoch
+   * ms). The uploader never writes it, so its next heartbeat (it was alive after all) clears it.
+   */
+  claim?: { by: string; at: number };
 }
 
 export function parseManifest(text: string): UploadManifest | undefined {
@@ -27,6 +32,8 @@ export function parseManifest(text: string): UploadManifest | undefined {
     for (const [i, p] of m.parts.entries()) {
       if (p?.n !== i + 1 || typeof p.etag !== 'string' || !Number.isSafeInteger(p.end) || p.end <= (i ? m.parts[i - 1].end : 0)) return undefined;
     }
+    // A malformed claim is no claim: the upload stays salvageable.
+    if (m.claim !== undefined && (typeof m.claim?.by !== 'string' || !Number.isSafeInteger(m.claim.at))) delete m.claim;
     return m;
   } catch {
     return undefined;

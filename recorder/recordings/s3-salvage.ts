@@ -6,6 +6,11 @@
  * running uploads belongs to a process that is gone: its upload is completed here from the parts the
  * manifest names, then the pending objects after them as the last part, and reported as stored
  * (`salvaged`). The recording is then what reached S3 before the loss: up to its last flush.
+ *
+ * Replicas sweep on their own clocks, and all of them at start: two may find the same stale manifest.
+ * The first to write its claim into the manifest and still read it there a moment later salvages it;
+ * the others see a fresh claim and leave it. Without that, both would complete the upload — S3 answers a
+ * repeated CompleteMultipartUpload with success — and the audit log would say `recording.stored` twice.
  */
 import crypto from 'node:crypto';
 import {
@@ -19,7 +24,7 @@ import {
   type CompletedPart,
   type S3Client,
 } from '@aws-sdk/client-s3';
-import { MANIFEST, PENDING, parseManifest } from './s3-manifest.ts';
+import { MANIFEST, PENDING, parseManifest, type UploadManifest } from './s3-manifest.ts';
 import type { UploadHooks } from './s3-report.ts';
 
 /** The recording store salvage works for (S3Recordings). */
@@ -34,6 +39,8 @@ export interface SalvageStore {
   /** An error as code + message, credentials cut out. */
   describe(e: unknown): { code: string; message: string };
   isUploading(key: string): boolean;
+  /** This process among the replicas sharing the bucket (a salvage claim names it). */
+  readonly replicaId: string;
   deletePrefix(prefix: string): Promise<void>;
   ranges(key: string, start: number, end: number): AsyncGenerator<Buffer>;
 }
@@ -82,6 +89,7 @@ async function salvageOne(s3: SalvageStore, key: string): Promise<boolean> {
     await dropManifest();
     return false;
   }
+  if (!(await claim(s3, manifestKey, m))) return false;
   const cleanUp = async () => {
     await s3.deletePrefix(`${key}${PENDING}`).catch(() => {});
     await dropManifest();
@@ -121,6 +129,28 @@ async function salvageOne(s3: SalvageStore, key: string): Promise<boolean> {
   await cleanUp();
   s3.hooks.stored?.({ sessionId: m.session, channel: m.channel, id, bucket, key, bytes, sha256: hash.digest('hex'), parts: Math.max(1, parts.length), failures: 0, salvaged: true });
   return true;
+}
+
+/**
+ * How long a claim is left to settle before it is read back: a replica that read the manifest before this
+ * one's claim landed writes its own within a request's time, and the last claim written wins.
+ */
+export const CLAIM_SETTLE_MS = 1000;
+
+/**
+ * Claim the salvage of an upload: false when another replica holds a claim younger than `salvage_after`
+ * (a claimant that died leaves a claim that ages out with the manifest), or when, after CLAIM_SETTLE_MS,
+ * the manifest no longer carries this replica's claim (another replica's came later, or the uploader
+ * was alive and rewrote it).
+ */
+async function claim(s3: SalvageStore, manifestKey: string, m: UploadManifest): Promise<boolean> {
+  if (m.claim && m.claim.by !== s3.replicaId && Date.now() - m.claim.at < s3.salvageAfterMs) return false;
+  const mine = { by: s3.replicaId, at: Date.now() };
+  const body = JSON.stringify({ ...m, claim: mine } satisfies UploadManifest);
+  await s3.request(() => s3.client.send(new PutObjectCommand({ Bucket: s3.opts.bucket, Key: manifestKey, Body: body, ContentType: 'application/json' })));
+  await new Promise((resolve) => setTimeout(resolve, CLAIM_SETTLE_MS));
+  const now = parseManifest((await getBytes(s3, manifestKey))?.toString('utf8') ?? '');
+  return now?.claim?.by === mine.by && now.claim.at === mine.at;
 }
 
 /** The recording's bytes from `from` on, as its pending objects hold them (up to the first gap). */

@@ -118,6 +118,8 @@ export class S3Recordings {
   private stopping = false;
   private salvageTimer?: NodeJS.Timeout;
   private salvaging?: Promise<number>;
+  /** Names this process in a salvage claim (s3-salvage.ts): random, nothing about the host in it. */
+  readonly replicaId = crypto.randomUUID();
   /** Strings never to let out in an error message, log line or event (the credentials). */
   private readonly secrets: string[];
 

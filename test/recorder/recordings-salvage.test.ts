@@ -40,9 +40,17 @@ function replica(prefix: string, o: Partial<S3StorageOptions> = {}, hooks: { sto
   );
 }
 
-/** An HTTP relay to s3rver that answers the requests `fault` picks with an S3 error document instead. */
-async function s3Relay(fault: (req: http.IncomingMessage) => { status: number; code: string; message: string } | undefined): Promise<{ endpoint: string; close(): Promise<void> }> {
+/**
+ * An HTTP relay to s3rver that answers the requests `fault` picks with an S3 error document instead;
+ * `answer` may answer a request itself (true), `seen` is shown each response s3rver gave.
+ */
+async function s3Relay(
+  fault: (req: http.IncomingMessage) => { status: number; code: string; message: string } | undefined,
+  answer?: (req: http.IncomingMessage, res: http.ServerResponse) => boolean,
+  seen?: (req: http.IncomingMessage, status: number, headers: http.IncomingHttpHeaders, body: Buffer) => void,
+): Promise<{ endpoint: string; close(): Promise<void> }> {
   const server = http.createServer((req, res) => {
+    if (answer?.(req, res)) return;
     const f = fault(req);
     if (f) {
       req.resume();
@@ -51,8 +59,19 @@ async function s3Relay(fault: (req: http.IncomingMessage) => { status: number; c
       return;
     }
     const up = http.request({ host: '127.0.0.1', port: s3.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
-      res.writeHead(r.statusCode ?? 502, r.headers);
-      r.pipe(res);
+      if (!seen) {
+        res.writeHead(r.statusCode ?? 502, r.headers);
+        r.pipe(res);
+        return;
+      }
+      const chunks: Buffer[] = [];
+      r.on('data', (c: Buffer) => chunks.push(c));
+      r.on('end', () => {
+        const body = Buffer.concat(chunks);
+        seen(req, r.statusCode ?? 502, r.headers, body);
+        res.writeHead(r.statusCode ?? 502, r.headers);
+        res.end(body);
+      });
     });
     up.on('error', () => res.destroy());
     req.pipe(up);
@@ -181,6 +200,40 @@ describe('salvaging the recording uploads of a lost replica', () => {
       await relay.close();
     }
   }, 30_000);
+
+  it('two replicas sweeping at once: one claims and salvages, the other leaves it (one recording.stored, even where S3 accepts a second completion)', async () => {
+    const { id, data } = await lostReplica('race/', '01JRACESESSION000000000001', PART + 1234);
+    // S3 answers a CompleteMultipartUpload repeated for an upload it completed with success (s3rver with
+    // an error): this relay replays the first success, so a second completion would go through as on S3.
+    const completed = new Map<string, { status: number; headers: http.IncomingHttpHeaders; body: Buffer }>();
+    const relay = await s3Relay(() => undefined, (req, res) => {
+      const m = req.method === 'POST' ? /[?&]uploadId=([^&]+)/.exec(req.url ?? '') : null;
+      const done = m ? completed.get(m[1]!) : undefined;
+      if (!done) return false;
+      req.resume();
+      res.writeHead(done.status, done.headers);
+      res.end(done.body);
+      return true;
+    }, (req, status, headers, body) => {
+      const m = req.method === 'POST' ? /[?&]uploadId=([^&]+)/.exec(req.url ?? '') : null;
+      if (m && status === 200) completed.set(m[1]!, { status, headers, body });
+    });
+    const stored: UploadReport[] = [];
+    const b = replica('race/', { endpoint: relay.endpoint }, { stored });
+    const c = replica('race/', { endpoint: relay.endpoint }, { stored });
+    try {
+      const later = Date.now() + 120_000;
+      const [nb, nc] = await Promise.all([b.salvageLost(later), c.salvageLost(later)]);
+      expect(nb + nc).toBe(1);
+      expect(stored).toEqual([expect.objectContaining({ sessionId: '01JRACESESSION000000000001', bytes: data.length, sha256: sha256(data), salvaged: true })]);
+      expect((await s3.get(`race/${id}`)).equals(data)).toBe(true);
+      expect(await s3.keys('race/')).toEqual([`race/${id}`]);
+    } finally {
+      await b.close(0);
+      await c.close(0);
+      await relay.close();
+    }
+  }, 60_000);
 
   it('a live upload keeps its manifest fresh and is never salvaged, by another replica or its own', async () => {
     // The live replica refreshes its manifest every quarter of salvage_after (here 0.75 s).
