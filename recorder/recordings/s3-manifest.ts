@@ -20,7 +20,7 @@ export interface UploadManifest {
   parts: { n: number; etag: string; end: number }[];
   /**
    * Set by a replica about to salvage the upload (s3-salvage.ts): which one (`by`) and when (`at`, epoch
-   * ms). The uploader never writes it, so its next heartbeat (it was alive after all) clears it.
+   * ms). The uploader never writes it: a heartbeat (it was alive after all) clears it.
    */
   claim?: { by: string; at: number };
 }
