@@ -59,40 +59,91 @@ export async function salvageLost(s3: SalvageStore, now: number): Promise<number
     }
     token = r.IsTruncated ? r.NextContinuationToken : undefined;
   } while (token);
+  // Ours and still running (their heartbeat could not be written, e.g. S3 was down): not lost.
+  const lost = stale.filter((key) => !s3.isUploading(key));
   let n = 0;
-  for (const key of stale) {
-    if (s3.isStopping) break;
-    // Ours and still running (its heartbeat could not be written, e.g. S3 was down): not lost.
-    if (s3.isUploading(key)) continue;
-    try {
-      if (await salvageOne(s3, key)) n++;
-    } catch (e) {
-      s3.hooks.warn?.('could not complete a recording upload a lost process left; trying again later', { key, ...s3.describe(e) });
+  // Claimed a batch at a time, with one settling pause per batch (not one per upload: a replica lost with
+  // a thousand sessions must not take a thousand seconds), and salvaged while the claims are young.
+  for (let i = 0; i < lost.length && !s3.isStopping; i += CLAIM_BATCH) {
+    const batch = lost.slice(i, i + CLAIM_BATCH);
+    const claims = await Promise.all(batch.map((key) => claim(s3, key).catch((e) => void warnFailed(s3, key, e))));
+    if (claims.some((c) => c !== undefined)) await new Promise((resolve) => setTimeout(resolve, CLAIM_SETTLE_MS));
+    for (const c of claims) {
+      if (c === undefined || s3.isStopping) continue;
+      try {
+        if (await salvageOne(s3, c)) n++;
+      } catch (e) {
+        warnFailed(s3, c.key, e);
+      }
     }
   }
   return n;
 }
 
-async function salvageOne(s3: SalvageStore, key: string): Promise<boolean> {
-  const { bucket, prefix } = s3.opts;
+function warnFailed(s3: SalvageStore, key: string, e: unknown): void {
+  s3.hooks.warn?.('could not complete a recording upload a lost process left; trying again later', { key, ...s3.describe(e) });
+}
+
+/** A lost upload this replica has written its claim for. */
+interface Claimed {
+  key: string;
+  mine: NonNullable<UploadManifest['claim']>;
+}
+
+/** Uploads claimed together before one settling pause (CLAIM_SETTLE_MS). */
+const CLAIM_BATCH = 32;
+
+/**
+ * How long claims are left to settle before they are read back: a replica that read a manifest before
+ * this one's claim landed writes its own within a request's time, and the last claim written wins.
+ */
+export const CLAIM_SETTLE_MS = 1000;
+
+/**
+ * Write this replica's claim into a lost upload's manifest. Undefined when there is nothing to claim: the
+ * manifest is gone (completed or salvaged meanwhile), does not describe the recording it sits beside
+ * (dropped, with a warning), or carries another replica's claim younger than `salvage_after` (a claimant
+ * that died leaves a claim that ages out with the manifest).
+ */
+async function claim(s3: SalvageStore, key: string): Promise<Claimed | undefined> {
   const manifestKey = key + MANIFEST;
-  const id = key.slice(prefix.length);
-  const dropManifest = () => s3.request(() => s3.client.send(new DeleteObjectCommand({ Bucket: bucket, Key: manifestKey }))).catch(() => {});
   const text = (await getBytes(s3, manifestKey))?.toString('utf8');
-  if (text === undefined) return false; // completed (or salvaged) meanwhile
+  if (text === undefined) return undefined;
   const m = parseManifest(text);
   // The manifest must describe the recording it sits beside: its session and channel are what the
   // recording.stored event will name.
-  const named = /^([A-Za-z0-9_-]+)\/ch(\d+)\.cast$/.exec(id);
+  const named = /^([A-Za-z0-9_-]+)\/ch(\d+)\.cast$/.exec(key.slice(s3.opts.prefix.length));
   if (!m || !named || named[1] !== m.session || Number(named[2]) !== m.channel) {
     s3.hooks.warn?.('ignoring an unreadable recording upload manifest in object storage', { key: manifestKey });
-    await dropManifest();
-    return false;
+    await dropManifest(s3, manifestKey);
+    return undefined;
   }
-  if (!(await claim(s3, manifestKey, m))) return false;
+  if (m.claim && m.claim.by !== s3.replicaId && Date.now() - m.claim.at < s3.salvageAfterMs) return undefined;
+  const mine = { by: s3.replicaId, at: Date.now() };
+  const body = JSON.stringify({ ...m, claim: mine } satisfies UploadManifest);
+  await s3.request(() => s3.client.send(new PutObjectCommand({ Bucket: s3.opts.bucket, Key: manifestKey, Body: body, ContentType: 'application/json' })));
+  return { key, mine };
+}
+
+function dropManifest(s3: SalvageStore, manifestKey: string): Promise<unknown> {
+  return s3.request(() => s3.client.send(new DeleteObjectCommand({ Bucket: s3.opts.bucket, Key: manifestKey }))).catch(() => {});
+}
+
+/**
+ * Salvage a claimed upload, if the manifest still carries this replica's claim after the pause (else
+ * another replica's claim came later, or the uploader was alive and rewrote it: false).
+ */
+async function salvageOne(s3: SalvageStore, c: Claimed): Promise<boolean> {
+  const { bucket, prefix } = s3.opts;
+  const { key } = c;
+  const manifestKey = key + MANIFEST;
+  const id = key.slice(prefix.length);
+  // Read again: the claim must still be this one, and what it describes is what is salvaged.
+  const m = parseManifest((await getBytes(s3, manifestKey))?.toString('utf8') ?? '');
+  if (!m || m.claim?.by !== c.mine.by || m.claim.at !== c.mine.at) return false;
   const cleanUp = async () => {
     await s3.deletePrefix(`${key}${PENDING}`).catch(() => {});
-    await dropManifest();
+    await dropManifest(s3, manifestKey);
   };
   // Completed, and lost before its manifest was deleted: nothing to salvage.
   if (await exists(s3, key)) {
@@ -116,7 +167,7 @@ async function salvageOne(s3: SalvageStore, key: string): Promise<boolean> {
     if (m.parts.length > 0) {
       // Its parts went with it: what is left (the pending tail) is not the recording's beginning.
       s3.hooks.failed?.({ sessionId: m.session, channel: m.channel, id, bucket, key, bytes: partsEnd + tail.length, failures: 1, phase: 'salvage', error: s3.describe(e) });
-      await dropManifest();
+      await dropManifest(s3, manifestKey);
       return false;
     }
     // No part was uploaded: the pending objects hold the whole recording.
@@ -129,28 +180,6 @@ async function salvageOne(s3: SalvageStore, key: string): Promise<boolean> {
   await cleanUp();
   s3.hooks.stored?.({ sessionId: m.session, channel: m.channel, id, bucket, key, bytes, sha256: hash.digest('hex'), parts: Math.max(1, parts.length), failures: 0, salvaged: true });
   return true;
-}
-
-/**
- * How long a claim is left to settle before it is read back: a replica that read the manifest before this
- * one's claim landed writes its own within a request's time, and the last claim written wins.
- */
-export const CLAIM_SETTLE_MS = 1000;
-
-/**
- * Claim the salvage of an upload: false when another replica holds a claim younger than `salvage_after`
- * (a claimant that died leaves a claim that ages out with the manifest), or when, after CLAIM_SETTLE_MS,
- * the manifest no longer carries this replica's claim (another replica's came later, or the uploader
- * was alive and rewrote it).
- */
-async function claim(s3: SalvageStore, manifestKey: string, m: UploadManifest): Promise<boolean> {
-  if (m.claim && m.claim.by !== s3.replicaId && Date.now() - m.claim.at < s3.salvageAfterMs) return false;
-  const mine = { by: s3.replicaId, at: Date.now() };
-  const body = JSON.stringify({ ...m, claim: mine } satisfies UploadManifest);
-  await s3.request(() => s3.client.send(new PutObjectCommand({ Bucket: s3.opts.bucket, Key: manifestKey, Body: body, ContentType: 'application/json' })));
-  await new Promise((resolve) => setTimeout(resolve, CLAIM_SETTLE_MS));
-  const now = parseManifest((await getBytes(s3, manifestKey))?.toString('utf8') ?? '');
-  return now?.claim?.by === mine.by && now.claim.at === mine.at;
 }
 
 /** The recording's bytes from `from` on, as its pending objects hold them (up to the first gap). */
