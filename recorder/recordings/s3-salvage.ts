@@ -118,7 +118,8 @@ async function claim(s3: SalvageStore, key: string): Promise<Claimed | undefined
     await dropManifest(s3, manifestKey);
     return undefined;
   }
-  if (m.claim && m.claim.by !== s3.replicaId && Date.now() - m.claim.at < s3.salvageAfterMs) return undefined;
+  // A claim dated further ahead than salvage_after is no claim: it would hold the upload for ever.
+  if (m.claim && m.claim.by !== s3.replicaId && Math.abs(Date.now() - m.claim.at) < s3.salvageAfterMs) return undefined;
   const mine = { by: s3.replicaId, at: Date.now() };
   const body = JSON.stringify({ ...m, claim: mine } satisfies UploadManifest);
   await s3.request(() => s3.client.send(new PutObjectCommand({ Bucket: s3.opts.bucket, Key: manifestKey, Body: body, ContentType: 'application/json' })));

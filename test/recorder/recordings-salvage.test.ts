@@ -235,6 +235,36 @@ describe('salvaging the recording uploads of a lost replica', () => {
     }
   }, 60_000);
 
+  it("another replica's claim: a fresh one is left alone, one that aged out or is dated ahead is taken over", async () => {
+    const one = await lostReplica('claims/', '01JCLAIMSESSION00000000001', 2500);
+    const two = await lostReplica('claims/', '01JCLAIMSESSION00000000002', 3500);
+    const withClaim = async (id: string, at: number) => {
+      const key = `claims/${id}.upload`;
+      const m = JSON.parse((await s3.get(key)).toString()) as Record<string, unknown>;
+      await s3.client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: key, Body: JSON.stringify({ ...m, claim: { by: 'another-replica', at } }) }));
+    };
+    const stored: UploadReport[] = [];
+    const b = replica('claims/', {}, { stored });
+    try {
+      const later = Date.now() + 120_000;
+      await withClaim(one.id, Date.now());
+      await withClaim(two.id, Date.now());
+      expect(await b.salvageLost(later)).toBe(0);
+      // Older than salvage_after (60 s): its claimant is gone. Dated a year ahead (a wrong clock, or a
+      // hostile write): it would hold the upload for ever.
+      await withClaim(one.id, Date.now() - 61_000);
+      await withClaim(two.id, Date.now() + 365 * 86_400_000);
+      expect(await b.salvageLost(later)).toBe(2);
+      expect(stored.map((r) => [r.sessionId, r.bytes, r.sha256]).sort()).toEqual([
+        ['01JCLAIMSESSION00000000001', one.data.length, sha256(one.data)],
+        ['01JCLAIMSESSION00000000002', two.data.length, sha256(two.data)],
+      ]);
+      expect(await s3.keys('claims/')).toEqual([`claims/${one.id}`, `claims/${two.id}`]);
+    } finally {
+      await b.close(0);
+    }
+  }, 60_000);
+
   it('a live upload keeps its manifest fresh and is never salvaged, by another replica or its own', async () => {
     // The live replica refreshes its manifest every quarter of salvage_after (here 0.75 s).
     const a = replica('live/', { salvageAfterMs: 3000 });
