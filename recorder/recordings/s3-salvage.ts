@@ -97,7 +97,7 @@ const CLAIM_BATCH = 32;
  * How long claims are left to settle before they are read back: a replica that read a manifest before
  * this one's claim landed writes its own within a request's time, and the last claim written wins.
  */
-export const CLAIM_SETTLE_MS = 1000;
+const CLAIM_SETTLE_MS = 1000;
 
 /**
  * Write this replica's claim into a lost upload's manifest. Undefined when there is nothing to claim: the
