@@ -32,16 +32,9 @@ export function cpuOf(pid: number, children = false): number {
 export function threadSplit(): { main: number; other: number } {
   let main = 0;
   let other = 0;
-  for (const t of fs.readdirSync('/proc/self/task')) {
-    try {
-      const stat = fs.readFileSync(`/proc/self/task/${t}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      const us = (Number(f[11]) + Number(f[12])) * TICK_US;
-      if (Number(t) === process.pid) main += us;
-      else other += us;
-    } catch {
-      // The thread ended meanwhile.
-    }
+  for (const [k, t] of threadTimes()) {
+    if (k.startsWith('main:')) main += t.user + t.sys;
+    else other += t.user + t.sys;
   }
   return { main, other };
 }
