@@ -206,7 +206,7 @@ export class S3Recordings {
 
   /**
    * Gateway: complete the uploads lost replicas left behind — now, then every half of `salvage_after`.
-   * Every replica sweeps; two finding the same upload at once complete it alike (the second finds it done).
+   * Every replica sweeps; two finding the same upload at once settle it by a claim in its manifest.
    */
   startSalvage(): void {
     if (this.salvageTimer || this.stopping) return;
