@@ -265,6 +265,26 @@ describe('salvaging the recording uploads of a lost replica', () => {
     }
   }, 60_000);
 
+  it('a malformed claim (wrong types, missing fields) counts as none: the upload is salvaged', async () => {
+    const lost = await Promise.all(['01JBADCLAIMSESSION00000001', '01JBADCLAIMSESSION00000002', '01JBADCLAIMSESSION00000003'].map((sid, i) => lostReplica('badclaim/', sid, 1000 + i * 700)));
+    const claims: unknown[] = [{ by: 42, at: Date.now() }, { by: 'another-replica', at: 'now' }, 'claimed'];
+    for (const [i, { id }] of lost.entries()) {
+      const key = `badclaim/${id}.upload`;
+      const m = JSON.parse((await s3.get(key)).toString()) as Record<string, unknown>;
+      await s3.client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: key, Body: JSON.stringify({ ...m, claim: claims[i] }) }));
+    }
+    const stored: UploadReport[] = [];
+    const b = replica('badclaim/', {}, { stored });
+    try {
+      expect(await b.salvageLost(Date.now() + 120_000)).toBe(3);
+      for (const { id, data } of lost) expect((await s3.get(`badclaim/${id}`)).equals(data)).toBe(true);
+      expect(stored).toHaveLength(3);
+      expect(await s3.keys('badclaim/')).toEqual(lost.map(({ id }) => `badclaim/${id}`).sort());
+    } finally {
+      await b.close(0);
+    }
+  }, 60_000);
+
   it('a live upload keeps its manifest fresh and is never salvaged, by another replica or its own', async () => {
     // The live replica refreshes its manifest every quarter of salvage_after (here 0.75 s).
     const a = replica('live/', { salvageAfterMs: 3000 });
