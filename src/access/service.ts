@@ -175,7 +175,13 @@ export class AccessService {
       const details = { ...describe(rec), comment: opts.comment, approvals: rec.approvals.map((a) => a.by), approvals_required: role!.approvals_required };
       if (final) {
         await this.emitOrUndo(rec, 'access.approved', actor, { ...details, break_glass: false }, async () => {
-          await this.deps.store.updateAccess(id, () => before);
+          // Take back this approval only while the grant is still the one it made: a copy read before it
+          // would also undo what others did meanwhile (another replica's revocation would be revived).
+          await this.deps.store.updateAccess(id, (cur) =>
+            cur.state === 'active' && cur.decidedBy === actor.user && cur.grantedAt === rec.grantedAt
+              ? { ...cur, state: 'pending', approvals: cur.approvals.filter((a) => a.by !== actor.user), grantedAt: undefined, expiresAt: undefined, decidedBy: undefined }
+              : cur,
+          );
         });
       } else {
         await this.emit('access.approval', actor, rec, details);

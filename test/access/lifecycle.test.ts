@@ -233,4 +233,45 @@ describe('access lifecycle', () => {
     await expect(env.access.approve(bob, req.id)).rejects.toThrow('write failed');
     expect((await env.store.getAccess(req.id))!.state).toBe('pending');
   });
+
+  it('taking back an approval that could not be recorded keeps what others did meanwhile (a revocation stays)', async () => {
+    env = await accessEnv();
+    const req = await env.access.request(alice, { role: 'prod-dba', reason: 'x' });
+    const append = env.sink.append.bind(env.sink);
+    let failApproved!: (e: Error) => void;
+    let approvedPending!: () => void;
+    const approvedSeen = new Promise<void>((r) => (approvedPending = r));
+    env.sink.append = async (e) => {
+      if (e.type !== 'access.approved') return append(e);
+      approvedPending();
+      return new Promise((_, reject) => (failApproved = reject));
+    };
+    const approving = env.access.approve(bob, req.id);
+    await approvedSeen;
+    // While bob's approval waits for the log, the grant is revoked (another replica, an admin).
+    await env.access.revoke(admin, req.id, { reason: 'incident over' });
+    failApproved(new Error('write failed'));
+    await expect(approving).rejects.toThrow('write failed');
+    const now = (await env.store.getAccess(req.id))!;
+    expect(now.state).toBe('revoked');
+    expect(env.of('access.revoked')).toHaveLength(1);
+  });
+
+  it('taking back the approval that could not be recorded removes only that approval', async () => {
+    env = await accessEnv();
+    const req = await env.access.request(alice, { role: 'prod-root', reason: 'x' });
+    await env.access.approve(bob, req.id);
+    const append = env.sink.append.bind(env.sink);
+    env.sink.append = async (e) => {
+      if (e.type === 'access.approved') throw new Error('write failed');
+      return append(e);
+    };
+    const erin = actor('erin', ['sre-lead']);
+    await expect(env.access.approve(erin, req.id)).rejects.toThrow('write failed');
+    const now = (await env.store.getAccess(req.id))!;
+    expect(now.state).toBe('pending');
+    expect(now.approvals.map((a) => a.by)).toEqual(['bob']);
+    expect(now.grantedAt).toBeUndefined();
+    expect(now.expiresAt).toBeUndefined();
+  });
 });
