@@ -17,6 +17,8 @@ export class AccessRefusedError extends VigilError {
 
 export const refused = {
   reasonRequired: (what: string) => new AccessRefusedError('VIGIL_REASON_REQUIRED', 'invalid', `A reason is required to ${what}.`),
+  badText: (field: string) =>
+    new AccessRefusedError('VIGIL_BAD_TEXT', 'invalid', `The ${field} contains control characters or malformed Unicode; write it as plain text.`),
   unknownRole: (role: string) => new AccessRefusedError('VIGIL_UNKNOWN_ROLE', 'invalid', `No role "${role}" is configured.`),
   notRequestable: (role: string) =>
     new AccessRefusedError('VIGIL_NOT_REQUESTABLE', 'invalid', `Role "${role}" cannot be requested: it has no approvers.`),

@@ -102,8 +102,7 @@ export class AccessService {
     const subject = { user, role: input.role, targets: input.targets ?? [] };
     return this.refusing(actor, action, `user/${user}`, subject, async () => {
       this.ensureAuditable();
-      const reason = (input.reason ?? '').trim();
-      if (!reason) throw refused.reasonRequired(input.breakGlass ? 'use break-glass access' : 'request access');
+      const reason = requireReason(input.reason, input.breakGlass ? 'use break-glass access' : 'request access');
       if (input.breakGlass) {
         if (!this.policy.break_glass) throw refused.breakGlassDisabled();
         if (user !== actor.user) throw refused.breakGlassForOthers();
@@ -159,6 +158,7 @@ export class AccessService {
   async approve(actor: Actor, id: string, opts: { comment?: string } = {}): Promise<AccessRecord> {
     return this.refusing(actor, 'approve', `grant/${id}`, { request_id: id }, async () => {
       this.ensureAuditable();
+      if (opts.comment !== undefined && !plainText(opts.comment)) throw refused.badText('comment');
       const before = await this.mustGet(id);
       const role = this.roles.get(before.role);
       let final = false;
@@ -193,8 +193,7 @@ export class AccessService {
   async deny(actor: Actor, id: string, opts: { reason: string }): Promise<AccessRecord> {
     return this.refusing(actor, 'deny', `grant/${id}`, { request_id: id }, async () => {
       this.ensureAuditable();
-      const reason = (opts.reason ?? '').trim();
-      if (!reason) throw refused.reasonRequired('deny a request');
+      const reason = requireReason(opts.reason, 'deny a request');
       await this.mustGet(id);
       const now = this.now();
       const rec = await this.deps.store.updateAccess(id, (cur) => {
@@ -235,8 +234,7 @@ export class AccessService {
   async revoke(actor: Actor, id: string, opts: { reason: string }): Promise<AccessRecord> {
     return this.refusing(actor, 'revoke', `grant/${id}`, { request_id: id }, async () => {
       this.ensureAuditable();
-      const reason = (opts.reason ?? '').trim();
-      if (!reason) throw refused.reasonRequired('revoke a grant');
+      const reason = requireReason(opts.reason, 'revoke a grant');
       const before = await this.mustGet(id);
       if (before.user !== actor.user && !this.isAdmin(actor) && !this.isApproverOf(actor, before.role)) throw refused.mayNotRevoke();
       const now = this.now();
@@ -343,8 +341,8 @@ export class AccessService {
     return this.refusing(actor, 'lock', `user/${input.user}`, { user: input.user }, async () => {
       this.ensureAuditable();
       if (!this.isAdmin(actor)) throw refused.notAdmin('lock users');
-      const reason = (input.reason ?? '').trim();
-      if (!reason) throw refused.reasonRequired('lock a user');
+      const reason = requireReason(input.reason, 'lock a user');
+      if (!plainText(input.user)) throw refused.badText('user name');
       const now = this.now();
       const lock: LockRecord = { kind: 'user', name: input.user, reason, by: actor.user, createdAt: iso(now) };
       if (input.ttlMs !== undefined) lock.expiresAt = iso(now + input.ttlMs);
@@ -441,6 +439,25 @@ export class AccessService {
 }
 
 class NotDue extends Error {}
+
+/**
+ * Free text a person typed (reasons, comments): kept as written, but never control characters (NUL, escape
+ * sequences that would rewrite a terminal showing the audit log) or lone surrogates. PostgreSQL refuses NUL
+ * and malformed Unicode outright, so without this check one replica's store would accept what another's
+ * refuses; now both refuse it the same way, with a message the requester can act on.
+ */
+const NOT_PLAIN = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+function plainText(s: string): boolean {
+  return !NOT_PLAIN.test(s);
+}
+
+function requireReason(value: string | undefined, what: string): string {
+  const reason = (value ?? '').trim();
+  if (!reason) throw refused.reasonRequired(what);
+  if (!plainText(reason)) throw refused.badText('reason');
+  return reason;
+}
 
 /**
  * Four-eyes: the person who filed a request and the person it grants access to are both parties to it,

@@ -50,6 +50,9 @@ export function errorResponse(e: unknown): { status: number; code: string; messa
   if (e instanceof AccessRefusedError) return { status: REFUSAL_STATUS[e.kind], code: e.code, message: e.message };
   if (e instanceof AuditUnavailableError) return { status: 503, code: e.code, message: 'The audit log cannot be written, so changes are refused.' };
   if (e instanceof StoreUnavailableError) return { status: 503, code: e.code, message: 'The state store cannot be reached, so access changes are refused; try again shortly.' };
+  // The store's own refusal names where the store is (host, database): for the gateway's log (500s are
+  // logged), not for the caller, whose input was already checked before it reached the store.
+  if (e instanceof VigilError && e.code === 'VIGIL_STORE_ERROR') return { status: 500, code: e.code, message: 'The state store refused the change; the gateway log has the details.' };
   if (e instanceof VigilError) return { status: e.code === 'VIGIL_NOT_FOUND' ? 404 : 400, code: e.code, message: e.message };
   return { status: 500, code: 'VIGIL_INTERNAL', message: 'Internal error.' };
 }
