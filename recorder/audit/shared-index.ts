@@ -7,7 +7,7 @@ import type { AuditEvent } from '../../src/events/envelope.ts';
 import type { AuditChainStore, IndexedAuditRow, SharedAuditQuery } from '../../src/store/types.ts';
 import { keyId, recordHash } from './record.ts';
 import { canonicalJson } from './canonical.ts';
-import { ChainDivergedError, SignedRecordReader } from './signed-reader.ts';
+import { ChainDivergedError, SignedRecordReader, durableSignedSeq, type PurgedGap } from './signed-reader.ts';
 import { chainHeadSeq } from './search-index.ts';
 
 /**
@@ -62,9 +62,11 @@ export interface LocalChain {
 
 export interface SyncResult {
   added: number;
-  /** Everything signed on disk is in the index. */
+  /** Everything durable and signed on disk (up to head.json) is in the index. */
   caughtUp: boolean;
   diverged?: { seq: number; problem: string };
+  /** Records a retention purge removed from the chain before they were indexed (gone by policy, never copied). */
+  purged?: PurgedGap;
 }
 
 /**
@@ -93,6 +95,8 @@ export function purgedThroughOf(r: IndexedAuditRow): number | undefined {
 export class SharedIndexer {
   private readonly reader: SignedRecordReader;
   private head?: { seq: number; hash: string };
+  /** The head last seen in the database: kept while `head` is forgotten (an error, a conflict, diverged). */
+  private lastSeq = 0;
   private registered = false;
   diverged?: { seq: number; problem: string };
 
@@ -100,12 +104,15 @@ export class SharedIndexer {
     private readonly chains: AuditChainStore,
     private readonly local: LocalChain,
   ) {
-    this.reader = new SignedRecordReader(local.auditDir);
+    this.reader = new SignedRecordReader(local.auditDir, local.publicKeyPem);
   }
 
-  /** Highest seq known to be in the shared index (0 before the first successful sync). */
+  /**
+   * Highest seq known to be in the shared index (0 before the database was first reached). After an error
+   * the last one seen: the rows are still there, and lag must not jump to the whole chain for a blip.
+   */
   get indexedSeq(): number {
-    return this.head?.seq ?? 0;
+    return this.head?.seq ?? this.lastSeq;
   }
 
   /** Forget the cached head and registration (after an error or a reset elsewhere). */
@@ -125,6 +132,7 @@ export class SharedIndexer {
     for (let conflicts = 0; res.added < maxRecords; ) {
       if (!this.head) {
         const info = await this.chains.chain(this.local.replica);
+        this.lastSeq = info?.indexedSeq ?? 0;
         if (info?.diverged) {
           this.diverged = info.diverged;
           return { ...res, diverged: info.diverged };
@@ -147,19 +155,28 @@ export class SharedIndexer {
         return this.markDiverged(res, e);
       }
       if (read.records.length === 0 || !read.end) {
+        // A purge gap with nothing signed after it yet waits for the next checkpoint: the rows below the
+        // cut go in the transaction that adds the first records after it (the head must stay on a row).
         res.caughtUp = true;
         return res;
       }
       const rows: IndexedAuditRow[] = read.records.map((r) => ({ replica: this.local.replica, seq: r.seq, prev: r.prev, hash: r.hash, eventJson: r.eventJson }));
-      const out = await this.chains.appendRows(this.local.replica, this.head, rows, chainHeadSeq(this.local.auditDir), { pruneThrough: purgedThrough(rows) });
+      // Past a purge gap the rows below the cut go in the same transaction, as the purge removed them from
+      // the chain: the index then starts where the chain does (its audit.purged event follows, and verify
+      // accepts the cut once it is in).
+      const through = Math.max(purgedThrough(rows) ?? 0, read.purged?.through ?? 0);
+      const out = await this.chains.appendRows(this.local.replica, this.head, rows, chainHeadSeq(this.local.auditDir), { pruneThrough: through || undefined });
       if (!out.ok) {
         // Another process (a CLI search, reindex) moved the head: start again from where it is now.
         this.head = undefined;
+        this.lastSeq = out.seq;
         if (++conflicts > 3) return res;
         continue;
       }
       this.head = { seq: out.seq, hash: out.hash };
+      this.lastSeq = out.seq;
       this.reader.advance(read.end);
+      if (read.purged) res.purged = { from: res.purged?.from ?? read.purged.from, through: read.purged.through };
       res.added += rows.length;
       if (yieldBetween) await new Promise<void>((r) => setImmediate(r));
     }
@@ -181,7 +198,10 @@ export interface SharedIndexLag {
   chainSeq: number;
   /** Records on disk not yet in the shared index (includes the few not yet signed by a checkpoint). */
   lagEvents: number;
-  /** Seconds since the index last held every signed record of this chain (0 while it does). */
+  /**
+   * Seconds since the index last held every durable signed record of this chain (0 while it does): grows
+   * while the follower is failing, diverged or stuck, whatever its syncs say.
+   */
   lagSeconds: number;
   /** 0 while the last sync failed (database unreachable) or the chain diverged. */
   up: boolean;
@@ -219,16 +239,33 @@ export function startSharedIndexFollower(o: SharedIndexFollowerOptions): SharedI
   let up = false;
   let caughtUpAt = Date.now();
   const log = o.log.child({ replica: o.replica });
+  /**
+   * Whether the index holds every record the writer has made durable and signed (head.json), from the
+   * index's head rather than from what a sync returned: a sync that finds nothing to read (a reader
+   * stuck in front of a gap) is not caught up.
+   */
+  const holdsSigned = (): boolean => {
+    try {
+      if (indexer.diverged || indexer.indexedSeq < durableSignedSeq(o.auditDir)) return false;
+    } catch {
+      return false; // head.json unreadable: the sync says why
+    }
+    caughtUpAt = Date.now();
+    return true;
+  };
   const run = async (): Promise<SyncResult> => {
     try {
       const res = await indexer.sync(o.batch, Infinity, true);
+      holdsSigned();
+      if (res.purged) {
+        log.warn({ from: res.purged.from, through: res.purged.through }, 'shared audit index: records were purged by retention before they were indexed; the index continues after the purge (they are gone from this chain by policy, see its audit.purged event)');
+      }
       if (res.diverged) {
         if (up || !failing) log.error({ seq: res.diverged.seq, problem: res.diverged.problem }, 'shared audit index: this chain diverged from what is indexed; indexing stopped (`vigil audit verify`, then `vigil audit reindex`)');
         up = false;
         failing = true;
         return res;
       }
-      if (res.caughtUp) caughtUpAt = Date.now();
       if (failing) log.info('shared audit index: indexing again');
       failing = false;
       up = true;
@@ -254,7 +291,7 @@ export function startSharedIndexFollower(o: SharedIndexFollowerOptions): SharedI
       const lagEvents = Math.max(0, chainSeq - indexer.indexedSeq);
       return {
         replica: o.replica, indexedSeq: indexer.indexedSeq, chainSeq, lagEvents,
-        lagSeconds: lagEvents > 0 ? Math.max(0, (Date.now() - caughtUpAt) / 1000) : 0,
+        lagSeconds: holdsSigned() ? 0 : Math.max(0, (Date.now() - caughtUpAt) / 1000),
         up: up && !indexer.diverged, diverged: indexer.diverged !== undefined,
       };
     },

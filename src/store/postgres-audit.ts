@@ -149,7 +149,10 @@ export class PgAuditChains implements AuditChainStore {
     else if (q.hideCheckpoints) where.push(`type IS DISTINCT FROM 'audit.checkpoint'`);
     if (q.since !== undefined) where.push(`"time" COLLATE "C" >= ${p(q.since)}`);
     if (q.until !== undefined) where.push(`"time" COLLATE "C" <= ${p(q.until)}`);
-    if (q.text !== undefined) where.push(`body @@ websearch_to_tsquery('simple', ${p(q.text)})`);
+    if (q.text !== undefined) {
+      const tsq = textQuery(q.text);
+      where.push(tsq === undefined ? 'false' : `body @@ to_tsquery('simple', ${p(tsq)})`);
+    }
     if (q.after) {
       const [t, r, n] = [p(q.after.time), p(q.after.replica), p(q.after.seq)];
       where.push(`("time" COLLATE "C" > ${t} OR ("time" = ${t} AND (replica COLLATE "C" > ${r} OR (replica = ${r} AND seq > ${n}))))`);
@@ -211,6 +214,54 @@ interface RowColumns {
 /** PostgreSQL text cannot hold NUL: filter columns lose it (the event text keeps it, JSON-escaped). */
 const text = (v: unknown): string | null => (typeof v === 'string' ? v.replaceAll('\0', '') : v === undefined || v === null ? null : JSON.stringify(v).replaceAll('\0', ''));
 
+/**
+ * The words of a text as the local index (SQLite FTS5, unicode61) sees them: runs of letters and digits,
+ * everything else a separator. PostgreSQL's parser would keep `public.users` (a host) or `/etc/passwd` (a
+ * path) as one token, so `users` would find a record locally and not here. Rows indexed before this
+ * keep their old tokens until `vigil audit reindex` on their replica.
+ */
+export function textWords(text: string): string[] {
+  return text.split(/[^\p{L}\p{N}\p{M}\p{Co}]+/u).filter(Boolean);
+}
+
+/**
+ * A `--text` query (the FTS5 syntax the local search takes: words, "exact phrase", prefix*, AND/OR/NOT,
+ * -word) as a to_tsquery expression over the same words: a word with punctuation inside is the phrase of
+ * its parts, as FTS5 reads it quoted. Undefined when nothing in it is a word (matches nothing).
+ */
+export function textQuery(text: string): string | undefined {
+  const out: string[] = [];
+  let op: '&' | '|' = '&';
+  let not = false;
+  for (const m of text.matchAll(/(-?)"([^"]*)"?(\*?)|[^\s"]+/g)) {
+    let term: string;
+    let prefix: boolean;
+    if (m[2] !== undefined) {
+      [term, prefix, not] = [m[2], m[3] === '*', not || m[1] === '-'];
+    } else {
+      term = m[0];
+      if (term === 'OR' || term === 'or') {
+        if (out.length) op = '|';
+        continue;
+      }
+      if (term === 'AND') continue;
+      if (term === 'NOT') {
+        not = true;
+        continue;
+      }
+      if (term.startsWith('-')) [term, not] = [term.slice(1), true];
+      prefix = term.endsWith('*');
+    }
+    const words = textWords(term);
+    if (words.length === 0) continue;
+    const lexemes = words.map((w, i) => `'${w}'${prefix && i === words.length - 1 ? ':*' : ''}`);
+    const operand = `${not ? '!' : ''}${lexemes.length > 1 ? `(${lexemes.join(' <-> ')})` : lexemes[0]}`;
+    out.push(...(out.length ? [op, operand] : [operand]));
+    [op, not] = ['&', false];
+  }
+  return out.length ? out.join(' ') : undefined;
+}
+
 /** tsvector has a size limit (1 MiB): the searchable text of one record is cut well below it. */
 const MAX_BODY = 256 * 1024;
 
@@ -220,7 +271,7 @@ function columnsOf(r: IndexedAuditRow): RowColumns {
   if (body !== null && body.length > MAX_BODY) body = body.slice(0, MAX_BODY);
   return {
     seq: r.seq, prev: r.prev, hash: r.hash, time: text(e.time), type: text(e.type), user: text(e.actor?.user), target: text(e.target?.name),
-    session: text(e.session_id), outcome: text(e.outcome), event: r.eventJson, body: body === null ? null : body.replaceAll('\0', ''),
+    session: text(e.session_id), outcome: text(e.outcome), event: r.eventJson, body: body === null ? null : textWords(body).join(' '),
   };
 }
 
