@@ -34,6 +34,7 @@ export function startAccessEnforcement(services: GatewayServices, opts: { expire
   const { store, sessions, log } = services;
   const access = new AccessService({ config: services.config, store, events: services.events });
   let running: Promise<void> | undefined;
+  let sweeping: Promise<void> | undefined;
   let stopped = false;
 
   async function cutSessions(): Promise<void> {
@@ -64,35 +65,59 @@ export function startAccessEnforcement(services: GatewayServices, opts: { expire
     }
   }
 
-  /** Since when passes have been failing (a shared store that went away fails every pass, 4 a second). */
-  let failingSince: number | undefined;
-  let lastWarned = 0;
+  /** Logs a loop's failures at once, then every 30 s while they last (a store gone away fails 4 times a second). */
+  function failures(what: { failed: string; recovered: string }) {
+    let failingSince: number | undefined;
+    let lastWarned = 0;
+    return {
+      ok() {
+        if (failingSince !== undefined) log.info({ failed_for_ms: Date.now() - failingSince }, what.recovered);
+        failingSince = undefined;
+      },
+      failed(e: unknown) {
+        const now = Date.now();
+        failingSince ??= now;
+        if (now - lastWarned >= 30_000 || failingSince === now) {
+          lastWarned = now;
+          log.warn({ err: (e as Error).message, failing_for_ms: now - failingSince }, what.failed);
+        }
+      },
+    };
+  }
+  const passFailures = failures({ failed: 'access enforcement pass failed; retrying', recovered: 'access enforcement passes succeed again' });
+  const sweepFailures = failures({ failed: 'access expiry sweep failed; retrying', recovered: 'access expiry sweeps succeed again' });
+
+  async function sweep(): Promise<void> {
+    try {
+      await access.expireDue(LOCAL_SOURCE);
+      sweepFailures.ok();
+    } catch (e) {
+      sweepFailures.failed(e);
+    }
+  }
 
   async function pass(): Promise<void> {
     try {
       await store.refresh();
-      if (expire) await access.expireDue(LOCAL_SOURCE);
+      // The sweep runs beside the cut, never before it: it waits on row locks (another replica or an open
+      // psql transaction may hold one, up to the store's lock timeout), and cutting a revoked or locked
+      // session must not wait for that. A session on an ended grant is cut by its time, swept or not.
+      if (expire) sweeping ??= sweep().finally(() => (sweeping = undefined));
       await cutSessions();
-      if (failingSince !== undefined) log.info({ failed_for_ms: Date.now() - failingSince }, 'access enforcement passes succeed again');
-      failingSince = undefined;
+      passFailures.ok();
     } catch (e) {
-      const now = Date.now();
-      failingSince ??= now;
-      // Say it at once, then every 30 s while it lasts, not on every retry.
-      if (now - lastWarned >= 30_000 || failingSince === now) {
-        lastWarned = now;
-        log.warn({ err: (e as Error).message, failing_for_ms: now - failingSince }, 'access enforcement pass failed; retrying');
-      }
+      passFailures.failed(e);
     }
   }
 
-  /** One pass at a time: a tick while a pass is in flight joins it. */
-  function tick(): Promise<void> {
-    if (stopped) return Promise.resolve();
+  /** One pass (and one sweep) at a time: a tick while one is in flight joins it. */
+  async function tick(): Promise<void> {
+    if (stopped) return;
     running ??= pass().finally(() => {
       running = undefined;
     });
-    return running;
+    await running;
+    await sweeping;
   }
 
   const timer = setInterval(() => void tick(), ENFORCEMENT_INTERVAL_MS);
@@ -105,6 +130,7 @@ export function startAccessEnforcement(services: GatewayServices, opts: { expire
       stopped = true;
       clearInterval(timer);
       await running;
+      await sweeping;
     },
     tick,
   };

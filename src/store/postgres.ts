@@ -18,6 +18,23 @@ export interface PostgresStoreOptions {
   reconnectMs?: number;
 }
 
+/** Client-side bound on any statement; the server-side bounds below are chosen to fire first. */
+const QUERY_TIMEOUT_MS = 15_000;
+/**
+ * Server-side bounds on every store connection. Without them a row lock held elsewhere (a replica cut off
+ * mid-transaction, an operator's open psql transaction) keeps our backend queued after the client gave up
+ * at QUERY_TIMEOUT_MS: ROLLBACK then times out too, the client is discarded, and the backend stays waiting
+ * on the lock: one leaked connection per attempt. With them the server cancels first, so the connection
+ * comes back usable. Our transactions hold row locks for milliseconds: a wait of seconds means someone
+ * else is stuck (lock_timeout counts per lock: a busy row is waited for as a tuple lock, then as its
+ * holder's transaction, so a statement may wait twice this). And our own transaction left open by a
+ * replica that lost its network is ended by the server, releasing its locks for the others.
+ */
+const SERVER_BOUNDS = { lock_timeout: 2_000, statement_timeout: 10_000, idle_in_transaction_session_timeout: 10_000 };
+/** The listener only receives: this often it sends a round trip, so a silent (half-open) connection is found. */
+const LISTENER_PING_MS = 5_000;
+const LISTENER_PING_TIMEOUT_MS = 3_000;
+
 /** Errors that mean "the database is not there" rather than "this statement is wrong". */
 function isUnavailable(e: unknown): boolean {
   const code = (e as { code?: unknown }).code;
@@ -50,6 +67,7 @@ export class PostgresStateStore implements StateStore {
   private changed = false;
   private listener?: pg.Client;
   private reconnectTimer?: NodeJS.Timeout;
+  private pingTimer?: NodeJS.Timeout;
   private reconcileTimer?: NodeJS.Timeout;
   private closed = false;
   /** When refresh() last reloaded on its own because the listener was down. */
@@ -76,19 +94,24 @@ export class PostgresStateStore implements StateStore {
     const store = new PostgresStateStore(opts);
     try {
       const client = await store.pool.connect().catch((e) => Promise.reject(store.fail(e)));
-      let lost = false;
-      const onError = () => (lost = true); // see updateAccess
+      const onError = () => {}; // see updateAccess; the client is discarded below either way
       client.on('error', onError);
       try {
+        // Migrating may wait long on purpose: replicas starting together queue on its advisory lock while the
+        // first migrates, and a migration may rewrite a big table. Only query_timeout bounds it, as before;
+        // the connection is discarded afterwards rather than pooled without its server-side bounds.
+        await client.query('SET lock_timeout = 0; SET statement_timeout = 0');
         const { applied, current } = await migrate(client, opts.schema);
         if (applied.length) store.log.info({ applied }, 'state store schema migrated');
         if (current > LATEST_VERSION) store.log.warn({ current, known: LATEST_VERSION }, 'state store schema is newer than this vigil; running anyway');
       } finally {
         client.off('error', onError);
-        client.release(lost);
+        client.release(true);
       }
-      await store.load();
+      // Listen first, then load: a change committed between the two is then in the load or announced.
       await store.listen();
+      store.gen++;
+      await store.catchUp();
     } catch (e) {
       await store.close();
       throw store.fail(e);
@@ -99,7 +122,16 @@ export class PostgresStateStore implements StateStore {
   }
 
   private clientConfig(): pg.ClientConfig {
-    return { connectionString: this.opts.url, application_name: 'vigil', connectionTimeoutMillis: 5_000, query_timeout: 15_000, keepAlive: true };
+    return {
+      connectionString: this.opts.url,
+      application_name: 'vigil',
+      connectionTimeoutMillis: 5_000,
+      query_timeout: QUERY_TIMEOUT_MS,
+      ...SERVER_BOUNDS,
+      // The OS default waits two hours before the first probe.
+      keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
+    };
   }
 
   /** Remove the URL and password from anything about to be logged or thrown. */
@@ -125,20 +157,22 @@ export class PostgresStateStore implements StateStore {
 
   // ---- caches and change notifications -------------------------------------------------------------
 
-  private async load(): Promise<void> {
+  /** Read both caches; false when the result was discarded (see below) and the caches were left as they were. */
+  private async load(): Promise<boolean> {
     const writes = this.ownWrites;
     const [rev, locks] = await Promise.all([
       this.q<{ serial: string }>(`SELECT serial FROM ${this.s}.revocations`),
       this.q<{ data: LockRecord }>(`SELECT data FROM ${this.s}.locks`),
     ]);
     // A revocation or lock this instance wrote meanwhile may be missing from what was read: keep the cache
-    // (it has the write); the notification of that write brings the next reload.
-    if (writes !== this.ownWrites) return;
+    // (it has the write); catchUp reads again.
+    if (writes !== this.ownWrites) return false;
     const revoked = new Set(rev.rows.map((r) => r.serial));
     const lockMap = new Map(locks.rows.map((r) => [`${r.data.kind}/${r.data.name}`, r.data] as const));
     if (!sameSet(revoked, this.revoked) || !sameLocks(lockMap, this.locks)) this.changed = true;
     this.revoked = revoked;
     this.locks = lockMap;
+    return true;
   }
 
   /** Reload until the caches reflect every notification seen so far (one load at a time). */
@@ -147,8 +181,11 @@ export class PostgresStateStore implements StateStore {
       try {
         while (this.loadedGen < this.gen) {
           const target = this.gen; // a notification during the load asks for one more round
-          await this.load();
-          this.loadedGen = target;
+          // A discarded load is not a load: what it read may hold another replica's change whose notification
+          // came before `target` was taken, and nothing else would announce it again. (Our own write's
+          // notification usually comes after and asks for another round anyway, but it can be processed
+          // before this load started, when ownWrites was not bumped yet.) Read again.
+          if (await this.load()) this.loadedGen = target;
         }
       } finally {
         this.loading = undefined;
@@ -176,6 +213,7 @@ export class PostgresStateStore implements StateStore {
     const lost = (why: string) => {
       if (this.listener !== client) return;
       this.listener = undefined;
+      clearInterval(this.pingTimer);
       this.log.warn({ err: why }, 'state store listener disconnected; reconnecting');
       client.end().catch(() => {});
       this.scheduleListen();
@@ -193,7 +231,22 @@ export class PostgresStateStore implements StateStore {
       client.end().catch(() => {});
       throw this.fail(e);
     }
+    // close() may have run while this connected: nobody would end this connection (a CLI would hang on it).
+    if (this.closed) {
+      await client.end().catch(() => {});
+      throw new StoreUnavailableError(`state store ${this.where} is closed`);
+    }
     this.listener = client;
+    // A connection gone silent (failover, a NAT dropping its state) raises nothing while we only receive.
+    this.pingTimer = setInterval(() => {
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('listener connection did not answer')), LISTENER_PING_TIMEOUT_MS)));
+      Promise.race([client.query('SELECT 1'), timeout]).then(
+        () => clearTimeout(timer),
+        (e) => (clearTimeout(timer), lost(this.scrub(e).message)),
+      );
+    }, LISTENER_PING_MS);
+    this.pingTimer.unref();
   }
 
   private scheduleListen(): void {
@@ -203,6 +256,7 @@ export class PostgresStateStore implements StateStore {
       if (this.closed) return;
       this.listen().then(
         () => {
+          if (this.closed) return;
           this.log.info('state store listener reconnected');
           this.invalidate(); // whatever changed while nobody listened
         },
@@ -378,6 +432,7 @@ export class PostgresStateStore implements StateStore {
     this.closed = true;
     clearInterval(this.reconcileTimer);
     clearTimeout(this.reconnectTimer);
+    clearInterval(this.pingTimer);
     const l = this.listener;
     this.listener = undefined;
     await l?.end().catch(() => {});
