@@ -60,7 +60,8 @@ export function createMysqlListener(services: GatewayServices, section: MysqlSec
     secretName: (name) => name !== '' && secret !== undefined && secret.test(name),
     identities: new ServerIdentities(undefined, section.server_version),
   };
-  // Accounts a previous gateway left open (it died mid-session) are locked as this one starts.
+  // Accounts a previous gateway left open (it died mid-session) are locked as this one starts. With
+  // gateway.workers > 1 only the start's one sweeper worker does it (the others skip: src/gateway/workers/worker.ts).
   for (const t of services.config.targets) {
     if (t.protocol !== 'mysql' || !t.user_provisioning) continue;
     void backendAccounts(services).sweep(t, mysqlAccounts(t, t.user_provisioning as UserProvisioning, services.config.gateway.connect_timeout));

@@ -21,7 +21,8 @@ export function createPostgresListener(services: GatewayServices, section: Postg
     perSource: new SourceLimiter(services.config.pre_auth.max_per_source),
     live: new Set(),
   };
-  // Accounts a previous gateway left open (it died mid-session) are locked as this one starts.
+  // Accounts a previous gateway left open (it died mid-session) are locked as this one starts. With
+  // gateway.workers > 1 only the start's one sweeper worker does it (the others skip: src/gateway/workers/worker.ts).
   for (const t of services.config.targets) {
     if (t.protocol !== 'postgres' || !t.user_provisioning) continue;
     void backendAccounts(services).sweep(t, postgresAccounts(t as PostgresTarget, t.user_provisioning as UserProvisioning, services.config.gateway.connect_timeout));

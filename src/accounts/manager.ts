@@ -86,6 +86,13 @@ export class BackendAccounts {
   private readonly accounts = new Map<string, AccountState>();
   private readonly bySession = new Map<string, { key: string; lease: Lease }>();
   private readonly inFlight = new Set<Promise<unknown>>();
+  /** Start sweeps begun in this process (sweepsDone waits for them). */
+  private readonly sweeps = new Set<Promise<void>>();
+  /**
+   * False in a gateway worker that is not the gateway's one sweeper (src/gateway/workers/worker.ts): its
+   * sweep would see the accounts other workers lease as open without a lease here, and lock them.
+   */
+  private sweepAtStart = true;
 
   constructor(private readonly services: Pick<GatewayServices, 'events' | 'log' | 'sessions'>) {}
 
@@ -173,6 +180,7 @@ export class BackendAccounts {
    * still connected). Each is locked like a last session's end, with reason `gateway_start`.
    */
   sweep(target: TargetConfig, driver: AccountDriver): Promise<void> {
+    if (!this.sweepAtStart) return Promise.resolve();
     const base = { actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: target.name, protocol: target.protocol } };
     const run = (async () => {
       let open: string[];
@@ -193,7 +201,21 @@ export class BackendAccounts {
       }
     })();
     this.track(run);
+    this.sweeps.add(run);
     return run;
+  }
+
+  /**
+   * This process's sweeps are not the start sweep: with gateway.workers > 1 one worker sweeps, once per
+   * gateway start, before the others listen; the others (and every replacement of a dead worker) skip it.
+   */
+  skipStartSweeps(): void {
+    this.sweepAtStart = false;
+  }
+
+  /** Resolves when every sweep begun so far in this process has finished (the others then listen). */
+  async sweepsDone(): Promise<void> {
+    await Promise.allSettled([...this.sweeps]);
   }
 
   /** Resolves when no account operation is running (gateway shutdown waits for the locks). */

@@ -28,13 +28,21 @@ const EVENTS_STREAM_PATH = '/v1/events/stream';
 
 type AuthResult = { ok: true; actor: Actor } | { ok: false; error: ApiError; user?: string; certSerial?: string };
 
+export interface ApiOptions {
+  /**
+   * gateway.workers > 1: whether a worker takes connections now. With none (all dead, restarting after a
+   * pause) the shared listening sockets are closed and clients are refused while the API still answers.
+   */
+  listening?: () => boolean;
+}
+
 /**
  * The HTTPS API, authenticated by the caller's vigil client certificate (mTLS). TLS accepts any client
  * certificate (rejectUnauthorized false) so that a missing or foreign one gets a JSON 401 with a stable
  * code instead of a handshake failure; the certificate is then verified by the identity service (chain,
  * validity, revocation). Only `GET /healthz` needs no certificate.
  */
-export async function startApi(services: GatewayServices, listen: Listen, ports: Record<string, number> = {}): Promise<{ server: https.Server; port: number }> {
+export async function startApi(services: GatewayServices, listen: Listen, ports: Record<string, number> = {}, opts: ApiOptions = {}): Promise<{ server: https.Server; port: number }> {
   const { log, events } = services;
   // The gateway's link store when it sends approval links; else opened on the first link used here.
   let ownLinks: LinkStore | undefined;
@@ -149,10 +157,12 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
       const healthy = events.healthy;
       return sendJson(res, healthy ? 200 : 503, { status: healthy ? 'ok' : 'failing', audit: healthy ? 'ok' : 'unavailable' });
     }
-    // Readiness for load balancers: live (healthz) and not draining. Open like healthz: it says nothing else.
+    // Readiness for load balancers: live (healthz), not draining and (gateway.workers > 1) some worker
+    // listening. Open like healthz: it says nothing else.
     if (url.pathname === '/readyz' && req.method === 'GET') {
-      const ready = events.healthy && !services.draining;
-      return sendJson(res, ready ? 200 : 503, { status: ready ? 'ready' : services.draining ? 'draining' : 'failing' });
+      const noWorkers = opts.listening !== undefined && !opts.listening();
+      const ready = events.healthy && !services.draining && !noWorkers;
+      return sendJson(res, ready ? 200 : 503, { status: ready ? 'ready' : services.draining ? 'draining' : noWorkers ? 'no_workers' : 'failing' });
     }
     if (await login.handle(req, res, url.pathname)) return;
     const auth = await authenticate(req);

@@ -124,7 +124,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
       await openProtocolListeners(services, opts.proxies ?? [], log, { servers, proxies, ports });
     }
     if (config.api.enabled) {
-      const api = await startApi(services, config.api.listen, ports);
+      const api = await startApi(services, config.api.listen, ports, pool ? { listening: () => pool!.listening() > 0 } : {});
       ports.api = api.port;
       servers.push(api.server);
     }

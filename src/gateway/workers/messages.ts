@@ -24,7 +24,11 @@ export type SessionWire = Omit<LiveSession, 'startedAt' | 'accessExpiresAt' | 'p
 };
 
 export type WorkerMessage =
+  /** The worker's message handler is in place: the primary sends it what it held back until now. */
+  | { vigil: 'hello' }
   | { vigil: 'ready'; ports: Record<string, number> }
+  /** The start sweeper's sweep of backend accounts finished: the other workers may listen. */
+  | { vigil: 'swept' }
   | { vigil: 'failed'; error: string }
   /** Events of one tick, in the order they were recorded. */
   | { vigil: 'events'; items: EventItem[] }
@@ -60,6 +64,8 @@ export type PrimaryMessage =
   | { vigil: 'health'; healthy: boolean; failure?: string }
   | { vigil: 'terminate'; id: string; reason: EndReason; message: string }
   | { vigil: 'drain' }
+  /** Open the listeners: the start sweep of backend accounts is over (or was before this worker started). */
+  | { vigil: 'listen' }
   /** The primary reloaded its config file: apply it to new sessions here too. */
   | { vigil: 'reload' }
   /** Send the counts of the live sessions (a GET /v1/sessions is waiting for them). */

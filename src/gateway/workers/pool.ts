@@ -32,6 +32,11 @@ export interface WorkerPool {
   reload(): void;
   /** Workers now running: cluster id and pid. */
   workers(): { id: number; pid: number }[];
+  /**
+   * Workers taking connections now (listening, not draining). At 0 the primary's shared listening socket
+   * is closed and clients are refused: /readyz fails so that balancers send them elsewhere.
+   */
+  listening(): number;
 }
 
 interface OpenSession {
@@ -52,6 +57,16 @@ interface WorkerState {
   open: Map<string, OpenSession>;
   /** Session ids mirrored into the primary's registry. */
   live: Set<string>;
+  /**
+   * It said hello: its message handler is in place. Node drops messages that reach a process with no
+   * handler, and a worker loads its modules first, so what is sent to it before waits in `held`.
+   */
+  greeted: boolean;
+  held: PrimaryMessage[];
+  /** Its listeners are open and it was not asked to drain. */
+  listening: boolean;
+  /** The one worker of this gateway start that sweeps backend accounts left open by an earlier run. */
+  sweeper: boolean;
 }
 
 /** A live watch in the primary of a session this worker holds: the relay's recordings as LiveCasts. */
@@ -90,7 +105,27 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
 
   const health = (): { healthy: boolean; failure?: string } => (audit.healthy ? { healthy: true } : { healthy: false, failure: audit.failure?.message });
   const sendTo = (st: WorkerState, m: PrimaryMessage) => {
+    // Health is not held: the worker gets the health of the moment when it says hello.
+    if (!st.greeted) return void (m.vigil === 'health' || st.held.push(m));
     if (st.worker.isConnected()) st.worker.send(m);
+  };
+  /** Hello: first the health of now (a worker starts out healthy), then what waited, in order. */
+  const greeted = (st: WorkerState) => {
+    if (st.greeted) return;
+    st.greeted = true;
+    sendTo(st, { vigil: 'health', ...health() });
+    const held = st.held;
+    st.held = [];
+    for (const m of held) sendTo(st, m);
+  };
+  // The start sweep of backend accounts (accounts an earlier run left open) runs in one worker; the
+  // others listen only once it is over. A sweep in every worker, or in one forked to replace a dead one,
+  // would lock the accounts the sessions of the other workers lease (they are not leased in its process).
+  // (A sweeper that dies before 'swept' fails the gateway's start, like any worker dying before the start
+  // settles: the others have not reported ready yet. Replacements after the start never sweep.)
+  let swept = false;
+  const letListen = (st: WorkerState) => {
+    if (!st.sweeper) sendTo(st, { vigil: 'listen' });
   };
 
   const flushAcks = (st: WorkerState) => {
@@ -218,6 +253,8 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
     if (!isVigilMessage(m)) return;
     const msg = m as WorkerMessage;
     switch (msg.vigil) {
+      case 'hello':
+        return greeted(st);
       case 'events':
         return appendAll(st, msg.items);
       case 'session_opened': {
@@ -250,7 +287,13 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
         return void sessions.get(msg.id)?.close(msg.reason);
       case 'refused_session':
         return events.noteRefusedSession();
+      case 'swept':
+        if (swept) return;
+        swept = true;
+        for (const other of states.values()) letListen(other);
+        return;
       case 'ready':
+        st.listening = !draining;
         ports = { ...ports, ...msg.ports };
         if (++ready === opts.count && !startedSettled) {
           startedSettled = true;
@@ -301,16 +344,21 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
   };
   let restartPause = 0;
 
-  const fork = () => {
-    const worker = cluster.fork({ VIGIL_GATEWAY_WORKER: '1' });
-    const st: WorkerState = { worker, pid: worker.process.pid ?? 0, startedAt: Date.now(), ok: [], failed: [], flushScheduled: false, open: new Map(), live: new Set() };
+  const fork = (sweeper = false) => {
+    const worker = cluster.fork({ VIGIL_GATEWAY_WORKER: '1', ...(sweeper ? { VIGIL_GATEWAY_SWEEPER: '1' } : {}) });
+    const st: WorkerState = {
+      worker, pid: worker.process.pid ?? 0, startedAt: Date.now(), ok: [], failed: [], flushScheduled: false, open: new Map(), live: new Set(),
+      greeted: false, held: [], listening: false, sweeper,
+    };
     states.set(worker.id, st);
+    // A replacement (or a worker forked after the sweep) listens as soon as it is up.
+    if (swept) letListen(st);
     worker.on('message', (m) => onMessage(st, m));
     worker.on('exit', (code, signal) => onExit(st, code, signal));
     worker.on('error', (e) => log.warn({ worker: st.pid, err: e.message }, 'gateway worker channel error'));
   };
 
-  for (let i = 0; i < opts.count; i++) fork();
+  for (let i = 0; i < opts.count; i++) fork(i === 0);
 
   let lastHealthy = audit.healthy;
   const healthTimer = setInterval(() => {
@@ -326,9 +374,11 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
       for (const st of states.values()) sendTo(st, { vigil: 'reload' });
     },
     workers: () => [...states.values()].map((s) => ({ id: s.worker.id, pid: s.pid })),
+    listening: () => [...states.values()].filter((s) => s.listening).length,
     async drain(drainMs: number) {
       draining = true;
       clearInterval(healthTimer);
+      for (const st of states.values()) st.listening = false;
       const exits = [...states.values()].map(
         (st) =>
           new Promise<void>((resolve) => {

@@ -9,7 +9,7 @@ import { SessionRegistry } from '../../sessions/registry.ts';
 import { openIdentity } from '../../identity/index.ts';
 import { openStateStore } from '../../store/index.ts';
 import { startAccessEnforcement } from '../../access/enforcement.ts';
-import { settleBackendAccounts } from '../../accounts/manager.ts';
+import { backendAccounts, settleBackendAccounts } from '../../accounts/manager.ts';
 import { refusalBudgetFor } from '../../sessions/refusal-budget.ts';
 import { coreServices } from '../core-services.ts';
 import { openProtocolListeners, type ProtocolListeners } from '../listeners.ts';
@@ -55,7 +55,13 @@ export async function runGatewayWorker(loaded: LoadedConfig, opts: { proxies: re
   const sink = new IpcAuditSink(send);
   const events = new EventBus(sink, config.audit.durability);
   let drain: (() => void) | undefined;
-  const drainRequested = new Promise<void>((r) => (drain = r));
+  let drainAsked = false;
+  const drainRequested = new Promise<void>((r) => (drain = () => ((drainAsked = true), r())));
+  // The one worker of this gateway start that locks the backend accounts an earlier run left open lists
+  // them at once; every other worker listens only when the primary says that sweep is over.
+  const sweeper = process.env.VIGIL_GATEWAY_SWEEPER === '1';
+  let mayListen: (() => void) | undefined;
+  const listenAllowed = sweeper ? Promise.resolve() : new Promise<void>((r) => (mayListen = r));
   let primaryGone = false;
   const relay = new CastRelay(() => services?.recordings, sendThen, log);
   process.on('message', (m) => {
@@ -65,12 +71,15 @@ export async function runGatewayWorker(loaded: LoadedConfig, opts: { proxies: re
     if (msg.vigil === 'watch' || msg.vigil === 'follow' || msg.vigil === 'unfollow' || msg.vigil === 'unwatch') return relay.receive(msg);
     if (msg.vigil === 'counts') return send({ vigil: 'counts', r: msg.r, c: services ? countsOf(services.sessions) : [] });
     if (msg.vigil === 'drain') return drain?.();
+    if (msg.vigil === 'listen') return mayListen?.();
     if (msg.vigil === 'reload') {
       void follower?.reload({ via: 'signal' }).catch((e) => log.error({ err: e }, 'config reload failed in a worker'));
       return;
     }
     sink.receive(msg);
   });
+  // The primary held back what it had for this worker until now (drain, reload, the audit log's health).
+  send({ vigil: 'hello' });
   // The primary is gone (killed): nothing can be recorded, so nothing may go on. End the sessions and exit.
   process.on('disconnect', () => {
     primaryGone = true;
@@ -101,9 +110,20 @@ export async function runGatewayWorker(loaded: LoadedConfig, opts: { proxies: re
     services = await coreServices({ config, dataDir, log, events, identity, store, sessions, refusals: refusals.budget });
     follower = createReloader(services, loaded.file, opts.proxies, { follower: true });
     const enforcement = startAccessEnforcement(services, { expire: false });
-    await openProtocolListeners(services, opts.proxies, log, listeners);
-    send({ vigil: 'ready', ports: listeners.ports });
-    log.info({ ports: listeners.ports }, `gateway worker ready (pid ${process.pid})`);
+    const accounts = backendAccounts(services);
+    if (!sweeper) accounts.skipStartSweeps();
+    await Promise.race([listenAllowed, drainRequested]);
+    // Asked to drain while starting (the gateway stops): it never takes a connection.
+    if (!drainAsked) {
+      await openProtocolListeners(services, opts.proxies, log, listeners);
+      send({ vigil: 'ready', ports: listeners.ports });
+      log.info({ ports: listeners.ports }, `gateway worker ready (pid ${process.pid})`);
+    }
+    if (sweeper) {
+      // The listeners' sweeps began as they were created; this worker's own leases wait for them in order.
+      await accounts.sweepsDone();
+      if (!primaryGone) send({ vigil: 'swept' });
+    }
 
     await drainRequested;
     for (const s of listeners.servers) s.close();
