@@ -91,6 +91,21 @@ export function purgedThroughOf(r: IndexedAuditRow): number | undefined {
   return e.type === 'audit.purged' && typeof last === 'number' && Number.isSafeInteger(last) && last < r.seq ? last : undefined;
 }
 
+/**
+ * The most record bytes one shipping transaction takes (a batch ends on a checkpoint, which the writer
+ * signs at least every CHECKPOINT_MAX_BYTES, so only a single record larger than this goes over it, alone
+ * with its checkpoint): a count alone lets a batch of large events (bulk INSERTs of a MiB each) grow to
+ * gigabytes — more than the gateway's memory, PostgreSQL's 1 GB message limit or the client's query
+ * timeout — and such a batch fails the same way on every retry, so the chain never moves again.
+ */
+export const SHIP_BATCH_BYTES = 4 * 1024 * 1024;
+
+/**
+ * How long a console search or export waits for this replica's follower to catch up before it answers
+ * from what is indexed (and says how far behind that is): after a long outage the backlog can take hours.
+ */
+export const CATCH_UP_WAIT_MS = 2000;
+
 /** Copies one local chain's signed records into the shared index, from where the index stands. */
 export class SharedIndexer {
   private readonly reader: SignedRecordReader;
@@ -121,8 +136,11 @@ export class SharedIndexer {
     this.registered = false;
   }
 
-  /** Index signed records, `batch` per transaction, until caught up or `maxRecords` were added. */
-  async sync(batch: number, maxRecords = Infinity, yieldBetween = false): Promise<SyncResult> {
+  /**
+   * Index signed records, `batch` (and about SHIP_BATCH_BYTES) per transaction, until caught up, `maxRecords`
+   * were added, or `halt()` says to stop (asked between transactions).
+   */
+  async sync(batch: number, maxRecords = Infinity, yieldBetween = false, halt?: () => boolean): Promise<SyncResult> {
     const res: SyncResult = { added: 0, caughtUp: false };
     if (!this.registered) {
       const pub = crypto.createPublicKey(this.local.publicKeyPem);
@@ -130,6 +148,7 @@ export class SharedIndexer {
       this.registered = true;
     }
     for (let conflicts = 0; res.added < maxRecords; ) {
+      if (halt?.()) return res;
       if (!this.head) {
         const info = await this.chains.chain(this.local.replica);
         this.lastSeq = info?.indexedSeq ?? 0;
@@ -149,7 +168,7 @@ export class SharedIndexer {
       }
       let read;
       try {
-        read = this.reader.readSigned(Math.min(batch, maxRecords - res.added));
+        read = this.reader.readSigned(Math.min(batch, maxRecords - res.added), SHIP_BATCH_BYTES);
       } catch (e) {
         if (!(e instanceof ChainDivergedError)) throw e;
         return this.markDiverged(res, e);
@@ -211,9 +230,21 @@ export interface SharedIndexLag {
 export interface SharedIndexFollower {
   readonly replica: string;
   lag(): SharedIndexLag;
-  /** Index what is signed now (a search on this replica calls it first); errors are the caller's. */
+  /**
+   * Index what is signed now, however long that takes; errors are the caller's. For tools and tests that
+   * must see the index caught up: a request path waits with `catchUp` instead.
+   */
   syncNow(): Promise<SyncResult>;
-  /** Stop; with `flushWithinMs`, first index what is signed now (given up after that long). */
+  /**
+   * Let the index catch up for at most `withinMs` (a search or export on this replica calls it first), then
+   * say where it stands: the rest ships in the background, and the caller answers from what is indexed.
+   * Never throws (a failing sync shows as `up: false`).
+   */
+  catchUp(withinMs: number): Promise<SharedIndexLag>;
+  /**
+   * Stop; the running sync stops after the transaction in flight. With `flushWithinMs`, first index what is
+   * signed now, for at most that long: this resolves by then, whatever the backlog.
+   */
   stop(opts?: { flushWithinMs?: number }): Promise<void>;
 }
 
@@ -238,6 +269,9 @@ export function startSharedIndexFollower(o: SharedIndexFollowerOptions): SharedI
   let failing = false;
   let up = false;
   let caughtUpAt = Date.now();
+  /** Once stopping: when the running sync is to stop (between transactions). */
+  let haltAt = Infinity;
+  const halt = () => Date.now() >= haltAt;
   const log = o.log.child({ replica: o.replica });
   /**
    * Whether the index holds every record the writer has made durable and signed (head.json), from the
@@ -255,7 +289,7 @@ export function startSharedIndexFollower(o: SharedIndexFollowerOptions): SharedI
   };
   const run = async (): Promise<SyncResult> => {
     try {
-      const res = await indexer.sync(o.batch, Infinity, true);
+      const res = await indexer.sync(o.batch, Infinity, true, halt);
       holdsSigned();
       if (res.purged) {
         log.warn({ from: res.purged.from, through: res.purged.through }, 'shared audit index: records were purged by retention before they were indexed; the index continues after the purge (they are gone from this chain by policy, see its audit.purged event)');
@@ -284,16 +318,21 @@ export function startSharedIndexFollower(o: SharedIndexFollowerOptions): SharedI
   }, o.intervalMs);
   timer.unref();
   once().catch(() => {});
+  const lag = (): SharedIndexLag => {
+    const chainSeq = chainHeadSeq(o.auditDir);
+    const lagEvents = Math.max(0, chainSeq - indexer.indexedSeq);
+    return {
+      replica: o.replica, indexedSeq: indexer.indexedSeq, chainSeq, lagEvents,
+      lagSeconds: holdsSigned() ? 0 : Math.max(0, (Date.now() - caughtUpAt) / 1000),
+      up: up && !indexer.diverged, diverged: indexer.diverged !== undefined,
+    };
+  };
   return {
     replica: o.replica,
-    lag() {
-      const chainSeq = chainHeadSeq(o.auditDir);
-      const lagEvents = Math.max(0, chainSeq - indexer.indexedSeq);
-      return {
-        replica: o.replica, indexedSeq: indexer.indexedSeq, chainSeq, lagEvents,
-        lagSeconds: holdsSigned() ? 0 : Math.max(0, (Date.now() - caughtUpAt) / 1000),
-        up: up && !indexer.diverged, diverged: indexer.diverged !== undefined,
-      };
+    lag,
+    async catchUp(withinMs) {
+      if (!stopped && !indexer.diverged) await settledWithin(once(), withinMs);
+      return lag();
     },
     async syncNow() {
       await running?.catch(() => {});
@@ -302,14 +341,27 @@ export function startSharedIndexFollower(o: SharedIndexFollowerOptions): SharedI
     async stop(opts = {}) {
       stopped = true;
       clearInterval(timer);
-      await running?.catch(() => {});
-      if (opts.flushWithinMs !== undefined && !indexer.diverged) {
-        let t: NodeJS.Timeout | undefined;
-        await Promise.race([once().catch(() => {}), new Promise((r) => (t = setTimeout(r, opts.flushWithinMs)))]);
-        clearTimeout(t);
+      const deadline = Date.now() + (opts.flushWithinMs ?? 0);
+      haltAt = deadline;
+      if (opts.flushWithinMs === undefined) {
+        await running?.catch(() => {});
+        return;
       }
+      // The sync running now is the flush (it stops at the deadline); else one more, as signed records may
+      // have come since. A transaction in flight at the deadline is not waited for: its commit or its
+      // rollback leaves the index consistent either way.
+      await settledWithin(running, deadline - Date.now());
+      if (!indexer.diverged && Date.now() < deadline) await settledWithin(once(), deadline - Date.now());
     },
   };
+}
+
+/** Wait for `p` to settle, at most `ms` (its outcome is not wanted). */
+async function settledWithin(p: Promise<unknown> | undefined, ms: number): Promise<void> {
+  if (!p || ms <= 0) return;
+  let t: NodeJS.Timeout | undefined;
+  await Promise.race([p.catch(() => {}), new Promise((r) => (t = setTimeout(r, ms)))]);
+  clearTimeout(t);
 }
 
 /** A record found through the shared index, with the replica whose chain holds it. */
@@ -370,12 +422,20 @@ export async function searchShared(chains: AuditChainStore, q: SharedAuditQuery,
   return { records, mismatched };
 }
 
-/** Every matching record of the shared index, oldest first, fetched a page at a time (export, reports). */
+/**
+ * Every matching record of the shared index as it stood when the stream started, oldest first, fetched a
+ * page at a time (export, reports). Each page is its own query, and followers keep shipping meanwhile: a
+ * replica's rows that arrive timed after the cursor would be read, and its rows timed before it would not,
+ * leaving a hole inside that replica's chain. So every chain's indexed head is taken first and rows past it
+ * are left out: the stream is exactly the index at its start (a chain registered since has none).
+ */
 export async function* streamShared(chains: AuditChainStore, q: SharedAuditQuery, pageSize = 5000): AsyncGenerator<SharedRecord> {
+  const upTo = new Map((await chains.chains()).map((c) => [c.replica, c.indexedSeq]));
   let after: SharedAuditQuery['after'];
   for (;;) {
     const rows = await chains.search({ ...q, limit: undefined, after, page: pageSize });
     for (const r of rows) {
+      if (r.seq > (upTo.get(r.replica) ?? 0)) continue;
       const rec = checkedRecord(r);
       if (rec) yield rec;
     }

@@ -135,10 +135,12 @@ export class SignedRecordReader {
   }
 
   /**
-   * The next signed records after the position, about `max` of them (more only to reach a checkpoint),
-   * oldest first, and the position after the last of them. The position itself moves only by `advance`.
+   * The next signed records after the position, oldest first, and the position after the last of them:
+   * about `max` of them (more only to reach a checkpoint), and no more than `maxBytes` of their lines —
+   * unless the records up to the first checkpoint alone are more (a record larger than that, or a log
+   * written with sparse checkpoints): those come out by themselves. The position moves only by `advance`.
    */
-  readSigned(max: number): { records: ParsedRecord[]; end: ReaderPosition | undefined; purged?: PurgedGap } {
+  readSigned(max: number, maxBytes = Infinity): { records: ParsedRecord[]; end: ReaderPosition | undefined; purged?: PurgedGap } {
     if (!this.pos) {
       const first = listSegments(this.auditDir)[0];
       if (!first) return { records: [], end: undefined };
@@ -150,6 +152,7 @@ export class SignedRecordReader {
     const records: ParsedRecord[] = [];
     let pending: ParsedRecord[] = [];
     let signedEnd: ReaderPosition | undefined;
+    let bytes = 0;
     let purged = this.gap;
     const result = () => ({ records, end: signedEnd, ...(purged ? { purged } : {}) });
     reading: for (;;) {
@@ -169,6 +172,7 @@ export class SignedRecordReader {
           purged = { from: purged?.from ?? this.pos.seq + 1, through: anchor.seq };
           Object.assign(c, this.afterAnchor(anchor), { next: undefined });
           pending = [];
+          bytes = 0;
           continue;
         }
         if (c.offset > 0 || listSegments(this.auditDir).some((n) => n > c.segment)) {
@@ -183,7 +187,7 @@ export class SignedRecordReader {
         c.next = undefined;
         continue;
       }
-      for (const { line, bytes } of lines) {
+      for (const { line, bytes: lineBytes } of lines) {
         if (c.seq >= limit) break reading;
         const rec = parseRecordLine(line);
         if (typeof rec === 'string') throw new ChainDivergedError(c.seq + 1, `${c.segment} at byte ${c.offset}: ${rec}; run \`vigil audit verify\``);
@@ -191,7 +195,10 @@ export class SignedRecordReader {
         if (c.seq > 0 && (rec.seq !== c.seq + 1 || rec.prev !== c.hash)) {
           throw new ChainDivergedError(c.seq + 1, `${c.segment} at byte ${c.offset}: record ${rec.seq} does not continue record ${c.seq}; run \`vigil audit verify\``);
         }
-        c.offset += bytes;
+        // Past the budget with signed records in hand: they go now, and the rest waits for the next call.
+        if (records.length > 0 && bytes + lineBytes > maxBytes) return result();
+        c.offset += lineBytes;
+        bytes += lineBytes;
         c.seq = rec.seq;
         c.hash = rec.hash;
         pending.push(rec);

@@ -28,6 +28,12 @@ export interface AuditOpenOptions {
   checkpointIntervalMs: number;
   /** …and after this many events. */
   checkpointEvery: number;
+  /**
+   * …and after this many bytes of records (default CHECKPOINT_MAX_BYTES). Readers of the signed chain (the
+   * shared index's follower) hand out records only up to a checkpoint, so this bounds how much they must
+   * hold and ship at once when events are large, whatever `checkpointEvery` says.
+   */
+  checkpointMaxBytes?: number;
   /** Operational log: write failures are reported here (fail closed). */
   log: Logger;
   /** How often the writer polls the CLI spool as a safety net (default 1 s); new spool files are noticed
@@ -85,6 +91,12 @@ export interface OutageState {
 export const HEAD_FILE = 'head.json';
 const SEGMENT_OPEN_FLAGS = fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_DSYNC;
 export const QUARANTINE_DIR = 'quarantine';
+/**
+ * Default checkpointMaxBytes: a signed checkpoint at least every 1 MiB of records, so the shared index's
+ * follower (which ships a few MiB per transaction, ending on a checkpoint) never has to take more than
+ * that past its budget, however large the events and however many fit in `checkpointEvery`.
+ */
+export const CHECKPOINT_MAX_BYTES = 1024 * 1024;
 
 interface Segment {
   name: string;
@@ -194,6 +206,8 @@ class SegmentWriter implements AuditLogWriter {
   private queued: Later = newLater();
   private pendingHead?: SignedHead;
   private sinceCheckpoint = 0;
+  /** Bytes of the records since the last checkpoint (see checkpointMaxBytes). */
+  private sinceCheckpointBytes = 0;
   private dayEnd = 0;
   private flushing = false;
   /** The pending commit's timer and when it is due (performance.now()). */
@@ -403,6 +417,7 @@ class SegmentWriter implements AuditLogWriter {
     }
     const { end, hash } = encodeRecordInto(chunk.buf, chunk.bytes, seq, this.headHash, event);
     seg.bytes += end - chunk.bytes;
+    this.sinceCheckpointBytes += end - chunk.bytes;
     chunk.bytes = end;
     this.seq = seq;
     this.headHash = hash;
@@ -435,9 +450,12 @@ class SegmentWriter implements AuditLogWriter {
     if (Date.now() >= this.dayEnd && this.segment.lastSeq >= this.segment.firstSeq) this.rotate();
   }
 
-  /** After a record: a checkpoint every `checkpointEvery` records, a new segment past `segmentMaxBytes`. */
+  /**
+   * After a record: a checkpoint every `checkpointEvery` records or `checkpointMaxBytes` bytes of them
+   * (reason `count` either way), a new segment past `segmentMaxBytes`.
+   */
   private checkpointOrRotateIfDue(): void {
-    if (this.sinceCheckpoint >= this.opts.checkpointEvery) this.pushCheckpoint('count');
+    if (this.sinceCheckpoint >= this.opts.checkpointEvery || this.sinceCheckpointBytes >= (this.opts.checkpointMaxBytes ?? CHECKPOINT_MAX_BYTES)) this.pushCheckpoint('count');
     if (this.segment.bytes >= this.opts.segmentMaxBytes) this.rotate();
   }
 
@@ -461,6 +479,7 @@ class SegmentWriter implements AuditLogWriter {
     this.push(eventPieces(event), event.time);
     const receipt = this.receipt();
     this.sinceCheckpoint = 0;
+    this.sinceCheckpointBytes = 0;
     this.pendingHead = { seq: details.seq, head: details.head, sig: details.sig, key_id: details.key_id };
     return receipt;
   }
@@ -732,6 +751,7 @@ class SegmentWriter implements AuditLogWriter {
     this.seq = 0;
     this.headHash = ZERO_HASH;
     this.sinceCheckpoint = 0;
+    this.sinceCheckpointBytes = 0;
     this.openSessions = new Map();
     this.chunks = [];
     this.failureError = undefined;
@@ -895,9 +915,11 @@ class SegmentWriter implements AuditLogWriter {
         if (!seg.minTime || ev.time < seg.minTime) seg.minTime = ev.time;
         if (ev.time > seg.maxTime) seg.maxTime = ev.time;
         this.sinceCheckpoint++;
+        this.sinceCheckpointBytes += Buffer.byteLength(line) + 1;
         sealNext = undefined;
         if (isCheckpointLine(line) && ev.type === 'audit.checkpoint') {
           this.sinceCheckpoint = 0;
+          this.sinceCheckpointBytes = 0;
           sealNext = (ev.details as unknown as CheckpointDetails).next_segment;
         } else {
           this.trackSession(ev);

@@ -11,7 +11,7 @@ import { dataPaths } from '../data-dir.ts';
 import type { EventInput } from '../events/envelope.ts';
 import { ApiError, errorResponse, parseBody, readJson } from '../api/http.ts';
 import { ApproveBody, KillBody, ReasonBody } from '../api/routes.ts';
-import { searchShared, streamShared } from '../../recorder/audit/shared-index.ts';
+import { CATCH_UP_WAIT_MS, searchShared, streamShared, type SharedIndexLag } from '../../recorder/audit/shared-index.ts';
 import type { AuditEvent } from '../events/envelope.ts';
 import { iso } from '../../recorder/audit/read.ts';
 import { searchIndexed, verifyAuditLog, HEAD_FILE, chainHeadSeq, AuditIndexError, type AuditQuery, type VerifyResult } from '../../recorder/audit/index.ts';
@@ -325,15 +325,17 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
         if (kind !== 'jsonl' && kind !== 'csv' && kind !== 'ocsf') throw new ApiError(400, 'VIGIL_BAD_REQUEST', 'format: expected jsonl, csv or ocsf');
         if (text) throw new ApiError(400, 'VIGIL_BAD_REQUEST', 'text: exports take the filters only (as `vigil audit export`)');
         await emit(s, req, { type: 'console.view', outcome: 'success', target: { name: 'audit', protocol: 'vigil' }, details: { view: 'export', format: kind, filter: filterText(aq) } });
+        // Replicas on a PostgreSQL store: every replica's events, from the shared index, after a bounded wait
+        // for this replica's backlog (after an outage it can take hours); how much of it is not in yet is said.
+        const shared = services.store.auditChains;
+        const lag = shared ? await services.sharedAuditIndex?.catchUp(CATCH_UP_WAIT_MS) : undefined;
         res.writeHead(200, {
           ...securityHeaders(),
+          ...(lag ? { 'x-vigil-shared-index-lag-events': String(lag.lagEvents) } : {}),
           'content-type': kind === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson; charset=utf-8',
           'content-disposition': `attachment; filename="vigil-events.${kind === 'csv' ? 'csv' : 'jsonl'}"`,
           'cache-control': 'no-store',
         });
-        // Replicas on a PostgreSQL store: every replica's events, from the shared index.
-        const shared = services.store.auditChains;
-        if (shared) await services.sharedAuditIndex?.syncNow().catch(() => {});
         const records = shared && streamShared(shared, toSharedQuery(aq, q.get('replica') || undefined));
         await exportAuditLog(paths.audit, res, { format: { kind } as ExportFormat, query: aq, records });
         res.end();
@@ -341,13 +343,15 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
       }
       const limit = Math.min(SEARCH_LIMIT_MAX, int('limit', q.get('limit')) ?? 200);
       let records: { seq: number; replica?: string; event: AuditEvent }[];
+      let lag: SharedIndexLag | undefined;
       const replica = q.get('replica') || undefined;
       const follower = services.sharedAuditIndex;
       if (services.store.auditChains && follower) {
         // Replicas on a PostgreSQL store: every replica's events (this one's signed records copied first,
         // its newest unsigned ones from the local index). A database that is away fails the search (503)
-        // rather than answering from one replica's log as if it were all.
-        await follower.syncNow().catch(() => {});
+        // rather than answering from one replica's log as if it were all. The wait for this replica's copy is
+        // bounded (a backlog after an outage can take hours): the answer says how far behind the index is.
+        lag = await follower.catchUp(CATCH_UP_WAIT_MS);
         const localQuery = { ...aq, limit };
         const tail = text === undefined && fs.existsSync(paths.audit) ? { replica: follower.replica, indexedSeq: follower.lag().indexedSeq, records: () => searchIndexed(paths.audit, localQuery) } : undefined;
         records = (await searchShared(services.store.auditChains, { ...toSharedQuery(aq, replica), text, limit }, tail)).records;
@@ -363,7 +367,7 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
       await emit(s, req, { type: 'console.view', outcome: 'success', target: { name: 'audit', protocol: 'vigil' }, details: { view: 'events', filter: filterText(aq), text, results: records.length } });
       const base = new URLSearchParams([...q].filter(([k]) => k !== 'text' && k !== 'limit' && k !== 'format'));
       const exports = Object.fromEntries(['jsonl', 'csv', 'ocsf'].map((f) => [f, `/console/api/events/export?${new URLSearchParams([...base, ['format', f]])}`]));
-      return json(res, 200, { events: records.reverse().map((r) => ({ seq: r.seq, ...(r.replica ? { replica: r.replica } : {}), ...r.event })), exports });
+      return json(res, 200, { events: records.reverse().map((r) => ({ seq: r.seq, ...(r.replica ? { replica: r.replica } : {}), ...r.event })), exports, ...(lag ? { shared_index: lag } : {}) });
     }
 
     if (route === '/access/requests' && method === 'GET') {
