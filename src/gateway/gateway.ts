@@ -110,7 +110,11 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
   const purgeJob = config.retention.auto_purge ? startDailyPurge({ config, store, events, log, paths: dataPaths(dataDir), remote: services.recordings.remote }) : undefined;
   const reportJobs = config.reports.schedules.length ? startReportSchedules({ schedules: config.reports.schedules, dataDir, roleTargets: roleTargetsOf(config), store: config.store, events, log, paths: dataPaths(dataDir) }) : undefined;
   pool = clustered
-    ? startWorkerPool({ count: opts.workers!, audit, publish: (sink as WithWorkerEvents).publish, events, sessions: services.sessions, log })
+    ? startWorkerPool({
+        count: opts.workers!, audit, publish: (sink as WithWorkerEvents).publish, events, sessions: services.sessions, log,
+        // What this process runs (a reload swaps services.config), whatever the file says by now.
+        running: () => ({ config: services.config, file: loaded.file, dataDir }),
+      })
     : undefined;
   const servers: net.Server[] = [];
   const proxies: ProxyInstance[] = [];

@@ -99,8 +99,11 @@ function applyRoleMap(cur: Record<string, unknown>, nxt: Record<string, unknown>
 }
 
 export interface Reloader {
-  /** Re-read the config file and apply it. Concurrent calls run one after the other. */
-  reload(trigger: ReloadTrigger): Promise<ReloadReport>;
+  /**
+   * Re-read the config file and apply it. Concurrent calls run one after the other. A follower is given
+   * `next`, the configuration its primary applied, instead: it never reads the file.
+   */
+  reload(trigger: ReloadTrigger, next?: VigilConfig): Promise<ReloadReport>;
 }
 
 /**
@@ -109,9 +112,10 @@ export interface Reloader {
  */
 export function createReloader(services: GatewayServices, file: string | undefined, proxies: readonly ProxyConfigPart[] = [], opts: { follower?: boolean } = {}): Reloader {
   let chain: Promise<unknown> = Promise.resolve();
-  // A cluster worker (gateway.workers > 1) follows the primary's reload: it swaps the config in for its new
-  // sessions and records nothing; the primary writes config.reloaded and cuts the live sessions of every
-  // worker (it lists them all).
+  // A cluster worker (gateway.workers > 1) follows the primary's reload: it swaps in the configuration the
+  // primary applied (sent over IPC, sections bound at start already kept as they were) for its new sessions
+  // and records nothing; the primary writes config.reloaded and cuts the live sessions of every worker (it
+  // lists them all). It never reads the file: that may say more, or other, than what the primary applied.
   const follower = opts.follower === true;
 
   async function emit(type: 'config.reloaded' | 'config.reload_failed', trigger: ReloadTrigger, details: Record<string, unknown>): Promise<void> {
@@ -128,9 +132,9 @@ export function createReloader(services: GatewayServices, file: string | undefin
       .catch((e) => services.log.error({ err: (e as Error).message }, `could not record ${type}`));
   }
 
-  async function run(trigger: ReloadTrigger): Promise<ReloadReport> {
+  async function run(trigger: ReloadTrigger, given?: VigilConfig): Promise<ReloadReport> {
     const { log } = services;
-    if (!file) {
+    if (!file && !given) {
       const error = { code: 'VIGIL_CONFIG_NO_FILE', key: '', message: 'the gateway runs on built-in defaults (no --config file); there is nothing to reload' };
       log.warn({ via: trigger.via }, error.message);
       await emit('config.reload_failed', trigger, { error });
@@ -139,7 +143,7 @@ export function createReloader(services: GatewayServices, file: string | undefin
     const current = services.config;
     let next: VigilConfig;
     try {
-      next = loadConfig({ configPath: file, dataDir: services.dataDir, proxies }).config;
+      next = given ?? loadConfig({ configPath: file, dataDir: services.dataDir, proxies }).config;
     } catch (e) {
       const error = e instanceof ConfigError ? { code: e.code, key: e.path, message: e.message } : { code: 'VIGIL_CONFIG_INVALID', key: '', message: (e as Error).message };
       // The old configuration stays in force; the log names the key that is wrong.
@@ -207,8 +211,8 @@ export function createReloader(services: GatewayServices, file: string | undefin
   }
 
   return {
-    reload(trigger) {
-      const p = chain.then(() => run(trigger));
+    reload(trigger, next) {
+      const p = chain.then(() => run(trigger, next));
       chain = p.catch(() => {});
       return p;
     },

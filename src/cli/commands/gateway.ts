@@ -9,14 +9,16 @@ export const serveCommand: Command = {
   usage: '[--config PATH] [--data DIR]',
   examples: ['serve --config /etc/vigil/vigil.yaml'],
   async run(args) {
-    const loaded = loadFromArgs(args);
-    const log = createLogger(loaded.config.log.level);
-    const { isGatewayWorker, runGatewayWorker } = await import('../../gateway/workers/worker.ts');
+    const { isGatewayWorker, runGatewayWorker, configFromPrimary } = await import('../../gateway/workers/worker.ts');
     if (isGatewayWorker()) {
       // Forked by the primary below (gateway.workers > 1): protocol listeners only; the primary drives it.
-      await runGatewayWorker(loaded, { log, proxies: args.proxies ?? [] });
+      // It runs the primary's configuration, not the file's (which may have changed since the primary read it).
+      const running = await configFromPrimary();
+      await runGatewayWorker(running, { log: createLogger(running.config.log.level), proxies: args.proxies ?? [] });
       process.exit(0);
     }
+    const loaded = loadFromArgs(args);
+    const log = createLogger(loaded.config.log.level);
     const workers = loaded.config.gateway.workers;
     // Imported here so that `vigil --help` and other commands do not load the gateway and its listeners.
     const { startGateway } = await import('../../gateway/gateway.ts');

@@ -3,6 +3,7 @@
  * JSON-serialised by Node: Dates travel as ISO strings and are rebuilt on arrival.
  */
 import type { AuditEvent } from '../../events/envelope.ts';
+import type { VigilConfig } from '../../config/schema.ts';
 import type { EndReason, LiveSession } from '../../sessions/registry.ts';
 
 /**
@@ -24,6 +25,8 @@ export type SessionWire = Omit<LiveSession, 'startedAt' | 'accessExpiresAt' | 'p
 };
 
 export type WorkerMessage =
+  /** The worker has loaded its modules and waits for the configuration to run (the primary's, not the file's). */
+  | { vigil: 'config_wanted' }
   /** The worker's message handler is in place: the primary sends it what it held back until now. */
   | { vigil: 'hello' }
   | { vigil: 'ready'; ports: Record<string, number> }
@@ -63,11 +66,17 @@ export type PrimaryMessage =
   | { vigil: 'acks'; ok: (number | string)[]; failed: [number, string, string][]; healthy: boolean; failure?: string }
   | { vigil: 'health'; healthy: boolean; failure?: string }
   | { vigil: 'terminate'; id: string; reason: EndReason; message: string }
-  | { vigil: 'drain' }
+  /** Stop: close the listeners, let sessions finish for `ms`, then end them and exit (bounds: ./shutdown.ts). */
+  | { vigil: 'drain'; ms: number }
   /** Open the listeners: the start sweep of backend accounts is over (or was before this worker started). */
   | { vigil: 'listen' }
-  /** The primary reloaded its config file: apply it to new sessions here too. */
-  | { vigil: 'reload' }
+  /**
+   * The configuration the primary runs, in answer to config_wanted: parsed (paths absolute, secrets as their
+   * references), with what a reload keeps until restart as the primary kept it.
+   */
+  | { vigil: 'config'; config: VigilConfig; file?: string; data_dir: string }
+  /** The primary applied a reload: this is its configuration now; apply it to new sessions here too. */
+  | { vigil: 'reload'; config: VigilConfig }
   /** Send the counts of the live sessions (a GET /v1/sessions is waiting for them). */
   | { vigil: 'counts'; r: number }
   | WatchRequest;

@@ -5,13 +5,18 @@ import type { AuditEvent } from '../../events/envelope.ts';
 import type { EventBus } from '../../events/bus.ts';
 import type { RemoteSession, SessionRegistry } from '../../sessions/registry.ts';
 import type { LiveCast } from '../../../recorder/types.ts';
+import type { VigilConfig } from '../../config/schema.ts';
 import { isVigilMessage, sessionFromWire, type EventItem, type PrimaryMessage, type WorkerMessage } from './messages.ts';
+import { workerShutdownMs } from './shutdown.ts';
 
 const STRICT = { strict: true } as const;
 /** How often the primary tells workers whether the log is writable (they refuse new sessions while not). */
 const HEALTH_INTERVAL_MS = 250;
-/** Past the drain window, how long workers get to write their last records before they are killed. */
-const DRAIN_GRACE_MS = 15_000;
+/**
+ * Past the longest a worker's own shutdown may take (each of its steps is bounded: ./shutdown.ts), how long
+ * the primary waits before it kills the worker: exiting, closing the store, a loaded machine.
+ */
+const DRAIN_MARGIN_MS = 5_000;
 /** A worker that dies this soon after it started is restarted after a growing pause (no fork loop). */
 const EARLY_DEATH_MS = 10_000;
 const MAX_RESTART_PAUSE_MS = 30_000;
@@ -28,7 +33,7 @@ export interface WorkerPool {
   started(): Promise<Record<string, number>>;
   /** Ask every worker to drain (close listeners, let sessions finish, end the rest) and wait for exits. */
   drain(drainMs: number): Promise<void>;
-  /** Tell every worker to re-read the config file (after the primary applied it). */
+  /** Send every worker the configuration the primary runs now (after it applied a reload). */
   reload(): void;
   /** Workers now running: cluster id and pid. */
   workers(): { id: number; pid: number }[];
@@ -44,6 +49,8 @@ interface OpenSession {
   source: AuditEvent['source'];
   target: AuditEvent['target'];
   session_id: string;
+  /** Its session.start is durable (until then it may still fail, and then there is nothing to end). */
+  recorded: boolean;
 }
 
 interface WorkerState {
@@ -53,8 +60,16 @@ interface WorkerState {
   ok: (number | string)[];
   failed: [number, string, string][];
   flushScheduled: boolean;
-  /** Sessions started (session.start appended) and not yet ended, from this worker's own events. */
+  /**
+   * Sessions whose session.start was handed to the log and whose session.end was not, from this worker's
+   * own events. Tracked when an append is made, not when it is durable: a worker can die with either
+   * append pending, and its session must then get exactly one end (onExit, settled).
+   */
   open: Map<string, OpenSession>;
+  /** Sessions whose own session.end is being appended: back to `open` should it fail. */
+  ending: Map<string, OpenSession>;
+  /** How it exited, once it did: a session.start durable after that gets its gateway_crash end then. */
+  exit?: string | number | null;
   /** Session ids mirrored into the primary's registry. */
   live: Set<string>;
   /**
@@ -86,6 +101,11 @@ export interface WorkerPoolOptions {
   events: EventBus;
   sessions: SessionRegistry;
   log: Logger;
+  /**
+   * The configuration the primary runs now (what it started with, or its last applied reload): each
+   * worker, first or replacement, runs exactly this, never what the file says now.
+   */
+  running: () => { config: VigilConfig; file?: string; dataDir: string };
 }
 
 export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
@@ -142,10 +162,51 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
     setImmediate(() => flushAcks(st));
   };
 
+  /** The end of a session its worker can no longer write: it died (or its own end failed after it did). */
+  const endCrashed = (st: WorkerState, s: OpenSession) => {
+    void events
+      .emit({ type: 'session.end', outcome: 'failure', actor: s.actor, source: s.source, target: s.target, session_id: s.session_id, details: { reason: 'gateway_crash', worker_pid: st.pid, worker_exit: st.exit } })
+      .catch((e) => log.error({ err: (e as Error).message, session: s.session_id }, 'session.end of a dead worker could not be written'));
+  };
+
+  /**
+   * A worker's session.start or session.end handed to the log (before it is durable). The log appends in
+   * call order, so a gateway_crash end written after this comes after the start in the chain, and an end
+   * handed over here is the session's one end unless it fails (then: `settled`).
+   */
   const track = (st: WorkerState, e: AuditEvent) => {
     if (!e.session_id) return;
-    if (e.type === 'session.start') st.open.set(e.session_id, { actor: e.actor, source: e.source, target: e.target, session_id: e.session_id });
-    else if (e.type === 'session.end') st.open.delete(e.session_id);
+    if (e.type === 'session.start') {
+      st.open.set(e.session_id, { actor: e.actor, source: e.source, target: e.target, session_id: e.session_id, recorded: false });
+    } else if (e.type === 'session.end') {
+      const s = st.open.get(e.session_id);
+      st.open.delete(e.session_id);
+      if (s) st.ending.set(e.session_id, s);
+    }
+  };
+  /** The outcome of an append `track` saw: every session whose start is in the log gets exactly one end. */
+  const settled = (st: WorkerState, e: AuditEvent, err: Error | undefined) => {
+    if (!e.session_id) return;
+    if (e.type === 'session.start') {
+      const s = st.open.get(e.session_id) ?? st.ending.get(e.session_id);
+      if (!s) return;
+      if (err) {
+        // Not in the log: the session never started (the worker refused it), so no end is owed.
+        st.open.delete(e.session_id);
+        st.ending.delete(e.session_id);
+        return;
+      }
+      s.recorded = true;
+      // Its worker died while the start was pending (onExit left it here): its end is written now.
+      if (st.exit !== undefined && st.open.delete(e.session_id)) endCrashed(st, s);
+    } else if (e.type === 'session.end') {
+      const s = st.ending.get(e.session_id);
+      st.ending.delete(e.session_id);
+      if (!s || !err || !s.recorded) return;
+      // Its own end was not written: open again, so that the worker's exit ends it; after its exit, now.
+      if (st.exit !== undefined) endCrashed(st, s);
+      else st.open.set(e.session_id, s);
+    }
   };
 
   const done = (st: WorkerState, item: EventItem, err: Error | undefined, receipt?: AppendReceipt) => {
@@ -153,9 +214,9 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
       st.failed.push([item.n, (err as { code?: string }).code ?? 'VIGIL_AUDIT_UNAVAILABLE', err.message]);
     } else {
       st.ok.push(item.n, receipt?.seq ?? 0, receipt?.hash ?? '');
-      track(st, item.e);
       publish(item.e);
     }
+    settled(st, item.e, err);
     scheduleAcks(st);
   };
   // One shared callback for fire-and-forget appends: no closure per event.
@@ -164,6 +225,7 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
   const appendAll = (st: WorkerState, items: EventItem[]) => {
     // In arrival order: the chain keeps each worker's order of events.
     for (const item of items) {
+      track(st, item.e);
       if (item.l && audit.appendLater) {
         audit.appendLater(item.e, laterDone, { st, item });
       } else {
@@ -253,6 +315,14 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
     if (!isVigilMessage(m)) return;
     const msg = m as WorkerMessage;
     switch (msg.vigil) {
+      case 'config_wanted': {
+        // Not held: the worker listens for this one answer before anything else. A reload held for it
+        // is in this configuration already.
+        const { config, file, dataDir } = opts.running();
+        st.held = st.held.filter((h) => h.vigil !== 'reload');
+        if (st.worker.isConnected()) st.worker.send({ vigil: 'config', config, file, data_dir: dataDir } satisfies PrimaryMessage);
+        return;
+      }
       case 'hello':
         return greeted(st);
       case 'events':
@@ -325,10 +395,15 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
     for (const id of st.live) sessions.get(id)?.close('gateway_crash');
     st.live.clear();
     const crashed = !draining || (code !== 0 && code !== null) || signal !== null;
+    st.exit = signal ?? code;
+    const ended = st.open.size;
+    // Sessions whose own end was handed to the log keep it (it is written, or `settled` writes this one).
+    // Those whose start is still pending are ended when it is durable (`settled`): written now, this end
+    // could come before a start that then fails.
     for (const s of st.open.values()) {
-      void events
-        .emit({ type: 'session.end', outcome: 'failure', actor: s.actor, source: s.source, target: s.target, session_id: s.session_id, details: { reason: 'gateway_crash', worker_pid: st.pid, worker_exit: signal ?? code } })
-        .catch((e) => log.error({ err: (e as Error).message, session: s.session_id }, 'session.end of a dead worker could not be written'));
+      if (!s.recorded) continue;
+      st.open.delete(s.session_id);
+      endCrashed(st, s);
     }
     if (!startedSettled) {
       startedSettled = true;
@@ -336,7 +411,7 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
       return;
     }
     if (draining) return;
-    if (crashed) log.error({ worker: st.pid, code, signal, sessions_ended: st.open.size }, 'gateway worker died; its sessions ended; starting a new one');
+    if (crashed) log.error({ worker: st.pid, code, signal, sessions_ended: ended }, 'gateway worker died; its sessions ended; starting a new one');
     restartPause = Date.now() - st.startedAt < EARLY_DEATH_MS ? Math.min(Math.max(restartPause * 2, 500), MAX_RESTART_PAUSE_MS) : 0;
     if (restartPause === 0) return fork();
     log.warn({ pause_ms: restartPause }, 'gateway workers keep dying soon after they start; waiting before the next');
@@ -347,7 +422,7 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
   const fork = (sweeper = false) => {
     const worker = cluster.fork({ VIGIL_GATEWAY_WORKER: '1', ...(sweeper ? { VIGIL_GATEWAY_SWEEPER: '1' } : {}) });
     const st: WorkerState = {
-      worker, pid: worker.process.pid ?? 0, startedAt: Date.now(), ok: [], failed: [], flushScheduled: false, open: new Map(), live: new Set(),
+      worker, pid: worker.process.pid ?? 0, startedAt: Date.now(), ok: [], failed: [], flushScheduled: false, open: new Map(), ending: new Map(), live: new Set(),
       greeted: false, held: [], listening: false, sweeper,
     };
     states.set(worker.id, st);
@@ -371,7 +446,8 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
   return {
     started: () => startedP,
     reload: () => {
-      for (const st of states.values()) sendTo(st, { vigil: 'reload' });
+      const { config } = opts.running();
+      for (const st of states.values()) sendTo(st, { vigil: 'reload', config });
     },
     workers: () => [...states.values()].map((s) => ({ id: s.worker.id, pid: s.pid })),
     listening: () => [...states.values()].filter((s) => s.listening).length,
@@ -386,12 +462,12 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
             const kill = setTimeout(() => {
               log.warn({ worker: st.pid }, 'gateway worker did not finish draining in time; killed');
               st.worker.process.kill('SIGKILL');
-            }, drainMs + DRAIN_GRACE_MS);
+            }, workerShutdownMs(drainMs, opts.running().config) + DRAIN_MARGIN_MS);
             st.worker.once('exit', () => {
               clearTimeout(kill);
               resolve();
             });
-            sendTo(st, { vigil: 'drain' });
+            sendTo(st, { vigil: 'drain', ms: drainMs });
           }),
       );
       await Promise.all(exits);

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { LoadedConfig } from '../../config/load.ts';
+import type { VigilConfig } from '../../config/schema.ts';
 import { createLogger } from '../../log.ts';
 import type { ProxyModule } from '../proxy.ts';
 import type { GatewayServices } from '../services.ts';
@@ -16,6 +17,7 @@ import { openProtocolListeners, type ProtocolListeners } from '../listeners.ts';
 import { IpcAuditSink } from './ipc-sink.ts';
 import { CastRelay } from './cast-relay.ts';
 import { isVigilMessage, sessionToWire, type PrimaryMessage, type WorkerMessage } from './messages.ts';
+import { END_SESSIONS_MS, recordingsCloseMs, recordingsStepMs, settleAccountsMs, SINK_CLOSE_MS } from './shutdown.ts';
 
 /** True in a process the gateway primary forked to run protocol listeners (gateway.workers > 1). */
 export function isGatewayWorker(): boolean {
@@ -24,6 +26,42 @@ export function isGatewayWorker(): boolean {
 
 function send(m: WorkerMessage): void {
   process.send!(m);
+}
+
+/**
+ * The configuration this worker runs: the primary's, asked for once the modules are loaded. Never the
+ * config file: it may have been edited since the primary read it (without a reload, or with sections a
+ * reload keeps until restart, or invalid), and a worker that read it would run what the primary does not
+ * (another durability, roles no config.reloaded recorded) or fail to start, again and again.
+ */
+export function configFromPrimary(): Promise<LoadedConfig> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (m: unknown) => {
+      if (!isVigilMessage(m) || m.vigil !== 'config') return;
+      const msg = m as Extract<PrimaryMessage, { vigil: 'config' }>;
+      stop();
+      resolve({ config: msg.config, file: msg.file, dataDir: msg.data_dir });
+    };
+    const onGone = () => {
+      stop();
+      reject(new Error('the gateway primary went away before it sent the configuration'));
+    };
+    const stop = () => {
+      process.off('message', onMessage);
+      process.off('disconnect', onGone);
+    };
+    process.on('message', onMessage);
+    process.on('disconnect', onGone);
+    send({ vigil: 'config_wanted' });
+  });
+}
+
+/** `p`, or after `ms` go on without it (logged): one step of the shutdown the primary waits for (./shutdown.ts). */
+async function within(ms: number, p: Promise<unknown>, what: string, log: Logger): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), ms)));
+  const r = await Promise.race([p.then(() => undefined), late]).finally(() => clearTimeout(timer));
+  if (r === 'late') log.warn({ ms }, `gateway worker shutdown: ${what} did not finish in time; going on without it`);
 }
 
 /** Like send, with `done` once the message is written to the channel (the relay bounds what waits for it). */
@@ -54,9 +92,11 @@ export async function runGatewayWorker(loaded: LoadedConfig, opts: { proxies: re
   const log = (opts.log ?? createLogger(config.log.level)).child({ worker: process.pid });
   const sink = new IpcAuditSink(send);
   const events = new EventBus(sink, config.audit.durability);
-  let drain: (() => void) | undefined;
+  let drain: ((ms?: number) => void) | undefined;
   let drainAsked = false;
-  const drainRequested = new Promise<void>((r) => (drain = () => ((drainAsked = true), r())));
+  // The primary's drain window: its deadline for this worker is counted from it (./shutdown.ts).
+  let drainMs = config.gateway.shutdown_drain;
+  const drainRequested = new Promise<void>((r) => (drain = (ms) => ((drainAsked = true), (drainMs = ms ?? drainMs), r())));
   // The one worker of this gateway start that locks the backend accounts an earlier run left open lists
   // them at once; every other worker listens only when the primary says that sweep is over.
   const sweeper = process.env.VIGIL_GATEWAY_SWEEPER === '1';
@@ -70,12 +110,9 @@ export async function runGatewayWorker(loaded: LoadedConfig, opts: { proxies: re
     if (msg.vigil === 'terminate') return void services?.sessions.get(msg.id)?.terminate(msg.reason, msg.message);
     if (msg.vigil === 'watch' || msg.vigil === 'follow' || msg.vigil === 'unfollow' || msg.vigil === 'unwatch') return relay.receive(msg);
     if (msg.vigil === 'counts') return send({ vigil: 'counts', r: msg.r, c: services ? countsOf(services.sessions) : [] });
-    if (msg.vigil === 'drain') return drain?.();
+    if (msg.vigil === 'drain') return drain?.(msg.ms);
     if (msg.vigil === 'listen') return mayListen?.();
-    if (msg.vigil === 'reload') {
-      void follower?.reload({ via: 'signal' }).catch((e) => log.error({ err: e }, 'config reload failed in a worker'));
-      return;
-    }
+    if (msg.vigil === 'reload') return followReload(msg.config);
     sink.receive(msg);
   });
   // The primary held back what it had for this worker until now (drain, reload, the audit log's health).
@@ -95,6 +132,12 @@ export async function runGatewayWorker(loaded: LoadedConfig, opts: { proxies: re
 
   let services: GatewayServices | undefined;
   let follower: Reloader | undefined;
+  // A reload that arrives while the services are still being built is applied once they are.
+  let reloadedMeanwhile: VigilConfig | undefined;
+  const followReload = (next: VigilConfig) => {
+    if (!follower) return void (reloadedMeanwhile = next);
+    void follower.reload({ via: 'signal' }, next).catch((e) => log.error({ err: e }, 'config reload failed in a worker'));
+  };
   const listeners: ProtocolListeners = { servers: [], proxies: [], ports: {} };
   const store = await openStateStore(dataDir, config.store, { log });
   try {
@@ -109,6 +152,7 @@ export async function runGatewayWorker(loaded: LoadedConfig, opts: { proxies: re
     });
     services = await coreServices({ config, dataDir, log, events, identity, store, sessions, refusals: refusals.budget });
     follower = createReloader(services, loaded.file, opts.proxies, { follower: true });
+    if (reloadedMeanwhile) followReload(reloadedMeanwhile);
     const enforcement = startAccessEnforcement(services, { expire: false });
     const accounts = backendAccounts(services);
     if (!sweeper) accounts.skipStartSweeps();
@@ -128,15 +172,18 @@ export async function runGatewayWorker(loaded: LoadedConfig, opts: { proxies: re
     await drainRequested;
     for (const s of listeners.servers) s.close();
     for (const p of listeners.proxies) await p.close().catch((e) => log.warn({ err: e }, 'proxy close failed'));
-    if (!primaryGone) await sessions.drain(config.gateway.shutdown_drain);
+    // Each step is bounded and the primary waits for the sum (./shutdown.ts): it kills no worker whose
+    // steps keep to their bounds.
+    if (!primaryGone) await sessions.drain(drainMs);
     sessions.terminateWhere(() => true, 'shutdown', 'The vigil gateway is shutting down.');
-    await sessions.drain(2000);
-    await settleBackendAccounts(services);
-    await services.recordings.close?.(Math.max(config.gateway.shutdown_drain, 2000)).catch((e) => log.warn({ err: e }, 'recording uploads stop failed'));
+    await sessions.drain(END_SESSIONS_MS);
+    await within(settleAccountsMs(services.config), settleBackendAccounts(services), 'locking backend accounts', log);
+    const uploads = services.recordings.close?.(recordingsCloseMs(drainMs)).catch((e) => log.warn({ err: e }, 'recording uploads stop failed'));
+    await within(recordingsStepMs(drainMs), uploads ?? Promise.resolve(), 'recording uploads', log);
     await enforcement.stop();
     await refusals.close();
     // Every record sent is acknowledged before the worker goes: the primary closes the chain after.
-    await sink.close();
+    await sink.close(SINK_CLOSE_MS);
   } catch (e) {
     if (!primaryGone) send({ vigil: 'failed', error: (e as Error).message });
     for (const s of listeners.servers) s.close();

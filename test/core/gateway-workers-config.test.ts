@@ -1,0 +1,201 @@
+import fs from 'node:fs';
+import https from 'node:https';
+import path from 'node:path';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestGateway, type IssuedFiles } from '../support/gateway.ts';
+import { startGatewayProcess, type GatewayProcess } from '../support/gateway-process.ts';
+import { startPostgres, clientEnv, type PostgresHandle } from '../support/postgres.ts';
+import { freePort, tempDir, waitFor } from '../support/tmp.ts';
+import { searchAuditLog } from '../../recorder/audit/read.ts';
+import type { AuditEvent } from '../../src/events/envelope.ts';
+
+/**
+ * `vigil serve` with gateway.workers: 2 when the config file changes under it: every worker, the first
+ * ones and each replacement of a dead one, runs the configuration the primary runs (what it started with
+ * or its last applied reload), never what the file says now. An edit without SIGHUP does not reach the
+ * sessions of a replacement; an invalid file does not stop a replacement from starting; a SIGHUP the
+ * primary applies reaches every worker.
+ */
+let pg: PostgresHandle;
+let gp: GatewayProcess | undefined;
+let base: string;
+let alice: IssuedFiles, ada: IssuedFiles;
+interface Client {
+  child: ChildProcessWithoutNullStreams;
+  stdout(): string;
+  stderr(): string;
+  exited: Promise<number | null>;
+  done(): boolean;
+}
+const clients: Client[] = [];
+
+beforeAll(async () => {
+  base = tempDir('vigil-workers-config-');
+  pg = await startPostgres();
+  const config = {
+    data_dir: path.join(base, 'data'),
+    gateway: { workers: 2, shutdown_drain: '1s', drain_notice: '0s' },
+    // A fixed port, as in gateway-workers-faults.test.ts: clients find the listener whichever workers are up.
+    postgres: { listen: `127.0.0.1:${await freePort()}` },
+    ssh: { enabled: false },
+    mysql: { enabled: false },
+    targets: [{ name: 'pg1', protocol: 'postgres', host: '127.0.0.1', port: pg.port, database: 'app', user: 'trust_user' }],
+    roles: [{ name: 'engineer', targets: ['pg1'], databases: ['*'] }],
+  };
+  const tg = await startTestGateway(config, base);
+  [alice, ada] = await Promise.all([tg.issue({ user: 'alice', roles: ['engineer'] }), tg.issue({ user: 'ada', roles: ['admin'] })]);
+  await tg.stop();
+  gp = await startGatewayProcess(config, base);
+}, 180_000);
+
+afterAll(async () => {
+  for (const c of clients) c.child.kill('SIGKILL');
+  await gp?.kill('SIGKILL');
+  await pg?.stop();
+  if (base) fs.rmSync(base, { recursive: true, force: true });
+});
+
+function client(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Client {
+  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (err += d));
+  child.stdin.on('error', () => {});
+  let code: number | null | undefined;
+  const exited = new Promise<number | null>((r) => child.once('close', (c) => r((code = c))));
+  const c = { child, stdout: () => out, stderr: () => err, exited, done: () => code !== undefined };
+  clients.push(c);
+  return c;
+}
+
+/** A psql session of alice that stays open, running each statement written to its stdin. */
+const psql = () =>
+  client('psql', ['-X', '-qAt', '-d', `host=127.0.0.1 port=${gp!.ports.postgres} dbname=pg1 user=alice sslmode=verify-full sslrootcert=${alice.ca} sslcert=${alice.crt} sslkey=${alice.key}`], clientEnv());
+
+function get(p: string): Promise<{ status: number; body: any }> {
+  return new Promise((resolve, reject) => {
+    const req = https.get(`https://127.0.0.1:${gp!.ports.api}${p}`, { agent: false, timeout: 5000, ca: fs.readFileSync(ada.ca), cert: fs.readFileSync(ada.crt), key: fs.readFileSync(ada.key) }, (res) => {
+      let t = '';
+      res.on('data', (d) => (t += d));
+      res.on('end', () => resolve({ status: res.statusCode!, body: t ? JSON.parse(t) : undefined }));
+    });
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error('request timed out')));
+  });
+}
+
+interface SessionRow {
+  id: string;
+  user: string;
+  worker_pid?: number;
+}
+const liveSessions = async (): Promise<SessionRow[]> => (await get('/v1/sessions?live=1')).body.sessions;
+
+/** The workers: the gateway process's children running vigil (not, say, the esbuild service tsx may start). */
+function workerPids(): number[] {
+  const dir = `/proc/${gp!.pid}/task`;
+  const children = fs.readdirSync(dir).flatMap((t) => fs.readFileSync(path.join(dir, t, 'children'), 'utf8').trim().split(/\s+/).filter(Boolean).map(Number));
+  return children.filter((p) => {
+    try {
+      return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('vigil.js');
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** Kill one worker and wait until its replacement logged that it is ready: both workers' pids. */
+async function replaceOne(): Promise<number[]> {
+  const [victim] = workerPids();
+  expect(victim).toBeGreaterThan(0);
+  process.kill(victim, 'SIGKILL');
+  const now = await waitFor(() => {
+    const w = workerPids();
+    return w.length === 2 && !w.includes(victim) ? w : undefined;
+  }, 60_000, 'a replacement worker');
+  await waitFor(() => now.every((p) => gp!.output().includes(`gateway worker ready (pid ${p})`)), 60_000, 'the replacement ready');
+  return now;
+}
+
+/**
+ * Four psql sessions of alice opened one after the other and kept open (the primary hands connections
+ * round robin, so both workers get some): for each, the worker that holds it, or undefined when refused.
+ */
+async function attempts(): Promise<{ worker?: number; c: Client }[]> {
+  const out: { worker?: number; c: Client }[] = [];
+  for (let i = 0; i < 4; i++) {
+    const before = new Set((await liveSessions()).map((s) => s.id));
+    const c = psql();
+    c.child.stdin.write(`SELECT 'try-${i}';\n`);
+    await waitFor(() => c.stdout().includes(`try-${i}`) || c.done(), 30_000, `psql attempt ${i}`);
+    const row = c.done() ? undefined : await waitFor(async () => (await liveSessions()).find((s) => !before.has(s.id) && s.user === 'alice'), 10_000, 'the session listed');
+    out.push({ worker: row?.worker_pid, c });
+  }
+  return out;
+}
+
+async function closeAll(list: { c: Client }[]): Promise<void> {
+  for (const { c } of list) c.child.stdin.end();
+  await waitFor(() => list.every(({ c }) => c.done()), 10_000, 'psql exits');
+}
+
+/** The config file as the gateway started with it, without the role alice's certificate names. */
+const withoutRoles = (text: string) => JSON.stringify({ ...JSON.parse(text), roles: [] }, null, 2);
+
+describe('gateway.workers: 2 and the config file', () => {
+  let original: string;
+
+  it('an edit without SIGHUP does not reach a replacement worker: alice is admitted on both workers as before', async () => {
+    original = fs.readFileSync(gp!.configFile, 'utf8');
+    // Valid, but never applied: the role alice's certificate names is gone from the file.
+    fs.writeFileSync(gp!.configFile, withoutRoles(original));
+    const workers = await replaceOne();
+    const tries = await attempts();
+    for (const [i, t] of tries.entries()) expect(t.c.stdout(), t.c.stderr()).toContain(`try-${i}`);
+    // Every attempt was admitted, by both workers (the replacement too).
+    expect(new Set(tries.map((t) => t.worker))).toEqual(new Set(workers));
+    await closeAll(tries);
+  }, 180_000);
+
+  it('an invalid file does not stop a replacement from starting; it admits as the primary does', async () => {
+    fs.writeFileSync(gp!.configFile, 'roles: [\n  this is: not: yaml\n');
+    const workers = await replaceOne();
+    expect(gp!.output()).not.toContain('failed to start');
+    const tries = await attempts();
+    expect(new Set(tries.map((t) => t.worker))).toEqual(new Set(workers));
+    await closeAll(tries);
+  }, 180_000);
+
+  it('a SIGHUP the primary applies reaches every worker: live sessions cut, new ones refused on both', async () => {
+    // Sessions on both workers, admitted under the configuration the primary started with.
+    const live = await attempts();
+    expect(new Set(live.map((t) => t.worker)).size).toBe(2);
+    for (const t of live) t.c.child.stdin.write('SELECT pg_sleep(120);\n');
+    fs.writeFileSync(gp!.configFile, withoutRoles(original));
+    process.kill(gp!.pid, 'SIGHUP');
+    await waitFor(() => live.every((t) => t.c.done()), 20_000, 'sessions cut by the reload');
+    for (const t of live) expect(t.c.stderr()).toContain('The vigil configuration changed');
+    // The primary and both workers applied it.
+    await waitFor(() => gp!.output().split('\n').filter((l) => l.includes('configuration reloaded')).length >= 3, 20_000, 'reload logged by the primary and both workers');
+    const tries = await attempts();
+    for (const t of tries) {
+      expect(t.worker).toBeUndefined();
+      expect(t.c.stdout()).not.toMatch(/try-/);
+    }
+
+    await gp!.stop();
+    const { records } = await searchAuditLog(path.join(base, 'data', 'audit'));
+    const events: AuditEvent[] = records.map((r) => r.event);
+    // The one change that took effect is the one the chain records; no config.reload_failed either (the
+    // invalid file was never loaded: nobody asked for a reload while it was there).
+    expect(events.filter((e) => e.type.startsWith('config.')).map((e) => e.type)).toEqual(['config.reloaded']);
+    expect(events.find((e) => e.type === 'config.reloaded')?.details).toMatchObject({ roles: { removed: ['engineer'] } });
+    // The attempts after it were refused, each recorded, whichever worker took it; none before it.
+    const reloadedAt = events.findIndex((e) => e.type === 'config.reloaded');
+    const refused = events.map((e, i) => ({ e, i })).filter(({ e }) => e.type === 'auth.failure' && e.actor.user === 'alice');
+    expect(refused.length).toBeGreaterThanOrEqual(tries.length);
+    expect(refused.every(({ i }) => i > reloadedAt)).toBe(true);
+  }, 180_000);
+});

@@ -1,0 +1,171 @@
+import fs from 'node:fs';
+import https from 'node:https';
+import path from 'node:path';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestGateway, type IssuedFiles } from '../support/gateway.ts';
+import { startGatewayProcess, type GatewayProcess } from '../support/gateway-process.ts';
+import { startPostgres, clientEnv, type PostgresHandle } from '../support/postgres.ts';
+import { freePort, tempDir, waitFor } from '../support/tmp.ts';
+import { searchAuditLog } from '../../recorder/audit/read.ts';
+import type { AuditEvent } from '../../src/events/envelope.ts';
+
+/**
+ * `vigil serve` with gateway.workers: 2 when a worker dies while the record of its session's start or end
+ * is still on its way into the log: every session.start in the chain has exactly one session.end (the
+ * session's own, or gateway_crash), never none and never two. A long audit commit window keeps those
+ * appends pending for seconds, so the worker can be killed in that window.
+ */
+const COMMIT_WINDOW_MS = 3000;
+let pg: PostgresHandle;
+let gp: GatewayProcess | undefined;
+let base: string;
+let alice: IssuedFiles, ada: IssuedFiles;
+interface Client {
+  child: ChildProcessWithoutNullStreams;
+  stdout(): string;
+  stderr(): string;
+  done(): boolean;
+}
+const clients: Client[] = [];
+
+beforeAll(async () => {
+  base = tempDir('vigil-workers-ends-');
+  pg = await startPostgres();
+  const config = {
+    data_dir: path.join(base, 'data'),
+    gateway: { workers: 2, shutdown_drain: '1s', drain_notice: '0s' },
+    // Awaited records (auth, session start and end) wait this long for company before their fsync.
+    audit: { commit_window: `${COMMIT_WINDOW_MS}ms` },
+    postgres: { listen: `127.0.0.1:${await freePort()}` },
+    ssh: { enabled: false },
+    mysql: { enabled: false },
+    targets: [{ name: 'pg1', protocol: 'postgres', host: '127.0.0.1', port: pg.port, database: 'app', user: 'trust_user' }],
+    roles: [{ name: 'engineer', targets: ['pg1'], databases: ['*'] }],
+  };
+  const tg = await startTestGateway(config, base);
+  [alice, ada] = await Promise.all([tg.issue({ user: 'alice', roles: ['engineer'] }), tg.issue({ user: 'ada', roles: ['admin'] })]);
+  await tg.stop();
+  gp = await startGatewayProcess(config, base);
+}, 180_000);
+
+afterAll(async () => {
+  for (const c of clients) c.child.kill('SIGKILL');
+  await gp?.kill('SIGKILL');
+  await pg?.stop();
+  if (base) fs.rmSync(base, { recursive: true, force: true });
+});
+
+/** A psql session of alice that stays open, running each statement written to its stdin. */
+function psql(): Client {
+  const conn = `host=127.0.0.1 port=${gp!.ports.postgres} dbname=pg1 user=alice sslmode=verify-full sslrootcert=${alice.ca} sslcert=${alice.crt} sslkey=${alice.key}`;
+  const child = spawn('psql', ['-X', '-qAt', '-d', conn], { stdio: ['pipe', 'pipe', 'pipe'], env: clientEnv() });
+  let out = '';
+  let err = '';
+  let closed = false;
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (err += d));
+  child.stdin.on('error', () => {});
+  child.once('close', () => (closed = true));
+  const c = { child, stdout: () => out, stderr: () => err, done: () => closed };
+  clients.push(c);
+  return c;
+}
+
+function get(p: string): Promise<{ status: number; body: any }> {
+  return new Promise((resolve, reject) => {
+    const req = https.get(`https://127.0.0.1:${gp!.ports.api}${p}`, { agent: false, timeout: 5000, ca: fs.readFileSync(ada.ca), cert: fs.readFileSync(ada.crt), key: fs.readFileSync(ada.key) }, (res) => {
+      let t = '';
+      res.on('data', (d) => (t += d));
+      res.on('end', () => resolve({ status: res.statusCode!, body: t ? JSON.parse(t) : undefined }));
+    });
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error('request timed out')));
+  });
+}
+
+interface SessionRow {
+  id: string;
+  user: string;
+  worker_pid?: number;
+}
+const liveSessions = async (): Promise<SessionRow[]> => (await get('/v1/sessions?live=1')).body.sessions;
+
+/** The workers: the gateway process's children running vigil (not, say, the esbuild service tsx may start). */
+function workerPids(): number[] {
+  const dir = `/proc/${gp!.pid}/task`;
+  const children = fs.readdirSync(dir).flatMap((t) => fs.readFileSync(path.join(dir, t, 'children'), 'utf8').trim().split(/\s+/).filter(Boolean).map(Number));
+  return children.filter((p) => {
+    try {
+      return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('vigil.js');
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** Wait until the replacement of the dead worker `gone` logged that it is ready. */
+async function replaced(gone: number): Promise<void> {
+  const now = await waitFor(() => {
+    const w = workerPids();
+    return w.length === 2 && !w.includes(gone) ? w : undefined;
+  }, 60_000, 'a replacement worker');
+  await waitFor(() => now.every((p) => gp!.output().includes(`gateway worker ready (pid ${p})`)), 60_000, 'the replacement ready');
+}
+
+/** A session of alice, opened and listed by the primary (it is registered before its session.start is written). */
+async function opened(): Promise<{ row: SessionRow; c: Client }> {
+  const before = new Set((await liveSessions()).map((s) => s.id));
+  const c = psql();
+  c.child.stdin.write("SELECT 'in';\n");
+  const row = await waitFor(async () => (await liveSessions()).find((s) => !before.has(s.id) && s.user === 'alice'), 30_000, 'the session listed');
+  expect(row.worker_pid).toBeGreaterThan(0);
+  return { row, c };
+}
+
+describe('gateway.workers: 2, a worker killed while its session records are pending', () => {
+  let startPending: SessionRow, endPending: SessionRow;
+
+  it('killed while the session.start is pending: the start is written and then ended as gateway_crash', async () => {
+    const { row, c } = await opened();
+    const t0 = Date.now();
+    // The start went to the primary at once (next tick); its fsync waits for the commit window.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(c.stdout()).not.toContain('in');
+    process.kill(row.worker_pid!, 'SIGKILL');
+    // Still inside the window: the start was pending when the worker died.
+    expect(Date.now() - t0).toBeLessThan(COMMIT_WINDOW_MS);
+    startPending = row;
+    await waitFor(() => c.done(), 20_000, 'psql cut');
+    await replaced(row.worker_pid!);
+  }, 120_000);
+
+  it('killed while its own session.end is pending: that end is the only one', async () => {
+    const { row, c } = await opened();
+    await waitFor(() => c.stdout().includes('in'), 30_000, 'answered (the start is durable)');
+    c.child.stdin.end();
+    // The worker closed it (its end went to the primary, whose fsync waits for the commit window).
+    await waitFor(async () => !(await liveSessions()).some((s) => s.id === row.id), 10_000, 'the session closed');
+    const t0 = Date.now();
+    await new Promise((r) => setTimeout(r, 300));
+    process.kill(row.worker_pid!, 'SIGKILL');
+    expect(Date.now() - t0).toBeLessThan(COMMIT_WINDOW_MS);
+    endPending = row;
+    await waitFor(() => c.done(), 20_000, 'psql exit');
+  }, 120_000);
+
+  it('in the chain every session.start has exactly one session.end', async () => {
+    await gp!.stop();
+    const { records } = await searchAuditLog(path.join(base, 'data', 'audit'));
+    const events: AuditEvent[] = records.map((r) => r.event);
+    const ends = (id: string) => events.filter((e) => e.type === 'session.end' && e.session_id === id);
+    const started = events.filter((e) => e.type === 'session.start').map((e) => e.session_id!);
+    // Both windows were hit: each session's start made it into the log.
+    expect(started).toEqual(expect.arrayContaining([startPending.id, endPending.id]));
+    expect(ends(startPending.id).map((e) => e.details.reason)).toEqual(['gateway_crash']);
+    expect(ends(endPending.id).map((e) => e.details.reason)).toEqual(['client_closed']);
+    expect(started.map((id) => [id, ends(id).length]).filter(([, n]) => n !== 1)).toEqual([]);
+    // And each end comes after its start.
+    for (const id of started) expect(events.findIndex((e) => e.type === 'session.end' && e.session_id === id)).toBeGreaterThan(events.findIndex((e) => e.type === 'session.start' && e.session_id === id));
+  }, 120_000);
+});
