@@ -23,6 +23,25 @@ export interface UploadManifest {
    * ms). The uploader never writes it: a heartbeat (it was alive after all) clears it.
    */
   claim?: { by: string; at: number };
+  /**
+   * Earlier multipart uploads of the same recording that this one replaces (a restarted or resumed
+   * upload starts a new one from the local file): aborted once this upload is completed, by its uploader,
+   * a salvaging replica or retention. Carried here so that no upload id vigil opened is ever forgotten
+   * while its parts (recording bytes) are still in S3.
+   */
+  abandoned?: string[];
+}
+
+/**
+ * The objects vigil writes under its prefix, and the only ones it ever deletes: `<session>/ch<N>.cast`
+ * (the recording), `….cast.upload` (the manifest) and `….cast.pending/<16 digits>` (pending pieces).
+ * Groups: session, channel, what follows `.cast` ('' for the recording).
+ */
+export const RECORDING_KEY = /^([A-Za-z0-9_-]+)\/ch(\d+)\.cast(|\.upload|\.pending\/\d{16})$/;
+
+/** A key prefix as a folder: `recordings` means `recordings/` (never also `recordings-old/…`). */
+export function folderPrefix(prefix: string): string {
+  return prefix === '' || prefix.endsWith('/') ? prefix : prefix + '/';
 }
 
 export function parseManifest(text: string): UploadManifest | undefined {
@@ -34,8 +53,21 @@ export function parseManifest(text: string): UploadManifest | undefined {
     }
     // A malformed claim is no claim: the upload stays salvageable.
     if (m.claim !== undefined && (typeof m.claim?.by !== 'string' || !Number.isSafeInteger(m.claim.at))) delete m.claim;
+    if (m.abandoned !== undefined && (!Array.isArray(m.abandoned) || m.abandoned.some((id) => typeof id !== 'string'))) return undefined;
     return m;
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The manifest `text` if it is one vigil wrote for the recording `id` (`<session>/ch<N>.cast`): it parses,
+ * and names that session and channel (what a recording.stored event will name). Anything else under a
+ * manifest's name is not vigil's to act on.
+ */
+export function manifestFor(text: string | undefined, id: string): UploadManifest | undefined {
+  const m = text === undefined ? undefined : parseManifest(text);
+  const named = RECORDING_KEY.exec(id);
+  if (!m || !named || named[3] !== '' || named[1] !== m.session || Number(named[2]) !== m.channel) return undefined;
+  return m;
 }

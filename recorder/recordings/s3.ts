@@ -15,8 +15,8 @@ import {
   type CompletedPart,
 } from '@aws-sdk/client-s3';
 import type { RecordingSource } from '../types.ts';
-import { PENDING, MANIFEST, type UploadManifest } from './s3-manifest.ts';
-import { salvageLost } from './s3-salvage.ts';
+import { PENDING, MANIFEST, RECORDING_KEY, folderPrefix, manifestFor, type UploadManifest } from './s3-manifest.ts';
+import { salvageLost, abortUpload, getBytes } from './s3-salvage.ts';
 import type { UploadHooks, UploadReport } from './s3-report.ts';
 
 /**
@@ -34,9 +34,12 @@ import type { UploadHooks, UploadReport } from './s3-report.ts';
  * `<key>.pending/<offset, 16 digits>` (each holds the bytes from that offset on that were not yet in S3),
  * because S3 refuses a small part that is not the last. A replica lost mid-session therefore leaves in S3
  * all the parts plus pending objects up to the last flush: what is lost is at most the last
- * `flush_interval` of recording. Pending objects are deleted once a part covers them and at completion.
- * A manifest beside the key (MANIFEST) names the upload and its parts; any replica completes an upload
- * whose manifest went stale (`salvage_after`) from those parts and pending objects (salvageLost).
+ * `flush_interval` of recording. A manifest beside the key (MANIFEST) names the upload and its parts; any
+ * replica completes an upload whose manifest went stale (`salvage_after`) from those parts and pending
+ * objects (salvageLost). So what reached S3 stays accounted for at every instant: the manifest naming a
+ * part is written before anything else is sent for the upload (the next part in particular), and only
+ * then are the pending objects that part covers deleted; the manifest is kept fresh until the upload is
+ * completed, including while the completion itself is retried.
  * At the end of the recording the rest becomes the last part and the upload is completed; then
  * `recording.stored` names bucket, key and SHA-256, and the local copy is removed (unless `keep_local`).
  *
@@ -44,10 +47,16 @@ import type { UploadHooks, UploadReport } from './s3-report.ts';
  * `retry.max_delay`); after `retry.attempts` failures in a row `recording.upload_failed` is recorded once
  * (the local copy is kept) and the uploader keeps trying at `retry.max_delay` until it succeeds or the
  * gateway stops. An upload the server forgot (NoSuchUpload) starts again from byte 0 of the local file.
+ * An upload vigil gives up (restarted, or replaced by a resumed one) is aborted once its replacement is
+ * stored: S3 keeps an open upload's parts, recording bytes, out of sight of listings and so of retention.
+ *
+ * vigil deletes under its prefix only what it wrote: keys in its layout (RECORDING_KEY), and manifests
+ * only if they parse as vigil's manifest of the recording beside them. The prefix is a folder: `rec`
+ * means `rec/` (else a purge of `rec` would reach into `records/`).
  */
 export interface S3StorageOptions {
   bucket: string;
-  /** Prepended to `<session>/ch<N>.cast` (e.g. `recordings/`). */
+  /** Prepended to `<session>/ch<N>.cast` (e.g. `recordings/`); a folder: `/` is added if it lacks one. */
   prefix: string;
   endpoint?: string;
   region: string;
@@ -95,6 +104,10 @@ class Semaphore {
   constructor(n: number) {
     this.free = Math.max(1, n);
   }
+  /** Requests waiting for a slot. */
+  get queued(): number {
+    return this.waiting.length;
+  }
   async run<T>(fn: () => Promise<T>): Promise<T> {
     if (this.free > 0) this.free--;
     else await new Promise<void>((r) => this.waiting.push(r));
@@ -112,6 +125,7 @@ class Semaphore {
 export const STORED_MARK = '.stored';
 
 export class S3Recordings {
+  readonly opts: S3StorageOptions;
   readonly client: S3Client;
   private readonly gate: Semaphore;
   private readonly active = new Set<CastUpload>();
@@ -124,9 +138,10 @@ export class S3Recordings {
   private readonly secrets: string[];
 
   constructor(
-    readonly opts: S3StorageOptions,
+    opts: S3StorageOptions,
     readonly hooks: UploadHooks = {},
   ) {
+    this.opts = { ...opts, prefix: folderPrefix(opts.prefix) };
     this.client = new S3Client({
       region: opts.region,
       endpoint: opts.endpoint,
@@ -160,8 +175,13 @@ export class S3Recordings {
     return this.gate.run(fn);
   }
 
-  begin(id: string, file: string, sessionId: string, channel: number): RemoteUpload {
-    const u = new CastUpload(this, id, file, sessionId, channel);
+  /** Requests waiting for one of the `max_concurrent_requests` slots (diagnostics, tests). */
+  get queuedRequests(): number {
+    return this.gate.queued;
+  }
+
+  begin(id: string, file: string, sessionId: string, channel: number, resumed = false): RemoteUpload {
+    const u = new CastUpload(this, id, file, sessionId, channel, resumed);
     this.active.add(u);
     void u.run().finally(() => this.active.delete(u));
     return u;
@@ -193,7 +213,7 @@ export class S3Recordings {
         const file = `${dir}/${sid}/${name}`;
         const st = await fsp.stat(file).catch(() => undefined);
         if (!st?.isFile()) continue;
-        this.begin(`${sid}/${name}`, file, sid, Number(m[1])).finish(st.size);
+        this.begin(`${sid}/${name}`, file, sid, Number(m[1]), true).finish(st.size);
         n++;
       }
     }
@@ -247,31 +267,79 @@ export class S3Recordings {
   }
 
   /**
-   * Retention: sessions whose newest object under `<prefix><session>/` (recordings and pending pieces)
-   * was written before `cutoffMs`. One listing of the prefix, paginated.
+   * Retention: sessions whose newest object under `<prefix><session>/` (recordings, pending pieces,
+   * manifests) was written before `cutoffMs`. One listing of the prefix, paginated. Only keys in vigil's
+   * layout count (RECORDING_KEY): a folder of anything else in a shared bucket is no session. A session
+   * left with nothing but manifests (its data gone) counts only while one of them is vigil's (it names an
+   * upload still to abort); one that does not parse is never deleted, so it would be purged every run.
    */
   async sessionsOlderThan(cutoffMs: number): Promise<string[]> {
-    const newest = new Map<string, number>();
+    const found = new Map<string, { at: number; data: boolean; manifests: string[] }>();
     let token: string | undefined;
     do {
       const r = await this.request(() => this.client.send(new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: this.opts.prefix, ContinuationToken: token })));
       for (const o of r.Contents ?? []) {
-        const rest = o.Key?.slice(this.opts.prefix.length) ?? '';
-        const slash = rest.indexOf('/');
-        // Only `<session>/…`: anything else under the prefix is not a recording vigil wrote.
-        if (slash <= 0 || !/^[A-Za-z0-9_-]+$/.test(rest.slice(0, slash))) continue;
-        const session = rest.slice(0, slash);
-        const at = o.LastModified?.getTime() ?? Date.now();
-        newest.set(session, Math.max(newest.get(session) ?? 0, at));
+        const named = RECORDING_KEY.exec(o.Key?.slice(this.opts.prefix.length) ?? '');
+        if (!o.Key?.startsWith(this.opts.prefix) || !named) continue;
+        const s = found.get(named[1]) ?? { at: 0, data: false, manifests: [] };
+        s.at = Math.max(s.at, o.LastModified?.getTime() ?? Date.now());
+        if (named[3] === MANIFEST) s.manifests.push(o.Key);
+        else s.data = true;
+        found.set(named[1], s);
       }
       token = r.IsTruncated ? r.NextContinuationToken : undefined;
     } while (token);
-    return [...newest].filter(([, at]) => at < cutoffMs).map(([s]) => s).sort();
+    const out: string[] = [];
+    for (const [session, s] of found) {
+      if (s.at >= cutoffMs) continue;
+      if (s.data || (await this.vigilManifests(s.manifests)).length > 0) out.push(session);
+    }
+    return out.sort();
   }
 
-  /** Retention: delete every object of these sessions (recordings and pending pieces). */
+  /** Of these manifest keys, the manifests vigil wrote (manifestFor), with their keys. */
+  private async vigilManifests(keys: readonly string[]): Promise<{ key: string; manifest: UploadManifest }[]> {
+    const out: { key: string; manifest: UploadManifest }[] = [];
+    for (const key of keys) {
+      const manifest = manifestFor((await getBytes(this, key))?.toString('utf8'), key.slice(this.opts.prefix.length, -MANIFEST.length));
+      if (manifest) out.push({ key, manifest });
+      else this.hooks.warn?.('leaving an object named like a recording upload manifest that is not one vigil wrote', { bucket: this.opts.bucket, key });
+    }
+    return out;
+  }
+
+  /**
+   * Retention: delete every object vigil wrote of these sessions (recordings, pending pieces, manifests),
+   * and abort the uploads their manifests name: an open upload's parts are recording bytes too, out of
+   * sight of listings. A manifest goes last, and only once its uploads are aborted: until then it is all
+   * that names them, and the next run tries again.
+   */
   async deleteSessions(sessions: readonly string[]): Promise<void> {
-    for (const s of sessions) await this.deletePrefix(this.keyOf(`${s}/`));
+    for (const session of sessions) {
+      const prefix = this.keyOf(`${session}/`);
+      const data: string[] = [];
+      const manifests: string[] = [];
+      let token: string | undefined;
+      do {
+        const r = await this.request(() => this.client.send(new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: prefix, ContinuationToken: token })));
+        for (const o of r.Contents ?? []) {
+          const named = RECORDING_KEY.exec(o.Key?.slice(this.opts.prefix.length) ?? '');
+          if (!named || named[1] !== session) continue;
+          (named[3] === MANIFEST ? manifests : data).push(o.Key!);
+        }
+        token = r.IsTruncated ? r.NextContinuationToken : undefined;
+      } while (token);
+      const settled: string[] = [];
+      for (const { key, manifest } of await this.vigilManifests(manifests)) {
+        const object = key.slice(0, -MANIFEST.length);
+        // A recording this process is still uploading is not a purged session's: not aborted under it.
+        if (this.isUploading(object)) continue;
+        let ok = true;
+        for (const u of [manifest.upload_id, ...(manifest.abandoned ?? [])]) if ((await abortUpload(this, object, u)) === 'failed') ok = false;
+        if (ok) settled.push(key);
+      }
+      for (const Key of [...data, ...settled]) await this.request(() => this.client.send(new DeleteObjectCommand({ Bucket: this.opts.bucket, Key })));
+    }
   }
 
   get isStopping(): boolean {
@@ -383,6 +451,11 @@ async function readRange(file: string, offset: number, len: number): Promise<Buf
 class CastUpload implements RemoteUpload {
   private readonly key: string;
   private uploadId?: string;
+  /**
+   * Earlier uploads of this recording given up (restart; the upload of an earlier process, for a resumed
+   * one): named in the manifest, aborted once this upload is completed.
+   */
+  private abandoned: string[] = [];
   private parts: CompletedPart[] = [];
   /** Where each part ends in the file (the manifest carries it). */
   private partEnds: number[] = [];
@@ -411,6 +484,8 @@ class CastUpload implements RemoteUpload {
     private readonly file: string,
     private readonly sessionId: string,
     private readonly channel: number,
+    /** Left over by an earlier process: its manifest may name an upload of this recording to give up. */
+    private readonly resumed = false,
   ) {
     this.key = s3.keyOf(id);
     this.settled = new Promise((r) => (this.settle = r));
@@ -425,10 +500,18 @@ class CastUpload implements RemoteUpload {
     return this.key;
   }
 
-  /** The manifest is due: new parts to name, or the heartbeat (while the recording is still written). */
+  /**
+   * The manifest is due: new parts to name, or the heartbeat. Both until the upload is completed: a part
+   * uploaded after the session ended must be named too (salvage knows only the parts a manifest names),
+   * and an upload whose completion is being retried is alive, not to be salvaged.
+   */
   private get manifestDue(): boolean {
-    if (!this.uploadId || this.finalBytes !== undefined) return false;
-    return this.manifestDirty || Date.now() - this.manifestAt >= Math.max(this.opts.flushIntervalMs, this.s3.salvageAfterMs / 4);
+    if (!this.uploadId) return false;
+    return this.manifestDirty || this.heartbeatDue;
+  }
+
+  private get heartbeatDue(): boolean {
+    return Date.now() - this.manifestAt >= Math.max(this.opts.flushIntervalMs, this.s3.salvageAfterMs / 4);
   }
 
   written(bytes: number): void {
@@ -470,8 +553,10 @@ class CastUpload implements RemoteUpload {
           continue;
         }
         try {
+          // A heartbeat that goes through says nothing of the request that keeps failing (a completion, say).
+          const beat = !!this.uploadId && !this.manifestDirty && this.heartbeatDue;
           const done = await this.step();
-          if (this.failures > 0) this.failures = 0;
+          if (this.failures > 0 && !beat) this.failures = 0;
           if (done) return;
         } catch (e) {
           this.failures++;
@@ -495,6 +580,8 @@ class CastUpload implements RemoteUpload {
 
   /** The server lost the multipart upload: start over from the local file, which holds everything. */
   private restart(): void {
+    // Lost as far as the server said; aborted anyway once the new one is stored, in case it was not.
+    if (this.uploadId) this.abandoned.push(this.uploadId);
     this.uploadId = undefined;
     this.parts = [];
     this.partEnds = [];
@@ -507,6 +594,12 @@ class CastUpload implements RemoteUpload {
   private async step(): Promise<boolean> {
     const { bucket, partSize } = this.opts;
     if (!this.uploadId) {
+      if (this.resumed && this.manifestAt === 0) {
+        // The earlier process's upload of this recording (its manifest is about to be replaced by this
+        // one's): given up for the new one from byte 0, and carried in this one's manifest until aborted.
+        const earlier = manifestFor((await getBytes(this.s3, this.key + MANIFEST))?.toString('utf8'), this.id);
+        for (const u of earlier ? [earlier.upload_id, ...(earlier.abandoned ?? [])] : []) if (!this.abandoned.includes(u)) this.abandoned.push(u);
+      }
       const r = await this.s3.request(() =>
         this.s3.client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: this.key, ContentType: 'application/x-asciicast' })),
       );
@@ -530,10 +623,15 @@ class CastUpload implements RemoteUpload {
       await this.s3.request(() =>
         this.s3.client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: this.key, UploadId: this.uploadId, MultipartUpload: { Parts: this.parts } })),
       );
+      // The uploads this one replaced: their parts would outlive the recording's retention. The manifest
+      // stays if one could not be aborted (it is all that names it): salvage finds it beside the stored
+      // object and tries again.
+      let aborted = true;
+      for (const u of this.abandoned) if ((await abortUpload(this.s3, this.key, u)) === 'failed') aborted = false;
       // Best effort: the recording is complete; a pending object left behind is only litter. Listed rather
       // than remembered, so those of an earlier process (a crash, then a resumed upload) go too.
       await this.s3.deletePrefix(`${this.key}${PENDING}`).catch(() => {});
-      if (this.manifestAt > 0) await this.s3.request(() => this.s3.client.send(new DeleteObjectCommand({ Bucket: bucket, Key: this.key + MANIFEST }))).catch(() => {});
+      if (this.manifestAt > 0 && aborted) await this.s3.request(() => this.s3.client.send(new DeleteObjectCommand({ Bucket: bucket, Key: this.key + MANIFEST }))).catch(() => {});
       let localRemoved = false;
       if (!this.opts.keepLocal) {
         localRemoved = await fsp.rm(this.file).then(() => true, () => false);
@@ -548,31 +646,39 @@ class CastUpload implements RemoteUpload {
     if (this.flushDue && this.writtenBytes > this.pendingThrough) {
       const from = Math.max(this.pendingThrough, this.partsThrough);
       const to = this.writtenBytes;
-      const body = await readRange(this.file, from, to - from);
       const key = `${this.key}${PENDING}${String(from).padStart(16, '0')}`;
-      await this.s3.request(() => this.s3.client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: 'application/octet-stream' })));
-      this.pendingKeys.push({ key, end: from + body.length });
-      this.pendingThrough = from + body.length;
+      // Read once the request has its slot: memory stays bounded by the requests in flight.
+      const length = await this.s3.request(async () => {
+        const body = await readRange(this.file, from, to - from);
+        await this.s3.client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: 'application/octet-stream' }));
+        return body.length;
+      });
+      this.pendingKeys.push({ key, end: from + length });
+      this.pendingThrough = from + length;
       this.flushDue = false;
     }
     return false;
   }
 
   private async uploadPart(len: number): Promise<void> {
-    const body = await readRange(this.file, this.partsThrough, len);
-    if (body.length !== len) throw new S3StorageError('LocalShort', `recording file ${this.id} is shorter than written`);
     const PartNumber = this.parts.length + 1;
-    const r = await this.s3.request(() =>
-      this.s3.client.send(new UploadPartCommand({ Bucket: this.opts.bucket, Key: this.key, UploadId: this.uploadId, PartNumber, Body: body, ContentLength: len })),
-    );
+    // The part is read from the file once the request has its slot, not before: uploads waiting for a slot
+    // (every leftover recording at start, say) hold no part in memory.
+    const { body, r } = await this.s3.request(async () => {
+      const body = await readRange(this.file, this.partsThrough, len);
+      if (body.length !== len) throw new S3StorageError('LocalShort', `recording file ${this.id} is shorter than written`);
+      const r = await this.s3.client.send(new UploadPartCommand({ Bucket: this.opts.bucket, Key: this.key, UploadId: this.uploadId, PartNumber, Body: body, ContentLength: len }));
+      return { body, r };
+    });
     this.parts.push({ PartNumber, ETag: r.ETag });
     this.hash.update(body);
     this.partsThrough += len;
     this.partEnds.push(this.partsThrough);
+    // Named in the manifest before anything else is sent (step: manifestDue comes first); the pending
+    // objects it covers are deleted only after that (writeManifest): until the manifest names the part,
+    // they are how salvage knows those bytes.
     this.manifestDirty = true;
     if (this.pendingThrough < this.partsThrough) this.pendingThrough = this.partsThrough;
-    // Pending objects now wholly inside parts are not needed any more (best effort: failures only leave litter).
-    await this.dropPending(this.partsThrough).catch(() => {});
   }
 
   /** Write the manifest another replica completes this upload from if this process is lost. */
@@ -583,13 +689,18 @@ class CastUpload implements RemoteUpload {
       session: this.sessionId,
       channel: this.channel,
       parts: this.parts.map((p, i) => ({ n: p.PartNumber!, etag: p.ETag ?? '', end: this.partEnds[i] })),
+      ...(this.abandoned.length ? { abandoned: [...this.abandoned] } : {}),
     };
+    const named = this.partsThrough;
     const at = Date.now();
     await this.s3.request(() =>
       this.s3.client.send(new PutObjectCommand({ Bucket: this.opts.bucket, Key: this.key + MANIFEST, Body: JSON.stringify(m), ContentType: 'application/json' })),
     );
     this.manifestDirty = false;
     this.manifestAt = at;
+    // Pending objects wholly inside the parts the manifest names are not needed any more (best effort:
+    // failures only leave litter).
+    await this.dropPending(named).catch(() => {});
   }
 
   private async dropPending(through: number): Promise<void> {

@@ -42,7 +42,11 @@ export const recordingStorageSchema = (sc: SchemaContext) =>
       z.strictObject({
         kind: z.literal('s3'),
         bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'expected an S3 bucket name'),
-        /** Key prefix, e.g. `recordings/`; keys are `<prefix><session id>/ch<channel>.cast`. */
+        /**
+         * Key prefix, e.g. `recordings/`; keys are `<prefix><session id>/ch<channel>.cast`. A folder: `recordings`
+         * means `recordings/` (a purge never reaches a sibling such as `recordings-old/`). vigil deletes under it
+         * only objects in its own layout, so the bucket may be shared.
+         */
         prefix: z.string().max(512).refine((p) => !p.startsWith('/'), 'a key prefix does not start with /').default(''),
         /** S3-compatible servers (MinIO, Ceph, R2, …): their URL; unset for AWS S3. */
         endpoint: z.string().url().optional(),

@@ -168,9 +168,10 @@ describe('salvaging the recording uploads of a lost replica', () => {
     }
   }, 60_000);
 
-  it('a manifest that does not match its recording is dropped; one whose upload the server no longer has is reported, or stored from its pending objects if it had no part', async () => {
+  it('a manifest that does not match its recording is left alone; one whose upload the server no longer has is reported, or stored from its pending objects if it had no part', async () => {
     const put = (Key: string, Body: string | Buffer) => s3.client.send(new PutObjectCommand({ Bucket: s3.bucket, Key, Body }));
-    // Names another session than the one it sits beside: never turned into that session's recording.
+    // Names another session than the one it sits beside: never turned into that session's recording, and
+    // not provably vigil's, so not deleted either.
     await put('odd/01JODDSESSION0000000000001/ch0.cast.upload', JSON.stringify({ version: 1, upload_id: 'x', session: '01JSOMEONEELSE000000000001', channel: 0, parts: [] }));
     // A well-formed manifest whose upload is gone (aborted by a lifecycle rule, say): its parts are lost.
     await put('odd/01JODDSESSION0000000000002/ch0.cast.upload', JSON.stringify({ version: 1, upload_id: 'no-such-upload', session: '01JODDSESSION0000000000002', channel: 0, parts: [{ n: 1, etag: '"abc"', end: PART }] }));
@@ -193,8 +194,15 @@ describe('salvaging the recording uploads of a lost replica', () => {
       expect((await s3.get('odd/01JODDSESSION0000000000003/ch1.cast')).equals(whole)).toBe(true);
       expect(warned).toContain('ignoring an unreadable recording upload manifest in object storage');
       expect(failed).toEqual([expect.objectContaining({ sessionId: '01JODDSESSION0000000000002', phase: 'salvage', bytes: PART + 24, error: expect.objectContaining({ code: 'NoSuchUpload' }) })]);
-      // Both manifests are gone (no report at every sweep); the pending tail stays for retention.
-      expect(await s3.keys('odd/')).toEqual([`odd/01JODDSESSION0000000000002/ch0.cast.pending/${String(PART).padStart(16, '0')}`, 'odd/01JODDSESSION0000000000003/ch1.cast']);
+      // The gone upload's manifests are removed (no report at every sweep); the pending tail stays for
+      // retention; the mismatched manifest stays, warned about once.
+      expect(await s3.keys('odd/')).toEqual([
+        'odd/01JODDSESSION0000000000001/ch0.cast.upload',
+        `odd/01JODDSESSION0000000000002/ch0.cast.pending/${String(PART).padStart(16, '0')}`,
+        'odd/01JODDSESSION0000000000003/ch1.cast',
+      ]);
+      expect(await b.salvageLost(Date.now() + 120_000)).toBe(0);
+      expect(warned.filter((w) => w === 'ignoring an unreadable recording upload manifest in object storage')).toHaveLength(1);
     } finally {
       await b.close(0);
       await relay.close();
