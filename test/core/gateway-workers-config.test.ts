@@ -1,7 +1,5 @@
 import fs from 'node:fs';
-import https from 'node:https';
 import path from 'node:path';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestGateway, type IssuedFiles } from '../support/gateway.ts';
 import { startGatewayProcess, type GatewayProcess } from '../support/gateway-process.ts';
@@ -9,6 +7,7 @@ import { startPostgres, clientEnv, type PostgresHandle } from '../support/postgr
 import { freePort, tempDir, waitFor } from '../support/tmp.ts';
 import { searchAuditLog } from '../../recorder/audit/read.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
+import { spawnClient, gatewayWorkerPids, type ClientProcess, apiRequest } from '../support/workers.ts';
 
 /**
  * `vigil serve` with gateway.workers: 2 when the config file changes under it: every worker, the first
@@ -21,14 +20,7 @@ let pg: PostgresHandle;
 let gp: GatewayProcess | undefined;
 let base: string;
 let alice: IssuedFiles, ada: IssuedFiles;
-interface Client {
-  child: ChildProcessWithoutNullStreams;
-  stdout(): string;
-  stderr(): string;
-  exited: Promise<number | null>;
-  done(): boolean;
-}
-const clients: Client[] = [];
+const clients: ClientProcess[] = [];
 
 beforeAll(async () => {
   base = tempDir('vigil-workers-config-');
@@ -56,35 +48,13 @@ afterAll(async () => {
   if (base) fs.rmSync(base, { recursive: true, force: true });
 });
 
-function client(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Client {
-  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d) => (out += d));
-  child.stderr.on('data', (d) => (err += d));
-  child.stdin.on('error', () => {});
-  let code: number | null | undefined;
-  const exited = new Promise<number | null>((r) => child.once('close', (c) => r((code = c))));
-  const c = { child, stdout: () => out, stderr: () => err, exited, done: () => code !== undefined };
-  clients.push(c);
-  return c;
-}
+const client = (cmd: string, args: string[], env?: NodeJS.ProcessEnv): ClientProcess => spawnClient(clients, cmd, args, { env });
 
 /** A psql session of alice that stays open, running each statement written to its stdin. */
 const psql = () =>
   client('psql', ['-X', '-qAt', '-d', `host=127.0.0.1 port=${gp!.ports.postgres} dbname=pg1 user=alice sslmode=verify-full sslrootcert=${alice.ca} sslcert=${alice.crt} sslkey=${alice.key}`], clientEnv());
 
-function get(p: string): Promise<{ status: number; body: any }> {
-  return new Promise((resolve, reject) => {
-    const req = https.get(`https://127.0.0.1:${gp!.ports.api}${p}`, { agent: false, timeout: 5000, ca: fs.readFileSync(ada.ca), cert: fs.readFileSync(ada.crt), key: fs.readFileSync(ada.key) }, (res) => {
-      let t = '';
-      res.on('data', (d) => (t += d));
-      res.on('end', () => resolve({ status: res.statusCode!, body: t ? JSON.parse(t) : undefined }));
-    });
-    req.on('error', reject);
-    req.on('timeout', () => req.destroy(new Error('request timed out')));
-  });
-}
+const get = (p: string) => apiRequest(gp!.ports.api, ada, 'GET', p);
 
 interface SessionRow {
   id: string;
@@ -93,18 +63,7 @@ interface SessionRow {
 }
 const liveSessions = async (): Promise<SessionRow[]> => (await get('/v1/sessions?live=1')).body.sessions;
 
-/** The workers: the gateway process's children running vigil (not, say, the esbuild service tsx may start). */
-function workerPids(): number[] {
-  const dir = `/proc/${gp!.pid}/task`;
-  const children = fs.readdirSync(dir).flatMap((t) => fs.readFileSync(path.join(dir, t, 'children'), 'utf8').trim().split(/\s+/).filter(Boolean).map(Number));
-  return children.filter((p) => {
-    try {
-      return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('vigil.js');
-    } catch {
-      return false;
-    }
-  });
-}
+const workerPids = () => gatewayWorkerPids(gp!.pid);
 
 /** Kill one worker and wait until its replacement logged that it is ready: both workers' pids. */
 async function replaceOne(): Promise<number[]> {
@@ -123,8 +82,8 @@ async function replaceOne(): Promise<number[]> {
  * Four psql sessions of alice opened one after the other and kept open (the primary hands connections
  * round robin, so both workers get some): for each, the worker that holds it, or undefined when refused.
  */
-async function attempts(): Promise<{ worker?: number; c: Client }[]> {
-  const out: { worker?: number; c: Client }[] = [];
+async function attempts(): Promise<{ worker?: number; c: ClientProcess }[]> {
+  const out: { worker?: number; c: ClientProcess }[] = [];
   for (let i = 0; i < 4; i++) {
     const before = new Set((await liveSessions()).map((s) => s.id));
     const c = psql();
@@ -136,7 +95,7 @@ async function attempts(): Promise<{ worker?: number; c: Client }[]> {
   return out;
 }
 
-async function closeAll(list: { c: Client }[]): Promise<void> {
+async function closeAll(list: { c: ClientProcess }[]): Promise<void> {
   for (const { c } of list) c.child.stdin.end();
   await waitFor(() => list.every(({ c }) => c.done()), 10_000, 'psql exits');
 }

@@ -1,7 +1,5 @@
 import fs from 'node:fs';
-import https from 'node:https';
 import path from 'node:path';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestGateway, type IssuedFiles } from '../support/gateway.ts';
 import { startGatewayProcess, type GatewayProcess } from '../support/gateway-process.ts';
@@ -9,6 +7,7 @@ import { startPostgres, clientEnv, type PostgresHandle } from '../support/postgr
 import { freePort, tempDir, waitFor } from '../support/tmp.ts';
 import { searchAuditLog } from '../../recorder/audit/read.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
+import { spawnClient, gatewayWorkerPids, apiRequest, type ClientProcess } from '../support/workers.ts';
 
 /**
  * `vigil serve` with gateway.workers: 2 when a worker dies while the record of its session's start or end
@@ -21,13 +20,7 @@ let pg: PostgresHandle;
 let gp: GatewayProcess | undefined;
 let base: string;
 let alice: IssuedFiles, ada: IssuedFiles;
-interface Client {
-  child: ChildProcessWithoutNullStreams;
-  stdout(): string;
-  stderr(): string;
-  done(): boolean;
-}
-const clients: Client[] = [];
+const clients: ClientProcess[] = [];
 
 beforeAll(async () => {
   base = tempDir('vigil-workers-ends-');
@@ -57,32 +50,10 @@ afterAll(async () => {
 });
 
 /** A psql session of alice that stays open, running each statement written to its stdin. */
-function psql(): Client {
-  const conn = `host=127.0.0.1 port=${gp!.ports.postgres} dbname=pg1 user=alice sslmode=verify-full sslrootcert=${alice.ca} sslcert=${alice.crt} sslkey=${alice.key}`;
-  const child = spawn('psql', ['-X', '-qAt', '-d', conn], { stdio: ['pipe', 'pipe', 'pipe'], env: clientEnv() });
-  let out = '';
-  let err = '';
-  let closed = false;
-  child.stdout.on('data', (d) => (out += d));
-  child.stderr.on('data', (d) => (err += d));
-  child.stdin.on('error', () => {});
-  child.once('close', () => (closed = true));
-  const c = { child, stdout: () => out, stderr: () => err, done: () => closed };
-  clients.push(c);
-  return c;
-}
+const psql = (): ClientProcess =>
+  spawnClient(clients, 'psql', ['-X', '-qAt', '-d', `host=127.0.0.1 port=${gp!.ports.postgres} dbname=pg1 user=alice sslmode=verify-full sslrootcert=${alice.ca} sslcert=${alice.crt} sslkey=${alice.key}`], { env: clientEnv() });
 
-function get(p: string): Promise<{ status: number; body: any }> {
-  return new Promise((resolve, reject) => {
-    const req = https.get(`https://127.0.0.1:${gp!.ports.api}${p}`, { agent: false, timeout: 5000, ca: fs.readFileSync(ada.ca), cert: fs.readFileSync(ada.crt), key: fs.readFileSync(ada.key) }, (res) => {
-      let t = '';
-      res.on('data', (d) => (t += d));
-      res.on('end', () => resolve({ status: res.statusCode!, body: t ? JSON.parse(t) : undefined }));
-    });
-    req.on('error', reject);
-    req.on('timeout', () => req.destroy(new Error('request timed out')));
-  });
-}
+const get = (p: string) => apiRequest(gp!.ports.api, ada, 'GET', p);
 
 interface SessionRow {
   id: string;
@@ -91,18 +62,7 @@ interface SessionRow {
 }
 const liveSessions = async (): Promise<SessionRow[]> => (await get('/v1/sessions?live=1')).body.sessions;
 
-/** The workers: the gateway process's children running vigil (not, say, the esbuild service tsx may start). */
-function workerPids(): number[] {
-  const dir = `/proc/${gp!.pid}/task`;
-  const children = fs.readdirSync(dir).flatMap((t) => fs.readFileSync(path.join(dir, t, 'children'), 'utf8').trim().split(/\s+/).filter(Boolean).map(Number));
-  return children.filter((p) => {
-    try {
-      return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('vigil.js');
-    } catch {
-      return false;
-    }
-  });
-}
+const workerPids = () => gatewayWorkerPids(gp!.pid);
 
 /** Wait until the replacement of the dead worker `gone` logged that it is ready. */
 async function replaced(gone: number): Promise<void> {
@@ -114,7 +74,7 @@ async function replaced(gone: number): Promise<void> {
 }
 
 /** A session of alice, opened and listed by the primary (it is registered before its session.start is written). */
-async function opened(): Promise<{ row: SessionRow; c: Client }> {
+async function opened(): Promise<{ row: SessionRow; c: ClientProcess }> {
   const before = new Set((await liveSessions()).map((s) => s.id));
   const c = psql();
   c.child.stdin.write("SELECT 'in';\n");

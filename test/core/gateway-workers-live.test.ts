@@ -1,7 +1,6 @@
 import fs from 'node:fs';
 import https from 'node:https';
 import path from 'node:path';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
@@ -10,6 +9,7 @@ import { startGatewayProcess, type GatewayProcess } from '../support/gateway-pro
 import { startSshd, type SshdHandle } from '../support/sshd.ts';
 import { ConsoleClient } from '../support/console.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
+import { spawnClient, apiRequest, type ClientProcess } from '../support/workers.ts';
 
 /**
  * `vigil serve` with gateway.workers: 2, where the API runs in the primary and SSH sessions in the workers:
@@ -24,13 +24,7 @@ let sshd: SshdHandle;
 let gp: GatewayProcess | undefined;
 let base: string;
 let alice: IssuedFiles, audrey: IssuedFiles;
-interface Client {
-  child: ChildProcessWithoutNullStreams;
-  stdout(): string;
-  exited: Promise<number | null>;
-  done(): boolean;
-}
-const clients: Client[] = [];
+const clients: ClientProcess[] = [];
 const sockets: WebSocket[] = [];
 
 beforeAll(async () => {
@@ -57,21 +51,10 @@ afterAll(async () => {
   if (base) fs.rmSync(base, { recursive: true, force: true });
 });
 
-function client(cmd: string, args: string[]): Client {
-  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], cwd: ROOT });
-  let out = '';
-  child.stdout.on('data', (d) => (out += d));
-  child.stderr.on('data', () => {});
-  child.stdin.on('error', () => {});
-  let code: number | null | undefined;
-  const exited = new Promise<number | null>((r) => child.once('close', (c) => r((code = c))));
-  const c = { child, stdout: () => out, exited, done: () => code !== undefined };
-  clients.push(c);
-  return c;
-}
+const client = (cmd: string, args: string[]): ClientProcess => spawnClient(clients, cmd, args, { cwd: ROOT });
 
 /** An ssh session running `cat` on the host: what the test types is printed back. */
-function sshCat(): Client {
+function sshCat(): ClientProcess {
   const knownHosts = path.join(base, 'known_hosts');
   fs.writeFileSync(knownHosts, `[127.0.0.1]:${gp!.ports.ssh} ${gp!.sshHostKey}\n`);
   return client('ssh', [
@@ -80,17 +63,7 @@ function sshCat(): Client {
   ]);
 }
 
-function api(method: string, p: string): Promise<{ status: number; body: any }> {
-  return new Promise((resolve, reject) => {
-    const req = https.request(`https://127.0.0.1:${gp!.ports.api}${p}`, { method, agent: false, ca: fs.readFileSync(audrey.ca), cert: fs.readFileSync(audrey.crt), key: fs.readFileSync(audrey.key) }, (res) => {
-      let t = '';
-      res.on('data', (d) => (t += d));
-      res.on('end', () => resolve({ status: res.statusCode!, body: t ? JSON.parse(t) : undefined }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
+const api = (method: string, p: string) => apiRequest(gp!.ports.api, audrey, method, p);
 
 interface SessionRow {
   id: string;
@@ -103,7 +76,7 @@ interface SessionRow {
 const liveSessions = async (): Promise<SessionRow[]> => (await api('GET', '/v1/sessions?live=1')).body.sessions;
 
 /** Open an ssh `cat` session and wait until the primary lists it. */
-async function openedCat(): Promise<{ row: SessionRow; c: Client }> {
+async function openedCat(): Promise<{ row: SessionRow; c: ClientProcess }> {
   const before = new Set((await liveSessions()).map((s) => s.id));
   const c = sshCat();
   const row = await waitFor(async () => (await liveSessions()).find((s) => !before.has(s.id) && s.protocol === 'ssh'), 30_000, 'the ssh session listed');
@@ -144,7 +117,7 @@ const relayLines = (what: string) => gp!.output().split('\n').filter((l) => l.in
 describe('live view and byte counts across gateway.workers: 2', () => {
   it('the live view shows what an ssh session types and prints while it runs, whichever worker holds it; the relay stops when the watcher leaves', async () => {
     // Sessions until both workers hold one (the primary hands connections round robin).
-    const held = new Map<number, { row: SessionRow; c: Client }>();
+    const held = new Map<number, { row: SessionRow; c: ClientProcess }>();
     for (let i = 0; i < 8 && held.size < 2; i++) {
       const s = await openedCat();
       expect(s.row.worker_pid, JSON.stringify(s.row)).toBeGreaterThan(0);

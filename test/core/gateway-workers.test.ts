@@ -1,7 +1,6 @@
 import fs from 'node:fs';
-import https from 'node:https';
 import path from 'node:path';
-import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestGateway, type IssuedFiles } from '../support/gateway.ts';
@@ -14,6 +13,7 @@ import { searchAuditLog } from '../../recorder/audit/read.ts';
 import { serverStatements, STATEMENT_LOG } from '../postgres/helpers.ts';
 import { splitStatements } from '../../proxies/postgres/sql.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
+import { spawnClient, gatewayWorkerPids, type ClientProcess, apiRequest } from '../support/workers.ts';
 
 /**
  * `vigil serve` with gateway.workers: 2 — the protocol listeners in two cluster workers, the API and the
@@ -32,14 +32,7 @@ let gp: GatewayProcess | undefined;
 let base: string;
 let alice: IssuedFiles, bob: IssuedFiles, ada: IssuedFiles;
 let config: Record<string, unknown>;
-interface Client {
-  child: ChildProcessWithoutNullStreams;
-  stdout(): string;
-  stderr(): string;
-  exited: Promise<number | null>;
-  done(): boolean;
-}
-const clients: Client[] = [];
+const clients: ClientProcess[] = [];
 
 beforeAll(async () => {
   base = tempDir('vigil-workers-');
@@ -73,19 +66,7 @@ afterAll(async () => {
   if (base) fs.rmSync(base, { recursive: true, force: true });
 });
 
-function client(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Client {
-  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d) => (out += d));
-  child.stderr.on('data', (d) => (err += d));
-  child.stdin.on('error', () => {});
-  let code: number | null | undefined;
-  const exited = new Promise<number | null>((r) => child.once('close', (c) => r((code = c))));
-  const c = { child, stdout: () => out, stderr: () => err, exited, done: () => code !== undefined };
-  clients.push(c);
-  return c;
-}
+const client = (cmd: string, args: string[], env?: NodeJS.ProcessEnv): ClientProcess => spawnClient(clients, cmd, args, { env });
 
 const pgConn = (who: IssuedFiles, user: string) =>
   `host=127.0.0.1 port=${gp!.ports.postgres} dbname=pg1 user=${user} sslmode=verify-full sslrootcert=${who.ca} sslcert=${who.crt} sslkey=${who.key}`;
@@ -102,21 +83,7 @@ function ssh(who: IssuedFiles, command: string) {
   ]);
 }
 
-function api(method: string, p: string, body?: unknown): Promise<{ status: number; body: any }> {
-  return new Promise((resolve, reject) => {
-    const req = https.request(
-      `https://127.0.0.1:${gp!.ports.api}${p}`,
-      { method, agent: false, ca: fs.readFileSync(ada.ca), cert: fs.readFileSync(ada.crt), key: fs.readFileSync(ada.key), headers: { 'content-type': 'application/json' } },
-      (res) => {
-        let t = '';
-        res.on('data', (d) => (t += d));
-        res.on('end', () => resolve({ status: res.statusCode!, body: t ? JSON.parse(t) : undefined }));
-      },
-    );
-    req.on('error', reject);
-    req.end(body === undefined ? undefined : JSON.stringify(body));
-  });
-}
+const api = (method: string, p: string, body?: unknown) => apiRequest(gp!.ports.api, ada, method, p, body);
 
 interface SessionRow {
   id: string;
@@ -127,18 +94,7 @@ interface SessionRow {
 }
 const liveSessions = async (): Promise<SessionRow[]> => (await api('GET', '/v1/sessions?live=1')).body.sessions;
 
-/** The workers: the gateway process's children running vigil (not, say, the esbuild service tsx may start). */
-function workerPids(): number[] {
-  const dir = `/proc/${gp!.pid}/task`;
-  const children = fs.readdirSync(dir).flatMap((t) => fs.readFileSync(path.join(dir, t, 'children'), 'utf8').trim().split(/\s+/).filter(Boolean).map(Number));
-  return children.filter((p) => {
-    try {
-      return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('vigil.js');
-    } catch {
-      return false;
-    }
-  });
-}
+const workerPids = () => gatewayWorkerPids(gp!.pid);
 
 /** Running (a zombie left to a container's init that does not reap counts as gone). */
 function alive(pid: number): boolean {
@@ -158,8 +114,8 @@ async function opened(start: () => unknown, user: string, protocol: string): Pro
 }
 
 describe('vigil serve with gateway.workers: 2', () => {
-  const psqlSessions: { row: SessionRow; c: Client }[] = [];
-  const mysqlClients: Client[] = [];
+  const psqlSessions: { row: SessionRow; c: ClientProcess }[] = [];
+  const mysqlClients: ClientProcess[] = [];
 
   it('spreads psql, mariadb and ssh sessions over both workers; each statement is recorded by the primary', async () => {
     const workers = workerPids();
@@ -312,7 +268,7 @@ describe('vigil serve with gateway.workers: 2', () => {
     gp = await startGatewayProcess({ ...config, audit: { ...(config.audit as object), durability: 'strict' } }, base);
     const workers = workerPids();
     expect(workers).toHaveLength(2);
-    let c!: Client;
+    let c!: ClientProcess;
     const row = await opened(() => {
       c = psql(alice, 'alice');
       c.child.stdin.write("SELECT 'orphan';\nSELECT pg_sleep(120);\n");
