@@ -57,7 +57,11 @@ export function errorResponse(e: unknown): { status: number; code: string; messa
   return { status: 500, code: 'VIGIL_INTERNAL', message: 'Internal error.' };
 }
 
-/** Read and parse a JSON body (empty body = `{}`), bounded by MAX_BODY_BYTES. */
+/**
+ * Read and parse a JSON body (empty body = `{}`), bounded by MAX_BODY_BYTES. A body must say it is JSON:
+ * a cross-site form can post `text/plain` that happens to parse as JSON, but cannot send
+ * `application/json` without a CORS preflight (src/api/cross-site.ts).
+ */
 export function readJson(req: http.IncomingMessage): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -75,6 +79,9 @@ export function readJson(req: http.IncomingMessage): Promise<unknown> {
     req.on('end', () => {
       const text = Buffer.concat(chunks).toString('utf8').trim();
       if (!text) return resolve({});
+      if (!/^application\/json\s*(;|$)/i.test(String(req.headers['content-type'] ?? ''))) {
+        return reject(new ApiError(415, 'VIGIL_CONTENT_TYPE', 'Request bodies must be JSON (content-type: application/json).'));
+      }
       try {
         resolve(JSON.parse(text));
       } catch {

@@ -104,7 +104,11 @@ function donePage(b: { decision: string; request: AccessRecord }): string {
   return page(`Request ${r.id}`, `<p>${esc(what)}.</p>`);
 }
 
-/** JSON, or an HTML form's fields (the page's own form), bounded like every API body. */
+/**
+ * JSON, or an HTML form's fields (the page's own form), bounded like every API body. The server admits a
+ * form post here only when the browser shows it came from this gateway's own page (src/api/cross-site.ts:
+ * the page's no-referrer policy makes its post say `Origin: null`, with `Sec-Fetch-Site: same-origin`).
+ */
 async function readLinkBody(req: RouteContext['req']): Promise<unknown> {
   if (!/^application\/x-www-form-urlencoded\b/.test(String(req.headers['content-type'] ?? ''))) return readJson(req);
   const chunks: Buffer[] = [];

@@ -12,6 +12,11 @@ import type { LinkStore } from '../access/links.ts';
 export interface Route {
   method: 'GET' | 'POST' | 'DELETE';
   pattern: string;
+  /**
+   * The route takes the form of its own HTML page (application/x-www-form-urlencoded) besides JSON; the
+   * server admits such a post only when it is not cross-site (src/api/cross-site.ts).
+   */
+  forms?: boolean;
   handle(ctx: RouteContext): Promise<[number, unknown]>;
 }
 

@@ -86,6 +86,7 @@ export const ROUTES: Route[] = [
   {
     method: 'POST',
     pattern: '/v1/access/links/:token',
+    forms: true,
     handle: (ctx) => linkRoute(ctx, 'POST'),
   },
   {

@@ -8,7 +8,6 @@ import type { GatewayServices } from '../gateway/services.ts';
 import type { Listen } from '../config/types.ts';
 import { AccessService, type Actor } from '../access/service.ts';
 import { AccessRefusedError } from '../access/errors.ts';
-import { grantIsLive } from '../authz/index.ts';
 import { ApiError, HtmlBody, errorResponse, sendHtml, sendJson } from './http.ts';
 import { matchRoute } from './routes.ts';
 import { RefusalBudget } from './refusals.ts';
@@ -21,12 +20,24 @@ import { beginWatch, streamSession, watchSessionId, webSocketSink } from './watc
 import { SessionNotFoundError } from '../sessions/control.ts';
 import { createConsole } from '../console/server.ts';
 import { loginEndpoints } from '../identity/oidc/routes.ts';
+import { CREDENTIAL_ENDED, credentialEnded, type CertCredential, type CredentialEnd } from './credential.ts';
+import { foreignSite, stateChangeRefusal } from './cross-site.ts';
 
 /** A live-stream client that falls this far behind is disconnected rather than buffered without bound. */
 const STREAM_MAX_BUFFERED = 4 * 1024 * 1024;
 const EVENTS_STREAM_PATH = '/v1/events/stream';
+/** How soon an open stream notices that its certificate no longer speaks for anyone (as the console's live view). */
+const STREAM_CHECK_MS = 1000;
 
-type AuthResult = { ok: true; actor: Actor } | { ok: false; error: ApiError; user?: string; certSerial?: string };
+type AuthResult = { ok: true; actor: Actor; credential: CertCredential } | { ok: false; error: ApiError; user?: string; certSerial?: string };
+
+/** The API's words for a certificate refused after its chain was verified (credential.ts). */
+const CERT_REFUSED: Record<CredentialEnd, string> = {
+  cert_expired: 'Client certificate refused: it has expired.',
+  cert_revoked: 'Client certificate refused: it has been revoked.',
+  grant_ended: 'Client certificate refused: the grant it was issued for is no longer active.',
+  user_locked: 'Your vigil user is locked. Contact an administrator.',
+};
 
 export interface ApiOptions {
   /**
@@ -116,20 +127,15 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
       return { ok: false, error: new ApiError(401, 'VIGIL_UNAUTHENTICATED', `Client certificate refused: ${result.message}`), user: result.user, certSerial: result.certSerial };
     }
     const p = result.principal;
-    if (services.store.isRevoked(p.certSerial)) {
-      return { ok: false, error: new ApiError(401, 'VIGIL_UNAUTHENTICATED', 'Client certificate refused: it has been revoked.'), user: p.user, certSerial: p.certSerial };
+    // A certificate issued for a grant carries the granted role; it speaks for nobody once the grant ended.
+    // Kept with the actor: streams and console sessions opened with it ask the same question again later.
+    const credential: CertCredential = { user: p.user, certSerial: p.certSerial, notAfter: p.notAfter.getTime(), ...(p.grantId ? { grantId: p.grantId } : {}) };
+    const ended = await credentialEnded(services, credential);
+    if (ended) {
+      const error = ended === 'user_locked' ? new ApiError(403, 'VIGIL_LOCKED', CERT_REFUSED[ended]) : new ApiError(401, 'VIGIL_UNAUTHENTICATED', CERT_REFUSED[ended]);
+      return { ok: false, error, user: p.user, certSerial: p.certSerial };
     }
-    if (p.grantId) {
-      // A certificate issued for a grant carries the granted role; it speaks for nobody once the grant ended.
-      const g = await services.store.getAccess(p.grantId);
-      if (!g || !grantIsLive(g, Date.now())) {
-        return { ok: false, error: new ApiError(401, 'VIGIL_UNAUTHENTICATED', 'Client certificate refused: the grant it was issued for is no longer active.'), user: p.user, certSerial: p.certSerial };
-      }
-    }
-    if (services.store.isLocked('user', p.user)) {
-      return { ok: false, error: new ApiError(403, 'VIGIL_LOCKED', 'Your vigil user is locked. Contact an administrator.'), user: p.user, certSerial: p.certSerial };
-    }
-    return { ok: true, actor: { user: p.user, roles: p.roles, certSerial: p.certSerial, source: sourceOf(req) } };
+    return { ok: true, actor: { user: p.user, roles: p.roles, certSerial: p.certSerial, source: sourceOf(req) }, credential };
   }
 
   /** A call refused before the access service saw it (no/bad certificate, bad input, unknown route). */
@@ -179,15 +185,23 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
     const actor = auth.actor;
     if (url.pathname === '/metrics' && req.method === 'GET') {
       // Prometheus scrape: operators and auditors only (scrape with a vigil client certificate).
-      if (!currentAccess().seesEverything(actor)) return sendJson(res, 403, { error: { code: 'VIGIL_FORBIDDEN', message: 'Metrics are for admins and auditors.' } });
+      if (!currentAccess().seesEverything(actor)) {
+        const msg = 'Metrics are for admins and auditors.';
+        await recordRefusal(req, { user: actor.user, roles: actor.roles, certSerial: actor.certSerial }, 403, 'VIGIL_FORBIDDEN', msg);
+        return sendJson(res, 403, { error: { code: 'VIGIL_FORBIDDEN', message: msg } });
+      }
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
       res.end(metrics.render());
       return;
     }
     try {
       const m = matchRoute(req.method ?? '', url.pathname);
-      if (m === 'not_found') throw new ApiError(404, 'VIGIL_NO_ROUTE', `No API endpoint ${url.pathname}.`);
-      if (m === 'bad_method') throw new ApiError(405, 'VIGIL_BAD_METHOD', `${req.method} is not supported on ${url.pathname}.`);
+      // The message is recorded with the refusal: an approval link's path names it without its token.
+      if (m === 'not_found') throw new ApiError(404, 'VIGIL_NO_ROUTE', `No API endpoint ${redactLinkPath(url.pathname)}.`);
+      if (m === 'bad_method') throw new ApiError(405, 'VIGIL_BAD_METHOD', `${req.method} is not supported on ${redactLinkPath(url.pathname)}.`);
+      // A certificate in a browser is presented to any site's request: a change needs proof it is not cross-site.
+      const foreign = stateChangeRefusal(req, { forms: m.route.forms });
+      if (foreign) throw foreign;
       const [status, body] = await m.route.handle({ actor, params: m.params, query: url.searchParams, req, services, access: currentAccess(), links });
       if (body instanceof HtmlBody) sendHtml(res, status, body.html);
       else sendJson(res, status, body);
@@ -229,16 +243,34 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
       const r = budgetRefusal(req, auth);
       return rejectUpgrade(r.status, r.code, r.message, r.retryAfter);
     }
+    const who = { user: auth.actor.user, roles: auth.actor.roles, certSerial: auth.actor.certSerial };
+    // Cross-site WebSocket hijacking: a browser holding the certificate presents it to any page's socket,
+    // and the same-origin policy does not apply to WebSockets; the Origin it always sends tells them apart.
+    const foreign = foreignSite(req);
+    if (foreign) {
+      const msg = `Refused: the stream was opened from another site (${foreign}).`;
+      await recordRefusal(req, who, 403, 'VIGIL_CROSS_SITE', msg);
+      return rejectUpgrade(403, 'VIGIL_CROSS_SITE', msg);
+    }
     const watchId = watchSessionId(path);
-    if (watchId !== undefined) return watchUpgrade(req, socket, head, auth.actor, watchId, rejectUpgrade);
-    if (path !== EVENTS_STREAM_PATH) return rejectUpgrade(404, 'VIGIL_NO_ROUTE', `No WebSocket endpoint ${path}.`);
+    if (watchId !== undefined) return watchUpgrade(req, socket, head, auth.actor, auth.credential, watchId, rejectUpgrade);
+    if (path !== EVENTS_STREAM_PATH) {
+      const msg = `No WebSocket endpoint ${redactLinkPath(path)}.`;
+      void recordRefusal(req, who, 404, 'VIGIL_NO_ROUTE', msg);
+      return rejectUpgrade(404, 'VIGIL_NO_ROUTE', msg);
+    }
     if (!currentAccess().seesEverything(auth.actor)) {
       const msg = 'Only administrators and auditors may read the live audit stream.';
-      void recordRefusal(req, { user: auth.actor.user, roles: auth.actor.roles, certSerial: auth.actor.certSerial }, 403, 'VIGIL_FORBIDDEN', msg);
+      void recordRefusal(req, who, 403, 'VIGIL_FORBIDDEN', msg);
       return rejectUpgrade(403, 'VIGIL_FORBIDDEN', msg);
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
       streams.add(ws);
+      // The stream lasts only while the certificate that opened it would still be accepted (and its role).
+      guardStream(ws, auth.credential, () => (currentAccess().seesEverything(auth.actor) ? undefined : 'role_removed'), (why, text) => {
+        void recordRefusal(req, who, why === 'check_failed' ? 503 : 401, 'VIGIL_STREAM_ENDED', `Live audit stream closed: ${text}.`);
+        ws.close(why === 'check_failed' ? 1013 : 1008, text);
+      });
       const unsubscribe = events.subscribe((e) => {
         if (ws.readyState !== ws.OPEN) return;
         // Explicit backpressure: a reader that cannot keep up is cut off, never buffered without bound.
@@ -263,6 +295,7 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
     socket: net.Socket,
     head: Buffer,
     actor: Actor,
+    credential: CertCredential,
     id: string,
     rejectUpgrade: (status: number, code: string, message: string) => void,
   ): Promise<void> {
@@ -279,8 +312,47 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
     wss.handleUpgrade(req, socket, head, (ws) => {
       streams.add(ws);
       ws.on('close', () => streams.delete(ws));
-      streamSession(webSocketSink(ws), { events, sessions: services.sessions, recordings: services.recordings, log }, actor, session, fromStart);
+      const watch = streamSession(webSocketSink(ws), { events, sessions: services.sessions, recordings: services.recordings, log }, actor, session, fromStart);
+      // Ended like the audit stream; session.watch_ended records why (access_ended, with the reason).
+      guardStream(ws, credential, () => (currentAccess().seesEverything(actor) ? undefined : 'role_removed'), (why, text) => watch.end(why === 'check_failed' ? 1013 : 1008, text, why));
       log.info({ user: actor.user, session: id }, 'api: session watch opened');
+    });
+  }
+
+  /**
+   * Check an open stream's certificate again every STREAM_CHECK_MS, as the next API call would (expiry,
+   * revocation, live grant, lock) and whether the role that let it in still does (a config reload), and
+   * call `end` once when it no longer does. A check that cannot be made (the store is away) ends it too:
+   * access that cannot be confirmed is not kept.
+   */
+  function guardStream(ws: WebSocket, credential: CertCredential, roleGone: () => 'role_removed' | undefined, end: (why: CredentialEnd | 'role_removed' | 'check_failed', text: string) => void): void {
+    let busy = false;
+    let ended = false;
+    const stop = (why: CredentialEnd | 'role_removed' | 'check_failed', text: string) => {
+      if (ended) return;
+      ended = true;
+      clearInterval(timer);
+      log.info({ user: credential.user, why }, 'api: stream closed, its access ended');
+      end(why, text);
+    };
+    const timer = setInterval(() => {
+      if (busy || ended || ws.readyState !== ws.OPEN) return;
+      busy = true;
+      credentialEnded(services, credential)
+        .then((why) => {
+          if (why) return stop(why, CREDENTIAL_ENDED[why]);
+          if (roleGone()) stop('role_removed', 'your role no longer allows this stream');
+        })
+        .catch((e) => {
+          log.error({ err: (e as Error).message, user: credential.user }, 'api: could not check an open stream\'s certificate');
+          stop('check_failed', 'your access cannot be checked now; reconnect');
+        })
+        .finally(() => (busy = false));
+    }, STREAM_CHECK_MS);
+    timer.unref();
+    ws.once('close', () => {
+      ended = true;
+      clearInterval(timer);
     });
   }
 

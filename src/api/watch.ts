@@ -105,13 +105,19 @@ export async function beginWatch(deps: SessionControlDeps, actor: Actor, id: str
 }
 
 /** Why a watch ended, as session.watch_ended records it. */
-type WatchEnd = 'session_ended' | 'watcher_closed' | 'too_slow';
+type WatchEnd = 'session_ended' | 'watcher_closed' | 'too_slow' | 'access_ended';
+
+/** A running watch, for whoever checks that the watcher may still watch. */
+export interface WatchHandle {
+  /** The watcher's access ended (`reason`: revoked, expired, locked, …): close with `code`/`text`, recorded as access_ended. */
+  end(code: number, text: string, reason: string): void;
+}
 
 /**
  * Stream `session` to `out` until the session ends or the watcher leaves, then write session.watch_ended.
  * session.watch_started is written (durably) by the caller before the upgrade.
  */
-export function streamSession(out: WatchSink, deps: WatchDeps, actor: Actor, session: LiveSession, fromStart: boolean): void {
+export function streamSession(out: WatchSink, deps: WatchDeps, actor: Actor, session: LiveSession, fromStart: boolean): WatchHandle {
   const id = session.id;
   const started = Date.now();
   const terminal = TERMINAL_PROTOCOLS.has(session.protocol);
@@ -129,13 +135,13 @@ export function streamSession(out: WatchSink, deps: WatchDeps, actor: Actor, ses
     out.send(text);
   };
 
-  function finish(why: WatchEnd, code: number, text: string): void {
+  function finish(why: WatchEnd, code: number, text: string, extra: Record<string, unknown> = {}): void {
     if (ending) return;
     ending = why;
     for (const c of cleanups.splice(0)) c();
     if (out.open()) out.close(code, text);
     deps.events
-      .emit(controlEvent('session.watch_ended', actor, id, session, 'success', { why, duration_ms: Date.now() - started, bytes }))
+      .emit(controlEvent('session.watch_ended', actor, id, session, 'success', { why, ...extra, duration_ms: Date.now() - started, bytes }))
       .catch((e) => deps.log.error({ err: (e as Error).message, session: id }, 'watch: could not record session.watch_ended'));
   }
 
@@ -202,6 +208,7 @@ export function streamSession(out: WatchSink, deps: WatchDeps, actor: Actor, ses
     cleanups.push(() => clearTimeout(t));
     endWhenSettled();
   }
+  return { end: (code, text, reason) => finish('access_ended', code, text, { reason }) };
 }
 
 /** One write of a recording as a message: its header line (first write) and events, parsed. */

@@ -31,13 +31,21 @@ export async function watchInConsole(
   fromStart: boolean,
   res: http.ServerResponse,
   headers: Record<string, string>,
-  stillSignedIn: () => boolean,
+  stillSignedIn: () => Promise<boolean>,
 ): Promise<void> {
   const session = await beginWatch(deps, actor, id, fromStart);
   const sink = ndjsonSink(res, headers);
-  streamSession(sink, { events: services.events, sessions: services.sessions, recordings: services.recordings, log: services.log }, actor, session, fromStart);
+  const watch = streamSession(sink, { events: services.events, sessions: services.sessions, recordings: services.recordings, log: services.log }, actor, session, fromStart);
+  // The check may ask the store (the grant of a certificate sign-in): one at a time; one that fails ends
+  // the view, as access that cannot be confirmed is not kept.
+  let busy = false;
   const check = setInterval(() => {
-    if (!stillSignedIn()) sink.close(1008, 'console session ended');
+    if (busy) return;
+    busy = true;
+    stillSignedIn()
+      .then((ok) => ok || watch.end(1008, 'console session ended', 'console_session_ended'))
+      .catch(() => watch.end(1013, 'console session cannot be checked now', 'check_failed'))
+      .finally(() => (busy = false));
   }, SIGNED_IN_CHECK_MS);
   check.unref();
   res.on('close', () => clearInterval(check));

@@ -25,10 +25,11 @@ import { consoleDir, securityHeaders, serveStatic } from './static.ts';
 import { streamCast } from './recording.ts';
 import { clientAddress } from '../api/client-address.ts';
 import { killInConsole, liveDeps, liveLinks, watchInConsole } from './live.ts';
+import { CREDENTIAL_ENDED, credentialEnded, type CertCredential, type CredentialEnd } from '../api/credential.ts';
 import { accessReport, isFramedReport, reportFormat, REPORT_FRAME_CSP, REPORT_TYPES, sendReportError } from './report.ts';
 
 /** A verified client certificate, or why not (the API server's own mTLS check). */
-export type CertCheck = (req: http.IncomingMessage) => Promise<{ ok: true; actor: Actor } | { ok: false; error: ApiError; user?: string; certSerial?: string }>;
+export type CertCheck = (req: http.IncomingMessage) => Promise<{ ok: true; actor: Actor; credential: CertCredential } | { ok: false; error: ApiError; user?: string; certSerial?: string }>;
 /** Record a refused certificate within the API's per-source refusal budget; says what to answer. */
 export type CertRefusal = (req: http.IncomingMessage, auth: { ok: false; error: ApiError; user?: string; certSerial?: string }) => { status: number; code: string; message: string; retryAfter?: number };
 
@@ -154,13 +155,18 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
   const currentRoleMap = () => (services.config.identity as { oidc?: OidcConfig } | undefined)?.oidc?.role_map ?? {};
 
   /**
-   * Why `s` no longer speaks for anyone, or undefined. Asked on every request, against the state of now:
-   * a revoked certificate, a locked user, and for OIDC sign-ins the groups mapped again through the
-   * current role_map (roles that were taken away are gone at the next click; none left ends the session).
+   * Why `s` no longer speaks for anyone, or undefined. Asked on every request (and every second by a live
+   * view), against the state of now: for certificate sign-ins what the API asks of the certificate on each
+   * call (expiry, revocation, the grant it was issued for, lock: credential.ts), so a 30-minute grant
+   * certificate never becomes an 8-hour console session; a locked user; and for OIDC sign-ins the groups
+   * mapped again through the current role_map (roles that were taken away are gone at the next click;
+   * none left ends the session).
    */
-  function stillValid(s: ConsoleSession): 'cert_revoked' | 'user_locked' | 'roles_unmapped' | undefined {
-    if (s.certSerial && services.store.isRevoked(s.certSerial)) return 'cert_revoked';
-    if (services.store.isLocked('user', s.user)) return 'user_locked';
+  async function stillValid(s: ConsoleSession): Promise<CredentialEnd | 'roles_unmapped' | undefined> {
+    if (s.method === 'cert' && s.certSerial) {
+      const ended = await credentialEnded(services, { user: s.user, certSerial: s.certSerial, notAfter: s.notAfter ?? s.expiresAt, grantId: s.grantId });
+      if (ended) return ended;
+    } else if (services.store.isLocked('user', s.user)) return 'user_locked';
     if (s.method === 'oidc' && s.oidc) {
       const roles = rolesOfGroups(s.oidc.groups, currentRoleMap());
       if (roles.length === 0) return 'roles_unmapped';
@@ -168,19 +174,23 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
     }
     return undefined;
   }
-  const speaksFor = (s: ConsoleSession) => stillValid(s) === undefined;
+  const speaksFor = async (s: ConsoleSession) => (await stillValid(s)) === undefined;
 
   const ENDED: Record<string, string> = {
-    cert_revoked: 'your certificate was revoked',
-    user_locked: 'your user is locked',
+    ...CREDENTIAL_ENDED,
     roles_unmapped: 'your identity provider groups no longer give a vigil role',
   };
 
   /** The session behind the cookie, still speaking for someone; one that stopped is ended and recorded. */
   async function current(req: http.IncomingMessage): Promise<ConsoleSession> {
     const s = sessions.fromRequest(req);
-    if (!s) throw new ApiError(401, 'VIGIL_CONSOLE_SIGNIN', 'Sign in to the console first.');
-    const why = stillValid(s);
+    if (!s) {
+      // No cookie, an unknown or an expired one: refused and recorded like a call without a certificate,
+      // within the same per-source budget (anyone can send this at no cost).
+      const r = refuseCert(req, { ok: false, error: new ApiError(401, 'VIGIL_CONSOLE_SIGNIN', 'Sign in to the console first.') });
+      throw new ApiError(r.status, r.code, r.message);
+    }
+    const why = await stillValid(s);
     if (why) {
       if (sessions.end(s.id)) {
         const url = new URL(req.url ?? '/', 'https://console.invalid');
@@ -213,7 +223,11 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
 
     if (route === '/signin' && method === 'POST') {
       // A cross-site page cannot set this header without a CORS preflight, which is never granted.
-      if (req.headers['x-requested-with'] !== 'vigil-console') throw new ApiError(403, 'VIGIL_CSRF', 'Sign-in must come from the console.');
+      if (req.headers['x-requested-with'] !== 'vigil-console') {
+        // Recorded within the per-source budget: nobody is signed in yet, and anyone can send this.
+        const r = refuseCert(req, { ok: false, error: new ApiError(403, 'VIGIL_CSRF', 'Sign-in must come from the console.') });
+        throw new ApiError(r.status, r.code, r.message);
+      }
       const auth = await checkCert(req);
       if (!auth.ok) {
         // Recorded like any refused API call (api.request), within the per-source budget: a caller
@@ -221,7 +235,9 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
         const r = refuseCert(req, auth);
         throw new ApiError(r.status, r.code, r.message);
       }
-      await signIn({ user: auth.actor.user, roles: auth.actor.roles, certSerial: auth.actor.certSerial, method: 'cert' }, req, res);
+      // The session ends with the certificate (notAfter) and is checked against its grant on every request.
+      const c = auth.credential;
+      await signIn({ user: auth.actor.user, roles: auth.actor.roles, certSerial: auth.actor.certSerial, method: 'cert', notAfter: c.notAfter, ...(c.grantId ? { grantId: c.grantId } : {}) }, req, res);
       return;
     }
 
@@ -297,7 +313,7 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
       // A live view outlasts the request that opened it: it ends with the console session (signed out,
       // expired, certificate revoked, user locked, no role mapped) or with the reading role (role_map
       // reloaded), as the next click would.
-      const stillSignedIn = () => sessions.fromRequest(req) === s && speaksFor(s) && canRead(s, req);
+      const stillSignedIn = async () => sessions.fromRequest(req) === s && (await speaksFor(s)) && canRead(s, req);
       return watchInConsole(services, liveDeps(services, accessOf()), actorOf(s, req), m[1], fromStart, res, securityHeaders(), stillSignedIn);
     }
 

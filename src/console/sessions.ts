@@ -19,8 +19,13 @@ export interface ConsoleIdentity {
   certSerial?: string;
   /** OIDC sign-ins: the IdP's subject and the groups, mapped to `roles` again on every request (role_map may change). */
   oidc?: { subject: string; groups: string[] };
-  /** Epoch ms after which the session must not last, whatever the console's TTL (the IdP's policy). */
+  /**
+   * Epoch ms after which the session must not last, whatever the console's TTL: the IdP's policy, or the
+   * client certificate's notAfter (a session is never worth more than what proved it).
+   */
   notAfter?: number;
+  /** Client certificate sign-ins with a grant certificate: the grant, re-checked on every request. */
+  grantId?: string;
 }
 
 export interface ConsoleSession extends ConsoleIdentity {

@@ -73,7 +73,7 @@ export const EVENT_CATALOG = {
   'lock.created': { description: 'A user was locked out; live sessions are cut and new ones refused.' },
   'lock.deleted': { description: 'A lock was removed.' },
   'console.signin': { description: 'Someone signed in to the web console (details: method cert or oidc, console session id, roles); a refused sign-in has outcome failure and the reason.' },
-  'console.signout': { description: 'A web console session ended: signed out (outcome success), or ended by the gateway at a request it then refused (outcome failure; details.reason cert_revoked, user_locked or roles_unmapped — role_map no longer gives the OIDC groups a role — and the refused request).' },
+  'console.signout': { description: 'A web console session ended: signed out (outcome success), or ended by the gateway at a request it then refused (outcome failure; details.reason cert_revoked, cert_expired, grant_ended — the grant a grant certificate was issued for was revoked or ran out —, user_locked or roles_unmapped — role_map no longer gives the OIDC groups a role — and the refused request).' },
   'console.view': { description: 'A web console user viewed audit material: a session (details.view session), its recording (recording, with the byte range served) or an event search/export (events, with the filter and format).' },
   'api.request': { description: 'An API call that changed state or was refused, with the caller.' },
   // audit log itself
