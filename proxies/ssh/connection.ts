@@ -203,6 +203,15 @@ export class Connection implements ChannelHost {
     if (exit.exit_status !== undefined || exit.exit_signal !== undefined) this.lastExit = exit;
   }
 
+  forwardOpened(close: () => void, ended: Promise<void>): void {
+    this.openForwards.add(close);
+    const p = ended.finally(() => {
+      this.openForwards.delete(close);
+      this.channelsSettling.delete(p);
+    });
+    this.channelsSettling.add(p);
+  }
+
   recordingFailed(err: Error): void {
     this.log.error({ err: err.message }, 'recording failed; ending session (fail closed)');
     this.terminate('recording_failed', 'vigil cannot record this session, so it is closed.');
@@ -370,6 +379,8 @@ export class Connection implements ChannelHost {
   private backendError: string | undefined;
   /** Why the target connection dropped while the session was live (the session's end reason). */
   private backendLost: EndReason | undefined;
+  /** Open forwarded connections: each one's `close` (the session ending cuts them and records their end). */
+  private readonly openForwards = new Set<() => void>();
   /** direct-tcpip channels open or being opened (ssh.max_forwards). */
   private forwards = 0;
   /** Channel opens refused over a limit, and the kinds already reported by an event. */
@@ -515,6 +526,7 @@ export class Connection implements ChannelHost {
     this.endingReason = reason;
     this.log.info({ reason }, 'ending session');
     for (const ch of this.channels.values()) ch.terminate(message, reason);
+    for (const close of [...this.openForwards]) close();
     // Give the channel close messages a moment to reach the client before the transport goes.
     setTimeout(() => {
       sendDisconnect(this.conn, `vigil: ${message}`);
@@ -550,6 +562,7 @@ export class Connection implements ChannelHost {
     this.release();
     this.lc.live.delete(this);
     for (const ch of this.channels.values()) ch.terminate('the session is closed.', this.endingReason ?? reason);
+    for (const close of [...this.openForwards]) close();
     for (const s of this.innerServers) s.close();
     if (this.backendConn) {
       this.backendConn.end();

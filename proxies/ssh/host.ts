@@ -64,6 +64,11 @@ export interface ChannelHost {
   /** `settled`: resolves once the channel's last events are written (session.end waits for it). */
   channelEnded(index: number, exit: { exit_status?: number; exit_signal?: string }, settled?: Promise<void>): void;
   recordingFailed(err: Error): void;
+  /**
+   * A forwarded connection is open: `close` cuts it (and records its end) when the session ends; `ended`
+   * resolves once its closing `ssh.forward` is emitted (session.end waits for it, like a channel's).
+   */
+  forwardOpened(close: () => void, ended: Promise<void>): void;
   observeSftp(index: number, hooks: SftpHooks): ChannelObserver | undefined;
   /** `undecodable`: the legacy scp stream cannot be followed (called before the bytes are relayed). */
   observeScp(index: number, command: ScpCommand, undecodable: (why: string) => void): ChannelObserver | undefined;

@@ -88,14 +88,7 @@ export class SessionChannel {
       this.env[info.key] = info.val;
       accept?.();
     });
-    session.on('signal', (accept, _reject, info) => {
-      try {
-        this.backend?.signal(info.name);
-      } catch {
-        // ssh2 refuses unknown signal names; the client asked for something no target understands.
-      }
-      accept?.();
-    });
+    session.on('signal', (accept, reject, info) => void this.signal(info.name, accept, reject));
     session.on('x11', (_accept, reject) => {
       host.requestRefused('x11', { channel: index });
       reject?.();
@@ -114,6 +107,39 @@ export class SessionChannel {
       this.start('sftp', accept, reject);
     });
     session.on('close', () => this.clientClosed());
+  }
+
+  /**
+   * A signal for the target's process: on record (durably first, in strict mode) before it is sent. One
+   * that comes before the target's channel is open, or after it closed, has no process to reach: refused
+   * and recorded as such, never dropped silently; so is any while the audit log cannot record it.
+   */
+  private async signal(name: string, accept: (() => void) | undefined, reject: (() => void) | undefined): Promise<void> {
+    const { host } = this;
+    const details = { request: 'signal', channel: this.index, signal: name };
+    const refuse = (why: string) => {
+      host.requestRefused('signal', { channel: this.index, signal: name, why });
+      reject?.();
+    };
+    if (!this.backend || this.closed) return refuse(this.closed ? 'the channel is closed' : 'no process runs on this channel yet');
+    if (!host.auditHealthy) return reject?.();
+    const durable = host.beforeForward('ssh.request', details);
+    if (durable) {
+      try {
+        await durable;
+      } catch {
+        // The session is being ended (audit_unavailable): the signal is not sent.
+        return reject?.();
+      }
+    }
+    if (this.closed) return refuse('the channel is closed');
+    try {
+      this.backend.signal(name);
+    } catch {
+      // ssh2 refuses unknown signal names; the client asked for something no target understands.
+      return refuse('unknown signal name');
+    }
+    accept?.();
   }
 
   private start(asked: 'shell' | 'exec' | 'sftp', accept: () => ssh2.ServerChannel | undefined, reject: (() => void) | undefined, command?: string): void {
@@ -438,6 +464,9 @@ export class SessionChannel {
   /** The client closed the channel first: close ours to the target. */
   private clientClosed(): void {
     if (!this.client) {
+      // Closed before it started (refused, or never asked for anything): it no longer counts against
+      // ssh.max_sessions.
+      if (!this.closed) this.host.channelEnded(this.index, {});
       this.closed = true;
       return;
     }

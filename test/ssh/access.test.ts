@@ -159,7 +159,7 @@ describe('ssh proxy: authentication, routing and forwarding', () => {
     try {
       expect(await forwardAttempt(alice)).toBe('hello');
       // (The listener probe makes an empty forward first.)
-      const ok = await w.gw.waitForEvent((e) => e.type === 'ssh.forward' && e.outcome === 'success' && e.details.destination === `127.0.0.1:${echoPort}` && e.details.bytes_to_client !== 0);
+      const ok = await w.gw.waitForEvent((e) => e.type === 'ssh.forward' && e.outcome === 'success' && e.details.state === 'closed' && e.details.destination === `127.0.0.1:${echoPort}` && e.details.bytes_to_client !== 0);
       expect(ok.details).toMatchObject({ bytes_from_client: 5, bytes_to_client: 5 });
 
       // Same user, no permit-port-forwarding in the certificate.

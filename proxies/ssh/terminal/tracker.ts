@@ -81,6 +81,8 @@ interface PromptMark {
   typed: TypedLine;
   /** A line editor (readline, zle) was reading this line: bracketed paste was on at its first key. */
   lineEditor: boolean;
+  /** The screen the line was typed on (a line typed on the alternate screen is read there). */
+  screen: 'normal' | 'alternate';
 }
 
 /** Enter pressed, its line not read yet. */
@@ -103,6 +105,32 @@ const MAX_PENDING = 1024;
 /** How many typed-ahead lines a screen line is compared with (one never shown is skipped over). */
 const LOOKAHEAD = 8;
 const MAX_MISSES = 64;
+/**
+ * Programs that take the alternate screen for themselves: while one of these has it, an Enter is a key
+ * for the program (a line in vim, a search in less), not a shell line. Any other way onto the alternate
+ * screen (`printf '\e[?1049h'`, a PS1 or .bashrc that switches, a program not listed here) leaves the
+ * shell's lines read there as on the normal screen: the mode bit alone must not hide commands.
+ */
+const FULL_SCREEN = new Set([
+  'vi', 'vim', 'nvim', 'view', 'vimdiff', 'rvim', 'ex', 'vimtutor', 'nano', 'pico', 'emacs', 'mg', 'joe', 'micro', 'ne', 'jed',
+  'less', 'more', 'most', 'man', 'info', 'pinfo', 'top', 'htop', 'btop', 'atop', 'iotop', 'iftop', 'nethogs', 'glances', 'nmon', 'watch',
+  'tmux', 'screen', 'byobu', 'mc', 'ranger', 'nnn', 'lf', 'ncdu', 'tig', 'mutt', 'neomutt', 'alpine', 'lynx', 'w3m', 'links', 'elinks',
+  'dialog', 'whiptail', 'fzf', 'nmtui', 'alsamixer', 'cfdisk', 'cgdisk', 'psql', 'mysql', 'mariadb', 'k9s', 'lazygit', 'ctop',
+]);
+/** Words that run the command after them (`sudo vim`, `env TERM=xterm less`). */
+const WRAPPERS = new Set(['sudo', 'doas', 'env', 'command', 'exec', 'nice', 'nohup', 'time', 'ionice', 'stdbuf', 'sudoedit']);
+
+/** Whether a command line starts a program listed in FULL_SCREEN (after assignments and wrappers). */
+export function startsFullScreen(command: string): boolean {
+  const words = command.trim().split(/\s+/);
+  for (const word of words) {
+    if (/^[A-Za-z_][A-Za-z0-9_]*=/.test(word) || word.startsWith('-')) continue;
+    const name = word.slice(word.lastIndexOf('/') + 1);
+    if (WRAPPERS.has(name)) continue;
+    return FULL_SCREEN.has(name);
+  }
+  return false;
+}
 
 /**
  * Reconstructs interactive shell commands from a terminal session. The session's output drives a
@@ -110,7 +138,8 @@ const MAX_MISSES = 64;
  * At a command's first keystroke the text before the cursor is taken as its prompt; at Enter the
  * line is read back from the screen once the shell has echoed it, so line editing, history recall and
  * tab completion come out as the shell displayed them. Nothing is reported while a full-screen
- * program has the alternate screen.
+ * program (FULL_SCREEN) has the alternate screen, except a line typed at a known shell prompt there; a
+ * shell that got onto the alternate screen any other way is read there as on the normal screen.
  *
  * Ordering: xterm parses writes asynchronously, so every input event is queued behind the output
  * received before it (`write('', cb)`), and the line is read just before the first newline of output
@@ -140,6 +169,13 @@ export class CommandTracker {
   private readonly pending: PendingEnter[] = [];
   /** The lines submitted by the last `input()` chunk (what `retract` may take back). */
   private submittedEntries: PendingEnter[] = [];
+  /**
+   * Who has the alternate screen while it is active: `program` when the command that was running when it
+   * was entered (or the last one read on it) starts a FULL_SCREEN program, `shell` otherwise.
+   */
+  private altOwner: 'program' | 'shell' = 'shell';
+  /** The last command line read (what runs when a program switches screens). */
+  private lastCommand = '';
   private backlog = 0;
   private wantDrain = false;
   private disposed = false;
@@ -163,6 +199,25 @@ export class CommandTracker {
       if (params.includes(2004)) this.promptSeen = true;
       return false;
     });
+    this.term.buffer.onBufferChange((buf) => this.onScreenChange(buf.type));
+  }
+
+  /**
+   * The alternate screen was entered or left. Entered: decide who has it from the command running (the
+   * line not read yet, else the last one read). Rows marked on the other screen mean nothing on this one:
+   * pending lines are then found by their text. Keys typed ahead into a full-screen program are its own.
+   */
+  private onScreenChange(type: 'normal' | 'alternate'): void {
+    if (this.disposed) return;
+    if (type === 'alternate') {
+      const running = this.pending.length > 0 ? this.pending[this.pending.length - 1]!.typed.text : this.lastCommand;
+      this.altOwner = startsFullScreen(running) ? 'program' : 'shell';
+    }
+    for (const entry of this.pending) entry.marker?.dispose();
+    if (this.typing && this.typing.screen !== type) {
+      this.typing.marker?.dispose();
+      if (type === 'alternate' && this.altOwner === 'program') this.typing = undefined;
+    }
   }
 
   /**
@@ -265,11 +320,30 @@ export class CommandTracker {
     return this.term.buffer.active.type === 'normal';
   }
 
+  /** Lines are read on the screen now shown: the normal one, or an alternate one no full-screen program has. */
+  private get reading(): boolean {
+    return this.onNormalScreen || this.altOwner === 'shell';
+  }
+
+  /** Whether this pending line is read now: on a screen lines are read on, or typed at a shell prompt on this alternate screen. */
+  private readsLine(entry: PromptMark): boolean {
+    return this.reading || entry.screen === 'alternate';
+  }
+
+  /**
+   * The cursor is right after a prompt the shell read commands at (a shell's prompt shown inside a
+   * full-screen program such as tmux, or a program that only claims to be one, e.g. a function named vim).
+   */
+  private atShellPrompt(): boolean {
+    const text = textBeforeCursor(this.term.buffer.active);
+    return text.trim() !== '' && (this.shellPrompts.has(text) || text === this.lastPrompt);
+  }
+
   private onInput(events: InputEvent[]): void {
     if (this.disposed) return;
     this.submittedEntries = [];
     for (const e of events) {
-      if (!this.onNormalScreen) {
+      if (!this.reading && this.typing === undefined && !(e.type === 'keys' && this.atShellPrompt())) {
         // Keys for vim, less, top …
         if (e.type === 'enter') this.unsettledEnters--;
         continue;
@@ -318,7 +392,7 @@ export class CommandTracker {
    * it after a message written to the user's terminal; empty on the alternate screen.
    */
   currentLine(): string {
-    if (this.disposed || !this.onNormalScreen) return '';
+    if (this.disposed || !(this.reading || this.submittedEntries.some((e) => e.screen === 'alternate'))) return '';
     return textBeforeCursor(this.term.buffer.active);
   }
 
@@ -356,17 +430,18 @@ export class CommandTracker {
 
   private markPrompt(): PromptMark {
     const lineEditor = this.term.modes.bracketedPasteMode;
+    const screen = this.term.buffer.active.type;
     // Typed ahead while an earlier line is still unread: its prompt is not on screen yet.
-    if (this.pending.length > 0) return { text: null, typed: new TypedLine(), lineEditor };
+    if (this.pending.length > 0) return { text: null, typed: new TypedLine(), lineEditor, screen };
     const text = textBeforeCursor(this.term.buffer.active);
     // Nothing before the cursor and no prompt yet: the shell has not started reading (banner, motd, or
     // nothing at all on screen). The line is found later by its text, wherever the tty or shell echoes it.
-    if (!text && !this.promptSeen) return { text: null, typed: new TypedLine(), lineEditor };
+    if (!text && !this.promptSeen) return { text: null, typed: new TypedLine(), lineEditor, screen };
     if (text) {
       this.lastPrompt = text;
       this.promptSeen = true;
     }
-    return { text, marker: this.term.registerMarker(0), typed: new TypedLine(), lineEditor };
+    return { text, marker: this.term.registerMarker(0), typed: new TypedLine(), lineEditor, screen };
   }
 
   /** The oldest pending Enter is done with. */
@@ -379,7 +454,7 @@ export class CommandTracker {
   private onNewline(): void {
     const entry = this.pending[0];
     if (!entry || this.disposed) return;
-    if (!this.onNormalScreen) return this.settle();
+    if (!this.readsLine(entry)) return this.settle();
     const buf = this.term.buffer.active;
     if (this.term.modes.bracketedPasteMode) {
       // A readline shell: the line is complete when bracketed paste goes off (onLineAccepted). A program
@@ -394,7 +469,7 @@ export class CommandTracker {
   /** Bracketed paste turned off: readline accepted the line and moved below it. */
   private onLineAccepted(): void {
     const entry = this.pending[0];
-    if (!entry || this.disposed || !this.onNormalScreen) return;
+    if (!entry || this.disposed || !this.readsLine(entry)) return;
     const buf = this.term.buffer.active;
     const row = cursorRow(buf);
     // With echo off readline prints no newline before this: the cursor is back at the start of the
@@ -538,6 +613,11 @@ export class CommandTracker {
 
   private emit(cmd: TerminalCommand): void {
     if (!cmd.command && !cmd.hidden) return;
+    if (!cmd.hidden) {
+      this.lastCommand = cmd.command;
+      // A command read on the alternate screen decides who has it next (a shell in tmux starting vim).
+      if (!this.onNormalScreen) this.altOwner = startsFullScreen(cmd.command) ? 'program' : 'shell';
+    }
     try {
       this.opts.onCommand(cmd);
     } catch {

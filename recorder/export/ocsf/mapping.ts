@@ -244,8 +244,18 @@ const MAPPERS: Record<EventType, (e: AuditEvent) => Mapped> = {
   'ssh.sftp.start': fileActivity,
   'ssh.sftp.undecodable': (e) => ({ cls: C.sshActivity, activity_id: 5, activity_name: 'Refuse', message: `sftp stream not decodable: ${str(e.details?.error) ?? ''}` }),
   'ssh.scp.undecodable': (e) => ({ cls: C.sshActivity, activity_id: 5, activity_name: 'Refuse', message: `scp stream not decodable: ${str(e.details?.error) ?? ''}` }),
-  'ssh.forward': (e) => ({ cls: C.networkActivity, activity_id: e.outcome === 'success' ? 1 : 5, activity_name: e.outcome === 'success' ? 'Open' : 'Refuse', message: `forward to ${str(e.details?.destination) ?? '?'}` }),
-  'ssh.request': (e) => ({ cls: C.sshActivity, activity_id: 5, activity_name: 'Refuse', message: `refused ${str(e.details?.request) ?? 'request'}` }),
+  // A forward is recorded as it opens (state open) and again as it closes (state closed, with bytes).
+  'ssh.forward': (e) =>
+    e.outcome !== 'success'
+      ? { cls: C.networkActivity, activity_id: 5, activity_name: 'Refuse', message: `forward to ${str(e.details?.destination) ?? '?'}` }
+      : e.details?.state === 'closed'
+        ? { cls: C.networkActivity, activity_id: 2, activity_name: 'Close', message: `forward to ${str(e.details?.destination) ?? '?'} closed` }
+        : { cls: C.networkActivity, activity_id: 1, activity_name: 'Open', message: `forward to ${str(e.details?.destination) ?? '?'}` },
+  // Refused requests, and the signals sent to a target's process (outcome success).
+  'ssh.request': (e) =>
+    e.outcome === 'success'
+      ? { cls: C.sshActivity, activity_id: OTHER, activity_name: 'Other', message: `sent ${str(e.details?.request) ?? 'request'} ${str(e.details?.signal) ?? ''}`.trim() }
+      : { cls: C.sshActivity, activity_id: 5, activity_name: 'Refuse', message: `refused ${str(e.details?.request) ?? 'request'}` },
   'db.query.start': (e) => ({ cls: C.datastore, activity_id: 4, activity_name: 'Query', message: `still running on ${e.target?.name}: ${clip(queryText(e))}`, attrs: { database: database(e), query_info: { query_string: queryText(e), uid: e.id }, type_id: 1, type: 'Database' } }),
   'db.query': (e) => ({ cls: C.datastore, activity_id: 4, activity_name: 'Query', message: `${str(e.details?.command) ?? 'statement'} on ${e.target?.name}: ${clip(queryText(e))}`, attrs: { database: database(e), query_info: { query_string: queryText(e), uid: e.id }, type_id: 1, type: 'Database' } }),
   'db.session_query': (e) => ({ cls: C.datastore, activity_id: 4, activity_name: 'Query', message: `vigil session-state query on ${e.target?.name}: ${clip(queryText(e))}`, attrs: { database: database(e), query_info: { query_string: queryText(e), uid: e.id }, type_id: 1, type: 'Database' } }),
