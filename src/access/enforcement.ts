@@ -9,6 +9,7 @@ export const ENFORCEMENT_INTERVAL_MS = 250;
 
 export const END_MESSAGES = {
   certRevoked: 'Your vigil certificate has been revoked; the session is closed.',
+  certExpired: 'Your vigil certificate has expired; the session is closed. Request a new certificate.',
   locked: 'Your vigil user has been locked by an administrator; the session is closed.',
   grantRevoked: 'Your access grant has been revoked; the session is closed.',
   grantExpired: 'Your access grant has expired; the session is closed.',
@@ -47,6 +48,10 @@ export function startAccessEnforcement(services: GatewayServices, opts: { expire
 
     const reasonFor = (s: LiveSession): [EndReason, string] | undefined => {
       if (store.isRevoked(s.principal.certSerial)) return ['revoked', END_MESSAGES.certRevoked];
+      // The registry's timer cuts at notAfter; this catches what it missed (a wall clock stepped past the
+      // expiry while the monotonic timer still waits, a session handed over from a worker). new Date():
+      // a session listed from another process may carry its time as text; an unreadable time is no time left.
+      if (!(new Date(s.principal.notAfter).getTime() > now)) return ['cert_expired', END_MESSAGES.certExpired];
       if (store.isLocked('user', s.principal.user)) return ['locked', END_MESSAGES.locked];
       for (const id of s.grantIds) {
         const end = ends.get(id);

@@ -167,8 +167,10 @@ export function createReloader(services: GatewayServices, file: string | undefin
       sessions_cut: [],
     };
 
-    // CA material too: after `vigil ca rotate` new certificates are signed by the new CA from here on.
-    await services.identity.refresh().catch((e) => log.error({ err: (e as Error).message }, 'could not re-read the CA material; keeping the loaded one'));
+    // CA material too: after `vigil ca rotate` new certificates are signed by the new CA from here on. The
+    // identity service is handed `next`: it holds its own reference to the configuration, and `certs`
+    // (TTL limits, clock skew) is reported applied, so it must apply to the next issuance, here and in workers.
+    await services.identity.refresh(next).catch((e) => log.error({ err: (e as Error).message }, 'could not re-read the CA material; keeping the loaded one'));
     // Parsers load before the swap, so no session is admitted between the new config and its guardrails.
     if (applied.includes('guardrails') && next.guardrails.length) await Guardrails.ready();
     // Swap in one step: a connection admitted after this line sees only the new targets and roles.

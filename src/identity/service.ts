@@ -2,7 +2,7 @@ import crypto from 'node:crypto';
 import tls from 'node:tls';
 import type { VigilConfig } from '../config/schema.ts';
 import { VigilError } from '../errors.ts';
-import type { StateStore } from '../store/types.ts';
+import type { IdentityBinding, StateStore } from '../store/types.ts';
 import type { GatewayTlsMaterial, IdentityService, IssueRequest, IssuedCredentials, SshAuthAttempt, VerifyResult } from './types.ts';
 import { loadCaKeys, loadPreviousCas, randomSerial, signHostCertificate, type CaKeys, type PreviousCa } from './ca.ts';
 import { SSH_CERT_USER, certAlgoFor, encodeCertificate, formatCertificateLine, option } from './openssh-cert.ts';
@@ -43,6 +43,12 @@ function invalid(message: string): VigilError {
   return new VigilError('VIGIL_CERT_INVALID_REQUEST', message);
 }
 
+function checkSourceAddresses(sources: string[] | undefined): void {
+  if (!sources) return;
+  const { invalid: bad } = parseCidrList(sources.join(','));
+  if (sources.length === 0 || bad.length > 0) throw invalid(`source addresses must be IP addresses or CIDR blocks without host bits, got ${JSON.stringify(bad)}`);
+}
+
 interface Window {
   serial: string;
   roles: string[];
@@ -61,7 +67,8 @@ class LocalIdentity implements IdentityService {
   constructor(
     keys: CaKeys,
     previous: PreviousCa[],
-    private readonly config: VigilConfig,
+    /** Replaced by a config reload (refresh): certs.* limits apply to the next issuance and verification. */
+    private config: VigilConfig,
     private readonly store: StateStore,
     private readonly dataDir: string,
   ) {
@@ -83,8 +90,18 @@ class LocalIdentity implements IdentityService {
     this.context = undefined;
   }
 
-  async refresh(): Promise<void> {
+  async refresh(config?: VigilConfig): Promise<void> {
+    // The configuration a reload applied (a cluster worker's is the one its primary applied): taken before
+    // the CA files are read, so new limits hold even when re-reading the CA fails.
+    if (config) {
+      this.config = config;
+      this.ctx = { ...this.ctx, clockSkewMs: config.certs.clock_skew };
+    }
     this.use(await loadCaKeys(this.dataDir), loadPreviousCas(this.dataDir));
+  }
+
+  async bindOidcSubject(user: string, issuer: string, subject: string): Promise<IdentityBinding | undefined> {
+    return this.store.bindIdentity({ user, issuer, subject, boundAt: new Date().toISOString() });
   }
 
   /** ca.crt as clients get it: the current CA first, then previous ones still trusted. */
@@ -190,10 +207,7 @@ class LocalIdentity implements IdentityService {
   async issue(req: IssueRequest): Promise<IssuedCredentials> {
     const extensions = req.extensions ?? ['permit-pty'];
     for (const e of extensions) if (!OPENSSH_EXTENSIONS.has(e)) throw invalid(`unknown OpenSSH extension ${JSON.stringify(e)}`);
-    if (req.sourceAddresses) {
-      const { invalid: bad } = parseCidrList(req.sourceAddresses.join(','));
-      if (req.sourceAddresses.length === 0 || bad.length > 0) throw invalid(`source addresses must be IP addresses or CIDR blocks without host bits, got ${JSON.stringify(bad)}`);
-    }
+    checkSourceAddresses(req.sourceAddresses);
     if (req.forceCommand !== undefined && (req.forceCommand === '' || req.forceCommand.includes('\0'))) throw invalid('force command must be non-empty text');
 
     let userKey: SshPublicKey;
@@ -265,11 +279,14 @@ class LocalIdentity implements IdentityService {
     };
   }
 
-  async issueToken(req: Omit<IssueRequest, 'sshPublicKey' | 'sourceAddresses' | 'forceCommand' | 'extensions'>): Promise<{ token: string; serial: string; notBefore: Date; notAfter: Date }> {
+  async issueToken(req: Omit<IssueRequest, 'sshPublicKey' | 'forceCommand' | 'extensions'>): Promise<{ token: string; serial: string; notBefore: Date; notAfter: Date }> {
+    checkSourceAddresses(req.sourceAddresses);
     const w = await this.window(req);
     const token = signToken(
       {
-        v: 1,
+        // A bound token is version 2: a verifier that predates `src` (v 1 only) refuses it rather than
+        // accepting it from anywhere.
+        ...(req.sourceAddresses ? { v: 2 as const, src: req.sourceAddresses } : { v: 1 as const }),
         sub: req.user,
         roles: w.roles,
         serial: w.serial,

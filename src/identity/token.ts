@@ -9,7 +9,8 @@ import crypto, { type KeyObject } from 'node:crypto';
 export const TOKEN_PREFIX = 'vigil';
 
 export interface TokenPayload {
-  v: 1;
+  /** 1: usable from anywhere; 2: bound to `src` (a verifier that knows only 1 refuses it). */
+  v: 1 | 2;
   /** vigil user */
   sub: string;
   roles: string[];
@@ -18,6 +19,8 @@ export interface TokenPayload {
   nbf: number;
   exp: number;
   grant?: string;
+  /** Source addresses (IPs or CIDR blocks) the token may be used from, like a certificate's source-address; v 2 only. */
+  src?: string[];
 }
 
 export function signToken(payload: TokenPayload, key: KeyObject): string {
@@ -55,7 +58,8 @@ export function checkTokenSignature(token: string, key: KeyObject): TokenCheck {
   const okShape =
     t !== null &&
     typeof t === 'object' &&
-    t.v === 1 &&
+    // v 2 exactly when bound to addresses: a bound token never passes as an unbound one, nor the reverse.
+    ((t.v === 1 && t.src === undefined) || (t.v === 2 && Array.isArray(t.src) && t.src.length > 0 && t.src.every((a) => typeof a === 'string'))) &&
     typeof t.sub === 'string' &&
     t.sub.length > 0 &&
     Array.isArray(t.roles) &&

@@ -1,4 +1,6 @@
 import type { SecureContext } from 'node:tls';
+import type { VigilConfig } from '../config/schema.ts';
+import type { IdentityBinding } from '../store/types.ts';
 /**
  * The identity a verified credential proves. Every protocol turns its credential (OpenSSH user
  * certificate, X.509 client certificate, or short-lived token) into one of these through
@@ -76,7 +78,7 @@ export interface IssueRequest {
   /** SPKI PEM of the user's P-256 key for the X.509 certificate; generated when absent. */
   x509PublicKey?: string;
   grantId?: string;
-  /** Limit the SSH certificate to these source CIDRs (source-address critical option). */
+  /** Limit the credential to these source CIDRs (SSH source-address critical option, X.509 SAN, token `src`). */
   sourceAddresses?: string[];
   forceCommand?: string;
   /** OpenSSH extensions; derived from roles by the caller (permit-pty always, permit-port-forwarding by role). */
@@ -130,10 +132,18 @@ export interface IdentityService {
    * `vigil ca rotate`, previous ones until their last certificate expires.
    */
   sshTrustedUserCaKeys(): string;
-  /** Re-read the CA material from the data dir (after `vigil ca rotate`; called by config reload). */
-  refresh(): Promise<void>;
+  /**
+   * Re-read the CA material from the data dir (after `vigil ca rotate`; called by config reload). `config`:
+   * the configuration the reload applied, whose `certs` limits (default_ttl, max_ttl, clock_skew) hold from now on.
+   */
+  refresh(config?: VigilConfig): Promise<void>;
+  /**
+   * Bind vigil user `user` to the OpenID Provider account (issuer, subject) signing in as it (StateStore.bindIdentity):
+   * undefined when they belong together, else the binding in the way.
+   */
+  bindOidcSubject(user: string, issuer: string, subject: string): Promise<IdentityBinding | undefined>;
   /** Issue credentials (SSH cert + X.509 cert) and record the issuance in the store. Emits no event: callers do. */
   issue(req: IssueRequest): Promise<IssuedCredentials>;
-  /** Issue a short-lived token (for tools that cannot present a client certificate). */
-  issueToken(req: Omit<IssueRequest, 'sshPublicKey' | 'sourceAddresses' | 'forceCommand' | 'extensions'>): Promise<{ token: string; serial: string; notBefore: Date; notAfter: Date }>;
+  /** Issue a short-lived token (for tools that cannot present a client certificate); `sourceAddresses` binds it like a certificate. */
+  issueToken(req: Omit<IssueRequest, 'sshPublicKey' | 'forceCommand' | 'extensions'>): Promise<{ token: string; serial: string; notBefore: Date; notAfter: Date }>;
 }

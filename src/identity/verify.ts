@@ -50,7 +50,7 @@ const MESSAGES: Record<VerifyFailureReason, string> = {
   principal_mismatch: 'certificate does not name a valid user',
   revoked: '%s revoked',
   unknown_critical_option: 'certificate carries an unsupported critical option',
-  source_address: 'certificate not valid from this address',
+  source_address: '%s not valid from this address',
   bad_signature: 'signature check failed',
   not_client_cert: 'not a user (client) certificate',
   no_certificate: 'a vigil client certificate is required',
@@ -139,7 +139,12 @@ export function verifySshAuth(ctx: VerifyContext, a: SshAuthAttempt): VerifyResu
     } catch (e) {
       return failure('malformed', (e as Error).message, who);
     }
-    if (o.name === 'force-command') forceCommand = value;
+    if (o.name === 'force-command') {
+      // Empty would read as "no forced command" further on (the SSH channel runs what the client asks):
+      // a certificate that restricts the command must name one.
+      if (value === '') return failure('malformed', 'force-command is empty', who);
+      forceCommand = value;
+    }
     else sourceAddresses = value.split(',');
   }
   if (sourceAddresses) {
@@ -250,7 +255,7 @@ export function verifyClientCertificate(ctx: VerifyContext, der: Buffer | undefi
   };
 }
 
-export function verifyToken(ctx: VerifyContext, token: string, _sourceIp: string): VerifyResult {
+export function verifyToken(ctx: VerifyContext, token: string, sourceIp: string): VerifyResult {
   const check = checkTokenSignature(token, ctx.keys.tokenPublicKey);
   if (!check.ok) return failure('token_invalid', check.detail);
   const p = check.payload;
@@ -259,6 +264,12 @@ export function verifyToken(ctx: VerifyContext, token: string, _sourceIp: string
   const window = checkWindow(ctx, p.nbf * 1000, p.exp * 1000, who);
   if (window) return window;
   if (ctx.isRevoked(certSerial)) return failure('revoked', `token serial ${certSerial} is on the revocation list`, who);
+  // Bound to addresses at issuance (`vigil cert issue --token --source-address`): checked as for certificates.
+  if (p.src) {
+    const { blocks, invalid } = parseCidrList(p.src.join(','));
+    if (invalid.length > 0) return failure('source_address', `source addresses have invalid entries ${JSON.stringify(invalid)}`, who);
+    if (!ipInBlocks(sourceIp, blocks)) return failure('source_address', `connection from ${sourceIp} not in source addresses ${p.src.join(',')}`, who);
+  }
   return {
     ok: true,
     principal: {
@@ -270,6 +281,7 @@ export function verifyToken(ctx: VerifyContext, token: string, _sourceIp: string
       notAfter: new Date(p.exp * 1000),
       extensions: [],
       ...(p.grant ? { grantId: p.grant } : {}),
+      ...(p.src ? { sourceAddresses: p.src } : {}),
     },
   };
 }

@@ -75,6 +75,15 @@ CREATE TABLE ${s}.alert_firings (id text PRIMARY KEY, rule text NOT NULL, "time"
 CREATE INDEX alert_firings_time ON ${s}.alert_firings ("time" COLLATE "C");
 `,
   },
+  {
+    version: 4,
+    sql: (s) => `
+-- Which OpenID Provider account each vigil user name belongs to (StateStore.bindIdentity): the (issuer,
+-- subject) that first signed in as it. Unique both ways: a name has one account, an account one name.
+CREATE TABLE ${s}.identity_bindings ("user" text PRIMARY KEY, issuer text NOT NULL, subject text NOT NULL,
+  bound_at text NOT NULL, UNIQUE (issuer, subject));
+`,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

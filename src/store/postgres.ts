@@ -5,7 +5,7 @@ import { changeChannel, LATEST_VERSION, migrate } from './postgres-schema.ts';
 import { describeUrl, scrubber } from './pg-url.ts';
 import { PgAuditChains } from './postgres-audit.ts';
 import { PgLinkRecords, PgOutbox } from './postgres-shared.ts';
-import type { AuditChainStore, AccessRecord, LinkRecords, OutboxStore, AccessState, HoldRecord, IssuedCertRecord, LockRecord, RevocationRecord, StateStore } from './types.ts';
+import type { AuditChainStore, AccessRecord, LinkRecords, OutboxStore, AccessState, HoldRecord, IdentityBinding, IssuedCertRecord, LockRecord, RevocationRecord, StateStore } from './types.ts';
 
 export interface PostgresStoreOptions {
   /** Connection URL, password included: kept inside the pool's config, never logged or put in errors. */
@@ -412,6 +412,28 @@ export class PostgresStateStore implements StateStore {
     const l = this.locks.get(`${kind}/${name}`);
     if (l?.expiresAt && Date.parse(l.expiresAt) <= Date.now()) return undefined;
     return l;
+  }
+
+  // ---- identity bindings ---------------------------------------------------------------------------
+
+  async bindIdentity(rec: IdentityBinding): Promise<IdentityBinding | undefined> {
+    const cols = `"user", issuer, subject, bound_at AS "boundAt"`;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      // Any unique violation (the name, or the subject) leaves the row in place: a concurrent insert of the
+      // same name is waited for, so the SELECT below sees whichever binding won.
+      const ins = await this.q(`INSERT INTO ${this.s}.identity_bindings VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, [rec.user, rec.issuer, rec.subject, rec.boundAt]);
+      if ((ins.rowCount ?? 0) > 0) return undefined;
+      const rows = (await this.q<IdentityBinding>(`SELECT ${cols} FROM ${this.s}.identity_bindings WHERE "user" = $1 OR (issuer = $2 AND subject = $3)`, [rec.user, rec.issuer, rec.subject])).rows;
+      const byUser = rows.find((r) => r.user === rec.user);
+      if (byUser) return byUser.issuer === rec.issuer && byUser.subject === rec.subject ? undefined : byUser;
+      if (rows[0]) return rows[0];
+      // The conflicting row was deleted in between: try again.
+    }
+    throw new VigilError('VIGIL_STORE_ERROR', `state store ${this.where}: could not bind ${rec.user}`);
+  }
+
+  async getIdentityBinding(user: string): Promise<IdentityBinding | undefined> {
+    return (await this.q<IdentityBinding>(`SELECT "user", issuer, subject, bound_at AS "boundAt" FROM ${this.s}.identity_bindings WHERE "user" = $1`, [user])).rows[0];
   }
 
   async putHold(rec: HoldRecord): Promise<void> {

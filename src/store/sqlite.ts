@@ -2,7 +2,7 @@ import path from 'node:path';
 import fs from 'node:fs';
 import Database from 'better-sqlite3';
 import { NotFoundError } from '../errors.ts';
-import type { AccessRecord, AccessState, HoldRecord, IssuedCertRecord, LockRecord, RevocationRecord, StateStore } from './types.ts';
+import type { AccessRecord, AccessState, HoldRecord, IdentityBinding, IssuedCertRecord, LockRecord, RevocationRecord, StateStore } from './types.ts';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS certs (
@@ -14,6 +14,9 @@ CREATE TABLE IF NOT EXISTS access (id TEXT PRIMARY KEY, user TEXT NOT NULL, stat
 CREATE INDEX IF NOT EXISTS access_state ON access(state);
 CREATE TABLE IF NOT EXISTS locks (kind TEXT NOT NULL, name TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (kind, name));
 CREATE TABLE IF NOT EXISTS holds (id TEXT PRIMARY KEY, created_at TEXT NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS identity_bindings (
+  user TEXT PRIMARY KEY, issuer TEXT NOT NULL, subject TEXT NOT NULL, bound_at TEXT NOT NULL, UNIQUE (issuer, subject)
+);
 `;
 
 /**
@@ -76,6 +79,9 @@ export class SqliteStateStore implements StateStore {
       putLock: this.db.prepare('INSERT OR REPLACE INTO locks VALUES (@kind, @name, @data)'),
       deleteLock: this.db.prepare('DELETE FROM locks WHERE kind = ? AND name = ?'),
       allLocks: this.db.prepare('SELECT data FROM locks').pluck(),
+      bindingByUser: this.db.prepare('SELECT user, issuer, subject, bound_at AS boundAt FROM identity_bindings WHERE user = ?'),
+      bindingBySubject: this.db.prepare('SELECT user, issuer, subject, bound_at AS boundAt FROM identity_bindings WHERE issuer = ? AND subject = ?'),
+      insertBinding: this.db.prepare('INSERT INTO identity_bindings VALUES (@user, @issuer, @subject, @boundAt)'),
       putHold: this.db.prepare('INSERT OR REPLACE INTO holds VALUES (@id, @createdAt, @data)'),
       getHold: this.db.prepare('SELECT data FROM holds WHERE id = ?').pluck(),
       allHolds: this.db.prepare('SELECT data FROM holds ORDER BY created_at, id').pluck(),
@@ -180,6 +186,24 @@ export class SqliteStateStore implements StateStore {
     const l = this.locks.get(`${kind}/${name}`);
     if (l?.expiresAt && Date.parse(l.expiresAt) <= Date.now()) return undefined;
     return l;
+  }
+
+  async bindIdentity(rec: IdentityBinding): Promise<IdentityBinding | undefined> {
+    // IMMEDIATE: look and insert under the write lock, so two processes cannot both bind the same name.
+    const tx = this.db.transaction((): IdentityBinding | undefined => {
+      const byUser = this.stmt.bindingByUser.get(rec.user) as IdentityBinding | undefined;
+      if (byUser) return byUser.issuer === rec.issuer && byUser.subject === rec.subject ? undefined : byUser;
+      const bySubject = this.stmt.bindingBySubject.get(rec.issuer, rec.subject) as IdentityBinding | undefined;
+      if (bySubject) return bySubject;
+      this.stmt.insertBinding.run(rec);
+      this.dirty = true;
+      return undefined;
+    });
+    return tx.immediate();
+  }
+
+  async getIdentityBinding(user: string): Promise<IdentityBinding | undefined> {
+    return this.stmt.bindingByUser.get(user) as IdentityBinding | undefined;
   }
 
   async putHold(rec: HoldRecord): Promise<void> {

@@ -73,6 +73,19 @@ export interface LockRecord {
   expiresAt?: string;
 }
 
+/**
+ * Which account of the OpenID Provider a vigil user name belongs to: the (issuer, subject) that first
+ * signed in as it. Names key grants, locks, certificates and four-eyes, and an IdP's user-name claims
+ * are neither unique nor stable, so a name is bound to the IdP's stable subject once and for good: another
+ * account whose claim maps to the same name is refused, and an account is refused under a second name.
+ */
+export interface IdentityBinding {
+  user: string;
+  issuer: string;
+  subject: string;
+  boundAt: string; // RFC 3339
+}
+
 /** A legal hold (`vigil hold add`): matching events and recordings are never purged while it is active. */
 export interface HoldRecord {
   id: string;
@@ -113,6 +126,15 @@ export interface StateStore {
   listLocks(): Promise<LockRecord[]>;
   /** Synchronous check against the cache. */
   isLocked(kind: LockRecord['kind'], name: string): LockRecord | undefined;
+
+  /**
+   * Bind `rec.user` to (rec.issuer, rec.subject) unless the name or that subject is bound already; atomic
+   * across processes and replicas (of two first sign-ins at once, one binds). Returns undefined when `rec`'s
+   * name and subject are bound to each other (now or before), else the binding in the way: the one holding
+   * the name, or the one holding the subject under another name.
+   */
+  bindIdentity(rec: IdentityBinding): Promise<IdentityBinding | undefined>;
+  getIdentityBinding(user: string): Promise<IdentityBinding | undefined>;
 
   putHold(rec: HoldRecord): Promise<void>;
   getHold(id: string): Promise<HoldRecord | undefined>;

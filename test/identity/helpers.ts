@@ -8,7 +8,7 @@ import type { IdentityService } from '../../src/identity/types.ts';
 import { SSH_CERT_USER, certAlgoFor, encodeCertificate, option, type SshCertificateFields } from '../../src/identity/openssh-cert.ts';
 import { fromKeyObject, publicKeyBlob, signEd25519, signSsh } from '../../src/identity/ssh-keys.ts';
 import { sshString } from '../../src/identity/ssh-wire.ts';
-import type { AccessRecord, HoldRecord, IssuedCertRecord, LockRecord, RevocationRecord, StateStore } from '../../src/store/types.ts';
+import type { AccessRecord, HoldRecord, IdentityBinding, IssuedCertRecord, LockRecord, RevocationRecord, StateStore } from '../../src/store/types.ts';
 import { tempDir } from '../support/tmp.ts';
 
 /**
@@ -67,6 +67,18 @@ export class MemoryStore implements StateStore {
   }
   async listLocks() {
     return [...this.locks.values()];
+  }
+  bindings = new Map<string, IdentityBinding>();
+  async bindIdentity(rec: IdentityBinding) {
+    const byUser = this.bindings.get(rec.user);
+    if (byUser) return byUser.issuer === rec.issuer && byUser.subject === rec.subject ? undefined : byUser;
+    const bySubject = [...this.bindings.values()].find((b) => b.issuer === rec.issuer && b.subject === rec.subject);
+    if (bySubject) return bySubject;
+    this.bindings.set(rec.user, rec);
+    return undefined;
+  }
+  async getIdentityBinding(user: string) {
+    return this.bindings.get(user);
   }
   holds = new Map<string, HoldRecord>();
   async putHold(rec: HoldRecord) {

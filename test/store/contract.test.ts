@@ -177,6 +177,32 @@ describe.each(IMPLEMENTATIONS)('StateStore contract: %s', (_name, makeSpace) => 
     await s.putHold({ ...(await s.getHold('h1'))!, released });
     expect((await s.listHolds()).map((h) => [h.id, h.released])).toEqual([['h1', released], ['h2', undefined]]);
   });
+
+  it('binds a user name to one IdP subject and a subject to one name, for every instance; of two first binds at once one wins', async () => {
+    const sp = makeSpace();
+    const [a, b] = [await sp.open(), await sp.open()];
+    const iss = 'https://idp.example';
+    const alice = { user: 'alice', issuer: iss, subject: 'sub-alice', boundAt: iso(1000) };
+    expect(await a.bindIdentity(alice)).toBeUndefined();
+    // Signing in again as the same account is fine, from any instance; the first binding time stays.
+    expect(await b.bindIdentity({ ...alice, boundAt: iso(2000) })).toBeUndefined();
+    expect(await b.getIdentityBinding('alice')).toEqual(alice);
+    expect(await b.getIdentityBinding('nobody')).toBeUndefined();
+    // Another account claiming the name gets the binding in its way, and binds nothing.
+    expect(await b.bindIdentity({ user: 'alice', issuer: iss, subject: 'sub-mallory', boundAt: iso(3000) })).toEqual(alice);
+    // The same subject under another issuer is another account.
+    expect(await b.bindIdentity({ user: 'alice', issuer: 'https://other.example', subject: 'sub-alice', boundAt: iso(3000) })).toEqual(alice);
+    // An account bound to one name cannot take a second one.
+    expect(await a.bindIdentity({ user: 'alice2', issuer: iss, subject: 'sub-alice', boundAt: iso(3000) })).toEqual(alice);
+    expect(await a.getIdentityBinding('alice2')).toBeUndefined();
+    // Two first sign-ins as `bob` at once, on two instances: exactly one account gets the name.
+    const racers = ['s1', 's2', 's3', 's4'].map((subject, i) => ({ user: 'bob', issuer: iss, subject, boundAt: iso(4000 + i) }));
+    const results = await Promise.all(racers.map((r, i) => (i % 2 ? a : b).bindIdentity(r)));
+    expect(results.filter((r) => r === undefined)).toHaveLength(1);
+    const winner = racers[results.indexOf(undefined)];
+    for (const r of results) if (r) expect(r).toEqual(winner);
+    expect(await a.getIdentityBinding('bob')).toEqual(winner);
+  });
 });
 
 describe('PostgreSQL state store specifics', () => {
@@ -185,10 +211,10 @@ describe('PostgreSQL state store specifics', () => {
   it('replicas starting together migrate the schema once', async () => {
     const stores = await Promise.all([1, 2, 3, 4].map(() => openStateStore(tempDir(), cfg('race'))));
     opened.push(...stores);
-    expect(pg.psql('SELECT version FROM race.schema_migrations ORDER BY 1')).toBe('1\n2\n3');
+    expect(pg.psql('SELECT version FROM race.schema_migrations ORDER BY 1')).toBe('1\n2\n3\n4');
     // And a restart finds nothing to do.
     opened.push(await openStateStore(tempDir(), cfg('race')));
-    expect(pg.psql('SELECT count(*) FROM race.schema_migrations')).toBe('3');
+    expect(pg.psql('SELECT count(*) FROM race.schema_migrations')).toBe('4');
   });
 
   it('the outbox: a notifier head is held by one replica at a time; a run-out hold passes on and its late outcome changes nothing', async () => {
@@ -265,7 +291,7 @@ describe('vigil doctor on a PostgreSQL store', () => {
     expect(before).toMatchObject({ ok: true, detail: expect.stringMatching(/not created yet/) });
     expect(pg.psql("SELECT count(*) FROM pg_namespace WHERE nspname = 'doc'")).toBe('0');
     opened.push(await openStateStore(tempDir(), { kind: 'postgres', url: { env: URL_ENV }, schema: 'doc' }));
-    expect((await checkPostgresStore({ url: { env: URL_ENV }, schema: 'doc' }, 3000)).detail).toMatch(/version 3, up to date/);
+    expect((await checkPostgresStore({ url: { env: URL_ENV }, schema: 'doc' }, 3000)).detail).toMatch(/version 4, up to date/);
     process.env.VIGIL_TEST_BAD_URL = `postgres://scram_user:${PASSWORDS.scram_user}x@127.0.0.1:${pg.port}/app?sslmode=disable`;
     const bad = await checkPostgresStore({ url: { env: 'VIGIL_TEST_BAD_URL' }, schema: 'doc' }, 3000);
     expect(bad).toMatchObject({ ok: false, name: `store postgres://127.0.0.1:${pg.port}/app`, detail: expect.stringMatching(/password authentication failed/) });

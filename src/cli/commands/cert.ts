@@ -51,7 +51,7 @@ export const certIssueCommand: Command = {
     ttl: { type: 'string', arg: '1h', help: 'lifetime (default certs.default_ttl, capped by certs.max_ttl and --grant)' },
     'ssh-pubkey': { type: 'string', arg: 'FILE', help: 'certify this public key instead of generating a key pair' },
     grant: { type: 'string', arg: 'ID', help: 'bind the certificate to this grant: it ends when the grant does' },
-    'source-address': { type: 'string', arg: 'CIDR,…', help: 'only usable from these addresses (SSH and X.509 certificates alike)' },
+    'source-address': { type: 'string', arg: 'CIDR,…', help: 'only usable from these addresses (SSH and X.509 certificates and tokens alike)' },
     'force-command': { type: 'string', arg: 'CMD', help: 'SSH: run only this command' },
     token: { type: 'boolean', help: 'print a short-lived token (a password for clients without certificate support)' },
     out: { type: 'string', arg: 'DIR', help: 'directory the files are written to' },
@@ -125,8 +125,9 @@ export const certIssueCommand: Command = {
           );
         }
         if (wantToken) {
-          const tok = await ctx.identity.issueToken(base);
-          await emitIssued(ctx, actor, target, { serial: tok.serial, user, roles: rolesOf(roles, grantRole), not_before: tok.notBefore.toISOString(), not_after: tok.notAfter.toISOString(), grant_id: grantId ?? null, kind: 'token' });
+          // Bound like the certificates: a token from --source-address is refused from any other address.
+          const tok = await ctx.identity.issueToken({ ...base, sourceAddresses });
+          await emitIssued(ctx, actor, target, { serial: tok.serial, user, roles: rolesOf(roles, grantRole), not_before: tok.notBefore.toISOString(), not_after: tok.notAfter.toISOString(), grant_id: grantId ?? null, kind: 'token', source_addresses: sourceAddresses ?? null });
           if (outDir) args.out.write(`token ${tok.serial}, valid until ${tok.notAfter.toISOString()}:\n`);
           args.out.write(tok.token + '\n');
         }

@@ -16,7 +16,12 @@ export function oidcSchema(sc: SchemaContext) {
     scopes: z.array(z.string().min(1)).default(['openid', 'profile', 'email', 'groups']),
     /** ID token claim listing the user's groups (a list of strings, or one string). */
     roles_claim: z.string().min(1).default('groups'),
-    /** ID token claim that becomes the vigil user name (falls back to `sub` when absent). */
+    /**
+     * ID token claim that becomes the vigil user name. A token without it is refused (never `sub` instead);
+     * `email` also needs `email_verified: true`. The first IdP account (issuer, sub) to sign in as a name
+     * keeps it: another account whose claim gives the same name is refused (`user_taken`), and so is the
+     * account under a second name (`subject_renamed`). See README "Single sign-on" to hand a name over.
+     */
     user_claim: z.string().min(1).default('preferred_username'),
     /** IdP group → vigil roles. Default deny: groups not listed here give nothing. */
     role_map: z.record(z.string(), z.array(z.string().min(1))).default({}),

@@ -11,6 +11,9 @@ export type OidcFailureReason =
   | 'nonce_replayed'
   | 'unmapped_group'
   | 'bad_user'
+  | 'email_unverified'
+  | 'user_taken'
+  | 'subject_renamed'
   | 'bad_keys'
   | 'login_unknown'
   | 'login_expired'
@@ -21,6 +24,8 @@ export type OidcFailureReason =
 
 /** A refused sign-in. `message` is safe for the client; `detail` goes only to the audit event. */
 export class OidcLoginError extends VigilError {
+  /** Set when the refusal was over its source's budget: counted into an auth.failure.summary, not recorded on its own. */
+  suppressed = false;
   constructor(
     readonly reason: OidcFailureReason,
     message: string,
@@ -111,7 +116,12 @@ export function mapIdentity(payload: JWTPayload, o: { rolesClaim: string; userCl
   const raw = payload[o.rolesClaim];
   const groups = Array.isArray(raw) ? raw.filter((g): g is string => typeof g === 'string') : typeof raw === 'string' ? [raw] : [];
   const nameClaim = payload[o.userClaim];
-  const user = typeof nameClaim === 'string' && nameClaim ? nameClaim : subject;
+  // No fallback to `sub`: it would put IdP subjects in the same name space as user names, where a subject
+  // that reads like someone's name would become that user.
+  if (typeof nameClaim !== 'string' || !nameClaim) throw new OidcLoginError('bad_user', 'Your identity provider sent no user name for vigil; ask an administrator.', `ID token has no ${JSON.stringify(o.userClaim)} claim (identity.oidc.user_claim)`, { subject, groups });
+  // Anyone can put any address on an IdP account; only a verified one says whose it is.
+  if (o.userClaim === 'email' && payload.email_verified !== true) throw new OidcLoginError('email_unverified', 'Your e-mail address is not verified at the identity provider.', `email ${JSON.stringify(nameClaim)} is not verified (email_verified: ${JSON.stringify(payload.email_verified ?? null)})`, { subject, groups });
+  const user = nameClaim;
   if (!USER_RE.test(user)) throw new OidcLoginError('bad_user', 'Your identity provider user name cannot be a vigil user name.', `user ${JSON.stringify(user)} is not a valid vigil user name`, { subject, groups });
   const roles = rolesOfGroups(groups, o.roleMap);
   if (roles.length === 0) throw new OidcLoginError('unmapped_group', 'None of your groups gives a vigil role; ask an administrator.', `groups ${JSON.stringify(groups)} map to no role`, { subject, groups, user });

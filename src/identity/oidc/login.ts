@@ -6,6 +6,7 @@ import { readSecret } from '../../config/types.ts';
 import type { RoleConfig } from '../../authz/config.ts';
 import { roleReachesTarget } from '../../authz/index.ts';
 import type { EventBus } from '../../events/bus.ts';
+import { refusalBudgetFor, type RefusalBudget } from '../../sessions/refusal-budget.ts';
 import type { IdentityService, IssuedCredentials } from '../types.ts';
 import type { OidcConfig } from './config.ts';
 import { OidcLoginError, classifyTokenError, mapIdentity, verifyIdToken, type VerifiedIdentity } from './id-token.ts';
@@ -62,7 +63,15 @@ export interface OidcLoginDeps {
   events: EventBus;
   /** role_map as configured now (a config reload may change it); absent: the one given at construction. */
   roleMap?: () => Record<string, string[]>;
+  /**
+   * The gateway's per-source budget for unauthenticated refusals; absent: one of this sign-in's own, from
+   * `config.budgets`. Anyone can send a refused sign-in for free: beyond the budget they are summarised.
+   */
+  refusals?: RefusalBudget;
 }
+
+/** The refusal budget's protocol for sign-ins (its auth.failure.summary names it as target protocol). */
+export const OIDC_REFUSAL_PROTOCOL = 'oidc';
 
 function loopbackRedirect(uri: string): URL {
   let u: URL;
@@ -95,6 +104,7 @@ export class OidcLogin {
   private readonly usedNonces = new Map<string, number>();
   /** ID tokens as the token endpoint sent them, by authorization code: to tell a replay from a stray token. */
   private readonly rawTokens = new Map<string, string>();
+  private ownRefusals?: RefusalBudget;
 
   constructor(
     private readonly cfg: OidcConfig,
@@ -211,7 +221,7 @@ export class OidcLogin {
   async finishConsole(loginId: string, callbackUrl: string, source: LoginSource): Promise<VerifiedIdentity> {
     const r = await this.recorded('console', source, async () => {
       const p = this.take(loginId, 'console', true);
-      return { identity: this.identify(await this.exchangeCode(p, callbackUrl)) };
+      return { identity: await this.identify(await this.exchangeCode(p, callbackUrl)) };
     });
     return r.identity;
   }
@@ -334,12 +344,28 @@ export class OidcLogin {
     this.usedNonces.set(nonce, Math.max((exp ?? 0) * 1000, now) + CLOCK_TOLERANCE_SEC * 1000);
   }
 
-  private identify(payload: import('jose').JWTPayload): VerifiedIdentity {
-    return mapIdentity(payload, { rolesClaim: this.cfg.roles_claim, userClaim: this.cfg.user_claim, roleMap: this.deps.roleMap?.() ?? this.cfg.role_map });
+  /**
+   * The vigil identity of a verified ID token: its name claim, mapped roles, and the name's binding to the
+   * IdP account. Bound only once the sign-in would succeed, so an account without a role squats no name.
+   */
+  private async identify(payload: import('jose').JWTPayload): Promise<VerifiedIdentity> {
+    const id = mapIdentity(payload, { rolesClaim: this.cfg.roles_claim, userClaim: this.cfg.user_claim, roleMap: this.deps.roleMap?.() ?? this.cfg.role_map });
+    const held = await this.deps.identity.bindOidcSubject(id.user, this.cfg.issuer, id.subject);
+    if (!held) return id;
+    const detail = `user ${JSON.stringify(held.user)} is bound to subject ${JSON.stringify(held.subject)} of ${held.issuer} since ${held.boundAt}; this sign-in is subject ${JSON.stringify(id.subject)} as ${JSON.stringify(id.user)}`;
+    // Another account has the name: the refusal is not attributed to the user it would have become.
+    if (held.user === id.user) throw new OidcLoginError('user_taken', `The vigil user ${id.user} belongs to another account of your identity provider; ask an administrator.`, detail, { subject: id.subject, groups: id.groups });
+    // This account is known under another name (renamed at the IdP): it stays that user, locks and all.
+    throw new OidcLoginError('subject_renamed', `Your identity provider account is vigil user ${held.user}, not ${id.user}; ask an administrator.`, detail, { subject: id.subject, groups: id.groups, user: held.user });
+  }
+
+  private refusals(): RefusalBudget {
+    // Its own budget has no logger to report a summary that could not be written; the gateway's has.
+    return this.deps.refusals ?? (this.ownRefusals ??= refusalBudgetFor(this.deps.config.budgets, this.deps.events, { error: () => {} }).budget);
   }
 
   private async certify(p: Pending, payload: import('jose').JWTPayload): Promise<LoginResult> {
-    const identity = this.identify(payload);
+    const identity = await this.identify(payload);
     const keys = p.keys!;
     const config = this.deps.config;
     const forwarding = (config.roles as RoleConfig[]).some((r) => identity.roles.includes(r.name) && r.port_forwarding);
@@ -356,7 +382,10 @@ export class OidcLogin {
     return { identity, credentials };
   }
 
-  /** Every finished sign-in, success or refusal, is an audit event (and the issuance a `cert.issued`). */
+  /**
+   * Every finished sign-in, success or refusal, is an audit event (and the issuance a `cert.issued`);
+   * refusals within their source's budget, the rest in its `auth.failure.summary`.
+   */
   private async recorded<T extends Outcome>(flow: Pending['flow'], source: LoginSource, fn: () => Promise<T>): Promise<T> {
     const src = { ip: source.ip, ...(source.port ? { port: source.port } : {}), via: flow === 'console' ? 'console' : 'api' };
     const target = { name: 'oidc', protocol: 'https', host: new URL(this.cfg.issuer).host };
@@ -365,6 +394,11 @@ export class OidcLogin {
       result = await fn();
     } catch (e) {
       const r = e instanceof OidcLoginError ? e : new OidcLoginError('idp_error', 'The sign-in failed.', (e as Error).message);
+      // Within the source's refusal budget, recorded one by one; beyond it counted into its summary.
+      if (!this.refusals().take(OIDC_REFUSAL_PROTOCOL, source.ip, r.reason)) {
+        r.suppressed = true;
+        throw r;
+      }
       await this.deps.events.emit({
         type: 'auth.oidc.failure',
         outcome: 'failure',

@@ -63,10 +63,14 @@ function loginView(services: GatewayServices, ports: Record<string, number>, r: 
   };
 }
 
-export function loginEndpoints(services: GatewayServices, ports: Record<string, number>, admitRefusal: (ip: string) => boolean): LoginEndpoints {
+/**
+ * `_admitRefusal` is the API's budget of refused calls; sign-in refusals are budgeted where they are
+ * recorded (OidcLogin, on the gateway's per-source budget), so that one decides both the record and the 429.
+ */
+export function loginEndpoints(services: GatewayServices, ports: Record<string, number>, _admitRefusal?: (ip: string) => boolean): LoginEndpoints {
   const cfg = (services.config.identity as { oidc?: OidcConfig } | undefined)?.oidc;
   const roleMap = () => (services.config.identity as { oidc?: OidcConfig } | undefined)?.oidc?.role_map ?? cfg!.role_map;
-  const login = cfg ? new OidcLogin(cfg, { config: services.config, identity: services.identity, events: services.events, roleMap }) : undefined;
+  const login = cfg ? new OidcLogin(cfg, { config: services.config, identity: services.identity, events: services.events, roleMap, ...(services.refusals ? { refusals: services.refusals } : {}) }) : undefined;
 
   async function route(path: string, req: http.IncomingMessage, source: LoginSource): Promise<[number, unknown]> {
     if (!login) throw new ApiError(404, 'VIGIL_OIDC_DISABLED', 'Sign-in with an identity provider is not configured on this gateway (identity.oidc).');
@@ -105,8 +109,9 @@ export function loginEndpoints(services: GatewayServices, ports: Record<string, 
         sendJson(res, status, body);
       } catch (e) {
         if (e instanceof OidcLoginError) {
-          // Refused sign-ins are already on the record (auth.oidc.failure); cheap ones are budgeted per source.
-          if (CHEAP_REFUSALS.has(e.reason) && !admitRefusal(source.ip)) {
+          // Refused sign-ins are on the record (auth.oidc.failure, or its source's summary once over budget);
+          // a cheap one over budget is answered 429.
+          if (CHEAP_REFUSALS.has(e.reason) && e.suppressed) {
             sendJson(res, 429, { error: { code: 'VIGIL_RATE_LIMITED', message: 'Too many refused sign-ins from your address; try again later.' } });
             return true;
           }
