@@ -71,7 +71,7 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
   let verified: { seq: number; at: string; result: VerifyResult } | undefined;
   // Sign-in with the IdP of `vigil login` (identity.oidc): same client, same role_map, an identity instead of a certificate.
   const oidcCfg = (services.config.identity as { oidc?: OidcConfig } | undefined)?.oidc;
-  const oidcLogin = oidcCfg ? new OidcLogin(oidcCfg, { config: services.config, identity: services.identity, events, roleMap: () => currentRoleMap() }) : undefined;
+  const oidcLogin = oidcCfg ? new OidcLogin(oidcCfg, { config: services.config, identity: services.identity, events, roleMap: () => currentRoleMap(), ...(services.refusals ? { refusals: services.refusals } : {}) }) : undefined;
 
   const sourceOf = (req: http.IncomingMessage) => ({ ...clientAddress(req.socket), via: 'console' });
   const actorOf = (s: ConsoleSession, req: http.IncomingMessage): Actor => ({ user: s.user, roles: s.roles, certSerial: s.certSerial, source: sourceOf(req) });
