@@ -41,11 +41,64 @@ export type ClientCommand =
  * text keeps its ASCII (SQL syntax, so splitting and checks still work) and writes every byte >= 0x80 as
  * `\xHH`; `escaped` marks it, and the events say so (`text_escaped`). The backend gets the original bytes.
  */
-export function statementText(b: Buffer): { sql: string; escaped: boolean } {
-  if (isUtf8(b)) return { sql: b.toString('utf8'), escaped: false };
+export function statementText(b: Buffer, escapeAll = false): { sql: string; escaped: boolean } {
+  if (!escapeAll && isUtf8(b)) return { sql: b.toString('utf8'), escaped: false };
   let sql = '';
   for (const byte of b) sql += byte < 0x80 ? String.fromCharCode(byte) : `\\x${byte.toString(16).toUpperCase().padStart(2, '0')}`;
   return { sql, escaped: true };
+}
+
+/**
+ * Character sets whose multi-byte characters may end in an ASCII byte, with the lead and trail ranges
+ * MariaDB's `ismbchar` checks (strings/ctype-gbk.c, ctype-big5.c, ctype-sjis.c, ctype-cp932.c). In them
+ * 0xBF 0x5C is one character to the server, not a byte and a backslash, and 0x81 0x60 is not a backtick:
+ * a lexer that reads bytes one by one sees string and identifier quotes end where the server's do not.
+ * Every other character set a client may use (utf8mb3/utf8mb4, the single-byte ones, ujis, eucjpms,
+ * euckr, gb2312) never has a quote or a backslash inside a multi-byte character.
+ */
+export const ASCII_TRAIL_CHARSETS: Readonly<Record<string, { lead: (c: number) => boolean; trail: (c: number) => boolean }>> = {
+  gbk: { lead: (c) => c >= 0x81 && c <= 0xfe, trail: (c) => (c >= 0x40 && c <= 0x7e) || (c >= 0x80 && c <= 0xfe) },
+  big5: { lead: (c) => c >= 0xa1 && c <= 0xf9, trail: (c) => (c >= 0x40 && c <= 0x7e) || (c >= 0xa1 && c <= 0xfe) },
+  sjis: { lead: (c) => (c >= 0x81 && c <= 0x9f) || (c >= 0xe0 && c <= 0xfc), trail: (c) => (c >= 0x40 && c <= 0x7e) || (c >= 0x80 && c <= 0xfc) },
+  cp932: { lead: (c) => (c >= 0x81 && c <= 0x9f) || (c >= 0xe0 && c <= 0xfc), trail: (c) => (c >= 0x40 && c <= 0x7e) || (c >= 0x80 && c <= 0xfc) },
+};
+
+/**
+ * Whether a multi-byte character of one of ASCII_TRAIL_CHARSETS could swallow a byte that matters to
+ * statement boundaries: a byte >= 0x81 right before a backslash (string escapes) or a backtick (quoted
+ * identifiers). The other ASCII trail bytes (letters, `@`, `[`, `|`, …) only ever join a word, in either
+ * reading. Without such a pair every character set reads the text's boundaries the same way.
+ */
+export function hasAsciiTrail(b: Buffer): boolean {
+  for (let i = b.indexOf(0x5c); i >= 0; i = b.indexOf(0x5c, i + 1)) if (i > 0 && b[i - 1]! >= 0x81) return true;
+  for (let i = b.indexOf(0x60); i >= 0; i = b.indexOf(0x60, i + 1)) if (i > 0 && b[i - 1]! >= 0x81) return true;
+  return false;
+}
+
+/**
+ * The server's multi-byte characters in `charset` over the escaped text `statementText(b, true)` makes of
+ * `b` (each byte >= 0x80 written as the four characters `\xHH`): for a position of that text, how many of
+ * its characters the multi-byte character starting there spans (0: none starts there). Positions are
+ * mapped to bytes, not read from the text, since the text may also hold a literal `\x41` the client typed.
+ */
+export function multibyteReader(b: Buffer, charset: keyof typeof ASCII_TRAIL_CHARSETS): (i: number) => number {
+  const cs = ASCII_TRAIL_CHARSETS[charset]!;
+  // The byte each text position starts (-1: inside a `\xHH`).
+  let len = 0;
+  for (const byte of b) len += byte < 0x80 ? 1 : 4;
+  const at = new Int16Array(len + 1).fill(-1);
+  let p = 0;
+  for (const byte of b) {
+    at[p] = byte;
+    p += byte < 0x80 ? 1 : 4;
+  }
+  return (i) => {
+    const lead = at[i] ?? -1;
+    if (lead < 0x80 || !cs.lead(lead)) return 0;
+    const trail = at[i + 4] ?? -1;
+    if (trail < 0 || !cs.trail(trail)) return 0;
+    return trail < 0x80 ? 5 : 8;
+  };
 }
 
 /** The largest blob prefix shown in events (the full size is always recorded). */

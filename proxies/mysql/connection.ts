@@ -19,13 +19,13 @@ import { ProtocolError, VigilError } from '../../src/errors.ts';
 import { PacketFramer, PacketTooLarge, encodePacket, wirePacketCount, type Packet } from './framing.ts';
 import { buildAuthSwitch, buildErr, buildGreeting, buildOk, parseClientHandshake, ERR, SSL_REQUEST_LENGTH, type ErrPacket } from './handshake.ts';
 import { CLIENT, COM, COMMAND_NAMES, MARIADB_CLIENT } from './wire.ts';
-import { parseCommand, type ParamValue, PARAMETER_COUNT_AVAILABLE } from './commands.ts';
+import { parseCommand, statementText, hasAsciiTrail, multibyteReader, ASCII_TRAIL_CHARSETS, type ParamValue, PARAMETER_COUNT_AVAILABLE } from './commands.ts';
 import { PreparedStatements } from './statements.ts';
 import type { CommandResponse, ResponseShape, ResultSummary } from './response.ts';
 import { internalQueries, SESSION_PROBE, SESSION_SETUP } from './session-query.ts';
 import { CommandTracker, type InFlight, type TrackerSink } from './tracker.ts';
 import { addResult, errDetails, eventText, redactedText, round, type QueryFields } from './record.ts';
-import { analyzeSql, resultOwners, type SqlAnalysis, type SqlMode } from './sql.ts';
+import { analyzeSql, resultOwners, type Multibyte, type SqlAnalysis, type SqlMode } from './sql.ts';
 import { BackendRefusedLogin, connectBackend, type BackendConnection } from './backend.ts';
 import { mysqlAccounts } from './provisioning.ts';
 import { backendAccounts, ProvisioningError, type AccountCredential } from '../../src/accounts/manager.ts';
@@ -80,6 +80,10 @@ const OFFERED_MARIADB_CAPABILITIES: number = MARIADB_CLIENT.EXTENDED_TYPE_INFO;
 const CHARSET_UTF8MB4 = 45;
 /** MariaDB's statement id for "the statement prepared last" (COM_STMT_EXECUTE, SEND_LONG_DATA, ...). */
 const LAST_PREPARED = 0xffffffff;
+/** An assignment to the session-state tracking variables vigil sets up (SET, SET STATEMENT … FOR, in a
+ *  string for PREPARE / EXECUTE IMMEDIATE): the name, then spaces, comments or a closing backtick, then
+ *  `=` or `:=`. */
+const TRACKING_ASSIGNMENT = /session_track_(?:system_variables|schema)(?:\s|`|\/\*[\s\S]*?\*\/|#[^\n]*\n|--\s[^\n]*\n)*:?=/i;
 export const TLS_REQUIRED = 'TLS with a vigil client certificate is required';
 const ERR_CONN_ACCESS_DENIED = { code: 1044, sqlState: '42000' };
 
@@ -125,6 +129,11 @@ export class MysqlConnection implements KillableConnection {
   private backendCaps = 0;
   /** The lexer-relevant part of sql_mode as the server last reported it (tracked variable, probe). */
   private serverMode: SqlMode = {};
+  /** character_set_client as the server last reported it (tracked variable, probe): the server reads
+   *  statement text in it, so a multi-byte character may hide a backslash or a backtick from a byte reader. */
+  private serverCharset: string | undefined;
+  /** Client commands naming a statement id held until the COM_STMT_PREPAREs in flight are answered. */
+  private prepareWaiters: (() => void)[] = [];
   /** What must be learned from the server before the next client command: `probe` reads the database
    *  and sql_mode, `setup` also turns tracking on again (COM_RESET_CONNECTION resets it). */
   private refresh: 'none' | 'probe' | 'setup' = 'none';
@@ -559,6 +568,7 @@ export class MysqlConnection implements KillableConnection {
         this.database = a.row[0] ?? undefined;
         this.setSqlMode(a.row[1] ?? '');
         this.sqlMode = this.serverMode;
+        this.serverCharset = a.row[2]?.toLowerCase() ?? undefined;
       }
       this.emitQuery('COM_QUERY', r.error ? 'failure' : 'success', details, 'db.session_query');
       if (r.error) throw new ProtocolError(`the target database refused vigil's session query: ${r.error.message}`, 'VIGIL_MYSQL_SESSION_STATE');
@@ -581,6 +591,8 @@ export class MysqlConnection implements KillableConnection {
     }
     const mode = c.variables?.sql_mode;
     if (mode !== undefined) this.setSqlMode(mode);
+    const charset = c.variables?.character_set_client;
+    if (charset !== undefined) this.serverCharset = charset.toLowerCase();
   }
 
   /** An authorization check of a database the server switched to; the client's next command waits for it. */
@@ -746,11 +758,21 @@ export class MysqlConnection implements KillableConnection {
   private readonly trackerSink: TrackerSink<Command> = {
     response: (cmd, res) => {
       if (!this.closed) cmd.data.record(res, cmd.started);
+      if (cmd.command === 'COM_STMT_PREPARE') this.wakePrepareWaiters();
       for (const r of res.results) {
         const mode = r.changes?.variables?.sql_mode;
         if (mode !== undefined) this.setSqlMode(mode);
+        const charset = r.changes?.variables?.character_set_client;
+        if (charset !== undefined) this.serverCharset = charset.toLowerCase();
       }
       if (this.serverTracking) {
+        // The status flag NO_BACKSLASH_ESCAPES (0x200) is in every OK, tracked or not: when it disagrees
+        // with the tracked sql_mode, the tracking vigil set up is gone (switched off in a way the text
+        // check of refuseStatement did not see: dynamic SQL, a stored routine). Set it up again and read
+        // the state back before the next command; until then the mode is unknown.
+        const last = res.results[res.results.length - 1];
+        const endsWithStatus = cmd.command === 'COM_QUERY' || cmd.command === 'COM_STMT_EXECUTE';
+        if (endsWithStatus && last && !last.error && this.refresh === 'none' && ((res.status & 0x200) !== 0) !== (this.serverMode.noBackslashEscapes ?? false)) this.refresh = 'setup';
         // sql_mode changes arrive as a tracked variable (applied per result in `applyChanges`); while a
         // probe is due (after a reset, or a compound statement that failed) the mode is not known.
         this.sqlMode = this.refresh === 'none' ? this.serverMode : {};
@@ -763,6 +785,23 @@ export class MysqlConnection implements KillableConnection {
     },
     local: (bytes) => this.client.write(bytes),
   };
+
+  /** A COM_STMT_PREPARE is in flight: the statement id it will get is not known until its answer. */
+  private preparePending(): boolean {
+    return this.tracker!.inFlight().some((c) => c.command === 'COM_STMT_PREPARE');
+  }
+
+  /** Resolves once no COM_STMT_PREPARE is in flight any more (their answers have bound their ids). */
+  private preparesAnswered(): Promise<void> {
+    return new Promise((resolve) => this.prepareWaiters.push(resolve));
+  }
+
+  private wakePrepareWaiters(): void {
+    if (this.prepareWaiters.length === 0 || this.preparePending()) return;
+    const waiters = this.prepareWaiters;
+    this.prepareWaiters = [];
+    for (const w of waiters) w();
+  }
 
   private onClientPacket(p: Packet): void {
     if (this.closed) return;
@@ -808,9 +847,19 @@ export class MysqlConnection implements KillableConnection {
     const cmd = parseCommand(p.payload, this.clientCaps);
     const name = COMMAND_NAMES[p.payload[0]!] ?? `COM_0x${p.payload[0]!.toString(16)}`;
     const stats = this.session!.stats;
+    // A statement id not yet confirmed, while a COM_STMT_PREPARE is in flight, is probably the one that
+    // prepare will get (MariaDB numbers them in order): the command waits for the prepare's answer, so
+    // that it is decoded against the statement the server will run (never forwarded undecoded).
+    if ('stmtId' in cmd && (cmd.stmtId === LAST_PREPARED || !this.statements.known(cmd.stmtId)) && this.preparePending()) {
+      return this.preparesAnswered().then(() => {
+        if (!this.closed) return this.handleCommand(p);
+      });
+    }
     switch (cmd.kind) {
-      case 'query':
-        return this.onQuery(p, cmd.sql, cmd.attributes, cmd.escaped ? cmd.sqlBytes : undefined);
+      case 'query': {
+        const text = this.lexable(cmd.sqlBytes, cmd);
+        return this.onQuery(p, text.sql, cmd.attributes, text.escaped ? cmd.sqlBytes : undefined, text.charsets);
+      }
       case 'init_db':
         return this.checkDatabase(cmd.database, name, `USE ${cmd.database}`).then((ok) => {
           if (!ok) return;
@@ -821,11 +870,12 @@ export class MysqlConnection implements KillableConnection {
           });
         });
       case 'stmt_prepare': {
-        const analysis = analyzeSql(cmd.sql, this.shared.secretName, this.tracker!.pending === 0 ? this.sqlMode : {});
-        if (this.refuseStatement(analysis, name) || this.refuseByGuardrail(cmd.sql, name, analysis)) return;
+        const text = this.lexable(p.payload.subarray(1), cmd);
+        const analysis = analyzeSql(text.sql, this.shared.secretName, this.tracker!.pending === 0 ? this.sqlMode : {}, text.charsets);
+        if (this.refuseStatement(analysis, name) || this.refuseByGuardrail(text.sql, name, analysis)) return;
         stats.statements++;
         // The statement id is bound to its text only when the server confirms the prepare.
-        const escaped = cmd.escaped ? true : undefined;
+        const escaped = text.escaped ? true : undefined;
         return this.send(p, 'prepare', name, { query: redactedText(analysis), text_escaped: escaped }, (res, t0) => {
           if (res.prepared) this.statements.prepared(res.prepared.stmtId, analysis, res.prepared.numParams);
           this.record(name, res, t0, { params_count: res.prepared?.numParams, query: redactedText(analysis), statement_id: res.prepared?.stmtId, text_escaped: escaped });
@@ -907,8 +957,35 @@ export class MysqlConnection implements KillableConnection {
     }
   }
 
-  /** Refuse statements vigil does not pass: KILL in a batch or of unmapped form, LOAD DATA LOCAL. */
+  /**
+   * Statement text as vigil analyses and records it, read as the server reads it. In a character set
+   * whose multi-byte characters may end in a backslash or a backtick (gbk, big5, sjis, cp932) the text is
+   * kept escaped (`\xHH` per byte >= 0x80) and lexed with the server's grouping of bytes into characters.
+   * When the character set is not known (no session tracking, or commands in flight that may change it)
+   * and the text holds such a pair, it is lexed under every grouping, and the analysis records it whole
+   * (and checks it in every reading) unless all agree: never a guess.
+   */
+  private lexable(bytes: Buffer, parsed: { sql: string; escaped: boolean }): { sql: string; escaped: boolean; charsets: (Multibyte | undefined)[] } {
+    const known = this.serverTracking && this.tracker!.pending === 0 && this.refresh === 'none';
+    const charset = known ? this.serverCharset : undefined;
+    if (charset !== undefined && !(charset in ASCII_TRAIL_CHARSETS)) return { ...parsed, charsets: [undefined] };
+    if (!hasAsciiTrail(bytes)) return { ...parsed, charsets: [undefined] };
+    const { sql } = statementText(bytes, true);
+    if (charset !== undefined) return { sql, escaped: true, charsets: [multibyteReader(bytes, charset)] };
+    // sjis and cp932 group bytes alike.
+    return { sql, escaped: true, charsets: [undefined, multibyteReader(bytes, 'gbk'), multibyteReader(bytes, 'big5'), multibyteReader(bytes, 'sjis')] };
+  }
+
+  /** Refuse statements vigil does not pass: KILL in a batch or of unmapped form, LOAD DATA LOCAL, a
+   *  change of the session tracking vigil's record depends on. */
   private refuseStatement(a: SqlAnalysis, command: string): boolean {
+    // The recorded database, sql_mode (statement splitting) and character set (lexing) follow the server's
+    // session-state reports; with them switched off vigil would go on with stale values. Refused wherever
+    // the assignment is written, a string to be prepared or executed included.
+    if (this.serverTracking && a.statements.some((s) => TRACKING_ASSIGNMENT.test(s.text))) {
+      this.refuseLocal(command, a, 'vigil: changing session_track_system_variables or session_track_schema is not allowed: the gateway\'s record depends on session-state tracking', ERR.NOT_ALLOWED_COMMAND);
+      return true;
+    }
     for (const s of a.statements) {
       // Inside a compound block (or text whose boundaries are not certain) vigil cannot apply the checks
       // below statement by statement, so those statements are refused there altogether.
@@ -958,8 +1035,8 @@ export class MysqlConnection implements KillableConnection {
   }
 
   /** `rawSql`: the statement's bytes when they are not UTF-8 (`sql` then has them escaped for the record). */
-  private onQuery(p: Packet, sql: string, attributes: Record<string, ParamValue> | undefined, rawSql?: Buffer): Promise<void> | void {
-    const analysis = analyzeSql(sql, this.shared.secretName, this.tracker!.pending === 0 ? this.sqlMode : {});
+  private onQuery(p: Packet, sql: string, attributes: Record<string, ParamValue> | undefined, rawSql?: Buffer, charsets?: (Multibyte | undefined)[]): Promise<void> | void {
+    const analysis = analyzeSql(sql, this.shared.secretName, this.tracker!.pending === 0 ? this.sqlMode : {}, charsets);
     const first = analysis.statements[0]!;
     if (analysis.statements.length === 1 && first.kill && !('unsupported' in first.kill)) return this.onKill(first.kill.id, first.kill.query, 'COM_QUERY', sql);
     if (this.refuseStatement(analysis, 'COM_QUERY') || this.refuseByGuardrail(sql, 'COM_QUERY', analysis)) return;
@@ -1026,16 +1103,18 @@ export class MysqlConnection implements KillableConnection {
     if (this.stripQueryAttributes && flags & PARAMETER_COUNT_AVAILABLE) {
       throw new ProtocolError('query attributes on COM_STMT_EXECUTE are not supported by the target database', 'VIGIL_MYSQL_UNSUPPORTED');
     }
+    // (handleCommand held it until no prepare was in flight.) An id the server never confirmed to this
+    // session cannot be decoded: whatever the server would do with it, it is not relayed blind.
+    if (!this.statements.known(rawId)) {
+      const id = this.statements.resolve(rawId);
+      const message = `Unknown prepared statement handler (${id}) given to mysqld_stmt_execute`;
+      this.emitQuery(name, 'failure', { duration_ms: 0, error: { code: ERR.UNKNOWN_STMT_HANDLER.code, message, sqlstate: ERR.UNKNOWN_STMT_HANDLER.sqlState }, statement_id: id, unknown_statement: true });
+      this.replyLocal(1, buildErr({ ...ERR.UNKNOWN_STMT_HANDLER, message }));
+      return;
+    }
     this.session!.stats.statements++;
     // A cursor request (flags bits 0-2) may get a result set without rows: they come with COM_STMT_FETCH.
     const shape = flags & 0x07 ? 'cursor' : 'results';
-    const pendingPrepare = rawId === LAST_PREPARED ? this.tracker!.inFlight().findLast((c) => c.command === 'COM_STMT_PREPARE') : undefined;
-    if (pendingPrepare) {
-      // MariaDB's "the statement prepared last", pipelined behind its COM_STMT_PREPARE: which statement
-      // that is (if any) is known only once the server has answered the prepare, just before this answer.
-      const payload = p.payload;
-      return this.send(p, shape, name, { query: pendingPrepare.data.details.query }, (res, t0) => this.record(name, res, t0, this.executeDetails(payload, rawId)));
-    }
     const details = this.executeDetails(p.payload, rawId);
     return this.send(p, shape, name, details, (res, t0) => this.record(name, res, t0, details));
   }

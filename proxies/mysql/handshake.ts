@@ -224,6 +224,8 @@ export const ERR = {
   NET_READ_ERROR: { code: 1158, sqlState: '08S01' },
   NOT_ALLOWED_COMMAND: { code: 1148, sqlState: '42000' },
   NO_SUCH_THREAD: { code: 1094, sqlState: 'HY000' },
+  /** ER_UNKNOWN_STMT_HANDLER: a statement id the server never confirmed to this session. */
+  UNKNOWN_STMT_HANDLER: { code: 1243, sqlState: 'HY000' },
   /** ER_SPECIFIC_ACCESS_DENIED_ERROR: a guardrail refused the statement. */
   GUARDRAIL: { code: 1227, sqlState: '42000' },
   /** ER_CONNECT_TO_FOREIGN_DATA_SOURCE: the closest server-side code for "the target is unreachable". */

@@ -12,11 +12,12 @@ import { PacketFramer, encodePacket } from './framing.ts';
 import { ResponseTracker, type CommandResponse } from './response.ts';
 import { COM, CLIENT, Reader } from './wire.ts';
 
-/** Keep the schema tracker on and add sql_mode to the tracked variables (the lexer's quoting follows it). */
+/** Keep the schema tracker on and add sql_mode and character_set_client to the tracked variables (the
+ *  lexer's quoting follows the one, its reading of multi-byte characters the other). */
 export const SESSION_SETUP =
-  "SET SESSION session_track_schema=ON, session_track_system_variables=IF(@@session.session_track_system_variables='*', '*', CONCAT_WS(',', NULLIF(@@session.session_track_system_variables, ''), 'sql_mode'))";
-/** The state vigil records under: one text row (database or NULL, sql_mode). */
-export const SESSION_PROBE = 'SELECT DATABASE(), @@session.sql_mode';
+  "SET SESSION session_track_schema=ON, session_track_system_variables=IF(@@session.session_track_system_variables='*', '*', CONCAT_WS(',', NULLIF(@@session.session_track_system_variables, ''), 'sql_mode', 'character_set_client'))";
+/** The state vigil records under: one text row (database or NULL, sql_mode, character_set_client). */
+export const SESSION_PROBE = 'SELECT DATABASE(), @@session.sql_mode, @@session.character_set_client';
 
 export interface InternalAnswer {
   sql: string;

@@ -89,9 +89,18 @@ interface LexMode {
   ansiQuotes: boolean;
   /** Whether version-conditional executable comments are taken as code (else as comments). */
   conditionalRuns: boolean;
+  /** The session's multi-byte characters, when its character set has some that end in an ASCII byte. */
+  multibyte?: Multibyte;
 }
 
-function tokenize(sql: string, { noBackslashEscapes, ansiQuotes, conditionalRuns }: LexMode): Lexed {
+/**
+ * How the server groups the text's bytes into characters (gbk, big5, sjis, cp932): at position i, the
+ * length of the multi-byte character starting there, 0 when none does. The server reads such a character
+ * as one, so its trail byte is never a backslash escape or a closing backtick (commands.ts multibyteReader).
+ */
+export type Multibyte = (i: number) => number;
+
+function tokenize(sql: string, { noBackslashEscapes, ansiQuotes, conditionalRuns, multibyte: mb }: LexMode): Lexed {
   const out: Token[] = [];
   const n = sql.length;
   let uncertain = false;
@@ -143,6 +152,13 @@ function tokenize(sql: string, { noBackslashEscapes, ansiQuotes, conditionalRuns
       let seg = i;
       for (;;) {
         if (i >= n) break;
+        // As the server's get_text and quoted-identifier scan: a multi-byte character first, whatever
+        // its trail byte is (a backslash escape then skips one byte only, as the server's does).
+        const m = mb === undefined ? 0 : mb(i);
+        if (m > 0) {
+          i += m;
+          continue;
+        }
         const d = sql.charCodeAt(i);
         if (d === 92 && backslash) {
           i += 2;
@@ -162,9 +178,15 @@ function tokenize(sql: string, { noBackslashEscapes, ansiQuotes, conditionalRuns
       text += sql.slice(seg, Math.min(i, n));
       i = Math.min(i + 1, n);
       out.push({ kind: c === 96 || (c === 34 && ansiQuotes) ? 'ident' : 'string', start, end: i, text });
-    } else if (isWordStart(c)) {
+    } else if (isWordStart(c) || (mb !== undefined && mb(i) > 0)) {
       const start = i;
-      while (i < n && isWordChar(sql.charCodeAt(i))) i++;
+      // A multi-byte character is part of an identifier to the server (its lead bytes lex as identifier characters).
+      for (;;) {
+        const m = mb === undefined ? 0 : mb(i);
+        if (m > 0) i += m;
+        else if (i < n && isWordChar(sql.charCodeAt(i))) i++;
+        else break;
+      }
       // `_utf8'…'` / `N'…'` introducers stay attached to their literal: treat as a word before a string.
       out.push({ kind: 'word', start, end: i, text: sql.slice(start, i).toUpperCase() });
     } else if (isDigit(c)) {
@@ -561,10 +583,10 @@ function sameBoundaries(a: Split, b: Split): boolean {
  * is known of the session's sql_mode; what is not known (or may change within this text, which mentions
  * sql_mode) is tried both ways, and the text is split only if every way agrees.
  */
-export function analyzeSql(sql: string, secretName: (name: string) => boolean, mode: SqlMode = {}): SqlAnalysis {
+export function analyzeSql(sql: string, secretName: (name: string) => boolean, mode: SqlMode = {}, charsets: readonly (Multibyte | undefined)[] = [undefined]): SqlAnalysis {
   let nbe: boolean[] = [mode.noBackslashEscapes ?? false];
   let ansi: boolean[] = [mode.ansiQuotes ?? false];
-  const primary = split(sql, { noBackslashEscapes: nbe[0]!, ansiQuotes: ansi[0]!, conditionalRuns: true });
+  const primary = split(sql, { noBackslashEscapes: nbe[0]!, ansiQuotes: ansi[0]!, conditionalRuns: true, multibyte: charsets[0] });
   // Another mode can only read the text differently through a quoted token: a backslash inside '…' or
   // "…" (NO_BACKSLASH_ESCAPES), a "…" token at all (ANSI_QUOTES). Until a quoted token differs, both
   // readings consume the same characters the same way, so text without one needs no second reading
@@ -586,22 +608,24 @@ export function analyzeSql(sql: string, secretName: (name: string) => boolean, m
   // a quoted string running on, the text keeps both (never cut).
   let union: ([number, number] | undefined)[] | undefined;
   const runs = primary.conditional ? [true, false] : [true];
-  for (const b of nbe)
-    for (const a of ansi)
-      for (const r of runs) {
-        if (!certain) break;
-        if (b === nbe[0] && a === ansi[0] && r) continue;
-        const other = split(sql, { noBackslashEscapes: b, ansiQuotes: a, conditionalRuns: r });
-        certain = sameBoundaries(primary, other);
-        if (certain) {
-          union ??= segmentSpans(primary);
-          segmentSpans(other).forEach((span, k) => {
-            const u = union![k];
-            if (span && u) union![k] = [Math.min(u[0], span[0]), Math.max(u[1], span[1])];
-            else union![k] ??= span;
-          });
+  // `charsets`: the session's character set when known, else each way of grouping bytes it may have.
+  for (const m of charsets)
+    for (const b of nbe)
+      for (const a of ansi)
+        for (const r of runs) {
+          if (!certain) break;
+          if (b === nbe[0] && a === ansi[0] && r && m === charsets[0]) continue;
+          const other = split(sql, { noBackslashEscapes: b, ansiQuotes: a, conditionalRuns: r, multibyte: m });
+          certain = sameBoundaries(primary, other);
+          if (certain) {
+            union ??= segmentSpans(primary);
+            segmentSpans(other).forEach((span, k) => {
+              const u = union![k];
+              if (span && u) union![k] = [Math.min(u[0], span[0]), Math.max(u[1], span[1])];
+              else union![k] ??= span;
+            });
+          }
         }
-      }
 
   const statements: StatementInfo[] = [];
   const paramNames: (string | undefined)[] = [];
@@ -616,7 +640,7 @@ export function analyzeSql(sql: string, secretName: (name: string) => boolean, m
       const info: StatementInfo = { ...analyzeStatement(sql, tokens, secretName, paramNames, start, end), unsplit: true };
       // What is a quoted string in one reading may be a statement in another: look in every reading.
       const readings = [tokens];
-      for (const b of [false, true]) for (const a of [false, true]) for (const r of [true, false]) readings.push(tokenize(sql, { noBackslashEscapes: b, ansiQuotes: a, conditionalRuns: r }).tokens);
+      for (const m of charsets) for (const b of [false, true]) for (const a of [false, true]) for (const r of [true, false]) readings.push(tokenize(sql, { noBackslashEscapes: b, ansiQuotes: a, conditionalRuns: r, multibyte: m }).tokens);
       markRestricted(info, ...readings);
       statements.push(info);
     }

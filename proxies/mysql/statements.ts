@@ -45,6 +45,11 @@ export class PreparedStatements {
     this.last = id;
   }
 
+  /** The server confirmed this id (or, for 0xFFFFFFFF, some statement) to the session and has not closed it. */
+  known(id: number): boolean {
+    return this.byId.has(this.resolve(id));
+  }
+
   analysisOf(id: number): SqlAnalysis | undefined {
     return this.byId.get(this.resolve(id))?.analysis;
   }
