@@ -597,7 +597,7 @@ export class ClientConnection {
             },
             onAuditError,
           );
-        })
+        }, () => tracker.lexMode())
       : undefined;
     let txStatus = 0x49; /* I */
     const onBackend = (type: number, msg: Buffer | undefined, length: number) => {
@@ -683,11 +683,14 @@ export class ClientConnection {
      * The role probe (role.ts): sent when a statement may have changed current_user, once its request
      * has ended (ReadyForQuery, nothing in flight) and not in a failed transaction (where no query runs:
      * the ROLLBACK that ends it is itself a trigger). Client chunks wait meanwhile; the answer is read
-     * here and never relayed (asynchronous messages in between are).
+     * here and never relayed (asynchronous messages in between are). Both directions must be at a message
+     * boundary: client chunks are forwarded as they come, so the start of a client message may already
+     * be on its way to the server (or held by the guard) with the rest to follow; a probe written then
+     * would land inside that message. The probe waits for the end of the request that message makes.
      */
     let probe: { reader: RoleProbeReader; framer: MessageFramer; started: number } | undefined;
     const startRoleProbe = (): boolean => {
-      if (!roleUncertain || probe || holding || this.ended || this.terminating || tracker.pending > 0 || !bf.atBoundary || heldHeader) return false;
+      if (!roleUncertain || probe || holding || this.ended || this.terminating || tracker.pending > 0 || !bf.atBoundary || heldHeader || !cf.atBoundary) return false;
       if (txStatus === 0x45 /* E */) {
         releaseHeld(undefined);
         return false;

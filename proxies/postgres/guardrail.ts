@@ -1,6 +1,8 @@
 import { refusalMessage, type GuardDecision, type SessionGuardrails } from '../../src/guardrails/index.ts';
 import type { MessageFramer, OnMessage } from './framing.ts';
 import { F, decodeParse } from './frontend.ts';
+import { decodeParseText, decodeQueryText } from './lexmode.ts';
+import { asStandardStrings, type StandardConformingStrings } from './sql.ts';
 
 /**
  * Guardrails on a Postgres session: every Query and Parse is decided before any of its bytes go to the
@@ -12,7 +14,18 @@ import { F, decodeParse } from './frontend.ts';
  *
  * The relay otherwise forwards partial messages as they arrive; with guardrails, a Query or Parse split
  * across chunks is held until it is whole (bounded by max_message_size).
+ *
+ * The parser assumes standard_conforming_strings on and UTF-8; the server lexes in the session's mode.
+ * The text is checked as the server will read it: decoded in the client encoding, and with '' strings
+ * holding backslashes rewritten as E'' when the mode is off. While the mode is not known (a change may
+ * be in flight), both readings are checked and either one's refusal counts.
  */
+
+/** The session's lexical mode as the server will apply it to the next message (LexState). */
+export interface LexMode {
+  scs: StandardConformingStrings;
+  encoding: string;
+}
 
 type Refused = Exclude<GuardDecision, { action: 'allow' }>;
 
@@ -38,7 +51,16 @@ export class ClientGuard {
     private readonly guard: SessionGuardrails,
     private readonly onMessage: OnMessage,
     private readonly onRefused: (r: RefusedStatement) => void,
+    private readonly lexMode: () => LexMode = () => ({ scs: true, encoding: 'UTF8' }),
   ) {}
+
+  /** Decide on a text in the mode the server will lex it in. */
+  private check(sql: string, mode: LexMode) {
+    if (mode.scs === true) return this.guard.checkSql(sql, 'postgres');
+    const off = this.guard.checkSql(asStandardStrings(sql), 'postgres');
+    if (mode.scs === false || off.action !== 'allow') return off;
+    return this.guard.checkSql(sql, 'postgres');
+  }
 
   /** Frame a client chunk (calling `onMessage` per message) and return the bytes to forward now. */
   push(chunk: Buffer): Buffer {
@@ -65,28 +87,25 @@ export class ClientGuard {
   }
 
   private readonly observe: OnMessage = (type, msg, length) => {
+    // The mode before this message: observing it may mark a change in flight (it executes SQL).
+    const mode = type === F.Query || type === F.Parse ? this.lexMode() : undefined;
     this.onMessage(type, msg, length);
     const at = this.cursor;
     this.cursor += 1 + length;
     if (type === F.Query) {
-      const sql = cstringAt(msg!, 5);
-      const d = this.guard.checkSql(sql, 'postgres');
+      const sql = decodeQueryText(msg!, mode!.encoding).sql;
+      const d = this.check(sql, mode!);
       if (d.action === 'allow') return;
       this.swaps.push({ at, len: 1 + length, bytes: queryMessage(raiseSql(d)) });
       this.onRefused({ decision: d, protocol: 'simple', sql });
     } else if (type === F.Parse) {
       const p = decodeParse(msg!);
-      const d = this.guard.checkSql(p.query, 'postgres');
+      const d = this.check(decodeParseText(msg!, p.query, mode!.encoding).sql, mode!);
       if (d.action === 'allow') return;
       this.swaps.push({ at, len: 1 + length, bytes: parseMessage(p.name, raiseSql(d), paramTypesFor(p.query, p.paramTypes)) });
       this.onRefused({ decision: d, protocol: 'extended', sql: p.query, statement: p.name || undefined });
     }
   };
-}
-
-function cstringAt(msg: Buffer, off: number): string {
-  const end = msg.indexOf(0, off);
-  return msg.toString('utf8', off, end < 0 ? msg.length : end);
 }
 
 /** A DO block that raises the refusal: no `$` in the texts, so neither dollar quote can be closed early. */

@@ -317,11 +317,25 @@ function sameList(a: string[], b: string[]): boolean {
   return a.length === b.length && a.every((s, i) => s === b[i]);
 }
 
+/**
+ * A `;` separates statements only where the server's grammar (gram.y `stmtmulti`) can end one: not
+ * inside parentheses (a rule's action list, `DO ALSO (NOTIFY a; NOTIFY b)`) and not inside the
+ * `BEGIN ATOMIC … END` body of a CREATE FUNCTION/PROCEDURE (where CASE … END nests). Text the grammar
+ * refuses (unbalanced parentheses…) runs nothing at all, so erring towards fewer, longer statements
+ * there loses nothing.
+ */
 function splitIn(sql: string, scs: boolean): Split {
   const out: string[] = [];
   const n = sql.length;
   let from = -1;
   let last = -1;
+  let parens = 0;
+  /** Open BEGIN ATOMIC bodies and CASE expressions inside them. */
+  let atomic = 0;
+  /** The statement begins with CREATE: only then can BEGIN ATOMIC open a body. */
+  let create = false;
+  /** The previous token was the word BEGIN (of a statement that begins with CREATE). */
+  let afterBegin = false;
   lexOdd = undefined;
   let i = 0;
   while (i < n) {
@@ -331,17 +345,57 @@ function splitIn(sql: string, scs: boolean): Split {
     }
     lexOne(sql, i, scs);
     if (lexOdd !== undefined) return whole(sql);
-    if (lexKind === 'semicolon') {
+    if (lexKind === 'semicolon' && parens === 0 && atomic === 0) {
       if (from >= 0) out.push(sql.slice(from, last));
       from = -1;
+      create = afterBegin = false;
     } else if (lexKind !== 'comment') {
-      if (from < 0) from = i;
+      if (from < 0) {
+        from = i;
+        create = lexKind === 'word' && isWord(sql, i, lexEnd, 'create');
+      } else if (create && lexKind === 'word') {
+        if (afterBegin && isWord(sql, i, lexEnd, 'atomic')) atomic++;
+        else if (atomic > 0 && isWord(sql, i, lexEnd, 'case')) atomic++;
+        else if (atomic > 0 && isWord(sql, i, lexEnd, 'end')) atomic--;
+      }
+      afterBegin = create && lexKind === 'word' && isWord(sql, i, lexEnd, 'begin');
+      if (lexKind === 'open') parens++;
+      else if (lexKind === 'close' && parens > 0) parens--;
       last = lexEnd;
     }
     i = lexEnd;
   }
   if (from >= 0) out.push(sql.slice(from, last));
   return { statements: out, unsplit: false };
+}
+
+/** Whether `sql[start, end)` is the keyword `lower` (any case). */
+function isWord(sql: string, start: number, end: number, lower: string): boolean {
+  if (end - start !== lower.length) return false;
+  for (let k = 0; k < lower.length; k++) if ((sql.charCodeAt(start + k) | 0x20) !== lower.charCodeAt(k)) return false;
+  return true;
+}
+
+/**
+ * The same text as the server lexes it with standard_conforming_strings off, written for a lexer that
+ * assumes it on (libpg_query, as the guardrails use it): every '' string holding a backslash becomes an
+ * E'' string, which both modes lex alike (a continued literal keeps the state of its first part). N''
+ * becomes E'' (its type does not matter to a guard); a string right after a word gets a space first,
+ * so the E is not read as part of that word.
+ */
+export function asStandardStrings(sql: string): string {
+  if (sql.indexOf('\\') < 0) return sql;
+  let out = '';
+  let at = 0;
+  for (const t of tokenize(sql, false)) {
+    if (t.kind !== 'string' || sql.charCodeAt(t.start) !== 39 || sql.indexOf('\\', t.start) >= t.end || sql.indexOf('\\', t.start) < 0) continue;
+    const before = sql.charCodeAt(t.start - 1);
+    const national = (before === 78 || before === 110) && !isIdentChar(sql.charCodeAt(t.start - 2));
+    if (national) out += sql.slice(at, t.start - 1) + 'E';
+    else out += sql.slice(at, t.start) + (t.start > 0 && isIdentChar(before) ? ' E' : 'E');
+    at = t.start;
+  }
+  return at === 0 ? sql : out + sql.slice(at);
 }
 
 export interface Redaction {

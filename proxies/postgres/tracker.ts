@@ -80,7 +80,7 @@ interface Copy {
  * or the long-running notice), so neither is written twice.
  */
 type Op =
-  | { k: 'query'; stmts: string[]; unsplit: boolean; scs: StandardConformingStrings; i: number; start: number; rows: number; copy?: Copy; announced: number }
+  | { k: 'query'; text: string; stmts: string[]; unsplit: boolean; scs: StandardConformingStrings; i: number; start: number; rows: number; copy?: Copy; announced: number }
   | { k: 'parse'; name: string; stmt: Statement }
   | { k: 'bind'; portalName: string; statementName: string; formats: number[]; values: (Buffer | null)[] }
   | { k: 'describe'; kind: 'S' | 'P'; name: string }
@@ -101,6 +101,15 @@ export interface TrackerOptions {
 
 const UNKNOWN_STATEMENT: Statement = { sql: '(unknown prepared statement)', masked: new Set(), paramTypes: [] };
 const MASKED = '***';
+/** Why a Query or FunctionCall sent after an extended-protocol error, before the Sync, has no result. */
+const NOT_RUN = 'not executed: after an error in the extended protocol the server ignores every message up to the next Sync';
+/**
+ * Most Execute records held for one Sync (see `deliver`): a client may send any number of Executes
+ * without a Sync, and memory must stay bounded; past this the held ones are written as they stand.
+ */
+const MAX_HELD = 10_000;
+/** Command tags that end (or open) a transaction block: what ran before them no longer waits for Sync. */
+const TX_COMMANDS = new Set(['COMMIT', 'ROLLBACK', 'BEGIN', 'START']);
 
 /** Frontend types whose body the tracker reads; others are header-only for the framer. */
 export function frontendNeedsBody(type: number): boolean {
@@ -124,11 +133,34 @@ export class QueryTracker {
 
   /** The session's lexical mode, from the server's ParameterStatus reports. */
   private readonly lex = new LexState();
+  /**
+   * The server is discarding messages up to the next Sync (postgres.c `ignore_till_sync`, set by an
+   * error in the extended protocol) and the forwarded ops at the head of `ops` are in that window.
+   */
+  private skipping = false;
+  /**
+   * Records since the last ReadyForQuery, held while an Execute's result depends on the Sync: outside a
+   * transaction block its statement is committed at Sync, and the commit can fail (a deferred
+   * constraint); the statement is then rolled back and its record must say so. Later records wait
+   * behind held ones so the order stays the server's.
+   */
+  private held: QueryRecord[] = [];
+  /** Which held records are Executes the commit at Sync decides (parallel to `held`). */
+  private heldCommit: boolean[] = [];
+  /** The last ReadyForQuery said idle: an Execute now runs in an implicit transaction committed at Sync. */
+  private implicit = true;
+  /** Executes of the current implicit transaction were written before its Sync was answered (MAX_HELD). */
+  private releasedEarly = false;
   constructor(private readonly opts: TrackerOptions) {}
 
   /** Pending requests not yet answered (for tests and diagnostics). */
   get pending(): number {
     return this.ops.length;
+  }
+
+  /** The lexical mode the server will apply to the next statement text (for the guardrails). */
+  lexMode(): { scs: StandardConformingStrings; encoding: string } {
+    return { scs: this.lex.scs, encoding: this.lex.encoding };
   }
 
   /** Statements framed since the last `forwarded()` call: forwarding the chunk would run them. */
@@ -153,7 +185,7 @@ export class QueryTracker {
         const text = decodeQueryText(msg!, this.lex.encoding);
         const scs = this.lex.scs;
         const split = text.certain ? splitQuery(text.sql, scs) : { statements: [text.sql.trim()], unsplit: true };
-        this.push({ k: 'query', stmts: split.statements, unsplit: split.unsplit, scs, i: 0, start: now, rows: 0, announced: 0 });
+        this.push({ k: 'query', text: text.sql, stmts: split.statements, unsplit: split.unsplit, scs, i: 0, start: now, rows: 0, announced: 0 });
         this.unsentStatements += Math.max(1, split.statements.length);
         this.lex.executing();
         return;
@@ -249,6 +281,8 @@ export class QueryTracker {
     }
     this.unsent = 0;
     this.unsentStatements = 0;
+    // Sent after an extended-protocol error and before its Sync: the server will read and ignore them.
+    if (this.skipping) this.skipToSync();
   }
 
   /**
@@ -310,6 +344,12 @@ export class QueryTracker {
     this.ops.length = 0;
     this.unsent = 0;
     this.unsentStatements = 0;
+    this.skipping = false;
+    // The Sync that would commit them was never answered: whether they took effect is unknown.
+    for (let i = 0; i < this.held.length; i++) {
+      if (this.heldCommit[i]) Object.assign(this.held[i], { outcome: 'unknown', endReason });
+    }
+    this.release();
   }
 
   /** Observe a server message. Never throws: an unexpected message only leaves a gap in the records. */
@@ -339,8 +379,13 @@ export class QueryTracker {
         // Ends a simple query, a function call, or everything up to and including a Sync.
         while (this.ops.length > this.unsent) {
           const op = this.shift();
+          if (op.k === 'query' && op.i < op.stmts.length) this.unmatched(op, now);
           if (op.k === 'sync' || op.k === 'query' || op.k === 'fcall') break;
         }
+        // The request is over (a Sync's commit succeeded, if it had one): what waited on it is written.
+        this.release();
+        this.implicit = !!msg && msg[5] === 0x49; /* I */
+        this.releasedEarly = false;
         // Outside a transaction block no portal survives; forget them so a client that never closes
         // its named portals does not grow this map (only when nothing is in flight: a pipelined Bind may wait).
         if (msg && msg[5] === 0x49 /* I */ && this.ops.length === 0 && this.portals.size > 0) this.portals.clear();
@@ -449,6 +494,22 @@ export class QueryTracker {
     return out;
   }
 
+  /**
+   * A simple query ended without error before every statement of its split had a result: the split
+   * was wrong (the server ran fewer, longer statements). Its text is never dropped: everything from
+   * the first statement without a result to the end is recorded as one, marked unsplit.
+   */
+  private unmatched(op: Extract<Op, { k: 'query' }>, now: number): void {
+    let at = 0;
+    for (let k = 0; k < op.i; k++) at = op.text.indexOf(op.stmts[k], at) + op.stmts[k].length;
+    const from = op.text.indexOf(op.stmts[op.i], at);
+    op.stmts[op.i] = op.text.slice(from < 0 ? at : from).trim();
+    op.stmts.length = op.i + 1;
+    op.unsplit = true;
+    this.emit(op, 'success', now, op.rows, undefined, false, undefined, undefined, undefined, 0);
+    op.i = op.stmts.length;
+  }
+
   private nextStatement(q: Extract<Op, { k: 'query' }>, now: number): void {
     q.i++;
     q.start = now;
@@ -486,7 +547,8 @@ export class QueryTracker {
       case 'query':
         protocol = 'simple';
         sql = redactSql(op.stmts[op.i] ?? op.stmts.join('; '), this.opts.redact, op.scs).text;
-        unsplit = op.unsplit || undefined;
+        // More results than statements: the split was wrong, and this result has no text of its own.
+        unsplit = op.unsplit || op.i >= op.stmts.length || undefined;
         copy = op.copy;
         start = op.start;
         break;
@@ -528,7 +590,7 @@ export class QueryTracker {
     const command = tag === undefined ? undefined : sp < 0 ? tag : tag.slice(0, sp);
     const n = tag === undefined ? undefined : tagRows(tag);
     const returnsRows = rows > 0 || command === 'SELECT' || command === 'FETCH' || command === 'SHOW';
-    this.opts.onRecord({
+    this.deliver(op.k === 'execute' && outcome === 'success', {
       protocol,
       sql,
       params,
@@ -549,6 +611,87 @@ export class QueryTracker {
     });
   }
 
+  /**
+   * Write a record, or hold it until the Sync is answered: a successful Execute in an implicit
+   * transaction (its commit at Sync may still fail), and anything after one (order). A transaction
+   * command settles what was held before it: the commit at Sync no longer concerns them.
+   */
+  private deliver(commit: boolean, r: QueryRecord): void {
+    if (commit && TX_COMMANDS.has(r.command ?? '')) {
+      // BEGIN turns what ran into a block (Sync commits nothing); after COMMIT/ROLLBACK a new implicit
+      // transaction starts.
+      this.implicit = r.command === 'COMMIT' || r.command === 'ROLLBACK';
+      commit = false;
+      this.release();
+    } else if (!this.implicit) commit = false;
+    if (!commit && this.held.length === 0) return this.opts.onRecord(r);
+    this.held.push(r);
+    this.heldCommit.push(commit);
+    if (this.held.length >= MAX_HELD) {
+      this.releasedEarly = true;
+      this.release();
+    }
+  }
+
+  private release(): void {
+    const held = this.held;
+    if (held.length === 0) return;
+    this.held = [];
+    this.heldCommit = [];
+    for (let i = 0; i < held.length; i++) this.opts.onRecord(held[i]);
+  }
+
+  /**
+   * ErrorResponse with a Sync at the head: the implicit transaction's commit failed (a deferred
+   * constraint, a serialization failure), so the Executes it held were rolled back: their records say
+   * failure with the server's error. ReadyForQuery follows and the server does not skip (a Sync never
+   * starts a skip). When none was held (already written), the failed commit gets a record of its own
+   * so the error is not lost.
+   */
+  private commitFailed(code: string | undefined, message: string | undefined): void {
+    let marked = 0;
+    for (let i = 0; i < this.held.length; i++) {
+      if (!this.heldCommit[i]) continue;
+      Object.assign(this.held[i], { outcome: 'failure', sqlstate: code, error: message });
+      marked++;
+    }
+    this.release();
+    if (marked === 0 || this.releasedEarly) {
+      this.opts.onRecord({
+        protocol: 'extended',
+        sql: '(implicit commit at Sync)',
+        command: 'COMMIT',
+        rowsReturned: 0,
+        outcome: 'failure',
+        sqlstate: code,
+        error: message,
+        durationMs: 0,
+        params: undefined,
+      });
+    }
+  }
+
+  /**
+   * postgres.c `ignore_till_sync`: after an error in the extended protocol the server reads and drops
+   * every message up to the next Sync. Parse/Bind/Execute there are covered by the failure already
+   * recorded; a Query or FunctionCall there reached the server but never ran: recorded as such.
+   */
+  private skipToSync(): void {
+    while (this.ops.length > this.unsent) {
+      const op = this.ops[0];
+      if (op.k === 'sync') {
+        this.skipping = false;
+        return;
+      }
+      this.shift();
+      if (op.k === 'query') {
+        for (; op.i < Math.max(1, op.stmts.length); this.nextStatement(op, op.start)) {
+          this.emit(op, 'failure', op.start, 0, undefined, false, undefined, NOT_RUN, undefined, 0);
+        }
+      } else if (op.k === 'fcall') this.emit(op, 'failure', op.start, 0, undefined, false, undefined, NOT_RUN, undefined, 0);
+    }
+  }
+
   private complete(h: Op | undefined, tag: string | undefined, now: number, suspended: boolean): void {
     if (!h || (h.k !== 'query' && h.k !== 'execute')) return;
     this.emit(h, 'success', now, h.rows, tag, suspended, undefined, undefined, undefined, 0);
@@ -559,6 +702,7 @@ export class QueryTracker {
   private error(h: Op | undefined, msg: Buffer, now: number): void {
     if (!h) return;
     const e = errorFields(msg);
+    if (h.k === 'sync') return this.commitFailed(e.code, e.message);
     this.emit(h, 'failure', now, h.k === 'query' || h.k === 'execute' ? h.rows : 0, undefined, false, e.code, e.message, undefined, 0);
     if (h.k === 'query') {
       // The rest of a simple query string is not executed; ReadyForQuery follows.
@@ -566,8 +710,10 @@ export class QueryTracker {
       return;
     }
     if (h.k === 'fcall') return; // ReadyForQuery follows.
-    // The server discards extended-protocol messages until Sync: drop them up to (not including) the Sync.
-    while (this.ops.length > this.unsent && this.ops[0].k !== 'sync') this.shift();
+    // The server discards extended-protocol messages until Sync, including those not sent yet.
+    this.shift();
+    this.skipping = true;
+    this.skipToSync();
   }
 }
 

@@ -66,7 +66,8 @@ function tokenText(r: Rand, scs: boolean): string | Piece {
     case 1:
       return pick(r, ['1', '2.5', '3e4', '.5']);
     case 2:
-      return pick(r, ['+', '(', ')', ',', '::', '=', '*', '/', '-', '\\']);
+      // Parentheses come balanced (see `statement`): a `;` inside them does not end a statement.
+      return pick(r, ['+', '()', ',', '::', '=', '*', '/', '-', '\\']);
     case 3:
       return quoted("'", plainBody(r, scs), "'", "''");
     case 4:
@@ -108,6 +109,8 @@ function statement(r: Rand, scs: boolean): { text: string; cuts: [number, number
     if (next.cut) cuts.push([s.length + next.cut[0], s.length + next.cut[1]]);
     s += next.text;
   }
+  // Sometimes the tokens are in parentheses (balanced, as the server's grammar requires).
+  if (r() < 0.2) return { text: `(${s})`, cuts: cuts.map(([a, b]) => [a + 1, b + 1] as [number, number]) };
   return { text: s, cuts };
 }
 
