@@ -25,7 +25,7 @@ import type { CommandResponse, ResponseShape, ResultSummary } from './response.t
 import { internalQueries, SESSION_PROBE, SESSION_SETUP } from './session-query.ts';
 import { CommandTracker, type InFlight, type TrackerSink } from './tracker.ts';
 import { addResult, errDetails, eventText, redactedText, round, type QueryFields } from './record.ts';
-import { analyzeSql, resultOwners, type Multibyte, type SqlAnalysis, type SqlMode } from './sql.ts';
+import { analyzeSql, resultOwners, tokenize, type Multibyte, type SqlAnalysis, type SqlMode, type Token } from './sql.ts';
 import { BackendRefusedLogin, connectBackend, type BackendConnection } from './backend.ts';
 import { mysqlAccounts } from './provisioning.ts';
 import { backendAccounts, ProvisioningError, type AccountCredential } from '../../src/accounts/manager.ts';
@@ -35,7 +35,7 @@ import type { SourceLimiter } from '../../src/gateway/preauth.ts';
 import { PreAuthDeadlines, watchWriteStall } from '../../src/gateway/slow-clients.ts';
 import type { ServerIdentities } from './server-identity.ts';
 import type { EventType } from '../../src/events/catalog.ts';
-import { refusalMessage, type SessionGuardrails } from '../../src/guardrails/index.ts';
+import { refusalMessage, type MysqlStatement, type SessionGuardrails } from '../../src/guardrails/index.ts';
 
 export interface MysqlSection {
   enabled: boolean;
@@ -98,6 +98,84 @@ function scrambleBytes(): Buffer {
   const b = randomBytes(20);
   for (let i = 0; i < b.length; i++) b[i] = 0x21 + (b[i]! % 0x5e);
   return b;
+}
+
+/**
+ * The statements of `sql` as the guardrails' grammar must be given them: split where the server splits
+ * (`a`, analysed under `mode` and `charsets`), each rewritten so that node-sql-parser's fixed lexing reads
+ * what the server reads, once per reading the server may apply (a sql_mode not known, or changed by the
+ * text itself). Rewritten: `--` followed by no space (two minus signs to the server, a comment to the
+ * grammar) gets a space; under NO_BACKSLASH_ESCAPES a string's backslashes are doubled (the grammar
+ * always takes them for escapes); under ANSI_QUOTES a "…" identifier becomes `…`. Unreadable (refused
+ * when a rule refuses what it cannot check): text whose boundaries the splitter is not certain of, a
+ * multi-byte character whose trail byte is a backslash or backtick (the grammar reads the escaped text
+ * byte by byte), executable comments, and a text that may switch the character set before a byte the
+ * switch would re-read.
+ */
+export function guardStatements(sql: string, a: SqlAnalysis, mode: SqlMode, charsets: readonly (Multibyte | undefined)[] = [undefined]): MysqlStatement[] {
+  // The server runs `/*! … */` code the grammar takes for a comment (analyseMysql says so too, whole).
+  if (/\/\*M?!/i.test(sql)) return [{ unreadable: 'executable comments (/*! … */) run on the server but cannot be checked' }];
+  // A statement switching the character set makes the server read the ones after it in the new one, which
+  // the splitter (reading the whole text in the session's current set) cannot follow.
+  if (CHARSET_SWITCH.test(sql) && TRAIL_PAIR.test(sql)) return [{ unreadable: 'the text switches the character set before bytes the switch would re-read' }];
+  const mentioned = /sql_mode/i.test(sql);
+  const ways = (known: boolean | undefined, matters: boolean) => (known === undefined || mentioned ? (matters ? [false, true] : [known ?? false]) : [known]);
+  const lexings: { nbe: boolean; tokens: Token[] }[] = [];
+  for (const nbe of ways(mode.noBackslashEscapes, sql.includes('\\')))
+    for (const ansi of ways(mode.ansiQuotes, sql.includes('"')))
+      for (const m of charsets) lexings.push({ nbe, tokens: tokenize(sql, { noBackslashEscapes: nbe, ansiQuotes: ansi, conditionalRuns: true, multibyte: m }).tokens });
+  const out: MysqlStatement[] = [];
+  for (const s of a.statements) {
+    if (s.end <= s.start) continue;
+    if (s.unsplit) {
+      out.push({ unreadable: 'vigil cannot tell where the statements of this text end' });
+      continue;
+    }
+    const hidden = charsets.some((m) => {
+      if (m === undefined) return false;
+      for (let i = s.start; i < s.end; i++) if (m(i) === 5 && (sql[i + 4] === '\\' || sql[i + 4] === '`')) return true;
+      return false;
+    });
+    if (hidden) {
+      out.push({ unreadable: 'a multi-byte character ends in a backslash or backtick byte, which the SQL grammar would read as one' });
+      continue;
+    }
+    out.push({ readings: lexings.map((l) => asServerReads(sql, s.start, s.end, l.tokens, l.nbe)) });
+  }
+  return out;
+}
+
+/** Words of the statements that may change character_set_client (SET NAMES, SET CHARACTER SET, SET
+ *  [@@]character_set_client…), matched loosely: comments may stand between them. */
+const CHARSET_SWITCH = /\b(?:names|charset|character)/i;
+/** A non-ASCII byte (`\xHH` in escaped text, any non-ASCII character otherwise) right before a backslash or backtick. */
+const TRAIL_PAIR = /(?:[\u0080-\uffff]|\\x[89A-F][0-9A-F])[\\`]/;
+
+/** `sql.slice(start, end)` rewritten so that node-sql-parser reads what the server reads from `tokens`. */
+function asServerReads(sql: string, start: number, end: number, tokens: Token[], nbe: boolean): string {
+  let out = '';
+  let at = start;
+  let prev: Token | undefined;
+  for (const t of tokens) {
+    if (t.end <= start) continue;
+    if (t.start >= end) break;
+    const q = sql.charCodeAt(t.start);
+    if (t.kind === 'punct' && t.text === '-' && prev?.kind === 'punct' && prev.text === '-' && prev.end === t.start) {
+      out += `${sql.slice(at, t.start)} `;
+      at = t.start;
+    } else if (t.kind === 'string' && nbe && (q === 39 || q === 34) && t.end - t.start >= 2 && sql.charCodeAt(t.end - 1) === q) {
+      const body = sql.slice(t.start + 1, t.end - 1);
+      if (body.includes('\\')) {
+        out += sql.slice(at, t.start) + sql[t.start] + body.replace(/\\/g, '\\\\') + sql[t.start];
+        at = t.end;
+      }
+    } else if (t.kind === 'ident' && q === 34) {
+      out += `${sql.slice(at, t.start)}\`${t.text.replace(/`/g, '``')}\``;
+      at = t.end;
+    }
+    prev = t;
+  }
+  return out + sql.slice(at, end);
 }
 
 export class MysqlConnection implements KillableConnection {
@@ -871,8 +949,9 @@ export class MysqlConnection implements KillableConnection {
         });
       case 'stmt_prepare': {
         const text = this.lexable(p.payload.subarray(1), cmd);
-        const analysis = analyzeSql(text.sql, this.shared.secretName, this.tracker!.pending === 0 ? this.sqlMode : {}, text.charsets);
-        if (this.refuseStatement(analysis, name) || this.refuseByGuardrail(text.sql, name, analysis)) return;
+        const mode = this.tracker!.pending === 0 ? this.sqlMode : {};
+        const analysis = analyzeSql(text.sql, this.shared.secretName, mode, text.charsets);
+        if (this.refuseStatement(analysis, name) || this.refuseByGuardrail(text.sql, name, analysis, mode, text.charsets)) return;
         stats.statements++;
         // The statement id is bound to its text only when the server confirms the prepare.
         const escaped = text.escaped ? true : undefined;
@@ -1009,10 +1088,12 @@ export class MysqlConnection implements KillableConnection {
   /**
    * Guardrails (src/guardrails): the whole text is decided before anything is forwarded; a refused one
    * gets an ERR naming the rule (in order behind what is in flight), a guardrail event, and its db.query.
+   * The grammar is given the statements as the server splits and reads them (guardStatements), never the
+   * raw text: its own lexing knows neither sql_mode, nor the character set, nor the `-- ` rule.
    */
-  private refuseByGuardrail(sql: string, command: string, a: SqlAnalysis): boolean {
+  private refuseByGuardrail(sql: string, command: string, a: SqlAnalysis, mode: SqlMode, charsets: readonly (Multibyte | undefined)[] = [undefined]): boolean {
     if (!this.guard?.guardsSql) return false;
-    const d = this.guard.checkSql(sql, 'mysql');
+    const d = this.guard.checkMysqlStatements(guardStatements(sql, a, mode, charsets));
     if (d.action === 'allow') return false;
     const { message, hint } = refusalMessage(d, 'statement');
     this.emit(d.unparsed ? 'guardrail.unparsed' : 'guardrail.blocked', 'failure', { command, decision: d.action, query: redactedText(a), reason: d.reason, rule: d.rule });
@@ -1036,10 +1117,11 @@ export class MysqlConnection implements KillableConnection {
 
   /** `rawSql`: the statement's bytes when they are not UTF-8 (`sql` then has them escaped for the record). */
   private onQuery(p: Packet, sql: string, attributes: Record<string, ParamValue> | undefined, rawSql?: Buffer, charsets?: (Multibyte | undefined)[]): Promise<void> | void {
-    const analysis = analyzeSql(sql, this.shared.secretName, this.tracker!.pending === 0 ? this.sqlMode : {}, charsets);
+    const mode = this.tracker!.pending === 0 ? this.sqlMode : {};
+    const analysis = analyzeSql(sql, this.shared.secretName, mode, charsets);
     const first = analysis.statements[0]!;
     if (analysis.statements.length === 1 && first.kill && !('unsupported' in first.kill)) return this.onKill(first.kill.id, first.kill.query, 'COM_QUERY', sql);
-    if (this.refuseStatement(analysis, 'COM_QUERY') || this.refuseByGuardrail(sql, 'COM_QUERY', analysis)) return;
+    if (this.refuseStatement(analysis, 'COM_QUERY') || this.refuseByGuardrail(sql, 'COM_QUERY', analysis, mode, charsets)) return;
     const useStatements = analysis.statements.filter((s) => s.keyword === 'USE');
     if (useStatements.some((s) => !s.use)) {
       this.refuseLocal('COM_QUERY', analysis, 'vigil: only "USE database_name" is allowed to switch databases', ERR_CONN_ACCESS_DENIED);

@@ -21,7 +21,7 @@
  * nesting; what cannot be decided from those is reported as uncertain instead of guessed.
  */
 
-interface Token {
+export interface Token {
   kind: 'word' | 'ident' | 'string' | 'number' | 'punct' | 'param' | 'marker';
   start: number;
   end: number;
@@ -84,7 +84,7 @@ interface Lexed {
   conditional: boolean;
 }
 
-interface LexMode {
+export interface LexMode {
   noBackslashEscapes: boolean;
   ansiQuotes: boolean;
   /** Whether version-conditional executable comments are taken as code (else as comments). */
@@ -100,7 +100,7 @@ interface LexMode {
  */
 export type Multibyte = (i: number) => number;
 
-function tokenize(sql: string, { noBackslashEscapes, ansiQuotes, conditionalRuns, multibyte: mb }: LexMode): Lexed {
+export function tokenize(sql: string, { noBackslashEscapes, ansiQuotes, conditionalRuns, multibyte: mb }: LexMode): Lexed {
   const out: Token[] = [];
   const n = sql.length;
   let uncertain = false;

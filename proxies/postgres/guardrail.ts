@@ -1,4 +1,4 @@
-import { refusalMessage, type GuardDecision, type SessionGuardrails } from '../../src/guardrails/index.ts';
+import { refusalMessage, type GuardDecision, type Reading, type SessionGuardrails } from '../../src/guardrails/index.ts';
 import type { MessageFramer, OnMessage } from './framing.ts';
 import { F, decodeParse } from './frontend.ts';
 import { decodeParseText, decodeQueryText } from './lexmode.ts';
@@ -18,7 +18,8 @@ import { asStandardStrings, type StandardConformingStrings } from './sql.ts';
  * The parser assumes standard_conforming_strings on and UTF-8; the server lexes in the session's mode.
  * The text is checked as the server will read it: decoded in the client encoding, and with '' strings
  * holding backslashes rewritten as E'' when the mode is off. While the mode is not known (a change may
- * be in flight), both readings are checked and either one's refusal counts.
+ * be in flight), both readings are checked and either one's refusal counts. The same goes for the bodies
+ * the server lexes again when they run (DO, function bodies, EXECUTE'd strings: see check).
  */
 
 /** The session's lexical mode as the server will apply it to the next message (LexState). */
@@ -54,12 +55,17 @@ export class ClientGuard {
     private readonly lexMode: () => LexMode = () => ({ scs: true, encoding: 'UTF8' }),
   ) {}
 
-  /** Decide on a text in the mode the server will lex it in. */
+  /**
+   * Decide on a text in the mode the server will lex it in. A DO body (and what it EXECUTEs) is lexed
+   * again when it runs, in the same mode; a function body whenever it is called, in the calling
+   * session's mode, which may be either: it is checked both ways whatever this session's mode is.
+   */
   private check(sql: string, mode: LexMode) {
-    if (mode.scs === true) return this.guard.checkSql(sql, 'postgres');
-    const off = this.guard.checkSql(asStandardStrings(sql), 'postgres');
+    const readings = { now: bodyReading(mode.scs), later: bodyReading(undefined) };
+    if (mode.scs === true) return this.guard.checkSql(sql, 'postgres', readings);
+    const off = this.guard.checkSql(asStandardStrings(sql), 'postgres', readings);
     if (mode.scs === false || off.action !== 'allow') return off;
-    return this.guard.checkSql(sql, 'postgres');
+    return this.guard.checkSql(sql, 'postgres', readings);
   }
 
   /** Frame a client chunk (calling `onMessage` per message) and return the bytes to forward now. */
@@ -106,6 +112,13 @@ export class ClientGuard {
       this.onRefused({ decision: d, protocol: 'extended', sql: p.query, statement: p.name || undefined });
     }
   };
+}
+
+/** A body lexed in mode `scs` (undefined: either) as the standard-strings parser must be given it. */
+function bodyReading(scs: StandardConformingStrings): Reading {
+  if (scs === true) return (t) => [t];
+  if (scs === false) return (t) => [asStandardStrings(t)];
+  return (t) => [t, asStandardStrings(t)];
 }
 
 /** A DO block that raises the refusal: no `$` in the texts, so neither dollar quote can be closed early. */

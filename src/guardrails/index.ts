@@ -1,11 +1,12 @@
 import type { GuardrailConfig, SqlKind } from './config.ts';
 import type { SqlFacts, TableRef } from './facts.ts';
-import { analysePostgres, loadPostgresParser } from './sql-postgres.ts';
-import { analyseMysql } from './sql-mysql.ts';
+import { analysePostgres, loadPostgresParser, type PostgresReadings } from './sql-postgres.ts';
+import { analyseMysql, analyseMysqlStatements, type MysqlStatement } from './sql-mysql.ts';
 import { compilePattern, matchCommandLine, type CompiledPattern } from './commands.ts';
 
 export { guardrailsSchema, SQL_KINDS, type GuardrailConfig, type SqlKind } from './config.ts';
-export { loadPostgresParser } from './sql-postgres.ts';
+export { loadPostgresParser, type PostgresReadings, type Reading } from './sql-postgres.ts';
+export type { MysqlStatement } from './sql-mysql.ts';
 
 /**
  * Guardrails: a decision the proxies ask before forwarding a statement or a command, like authorization
@@ -73,10 +74,23 @@ export class SessionGuardrails {
     return this.ssh.length > 0;
   }
 
-  /** Decide on one client text (which may hold several statements). */
-  checkSql(text: string, dialect: Dialect): GuardDecision {
-    const d = this.sql.length === 0 || plainSelect(text) ? ALLOW : decideSql(dialect === 'postgres' ? analysePostgres(text) : analyseMysql(text), this.sql);
+  /**
+   * Decide on one client text (which may hold several statements). `readings` (Postgres): how the
+   * session may lex the bodies the text holds when they run (default: as a standard-strings parser).
+   */
+  checkSql(text: string, dialect: Dialect, readings?: PostgresReadings): GuardDecision {
+    const d = this.sql.length === 0 || plainSelect(text) ? ALLOW : decideSql(dialect === 'postgres' ? analysePostgres(text, readings) : analyseMysql(text), this.sql);
     this.count(dialect, d);
+    return d;
+  }
+
+  /**
+   * Decide on a MySQL text as the proxy's server-faithful splitter split it: each statement in every
+   * reading the grammar would read as the server does, or marked unreadable (see analyseMysqlStatements).
+   */
+  checkMysqlStatements(statements: readonly MysqlStatement[]): GuardDecision {
+    const d = this.sql.length === 0 ? ALLOW : decideSql(analyseMysqlStatements(statements, plainSelect), this.sql);
+    this.count('mysql', d);
     return d;
   }
 

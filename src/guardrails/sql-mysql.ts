@@ -38,6 +38,37 @@ export function analyseMysql(sql: string): SqlFacts {
  * they stand alone (one statement, no comment): SHOW/DESCRIBE/EXPLAIN/HELP, and SET of session
  * settings (SET NAMES, SET SESSION …, SET var = …), never when GLOBAL or PERSIST appears anywhere.
  */
+/**
+ * One statement of a COM_QUERY as the server splits it (the proxy's splitter knows sql_mode, the
+ * character set and the `-- ` rule; the grammar does not). `readings`: the statement rewritten so the
+ * grammar's fixed lexing reads it as the server would, once per way the server may read it (a sql_mode
+ * not known yet…). `unreadable`: why no such rewriting exists (boundaries not certain, a multi-byte
+ * character hiding a backslash…): the statement is unparsable.
+ */
+export type MysqlStatement = { readings: readonly string[] } | { unreadable: string };
+
+/**
+ * The facts of every statement in every reading, together: what one reading does, the text does.
+ * `skip`: readings known to need no parse (a plain SELECT).
+ */
+export function analyseMysqlStatements(statements: readonly MysqlStatement[], skip: (sql: string) => boolean = () => false): SqlFacts {
+  const facts = emptyFacts();
+  for (const s of statements) {
+    if ('unreadable' in s) {
+      facts.unparsable ??= s.unreadable;
+      continue;
+    }
+    for (const text of new Set(s.readings)) {
+      if (skip(text)) continue;
+      const f = analyseMysql(text);
+      for (const k of f.kinds) facts.kinds.add(k);
+      facts.writes.push(...f.writes);
+      if (f.unparsable !== undefined) facts.unparsable ??= f.unparsable;
+    }
+  }
+  return facts;
+}
+
 function harmlessUnparsed(sql: string): boolean {
   if (/\/\*|--|#/.test(sql) || !/^[^;]*;?\s*$/.test(sql)) return false;
   if (/^\s*(show|describe|desc|explain|help)\s/i.test(sql)) return true;

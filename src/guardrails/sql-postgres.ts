@@ -1,4 +1,4 @@
-import { loadModule, parseSync, parsePlPgSQLSync } from '@libpg-query/parser';
+import { deparseSync, loadModule, parseSync, parsePlPgSQLSync } from '@libpg-query/parser';
 import { emptyFacts, type SqlFacts } from './facts.ts';
 
 /**
@@ -8,9 +8,34 @@ import { emptyFacts, type SqlFacts } from './facts.ts';
  *
  * Not sound, and said so in the README: SQL built at run time. A DO block or a PL/pgSQL function body is
  * parsed and its static statements are checked, and so is an EXECUTE of a single string literal; any
- * other EXECUTE (concatenation, format(), variables) is reported unparsable. Functions already in the
- * database and called by a statement are not looked into.
+ * other EXECUTE (concatenation, format(), variables; RETURN QUERY EXECUTE too) is reported unparsable.
+ * Functions already in the database and called by a statement are not looked into.
+ *
+ * The parser lexes as if standard_conforming_strings were on. Text the server lexes again later (a DO
+ * body, an EXECUTE'd string, a function body) is lexed then in the mode of the session running it, which
+ * may read `'a\' ; DELETE …; --'` as a literal and a DELETE: `readings` gives each such text as every
+ * mode it may be lexed in would read it, and each one is checked.
  */
+
+/** Every way the server may lex a text it reads again later, rewritten for a standard-strings parser. */
+export type Reading = (text: string) => string[];
+
+export interface PostgresReadings {
+  /** Runs now, in this session's mode (a DO body, what it EXECUTEs). */
+  now: Reading;
+  /** Runs when a function is called, in the mode of whichever session calls it (a function body). */
+  later: Reading;
+}
+
+const AS_WRITTEN: Reading = (t) => [t];
+const STANDARD: PostgresReadings = { now: AS_WRITTEN, later: AS_WRITTEN };
+
+interface Ctx {
+  facts: SqlFacts;
+  readings: PostgresReadings;
+  /** The parse tree's version, for deparsing a CREATE FUNCTION around a body reading. */
+  version: number;
+}
 
 let ready: Promise<void> | undefined;
 
@@ -19,7 +44,7 @@ export function loadPostgresParser(): Promise<void> {
   return (ready ??= loadModule());
 }
 
-export function analysePostgres(sql: string): SqlFacts {
+export function analysePostgres(sql: string, readings: PostgresReadings = STANDARD): SqlFacts {
   const facts = emptyFacts();
   let tree: unknown;
   try {
@@ -28,26 +53,30 @@ export function analysePostgres(sql: string): SqlFacts {
     facts.unparsable = `the Postgres parser refused it: ${(e as Error).message}`;
     return facts;
   }
-  walk(tree, facts, 0);
+  walk(tree, { facts, readings, version: (tree as { version: number }).version }, 0, readings.now);
   return facts;
 }
 
 const MAX_DEPTH = 8;
 
-/** Walk every node of the tree; `depth` counts nested bodies (DO inside EXECUTE…) to bound recursion. */
-function walk(node: unknown, facts: SqlFacts, depth: number): void {
+/**
+ * Walk every node of the tree; `depth` counts nested bodies (DO inside EXECUTE…) to bound recursion;
+ * `read`: how a body found here will be lexed when it runs (now, or later for what a function holds).
+ */
+function walk(node: unknown, c: Ctx, depth: number, read: Reading): void {
   if (Array.isArray(node)) {
-    for (const n of node) walk(n, facts, depth);
+    for (const n of node) walk(n, c, depth, read);
     return;
   }
   if (node === null || typeof node !== 'object') return;
   for (const [kind, value] of Object.entries(node as Record<string, unknown>)) {
-    if (value !== null && typeof value === 'object' && /^[A-Z]/.test(kind)) statement(kind, value as Record<string, unknown>, facts, depth);
-    walk(value, facts, depth);
+    if (value !== null && typeof value === 'object' && /^[A-Z]/.test(kind)) statement(kind, value as Record<string, unknown>, c, depth, read);
+    walk(value, c, depth, read);
   }
 }
 
-function statement(kind: string, n: Record<string, unknown>, facts: SqlFacts, depth: number): void {
+function statement(kind: string, n: Record<string, unknown>, c: Ctx, depth: number, read: Reading): void {
+  const facts = c.facts;
   switch (kind) {
     case 'DropStmt':
     case 'DropdbStmt':
@@ -88,10 +117,10 @@ function statement(kind: string, n: Record<string, unknown>, facts: SqlFacts, de
       if (n.is_from) write(n.relation, facts);
       return;
     case 'DoStmt':
-      body(doBody(n), facts, depth);
+      body(doBody(n), c, depth, read);
       return;
     case 'CreateFunctionStmt':
-      functionBody(n, facts, depth);
+      functionBody(n, c, depth);
       return;
   }
 }
@@ -121,7 +150,8 @@ function doBody(n: Record<string, unknown>): { code: string; language: string } 
   return { code, language };
 }
 
-function functionBody(n: Record<string, unknown>, facts: SqlFacts, depth: number): void {
+/** A function body is lexed when called, in the caller's mode: checked in every reading (`later`). */
+function functionBody(n: Record<string, unknown>, c: Ctx, depth: number): void {
   let language = 'sql';
   let code: string | undefined;
   for (const o of (n.options as { DefElem?: { defname: string; arg?: unknown } }[]) ?? []) {
@@ -135,14 +165,15 @@ function functionBody(n: Record<string, unknown>, facts: SqlFacts, depth: number
   // A SQL-standard body (BEGIN ATOMIC … END) is already in the tree and walked by the caller.
   if (code === undefined) return;
   if (language === 'sql') {
-    nested(code, facts, depth);
+    nested(code, c, depth, c.readings.later, c.readings.later);
     return;
   }
-  body({ code, language }, facts, depth, n);
+  body({ code, language }, c, depth, c.readings.later, n);
 }
 
-/** A procedural body: PL/pgSQL is parsed; other languages cannot be looked into. */
-function body(b: { code: string; language: string }, facts: SqlFacts, depth: number, fn?: Record<string, unknown>): void {
+/** A procedural body: PL/pgSQL is parsed, in every reading `read` gives; other languages cannot be looked into. */
+function body(b: { code: string; language: string }, c: Ctx, depth: number, read: Reading, fn?: Record<string, unknown>): void {
+  const facts = c.facts;
   if (b.language.toLowerCase() !== 'plpgsql') {
     facts.unparsable ??= `code in language ${b.language} cannot be checked`;
     return;
@@ -151,59 +182,91 @@ function body(b: { code: string; language: string }, facts: SqlFacts, depth: num
     facts.unparsable ??= 'nested too deeply';
     return;
   }
-  let tree: unknown;
-  try {
-    // parsePlPgSQL takes a whole DO or CREATE FUNCTION; the body is re-quoted with a tag it cannot contain.
-    let tag = 'vigil';
-    while (b.code.includes(`$${tag}$`)) tag += '_';
-    const q = `$${tag}$${b.code}$${tag}$`;
-    tree = parsePlPgSQLSync(fn ? `CREATE FUNCTION vigil_check() RETURNS void LANGUAGE plpgsql AS ${q}` : `DO ${q}`);
-  } catch (e) {
-    facts.unparsable ??= `the PL/pgSQL parser refused the body: ${(e as Error).message}`;
-    return;
+  for (const code of new Set(read(b.code))) {
+    let tree: unknown;
+    try {
+      // parsePlPgSQL takes a whole DO or CREATE FUNCTION. A function keeps its own signature (deparsed
+      // around this reading of the body): RETURN QUERY, RETURN NEXT and OUT parameters compile only in
+      // a function whose result type allows them. A DO body is re-quoted with a tag it cannot contain.
+      let sql: string;
+      if (fn) sql = deparseSync({ version: c.version, stmts: [{ stmt: { CreateFunctionStmt: withBody(fn, code) } }] } as Parameters<typeof deparseSync>[0]);
+      else {
+        let tag = 'vigil';
+        while (code.includes(`$${tag}$`)) tag += '_';
+        sql = `DO $${tag}$${code}$${tag}$`;
+      }
+      tree = parsePlPgSQLSync(sql);
+    } catch (e) {
+      facts.unparsable ??= `the PL/pgSQL parser refused the body: ${(e as Error).message}`;
+      return;
+    }
+    plpgsql(tree, c, depth + 1, read);
   }
-  plpgsql(tree, facts, depth + 1);
 }
 
-function plpgsql(node: unknown, facts: SqlFacts, depth: number): void {
+/** A CREATE FUNCTION node with its body (the first item of AS) replaced by `code`. */
+function withBody(fn: Record<string, unknown>, code: string): Record<string, unknown> {
+  const options = ((fn.options as { DefElem?: { defname: string; arg?: { List?: { items?: unknown[] } } } }[]) ?? []).map((o) => {
+    const d = o.DefElem;
+    if (d?.defname !== 'as') return o;
+    const items = d.arg?.List?.items ?? [];
+    return { DefElem: { ...d, arg: { List: { ...d.arg?.List, items: [{ String: { sval: code } }, ...items.slice(1)] } } } };
+  });
+  return { ...fn, options };
+}
+
+/** Statements whose SQL is a string computed at run time (`dynquery` for OPEN … FOR EXECUTE, RETURN QUERY EXECUTE). */
+const DYNAMIC = new Set(['PLpgSQL_stmt_dynexecute', 'PLpgSQL_stmt_dynfors', 'PLpgSQL_stmt_open', 'PLpgSQL_stmt_return_query']);
+
+/**
+ * `read`: how the server will lex a string this body EXECUTEs. Its static statements are slices of the
+ * body as already read, so they are parsed as they are (what they nest is lexed anew: `read` again).
+ */
+function plpgsql(node: unknown, c: Ctx, depth: number, read: Reading): void {
   if (Array.isArray(node)) {
-    for (const n of node) plpgsql(n, facts, depth);
+    for (const n of node) plpgsql(n, c, depth, read);
     return;
   }
   if (node === null || typeof node !== 'object') return;
   for (const [kind, value] of Object.entries(node as Record<string, unknown>)) {
-    if (kind === 'PLpgSQL_stmt_dynexecute' || kind === 'PLpgSQL_stmt_dynfors' || kind === 'PLpgSQL_stmt_open') {
-      const q = (value as { query?: { PLpgSQL_expr?: { query?: string } }; dynquery?: { PLpgSQL_expr?: { query?: string } } })?.query?.PLpgSQL_expr?.query ??
-        (value as { dynquery?: { PLpgSQL_expr?: { query?: string } } })?.dynquery?.PLpgSQL_expr?.query;
+    type Expr = { PLpgSQL_expr?: { query?: string } };
+    const dyn = value as { query?: Expr; dynquery?: Expr };
+    // RETURN QUERY without EXECUTE has a static `query` only: walked below like any statement.
+    if (DYNAMIC.has(kind) && (kind !== 'PLpgSQL_stmt_return_query' || dyn?.dynquery !== undefined)) {
+      const q = kind === 'PLpgSQL_stmt_return_query' ? dyn.dynquery?.PLpgSQL_expr?.query : (dyn?.query?.PLpgSQL_expr?.query ?? dyn?.dynquery?.PLpgSQL_expr?.query);
       if (q !== undefined) {
         const literal = stringLiteral(q);
-        if (literal === undefined) facts.unparsable ??= 'dynamic SQL (EXECUTE of a computed string) cannot be checked before it runs';
-        else nested(literal, facts, depth);
+        if (literal === undefined) c.facts.unparsable ??= 'dynamic SQL (EXECUTE of a computed string) cannot be checked before it runs';
+        // The string is lexed when it runs, in the mode of the session running it.
+        else nested(literal, c, depth, read, read);
       }
     } else if (kind === 'PLpgSQL_expr') {
       const q = (value as { query?: string }).query;
       // Whole statements (parseMode 0) are checked; expressions and assignments cannot hold a statement
       // that changes anything other than through a function call, which is out of reach anyway.
-      if (q && !(value as { parseMode?: number }).parseMode) nested(q, facts, depth);
+      if (q && !(value as { parseMode?: number }).parseMode) nested(q, c, depth, AS_WRITTEN, read);
       continue;
     }
-    plpgsql(value, facts, depth);
+    plpgsql(value, c, depth, read);
   }
 }
 
-function nested(sql: string, facts: SqlFacts, depth: number): void {
+/** `sql` parsed in every reading `self` gives; bodies it holds are read with `read`. */
+function nested(sql: string, c: Ctx, depth: number, self: Reading, read: Reading): void {
   if (depth >= MAX_DEPTH) {
-    facts.unparsable ??= 'nested too deeply';
+    c.facts.unparsable ??= 'nested too deeply';
     return;
   }
-  let tree: unknown;
-  try {
-    tree = parseSync(sql);
-  } catch (e) {
-    facts.unparsable ??= `a nested statement does not parse: ${(e as Error).message}`;
-    return;
+  for (const text of new Set(self(sql))) {
+    let tree: unknown;
+    try {
+      tree = parseSync(text);
+    } catch (e) {
+      c.facts.unparsable ??= `a nested statement does not parse: ${(e as Error).message}`;
+      return;
+    }
+    walk(tree, c, depth + 1, read);
   }
-  walk(tree, facts, depth + 1);
 }
 
 /** The value of a single SQL string literal ('…' or E'…' without escapes, $$…$$), else undefined. */

@@ -15,6 +15,18 @@ import { waitFor } from '../support/tmp.ts';
  */
 
 const ATTACK = "SELECT 'a\\' , '; DROP TABLE lexguard_t; -- '";
+/**
+ * The same trick inside a body: PL/pgSQL (and a SQL function) lexes its body when it runs, in the mode of
+ * the session running it. With the mode off, `'x\''` is `x'` and the DROP after it is a statement; with
+ * it on, the literal runs on to the `'` after `--`. A DO runs in this session's mode; a function body in
+ * its caller's, whatever the mode of the session that created it.
+ */
+const BODY = "BEGIN PERFORM 'x\\'' ; DROP TABLE lexguard_t; --';\nEND";
+const DO_ATTACK = `DO $$${BODY}$$`;
+const FN_ATTACK = `CREATE FUNCTION lexguard_f() RETURNS void LANGUAGE plpgsql AS $$${BODY}$$`;
+const SQL_FN_ATTACK = "CREATE FUNCTION lexguard_g() RETURNS void LANGUAGE sql AS $$SELECT 'x\\'' ; DROP TABLE lexguard_t; --'$$";
+/** An EXECUTE'd literal is lexed when it runs, too (dollar-quoted: the body itself reads alike both ways). */
+const EXECUTE_ATTACK = `DO $$BEGIN EXECUTE $q$${ATTACK}$q$; END$$`;
 const rules = [{ name: 'no-drops', targets: ['*'], roles: ['*'], sql: { block: ['drop'], on_unparsable: 'allow' } }];
 
 describe('guardrails follow the session lexical mode (pure)', () => {
@@ -39,6 +51,28 @@ describe('guardrails follow the session lexical mode (pure)', () => {
     expect(decide({ scs: true, encoding: 'UTF8' })).toEqual({ refused: [], forwarded: true });
     expect(decide({ scs: false, encoding: 'UTF8' })).toEqual({ refused: ['DROP'], forwarded: false });
     expect(decide({ scs: undefined, encoding: 'UTF8' })).toEqual({ refused: ['DROP'], forwarded: false });
+  });
+
+  const decideText = (sql: string, scs: boolean | undefined) => {
+    const session = new Guardrails(guardrailsSchema().parse(rules)).forSession({ roles: ['dev'], target: 'pg' })!;
+    const refused: string[] = [];
+    const guard = new ClientGuard(new MessageFramer({ maxLength: 1 << 20 }), session, () => {}, (r) => refused.push(r.decision.reason), () => ({ scs, encoding: 'UTF8' }));
+    const out = guard.push(encodeMessage(F.Query, cstr(sql)));
+    return { refused, forwarded: out.toString('utf8').includes('lexguard_t') };
+  };
+
+  it('a DO body (and what it EXECUTEs) is read in the session mode: refused when off or unknown, allowed when on', () => {
+    for (const sql of [DO_ATTACK, EXECUTE_ATTACK]) {
+      expect(decideText(sql, true), sql).toEqual({ refused: [], forwarded: true });
+      expect(decideText(sql, false), sql).toEqual({ refused: ['DROP'], forwarded: false });
+      expect(decideText(sql, undefined), sql).toEqual({ refused: ['DROP'], forwarded: false });
+    }
+  });
+
+  it('a function body is read in both modes whatever the session mode: it may be called with the mode off', () => {
+    for (const sql of [FN_ATTACK, SQL_FN_ATTACK]) for (const scs of [true, false, undefined]) expect(decideText(sql, scs), `${sql} ${scs}`).toEqual({ refused: ['DROP'], forwarded: false });
+    // Backslashes that read alike both ways change nothing.
+    expect(decideText("DO $$BEGIN PERFORM 'a\\d' ~ 'x'; PERFORM 1 FROM lexguard_t; END$$", false)).toEqual({ refused: [], forwarded: true });
   });
 });
 
@@ -69,5 +103,27 @@ describe('guardrails follow the session lexical mode (through the gateway)', () 
     expect(got.slice(1).every((s) => s.startsWith('DO $vigil_guardrail$'))).toBe(true);
     const ev = await w.tg.waitForEvent((e) => e.type === 'guardrail.blocked' && e.details?.sql === ATTACK);
     expect(ev.details).toMatchObject({ rule: 'no-drops', reason: 'DROP' });
+  });
+
+  it('SET standard_conforming_strings = off, then a DO whose body hides a DROP: refused with 42501, never run', async () => {
+    const r = await w.psql(['-v', 'VERBOSITY=verbose', '-c', 'SET standard_conforming_strings = off', '-c', DO_ATTACK]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('42501');
+    expect(r.stderr).toContain('vigil guardrail "no-drops" refused this statement (DROP)');
+    expect(w.pg.psql("SELECT to_regclass('lexguard_t') IS NOT NULL")).toBe('t');
+    await w.tg.waitForEvent((e) => e.type === 'guardrail.blocked' && e.details?.sql === DO_ATTACK);
+  });
+
+  it('a function whose body hides a DROP, created with the mode on: refused, so a caller with the mode off cannot run it', async () => {
+    w.pg.psql('GRANT CREATE ON SCHEMA public TO scram_user');
+    const r = await w.psql(['-v', 'VERBOSITY=verbose', '-c', 'SHOW standard_conforming_strings', '-c', FN_ATTACK]);
+    expect(r.stdout).toContain('on');
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('42501');
+    expect(r.stderr).toContain('vigil guardrail "no-drops" refused this statement (DROP)');
+    const call = await w.psql(['-c', 'SET standard_conforming_strings = off', '-c', 'SELECT lexguard_f()']);
+    expect(call.code).not.toBe(0);
+    expect(call.stderr).toContain('lexguard_f() does not exist');
+    expect(w.pg.psql("SELECT to_regclass('lexguard_t') IS NOT NULL")).toBe('t');
   });
 });
