@@ -39,6 +39,61 @@ export function iso(d: Date | undefined): string | undefined {
   return d ? d.toISOString().replace(/Z$/, '000Z') : undefined; // same 6-digit form as event times
 }
 
+/** A time bound both as events write times (RFC 3339 UTC, microseconds: compares as a string) and as a Date (milliseconds, floored). */
+export interface TimeBound {
+  time: string;
+  date: Date;
+}
+
+/** Microseconds since the epoch in the 6-digit form event times have. */
+export function eventTimeOfMicros(us: number): string {
+  const ms = Math.floor(us / 1000);
+  return new Date(ms).toISOString().replace(/Z$/, `${String(us - ms * 1000).padStart(3, '0')}Z`);
+}
+
+const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?([Zz]|[+-]\d{2}:?\d{2})?$/;
+
+/**
+ * An ISO time given as a range bound (`--since`, `--until`), read at the precision it is written in.
+ * An inclusive upper bound covers the whole of its last unit: `--until 2026-11-30T23:59:59Z` reaches
+ * 23:59:59.999999 and `--until 2026-11-30` the whole UTC day, so a period ending there and the next one
+ * starting at 00:00:00 leave no event in neither (event times have microseconds). A time of day needs a
+ * zone (`Z` or `+02:00`): without one it would be read in whatever zone the host is set to, and the same
+ * command would select other events on another machine. A bare date is a UTC day.
+ * Returns undefined when `text` does not start like a date (the caller may read a duration); throws an
+ * Error saying what is wrong with one that does.
+ */
+export function parseIsoBound(text: string, edge: 'since' | 'until'): TimeBound | undefined {
+  const s = text.trim();
+  if (!/^\d{4}-\d\d-\d\d/.test(s)) return undefined;
+  const m = ISO_TIME.exec(s);
+  if (!m) throw new Error(`expected an ISO time like 2026-01-31T12:00:00Z or a date like 2026-01-31, got ${JSON.stringify(text)}`);
+  const [, y, mo, d, h, mi, sec, frac, zone] = m;
+  if (h !== undefined && zone === undefined) {
+    throw new Error(`${JSON.stringify(text)} has no time zone; add Z for UTC (or an offset like +02:00): a time without one would depend on the zone this host is set to`);
+  }
+  const fields = [Number(y), Number(mo) - 1, Number(d), Number(h ?? 0), Number(mi ?? 0), Number(sec ?? 0)] as const;
+  const utc = Date.UTC(...fields);
+  const back = new Date(utc);
+  // Date.UTC rolls 2026-02-30 over into March: a date that does not exist is refused, not moved.
+  if (back.getUTCFullYear() !== fields[0] || back.getUTCMonth() !== fields[1] || back.getUTCDate() !== fields[2] || back.getUTCHours() !== fields[3] || back.getUTCMinutes() !== fields[4] || back.getUTCSeconds() !== fields[5]) {
+    throw new Error(`${JSON.stringify(text)} is not a valid time`);
+  }
+  let offsetMin = 0;
+  if (zone && !/^[Zz]$/.test(zone)) {
+    const z = /^([+-])(\d{2}):?(\d{2})$/.exec(zone)!;
+    offsetMin = (z[1] === '-' ? -1 : 1) * (Number(z[2]) * 60 + Number(z[3]));
+  }
+  const digits = frac ?? '';
+  const micros = Number(digits.padEnd(6, '0').slice(0, 6));
+  // Finer than a microsecond (more than six digits): the bound still has to hold every event at or within it.
+  const finer = /[1-9]/.test(digits.slice(6));
+  const start = (utc - offsetMin * 60_000) * 1000 + micros + (edge === 'since' && finer ? 1 : 0);
+  const unit = frac !== undefined ? 10 ** Math.max(0, 6 - digits.length) : sec !== undefined ? 1e6 : h !== undefined ? 60e6 : 86_400e6;
+  const us = edge === 'since' ? start : start + unit - 1;
+  return { time: eventTimeOfMicros(us), date: new Date(Math.floor(us / 1000)) };
+}
+
 export function matcher(q: AuditQuery): (line: string, e: AuditEvent) => boolean {
   const since = iso(q.since);
   const until = iso(q.until);

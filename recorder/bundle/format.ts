@@ -58,6 +58,13 @@ export interface BundleManifest {
   counts: { events: number; chain_records: number; checkpoints: number; recordings: number };
   /** Recordings named by selected events that no longer exist (e.g. purged by retention). */
   recordings_unavailable: string[];
+  /**
+   * Recordings in the archive that no recording.stored event in chain.jsonl names (local storage, not
+   * uploaded yet, or uploaded before the covered interval: the maker checked those against the log): only
+   * this manifest's SHA-256 vouches for them to the verifier. Every other one matches the SHA-256 and size
+   * its recording.stored event in chain.jsonl logged. Absent in bundles made before this field existed.
+   */
+  recordings_not_stored?: string[];
   files: ManifestFile[];
 }
 
@@ -108,7 +115,7 @@ export const BUNDLE_EXIT_CODES = {
   removed: 3,
   /** A record of the range that matches the filter is not among the selected events (withheld). */
   incomplete: 4,
-  /** A recording is missing or its bytes differ from the manifest's hash (swapped). */
+  /** A recording is missing, or its bytes differ from the manifest's hash or from the one its recording.stored event logged (swapped). */
   recording: 5,
   /** A checkpoint is not signed by the bundle's key, or part of the chain is not covered by one. */
   checkpoint: 6,

@@ -15,7 +15,7 @@ import {
   BUNDLE_FORMAT, FILES, RECORDINGS_PREFIX, isSafeRecordingId, recordingIdsOf, sha256, signManifest,
   type BundleFilter, type BundleManifest, type ManifestFile,
 } from './format.ts';
-import { bundleSelects, eventTime, inRange, parseChainLine, type ChainRecord } from './select.ts';
+import { boundTime, bundleSelects, inRange, parseChainLine, type ChainRecord } from './select.ts';
 
 export class BundleError extends VigilError {
   constructor(message: string) {
@@ -30,8 +30,9 @@ export interface MakeBundleOptions {
   recordings?: { open(id: string): Promise<RecordingSource | undefined> };
   /** The audit signing key (PKCS#8 PEM): it signs the manifest, as it signs the log's checkpoints. */
   signingKeyFile: string;
-  since: Date;
-  until: Date;
+  /** Inclusive bounds: event times (microseconds, as `parseIsoBound` gives them) or Dates (see boundTime). */
+  since: Date | string;
+  until: Date | string;
   filter: BundleFilter;
   createdBy: { user: string; host: string };
   gateway: { host: string; data_dir: string; version: string };
@@ -52,6 +53,25 @@ interface ChainSelection {
   rangeLast: number;
   logHead: number;
   purge?: { anchor_seq: number; purged_event_seq: number };
+  /** The last `recording.stored` of each recording id anywhere in the log: the hash the upload logged. */
+  stored: Map<string, StoredRecording>;
+  /** Cut the main run again so that it also reaches `seq` (ending on the first checkpoint after it). */
+  extendTo(seq: number): void;
+}
+
+/** What a `recording.stored` event says of a recording in object storage. */
+interface StoredRecording {
+  seq: number;
+  sha256: string;
+  bytes: number;
+  where: string;
+}
+
+function storedOf(r: ChainRecord): [string, StoredRecording] | undefined {
+  if (r.event.type !== 'recording.stored') return undefined;
+  const d = (r.event.details ?? {}) as Record<string, unknown>;
+  if (typeof d.recording !== 'string' || typeof d.sha256 !== 'string') return undefined;
+  return [d.recording, { seq: r.seq, sha256: d.sha256, bytes: Number(d.bytes), where: `s3://${String(d.bucket)}/${String(d.key)}` }];
 }
 
 const isCheckpoint = (r: ChainRecord) => r.event.type === 'audit.checkpoint';
@@ -79,12 +99,15 @@ function selectChain(auditDir: string, range: { since: string; until: string }):
   let rangeFirst = 0;
   let rangeLast = 0;
   let logHead = 0;
+  const stored = new Map<string, StoredRecording>();
   for (const segment of segments) {
     const { lines } = splitSegment(fs.readFileSync(path.join(auditDir, segment), 'utf8'));
     for (const line of lines) {
       const r = parseChainLine(line);
       if (typeof r === 'string') throw new BundleError(`${segment}: ${r}`);
       logHead = r.seq;
+      const s = storedOf(r);
+      if (s) stored.set(s[0], s[1]);
       const hit = inRange(r.event, range);
       if (hit) {
         if (!rangeFirst) rangeFirst = r.seq;
@@ -106,20 +129,28 @@ function selectChain(auditDir: string, range: { since: string; until: string }):
     if (!purged) throw new BundleError(`no audit.purged event vouches for the retention anchor (seq ${anchorRecord.seq}); run vigil audit verify`);
     purge = { anchor_seq: anchorRecord.seq, purged_event_seq: purged.seq };
   }
-  const cover = kept.findIndex((r) => r.seq > rangeLast && isCheckpoint(r));
-  const headIsCheckpoint = kept[kept.length - 1].seq === rangeLast && isCheckpoint(kept[kept.length - 1]);
-  if (cover < 0 && !headIsCheckpoint) {
-    throw new BundleError(`seq ${rangeLast}, the last record of the range, is not signed by a checkpoint yet; wait for the next one (audit.checkpoint_interval) and run this again`);
-  }
-  main.push(...kept.slice(0, cover < 0 ? kept.length : cover + 1));
-  let purgeRun: ChainRecord[] = [];
-  if (purge && purge.purged_event_seq > main[main.length - 1].seq) {
-    const from = kept.findIndex((r) => r.seq === purge!.purged_event_seq);
-    const to = kept.findIndex((r, i) => i > from && isCheckpoint(r));
-    if (to < 0) throw new BundleError(`the audit.purged event (seq ${purge.purged_event_seq}) is not signed by a checkpoint yet; wait for the next one and run this again`);
-    purgeRun = kept.slice(from, to + 1);
-  }
-  return { main, purgeRun, rangeFirst, rangeLast, logHead, purge };
+  const head = main.slice();
+  const sel: ChainSelection = { main, purgeRun: [], rangeFirst, rangeLast, logHead, purge, stored, extendTo: () => {} };
+  const cut = (upTo: number, what: string) => {
+    const cover = kept.findIndex((r) => r.seq > upTo && isCheckpoint(r));
+    const headIsCheckpoint = kept[kept.length - 1].seq === upTo && isCheckpoint(kept[kept.length - 1]);
+    if (cover < 0 && !headIsCheckpoint) {
+      throw new BundleError(`seq ${upTo}, ${what}, is not signed by a checkpoint yet; wait for the next one (audit.checkpoint_interval) and run this again`);
+    }
+    sel.main = [...head, ...kept.slice(0, cover < 0 ? kept.length : cover + 1)];
+    sel.purgeRun = [];
+    if (purge && purge.purged_event_seq > sel.main[sel.main.length - 1].seq) {
+      const from = kept.findIndex((r) => r.seq === purge.purged_event_seq);
+      const to = kept.findIndex((r, i) => i > from && isCheckpoint(r));
+      if (to < 0) throw new BundleError(`the audit.purged event (seq ${purge.purged_event_seq}) is not signed by a checkpoint yet; wait for the next one and run this again`);
+      sel.purgeRun = kept.slice(from, to + 1);
+    }
+  };
+  cut(rangeLast, 'the last record of the range');
+  sel.extendTo = (seq) => {
+    if (seq > sel.main[sel.main.length - 1].seq) cut(seq, 'the recording.stored event a bundled recording is checked against');
+  };
+  return sel;
 }
 
 function verifyText(manifest: { key_id: string }): string {
@@ -173,12 +204,17 @@ export async function makeBundle(o: MakeBundleOptions, out: Writable): Promise<M
     throw new BundleError(`the audit log does not verify (${checked.firstBad?.problem ?? 'invalid'}); no bundle was made`);
   }
   if (checked.records === 0) throw new BundleError('the audit log is empty');
-  const range = { since: eventTime(o.since), until: eventTime(o.until) };
+  let range: { since: string; until: string };
+  try {
+    range = { since: boundTime(o.since, 'since'), until: boundTime(o.until, 'until') };
+  } catch (e) {
+    throw new BundleError((e as Error).message);
+  }
   if (range.since > range.until) throw new BundleError(`--since (${range.since}) is after --until (${range.until})`);
   const sel = selectChain(o.auditDir, range);
   const selects = bundleSelects(o.filter, range);
+  // Only records of the range are selected: extending the chain below changes no selection.
   const selected = sel.main.filter((r) => selects(r.event));
-  const chainRecords = [...sel.main, ...sel.purgeRun];
 
   const recordingIds: string[] = [];
   for (const r of selected) for (const id of recordingIdsOf(r.event.details)) if (!recordingIds.includes(id)) recordingIds.push(id);
@@ -187,15 +223,41 @@ export async function makeBundle(o: MakeBundleOptions, out: Writable): Promise<M
   const remote = new Map<string, RecordingSource>();
   for (const id of recordingIds) {
     if (isSafeRecordingId(id) && fs.statSync(path.join(o.recordingsDir, id), { throwIfNoEntry: false })?.isFile()) available.push(id);
-    else {
+    else if (isSafeRecordingId(id) && o.recordings) {
       // Uploaded and removed locally: streamed from object storage into the bundle (never whole in memory).
-      const source = isSafeRecordingId(id) && o.recordings ? await o.recordings.open(id).catch(() => undefined) : undefined;
+      // Only "not found" means the recording is gone (recordings_unavailable says purged): a refusal, a
+      // timeout or an outage says nothing of that, and the bundle is not made.
+      let source: RecordingSource | undefined;
+      try {
+        source = await o.recordings.open(id);
+      } catch (e) {
+        throw new BundleError(`recording ${id} could not be read from object storage (${(e as Error).message}); that does not show it is gone, so no bundle was made: run this again once the storage answers`);
+      }
       if (source) {
         remote.set(id, source);
         available.push(id);
       } else unavailable.push(id);
-    }
+    } else unavailable.push(id);
   }
+  // Each recording uploaded to object storage must be the one whose SHA-256 its recording.stored event
+  // logged (bytes in storage or a local copy can be replaced by whoever can write there, the signed log
+  // cannot): the chain reaches that event, so the verifier can check it too.
+  for (const id of available) {
+    const s = sel.stored.get(id);
+    if (s) sel.extendTo(s.seq);
+  }
+  const chainRecords = [...sel.main, ...sel.purgeRun];
+  // Said in the manifest: recordings the verifier cannot check against a recording.stored (none, or one
+  // logged before the covered interval: the maker still checks those against the log).
+  const notStored = available.filter((id) => !chainRecords.some((r) => r.seq === sel.stored.get(id)?.seq));
+  const checkStored = (id: string, got: { sha256: string; bytes: number }, from: string) => {
+    const s = sel.stored.get(id);
+    if (s && (s.sha256 !== got.sha256 || s.bytes !== got.bytes)) {
+      throw new BundleError(
+        `recording ${id} (${from}) does not match what recording.stored (seq ${s.seq}) logged for ${s.where}: SHA-256 ${got.sha256} (${got.bytes} bytes), logged ${s.sha256} (${s.bytes} bytes); it was altered or replaced after it was stored, so no bundle was made`,
+      );
+    }
+  };
 
   const created = (o.now ?? new Date()).toISOString();
   const mtime = new Date(created);
@@ -204,6 +266,9 @@ export async function makeBundle(o: MakeBundleOptions, out: Writable): Promise<M
   // `out` is not ended here: the caller finishes (fsyncs) its file.
   (pack as unknown as Readable).pipe(out, { end: false });
   const packed = once(pack, 'end');
+  // Awaited once everything is added; when making fails before that (the caller discards `out`), the
+  // archive's own end or error is nobody's concern.
+  packed.catch(() => {});
   const files: ManifestFile[] = [];
   const addBuffer = async (name: string, data: Buffer, listed = true) => {
     if (listed) files.push({ path: name, sha256: sha256(data), bytes: data.length });
@@ -213,29 +278,39 @@ export async function makeBundle(o: MakeBundleOptions, out: Writable): Promise<M
   await addBuffer(FILES.chain, Buffer.from(chainRecords.map((r) => r.line + '\n').join('')));
   await addBuffer(FILES.events, Buffer.from(selected.map((r) => r.line + '\n').join('')));
   await addBuffer(FILES.verify, Buffer.from(verifyText({ key_id: kid })));
-  for (const id of available) {
-    const stored = remote.get(id);
-    if (stored) {
-      const name = RECORDINGS_PREFIX + id;
-      const h = hashing();
-      const entry = pack.entry({ name, size: stored.size, mtime, mode: 0o644 });
-      await pipeline(stored.size > 0 ? stored.read(0, stored.size - 1) : Readable.from([]), h, entry);
-      files.push({ path: name, ...h.digest() });
-      continue;
+  try {
+    for (const id of available) {
+      const stored = remote.get(id);
+      if (stored) {
+        const name = RECORDINGS_PREFIX + id;
+        const h = hashing();
+        const entry = pack.entry({ name, size: stored.size, mtime, mode: 0o644 });
+        await pipeline(stored.size > 0 ? stored.read(0, stored.size - 1) : Readable.from([]), h, entry);
+        const got = h.digest();
+        checkStored(id, got, stored.where?.kind === 's3' ? `s3://${stored.where.bucket}/${stored.where.key}` : 'object storage');
+        files.push({ path: name, ...got });
+        continue;
+      }
+      // The size is fixed when the file is opened: a recording still being written is taken as it stands.
+      const fd = fs.openSync(path.join(o.recordingsDir, id), 'r');
+      try {
+        const size = fs.fstatSync(fd).size;
+        const name = RECORDINGS_PREFIX + id;
+        const h = hashing();
+        const entry = pack.entry({ name, size, mtime, mode: 0o644 });
+        const source = size > 0 ? fs.createReadStream('', { fd, start: 0, end: size - 1, autoClose: false }) : Readable.from([]);
+        await pipeline(source, h, entry);
+        const got = h.digest();
+        checkStored(id, got, `local copy ${path.join(o.recordingsDir, id)}`);
+        files.push({ path: name, ...got });
+      } finally {
+        fs.closeSync(fd);
+      }
     }
-    // The size is fixed when the file is opened: a recording still being written is taken as it stands.
-    const fd = fs.openSync(path.join(o.recordingsDir, id), 'r');
-    try {
-      const size = fs.fstatSync(fd).size;
-      const name = RECORDINGS_PREFIX + id;
-      const h = hashing();
-      const entry = pack.entry({ name, size, mtime, mode: 0o644 });
-      const source = size > 0 ? fs.createReadStream('', { fd, start: 0, end: size - 1, autoClose: false }) : Readable.from([]);
-      await pipeline(source, h, entry);
-      files.push({ path: name, ...h.digest() });
-    } finally {
-      fs.closeSync(fd);
-    }
+  } catch (e) {
+    // Nothing more goes to `out`: the caller discards the file (a tar cut short is no bundle).
+    pack.destroy();
+    throw e;
   }
   const manifest: BundleManifest = {
     format: BUNDLE_FORMAT,
@@ -255,6 +330,7 @@ export async function makeBundle(o: MakeBundleOptions, out: Writable): Promise<M
       recordings: available.length,
     },
     recordings_unavailable: unavailable,
+    recordings_not_stored: notStored,
     files,
   };
   const manifestBytes = Buffer.from(JSON.stringify(manifest, null, 2) + '\n');

@@ -27,6 +27,21 @@ export function eventTime(d: Date): string {
   return d.toISOString().replace(/Z$/, '000Z');
 }
 
+const EVENT_TIME = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/;
+
+/**
+ * A range bound as an event time. A string is taken as it is (already at microseconds, e.g. from
+ * parseIsoBound, which reads an `--until` to the end of its last unit). A Date has milliseconds only: as
+ * an inclusive upper bound it covers its whole millisecond, or events in its last 999 µs would be in no range.
+ */
+export function boundTime(b: Date | string, edge: 'since' | 'until'): string {
+  if (typeof b === 'string') {
+    if (!EVENT_TIME.test(b)) throw new Error(`range bound ${JSON.stringify(b)} is not an event time (YYYY-MM-DDThh:mm:ss.ffffffZ)`);
+    return b;
+  }
+  return edge === 'since' ? eventTime(b) : b.toISOString().replace(/Z$/, '999Z');
+}
+
 export function inRange(e: AuditEvent, range: { since: string; until: string }): boolean {
   return e.time >= range.since && e.time <= range.until;
 }

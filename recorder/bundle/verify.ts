@@ -26,6 +26,8 @@ export interface BundleVerifyResult {
   chainRecords: number;
   checkpoints: number;
   recordings: number;
+  /** Of those, how many match the SHA-256 their recording.stored event in the chain logged (the rest rest on the manifest alone). */
+  recordingsStored: number;
   /** How the range's start and end are shown to hold nothing else (for the report). */
   boundaries: string[];
 }
@@ -81,7 +83,7 @@ export interface VerifyBundleOptions {
  * problems are reported in check order: chain, checkpoints, events, completeness, recordings, manifest.
  */
 export async function verifyBundle(file: string, opts: VerifyBundleOptions = {}): Promise<BundleVerifyResult> {
-  const result: BundleVerifyResult = { ok: false, code: 0, problems: [], events: 0, chainRecords: 0, checkpoints: 0, recordings: 0, boundaries: [] };
+  const result: BundleVerifyResult = { ok: false, code: 0, problems: [], events: 0, chainRecords: 0, checkpoints: 0, recordings: 0, recordingsStored: 0, boundaries: [] };
   const problem = (kind: BundleProblemKind, message: string) => result.problems.push({ kind, message });
   const finish = () => {
     result.ok = result.problems.length === 0;
@@ -248,9 +250,17 @@ export async function verifyBundle(file: string, opts: VerifyBundleOptions = {})
   else problem('incomplete', `the chain ends inside the range (seq ${main[main.length - 1].seq}): later records of the range are not shown`);
   for (const run of runs.slice(1)) for (const r of run) if (inRange(r.event, range)) problem('incomplete', `record seq ${r.seq} of the range lies outside the covered interval`);
 
-  // 5. Recordings: every one a selected event names is here, with the bytes the manifest's hash says.
+  // 5. Recordings: every one a selected event names is here, with the bytes the manifest's hash says, and
+  // with the SHA-256 its recording.stored event logged when it was uploaded: the manifest only says what the
+  // maker read, the signed chain what was stored (object storage can be written without the audit key).
   const listed = new Map(manifest.files.map((f) => [f.path, f]));
   const unavailable = new Set(Array.isArray(manifest.recordings_unavailable) ? manifest.recordings_unavailable : []);
+  const notStored = Array.isArray(manifest.recordings_not_stored) ? new Set(manifest.recordings_not_stored) : undefined;
+  const storedEvents = new Map<string, ChainRecord>();
+  for (const r of chain) {
+    const d = r.event.details as { recording?: unknown; sha256?: unknown } | undefined;
+    if (r.event.type === 'recording.stored' && typeof d?.recording === 'string' && typeof d.sha256 === 'string') storedEvents.set(d.recording, r);
+  }
   const named = new Set<string>();
   for (const e of events) {
     for (const id of recordingIdsOf(e.event.details)) {
@@ -265,6 +275,15 @@ export async function verifyBundle(file: string, opts: VerifyBundleOptions = {})
       }
       result.recordings++;
       if (!f || f.sha256 !== m.sha256 || f.bytes !== m.bytes) problem('recording', `recording ${id} does not match its SHA-256 in the manifest: swapped or altered`);
+      const s = storedEvents.get(id);
+      if (s) {
+        const d = s.event.details as { sha256: string; bytes?: unknown };
+        if (d.sha256 !== m.sha256 || (typeof d.bytes === 'number' && d.bytes !== m.bytes)) {
+          problem('recording', `recording ${id} does not match the SHA-256 its recording.stored event (seq ${s.seq}) logged when it was uploaded (${d.sha256}, ${String(d.bytes)} bytes; the archive holds ${m.sha256}, ${m.bytes} bytes): altered or replaced in storage`);
+        } else result.recordingsStored++;
+      } else if (notStored && !notStored.has(id)) {
+        problem('recording', `recording ${id}: the manifest does not list it among recordings_not_stored, yet chain.jsonl holds no recording.stored event for it`);
+      }
     }
   }
   for (const [name] of members) if (name.startsWith(RECORDINGS_PREFIX) && !named.has(name.slice(RECORDINGS_PREFIX.length))) problem('manifest', `${name} is in the archive but no selected event names it`);

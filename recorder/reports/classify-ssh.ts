@@ -18,8 +18,54 @@ add('system', 'sysctl mount umount iptables nft ufw modprobe kill pkill killall'
 /** Words that run the command after them. */
 const WRAPPERS = new Set(['sudo', 'doas', 'env', 'nohup', 'nice', 'ionice', 'time', 'exec', 'command', 'builtin', 'stdbuf', 'timeout']);
 
-/** Options of wrappers that take the next word as their argument (`sudo -u root`, `nice -n 5`). */
-const WRAPPER_ARG_OPTIONS = new Set(['-u', '-g', '-C', '-D', '-h', '-p', '-r', '-t', '-U', '-n']);
+/**
+ * Per wrapper, its options that take an argument (`sudo -u root`, `nice -n 5`, `timeout -s KILL`). The same
+ * letter means different things to different wrappers: `sudo -n` is a flag (non-interactive), `nice -n` takes
+ * the niceness; a shared list would skip the program name after `sudo -n`. Long options taking a value
+ * may also be written `--opt=value` (one word).
+ */
+const WRAPPER_ARG_OPTIONS: Record<string, ReadonlySet<string>> = {
+  sudo: new Set(['-u', '-g', '-C', '-D', '-h', '-p', '-r', '-t', '-U', '-T', '-R', '--user', '--group', '--close-from', '--chdir', '--host', '--prompt', '--role', '--type', '--other-user', '--command-timeout', '--chroot']),
+  doas: new Set(['-u', '-C']),
+  env: new Set(['-u', '-C', '--unset', '--chdir', '--block-signal', '--default-signal', '--ignore-signal']),
+  nice: new Set(['-n', '--adjustment']),
+  ionice: new Set(['-c', '-n', '-p', '-P', '-u', '--class', '--classdata', '--pid', '--pgid', '--uid']),
+  time: new Set(['-f', '-o', '--format', '--output']),
+  exec: new Set(['-a']),
+  stdbuf: new Set(['-i', '-o', '-e', '--input', '--output', '--error']),
+  timeout: new Set(['-s', '-k', '--signal', '--kill-after']),
+};
+const NO_ARG_OPTIONS: ReadonlySet<string> = new Set();
+
+/** Skip one wrapper's options starting at `i` (getopt style: `-nu root`, `-uroot`, `--user=root`, `--`); the index after them. */
+function skipOptions(wrapper: string, words: string[], i: number): number {
+  const takesArg = WRAPPER_ARG_OPTIONS[wrapper] ?? NO_ARG_OPTIONS;
+  while (i < words.length && words[i].startsWith('-') && words[i] !== '-') {
+    const w = words[i++];
+    if (w === '--') break;
+    // `env -S 'rm -rf /srv'`: the argument is itself the command line to run.
+    const split = wrapper === 'env' ? /^(?:-S|--split-string=?)(.*)$/.exec(w) : null;
+    if (split) {
+      const line = split[1] || words[i] || '';
+      words.splice(i, split[1] ? 0 : 1, ...line.split(/[ \t]+/).filter(Boolean));
+      break;
+    }
+    if (w.startsWith('--')) {
+      if (!w.includes('=') && takesArg.has(w)) i++;
+      continue;
+    }
+    // A cluster of short options: the first one that takes an argument takes the rest of the word, or the
+    // next word when it ends the cluster. (`nice -10` is a niceness, not options.)
+    if (/^-\d+$/.test(w)) continue;
+    for (let k = 1; k < w.length; k++) {
+      if (takesArg.has(`-${w[k]}`)) {
+        if (k === w.length - 1) i++;
+        break;
+      }
+    }
+  }
+  return i;
+}
 
 /** Index of the word naming the program run: after variable assignments and wrappers with their options. */
 function programIndex(words: string[]): number {
@@ -30,7 +76,7 @@ function programIndex(words: string[]): number {
     const wrapper = words[i++];
     // `sudo -e FILE` is sudoedit.
     if (wrapper === 'sudo' && words[i] === '-e') return words.length === i + 1 ? i : (words.splice(i, 1, 'sudoedit'), i);
-    while (i < words.length && words[i].startsWith('-')) i += WRAPPER_ARG_OPTIONS.has(words[i]) ? 2 : 1;
+    i = skipOptions(wrapper, words, i);
     // timeout DURATION COMMAND
     if (wrapper === 'timeout' && /^\d/.test(words[i] ?? '')) i++;
   }

@@ -192,6 +192,19 @@ export async function buildReportModel(input: ReportInputs): Promise<ReportModel
   const deny = (e: AuditEvent, reason: string, count = 1) =>
     denied.push({ time: e.time, user: e.actor?.user ?? '', target: e.target?.name ?? '', type: e.type, source: e.source?.ip ?? '', reason, count });
 
+  // A guardrail refusal is written twice: guardrail.blocked/unparsed (counted as denied) and the statement
+  // or command record it refused (ssh.exec, ssh.command, db.query, failure). Refusals not yet matched to
+  // their record, per session, so the one attempt is denied once and never counted as a change.
+  const guardRefusals = new Map<string, string[]>();
+  const refusalKey = (e: AuditEvent) => `${e.session_id ?? ''}\u0000${e.target?.name ?? ''}`;
+  const takeRefusal = (e: AuditEvent, rule: string): boolean => {
+    const pending = guardRefusals.get(refusalKey(e));
+    const at = pending?.indexOf(rule) ?? -1;
+    if (at < 0) return false;
+    pending!.splice(at, 1);
+    return true;
+  };
+
   let eventCount = 0;
   for await (const e of events) {
     eventCount++;
@@ -219,7 +232,17 @@ export async function buildReportModel(input: ReportInputs): Promise<ReportModel
         const row = rowOf(e);
         if (row) row.statements++;
         const sql = str(d.sql ?? d.query);
-        if (!sql) break;
+        if (!sql) {
+          // A fastpath function call (Postgres FunctionCall: large objects, lo_import…) carries no SQL, only
+          // the function's oid: what it did cannot be read from the record, so it is listed as unclassified.
+          if (d.protocol === 'function_call') {
+            const oid = typeof d.function_oid === 'number' ? String(d.function_oid) : '?';
+            unclassified.push({ ...base(e), channel: 'sql', class: 'unclassified', text: `function call (oid ${oid})`, detail: `fastpath function call, function oid ${oid}${Array.isArray(d.params) ? `, ${d.params.length} argument(s)` : ''}` });
+          }
+          break;
+        }
+        const refusedBy = e.outcome === 'failure' ? guardrailOf(d.error) : undefined;
+        if (refusedBy !== undefined && takeRefusal(e, refusedBy)) break;
         const c = classifySql(e.target.protocol, sql);
         const change: ChangeRow = { ...base(e), channel: 'sql', class: c.class, text: sql, detail: c.error ?? c.kinds.join(', ') };
         if (c.class === 'unclassified') unclassified.push(change);
@@ -234,6 +257,13 @@ export async function buildReportModel(input: ReportInputs): Promise<ReportModel
         const row = rowOf(e);
         if (row) row.commands++;
         const cmd = str(d.command);
+        // Refused by a guardrail: it never reached the target, so it is no change; it is denied once (by
+        // its guardrail event, or here when that event is not in the period).
+        const refusedBy = typeof d.refused_by === 'string' ? d.refused_by : /^refused by guardrail (.*)$/.exec(str(d.error))?.[1];
+        if (refusedBy !== undefined) {
+          if (!takeRefusal(e, refusedBy)) deny(e, `command refused by guardrail ${refusedBy}: ${cmd}`);
+          break;
+        }
         const cls = cmd ? classifyShellCommand(cmd) : undefined;
         if (cls) changes.push({ ...base(e), channel: 'ssh', class: cls, text: cmd, detail: e.type === 'ssh.exec' ? `exec, exit ${str(d.exit_status) || '?'}` : `shell (${str(d.source) || 'terminal'})` });
         break;
@@ -253,6 +283,25 @@ export async function buildReportModel(input: ReportInputs): Promise<ReportModel
       }
       case 'auth.failure':
         deny(e, str(d.reason ?? d.code) || 'refused');
+        break;
+      case 'guardrail.blocked':
+      case 'guardrail.unparsed': {
+        const what = str(d.command ?? d.sql ?? d.query) || (d.hidden ? '(hidden line)' : '');
+        deny(e, `${e.type === 'guardrail.unparsed' ? 'unparsable, refused' : d.decision === 'require_approval' ? 'needs approval, refused' : 'refused'} by guardrail ${str(d.rule)} (${str(d.reason)}): ${what}`);
+        const key = refusalKey(e);
+        const pending = guardRefusals.get(key) ?? [];
+        pending.push(str(d.rule));
+        guardRefusals.set(key, pending);
+        break;
+      }
+      case 'auth.oidc.failure':
+        deny(e, `OIDC sign-in refused: ${str(d.reason) || 'refused'}${d.detail ? ` (${str(d.detail)})` : ''}`);
+        break;
+      case 'console.signin':
+        if (e.outcome === 'failure') deny(e, `console sign-in refused: ${str(d.reason ?? d.code) || 'refused'}`);
+        break;
+      case 'access.link_refused':
+        deny(e, `approval link refused: ${str(d.code)}${d.reason ? ` (${str(d.reason)})` : ''}`);
         break;
       case 'auth.failure.summary':
         deny(e, `unauthenticated refusals counted, not written one by one: ${Object.entries((d.reasons as Record<string, number>) ?? {}).map(([k, v]) => `${k} ${v}`).join(', ')}`, Number(d.suppressed ?? 0) || 1);
@@ -374,6 +423,12 @@ export async function buildReportModel(input: ReportInputs): Promise<ReportModel
     denied,
     verification: input.verification,
   };
+}
+
+/** The rule named by a statement's error when a guardrail refused it (refusalMessage in src/guardrails). */
+function guardrailOf(err: unknown): string | undefined {
+  const text = err && typeof err === 'object' ? str((err as Record<string, unknown>).message) : str(err);
+  return /vigil guardrail "([^"]*)" refused this statement/.exec(text)?.[1];
 }
 
 function errorText(err: unknown): string {

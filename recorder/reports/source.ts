@@ -68,13 +68,25 @@ async function recordAt(auditDir: string, seq: number): Promise<AuditRecord | un
   return undefined;
 }
 
+/** A period bound (ISO, UTC) in the 6-digit form of event times, exactly as given: `…00.000Z` → `…00.000000Z`. */
+function eventTimeBound(t: string): string {
+  const m = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?Z$/.exec(t);
+  if (m) return `${m[1]}.${(m[2] ?? '').padEnd(6, '0')}Z`;
+  const d = new Date(t);
+  if (Number.isNaN(d.getTime())) throw new Error(`report period bound ${JSON.stringify(t)} is not a time`);
+  return iso(d)!;
+}
+
 /** Build the report of `period` from the audit log and the store. */
 export async function collectReport(src: ReportSources, period: ReportPeriod, now = new Date()): Promise<ReportModel> {
   await loadSqlParsers();
   const verification = await verificationSummary(src.auditDir, src.publicKeyFile);
   const [access, certs, revocations] = await Promise.all([src.store.listAccess(), src.store.listIssuedCerts(period), src.store.listRevocations()]);
-  // Streamed: a month of events is read in fixed-size chunks, never held whole.
-  const query = { since: new Date(period.since), until: new Date(period.until), hideCheckpoints: true };
+  // Streamed: a month of events is read in fixed-size chunks, never held whole. The period's bounds may
+  // carry microseconds (an --until of 23:59:59Z is 23:59:59.999999Z): the readers take Dates (milliseconds),
+  // so they are asked for the whole milliseconds around it and the exact bounds applied to event times here.
+  const bounds = { since: eventTimeBound(period.since), until: eventTimeBound(period.until) };
+  const query = { since: new Date(Math.floor(Date.parse(period.since))), until: new Date(Math.floor(Date.parse(period.until)) + 1), hideCheckpoints: true };
   if (src.shared) {
     const v = await verifySharedIndex(src.shared.chains, src.shared.local);
     const bad = v.chains.find((c) => !c.ok)?.firstBad ?? v.local?.firstBad;
@@ -82,10 +94,10 @@ export async function collectReport(src: ReportSources, period: ReportPeriod, no
     if (!v.ok) verification.ok = false;
   }
   const records = src.shared
-    ? streamShared(src.shared.chains, { since: iso(query.since), until: iso(query.until), hideCheckpoints: true })
+    ? streamShared(src.shared.chains, { since: bounds.since, until: bounds.until, hideCheckpoints: true })
     : streamAuditRecords(src.auditDir, query);
   async function* events() {
-    for await (const r of records) yield r.event;
+    for await (const r of records) if (r.event.time >= bounds.since && r.event.time <= bounds.until) yield r.event;
   }
   return buildReportModel({ period, now, events: events(), access, certs, revocations, verification, roleTargets: src.roleTargets });
 }

@@ -291,7 +291,7 @@ describe('vigil audit bundle across a retention purge', () => {
     for (let i = 0; i < 40; i++) await w.append(sampleEvent(i, { session_id: `S${Math.floor(i / 10)}` }));
     await w.close();
     const queries = (await searchAuditLog(audit, { type: 'db.query' })).records;
-    // --until takes milliseconds; event times carry microseconds.
+    // --until at milliseconds covers its whole last millisecond (event times carry microseconds).
     const until = new Date(queries[queries.length - 1].event.time).toISOString();
 
     // 120 days later the old segments go; the newest one of that writer stays, anchored by the seal before it.
@@ -312,7 +312,7 @@ describe('vigil audit bundle across a retention purge', () => {
     expect(manifest.purge).toMatchObject({ anchor_seq: anchor.seq });
     // Every kept query of the range is selected; none of the purged ones can be.
     const selected = lines(m.get('events.jsonl')!).map(parse).filter((r) => r.event.type === 'db.query');
-    expect(selected.map((r) => r.seq)).toEqual(kept.filter((r) => r.event.time <= until.replace('Z', '000Z')).map((r) => r.seq));
+    expect(selected.map((r) => r.seq)).toEqual(kept.filter((r) => r.event.time <= until.replace('Z', '999Z')).map((r) => r.seq));
 
     const dir = tempDir('vigil-bundle-purge-verify-');
     fs.copyFileSync(bundle, path.join(dir, 'purge.tar'));
@@ -351,7 +351,7 @@ describe('vigil audit bundle / verify-bundle: refusals', () => {
     const out = path.join(base, 'x.tar');
     const empty = await runCliCaptured(['audit', 'bundle', '--config', configPath, '--since', '2001-01-01T00:00:00Z', '--until', '2001-01-02T00:00:00Z', '--out', out]);
     expect(empty.code).toBe(1);
-    expect(empty.err).toContain('no audit records between 2001-01-01T00:00:00.000000Z and 2001-01-02T00:00:00.000000Z [VIGIL_BUNDLE]');
+    expect(empty.err).toContain('no audit records between 2001-01-01T00:00:00.000000Z and 2001-01-02T00:00:00.999999Z [VIGIL_BUNDLE]');
     expect(fs.existsSync(out)).toBe(false);
     const [seg] = fs.readdirSync(audit).filter((n) => n.endsWith('.jsonl'));
     const file = path.join(audit, seg);

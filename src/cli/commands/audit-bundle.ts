@@ -12,6 +12,7 @@ import { NotFoundError } from '../../errors.ts';
 import { openAuditForCli } from '../../../recorder/audit/index.ts';
 import { AtomicFile } from '../../../recorder/export/index.ts';
 import { makeBundle, verifyBundle, BUNDLE_EXIT_CODES, type BundleFilter } from '../../../recorder/bundle/index.ts';
+import { iso, parseIsoBound, type TimeBound } from '../../../recorder/audit/read.ts';
 import { AUDIT_FILTER_OPTIONS, parseTimeArg } from './audit.ts';
 
 function packageVersion(): string {
@@ -22,6 +23,24 @@ function packageVersion(): string {
   }
 }
 
+/**
+ * `--since`/`--until` of a bundle or a report: a duration back from now, or an ISO time read at the precision
+ * it is written in, with a zone (an `--until` covers its whole last second, minute or day: parseIsoBound).
+ */
+export function timeBoundArg(flag: 'since' | 'until', text: string | undefined, now: number): TimeBound | undefined {
+  if (text === undefined) return undefined;
+  let bound: TimeBound | undefined;
+  try {
+    bound = parseIsoBound(text, flag);
+  } catch (e) {
+    throw new UsageError(`--${flag}: ${(e as Error).message}`);
+  }
+  if (bound) return bound;
+  // Not a date: a duration (anything else is refused there with the usual message).
+  const d = parseTimeArg(flag, text, now)!;
+  return { time: iso(d)!, date: d };
+}
+
 export const auditBundleCommand: Command = {
   name: 'audit bundle',
   summary: 'Make a signed evidence bundle (tar): the selected events, the chain proving them unaltered and complete, their recordings, the public key and a signed manifest.',
@@ -30,11 +49,11 @@ export const auditBundleCommand: Command = {
     ...AUDIT_FILTER_OPTIONS,
     out: { type: 'string', short: 'o', arg: 'FILE', help: 'the bundle (tar) to write (required)' },
   },
-  examples: ['audit bundle --since 2026-03-01T00:00:00Z --until 2026-03-02T00:00:00Z --user alice --out case-4211.tar'],
+  examples: ['audit bundle --since 2026-03-01T00:00:00Z --until 2026-03-01T23:59:59Z --user alice --out case-4211.tar'],
   async run(args) {
     const now = Date.now();
-    const since = parseTimeArg('since', requireOpt(args.values, 'since'), now)!;
-    const until = parseTimeArg('until', stringOpt(args.values, 'until'), now) ?? new Date(now);
+    const since = timeBoundArg('since', requireOpt(args.values, 'since'), now)!;
+    const until = timeBoundArg('until', stringOpt(args.values, 'until'), now) ?? { time: iso(new Date(now))!, date: new Date(now) };
     const outPath = requireOpt(args.values, 'out');
     if (outPath === '-') throw new UsageError('--out: name a file (the archive is written whole or not at all)');
     if (fs.statSync(outPath, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`--out: ${outPath} is a directory; name the file to write`);
@@ -49,8 +68,9 @@ export const auditBundleCommand: Command = {
     const actor = { user: localUser(), roles: [] as string[] };
     const source = { ip: 'local', via: `cli:${actor.user}@${os.hostname()}` };
     const target = { name: 'audit', protocol: 'vigil' };
-    const filterText = [...Object.entries(filter).map(([k, v]) => `--${k} ${v}`), `--since ${since.toISOString()}`, `--until ${until.toISOString()}`].join(' ');
-    const details = { filter, filter_text: filterText, since: since.toISOString(), until: until.toISOString(), out: path.resolve(outPath) };
+    // The bounds as the selection applies them (inclusive, microseconds), not as typed.
+    const filterText = [...Object.entries(filter).map(([k, v]) => `--${k} ${v}`), `--since ${since.time}`, `--until ${until.time}`].join(' ');
+    const details = { filter, filter_text: filterText, since: since.time, until: until.time, out: path.resolve(outPath) };
     const record = async (event: Omit<EventInput, 'source' | 'actor' | 'target' | 'type'>) => {
       const audit = await openAuditForCli(paths.audit, auditOptions(dataDir, config, silentLogger()));
       try {
@@ -74,8 +94,8 @@ export const auditBundleCommand: Command = {
             recordingsDir: paths.recordings,
             recordings: await openConfiguredRecordings(paths.recordings, config.recording.storage),
             signingKeyFile: paths.auditSigningKey,
-            since,
-            until,
+            since: since.time,
+            until: until.time,
             filter,
             createdBy: { user: actor.user, host: os.hostname() },
             gateway: { host: os.hostname(), data_dir: path.resolve(dataDir), version: packageVersion() },
@@ -130,7 +150,8 @@ const VERIFY_BUNDLE_HELP = `
     3  removed: records are missing from the chain
     4  incomplete: an event of the range matching the filter is withheld (or the chain does not reach the
        range's edges)
-    5  recording missing, or not matching its hash (swapped)
+    5  recording missing, or not matching its hash in the manifest or the one its recording.stored
+       event logged (swapped)
     6  a checkpoint is not signed by the bundle's key, or part of the chain is not covered by one
     7  manifest: signature broken, or the manifest disagrees with the archive
     8  unreadable: not a bundle (not a tar, a member missing, malformed)
@@ -173,7 +194,7 @@ export const auditVerifyBundleCommand: Command = {
     }
     const m = r.manifest;
     if (args.values.json === true) {
-      args.out.write(JSON.stringify({ ok: r.ok, code: r.code, problems: r.problems, key_id: r.keyId, events: r.events, chain_records: r.chainRecords, checkpoints: r.checkpoints, recordings: r.recordings, boundaries: r.boundaries, manifest: m }) + '\n');
+      args.out.write(JSON.stringify({ ok: r.ok, code: r.code, problems: r.problems, key_id: r.keyId, events: r.events, chain_records: r.chainRecords, checkpoints: r.checkpoints, recordings: r.recordings, recordings_stored: r.recordingsStored, boundaries: r.boundaries, manifest: m }) + '\n');
       return r.code;
     }
     if (!r.ok) {
@@ -185,6 +206,8 @@ export const auditVerifyBundleCommand: Command = {
     args.out.write(
       `bundle ok: ${r.events} event(s) for ${filterText} from ${m!.range.since} to ${m!.range.until}, complete over chain seq ${m!.chain_seq.first}..${m!.chain_seq.last}` +
         ` (${r.chainRecords} records, ${r.checkpoints} signed checkpoints), ${r.recordings} recording(s) intact` +
+        // Say which recordings only the manifest vouches for: those no recording.stored event names.
+        `${r.recordings ? ` (${r.recordingsStored} matching the SHA-256 logged when stored, ${r.recordings - r.recordingsStored} with no recording.stored in the chain: vouched for by the manifest only)` : ''}` +
         `${m!.recordings_unavailable.length ? `, ${m!.recordings_unavailable.length} no longer available when it was made` : ''}\n` +
         `  ${r.boundaries.join('; ')}\n` +
         `  signed by audit key ${r.keyId}${keyFile ? ' (the trusted key given)' : ' — compare with the key id the gateway operator publishes, or pass --key'}; made ${m!.created} by ${m!.created_by.user}@${m!.created_by.host} on gateway ${m!.gateway.host}\n`,

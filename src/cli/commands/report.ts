@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { UsageError, stringOpt, type Command } from '../command.ts';
 import { loadFromArgs, localUser } from '../context.ts';
-import { parseTimeArg } from './audit.ts';
+import { timeBoundArg } from './audit-bundle.ts';
+import { iso } from '../../../recorder/audit/read.ts';
 import { auditOptions, dataPaths } from '../../data-dir.ts';
 import { EventBus } from '../../events/bus.ts';
 import { silentLogger } from '../../log.ts';
@@ -19,16 +20,17 @@ export const reportAccessCommand: Command = {
   usage: '[--since 30d|ISO] [--until DURATION|ISO] [--format html|md|json] [--out FILE|-]',
   options: {
     since: { type: 'string', arg: '30d|ISO', help: 'start of the period (default 30d ago)' },
-    until: { type: 'string', arg: 'DURATION|ISO', help: 'end of the period (default now)' },
+    until: { type: 'string', arg: 'DURATION|ISO', help: 'end of the period, inclusive (default now); an ISO time reaches the end of its last second, minute or day' },
     format: { type: 'string', arg: 'html|md|json', help: 'report format (default html)' },
     out: { type: 'string', short: 'o', arg: 'FILE|-', help: 'write here (default: standard output)' },
   },
   examples: ['report access --since 90d --format html --out q3-access-review.html'],
   async run(args) {
     const now = new Date();
-    const since = parseTimeArg('since', stringOpt(args.values, 'since') ?? '30d', now.getTime())!;
-    const until = parseTimeArg('until', stringOpt(args.values, 'until'), now.getTime()) ?? now;
-    if (until < since) throw new UsageError('--until is before --since');
+    // Inclusive bounds at microseconds, as event times: an --until of 23:59:59Z reaches 23:59:59.999999.
+    const since = timeBoundArg('since', stringOpt(args.values, 'since') ?? '30d', now.getTime())!;
+    const until = timeBoundArg('until', stringOpt(args.values, 'until'), now.getTime()) ?? { time: iso(now)!, date: now };
+    if (until.time < since.time) throw new UsageError('--until is before --since');
     const formatText = stringOpt(args.values, 'format') ?? 'html';
     // Loaded here: the reports pull in both SQL parsers (megabytes), which no other command needs at start.
     const { REPORT_FORMATS, roleTargetsOf } = await import('../../../recorder/reports/index.ts');
@@ -52,7 +54,7 @@ export const reportAccessCommand: Command = {
         if (local) await catchUpLocal({ store, chains: store.auditChains, local, close: async () => {} }, args.err, Infinity);
         shared = { chains: store.auditChains, local };
       }
-      report = await generateReport({ auditDir: paths.audit, publicKeyFile: paths.auditPublicKey, store, roleTargets: roleTargetsOf(config), shared }, { since: since.toISOString(), until: until.toISOString() }, format, now);
+      report = await generateReport({ auditDir: paths.audit, publicKeyFile: paths.auditPublicKey, store, roleTargets: roleTargetsOf(config), shared }, { since: since.time, until: until.time }, format, now);
     } finally {
       await store.close();
     }
