@@ -1,3 +1,4 @@
+import type { Logger } from 'pino';
 import type { EventBus } from '../events/bus.ts';
 import type { AuditEvent } from '../events/envelope.ts';
 import { EVENT_CATALOG } from '../events/catalog.ts';
@@ -42,6 +43,8 @@ export interface EngineOptions {
   batch?: number;
   /** Where `first_in` rules keep last-seen times across restarts (default: memory only). */
   seen?: SeenMemory;
+  /** Where a firing or resolution that could not be recorded is reported (never dropped silently). */
+  log?: Pick<Logger, 'error'>;
 }
 
 /** Last time (µs) a group of a `first_in` rule matched. */
@@ -243,6 +246,28 @@ export class AlertEngine {
     }
   }
 
+  /**
+   * Carry on from the engine a config reload replaces (stopped, so it sees no more events): a rule whose
+   * definition did not change keeps its counting windows, its fired groups (so they still resolve), its
+   * open longer_than sessions and first_in memory; a changed or new rule starts afresh. Firing counts
+   * carry on for every rule still configured (Prometheus counters never go back), and so do the sessions
+   * seen starting (via_grant). Call before start().
+   */
+  adopt(previous: AlertEngine): void {
+    const before = new Map(previous.rules().map((r) => [r.cfg.name, r]));
+    for (const rule of this.rules()) {
+      const old = before.get(rule.cfg.name);
+      if (!old) continue;
+      this.fired.set(rule.cfg.name, (previous.fired.get(rule.cfg.name) ?? 0) + (this.fired.get(rule.cfg.name) ?? 0));
+      if (JSON.stringify(old.cfg) !== JSON.stringify(rule.cfg)) continue;
+      rule.windows = old.windows;
+      rule.active = old.active;
+      rule.long = old.long;
+      rule.lastSeen = old.lastSeen;
+    }
+    if (this.tracksSessions) for (const [id, f] of previous.sessions) this.sessions.set(id, f);
+  }
+
   /** Start listening. Loads the SQL parsers first when a rule needs them. */
   async start(bus: EventBus): Promise<void> {
     if ([...this.byType.values()].some((rs) => rs.some((r) => r.cfg.match.statement_class))) await loadSqlParsers();
@@ -274,11 +299,18 @@ export class AlertEngine {
     this.sweeping = true;
     try {
       for (const rule of this.rules()) {
+        const unrecorded: [string, { group: Record<string, string>; lastUs: number }][] = [];
         for (const [key, a] of rule.active) {
           if (a.lastUs > nowUs - rule.windowUs) continue;
           rule.active.delete(key);
-          await this.opts.onResolve!({ rule: rule.cfg.name, group: a.group, window_ms: rule.cfg.window, notify: rule.cfg.notify, last_event_time_us: a.lastUs }).catch(() => {});
+          await this.opts.onResolve!({ rule: rule.cfg.name, group: a.group, window_ms: rule.cfg.window, notify: rule.cfg.notify, last_event_time_us: a.lastUs }).catch((e: unknown) => {
+            unrecorded.push([key, a]);
+            this.failed('resolution', rule.cfg.name, a.group, e);
+          });
         }
+        // Not recorded (audit log away): the group stays active, so a later sweep resolves it again (put
+        // back after the loop: an entry added while iterating would be visited again at once).
+        for (const [key, a] of unrecorded) if (!rule.active.has(key)) rule.active.set(key, a);
       }
     } finally {
       this.sweeping = false;
@@ -295,9 +327,14 @@ export class AlertEngine {
         const ms = Math.floor(nowUs / 1000);
         await this.opts
           .onFire({ rule: rule.cfg.name, group: s.group, count: 1, threshold: 1, window_ms: rule.cfg.longer_than!, event_ids: [s.startId], notify: rule.cfg.notify, time: formatTime(new Date(ms), nowUs % 1000) })
-          .catch(() => {});
+          .catch((e: unknown) => this.failed('firing', rule.cfg.name, s.group, e));
       }
     }
+  }
+
+  /** A firing or resolution the gateway could not record (its notifications are queued by onFire itself). */
+  private failed(what: 'firing' | 'resolution', rule: string, group: Record<string, string>, e: unknown): void {
+    this.opts.log?.error({ rule, group, err: e instanceof Error ? e.message : String(e) }, `alerts: a ${what} could not be recorded`);
   }
 
   /** Session facts learned from session.start / forgotten at session.end, before and after the rules see them. */
@@ -359,7 +396,7 @@ export class AlertEngine {
         const firing = rule.cfg.first_in !== undefined ? this.firstIn(rule, e) : this.count(rule, e);
         if (firing) {
           this.fired.set(rule.cfg.name, (this.fired.get(rule.cfg.name) ?? 0) + 1);
-          await this.opts.onFire(firing).catch(() => {});
+          await this.opts.onFire(firing).catch((e: unknown) => this.failed('firing', rule.cfg.name, firing.group, e));
         }
       }
       if (this.tracksSessions) this.trackEnd(e);

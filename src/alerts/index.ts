@@ -10,6 +10,7 @@ import { openOutbox, type OutboxStore } from '../notifiers/outbox.ts';
 import { Dispatcher } from '../notifiers/dispatcher.ts';
 import type { Notification } from '../notifiers/format.ts';
 import { SeenStore } from './seen.ts';
+import { OutboxRetry } from './outbox-retry.ts';
 
 export interface AlertService {
   engine: AlertEngine;
@@ -29,6 +30,11 @@ export interface AlertDeps {
   events: EventBus;
   targets: TargetDirectory;
   log: Logger;
+  /**
+   * The service a config reload replaces, already stopped: rules whose definition did not change keep
+   * their state (windows, fired groups awaiting resolution), see AlertEngine.adopt.
+   */
+  previous?: AlertService;
 }
 
 /**
@@ -39,6 +45,9 @@ export interface AlertDeps {
 export async function startAlerts(d: AlertDeps): Promise<AlertService> {
   const outbox = openOutbox(d.dataDir, d.store);
   const dispatcher = new Dispatcher(d.notifiers, outbox, d.log.child({ component: 'notifiers' }));
+  const log = d.log.child({ component: 'alerts' });
+  // A store that is away or busy delays a notification, never loses it without a trace.
+  const retry = new OutboxRetry(log, () => dispatcher.kick());
   const onFire = async (f: Firing): Promise<void> => {
     const event = await d.events.emit({
       type: 'alert.fired',
@@ -49,8 +58,7 @@ export async function startAlerts(d: AlertDeps): Promise<AlertService> {
       details: { rule: f.rule, group: f.group, count: f.count, threshold: f.threshold, window_ms: f.window_ms, event_ids: f.event_ids, notify: f.notify },
     });
     const n: Notification = { action: 'trigger', alert_id: event.id, rule: f.rule, group: f.group, count: f.count, threshold: f.threshold, window_ms: f.window_ms, event_ids: f.event_ids, time: f.time };
-    await outbox.enqueueFiring(event.id, f.rule, event.time, n, f.notify);
-    dispatcher.kick();
+    await retry.submit({ what: { alert_id: event.id, rule: f.rule, notify: f.notify }, write: () => outbox.enqueueFiring(event.id, f.rule, event.time, n, f.notify) });
   };
   const onResolve = async (r: Resolution): Promise<void> => {
     const last = formatTime(new Date(Math.floor(r.last_event_time_us / 1000)), r.last_event_time_us % 1000);
@@ -63,8 +71,8 @@ export async function startAlerts(d: AlertDeps): Promise<AlertService> {
       details: { rule: r.rule, group: r.group, window_ms: r.window_ms, last_event_time: last, notify: r.notify },
     });
     const n: Notification = { action: 'resolve', alert_id: event.id, rule: r.rule, group: r.group, count: 0, threshold: 0, window_ms: r.window_ms, event_ids: [], time: event.time };
-    for (const name of r.notify) await outbox.add(name, n);
-    dispatcher.kick();
+    // One write per notifier: a retry never queues a resolve twice for a notifier that already has it.
+    for (const name of r.notify) await retry.submit({ what: { alert_id: event.id, rule: r.rule, notifier: name }, write: () => outbox.add(name, n) });
   };
   const byKey = new Map(d.targets.all().map((t) => [`${t.protocol}/${t.name}`, t.labels]));
   // A session passes the same target object with each of its events: look its labels up once.
@@ -76,7 +84,8 @@ export async function startAlerts(d: AlertDeps): Promise<AlertService> {
     return l;
   };
   const seenStore = d.alerts.some((r) => r.first_in !== undefined) ? new SeenStore(d.dataDir) : undefined;
-  const engine = new AlertEngine(d.alerts, { onFire, onResolve, labelsOf, seen: seenStore });
+  const engine = new AlertEngine(d.alerts, { onFire, onResolve, labelsOf, seen: seenStore, log });
+  if (d.previous) engine.adopt(d.previous.engine);
   await engine.start(d.events);
   dispatcher.start();
 
@@ -101,6 +110,12 @@ export async function startAlerts(d: AlertDeps): Promise<AlertService> {
     lines.push('# HELP vigil_notifier_dead_letters_total Notifications moved to the dead letters since start, by notifier.');
     lines.push('# TYPE vigil_notifier_dead_letters_total counter');
     for (const [name, s] of stats) lines.push(`vigil_notifier_dead_letters_total{notifier="${name}"} ${s.dead}`);
+    lines.push('# HELP vigil_alerts_outbox_waiting Outbox writes kept in memory while the state store refuses them.');
+    lines.push('# TYPE vigil_alerts_outbox_waiting gauge');
+    lines.push(`vigil_alerts_outbox_waiting ${retry.depth}`);
+    lines.push('# HELP vigil_alerts_outbox_dropped_total Outbox writes given up (too many waiting, or still waiting at stop).');
+    lines.push('# TYPE vigil_alerts_outbox_dropped_total counter');
+    lines.push(`vigil_alerts_outbox_dropped_total ${retry.dropped}`);
   };
 
   return {
@@ -110,6 +125,7 @@ export async function startAlerts(d: AlertDeps): Promise<AlertService> {
     renderMetrics,
     async stop() {
       await engine.stop();
+      await retry.close();
       await dispatcher.close();
       await outbox.close();
       seenStore?.close();

@@ -183,9 +183,12 @@ export function createReloader(services: GatewayServices, file: string | undefin
     // Alerts and notifiers run in the primary only (a follower has none).
     if (!follower && (applied.includes('alerts') || applied.includes('notifiers'))) {
       // Rules see the stream from here on; undelivered notifications wait in the outbox for the new service.
-      await services.alerts?.stop().catch((e) => log.warn({ err: e }, 'alerts stop failed'));
+      // Rules whose definition did not change keep their state (windows, fired groups awaiting their
+      // resolution, open sessions, first-in memory): a notifier's rotated URL must not reset a count.
+      const previous = services.alerts;
+      await previous?.stop().catch((e) => log.warn({ err: e }, 'alerts stop failed'));
       services.alerts = next.alerts.length || next.notifiers.length
-        ? await startAlerts({ alerts: next.alerts, notifiers: next.notifiers, dataDir: services.dataDir, store: services.store, events: services.events, targets: services.targets, log })
+        ? await startAlerts({ alerts: next.alerts, notifiers: next.notifiers, dataDir: services.dataDir, store: services.store, events: services.events, targets: services.targets, log, ...(previous ? { previous } : {}) })
         : undefined;
     }
 

@@ -13,14 +13,44 @@ export class DeliveryError extends Error {
 
 const urlOf = (u: string | SecretRef): string => (typeof u === 'string' ? u : readSecret(u));
 
-async function post(url: string, body: string, headers: Record<string, string>, timeoutMs: number, secretUrl: boolean): Promise<void> {
+/**
+ * `https://user:password@host/…` as fetch can send it: the credentials as an `Authorization: Basic` header
+ * (what a browser or curl does with them), the URL without them. fetch refuses a URL with credentials,
+ * and its error quotes the whole URL, password included.
+ */
+function withoutCredentials(url: string): { url: string; headers: Record<string, string> } {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new DeliveryError('the configured URL is not a valid URL');
+  }
+  if (!u.username && !u.password) return { url, headers: {} };
+  const user = decodeURIComponent(u.username);
+  const password = decodeURIComponent(u.password);
+  u.username = '';
+  u.password = '';
+  return { url: u.toString(), headers: { authorization: `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` } };
+}
+
+/** An error text without the URL or any `scheme://user:password@` in it (errors are logged and stored in last_error). */
+export function scrubUrls(text: string, url: string): string {
+  return text
+    .split(url)
+    .join('<url>')
+    .replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^\s/?#@]*@/gi, '$1***@');
+}
+
+async function post(rawUrl: string, body: string, headers: Record<string, string>, timeoutMs: number, secretUrl: boolean): Promise<void> {
+  const { url, headers: auth } = withoutCredentials(rawUrl);
   const where = secretUrl ? 'the configured URL' : new URL(url).origin;
   let res: Response;
   try {
-    res = await fetch(url, { method: 'POST', body, headers: { 'content-type': 'application/json', 'user-agent': 'vigil', ...headers }, signal: AbortSignal.timeout(timeoutMs), redirect: 'manual' });
+    res = await fetch(url, { method: 'POST', body, headers: { 'content-type': 'application/json', 'user-agent': 'vigil', ...auth, ...headers }, signal: AbortSignal.timeout(timeoutMs), redirect: 'manual' });
   } catch (e) {
     const err = e as Error;
-    throw new DeliveryError(`POST to ${where} failed: ${err.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : (err.cause as Error | undefined)?.message ?? err.message}`);
+    const why = err.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : (err.cause as Error | undefined)?.message ?? err.message;
+    throw new DeliveryError(`POST to ${where} failed: ${scrubUrls(scrubUrls(why, rawUrl), url)}`);
   }
   await res.arrayBuffer().catch(() => undefined);
   if (res.status < 200 || res.status >= 300) throw new DeliveryError(`POST to ${where} answered HTTP ${res.status}`);
