@@ -39,6 +39,14 @@ export function iso(d: Date | undefined): string | undefined {
   return d ? d.toISOString().replace(/Z$/, '000Z') : undefined; // same 6-digit form as event times
 }
 
+/**
+ * An inclusive upper bound (a query's `until`) as events write times: it covers its whole millisecond
+ * (a Date has no finer unit), so `until` 23:59:59.999 reaches an event at 23:59:59.999400.
+ */
+export function isoUntil(d: Date | undefined): string | undefined {
+  return d ? d.toISOString().replace(/Z$/, '999Z') : undefined;
+}
+
 /** A time bound both as events write times (RFC 3339 UTC, microseconds: compares as a string) and as a Date (milliseconds, floored). */
 export interface TimeBound {
   time: string;
@@ -96,7 +104,7 @@ export function parseIsoBound(text: string, edge: 'since' | 'until'): TimeBound 
 
 export function matcher(q: AuditQuery): (line: string, e: AuditEvent) => boolean {
   const since = iso(q.since);
-  const until = iso(q.until);
+  const until = isoUntil(q.until);
   return (_line, e) =>
     (q.user === undefined || e.actor?.user === q.user) &&
     (q.target === undefined || e.target?.name === q.target) &&
@@ -151,7 +159,7 @@ export async function searchAuditLog(dir: string, q: AuditQuery = {}): Promise<S
   const pre = prefilters(q);
   const filter = pre.length ? (line: string) => pre.every((p) => line.includes(p)) : undefined;
   const since = iso(q.since);
-  const until = iso(q.until);
+  const until = isoUntil(q.until);
   const out: AuditRecord[] = [];
   let scanned = 0;
   let skipped = 0;

@@ -6,7 +6,7 @@ import { VigilError } from '../../src/errors.ts';
 import { parseRecordLine, parseSegmentName } from './record.ts';
 import { listSegments } from './segments.ts';
 import { searchableDetailsText } from './searchable.ts';
-import { matcher, iso, type AuditQuery, type AuditRecord } from './read.ts';
+import { matcher, iso, isoUntil, type AuditQuery, type AuditRecord } from './read.ts';
 
 /**
  * The search index: a SQLite database beside the segment files (`audit/index.sqlite`) with one row per
@@ -450,7 +450,7 @@ export class AuditIndex {
     if (q.type !== undefined) where.push('type >= ? AND type < ?'), params.push(q.type, prefixEnd(q.type));
     else if (q.hideCheckpoints) where.push("type IS NOT 'audit.checkpoint'");
     const since = iso(q.since);
-    const until = iso(q.until);
+    const until = isoUntil(q.until);
     if (since !== undefined) where.push('time >= ?'), params.push(since);
     if (until !== undefined) where.push('time <= ?'), params.push(until);
     let from = 'events';

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { AuditEvent } from '../../src/events/envelope.ts';
-import { iso, matcher, prefilters, type AuditQuery } from '../audit/read.ts';
+import { iso, isoUntil, matcher, prefilters, type AuditQuery } from '../audit/read.ts';
 import { parseRecordLine } from '../audit/record.ts';
 import { listSegments, readSegmentMeta } from '../audit/segments.ts';
 
@@ -38,7 +38,7 @@ export async function* streamAuditRecords(dir: string, q: AuditQuery = {}, opts:
   const match = matcher(q);
   const pre = prefilters(q);
   const since = iso(q.since);
-  const until = iso(q.until);
+  const until = isoUntil(q.until);
   const segments: { file: string; size: number }[] = [];
   for (const segment of listSegments(dir)) {
     if (since || until) {

@@ -13,7 +13,7 @@ import { ApiError, errorResponse, parseBody, readJson } from '../api/http.ts';
 import { ApproveBody, KillBody, ReasonBody } from '../api/routes.ts';
 import { CATCH_UP_WAIT_MS, searchShared, streamShared, type SharedIndexLag } from '../../recorder/audit/shared-index.ts';
 import type { AuditEvent } from '../events/envelope.ts';
-import { iso } from '../../recorder/audit/read.ts';
+import { iso, isoUntil } from '../../recorder/audit/read.ts';
 import { searchIndexed, verifyAuditLog, HEAD_FILE, chainHeadSeq, AuditIndexError, type AuditQuery, type VerifyResult } from '../../recorder/audit/index.ts';
 import { exportAuditLog, type ExportFormat } from '../../recorder/export/index.ts';
 import { SessionCatalog, type SessionFilter } from './catalog.ts';
@@ -548,5 +548,5 @@ function escapeHtml(s: string): string {
 
 /** The console's filter as a query of the shared index. */
 function toSharedQuery(aq: AuditQuery, replica: string | undefined) {
-  return { user: aq.user, target: aq.target, type: aq.type, session: aq.session, since: iso(aq.since), until: iso(aq.until), hideCheckpoints: aq.hideCheckpoints, replica };
+  return { user: aq.user, target: aq.target, type: aq.type, session: aq.session, since: iso(aq.since), until: isoUntil(aq.until), hideCheckpoints: aq.hideCheckpoints, replica };
 }

@@ -84,4 +84,20 @@ describe('an inclusive --until at second precision covers its whole last second'
     expect(r.code).toBe(2);
     expect(r.err).toContain('--until: "2026-11-30T23:59:59" has no time zone');
   });
+
+  it('audit search and export read --since/--until the same way: the event at 23:59:59.4 is November\'s, zone-less times are refused', async () => {
+    const { dataDir } = await logWithEdgeEvents();
+    const times = (out: string) => out.trim().split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { event?: { time: string }; time?: string }).event?.time ?? (JSON.parse(l) as { time: string }).time);
+    for (const cmd of [['audit', 'search', '--json'], ['audit', 'export', '--format', 'jsonl']]) {
+      const nov = await runCliCaptured([...cmd, '--data', dataDir, '--since', '2026-11-30T00:00:00Z', '--until', '2026-11-30T23:59:59Z']);
+      expect(nov.code, nov.err).toBe(0);
+      expect(times(nov.out)).toEqual(['2026-11-30T12:00:00.000000Z', '2026-11-30T23:59:59.400000Z']);
+      const dec = await runCliCaptured([...cmd, '--data', dataDir, '--since', '2026-12-01T00:00:00Z', '--until', '2026-12-01']);
+      expect(dec.code, dec.err).toBe(0);
+      expect(times(dec.out)).toEqual(['2026-12-01T00:00:00.200000Z']);
+      const zoneless = await runCliCaptured([...cmd, '--data', dataDir, '--since', '2026-11-30T00:00:00']);
+      expect(zoneless.code).toBe(2);
+      expect(zoneless.err).toContain('has no time zone');
+    }
+  });
 });

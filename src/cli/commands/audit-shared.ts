@@ -4,7 +4,7 @@ import { mayUseSharedStore } from '../data-dir-arg.ts';
 import { dataPaths } from '../../data-dir.ts';
 import type { AuditChainStore, SharedAuditQuery, StateStore } from '../../store/types.ts';
 import type { AuditQuery } from '../../../recorder/audit/read.ts';
-import { iso } from '../../../recorder/audit/read.ts';
+import { iso, isoUntil } from '../../../recorder/audit/read.ts';
 import { SharedIndexer, replicaIdOf, type LocalChain } from '../../../recorder/audit/shared-index.ts';
 
 /** The shared audit index of a PostgreSQL store, and this data dir's chain in it. */
@@ -65,7 +65,7 @@ export async function catchUpLocal(shared: SharedAudit, err: { write(text: strin
 
 export function toSharedQuery(q: AuditQuery, extra: { replica?: string; text?: string } = {}): SharedAuditQuery {
   return {
-    user: q.user, target: q.target, type: q.type, session: q.session, since: iso(q.since), until: iso(q.until),
+    user: q.user, target: q.target, type: q.type, session: q.session, since: iso(q.since), until: isoUntil(q.until),
     hideCheckpoints: q.hideCheckpoints, limit: q.limit, replica: extra.replica, text: extra.text,
   };
 }

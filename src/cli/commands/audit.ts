@@ -9,6 +9,7 @@ import {
   verifyAuditLog, VERIFY_EXIT_CODES, type VerifyResult, searchAuditLog, tailAuditLog, formatEventRow, EVENT_ROW_HEADER, escapeTerminal, HEAD_FILE, type AuditQuery, type AuditRecord,
   searchIndexed, searchIndexedStream, AuditIndex, AuditIndexError,
 } from '../../../recorder/audit/index.ts';
+import { parseIsoBound } from '../../../recorder/audit/read.ts';
 import type { SignedHead } from '../../../recorder/audit/record.ts';
 import { readWitness } from '../../../recorder/audit/witness.ts';
 import { searchShared, reindexShared, type SharedRecord } from '../../../recorder/audit/shared-index.ts';
@@ -22,16 +23,25 @@ export async function auditPaths(args: CommandArgs): Promise<{ dataDir: string; 
   return { dataDir, auditDir: paths.audit, publicKeyFile: paths.auditPublicKey };
 }
 
-/** `2h`, `30m`, `1d` (that long ago) or an ISO 8601 / RFC 3339 time. */
+/**
+ * `2h`, `30m`, `1d` (that long ago) or an ISO 8601 / RFC 3339 time with a zone, read at the precision it is
+ * written in as bundles and reports read it (parseIsoBound): an `--until` covers its whole last second,
+ * minute or day (`--until 2026-11-30T23:59:59Z` reaches 23:59:59.999, and the until bound of a query covers
+ * its whole millisecond: isoUntil), so a period ending there and the next one starting at 00:00:00 leave no
+ * event out. A time of day without a zone is refused: it would be read in this host's zone.
+ */
 export function parseTimeArg(flag: string, text: string | undefined, now = Date.now()): Date | undefined {
   if (text === undefined) return undefined;
   const ms = parseDuration(text);
   if (ms !== undefined && !/^\d+(\.\d+)?$/.test(text.trim())) return new Date(now - ms);
-  const d = new Date(text);
-  if (Number.isNaN(d.getTime()) || !/^\d{4}-\d\d-\d\d/.test(text)) {
-    throw new UsageError(`--${flag}: expected a duration like 2h or 30m, or an ISO time like 2026-01-31T12:00:00Z, got ${JSON.stringify(text)}`);
+  let bound;
+  try {
+    bound = parseIsoBound(text, flag === 'until' ? 'until' : 'since');
+  } catch (e) {
+    throw new UsageError(`--${flag}: ${(e as Error).message}`);
   }
-  return d;
+  if (!bound) throw new UsageError(`--${flag}: expected a duration like 2h or 30m, or an ISO time like 2026-01-31T12:00:00Z, got ${JSON.stringify(text)}`);
+  return bound.date;
 }
 
 function positiveInt(flag: string, text: string | undefined): number | undefined {
