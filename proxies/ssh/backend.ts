@@ -77,7 +77,13 @@ export function negotiatedCipher(n: ssh2.NegotiatedAlgorithms): string {
  * aes128-gcm first on CPUs with AES instructions (the cheapest for both ends there) and
  * chacha20-poly1305 first on CPUs without.
  */
-export function connectBackend(t: TargetConfig, login: string, timeoutMs: number): Promise<Backend> {
+/** Keepalives towards a target (ssh.backend_keepalive): `intervalMs` 0 = off. */
+export interface BackendKeepalive {
+  intervalMs: number;
+  count: number;
+}
+
+export function connectBackend(t: TargetConfig, login: string, timeoutMs: number, keepalive: BackendKeepalive = { intervalMs: 0, count: 0 }): Promise<Backend> {
   return new Promise((resolve, reject) => {
     let pins: HostKeyPins;
     let cred: ReturnType<typeof credential>;
@@ -95,6 +101,10 @@ export function connectBackend(t: TargetConfig, login: string, timeoutMs: number
     const client = new ssh2.Client();
     let cipher = '';
     client.once('handshake', (n) => (cipher = negotiatedCipher(n)));
+    if (keepalive.intervalMs > 0) {
+      // TCP keepalive as well: finds a peer that vanished from the network (its kernel gone or unreachable).
+      client.once('connect', () => (client as unknown as { _sock?: { setKeepAlive?(on: boolean, delay: number): void } })._sock?.setKeepAlive?.(true, keepalive.intervalMs));
+    }
     let settled = false;
     let hostKeyProblem: BackendError | undefined;
     const timer = setTimeout(() => fail(new BackendError('timeout', `target ${t.name} did not answer within ${Math.round(timeoutMs / 1000)}s.`)), timeoutMs);
@@ -130,7 +140,10 @@ export function connectBackend(t: TargetConfig, login: string, timeoutMs: number
         username: login,
         ...cred,
         readyTimeout: timeoutMs,
-        keepaliveInterval: 0,
+        // SSH keepalives (from authentication on): a target that stops answering (a stopped sshd, a paused
+        // VM: its kernel still ACKs) fails with level 'client-timeout' after `count` unanswered ones.
+        keepaliveInterval: keepalive.intervalMs,
+        keepaliveCountMax: keepalive.count,
         algorithms: { serverHostKey: hostKeyAlgorithms(pins) as never },
         hostVerifier: (key: Buffer) => {
           if (isPinned(pins, key)) return true;

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type ssh2 from 'ssh2';
-import { listenerBase, filePath, secretRef, type SchemaContext } from '../../src/config/types.ts';
+import { listenerBase, filePath, secretRef, duration, type SchemaContext } from '../../src/config/types.ts';
 
 /**
  * Ciphers the SSH listener can offer: the AEAD and CTR ciphers of ssh2 that OpenSSH also has (no CBC,
@@ -37,6 +37,19 @@ export function sshSectionSchema() {
      * SSH_CIPHERS, which every stock client accepts.
      */
     ciphers: z.array(z.enum(SSH_CIPHERS)).min(1).optional(),
+    /**
+     * Keepalives towards targets, so a target that stops answering (network partition, paused VM, stopped
+     * sshd) ends the session (reason backend_error) instead of hanging it: vigil answers the client's own
+     * keepalives, so the client cannot notice. An SSH keepalive every `interval` of silence; the target is
+     * given up after `count` unanswered ones. TCP keepalive on the socket too (first probe after
+     * `interval`). `interval: 0` disables both.
+     */
+    backend_keepalive: z
+      .strictObject({
+        interval: duration().default(15_000 as never),
+        count: z.number().int().min(1).max(100).default(3),
+      })
+      .prefault({}),
   });
 }
 

@@ -336,7 +336,8 @@ export class Connection implements ChannelHost {
       // The client may have gone while session.start was being written.
       if (this.finished) return void (await this.endSession('client_closed'));
       try {
-        const backend = await connectBackend(adm.target, login, this.services.config.gateway.connect_timeout);
+        const ka = this.section.backend_keepalive;
+        const backend = await connectBackend(adm.target, login, this.services.config.gateway.connect_timeout, { intervalMs: ka.interval, count: ka.count });
         this.backendConn = backend.client;
         this.cipher.target = backend.cipher;
       } catch (e) {
@@ -362,9 +363,14 @@ export class Connection implements ChannelHost {
   }
 
   private watchBackend(b: ssh2.Client): void {
-    b.on('error', (e: Error) => {
+    b.on('error', (e: Error & { level?: string }) => {
       this.log.warn({ err: e.message }, 'backend connection error');
-      this.backendError = e.message;
+      // ssh2's keepalive gave up (ssh.backend_keepalive): the target stopped answering.
+      if (e.level === 'client-timeout') {
+        const ka = this.section.backend_keepalive;
+        this.backendSilent = true;
+        this.backendError = `keepalive timeout: no answer to ${ka.count} keepalives ${Math.round(ka.interval / 1000)}s apart`;
+      } else this.backendError = e.message;
     });
     b.on('close', () => {
       this.backendUp = false;
@@ -373,10 +379,18 @@ export class Connection implements ChannelHost {
       // time, and its close must not be taken for the cause.
       this.backendLost = this.backendError ? 'backend_error' : 'backend_closed';
       // Channels still open learn it from their own close; the session ends once they have reported.
-      setTimeout(() => this.terminate(this.backendLost!, `the connection to ${this.target.name} was lost.`), 100).unref();
+      const message = this.targetLostMessage;
+      setTimeout(() => this.terminate(this.backendLost!, message), 100).unref();
     });
   }
+  get targetLostMessage(): string {
+    return this.backendSilent
+      ? `target ${this.target.name} stopped answering (no reply to keepalives); the session is closed.`
+      : `the connection to ${this.target.name} was lost.`;
+  }
   private backendError: string | undefined;
+  /** The target stopped answering keepalives (ssh.backend_keepalive). */
+  private backendSilent = false;
   /** Why the target connection dropped while the session was live (the session's end reason). */
   private backendLost: EndReason | undefined;
   /** Open forwarded connections: each one's `close` (the session ending cuts them and records their end). */

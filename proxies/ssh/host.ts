@@ -33,6 +33,8 @@ export interface ChannelHost {
   readonly backend: ssh2.Client;
   /** False once the backend connection has dropped. */
   readonly backendAlive: boolean;
+  /** What a channel tells its client when the target connection dropped under it. */
+  readonly targetLostMessage: string;
   /** True once the session is being ended (no new channels). */
   readonly ending: boolean;
   /** Why the session is ending, once it is. */

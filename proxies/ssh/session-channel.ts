@@ -440,7 +440,7 @@ export class SessionChannel {
     // target (or the connection to it) went away.
     if (!this.targetExit) this.endReason ??= this.host.endReason ?? 'backend_closed';
     if (!this.exit && !this.host.ending) {
-      client.stderr.write(`\r\nvigil: the connection to ${this.host.target.name} was lost.\r\n`);
+      client.stderr.write(`\r\nvigil: ${this.host.targetLostMessage}\r\n`);
       this.exit = { code: GATEWAY_EXIT_STATUS };
     }
     await Promise.all([flushed(client), flushed(client.stderr)]);
