@@ -496,6 +496,7 @@ export class ClientConnection {
         portal: r.portal || undefined,
         protocol: r.protocol,
         role: runAs,
+        rolled_back: r.rolledBack,
         rows_affected: r.rowsAffected,
         rows_returned: r.rowsReturned,
         sql: r.sql,

@@ -42,6 +42,12 @@ export interface QueryRecord {
   endReason?: string;
   /** The statement boundaries were not certain: `sql` is the whole simple-query text. */
   unsplit?: boolean;
+  /**
+   * The statement completed but its implicit transaction was then rolled back (a later statement of the
+   * same batch or query string failed, its commit failed, or a ROLLBACK ended it): nothing it did
+   * remains. `command`, `rowsAffected`… are what the server reported when it completed.
+   */
+  rolledBack?: boolean;
 }
 
 /** A statement about to run or still running (`db.query.start`): what is known before its result. */
@@ -110,6 +116,19 @@ const NOT_RUN = 'not executed: after an error in the extended protocol the serve
 const MAX_HELD = 10_000;
 /** Command tags that end (or open) a transaction block: what ran before them no longer waits for Sync. */
 const TX_COMMANDS = new Set(['COMMIT', 'ROLLBACK', 'BEGIN', 'START']);
+/**
+ * Statements the server commits as soon as they complete (PreventInTransactionBlock, postgres.c
+ * XACT_FLAGS_NEEDIMMEDIATECOMMIT): one of them only runs first in its implicit transaction, and what
+ * follows it runs in a new one. Keyed by the tag's first word, then read from the statement's text.
+ */
+const COMMITS_AT_ONCE = new Set(['VACUUM', 'CREATE', 'DROP', 'ALTER', 'DISCARD', 'REINDEX', 'CLUSTER', 'COMMIT', 'ROLLBACK']);
+const COMMITS_AT_ONCE_SQL =
+  /^(?:VACUUM\b|(?:CREATE|DROP)\s+(?:DATABASE|TABLESPACE)\b|ALTER\s+SYSTEM\b|DISCARD\s+ALL\b|(?:CREATE\s+(?:UNIQUE\s+)?INDEX|DROP\s+INDEX|REINDEX)\b[\s\S]*\bCONCURRENTLY\b|REINDEX\s+(?:\([^)]*\)\s*)?(?:SYSTEM|DATABASE)\b|CLUSTER\s*(?:VERBOSE\s*)?;?\s*$|(?:COMMIT|ROLLBACK)\s+PREPARED\b)/i;
+const LEADING_COMMENTS = /^(?:\s+|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*/;
+
+function commitsAtOnce(r: QueryRecord): boolean {
+  return COMMITS_AT_ONCE.has(r.command ?? '') && r.sql !== undefined && COMMITS_AT_ONCE_SQL.test(r.sql.replace(LEADING_COMMENTS, ''));
+}
 
 /** Frontend types whose body the tracker reads; others are header-only for the framer. */
 export function frontendNeedsBody(type: number): boolean {
@@ -139,13 +158,14 @@ export class QueryTracker {
    */
   private skipping = false;
   /**
-   * Records since the last ReadyForQuery, held while an Execute's result depends on the Sync: outside a
-   * transaction block its statement is committed at Sync, and the commit can fail (a deferred
-   * constraint); the statement is then rolled back and its record must say so. Later records wait
+   * Records since the last ReadyForQuery, held while a statement's result depends on its implicit
+   * transaction: outside a transaction block an Execute is committed at Sync, and a simple query's
+   * statements when the query ends. Until then a later error in the same batch or query string (or a
+   * failed commit: a deferred constraint) rolls it back, and its record must say so. Later records wait
    * behind held ones so the order stays the server's.
    */
   private held: QueryRecord[] = [];
-  /** Which held records are Executes the commit at Sync decides (parallel to `held`). */
+  /** Which held records the implicit transaction's end decides (parallel to `held`). */
   private heldCommit: boolean[] = [];
   /** The last ReadyForQuery said idle: an Execute now runs in an implicit transaction committed at Sync. */
   private implicit = true;
@@ -590,7 +610,7 @@ export class QueryTracker {
     const command = tag === undefined ? undefined : sp < 0 ? tag : tag.slice(0, sp);
     const n = tag === undefined ? undefined : tagRows(tag);
     const returnsRows = rows > 0 || command === 'SELECT' || command === 'FETCH' || command === 'SHOW';
-    this.deliver(op.k === 'execute' && outcome === 'success', {
+    this.deliver((op.k === 'execute' || op.k === 'query') && outcome === 'success', {
       protocol,
       sql,
       params,
@@ -608,22 +628,27 @@ export class QueryTracker {
       functionOid,
       endReason,
       unsplit,
+      rolledBack: undefined,
     });
   }
 
   /**
-   * Write a record, or hold it until the Sync is answered: a successful Execute in an implicit
-   * transaction (its commit at Sync may still fail), and anything after one (order). A transaction
-   * command settles what was held before it: the commit at Sync no longer concerns them.
+   * Write a record, or hold it until the implicit transaction ends (the Sync or the simple query is
+   * answered): a successful statement in an implicit transaction (a later error or its commit may still
+   * roll it back), and anything after one (order). A transaction command settles what was held before
+   * it: the implicit transaction's end no longer concerns them.
    */
   private deliver(commit: boolean, r: QueryRecord): void {
     if (commit && TX_COMMANDS.has(r.command ?? '')) {
-      // BEGIN turns what ran into a block (Sync commits nothing); after COMMIT/ROLLBACK a new implicit
-      // transaction starts.
+      // ROLLBACK with no block open ends the implicit transaction by rolling it back (xact.c
+      // UserAbortTransactionBlock: TBLOCK_STARTED / TBLOCK_IMPLICIT_INPROGRESS to ABORT_PENDING).
+      if (r.command === 'ROLLBACK' && this.implicit) this.rollBack(undefined, 'ROLLBACK ended the implicit transaction');
+      // BEGIN turns what ran into a block (its end commits nothing); after COMMIT/ROLLBACK a new
+      // implicit transaction starts.
       this.implicit = r.command === 'COMMIT' || r.command === 'ROLLBACK';
       commit = false;
       this.release();
-    } else if (!this.implicit) commit = false;
+    } else if (!this.implicit || (commit && commitsAtOnce(r))) commit = false;
     if (!commit && this.held.length === 0) return this.opts.onRecord(r);
     this.held.push(r);
     this.heldCommit.push(commit);
@@ -652,7 +677,7 @@ export class QueryTracker {
     let marked = 0;
     for (let i = 0; i < this.held.length; i++) {
       if (!this.heldCommit[i]) continue;
-      Object.assign(this.held[i], { outcome: 'failure', sqlstate: code, error: message });
+      Object.assign(this.held[i], { outcome: 'failure', sqlstate: code, error: message, rolledBack: true });
       marked++;
     }
     this.release();
@@ -668,6 +693,20 @@ export class QueryTracker {
         durationMs: 0,
         params: undefined,
       });
+    }
+  }
+
+  /**
+   * The implicit transaction was rolled back (an error in it, or ROLLBACK): the statements it held
+   * completed but are undone with it. Their records keep what the server reported and say failure,
+   * rolled back, with the cause. They are settled: the session ending now does not make them unknown.
+   */
+  private rollBack(code: string | undefined, cause: string): void {
+    const error = `rolled back with its implicit transaction: ${cause}`;
+    for (let i = 0; i < this.held.length; i++) {
+      if (!this.heldCommit[i]) continue;
+      Object.assign(this.held[i], { outcome: 'failure', sqlstate: code, error, rolledBack: true });
+      this.heldCommit[i] = false;
     }
   }
 
@@ -703,6 +742,10 @@ export class QueryTracker {
     if (!h) return;
     const e = errorFields(msg);
     if (h.k === 'sync') return this.commitFailed(e.code, e.message);
+    // Outside a transaction block an error aborts the implicit transaction: every statement of it that
+    // completed since it began (earlier Executes before the Sync, earlier statements of a simple query
+    // string) is undone (postgres.c: AbortCurrentTransaction; ReadyForQuery then says idle).
+    if (this.implicit) this.rollBack(e.code, `a later statement failed${e.code ? ` (${e.code})` : ''}: ${e.message ?? ''}`);
     this.emit(h, 'failure', now, h.k === 'query' || h.k === 'execute' ? h.rows : 0, undefined, false, e.code, e.message, undefined, 0);
     if (h.k === 'query') {
       // The rest of a simple query string is not executed; ReadyForQuery follows.

@@ -60,10 +60,11 @@ describe('QueryTracker', () => {
       [msg(F.Query, cstr("SELECT 1; INSERT INTO t VALUES (1); SELECT 1/0; SELECT 'no'"))],
       [dataRow, complete('SELECT 1'), complete('INSERT 0 1'), encodeError({ severity: 'ERROR', code: '22012', message: 'division by zero' }), ready],
     );
-    expect(r.map((x) => [x.sql, x.outcome, x.rowsReturned, x.rowsAffected])).toEqual([
-      ['SELECT 1', 'success', 1, undefined],
-      ['INSERT INTO t VALUES (1)', 'success', 0, 1],
-      ['SELECT 1/0', 'failure', 0, undefined],
+    // One query string is one implicit transaction: the error rolls back the statements before it.
+    expect(r.map((x) => [x.sql, x.outcome, x.rowsReturned, x.rowsAffected, x.rolledBack])).toEqual([
+      ['SELECT 1', 'failure', 1, undefined, true],
+      ['INSERT INTO t VALUES (1)', 'failure', 0, 1, true],
+      ['SELECT 1/0', 'failure', 0, undefined, undefined],
     ]);
   });
 
