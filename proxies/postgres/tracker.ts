@@ -164,9 +164,9 @@ export class QueryTracker {
    * failed commit: a deferred constraint) rolls it back, and its record must say so. Later records wait
    * behind held ones so the order stays the server's.
    */
-  private held: QueryRecord[] = [];
+  private readonly held: QueryRecord[] = [];
   /** Which held records the implicit transaction's end decides (parallel to `held`). */
-  private heldCommit: boolean[] = [];
+  private readonly heldCommit: boolean[] = [];
   /** The last ReadyForQuery said idle: an Execute now runs in an implicit transaction committed at Sync. */
   private implicit = true;
   /** Executes of the current implicit transaction were written before its Sync was answered (MAX_HELD). */
@@ -658,12 +658,17 @@ export class QueryTracker {
     }
   }
 
+  /** Write what was held, in order. Runs once per request (every transaction): the arrays are reused. */
   private release(): void {
     const held = this.held;
-    if (held.length === 0) return;
-    this.held = [];
-    this.heldCommit = [];
-    for (let i = 0; i < held.length; i++) this.opts.onRecord(held[i]);
+    const n = held.length;
+    if (n === 0) return;
+    for (let i = 0; i < n; i++) this.opts.onRecord(held[i]);
+    // onRecord only collects (it never calls back into the tracker); should it, what it added stays.
+    held.copyWithin(0, n);
+    held.length -= n;
+    this.heldCommit.copyWithin(0, n);
+    this.heldCommit.length -= n;
   }
 
   /**
