@@ -1,5 +1,5 @@
 import type http from 'node:http';
-import { ApiError } from './http.ts';
+import { ApiError, isJsonType, notJson } from './http.ts';
 
 /**
  * Cross-site requests. The API authenticates by client certificate, and a browser holding one (the README
@@ -49,13 +49,8 @@ export function foreignSite(req: http.IncomingMessage): string | undefined {
   return normal !== undefined && own !== undefined && normal === own ? undefined : `Origin: ${origin.slice(0, 200)}`;
 }
 
-const JSON_TYPE = /^application\/json\s*(;|$)/i;
 const FORM_TYPE = /^application\/x-www-form-urlencoded\s*(;|$)/i;
 
-/** Whether a body is JSON by its declared type (`application/json`, with or without parameters). */
-export function isJsonType(req: http.IncomingMessage): boolean {
-  return JSON_TYPE.test(header(req, 'content-type') ?? '');
-}
 
 /**
  * The refusal for a state-changing call (any method but GET and HEAD) that is cross-site or carries a body
@@ -69,8 +64,8 @@ export function stateChangeRefusal(req: http.IncomingMessage, opts: { forms?: bo
   const length = header(req, 'content-length');
   const hasBody = header(req, 'transfer-encoding') !== undefined || (length !== undefined && length !== '0');
   if (type === undefined && !hasBody) return undefined;
-  if (JSON_TYPE.test(type ?? '') || (opts.forms && FORM_TYPE.test(type ?? ''))) return undefined;
-  return new ApiError(415, 'VIGIL_CONTENT_TYPE', 'Request bodies must be JSON (content-type: application/json).');
+  if (isJsonType(req) || (opts.forms && FORM_TYPE.test(type ?? ''))) return undefined;
+  return notJson();
 }
 
 function header(req: http.IncomingMessage, name: string): string | undefined {

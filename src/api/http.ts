@@ -57,6 +57,19 @@ export function errorResponse(e: unknown): { status: number; code: string; messa
   return { status: 500, code: 'VIGIL_INTERNAL', message: 'Internal error.' };
 }
 
+const JSON_TYPE = /^application\/json\s*(;|$)/i;
+
+/** Whether a request declares its body as JSON (`application/json`, with or without parameters). */
+export function isJsonType(req: http.IncomingMessage): boolean {
+  const v = req.headers['content-type'];
+  return JSON_TYPE.test(Array.isArray(v) ? v.join(', ') : (v ?? ''));
+}
+
+/** The refusal of a body that is not declared JSON. */
+export function notJson(): ApiError {
+  return new ApiError(415, 'VIGIL_CONTENT_TYPE', 'Request bodies must be JSON (content-type: application/json).');
+}
+
 /**
  * Read and parse a JSON body (empty body = `{}`), bounded by MAX_BODY_BYTES. A body must say it is JSON:
  * a cross-site form can post `text/plain` that happens to parse as JSON, but cannot send
@@ -79,8 +92,8 @@ export function readJson(req: http.IncomingMessage): Promise<unknown> {
     req.on('end', () => {
       const text = Buffer.concat(chunks).toString('utf8').trim();
       if (!text) return resolve({});
-      if (!/^application\/json\s*(;|$)/i.test(String(req.headers['content-type'] ?? ''))) {
-        return reject(new ApiError(415, 'VIGIL_CONTENT_TYPE', 'Request bodies must be JSON (content-type: application/json).'));
+      if (!isJsonType(req)) {
+        return reject(notJson());
       }
       try {
         resolve(JSON.parse(text));
