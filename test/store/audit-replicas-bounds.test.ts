@@ -183,7 +183,9 @@ describe('an export is a snapshot of the index at its start', () => {
     await b.log.checkpoint();
     await new SharedIndexer(chains(), a.local).sync(100);
     const bIndexer = new SharedIndexer(chains(), b.local);
-    await bIndexer.sync(100);
+    // checkpoint() resolves once the checkpoint is durable; head.json, which bounds what is shipped,
+    // follows in the background: sync until B's two events and that checkpoint are in.
+    await waitFor(async () => (await bIndexer.sync(100), bIndexer.indexedSeq >= 3), 10_000, "B's first records shipped");
     const q = { since: at(0).toISOString(), until: at(100).toISOString(), hideCheckpoints: true };
     const key = (r: { replica: string; seq: number }) => `${r.replica}#${r.seq}`;
     const atStart = (await chains().search(q)).map(key);
