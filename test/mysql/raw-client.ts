@@ -40,13 +40,24 @@ function wrap(socket: net.Socket | tls.TLSSocket): RawClient {
     packets,
     closed: closedP,
     isClosed: () => closed,
+    // Each call settles once: its close handler and timeout stand down when a packet answered it, so a
+    // packet queued later (an ERR followed by the close) is left for the next call, never swallowed.
     next: (ms = 5000) =>
       new Promise((resolve, reject) => {
         const p = packets.shift();
         if (p) return resolve(p);
-        const t = setTimeout(() => reject(new Error('no packet')), ms);
-        closedP.then(() => { clearTimeout(t); const q = packets.shift(); if (q) resolve(q); else reject(new Error('closed')); });
-        waiter = (x) => { clearTimeout(t); resolve(x); };
+        let settled = false;
+        const settle = (f: () => void) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(t);
+          if (waiter === deliver) waiter = undefined;
+          f();
+        };
+        const deliver = (x: Packet) => settle(() => resolve(x));
+        const t = setTimeout(() => settle(() => reject(new Error('no packet'))), ms);
+        void closedP.then(() => settle(() => { const q = packets.shift(); if (q) resolve(q); else reject(new Error('closed')); }));
+        waiter = deliver;
       }),
     send: (b) => { if (!closed) socket.write(b); },
   };
