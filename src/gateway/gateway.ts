@@ -16,7 +16,7 @@ import { SessionRegistry } from '../sessions/registry.ts';
 import { initIdentity, openIdentity } from '../identity/index.ts';
 import { openStateStore } from '../store/index.ts';
 import { startAccessEnforcement } from '../access/enforcement.ts';
-import { startDailyPurge } from '../../recorder/retention/daily.ts';
+import { startDailyPurge } from './retention.ts';
 import { startReportSchedules } from '../../recorder/reports/schedule.ts';
 import { roleTargetsOf } from '../../recorder/reports/source.ts';
 import { startApi } from '../api/server.ts';

@@ -7,7 +7,7 @@ import { initIdentity } from '../../src/identity/ca.ts';
 import { openAuditLog, listSegments, searchAuditLog } from '../../recorder/audit/index.ts';
 import { ANCHOR_FILE, type AnchorFile } from '../../recorder/audit/anchor.ts';
 import { ceilingFor, holdFor, planPurge, applyPurge, purgeEntry } from '../../recorder/retention/purge.ts';
-import { startDailyPurge } from '../../recorder/retention/daily.ts';
+import { startDailyPurge } from '../../src/gateway/retention.ts';
 import { EventBus } from '../../src/events/bus.ts';
 import { openStateStore } from '../../src/store/index.ts';
 import { dataPaths } from '../../src/data-dir.ts';

@@ -9,7 +9,7 @@ import { openStateStore } from '../../store/index.ts';
 import type { HoldRecord } from '../../store/types.ts';
 import type { EventBus } from '../../events/bus.ts';
 import { VERIFY_EXIT_CODES } from '../../../recorder/audit/index.ts';
-import { retentionPolicy, activeHolds } from '../../../recorder/retention/daily.ts';
+import { retentionPolicy, activeHolds } from '../../gateway/retention.ts';
 import { runPurge } from '../../../recorder/retention/run.ts';
 import { openConfiguredRecordings } from '../../../recorder/recordings/storage.ts';
 

@@ -1,10 +1,10 @@
 import type { Logger } from 'pino';
-import type { VigilConfig } from '../../src/config/schema.ts';
-import type { HoldRecord, StateStore } from '../../src/store/types.ts';
-import type { EventBus } from '../../src/events/bus.ts';
-import type { RemoteRecordings } from '../types.ts';
-import { runPurge, type PurgeRunResult } from './run.ts';
-import type { HoldFilter, RetentionPolicy } from './purge.ts';
+import type { VigilConfig } from '../config/schema.ts';
+import type { HoldRecord, StateStore } from '../store/types.ts';
+import type { EventBus } from '../events/bus.ts';
+import type { RemoteRecordings } from '../../recorder/types.ts';
+import { runPurge, type PurgeRunResult } from '../../recorder/retention/run.ts';
+import type { HoldFilter, RetentionPolicy } from '../../recorder/retention/purge.ts';
 
 const DAY = 86_400_000;
 
