@@ -1,7 +1,7 @@
 /**
  * Extracts from the OCSF schema source (https://github.com/ocsf/ocsf-schema, release 1.8.0) only the structure
  * vigil's OCSF export uses — for each class and object we emit: attribute names, types, array-ness,
- * requirement, enum ids and at-least-one constraints; no descriptions — into `schema-1.8.0.json` next to this
+ * requirement, enum ids, activity captions and at-least-one constraints; no descriptions — into `schema-1.8.0.json` next to this
  * file, so the export test validates on any clone without the full schema.
  *
  *   npx tsx recorder/export/ocsf/extract-schema.ts [SCHEMA_DIR]   (default /work/shared/ocsf-schema-1.8.0)
@@ -40,7 +40,7 @@ export interface OcsfFixture {
   /** Scalar types: the base type each refines, and the constraint a value must meet. */
   types: Record<string, { base: string; regex?: string; max_len?: number; range?: [number, number]; values?: unknown[] }>;
   /** Keyed by class_uid. */
-  classes: Record<string, FixtureShape & { name: string; category_uid: number; class_uid: number; profiles: string[] }>;
+  classes: Record<string, FixtureShape & { name: string; category_uid: number; class_uid: number; profiles: string[]; activities: Record<string, string> }>;
   objects: Record<string, FixtureShape>;
 }
 
@@ -124,7 +124,15 @@ export function extractOcsfFixture(schemaDir: string): OcsfFixture {
     // The source leaves these enums to the compiler: an event of this class has exactly these values.
     shape.attributes.class_uid = { ...shape.attributes.class_uid, enum: [class_uid] };
     shape.attributes.category_uid = { ...shape.attributes.category_uid, enum: [category_uid] };
-    classes[String(class_uid)] = { name, category_uid, class_uid, profiles: [...profiles].sort(), ...shape };
+    // Each activity id's caption: an event's activity_name must be it (a name and an id that disagree
+    // mislead a SIEM keyed on type_uid), except for Other (99), whose name the producer chooses.
+    const activities: Record<string, string> = {};
+    const captions = (e: Json | undefined) => { for (const [id, v] of Object.entries(e ?? {})) activities[id] = (v as Json).caption as string; };
+    captions((dictAttrs.activity_id as Json | undefined)?.enum as Json | undefined);
+    const chain: Json[] = [];
+    for (let d: Json | undefined = doc; d; d = d.extends ? loadEvent(d.extends as string) : undefined) chain.unshift(d);
+    for (const level of chain) captions(level.attributes?.activity_id?.enum as Json | undefined);
+    classes[String(class_uid)] = { name, category_uid, class_uid, profiles: [...profiles].sort(), activities, ...shape };
   }
   const objects: OcsfFixture['objects'] = {};
   for (const name of OCSF_OBJECTS) {

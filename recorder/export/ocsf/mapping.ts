@@ -109,13 +109,14 @@ function sessionActivity(e: AuditEvent, open: boolean): Mapped {
   return { cls: C.networkActivity, activity_id: open ? 1 : 2, activity_name: open ? 'Open' : 'Close' };
 }
 
-/** A guardrail refusal: SSH or Datastore activity, Refuse, naming the rule; the statement in query_info. */
+/** A guardrail refusal: SSH Activity Refuse, or Datastore Activity Other named Refuse; naming the rule; the statement in query_info. */
 function guardrailRefusal(e: AuditEvent): Mapped {
   const rule = str(e.details?.rule) ?? '?';
   if (e.target?.protocol === 'ssh') return { cls: C.sshActivity, activity_id: 5, activity_name: 'Refuse', message: `guardrail ${rule} refused: ${str(e.details?.command) ?? ''}` };
+  // Datastore Activity has no Refuse (its 5 is Write): Other, named Refuse, with the Failure status.
   return {
     cls: C.datastore,
-    activity_id: 5,
+    activity_id: OTHER,
     activity_name: 'Refuse',
     message: `guardrail ${rule} refused on ${e.target?.name}: ${clip(queryText(e))}`,
     attrs: { database: database(e), query_info: { query_string: queryText(e), uid: e.id }, type_id: 1, type: 'Database' },

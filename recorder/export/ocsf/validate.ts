@@ -6,9 +6,12 @@ import { FIXTURE_FILE } from './extract-schema.ts';
  * Checks an OCSF event against the extracted schema structure (schema-1.8.0.json): the class from
  * class_uid; required attributes present; no attribute outside the class or object (profile attributes only
  * when metadata.profiles lists the profile); scalar types (and their refinements: regex, range, values);
- * arrays; enum ids; at-least-one constraints; objects recursively. `object`-typed attributes (unmapped) are
+ * arrays; enum ids; activity_name the caption of activity_id (except Other, 99); at-least-one constraints; objects recursively. `object`-typed attributes (unmapped) are
  * free-form. Returns the problems, each with its attribute path; empty when the event is valid.
  */
+/** OCSF's Other: the one activity whose name the producer chooses. */
+const OTHER_ACTIVITY = 99;
+
 export function loadOcsfFixture(file = FIXTURE_FILE): OcsfFixture {
   return JSON.parse(fs.readFileSync(file, 'utf8')) as OcsfFixture;
 }
@@ -23,6 +26,10 @@ export function validateOcsf(event: Record<string, unknown>, fixture: OcsfFixtur
   checkShape(event, cls, cls.name, profiles, fixture, problems);
   if (typeof event.activity_id === 'number' && event.type_uid !== cls.class_uid * 100 + event.activity_id) {
     problems.push(`type_uid: expected ${cls.class_uid * 100 + event.activity_id}, got ${String(event.type_uid)}`);
+  }
+  const caption = typeof event.activity_id === 'number' && event.activity_id !== OTHER_ACTIVITY ? cls.activities[String(event.activity_id)] : undefined;
+  if (caption !== undefined && event.activity_name !== caption) {
+    problems.push(`activity_name: activity_id ${String(event.activity_id)} of ${cls.name} is ${JSON.stringify(caption)}, got ${JSON.stringify(event.activity_name)}`);
   }
   return problems;
 }
