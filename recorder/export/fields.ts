@@ -21,9 +21,14 @@ export const FIELD_ALIASES: Record<string, string> = {
 
 const TOP_LEVEL = new Set(['id', 'time', 'type', 'outcome', 'actor', 'source', 'target', 'session_id', 'details']);
 
+/** The path a field name stands for. Own keys only: `constructor` or `__proto__` is no alias. */
+function fieldPath(name: string): string {
+  return Object.hasOwn(FIELD_ALIASES, name) ? FIELD_ALIASES[name]! : name;
+}
+
 /** Throws for a name that can never resolve (typos caught before anything is exported). */
 export function checkFieldName(name: string): void {
-  const p = FIELD_ALIASES[name] ?? name;
+  const p = fieldPath(name);
   if (!TOP_LEVEL.has(p.split('.')[0]) || p.split('.').some((s) => s === '')) {
     throw new Error(`unknown field ${JSON.stringify(name)}: use ${Object.keys(FIELD_ALIASES).join(', ')}, id, time, type, outcome, session_id, details, or a dotted path such as details.sql`);
   }
@@ -32,11 +37,12 @@ export function checkFieldName(name: string): void {
 /** A getter for one field; undefined when the event does not have it. */
 export function fieldGetter(name: string): (e: AuditEvent) => unknown {
   checkFieldName(name);
-  const parts = (FIELD_ALIASES[name] ?? name).split('.');
+  const parts = fieldPath(name).split('.');
   return (e) => {
     let v: unknown = e;
     for (const p of parts) {
-      if (v === null || typeof v !== 'object') return undefined;
+      // An event's own keys only: `details.constructor` is not a field of any event.
+      if (v === null || typeof v !== 'object' || !Object.hasOwn(v, p)) return undefined;
       v = (v as Record<string, unknown>)[p];
     }
     return v;

@@ -144,6 +144,13 @@ describe('vigil audit export', () => {
     const bad = await cli(['audit', 'export', '--data', data, '--format', 'csv', '--columns', 'user,nonsense']);
     expect(bad.code).toBe(2);
     expect(bad.err).toContain('unknown field "nonsense"');
+    // Names of the object prototype are no aliases and no fields: a usage error, or empty cells.
+    const proto = await cli(['audit', 'export', '--data', data, '--format', 'csv', '--columns', 'user,constructor']);
+    expect(proto.code).toBe(2);
+    expect(proto.err).toContain('unknown field "constructor"');
+    const inherited = await cli(['audit', 'export', '--data', data, '--format', 'csv', '--type', 'db.query', '--columns', 'details.constructor,details.__proto__,user']);
+    expect(inherited.code).toBe(0);
+    for (const row of parseCsv(inherited.out).slice(1)) expect(row.slice(0, 2)).toEqual(['', '']);
   });
 
   it('ocsf: every catalog type maps to its class and validates against the OCSF 1.8.0 structure with 0 errors', async () => {
