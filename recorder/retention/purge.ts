@@ -53,6 +53,16 @@ interface EventView {
   actor?: { user?: string };
   target?: { name?: string };
   session_id?: string;
+  details?: Record<string, unknown>;
+}
+
+/**
+ * Whether an event concerns `user`: done by them, or done to them by someone else (an approval of their
+ * request, a lock or certificate an admin made for them: `details.user`, or the target `user/NAME`).
+ * A hold on a person keeps both.
+ */
+function concernsUser(ev: EventView, user: string): boolean {
+  return ev.actor?.user === user || ev.details?.user === user || ev.target?.name === `user/${user}`;
 }
 
 /** The hold an event falls under, if any. */
@@ -60,7 +70,7 @@ export function holdFor(ev: EventView, holds: readonly HoldFilter[]): HoldFilter
   const t = Date.parse(ev.time);
   return holds.find(
     (h) =>
-      (h.user === undefined || ev.actor?.user === h.user) &&
+      (h.user === undefined || concernsUser(ev, h.user)) &&
       (h.target === undefined || ev.target?.name === h.target) &&
       (h.session === undefined || ev.session_id === h.session) &&
       (h.since === undefined || !(t < Date.parse(h.since))) &&

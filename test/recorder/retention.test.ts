@@ -77,6 +77,19 @@ describe('retention policy', () => {
     expect(holdFor(ev, h({ session: 'S2' }))).toBeUndefined();
   });
 
+  it('a hold on a user also keeps what others did to them: approvals of their requests, locks and certificates made for them', () => {
+    const at = { time: '2026-03-01T12:00:00.000000Z' };
+    const approved = { ...at, type: 'access.approved', actor: { user: 'bob' }, target: { name: 'grant/G1' }, details: { user: 'alice', role: 'dba' } };
+    const locked = { ...at, type: 'lock.created', actor: { user: 'admin' }, target: { name: 'user/alice' }, details: { user: 'alice' } };
+    const unrelated = { ...at, type: 'lock.created', actor: { user: 'admin' }, target: { name: 'user/carol' }, details: { user: 'carol' } };
+    const held = [{ id: 'h', user: 'alice' }];
+    expect(holdFor(approved, held)).toBeDefined();
+    expect(holdFor(locked, held)).toBeDefined();
+    expect(holdFor(unrelated, held)).toBeUndefined();
+    // Only the exact name: user/alice2 is someone else.
+    expect(holdFor({ ...locked, target: { name: 'user/alice2' }, details: { user: 'alice2' } }, held)).toBeUndefined();
+  });
+
   it('a floor below 90d is a config error', () => {
     expect(() => parseConfig({ retention: { floor: '30d' } }, tempDir())).toThrow(/at least 90d/);
     expect(() => parseConfig({ retention: { 'db.qurey': '30d' } }, tempDir())).toThrow(/db\.qurey/);
