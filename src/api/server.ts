@@ -6,7 +6,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { Metrics } from '../metrics.ts';
 import type { GatewayServices } from '../gateway/services.ts';
 import type { Listen } from '../config/types.ts';
-import { AccessService, type Actor } from '../access/service.ts';
+import { AccessService, callerCredential, type Actor } from '../access/service.ts';
 import { AccessRefusedError } from '../access/errors.ts';
 import { ApiError, HtmlBody, errorResponse, sendHtml, sendJson } from './http.ts';
 import { matchRoute } from './routes.ts';
@@ -28,6 +28,9 @@ const STREAM_MAX_BUFFERED = 4 * 1024 * 1024;
 const EVENTS_STREAM_PATH = '/v1/events/stream';
 /** How soon an open stream notices that its certificate no longer speaks for anyone (as the console's live view). */
 const STREAM_CHECK_MS = 1000;
+/** Live streams (audit stream, session watches) one user may hold open at once: each is re-checked every
+ *  second and fed every event, so an unbounded number from one credential would load the gateway. */
+const MAX_STREAMS_PER_USER = 16;
 
 type AuthResult = { ok: true; actor: Actor; credential: CertCredential } | { ok: false; error: ApiError; user?: string; certSerial?: string };
 
@@ -135,7 +138,7 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
       const error = ended === 'user_locked' ? new ApiError(403, 'VIGIL_LOCKED', CERT_REFUSED[ended]) : new ApiError(401, 'VIGIL_UNAUTHENTICATED', CERT_REFUSED[ended]);
       return { ok: false, error, user: p.user, certSerial: p.certSerial };
     }
-    return { ok: true, actor: { user: p.user, roles: p.roles, certSerial: p.certSerial, source: sourceOf(req) }, credential };
+    return { ok: true, actor: { user: p.user, roles: p.roles, certSerial: p.certSerial, source: sourceOf(req), credential: callerCredential(p) }, credential };
   }
 
   /** A call refused before the access service saw it (no/bad certificate, bad input, unknown route). */
@@ -227,6 +230,19 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
   // ---- live audit stream (WebSocket), admins and auditors only -----------------------------------------
   const wss = new WebSocketServer({ noServer: true, maxPayload: 4096 });
   const streams = new Set<WebSocket>();
+  const streamsByUser = new Map<string, number>();
+  /** Reserve one of `user`'s stream slots for this socket until it closes (whether or not it upgrades). */
+  const takeStreamSlot = (user: string, socket: net.Socket): boolean => {
+    const held = streamsByUser.get(user) ?? 0;
+    if (held >= MAX_STREAMS_PER_USER) return false;
+    streamsByUser.set(user, held + 1);
+    socket.once('close', () => {
+      const left = (streamsByUser.get(user) ?? 1) - 1;
+      if (left > 0) streamsByUser.set(user, left);
+      else streamsByUser.delete(user);
+    });
+    return true;
+  };
 
   async function upgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): Promise<void> {
     const rejectUpgrade = (status: number, code: string, message: string, retryAfter?: number) => {
@@ -253,6 +269,11 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
       return rejectUpgrade(403, 'VIGIL_CROSS_SITE', msg);
     }
     const watchId = watchSessionId(path);
+    if ((watchId !== undefined || path === EVENTS_STREAM_PATH) && !takeStreamSlot(auth.actor.user, socket)) {
+      const msg = `Refused: ${MAX_STREAMS_PER_USER} live streams are open for ${auth.actor.user} already; close one first.`;
+      void recordRefusal(req, who, 429, 'VIGIL_TOO_MANY_STREAMS', msg);
+      return rejectUpgrade(429, 'VIGIL_TOO_MANY_STREAMS', msg);
+    }
     if (watchId !== undefined) return watchUpgrade(req, socket, head, auth.actor, auth.credential, watchId, rejectUpgrade);
     if (path !== EVENTS_STREAM_PATH) {
       const msg = `No WebSocket endpoint ${redactLinkPath(path)}.`;

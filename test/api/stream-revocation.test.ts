@@ -151,3 +151,39 @@ describe('API streams end with the access that opened them', () => {
     }
   });
 });
+
+describe('API streams are bounded per user', () => {
+  it('a 17th live stream of one auditor is refused with 429 VIGIL_TOO_MANY_STREAMS and recorded; closing one frees its slot; another auditor is not affected', async () => {
+    const ada = await tg.issue({ user: 'ada', roles: ['auditor'] });
+    const ben = await tg.issue({ user: 'ben', roles: ['auditor'] });
+    const open: WebSocket[] = [];
+    try {
+      for (let i = 0; i < 16; i++) open.push(await socketAs(ada, '/v1/events/stream'));
+      const refused = await socketAs(ada, '/v1/events/stream').then(
+        () => undefined,
+        (e: { code?: string; message: string }) => e,
+      );
+      expect(refused?.code).toBe('VIGIL_TOO_MANY_STREAMS');
+      const ev = await tg.waitForEvent((e) => e.type === 'api.request' && e.actor.user === 'ada' && (e.details as { code?: string }).code === 'VIGIL_TOO_MANY_STREAMS');
+      expect(ev.details).toMatchObject({ status: 429, path: '/v1/events/stream' });
+      // Session watches count against the same bound.
+      const watch = await socketAs(ada, '/v1/sessions/01NOSUCHSESSION0000000000/watch').then(() => undefined, (e: { code?: string }) => e);
+      expect(watch?.code).toBe('VIGIL_TOO_MANY_STREAMS');
+      open.push(await socketAs(ben, '/v1/events/stream'));
+      const one = open.shift()!;
+      const gone = closed(one);
+      one.close();
+      await gone;
+      // The server sees the close a moment after the client: retry briefly.
+      let again: WebSocket | undefined;
+      for (let i = 0; i < 50 && !again; i++) {
+        again = await socketAs(ada, '/v1/events/stream').catch(() => undefined);
+        if (!again) await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(again).toBeDefined();
+      open.push(again!);
+    } finally {
+      for (const ws of open) ws.terminate();
+    }
+  }, 30_000);
+});
