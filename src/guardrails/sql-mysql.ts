@@ -111,14 +111,28 @@ function statement(n: Node, facts: SqlFacts): void {
     case 'grant':
       facts.kinds.add('grant');
       return;
-    case 'set': {
+    case 'set':
       // SET GLOBAL / SET PERSIST change the server for everyone: the MySQL form of ALTER SYSTEM.
-      const kw = String(n.keyword ?? '').toLowerCase();
-      const vars = JSON.stringify(n.expr ?? '');
-      if (kw === 'global' || kw === 'persist' || kw === 'persist_only' || /"prefix":"@@global\.|"members":\["global"/i.test(vars)) facts.kinds.add('alter_system');
+      if (SERVER_SCOPES.has(String(n.keyword ?? '').toLowerCase()) || assignsServerVariable(n.expr)) facts.kinds.add('alter_system');
       return;
-    }
   }
+}
+
+/** Scopes whose variables are the server's (and, persisted, its next start's), not the session's. */
+const SERVER_SCOPES = new Set(['global', 'persist', 'persist_only']);
+
+/**
+ * Whether one of a SET's assignments sets `@@global.x`, `@@persist.x` or `@@persist_only.x` (any case),
+ * each of which may follow session ones (`SET @@session.a = 1, @@global.b = 2`). The grammar gives such
+ * a target as a var named after its scope with the variable in `members`. Only the assigned side counts:
+ * `SET @a = @@global.x` reads the server's value, it changes nothing.
+ */
+function assignsServerVariable(expr: unknown): boolean {
+  const list = Array.isArray(expr) ? expr : [expr];
+  return list.some((a) => {
+    const left = (a as { left?: { type?: unknown; prefix?: unknown; name?: unknown } } | null)?.left;
+    return left?.type === 'var' && left.prefix === '@@' && SERVER_SCOPES.has(String(left.name).toLowerCase());
+  });
 }
 
 function tables(t: unknown, facts: SqlFacts): void {

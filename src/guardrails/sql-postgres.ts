@@ -84,6 +84,7 @@ function statement(kind: string, n: Record<string, unknown>, c: Ctx, depth: numb
     case 'DropTableSpaceStmt':
     case 'DropOwnedStmt':
     case 'DropSubscriptionStmt':
+    case 'DropUserMappingStmt':
       facts.kinds.add('drop');
       return;
     case 'TruncateStmt':
@@ -112,6 +113,14 @@ function statement(kind: string, n: Record<string, unknown>, c: Ctx, depth: numb
     case 'GrantRoleStmt':
       if (n.is_grant) facts.kinds.add('grant');
       return;
+    case 'AlterDefaultPrivilegesStmt':
+      // Its GrantStmt is the unnamed `action` node, which the walk does not see as a statement.
+      if ((n.action as { is_grant?: boolean } | undefined)?.is_grant) facts.kinds.add('grant');
+      return;
+    case 'CreateRoleStmt':
+    case 'AlterRoleStmt':
+      if (grantsMembership(kind, n)) facts.kinds.add('grant');
+      return;
     case 'CopyStmt':
       if (n.is_program) facts.kinds.add('copy_program');
       if (n.is_from) write(n.relation, facts);
@@ -123,6 +132,17 @@ function statement(kind: string, n: Record<string, unknown>, c: Ctx, depth: numb
       functionBody(n, c, depth);
       return;
   }
+}
+
+/**
+ * Role membership granted without a GRANT: `CREATE ROLE x IN ROLE r` / `IN GROUP r` (addroleto),
+ * `ROLE m` / `USER m` (rolemembers), `ADMIN m` (adminmembers), and `ALTER GROUP r ADD USER m`, the old
+ * spelling of `GRANT r TO m` (rolemembers with action 1; `DROP USER`, action -1, is a REVOKE).
+ */
+function grantsMembership(kind: string, n: Record<string, unknown>): boolean {
+  const options = ((n.options as { DefElem?: { defname?: string } }[]) ?? []).map((o) => o.DefElem?.defname);
+  if (kind === 'CreateRoleStmt') return options.some((d) => d === 'addroleto' || d === 'rolemembers' || d === 'adminmembers');
+  return n.action === 1 && options.includes('rolemembers');
 }
 
 /** A WHERE that is a constant true (`WHERE true`, `WHERE 1=1` is not folded) counts as none. */

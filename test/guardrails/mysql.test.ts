@@ -78,6 +78,31 @@ describe('mysql guardrails with the mariadb client', () => {
     await w.tg.waitForEvent((e) => e.type === 'guardrail.unparsed');
   });
 
+  it('SET of an @@global / @@persist / @@persist_only variable is ALTER SYSTEM, in any case and after a session one', async () => {
+    const serverSettings = () => w.db.query('SELECT @@global.general_log, @@global.read_only, @@global.max_connections');
+    const settingsBefore = await serverSettings();
+    const refused = [
+      'SET @@global.general_log = OFF',
+      'SET @@GLOBAL.sql_log_bin = 0',
+      'SET @@persist.max_connections = 1',
+      'SET @@persist_only.max_connections = 1',
+      'SET @@global.read_only=1, @@session.wait_timeout=1',
+      'SET @@session.wait_timeout = 1, @@Global.max_connections = 7',
+    ];
+    for (const sql of refused) {
+      const r = await w.cli(['--user=db', '-e', sql]);
+      expect(r.stderr, sql).toContain('vigil guardrail "no-drops" refused this statement (ALTER SYSTEM)');
+      expect(logged(), sql).not.toContain(sql);
+    }
+    // Reading a server variable, or setting the session's, changes nothing for anyone else.
+    for (const sql of ['SET @seen = @@global.max_connections', 'SET @@session.wait_timeout = 100']) {
+      const r = await w.cli(['--user=db', '-e', sql]);
+      expect(r.code, `${sql}: ${r.stderr}`).toBe(0);
+      expect(logged()).toContain(sql);
+    }
+    expect(await serverSettings()).toEqual(settingsBefore);
+  });
+
   it('a multi-statement COM_QUERY is refused whole: none of it runs', async () => {
     const c = await w.connect('db', { multipleStatements: true });
     try {

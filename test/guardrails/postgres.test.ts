@@ -86,6 +86,33 @@ describe('postgres guardrails with psql', () => {
     await w.tg.waitForEvent((e) => e.type === 'guardrail.unparsed' && e.details?.sql === 'DR/**/OP TABLE guarded');
   });
 
+  it('role membership granted without GRANT, ALTER DEFAULT PRIVILEGES … GRANT and DROP USER MAPPING are refused', async () => {
+    w.pg.psql('CREATE ROLE guard_group; CREATE ROLE guard_member');
+    const membershipsBefore = w.pg.psql('SELECT count(*) FROM pg_auth_members');
+    const cases: [string, string][] = [
+      ['ALTER GROUP guard_group ADD USER guard_member', 'GRANT'],
+      ['CREATE ROLE guard_bob IN ROLE pg_execute_server_program', 'GRANT'],
+      ['CREATE USER guard_bob IN GROUP guard_group', 'GRANT'],
+      ['CREATE ROLE guard_x ROLE guard_member', 'GRANT'],
+      ['CREATE ROLE guard_x ADMIN guard_member', 'GRANT'],
+      ['ALTER DEFAULT PRIVILEGES GRANT ALL ON TABLES TO public', 'GRANT'],
+      ['DROP USER MAPPING FOR guard_member SERVER guard_server', 'DROP'],
+    ];
+    for (const [sql, reason] of cases) {
+      const r = await w.psql(['-c', sql]);
+      expect(r.stderr, sql).toContain(`vigil guardrail "no-drops" refused this statement (${reason})`);
+      expect(w.pg.logs(), sql).not.toContain(sql);
+    }
+    // Taking membership or default privileges away is a REVOKE, which no rule guards: it reaches the server.
+    for (const sql of ['ALTER GROUP guard_group DROP USER guard_member', 'ALTER DEFAULT PRIVILEGES REVOKE ALL ON TABLES FROM public']) {
+      const r = await w.psql(['-c', sql]);
+      expect(r.stderr, sql).not.toContain('vigil guardrail');
+      expect(w.pg.logs(), sql).toContain(sql);
+    }
+    expect(w.pg.psql("SELECT count(*) FROM pg_roles WHERE rolname IN ('guard_bob', 'guard_x')")).toBe('0');
+    expect(w.pg.psql('SELECT count(*) FROM pg_auth_members')).toBe(membershipsBefore);
+  });
+
   it('a refused statement larger than one TCP chunk is held whole and never relayed', async () => {
     const big = `DROP TABLE guarded /* ${'x'.repeat(300_000)} */`;
     const r = await w.psql([], { input: `${big};\n` });
