@@ -368,6 +368,18 @@ export function buildConfigSchema(sc: SchemaContext, proxies: readonly ProxyConf
     roles: rolesSchema(),
     access: accessSchema(),
   }).superRefine((c, ctx) => {
+    // Targets (per protocol) and roles are referred to by name, like notifiers, alerts and guardrails
+    // (checked in their own schemas): a second one of the same name would silently shadow the first.
+    const once = <T>(section: string, items: readonly T[], key: (x: T) => string, what: (x: T) => string) => {
+      const seen = new Set<string>();
+      items.forEach((x, i) => {
+        const k = key(x);
+        if (seen.has(k)) ctx.addIssue({ code: 'custom', path: [section, i, 'name'], message: `${section}: ${what(x)} is defined twice` });
+        seen.add(k);
+      });
+    };
+    once('targets', c.targets, (t) => `${t.protocol}/${t.name}`, (t) => `the ${t.protocol} target ${t.name}`);
+    once('roles', c.roles, (r) => r.name, (r) => `the role ${r.name}`);
     // A rule notifying a notifier that does not exist would fire into nothing.
     const names = new Set(c.notifiers.map((n) => n.name));
     c.alerts.forEach((r, i) => r.notify.forEach((n, j) => {

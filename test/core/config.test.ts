@@ -25,6 +25,15 @@ describe('config validation', () => {
     expect(e.message).toMatch(/^targets\[0\]\.port: .*number/);
   });
 
+  it('refuses a second target (same protocol) or role of one name; one name across protocols is fine', () => {
+    const t = (protocol: string) => ({ name: 'db1', protocol, host: 'h', port: 5432, database: 'app', user: 'u' });
+    const twice = errorOf(() => parseConfig({ targets: [t('postgres'), t('postgres')] }, '/tmp'));
+    expect(twice.path).toBe('targets[1].name');
+    expect(twice.message).toMatch(/the postgres target db1 is defined twice/);
+    expect(() => parseConfig({ targets: [t('postgres'), { name: 'db1', protocol: 'ssh', host: 'h', port: 22 }] }, '/tmp')).not.toThrow();
+    expect(errorOf(() => parseConfig({ roles: [{ name: 'dev' }, { name: 'dev' }] }, '/tmp')).message).toMatch(/roles\[1\]\.name: .*the role dev is defined twice/);
+  });
+
   it('names an unknown key, nested or top level', () => {
     expect(errorOf(() => parseConfig({ gateway: { tls_san: [] } }, '/tmp')).message).toBe('gateway.tls_san: unknown key');
     expect(errorOf(() => parseConfig({ dataa_dir: 'x' }, '/tmp')).path).toBe('dataa_dir');
