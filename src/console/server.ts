@@ -18,7 +18,7 @@ import { searchIndexed, verifyAuditLog, HEAD_FILE, chainHeadSeq, AuditIndexError
 import { exportAuditLog, type ExportFormat } from '../../recorder/export/index.ts';
 import { SessionCatalog, type SessionFilter } from './catalog.ts';
 import { ConsoleSessions, CLEARED_COOKIE, CLEARED_OIDC_COOKIE, csrfMatches, oidcCookie, oidcLoginId, sessionCookie, type ConsoleIdentity, type ConsoleSession } from './sessions.ts';
-import { OidcLogin } from '../identity/oidc/login.ts';
+import { OidcLogin, OidcStartRefused } from '../identity/oidc/login.ts';
 import { OidcLoginError, rolesOfGroups } from '../identity/oidc/id-token.ts';
 import type { OidcConfig } from '../identity/oidc/config.ts';
 import { consoleDir, securityHeaders, serveStatic } from './static.ts';
@@ -141,6 +141,8 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
       res.end();
     } catch (e) {
       if (!(e instanceof OidcLoginError)) throw e;
+      // Too many starts from this address (summarised as auth.failure.summary, protocol oidc-start) or a full gateway.
+      if (e instanceof OidcStartRefused) return refusalPage(res, e.status, e.message, { 'retry-after': String(e.retryAfterSec) });
       // Refused sign-ins are already on the record (auth.oidc.failure); cheap ones are budgeted per source.
       if (CHEAP_OIDC_REFUSALS.has(e.reason) && !admitRefusal(source.ip)) return refusalPage(res, 429, 'Too many refused sign-ins from your address; try again later.', { 'set-cookie': CLEARED_OIDC_COOKIE });
       refusalPage(res, e.reason === 'idp_unreachable' ? 502 : 401, e.message, { 'set-cookie': CLEARED_OIDC_COOKIE });

@@ -20,7 +20,11 @@ export type OidcFailureReason =
   | 'state_mismatch'
   | 'idp_error'
   | 'idp_unreachable'
-  | 'malformed';
+  | 'malformed'
+  /** A start beyond its source's budget (counted into the `oidc-start` auth.failure.summary, not recorded alone). */
+  | 'too_many_starts'
+  /** A start while the gateway already holds as many sign-ins in progress as it keeps. */
+  | 'busy';
 
 /** A refused sign-in. `message` is safe for the client; `detail` goes only to the audit event. */
 export class OidcLoginError extends VigilError {

@@ -20,8 +20,13 @@ import { OidcLoginError, classifyTokenError, mapIdentity, verifyIdToken, type Ve
  */
 
 const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
-/** Started logins kept at once; beyond it the oldest is dropped (each costs a little memory, and anyone may start one). */
-const MAX_PENDING = 1000;
+/**
+ * Started logins kept at once (each costs a little memory, and anyone may start one). Full, a new start is
+ * refused rather than dropping someone else's: a start must never cancel another person's sign-in.
+ */
+export const MAX_PENDING = 1000;
+/** Started logins one source address keeps at once; beyond it its own oldest is dropped (never another source's). */
+export const MAX_PENDING_PER_SOURCE = 20;
 /** Nonces of finished logins remembered to name replays (a token's own expiry bounds how long that matters). */
 const MAX_USED_NONCES = 10_000;
 const CLOCK_TOLERANCE_SEC = 60;
@@ -72,6 +77,21 @@ export interface OidcLoginDeps {
 
 /** The refusal budget's protocol for sign-ins (its auth.failure.summary names it as target protocol). */
 export const OIDC_REFUSAL_PROTOCOL = 'oidc';
+/** The same budget's protocol for starts, kept apart so a flood of starts leaves refusals recorded one by one. */
+export const OIDC_START_PROTOCOL = 'oidc-start';
+
+/** A start refused before anything was begun: 429 (its source is over budget) or 503 (the gateway is full). */
+export class OidcStartRefused extends OidcLoginError {
+  constructor(
+    reason: 'too_many_starts' | 'busy',
+    message: string,
+    readonly status: 429 | 503,
+    /** Seconds to wait before starting again (Retry-After). */
+    readonly retryAfterSec: number,
+  ) {
+    super(reason, message);
+  }
+}
 
 function loopbackRedirect(uri: string): URL {
   let u: URL;
@@ -139,9 +159,32 @@ export class OidcLogin {
     return this.discovered;
   }
 
+  /**
+   * Every start takes one from its source's budget (the gateway's per-source refusal budget, protocol
+   * `oidc-start`), before any work or call to the IdP: a start is free for the caller and, unlimited, would
+   * let one address fill the table of sign-ins in progress. Beyond it the start is refused with 429 and
+   * counted into the source's auth.failure.summary. Allow-listed sources (budgets.allow) are never limited.
+   */
+  private admitStart(source: LoginSource): void {
+    const budget = this.refusals();
+    if (budget.take(OIDC_START_PROTOCOL, source.ip, 'too_many_starts')) return;
+    const wait = budget.retryAfter(OIDC_START_PROTOCOL, source.ip);
+    throw new OidcStartRefused('too_many_starts', `Too many sign-ins started from your address; try again in ${wait} seconds.`, 429, wait);
+  }
+
   private put(p: Pending): string {
     this.sweep();
-    if (this.pending.size >= MAX_PENDING) this.pending.delete(this.pending.keys().next().value as string);
+    const mine: string[] = [];
+    for (const [id, q] of this.pending) if (q.source.ip === p.source.ip) mine.push(id);
+    // Insertion order is start order: a source at its cap makes room by dropping its own oldest.
+    while (mine.length >= MAX_PENDING_PER_SOURCE) this.pending.delete(mine.shift()!);
+    if (this.pending.size >= MAX_PENDING) {
+      // Room comes back when the first sign-in in progress finishes or expires.
+      let firstEnd = Infinity;
+      for (const q of this.pending.values()) firstEnd = Math.min(firstEnd, q.expiresAt);
+      const wait = Math.max(1, Math.ceil((firstEnd - this.now()) / 1000));
+      throw new OidcStartRefused('busy', `Too many sign-ins are in progress on this gateway; try again in ${wait} seconds.`, 503, wait);
+    }
     const id = crypto.randomBytes(24).toString('base64url');
     this.pending.set(id, p);
     return id;
@@ -176,6 +219,7 @@ export class OidcLogin {
 
   /** Authorization code + PKCE: returns where to send the browser. */
   async startCode(keys: LoginKeys, redirectUri: string, source: LoginSource): Promise<{ loginId: string; authorizationUrl: string; expiresAt: Date }> {
+    this.admitStart(source);
     this.checkKeys(keys);
     return this.beginCode('code', keys, loopbackRedirect(redirectUri), source);
   }
@@ -185,6 +229,7 @@ export class OidcLogin {
    * the gateway from the request, never taken from the caller). The result is an identity, not a certificate.
    */
   async startConsole(redirectUri: string, source: LoginSource): Promise<{ loginId: string; authorizationUrl: string; expiresAt: Date }> {
+    this.admitStart(source);
     const redirect = new URL(redirectUri);
     if (redirect.protocol !== 'https:' || redirect.search || redirect.hash) throw new OidcLoginError('malformed', 'The console callback must be an https URL.');
     return this.beginCode('console', undefined, redirect, source);
@@ -260,6 +305,8 @@ export class OidcLogin {
 
   /** Device authorization: the user types (or follows) the code on any device with a browser. */
   async startDevice(keys: LoginKeys, source: LoginSource): Promise<{ loginId: string; userCode: string; verificationUri: string; verificationUriComplete?: string; intervalSec: number; expiresAt: Date }> {
+    // Before the IdP is asked for a device code: each one is an outbound call made for an anonymous caller.
+    this.admitStart(source);
     this.checkKeys(keys);
     const c = await this.client();
     let response: oidc.DeviceAuthorizationResponse;

@@ -7,7 +7,7 @@ import { createPublicKey } from 'node:crypto';
 import { parseOpenSshPrivateKey } from '../openssh-privkey.ts';
 import { formatPublicKeyLine, fromKeyObject } from '../ssh-keys.ts';
 import type { OidcConfig } from './config.ts';
-import { OidcLogin, reachableTargets, type LoginResult, type LoginSource } from './login.ts';
+import { OidcLogin, OidcStartRefused, reachableTargets, type LoginResult, type LoginSource } from './login.ts';
 import { OidcLoginError } from './id-token.ts';
 import { clientAddress } from '../../api/client-address.ts';
 
@@ -108,6 +108,12 @@ export function loginEndpoints(services: GatewayServices, ports: Record<string, 
         const [status, body] = await route(path, req, source);
         sendJson(res, status, body);
       } catch (e) {
+        if (e instanceof OidcStartRefused) {
+          // Too many starts from the source (summarised in its auth.failure.summary), or the gateway is full.
+          res.setHeader('retry-after', String(e.retryAfterSec));
+          sendJson(res, e.status, { error: { code: e.status === 429 ? 'VIGIL_RATE_LIMITED' : 'VIGIL_BUSY', reason: e.reason, message: e.message } });
+          return true;
+        }
         if (e instanceof OidcLoginError) {
           // Refused sign-ins are on the record (auth.oidc.failure, or its source's summary once over budget);
           // a cheap one over budget is answered 429.
