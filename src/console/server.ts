@@ -14,7 +14,7 @@ import { ApproveBody, KillBody, ReasonBody } from '../api/routes.ts';
 import { CATCH_UP_WAIT_MS, searchShared, streamShared, type SharedIndexLag } from '../../recorder/audit/shared-index.ts';
 import type { AuditEvent } from '../events/envelope.ts';
 import { iso, isoUntil } from '../../recorder/audit/read.ts';
-import { searchIndexed, verifyAuditLog, HEAD_FILE, chainHeadSeq, AuditIndexError, type AuditQuery, type VerifyResult } from '../../recorder/audit/index.ts';
+import { searchIndexed, HEAD_FILE, chainHeadSeq, AuditIndexError, type AuditQuery } from '../../recorder/audit/index.ts';
 import { exportAuditLog, type ExportFormat } from '../../recorder/export/index.ts';
 import { SessionCatalog, type SessionFilter } from './catalog.ts';
 import { ConsoleSessions, CLEARED_COOKIE, CLEARED_OIDC_COOKIE, csrfMatches, oidcCookie, oidcLoginId, sessionCookie, type ConsoleIdentity, type ConsoleSession } from './sessions.ts';
@@ -27,6 +27,7 @@ import { clientAddress } from '../api/client-address.ts';
 import { killInConsole, liveDeps, liveLinks, watchInConsole } from './live.ts';
 import { CREDENTIAL_ENDED, credentialEnded, type CertCredential, type CredentialEnd } from '../api/credential.ts';
 import { accessReport, isFramedReport, reportFormat, REPORT_FRAME_CSP, REPORT_TYPES, sendReportError } from './report.ts';
+import { ChainVerifier, verifyAnswer } from './audit-status.ts';
 
 /** A verified client certificate, or why not (the API server's own mTLS check). */
 export type CertCheck = (req: http.IncomingMessage) => Promise<{ ok: true; actor: Actor; credential: CertCredential } | { ok: false; error: ApiError; user?: string; certSerial?: string }>;
@@ -68,7 +69,7 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
   const paths = dataPaths(services.dataDir);
   let catalog: SessionCatalog | undefined;
   const dir = consoleDir();
-  let verified: { seq: number; at: string; result: VerifyResult } | undefined;
+  const chainVerifier = new ChainVerifier({ auditDir: paths.audit, publicKeyFile: paths.auditPublicKey });
   // Sign-in with the IdP of `vigil login` (identity.oidc): same client, same role_map, an identity instead of a certificate.
   const oidcCfg = (services.config.identity as { oidc?: OidcConfig } | undefined)?.oidc;
   const oidcLogin = oidcCfg ? new OidcLogin(oidcCfg, { config: services.config, identity: services.identity, events, roleMap: () => currentRoleMap(), ...(services.refusals ? { refusals: services.refusals } : {}) }) : undefined;
@@ -422,14 +423,12 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
       mustRead(s, req);
       const head = readHead(paths.audit);
       const seq = chainHeadSeq(paths.audit);
-      if (!verified || verified.seq !== seq || q.get('verify') === 'now') {
-        verified = { seq, at: new Date().toISOString(), result: verifyAuditLog(paths.audit, fs.readFileSync(paths.auditPublicKey)) };
-      }
-      const r = verified.result;
+      // In a worker, one run at a time, and not started more often than its bounds allow (audit-status.ts).
+      const verified = await chainVerifier.current(seq, q.get('verify') === 'now');
       return json(res, 200, {
         head,
         chain_seq: seq,
-        verify: { at: verified.at, status: r.status, ok: r.ok, records: r.records, segments: r.segments, checkpoints: r.checkpoints, last_seq: r.lastSeq, checkpointed_seq: r.checkpointedSeq, tail_records: r.tailRecords, first_bad: r.firstBad },
+        verify: verifyAnswer(verified),
         index: services.auditIndex?.lag(),
         shared_index: services.sharedAuditIndex?.lag(),
       });
@@ -488,6 +487,7 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
       return true;
     },
     close() {
+      chainVerifier.close();
       catalog?.close();
       catalog = undefined;
     },
