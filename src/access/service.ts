@@ -6,7 +6,8 @@ import type { AuditEvent } from '../events/envelope.ts';
 import type { EventType } from '../events/catalog.ts';
 import { SYSTEM_ACTOR } from '../events/envelope.ts';
 import { AuditUnavailableError, VigilError } from '../errors.ts';
-import type { IdentityService, IssuedCredentials } from '../identity/types.ts';
+import type { IdentityService, IssuedCredentials, Principal } from '../identity/types.ts';
+import { isUserName, USER_NAME_RULE } from '../identity/user-name.ts';
 import { grantIsLive } from '../authz/index.ts';
 import type { RoleConfig } from '../authz/config.ts';
 import { hasAnyRole, isRequestable, roleReachesTarget } from '../authz/policy.ts';
@@ -25,6 +26,25 @@ export interface Actor {
   certSerial?: string;
   source: AuditEvent['source'];
   local?: boolean;
+  /** The limits of the credential the actor proved itself with (the API's client certificate); none for `local`. */
+  credential?: CallerCredential;
+}
+
+/** What a caller's credential is limited to: whatever it obtains (a grant certificate) may never be worth more. */
+export interface CallerCredential {
+  notAfter: Date;
+  /** Address blocks it is bound to. */
+  sourceAddresses?: string[];
+  /** Issued with a forced command: it may run that one command, never a shell. */
+  commandRestricted?: boolean;
+}
+
+export function callerCredential(p: Principal): CallerCredential {
+  return {
+    notAfter: p.notAfter,
+    ...(p.sourceAddresses ? { sourceAddresses: [...p.sourceAddresses] } : {}),
+    ...(p.commandRestricted || p.forceCommand !== undefined ? { commandRestricted: true } : {}),
+  };
 }
 
 export interface RequestInput {
@@ -103,6 +123,8 @@ export class AccessService {
     return this.refusing(actor, action, `user/${user}`, subject, async () => {
       this.ensureAuditable();
       const reason = requireReason(input.reason, input.breakGlass ? 'use break-glass access' : 'request access');
+      // A name given for someone else is checked like one a certificate names (the actor's own already was).
+      if (input.user !== undefined) requireUserName(input.user);
       if (input.breakGlass) {
         if (!this.policy.break_glass) throw refused.breakGlassDisabled();
         if (user !== actor.user) throw refused.breakGlassForOthers();
@@ -251,7 +273,8 @@ export class AccessService {
    * Issue credentials bound to an active grant for its holder: they carry the granted role, never outlive
    * the grant, and stop working when it is revoked. Recorded as `cert.issued` with the grant id. Only the
    * holder may (or a local operator, who could issue them with `vigil cert issue --grant` anyway): the
-   * private key is handed to the caller.
+   * private key is handed to the caller. They keep the limits of the caller's credential (its source
+   * addresses, its end); a credential limited to one command gets none, since they would not be.
    */
   async issueGrantCertificate(actor: Actor, id: string, opts: { sshPublicKey?: string; ttlMs?: number } = {}): Promise<IssuedCredentials> {
     return this.refusing(actor, 'issue_certificate', `grant/${id}`, { request_id: id }, async () => {
@@ -261,10 +284,26 @@ export class AccessService {
       const g = await this.mustGet(id);
       if (g.user !== actor.user && !actor.local) throw refused.notHolder(id);
       if (!grantIsLive(g, this.now())) throw refused.notActive(id, g.state === 'active' ? 'expired' : g.state);
+      const held = actor.local ? undefined : actor.credential;
+      // Fail closed: without knowing the caller's limits, the new certificate could not keep them.
+      if (!actor.local && !held) throw restrictedRefusal('VIGIL_CREDENTIAL_UNKNOWN', 'The credential you act with is not known here, so no certificate can be issued for it.');
+      if (held?.commandRestricted) {
+        throw restrictedRefusal('VIGIL_RESTRICTED_CREDENTIAL', 'Your certificate is limited to one command; it cannot obtain a grant certificate, which would not be. Ask with an unrestricted certificate.');
+      }
       const extensions = this.roles.get(g.role)?.port_forwarding ? ['permit-pty', 'permit-port-forwarding'] : ['permit-pty'];
       let creds: IssuedCredentials;
       try {
-        creds = await identity.issue({ user: g.user, roles: [], grantId: id, sshPublicKey: opts.sshPublicKey, ttlMs: opts.ttlMs, extensions });
+        creds = await identity.issue({
+          user: g.user,
+          roles: [],
+          grantId: id,
+          sshPublicKey: opts.sshPublicKey,
+          ttlMs: opts.ttlMs,
+          extensions,
+          // Never worth more than what asked for it: bound to the same addresses, ending no later.
+          ...(held?.sourceAddresses ? { sourceAddresses: held.sourceAddresses } : {}),
+          ...(held ? { notAfterLimit: held.notAfter } : {}),
+        });
       } catch (e) {
         if (e instanceof VigilError) throw new AccessRefusedError(e.code, 'invalid', e.message);
         throw e;
@@ -278,6 +317,7 @@ export class AccessService {
         grant_id: id,
         kind: 'cert',
         extensions,
+        source_addresses: held?.sourceAddresses,
       });
       return creds;
     });
@@ -342,7 +382,7 @@ export class AccessService {
       this.ensureAuditable();
       if (!this.isAdmin(actor)) throw refused.notAdmin('lock users');
       const reason = requireReason(input.reason, 'lock a user');
-      if (!plainText(input.user)) throw refused.badText('user name');
+      requireUserName(input.user);
       const now = this.now();
       const lock: LockRecord = { kind: 'user', name: input.user, reason, by: actor.user, createdAt: iso(now) };
       if (input.ttlMs !== undefined) lock.expiresAt = iso(now + input.ttlMs);
@@ -450,6 +490,17 @@ const NOT_PLAIN = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]|[\ud800-\udbff
 
 function plainText(s: string): boolean {
   return !NOT_PLAIN.test(s);
+}
+
+/** A user name given for someone else: plain text first (the same refusal as any free text), then a vigil user name. */
+function requireUserName(name: string): void {
+  if (!plainText(name)) throw refused.badText('user name');
+  if (!isUserName(name)) throw new AccessRefusedError('VIGIL_BAD_USER', 'invalid', `${JSON.stringify(name)} is not a vigil user name: those are ${USER_NAME_RULE}.`);
+}
+
+/** Refusals of a grant certificate because of what the caller's own credential is limited to. */
+function restrictedRefusal(code: 'VIGIL_RESTRICTED_CREDENTIAL' | 'VIGIL_CREDENTIAL_UNKNOWN', message: string): AccessRefusedError {
+  return new AccessRefusedError(code, 'forbidden', message);
 }
 
 function requireReason(value: string | undefined, what: string): string {

@@ -10,13 +10,13 @@ import { formatPublicKeyLine, fromKeyObject, parsePublicKeyLine, publicKeyBlob, 
 import { encodeOpenSshPrivateKey } from './openssh-privkey.ts';
 import { parseCidrList } from './cidr.ts';
 import { createClientCertificate } from './x509.ts';
+import { isUserName, USER_NAME_RULE } from './user-name.ts';
 import { signToken } from './token.ts';
 import { toKeyObject } from './ssh-keys.ts';
 import { EXT_GRANT, EXT_ROLES, verifierKeys, verifyClientCertificate, verifySshAuth, verifyToken, type VerifyContext } from './verify.ts';
 
 /** Extensions OpenSSH defines; anything else in a request is a typo or an attempt to smuggle one in. */
 export const OPENSSH_EXTENSIONS = new Set(['no-touch-required', 'permit-X11-forwarding', 'permit-agent-forwarding', 'permit-port-forwarding', 'permit-pty', 'permit-user-rc']);
-const USER_RE = /^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$/;
 const ROLE_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 /** Certificates start a minute in the past so a client whose clock lags slightly can use them at once. */
 const BACKDATE_MS = 60_000;
@@ -162,9 +162,9 @@ class LocalIdentity implements IdentityService {
     return [this.sshUserCaPublicKey(), ...this.previous.map((p) => p.userCaPubLine)].join('\n') + '\n';
   }
 
-  /** Validates the request and works out serial, roles and validity window (capped by config and grant). */
-  private async window(req: Pick<IssueRequest, 'user' | 'roles' | 'ttlMs' | 'grantId'>): Promise<Window> {
-    if (!USER_RE.test(req.user)) throw invalid(`user ${JSON.stringify(req.user)} must be 1-64 letters, digits or . _ @ + - (starting with a letter or digit)`);
+  /** Validates the request and works out serial, roles and validity window (capped by config, grant and notAfterLimit). */
+  private async window(req: Pick<IssueRequest, 'user' | 'roles' | 'ttlMs' | 'grantId' | 'notAfterLimit'>): Promise<Window> {
+    if (!isUserName(req.user)) throw invalid(`user ${JSON.stringify(req.user)} must be ${USER_NAME_RULE}`);
     for (const r of req.roles) if (!ROLE_RE.test(r)) throw invalid(`role ${JSON.stringify(r)} is not a valid role name`);
     const ttl = Math.min(req.ttlMs ?? this.config.certs.default_ttl, this.config.certs.max_ttl);
     if (!(ttl > 0)) throw invalid('ttl must be positive');
@@ -181,6 +181,10 @@ class LocalIdentity implements IdentityService {
       // A certificate issued for a grant never outlives it, and carries the granted role.
       notAfterMs = Math.min(notAfterMs, grantEnd);
       if (!roles.includes(grant.role)) roles.push(grant.role);
+    }
+    if (req.notAfterLimit !== undefined) {
+      notAfterMs = Math.min(notAfterMs, req.notAfterLimit.getTime());
+      if (notAfterMs <= now) throw invalid(`the credential asking for this one ended at ${req.notAfterLimit.toISOString()}`);
     }
     // Whole seconds: both certificate formats have second precision, and both must say the same.
     return {
@@ -260,7 +264,17 @@ class LocalIdentity implements IdentityService {
       },
       (data) => signEd25519(this.keys.userCa, data),
     );
-    const client = createClientCertificate(this.keys.x509, { user: req.user, roles: w.roles, serialHex: w.serial, notBefore: w.notBefore, notAfter: w.notAfter, grantId: w.grantId, sourceAddresses: req.sourceAddresses, publicKey: x509Key });
+    const client = createClientCertificate(this.keys.x509, {
+      user: req.user,
+      roles: w.roles,
+      serialHex: w.serial,
+      notBefore: w.notBefore,
+      notAfter: w.notAfter,
+      grantId: w.grantId,
+      sourceAddresses: req.sourceAddresses,
+      commandRestricted: req.forceCommand !== undefined,
+      publicKey: x509Key,
+    });
 
     await this.record(req.user, w, 'cert');
     return {

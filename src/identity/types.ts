@@ -18,8 +18,17 @@ export interface Principal {
   grantId?: string;
   /** OpenSSH `force-command` critical option, when present. */
   forceCommand?: string;
-  /** OpenSSH `source-address` critical option (CIDR list), when present. Already checked at verification. */
+  /**
+   * Address blocks the credential is bound to (SSH `source-address`, X.509 source-address SANs, token
+   * `src`), when it is. Already checked at verification; kept so what it obtains stays bound the same way.
+   */
   sourceAddresses?: string[];
+  /**
+   * The credential was issued with a forced command: set with `forceCommand` for SSH, and for the X.509
+   * half of such a credential (which has no command of its own) from its SAN marker. Certificates issued
+   * before the marker existed do not say so.
+   */
+  commandRestricted?: boolean;
   /** Extensions granted by the certificate (OpenSSH names: permit-pty, permit-port-forwarding, …). */
   extensions: string[];
 }
@@ -83,6 +92,8 @@ export interface IssueRequest {
   forceCommand?: string;
   /** OpenSSH extensions; derived from roles by the caller (permit-pty always, permit-port-forwarding by role). */
   extensions?: string[];
+  /** Never valid after this: the end of the credential that asked for this one, which may not outlast it. */
+  notAfterLimit?: Date;
 }
 
 export interface IssuedCredentials {

@@ -3,7 +3,7 @@ import type { Principal, SshAuthAttempt, VerifyFailureReason, VerifyResult } fro
 import { isCertificateAlgo, keyTypeOfCertAlgo, optionValue, parseCertificate, SSH_CERT_USER, VALID_FOREVER, type SshCertificate } from './openssh-cert.ts';
 import { fingerprint, parseSignatureBlob, toKeyObject, verifySshSignature, type SshPublicKey } from './ssh-keys.ts';
 import { ipInBlocks, parseCidrList } from './cidr.ts';
-import { GRANT_URI_PREFIX, SOURCE_URI_PREFIX, OID_CLIENT_AUTH, OID_CN, OID_OU, normalizeSerial } from './x509.ts';
+import { GRANT_URI_PREFIX, RESTRICTED_URI, SOURCE_URI_PREFIX, OID_CLIENT_AUTH, OID_CN, OID_OU, normalizeSerial } from './x509.ts';
 import { readSubject } from './der.ts';
 import { checkTokenSignature } from './token.ts';
 import { quote, sshString } from './ssh-wire.ts';
@@ -188,7 +188,7 @@ export function verifySshAuth(ctx: VerifyContext, a: SshAuthAttempt): VerifyResu
     notAfter: new Date(notAfter),
     extensions,
     ...(grantId ? { grantId } : {}),
-    ...(forceCommand !== undefined ? { forceCommand } : {}),
+    ...(forceCommand !== undefined ? { forceCommand, commandRestricted: true } : {}),
     ...(sourceAddresses ? { sourceAddresses } : {}),
   };
   return { ok: true, principal };
@@ -251,6 +251,8 @@ export function verifyClientCertificate(ctx: VerifyContext, der: Buffer | undefi
       notAfter: new Date(notAfter),
       extensions: [],
       ...(grantId ? { grantId } : {}),
+      ...(sources.length ? { sourceAddresses: sources } : {}),
+      ...(sans.includes('URI:' + RESTRICTED_URI) ? { commandRestricted: true } : {}),
     },
   };
 }

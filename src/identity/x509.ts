@@ -10,12 +10,20 @@ import { parseIpExact } from './cidr.ts';
  *
  * Client certificate layout (documented for operators): subject `CN=<vigil user>`, then one
  * `OU=<role>` per role in role order; EKU clientAuth only; basicConstraints CA:FALSE; a certificate
- * issued under a just-in-time grant carries the grant id as SAN `URI:urn:vigil:grant:<id>`.
+ * issued under a just-in-time grant carries the grant id as SAN `URI:urn:vigil:grant:<id>`, one bound to
+ * addresses one `URI:urn:vigil:source-address:<cidr>` per block, and the X.509 half of a credential issued
+ * with a forced command `URI:urn:vigil:restricted`.
  * Serial = the 64-bit serial shared with the SSH certificate.
  */
 export const GRANT_URI_PREFIX = 'urn:vigil:grant:';
 /** One SAN URI per address block a client certificate is bound to (`vigil cert issue --source-address`). */
 export const SOURCE_URI_PREFIX = 'urn:vigil:source-address:';
+/**
+ * Marks the client certificate issued together with an SSH certificate limited to one command
+ * (`--force-command`): X.509 has no command to force, but what the holder may obtain with it (a grant
+ * certificate through the API) must know the credential was limited. Older certificates lack it.
+ */
+export const RESTRICTED_URI = 'urn:vigil:restricted';
 export const OID_CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
 export const OID_SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
 export const OID_CN = '2.5.4.3';
@@ -201,6 +209,8 @@ export interface ClientCertRequest {
   grantId?: string;
   /** IP addresses or CIDR blocks the certificate may be used from (checked by the gateway at each use). */
   sourceAddresses?: string[];
+  /** Issued with a forced command (the SSH half carries it): marked with SAN RESTRICTED_URI. */
+  commandRestricted?: boolean;
   /** Certify this P-256 public key (the holder kept its private key); absent: a key pair is generated. */
   publicKey?: KeyObject;
 }
@@ -212,6 +222,7 @@ export function createClientCertificate(ca: CaMaterial, req: ClientCertRequest):
   const sans = [
     ...(req.grantId ? [der.implicit(6, Buffer.from(GRANT_URI_PREFIX + req.grantId, 'ascii'))] : []),
     ...(req.sourceAddresses ?? []).map((a) => der.implicit(6, Buffer.from(SOURCE_URI_PREFIX + a, 'ascii'))),
+    ...(req.commandRestricted ? [der.implicit(6, Buffer.from(RESTRICTED_URI, 'ascii'))] : []),
   ];
   const certPem = buildCertificate({
     serialHex: req.serialHex,

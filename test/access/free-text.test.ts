@@ -85,6 +85,28 @@ describe.each(STORES)('free text in access decisions (%s store)', (_kind, storeC
     await expect(access.lock(admin, { user: 'mallory', reason: 'phished\u0000' })).rejects.toMatchObject({ code: 'VIGIL_BAD_TEXT' });
     expect(await access.listLocks(admin)).toHaveLength(0);
   });
+
+  it('a request an admin files for someone else names a vigil user: control characters are refused as for a lock', async () => {
+    const before = (await store.listAccess()).length;
+    for (const user of ['bob\u001b[2J\u0007', 'bob\u0000', 'bob \ud800']) {
+      await expect(access.request(admin, { user, role: 'prod-dba', reason: 'INC-9' })).rejects.toMatchObject({ code: 'VIGIL_BAD_TEXT', kind: 'invalid' });
+      expect(sink.events.filter((e) => e.type === 'access.refused').at(-1)).toMatchObject({
+        outcome: 'failure',
+        actor: { user: 'root-admin' },
+        details: { action: 'request', code: 'VIGIL_BAD_TEXT', user },
+      });
+    }
+    // Plain text that no certificate could ever name is refused too, for requests and locks alike.
+    for (const user of ['bob smith', '-bob', 'b'.repeat(65), '']) {
+      await expect(access.request(admin, { user, role: 'prod-dba', reason: 'INC-9' })).rejects.toMatchObject({ code: 'VIGIL_BAD_USER', kind: 'invalid' });
+      await expect(access.lock(admin, { user, reason: 'INC-9' })).rejects.toMatchObject({ code: 'VIGIL_BAD_USER', kind: 'invalid' });
+    }
+    expect(await store.listAccess()).toHaveLength(before);
+    expect(await access.listLocks(admin)).toHaveLength(0);
+    // A real user name still works.
+    const rec = await access.request(admin, { user: 'bob.smith@example.com', role: 'prod-dba', reason: 'INC-9' });
+    expect(rec).toMatchObject({ user: 'bob.smith@example.com', requester: 'root-admin' });
+  });
 });
 
 it("a store's own error reaches the caller as a 500 that does not say where the store is", () => {

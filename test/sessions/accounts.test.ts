@@ -30,6 +30,42 @@ describe('backend account names', () => {
     expect(a).not.toBe(b);
   });
 
+  it('a safe name that ends like a tag is tagged too, so no user can choose the account of another', () => {
+    for (const victim of ['Alice', 'bob.smith', 'x@y', 'A-B']) {
+      const victimAccount = accountName('vigil_{user}', victim, 63);
+      expect(victimAccount).toMatch(/_[0-9a-f]{8}$/);
+      // A valid vigil user name chosen to read like the victim's sanitized name plus its tag.
+      const chosen = victimAccount.slice('vigil_'.length);
+      expect(chosen).toMatch(/^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$/);
+      expect(accountName('vigil_{user}', chosen, 63)).not.toBe(victimAccount);
+      expect(accountName('{user}', chosen, 63)).not.toBe(accountName('{user}', victim, 63));
+    }
+    // The victims' own accounts are what they always were (existing accounts keep working).
+    expect(accountName('vigil_{user}', 'bob.smith', 63)).toBe('vigil_bob_smith_365b77fb');
+    expect(accountName('vigil_{user}', 'Alice', 63)).toBe('vigil_alice_3bc51062');
+    expect(accountName('vigil_{user}', 'bob_smith_365b77fb', 63)).toMatch(/^vigil_bob_smith_365b77fb_[0-9a-f]{8}$/);
+    // Ordinary names that do not end like a tag keep their account.
+    expect(accountName('vigil_{user}', 'ci_2024', 63)).toBe('vigil_ci_2024');
+    expect(accountName('vigil_{user}', 'build_deadbeefcafe', 63)).toBe('vigil_build_deadbeefcafe');
+  });
+
+  it('a shortened name gets a 64-bit tag: anyone may choose a name with the same beginning', () => {
+    // MySQL's limit (26, room for `_roles`): both names keep only `vigil_` and a few letters of the user.
+    const victim = accountName('vigil_{user}', 'jonathan.richardson@example.com', 26);
+    const other = accountName('vigil_{user}', 'jonathan.richardson@example.org', 26);
+    for (const name of [victim, other]) {
+      expect(name.length).toBeLessThanOrEqual(26);
+      expect(name).toMatch(/^vigil_jon_[0-9a-f]{16}$/);
+    }
+    expect(victim).not.toBe(other);
+    // Safe names too long for the server are shortened and tagged the same way.
+    expect(accountName('vigil_{user}', 'a'.repeat(30), 26)).toMatch(/^vigil_aaa_[0-9a-f]{16}$/);
+    // A name with more spellings than 2^16 (letter case, separators) gets the long tag even when whole.
+    expect(accountName('vigil_{user}', 'Jonathan.Richardson@Example.com', 63)).toMatch(/^vigil_jonathan_richardson_example_com_[0-9a-f]{16}$/);
+    // A 16-digit tag and an untagged name never meet either.
+    expect(accountName('{user}', victim, 26)).not.toBe(victim);
+  });
+
   it('maps vigil roles to the union of their database roles', () => {
     expect(databaseRoles({ oncall: ['r'], dba: ['w', 'r'] }, ['dba', 'oncall', 'unknown'])).toEqual(['r', 'w']);
     expect(databaseRoles({ oncall: ['r'] }, [])).toEqual([]);
