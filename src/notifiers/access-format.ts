@@ -1,4 +1,5 @@
 import os from 'node:os';
+import { slackEscape, slackLine, slackMrkdwn } from './format.ts';
 
 /**
  * What approvers are sent about an access request: that it waits for them (`request`, again as a
@@ -32,24 +33,29 @@ export function isAccessNotification(n: unknown): n is AccessNotification {
   return !!n && typeof n === 'object' && (n as { kind?: unknown }).kind === 'access';
 }
 
-const targetsText = (n: AccessNotification) => (n.targets.length ? n.targets.join(', ') : 'all targets of the role');
-const filer = (n: AccessNotification) => (n.requester === n.beneficiary ? n.beneficiary : `${n.requester} for ${n.beneficiary}`);
+type Show = (value: string) => string;
+const asIs: Show = (v) => v;
+const targetsText = (n: AccessNotification, show: Show) => (n.targets.length ? n.targets.map(show).join(', ') : 'all targets of the role');
+const filer = (n: AccessNotification, show: Show) => (n.requester === n.beneficiary ? show(n.beneficiary) : `${show(n.requester)} for ${show(n.beneficiary)}`);
 
-export function accessSummary(n: AccessNotification): string {
-  const what = `${filer(n)} → role ${n.role} on ${targetsText(n)} for ${n.duration}`;
+/** `show` renders each value the request carries for the medium: as it is, or escaped for Slack. */
+export function accessSummary(n: AccessNotification, show: Show = asIs): string {
+  const what = `${filer(n, show)} → role ${show(n.role)} on ${targetsText(n, show)} for ${show(n.duration)}`;
+  const id = show(n.request_id);
   switch (n.action) {
     case 'request':
-      return `vigil access request ${n.request_id} waits for approval: ${what}`;
+      return `vigil access request ${id} waits for approval: ${what}`;
     case 'reminder':
-      return `Reminder: vigil access request ${n.request_id} still waits for approval: ${what}`;
+      return `Reminder: vigil access request ${id} still waits for approval: ${what}`;
     case 'escalation':
-      return `Escalation: nobody decided vigil access request ${n.request_id}: ${what}`;
+      return `Escalation: nobody decided vigil access request ${id}: ${what}`;
     case 'progress':
-      return `vigil access request ${n.request_id} was approved by ${n.approvals.join(', ')} and needs more approvals: ${what}`;
+      return `vigil access request ${id} was approved by ${n.approvals.map(show).join(', ')} and needs more approvals: ${what}`;
     case 'decision': {
       const d = n.decision;
-      const verb = d?.state === 'active' ? `approved by ${d.by}` : d?.state === 'denied' ? `denied by ${d.by}${d.reason ? ` (${d.reason})` : ''}` : d?.state === 'expired' ? 'expired undecided' : d?.state ?? 'decided';
-      return `vigil access request ${n.request_id} ${verb}: ${what}`;
+      const by = show(String(d?.by));
+      const verb = d?.state === 'active' ? `approved by ${by}` : d?.state === 'denied' ? `denied by ${by}${d.reason ? ` (${show(d.reason)})` : ''}` : d?.state === 'expired' ? 'expired undecided' : d?.state !== undefined ? show(d.state) : 'decided';
+      return `vigil access request ${id} ${verb}: ${what}`;
     }
   }
 }
@@ -58,18 +64,23 @@ export function accessWebhookBody(n: AccessNotification): string {
   return JSON.stringify({ source: 'vigil', ...n, summary: accessSummary(n) });
 }
 
-/** Slack: the facts as fields and, while it is open, Approve/Deny buttons opening the one-time links. */
+/**
+ * Slack: the facts as fields and, while it is open, Approve/Deny buttons opening the one-time links.
+ * Every value is escaped: a requester's reason cannot ping the channel or show a link of its own next
+ * to the real buttons. The reason keeps its line breaks; single values are shown on one line.
+ */
 export function accessSlackBody(n: AccessNotification): string {
   const fields = [
-    { type: 'mrkdwn', text: `*Requester*\n${n.requester}` },
-    { type: 'mrkdwn', text: `*For*\n${n.beneficiary}` },
-    { type: 'mrkdwn', text: `*Role*\n${n.role}` },
-    { type: 'mrkdwn', text: `*Targets*\n${targetsText(n)}` },
-    { type: 'mrkdwn', text: `*Duration*\n${n.duration}` },
-    { type: 'mrkdwn', text: `*Reason*\n${n.reason.slice(0, 500)}` },
+    slackMrkdwn(`*Requester*\n${slackLine(n.requester)}`),
+    slackMrkdwn(`*For*\n${slackLine(n.beneficiary)}`),
+    slackMrkdwn(`*Role*\n${slackLine(n.role)}`),
+    slackMrkdwn(`*Targets*\n${targetsText(n, slackLine)}`),
+    slackMrkdwn(`*Duration*\n${slackLine(n.duration)}`),
+    slackMrkdwn(`*Reason*\n${slackEscape(n.reason.slice(0, 500))}`),
   ];
+  const summary = accessSummary(n, slackLine);
   const blocks: unknown[] = [
-    { type: 'section', text: { type: 'mrkdwn', text: accessSummary(n) } },
+    { type: 'section', text: slackMrkdwn(summary) },
     { type: 'section', fields },
   ];
   if (n.approve_url && n.deny_url) {
@@ -80,9 +91,9 @@ export function accessSlackBody(n: AccessNotification): string {
         { type: 'button', style: 'danger', text: { type: 'plain_text', text: 'Deny' }, url: n.deny_url },
       ],
     });
-    blocks.push({ type: 'context', elements: [{ type: 'mrkdwn', text: `One-time links, valid until ${n.links_expire_at}, with your vigil client certificate. Request ${n.request_id}.` }] });
+    blocks.push({ type: 'context', elements: [slackMrkdwn(`One-time links, valid until ${slackLine(n.links_expire_at ?? '')}, with your vigil client certificate. Request ${slackLine(n.request_id)}.`)] });
   }
-  return JSON.stringify({ text: accessSummary(n), blocks });
+  return JSON.stringify({ text: summary, blocks });
 }
 
 /** PagerDuty: a request opens an incident (dedup key per request), its decision resolves it. */

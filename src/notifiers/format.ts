@@ -21,12 +21,33 @@ export function dedupKey(n: Pick<Notification, 'rule' | 'group'>): string {
   return g ? `vigil/${n.rule}/${g}` : `vigil/${n.rule}`;
 }
 
-export function summaryOf(n: Notification): string {
-  const g = Object.entries(n.group).map(([k, v]) => `${k}=${v}`).join(' ');
+/** `show` renders each value (rule, group) for the medium: as it is, or escaped for Slack. */
+export function summaryOf(n: Notification, show: (value: string) => string = (v) => v): string {
+  const g = Object.entries(n.group).map(([k, v]) => `${show(k)}=${show(v)}`).join(' ');
   const who = g ? ` for ${g}` : '';
-  if (n.action === 'resolve') return `vigil alert ${n.rule} resolved${who}: no matching event for ${n.window_ms / 1000}s`;
-  return `vigil alert ${n.rule} fired${who}: ${n.count} event(s) within ${n.window_ms / 1000}s (threshold ${n.threshold})`;
+  if (n.action === 'resolve') return `vigil alert ${show(n.rule)} resolved${who}: no matching event for ${n.window_ms / 1000}s`;
+  return `vigil alert ${show(n.rule)} fired${who}: ${n.count} event(s) within ${n.window_ms / 1000}s (threshold ${n.threshold})`;
 }
+
+/**
+ * Slack's control characters as entities, its documented escaping: text from events or requesters (a
+ * target name an unauthenticated client asked for, a request's reason) shows as typed and can never make
+ * a mention (`<!channel>`), a link (`<url|label>`) or a user reference in the message.
+ */
+export function slackEscape(text: string): string {
+  return text.replace(/[&<>]/g, (c) => (c === '&' ? '&amp;' : c === '<' ? '&lt;' : '&gt;'));
+}
+
+/** A value shown on one line: line breaks (and other control characters) cannot draw fake lines or fields. */
+export function slackLine(text: string): string {
+  return slackEscape(text.replace(/[\u0000-\u001f\u007f]+/g, ' '));
+}
+
+/**
+ * A Slack mrkdwn text object. `verbatim`: Slack does not turn plain text into links, channel names or
+ * mentions on its own (a URL or `@here` in an event value stays text); the markup vigil writes still works.
+ */
+export const slackMrkdwn = (text: string) => ({ type: 'mrkdwn', text, verbatim: true });
 
 /** `X-Vigil-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">` (receivers reject stale t). */
 export function signature(secret: string, body: string, unixSeconds: number): string {
@@ -38,19 +59,20 @@ export function webhookBody(n: Notification): string {
   return JSON.stringify({ source: 'vigil', ...n });
 }
 
-/** Slack incoming-webhook message: `text` for notifications, `blocks` for the channel. */
+/** Slack incoming-webhook message: `text` for notifications, `blocks` for the channel. Every value is escaped. */
 export function slackBody(n: Notification): string {
   const fields = [
-    { type: 'mrkdwn', text: `*Rule*\n${n.rule}` },
-    { type: 'mrkdwn', text: `*Count*\n${n.count} / ${n.threshold} in ${n.window_ms / 1000}s` },
-    ...Object.entries(n.group).map(([k, v]) => ({ type: 'mrkdwn', text: `*${k}*\n${v}` })),
+    slackMrkdwn(`*Rule*\n${slackLine(n.rule)}`),
+    slackMrkdwn(`*Count*\n${n.count} / ${n.threshold} in ${n.window_ms / 1000}s`),
+    ...Object.entries(n.group).map(([k, v]) => slackMrkdwn(`*${slackLine(k)}*\n${slackLine(v)}`)),
   ];
+  const summary = summaryOf(n, slackLine);
   return JSON.stringify({
-    text: summaryOf(n),
+    text: summary,
     blocks: [
-      { type: 'section', text: { type: 'mrkdwn', text: `:rotating_light: ${summaryOf(n)}` } },
+      { type: 'section', text: slackMrkdwn(`:rotating_light: ${summary}`) },
       { type: 'section', fields: fields.slice(0, 10) },
-      { type: 'context', elements: [{ type: 'mrkdwn', text: `alert ${n.alert_id} · events ${n.event_ids.slice(0, 5).join(', ')}${n.event_ids.length > 5 ? ' …' : ''}` }] },
+      { type: 'context', elements: [slackMrkdwn(`alert ${slackLine(n.alert_id)} · events ${slackLine(n.event_ids.slice(0, 5).join(', '))}${n.event_ids.length > 5 ? ' …' : ''}`)] },
     ],
   });
 }
