@@ -247,13 +247,13 @@ export class AlertEngine {
   }
 
   /**
-   * Carry on from the engine a config reload replaces (stopped, so it sees no more events): a rule whose
-   * definition did not change keeps its counting windows, its fired groups (so they still resolve), its
-   * open longer_than sessions and first_in memory; a changed or new rule starts afresh. Firing counts
-   * carry on for every rule still configured (Prometheus counters never go back), and so do the sessions
-   * seen starting (via_grant). Call before start().
+   * Carry on from the engine a config reload replaces (detached and settled, so it sees no more events):
+   * a rule whose definition did not change keeps its counting windows, its fired groups (so they still
+   * resolve), its open longer_than sessions and first_in memory; a changed or new rule starts afresh.
+   * Firing counts carry on for every rule still configured (Prometheus counters never go back), and so do
+   * the sessions seen starting (via_grant). start(bus, previous) calls it at the right moment.
    */
-  adopt(previous: AlertEngine): void {
+  private adopt(previous: AlertEngine): void {
     const before = new Map(previous.rules().map((r) => [r.cfg.name, r]));
     for (const rule of this.rules()) {
       const old = before.get(rule.cfg.name);
@@ -268,26 +268,66 @@ export class AlertEngine {
     if (this.tracksSessions) for (const [id, f] of previous.sessions) this.sessions.set(id, f);
   }
 
-  /** Start listening. Loads the SQL parsers first when a rule needs them. */
-  async start(bus: EventBus): Promise<void> {
+  /**
+   * Start listening. Loads the SQL parsers first when a rule needs them. With `previous` (the engine a
+   * config reload replaces, still running) the bus is handed over without a gap: in one synchronous step
+   * the previous engine stops listening and this one starts, so every event reaches exactly one of them.
+   * This engine holds what it receives until the previous one has evaluated everything it had queued,
+   * then adopts its state and evaluates the held events in order: none is lost or counted twice.
+   */
+  async start(bus: EventBus, previous?: AlertEngine): Promise<void> {
     if ([...this.byType.values()].some((rs) => rs.some((r) => r.cfg.match.statement_class))) await loadSqlParsers();
+    if (previous) {
+      this.held = true;
+      previous.detach();
+    }
     this.unsubscribe = bus.subscribe(this.onEvent);
+    if (previous) {
+      await previous.settled();
+      this.adopt(previous);
+      this.held = false;
+      if (this.scheduled) setImmediate(this.drain);
+    }
     if (this.longRules.length) {
       const every = Math.min(1000, Math.max(50, Math.min(...this.longRules.map((r) => r.cfg.longer_than!)) / 4));
-      this.longTimer = setInterval(() => void this.checkLong(Date.now() * 1000), every);
+      this.longTimer = setInterval(() => this.track(this.checkLong(Date.now() * 1000)), every);
       this.longTimer.unref();
     }
     const rules = this.rules();
     if (rules.length && this.opts.onResolve) {
       // Often enough that a resolution follows its window's end closely, never more than once per 50 ms.
       const every = Math.min(1000, Math.max(50, Math.min(...rules.map((r) => r.cfg.window)) / 4));
-      this.sweeper = setInterval(() => void this.sweep(Date.now() * 1000), every);
+      this.sweeper = setInterval(() => this.track(this.sweep(Date.now() * 1000)), every);
       this.sweeper.unref();
     }
   }
 
   private sweeper: NodeJS.Timeout | undefined;
   private sweeping = false;
+  /** Received events wait (queued, not evaluated) until the state of the engine replaced is adopted. */
+  private held = false;
+  /** Sweeps and longer_than checks under way (a successor adopts the state only once they are done). */
+  private readonly timerWork = new Set<Promise<void>>();
+
+  private track(work: Promise<void>): void {
+    this.timerWork.add(work);
+    void work.finally(() => this.timerWork.delete(work));
+  }
+
+  /** Stop listening and stop the timers, at once (the successor subscribes in the same tick). */
+  private detach(): void {
+    if (this.sweeper) clearInterval(this.sweeper);
+    if (this.longTimer) clearInterval(this.longTimer);
+    this.sweeper = this.longTimer = undefined;
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+  }
+
+  /** Every queued event evaluated and every sweep finished: the state no longer moves. */
+  private async settled(): Promise<void> {
+    await this.idle();
+    await Promise.allSettled([...this.timerWork]);
+  }
 
   private rules(): CompiledRule[] {
     return [...new Set([...this.byType.values()].flat())];
@@ -359,7 +399,7 @@ export class AlertEngine {
     this.queueRules.push(candidates);
     if (!this.scheduled) {
       this.scheduled = true;
-      setImmediate(this.drain);
+      if (!this.held) setImmediate(this.drain);
     }
   };
 
@@ -499,9 +539,7 @@ export class AlertEngine {
   }
 
   async stop(): Promise<void> {
-    if (this.sweeper) clearInterval(this.sweeper);
-    if (this.longTimer) clearInterval(this.longTimer);
-    this.unsubscribe?.();
-    await this.idle();
+    this.detach();
+    await this.settled();
   }
 }

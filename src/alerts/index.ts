@@ -31,8 +31,10 @@ export interface AlertDeps {
   targets: TargetDirectory;
   log: Logger;
   /**
-   * The service a config reload replaces, already stopped: rules whose definition did not change keep
-   * their state (windows, fired groups awaiting resolution), see AlertEngine.adopt.
+   * The service a config reload replaces, still running: this one takes the event stream over from it
+   * without a gap (rules whose definition did not change keep their state: windows, fired groups
+   * awaiting resolution, see AlertEngine.start), then stops it. Its dispatcher finishes the delivery it
+   * has under way before this one starts, so nothing is sent twice; meanwhile firings wait in the outbox.
    */
   previous?: AlertService;
 }
@@ -85,9 +87,12 @@ export async function startAlerts(d: AlertDeps): Promise<AlertService> {
   };
   const seenStore = d.alerts.some((r) => r.first_in !== undefined) ? new SeenStore(d.dataDir) : undefined;
   const engine = new AlertEngine(d.alerts, { onFire, onResolve, labelsOf, seen: seenStore, log });
-  if (d.previous) engine.adopt(d.previous.engine);
-  await engine.start(d.events);
-  dispatcher.start();
+  await engine.start(d.events, d.previous?.engine);
+  // Off the event path: the previous service's engine no longer listens; its outbox writes and the
+  // delivery it has in flight (up to a notifier's timeout) end before this dispatcher looks at the outbox.
+  const previousStopped = (d.previous?.stop() ?? Promise.resolve())
+    .catch((e: Error) => log.warn({ err: e.message }, 'alerts: the replaced alert service did not stop cleanly'))
+    .then(() => dispatcher.start());
 
   const renderMetrics = (lines: string[]): void => {
     lines.push('# HELP vigil_alerts_fired_total Alert firings since start, by rule.');
@@ -126,6 +131,7 @@ export async function startAlerts(d: AlertDeps): Promise<AlertService> {
     async stop() {
       await engine.stop();
       await retry.close();
+      await previousStopped;
       await dispatcher.close();
       await outbox.close();
       seenStore?.close();

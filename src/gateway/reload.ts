@@ -182,14 +182,17 @@ export function createReloader(services: GatewayServices, file: string | undefin
     if (applied.includes('guardrails')) services.guardrails = next.guardrails.length ? new Guardrails(next.guardrails, services.guardrails) : undefined;
     // Alerts and notifiers run in the primary only (a follower has none).
     if (!follower && (applied.includes('alerts') || applied.includes('notifiers'))) {
-      // Rules see the stream from here on; undelivered notifications wait in the outbox for the new service.
+      // The new service takes the event stream over from the old one without a gap, then stops it (its
+      // delivery in flight may take a notifier's timeout; undelivered notifications wait in the outbox).
       // Rules whose definition did not change keep their state (windows, fired groups awaiting their
       // resolution, open sessions, first-in memory): a notifier's rotated URL must not reset a count.
       const previous = services.alerts;
-      await previous?.stop().catch((e) => log.warn({ err: e }, 'alerts stop failed'));
-      services.alerts = next.alerts.length || next.notifiers.length
-        ? await startAlerts({ alerts: next.alerts, notifiers: next.notifiers, dataDir: services.dataDir, store: services.store, events: services.events, targets: services.targets, log, ...(previous ? { previous } : {}) })
-        : undefined;
+      if (next.alerts.length || next.notifiers.length) {
+        services.alerts = await startAlerts({ alerts: next.alerts, notifiers: next.notifiers, dataDir: services.dataDir, store: services.store, events: services.events, targets: services.targets, log, ...(previous ? { previous } : {}) });
+      } else {
+        services.alerts = undefined;
+        await previous?.stop().catch((e) => log.warn({ err: e }, 'alerts stop failed'));
+      }
     }
 
     // Live sessions: asked again, exactly as at connect time, against the new roles and targets.

@@ -31,6 +31,7 @@ export class Dispatcher {
   private readonly byName: Map<string, NotifierConfig>;
   private readonly busy = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
+  private started = false;
   private closed = false;
   /** A pass over the notifiers is running; `again` asks for one more after it (kicks arriving meanwhile). */
   private passing: Promise<void> | undefined;
@@ -46,12 +47,14 @@ export class Dispatcher {
   }
 
   start(): void {
+    this.started = true;
     this.kick();
   }
 
   /** Look for due work now (after an enqueue, a delivery, or when a retry timer fires). */
   kick(): void {
-    if (this.closed) return;
+    // Before start(), a replaced dispatcher may still be delivering the head of the same outbox.
+    if (this.closed || !this.started) return;
     if (this.passing) {
       this.again = true;
       return;

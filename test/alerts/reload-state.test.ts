@@ -1,14 +1,15 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
 import { httpReceiver } from '../support/http-receiver.ts';
-import { silentLogger } from '../../src/log.ts';
-import { startAlerts } from '../../src/alerts/index.ts';
 
 /**
- * A config reload replaces the alert service (src/gateway/reload.ts: stop, then startAlerts). Given the
- * stopped one as `previous`, rules that did not change keep their state: a counting window goes on, a
- * fired group still resolves (real state.db outbox, real receiver).
+ * A config reload replaces the alert service (src/gateway/reload.ts: the new one takes the event stream
+ * over from the old one, then stops it). Rules that did not change keep their state: a counting window
+ * goes on, a fired group still resolves (real reload of the config file, real state.db outbox, real
+ * receiver).
  */
 
 const cleanups: (() => Promise<unknown> | unknown)[] = [];
@@ -16,18 +17,21 @@ afterAll(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-/** What reload.ts does for a change to `alerts` or `notifiers`, handing the old service over. */
-async function reloadAlerts(tg: TestGateway): Promise<void> {
-  const s = tg.gw.services;
-  const previous = s.alerts!;
-  await previous.stop();
-  s.alerts = await startAlerts({ alerts: s.config.alerts, notifiers: s.config.notifiers, dataDir: s.dataDir, store: s.store, events: s.events, targets: s.targets, log: silentLogger(), previous });
+/** Reload the gateway's config file with only the notifiers changed: the alert service is replaced, the rules are not. */
+async function reloadAlerts(tg: TestGateway, configFile: string): Promise<void> {
+  const doc = JSON.parse(fs.readFileSync(configFile, 'utf8'));
+  doc.notifiers = doc.notifiers.map((n: { max_attempts?: number }) => ({ ...n, max_attempts: (n.max_attempts ?? 10) + 1 }));
+  fs.writeFileSync(configFile, JSON.stringify(doc));
+  const report = await tg.gw.reload({ via: 'test' });
+  expect(report).toMatchObject({ ok: true, applied: ['notifiers'] });
 }
 
 describe('alert rule state across a reload', () => {
   it('a window keeps counting and a fired group resolves after the service is replaced', async () => {
     const rx = await httpReceiver();
     cleanups.push(rx.close);
+    const base = tempDir('vigil-alert-reload-');
+    const configFile = path.join(base, 'vigil.yaml');
     const tg = await startTestGateway(
       {
         ssh: { enabled: false },
@@ -39,7 +43,8 @@ describe('alert rule state across a reload', () => {
           { name: 'quick', match: { type: 'auth.failure', target: 'quick-db' }, window: '500ms', notify: ['hook'] },
         ],
       },
-      tempDir('vigil-alert-reload-'),
+      base,
+      { configFile },
     );
     cleanups.push(() => tg.stop());
     const fail = (target: string) =>
@@ -49,7 +54,7 @@ describe('alert rule state across a reload', () => {
     await fail('quick-db'); // fires now, resolves once quiet for 500 ms
     await tg.gw.services.alerts!.engine.idle();
     expect(tg.events.filter((e) => e.type === 'alert.fired').map((e) => e.details.rule)).toEqual(['quick']);
-    await reloadAlerts(tg);
+    await reloadAlerts(tg, configFile);
 
     await fail('db'); // two of two, across the reload
     await waitFor(() => tg.events.some((e) => e.type === 'alert.fired' && e.details.rule === 'two-failures'), 5000, 'the second firing');
