@@ -4,7 +4,7 @@ import { openLinkStore } from './links.ts';
 
 /**
  * Start telling approvers about requests when `access.approvals.notify` names notifiers (they share the
- * alerts' outbox and dispatcher). Links point at `link_base`, else at the API's own listen address.
+ * alerts' outbox and dispatcher, whichever alert service is current). Links point at `link_base`, else at the API's own listen address.
  */
 export function startApprovals(services: GatewayServices, apiPort: number | undefined): { stop(): Promise<void> } | undefined {
   const cfg = services.config.access.approvals;
@@ -14,13 +14,22 @@ export function startApprovals(services: GatewayServices, apiPort: number | unde
   const linkBase = (cfg.link_base ?? `https://${host}:${apiPort ?? listen.port}`).replace(/\/+$/, '');
   const links = openLinkStore(services.dataDir, services.store);
   services.accessLinks = links;
+  // The alert service a config reload replaces closes its outbox: read the current one at each use.
+  const alerts = () => {
+    if (!services.alerts) throw new Error('approval notifications need the alert service, which a config reload removed');
+    return services.alerts;
+  };
   const approvals = new Approvals({
     config: cfg,
     store: services.store,
     events: services.events,
     links,
-    outbox: services.alerts.outbox,
-    dispatcher: services.alerts.dispatcher,
+    get outbox() {
+      return alerts().outbox;
+    },
+    get dispatcher() {
+      return alerts().dispatcher;
+    },
     linkBase,
     log: services.log.child({ component: 'approvals' }),
   });

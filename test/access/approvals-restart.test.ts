@@ -104,6 +104,29 @@ describe('approval notifications across processes and restarts', () => {
     expect(rx.got.filter((m) => m.request_id === id && m.action === 'reminder')).toHaveLength(1);
   }, 120_000);
 
+  it('after a config reload that replaces the alert service (a notifier changed), requests are still notified', async () => {
+    const rx2 = await receiver();
+    const base = tempDir('vigil-approvals-reload-');
+    const configFile = path.join(base, 'vigil.json');
+    const hook = { name: 'approvers', kind: 'webhook', url: rx2.url, backoff_initial: '100ms' };
+    const config = { ...POLICY, notifiers: [hook], access: { approvals: { notify: ['approvers'] } } };
+    const gw = await startTestGateway(config, base, { configFile });
+    try {
+      const doc = JSON.parse(fs.readFileSync(configFile, 'utf8'));
+      doc.notifiers = [{ ...hook, max_attempts: 7 }];
+      fs.writeFileSync(configFile, JSON.stringify(doc));
+      expect(await gw.gw.reload({ via: 'test' })).toMatchObject({ ok: true, applied: ['notifiers'] });
+      const filed = await runCliCaptured(['access', 'request', '--user', 'erin', '--role', 'prod-access', '--reason', 'INC-6001 after a reload', '--ttl', '20m', '--by', 'root', '--by-roles', 'admin', '--json', '--config', configFile]);
+      expect(filed.err).toBe('');
+      const id = JSON.parse(filed.out).id;
+      const msg = await waitFor(() => rx2.got.find((m) => m.request_id === id && m.action === 'request'), 15_000, 'request message after the reload');
+      expect(msg).toMatchObject({ beneficiary: 'erin', reason: 'INC-6001 after a reload' });
+    } finally {
+      await gw.stop();
+      await rx2.close();
+    }
+  }, 60_000);
+
   it('access.approvals must name configured notifiers', () => {
     const dir = tempDir();
     expect(() => parseConfig({ data_dir: dir, ...POLICY, access: { approvals: { notify: ['nobody'] } } }, dir, false)).toThrow(/access\.approvals\.notify: no notifier named nobody/);
