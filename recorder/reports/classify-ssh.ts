@@ -15,8 +15,8 @@ add('file', 'rm mv cp chmod chown chgrp ln mkdir rmdir touch truncate dd tee ins
 add('user', 'useradd usermod userdel groupadd groupmod groupdel passwd chpasswd adduser deluser');
 add('system', 'sysctl mount umount iptables nft ufw modprobe kill pkill killall');
 
-/** Words that run the command after them. */
-const WRAPPERS = new Set(['sudo', 'doas', 'env', 'nohup', 'nice', 'ionice', 'time', 'exec', 'command', 'builtin', 'stdbuf', 'timeout']);
+/** Words that run the command after them (xargs: with arguments read from its input). */
+const WRAPPERS = new Set(['sudo', 'doas', 'env', 'nohup', 'nice', 'ionice', 'time', 'exec', 'command', 'builtin', 'stdbuf', 'timeout', 'xargs']);
 
 /**
  * Per wrapper, its options that take an argument (`sudo -u root`, `nice -n 5`, `timeout -s KILL`). The same
@@ -34,6 +34,8 @@ const WRAPPER_ARG_OPTIONS: Record<string, ReadonlySet<string>> = {
   exec: new Set(['-a']),
   stdbuf: new Set(['-i', '-o', '-e', '--input', '--output', '--error']),
   timeout: new Set(['-s', '-k', '--signal', '--kill-after']),
+  // -i, -l and -e take their argument only attached (`-i{}`), so they are flags here.
+  xargs: new Set(['-a', '-d', '-E', '-I', '-L', '-n', '-P', '-s', '--arg-file', '--delimiter', '--max-lines', '--max-args', '--max-procs', '--max-chars', '--process-slot-var']),
 };
 const NO_ARG_OPTIONS: ReadonlySet<string> = new Set();
 
@@ -101,6 +103,8 @@ export function simpleCommands(line: string): string[][] {
     const c = line[i];
     if (quote) {
       if (c === quote) quote = undefined;
+      // Inside double quotes a backslash escapes only these (`bash -c "echo \"x\" > f"`).
+      else if (quote === '"' && c === '\\' && '"\\$`'.includes(line[i + 1] ?? '')) word += line[++i];
       else word += c;
     } else if (c === '"' || c === "'") quote = c;
     else if (c === '\\' && i + 1 < line.length) word += line[++i];
@@ -122,22 +126,164 @@ export function simpleCommands(line: string): string[][] {
   return out;
 }
 
+/** What a shell command line does to the host, as far as its text shows. */
+export interface ShellClassification {
+  /** How it changes the host (absent: no change recognised). */
+  change?: SshChangeClass;
+  /**
+   * Code it runs that the classifier cannot read (`python3 -c`, `perl -e`, `node -e`, shells nested too
+   * deep): listed as unclassified rather than taken for no change.
+   */
+  opaque?: string;
+}
+
+/** Shells whose `-c` argument is itself a command line. */
+const SHELLS = new Set(['sh', 'bash', 'dash', 'zsh', 'ksh', 'mksh', 'ash', 'fish']);
+/** Shell options that take the next word (`bash -o pipefail -c …`). */
+const SHELL_ARG_OPTIONS = new Set(['-o', '+o', '-O', '+O', '--rcfile', '--init-file']);
+/** Programs that run a command line as another user with `-c` (`su - root -c '…'`). */
+const SWITCH_USER = new Set(['su', 'runuser']);
+
+/**
+ * Interpreters and the options that give them code inline, which a shell-line classifier cannot read.
+ * (A script file run by an interpreter is as opaque as any program and is judged like one, by its name.)
+ */
+const INLINE_CODE: { program: RegExp; code: RegExp; takesArg?: ReadonlySet<string> }[] = [
+  { program: /^(python[0-9.]*|pypy[0-9]*)$/, code: /^-[A-Za-z]*c/, takesArg: new Set(['-W', '-X']) },
+  { program: /^(node|nodejs|bun|deno)$/, code: /^(-e|-p|--eval|--print)(=|$)/, takesArg: new Set(['-r', '--require', '--import', '--loader', '-C']) },
+  { program: /^php[0-9.]*$/, code: /^-r/, takesArg: new Set(['-c', '-d']) },
+  { program: /^(lua[0-9.]*|luajit|Rscript|osascript|tclsh)$/, code: /^-e/ },
+  { program: /^(pwsh|powershell)$/, code: /^-(c|command|e|ec|encodedcommand)$/i },
+];
+
+/** Nested command lines (`sudo sh -c "bash -c '…'"`) are followed this deep, then listed as unclassified. */
+const MAX_NESTING = 4;
+
 /** Whether a shell command line changes the host, and how (undefined: no change recognised). */
 export function classifyShellCommand(line: string): SshChangeClass | undefined {
-  let found: SshChangeClass | undefined;
+  return classifyShellLine(line).change;
+}
+
+/** What a shell command line does: the first change recognised in it, or code it runs unseen. */
+export function classifyShellLine(line: string, depth = 0): ShellClassification {
+  const out: ShellClassification = {};
+  if (depth > MAX_NESTING) return { opaque: `command lines nested more than ${MAX_NESTING} deep` };
   for (const words of simpleCommands(line)) {
-    const i = programIndex(words);
-    const prog = (words[i] ?? '').split('/').pop() ?? '';
-    let cls: SshChangeClass | undefined = PROGRAMS[prog];
-    if (prog === 'sed' && words.slice(i + 1).some((w) => /^-[a-zA-Z]*i/.test(w) || w.startsWith('--in-place'))) cls = 'editor';
-    if (!cls) {
-      // Output redirected into a file other than /dev/null writes that file.
-      const at = words.indexOf('>');
-      if (at >= 0 && words[at + 1] !== undefined && words[at + 1] !== '/dev/null') cls = 'file';
-    }
-    found ??= cls;
+    const c = classifyWords(words, depth);
+    out.change ??= c.change;
+    out.opaque ??= c.opaque;
+    if (out.change) break;
   }
-  return found;
+  return out.change ? { change: out.change } : out;
+}
+
+/** One simple command, as words. */
+function classifyWords(words: string[], depth: number): ShellClassification {
+  const i = programIndex(words);
+  const prog = (words[i] ?? '').split('/').pop() ?? '';
+  const args = words.slice(i + 1);
+  let cls: SshChangeClass | undefined = PROGRAMS[prog];
+  if (prog === 'sed' && args.some((w) => /^-[a-zA-Z]*i/.test(w) || w.startsWith('--in-place'))) cls = 'editor';
+  if (!cls) {
+    const nested = nestedCommandLine(prog, args, depth);
+    if (nested?.change) return nested;
+    // Output redirected into a file other than /dev/null writes that file.
+    const at = words.indexOf('>');
+    if (at >= 0 && words[at + 1] !== undefined && words[at + 1] !== '/dev/null') return { change: 'file' };
+    if (nested) return nested;
+  }
+  return { change: cls };
+}
+
+/** What a program that runs other code runs: a shell's or su's `-c` line, eval, find's actions, an interpreter's inline code. */
+function nestedCommandLine(prog: string, args: string[], depth: number): ShellClassification | undefined {
+  if (SHELLS.has(prog)) {
+    const line = shellCommandString(args);
+    return line === undefined ? undefined : classifyShellLine(line, depth + 1);
+  }
+  if (SWITCH_USER.has(prog)) {
+    const line = switchUserCommand(args);
+    return line === undefined ? undefined : classifyShellLine(line, depth + 1);
+  }
+  if (prog === 'eval') return classifyShellLine(args.join(' '), depth + 1);
+  if (prog === 'find') return findActions(args, depth);
+  if (prog === 'perl' || prog === 'ruby') return scriptingFlags(prog, args);
+  const interpreter = INLINE_CODE.find((x) => x.program.test(prog));
+  if (interpreter) {
+    for (let k = 0; k < args.length && args[k].startsWith('-'); k++) {
+      if (interpreter.code.test(args[k])) return { opaque: `${prog} ${args[k].split('=')[0]}: inline code` };
+      if (interpreter.takesArg?.has(args[k])) k++;
+    }
+  }
+  return undefined;
+}
+
+/** The command string of `sh -c STRING`: the first word after the options when one of them is c. */
+function shellCommandString(args: string[]): string | undefined {
+  let command = false;
+  for (let k = 0; k < args.length; k++) {
+    const w = args[k];
+    if (w === '--' || w === '-') return command ? args[k + 1] : undefined;
+    if (SHELL_ARG_OPTIONS.has(w)) {
+      k++;
+      continue;
+    }
+    if (/^[-+][A-Za-z]+$/.test(w) && !w.startsWith('--')) {
+      if (w.startsWith('-') && w.includes('c')) command = true;
+      continue;
+    }
+    if (w.startsWith('--')) continue;
+    return command ? w : undefined;
+  }
+  return undefined;
+}
+
+/** The command of `su [options] [user] -c COMMAND` (options and user in any order, as util-linux reads them). */
+function switchUserCommand(args: string[]): string | undefined {
+  for (let k = 0; k < args.length; k++) {
+    const w = args[k];
+    if (w === '--') return undefined;
+    const long = /^--command(?:=(.*))?$/.exec(w);
+    if (long) return long[1] ?? args[k + 1];
+    if (/^-[A-Za-z]*c$/.test(w)) return args[k + 1];
+    if (/^-[A-Za-z]*c./.test(w) && !w.startsWith('--')) return w.slice(w.indexOf('c') + 1);
+  }
+  return undefined;
+}
+
+/** find's actions: -delete and -fprint* change files; -exec/-execdir/-ok/-okdir run a command, judged as one. */
+function findActions(args: string[], depth: number): ShellClassification | undefined {
+  let opaque: string | undefined;
+  for (let k = 0; k < args.length; k++) {
+    const w = args[k];
+    if (w === '-delete' || w === '-fprint' || w === '-fprint0' || w === '-fprintf' || w === '-fls') return { change: 'file' };
+    if (w === '-exec' || w === '-execdir' || w === '-ok' || w === '-okdir') {
+      let end = k + 1;
+      while (end < args.length && args[end] !== ';' && args[end] !== '+') end++;
+      const c = depth >= MAX_NESTING ? { opaque: `command lines nested more than ${MAX_NESTING} deep` } : classifyWords(args.slice(k + 1, end), depth + 1);
+      if (c.change) return c;
+      opaque ??= c.opaque;
+      k = end;
+    }
+  }
+  return opaque ? { opaque } : undefined;
+}
+
+/** perl and ruby: `-i` edits files in place; `-e` runs inline code. Letters that take the rest of the word end the cluster. */
+function scriptingFlags(prog: string, args: string[]): ShellClassification | undefined {
+  let opaque: string | undefined;
+  for (const w of args) {
+    if (!w.startsWith('-') || w === '--') break;
+    for (const ch of w.slice(1)) {
+      if (ch === 'i') return { change: 'editor' };
+      if (ch === 'e' || ch === 'E') {
+        opaque ??= `${prog} -${ch}: inline code`;
+        break;
+      }
+      if ('MmIxdDFCl0'.includes(ch)) break;
+    }
+  }
+  return opaque ? { opaque } : undefined;
 }
 
 /** SFTP operations that change files; `open` only when opened for anything but reading. */

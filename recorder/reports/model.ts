@@ -6,8 +6,8 @@
 import type { AuditEvent } from '../../src/events/envelope.ts';
 import type { AccessRecord, IssuedCertRecord, RevocationRecord } from '../../src/store/types.ts';
 import type { VerifyResult } from '../audit/verify.ts';
-import { CHANGING_SQL, classifySql, type SqlClass } from './classify-sql.ts';
-import { classifyShellCommand, isScpWrite, isSftpWrite, type SshChangeClass } from './classify-ssh.ts';
+import { CHANGING_SQL, classifySql, resolveExecutes, type PreparedSql, type SqlClass } from './classify-sql.ts';
+import { classifyShellLine, isScpWrite, isSftpWrite, type SshChangeClass } from './classify-ssh.ts';
 
 export const REPORT_KIND = 'vigil.access-review';
 
@@ -161,6 +161,15 @@ export interface ReportInputs {
   roleTargets?: Record<string, string[]>;
 }
 
+/**
+ * MySQL commands recorded as db.query that execute nothing: the life of a server-side prepared statement
+ * around its COM_STMT_EXECUTE (the prepare, the close and reset, and COM_STMT_FETCH, which continues an
+ * execution's cursor) and connection upkeep. mysql2's execute() and JDBC send prepare, execute and close,
+ * each carrying the text: only the execution is the statement. (Postgres records one db.query per Execute;
+ * Parse and Bind are recorded only when they fail.)
+ */
+const MYSQL_NOT_EXECUTIONS = new Set(['COM_STMT_CLOSE', 'COM_STMT_RESET', 'COM_STMT_FETCH', 'COM_STMT_SEND_LONG_DATA', 'COM_PING', 'COM_QUIT', 'COM_SET_OPTION', 'COM_RESET_CONNECTION', 'COM_CHANGE_USER', 'COM_FIELD_LIST', 'COM_STATISTICS', 'COM_SLEEP', 'COM_DEBUG']);
+
 const str = (v: unknown): string => (typeof v === 'string' ? v : v === undefined || v === null ? '' : String(v));
 /** Event times have microseconds; store times milliseconds: compare as instants. */
 const ms = (t: string | undefined) => (t ? Date.parse(t) : NaN);
@@ -205,6 +214,9 @@ export async function buildReportModel(input: ReportInputs): Promise<ReportModel
     return true;
   };
 
+  // Statements prepared by name with SQL PREPARE, per session: what an EXECUTE of them runs.
+  const preparedBySession = new Map<string, Map<string, PreparedSql>>();
+
   let eventCount = 0;
   for await (const e of events) {
     eventCount++;
@@ -226,24 +238,44 @@ export async function buildReportModel(input: ReportInputs): Promise<ReportModel
       case 'session.end': {
         const row = rowOf(e);
         if (row && typeof d.duration_ms === 'number') row.duration_ms += d.duration_ms;
+        if (e.session_id !== undefined) preparedBySession.delete(e.session_id);
         break;
       }
       case 'db.query': {
-        const row = rowOf(e);
-        if (row) row.statements++;
+        const command = str(d.command);
+        if (e.target.protocol === 'mysql' && MYSQL_NOT_EXECUTIONS.has(command)) break;
         const sql = str(d.sql ?? d.query);
-        if (!sql) {
+        const c0 = sql ? classifySql(e.target.protocol, sql) : undefined;
+        // A prepare (COM_STMT_PREPARE, SQL PREPARE) runs nothing: the execution is the statement. A failed
+        // prepare is still a failed attempt, reported as such below.
+        const prepareOnly = (e.target.protocol === 'mysql' && command === 'COM_STMT_PREPARE') || c0?.preparesOnly === true;
+        const row = rowOf(e);
+        if (row && !prepareOnly) row.statements++;
+        const refusedBy = e.outcome === 'failure' ? guardrailOf(d.error) : undefined;
+        if (refusedBy !== undefined && takeRefusal(e, refusedBy)) break;
+        if (prepareOnly && e.outcome !== 'failure') {
+          if (c0?.prepares?.length) {
+            const session = e.session_id ?? '';
+            const prepared = preparedBySession.get(session) ?? new Map<string, PreparedSql>();
+            for (const p of c0.prepares) prepared.set(p.name, p);
+            preparedBySession.set(session, prepared);
+          }
+          break;
+        }
+        if (!c0) {
           // A fastpath function call (Postgres FunctionCall: large objects, lo_import…) carries no SQL, only
           // the function's oid: what it did cannot be read from the record, so it is listed as unclassified.
           if (d.protocol === 'function_call') {
             const oid = typeof d.function_oid === 'number' ? String(d.function_oid) : '?';
             unclassified.push({ ...base(e), channel: 'sql', class: 'unclassified', text: `function call (oid ${oid})`, detail: `fastpath function call, function oid ${oid}${Array.isArray(d.params) ? `, ${d.params.length} argument(s)` : ''}` });
+          } else if (command === 'COM_STMT_EXECUTE' && e.outcome !== 'failure') {
+            // An execution whose statement text the gateway did not know: it ran, so it is listed.
+            unclassified.push({ ...base(e), channel: 'sql', class: 'unclassified', text: `execute of prepared statement ${str(d.statement_id) || '?'}`, detail: 'server-side prepared statement whose text is not in the record' });
           }
           break;
         }
-        const refusedBy = e.outcome === 'failure' ? guardrailOf(d.error) : undefined;
-        if (refusedBy !== undefined && takeRefusal(e, refusedBy)) break;
-        const c = classifySql(e.target.protocol, sql);
+        // EXECUTE of a statement this session prepared with SQL PREPARE does what that statement does.
+        const c = resolveExecutes(c0, (name) => preparedBySession.get(e.session_id ?? '')?.get(name));
         const change: ChangeRow = { ...base(e), channel: 'sql', class: c.class, text: sql, detail: c.error ?? c.kinds.join(', ') };
         if (c.class === 'unclassified') unclassified.push(change);
         else if (CHANGING_SQL.has(c.class)) {
@@ -264,8 +296,11 @@ export async function buildReportModel(input: ReportInputs): Promise<ReportModel
           if (!takeRefusal(e, refusedBy)) deny(e, `command refused by guardrail ${refusedBy}: ${cmd}`);
           break;
         }
-        const cls = cmd ? classifyShellCommand(cmd) : undefined;
-        if (cls) changes.push({ ...base(e), channel: 'ssh', class: cls, text: cmd, detail: e.type === 'ssh.exec' ? `exec, exit ${str(d.exit_status) || '?'}` : `shell (${str(d.source) || 'terminal'})` });
+        const c = cmd ? classifyShellLine(cmd) : {};
+        const how = e.type === 'ssh.exec' ? `exec, exit ${str(d.exit_status) || '?'}` : `shell (${str(d.source) || 'terminal'})`;
+        if (c.change) changes.push({ ...base(e), channel: 'ssh', class: c.change, text: cmd, detail: how });
+        // Code the classifier cannot read (python -c, perl -e…) may change anything: listed, not taken for a read.
+        else if (c.opaque) unclassified.push({ ...base(e), channel: 'ssh', class: 'unclassified', text: cmd, detail: `${how}; ${c.opaque}` });
         break;
       }
       case 'ssh.sftp':

@@ -17,7 +17,7 @@ import type { StoreConfig } from '../../src/store/config.ts';
 export interface ReportScheduleConfig {
   name: string;
   schedule: string;
-  /** How far back each report looks from its run time. */
+  /** How far back each report looks from the time its run was due. */
   period: number;
   format: ReportFormat;
 }
@@ -51,14 +51,20 @@ export function startReportSchedules(d: ReportScheduleDeps): ReportScheduler {
   const running = new Set<Promise<void>>();
   const shutdown = new AbortController();
 
-  const runOnce = async (job: ReportScheduleConfig, at: Date): Promise<void> => {
-    const period = { since: new Date(at.getTime() - job.period).toISOString(), until: at.toISOString() };
-    const file = path.join(d.paths.reports, `${job.name}-${stamp(at)}.${job.format}`);
+  /**
+   * One report for the run due at `due`. Its period ends at the due time, not at the moment the timer
+   * fired or the previous run finished: timers fire late and runs take time, and a window anchored on
+   * either would drift, leaving gaps (or overlaps) between consecutive reports. Anchored on due times, a
+   * schedule whose interval equals the period gives periods that meet exactly.
+   */
+  const runOnce = async (job: ReportScheduleConfig, due: Date): Promise<void> => {
+    const period = { since: new Date(due.getTime() - job.period).toISOString(), until: due.toISOString() };
+    const file = path.join(d.paths.reports, `${job.name}-${stamp(due)}.${job.format}`);
     const how = { format: job.format, out: file, schedule: job.schedule, name: job.name, actor: SYSTEM, source: GATEWAY };
     try {
       fs.mkdirSync(d.paths.reports, { recursive: true, mode: 0o700 });
       // In a worker thread: a long report never stalls the sessions this process relays.
-      const run = await runReportInWorker({ auditDir: d.paths.audit, publicKeyFile: d.paths.auditPublicKey, dataDir: d.dataDir, roleTargets: d.roleTargets, store: d.store, period, format: job.format, out: file, now: at.toISOString() }, shutdown.signal);
+      const run = await runReportInWorker({ auditDir: d.paths.audit, publicKeyFile: d.paths.auditPublicKey, dataDir: d.dataDir, roleTargets: d.roleTargets, store: d.store, period, format: job.format, out: file, now: new Date().toISOString() }, shutdown.signal);
       await d.events.emit(reportEvent(run, how));
       d.log.info({ report: job.name, file }, 'scheduled report written');
     } catch (e) {
@@ -69,17 +75,33 @@ export function startReportSchedules(d: ReportScheduleDeps): ReportScheduler {
     }
   };
 
+  /**
+   * The slot after `due`, even when this run overran it (it then runs at once), so the periods stay
+   * contiguous (@every counts from the due time too). Only when more than one slot passed meanwhile (a
+   * clock step, a run far slower than its schedule) are the passed ones skipped, with a warning, rather
+   * than run back to back.
+   */
+  const nextSlot = (job: ReportScheduleConfig, schedule: Schedule, due: Date): Date | undefined => {
+    const next = schedule.next(due);
+    const now = new Date();
+    const after = next && schedule.next(next);
+    if (!next || next > now || !after || after > now) return next;
+    const resume = schedule.next(now);
+    d.log.warn({ report: job.name, skipped_from: next.toISOString(), resume_at: resume?.toISOString() }, 'scheduled report runs skipped: more than one came due while the previous one ran');
+    return resume;
+  };
+
   const arm = (job: ReportScheduleConfig, schedule: Schedule, due: Date | undefined) => {
     if (stopped || due === undefined) return;
     const timer = setTimeout(() => {
       timers.delete(timer);
       if (stopped) return;
       if (Date.now() < due.getTime()) return arm(job, schedule, due);
-      const run = runOnce(job, new Date());
+      const run = runOnce(job, due);
       running.add(run);
       void run.finally(() => {
         running.delete(run);
-        arm(job, schedule, schedule.next(new Date(Math.max(Date.now(), due.getTime()))));
+        arm(job, schedule, nextSlot(job, schedule, due));
       });
     }, Math.max(0, Math.min(due.getTime() - Date.now(), MAX_SLEEP_MS)));
     timer.unref();

@@ -113,7 +113,7 @@ export const SECTIONS: Section[] = [
   {
     id: 'unclassified',
     title: 'Unclassified statements',
-    intro: 'Statements the SQL parser of the target\'s dialect does not accept: listed here rather than guessed at.',
+    intro: 'Statements the SQL parser of the target\'s dialect does not accept, EXECUTEs of statements prepared outside the period, and shell commands running code the classifier cannot read (python -c, perl -e…): listed here rather than guessed at.',
     table: (m) => ({
       columns: ['Time', 'User', 'Target', 'Statement', 'Outcome', 'Parser message'],
       rows: m.unclassified.map((c) => [c.time, c.user, c.target, c.text, c.outcome, opt(c.detail)]),

@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll } from 'vitest';
-import { loadSqlParsers, classifyPostgres, classifyMysql } from '../../recorder/reports/classify-sql.ts';
+import { loadSqlParsers, classifyPostgres, classifyMysql, resolveExecutes } from '../../recorder/reports/classify-sql.ts';
 import { classifyShellCommand, isSftpWrite } from '../../recorder/reports/classify-ssh.ts';
 
 beforeAll(() => loadSqlParsers());
@@ -49,6 +49,56 @@ describe('access report: SQL classified by the dialect grammar', () => {
       ['FLUSH PRIVILEGES', 'unclassified'],
     ];
     expect(cases.map(([sql]) => [sql, classifyMysql(sql).class])).toEqual(cases);
+  });
+});
+
+describe('access report: statements run by name, copied out, or setting server variables', () => {
+  it('Postgres: PREPARE by what it prepares, EXECUTE by the PREPARE in the same text or else unclassified, COPY of a query by the query', () => {
+    const cases: [string, string][] = [
+      ['PREPARE d AS DELETE FROM accounts; EXECUTE d;', 'dml'],
+      ['PREPARE d AS DELETE FROM accounts', 'dml'],
+      ['PREPARE q AS SELECT 1; EXECUTE q', 'read'],
+      ['EXECUTE d', 'unclassified'],
+      ['EXPLAIN ANALYZE EXECUTE d', 'unclassified'],
+      ['CREATE TABLE x AS EXECUTE d', 'unclassified'],
+      ['COPY (DELETE FROM accounts RETURNING *) TO STDOUT', 'dml'],
+      ['COPY (WITH g AS (UPDATE t SET a = 1 RETURNING *) SELECT * FROM g) TO STDOUT', 'dml'],
+      ['COPY (SELECT * FROM t) TO STDOUT', 'read'],
+      ['COPY t TO STDOUT', 'read'],
+      ["COPY t TO PROGRAM 'gzip > /tmp/t.gz'", 'procedure'],
+      ['DEALLOCATE d', 'session'],
+    ];
+    expect(cases.map(([sql]) => [sql, classifyPostgres(sql).class])).toEqual(cases);
+    expect(classifyPostgres('EXECUTE d').error).toMatch(/prepared statement d/);
+    // What the session prepared earlier resolves it (the report keeps each session's PREPAREs).
+    const prepared = classifyPostgres('PREPARE d AS DELETE FROM accounts');
+    expect(prepared).toMatchObject({ preparesOnly: true, prepares: [{ name: 'd', class: 'dml' }] });
+    expect(resolveExecutes(classifyPostgres('EXECUTE d(1)'), (n) => prepared.prepares!.find((p) => p.name === n)).class).toBe('dml');
+    expect(resolveExecutes(classifyPostgres('EXECUTE other'), (n) => prepared.prepares!.find((p) => p.name === n)).class).toBe('unclassified');
+  });
+
+  it('MySQL: server variables by any spelling are config; PREPARE … FROM and EXECUTE as on Postgres', () => {
+    const cases: [string, string][] = [
+      ['SET @@global.max_connections=1000', 'config'],
+      ['SET @@GLOBAL.general_log = 0', 'config'],
+      ['SET @@persist.max_connections = 10', 'config'],
+      ['SET @@persist_only.max_connections = 10', 'config'],
+      ['SET PERSIST max_connections = 10', 'config'],
+      ['SET @@session.sql_mode = ""', 'session'],
+      ['SET @@sql_mode = ""', 'session'],
+      ['SET @a = 1', 'session'],
+      ["PREPARE s FROM 'DELETE FROM t WHERE a = ''x'''", 'dml'],
+      ['PREPARE s FROM "UPDATE t SET a = 1"', 'dml'],
+      ["PREPARE s FROM 'SELECT 1'", 'read'],
+      ['PREPARE s FROM @q', 'unclassified'],
+      ['EXECUTE s', 'unclassified'],
+      ['EXECUTE s USING @a, @b', 'unclassified'],
+      ['DEALLOCATE PREPARE s', 'session'],
+    ];
+    expect(cases.map(([sql]) => [sql, classifyMysql(sql).class])).toEqual(cases);
+    const prepared = classifyMysql("PREPARE Del FROM 'DELETE FROM t'");
+    expect(prepared.prepares).toEqual([{ name: 'del', class: 'dml', kinds: ['delete'] }]);
+    expect(resolveExecutes(classifyMysql('EXECUTE del'), (n) => prepared.prepares!.find((p) => p.name === n)).class).toBe('dml');
   });
 });
 

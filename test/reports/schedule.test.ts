@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { parseSchedule } from '../../recorder/reports/cron.ts';
 import { parseConfig } from '../../app/config.ts';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
-import { tempDir } from '../support/tmp.ts';
+import { tempDir, waitFor } from '../support/tmp.ts';
 import { runCliCaptured } from '../support/cli.ts';
 import type { ReportModel } from '../../recorder/reports/model.ts';
 
@@ -86,4 +86,36 @@ describe('scheduled reports in a running gateway', () => {
     expect(ev.details).toMatchObject({ format: 'md', sha256: crypto.createHash('sha256').update(text).digest('hex'), bytes: Buffer.byteLength(text) });
     expect(ev.source.via).toMatch(/^cli:/);
   }, 60_000);
+});
+
+/**
+ * A scheduled report's period ends at the time its run was due, not when its timer fired or the previous
+ * run finished: anchored on either, each window slid by the timer's lateness and the run's duration, and
+ * consecutive reports left gaps between them.
+ */
+describe('scheduled reports: consecutive periods meet', () => {
+  let tg: TestGateway;
+  afterAll(async () => {
+    await tg?.stop();
+  });
+
+  it('with a period equal to the interval, each report starts where the one before ended', async () => {
+    tg = await startTestGateway({
+      ssh: { enabled: false }, postgres: { enabled: false }, mysql: { enabled: false },
+      reports: { schedules: [{ name: 'contiguous', schedule: '@every 2s', period: '2s', format: 'json' }] },
+    });
+    const runs = await waitFor(() => {
+      const done = tg.events.filter((e) => e.type === 'report.generated' && e.details.name === 'contiguous');
+      return done.length >= 3 ? done.slice(0, 3) : undefined;
+    }, 120_000, 'three scheduled reports');
+    for (const r of runs) expect(r.outcome, String(r.details.error)).toBe('success');
+    const periods = runs.map((r) => ({ since: r.details.since as string, until: r.details.until as string, out: r.details.out as string }));
+    for (const p of periods) expect(Date.parse(p.until) - Date.parse(p.since)).toBe(2000);
+    expect(periods[1].since).toBe(periods[0].until);
+    expect(periods[2].since).toBe(periods[1].until);
+    // The file is named after the time the run was due.
+    for (const p of periods) expect(path.basename(p.out)).toBe(`contiguous-${p.until.replace(/[-:]/g, '').replace(/\.\d{3}/, '')}.json`);
+    const model = JSON.parse(fs.readFileSync(periods[2].out, 'utf8')) as ReportModel;
+    expect(model.period).toEqual({ since: periods[2].since, until: periods[2].until });
+  }, 180_000);
 });
