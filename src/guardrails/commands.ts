@@ -1,14 +1,16 @@
 import path from 'node:path';
 import { splitCommandLine, type SimpleCommand, type Word } from './shell.ts';
+import { programName, SHELLS, shellCommandString, unwrap } from './wrappers.ts';
 
 /**
  * Matching SSH command lines against guardrail patterns on their words (argv), never on raw bytes.
  * A pattern is words: the first matches the program's base name (`/usr/bin/rm` is `rm`), options
  * (`-rf`) match when the command has each of those short options anywhere (`-r -f`, `-fr`, `-Rf`,
  * `--recursive --force`), other words must each be one of the command's operands (paths normalised:
- * `//`, `/.`, `/tmp/..` are `/`). Globs (`*`, `?`, `[…]`) work in any pattern word.
+ * `//`, `/.`, `/tmp/..` are `/`; after an expansion, `..` may reach any ancestor). Globs (`*`, `?`, `[…]`)
+ * work in any pattern word.
  *
- * Commands run through wrappers (sudo, env, nice, nohup, timeout, command, exec…), `sh -c '…'`,
+ * Commands run through wrappers (sudo, env, nice, nohup, timeout, command, exec…: wrappers.ts), `sh -c '…'`,
  * `eval`, command substitution and `alias NAME='…'` definitions are checked too. Out of reach, and said
  * so in the README: aliases and functions already defined in the shell, scripts a command runs, and
  * programs that run other programs from their arguments (find -exec, xargs).
@@ -18,17 +20,6 @@ export type Match = { matched: true; pattern: string } | { matched: false } | { 
 
 /** Long options that mean a short one (for `-rf`-style patterns). */
 const LONG_AS_SHORT: Record<string, string> = { '--recursive': 'r', '--force': 'f' };
-
-const WRAPPERS = new Set(['sudo', 'doas', 'env', 'nice', 'nohup', 'time', 'command', 'exec', 'builtin', 'timeout', 'stdbuf', 'ionice', 'setsid', 'chroot', 'busybox']);
-/** Wrapper options that take the next word as their value. */
-const WRAPPER_VALUE_OPTS: Record<string, Set<string>> = {
-  sudo: new Set(['-u', '-g', '-C', '-h', '-p', '-r', '-t', '-U', '-D']),
-  nice: new Set(['-n']),
-  ionice: new Set(['-c', '-n', '-p']),
-  env: new Set(['-u', '-C', '-S']),
-  timeout: new Set(['-s', '-k']),
-};
-const SHELLS = new Set(['sh', 'bash', 'dash', 'zsh', 'ksh', 'ash', 'mksh']);
 
 export interface CompiledPattern {
   source: string;
@@ -68,18 +59,25 @@ export function matchCommandLine(line: string, patterns: CompiledPattern[], dept
 }
 
 function matchCommand(c: SimpleCommand, patterns: CompiledPattern[], depth: number): Match {
-  const argv = unwrap(c.argv);
+  const unwrapped = unwrap(c.argv);
+  // A rule may name a wrapper itself (`sudo -i`).
+  for (const w of unwrapped.wrappers) {
+    const name = programName(w[0])!;
+    for (const p of patterns) if (p.program.test(name) && argsMatch(w.slice(1), p)) return { matched: true, pattern: p.source };
+  }
+  if ('unknown' in unwrapped) return { unknown: unwrapped.unknown };
+  const argv = unwrapped.argv;
   if (argv.length === 0) return { matched: false };
-  const program0 = argv[0];
-  if (program0.dynamic) return { unknown: `the program is only known when the shell runs (${program0.text})` };
-  const program = path.posix.basename(program0.text);
+  const program = programName(argv[0]);
+  if (program === undefined) return { unknown: `the program is only known when the shell runs (${argv[0].text})` };
   const args = argv.slice(1);
   // Code handed to a shell or eval is a command line of its own.
   if (SHELLS.has(program)) {
-    const ci = args.findIndex((a) => !a.dynamic && /^-[a-z]*c[a-z]*$/.test(a.text));
-    if (ci >= 0 && args[ci + 1]) {
-      if (args[ci + 1].dynamic) return { unknown: 'a shell runs a script only known when it runs' };
-      const m = matchCommandLine(args[ci + 1].text, patterns, depth + 1);
+    const s = shellCommandString(program, args);
+    if ('unknown' in s) return s;
+    if ('script' in s) {
+      if (s.script.dynamic) return { unknown: 'a shell runs a script only known when it runs' };
+      const m = matchCommandLine(s.script.text, patterns, depth + 1);
       if (!('matched' in m) || m.matched) return m;
     }
   }
@@ -101,30 +99,6 @@ function matchCommand(c: SimpleCommand, patterns: CompiledPattern[], depth: numb
   return { matched: false };
 }
 
-/** Strip leading assignments and wrapper commands with their options. */
-function unwrap(argv: Word[]): Word[] {
-  let i = 0;
-  for (let guard = 0; guard < 16 && i < argv.length; guard++) {
-    while (i < argv.length && !argv[i].dynamic && /^[A-Za-z_][A-Za-z0-9_]*=/.test(argv[i].text)) i++;
-    if (i >= argv.length || argv[i].dynamic) break;
-    const w = path.posix.basename(argv[i].text);
-    if (!WRAPPERS.has(w)) break;
-    i++;
-    const valued = WRAPPER_VALUE_OPTS[w];
-    while (i < argv.length && (argv[i].text.startsWith('-') || (w === 'env' && /^[A-Za-z_][A-Za-z0-9_]*=/.test(argv[i].text)))) {
-      if (argv[i].text === '--') {
-        i++;
-        break;
-      }
-      if (valued?.has(argv[i].text)) i++;
-      i++;
-    }
-    // timeout DURATION, chroot DIR, nice/ionice values given inline are already skipped.
-    if ((w === 'timeout' || w === 'chroot') && i < argv.length) i++;
-  }
-  return argv.slice(i);
-}
-
 function argsMatch(args: Word[], p: CompiledPattern): boolean {
   let short = '';
   const long: string[] = [];
@@ -144,7 +118,7 @@ function argsMatch(args: Word[], p: CompiledPattern): boolean {
   for (let k = 0; k < p.operands.length; k++) {
     const re = p.operands[k];
     const literal = p.operandLiterals[k];
-    const hit = operands.some((o) => (o.dynamic ? glob(o.shape).test(literal) : re.test(normalisePath(o.text))));
+    const hit = operands.some((o) => (o.dynamic ? glob(normaliseShape(o.shape)).test(literal) : re.test(normalisePath(o.text))));
     if (!hit) return false;
   }
   return true;
@@ -159,6 +133,49 @@ function normalisePath(p: string): string {
   if (!p.startsWith('/')) return p;
   const n = path.posix.normalize(p);
   return n.length > 1 && n.endsWith('/') ? n.slice(0, -1) : n;
+}
+
+/** Stands for any number of path segments, none included. */
+const ANY_SEGMENTS = '\0';
+
+/**
+ * A dynamic word's shape with `.`, `..` and `//` resolved as far as they can be. An expansion may hold
+ * several segments (`$HOME` is `/home/x`, `~` the same), so a `..` after it can reach any ancestor:
+ * `"$HOME/../.."` could be `/`, and its shape becomes a glob that matches `/`.
+ */
+export function normaliseShape(shape: string): string {
+  const absolute = shape.startsWith('/');
+  const segments: string[] = [];
+  for (const seg of shape.split('/')) {
+    if (seg === '' || seg === '.') continue;
+    if (seg !== '..') {
+      segments.push(seg);
+      continue;
+    }
+    const top = segments.pop();
+    if (top === undefined) {
+      if (!absolute) segments.push('..'); // relative to a directory vigil does not know
+    } else if (top === '..') segments.push('..', '..');
+    else if (top === ANY_SEGMENTS) {
+      // Any number of segments, none included: its parent could be one further up.
+      if (segments.length && segments[segments.length - 1] !== '..') segments.pop();
+      segments.push(ANY_SEGMENTS);
+    } else if (isPattern(top)) segments.push(ANY_SEGMENTS);
+  }
+  // ANY_SEGMENTS takes the slash before it: `/a` + any is `/a*` (`/a`, `/a/b`), at the start `*` (`/` too).
+  let out = '';
+  for (const seg of segments) out += seg === ANY_SEGMENTS ? '*' : `/${seg}`;
+  if (!absolute && out.startsWith('/')) out = out.slice(1);
+  return out === '' ? (absolute ? '/' : '.') : out;
+}
+
+/** Does a glob segment hold an unescaped `*`, `?` or `[`? */
+function isPattern(glob: string): boolean {
+  for (let k = 0; k < glob.length; k++) {
+    if (glob[k] === '\\') k++;
+    else if ('*?['.includes(glob[k])) return true;
+  }
+  return false;
 }
 
 /** A shell glob as an anchored regular expression (`\\x` escapes a character). */

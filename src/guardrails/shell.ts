@@ -4,7 +4,8 @@
  * continuation, the operators `;` `&&` `||` `|` `&` and newlines, reserved words (`{ } ! if then … done
  * case for function coproc`: never a program, the command after them is), brace expansion (`{a,b}`,
  * `{1..3}`), pathname patterns (`/bin/r?`), redirections (their targets are not arguments),
- * `$IFS`/`${IFS}` (unquoted: a word break with the default IFS), and command and process substitution
+ * `$IFS`/`${IFS}` (unquoted: a word break with the default IFS), tilde prefixes (`~`, `~user/…`, also after
+ * `=` and `:` in assignments: a directory only known when the shell runs), and command and process substitution
  * `$(…)`, backticks, `<(…)`, `>(…)`, whose inner command lines are split as well.
  *
  * A word holding an expansion vigil cannot know (`$HOME`, `$(…)`, `*`) keeps its literal parts with a
@@ -39,7 +40,7 @@ const RESERVED = new Set(['{', '}', '!', 'if', 'then', 'elif', 'else', 'fi', 'wh
 const HEADERS = new Set(['for', 'select', 'case', 'function']);
 
 /** A piece of a word being read: literal or expanded text, or an unquoted brace-expansion character. */
-type Piece = { text: string; shape: string } | '{' | ',' | '}';
+type Piece = { text: string; shape: string; quoted?: true } | '{' | ',' | '}';
 
 class Unparsable extends Error {}
 
@@ -142,7 +143,7 @@ function split(line: string, depth: number): SimpleCommand[] {
     inWord = true;
     if (quotedText) {
       quoted = true;
-      pieces.push({ text: s, shape: s.replace(/[*?[\]\\{}]/g, (c) => `\\${c}`) });
+      pieces.push({ text: s, shape: s.replace(/[*?[\]\\{}]/g, (c) => `\\${c}`), quoted: true });
       return;
     }
     for (const c of s) {
@@ -169,6 +170,17 @@ function split(line: string, depth: number): SimpleCommand[] {
     if (ifsChanged) throw new Unparsable('$IFS after IFS was assigned: the word breaks are only known when the shell runs');
     if (quotedHere) expansion(text);
     else endWord();
+  };
+  /**
+   * Can an unquoted `~` here start a tilde prefix? At the start of a word, and in a word that looks like
+   * an assignment right after its `=` or after an unquoted `:` (bash does it there even in arguments).
+   */
+  const tildePosition = (): boolean => {
+    if (!inWord) return true;
+    const last = pieces[pieces.length - 1];
+    if (typeof last !== 'object' || last.quoted || (last.text !== '=' && last.text !== ':')) return false;
+    const sofar = pieces.map((p) => (typeof p === 'object' ? p.text : p)).join('');
+    return last.text === ':' ? /^[A-Za-z_][A-Za-z0-9_]*\+?=/.test(sofar) : /^[A-Za-z_][A-Za-z0-9_]*\+?=$/.test(sofar);
   };
   /** `$…` at i (outside single quotes): returns the new index. */
   const dollar = (quotedHere: boolean): number => {
@@ -317,6 +329,17 @@ function split(line: string, depth: number): SimpleCommand[] {
       endWord();
       i++;
       continue;
+    }
+    if (c === '~' && tildePosition()) {
+      // `~`, `~/…`, `~user/…`, `~+`, `~-`: a home or working directory vigil does not know. A quoted
+      // character before the first `/` (`~"x"`) leaves it literal, as bash does.
+      const name = /^[A-Za-z0-9._+-]*/.exec(line.slice(i + 1))![0];
+      const after = line[i + 1 + name.length];
+      if (after === undefined || /[/\s;&|()<>{},:]/.test(after)) {
+        expansion(`~${name}`);
+        i += 1 + name.length;
+        continue;
+      }
     }
     if (c === '#' && !inWord) {
       const nl = line.indexOf('\n', i);

@@ -70,6 +70,11 @@ describe('ssh exec guardrails with stock ssh', () => {
       'echo $(rm -rf /)',
       'sh -c "rm -rf /"',
       'mkfs.ext4 /dev/vigil-none',
+      'sudo --user root rm -rf /',
+      'sudo -Eu root rm -rf /',
+      'env -S "rm -rf /"',
+      'bash -c -- "rm -rf /"',
+      'rm -rf ~/../..',
     ];
     for (const command of blocked) {
       const r = await w.run('ssh', [...w.opts(oncall), dest(), command]);

@@ -1,0 +1,351 @@
+import path from 'node:path';
+import type { Word } from './shell.ts';
+
+/**
+ * Commands that run another command given in their arguments (sudo, env, nice, timeout, exec…), read
+ * with each one's own option table the way its getopt does: short options alone or combined (`-Eu
+ * root`: the last letter that takes a value takes the rest of the word, or the next word), long options
+ * with `=value` or the next word, unambiguous abbreviations of long options (GNU getopt_long accepts
+ * `--user` as `--us`), `--` ending options. An option a table does not know makes the command
+ * undecidable: guessing whether it takes a value could skip the program. Option sets are those of the
+ * Debian tools (`--help`), sudo 1.9, OpenBSD doas and bash's builtins.
+ */
+
+type LongKind = 'flag' | 'value' | 'optional';
+
+interface OptionTable {
+  /** Short options without a value. */
+  flags: string;
+  /** Short options whose value is the rest of the word or the next word. */
+  values: string;
+  /** Short options whose value can only be attached (`sudo -hHOST`; `-h` alone is a flag). */
+  attachedOnly?: string;
+  long?: Record<string, LongKind>;
+  /** Operands before the command (timeout's DURATION, chroot's NEWROOT). */
+  operandsBefore?: number;
+  /** `NAME=value` words may come between the options and the command (env, sudo). */
+  assignments?: boolean;
+  /** `-` alone is an option (env: same as -i). */
+  dashAlone?: boolean;
+  /** `-5`, `--5`, `-+5`: an obsolete niceness (GNU nice). */
+  numeric?: boolean;
+  /** The value of these options is a command line of its own (env -S, --split-string). */
+  splitString?: { short: string; long: string };
+}
+
+const GNU_HELP: Record<string, LongKind> = { '--help': 'flag', '--version': 'flag' };
+
+export const WRAPPER_OPTIONS: Record<string, OptionTable> = {
+  sudo: {
+    flags: 'AbBEeHiKklNnPSsVv',
+    values: 'aCcDgpRrTtUu',
+    attachedOnly: 'h',
+    assignments: true,
+    long: {
+      '--askpass': 'flag', '--auth-type': 'value', '--background': 'flag', '--bell': 'flag', '--close-from': 'value',
+      '--login-class': 'value', '--chdir': 'value', '--preserve-env': 'optional', '--edit': 'flag', '--group': 'value',
+      '--set-home': 'flag', '--help': 'flag', '--host': 'value', '--login': 'flag', '--remove-timestamp': 'flag',
+      '--reset-timestamp': 'flag', '--list': 'flag', '--non-interactive': 'flag', '--no-update': 'flag',
+      '--preserve-groups': 'flag', '--prompt': 'value', '--chroot': 'value', '--role': 'value', '--stdin': 'flag',
+      '--shell': 'flag', '--type': 'value', '--command-timeout': 'value', '--other-user': 'value', '--user': 'value',
+      '--version': 'flag', '--validate': 'flag',
+    },
+  },
+  doas: { flags: 'Lns', values: 'aCu' },
+  env: {
+    flags: 'i0v',
+    values: 'uCS',
+    assignments: true,
+    dashAlone: true,
+    splitString: { short: 'S', long: '--split-string' },
+    long: {
+      ...GNU_HELP, '--ignore-environment': 'flag', '--null': 'flag', '--unset': 'value', '--chdir': 'value',
+      '--split-string': 'value', '--block-signal': 'optional', '--default-signal': 'optional',
+      '--ignore-signal': 'optional', '--list-signal-handling': 'flag', '--debug': 'flag',
+    },
+  },
+  nice: { flags: '', values: 'n', numeric: true, long: { ...GNU_HELP, '--adjustment': 'value' } },
+  ionice: {
+    flags: 'thV',
+    values: 'cnpPu',
+    long: { '--class': 'value', '--classdata': 'value', '--pid': 'value', '--pgid': 'value', '--ignore': 'flag', '--uid': 'value', '--help': 'flag', '--version': 'flag' },
+  },
+  timeout: {
+    flags: 'v',
+    values: 'ks',
+    operandsBefore: 1,
+    long: { ...GNU_HELP, '--preserve-status': 'flag', '--foreground': 'flag', '--kill-after': 'value', '--signal': 'value', '--verbose': 'flag' },
+  },
+  stdbuf: { flags: '', values: 'ioe', long: { ...GNU_HELP, '--input': 'value', '--output': 'value', '--error': 'value' } },
+  chroot: { flags: '', values: '', operandsBefore: 1, long: { ...GNU_HELP, '--groups': 'value', '--userspec': 'value', '--skip-chdir': 'flag' } },
+  nohup: { flags: '', values: '', long: GNU_HELP },
+  setsid: { flags: 'cfwhV', values: '', long: { '--ctty': 'flag', '--fork': 'flag', '--wait': 'flag', '--help': 'flag', '--version': 'flag' } },
+  // bash's `time` reserved word (-p) and GNU time.
+  time: {
+    flags: 'apqvhV',
+    values: 'fo',
+    long: { '--append': 'flag', '--format': 'value', '--output': 'value', '--portability': 'flag', '--quiet': 'flag', '--verbose': 'flag', '--help': 'flag', '--version': 'flag' },
+  },
+  // bash builtins: short options only.
+  command: { flags: 'pvV', values: '' },
+  exec: { flags: 'cl', values: 'a' },
+  builtin: { flags: '', values: '' },
+  busybox: { flags: '', values: '' },
+};
+
+/** `argv`: the command run in the end; `wrappers`: each wrapper with its arguments (a rule may name one). */
+export type Unwrapped = { argv: Word[]; wrappers: Word[][] } | { unknown: string; wrappers: Word[][] };
+
+/** The command a line really runs: leading assignments and wrapper commands with their options removed. */
+export function unwrap(input: Word[]): Unwrapped {
+  let argv = input;
+  let i = 0;
+  const wrappers: Word[][] = [];
+  for (let guard = 0; guard < 32 && i < argv.length; guard++) {
+    i = skipAssignments(argv, i);
+    if (i >= argv.length) break;
+    const name = programName(argv[i]);
+    if (name === undefined || !Object.hasOwn(WRAPPER_OPTIONS, name)) break;
+    const table = WRAPPER_OPTIONS[name];
+    wrappers.push(argv.slice(i));
+    const r = readOptions(name, table, argv, i + 1);
+    if ('unknown' in r) return { unknown: r.unknown, wrappers };
+    argv = r.argv;
+    i = r.next;
+    if (table.assignments) i = skipAssignments(argv, i);
+    i += table.operandsBefore ?? 0;
+  }
+  return { argv: argv.slice(i), wrappers };
+}
+
+/**
+ * The program's base name (`/usr/bin/rm` is `rm`). A path with an expansion only in its directory part
+ * (`~/bin/rm`, `$D/rm`) still names that program; an expansion in the name itself: undefined.
+ */
+export function programName(w: Word): string | undefined {
+  if (!w.dynamic) return path.posix.basename(w.text);
+  const slash = w.shape.lastIndexOf('/');
+  if (slash < 0) return undefined;
+  const name = literalText(w.shape.slice(slash + 1));
+  return name === undefined || name === '' ? undefined : name;
+}
+
+/** A shape's text when it holds no expansion or pattern (escapes removed), else undefined. */
+function literalText(shape: string): string | undefined {
+  let out = '';
+  for (let k = 0; k < shape.length; k++) {
+    const c = shape[k];
+    if (c === '\\' && k + 1 < shape.length) out += shape[++k];
+    else if (c === '*' || c === '?' || c === '[') return undefined;
+    else out += c;
+  }
+  return out;
+}
+
+function skipAssignments(argv: Word[], i: number): number {
+  while (i < argv.length && !argv[i].dynamic && /^[A-Za-z_][A-Za-z0-9_]*=/.test(argv[i].text)) i++;
+  return i;
+}
+
+/** Reads a wrapper's options from `argv[i]`; `argv` comes back changed when env -S spliced its words in. */
+function readOptions(name: string, t: OptionTable, argv: Word[], i: number): { argv: Word[]; next: number } | { unknown: string } {
+  const bad = (why: string) => ({ unknown: `${name}: ${why}` });
+  while (i < argv.length) {
+    const w = argv[i];
+    const text = w.dynamic ? staticPrefix(w) : w.text;
+    if (!text.startsWith('-') || (w.text === '-' && !t.dashAlone)) break;
+    if (w.text === '--') return { argv, next: i + 1 };
+    if (w.text === '-') {
+      i++;
+      continue;
+    }
+    if (t.numeric && /^-[-+]?[0-9]/.test(text)) {
+      i++;
+      continue;
+    }
+    let value: { text: string; word?: Word } | undefined;
+    /** The value is env -S's command line. */
+    let splits = false;
+    if (text.startsWith('--')) {
+      const eq = text.indexOf('=');
+      if (w.dynamic && eq < 0) return bad('an option only known when the shell runs');
+      const given = eq < 0 ? text : text.slice(0, eq);
+      const long = resolveLong(t.long ?? {}, given);
+      if (long === undefined) return bad(`the option ${given} is not one vigil knows`);
+      if (long.kind === 'flag' && eq >= 0) return bad(`${long.name} takes no value`);
+      if (long.kind === 'value' && eq < 0) {
+        if (i + 1 >= argv.length) return { argv, next: i + 1 };
+        value = { text: argv[i + 1].text, word: argv[i + 1] };
+        i++;
+      } else if (eq >= 0) value = { text: w.text.slice(w.text.indexOf('=') + 1) };
+      splits = long.name === t.splitString?.long;
+    } else {
+      // A cluster of short options: the first letter that takes a value takes the rest of the word.
+      let k = 1;
+      for (; k < text.length; k++) {
+        const c = text[k];
+        if (t.flags.includes(c)) continue;
+        if (t.attachedOnly?.includes(c)) break;
+        if (!t.values.includes(c)) return bad(`the option -${c} is not one vigil knows`);
+        if (k + 1 < w.text.length) value = { text: w.text.slice(k + 1) };
+        else if (i + 1 < argv.length) {
+          value = { text: argv[i + 1].text, word: argv[i + 1] };
+          i++;
+        }
+        splits = c === t.splitString?.short;
+        break;
+      }
+      // The rest of a dynamic word is only known when the shell runs: fine as a value, not as options.
+      if (k >= text.length && w.dynamic) return bad('options only known when the shell runs');
+    }
+    i++;
+    if (splits && value) {
+      // env -S: its value is split into words that take its place, options included.
+      const dynamic = value.word ? value.word.dynamic : w.dynamic;
+      if (dynamic) return { unknown: `${name} -S with text only known when the shell runs` };
+      const words = splitEnvString(value.text);
+      if (typeof words === 'string') return { unknown: `${name} -S: ${words}` };
+      argv = [...argv.slice(0, i), ...words, ...argv.slice(i)];
+    }
+  }
+  return { argv, next: i };
+}
+
+function resolveLong(table: Record<string, LongKind>, given: string): { name: string; kind: LongKind } | undefined {
+  if (table[given]) return { name: given, kind: table[given] };
+  const candidates = Object.keys(table).filter((n) => n.startsWith(given));
+  return candidates.length === 1 ? { name: candidates[0], kind: table[candidates[0]] } : undefined;
+}
+
+/** The literal text of a word before its first expansion. */
+function staticPrefix(w: Word): string {
+  let out = '';
+  for (let k = 0; k < w.shape.length; k++) {
+    const c = w.shape[k];
+    if (c === '\\' && k + 1 < w.shape.length) out += w.shape[++k];
+    else if (c === '*' || c === '?' || c === '[') break;
+    else out += c;
+  }
+  return out;
+}
+
+/**
+ * The words of an `env -S` string as GNU env splits them: blanks separate, '…' and "…" quote, `\_` is a
+ * blank outside double quotes (a space inside), `\c` ends the string, `#` at the start of a word begins a
+ * comment, `${NAME}` is expanded (a value vigil does not know). A string env itself refuses is an error.
+ */
+export function splitEnvString(s: string): Word[] | string {
+  const words: Word[] = [];
+  let text = '';
+  let shape = '';
+  let inWord = false;
+  let dynamic = false;
+  const end = () => {
+    if (inWord) words.push({ text, shape, dynamic });
+    text = shape = '';
+    inWord = dynamic = false;
+  };
+  const add = (c: string) => {
+    text += c;
+    shape += /[*?[\]\\{}]/.test(c) ? `\\${c}` : c;
+    inWord = true;
+  };
+  const escapes: Record<string, string> = { f: '\f', n: '\n', r: '\r', t: '\t', v: '\v', '\\': '\\', '"': '"', "'": "'", '#': '#', $: '$', _: ' ' };
+  let quote: "'" | '"' | undefined;
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i];
+    if (quote === "'") {
+      if (c === "'") quote = undefined;
+      else if (c === '\\' && (s[i + 1] === '\\' || s[i + 1] === "'")) add(s[++i]);
+      else add(c);
+      continue;
+    }
+    if (c === '\\') {
+      const e = s[++i];
+      if (e === undefined) return 'a backslash at the end';
+      if (e === 'c') {
+        if (quote) return '\\c inside double quotes';
+        break;
+      }
+      if (e === '_' && !quote) end();
+      else if (e in escapes) add(escapes[e]);
+      else return `the escape \\${e}`;
+      continue;
+    }
+    if (c === '$') {
+      const m = /^\$\{[A-Za-z_][A-Za-z0-9_]*\}/.exec(s.slice(i));
+      if (!m) return 'a $ that is not ${NAME}';
+      text += m[0];
+      shape += '*';
+      inWord = dynamic = true;
+      i += m[0].length - 1;
+      continue;
+    }
+    if (c === '"') {
+      quote = quote ? undefined : '"';
+      inWord = true;
+      continue;
+    }
+    if (quote) add(c);
+    else if (c === "'") {
+      quote = "'";
+      inWord = true;
+    } else if (' \t\n\v\f\r'.includes(c)) end();
+    else if (c === '#' && !inWord) break;
+    else add(c);
+  }
+  if (quote) return 'an unterminated quote';
+  end();
+  return words;
+}
+
+const BASH_LONG: Record<string, LongKind> = {
+  '--debugger': 'flag', '--dump-po-strings': 'flag', '--dump-strings': 'flag', '--help': 'flag', '--init-file': 'value',
+  '--login': 'flag', '--noediting': 'flag', '--noprofile': 'flag', '--norc': 'flag', '--posix': 'flag',
+  '--pretty-print': 'flag', '--rcfile': 'value', '--restricted': 'flag', '--verbose': 'flag', '--version': 'flag',
+};
+/** Each shell's single-letter options, and the letters whose value is the next word (`-o pipefail`). */
+const SHELL_OPTIONS: Record<string, { flags: RegExp; values: string; long: Record<string, LongKind> | 'any' }> = {
+  bash: { flags: /^[abcefhiklmnprstuvxBCDEHPT]$/, values: 'oO', long: BASH_LONG },
+  sh: { flags: /^[abcCefhilmnpqsuvxEIV]$/, values: 'o', long: {} },
+  dash: { flags: /^[abcCefhilmnpqsuvxEIV]$/, values: 'o', long: {} },
+  ash: { flags: /^[abcCefhilmnpqsuvxEIV]$/, values: 'o', long: {} },
+  ksh: { flags: /^[abcefhiklmnprstuvxCDEU]$/, values: 'oR', long: {} },
+  mksh: { flags: /^[abcefhiklmnprsuvxCU]$/, values: 'oT', long: {} },
+  // zsh: every letter and digit is some option; `--NAME` sets one by name, except --emulate NAME.
+  zsh: { flags: /^[A-Za-z0-9]$/, values: 'o', long: 'any' },
+};
+export const SHELLS = new Set(Object.keys(SHELL_OPTIONS));
+
+/**
+ * What `sh -c` runs: the first operand after the shell's options when `-c` is among them (alone,
+ * combined as `-ec`, before or after other options, `--` ending them). None: the shell reads a script
+ * file or its input, which vigil cannot see.
+ */
+export function shellCommandString(shell: string, args: Word[]): { script: Word } | { none: true } | { unknown: string } {
+  const t = SHELL_OPTIONS[shell];
+  let commandString = false;
+  let i = 0;
+  while (i < args.length) {
+    const w = args[i];
+    if (!(w.text.startsWith('-') || w.text.startsWith('+')) || w.text === '+') break;
+    if (w.dynamic) return { unknown: `${shell}: an option only known when the shell runs` };
+    i++;
+    if (w.text === '--' || w.text === '-') break;
+    if (w.text.startsWith('--')) {
+      const eq = w.text.indexOf('=');
+      const name = eq < 0 ? w.text : w.text.slice(0, eq);
+      const kind = t.long === 'any' ? (name === '--emulate' ? 'value' : 'flag') : t.long[name];
+      if (!kind) return { unknown: `${shell}: the option ${name} is not one vigil knows` };
+      if (kind === 'value' && eq < 0) i++;
+      continue;
+    }
+    for (const c of w.text.slice(1)) {
+      if (c === 'c') commandString = true;
+      else if (t.values.includes(c)) i++;
+      else if (!t.flags.test(c)) return { unknown: `${shell}: the option -${c} is not one vigil knows` };
+    }
+  }
+  if (!commandString || i >= args.length) return { none: true };
+  return { script: args[i] };
+}
