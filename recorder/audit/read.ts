@@ -3,7 +3,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import type { AuditEvent } from '../../src/events/envelope.ts';
-import { parseRecordLine } from './record.ts';
+import { isCheckpointLine, parseRecordLine, parseSegmentName } from './record.ts';
 import { listSegments, readSegmentMeta, splitSegment } from './segments.ts';
 
 export interface AuditRecord {
@@ -150,9 +150,64 @@ function parseEvent(json: string): AuditEvent | undefined {
   }
 }
 
+/** Bytes read at each end of a segment to check its `.meta` against its first and last record. */
+const META_PROBE_BYTES = 64 * 1024;
+
+/**
+ * Whether a sealed segment may be left unread for the time range [since, until] (event-time strings, as
+ * iso()/isoUntil() give) because its `.meta` sidecar puts all its events outside it. Nothing signs the
+ * sidecar: `vigil audit verify` recomputes it from the records and reports one that disagrees. A reader
+ * cannot afford that, so it trusts a sidecar only as far as two small reads can check it — the segment is
+ * not the newest, the next one starts right after the sidecar's last_seq, the segment's first and last
+ * records are its first_seq and last_seq, the last is the sealing checkpoint, and both records' times lie
+ * within its span — and otherwise reads the segment. Cheap because only segments about to be skipped are
+ * checked. A sidecar rewritten with care to narrow the span within those bounds can still mislead a reader;
+ * verify is what catches that.
+ */
+export function sealedOutsideRange(dir: string, segment: string, next: string | undefined, since: string | undefined, until: string | undefined): boolean {
+  if (next === undefined || (since === undefined && until === undefined)) return false;
+  const meta = readSegmentMeta(dir, segment);
+  if (!meta || !((since !== undefined && meta.max_time < since) || (until !== undefined && meta.min_time > until))) return false;
+  if (meta.min_time > meta.max_time) return false;
+  if (meta.first_seq !== parseSegmentName(segment)?.firstSeq || meta.last_seq + 1 !== parseSegmentName(next)?.firstSeq) return false;
+  const ends = endRecords(path.join(dir, segment));
+  if (!ends) return false;
+  const [first, last] = ends;
+  const within = (t: unknown) => typeof t === 'string' && t >= meta.min_time && t <= meta.max_time;
+  return first.seq === meta.first_seq && last.seq === meta.last_seq && isCheckpointLine(last.line) && within(first.event.time) && within(last.event.time);
+}
+
+/** The first and last record of a segment that ends with a whole line; undefined when either is unreadable or longer than the probe. */
+function endRecords(file: string): [AuditRecord & { line: string }, AuditRecord & { line: string }] | undefined {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch {
+    return undefined;
+  }
+  try {
+    const size = fs.fstatSync(fd).size;
+    const span = Math.min(size, META_PROBE_BYTES);
+    const head = Buffer.allocUnsafe(span);
+    const tail = Buffer.allocUnsafe(span);
+    if (fs.readSync(fd, head, 0, span, 0) !== span || fs.readSync(fd, tail, 0, span, size - span) !== span) return undefined;
+    const firstEnd = head.indexOf(0x0a);
+    if (firstEnd < 0 || tail[span - 1] !== 0x0a) return undefined;
+    const lastStart = tail.lastIndexOf(0x0a, span - 2) + 1;
+    // The last line must start inside the probe: a line cut at the probe's start is not a record.
+    if (lastStart === 0 && span < size) return undefined;
+    const [first] = recordsOf(head.toString('utf8', 0, firstEnd + 1));
+    const [last] = recordsOf(tail.toString('utf8', lastStart, span));
+    return first && last ? [first, last] : undefined;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /**
  * Search the audit log. With a time range, sealed segments whose recorded time span (their `.meta`
- * sidecar) lies outside it are skipped without being opened; the open segment is always read.
+ * sidecar, when it passes sealedOutsideRange's checks) lies outside it are skipped without being read
+ * through; the open segment is always read.
  */
 export async function searchAuditLog(dir: string, q: AuditQuery = {}): Promise<SearchResult> {
   const match = matcher(q);
@@ -163,13 +218,12 @@ export async function searchAuditLog(dir: string, q: AuditQuery = {}): Promise<S
   const out: AuditRecord[] = [];
   let scanned = 0;
   let skipped = 0;
-  for (const segment of listSegments(dir)) {
-    if (since || until) {
-      const meta = readSegmentMeta(dir, segment);
-      if (meta && ((since && meta.max_time < since) || (until && meta.min_time > until))) {
-        skipped++;
-        continue;
-      }
+  const segments = listSegments(dir);
+  for (let i = 0; i < segments.length; i++) {
+    const segment = segments[i];
+    if (sealedOutsideRange(dir, segment, segments[i + 1], since, until)) {
+      skipped++;
+      continue;
     }
     scanned++;
     const text = await fsp.readFile(path.join(dir, segment), 'utf8');

@@ -18,6 +18,9 @@ import { matcher, iso, isoUntil, type AuditQuery, type AuditRecord } from './rea
  * The index follows the segments: it reads what the writer has made durable, never the writer's memory;
  * a segment that is gone (purged) takes its rows with it; a segment whose indexed end no longer reads
  * as the record the index saw (cut back after a crash or an outage) is indexed again from its start.
+ * Rows missing from the middle (deleted from the file) are what the follower cannot see, since it only
+ * reads on from each segment's indexed end: every search first checks that each segment's indexed seq
+ * range is complete (findIndexGaps) and indexes a segment that is not again.
  */
 export const INDEX_FILE = 'index.sqlite';
 // 2: `sql` and `query` (the database proxies' statement text) became searchable; an index of version 1 is
@@ -47,6 +50,21 @@ export interface IndexStatus {
   records: number;
   segments: number;
   bytes: number;
+}
+
+export interface AuditIndexOptions {
+  /** Told when a search finds rows missing and indexes segments again (default: a process warning). */
+  notice?: (message: string) => void;
+}
+
+/** A segment whose indexed seq range lacks rows. */
+export interface IndexGap {
+  segment: string;
+  firstSeq: number;
+  lastSeq: number;
+  /** Rows in the range, and rows a complete range has (lastSeq - firstSeq + 1). */
+  rows: number;
+  expected: number;
 }
 
 const SCHEMA = `
@@ -122,12 +140,16 @@ export class AuditIndex {
   private readonly db: Database.Database;
   private readonly stmt;
 
+  private readonly notice: (message: string) => void;
+
   private constructor(
     readonly auditDir: string,
     db: Database.Database,
+    opts: AuditIndexOptions = {},
   ) {
     this.file = path.join(auditDir, INDEX_FILE);
     this.db = db;
+    this.notice = opts.notice ?? ((message) => process.emitWarning(message, { code: 'VIGIL_AUDIT_INDEX_INCOMPLETE' }));
     this.stmt = {
       segments: db.prepare<[], SegmentRow>('SELECT * FROM segments ORDER BY first_seq'),
       segmentByName: db.prepare<[string], SegmentRow>('SELECT * FROM segments WHERE name = ?'),
@@ -142,6 +164,7 @@ export class AuditIndex {
       deleteEventsOfSegment: db.prepare('DELETE FROM events WHERE seq BETWEEN ? AND ? AND seg = ?'),
       deleteSegment: db.prepare('DELETE FROM segments WHERE id = ?'),
       maxSeq: db.prepare<[], number | null>('SELECT max(seq) FROM events').pluck(),
+      deleteEventsInRange: db.prepare('DELETE FROM events WHERE seq BETWEEN ? AND ?'),
       count: db.prepare<[], number>('SELECT count(*) FROM events').pluck(),
     };
   }
@@ -150,15 +173,15 @@ export class AuditIndex {
    * Open (or create) the index of an audit directory. An index that cannot be opened or has another
    * schema version is removed and started afresh: it is only ever a copy of what the segments say.
    */
-  static open(auditDir: string): AuditIndex {
+  static open(auditDir: string, opts: AuditIndexOptions = {}): AuditIndex {
     const file = path.join(auditDir, INDEX_FILE);
     fs.mkdirSync(auditDir, { recursive: true, mode: 0o700 });
     try {
-      return AuditIndex.openFile(auditDir, file);
+      return AuditIndex.openFile(auditDir, file, opts);
     } catch (e) {
       if (!isUnusable(e)) throw e;
       AuditIndex.remove(auditDir);
-      return AuditIndex.openFile(auditDir, file);
+      return AuditIndex.openFile(auditDir, file, opts);
     }
   }
 
@@ -168,7 +191,7 @@ export class AuditIndex {
     for (const f of [file, `${file}-wal`, `${file}-shm`, `${file}-journal`]) fs.rmSync(f, { force: true });
   }
 
-  private static openFile(auditDir: string, file: string): AuditIndex {
+  private static openFile(auditDir: string, file: string, opts: AuditIndexOptions): AuditIndex {
     const db = new Database(file);
     try {
       fs.chmodSync(file, 0o600);
@@ -195,7 +218,7 @@ export class AuditIndex {
       db.close();
       throw e;
     }
-    return new AuditIndex(auditDir, db);
+    return new AuditIndex(auditDir, db, opts);
   }
 
   close(): void {
@@ -360,6 +383,44 @@ export class AuditIndex {
     return { added, atEnd: false };
   }
 
+  /** Segments whose indexed range lacks rows (see findIndexGaps). */
+  gaps(): IndexGap[] {
+    return findIndexGaps(this.db);
+  }
+
+  /**
+   * catchUp(), then make sure no rows are missing before answering from the index: a search must not come
+   * back short because rows were deleted from index.sqlite. The check is cheap (findIndexGaps); a segment
+   * found incomplete is dropped and indexed again from the log, and that is said (`notice`).
+   */
+  private catchUpComplete(): void {
+    this.catchUp();
+    const gaps = this.gaps();
+    if (gaps.length === 0) return;
+    const missing = gaps.reduce((n, g) => n + g.expected - g.rows, 0);
+    this.notice(`the search index lacks ${missing} record(s) of ${describeGaps(gaps)}; indexing ${gaps.length === 1 ? 'it' : 'them'} again from the log (run \`vigil audit verify\`: rows do not go missing by themselves)`);
+    this.tx.immediate(() => {
+      for (const g of gaps) {
+        const row = this.stmt.segmentByName.get(g.segment);
+        if (row) this.forgetSegmentRange(row);
+      }
+    });
+    this.catchUp();
+    const still = this.gaps();
+    // Indexed afresh from the segments: what is still missing is missing from the log itself.
+    if (still.length > 0) this.notice(`records are missing from the log itself in ${describeGaps(still)}; run \`vigil audit verify\``);
+  }
+
+  /**
+   * Drop a segment's whole indexed seq range, text included (a row deleted from `events` leaves its text
+   * behind), so the next catch-up indexes the segment from its start.
+   */
+  private forgetSegmentRange(row: SegmentRow): void {
+    for (let seq = row.first_seq; seq <= row.last_seq; seq++) this.stmt.deleteText.run(seq);
+    this.stmt.deleteEventsInRange.run(row.first_seq, row.last_seq);
+    this.stmt.deleteSegment.run(row.id);
+  }
+
   /** Drop everything and index the whole chain again (`vigil audit index rebuild`). */
   rebuild(): CatchUpResult {
     // One transaction: a gateway's follower indexing meanwhile sees the old index or the empty one.
@@ -418,7 +479,7 @@ export class AuditIndex {
    * searchAuditLog, plus `text`. Catch up first, so nothing durable is missed.
    */
   search(q: TextQuery): AuditRecord[] {
-    this.catchUp();
+    this.catchUpComplete();
     try {
       return this.lookup(q);
     } catch (e) {
@@ -518,7 +579,7 @@ export class AuditIndex {
    * (a segment purged or cut back meanwhile) means catching up and going on after the last record given.
    */
   *searchStream(q: TextQuery): Generator<AuditRecord> {
-    this.catchUp();
+    this.catchUpComplete();
     let after = 0;
     for (let attempt = 0; ; attempt++) {
       try {
@@ -542,7 +603,7 @@ export class AuditIndex {
    * up again, as search does.
    */
   recordsAfter(afterSeq: number, types: string[], limit: number): AuditRecord[] {
-    this.catchUp();
+    this.catchUpComplete();
     const sql = `SELECT seq, seg, off, len FROM events WHERE seq > ? AND type IN (${types.map(() => '?').join(', ')}) ORDER BY seq LIMIT ?`;
     for (let attempt = 0; ; attempt++) {
       try {
@@ -636,6 +697,77 @@ export function isUnusable(e: unknown): boolean {
   return typeof code === 'string' && (code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB');
 }
 
+/**
+ * Segments whose indexed seq range lacks rows. A segment holds contiguous seqs (the writer numbers each
+ * record one past the last, into the current segment; `vigil audit verify` checks the chain for it), so a
+ * complete index has exactly last_seq - first_seq + 1 rows in each segment's indexed range. First one
+ * check of the whole table — count(*) (SQLite counts the entries of its smallest index: milliseconds at
+ * 10^7 rows), min(seq) and max(seq) (one B-tree descent each) against the ranges' sizes and ends — and
+ * only when that disagrees a count per segment (a primary-key range: ~60 ns a row) to name the segments.
+ * One read transaction: a follower committing meanwhile cannot make a range look short.
+ */
+export function findIndexGaps(db: Database.Database): IndexGap[] {
+  return db.transaction((): IndexGap[] => {
+    const ranges = db.prepare('SELECT name, first_seq, last_seq FROM segments WHERE last_seq >= first_seq ORDER BY first_seq').all() as { name: string; first_seq: number; last_seq: number }[];
+    const expected = ranges.reduce((n, r) => n + r.last_seq - r.first_seq + 1, 0);
+    const rows = db.prepare('SELECT count(*) FROM events').pluck().get() as number;
+    const minSeq = db.prepare('SELECT min(seq) FROM events').pluck().get() as number | null;
+    const maxSeq = db.prepare('SELECT max(seq) FROM events').pluck().get() as number | null;
+    const lastIndexed = ranges.reduce((m, r) => Math.max(m, r.last_seq), 0);
+    const inRanges = minSeq === null || (ranges.length > 0 && minSeq >= ranges[0].first_seq && maxSeq! <= lastIndexed);
+    if (rows === expected && inRanges) return [];
+    const count = db.prepare('SELECT count(*) FROM events WHERE seq BETWEEN ? AND ?').pluck();
+    const gaps: IndexGap[] = [];
+    for (const r of ranges) {
+      const n = count.get(r.first_seq, r.last_seq) as number;
+      const want = r.last_seq - r.first_seq + 1;
+      if (n !== want) gaps.push({ segment: r.name, firstSeq: r.first_seq, lastSeq: r.last_seq, rows: n, expected: want });
+    }
+    return gaps;
+  })();
+}
+
+function describeGaps(gaps: IndexGap[]): string {
+  const named = gaps.slice(0, 3).map((g) => `${g.segment} (seq ${g.firstSeq}..${g.lastSeq}: ${g.rows} of ${g.expected} rows)`).join(', ');
+  return `segment${gaps.length === 1 ? '' : 's'} ${named}${gaps.length > 3 ? ` and ${gaps.length - 3} more` : ''}`;
+}
+
+/** What `vigil audit verify` says of the search index (index.sqlite) beside the log. */
+export interface SearchIndexCheck {
+  /** False when the index could not be read (nothing is said about it then). */
+  checked: boolean;
+  ok: boolean;
+  gaps: IndexGap[];
+  problem?: string;
+}
+
+/**
+ * Whether the search index beside a log lacks rows in what it has indexed (read-only: the index is not
+ * created, caught up or repaired here). Undefined when there is no index. An index behind the log is not
+ * incomplete: searches catch it up.
+ */
+export function checkSearchIndex(auditDir: string): SearchIndexCheck | undefined {
+  const file = path.join(auditDir, INDEX_FILE);
+  if (!fs.existsSync(file)) return undefined;
+  let db: Database.Database | undefined;
+  let gaps: IndexGap[];
+  try {
+    db = new Database(file, { readonly: true, fileMustExist: true });
+    db.pragma('busy_timeout = 10000');
+    gaps = findIndexGaps(db);
+  } catch (e) {
+    return { checked: false, ok: false, gaps: [], problem: `${INDEX_FILE} could not be read (${(e as Error).message})` };
+  } finally {
+    db?.close();
+  }
+  if (gaps.length === 0) return { checked: true, ok: true, gaps };
+  const missing = gaps.reduce((n, g) => n + g.expected - g.rows, 0);
+  return {
+    checked: true, ok: false, gaps,
+    problem: `${INDEX_FILE} lacks ${missing} record(s) of ${describeGaps(gaps)}: rows were deleted from it (searches index those segments again when they find this); run \`vigil audit index rebuild\``,
+  };
+}
+
 /** Seq of the last complete record of the newest segment that has one (0 when the log is empty). */
 export function chainHeadSeq(auditDir: string): number {
   const segs = listSegments(auditDir);
@@ -675,9 +807,9 @@ export function chainHeadSeq(auditDir: string): number {
  * Search through the index (`vigil audit search`): open it (created when missing), catch up, answer.
  * An index found damaged on the way is deleted and rebuilt from the chain, once.
  */
-export function searchIndexed(auditDir: string, q: TextQuery): AuditRecord[] {
+export function searchIndexed(auditDir: string, q: TextQuery, opts: AuditIndexOptions = {}): AuditRecord[] {
   for (let attempt = 0; ; attempt++) {
-    const index = AuditIndex.open(auditDir);
+    const index = AuditIndex.open(auditDir, opts);
     try {
       return index.search(q);
     } catch (e) {
@@ -694,9 +826,9 @@ export function searchIndexed(auditDir: string, q: TextQuery): AuditRecord[] {
  * opened, caught up and (when unusable) rebuilt before the first record; it is closed when the caller
  * stops iterating.
  */
-export function* searchIndexedStream(auditDir: string, q: TextQuery): Generator<AuditRecord> {
+export function* searchIndexedStream(auditDir: string, q: TextQuery, opts: AuditIndexOptions = {}): Generator<AuditRecord> {
   for (let attempt = 0; ; attempt++) {
-    const index = AuditIndex.open(auditDir);
+    const index = AuditIndex.open(auditDir, opts);
     let started = false;
     try {
       for (const r of index.searchStream(q)) {

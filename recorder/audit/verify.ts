@@ -3,11 +3,12 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import {
   ZERO_HASH, isCheckpointLine, recordHash, parseRecordLine, parseSegmentName, verifyCheckpointSignature,
-  type CheckpointDetails, type SignedHead,
+  metaName, type CheckpointDetails, type SignedHead,
 } from './record.ts';
 import { listSegments, splitSegment } from './segments.ts';
 import { HEAD_FILE } from './writer.ts';
 import { ANCHOR_FILE, readAnchorFile, checkAnchor } from './anchor.ts';
+import { checkSearchIndex, type SearchIndexCheck } from './search-index.ts';
 
 /** Canonical JSON puts `type` last in the envelope: an audit.purged record's line ends with this. */
 const PURGED_TAIL = '"type":"audit.purged"}}';
@@ -23,7 +24,8 @@ export interface VerifyProblem {
   /** Stable kind for scripts and tests. */
   kind:
     | 'malformed' | 'hash-mismatch' | 'broken-chain' | 'records-missing' | 'reordered' | 'segment-missing'
-    | 'bad-checkpoint' | 'bad-anchor' | 'torn-tail' | 'uncovered-tail' | 'truncated' | 'empty-segment' | 'bad-head' | 'no-checkpoint';
+    | 'bad-checkpoint' | 'bad-anchor' | 'torn-tail' | 'uncovered-tail' | 'truncated' | 'empty-segment' | 'bad-head' | 'no-checkpoint'
+    | 'bad-meta';
 }
 
 /**
@@ -64,6 +66,12 @@ export interface VerifyResult {
   checkpointedSeq: number;
   checkpoints: number;
   firstBad?: VerifyProblem;
+  /**
+   * The search index beside the log (index.sqlite), when there is one: whether rows are missing from what
+   * it has indexed. Not part of `ok`/`status` (the index is a copy, never the record); the CLI reports an
+   * incomplete index and exits 1, as it does for the shared index.
+   */
+  searchIndex?: SearchIndexCheck;
 }
 
 export interface VerifyOptions {
@@ -79,7 +87,9 @@ export interface VerifyOptions {
  * Verify an audit directory offline with only the public key: every record's hash, the chain links,
  * sequence continuity within and across segments, every checkpoint signature, that segments sealed by a
  * checkpoint are followed by the segment it names, that the last signed checkpoint covers the tail, and
- * that the tail reaches the signed head in head.json and every witnessed head given.
+ * that the tail reaches the signed head in head.json and every witnessed head given; that each segment's
+ * `.meta` sidecar (which readers skip segments by) says what its records say (`bad-meta`); and, apart from
+ * the status, whether the search index lacks rows (`searchIndex`).
  *
  * A crash-torn final line (bytes after the last newline of the newest segment) is reported as
  * `torn-tail`, distinct from tampering: it was never acknowledged (appends resolve only after their whole
@@ -87,6 +97,12 @@ export interface VerifyOptions {
  * after which the log verifies.
  */
 export function verifyAuditLog(dir: string, publicKeyPem: string | Buffer, opts: VerifyOptions = {}): VerifyResult {
+  const result = verifyChain(dir, publicKeyPem, opts);
+  const searchIndex = checkSearchIndex(dir);
+  return searchIndex ? { ...result, searchIndex } : result;
+}
+
+function verifyChain(dir: string, publicKeyPem: string | Buffer, opts: VerifyOptions): VerifyResult {
   const key = crypto.createPublicKey(publicKeyPem);
   let segments = listSegments(dir);
   // Whether a writer is running is never asked of writer.lock (anyone who can write the log can write a pid
@@ -94,6 +110,7 @@ export function verifyAuditLog(dir: string, publicKeyPem: string | Buffer, opts:
   const result: VerifyResult = { ok: true, status: 'unwitnessed', tailRecords: 0, records: 0, segments: segments.length, lastSeq: 0, checkpointedSeq: 0, checkpoints: 0 };
   const bad = (p: VerifyProblem): VerifyResult => ({ ...result, ok: false, status: 'invalid', firstBad: p });
   let tornAt: VerifyProblem | undefined;
+  let badMeta: VerifyProblem | undefined;
 
   // Every signed head the log must reach: head.json, and any witnesses kept elsewhere.
   const heads: { head: SignedHead; source: string; seen?: string }[] = [];
@@ -160,6 +177,7 @@ export function verifyAuditLog(dir: string, publicKeyPem: string | Buffer, opts:
       return bad({ segment, line: 0, seq: expected, kind: 'empty-segment', problem: `segment ${segment} is empty but is not the newest` });
     }
     const named = parseSegmentName(segment)!.firstSeq;
+    const span = { minTime: '', maxTime: '', lastSeq: 0 };
     for (let i = 0; i < lines.length; i++) {
       const line = lines[i];
       const at = { segment, line: i + 1 };
@@ -219,6 +237,13 @@ export function verifyAuditLog(dir: string, publicKeyPem: string | Buffer, opts:
           return bad({ ...at, seq: rec.seq, kind: 'malformed', problem: `record seq ${rec.seq} is not valid JSON` });
         }
       }
+      const time = eventTimeOf(rec.eventJson);
+      // The writer's rule for its seal's span (writer.ts push): string times only, checkpoints included.
+      if (time !== undefined) {
+        if (!span.minTime || time < span.minTime) span.minTime = time;
+        if (time > span.maxTime) span.maxTime = time;
+      }
+      span.lastSeq = rec.seq;
       if (headSeqs.has(rec.seq)) for (const h of heads) if (h.head.seq === rec.seq) h.seen = rec.hash;
       prev = rec.hash;
       expected = rec.seq + 1;
@@ -226,6 +251,14 @@ export function verifyAuditLog(dir: string, publicKeyPem: string | Buffer, opts:
       result.lastSeq = rec.seq;
       // A checkpoint signs the head before it; the checkpoint record itself adds nothing to cover.
       if (isCheckpoint) result.checkpointedSeq = rec.seq;
+    }
+    // Reported after the chain's own checks: a cut or damaged segment disagrees with its sidecar too, and
+    // what happened to the chain is the more useful report. Only sealed segments before the newest: readers
+    // never skip the newest by its sidecar, and one left there (a cut back after a crash, or a log cut at a
+    // checkpoint) proves no more than the chain does; how far the log reaches is the witness's question.
+    if (!badMeta && !isLast) {
+      const problem = checkSegmentMeta(dir, segment, named, span);
+      if (problem) badMeta = { segment, line: 0, seq: named, kind: 'bad-meta', problem };
     }
     if (torn) {
       if (!isLast) {
@@ -251,6 +284,7 @@ export function verifyAuditLog(dir: string, publicKeyPem: string | Buffer, opts:
   if (result.checkpoints === 0) {
     return bad({ segment: segments[0] ?? '', line: 0, seq: 1, kind: 'no-checkpoint', problem: `no valid signed checkpoint: nothing in this log (${result.records} records) is proven to come from its writer` });
   }
+  if (badMeta) return bad(badMeta);
   for (const h of heads) if (h.source !== HEAD_FILE) result.witnessedSeq = Math.max(result.witnessedSeq ?? 0, h.head.seq);
   result.tailRecords = result.lastSeq - result.checkpointedSeq;
   if (result.tailRecords > 0 || tornAt) {
@@ -263,4 +297,65 @@ export function verifyAuditLog(dir: string, publicKeyPem: string | Buffer, opts:
   // The last checkpoint signs the record before it: complete when that is exactly the newest witnessed head.
   if (result.witnessedSeq !== undefined && result.witnessedSeq === result.checkpointedSeq - 1) result.status = 'complete';
   return result;
+}
+
+/**
+ * A segment's `.meta` sidecar against its records. Readers skip a sealed segment whose sidecar puts it
+ * outside a query's time range, and nothing signs the sidecar: one edited to move the span would hide the
+ * segment's events from time-bounded searches, exports and reports. So every claim in it is recomputed
+ * here from the records just verified (a missing sidecar is fine: readers then read the segment).
+ * Returns the problem, or undefined when there is no sidecar or it agrees.
+ */
+function checkSegmentMeta(dir: string, segment: string, firstSeq: number, span: { minTime: string; maxTime: string; lastSeq: number }): string | undefined {
+  let text: string;
+  try {
+    text = fs.readFileSync(path.join(dir, metaName(segment)), 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+  const fix = `(delete ${metaName(segment)} to have readers scan the segment instead)`;
+  let meta: Record<string, unknown>;
+  try {
+    meta = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    return `${metaName(segment)} is not readable JSON ${fix}`;
+  }
+  const want = { first_seq: firstSeq, last_seq: span.lastSeq, min_time: span.minTime, max_time: span.maxTime };
+  const wrong = (Object.keys(want) as (keyof typeof want)[]).filter((k) => meta?.[k] !== want[k]);
+  if (wrong.length === 0) return undefined;
+  const said = wrong.map((k) => `${k} ${JSON.stringify(meta?.[k])} (records: ${JSON.stringify(want[k])})`).join(', ');
+  return `${metaName(segment)} does not describe segment ${segment}: ${said}; readers skip segments by it, so it could hide the segment's events from time-bounded searches, exports and reports ${fix}`;
+}
+
+const TYPE_TAG = '","type":"';
+const TIME_TAG = ',"time":"';
+
+/**
+ * The event's top-level `time` when it is a string, as the writer took it for the seal's span. Canonical
+ * JSON ends every event with `,"time":"…","type":"…"}` (keys sorted, `type` last; encode.ts): read from
+ * there without parsing when nothing in between could be a quote or escape, else parse.
+ */
+function eventTimeOf(eventJson: string): string | undefined {
+  const typeAt = eventJson.lastIndexOf(TYPE_TAG);
+  const timeAt = typeAt > 0 ? eventJson.lastIndexOf(TIME_TAG, typeAt) : -1;
+  const valueAt = timeAt + TIME_TAG.length;
+  if (timeAt >= 0 && eventJson.endsWith('"}') && plainBetween(eventJson, valueAt, typeAt) && plainBetween(eventJson, typeAt + TYPE_TAG.length, eventJson.length - 2)) {
+    return eventJson.slice(valueAt, typeAt);
+  }
+  try {
+    const time = (JSON.parse(eventJson) as { time?: unknown } | null)?.time;
+    return typeof time === 'string' ? time : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** No quote or backslash in text[from, to): a JSON string's body without escapes. */
+function plainBetween(text: string, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 || c === 0x5c) return false;
+  }
+  return true;
 }

@@ -1,9 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { AuditEvent } from '../../src/events/envelope.ts';
-import { iso, isoUntil, matcher, prefilters, type AuditQuery } from '../audit/read.ts';
+import { iso, isoUntil, matcher, prefilters, sealedOutsideRange, type AuditQuery } from '../audit/read.ts';
 import { parseRecordLine } from '../audit/record.ts';
-import { listSegments, readSegmentMeta } from '../audit/segments.ts';
+import { listSegments } from '../audit/segments.ts';
 
 /** One matching record: the event's bytes exactly as stored (canonical JSON) and the parsed event. */
 export interface StreamedRecord {
@@ -31,8 +31,9 @@ export interface StreamOptions {
  * Matching records of the audit log, oldest first, read segment by segment in fixed-size chunks: memory
  * stays flat whatever the size of the log (a line is held only until its record is consumed). The same
  * query semantics as `searchAuditLog` (substring pre-filters, then the parsed-event match); sealed segments
- * outside a time range are skipped by their `.meta`. Each segment is read up to its size when reached: a
- * live writer's later lines (and a torn last line without its newline) are not part of this export.
+ * outside a time range are skipped by their `.meta` when it passes sealedOutsideRange's checks. Each
+ * segment is read up to its size when reached: a live writer's later lines (and a torn last line without
+ * its newline) are not part of this export.
  */
 export async function* streamAuditRecords(dir: string, q: AuditQuery = {}, opts: StreamOptions = {}): AsyncGenerator<StreamedRecord> {
   const match = matcher(q);
@@ -40,11 +41,10 @@ export async function* streamAuditRecords(dir: string, q: AuditQuery = {}, opts:
   const since = iso(q.since);
   const until = isoUntil(q.until);
   const segments: { file: string; size: number }[] = [];
-  for (const segment of listSegments(dir)) {
-    if (since || until) {
-      const meta = readSegmentMeta(dir, segment);
-      if (meta && ((since && meta.max_time < since) || (until && meta.min_time > until))) continue;
-    }
+  const names = listSegments(dir);
+  for (let i = 0; i < names.length; i++) {
+    const segment = names[i];
+    if (sealedOutsideRange(dir, segment, names[i + 1], since, until)) continue;
     const file = path.join(dir, segment);
     segments.push({ file, size: fs.statSync(file).size });
   }

@@ -86,7 +86,8 @@ const VERIFY_HELP = `
   Exit codes (say only what is proven):
     0  complete: intact, every record signed, and the last signed head is the witness's newest head
     1  invalid: tampered or damaged, no valid signed checkpoint, or a witnessed head the log does not reach
-       (cut back or rolled back)
+       (cut back or rolled back); also when the search index (index.sqlite) lacks rows it had indexed
+       (fix: vigil audit index rebuild)
     2  usage error
     3  intact and signed up to the last checkpoint, completeness not proven (no --witness, or the witness
        holds an older head)
@@ -162,6 +163,9 @@ export const auditVerifyCommand: Command = {
         args.out.write(`audit log ok: complete up to the witnessed head seq ${res.witnessedSeq}, ${summary}, head seq ${res.lastSeq} (${secs} s)\n`);
         break;
     }
+    // The search index is a copy, not the record; rows missing from it would shorten searches, so say so.
+    const index = res.searchIndex;
+    if (index && !index.ok) args.err.write(`search index ${index.checked ? 'INCOMPLETE' : 'not checked'}: ${index.problem}\n`);
     if (args.values.local !== true) {
       const shared = await openSharedAudit(args).catch((e: Error) => e);
       if (shared instanceof Error) return unreadable('cannot open the shared audit index', shared);
@@ -179,6 +183,7 @@ export const auditVerifyCommand: Command = {
         if (!sres.ok) return VERIFY_EXIT_CODES.invalid;
       }
     }
+    if (index?.checked && !index.ok) return VERIFY_EXIT_CODES.invalid;
     return VERIFY_EXIT_CODES[res.status];
   },
 };
@@ -255,6 +260,7 @@ export const auditSearchCommand: Command = {
       hideCheckpoints: true,
     };
     const replica = stringOpt(args.values, 'replica');
+    const indexOpts = { notice: (m: string) => args.err.write(`vigil audit search: ${m}\n`) };
     if (args.values.scan !== true && args.values.local !== true) {
       if (text !== undefined && text.trim() === '') throw new UsageError('--text: empty query');
       const shared = await openSharedAudit(args).catch((e: unknown) => {
@@ -268,7 +274,7 @@ export const auditSearchCommand: Command = {
           const indexedSeq = await catchUpLocal(shared, args.err);
           const local = shared.local;
           const tail =
-            local && text === undefined && fs.existsSync(local.auditDir) ? { replica: local.replica, indexedSeq, records: () => searchIndexed(local.auditDir, q) } : undefined;
+            local && text === undefined && fs.existsSync(local.auditDir) ? { replica: local.replica, indexedSeq, records: () => searchIndexed(local.auditDir, q, indexOpts) } : undefined;
           const res = await searchShared(shared.chains, toSharedQuery(q, { replica, text }), tail);
           if (res.mismatched) args.err.write(`vigil audit search: ${res.mismatched} indexed record(s) left out: their bytes do not match their hash (run \`vigil audit verify\`)\n`);
           printSharedRecords(args, res.records, args.values.json === true);
@@ -286,19 +292,17 @@ export const auditSearchCommand: Command = {
     } else {
       if (text !== undefined && text.trim() === '') throw new UsageError('--text: empty query');
       if (!fs.existsSync(p.auditDir)) records = [];
-      else {
-        try {
-          // Streamed: printed as they are read. The first record is fetched here, so that opening the
-          // index (and its failures) happens inside this try.
-          records = primed(searchIndexedStream(p.auditDir, { ...q, text }));
-        } catch (e) {
-          if (e instanceof AuditIndexError && e.code === 'VIGIL_AUDIT_SEARCH_TEXT') throw new UsageError(e.message);
-          // An index this user cannot write (a read-only copy of the log, another owner): filters still work by scanning.
-          const code = String((e as { code?: unknown }).code ?? '');
-          if (text !== undefined || !/^(SQLITE_READONLY|SQLITE_CANTOPEN|EACCES|EPERM|EROFS)/.test(code)) throw e;
-          args.err.write(`vigil audit search: cannot use the search index (${code}); scanning the log instead\n`);
-          records = (await searchAuditLog(p.auditDir, q)).records;
-        }
+      else try {
+        // Streamed: printed as they are read. The first record is fetched here, so that opening the
+        // index (and its failures) happens inside this try.
+        records = primed(searchIndexedStream(p.auditDir, { ...q, text }, indexOpts));
+      } catch (e) {
+        if (e instanceof AuditIndexError && e.code === 'VIGIL_AUDIT_SEARCH_TEXT') throw new UsageError(e.message);
+        // An index this user cannot write (a read-only copy of the log, another owner): filters still work by scanning.
+        const code = String((e as { code?: unknown }).code ?? '');
+        if (text !== undefined || !/^(SQLITE_READONLY|SQLITE_CANTOPEN|EACCES|EPERM|EROFS)/.test(code)) throw e;
+        args.err.write(`vigil audit search: cannot use the search index (${code}); scanning the log instead\n`);
+        records = (await searchAuditLog(p.auditDir, q)).records;
       }
     }
     printRecords(args, records, args.values.json === true);
