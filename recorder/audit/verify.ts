@@ -266,6 +266,12 @@ function verifyChain(dir: string, publicKeyPem: string | Buffer, opts: VerifyOpt
       }
       tornAt = { segment, line: lines.length + 1, seq: expected, kind: 'torn-tail', problem: `the last line (seq ${expected}) is partially written: a crash before it was acknowledged; reopen the log (vigil serve) to set it aside` };
     }
+    // A live log (the console verifies while the gateway writes) may have sealed the newest segment after
+    // the listing: the segment its seal names is then there now, and the chain goes on into it.
+    if (isLast && pendingNext && !tornAt && fs.existsSync(path.join(dir, pendingNext))) {
+      segments.push(pendingNext);
+      result.segments = segments.length;
+    }
   }
   if (pendingNext) {
     return bad({ segment: pendingNext, line: 0, seq: expected, kind: 'segment-missing', problem: `segment ${pendingNext} is missing (named by the checkpoint sealing ${pendingNextFrom!.segment}): the log was truncated after seq ${expected - 1}` });
