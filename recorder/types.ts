@@ -100,9 +100,11 @@ export interface LiveCast {
   /**
    * Follow the recording. `fromStart`: everything on disk so far, then each write as it lands; otherwise the
    * header line, then new writes only. `onData` gets whole lines; `onEnd` runs once when the recording is
-   * closed (after its last lines). Returns a function that stops following.
+   * closed (after its last lines). Returns a function that stops following. From the start, what is on disk
+   * comes in chunks of whole lines (about 256 KiB), the next once what `onData` returns (a promise, if any) has
+   * settled: the watcher's backpressure. A throw or rejection of `onData` ends the follow.
    */
-  follow(fromStart: boolean, onData: (lines: Buffer) => void, onEnd: () => void): () => void;
+  follow(fromStart: boolean, onData: (lines: Buffer) => unknown, onEnd: () => void): () => void;
 }
 
 export interface RecordingStore {

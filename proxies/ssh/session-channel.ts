@@ -6,6 +6,7 @@ import { relay, flushed, type TapGate, type TapVerdict } from './relay.ts';
 import type { ChannelHost, ChannelObserver, PtyInfo } from './host.ts';
 import { parseScpCommand } from './scp/index.ts';
 import { readsCommandsFromStdin, startsShell } from './terminal/index.ts';
+import { clampTerminalSize } from './terminal/tracker.ts';
 import { observeShellInput } from './observers.ts';
 
 type Exit = { code: number } | { signal: string; dumped: boolean; message: string };
@@ -27,6 +28,8 @@ function envAllowed(patterns: string[], name: string): boolean {
  */
 export class SessionChannel {
   private pty: PtyInfo | undefined;
+  /** The terminal size the client asked for, as "COLSxROWS", when it was larger than vigil takes. */
+  private ptyRequested: string | undefined;
   private readonly env: Record<string, string> = {};
   private started = false;
   private client: ssh2.ServerChannel | undefined;
@@ -69,14 +72,22 @@ export class SessionChannel {
         host.requestRefused('pty', { channel: index, why: 'certificate lacks permit-pty' });
         return reject?.();
       }
-      this.pty = { term: info.term, cols: info.cols, rows: info.rows, width: info.width, height: info.height, modes: info.modes as Record<string, number> };
+      // Clamped once, here: the target, the recording and the command tracker all get the same size.
+      const size = clampTerminalSize(info.cols, info.rows);
+      if (size.clamped) {
+        this.ptyRequested = `${info.cols}x${info.rows}`;
+        host.log.warn({ channel: index, requested: this.ptyRequested, used: `${size.cols}x${size.rows}` }, 'pty size clamped');
+      }
+      this.pty = { term: info.term, cols: size.cols, rows: size.rows, width: info.width, height: info.height, modes: info.modes as Record<string, number> };
       accept?.();
     });
     session.on('window-change', (accept, _reject, info) => {
-      if (this.pty) Object.assign(this.pty, { cols: info.cols, rows: info.rows, width: info.width, height: info.height });
-      this.backend?.setWindow(info.rows, info.cols, info.height, info.width);
-      this.recording?.resize(info.cols, info.rows);
-      this.observer?.resize?.(info.cols, info.rows);
+      const { cols, rows, clamped } = clampTerminalSize(info.cols, info.rows);
+      if (clamped) host.log.warn({ channel: index, requested: `${info.cols}x${info.rows}`, used: `${cols}x${rows}` }, 'window size clamped');
+      if (this.pty) Object.assign(this.pty, { cols, rows, width: info.width, height: info.height });
+      this.backend?.setWindow(rows, cols, info.height, info.width);
+      this.recording?.resize(cols, rows);
+      this.observer?.resize?.(cols, rows);
       accept?.();
     });
     session.on('env', (accept, reject, info) => {
@@ -175,6 +186,7 @@ export class SessionChannel {
         channel: this.index,
         command: this.command,
         pty: !!this.pty,
+        ...(this.ptyRequested ? { pty_size_requested: this.ptyRequested } : {}),
         ...this.requestedDetails(),
       });
       if (durable) {
@@ -260,7 +272,7 @@ export class SessionChannel {
       this.recording.onError((e) => host.recordingFailed(e));
     }
     this.observer = this.observe(kind);
-    host.channelStarted(kind, this.index, this.recording?.id, { command: this.command, pty: !!this.pty, ...(forced ? { force_command: true, requested: forced.requested } : {}) });
+    host.channelStarted(kind, this.index, this.recording?.id, { command: this.command, pty: !!this.pty, ...(this.ptyRequested ? { pty_size_requested: this.ptyRequested } : {}), ...(forced ? { force_command: true, requested: forced.requested } : {}) });
 
     const rec = this.recording;
     const obs = this.observer;

@@ -642,68 +642,91 @@ class CastWriter implements AsciicastWriter, LiveCast {
     else this.finishedCbs.push(cb);
   }
 
-  follow(fromStart: boolean, onData: (lines: Buffer) => void, onEnd: () => void): () => void {
+  follow(fromStart: boolean, onData: (lines: Buffer) => unknown, onEnd: () => void): () => void {
     let stopped = false;
-    // From the start: the bytes on disk up to `upTo` are read from the file; writes landing meanwhile
-    // wait here, so nothing is shown twice or skipped (`written` only moves when a write has completed).
-    const upTo = this.written;
-    let held: (Buffer | null)[] | undefined = fromStart && upTo > 0 ? [] : undefined;
+    const end = () => {
+      if (stopped) return;
+      stopped = true;
+      this.tails.delete(tail);
+      onEnd();
+    };
+    // A watcher's failure ends its follow, never the recording (nor, through an unhandled error, the process).
     const deliver = (b: Buffer | null) => {
       if (stopped) return;
-      if (b === null) {
-        stopped = true;
-        onEnd();
-      } else onData(b);
+      if (b === null) return end();
+      try {
+        void Promise.resolve(onData(b)).catch(end);
+      } catch {
+        end();
+      }
     };
-    const tail = (b: Buffer | null) => {
-      if (held) held.push(b);
-      else deliver(b);
-    };
-    if (this.finished) {
-      if (!fromStart) queueMicrotask(() => deliver(null));
-    } else {
-      this.tails.add(tail);
-      // From now: the header first (sizes, terminal type), unless it has not been written yet (then it
-      // arrives with the first write).
-      if (!fromStart && upTo > 0) queueMicrotask(() => deliver(Buffer.from(this.headerLine)));
-    }
-    if (fromStart && (upTo > 0 || this.finished)) {
-      held ??= [];
-      if (this.finished) held.push(null);
-      void readPrefix(this.file, this.finished ? Infinity : upTo).then(
-        (prefix) => {
-          const queued = held ?? [];
-          held = undefined;
-          if (prefix.length) deliver(prefix);
-          for (const b of queued) deliver(b);
-        },
-        () => {
-          held = undefined;
-          deliver(null);
-        },
-      );
-    }
-    return () => {
+    const tail = (b: Buffer | null) => deliver(b);
+    const stop = () => {
       stopped = true;
       this.tails.delete(tail);
     };
+    if (!fromStart) {
+      if (this.finished) queueMicrotask(end);
+      else {
+        this.tails.add(tail);
+        // From now: the header first (sizes, terminal type), unless it has not been written yet (then it
+        // arrives with the first write).
+        if (this.written > 0) queueMicrotask(() => deliver(Buffer.from(this.headerLine)));
+      }
+      return stop;
+    }
+    // From the start: what is on disk is read back in bounded chunks of whole lines, each after the watcher
+    // took the one before (onData's promise), until the reader has caught up with `written`; only then does
+    // it follow the writes as they land. `written` moves, and the writes are published, in one synchronous
+    // step once a write has completed, so switching over loses and repeats nothing, and a watcher slower
+    // than the session only reads further behind in the file: nothing is held in memory for it.
+    void (async () => {
+      let fh: fsp.FileHandle | undefined;
+      try {
+        let pos = 0;
+        while (!stopped) {
+          if (pos >= this.written) {
+            if (this.finished) return end();
+            this.tails.add(tail);
+            return;
+          }
+          fh ??= await fsp.open(this.file, 'r');
+          const lines = await readLines(fh, pos, this.written);
+          if (stopped) return;
+          if (lines.length === 0) throw new Error(`recording ${this.id}: no complete line at byte ${pos}`);
+          pos += lines.length;
+          await onData(lines);
+        }
+      } catch {
+        end();
+      } finally {
+        await fh?.close().catch(() => {});
+      }
+    })();
+    return stop;
   }
 }
 
-/** The first `n` bytes of a file (all of it for Infinity). */
-async function readPrefix(file: string, n: number): Promise<Buffer> {
-  if (n === Infinity) return fsp.readFile(file);
-  const fh = await fsp.open(file, 'r');
-  try {
-    const buf = Buffer.alloc(n);
+/** Bytes of recording a watcher following from the start is sent at a time (whole lines, so about this). */
+export const CATCH_UP_CHUNK = 256 * 1024;
+
+/**
+ * The whole lines of `fh` from `pos` on, up to about CATCH_UP_CHUNK bytes and never past `limit` (a line
+ * longer than the chunk is read whole). `limit` is where a completed write ended, so always a line's end.
+ */
+async function readLines(fh: fsp.FileHandle, pos: number, limit: number): Promise<Buffer> {
+  let size = Math.min(CATCH_UP_CHUNK, limit - pos);
+  for (;;) {
+    const buf = Buffer.allocUnsafe(size);
     let got = 0;
-    while (got < n) {
-      const { bytesRead } = await fh.read(buf, got, n - got, got);
+    while (got < size) {
+      const { bytesRead } = await fh.read(buf, got, size - got, pos + got);
       if (bytesRead === 0) break;
       got += bytesRead;
     }
-    return buf.subarray(0, got);
-  } finally {
-    await fh.close();
+    const lastNewline = got > 0 ? buf.lastIndexOf(0x0a, got - 1) : -1;
+    if (lastNewline >= 0) return buf.subarray(0, lastNewline + 1);
+    if (got < size || pos + size >= limit) return buf.subarray(0, got);
+    size = Math.min(size * 2, limit - pos);
   }
 }

@@ -29,6 +29,14 @@ import type { LiveSession, SessionRegistry } from '../sessions/registry.ts';
 const WATCH_PATH = /^\/v1\/sessions\/([^/]+)\/watch$/;
 /** A watcher this far behind is cut off (1013) rather than buffered without bound. */
 const MAX_BUFFERED = 4 * 1024 * 1024;
+/**
+ * A recording followed from the start is sent in chunks (recorder CATCH_UP_CHUNK), the next only once the
+ * watcher's connection holds less than this: well under MAX_BUFFERED, so a watcher reading the past at its
+ * own pace (several channels at once included) is never taken for one that stopped reading.
+ */
+const CATCH_UP_BUFFERED = 1024 * 1024;
+/** How often a paced catch-up looks whether the watcher's connection has taken what it was given. */
+const CATCH_UP_POLL_MS = 10;
 /** After session.end, how long the last recording writes may take to reach the watcher. */
 const END_GRACE_MS = 3000;
 const TERMINAL_PROTOCOLS = new Set(['ssh']);
@@ -105,7 +113,7 @@ export async function beginWatch(deps: SessionControlDeps, actor: Actor, id: str
 }
 
 /** Why a watch ended, as session.watch_ended records it. */
-type WatchEnd = 'session_ended' | 'watcher_closed' | 'too_slow' | 'access_ended';
+type WatchEnd = 'session_ended' | 'watcher_closed' | 'too_slow' | 'access_ended' | 'failed';
 
 /** A running watch, for whoever checks that the watcher may still watch. */
 export interface WatchHandle {
@@ -126,6 +134,15 @@ export function streamSession(out: WatchSink, deps: WatchDeps, actor: Actor, ses
   let ending: WatchEnd | undefined;
   const following = new Set<number>();
   let sessionEnd: { reason: unknown } | undefined;
+
+  /** Resolves once the watcher's connection is below CATCH_UP_BUFFERED (or the watch is over). */
+  const watcherCaughtUp = (): Promise<void> | undefined => {
+    if (ending || !out.open() || out.buffered() <= CATCH_UP_BUFFERED) return undefined;
+    return new Promise<void>((resolve) => {
+      const look = () => (ending || !out.open() || out.buffered() <= CATCH_UP_BUFFERED ? resolve() : setTimeout(look, CATCH_UP_POLL_MS).unref());
+      look();
+    });
+  };
 
   const send = (msg: unknown): void => {
     if (!out.open() || ending) return;
@@ -184,7 +201,18 @@ export function streamSession(out: WatchSink, deps: WatchDeps, actor: Actor, ses
       following.add(cast.channel);
       const stop = cast.follow(
         fromStart,
-        (lines) => send(castMessage(cast.channel, lines)),
+        (lines) => {
+          // A message that cannot be built or sent ends this watch, recorded as failed; the gateway and the
+          // session go on.
+          try {
+            send(castMessage(cast.channel, lines));
+          } catch (e) {
+            deps.log.error({ err: (e as Error).message, session: id, channel: cast.channel }, 'watch: could not send the recording');
+            finish('failed', 1011, 'the live view failed; reconnect', { error: (e as Error).message });
+            return;
+          }
+          return watcherCaughtUp();
+        },
         () => {
           following.delete(cast.channel);
           send({ type: 'cast_end', channel: cast.channel });

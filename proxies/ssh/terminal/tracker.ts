@@ -6,6 +6,22 @@ const { Terminal } = xtermHeadless;
 type Term = InstanceType<typeof Terminal>;
 type IMarker = NonNullable<ReturnType<Term['registerMarker']>>;
 
+/**
+ * The largest terminal vigil takes from a client (pty request, window change): SSH carries the size as
+ * 32-bit numbers, and a headless terminal's buffer grows with cols × rows (10000 × 10000 took ~1.2 GB).
+ * Wider than any screen shows; a larger request is clamped to this, for the target, the recording and the
+ * command tracker alike.
+ */
+export const MAX_TERMINAL_COLS = 1000;
+export const MAX_TERMINAL_ROWS = 500;
+
+/** `cols` × `rows` within MAX_TERMINAL_COLS × MAX_TERMINAL_ROWS (0, "not given", stays 0). */
+export function clampTerminalSize(cols: number, rows: number): { cols: number; rows: number; clamped: boolean } {
+  const c = Math.min(Math.max(0, Math.floor(cols) || 0), MAX_TERMINAL_COLS);
+  const r = Math.min(Math.max(0, Math.floor(rows) || 0), MAX_TERMINAL_ROWS);
+  return { cols: c, rows: r, clamped: c !== cols || r !== rows };
+}
+
 /** An interactive command as the screen showed it when Enter was pressed. */
 export interface TerminalCommand {
   command: string;
@@ -187,7 +203,8 @@ export class CommandTracker {
     this.highWater = opts.highWaterMark ?? 256 * 1024;
     this.maxBacklog = opts.maxBacklog ?? 8 * 1024 * 1024;
     // Scrollback only has to hold a command line longer than the screen.
-    this.term = new Terminal({ cols: opts.cols, rows: opts.rows, scrollback: 200, allowProposedApi: true });
+    const size = clampTerminalSize(opts.cols, opts.rows);
+    this.term = new Terminal({ cols: size.cols || 80, rows: size.rows || 24, scrollback: 200, allowProposedApi: true });
     // Readline (bash >= 5.1, and zsh) turns bracketed paste off right after accepting a line: the exact
     // moment the whole line, pasted newlines included, is on screen and nothing after it is yet.
     this.term.parser.registerCsiHandler({ prefix: '?', final: 'l' }, (params) => {
@@ -265,7 +282,8 @@ export class CommandTracker {
   resize(cols: number, rows: number): void {
     if (this.disposed) return;
     this.term.write(EMPTY, () => {
-      if (!this.disposed) this.term.resize(cols, rows);
+      const size = clampTerminalSize(cols, rows);
+      if (!this.disposed && size.cols > 0 && size.rows > 0) this.term.resize(size.cols, size.rows);
     });
   }
 

@@ -8,6 +8,12 @@ import type { RelayMessage, WatchRequest } from './messages.ts';
  * session never waits for one. The watcher is told to reconnect (from=now).
  */
 export const MAX_RELAY_QUEUED = 2 * 1024 * 1024;
+/**
+ * A recording followed from the start is read back in chunks (recorder CATCH_UP_CHUNK), the next once the
+ * channel holds less than this for the watch: well below MAX_RELAY_QUEUED, so catching up never counts as
+ * the primary falling behind, and the worker never holds more than about this much for a watcher.
+ */
+export const RELAY_CATCH_UP_QUEUED = 512 * 1024;
 
 /** Sends a message to the primary; `done` runs once it is written to the channel (or failed). */
 export type RelaySend = (m: RelayMessage, done?: () => void) => void;
@@ -21,6 +27,8 @@ interface Relay {
   follows: Map<number, () => void>;
   /** Bytes of cast_data handed to the channel and not yet written. */
   queued: number;
+  /** Catch-ups waiting for `queued` to fall to RELAY_CATCH_UP_QUEUED. */
+  waiting: (() => void)[];
 }
 
 /**
@@ -64,7 +72,7 @@ export class CastRelay {
   private watch(w: number, sessionId: string): void {
     if (this.relays.has(w)) return;
     const store = this.recordings();
-    const r: Relay = { sessionId, stopWatch: undefined, casts: new Map(), follows: new Map(), queued: 0 };
+    const r: Relay = { sessionId, stopWatch: undefined, casts: new Map(), follows: new Map(), queued: 0, waiting: [] };
     this.relays.set(w, r);
     this.log.info({ session: sessionId, watch: w }, 'live watch: relaying the session\'s recordings to the primary');
     // Called at once for each recording being written, then for each one opened later.
@@ -98,23 +106,34 @@ export class CastRelay {
     if (!ended) r.follows.set(channel, stop);
   }
 
-  /** Lines of a recording to the primary, unless too much is waiting for the channel already. */
-  private ship(w: number, r: Relay, channel: number, lines: Buffer): void {
+  /**
+   * Lines of a recording to the primary, unless too much is waiting for the channel already. Returns, when
+   * the channel holds more than RELAY_CATCH_UP_QUEUED, when it no longer does: the pace of a from-start
+   * catch-up (live writes do not wait; they are bounded by MAX_RELAY_QUEUED).
+   */
+  private ship(w: number, r: Relay, channel: number, lines: Buffer): Promise<void> | undefined {
     if (this.relays.get(w) !== r) return;
-    // Checked before, not after, adding: one large write (the recording so far, for from=start) still goes.
+    // Checked before, not after, adding: one write of the recording still goes whole (at most the writer's batch).
     if (r.queued > MAX_RELAY_QUEUED) {
       this.stop(w, 'the primary fell behind');
-      return void this.send({ vigil: 'watch_dropped', w });
+      this.send({ vigil: 'watch_dropped', w });
+      return;
     }
     const size = lines.length;
     r.queued += size;
-    this.send({ vigil: 'cast_data', w, channel, lines: lines.toString('utf8') }, () => (r.queued -= size));
+    this.send({ vigil: 'cast_data', w, channel, lines: lines.toString('utf8') }, () => {
+      r.queued -= size;
+      if (r.queued <= RELAY_CATCH_UP_QUEUED) for (const go of r.waiting.splice(0)) go();
+    });
+    if (r.queued <= RELAY_CATCH_UP_QUEUED) return;
+    return new Promise<void>((resolve) => r.waiting.push(resolve));
   }
 
   private stop(w: number, why: string): void {
     const r = this.relays.get(w);
     if (!r) return;
     this.relays.delete(w);
+    for (const go of r.waiting.splice(0)) go();
     r.stopWatch?.();
     for (const stop of r.follows.values()) stop();
     r.follows.clear();
