@@ -18,7 +18,7 @@ try {
     const r = await generateReport({ auditDir: job.auditDir, publicKeyFile: job.publicKeyFile, store, roleTargets: job.roleTargets, shared }, job.period, job.format, new Date(job.now));
     await writeAtomically(job.out, r.text);
     const run: ReportedRun = { model: { summary: r.model.summary, period: r.model.period, verification: r.model.verification }, bytes: r.bytes, sha256: r.sha256 };
-    parentPort!.postMessage({ ok: true, run });
+    parentPort!.postMessage({ ok: true, value: run });
   } finally {
     await store.close();
   }
