@@ -1,11 +1,14 @@
+import crypto from 'node:crypto';
 import fs from 'node:fs';
-import readline from 'node:readline';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import xterm from '@xterm/headless';
+import type { IBuffer, IMarker, Terminal } from '@xterm/headless';
 import { NUL_RUN_CODES } from './index.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
 import { escapeTerminal } from '../audit/format.ts';
+import { VigilError } from '../../src/errors.ts';
+import { TerminalSafeFilter } from './terminal-safe.ts';
 
 /** A text event (`o`, `i`, `r`, …) or a run of NUL bytes (vigil extension: the data is the count). */
 export type AsciicastEvent = [number, string, string] | [number, (typeof NUL_RUN_CODES)['o' | 'i'], number];
@@ -15,10 +18,27 @@ export interface Asciicast {
   events: AsciicastEvent[];
 }
 
+/** A recording whose bytes cannot be trusted: a damaged line, or not the bytes its upload logged. */
+export class RecordingIntegrityError extends VigilError {
+  constructor(message: string) {
+    super('VIGIL_RECORDING_DAMAGED', message);
+  }
+}
+
+/** What reading a recording to its end established (filled in once its events have all been read). */
+export interface RecordingDigest {
+  sha256: string;
+  bytes: number;
+  /** The last line had no newline and was not a whole event: cut short while it was being written. */
+  partialLastLine: boolean;
+}
+
 /** A recording read as it streams in (object storage, a long cast): events are parsed line by line. */
 export interface StreamedAsciicast {
   header: Asciicast['header'];
   events: AsyncIterable<AsciicastEvent>;
+  /** Set once `events` has been read to its end (SHA-256 of every byte read, for `recording.stored`). */
+  digest?: RecordingDigest;
 }
 
 const isNulRun = (code: string): code is (typeof NUL_RUN_CODES)['o' | 'i'] => code === NUL_RUN_CODES.o || code === NUL_RUN_CODES.i;
@@ -34,60 +54,124 @@ export function streamText(cast: Asciicast, stream: 'o' | 'i'): string {
 }
 
 function parseHeader(line: string): Asciicast['header'] {
-  const header = JSON.parse(line) as Asciicast['header'];
-  if (header.version !== 2) throw new Error(`unsupported asciicast version ${header.version}`);
+  let header: Asciicast['header'];
+  try {
+    header = JSON.parse(line) as Asciicast['header'];
+  } catch (e) {
+    throw new RecordingIntegrityError(`line 1 (the header) is damaged: ${(e as Error).message}`);
+  }
+  if (header?.version !== 2) throw new Error(`unsupported asciicast version ${header?.version}`);
   return header;
 }
 
-/** One event line, or undefined for a line that is not one (a crash may leave a partial last line). */
-function parseEventLine(line: string): AsciicastEvent | undefined {
-  if (!line) return undefined;
+/**
+ * One event line: the event, `undefined` for a well-formed event this player has no use for (vigil.binary
+ * summaries, future extensions), or the reason the line is not an event.
+ */
+function parseEventLine(line: string): AsciicastEvent | undefined | { damaged: string } {
+  let e: unknown;
   try {
-    const e = JSON.parse(line);
-    if (!Array.isArray(e) || typeof e[0] !== 'number' || typeof e[1] !== 'string') return undefined;
-    if (typeof e[2] === 'string') return e as [number, string, string];
-    if (isNulRun(e[1]) && Number.isSafeInteger(e[2]) && e[2] >= 0) return e as AsciicastEvent;
-  } catch {
-    // partial line
+    e = JSON.parse(line);
+  } catch (err) {
+    return { damaged: line ? `not JSON (${(err as Error).message})` : 'empty line' };
   }
+  if (!Array.isArray(e) || e.length < 3 || typeof e[0] !== 'number' || !Number.isFinite(e[0]) || typeof e[1] !== 'string') {
+    return { damaged: 'not an asciicast event ([time, code, data])' };
+  }
+  if (typeof e[2] === 'string') return e as [number, string, string];
+  if (isNulRun(e[1])) {
+    if (Number.isSafeInteger(e[2]) && e[2] >= 0) return e as AsciicastEvent;
+    return { damaged: `a NUL run with a count that is not a whole number (${JSON.stringify(e[2])})` };
+  }
+  if (e[1] === 'o' || e[1] === 'i' || e[1] === 'r') return { damaged: `a "${e[1]}" event whose data is not text` };
   return undefined;
 }
 
-/** Parse an asciicast v2 file. Malformed event lines are skipped (a crash may leave a partial last line). */
+/**
+ * The event on line `lineNo`, or undefined for one to skip. A damaged line is an error, except the last
+ * line when it lacks its newline: a recording still being written (or cut short by a crash) ends that way.
+ */
+function eventOfLine(line: string, lineNo: number, complete: boolean, digest?: { partialLastLine: boolean }): AsciicastEvent | undefined {
+  const e = parseEventLine(line);
+  if (!e || !('damaged' in e)) return e;
+  if (!complete) {
+    if (digest) digest.partialLastLine = true;
+    return undefined;
+  }
+  throw new RecordingIntegrityError(`line ${lineNo} is damaged: ${e.damaged}`);
+}
+
+/** Parse an asciicast v2 file. A damaged event line is an error, except a partial last line (see eventOfLine). */
 export function parseAsciicast(text: string): Asciicast {
   const lines = text.split('\n');
   const header = parseHeader(lines[0]);
   const events: Asciicast['events'] = [];
-  for (const line of lines.slice(1)) {
-    const e = parseEventLine(line);
+  // The text after the last newline is a line still being written ('' when the file ends with a newline).
+  const last = lines.length - 1;
+  for (let i = 1; i < lines.length; i++) {
+    if (i === last && lines[i] === '') break;
+    const e = eventOfLine(lines[i], i + 1, i < last);
     if (e) events.push(e);
   }
   return { header, events };
 }
 
+/** The lines of a byte stream, each whole (UTF-8 decoded), hashing every byte on the way. */
+async function* linesOf(input: Readable, hash: crypto.Hash, counted: { bytes: number }): AsyncGenerator<{ text: string; complete: boolean }> {
+  let pending: Buffer[] = [];
+  for await (const chunk of input as AsyncIterable<Buffer | string>) {
+    const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+    hash.update(buf);
+    counted.bytes += buf.length;
+    let from = 0;
+    for (let nl = buf.indexOf(0x0a); nl !== -1; nl = buf.indexOf(0x0a, from)) {
+      pending.push(buf.subarray(from, nl));
+      yield { text: Buffer.concat(pending).toString('utf8'), complete: true };
+      pending = [];
+      from = nl + 1;
+    }
+    if (from < buf.length) pending.push(buf.subarray(from));
+  }
+  if (pending.length) yield { text: Buffer.concat(pending).toString('utf8'), complete: false };
+}
+
 /**
  * Read an asciicast from a stream (a local file or object storage, wherever it lives): the header at once,
- * the events as they are iterated, so a player holds one line at a time, not the whole recording.
+ * the events as they are iterated, so a player holds one line at a time, not the whole recording. Every
+ * byte is hashed on the way: once the events are read to the end, `digest` holds the SHA-256 to compare
+ * with the one `recording.stored` logged. A damaged line throws RecordingIntegrityError naming it.
  */
 export async function streamAsciicast(input: Readable): Promise<StreamedAsciicast> {
-  const lines = readline.createInterface({ input, crlfDelay: Infinity })[Symbol.asyncIterator]();
+  const hash = crypto.createHash('sha256');
+  const counted = { bytes: 0 };
+  const lines = linesOf(input, hash, counted);
   const first = await lines.next();
   if (first.done) {
     input.destroy();
-    throw new Error('empty recording');
+    throw new RecordingIntegrityError('empty recording');
   }
-  const header = parseHeader(first.value);
+  let header: Asciicast['header'];
+  try {
+    header = parseHeader(first.value.text);
+  } catch (e) {
+    input.destroy();
+    throw e;
+  }
+  const cast: StreamedAsciicast = { header, events: events() };
   async function* events(): AsyncGenerator<AsciicastEvent> {
+    const partial = { partialLastLine: false };
     try {
+      let lineNo = 1;
       for (let r = await lines.next(); !r.done; r = await lines.next()) {
-        const e = parseEventLine(r.value);
+        const e = eventOfLine(r.value.text, ++lineNo, r.value.complete, partial);
         if (e) yield e;
       }
+      cast.digest = { sha256: hash.digest('hex'), bytes: counted.bytes, partialLastLine: partial.partialLastLine };
     } finally {
       input.destroy();
     }
   }
-  return { header, events: events() };
+  return cast;
 }
 
 export function readAsciicast(file: string): Asciicast {
@@ -100,52 +184,200 @@ export interface PlayOptions {
   /** Cap on any pause between events, in seconds. */
   idleLimit?: number;
   signal?: AbortSignal;
+  /**
+   * The recorded bytes exactly as they were sent, escape sequences and all. Without it, output passes the
+   * terminal-safe filter (terminal-safe.ts): a recorded session must not be able to drive the player's
+   * terminal (clipboard writes, titles, queries whose answers would be typed into the player's input).
+   */
+  raw?: boolean;
 }
 
-/** Play the output of a recording to `out` with its original timing (scaled by speed, idle capped). */
+/**
+ * Play the output of a recording to `out` with its original timing (scaled by speed, idle capped), made
+ * terminal-safe unless `raw`; what the output left set (alternate screen, hidden cursor) is undone at the end.
+ */
 export async function playAsciicast(cast: Asciicast | StreamedAsciicast, out: NodeJS.WritableStream, opts: PlayOptions = {}): Promise<void> {
   const speed = opts.speed && opts.speed > 0 ? opts.speed : 1;
   const idle = opts.idleLimit && opts.idleLimit > 0 ? opts.idleLimit : Infinity;
   let prev = 0;
-  for await (const [t, code, data] of cast.events) {
-    if (opts.signal?.aborted) return;
-    const wait = Math.min(Math.max(0, t - prev), idle) / speed;
-    prev = t;
-    if (wait > 0.001) await sleep(wait * 1000, undefined, { signal: opts.signal }).catch(() => {});
-    if (code === 'o') {
-      if (!out.write(data as string)) await new Promise((r) => out.once('drain', r));
-    } else if (code === NUL_RUN_CODES.o) {
-      // The bytes as they were sent (a terminal ignores NUL), in bounded slices.
-      for (let left = data as number; left > 0 && !opts.signal?.aborted; left -= NUL_SLICE.length) {
-        if (!out.write(left >= NUL_SLICE.length ? NUL_SLICE : NUL_SLICE.subarray(0, left))) await new Promise((r) => out.once('drain', r));
+  const filter = opts.raw ? undefined : new TerminalSafeFilter();
+  const write = async (chunk: string | Buffer) => {
+    if (chunk.length && !out.write(chunk)) await new Promise((r) => out.once('drain', r));
+  };
+  try {
+    await playEvents();
+  } finally {
+    if (filter) await write(filter.end());
+  }
+  async function playEvents(): Promise<void> {
+    for await (const [t, code, data] of cast.events) {
+      if (opts.signal?.aborted) return;
+      const wait = Math.min(Math.max(0, t - prev), idle) / speed;
+      prev = t;
+      if (wait > 0.001) await sleep(wait * 1000, undefined, { signal: opts.signal }).catch(() => {});
+      if (code === 'o') {
+        await write(filter ? filter.write(data as string) : (data as string));
+      } else if (code === NUL_RUN_CODES.o && !filter) {
+        // The bytes as they were sent (a terminal ignores NUL), in bounded slices.
+        for (let left = data as number; left > 0 && !opts.signal?.aborted; left -= NUL_SLICE.length) {
+          await write(left >= NUL_SLICE.length ? NUL_SLICE : NUL_SLICE.subarray(0, left));
+        }
       }
     }
   }
 }
 
 const NUL_SLICE = Buffer.alloc(64 * 1024);
+/** A recording's terminal size is replayed at most this large (the gateway records no larger: proxies/ssh MAX_TERMINAL_*). */
+const MAX_REPLAY_COLS = 1000;
+const MAX_REPLAY_ROWS = 500;
 
-/** The text on the screen at the end of the recording (rendered by a headless terminal), trailing blank
- *  lines removed. Scrollback is included so nothing printed is lost. */
+/**
+ * The text of the recording as `--print` shows it (rendered by a headless terminal), trailing blank lines
+ * removed: the scrollback and the final screen, and before them everything the session erased on the way,
+ * each followed by a `[vigil: …]` line saying what happened when: the screen cleared (ED 2), the scrollback
+ * cleared (ED 3), a full reset (RIS), and the last screen of each full-screen program (alternate screen),
+ * in place where the program ran. Lines overwritten in place (cursor up, erase line) show as they ended.
+ */
 export async function renderFinalText(cast: Asciicast | StreamedAsciicast): Promise<string> {
-  const term = new xterm.Terminal({ cols: cast.header.width || 80, rows: cast.header.height || 24, scrollback: 100_000, allowProposedApi: true });
+  const term = new xterm.Terminal({ cols: Math.min(cast.header.width || 80, MAX_REPLAY_COLS), rows: Math.min(cast.header.height || 24, MAX_REPLAY_ROWS), scrollback: 100_000, allowProposedApi: true });
   try {
-    for await (const [, code, data] of cast.events) {
+    const history = new ScreenHistory(term);
+    for await (const [t, code, data] of cast.events) {
+      history.now = t;
       // NUL runs are skipped: a terminal ignores NUL.
       if (code === 'o') await new Promise<void>((r) => term.write(data as string, r));
       else if (code === 'r') {
         const m = /^(\d+)x(\d+)$/.exec(data as string);
-        if (m) term.resize(Math.max(1, Number(m[1])), Math.max(1, Number(m[2])));
+        if (m) term.resize(Math.min(Math.max(1, Number(m[1])), MAX_REPLAY_COLS), Math.min(Math.max(1, Number(m[2])), MAX_REPLAY_ROWS));
       }
     }
-    const buf = term.buffer.active;
-    const lines: string[] = [];
-    for (let i = 0; i < buf.length; i++) lines.push((buf.getLine(i)?.translateToString(true) ?? '').trimEnd());
-    while (lines.length && lines[lines.length - 1] === '') lines.pop();
-    return lines.join('\n');
+    return history.finish();
   } finally {
     term.dispose();
   }
+}
+
+type Marker = IMarker | undefined;
+const ALT_SCREEN_MODES = new Set([47, 1047, 1049]);
+
+/**
+ * Text the terminal is about to lose, kept as it goes: the parser calls these handlers before it acts on
+ * the sequence, so the buffer still holds what the sequence erases. Normal-buffer lines already kept are
+ * behind `printedUpTo`, so nothing is printed twice.
+ */
+class ScreenHistory {
+  now = 0;
+  private readonly pieces: string[] = [];
+  /** The last normal-buffer line already kept (undefined: none). On a line that stays: erased lines lose their markers. */
+  private printedUpTo: Marker;
+  /** Where the running full-screen program was started, and the last screens of those that ended. */
+  private altStart: Marker;
+  private altAfterLine = false;
+  private altScreens: { at: Marker; after: boolean; text: string[] }[] = [];
+
+  constructor(private readonly term: Terminal) {
+    const parser = term.parser;
+    const modes = (params: (number | number[])[]) => params.some((p) => typeof p === 'number' && ALT_SCREEN_MODES.has(p));
+    parser.registerCsiHandler({ prefix: '?', final: 'h' }, (params) => {
+      if (modes(params) && this.isNormal()) {
+        // The program's screen goes after the cursor line, or before it when the line is still empty.
+        this.altStart = term.registerMarker(0);
+        this.altAfterLine = term.buffer.normal.cursorX > 0;
+      }
+      return false;
+    });
+    parser.registerCsiHandler({ prefix: '?', final: 'l' }, (params) => {
+      if (modes(params)) this.leaveAlternate('closed');
+      return false;
+    });
+    parser.registerCsiHandler({ final: 'J' }, (params) => {
+      const mode = params[0] ?? 0;
+      if (this.isNormal() && mode === 2 && this.screenHasText()) this.keep(this.normalLines(this.firstUnprinted(), Infinity), 'screen cleared', 'screen');
+      if (this.isNormal() && mode === 3) this.keep(this.normalLines(this.firstUnprinted(), this.term.buffer.normal.baseY), 'scrollback cleared', 'scrollback');
+      return false;
+    });
+    parser.registerEscHandler({ final: 'c' }, () => {
+      this.leaveAlternate('ended by a terminal reset');
+      this.keep(this.normalLines(this.firstUnprinted(), Infinity), 'terminal reset (RIS)', 'all');
+      return false;
+    });
+  }
+
+  /** Everything kept, then the final screen (a session ending in a full-screen program: its screen last). */
+  finish(): string {
+    this.leaveAlternate('still open when the recording ended');
+    const rest = this.normalLines(this.firstUnprinted(), Infinity);
+    while (rest.length && rest[rest.length - 1] === '') rest.pop();
+    return [...this.pieces, ...rest].join('\n');
+  }
+
+  private screenHasText(): boolean {
+    const buf = this.term.buffer.normal;
+    return bufferLines(buf, buf.baseY, buf.length).some((l) => l !== '');
+  }
+
+  private isNormal(): boolean {
+    return this.term.buffer.active.type === 'normal';
+  }
+
+  private at(): string {
+    return `${this.now.toFixed(1)} s`;
+  }
+
+  private firstUnprinted(): number {
+    return this.printedUpTo && !this.printedUpTo.isDisposed ? this.printedUpTo.line + 1 : 0;
+  }
+
+  /** The full-screen program's last screen, to be shown where it was started. */
+  private leaveAlternate(how: string): void {
+    if (this.isNormal()) return;
+    const buf = this.term.buffer.alternate;
+    const screen = bufferLines(buf, 0, buf.length);
+    while (screen.length && screen[screen.length - 1] === '') screen.pop();
+    this.altScreens.push({
+      at: this.altStart,
+      after: this.altAfterLine,
+      text: [`[vigil: full-screen program (alternate screen) ${how} at ${this.at()}; its last screen:]`, ...screen, `[vigil: end of the full-screen program's screen]`],
+    });
+    this.altStart = undefined;
+  }
+
+  /** Normal-buffer lines from..to, with the screens of the full-screen programs that ran among them. */
+  private normalLines(from: number, to: number): string[] {
+    const buf = this.term.buffer.normal;
+    const end = Math.min(to, buf.length);
+    const out: string[] = [];
+    let at = from;
+    const lineOf = (s: (typeof this.altScreens)[number]) => (s.at && !s.at.isDisposed ? s.at.line + (s.after ? 1 : 0) : at);
+    const placed = this.altScreens.filter((s) => lineOf(s) <= end);
+    for (const s of placed) {
+      const line = Math.max(at, Math.min(end, lineOf(s)));
+      out.push(...bufferLines(buf, at, line), ...s.text);
+      s.at?.dispose();
+      at = line;
+    }
+    this.altScreens = this.altScreens.filter((s) => !placed.includes(s));
+    out.push(...bufferLines(buf, at, end));
+    return out;
+  }
+
+  /** Keep `lines` (about to be erased by `what`) with a line saying so; nothing when they are all blank. */
+  private keep(lines: string[], what: string, erased: 'screen' | 'scrollback' | 'all'): void {
+    while (lines.length && lines[lines.length - 1] === '') lines.pop();
+    if (lines.length) this.pieces.push(...lines, `[vigil: ${what} at ${this.at()}]`);
+    this.printedUpTo?.dispose();
+    const buf = this.term.buffer.normal;
+    // What stays in the buffer after the sequence acts: the scrollback after ED 2 (already kept), the screen
+    // after ED 3 (not kept: it may change yet), nothing after a reset.
+    this.printedUpTo = erased === 'screen' && buf.baseY > 0 ? this.term.registerMarker(-buf.cursorY - 1) : undefined;
+  }
+}
+
+function bufferLines(buf: IBuffer, from: number, to: number): string[] {
+  const lines: string[] = [];
+  for (let i = from; i < to; i++) lines.push((buf.getLine(i)?.translateToString(true) ?? '').trimEnd());
+  return lines;
 }
 
 // ---------------------------------------------------------------------------------------------------------

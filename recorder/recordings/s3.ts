@@ -404,13 +404,22 @@ export class S3Recordings {
     };
   }
 
-  /** `key`'s bytes `start`..`end` (inclusive) in ranged GETs of at most `step`. */
+  /**
+   * `key`'s bytes `start`..`end` (inclusive) in ranged GETs of at most `step`. Fewer bytes than asked for is
+   * an error, not the end: the object shrank or was replaced since its size was read, and a reader must not
+   * take what it got for the whole recording.
+   */
   async *ranges(key: string, start: number, end: number, step = 8 * 1024 * 1024): AsyncGenerator<Buffer> {
     for (let at = start; at <= end; at += step) {
       const last = Math.min(end, at + step - 1);
       const bytes = await this.getRange(key, at, last);
-      if (bytes.length) yield bytes;
-      if (bytes.length < last - at + 1) return;
+      if (bytes.length !== last - at + 1) {
+        throw new S3StorageError(
+          'ShortRead',
+          `cannot read s3://${this.opts.bucket}/${key}: asked for bytes ${at}-${last}, got ${bytes.length}; the object changed size since it was opened (truncated or replaced)`,
+        );
+      }
+      yield bytes;
     }
   }
 

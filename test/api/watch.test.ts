@@ -119,6 +119,12 @@ describe('live watch and kill of an SSH terminal session', () => {
       await waitFor(() => now.screen().includes('live-42'), 10_000, 'live output in the from-now watcher');
       expect(now.screen()).not.toContain('before-2');
 
+      // What the session prints cannot drive the watcher's terminal: its clipboard write is dropped.
+      keys('-l', "printf '\\033]52;c;aGk=\\007osc-%s\\n' $((2*4))");
+      keys('Enter');
+      await waitFor(() => cliText().includes('osc-8'), 10_000, 'output after a clipboard write in the CLI watcher');
+      expect(cliText()).not.toContain('\x1b]52');
+
       // Read-only: what a watcher sends never reaches the session.
       now.ws.send('echo injected-$((5*5))\r');
       now.ws.send(Buffer.from('echo injected-$((5*5))\r'));

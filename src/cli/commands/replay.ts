@@ -7,6 +7,7 @@ import { auditPaths, parseTimeArg } from './audit.ts';
 import { recordingStorageFromArgs } from '../data-dir-arg.ts';
 import { GATEWAY_API_OPTIONS } from '../api-client.ts';
 import { listLiveSessions } from './sessions.ts';
+import type { RecordingDigest } from '../../../recorder/recordings/replay.ts';
 
 function numberOpt(flag: string, text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
@@ -79,15 +80,26 @@ export const replayCommand: Command = {
   name: 'replay',
   withoutProxies: true,
   summary:
-    'Replay a session: SSH plays its terminal recording with the original timing (--print: the final screen text); ' +
+    'Replay a session: SSH plays its terminal recording with the original timing (--print: its text); ' +
     'PostgreSQL/MySQL prints the statement transcript with timing, parameters, outcome and rows (--json: one JSON object per line).',
-  usage: 'SESSION_ID [--speed 2] [--idle-limit 2] [--channel N] [--print] [--json]',
+  usage:
+    'SESSION_ID [--speed 2] [--idle-limit 2] [--channel N] [--print] [--raw] [--json]\n\n' +
+    'SSH output is filtered for your terminal: text, colours, cursor movement, erasing and the alternate screen pass; clipboard\n' +
+    'writes, titles and other OSC/DCS/APC strings, and every query that would make your terminal answer into your input\n' +
+    '(DA, DSR, window reports, …) are dropped. --raw plays the bytes exactly as recorded: only into a terminal you trust it with.\n' +
+    '--print shows the scrollback and the final screen, and before them what the session erased on the way (screen or\n' +
+    'scrollback cleared, terminal reset, the last screen of each full-screen program), each followed by a [vigil: …] line;\n' +
+    'a line overwritten in place (cursor up, erase line) shows only as it ended.\n' +
+    'The recording is checked as it is read: a damaged line is an error naming it (only an incomplete last line, of a\n' +
+    'recording still being written, is passed over), and its SHA-256 is compared with the one its recording.stored event\n' +
+    'logged (stderr says whether it was verified; a mismatch exits 1, after playing; --print prints nothing then).',
   positionals: true,
   options: {
     speed: { type: 'string', arg: 'X', help: 'play X times faster (default 1)' },
     'idle-limit': { type: 'string', arg: 'SECONDS', help: 'shorten pauses longer than this' },
     channel: { type: 'string', arg: 'N', help: 'SSH: which channel of the session to play (default: the first shell)' },
-    print: { type: 'boolean', help: 'SSH: print the final screen text instead of playing' },
+    print: { type: 'boolean', help: 'SSH: print the text (scrollback, final screen, and what was erased on the way) instead of playing' },
+    raw: { type: 'boolean', help: 'SSH: play the recorded bytes unfiltered, escape sequences included (see above)' },
     json: { type: 'boolean', help: 'databases: one JSON object per statement' },
   },
   examples: ['replay 01HV40C7Y1 --speed 4 --idle-limit 2', 'replay 01HV41QX2M --json'],
@@ -96,7 +108,7 @@ export const replayCommand: Command = {
     if (!sessionId || args.positionals.length > 1) throw new UsageError('expected exactly one SESSION_ID');
     const { dataDir, auditDir } = await auditPaths(args);
     // Loaded here: the player brings a headless terminal, which no other command needs at start.
-    const { streamAsciicast, playAsciicast, renderFinalText, buildTranscript, formatTranscript } = await import('../../../recorder/recordings/replay.ts');
+    const { streamAsciicast, playAsciicast, renderFinalText, buildTranscript, formatTranscript, RecordingIntegrityError } = await import('../../../recorder/recordings/replay.ts');
     // Local files, or object storage (recording.storage): read as a stream either way, never whole.
     const store = await openConfiguredRecordings(dataPaths(dataDir).recordings, await recordingStorageFromArgs(args));
     let ids = await store.list(sessionId);
@@ -125,16 +137,22 @@ export const replayCommand: Command = {
     }
     const speed = numberOpt('speed', stringOpt(args.values, 'speed'));
     const idleLimit = numberOpt('idle-limit', stringOpt(args.values, 'idle-limit'));
+    const stored = await storedHashes(auditDir, sessionId);
     try {
       for (const id of ids) {
         const source = await store.open(id);
         if (!source) throw new NotFoundError(`recording ${escapeTerminal(id)} is gone`);
-        const cast = await streamAsciicast(source.read());
+        const named = (e: unknown) => (e instanceof RecordingIntegrityError ? new RecordingIntegrityError(`recording ${escapeTerminal(id)}: ${e.message}`) : e);
+        const cast = await streamAsciicast(source.read()).catch((e) => Promise.reject(named(e)));
         if (ids.length > 1) (args.values.print ? args.out : args.err).write(`── ${id} ──\n`);
         if (args.values.print) {
-          args.out.write((await renderFinalText(cast)) + '\n');
+          const text = await renderFinalText(cast).catch((e) => Promise.reject(named(e)));
+          // Checked before printing: text that does not match what was stored is not shown as the session.
+          checkStored(id, cast.digest, stored.get(id), args.err, RecordingIntegrityError);
+          args.out.write(text + '\n');
         } else {
-          await playAsciicast(cast, args.out, { speed, idleLimit });
+          await playAsciicast(cast, args.out, { speed, idleLimit, raw: args.values.raw === true }).catch((e) => Promise.reject(named(e)));
+          checkStored(id, cast.digest, stored.get(id), args.err, RecordingIntegrityError);
         }
       }
     } finally {
@@ -143,5 +161,42 @@ export const replayCommand: Command = {
     return 0;
   },
 };
+
+/** What the latest `recording.stored` event of each recording of the session logged (object storage only). */
+async function storedHashes(auditDir: string, sessionId: string): Promise<Map<string, { seq: number; sha256: string; bytes: number }>> {
+  const out = new Map<string, { seq: number; sha256: string; bytes: number }>();
+  const { records } = await searchAuditLog(auditDir, { session: sessionId, type: 'recording.stored' });
+  for (const r of records) {
+    const d = r.event.details ?? {};
+    if (r.event.type === 'recording.stored' && typeof d.recording === 'string' && typeof d.sha256 === 'string') {
+      out.set(d.recording, { seq: r.seq, sha256: d.sha256, bytes: Number(d.bytes) });
+    }
+  }
+  return out;
+}
+
+/** Say on stderr whether the bytes read are those `recording.stored` logged; a mismatch is an error. */
+function checkStored(
+  id: string,
+  digest: RecordingDigest | undefined,
+  stored: { seq: number; sha256: string; bytes: number } | undefined,
+  err: NodeJS.WritableStream,
+  IntegrityError: new (message: string) => Error,
+): void {
+  const name = escapeTerminal(id);
+  if (!digest) return; // playing stopped before the end (interrupted): nothing read to compare
+  if (digest.partialLastLine) err.write(`vigil: ${name}: its last line is incomplete (still being written, or cut short) and was left out\n`);
+  if (!stored) {
+    err.write(`vigil: ${name}: not verified: no recording.stored event (a recording kept locally only, still live, or not uploaded yet)\n`);
+    return;
+  }
+  if (stored.sha256 !== digest.sha256) {
+    throw new IntegrityError(
+      `recording ${name} does not match the SHA-256 its recording.stored event (seq ${stored.seq}) logged: ` +
+        `logged ${stored.sha256} (${stored.bytes} bytes), read ${digest.sha256} (${digest.bytes} bytes); it was altered or replaced after it was stored`,
+    );
+  }
+  err.write(`vigil: ${name}: verified: matches the SHA-256 its recording.stored event (seq ${stored.seq}) logged (${digest.bytes} bytes)\n`);
+}
 
 export const REPLAY_COMMANDS: Command[] = [sessionsListCommand, replayCommand];

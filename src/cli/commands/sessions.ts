@@ -2,6 +2,7 @@ import type { Command, CommandArgs } from '../command.ts';
 import { stringOpt, UsageError } from '../command.ts';
 import { GATEWAY_API_OPTIONS, gatewayApi } from '../api-client.ts';
 import { escapeTerminal } from '../../../recorder/audit/index.ts';
+import { TerminalSafeFilter } from '../../../recorder/recordings/terminal-safe.ts';
 
 /** `vigil sessions list|kill` and `vigil watch`: live sessions of a running gateway, through its API. */
 
@@ -81,13 +82,16 @@ interface WatchMessage {
 
 export const watchCommand: Command = {
   name: 'watch',
-  summary: 'Watch a live session read-only (admins and auditors): an SSH terminal mirrored raw into yours, a database session as its statements.',
+  summary: 'Watch a live session read-only (admins and auditors): an SSH terminal mirrored into yours, a database session as its statements.',
   usage:
-    'SESSION [--from-now] --api URL --cert F --key F --ca F [--json]\n\n' +
+    'SESSION [--from-now] [--raw] --api URL --cert F --key F --ca F [--json]\n\n' +
     'Terminal sessions are shown from their start (what is recorded so far, then live) unless --from-now. Nothing you type\n' +
-    'reaches the session. Watching is recorded (session.watch_started / session.watch_ended). Stop with Ctrl-C.',
+    'reaches the session. Watching is recorded (session.watch_started / session.watch_ended). Stop with Ctrl-C.\n' +
+    'Terminal output is filtered as by `vigil replay`: clipboard writes, titles and queries your terminal would answer into\n' +
+    'your input are dropped; --raw mirrors the bytes unfiltered (only into a terminal you trust it with).',
   options: {
     'from-now': { type: 'boolean', help: 'only what happens from now on (default: replay the session from its start first)' },
+    raw: { type: 'boolean', help: 'terminal output exactly as recorded, escape sequences unfiltered (see above)' },
     ...GATEWAY_API_OPTIONS,
     json: { type: 'boolean', help: 'print the watch messages as they arrive (one JSON object per line) instead of rendering them' },
   },
@@ -100,6 +104,8 @@ export const watchCommand: Command = {
     const ws = await gatewayApi(args).socket(`/v1/sessions/${encodeURIComponent(id)}/watch${from}`);
     const stop = () => ws.close(1000);
     process.once('SIGINT', stop);
+    // The watched session controls what it prints: it must not drive this terminal (see terminal-safe.ts).
+    const screen = args.values.raw === true ? undefined : new TerminalSafeFilter();
     try {
       return await new Promise<number>((resolve) => {
         let ended: unknown;
@@ -115,17 +121,18 @@ export const watchCommand: Command = {
           if (m.type === 'session' && m.session) {
             args.err.write(`vigil: watching ${m.session.user} on ${m.session.target.name} (${m.session.protocol}, session ${m.session.id}) from ${m.from}; read-only, Ctrl-C to stop\r\n`);
           } else if (m.type === 'cast') {
-            // Terminal output exactly as recorded; input, resizes and NUL-run markers are not screen output.
-            for (const [, code, d] of m.events ?? []) if (code === 'o' && typeof d === 'string') args.out.write(d);
+            // Terminal output as recorded, made safe unless --raw; input, resizes and NUL-run markers are not screen output.
+            for (const [, code, d] of m.events ?? []) if (code === 'o' && typeof d === 'string') args.out.write(screen ? screen.write(d) : d);
           } else if (m.type === 'statement' && m.event) {
             const d = m.event.details;
             const sql = String(d.sql ?? d.query ?? d.command ?? '').replace(/\s+/g, ' ');
             const state = m.event.type === 'db.query.start' ? 'running' : m.event.outcome;
             const rows = typeof d.rows === 'number' ? ` ${d.rows} rows` : '';
-            args.out.write(`${m.event.time} ${state}${rows} ${sql}\n`);
+            args.out.write(escapeTerminal(`${m.event.time} ${state}${rows} ${sql}`) + '\n');
           } else if (m.type === 'end') ended = m.reason;
         });
         ws.on('close', () => {
+          if (screen) args.out.write(screen.end());
           if (!args.values.json) args.err.write(ended !== undefined ? `\r\nvigil: the session ended (${String(ended)})\r\n` : '\r\nvigil: stopped watching\r\n');
           resolve(0);
         });
