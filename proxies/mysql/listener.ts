@@ -56,7 +56,7 @@ export function createMysqlListener(services: GatewayServices, section: MysqlSec
     section,
     ids: new ConnectionIds(),
     unauthenticated: { count: 0 },
-    perSource: new SourceLimiter(services.config.pre_auth.max_per_source),
+    perSource: new SourceLimiter(() => services.config.pre_auth.max_per_source),
     secretName: (name) => name !== '' && secret !== undefined && secret.test(name),
     identities: new ServerIdentities(undefined, section.server_version),
   };

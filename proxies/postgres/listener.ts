@@ -18,7 +18,7 @@ export function createPostgresListener(services: GatewayServices, section: Postg
     redact: compileSecretPattern(services.config.redaction.patterns),
     serverContext: () => services.identity.tlsContext(),
     unauthenticated: 0,
-    perSource: new SourceLimiter(services.config.pre_auth.max_per_source),
+    perSource: new SourceLimiter(() => services.config.pre_auth.max_per_source),
     live: new Set(),
   };
   // Accounts a previous gateway left open (it died mid-session) are locked as this one starts. With

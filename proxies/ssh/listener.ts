@@ -10,12 +10,13 @@ import { PreAuthDeadlines, watchWriteStall } from '../../src/gateway/slow-client
 /** The SSH listener: one ssh2 server per accepted socket, capped while unauthenticated. */
 export function createSshListener(services: GatewayServices, section: SshSection): ProxyInstance {
   const lc: ListenerContext = { services, section, hostKey: services.identity.sshHostKey(), algorithms: serverAlgorithms(section), live: new Set() };
-  const limit = services.config.gateway.max_unauthenticated;
   let unauthenticated = 0;
-  const perSource = new SourceLimiter(services.config.pre_auth.max_per_source);
+  // Both limits are read at each accept: a config reload may change them.
+  const perSource = new SourceLimiter(() => services.config.pre_auth.max_per_source);
   let closed = false;
   return {
     handleConnection(socket, ctx) {
+      const limit = services.config.gateway.max_unauthenticated;
       if (closed || unauthenticated >= limit) {
         ctx.log.warn({ unauthenticated, limit }, 'too many unauthenticated connections; dropping');
         socket.destroy();

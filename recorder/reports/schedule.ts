@@ -26,8 +26,8 @@ export interface ReportScheduleDeps {
   schedules: ReportScheduleConfig[];
   /** The data directory (the worker opens its own state store connection there). */
   dataDir: string;
-  /** Role name → targets it reaches, for the access section. */
-  roleTargets: Record<string, string[]>;
+  /** Role name → targets it reaches, for the access section; asked at each run (a config reload changes roles). */
+  roleTargets: () => Record<string, string[]>;
   store?: StoreConfig;
   events: EventBus;
   log: Logger;
@@ -64,7 +64,7 @@ export function startReportSchedules(d: ReportScheduleDeps): ReportScheduler {
     try {
       fs.mkdirSync(d.paths.reports, { recursive: true, mode: 0o700 });
       // In a worker thread: a long report never stalls the sessions this process relays.
-      const run = await runReportInWorker({ auditDir: d.paths.audit, publicKeyFile: d.paths.auditPublicKey, dataDir: d.dataDir, roleTargets: d.roleTargets, store: d.store, period, format: job.format, out: file, now: new Date().toISOString() }, shutdown.signal);
+      const run = await runReportInWorker({ auditDir: d.paths.audit, publicKeyFile: d.paths.auditPublicKey, dataDir: d.dataDir, roleTargets: d.roleTargets(), store: d.store, period, format: job.format, out: file, now: new Date().toISOString() }, shutdown.signal);
       await d.events.emit(reportEvent(run, how));
       d.log.info({ report: job.name, file }, 'scheduled report written');
     } catch (e) {

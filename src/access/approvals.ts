@@ -27,6 +27,7 @@ export type NotifyProgress = NonNullable<AccessRecord['notify']>;
 type Step = 'notified' | 'reminded' | 'escalated' | 'progress_notified' | 'decision_notified';
 
 export interface ApprovalsDeps {
+  /** Read at each sweep: a config reload may change it (startApprovals passes a getter). */
   config: ApprovalsConfig;
   store: StateStore;
   events: EventBus;
@@ -57,17 +58,21 @@ export class Approvals {
 
   /** Sweep now and then every `intervalMs` (small enough for the shortest reminder/escalation delay). */
   start(): void {
-    const delays = [this.d.config.remind_after, this.d.config.escalate_after].filter((x): x is number => x !== undefined);
-    const every = Math.max(50, Math.min(1000, ...delays.map((x) => x / 4)));
     const tick = () => {
       this.running = this.sweep()
         .catch((e) => this.d.log.error({ err: e }, 'approvals: sweep failed'))
         .finally(() => {
           this.running = undefined;
-          if (this.timer !== undefined) this.timer = setTimeout(tick, every);
+          if (this.timer !== undefined) this.timer = setTimeout(tick, this.interval());
         });
     };
     this.timer = setTimeout(tick, 0);
+  }
+
+  /** Recomputed each time: a config reload may shorten the reminder or escalation delay. */
+  private interval(): number {
+    const delays = [this.d.config.remind_after, this.d.config.escalate_after].filter((x): x is number => x !== undefined);
+    return Math.max(50, Math.min(1000, ...delays.map((x) => x / 4)));
   }
 
   async stop(): Promise<void> {

@@ -28,7 +28,7 @@ import { WithWorkerEvents } from './workers/foreign.ts';
 import { startTelemetry } from '../telemetry.ts';
 import { refusalBudgetFor } from '../sessions/refusal-budget.ts';
 import { startAlerts } from '../alerts/index.ts';
-import { startApprovals } from '../access/start-approvals.ts';
+import { startApprovals, wantsApprovals } from '../access/start-approvals.ts';
 import { coreServices } from './core-services.ts';
 
 export interface Gateway {
@@ -90,12 +90,33 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
   );
   services.recordings.salvageLostUploads?.();
   let pool: WorkerPool | undefined;
+  let approvals: Awaited<ReturnType<typeof startApprovals>>;
+  // Set once the API listens (approval links point at it); until then a reload leaves approvals to start.
+  let approvalsPort: { api: number | undefined } | undefined;
   const reloader = createReloader(services, loaded.file, opts.proxies ?? []);
+  // A reload may name approval notifiers where there were none (or none left, or remove the alert service).
+  const followApprovals = async () => {
+    if (!approvalsPort) return;
+    if (wantsApprovals(services) && !approvals) approvals = startApprovals(services, approvalsPort.api);
+    else if (!wantsApprovals(services) && approvals) {
+      const stopping = approvals;
+      approvals = undefined;
+      await stopping.stop().catch((e) => log.warn({ err: e }, 'approvals stop failed'));
+    }
+  };
+  let reloads: Promise<unknown> = Promise.resolve();
   // gateway.workers > 1: a reload that applied is followed by every worker (for the sessions they admit).
-  const reload = async (t: ReloadTrigger) => {
-    const report = await reloader.reload(t);
-    if (report.ok) pool?.reload();
-    return report;
+  const reload = (t: ReloadTrigger) => {
+    const done = reloads.then(async () => {
+      const report = await reloader.reload(t);
+      if (report.ok) {
+        pool?.reload();
+        await followApprovals();
+      }
+      return report;
+    });
+    reloads = done.catch(() => {});
+    return done;
   };
   services.reloadConfig = reload;
   if (created) {
@@ -108,7 +129,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
   }
   const enforcement = startAccessEnforcement(services);
   const purgeJob = config.retention.auto_purge ? startDailyPurge({ config, store, events, log, paths: dataPaths(dataDir), remote: services.recordings.remote }) : undefined;
-  const reportJobs = config.reports.schedules.length ? startReportSchedules({ schedules: config.reports.schedules, dataDir, roleTargets: roleTargetsOf(config), store: config.store, events, log, paths: dataPaths(dataDir) }) : undefined;
+  const reportJobs = config.reports.schedules.length ? startReportSchedules({ schedules: config.reports.schedules, dataDir, roleTargets: () => roleTargetsOf(services.config), store: config.store, events, log, paths: dataPaths(dataDir) }) : undefined;
   pool = clustered
     ? startWorkerPool({
         count: opts.workers!, audit, publish: (sink as WithWorkerEvents).publish, events, sessions: services.sessions, log,
@@ -119,7 +140,6 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
   const servers: net.Server[] = [];
   const proxies: ProxyInstance[] = [];
   const ports: Record<string, number> = {};
-  let approvals: Awaited<ReturnType<typeof startApprovals>>;
   try {
     if (pool) {
       // gateway.workers > 1: the workers open the protocol listeners; the primary waits until all have.
@@ -133,6 +153,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
       servers.push(api.server);
     }
     approvals = startApprovals(services, ports.api);
+    approvalsPort = { api: ports.api };
   } catch (e) {
     await approvals?.stop().catch(() => {});
     await pool?.drain(0);
@@ -156,22 +177,24 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
     (closing ??= (async () => {
       // Balancers learn first (readiness fails) while the listeners still accept; then they close.
       services.draining = true;
-      if (config.gateway.drain_notice > 0) {
-        log.info({ ms: config.gateway.drain_notice }, 'draining: /readyz answers 503 before the listeners close');
-        await new Promise((r) => setTimeout(r, config.gateway.drain_notice));
+      // The running values: a reload may have changed them since start.
+      const { drain_notice: drainNotice, shutdown_drain: shutdownDrain } = services.config.gateway;
+      if (drainNotice > 0) {
+        log.info({ ms: drainNotice }, 'draining: /readyz answers 503 before the listeners close');
+        await new Promise((r) => setTimeout(r, drainNotice));
       }
       // Workers close their listeners, drain their sessions and send their last records before they exit.
-      await pool?.drain(config.gateway.shutdown_drain);
+      await pool?.drain(shutdownDrain);
       for (const s of servers) s.close();
       for (const p of proxies) await p.close().catch((e) => log.warn({ err: e }, 'proxy close failed'));
-      await services.sessions.drain(config.gateway.shutdown_drain);
+      await services.sessions.drain(shutdownDrain);
       services.sessions.terminateWhere(() => true, 'shutdown', 'The vigil gateway is shutting down.');
       await services.sessions.drain(2000);
       // Backend accounts of the sessions just ended are being locked: let that finish while the log is open.
       await settleBackendAccounts(services);
       // Recordings of the sessions just ended are being uploaded (recording.storage s3): their outcome is
       // recorded while the log is open; what does not finish in time stays in the local copy.
-      await services.recordings.close?.(Math.max(config.gateway.shutdown_drain, 2000)).catch((e) => log.warn({ err: e }, 'recording uploads stop failed'));
+      await services.recordings.close?.(Math.max(shutdownDrain, 2000)).catch((e) => log.warn({ err: e }, 'recording uploads stop failed'));
       await enforcement.stop();
       // Open budget windows are summarised now, before the log closes: nothing counted is lost.
       await refusals.close();

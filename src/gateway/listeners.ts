@@ -51,7 +51,7 @@ export async function openProtocolListeners(services: GatewayServices, mods: rea
       // One bad connection must never take the process down: errors are handled per socket.
       socket.on('error', (e) => plog.debug({ err: e.message }, 'socket error'));
       // A client that vanished without a FIN (half-open) is found by keepalive probes, not left forever.
-      applyKeepAlive(socket, config.slow_clients.keepalive);
+      applyKeepAlive(socket, services.config.slow_clients.keepalive);
       const peer = { ip: socket.remoteAddress ?? 'unknown', port: socket.remotePort ?? 0 };
       if (!fromBalancer(peer.ip)) return hand(socket, peer);
       void readProxyHeader(socket, section.proxy_protocol!.header_timeout).then((h) => {

@@ -5,12 +5,13 @@
 export class SourceLimiter {
   private readonly counts = new Map<string, number>();
 
-  constructor(private readonly max: number) {}
+  /** `max` is read at each connection when a function (the running config: a reload may change it). */
+  constructor(private readonly max: number | (() => number)) {}
 
   /** Count a connection from `ip`; returns its release (idempotent), or undefined when `ip` is at the limit. */
   acquire(ip: string): (() => void) | undefined {
     const n = this.counts.get(ip) ?? 0;
-    if (n >= this.max) return undefined;
+    if (n >= (typeof this.max === 'function' ? this.max() : this.max)) return undefined;
     this.counts.set(ip, n + 1);
     let held = true;
     return () => {

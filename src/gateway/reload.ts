@@ -4,7 +4,7 @@ import type { ProxyConfigPart } from '../config/proxy-config.ts';
 import type { VigilConfig } from '../config/schema.ts';
 import { ConfigError } from '../errors.ts';
 import { createAuthorizer } from '../authz/index.ts';
-import { startAlerts } from '../alerts/index.ts';
+import { startAlerts, type AlertService } from '../alerts/index.ts';
 import { Guardrails } from '../guardrails/index.ts';
 import { LOCAL_SOURCE, SYSTEM_ACTOR, type AuditEvent } from '../events/envelope.ts';
 import type { GatewayServices } from './services.ts';
@@ -23,8 +23,17 @@ import type { NamedChanges, ReloadReport, ReloadTrigger } from './reload-report.
 
 /** Top-level sections a reload applies to new sessions at once. Everything else needs a restart. */
 const LIVE_SECTIONS = new Set(['targets', 'roles', 'access', 'alerts', 'notifiers', 'guardrails', 'gateway', 'pre_auth', 'slow_clients', 'recording', 'certs', 'log']);
-/** Keys inside a live section that are still bound at start (the TLS certificate's names). */
-const START_BOUND_KEYS: Record<string, string[]> = { gateway: ['tls_sans'] };
+/**
+ * Keys inside a live section that are still bound at start: the TLS certificate's names, the number of
+ * worker processes, where recordings are stored (the recording store is built once), and the API
+ * listener's TLS handshake and header deadlines (options of its HTTPS server).
+ */
+const START_BOUND_KEYS: Record<string, string[]> = {
+  gateway: ['tls_sans', 'workers'],
+  recording: ['storage'],
+  pre_auth: ['handshake_timeout'],
+  slow_clients: ['api_headers_timeout'],
+};
 
 export const CONFIG_RELOAD_MESSAGE = 'The vigil configuration changed and your access to this target no longer holds; the session is closed.';
 
@@ -132,6 +141,35 @@ export function createReloader(services: GatewayServices, file: string | undefin
       .catch((e) => services.log.error({ err: (e as Error).message }, `could not record ${type}`));
   }
 
+  /**
+   * What the new configuration needs that can fail (guardrail parsers, the alert service's state.db tables
+   * and outbox), built while the old configuration is still in force. The new alert service takes the
+   * event stream over from the old one without a gap (see startAlerts), then stops it (its delivery in
+   * flight may take a notifier's timeout; undelivered notifications wait in the outbox). Rules whose
+   * definition did not change keep their state (windows, fired groups awaiting their resolution, open
+   * sessions, first-in memory): a notifier's rotated URL must not reset a count. If building the alert
+   * service fails, the old one was never detached (that is its last step) and keeps running.
+   */
+  async function buildServices(next: VigilConfig, applied: string[]) {
+    const targets = targetDirectory(next.targets);
+    const authz = createAuthorizer(next, services.store);
+    let guardrails = services.guardrails;
+    if (applied.includes('guardrails')) {
+      // Parsers load before the swap, so no session is admitted between the new config and its guardrails.
+      if (next.guardrails.length) await Guardrails.ready();
+      guardrails = next.guardrails.length ? new Guardrails(next.guardrails, services.guardrails) : undefined;
+    }
+    // Alerts and notifiers run in the primary only (a follower has none).
+    let alerts: AlertService | undefined | 'unchanged' = 'unchanged';
+    if (!follower && (applied.includes('alerts') || applied.includes('notifiers'))) {
+      const previous = services.alerts;
+      alerts = next.alerts.length || next.notifiers.length
+        ? await startAlerts({ alerts: next.alerts, notifiers: next.notifiers, dataDir: services.dataDir, store: services.store, events: services.events, targets, log: services.log, ...(previous ? { previous } : {}) })
+        : undefined;
+    }
+    return { targets, authz, guardrails, alerts };
+  }
+
   async function run(trigger: ReloadTrigger, given?: VigilConfig): Promise<ReloadReport> {
     const { log } = services;
     if (!file && !given) {
@@ -167,36 +205,42 @@ export function createReloader(services: GatewayServices, file: string | undefin
       sessions_cut: [],
     };
 
+    // Everything that can fail is built before the swap: a reload either applies whole or not at all (the
+    // old configuration stays in force, config.reload_failed says why, the workers are not told).
+    let built: Awaited<ReturnType<typeof buildServices>>;
+    try {
+      built = await buildServices(next, applied);
+    } catch (e) {
+      const error = { code: 'VIGIL_CONFIG_RELOAD_FAILED', key: '', message: `could not apply the new configuration, keeping the running one: ${(e as Error).message}` };
+      log.error({ err: (e as Error).message, file, via: trigger.via }, error.message);
+      await emit('config.reload_failed', trigger, { file, error });
+      return { ok: false, file, error };
+    }
     // CA material too: after `vigil ca rotate` new certificates are signed by the new CA from here on. The
     // identity service is handed `next`: it holds its own reference to the configuration, and `certs`
     // (TTL limits, clock skew) is reported applied, so it must apply to the next issuance, here and in workers.
     await services.identity.refresh(next).catch((e) => log.error({ err: (e as Error).message }, 'could not re-read the CA material; keeping the loaded one'));
-    // Parsers load before the swap, so no session is admitted between the new config and its guardrails.
-    if (applied.includes('guardrails') && next.guardrails.length) await Guardrails.ready();
-    // Swap in one step: a connection admitted after this line sees only the new targets and roles.
+    const previousAlerts = services.alerts;
+    // Swap in one synchronous step, and list the live sessions in the same step: a session registered
+    // before it is in that list, one admitted under the old configuration and registered after it sees the
+    // generation changed and is authorized again (openSession).
     services.config = next;
-    services.targets = targetDirectory(next.targets);
-    services.authz = createAuthorizer(next, services.store);
+    services.targets = built.targets;
+    services.authz = built.authz;
+    services.configGeneration = (services.configGeneration ?? 0) + 1;
     if (applied.includes('log')) log.level = next.log.level;
     // Sessions take their guardrails when admitted: new sessions get the new rules, live ones keep theirs.
-    if (applied.includes('guardrails')) services.guardrails = next.guardrails.length ? new Guardrails(next.guardrails, services.guardrails) : undefined;
-    // Alerts and notifiers run in the primary only (a follower has none).
-    if (!follower && (applied.includes('alerts') || applied.includes('notifiers'))) {
-      // The new service takes the event stream over from the old one without a gap, then stops it (its
-      // delivery in flight may take a notifier's timeout; undelivered notifications wait in the outbox).
-      // Rules whose definition did not change keep their state (windows, fired groups awaiting their
-      // resolution, open sessions, first-in memory): a notifier's rotated URL must not reset a count.
-      const previous = services.alerts;
-      if (next.alerts.length || next.notifiers.length) {
-        services.alerts = await startAlerts({ alerts: next.alerts, notifiers: next.notifiers, dataDir: services.dataDir, store: services.store, events: services.events, targets: services.targets, log, ...(previous ? { previous } : {}) });
-      } else {
-        services.alerts = undefined;
-        await previous?.stop().catch((e) => log.warn({ err: e }, 'alerts stop failed'));
-      }
-    }
+    if (applied.includes('guardrails')) services.guardrails = built.guardrails;
+    if (built.alerts !== 'unchanged') services.alerts = built.alerts;
+    const live = services.sessions.list();
+    // The new alert service (if any) already took the event stream over and stops the old one itself.
+    if (built.alerts === undefined) await previousAlerts?.stop().catch((e) => log.warn({ err: e }, 'alerts stop failed'));
 
     // Live sessions: asked again, exactly as at connect time, against the new roles and targets.
-    for (const s of follower ? [] : services.sessions.list()) {
+    // A follower (worker) checks its own sessions too: one may have been registered after the primary
+    // listed them (the primary hears of it over IPC) yet before this worker swapped. A session cut by both
+    // ends once (its handle keeps the first reason).
+    for (const s of live) {
       let decision;
       try {
         decision = await services.authz.authorize({ principal: s.principal, target: s.target.name, protocol: s.protocol, login: s.target.login, database: s.target.database });

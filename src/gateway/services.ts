@@ -18,6 +18,11 @@ import type { TargetDirectory } from '../config/target-directory.ts';
 /** The shared services bundle every proxy, the API and the CLI work with. */
 export interface GatewayServices {
   config: VigilConfig;
+  /**
+   * Bumped by each config reload when it swaps `config`: an admission remembers the generation it was
+   * authorized under, and is authorized again if it changed before the session is registered.
+   */
+  configGeneration?: number;
   /** Absolute data directory. */
   dataDir: string;
   log: Logger;

@@ -6,6 +6,7 @@ import type { Decision } from '../authz/types.ts';
 import type { AuditEvent } from '../events/envelope.ts';
 import type { EndReason, SessionHandle, Terminator } from './registry.ts';
 import { StoreUnavailableError } from '../errors.ts';
+import { CONFIG_RELOAD_MESSAGE } from '../gateway/reload.ts';
 
 /**
  * The one path from "a client presented a credential for a target" to a registered, recorded session,
@@ -27,7 +28,14 @@ export interface AdmitRequest {
 }
 
 export type Admission =
-  | { ok: true; principal: Principal; target: TargetConfig; decision: Extract<Decision, { allow: true }> }
+  | {
+      ok: true;
+      principal: Principal;
+      target: TargetConfig;
+      decision: Extract<Decision, { allow: true }>;
+      /** The config generation (services.configGeneration) the decision was taken under. */
+      generation: number;
+    }
   | { ok: false; reason: string; /** safe for the client */ message: string };
 
 /** The shared state store (PostgreSQL) is away: grants and locks cannot be checked, so admit nobody. */
@@ -78,6 +86,7 @@ export async function admit(services: GatewayServices, req: AdmitRequest): Promi
   const p = cred.principal;
   const actor = { user: p.user, roles: p.roles, cert_serial: p.certSerial };
   let decision: Decision;
+  const generation = services.configGeneration ?? 0;
   try {
     decision = await services.authz.authorize({ principal: p, target: req.targetName, protocol: req.protocol, login: req.login, database: req.database });
   } catch (e) {
@@ -94,7 +103,21 @@ export async function admit(services: GatewayServices, req: AdmitRequest): Promi
   if (!(await recordAuth(true, actor, { credential: p.credential, via: decision.via, grant_ids: decision.grantIds }))) {
     return { ok: false, reason: 'audit_unavailable', message: AUDIT_DOWN };
   }
-  return { ok: true, principal: p, target, decision };
+  return { ok: true, principal: p, target, decision, generation };
+}
+
+const generationOf = (services: GatewayServices): number => services.configGeneration ?? 0;
+
+/** Ask the current authorizer again (after a config reload), noting the generation it answers for. */
+async function decideAgain(services: GatewayServices, req: AdmitRequest, principal: Principal): Promise<{ decision: Extract<Decision, { allow: true }>; generation: number } | { denied: string }> {
+  const generation = generationOf(services);
+  try {
+    const now = await services.authz.authorize({ principal, target: req.targetName, protocol: req.protocol, login: req.login, database: req.database });
+    return now.allow ? { decision: now, generation } : { denied: now.reason };
+  } catch (e) {
+    services.log.error({ err: e, conn: req.connId }, 'authorizer failed after a config reload; ending the session');
+    return { denied: 'authz_error' };
+  }
 }
 
 /** Counters a proxy updates while relaying; reported in session.end. */
@@ -125,7 +148,16 @@ export async function openSession(
   terminator: Terminator,
   startDetails: Record<string, unknown> = {},
 ): Promise<OpenSession> {
-  const { principal: p, target, decision } = admission;
+  const { principal: p, target } = admission;
+  // A config reload may have swapped the roles since the decision (while auth.success was written, or the
+  // proxy prepared the session), and its cut of live sessions cannot see a session not registered yet:
+  // while the generation differs from the one decided under, the current authorizer is asked again.
+  let current: { decision: Extract<Decision, { allow: true }>; generation: number } | { denied: string } = { decision: admission.decision, generation: admission.generation };
+  while ('decision' in current && current.generation !== generationOf(services)) current = await decideAgain(services, req, p);
+  // Denied now: recorded like a live session the reload cut (session.start, then session.end with reason
+  // config_reload), so the audit log reads the same whichever came first.
+  const decision = 'decision' in current ? current.decision : admission.decision;
+  // Registered in the same synchronous step as the generation check above: a later reload lists it.
   const handle = services.sessions.open(
     {
       protocol: req.protocol,
@@ -158,6 +190,10 @@ export async function openSession(
   } catch (e) {
     handle.close('audit_unavailable');
     throw e;
+  }
+  if ('denied' in current) {
+    services.log.info({ session: handle.id, user: p.user, target: target.name, reason: current.denied }, 'ending session: no longer allowed by the reloaded configuration');
+    handle.terminate('config_reload', CONFIG_RELOAD_MESSAGE);
   }
   let ended: Promise<void> | undefined;
   return {
