@@ -85,9 +85,19 @@ export async function startAlerts(d: AlertDeps): Promise<AlertService> {
     seen.set(t, l);
     return l;
   };
-  const seenStore = d.alerts.some((r) => r.first_in !== undefined) ? new SeenStore(d.dataDir) : undefined;
-  const engine = new AlertEngine(d.alerts, { onFire, onResolve, labelsOf, seen: seenStore, log });
-  await engine.start(d.events, d.previous?.engine);
+  let seenStore: SeenStore | undefined;
+  let engine: AlertEngine;
+  try {
+    seenStore = d.alerts.some((r) => r.first_in !== undefined) ? new SeenStore(d.dataDir) : undefined;
+    engine = new AlertEngine(d.alerts, { onFire, onResolve, labelsOf, seen: seenStore, log });
+    await engine.start(d.events, d.previous?.engine);
+  } catch (e) {
+    // Nothing started (a reload keeps the running service): give back what was opened for it.
+    seenStore?.close();
+    await retry.close();
+    await outbox.close();
+    throw e;
+  }
   // Off the event path: the previous service's engine no longer listens; its outbox writes and the
   // delivery it has in flight (up to a notifier's timeout) end before this dispatcher looks at the outbox.
   const previousStopped = (d.previous?.stop() ?? Promise.resolve())

@@ -42,11 +42,18 @@ WHERE json_extract(data, '$.requester') IS NULL;
 export function openStateDatabase(file: string, schema: string): Database.Database {
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
   const db = new Database(file);
-  fs.chmodSync(file, 0o600);
-  db.pragma('journal_mode = WAL');
-  db.pragma('busy_timeout = 5000');
-  db.pragma('synchronous = FULL');
-  db.exec(schema);
+  try {
+    fs.chmodSync(file, 0o600);
+    db.pragma('journal_mode = WAL');
+    db.pragma('busy_timeout = 5000');
+    db.pragma('synchronous = FULL');
+    db.exec(schema);
+  } catch (e) {
+    // A schema that cannot be set up (another process holds the write lock past busy_timeout): the
+    // connection goes with the error rather than stay open behind a caller that never got it.
+    db.close();
+    throw e;
+  }
   return db;
 }
 
