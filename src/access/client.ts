@@ -1,9 +1,10 @@
-import fs from 'node:fs';
 import https from 'node:https';
 import type { AccessRecord, AccessState, LockRecord } from '../store/types.ts';
 import { VigilError } from '../errors.ts';
 import type { AccessService, Actor, RequestInput } from './service.ts';
 import { credentialsView, type GrantCertificate } from './credentials.ts';
+// The CLI's request helper: this client exists for the CLI and must fail the same way its other clients do.
+import { apiBaseUrl, DEFAULT_REQUEST_TIMEOUT_MS, gatewayRequest, readOptionFile } from '../cli/gateway-request.ts';
 
 /**
  * What the CLI does with access: either through a running gateway's API (identity = the client
@@ -55,42 +56,31 @@ export interface ApiClientOptions {
   certFile: string;
   keyFile: string;
   caFile: string;
+  /** How the URL was given, for error messages (default `--api`). */
+  urlOption?: string;
+  /** Deadline of each request (default 15 s). */
+  timeoutMs?: number;
 }
 
 /** Acting through the gateway's HTTPS API with a vigil client certificate. */
 export function apiAccessClient(opts: ApiClientOptions): AccessClient {
-  const base = new URL(opts.url);
-  const tlsOpts = { cert: fs.readFileSync(opts.certFile), key: fs.readFileSync(opts.keyFile), ca: fs.readFileSync(opts.caFile) };
+  const base = apiBaseUrl(opts.url, opts.urlOption ?? '--api');
+  const tlsOpts = { cert: readOptionFile(opts.certFile, '--cert'), key: readOptionFile(opts.keyFile, '--key'), ca: readOptionFile(opts.caFile, '--ca') };
   const agent = new https.Agent({ ...tlsOpts, keepAlive: false });
 
-  function call<T>(method: string, path: string, body?: unknown): Promise<T> {
-    return new Promise((resolve, reject) => {
-      const payload = body === undefined ? undefined : JSON.stringify(body);
-      const req = https.request(
-        new URL(path, base),
-        { method, agent, headers: payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {} },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => {
-            let parsed: unknown;
-            try {
-              parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-            } catch {
-              return reject(new VigilError('VIGIL_API_PROTOCOL', `the API answered ${res.statusCode} without JSON`));
-            }
-            if ((res.statusCode ?? 500) >= 400) {
-              const err = (parsed as { error?: { code?: string; message?: string } }).error;
-              return reject(new VigilError(err?.code ?? 'VIGIL_API_ERROR', err?.message ?? `HTTP ${res.statusCode}`));
-            }
-            resolve(parsed as T);
-          });
-          res.on('error', reject);
-        },
-      );
-      req.on('error', (e) => reject(new VigilError('VIGIL_API_UNREACHABLE', `cannot reach the vigil API at ${base.origin}: ${e.message}`, { cause: e })));
-      req.end(payload);
-    });
+  async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const { status, text } = await gatewayRequest({ base, method, path, body, agent, timeoutMs: opts.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS });
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      throw new VigilError('VIGIL_API_PROTOCOL', `the API answered ${status} without JSON`);
+    }
+    if (status >= 400) {
+      const err = (parsed as { error?: { code?: string; message?: string } }).error;
+      throw new VigilError(err?.code ?? 'VIGIL_API_ERROR', err?.message ?? `HTTP ${status}`);
+    }
+    return parsed as T;
   }
 
   const id = (x: string) => encodeURIComponent(x);

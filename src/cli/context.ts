@@ -7,6 +7,7 @@ import type { EventBus } from '../events/bus.ts';
 import type { IdentityService } from '../identity/types.ts';
 import type { StateStore } from '../store/types.ts';
 import type { CommandArgs } from './command.ts';
+import { NotFoundError } from '../errors.ts';
 
 /** What a CLI command works with when it acts on the data directory directly (no running gateway needed). */
 export interface LocalContext {
@@ -39,7 +40,16 @@ export function loadFromArgs(args: Pick<CommandArgs, 'configPath' | 'dataDir' | 
  * Open the data directory for a CLI command. Events go to the audit log directly when no gateway holds
  * the writer, otherwise through the spool that the running gateway ingests into the same chain.
  */
-export async function openLocal(args: Pick<CommandArgs, 'configPath' | 'dataDir' | 'proxies'>): Promise<LocalContext> {
+/**
+ * For commands that only read (listings): a data dir that does not exist is a mistyped --data or data_dir,
+ * to be said as such, not answered from an empty state database created on the spot.
+ */
+export function requireExistingDataDir(dataDir: string): void {
+  if (!fs.existsSync(dataDir)) throw new NotFoundError(`no data directory at ${dataDir} (check --data or data_dir in the config)`);
+}
+
+/** `readOnly`: the command only lists, so a missing data dir is an error instead of being created. */
+export async function openLocal(args: Pick<CommandArgs, 'configPath' | 'dataDir' | 'proxies'>, opts: { readOnly?: boolean } = {}): Promise<LocalContext> {
   // Imported here, not at the top: commands that only read (audit search, help) import this module for
   // loadFromArgs and should not pay for the store, identity and logger at start-up.
   const [{ auditOptions, dataPaths }, { EventBus }, { silentLogger }, { initIdentity, openIdentity }, { openStateStore }, { openAuditForCli }] = await Promise.all([
@@ -52,6 +62,7 @@ export async function openLocal(args: Pick<CommandArgs, 'configPath' | 'dataDir'
   ]);
   const loaded = loadFromArgs(args);
   const { config, dataDir } = loaded;
+  if (opts.readOnly) requireExistingDataDir(dataDir);
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const log = silentLogger();
   // A CLI run may use another config than the gateway: never rewrite the server or host certificates here.

@@ -6,6 +6,7 @@ import { UsageError, requireOpt, stringOpt } from '../command.ts';
 import { localUser, openLocal } from '../context.ts';
 import { parseDuration } from '../../config/units.ts';
 import { AccessService, formatDuration, type Actor } from '../../access/service.ts';
+import { requestTimeoutMs, TIMEOUT_OPTION } from '../gateway-request.ts';
 import { apiAccessClient, localAccessClient, type AccessClient } from '../../access/client.ts';
 import type { AccessRecord, AccessState, LockRecord } from '../../store/types.ts';
 
@@ -25,12 +26,13 @@ const API_OPTIONS: Record<string, OptionSpec> = {
   ca: { type: 'string', arg: 'FILE', help: 'CA certificate the API server is checked against (default: $VIGIL_CA)' },
   by: { type: 'string', arg: 'NAME', help: 'local data dir only: act as this user (default: the OS user)' },
   'by-roles': { type: 'string', arg: 'R1,R2', help: 'local data dir only: roles of --by (default: access.local_roles of that name)' },
+  ...TIMEOUT_OPTION,
   json: { type: 'boolean' },
 };
 const API_USAGE = '[--by NAME [--by-roles R1,R2]] [--api URL --cert F --key F --ca F] [--json]';
 
 /** Run `fn` with a client for the chosen path (API or local), closing what was opened. */
-async function withClient<T>(args: CommandArgs, fn: (c: AccessClient) => Promise<T>, defaultActor?: string): Promise<T> {
+async function withClient<T>(args: CommandArgs, fn: (c: AccessClient) => Promise<T>, defaultActor?: string, opts: { readOnly?: boolean } = {}): Promise<T> {
   const v = args.values;
   const url = stringOpt(v, 'api') ?? process.env.VIGIL_API;
   if (url) {
@@ -42,9 +44,9 @@ async function withClient<T>(args: CommandArgs, fn: (c: AccessClient) => Promise
     if (stringOpt(v, 'by') || stringOpt(v, 'by-roles')) {
       throw new UsageError('--by/--by-roles apply to the local data dir only; over the API you act as your client certificate');
     }
-    return fn(apiAccessClient({ url, certFile: file('cert', 'VIGIL_CERT'), keyFile: file('key', 'VIGIL_KEY'), caFile: file('ca', 'VIGIL_CA') }));
+    return fn(apiAccessClient({ url, urlOption: stringOpt(v, 'api') ? '--api' : 'VIGIL_API', certFile: file('cert', 'VIGIL_CERT'), keyFile: file('key', 'VIGIL_KEY'), caFile: file('ca', 'VIGIL_CA'), timeoutMs: requestTimeoutMs(v) }));
   }
-  const ctx = await openLocal(args);
+  const ctx = await openLocal(args, opts);
   try {
     const name = stringOpt(v, 'by') ?? defaultActor ?? localUser();
     const flagRoles = stringOpt(v, 'by-roles');
@@ -120,12 +122,12 @@ function details(r: AccessRecord): string {
 }
 
 function printRecord(args: CommandArgs, r: AccessRecord, verb?: string): void {
-  if (args.values.json) args.out.write(JSON.stringify(r, null, 2) + '\n');
+  if (args.values.json) args.out.write(JSON.stringify(r) + '\n');
   else args.out.write(`${verb ? `${verb}: ` : ''}${summary(r)}\n`);
 }
 
 function printLock(args: CommandArgs, l: LockRecord, verb: string): void {
-  if (args.values.json) args.out.write(JSON.stringify(l, null, 2) + '\n');
+  if (args.values.json) args.out.write(JSON.stringify(l) + '\n');
   else args.out.write(`${verb}: user ${l.name} (by ${l.by}: ${l.reason}${l.expiresAt ? `, until ${l.expiresAt}` : ''})\n`);
 }
 
@@ -226,9 +228,10 @@ export const accessListCommand: Command = {
   async run(args) {
     const state = stringOpt(args.values, 'state');
     if (state !== undefined && !STATES.includes(state as AccessState)) throw new UsageError(`--state: expected one of ${STATES.join(', ')}`);
-    const recs = await withClient(args, (c) => c.list({ state: state as AccessState | undefined, user: stringOpt(args.values, 'user') }));
+    const recs = await withClient(args, (c) => c.list({ state: state as AccessState | undefined, user: stringOpt(args.values, 'user') }), undefined, { readOnly: true });
     if (args.values.json) {
-      args.out.write(JSON.stringify(recs, null, 2) + '\n');
+      // One record per line, as every --json listing: scripts read it line by line (jq -c, while read).
+      for (const r of recs) args.out.write(JSON.stringify(r) + '\n');
     } else if (recs.length === 0) {
       args.out.write('no access requests\n');
     } else {
@@ -247,8 +250,8 @@ export const accessShowCommand: Command = {
   examples: ['access show 01HV3Z8K2Q --json'],
   async run(args) {
     const id = onePositional(args, 'request id');
-    const rec = await withClient(args, (c) => c.show(id));
-    args.out.write(args.values.json ? JSON.stringify(rec, null, 2) + '\n' : details(rec) + '\n');
+    const rec = await withClient(args, (c) => c.show(id), undefined, { readOnly: true });
+    args.out.write(args.values.json ? JSON.stringify(rec) + '\n' : details(rec) + '\n');
     return 0;
   },
 };
@@ -290,7 +293,7 @@ export const accessCertCommand: Command = {
     put(`${c.user}.crt`, c.x509_certificate, 0o644);
     put(`${c.user}.key`, c.x509_private_key, 0o600);
     put('ca.crt', c.ca_certificate, 0o644);
-    if (args.values.json) args.out.write(JSON.stringify({ serial: c.serial, grant_id: c.grant_id, not_after: c.not_after, files }, null, 2) + '\n');
+    if (args.values.json) args.out.write(JSON.stringify({ serial: c.serial, grant_id: c.grant_id, not_after: c.not_after, files }) + '\n');
     else args.out.write(`issued certificate ${c.serial} for grant ${c.grant_id}, valid until ${c.not_after}\n${files.map((f) => `  ${f}\n`).join('')}`);
     return 0;
   },
@@ -337,8 +340,8 @@ export const lockListCommand: Command = {
   options: API_OPTIONS,
   examples: ['lock list --json'],
   async run(args) {
-    const locks = await withClient(args, (c) => c.listLocks());
-    if (args.values.json) args.out.write(JSON.stringify(locks, null, 2) + '\n');
+    const locks = await withClient(args, (c) => c.listLocks(), undefined, { readOnly: true });
+    if (args.values.json) for (const l of locks) args.out.write(JSON.stringify(l) + '\n');
     else if (locks.length === 0) args.out.write('no locks\n');
     else for (const l of locks) args.out.write(`user ${l.name}  since ${l.createdAt}${l.expiresAt ? ` until ${l.expiresAt}` : ''}  by ${l.by}: ${l.reason}\n`);
     return 0;

@@ -1,5 +1,5 @@
 import type { Command } from '../command.ts';
-import { loadFromArgs } from '../context.ts';
+import { loadFromArgs, requireExistingDataDir } from '../context.ts';
 import { openOutbox } from '../../notifiers/outbox.ts';
 import { openStateStore } from '../../store/index.ts';
 
@@ -15,6 +15,7 @@ export const alertsListCommand: Command = {
   examples: ['alerts list', 'alerts list --limit 50 --json'],
   async run(args) {
     const { config, dataDir } = loadFromArgs(args);
+    requireExistingDataDir(dataDir);
     const limit = Number(args.values.limit ?? 20) || 20;
     const store = await openStateStore(dataDir, config.store);
     const outbox = openOutbox(dataDir, store);
@@ -25,7 +26,7 @@ export const alertsListCommand: Command = {
       const notifiers = config.notifiers.map((n) => ({ name: n.name, kind: n.kind, pending: depth[n.name] ?? 0 }));
       const dead = (await outbox.deadLetters()).map((d) => ({ id: d.id, notifier: d.notifier, created_at: d.created_at, attempts: d.attempts, last_error: d.last_error, payload: d.payload }));
       if (args.values.json) {
-        args.out.write(JSON.stringify({ rules, firings, notifiers, dead_letters: dead }, null, 2) + '\n');
+        args.out.write(JSON.stringify({ rules, firings, notifiers, dead_letters: dead }) + '\n');
         return 0;
       }
       const w = (s: string) => args.out.write(s + '\n');

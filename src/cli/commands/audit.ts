@@ -285,14 +285,15 @@ export const auditSearchCommand: Command = {
       }
     }
     if (replica !== undefined) throw new UsageError('--replica needs the shared index (store: postgres), without --local or --scan');
+    // A mistyped --data must not read as "no matching events".
+    if (!fs.existsSync(p.auditDir)) throw new NotFoundError(`no audit log in ${p.dataDir}`);
     let records: Iterable<AuditRecord>;
     if (args.values.scan === true) {
       if (text !== undefined) throw new UsageError('--text needs the index: leave out --scan');
       records = (await searchAuditLog(p.auditDir, q)).records;
     } else {
       if (text !== undefined && text.trim() === '') throw new UsageError('--text: empty query');
-      if (!fs.existsSync(p.auditDir)) records = [];
-      else try {
+      try {
         // Streamed: printed as they are read. The first record is fetched here, so that opening the
         // index (and its failures) happens inside this try.
         records = primed(searchIndexedStream(p.auditDir, { ...q, text }, indexOpts));
@@ -423,6 +424,7 @@ export const auditTailCommand: Command = {
   examples: ['audit tail -f', 'audit tail -n 100 --json'],
   async run(args) {
     const p = await auditPaths(args);
+    if (!fs.existsSync(p.auditDir)) throw new NotFoundError(`no audit log in ${p.dataDir}`);
     const json = args.values.json === true;
     const follow = args.values.follow === true;
     const ac = new AbortController();

@@ -1,8 +1,8 @@
-import fs from 'node:fs';
 import https from 'node:https';
 import type { Command, CommandArgs } from '../command.ts';
 import { UsageError, stringOpt } from '../command.ts';
 import { VigilError } from '../../errors.ts';
+import { apiBaseUrl, gatewayRequest, readOptionFile, requestTimeoutMs, TIMEOUT_OPTION } from '../gateway-request.ts';
 import type { ReloadReport } from '../../gateway/reload-report.ts';
 
 /**
@@ -11,24 +11,14 @@ import type { ReloadReport } from '../../gateway/reload-report.ts';
  * changed, what needs a restart and which live sessions were cut, or which key is wrong.
  */
 
-function postReload(url: string, files: { cert: string; key: string; ca: string }): Promise<{ status: number; body: { reload?: ReloadReport; error?: { code: string; message: string } } }> {
-  const agent = new https.Agent({ cert: fs.readFileSync(files.cert), key: fs.readFileSync(files.key), ca: fs.readFileSync(files.ca), keepAlive: false });
-  return new Promise((resolve, reject) => {
-    const req = https.request(new URL('/v1/config/reload', url), { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': 2 } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        try {
-          resolve({ status: res.statusCode ?? 500, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) });
-        } catch {
-          reject(new VigilError('VIGIL_API_PROTOCOL', `the API answered ${res.statusCode} without JSON`));
-        }
-      });
-      res.on('error', reject);
-    });
-    req.on('error', (e) => reject(new VigilError('VIGIL_API_UNREACHABLE', `cannot reach the vigil API at ${url}: ${e.message}`, { cause: e })));
-    req.end('{}');
-  });
+async function postReload(base: URL, tls: { cert: Buffer; key: Buffer; ca: Buffer }, timeoutMs: number): Promise<{ status: number; body: { reload?: ReloadReport; error?: { code: string; message: string } } }> {
+  const agent = new https.Agent({ ...tls, keepAlive: false });
+  const { status, text } = await gatewayRequest({ base, method: 'POST', path: '/v1/config/reload', body: {}, agent, timeoutMs });
+  try {
+    return { status, body: JSON.parse(text) };
+  } catch {
+    throw new VigilError('VIGIL_API_PROTOCOL', `the API answered ${status} without JSON`);
+  }
 }
 
 const list = (xs: string[] | undefined) => (xs && xs.length ? xs.join(', ') : '-');
@@ -54,6 +44,7 @@ export const configReloadCommand: Command = {
     cert: { type: 'string', arg: 'FILE', help: 'an administrator\'s client certificate (default: $VIGIL_CERT)' },
     key: { type: 'string', arg: 'FILE', help: 'private key of --cert (default: $VIGIL_KEY)' },
     ca: { type: 'string', arg: 'FILE', help: 'CA certificate the API server is checked against (default: $VIGIL_CA)' },
+    ...TIMEOUT_OPTION,
     json: { type: 'boolean' },
   },
   examples: ['config reload --api https://127.0.0.1:8443 --cert ~/.vigil/root.crt --key ~/.vigil/root.key --ca ~/.vigil/ca.crt'],
@@ -62,10 +53,15 @@ export const configReloadCommand: Command = {
     const opt = (flag: string, env: string) => {
       const x = stringOpt(v, flag) ?? process.env[env];
       if (!x) throw new UsageError(`--${flag} (or ${env}) is required: the reload goes through the running gateway's API`);
-      return x;
+      return { value: x, name: stringOpt(v, flag) ? `--${flag}` : env };
     };
-    const url = opt('api', 'VIGIL_API');
-    const { status, body } = await postReload(url, { cert: opt('cert', 'VIGIL_CERT'), key: opt('key', 'VIGIL_KEY'), ca: opt('ca', 'VIGIL_CA') });
+    const file = (flag: string, env: string) => {
+      const o = opt(flag, env);
+      return readOptionFile(o.value, o.name);
+    };
+    const api = opt('api', 'VIGIL_API');
+    const base = apiBaseUrl(api.value, api.name);
+    const { status, body } = await postReload(base, { cert: file('cert', 'VIGIL_CERT'), key: file('key', 'VIGIL_KEY'), ca: file('ca', 'VIGIL_CA') }, requestTimeoutMs(v));
     if (v.json) args.out.write(JSON.stringify(body.reload ?? body) + '\n');
     if (status === 200 && body.reload) {
       if (!v.json) printReport(args, body.reload);

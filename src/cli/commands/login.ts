@@ -9,6 +9,7 @@ import { VigilError } from '../../errors.ts';
 import { encodeOpenSshPrivateKey } from '../../identity/openssh-privkey.ts';
 import { formatPublicKeyLine, fromKeyObject } from '../../identity/ssh-keys.ts';
 import { gatewayCall, type GatewayCall } from '../login/api.ts';
+import { readOptionFile, requestTimeoutMs, TIMEOUT_OPTION } from '../gateway-request.ts';
 import { removeClientConfig, vigilFiles, writeClientConfig, writeFile0600, type LoginView, type SavedSession, type VigilFiles } from '../login/client-config.ts';
 
 /**
@@ -34,6 +35,11 @@ function caFor(args: CommandArgs, f: VigilFiles): string | undefined {
   const ca = stringOpt(args.values, 'ca');
   if (ca) return ca;
   return fs.existsSync(f.caCert) ? f.caCert : undefined;
+}
+
+/** The certificate of the last login, when both halves are still there (else the gateway will say who is missing). */
+function clientCertificate(f: VigilFiles): { cert?: string; key?: string } {
+  return fs.existsSync(f.tlsCert) && fs.existsSync(f.tlsKey) ? { cert: f.tlsCert, key: f.tlsKey } : {};
 }
 
 function newKeys(user: string) {
@@ -90,11 +96,29 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, new Promise<never>((_, reject) => (t = setTimeout(() => reject(new VigilError('VIGIL_LOGIN_TIMEOUT', `${what} did not happen within ${ms / 60_000} minutes`)), ms)))]).finally(() => clearTimeout(t));
 }
 
+/** Instructions for the person signing in: on stderr with --json, so every stdout line stays JSON. */
+function prompts(args: CommandArgs): NodeJS.WritableStream {
+  return args.values.json === true ? args.err : args.out;
+}
+
+/**
+ * How long the device code stays valid, measured on the gateway's clock (its absolute expiry minus the
+ * answer's Date header): comparing the gateway's timestamp with this machine's clock would give up at
+ * once when the laptop runs ahead. The gateway's poll answer still has the last word.
+ */
+export function deviceCodeLifetimeMs(expiresAt: string, gatewayDate: string | undefined): number {
+  const expiry = Date.parse(expiresAt);
+  const gatewayNow = gatewayDate ? Date.parse(gatewayDate) : NaN;
+  if (Number.isNaN(expiry)) return LOGIN_WAIT_MS;
+  // Date has whole seconds: up to one second of lifetime is lost, never gained.
+  return Math.max(0, expiry - (Number.isNaN(gatewayNow) ? Date.now() : gatewayNow) - 1000);
+}
+
 async function codeFlow(call: GatewayCall, keys: ReturnType<typeof newKeys>, args: CommandArgs): Promise<LoginView> {
   const listener = await loopbackListener();
   try {
     const started = await call<{ login_id: string; authorization_url: string }>('POST', '/v1/login/start', { ssh_public_key: keys.sshPublic, x509_public_key: keys.tlsPublic, redirect_uri: listener.redirectUri });
-    args.out.write(`Open this URL in a browser to sign in:\n  ${started.body.authorization_url}\n`);
+    prompts(args).write(`Open this URL in a browser to sign in:\n  ${started.body.authorization_url}\n`);
     openBrowser(started.body.authorization_url, args.err);
     const cb = await withTimeout(listener.callback, LOGIN_WAIT_MS, 'the sign-in in the browser');
     const q = new URL(cb.url).searchParams;
@@ -116,10 +140,11 @@ async function codeFlow(call: GatewayCall, keys: ReturnType<typeof newKeys>, arg
 }
 
 async function deviceFlow(call: GatewayCall, keys: ReturnType<typeof newKeys>, args: CommandArgs): Promise<LoginView> {
-  const d = (await call<{ login_id: string; user_code: string; verification_uri: string; verification_uri_complete: string | null; interval: number; expires_at: string }>('POST', '/v1/login/device', { ssh_public_key: keys.sshPublic, x509_public_key: keys.tlsPublic })).body;
-  args.out.write(`To sign in, open ${d.verification_uri} on any device and enter the code ${d.user_code}\n`);
-  if (d.verification_uri_complete) args.out.write(`  (or open ${d.verification_uri_complete})\n`);
-  const until = Math.min(Date.parse(d.expires_at), Date.now() + LOGIN_WAIT_MS);
+  const started = await call<{ login_id: string; user_code: string; verification_uri: string; verification_uri_complete: string | null; interval: number; expires_at: string }>('POST', '/v1/login/device', { ssh_public_key: keys.sshPublic, x509_public_key: keys.tlsPublic });
+  const d = started.body;
+  prompts(args).write(`To sign in, open ${d.verification_uri} on any device and enter the code ${d.user_code}\n`);
+  if (d.verification_uri_complete) prompts(args).write(`  (or open ${d.verification_uri_complete})\n`);
+  const until = Date.now() + Math.min(deviceCodeLifetimeMs(d.expires_at, started.date), LOGIN_WAIT_MS);
   for (;;) {
     await new Promise((r) => setTimeout(r, Math.max(1, d.interval) * 1000));
     const r = await call<{ pending?: boolean; login?: LoginView }>('POST', '/v1/login/device/poll', { login_id: d.login_id });
@@ -144,14 +169,15 @@ export const loginCommand: Command = {
     gateway: { type: 'string', arg: 'URL', help: 'the gateway API, e.g. https://gw.example.com:8443 (default: the one of the last login)' },
     device: { type: 'boolean', help: 'sign in with a code on another device instead of a browser here' },
     ca: { type: 'string', arg: 'FILE', help: 'root certificate of the gateway\'s API (default: ~/.vigil/ca.crt from an earlier login, else the system\'s roots)' },
-    json: { type: 'boolean' },
+    ...TIMEOUT_OPTION,
+    json: { type: 'boolean', help: 'print the result as one JSON object on stdout (sign-in instructions go to stderr)' },
   },
   examples: ['login --gateway https://gw.example.com:8443', 'login --gateway https://gw.example.com:8443 --device', 'login --gateway https://localhost:8443 --ca ./data/ca/ca.crt'],
   async run(args) {
     const f = vigilFiles();
     const gateway = stringOpt(args.values, 'gateway') ?? readSession(f)?.gateway;
     if (!gateway) throw new UsageError('--gateway URL is required (no earlier login to take it from)');
-    const call = gatewayCall(gateway, { ca: caFor(args, f) });
+    const call = gatewayCall(gateway, { ca: caFor(args, f) }, { timeoutMs: requestTimeoutMs(args.values), gatewayOption: stringOpt(args.values, 'gateway') ? '--gateway' : `the gateway saved in ${f.session}` });
     const keys = newKeys(process.env.USER ?? 'vigil');
     const view = args.values.device === true ? await deviceFlow(call, keys, args) : await codeFlow(call, keys, args);
 
@@ -183,7 +209,7 @@ export const statusCommand: Command = {
   name: 'status',
   summary: 'Who you are signed in as: roles, certificate expiry, active grants and pending requests.',
   usage: '[--json]\n\n  Asks the gateway of the last `vigil login` with your certificate; offline, shows what ~/.vigil records.',
-  options: { json: { type: 'boolean' }, ca: { type: 'string', arg: 'FILE', help: 'root certificate of the gateway\'s API (default: ~/.vigil/ca.crt)' } },
+  options: { json: { type: 'boolean' }, ca: { type: 'string', arg: 'FILE', help: 'root certificate of the gateway\'s API (default: ~/.vigil/ca.crt)' }, ...TIMEOUT_OPTION },
   examples: ['status', 'status --json'],
   async run(args) {
     const f = vigilFiles();
@@ -194,10 +220,13 @@ export const statusCommand: Command = {
     }
     let live: { user: string; roles: string[]; cert_serial: string | null; not_after: string | null; grants: Array<{ id: string; role: string; targets?: string[]; expiresAt?: string }>; requests: Array<{ id: string; role: string; state: string }> } | undefined;
     let problem: string | undefined;
+    let problemCode: string | undefined;
+    const call = gatewayCall(s.gateway, { ca: caFor(args, f), ...clientCertificate(f) }, { timeoutMs: requestTimeoutMs(args.values), gatewayOption: `the gateway saved in ${f.session}` });
     try {
-      live = (await gatewayCall(s.gateway, { ca: caFor(args, f), cert: f.tlsCert, key: f.tlsKey })<NonNullable<typeof live>>('GET', '/v1/me')).body;
+      live = (await call<NonNullable<typeof live>>('GET', '/v1/me')).body;
     } catch (e) {
       problem = (e as Error).message;
+      problemCode = e instanceof VigilError ? e.code : undefined;
     }
     const expired = Date.parse(s.not_after) <= Date.now();
     const view = {
@@ -210,7 +239,7 @@ export const statusCommand: Command = {
       expired,
       grants: live?.grants ?? null,
       requests: live?.requests ?? null,
-      ...(problem ? { gateway_error: problem } : {}),
+      ...(problem ? { gateway_error: problem, ...(problemCode ? { gateway_error_code: problemCode } : {}) } : {}),
     };
     if (args.values.json === true) {
       args.out.write(JSON.stringify(view) + '\n');
@@ -223,7 +252,7 @@ export const statusCommand: Command = {
         `certificate: ${s.serial}, ${expired ? 'EXPIRED' : `valid for ${left} min`} (until ${s.not_after})\n` +
         (live
           ? `grants:      ${live.grants.map((g) => `${g.role} (${g.id}${g.expiresAt ? `, until ${g.expiresAt}` : ''})`).join('; ') || '-'}\n` + `requests:    ${live.requests.map((r) => `${r.role} (${r.id}, ${r.state})`).join('; ') || '-'}\n`
-          : `gateway:     not reachable with this certificate: ${problem}\n`),
+          : `gateway:     not reachable with this certificate: ${problem}${problemCode ? ` [${problemCode}]` : ''}\n`),
     );
     return problem ? 1 : 0;
   },
@@ -232,19 +261,23 @@ export const statusCommand: Command = {
 export const logoutCommand: Command = {
   name: 'logout',
   summary: 'Revoke your certificate at the gateway and remove the keys, certificates and client configuration vigil login wrote.',
-  usage: '[--ca FILE]\n\n  The local files are removed even when the gateway cannot be reached (the certificate then simply expires).',
-  options: { ca: { type: 'string', arg: 'FILE', help: 'root certificate of the gateway\'s API (default: ~/.vigil/ca.crt)' } },
+  usage: '[--ca FILE] [--timeout DURATION]\n\n  The local files are removed even when the gateway cannot be reached or does not answer within --timeout\n  (the certificate then simply expires).',
+  options: { ca: { type: 'string', arg: 'FILE', help: 'root certificate of the gateway\'s API (default: ~/.vigil/ca.crt)' }, ...TIMEOUT_OPTION },
   examples: ['logout'],
   async run(args) {
     const f = vigilFiles();
     const s = readSession(f);
+    // Mistyped options stop here, before anything is removed; everything after only bounds the revocation.
+    const timeoutMs = requestTimeoutMs(args.values);
+    const ca = stringOpt(args.values, 'ca');
+    if (ca) readOptionFile(ca, '--ca');
     let code = 0;
     if (s && fs.existsSync(f.tlsCert) && fs.existsSync(f.tlsKey)) {
       try {
-        await gatewayCall(s.gateway, { ca: caFor(args, f), cert: f.tlsCert, key: f.tlsKey })('POST', '/v1/me/logout', {});
+        await gatewayCall(s.gateway, { ca: caFor(args, f), cert: f.tlsCert, key: f.tlsKey }, { timeoutMs, gatewayOption: `the gateway saved in ${f.session}` })('POST', '/v1/me/logout', {});
         args.out.write(`revoked certificate ${s.serial}\n`);
       } catch (e) {
-        args.err.write(`could not revoke the certificate at ${s.gateway}: ${(e as Error).message}\n`);
+        args.err.write(`could not revoke the certificate at ${s.gateway}: ${(e as Error).message}${e instanceof VigilError ? ` [${e.code}]` : ''}\n`);
         code = 1;
       }
     }

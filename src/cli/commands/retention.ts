@@ -1,6 +1,6 @@
 import os from 'node:os';
 import { UsageError, requireOpt, stringOpt, type Command, type CommandArgs } from '../command.ts';
-import { loadFromArgs, localUser, openLocal, type LocalContext } from '../context.ts';
+import { loadFromArgs, localUser, openLocal, requireExistingDataDir, type LocalContext } from '../context.ts';
 import { parseTimeArg } from './audit.ts';
 import { dataPaths } from '../../data-dir.ts';
 import { newId } from '../../ids.ts';
@@ -139,6 +139,7 @@ export const holdListCommand: Command = {
   examples: ['hold list --all --json'],
   async run(args) {
     const { config, dataDir } = loadFromArgs(args);
+    requireExistingDataDir(dataDir);
     const store = await openStateStore(dataDir, config.store);
     try {
       const holds = (await store.listHolds()).filter((h) => args.values.all === true || !h.released);

@@ -63,11 +63,32 @@ export function removeBlock(file: string): boolean {
   return true;
 }
 
-/** Through a temporary file and rename, so an interrupted write never leaves half a config behind. */
+/**
+ * Through a temporary file and rename, so an interrupted write never leaves half a config behind. A
+ * symlinked file (dotfiles repositories link ~/.ssh/config) is written at its target: renaming over the
+ * link would replace it with a plain file. The temporary file sits next to the target so the rename
+ * stays on one filesystem.
+ */
 function replaceFile(file: string, text: string): void {
-  const mode = fs.existsSync(file) ? fs.statSync(file).mode & 0o777 : 0o600;
-  const tmp = `${file}.vigil-${process.pid}.tmp`;
+  const target = realTarget(file);
+  const mode = fs.existsSync(target) ? fs.statSync(target).mode & 0o777 : 0o600;
+  const tmp = path.join(path.dirname(target), `.${path.basename(target)}.vigil-${process.pid}.tmp`);
   fs.writeFileSync(tmp, text, { mode });
   fs.chmodSync(tmp, mode);
-  fs.renameSync(tmp, file);
+  fs.renameSync(tmp, target);
+}
+
+/** Where `file` really is: through any symlinks, also a dangling one (its target is created). */
+function realTarget(file: string): string {
+  let current = file;
+  for (let hops = 0; hops < 40; hops++) {
+    let link: string;
+    try {
+      link = fs.readlinkSync(current);
+    } catch {
+      return current; // not a symlink, or does not exist yet
+    }
+    current = path.resolve(path.dirname(current), link);
+  }
+  return fs.realpathSync(file); // a loop: let realpath report it
 }
