@@ -61,7 +61,8 @@ export interface AsciicastWriter {
   input(data: Buffer | string): void;
   resize(width: number, height: number): void;
   onError(cb: (err: Error) => void): void;
-  close(): Promise<void>;
+  /** Flush, sync and close the file; resolves with what the file holds (recorded as recording.closed). */
+  close(): Promise<WrittenRecording>;
   /** Bytes accepted (as passed in) but not yet written. A relay pauses its source while this is high, so
    *  a fast session slows to disk speed instead of outrunning the recording (and failing it). */
   readonly queuedBytes: number;
@@ -71,6 +72,14 @@ export interface AsciicastWriter {
   /** The part of output (`o`) or recorded input (`i`) kept as size and hash only (binary: 'summary'),
    *  once the stream is finished; undefined while it was all text. */
   binarySummary(stream: 'o' | 'i'): BinarySummary | undefined;
+}
+
+/** A closed recording file: SHA-256 (hex) and size of exactly the bytes written to it. `error`: the recording
+ *  failed (the file holds what was written until then). */
+export interface WrittenRecording {
+  sha256: string;
+  bytes: number;
+  error?: Error;
 }
 
 export interface AsciicastOptions {

@@ -1,6 +1,6 @@
 import { refusalMessage } from '../../src/guardrails/index.ts';
 import type ssh2 from 'ssh2';
-import type { AsciicastWriter } from '../../recorder/types.ts';
+import type { AsciicastWriter, WrittenRecording } from '../../recorder/types.ts';
 import type { EndReason } from '../../src/sessions/registry.ts';
 import { relay, flushed, type TapGate, type TapVerdict } from './relay.ts';
 import type { ChannelHost, ChannelObserver, PtyInfo } from './host.ts';
@@ -35,6 +35,8 @@ export class SessionChannel {
   private client: ssh2.ServerChannel | undefined;
   private backend: ssh2.ClientChannel | undefined;
   private recording: AsciicastWriter | undefined;
+  /** Why the recording failed (recording.closed then has outcome failure). */
+  private recordingError: Error | undefined;
   private observer: ChannelObserver | undefined;
   private exit: Exit | undefined;
   private kind: 'shell' | 'exec' | 'sftp' | undefined;
@@ -269,7 +271,10 @@ export class SessionChannel {
         term: this.pty?.term,
         command: kind === 'exec' ? this.command : undefined,
       }, { binary: this.pty ? 'full' : host.binaryOutput }); // with a terminal, record what the screen showed
-      this.recording.onError((e) => host.recordingFailed(e));
+      this.recording.onError((e) => {
+        this.recordingError = e;
+        host.recordingFailed(e);
+      });
     }
     this.observer = this.observe(kind);
     host.channelStarted(kind, this.index, this.recording?.id, { command: this.command, pty: !!this.pty, ...(this.ptyRequested ? { pty_size_requested: this.ptyRequested } : {}), ...(forced ? { force_command: true, requested: forced.requested } : {}) });
@@ -511,9 +516,36 @@ export class SessionChannel {
     const settled = this.observer?.close();
     const exit = this.exit;
     const exitDetails = exit ? ('code' in exit ? { exit_status: exit.code } : { exit_signal: exit.signal }) : {};
-    this.host.channelEnded(this.index, exitDetails, settled ?? undefined);
+    // session.end waits (bounded) for the recording too, so recording.closed usually precedes it.
+    const recorded = this.closeRecording();
+    this.host.channelEnded(this.index, exitDetails, settled ? Promise.all([settled, recorded]).then(() => {}) : recorded);
     if (this.kind === 'exec') this.recordExec(exitDetails);
-    await this.recording?.close().catch((e) => this.host.log.warn({ err: (e as Error).message }, 'recording close failed'));
+    await recorded;
+  }
+
+  /**
+   * Close the recording and put the SHA-256 and size of the file in the audit log (`recording.closed`): a
+   * recording kept on local disk is then as tamper-evident as one in object storage (recording.stored).
+   * A failed recording is reported too, with the hash of what reached the disk.
+   */
+  private async closeRecording(): Promise<void> {
+    const rec = this.recording;
+    if (!rec) return;
+    let written: WrittenRecording;
+    try {
+      written = await rec.close();
+    } catch (e) {
+      this.host.log.warn({ err: (e as Error).message }, 'recording close failed');
+      return;
+    }
+    const error = this.recordingError ?? written.error;
+    this.host.emit('recording.closed', error ? 'failure' : 'success', {
+      recording: rec.id,
+      channel: this.index,
+      sha256: written.sha256,
+      bytes: written.bytes,
+      ...(error ? { error: error.message } : {}),
+    });
   }
 
   /**

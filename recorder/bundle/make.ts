@@ -55,12 +55,15 @@ interface ChainSelection {
   purge?: { anchor_seq: number; purged_event_seq: number };
   /** The last `recording.stored` of each recording id anywhere in the log: the hash the upload logged. */
   stored: Map<string, StoredRecording>;
+  /** The last `recording.closed` of each: the hash of the file the gateway closed (a recording kept locally). */
+  closed: Map<string, StoredRecording>;
   /** Cut the main run again so that it also reaches `seq` (ending on the first checkpoint after it). */
   extendTo(seq: number): void;
 }
 
-/** What a `recording.stored` event says of a recording in object storage. */
+/** What a `recording.stored` event says of a recording in object storage (or `recording.closed` of its file). */
 interface StoredRecording {
+  type: 'recording.stored' | 'recording.closed';
   seq: number;
   sha256: string;
   bytes: number;
@@ -68,10 +71,12 @@ interface StoredRecording {
 }
 
 function storedOf(r: ChainRecord): [string, StoredRecording] | undefined {
-  if (r.event.type !== 'recording.stored') return undefined;
+  const type = r.event.type;
+  if (type !== 'recording.stored' && type !== 'recording.closed') return undefined;
   const d = (r.event.details ?? {}) as Record<string, unknown>;
   if (typeof d.recording !== 'string' || typeof d.sha256 !== 'string') return undefined;
-  return [d.recording, { seq: r.seq, sha256: d.sha256, bytes: Number(d.bytes), where: `s3://${String(d.bucket)}/${String(d.key)}` }];
+  const where = type === 'recording.stored' ? `s3://${String(d.bucket)}/${String(d.key)}` : 'the file the gateway closed';
+  return [d.recording, { type, seq: r.seq, sha256: d.sha256, bytes: Number(d.bytes), where }];
 }
 
 const isCheckpoint = (r: ChainRecord) => r.event.type === 'audit.checkpoint';
@@ -100,6 +105,7 @@ function selectChain(auditDir: string, range: { since: string; until: string }):
   let rangeLast = 0;
   let logHead = 0;
   const stored = new Map<string, StoredRecording>();
+  const closed = new Map<string, StoredRecording>();
   for (const segment of segments) {
     const { lines } = splitSegment(fs.readFileSync(path.join(auditDir, segment), 'utf8'));
     for (const line of lines) {
@@ -107,7 +113,7 @@ function selectChain(auditDir: string, range: { since: string; until: string }):
       if (typeof r === 'string') throw new BundleError(`${segment}: ${r}`);
       logHead = r.seq;
       const s = storedOf(r);
-      if (s) stored.set(s[0], s[1]);
+      if (s) (s[1].type === 'recording.stored' ? stored : closed).set(s[0], s[1]);
       const hit = inRange(r.event, range);
       if (hit) {
         if (!rangeFirst) rangeFirst = r.seq;
@@ -130,7 +136,7 @@ function selectChain(auditDir: string, range: { since: string; until: string }):
     purge = { anchor_seq: anchorRecord.seq, purged_event_seq: purged.seq };
   }
   const head = main.slice();
-  const sel: ChainSelection = { main, purgeRun: [], rangeFirst, rangeLast, logHead, purge, stored, extendTo: () => {} };
+  const sel: ChainSelection = { main, purgeRun: [], rangeFirst, rangeLast, logHead, purge, stored, closed, extendTo: () => {} };
   const cut = (upTo: number, what: string) => {
     const cover = kept.findIndex((r) => r.seq > upTo && isCheckpoint(r));
     const headIsCheckpoint = kept[kept.length - 1].seq === upTo && isCheckpoint(kept[kept.length - 1]);
@@ -148,7 +154,7 @@ function selectChain(auditDir: string, range: { since: string; until: string }):
   };
   cut(rangeLast, 'the last record of the range');
   sel.extendTo = (seq) => {
-    if (seq > sel.main[sel.main.length - 1].seq) cut(seq, 'the recording.stored event a bundled recording is checked against');
+    if (seq > sel.main[sel.main.length - 1].seq) cut(seq, 'the recording.stored or recording.closed event a bundled recording is checked against');
   };
   return sel;
 }
@@ -241,9 +247,11 @@ export async function makeBundle(o: MakeBundleOptions, out: Writable): Promise<M
   }
   // Each recording uploaded to object storage must be the one whose SHA-256 its recording.stored event
   // logged (bytes in storage or a local copy can be replaced by whoever can write there, the signed log
-  // cannot): the chain reaches that event, so the verifier can check it too.
+  // cannot): the chain reaches that event, so the verifier can check it too. One never uploaded is checked
+  // against the hash recording.closed logged when the gateway closed its file.
+  const loggedHash = (id: string) => sel.stored.get(id) ?? sel.closed.get(id);
   for (const id of available) {
-    const s = sel.stored.get(id);
+    const s = loggedHash(id);
     if (s) sel.extendTo(s.seq);
   }
   const chainRecords = [...sel.main, ...sel.purgeRun];
@@ -251,10 +259,10 @@ export async function makeBundle(o: MakeBundleOptions, out: Writable): Promise<M
   // logged before the covered interval: the maker still checks those against the log).
   const notStored = available.filter((id) => !chainRecords.some((r) => r.seq === sel.stored.get(id)?.seq));
   const checkStored = (id: string, got: { sha256: string; bytes: number }, from: string) => {
-    const s = sel.stored.get(id);
+    const s = loggedHash(id);
     if (s && (s.sha256 !== got.sha256 || s.bytes !== got.bytes)) {
       throw new BundleError(
-        `recording ${id} (${from}) does not match what recording.stored (seq ${s.seq}) logged for ${s.where}: SHA-256 ${got.sha256} (${got.bytes} bytes), logged ${s.sha256} (${s.bytes} bytes); it was altered or replaced after it was stored, so no bundle was made`,
+        `recording ${id} (${from}) does not match what ${s.type} (seq ${s.seq}) logged for ${s.where}: SHA-256 ${got.sha256} (${got.bytes} bytes), logged ${s.sha256} (${s.bytes} bytes); it was altered or replaced after ${s.type === 'recording.stored' ? 'it was stored' : 'the gateway closed it'}, so no bundle was made`,
       );
     }
   };

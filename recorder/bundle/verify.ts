@@ -26,7 +26,8 @@ export interface BundleVerifyResult {
   chainRecords: number;
   checkpoints: number;
   recordings: number;
-  /** Of those, how many match the SHA-256 their recording.stored event in the chain logged (the rest rest on the manifest alone). */
+  /** Of those, how many match the SHA-256 their recording.stored event in the chain logged, or for one never
+   *  uploaded its recording.closed (the rest rest on the manifest alone). */
   recordingsStored: number;
   /** How the range's start and end are shown to hold nothing else (for the report). */
   boundaries: string[];
@@ -251,15 +252,19 @@ export async function verifyBundle(file: string, opts: VerifyBundleOptions = {})
   for (const run of runs.slice(1)) for (const r of run) if (inRange(r.event, range)) problem('incomplete', `record seq ${r.seq} of the range lies outside the covered interval`);
 
   // 5. Recordings: every one a selected event names is here, with the bytes the manifest's hash says, and
-  // with the SHA-256 its recording.stored event logged when it was uploaded: the manifest only says what the
-  // maker read, the signed chain what was stored (object storage can be written without the audit key).
+  // with the SHA-256 its recording.stored event logged when it was uploaded (or, never uploaded, its
+  // recording.closed when the gateway closed the file): the manifest only says what the maker read, the
+  // signed chain what was stored (object storage and local disk can be written without the audit key).
   const listed = new Map(manifest.files.map((f) => [f.path, f]));
   const unavailable = new Set(Array.isArray(manifest.recordings_unavailable) ? manifest.recordings_unavailable : []);
   const notStored = Array.isArray(manifest.recordings_not_stored) ? new Set(manifest.recordings_not_stored) : undefined;
   const storedEvents = new Map<string, ChainRecord>();
+  const closedEvents = new Map<string, ChainRecord>();
   for (const r of chain) {
     const d = r.event.details as { recording?: unknown; sha256?: unknown } | undefined;
-    if (r.event.type === 'recording.stored' && typeof d?.recording === 'string' && typeof d.sha256 === 'string') storedEvents.set(d.recording, r);
+    if (typeof d?.recording !== 'string' || typeof d.sha256 !== 'string') continue;
+    if (r.event.type === 'recording.stored') storedEvents.set(d.recording, r);
+    else if (r.event.type === 'recording.closed') closedEvents.set(d.recording, r);
   }
   const named = new Set<string>();
   for (const e of events) {
@@ -275,13 +280,16 @@ export async function verifyBundle(file: string, opts: VerifyBundleOptions = {})
       }
       result.recordings++;
       if (!f || f.sha256 !== m.sha256 || f.bytes !== m.bytes) problem('recording', `recording ${id} does not match its SHA-256 in the manifest: swapped or altered`);
-      const s = storedEvents.get(id);
+      // recordings_not_stored still lists the ones without recording.stored (bundles stay readable by older verifiers).
+      const s = storedEvents.get(id) ?? closedEvents.get(id);
       if (s) {
         const d = s.event.details as { sha256: string; bytes?: unknown };
+        const when = s.event.type === 'recording.stored' ? 'when it was uploaded' : 'when the gateway closed it';
         if (d.sha256 !== m.sha256 || (typeof d.bytes === 'number' && d.bytes !== m.bytes)) {
-          problem('recording', `recording ${id} does not match the SHA-256 its recording.stored event (seq ${s.seq}) logged when it was uploaded (${d.sha256}, ${String(d.bytes)} bytes; the archive holds ${m.sha256}, ${m.bytes} bytes): altered or replaced in storage`);
+          problem('recording', `recording ${id} does not match the SHA-256 its ${s.event.type} event (seq ${s.seq}) logged ${when} (${d.sha256}, ${String(d.bytes)} bytes; the archive holds ${m.sha256}, ${m.bytes} bytes): altered or replaced in storage`);
         } else result.recordingsStored++;
-      } else if (notStored && !notStored.has(id)) {
+      }
+      if (!storedEvents.has(id) && notStored && !notStored.has(id)) {
         problem('recording', `recording ${id}: the manifest does not list it among recordings_not_stored, yet chain.jsonl holds no recording.stored event for it`);
       }
     }

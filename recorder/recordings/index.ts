@@ -5,9 +5,8 @@ import { StringDecoder } from 'node:string_decoder';
 import { isUtf8 } from 'node:buffer';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { escapeJsonUtf8, maxEscapedLength } from './json-string.ts';
-import { writeAll } from '../audit/durable.ts';
 import crypto from 'node:crypto';
-import type { AsciicastHeader, AsciicastOptions, AsciicastWriter, BinarySummary, LiveCast, RecordingSource, RecordingStore, RemoteRecordings } from '../types.ts';
+import type { AsciicastHeader, AsciicastOptions, AsciicastWriter, BinarySummary, LiveCast, RecordingSource, RecordingStore, RemoteRecordings, WrittenRecording } from '../types.ts';
 import { LiveRecordings } from './live.ts';
 import type { RemoteUpload, S3Recordings } from './s3.ts';
 
@@ -267,6 +266,10 @@ class CastWriter implements AsciicastWriter, LiveCast {
   private readonly summariseBinary: boolean;
   /** File bytes written so far (whole lines only: advanced when a write completes). */
   private written = 0;
+  /** SHA-256 and count of every byte that reached the file, a short write's part included (recording.closed). */
+  private readonly fileHash = crypto.createHash('sha256');
+  private fileBytes = 0;
+  private digest?: WrittenRecording;
   /** Live followers (watch): each hears of every write as it lands, then `null` once the file is closed. */
   private readonly tails = new Set<(lines: Buffer | null) => void>();
   private finished = false;
@@ -573,7 +576,7 @@ class CastWriter implements AsciicastWriter, LiveCast {
           for (const p of ev.parts) o = typeof p === 'string' ? o + buf.write(p, o) : escapeJsonUtf8(p, buf, o);
           o += buf.write('"]\n', o, 'latin1');
         }
-        await writeAll(h, buf.subarray(0, o));
+        await this.writeHashed(h, buf.subarray(0, o));
         this.written += o;
         this.upload?.written(this.written);
         // Watchers get what just landed, copied (the scratch buffer is reused); nothing to do without them.
@@ -588,8 +591,26 @@ class CastWriter implements AsciicastWriter, LiveCast {
     }
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
+  /** Write the whole buffer (a write may be short), hashing exactly what each write put in the file: after a
+   *  failure the digest still describes what is on disk. */
+  private async writeHashed(h: fsp.FileHandle, buf: Buffer): Promise<void> {
+    let off = 0;
+    while (off < buf.length) {
+      const { bytesWritten } = await h.write(buf, off, buf.length - off);
+      if (bytesWritten <= 0) throw Object.assign(new Error('short write'), { code: 'EIO' });
+      this.fileHash.update(buf.subarray(off, off + bytesWritten));
+      this.fileBytes += bytesWritten;
+      off += bytesWritten;
+    }
+  }
+
+  /** Resolves once the file is closed, with the SHA-256 and size of what was written to it (a second call:
+   *  the same, once the first has finished). */
+  async close(): Promise<WrittenRecording> {
+    if (this.closed) {
+      await new Promise<void>((resolve) => this.onFinished(resolve));
+      return this.digest!;
+    }
     // Flush a multibyte character split at the very end (emitted as U+FFFD if incomplete).
     const restOut = this.out.end();
     const restIn = this.in.end();
@@ -610,10 +631,12 @@ class CastWriter implements AsciicastWriter, LiveCast {
     } catch (e) {
       this.fail(e as Error);
     }
+    this.digest = { sha256: this.fileHash.digest('hex'), bytes: this.fileBytes, ...(this.error ? { error: this.error } : {}) };
     // Whatever is on disk goes to object storage (after a local failure too: the session was ended, and
     // what was recorded up to then is evidence).
     this.upload?.finish(this.written);
     this.finish();
+    return this.digest;
   }
 
   // ---- live followers (watch) -------------------------------------------------------------------------

@@ -116,7 +116,7 @@ describe('evidence bundles check recordings against the SHA-256 recording.stored
     const v = await runCliCaptured(['audit', 'verify-bundle', out]);
     expect(v.err).toBe('');
     expect(v.code).toBe(0);
-    expect(v.out).toContain('1 recording(s) intact (1 matching the SHA-256 logged when stored, 0 with no recording.stored in the chain');
+    expect(v.out).toContain('1 recording(s) intact (1 matching the SHA-256 the log holds for them (recording.stored or recording.closed), 0 with neither in the chain');
   });
 
   it('a recording swapped in the bundle and the manifest re-signed: verify-bundle names the recording.stored hash (exit 5)', async () => {

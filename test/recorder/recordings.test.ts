@@ -134,7 +134,7 @@ describe('asciicast recordings', () => {
     const out = sink();
     const err = sink();
     const code = await runCli(['replay', 'sess6', '--print', '--data', data], out.stream, err.stream);
-    expect(err.text()).toBe('vigil: sess6/ch0.cast: not verified: no recording.stored event (a recording kept locally only, still live, or not uploaded yet)\n');
+    expect(err.text()).toBe('vigil: sess6/ch0.cast: not verified: no recording.stored event and no recording.closed (still being written, or the gateway stopped before closing it)\n');
     expect(code).toBe(0);
     expect(out.text()).toContain('hello from vigil');
     const ch = await runCli(['replay', 'sess6', '--print', '--channel', '0', '--data', data], sink().stream, err.stream);

@@ -319,6 +319,7 @@ const MAPPERS: Record<EventType, (e: AuditEvent) => Mapped> = {
   'audit.outage': (e) => lifecycle(e, OTHER, 'Outage'),
   'audit.purged': (e) => lifecycle(e, OTHER, 'Purge'),
   // The gateway storing its own evidence (a recording) elsewhere: lifecycle events of kind Other.
+  'recording.closed': (e) => lifecycle(e, OTHER, 'Recording Closed'),
   'recording.stored': (e) => lifecycle(e, OTHER, 'Recording Stored'),
   'recording.upload_failed': (e) => lifecycle(e, OTHER, 'Recording Upload Failed'),
   'hold.added': (e) => lifecycle(e, OTHER, 'Legal Hold'),

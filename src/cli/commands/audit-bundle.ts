@@ -207,7 +207,7 @@ export const auditVerifyBundleCommand: Command = {
       `bundle ok: ${r.events} event(s) for ${filterText} from ${m!.range.since} to ${m!.range.until}, complete over chain seq ${m!.chain_seq.first}..${m!.chain_seq.last}` +
         ` (${r.chainRecords} records, ${r.checkpoints} signed checkpoints), ${r.recordings} recording(s) intact` +
         // Say which recordings only the manifest vouches for: those no recording.stored event names.
-        `${r.recordings ? ` (${r.recordingsStored} matching the SHA-256 logged when stored, ${r.recordings - r.recordingsStored} with no recording.stored in the chain: vouched for by the manifest only)` : ''}` +
+        `${r.recordings ? ` (${r.recordingsStored} matching the SHA-256 the log holds for them (recording.stored or recording.closed), ${r.recordings - r.recordingsStored} with neither in the chain: vouched for by the manifest only)` : ''}` +
         `${m!.recordings_unavailable.length ? `, ${m!.recordings_unavailable.length} no longer available when it was made` : ''}\n` +
         `  ${r.boundaries.join('; ')}\n` +
         `  signed by audit key ${r.keyId}${keyFile ? ' (the trusted key given)' : ' — compare with the key id the gateway operator publishes, or pass --key'}; made ${m!.created} by ${m!.created_by.user}@${m!.created_by.host} on gateway ${m!.gateway.host}\n`,

@@ -91,8 +91,9 @@ export const replayCommand: Command = {
     'scrollback cleared, terminal reset, the last screen of each full-screen program), each followed by a [vigil: …] line;\n' +
     'a line overwritten in place (cursor up, erase line) shows only as it ended.\n' +
     'The recording is checked as it is read: a damaged line is an error naming it (only an incomplete last line, of a\n' +
-    'recording still being written, is passed over), and its SHA-256 is compared with the one its recording.stored event\n' +
-    'logged (stderr says whether it was verified; a mismatch exits 1, after playing; --print prints nothing then).',
+    'recording still being written, is passed over), and its SHA-256 is compared with the one the audit log holds: what\n' +
+    'recording.closed logged when the gateway closed the file (a local copy), or recording.stored when it was uploaded\n' +
+    '(object storage); stderr says whether it was verified; a mismatch exits 1, after playing; --print prints nothing then.',
   positionals: true,
   options: {
     speed: { type: 'string', arg: 'X', help: 'play X times faster (default 1)' },
@@ -137,22 +138,23 @@ export const replayCommand: Command = {
     }
     const speed = numberOpt('speed', stringOpt(args.values, 'speed'));
     const idleLimit = numberOpt('idle-limit', stringOpt(args.values, 'idle-limit'));
-    const stored = await storedHashes(auditDir, sessionId);
+    const logged = await loggedHashes(auditDir, sessionId);
     try {
       for (const id of ids) {
         const source = await store.open(id);
         if (!source) throw new NotFoundError(`recording ${escapeTerminal(id)} is gone`);
+        const reference = referenceHash(logged.get(id), source.where.kind);
         const named = (e: unknown) => (e instanceof RecordingIntegrityError ? new RecordingIntegrityError(`recording ${escapeTerminal(id)}: ${e.message}`) : e);
         const cast = await streamAsciicast(source.read()).catch((e) => Promise.reject(named(e)));
         if (ids.length > 1) (args.values.print ? args.out : args.err).write(`── ${id} ──\n`);
         if (args.values.print) {
           const text = await renderFinalText(cast).catch((e) => Promise.reject(named(e)));
           // Checked before printing: text that does not match what was stored is not shown as the session.
-          checkStored(id, cast.digest, stored.get(id), args.err, RecordingIntegrityError);
+          checkLogged(id, cast.digest, reference, args.err, RecordingIntegrityError);
           args.out.write(text + '\n');
         } else {
           await playAsciicast(cast, args.out, { speed, idleLimit, raw: args.values.raw === true }).catch((e) => Promise.reject(named(e)));
-          checkStored(id, cast.digest, stored.get(id), args.err, RecordingIntegrityError);
+          checkLogged(id, cast.digest, reference, args.err, RecordingIntegrityError);
         }
       }
     } finally {
@@ -162,41 +164,64 @@ export const replayCommand: Command = {
   },
 };
 
-/** What the latest `recording.stored` event of each recording of the session logged (object storage only). */
-async function storedHashes(auditDir: string, sessionId: string): Promise<Map<string, { seq: number; sha256: string; bytes: number }>> {
-  const out = new Map<string, { seq: number; sha256: string; bytes: number }>();
-  const { records } = await searchAuditLog(auditDir, { session: sessionId, type: 'recording.stored' });
+/** A hash the audit log holds for a recording: what its upload (recording.stored) or the gateway closing
+ *  the file (recording.closed) logged. */
+interface LoggedHash {
+  type: 'recording.stored' | 'recording.closed';
+  seq: number;
+  sha256: string;
+  bytes: number;
+}
+
+/** The latest `recording.stored` and `recording.closed` of each recording of the session. */
+async function loggedHashes(auditDir: string, sessionId: string): Promise<Map<string, { stored?: LoggedHash; closed?: LoggedHash }>> {
+  const out = new Map<string, { stored?: LoggedHash; closed?: LoggedHash }>();
+  const { records } = await searchAuditLog(auditDir, { session: sessionId, type: 'recording.' });
   for (const r of records) {
     const d = r.event.details ?? {};
-    if (r.event.type === 'recording.stored' && typeof d.recording === 'string' && typeof d.sha256 === 'string') {
-      out.set(d.recording, { seq: r.seq, sha256: d.sha256, bytes: Number(d.bytes) });
-    }
+    const type = r.event.type;
+    if ((type !== 'recording.stored' && type !== 'recording.closed') || typeof d.recording !== 'string' || typeof d.sha256 !== 'string') continue;
+    const logged = out.get(d.recording) ?? {};
+    logged[type === 'recording.stored' ? 'stored' : 'closed'] = { type, seq: r.seq, sha256: d.sha256, bytes: Number(d.bytes) };
+    out.set(d.recording, logged);
   }
   return out;
 }
 
-/** Say on stderr whether the bytes read are those `recording.stored` logged; a mismatch is an error. */
-function checkStored(
+/**
+ * The hash to check a recording against: both events when they agree name the same bytes (recording.stored
+ * is shown); otherwise the one describing the copy read — the file the gateway closed for a local copy, the
+ * uploaded object for one read from object storage — or whichever exists.
+ */
+function referenceHash(logged: { stored?: LoggedHash; closed?: LoggedHash } | undefined, readFrom: 'local' | 's3'): LoggedHash | undefined {
+  const { stored, closed } = logged ?? {};
+  if (stored && closed && stored.sha256 !== closed.sha256) return readFrom === 'local' ? closed : stored;
+  return stored ?? closed;
+}
+
+/** Say on stderr whether the bytes read are those the audit log holds a hash of; a mismatch is an error. */
+function checkLogged(
   id: string,
   digest: RecordingDigest | undefined,
-  stored: { seq: number; sha256: string; bytes: number } | undefined,
+  logged: LoggedHash | undefined,
   err: NodeJS.WritableStream,
   IntegrityError: new (message: string) => Error,
 ): void {
   const name = escapeTerminal(id);
   if (!digest) return; // playing stopped before the end (interrupted): nothing read to compare
   if (digest.partialLastLine) err.write(`vigil: ${name}: its last line is incomplete (still being written, or cut short) and was left out\n`);
-  if (!stored) {
-    err.write(`vigil: ${name}: not verified: no recording.stored event (a recording kept locally only, still live, or not uploaded yet)\n`);
+  if (!logged) {
+    err.write(`vigil: ${name}: not verified: no recording.stored event and no recording.closed (still being written, or the gateway stopped before closing it)\n`);
     return;
   }
-  if (stored.sha256 !== digest.sha256) {
+  const what = logged.type === 'recording.stored' ? 'it was stored' : 'the gateway closed it';
+  if (logged.sha256 !== digest.sha256) {
     throw new IntegrityError(
-      `recording ${name} does not match the SHA-256 its recording.stored event (seq ${stored.seq}) logged: ` +
-        `logged ${stored.sha256} (${stored.bytes} bytes), read ${digest.sha256} (${digest.bytes} bytes); it was altered or replaced after it was stored`,
+      `recording ${name} does not match the SHA-256 its ${logged.type} event (seq ${logged.seq}) logged: ` +
+        `logged ${logged.sha256} (${logged.bytes} bytes), read ${digest.sha256} (${digest.bytes} bytes); it was altered or replaced after ${what}`,
     );
   }
-  err.write(`vigil: ${name}: verified: matches the SHA-256 its recording.stored event (seq ${stored.seq}) logged (${digest.bytes} bytes)\n`);
+  err.write(`vigil: ${name}: verified: matches the SHA-256 its ${logged.type} event (seq ${logged.seq}) logged (${digest.bytes} bytes)\n`);
 }
 
 export const REPLAY_COMMANDS: Command[] = [sessionsListCommand, replayCommand];
