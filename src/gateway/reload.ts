@@ -8,6 +8,7 @@ import { startAlerts, type AlertService } from '../alerts/index.ts';
 import { Guardrails } from '../guardrails/index.ts';
 import { LOCAL_SOURCE, SYSTEM_ACTOR, type AuditEvent } from '../events/envelope.ts';
 import type { GatewayServices } from './services.ts';
+import { CONFIG_RELOAD_MESSAGE } from '../sessions/registry.ts';
 import { targetDirectory } from '../config/target-directory.ts';
 import type { NamedChanges, ReloadReport, ReloadTrigger } from './reload-report.ts';
 
@@ -35,7 +36,6 @@ const START_BOUND_KEYS: Record<string, string[]> = {
   slow_clients: ['api_headers_timeout'],
 };
 
-export const CONFIG_RELOAD_MESSAGE = 'The vigil configuration changed and your access to this target no longer holds; the session is closed.';
 
 function digest(config: VigilConfig): string {
   return crypto.createHash('sha256').update(JSON.stringify(config)).digest('hex');

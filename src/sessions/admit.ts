@@ -4,9 +4,8 @@ import type { TargetConfig } from '../config/schema.ts';
 import type { Principal, VerifyResult } from '../identity/types.ts';
 import type { Decision } from '../authz/types.ts';
 import type { AuditEvent } from '../events/envelope.ts';
-import type { EndReason, SessionHandle, Terminator } from './registry.ts';
+import { CONFIG_RELOAD_MESSAGE, type EndReason, type SessionHandle, type Terminator } from './registry.ts';
 import { StoreUnavailableError } from '../errors.ts';
-import { CONFIG_RELOAD_MESSAGE } from '../gateway/reload.ts';
 
 /**
  * The one path from "a client presented a credential for a target" to a registered, recorded session,

@@ -3,6 +3,9 @@ import type { Principal } from '../identity/types.ts';
 import type { LiveCast } from '../../recorder/types.ts';
 
 /** Why a session ended. Recorded verbatim as `session.end` details.reason. */
+/** What a client whose session a config reload (or a decision taken across one) ended is told. */
+export const CONFIG_RELOAD_MESSAGE = 'The vigil configuration changed and your access to this target no longer holds; the session is closed.';
+
 export type EndReason =
   | 'client_closed'
   | 'backend_closed'

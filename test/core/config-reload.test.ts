@@ -5,7 +5,7 @@ import path from 'node:path';
 import ssh2 from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditEvent } from '../../src/events/envelope.ts';
-import { CONFIG_RELOAD_MESSAGE } from '../../src/gateway/reload.ts';
+import { CONFIG_RELOAD_MESSAGE } from '../../src/sessions/registry.ts';
 import { startTestGateway, type IssuedFiles, type TestGateway } from '../support/gateway.ts';
 import { startSshd, type SshdHandle } from '../support/sshd.ts';
 import { startPostgres, clientEnv, type PostgresHandle } from '../support/postgres.ts';
