@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { splitCommandLine, type SimpleCommand, type Word } from './shell.ts';
-import { programName, SHELLS, shellCommandString, unwrap } from './wrappers.ts';
+import { LOGIN_SHELL, programName, SHELLS, shellCommandString, unwrap } from './wrappers.ts';
 
 /**
  * Matching SSH command lines against guardrail patterns on their words (argv), never on raw bytes.
@@ -10,7 +10,7 @@ import { programName, SHELLS, shellCommandString, unwrap } from './wrappers.ts';
  * `//`, `/.`, `/tmp/..` are `/`; after an expansion, `..` may reach any ancestor). Globs (`*`, `?`, `[…]`)
  * work in any pattern word.
  *
- * Commands run through wrappers (sudo, env, nice, nohup, timeout, command, exec…: wrappers.ts), `sh -c '…'`,
+ * Commands run through wrappers (sudo, su, runuser, env, nice, nohup, timeout, exec…: wrappers.ts), `sh -c '…'`,
  * `eval`, command substitution and `alias NAME='…'` definitions are checked too. Out of reach, and said
  * so in the README: aliases and functions already defined in the shell, scripts a command runs, and
  * programs that run other programs from their arguments (find -exec, xargs).
@@ -66,20 +66,27 @@ function matchCommand(c: SimpleCommand, patterns: CompiledPattern[], depth: numb
     for (const p of patterns) if (p.program.test(name) && argsMatch(w.slice(1), p)) return { matched: true, pattern: p.source };
   }
   if ('unknown' in unwrapped) return { unknown: unwrapped.unknown };
-  const argv = unwrapped.argv;
+  // su may run one command or another depending on its environment: either one matching is a match.
+  let unknown: string | undefined;
+  for (const argv of [unwrapped.argv, ...(unwrapped.alternatives ?? [])]) {
+    const m = matchProgram(argv, patterns, depth);
+    if ('unknown' in m) unknown ??= m.unknown;
+    else if (m.matched) return m;
+  }
+  return unknown ? { unknown } : { matched: false };
+}
+
+function matchProgram(argv: Word[], patterns: CompiledPattern[], depth: number): Match {
   if (argv.length === 0) return { matched: false };
+  const args = argv.slice(1);
+  // su without -s: the user's shell is not known here, so what it runs is read with each shell's options.
+  if (argv[0] === LOGIN_SHELL) return matchShellScript([...SHELLS], args, patterns, depth);
   const program = programName(argv[0]);
   if (program === undefined) return { unknown: `the program is only known when the shell runs (${argv[0].text})` };
-  const args = argv.slice(1);
   // Code handed to a shell or eval is a command line of its own.
   if (SHELLS.has(program)) {
-    const s = shellCommandString(program, args);
-    if ('unknown' in s) return s;
-    if ('script' in s) {
-      if (s.script.dynamic) return { unknown: 'a shell runs a script only known when it runs' };
-      const m = matchCommandLine(s.script.text, patterns, depth + 1);
-      if (!('matched' in m) || m.matched) return m;
-    }
+    const m = matchShellScript([program], args, patterns, depth);
+    if (!('matched' in m) || m.matched) return m;
   }
   if (program === 'eval') {
     if (args.some((a) => a.dynamic)) return { unknown: 'eval of text only known when the shell runs' };
@@ -97,6 +104,24 @@ function matchCommand(c: SimpleCommand, patterns: CompiledPattern[], depth: numb
   }
   for (const p of patterns) if (p.program.test(program) && argsMatch(args, p)) return { matched: true, pattern: p.source };
   return { matched: false };
+}
+
+/** Does the command string these shells would run (`sh -c '…'`) match? */
+function matchShellScript(shells: string[], args: Word[], patterns: CompiledPattern[], depth: number): Match {
+  let unknown: string | undefined;
+  for (const shell of shells) {
+    const s = shellCommandString(shell, args);
+    if ('unknown' in s) unknown ??= s.unknown;
+    if (!('script' in s)) continue;
+    if (s.script.dynamic) {
+      unknown ??= 'a shell runs a script only known when it runs';
+      continue;
+    }
+    const m = matchCommandLine(s.script.text, patterns, depth + 1);
+    if ('unknown' in m) unknown ??= m.unknown;
+    else if (m.matched) return m;
+  }
+  return unknown ? { unknown } : { matched: false };
 }
 
 function argsMatch(args: Word[], p: CompiledPattern): boolean {

@@ -93,8 +93,12 @@ export const WRAPPER_OPTIONS: Record<string, OptionTable> = {
   busybox: { flags: '', values: '' },
 };
 
-/** `argv`: the command run in the end; `wrappers`: each wrapper with its arguments (a rule may name one). */
-export type Unwrapped = { argv: Word[]; wrappers: Word[][] } | { unknown: string; wrappers: Word[][] };
+/**
+ * `argv`: the command run in the end; `wrappers`: each wrapper with its arguments (a rule may name one);
+ * `alternatives`: other commands it may run instead, when the reading depends on the environment (su's
+ * getopt stops permuting under POSIXLY_CORRECT).
+ */
+export type Unwrapped = { argv: Word[]; wrappers: Word[][]; alternatives?: Word[][] } | { unknown: string; wrappers: Word[][] };
 
 /** The command a line really runs: leading assignments and wrapper commands with their options removed. */
 export function unwrap(input: Word[]): Unwrapped {
@@ -105,6 +109,13 @@ export function unwrap(input: Word[]): Unwrapped {
     i = skipAssignments(argv, i);
     if (i >= argv.length) break;
     const name = programName(argv[i]);
+    if (name === 'su' || name === 'runuser') {
+      const readings = switchUserReadings(name, argv.slice(i + 1));
+      if ('interactive' in readings) break;
+      wrappers.push(argv.slice(i));
+      if ('unknown' in readings) return { unknown: readings.unknown, wrappers };
+      return mergeReadings(readings.runs.map(unwrap), wrappers);
+    }
     if (name === undefined || !Object.hasOwn(WRAPPER_OPTIONS, name)) break;
     const table = WRAPPER_OPTIONS[name];
     wrappers.push(argv.slice(i));
@@ -116,6 +127,150 @@ export function unwrap(input: Word[]): Unwrapped {
     i += table.operandsBefore ?? 0;
   }
   return { argv: argv.slice(i), wrappers };
+}
+
+function mergeReadings(readings: Unwrapped[], outer: Word[][]): Unwrapped {
+  const wrappers = [...outer, ...readings.flatMap((r) => r.wrappers)];
+  const unknown = readings.find((r) => 'unknown' in r);
+  if (unknown && 'unknown' in unknown) return { unknown: unknown.unknown, wrappers };
+  const runs = readings.flatMap((r) => ('argv' in r ? [r.argv, ...(r.alternatives ?? [])] : []));
+  return { argv: runs[0], wrappers, ...(runs.length > 1 ? { alternatives: runs.slice(1) } : {}) };
+}
+
+/**
+ * util-linux su and runuser (one getopt string, "c:fg:G:lmpPs:u:hVw:"; -u is runuser's only). Unlike
+ * the tools above their getopt permutes: options may follow the user (`su root -c CMD`) until `--`.
+ * The first operand `-` means a login shell, the next is the user; the operands after it go to the
+ * user's shell after `-f` and `-c CMD` (`su root -- -c CMD` runs CMD). `runuser -u USER` runs its
+ * operands as a command (`runuser -u root rm -- -rf /` runs `rm -rf /`).
+ */
+const SWITCH_USER_LONG: Record<string, LongKind> = {
+  '--preserve-environment': 'flag', '--whitelist-environment': 'value', '--group': 'value', '--supp-group': 'value',
+  '--login': 'flag', '--command': 'value', '--session-command': 'value', '--fast': 'flag', '--shell': 'value',
+  '--pty': 'flag', '--help': 'flag', '--version': 'flag',
+};
+const SWITCH_USER_OPTIONS: Record<'su' | 'runuser', OptionTable> = {
+  su: { flags: 'flmpPhV', values: 'cgGsw', long: SWITCH_USER_LONG },
+  runuser: { flags: 'flmpPhV', values: 'cgGswu', long: { ...SWITCH_USER_LONG, '--user': 'value' } },
+};
+
+/** Stands for the target user's login shell, which vigil does not know: every shell's options apply. */
+export const LOGIN_SHELL: Word = { text: '(login shell)', shape: '(login shell)', dynamic: false };
+
+/**
+ * The commands su/runuser may run, read both as getopt permutes and as it stops at the first operand
+ * (POSIXLY_CORRECT in the environment). Interactive: a shell with nothing to run (`su -`), which a rule
+ * may still block by name.
+ */
+function switchUserReadings(name: 'su' | 'runuser', args: Word[]): { runs: Word[][] } | { interactive: true } | { unknown: string } {
+  const permuted = readSwitchUser(name, args, true);
+  if ('unknown' in permuted) return permuted;
+  const posix = readSwitchUser(name, args, false);
+  if ('unknown' in posix) return posix;
+  const runs = [permuted, posix].map((r) => switchUserRuns(r)).filter((r): r is Word[] => r !== undefined);
+  if (runs.length === 0) return { interactive: true };
+  const same = runs.length === 2 && runs[0].length === runs[1].length && runs[0].every((w, k) => w.text === runs[1][k].text && w.shape === runs[1][k].shape);
+  return { runs: same ? [runs[0]] : runs };
+}
+
+interface SwitchUser {
+  command?: Word;
+  shell?: Word;
+  fast: boolean;
+  runAs: boolean;
+  operands: Word[];
+}
+
+/** The argv su/runuser executes, or undefined for an interactive shell. */
+function switchUserRuns(r: SwitchUser): Word[] | undefined {
+  let operands = r.operands;
+  if (!r.runAs && operands[0]?.text === '-' && !operands[0].dynamic) operands = operands.slice(1);
+  if (r.runAs) return operands.length ? operands : undefined;
+  const shellArgs = operands.slice(1); // after the user
+  if (!r.command && shellArgs.length === 0) return undefined;
+  const word = (text: string): Word => ({ text, shape: text, dynamic: false });
+  return [
+    r.shell ?? LOGIN_SHELL,
+    ...(r.fast ? [word('-f')] : []),
+    ...(r.command ? [word('-c'), r.command] : []),
+    ...shellArgs,
+  ];
+}
+
+function readSwitchUser(name: 'su' | 'runuser', args: Word[], permute: boolean): SwitchUser | { unknown: string } {
+  const t = SWITCH_USER_OPTIONS[name];
+  const out: SwitchUser = { fast: false, runAs: false, operands: [] };
+  let k = 0;
+  for (; k < args.length; k++) {
+    const w = args[k];
+    if (!w.dynamic && w.text === '--') {
+      k++;
+      break;
+    }
+    const text = w.dynamic ? staticPrefix(w) : w.text;
+    // With permutation, a word that could expand to options is undecidable wherever it stands.
+    if (w.dynamic && (permute || out.operands.length === 0) && (text === '' || text.startsWith('-'))) {
+      return { unknown: `${name}: a word only known when the shell runs (${w.text}) could be options` };
+    }
+    if (!text.startsWith('-') || text === '-') {
+      out.operands.push(w);
+      if (!permute) {
+        k++;
+        break;
+      }
+      continue;
+    }
+    const r = readOption(name, t, args, k);
+    if ('unknown' in r) return r;
+    k = r.next - 1;
+    for (const o of r.options) {
+      if (o === '-f' || o === '--fast') out.fast = true;
+      if (o === '-u' || o === '--user') out.runAs = true;
+    }
+    const last = r.options[r.options.length - 1];
+    if (['-c', '--command', '--session-command'].includes(last)) out.command = r.value;
+    if (last === '-s' || last === '--shell') out.shell = r.value;
+  }
+  out.operands.push(...args.slice(k));
+  return out;
+}
+
+/**
+ * One option word at `argv[i]` (a long option, or a cluster of short ones whose last may take a value):
+ * each option named (`-c`, `--command`), the value of the last, and the index after them.
+ */
+function readOption(name: string, t: OptionTable, argv: Word[], i: number): { options: string[]; value?: Word; next: number } | { unknown: string } {
+  const bad = (why: string) => ({ unknown: `${name}: ${why}` });
+  const w = argv[i];
+  const text = w.dynamic ? staticPrefix(w) : w.text;
+  if (text.startsWith('--')) {
+    const eq = text.indexOf('=');
+    if (w.dynamic && eq < 0) return bad('an option only known when the shell runs');
+    const given = eq < 0 ? text : text.slice(0, eq);
+    const long = resolveLong(t.long ?? {}, given);
+    if (long === undefined) return bad(`the option ${given} is not one vigil knows`);
+    if (long.kind === 'flag' && eq >= 0) return bad(`${long.name} takes no value`);
+    if (long.kind === 'value' && eq < 0) return { options: [long.name], value: argv[i + 1], next: Math.min(i + 2, argv.length) };
+    if (eq < 0) return { options: [long.name], next: i + 1 };
+    return { options: [long.name], value: attachedValue(w, w.text.indexOf('=') + 1), next: i + 1 };
+  }
+  const options: string[] = [];
+  for (let k = 1; k < text.length; k++) {
+    const c = text[k];
+    options.push(`-${c}`);
+    if (t.flags.includes(c)) continue;
+    if (!t.values.includes(c)) return bad(`the option -${c} is not one vigil knows`);
+    if (k + 1 < w.text.length) return { options, value: attachedValue(w, k + 1), next: i + 1 };
+    return { options, value: argv[i + 1], next: Math.min(i + 2, argv.length) };
+  }
+  if (w.dynamic) return bad('options only known when the shell runs');
+  return { options, next: i + 1 };
+}
+
+/** The value attached to an option word from `at`; in a dynamic word, it could be anything. */
+function attachedValue(w: Word, at: number): Word {
+  const text = w.text.slice(at);
+  return { text, shape: w.dynamic ? '*' : text, dynamic: w.dynamic };
 }
 
 /**
@@ -307,6 +462,7 @@ const BASH_LONG: Record<string, LongKind> = {
 /** Each shell's single-letter options, and the letters whose value is the next word (`-o pipefail`). */
 const SHELL_OPTIONS: Record<string, { flags: RegExp; values: string; long: Record<string, LongKind> | 'any' }> = {
   bash: { flags: /^[abcefhiklmnprstuvxBCDEHPT]$/, values: 'oO', long: BASH_LONG },
+  rbash: { flags: /^[abcefhiklmnprstuvxBCDEHPT]$/, values: 'oO', long: BASH_LONG },
   sh: { flags: /^[abcCefhilmnpqsuvxEIV]$/, values: 'o', long: {} },
   dash: { flags: /^[abcCefhilmnpqsuvxEIV]$/, values: 'o', long: {} },
   ash: { flags: /^[abcCefhilmnpqsuvxEIV]$/, values: 'o', long: {} },

@@ -71,6 +71,29 @@ const WRAPPED = [
   'sudo -u root bash -lc -- "rm -rf /"',
   // A wrapper reached through a path with an expansion in its directory.
   '~/bin/sudo rm -rf /',
+  // util-linux su and runuser: -c's string goes to the user's shell; options may follow the user (getopt
+  // permutes), and what follows the user is handed to the shell too.
+  "su -c 'rm -rf /' root",
+  "su root -c 'rm -rf /'",
+  "su - -c 'rm -rf /'",
+  "su --command='rm -rf /' root",
+  "su --com 'rm -rf /' root",
+  'su -l root -c "rm -rf /"',
+  "su -lc 'rm -rf /' root",
+  "su -s /bin/sh -c 'rm -rf /' root",
+  "su -s /bin/rbash -c 'rm -rf /' root",
+  "su -s /bin/rm root -- -rf /", // -s names any program for root: it gets the operands after the user
+  "su root -w -c 'rm -rf /'", // under POSIXLY_CORRECT the shell gets `-w -c 'rm -rf /'`: zsh runs it
+  "su --session-command 'rm -rf /' root",
+  "su root -- -c 'rm -rf /'",
+  "su -c -x root -- 'rm -rf /'", // the shell gets `-c -x 'rm -rf /'`: -x is an option, the string comes after
+  "su -c 'ls' -c 'rm -rf /' root", // the last -c wins
+  'runuser -u root -- rm -rf /',
+  'runuser --user=root rm -- -rf /', // getopt permutes: `rm` is the command, `--` ends runuser's options
+  'runuser -u root -g root -- sudo rm -rf /',
+  "runuser -c 'rm -rf /' root",
+  "runuser -l root -c 'rm -rf /'",
+  "sudo su -c 'rm -rf /'",
 ];
 
 const REACHES_ROOT = [
@@ -96,6 +119,13 @@ const UNDECIDABLE = [
   'bash -Z -c "rm -rf /"',
   'bash --bogus -c "rm -rf /"',
   'command --help rm -rf /',
+  "su --frobnicate -c 'rm -rf /' root",
+  "su -Z -c 'rm -rf /' root",
+  "su -u root -c 'rm -rf /'", // runuser's -u: su refuses it
+  "su root --frobnicate -c 'rm -rf /'",
+  'runuser -u root -Z -- rm -rf /',
+  'runuser -u root sudo rm -rf /', // getopt permutes: -rf are runuser's options, and unknown ones
+  "su -c 'rm -rf /' $WHO", // a word that could expand to options
 ];
 
 const ALLOWED = [
@@ -115,6 +145,12 @@ const ALLOWED = [
   'rm -rf ~"x"/..',
   '~/bin/deploy.sh --force /',
   'X=~/bin:~root/bin make',
+  "su -c 'ls /tmp' root",
+  "su - postgres -c 'psql -l'",
+  'runuser -u nobody -- ls',
+  "runuser -u root -- rm -rf /tmp/x",
+  'su',
+  'su - root',
 ];
 
 describe('ssh guardrail: wrappers, shells and paths around a rm -rf / rule', () => {
@@ -146,6 +182,15 @@ describe('ssh guardrail: wrappers, shells and paths around a rm -rf / rule', () 
     expect(s.checkCommand('sudo --frobnicate -i')).toMatchObject({ action: 'block', unparsed: false, reason: 'command matches "sudo -i"' });
     expect(s.checkCommand('sudo -u root -i')).toMatchObject({ action: 'block', unparsed: false });
     expect(s.checkCommand('sudo -u root ls').action).toBe('allow');
+  });
+
+  it('a rule naming su still matches su without -c, an interactive shell', () => {
+    const noSu = new Guardrails(guardrailsSchema().parse([{ name: 'no-su', ssh: { block_commands: ['su'] } }]));
+    const s = noSu.forSession({ roles: ['x'], target: 'box' })!;
+    expect(s.checkCommand('su').action).toBe('block');
+    expect(s.checkCommand('su - root').action).toBe('block');
+    expect(s.checkCommand('sudo su -').action).toBe('block');
+    expect(s.checkCommand("su -c 'ls' root").action).toBe('block');
   });
 
   it('marks tilde prefixes as expansions where bash expands them, and only there', () => {
@@ -248,6 +293,44 @@ describe('vigil reads each wrapper as the real tool does', () => {
     if (!('script' in s)) throw new Error(JSON.stringify(s));
     expect(s.script.text).toBe(PRINT);
     expect(execFileSync('bash', ['-c', line], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })).toBe('one\ntwo words\n-x\n');
+  });
+
+  // As root here, su and runuser switch to root without a password.
+  const suLines: [string, string][] = [
+    [`su -c "${PRINT}" root`, PRINT],
+    [`su root -c "${PRINT}"`, PRINT],
+    [`su - -c "${PRINT}"`, PRINT],
+    [`su --command="${PRINT}" root`, PRINT],
+    [`su -l root --com "${PRINT}"`, PRINT],
+    [`su -fs /bin/dash -c "${PRINT}" root`, PRINT],
+    [`su root -- -c "${PRINT}"`, PRINT],
+    [`su -c -x root -- "${PRINT}"`, PRINT],
+    [`su -c "echo no" -c "${PRINT}" root`, PRINT],
+    [`runuser -c "${PRINT}" root`, PRINT],
+    [`runuser -l root -c "${PRINT}"`, PRINT],
+  ];
+  it.each(suLines)('%j runs the string vigil checks', (line, script) => {
+    const split = splitCommandLine(line);
+    if (!split.ok) throw new Error(split.error);
+    const r = unwrap(split.commands[0].argv);
+    if ('unknown' in r) throw new Error(r.unknown);
+    const s = shellCommandString('bash', r.argv.slice(1));
+    if (!('script' in s)) throw new Error(JSON.stringify(s));
+    expect(s.script.text).toBe(script);
+    const ran = execFileSync('bash', ['-c', line], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    expect(ran).toBe('one\ntwo words\n-x\n');
+  });
+
+  it.each([
+    `runuser -u root -- ${PRINT}`,
+    `runuser --user=root --preserve-environment -- ${PRINT}`,
+    `runuser -u root -g root -- env -u X -- ${PRINT}`,
+    `runuser -u root printf '%s\n' -m one -- 'two words' -x`, // -m is runuser's: getopt permutes
+  ])('%j runs the command vigil found', (line) => {
+    const ran = execFileSync('bash', ['-c', line], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const argv = found(line);
+    expect(argv[0]).toBe('printf');
+    expect(argv.slice(2)).toEqual(ran.split('\n').slice(0, -1));
   });
 
   it('bash - -c reads a script named -c, not a command string', () => {
