@@ -74,6 +74,8 @@ interface CompiledRule {
   targetOk?: (t: AuditEvent['target']) => boolean;
   windows: Map<string, SlidingWindow>;
   windowUs: number;
+  /** Quiet windows are cleaned up once there are more than this many (see count). */
+  pruneAbove: number;
   /** Groups that fired and are not resolved yet: their group values and newest matching event time. */
   active: Map<string, { group: Record<string, string>; lastUs: number }>;
   /** longer_than rules: open sessions by session id. */
@@ -81,6 +83,9 @@ interface CompiledRule {
   /** first_in rules: last-seen times by group key (a cache of SeenMemory). */
   lastSeen: Map<string, number>;
 }
+
+/** Groups a rule keeps windows for before quiet ones are cleaned up. */
+const MIN_PRUNE_ABOVE = 1024;
 
 const asSet = (v: string[] | undefined) => (v ? new Set(v) : undefined);
 
@@ -159,7 +164,7 @@ function compile(cfg: AlertRuleConfig, labelsOf: EngineOptions['labelsOf'], viaG
     }
     return true;
   };
-  return { cfg, test, command, targetOk, windows: new Map(), windowUs: cfg.window * 1000, active: new Map(), long: new Map(), lastSeen: new Map() };
+  return { cfg, test, command, targetOk, windows: new Map(), windowUs: cfg.window * 1000, pruneAbove: MIN_PRUNE_ABOVE, active: new Map(), long: new Map(), lastSeen: new Map() };
 }
 
 /** The text match.command is tested against. */
@@ -518,13 +523,25 @@ export class AlertEngine {
     const n = w.add(t, e.id);
     const active = rule.active.get(key);
     if (active && t > active.lastUs) active.lastUs = t;
-    // Groups that went quiet are forgotten, so memory follows the active groups.
-    if (rule.windows.size > 1024) for (const [k, other] of rule.windows) if (other.newest !== undefined && other.newest <= t - rule.windowUs) rule.windows.delete(k);
+    if (rule.windows.size > rule.pruneAbove) this.pruneQuiet(rule, t);
     if (n < rule.cfg.threshold) return undefined;
     const ids = w.eventIds();
+    // A late event can complete the threshold: the group resolves a window after its latest event.
+    const latestUs = w.latest!;
     w.clear();
-    rule.active.set(key, { group, lastUs: Math.max(t, active?.lastUs ?? 0) });
+    rule.active.set(key, { group, lastUs: Math.max(latestUs, active?.lastUs ?? 0) });
     return { rule: rule.cfg.name, group, count: n, threshold: rule.cfg.threshold, window_ms: rule.cfg.window, event_ids: ids, notify: rule.cfg.notify, time: e.time };
+  }
+
+  /**
+   * Forget groups whose latest event is at least a window older than `nowUs`, so memory follows the active
+   * groups; a window with an event still inside stays. The next clean-up waits until the groups kept have
+   * doubled, so with many live groups its cost is spread over as many events as it visits windows.
+   */
+  private pruneQuiet(rule: CompiledRule, nowUs: number): void {
+    const edge = nowUs - rule.windowUs;
+    for (const [k, w] of rule.windows) if (w.latest! <= edge) rule.windows.delete(k);
+    rule.pruneAbove = Math.max(MIN_PRUNE_ABOVE, 2 * rule.windows.size);
   }
 
   /** Resolves once every queued event has been evaluated (tests, shutdown). */
