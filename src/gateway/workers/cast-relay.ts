@@ -14,6 +14,14 @@ export const MAX_RELAY_QUEUED = 2 * 1024 * 1024;
  * the primary falling behind, and the worker never holds more than about this much for a watcher.
  */
 export const RELAY_CATCH_UP_QUEUED = 512 * 1024;
+/**
+ * Bytes of cast_data a watch may have at the primary not yet taken by its watcher (the primary grants them
+ * back with cast_credit as the watcher's connection drains). A from-start catch-up reads its next chunk only
+ * while it holds credit, so a watcher slower than the IPC channel paces the worker as it would a local
+ * follow, instead of being cut off when the primary's buffer for it fills: the watcher's connection holds at
+ * most about its own limit (watch.ts CATCH_UP_BUFFERED) plus this plus one chunk, well under MAX_BUFFERED.
+ */
+export const RELAY_CATCH_UP_CREDIT = 1024 * 1024;
 
 /** Sends a message to the primary; `done` runs once it is written to the channel (or failed). */
 export type RelaySend = (m: RelayMessage, done?: () => void) => void;
@@ -27,7 +35,12 @@ interface Relay {
   follows: Map<number, () => void>;
   /** Bytes of cast_data handed to the channel and not yet written. */
   queued: number;
-  /** Catch-ups waiting for `queued` to fall to RELAY_CATCH_UP_QUEUED. */
+  /**
+   * cast_data bytes the primary may still take before it grants more (cast_credit). Live writes spend it
+   * too (they are not paced, and may take it below 0), so it counts everything the watcher has yet to take.
+   */
+  credit: number;
+  /** Catch-ups waiting until `queued` is at most RELAY_CATCH_UP_QUEUED and `credit` is above 0. */
   waiting: (() => void)[];
 }
 
@@ -57,7 +70,17 @@ export class CastRelay {
         const r = this.relays.get(m.w);
         const stop = r?.follows.get(m.channel);
         r?.follows.delete(m.channel);
-        return stop?.();
+        stop?.();
+        // A catch-up of this follow waiting for credit the primary will now never grant must not stay
+        // parked (with its recording open): woken after its stop, it sees that and ends. Others just wait again.
+        if (r) for (const go of r.waiting.splice(0)) go();
+        return;
+      }
+      case 'cast_credit': {
+        const r = this.relays.get(m.w);
+        if (!r) return;
+        r.credit += m.bytes;
+        return this.wake(r);
       }
       case 'unwatch':
         return this.stop(m.w, 'the watcher left');
@@ -72,7 +95,7 @@ export class CastRelay {
   private watch(w: number, sessionId: string): void {
     if (this.relays.has(w)) return;
     const store = this.recordings();
-    const r: Relay = { sessionId, stopWatch: undefined, casts: new Map(), follows: new Map(), queued: 0, waiting: [] };
+    const r: Relay = { sessionId, stopWatch: undefined, casts: new Map(), follows: new Map(), queued: 0, credit: RELAY_CATCH_UP_CREDIT, waiting: [] };
     this.relays.set(w, r);
     this.log.info({ session: sessionId, watch: w }, 'live watch: relaying the session\'s recordings to the primary');
     // Called at once for each recording being written, then for each one opened later.
@@ -108,8 +131,9 @@ export class CastRelay {
 
   /**
    * Lines of a recording to the primary, unless too much is waiting for the channel already. Returns, when
-   * the channel holds more than RELAY_CATCH_UP_QUEUED, when it no longer does: the pace of a from-start
-   * catch-up (live writes do not wait; they are bounded by MAX_RELAY_QUEUED).
+   * the channel holds more than RELAY_CATCH_UP_QUEUED or the watch has no credit left, a promise of when
+   * that is no longer so: the pace of a from-start catch-up (live writes do not wait; they are bounded by
+   * MAX_RELAY_QUEUED here and by the watcher's cut-off at the primary).
    */
   private ship(w: number, r: Relay, channel: number, lines: Buffer): Promise<void> | undefined {
     if (this.relays.get(w) !== r) return;
@@ -119,14 +143,25 @@ export class CastRelay {
       this.send({ vigil: 'watch_dropped', w });
       return;
     }
-    const size = lines.length;
+    const text = lines.toString('utf8');
+    // Counted as the primary counts what it grants back: the bytes of the text as it travels.
+    const size = Buffer.byteLength(text);
     r.queued += size;
-    this.send({ vigil: 'cast_data', w, channel, lines: lines.toString('utf8') }, () => {
+    r.credit -= size;
+    this.send({ vigil: 'cast_data', w, channel, lines: text }, () => {
       r.queued -= size;
-      if (r.queued <= RELAY_CATCH_UP_QUEUED) for (const go of r.waiting.splice(0)) go();
+      this.wake(r);
     });
-    if (r.queued <= RELAY_CATCH_UP_QUEUED) return;
+    if (this.mayGoOn(r)) return;
     return new Promise<void>((resolve) => r.waiting.push(resolve));
+  }
+
+  private mayGoOn(r: Relay): boolean {
+    return r.queued <= RELAY_CATCH_UP_QUEUED && r.credit > 0;
+  }
+
+  private wake(r: Relay): void {
+    if (this.mayGoOn(r)) for (const go of r.waiting.splice(0)) go();
   }
 
   private stop(w: number, why: string): void {

@@ -59,7 +59,12 @@ export type WatchRequest =
   | { vigil: 'watch'; w: number; id: string }
   | { vigil: 'follow'; w: number; channel: number; from_start: boolean }
   | { vigil: 'unfollow'; w: number; channel: number }
-  | { vigil: 'unwatch'; w: number };
+  | { vigil: 'unwatch'; w: number }
+  /**
+   * The watcher took `bytes` more of the watch's cast_data (its connection drained below its limit): the
+   * relay may send that much more of a from-start catch-up (cast-relay.ts RELAY_CATCH_UP_CREDIT).
+   */
+  | { vigil: 'cast_credit'; w: number; bytes: number };
 
 /** Acks of one tick: `ok` as [n, seq, hash] triples flattened, `failed` as [n, code, message]. */
 export type PrimaryMessage =

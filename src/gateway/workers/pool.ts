@@ -90,7 +90,9 @@ interface RemoteWatch {
   onCast: (cast: LiveCast) => void;
   onLost: () => void;
   /** Recordings followed now: where their lines go. */
-  follows: Map<number, { onData: (lines: Buffer) => void; onEnd: () => void }>;
+  follows: Map<number, { onData: (lines: Buffer) => unknown; onEnd: () => void }>;
+  /** cast_data bytes the watcher took since the last cast_credit (granted back once a tick). */
+  granted: number;
 }
 
 export interface WorkerPoolOptions {
@@ -240,19 +242,49 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
   // ---- live watch of a worker's session (src/gateway/workers/cast-relay.ts is the worker's side) ------
   // Nothing crosses the IPC channel for a session until someone watches it; the watcher leaving (or the
   // session's recordings ending) stops the relay. Bounds: the worker stops relaying when the channel backs
-  // up (MAX_RELAY_QUEUED), and streamSession cuts a watcher that does not read (MAX_BUFFERED).
+  // up (MAX_RELAY_QUEUED), and streamSession cuts a watcher that does not read (MAX_BUFFERED). A from-start
+  // catch-up is paced by the watcher: the worker sends it only against credit, granted back here as the
+  // watcher's onData settles (its connection drained), as a local follow awaits that same promise.
   const watches = new Map<number, RemoteWatch>();
   let watchSeq = 0;
   const remoteOf = (st: WorkerState, sessionId: string): RemoteSession => ({
     watchCasts(onCast, onLost) {
       const w = ++watchSeq;
-      watches.set(w, { st, onCast, onLost, follows: new Map() });
+      watches.set(w, { st, onCast, onLost, follows: new Map(), granted: 0 });
       sendTo(st, { vigil: 'watch', w, id: sessionId });
       return () => {
         if (watches.delete(w)) sendTo(st, { vigil: 'unwatch', w });
       };
     },
   });
+  /** The watcher took these lines: credit back to the relay, one message a tick however many arrived. */
+  const grant = (w: number, rw: RemoteWatch, bytes: number) => {
+    if (watches.get(w) !== rw) return;
+    const first = rw.granted === 0;
+    rw.granted += bytes;
+    if (!first) return;
+    setImmediate(() => {
+      const bytes = rw.granted;
+      rw.granted = 0;
+      if (watches.get(w) === rw && bytes > 0) sendTo(rw.st, { vigil: 'cast_credit', w, bytes });
+    });
+  };
+  const castData = (w: number, channel: number, lines: string) => {
+    const rw = watches.get(w);
+    if (!rw) return;
+    const bytes = Buffer.byteLength(lines);
+    const f = rw.follows.get(channel);
+    // Lines for a follow that has just stopped were not taken by anyone, but they were sent against credit.
+    if (!f) return grant(w, rw, bytes);
+    const granted = () => grant(w, rw, bytes);
+    let taken: unknown;
+    try {
+      taken = f.onData(Buffer.from(lines, 'utf8'));
+    } catch {
+      return granted();
+    }
+    void Promise.resolve(taken).then(granted, granted);
+  };
   const remoteCast = (w: number, rw: RemoteWatch, channel: number, rid: string): LiveCast => ({
     id: rid,
     channel,
@@ -341,7 +373,7 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
         return;
       }
       case 'cast_data':
-        return void watches.get(msg.w)?.follows.get(msg.channel)?.onData(Buffer.from(msg.lines, 'utf8'));
+        return castData(msg.w, msg.channel, msg.lines);
       case 'cast_end': {
         const f = watches.get(msg.w)?.follows.get(msg.channel);
         watches.get(msg.w)?.follows.delete(msg.channel);

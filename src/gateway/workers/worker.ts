@@ -108,7 +108,7 @@ export async function runGatewayWorker(loaded: LoadedConfig, opts: { proxies: re
     if (!isVigilMessage(m)) return;
     const msg = m as PrimaryMessage;
     if (msg.vigil === 'terminate') return void services?.sessions.get(msg.id)?.terminate(msg.reason, msg.message);
-    if (msg.vigil === 'watch' || msg.vigil === 'follow' || msg.vigil === 'unfollow' || msg.vigil === 'unwatch') return relay.receive(msg);
+    if (msg.vigil === 'watch' || msg.vigil === 'follow' || msg.vigil === 'unfollow' || msg.vigil === 'unwatch' || msg.vigil === 'cast_credit') return relay.receive(msg);
     if (msg.vigil === 'counts') return send({ vigil: 'counts', r: msg.r, c: services ? countsOf(services.sessions) : [] });
     if (msg.vigil === 'drain') return drain?.(msg.ms);
     if (msg.vigil === 'listen') return mayListen?.();

@@ -1,0 +1,164 @@
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
+import { startTestGateway, type IssuedFiles } from '../support/gateway.ts';
+import { startGatewayProcess, type GatewayProcess } from '../support/gateway-process.ts';
+import { startSshd, type SshdHandle } from '../support/sshd.ts';
+import { tempDir, waitFor } from '../support/tmp.ts';
+import { apiRequest } from '../support/workers.ts';
+
+/**
+ * Watching a large session from its start when a cluster worker holds it (`vigil serve` with
+ * gateway.workers: 2): the recording is read in the worker and relayed over IPC, and a watcher slower than
+ * that channel paces the worker (credit granted back as the watcher's connection drains), as it paces a
+ * local follow, instead of being cut off as "too slow" once the primary's buffer for it fills.
+ * Real parts: OpenSSH client and sshd, `vigil serve` as its own process, its watch WebSocket.
+ */
+
+const MiB = 1024 * 1024;
+const OUTPUT_BYTES = 24 * MiB;
+
+let sshd: SshdHandle;
+let gp: GatewayProcess | undefined;
+let base: string;
+let alice: IssuedFiles, audrey: IssuedFiles;
+
+beforeAll(async () => {
+  base = tempDir('vigil-workers-paced-');
+  sshd = await startSshd();
+  const config = {
+    data_dir: path.join(base, 'data'),
+    gateway: { workers: 2 },
+    targets: [{ name: 'web1', protocol: 'ssh', host: '127.0.0.1', port: sshd.port, default_login: sshd.user, private_key: sshd.clientKey, host_key: sshd.hostKeyPub }],
+    roles: [{ name: 'engineer', targets: ['*'], logins: ['*'] }],
+  };
+  const tg = await startTestGateway(config, base);
+  [alice, audrey] = await Promise.all([tg.issue({ user: 'alice', roles: ['engineer'] }), tg.issue({ user: 'audrey', roles: ['auditor'] })]);
+  await tg.stop();
+  gp = await startGatewayProcess(config, base);
+}, 180_000);
+
+afterAll(async () => {
+  await gp?.kill('SIGKILL');
+  await sshd?.stop();
+  if (base) fs.rmSync(base, { recursive: true, force: true });
+});
+
+/** The tail of a file (its last `n` bytes), without reading the rest. */
+function fileTail(file: string, n: number): string {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const size = fs.fstatSync(fd).size;
+    const buf = Buffer.alloc(Math.min(n, size));
+    fs.readSync(fd, buf, 0, buf.length, size - buf.length);
+    return buf.toString('utf8');
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** The recording files under the data dir (the worker writes them; this test has one session). */
+const castFiles = (): string[] =>
+  (fs.readdirSync(path.join(base, 'data'), { recursive: true }) as string[]).filter((f) => f.endsWith('.cast')).map((f) => path.join(base, 'data', f));
+
+describe('watching a worker\'s large session from the start (gateway.workers: 2)', () => {
+  it('a watcher slower than the IPC relay is paced, not cut off: every byte of the recording arrives, in bounded messages', async () => {
+    const knownHosts = path.join(base, 'known_hosts');
+    fs.writeFileSync(knownHosts, `[127.0.0.1]:${gp!.ports.ssh} ${gp!.sshHostKey}\n`);
+    // The output goes through a real session that then stays open (the recording is live).
+    const ssh = spawn('ssh', [
+      '-F', '/dev/null', '-p', String(gp!.ports.ssh), '-o', `IdentityFile=${alice.sshKey}`, '-o', `CertificateFile=${alice.sshCert}`, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes',
+      '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'StrictHostKeyChecking=yes', `${sshd.user}@web1@127.0.0.1`,
+      `head -c ${OUTPUT_BYTES} /dev/zero | tr '\\0' A; echo; echo END-MARK; sleep 120`,
+    ], { stdio: ['ignore', 'ignore', 'pipe'] });
+    try {
+      const file = await waitFor(() => castFiles()[0], 30_000, 'the recording');
+      await waitFor(() => fileTail(file, 4096).includes('END-MARK'), 60_000, 'the whole output recorded');
+      const recordingBytes = fs.statSync(file).size;
+      expect(recordingBytes).toBeGreaterThan(OUTPUT_BYTES);
+      const rows = (await apiRequest(gp!.ports.api, audrey, 'GET', '/v1/sessions?live=1')).body.sessions as { id: string; worker_pid?: number }[];
+      expect(rows).toHaveLength(1);
+      // Held by a worker: the from-start catch-up crosses the IPC channel.
+      expect(rows[0].worker_pid).toBeGreaterThan(0);
+      expect(rows[0].worker_pid).not.toBe(gp!.pid);
+
+      let largestMessage = 0;
+      let outputBytes = 0;
+      let sawEnd = false;
+      let closed: { code: number; reason: string } | undefined;
+      const ws = new WebSocket(`wss://127.0.0.1:${gp!.ports.api}/v1/sessions/${rows[0].id}/watch`, {
+        cert: fs.readFileSync(audrey.crt),
+        key: fs.readFileSync(audrey.key),
+        ca: fs.readFileSync(audrey.ca),
+      });
+      ws.on('error', () => {});
+      ws.on('close', (code, reason) => (closed = { code, reason: reason.toString() }));
+      let received = 0;
+      ws.on('message', (d: Buffer) => {
+        largestMessage = Math.max(largestMessage, d.length);
+        const m = JSON.parse(d.toString('utf8'));
+        if (m.type !== 'cast') return;
+        for (const e of m.events) {
+          if (e[1] !== 'o') continue;
+          outputBytes += Buffer.byteLength(e[2]);
+          if (e[2].includes('END-MARK')) sawEnd = true;
+        }
+        // A slow watcher: it stops reading now and then, far slower than the worker can relay the recording.
+        if (++received % 32 === 0) {
+          ws.pause();
+          setTimeout(() => ws.resume(), 300);
+        }
+      });
+      try {
+        await waitFor(() => sawEnd || closed !== undefined, 150_000, 'the whole recording at the watcher');
+      } finally {
+        ws.close();
+      }
+      expect(closed, `watch closed early: ${JSON.stringify(closed)}`).toBeUndefined();
+      expect(largestMessage).toBeLessThanOrEqual(1 * MiB);
+      // Everything recorded arrived, once: the output (the As, a newline, END-MARK and its newline).
+      expect(outputBytes).toBe(OUTPUT_BYTES + 1 + 'END-MARK\n'.length);
+      // The watcher left: the worker stopped its relay (and so its follow of the recording).
+      await waitFor(() => gp!.output().includes('"why":"the watcher left"'), 20_000, 'the relay stopped after the watcher left');
+
+      // A watcher that stops reading mid-catch-up holds the worker's reader parked (out of credit, the
+      // recording open); once it goes, the worker lets go of the recording.
+      const readers = () => openedBy(rows[0].worker_pid!, file);
+      const writers = readers();
+      const stalled = new WebSocket(`wss://127.0.0.1:${gp!.ports.api}/v1/sessions/${rows[0].id}/watch`, {
+        cert: fs.readFileSync(audrey.crt),
+        key: fs.readFileSync(audrey.key),
+        ca: fs.readFileSync(audrey.ca),
+      });
+      stalled.on('error', () => {});
+      let stalledClose: number | undefined;
+      stalled.on('close', (code) => (stalledClose = code));
+      stalled.once('message', () => stalled.pause());
+      await waitFor(() => readers() > writers, 20_000, 'the worker reading the recording for the stalled watcher');
+      const stops = gp!.output().split('"why":"the watcher left"').length;
+      stalled.terminate();
+      await waitFor(() => gp!.output().split('"why":"the watcher left"').length > stops, 20_000, 'the relay stopped after the stalled watcher left');
+      await waitFor(() => readers() === writers, 20_000, 'the worker closed the recording it read for the stalled watcher');
+      // Paced, never cut: it was only ever behind by what the relay's credit allows.
+      expect(stalledClose).not.toBe(1013);
+    } finally {
+      ssh.kill('SIGTERM');
+    }
+  }, 240_000);
+});
+
+/** How many open file descriptors of process `pid` point at `file`. */
+function openedBy(pid: number, file: string): number {
+  const dir = `/proc/${pid}/fd`;
+  let n = 0;
+  for (const fd of fs.readdirSync(dir)) {
+    try {
+      if (fs.readlinkSync(path.join(dir, fd)) === file) n++;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return n;
+}
