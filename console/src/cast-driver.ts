@@ -4,7 +4,9 @@ import { CastStream, castEndHint, dataOf } from './cast-stream.ts';
  * The playback driver for the vendored asciinema-player over a CastStream (cast-stream.ts): playback
  * starts as soon as the header and the first events are in; playing past what has arrived holds the clock
  * at the last event ("loading") and goes on when more comes; a seek beyond it waits for the stream to get
- * there. Backward seeks replay from the start, as the player's own driver does.
+ * there. Backward seeks replay from the start, as the player's own driver does; the stream holds only a
+ * bounded window ahead of the play position (played events are released), so a backward seek reads the
+ * recording again from its start.
  *
  * The player accepts a function as its source (a driver factory); its types do not say so, hence the cast
  * at the call site.
@@ -24,6 +26,8 @@ type SeekTarget = number | string | { marker: unknown };
 
 /** Output events closer together than this are fed to the terminal as one batch. */
 const BATCH_MS = 1000 / 60;
+/** How many recent output times are kept for stepping back (the events themselves are released). */
+const STEP_BACK_MEMORY = 64;
 /** A stall shorter than this shows no loader (avoids flicker while chunks arrive). */
 const LOADER_DELAY_MS = 300;
 
@@ -36,6 +40,8 @@ function castDriver(url: string, fetchOpts: RequestInit, { dispatch }: Callbacks
   const speed = opts.speed ?? 1;
   const stream = new CastStream(url, fetchOpts, opts.idleTimeLimit !== undefined ? opts.idleTimeLimit * 1000 : Infinity);
   let hint: number | undefined;
+  /** Follows the times to the end when the tail's last time is not the duration (idle limit, v3). */
+  let timeline: CastStream | undefined;
   let hinted: Promise<void> = Promise.resolve();
   let started = false;
   /** The user wants playback (it may still be stalled waiting for data). */
@@ -45,6 +51,10 @@ function castDriver(url: string, fetchOpts: RequestInit, { dispatch }: Callbacks
   let base = 0;
   let pausedAt = 0;
   let next = 0;
+  /** The time of the last event applied (-1: none since the terminal was reset). */
+  let appliedUntil = -1;
+  /** Times of the last output events applied, oldest first, for stepping back. */
+  let recentOutputs: number[] = [];
   let timer: ReturnType<typeof setTimeout> | undefined;
   let loaderTimer: ReturnType<typeof setTimeout> | undefined;
   let ended = false;
@@ -53,7 +63,7 @@ function castDriver(url: string, fetchOpts: RequestInit, { dispatch }: Callbacks
   let shownDuration: number | undefined;
 
   const position = () => (running ? (performance.now() - base) * speed : pausedAt);
-  const duration = () => (stream.done ? stream.lastTime : Math.max(hint ?? 0, stream.lastTime));
+  const duration = () => stream.endTime ?? timeline?.endTime ?? Math.max(hint ?? 0, stream.lastTime);
   const timing = () => ({ time: position() / 1000, rate: running ? speed : 0, sampledAt: performance.timeOrigin + performance.now() });
   const reportTiming = () => dispatch('timing', timing());
 
@@ -86,8 +96,10 @@ function castDriver(url: string, fetchOpts: RequestInit, { dispatch }: Callbacks
       out = [];
     };
     let batchEnd = -1;
-    for (let e = stream.events[next]; e && e[0] <= t; e = stream.events[++next]) {
+    for (let e = stream.event(next); e && e[0] <= t; e = stream.event(++next)) {
+      appliedUntil = e[0];
       if (e[1] === 'o') {
+        recentOutputs.push(e[0]);
         if (e[0] > batchEnd && out.length) flush();
         if (!out.length) batchEnd = e[0] + BATCH_MS;
         out.push(dataOf(e));
@@ -100,18 +112,34 @@ function castDriver(url: string, fetchOpts: RequestInit, { dispatch }: Callbacks
       }
     }
     flush();
+    if (recentOutputs.length > 2 * STEP_BACK_MEMORY) recentOutputs = recentOutputs.slice(-STEP_BACK_MEMORY);
+    stream.release(next);
+  }
+
+  /** Apply every event up to `t`, reading on as the stream's window is used (a seek far ahead). */
+  async function catchUp(t: number) {
+    for (;;) {
+      applyUntil(t);
+      // Events at exactly t may still come: done once one after it has.
+      if (stream.done || stream.lastTime > t) return applyUntil(t);
+      await stream.waitUntil(() => stream.event(next) !== undefined);
+    }
   }
 
   function resetTerminal() {
     dispatch('output', '\x1bc');
     dispatch('reset', { size: stream.size, init: '', theme: null });
+    // Events from the start have been released: read them again.
+    if (stream.released(0)) stream.restart();
     next = 0;
+    appliedUntil = -1;
+    recentOutputs = [];
   }
 
   function schedule() {
     clearTimeout(timer);
     if (!running) return;
-    const e = stream.events[next];
+    const e = stream.event(next);
     if (e) {
       timer = setTimeout(tick, Math.max(0, (e[0] - position()) / speed));
     } else if (stream.done) {
@@ -145,7 +173,7 @@ function castDriver(url: string, fetchOpts: RequestInit, { dispatch }: Callbacks
     }
     if (seeking) return;
     // Resume a playback that was waiting for data.
-    if (wantPlay && !running && stream.events[next]) {
+    if (wantPlay && !running && stream.event(next)) {
       clearTimeout(loaderTimer);
       startClock(pausedAt);
       dispatch('playing');
@@ -164,6 +192,11 @@ function castDriver(url: string, fetchOpts: RequestInit, { dispatch }: Callbacks
       reportDuration();
     });
     await stream.waitUntil(() => stream.size !== undefined);
+    if (opts.idleTimeLimit !== undefined || stream.version >= 3) {
+      timeline = new CastStream(url, fetchOpts, stream.idleLimitMs, false);
+      timeline.onProgress(() => timeline?.done && reportDuration());
+      timeline.start();
+    }
     resetTerminal();
     reportDuration();
     reportTiming();
@@ -184,15 +217,8 @@ function castDriver(url: string, fetchOpts: RequestInit, { dispatch }: Callbacks
   /** Whether `n` output events after the current one have arrived. */
   function outputsAhead(n: number): boolean {
     let left = n;
-    for (let i = next; stream.events[i]; i++) if (stream.events[i][1] === 'o' && --left === 0) return true;
+    for (let i = next, e = stream.event(i); e; e = stream.event(++i)) if (e[1] === 'o' && --left === 0) return true;
     return false;
-  }
-
-  /** Move to `target` (ms): forward by applying events, backward by replaying from the start. */
-  function positionAt(target: number) {
-    if (target < pausedAt || (next > 0 && stream.events[next - 1][0] > target)) resetTerminal();
-    applyUntil(target);
-    pausedAt = target;
   }
 
   return {
@@ -202,14 +228,14 @@ function castDriver(url: string, fetchOpts: RequestInit, { dispatch }: Callbacks
     async play() {
       await begin();
       if (wantPlay) return true;
-      if (ended || (stream.done && !stream.events[next])) {
+      if (ended || (stream.done && !stream.event(next))) {
         ended = false;
         resetTerminal();
         pausedAt = 0;
       }
       wantPlay = true;
       dispatch('play');
-      if (stream.events[next] || stream.done) {
+      if (stream.event(next) || stream.done) {
         startClock(pausedAt);
         dispatch('playing');
         schedule();
@@ -228,27 +254,31 @@ function castDriver(url: string, fetchOpts: RequestInit, { dispatch }: Callbacks
     },
     async seek(where: SeekTarget) {
       await begin();
-      // Percentages and ±10% are of the whole recording: know its length first.
-      if (typeof where === 'string') await hinted;
+      // Percentages and ±10% are of the whole recording: know its length first (its tail, or with the idle
+      // limit the reading that follows the times to the end).
+      if (typeof where === 'string') await (timeline ? timeline.waitUntil(() => false).catch(() => undefined) : hinted);
       let target = resolveSeek(where);
       if (target === undefined) return false;
       target = Math.max(0, target);
       if (running) stopClock();
+      // Backward: replay from the start.
+      if (target < pausedAt || appliedUntil > target) resetTerminal();
       let waited = false;
-      if (target > stream.loadedUntil) {
-        // Beyond what has arrived: wait for the stream to get there.
+      if (!stream.done && stream.lastTime <= target) {
+        // Beyond what has arrived: apply events as the stream gets there.
         waited = true;
         seeking = true;
         dispatch('loading');
         try {
-          await stream.waitUntil(() => stream.lastTime >= target!);
+          await catchUp(target);
         } finally {
           seeking = false;
         }
       }
-      target = Math.min(target, stream.done ? stream.lastTime : target);
+      target = Math.min(target, stream.endTime ?? target);
       ended = false;
-      positionAt(target);
+      applyUntil(target);
+      pausedAt = target;
       reportTiming();
       dispatch('seeked');
       // Whether to go on playing is decided now: a pause while the seek waited holds.
@@ -269,19 +299,23 @@ function castDriver(url: string, fetchOpts: RequestInit, { dispatch }: Callbacks
       await begin();
       if (running) return;
       if (n < 0) {
-        let i = next - 1;
-        let left = -n + 1;
-        while (i > 0 && (stream.events[i][1] !== 'o' || --left > 0)) i--;
-        const t = i > 0 ? stream.events[i][0] : 0;
+        // The output -n steps back (the current one is the last applied).
+        const i = recentOutputs.length - 1 + n;
+        const t = i >= 0 ? recentOutputs[i] : 0;
         resetTerminal();
-        applyUntil(t);
+        seeking = true;
+        try {
+          await catchUp(t);
+        } finally {
+          seeking = false;
+        }
         pausedAt = t;
       } else {
         await stream.waitUntil(() => outputsAhead(n));
         let left = n;
         let i = next;
-        for (; stream.events[i]; i++) if (stream.events[i][1] === 'o' && --left === 0) break;
-        const t = stream.events[i]?.[0] ?? stream.lastTime;
+        for (let e = stream.event(i); e; e = stream.event(++i)) if (e[1] === 'o' && --left === 0) break;
+        const t = stream.event(i)?.[0] ?? stream.lastTime;
         applyUntil(t);
         pausedAt = t;
       }
@@ -293,6 +327,7 @@ function castDriver(url: string, fetchOpts: RequestInit, { dispatch }: Callbacks
       running = false;
       wantPlay = false;
       stream.stop();
+      timeline?.stop();
     },
     getTiming: timing,
     getDuration: () => duration() / 1000,
