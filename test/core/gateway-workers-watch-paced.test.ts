@@ -2,12 +2,12 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { WebSocket } from 'ws';
 import { startTestGateway, type IssuedFiles } from '../support/gateway.ts';
 import { startGatewayProcess, type GatewayProcess } from '../support/gateway-process.ts';
 import { startSshd, type SshdHandle } from '../support/sshd.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
 import { apiRequest } from '../support/workers.ts';
+import { fileTail, watchSlowly, watchSocket } from '../support/slow-watcher.ts';
 
 /**
  * Watching a large session from its start when a cluster worker holds it (`vigil serve` with
@@ -46,19 +46,6 @@ afterAll(async () => {
   if (base) fs.rmSync(base, { recursive: true, force: true });
 });
 
-/** The tail of a file (its last `n` bytes), without reading the rest. */
-function fileTail(file: string, n: number): string {
-  const fd = fs.openSync(file, 'r');
-  try {
-    const size = fs.fstatSync(fd).size;
-    const buf = Buffer.alloc(Math.min(n, size));
-    fs.readSync(fd, buf, 0, buf.length, size - buf.length);
-    return buf.toString('utf8');
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
 /** The recording files under the data dir (the worker writes them; this test has one session). */
 const castFiles = (): string[] =>
   (fs.readdirSync(path.join(base, 'data'), { recursive: true }) as string[]).filter((f) => f.endsWith('.cast')).map((f) => path.join(base, 'data', f));
@@ -84,38 +71,8 @@ describe('watching a worker\'s large session from the start (gateway.workers: 2)
       expect(rows[0].worker_pid).toBeGreaterThan(0);
       expect(rows[0].worker_pid).not.toBe(gp!.pid);
 
-      let largestMessage = 0;
-      let outputBytes = 0;
-      let sawEnd = false;
-      let closed: { code: number; reason: string } | undefined;
-      const ws = new WebSocket(`wss://127.0.0.1:${gp!.ports.api}/v1/sessions/${rows[0].id}/watch`, {
-        cert: fs.readFileSync(audrey.crt),
-        key: fs.readFileSync(audrey.key),
-        ca: fs.readFileSync(audrey.ca),
-      });
-      ws.on('error', () => {});
-      ws.on('close', (code, reason) => (closed = { code, reason: reason.toString() }));
-      let received = 0;
-      ws.on('message', (d: Buffer) => {
-        largestMessage = Math.max(largestMessage, d.length);
-        const m = JSON.parse(d.toString('utf8'));
-        if (m.type !== 'cast') return;
-        for (const e of m.events) {
-          if (e[1] !== 'o') continue;
-          outputBytes += Buffer.byteLength(e[2]);
-          if (e[2].includes('END-MARK')) sawEnd = true;
-        }
-        // A slow watcher: it stops reading now and then, far slower than the worker can relay the recording.
-        if (++received % 32 === 0) {
-          ws.pause();
-          setTimeout(() => ws.resume(), 300);
-        }
-      });
-      try {
-        await waitFor(() => sawEnd || closed !== undefined, 150_000, 'the whole recording at the watcher');
-      } finally {
-        ws.close();
-      }
+      // Slower than the worker can relay the recording.
+      const { closed, largestMessage, outputBytes } = await watchSlowly(gp!.ports.api, rows[0].id, audrey, 'END-MARK', 150_000);
       expect(closed, `watch closed early: ${JSON.stringify(closed)}`).toBeUndefined();
       expect(largestMessage).toBeLessThanOrEqual(1 * MiB);
       // Everything recorded arrived, once: the output (the As, a newline, END-MARK and its newline).
@@ -127,12 +84,7 @@ describe('watching a worker\'s large session from the start (gateway.workers: 2)
       // recording open); once it goes, the worker lets go of the recording.
       const readers = () => openedBy(rows[0].worker_pid!, file);
       const writers = readers();
-      const stalled = new WebSocket(`wss://127.0.0.1:${gp!.ports.api}/v1/sessions/${rows[0].id}/watch`, {
-        cert: fs.readFileSync(audrey.crt),
-        key: fs.readFileSync(audrey.key),
-        ca: fs.readFileSync(audrey.ca),
-      });
-      stalled.on('error', () => {});
+      const stalled = watchSocket(gp!.ports.api, rows[0].id, audrey);
       let stalledClose: number | undefined;
       stalled.on('close', (code) => (stalledClose = code));
       stalled.once('message', () => stalled.pause());
