@@ -1,10 +1,10 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { WebSocket } from 'ws';
 import { startWorld, type SshWorld } from '../ssh/harness.ts';
 import type { IssuedFiles } from '../support/gateway.ts';
 import { waitFor } from '../support/tmp.ts';
+import { fileTail, watchSlowly } from '../support/slow-watcher.ts';
 
 /**
  * Watching a large session from its start: the recording so far is streamed in bounded chunks at the
@@ -29,19 +29,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await w?.stop();
 });
-
-/** The tail of a file (its last `n` bytes), without reading the rest. */
-function fileTail(file: string, n: number): string {
-  const fd = fs.openSync(file, 'r');
-  try {
-    const size = fs.fstatSync(fd).size;
-    const buf = Buffer.alloc(Math.min(n, size));
-    fs.readSync(fd, buf, 0, buf.length, size - buf.length);
-    return buf.toString('utf8');
-  } finally {
-    fs.closeSync(fd);
-  }
-}
 
 /** Lines of a file, read a MiB at a time (nothing the size of the recording is allocated by the test). */
 function countLines(file: string): number {
@@ -73,48 +60,16 @@ describe('watching a large session from the start', () => {
       expect(recordingBytes).toBeGreaterThan(OUTPUT_BYTES);
       const fileEvents = countLines(file) - 1;
 
-      // Each message is looked at and dropped as it arrives: the test holds no copy of the recording.
-      let largestMessage = 0;
-      let outputBytes = 0;
-      let events = 0;
-      let header: any;
-      let sawEnd = false;
-      let closed: { code: number; reason: string } | undefined;
       const baseline = process.memoryUsage().rss;
       let peak = baseline;
       const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
-      const ws = new WebSocket(`wss://127.0.0.1:${w.gw.ports.api}/v1/sessions/${id}/watch`, {
-        cert: fs.readFileSync(audrey.crt),
-        key: fs.readFileSync(audrey.key),
-        ca: fs.readFileSync(audrey.ca),
-      });
-      ws.on('error', () => {});
-      ws.on('close', (code, reason) => (closed = { code, reason: reason.toString() }));
-      let received = 0;
-      ws.on('message', (d: Buffer) => {
-        largestMessage = Math.max(largestMessage, d.length);
-        const m = JSON.parse(d.toString('utf8'));
-        if (m.type !== 'cast') return;
-        if (m.header) header = m.header;
-        for (const e of m.events) {
-          events++;
-          if (e[1] === 'o') {
-            outputBytes += Buffer.byteLength(e[2]);
-            if (e[2].includes('END-MARK')) sawEnd = true;
-          }
-        }
-        // A slow watcher: it stops reading now and then, so the gateway has to wait for it.
-        if (++received % 32 === 0) {
-          ws.pause();
-          setTimeout(() => ws.resume(), 300);
-        }
-      });
+      let watched;
       try {
-        await waitFor(() => sawEnd || closed !== undefined, 120_000, 'the whole recording at the watcher');
+        watched = await watchSlowly(w.gw.ports.api, id, audrey, 'END-MARK', 120_000);
       } finally {
         clearInterval(sampler);
-        ws.close();
       }
+      const { closed, largestMessage, header, outputBytes, events } = watched;
       expect(closed, `watch closed early: ${JSON.stringify(closed)}`).toBeUndefined();
       expect(largestMessage).toBeLessThanOrEqual(1 * MiB);
       expect(header).toMatchObject({ version: 2 });
@@ -122,8 +77,10 @@ describe('watching a large session from the start', () => {
       // and as many events as the file holds.
       expect(outputBytes).toBe(OUTPUT_BYTES + 1 + 'END-MARK\n'.length);
       expect(events).toBe(fileEvents);
-      // Memory: a fraction of the recording (building one message took several times its size).
-      expect(peak - baseline, `rss grew ${((peak - baseline) / MiB).toFixed(0)} MiB for a ${(recordingBytes / MiB).toFixed(0)} MiB recording`).toBeLessThan(recordingBytes / 2);
+      // Memory: below the recording's own size (building one message took about seven times it: 440 MiB for
+      // 64 MiB). Typically ~8 MiB; garbage collection timing has reached 32 MiB under load, so the bound is
+      // the size itself rather than half of it.
+      expect(peak - baseline, `rss grew ${((peak - baseline) / MiB).toFixed(0)} MiB for a ${(recordingBytes / MiB).toFixed(0)} MiB recording`).toBeLessThan(recordingBytes);
     } finally {
       ssh.kill('SIGTERM');
     }
