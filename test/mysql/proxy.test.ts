@@ -319,7 +319,10 @@ describe('mysql proxy with mysql2', () => {
       await b.query(`KILL CONNECTION ${own.id}`);
       expect(await killing).toBe(1927);
       const ended = await w.tg.waitForEvent((e) => e.type === 'session.end' && e.actor.user === 'alice' && detail(e).backend_thread_id === own.id);
-      expect(detail(ended).killed_by_session).toBe(w.tg.events.find((e) => e.type === 'db.cancel' && e.outcome === 'success' && detail(e).kill === 'connection')?.session_id);
+      // The killer's db.cancel (success) is written when the server answers it, which may come after the
+      // killed session's end: wait for it rather than read the events seen so far.
+      const kill = await w.tg.waitForEvent((e) => e.type === 'db.cancel' && e.outcome === 'success' && detail(e).kill === 'connection');
+      expect(detail(ended).killed_by_session).toBe(kill.session_id);
     } finally {
       a.destroy();
       b.destroy();
