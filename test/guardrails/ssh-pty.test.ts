@@ -86,7 +86,9 @@ describe('guardrails on interactive pty shell lines (batched durability)', () =>
     const ev = await w.gw.waitForEvent((e) => e.type === 'guardrail.blocked' && e.details?.command === blocked);
     expect(ev).toMatchObject({ outcome: 'failure', actor: { user: 'olga' }, details: { rule: RULE, decision: 'block', source: 'terminal', prompt: oracle.prompt.trim() } });
     expect(typeof ev.details.channel).toBe('number');
-    // The line's ssh.command says it was refused; none claims it ran.
+    // The line's ssh.command says it was refused; none claims it ran. The second refusal came after the
+    // awaited event: read the session's records once its session.end (which comes after them) is in.
+    await w.gw.waitForEvent((e) => e.type === 'session.end' && e.session_id === ev.session_id);
     const cmds = w.eventsOf('ssh.command', (e) => e.session_id === ev.session_id && String(e.details.command ?? '').includes('x-guarded-1'));
     expect(cmds.map((e) => [e.outcome, e.details.refused_by])).toEqual([['failure', RULE], ['failure', RULE]]);
     await w.gw.waitForEvent((e) => e.type === 'ssh.command' && e.session_id === ev.session_id && e.details.command === 'echo after-$((1+1))' && e.outcome === 'success');

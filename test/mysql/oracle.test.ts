@@ -32,7 +32,10 @@ async function workload(name: string, body: () => Promise<void>): Promise<void> 
   const from = w.tg.events.length;
   await body();
   await waitFor(() => w.tg.gw.services.sessions.size === 0, 20_000, `the sessions of ${name} to end`);
-  await new Promise((r) => setTimeout(r, 200));
+  // A session leaves the registry before its last records and its session.end are durable (they reach the
+  // bus at a later group commit): wait for each session.end, which comes after the session's records.
+  const started = w.tg.events.slice(from).filter((e) => e.type === 'session.start').map((e) => e.session_id);
+  await Promise.all(started.map((id) => w.tg.waitForEvent((e) => e.type === 'session.end' && e.session_id === id, 20_000)));
   const result = compareWithGeneralLog(readGeneralLog(generalLog), w.tg.events.slice(from));
   counts[name] = { backend: result.backend, events: result.events, unmatched: result.unmatched.length };
   console.log(`oracle ${name}: backend ${result.backend} statements, vigil ${result.events} events, unmatched ${result.unmatched.length}`);

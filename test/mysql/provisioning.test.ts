@@ -171,7 +171,8 @@ describe('mysql user_provisioning (MariaDB)', () => {
     expect(ev.details).toMatchObject({ reason: 'locked', locked: true });
     const at = (e: { time: string }) => Date.parse(e.time);
     const lockEvent = w.tg.events.find((e) => e.type === 'lock.created' && e.details.user === 'erin')!;
-    const endEvent = w.tg.events.find((e) => e.type === 'session.end' && e.actor.user === 'erin')!;
+    // session.end is written by the proxy as the cut session closes, independently of the account lock: wait for it.
+    const endEvent = await w.tg.waitForEvent((e) => e.type === 'session.end' && e.actor.user === 'erin');
     console.log(
       `[figure] mariadb lock of erin: audit times lock.created -> session.end ${at(endEvent) - at(lockEvent)} ms -> db.user.locked (ACCOUNT LOCK + revoke + KILL CONNECTION done) ${at(ev) - at(lockEvent)} ms; ` +
         `seen by polling the stock client: thread gone ${gone.toFixed(0)} ms, account_locked ${lockedAfter.toFixed(0)} ms (enforcement interval 250 ms; load average ${os.loadavg()[0]!.toFixed(1)} on ${os.cpus().length} cores)`,

@@ -252,7 +252,11 @@ describe('mysql proxy with mysql2', () => {
         ([rows]) => ({ rows }),
         (e) => ({ err: e as { errno: number } }),
       );
-      await new Promise((r) => setTimeout(r, 500));
+      // The SLEEP must be running on the server before anyone kills it (a KILL QUERY of an idle thread does nothing).
+      await waitFor(async () => {
+        const [rows] = (await b.query(`SELECT STATE FROM information_schema.PROCESSLIST WHERE ID = ${real.id}`)) as unknown as [{ STATE: string }[]];
+        return rows[0]?.STATE === 'User sleep';
+      }, 10_000, 'the SLEEP running');
       await expect(c.query(`KILL QUERY ${gatewayId}`)).rejects.toThrow(/Unknown thread id/);
       const refused = await w.tg.waitForEvent((e) => e.type === 'db.cancel' && e.actor.user === 'bob');
       expect(refused.outcome).toBe('failure');
@@ -339,7 +343,8 @@ describe('mysql proxy with mysql2', () => {
     const exited = new Promise((r) => child.on('exit', r));
     const t0 = Date.now();
     await waitFor(() => w.tg.events.some((e) => e.type === 'session.start' && e.actor.user === 'erin'));
-    await new Promise((r) => setTimeout(r, 800));
+    // Ctrl-C cancels only while a query runs (before that the client just exits): wait for the server to run it.
+    await waitFor(async () => (await w.db.query("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO = 'SELECT SLEEP(20)'")).length > 0, 15_000, 'the SLEEP running');
     child.kill('SIGINT');
     const cancel = await w.tg.waitForEvent((e) => e.type === 'db.cancel' && e.outcome === 'success' && e.actor.user === 'erin', 15_000);
     expect(detail(cancel).kill).toBe('query');

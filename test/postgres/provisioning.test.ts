@@ -191,7 +191,8 @@ describe('postgres user_provisioning', () => {
     expect(locked.details).toMatchObject({ reason: 'locked', locked: true });
     const at = (e: { time: string }) => Date.parse(e.time);
     const lockEvent = tg.events.find((e) => e.type === 'lock.created' && e.details.user === 'erin')!;
-    const endEvent = tg.events.find((e) => e.type === 'session.end' && e.actor.user === 'erin')!;
+    // session.end is written by the proxy as the cut session closes, independently of the account lock: wait for it.
+    const endEvent = await tg.waitForEvent((e) => e.type === 'session.end' && e.actor.user === 'erin');
     console.log(
       `[figure] postgres lock of erin: audit times lock.created -> session.end ${at(endEvent) - at(lockEvent)} ms -> db.user.locked (NOLOGIN + revoke + pg_terminate_backend done) ${at(locked) - at(lockEvent)} ms; ` +
         `seen by polling psql: backend gone ${gone.toFixed(0)} ms, rolcanlogin=f ${lockedAfter.toFixed(0)} ms (enforcement interval 250 ms; load average ${os.loadavg()[0]!.toFixed(1)} on ${os.cpus().length} cores)`,

@@ -50,6 +50,8 @@ describe('ssh proxy: channels per connection', () => {
       master.child.kill();
       await master.exited;
     }
+    // The refusal is written without holding the client up (it reaches the bus at a later group commit).
+    await w.gw.waitForEvent((e) => e.type === 'ssh.request' && e.details.request === 'session');
     const refused = w.eventsOf('ssh.request', (e) => e.details.request === 'session');
     expect(refused).toHaveLength(1);
     expect(refused[0]!.details.why).toBe('at most 2 sessions at once on one connection (ssh.max_sessions)');
@@ -111,6 +113,10 @@ describe('ssh proxy: channels per connection', () => {
       fwd.child.kill();
       await fwd.exited;
     }
+    // The refusal is written without holding the client up (it reaches the bus at a later group commit);
+    // the connection's session.end comes after every event of the connection.
+    const first = await w.gw.waitForEvent((e) => e.type === 'ssh.request' && e.details.request === 'direct-tcpip');
+    await w.gw.waitForEvent((e) => e.type === 'session.end' && e.session_id === first.session_id);
     const refused = w.eventsOf('ssh.request', (e) => e.details.request === 'direct-tcpip');
     expect(refused).toHaveLength(1);
     expect(refused[0]!.details.why).toContain('ssh.max_forwards');

@@ -104,6 +104,10 @@ describe('ssh proxy: channel requests on record', () => {
     } finally {
       c.end();
     }
+    // The refusals are written without holding the client up (they reach the bus at a later group commit);
+    // the connection's session.end comes after every event of the connection.
+    const first = await w.gw.waitForEvent((e) => e.type === 'ssh.request' && e.details.request === 'subsystem');
+    await w.gw.waitForEvent((e) => e.type === 'session.end' && e.session_id === first.session_id);
     expect(w.eventsOf('ssh.request', (e) => e.details.request === 'subsystem')).toHaveLength(4);
     expect(w.eventsOf('ssh.request', (e) => e.details.request === 'session')).toHaveLength(0);
   }, 60_000);
