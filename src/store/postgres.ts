@@ -35,11 +35,22 @@ const SERVER_BOUNDS = { lock_timeout: 2_000, statement_timeout: 10_000, idle_in_
 const LISTENER_PING_MS = 5_000;
 const LISTENER_PING_TIMEOUT_MS = 3_000;
 
-/** Errors that mean "the database is not there" rather than "this statement is wrong". */
+/** Errors after which the connection itself cannot be trusted: socket-level, connection exception, operator intervention. */
+function isConnectionLost(e: unknown): boolean {
+  const code = (e as { code?: unknown }).code;
+  if (typeof code !== 'string' || !/^[0-9A-Z]{5}$/.test(code)) return true; // ECONNREFUSED, timeouts, terminated
+  return /^(08|57P)/.test(code);
+}
+
+/**
+ * Errors that mean "the database is not there (or not answering)" rather than "this statement is wrong":
+ * a lost connection, insufficient resources, and our own server-side bounds firing (statement_timeout
+ * 57014, lock_timeout 55P03: a hung database, a table locked by a migration or VACUUM FULL). The
+ * connection stays usable after the latter.
+ */
 function isUnavailable(e: unknown): boolean {
   const code = (e as { code?: unknown }).code;
-  if (typeof code !== 'string' || !/^[0-9A-Z]{5}$/.test(code)) return true; // socket-level: ECONNREFUSED, timeouts, terminated
-  return /^(08|53|57P)/.test(code); // connection exception, insufficient resources, operator intervention
+  return isConnectionLost(e) || /^53/.test(String(code)) || code === '57014' || code === '55P03';
 }
 
 /**
@@ -160,15 +171,23 @@ export class PostgresStateStore implements StateStore {
   /** Read both caches; false when the result was discarded (see below) and the caches were left as they were. */
   private async load(): Promise<boolean> {
     const writes = this.ownWrites;
-    const [rev, locks] = await Promise.all([
-      this.q<{ serial: string }>(`SELECT serial FROM ${this.s}.revocations`),
-      this.q<{ data: LockRecord }>(`SELECT data FROM ${this.s}.locks`),
-    ]);
+    // On the listener's own connection while there is one: through the pool this reload would queue behind
+    // whatever keeps the pool busy (slow searches, a slow database) and a revocation announced at once would
+    // reach the caches only when a pooled connection frees up, seconds later. One statement: one snapshot.
+    const sql = `SELECT (SELECT coalesce(json_agg(serial), '[]') FROM ${this.s}.revocations) AS revoked,
+                        (SELECT coalesce(json_agg(data), '[]') FROM ${this.s}.locks) AS locks`;
+    const listener = this.listener;
+    let row: { revoked: string[]; locks: LockRecord[] };
+    try {
+      row = (await (listener ?? this.pool).query<typeof row>(sql)).rows[0];
+    } catch (e) {
+      throw this.fail(e);
+    }
     // A revocation or lock this instance wrote meanwhile may be missing from what was read: keep the cache
     // (it has the write); catchUp reads again.
     if (writes !== this.ownWrites) return false;
-    const revoked = new Set(rev.rows.map((r) => r.serial));
-    const lockMap = new Map(locks.rows.map((r) => [`${r.data.kind}/${r.data.name}`, r.data] as const));
+    const revoked = new Set(row.revoked);
+    const lockMap = new Map(row.locks.map((l) => [`${l.kind}/${l.name}`, l] as const));
     if (!sameSet(revoked, this.revoked) || !sameLocks(lockMap, this.locks)) this.changed = true;
     this.revoked = revoked;
     this.locks = lockMap;
@@ -370,7 +389,7 @@ export class PostgresStateStore implements StateStore {
       }
     } catch (e) {
       if (e === aborted) throw e;
-      broken ||= isUnavailable(e);
+      broken ||= isConnectionLost(e);
       throw this.fail(e);
     } finally {
       client.off('error', onError);

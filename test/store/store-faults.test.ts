@@ -171,8 +171,12 @@ describe('PostgreSQL state store faults', () => {
     const r = await relay();
     const b = await openStore(schema, { port: r.port, reconnectMs: 100 });
     const relistening = r.hold('LISTEN');
-    // The listener's backend, whether its last statement was LISTEN or its ping.
-    const killed = await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'vigil' AND query IN ($1, 'SELECT 1')`, [`LISTEN "${schema}_changes"`]);
+    // The listener's backend, whether its last statement was LISTEN, its ping or a reload of the caches
+    // (which runs on the listener's connection while there is one).
+    const killed = await admin.query(
+      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'vigil' AND (query IN ($1, 'SELECT 1') OR query LIKE 'SELECT (SELECT coalesce(json_agg(serial)%')`,
+      [`LISTEN "${schema}_changes"`],
+    );
     expect(killed.rowCount).toBe(1);
     await relistening.held; // the reconnect is under way
     await b.close();
