@@ -408,6 +408,8 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
         if (!fromBalancer(peer.ip)) return void server.emit('connection', socket);
         void readProxyHeader(socket, pp.header_timeout).then((h) => {
           if (socket.destroyed) return;
+          // Shut down while the header was awaited: not served (the audit log may be sealed already).
+          if (!front.listening) return void socket.destroy();
           if (!h.ok) {
             recordProxyHeaderRefusal(services, 'https', peer, h.reason);
             return void socket.destroy();

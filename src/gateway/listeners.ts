@@ -4,7 +4,7 @@ import { newId } from '../ids.ts';
 import type { ProxyInstance, ListenerSection, ProxyModule } from './proxy.ts';
 import type { GatewayServices } from './services.ts';
 import { applyKeepAlive } from './slow-clients.ts';
-import { balancerCheck, readProxyHeader, recordProxyHeaderRefusal } from './proxy-protocol.ts';
+import { balancerCheck, readProxyHeader, recordProxyHeaderRefusal, watchForUnexpectedHeader } from './proxy-protocol.ts';
 
 export interface ProtocolListeners {
   servers: net.Server[];
@@ -53,9 +53,21 @@ export async function openProtocolListeners(services: GatewayServices, mods: rea
       // A client that vanished without a FIN (half-open) is found by keepalive probes, not left forever.
       applyKeepAlive(socket, services.config.slow_clients.keepalive);
       const peer = { ip: socket.remoteAddress ?? 'unknown', port: socket.remotePort ?? 0 };
-      if (!fromBalancer(peer.ip)) return hand(socket, peer);
+      if (!fromBalancer(peer.ip)) {
+        watchForUnexpectedHeader(socket, (version) => {
+          const detail = section.proxy_protocol
+            ? `PROXY v${version} header from ${peer.ip}, which is not a trusted balancer (proxy_protocol.trusted): not honoured`
+            : `PROXY v${version} header, but this listener has no proxy_protocol section: not honoured`;
+          recordProxyHeaderRefusal(services, mod.name, peer, detail);
+          plog.warn({ source: peer.ip, version }, 'PROXY protocol header from a source that is not a trusted balancer; not honoured');
+        });
+        return hand(socket, peer);
+      }
       void readProxyHeader(socket, section.proxy_protocol!.header_timeout).then((h) => {
         if (socket.destroyed) return;
+        // The listener closed (shutdown) while the header was awaited: the proxy is closed or closing, the
+        // audit log may be sealed; the connection is not taken.
+        if (!server.listening) return void socket.destroy();
         if (!h.ok) {
           recordProxyHeaderRefusal(services, mod.name, peer, h.reason);
           plog.info({ balancer: peer.ip, reason: h.reason }, 'PROXY protocol header refused; connection closed');

@@ -133,6 +133,32 @@ export function readProxyHeader(socket: net.Socket, timeoutMs: number): Promise<
   });
 }
 
+/**
+ * Watch the first bytes of a connection that is not read as a balancer's: a PROXY header there is a forged
+ * (or misdirected) client address, never honoured. `onHeader` is told so the attempt is recorded; the
+ * bytes flow on unchanged, and the protocol's own decoder refuses them with its native error. The tap sits
+ * on `push` (below the stream's flowing/paused state) so the proxy reads exactly as it would without it,
+ * and it removes itself as soon as the first bytes cannot be a header.
+ */
+export function watchForUnexpectedHeader(socket: net.Socket, onHeader: (version: 1 | 2) => void): void {
+  let seen: Buffer = Buffer.alloc(0);
+  const stop = () => delete (socket as { push?: unknown }).push;
+  socket.push = function (this: net.Socket, chunk: unknown, encoding?: BufferEncoding): boolean {
+    if (chunk === null || chunk === undefined) stop();
+    else {
+      const bytes = Buffer.isBuffer(chunk) ? chunk : typeof chunk === 'string' ? Buffer.from(chunk, encoding) : Buffer.from(chunk as Uint8Array);
+      seen = Buffer.concat([seen, bytes.subarray(0, V2_SIGNATURE.length - seen.length)]);
+      const v1 = prefixOf(seen, V1_PREFIX);
+      const v2 = prefixOf(seen, V2_SIGNATURE);
+      const version = v1 && seen.length >= V1_PREFIX.length ? 1 : v2 && seen.length >= V2_SIGNATURE.length ? 2 : undefined;
+      // Decided (a header, or bytes that cannot start one): the tap goes; still a prefix of one: it stays.
+      if (version || (!v1 && !v2)) stop();
+      if (version) onHeader(version);
+    }
+    return net.Socket.prototype.push.call(this, chunk, encoding);
+  };
+}
+
 /** Does a connection from `ip` come from a configured load balancer (and so must start with a header)? */
 export function balancerCheck(section: ListenerSection): (ip: string) => boolean {
   const blocks = (section.proxy_protocol?.trusted ?? []).map((c) => parseCidr(c)).filter((b): b is CidrBlock => !!b);
