@@ -1,4 +1,6 @@
 import fs from 'node:fs';
+import net from 'node:net';
+import { deliverIdentWhole } from './ident-line.ts';
 import ssh2 from 'ssh2';
 import { readSecret, type SecretRef } from '../../src/config/types.ts';
 import type { TargetConfig } from '../../src/config/schema.ts';
@@ -105,6 +107,11 @@ export function connectBackend(t: TargetConfig, login: string, timeoutMs: number
       // TCP keepalive as well: finds a peer that vanished from the network (its kernel gone or unreachable).
       client.once('connect', () => (client as unknown as { _sock?: { setKeepAlive?(on: boolean, delay: number): void } })._sock?.setKeepAlive?.(true, keepalive.intervalMs));
     }
+    // The target's identification line (and any banner before it) reaches ssh2 in one read (ident-line.ts).
+    client.once('connect', () => {
+      const sock = (client as unknown as { _sock?: unknown })._sock;
+      if (sock instanceof net.Socket) deliverIdentWhole(sock, 'server');
+    });
     let settled = false;
     let hostKeyProblem: BackendError | undefined;
     const timer = setTimeout(() => fail(new BackendError('timeout', `target ${t.name} did not answer within ${Math.round(timeoutMs / 1000)}s.`)), timeoutMs);

@@ -5,6 +5,7 @@ import { SourceLimiter } from '../../src/gateway/preauth.ts';
 import { serverAlgorithms, type SshSection } from './config.ts';
 import { Connection, type ListenerContext } from './connection.ts';
 import { sendDisconnect } from './wire.ts';
+import { deliverIdentWhole } from './ident-line.ts';
 import { PreAuthDeadlines, watchWriteStall } from '../../src/gateway/slow-clients.ts';
 
 /** The SSH listener: one ssh2 server per accepted socket, capped while unauthenticated. */
@@ -71,6 +72,8 @@ export function createSshListener(services: GatewayServices, section: SshSection
         });
         connection = new Connection(lc, conn, { id: ctx.id, source: ctx.remote, log: ctx.log, onAuthenticated: release });
       });
+      // ssh2 loses an identification line that comes in more than two reads: give it the line whole.
+      deliverIdentWhole(socket, 'client');
       server.injectSocket(socket);
     },
     async close() {
