@@ -93,6 +93,11 @@ export class BackendAccounts {
    * sweep would see the accounts other workers lease as open without a lease here, and lock them.
    */
   private sweepAtStart = true;
+  /**
+   * gateway.workers > 1 (src/gateway/workers/worker.ts): whether a live session in another worker process
+   * uses the account. Its last session here then leaves it open: that worker locks it after its own.
+   */
+  leasedElsewhere?: (base: LeaseRequest['eventBase']) => Promise<boolean>;
 
   constructor(private readonly services: Pick<GatewayServices, 'events' | 'log' | 'sessions'>) {}
 
@@ -134,7 +139,7 @@ export class BackendAccounts {
         // Logged in or not, this session will not use the account: give the lease back (locks if last).
         this.bySession.delete(req.sessionId);
         state.leases.delete(req.sessionId);
-        if (state.leases.size === 0) await this.lockNow(state, 'login_failed');
+        if (state.leases.size === 0) await this.lockUnlessLeasedElsewhere(state, 'login_failed');
         throw e;
       }
     }).then((r) => {
@@ -153,7 +158,7 @@ export class BackendAccounts {
     const state = this.accounts.get(held.key)!;
     state.leases.delete(sessionId);
     if (state.leases.size === 0) {
-      this.track(this.serial(state, () => (state.leases.size === 0 ? this.lockNow(state, reason) : Promise.resolve())).catch(() => {}));
+      this.track(this.serial(state, () => (state.leases.size === 0 ? this.lockUnlessLeasedElsewhere(state, reason) : Promise.resolve())).catch(() => {}));
     } else {
       // Other sessions still use the account: it keeps only their roles, and (access withdrawn) this
       // session's backend connection goes now, not when the server notices.
@@ -221,6 +226,11 @@ export class BackendAccounts {
   /** Resolves when no account operation is running (gateway shutdown waits for the locks). */
   async settle(): Promise<void> {
     while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+  }
+
+  private async lockUnlessLeasedElsewhere(state: AccountState, reason: string): Promise<void> {
+    if (this.leasedElsewhere && (await this.leasedElsewhere(state.base).catch(() => false))) return;
+    await this.lockNow(state, reason);
   }
 
   private async lockNow(state: AccountState, reason: string): Promise<void> {

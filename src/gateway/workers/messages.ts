@@ -39,8 +39,15 @@ export type WorkerMessage =
   | { vigil: 'session_closed'; id: string; reason: EndReason }
   | { vigil: 'refused_session' }
   | { vigil: 'drained' }
+  /** The answer to a ping: the worker's event loop runs. */
+  | { vigil: 'pong' }
   /** Counts of the worker's live sessions for request `r`: [id, bytesFromClient, bytesToClient, statements] flattened. */
   | { vigil: 'counts'; r: number; c: (string | number)[] }
+  /**
+   * Query `q`: the worker's last session of `user` on the target ended; does a session in another worker
+   * use that engineer's backend account (then it is not locked: that worker locks it after its own)?
+   */
+  | { vigil: 'leased_elsewhere'; q: number; user: string; target: string; protocol: string }
   | RelayMessage;
 
 /**
@@ -84,6 +91,10 @@ export type PrimaryMessage =
   | { vigil: 'reload'; config: VigilConfig }
   /** Send the counts of the live sessions (a GET /v1/sessions is waiting for them). */
   | { vigil: 'counts'; r: number }
+  /** Are you alive? (a worker that stops answering is killed and replaced: pool.ts MAX_UNANSWERED_PINGS) */
+  | { vigil: 'ping' }
+  /** The answer to the worker's leased_elsewhere query `q`. */
+  | { vigil: 'leased_elsewhere'; q: number; held: boolean }
   | WatchRequest;
 
 export function isVigilMessage(m: unknown): m is { vigil: string } {

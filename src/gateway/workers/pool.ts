@@ -20,6 +20,14 @@ const DRAIN_MARGIN_MS = 5_000;
 /** A worker that dies this soon after it started is restarted after a growing pause (no fork loop). */
 const EARLY_DEATH_MS = 10_000;
 const MAX_RESTART_PAUSE_MS = 30_000;
+/**
+ * A worker is asked whether it is alive this often, and is taken as hung (killed, so that its sessions end
+ * and a replacement takes connections) after this many questions in a row went unanswered. Counted in the
+ * primary's own ticks, not by the clock: a primary that was itself stalled (its timer fires once after the
+ * stall) never mistakes the answers still waiting in its channel for silence.
+ */
+const PING_INTERVAL_MS = 1000;
+const MAX_UNANSWERED_PINGS = 30;
 /** How long a sessions listing waits for a worker's counts; a worker that does not answer shows its last ones. */
 const COUNTS_TIMEOUT_MS = 1000;
 
@@ -82,6 +90,10 @@ interface WorkerState {
   listening: boolean;
   /** The one worker of this gateway start that sweeps backend accounts left open by an earlier run. */
   sweeper: boolean;
+  /** Pings sent since the worker last said anything (see MAX_UNANSWERED_PINGS). */
+  unanswered: number;
+  /** Killed because it stopped answering. */
+  hung?: boolean;
 }
 
 /** A live watch in the primary of a session this worker holds: the relay's recordings as LiveCasts. */
@@ -343,10 +355,30 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
   };
   sessions.countAdoptedWith(fetchCounts);
 
+  /**
+   * Each worker leases per-engineer backend accounts in its own process: before its last session of an
+   * engineer locks the account (and kills its connections), it asks whether a session of that engineer on
+   * that target lives in another worker. A worker's session_closed comes before its own question, so of
+   * two workers ending her last sessions at once the later one to ask always locks.
+   */
+  const leasedByOthers = (asking: WorkerState, q: { user: string; target: string; protocol: string }): boolean => {
+    for (const other of states.values()) {
+      if (other === asking) continue;
+      for (const id of other.live) {
+        const s = sessions.get(id)?.session;
+        if (s && s.principal.user === q.user && s.target.name === q.target && s.protocol === q.protocol) return true;
+      }
+    }
+    return false;
+  };
+
   const onMessage = (st: WorkerState, m: unknown) => {
     if (!isVigilMessage(m)) return;
     const msg = m as WorkerMessage;
+    st.unanswered = 0;
     switch (msg.vigil) {
+      case 'pong':
+        return;
       case 'config_wanted': {
         // Not held: the worker listens for this one answer before anything else. A reload held for it
         // is in this configuration already.
@@ -367,6 +399,8 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
       }
       case 'counts':
         return countsArrived(st, msg.r, msg.c);
+      case 'leased_elsewhere':
+        return sendTo(st, { vigil: 'leased_elsewhere', q: msg.q, held: leasedByOthers(st, msg) });
       case 'cast_open': {
         const rw = watches.get(msg.w);
         if (rw?.st === st) rw.onCast(remoteCast(msg.w, rw, msg.channel, msg.rid));
@@ -443,7 +477,7 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
       return;
     }
     if (draining) return;
-    if (crashed) log.error({ worker: st.pid, code, signal, sessions_ended: ended }, 'gateway worker died; its sessions ended; starting a new one');
+    if (crashed) log.error({ worker: st.pid, code, signal, sessions_ended: ended, hung: st.hung }, 'gateway worker died; its sessions ended; starting a new one');
     restartPause = Date.now() - st.startedAt < EARLY_DEATH_MS ? Math.min(Math.max(restartPause * 2, 500), MAX_RESTART_PAUSE_MS) : 0;
     if (restartPause === 0) return fork();
     log.warn({ pause_ms: restartPause }, 'gateway workers keep dying soon after they start; waiting before the next');
@@ -455,7 +489,7 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
     const worker = cluster.fork({ VIGIL_GATEWAY_WORKER: '1', ...(sweeper ? { VIGIL_GATEWAY_SWEEPER: '1' } : {}) });
     const st: WorkerState = {
       worker, pid: worker.process.pid ?? 0, startedAt: Date.now(), ok: [], failed: [], flushScheduled: false, open: new Map(), ending: new Map(), live: new Set(),
-      greeted: false, held: [], listening: false, sweeper,
+      greeted: false, held: [], listening: false, sweeper, unanswered: 0,
     };
     states.set(worker.id, st);
     // A replacement (or a worker forked after the sweep) listens as soon as it is up.
@@ -475,6 +509,24 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
   }, HEALTH_INTERVAL_MS);
   healthTimer.unref();
 
+  // A worker that stops answering (a loop that never yields, a blocking call that never returns) would keep
+  // its sessions and the connection the primary handed it hanging: it is killed, and onExit ends its
+  // sessions (gateway_crash) and starts a replacement. Before hello it cannot answer (still loading).
+  const pingTimer = setInterval(() => {
+    for (const st of states.values()) {
+      if (!st.greeted || st.hung || !st.worker.isConnected()) continue;
+      if (st.unanswered >= MAX_UNANSWERED_PINGS) {
+        st.hung = true;
+        log.error({ worker: st.pid, unanswered_ms: st.unanswered * PING_INTERVAL_MS }, 'gateway worker stopped answering; killing it');
+        st.worker.process.kill('SIGKILL');
+        continue;
+      }
+      st.unanswered++;
+      sendTo(st, { vigil: 'ping' });
+    }
+  }, PING_INTERVAL_MS);
+  pingTimer.unref();
+
   return {
     started: () => startedP,
     reload: () => {
@@ -486,6 +538,8 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
     async drain(drainMs: number) {
       draining = true;
       clearInterval(healthTimer);
+      // From here each worker's deadline (below) bounds a hung one.
+      clearInterval(pingTimer);
       for (const st of states.values()) st.listening = false;
       const exits = [...states.values()].map(
         (st) =>

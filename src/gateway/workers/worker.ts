@@ -19,6 +19,9 @@ import { CastRelay } from './cast-relay.ts';
 import { isVigilMessage, sessionToWire, type PrimaryMessage, type WorkerMessage } from './messages.ts';
 import { END_SESSIONS_MS, recordingsCloseMs, recordingsStepMs, settleAccountsMs, SINK_CLOSE_MS } from './shutdown.ts';
 
+/** How long a worker waits for the primary to say whether another worker uses an account it would lock. */
+const LEASE_QUERY_MS = 5_000;
+
 /** True in a process the gateway primary forked to run protocol listeners (gateway.workers > 1). */
 export function isGatewayWorker(): boolean {
   return process.env.VIGIL_GATEWAY_WORKER === '1' && typeof process.send === 'function';
@@ -107,19 +110,39 @@ export async function runGatewayWorker(loaded: LoadedConfig, opts: { proxies: re
   process.on('message', (m) => {
     if (!isVigilMessage(m)) return;
     const msg = m as PrimaryMessage;
+    if (msg.vigil === 'ping') return void (process.connected && send({ vigil: 'pong' }));
     if (msg.vigil === 'terminate') return void services?.sessions.get(msg.id)?.terminate(msg.reason, msg.message);
     if (msg.vigil === 'watch' || msg.vigil === 'follow' || msg.vigil === 'unfollow' || msg.vigil === 'unwatch' || msg.vigil === 'cast_credit') return relay.receive(msg);
     if (msg.vigil === 'counts') return send({ vigil: 'counts', r: msg.r, c: services ? countsOf(services.sessions) : [] });
     if (msg.vigil === 'drain') return drain?.(msg.ms);
     if (msg.vigil === 'listen') return mayListen?.();
     if (msg.vigil === 'reload') return followReload(msg.config);
+    if (msg.vigil === 'leased_elsewhere') return leaseAnswers.get(msg.q)?.(msg.held);
     sink.receive(msg);
   });
+  // Answers of the primary to "does another worker's session use this account?" (see leasedElsewhere).
+  const leaseAnswers = new Map<number, (held: boolean) => void>();
+  let leaseQueries = 0;
+  const leasedElsewhere = (base: { actor: { user: string }; target: { name: string; protocol: string } }): Promise<boolean> =>
+    new Promise((resolve) => {
+      // No answer (the primary is gone or stuck): lock, as a single process would.
+      if (primaryGone) return resolve(false);
+      const q = ++leaseQueries;
+      const timer = setTimeout(() => answer(false), LEASE_QUERY_MS);
+      const answer = (held: boolean) => {
+        clearTimeout(timer);
+        leaseAnswers.delete(q);
+        resolve(held);
+      };
+      leaseAnswers.set(q, answer);
+      sendThen({ vigil: 'leased_elsewhere', q, user: base.actor.user, target: base.target.name, protocol: base.target.protocol }, () => process.connected || answer(false));
+    });
   // The primary held back what it had for this worker until now (drain, reload, the audit log's health).
   send({ vigil: 'hello' });
   // The primary is gone (killed): nothing can be recorded, so nothing may go on. End the sessions and exit.
   process.on('disconnect', () => {
     primaryGone = true;
+    for (const answer of [...leaseAnswers.values()]) answer(false);
     relay.stopAll();
     sink.disconnected();
     services?.sessions.terminateWhere(() => true, 'audit_unavailable', 'The vigil gateway stopped; the session is closed.');
@@ -155,6 +178,7 @@ export async function runGatewayWorker(loaded: LoadedConfig, opts: { proxies: re
     if (reloadedMeanwhile) followReload(reloadedMeanwhile);
     const enforcement = startAccessEnforcement(services, { expire: false });
     const accounts = backendAccounts(services);
+    accounts.leasedElsewhere = leasedElsewhere;
     if (!sweeper) accounts.skipStartSweeps();
     await Promise.race([listenAllowed, drainRequested]);
     // Asked to drain while starting (the gateway stops): it never takes a connection.
