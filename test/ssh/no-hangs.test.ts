@@ -8,12 +8,12 @@ import { killTargetConnectionOf, pidsOf } from './oracle-support.ts';
 
 type Client = ReturnType<typeof spawnClient>;
 
-/** Hang guard: every client process must have exited within 5 s of the failure. */
-async function allExitWithin5s(clients: Client[]): Promise<Array<number | null>> {
-  const guard = new Promise<'hang'>((r) => setTimeout(() => r('hang'), 5_000).unref());
+/** Hang guard: every client process must have exited within 10 s of the failure (a hang is forever; 10 s leaves room for a loaded CI machine). */
+async function allExitPromptly(clients: Client[]): Promise<Array<number | null>> {
+  const guard = new Promise<'hang'>((r) => setTimeout(() => r('hang'), 10_000).unref());
   const codes = await Promise.race([Promise.all(clients.map((c) => c.exited)), guard]);
   const stuck = clients.filter((c) => c.child.exitCode === null && c.child.signalCode === null).length;
-  expect(codes === 'hang' ? `${stuck} of ${clients.length} ssh clients still running 5 s after the failure` : 'all exited').toBe('all exited');
+  expect(codes === 'hang' ? `${stuck} of ${clients.length} ssh clients still running 10 s after the failure` : 'all exited').toBe('all exited');
   return codes as Array<number | null>;
 }
 
@@ -50,7 +50,7 @@ describe('no hangs when the target fails', () => {
     const c = start([...w.opts(alice), dest(), 'echo started; sleep 3596']);
     await waitFor(() => c.stdout().includes('started'), 10_000, 'the command to start');
     killTargetConnectionOf(pidsOf('sleep 3596')[0]);
-    const [code] = await allExitWithin5s([c]);
+    const [code] = await allExitPromptly([c]);
     expect(code).toBe(255);
     expect(c.stderr()).toContain('vigil:');
   });
@@ -63,7 +63,7 @@ describe('no hangs when the target fails', () => {
     await waitFor(() => pidsOf('sleep 3595').length === 20, 15_000, '20 remote commands');
     const pids = pidsOf('sleep 3595');
     killTargetConnectionOf(pids[0]);
-    const codes = await allExitWithin5s([master, ...mux]);
+    const codes = await allExitPromptly([master, ...mux]);
     expect(codes.slice(1).every((c) => c !== 0)).toBe(true);
     for (const p of pids) try { process.kill(p, 'SIGKILL'); } catch { /* gone */ }
     await waitFor(() => w.gw.gw.services.sessions.size === 0, 5_000, 'the session to end');
@@ -86,7 +86,7 @@ describe('no hangs when the target fails', () => {
     await waitFor(() => closed.size === mux.length, 20_000, 'the channels to finish');
     expect(mux.map((c, i) => [c.child.exitCode, c.stdout()])).toEqual(mux.map((_, i) => [0, `line ${i}\n`]));
     master.child.kill('SIGTERM');
-    await allExitWithin5s([master]);
+    await allExitPromptly([master]);
   });
 
   it('sshd killed entirely (listener and every connection) under running commands and an idle connection', async () => {
@@ -95,7 +95,7 @@ describe('no hangs when the target fails', () => {
     await waitFor(() => running.every((c) => c.stdout().includes('started')), 10_000, 'the commands to start');
     await waitFor(() => w.gw.gw.services.sessions.size === 4, 10_000, 'four sessions');
     await w.sshd.stop();
-    const codes = await allExitWithin5s([...running, idle]);
+    const codes = await allExitPromptly([...running, idle]);
     expect(codes.every((c) => c !== 0)).toBe(true);
     await waitFor(() => w.gw.gw.services.sessions.size === 0, 5_000, 'the sessions to end');
   });
