@@ -5,7 +5,9 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { AuditEvent } from '../../src/events/envelope.ts';
 import type { AuditChainStore, IndexedAuditRow, SharedAuditQuery } from '../../src/store/types.ts';
-import { keyId, recordHash } from './record.ts';
+import { keyId, parseRecordLine, recordHash } from './record.ts';
+import { readAnchorFile } from './anchor.ts';
+import { listSegments } from './segments.ts';
 import { canonicalJson } from './canonical.ts';
 import { ChainDivergedError, SignedRecordReader, durableSignedSeq, type PurgedGap } from './signed-reader.ts';
 import { chainHeadSeq } from './search-index.ts';
@@ -427,9 +429,10 @@ export async function searchShared(chains: AuditChainStore, q: SharedAuditQuery,
  * page at a time (export, reports). Each page is its own query, and followers keep shipping meanwhile: a
  * replica's rows that arrive timed after the cursor would be read, and its rows timed before it would not,
  * leaving a hole inside that replica's chain. So every chain's indexed head is taken first and rows past it
- * are left out: the stream is exactly the index at its start (a chain registered since has none).
+ * are left out: the stream is exactly the index at its start (a chain registered since has none). Rows
+ * whose bytes do not match their hash are left out and passed to `onLeftOut`.
  */
-export async function* streamShared(chains: AuditChainStore, q: SharedAuditQuery, pageSize = 5000): AsyncGenerator<SharedRecord> {
+export async function* streamShared(chains: AuditChainStore, q: SharedAuditQuery, pageSize = 5000, onLeftOut?: (row: IndexedAuditRow) => void): AsyncGenerator<SharedRecord> {
   const upTo = new Map((await chains.chains()).map((c) => [c.replica, c.indexedSeq]));
   let after: SharedAuditQuery['after'];
   for (;;) {
@@ -437,23 +440,89 @@ export async function* streamShared(chains: AuditChainStore, q: SharedAuditQuery
     for (const r of rows) {
       if (r.seq > (upTo.get(r.replica) ?? 0)) continue;
       const rec = checkedRecord(r);
+      // Left out as search leaves it out; the caller says how many (an export that just drops them would
+      // pass for complete).
       if (rec) yield rec;
+      else onLeftOut?.(r);
     }
     if (rows.length < pageSize) return;
+    // The cursor is the order's own key, the indexed time column: the event's bytes may say otherwise (an
+    // edited row, left out above), and a cursor from them would read pages again for ever or skip the rest.
     const last = rows[rows.length - 1];
-    after = { time: String((JSON.parse(last.eventJson) as AuditEvent).time), replica: last.replica, seq: last.seq };
+    if (typeof last.time !== 'string') throw new Error(`shared audit index: row ${last.seq} of replica ${last.replica} has no indexed time, so the rows after it cannot be paged (run \`vigil audit verify\`, then \`vigil audit reindex\` on that replica)`);
+    after = { time: last.time, replica: last.replica, seq: last.seq };
   }
+}
+
+export interface ReindexResult extends SyncResult {
+  /**
+   * Indexed rows the log no longer holds (a data dir restored from an older copy, or its files lost): the
+   * replica's rows were moved to this chain instead of dropped, as they may be the only copy left.
+   */
+  archived?: { replica: string; rows: number; firstSeq: number; lastSeq: number };
 }
 
 /**
  * `vigil audit reindex`: drop this replica's rows from the shared index and copy its chain again. Other
- * replicas' rows are theirs: each replica reindexes its own chain.
+ * replicas' rows are theirs: each replica reindexes its own chain. Rows the chain cannot give back (it
+ * diverged: restored from a backup, or its files lost) are never dropped: every row of the replica then
+ * goes to a chain of its own, `<replica>.diverged-<time>`, which still verifies from its rows and keys.
  */
-export async function reindexShared(chains: AuditChainStore, local: LocalChain, batch = 5000): Promise<SyncResult> {
+export async function reindexShared(chains: AuditChainStore, local: LocalChain, batch = 5000): Promise<ReindexResult> {
   const indexer = new SharedIndexer(chains, local);
   await chains.registerChain({ replica: local.replica, ...keyOf(local.publicKeyPem), host: os.hostname() });
-  await chains.resetChain(local.replica);
-  return indexer.sync(batch);
+  const notInLog = await rowsNotInLog(chains, local);
+  let archived: ReindexResult['archived'];
+  if (notInLog) {
+    const as = `${local.replica}.diverged-${new Date().toISOString().replace(/[-:.]/g, '')}`;
+    archived = { replica: as, ...notInLog, rows: await chains.archiveChain(local.replica, as) };
+  } else {
+    await chains.resetChain(local.replica);
+  }
+  return { ...(await indexer.sync(batch)), ...(archived ? { archived } : {}) };
+}
+
+/**
+ * The replica's indexed rows that its log does not hold with the same hash (below a retention purge's
+ * anchor, gone by policy, they do not count): a reindex would lose them.
+ */
+async function rowsNotInLog(chains: AuditChainStore, local: LocalChain): Promise<{ rows: number; firstSeq: number; lastSeq: number } | undefined> {
+  const records = localRecords(local.auditDir);
+  let rec = records.next();
+  let found: { rows: number; firstSeq: number; lastSeq: number } | undefined;
+  for (let after = purgedThroughAnchor(local.auditDir); ; ) {
+    const page = await chains.rows(local.replica, after, 5000);
+    for (const row of page) {
+      while (!rec.done && rec.value.seq < row.seq) rec = records.next();
+      if (!rec.done && rec.value.seq === row.seq && rec.value.hash === row.hash) continue;
+      found = { rows: (found?.rows ?? 0) + 1, firstSeq: found?.firstSeq ?? row.seq, lastSeq: row.seq };
+    }
+    if (page.length < 5000) return found;
+    after = page[page.length - 1].seq;
+  }
+}
+
+/** Seq and hash of every readable record of the log, in seq order (segment by segment). */
+function* localRecords(auditDir: string): Generator<{ seq: number; hash: string }> {
+  if (!fs.existsSync(auditDir)) return;
+  for (const segment of listSegments(auditDir)) {
+    const buf = fs.readFileSync(path.join(auditDir, segment));
+    for (let i = 0, nl; (nl = buf.indexOf(0x0a, i)) >= 0; i = nl + 1) {
+      const r = parseRecordLine(buf.toString('utf8', i, nl));
+      if (typeof r !== 'string') yield { seq: r.seq, hash: r.hash };
+    }
+  }
+}
+
+/** The last seq a retention purge removed from the log (its anchor's checkpoint), 0 without one. */
+function purgedThroughAnchor(auditDir: string): number {
+  try {
+    const anchor = readAnchorFile(auditDir);
+    const r = anchor && parseRecordLine(anchor.record);
+    return r && typeof r !== 'string' ? r.seq : 0;
+  } catch {
+    return 0; // unreadable: every row counts, so nothing is dropped that the log might not hold
+  }
 }
 
 function keyOf(pem: string): { keyId: string; publicKey: string } {

@@ -116,14 +116,34 @@ export class PgAuditChains implements AuditChainStore {
   }
 
   async resetChain(replica: string): Promise<void> {
+    await this.inChainTransaction(replica, async () => {});
+  }
+
+  async archiveChain(replica: string, archiveAs: string): Promise<number> {
+    return this.inChainTransaction(replica, async (client) => {
+      // The archive's head is its last row and nothing of it is left to copy (chain_seq = indexed_seq): it
+      // verifies from its own rows and the keys that signed them, and never shows as lagging.
+      await client.query(
+        `INSERT INTO ${this.s}.audit_chains (replica, keys, host, indexed_seq, indexed_hash, indexed_at, chain_seq)
+         SELECT $2, keys, host, indexed_seq, indexed_hash, indexed_at, indexed_seq FROM ${this.s}.audit_chains WHERE replica = $1`,
+        [replica, archiveAs],
+      );
+      return (await client.query(`UPDATE ${this.s}.audit_events SET replica = $2 WHERE replica = $1`, [replica, archiveAs])).rowCount ?? 0;
+    });
+  }
+
+  /** Under the replica's head lock: `work`, then the replica's rows dropped and its head and mark reset. */
+  private async inChainTransaction<T>(replica: string, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
     const { client, done } = await this.checkout();
     let broken = false;
     try {
       await client.query('BEGIN');
       await client.query(`SELECT 1 FROM ${this.s}.audit_chains WHERE replica = $1 FOR UPDATE`, [replica]);
+      const out = await work(client);
       await client.query(`DELETE FROM ${this.s}.audit_events WHERE replica = $1`, [replica]);
       await client.query(`UPDATE ${this.s}.audit_chains SET indexed_seq = 0, indexed_hash = '', indexed_at = NULL, diverged = NULL WHERE replica = $1`, [replica]);
       await client.query('COMMIT');
+      return out;
     } catch (e) {
       await client.query('ROLLBACK').catch(() => (broken = true));
       throw this.fail(e);
@@ -142,10 +162,15 @@ export class PgAuditChains implements AuditChainStore {
     const params: unknown[] = [];
     const p = (v: unknown) => (params.push(v), `$${params.length}`);
     if (q.replica !== undefined) where.push(`replica = ${p(q.replica)}`);
-    if (q.user !== undefined) where.push(`"user" = ${p(q.user)}`);
-    if (q.target !== undefined) where.push(`target = ${p(q.target)}`);
-    if (q.session !== undefined) where.push(`session = ${p(q.session)}`);
-    if (q.type !== undefined) where.push(`type COLLATE "C" >= ${p(q.type)} AND type COLLATE "C" < ${p(q.type + '\u{10FFFF}')}`);
+    // Columns hold at most FILTER_CHARS of a value: a longer one is matched by its cut here, then exactly below.
+    if (q.user !== undefined) where.push(`"user" = ${p(filterColumn(q.user))}`);
+    if (q.target !== undefined) where.push(`target = ${p(filterColumn(q.target))}`);
+    if (q.session !== undefined) where.push(`session = ${p(filterColumn(q.session))}`);
+    if (q.type !== undefined) {
+      const prefix = filterColumn(q.type);
+      // A cut prefix is the whole (cut) column of every type it begins: `>=` alone, refined below.
+      where.push(q.type.length > FILTER_CHARS ? `type = ${p(prefix)}` : `type COLLATE "C" >= ${p(prefix)} AND type COLLATE "C" < ${p(prefix + '\u{10FFFF}')}`);
+    }
     else if (q.hideCheckpoints) where.push(`type IS DISTINCT FROM 'audit.checkpoint'`);
     if (q.since !== undefined) where.push(`"time" COLLATE "C" >= ${p(q.since)}`);
     if (q.until !== undefined) where.push(`"time" COLLATE "C" <= ${p(q.until)}`);
@@ -162,9 +187,34 @@ export class PgAuditChains implements AuditChainStore {
     const sql = q.limit
       ? `SELECT * FROM (SELECT replica, seq, prev, hash, event, "time" FROM ${this.s}.audit_events WHERE ${cond}
            ORDER BY "time" COLLATE "C" DESC, replica COLLATE "C" DESC, seq DESC LIMIT ${p(q.limit)}) x ORDER BY ${order}`
-      : `SELECT replica, seq, prev, hash, event FROM ${this.s}.audit_events WHERE ${cond} ORDER BY ${order}${q.page ? ` LIMIT ${p(q.page)}` : ''}`;
-    return (await this.q<EventRow>(sql, params)).rows.map(rowFromDb);
+      : `SELECT replica, seq, prev, hash, event, "time" FROM ${this.s}.audit_events WHERE ${cond} ORDER BY ${order}${q.page ? ` LIMIT ${p(q.page)}` : ''}`;
+    const rows = (await this.q<EventRow>(sql, params)).rows.map(rowFromDb);
+    return [q.user, q.target, q.session, q.type].some((v) => v !== undefined && v.length > FILTER_CHARS) ? rows.filter((r) => matchesExactly(r, q)) : rows;
   }
+}
+
+/**
+ * The most of a user, target, session or type a filter column holds (UTF-16 units, so at most 1.5 KiB): each
+ * has a B-tree index, whose rows PostgreSQL caps at 2704 bytes, and these values come from clients (the name
+ * an unauthenticated login gave). Indexing the whole value failed the batch, on every retry, for ever.
+ */
+const FILTER_CHARS = 512;
+const filterColumn = (v: string): string => (v.length > FILTER_CHARS ? v.slice(0, FILTER_CHARS) : v);
+
+/** Rows found by a cut filter value, kept when the event has the whole value (rare: a value over FILTER_CHARS). */
+function matchesExactly(r: IndexedAuditRow, q: SharedAuditQuery): boolean {
+  let e: { type?: unknown; actor?: { user?: unknown }; target?: { name?: unknown }; session_id?: unknown };
+  try {
+    e = JSON.parse(r.eventJson) as typeof e;
+  } catch {
+    return true; // the caller's hash check leaves it out and says so
+  }
+  return (
+    (q.user === undefined || e.actor?.user === q.user) &&
+    (q.target === undefined || e.target?.name === q.target) &&
+    (q.session === undefined || e.session_id === q.session) &&
+    (q.type === undefined || (typeof e.type === 'string' && e.type.startsWith(q.type)))
+  );
 }
 
 interface ChainRow {
@@ -193,9 +243,10 @@ interface EventRow {
   prev: string;
   hash: string;
   event: string;
+  time?: string | null;
 }
 
-const rowFromDb = (r: EventRow): IndexedAuditRow => ({ replica: r.replica, seq: Number(r.seq), prev: r.prev, hash: r.hash, eventJson: r.event });
+const rowFromDb = (r: EventRow): IndexedAuditRow => ({ replica: r.replica, seq: Number(r.seq), prev: r.prev, hash: r.hash, eventJson: r.event, ...(r.time !== undefined ? { time: r.time } : {}) });
 
 interface RowColumns {
   seq: number;
@@ -262,6 +313,11 @@ export function textQuery(text: string): string | undefined {
   return out.length ? out.join(' ') : undefined;
 }
 
+const filterText = (v: unknown): string | null => {
+  const t = text(v);
+  return t === null ? null : filterColumn(t);
+};
+
 /** tsvector has a size limit (1 MiB): the searchable text of one record is cut well below it. */
 const MAX_BODY = 256 * 1024;
 
@@ -270,8 +326,8 @@ function columnsOf(r: IndexedAuditRow): RowColumns {
   let body = searchableDetailsText(e.details) ?? null;
   if (body !== null && body.length > MAX_BODY) body = body.slice(0, MAX_BODY);
   return {
-    seq: r.seq, prev: r.prev, hash: r.hash, time: text(e.time), type: text(e.type), user: text(e.actor?.user), target: text(e.target?.name),
-    session: text(e.session_id), outcome: text(e.outcome), event: r.eventJson, body: body === null ? null : textWords(body).join(' '),
+    seq: r.seq, prev: r.prev, hash: r.hash, time: text(e.time), type: filterText(e.type), user: filterText(e.actor?.user), target: filterText(e.target?.name),
+    session: filterText(e.session_id), outcome: text(e.outcome), event: r.eventJson, body: body === null ? null : textWords(body).join(' '),
   };
 }
 

@@ -188,6 +188,8 @@ export interface IndexedAuditRow {
   hash: string;
   /** The event's canonical JSON, exactly the bytes the hash covers. */
   eventJson: string;
+  /** Search results: the row's indexed time column, the order (and a page cursor) searches go by. */
+  time?: string | null;
 }
 
 /** Filters of the shared index (the same as the local search, plus the replica). */
@@ -233,6 +235,11 @@ export interface AuditChainStore {
   markDiverged(replica: string, seq: number, problem: string): Promise<void>;
   /** Drop every indexed row of the replica and its divergence mark (reindex from its chain follows). */
   resetChain(replica: string): Promise<void>;
+  /**
+   * Move every indexed row of the replica, with its keys and head, to a new chain `archiveAs`, then reset the
+   * replica as resetChain does: rows its log no longer holds stay in the index, verifiable. Returns the rows moved.
+   */
+  archiveChain(replica: string, archiveAs: string): Promise<number>;
   /** Rows of one replica with seq > afterSeq, in seq order, at most `limit`. */
   rows(replica: string, afterSeq: number, limit: number): Promise<IndexedAuditRow[]>;
   /** Rows matching `q`, oldest first by event time (the newest `limit` when set). */

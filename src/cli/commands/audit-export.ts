@@ -153,9 +153,14 @@ export const auditExportCommand: Command = {
       try {
         // Evidence: this replica's every signed record, however far behind the follower is.
         if (shared) await catchUpLocal(shared, args.err, Infinity);
-        const records = shared && streamShared(shared.chains, toSharedQuery(query, { replica }));
+        let leftOut = 0;
+        const records = shared && streamShared(shared.chains, toSharedQuery(query, { replica }), undefined, () => leftOut++);
         result = await exportAuditLog(auditDir, file ? file.stream : (args.out as Writable), { format, query, onProgress: bar?.update, records });
         bar?.done();
+        if (leftOut) {
+          details.left_out = leftOut;
+          args.err.write(`vigil audit export: ${leftOut} indexed record(s) left out: their bytes do not match their hash (run \`vigil audit verify\`)\n`);
+        }
         if (file) await file.finish();
       } catch (e) {
         bar?.done();

@@ -347,6 +347,8 @@ export const auditReindexCommand: Command = {
         return 1;
       }
       const secs = (performance.now() - t0) / 1000;
+      const a = res.archived;
+      if (a) args.err.write(`audit reindex: the index held ${a.rows} record(s) of this replica, ${a.firstSeq === a.lastSeq ? `seq ${a.firstSeq}` : `seq ${a.firstSeq}..${a.lastSeq} among them`}, that its log no longer has (restored from an older copy, or lost): they are kept as chain ${a.replica}\n`);
       args.out.write(`shared index rebuilt for replica ${shared.local.replica}: ${res.added} signed record(s) in ${secs.toFixed(1)} s\n`);
       return 0;
     } finally {
