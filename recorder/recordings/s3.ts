@@ -46,7 +46,7 @@ import type { UploadHooks, UploadReport } from './s3-report.ts';
  * Failures: every S3 request is retried with exponential backoff (`retry.base_delay` doubling up to
  * `retry.max_delay`); after `retry.attempts` failures in a row `recording.upload_failed` is recorded once
  * (the local copy is kept) and the uploader keeps trying at `retry.max_delay` until it succeeds or the
- * gateway stops. An upload the server forgot (NoSuchUpload) starts again from byte 0 of the local file.
+ * gateway stops (an upload still not stored then is reported too, if it was not already: close). An upload the server forgot (NoSuchUpload) starts again from byte 0 of the local file.
  * An upload vigil gives up (restarted, or replaced by a resumed one) is aborted once its replacement is
  * stored: S3 keeps an open upload's parts, recording bytes, out of sight of listings and so of retention.
  *
@@ -346,7 +346,11 @@ export class S3Recordings {
     return this.stopping;
   }
 
-  /** Let uploads of finished recordings complete for up to `graceMs`; then stop (local copies stay). */
+  /**
+   * Let uploads of finished recordings complete for up to `graceMs`; then stop (local copies stay). Each
+   * upload still not stored is reported (recording.upload_failed, unless already): until the next start
+   * resumes it, only this replica's disk holds the recording, and the log must say so.
+   */
   async close(graceMs: number): Promise<void> {
     clearInterval(this.salvageTimer);
     this.salvageTimer = undefined;
@@ -355,7 +359,8 @@ export class S3Recordings {
       this.client.destroy();
       return;
     }
-    const done = Promise.all([...this.active].map((u) => u.settled));
+    const uploads = [...this.active];
+    const done = Promise.all(uploads.map((u) => u.settled));
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([done, new Promise((r) => (timer = setTimeout(r, graceMs)))]);
     clearTimeout(timer);
@@ -363,6 +368,7 @@ export class S3Recordings {
     for (const u of this.active) u.wake();
     await Promise.race([done, new Promise((r) => (timer = setTimeout(r, 1000)))]);
     clearTimeout(timer);
+    for (const u of uploads) u.reportStopped();
     this.client.destroy();
   }
 
@@ -484,6 +490,7 @@ class CastUpload implements RemoteUpload {
   private failures = 0;
   private totalFailures = 0;
   private reportedFailure = false;
+  private stored = false;
   readonly settled: Promise<void>;
   private settle!: () => void;
 
@@ -498,10 +505,16 @@ class CastUpload implements RemoteUpload {
   ) {
     this.key = s3.keyOf(id);
     this.settled = new Promise((r) => (this.settle = r));
+    // One timer for both the flush and the heartbeat: it ticks at the shorter of the two, so a flush_interval
+    // longer than a quarter of salvage_after never lets the manifest of a live upload go stale (another
+    // replica would take the upload for a lost one and complete it under the running session).
+    const tick = Math.min(s3.opts.flushIntervalMs, this.heartbeatMs);
+    const ticksPerFlush = Math.max(1, Math.round(s3.opts.flushIntervalMs / tick));
+    let ticks = 0;
     this.timer = setInterval(() => {
-      this.flushDue = true;
+      if (++ticks % ticksPerFlush === 0) this.flushDue = true;
       this.wake();
-    }, s3.opts.flushIntervalMs);
+    }, tick);
     this.timer.unref();
   }
 
@@ -519,8 +532,13 @@ class CastUpload implements RemoteUpload {
     return this.manifestDirty || this.heartbeatDue;
   }
 
+  /** The manifest of a live upload is rewritten at least this often: salvage takes one older than salvage_after. */
+  private get heartbeatMs(): number {
+    return this.s3.salvageAfterMs / 4;
+  }
+
   private get heartbeatDue(): boolean {
-    return Date.now() - this.manifestAt >= Math.max(this.opts.flushIntervalMs, this.s3.salvageAfterMs / 4);
+    return Date.now() - this.manifestAt >= this.heartbeatMs;
   }
 
   written(bytes: number): void {
@@ -555,8 +573,8 @@ class CastUpload implements RemoteUpload {
         const due =
           this.finalBytes !== undefined ||
           this.writtenBytes - this.partsThrough >= this.opts.partSize ||
-          (this.flushDue && (this.writtenBytes > this.pendingThrough || this.manifestDue)) ||
-          (this.manifestDirty && this.manifestDue);
+          (this.flushDue && this.writtenBytes > this.pendingThrough) ||
+          this.manifestDue;
         if (!due) {
           await new Promise<void>((r) => (this.wakeUp = r));
           continue;
@@ -585,6 +603,14 @@ class CastUpload implements RemoteUpload {
       clearInterval(this.timer);
       this.settle();
     }
+  }
+
+  /** The gateway stopped before this recording was stored: recorded once, with where the copy is kept. */
+  reportStopped(): void {
+    if (this.stored || this.reportedFailure) return;
+    this.reportedFailure = true;
+    const message = 'the gateway stopped before the upload completed; the local copy is kept and uploaded again at the next start';
+    this.s3.hooks.failed?.({ ...this.report(), localPath: this.file, phase: this.finalBytes === undefined ? 'session' : 'complete', error: { code: 'GatewayStopped', message } });
   }
 
   /** The server lost the multipart upload: start over from the local file, which holds everything. */
@@ -632,6 +658,8 @@ class CastUpload implements RemoteUpload {
       await this.s3.request(() =>
         this.s3.client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: this.key, UploadId: this.uploadId, MultipartUpload: { Parts: this.parts } })),
       );
+      // Stored from here on: a stop during the clean-up below is no failure (recording.stored follows).
+      this.stored = true;
       // The uploads this one replaced: their parts would outlive the recording's retention. The manifest
       // stays if one could not be aborted (it is all that names it): salvage finds it beside the stored
       // object and tries again.
