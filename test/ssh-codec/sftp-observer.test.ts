@@ -58,8 +58,10 @@ describe('SftpObserver on stock sftp ↔ OpenSSH sftp-server', () => {
     const { ops, errors } = observe(capture);
     expect(errors).toEqual([]);
     const p = (name: string) => path.join(root, name);
+    // `put` and `cp` create the file with the source's mode (OPEN attributes), which is on record.
+    const localMode = (fs.statSync(path.join(work, 'up.bin')).mode & 0o777).toString(8).padStart(4, '0');
     expect(ops).toEqual<SftpOperation[]>([
-      { op: 'open', path: p('up.bin'), flags: ['write', 'create', 'truncate'], outcome: 'ok' },
+      { op: 'open', path: p('up.bin'), flags: ['write', 'create', 'truncate'], attrs: { permissions: localMode }, outcome: 'ok' },
       { op: 'close', path: p('up.bin'), bytesRead: 0, bytesWritten: up.length, outcome: 'ok' },
       { op: 'open', path: p('up.bin'), flags: ['read'], outcome: 'ok' },
       { op: 'close', path: p('up.bin'), bytesRead: up.length, bytesWritten: 0, outcome: 'ok' },
@@ -72,7 +74,7 @@ describe('SftpObserver on stock sftp ↔ OpenSSH sftp-server', () => {
       { op: 'hardlink', oldPath: p('moved.bin'), newPath: p('hard'), outcome: 'ok' },
       // `cp` is a server-side copy between two handles: opened, copied, closed with no bytes through the channel.
       { op: 'open', path: p('hard'), flags: ['read'], outcome: 'ok' },
-      { op: 'open', path: p('copied.bin'), flags: ['write', 'create', 'truncate'], outcome: 'ok' },
+      { op: 'open', path: p('copied.bin'), flags: ['write', 'create', 'truncate'], attrs: { permissions: '0640' }, outcome: 'ok' },
       { op: 'copy', fromPath: p('hard'), toPath: p('copied.bin'), length: 0, outcome: 'ok' },
       { op: 'close', path: p('hard'), bytesRead: 0, bytesWritten: 0, outcome: 'ok' },
       { op: 'close', path: p('copied.bin'), bytesRead: 0, bytesWritten: 0, outcome: 'ok' },

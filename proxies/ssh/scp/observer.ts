@@ -1,5 +1,6 @@
 import { ProtocolError } from '../../../src/errors.ts';
 import type { ScpCommand } from './command.ts';
+import { bytesToText } from '../sftp/decode.ts';
 
 /**
  * Observes a legacy `scp -O` transfer (the rcp protocol over an exec channel) without taking part:
@@ -84,12 +85,24 @@ export class ScpObserver {
     this.guard(() => (this.direction === 'upload' ? this.sink(chunk) : this.source(chunk)));
   }
 
-  /** Channel closed: a file cut short is reported `incomplete`. */
+  /**
+   * Channel closed: every file or directory sent and not answered is reported `incomplete` (a source need
+   * not wait for answers, so several may be in flight; the sink may have written them all), and so is a
+   * file cut short.
+   */
   end(): void {
     if (this.stopped) return;
     this.stopped = true;
-    const pendingFile = this.file ?? this.expect.find((e) => e.kind === 'file-header' || e.kind === 'file-data')?.file;
-    if (pendingFile) this.emitFile(pendingFile, 'incomplete');
+    const reported = new Set<FileState>();
+    for (const e of this.expect) {
+      if (e.kind === 'dir') {
+        this.emit({ op: 'dir', direction: this.direction, dirs: e.dirs, name: e.name, mode: e.mode, outcome: 'incomplete' });
+      } else if ((e.kind === 'file-header' || e.kind === 'file-data') && !reported.has(e.file)) {
+        reported.add(e.file);
+        this.emitFile(e.file, 'incomplete');
+      }
+    }
+    if (this.file && !reported.has(this.file)) this.emitFile(this.file, 'incomplete');
   }
 
   private guard(fn: () => void): void {
@@ -154,7 +167,9 @@ export class ScpObserver {
           off = end;
           if (nl < 0) break;
           off++;
-          const line = Buffer.from(this.srcLine).toString('utf8');
+          // File names are bytes: one that is not UTF-8 keeps its bytes (\xNN), as SFTP paths do, so
+          // distinct files never share a recorded name.
+          const line = bytesToText(Buffer.from(this.srcLine));
           this.srcLine = [];
           if (this.srcState === 'data-error') {
             this.file!.error = line;
@@ -211,7 +226,7 @@ export class ScpObserver {
         off = end;
         if (nl < 0) break;
         off++;
-        const message = Buffer.from(this.sinkLine).toString('utf8');
+        const message = bytesToText(Buffer.from(this.sinkLine));
         this.sinkLine = null;
         this.answer(message);
         continue;

@@ -23,8 +23,13 @@ interface OpBase {
 
 export type SftpOperation = OpBase &
   (
-    | { op: 'open'; path: string; flags: OpenFlagName[] }
-    | { op: 'close'; path: string; bytesRead: number; bytesWritten: number }
+    /** `attrs` (present when the request set any): what a created file gets, its mode included. */
+    | { op: 'open'; path: string; flags: OpenFlagName[]; attrs?: SftpAttrs }
+    /**
+     * `bytesWritten` counts writes the server confirmed; `bytesWrittenUnconfirmed` (present only when not 0)
+     * writes forwarded to it whose reply never came (the channel ended first): the target may have done them.
+     */
+    | { op: 'close'; path: string; bytesRead: number; bytesWritten: number; bytesWrittenUnconfirmed?: number }
     | { op: 'remove'; path: string }
     | { op: 'rename'; oldPath: string; newPath: string; posix: boolean }
     | { op: 'mkdir'; path: string; attrs: SftpAttrs }
@@ -40,7 +45,7 @@ export type SftpOperation = OpBase &
 
 /** A file-changing request as the client sent it, before the server saw it (strict durability). */
 export type SftpIntent =
-  | { op: 'open'; path: string; flags: OpenFlagName[] }
+  | { op: 'open'; path: string; flags: OpenFlagName[]; attrs?: SftpAttrs }
   | { op: 'remove' | 'rmdir' | 'mkdir'; path: string }
   | { op: 'setstat'; path: string; attrs: SftpAttrs }
   | { op: 'rename' | 'hardlink'; oldPath: string; newPath: string }
@@ -75,6 +80,8 @@ interface OpenFile {
   dir: boolean;
   bytesRead: number;
   bytesWritten: number;
+  /** Bytes of WRITEs forwarded whose reply never came. */
+  bytesWrittenUnconfirmed: number;
 }
 
 /** Requests awaiting a reply; reads that change nothing are kept as a shared marker. */
@@ -168,7 +175,7 @@ export class SftpObserver {
       }
     }
     for (const f of this.handles.values()) {
-      if (!f.dir) this.emit({ op: 'close', path: f.path, bytesRead: f.bytesRead, bytesWritten: f.bytesWritten, outcome: 'incomplete' });
+      if (!f.dir) this.emit({ op: 'close', path: f.path, ...this.byteCounts(f), outcome: 'incomplete' });
     }
     this.handles.clear();
   }
@@ -247,7 +254,7 @@ export class SftpObserver {
   private intentOf(req: Exclude<SftpRequest, { kind: 'init' } | { kind: 'other' }>): SftpIntent | undefined {
     switch (req.kind) {
       case 'open':
-        return req.flags.some((f) => f !== 'read') ? { op: 'open', path: req.path, flags: req.flags } : undefined;
+        return req.flags.some((f) => f !== 'read') ? { op: 'open', path: req.path, flags: req.flags, ...openAttrs(req.attrs) } : undefined;
       case 'remove':
       case 'rmdir':
       case 'mkdir':
@@ -270,6 +277,10 @@ export class SftpObserver {
     }
   }
 
+  private byteCounts(f: OpenFile): { bytesRead: number; bytesWritten: number; bytesWrittenUnconfirmed?: number } {
+    return { bytesRead: f.bytesRead, bytesWritten: f.bytesWritten, ...(f.bytesWrittenUnconfirmed > 0 ? { bytesWrittenUnconfirmed: f.bytesWrittenUnconfirmed } : {}) };
+  }
+
   /** Turn a request and its reply (undefined: none came) into counters and operations. */
   private settle(req: Pending, res: SftpResponse | undefined): void {
     if (req.kind === 'read-only') return;
@@ -284,9 +295,9 @@ export class SftpObserver {
           if (this.handles.size >= this.maxHandles && !this.handles.has(res.handle)) {
             throw new SftpDecodeError(`more than ${this.maxHandles} open handles`, 'VIGIL_SFTP_TOO_MANY_PENDING');
           }
-          this.handles.set(res.handle, { path: req.path, dir, bytesRead: 0, bytesWritten: 0 });
+          this.handles.set(res.handle, { path: req.path, dir, bytesRead: 0, bytesWritten: 0, bytesWrittenUnconfirmed: 0 });
         }
-        if (req.kind === 'open') this.emit({ op: 'open', path: req.path, flags: req.flags, ...result });
+        if (req.kind === 'open') this.emit({ op: 'open', path: req.path, flags: req.flags, ...openAttrs(req.attrs), ...result });
         return;
       }
       case 'read': {
@@ -300,7 +311,9 @@ export class SftpObserver {
         const f = this.handles.get(req.handle);
         if (!f) return;
         if (outcome === 'ok') f.bytesWritten += req.length;
-        else if (res !== undefined) this.emit({ op: 'write', path: f.path, offset: req.offset, length: req.length, ...result });
+        // Forwarded, never answered: the target may have written it, so it stays on record (apart).
+        else if (res === undefined) f.bytesWrittenUnconfirmed += req.length;
+        else this.emit({ op: 'write', path: f.path, offset: req.offset, length: req.length, ...result });
         return;
       }
       case 'close': {
@@ -308,7 +321,7 @@ export class SftpObserver {
         if (!f) return;
         // sftp-server forgets the handle whatever the close status; so do we.
         this.handles.delete(req.handle);
-        if (!f.dir) this.emit({ op: 'close', path: f.path, bytesRead: f.bytesRead, bytesWritten: f.bytesWritten, ...result });
+        if (!f.dir) this.emit({ op: 'close', path: f.path, ...this.byteCounts(f), ...result });
         return;
       }
       case 'fsetstat': {
@@ -344,6 +357,11 @@ export class SftpObserver {
       }
     }
   }
+}
+
+/** An OPEN's attributes, when it set any (the mode of a file it creates is as much on record as a chmod). */
+function openAttrs(attrs: SftpAttrs): { attrs?: SftpAttrs } {
+  return Object.keys(attrs).length > 0 ? { attrs } : {};
 }
 
 function toObserveError(e: unknown, dir: 'client' | 'server'): SftpObserveError {
