@@ -236,8 +236,10 @@ export function decodeStmtExecute(
   if (!types || types.length < count) throw new ProtocolError('parameters sent without types', 'VIGIL_MYSQL_MALFORMED');
   for (let i = 0; i < count; i++) {
     let v: ParamValue | undefined;
-    if ((nullBitmap[i >> 3]! >> (i & 7)) & 1) v = null;
-    else if (i < numParams && longData.has(i)) v = undefined;
+    // Long data first: MariaDB binds a parameter that received it whatever its NULL bit says
+    // (sql_prepare.cc insert_params), and reads no bytes for it from the packet.
+    if (i < numParams && longData.has(i)) v = undefined;
+    else if ((nullBitmap[i >> 3]! >> (i & 7)) & 1) v = null;
     else v = readBinaryValue(r, types[i]!);
     if (i < numParams) out.values.push(v);
     else (out.attributes ??= {})[types[i]!.name || String(i)] = v ?? null;

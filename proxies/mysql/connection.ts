@@ -221,6 +221,9 @@ export class MysqlConnection implements KillableConnection {
   private tracker: CommandTracker<Command> | undefined;
   private readonly statements: PreparedStatements;
   private closed = false;
+  /** COM_QUIT received: no more client commands are read; the session ends once the backend closes. */
+  private quitting = false;
+  private quitRecorded = false;
   private deadlines: PreAuthDeadlines | undefined;
   private stopStallWatch: (() => void) | undefined;
   private counted = false;
@@ -556,8 +559,9 @@ export class MysqlConnection implements KillableConnection {
       if (this.intercepting) return;
       this.session!.stats.bytesToClient += chunk.length;
       if (this.stripTracking) return this.relayStripped(chunk);
-      // The server's bytes go to the client as they came: one write per read, however many packets.
-      if (!client.write(chunk) && !this.backendPaused) {
+      // The server's bytes go to the client as they came: one write per read, however many packets. (A
+      // client gone after its COM_QUIT gets nothing; the answers are still followed and recorded.)
+      if (client.writable && !client.write(chunk) && !this.backendPaused) {
         // The client reads slower than the server answers: stop reading the server until it drains.
         this.backendPaused = true;
         backend.pause();
@@ -604,7 +608,7 @@ export class MysqlConnection implements KillableConnection {
       this.log.warn({ err: (e as Error).message }, 'backend protocol error');
       return this.backendLost('backend_error', 'vigil: the target database sent a response vigil cannot follow; the session is closed');
     }
-    if (out.length > 0 && !this.client.write(out) && !this.backendPaused) {
+    if (out.length > 0 && this.client.writable && !this.client.write(out) && !this.backendPaused) {
       this.backendPaused = true;
       this.backend!.socket.pause();
       this.client.once('drain', () => {
@@ -882,7 +886,8 @@ export class MysqlConnection implements KillableConnection {
   }
 
   private onClientPacket(p: Packet): void {
-    if (this.closed) return;
+    // Nothing after a COM_QUIT is read, as by the server.
+    if (this.closed || this.quitting) return;
     try {
       if (p.seq !== 0) throw new ProtocolError('out-of-sequence command packet', 'VIGIL_MYSQL_SEQUENCE');
       // A database switch the server reported is authorized before anything else is forwarded; state
@@ -957,6 +962,7 @@ export class MysqlConnection implements KillableConnection {
         const escaped = text.escaped ? true : undefined;
         return this.send(p, 'prepare', name, { query: redactedText(analysis), text_escaped: escaped }, (res, t0) => {
           if (res.prepared) this.statements.prepared(res.prepared.stmtId, analysis, res.prepared.numParams);
+          else this.statements.refused();
           this.record(name, res, t0, { params_count: res.prepared?.numParams, query: redactedText(analysis), statement_id: res.prepared?.stmtId, text_escaped: escaped });
         });
       }
@@ -988,10 +994,17 @@ export class MysqlConnection implements KillableConnection {
       case 'ping':
         return this.send(p, 'results', name, {}, (res, t0) => this.record(name, res, t0, {}));
       case 'quit':
-        this.emitQuery(name, 'success', { duration_ms: 0 });
+        // As the server does, what came before the QUIT runs: the commands still in flight (those of the same
+        // write included) reach the backend and are answered and recorded. The server closes the
+        // connection once it has read the QUIT; that close (`backendLost`) ends the session.
+        this.quitting = true;
         this.forward(p);
+        if (this.outbox) {
+          this.flushOutbox();
+          this.outbox = [];
+        }
         this.backend!.socket.end();
-        this.shutdown('client_closed');
+        if (this.tracker!.pending === 0) this.endAfterQuit();
         return;
       case 'set_option':
         return this.send(p, 'results', name, { multi_statements: cmd.option === 0 }, (res, t0) => {
@@ -1027,9 +1040,12 @@ export class MysqlConnection implements KillableConnection {
           stats.statements++;
           return this.send(p, 'results', name, { query }, (res, t0) => this.record(name, res, t0, { query }));
         }
-        if (cmd.command === COM.FIELD_LIST || cmd.command === COM.STATISTICS) {
-          return this.send(p, cmd.command === COM.FIELD_LIST ? 'fieldlist' : 'single', name, {}, (res, t0) => this.record(name, res, t0, {}));
+        if (cmd.command === COM.FIELD_LIST) {
+          // The table whose columns are listed (and the column wildcard), as the server's general log names them.
+          const query = fieldListText(p.payload);
+          return this.send(p, 'fieldlist', name, { query }, (res, t0) => this.record(name, res, t0, { query }));
         }
+        if (cmd.command === COM.STATISTICS) return this.send(p, 'single', name, {}, (res, t0) => this.record(name, res, t0, {}));
         this.emitQuery(name, 'failure', { duration_ms: 0, error: { code: ERR.UNKNOWN_COM.code, message: 'refused by vigil' } });
         this.replyLocal(1, buildErr({ ...ERR.UNKNOWN_COM, message: `vigil: ${name} is not allowed through the gateway` }));
         return;
@@ -1322,6 +1338,8 @@ export class MysqlConnection implements KillableConnection {
 
   /** The backend connection is gone or unusable: the client gets an ERR and its socket is closed. */
   private backendLost(reason: EndReason, message: string): void {
+    // After a COM_QUIT the server's close is the expected end; what it did not answer is recorded `unknown`.
+    if (this.quitting) return this.endAfterQuit();
     const seq = this.tracker && this.tracker.pending > 0 ? this.tracker.nextServerSeq : 0;
     if (this.killedBy) {
       // What the server says to a thread it kills mid-statement, when it says anything: clients and test
@@ -1362,8 +1380,20 @@ export class MysqlConnection implements KillableConnection {
     this.shutdown(reason, details);
   }
 
+  /** The client sent COM_QUIT and the commands before it are answered (or the backend is gone). */
+  private endAfterQuit(): void {
+    if (this.quitRecorded || this.closed) return;
+    this.quitRecorded = true;
+    this.recordInFlight('client_closed');
+    this.emitQuery('COM_QUIT', 'success', { duration_ms: 0 });
+    this.shutdown('client_closed');
+  }
+
   private shutdown(reason: EndReason, details: Record<string, unknown> = {}): void {
     if (this.closed) return;
+    // A client commonly closes right after its COM_QUIT: the commands it sent before are still answered
+    // and recorded, and the server's close (or any other end) ends the session.
+    if (reason === 'client_closed' && this.quitting && !this.quitRecorded) return;
     this.closed = true;
     this.closeReason = reason;
     this.deadlines?.clear();
@@ -1389,6 +1419,16 @@ const REFRESH_OPTIONS = ['grant', 'log', 'tables', 'hosts', 'status', 'threads',
 function refreshOptions(bits: number): string {
   const names = REFRESH_OPTIONS.filter((_, i) => bits & (1 << i));
   return names.length > 0 ? names.join(',') : '0x0';
+}
+
+/** COM_FIELD_LIST's arguments for the record: `COM_FIELD_LIST <table>[ <wildcard>]` (NUL-terminated table name,
+ *  then the wildcard to the end; bytes that are not UTF-8 written as `\xHH`). */
+function fieldListText(payload: Buffer): string {
+  const args = payload.subarray(1);
+  const nul = args.indexOf(0);
+  const table = statementText(nul < 0 ? args : args.subarray(0, nul)).sql;
+  const wildcard = nul < 0 ? '' : statementText(args.subarray(nul + 1)).sql;
+  return wildcard === '' ? `COM_FIELD_LIST ${table}` : `COM_FIELD_LIST ${table} ${wildcard}`;
 }
 
 function readSecretFile(p: string): string {

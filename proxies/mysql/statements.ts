@@ -45,6 +45,13 @@ export class PreparedStatements {
     this.last = id;
   }
 
+  /** The server refused a prepare: like MariaDB, which clears its "last prepared" statement then, 0xFFFFFFFF
+   *  names no statement until the next successful prepare (else long data and executions sent to it would
+   *  be recorded against an earlier statement the server does not use). */
+  refused(): void {
+    this.last = undefined;
+  }
+
   /** The server confirmed this id (or, for 0xFFFFFFFF, some statement) to the session and has not closed it. */
   known(id: number): boolean {
     return this.byId.has(this.resolve(id));
