@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { AccessState } from '../store/types.ts';
+import { StoreUnavailableError } from '../errors.ts';
 import { killSession, sessionView } from '../sessions/control.ts';
 import { credentialsView } from '../access/credentials.ts';
 import { parseDuration } from '../config/units.ts';
@@ -139,6 +140,13 @@ export const ROUTES: Route[] = [
         throw new ApiError(400, 'VIGIL_BAD_REQUEST', 'live: only live sessions are listed here (live=1); search the audit log for past ones');
       }
       const all = await services.sessions.listCounted();
+      if (services.sharedSessions) {
+        // Replicas on a shared store: every replica's sessions, each naming its replica (this one's alone,
+        // `partial`, while the store is unavailable).
+        const { sessions, partial } = await services.sharedSessions.list(all);
+        const shown = access.seesEverything(actor) ? sessions : sessions.filter((s) => s.user === actor.user);
+        return [200, { sessions: shown, ...(partial ? { partial: true } : {}) }];
+      }
       const visible = access.seesEverything(actor) ? all : all.filter((s) => s.principal.user === actor.user);
       return [200, { sessions: visible.map(sessionView) }];
     },
@@ -148,9 +156,14 @@ export const ROUTES: Route[] = [
     pattern: '/v1/sessions/:id/kill',
     async handle({ actor, params, req, services, access }) {
       const b = parseBody(KillBody, await readJson(req));
-      const deps = { sessions: services.sessions, events: services.events, seesEverything: (a: typeof actor) => access.seesEverything(a), isAdmin: (a: typeof actor) => access.isAdmin(a) };
-      const r = await killSession(deps, actor, params.id, b.reason);
-      return [200, { killed: r.session, ended: r.ended }];
+      const deps = { sessions: services.sessions, events: services.events, seesEverything: (a: typeof actor) => access.seesEverything(a), isAdmin: (a: typeof actor) => access.isAdmin(a), elsewhere: services.sharedSessions };
+      try {
+        const r = await killSession(deps, actor, params.id, b.reason);
+        return [200, { killed: r.session, ended: r.ended }];
+      } catch (e) {
+        if (!(e instanceof StoreUnavailableError)) throw e;
+        throw new ApiError(503, e.code, `Session "${params.id}" is not held by this replica, and the state store, through which the other replicas are reached, is unavailable; try again shortly.`);
+      }
     },
   },
   ...SELF_ROUTES,

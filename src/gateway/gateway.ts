@@ -30,6 +30,7 @@ import { refusalBudgetFor } from '../sessions/refusal-budget.ts';
 import { startAlerts } from '../alerts/index.ts';
 import { startApprovals, wantsApprovals } from '../access/start-approvals.ts';
 import { coreServices } from './core-services.ts';
+import { SharedSessions } from '../sessions/shared-registry.ts';
 
 export interface Gateway {
   services: GatewayServices;
@@ -76,6 +77,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
   if (config.audit.index.enabled) {
     services.auditIndex = startIndexFollower({ auditDir: dataPaths(dataDir).audit, intervalMs: config.audit.index.interval, batch: config.audit.index.batch, log, paused: () => !events.healthy });
   }
+  if (store.liveSessions) services.sharedSessions = await SharedSessions.start({ registry: services.sessions, store: store.liveSessions, replica: replicaIdOf(dataDir), log });
   if (store.auditChains) {
     // Replicas on one PostgreSQL store: this chain's signed records go to the shared index, off the hot path.
     services.sharedAuditIndex = startSharedIndexFollower({
@@ -165,6 +167,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
     await reportJobs?.stop();
     await services.auditIndex?.stop();
     await services.sharedAuditIndex?.stop();
+    await services.sharedSessions?.stop();
     await services.alerts?.stop().catch(() => {});
     await audit.close().catch(() => {});
     await store.close().catch(() => {});
@@ -190,6 +193,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
       await services.sessions.drain(shutdownDrain);
       services.sessions.terminateWhere(() => true, 'shutdown', 'The vigil gateway is shutting down.');
       await services.sessions.drain(2000);
+      await services.sharedSessions?.stop();
       // Backend accounts of the sessions just ended are being locked: let that finish while the log is open.
       await settleBackendAccounts(services);
       // Recordings of the sessions just ended are being uploaded (recording.storage s3): their outcome is

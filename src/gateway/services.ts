@@ -7,6 +7,7 @@ import type { RecordingStore } from '../../recorder/types.ts';
 import type { EventBus } from '../events/bus.ts';
 import type { SessionRegistry } from '../sessions/registry.ts';
 import type { RefusalBudget } from '../sessions/refusal-budget.ts';
+import type { SharedSessions } from '../sessions/shared-registry.ts';
 import type { SharedIndexFollower } from '../../recorder/audit/shared-index.ts';
 import type { IndexFollower } from '../../recorder/audit/index-follower.ts';
 import type { AlertService } from '../alerts/index.ts';
@@ -31,6 +32,8 @@ export interface GatewayServices {
   authz: Authorizer;
   store: StateStore;
   sessions: SessionRegistry;
+  /** Replicas on a PostgreSQL store: every replica's live sessions, listed and killed from any of them. */
+  sharedSessions?: SharedSessions;
   recordings: RecordingStore;
   targets: TargetDirectory;
   /** Per-source budget for unauthenticated refusals (absent: every refusal is recorded one by one). */

@@ -4,6 +4,7 @@ import type { EventBus } from '../events/bus.ts';
 import type { AuditEvent, EventInput } from '../events/envelope.ts';
 import { VigilError } from '../errors.ts';
 import type { LiveSession, SessionRegistry } from './registry.ts';
+import type { ListedSession, SharedSessions } from './shared-registry.ts';
 
 /**
  * Acting on other people's live sessions: killing them (this module) and watching them (src/api/watch.ts).
@@ -20,6 +21,8 @@ export interface SessionControlDeps {
   seesEverything(actor: Actor): boolean;
   /** Whether `actor` is an administrator (access.admin_roles): only they end other people's sessions. */
   isAdmin(actor: Actor): boolean;
+  /** Replicas on a shared store: the sessions the other replicas hold, killed through them. */
+  elsewhere?: SharedSessions;
 }
 
 /** A session that is not (or no longer) live. */
@@ -98,12 +101,15 @@ const KILL_SETTLE_MS = 5000;
  * is gone from the registry (or after KILL_SETTLE_MS: `ended` false).
  */
 export async function killSession(deps: SessionControlDeps, actor: Actor, id: string, reason: string): Promise<{ session: ReturnType<typeof sessionView>; ended: boolean }> {
+  const handle = deps.sessions.get(id);
   if (!deps.isAdmin(actor)) {
     const message = 'Only administrators may terminate sessions.';
-    await deps.events.emit(controlEvent('session.kill', actor, id, deps.sessions.get(id)?.session, 'failure', { code: 'VIGIL_FORBIDDEN', message }));
+    // Another replica's session: named in the refusal too when the store can tell whose it is.
+    const other = !handle && deps.elsewhere ? await deps.elsewhere.find(id).catch(() => undefined) : undefined;
+    await deps.events.emit(controlEvent('session.kill', actor, id, handle?.session, 'failure', { code: 'VIGIL_FORBIDDEN', message, ...(other ? elsewhereDetails(other) : {}) }));
     throw new AccessRefusedError('VIGIL_FORBIDDEN', 'forbidden', message);
   }
-  const handle = deps.sessions.get(id);
+  if (!handle && deps.elsewhere) return killElsewhere(deps.events, deps.elsewhere, actor, id, reason);
   if (!handle) throw new SessionNotFoundError(id);
   const view = sessionView(handle.session);
   await deps.events.emit(controlEvent('session.kill', actor, id, handle.session, 'success', { reason }));
@@ -111,4 +117,22 @@ export async function killSession(deps: SessionControlDeps, actor: Actor, id: st
   const deadline = Date.now() + KILL_SETTLE_MS;
   while (deps.sessions.get(id) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   return { session: view, ended: !deps.sessions.get(id) };
+}
+
+/** The details a session.kill names for a session held by another replica (as controlEvent does for a local one). */
+function elsewhereDetails(s: ListedSession): Record<string, unknown> {
+  return { session_user: s.user, session_target: s.target.name, session_protocol: s.protocol, replica: s.replica };
+}
+
+/**
+ * Kill a session another replica holds: authorised here (killSession), `session.kill` recorded here, then
+ * the holder ends it through its registry with the same message as a local kill (its session.end records
+ * reason `terminated`). StoreUnavailableError when the store cannot be asked.
+ */
+async function killElsewhere(events: EventBus, elsewhere: SharedSessions, actor: Actor, id: string, reason: string): Promise<{ session: ListedSession; ended: boolean }> {
+  const other = await elsewhere.find(id);
+  if (!other) throw new SessionNotFoundError(id);
+  await events.emit(controlEvent('session.kill', actor, id, undefined, 'success', { reason, ...elsewhereDetails(other) }));
+  const r = await elsewhere.kill(id, `terminated by ${actor.user}: ${reason}`, KILL_SETTLE_MS);
+  return { session: other, ended: r.ended };
 }

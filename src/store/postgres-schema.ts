@@ -84,12 +84,27 @@ CREATE TABLE ${s}.identity_bindings ("user" text PRIMARY KEY, issuer text NOT NU
   bound_at text NOT NULL, UNIQUE (issuer, subject));
 `,
   },
+  {
+    version: 5,
+    sql: (s) => `
+-- The live sessions of every replica (src/sessions/shared-registry.ts), so any replica lists and kills them.
+-- A replica renews its lease (database clock) with every publish; sessions of a replica whose lease ran out
+-- (it died or lost the database) are not listed, and are swept later. kill_message: a kill asked by
+-- another replica, done by the holder (told with NOTIFY on the sessions channel, found again on its next publish).
+CREATE TABLE ${s}.live_replicas (replica text PRIMARY KEY, lease_until timestamptz NOT NULL);
+CREATE TABLE ${s}.live_sessions (id text PRIMARY KEY, replica text NOT NULL, "user" text NOT NULL,
+  started_at text NOT NULL, view jsonb NOT NULL, kill_message text);
+CREATE INDEX live_sessions_replica ON ${s}.live_sessions (replica);
+`,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
 
 /** The NOTIFY channel of a schema (see notify_change above). */
 export const changeChannel = (schema: string) => `${schema}_changes`;
+/** The NOTIFY channel of kills asked of another replica's live session (payload: the holding replica). */
+export const sessionsChannel = (schema: string) => `${schema}_sessions`;
 
 /**
  * Bring the schema up to date. One transaction under an advisory lock: replicas starting together queue

@@ -1,10 +1,11 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { NotFoundError, StoreUnavailableError, VigilError } from '../errors.ts';
-import { changeChannel, LATEST_VERSION, migrate } from './postgres-schema.ts';
+import { changeChannel, LATEST_VERSION, migrate, sessionsChannel } from './postgres-schema.ts';
 import { describeUrl, scrubber } from './pg-url.ts';
 import { PgAuditChains } from './postgres-audit.ts';
 import { PgLinkRecords, PgOutbox } from './postgres-shared.ts';
+import { PgLiveSessions } from './postgres-live-sessions.ts';
 import type { AuditChainStore, AccessRecord, LinkRecords, OutboxStore, AccessState, HoldRecord, IdentityBinding, IssuedCertRecord, LockRecord, RevocationRecord, StateStore } from './types.ts';
 
 export interface PostgresStoreOptions {
@@ -65,6 +66,7 @@ export class PostgresStateStore implements StateStore {
   readonly auditChains: AuditChainStore;
   readonly links: LinkRecords;
   readonly outbox: OutboxStore;
+  readonly liveSessions: PgLiveSessions;
   private readonly log: Logger;
   private readonly where: string;
   private readonly scrubMessage: (e: unknown) => string;
@@ -98,6 +100,7 @@ export class PostgresStateStore implements StateStore {
     this.auditChains = new PgAuditChains(this.pool, this.s, (e) => this.fail(e));
     this.links = new PgLinkRecords(this.pool, this.s, (e) => this.fail(e));
     this.outbox = new PgOutbox(this.pool, this.s, (e) => this.fail(e));
+    this.liveSessions = new PgLiveSessions(this.pool, this.s, sessionsChannel(opts.schema), (e) => this.fail(e));
   }
 
   /** Open, migrate the schema, load the caches and start listening. */
@@ -240,12 +243,14 @@ export class PostgresStateStore implements StateStore {
     client.on('error', (e) => lost(this.scrub(e).message));
     client.on('end', () => lost('connection ended'));
     client.on('notification', (n) => {
+      // A kill asked of some replica's live session: not a change to the caches.
+      if (n.channel === sessionsChannel(this.opts.schema)) return this.liveSessions.announced(n.payload ?? '');
       this.changed = true;
       if (n.payload === 'revocations' || n.payload === 'locks') this.invalidate();
     });
     try {
       await client.connect();
-      await client.query(`LISTEN "${changeChannel(this.opts.schema)}"`);
+      await client.query(`LISTEN "${changeChannel(this.opts.schema)}"; LISTEN "${sessionsChannel(this.opts.schema)}"`);
     } catch (e) {
       client.end().catch(() => {});
       throw this.fail(e);

@@ -153,6 +153,8 @@ export interface StateStore {
    */
   readonly links?: LinkRecords;
   readonly outbox?: OutboxStore;
+  /** The live sessions of every replica (PostgreSQL only: with SQLite one host holds them all in memory). */
+  readonly liveSessions?: LiveSessionStore;
 
   /**
    * Reload caches if another process changed anything; returns true when something changed. The gateway
@@ -321,4 +323,37 @@ export interface OutboxStore {
   enqueueFiring(id: string, rule: string, time: string, data: unknown, notifiers: string[], now?: number): Promise<void>;
   recentFirings(limit?: number): Promise<FiringRow[]>;
   close(): Promise<void>;
+}
+
+/** A live session as a replica publishes it: `view` is its API view (src/sessions/control.ts sessionView). */
+export interface PublishedSession {
+  id: string;
+  replica: string;
+  view: { user: string } & Record<string, unknown>;
+}
+
+/**
+ * The live sessions of every replica on a shared store (src/sessions/shared-registry.ts). Each replica
+ * holds a lease it renews with every publish; sessions of a replica whose lease ran out are not listed.
+ */
+export interface LiveSessionStore {
+  /**
+   * Renew `replica`'s lease for `leaseMs` (database clock), add (or replace) and remove its published
+   * sessions; returns the kills asked of it and not done yet.
+   */
+  publish(replica: string, leaseMs: number, upsert: { id: string; view: Record<string, unknown> }[], remove: string[]): Promise<{ id: string; message: string }[]>;
+  /** Forget every session `replica` published (at its start: what an earlier run left; at a clean stop). */
+  forget(replica: string): Promise<void>;
+  /** Drop replicas (and their sessions) whose lease ended more than `afterMs` ago. */
+  sweep(afterMs: number): Promise<void>;
+  /** Sessions of every replica whose lease is current. */
+  list(): Promise<PublishedSession[]>;
+  /** One session, if a replica with a current lease holds it. */
+  find(id: string): Promise<PublishedSession | undefined>;
+  /** Ask the replica holding `id` to end it with `message`; false when no replica with a current lease holds it. */
+  requestKill(id: string, message: string): Promise<boolean>;
+  /** Kills asked of `replica` and not done yet. */
+  pendingKills(replica: string): Promise<{ id: string; message: string }[]>;
+  /** Hear (NOTIFY) that a kill was asked of `replica`. */
+  onKillRequested(fn: (replica: string) => void): void;
 }

@@ -211,10 +211,10 @@ describe('PostgreSQL state store specifics', () => {
   it('replicas starting together migrate the schema once', async () => {
     const stores = await Promise.all([1, 2, 3, 4].map(() => openStateStore(tempDir(), cfg('race'))));
     opened.push(...stores);
-    expect(pg.psql('SELECT version FROM race.schema_migrations ORDER BY 1')).toBe('1\n2\n3\n4');
+    expect(pg.psql('SELECT version FROM race.schema_migrations ORDER BY 1')).toBe('1\n2\n3\n4\n5');
     // And a restart finds nothing to do.
     opened.push(await openStateStore(tempDir(), cfg('race')));
-    expect(pg.psql('SELECT count(*) FROM race.schema_migrations')).toBe('4');
+    expect(pg.psql('SELECT count(*) FROM race.schema_migrations')).toBe('5');
   });
 
   it('the outbox: a notifier head is held by one replica at a time; a run-out hold passes on and its late outcome changes nothing', async () => {
@@ -291,7 +291,7 @@ describe('vigil doctor on a PostgreSQL store', () => {
     expect(before).toMatchObject({ ok: true, detail: expect.stringMatching(/not created yet/) });
     expect(pg.psql("SELECT count(*) FROM pg_namespace WHERE nspname = 'doc'")).toBe('0');
     opened.push(await openStateStore(tempDir(), { kind: 'postgres', url: { env: URL_ENV }, schema: 'doc' }));
-    expect((await checkPostgresStore({ url: { env: URL_ENV }, schema: 'doc' }, 3000)).detail).toMatch(/version 4, up to date/);
+    expect((await checkPostgresStore({ url: { env: URL_ENV }, schema: 'doc' }, 3000)).detail).toMatch(/version 5, up to date/);
     process.env.VIGIL_TEST_BAD_URL = `postgres://scram_user:${PASSWORDS.scram_user}x@127.0.0.1:${pg.port}/app?sslmode=disable`;
     const bad = await checkPostgresStore({ url: { env: 'VIGIL_TEST_BAD_URL' }, schema: 'doc' }, 3000);
     expect(bad).toMatchObject({ ok: false, name: `store postgres://127.0.0.1:${pg.port}/app`, detail: expect.stringMatching(/password authentication failed/) });

@@ -16,6 +16,8 @@ interface SessionRow {
   bytes_from_client: number;
   bytes_to_client: number;
   statements: number;
+  /** Replicas on a shared store: the replica holding the session. */
+  replica?: string;
 }
 
 function bytes(n: number): string {
@@ -32,7 +34,9 @@ function printTable(args: CommandArgs, rows: string[][]): void {
  * the gateway's live sessions with their byte counts, through its API.
  */
 export async function listLiveSessions(args: CommandArgs): Promise<number> {
-  const { sessions } = await gatewayApi(args).call<{ sessions: SessionRow[] }>('GET', '/v1/sessions?live=1');
+  const { sessions, partial } = await gatewayApi(args).call<{ sessions: SessionRow[]; partial?: boolean }>('GET', '/v1/sessions?live=1');
+  // The state store was unavailable: only the sessions of the replica that answered are listed.
+  if (partial) args.err.write('warning: the state store is unavailable; only the live sessions of the replica that answered are listed\n');
   if (args.values.json) {
     for (const s of sessions) args.out.write(JSON.stringify(s) + '\n');
     return 0;
@@ -41,10 +45,12 @@ export async function listLiveSessions(args: CommandArgs): Promise<number> {
     args.out.write('No live sessions.\n');
     return 0;
   }
-  const rows = [['SESSION', 'START', 'USER', 'TARGET', 'PROTOCOL', 'SOURCE', 'IN', 'OUT', 'STATEMENTS']];
+  const replicas = sessions.some((s) => s.replica !== undefined);
+  const rows = [['SESSION', 'START', 'USER', 'TARGET', 'PROTOCOL', 'SOURCE', 'IN', 'OUT', 'STATEMENTS', ...(replicas ? ['REPLICA'] : [])]];
   for (const s of sessions) {
     const target = s.target.name + (s.target.login ? ` (${s.target.login}${s.target.database ? `/${s.target.database}` : ''})` : '');
-    rows.push([s.id, s.started_at, s.user, target, s.protocol, s.source.ip, bytes(s.bytes_from_client), bytes(s.bytes_to_client), String(s.statements)].map((c) => escapeTerminal(c)));
+    const row = [s.id, s.started_at, s.user, target, s.protocol, s.source.ip, bytes(s.bytes_from_client), bytes(s.bytes_to_client), String(s.statements), ...(replicas ? [s.replica ?? ''] : [])];
+    rows.push(row.map((c) => escapeTerminal(c)));
   }
   printTable(args, rows);
   return 0;
