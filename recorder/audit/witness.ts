@@ -26,11 +26,42 @@ export interface WitnessPublisher {
   publish(head: SignedHead): Promise<void>;
 }
 
+/**
+ * A witness URL as fetch can send it. The endpoint takes writes, so it is usually protected, and the URL is
+ * the only place its credential can be: `user:password@` goes out as an `Authorization: Basic` header
+ * (fetch refuses a URL holding credentials, and its error quotes the URL). `shown` is what logs and
+ * messages name instead of the URL: its origin, never the path or query (a token may be there).
+ */
+function witnessRequest(url: string): { url: string; headers: Record<string, string>; shown: string } {
+  const u = new URL(url);
+  const shown = u.origin;
+  if (!u.username && !u.password) return { url, headers: {}, shown };
+  const decode = (x: string) => {
+    try {
+      return decodeURIComponent(x);
+    } catch {
+      return x;
+    }
+  };
+  const basic = Buffer.from(`${decode(u.username)}:${decode(u.password)}`).toString('base64');
+  u.username = '';
+  u.password = '';
+  return { url: u.toString(), headers: { authorization: `Basic ${basic}` }, shown };
+}
+
+/** An error text that may quote the witness URL (with or without its credentials), without it. */
+function scrubbed(text: string, ...urls: string[]): string {
+  for (const u of urls) text = text.split(u).join('<witness url>');
+  return text.replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^\s/?#@]*@/gi, '$1***@');
+}
+
 export function witnessPublisher(cfg: WitnessConfig, log: Logger): WitnessPublisher {
   let failing = false;
   const report = (where: string, e: unknown) => {
-    // Once per outage of the witness, not per head.
-    if (!failing) log.warn({ err: (e as Error).message, witness: where }, 'audit witness: could not publish the signed head (retried with the next one)');
+    // Once per outage of the witness, not per head. A fetch failure says why in its cause.
+    const err = e as Error;
+    const why = (err.cause as Error | undefined)?.message ?? err.message;
+    if (!failing) log.warn({ err: cfg.url ? scrubbed(why, cfg.url, witnessRequest(cfg.url).url) : why, witness: where }, 'audit witness: could not publish the signed head (retried with the next one)');
     failing = true;
   };
   return {
@@ -46,13 +77,14 @@ export function witnessPublisher(cfg: WitnessConfig, log: Logger): WitnessPublis
         }
       }
       if (cfg.url) {
+        const req = witnessRequest(cfg.url);
         try {
-          const res = await fetch(cfg.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: line, signal: AbortSignal.timeout(cfg.timeout) });
+          const res = await fetch(req.url, { method: 'POST', headers: { 'content-type': 'application/json', ...req.headers }, body: line, signal: AbortSignal.timeout(cfg.timeout) });
           if (!res.ok) throw new Error(`HTTP ${res.status}`);
           await res.body?.cancel();
         } catch (e) {
           ok = false;
-          report(cfg.url, e);
+          report(req.shown, e);
         }
       }
       if (ok && failing) {
@@ -67,7 +99,10 @@ export function witnessPublisher(cfg: WitnessConfig, log: Logger): WitnessPublis
 export async function readWitness(source: string, timeoutMs = 10_000): Promise<{ head: SignedHead; source: string }[]> {
   let text: string;
   if (/^https?:\/\//.test(source)) {
-    const res = await fetch(source, { signal: AbortSignal.timeout(timeoutMs) });
+    const req = witnessRequest(source);
+    // Named without its credentials in what verify prints.
+    source = req.url;
+    const res = await fetch(req.url, { headers: req.headers, signal: AbortSignal.timeout(timeoutMs) });
     if (!res.ok) throw new Error(`witness ${source} answered HTTP ${res.status}`);
     text = await res.text();
   } else {

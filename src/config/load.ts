@@ -80,6 +80,15 @@ export function parseConfig(doc: unknown, base: string, checkFiles = true, proxi
   return result.data as VigilConfig;
 }
 
+/** ` at line L, column C` of a YAML parse error (from its offset), or nothing. */
+function yamlErrorPosition(text: string, e: unknown): string {
+  const offset = (e as { pos?: [number, number] }).pos?.[0];
+  if (typeof offset !== 'number') return '';
+  const before = text.slice(0, offset);
+  const line = before.split('\n').length;
+  return ` at line ${line}, column ${offset - before.lastIndexOf('\n')}`;
+}
+
 export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
   const file = opts.configPath ?? process.env.VIGIL_CONFIG;
   let doc: unknown = {};
@@ -94,9 +103,11 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
       throw new ConfigError('', `cannot read config file ${abs}: ${code === 'ENOENT' ? 'no such file' : code}`);
     }
     try {
-      doc = YAML.parse(text, { prettyErrors: true });
+      // Not prettyErrors: it appends the offending line, which may be one holding a secret (a Slack URL),
+      // and this message reaches the audit log (config.reload_failed), the API and doctor's output.
+      doc = YAML.parse(text, { prettyErrors: false });
     } catch (e) {
-      throw new ConfigError('', `${abs} is not valid YAML: ${(e as Error).message}`);
+      throw new ConfigError('', `${abs} is not valid YAML: ${(e as Error).message}${yamlErrorPosition(text, e)}`);
     }
     base = path.dirname(abs);
   }
