@@ -32,7 +32,7 @@ import { backendAccounts, ProvisioningError, type AccountCredential } from '../.
 import { accountName, type UserProvisioning } from '../../src/accounts/config.ts';
 import type { ConnectionIds, KillableConnection } from './connection-ids.ts';
 import type { SourceLimiter } from '../../src/gateway/preauth.ts';
-import { PreAuthDeadlines, watchWriteStall } from '../../src/gateway/slow-clients.ts';
+import { PreAuthDeadlines, recordPreAuthProtocolError, watchWriteStall } from '../../src/gateway/slow-clients.ts';
 import type { ServerIdentities } from './server-identity.ts';
 import type { EventType } from '../../src/events/catalog.ts';
 import { refusalMessage, type MysqlStatement, type SessionGuardrails } from '../../src/guardrails/index.ts';
@@ -1365,6 +1365,10 @@ export class MysqlConnection implements KillableConnection {
     if (!(e instanceof VigilError)) this.log.error({ err: e }, 'unexpected error in mysql connection');
     const kind = code === 'VIGIL_MYSQL_OVERSIZED' ? ERR.NET_PACKET_TOO_LARGE : code === 'VIGIL_MYSQL_SEQUENCE' ? ERR.NET_PACKETS_OUT_OF_ORDER : ERR.NET_READ_ERROR;
     const message = e instanceof ProtocolError ? `vigil: ${e.message}` : 'vigil: internal error';
+    // Before authentication there is no session to end on record: the refusal itself is (budgeted).
+    if (this.counted && e instanceof ProtocolError) {
+      recordPreAuthProtocolError(this.shared.services, { protocol: 'mysql', source: this.ctx.remote, connId: this.ctx.id, phase: this.deadlines?.phase ?? 'handshake_response', error: e.message });
+    }
     this.fatal(seq, { ...kind, message }, 'protocol_error', { error: code });
   }
 

@@ -9,7 +9,7 @@ import { admit, openSession, type AdmitRequest, type OpenSession } from '../../s
 import type { EndReason } from '../../src/sessions/registry.ts';
 import { ProtocolError } from '../../src/errors.ts';
 import type { SourceLimiter } from '../../src/gateway/preauth.ts';
-import { PreAuthDeadlines, watchWriteStall } from '../../src/gateway/slow-clients.ts';
+import { PreAuthDeadlines, recordPreAuthProtocolError, watchWriteStall } from '../../src/gateway/slow-clients.ts';
 import { MessageFramer } from './framing.ts';
 import { decodePassword, decodeStartupPacket, F, PROTOCOL_3_0, type StartupPacket } from './frontend.ts';
 import { authenticationCleartextPassword, authenticationOk, backendKeyData, fatal, negotiateProtocolVersion, readyForQuery, B } from './backend.ts';
@@ -223,6 +223,10 @@ export class ClientConnection {
       msg = fatal('XX000', 'internal error in the vigil gateway');
     }
     this.ctx.log.debug({ err: (e as Error).message }, 'connection refused');
+    if (e instanceof ProtocolError) {
+      const { remote, id } = this.ctx;
+      recordPreAuthProtocolError(this.shared.services, { protocol: PROTOCOL, source: remote, connId: id, phase: this.deadlines?.phase ?? 'startup', error: e.message });
+    }
     if (this.client.writable && !(e instanceof Refusal && e.sqlstate === '08006')) this.client.end(msg);
     else this.client.end();
     setTimeout(() => this.client.destroy(), 1000).unref();

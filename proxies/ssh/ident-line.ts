@@ -20,8 +20,10 @@ const LF = 0x0a;
  *
  * `from: 'client'`: a client may send no lines before its identification (ssh2 refuses them), so bytes that
  * cannot begin "SSH-" are handed on at once, for ssh2 to refuse (and the PROXY-header watch to see).
+ * `onUnfit` hears of first bytes ssh2 will refuse (ssh2 closes those connections without a word), with
+ * the bytes, so the refusal can be recorded.
  */
-export function deliverIdentWhole(socket: net.Socket, from: 'client' | 'server'): void {
+export function deliverIdentWhole(socket: net.Socket, from: 'client' | 'server', onUnfit?: (why: string, first: Buffer) => void): void {
   const own = Object.prototype.hasOwnProperty.call(socket, 'push');
   const inner = socket.push;
   let held: Buffer[] = [];
@@ -46,14 +48,23 @@ export function deliverIdentWhole(socket: net.Socket, from: 'client' | 'server')
     const bytes = Buffer.isBuffer(chunk) ? chunk : typeof chunk === 'string' ? Buffer.from(chunk, encoding) : Buffer.from(chunk as Uint8Array);
     held.push(bytes);
     heldBytes += bytes.length;
-    const decided = identLineComplete(held, heldBytes) || heldBytes >= MAX_HELD || (from === 'client' && !startsLikeIdent(held));
-    if (!decided) return true;
+    const complete = identLineComplete(held, heldBytes);
+    const notSsh = from === 'client' && !startsLikeIdent(held);
+    if (!complete && !notSsh && heldBytes < MAX_HELD) return true;
     release();
+    if (onUnfit) {
+      const first = held.length === 1 ? held[0]! : Buffer.concat(held, heldBytes);
+      if (notSsh) onUnfit('not an SSH identification line', first);
+      else if (!complete) onUnfit(`no identification line within ${MAX_HELD} bytes`, first);
+      else if (from === 'client' && !SUPPORTED_IDENT.test(first.toString('latin1', 0, first.indexOf(LF)))) onUnfit('unsupported SSH identification (SSH-2.0 only)', first);
+    }
     return flushHeld();
   };
 }
 
 const SSH_DASH = Buffer.from('SSH-');
+/** What ssh2 accepts from a client (its RE_IDENT): protocol 2.0 (or 1.99), a software version without spaces. */
+const SUPPORTED_IDENT = /^SSH-(2\.0|1\.99)-[^ \r]+/;
 
 /** Can the bytes held still be the start of "SSH-"? */
 function startsLikeIdent(held: Buffer[]): boolean {

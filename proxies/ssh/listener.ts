@@ -6,7 +6,8 @@ import { serverAlgorithms, type SshSection } from './config.ts';
 import { Connection, type ListenerContext } from './connection.ts';
 import { sendDisconnect } from './wire.ts';
 import { deliverIdentWhole } from './ident-line.ts';
-import { PreAuthDeadlines, watchWriteStall } from '../../src/gateway/slow-clients.ts';
+import { PreAuthDeadlines, recordPreAuthProtocolError, watchWriteStall } from '../../src/gateway/slow-clients.ts';
+import { startsLikeProxyHeader } from '../../src/gateway/proxy-protocol.ts';
 
 /** The SSH listener: one ssh2 server per accepted socket, capped while unauthenticated. */
 export function createSshListener(services: GatewayServices, section: SshSection): ProxyInstance {
@@ -66,14 +67,27 @@ export function createSshListener(services: GatewayServices, section: SshSection
       server.on('connection', (conn) => {
         client = conn;
         deadlines.phase = 'kex';
+        // Malformed packets and failed key exchanges (no algorithm in common, a bad signature) before authentication.
+        // Socket-level errors (a reset, a timeout) are a client gone, not something it sent.
+        conn.on('error', (e: Error & { level?: string }) => {
+          if (e.level !== 'socket' && e.level !== 'client-timeout') protocolError(e.message);
+        });
         conn.once('handshake', () => {
           deadlines.handshakeDone();
           deadlines.phase = 'auth';
         });
         connection = new Connection(lc, conn, { id: ctx.id, source: ctx.remote, log: ctx.log, onAuthenticated: release });
       });
+      // ssh2 refuses what it cannot decode before authentication by closing the connection, without a
+      // word to anyone: recorded here (budgeted per source like every pre-authentication refusal).
+      const protocolError = (error: string) => {
+        if (counted) recordPreAuthProtocolError(services, { protocol: 'ssh', source: ctx.remote, connId: ctx.id, phase: deadlines.phase, error });
+      };
       // ssh2 loses an identification line that comes in more than two reads: give it the line whole.
-      deliverIdentWhole(socket, 'client');
+      deliverIdentWhole(socket, 'client', (why, first) => {
+        // A PROXY header is the PROXY-header watch's to record (listeners.ts).
+        if (!startsLikeProxyHeader(first)) protocolError(why);
+      });
       server.injectSocket(socket);
     },
     async close() {

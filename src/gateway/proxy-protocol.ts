@@ -159,6 +159,11 @@ export function watchForUnexpectedHeader(socket: net.Socket, onHeader: (version:
   };
 }
 
+/** Do these first bytes begin (or could they begin) a PROXY protocol header, v1 or v2? */
+export function startsLikeProxyHeader(first: Buffer): boolean {
+  return first.length > 0 && (prefixOf(first, V1_PREFIX) || prefixOf(first, V2_SIGNATURE));
+}
+
 /** Does a connection from `ip` come from a configured load balancer (and so must start with a header)? */
 export function balancerCheck(section: ListenerSection): (ip: string) => boolean {
   const blocks = (section.proxy_protocol?.trusted ?? []).map((c) => parseCidr(c)).filter((b): b is CidrBlock => !!b);

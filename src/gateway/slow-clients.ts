@@ -42,6 +42,27 @@ export function recordPreAuthCut(services: GatewayServices, cut: PreAuthCut): vo
 }
 
 /**
+ * Record a connection refused before authentication because what it sent could not be decoded (not the
+ * protocol, a malformed or oversized handshake message) as `auth.failure` (reason `protocol_error`), within
+ * the per-source refusal budget like the deadline cuts above: a scanner or a client speaking the wrong
+ * protocol is on record, a flood of garbage is only counted into the source's summary.
+ */
+export function recordPreAuthProtocolError(services: GatewayServices, cut: { protocol: string; source: { ip: string; port: number }; connId: string; phase: string; error: string }): void {
+  if (services.refusals && !services.refusals.take(cut.protocol, cut.source.ip, 'protocol_error')) return;
+  services.events
+    .emit({
+      type: 'auth.failure',
+      outcome: 'failure',
+      actor: { user: 'unknown', roles: [] },
+      source: cut.source,
+      target: { name: '(none)', protocol: cut.protocol },
+      session_id: cut.connId,
+      details: { reason: 'protocol_error', phase: cut.phase, error: cut.error.slice(0, 200) },
+    })
+    .catch((e) => services.log.error({ err: (e as Error).message }, 'could not record a pre-authentication protocol error'));
+}
+
+/**
  * The two deadlines of an unauthenticated connection: `pre_auth.handshake_timeout` until the protocol's
  * handshake is done, `gateway.auth_timeout` for the whole unauthenticated phase. Both are deadlines, not
  * idle timers: a byte now and then does not extend them. On expiry the cut is recorded (budgeted) and
