@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { StoreUnavailableError } from '../errors.ts';
 import type { LiveSessionStore, PublishedSession } from '../store/types.ts';
-import { sessionView } from './control.ts';
+import { sessionView } from './view.ts';
 import type { LiveSession, SessionRegistry } from './registry.ts';
 
 /**
