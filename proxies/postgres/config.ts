@@ -15,7 +15,7 @@ export function sectionSchema(_sc: SchemaContext) {
     ...listenerBase('0.0.0.0:6432'),
     /** Largest accepted protocol message in either direction. */
     max_message_size: size().default(64 * 1024 * 1024 as never),
-    /** Startup parameters never passed to the backend (`replication` is refused outright when listed). */
+    /** Startup parameters never passed to the backend. A replication connection is refused whatever this lists. */
     blocked_startup_params: z.array(z.string()).default(['replication']),
   });
 }

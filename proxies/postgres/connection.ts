@@ -25,6 +25,12 @@ import { ClientGuard } from './guardrail.ts';
 import type { SessionGuardrails } from '../../src/guardrails/index.ts';
 import { DEFAULT_APPLICATION_NAME, parseDatabase, renderApplicationName, type PostgresSection, type PostgresTarget } from './config.ts';
 
+/**
+ * `replication` values the server's parse_bool reads as false (case-insensitive; a prefix of `false` or
+ * `no`, `of`/`off`, `0`): an ordinary connection. Anything else is a walsender (or refused by the server).
+ */
+const REPLICATION_OFF = /^(?:f(?:a(?:l(?:se?)?)?)?|no?|off?|0)$/i;
+
 /** Limit of a startup-phase packet (the server uses the same). */
 const MAX_STARTUP_PACKET = 10_000;
 const PROTOCOL = 'postgres';
@@ -274,7 +280,11 @@ export class ClientConnection {
     const user = params.get('user') ?? '';
     const { target: targetName, database: requestedDb } = parseDatabase(params.get('database') || user);
     const target = this.shared.services.targets.find(targetName, PROTOCOL) as PostgresTarget | undefined;
-    if (params.has('replication') && section.blocked_startup_params.includes('replication')) {
+    // A walsender is refused whatever blocked_startup_params lists: its stream (logical changes,
+    // BASE_BACKUP of the whole cluster) is no statement vigil can record, and a physical one ignores the
+    // authorized database. Only the values the server reads as false (an ordinary connection) pass.
+    const replication = params.get('replication');
+    if (replication !== undefined && !REPLICATION_OFF.test(replication)) {
       throw new Refusal('28000', 'replication connections are not allowed through vigil');
     }
     // Until authenticated only a password message is expected: a small limit, checked on the length header

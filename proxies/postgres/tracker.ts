@@ -4,6 +4,7 @@ import { F, decodeBind, decodeExecute, decodeFunctionCall, decodeParse, decodeTa
 import { redactSql, splitQuery, type StandardConformingStrings } from './sql.ts';
 import { decodeParseText, decodeQueryText, LexState } from './lexmode.ts';
 import { renderValue } from './values.ts';
+import { serverName, sqlNameChange } from './names.ts';
 
 /**
  * Correlates the two directions of a relayed session into one record per executed statement. Pure: fed
@@ -188,8 +189,8 @@ export class QueryTracker {
     return this.unsentStatements;
   }
 
-  private statement(sql: string, paramTypes: number[], certain = true): Statement {
-    const r = redactSql(sql, this.opts.redact, certain ? this.lex.scs : undefined);
+  private statement(sql: string, paramTypes: number[], certain = true, scs = this.lex.scs): Statement {
+    const r = redactSql(sql, this.opts.redact, certain ? scs : undefined);
     return { sql: r.text, masked: r.params, paramTypes };
   }
 
@@ -213,29 +214,29 @@ export class QueryTracker {
       case F.Parse: {
         const p = decodeParse(msg!);
         const text = decodeParseText(msg!, p.query, this.lex.encoding);
-        this.push({ k: 'parse', name: p.name, stmt: this.statement(text.sql, p.paramTypes, text.certain) });
+        this.push({ k: 'parse', name: serverName(p.name), stmt: this.statement(text.sql, p.paramTypes, text.certain) });
         return;
       }
       case F.Bind: {
         const b = decodeBind(msg!);
-        this.push({ k: 'bind', portalName: b.portal, statementName: b.statement, formats: b.paramFormats, values: b.values });
+        this.push({ k: 'bind', portalName: serverName(b.portal), statementName: serverName(b.statement), formats: b.paramFormats, values: b.values });
         return;
       }
       case F.Execute: {
         const e = decodeExecute(msg!);
-        this.push({ k: 'execute', portalName: e.portal, start: now, rows: 0, announced: 0 });
+        this.push({ k: 'execute', portalName: serverName(e.portal), start: now, rows: 0, announced: 0 });
         this.unsentStatements++;
         this.lex.executing();
         return;
       }
       case F.Describe: {
         const d = decodeTarget(msg!, 'Describe');
-        this.push({ k: 'describe', kind: d.kind, name: d.name });
+        this.push({ k: 'describe', kind: d.kind, name: serverName(d.name) });
         return;
       }
       case F.Close: {
         const c = decodeTarget(msg!, 'Close');
-        this.push({ k: 'close', kind: c.kind, name: c.name });
+        this.push({ k: 'close', kind: c.kind, name: serverName(c.name) });
         return;
       }
       case F.Sync:
@@ -400,6 +401,9 @@ export class QueryTracker {
         while (this.ops.length > this.unsent) {
           const op = this.shift();
           if (op.k === 'query' && op.i < op.stmts.length) this.unmatched(op, now);
+          // A simple query that ran (one skipped after an error never gets here) dropped the unnamed
+          // statement as it began and its own unnamed portal as it ended (postgres.c exec_simple_query).
+          if (op.k === 'query') this.forgetUnnamed();
           if (op.k === 'sync' || op.k === 'query' || op.k === 'fcall') break;
         }
         // The request is over (a Sync's commit succeeded, if it had one): what waited on it is written.
@@ -736,9 +740,49 @@ export class QueryTracker {
     }
   }
 
+  private forgetUnnamed(): void {
+    this.statements.delete('');
+    this.portals.delete('');
+  }
+
+  /**
+   * SQL commands share the protocol's names (PREPARE makes a statement that Bind can use, DECLARE a
+   * portal that Execute can fetch from; DEALLOCATE, CLOSE and DISCARD ALL drop them): follow them once
+   * the server confirmed (CommandComplete), so a later Execute is never recorded with the text of a
+   * statement that name no longer means. What it defines is recorded as its whole text (the text the
+   * server logs for its executions).
+   */
+  private sqlNames(h: QueryOrExecute, tag: string): void {
+    let sql: string | undefined;
+    let scs: boolean | undefined = this.lex.scs;
+    if (h.k === 'query') {
+      if (!h.unsplit && h.i < h.stmts.length) sql = h.stmts[h.i];
+      scs = h.scs;
+    } else sql = this.portalFor(h.portalName, 0)?.stmt.sql;
+    const change = sqlNameChange(tag, sql, scs ?? true);
+    if (!change) return;
+    // Not read for certain (mode unknown, unsplit text): forget every name of that kind.
+    const name = scs === undefined ? undefined : change.name;
+    if (change.kind === 'all') {
+      this.statements.clear();
+      this.portals.clear();
+    } else if (name === undefined) {
+      if (change.kind === 'statement') this.statements.clear();
+      else this.portals.clear();
+    } else if (change.op === 'drop') {
+      if (change.kind === 'statement') this.statements.delete(name);
+      else this.portals.delete(name);
+    } else {
+      const stmt = h.k === 'query' ? this.statement(sql!, [], true, h.scs) : (this.portalFor(h.portalName, 0)?.stmt ?? UNKNOWN_STATEMENT);
+      if (change.kind === 'statement') this.statements.set(name, stmt);
+      else this.portals.set(name, { statementName: '', stmt, formats: [], values: [] });
+    }
+  }
+
   private complete(h: Op | undefined, tag: string | undefined, now: number, suspended: boolean): void {
     if (!h || (h.k !== 'query' && h.k !== 'execute')) return;
     this.emit(h, 'success', now, h.rows, tag, suspended, undefined, undefined, undefined, 0);
+    if (tag !== undefined) this.sqlNames(h, tag);
     if (h.k === 'query') this.nextStatement(h, now);
     else this.shift();
   }
@@ -758,12 +802,16 @@ export class QueryTracker {
       return;
     }
     if (h.k === 'fcall') return; // ReadyForQuery follows.
+    // An unnamed Parse drops the previous unnamed statement before it parses (exec_parse_message).
+    if (h.k === 'parse' && h.name === '') this.statements.delete('');
     // The server discards extended-protocol messages until Sync, including those not sent yet.
     this.shift();
     this.skipping = true;
     this.skipToSync();
   }
 }
+
+type QueryOrExecute = Extract<Op, { k: 'query' | 'execute' }>;
 
 function parameterTypes(msg: Buffer): number[] {
   if (msg.length < 7) return [];
