@@ -27,7 +27,8 @@ export function startSpoolIngest(
   sink: AuditSink,
   spoolDir: string,
   pollMs: number,
-  knownIds: Map<string, true>,
+  /** The receipt of an event already in the chain (asked only for claimed files a killed writer left). */
+  recorded: (event: AuditEvent) => AppendReceipt | undefined,
   log: Logger,
   onIngested: (event: AuditEvent) => void = () => {},
   watch = true,
@@ -75,8 +76,11 @@ export function startSpoolIngest(
         work.push(answer(base, claimed, { error: `spooled event rejected: ${(e as Error).message}` }));
         continue;
       }
-      if (name.endsWith(CLAIMED) && event.id && knownIds.has(event.id)) {
-        work.push(answer(base, claimed, { error: 'already in the chain' }));
+      // A writer killed after the record was durable but before it answered: the record stands, once.
+      // Its client may still be waiting (a claimed event gets a second timeout), and hears the receipt.
+      const already = name.endsWith(CLAIMED) ? recorded(event) : undefined;
+      if (already) {
+        work.push(answer(base, claimed, already));
         continue;
       }
       // append() assigns the chain position synchronously, so the order of these calls is the chain order.

@@ -91,7 +91,8 @@ export interface VerifyOptions {
  * `.meta` sidecar (which readers skip segments by) says what its records say (`bad-meta`); and, apart from
  * the status, whether the search index lacks rows (`searchIndex`).
  *
- * A crash-torn final line (bytes after the last newline of the newest segment) is reported as
+ * A crash-torn final line (bytes after the last newline of the newest segment, or of the one before it
+ * when a crash left that newest segment empty) is reported as
  * `torn-tail`, distinct from tampering: it was never acknowledged (appends resolve only after their whole
  * line is fsync'd). Reopening the writer sets it aside in quarantine/ and records that in a checkpoint,
  * after which the log verifies.
@@ -261,7 +262,9 @@ function verifyChain(dir: string, publicKeyPem: string | Buffer, opts: VerifyOpt
       if (problem) badMeta = { segment, line: 0, seq: named, kind: 'bad-meta', problem };
     }
     if (torn) {
-      if (!isLast) {
+      // The writer creates the next segment before it writes the seal naming it: a crash tearing that
+      // write leaves the torn segment followed by an empty one, and it is still the end of the log.
+      if (!isLast && !segments.slice(s + 1).every((n) => fs.statSync(path.join(dir, n), { throwIfNoEntry: false })?.size === 0)) {
         return bad({ segment, line: lines.length + 1, seq: expected, kind: 'malformed', problem: `segment ${segment} ends with a partial line but is not the newest` });
       }
       tornAt = { segment, line: lines.length + 1, seq: expected, kind: 'torn-tail', problem: `the last line (seq ${expected}) is partially written: a crash before it was acknowledged; reopen the log (vigil serve) to set it aside` };

@@ -12,7 +12,7 @@ import {
   ZERO_HASH, isCheckpointLine, encodeRecordInto, maxRecordBytes, parseRecordLine, signCheckpoint, keyId, segmentName,
   parseSegmentName, metaName, type CheckpointDetails, type OpenSessionRef, type SegmentMeta, type SignedHead,
 } from './record.ts';
-import { listSegments, splitSegment } from './segments.ts';
+import { listSegments, readSegmentMeta, splitSegment } from './segments.ts';
 import { acquireWriterLock } from './lock.ts';
 import { fsyncDir, writeAllv, writeFileAtomic } from './durable.ts';
 import { startSpoolIngest, SPOOL_DIR, type SpoolIngest } from './spool.ts';
@@ -97,6 +97,8 @@ export const QUARANTINE_DIR = 'quarantine';
  * that past its budget, however large the events and however many fit in `checkpointEvery`.
  */
 export const CHECKPOINT_MAX_BYTES = 1024 * 1024;
+/** How far back of an event's own time findOlderRecord still looks (a wall clock stepped back meanwhile). */
+const CLOCK_STEP_MARGIN_MS = 60 * 60_000;
 
 interface Segment {
   name: string;
@@ -247,6 +249,8 @@ class SegmentWriter implements AuditLogWriter {
   private closing?: Promise<void>;
   private failureError?: AuditUnavailableError;
   private readonly keyId: string;
+  /** The newest segment with records when the log was opened (loadTail read it whole). */
+  private tailScanned?: string;
 
   constructor(
     dir: string,
@@ -871,8 +875,8 @@ class SegmentWriter implements AuditLogWriter {
    * in quarantine/), and the sessions open there — from the seal of the segment before it, which carries
    * them, plus the starts and ends since. Sets seq, head, the current segment and the durable point.
    */
-  private loadTail(): { ids: Map<string, true>; torn?: { bytes: number; quarantined: string } } {
-    const ids = new Map<string, true>();
+  private loadTail(): { ids: Map<string, AppendReceipt>; torn?: { bytes: number; quarantined: string } } {
+    const ids = new Map<string, AppendReceipt>();
     const segments = listSegments(this.dir);
     this.dayEnd = utcDayEnd(Date.now());
     let current: Segment | undefined;
@@ -911,7 +915,7 @@ class SegmentWriter implements AuditLogWriter {
         const rec = parseRecordLine(line);
         if (typeof rec === 'string') throw new Error(`audit segment ${name} has a ${rec}; run \`vigil audit verify\``);
         const ev = JSON.parse(rec.eventJson) as AuditEvent;
-        if (ev.id) ids.set(ev.id, true);
+        if (ev.id) ids.set(ev.id, { seq: rec.seq, hash: rec.hash });
         if (!seg.minTime || ev.time < seg.minTime) seg.minTime = ev.time;
         if (ev.time > seg.maxTime) seg.maxTime = ev.time;
         this.sinceCheckpoint++;
@@ -928,6 +932,7 @@ class SegmentWriter implements AuditLogWriter {
         this.headHash = rec.hash;
       }
       seg.lastSeq = this.seq;
+      this.tailScanned = name;
       // A segment sealed just before a crash continues in the segment its seal names.
       current = sealNext ? this.newSegment(sealNext, this.seq + 1) : seg;
     }
@@ -972,7 +977,7 @@ class SegmentWriter implements AuditLogWriter {
    * and no session.end) get their session.end now, reason `gateway_crash`; a recovery checkpoint seals
    * the uncovered or torn tail.
    */
-  async recover(): Promise<Map<string, true>> {
+  async recover(): Promise<Map<string, AppendReceipt>> {
     const { ids, torn } = this.loadTail();
     const crashed = [...this.openSessions.values()];
     for (const s of crashed) {
@@ -1008,9 +1013,10 @@ class SegmentWriter implements AuditLogWriter {
     this.timer.unref();
   }
 
-  start(knownIds: Map<string, true>): void {
+  start(knownIds: Map<string, AppendReceipt>): void {
     this.startCheckpointTimer();
-    this.spool = startSpoolIngest(this, path.join(this.dir, SPOOL_DIR), this.opts.spoolPollMs ?? 1000, knownIds, this.opts.log, (e) => {
+    const recorded = (e: AuditEvent) => (e.id ? knownIds.get(e.id) ?? this.findOlderRecord(e) : undefined);
+    this.spool = startSpoolIngest(this, path.join(this.dir, SPOOL_DIR), this.opts.spoolPollMs ?? 1000, recorded, this.opts.log, (e) => {
       for (const fn of this.foreignListeners) {
         try {
           fn(e);
@@ -1022,6 +1028,34 @@ class SegmentWriter implements AuditLogWriter {
   }
 
   private readonly foreignListeners = new Set<(e: AuditEvent) => void>();
+
+  /**
+   * The receipt of `event` if a segment older than the one loadTail read holds it: a spooled event the
+   * previous writer appended just before it was killed, with segments rotated since. Only asked for
+   * `.claimed` files a crash left, so reading segments here is rare; the search goes back from the newest
+   * and stops at a segment whose newest event is clearly older than this one (every later segment ends
+   * with a seal made after the event was appended, so it cannot lie further back).
+   */
+  private findOlderRecord(event: AuditEvent): AppendReceipt | undefined {
+    const scanned = this.tailScanned;
+    if (!scanned || !event.id) return undefined;
+    const notBefore = Date.parse(event.time) - CLOCK_STEP_MARGIN_MS;
+    const older = listSegments(this.dir).filter((n) => n < scanned).reverse();
+    for (const name of older) {
+      const text = fs.readFileSync(path.join(this.dir, name), 'utf8');
+      const needle = `"id":"${event.id}"`;
+      // Usually the envelope's id; a details member named id with the same value is told apart by parsing.
+      for (let at = text.indexOf(needle); at >= 0; at = text.indexOf(needle, at + 1)) {
+        const start = text.lastIndexOf('\n', at) + 1;
+        const end = text.indexOf('\n', at);
+        const rec = parseRecordLine(text.slice(start, end < 0 ? undefined : end));
+        if (typeof rec !== 'string' && (JSON.parse(rec.eventJson) as AuditEvent).id === event.id) return { seq: rec.seq, hash: rec.hash };
+      }
+      const maxTime = readSegmentMeta(this.dir, name)?.max_time;
+      if (maxTime !== undefined && Date.parse(maxTime) < notBefore) return undefined;
+    }
+    return undefined;
+  }
 
   onForeignEvent(listener: (e: AuditEvent) => void): () => void {
     this.foreignListeners.add(listener);
