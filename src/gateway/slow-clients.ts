@@ -20,46 +20,47 @@ export interface PreAuthCut {
   limitMs: number;
 }
 
-/**
- * Record a connection cut by a pre-authentication deadline as `auth.failure` (reason `timeout`), within the
- * per-source refusal budget: beyond it the cut is only counted into the source's `auth.failure.summary`,
- * so a slowloris flood cannot grow the audit log at the attacker's rate.
- */
-export function recordPreAuthCut(services: GatewayServices, cut: PreAuthCut): void {
-  const reason = `timeout_${cut.phase}`;
-  if (services.refusals && !services.refusals.take(cut.protocol, cut.source.ip, reason)) return;
-  services.events
-    .emit({
-      type: 'auth.failure',
-      outcome: 'failure',
-      actor: { user: 'unknown', roles: [] },
-      source: cut.source,
-      target: { name: '(none)', protocol: cut.protocol },
-      session_id: cut.connId,
-      details: { reason: 'timeout', phase: cut.phase, deadline: cut.deadline, limit_ms: cut.limitMs },
-    })
-    .catch((e) => services.log.error({ err: (e as Error).message }, 'could not record a pre-authentication timeout'));
+/** Who an unauthenticated connection was: enough to record a refusal of it. */
+interface PreAuthConnection {
+  protocol: string;
+  source: { ip: string; port: number };
+  connId: string;
 }
 
 /**
- * Record a connection refused before authentication because what it sent could not be decoded (not the
- * protocol, a malformed or oversized handshake message) as `auth.failure` (reason `protocol_error`), within
- * the per-source refusal budget like the deadline cuts above: a scanner or a client speaking the wrong
- * protocol is on record, a flood of garbage is only counted into the source's summary.
+ * An unauthenticated connection's refusal as `auth.failure`, within the per-source refusal budget (under
+ * `budgetReason`): beyond it the refusal is only counted into the source's `auth.failure.summary`, so a
+ * flood cannot grow the audit log at the attacker's rate.
  */
-export function recordPreAuthProtocolError(services: GatewayServices, cut: { protocol: string; source: { ip: string; port: number }; connId: string; phase: string; error: string }): void {
-  if (services.refusals && !services.refusals.take(cut.protocol, cut.source.ip, 'protocol_error')) return;
+function recordPreAuthRefusal(services: GatewayServices, conn: PreAuthConnection, budgetReason: string, details: Record<string, unknown>, what: string): void {
+  if (services.refusals && !services.refusals.take(conn.protocol, conn.source.ip, budgetReason)) return;
   services.events
     .emit({
       type: 'auth.failure',
       outcome: 'failure',
       actor: { user: 'unknown', roles: [] },
-      source: cut.source,
-      target: { name: '(none)', protocol: cut.protocol },
-      session_id: cut.connId,
-      details: { reason: 'protocol_error', phase: cut.phase, error: cut.error.slice(0, 200) },
+      source: conn.source,
+      target: { name: '(none)', protocol: conn.protocol },
+      session_id: conn.connId,
+      details,
     })
-    .catch((e) => services.log.error({ err: (e as Error).message }, 'could not record a pre-authentication protocol error'));
+    .catch((e) => services.log.error({ err: (e as Error).message }, `could not record a pre-authentication ${what}`));
+}
+
+/** A connection cut by a pre-authentication deadline: `auth.failure`, reason `timeout` (a slowloris). */
+export function recordPreAuthCut(services: GatewayServices, cut: PreAuthCut): void {
+  const details = { reason: 'timeout', phase: cut.phase, deadline: cut.deadline, limit_ms: cut.limitMs };
+  recordPreAuthRefusal(services, cut, `timeout_${cut.phase}`, details, 'timeout');
+}
+
+/**
+ * A connection refused before authentication because what it sent could not be decoded (not the protocol,
+ * a malformed or oversized handshake message): `auth.failure`, reason `protocol_error`. A scanner or a
+ * client speaking the wrong protocol is on record; a flood of garbage is only counted.
+ */
+export function recordPreAuthProtocolError(services: GatewayServices, cut: PreAuthConnection & { phase: string; error: string }): void {
+  const details = { reason: 'protocol_error', phase: cut.phase, error: cut.error.slice(0, 200) };
+  recordPreAuthRefusal(services, cut, 'protocol_error', details, 'protocol error');
 }
 
 /**
