@@ -48,6 +48,14 @@ export type NameChange =
 
 const CURSOR_OPTIONS = new Set(['binary', 'insensitive', 'asensitive', 'no', 'scroll', 'cursor']);
 
+/** Command tags of the SQL commands that define or drop names: anything else needs no look at its text. */
+const NAME_TAGS = new Set(['PREPARE', 'DEALLOCATE', 'DECLARE CURSOR', 'CLOSE CURSOR', 'DEALLOCATE ALL', 'CLOSE CURSOR ALL', 'DISCARD ALL']);
+
+/** Can a statement that completed with `tag` have defined or dropped a name? (Cheap: asked of every statement.) */
+export function mayChangeNames(tag: string): boolean {
+  return NAME_TAGS.has(tag);
+}
+
 export function sqlNameChange(tag: string, sql: string | undefined, scs: boolean): NameChange | undefined {
   switch (tag) {
     case 'PREPARE':

@@ -4,7 +4,7 @@ import { F, decodeBind, decodeExecute, decodeFunctionCall, decodeParse, decodeTa
 import { redactSql, splitQuery, type StandardConformingStrings } from './sql.ts';
 import { decodeParseText, decodeQueryText, LexState } from './lexmode.ts';
 import { renderValue } from './values.ts';
-import { serverName, sqlNameChange } from './names.ts';
+import { mayChangeNames, serverName, sqlNameChange } from './names.ts';
 
 /**
  * Correlates the two directions of a relayed session into one record per executed statement. Pure: fed
@@ -782,7 +782,7 @@ export class QueryTracker {
   private complete(h: Op | undefined, tag: string | undefined, now: number, suspended: boolean): void {
     if (!h || (h.k !== 'query' && h.k !== 'execute')) return;
     this.emit(h, 'success', now, h.rows, tag, suspended, undefined, undefined, undefined, 0);
-    if (tag !== undefined) this.sqlNames(h, tag);
+    if (tag !== undefined && mayChangeNames(tag)) this.sqlNames(h, tag);
     if (h.k === 'query') this.nextStatement(h, now);
     else this.shift();
   }
