@@ -62,7 +62,17 @@ interface EventView {
  * A hold on a person keeps both.
  */
 function concernsUser(ev: EventView, user: string): boolean {
-  return ev.actor?.user === user || ev.details?.user === user || ev.target?.name === `user/${user}`;
+  return ev.actor?.user === user || ev.details?.user === user || ev.target?.name === `user/${user}` || ev.details?.session_user === user;
+}
+
+/**
+ * The session an event is about: its own (`session_id`), or the one an administrator acted on (session.kill,
+ * session.watch_*: the envelope is the admin's, the session is in `details.session_id`).
+ */
+export function sessionOf(ev: EventView): string | undefined {
+  if (ev.session_id) return ev.session_id;
+  const acted = ev.details?.session_id;
+  return typeof acted === 'string' && acted ? acted : undefined;
 }
 
 /** The hold an event falls under, if any. */
@@ -71,8 +81,8 @@ export function holdFor(ev: EventView, holds: readonly HoldFilter[]): HoldFilter
   return holds.find(
     (h) =>
       (h.user === undefined || concernsUser(ev, h.user)) &&
-      (h.target === undefined || ev.target?.name === h.target) &&
-      (h.session === undefined || ev.session_id === h.session) &&
+      (h.target === undefined || ev.target?.name === h.target || ev.details?.session_target === h.target) &&
+      (h.session === undefined || sessionOf(ev) === h.session) &&
       (h.since === undefined || !(t < Date.parse(h.since))) &&
       (h.until === undefined || !(t > Date.parse(h.until))),
   );
@@ -98,10 +108,21 @@ export interface PurgePlan {
   leftovers: string[];
 }
 
+/** One segment as read for planning. */
+interface ScannedSegment {
+  sum: SegmentSummary;
+  /** Why it stays on its own account (newest, an event within retention, an event under a hold). */
+  keep?: string;
+  /** The sessions its events are about (collected only when there are holds). */
+  sessions: Set<string>;
+}
+
 /**
  * Which segments may go: the longest run of the oldest sealed segments in which every event is past its
  * class's ceiling and under no hold. Only a prefix can go, so the kept chain stays contiguous; the newest
- * segment (the one being written) never goes.
+ * segment (the one being written) never goes. A session with any held event is held whole: its other
+ * events (what gives its recording meaning, e.g. the session of someone else a held admin watched or
+ * killed) stay too, wherever they are in the log.
  */
 export function planPurge(dir: string, policy: RetentionPolicy, holds: readonly HoldFilter[], now = Date.now()): PurgePlan {
   let names = listSegments(dir);
@@ -112,13 +133,15 @@ export function planPurge(dir: string, policy: RetentionPolicy, holds: readonly 
     plan.leftovers = names.filter((n) => parseSegmentName(n)!.firstSeq <= anchorRec.seq);
     names = names.slice(plan.leftovers.length);
   }
-  let purging = true;
+  // First every segment (all of them when there are holds: a held event late in the log holds its session's
+  // earlier events), then the purgeable prefix.
+  const scanned: ScannedSegment[] = [];
   for (let s = 0; s < names.length; s++) {
     const name = names[s];
     const { lines } = splitSegment(fs.readFileSync(path.join(dir, name), 'utf8'));
     const sum: SegmentSummary = { name, firstSeq: 0, lastSeq: 0, minTime: '', maxTime: '', sealLine: lines[lines.length - 1] ?? '' };
-    let keep: string | undefined;
-    if (s === names.length - 1) keep = `${name} is the newest segment (still being written)`;
+    const seg: ScannedSegment = { sum, sessions: new Set() };
+    if (s === names.length - 1) seg.keep = `${name} is the newest segment (still being written)`;
     for (const line of lines) {
       const rec = parseRecordLine(line);
       if (typeof rec === 'string') throw new RetentionError('VIGIL_RETENTION_UNREADABLE', `cannot plan a purge: ${name}: ${rec}`);
@@ -127,24 +150,35 @@ export function planPurge(dir: string, policy: RetentionPolicy, holds: readonly 
       sum.lastSeq = rec.seq;
       if (!sum.minTime || ev.time < sum.minTime) sum.minTime = ev.time;
       if (ev.time > sum.maxTime) sum.maxTime = ev.time;
-      const hold = holdFor(ev, holds);
-      if (hold && ev.session_id) plan.heldSessions.add(ev.session_id);
-      if (keep) continue;
-      if (hold) keep = `${name} has seq ${rec.seq} under legal hold ${hold.id}`;
-      else if (now - Date.parse(ev.time) < ceilingFor(policy, ev.type)) keep = `${name} has seq ${rec.seq} (${ev.type}, ${ev.time}) within its retention`;
+      const hold = holds.length ? holdFor(ev, holds) : undefined;
+      const session = holds.length ? sessionOf(ev) : undefined;
+      if (session) seg.sessions.add(session);
+      if (hold && session) plan.heldSessions.add(session);
+      if (seg.keep) continue;
+      if (hold) seg.keep = `${name} has seq ${rec.seq} under legal hold ${hold.id}`;
+      else if (now - Date.parse(ev.time) < ceilingFor(policy, ev.type)) seg.keep = `${name} has seq ${rec.seq} (${ev.type}, ${ev.time}) within its retention`;
+    }
+    scanned.push(seg);
+    // With no holds nothing past the first kept segment matters: stop reading.
+    if (seg.keep && holds.length === 0) break;
+  }
+  for (let s = 0; s < scanned.length; s++) {
+    const { sum, sessions } = scanned[s];
+    let keep = scanned[s].keep;
+    if (!keep) {
+      const held = [...sessions].find((id) => plan.heldSessions.has(id));
+      if (held) keep = `${sum.name} has events of session ${held}, which is under legal hold`;
     }
     if (!keep) {
       const seal = parseRecordLine(sum.sealLine);
       const d = typeof seal === 'string' || !isCheckpointLine(sum.sealLine) ? undefined : (JSON.parse(seal.eventJson).details as CheckpointDetails);
-      if (d?.next_segment !== names[s + 1]) keep = `${name} is not sealed by a checkpoint naming ${names[s + 1]}`;
+      if (d?.next_segment !== names[s + 1]) keep = `${sum.name} is not sealed by a checkpoint naming ${names[s + 1]}`;
     }
-    if (purging && !keep) plan.segments.push(sum);
-    else if (purging) {
-      purging = false;
+    if (keep) {
       plan.keptBecause = keep;
+      break;
     }
-    // Past the purge point only holds matter (to find held sessions); with no holds, stop reading.
-    if (!purging && holds.length === 0) break;
+    plan.segments.push(sum);
   }
   return plan;
 }

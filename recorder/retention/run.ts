@@ -1,5 +1,7 @@
 import fs from 'node:fs';
 import { verifyAuditLog } from '../audit/verify.ts';
+import { verifyAuditLogInWorker } from '../audit/verify-worker.ts';
+import { planPurgeInWorker } from './plan-worker.ts';
 import { forgetPurged } from '../audit/search-index.ts';
 import type { PurgeEntry } from '../audit/anchor.ts';
 import type { RemoteRecordings } from '../types.ts';
@@ -22,6 +24,13 @@ export interface PurgeRunOptions {
   now?: number;
   /** Recordings in object storage: purged by the same ceiling and holds as the local ones. */
   remote?: RemoteRecordings;
+  /**
+   * Verify and plan in worker threads (the gateway's daily run): both read the whole log synchronously,
+   * which on the gateway's own thread would stall every session it relays meanwhile.
+   */
+  offThread?: boolean;
+  /** Ends the workers (gateway shutdown); the purge then rejects before removing anything. */
+  signal?: AbortSignal;
 }
 
 export type PurgeRunResult =
@@ -34,22 +43,48 @@ export type PurgeRunResult =
  */
 export async function runPurge(o: PurgeRunOptions): Promise<PurgeRunResult> {
   // A purge of a log that does not verify would destroy the evidence of what is wrong with it.
-  const check = verifyAuditLog(o.auditDir, fs.readFileSync(o.publicKeyFile));
+  const check = o.offThread
+    ? await verifyAuditLogInWorker({ auditDir: o.auditDir, publicKeyFile: o.publicKeyFile }, o.signal)
+    : verifyAuditLog(o.auditDir, fs.readFileSync(o.publicKeyFile));
   if (check.status === 'invalid') return { status: 'refused', problem: check.firstBad?.problem ?? 'invalid' };
-  const holds = await o.holds();
+  let holds = await o.holds();
   const now = o.now ?? Date.now();
-  const plan = planPurge(o.auditDir, o.policy, holds, now);
-  const recordings = planRecordingPurge(o.recordingsDir, o.policy, holds, plan.heldSessions, now);
+  let remoteOld: string[] | undefined;
+  let remoteError: string | undefined;
   if (o.remote && o.policy.recordingsMs !== undefined) {
-    const cutoff = now - Math.max(o.policy.recordingsMs, o.policy.floorMs);
     try {
-      const old = await o.remote.sessionsOlderThan(cutoff);
-      recordings.remote = old.filter((s) => !plan.heldSessions.has(s) && !holds.some((h) => h.session === s));
+      remoteOld = await o.remote.sessionsOlderThan(now - Math.max(o.policy.recordingsMs, o.policy.floorMs));
     } catch (e) {
       // Object storage away: the log and the local recordings are still purged; the stored ones wait.
-      recordings.remoteError = (e as Error).message;
+      remoteError = (e as Error).message;
     }
   }
+  const planLocally = (active: HoldFilter[]) => {
+    const p = planPurge(o.auditDir, o.policy, active, now);
+    return { plan: p, recordings: planRecordingPurge(o.recordingsDir, o.policy, active, p.heldSessions, now) };
+  };
+  const planWith = async (active: HoldFilter[]) => {
+    const { plan: p, recordings: r } = o.offThread
+      ? await planPurgeInWorker({ auditDir: o.auditDir, recordingsDir: o.recordingsDir, policy: o.policy, holds: active, now }, o.signal)
+      : planLocally(active);
+    if (remoteOld) r.remote = remoteOld.filter((s) => !p.heldSessions.has(s) && !active.some((h) => h.session === s));
+    if (remoteError !== undefined) r.remoteError = remoteError;
+    return { plan: p, recordings: r };
+  };
+  let { plan, recordings } = await planWith(holds);
+  // Planning reads the whole log (and object storage was listed): a hold placed meanwhile must count.
+  // Read the holds again right before anything is recorded or removed, and plan again while new ones appear.
+  if (!o.dryRun) {
+    for (;;) {
+      const latest = await o.holds();
+      const known = new Set(holds.map((h) => h.id));
+      if (latest.every((h) => known.has(h.id))) break;
+      // Released holds stay in the set for this run: keeping more than needed is safe, less is not.
+      holds = [...holds, ...latest.filter((h) => !known.has(h.id))];
+      ({ plan, recordings } = await planWith(holds));
+    }
+  }
+  if (o.signal?.aborted) throw new Error('retention purge stopped: the gateway is shutting down');
   const entry = purgeEntry(plan, o.reason, new Date(now));
   if (o.dryRun) return { status: 'dry-run', plan, entry, recordings };
   if (!entry && recordings.sessions.length === 0 && !recordings.remote?.length) {

@@ -41,6 +41,8 @@ export interface DailyPurge {
 export function startDailyPurge(d: DailyPurgeDeps, opts: { firstAfterMs?: number; everyMs?: number } = {}): DailyPurge {
   let running: Promise<PurgeRunResult | undefined> | undefined;
   let stopped = false;
+  // Shutdown ends a purge still verifying or planning in its worker rather than waiting for it.
+  const stopping = new AbortController();
   const runOnce = (): Promise<PurgeRunResult | undefined> => {
     if (running) return running;
     running = (async () => {
@@ -52,6 +54,8 @@ export function startDailyPurge(d: DailyPurgeDeps, opts: { firstAfterMs?: number
           policy: retentionPolicy(d.config),
           reason: 'retention (daily)',
           remote: d.remote,
+          offThread: true,
+          signal: stopping.signal,
           holds: async () => activeHolds(await d.store.listHolds()),
           record: (details) =>
             d.events.emit({ type: 'audit.purged', outcome: 'success', actor: { user: 'vigil', roles: [] }, source: { ip: 'local', via: 'gateway' }, target: { name: 'audit', protocol: 'vigil' }, details }),
@@ -61,7 +65,8 @@ export function startDailyPurge(d: DailyPurgeDeps, opts: { firstAfterMs?: number
         if (res.status !== 'refused' && res.recordings.remoteError) d.log.error({ err: res.recordings.remoteError }, 'retention purge: recordings in object storage could not be listed; they wait for the next run');
         return res;
       } catch (e) {
-        d.log.error({ err: e }, 'retention purge failed');
+        if (stopping.signal.aborted) d.log.info('retention purge stopped by shutdown; it runs again after the next start');
+        else d.log.error({ err: e }, 'retention purge failed');
         return undefined;
       } finally {
         running = undefined;
@@ -80,6 +85,7 @@ export function startDailyPurge(d: DailyPurgeDeps, opts: { firstAfterMs?: number
     async stop() {
       stopped = true;
       clearTimeout(timer);
+      stopping.abort();
       await running;
     },
   };
