@@ -3,6 +3,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startWorld, spawnClient, type SshWorld } from './harness.ts';
 import type { IssuedFiles } from '../support/gateway.ts';
 import { waitFor } from '../support/tmp.ts';
+
+/** This run's remote command, told apart from any an earlier run left on the machine. */
+const SLEEP = `sleep 3593.${String(Math.floor(Math.random() * 1e6)).padStart(6, '0')}`;
 import { pidsOf, sessionAncestors } from './oracle-support.ts';
 
 type Client = ReturnType<typeof spawnClient>;
@@ -45,7 +48,7 @@ describe('a silently dead target (ssh.backend_keepalive)', () => {
   afterEach(() => {
     signal(stopped.splice(0), 'SIGCONT');
     for (const c of clients.splice(0)) c.child.kill('SIGKILL');
-    for (const p of pidsOf('sleep 3593')) signal([p], 'SIGKILL');
+    for (const p of pidsOf(SLEEP)) signal([p], 'SIGKILL');
   });
   afterAll(async () => {
     await w?.stop();
@@ -53,11 +56,12 @@ describe('a silently dead target (ssh.backend_keepalive)', () => {
 
   it('a stopped per-connection sshd under a running command: the client exits and session.end says backend_error', async () => {
     // The client's own keepalives are answered by vigil: they must not be what ends it.
-    const c = spawnClient('ssh', [...w.opts(alice, ['-o', 'ServerAliveInterval=1', '-o', 'ServerAliveCountMax=2']), `${w.sshd.user}@web1@127.0.0.1`, 'echo started; sleep 3593']);
+    const c = spawnClient('ssh', [...w.opts(alice, ['-o', 'ServerAliveInterval=1', '-o', 'ServerAliveCountMax=2']), `${w.sshd.user}@web1@127.0.0.1`, `echo started; ${SLEEP}`]);
     clients.push(c);
     await waitFor(() => c.stdout().includes('started'), 10_000, 'the command to start');
     const start = w.eventsOf('session.start').at(-1)!;
-    const [sleep] = pidsOf('sleep 3593');
+    // bash prints "started" before it runs sleep: wait for the process itself.
+    const sleep = await waitFor(() => pidsOf(SLEEP)[0], 10_000, 'the sleep process');
     const sshds = connectionSshds(sleep!);
     expect(sshds.length).toBeGreaterThan(0);
     stopped.push(...sshds);

@@ -78,9 +78,11 @@ describe('ssh exec: recorded when asked, in-flight never lost', () => {
   });
 
   it('the target dies mid-command: unknown, end_reason backend_closed', async () => {
-    const command = 'echo started; sleep 3598';
+    // Its own sleep, told apart from any an earlier run left on the machine.
+    const sleepLine = `sleep 3598.${String(Math.floor(Math.random() * 1e6)).padStart(6, '0')}`;
+    const command = `echo started; ${sleepLine}`;
     const { c, start } = await startLong(command);
-    const sleeper = await waitFor(() => pidsOf('sleep 3598')[0], 5_000, 'the sleep process');
+    const sleeper = await waitFor(() => pidsOf(sleepLine)[0], 5_000, 'the sleep process');
     // Kill the target's whole per-connection sshd (not the listener).
     killTargetConnectionOf(sleeper);
     const code = await c.exited;

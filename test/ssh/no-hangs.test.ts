@@ -8,6 +8,14 @@ import { killTargetConnectionOf, pidsOf } from './oracle-support.ts';
 
 type Client = ReturnType<typeof spawnClient>;
 
+/**
+ * The remote commands of this run are told apart from any left on the machine by an earlier run (a test
+ * that failed leaves its sleep behind: picking that one up by its command line killed the wrong
+ * connection, which made the next run fail the same way).
+ */
+const RUN = String(Math.floor(Math.random() * 1e6)).padStart(6, '0');
+const SLEEPS = [`sleep 3596.${RUN}`, `sleep 3595.${RUN}`, ...[0, 1, 2].map((i) => `sleep ${3590 + i}.${RUN}`)];
+
 /** Hang guard: every client process must have exited within 10 s of the failure (a hang is forever). */
 async function allExitPromptly(clients: Client[]): Promise<Array<number | null>> {
   const guard = new Promise<'hang'>((r) => setTimeout(() => r('hang'), 10_000).unref());
@@ -38,6 +46,8 @@ describe('no hangs when the target fails', () => {
   afterAll(async () => {
     await w?.stop();
     fs.rmSync(dir, { recursive: true, force: true });
+    // Remote commands whose sshd was killed outlive it (orphans): none is left for a later run.
+    for (const line of SLEEPS) for (const p of pidsOf(line)) try { process.kill(p, 'SIGKILL'); } catch { /* gone */ }
   });
   const dest = () => `${w.sshd.user}@web1@127.0.0.1`;
   const start = (args: string[]) => {
@@ -47,11 +57,11 @@ describe('no hangs when the target fails', () => {
   };
 
   it('the target connection reset under a running command', async () => {
-    const c = start([...w.opts(alice), dest(), 'echo started; sleep 3596']);
+    const c = start([...w.opts(alice), dest(), `echo started; ${SLEEPS[0]}`]);
     await waitFor(() => c.stdout().includes('started'), 10_000, 'the command to start');
     // bash prints "started" before it runs sleep: on a loaded machine the sleep may not exist yet, and
     // killing the connection of no process killed nothing (the client then waited for ever: a test bug).
-    const sleeper = await waitFor(() => pidsOf('sleep 3596')[0], 10_000, 'the sleep process');
+    const sleeper = await waitFor(() => pidsOf(SLEEPS[0])[0], 10_000, 'the sleep process');
     killTargetConnectionOf(sleeper);
     const [code] = await allExitPromptly([c]);
     expect(code).toBe(255);
@@ -62,9 +72,9 @@ describe('no hangs when the target fails', () => {
     const sock = path.join(dir, 'storm.sock');
     const master = start([...w.opts(alice, ['-o', 'ControlMaster=yes', '-o', `ControlPath=${sock}`, '-N']), dest()]);
     await waitFor(() => fs.existsSync(sock), 10_000, 'the control socket');
-    const mux = Array.from({ length: 20 }, () => start([...w.opts(alice, ['-o', 'ControlMaster=no', '-o', `ControlPath=${sock}`]), dest(), 'exec >&- 2>&- </dev/null; sleep 3595']));
-    await waitFor(() => pidsOf('sleep 3595').length === 20, 15_000, '20 remote commands');
-    const pids = pidsOf('sleep 3595');
+    const mux = Array.from({ length: 20 }, () => start([...w.opts(alice, ['-o', 'ControlMaster=no', '-o', `ControlPath=${sock}`]), dest(), `exec >&- 2>&- </dev/null; ${SLEEPS[1]}`]));
+    await waitFor(() => pidsOf(SLEEPS[1]).length === 20, 15_000, '20 remote commands');
+    const pids = pidsOf(SLEEPS[1]);
     killTargetConnectionOf(pids[0]);
     const codes = await allExitPromptly([master, ...mux]);
     expect(codes.slice(1).every((c) => c !== 0)).toBe(true);
@@ -93,7 +103,7 @@ describe('no hangs when the target fails', () => {
   });
 
   it('sshd killed entirely (listener and every connection) under running commands and an idle connection', async () => {
-    const running = [0, 1, 2].map((i) => start([...w.opts(alice), dest(), `echo started; sleep ${3590 + i}`]));
+    const running = [0, 1, 2].map((i) => start([...w.opts(alice), dest(), `echo started; ${SLEEPS[2 + i]}`]));
     const idle = start([...w.opts(alice), '-N', dest()]);
     await waitFor(() => running.every((c) => c.stdout().includes('started')), 10_000, 'the commands to start');
     await waitFor(() => w.gw.gw.services.sessions.size === 4, 10_000, 'four sessions');
