@@ -3,10 +3,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startWorld, spawnClient, type SshWorld } from './harness.ts';
 import type { IssuedFiles } from '../support/gateway.ts';
 import { waitFor } from '../support/tmp.ts';
+import { pidsOf, sessionAncestors } from './oracle-support.ts';
 
 /** This run's remote command, told apart from any an earlier run left on the machine. */
 const SLEEP = `sleep 3593.${String(Math.floor(Math.random() * 1e6)).padStart(6, '0')}`;
-import { pidsOf, sessionAncestors } from './oracle-support.ts';
 
 type Client = ReturnType<typeof spawnClient>;
 
