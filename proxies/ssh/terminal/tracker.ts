@@ -1,6 +1,5 @@
 import xtermHeadless from '@xterm/headless';
 import { InputClassifier, TypedLine, type InputEvent } from './input.ts';
-import { asksForMore, expandsHistory } from './shell-input.ts';
 import { commandLines, cursorRow, logicalLineAt, rowsText, textBeforeCursor } from './screen.ts';
 
 const { Terminal } = xtermHeadless;
@@ -38,9 +37,8 @@ export interface TerminalCommand {
   /** False when keys were pressed whose effect a keystroke rebuild cannot know (arrows, Tab, history). */
   exact?: false;
   /**
-   * The channel closed before the screen showed this line, or it began a command the shell was still
-   * asking the rest of (an open quote, a heredoc) when the session ended or the shell went back to its
-   * first prompt: its Enter went to the shell, which may or may not have run it. `command` is the keystrokes' rebuild, or empty with `hidden` when the line may have
+   * The channel closed before the screen showed this line: its Enter went to the shell, which may or may
+   * not have run it. `command` is the keystrokes' rebuild, or empty with `hidden` when the line may have
    * been the answer to a password prompt (typed ahead, or at a prompt not known to be the shell's).
    */
   unconfirmed?: true;
@@ -197,8 +195,6 @@ export class CommandTracker {
   private backlog = 0;
   private wantDrain = false;
   private disposed = false;
-  /** A command line read that the shell has not got all of yet (see `emit`). */
-  private openCommand: TerminalCommand | undefined;
   /** Output bytes dropped because the backlog was past `maxBacklog`. */
   droppedBytes = 0;
 
@@ -313,9 +309,6 @@ export class CommandTracker {
         if (known) this.emit({ command: typed, source: 'terminal', prompt, unconfirmed: true, ...(entry.typed.exact ? {} : { exact: false as const }) });
         else this.emit({ command: '', source: 'terminal', prompt, unconfirmed: true, hidden: true });
       }
-      // The shell was still asking for the rest of a command: it never ran.
-      if (this.openCommand) this.deliver({ ...this.openCommand, unconfirmed: true });
-      this.openCommand = undefined;
     } finally {
       this.dispose();
     }
@@ -376,14 +369,6 @@ export class CommandTracker {
       if (e.type === 'keys') {
         this.typing ??= this.markPrompt();
         this.typing.typed.apply(e.ops, e.raw);
-      } else if (e.type === 'eof') {
-        // On a line where nothing was typed it is end of input, not a key of the next line: that line
-        // begins at the prompt drawn after it. On a typed line, readline deletes a character.
-        if (this.typing && this.typing.typed.raw !== '') this.typing.typed.apply(['other'], '\x04');
-        else {
-          this.typing?.marker?.dispose();
-          this.typing = undefined;
-        }
       } else if (e.type === 'cancel') {
         this.typing?.marker?.dispose();
         this.typing = undefined;
@@ -644,31 +629,8 @@ export class CommandTracker {
     return { command: body.trim(), prompt: shown.slice(0, shown.length - body.length) };
   }
 
-  /**
-   * A command line is reported once the shell has all of it: a line that leaves the command open (an open
-   * quote, a trailing `\\`, a heredoc, `for … do`) waits for the lines typed at the continuation prompt,
-   * and the whole is one command, as the shell runs it — never its pieces (`EOF`, `quote'`) as commands.
-   * A line the shell rewrites before running it (history expansion: `!!`, `!$`) is not exact.
-   */
   private emit(cmd: TerminalCommand): void {
     if (!cmd.command && !cmd.hidden) return;
-    const held = this.openCommand;
-    if (held) {
-      this.openCommand = undefined;
-      // Back at the prompt the command began at (Ctrl-C at the continuation prompt, or not a shell that
-      // wanted more): whether that line ran is not known. A hidden or unconfirmed line ends it the same way.
-      if (cmd.hidden || cmd.unconfirmed || cmd.prompt === held.prompt) this.deliver({ ...held, unconfirmed: true });
-      else cmd = { ...held, command: `${held.command}\n${cmd.command}`, ...(cmd.echo === false ? { echo: false } : {}), ...(cmd.exact === false ? { exact: false } : {}) };
-    }
-    if (!cmd.hidden && !cmd.unconfirmed && asksForMore(cmd.command)) {
-      this.openCommand = cmd;
-      return;
-    }
-    if (!cmd.hidden && expandsHistory(cmd.command)) cmd = { ...cmd, exact: false };
-    this.deliver(cmd);
-  }
-
-  private deliver(cmd: TerminalCommand): void {
     if (!cmd.hidden) {
       this.lastCommand = cmd.command;
       // A command read on the alternate screen decides who has it next (a shell in tmux starting vim).
