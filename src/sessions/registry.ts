@@ -94,8 +94,9 @@ export class SessionRegistry {
   private adoptedCounts: (() => Promise<void>) | undefined;
 
   /**
-   * Hear of every session opened here and of its removal (after the proxy closed it). A cluster worker
-   * reports both to the primary this way (src/gateway/workers).
+   * Hear of every session opened or adopted here and of its removal (after the proxy, or the worker holding
+   * it, closed it). A cluster worker reports its own to the primary this way (src/gateway/workers); the
+   * primary publishes them all to a shared store this way (src/sessions/shared-registry.ts).
    */
   observe(o: { opened(s: LiveSession): void; closed(id: string, reason: EndReason): void }): void {
     this.lifecycle.push(o);
@@ -107,9 +108,26 @@ export class SessionRegistry {
    * holding process arms its own.
    */
   adopt(session: LiveSession, terminator: Terminator, remote?: RemoteSession): SessionHandle {
-    const h = new Handle(session.id, session, terminator, (x) => this.live.delete(x.id), () => {}, remote);
+    const h = new Handle(session.id, session, terminator, (x) => this.removed(x), () => {}, remote);
     this.live.set(session.id, h);
+    // Observers hear of adopted sessions too: the shared registry publishes them at once, not a heartbeat later.
+    this.announceOpened(h.session);
     return h;
+  }
+
+  private announceOpened(s: LiveSession): void {
+    for (const o of this.lifecycle) o.opened(s);
+  }
+
+  private removed(x: Handle): void {
+    this.live.delete(x.id);
+    for (const o of this.lifecycle) {
+      try {
+        o.closed(x.id, x.endReason ?? 'error');
+      } catch {
+        // An observer failing must not keep a session from ending.
+      }
+    }
   }
 
   /**
@@ -144,19 +162,9 @@ export class SessionRegistry {
         }
       }
     };
-    const removed = (x: Handle) => {
-      this.live.delete(x.id);
-      for (const o of this.lifecycle) {
-        try {
-          o.closed(x.id, x.endReason ?? 'error');
-        } catch {
-          // An observer failing must not keep a session from ending.
-        }
-      }
-    };
-    const h = new Handle(id, { ...info, id, startedAt: new Date() }, terminator, removed, ended);
+    const h = new Handle(id, { ...info, id, startedAt: new Date() }, terminator, (x) => this.removed(x), ended);
     this.live.set(id, h);
-    for (const o of this.lifecycle) o.opened(h.session);
+    this.announceOpened(h.session);
     h.arm('cert_expired', info.principal.notAfter, 'Your vigil certificate has expired; the session is closed. Request a new certificate.');
     if (info.accessExpiresAt) {
       h.arm('grant_expired', info.accessExpiresAt, 'Your access grant has expired; the session is closed.');

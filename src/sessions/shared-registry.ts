@@ -9,8 +9,10 @@ import type { LiveSession, SessionRegistry } from './registry.ts';
  * sessions (opened, closed, their counts) with a lease it renews every heartbeat, so any replica lists all
  * of them and a replica that died stops being listed once its lease runs out. A kill asked through another
  * replica is marked on the session's row and announced; the holder ends the session through its registry,
- * as a local kill would. Publishing happens off the hot path: opening or closing a session only schedules
- * it, and a failed publish is logged and retried on the next heartbeat.
+ * as a local kill would. Publishing happens off the hot path: opening or closing a session (adopted from a
+ * cluster worker too) only schedules it, and a failed publish is logged and retried on the next heartbeat.
+ * After a gap longer than the lease (store unreachable, event loop stalled) every session is published
+ * again, since other replicas may have swept them as a dead replica's.
  */
 
 export interface SharedSessionsOptions {
@@ -47,6 +49,8 @@ export class SharedSessions {
   private stopped = false;
   private beats = 0;
   private warnedAt = 0;
+  /** When the newest publish that landed was started (this process's clock). */
+  private lastPublishedFrom?: number;
 
   private constructor(private readonly opts: SharedSessionsOptions) {
     this.replica = opts.replica;
@@ -89,9 +93,17 @@ export class SharedSessions {
     const current = new Map(this.opts.registry.list().map((s) => [s.id, JSON.stringify(sessionView(s))] as const));
     const upsert = [...current].filter(([id, view]) => this.published.get(id) !== view).map(([id, view]) => ({ id, view: JSON.parse(view) }));
     const remove = [...this.published.keys()].filter((id) => !current.has(id));
+    const startedAt = Date.now();
     try {
       const kills = await this.opts.store.publish(this.replica, this.leaseMs, upsert, remove);
-      this.published = current;
+      // Longer than a lease since the last publish landed (the store was unreachable, the event loop stalled):
+      // the lease may have run out and another replica swept this one's sessions, while they still live here.
+      // Publish every one of them again next round, else an idle session (its view unchanged) stays unlisted,
+      // and unkillable through other replicas, for as long as it lives.
+      const lapsed = this.lastPublishedFrom !== undefined && Date.now() - this.lastPublishedFrom > this.leaseMs;
+      this.lastPublishedFrom = startedAt;
+      this.published = lapsed ? new Map([...current.keys()].map((id) => [id, ''])) : current;
+      if (lapsed) this.pending = true;
       for (const k of kills) this.killHere(k.id, k.message);
       if (++this.beats % SWEEP_EVERY_HEARTBEATS === 0) await this.opts.store.sweep(SWEEP_AFTER_LEASES * this.leaseMs);
     } catch (e) {

@@ -6,6 +6,14 @@ import type { LiveSessionStore, PublishedSession } from './types.ts';
  * database's clock, so replicas whose clocks disagree still agree on whose lease is current. The pool and
  * the error mapping are the state store's; kill requests are announced on `channel` and heard by the
  * store's listener, which passes them to `announced`.
+ *
+ * Replicas of different versions on one store (a newer one migrated it; an older one only warns and runs):
+ * every migration so far only adds tables, so each replica runs its statements on tables unchanged for it
+ * and never touches those it does not know. A replica older than migration 5 publishes nothing and hears
+ * no kills: its sessions are missing from the others' listings (which cannot know it) and are killed
+ * through it alone. A replica that knows these tables reads `view` as the JSON it lists, so fields a newer
+ * replica adds pass through. A later migration that changes these tables must keep that true or make
+ * older replicas refuse to start.
  */
 
 type Fail = (e: unknown) => Error;
@@ -50,10 +58,17 @@ export class PgLiveSessions implements LiveSessionStore {
     await this.q(`WITH s AS (DELETE FROM ${this.s}.live_sessions WHERE replica = $1) DELETE FROM ${this.s}.live_replicas WHERE replica = $1`, [replica]);
   }
 
+  /**
+   * A session with a kill not yet done is kept (and its replica's row with it): the replica may only have
+   * been cut off from the database, and still holds the session that was recorded as killed (session.kill).
+   * When it is back its first publish finds the kill and carries it out; when it restarts it forgets them.
+   */
   async sweep(afterMs: number): Promise<void> {
     await this.q(
-      `WITH dead AS (DELETE FROM ${this.s}.live_replicas WHERE lease_until < clock_timestamp() - $1 * interval '1 millisecond' RETURNING replica)
-       DELETE FROM ${this.s}.live_sessions WHERE replica IN (SELECT replica FROM dead)`,
+      `WITH lapsed AS (SELECT replica FROM ${this.s}.live_replicas WHERE lease_until < clock_timestamp() - $1 * interval '1 millisecond'),
+       gone AS (DELETE FROM ${this.s}.live_sessions WHERE replica IN (SELECT replica FROM lapsed) AND kill_message IS NULL)
+       DELETE FROM ${this.s}.live_replicas r WHERE r.lease_until < clock_timestamp() - $1 * interval '1 millisecond'
+         AND NOT EXISTS (SELECT 1 FROM ${this.s}.live_sessions s WHERE s.replica = r.replica AND s.kill_message IS NOT NULL)`,
       [afterMs],
     );
   }
