@@ -512,11 +512,16 @@ function requireReason(value: string | undefined, what: string): string {
 
 /**
  * Four-eyes: the person who filed a request and the person it grants access to are both parties to it,
- * and neither may decide it (an admin filing for bob cannot approve it, and neither can bob).
+ * and neither may decide it (an admin filing for bob cannot approve it, and neither can bob). Names are
+ * compared case- and width-folded: `Alice` (an IdP's spelling) is the same person as `alice` (a
+ * certificate's), and must not approve alice's request.
  */
 export function isParty(user: string, r: AccessRecord): boolean {
-  return user === r.user || user === (r.requester ?? r.user) || user === (r.beneficiary ?? r.user);
+  const me = foldUserName(user);
+  return [r.user, r.requester ?? r.user, r.beneficiary ?? r.user].some((party) => foldUserName(party) === me);
 }
+
+const foldUserName = (name: string) => name.normalize('NFKC').toLowerCase();
 
 function iso(ms: number): string {
   return new Date(ms).toISOString();

@@ -42,6 +42,9 @@ export function sendHtml(res: http.ServerResponse, status: number, html: string)
   res.end(html);
 }
 
+/** VigilError codes that are the gateway's fault, never the caller's input. */
+const SERVER_FAULTS = new Set(['VIGIL_INTERNAL', 'VIGIL_KEY_INVALID', 'VIGIL_CA_MISSING', 'VIGIL_CA_INCOMPLETE', 'VIGIL_CA_MISMATCH', 'VIGIL_CA_LOCKED', 'VIGIL_AUDIT_LOCKED', 'VIGIL_AUDIT_INDEX_UNREADABLE', 'VIGIL_AUDIT_CHAIN_DIVERGED']);
+
 const REFUSAL_STATUS = { invalid: 400, forbidden: 403, conflict: 409, not_found: 404 } as const;
 
 /** HTTP status and client-safe body for any error; unknown errors become a 500 that reveals nothing. */
@@ -53,6 +56,9 @@ export function errorResponse(e: unknown): { status: number; code: string; messa
   // The store's own refusal names where the store is (host, database): for the gateway's log (500s are
   // logged), not for the caller, whose input was already checked before it reached the store.
   if (e instanceof VigilError && e.code === 'VIGIL_STORE_ERROR') return { status: 500, code: e.code, message: 'The state store refused the change; the gateway log has the details.' };
+  // Faults of the gateway's own files (CA, link key, audit log and its index): their messages name paths
+  // under the data directory, which are for the gateway's log (500s are logged), not for the caller.
+  if (e instanceof VigilError && SERVER_FAULTS.has(e.code)) return { status: 500, code: e.code, message: 'The gateway could not complete this because of a fault on its side; the gateway log has the details.' };
   if (e instanceof VigilError) return { status: e.code === 'VIGIL_NOT_FOUND' ? 404 : 400, code: e.code, message: e.message };
   return { status: 500, code: 'VIGIL_INTERNAL', message: 'Internal error.' };
 }
@@ -71,37 +77,54 @@ export function notJson(): ApiError {
 }
 
 /**
- * Read and parse a JSON body (empty body = `{}`), bounded by MAX_BODY_BYTES. A body must say it is JSON:
- * a cross-site form can post `text/plain` that happens to parse as JSON, but cannot send
- * `application/json` without a CORS preflight (src/api/cross-site.ts).
+ * What is read and thrown away of a body past MAX_BODY_BYTES, so the client (still sending) gets its 413
+ * instead of a reset connection; beyond it the connection is cut.
  */
-export function readJson(req: http.IncomingMessage): Promise<unknown> {
+const OVERSIZE_DRAIN_BYTES = 1024 * 1024;
+
+/**
+ * The raw body, bounded by MAX_BODY_BYTES. Too large a body is refused with 413, and the rest of it is
+ * read and discarded (up to OVERSIZE_DRAIN_BYTES) rather than the connection destroyed at once: destroying
+ * it left the answer unsent, and clients saw "socket hang up" instead of why.
+ */
+export function readBody(req: http.IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    let refused = false;
     req.on('data', (c: Buffer) => {
       size += c.length;
+      if (refused) {
+        if (size > MAX_BODY_BYTES + OVERSIZE_DRAIN_BYTES) req.destroy();
+        return;
+      }
       if (size > MAX_BODY_BYTES) {
+        refused = true;
+        chunks.length = 0;
         reject(new ApiError(413, 'VIGIL_BODY_TOO_LARGE', `Request bodies are limited to ${MAX_BODY_BYTES} bytes.`));
-        req.destroy();
         return;
       }
       chunks.push(c);
     });
     req.on('error', reject);
-    req.on('end', () => {
-      const text = Buffer.concat(chunks).toString('utf8').trim();
-      if (!text) return resolve({});
-      if (!isJsonType(req)) {
-        return reject(notJson());
-      }
-      try {
-        resolve(JSON.parse(text));
-      } catch {
-        reject(new ApiError(400, 'VIGIL_BAD_JSON', 'The request body is not valid JSON.'));
-      }
-    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
   });
+}
+
+/**
+ * Read and parse a JSON body (empty body = `{}`), bounded by MAX_BODY_BYTES. A body must say it is JSON:
+ * a cross-site form can post `text/plain` that happens to parse as JSON, but cannot send
+ * `application/json` without a CORS preflight (src/api/cross-site.ts).
+ */
+export async function readJson(req: http.IncomingMessage): Promise<unknown> {
+  const text = (await readBody(req)).toString('utf8').trim();
+  if (!text) return {};
+  if (!isJsonType(req)) throw notJson();
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ApiError(400, 'VIGIL_BAD_JSON', 'The request body is not valid JSON.');
+  }
 }
 
 /** Validate a body against a schema; the first problem names its field. */

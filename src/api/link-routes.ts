@@ -3,7 +3,7 @@ import { formatDuration, type Actor } from '../access/service.ts';
 import { AccessRefusedError } from '../access/errors.ts';
 import { LinkError, linkErrors, linkId, tokenHash, type LinkRow, type LinkStore } from '../access/links.ts';
 import type { AccessRecord } from '../store/types.ts';
-import { ApiError, HtmlBody, MAX_BODY_BYTES, errorResponse, parseBody, readJson } from './http.ts';
+import { ApiError, HtmlBody, errorResponse, parseBody, readBody, readJson } from './http.ts';
 import type { RouteContext } from './route.ts';
 
 /**
@@ -111,14 +111,7 @@ function donePage(b: { decision: string; request: AccessRecord }): string {
  */
 async function readLinkBody(req: RouteContext['req']): Promise<unknown> {
   if (!/^application\/x-www-form-urlencoded\b/.test(String(req.headers['content-type'] ?? ''))) return readJson(req);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const c of req as AsyncIterable<Buffer>) {
-    size += c.length;
-    if (size > MAX_BODY_BYTES) throw new ApiError(413, 'VIGIL_BODY_TOO_LARGE', `Request bodies are limited to ${MAX_BODY_BYTES} bytes.`);
-    chunks.push(c);
-  }
-  return Object.fromEntries(new URLSearchParams(Buffer.concat(chunks).toString('utf8')));
+  return Object.fromEntries(new URLSearchParams((await readBody(req)).toString('utf8')));
 }
 
 async function linkJson(ctx: RouteContext, method: 'GET' | 'POST'): Promise<[number, unknown]> {

@@ -54,7 +54,7 @@ export interface ApiOptions {
  * The HTTPS API, authenticated by the caller's vigil client certificate (mTLS). TLS accepts any client
  * certificate (rejectUnauthorized false) so that a missing or foreign one gets a JSON 401 with a stable
  * code instead of a handshake failure; the certificate is then verified by the identity service (chain,
- * validity, revocation). Only `GET /healthz` needs no certificate.
+ * validity, revocation). Only the health checks (`/healthz`, `/readyz`, GET or HEAD) need no certificate.
  */
 export async function startApi(services: GatewayServices, listen: Listen, ports: Record<string, number> = {}, opts: ApiOptions = {}): Promise<{ server: https.Server; port: number }> {
   const { log, events } = services;
@@ -162,13 +162,16 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'https://vigil.invalid');
     if (await consoleApp.handle(req, res, url)) return;
-    if (url.pathname === '/healthz' && req.method === 'GET') {
+    // HEAD too: load balancers probe with it (HAProxy's `option httpchk HEAD`); refusing it would mark the
+    // gateway down and record each probe as a refused call.
+    const probe = req.method === 'GET' || req.method === 'HEAD';
+    if (url.pathname === '/healthz' && probe) {
       const healthy = events.healthy;
       return sendJson(res, healthy ? 200 : 503, { status: healthy ? 'ok' : 'failing', audit: healthy ? 'ok' : 'unavailable' });
     }
     // Readiness for load balancers: live (healthz), not draining and (gateway.workers > 1) some worker
     // listening. Open like healthz: it says nothing else.
-    if (url.pathname === '/readyz' && req.method === 'GET') {
+    if (url.pathname === '/readyz' && probe) {
       const noWorkers = opts.listening !== undefined && !opts.listening();
       const ready = events.healthy && !services.draining && !noWorkers;
       return sendJson(res, ready ? 200 : 503, { status: ready ? 'ready' : services.draining ? 'draining' : noWorkers ? 'no_workers' : 'failing' });
