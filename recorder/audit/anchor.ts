@@ -1,6 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
+import diagnostics from 'node:diagnostics_channel';
+import { VigilError } from '../../src/errors.ts';
 import { parseRecordLine, recordHash, verifyCheckpointSignature, isCheckpointLine, type CheckpointDetails } from './record.ts';
 
 /**
@@ -43,23 +45,131 @@ export function readAnchorFile(dir: string): AnchorFile | undefined {
   return JSON.parse(fs.readFileSync(file, 'utf8')) as AnchorFile;
 }
 
-/** Write atomically and durably (temp file, fsync, rename, fsync dir): a half-written anchor would fail verify. */
+/**
+ * Write atomically and durably (temp file, fsync, rename, fsync dir): a half-written anchor would fail verify.
+ * The temp file is this write's own: two writers sharing one would interleave their bytes in it.
+ */
 export function writeAnchorFile(dir: string, anchor: AnchorFile): void {
   const file = path.join(dir, ANCHOR_FILE);
-  const tmp = `${file}.tmp`;
-  const fd = fs.openSync(tmp, 'w', 0o600);
+  const tmp = `${file}.${process.pid}.${crypto.randomBytes(6).toString('hex')}.tmp`;
   try {
-    fs.writeSync(fd, JSON.stringify(anchor, null, 2) + '\n');
-    fs.fsyncSync(fd);
+    const fd = fs.openSync(tmp, 'wx', 0o600);
+    try {
+      fs.writeSync(fd, JSON.stringify(anchor, null, 2) + '\n');
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, file);
   } finally {
-    fs.closeSync(fd);
+    fs.rmSync(tmp, { force: true });
   }
-  fs.renameSync(tmp, file);
   const d = fs.openSync(dir, 'r');
   try {
     fs.fsyncSync(d);
   } finally {
     fs.closeSync(d);
+  }
+}
+
+/** Taken by whoever rewrites anchor.json (a purge: the CLI's, the gateway's daily one, any process). */
+export const ANCHOR_LOCK_FILE = 'anchor.json.lock';
+/** How long a purge waits for another one's anchor update (milliseconds of work) before it gives up. */
+const ANCHOR_LOCK_WAIT_MS = 30_000;
+/** A lock file still empty this long after it was made: its maker died between creating and filling it. */
+const EMPTY_LOCK_STALE_MS = 10_000;
+
+/** Published when anchor.json is busy (another process is updating it) and this one waits: for tests. */
+export const anchorLockWaitChannel = diagnostics.channel('vigil:audit:anchor-lock-wait');
+/** Published inside the update, after the current anchor was read and before the new one is written: for tests. */
+export const anchorReadChannel = diagnostics.channel('vigil:audit:anchor-read');
+
+function lockPid(file: string): number | undefined {
+  try {
+    const n = Number(fs.readFileSync(file, 'utf8').trim());
+    return Number.isInteger(n) && n > 0 ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether the lock at `file` was left by a process that is gone. Our own pid counts as gone: updates are
+ * synchronous, so this process never holds the lock while it asks (a lock naming our pid is a previous
+ * process's, e.g. pid 1 in a restarted container).
+ */
+function isStaleLock(file: string): boolean {
+  const pid = lockPid(file);
+  if (pid === undefined) {
+    const st = fs.statSync(file, { throwIfNoEntry: false });
+    return st !== undefined && Date.now() - st.mtimeMs > EMPTY_LOCK_STALE_MS;
+  }
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code !== 'EPERM';
+  }
+}
+
+function lockAnchor(dir: string): () => void {
+  const file = path.join(dir, ANCHOR_LOCK_FILE);
+  const deadline = Date.now() + ANCHOR_LOCK_WAIT_MS;
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  let announced = false;
+  for (;;) {
+    try {
+      const fd = fs.openSync(file, 'wx', 0o600);
+      try {
+        fs.writeSync(fd, `${process.pid}\n`);
+      } finally {
+        fs.closeSync(fd);
+      }
+      return () => fs.rmSync(file, { force: true });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    if (isStaleLock(file)) {
+      // Moved aside before removal, so two processes clearing the same stale lock cannot remove a fresh one.
+      const aside = `${file}.stale-${process.pid}`;
+      try {
+        fs.renameSync(file, aside);
+        if (!isStaleLock(aside)) fs.linkSync(aside, file); // a fresh lock taken in between: put it back
+      } catch (e) {
+        if (!['ENOENT', 'EEXIST'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
+      }
+      fs.rmSync(aside, { force: true });
+      continue;
+    }
+    if (Date.now() > deadline) {
+      throw new VigilError('VIGIL_ANCHOR_LOCKED', `${ANCHOR_FILE} in ${dir} is being updated by process ${lockPid(file) ?? '?'} for over ${ANCHOR_LOCK_WAIT_MS / 1000} s; nothing was removed, run the purge again`);
+    }
+    if (!announced && anchorLockWaitChannel.hasSubscribers) anchorLockWaitChannel.publish({ dir });
+    announced = true;
+    // The holder only reads, writes and fsyncs one small file: a short synchronous wait.
+    Atomics.wait(pause, 0, 0, 2);
+  }
+}
+
+/**
+ * Read-modify-write of anchor.json under a lock shared by every process: two purges at once (the CLI's and
+ * the gateway's daily run) would otherwise both read the same anchor, and the one writing last would lose
+ * the other's history or move the anchor back to a segment the other already removed (verify then fails).
+ * `update` gets the current anchor (undefined when none) and returns the new one.
+ */
+export function updateAnchorFile(dir: string, update: (prior: AnchorFile | undefined) => AnchorFile): AnchorFile {
+  const unlock = lockAnchor(dir);
+  try {
+    // Temp files of writers killed before their rename: no one else writes while the lock is held.
+    for (const n of fs.readdirSync(dir)) if (/^anchor\.json\.(\d+\.[0-9a-f]+\.)?tmp$/.test(n)) fs.rmSync(path.join(dir, n), { force: true });
+    const prior = readAnchorFile(dir);
+    if (anchorReadChannel.hasSubscribers) anchorReadChannel.publish({ dir });
+    const next = update(prior);
+    writeAnchorFile(dir, next);
+    return next;
+  } finally {
+    unlock();
   }
 }
 

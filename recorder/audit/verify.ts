@@ -291,7 +291,15 @@ function verifyChain(dir: string, publicKeyPem: string | Buffer, opts: VerifyOpt
     }
   }
   if (result.checkpoints === 0) {
-    return bad({ segment: segments[0] ?? '', line: 0, seq: 1, kind: 'no-checkpoint', problem: `no valid signed checkpoint: nothing in this log (${result.records} records) is proven to come from its writer` });
+    // Invalid, not a crash tail: offline, a log whose writer was killed before its first checkpoint cannot be
+    // told from one rewritten without its checkpoints (and head.json). Say which of the two it may be, and
+    // that its chain was checked: a changed record in it is reported as such above.
+    const first = (anchorSeq ?? 0) + 1;
+    const chain = result.records ? `its ${result.records} record(s), seq ${first}..${result.lastSeq}, hash and link correctly, but ` : '';
+    return bad({
+      segment: segments[0] ?? '', line: 0, seq: first, kind: 'no-checkpoint',
+      problem: `no valid signed checkpoint: ${chain}no record is signed yet, so nothing in this log is proven to come from its writer (what a writer killed before its first checkpoint leaves, which restarting the gateway seals, and also what a log rewritten without its checkpoints looks like)`,
+    });
   }
   if (badMeta) return bad(badMeta);
   for (const h of heads) if (h.source !== HEAD_FILE) result.witnessedSeq = Math.max(result.witnessedSeq ?? 0, h.head.seq);

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { listSegments, splitSegment } from '../audit/segments.ts';
 import { parseRecordLine, parseSegmentName, isCheckpointLine, metaName, type CheckpointDetails } from '../audit/record.ts';
-import { ANCHOR_FILE, readAnchorFile, writeAnchorFile, type PurgeEntry } from '../audit/anchor.ts';
+import { ANCHOR_FILE, readAnchorFile, updateAnchorFile, type PurgeEntry } from '../audit/anchor.ts';
 import { VigilError } from '../../src/errors.ts';
 
 const DAY = 86_400_000;
@@ -209,11 +209,12 @@ export function applyPurge(dir: string, plan: PurgePlan, entry: PurgeEntry | und
   }
   if (!entry) return;
   const last = plan.segments[plan.segments.length - 1];
-  const prior = readAnchorFile(dir);
-  // Two purges at once (the daily job and the CLI) must not move the anchor back to a segment already gone.
-  const priorSeq = prior ? parseRecordLine(prior.record) : undefined;
-  const keepPrior = priorSeq !== undefined && typeof priorSeq !== 'string' && priorSeq.seq >= last.lastSeq;
-  writeAnchorFile(dir, { version: 1, record: keepPrior ? prior!.record : last.sealLine, purges: [...(prior?.purges ?? []), entry] });
+  updateAnchorFile(dir, (prior) => {
+    // Two purges at once (the daily job and the CLI) must not move the anchor back to a segment already gone.
+    const priorSeq = prior ? parseRecordLine(prior.record) : undefined;
+    const keepPrior = priorSeq !== undefined && typeof priorSeq !== 'string' && priorSeq.seq >= last.lastSeq;
+    return { version: 1, record: keepPrior ? prior!.record : last.sealLine, purges: [...(prior?.purges ?? []), entry] };
+  });
   for (const s of plan.segments) {
     fs.rmSync(path.join(dir, s.name), { force: true });
     fs.rmSync(path.join(dir, metaName(s.name)), { force: true });

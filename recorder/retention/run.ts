@@ -85,7 +85,7 @@ export async function runPurge(o: PurgeRunOptions): Promise<PurgeRunResult> {
     }
   }
   if (o.signal?.aborted) throw new Error('retention purge stopped: the gateway is shutting down');
-  const entry = purgeEntry(plan, o.reason, new Date(now));
+  let entry = purgeEntry(plan, o.reason, new Date(now));
   if (o.dryRun) return { status: 'dry-run', plan, entry, recordings };
   if (!entry && recordings.sessions.length === 0 && !recordings.remote?.length) {
     // Segments an interrupted purge recorded and anchored but did not delete yet: finish that purge.
@@ -97,13 +97,37 @@ export async function runPurge(o: PurgeRunOptions): Promise<PurgeRunResult> {
   }
   // Recorded before anything is removed: a purge is never unrecorded, and verify requires this event to
   // accept the anchor.
-  await o.record({
-    reason: o.reason,
-    ...(entry ? { segments: entry.segments, first_seq: entry.first_seq, last_seq: entry.last_seq, min_time: entry.min_time, max_time: entry.max_time } : { segments: [] }),
-    recording_sessions: [...new Set([...recordings.sessions, ...(recordings.remote ?? [])])].sort(),
-    ...(recordings.remote?.length ? { recording_storage: o.remote?.location, stored_recording_sessions: recordings.remote } : {}),
-    holds: holds.map((h) => h.id),
-  });
+  const recordPurge = (narrowedBy?: string[]) =>
+    o.record({
+      reason: o.reason,
+      ...(entry ? { segments: entry.segments, first_seq: entry.first_seq, last_seq: entry.last_seq, min_time: entry.min_time, max_time: entry.max_time } : { segments: [] }),
+      recording_sessions: [...new Set([...recordings.sessions, ...(recordings.remote ?? [])])].sort(),
+      ...(recordings.remote?.length ? { recording_storage: o.remote?.location, stored_recording_sessions: recordings.remote } : {}),
+      holds: holds.map((h) => h.id),
+      ...(narrowedBy ? { narrowed_by_holds: narrowedBy } : {}),
+    });
+  await recordPurge();
+  // Writing the event takes a while (a group commit, or the running gateway's spool): a hold placed
+  // meanwhile must still win. Read the holds once more, now with nothing but the removal left to do, and
+  // remove only what they allow; a purge narrowed that way is recorded again (that event vouches for the
+  // anchor), until no new hold appears.
+  for (;;) {
+    const latest = await o.holds();
+    const known = new Set(holds.map((h) => h.id));
+    const added = latest.filter((h) => !known.has(h.id));
+    if (added.length === 0) break;
+    holds = [...holds, ...added];
+    const allowed = await planWith(holds);
+    const stillGoes = new Set(allowed.plan.segments.map((s) => s.name));
+    const segments = plan.segments.filter((s) => stillGoes.has(s.name));
+    const local = recordings.sessions.filter((s) => allowed.recordings.sessions.includes(s));
+    const remote = recordings.remote?.filter((s) => allowed.recordings.remote?.includes(s));
+    if (segments.length === plan.segments.length && local.length === recordings.sessions.length && (remote?.length ?? 0) === (recordings.remote?.length ?? 0)) continue;
+    plan = { ...plan, segments, keptBecause: allowed.plan.keptBecause, heldSessions: allowed.plan.heldSessions };
+    recordings = { ...recordings, sessions: local, ...(remote ? { remote } : {}) };
+    entry = purgeEntry(plan, o.reason, new Date(now));
+    await recordPurge(added.map((h) => h.id));
+  }
   applyPurge(o.auditDir, plan, entry);
   // The search index holds copies of what went: purged with the segments (a search would drop them too).
   forgetPurged(o.auditDir);

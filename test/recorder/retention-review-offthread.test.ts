@@ -31,7 +31,8 @@ describe('retention review: the daily purge runs off the gateway thread', () => 
     fs.writeFileSync(path.join(paths.recordings, 'S1', 'ch0.cast'), '{"version":2,"width":80,"height":24,"timestamp":0}\n');
     const segments = listSegments(paths.audit);
     const real = await openStateStore(dataDir);
-    // The purge reads the holds after verifying and again after planning: at each read, record whether the
+    // The purge reads the holds after verifying, again after planning and once more after recording
+    // audit.purged (right before removing): at each read, record whether the
     // event loop turned since the previous one (a sync whole-log read in between would have kept it busy).
     const loopTurnedBefore: boolean[] = [];
     let turned = true;
@@ -66,7 +67,7 @@ describe('retention review: the daily purge runs off the gateway thread', () => 
       await real.close();
     }
     expect(res?.status).toBe('purged');
-    expect(loopTurnedBefore).toEqual([true, true]);
+    expect(loopTurnedBefore).toEqual([true, true, true]);
     expect(listSegments(paths.audit)[0]).toBe(segments[segments.length - 1]);
     expect(fs.existsSync(path.join(paths.recordings, 'S1'))).toBe(false);
     expect((await searchAuditLog(paths.audit, { type: 'audit.purged' })).records).toHaveLength(1);
