@@ -34,6 +34,8 @@ export interface BackendConnection {
 
 const MAX_BACKEND_PAYLOAD = 1 << 30;
 
+const ignoreSocketError = () => {};
+
 /** The backend answered the login with its own ERR: the client gets that ERR as the server sent it. */
 export class BackendRefusedLogin extends BackendError {
   constructor(readonly serverError: ErrPacket) {
@@ -56,8 +58,13 @@ export async function connectBackend(
   const queue: Packet[] = [];
   let waiter: { resolve: (p: Packet) => void; reject: (e: Error) => void } | undefined;
   let failure: Error | undefined;
+  // Every wait of the login (a packet, the TLS handshake) ends with the first failure: the timeout too.
+  let rejectFailed: (e: Error) => void = () => {};
+  const failed = new Promise<never>((_, reject) => (rejectFailed = reject));
+  failed.catch(() => {});
   const fail = (e: Error) => {
     failure ??= e;
+    rejectFailed(failure);
     waiter?.reject(failure);
     waiter = undefined;
   };
@@ -114,10 +121,11 @@ export async function connectBackend(
       const secure = tls.connect({ socket: raw, host: t.host, ca, servername: net.isIP(t.host) ? undefined : t.host, rejectUnauthorized: ca !== undefined });
       secure.on('data', onData);
       secure.on('error', onError);
-      await new Promise<void>((resolve, reject) => {
+      const handshake = new Promise<void>((resolve, reject) => {
         secure.once('secureConnect', resolve);
         secure.once('error', (e) => reject(new BackendError(`TLS to the target database failed: ${e.message}`, { cause: e })));
       });
+      await Promise.race([handshake, failed]);
       sock = secure;
     }
     sock.write(encodePacket(seq++, response));
@@ -128,7 +136,13 @@ export async function connectBackend(
         clearTimeout(timer);
         sock.off('data', onData);
         sock.off('error', onError);
+        raw.off('error', onError);
         raw.off('close', onClose);
+        // Until the session's relay takes the socket over (vigil's session-setup queries run first), an
+        // 'error' without a listener would crash the gateway: it is dropped here, and the 'close' that
+        // follows it is what the session sees.
+        sock.on('error', ignoreSocketError);
+        if (sock !== raw) raw.on('error', ignoreSocketError);
         if (queue.length > 0 || framer.pendingBytes > 0) throw new ProtocolError('the target database sent data after login', 'VIGIL_MYSQL_UNSOLICITED');
         return { socket: sock, greeting, capabilities: login.capabilities, mariadbCapabilities: login.mariadbCapabilities, ok: step.ok };
       }

@@ -207,12 +207,12 @@ export function buildAuthSwitch(plugin: string, data: Buffer): Buffer {
   return Buffer.concat([Buffer.from([0xfe]), Buffer.from(plugin + '\0', 'utf8'), data]);
 }
 
+/** The data is kept whole: a native or SHA-2 scramble ends in a NUL its plugin ignores (it reads 20
+ *  bytes), but client_ed25519's 32-byte nonce is random and unterminated, so a last 0x00 is part of it. */
 export function parseAuthSwitch(payload: Buffer): { plugin: string; data: Buffer } {
   const r = new Reader(payload, 1);
   const plugin = r.cstringOrRest().toString('utf8');
-  let data = r.rest();
-  if (data.length > 0 && data[data.length - 1] === 0) data = data.subarray(0, data.length - 1);
-  return { plugin, data };
+  return { plugin, data: r.rest() };
 }
 
 /** Error codes vigil uses in its own ERR packets (MySQL's numbers where one fits). */
