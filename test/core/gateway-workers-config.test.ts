@@ -1,13 +1,15 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestGateway, type IssuedFiles } from '../support/gateway.ts';
+import type { IssuedFiles } from '../support/gateway.ts';
 import { startGatewayProcess, type GatewayProcess } from '../support/gateway-process.ts';
-import { startPostgres, clientEnv, type PostgresHandle } from '../support/postgres.ts';
+import { startPostgres, type PostgresHandle } from '../support/postgres.ts';
 import { freePort, tempDir, waitFor } from '../support/tmp.ts';
 import { searchAuditLog } from '../../recorder/audit/read.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
-import { spawnClient, gatewayWorkerPids, type ClientProcess, apiRequest } from '../support/workers.ts';
+import {
+  endWorkersTest, gatewayWorkerPids, issueCredentials, liveSessionsOf, psqlSession, replacedWorkers, trustedPostgresTarget, twoPostgresWorkersConfig, type ClientProcess,
+} from '../support/workers.ts';
 
 /**
  * `vigil serve` with gateway.workers: 2 when the config file changes under it: every worker, the first
@@ -25,57 +27,28 @@ const clients: ClientProcess[] = [];
 beforeAll(async () => {
   base = tempDir('vigil-workers-config-');
   pg = await startPostgres();
-  const config = {
-    data_dir: path.join(base, 'data'),
-    gateway: { workers: 2, shutdown_drain: '1s', drain_notice: '0s' },
+  const config = twoPostgresWorkersConfig(base, {
     // A fixed port, as in gateway-workers-faults.test.ts: clients find the listener whichever workers are up.
     postgres: { listen: `127.0.0.1:${await freePort()}` },
-    ssh: { enabled: false },
-    mysql: { enabled: false },
-    targets: [{ name: 'pg1', protocol: 'postgres', host: '127.0.0.1', port: pg.port, database: 'app', user: 'trust_user' }],
-    roles: [{ name: 'engineer', targets: ['pg1'], databases: ['*'] }],
-  };
-  const tg = await startTestGateway(config, base);
-  [alice, ada] = await Promise.all([tg.issue({ user: 'alice', roles: ['engineer'] }), tg.issue({ user: 'ada', roles: ['admin'] })]);
-  await tg.stop();
+    ...trustedPostgresTarget(pg.port),
+  });
+  ({ alice, ada } = await issueCredentials(config, base, { alice: { user: 'alice', roles: ['engineer'] }, ada: { user: 'ada', roles: ['admin'] } }));
   gp = await startGatewayProcess(config, base);
 }, 180_000);
 
-afterAll(async () => {
-  for (const c of clients) c.child.kill('SIGKILL');
-  await gp?.kill('SIGKILL');
-  await pg?.stop();
-  if (base) fs.rmSync(base, { recursive: true, force: true });
-});
-
-const client = (cmd: string, args: string[], env?: NodeJS.ProcessEnv): ClientProcess => spawnClient(clients, cmd, args, { env });
+afterAll(() => endWorkersTest({ clients, gp, backend: pg, base }));
 
 /** A psql session of alice that stays open, running each statement written to its stdin. */
-const psql = () =>
-  client('psql', ['-X', '-qAt', '-d', `host=127.0.0.1 port=${gp!.ports.postgres} dbname=pg1 user=alice sslmode=verify-full sslrootcert=${alice.ca} sslcert=${alice.crt} sslkey=${alice.key}`], clientEnv());
+const psql = () => psqlSession(clients, gp!, alice, 'alice', 'pg1');
 
-const get = (p: string) => apiRequest(gp!.ports.api, ada, 'GET', p);
-
-interface SessionRow {
-  id: string;
-  user: string;
-  worker_pid?: number;
-}
-const liveSessions = async (): Promise<SessionRow[]> => (await get('/v1/sessions?live=1')).body.sessions;
-
-const workerPids = () => gatewayWorkerPids(gp!.pid);
+const liveSessions = () => liveSessionsOf(gp!, ada);
 
 /** Kill one worker and wait until its replacement logged that it is ready: both workers' pids. */
 async function replaceOne(): Promise<number[]> {
-  const [victim] = workerPids();
+  const [victim] = gatewayWorkerPids(gp!.pid);
   expect(victim).toBeGreaterThan(0);
   process.kill(victim, 'SIGKILL');
-  const now = await waitFor(() => {
-    const w = workerPids();
-    return w.length === 2 && !w.includes(victim) ? w : undefined;
-  }, 60_000, 'a replacement worker');
-  await waitFor(() => now.every((p) => gp!.output().includes(`gateway worker ready (pid ${p})`)), 60_000, 'the replacement ready');
-  return now;
+  return replacedWorkers(gp!, [victim]);
 }
 
 /**

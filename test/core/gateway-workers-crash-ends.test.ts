@@ -1,13 +1,12 @@
-import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestGateway, type IssuedFiles } from '../support/gateway.ts';
+import type { IssuedFiles } from '../support/gateway.ts';
 import { startGatewayProcess, type GatewayProcess } from '../support/gateway-process.ts';
-import { startPostgres, clientEnv, type PostgresHandle } from '../support/postgres.ts';
+import { startPostgres, type PostgresHandle } from '../support/postgres.ts';
 import { freePort, tempDir, waitFor } from '../support/tmp.ts';
 import { searchAuditLog } from '../../recorder/audit/read.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
-import { spawnClient, gatewayWorkerPids, apiRequest, type ClientProcess } from '../support/workers.ts';
+import { endWorkersTest, issueCredentials, liveSessionsOf, psqlSession, replacedWorkers, trustedPostgresTarget, twoPostgresWorkersConfig, type ClientProcess, type LiveSessionRow as SessionRow } from '../support/workers.ts';
 
 /**
  * `vigil serve` with gateway.workers: 2 when a worker dies while the record of its session's start or end
@@ -25,53 +24,25 @@ const clients: ClientProcess[] = [];
 beforeAll(async () => {
   base = tempDir('vigil-workers-ends-');
   pg = await startPostgres();
-  const config = {
-    data_dir: path.join(base, 'data'),
-    gateway: { workers: 2, shutdown_drain: '1s', drain_notice: '0s' },
+  const config = twoPostgresWorkersConfig(base, {
     // Awaited records (auth, session start and end) wait this long for company before their fsync.
     audit: { commit_window: `${COMMIT_WINDOW_MS}ms` },
     postgres: { listen: `127.0.0.1:${await freePort()}` },
-    ssh: { enabled: false },
-    mysql: { enabled: false },
-    targets: [{ name: 'pg1', protocol: 'postgres', host: '127.0.0.1', port: pg.port, database: 'app', user: 'trust_user' }],
-    roles: [{ name: 'engineer', targets: ['pg1'], databases: ['*'] }],
-  };
-  const tg = await startTestGateway(config, base);
-  [alice, ada] = await Promise.all([tg.issue({ user: 'alice', roles: ['engineer'] }), tg.issue({ user: 'ada', roles: ['admin'] })]);
-  await tg.stop();
+    ...trustedPostgresTarget(pg.port),
+  });
+  ({ alice, ada } = await issueCredentials(config, base, { alice: { user: 'alice', roles: ['engineer'] }, ada: { user: 'ada', roles: ['admin'] } }));
   gp = await startGatewayProcess(config, base);
 }, 180_000);
 
-afterAll(async () => {
-  for (const c of clients) c.child.kill('SIGKILL');
-  await gp?.kill('SIGKILL');
-  await pg?.stop();
-  if (base) fs.rmSync(base, { recursive: true, force: true });
-});
+afterAll(() => endWorkersTest({ clients, gp, backend: pg, base }));
 
 /** A psql session of alice that stays open, running each statement written to its stdin. */
-const psql = (): ClientProcess =>
-  spawnClient(clients, 'psql', ['-X', '-qAt', '-d', `host=127.0.0.1 port=${gp!.ports.postgres} dbname=pg1 user=alice sslmode=verify-full sslrootcert=${alice.ca} sslcert=${alice.crt} sslkey=${alice.key}`], { env: clientEnv() });
+const psql = (): ClientProcess => psqlSession(clients, gp!, alice, 'alice', 'pg1');
 
-const get = (p: string) => apiRequest(gp!.ports.api, ada, 'GET', p);
-
-interface SessionRow {
-  id: string;
-  user: string;
-  worker_pid?: number;
-}
-const liveSessions = async (): Promise<SessionRow[]> => (await get('/v1/sessions?live=1')).body.sessions;
-
-const workerPids = () => gatewayWorkerPids(gp!.pid);
+const liveSessions = () => liveSessionsOf(gp!, ada);
 
 /** Wait until the replacement of the dead worker `gone` logged that it is ready. */
-async function replaced(gone: number): Promise<void> {
-  const now = await waitFor(() => {
-    const w = workerPids();
-    return w.length === 2 && !w.includes(gone) ? w : undefined;
-  }, 60_000, 'a replacement worker');
-  await waitFor(() => now.every((p) => gp!.output().includes(`gateway worker ready (pid ${p})`)), 60_000, 'the replacement ready');
-}
+const replaced = (gone: number) => replacedWorkers(gp!, [gone]);
 
 /** A session of alice, opened and listed by the primary (it is registered before its session.start is written). */
 async function opened(): Promise<{ row: SessionRow; c: ClientProcess }> {

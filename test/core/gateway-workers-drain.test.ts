@@ -3,12 +3,13 @@ import net from 'node:net';
 import path from 'node:path';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestGateway, type IssuedFiles } from '../support/gateway.ts';
+import type { IssuedFiles } from '../support/gateway.ts';
 import { startGatewayProcess, type GatewayProcess } from '../support/gateway-process.ts';
 import { startPostgres, clientEnv, type PostgresHandle } from '../support/postgres.ts';
 import { freePort, tempDir, waitFor } from '../support/tmp.ts';
 import { searchAuditLog } from '../../recorder/audit/read.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
+import { issueCredentials, provisionedPostgresTarget, twoPostgresWorkersConfig } from '../support/workers.ts';
 
 /**
  * `vigil serve` with gateway.workers: 2 stopping (SIGTERM) while a step of a worker's shutdown takes long
@@ -58,22 +59,11 @@ beforeAll(async () => {
   base = tempDir('vigil-workers-drain-');
   pg = await startPostgres();
   relay = await startRelay(pg.port);
-  const config = {
-    data_dir: path.join(base, 'data'),
-    gateway: { workers: 2, shutdown_drain: '1s', drain_notice: '0s', connect_timeout: `${CONNECT_TIMEOUT_MS}ms` },
-    ssh: { enabled: false },
-    mysql: { enabled: false },
-    targets: [
-      {
-        name: 'pgp', protocol: 'postgres', host: '127.0.0.1', port: relay.port, database: 'app', user: 'unused_with_provisioning',
-        user_provisioning: { admin: { user: pg.superuser }, roles_map: { oncall: ['pg_read_all_data'] } },
-      },
-    ],
-    roles: [{ name: 'oncall', targets: ['pgp'], databases: ['app'] }],
-  };
-  const tg = await startTestGateway(config, base);
-  alice = await tg.issue({ user: 'alice', roles: ['oncall'] });
-  await tg.stop();
+  const config = twoPostgresWorkersConfig(base, {
+    gateway: { connect_timeout: `${CONNECT_TIMEOUT_MS}ms` },
+    ...provisionedPostgresTarget(relay.port, pg.superuser),
+  });
+  ({ alice } = await issueCredentials(config, base, { alice: { user: 'alice', roles: ['oncall'] } }));
   gp = await startGatewayProcess(config, base);
 }, 180_000);
 

@@ -1,14 +1,15 @@
-import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestGateway, type IssuedFiles } from '../support/gateway.ts';
+import type { IssuedFiles } from '../support/gateway.ts';
 import { startGatewayProcess, type GatewayProcess } from '../support/gateway-process.ts';
-import { startPostgres, clientEnv, type PostgresHandle } from '../support/postgres.ts';
+import { startPostgres, type PostgresHandle } from '../support/postgres.ts';
 import { freePort, tempDir, waitFor } from '../support/tmp.ts';
 import { searchAuditLog } from '../../recorder/audit/read.ts';
 import { postgresAccounts } from '../../proxies/postgres/provisioning.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
-import { spawnClient, gatewayWorkerPids, type ClientProcess, apiRequest } from '../support/workers.ts';
+import {
+  apiRequest, endWorkersTest, gatewayWorkerPids, issueCredentials, liveSessionsOf, provisionedPostgresTarget, psqlSession, replacedWorkers, twoPostgresWorkersConfig, type ClientProcess,
+} from '../support/workers.ts';
 
 /**
  * `vigil serve` with gateway.workers: 2 when workers die and are replaced: a replacement never sweeps the
@@ -26,64 +27,33 @@ const clients: ClientProcess[] = [];
 beforeAll(async () => {
   base = tempDir('vigil-workers-faults-');
   pg = await startPostgres();
-  const config = {
-    data_dir: path.join(base, 'data'),
-    gateway: { workers: 2, shutdown_drain: '2s', drain_notice: '0s' },
+  const config = twoPostgresWorkersConfig(base, {
+    gateway: { shutdown_drain: '2s' },
     // A fixed port: when every worker is gone the primary closes the shared socket, and the next worker's
     // listen opens it again on the configured port (port 0 would be a new random one).
     postgres: { listen: `127.0.0.1:${await freePort()}` },
-    ssh: { enabled: false },
-    mysql: { enabled: false },
-    targets: [
-      {
-        name: 'pgp', protocol: 'postgres', host: '127.0.0.1', port: pg.port, database: 'app', user: 'unused_with_provisioning',
-        user_provisioning: { admin: { user: pg.superuser }, roles_map: { oncall: ['pg_read_all_data'] } },
-      },
-    ],
-    roles: [{ name: 'oncall', targets: ['pgp'], databases: ['app'] }],
-  };
-  const tg = await startTestGateway(config, base);
-  [alice, ada] = await Promise.all([tg.issue({ user: 'alice', roles: ['oncall'] }), tg.issue({ user: 'ada', roles: ['admin'] })]);
-  await tg.stop();
+    ...provisionedPostgresTarget(pg.port, pg.superuser),
+  });
+  ({ alice, ada } = await issueCredentials(config, base, { alice: { user: 'alice', roles: ['oncall'] }, ada: { user: 'ada', roles: ['admin'] } }));
   // What a gateway killed mid-session leaves: an open vigil-managed account. This start must lock it, once.
   const left = postgresAccounts({ name: 'pgp', protocol: 'postgres', host: '127.0.0.1', port: pg.port, database: 'app', tls: 'disable' } as never, { admin: { user: pg.superuser } } as never, 10_000);
   await left.open('vigil_ivy', ['pg_read_all_data'], 'left-by-a-dead-gateway');
   gp = await startGatewayProcess(config, base);
 }, 180_000);
 
-afterAll(async () => {
-  for (const c of clients) c.child.kill('SIGKILL');
-  await gp?.kill('SIGKILL');
-  await pg?.stop();
-  if (base) fs.rmSync(base, { recursive: true, force: true });
-});
-
-const client = (cmd: string, args: string[], env?: NodeJS.ProcessEnv): ClientProcess => spawnClient(clients, cmd, args, { env });
+afterAll(() => endWorkersTest({ clients, gp, backend: pg, base }));
 
 /** A psql session of alice that stays open, running each statement written to its stdin. */
-const psql = () =>
-  client('psql', ['-X', '-qAt', '-d', `host=127.0.0.1 port=${gp!.ports.postgres} dbname=pgp user=alice sslmode=verify-full sslrootcert=${alice.ca} sslcert=${alice.crt} sslkey=${alice.key}`], clientEnv());
+const psql = () => psqlSession(clients, gp!, alice, 'alice', 'pgp');
 
-const get = (p: string, who?: IssuedFiles) => apiRequest(gp!.ports.api, who, 'GET', p);
+const get = (p: string) => apiRequest(gp!.ports.api, undefined, 'GET', p);
 
-interface SessionRow {
-  id: string;
-  user: string;
-  worker_pid?: number;
-}
-const liveSessions = async (): Promise<SessionRow[]> => (await get('/v1/sessions?live=1', ada)).body.sessions;
+const liveSessions = () => liveSessionsOf(gp!, ada);
 
 const workerPids = () => gatewayWorkerPids(gp!.pid);
 
 /** Both workers are up again after `gone` died: their pids, once each logged that it is ready. */
-async function replaced(gone: number[]): Promise<number[]> {
-  const now = await waitFor(() => {
-    const w = workerPids();
-    return w.length === 2 && w.every((p) => !gone.includes(p)) ? w : undefined;
-  }, 60_000, 'replacement workers');
-  await waitFor(() => now.every((p) => gp!.output().includes(`gateway worker ready (pid ${p})`)), 60_000, 'the replacements ready');
-  return now;
-}
+const replaced = (gone: number[]) => replacedWorkers(gp!, gone);
 
 const canLogin = (account: string) => pg.psql(`SELECT rolcanlogin FROM pg_roles WHERE rolname = '${account}'`).trim();
 

@@ -4,12 +4,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { startTestGateway, type IssuedFiles } from '../support/gateway.ts';
+import type { IssuedFiles } from '../support/gateway.ts';
 import { startGatewayProcess, type GatewayProcess } from '../support/gateway-process.ts';
 import { startSshd, type SshdHandle } from '../support/sshd.ts';
 import { ConsoleClient } from '../support/console.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
-import { spawnClient, apiRequest, type ClientProcess } from '../support/workers.ts';
+import { apiRequest, endWorkersTest, issueCredentials, spawnClient, sshThroughGateway, twoSshWorkersConfig, type ClientProcess } from '../support/workers.ts';
 
 /**
  * `vigil serve` with gateway.workers: 2, where the API runs in the primary and SSH sessions in the workers:
@@ -30,38 +30,20 @@ const sockets: WebSocket[] = [];
 beforeAll(async () => {
   base = tempDir('vigil-workers-live-');
   sshd = await startSshd();
-  const config = {
-    data_dir: path.join(base, 'data'),
-    // Explicit: these tests are about sessions held by another process than the API's.
-    gateway: { workers: 2 },
-    targets: [{ name: 'web1', protocol: 'ssh', host: '127.0.0.1', port: sshd.port, default_login: sshd.user, private_key: sshd.clientKey, host_key: sshd.hostKeyPub }],
-    roles: [{ name: 'engineer', targets: ['*'], logins: ['*'] }],
-  };
-  const tg = await startTestGateway(config, base);
-  [alice, audrey] = await Promise.all([tg.issue({ user: 'alice', roles: ['engineer'] }), tg.issue({ user: 'audrey', roles: ['auditor'] })]);
-  await tg.stop();
+  const config = twoSshWorkersConfig(base, sshd);
+  ({ alice, audrey } = await issueCredentials(config, base, { alice: { user: 'alice', roles: ['engineer'] }, audrey: { user: 'audrey', roles: ['auditor'] } }));
   gp = await startGatewayProcess(config, base);
 }, 180_000);
 
 afterAll(async () => {
   for (const s of sockets) s.terminate();
-  for (const c of clients) c.child.kill('SIGKILL');
-  await gp?.kill('SIGKILL');
-  await sshd?.stop();
-  if (base) fs.rmSync(base, { recursive: true, force: true });
+  await endWorkersTest({ clients, gp, backend: sshd, base });
 });
 
 const client = (cmd: string, args: string[]): ClientProcess => spawnClient(clients, cmd, args, { cwd: ROOT });
 
 /** An ssh session running `cat` on the host: what the test types is printed back. */
-function sshCat(): ClientProcess {
-  const knownHosts = path.join(base, 'known_hosts');
-  fs.writeFileSync(knownHosts, `[127.0.0.1]:${gp!.ports.ssh} ${gp!.sshHostKey}\n`);
-  return client('ssh', [
-    '-F', '/dev/null', '-p', String(gp!.ports.ssh), '-o', `IdentityFile=${alice.sshKey}`, '-o', `CertificateFile=${alice.sshCert}`, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes',
-    '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'StrictHostKeyChecking=yes', `${sshd.user}@web1@127.0.0.1`, 'cat',
-  ]);
-}
+const sshCat = (): ClientProcess => client('ssh', sshThroughGateway(gp!, alice, sshd.user, base, 'cat'));
 
 const api = (method: string, p: string) => apiRequest(gp!.ports.api, audrey, method, p);
 

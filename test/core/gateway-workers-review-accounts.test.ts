@@ -1,11 +1,11 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestGateway, type IssuedFiles } from '../support/gateway.ts';
+import type { IssuedFiles } from '../support/gateway.ts';
 import { startGatewayProcess, type GatewayProcess } from '../support/gateway-process.ts';
-import { startPostgres, clientEnv, type PostgresHandle } from '../support/postgres.ts';
+import { startPostgres, type PostgresHandle } from '../support/postgres.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
-import { spawnClient, apiRequest, type ClientProcess } from '../support/workers.ts';
+import {
+  endWorkersTest, issueCredentials, liveSessionsOf, provisionedPostgresTarget, psqlSession, twoPostgresWorkersConfig, type ClientProcess, type LiveSessionRow as SessionRow,
+} from '../support/workers.ts';
 
 /**
  * `vigil serve` with gateway.workers: 2 and per-engineer database accounts: an engineer's sessions may land
@@ -22,42 +22,17 @@ const clients: ClientProcess[] = [];
 beforeAll(async () => {
   base = tempDir('vigil-workers-review-accounts-');
   pg = await startPostgres();
-  const config = {
-    data_dir: path.join(base, 'data'),
-    gateway: { workers: 2, shutdown_drain: '1s', drain_notice: '0s' },
-    ssh: { enabled: false },
-    mysql: { enabled: false },
-    targets: [
-      {
-        name: 'pgp', protocol: 'postgres', host: '127.0.0.1', port: pg.port, database: 'app', user: 'unused_with_provisioning',
-        user_provisioning: { admin: { user: pg.superuser }, roles_map: { oncall: ['pg_read_all_data'] } },
-      },
-    ],
-    roles: [{ name: 'oncall', targets: ['pgp'], databases: ['app'] }],
-  };
-  const tg = await startTestGateway(config, base);
-  [alice, ada] = await Promise.all([tg.issue({ user: 'alice', roles: ['oncall'] }), tg.issue({ user: 'ada', roles: ['admin'] })]);
-  await tg.stop();
+  const config = twoPostgresWorkersConfig(base, provisionedPostgresTarget(pg.port, pg.superuser));
+  ({ alice, ada } = await issueCredentials(config, base, { alice: { user: 'alice', roles: ['oncall'] }, ada: { user: 'ada', roles: ['admin'] } }));
   gp = await startGatewayProcess(config, base);
 }, 180_000);
 
-afterAll(async () => {
-  for (const c of clients) c.child.kill('SIGKILL');
-  await gp?.kill('SIGKILL');
-  await pg?.stop();
-  if (base) fs.rmSync(base, { recursive: true, force: true });
-});
+afterAll(() => endWorkersTest({ clients, gp, backend: pg, base }));
 
 /** A psql session of alice that stays open, running each statement written to its stdin. */
-const psql = () =>
-  spawnClient(clients, 'psql', ['-X', '-qAt', '-d', `host=127.0.0.1 port=${gp!.ports.postgres} dbname=pgp user=alice sslmode=verify-full sslrootcert=${alice.ca} sslcert=${alice.crt} sslkey=${alice.key}`], { env: clientEnv() });
+const psql = () => psqlSession(clients, gp!, alice, 'alice', 'pgp');
 
-interface SessionRow {
-  id: string;
-  user: string;
-  worker_pid?: number;
-}
-const liveSessions = async (): Promise<SessionRow[]> => (await apiRequest(gp!.ports.api, ada, 'GET', '/v1/sessions?live=1')).body.sessions;
+const liveSessions = () => liveSessionsOf(gp!, ada);
 const canLogin = () => pg.psql("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'vigil_alice'").trim();
 
 /** A session of alice inside a transaction (a cut connection cannot be hidden by psql reconnecting). */

@@ -1,13 +1,14 @@
-import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestGateway, type IssuedFiles } from '../support/gateway.ts';
+import type { IssuedFiles } from '../support/gateway.ts';
 import { startGatewayProcess, type GatewayProcess } from '../support/gateway-process.ts';
-import { startPostgres, clientEnv, type PostgresHandle } from '../support/postgres.ts';
+import { startPostgres, type PostgresHandle } from '../support/postgres.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
 import { searchAuditLog } from '../../recorder/audit/read.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
-import { spawnClient, gatewayWorkerPids, apiRequest, type ClientProcess } from '../support/workers.ts';
+import {
+  endWorkersTest, gatewayWorkerPids, issueCredentials, liveSessionsOf, psqlSession, trustedPostgresTarget, twoPostgresWorkersConfig, type ClientProcess,
+} from '../support/workers.ts';
 
 /**
  * `vigil serve` with gateway.workers: 2 when a worker stops answering (here: SIGSTOP, as a loop that never
@@ -24,43 +25,16 @@ const stopped: number[] = [];
 beforeAll(async () => {
   base = tempDir('vigil-workers-review-hang-');
   pg = await startPostgres();
-  const config = {
-    data_dir: path.join(base, 'data'),
-    gateway: { workers: 2, shutdown_drain: '1s', drain_notice: '0s' },
-    ssh: { enabled: false },
-    mysql: { enabled: false },
-    targets: [{ name: 'pg1', protocol: 'postgres', host: '127.0.0.1', port: pg.port, database: 'app', user: 'trust_user' }],
-    roles: [{ name: 'engineer', targets: ['pg1'], databases: ['*'] }],
-  };
-  const tg = await startTestGateway(config, base);
-  [alice, ada] = await Promise.all([tg.issue({ user: 'alice', roles: ['engineer'] }), tg.issue({ user: 'ada', roles: ['admin'] })]);
-  await tg.stop();
+  const config = twoPostgresWorkersConfig(base, trustedPostgresTarget(pg.port));
+  ({ alice, ada } = await issueCredentials(config, base, { alice: { user: 'alice', roles: ['engineer'] }, ada: { user: 'ada', roles: ['admin'] } }));
   gp = await startGatewayProcess(config, base);
 }, 180_000);
 
-afterAll(async () => {
-  for (const c of clients) c.child.kill('SIGKILL');
-  for (const pid of stopped) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // gone already
-    }
-  }
-  await gp?.kill('SIGKILL');
-  await pg?.stop();
-  if (base) fs.rmSync(base, { recursive: true, force: true });
-});
+afterAll(() => endWorkersTest({ clients, stoppedPids: stopped, gp, backend: pg, base }));
 
-const psql = (): ClientProcess =>
-  spawnClient(clients, 'psql', ['-X', '-qAt', '-d', `host=127.0.0.1 port=${gp!.ports.postgres} dbname=pg1 user=alice sslmode=verify-full sslrootcert=${alice.ca} sslcert=${alice.crt} sslkey=${alice.key}`], { env: clientEnv() });
+const psql = (): ClientProcess => psqlSession(clients, gp!, alice, 'alice', 'pg1');
 
-interface SessionRow {
-  id: string;
-  user: string;
-  worker_pid?: number;
-}
-const liveSessions = async (): Promise<SessionRow[]> => (await apiRequest(gp!.ports.api, ada, 'GET', '/v1/sessions?live=1')).body.sessions;
+const liveSessions = () => liveSessionsOf(gp!, ada);
 
 describe('gateway.workers: 2, a worker that stops answering', () => {
   it('is killed and replaced; its session ends as gateway_crash and its client is cut', async () => {

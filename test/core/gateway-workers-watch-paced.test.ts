@@ -2,11 +2,11 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestGateway, type IssuedFiles } from '../support/gateway.ts';
+import type { IssuedFiles } from '../support/gateway.ts';
 import { startGatewayProcess, type GatewayProcess } from '../support/gateway-process.ts';
 import { startSshd, type SshdHandle } from '../support/sshd.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
-import { apiRequest } from '../support/workers.ts';
+import { apiRequest, endWorkersTest, issueCredentials, sshThroughGateway, twoSshWorkersConfig } from '../support/workers.ts';
 import { fileTail, watchSlowly, watchSocket } from '../support/slow-watcher.ts';
 
 /**
@@ -28,23 +28,12 @@ let alice: IssuedFiles, audrey: IssuedFiles;
 beforeAll(async () => {
   base = tempDir('vigil-workers-paced-');
   sshd = await startSshd();
-  const config = {
-    data_dir: path.join(base, 'data'),
-    gateway: { workers: 2 },
-    targets: [{ name: 'web1', protocol: 'ssh', host: '127.0.0.1', port: sshd.port, default_login: sshd.user, private_key: sshd.clientKey, host_key: sshd.hostKeyPub }],
-    roles: [{ name: 'engineer', targets: ['*'], logins: ['*'] }],
-  };
-  const tg = await startTestGateway(config, base);
-  [alice, audrey] = await Promise.all([tg.issue({ user: 'alice', roles: ['engineer'] }), tg.issue({ user: 'audrey', roles: ['auditor'] })]);
-  await tg.stop();
+  const config = twoSshWorkersConfig(base, sshd);
+  ({ alice, audrey } = await issueCredentials(config, base, { alice: { user: 'alice', roles: ['engineer'] }, audrey: { user: 'audrey', roles: ['auditor'] } }));
   gp = await startGatewayProcess(config, base);
 }, 180_000);
 
-afterAll(async () => {
-  await gp?.kill('SIGKILL');
-  await sshd?.stop();
-  if (base) fs.rmSync(base, { recursive: true, force: true });
-});
+afterAll(() => endWorkersTest({ gp, backend: sshd, base }));
 
 /** The recording files under the data dir (the worker writes them; this test has one session). */
 const castFiles = (): string[] =>
@@ -52,14 +41,8 @@ const castFiles = (): string[] =>
 
 describe('watching a worker\'s large session from the start (gateway.workers: 2)', () => {
   it('a watcher slower than the IPC relay is paced, not cut off: every byte of the recording arrives, in bounded messages', async () => {
-    const knownHosts = path.join(base, 'known_hosts');
-    fs.writeFileSync(knownHosts, `[127.0.0.1]:${gp!.ports.ssh} ${gp!.sshHostKey}\n`);
     // The output goes through a real session that then stays open (the recording is live).
-    const ssh = spawn('ssh', [
-      '-F', '/dev/null', '-p', String(gp!.ports.ssh), '-o', `IdentityFile=${alice.sshKey}`, '-o', `CertificateFile=${alice.sshCert}`, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes',
-      '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'StrictHostKeyChecking=yes', `${sshd.user}@web1@127.0.0.1`,
-      `head -c ${OUTPUT_BYTES} /dev/zero | tr '\\0' A; echo; echo END-MARK; sleep 120`,
-    ], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const ssh = spawn('ssh', sshThroughGateway(gp!, alice, sshd.user, base, `head -c ${OUTPUT_BYTES} /dev/zero | tr '\\0' A; echo; echo END-MARK; sleep 120`), { stdio: ['ignore', 'ignore', 'pipe'] });
     try {
       const file = await waitFor(() => castFiles()[0], 30_000, 'the recording');
       await waitFor(() => fileTail(file, 4096).includes('END-MARK'), 60_000, 'the whole output recorded');

@@ -1,10 +1,9 @@
 import path from 'node:path';
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startPostgres, PASSWORDS, type PostgresHandle } from '../support/postgres.ts';
+import { describe, expect, it } from 'vitest';
+import { usePostgresStateStore } from '../support/pg-store.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
 import { makeSigningKey, auditOptions, sampleEvent } from '../recorder/helpers.ts';
-import { openStateStore, type StateStore } from '../../src/store/index.ts';
 import { openAuditLog, type AuditLogWriter, type AuditOpenOptions } from '../../recorder/audit/index.ts';
 import { CHECKPOINT_MAX_BYTES } from '../../recorder/audit/writer.ts';
 import { SHIP_BATCH_BYTES, SharedIndexer, startSharedIndexFollower, streamShared, type LocalChain } from '../../recorder/audit/shared-index.ts';
@@ -18,24 +17,11 @@ import type { AuditChainStore, IndexedAuditRow } from '../../src/store/types.ts'
  * One real PostgreSQL; real chains written by the real writer in temp dirs.
  */
 
-let db: PostgresHandle;
-let store: StateStore;
 const URL_ENV = 'VIGIL_TEST_AUDIT_BOUNDS_URL';
 const SCHEMA = 'auditbounds';
+const shared = usePostgresStateStore(URL_ENV, SCHEMA);
 
-beforeAll(async () => {
-  db = await startPostgres();
-  process.env[URL_ENV] = `postgres://scram_user:${PASSWORDS.scram_user}@127.0.0.1:${db.port}/app?sslmode=disable`;
-  store = await openStateStore(tempDir(), { kind: 'postgres', url: { env: URL_ENV }, schema: SCHEMA });
-}, 120_000);
-
-afterAll(async () => {
-  await store?.close();
-  delete process.env[URL_ENV];
-  await db?.stop();
-});
-
-const chains = (): AuditChainStore => store.auditChains!;
+const chains = (): AuditChainStore => shared.store.auditChains!;
 let n = 0;
 
 async function newChain(tag: string, over: Partial<AuditOpenOptions> = {}): Promise<{ local: LocalChain; log: AuditLogWriter }> {
@@ -70,8 +56,8 @@ function bulkInsert(i: number, bytes: number): string {
 
 const bytesOf = (rows: IndexedAuditRow[]) => rows.reduce((sum, r) => sum + Buffer.byteLength(r.eventJson), 0);
 const isCheckpoint = (r: IndexedAuditRow) => r.eventJson.includes('"type":"audit.checkpoint"');
-const dbHead = (replica: string) => Number(db.psql(`SELECT indexed_seq FROM ${SCHEMA}.audit_chains WHERE replica = '${replica}'`));
-const dbCount = (replica: string) => Number(db.psql(`SELECT count(*) FROM ${SCHEMA}.audit_events WHERE replica = '${replica}'`));
+const dbHead = (replica: string) => Number(shared.db.psql(`SELECT indexed_seq FROM ${SCHEMA}.audit_chains WHERE replica = '${replica}'`));
+const dbCount = (replica: string) => Number(shared.db.psql(`SELECT count(*) FROM ${SCHEMA}.audit_events WHERE replica = '${replica}'`));
 
 describe('shipping transactions are bounded by bytes', () => {
   it('a chain of a few hundred ~200 KB events ships in several bounded transactions and completes', async () => {
@@ -117,7 +103,7 @@ describe('shipping transactions are bounded by bytes', () => {
     // Before the fix: all 42 records in one call.
     expect(calls.map((rows) => rows.filter((r) => !isCheckpoint(r)).map((r) => r.seq))).toContainEqual([big.seq]);
     expect(calls.length).toBe(3);
-    expect(Number(db.psql(`SELECT length(event) FROM ${SCHEMA}.audit_events WHERE replica = '${local.replica}' AND seq = ${big.seq}`))).toBeGreaterThan(SHIP_BATCH_BYTES);
+    expect(Number(shared.db.psql(`SELECT length(event) FROM ${SCHEMA}.audit_events WHERE replica = '${local.replica}' AND seq = ${big.seq}`))).toBeGreaterThan(SHIP_BATCH_BYTES);
     expect((await verifySharedIndex(chains(), local)).local).toMatchObject({ ok: true, notIndexed: 0 });
   }, 60_000);
 });

@@ -1,13 +1,12 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startPostgres, PASSWORDS, type PostgresHandle } from '../support/postgres.ts';
+import { describe, expect, it } from 'vitest';
+import { usePostgresStateStore } from '../support/pg-store.ts';
 import { tempDir } from '../support/tmp.ts';
 import { runCliCaptured } from '../support/cli.ts';
 import { dataPaths } from '../../src/data-dir.ts';
 import { makeSigningKey, auditOptions, sampleEvent } from '../recorder/helpers.ts';
-import { openStateStore, type StateStore } from '../../src/store/index.ts';
 import { openAuditLog } from '../../recorder/audit/index.ts';
 import { SharedIndexer, reindexShared, searchShared, streamShared, type LocalChain } from '../../recorder/audit/shared-index.ts';
 import { verifySharedIndex } from '../../recorder/audit/verify-shared.ts';
@@ -18,24 +17,11 @@ import type { AuditChainStore } from '../../src/store/types.ts';
  * do to records that exist nowhere else any more. One real PostgreSQL; chains written by the real writer.
  */
 
-let db: PostgresHandle;
-let store: StateStore;
 const URL_ENV = 'VIGIL_TEST_AUDIT_SHARED_REVIEW_URL';
 const SCHEMA = 'auditreview';
+const shared = usePostgresStateStore(URL_ENV, SCHEMA);
 
-beforeAll(async () => {
-  db = await startPostgres();
-  process.env[URL_ENV] = `postgres://scram_user:${PASSWORDS.scram_user}@127.0.0.1:${db.port}/app?sslmode=disable`;
-  store = await openStateStore(tempDir(), { kind: 'postgres', url: { env: URL_ENV }, schema: SCHEMA });
-}, 120_000);
-
-afterAll(async () => {
-  await store?.close();
-  delete process.env[URL_ENV];
-  await db?.stop();
-});
-
-const chains = (): AuditChainStore => store.auditChains!;
+const chains = (): AuditChainStore => shared.store.auditChains!;
 let n = 0;
 
 /** A chain in a temp dir whose log can be written, backed up and restored, as an operator would. */
@@ -164,7 +150,7 @@ describe('`vigil audit export` from the shared index', () => {
     expect(before.out.trim().split('\n').filter((l) => l.includes(`'exported`))).toHaveLength(8);
 
     // One row's bytes edited in the database (its hash kept): the export leaves it out…
-    db.psql(`UPDATE ${SCHEMA}.audit_events SET event = replace(event, 'exported3', 'edited3') WHERE replica = '${replica}' AND event LIKE '%exported3%'`);
+    shared.db.psql(`UPDATE ${SCHEMA}.audit_events SET event = replace(event, 'exported3', 'edited3') WHERE replica = '${replica}' AND event LIKE '%exported3%'`);
     const after = await runCliCaptured(['audit', 'export', '--config', cfg, '--type', 'db.query']);
     expect(after.out).not.toContain('edited3');
     expect(after.out.trim().split('\n').filter((l) => l.includes(`'exported`))).toHaveLength(7);
@@ -192,7 +178,7 @@ describe('an export or report read page by page', () => {
       return seen;
     };
     for (const time of ['2000-01-01T00:00:00.000000Z', '2999-01-01T00:00:00.000000Z']) {
-      db.psql(`UPDATE ${SCHEMA}.audit_events SET event = regexp_replace(event, '"time":"[^"]*"', '"time":"${time}"') WHERE replica = '${c.local.replica}' AND seq = ${edited}`);
+      shared.db.psql(`UPDATE ${SCHEMA}.audit_events SET event = regexp_replace(event, '"time":"[^"]*"', '"time":"${time}"') WHERE replica = '${c.local.replica}' AND seq = ${edited}`);
       // Before the fix the next page started after the edited time: from 2000 the first page again, for ever;
       // from 2999 nothing, and the export ended at the fourth record.
       expect(await read()).toEqual(all.filter((s) => s !== edited));

@@ -2,18 +2,17 @@ import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import pg from 'pg';
 import pino from 'pino';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../app/config.ts';
 import { END_MESSAGES, startAccessEnforcement } from '../../src/access/enforcement.ts';
 import { EventBus } from '../../src/events/bus.ts';
 import type { GatewayServices } from '../../src/gateway/services.ts';
 import type { Principal } from '../../src/identity/types.ts';
-import { silentLogger } from '../../src/log.ts';
 import { SessionRegistry, type EndReason } from '../../src/sessions/registry.ts';
 import { PostgresStateStore } from '../../src/store/postgres.ts';
 import type { AccessRecord } from '../../src/store/types.ts';
 import { MemorySink, POLICY } from '../access/support.ts';
-import { PASSWORDS, startPostgres, type PostgresHandle } from '../support/postgres.ts';
+import { usePostgresStoreReplicas } from '../support/pg-store.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
 
 /**
@@ -24,32 +23,8 @@ import { tempDir, waitFor } from '../support/tmp.ts';
  * so nothing here passes because of it.
  */
 
-let db: PostgresHandle;
-let admin: pg.Client;
-const cleanups: (() => unknown)[] = [];
-const RECONCILE_MS = 60_000;
-
-beforeAll(async () => {
-  db = await startPostgres();
-  admin = new pg.Client({ host: '127.0.0.1', port: db.port, user: db.superuser, database: 'app' });
-  await admin.connect();
-}, 120_000);
-
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-
-afterAll(async () => {
-  await admin?.end();
-  await db?.stop();
-});
-
-async function openStore(schema: string): Promise<PostgresStateStore> {
-  const url = `postgres://scram_user:${PASSWORDS.scram_user}@127.0.0.1:${db.port}/app?sslmode=disable`;
-  const store = await PostgresStateStore.open({ url, schema, log: silentLogger(), reconcileMs: RECONCILE_MS });
-  cleanups.push(() => store.close());
-  return store;
-}
+const stores = usePostgresStoreReplicas();
+const { cleanups, openStore } = stores;
 
 /** Enforcement on replica B, with B's operational log kept as parsed lines. */
 function enforceOn(store: PostgresStateStore) {
@@ -130,7 +105,7 @@ describe('live enforcement on a replica whose store cannot answer grant reads', 
     // that queued for the pool can run.
     const slow = Array.from({ length: 10 }, () => pool.query('SELECT pg_sleep(30)').finally(() => (slowEnded = true)).catch(() => 'cancelled'));
     await waitFor(
-      async () => Number((await admin.query(`SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'vigil' AND query = 'SELECT pg_sleep(30)'`)).rows[0].n) === 10,
+      async () => Number((await stores.admin.query(`SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'vigil' AND query = 'SELECT pg_sleep(30)'`)).rows[0].n) === 10,
       10_000,
       "B's pool fully busy",
     );

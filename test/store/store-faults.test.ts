@@ -1,6 +1,6 @@
 import path from 'node:path';
 import pg from 'pg';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../app/config.ts';
 import { startAccessEnforcement } from '../../src/access/enforcement.ts';
 import { AccessService } from '../../src/access/service.ts';
@@ -11,7 +11,7 @@ import { silentLogger } from '../../src/log.ts';
 import { SessionRegistry, type EndReason } from '../../src/sessions/registry.ts';
 import { PostgresStateStore } from '../../src/store/postgres.ts';
 import { actor, MemorySink, POLICY } from '../access/support.ts';
-import { PASSWORDS, startPostgres, type PostgresHandle } from '../support/postgres.ts';
+import { usePostgresStoreReplicas } from '../support/pg-store.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
 import { startPgRelay, type PgRelay } from './pg-relay.ts';
 
@@ -23,36 +23,11 @@ import { startPgRelay, type PgRelay } from './pg-relay.ts';
  * nothing here passes because of it.
  */
 
-let db: PostgresHandle;
-let admin: pg.Client;
-const cleanups: (() => unknown)[] = [];
-const RECONCILE_MS = 60_000;
-
-beforeAll(async () => {
-  db = await startPostgres();
-  admin = new pg.Client({ host: '127.0.0.1', port: db.port, user: db.superuser, database: 'app' });
-  await admin.connect();
-}, 120_000);
-
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-
-afterAll(async () => {
-  await admin?.end();
-  await db?.stop();
-});
-
-const url = (port: number) => `postgres://scram_user:${PASSWORDS.scram_user}@127.0.0.1:${port}/app?sslmode=disable`;
-
-async function openStore(schema: string, opts: { port?: number; reconnectMs?: number } = {}): Promise<PostgresStateStore> {
-  const store = await PostgresStateStore.open({ url: url(opts.port ?? db.port), schema, log: silentLogger(), reconcileMs: RECONCILE_MS, reconnectMs: opts.reconnectMs });
-  cleanups.push(() => store.close());
-  return store;
-}
+const stores = usePostgresStoreReplicas();
+const { cleanups, openStore } = stores;
 
 async function relay(): Promise<PgRelay> {
-  const r = await startPgRelay(db.port);
+  const r = await startPgRelay(stores.db.port);
   cleanups.push(() => r.close());
   return r;
 }
@@ -77,7 +52,7 @@ describe('PostgreSQL state store faults', () => {
     const req = await ra.access.request(actor('alice'), { role: 'prod-dba', reason: 'INC-9', ttlMs: 50 });
     const g = await ra.access.approve(actor('bob', ['sre-lead']), req.id);
     await new Promise((r) => setTimeout(r, 100));
-    const holder = new pg.Client({ host: '127.0.0.1', port: db.port, user: db.superuser, database: 'app' });
+    const holder = new pg.Client({ host: '127.0.0.1', port: stores.db.port, user: stores.db.superuser, database: 'app' });
     await holder.connect();
     cleanups.push(() => holder.end());
     await holder.query('BEGIN');
@@ -100,7 +75,7 @@ describe('PostgreSQL state store faults', () => {
     const erin = live('erin', 's-erin');
     const dan = live('dan', 's-dan');
     const waiting = async () =>
-      (await admin.query<{ n: string; longest: number | null }>(
+      (await stores.admin.query<{ n: string; longest: number | null }>(
         `SELECT count(*) AS n, max(extract(epoch FROM clock_timestamp() - query_start))::float8 AS longest
          FROM pg_stat_activity WHERE application_name = 'vigil' AND wait_event_type = 'Lock'`,
       )).rows[0];
@@ -173,7 +148,7 @@ describe('PostgreSQL state store faults', () => {
     const relistening = r.hold('LISTEN');
     // The listener's backend, whether its last statement was LISTEN, its ping or a reload of the caches
     // (which runs on the listener's connection while there is one).
-    const killed = await admin.query(
+    const killed = await stores.admin.query(
       `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'vigil' AND (query IN ($1, 'SELECT 1') OR query LIKE 'SELECT (SELECT coalesce(json_agg(serial)%')`,
       [`LISTEN "${schema}_changes"`],
     );
@@ -183,7 +158,7 @@ describe('PostgreSQL state store faults', () => {
     relistening.release();
     // The reconnect finishing after close() must end its connection: otherwise it listens on forever.
     await waitFor(
-      async () => Number((await admin.query(`SELECT count(*) FROM pg_stat_activity WHERE application_name = 'vigil'`)).rows[0].count) === 0,
+      async () => Number((await stores.admin.query(`SELECT count(*) FROM pg_stat_activity WHERE application_name = 'vigil'`)).rows[0].count) === 0,
       3_000,
       'no vigil connection left',
     );

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import pg from 'pg';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../app/config.ts';
 import { createAuthorizer } from '../../src/authz/index.ts';
 import { StoreUnavailableError } from '../../src/errors.ts';
@@ -9,10 +9,9 @@ import type { GatewayServices } from '../../src/gateway/services.ts';
 import type { Principal } from '../../src/identity/types.ts';
 import { silentLogger } from '../../src/log.ts';
 import { SessionRegistry, type EndReason } from '../../src/sessions/registry.ts';
-import { PostgresStateStore } from '../../src/store/postgres.ts';
 import { MemorySink, POLICY } from '../access/support.ts';
 import { EventBus } from '../../src/events/bus.ts';
-import { PASSWORDS, startPostgres, type PostgresHandle } from '../support/postgres.ts';
+import { usePostgresStoreReplicas } from '../support/pg-store.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
 
 /**
@@ -22,33 +21,8 @@ import { tempDir, waitFor } from '../support/tmp.ts';
  * so nothing here passes because of it.
  */
 
-let db: PostgresHandle;
-let admin: pg.Client;
-const cleanups: (() => unknown)[] = [];
-const RECONCILE_MS = 60_000;
-
-beforeAll(async () => {
-  db = await startPostgres();
-  admin = new pg.Client({ host: '127.0.0.1', port: db.port, user: db.superuser, database: 'app' });
-  await admin.connect();
-}, 120_000);
-
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-
-afterAll(async () => {
-  await admin?.end();
-  await db?.stop();
-});
-
-const url = (user: string, password: string) => `postgres://${user}:${password}@127.0.0.1:${db.port}/app?sslmode=disable`;
-
-async function openStore(schema: string, who = { user: 'scram_user', password: PASSWORDS.scram_user as string }): Promise<PostgresStateStore> {
-  const store = await PostgresStateStore.open({ url: url(who.user, who.password), schema, log: silentLogger(), reconcileMs: RECONCILE_MS });
-  cleanups.push(() => store.close());
-  return store;
-}
+const stores = usePostgresStoreReplicas();
+const { cleanups, openStore } = stores;
 
 const revocation = (serial: string) => ({ serial, reason: 'key leaked', by: 'root', time: new Date().toISOString() });
 
@@ -78,7 +52,7 @@ describe('PostgreSQL state store under operating conditions', () => {
     // `slowEnded` is set before anything that queued for the pool can run.
     const slow = Array.from({ length: 10 }, () => pool.query('SELECT pg_sleep(30)').finally(() => (slowEnded = true)).catch(() => 'cancelled'));
     await waitFor(
-      async () => Number((await admin.query(`SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'vigil' AND query = 'SELECT pg_sleep(30)'`)).rows[0].n) === 10,
+      async () => Number((await stores.admin.query(`SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'vigil' AND query = 'SELECT pg_sleep(30)'`)).rows[0].n) === 10,
       10_000,
       "B's pool fully busy",
     );
@@ -95,17 +69,17 @@ describe('PostgreSQL state store under operating conditions', () => {
     const schema = 'review_owned';
     const role = 'vigil_least';
     const password = 'least-priv-pass';
-    await admin.query(`CREATE ROLE ${role} LOGIN PASSWORD '${password}'`);
-    await admin.query(`CREATE SCHEMA ${schema} AUTHORIZATION ${role}`);
+    await stores.admin.query(`CREATE ROLE ${role} LOGIN PASSWORD '${password}'`);
+    await stores.admin.query(`CREATE SCHEMA ${schema} AUTHORIZATION ${role}`);
     cleanups.push(async () => {
-      await admin.query(`DROP SCHEMA ${schema} CASCADE`);
-      await admin.query(`DROP ROLE ${role}`);
+      await stores.admin.query(`DROP SCHEMA ${schema} CASCADE`);
+      await stores.admin.query(`DROP ROLE ${role}`);
     });
     const who = { user: role, password };
-    const first = await openStore(schema, who);
-    expect((await admin.query(`SELECT max(version) AS v FROM ${schema}.schema_migrations`)).rows[0].v).toBeGreaterThanOrEqual(4);
+    const first = await openStore(schema, { who });
+    expect((await stores.admin.query(`SELECT max(version) AS v FROM ${schema}.schema_migrations`)).rows[0].v).toBeGreaterThanOrEqual(4);
     // A second replica (and every restart) finds the schema there and up to date.
-    const second = await openStore(schema, who);
+    const second = await openStore(schema, { who });
     await first.revoke(revocation('s-owned'));
     await waitFor(async () => (await second.refresh(), second.isRevoked('s-owned')), 5_000, 'the revocation on the second replica');
   }, 60_000);
@@ -115,7 +89,7 @@ describe('PostgreSQL state store: a database that does not answer in time', () =
   it('a table locked by someone else (a migration, VACUUM FULL) makes reads fail as "unavailable", so new sessions are refused as store_unavailable', async () => {
     const schema = 'review_locked_table';
     const store = await openStore(schema);
-    const holder = new pg.Client({ host: '127.0.0.1', port: db.port, user: db.superuser, database: 'app' });
+    const holder = new pg.Client({ host: '127.0.0.1', port: stores.db.port, user: stores.db.superuser, database: 'app' });
     await holder.connect();
     cleanups.push(() => holder.end());
     await holder.query('BEGIN');
