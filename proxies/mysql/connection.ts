@@ -32,7 +32,7 @@ import { backendAccounts, ProvisioningError, type AccountCredential } from '../.
 import { accountName, type UserProvisioning } from '../../src/accounts/config.ts';
 import type { ConnectionIds, KillableConnection } from './connection-ids.ts';
 import type { SourceLimiter } from '../../src/gateway/preauth.ts';
-import { PreAuthDeadlines, recordPreAuthProtocolError, watchWriteStall } from '../../src/gateway/slow-clients.ts';
+import { PreAuthDeadlines, recordPreAuthProtocolError, recordPreAuthRefused, watchWriteStall } from '../../src/gateway/slow-clients.ts';
 import type { ServerIdentities } from './server-identity.ts';
 import type { EventType } from '../../src/events/catalog.ts';
 import { refusalMessage, type MysqlStatement, type SessionGuardrails } from '../../src/guardrails/index.ts';
@@ -254,12 +254,15 @@ export class MysqlConnection implements KillableConnection {
     sock.setNoDelay(true);
     sock.on('error', () => this.shutdown('client_closed'));
     sock.on('close', () => this.shutdown('client_closed'));
+    const tooMany = (limit: string) => recordPreAuthRefused(services, { protocol: 'mysql', source: this.ctx.remote, connId: this.ctx.id, phase: 'accept' }, 'too_many_unauthenticated', { limit });
     if (unauthenticated.count >= services.config.gateway.max_unauthenticated) {
+      tooMany('gateway.max_unauthenticated');
       this.fatal(0, { ...ERR.HANDSHAKE, code: 1040, message: 'Too many connections waiting to authenticate; try again.' }, 'error');
       return;
     }
     this.releaseSource = this.shared.perSource.acquire(this.ctx.remote.ip);
     if (!this.releaseSource) {
+      tooMany('pre_auth.max_per_source');
       this.fatal(0, { ...ERR.HANDSHAKE, code: 1040, message: 'Too many connections from your address waiting to authenticate; try again.' }, 'error');
       return;
     }
@@ -339,8 +342,13 @@ export class MysqlConnection implements KillableConnection {
       this.deadlines!.handshakeDone();
       this.deadlines!.phase = 'handshake_response';
     });
-    secure.on('error', (e) => {
+    secure.on('error', (e: Error & { code?: string }) => {
       this.log.debug({ err: e.message }, 'TLS error');
+      // Plaintext smuggled after the SSLRequest, another protocol, a TLS alert: an undecodable handshake,
+      // on record (budgeted). A client that merely went away (a reset) refused nothing.
+      if (this.counted && this.deadlines?.phase === 'tls_handshake' && e.code?.startsWith('ERR_SSL_')) {
+        recordPreAuthProtocolError(this.shared.services, { protocol: 'mysql', source: this.ctx.remote, connId: this.ctx.id, phase: 'tls_handshake', error: `TLS handshake failed: ${e.message}` });
+      }
       this.shutdown('client_closed');
     });
     secure.on('close', () => this.shutdown('client_closed'));

@@ -9,7 +9,7 @@ import { admit, openSession, type AdmitRequest, type OpenSession } from '../../s
 import type { EndReason } from '../../src/sessions/registry.ts';
 import { ProtocolError } from '../../src/errors.ts';
 import type { SourceLimiter } from '../../src/gateway/preauth.ts';
-import { PreAuthDeadlines, recordPreAuthProtocolError, watchWriteStall } from '../../src/gateway/slow-clients.ts';
+import { PreAuthDeadlines, recordPreAuthProtocolError, recordPreAuthRefused, watchWriteStall, type PreAuthRefusalReason } from '../../src/gateway/slow-clients.ts';
 import { MessageFramer } from './framing.ts';
 import { decodePassword, decodeStartupPacket, F, PROTOCOL_3_0, type StartupPacket } from './frontend.ts';
 import { authenticationCleartextPassword, authenticationOk, backendKeyData, fatal, negotiateProtocolVersion, readyForQuery, B } from './backend.ts';
@@ -183,11 +183,13 @@ export class ClientConnection {
     this.raw.on('error', () => {});
     this.raw.once('close', () => this.onClientGone());
     if (this.shared.unauthenticated > services.config.gateway.max_unauthenticated) {
+      this.recordRefused('accept', 'too_many_unauthenticated', { limit: 'gateway.max_unauthenticated' });
       this.refuse(new Refusal('53300', 'too many connections are authenticating; try again shortly'));
       return;
     }
     this.releaseSource = this.shared.perSource.acquire(this.ctx.remote.ip);
     if (!this.releaseSource) {
+      this.recordRefused('accept', 'too_many_unauthenticated', { limit: 'pre_auth.max_per_source' });
       this.refuse(new Refusal('53300', 'too many connections from your address are authenticating; try again shortly'));
       return;
     }
@@ -198,6 +200,12 @@ export class ClientConnection {
       this.refuse(speaking ? new Refusal('08P01', `vigil: ${message} (gateway.auth_timeout)`) : new Refusal('08006', message));
     });
     this.negotiate().catch((e) => this.refuse(e));
+  }
+
+  /** A refusal before any credential was checked (budgeted per source: see recordPreAuthRefused). */
+  private recordRefused(phase: string, reason: PreAuthRefusalReason, details: Record<string, unknown>, target?: { name: string; login?: string; database?: string }): void {
+    const { remote, id } = this.ctx;
+    recordPreAuthRefused(this.shared.services, { protocol: PROTOCOL, source: remote, connId: id, phase, ...(target ? { target } : {}) }, reason, details);
   }
 
   private uncount(): void {
@@ -256,6 +264,8 @@ export class ClientConnection {
         if (reader.leftover.length) {
           // Bytes pipelined after SSLRequest would be taken as if they came over TLS (CVE-2021-23214).
           this.ctx.log.warn('client sent data after SSLRequest before the TLS handshake; closing');
+          const { remote, id } = this.ctx;
+          recordPreAuthProtocolError(this.shared.services, { protocol: PROTOCOL, source: remote, connId: id, phase: 'ssl_request', error: 'data sent after SSLRequest before the TLS handshake' });
           this.ended = true;
           this.uncount();
           this.shared.live.delete(this);
@@ -285,6 +295,9 @@ export class ClientConnection {
     // authorized database. Only the values the server reads as false (an ordinary connection) pass.
     const replication = params.get('replication');
     if (replication !== undefined && !REPLICATION_OFF.test(replication)) {
+      // The user the client claims is not authenticated yet: a detail, not the actor.
+      const asked = { name: targetName, ...(requestedDb ? { database: requestedDb } : {}) };
+      this.recordRefused('startup', 'replication_refused', { replication: replication.slice(0, 64), user: user.slice(0, 128), tls: encrypted }, asked);
       throw new Refusal('28000', 'replication connections are not allowed through vigil');
     }
     // Until authenticated only a password message is expected: a small limit, checked on the length header
@@ -420,7 +433,15 @@ export class ClientConnection {
         rejectUnauthorized: false,
       });
       t.on('error', () => {});
-      const onErr = (e: Error) => reject(new Refusal('08006', `TLS handshake failed: ${e.message}`));
+      const onErr = (e: Error & { code?: string }) => {
+        // What the client sent is not TLS, or its TLS failed (an alert, no cipher in common): on record like
+        // any undecodable handshake. A client that merely went away (a reset) refused nothing.
+        if (e.code?.startsWith('ERR_SSL_')) {
+          const { remote, id } = this.ctx;
+          recordPreAuthProtocolError(this.shared.services, { protocol: PROTOCOL, source: remote, connId: id, phase: 'tls_handshake', error: `TLS handshake failed: ${e.message}` });
+        }
+        reject(new Refusal('08006', `TLS handshake failed: ${e.message}`));
+      };
       t.once('error', onErr);
       t.once('secure', () => {
         t.off('error', onErr);

@@ -19,6 +19,7 @@ import { SessionChannel, GATEWAY_EXIT_STATUS } from './session-channel.ts';
 import { handleDirectTcpip, type TcpipInfo } from './forward.ts';
 import { sendBanner, sendDisconnect, rejectChannelOpen, OPEN_RESOURCE_SHORTAGE } from './wire.ts';
 import { observeScp, observeSftp, observeTerminal } from './observers.ts';
+import { recordPreAuthRefused } from '../../src/gateway/slow-clients.ts';
 import type { ScpCommand } from './scp/index.ts';
 
 /** Shared by every connection of one listener. */
@@ -266,7 +267,20 @@ export class Connection implements ChannelHost {
     if (this.finished) return ctx.reject();
     if (ctx.method !== 'publickey') {
       // Passwords and keyboard-interactive are never accepted; 'none' is how clients ask what is.
-      if (ctx.method !== 'none') this.log.info({ method: ctx.method }, 'refused authentication method');
+      if (ctx.method !== 'none') {
+        this.log.info({ method: ctx.method }, 'refused authentication method');
+        // An attempt at access (a password guess, or a client without a certificate): on record, with the
+        // name it gave and never what it typed; budgeted per source like every unauthenticated refusal.
+        const inner = this.opts.inner;
+        const route: Route = inner ? { kind: 'target', target: inner.target.name, login: ctx.username } : parseUsername(ctx.username, this.isTarget);
+        const asked = route.kind === 'target' ? { name: route.target, ...(route.login ? { login: route.login } : {}) } : { name: JUMP_TARGET };
+        recordPreAuthRefused(
+          this.services,
+          { protocol: 'ssh', source: this.opts.source, connId: this.opts.id, phase: 'auth', target: asked },
+          'method_not_allowed',
+          { method: ctx.method, user: ctx.username.slice(0, 256), allowed: ['publickey'] },
+        );
+      }
       return ctx.reject(['publickey']);
     }
     if (++this.authAttempts > this.section.max_auth_attempts || this.authBusy) {

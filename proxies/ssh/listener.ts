@@ -6,7 +6,7 @@ import { serverAlgorithms, type SshSection } from './config.ts';
 import { Connection, type ListenerContext } from './connection.ts';
 import { sendDisconnect } from './wire.ts';
 import { deliverIdentWhole } from './ident-line.ts';
-import { PreAuthDeadlines, recordPreAuthProtocolError, watchWriteStall } from '../../src/gateway/slow-clients.ts';
+import { PreAuthDeadlines, recordPreAuthProtocolError, recordPreAuthRefused, watchWriteStall } from '../../src/gateway/slow-clients.ts';
 import { startsLikeProxyHeader } from '../../src/gateway/proxy-protocol.ts';
 
 /** The SSH listener: one ssh2 server per accepted socket, capped while unauthenticated. */
@@ -19,8 +19,11 @@ export function createSshListener(services: GatewayServices, section: SshSection
   return {
     handleConnection(socket, ctx) {
       const limit = services.config.gateway.max_unauthenticated;
+      const tooMany = (limitKey: string) => recordPreAuthRefused(services, { protocol: 'ssh', source: ctx.remote, connId: ctx.id, phase: 'accept' }, 'too_many_unauthenticated', { limit: limitKey });
       if (closed || unauthenticated >= limit) {
         ctx.log.warn({ unauthenticated, limit }, 'too many unauthenticated connections; dropping');
+        // A listener closing for shutdown refuses nobody's access: only the allowance is a refusal.
+        if (!closed) tooMany('gateway.max_unauthenticated');
         socket.destroy();
         return;
       }
@@ -28,6 +31,7 @@ export function createSshListener(services: GatewayServices, section: SshSection
       const releaseSource = perSource.acquire(ctx.remote.ip);
       if (!releaseSource) {
         ctx.log.warn({ source: ctx.remote.ip, limit: services.config.pre_auth.max_per_source }, 'too many unauthenticated connections from one address; dropping');
+        tooMany('pre_auth.max_per_source');
         socket.destroy();
         return;
       }

@@ -25,6 +25,8 @@ interface PreAuthConnection {
   protocol: string;
   source: { ip: string; port: number };
   connId: string;
+  /** What the client asked for, when it said (target, login, database): never a credential. */
+  target?: { name: string; login?: string; database?: string };
 }
 
 /**
@@ -40,7 +42,7 @@ function recordPreAuthRefusal(services: GatewayServices, conn: PreAuthConnection
       outcome: 'failure',
       actor: { user: 'unknown', roles: [] },
       source: conn.source,
-      target: { name: '(none)', protocol: conn.protocol },
+      target: { ...conn.target, name: conn.target?.name || '(none)', protocol: conn.protocol },
       session_id: conn.connId,
       details,
     })
@@ -61,6 +63,25 @@ export function recordPreAuthCut(services: GatewayServices, cut: PreAuthCut): vo
 export function recordPreAuthProtocolError(services: GatewayServices, cut: PreAuthConnection & { phase: string; error: string }): void {
   const details = { reason: 'protocol_error', phase: cut.phase, error: cut.error.slice(0, 200) };
   recordPreAuthRefusal(services, cut, 'protocol_error', details, 'protocol error');
+}
+
+/**
+ * Refusals made before any credential is checked, each with a stable `reason` (documented with
+ * `auth.failure` in src/events/catalog.ts):
+ * - `too_many_unauthenticated`: the listener's (`gateway.max_unauthenticated`) or the source's
+ *   (`pre_auth.max_per_source`) allowance of unauthenticated connections is taken (details.limit);
+ * - `replication_refused`: a PostgreSQL startup asking for a walsender (`replication=…`);
+ * - `method_not_allowed`: an SSH password or keyboard-interactive attempt (only certificates are accepted).
+ */
+export type PreAuthRefusalReason = 'too_many_unauthenticated' | 'replication_refused' | 'method_not_allowed';
+
+/**
+ * A connection refused before authentication for what it asked, not for a bad credential: `auth.failure`
+ * with `reason`, within the same per-source budget as protocol errors, so a flood (the very thing that
+ * fills the unauthenticated allowance) is counted into `auth.failure.summary`, not written one by one.
+ */
+export function recordPreAuthRefused(services: GatewayServices, conn: PreAuthConnection & { phase: string }, reason: PreAuthRefusalReason, details: Record<string, unknown> = {}): void {
+  recordPreAuthRefusal(services, conn, reason, { ...details, reason, phase: conn.phase }, `refusal (${reason})`);
 }
 
 /**
