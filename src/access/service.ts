@@ -7,7 +7,7 @@ import type { EventType } from '../events/catalog.ts';
 import { SYSTEM_ACTOR } from '../events/envelope.ts';
 import { AuditUnavailableError, VigilError } from '../errors.ts';
 import type { IdentityService, IssuedCredentials, Principal } from '../identity/types.ts';
-import { isUserName, USER_NAME_RULE } from '../identity/user-name.ts';
+import { foldUserName, isUserName, knownSpellings, USER_NAME_RULE } from '../identity/user-name.ts';
 import { grantIsLive } from '../authz/index.ts';
 import type { RoleConfig } from '../authz/config.ts';
 import { hasAnyRole, isRequestable, roleReachesTarget } from '../authz/policy.ts';
@@ -377,28 +377,48 @@ export class AccessService {
 
   // ---- locks ----------------------------------------------------------------------------------------
 
+  /**
+   * Lock a user. Locks are checked by exact name, so a lock is put on the spelling the user's credentials
+   * carry: `alice` typed for the user vigil knows as `Alice` locks `Alice` (and the event says so).
+   */
   async lock(actor: Actor, input: { user: string; reason: string; ttlMs?: number }): Promise<LockRecord> {
     return this.refusing(actor, 'lock', `user/${input.user}`, { user: input.user }, async () => {
       this.ensureAuditable();
       if (!this.isAdmin(actor)) throw refused.notAdmin('lock users');
       const reason = requireReason(input.reason, 'lock a user');
       requireUserName(input.user);
+      const user = await this.spellingOf(input.user);
       const now = this.now();
-      const lock: LockRecord = { kind: 'user', name: input.user, reason, by: actor.user, createdAt: iso(now) };
+      const lock: LockRecord = { kind: 'user', name: user, reason, by: actor.user, createdAt: iso(now) };
       if (input.ttlMs !== undefined) lock.expiresAt = iso(now + input.ttlMs);
       await this.deps.store.putLock(lock);
-      await this.emitRaw('lock.created', actor, `user/${input.user}`, { user: input.user, reason, expires_at: lock.expiresAt });
+      await this.emitRaw('lock.created', actor, `user/${user}`, { user, reason, expires_at: lock.expiresAt });
       return lock;
     });
   }
 
-  async unlock(actor: Actor, user: string): Promise<void> {
-    return this.refusing(actor, 'unlock', `user/${user}`, { user }, async () => {
+  async unlock(actor: Actor, name: string): Promise<void> {
+    return this.refusing(actor, 'unlock', `user/${name}`, { user: name }, async () => {
       this.ensureAuditable();
       if (!this.isAdmin(actor)) throw refused.notAdmin('unlock users');
-      if (!(await this.deps.store.deleteLock('user', user))) throw refused.noSuchLock(user);
+      // The lock as `lock` named it: its user's own spelling, whichever case the admin types now.
+      const locked = (await this.deps.store.listLocks()).filter((l) => l.kind === 'user' && foldUserName(l.name) === foldUserName(name)).map((l) => l.name);
+      const user = locked.includes(name) || locked.length !== 1 ? name : locked[0];
+      if (!(await this.deps.store.deleteLock('user', user))) throw refused.noSuchLock(name);
       await this.emitRaw('lock.deleted', actor, `user/${user}`, { user });
     });
+  }
+
+  /**
+   * The spelling of `name` that vigil's user has (user-name.ts: one per person): `name` itself when it is
+   * known as typed or nobody has it yet, else the one known spelling. Several spellings known (from before
+   * one was enforced) and none as typed: ambiguous, so refused rather than guessed.
+   */
+  private async spellingOf(name: string): Promise<string> {
+    const known = await knownSpellings(this.deps.store, name);
+    if (known.length === 0 || known.includes(name)) return name;
+    if (known.length === 1) return known[0];
+    throw new AccessRefusedError('VIGIL_BAD_USER', 'invalid', `${JSON.stringify(name)} differs only in case from several users (${known.join(', ')}); name one of them exactly.`);
   }
 
   async listLocks(actor: Actor): Promise<LockRecord[]> {
@@ -520,8 +540,6 @@ export function isParty(user: string, r: AccessRecord): boolean {
   const me = foldUserName(user);
   return [r.user, r.requester ?? r.user, r.beneficiary ?? r.user].some((party) => foldUserName(party) === me);
 }
-
-const foldUserName = (name: string) => name.normalize('NFKC').toLowerCase();
 
 function iso(ms: number): string {
   return new Date(ms).toISOString();

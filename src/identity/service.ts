@@ -10,7 +10,7 @@ import { formatPublicKeyLine, fromKeyObject, parsePublicKeyLine, publicKeyBlob, 
 import { encodeOpenSshPrivateKey } from './openssh-privkey.ts';
 import { parseCidrList } from './cidr.ts';
 import { createClientCertificate } from './x509.ts';
-import { isUserName, USER_NAME_RULE } from './user-name.ts';
+import { isUserName, spellingConflict, USER_NAME_RULE } from './user-name.ts';
 import { signToken } from './token.ts';
 import { toKeyObject } from './ssh-keys.ts';
 import { EXT_GRANT, EXT_ROLES, verifierKeys, verifyClientCertificate, verifySshAuth, verifyToken, type VerifyContext } from './verify.ts';
@@ -101,6 +101,8 @@ class LocalIdentity implements IdentityService {
   }
 
   async bindOidcSubject(user: string, issuer: string, subject: string): Promise<IdentityBinding | undefined> {
+    // Before binding: a second spelling of a known user must not even squat the name.
+    await this.refuseSecondSpelling(user);
     return this.store.bindIdentity({ user, issuer, subject, boundAt: new Date().toISOString() });
   }
 
@@ -162,10 +164,17 @@ class LocalIdentity implements IdentityService {
     return [this.sshUserCaPublicKey(), ...this.previous.map((p) => p.userCaPubLine)].join('\n') + '\n';
   }
 
+  /** One person, one spelling (user-name.ts): whatever issues a credential goes through here. */
+  private async refuseSecondSpelling(user: string): Promise<void> {
+    const conflict = await spellingConflict(this.store, user);
+    if (conflict) throw new VigilError('VIGIL_USER_NAME_TAKEN', conflict);
+  }
+
   /** Validates the request and works out serial, roles and validity window (capped by config, grant and notAfterLimit). */
   private async window(req: Pick<IssueRequest, 'user' | 'roles' | 'ttlMs' | 'grantId' | 'notAfterLimit'>): Promise<Window> {
     if (!isUserName(req.user)) throw invalid(`user ${JSON.stringify(req.user)} must be ${USER_NAME_RULE}`);
     for (const r of req.roles) if (!ROLE_RE.test(r)) throw invalid(`role ${JSON.stringify(r)} is not a valid role name`);
+    await this.refuseSecondSpelling(req.user);
     const ttl = Math.min(req.ttlMs ?? this.config.certs.default_ttl, this.config.certs.max_ttl);
     if (!(ttl > 0)) throw invalid('ttl must be positive');
     const now = Date.now();

@@ -97,6 +97,15 @@ CREATE TABLE ${s}.live_sessions (id text PRIMARY KEY, replica text NOT NULL, "us
 CREATE INDEX live_sessions_replica ON ${s}.live_sessions (replica);
 `,
   },
+  {
+    version: 6,
+    sql: (s) => `
+-- One spelling per person (src/identity/user-name.ts): names that differ only in case are looked up at
+-- every issuance and sign-in, without reading every certificate ever issued.
+CREATE INDEX certs_user_folded ON ${s}.certs (lower("user"));
+CREATE INDEX identity_bindings_user_folded ON ${s}.identity_bindings (lower("user"));
+`,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

@@ -329,6 +329,16 @@ export class PostgresStateStore implements StateStore {
     return r.rows.map(certFromRow);
   }
 
+  async userSpellings(name: string): Promise<string[]> {
+    const r = await this.q<{ user: string }>(
+      `SELECT "user" FROM ${this.s}.certs WHERE lower("user") = lower($1)
+       UNION SELECT "user" FROM ${this.s}.identity_bindings WHERE lower("user") = lower($1)
+       UNION SELECT name FROM ${this.s}.locks WHERE kind = 'user' AND lower(name) = lower($1)`,
+      [name],
+    );
+    return r.rows.map((row) => row.user).sort();
+  }
+
   async listRevocations(): Promise<RevocationRecord[]> {
     return (await this.q<RevocationRecord>(`SELECT serial, reason, "by", "time" FROM ${this.s}.revocations ORDER BY "time" COLLATE "C", serial COLLATE "C"`)).rows;
   }

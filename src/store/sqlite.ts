@@ -17,6 +17,9 @@ CREATE TABLE IF NOT EXISTS holds (id TEXT PRIMARY KEY, created_at TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS identity_bindings (
   user TEXT PRIMARY KEY, issuer TEXT NOT NULL, subject TEXT NOT NULL, bound_at TEXT NOT NULL, UNIQUE (issuer, subject)
 );
+-- userSpellings(): names that differ only in case, found without reading every certificate ever issued.
+CREATE INDEX IF NOT EXISTS certs_user_folded ON certs(lower(user));
+CREATE INDEX IF NOT EXISTS identity_bindings_user_folded ON identity_bindings(lower(user));
 `;
 
 /**
@@ -86,6 +89,11 @@ export class SqliteStateStore implements StateStore {
       putLock: this.db.prepare('INSERT OR REPLACE INTO locks VALUES (@kind, @name, @data)'),
       deleteLock: this.db.prepare('DELETE FROM locks WHERE kind = ? AND name = ?'),
       allLocks: this.db.prepare('SELECT data FROM locks').pluck(),
+      userSpellings: this.db.prepare(
+        `SELECT user FROM certs WHERE lower(user) = lower(@name)
+         UNION SELECT user FROM identity_bindings WHERE lower(user) = lower(@name)
+         UNION SELECT name FROM locks WHERE kind = 'user' AND lower(name) = lower(@name)`,
+      ).pluck(),
       bindingByUser: this.db.prepare('SELECT user, issuer, subject, bound_at AS boundAt FROM identity_bindings WHERE user = ?'),
       bindingBySubject: this.db.prepare('SELECT user, issuer, subject, bound_at AS boundAt FROM identity_bindings WHERE issuer = ? AND subject = ?'),
       insertBinding: this.db.prepare('INSERT INTO identity_bindings VALUES (@user, @issuer, @subject, @boundAt)'),
@@ -123,6 +131,10 @@ export class SqliteStateStore implements StateStore {
 
   async listIssuedCerts(range: { since: string; until: string }): Promise<IssuedCertRecord[]> {
     return (this.stmt.certsOverlapping.all(range) as Record<string, string>[]).map(certFromRow);
+  }
+
+  async userSpellings(name: string): Promise<string[]> {
+    return (this.stmt.userSpellings.all({ name }) as string[]).sort();
   }
 
   async listRevocations(): Promise<RevocationRecord[]> {

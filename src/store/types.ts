@@ -106,6 +106,12 @@ export interface StateStore {
   getIssuedCert(serial: string): Promise<IssuedCertRecord | undefined>;
   /** Certificates valid at some time in [since, until] (RFC 3339 bounds), oldest first (access-review report). */
   listIssuedCerts(range: { since: string; until: string }): Promise<IssuedCertRecord[]>;
+  /**
+   * The user names vigil knows (issued a certificate or token, bound to an SSO subject, or locked) that
+   * equal `name` ignoring ASCII case, `name` itself included when known. An indexed lookup: it runs at
+   * every issuance and sign-in (src/identity/user-name.ts: one spelling per person).
+   */
+  userSpellings(name: string): Promise<string[]>;
   /** Every revocation, oldest first. */
   listRevocations(): Promise<RevocationRecord[]>;
   /** Returns false when the serial was already revoked. */

@@ -80,6 +80,11 @@ export class MemoryStore implements StateStore {
   async getIdentityBinding(user: string) {
     return this.bindings.get(user);
   }
+  async userSpellings(name: string) {
+    const folded = name.toLowerCase();
+    const names = [...this.issued.values()].map((c) => c.user).concat([...this.bindings.keys()], [...this.locks.values()].filter((l) => l.kind === 'user').map((l) => l.name));
+    return [...new Set(names.filter((n) => n.toLowerCase() === folded))].sort();
+  }
   holds = new Map<string, HoldRecord>();
   async putHold(rec: HoldRecord) {
     this.holds.set(rec.id, rec);

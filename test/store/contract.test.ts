@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { openStateStore } from '../../src/store/index.ts';
+import { LATEST_VERSION } from '../../src/store/postgres-schema.ts';
 import type { StoreConfig } from '../../src/store/config.ts';
 import type { AccessRecord, OutboxClaim, StateStore } from '../../src/store/types.ts';
 import { PASSWORDS, startPostgres, type PostgresHandle } from '../support/postgres.ts';
@@ -203,6 +204,22 @@ describe.each(IMPLEMENTATIONS)('StateStore contract: %s', (_name, makeSpace) => 
     for (const r of results) if (r) expect(r).toEqual(winner);
     expect(await a.getIdentityBinding('bob')).toEqual(winner);
   });
+
+  it('finds the spellings of a user name that differ only in case: certificates, SSO bindings and user locks, for every instance', async () => {
+    const sp = makeSpace();
+    const [a, b] = [await sp.open(), await sp.open()];
+    expect(await b.userSpellings('alice')).toEqual([]);
+    await a.recordIssuedCert({ serial: 'c1', user: 'Alice', roles: [], notBefore: iso(0), notAfter: iso(1000), kind: 'cert' });
+    await a.recordIssuedCert({ serial: 'c2', user: 'Alice', roles: [], notBefore: iso(0), notAfter: iso(1000), kind: 'token' });
+    await a.bindIdentity({ user: 'ALICE', issuer: 'https://idp.example', subject: 's1', boundAt: iso(0) });
+    await a.putLock({ kind: 'user', name: 'aLice', reason: 'r', by: 'admin', createdAt: iso(0) });
+    await a.putLock({ kind: 'target', name: 'alice', reason: 'r', by: 'admin', createdAt: iso(0) });
+    await a.recordIssuedCert({ serial: 'c3', user: 'alicex', roles: [], notBefore: iso(0), notAfter: iso(1000), kind: 'cert' });
+    // Each known spelling once, sorted; a target lock and a longer name are not spellings of the user.
+    expect(await b.userSpellings('alice')).toEqual(['ALICE', 'Alice', 'aLice']);
+    expect(await b.userSpellings('ALICE')).toEqual(['ALICE', 'Alice', 'aLice']);
+    expect(await b.userSpellings('bob')).toEqual([]);
+  });
 });
 
 describe('PostgreSQL state store specifics', () => {
@@ -211,10 +228,10 @@ describe('PostgreSQL state store specifics', () => {
   it('replicas starting together migrate the schema once', async () => {
     const stores = await Promise.all([1, 2, 3, 4].map(() => openStateStore(tempDir(), cfg('race'))));
     opened.push(...stores);
-    expect(pg.psql('SELECT version FROM race.schema_migrations ORDER BY 1')).toBe('1\n2\n3\n4\n5');
+    expect(pg.psql('SELECT version FROM race.schema_migrations ORDER BY 1')).toBe(Array.from({ length: LATEST_VERSION }, (_, i) => i + 1).join('\n'));
     // And a restart finds nothing to do.
     opened.push(await openStateStore(tempDir(), cfg('race')));
-    expect(pg.psql('SELECT count(*) FROM race.schema_migrations')).toBe('5');
+    expect(pg.psql('SELECT count(*) FROM race.schema_migrations')).toBe(String(LATEST_VERSION));
   });
 
   it('the outbox: a notifier head is held by one replica at a time; a run-out hold passes on and its late outcome changes nothing', async () => {
@@ -291,7 +308,7 @@ describe('vigil doctor on a PostgreSQL store', () => {
     expect(before).toMatchObject({ ok: true, detail: expect.stringMatching(/not created yet/) });
     expect(pg.psql("SELECT count(*) FROM pg_namespace WHERE nspname = 'doc'")).toBe('0');
     opened.push(await openStateStore(tempDir(), { kind: 'postgres', url: { env: URL_ENV }, schema: 'doc' }));
-    expect((await checkPostgresStore({ url: { env: URL_ENV }, schema: 'doc' }, 3000)).detail).toMatch(/version 5, up to date/);
+    expect((await checkPostgresStore({ url: { env: URL_ENV }, schema: 'doc' }, 3000)).detail).toMatch(new RegExp(`version ${LATEST_VERSION}, up to date`));
     process.env.VIGIL_TEST_BAD_URL = `postgres://scram_user:${PASSWORDS.scram_user}x@127.0.0.1:${pg.port}/app?sslmode=disable`;
     const bad = await checkPostgresStore({ url: { env: 'VIGIL_TEST_BAD_URL' }, schema: 'doc' }, 3000);
     expect(bad).toMatchObject({ ok: false, name: `store postgres://127.0.0.1:${pg.port}/app`, detail: expect.stringMatching(/password authentication failed/) });

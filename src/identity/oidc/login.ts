@@ -3,6 +3,7 @@ import * as oidc from 'openid-client';
 import { createRemoteJWKSet, decodeJwt } from 'jose';
 import type { VigilConfig, TargetConfig } from '../../config/schema.ts';
 import { readSecret } from '../../config/types.ts';
+import { VigilError } from '../../errors.ts';
 import type { RoleConfig } from '../../authz/config.ts';
 import { roleReachesTarget } from '../../authz/index.ts';
 import type { EventBus } from '../../events/bus.ts';
@@ -397,7 +398,13 @@ export class OidcLogin {
    */
   private async identify(payload: import('jose').JWTPayload): Promise<VerifiedIdentity> {
     const id = mapIdentity(payload, { rolesClaim: this.cfg.roles_claim, userClaim: this.cfg.user_claim, roleMap: this.deps.roleMap?.() ?? this.cfg.role_map });
-    const held = await this.deps.identity.bindOidcSubject(id.user, this.cfg.issuer, id.subject);
+    const held = await this.deps.identity.bindOidcSubject(id.user, this.cfg.issuer, id.subject).catch((e) => {
+      // The name is another user's in another case (`Alice` for alice): taken, like the name itself.
+      if (e instanceof VigilError && e.code === 'VIGIL_USER_NAME_TAKEN') {
+        throw new OidcLoginError('user_taken', `The vigil user ${id.user} differs only in case from another user; ask an administrator.`, e.message, { subject: id.subject, groups: id.groups });
+      }
+      throw e;
+    });
     if (!held) return id;
     const detail = `user ${JSON.stringify(held.user)} is bound to subject ${JSON.stringify(held.subject)} of ${held.issuer} since ${held.boundAt}; this sign-in is subject ${JSON.stringify(id.subject)} as ${JSON.stringify(id.user)}`;
     // Another account has the name: the refusal is not attributed to the user it would have become.
