@@ -213,9 +213,8 @@ describe.each(IMPLEMENTATIONS)('StateStore contract: %s', (_name, makeSpace) => 
     await a.recordIssuedCert({ serial: 'c2', user: 'Alice', roles: [], notBefore: iso(0), notAfter: iso(1000), kind: 'token' });
     await a.bindIdentity({ user: 'ALICE', issuer: 'https://idp.example', subject: 's1', boundAt: iso(0) });
     await a.putLock({ kind: 'user', name: 'aLice', reason: 'r', by: 'admin', createdAt: iso(0) });
-    await a.putLock({ kind: 'target', name: 'alice', reason: 'r', by: 'admin', createdAt: iso(0) });
     await a.recordIssuedCert({ serial: 'c3', user: 'alicex', roles: [], notBefore: iso(0), notAfter: iso(1000), kind: 'cert' });
-    // Each known spelling once, sorted; a target lock and a longer name are not spellings of the user.
+    // Each known spelling once, sorted; a longer name is not a spelling of the user.
     expect(await b.userSpellings('alice')).toEqual(['ALICE', 'Alice', 'aLice']);
     expect(await b.userSpellings('ALICE')).toEqual(['ALICE', 'Alice', 'aLice']);
     expect(await b.userSpellings('bob')).toEqual([]);
