@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { AuditEvent } from '../../src/events/envelope.ts';
 import type { AuditChainStore, IndexedAuditRow, SharedAuditQuery } from '../../src/store/types.ts';
-import { keyId, parseRecordLine, recordHash } from './record.ts';
+import { keyId, parseRecordLine, parseSegmentName, recordHash } from './record.ts';
 import { readAnchorFile } from './anchor.ts';
 import { listSegments } from './segments.ts';
 import { canonicalJson } from './canonical.ts';
@@ -72,17 +72,14 @@ export interface SyncResult {
 }
 
 /**
- * The highest seq a retention purge among `rows` removed from the chain (`audit.purged` with segments).
- * The index drops those rows in the transaction that adds the event vouching for their removal, so the
- * database keeps no more than the chain does, and verify never sees a gap without its reason.
+ * The last seq the local chain no longer holds: its anchor's, and never past its first segment (an anchor
+ * written by a purge that has not removed its segments yet). 0 without an anchor, or when unreadable.
  */
-export function purgedThrough(rows: IndexedAuditRow[]): number | undefined {
-  let through: number | undefined;
-  for (const r of rows) {
-    const last = purgedThroughOf(r);
-    if (last !== undefined) through = Math.max(through ?? 0, last);
-  }
-  return through;
+export function locallyPurgedThrough(auditDir: string): number {
+  const anchored = purgedThroughAnchor(auditDir);
+  const first = listSegments(auditDir)[0];
+  const firstSeq = first ? parseSegmentName(first)?.firstSeq : undefined;
+  return firstSeq === undefined ? 0 : Math.min(anchored, firstSeq - 1);
 }
 
 /** The last seq the `audit.purged` event in this row removed from the chain; undefined for any other row. */
@@ -115,6 +112,16 @@ export class SharedIndexer {
   /** The head last seen in the database: kept while `head` is forgotten (an error, a conflict, diverged). */
   private lastSeq = 0;
   private registered = false;
+  /**
+   * Cuts claimed by `audit.purged` events in the index (their last_seq) that the index has not made yet.
+   * An event is indexed as soon as it is signed, which can be before its purge removed anything, and a
+   * purge narrowed by a legal hold placed meanwhile removes less than its first event says (a second,
+   * narrower event follows, maybe in a later batch). So a claim is pruned only once the local chain no
+   * longer holds what it names: rows of held records stay searchable on every replica.
+   */
+  private claims = new Set<number>();
+  /** The index holds none of this replica's rows at or below this seq. */
+  private prunedThrough = 0;
   diverged?: { seq: number; problem: string };
 
   constructor(
@@ -165,6 +172,7 @@ export class SharedIndexer {
           if (!(e instanceof ChainDivergedError)) throw e;
           return this.markDiverged(res, e);
         }
+        await this.loadClaims();
         this.head = head;
         this.diverged = undefined;
       }
@@ -178,14 +186,28 @@ export class SharedIndexer {
       if (read.records.length === 0 || !read.end) {
         // A purge gap with nothing signed after it yet waits for the next checkpoint: the rows below the
         // cut go in the transaction that adds the first records after it (the head must stay on a row).
-        res.caughtUp = true;
-        return res;
+        // A claim indexed before its purge was done is pruned once the chain has made the cut.
+        const due = this.confirmedCut([]);
+        if (due <= this.prunedThrough) {
+          res.caughtUp = true;
+          return res;
+        }
+        const out = await this.chains.appendRows(this.local.replica, this.head, [], chainHeadSeq(this.local.auditDir), { pruneThrough: due });
+        if (!out.ok) {
+          this.head = undefined;
+          this.lastSeq = out.seq;
+          if (++conflicts > 3) return res;
+          continue;
+        }
+        this.pruned(due);
+        continue;
       }
       const rows: IndexedAuditRow[] = read.records.map((r) => ({ replica: this.local.replica, seq: r.seq, prev: r.prev, hash: r.hash, eventJson: r.eventJson }));
       // Past a purge gap the rows below the cut go in the same transaction, as the purge removed them from
       // the chain: the index then starts where the chain does (its audit.purged event follows, and verify
-      // accepts the cut once it is in).
-      const through = Math.max(purgedThrough(rows) ?? 0, read.purged?.through ?? 0);
+      // accepts the cut once it is in). So do the rows below a cut an audit.purged event among them claims,
+      // as far as the chain has made it.
+      const through = Math.max(this.confirmedCut(rows), read.purged?.through ?? 0);
       const out = await this.chains.appendRows(this.local.replica, this.head, rows, chainHeadSeq(this.local.auditDir), { pruneThrough: through || undefined });
       if (!out.ok) {
         // Another process (a CLI search, reindex) moved the head: start again from where it is now.
@@ -196,12 +218,49 @@ export class SharedIndexer {
       }
       this.head = { seq: out.seq, hash: out.hash };
       this.lastSeq = out.seq;
+      for (const r of rows) {
+        const claim = purgedThroughOf(r);
+        if (claim !== undefined) this.claims.add(claim);
+      }
+      this.pruned(through);
       this.reader.advance(read.end);
       if (read.purged) res.purged = { from: res.purged?.from ?? read.purged.from, through: read.purged.through };
       res.added += rows.length;
       if (yieldBetween) await new Promise<void>((r) => setImmediate(r));
     }
     return res;
+  }
+
+  /**
+   * The highest cut an `audit.purged` event (indexed, or among `rows`) claims that the local chain has made:
+   * never past what the chain no longer holds, and always one an indexed event vouches for (verify accepts
+   * the index starting right after it). 0 when there is none.
+   */
+  private confirmedCut(rows: IndexedAuditRow[]): number {
+    const claims = [...this.claims];
+    for (const r of rows) {
+      const claim = purgedThroughOf(r);
+      if (claim !== undefined) claims.push(claim);
+    }
+    if (claims.length === 0) return 0;
+    const gone = locallyPurgedThrough(this.local.auditDir);
+    return Math.max(0, ...claims.filter((c) => c <= gone));
+  }
+
+  private pruned(through: number): void {
+    this.prunedThrough = Math.max(this.prunedThrough, through);
+    for (const c of this.claims) if (c <= this.prunedThrough) this.claims.delete(c);
+  }
+
+  /** The claims of the indexed `audit.purged` events whose cut the index has not made yet (after a restart). */
+  private async loadClaims(): Promise<void> {
+    const first = (await this.chains.rows(this.local.replica, 0, 1))[0];
+    this.prunedThrough = first ? first.seq - 1 : 0;
+    this.claims = new Set();
+    for (const r of await this.chains.search({ replica: this.local.replica, type: 'audit.purged' })) {
+      const claim = purgedThroughOf(r);
+      if (claim !== undefined && claim > this.prunedThrough) this.claims.add(claim);
+    }
   }
 
   private async markDiverged(res: SyncResult, e: ChainDivergedError): Promise<SyncResult> {

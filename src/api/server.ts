@@ -19,6 +19,7 @@ import { LINK_PATH_PREFIX, redactLinkPath, unauthenticatedLinkRefusal } from './
 import { beginWatch, streamSession, watchSessionId, webSocketSink } from './watch.ts';
 import { SessionNotFoundError } from '../sessions/control.ts';
 import { createConsole } from '../console/server.ts';
+import { StreamSlots, TOO_MANY_STREAMS, tooManyStreamsMessage } from './stream-slots.ts';
 import { loginEndpoints } from '../identity/oidc/routes.ts';
 import { CREDENTIAL_ENDED, credentialEnded, type CertCredential, type CredentialEnd } from './credential.ts';
 import { foreignSite, stateChangeRefusal } from './cross-site.ts';
@@ -28,9 +29,6 @@ const STREAM_MAX_BUFFERED = 4 * 1024 * 1024;
 const EVENTS_STREAM_PATH = '/v1/events/stream';
 /** How soon an open stream notices that its certificate no longer speaks for anyone (as the console's live view). */
 const STREAM_CHECK_MS = 1000;
-/** Live streams (audit stream, session watches) one user may hold open at once: each is re-checked every
- *  second and fed every event, so an unbounded number from one credential would load the gateway. */
-const MAX_STREAMS_PER_USER = 16;
 
 type AuthResult = { ok: true; actor: Actor; credential: CertCredential } | { ok: false; error: ApiError; user?: string; certSerial?: string };
 
@@ -157,7 +155,10 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
 
   // The web console (/console/): signs in with the same client certificate check, then works on its own
   // cookie session, so identities proven otherwise (OIDC) can use it too.
-  const consoleApp = createConsole(services, currentAccess, authenticate, budgetRefusal, (ip) => refusals.take(ip));
+  // Live streams (audit stream, session watches, console live views) one user may hold open at once, one
+  // bound for all three: each is re-checked every second and fed every event.
+  const streamSlots = new StreamSlots();
+  const consoleApp = createConsole(services, currentAccess, authenticate, budgetRefusal, (ip) => refusals.take(ip), streamSlots);
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'https://vigil.invalid');
@@ -233,17 +234,11 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
   // ---- live audit stream (WebSocket), admins and auditors only -----------------------------------------
   const wss = new WebSocketServer({ noServer: true, maxPayload: 4096 });
   const streams = new Set<WebSocket>();
-  const streamsByUser = new Map<string, number>();
   /** Reserve one of `user`'s stream slots for this socket until it closes (whether or not it upgrades). */
   const takeStreamSlot = (user: string, socket: net.Socket): boolean => {
-    const held = streamsByUser.get(user) ?? 0;
-    if (held >= MAX_STREAMS_PER_USER) return false;
-    streamsByUser.set(user, held + 1);
-    socket.once('close', () => {
-      const left = (streamsByUser.get(user) ?? 1) - 1;
-      if (left > 0) streamsByUser.set(user, left);
-      else streamsByUser.delete(user);
-    });
+    const release = streamSlots.take(user);
+    if (!release) return false;
+    socket.once('close', release);
     return true;
   };
 
@@ -273,9 +268,9 @@ export async function startApi(services: GatewayServices, listen: Listen, ports:
     }
     const watchId = watchSessionId(path);
     if ((watchId !== undefined || path === EVENTS_STREAM_PATH) && !takeStreamSlot(auth.actor.user, socket)) {
-      const msg = `Refused: ${MAX_STREAMS_PER_USER} live streams are open for ${auth.actor.user} already; close one first.`;
-      void recordRefusal(req, who, 429, 'VIGIL_TOO_MANY_STREAMS', msg);
-      return rejectUpgrade(429, 'VIGIL_TOO_MANY_STREAMS', msg);
+      const msg = tooManyStreamsMessage(auth.actor.user);
+      void recordRefusal(req, who, 429, TOO_MANY_STREAMS, msg);
+      return rejectUpgrade(429, TOO_MANY_STREAMS, msg);
     }
     if (watchId !== undefined) return watchUpgrade(req, socket, head, auth.actor, auth.credential, watchId, rejectUpgrade);
     if (path !== EVENTS_STREAM_PATH) {

@@ -10,6 +10,7 @@ import { parseDuration } from '../config/units.ts';
 import { dataPaths } from '../data-dir.ts';
 import type { EventInput } from '../events/envelope.ts';
 import { ApiError, errorResponse, parseBody, readJson } from '../api/http.ts';
+import { StreamSlots, TOO_MANY_STREAMS, tooManyStreamsMessage } from '../api/stream-slots.ts';
 import { ApproveBody, KillBody, ReasonBody } from '../api/routes.ts';
 import { CATCH_UP_WAIT_MS, searchShared, streamShared, type SharedIndexLag } from '../../recorder/audit/shared-index.ts';
 import type { AuditEvent } from '../events/envelope.ts';
@@ -60,7 +61,11 @@ const SEARCH_LIMIT_MAX = 1000;
 /** Refusals anyone can cause without the IdP's help: counted against the source's refusal budget. */
 const CHEAP_OIDC_REFUSALS = new Set(['login_unknown', 'login_expired', 'malformed', 'state_mismatch']);
 
-export function createConsole(services: GatewayServices, accessOf: () => AccessService, checkCert: CertCheck, refuseCert: CertRefusal, admitRefusal: (ip: string) => boolean = () => true): ConsoleHandler {
+/**
+ * `liveSlots`: the per-user bound on open live views (the API's bound on its streams); pass the API's own
+ * to count both against one bound.
+ */
+export function createConsole(services: GatewayServices, accessOf: () => AccessService, checkCert: CertCheck, refuseCert: CertRefusal, admitRefusal: (ip: string) => boolean = () => true, liveSlots = new StreamSlots()): ConsoleHandler {
   const { events, log } = services;
   const settings = (services.config as { console?: { enabled?: boolean; session_ttl?: number } }).console;
   const enabled = settings?.enabled !== false;
@@ -317,7 +322,17 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
       // expired, certificate revoked, user locked, no role mapped) or with the reading role (role_map
       // reloaded), as the next click would.
       const stillSignedIn = async () => sessions.fromRequest(req) === s && (await speaksFor(s)) && canRead(s, req);
-      return watchInConsole(services, liveDeps(services, accessOf()), actorOf(s, req), m[1], fromStart, res, securityHeaders(), stillSignedIn);
+      // Each view holds a response, a subscription and a recording reader while the session lasts: bounded
+      // per user as the API's streams are (the refusal is recorded as api.request below).
+      const release = liveSlots.take(s.user);
+      if (!release) throw new ApiError(429, TOO_MANY_STREAMS, tooManyStreamsMessage(s.user));
+      res.once('close', release);
+      try {
+        return await watchInConsole(services, liveDeps(services, accessOf()), actorOf(s, req), m[1], fromStart, res, securityHeaders(), stillSignedIn);
+      } catch (e) {
+        release();
+        throw e;
+      }
     }
 
     m = /^\/sessions\/([A-Za-z0-9_-]+)\/kill$/.exec(route);
