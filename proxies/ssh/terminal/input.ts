@@ -8,7 +8,7 @@
 export type KeyOp = { text: string } | 'erase' | 'kill-line' | 'kill-word' | 'other';
 
 /** `raw`: the bytes of the keys as typed (escape sequences included), for a record of what was pressed; `at`: where the Enter is in the chunk given to `classify`. */
-export type InputEvent = { type: 'keys'; ops: KeyOp[]; raw?: string } | { type: 'enter'; at: number } | { type: 'cancel' };
+export type InputEvent = { type: 'keys'; ops: KeyOp[]; raw?: string } | { type: 'enter'; at: number } | { type: 'cancel' } | { type: 'eof' };
 
 const ESC = 0x1b;
 const PASTE_START = '[200~';
@@ -63,6 +63,9 @@ export class InputClassifier {
         push({ type: 'enter', at: i }, i);
       } else if (b === 0x03 && !this.pasting) {
         push({ type: 'cancel' }, i);
+      } else if (b === 0x04 && !this.pasting) {
+        // Ctrl-D: end of input on an empty line (a shell, `cat`, a here-document), delete-char on a typed one.
+        push({ type: 'eof' }, i);
       } else if (b >= 0x20 && b !== 0x7f) {
         text.push(b);
       } else if (this.pasting && (b === 0x0a || b === 0x0d || b === 0x09)) {

@@ -84,6 +84,11 @@ export class ShellInputSplitter {
   /** The here-document whose body is being read. */
   private heredoc: { word: string; stripTabs: boolean } | null = null;
 
+  /** A command is open: lines were taken that do not complete it yet (an open quote, `\`, a heredoc …). */
+  get unfinished(): boolean {
+    return this.command !== '' || this.line !== '';
+  }
+
   /** Complete commands found in `data` (and what came before it). */
   push(data: Uint8Array): string[] {
     const out: string[] = [];
@@ -239,4 +244,33 @@ export class ShellInputSplitter {
     this.hasCode = true;
     return i;
   }
+}
+
+/**
+ * Is this command line, read as a whole, still open: does a shell given it ask for more (PS2) before it
+ * runs anything? (`echo 'open`, `echo a \\`, `cat <<EOF`, `for i in 1; do`.)
+ */
+export function asksForMore(text: string): boolean {
+  const splitter = new ShellInputSplitter();
+  splitter.push(new TextEncoder().encode(text + '\n'));
+  return splitter.unfinished;
+}
+
+/**
+ * Does bash's history expansion rewrite this line before running it (`!!`, `!$`, `!-2`, `!ls`, `^a^b`)?
+ * Then the echoed line is not the text that ran. A `!` before a blank, `=`, `(` or the end, or inside
+ * single quotes or after a backslash, is left alone by bash (`! grep`, `[ a != b ]`, `echo hi!`).
+ */
+export function expandsHistory(text: string): boolean {
+  if (/^\s*\^/.test(text)) return true;
+  let single = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (single) {
+      if (c === "'") single = false;
+    } else if (c === "'") single = true;
+    else if (c === '\\') i++;
+    else if (c === '!' && i + 1 < text.length && !/[\s=(]/.test(text[i + 1]!)) return true;
+  }
+  return false;
 }

@@ -1,5 +1,6 @@
 import xtermHeadless from '@xterm/headless';
 import { InputClassifier, TypedLine, type InputEvent } from './input.ts';
+import { asksForMore, expandsHistory } from './shell-input.ts';
 import { commandLines, cursorRow, logicalLineAt, rowsText, textBeforeCursor } from './screen.ts';
 
 const { Terminal } = xtermHeadless;
@@ -37,9 +38,12 @@ export interface TerminalCommand {
   /** False when keys were pressed whose effect a keystroke rebuild cannot know (arrows, Tab, history). */
   exact?: false;
   /**
-   * The channel closed before the screen showed this line: its Enter went to the shell, which may or may
-   * not have run it. `command` is the keystrokes' rebuild, or empty with `hidden` when the line may have
-   * been the answer to a password prompt (typed ahead, or at a prompt not known to be the shell's).
+   * The channel closed before the screen showed this line, or it began a command the shell was still
+   * asking the rest of (an open quote, a heredoc) when the session ended or the shell went back to its
+   * first prompt, or it was typed while a program ran and Ctrl-C (which makes the tty drop what was typed
+   * ahead) came before the shell read it: its Enter went to the shell, which may or may not have run it.
+   * `command` is the keystrokes' rebuild (or the echoed line), or empty with `hidden` when the line may
+   * have been the answer to a password prompt (typed ahead, or at a prompt not known to be the shell's).
    */
   unconfirmed?: true;
   hidden?: true;
@@ -195,6 +199,16 @@ export class CommandTracker {
   private backlog = 0;
   private wantDrain = false;
   private disposed = false;
+  /** A command line read that the shell has not got all of yet (see `emit`). */
+  private openCommand: TerminalCommand | undefined;
+  /**
+   * Lines typed while a program ran (no prompt before them, no line editor reading) whose tty echo was
+   * read: queued in the tty for whoever reads next, they run only if the shell reads them — a Ctrl-C
+   * first makes the tty flush them. Reported once that is known (see `releaseEchoed`).
+   */
+  private echoedUnread: TerminalCommand[] = [];
+  /** A line editor (readline, zle) accepted a line in this session: the shell redisplays what it reads. */
+  private lineEditorSeen = false;
   /** Output bytes dropped because the backlog was past `maxBacklog`. */
   droppedBytes = 0;
 
@@ -251,7 +265,7 @@ export class CommandTracker {
     const chunk = Buffer.from(data);
     let from = 0;
     let search = 0;
-    while (this.unsettledEnters > 0) {
+    while (this.unsettledEnters > 0 || this.echoedUnread.length > 0) {
       const nl = chunk.indexOf(0x0a, search);
       if (nl < 0) break;
       this.write(chunk.subarray(from, nl));
@@ -301,6 +315,8 @@ export class CommandTracker {
     try {
       await this.flush();
       if (this.disposed) return;
+      // Typed before the lines still pending: first.
+      this.releaseEchoed(false);
       for (const entry of this.pending.splice(0)) {
         const typed = entry.typed.text.trim();
         if (!typed) continue;
@@ -309,6 +325,9 @@ export class CommandTracker {
         if (known) this.emit({ command: typed, source: 'terminal', prompt, unconfirmed: true, ...(entry.typed.exact ? {} : { exact: false as const }) });
         else this.emit({ command: '', source: 'terminal', prompt, unconfirmed: true, hidden: true });
       }
+      // The shell was still asking for the rest of a command: it never ran.
+      if (this.openCommand) this.deliver({ ...this.openCommand, unconfirmed: true });
+      this.openCommand = undefined;
     } finally {
       this.dispose();
     }
@@ -369,7 +388,18 @@ export class CommandTracker {
       if (e.type === 'keys') {
         this.typing ??= this.markPrompt();
         this.typing.typed.apply(e.ops, e.raw);
+      } else if (e.type === 'eof') {
+        // On a line where nothing was typed it is end of input, not a key of the next line: that line
+        // begins at the prompt drawn after it. On a typed line, readline deletes a character.
+        if (this.typing && this.typing.typed.raw !== '') this.typing.typed.apply(['other'], '\x04');
+        else {
+          this.typing?.marker?.dispose();
+          this.typing = undefined;
+        }
       } else if (e.type === 'cancel') {
+        // Ctrl-C interrupts the program and the tty drops the lines queued for the shell: whether the
+        // shell read any of them first is not known.
+        this.releaseEchoed(false);
         this.typing?.marker?.dispose();
         this.typing = undefined;
       } else if (this.typing === undefined) {
@@ -471,7 +501,10 @@ export class CommandTracker {
   /** Just before a newline that follows an Enter. */
   private onNewline(): void {
     const entry = this.pending[0];
-    if (!entry || this.disposed) return;
+    if (this.disposed) return;
+    // Output past an echoed line, not the echo of another line: what was queued is being read (a program
+    // echoing it, the shell running it).
+    if (!entry) return this.releaseEchoed(true);
     if (!this.readsLine(entry)) return this.settle();
     const buf = this.term.buffer.active;
     if (this.term.modes.bracketedPasteMode) {
@@ -486,6 +519,22 @@ export class CommandTracker {
 
   /** Bracketed paste turned off: readline accepted the line and moved below it. */
   private onLineAccepted(): void {
+    if (this.disposed) return;
+    this.lineEditorSeen = true;
+    if (this.echoedUnread.length > 0) {
+      // The line editor read a line: the first queued one (it redisplays it after its prompt), or a later
+      // one when the queued ones went to a program before.
+      const first = this.echoedUnread[0]!;
+      const buf = this.term.buffer.active;
+      const row = cursorRow(buf);
+      const { start } = logicalLineAt(buf, buf.cursorX === 0 && row > 0 ? row - 1 : row);
+      const shown = rowsText(buf, start, buf.cursorX === 0 && row > 0 ? row - 1 : row).trimEnd();
+      if (shown.endsWith(first.command)) {
+        this.echoedUnread.shift();
+        return this.emit(first);
+      }
+      this.releaseEchoed(true);
+    }
     const entry = this.pending[0];
     if (!entry || this.disposed || !this.readsLine(entry)) return;
     const buf = this.term.buffer.active;
@@ -526,7 +575,13 @@ export class CommandTracker {
     }
     if (echoed) {
       if (found && prompt.trim()) this.shellPrompts.add(prompt);
-      return this.emit({ command: shown, source: 'terminal', prompt: prompt.trim() });
+      const cmd: TerminalCommand = { command: shown, source: 'terminal', prompt: prompt.trim() };
+      // Typed while a program ran, at a shell with a line editor: the tty's echo, not the shell reading it.
+      if (!accepted && this.lineEditorSeen && !entry.lineEditor && !prompt.trim() && entry.screen === 'normal') {
+        this.echoedUnread.push(cmd);
+        return;
+      }
+      return this.emit(cmd);
     }
     if (!typed) return;
     // Keys were typed and not echoed: a command typed after `stty -echo`, or the answer to a password
@@ -629,8 +684,36 @@ export class CommandTracker {
     return { command: body.trim(), prompt: shown.slice(0, shown.length - body.length) };
   }
 
+  /**
+   * A command line is reported once the shell has all of it: a line that leaves the command open (an open
+   * quote, a trailing `\\`, a heredoc, `for … do`) waits for the lines typed at the continuation prompt,
+   * and the whole is one command, as the shell runs it — never its pieces (`EOF`, `quote'`) as commands.
+   * A line the shell rewrites before running it (history expansion: `!!`, `!$`) is not exact.
+   */
   private emit(cmd: TerminalCommand): void {
     if (!cmd.command && !cmd.hidden) return;
+    const held = this.openCommand;
+    if (held) {
+      this.openCommand = undefined;
+      // Back at the prompt the command began at (Ctrl-C at the continuation prompt, or not a shell that
+      // wanted more): whether that line ran is not known. A hidden or unconfirmed line ends it the same way.
+      if (cmd.hidden || cmd.unconfirmed || cmd.prompt === held.prompt) this.deliver({ ...held, unconfirmed: true });
+      else cmd = { ...held, command: `${held.command}\n${cmd.command}`, ...(cmd.echo === false ? { echo: false } : {}), ...(cmd.exact === false ? { exact: false } : {}) };
+    }
+    if (!cmd.hidden && !cmd.unconfirmed && asksForMore(cmd.command)) {
+      this.openCommand = cmd;
+      return;
+    }
+    if (!cmd.hidden && expandsHistory(cmd.command)) cmd = { ...cmd, exact: false };
+    this.deliver(cmd);
+  }
+
+  /** Report the echoed lines still queued: as run (`read`), or unconfirmed (the tty may have dropped them). */
+  private releaseEchoed(read: boolean): void {
+    for (const cmd of this.echoedUnread.splice(0)) this.emit(read ? cmd : { ...cmd, unconfirmed: true });
+  }
+
+  private deliver(cmd: TerminalCommand): void {
     if (!cmd.hidden) {
       this.lastCommand = cmd.command;
       // A command read on the alternate screen decides who has it next (a shell in tmux starting vim).
