@@ -421,18 +421,19 @@ export class MysqlConnection implements KillableConnection {
     const { services } = this.shared;
     this.deadlines!.phase = 'admission';
     try {
-      const req = this.admitRequest(hs.user, cred, hs.database, details);
+      const asked = this.admitRequest(hs.user, cred, hs.database, details);
+      const req: AdmitRequest = { ...asked, refusal: (target) => loginRefusal(target, asked.login) };
       const adm = await admit(services, req);
-      if (this.closed) return;
       if (!adm.ok) return this.fatal(seq, { ...ERR.ACCESS_DENIED, message: adm.message }, 'error');
+      // A client gone by now (auth.success is written) still gets its session on record: opened, then
+      // ended at once below, so the log never stops at an auth.success.
       this.principal = adm.principal;
       this.target = adm.target;
       this.user = adm.principal.user;
       this.targetName = adm.target.name;
       this.guard = services.guardrails?.forSession({ roles: [...adm.principal.roles, ...adm.decision.roles], target: adm.target.name });
+      // With user_provisioning the session logs in as the engineer's own account (TARGET/dbuser was refused by loginRefusal).
       const provisioning = adm.target.user_provisioning as UserProvisioning | undefined;
-      // With user_provisioning the session logs in as the engineer's own account (TARGET/dbuser is refused).
-      if (provisioning && req.login !== undefined) return this.fatal(seq, { ...ERR.ACCESS_DENIED, message: `vigil: target ${adm.target.name} gives every engineer their own database account; connect as ${adm.target.name}` }, 'error');
       this.login = provisioning ? accountName(provisioning.name_pattern, adm.principal.user, 26) : (req.login ?? (adm.target.user as string));
       this.database = hs.database ?? (adm.target.database as string | undefined);
       this.clientCaps = (hs.capabilities & this.capabilities) >>> 0;
@@ -442,7 +443,7 @@ export class MysqlConnection implements KillableConnection {
         client_attributes: hs.attributes,
         connection_id: this.connectionId,
       });
-      if (this.closed) return void this.session.end(this.closeReason ?? 'client_closed');
+      if (this.closed) return void this.session.end(this.closeReason ?? 'client_closed', { target_reached: false });
       if (this.counted) {
         this.shared.unauthenticated.count--;
         this.releaseSource?.();
@@ -1423,6 +1424,16 @@ export class MysqlConnection implements KillableConnection {
     // The backend's own id for this connection: what its logs (general log, processlist) call it.
     void this.session?.end(reason, this.backendThreadId === undefined ? details : { ...details, backend_thread_id: this.backendThreadId });
   }
+}
+
+/**
+ * With user_provisioning every engineer logs in as their own account: a login named by the client
+ * (TARGET/dbuser) is refused, decided in admission so the record is an auth.failure, not an auth.success
+ * followed by a disconnect.
+ */
+function loginRefusal(target: TargetConfig, login: string | undefined): { reason: string; message: string } | undefined {
+  if (!target.user_provisioning || login === undefined) return undefined;
+  return { reason: 'login_not_allowed', message: `vigil: target ${target.name} gives every engineer their own database account; connect as ${target.name}` };
 }
 
 /** COM_REFRESH option bits (REFRESH_GRANT, REFRESH_LOG, ...) as words for the record. */

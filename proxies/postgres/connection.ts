@@ -226,6 +226,7 @@ export class ClientConnection {
     }
     if (this.ended) return;
     this.ended = true;
+    this.endedBeforeSession = e instanceof Refusal && e.sqlstate === '57P01' ? 'shutdown' : 'error';
     this.uncount();
     this.shared.live.delete(this);
     let msg: Buffer | undefined;
@@ -246,6 +247,9 @@ export class ClientConnection {
     setTimeout(() => this.client.destroy(), 1000).unref();
     if (this.client !== this.raw) setTimeout(() => this.raw.destroy(), 1000).unref();
   }
+
+  /** Why a connection ended before its session opened, if the gateway ended it (else the client left). */
+  private endedBeforeSession: EndReason | undefined;
 
   private async negotiate(): Promise<void> {
     const { section } = this.shared;
@@ -357,6 +361,9 @@ export class ClientConnection {
       client_tls: encrypted,
       params: Object.fromEntries(passthrough),
     });
+    // The client left, or the connection was cut (auth deadline, shutdown), while the admission was being
+    // written: auth.success is on record, so the session is too, ended at once; the target is never reached.
+    if (this.ended) return void (await this.session.end(this.endedBeforeSession ?? 'client_closed', { target_reached: false }));
     this.uncount();
     const t = admission.target as PostgresTarget;
     const maxMessage = t.max_message_size ?? section.max_message_size;

@@ -19,7 +19,7 @@ import { SessionChannel, GATEWAY_EXIT_STATUS } from './session-channel.ts';
 import { handleDirectTcpip, type TcpipInfo } from './forward.ts';
 import { sendBanner, sendDisconnect, rejectChannelOpen, OPEN_RESOURCE_SHORTAGE } from './wire.ts';
 import { observeScp, observeSftp, observeTerminal } from './observers.ts';
-import { recordPreAuthRefused } from '../../src/gateway/slow-clients.ts';
+import { recordPreAuthRefused, type PreAuthRefusalReason } from '../../src/gateway/slow-clients.ts';
 import type { ScpCommand } from './scp/index.ts';
 
 /** Shared by every connection of one listener. */
@@ -263,6 +263,17 @@ export class Connection implements ChannelHost {
     return this.route?.kind === 'jump' ? 'jump-host' : 'username';
   }
 
+  /**
+   * An attempt refused before any credential was checked: on record with the name it gave and the target
+   * it asked for (never what it typed), budgeted per source like every unauthenticated refusal.
+   */
+  private recordRefused(username: string, reason: PreAuthRefusalReason, details: Record<string, unknown>): void {
+    const inner = this.opts.inner;
+    const route: Route = inner ? { kind: 'target', target: inner.target.name, login: username } : parseUsername(username, this.isTarget);
+    const asked = route.kind === 'target' ? { name: route.target, ...(route.login ? { login: route.login } : {}) } : { name: JUMP_TARGET };
+    recordPreAuthRefused(this.services, { protocol: 'ssh', source: this.opts.source, connId: this.opts.id, phase: 'auth', target: asked }, reason, details);
+  }
+
   private async onAuth(ctx: ssh2.AuthContext): Promise<void> {
     if (this.finished) return ctx.reject();
     if (ctx.method !== 'publickey') {
@@ -271,19 +282,16 @@ export class Connection implements ChannelHost {
         this.log.info({ method: ctx.method }, 'refused authentication method');
         // An attempt at access (a password guess, or a client without a certificate): on record, with the
         // name it gave and never what it typed; budgeted per source like every unauthenticated refusal.
-        const inner = this.opts.inner;
-        const route: Route = inner ? { kind: 'target', target: inner.target.name, login: ctx.username } : parseUsername(ctx.username, this.isTarget);
-        const asked = route.kind === 'target' ? { name: route.target, ...(route.login ? { login: route.login } : {}) } : { name: JUMP_TARGET };
-        recordPreAuthRefused(
-          this.services,
-          { protocol: 'ssh', source: this.opts.source, connId: this.opts.id, phase: 'auth', target: asked },
-          'method_not_allowed',
-          { method: ctx.method, user: ctx.username.slice(0, 256), allowed: ['publickey'] },
-        );
+        this.recordRefused(ctx.username, 'method_not_allowed', { method: ctx.method, user: ctx.username.slice(0, 256), allowed: ['publickey'] });
       }
       return ctx.reject(['publickey']);
     }
     if (++this.authAttempts > this.section.max_auth_attempts || this.authBusy) {
+      // Each earlier key has its auth.failure; the disconnect that ends the guessing is on record too (once:
+      // a client may have pipelined more attempts before it reads the disconnect).
+      if (this.authAttempts === this.section.max_auth_attempts + 1) {
+        this.recordRefused(ctx.username, 'too_many_attempts', { user: ctx.username.slice(0, 256), limit: 'ssh.max_auth_attempts', max_auth_attempts: this.section.max_auth_attempts });
+      }
       sendDisconnect(this.conn, 'vigil: too many authentication attempts.');
       return this.destroy();
     }
@@ -320,16 +328,17 @@ export class Connection implements ChannelHost {
         this.expiryTimer.unref();
         return pk.accept();
       }
-      const adm = await admit(this.services, this.admitRequest(res, route.target, login, this.mode()));
-      if (this.finished) return;
+      // No login named and none by default: refused in admission (auth.failure), never after auth.success.
+      const noLogin = (t: TargetConfig) => (login ? undefined : { reason: 'login_not_allowed', message: `Target ${t.name} has no default login; connect as LOGIN@${t.name}.` });
+      const adm = await admit(this.services, { ...this.admitRequest(res, route.target, login, this.mode()), refusal: noLogin });
       if (!adm.ok) {
+        if (this.finished) return;
         sendDisconnect(this.conn, `vigil: ${adm.message}`);
         return this.destroy();
       }
-      if (!login) {
-        sendDisconnect(this.conn, `vigil: target ${adm.target.name} has no default login; connect as LOGIN@${adm.target.name}.`);
-        return this.destroy();
-      }
+      if (!login) throw new Error('admitted without a login'); // unreachable: noLogin refused it
+      // A client gone by now (auth.success is written) still gets its session on record: opened, then
+      // ended at once below, so the log never stops at an auth.success.
       clearTimeout(this.authTimer);
       // Authenticated and admitted: the pre-authentication deadlines stop here, so that connecting to a
       // slow target is bounded by gateway.connect_timeout (with its own message), not cut as a slow client.
@@ -347,8 +356,8 @@ export class Connection implements ChannelHost {
         sendDisconnect(this.conn, 'vigil cannot write its audit log, so new sessions are refused. Contact the gateway operator.');
         return this.destroy();
       }
-      // The client may have gone while session.start was being written.
-      if (this.finished) return void (await this.endSession('client_closed'));
+      // The client may have gone while auth.success or session.start was being written.
+      if (this.finished) return void (await this.endSession('client_closed', { target_reached: false }));
       try {
         const ka = this.section.backend_keepalive;
         const backend = await connectBackend(adm.target, login, this.services.config.gateway.connect_timeout, { intervalMs: ka.interval, count: ka.count });

@@ -71,9 +71,11 @@ export function recordPreAuthProtocolError(services: GatewayServices, cut: PreAu
  * - `too_many_unauthenticated`: the listener's (`gateway.max_unauthenticated`) or the source's
  *   (`pre_auth.max_per_source`) allowance of unauthenticated connections is taken (details.limit);
  * - `replication_refused`: a PostgreSQL startup asking for a walsender (`replication=…`);
- * - `method_not_allowed`: an SSH password or keyboard-interactive attempt (only certificates are accepted).
+ * - `method_not_allowed`: an SSH password or keyboard-interactive attempt (only certificates are accepted);
+ * - `too_many_attempts`: an SSH client past `ssh.max_auth_attempts` public keys on one connection (each
+ *   earlier key has its own auth.failure; this one says why the connection was then closed).
  */
-export type PreAuthRefusalReason = 'too_many_unauthenticated' | 'replication_refused' | 'method_not_allowed';
+export type PreAuthRefusalReason = 'too_many_unauthenticated' | 'replication_refused' | 'method_not_allowed' | 'too_many_attempts';
 
 /**
  * A connection refused before authentication for what it asked, not for a bad credential: `auth.failure`

@@ -24,6 +24,12 @@ export interface AdmitRequest {
   database?: string;
   /** Extra details for the auth events (e.g. `{ method: 'publickey' }`). */
   details?: Record<string, unknown>;
+  /**
+   * What the proxy itself would refuse about an authorized request (e.g. a login the target's
+   * user_provisioning cannot use): asked after authorization, before auth.success, so such a refusal is
+   * an auth.failure with its reason instead of an auth.success followed by a silent disconnect.
+   */
+  refusal?: (target: TargetConfig) => { reason: string; message: string } | undefined;
 }
 
 export type Admission =
@@ -98,6 +104,8 @@ export async function admit(services: GatewayServices, req: AdmitRequest): Promi
   }
   if (!decision.allow) return refuse(actor, decision.reason, decision.message);
   if (!target) return refuse(actor, 'unknown_target', 'No such target, or access denied.');
+  const refusedByProxy = req.refusal?.(target);
+  if (refusedByProxy) return refuse(actor, refusedByProxy.reason, refusedByProxy.message);
 
   if (!(await recordAuth(true, actor, { credential: p.credential, via: decision.via, grant_ids: decision.grantIds }))) {
     return { ok: false, reason: 'audit_unavailable', message: AUDIT_DOWN };
