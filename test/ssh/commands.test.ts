@@ -1,10 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import { startWorld, spawnClient, type SshWorld } from './harness.ts';
-import { oracleShell, type OracleShell } from './oracle-shell.ts';
-import type { IssuedFiles } from '../support/gateway.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
-import { tempDir, waitFor } from '../support/tmp.ts';
+import { waitFor } from '../support/tmp.ts';
+import { sessionEndedAfter, typeIntoSsh, useOracleWorld, type PtyStep } from './pty-driver.ts';
 
 /**
  * Command reconstruction against an oracle: the backend bash logs every command line it runs, and every
@@ -12,69 +11,31 @@ import { tempDir, waitFor } from '../support/tmp.ts';
  * backslash-newline continuation, so that is compared without it).
  */
 describe('ssh.command events match what the shell ran', () => {
-  let w: SshWorld;
-  let alice: IssuedFiles;
-  let oracle: OracleShell;
-  let dir: string;
-
-  beforeAll(async () => {
-    dir = tempDir('vigil-oracle-');
-    oracle = oracleShell(dir);
-    w = await startWorld({ sshd: { extraConfig: oracle.sshdConfig }, ...(process.env.DEBUG_ORACLE_KEYS ? { config: { recording: { keystrokes: true } } } : {}) });
-    alice = await w.issue();
-  }, 30_000);
-  afterAll(async () => {
-    await w?.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  const world = useOracleWorld('vigil-oracle-', process.env.DEBUG_ORACLE_KEYS ? { config: { recording: { keystrokes: true } } } : {});
 
   const unfold = (s: string) => s.replace(/\\\n/g, '');
 
-  type Step = { send: string } | { until: string | RegExp } | { pause: number };
-
   /** Stock `ssh -tt` fed from a pipe, step by step; resolves with the session's events once it ended. */
-  async function session(args: string[], steps: Step[], extra: string[] = ['-tt']): Promise<{ events: AuditEvent[]; stdout: string }> {
-    const mark = w.gw.events.length;
-    const c = spawnClient('ssh', [...w.opts(alice, extra), 'web1@127.0.0.1', ...args]);
-    let seen = 0;
-    try {
-      for (const s of steps) {
-        if ('send' in s) c.child.stdin!.write(s.send);
-        else if ('pause' in s) await new Promise((r) => setTimeout(r, s.pause));
-        else {
-          await waitFor(() => {
-            const out = c.stdout().slice(seen);
-            const m = typeof s.until === 'string' ? out.indexOf(s.until) : out.search(s.until);
-            if (m < 0) return false;
-            seen += m + 1;
-            return true;
-          }, 15_000, `output ${s.until}\n--- so far:\n${c.stdout()}`);
-        }
-      }
-      c.child.stdin!.end();
-      await c.exited;
-    } finally {
-      c.child.kill('SIGKILL');
-    }
-    return { events: await sessionEvents(mark), stdout: c.stdout() };
+  async function session(args: string[], steps: PtyStep[], extra: string[] = ['-tt']): Promise<{ events: AuditEvent[]; stdout: string }> {
+    const { mark, stdout } = await typeIntoSsh(world.w, world.alice, steps, { args, sshOptions: extra });
+    return { events: await sessionEvents(mark), stdout };
   }
 
   /** The events of the first session that started after event number `mark`, once it ended. */
   async function sessionEvents(mark: number): Promise<AuditEvent[]> {
-    const start = await w.gw.waitForEvent((e) => w.gw.events.indexOf(e) >= mark && e.type === 'session.start');
-    await w.gw.waitForEvent((e) => e.type === 'session.end' && e.session_id === start.session_id);
-    const events = () => w.gw.events.filter((e) => e.session_id === start.session_id);
+    const start = await sessionEndedAfter(world.w, mark);
+    const events = () => world.w.gw.events.filter((e) => e.session_id === start.session_id);
     // A command the tracker still reports late would show up after session.end: give it a moment, then
     // check that session.end came last (it waits for the channels' last events).
     const reported = () => events().filter((e) => e.type === 'ssh.command' && !e.details.hidden).map((e) => unfold(String(e.details.command)));
-    await waitFor(() => oracle.commands().every((c) => reported().includes(unfold(c))), 5_000, 'commands').catch(() => undefined);
+    await waitFor(() => world.oracle.commands().every((c) => reported().includes(unfold(c))), 5_000, 'commands').catch(() => undefined);
     expect(events().at(-1)?.type).toBe('session.end');
     return events();
   }
 
   /** The `i` events of a recording, joined. */
   async function recordedInput(id: string, expectedLength: number): Promise<string> {
-    const file = w.gw.gw.services.recordings.pathOf(id);
+    const file = world.w.gw.gw.services.recordings.pathOf(id);
     const input = () => fs.existsSync(file) ? fs.readFileSync(file, 'utf8').trim().split('\n').slice(1).map((l) => JSON.parse(l) as [number, string, string]).filter((l) => l[1] === 'i').map((l) => l[2]).join('') : '';
     await waitFor(() => input().length >= expectedLength, 10_000, 'recording flushed');
     return input();
@@ -82,7 +43,7 @@ describe('ssh.command events match what the shell ran', () => {
 
   /** Every line the shell logged is an `ssh.command` with that text; prints the counts. */
   function matchOracle(workload: string, events: AuditEvent[], noExtra = true): string[] {
-    const logged = oracle.commands();
+    const logged = world.oracle.commands();
     // A line the shell never echoed before the channel closed and that may have answered a password
     // prompt is an `ssh.command` without text (hidden, unconfirmed): nothing to compare.
     const reported = events.filter((e) => e.type === 'ssh.command' && !e.details.hidden).map((e) => String(e.details.command));
@@ -91,7 +52,7 @@ describe('ssh.command events match what the shell ran', () => {
     // DEBUG_ORACLE_KEYS=1 (with recording.keystrokes on) keeps a failing session's recording, input and output in order, for replay.
     if (process.env.DEBUG_ORACLE_KEYS && logged.some((c) => !reported.some((r) => unfold(r) === unfold(c)))) {
       const rec = events.find((e) => e.type === 'ssh.command')?.details.recording as string;
-      fs.copyFileSync(w.gw.gw.services.recordings.pathOf(rec), `/work/wt/sshshell/.scratch/fail-${Date.now()}.cast`);
+      fs.copyFileSync(world.w.gw.gw.services.recordings.pathOf(rec), `/work/wt/sshshell/.scratch/fail-${Date.now()}.cast`);
     }
     console.log(`${workload}: shell ran ${logged.length} command lines, ssh.command events ${reported.length}, missing ${missing.length}`);
     expect(logged.length).toBeGreaterThan(0);
@@ -102,16 +63,16 @@ describe('ssh.command events match what the shell ran', () => {
   }
 
   it('typeahead: lines typed before the first prompt are the commands that ran, not banner text', async () => {
-    oracle.reset();
+    world.oracle.reset();
     const { events } = await session([], [
       { send: 'echo ahead-one\rcd /tmp && echo ahead-two\r' },
       { until: 'ahead-two\r\n' },
-      { until: oracle.prompt },
+      { until: world.oracle.prompt },
       { send: 'echo after-prompt\r' },
       // The echoed line first, then the command's output: 'after-prompt\r\n' alone matches the echo.
       { until: 'echo after-prompt' },
       { until: /\nafter-prompt\r\n|\rafter-prompt\r\n/ },
-      { until: oracle.prompt },
+      { until: world.oracle.prompt },
       { send: 'exit\r' },
     ]);
     const reported = matchOracle('typeahead', events);
@@ -119,13 +80,13 @@ describe('ssh.command events match what the shell ran', () => {
   });
 
   it('pasted script: several lines in one write, before and at the prompt', async () => {
-    oracle.reset();
+    world.oracle.reset();
     const script = ['echo paste-1', 'for i in 1 2; do echo loop-$i; done', 'echo paste-2 | tr a-z A-Z', 'echo paste-3'].join('\r') + '\r';
     const { events } = await session([], [
       { send: script },
       // The output line, not the tty's echo of the typed-ahead line ("echo paste-3").
       { until: /[\r\n]paste-3\r\n/ },
-      { until: oracle.prompt },
+      { until: world.oracle.prompt },
       { send: script.replace(/paste/g, 'again') },
       { until: /[\r\n]again-3\r\n/ },
       { send: 'exit\r' },
@@ -136,10 +97,10 @@ describe('ssh.command events match what the shell ran', () => {
   });
 
   it('a long paste: 200 lines in one write at the prompt, each one a command', async () => {
-    oracle.reset();
+    world.oracle.reset();
     const lines = Array.from({ length: 200 }, (_, i) => `echo long-paste-${i}`);
     const { events } = await session([], [
-      { until: oracle.prompt },
+      { until: world.oracle.prompt },
       { send: lines.join('\r') + '\r' },
       { until: 'long-paste-199\r\n' },
       { send: 'exit\r' },
@@ -149,11 +110,11 @@ describe('ssh.command events match what the shell ran', () => {
   });
 
   it('the client vanishes after typing a line nothing echoed: the line is on record as unconfirmed, its text withheld', async () => {
-    oracle.reset();
-    const mark = w.gw.events.length;
-    const c = spawnClient('ssh', [...w.opts(alice, ['-tt']), 'web1@127.0.0.1']);
+    world.oracle.reset();
+    const mark = world.w.gw.events.length;
+    const c = spawnClient('ssh', [...world.w.opts(world.alice, ['-tt']), 'web1@127.0.0.1']);
     try {
-      await waitFor(() => c.stdout().includes(oracle.prompt), 15_000, 'prompt');
+      await waitFor(() => c.stdout().includes(world.oracle.prompt), 15_000, 'prompt');
       // The tty does not echo while sleep runs: what is typed then may be that program's input (a password).
       c.child.stdin!.write('stty -echo; sleep 5; stty echo\r');
       await waitFor(() => c.stdout().includes('stty -echo; sleep 5; stty echo\r\n'), 15_000, 'the line accepted');
@@ -172,45 +133,45 @@ describe('ssh.command events match what the shell ran', () => {
   });
 
   it('echo off: commands typed after `stty -echo` are reported; what is typed at password prompts is not stored', async () => {
-    oracle.reset();
+    world.oracle.reset();
     const secrets = ['s3cret-at-read-p', 'tok3n-on-a-bare-line', 'mysql-pw-never-stored', 'passphrase-never-stored'];
     const { events } = await session([], [
-      { until: oracle.prompt },
+      { until: world.oracle.prompt },
       { send: 'stty -echo\r' },
-      { until: oracle.prompt },
+      { until: world.oracle.prompt },
       { send: 'echo hidden-one\r' },
       { until: 'hidden-one\r\n' },
-      { until: oracle.prompt },
+      { until: world.oracle.prompt },
       // Typed key by key, with a correction, as a person would.
       ...[...'cd /tmp; echo hiddem\x7fn-two\r'].flatMap((k) => [{ send: k }, { pause: 5 }]),
       { until: 'hidden-two\r\n' },
-      { until: oracle.prompt },
+      { until: world.oracle.prompt },
       { send: 'read -s -p "Password: " pw; echo len=${#pw}\r' },
       { until: 'Password: ' },
       { send: `${secrets[0]}\r` },
       { until: 'len=16' },
-      { until: oracle.prompt },
+      { until: world.oracle.prompt },
       { send: 'echo enter the token; read -s tok; echo tlen=${#tok}\r' },
       { until: 'enter the token\r\n' },
       { send: `${secrets[1]}\r` },
       { until: 'tlen=20' },
-      { until: oracle.prompt },
+      { until: world.oracle.prompt },
       { send: 'mariadb -h 127.0.0.1 -P 1 -u nobody -p; echo mysql-done\r' },
       { until: 'Enter password: ' },
       { send: `${secrets[2]}\r` },
       { until: 'mysql-done' },
-      { until: oracle.prompt },
+      { until: world.oracle.prompt },
       { send: 'read -s -p "Enter passphrase for key \'/root/.ssh/id_ed25519\': " pp; echo plen=${#pp}\r' },
       { until: 'passphrase for key' },
       { send: `${secrets[3]}\r` },
       { until: 'plen=23' },
-      { until: oracle.prompt },
+      { until: world.oracle.prompt },
       // A burst: the second line is typed before the shell read the first.
       { send: 'echo burst-one\recho burst-two\r' },
       { until: 'burst-two\r\n' },
-      { until: oracle.prompt },
+      { until: world.oracle.prompt },
       { send: 'stty echo\r' },
-      { until: oracle.prompt },
+      { until: world.oracle.prompt },
       { send: 'echo visible-again\r' },
       { until: 'visible-again\r\n' },
       { send: 'exit\r' },
@@ -225,7 +186,7 @@ describe('ssh.command events match what the shell ran', () => {
     const text = JSON.stringify(events);
     for (const s of secrets) expect(text).not.toContain(s);
     const rec = events.find((e) => e.type === 'ssh.command')!.details.recording as string;
-    const file = w.gw.gw.services.recordings.pathOf(rec);
+    const file = world.w.gw.gw.services.recordings.pathOf(rec);
     await waitFor(() => fs.existsSync(file) && fs.readFileSync(file, 'utf8').includes('visible-again'), 10_000, 'recording flushed');
     const cast = fs.readFileSync(file, 'utf8');
     // (DEBUG_ORACLE_KEYS records keystrokes, secrets included, on purpose.)
@@ -233,9 +194,9 @@ describe('ssh.command events match what the shell ran', () => {
   });
 
   it('typed ahead, unechoed, into a program reading a password: never reported; the line after it is', async () => {
-    oracle.reset();
+    world.oracle.reset();
     const { events } = await session([], [
-      { until: oracle.prompt },
+      { until: world.oracle.prompt },
       { send: 'stty -echo; sleep 1; read -r pw; stty echo; echo got-${#pw}\r' },
       { pause: 300 },
       // Typed while `sleep` runs, with echo off: `read` takes the first line, the shell the second.
@@ -249,9 +210,9 @@ describe('ssh.command events match what the shell ran', () => {
   });
 
   it('a shell run as the command on a pty (ssh -tt host bash -i) is tracked like a login shell', async () => {
-    oracle.reset();
-    const { events } = await session(['bash', '--noprofile', '--rcfile', oracle.rcfile, '-i'], [
-      { until: oracle.prompt },
+    world.oracle.reset();
+    const { events } = await session(['bash', '--noprofile', '--rcfile', world.oracle.rcfile, '-i'], [
+      { until: world.oracle.prompt },
       { send: 'echo in-exec-shell\r' },
       { until: 'in-exec-shell\r\n' },
       { send: 'exit\r' },
@@ -268,7 +229,7 @@ describe('ssh.command events match what the shell ran', () => {
       { send: 'exit\r' },
     ]);
     const cmds = await waitFor(() => {
-      const c = w.gw.events.filter((e) => e.type === 'ssh.command' && e.session_id === events[0]!.session_id).map((e) => e.details.command);
+      const c = world.w.gw.events.filter((e) => e.type === 'ssh.command' && e.session_id === events[0]!.session_id).map((e) => e.details.command);
       return c.includes('exit') ? c : undefined;
     }, 5_000, 'ssh.command events');
     expect(cmds).toEqual(['echo typed-under-su', 'exit']);
@@ -302,16 +263,16 @@ describe('ssh.command events match what the shell ran', () => {
 
   for (const [workload, args] of [['no pty: ssh host < script', []], ['no pty: ssh host bash -s < script', ['bash', '-s']]] as const) {
     it(`${workload}: one ssh.command (source stdin) per command the shell ran, and the script in the recording`, async () => {
-      oracle.reset();
-      const mark = w.gw.events.length;
-      const r = await w.run('ssh', [...w.opts(alice, ['-T']), 'web1@127.0.0.1', ...args], SCRIPT);
+      world.oracle.reset();
+      const mark = world.w.gw.events.length;
+      const r = await world.w.run('ssh', [...world.w.opts(world.alice, ['-T']), 'web1@127.0.0.1', ...args], SCRIPT);
       expect(r.stderr).toBe('');
       expect(r.stdout).toContain('read: this line is data for read');
       expect(r.stdout).toContain('script-end');
       const events = await sessionEvents(mark);
       const reported = matchOracle(workload, events, false);
       // The one line bash did not run itself: `read` consumed it. vigil cannot know that; it reports it.
-      expect(reported.filter((c) => !oracle.commands().some((o) => unfold(o) === unfold(c)))).toEqual(['this line is data for read']);
+      expect(reported.filter((c) => !world.oracle.commands().some((o) => unfold(o) === unfold(c)))).toEqual(['this line is data for read']);
       const cmds = events.filter((e) => e.type === 'ssh.command');
       expect(cmds.every((e) => e.details.source === 'stdin')).toBe(true);
       expect(await recordedInput(cmds[0]!.details.recording as string, SCRIPT.length)).toBe(SCRIPT);

@@ -1,10 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import fs from 'node:fs';
-import { startWorld, spawnClient, type SshWorld } from './harness.ts';
-import { oracleShell, type OracleShell } from './oracle-shell.ts';
-import type { IssuedFiles } from '../support/gateway.ts';
+import { describe, expect, it } from 'vitest';
 import type { AuditEvent } from '../../src/events/envelope.ts';
-import { tempDir, waitFor } from '../support/tmp.ts';
+import { waitFor } from '../support/tmp.ts';
+import { sessionEndedAfter, typeIntoSsh, useOracleWorld, type PtyStep } from './pty-driver.ts';
 
 /**
  * Adversarial typing through a stock `ssh -tt`, held to the target's own record (oracle-shell: bash logs
@@ -12,50 +9,20 @@ import { tempDir, waitFor } from '../support/tmp.ts';
  * inexact/hidden; never a different text given as certain.
  */
 describe('pty ssh.command records under adversarial typing, against the oracle shell', () => {
-  let w: SshWorld;
-  let alice: IssuedFiles;
-  let oracle: OracleShell;
-  let dir: string;
-
-  beforeAll(async () => {
-    dir = tempDir('vigil-pty-records-');
-    oracle = oracleShell(dir);
-    w = await startWorld({ sshd: { extraConfig: oracle.sshdConfig } });
-    alice = await w.issue();
-  }, 30_000);
-  afterAll(async () => {
-    await w?.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-
+  const world = useOracleWorld('vigil-pty-records-');
   const unfold = (s: string) => s.replace(/\\\n/g, '').trim();
-  type Step = { send: string } | { until: string | RegExp } | { pause: number };
 
-  async function session(steps: Step[]): Promise<AuditEvent[]> {
-    const mark = w.gw.events.length;
-    const c = spawnClient('ssh', [...w.opts(alice, ['-tt']), 'web1@127.0.0.1']);
-    let seen = 0;
-    try {
-      for (const s of steps) {
-        if ('send' in s) c.child.stdin!.write(s.send);
-        else if ('pause' in s) await new Promise((r) => setTimeout(r, s.pause));
-        else {
-          await waitFor(() => {
-            const out = c.stdout().slice(seen);
-            const m = typeof s.until === 'string' ? out.indexOf(s.until) : out.search(s.until);
-            if (m < 0) return false;
-            seen += m + 1;
-            return true;
-          }, 15_000, `output ${s.until}\n--- so far:\n${c.stdout()}`);
-        }
-      }
-      c.child.stdin!.end();
-      await c.exited;
-    } finally {
-      c.child.kill('SIGKILL');
-    }
-    const start = await w.gw.waitForEvent((e) => w.gw.events.indexOf(e) >= mark && e.type === 'session.start');
-    await w.gw.waitForEvent((e) => e.type === 'session.end' && e.session_id === start.session_id);
+  const P = () => world.oracle.prompt;
+
+  /**
+   * A shell session from its first prompt: `steps`, then `exit`; resolves with its events. The oracle's log
+   * starts with it.
+   */
+  async function shellSession(steps: PtyStep[]): Promise<AuditEvent[]> {
+    world.oracle.reset();
+    const { w, alice } = world;
+    const { mark } = await typeIntoSsh(w, alice, [{ until: P() }, ...steps, { send: 'exit\r' }]);
+    const start = await sessionEndedAfter(w, mark);
     // session.end waits at most 2 s for the channel's terminal tracker to settle: on a starved event loop
     // the record of the last line (every session here ends with `exit`) can follow it. It is still written;
     // give it the time to be, rather than compare a record that is not in yet.
@@ -64,9 +31,12 @@ describe('pty ssh.command records under adversarial typing, against the oracle s
     return w.gw.events.filter((e) => e.session_id === start.session_id);
   }
 
+  /** Each of `keys` sent, then the next prompt awaited. */
+  const typedAtPrompt = (...keys: string[]): PtyStep[] => keys.flatMap((send) => [{ send }, { until: P() }]);
+
   /** Certain records (not hidden, not inexact) that are not what the shell ran, and lines it ran with no record. */
   function compare(events: AuditEvent[]): { logged: string[]; reported: AuditEvent['details'][]; wrong: string[]; missing: string[] } {
-    const logged = oracle.commands().map(unfold);
+    const logged = world.oracle.commands().map(unfold);
     const cmds = events.filter((e) => e.type === 'ssh.command').map((e) => e.details);
     const certain = cmds.filter((d) => !d.hidden && d.exact !== false && !d.unconfirmed).map((d) => unfold(String(d.command)));
     // A bracketed paste of several complete lines is one record of the lines the shell ran one by one.
@@ -76,46 +46,44 @@ describe('pty ssh.command records under adversarial typing, against the oracle s
     return { logged, reported: cmds, wrong, missing };
   }
 
-  const P = () => oracle.prompt;
-
-  it('readline editing: Ctrl-W, Ctrl-U, Ctrl-K, Alt-B/F, Ctrl-A, Ctrl-T, Ctrl-Y', async () => {
-    oracle.reset();
-    const events = await session([
-      { until: P() },
-      { send: 'echo aaa bbb\x17ccc\r' }, { until: P() },
-      { send: 'echo zzz\x15echo uuu\r' }, { until: P() },
-      { send: 'echo kkk tail\x1bb\x0b\r' }, { until: P() },
-      { send: 'cho aaa\x01e\r' }, { until: P() },
-      { send: 'echo ab\x14\r' }, { until: P() },
-      { send: 'echo yank-me\x17\x19\x19\r' }, { until: P() },
-      { send: 'echo one two\x1bb\x1bb\x1bfX\r' }, { until: P() },
-      { send: 'exit\r' },
-    ]);
+  /** The records agree with what the shell ran: no certain record of a line it did not run, no line it ran without a record. */
+  function expectAgreement(events: AuditEvent[]): ReturnType<typeof compare> {
     const r = compare(events);
     expect(r.wrong).toEqual([]);
     expect(r.missing).toEqual([]);
+    return r;
+  }
+
+  it('readline editing: Ctrl-W, Ctrl-U, Ctrl-K, Alt-B/F, Ctrl-A, Ctrl-T, Ctrl-Y', async () => {
+    const events = await shellSession([
+      ...typedAtPrompt(
+        'echo aaa bbb\x17ccc\r',
+        'echo zzz\x15echo uuu\r',
+        'echo kkk tail\x1bb\x0b\r',
+        'cho aaa\x01e\r',
+        'echo ab\x14\r',
+        'echo yank-me\x17\x19\x19\r',
+        'echo one two\x1bb\x1bb\x1bfX\r',
+      ),
+    ]);
+    expectAgreement(events);
   });
 
   it('history: Up, Ctrl-R, !!, !$', async () => {
-    oracle.reset();
-    const events = await session([
-      { until: P() },
-      { send: 'echo hist-first arg1\r' }, { until: P() },
-      { send: '\x1b[A\r' }, { until: P() },
-      { send: '\x12hist-f\r' }, { until: P() },
-      { send: '!!\r' }, { until: P() },
-      { send: 'echo !$\r' }, { until: P() },
-      { send: 'exit\r' },
+    const events = await shellSession([
+      ...typedAtPrompt(
+        'echo hist-first arg1\r',
+        '\x1b[A\r',
+        '\x12hist-f\r',
+        '!!\r',
+        'echo !$\r',
+      ),
     ]);
-    const r = compare(events);
-    expect(r.wrong).toEqual([]);
-    expect(r.missing).toEqual([]);
+    expectAgreement(events);
   });
 
   it('multi-line: bracketed paste, backslash, open quote, heredoc', async () => {
-    oracle.reset();
-    const events = await session([
-      { until: P() },
+    const events = await shellSession([
       { send: '\x1b[200~echo p1\recho p2\x1b[201~\r' }, { until: P() },
       { send: 'echo cont \\\r' }, { until: '> ' }, { send: 'inued\r' }, { until: P() },
       { send: "echo 'open\r" }, { until: '> ' }, { send: "quote'\r" }, { until: P() },
@@ -125,11 +93,8 @@ describe('pty ssh.command records under adversarial typing, against the oracle s
       { send: 'echo after-abandon\r' }, { until: P() },
       // Ctrl-D at the continuation prompt: bash runs the here-document cut short; vigil cannot tell.
       { send: 'cat <<END\r' }, { until: '> ' }, { send: 'last-body\r' }, { until: '> ' }, { send: '\x04' }, { until: P() },
-      { send: 'exit\r' },
     ]);
-    const r = compare(events);
-    expect(r.wrong).toEqual([]);
-    expect(r.missing).toEqual([]);
+    expectAgreement(events);
     const cmds = events.filter((e) => e.type === 'ssh.command').map((e) => [e.outcome, e.details.command, e.details.prompt]);
     expect(cmds).toEqual([
       ['success', 'echo p1\necho p2', 'oracle$'],
@@ -144,33 +109,23 @@ describe('pty ssh.command records under adversarial typing, against the oracle s
   });
 
   it('Tab completion, Ctrl-C on a partial line', async () => {
-    oracle.reset();
-    const events = await session([
-      { until: P() },
+    const events = await shellSession([
       { send: 'ech\t' }, { until: 'echo ' }, { send: 'tab-done\r' }, { until: P() },
       { send: 'rm -rf /nothing-ran' }, { until: 'nothing-ran' }, { send: '\x03' }, { until: P() },
       { send: 'echo after-cancel\r' }, { until: P() },
-      { send: 'exit\r' },
     ]);
-    const r = compare(events);
-    expect(r.wrong).toEqual([]);
-    expect(r.missing).toEqual([]);
+    const r = expectAgreement(events);
     expect(r.reported.map((d) => d.command)).not.toContain('rm -rf /nothing-ran');
   });
 
   it('Ctrl-D ending input (cat, a here-document): the next line is the command typed at the next prompt', async () => {
-    oracle.reset();
-    const events = await session([
-      { until: P() },
+    const events = await shellSession([
       { send: 'cat\r' }, { until: 'cat\r\n' }, { send: '\x04' }, { until: P() },
       { send: 'echo after-eof\r' }, { until: P() },
       { send: 'cat <<END\r' }, { until: '> ' }, { send: '\x04' }, { until: P() },
       { send: 'echo after-heredoc-eof\r' }, { until: P() },
-      { send: 'exit\r' },
     ]);
-    const r = compare(events);
-    expect(r.wrong).toEqual([]);
-    expect(r.missing).toEqual([]);
+    expectAgreement(events);
     const cmds = events.filter((e) => e.type === 'ssh.command').map((e) => [e.outcome, e.details.command, e.details.prompt]);
     expect(cmds).toEqual([
       ['success', 'cat', 'oracle$'],
@@ -182,16 +137,13 @@ describe('pty ssh.command records under adversarial typing, against the oracle s
   });
 
   it('a line typed ahead while a command runs, then discarded with Ctrl-C: the shell never ran it', async () => {
-    oracle.reset();
-    const events = await session([
-      { until: P() },
+    const events = await shellSession([
       // Waits for the output of the command line, not its echo: the shell has given the tty back (echo on).
       { send: 'echo sleeping; sleep 5\r' }, { until: 'sleeping\r\n' },
       // The tty echoes it and queues it for the shell; Ctrl-C interrupts sleep and flushes that queue.
       { send: 'echo typed-ahead-discarded\r' }, { until: 'echo typed-ahead-discarded\r\n' },
       { send: '\x03' }, { until: P() },
       { send: 'echo after-discard\r' }, { until: /after-discard\r\n(\x1b\[\?2004h)?oracle\$ / },
-      { send: 'exit\r' },
     ]);
     const r = compare(events);
     expect(r.logged).toEqual(['echo sleeping; sleep 5', 'echo after-discard', 'exit']);
@@ -208,12 +160,9 @@ describe('pty ssh.command records under adversarial typing, against the oracle s
   });
 
   it('a line typed ahead while a command runs is recorded once the shell reads it', async () => {
-    oracle.reset();
-    const events = await session([
-      { until: P() },
+    const events = await shellSession([
       { send: 'echo sleeping; sleep 0.5\r' }, { until: 'sleeping\r\n' },
       { send: 'echo typed-ahead-ran\r' }, { until: /\rtyped-ahead-ran\r\n/ }, // its output, not the tty's echo of it
-      { send: 'exit\r' },
     ]);
     const r = compare(events);
     expect(r.logged).toEqual(['echo sleeping; sleep 0.5', 'echo typed-ahead-ran', 'exit']);
@@ -226,19 +175,14 @@ describe('pty ssh.command records under adversarial typing, against the oracle s
   });
 
   it('input split at every byte', async () => {
-    oracle.reset();
     const line = 'echo split \x1b[D\x1b[Cx\x17yy\x01\x1bf end\r';
-    const events = await session([
-      { until: P() },
+    const events = await shellSession([
       // Each key its own chunk (the pause paces the sending; nothing waits on it).
       ...[...line].flatMap((k) => [{ send: k }, { pause: 3 }]),
       // Not just the prompt: Ctrl-A makes readline redraw the line from column 0, prompt included, so a
       // bare prompt match came early and sent `exit` typed ahead of a line the shell had not read yet.
       { until: /end split yy\r\n(\x1b\[\?2004h)?oracle\$ / },
-      { send: 'exit\r' },
     ]);
-    const r = compare(events);
-    expect(r.wrong).toEqual([]);
-    expect(r.missing).toEqual([]);
+    expectAgreement(events);
   });
 });

@@ -1,9 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startWorld, interactive, type SshWorld } from './harness.ts';
-import { oracleShell, type OracleShell } from './oracle-shell.ts';
-import type { IssuedFiles } from '../support/gateway.ts';
+import { interactive, type SshWorld } from './harness.ts';
+import { useOracleWorld } from './pty-driver.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
 import { tempDir, waitFor } from '../support/tmp.ts';
 import { CommandTracker, type SubmittedLine } from '../../proxies/ssh/terminal/index.ts';
@@ -20,34 +19,20 @@ const sessionOf = async (w: SshWorld, start: AuditEvent) => {
  * before the Enter reaches the shell; nothing of it in batched mode.
  */
 describe('strict durability: pty shell lines are on record before their Enter is forwarded', () => {
-  let w: SshWorld;
-  let alice: IssuedFiles;
-  let dir: string;
-  let oracle: OracleShell;
-  beforeAll(async () => {
-    dir = tempDir('vigil-strict-shell-');
-    fs.chmodSync(dir, 0o777);
-    oracle = oracleShell(dir);
-    w = await startWorld({ sshd: { extraConfig: oracle.sshdConfig }, config: { audit: { durability: 'strict' } } });
-    alice = await w.issue();
-  }, 30_000);
-  afterAll(async () => {
-    await w?.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  const world = useOracleWorld('vigil-strict-shell-', { worldWritableDir: true, config: { audit: { durability: 'strict' } } });
 
   it('touch MARKER does not run while its ssh.command.start is held; runs after, start before ssh.command', async () => {
-    const marker = path.join(dir, 'held-marker');
+    const marker = path.join(world.dir, 'held-marker');
     const command = `touch ${marker}; echo touched`;
-    const s = interactive(w, alice);
+    const s = interactive(world.w, world.alice);
     try {
-      await s.until(oracle.prompt);
-      const events = w.gw.gw.services.events;
+      await s.until(world.oracle.prompt);
+      const events = world.w.gw.gw.services.events;
       const hold = holdDurability(events);
       try {
         s.send(`${command}\r`);
-        const start = await w.gw.waitForEvent((e) => e.type === 'ssh.command.start' && e.details.command === command);
-        expect(start.details).toMatchObject({ source: 'terminal', prompt: oracle.prompt.trim() });
+        const start = await world.w.gw.waitForEvent((e) => e.type === 'ssh.command.start' && e.details.command === command);
+        expect(start.details).toMatchObject({ source: 'terminal', prompt: world.oracle.prompt.trim() });
         // The record is written; the Enter waits for the test's release.
         await new Promise((r) => setTimeout(r, 500));
         expect(fs.existsSync(marker)).toBe(false);
@@ -59,11 +44,11 @@ describe('strict durability: pty shell lines are on record before their Enter is
       } finally {
         hold.restore();
       }
-      await s.until(oracle.prompt);
+      await s.until(world.oracle.prompt);
       s.send('exit\r');
       await s.c.exited;
-      const start = w.gw.events.find((e) => e.type === 'ssh.command.start' && e.details.command === command)!;
-      const all = await sessionOf(w, start);
+      const start = world.w.gw.events.find((e) => e.type === 'ssh.command.start' && e.details.command === command)!;
+      const all = await sessionOf(world.w, start);
       const cmd = all.find((e) => e.type === 'ssh.command' && e.details.command === command);
       expect(cmd).toBeDefined();
       expect(all.indexOf(start)).toBeLessThan(all.indexOf(cmd!));
@@ -75,20 +60,20 @@ describe('strict durability: pty shell lines are on record before their Enter is
   });
 
   it('a rejected record: the line never reaches the shell, stderr says why, the session ends audit_unavailable', async () => {
-    const marker = path.join(dir, 'refused-marker');
-    const s = interactive(w, alice);
-    const events = w.gw.gw.services.events;
+    const marker = path.join(world.dir, 'refused-marker');
+    const s = interactive(world.w, world.alice);
+    const events = world.w.gw.gw.services.events;
     const real = events.beforeForward.bind(events);
     try {
-      await s.until(oracle.prompt);
-      const mark = w.gw.events.length;
+      await s.until(world.oracle.prompt);
+      const mark = world.w.gw.events.length;
       events.beforeForward = () => Promise.reject(new Error('ENOSPC: no space left on device'));
       s.send(`touch ${marker}\r`);
       const code = await s.c.exited;
       events.beforeForward = real;
       expect(code).not.toBe(0);
       expect(s.c.stdout() + s.c.stderr()).toContain('vigil: audit log unavailable, command not run');
-      const end = await w.gw.waitForEvent((e) => w.gw.events.indexOf(e) >= mark && e.type === 'session.end');
+      const end = await world.w.gw.waitForEvent((e) => world.w.gw.events.indexOf(e) >= mark && e.type === 'session.end');
       expect(end.details.reason).toBe('audit_unavailable');
       expect(fs.existsSync(marker)).toBe(false);
     } finally {
@@ -99,9 +84,9 @@ describe('strict durability: pty shell lines are on record before their Enter is
 
   it('a password typed at a no-echo prompt is in no event; its line is on record as hidden', async () => {
     const secrets = ['Str1ct-S3cret-pw!', 'v4lue-typed-h1dden', 't0ken-n0-pr0mpt'];
-    const s = interactive(w, alice);
+    const s = interactive(world.w, world.alice);
     try {
-      await s.until(oracle.prompt);
+      await s.until(world.oracle.prompt);
       s.send('read -s -p "Password: " pw; echo len=${#pw}\r');
       // The echo of the typed line holds 'Password: ' too: past it, the next one is read's prompt.
       await s.until('echo len=${#pw}');
@@ -111,7 +96,7 @@ describe('strict durability: pty shell lines are on record before their Enter is
       await new Promise((r) => setTimeout(r, 300));
       s.send(`${secrets[0]}\r`);
       await s.until('len=17');
-      await s.until(oracle.prompt);
+      await s.until(world.oracle.prompt);
       // A no-echo prompt that does not look like a password one, typed key by key: no echo shows, so hidden.
       s.send('read -s -p "Value: " v; echo vlen=${#v}\r');
       await s.until('echo vlen=${#v}');
@@ -122,19 +107,19 @@ describe('strict durability: pty shell lines are on record before their Enter is
         await new Promise((r) => setTimeout(r, 5));
       }
       await s.until('vlen=18');
-      await s.until(oracle.prompt);
+      await s.until(world.oracle.prompt);
       // No prompt at all on the line: nothing vouches for it being a command. Echo goes off before the
       // cue is printed (with `read -s` a fast typist beats it and the tty shows the token, as it would).
       s.send('stty -echo; echo enter the token; read tok; stty echo; echo tlen=${#tok}\r');
       await s.until('enter the token\r\n');
       s.send(`${secrets[2]}\r`);
       await s.until('tlen=15');
-      await s.until(oracle.prompt);
+      await s.until(world.oracle.prompt);
       s.send('exit\r');
       await s.c.exited;
-      const start = w.gw.events.find((e) => e.type === 'ssh.command.start' && e.details.command === 'read -s -p "Password: " pw; echo len=${#pw}')!;
+      const start = world.w.gw.events.find((e) => e.type === 'ssh.command.start' && e.details.command === 'read -s -p "Password: " pw; echo len=${#pw}')!;
       expect(start).toBeDefined();
-      const all = await sessionOf(w, start);
+      const all = await sessionOf(world.w, start);
       const text = JSON.stringify(all);
       for (const secret of secrets) expect(text).not.toContain(secret);
       const hidden = all.filter((e) => e.type === 'ssh.command.start' && e.details.hidden === true);
@@ -147,37 +132,23 @@ describe('strict durability: pty shell lines are on record before their Enter is
 });
 
 describe('strict durability with recording.keystrokes: a held chunk still reaches the recording', () => {
-  let w: SshWorld;
-  let alice: IssuedFiles;
-  let dir: string;
-  let oracle: OracleShell;
-  beforeAll(async () => {
-    dir = tempDir('vigil-strict-rec-');
-    fs.chmodSync(dir, 0o777);
-    oracle = oracleShell(dir);
-    w = await startWorld({ sshd: { extraConfig: oracle.sshdConfig }, config: { audit: { durability: 'strict' }, recording: { keystrokes: true } } });
-    alice = await w.issue();
-  }, 30_000);
-  afterAll(async () => {
-    await w?.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  const world = useOracleWorld('vigil-strict-rec-', { worldWritableDir: true, config: { audit: { durability: 'strict' }, recording: { keystrokes: true } } });
 
   it('the keystrokes of a line held for its record are in the recording once forwarded', async () => {
-    const s = interactive(w, alice);
+    const s = interactive(world.w, world.alice);
     try {
-      await s.until(oracle.prompt);
+      await s.until(world.oracle.prompt);
       s.send('echo recorded-input\r');
       await s.until('recorded-input\r\n');
-      await s.until(oracle.prompt);
+      await s.until(world.oracle.prompt);
       s.send('exit\r');
       await s.c.exited;
     } finally {
       s.c.child.kill('SIGKILL');
     }
-    const start = await w.gw.waitForEvent((e) => e.type === 'ssh.command.start' && e.details.command === 'echo recorded-input');
-    await sessionOf(w, start);
-    const file = w.gw.gw.services.recordings.pathOf(String(start.details.recording));
+    const start = await world.w.gw.waitForEvent((e) => e.type === 'ssh.command.start' && e.details.command === 'echo recorded-input');
+    await sessionOf(world.w, start);
+    const file = world.w.gw.gw.services.recordings.pathOf(String(start.details.recording));
     const input = () =>
       fs.readFileSync(file, 'utf8').trim().split('\n').slice(1).map((l) => JSON.parse(l) as [number, string, string]).filter((l) => l[1] === 'i').map((l) => l[2]).join('');
     await waitFor(() => input().includes('exit\r'), 10_000, 'recording flushed').catch(() => undefined);
@@ -187,34 +158,21 @@ describe('strict durability with recording.keystrokes: a held chunk still reache
 });
 
 describe('batched durability: no ssh.command.start', () => {
-  let w: SshWorld;
-  let alice: IssuedFiles;
-  let dir: string;
-  let oracle: OracleShell;
-  beforeAll(async () => {
-    dir = tempDir('vigil-batched-shell-');
-    oracle = oracleShell(dir);
-    w = await startWorld({ sshd: { extraConfig: oracle.sshdConfig } });
-    alice = await w.issue();
-  }, 30_000);
-  afterAll(async () => {
-    await w?.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  const world = useOracleWorld('vigil-batched-shell-');
 
   it('commands are reported as before, with no intent records', async () => {
-    const s = interactive(w, alice);
+    const s = interactive(world.w, world.alice);
     try {
-      await s.until(oracle.prompt);
+      await s.until(world.oracle.prompt);
       s.send('echo batched-one\r');
       await s.until('batched-one\r\n');
-      await s.until(oracle.prompt);
+      await s.until(world.oracle.prompt);
       s.send('exit\r');
       await s.c.exited;
-      const cmd = await w.gw.waitForEvent((e) => e.type === 'ssh.command' && e.details.command === 'echo batched-one');
-      const all = await sessionOf(w, cmd);
+      const cmd = await world.w.gw.waitForEvent((e) => e.type === 'ssh.command' && e.details.command === 'echo batched-one');
+      const all = await sessionOf(world.w, cmd);
       expect(all.filter((e) => e.type === 'ssh.command').map((e) => e.details.command)).toEqual(['echo batched-one', 'exit']);
-      expect(w.gw.events.filter((e) => e.type === 'ssh.command.start')).toHaveLength(0);
+      expect(world.w.gw.events.filter((e) => e.type === 'ssh.command.start')).toHaveLength(0);
     } finally {
       s.c.child.kill('SIGKILL');
     }

@@ -1,12 +1,11 @@
-import pg from 'pg';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Principal } from '../../src/identity/types.ts';
 import { silentLogger } from '../../src/log.ts';
 import { SessionRegistry, type EndReason, type LiveSession } from '../../src/sessions/registry.ts';
 import { SharedSessions } from '../../src/sessions/shared-registry.ts';
-import { PostgresStateStore } from '../../src/store/postgres.ts';
+import type { PostgresStateStore } from '../../src/store/postgres.ts';
 import { startCuttableRelay } from '../support/cuttable-relay.ts';
-import { PASSWORDS, startPostgres, type PostgresHandle } from '../support/postgres.ts';
+import { usePostgresStoreReplicas } from '../support/pg-store.ts';
 import { waitFor } from '../support/tmp.ts';
 
 /**
@@ -17,33 +16,12 @@ import { waitFor } from '../support/tmp.ts';
  * heartbeat is set far beyond the test's waits where a test must not pass because of it.
  */
 
-let db: PostgresHandle;
-let admin: pg.Client;
-const cleanups: (() => unknown)[] = [];
+const stores = usePostgresStoreReplicas();
+const { cleanups } = stores;
 const NO_HEARTBEAT_MS = 10 * 60_000;
 
-beforeAll(async () => {
-  db = await startPostgres();
-  admin = new pg.Client({ host: '127.0.0.1', port: db.port, user: db.superuser, database: 'app' });
-  await admin.connect();
-}, 120_000);
-
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-
-afterAll(async () => {
-  await admin?.end();
-  await db?.stop();
-});
-
-const url = (port: number) => `postgres://scram_user:${PASSWORDS.scram_user}@127.0.0.1:${port}/app?sslmode=disable`;
-
-async function openStore(schema: string, port = db.port): Promise<PostgresStateStore> {
-  const store = await PostgresStateStore.open({ url: url(port), schema, log: silentLogger(), reconcileMs: 60_000, reconnectMs: 100 });
-  cleanups.push(() => store.close());
-  return store;
-}
+/** A replica's store on `schema`, through a relay's `port` when given; it reconnects quickly once the relay is back up. */
+const openStore = (schema: string, port?: number) => stores.openStore(schema, { port, reconnectMs: 100 });
 
 async function replica(store: PostgresStateStore, name: string, timing: { heartbeatMs: number; leaseMs?: number }) {
   const registry = new SessionRegistry();
@@ -77,7 +55,7 @@ describe('live sessions across replicas: review', () => {
     const a = await replica(storeA, 'replica-a', { heartbeatMs: NO_HEARTBEAT_MS });
     const b = await replica(storeB, 'replica-b', { heartbeatMs: NO_HEARTBEAT_MS });
     // The first publish of each (at start) renews its lease; a later one must come from the adoption.
-    await waitFor(async () => (await admin.query(`SELECT 1 FROM ${schema}.live_replicas WHERE replica = 'replica-a'`)).rowCount, 15_000, "A's lease");
+    await waitFor(async () => (await stores.admin.query(`SELECT 1 FROM ${schema}.live_replicas WHERE replica = 'replica-a'`)).rowCount, 15_000, "A's lease");
 
     // As src/gateway/workers/pool.ts does on a worker's session_opened: the primary adopts the session.
     const session: LiveSession = { ...info('alice'), id: 'adopted-session-1', startedAt: new Date(), worker: { id: 1, pid: 4242 } };
@@ -99,7 +77,7 @@ describe('live sessions across replicas: review', () => {
 
   it('a replica cut off from the store until the others swept it publishes its sessions again when it is back', async () => {
     const schema = 'review_live_swept';
-    const relay = await startCuttableRelay(db.port);
+    const relay = await startCuttableRelay(stores.db.port);
     cleanups.push(() => relay.close());
     const storeA = await openStore(schema, relay.port);
     const storeB = await openStore(schema);
@@ -114,12 +92,12 @@ describe('live sessions across replicas: review', () => {
 
     await relay.down();
     // B's sweep removes A (lease over for 10 leases) and its sessions, as for a replica that died.
-    await waitFor(async () => (await admin.query(`SELECT 1 FROM ${schema}.live_replicas WHERE replica = 'replica-a'`)).rowCount === 0, 30_000, 'A swept by B');
-    expect((await admin.query(`SELECT 1 FROM ${schema}.live_sessions WHERE id = $1`, [handle.id])).rowCount).toBe(0);
+    await waitFor(async () => (await stores.admin.query(`SELECT 1 FROM ${schema}.live_replicas WHERE replica = 'replica-a'`)).rowCount === 0, 30_000, 'A swept by B');
+    expect((await stores.admin.query(`SELECT 1 FROM ${schema}.live_sessions WHERE id = $1`, [handle.id])).rowCount).toBe(0);
     await relay.up();
 
     // A is back (its lease renewed): the session it still holds is listed and killable through B again.
-    await waitFor(async () => (await admin.query(`SELECT 1 FROM ${schema}.live_replicas WHERE replica = 'replica-a'`)).rowCount, 30_000, "A's lease renewed");
+    await waitFor(async () => (await stores.admin.query(`SELECT 1 FROM ${schema}.live_replicas WHERE replica = 'replica-a'`)).rowCount, 30_000, "A's lease renewed");
     const row = await waitFor(async () => (await b.shared.list([])).sessions.find((s) => s.id === handle.id), 15_000, "A's session listed on B again");
     expect(row).toMatchObject({ user: 'carol', replica: 'replica-a' });
     expect(await b.shared.kill(handle.id, 'terminated by root: INC-8', 0).then((r) => r.held)).toBe(true);
@@ -129,7 +107,7 @@ describe('live sessions across replicas: review', () => {
   }, 90_000);
   it('a kill asked while the holder was cut off from the store is carried out when it is back, even after the others swept it', async () => {
     const schema = 'review_live_kill_swept';
-    const relay = await startCuttableRelay(db.port);
+    const relay = await startCuttableRelay(stores.db.port);
     cleanups.push(() => relay.close());
     const storeA = await openStore(schema, relay.port);
     const storeB = await openStore(schema);
@@ -146,7 +124,7 @@ describe('live sessions across replicas: review', () => {
     // A's lease still runs: B records the kill on the row; A, cut off, cannot hear of it yet.
     expect(await b.shared.kill(killed.id, 'terminated by root: INC-9', 0)).toEqual({ held: true, ended: false });
     // B's sweep (A's lease long over) removes A's other session, as for a replica that died.
-    await waitFor(async () => (await admin.query(`SELECT 1 FROM ${schema}.live_sessions WHERE id = $1`, [idle.id])).rowCount === 0, 60_000, "A's idle session swept by B");
+    await waitFor(async () => (await stores.admin.query(`SELECT 1 FROM ${schema}.live_sessions WHERE id = $1`, [idle.id])).rowCount === 0, 60_000, "A's idle session swept by B");
     expect(terminated).toEqual([]);
     await relay.up();
 
