@@ -52,6 +52,9 @@ export interface BundleManifest {
   chain_seq: { first: number; last: number };
   /** The newest record of the log when the bundle was made. */
   log_head_seq: number;
+  /** The newest head a witness kept off the gateway's host held, which the log was checked to reach when the
+   *  bundle was made (absent: no witness configured or given, so a log cut back could not be told). */
+  witnessed_head_seq?: number;
   /** Set when the range reaches back past a retention purge: chain.jsonl starts at the anchor checkpoint,
    *  and holds a second run from the audit.purged event that vouches for it to the checkpoint after it. */
   purge?: { anchor_seq: number; purged_event_seq: number };

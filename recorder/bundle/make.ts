@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { Readable, Transform, type Writable } from 'node:stream';
 import tar from 'tar-stream';
 import { VigilError } from '../../src/errors.ts';
-import { keyId, parseSegmentName } from '../audit/record.ts';
+import { keyId, parseSegmentName, type SignedHead } from '../audit/record.ts';
 import { listSegments, splitSegment } from '../audit/segments.ts';
 import { readAnchorFile } from '../audit/anchor.ts';
 import { verifyAuditLog } from '../audit/verify.ts';
@@ -36,6 +36,11 @@ export interface MakeBundleOptions {
   filter: BundleFilter;
   createdBy: { user: string; host: string };
   gateway: { host: string; data_dir: string; version: string };
+  /**
+   * Signed heads kept off this host (`audit.witness`, `--witness`): the log must reach the newest, or it was
+   * cut back (with its head.json) and a bundle would present the cut log's last record as the newest.
+   */
+  witnesses?: { head: SignedHead; source: string }[];
   now?: Date;
 }
 
@@ -200,7 +205,7 @@ export async function makeBundle(o: MakeBundleOptions, out: Writable): Promise<M
   const privateKey = crypto.createPrivateKey(fs.readFileSync(o.signingKeyFile));
   const publicKey = crypto.createPublicKey(privateKey);
   const publicPem = publicKey.export({ type: 'spki', format: 'pem' }).toString();
-  const checked = verifyAuditLog(o.auditDir, publicPem);
+  const checked = verifyAuditLog(o.auditDir, publicPem, { witnesses: o.witnesses ?? [] });
   if (checked.status === 'invalid' && checked.firstBad?.kind === 'no-checkpoint') {
     // A young log (its writer has not reached audit.checkpoint_interval yet) looks like this, and so does
     // one whose checkpoints were stripped: say both, and refuse either way.
@@ -330,6 +335,7 @@ export async function makeBundle(o: MakeBundleOptions, out: Writable): Promise<M
     range_seq: { first: sel.rangeFirst, last: sel.rangeLast },
     chain_seq: { first: sel.main[0].seq, last: sel.main[sel.main.length - 1].seq },
     log_head_seq: sel.logHead,
+    ...(checked.witnessedSeq !== undefined ? { witnessed_head_seq: checked.witnessedSeq } : {}),
     ...(sel.purge ? { purge: sel.purge } : {}),
     counts: {
       events: selected.length,

@@ -246,9 +246,20 @@ export async function verifyBundle(file: string, opts: VerifyBundleOptions = {})
     if (inRange(r.event, range)) lastIn = i;
   });
   const after = lastIn >= 0 ? main.slice(lastIn + 1) : [];
-  if (after.some((r) => r.event.time > range.until)) result.boundaries.push(`seq ${after.find((r) => r.event.time > range.until)!.seq} follows the range`);
-  else if (lastIn === main.length - 1 && main[lastIn].seq === manifest.log_head_seq) result.boundaries.push(`the range reaches the log's newest record (seq ${manifest.log_head_seq}) when the bundle was made`);
-  else problem('incomplete', `the chain ends inside the range (seq ${main[main.length - 1].seq}): later records of the range are not shown`);
+  // Any record after the range's last one ends it, whichever side of the range its time lies: after a
+  // clock stepped back the records that follow (the signing checkpoint included) are dated before it.
+  // That the range has no later record elsewhere in the log is the maker's signed range_seq, checked below.
+  if (after.length > 0) {
+    const later = after.find((r) => r.event.time > range.until);
+    result.boundaries.push(later ? `seq ${later.seq} follows the range` : `seq ${after[0].seq} follows the range (dated before it: the clock was stepped back)`);
+  } else if (lastIn === main.length - 1 && main[lastIn].seq === manifest.log_head_seq) {
+    // Only a head kept off the gateway's host tells the newest record from the last one of a log cut back.
+    const witnessed = typeof manifest.witnessed_head_seq === 'number' ? `, which reaches the newest head a witness held (seq ${manifest.witnessed_head_seq})` : '; no witness was checked, so a log cut back could not be told';
+    result.boundaries.push(`the range reaches the log's newest record (seq ${manifest.log_head_seq}) when the bundle was made${witnessed}`);
+  } else problem('incomplete', `the chain ends inside the range (seq ${main[main.length - 1].seq}): later records of the range are not shown`);
+  if (lastIn >= 0 && manifest.range_seq && manifest.range_seq.last !== main[lastIn].seq) {
+    problem('incomplete', `the manifest says the range's last record is seq ${manifest.range_seq.last}, the chain's is seq ${main[lastIn].seq}: records of the range are not shown`);
+  }
   for (const run of runs.slice(1)) for (const r of run) if (inRange(r.event, range)) problem('incomplete', `record seq ${r.seq} of the range lies outside the covered interval`);
 
   // 5. Recordings: every one a selected event names is here, with the bytes the manifest's hash says, and

@@ -30,6 +30,8 @@ export interface ExportOptions {
   onProgress?: (p: StreamProgress) => void;
   /** Read the records from here instead of the log in `auditDir` (the shared index of every replica). */
   records?: AsyncIterable<{ eventJson: string; event: AuditEvent }>;
+  /** Records of the log left out as damaged or altered (their bytes do not match their hash). */
+  onLeftOut?: (seq: number | undefined, why: string) => void;
 }
 
 export interface ExportResult {
@@ -84,7 +86,7 @@ export async function exportAuditLog(auditDir: string, out: Writable, opts: Expo
   let pending = enc.header ?? '';
   let bytes = 0;
   let count = 0;
-  for await (const r of opts.records ?? streamAuditRecords(auditDir, opts.query, { onProgress: opts.onProgress })) {
+  for await (const r of opts.records ?? streamAuditRecords(auditDir, opts.query, { onProgress: opts.onProgress, onLeftOut: opts.onLeftOut })) {
     pending += enc.line(r.eventJson, r.event);
     count++;
     if (pending.length >= WRITE_BATCH) {

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { AuditEvent } from '../../src/events/envelope.ts';
 import { iso, isoUntil, matcher, prefilters, sealedOutsideRange, type AuditQuery } from '../audit/read.ts';
-import { parseRecordLine } from '../audit/record.ts';
+import { parseRecordLine, recordHash } from '../audit/record.ts';
 import { listSegments } from '../audit/segments.ts';
 
 /** One matching record: the event's bytes exactly as stored (canonical JSON) and the parsed event. */
@@ -25,6 +25,12 @@ export interface StreamOptions {
   onProgress?: (p: StreamProgress) => void;
   /** Read size (default 1 MiB): the memory the reader holds besides one record. */
   chunkBytes?: number;
+  /**
+   * A record the query would consider that is left out: its line is damaged, or its bytes do not match its
+   * hash (altered in the file). Evidence never carries such a record as if it were the log's; the caller
+   * says how many were left out.
+   */
+  onLeftOut?: (seq: number | undefined, why: string) => void;
 }
 
 /**
@@ -33,7 +39,7 @@ export interface StreamOptions {
  * query semantics as `searchAuditLog` (substring pre-filters, then the parsed-event match); sealed segments
  * outside a time range are skipped by their `.meta` when it passes sealedOutsideRange's checks. Each
  * segment is read up to its size when reached: a live writer's later lines (and a torn last line without
- * its newline) are not part of this export.
+ * its newline) are not part of this export. A damaged or altered record is left out and reported (onLeftOut).
  */
 export async function* streamAuditRecords(dir: string, q: AuditQuery = {}, opts: StreamOptions = {}): AsyncGenerator<StreamedRecord> {
   const match = matcher(q);
@@ -66,9 +72,22 @@ export async function* streamAuditRecords(dir: string, q: AuditQuery = {}, opts:
         const line = bytes.toString('utf8');
         if (pre.length && !pre.every((p) => line.includes(p))) continue;
         const rec = parseRecordLine(line);
-        if (typeof rec === 'string') continue;
-        const event = JSON.parse(rec.eventJson) as AuditEvent;
+        if (typeof rec === 'string') {
+          opts.onLeftOut?.(undefined, `${path.basename(file)}: ${rec}`);
+          continue;
+        }
+        let event: AuditEvent;
+        try {
+          event = JSON.parse(rec.eventJson) as AuditEvent;
+        } catch {
+          opts.onLeftOut?.(rec.seq, 'its event is not valid JSON');
+          continue;
+        }
         if (!match(line, event)) continue;
+        if (recordHash(rec.seq, rec.prev, rec.eventJson) !== rec.hash) {
+          opts.onLeftOut?.(rec.seq, 'its bytes do not match its hash');
+          continue;
+        }
         progress.matched++;
         yield { seq: rec.seq, hash: rec.hash, eventJson: rec.eventJson, event };
       }

@@ -11,8 +11,10 @@ import { silentLogger } from '../../log.ts';
 import { NotFoundError } from '../../errors.ts';
 import { openAuditForCli } from '../../../recorder/audit/index.ts';
 import { AtomicFile } from '../../../recorder/export/index.ts';
-import { makeBundle, verifyBundle, BUNDLE_EXIT_CODES, type BundleFilter } from '../../../recorder/bundle/index.ts';
+import { makeBundle, verifyBundle, BundleError, BUNDLE_EXIT_CODES, type BundleFilter } from '../../../recorder/bundle/index.ts';
 import { iso, parseIsoBound, type TimeBound } from '../../../recorder/audit/read.ts';
+import { readWitness } from '../../../recorder/audit/witness.ts';
+import type { SignedHead } from '../../../recorder/audit/record.ts';
 import { AUDIT_FILTER_OPTIONS, parseTimeArg } from './audit.ts';
 
 function packageVersion(): string {
@@ -44,10 +46,11 @@ export function timeBoundArg(flag: 'since' | 'until', text: string | undefined, 
 export const auditBundleCommand: Command = {
   name: 'audit bundle',
   summary: 'Make a signed evidence bundle (tar): the selected events, the chain proving them unaltered and complete, their recordings, the public key and a signed manifest.',
-  usage: '--since 2h|ISO [--until 2h|ISO] [--user U] [--target T] [--type PREFIX] [--session ID] --out case.tar',
+  usage: '--since 2h|ISO [--until 2h|ISO] [--user U] [--target T] [--type PREFIX] [--session ID] [--witness FILE|URL]… --out case.tar',
   options: {
     ...AUDIT_FILTER_OPTIONS,
     out: { type: 'string', short: 'o', arg: 'FILE', help: 'the bundle (tar) to write (required)' },
+    witness: { type: 'string', arg: 'FILE|URL', multiple: true, help: 'signed heads kept elsewhere the log must reach (default: audit.witness of the config)' },
   },
   examples: ['audit bundle --since 2026-03-01T00:00:00Z --until 2026-03-01T23:59:59Z --user alice --out case-4211.tar'],
   async run(args) {
@@ -88,6 +91,20 @@ export const auditBundleCommand: Command = {
       }
       let made;
       try {
+        // A log cut back together with its head.json still verifies on its own: only a head kept off this
+        // host shows it, and the bundle would otherwise call the cut log's last record the newest.
+        const witnessSources = (args.values.witness as string[] | undefined) ?? [config.audit.witness?.file, config.audit.witness?.url].filter((s): s is string => !!s);
+        const witnesses: { head: SignedHead; source: string }[] = [];
+        for (const w of witnessSources) {
+          try {
+            witnesses.push(...(await readWitness(w)));
+          } catch (e) {
+            // A witness URL may hold its credential (user:password@, a token in the path): named by its origin only.
+            const shown = /^https?:\/\//i.test(w) ? (URL.canParse(w) ? new URL(w).origin : 'the witness URL') : w;
+            const why = String((e as NodeJS.ErrnoException).code ?? (e as Error).message).replace(/\bhttps?:\/\/\S+/gi, shown);
+            throw new BundleError(`cannot read the witness ${shown} (${why}): without it a log cut back cannot be told, so no bundle was made`);
+          }
+        }
         made = await makeBundle(
           {
             auditDir: paths.audit,
@@ -99,6 +116,7 @@ export const auditBundleCommand: Command = {
             filter,
             createdBy: { user: actor.user, host: os.hostname() },
             gateway: { host: os.hostname(), data_dir: path.resolve(dataDir), version: packageVersion() },
+            witnesses,
             now: new Date(now),
           },
           file.stream,

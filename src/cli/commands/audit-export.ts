@@ -155,11 +155,12 @@ export const auditExportCommand: Command = {
         if (shared) await catchUpLocal(shared, args.err, Infinity);
         let leftOut = 0;
         const records = shared && streamShared(shared.chains, toSharedQuery(query, { replica }), undefined, () => leftOut++);
-        result = await exportAuditLog(auditDir, file ? file.stream : (args.out as Writable), { format, query, onProgress: bar?.update, records });
+        // The local log is checked as the shared index is: a damaged or altered record is never exported as the log's.
+        result = await exportAuditLog(auditDir, file ? file.stream : (args.out as Writable), { format, query, onProgress: bar?.update, records, onLeftOut: () => leftOut++ });
         bar?.done();
         if (leftOut) {
           details.left_out = leftOut;
-          args.err.write(`vigil audit export: ${leftOut} indexed record(s) left out: their bytes do not match their hash (run \`vigil audit verify\`)\n`);
+          args.err.write(`vigil audit export: ${leftOut} ${shared ? 'indexed record(s) left out:' : 'record(s) left out: damaged, or'} their bytes do not match their hash (run \`vigil audit verify\`)\n`);
         }
         if (file) await file.finish();
       } catch (e) {
