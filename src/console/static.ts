@@ -71,7 +71,9 @@ export function serveStatic(dir: string | undefined, pathname: string, req: http
   const rel = pathname.replace(/^\/console\/?/, '');
   const asset = rel.startsWith('assets/') && !rel.includes('..') && /^[A-Za-z0-9._/-]+$/.test(rel);
   const file = asset ? path.join(dir, rel) : path.join(dir, 'index.html');
-  if (asset && !fs.existsSync(file)) {
+  // Regular files only: `/console/assets/` names the directory, whose read fails with EISDIR after the
+  // headers are out (an unhandled stream error that took the whole gateway down, before any sign-in).
+  if (asset && !isFile(file)) {
     res.writeHead(404, { ...headers, 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
     res.end('Not found.\n');
     return;
@@ -95,5 +97,16 @@ export function serveStatic(dir: string | undefined, pathname: string, req: http
     res.end();
     return;
   }
-  fs.createReadStream(served).pipe(res);
+  // A read that fails midway (file replaced by a new build) ends this response, never the process.
+  const stream = fs.createReadStream(served);
+  stream.on('error', () => res.destroy());
+  stream.pipe(res);
+}
+
+function isFile(file: string): boolean {
+  try {
+    return fs.statSync(file).isFile();
+  } catch {
+    return false;
+  }
 }
