@@ -21,6 +21,18 @@ export type Match = { matched: true; pattern: string } | { matched: false } | { 
 /** Long options that mean a short one (for `-rf`-style patterns). */
 const LONG_AS_SHORT: Record<string, string> = { '--recursive': 'r', '--force': 'f' };
 
+/**
+ * Whether the command's long option `given` names the option `full`. getopt_long takes any unambiguous
+ * prefix of a long option (`rm --rec --forc /` is `rm -rf /`), and the tools guardrails name use it: a
+ * prefix counts. A prefix the tool's other options share too is ambiguous: the tool refuses to run,
+ * so reading it as this option refuses nothing that would have run.
+ */
+function namesLongOption(given: string, full: string): boolean {
+  const eq = given.indexOf('=');
+  const name = eq < 0 ? given : given.slice(0, eq);
+  return name.length > 2 && full.startsWith(name);
+}
+
 export interface CompiledPattern {
   source: string;
   program: RegExp;
@@ -133,13 +145,12 @@ function argsMatch(args: Word[], p: CompiledPattern): boolean {
     if (!endOfOptions && !a.dynamic && a.text === '--') endOfOptions = true;
     else if (!endOfOptions && !a.dynamic && a.text.startsWith('--')) {
       long.push(a.text);
-      const s = LONG_AS_SHORT[a.text];
-      if (s) short += s;
+      for (const [full, s] of Object.entries(LONG_AS_SHORT)) if (namesLongOption(a.text, full)) short += s;
     } else if (!endOfOptions && !a.dynamic && a.text.startsWith('-') && a.text.length > 1) short += normaliseFlags(a.text.slice(1));
     else operands.push(a);
   }
   for (const f of p.shortFlags) if (!short.includes(f)) return false;
-  for (const f of p.longFlags) if (!long.some((l) => l === f || l.startsWith(`${f}=`))) return false;
+  for (const f of p.longFlags) if (!long.some((l) => l === f || (!f.includes('=') && namesLongOption(l, f)))) return false;
   for (let k = 0; k < p.operands.length; k++) {
     const re = p.operands[k];
     const literal = p.operandLiterals[k];

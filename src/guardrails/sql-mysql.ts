@@ -96,12 +96,15 @@ function statement(n: Node, facts: SqlFacts): void {
       tables(n.name, facts);
       return;
     case 'delete':
-      if (!n.where) facts.kinds.add('delete_without_where');
+      if (!hasWhere(n)) facts.kinds.add('delete_without_where');
       tables(n.from ?? n.table, facts);
       return;
     case 'update':
-      if (!n.where) facts.kinds.add('update_without_where');
+      if (!hasWhere(n)) facts.kinds.add('update_without_where');
       tables(n.table, facts);
+      return;
+    case 'alter':
+      partitionChanges(n, facts);
       return;
     case 'insert':
     case 'replace':
@@ -115,6 +118,32 @@ function statement(n: Node, facts: SqlFacts): void {
       // SET GLOBAL / SET PERSIST change the server for everyone: the MySQL form of ALTER SYSTEM.
       if (SERVER_SCOPES.has(String(n.keyword ?? '').toLowerCase()) || assignsServerVariable(n.expr)) facts.kinds.add('alter_system');
       return;
+  }
+}
+
+/**
+ * A WHERE that is a constant true counts as none: `WHERE TRUE`, and `WHERE 1` (TRUE is 1 to MySQL, and
+ * `WHERE 1` its usual spelling of "every row"). `WHERE 1=1` is not folded (as on Postgres).
+ */
+function hasWhere(n: Node): boolean {
+  const w = n.where as { type?: unknown; value?: unknown } | null | undefined;
+  if (!w) return false;
+  if (w.type === 'bool') return w.value !== true;
+  if (w.type === 'number') return Number(w.value) === 0 || Number.isNaN(Number(w.value));
+  return true;
+}
+
+/**
+ * `ALTER TABLE t TRUNCATE PARTITION p` (or `ALL`: the whole table) empties partitions as TRUNCATE does,
+ * and `DROP PARTITION p` drops them with their rows: both are a TRUNCATE or a DROP, and a write to t.
+ */
+function partitionChanges(n: Node, facts: SqlFacts): void {
+  for (const e of (Array.isArray(n.expr) ? n.expr : []) as { action?: unknown; resource?: unknown }[]) {
+    if (e?.resource !== 'partition') continue;
+    if (e.action === 'truncate') facts.kinds.add('truncate');
+    else if (e.action === 'drop') facts.kinds.add('drop');
+    else continue;
+    tables(n.table, facts);
   }
 }
 

@@ -1,4 +1,5 @@
 import { deparseSync, loadModule, parseSync, parsePlPgSQLSync } from '@libpg-query/parser';
+import type { SqlKind } from './config.ts';
 import { emptyFacts, type SqlFacts } from './facts.ts';
 
 /**
@@ -100,7 +101,10 @@ function statement(kind: string, n: Record<string, unknown>, c: Ctx, depth: numb
       write(n.relation, facts);
       return;
     case 'InsertStmt':
+      write(n.relation, facts);
+      return;
     case 'MergeStmt':
+      for (const k of mergeWithoutWhere(n)) facts.kinds.add(k);
       write(n.relation, facts);
       return;
     case 'AlterSystemStmt':
@@ -148,10 +152,29 @@ function grantsMembership(kind: string, n: Record<string, unknown>): boolean {
 /** A WHERE that is a constant true (`WHERE true`, `WHERE 1=1` is not folded) counts as none. */
 function hasWhere(n: Record<string, unknown>): boolean {
   const w = n.whereClause as Record<string, unknown> | undefined;
-  if (!w) return false;
-  const c = w.A_Const as { boolval?: { boolval?: boolean } } | undefined;
-  if (c && c.boolval && c.boolval.boolval === true) return false;
-  return true;
+  return w !== undefined && !constantTrue(w);
+}
+
+function constantTrue(e: unknown): boolean {
+  const c = (e as { A_Const?: { boolval?: { boolval?: boolean } } } | undefined)?.A_Const;
+  return c?.boolval?.boolval === true;
+}
+
+/**
+ * `MERGE INTO t USING … ON true WHEN MATCHED THEN DELETE` is `DELETE FROM t WHERE true`: every row of t
+ * matches. A MATCHED action deletes or updates every row when the join condition is constant true and
+ * the action has no condition of its own (or a constant true one), as hasWhere reads a WHERE.
+ */
+function mergeWithoutWhere(n: Record<string, unknown>): SqlKind[] {
+  if (!constantTrue(n.joinCondition)) return [];
+  const kinds: SqlKind[] = [];
+  for (const item of (n.mergeWhenClauses as { MergeWhenClause?: Record<string, unknown> }[]) ?? []) {
+    const w = item.MergeWhenClause;
+    if (!w || w.matchKind !== 'MERGE_WHEN_MATCHED' || (w.condition !== undefined && !constantTrue(w.condition))) continue;
+    if (w.commandType === 'CMD_DELETE') kinds.push('delete_without_where');
+    if (w.commandType === 'CMD_UPDATE') kinds.push('update_without_where');
+  }
+  return kinds;
 }
 
 function write(rv: unknown, facts: SqlFacts): void {
