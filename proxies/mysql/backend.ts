@@ -20,6 +20,10 @@ export interface BackendTarget {
   /** TLS to the backend: off, or on with an optional CA file (verified when given). */
   tls: false | { ca?: string };
   serverPublicKey?: string;
+  /** Fetch the server's RSA key over plaintext when needed (the target's `allow_public_key_retrieval`). */
+  allowPublicKeyRetrieval?: boolean;
+  /** The target's name, for error messages. */
+  name?: string;
 }
 
 export interface BackendConnection {
@@ -111,6 +115,8 @@ export async function connectBackend(
       maxPacket: MAX_BACKEND_PAYLOAD,
       tls: useTls,
       serverPublicKey: t.serverPublicKey,
+      allowPublicKeyRetrieval: t.allowPublicKeyRetrieval,
+      targetName: t.name,
       attributes,
     });
     const response = login.handshakeResponse(greeting);

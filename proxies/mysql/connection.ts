@@ -531,6 +531,8 @@ export class MysqlConnection implements KillableConnection {
       database: this.database,
       tls: tlsOpt ? { ca: t.tls_ca as string | undefined } : (false as const),
       serverPublicKey: t.server_public_key_file ? readSecretFile(t.server_public_key_file as string) : undefined,
+      allowPublicKeyRetrieval: t.allow_public_key_retrieval === true,
+      name: t.name,
     };
   }
 

@@ -34,8 +34,11 @@ export const mysqlProxy: ProxyModule<MysqlSection> = {
     /** TLS to the backend; verified against `tls_ca` when given. */
     tls: z.boolean().default(false),
     tls_ca: filePath(sc).optional(),
-    /** RSA public key (PEM) of a MySQL 8 server, for caching_sha2_password full auth without TLS. Fetched from the server when absent. */
+    /** RSA public key (PEM) of a MySQL 8 server, for caching_sha2_password / sha256_password full auth without TLS. */
     server_public_key_file: filePath(sc).optional(),
+    /** Without TLS or `server_public_key_file`, ask the server for its RSA key over plaintext. Off: a man in the
+     *  middle could substitute its own key and read the password (README "caching_sha2_password without TLS"). */
+    allow_public_key_retrieval: z.boolean().default(false),
     /** A MariaDB user per engineer instead of the shared `user` (src/accounts; README "Per-engineer database accounts"). */
     user_provisioning: userProvisioningSchema(sc).optional(),
   }),

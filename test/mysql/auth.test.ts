@@ -47,9 +47,9 @@ describe('caching_sha2_password (MySQL 8) known answers', () => {
     expect(login.onPacket(buildOk())).toMatchObject({ kind: 'ok' });
   });
 
-  it('full auth without TLS: requests the RSA key, sends OAEP(pw XOR scramble) the server can decrypt', () => {
+  it('full auth without TLS (key retrieval opted in): requests the RSA key, sends OAEP(pw XOR scramble) the server can decrypt', () => {
     const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
-    const login = new BackendLogin({ user: 'app', password: 'secret', capabilities: CAPS, charset: 45, maxPacket: 1 << 24, tls: false });
+    const login = new BackendLogin({ user: 'app', password: 'secret', capabilities: CAPS, charset: 45, maxPacket: 1 << 24, tls: false, allowPublicKeyRetrieval: true });
     login.handshakeResponse(greeting('caching_sha2_password'));
     expect(login.onPacket(moreData(0x04))).toEqual({ kind: 'send', payload: Buffer.from([0x02]) });
     const step = login.onPacket(Buffer.concat([Buffer.from([0x01]), Buffer.from(publicKey)]));

@@ -4,7 +4,7 @@
  * (fast path, full authentication over TLS or with the server's RSA key), sha256_password, MariaDB's
  * client_ed25519, mysql_clear_password (TLS only) and AuthSwitchRequest between them.
  */
-import { ProtocolError } from '../../../src/errors.ts';
+import { BackendError, ProtocolError } from '../../../src/errors.ts';
 import { buildClientHandshake, parseAuthSwitch, parseErr, parseOk, type ErrPacket, type Greeting, type OkPacket } from '../handshake.ts';
 import { CLIENT } from '../wire.ts';
 import { mariadbEd25519Sign } from './ed25519.ts';
@@ -22,9 +22,32 @@ export interface BackendLoginOptions {
   maxPacket: number;
   /** The channel is TLS (allows clear-text full authentication). */
   tls: boolean;
-  /** Server RSA public key (PEM) if configured; otherwise it is requested when needed (caching_sha2). */
+  /** Server RSA public key (PEM) if configured; otherwise it is requested when needed and allowed. */
   serverPublicKey?: string;
+  /**
+   * Ask the server for its RSA key over the unencrypted connection (caching_sha2_password /
+   * sha256_password full authentication without TLS or a configured key). Off by default: a man in the
+   * middle can hand over its own key and decrypt the password, which is why stock drivers refuse too.
+   */
+  allowPublicKeyRetrieval?: boolean;
+  /** The target's name, for the refusal's message. */
+  targetName?: string;
   attributes?: Record<string, string>;
+}
+
+/**
+ * The server wants the password RSA-encrypted to a key vigil would have to fetch over plaintext, and the
+ * target neither uses TLS, nor configures the key, nor opts in to fetching it. The message is for the
+ * client and the audit log: it names the target and the remedies, never the password.
+ */
+export class PublicKeyRetrievalRefused extends BackendError {
+  constructor(plugin: string, targetName: string | undefined) {
+    const target = targetName ? `target ${targetName}` : 'the target';
+    super(
+      `${target} asks for ${plugin} full authentication over an unencrypted connection; vigil does not fetch the server's RSA public key without TLS ` +
+        `(a man in the middle could substitute its own and read the password). Configure tls, server_public_key_file, or allow_public_key_retrieval: true on ${target}`,
+    );
+  }
 }
 
 export type LoginStep =
@@ -52,7 +75,7 @@ export class BackendLogin {
     this.mariadbCapabilities = ((this.o.mariadbCapabilities ?? 0) & (g.mariadbCapabilities ?? 0)) >>> 0;
     if (this.mariadbCapabilities) this.capabilities &= ~CLIENT.LONG_PASSWORD;
     this.scramble = g.scramble;
-    this.plugin = this.knows(g.authPlugin) && g.authPlugin !== 'mysql_clear_password' ? g.authPlugin : 'mysql_native_password';
+    this.plugin = this.knows(g.authPlugin) && g.authPlugin !== 'mysql_clear_password' && !this.refusesSha256(g.authPlugin) ? g.authPlugin : 'mysql_native_password';
     return buildClientHandshake({
       capabilities: this.capabilities,
       mariadbCapabilities: this.mariadbCapabilities,
@@ -101,8 +124,22 @@ export class BackendLogin {
   private fullAuth(): Buffer {
     if (this.o.tls) return clearPassword(this.o.password);
     if (this.o.serverPublicKey) return rsaEncryptedPassword(this.o.password, this.scramble, this.o.serverPublicKey);
+    return this.requestPublicKey(Buffer.from([CACHING_SHA2.REQUEST_PUBLIC_KEY]));
+  }
+
+  private requestPublicKey(request: Buffer): Buffer {
+    if (!this.o.allowPublicKeyRetrieval) throw new PublicKeyRetrievalRefused(this.plugin, this.o.targetName);
     this.awaitingPublicKey = true;
-    return Buffer.from([CACHING_SHA2.REQUEST_PUBLIC_KEY]);
+    return request;
+  }
+
+  /**
+   * sha256_password would need the key fetched at once: answer a greeting that offers it as
+   * mysql_native_password instead, since the user may well not need it (the server then switches, and
+   * only a switch to sha256_password itself is refused).
+   */
+  private refusesSha256(plugin: string): boolean {
+    return plugin === 'sha256_password' && this.o.password !== '' && !this.o.tls && !this.o.serverPublicKey && !this.o.allowPublicKeyRetrieval;
   }
 
   private knows(plugin: string): boolean {
@@ -120,8 +157,7 @@ export class BackendLogin {
         // Empty password: a single NUL. Otherwise ask for full authentication right away.
         if (pw === '') return Buffer.from([0]);
         if (this.o.tls || this.o.serverPublicKey) return this.fullAuth();
-        this.awaitingPublicKey = true;
-        return Buffer.from([0x01]); // sha256_password's public key request
+        return this.requestPublicKey(Buffer.from([0x01])); // sha256_password's public key request
       case 'client_ed25519':
         return mariadbEd25519Sign(pw, scramble.subarray(0, 32));
       case 'mysql_clear_password':
