@@ -8,7 +8,8 @@ import type { Word } from './shell.ts';
  * with `=value` or the next word, unambiguous abbreviations of long options (GNU getopt_long accepts
  * `--user` as `--us`), `--` ending options. An option a table does not know makes the command
  * undecidable: guessing whether it takes a value could skip the program. Option sets are those of the
- * Debian tools (`--help`), sudo 1.9, OpenBSD doas and bash's builtins.
+ * Debian 12 tools (`--help` and the getopt strings in util-linux 2.38, procps 4.0, systemd 252), sudo 1.9,
+ * OpenBSD doas and bash's builtins.
  */
 
 type LongKind = 'flag' | 'value' | 'optional';
@@ -31,7 +32,14 @@ interface OptionTable {
   numeric?: boolean;
   /** The value of these options is a command line of its own (env -S, --split-string). */
   splitString?: { short: string; long: string };
+  /**
+   * What the words after the options and operands run, when that is not simply them: watch joins them
+   * into an `sh -c` line, flock takes `-c STRING`, chrt's priority must be a number.
+   */
+  runs?: (rest: Word[], seen: string[]) => { argv: Word[]; done?: boolean } | { unknown: string };
 }
+
+const literal = (text: string): Word => ({ text, shape: text, dynamic: false });
 
 const GNU_HELP: Record<string, LongKind> = { '--help': 'flag', '--version': 'flag' };
 
@@ -91,6 +99,99 @@ export const WRAPPER_OPTIONS: Record<string, OptionTable> = {
   exec: { flags: 'cl', values: 'a' },
   builtin: { flags: '', values: '' },
   busybox: { flags: '', values: '' },
+  // procps watch ("+bced::ghq:n:pvtwx"): without -x it joins its operands with spaces and runs them as
+  // `sh -c`, so `watch 'rm -rf' /` is the shell line `rm -rf /`.
+  watch: {
+    flags: 'bceghptwxv',
+    values: 'qn',
+    attachedOnly: 'd',
+    long: {
+      '--beep': 'flag', '--color': 'flag', '--differences': 'optional', '--errexit': 'flag', '--chgexit': 'flag', '--equexit': 'value',
+      '--interval': 'value', '--precise': 'flag', '--no-title': 'flag', '--no-wrap': 'flag', '--exec': 'flag', '--help': 'flag', '--version': 'flag',
+    },
+    runs: (rest, seen) => {
+      if (seen.includes('-x') || seen.includes('--exec') || rest.length === 0) return { argv: rest };
+      const line = rest.map((w) => w.text).join(' ');
+      const joined: Word = { text: line, shape: line, dynamic: rest.some((w) => w.dynamic) };
+      return { argv: [literal('sh'), literal('-c'), joined], done: true };
+    },
+  },
+  // util-linux flock ("+sexnoFuw:E:hV?"): `flock FILE CMD…`, or `flock FILE -c STRING`, which $SHELL runs.
+  flock: {
+    flags: 'sexnoFuhV',
+    values: 'wE',
+    operandsBefore: 1,
+    long: {
+      '--shared': 'flag', '--exclusive': 'flag', '--unlock': 'flag', '--nonblock': 'flag', '--nonblocking': 'flag', '--nb': 'flag',
+      '--timeout': 'value', '--wait': 'value', '--conflict-exit-code': 'value', '--close': 'flag', '--no-fork': 'flag', '--verbose': 'flag',
+      '--help': 'flag', '--version': 'flag',
+    },
+    runs: (rest) => {
+      const first = rest[0];
+      if (first && !first.dynamic && (first.text === '-c' || first.text === '--command')) return { argv: [LOGIN_SHELL, literal('-c'), ...rest.slice(1, 2)], done: true };
+      return { argv: rest };
+    },
+  },
+  // util-linux taskset ("+apchV"): `taskset MASK CMD…` (with -p it changes a running pid and runs nothing).
+  taskset: { flags: 'apchV', values: '', operandsBefore: 1, long: { '--all-tasks': 'flag', '--pid': 'flag', '--cpu-list': 'flag', '--help': 'flag', '--version': 'flag' } },
+  // util-linux chrt ("+abdD:fiphmoP:T:rRvV"): `chrt [options] PRIORITY CMD…`. Newer util-linux lets the
+  // priority be left out for some policies: a first operand that is not a number is undecidable.
+  chrt: {
+    flags: 'abdfiphmorRvV',
+    values: 'DPT',
+    long: {
+      '--batch': 'flag', '--deadline': 'flag', '--fifo': 'flag', '--idle': 'flag', '--other': 'flag', '--rr': 'flag', '--reset-on-fork': 'flag',
+      '--sched-runtime': 'value', '--sched-period': 'value', '--sched-deadline': 'value', '--all-tasks': 'flag', '--max': 'flag', '--pid': 'flag',
+      '--verbose': 'flag', '--help': 'flag', '--version': 'flag',
+    },
+    runs: (rest) => {
+      if (rest.length === 0) return { argv: rest };
+      if (rest[0].dynamic || !/^[0-9]+$/.test(rest[0].text)) return { unknown: `chrt: the priority ${rest[0].text} is not a number, so where the command starts is not known` };
+      return { argv: rest.slice(1) };
+    },
+  },
+  // util-linux unshare ("+fhVmuinpCTUrR:w:S:G:c"): `unshare [options] [CMD…]`, the namespace options'
+  // files only with `=`.
+  unshare: {
+    flags: 'fhVmuinpCTUrc',
+    values: 'RwSG',
+    long: {
+      '--mount': 'optional', '--uts': 'optional', '--ipc': 'optional', '--net': 'optional', '--pid': 'optional', '--user': 'optional',
+      '--cgroup': 'optional', '--time': 'optional', '--fork': 'flag', '--kill-child': 'optional', '--mount-proc': 'optional',
+      '--map-user': 'value', '--map-users': 'value', '--map-group': 'value', '--map-groups': 'value', '--map-root-user': 'flag',
+      '--map-current-user': 'flag', '--map-auto': 'flag', '--propagation': 'value', '--setgroups': 'value', '--keep-caps': 'flag',
+      '--setuid': 'value', '--setgid': 'value', '--root': 'value', '--wd': 'value', '--monotonic': 'value', '--boottime': 'value',
+      '--help': 'flag', '--version': 'flag',
+    },
+  },
+  // util-linux nsenter ("+ahVt:m::u::i::n::p::C::U::T::S:G:r::w::W:FZ"): -m… take a file only attached.
+  nsenter: {
+    flags: 'ahVFZ',
+    values: 'tSGW',
+    attachedOnly: 'muinpCUTrw',
+    long: {
+      '--all': 'flag', '--target': 'value', '--mount': 'optional', '--uts': 'optional', '--ipc': 'optional', '--net': 'optional',
+      '--pid': 'optional', '--cgroup': 'optional', '--user': 'optional', '--time': 'optional', '--setuid': 'value', '--setgid': 'value',
+      '--preserve-credentials': 'flag', '--root': 'optional', '--wd': 'optional', '--wdns': 'value', '--no-fork': 'flag',
+      '--follow-context': 'flag', '--help': 'flag', '--version': 'flag',
+    },
+  },
+  // systemd 252 systemd-run ("+hrH:M:E:p:tPqGdSu:"): runs its operands as a unit's command (here, on
+  // another host with -H, or later with --on-*: a command all the same).
+  'systemd-run': {
+    flags: 'hrtPqGdS',
+    values: 'HMEpu',
+    long: {
+      '--help': 'flag', '--version': 'flag', '--user': 'flag', '--system': 'flag', '--scope': 'flag', '--unit': 'value', '--description': 'value',
+      '--slice': 'value', '--slice-inherit': 'flag', '--remain-after-exit': 'flag', '--send-sighup': 'flag', '--service-type': 'value',
+      '--wait': 'flag', '--uid': 'value', '--gid': 'value', '--nice': 'value', '--setenv': 'value', '--property': 'value', '--tty': 'flag',
+      '--pty': 'flag', '--pipe': 'flag', '--quiet': 'flag', '--on-active': 'value', '--on-boot': 'value', '--on-startup': 'value',
+      '--on-unit-active': 'value', '--on-unit-inactive': 'value', '--on-calendar': 'value', '--on-timezone-change': 'flag',
+      '--on-clock-change': 'flag', '--timer-property': 'value', '--path-property': 'value', '--socket-property': 'value', '--no-block': 'flag',
+      '--no-ask-password': 'flag', '--host': 'value', '--machine': 'value', '--collect': 'flag', '--working-directory': 'value',
+      '--same-dir': 'flag', '--shell': 'flag',
+    },
+  },
 };
 
 /**
@@ -116,6 +217,21 @@ export function unwrap(input: Word[]): Unwrapped {
       if ('unknown' in readings) return { unknown: readings.unknown, wrappers };
       return mergeReadings(readings.runs.map(unwrap), wrappers);
     }
+    if (name === 'script') {
+      wrappers.push(argv.slice(i));
+      const r = scriptCommands(argv.slice(i + 1));
+      if ('unknown' in r) return { unknown: r.unknown, wrappers };
+      const runs = r.commands.map((c) => [LOGIN_SHELL, literal('-c'), c]);
+      return runs.length === 0 ? { argv: [], wrappers } : { argv: runs[0], wrappers, ...(runs.length > 1 ? { alternatives: runs.slice(1) } : {}) };
+    }
+    if (name === 'fish') {
+      const r = readOptions(name, FISH_OPTIONS, argv, i + 1);
+      if ('unknown' in r) return { unknown: r.unknown, wrappers: [...wrappers, argv.slice(i)] };
+      if (r.seen.some((o) => FISH_CODE_OPTIONS.includes(o))) {
+        return { unknown: 'fish: fish code (-c, -C) is not read by vigil: its syntax is not sh', wrappers: [...wrappers, argv.slice(i)] };
+      }
+      break; // a script file or an interactive shell, as for sh
+    }
     if (name === undefined || !Object.hasOwn(WRAPPER_OPTIONS, name)) break;
     const table = WRAPPER_OPTIONS[name];
     wrappers.push(argv.slice(i));
@@ -125,6 +241,13 @@ export function unwrap(input: Word[]): Unwrapped {
     i = r.next;
     if (table.assignments) i = skipAssignments(argv, i);
     i += table.operandsBefore ?? 0;
+    if (table.runs) {
+      const then = table.runs(argv.slice(i), r.seen);
+      if ('unknown' in then) return { unknown: then.unknown, wrappers };
+      if (then.done) return { argv: then.argv, wrappers };
+      argv = then.argv;
+      i = 0;
+    }
   }
   return { argv: argv.slice(i), wrappers };
 }
@@ -236,6 +359,60 @@ function readSwitchUser(name: 'su' | 'runuser', args: Word[], permute: boolean):
 }
 
 /**
+ * fish 3 ("+hPilNnvc:C:p:d:f:D:o:"): unlike sh, -c takes the code as its value, may be given more than
+ * once, and -C (--init-command) runs code too. Fish syntax is not sh (`not rm -rf /`, `and …`, `(…)`
+ * substitutions), so that code is not read as a shell line: it is undecidable.
+ */
+const FISH_OPTIONS: OptionTable = {
+  flags: 'hPilNnv',
+  values: 'cCpdfDo',
+  long: {
+    '--command': 'value', '--init-command': 'value', '--features': 'value', '--debug': 'value', '--debug-output': 'value',
+    '--debug-stack-frames': 'value', '--interactive': 'flag', '--login': 'flag', '--no-config': 'flag', '--no-execute': 'flag',
+    '--print-rusage-self': 'flag', '--print-debug-categories': 'flag', '--profile': 'value', '--profile-startup': 'value',
+    '--private': 'flag', '--help': 'flag', '--version': 'flag',
+  },
+};
+const FISH_CODE_OPTIONS = ['-c', '-C', '--command', '--init-command'];
+
+/**
+ * util-linux script ("aB:c:eE:fI:O:o:qm:T:t::Vh", permuted: options may follow the log file until
+ * `--`): `-c STRING` is run by $SHELL, and without one script starts an interactive shell. Under
+ * POSIXLY_CORRECT getopt stops at the first operand, so a later -c may not be the one that wins: every
+ * -c given is a command it may run.
+ */
+const SCRIPT_OPTIONS: OptionTable = {
+  flags: 'aefqVh',
+  values: 'BcEIOomT',
+  attachedOnly: 't',
+  long: {
+    '--append': 'flag', '--command': 'value', '--echo': 'value', '--return': 'flag', '--flush': 'flag', '--force': 'flag', '--log-in': 'value',
+    '--log-out': 'value', '--log-io': 'value', '--log-timing': 'value', '--logging-format': 'value', '--output-limit': 'value', '--quiet': 'flag',
+    '--timing': 'optional', '--help': 'flag', '--version': 'flag',
+  },
+};
+
+function scriptCommands(args: Word[]): { commands: Word[] } | { unknown: string } {
+  const commands: Word[] = [];
+  for (let k = 0; k < args.length; k++) {
+    const w = args[k];
+    if (!w.dynamic && w.text === '--') break;
+    const text = w.dynamic ? staticPrefix(w) : w.text;
+    if (w.dynamic && (text === '' || text.startsWith('-'))) return { unknown: `script: a word only known when the shell runs (${w.text}) could be options` };
+    if (!text.startsWith('-') || text === '-') continue;
+    const r = readOption('script', SCRIPT_OPTIONS, args, k);
+    if ('unknown' in r) return r;
+    k = r.next - 1;
+    const last = r.options[r.options.length - 1];
+    if (last === '-c' || last === '--command') {
+      if (r.value === undefined) return { unknown: 'script: -c without a command' };
+      commands.push(r.value);
+    }
+  }
+  return { commands };
+}
+
+/**
  * One option word at `argv[i]` (a long option, or a cluster of short ones whose last may take a value):
  * each option named (`-c`, `--command`), the value of the last, and the index after them.
  */
@@ -259,6 +436,7 @@ function readOption(name: string, t: OptionTable, argv: Word[], i: number): { op
     const c = text[k];
     options.push(`-${c}`);
     if (t.flags.includes(c)) continue;
+    if (t.attachedOnly?.includes(c)) return { options, ...(k + 1 < w.text.length ? { value: attachedValue(w, k + 1) } : {}), next: i + 1 };
     if (!t.values.includes(c)) return bad(`the option -${c} is not one vigil knows`);
     if (k + 1 < w.text.length) return { options, value: attachedValue(w, k + 1), next: i + 1 };
     return { options, value: argv[i + 1], next: Math.min(i + 2, argv.length) };
@@ -303,13 +481,14 @@ function skipAssignments(argv: Word[], i: number): number {
 }
 
 /** Reads a wrapper's options from `argv[i]`; `argv` comes back changed when env -S spliced its words in. */
-function readOptions(name: string, t: OptionTable, argv: Word[], i: number): { argv: Word[]; next: number } | { unknown: string } {
+function readOptions(name: string, t: OptionTable, argv: Word[], i: number): { argv: Word[]; next: number; seen: string[] } | { unknown: string } {
   const bad = (why: string) => ({ unknown: `${name}: ${why}` });
+  const seen: string[] = [];
   while (i < argv.length) {
     const w = argv[i];
     const text = w.dynamic ? staticPrefix(w) : w.text;
     if (!text.startsWith('-') || (w.text === '-' && !t.dashAlone)) break;
-    if (w.text === '--') return { argv, next: i + 1 };
+    if (w.text === '--') return { argv, next: i + 1, seen };
     if (w.text === '-') {
       i++;
       continue;
@@ -328,8 +507,9 @@ function readOptions(name: string, t: OptionTable, argv: Word[], i: number): { a
       const long = resolveLong(t.long ?? {}, given);
       if (long === undefined) return bad(`the option ${given} is not one vigil knows`);
       if (long.kind === 'flag' && eq >= 0) return bad(`${long.name} takes no value`);
+      seen.push(long.name);
       if (long.kind === 'value' && eq < 0) {
-        if (i + 1 >= argv.length) return { argv, next: i + 1 };
+        if (i + 1 >= argv.length) return { argv, next: i + 1, seen };
         value = { text: argv[i + 1].text, word: argv[i + 1] };
         i++;
       } else if (eq >= 0) value = { text: w.text.slice(w.text.indexOf('=') + 1) };
@@ -339,6 +519,7 @@ function readOptions(name: string, t: OptionTable, argv: Word[], i: number): { a
       let k = 1;
       for (; k < text.length; k++) {
         const c = text[k];
+        seen.push(`-${c}`);
         if (t.flags.includes(c)) continue;
         if (t.attachedOnly?.includes(c)) break;
         if (!t.values.includes(c)) return bad(`the option -${c} is not one vigil knows`);
@@ -363,7 +544,7 @@ function readOptions(name: string, t: OptionTable, argv: Word[], i: number): { a
       argv = [...argv.slice(0, i), ...words, ...argv.slice(i)];
     }
   }
-  return { argv, next: i };
+  return { argv, next: i, seen };
 }
 
 function resolveLong(table: Record<string, LongKind>, given: string): { name: string; kind: LongKind } | undefined {
