@@ -42,7 +42,12 @@ export interface BundleManifest {
   format: typeof BUNDLE_FORMAT;
   created: string;
   created_by: { user: string; host: string };
-  gateway: { host: string; data_dir: string; version: string; audit_key_id: string };
+  /** `audit_key_id` is the short id that names the key in events and checkpoints; only the full SHA-256
+   *  `audit_key_fingerprint` pins it (absent in bundles made before it existed). */
+  gateway: { host: string; data_dir: string; version: string; audit_key_id: string; audit_key_fingerprint?: string };
+  /** The chain this bundle covers: each replica keeps its own, so with a shared (PostgreSQL) store the
+   *  events other replicas recorded are not in it (absent in bundles made before it existed). */
+  chain_of?: { replica: string; store_shared: boolean };
   filter: BundleFilter;
   /** Inclusive event-time range (ISO, microseconds as events carry them). */
   range: { since: string; until: string };
@@ -86,6 +91,23 @@ export function checkManifestSignature(key: crypto.KeyObject, manifestBytes: Buf
     return false;
   }
 }
+
+/**
+ * The full fingerprint of an audit public key: SHA-256 of its SPKI DER, 64 hex. What a verifier pins: the
+ * 16-hex `keyId` is 64 bits, short enough for someone holding the data dir to make a key that shares it.
+ */
+export function keyFingerprint(key: crypto.KeyObject): string {
+  return sha256(key.export({ type: 'spki', format: 'der' }));
+}
+
+/** `--key` as a fingerprint: 64 hex, optionally written `sha256:…` or with colons (as some tools print it). */
+export function parseKeyFingerprint(text: string): string | undefined {
+  const hex = text.trim().replace(/^sha256:/i, '').replace(/:/g, '').toLowerCase();
+  return /^[0-9a-f]{64}$/.test(hex) ? hex : undefined;
+}
+
+/** A 16-hex key id: names a key, but too short to pin one. */
+export const isShortKeyId = (text: string) => /^[0-9a-f]{16}$/i.test(text.trim());
 
 export function sha256(data: Buffer | string): string {
   return crypto.createHash('sha256').update(data).digest('hex');

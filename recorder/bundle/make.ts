@@ -12,7 +12,7 @@ import { listSegments, splitSegment } from '../audit/segments.ts';
 import { readAnchorFile } from '../audit/anchor.ts';
 import { verifyAuditLog } from '../audit/verify.ts';
 import {
-  BUNDLE_FORMAT, FILES, RECORDINGS_PREFIX, isSafeRecordingId, recordingIdsOf, sha256, signManifest,
+  BUNDLE_FORMAT, FILES, RECORDINGS_PREFIX, isSafeRecordingId, keyFingerprint, recordingIdsOf, sha256, signManifest,
   type BundleFilter, type BundleManifest, type ManifestFile,
 } from './format.ts';
 import { boundTime, bundleSelects, inRange, parseChainLine, type ChainRecord } from './select.ts';
@@ -36,6 +36,9 @@ export interface MakeBundleOptions {
   filter: BundleFilter;
   createdBy: { user: string; host: string };
   gateway: { host: string; data_dir: string; version: string };
+  /** The replica whose chain auditDir is (DATA/replica-id), and whether other replicas share the store and
+   *  record their own chains: the bundle covers this one's only. */
+  chainOf?: { replica: string; store_shared: boolean };
   /**
    * Signed heads kept off this host (`audit.witness`, `--witness`): the log must reach the newest, or it was
    * cut back (with its head.json) and a bundle would present the cut log's last record as the newest.
@@ -164,17 +167,25 @@ function selectChain(auditDir: string, range: { since: string; until: string }):
   return sel;
 }
 
-function verifyText(manifest: { key_id: string }): string {
+function verifyText(manifest: { key_id: string; fingerprint: string; chainOf?: MakeBundleOptions['chainOf'] }): string {
+  const c = manifest.chainOf;
+  const scope = !c ? [] : [
+    `It covers the audit chain of replica ${c.replica} only${c.store_shared ? ': other replicas share its state store and record their own' : ''}`,
+    ...(c.store_shared ? ['chains, so events they recorded are not in it (make a bundle on each replica).'] : []),
+    '',
+  ];
   return [
     'Vigil evidence bundle',
     '',
     'Verify it (no data directory, configuration or account needed):',
-    '    vigil audit verify-bundle THIS.tar [--key audit_signing.pub-you-trust]',
+    '    vigil audit verify-bundle THIS.tar [--key AUDIT_KEY.pub-you-trust|SHA256-FINGERPRINT]',
     '',
-    `It is signed by the audit key ${manifest.key_id} (audit_signing.pub in this archive). The archive proves`,
-    'itself consistent with that key; compare the key id with the one the gateway operator publishes, or pass',
-    'the key you already hold with --key.',
+    `It is signed by the audit key (audit_signing.pub in this archive; key id ${manifest.key_id}) whose SHA-256`,
+    `fingerprint is ${manifest.fingerprint}. The archive proves itself consistent with that key:`,
+    'compare the whole fingerprint with the one the gateway operator publishes (the short key id is not enough),',
+    'or pass that fingerprint or the key you already hold with --key.',
     '',
+    ...scope,
     'events.jsonl   the selected audit records, exactly as in the log',
     'chain.jsonl    every record of the covered interval: proves the selection is unaltered and complete',
     'recordings/    the session recordings the selected events name',
@@ -290,7 +301,7 @@ export async function makeBundle(o: MakeBundleOptions, out: Writable): Promise<M
   await addBuffer(FILES.publicKey, Buffer.from(publicPem));
   await addBuffer(FILES.chain, Buffer.from(chainRecords.map((r) => r.line + '\n').join('')));
   await addBuffer(FILES.events, Buffer.from(selected.map((r) => r.line + '\n').join('')));
-  await addBuffer(FILES.verify, Buffer.from(verifyText({ key_id: kid })));
+  await addBuffer(FILES.verify, Buffer.from(verifyText({ key_id: kid, fingerprint: keyFingerprint(publicKey), chainOf: o.chainOf })));
   try {
     for (const id of available) {
       const stored = remote.get(id);
@@ -329,7 +340,8 @@ export async function makeBundle(o: MakeBundleOptions, out: Writable): Promise<M
     format: BUNDLE_FORMAT,
     created,
     created_by: o.createdBy,
-    gateway: { ...o.gateway, audit_key_id: kid },
+    gateway: { ...o.gateway, audit_key_id: kid, audit_key_fingerprint: keyFingerprint(publicKey) },
+    ...(o.chainOf ? { chain_of: o.chainOf } : {}),
     filter: Object.fromEntries(Object.entries(o.filter).filter(([, v]) => v !== undefined)),
     range,
     range_seq: { first: sel.rangeFirst, last: sel.rangeLast },

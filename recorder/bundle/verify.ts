@@ -5,7 +5,7 @@ import { Writable } from 'node:stream';
 import tar from 'tar-stream';
 import { ZERO_HASH, keyId, recordHash, verifyCheckpointSignature, type CheckpointDetails } from '../audit/record.ts';
 import {
-  BUNDLE_EXIT_CODES, BUNDLE_FORMAT, FILES, RECORDINGS_PREFIX, checkManifestSignature, recordingIdsOf, sha256,
+  BUNDLE_EXIT_CODES, BUNDLE_FORMAT, FILES, RECORDINGS_PREFIX, checkManifestSignature, keyFingerprint, parseKeyFingerprint, recordingIdsOf, sha256,
   type BundleManifest, type BundleProblemKind,
 } from './format.ts';
 import { bundleSelects, inRange, parseChainLine, type ChainRecord } from './select.ts';
@@ -21,7 +21,10 @@ export interface BundleVerifyResult {
   code: number;
   problems: BundleProblem[];
   manifest?: BundleManifest;
+  /** The short id of the bundle's key (how events and checkpoints name it); not a pin. */
   keyId?: string;
+  /** The full SHA-256 fingerprint of the bundle's key: what to compare with the published one. */
+  keyFingerprint?: string;
   events: number;
   chainRecords: number;
   checkpoints: number;
@@ -75,8 +78,10 @@ async function readMembers(file: string): Promise<Map<string, Member>> {
 const isCheckpoint = (r: ChainRecord) => r.event.type === 'audit.checkpoint';
 
 export interface VerifyBundleOptions {
-  /** The audit public key the verifier trusts (PEM); without it the bundle's own key is used and reported. */
+  /** The audit public key the verifier trusts (PEM); without it (or a fingerprint) the bundle's own key is used and reported. */
   expectedKeyPem?: string | Buffer;
+  /** Or the full SHA-256 fingerprint of that key (64 hex): compared in full, never a prefix. */
+  expectedFingerprint?: string;
 }
 
 /**
@@ -113,18 +118,26 @@ export async function verifyBundle(file: string, opts: VerifyBundleOptions = {})
     return finish();
   }
   result.keyId = keyId(key);
+  result.keyFingerprint = keyFingerprint(key);
+  // The pin is the whole fingerprint: a 16-hex key id is 64 bits, and a key sharing it can be searched for.
+  let trustedFingerprint: string | undefined;
   if (opts.expectedKeyPem !== undefined) {
-    let trusted: crypto.KeyObject;
     try {
-      trusted = crypto.createPublicKey(opts.expectedKeyPem);
+      trustedFingerprint = keyFingerprint(crypto.createPublicKey(opts.expectedKeyPem));
     } catch (e) {
       problem('unreadable', `the key given with --key is not a public key (${(e as Error).message})`);
       return finish();
     }
-    if (keyId(trusted) !== result.keyId) {
-      problem('wrong_key', `the bundle is signed by audit key ${result.keyId}, not by the trusted key ${keyId(trusted)}`);
+  } else if (opts.expectedFingerprint !== undefined) {
+    trustedFingerprint = parseKeyFingerprint(opts.expectedFingerprint);
+    if (!trustedFingerprint) {
+      problem('unreadable', `the fingerprint given with --key is not a full SHA-256 fingerprint (64 hex characters): ${JSON.stringify(opts.expectedFingerprint)}`);
       return finish();
     }
+  }
+  if (trustedFingerprint !== undefined && trustedFingerprint !== result.keyFingerprint) {
+    problem('wrong_key', `the bundle is signed by audit key ${result.keyId}, not by the trusted key (SHA-256 fingerprints: the bundle's ${result.keyFingerprint}, the trusted ${trustedFingerprint})`);
+    return finish();
   }
   const manifestBytes = members.get(FILES.manifest)!.data!;
   let manifest: BundleManifest;
@@ -310,6 +323,10 @@ export async function verifyBundle(file: string, opts: VerifyBundleOptions = {})
   // 6. The manifest: signed by the key, and saying what the archive holds.
   if (!checkManifestSignature(key, manifestBytes, text(FILES.signature))) {
     problem('manifest', `the manifest signature does not verify with audit key ${result.keyId}: the manifest was altered or signed by another key`);
+  }
+  const namedFingerprint = manifest.gateway?.audit_key_fingerprint;
+  if (namedFingerprint !== undefined && namedFingerprint !== result.keyFingerprint) {
+    problem('manifest', `the manifest names audit key SHA256 ${String(namedFingerprint)}, the bundle's key is SHA256 ${result.keyFingerprint}`);
   }
   for (const [name, m] of members) {
     if (name === FILES.manifest || name === FILES.signature || name.startsWith(RECORDINGS_PREFIX)) continue;

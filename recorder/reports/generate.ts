@@ -68,6 +68,7 @@ export function reportEvent(
       unclassified: s.unclassified,
       denied_or_failed: s.denied_or_failed,
       chain_status: r.model.verification.status,
+      records_left_out: r.model.verification.records_left_out ?? 0,
       ...(r.model.verification.checkpoint ? { chain_checkpoint_seq: r.model.verification.checkpoint.seq } : {}),
       ...(how.schedule ? { schedule: how.schedule, name: how.name } : {}),
     },

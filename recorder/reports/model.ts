@@ -110,6 +110,9 @@ export interface VerificationSummary {
   problem?: string;
   /** With replicas on a PostgreSQL store: the shared index the events were read from, verified chain by chain. */
   shared_index?: { chains: string[]; ok: boolean; problem?: string };
+  /** Records of the period the readers left out because their bytes do not match their hash (damaged or
+   *  altered): the report's figures do not count them. Always present in reports made since it existed. */
+  records_left_out?: number;
 }
 
 export interface ReportModel {

@@ -87,7 +87,8 @@ export function renderHtml(m: ReportModel): string {
   const title = `Access review ${m.period.since.slice(0, 10)} .. ${m.period.until.slice(0, 10)}`;
   const figures = SUMMARY_FIGURES.map((f) => `<div><dt>${escapeHtml(f.label)}</dt><dd data-figure="${f.key}">${m.summary[f.key]}</dd></div>`).join('');
   const sections = SECTIONS.map((s) => `<section id="${s.id}"><h2>${escapeHtml(s.title)}</h2>${s.intro ? `<p class="muted">${escapeHtml(s.intro)}</p>` : ''}${tableHtml(s.id, s.table(m))}</section>`).join('\n');
-  const chainOk = m.verification.ok || m.verification.status === 'unwitnessed' || m.verification.status === 'complete';
+  // Records left out of the figures make the chain line a warning whatever the chain's own status.
+  const chainOk = (m.verification.ok || m.verification.status === 'unwitnessed' || m.verification.status === 'complete') && !m.verification.records_left_out;
   return `<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -101,7 +102,7 @@ export function renderHtml(m: ReportModel): string {
 <body>
 <h1>${escapeHtml(title)}</h1>
 <p class="muted">Period ${escapeHtml(m.period.since)} .. ${escapeHtml(m.period.until)} (UTC). Generated ${escapeHtml(m.generated_at)} by vigil from the audit log and the state store.</p>
-<p class="chain${chainOk ? '' : ' bad'}" id="verification" data-status="${escapeHtml(m.verification.status)}"><strong>Audit chain:</strong> ${escapeHtml(verificationText(m.verification))}</p>
+<p class="chain${chainOk ? '' : ' bad'}" id="verification" data-status="${escapeHtml(m.verification.status)}" data-records-left-out="${m.verification.records_left_out ?? 0}"><strong>Audit chain:</strong> ${escapeHtml(verificationText(m.verification))}</p>
 <dl class="figures">${figures}</dl>
 <section id="charts"><h2>Sessions</h2><div class="charts">
 <div><h3>Sessions per day</h3><div class="chart"><canvas id="chart-per-day" aria-label="Sessions per day"></canvas></div></div>

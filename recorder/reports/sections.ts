@@ -52,7 +52,8 @@ export function verificationText(v: VerificationSummary): string {
   };
   const si = v.shared_index;
   const shared = si ? `; events of ${si.chains.length} replica chain(s) (${si.chains.join(', ')}) from the shared index: ${si.ok ? 'every chain intact and signed' : `INVALID: ${si.problem}`}` : '';
-  return `${what[v.status]}: ${v.records} records in ${v.segments} segment(s), ${v.checkpoints} checkpoint(s), last seq ${v.last_seq}${cp}${v.problem ? `; ${v.problem}` : ''}${shared}`;
+  const leftOut = v.records_left_out ? `; ${v.records_left_out} record(s) of the period LEFT OUT of this report: their bytes do not match their hash (damaged or altered; run vigil audit verify)` : '';
+  return `${what[v.status]}: ${v.records} records in ${v.segments} segment(s), ${v.checkpoints} checkpoint(s), last seq ${v.last_seq}${cp}${v.problem ? `; ${v.problem}` : ''}${shared}${leftOut}`;
 }
 
 const grantRow = (g: ReportModel['grants'][number]) => [

@@ -93,11 +93,17 @@ export async function collectReport(src: ReportSources, period: ReportPeriod, no
     verification.shared_index = { chains: v.chains.map((c) => c.replica), ok: v.ok, ...(bad ? { problem: bad.problem } : {}) };
     if (!v.ok) verification.ok = false;
   }
+  // Records whose bytes fail their hash are not read into the figures, and the report says how many: an
+  // altered `rm -rf` must not vanish from an access review without a word.
+  verification.records_left_out = 0;
+  const leftOut = () => void (verification.records_left_out! += 1);
   const records = src.shared
-    ? streamShared(src.shared.chains, { since: bounds.since, until: bounds.until, hideCheckpoints: true })
-    : streamAuditRecords(src.auditDir, query);
+    ? streamShared(src.shared.chains, { since: bounds.since, until: bounds.until, hideCheckpoints: true }, undefined, leftOut)
+    : streamAuditRecords(src.auditDir, query, { onLeftOut: leftOut });
   async function* events() {
     for await (const r of records) if (r.event.time >= bounds.since && r.event.time <= bounds.until) yield r.event;
   }
-  return buildReportModel({ period, now, events: events(), access, certs, revocations, verification, roleTargets: src.roleTargets });
+  const model = await buildReportModel({ period, now, events: events(), access, certs, revocations, verification, roleTargets: src.roleTargets });
+  if (verification.records_left_out) verification.ok = false;
+  return model;
 }

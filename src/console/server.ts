@@ -369,9 +369,14 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
           'content-type': kind === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson; charset=utf-8',
           'content-disposition': `attachment; filename="vigil-events.${kind === 'csv' ? 'csv' : 'jsonl'}"`,
           'cache-control': 'no-store',
+          // Known only once streamed: records whose bytes fail their hash are left out, and said so here.
+          trailer: 'x-vigil-records-left-out',
         });
-        const records = shared && streamShared(shared, toSharedQuery(aq, q.get('replica') || undefined));
-        await exportAuditLog(paths.audit, res, { format: { kind } as ExportFormat, query: aq, records });
+        let leftOut = 0;
+        const records = shared && streamShared(shared, toSharedQuery(aq, q.get('replica') || undefined), undefined, () => leftOut++);
+        await exportAuditLog(paths.audit, res, { format: { kind } as ExportFormat, query: aq, records, onLeftOut: () => leftOut++ });
+        res.addTrailers({ 'x-vigil-records-left-out': String(leftOut) });
+        if (leftOut) await emit(s, req, { type: 'console.view', outcome: 'failure', target: { name: 'audit', protocol: 'vigil' }, details: { view: 'export', format: kind, filter: filterText(aq), left_out: leftOut, error: `${leftOut} record(s) left out of the export: their bytes do not match their hash` } });
         res.end();
         return;
       }

@@ -14,6 +14,8 @@ import { AtomicFile } from '../../../recorder/export/index.ts';
 import { makeBundle, verifyBundle, BundleError, BUNDLE_EXIT_CODES, type BundleFilter } from '../../../recorder/bundle/index.ts';
 import { iso, parseIsoBound, type TimeBound } from '../../../recorder/audit/read.ts';
 import { readWitness } from '../../../recorder/audit/witness.ts';
+import { replicaIdOf } from '../../../recorder/audit/shared-index.ts';
+import { isShortKeyId, parseKeyFingerprint } from '../../../recorder/bundle/format.ts';
 import type { SignedHead } from '../../../recorder/audit/record.ts';
 import { AUDIT_FILTER_OPTIONS, parseTimeArg } from './audit.ts';
 
@@ -116,6 +118,8 @@ export const auditBundleCommand: Command = {
             filter,
             createdBy: { user: actor.user, host: os.hostname() },
             gateway: { host: os.hostname(), data_dir: path.resolve(dataDir), version: packageVersion() },
+            // Each replica keeps its own chain: the bundle says whose, and whether others record beside it.
+            chainOf: { replica: replicaIdOf(dataDir), store_shared: config.store.kind === 'postgres' },
             witnesses,
             now: new Date(now),
           },
@@ -136,6 +140,8 @@ export const auditBundleCommand: Command = {
           ...details,
           manifest_sha256: made.manifestSha256,
           key_id: m.gateway.audit_key_id,
+          key_fingerprint: m.gateway.audit_key_fingerprint,
+          ...(m.chain_of ? { replica: m.chain_of.replica, store_shared: m.chain_of.store_shared } : {}),
           chain_seq: m.chain_seq,
           range_seq: m.range_seq,
           counts: m.counts,
@@ -147,7 +153,7 @@ export const auditBundleCommand: Command = {
       args.err.write(
         `bundle ${outPath}: ${m.counts.events} event(s), ${m.counts.recordings} recording(s)` +
           `${m.recordings_unavailable.length ? ` (${m.recordings_unavailable.length} no longer available)` : ''}, chain seq ${m.chain_seq.first}..${m.chain_seq.last}` +
-          ` (${m.counts.chain_records} records, ${m.counts.checkpoints} checkpoints), signed by audit key ${m.gateway.audit_key_id}\n`,
+          ` (${m.counts.chain_records} records, ${m.counts.checkpoints} checkpoints) of replica ${m.chain_of?.replica ?? '-'}'s chain, signed by the audit key with fingerprint SHA256 ${m.gateway.audit_key_fingerprint}\n`,
       );
       return 0;
     } finally {
@@ -158,11 +164,14 @@ export const auditBundleCommand: Command = {
 
 const VERIFY_BUNDLE_HELP = `
   Needs nothing but the archive: no data directory, configuration or account.
-  --key PEM   the audit public key you trust (e.g. from the gateway operator); without it the bundle's own
-              key is used and its id printed, to compare with the published one.
+  --key PEM|FINGERPRINT
+              the audit public key you trust (a PEM file, e.g. from the gateway operator) or its full SHA-256
+              fingerprint (64 hex); without it the bundle's own key is used and its full fingerprint printed,
+              to compare with the published one. The 16-hex key id is refused: too short to pin a key.
   Exit codes (the first problem found decides; every problem is printed):
-    0  ok: every event is in the chain and unaltered, the selection is complete for its filter and range,
-       recordings match their hashes, the manifest is signed
+    0  ok: every event is in the chain and unaltered, the selection is complete for its filter and range
+       over the chain of the replica that made it (with a shared store, other replicas' events are in
+       their own chains), recordings match their hashes, the manifest is signed
     1  altered: an event or chain record differs from what the hashes say
     2  usage error
     3  removed: records are missing from the chain
@@ -178,9 +187,9 @@ const VERIFY_BUNDLE_HELP = `
 export const auditVerifyBundleCommand: Command = {
   name: 'audit verify-bundle',
   summary: 'Verify an evidence bundle offline: events in the chain and unaltered, selection complete, recordings intact, manifest signed.',
-  usage: 'BUNDLE.tar [--key PUBLIC_KEY_PEM] [--json]\n' + VERIFY_BUNDLE_HELP,
+  usage: 'BUNDLE.tar [--key PUBLIC_KEY_PEM|SHA256_FINGERPRINT] [--json]\n' + VERIFY_BUNDLE_HELP,
   options: {
-    key: { type: 'string', arg: 'PEM', help: 'the audit public key you trust (default: the bundle\'s own key, whose id is printed)' },
+    key: { type: 'string', arg: 'PEM|FINGERPRINT', help: 'the audit public key you trust, or its full SHA-256 fingerprint (default: the bundle\'s own key, whose fingerprint is printed)' },
     json: { type: 'boolean', help: 'print the verification result as one JSON object' },
   },
   examples: ['audit verify-bundle case-4211.tar --key vigil-audit.pub'],
@@ -192,19 +201,26 @@ export const auditVerifyBundleCommand: Command = {
       args.err.write(`bundle UNREADABLE: ${file} is not a file\n`);
       return BUNDLE_EXIT_CODES.unreadable;
     }
-    const keyFile = stringOpt(args.values, 'key');
+    const keyArg = stringOpt(args.values, 'key');
     let expectedKeyPem: Buffer | undefined;
-    if (keyFile !== undefined) {
-      try {
-        expectedKeyPem = fs.readFileSync(keyFile);
-      } catch (e) {
-        args.err.write(`bundle UNREADABLE: cannot read the key ${keyFile} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})\n`);
-        return BUNDLE_EXIT_CODES.unreadable;
+    let expectedFingerprint: string | undefined;
+    if (keyArg !== undefined) {
+      const isFile = fs.statSync(keyArg, { throwIfNoEntry: false })?.isFile() === true;
+      if (!isFile && parseKeyFingerprint(keyArg)) expectedFingerprint = keyArg;
+      // A 64-bit id can be matched by a key made for the purpose: refused rather than trusted as a pin.
+      else if (!isFile && isShortKeyId(keyArg)) throw new UsageError(`--key: ${keyArg} is a 16-hex key id, too short to pin a key (a key sharing it can be made); pass the key's full SHA-256 fingerprint (64 hex, as verify-bundle prints it) or the public key file (PEM)`);
+      else {
+        try {
+          expectedKeyPem = fs.readFileSync(keyArg);
+        } catch (e) {
+          args.err.write(`bundle UNREADABLE: cannot read the key ${keyArg} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); --key takes a public key file (PEM) or its full SHA-256 fingerprint (64 hex)\n`);
+          return BUNDLE_EXIT_CODES.unreadable;
+        }
       }
     }
     let r;
     try {
-      r = await verifyBundle(file, { expectedKeyPem });
+      r = await verifyBundle(file, { expectedKeyPem, expectedFingerprint });
     } catch (e) {
       // Whatever a hostile archive trips over is "not a bundle", never exit 1 (altered).
       args.err.write(`bundle UNREADABLE: ${(e as Error).message}\n`);
@@ -212,7 +228,7 @@ export const auditVerifyBundleCommand: Command = {
     }
     const m = r.manifest;
     if (args.values.json === true) {
-      args.out.write(JSON.stringify({ ok: r.ok, code: r.code, problems: r.problems, key_id: r.keyId, events: r.events, chain_records: r.chainRecords, checkpoints: r.checkpoints, recordings: r.recordings, recordings_stored: r.recordingsStored, boundaries: r.boundaries, manifest: m }) + '\n');
+      args.out.write(JSON.stringify({ ok: r.ok, code: r.code, problems: r.problems, key_id: r.keyId, key_fingerprint: r.keyFingerprint, events: r.events, chain_records: r.chainRecords, checkpoints: r.checkpoints, recordings: r.recordings, recordings_stored: r.recordingsStored, boundaries: r.boundaries, manifest: m }) + '\n');
       return r.code;
     }
     if (!r.ok) {
@@ -221,6 +237,13 @@ export const auditVerifyBundleCommand: Command = {
       return r.code;
     }
     const filterText = Object.entries(m!.filter).map(([k, v]) => `--${k} ${v}`).join(' ') || '(no filter)';
+    const chainOf = m!.chain_of;
+    // Complete means complete over one replica's chain: with a shared store the others keep theirs.
+    const scope = !chainOf
+      ? 'the manifest does not name the replica whose chain this is (made before it did): with replicas on a shared store, events other replicas recorded are not in it'
+      : chainOf.store_shared
+        ? `covers the chain of replica ${chainOf.replica} only: it shared its state store with other replicas, and events they recorded are in their own chains, not in this bundle`
+        : `covers the chain of replica ${chainOf.replica} (the store was not shared: no other replica recorded events)`;
     args.out.write(
       `bundle ok: ${r.events} event(s) for ${filterText} from ${m!.range.since} to ${m!.range.until}, complete over chain seq ${m!.chain_seq.first}..${m!.chain_seq.last}` +
         ` (${r.chainRecords} records, ${r.checkpoints} signed checkpoints), ${r.recordings} recording(s) intact` +
@@ -228,7 +251,8 @@ export const auditVerifyBundleCommand: Command = {
         `${r.recordings ? ` (${r.recordingsStored} matching the SHA-256 the log holds for them (recording.stored or recording.closed), ${r.recordings - r.recordingsStored} with neither in the chain: vouched for by the manifest only)` : ''}` +
         `${m!.recordings_unavailable.length ? `, ${m!.recordings_unavailable.length} no longer available when it was made` : ''}\n` +
         `  ${r.boundaries.join('; ')}\n` +
-        `  signed by audit key ${r.keyId}${keyFile ? ' (the trusted key given)' : ' — compare with the key id the gateway operator publishes, or pass --key'}; made ${m!.created} by ${m!.created_by.user}@${m!.created_by.host} on gateway ${m!.gateway.host}\n`,
+        `  ${scope}\n` +
+        `  signed by the audit key with SHA-256 fingerprint ${r.keyFingerprint} (key id ${r.keyId})${keyArg !== undefined ? ' (the trusted key given)' : ' — compare the whole fingerprint with the one the gateway operator publishes, or pass it or the key with --key'}; made ${m!.created} by ${m!.created_by.user}@${m!.created_by.host} on gateway ${m!.gateway.host}\n`,
     );
     return 0;
   },
