@@ -9,7 +9,9 @@
  * `$(…)`, backticks, `<(…)`, `>(…)`, whose inner command lines are split as well.
  *
  * A word holding an expansion vigil cannot know (`$HOME`, `$(…)`, `*`) keeps its literal parts with a
- * `dynamic` flag, so a rule can treat it as "could be anything there". Syntax that is not modelled here
+ * `dynamic` flag, so a rule can treat it as "could be anything there"; one the shell may also split into
+ * several words (unquoted `$X`, `$(…)`, a glob) has a `splits` flag, because the words after it then shift
+ * (`timeout $T rm` with T="5 rm" runs `rm`). Syntax that is not modelled here
  * and could hide a command or change what a word is (`${x:-$(…)}`, a command substitution in
  * arithmetic, `$IFS` after IFS was assigned) makes the split fail: a rule then refuses it as unparsable
  * rather than guess.
@@ -21,6 +23,13 @@ export interface Word {
   dynamic: boolean;
   /** `text` with each expansion replaced by `*` (globs kept as globs): what the word could be, as a glob. */
   shape: string;
+  /**
+   * The shell may turn it into several words, or none (absent: it stays one word): an unquoted variable
+   * or command substitution is split on IFS, an unquoted glob may name several files, `"$@"` is one word
+   * per parameter. A quoted `"$USER"` is one word. Where a word only shifts what comes after it (a
+   * wrapper's option value: `timeout $T rm` with T="5 rm"), this is what makes it undecidable.
+   */
+  splits?: boolean;
 }
 
 export interface SimpleCommand {
@@ -59,6 +68,8 @@ function split(line: string, depth: number): SimpleCommand[] {
   let argv: Word[] = [];
   let pieces: Piece[] = [];
   let dynamic = false;
+  /** The word holds an expansion the shell splits into words (see Word.splits). */
+  let splits = false;
   let quoted = false;
   let inWord = false;
   /** An unquoted `[` was seen in this word: a later `]` makes it a bracket pattern. */
@@ -83,14 +94,14 @@ function split(line: string, depth: number): SimpleCommand[] {
 
   const resetWord = () => {
     pieces = [];
-    dynamic = quoted = inWord = bracket = pattern = false;
+    dynamic = splits = quoted = inWord = bracket = pattern = false;
   };
   const endWord = () => {
     if (!inWord) return resetWord();
     // An assignment (`a=*`, `a[1]=x`) is not pathname-expanded.
     const assignment = pieces.every((p) => typeof p === 'object') && /^[A-Za-z_][A-Za-z0-9_]*(?:\[[^\]]*\])?\+?=/.test(pieces.map((p) => (p as { text: string }).text).join(''));
-    if (pattern && !assignment) dynamic = true;
-    const words = expandBraces(pieces).map(({ text, shape }) => ({ text, shape, dynamic }));
+    if (pattern && !assignment) dynamic = splits = true;
+    const words = expandBraces(pieces).map(({ text, shape }): Word => ({ text, shape, dynamic, ...(splits ? { splits } : {}) }));
     const plain = !quoted && !dynamic && words.length === 1 ? words[0].text : undefined;
     if (words.some((w) => /^IFS\+?=/.test(w.text) || w.text === 'IFS')) ifsChanged = true;
     resetWord();
@@ -156,9 +167,11 @@ function split(line: string, depth: number): SimpleCommand[] {
       }
     }
   };
-  const expansion = (s: string) => {
+  /** `splitsHere`: the shell splits its value into words (unquoted, or `"$@"`). */
+  const expansion = (s: string, splitsHere: boolean) => {
     pieces.push({ text: s, shape: '*' });
     dynamic = inWord = true;
+    if (splitsHere) splits = true;
   };
   /** A `$(…)`, backtick or `<(…)` body: split it too (its commands run), and the word becomes dynamic. */
   const substitute = (inner: string) => {
@@ -168,7 +181,7 @@ function split(line: string, depth: number): SimpleCommand[] {
   };
   const ifs = (quotedHere: boolean, text: string) => {
     if (ifsChanged) throw new Unparsable('$IFS after IFS was assigned: the word breaks are only known when the shell runs');
-    if (quotedHere) expansion(text);
+    if (quotedHere) expansion(text, false);
     else endWord();
   };
   /**
@@ -191,8 +204,12 @@ function split(line: string, depth: number): SimpleCommand[] {
       if (line[i + 2] === '(') {
         // $(( … )) is arithmetic: a value, not a command, unless it holds a substitution (not modelled).
         if (/\$\(|`/.test(line.slice(i + 3, end))) throw new Unparsable('a command substitution inside $(( … ))');
-      } else substitute(line.slice(i + 2, end));
-      expansion(line.slice(i, end + 1));
+        // A number: split only on an IFS that holds digits (bash ignores an IFS from the environment).
+        expansion(line.slice(i, end + 1), !quotedHere && ifsChanged);
+        return end + 1;
+      }
+      substitute(line.slice(i + 2, end));
+      expansion(line.slice(i, end + 1), !quotedHere);
       return end + 1;
     }
     if (next === '{') {
@@ -202,7 +219,8 @@ function split(line: string, depth: number): SimpleCommand[] {
       // ${x:-$(cmd)}, ${x:-"…"}, ${x:-${y}}: the `}` found may not be the closing one, and what is inside runs.
       if (/[$`'"\\{(]/.test(body)) throw new Unparsable('an expansion inside ${…}');
       if (body === 'IFS') ifs(quotedHere, line.slice(i, end + 1));
-      else expansion(line.slice(i, end + 1));
+      // `"${a[@]}"`, `"${@:2}"`, `"${!p@}"`: one word per element even when quoted.
+      else expansion(line.slice(i, end + 1), !quotedHere || body.includes('@'));
       return end + 1;
     }
     // $"…" (bash): a translated string, the same text in the C locale.
@@ -213,7 +231,7 @@ function split(line: string, depth: number): SimpleCommand[] {
       return i + 1;
     }
     if (m[0] === 'IFS') ifs(quotedHere, '$IFS');
-    else expansion('$' + m[0]);
+    else expansion('$' + m[0], !quotedHere || m[0] === '@');
     return i + 1 + m[0].length;
   };
   while (i < n) {
@@ -259,7 +277,7 @@ function split(line: string, depth: number): SimpleCommand[] {
           const end = line.indexOf('`', j + 1);
           if (end < 0) throw new Unparsable('unterminated backtick');
           substitute(line.slice(j + 1, end));
-          expansion(line.slice(j, end + 1));
+          expansion(line.slice(j, end + 1), false);
           j = end + 1;
         } else {
           lit(d, true);
@@ -278,7 +296,7 @@ function split(line: string, depth: number): SimpleCommand[] {
       const end = line.indexOf('`', i + 1);
       if (end < 0) throw new Unparsable('unterminated backtick');
       substitute(line.slice(i + 1, end));
-      expansion(line.slice(i, end + 1));
+      expansion(line.slice(i, end + 1), true);
       i = end + 1;
       continue;
     }
@@ -287,7 +305,7 @@ function split(line: string, depth: number): SimpleCommand[] {
       const end = matching(line, i + 1);
       if (end < 0) throw new Unparsable(`unterminated ${c}(`);
       substitute(line.slice(i + 2, end));
-      expansion(line.slice(i, end + 1));
+      expansion(line.slice(i, end + 1), false); // one file name (/dev/fd/63)
       i = end + 1;
       continue;
     }
@@ -336,7 +354,7 @@ function split(line: string, depth: number): SimpleCommand[] {
       const name = /^[A-Za-z0-9._+-]*/.exec(line.slice(i + 1))![0];
       const after = line[i + 1 + name.length];
       if (after === undefined || /[/\s;&|()<>{},:]/.test(after)) {
-        expansion(`~${name}`);
+        expansion(`~${name}`, false); // tilde expansion is not split
         i += 1 + name.length;
         continue;
       }

@@ -201,8 +201,14 @@ export const WRAPPER_OPTIONS: Record<string, OptionTable> = {
  */
 export type Unwrapped = { argv: Word[]; wrappers: Word[][]; alternatives?: Word[][] } | { unknown: string; wrappers: Word[][] };
 
-/** The command a line really runs: leading assignments and wrapper commands with their options removed. */
-export function unwrap(input: Word[]): Unwrapped {
+/** Words only known at run time that may each be read both as an option and as not one, per line. */
+const MAX_OPTION_READINGS = 3;
+
+/**
+ * The command a line really runs: leading assignments and wrapper commands with their options removed.
+ * `operands`: words only known at run time already read as not options (see `ambiguousReadings`).
+ */
+export function unwrap(input: Word[], operands: ReadonlySet<Word> = new Set(), readings = 0): Unwrapped {
   let argv = input;
   let i = 0;
   const wrappers: Word[][] = [];
@@ -215,7 +221,7 @@ export function unwrap(input: Word[]): Unwrapped {
       if ('interactive' in readings) break;
       wrappers.push(argv.slice(i));
       if ('unknown' in readings) return { unknown: readings.unknown, wrappers };
-      return mergeReadings(readings.runs.map(unwrap), wrappers);
+      return mergeReadings(readings.runs.map((run) => unwrap(run)), wrappers);
     }
     if (name === 'script') {
       wrappers.push(argv.slice(i));
@@ -227,6 +233,11 @@ export function unwrap(input: Word[]): Unwrapped {
     if (name === 'fish') {
       const r = readOptions(name, FISH_OPTIONS, argv, i + 1);
       if ('unknown' in r) return { unknown: r.unknown, wrappers: [...wrappers, argv.slice(i)] };
+      // The script operand may become `-c CODE` too.
+      const shifting = splittingWord(r.argv.slice(i + 1, r.next + 1));
+      if (shifting) return { unknown: `fish: ${shifting.text} may become several words (options) when the shell runs`, wrappers: [...wrappers, argv.slice(i)] };
+      const next = r.argv[r.next];
+      if (next && !r.dashes && couldBeOption(next)) return { unknown: `fish: ${next.text} is only known when the shell runs and could be -c CODE`, wrappers: [...wrappers, argv.slice(i)] };
       if (r.seen.some((o) => FISH_CODE_OPTIONS.includes(o))) {
         return { unknown: 'fish: fish code (-c, -C) is not read by vigil: its syntax is not sh', wrappers: [...wrappers, argv.slice(i)] };
       }
@@ -237,10 +248,22 @@ export function unwrap(input: Word[]): Unwrapped {
     wrappers.push(argv.slice(i));
     const r = readOptions(name, table, argv, i + 1);
     if ('unknown' in r) return { unknown: r.unknown, wrappers };
+    const next = r.argv[r.next];
+    if (next && !r.dashes && couldBeOption(next) && !operands.has(next)) {
+      if (next.splits) return { unknown: `${name}: ${next.text} may become several words when the shell runs, options among them`, wrappers };
+      if (table.splitString) return { unknown: `${name}: ${next.text} is only known when the shell runs and could be -S with a command line`, wrappers };
+      if (readings >= MAX_OPTION_READINGS) return { unknown: `${name}: too many words only known when the shell runs that could be options`, wrappers };
+      const variants = ambiguousReadings(r.argv.slice(i), r.next - i);
+      const marked = new Set([...operands, next]);
+      return mergeReadings(variants.map((v) => unwrap(v, marked, readings + 1)), wrappers.slice(0, -1));
+    }
+    const wrapperAt = i;
     argv = r.argv;
     i = r.next;
     if (table.assignments) i = skipAssignments(argv, i);
     i += table.operandsBefore ?? 0;
+    const shifting = splittingWord(argv.slice(wrapperAt + 1, i));
+    if (shifting) return { unknown: `${name}: ${shifting.text} may become several words when the shell runs, so where the command starts is not known`, wrappers };
     if (table.runs) {
       const then = table.runs(argv.slice(i), r.seen);
       if ('unknown' in then) return { unknown: then.unknown, wrappers };
@@ -330,6 +353,8 @@ function readSwitchUser(name: 'su' | 'runuser', args: Word[], permute: boolean):
       k++;
       break;
     }
+    // `su root$X` with X=" -c CMD": the words su reads would shift.
+    if (w.splits) return { unknown: `${name}: ${w.text} may become several words (options) when the shell runs` };
     const text = w.dynamic ? staticPrefix(w) : w.text;
     // With permutation, a word that could expand to options is undecidable wherever it stands.
     if (w.dynamic && (permute || out.operands.length === 0) && (text === '' || text.startsWith('-'))) {
@@ -397,6 +422,7 @@ function scriptCommands(args: Word[]): { commands: Word[] } | { unknown: string 
   for (let k = 0; k < args.length; k++) {
     const w = args[k];
     if (!w.dynamic && w.text === '--') break;
+    if (w.splits) return { unknown: `script: ${w.text} may become several words (options) when the shell runs` };
     const text = w.dynamic ? staticPrefix(w) : w.text;
     if (w.dynamic && (text === '' || text.startsWith('-'))) return { unknown: `script: a word only known when the shell runs (${w.text}) could be options` };
     if (!text.startsWith('-') || text === '-') continue;
@@ -453,10 +479,12 @@ function attachedValue(w: Word, at: number): Word {
 
 /**
  * The program's base name (`/usr/bin/rm` is `rm`). A path with an expansion only in its directory part
- * (`~/bin/rm`, `$D/rm`) still names that program; an expansion in the name itself: undefined.
+ * (`~/bin/rm`, `"$D"/rm`) still names that program; an expansion in the name itself, or one the shell
+ * splits into words (`$D/ls` with D="rm -rf / /x" runs rm): undefined.
  */
 export function programName(w: Word): string | undefined {
   if (!w.dynamic) return path.posix.basename(w.text);
+  if (w.splits) return undefined;
   const slash = w.shape.lastIndexOf('/');
   if (slash < 0) return undefined;
   const name = literalText(w.shape.slice(slash + 1));
@@ -475,20 +503,40 @@ function literalText(shape: string): string | undefined {
   return out;
 }
 
+/**
+ * A word only known at run time where the wrapper still reads options (`timeout "$T" 10 rm …` with
+ * T=-k5 runs rm): it is read as not an option (it stays, marked in `operands`), as options that end with it
+ * (a flag, `-k5`, `--signal=HUP`), as an option whose value is the next word (`-k`), and as `--`.
+ * `at`: its index in `argv`, which starts with the wrapper.
+ */
+function ambiguousReadings(argv: Word[], at: number): Word[][] {
+  return [argv, [...argv.slice(0, at), ...argv.slice(at + 1)], [...argv.slice(0, at), ...argv.slice(at + 2)], [...argv.slice(0, at), literal('--'), ...argv.slice(at + 1)]];
+}
+
+/** A word only known at run time that may begin with `-`. */
+function couldBeOption(w: Word): boolean {
+  return w.dynamic && staticPrefix(w) === '';
+}
+
+/** The first word the shell may split into several (see Word.splits). */
+function splittingWord(words: Word[]): Word | undefined {
+  return words.find((w) => w.splits);
+}
+
 function skipAssignments(argv: Word[], i: number): number {
   while (i < argv.length && !argv[i].dynamic && /^[A-Za-z_][A-Za-z0-9_]*=/.test(argv[i].text)) i++;
   return i;
 }
 
 /** Reads a wrapper's options from `argv[i]`; `argv` comes back changed when env -S spliced its words in. */
-function readOptions(name: string, t: OptionTable, argv: Word[], i: number): { argv: Word[]; next: number; seen: string[] } | { unknown: string } {
+function readOptions(name: string, t: OptionTable, argv: Word[], i: number): { argv: Word[]; next: number; seen: string[]; dashes?: true } | { unknown: string } {
   const bad = (why: string) => ({ unknown: `${name}: ${why}` });
   const seen: string[] = [];
   while (i < argv.length) {
     const w = argv[i];
     const text = w.dynamic ? staticPrefix(w) : w.text;
     if (!text.startsWith('-') || (w.text === '-' && !t.dashAlone)) break;
-    if (w.text === '--') return { argv, next: i + 1, seen };
+    if (w.text === '--' && !w.dynamic) return { argv, next: i + 1, seen, dashes: true };
     if (w.text === '-') {
       i++;
       continue;
@@ -665,6 +713,11 @@ export function shellCommandString(shell: string, args: Word[]): { script: Word 
   let i = 0;
   while (i < args.length) {
     const w = args[i];
+    // `bash "$X" 'rm -rf /'` with X=-c, `bash $X` with X="-c rm\${IFS}-rf\${IFS}/": only a lone script name is sure.
+    if (couldBeOption(w)) {
+      if (w.splits || i + 1 < args.length) return { unknown: `${shell}: ${w.text} is only known when the shell runs and could be options (-c) for the words after it` };
+      break;
+    }
     if (!(w.text.startsWith('-') || w.text.startsWith('+')) || w.text === '+') break;
     if (w.dynamic) return { unknown: `${shell}: an option only known when the shell runs` };
     i++;
