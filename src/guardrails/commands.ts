@@ -136,10 +136,15 @@ function matchShellScript(shells: string[], args: Word[], patterns: CompiledPatt
   return unknown ? { unknown } : { matched: false };
 }
 
+/** Operand-word choices tried per rule before giving up on precision and calling it a match. */
+const MAX_OPERAND_CHOICES = 4096;
+
 function argsMatch(args: Word[], p: CompiledPattern): boolean {
   let short = '';
   const long: string[] = [];
   const operands: Word[] = [];
+  /** Words only known at run time where options are still read, that could start with `-`. */
+  const maybeOptions: Word[] = [];
   let endOfOptions = false;
   for (const a of args) {
     if (!endOfOptions && !a.dynamic && a.text === '--') endOfOptions = true;
@@ -147,17 +152,80 @@ function argsMatch(args: Word[], p: CompiledPattern): boolean {
       long.push(a.text);
       for (const [full, s] of Object.entries(LONG_AS_SHORT)) if (namesLongOption(a.text, full)) short += s;
     } else if (!endOfOptions && !a.dynamic && a.text.startsWith('-') && a.text.length > 1) short += normaliseFlags(a.text.slice(1));
-    else operands.push(a);
+    else {
+      operands.push(a);
+      if (!endOfOptions && a.dynamic && literalStart(a).couldBeOption) maybeOptions.push(a);
+    }
   }
-  for (const f of p.shortFlags) if (!short.includes(f)) return false;
-  for (const f of p.longFlags) if (!long.some((l) => l === f || (!f.includes('=') && namesLongOption(l, f)))) return false;
+  const missing: Flag[] = [
+    ...[...p.shortFlags].filter((f) => !short.includes(f)).map((f): Flag => ({ short: f })),
+    ...p.longFlags.filter((f) => !long.some((l) => l === f || (!f.includes('=') && namesLongOption(l, f)))).map((f): Flag => ({ long: f })),
+  ];
+  // Each rule operand needs a word that could be it; a dynamic word could be a path or an option.
+  const candidates: Word[][] = [];
   for (let k = 0; k < p.operands.length; k++) {
     const re = p.operands[k];
     const literal = p.operandLiterals[k];
-    const hit = operands.some((o) => (o.dynamic ? glob(normaliseShape(o.shape)).test(literal) : re.test(normalisePath(o.text))));
-    if (!hit) return false;
+    const hits = operands.filter((o) => (o.dynamic ? couldBe(o, literal) : re.test(normalisePath(o.text))));
+    if (hits.length === 0) return false;
+    candidates.push(hits);
   }
-  return true;
+  if (missing.length === 0) return true;
+  // `X=-rf; rm "$X" /` is `rm -rf /`: a word whose value may start with `-` may hold any option the
+  // rule asks for. One that stays one word is either an option or an operand, never both (`rm "$X"`
+  // is not `rm -rf /`); one the shell splits (`rm $X`, X="-rf /") may be both.
+  const total = candidates.reduce((n, c) => n * c.length, 1);
+  if (total > MAX_OPERAND_CHOICES) return missing.every((f) => maybeOptions.some((w) => mayHold(w, f)));
+  const choose = (k: number, used: Set<Word>): boolean => {
+    if (k === candidates.length) return missing.every((f) => maybeOptions.some((w) => (w.splits || !used.has(w)) && mayHold(w, f)));
+    return candidates[k].some((w) => choose(k + 1, new Set(used).add(w)));
+  };
+  return choose(0, new Set());
+}
+
+type Flag = { short: string } | { long: string };
+
+/** Could the dynamic word be this operand once the shell has expanded it? */
+function couldBe(w: Word, literal: string): boolean {
+  // A pathname pattern without a `/` (`*`, `*.log`) names files in the working directory: relative
+  // names, never an absolute path (a literal relative word is not resolved either).
+  if (literal.startsWith('/') && onlyPattern(w) && !w.text.includes('/')) return false;
+  return glob(normaliseShape(w.shape)).test(literal);
+}
+
+/** Dynamic only for a glob: no variable, substitution or tilde in it (a `$` even quoted counts as one: refusing errs safe). */
+function onlyPattern(w: Word): boolean {
+  return !/[$`~]|[<>]\(/.test(w.text);
+}
+
+/**
+ * A dynamic word's text up to its first expansion or glob (`-r` for `"-r$F"`, empty for `"$X"` and
+ * `"$HOME/x"`, whose value may start with `-`), and whether it could then be an option at all: a word
+ * starting with anything else (`./"$X"`, `/tmp/$X`) cannot.
+ */
+function literalStart(w: Word): { prefix: string; couldBeOption: boolean } {
+  const shape = w.shape;
+  // `~user` (unquoted: an expansion's `*` shape) is a home directory from the user database, `/…`; but
+  // `~`, `~+` and `~-` are $HOME, $PWD and $OLDPWD, which the line may set (`HOME=-rf; rm ~ /`).
+  if (/^~[A-Za-z0-9._]/.test(w.text) && shape.startsWith('*')) return { prefix: '/', couldBeOption: false };
+  let prefix = '';
+  for (let k = 0; k < shape.length; k++) {
+    const c = shape[k];
+    if (c === '\\' && k + 1 < shape.length) prefix += shape[++k];
+    else if ('*?['.includes(c)) break;
+    else prefix += c;
+  }
+  return { prefix, couldBeOption: prefix === '' || prefix.startsWith('-') };
+}
+
+/** Could this dynamic word hold the option: `-$X` any short one, `--rec$X` only `--recursive` (or `-r`)? */
+function mayHold(w: Word, flag: Flag): boolean {
+  const { prefix } = literalStart(w);
+  if (prefix === '' || prefix === '-') return true;
+  const longPrefix = (full: string) => full.startsWith(prefix) || prefix.startsWith(`${full}=`);
+  if (!prefix.startsWith('--')) return 'short' in flag; // a cluster of short options: `-r$X` may go on with any letter
+  if ('long' in flag) return longPrefix(flag.long);
+  return Object.entries(LONG_AS_SHORT).some(([full, s]) => s === flag.short && longPrefix(full));
 }
 
 /** `-R` means recursive like `-r` for every common tool that has either. */
