@@ -90,17 +90,20 @@ describe('without a certificate', () => {
 });
 
 describe('four-eyes', () => {
-  it('a certificate for the requester\'s name in other letter case cannot approve the request', async () => {
-    const alice = await env.client('alice', ['sre-lead']);
+  it('a certificate for the beneficiary\'s name in other letter case cannot approve the request', async () => {
+    // One spelling per person is enforced at issuance (test/identity/user-name-identity.test.ts), so a
+    // certificate for `alice` next to `Alice`'s cannot be had any more; an admin can still file a request
+    // for `alice` (the name typed), and four-eyes must hold against it on its own.
     const upper = await env.client('Alice', ['sre-lead']);
-    const filed = await env.call('POST', '/v1/access/requests', alice, { role: 'prod-ssh', reason: 'incident 42', ttl: '30m' });
+    const admin = await env.client('root-admin', ['admin']);
+    const filed = await env.call('POST', '/v1/access/requests', admin, { user: 'alice', role: 'prod-ssh', reason: 'incident 42', ttl: '30m' });
     expect(filed.status).toBe(201);
     const id = filed.body.request.id as string;
 
     const approve = await env.call('POST', `/v1/access/requests/${id}/approve`, upper, {});
     expect(approve.status).toBe(403);
     expect(approve.body.error.code).toBe('VIGIL_SELF_APPROVAL');
-    const shown = await env.call('GET', `/v1/access/requests/${id}`, alice);
+    const shown = await env.call('GET', `/v1/access/requests/${id}`, admin);
     expect(shown.body.request.state).toBe('pending');
     expect(shown.body.request.approvals).toEqual([]);
   });
