@@ -8,8 +8,8 @@ import type { Word } from './shell.ts';
  * with `=value` or the next word, unambiguous abbreviations of long options (GNU getopt_long accepts
  * `--user` as `--us`), `--` ending options. An option a table does not know makes the command
  * undecidable: guessing whether it takes a value could skip the program. Option sets are those of the
- * Debian 12 tools (`--help` and the getopt strings in util-linux 2.38, procps 4.0, systemd 252), sudo 1.9,
- * OpenBSD doas and bash's builtins.
+ * Debian 12 tools (`--help` and the getopt strings in util-linux 2.38, procps 4.0, systemd 252, strace 6.1,
+ * fakeroot 1.31, iproute2 6.1, tmux 3.3a, shadow's sg), sudo 1.9, OpenBSD doas and bash's builtins.
  */
 
 type LongKind = 'flag' | 'value' | 'optional';
@@ -24,6 +24,13 @@ interface OptionTable {
   long?: Record<string, LongKind>;
   /** Operands before the command (timeout's DURATION, chroot's NEWROOT). */
   operandsBefore?: number;
+  /** A first word not starting with `-` is an operand read before the options (setarch's ARCH). */
+  leadingOperand?: boolean;
+  /**
+   * getopt permutes (no `+`): options may follow operands until `--`, unless POSIXLY_CORRECT is set, so
+   * both readings are commands it may run.
+   */
+  permutes?: boolean;
   /** `NAME=value` words may come between the options and the command (env, sudo). */
   assignments?: boolean;
   /** `-` alone is an option (env: same as -i). */
@@ -42,6 +49,16 @@ interface OptionTable {
 const literal = (text: string): Word => ({ text, shape: text, dynamic: false });
 
 const GNU_HELP: Record<string, LongKind> = { '--help': 'flag', '--version': 'flag' };
+
+const SETARCH: OptionTable = {
+  flags: 'hVv3BFILRSTXZ',
+  values: '',
+  long: {
+    '--32bit': 'flag', '--fdpic-funcptrs': 'flag', '--short-inode': 'flag', '--addr-compat-layout': 'flag', '--addr-no-randomize': 'flag',
+    '--whole-seconds': 'flag', '--sticky-timeouts': 'flag', '--read-implies-exec': 'flag', '--mmap-page-zero': 'flag', '--3gb': 'flag',
+    '--4gb': 'flag', '--uname-2.6': 'flag', '--verbose': 'flag', '--list': 'flag', '--help': 'flag', '--version': 'flag',
+  },
+};
 
 export const WRAPPER_OPTIONS: Record<string, OptionTable> = {
   sudo: {
@@ -192,6 +209,63 @@ export const WRAPPER_OPTIONS: Record<string, OptionTable> = {
       '--same-dir': 'flag', '--shell': 'flag',
     },
   },
+  // util-linux prlimit ("+c::d::e::f::i::l::m::n::q::r::s::t::u::v::x::y::p:o:vVh"): each resource
+  // letter's limit only attached (`-n5:6`, `--nofile=5`); `-v` is --as, its first use in the string.
+  prlimit: {
+    flags: 'Vh',
+    values: 'po',
+    attachedOnly: 'cdefilmnqrstuvxy',
+    long: {
+      '--core': 'optional', '--data': 'optional', '--nice': 'optional', '--fsize': 'optional', '--sigpending': 'optional', '--memlock': 'optional',
+      '--rss': 'optional', '--nofile': 'optional', '--msgqueue': 'optional', '--rtprio': 'optional', '--stack': 'optional', '--cpu': 'optional',
+      '--nproc': 'optional', '--as': 'optional', '--locks': 'optional', '--rttime': 'optional', '--pid': 'value', '--output': 'value',
+      '--noheadings': 'flag', '--raw': 'flag', '--verbose': 'flag', '--help': 'flag', '--version': 'flag',
+    },
+  },
+  // util-linux setpriv ("+dhV"): everything else is a long option.
+  setpriv: {
+    flags: 'dhV',
+    values: '',
+    long: {
+      '--dump': 'flag', '--nnp': 'flag', '--no-new-privs': 'flag', '--ambient-caps': 'value', '--inh-caps': 'value', '--bounding-set': 'value',
+      '--list-caps': 'flag', '--ruid': 'value', '--euid': 'value', '--rgid': 'value', '--egid': 'value', '--reuid': 'value', '--regid': 'value',
+      '--clear-groups': 'flag', '--keep-groups': 'flag', '--init-groups': 'flag', '--groups': 'value', '--securebits': 'value',
+      '--pdeathsig': 'value', '--selinux-label': 'value', '--apparmor-profile': 'value', '--reset-env': 'flag', '--help': 'flag', '--version': 'flag',
+    },
+  },
+  // util-linux setarch ("+hVv3BFILRSTXZ"): `setarch [ARCH] [options] CMD…`; linux32, linux64, i386 and
+  // x86_64 are setarch with the architecture in their name.
+  setarch: { ...SETARCH, leadingOperand: true },
+  linux32: SETARCH,
+  linux64: SETARCH,
+  i386: SETARCH,
+  x86_64: SETARCH,
+  // util-linux choom ("hn:p:V", permuted): `choom -n NUM [--] CMD…`.
+  choom: { flags: 'hV', values: 'np', permutes: true, long: { '--adjust': 'value', '--pid': 'value', '--help': 'flag', '--version': 'flag' } },
+  // fakeroot 1.31, a script calling getopt(1) with "+l:f:i:s:ub:vh" and its long options.
+  fakeroot: {
+    flags: 'uvh',
+    values: 'lfisb',
+    long: { '--lib': 'value', '--faked': 'value', '--unknown-is-real': 'flag', '--fd-base': 'value', '--version': 'flag', '--help': 'flag' },
+  },
+  // strace 6.1 ("+a:Ab:cCdDe:E:fFhiI:kno:O:p:P:qrs:S:tTu:U:vVwxX:yYzZ"); its undocumented long options
+  // (--timestamps, --silent…) are left out, so they are undecidable.
+  strace: {
+    flags: 'AcCdDfFhiknqrtTvVwxyYzZ',
+    values: 'abeEIoOpPsSuUX',
+    long: {
+      '--abbrev': 'value', '--absolute-timestamps': 'optional', '--attach': 'value', '--columns': 'value', '--const-print-style': 'value',
+      '--daemonize': 'optional', '--debug': 'flag', '--decode-fds': 'optional', '--decode-pids': 'value', '--detach-on': 'value', '--env': 'value',
+      '--failed-only': 'flag', '--fault': 'value', '--follow-forks': 'flag', '--help': 'flag', '--inject': 'value', '--instruction-pointer': 'flag',
+      '--interruptible': 'value', '--kvm': 'value', '--no-abbrev': 'flag', '--output': 'value', '--output-append-mode': 'flag',
+      '--output-separately': 'flag', '--quiet': 'optional', '--raw': 'value', '--read': 'value', '--relative-timestamps': 'optional',
+      '--seccomp-bpf': 'flag', '--signal': 'value', '--stack-traces': 'flag', '--status': 'value', '--string-limit': 'value',
+      '--strings-in-hex': 'optional', '--successful-only': 'flag', '--summary': 'flag', '--summary-columns': 'value', '--summary-only': 'flag',
+      '--summary-sort-by': 'value', '--summary-syscall-overhead': 'value', '--summary-wall-clock': 'flag', '--syscall-number': 'flag',
+      '--syscall-times': 'optional', '--tips': 'optional', '--trace': 'value', '--trace-path': 'value', '--user': 'value', '--verbose': 'value',
+      '--version': 'flag', '--write': 'value',
+    },
+  },
 };
 
 /**
@@ -243,11 +317,32 @@ export function unwrap(input: Word[], operands: ReadonlySet<Word> = new Set(), r
       }
       break; // a script file or an interactive shell, as for sh
     }
+    if (name !== undefined && Object.hasOwn(SPECIAL_RUNNERS, name)) {
+      wrappers.push(argv.slice(i));
+      const r = SPECIAL_RUNNERS[name](argv.slice(i + 1));
+      if ('unknown' in r) return { unknown: r.unknown, wrappers };
+      if ('none' in r) break;
+      argv = r.argv;
+      i = 0;
+      continue;
+    }
     if (name === undefined || !Object.hasOwn(WRAPPER_OPTIONS, name)) break;
     const table = WRAPPER_OPTIONS[name];
     wrappers.push(argv.slice(i));
-    const r = readOptions(name, table, argv, i + 1);
+    let optionsAt = i + 1;
+    if (table.leadingOperand && optionsAt < argv.length) {
+      const first = argv[optionsAt];
+      if (first.splits || couldBeOption(first)) return { unknown: `${name}: ${first.text} is only known when the shell runs and could be options`, wrappers };
+      if (!(first.dynamic ? staticPrefix(first) : first.text).startsWith('-')) optionsAt++;
+    }
+    const r = readOptions(name, table, argv, optionsAt);
     if ('unknown' in r) return { unknown: r.unknown, wrappers };
+    if (table.permutes && !r.dashes) {
+      const rest = r.argv.slice(r.next);
+      const permuted = permutedOperands(name, table, rest);
+      if ('unknown' in permuted) return { unknown: permuted.unknown, wrappers };
+      if (permuted.operands.length !== rest.length) return mergeReadings([unwrap(rest), unwrap(permuted.operands)], wrappers);
+    }
     const next = r.argv[r.next];
     if (next && !r.dashes && couldBeOption(next) && !operands.has(next)) {
       if (next.splits) return { unknown: `${name}: ${next.text} may become several words when the shell runs, options among them`, wrappers };
@@ -275,12 +370,175 @@ export function unwrap(input: Word[], operands: ReadonlySet<Word> = new Set(), r
   return { argv: argv.slice(i), wrappers };
 }
 
+/** The operands getopt keeps when it permutes: options may come anywhere until `--`. */
+function permutedOperands(name: string, t: OptionTable, args: Word[]): { operands: Word[] } | { unknown: string } {
+  const operands: Word[] = [];
+  for (let k = 0; k < args.length; k++) {
+    const w = args[k];
+    if (!w.dynamic && w.text === '--') return { operands: [...operands, ...args.slice(k + 1)] };
+    if (w.splits || couldBeOption(w)) return { unknown: `${name}: a word only known when the shell runs (${w.text}) could be options` };
+    const text = w.dynamic ? staticPrefix(w) : w.text;
+    if (!text.startsWith('-') || text === '-') {
+      operands.push(w);
+      continue;
+    }
+    const r = readOption(name, t, args, k);
+    if ('unknown' in r) return r;
+    k = r.next - 1;
+  }
+  return { operands };
+}
+
 function mergeReadings(readings: Unwrapped[], outer: Word[][]): Unwrapped {
   const wrappers = [...outer, ...readings.flatMap((r) => r.wrappers)];
   const unknown = readings.find((r) => 'unknown' in r);
   if (unknown && 'unknown' in unknown) return { unknown: unknown.unknown, wrappers };
   const runs = readings.flatMap((r) => ('argv' in r ? [r.argv, ...(r.alternatives ?? [])] : []));
   return { argv: runs[0], wrappers, ...(runs.length > 1 ? { alternatives: runs.slice(1) } : {}) };
+}
+
+type RunnerReading = { argv: Word[] } | { none: true } | { unknown: string };
+
+/** A word that is `text` for sure. */
+const isLiteral = (w: Word | undefined, text: string) => w !== undefined && !w.dynamic && w.text === text;
+
+/**
+ * Runners whose arguments are not read by a getopt table. `none`: they run nothing vigil can see (an
+ * interactive shell), as `sh` alone.
+ */
+const SPECIAL_RUNNERS: Record<string, (args: Word[]) => RunnerReading> = {
+  // shadow's sg ("sg [-] [GROUP [-c] COMMAND]"): COMMAND, one word, is run by /bin/sh -c; later words are
+  // ignored.
+  sg: (args) => {
+    let k = isLiteral(args[0], '-') ? 1 : 0;
+    const group = args[k];
+    if (group === undefined) return { none: true };
+    if (group.splits || couldBeOption(group)) return { unknown: `sg: ${group.text} is only known when the shell runs and could be the group, -c or the command` };
+    k++;
+    if (args[k] && (args[k].splits || (couldBeOption(args[k]) && k + 1 < args.length))) return { unknown: `sg: ${args[k].text} is only known when the shell runs and could be -c` };
+    if (isLiteral(args[k], '-c')) k++;
+    return args[k] ? { argv: [literal('sh'), literal('-c'), args[k]] } : { none: true };
+  },
+  // polkit's pkexec reads its options by exact name (no getopt): --user/-u NAME, --disable-internal-agent,
+  // --keep-cwd, --help, --version; the first other word is the program.
+  pkexec: (args) => {
+    let k = 0;
+    for (; k < args.length; k++) {
+      const w = args[k];
+      if (w.splits || couldBeOption(w)) return { unknown: `pkexec: ${w.text} is only known when the shell runs and could be an option` };
+      if (w.dynamic || !w.text.startsWith('-')) break;
+      if (w.text === '--user' || w.text === '-u') k++;
+      else if (!['--disable-internal-agent', '--keep-cwd', '--help', '--version'].includes(w.text)) return { unknown: `pkexec: the option ${w.text} is not one vigil knows` };
+    }
+    return k < args.length ? { argv: args.slice(k) } : { none: true };
+  },
+  // ltrace and firejail are not installed where vigil's tables were made and firejail's options change
+  // with each release: only their plain form (`ltrace CMD…`) is read.
+  ltrace: (args) => plainRunner('ltrace', args),
+  firejail: (args) => plainRunner('firejail', args),
+  // csh code is not sh (its quoting, `!` history, `>&`): what -c runs is not read, as for fish.
+  ip: ipReading,
+  tmux: tmuxReading,
+  screen: screenReading,
+  csh: (args) => cshReading('csh', args),
+  tcsh: (args) => cshReading('tcsh', args),
+};
+
+/** iproute2 takes any unambiguous start of a word it expects (`ip net e NAME CMD` is `ip netns exec`). */
+const startsWord = (w: Word | undefined, word: string) => w !== undefined && !w.dynamic && w.text !== '' && word.startsWith(w.text);
+
+/**
+ * iproute2 ip: `ip netns exec NAME CMD…` and `ip vrf exec NAME CMD…` run CMD (objects and verbs taken by
+ * their start, `net` for netns as ip's table has it). Global options (`-n NS`, `-all`…) are not read:
+ * with one, a word that may be `exec` makes the line undecidable.
+ */
+function ipReading(args: Word[]): RunnerReading {
+  const first = args[0];
+  if (first === undefined) return { none: true };
+  if (first.dynamic || first.text.startsWith('-')) {
+    const execWord = args.find((w) => w.dynamic || startsWord(w, 'exec'));
+    return execWord ? { unknown: `ip: with global options, where ${execWord.text} stands is not read by vigil` } : { none: true };
+  }
+  const object = first.text.length >= 3 && 'netns'.startsWith(first.text) ? 'netns' : startsWord(first, 'vrf') ? 'vrf' : undefined;
+  if (!object) return { none: true };
+  const verb = args[1];
+  if (verb?.dynamic) return { unknown: `ip ${object}: ${verb.text} is only known when the shell runs and could be exec` };
+  if (!startsWord(verb, 'exec')) return { none: true };
+  const name = args[2];
+  if (name?.splits) return { unknown: `ip ${object} exec: ${name.text} may become several words when the shell runs` };
+  return args.length > 3 ? { argv: args.slice(3) } : { none: true };
+}
+
+/**
+ * tmux 3.3a: global options ("2c:CDdf:lL:NqS:T:uUvV"; -c's string is run by the shell), then tmux
+ * commands. new-session, new-window and split-window run their operands: one is a shell line, several
+ * are run as they are. Other commands (send-keys, run-shell, if-shell, several commands joined by `;`…)
+ * are undecidable unless they are known to run nothing.
+ */
+const TMUX_GLOBAL: OptionTable = { flags: '2CDdlNquUvV', values: 'cfLST' };
+const TMUX_RUNNERS: Record<string, OptionTable> = {
+  'new-session': { flags: 'AdDEPX', values: 'cefFnstxy' },
+  'new-window': { flags: 'abdkPS', values: 'ceFnt' },
+  'split-window': { flags: 'bdfhIPvZ', values: 'ceFlpt' },
+};
+const TMUX_ALIASES: Record<string, string> = { new: 'new-session', neww: 'new-window', splitw: 'split-window' };
+const TMUX_QUIET = new Set([
+  'attach-session', 'attach', 'detach-client', 'detach', 'has-session', 'has', 'kill-server', 'kill-session', 'list-sessions', 'ls',
+  'list-windows', 'lsw', 'list-panes', 'lsp', 'kill-window', 'killw', 'kill-pane', 'killp', 'list-clients', 'lsc',
+]);
+
+function tmuxReading(args: Word[]): RunnerReading {
+  const global = readOptions('tmux', TMUX_GLOBAL, args, 0);
+  if ('unknown' in global) return global;
+  if (global.seen.includes('-c')) return { unknown: 'tmux -c: the shell command is not read by vigil' };
+  const rest = args.slice(global.next);
+  const separator = rest.find((w) => w.dynamic || w.text.endsWith(';'));
+  if (separator) return { unknown: `tmux: ${separator.text} may be or join another tmux command` };
+  if (rest.length === 0) return { none: true };
+  const command = TMUX_ALIASES[rest[0].text] ?? rest[0].text;
+  if (TMUX_QUIET.has(command)) return { none: true };
+  if (!Object.hasOwn(TMUX_RUNNERS, command)) return { unknown: `tmux: the command ${rest[0].text} is not one vigil reads` };
+  const r = readOptions(`tmux ${command}`, TMUX_RUNNERS[command], rest, 1);
+  if ('unknown' in r) return r;
+  const operands = rest.slice(r.next);
+  if (operands.length === 0) return { none: true };
+  return operands.length === 1 ? { argv: [LOGIN_SHELL, literal('-c'), operands[0]] } : { argv: operands };
+}
+
+/**
+ * GNU screen's own option loop (letters combined, a value attached or the next word): its operands are
+ * the command of the new window. -X/-Q send commands to a running session, and attaching (-r, -R, -x, -D,
+ * -d without -m) reads operands as a session name: both undecidable, as is every option not listed here.
+ */
+const SCREEN_OPTIONS: OptionTable = { flags: 'dmDRrUAaqiOx', values: 'Scehpts' };
+
+function screenReading(args: Word[]): RunnerReading {
+  const r = readOptions('screen', SCREEN_OPTIONS, args, 0);
+  if ('unknown' in r) return r;
+  if (r.dashes) return { unknown: 'screen: -- is not read by vigil' };
+  const operands = args.slice(r.next);
+  if (operands.length === 0) return { none: true };
+  const attaching = ['-r', '-R', '-x', '-D'].some((o) => r.seen.includes(o)) || (r.seen.includes('-d') && !r.seen.includes('-m'));
+  if (attaching) return { unknown: 'screen: attaching reads its operands as a session name or a command; vigil does not decide which' };
+  return { argv: operands };
+}
+
+function plainRunner(name: string, args: Word[]): RunnerReading {
+  const first = args[0];
+  if (first === undefined) return { none: true };
+  if (first.splits || couldBeOption(first) || (!first.dynamic && first.text.startsWith('-'))) return { unknown: `${name}: its options are not read by vigil` };
+  return { argv: args };
+}
+
+function cshReading(name: string, args: Word[]): RunnerReading {
+  for (const w of args) {
+    if (w.splits || couldBeOption(w)) return { unknown: `${name}: ${w.text} is only known when the shell runs and could be -c` };
+    const text = w.dynamic ? staticPrefix(w) : w.text;
+    if (!text.startsWith('-')) break;
+    if (text === '--' || text === '-') break;
+    if (text.startsWith('--') || text.includes('c')) return { unknown: `${name}: csh code (-c) is not read by vigil: its syntax is not sh` };
+  }
+  return { none: true };
 }
 
 /**
