@@ -116,8 +116,10 @@ describe('ssh.command events match what the shell ran', () => {
     try {
       await waitFor(() => c.stdout().includes(world.oracle.prompt), 15_000, 'prompt');
       // The tty does not echo while sleep runs: what is typed then may be that program's input (a password).
-      c.child.stdin!.write('stty -echo; sleep 5; stty echo\r');
-      await waitFor(() => c.stdout().includes('stty -echo; sleep 5; stty echo\r\n'), 15_000, 'the line accepted');
+      // Typed only once echo is off (`echo-off` printed after stty ran): typed any earlier, the tty would
+      // still echo it, and a line shown on the screen is recorded as shown.
+      c.child.stdin!.write('stty -echo; echo echo-off; sleep 5; stty echo\r');
+      await waitFor(() => c.stdout().includes('echo-off\r\n'), 15_000, 'echo off');
       c.child.stdin!.write('echo unconfirmed-s3cret\r');
       await new Promise((r) => setTimeout(r, 500));
     } finally {
@@ -126,7 +128,7 @@ describe('ssh.command events match what the shell ran', () => {
     const events = await sessionEvents(mark);
     const cmds = events.filter((e) => e.type === 'ssh.command');
     expect(cmds.map((e) => [e.outcome, e.details.command, e.details.unconfirmed, e.details.hidden])).toEqual([
-      ['success', 'stty -echo; sleep 5; stty echo', undefined, undefined],
+      ['success', 'stty -echo; echo echo-off; sleep 5; stty echo', undefined, undefined],
       ['unknown', undefined, true, true],
     ]);
     expect(JSON.stringify(events)).not.toContain('unconfirmed-s3cret');
