@@ -99,7 +99,7 @@ describe('initIdentity', () => {
         const p = spawn(path.join(root, 'node_modules/.bin/tsx'), [script], { stdio: ['ignore', 'pipe', 'inherit'] });
         let out = '';
         p.stdout.on('data', (d) => (out += d));
-        p.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`init exited ${code}`))));
+        p.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`init exited ${code}`))));
       });
     const results = await Promise.all([run(), run(), run()]);
     expect(results.filter((r) => r === 'true').length).toBe(1);

@@ -77,7 +77,9 @@ export async function startWorld(
       c.stdout.on('data', (d) => (stdout += d));
       c.stderr.on('data', (d) => (stderr += d));
       const t = setTimeout(() => c.kill('SIGKILL'), opts.timeoutMs ?? 20_000);
-      c.on('exit', (code) => {
+      // 'close', not 'exit': the process can exit before its last output is read (a killed query's `1`
+      // was seen missing from stdout that way).
+      c.on('close', (code) => {
         clearTimeout(t);
         resolve({ code, stdout, stderr });
       });

@@ -67,7 +67,8 @@ export function sysbench(o: SysbenchOptions): Promise<SysbenchRun> {
     c.stdout.on('data', (d) => (stdout += d));
     c.stderr.on('data', (d) => (stderr += d));
     c.on('error', reject);
-    c.on('exit', (code) => {
+    // 'close', not 'exit': the last output may still be unread when the process exits.
+    c.on('close', (code) => {
       if (code !== 0) return reject(new Error(`sysbench ${o.test} ${o.command} exited ${code}: ${(stderr + stdout).slice(-3000)}`));
       const num = (re: RegExp) => Number(re.exec(stdout)?.[1] ?? NaN);
       resolve({

@@ -61,11 +61,11 @@ describe('audit log outage and recovery without restart', () => {
     const dir = path.join(fsDir, 'audit');
     const w = await openAuditLog(dir, auditOptions(key.keyFile, { recoveryProbeMs: 50, checkpointIntervalMs: 100 }));
     await w.append(sessionEvent('session.start', 'sess-open'));
-    for (let i = 0; i < 20; i++) await w.append(sampleEvent(i));
-    // The head once durable: the 100 ms checkpoint timer may have assigned a checkpoint not yet written,
-    // which the disk-full cut-back then drops (the outage event takes its seq).
-    await w.checkpoint();
-    const durableBefore = w.head.seq;
+    let acknowledged = 0;
+    for (let i = 0; i < 20; i++) acknowledged = (await w.append(sampleEvent(i))).seq;
+    // The last record acknowledged, not w.head: the 100 ms checkpoint timer may have assigned a checkpoint
+    // not yet written, which the disk-full cut-back then drops (the outage event takes its seq).
+    const durableBefore = acknowledged;
 
     const filler = fill(fsDir);
     // Fire-and-forget events queued when the write fails are refused through their callback (their

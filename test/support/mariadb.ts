@@ -117,7 +117,8 @@ export async function startMariadb(opts: { echoLog?: boolean; tls?: boolean; mtr
       c.stdout.on('data', (d) => (out += d));
       c.stderr.on('data', (d) => (err += d));
       c.on('error', reject);
-      c.on('exit', (code) => {
+      // 'close', not 'exit': the last rows may still be unread when the client exits.
+      c.on('close', (code) => {
         if (code === 0) resolve(out.split('\n').filter((l) => l.length > 0).map((l) => l.split('\t')));
         else reject(new Error(`mariadb exited ${code}: ${err.trim()}`));
       });
