@@ -85,9 +85,16 @@ describe('ssh transparency: a backend that dies', () => {
     await waitFor(() => c.stdout().includes('started'), 10_000, 'remote command started');
     const start = w.eventsOf('session.start', (e) => e.actor.cert_serial === alice.creds.serial)[0]!;
     // The per-connection sshd processes (not the listener, started with -D) between us and the command.
-    const sshds = ancestorsOf(tag).filter((p) => p.comm.startsWith('sshd') && !p.cmdline.includes(' -D '));
+    const chain = ancestorsOf(tag);
+    const sshds = chain.filter((p) => p.comm.startsWith('sshd') && !p.cmdline.includes(' -D '));
     expect(sshds.length).toBeGreaterThan(0);
     for (const p of sshds) process.kill(p.pid, 'SIGKILL');
+    // The remote sleep outlives its killed sshd (reparented to init): end it too, or every run leaves one.
+    try {
+      process.kill(chain[0].pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
     expect(await c.exited).toBe(255);
     expect(c.stderr()).toContain('vigil: the connection to web1 was lost.');
     const end = await w.gw.waitForEvent((e) => e.type === 'session.end' && e.session_id === start.session_id);
