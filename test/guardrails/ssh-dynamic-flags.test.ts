@@ -1,11 +1,7 @@
 import { execFileSync } from 'node:child_process';
-import fs from 'node:fs';
-import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Guardrails, guardrailsSchema } from '../../src/guardrails/index.ts';
-import { startWorld, type SshWorld } from '../ssh/harness.ts';
-import type { IssuedFiles } from '../support/gateway.ts';
-import { tempDir } from '../support/tmp.ts';
+import { decide, useLoggingTarget } from './logging-target.ts';
 
 /**
  * A word only known at run time may hold the options a rule names: `X=-rf; rm "$X" /` is `rm -rf /`.
@@ -31,50 +27,21 @@ const BYPASS = [
 /** None can run `rm -rf /`: after `--`, a literal start other than `-` (`~root` too), one word for two roles, a file glob. */
 const ALLOWED = ['ls $X', 'echo $X', 'rm "$HOME/tmp/x"', 'rm -- "$X" /', 'rm ./"$X" /', 'rm /tmp/$X /', 'rm "$X"', 'rm -f ~/x', 'rm ~root/x /', 'rm -f *', 'rm -f *.log', 'rm "--rec$X" /'];
 
-const g = new Guardrails(guardrailsSchema().parse([{ name: 'careful', ssh: { block_commands: ['rm -rf /'] } }]));
-const decide = (line: string, guardrails = g): string => {
-  const d = guardrails.forSession({ roles: ['oncall'], target: 'box' })!.checkCommand(line);
-  return d.action === 'allow' ? 'allow' : d.unparsed ? 'unparsed' : 'block';
-};
 
 describe('ssh guardrail: options only known at run time, through a real sshd', () => {
-  let w: SshWorld;
-  let oncall: IssuedFiles;
-  let log: string;
-
-  beforeAll(async () => {
-    const dir = tempDir('vigil-guard-dynflags-');
-    fs.chmodSync(dir, 0o755);
-    log = path.join(dir, 'reached.log');
-    const forceCommand = path.join(dir, 'log-only.sh');
-    fs.writeFileSync(forceCommand, ['#!/bin/sh', `printf '%s' "$SSH_ORIGINAL_COMMAND" | base64 -w0 >> ${log}`, `echo >> ${log}`, 'echo reached-target', ''].join('\n'), { mode: 0o755 });
-    w = await startWorld({
-      sshd: { overrides: { ForceCommand: forceCommand } },
-      config: {
-        roles: [{ name: 'oncall', targets: ['*'], logins: ['*'] }],
-        guardrails: [{ name: 'careful-shell', targets: ['*'], roles: ['oncall'], ssh: { block_commands: ['rm -rf /'] } }],
-      },
-    });
-    oncall = await w.issue({ user: 'olga', roles: ['oncall'] });
-  }, 60_000);
-
-  afterAll(async () => {
-    await w?.stop();
-  });
-
-  const reached = () => (fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n').filter(Boolean).map((l) => Buffer.from(l, 'base64').toString('utf8')) : []);
-  const dest = () => `${w.sshd.user}@web1@127.0.0.1`;
+  const target = useLoggingTarget('vigil-guard-dynflags-');
+  const reached = () => target.reached();
 
   it('a variable holding rm\'s options is refused and never reaches the target; ordinary lines pass', async () => {
     for (const command of BYPASS) {
-      const r = await w.run('ssh', [...w.opts(oncall), dest(), command]);
+      const r = await target.ssh(command);
       expect(r.stderr, command).toContain('guardrail "careful-shell" refused this command');
       expect(r.code, command).toBe(1);
     }
-    const event = await w.gw.waitForEvent((e) => e.type === 'guardrail.blocked' && e.details?.command === BYPASS[1]);
+    const event = await target.w.gw.waitForEvent((e) => e.type === 'guardrail.blocked' && e.details?.command === BYPASS[1]);
     expect(event).toMatchObject({ outcome: 'failure', actor: { user: 'olga' } });
     for (const command of ALLOWED) {
-      const r = await w.run('ssh', [...w.opts(oncall), dest(), command]);
+      const r = await target.ssh(command);
       expect(r.code, `${command}: ${r.stderr}`).toBe(0);
       expect(r.stdout, command).toContain('reached-target');
     }

@@ -1,12 +1,9 @@
 import { execFileSync } from 'node:child_process';
-import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Guardrails, guardrailsSchema } from '../../src/guardrails/index.ts';
+import { describe, expect, it } from 'vitest';
 import { splitCommandLine } from '../../src/guardrails/shell.ts';
-import { startWorld, type SshWorld } from '../ssh/harness.ts';
-import type { IssuedFiles } from '../support/gateway.ts';
 import { tempDir } from '../support/tmp.ts';
+import { decide, useLoggingTarget } from './logging-target.ts';
 
 /**
  * A word the unwrapper skips (a wrapper's option value or operand: timeout's duration, sudo -u's user,
@@ -46,55 +43,26 @@ const OPTION_UNDECIDABLE = ['X=-c; sh "$X" \'rm -rf /\'', "X=-e; bash \"$X\" -c 
 /** Each is one word when bash runs it. */
 const ALLOWED = ['sudo -u "$USER" ls', 'timeout "$T" ls', 'bash "$HOME/x.sh"', 'nohup "$HOME/bin/job" arg', 'sudo "$D"/ls -l /', 'flock "$HOME/l" ls', 'taskset "$M" ls', 'timeout $((5*60)) ls', 'timeout ~ ls', '"$D"/ls', 'ls $X', 'sudo ls $X'];
 
-const g = new Guardrails(guardrailsSchema().parse([{ name: 'careful', ssh: { block_commands: ['rm -rf /'] } }]));
-const decide = (line: string): string => {
-  const d = g.forSession({ roles: ['oncall'], target: 'box' })!.checkCommand(line);
-  return d.action === 'allow' ? 'allow' : d.unparsed ? 'unparsed' : 'block';
-};
 
 describe('ssh guardrail: a skipped word that splits, through a real sshd', () => {
-  let w: SshWorld;
-  let oncall: IssuedFiles;
-  let log: string;
-
-  beforeAll(async () => {
-    const dir = tempDir('vigil-guard-split-');
-    fs.chmodSync(dir, 0o755);
-    log = path.join(dir, 'reached.log');
-    const forceCommand = path.join(dir, 'log-only.sh');
-    fs.writeFileSync(forceCommand, ['#!/bin/sh', `printf '%s' "$SSH_ORIGINAL_COMMAND" | base64 -w0 >> ${log}`, `echo >> ${log}`, 'echo reached-target', ''].join('\n'), { mode: 0o755 });
-    w = await startWorld({
-      sshd: { overrides: { ForceCommand: forceCommand } },
-      config: {
-        roles: [{ name: 'oncall', targets: ['*'], logins: ['*'] }],
-        guardrails: [{ name: 'careful-shell', targets: ['*'], roles: ['oncall'], ssh: { block_commands: ['rm -rf /'] } }],
-      },
-    });
-    oncall = await w.issue({ user: 'olga', roles: ['oncall'] });
-  }, 60_000);
-
-  afterAll(async () => {
-    await w?.stop();
-  });
-
-  const reached = () => (fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n').filter(Boolean).map((l) => Buffer.from(l, 'base64').toString('utf8')) : []);
-  const dest = () => `${w.sshd.user}@web1@127.0.0.1`;
+  const target = useLoggingTarget('vigil-guard-split-');
+  const reached = () => target.reached();
 
   it('a wrapper whose skipped word splits is refused as unparsable and never reaches the target; quoted words pass', async () => {
     for (const command of SHIFTED) {
-      const r = await w.run('ssh', [...w.opts(oncall), dest(), command]);
+      const r = await target.ssh(command);
       expect(r.code, command).toBe(1);
       expect(r.stderr, command).toContain('guardrail "careful-shell" refused this command (unparsable:');
     }
     for (const command of [...OPTION_SHIFTED, ...OPTION_UNDECIDABLE]) {
-      const r = await w.run('ssh', [...w.opts(oncall), dest(), command]);
+      const r = await target.ssh(command);
       expect(r.code, command).toBe(1);
       expect(r.stderr, command).toContain('guardrail "careful-shell" refused this command');
     }
-    const event = await w.gw.waitForEvent((e) => e.type === 'guardrail.unparsed' && e.details?.command === SHIFTED[0]);
+    const event = await target.w.gw.waitForEvent((e) => e.type === 'guardrail.unparsed' && e.details?.command === SHIFTED[0]);
     expect(event).toMatchObject({ outcome: 'failure', actor: { user: 'olga' } });
     for (const command of ['sudo -u "$USER" ls', 'timeout "$T" ls']) {
-      const r = await w.run('ssh', [...w.opts(oncall), dest(), command]);
+      const r = await target.ssh(command);
       expect(r.code, `${command}: ${r.stderr}`).toBe(0);
       expect(r.stdout).toContain('reached-target');
     }

@@ -1,13 +1,10 @@
 import { execFileSync } from 'node:child_process';
-import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Guardrails, guardrailsSchema } from '../../src/guardrails/index.ts';
+import { describe, expect, it } from 'vitest';
 import { splitCommandLine } from '../../src/guardrails/shell.ts';
 import { LOGIN_SHELL, unwrap } from '../../src/guardrails/wrappers.ts';
-import { startWorld, type SshWorld } from '../ssh/harness.ts';
-import type { IssuedFiles } from '../support/gateway.ts';
 import { tempDir } from '../support/tmp.ts';
+import { decide, useLoggingTarget } from './logging-target.ts';
 
 /**
  * More programs that run the command in their arguments (watch, flock, taskset, chrt, unshare, nsenter,
@@ -58,50 +55,21 @@ const UNDECIDABLE = [
 
 const ALLOWED = ['watch ls', 'watch -x df -h /', 'flock /tmp/l -c ls', 'taskset -c 0 make', 'chrt -o 0 make', 'unshare -r id', "script -qc 'uptime' /dev/null", 'fish script.fish'];
 
-const g = new Guardrails(guardrailsSchema().parse([{ name: 'careful', ssh: { block_commands: ['rm -rf /'] } }]));
-const decide = (line: string): string => {
-  const d = g.forSession({ roles: ['oncall'], target: 'box' })!.checkCommand(line);
-  return d.action === 'allow' ? 'allow' : d.unparsed ? 'unparsed' : 'block';
-};
 
 describe('ssh guardrail: more wrappers around a rm -rf / rule, through a real sshd', () => {
-  let w: SshWorld;
-  let oncall: IssuedFiles;
-  let log: string;
-
-  beforeAll(async () => {
-    const dir = tempDir('vigil-guard-wrappers-');
-    fs.chmodSync(dir, 0o755);
-    log = path.join(dir, 'reached.log');
-    const forceCommand = path.join(dir, 'log-only.sh');
-    fs.writeFileSync(forceCommand, ['#!/bin/sh', `printf '%s' "$SSH_ORIGINAL_COMMAND" | base64 -w0 >> ${log}`, `echo >> ${log}`, 'echo reached-target', ''].join('\n'), { mode: 0o755 });
-    w = await startWorld({
-      sshd: { overrides: { ForceCommand: forceCommand } },
-      config: {
-        roles: [{ name: 'oncall', targets: ['*'], logins: ['*'] }],
-        guardrails: [{ name: 'careful-shell', targets: ['*'], roles: ['oncall'], ssh: { block_commands: ['rm -rf /'] } }],
-      },
-    });
-    oncall = await w.issue({ user: 'olga', roles: ['oncall'] });
-  }, 60_000);
-
-  afterAll(async () => {
-    await w?.stop();
-  });
-
-  const reached = () => (fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n').filter(Boolean).map((l) => Buffer.from(l, 'base64').toString('utf8')) : []);
-  const dest = () => `${w.sshd.user}@web1@127.0.0.1`;
+  const target = useLoggingTarget('vigil-guard-wrappers-');
+  const reached = () => target.reached();
 
   it('each wrapper form is refused and never reaches the target; fish code is refused as unparsable', async () => {
     for (const command of [...BYPASSES, ...FISH]) {
-      const r = await w.run('ssh', [...w.opts(oncall), dest(), command]);
+      const r = await target.ssh(command);
       expect(r.code, command).toBe(1);
       expect(r.stderr, command).toContain('guardrail "careful-shell"');
     }
-    const fishEvent = await w.gw.waitForEvent((e) => e.type === 'guardrail.unparsed' && e.details?.command === FISH[1]);
+    const fishEvent = await target.w.gw.waitForEvent((e) => e.type === 'guardrail.unparsed' && e.details?.command === FISH[1]);
     expect(fishEvent).toMatchObject({ outcome: 'failure', actor: { user: 'olga' } });
     for (const command of ALLOWED) {
-      const r = await w.run('ssh', [...w.opts(oncall), dest(), command]);
+      const r = await target.ssh(command);
       expect(r.code, `${command}: ${r.stderr}`).toBe(0);
     }
     const got = reached();

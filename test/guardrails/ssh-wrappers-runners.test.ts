@@ -1,13 +1,8 @@
 import { execFileSync } from 'node:child_process';
-import fs from 'node:fs';
-import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Guardrails, guardrailsSchema } from '../../src/guardrails/index.ts';
+import { describe, expect, it } from 'vitest';
 import { splitCommandLine } from '../../src/guardrails/shell.ts';
 import { unwrap } from '../../src/guardrails/wrappers.ts';
-import { startWorld, type SshWorld } from '../ssh/harness.ts';
-import type { IssuedFiles } from '../support/gateway.ts';
-import { tempDir } from '../support/tmp.ts';
+import { decide, useLoggingTarget } from './logging-target.ts';
 
 /**
  * Still more programs that run the command in their arguments (prlimit, setpriv, setarch and its
@@ -71,52 +66,23 @@ const UNDECIDABLE = [
 
 const ALLOWED = ['prlimit --nofile=5 ls', 'setpriv --nnp id', 'linux64 uname -m', 'choom -n 0 ls', 'sg adm ls', 'strace -c ls', 'fakeroot ls', 'ip a', 'ip netns list', 'tmux ls', 'screen -dm top', 'csh script.csh'];
 
-const g = new Guardrails(guardrailsSchema().parse([{ name: 'careful', ssh: { block_commands: ['rm -rf /'] } }]));
-const decide = (line: string): string => {
-  const d = g.forSession({ roles: ['oncall'], target: 'box' })!.checkCommand(line);
-  return d.action === 'allow' ? 'allow' : d.unparsed ? 'unparsed' : 'block';
-};
 
 describe('ssh guardrail: runners around a rm -rf / rule, through a real sshd', () => {
-  let w: SshWorld;
-  let oncall: IssuedFiles;
-  let log: string;
-
-  beforeAll(async () => {
-    const dir = tempDir('vigil-guard-runners-');
-    fs.chmodSync(dir, 0o755);
-    log = path.join(dir, 'reached.log');
-    const forceCommand = path.join(dir, 'log-only.sh');
-    fs.writeFileSync(forceCommand, ['#!/bin/sh', `printf '%s' "$SSH_ORIGINAL_COMMAND" | base64 -w0 >> ${log}`, `echo >> ${log}`, 'echo reached-target', ''].join('\n'), { mode: 0o755 });
-    w = await startWorld({
-      sshd: { overrides: { ForceCommand: forceCommand } },
-      config: {
-        roles: [{ name: 'oncall', targets: ['*'], logins: ['*'] }],
-        guardrails: [{ name: 'careful-shell', targets: ['*'], roles: ['oncall'], ssh: { block_commands: ['rm -rf /'] } }],
-      },
-    });
-    oncall = await w.issue({ user: 'olga', roles: ['oncall'] });
-  }, 60_000);
-
-  afterAll(async () => {
-    await w?.stop();
-  });
-
-  const reached = () => (fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n').filter(Boolean).map((l) => Buffer.from(l, 'base64').toString('utf8')) : []);
-  const dest = () => `${w.sshd.user}@web1@127.0.0.1`;
+  const target = useLoggingTarget('vigil-guard-runners-');
+  const reached = () => target.reached();
 
   it('each runner form is refused and never reaches the target; csh code is refused as unparsable', async () => {
     const refused = [...BYPASSES, ...UNDECIDABLE];
     const notRefused: string[] = [];
     for (const command of refused) {
-      const r = await w.run('ssh', [...w.opts(oncall), dest(), command]);
+      const r = await target.ssh(command);
       if (r.code !== 1 || !r.stderr.includes('guardrail "careful-shell"')) notRefused.push(command);
     }
     expect(notRefused).toEqual([]);
-    const cshEvent = await w.gw.waitForEvent((e) => e.type === 'guardrail.unparsed' && e.details?.command === UNDECIDABLE[0]);
+    const cshEvent = await target.w.gw.waitForEvent((e) => e.type === 'guardrail.unparsed' && e.details?.command === UNDECIDABLE[0]);
     expect(cshEvent).toMatchObject({ outcome: 'failure', actor: { user: 'olga' } });
     for (const command of ALLOWED) {
-      const r = await w.run('ssh', [...w.opts(oncall), dest(), command]);
+      const r = await target.ssh(command);
       expect(r.code, `${command}: ${r.stderr}`).toBe(0);
     }
     const got = reached();
