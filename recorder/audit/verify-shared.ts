@@ -50,6 +50,8 @@ export interface SharedVerifyResult {
 }
 
 const PAGE = 5000;
+/** How often the head is read again while a live replica's rows grow under the reading (then it reports). */
+const HEAD_REREADS = 5;
 
 export async function verifySharedIndex(chains: AuditChainStore, local?: { replica: string; auditDir: string }): Promise<SharedVerifyResult> {
   const out: ChainCheck[] = [];
@@ -82,7 +84,10 @@ async function verifyChainRows(chains: AuditChainStore, c: AuditChainInfo): Prom
   let lastCheckpointSeq = 0;
   // Where `audit.purged` events say the chain was cut: the index may start right after one of them.
   const cutAt = new Set<number>();
-  for (let after = 0; ; ) {
+  // The head the rows must end on. A live replica keeps indexing while its rows are read (rows and head
+  // move together, in one transaction), so rows past the head read first are looked up again below.
+  let head = { seq: c.indexedSeq, hash: c.indexedHash };
+  for (let after = 0, rereads = 0; ; ) {
     const page = await chains.rows(c.replica, after, PAGE);
     for (const r of page) {
       res.rows++;
@@ -111,15 +116,25 @@ async function verifyChainRows(chains: AuditChainStore, c: AuditChainInfo): Prom
       prev = r;
       res.lastSeq = r.seq;
     }
-    if (page.length < PAGE) break;
-    after = page[page.length - 1].seq;
+    if (page.length === PAGE) {
+      after = page[page.length - 1].seq;
+      continue;
+    }
+    if (!prev || prev.seq <= head.seq || rereads >= HEAD_REREADS) break;
+    // Rows past the head read at the start: the replica indexed more meanwhile, or rows were added behind
+    // its back. Its head as it stands now decides, with the rows it has added since.
+    const now = await chains.chain(c.replica);
+    rereads++;
+    if (!now || now.indexedSeq < prev.seq) break;
+    head = { seq: now.indexedSeq, hash: now.indexedHash };
+    after = prev.seq;
   }
   if (res.firstSeq > 1 && !cutAt.has(res.firstSeq - 1)) {
     return bad({ seq: 1, kind: 'records-missing', problem: `rows 1..${res.firstSeq - 1} are missing from the index, and no audit.purged event says a retention purge removed them` });
   }
   if (prev && lastCheckpointSeq !== prev.seq) return bad({ seq: lastCheckpointSeq + 1, kind: 'uncovered-tail', problem: `rows ${lastCheckpointSeq + 1}..${prev.seq} are not signed by any checkpoint (the index holds signed records only)` });
-  if ((prev?.seq ?? 0) !== c.indexedSeq || (prev?.hash ?? '') !== c.indexedHash) {
-    return bad({ seq: c.indexedSeq, kind: 'head-mismatch', problem: `the rows end at seq ${prev?.seq ?? 0}, the replica recorded its indexed head at seq ${c.indexedSeq} (rows removed or added)` });
+  if ((prev?.seq ?? 0) !== head.seq || (prev?.hash ?? '') !== head.hash) {
+    return bad({ seq: head.seq, kind: 'head-mismatch', problem: `the rows end at seq ${prev?.seq ?? 0}, the replica recorded its indexed head at seq ${head.seq} (rows removed or added)` });
   }
   return res;
 }

@@ -185,3 +185,44 @@ describe('an export or report read page by page', () => {
     }
   }, 60_000);
 });
+
+describe('`vigil audit verify --shared` while the replica goes on indexing', () => {
+  it('rows indexed after the head was read (a live gateway) are checked against the head as it stands, not reported as added', async () => {
+    const c = newChain('live');
+    await c.write(8, 'beforeverify');
+    const indexer = new SharedIndexer(chains(), c.local);
+    await indexer.sync(100);
+    // The replica's next batch lands between the verification reading its head and reading its rows, as
+    // it does when a report runs next to a busy gateway.
+    let interleaved = false;
+    const real = chains();
+    const live = new Proxy(real, {
+      get(target, prop) {
+        if (prop === 'rows') {
+          return async (replica: string, after: number, limit: number) => {
+            if (!interleaved && replica === c.local.replica) {
+              interleaved = true;
+              await c.write(8, 'duringverify');
+              await indexer.sync(100);
+            }
+            return target.rows(replica, after, limit);
+          };
+        }
+        const v = Reflect.get(target, prop) as unknown;
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+    const check = await verifySharedIndex(live, c.local);
+    expect(interleaved).toBe(true);
+    const mine = check.chains.find((x) => x.replica === c.local.replica)!;
+    // Before the fix: "the rows end at seq 20, the replica recorded its indexed head at seq 10 (rows removed or added)".
+    expect([mine.ok, mine.firstBad, mine.lastSeq]).toEqual([true, undefined, (await real.chain(c.local.replica))!.indexedSeq]);
+    expect(check.local).toMatchObject({ ok: true });
+
+    // Rows really added behind the replica's back still fail, live or not.
+    const last = (await real.rows(c.local.replica, mine.lastSeq - 1, 1))[0];
+    shared.db.psql(`INSERT INTO ${SCHEMA}.audit_events (replica, seq, prev, hash, event) SELECT replica, seq + 1, hash, hash, event FROM ${SCHEMA}.audit_events WHERE replica = '${c.local.replica}' AND seq = ${last.seq}`);
+    const tampered = (await verifySharedIndex(real, c.local)).chains.find((x) => x.replica === c.local.replica)!;
+    expect(tampered.ok).toBe(false);
+  }, 60_000);
+});
