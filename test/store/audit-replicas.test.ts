@@ -155,7 +155,7 @@ describe('the audit log across replicas on one PostgreSQL store', () => {
     expect(exp.out).toContain(`markb${run}`);
     const rep = await runCliCaptured(['report', 'access', '--format', 'json', '--since', '1h', '--config', cfgA]);
     expect(rep.code, rep.err).toBe(0);
-    const model = JSON.parse(rep.out) as { summary: { sessions: number }; verification: { shared_index?: { chains: string[]; ok: boolean } } };
+    const model = JSON.parse(rep.out) as { summary: { sessions: number }; verification: { shared_index?: { chains: string[]; ok: boolean; problem?: string } } };
     expect(model.verification.shared_index, model.verification.shared_index?.problem).toMatchObject({ ok: true, chains: expect.arrayContaining([idA, idB]) });
     expect(model.summary.sessions).toBe(2); // alice's psql session on A and the one on B
     // The console's report (run in a worker thread, like the scheduled ones) reads the same store and index.
