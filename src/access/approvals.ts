@@ -125,9 +125,12 @@ export class Approvals {
     const now = this.now();
     const field = ({ notified: 'notifiedAt', reminded: 'remindedAt', escalated: 'escalatedAt', progress_notified: undefined, decision_notified: 'decisionNotifiedAt' } as const)[step];
     let rec: AccessRecord;
+    // What the claim replaced, so that handing it back (the message not recorded, so not sent) restores it.
+    let toldBefore: number | undefined;
     try {
       rec = await this.d.store.updateAccess(r.id, (cur) => {
         const p = progressOf(cur);
+        toldBefore = p.approvalsTold;
         if (field ? p[field] : (p.approvalsTold ?? 0) >= cur.approvals.length) throw new NotDue();
         if (step !== 'decision_notified' && cur.state !== 'pending') throw new NotDue();
         const told = [...new Set([...(p.told ?? []), ...(step === 'decision_notified' ? [] : notifiers)])];
@@ -196,7 +199,7 @@ export class Approvals {
       });
     } catch (e) {
       // Not recorded, so not sent: hand the claim back for the next sweep.
-      const undo = field ? { [field]: undefined } : { approvalsTold: r.notify?.approvalsTold };
+      const undo = { ...(field ? { [field]: undefined } : {}), approvalsTold: toldBefore };
       await this.d.store.updateAccess(rec.id, (cur) => ({ ...cur, notify: { ...progressOf(cur), ...undo } })).catch(() => {});
       throw e;
     }

@@ -118,13 +118,16 @@ export class AccessService {
 
   async request(actor: Actor, input: RequestInput): Promise<AccessRecord> {
     const action = input.breakGlass ? 'break_glass' : 'request';
-    const user = input.user ?? actor.user;
-    const subject = { user, role: input.role, targets: input.targets ?? [] };
-    return this.refusing(actor, action, `user/${user}`, subject, async () => {
+    const named = input.user ?? actor.user;
+    const subject = { user: named, role: input.role, targets: input.targets ?? [] };
+    return this.refusing(actor, action, `user/${named}`, subject, async () => {
       this.ensureAuditable();
       const reason = requireReason(input.reason, input.breakGlass ? 'use break-glass access' : 'request access');
-      // A name given for someone else is checked like one a certificate names (the actor's own already was).
+      // A name given for someone else is checked like one a certificate names (the actor's own already was),
+      // and means the user vigil knows by it: grants are matched by exact name, so a grant for `Bob` would
+      // never reach the sessions of `bob`.
       if (input.user !== undefined) requireUserName(input.user);
+      const user = input.user !== undefined ? await this.spellingOf(input.user) : actor.user;
       if (input.breakGlass) {
         if (!this.policy.break_glass) throw refused.breakGlassDisabled();
         if (user !== actor.user) throw refused.breakGlassForOthers();
@@ -188,7 +191,8 @@ export class AccessService {
       const rec = await this.deps.store.updateAccess(id, (cur) => {
         this.checkDecidable(actor, cur, now);
         if (!role) throw refused.unknownRole(cur.role);
-        if (cur.approvals.some((a) => a.by === actor.user)) throw refused.alreadyApproved(id);
+        // One person, one approval: `Dave` and `dave` are one approver (isParty folds names the same way).
+        if (cur.approvals.some((a) => foldUserName(a.by) === foldUserName(actor.user))) throw refused.alreadyApproved(id);
         const approvals = [...cur.approvals, { by: actor.user, time: iso(now), ...(opts.comment ? { comment: opts.comment } : {}) }];
         final = approvals.length >= role.approvals_required;
         if (!final) return { ...cur, approvals };
@@ -206,7 +210,13 @@ export class AccessService {
           );
         });
       } else {
-        await this.emit('access.approval', actor, rec, details);
+        // An approval that was not recorded does not count (and the approver, told it failed, may approve again).
+        const mine = rec.approvals.at(-1)!;
+        await this.emitOrUndo(rec, 'access.approval', actor, details, async () => {
+          await this.deps.store.updateAccess(id, (cur) =>
+            cur.state === 'pending' ? { ...cur, approvals: cur.approvals.filter((a) => !(a.by === mine.by && a.time === mine.time)) } : cur,
+          );
+        });
       }
       return rec;
     });
@@ -222,7 +232,15 @@ export class AccessService {
         this.checkDecidable(actor, cur, now);
         return { ...cur, state: 'denied', decidedBy: actor.user, decisionReason: reason };
       });
-      await this.emit('access.denied', actor, rec, { ...describe(rec), denial_reason: reason });
+      // A denial that was not recorded does not stand: the request goes back to pending (the denier, told
+      // it failed, may deny again), unless the record is no longer the denial this call made.
+      await this.emitOrUndo(rec, 'access.denied', actor, { ...describe(rec), denial_reason: reason }, async () => {
+        await this.deps.store.updateAccess(id, (cur) =>
+          cur.state === 'denied' && cur.decidedBy === actor.user && cur.decisionReason === reason
+            ? { ...cur, state: 'pending', decidedBy: undefined, decisionReason: undefined }
+            : cur,
+        );
+      });
       return rec;
     });
   }
