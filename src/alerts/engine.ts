@@ -6,6 +6,7 @@ import { classifySql, loadSqlParsers } from '../../recorder/reports/classify-sql
 import type { AlertRuleConfig, DetailCondition } from './config.ts';
 import { SlidingWindow, eventTimeUs } from './window.ts';
 import { formatTime } from '../events/envelope.ts';
+import type { FiredGroupMemory } from './fired-groups.ts';
 
 /** One firing of a rule, as recorded in `alert.fired` and sent to the notifiers. */
 export interface Firing {
@@ -43,6 +44,8 @@ export interface EngineOptions {
   batch?: number;
   /** Where `first_in` rules keep last-seen times across restarts (default: memory only). */
   seen?: SeenMemory;
+  /** Where groups that fired and await resolution are kept across restarts (default: memory only). */
+  fired?: FiredGroupMemory;
   /** Where a firing or resolution that could not be recorded is reported (never dropped silently). */
   log?: Pick<Logger, 'error'>;
 }
@@ -76,8 +79,13 @@ interface CompiledRule {
   windowUs: number;
   /** Quiet windows are cleaned up once there are more than this many (see count). */
   pruneAbove: number;
-  /** Groups that fired and are not resolved yet: their group values and newest matching event time. */
-  active: Map<string, { group: Record<string, string>; lastUs: number }>;
+  /**
+   * Groups that fired and are not resolved yet: their group values and newest matching event time, and the
+   * time last saved to EngineOptions.fired.
+   */
+  active: Map<string, { group: Record<string, string>; lastUs: number; savedUs?: number }>;
+  /** The rule's definition as saved with its fired groups: a changed rule does not resolve the old one's. */
+  definition: string;
   /** longer_than rules: open sessions by session id. */
   long: Map<string, LongSession>;
   /** first_in rules: last-seen times by group key (a cache of SeenMemory). */
@@ -164,7 +172,7 @@ function compile(cfg: AlertRuleConfig, labelsOf: EngineOptions['labelsOf'], viaG
     }
     return true;
   };
-  return { cfg, test, command, targetOk, windows: new Map(), windowUs: cfg.window * 1000, pruneAbove: MIN_PRUNE_ABOVE, active: new Map(), long: new Map(), lastSeen: new Map() };
+  return { cfg, test, command, targetOk, windows: new Map(), windowUs: cfg.window * 1000, pruneAbove: MIN_PRUNE_ABOVE, active: new Map(), definition: JSON.stringify(cfg), long: new Map(), lastSeen: new Map() };
 }
 
 /** The text match.command is tested against. */
@@ -282,6 +290,9 @@ export class AlertEngine {
    */
   async start(bus: EventBus, previous?: AlertEngine): Promise<void> {
     if ([...this.byType.values()].some((rs) => rs.some((r) => r.cfg.match.statement_class))) await loadSqlParsers();
+    // Fired groups of a previous run (a restart): still resolved once quiet for a window.
+    const fired = this.opts.fired;
+    if (fired) for (const rule of this.rules()) for (const [key, g] of fired.load(rule.cfg.name, rule.definition)) rule.active.set(key, { ...g, savedUs: g.lastUs });
     if (previous) {
       this.held = true;
       previous.detach();
@@ -293,6 +304,7 @@ export class AlertEngine {
       this.held = false;
       if (this.scheduled) setImmediate(this.drain);
     }
+    fired?.prune(new Map(this.rules().map((r) => [r.cfg.name, r.definition])));
     if (this.longRules.length) {
       const every = Math.min(1000, Math.max(50, Math.min(...this.longRules.map((r) => r.cfg.longer_than!)) / 4));
       this.longTimer = setInterval(() => this.track(this.checkLong(Date.now() * 1000)), every);
@@ -348,10 +360,15 @@ export class AlertEngine {
         for (const [key, a] of rule.active) {
           if (a.lastUs > nowUs - rule.windowUs) continue;
           rule.active.delete(key);
-          await this.opts.onResolve!({ rule: rule.cfg.name, group: a.group, window_ms: rule.cfg.window, notify: rule.cfg.notify, last_event_time_us: a.lastUs }).catch((e: unknown) => {
-            unrecorded.push([key, a]);
-            this.failed('resolution', rule.cfg.name, a.group, e);
-          });
+          const resolved = await this.opts.onResolve!({ rule: rule.cfg.name, group: a.group, window_ms: rule.cfg.window, notify: rule.cfg.notify, last_event_time_us: a.lastUs }).then(
+            () => true,
+            (e: unknown) => {
+              unrecorded.push([key, a]);
+              this.failed('resolution', rule.cfg.name, a.group, e);
+              return false;
+            },
+          );
+          if (resolved && !rule.active.has(key)) this.persist(() => this.opts.fired?.forget(rule.cfg.name, key));
         }
         // Not recorded (audit log away): the group stays active, so a later sweep resolves it again (put
         // back after the loop: an entry added while iterating would be visited again at once).
@@ -522,15 +539,36 @@ export class AlertEngine {
     const t = eventTimeUs(e.time);
     const n = w.add(t, e.id);
     const active = rule.active.get(key);
-    if (active && t > active.lastUs) active.lastUs = t;
+    if (active && t > active.lastUs) {
+      active.lastUs = t;
+      // Saved once it moved by a tenth of the window: after a restart the group resolves at most that early.
+      if (t - (active.savedUs ?? 0) >= rule.windowUs / 10) this.save(rule, key, active);
+    }
     if (rule.windows.size > rule.pruneAbove) this.pruneQuiet(rule, t);
     if (n < rule.cfg.threshold) return undefined;
     const ids = w.eventIds();
     // A late event can complete the threshold: the group resolves a window after its latest event.
     const latestUs = w.latest!;
     w.clear();
-    rule.active.set(key, { group, lastUs: Math.max(latestUs, active?.lastUs ?? 0) });
+    const fired = { group, lastUs: Math.max(latestUs, active?.lastUs ?? 0) };
+    rule.active.set(key, fired);
+    this.save(rule, key, fired);
     return { rule: rule.cfg.name, group, count: n, threshold: rule.cfg.threshold, window_ms: rule.cfg.window, event_ids: ids, notify: rule.cfg.notify, time: e.time };
+  }
+
+  private save(rule: CompiledRule, key: string, a: { group: Record<string, string>; lastUs: number; savedUs?: number }): void {
+    if (!this.opts.fired) return;
+    this.persist(() => this.opts.fired!.save(rule.cfg.name, rule.definition, key, a));
+    a.savedUs = a.lastUs;
+  }
+
+  /** The fired-group memory serves resolutions only: a failing state.db never stops evaluation. */
+  private persist(write: () => void): void {
+    try {
+      write();
+    } catch (e) {
+      this.opts.log?.error({ err: e instanceof Error ? e.message : String(e) }, 'alerts: could not save a fired group for its resolution after a restart');
+    }
   }
 
   /**

@@ -10,6 +10,7 @@ import { openOutbox, type OutboxStore } from '../notifiers/outbox.ts';
 import { Dispatcher } from '../notifiers/dispatcher.ts';
 import type { Notification } from '../notifiers/format.ts';
 import { SeenStore } from './seen.ts';
+import { FiredGroupStore } from './fired-groups.ts';
 import { OutboxRetry } from './outbox-retry.ts';
 
 export interface AlertService {
@@ -86,14 +87,18 @@ export async function startAlerts(d: AlertDeps): Promise<AlertService> {
     return l;
   };
   let seenStore: SeenStore | undefined;
+  let firedStore: FiredGroupStore | undefined;
   let engine: AlertEngine;
   try {
     seenStore = d.alerts.some((r) => r.first_in !== undefined) ? new SeenStore(d.dataDir) : undefined;
-    engine = new AlertEngine(d.alerts, { onFire, onResolve, labelsOf, seen: seenStore, log });
+    // Opened always (not only with threshold rules): it also forgets the fired groups of removed rules.
+    firedStore = new FiredGroupStore(d.dataDir);
+    engine = new AlertEngine(d.alerts, { onFire, onResolve, labelsOf, seen: seenStore, fired: firedStore, log });
     await engine.start(d.events, d.previous?.engine);
   } catch (e) {
     // Nothing started (a reload keeps the running service): give back what was opened for it.
     seenStore?.close();
+    firedStore?.close();
     await retry.close();
     await outbox.close();
     throw e;
@@ -145,6 +150,7 @@ export async function startAlerts(d: AlertDeps): Promise<AlertService> {
       await dispatcher.close();
       await outbox.close();
       seenStore?.close();
+      firedStore?.close();
     },
   };
 }

@@ -1,5 +1,5 @@
 import os from 'node:os';
-import { slackEscape, slackLine, slackMrkdwn } from './format.ts';
+import { SLACK_FIELD_MAX, SLACK_TEXT_MAX, sdEscape, slackEscape, slackFit, slackLine, slackMrkdwn, syslogLine } from './format.ts';
 
 /**
  * What approvers are sent about an access request: that it waits for them (`request`, again as a
@@ -71,12 +71,12 @@ export function accessWebhookBody(n: AccessNotification): string {
  */
 export function accessSlackBody(n: AccessNotification): string {
   const fields = [
-    slackMrkdwn(`*Requester*\n${slackLine(n.requester)}`),
-    slackMrkdwn(`*For*\n${slackLine(n.beneficiary)}`),
-    slackMrkdwn(`*Role*\n${slackLine(n.role)}`),
-    slackMrkdwn(`*Targets*\n${targetsText(n, slackLine)}`),
-    slackMrkdwn(`*Duration*\n${slackLine(n.duration)}`),
-    slackMrkdwn(`*Reason*\n${slackEscape(n.reason.slice(0, 500))}`),
+    slackMrkdwn(`*Requester*\n${slackLine(n.requester)}`, SLACK_FIELD_MAX),
+    slackMrkdwn(`*For*\n${slackLine(n.beneficiary)}`, SLACK_FIELD_MAX),
+    slackMrkdwn(`*Role*\n${slackLine(n.role)}`, SLACK_FIELD_MAX),
+    slackMrkdwn(`*Targets*\n${targetsText(n, slackLine)}`, SLACK_FIELD_MAX),
+    slackMrkdwn(`*Duration*\n${slackLine(n.duration)}`, SLACK_FIELD_MAX),
+    slackMrkdwn(`*Reason*\n${slackEscape(n.reason.slice(0, 500))}`, SLACK_FIELD_MAX),
   ];
   const summary = accessSummary(n, slackLine);
   const blocks: unknown[] = [
@@ -93,7 +93,7 @@ export function accessSlackBody(n: AccessNotification): string {
     });
     blocks.push({ type: 'context', elements: [slackMrkdwn(`One-time links, valid until ${slackLine(n.links_expire_at ?? '')}, with your vigil client certificate. Request ${slackLine(n.request_id)}.`)] });
   }
-  return JSON.stringify({ text: summary, blocks });
+  return JSON.stringify({ text: slackFit(summary, SLACK_TEXT_MAX), blocks });
 }
 
 /** PagerDuty: a request opens an incident (dedup key per request), its decision resolves it. */
@@ -109,8 +109,6 @@ export function accessPagerDutyBody(n: AccessNotification, routingKey: string, s
   });
 }
 
-const sdEscape = (v: string) => v.replace(/[\\"\]]/g, (c) => `\\${c}`);
-
 /** RFC 5424 over octet counting, like alert frames; links are not sent to a SIEM (they are credentials-adjacent). */
 export function accessSyslogFrame(n: AccessNotification, facility: number, host = os.hostname()): Buffer {
   const sd = [
@@ -121,7 +119,7 @@ export function accessSyslogFrame(n: AccessNotification, facility: number, host 
     ...(n.decision ? [`state="${sdEscape(n.decision.state)}"`] : []),
   ];
   const hostname = host.replace(/[^\x21-\x7e]/g, '').slice(0, 255) || '-';
-  const line = `<${facility * 8 + 5}>1 ${new Date().toISOString()} ${hostname} vigil ${process.pid} access.${n.action} [vigil@32473 ${sd.join(' ')}] \ufeff${accessSummary(n)}`;
+  const line = `<${facility * 8 + 5}>1 ${new Date().toISOString()} ${hostname} vigil ${process.pid} access.${n.action} [vigil@32473 ${sd.join(' ')}] \ufeff${syslogLine(accessSummary(n))}`;
   const body = Buffer.from(line, 'utf8');
   return Buffer.concat([Buffer.from(`${body.length} `), body]);
 }

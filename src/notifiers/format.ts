@@ -1,5 +1,5 @@
 import os from 'node:os';
-import { createHmac } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 
 /** What every notifier is handed: an `alert.fired` event id plus the firing, or a resolution. */
 export interface Notification {
@@ -15,10 +15,18 @@ export interface Notification {
   time: string;
 }
 
-/** Stable per rule and group: PagerDuty's dedup key, so a resolve closes the incident its trigger opened. */
+/** PagerDuty refuses (HTTP 400) an event whose dedup_key is longer than this. */
+export const PAGERDUTY_DEDUP_KEY_MAX = 255;
+
+/**
+ * Stable per rule and group: PagerDuty's dedup key, so a resolve closes the incident its trigger opened.
+ * A group value is chosen by whoever caused the events (a user name an unauthenticated client sent): past
+ * PagerDuty's limit the key is a digest of itself, still stable, so such a value cannot get the alert refused.
+ */
 export function dedupKey(n: Pick<Notification, 'rule' | 'group'>): string {
   const g = Object.entries(n.group).map(([k, v]) => `${k}=${v}`).join(',');
-  return g ? `vigil/${n.rule}/${g}` : `vigil/${n.rule}`;
+  const key = g ? `vigil/${n.rule}/${g}` : `vigil/${n.rule}`;
+  return key.length <= PAGERDUTY_DEDUP_KEY_MAX ? key : `vigil/sha256/${createHash('sha256').update(key).digest('hex')}`;
 }
 
 /** `show` renders each value (rule, group) for the medium: as it is, or escaped for Slack. */
@@ -43,11 +51,24 @@ export function slackLine(text: string): string {
   return slackEscape(text.replace(/[\u0000-\u001f\u007f]+/g, ' '));
 }
 
+/** Slack refuses (HTTP 400 invalid_blocks) a message with a longer section text or field. */
+export const SLACK_TEXT_MAX = 3000;
+export const SLACK_FIELD_MAX = 2000;
+
+/**
+ * Escaped Slack text cut to `max` characters (an entity such as `&lt;` is never split): a value as long as
+ * its sender likes (a user name, a request's reason) must not make Slack refuse the whole message.
+ */
+export function slackFit(text: string, max: number): string {
+  if (text.length <= max) return text;
+  return `${text.slice(0, max - 1).replace(/&[a-z]{0,3}$/, '')}…`;
+}
+
 /**
  * A Slack mrkdwn text object. `verbatim`: Slack does not turn plain text into links, channel names or
  * mentions on its own (a URL or `@here` in an event value stays text); the markup vigil writes still works.
  */
-export const slackMrkdwn = (text: string) => ({ type: 'mrkdwn', text, verbatim: true });
+export const slackMrkdwn = (text: string, max = SLACK_TEXT_MAX) => ({ type: 'mrkdwn', text: slackFit(text, max), verbatim: true });
 
 /** `X-Vigil-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">` (receivers reject stale t). */
 export function signature(secret: string, body: string, unixSeconds: number): string {
@@ -62,13 +83,13 @@ export function webhookBody(n: Notification): string {
 /** Slack incoming-webhook message: `text` for notifications, `blocks` for the channel. Every value is escaped. */
 export function slackBody(n: Notification): string {
   const fields = [
-    slackMrkdwn(`*Rule*\n${slackLine(n.rule)}`),
-    slackMrkdwn(`*Count*\n${n.count} / ${n.threshold} in ${n.window_ms / 1000}s`),
-    ...Object.entries(n.group).map(([k, v]) => slackMrkdwn(`*${slackLine(k)}*\n${slackLine(v)}`)),
+    slackMrkdwn(`*Rule*\n${slackLine(n.rule)}`, SLACK_FIELD_MAX),
+    slackMrkdwn(`*Count*\n${n.count} / ${n.threshold} in ${n.window_ms / 1000}s`, SLACK_FIELD_MAX),
+    ...Object.entries(n.group).map(([k, v]) => slackMrkdwn(`*${slackLine(k)}*\n${slackLine(v)}`, SLACK_FIELD_MAX)),
   ];
   const summary = summaryOf(n, slackLine);
   return JSON.stringify({
-    text: summary,
+    text: slackFit(summary, SLACK_TEXT_MAX),
     blocks: [
       { type: 'section', text: slackMrkdwn(`:rotating_light: ${summary}`) },
       { type: 'section', fields: fields.slice(0, 10) },
@@ -88,8 +109,15 @@ export function pagerDutyBody(n: Notification, routingKey: string, severity: str
   });
 }
 
-/** RFC 5424 SD-PARAM-VALUE escaping: `"`, `\` and `]`. */
-const sdEscape = (v: string) => v.replace(/[\\"\]]/g, (c) => `\\${c}`);
+/**
+ * Syslog text on one line (RFC 5424 8.2: avoid control characters). Values come from clients (a user name,
+ * a target an unauthenticated client asked for): a line break in one must not draw a forged syslog line in
+ * a receiver that stores messages line by line.
+ */
+export const syslogLine = (v: string) => v.replace(/[\u0000-\u001f\u007f]+/g, ' ');
+
+/** RFC 5424 SD-PARAM-VALUE escaping: `"`, `\` and `]`, on one line. */
+export const sdEscape = (v: string) => syslogLine(v).replace(/[\\"\]]/g, (c) => `\\${c}`);
 
 /**
  * One RFC 5424 message (`<PRI>1 TIMESTAMP HOST vigil - alert.fired [vigil@32473 ...] MSG`) framed by octet
@@ -100,7 +128,7 @@ export function syslogFrame(n: Notification, facility: number, host = os.hostnam
   const sd = [`rule="${sdEscape(n.rule)}"`, `alert_id="${sdEscape(n.alert_id)}"`, `count="${n.count}"`, `threshold="${n.threshold}"`, ...Object.entries(n.group).map(([k, v]) => `${k.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 32)}="${sdEscape(v)}"`)];
   const msgId = n.action === 'resolve' ? 'alert.resolved' : 'alert.fired';
   const hostname = host.replace(/[^\x21-\x7e]/g, '').slice(0, 255) || '-';
-  const line = `<${facility * 8 + severity}>1 ${new Date().toISOString()} ${hostname} vigil ${process.pid} ${msgId} [vigil@32473 ${sd.join(' ')}] \ufeff${summaryOf(n)}`;
+  const line = `<${facility * 8 + severity}>1 ${new Date().toISOString()} ${hostname} vigil ${process.pid} ${msgId} [vigil@32473 ${sd.join(' ')}] \ufeff${syslogLine(summaryOf(n))}`;
   const body = Buffer.from(line, 'utf8');
   return Buffer.concat([Buffer.from(`${body.length} `), body]);
 }
