@@ -146,19 +146,36 @@ describe('legacy scp: files the target wrote whose acknowledgements never came b
   });
 
   it('every file and directory the sink created has an ssh.scp event', async () => {
-    fs.writeFileSync(holdFile, '');
     const sink = path.join(dir, 'sink');
     fs.mkdirSync(sink);
     const command = `${scp} -r -t ${sink}`;
-    // A source that does not wait for each answer: three files and a directory, all in one go.
-    const input = Buffer.from('C0644 3 a.txt\nabc\0C0644 3 b.txt\nxyz\0D0755 0 sub\nC0644 2 c.txt\nhi\0E\n');
-    const r = await w.run('ssh', [...w.opts(alice), `${w.sshd.user}@web1@127.0.0.1`, command], input);
-    expect(r.code, r.stderr).toBe(0);
-    const landed = ['a.txt', 'b.txt', 'sub', 'sub/c.txt'].filter((p) => fs.existsSync(path.join(sink, p)));
-    expect(landed).toEqual(['a.txt', 'b.txt', 'sub', 'sub/c.txt']);
+    // A source that waits for each header's answer, as the protocol requires (the sink reads a refused
+    // file's data as directives); the answers stop coming back once the target wrote sub/c.txt.
+    const child = spawn('ssh', [...w.opts(alice), `${w.sshd.user}@web1@127.0.0.1`, command], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let answers = Buffer.alloc(0);
+    child.stdout.on('data', (d: Buffer) => (answers = Buffer.concat([answers, d])));
+    child.stdin.on('error', () => {});
+    const exited = new Promise<number | null>((r) => child.once('close', (c) => r(c)));
+    const answered = (n: number) => waitFor(() => answers.length >= n, 15_000, `${n} scp answers (got ${JSON.stringify(answers.toString())})`);
+    await answered(1);
+    child.stdin.write('C0644 3 a.txt\n');
+    await answered(2);
+    child.stdin.write('abc\0');
+    await answered(3);
+    child.stdin.write('D0755 0 sub\n');
+    await answered(4);
+    child.stdin.write('C0644 2 c.txt\n');
+    await answered(5);
+    fs.writeFileSync(holdFile, '');
+    child.stdin.write('hi\0E\n');
+    await waitFor(() => fs.existsSync(path.join(sink, 'sub/c.txt')) && fs.readFileSync(path.join(sink, 'sub/c.txt'), 'utf8') === 'hi', 15_000, 'the target to write sub/c.txt');
+    child.stdin.end();
+    await exited;
+    expect(answers.toString()).toBe('\0\0\0\0\0');
     const exec = await w.gw.waitForEvent((e) => e.type === 'ssh.exec' && e.details.command === command);
+    await w.gw.waitForEvent((e) => e.type === 'session.end' && e.session_id === exec.session_id);
     const recorded = w.eventsOf('ssh.scp', (e) => e.session_id === exec.session_id).map((e) => `${e.details.path}:${e.details.result}`);
-    expect(recorded).toEqual(['a.txt:incomplete', 'b.txt:incomplete', 'sub:incomplete', 'sub/c.txt:incomplete']);
+    expect(recorded).toEqual(['a.txt:ok', 'sub:ok', 'sub/c.txt:incomplete']);
   });
 });
 

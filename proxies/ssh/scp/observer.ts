@@ -50,7 +50,14 @@ type Expect =
   | { kind: 'file-header'; file: FileState }
   | { kind: 'file-data'; file: FileState };
 
-const MAX_LINE = 8192;
+/**
+ * Longest source line (before its newline) OpenSSH's scp sink reads as one: directives and error lines
+ * go into a 2048-byte buffer, and what a longer line holds past it is read as the next directive. A
+ * longer line would be one thing to vigil and two to the sink, so it is refused.
+ */
+const MAX_SOURCE_LINE = 2046;
+/** A sink's error line (its own path and error text); a sink is not steered by what it sends. */
+const MAX_SINK_LINE = 8192;
 const MAX_EXPECT = 64;
 const FILE_LINE = /^C([0-7]{4}) (\d+) (.+)$/s;
 const DIR_LINE = /^D([0-7]{4}) (\d+) (.+)$/s;
@@ -86,9 +93,9 @@ export class ScpObserver {
   }
 
   /**
-   * Channel closed: every file or directory sent and not answered is reported `incomplete` (a source need
-   * not wait for answers, so several may be in flight; the sink may have written them all), and so is a
-   * file cut short.
+   * Channel closed: every file or directory sent and not answered is reported `incomplete` (a source may
+   * send its next header before the answer to a file's data, so several may be in flight; the sink may
+   * have written them all), and so is a file cut short.
    */
   end(): void {
     if (this.stopped) return;
@@ -142,6 +149,13 @@ export class ScpObserver {
   private source(chunk: Buffer): void {
     let off = 0;
     while (off < chunk.length) {
+      // The sink reads a refused file's data, or a refused directory's contents, as directives of its own:
+      // what follows a header is only known once the sink answered it (OpenSSH's source always waits).
+      const undecided = this.expect.find((e): e is Extract<Expect, { kind: 'file-header' | 'dir' }> => e.kind === 'file-header' || e.kind === 'dir');
+      if (undecided) {
+        const what = undecided.kind === 'dir' ? `directory ${JSON.stringify(undecided.name)}` : `file ${JSON.stringify(undecided.file.name)}`;
+        throw new ScpObserveError(`the source sent more before the sink accepted ${what}; the sink may read it as directives`);
+      }
       switch (this.srcState) {
         case 'data': {
           const n = Math.min(this.remaining, chunk.length - off);
@@ -162,7 +176,7 @@ export class ScpObserver {
         case 'data-error': {
           const nl = chunk.indexOf(0x0a, off);
           const end = nl < 0 ? chunk.length : nl;
-          if (this.srcLine.length + (end - off) > MAX_LINE) throw new ScpObserveError(`directive longer than ${MAX_LINE} bytes`);
+          if (this.srcLine.length + (end - off) > MAX_SOURCE_LINE) throw new ScpObserveError(`source line longer than ${MAX_SOURCE_LINE} bytes (the sink would read its rest as another)`);
           for (let i = off; i < end; i++) this.srcLine.push(chunk[i]);
           off = end;
           if (nl < 0) break;
@@ -221,7 +235,7 @@ export class ScpObserver {
       if (this.sinkLine) {
         const nl = chunk.indexOf(0x0a, off);
         const end = nl < 0 ? chunk.length : nl;
-        if (this.sinkLine.length + (end - off) > MAX_LINE) throw new ScpObserveError(`error line longer than ${MAX_LINE} bytes`);
+        if (this.sinkLine.length + (end - off) > MAX_SINK_LINE) throw new ScpObserveError(`error line longer than ${MAX_SINK_LINE} bytes`);
         for (let i = off; i < end; i++) this.sinkLine.push(chunk[i]);
         off = end;
         if (nl < 0) break;

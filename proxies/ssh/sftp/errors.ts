@@ -12,7 +12,7 @@ export type SftpObserveCode =
   | 'VIGIL_SFTP_UNEXPECTED_REPLY'
   | 'VIGIL_SFTP_TOO_MANY_PENDING'
   | 'VIGIL_SFTP_TRUNCATED'
-  /** A packet the protocol does not allow at this point (a request before INIT, a second INIT or VERSION, a reused request id). */
+  /** A packet the protocol does not allow at this point (a request before INIT, a second INIT or VERSION, a reused request id; strict: a handle whose file is not settled). */
   | 'VIGIL_SFTP_OUT_OF_PHASE';
 
 export class SftpObserveError extends ProtocolError {

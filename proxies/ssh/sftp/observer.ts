@@ -262,7 +262,7 @@ export class SftpObserver {
       case 'setstat':
         return { op: 'setstat', path: req.path, attrs: req.attrs };
       case 'fsetstat':
-        return { op: 'setstat', path: this.handles.get(req.handle)?.path ?? '', attrs: req.attrs };
+        return { op: 'setstat', path: this.intentPath(req.handle, 'FSETSTAT'), attrs: req.attrs };
       case 'rename':
       case 'hardlink':
         return { op: req.kind, oldPath: req.oldPath, newPath: req.newPath };
@@ -271,10 +271,26 @@ export class SftpObserver {
         return { op: 'symlink', linkPath, targetPath };
       }
       case 'copy':
-        return { op: 'copy', fromPath: this.handles.get(req.from)?.path ?? '', toPath: this.handles.get(req.to)?.path ?? '' };
+        return { op: 'copy', fromPath: this.intentPath(req.from, 'copy-data'), toPath: this.intentPath(req.to, 'copy-data') };
       default:
         return undefined;
     }
+  }
+
+  /**
+   * The file a handle is open on, for an intent recorded before the request goes on. sftp-server gives a
+   * closed handle's number to the next file opened, so while that handle's CLOSE, or (for a handle not
+   * open yet) any OPEN, awaits its reply, which file the request will touch is not known: it is refused
+   * rather than recorded against a file it may not touch. '' for a handle that names no file (refused).
+   */
+  private intentPath(handle: HandleKey, what: string): string {
+    const known = this.handles.get(handle);
+    for (const p of this.pending.values()) {
+      if ((p.kind === 'close' && p.handle === handle) || (!known && (p.kind === 'open' || p.kind === 'opendir'))) {
+        throw new SftpDecodeError(`${what} through a handle whose file is not settled yet (an OPEN or CLOSE awaits its reply)`, 'VIGIL_SFTP_OUT_OF_PHASE');
+      }
+    }
+    return known?.path ?? '';
   }
 
   private byteCounts(f: OpenFile): { bytesRead: number; bytesWritten: number; bytesWrittenUnconfirmed?: number } {
