@@ -42,7 +42,8 @@ function identifier(sql: string, t: Token): string | undefined {
  * naming a statement that is gone).
  */
 export type NameChange =
-  | { kind: 'statement' | 'portal'; op: 'define'; name: string | undefined }
+  /** `holdable`: a cursor declared WITH HOLD, which outlives the transaction that commits it. */
+  | { kind: 'statement' | 'portal'; op: 'define'; name: string | undefined; holdable?: boolean }
   | { kind: 'statement' | 'portal'; op: 'drop'; name: string | undefined }
   | { kind: 'all'; op: 'drop'; name: undefined };
 
@@ -92,7 +93,10 @@ export function sqlNameChange(tag: string, sql: string | undefined, scs: boolean
     case 'DECLARE CURSOR': {
       // DECLARE name [ BINARY ] [ ASENSITIVE | INSENSITIVE ] [ [ NO ] SCROLL ] CURSOR ...
       const ok = word(0) === 'declare' && CURSOR_OPTIONS.has(word(2) ?? '');
-      return { kind: 'portal', op: 'define', name: ok ? nameAt(1) : undefined };
+      // ... CURSOR [ { WITH | WITHOUT } HOLD ] FOR query: the options come before the first FOR.
+      let holdable = false;
+      for (let i = 2; i < last && word(i) !== 'for'; i++) if (word(i) === 'with' && word(i + 1) === 'hold') holdable = true;
+      return { kind: 'portal', op: 'define', name: ok ? nameAt(1) : undefined, holdable };
     }
     default: {
       // CLOSE name

@@ -74,6 +74,11 @@ interface Portal {
   stmt: Statement;
   formats: number[];
   values: (Buffer | null)[];
+  /**
+   * A cursor declared WITH HOLD: it outlives its transaction once that commits ('held'); until then
+   * ('declared') an error or ROLLBACK drops it with the transaction.
+   */
+  hold?: 'declared' | 'held';
 }
 
 interface Copy {
@@ -84,17 +89,18 @@ interface Copy {
 /**
  * Requests awaiting the server's answer, in the order sent. Statement-running ops (query, execute, fcall)
  * carry `announced`: how many of their statements had a `db.query.start` written (intent in strict mode,
- * or the long-running notice), so neither is written twice.
+ * or the long-running notice), so neither is written twice. `ends`: how many CopyDone/CopyFail the client
+ * had sent before the op (see `copyIn`).
  */
 type Op =
-  | { k: 'query'; text: string; stmts: string[]; unsplit: boolean; scs: StandardConformingStrings; i: number; start: number; rows: number; copy?: Copy; announced: number }
+  | { k: 'query'; text: string; stmts: string[]; unsplit: boolean; scs: StandardConformingStrings; i: number; start: number; rows: number; copy?: Copy; announced: number; ends: number }
   | { k: 'parse'; name: string; stmt: Statement }
   | { k: 'bind'; portalName: string; statementName: string; formats: number[]; values: (Buffer | null)[] }
   | { k: 'describe'; kind: 'S' | 'P'; name: string }
   | { k: 'close'; kind: 'S' | 'P'; name: string }
-  | { k: 'execute'; portalName: string; start: number; rows: number; copy?: Copy; announced: number }
+  | { k: 'execute'; portalName: string; start: number; rows: number; copy?: Copy; announced: number; ends: number }
   | { k: 'fcall'; oid: number; args: (string | null)[]; start: number; announced: number }
-  | { k: 'sync' };
+  | { k: 'sync'; ends: number };
 
 type Running = Extract<Op, { k: 'query' | 'execute' | 'fcall' }>;
 
@@ -172,6 +178,10 @@ export class QueryTracker {
   private implicit = true;
   /** Executes of the current implicit transaction were written before its Sync was answered (MAX_HELD). */
   private releasedEarly = false;
+  /** CopyDone and CopyFail messages the client sent so far. */
+  private copyEnds = 0;
+  /** The server is in copy-in mode until the client's CopyDone/CopyFail number `copyInUntil` (see `copyIn`). */
+  private copyInUntil = 0;
   constructor(private readonly opts: TrackerOptions) {}
 
   /** Pending requests not yet answered (for tests and diagnostics). */
@@ -206,7 +216,7 @@ export class QueryTracker {
         const text = decodeQueryText(msg!, this.lex.encoding);
         const scs = this.lex.scs;
         const split = text.certain ? splitQuery(text.sql, scs) : { statements: [text.sql.trim()], unsplit: true };
-        this.push({ k: 'query', text: text.sql, stmts: split.statements, unsplit: split.unsplit, scs, i: 0, start: now, rows: 0, announced: 0 });
+        this.push({ k: 'query', text: text.sql, stmts: split.statements, unsplit: split.unsplit, scs, i: 0, start: now, rows: 0, announced: 0, ends: this.copyEnds });
         this.unsentStatements += Math.max(1, split.statements.length);
         this.lex.executing();
         return;
@@ -224,7 +234,7 @@ export class QueryTracker {
       }
       case F.Execute: {
         const e = decodeExecute(msg!);
-        this.push({ k: 'execute', portalName: serverName(e.portal), start: now, rows: 0, announced: 0 });
+        this.push({ k: 'execute', portalName: serverName(e.portal), start: now, rows: 0, announced: 0, ends: this.copyEnds });
         this.unsentStatements++;
         this.lex.executing();
         return;
@@ -240,7 +250,9 @@ export class QueryTracker {
         return;
       }
       case F.Sync:
-        this.push({ k: 'sync' });
+        // Read by the server in copy-in mode, which ignores it: no ReadyForQuery will answer it.
+        if (this.copyEnds < this.copyInUntil) return;
+        this.push({ k: 'sync', ends: this.copyEnds });
         return;
       case F.FunctionCall: {
         const f = decodeFunctionCall(msg!);
@@ -258,8 +270,11 @@ export class QueryTracker {
       }
       case F.CopyFail:
         decodeCopyFail(msg!);
+        this.copyEnds++;
         return;
       case F.CopyDone:
+        this.copyEnds++;
+        return;
       case F.Flush:
       case F.Terminate:
         return;
@@ -410,9 +425,14 @@ export class QueryTracker {
         this.release();
         this.implicit = !!msg && msg[5] === 0x49; /* I */
         this.releasedEarly = false;
-        // Outside a transaction block no portal survives; forget them so a client that never closes
-        // its named portals does not grow this map (only when nothing is in flight: a pipelined Bind may wait).
-        if (msg && msg[5] === 0x49 /* I */ && this.ops.length === 0 && this.portals.size > 0) this.portals.clear();
+        if (this.implicit && this.portals.size > 0) {
+          // Outside a transaction block no portal survives but a held cursor (portalmem.c
+          // AtCommit_Portals / AtAbort_Portals): an Execute still in flight on a dropped name fails, and
+          // its record must not carry the text the name used to mean. Binds in flight are still ops,
+          // not in this map.
+          this.transactionEnded(true);
+          for (const [name, p] of this.portals) if (p.hold !== 'held') this.portals.delete(name);
+        }
         if (this.ops.length === 0) this.lex.settled();
         return;
       case B.ParameterStatus:
@@ -451,7 +471,10 @@ export class QueryTracker {
       case B.CopyInResponse:
       case B.CopyOutResponse:
       case B.CopyBothResponse:
-        if (h && (h.k === 'query' || h.k === 'execute')) h.copy ??= { direction: type === B.CopyInResponse ? 'in' : 'out', bytes: 0 };
+        if (h && (h.k === 'query' || h.k === 'execute')) {
+          h.copy ??= { direction: type === B.CopyInResponse ? 'in' : 'out', bytes: 0 };
+          if (type === B.CopyInResponse) this.copyIn(h);
+        }
         return;
       case B.FunctionCallResponse:
         if (h?.k === 'fcall') {
@@ -462,6 +485,24 @@ export class QueryTracker {
       default:
         // Notice, Notification, BackendKeyData…: asynchronous, not part of any request.
         return;
+    }
+  }
+
+  /**
+   * The server entered copy-in mode for the statement at the head: until the client's next CopyDone or
+   * CopyFail it reads only copy messages and ignores Sync and Flush (copyfromparse.c CopyGetData). A Sync
+   * sent in that window (libpq sends one right after Execute, and another after CopyDone) gets no
+   * ReadyForQuery: counting it would leave a Sync that is never answered, and every later answer would
+   * be matched to the request before its own.
+   */
+  private copyIn(h: QueryOrExecute): void {
+    this.copyInUntil = ++h.ends;
+    for (let j = 1; j < this.ops.length; j++) {
+      const op = this.ops[j];
+      if (op.k !== 'sync') continue;
+      if (op.ends >= this.copyInUntil) break;
+      this.ops.splice(j--, 1);
+      if (j >= this.ops.length - this.unsent) this.unsent--;
     }
   }
 
@@ -740,6 +781,19 @@ export class QueryTracker {
     }
   }
 
+  /**
+   * The transaction that declared WITH HOLD cursors ended: committed (idle again with no error since),
+   * they are held; rolled back (an error, ROLLBACK), they are gone with it. An error inside a savepoint
+   * drops them too: forgetting a cursor the server kept only makes a later record say "unknown portal".
+   */
+  private transactionEnded(committed: boolean): void {
+    for (const [name, p] of this.portals) {
+      if (p.hold !== 'declared') continue;
+      if (committed) p.hold = 'held';
+      else this.portals.delete(name);
+    }
+  }
+
   private forgetUnnamed(): void {
     this.statements.delete('');
     this.portals.delete('');
@@ -775,7 +829,7 @@ export class QueryTracker {
     } else {
       const stmt = h.k === 'query' ? this.statement(sql!, [], true, h.scs) : (this.portalFor(h.portalName, 0)?.stmt ?? UNKNOWN_STATEMENT);
       if (change.kind === 'statement') this.statements.set(name, stmt);
-      else this.portals.set(name, { statementName: '', stmt, formats: [], values: [] });
+      else this.portals.set(name, { statementName: '', stmt, formats: [], values: [], hold: change.holdable ? 'declared' : undefined });
     }
   }
 
@@ -783,6 +837,7 @@ export class QueryTracker {
     if (!h || (h.k !== 'query' && h.k !== 'execute')) return;
     this.emit(h, 'success', now, h.rows, tag, suspended, undefined, undefined, undefined, 0);
     if (tag !== undefined && mayChangeNames(tag)) this.sqlNames(h, tag);
+    else if (tag === 'ROLLBACK') this.transactionEnded(false);
     if (h.k === 'query') this.nextStatement(h, now);
     else this.shift();
   }
@@ -790,7 +845,10 @@ export class QueryTracker {
   private error(h: Op | undefined, msg: Buffer, now: number): void {
     if (!h) return;
     const e = errorFields(msg);
+    this.transactionEnded(false);
     if (h.k === 'sync') return this.commitFailed(e.code, e.message);
+    // A COPY FROM that failed left copy-in mode at once: Syncs the client sends from now on count again.
+    if ((h.k === 'query' || h.k === 'execute') && h.copy?.direction === 'in') this.copyInUntil = 0;
     // Outside a transaction block an error aborts the implicit transaction: every statement of it that
     // completed since it began (earlier Executes before the Sync, earlier statements of a simple query
     // string) is undone (postgres.c: AbortCurrentTransaction; ReadyForQuery then says idle).

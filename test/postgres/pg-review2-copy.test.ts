@@ -1,0 +1,99 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { startWorld, RawClient, serverStatements, STATEMENT_LOG, type PgWorld } from './helpers.ts';
+import { F, cstr, int16, int32, encodeMessage } from '../../proxies/postgres/frontend.ts';
+import type { AuditEvent } from '../../src/events/envelope.ts';
+import { waitFor } from '../support/tmp.ts';
+
+/**
+ * COPY run through the extended protocol. While the server is in copy-in mode it ignores Sync and Flush
+ * (copyfromparse.c CopyGetData), so libpq, which sends Sync right after Execute, sends a second one after
+ * CopyDone (fe-exec.c PQputCopyEnd): one ReadyForQuery answers two Syncs. Every later statement must
+ * still be recorded with its own text and result, as the server's statement log has it.
+ */
+let w: PgWorld;
+beforeAll(async () => {
+  w = await startWorld({}, { pgConf: STATEMENT_LOG });
+});
+afterAll(async () => {
+  await w?.stop();
+});
+
+const msg = (type: number, ...parts: Buffer[]) => encodeMessage(type, Buffer.concat(parts));
+const parse = (name: string, sql: string) => msg(F.Parse, cstr(name), cstr(sql), int16(0));
+const bind = (portal: string, stmt: string) => msg(F.Bind, cstr(portal), cstr(stmt), int16(0), int16(0), int16(0));
+const describePortal = (portal: string) => msg(F.Describe, Buffer.from('P'), cstr(portal));
+const exec = (portal: string) => msg(F.Execute, cstr(portal), int32(0));
+const query = (sql: string) => msg(F.Query, cstr(sql));
+const copyData = (text: string) => msg(F.CopyData, Buffer.from(text));
+const copyDone = msg(F.CopyDone);
+const copyFail = (why: string) => msg(F.CopyFail, cstr(why));
+const flush = msg(F.Flush);
+const sync = msg(F.Sync);
+const codes = (ms: { type: string; body: Buffer }[]) =>
+  ms.map((m) => (m.type === 'E' ? `E${/C([0-9A-Z]{5})\0/.exec(m.body.toString('latin1'))?.[1]}` : m.type)).join(' ');
+
+async function session(app: string, body: (c: RawClient, send: (...parts: Buffer[]) => Promise<string>) => Promise<void>): Promise<AuditEvent[]> {
+  const c = await RawClient.connect(w, 'pg', [['application_name', app]]);
+  await body(c, async (...parts) => codes(await c.roundTrip(Buffer.concat(parts))));
+  c.close();
+  const start = await w.tg.waitForEvent((e) => e.type === 'session.start' && (e.details.params as Record<string, string>)?.application_name === app);
+  await w.tg.waitForEvent((e) => e.type === 'session.end' && e.session_id === start.session_id);
+  return w.tg.events.filter((e) => e.type === 'db.query' && e.session_id === start.session_id);
+}
+
+const logged = (app: string) => serverStatements(w.pg, 'scram_user', (l) => l.application_name === `alice via ${app}`).map((s) => s.sql);
+const loggedUpTo = (app: string, last: string) => waitFor(() => (logged(app).includes(last) ? logged(app) : undefined), 10_000, `server log of ${app}`);
+const runs = (events: AuditEvent[]) => events.map((e) => [e.outcome, e.details.sql, e.details.command ?? null]);
+
+describe('postgres proxy: COPY in the extended protocol', () => {
+  it("libpq's two Syncs around COPY FROM STDIN: later statements keep their own text and result", async () => {
+    const app = 'copy-ext';
+    const events = await session(app, async (c, send) => {
+      expect(await send(query('CREATE TABLE copy_ext (id int, note text)'))).toBe('C Z');
+      // PQexecParams('COPY … FROM STDIN'): Parse/Bind/Describe/Execute/Sync, then the data, CopyDone, Sync.
+      const from = c.messages.length;
+      c.socket.write(Buffer.concat([parse('', 'COPY copy_ext FROM STDIN'), bind('', ''), describePortal(''), exec(''), sync]));
+      await c.until((m) => m.type === 'G', from);
+      expect(await send(copyData('1\tone\n2\ttwo\n'), flush, copyDone, sync)).toBe('C Z');
+      expect(codes(c.messages.slice(from))).toBe('1 2 n G C Z');
+      expect(await send(query("SELECT 'after copy' AS a"))).toBe('T D C Z');
+      // A COPY that the client abandons (CopyFail): the server skips to the Sync sent after it.
+      const failFrom = c.messages.length;
+      c.socket.write(Buffer.concat([parse('', 'COPY copy_ext FROM STDIN'), bind('', ''), exec(''), sync]));
+      await c.until((m) => m.type === 'G', failFrom);
+      expect(await send(copyData('3\tthree\n'), copyFail('changed my mind'), sync)).toBe('E57014 Z');
+      expect(await send(query('DELETE FROM copy_ext WHERE id = 1'))).toBe('C Z');
+      expect(await send(parse('', 'SELECT count(*) FROM copy_ext'), bind('', ''), exec(''), sync)).toBe('1 2 D C Z');
+    });
+    expect(logged(app)).toEqual(await loggedUpTo(app, 'SELECT count(*) FROM copy_ext'));
+    expect(runs(events)).toEqual([
+      ['success', 'CREATE TABLE copy_ext (id int, note text)', 'CREATE'],
+      ['success', 'COPY copy_ext FROM STDIN', 'COPY'],
+      ['success', "SELECT 'after copy' AS a", 'SELECT'],
+      ['failure', 'COPY copy_ext FROM STDIN', null],
+      ['success', 'DELETE FROM copy_ext WHERE id = 1', 'DELETE'],
+      ['success', 'SELECT count(*) FROM copy_ext', 'SELECT'],
+    ]);
+    expect(events[1].details).toMatchObject({ rows_returned: 0, copy: { direction: 'in', rows: 2 } });
+    expect(events[4].details).toMatchObject({ rows_affected: 1 });
+    expect(events[5].details).toMatchObject({ rows_returned: 1 });
+  });
+
+  it('a Sync sent inside a simple-query COPY FROM STDIN is ignored by the server and by the record', async () => {
+    const app = 'copy-simple-sync';
+    const events = await session(app, async (c, send) => {
+      expect(await send(query('CREATE TABLE copy_sync (id int)'))).toBe('C Z');
+      const from = c.messages.length;
+      c.socket.write(query('COPY copy_sync FROM STDIN'));
+      await c.until((m) => m.type === 'G', from);
+      expect(await send(copyData('1\n'), sync, sync, copyData('2\n'), copyDone)).toBe('C Z');
+      expect(await send(query('DROP TABLE copy_sync'))).toBe('C Z');
+    });
+    await loggedUpTo(app, 'DROP TABLE copy_sync');
+    expect(runs(events)).toEqual([
+      ['success', 'CREATE TABLE copy_sync (id int)', 'CREATE'],
+      ['success', 'COPY copy_sync FROM STDIN', 'COPY'],
+      ['success', 'DROP TABLE copy_sync', 'DROP'],
+    ]);
+  });
+});
