@@ -16,7 +16,8 @@ import type { SessionGuardrails } from '../../src/guardrails/index.ts';
 import { parseUsername, resolveLogin, type Route } from './route.ts';
 import { connectBackend, negotiatedCipher, BackendError } from './backend.ts';
 import { SessionChannel, GATEWAY_EXIT_STATUS } from './session-channel.ts';
-import { handleDirectTcpip, type TcpipInfo } from './forward.ts';
+import { FINISH_WAIT_MS } from './terminal/tracker.ts';
+import { handleDirectTcpip, remoteForwardDetails, streamlocalDestination, type TcpipInfo } from './forward.ts';
 import { sendBanner, sendDisconnect, rejectChannelOpen, OPEN_RESOURCE_SHORTAGE } from './wire.ts';
 import { observeScp, observeSftp, observeTerminal } from './observers.ts';
 import { recordPreAuthRefused, type PreAuthRefusalReason } from '../../src/gateway/slow-clients.ts';
@@ -45,8 +46,12 @@ export interface ConnectionOptions {
 }
 
 const JUMP_TARGET = '(jump)';
-/** How long session.end waits for channels' last events (a terminal emulator finishing its input). */
-const CHANNEL_SETTLE_MS = 2000;
+/**
+ * How long session.end waits for channels' last events (a terminal emulator finishing its input, a
+ * recording closing). Longer than a terminal's own bound (FINISH_WAIT_MS), whose timer is set first: even
+ * on a starved event loop, where both are due at once, the terminal's last commands are recorded first.
+ */
+const CHANNEL_SETTLE_MS = FINISH_WAIT_MS + 500;
 
 /**
  * One SSH connection from a client: authenticate with a vigil certificate, then either relay to a target
@@ -61,6 +66,11 @@ export class Connection implements ChannelHost {
   readonly binaryOutput: 'summary' | 'full';
   private authAttempts = 0;
   private bannerSent = false;
+  /**
+   * A signed attempt is being admitted. ssh2's server never hands over another attempt meanwhile (it holds
+   * the request until this one is answered: test/ssh/ssh-review2-auth-overlap.test.ts), so the check in
+   * onAuth only guards against a library that would.
+   */
   private authBusy = false;
   private route: Route | undefined;
   private jumpPrincipal: Principal | undefined;
@@ -441,7 +451,7 @@ export class Connection implements ChannelHost {
       this.channels.set(index, new SessionChannel(this, session, index));
     });
     this.conn.on('tcpip', (accept, reject, info: TcpipInfo) => {
-      if (!this.admitted) return this.jumpTo(accept, reject, info);
+      // Jump-host channels count too: each one runs an inner SSH server.
       if (this.forwards >= this.section.max_forwards) {
         return this.refuseChannel(reject, 'direct-tcpip', `at most ${this.section.max_forwards} forwarded connections at once on one connection (ssh.max_forwards)`);
       }
@@ -461,16 +471,17 @@ export class Connection implements ChannelHost {
         uncount();
         reject();
       };
+      if (!this.admitted) return this.jumpTo(acceptCounted, rejectCounted, info);
       handleDirectTcpip(this, this.conn, this.admitted.decision.permissions.portForwarding, this.admitted.decision.roles, acceptCounted, rejectCounted, info);
     });
-    this.conn.on('request', (accept, reject, name) => {
+    this.conn.on('request', (accept, reject, name, info) => {
       if (name === 'tcpip-forward' || (name as string) === 'streamlocal-forward@openssh.com') {
-        this.emit('ssh.request', 'failure', { request: name, why: 'remote forwarding is not allowed' });
+        this.emit('ssh.request', 'failure', { request: name, why: 'remote forwarding is not allowed', ...remoteForwardDetails(info) });
       }
       reject?.();
     });
-    this.conn.on('openssh.streamlocal', (_accept, reject) => {
-      this.emit('ssh.forward', 'failure', { destination: 'unix socket', reason: 'unix socket forwarding is not allowed' });
+    this.conn.on('openssh.streamlocal', (_accept, reject, info) => {
+      this.emit('ssh.forward', 'failure', { destination: streamlocalDestination(info), reason: 'unix socket forwarding is not allowed' });
       reject();
     });
   }

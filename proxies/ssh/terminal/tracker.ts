@@ -126,6 +126,12 @@ const MAX_PENDING = 1024;
 const LOOKAHEAD = 8;
 const MAX_MISSES = 64;
 /**
+ * How long `finish()` waits for the emulator to parse what it was given before reporting from the screen
+ * as it stands. Shorter than the time session.end waits for a channel (connection.ts CHANNEL_SETTLE_MS), so
+ * on a starved event loop too the channel's last commands are on record before its session ends.
+ */
+export const FINISH_WAIT_MS = 1500;
+/**
  * Programs that take the alternate screen for themselves: while one of these has it, an Enter is a key
  * for the program (a line in vim, a search in less), not a shell line. Any other way onto the alternate
  * screen (`printf '\e[?1049h'`, a PS1 or .bashrc that switches, a program not listed here) leaves the
@@ -207,6 +213,8 @@ export class CommandTracker {
    * first makes the tty flush them. Reported once that is known (see `releaseEchoed`).
    */
   private echoedUnread: TerminalCommand[] = [];
+  /** Input given to `input()` that the emulator has not reached yet, oldest first (see `finish`). */
+  private readonly queuedInput: InputEvent[][] = [];
   /** A line editor (readline, zle) accepted a line in this session: the shell redisplays what it reads. */
   private lineEditorSeen = false;
   /** Output bytes dropped because the backlog was past `maxBacklog`. */
@@ -288,7 +296,11 @@ export class CommandTracker {
     let enters = 0;
     for (const e of events) if (e.type === 'enter') enters++;
     this.unsettledEnters += enters;
-    this.term.write(EMPTY, () => this.onInput(events));
+    this.queuedInput.push(events);
+    this.term.write(EMPTY, () => {
+      this.queuedInput.shift();
+      this.onInput(events);
+    });
     return enters;
   }
 
@@ -309,12 +321,38 @@ export class CommandTracker {
 
   /**
    * The channel is closing: parse what was given, report every line still waiting for its echo as
-   * unconfirmed (nothing forwarded goes unrecorded), then dispose.
+   * unconfirmed (nothing forwarded goes unrecorded), then dispose. Bounded by `maxWaitMs`: an emulator
+   * still behind then (a starved event loop, output that is slow to parse) has the input it did not reach
+   * evaluated on the screen as it stands, and its lines reported the same way, at once — the session's
+   * end is never recorded before them. Resolves once every record is made.
    */
-  async finish(): Promise<void> {
+  finish(maxWaitMs = FINISH_WAIT_MS): Promise<void> {
+    if (this.disposed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (caughtUp: boolean) => {
+        try {
+          this.reportUnread(caughtUp);
+        } catch {
+          /* a tracker bug must not break the channel's close; the records made so far stand */
+        }
+        resolve();
+      };
+      // Reported from the timer's own callback, not a promise continuation: nothing runs in between.
+      const timer = setTimeout(() => done(false), maxWaitMs);
+      this.term.write(EMPTY, () => {
+        clearTimeout(timer);
+        done(true);
+      });
+    });
+  }
+
+  /** The last records of a closing channel (see `finish`); `caughtUp`: the emulator parsed all it was given. */
+  private reportUnread(caughtUp: boolean): void {
+    if (this.disposed) return;
     try {
-      await this.flush();
-      if (this.disposed) return;
+      // Lines whose Enter the emulator has not reached: read against the screen it has so far, which the
+      // conservative rules for typed-ahead lines cover (a line not known to be a shell command is hidden).
+      for (const events of this.queuedInput.splice(0)) this.onInput(events);
       // Typed before the lines still pending: first.
       this.releaseEchoed(false);
       for (const entry of this.pending.splice(0)) {
@@ -329,7 +367,13 @@ export class CommandTracker {
       if (this.openCommand) this.deliver({ ...this.openCommand, unconfirmed: true });
       this.openCommand = undefined;
     } finally {
-      this.dispose();
+      if (caughtUp) this.dispose();
+      else {
+        // Still parsing: stop reporting now (its callbacks check `disposed`), free the emulator once it is done.
+        this.disposed = true;
+        this.pending.length = 0;
+        this.term.write(EMPTY, () => this.term.dispose());
+      }
     }
   }
 
