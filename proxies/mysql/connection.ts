@@ -24,7 +24,7 @@ import { PreparedStatements } from './statements.ts';
 import type { CommandResponse, ResponseShape, ResultSummary } from './response.ts';
 import { internalQueries, SESSION_PROBE, SESSION_SETUP } from './session-query.ts';
 import { CommandTracker, type InFlight, type TrackerSink } from './tracker.ts';
-import { addResult, errDetails, eventText, redactedText, round, type QueryFields } from './record.ts';
+import { addResult, addResults, errDetails, eventText, redactedText, round, type QueryFields } from './record.ts';
 import { analyzeSql, resultOwners, tokenize, type Multibyte, type SqlAnalysis, type SqlMode, type Token } from './sql.ts';
 import { BackendRefusedLogin, connectBackend, type BackendConnection } from './backend.ts';
 import { mysqlAccounts } from './provisioning.ts';
@@ -658,7 +658,11 @@ export class MysqlConnection implements KillableConnection {
       const details: QueryFields = { duration_ms: duration, query: a.sql };
       addResult(details, r);
       if (a.row) {
-        this.database = a.row[0] ?? undefined;
+        // A database the session reached without an OK saying so (a failed compound statement, a CALL)
+        // is authorized like one an OK reports.
+        const db = a.row[0] ?? undefined;
+        if (db !== undefined && db !== this.database) this.verifyDatabase(db);
+        this.database = db;
         this.setSqlMode(a.row[1] ?? '');
         this.sqlMode = this.serverMode;
         this.serverCharset = a.row[2]?.toLowerCase() ?? undefined;
@@ -666,6 +670,8 @@ export class MysqlConnection implements KillableConnection {
       this.emitQuery('COM_QUERY', r.error ? 'failure' : 'success', details, 'db.session_query');
       if (r.error) throw new ProtocolError(`the target database refused vigil's session query: ${r.error.message}`, 'VIGIL_MYSQL_SESSION_STATE');
     }
+    // The client's command that waits for this state goes out only once that database is allowed.
+    await this.databaseCheck;
   }
 
   private setSqlMode(text: string): void {
@@ -756,9 +762,13 @@ export class MysqlConnection implements KillableConnection {
     }
   }
 
-  /** Reply locally, after the responses of earlier pipelined commands. */
+  /** Sequence id of the last wire packet of the command being handled: one that spanned several 16 MiB
+   *  packets is answered from the one after its last, as the server answers it. */
+  private commandLastSeq = 0;
+
+  /** Reply locally, after the responses of earlier pipelined commands; `seq` counts from the command's end (1: the first reply packet). */
   private replyLocal(seq: number, payload: Buffer): void {
-    const bytes = encodePacket(seq, payload);
+    const bytes = encodePacket((this.commandLastSeq + seq) & 0xff, payload);
     if (this.tracker!.local(bytes)) this.client.write(bytes);
   }
 
@@ -938,6 +948,7 @@ export class MysqlConnection implements KillableConnection {
 
   /** Handle one command; returns a promise when it needs an asynchronous check first. */
   private handleCommand(p: Packet): Promise<void> | void {
+    this.commandLastSeq = p.lastSeq;
     const cmd = parseCommand(p.payload, this.clientCaps);
     const name = COMMAND_NAMES[p.payload[0]!] ?? `COM_0x${p.payload[0]!.toString(16)}`;
     const stats = this.session!.stats;
@@ -1273,7 +1284,7 @@ export class MysqlConnection implements KillableConnection {
     for (const x of res.results) this.applyChanges(x);
     const r = res.results[res.results.length - 1] ?? {};
     details.duration_ms = round((res.ends[res.ends.length - 1] ?? performance.now()) - start);
-    addResult(details, r);
+    addResults(details, res.results);
     this.emitQuery(command, r.error ? 'failure' : 'success', details);
   }
 

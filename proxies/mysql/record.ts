@@ -72,3 +72,18 @@ export function addResult(details: QueryFields, r: ResultSummary): void {
   else details.rows_affected = typeof r.affectedRows === 'bigint' ? r.affectedRows.toString() : (r.affectedRows ?? 0);
 }
 
+
+/**
+ * The outcome of a command answered with several results (a CALL through COM_STMT_EXECUTE: the result
+ * sets of its statements, then its own OK or an ERR): the last result decides the outcome, and the rows of
+ * every result set relayed before it are counted, as one event per command cannot list them one by one.
+ */
+export function addResults(details: QueryFields, results: readonly ResultSummary[]): void {
+  addResult(details, results[results.length - 1] ?? {});
+  if (results.length < 2) return;
+  let rows: number | undefined;
+  for (const r of results) if (r.rows !== undefined) rows = (rows ?? 0) + r.rows;
+  if (rows === undefined) return;
+  details.rows_returned = rows;
+  details.rows_affected = undefined;
+}

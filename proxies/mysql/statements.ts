@@ -15,6 +15,10 @@ interface PreparedStatement {
   types?: ParamType[];
   /** Long data since the last execute/reset: a preview and the total size per parameter. */
   longData: Map<number, { preview: Buffer; total: number }>;
+  /** Long data named a parameter the statement does not have: MariaDB marks the statement failed
+   *  (mysql_stmt_get_longdata, STMT_ERROR) and refuses every execution, before it reads the types they
+   *  carry, until COM_STMT_RESET. */
+  failed?: true;
 }
 
 export interface RecordedExecute {
@@ -64,6 +68,10 @@ export class PreparedStatements {
   longData(id: number, paramId: number, data: Buffer): void {
     const stmt = this.byId.get(this.resolve(id));
     if (!stmt) return;
+    if (paramId >= stmt.numParams) {
+      stmt.failed = true;
+      return;
+    }
     const ld = stmt.longData.get(paramId) ?? { preview: Buffer.alloc(0), total: 0 };
     if (ld.preview.length < BLOB_PREVIEW_BYTES) ld.preview = Buffer.concat([ld.preview, data.subarray(0, BLOB_PREVIEW_BYTES - ld.preview.length)]);
     ld.total += data.length;
@@ -76,7 +84,10 @@ export class PreparedStatements {
     const stmt = this.byId.get(statementId);
     if (!stmt) return { statementId };
     const d = decodeStmtExecute(payload, stmt.numParams, stmt.types, stmt.longData.size === 0 ? NO_LONG_DATA : new Set(stmt.longData.keys()), capabilities);
-    if (d.newTypes) stmt.types = d.types;
+    // A failed statement's executions are refused before the server reads their types: it keeps the
+    // earlier ones, which the executions after COM_STMT_RESET use (recording those with types the server
+    // never took would show values it did not bind).
+    if (d.newTypes && !stmt.failed) stmt.types = d.types;
     // The decoded values are this execution's own array: masked and long-data parameters replace their
     // entries in place (nothing to do for the common statement without either).
     const params: unknown[] = d.values;
@@ -95,7 +106,10 @@ export class PreparedStatements {
   }
 
   reset(id: number): void {
-    this.byId.get(this.resolve(id))?.longData.clear();
+    const stmt = this.byId.get(this.resolve(id));
+    if (!stmt) return;
+    stmt.longData.clear();
+    stmt.failed = undefined;
   }
 
   close(id: number): void {
