@@ -156,9 +156,18 @@ async function leaveDuringAdmission(schema: string, gatewayPort: number, connect
   await holder.query('BEGIN');
   await holder.query(`LOCK TABLE ${schema}.access IN ACCESS EXCLUSIVE MODE`);
   try {
+    // The gateway's own grant sweeps (every 250 ms, one at a time each) queue on the lock too: the
+    // admission is the waiter that comes on top of theirs once they have all queued.
+    const waiters = async () => (await holder.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted AND relation = '${schema}.access'::regclass`)).rows[0].n;
+    let background = -1;
+    let stableSince = Date.now();
+    await waitFor(async () => {
+      const n = await waiters();
+      if (n !== background) [background, stableSince] = [n, Date.now()];
+      return n > 0 && Date.now() - stableSince >= 2000 ? true : undefined;
+    }, 30_000, "the gateway's background grant reads queued on the lock");
     await connect();
-    const waiting = async () => (await holder.query('SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted')).rows[0].n > 0;
-    await waitFor(waiting, 30_000, 'an admission waiting on the locked grants table');
+    await waitFor(async () => (await waiters()) > background, 30_000, 'an admission waiting on the locked grants table');
     leave();
     await waitFor(() => !gatewayHolds(gatewayPort), 30_000, 'the gateway closing the connection of the client that left');
   } finally {
