@@ -15,7 +15,7 @@ import type { ChannelHost, ChannelObserver, PtyInfo, SftpHooks, TerminalHooks } 
 import type { SessionGuardrails } from '../../src/guardrails/index.ts';
 import { parseUsername, resolveLogin, type Route } from './route.ts';
 import { connectBackend, negotiatedCipher, BackendError } from './backend.ts';
-import { SessionChannel, GATEWAY_EXIT_STATUS } from './session-channel.ts';
+import { SessionChannel, GATEWAY_EXIT_STATUS, recordUnhandledChannelRequests } from './session-channel.ts';
 import { FINISH_WAIT_MS } from './terminal/tracker.ts';
 import { handleDirectTcpip, remoteForwardDetails, streamlocalDestination, type TcpipInfo } from './forward.ts';
 import { sendBanner, sendDisconnect, rejectChannelOpen, OPEN_RESOURCE_SHORTAGE } from './wire.ts';
@@ -439,6 +439,7 @@ export class Connection implements ChannelHost {
   private onReady(): void {
     clearTimeout(this.authTimer);
     this.release();
+    recordUnhandledChannelRequests(this.conn);
     const idle = this.services.config.gateway.idle_timeout;
     if (idle > 0) this.armIdle(idle);
     this.conn.on('session', (accept, reject) => {

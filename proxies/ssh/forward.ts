@@ -166,25 +166,38 @@ function open(host: ChannelHost, pending: PendingForward, accept: () => ssh2.Ser
       stats.bytesFromClient += c.length;
       host.touch();
     }, () => remote.end());
+    // A client that stopped reading: the destination is not read meanwhile (bounded memory); after
+    // slow_clients.write_stall_timeout this forward is closed (as a session channel's session would be).
+    const stallMs = host.services.config.slow_clients.write_stall_timeout;
+    let stallTimer: NodeJS.Timeout | undefined;
+    const onBlocked = (blocked: boolean) => {
+      clearTimeout(stallTimer);
+      stallTimer = undefined;
+      if (blocked && stallMs > 0) {
+        stallTimer = setTimeout(() => done('write_stall'), stallMs);
+        stallTimer.unref();
+      }
+    };
     relay(remote, local, (c) => {
       if (!healthy()) return 'drop';
       toClient += c.length;
       stats.bytesToClient += c.length;
       host.touch();
-    }, () => local.end());
+    }, () => local.end(), undefined, onBlocked);
     let reported = false;
-    const done = () => {
+    const done = (reason?: 'write_stall') => {
       if (reported) return;
       reported = true;
+      clearTimeout(stallTimer);
       local.close();
       remote.close();
-      host.emit('ssh.forward', 'success', { destination, forward, state: 'closed', bytes_from_client: fromClient, bytes_to_client: toClient });
+      host.emit('ssh.forward', 'success', { destination, forward, state: 'closed', bytes_from_client: fromClient, bytes_to_client: toClient, ...(reason ? { reason } : {}) });
       pending.settle();
     };
     // session.end waits for the close record; the session ending closes the forward.
     pending.opened(done);
-    local.on('close', done);
-    remote.on('close', done);
+    local.on('close', () => done());
+    remote.on('close', () => done());
     local.on('error', () => {});
     remote.on('error', () => {});
   });

@@ -17,6 +17,44 @@ const RECORDING_HIGH_WATER = 8 * 1024 * 1024;
 /** Exit status sent when vigil, not the target, ends a channel (OpenSSH uses 255 for its own failures). */
 export const GATEWAY_EXIT_STATUS = 255;
 
+/** Like OpenSSH's sshd (session.c refuses env requests beyond 128 variables per session). */
+export const MAX_ENV_VARS = 128;
+/** Names and values together: a locale or GIT_PROTOCOL is short, a memory flood is not. */
+export const MAX_ENV_BYTES = 64 * 1024;
+/**
+ * Refusals of one request kind recorded one by one per channel; the rest are counted and recorded in one
+ * event when the channel ends, so a client looping on refused requests cannot flood the audit log.
+ */
+export const REFUSALS_RECORDED_EACH = 16;
+
+/** Session channel requests ssh2 hands to SessionChannel; it refuses any other kind itself, without a word. */
+const HANDLED_REQUESTS = new Set(['env', 'pty-req', 'window-change', 'x11-req', 'signal', 'auth-agent-req@openssh.com', 'shell', 'exec', 'subsystem']);
+/** Emitted on an ssh2 Session for a request ssh2 refuses on its own (`break`, `xon-xoff`, unknown names). */
+const UNHANDLED_REQUEST = 'vigil:unhandled-request';
+
+/**
+ * Let session channels put on record the requests ssh2 refuses on its own (`ssh -B`/`~B` breaks, unknown
+ * request names): ssh2 answers them before any listener hears of them. Call once per client connection.
+ */
+export function recordUnhandledChannelRequests(conn: unknown): void {
+  type Handler = (p: unknown, recipient: number, type: string, wantReply: boolean, data: unknown) => void;
+  const c = conn as { _protocol?: { _handlers?: { CHANNEL_REQUEST?: Handler } }; _chanMgr?: { get(id: number): unknown } };
+  const handlers = c._protocol?._handlers;
+  const original = handlers?.CHANNEL_REQUEST;
+  if (!handlers || !original) return;
+  handlers.CHANNEL_REQUEST = (p, recipient, type, wantReply, data) => {
+    if (!HANDLED_REQUESTS.has(type)) {
+      try {
+        const session = c._chanMgr?.get(recipient) as { listenerCount?: (e: string) => number; emit(e: string, ...a: unknown[]): boolean } | undefined;
+        if (session?.listenerCount?.(UNHANDLED_REQUEST)) session.emit(UNHANDLED_REQUEST, type);
+      } catch {
+        // Not a channel of this connection: ssh2 deals with it below.
+      }
+    }
+    original(p, recipient, type, wantReply, data);
+  };
+}
+
 function envAllowed(patterns: string[], name: string): boolean {
   return patterns.some((p) => (p.endsWith('*') ? name.startsWith(p.slice(0, -1)) : p === name));
 }
@@ -31,6 +69,9 @@ export class SessionChannel {
   /** The terminal size the client asked for, as "COLSxROWS", when it was larger than vigil takes. */
   private ptyRequested: string | undefined;
   private readonly env: Record<string, string> = {};
+  private envBytes = 0;
+  /** Refusals per request kind on this channel (beyond REFUSALS_RECORDED_EACH, only counted). */
+  private readonly refusals = new Map<string, number>();
   private started = false;
   private client: ssh2.ServerChannel | undefined;
   private backend: ssh2.ClientChannel | undefined;
@@ -71,7 +112,7 @@ export class SessionChannel {
   ) {
     session.on('pty', (accept, reject, info) => {
       if (!host.principal.extensions.includes('permit-pty')) {
-        host.requestRefused('pty', { channel: index, why: 'certificate lacks permit-pty' });
+        this.refuse('pty', { why: 'certificate lacks permit-pty' });
         return reject?.();
       }
       // Clamped once, here: the target, the recording and the command tracker all get the same size.
@@ -93,32 +134,37 @@ export class SessionChannel {
       accept?.();
     });
     session.on('env', (accept, reject, info) => {
-      if (this.started || !envAllowed(host.section.env_allow, info.key)) {
+      const why = this.envRefusal(info.key, info.val);
+      if (why !== undefined) {
         // The value is not logged: environment variables often carry secrets.
-        host.requestRefused('env', { channel: index, name: info.key });
+        this.refuse('env', { name: String(info.key).slice(0, 256), ...(why ? { why } : {}) });
         return reject?.();
       }
+      this.envBytes += info.key.length + info.val.length - (this.env[info.key] !== undefined ? info.key.length + this.env[info.key]!.length : 0);
       this.env[info.key] = info.val;
       accept?.();
     });
     session.on('signal', (accept, reject, info) => void this.signal(info.name, accept, reject));
     session.on('x11', (_accept, reject) => {
-      host.requestRefused('x11', { channel: index });
+      this.refuse('x11', {});
       reject?.();
     });
     session.on('auth-agent', (_accept, reject) => {
-      host.requestRefused('auth-agent', { channel: index });
+      this.refuse('auth-agent', {});
       reject?.();
     });
     session.on('shell', (accept, reject) => this.start('shell', accept, reject));
     session.on('exec', (accept, reject, info) => this.start('exec', accept, reject, info.command));
     session.on('subsystem', (accept, reject, info) => {
       if (info.name !== 'sftp') {
-        host.requestRefused('subsystem', { channel: index, name: info.name });
+        this.refuse('subsystem', { name: String(info.name).slice(0, 256) });
         return reject?.();
       }
       this.start('sftp', accept, reject);
     });
+    // Refused by ssh2 itself (reported by recordUnhandledChannelRequests): one budget for all such names,
+    // so a client inventing request names cannot flood the log either.
+    session.on(UNHANDLED_REQUEST, (type: string) => this.refuse(type.slice(0, 64), { why: 'vigil does not relay this channel request' }, 'unhandled'));
     session.on('close', () => this.clientClosed());
   }
 
@@ -131,7 +177,7 @@ export class SessionChannel {
     const { host } = this;
     const details = { request: 'signal', channel: this.index, signal: name };
     const refuse = (why: string) => {
-      host.requestRefused('signal', { channel: this.index, signal: name, why });
+      this.refuse('signal', { signal: String(name).slice(0, 64), why });
       reject?.();
     };
     if (!this.backend || this.closed) return refuse(this.closed ? 'the channel is closed' : 'no process runs on this channel yet');
@@ -155,8 +201,39 @@ export class SessionChannel {
     accept?.();
   }
 
+  /** Why an env request is refused ('' = not allow-listed), or undefined when it is taken. */
+  private envRefusal(name: string, value: string): string | undefined {
+    if (this.started || !envAllowed(this.host.section.env_allow, name)) return '';
+    const known = this.env[name] !== undefined;
+    if (!known && Object.keys(this.env).length >= MAX_ENV_VARS) return `at most ${MAX_ENV_VARS} environment variables per channel`;
+    const bytes = this.envBytes + name.length + value.length - (known ? name.length + this.env[name]!.length : 0);
+    if (bytes > MAX_ENV_BYTES) return `at most ${MAX_ENV_BYTES} bytes of environment variables per channel`;
+    return undefined;
+  }
+
+  /** A refused request on record: each one up to REFUSALS_RECORDED_EACH per kind, then counted (see refusalsSummary). */
+  private refuse(request: string, details: Record<string, unknown>, budget = request): void {
+    const n = (this.refusals.get(budget) ?? 0) + 1;
+    this.refusals.set(budget, n);
+    if (n <= REFUSALS_RECORDED_EACH) this.host.requestRefused(request, { channel: this.index, ...details });
+  }
+
+  /** The refusals not recorded one by one, as one event per request kind (once, when the channel ends). */
+  private recordRefusalsSummary(): void {
+    for (const [request, n] of this.refusals) {
+      // 'unhandled': requests of kinds ssh2 refuses itself, counted together.
+      if (n > REFUSALS_RECORDED_EACH) this.host.requestRefused(request, { channel: this.index, why: 'more refusals of this request than are recorded one by one', refused: n, unrecorded: n - REFUSALS_RECORDED_EACH });
+    }
+    this.refusals.clear();
+  }
+
   private start(asked: 'shell' | 'exec' | 'sftp', accept: () => ssh2.ServerChannel | undefined, reject: (() => void) | undefined, command?: string): void {
-    if (this.started || this.host.ending) return reject?.();
+    if (this.started) {
+      // A second shell/exec/subsystem on one channel (RFC 4254 allows one): refused, on record.
+      this.refuse(asked === 'sftp' ? 'subsystem' : asked, { why: `the channel already runs ${this.kind === 'exec' ? 'a command' : `a ${this.kind}`}`, ...(command !== undefined ? { command: command.slice(0, 1024) } : {}) });
+      return reject?.();
+    }
+    if (this.host.ending) return reject?.();
     this.started = true;
     // A certificate force-command replaces whatever the client asked for (like OpenSSH's sshd does).
     const forced = this.host.principal.forceCommand;
@@ -483,7 +560,10 @@ export class SessionChannel {
     if (!this.client) {
       // Closed before it started (refused, or never asked for anything): it no longer counts against
       // ssh.max_sessions.
-      if (!this.closed) this.host.channelEnded(this.index, {});
+      if (!this.closed) {
+        this.recordRefusalsSummary();
+        this.host.channelEnded(this.index, {});
+      }
       this.closed = true;
       return;
     }
@@ -518,6 +598,7 @@ export class SessionChannel {
     const exitDetails = exit ? ('code' in exit ? { exit_status: exit.code } : { exit_signal: exit.signal }) : {};
     // session.end waits (bounded) for the recording too, so recording.closed usually precedes it.
     const recorded = this.closeRecording();
+    this.recordRefusalsSummary();
     this.host.channelEnded(this.index, exitDetails, settled ? Promise.all([settled, recorded]).then(() => {}) : recorded);
     if (this.kind === 'exec') this.recordExec(exitDetails);
     await recorded;
