@@ -23,6 +23,8 @@ export interface LoadedConfig {
   file?: string;
   /** Absolute data directory. */
   dataDir: string;
+  /** The data directory the file names (absolute; the default when it names none), whatever `--data` says. */
+  fileDataDir?: string;
 }
 
 /** `targets[0].port` from a zod path. */
@@ -80,13 +82,56 @@ export function parseConfig(doc: unknown, base: string, checkFiles = true, proxi
   return result.data as VigilConfig;
 }
 
-/** ` at line L, column C` of a YAML parse error (from its offset), or nothing. */
-function yamlErrorPosition(text: string, e: unknown): string {
-  const offset = (e as { pos?: [number, number] }).pos?.[0];
+/** ` at line L, column C` of an offset in the text. */
+function positionOf(text: string, offset: number | undefined): string {
   if (typeof offset !== 'number') return '';
   const before = text.slice(0, offset);
   const line = before.split('\n').length;
   return ` at line ${line}, column ${offset - before.lastIndexOf('\n')}`;
+}
+
+/**
+ * Some YAML messages end with the source they stumbled on (`Block scalar header includes extra characters:
+ * |https://hooks…`, `Unresolved alias …: <name>`): that may be an inline secret, so only the part before
+ * the quoted source is kept. The position says where to look.
+ */
+const withoutQuotedSource = (message: string) => message.split(': ')[0];
+
+/** Offset of the first alias (`*name`) whose anchor is not defined before it. */
+function unresolvedAliasOffset(doc: YAML.Document): number | undefined {
+  const anchors = new Set<string>();
+  let offset: number | undefined;
+  YAML.visit(doc, {
+    Node(_key, node) {
+      if (YAML.isAlias(node)) {
+        if (!anchors.has(node.source)) {
+          offset = node.range?.[0];
+          return YAML.visit.BREAK;
+        }
+      } else if (node.anchor) anchors.add(node.anchor);
+      return undefined;
+    },
+  });
+  return offset;
+}
+
+/**
+ * Parse the config text, or throw a ConfigError naming the file and the position. Not prettyErrors: it
+ * appends the offending line, which may hold a secret (a Slack URL), and this message reaches the audit
+ * log (config.reload_failed), the API and doctor's output. Warnings (an unknown `!tag`) are not printed.
+ */
+function parseYaml(text: string, abs: string): unknown {
+  const invalid = (message: string, offset: number | undefined) =>
+    new ConfigError('', `${abs} is not valid YAML: ${withoutQuotedSource(message)}${positionOf(text, offset)}`);
+  const doc = YAML.parseDocument(text, { prettyErrors: false });
+  const first = doc.errors[0];
+  if (first) throw invalid(first.message, first.pos[0]);
+  try {
+    return doc.toJS();
+  } catch (e) {
+    // An unresolved alias, or one expanding past maxAliasCount ("billion laughs").
+    throw invalid((e as Error).message, e instanceof ReferenceError ? unresolvedAliasOffset(doc) : undefined);
+  }
 }
 
 export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
@@ -102,19 +147,14 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
       const code = (e as NodeJS.ErrnoException).code;
       throw new ConfigError('', `cannot read config file ${abs}: ${code === 'ENOENT' ? 'no such file' : code}`);
     }
-    try {
-      // Not prettyErrors: it appends the offending line, which may be one holding a secret (a Slack URL),
-      // and this message reaches the audit log (config.reload_failed), the API and doctor's output.
-      doc = YAML.parse(text, { prettyErrors: false });
-    } catch (e) {
-      throw new ConfigError('', `${abs} is not valid YAML: ${(e as Error).message}${yamlErrorPosition(text, e)}`);
-    }
+    doc = parseYaml(text, abs);
     base = path.dirname(abs);
   }
   const config = parseConfig(doc, base, opts.checkFiles ?? true, opts.proxies);
-  const dataDir = path.resolve(opts.dataDir ?? path.resolve(base, config.data_dir));
+  const fileDataDir = path.resolve(base, config.data_dir);
+  const dataDir = path.resolve(opts.dataDir ?? fileDataDir);
   config.data_dir = dataDir;
   // Relative to the config file, like data_dir.
   if (config.audit.witness?.file) config.audit.witness.file = path.resolve(base, config.audit.witness.file);
-  return { config, file: file ? path.resolve(file) : undefined, dataDir };
+  return { config, file: file ? path.resolve(file) : undefined, dataDir, fileDataDir };
 }

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { duration, size, listen, name, proxyProtocol, secretRef, type SchemaContext } from './types.ts';
+import { duration, size, listen, name, proxyProtocol, secretRef, timer, type SchemaContext } from './types.ts';
 export { listenerBase } from './types.ts';
 import { isValidPattern } from './redaction.ts';
 import { parseCidr } from '../identity/cidr.ts';
@@ -61,18 +61,18 @@ export const recordingStorageSchema = (sc: SchemaContext) =>
           .default(8 * 1024 * 1024 as never)
           .refine((n) => n >= 5 * 1024 * 1024 && n <= 5 * 1024 * 1024 * 1024, 'part_size must be between 5MiB and 5GiB (S3 limits)'),
         /** Bytes not yet in a part are copied to a pending object this often: a replica lost mid-session loses at most this much recording. */
-        flush_interval: duration()
+        flush_interval: timer()
           .default(10_000 as never)
           .refine((ms) => ms >= 100, 'flush_interval must be at least 100ms'),
         /** S3 requests in flight at once for the whole gateway (memory: at most this many parts). */
         max_concurrent_requests: z.number().int().min(1).max(64).default(4),
-        request_timeout: duration().default(30_000 as never),
+        request_timeout: timer({ positive: true }).default(30_000 as never),
         retry: z
           .strictObject({
             /** Failures in a row before recording.upload_failed is recorded (uploading goes on at max_delay). */
             attempts: z.number().int().min(1).default(5),
-            base_delay: duration().default(1000 as never),
-            max_delay: duration().default(60_000 as never),
+            base_delay: timer().default(1000 as never),
+            max_delay: timer().default(60_000 as never),
           })
           .prefault({}),
         /** Keep the local file after the upload completed (default: removed; the object is the recording). */
@@ -122,20 +122,20 @@ export function buildConfigSchema(sc: SchemaContext, proxies: readonly ProxyConf
         /** Subject alternative names of the gateway's TLS server certificate. */
         tls_sans: z.array(z.string()).default(['localhost', '127.0.0.1']),
         /** How long live sessions may finish after SIGTERM. */
-        shutdown_drain: duration().default(10_000 as never),
+        shutdown_drain: timer().default(10_000 as never),
         /**
          * Behind a load balancer: on SIGTERM, `GET /readyz` answers 503 for this long while every listener
          * still accepts, so the balancer stops sending new connections before any listener closes.
          */
-        drain_notice: duration().default(0 as never),
+        drain_notice: timer().default(0 as never),
         /** Backend connect timeout. */
-        connect_timeout: duration().default(10_000 as never),
+        connect_timeout: timer({ positive: true }).default(10_000 as never),
         /** Unauthenticated connections are dropped after this long. */
-        auth_timeout: duration().default(15_000 as never),
+        auth_timeout: timer({ positive: true }).default(15_000 as never),
         /** Limit of connections that have not authenticated yet, per listener. */
         max_unauthenticated: z.number().int().min(1).default(256),
         /** Sessions without traffic are ended after this long (0 = never). */
-        idle_timeout: duration().default(0 as never),
+        idle_timeout: timer().default(0 as never),
         /**
          * `vigil serve` runs the protocol proxies in this many processes sharing the listeners (Node cluster);
          * the primary keeps the API, console, audit writer and alerts. Default: the CPUs this process may run
@@ -159,7 +159,7 @@ export function buildConfigSchema(sc: SchemaContext, proxies: readonly ProxyConf
          * Deadline of the handshake phase, from accept: Postgres SSLRequest + TLS handshake + startup packet,
          * MySQL SSLRequest + TLS handshake, SSH version exchange + key exchange, API TLS handshake.
          */
-        handshake_timeout: duration().default(5_000 as never),
+        handshake_timeout: timer({ positive: true }).default(5_000 as never),
       })
       .prefault({}),
     /** Slow and half-open clients on every listener (issue #16 item 4). */
@@ -170,11 +170,11 @@ export function buildConfigSchema(sc: SchemaContext, proxies: readonly ProxyConf
          * reading a large result) is ended with reason `write_stall` (0 = never). Meanwhile the backend is
          * paused (backpressure), so memory per connection stays bounded.
          */
-        write_stall_timeout: duration().default(60_000 as never),
+        write_stall_timeout: timer().default(60_000 as never),
         /** TCP keepalive on accepted sockets: first probe after this much silence (0 = off); finds half-open peers. */
-        keepalive: duration().default(30_000 as never),
+        keepalive: timer().default(30_000 as never),
         /** API: a request's headers must all arrive within this long (slowloris on headers); checked every second. */
-        api_headers_timeout: duration().default(5_000 as never),
+        api_headers_timeout: timer({ positive: true }).default(5_000 as never),
       })
       .prefault({}),
     certs: z
@@ -188,17 +188,17 @@ export function buildConfigSchema(sc: SchemaContext, proxies: readonly ProxyConf
     audit: z
       .strictObject({
         segment_max_bytes: size().default(64 * 1024 * 1024 as never),
-        checkpoint_interval: duration().default(1000 as never),
+        checkpoint_interval: timer().default(1000 as never),
         checkpoint_every: z.number().int().min(1).default(1000),
         /** Group commit window: events arriving within it share one fsync (awaited decisions wait at most this long). */
-        commit_window: duration().default(5 as never),
+        commit_window: timer().default(5 as never),
         /** The same for groups of fire-and-forget events only (queries, file operations): fewer fsyncs. */
-        background_commit_window: duration().default(25 as never),
+        background_commit_window: timer().default(25 as never),
         /**
          * A statement (or command) still running this long after it was forwarded gets a start event
          * (`db.query.start`), so live monitoring sees long work before it ends (0 = never).
          */
-        long_running_after: duration().default(1000 as never),
+        long_running_after: timer().default(1000 as never),
         /**
          * `batched`: statements are forwarded at once and their records join the next group commit (a
          * crash loses the records of at most `background_commit_window` + one fsync). `strict`: each
@@ -209,7 +209,7 @@ export function buildConfigSchema(sc: SchemaContext, proxies: readonly ProxyConf
          * Strict mode: commit window of appends that hold a statement back (0 = commit as soon as the previous
          * fsync is done; sessions appending meanwhile still share the next one).
          */
-        strict_commit_window: duration().default(0 as never),
+        strict_commit_window: timer().default(0 as never),
         /**
          * Where every signed head is published once durable, so `vigil audit verify --witness` can prove the
          * log was not cut back or rolled back: a file on storage this host cannot rewrite, and/or an HTTP
@@ -219,7 +219,7 @@ export function buildConfigSchema(sc: SchemaContext, proxies: readonly ProxyConf
           .strictObject({
             file: z.string().optional(),
             url: z.string().url().optional(),
-            timeout: duration().default(5000 as never),
+            timeout: timer({ positive: true }).default(5000 as never),
           })
           .optional(),
         /**
@@ -230,7 +230,7 @@ export function buildConfigSchema(sc: SchemaContext, proxies: readonly ProxyConf
         index: z
           .strictObject({
             enabled: z.boolean().default(true),
-            interval: duration().default(1000 as never),
+            interval: timer().default(1000 as never),
             batch: z.number().int().min(1).default(2000),
           })
           .prefault({}),

@@ -27,6 +27,20 @@ export const duration = () =>
     return ms;
   });
 
+/** The longest delay a Node timer takes: setTimeout turns anything longer into 1 ms. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * A duration that arms a timer (a timeout, an interval, a delay). Capped at MAX_TIMER_MS (about 24.8 days)
+ * so `auth_timeout: 30d` is refused rather than firing at once on every connection. `positive`: for
+ * deadlines where 0 cannot mean "off" (it would cut everything at once).
+ */
+export const timer = (opts: { positive?: boolean } = {}) =>
+  duration().superRefine((ms, ctx) => {
+    if (ms > MAX_TIMER_MS) ctx.addIssue({ code: 'custom', message: `must be at most 24d (a longer timer would fire at once), got ${ms}ms` });
+    else if (opts.positive && ms <= 0) ctx.addIssue({ code: 'custom', message: 'must be longer than 0 (it would cut every connection at once)' });
+  });
+
 /** Size (`64MiB`, `4096`) parsed to bytes. */
 export const size = () =>
   z.union([z.string(), z.number()]).transform((v, ctx) => {
@@ -94,7 +108,7 @@ export const proxyProtocol = () =>
     /** Addresses or CIDR blocks of the load balancers (e.g. 10.0.0.0/24, 127.0.0.3). */
     trusted: z.array(z.string().refine((s) => parseCidr(s) !== undefined, 'expected an IP address or CIDR block')).min(1),
     /** A trusted connection whose header is not complete this soon after accept is closed. */
-    header_timeout: duration().default(5000 as never),
+    header_timeout: timer({ positive: true }).default(5000 as never),
   });
 
 /** Fields `enabled` + `listen` (+ `proxy_protocol`) every proxy section starts from. */

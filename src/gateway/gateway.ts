@@ -95,7 +95,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartOptions = {}
   let approvals: Awaited<ReturnType<typeof startApprovals>>;
   // Set once the API listens (approval links point at it); until then a reload leaves approvals to start.
   let approvalsPort: { api: number | undefined } | undefined;
-  const reloader = createReloader(services, loaded.file, opts.proxies ?? []);
+  const reloader = createReloader(services, loaded.file, opts.proxies ?? [], { fileDataDir: loaded.fileDataDir });
   // A reload may name approval notifiers where there were none (or none left, or remove the alert service).
   const followApprovals = async () => {
     if (!approvalsPort) return;

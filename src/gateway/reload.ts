@@ -119,7 +119,9 @@ export interface Reloader {
  * `file` is the config file the gateway started with (undefined: built-in defaults, nothing to reload).
  * `dataDir` is the one in use: a reload never moves it (and `--data` keeps overriding the file).
  */
-export function createReloader(services: GatewayServices, file: string | undefined, proxies: readonly ProxyConfigPart[] = [], opts: { follower?: boolean } = {}): Reloader {
+export function createReloader(services: GatewayServices, file: string | undefined, proxies: readonly ProxyConfigPart[] = [], opts: { follower?: boolean; fileDataDir?: string } = {}): Reloader {
+  // The data_dir the file named when the gateway started (with `--data`, not the one in use).
+  const startFileDataDir = opts.fileDataDir;
   let chain: Promise<unknown> = Promise.resolve();
   // A cluster worker (gateway.workers > 1) follows the primary's reload: it swaps in the configuration the
   // primary applied (sent over IPC, sections bound at start already kept as they were) for its new sessions
@@ -180,8 +182,16 @@ export function createReloader(services: GatewayServices, file: string | undefin
     }
     const current = services.config;
     let next: VigilConfig;
+    // The data directory the file asks for (unset: given by the primary, nothing to compare).
+    let fileDataDir: string | undefined;
     try {
-      next = given ?? loadConfig({ configPath: file, dataDir: services.dataDir, proxies }).config;
+      if (given) next = given;
+      else {
+        const loaded = loadConfig({ configPath: file, proxies });
+        fileDataDir = loaded.dataDir;
+        next = loaded.config;
+        next.data_dir = services.dataDir;
+      }
     } catch (e) {
       const error = e instanceof ConfigError ? { code: e.code, key: e.path, message: e.message } : { code: 'VIGIL_CONFIG_INVALID', key: '', message: (e as Error).message };
       // The old configuration stays in force; the log names the key that is wrong.
@@ -193,6 +203,11 @@ export function createReloader(services: GatewayServices, file: string | undefin
     const applied: string[] = [];
     const before = digest(current);
     next = effective(current, next, restart, applied);
+    // A reload never moves the data directory (the audit log, keys and recordings are open there); a file
+    // that now names another one is said so, not silently ignored.
+    if (fileDataDir !== undefined && fileDataDir !== (startFileDataDir ?? services.dataDir)) {
+      restart.push({ key: 'data_dir', why: `data_dir in the file is now ${fileDataDir}, the gateway keeps using ${services.dataDir} (a reload never moves it); restart the gateway to apply` });
+    }
     const report: ReloadReport = {
       ok: true,
       file,
