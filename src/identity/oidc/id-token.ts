@@ -6,6 +6,8 @@ export type OidcFailureReason =
   | 'wrong_audience'
   | 'wrong_issuer'
   | 'expired'
+  /** Its nbf (not before) is still ahead, beyond the clock tolerance. */
+  | 'not_yet_valid'
   | 'bad_signature'
   | 'nonce_mismatch'
   | 'nonce_replayed'
@@ -96,17 +98,31 @@ export function classifyTokenError(e: unknown): OidcLoginError {
   for (let x: unknown = e; x && typeof x === 'object' && chain.length < 5; x = (x as Err).cause) chain.push(x as Err);
   const codes = new Set(chain.map((x) => x.code));
   const msg = chain.map((x) => x.message).filter(Boolean).join(': ') || String(e);
-  const claim = chain.find((x) => typeof x.claim === 'string')?.claim ?? /"(aud|iss|exp|nonce|iat|nbf)"/.exec(msg)?.[1];
+  const claim = chain.find((x) => typeof x.claim === 'string')?.claim ?? /"(aud|azp|iss|exp|nonce|iat|nbf)"/.exec(msg)?.[1];
   const idpError = chain.find((x) => typeof x.error === 'string')?.error;
   const refuse = (r: OidcFailureReason, m: string) => new OidcLoginError(r, m, msg);
+  // No answer at all (refused, reset, unresolvable, timed out) is an outage, not a bad answer: the operator
+  // looks at the IdP or the network, the user retries later.
+  if (chain.some(isNetworkFailure) || codes.has('OAUTH_TIMEOUT') || codes.has('ERR_JWKS_TIMEOUT')) return refuse('idp_unreachable', 'The identity provider cannot be reached; try again later.');
   if (codes.has('ERR_JWT_EXPIRED') || claim === 'exp') return refuse('expired', 'The identity provider\'s token has expired.');
-  if (codes.has('ERR_JWS_SIGNATURE_VERIFICATION_FAILED') || codes.has('ERR_JWKS_NO_MATCHING_KEY') || codes.has('ERR_JWS_INVALID')) return refuse('bad_signature', 'The identity provider\'s token is not validly signed.');
-  if (claim === 'aud') return refuse('wrong_audience', 'The identity provider\'s token was issued to another client.');
+  if (claim === 'nbf') return refuse('not_yet_valid', 'The identity provider\'s token is not valid yet (check the clocks).');
+  // A token signed with another algorithm than the IdP's (`none`, or HS256 keyed with its public key) is a
+  // forgery attempt: named as a bad signature, not as an unusable answer.
+  if (codes.has('ERR_JWS_SIGNATURE_VERIFICATION_FAILED') || codes.has('ERR_JWKS_NO_MATCHING_KEY') || codes.has('ERR_JWS_INVALID') || codes.has('ERR_JOSE_ALG_NOT_ALLOWED') || /"alg" (header parameter|identifier)/.test(msg)) return refuse('bad_signature', 'The identity provider\'s token is not validly signed.');
+  // azp names the party the token was issued to when it has several audiences: another party is another client.
+  if (claim === 'aud' || claim === 'azp') return refuse('wrong_audience', 'The identity provider\'s token was issued to another client.');
   if (claim === 'iss') return refuse('wrong_issuer', 'The identity provider\'s token comes from another issuer.');
   if (claim === 'nonce') return refuse('nonce_mismatch', 'The identity provider\'s answer does not belong to this sign-in.');
   if (codes.has('ERR_JWT_CLAIM_VALIDATION_FAILED') || codes.has('ERR_JWT_INVALID')) return refuse('malformed', 'The identity provider\'s token is not usable.');
   if (idpError) return refuse('idp_error', `The identity provider refused: ${idpError}.`);
   return refuse('idp_error', 'The identity provider\'s answer could not be used.');
+}
+
+const NETWORK_CODES = /^(ECONNREFUSED|ECONNRESET|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|EPIPE|UND_ERR_)/;
+
+/** fetch's own failure (undici's `fetch failed`, its cause a socket error), as opposed to an answer. */
+function isNetworkFailure(x: { code?: string; message?: string }): boolean {
+  return (x instanceof TypeError && x.message === 'fetch failed') || (typeof x.code === 'string' && NETWORK_CODES.test(x.code));
 }
 
 /** The vigil roles `groups` map to through `roleMap` (sorted, no duplicates); unknown groups give nothing. */

@@ -31,6 +31,12 @@ export const MAX_PENDING_PER_SOURCE = 20;
 /** Nonces of finished logins remembered to name replays (a token's own expiry bounds how long that matters). */
 const MAX_USED_NONCES = 10_000;
 const CLOCK_TOLERANCE_SEC = 60;
+/**
+ * How long one call to the IdP may take. A finish makes two in a row (token endpoint, then JWKS), and
+ * both together must stay under `vigil`'s own request timeout (15 s): a hung IdP is then reported to the
+ * user as unreachable, instead of the gateway seeming to hang (openid-client's default is 30 s).
+ */
+const IDP_TIMEOUT_SEC = 6;
 const LOOPBACKS = new Set(['127.0.0.1', 'localhost', '[::1]']);
 
 export interface LoginKeys {
@@ -138,10 +144,10 @@ export class OidcLogin {
     this.discovered ??= (async () => {
       const auth = this.cfg.client_secret ? oidc.ClientSecretBasic(readSecret(this.cfg.client_secret)) : oidc.None();
       const insecure = isLoopbackIssuer(this.cfg.issuer);
-      const c = await oidc.discovery(new URL(this.cfg.issuer), this.cfg.client_id, undefined, auth, insecure ? { execute: [oidc.allowInsecureRequests] } : undefined);
+      const c = await oidc.discovery(new URL(this.cfg.issuer), this.cfg.client_id, undefined, auth, { timeout: IDP_TIMEOUT_SEC, ...(insecure ? { execute: [oidc.allowInsecureRequests] } : {}) });
       const jwksUri = c.serverMetadata().jwks_uri;
       if (!jwksUri) throw new Error('the identity provider publishes no jwks_uri');
-      this.jwks = createRemoteJWKSet(new URL(jwksUri));
+      this.jwks = createRemoteJWKSet(new URL(jwksUri), { timeoutDuration: IDP_TIMEOUT_SEC * 1000 });
       c[oidc.customFetch] = async (url, options) => {
         const res = await fetch(url, options as RequestInit);
         const body = options.body;
@@ -331,7 +337,15 @@ export class OidcLogin {
 
   /** One poll: `pending` until the user approved at the IdP; the IdP is asked at most once per its interval. */
   async pollDevice(loginId: string, source: LoginSource): Promise<LoginResult | 'pending'> {
-    const p = this.take(loginId, 'device', false);
+    let p: Pending;
+    try {
+      p = this.take(loginId, 'device', false);
+    } catch (e) {
+      // An unknown or expired login is a refused sign-in like a bad finish: on the record, within its budget.
+      return this.recorded('device', source, async () => {
+        throw e;
+      });
+    }
     const d = p.device!;
     if (this.now() < d.nextPollAt) return 'pending';
     d.nextPollAt = this.now() + d.intervalMs;
