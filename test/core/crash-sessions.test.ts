@@ -59,5 +59,5 @@ describe('crash recovery of sessions', () => {
     const third = await serve();
     expect(await third.stop()).toBe(0);
     expect((await searchAuditLog(auditDir, { type: 'session.end' })).records).toHaveLength(1);
-  });
+  }, 180_000); // four gateway processes and a PostgreSQL start one after another: minutes on a loaded machine
 });
