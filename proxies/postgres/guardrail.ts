@@ -18,8 +18,9 @@ import { asStandardStrings, type StandardConformingStrings } from './sql.ts';
  * The parser assumes standard_conforming_strings on and UTF-8; the server lexes in the session's mode.
  * The text is checked as the server will read it: decoded in the client encoding, and with '' strings
  * holding backslashes rewritten as E'' when the mode is off. While the mode is not known (a change may
- * be in flight), both readings are checked and either one's refusal counts. The same goes for the bodies
- * the server lexes again when they run (DO, function bodies, EXECUTE'd strings: see check).
+ * be in flight), both readings are checked and either one's refusal counts. The bodies the server lexes
+ * again when they run (DO, function bodies, EXECUTE'd strings) are always checked both ways: the mode
+ * may change before they run (see check).
  */
 
 /** The session's lexical mode as the server will apply it to the next message (LexState). */
@@ -56,12 +57,14 @@ export class ClientGuard {
   ) {}
 
   /**
-   * Decide on a text in the mode the server will lex it in. A DO body (and what it EXECUTEs) is lexed
-   * again when it runs, in the same mode; a function body whenever it is called, in the calling
-   * session's mode, which may be either: it is checked both ways whatever this session's mode is.
+   * Decide on a text in the mode the server will lex it in. The bodies it holds (a DO block, what it
+   * EXECUTEs, a function body) are lexed again when they run, and the mode may have changed by then: a
+   * DO prepared by Parse runs at an Execute sent after a SET, a SET earlier in the same query string
+   * runs before the DO's body is lexed, and a block can turn the mode off itself before an EXECUTE. So
+   * every body is checked both ways, whatever this session's mode is now.
    */
   private check(sql: string, mode: LexMode) {
-    const readings = { now: bodyReading(mode.scs), later: bodyReading(undefined) };
+    const readings = { now: EITHER_MODE, later: EITHER_MODE };
     if (mode.scs === true) return this.guard.checkSql(sql, 'postgres', readings);
     const off = this.guard.checkSql(asStandardStrings(sql), 'postgres', readings);
     if (mode.scs === false || off.action !== 'allow') return off;
@@ -114,12 +117,8 @@ export class ClientGuard {
   };
 }
 
-/** A body lexed in mode `scs` (undefined: either) as the standard-strings parser must be given it. */
-function bodyReading(scs: StandardConformingStrings): Reading {
-  if (scs === true) return (t) => [t];
-  if (scs === false) return (t) => [asStandardStrings(t)];
-  return (t) => [t, asStandardStrings(t)];
-}
+/** A body lexed in either mode, as the standard-strings parser must be given it: as is, and rewritten. */
+const EITHER_MODE: Reading = (t) => [t, asStandardStrings(t)];
 
 /** A DO block that raises the refusal: no `$` in the texts, so neither dollar quote can be closed early. */
 export function raiseSql(d: Refused): string {

@@ -67,6 +67,8 @@ interface Statement {
   sql: string;
   masked: ReadonlySet<number>;
   paramTypes: number[];
+  /** Which kinds of names its SQL may define or drop (namesIn), worked out when first asked. */
+  names?: number;
 }
 
 interface Portal {
@@ -93,7 +95,7 @@ interface Copy {
  * had sent before the op (see `copyIn`).
  */
 type Op =
-  | { k: 'query'; text: string; stmts: string[]; unsplit: boolean; scs: StandardConformingStrings; i: number; start: number; rows: number; copy?: Copy; announced: number; ends: number }
+  | { k: 'query'; text: string; stmts: string[]; unsplit: boolean; scs: StandardConformingStrings; i: number; start: number; rows: number; copy?: Copy; announced: number; ends: number; names?: number }
   | { k: 'parse'; name: string; stmt: Statement }
   | { k: 'bind'; portalName: string; statementName: string; formats: number[]; values: (Buffer | null)[] }
   | { k: 'describe'; kind: 'S' | 'P'; name: string }
@@ -113,6 +115,9 @@ export interface TrackerOptions {
 }
 
 const UNKNOWN_STATEMENT: Statement = { sql: '(unknown prepared statement)', masked: new Set(), paramTypes: [] };
+/** Kinds of names SQL may define or drop (see namesIn): prepared statements, portals. */
+const STATEMENT_NAMES = 1;
+const PORTAL_NAMES = 2;
 const MASKED = '***';
 /** Why a Query or FunctionCall sent after an extended-protocol error, before the Sync, has no result. */
 const NOT_RUN = 'not executed: after an error in the extended protocol the server ignores every message up to the next Sync';
@@ -514,27 +519,82 @@ export class QueryTracker {
   }
 
   /**
-   * The portal an op at index `j` will run: the last Bind of that name pending before it (the server
-   * processes in order), else the confirmed one.
+   * The portal an op at index `j` will run, as the server will see it if everything before succeeds.
+   * Pending requests count in order, but a Bind to a named portal that exists fails (42P03 duplicate
+   * cursor) and leaves the old one: after the next Sync an Execute of that name runs the old text, and
+   * a strict-mode intent naming the refused Bind's text would name a statement that never ran. Only the
+   * unnamed portal is replaced by a Bind (or dropped by a simple query). Where a pending request may
+   * have ended the portal (a Sync, a query: the transaction may end; DECLARE, CLOSE, DISCARD), a Bind
+   * after it is taken as succeeding.
    */
   private portalFor(name: string, j: number): Portal | undefined {
-    for (let x = j - 1; x >= 0; x--) {
+    let x = j - 1;
+    let portal: Portal | undefined;
+    for (; x >= 0; x--) {
       const op = this.ops[x];
-      if (op.k === 'bind' && op.portalName === name) {
-        return { statementName: op.statementName, stmt: this.statementFor(op.statementName, x) ?? UNKNOWN_STATEMENT, formats: op.formats, values: op.values };
-      }
-      if (op.k === 'close' && op.kind === 'P' && op.name === name) return undefined;
+      if (op.k === 'close' && op.kind === 'P' && op.name === name) break;
+      if (name !== '') continue;
+      if (op.k === 'bind' && op.portalName === '') return this.boundPortal(op, x);
+      if (op.k === 'query') return undefined;
     }
-    return this.portals.get(name);
+    if (x < 0) portal = this.portals.get(name);
+    if (name === '') return portal;
+    let certain = true;
+    for (let y = x + 1; y < j; y++) {
+      const op = this.ops[y];
+      if (op.k === 'bind' && op.portalName === name && (!portal || !certain)) {
+        portal = this.boundPortal(op, y);
+        certain = true;
+      } else if (portal && portal.hold !== 'held' && (op.k === 'sync' || op.k === 'query' || op.k === 'execute')) certain = false;
+      else if (this.mayChangeNames(op, PORTAL_NAMES)) certain = false;
+    }
+    return portal;
   }
 
+  private boundPortal(op: Extract<Op, { k: 'bind' }>, x: number): Portal {
+    return { statementName: op.statementName, stmt: this.statementFor(op.statementName, x) ?? UNKNOWN_STATEMENT, formats: op.formats, values: op.values };
+  }
+
+  /**
+   * The statement a name will mean for an op at index `j`, as the server will see it if everything
+   * before succeeds. A Parse of a named statement that exists fails (42P05 duplicate prepared statement)
+   * and leaves the old one (see portalFor); only the unnamed statement is replaced by a Parse (or
+   * dropped by a simple query). Where a pending request may have dropped the name (PREPARE, DEALLOCATE,
+   * DISCARD), a Parse after it is taken as succeeding.
+   */
   private statementFor(name: string, j: number): Statement | undefined {
-    for (let x = j - 1; x >= 0; x--) {
+    let x = j - 1;
+    let stmt: Statement | undefined;
+    for (; x >= 0; x--) {
       const op = this.ops[x];
-      if (op.k === 'parse' && op.name === name) return op.stmt;
-      if (op.k === 'close' && op.kind === 'S' && op.name === name) return undefined;
+      if (op.k === 'close' && op.kind === 'S' && op.name === name) break;
+      if (name !== '') continue;
+      if (op.k === 'parse' && op.name === '') return op.stmt;
+      if (op.k === 'query') return undefined;
     }
-    return this.statements.get(name);
+    if (x < 0) stmt = this.statements.get(name);
+    if (name === '') return stmt;
+    let certain = true;
+    for (let y = x + 1; y < j; y++) {
+      const op = this.ops[y];
+      if (op.k === 'parse' && op.name === name && (!stmt || !certain)) {
+        stmt = op.stmt;
+        certain = true;
+      }
+      if (this.mayChangeNames(op, STATEMENT_NAMES)) certain = false;
+    }
+    return stmt;
+  }
+
+  /** A pending request whose SQL may define or drop names of `kind`. */
+  private mayChangeNames(op: Op, kind: number): boolean {
+    let holder: { names?: number; text?: string; sql?: string } | undefined;
+    if (op.k === 'query') holder = op;
+    else if (op.k === 'parse') holder = op.stmt;
+    else if (op.k === 'bind') holder = this.statements.get(op.statementName);
+    if (!holder) return false;
+    holder.names ??= namesIn(holder.text ?? holder.sql ?? '');
+    return (holder.names & kind) !== 0;
   }
 
   private startOf(op: Running, j: number, index: number | undefined): StatementStart {
@@ -870,6 +930,11 @@ export class QueryTracker {
 }
 
 type QueryOrExecute = Extract<Op, { k: 'query' | 'execute' }>;
+
+/** Which kinds of names a text may define or drop, from its words alone (never missing one). */
+function namesIn(sql: string): number {
+  return (/\b(?:PREPARE|DEALLOCATE|DISCARD)\b/i.test(sql) ? STATEMENT_NAMES : 0) | (/\b(?:DECLARE|CLOSE|DISCARD)\b/i.test(sql) ? PORTAL_NAMES : 0);
+}
 
 function parameterTypes(msg: Buffer): number[] {
   if (msg.length < 7) return [];
