@@ -25,7 +25,7 @@ import type { CommandResponse, ResponseShape, ResultSummary } from './response.t
 import { internalQueries, SESSION_PROBE, SESSION_SETUP } from './session-query.ts';
 import { CommandTracker, type InFlight, type TrackerSink } from './tracker.ts';
 import { addResult, addResults, errDetails, eventText, redactedText, round, type QueryFields } from './record.ts';
-import { analyzeSql, resultOwners, tokenize, type Multibyte, type SqlAnalysis, type SqlMode, type Token } from './sql.ts';
+import { analyzeSql, attributeResults, tokenize, type Multibyte, type SqlAnalysis, type SqlMode, type StatementInfo, type Token } from './sql.ts';
 import { BackendRefusedLogin, connectBackend, type BackendConnection } from './backend.ts';
 import { mysqlAccounts } from './provisioning.ts';
 import { backendAccounts, ProvisioningError, type AccountCredential } from '../../src/accounts/manager.ts';
@@ -112,13 +112,17 @@ function scrambleBytes(): Buffer {
  * byte by byte), executable comments, and a text that may switch the character set before a byte the
  * switch would re-read.
  */
+/** One statement, or one followed by comments only (`KILL 5; -- why`): a KILL there is on its own. */
+const aloneButComments = (a: SqlAnalysis) => a.statements.every((s, i) => i === 0 || s.commentOnly);
+
 export function guardStatements(sql: string, a: SqlAnalysis, mode: SqlMode, charsets: readonly (Multibyte | undefined)[] = [undefined]): MysqlStatement[] {
   // The server runs `/*! … */` code the grammar takes for a comment (analyseMysql says so too, whole).
   if (/\/\*M?!/i.test(sql)) return [{ unreadable: 'executable comments (/*! … */) run on the server but cannot be checked' }];
   // A statement switching the character set makes the server read the ones after it in the new one, which
   // the splitter (reading the whole text in the session's current set) cannot follow.
   if (CHARSET_SWITCH.test(sql) && TRAIL_PAIR.test(sql)) return [{ unreadable: 'the text switches the character set before bytes the switch would re-read' }];
-  const mentioned = /sql_mode/i.test(sql);
+  // As analyzeSql: the mode may change within the text (SET sql_mode, or dynamic SQL run by EXECUTE).
+  const mentioned = /sql_mode|\bexecute\b/i.test(sql);
   const ways = (known: boolean | undefined, matters: boolean) => (known === undefined || mentioned ? (matters ? [false, true] : [known ?? false]) : [known]);
   const lexings: { nbe: boolean; tokens: Token[] }[] = [];
   for (const nbe of ways(mode.noBackslashEscapes, sql.includes('\\')))
@@ -126,7 +130,8 @@ export function guardStatements(sql: string, a: SqlAnalysis, mode: SqlMode, char
       for (const m of charsets) lexings.push({ nbe, tokens: tokenize(sql, { noBackslashEscapes: nbe, ansiQuotes: ansi, conditionalRuns: true, multibyte: m }).tokens });
   const out: MysqlStatement[] = [];
   for (const s of a.statements) {
-    if (s.end <= s.start) continue;
+    // A comment-only segment has nothing for the grammar to check (the server answers it with an empty OK).
+    if (s.end <= s.start || s.commentOnly) continue;
     if (s.unsplit) {
       out.push({ unreadable: 'vigil cannot tell where the statements of this text end' });
       continue;
@@ -217,6 +222,8 @@ export class MysqlConnection implements KillableConnection {
   private refresh: 'none' | 'probe' | 'setup' = 'none';
   /** Vigil's own queries are on the wire: the relay leaves the backend's bytes to them. */
   private intercepting = false;
+  /** vigil's own queries sent and not yet answered (syncState). */
+  private internalInFlight: { sqls: readonly string[]; started: number } | undefined;
   private multiStatements = true;
   private tracker: CommandTracker<Command> | undefined;
   private readonly statements: PreparedStatements;
@@ -646,12 +653,17 @@ export class MysqlConnection implements KillableConnection {
     }
     const t0 = performance.now();
     this.intercepting = true;
+    // Until answered they are in flight like a client's command: a session ending meanwhile records them.
+    this.internalInFlight = { sqls, started: t0 };
     let answers;
     try {
       answers = await internalQueries(this.backend!.socket as net.Socket, this.backendCaps, sqls, this.shared.services.config.gateway.connect_timeout);
     } finally {
       this.intercepting = false;
     }
+    // The session ended while they were in flight: shutdown recorded them.
+    if (this.internalInFlight === undefined) return;
+    this.internalInFlight = undefined;
     const duration = round(performance.now() - t0);
     for (const a of answers) {
       const r = a.response.results[a.response.results.length - 1] ?? {};
@@ -847,6 +859,12 @@ export class MysqlConnection implements KillableConnection {
    * Written before session.end, with what was relayed of the oldest one's response.
    */
   private recordInFlight(reason: EndReason): void {
+    const internal = this.internalInFlight;
+    this.internalInFlight = undefined;
+    if (internal) {
+      const f = { duration_ms: round(performance.now() - internal.started), end_reason: reason };
+      for (const sql of internal.sqls) this.emitQuery('COM_QUERY', 'unknown', { ...f, query: sql }, 'db.session_query');
+    }
     const tracker = this.tracker;
     if (!tracker) return;
     const now = performance.now();
@@ -1110,7 +1128,7 @@ export class MysqlConnection implements KillableConnection {
         this.refuseLocal(command, a, `vigil: ${s.restricted.join(', ')} is not allowed inside a compound statement or a multi-statement text vigil cannot split`, ERR.NOT_ALLOWED_COMMAND);
         return true;
       }
-      if (s.keyword === 'KILL' && (a.statements.length > 1 || !s.kill || 'unsupported' in s.kill || (command !== 'COM_QUERY' && !this.preparableKill(s.kill.id)))) {
+      if (s.keyword === 'KILL' && (!aloneButComments(a) || !s.kill || 'unsupported' in s.kill || (command !== 'COM_QUERY' && !this.preparableKill(s.kill.id)))) {
         const why = command === 'COM_QUERY' || !s.kill || 'unsupported' in s.kill ? '' : '; a prepared KILL takes the thread id CONNECTION_ID() returns for one of your own connections to this target';
         this.refuseLocal(command, a, `vigil: only "KILL [QUERY|CONNECTION] <id>" on its own is allowed, with the id of one of your own connections${why}`, ERR.NOT_ALLOWED_COMMAND);
         return true;
@@ -1158,7 +1176,7 @@ export class MysqlConnection implements KillableConnection {
     const mode = this.tracker!.pending === 0 ? this.sqlMode : {};
     const analysis = analyzeSql(sql, this.shared.secretName, mode, charsets);
     const first = analysis.statements[0]!;
-    if (analysis.statements.length === 1 && first.kill && !('unsupported' in first.kill)) return this.onKill(first.kill.id, first.kill.query, 'COM_QUERY', sql);
+    if (aloneButComments(analysis) && first.kill && !('unsupported' in first.kill)) return this.onKill(first.kill.id, first.kill.query, 'COM_QUERY', sql);
     if (this.refuseStatement(analysis, 'COM_QUERY') || this.refuseByGuardrail(sql, 'COM_QUERY', analysis, mode, charsets)) return;
     const useStatements = analysis.statements.filter((s) => s.keyword === 'USE');
     if (useStatements.some((s) => !s.use)) {
@@ -1195,11 +1213,14 @@ export class MysqlConnection implements KillableConnection {
     let prev = entryStart;
     // One event per result set; statements after an error never ran and are named in that error's event.
     // A compound statement or CALL answers with several results (its inner result sets, then its own OK).
-    const owners = resultOwners(stmts, res.results);
+    // When an EXECUTE's share of the results cannot be told, no result is given to one statement: each
+    // is recorded with the whole text, marked unsplit.
+    const { owners, certain } = attributeResults(stmts, res.results);
+    const whole: StatementInfo | undefined = certain ? undefined : { text: redactedText(a), start: 0, end: 0, keyword: '', unsplit: true };
     for (let i = 0; i < res.results.length; i++) {
       const r = res.results[i]!;
       const owner = Math.min(owners[i] ?? stmts.length - 1, stmts.length - 1);
-      const s = stmts[owner]!;
+      const s = whole ?? stmts[owner]!;
       const isLast = i === res.results.length - 1;
       // The server's word on the database (session tracking); the text of a plain USE only when the
       // server cannot say (no CLIENT_SESSION_TRACK).
@@ -1207,12 +1228,12 @@ export class MysqlConnection implements KillableConnection {
       else if (!r.error && s.use) this.database = s.use;
       const details: QueryFields = { duration_ms: round(res.ends[i]! - prev), query: eventText(s.text), text_escaped: escaped };
       addResult(details, r);
-      if (stmts.length > 1) details.statement_index = owner;
+      if (stmts.length > 1 && !whole) details.statement_index = owner;
       if (s.unsplit) details.unsplit = true;
       // A compound statement (or a CALL, or text vigil could not split) that failed may have switched the
       // database or sql_mode before failing, and no OK said so: ask the server before the next command.
       if (r.error && this.serverTracking && this.refresh === 'none' && (s.compound || s.unsplit || s.keyword === 'CALL')) this.refresh = 'probe';
-      if (isLast && r.error && owner < stmts.length - 1) details.not_executed = stmts.slice(owner + 1).map((x) => x.text);
+      if (isLast && r.error && !whole && owner < stmts.length - 1) details.not_executed = stmts.slice(owner + 1).map((x) => x.text);
       if (attributes) details.attributes = attributes;
       this.emitQuery('COM_QUERY', r.error ? 'failure' : 'success', details);
       prev = res.ends[i]!;

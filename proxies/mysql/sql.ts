@@ -47,6 +47,8 @@ export interface StatementInfo {
   keyword: string;
   /** The boundaries could not be decided with certainty: this is the whole text, possibly several statements. */
   unsplit?: true;
+  /** Comments only, after a `;`: the server answers it as an empty statement of its own (see commentsOnly). */
+  commentOnly?: true;
   /** A compound statement (block or stored-program body): it may produce several results. */
   compound?: true;
   /** KILL statement, parsed when its form is one vigil maps. */
@@ -581,7 +583,7 @@ function sameBoundaries(a: Split, b: Split): boolean {
  * Split and analyze `sql`. `secretName` says whether a column/variable name is a secret (config
  * `redaction.patterns`); literals assigned to or compared with such names are masked too. `mode` is what
  * is known of the session's sql_mode; what is not known (or may change within this text, which mentions
- * sql_mode) is tried both ways, and the text is split only if every way agrees.
+ * sql_mode or runs EXECUTE) is tried both ways, and the text is split only if every way agrees.
  */
 export function analyzeSql(sql: string, secretName: (name: string) => boolean, mode: SqlMode = {}, charsets: readonly (Multibyte | undefined)[] = [undefined]): SqlAnalysis {
   let nbe: boolean[] = [mode.noBackslashEscapes ?? false];
@@ -599,8 +601,11 @@ export function analyzeSql(sql: string, secretName: (name: string) => boolean, m
     if (q === 34) doubleQuote = true;
     if ((q === 34 || q === 39) && !backslash && sql.slice(t.start, t.end).includes('\\')) backslash = true;
   }
-  // A known mode may still change within the text (it mentions sql_mode): then both ways too.
-  const mentioned = () => /sql_mode/i.test(sql);
+  // A known mode may still change within the text: it mentions sql_mode, or runs dynamic SQL (EXECUTE
+  // [IMMEDIATE] of text built at run time — `CONCAT('SET sq', 'l_mode=…')` — may set it, and the server
+  // parses the statements after it in the new mode). Then both ways too. (A CALL or a stored function
+  // cannot: the server restores the caller's sql_mode when the routine returns.)
+  const mentioned = () => /sql_mode|\bexecute\b/i.test(sql);
   if (backslash && (mode.noBackslashEscapes === undefined || mentioned())) nbe = [nbe[0]!, !nbe[0]];
   if (doubleQuote && (mode.ansiQuotes === undefined || mentioned())) ansi = [ansi[0]!, !ansi[0]];
   let certain = primary.certain;
@@ -647,13 +652,17 @@ export function analyzeSql(sql: string, secretName: (name: string) => boolean, m
   } else {
     let from = 0;
     let segment = 0;
+    let segmentStart = 0;
     for (let k = 0; k <= tokens.length; k++) {
       const tok = tokens[k];
       if (tok !== undefined && !primary.separators.has(tok)) continue;
       const own = from === 0 && k === tokens.length ? tokens : tokens.slice(from, k);
-      const span = union ? union[segment++] : own.length > 0 ? [own[0]!.start, own[own.length - 1]!.end] : undefined;
+      const codeSpan = union ? union[segment++] : own.length > 0 ? [own[0]!.start, own[own.length - 1]!.end] : undefined;
+      const span = codeSpan ?? commentsOnly(sql, segmentStart, tok?.start ?? sql.length);
+      segmentStart = tok?.end ?? sql.length;
       if (span) {
         const info = analyzeStatement(sql, own, secretName, paramNames, span[0], span[1]);
+        if (codeSpan === undefined) info.commentOnly = true;
         const first = own.find((x) => x.kind !== 'marker');
         if (first && primary.compoundStarts.has(first)) {
           info.compound = true;
@@ -666,6 +675,18 @@ export function analyzeSql(sql: string, secretName: (name: string) => boolean, m
   }
   if (statements.length === 0) statements.push({ text: '', start: 0, end: 0, keyword: '' });
   return { statements, paramNames };
+}
+
+/**
+ * The span of a segment that holds only comments, or undefined when it holds only whitespace. The server
+ * runs such a segment as an empty statement of its own (an OK, or an ERR for an unterminated comment or a
+ * `;` after it), so it is recorded as one: without it, that answer would be taken for another run of the
+ * statement before it. Whitespace alone after a `;` gets no answer.
+ */
+function commentsOnly(sql: string, from: number, to: number): [number, number] | undefined {
+  while (from < to && isSpace(sql.charCodeAt(from))) from++;
+  while (to > from && isSpace(sql.charCodeAt(to - 1))) to--;
+  return to > from ? [from, to] : undefined;
 }
 
 /** Restricted words past the first word of a compound or unsplit statement (see `restricted`). */
@@ -685,19 +706,51 @@ function markRestricted(info: StatementInfo, ...readings: Token[][]): void {
 /**
  * Which statement each result of a multi-statement COM_QUERY answers, by index. A simple statement
  * answers with one result; a compound statement (BEGIN NOT ATOMIC, IF …) or a CALL answers with the result
- * sets of the statements run inside it and then one OK or ERR of its own (checked against MariaDB).
+ * sets of the statements run inside it and then one OK or ERR of its own (checked against MariaDB). An
+ * EXECUTE [IMMEDIATE] runs a statement the text does not show: one result, or — a CALL or a compound
+ * statement run that way — several. Its share is the one that makes the results fit the statements; when
+ * more than one way fits (or too many EXECUTEs to try), `certain` is false and no result can be given to
+ * one statement.
  */
-export function resultOwners(statements: readonly StatementInfo[], results: readonly { rows?: number }[]): number[] {
+export function attributeResults(statements: readonly StatementInfo[], results: readonly { rows?: number; error?: unknown }[]): { owners: number[]; certain: boolean } {
+  const dynamic: number[] = [];
+  statements.forEach((s, i) => {
+    if (s.keyword === 'EXECUTE' && i < statements.length - 1) dynamic.push(i);
+  });
+  if (dynamic.length === 0) return { owners: sequentialOwners(statements, results, () => false).owners, certain: true };
+  if (dynamic.length > 8) return { owners: sequentialOwners(statements, results, () => false).owners, certain: false };
+  const fits = new Map<string, number[]>();
+  for (let choice = 0; choice < 1 << dynamic.length; choice++) {
+    const several = new Set(dynamic.filter((_, k) => choice & (1 << k)));
+    const r = sequentialOwners(statements, results, (i) => several.has(i));
+    if (r.fits) fits.set(r.owners.join(), r.owners);
+  }
+  if (fits.size === 1) return { owners: [...fits.values()][0]!, certain: true };
+  return { owners: sequentialOwners(statements, results, () => false).owners, certain: false };
+}
+
+/** `attributeResults` without EXECUTE's uncertainty (kept for callers that want owners only). */
+export function resultOwners(statements: readonly StatementInfo[], results: readonly { rows?: number; error?: unknown }[]): number[] {
+  return attributeResults(statements, results).owners;
+}
+
+/** Results in order, each statement taking one, or (several) its result sets and the OK/ERR after them.
+ *  `fits`: every result had a statement, and the last ended one (or was an ERR, which stops the batch). */
+function sequentialOwners(statements: readonly StatementInfo[], results: readonly { rows?: number; error?: unknown }[], runsSeveral: (i: number) => boolean): { owners: number[]; fits: boolean } {
   const owners: number[] = [];
   let index = 0;
+  let fits = true;
   for (const r of results) {
+    if (index >= statements.length) fits = false;
     const at = Math.min(index, statements.length - 1);
     owners.push(at);
     const s = statements[at];
-    const several = s !== undefined && (s.compound === true || s.unsplit === true || s.keyword === 'CALL');
+    const several = s !== undefined && (s.compound === true || s.unsplit === true || s.keyword === 'CALL' || runsSeveral(at));
     if (!several || r.rows === undefined) index++;
   }
-  return owners;
+  const last = results[results.length - 1];
+  if (last !== undefined && index < statements.length && !last.error) fits = false;
+  return { owners, fits };
 }
 
 function analyzeStatement(
