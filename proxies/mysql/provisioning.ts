@@ -11,7 +11,8 @@ import type { TargetConfig } from '../../src/config/schema.ts';
  * sessions) whose default role `NAME_roles` holds exactly the mapped roles. The own role exists because
  * MariaDB activates one default role only; it is also how vigil recognises an account it created (a user
  * without it is never adopted: a name collision is refused). The admin needs CREATE USER, ADMIN on the
- * mapped roles and CONNECTION ADMIN (or SUPER) to kill connections.
+ * mapped roles, CONNECTION ADMIN (or SUPER) to kill connections, SELECT and UPDATE on mysql.*, and PROCESS
+ * to find one connection of the account (kill).
  */
 const str = (s: string) => `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 const ident = (s: string) => `\`${s.replace(/`/g, '``')}\``;
@@ -21,6 +22,9 @@ export function nativePasswordHash(password: string): string {
   const stage1 = crypto.createHash('sha1').update(password, 'utf8').digest();
   return `*${crypto.createHash('sha1').update(stage1).digest('hex').toUpperCase()}`;
 }
+
+/** How long a lease waits for another gateway process's work on the same account, in connect timeouts. */
+const LOCK_WAIT_TIMEOUTS = 3;
 
 export const ownRole = (account: string) => `${account}_roles`;
 
@@ -47,7 +51,8 @@ export function mysqlAccounts(t: TargetConfig, cfg: UserProvisioning, timeoutMs:
     const [rows] = await c.query<mysql.RowDataPacket[]>("SELECT Role FROM mysql.roles_mapping WHERE User = ? AND Host = '' ORDER BY Role", [ownRole(account)]);
     return rows.map((r) => String(r.Role));
   };
-  // SHOW PROCESSLIST rather than information_schema: no temporary table on the server for it.
+  // SHOW PROCESSLIST rather than information_schema: no temporary table on the server for it. It lists
+  // other users' threads only to an admin with PROCESS (see kill).
   const threads = async (c: mysql.Connection, account: string): Promise<number[]> => {
     const [rows] = await c.query<mysql.RowDataPacket[]>('SHOW FULL PROCESSLIST');
     return rows.filter((r) => r.User === account).map((r) => Number(r.Id));
@@ -88,6 +93,9 @@ export function mysqlAccounts(t: TargetConfig, cfg: UserProvisioning, timeoutMs:
           await c.query(`GRANT ${ident(ownRole(account))} TO ${user(account)}`);
           await c.query(`SET DEFAULT ROLE ${ident(ownRole(account))} FOR ${user(account)}`);
         } else {
+          // Again on every open: creation is four statements MariaDB commits one by one, and a gateway
+          // stopped (or refused) after the grant left a user whose sessions would run with no role active.
+          await c.query(`SET DEFAULT ROLE ${ident(ownRole(account))} FOR ${user(account)}`);
           await c.query(`ALTER USER ${user(account)} IDENTIFIED BY PASSWORD ${hash} ACCOUNT UNLOCK`);
         }
         return { created, ...(await syncRoles(c, account, roles)) };
@@ -100,16 +108,10 @@ export function mysqlAccounts(t: TargetConfig, cfg: UserProvisioning, timeoutMs:
         await c.query(`ALTER USER ${user(account)} ACCOUNT LOCK`);
         const revoked = await held(c, account);
         for (const r of revoked) await c.query(`REVOKE ${ident(r)} FROM ${ident(ownRole(account))}`);
-        let killed = 0;
-        for (const id of await threads(c, account)) {
-          try {
-            await c.query(`KILL CONNECTION ${id}`);
-            killed++;
-          } catch {
-            // Already gone.
-          }
-        }
-        return { revoked, killed };
+        // By account, not by listing its threads: SHOW PROCESSLIST shows an admin without PROCESS only its
+        // own threads, while KILL ... USER needs CONNECTION ADMIN alone. It answers how many it ended.
+        const [k] = await c.query<mysql.ResultSetHeader>(`KILL CONNECTION USER ${user(account)}`);
+        return { revoked, killed: k.affectedRows };
       });
     },
     async listOpen() {
@@ -121,6 +123,16 @@ export function mysqlAccounts(t: TargetConfig, cfg: UserProvisioning, timeoutMs:
             "WHERE g.Host = '%' AND COALESCE(JSON_VALUE(g.Priv, '$.account_locked'), 'false') NOT IN ('1', 'true') ORDER BY 1",
         );
         return rows.map((r) => String(r.User));
+      });
+    },
+    async exclusive(account, fn) {
+      return admin(async (c) => {
+        // Held by the admin connection until it ends (also if vigil dies). Bounded: the holder only opens
+        // or locks the account and logs in once, each within the timeout.
+        const waitSeconds = Math.max(1, Math.ceil((LOCK_WAIT_TIMEOUTS * timeoutMs) / 1000));
+        const [rows] = await c.query<mysql.RowDataPacket[]>('SELECT GET_LOCK(?, ?) AS got', [`vigil_user_provisioning:${account}`, waitSeconds]);
+        if (Number(rows[0]?.got) !== 1) throw new Error(`another gateway process kept the account "${account}" busy for ${waitSeconds}s`);
+        return fn();
       });
     },
     async kill(account, backendId) {

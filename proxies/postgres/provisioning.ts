@@ -9,6 +9,9 @@ import type { PostgresTarget } from './config.ts';
 /** Marks roles vigil created; an existing role without it is never adopted (a name collision is refused). */
 export const MANAGED_COMMENT = 'managed by vigil user_provisioning';
 
+/** How long a lease waits for another gateway process's work on the same account, in connect timeouts. */
+const LOCK_WAIT_TIMEOUTS = 3;
+
 const ident = (s: string) => `"${s.replace(/"/g, '""')}"`;
 const literal = (s: string) => `'${s.replace(/'/g, "''")}'`;
 
@@ -133,6 +136,15 @@ export function postgresAccounts(t: PostgresTarget, cfg: UserProvisioning, timeo
       return admin(async (c) => {
         const r = await c.query<{ rolname: string }>("SELECT rolname FROM pg_roles WHERE rolcanlogin AND shobj_description(oid, 'pg_authid') = $1 ORDER BY 1", [MANAGED_COMMENT]);
         return r.rows.map((x) => x.rolname);
+      });
+    },
+    async exclusive(account, fn) {
+      return admin(async (c) => {
+        // A session-level advisory lock: the admin connection holds it until it ends (also if vigil dies).
+        // Bounded: the holder only opens or locks the account and logs in once, each within the timeout.
+        await c.query(`SET lock_timeout = ${Math.max(1, Math.round(LOCK_WAIT_TIMEOUTS * timeoutMs))}`);
+        await c.query('SELECT pg_advisory_lock(hashtextextended($1, 0))', [`${MANAGED_COMMENT}: ${account}`]);
+        return fn();
       });
     },
     async kill(account, backendId) {

@@ -29,6 +29,13 @@ export interface AccountDriver {
    * these were left open by a gateway that stopped without locking them (killed, host lost).
    */
   listOpen(): Promise<string[]>;
+  /**
+   * Run `fn` holding the server-side lock of `account` (held by an admin connection, so a gateway that dies
+   * lets it go). Other gateway processes (gateway.workers) lease the same account: without it one sets
+   * a password between another's setting its own and logging in with it, or both create the account.
+   * Throws, without running `fn`, when the lock cannot be had within a bound.
+   */
+  exclusive<T>(account: string, fn: () => Promise<T>): Promise<T>;
 }
 
 /** Provisioning failed: the session is refused. The message names the step, never a secret. */
@@ -113,7 +120,7 @@ export class BackendAccounts {
     if (!st) this.accounts.set(key, (st = { account, leases: new Map(), queue: Promise.resolve(), base: req.eventBase, driver: req.driver }));
     const state = st;
     const roles = databaseRoles(cfg.roles_map, req.roles);
-    return this.serial(state, async () => {
+    return this.serial(state, () => this.exclusively(req.driver, state.account, { step: 'open' }, req.eventBase, async () => {
       const password = sessionPassword();
       // One account per engineer: while sessions overlap it holds the union of their roles.
       const union = unionOf([...[...state.leases.values()].map((l) => l.roles), roles]);
@@ -139,10 +146,10 @@ export class BackendAccounts {
         // Logged in or not, this session will not use the account: give the lease back (locks if last).
         this.bySession.delete(req.sessionId);
         state.leases.delete(req.sessionId);
-        if (state.leases.size === 0) await this.lockUnlessLeasedElsewhere(state, 'login_failed');
+        if (state.leases.size === 0) await this.lockNowUnlessLeasedElsewhere(state, 'login_failed');
         throw e;
       }
-    }).then((r) => {
+    })).then((r) => {
       // Cut while it was being provisioned: the registry's end came before the lease existed.
       const handle = this.services.sessions.get(req.sessionId);
       if (!handle || handle.endReason) this.release(req.sessionId, handle?.endReason ?? 'client_closed');
@@ -164,7 +171,7 @@ export class BackendAccounts {
       // session's backend connection goes now, not when the server notices.
       const id = WITHDRAWN.has(reason) ? held.lease.backendId : undefined;
       this.track(
-        this.serial(state, async () => {
+        this.serial(state, () => this.exclusively(state.driver, state.account, { step: 'sync', reason }, state.base, async () => {
           try {
             const r = await state.driver.sync(state.account, unionOf([...state.leases.values()].map((l) => l.roles)));
             if (r.revoked.length > 0) await this.emit('db.user.revoked', 'success', state.base, { account: state.account, roles: r.revoked, reason });
@@ -174,7 +181,7 @@ export class BackendAccounts {
           if (id === undefined) return;
           const killed = await state.driver.kill(state.account, id).catch(() => false);
           await this.emit('db.user.locked', 'success', state.base, { account: state.account, reason, locked: false, killed_connections: killed ? 1 : 0, backend_id: id });
-        }).catch(() => {}),
+        })).catch(() => {}),
       );
     }
   }
@@ -228,9 +235,36 @@ export class BackendAccounts {
     while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
   }
 
-  private async lockUnlessLeasedElsewhere(state: AccountState, reason: string): Promise<void> {
+  /**
+   * Asked under the account's server-side lock: another process's session that leases the account meanwhile
+   * registered before it took that lock, so it is seen here, and is never locked out between its open and
+   * its login nor cut right after it.
+   */
+  private lockUnlessLeasedElsewhere(state: AccountState, reason: string): Promise<void> {
+    return this.exclusively(state.driver, state.account, { step: 'lock', reason }, state.base, () => this.lockNowUnlessLeasedElsewhere(state, reason)).catch(() => {});
+  }
+
+  /** The same, for a caller that holds the account's server-side lock already. */
+  private async lockNowUnlessLeasedElsewhere(state: AccountState, reason: string): Promise<void> {
     if (this.leasedElsewhere && (await this.leasedElsewhere(state.base).catch(() => false))) return;
     await this.lockNow(state, reason);
+  }
+
+  /**
+   * Run `op` under the account's server-side lock (AccountDriver.exclusive). Not getting the lock is a
+   * provisioning failure of `what.step`, recorded; errors of `op` itself pass through.
+   */
+  private async exclusively<T>(driver: AccountDriver, account: string, what: { step: string; reason?: string }, base: LeaseRequest['eventBase'], op: () => Promise<T>): Promise<T> {
+    let started = false;
+    try {
+      return await driver.exclusive(account, () => ((started = true), op()));
+    } catch (e) {
+      if (started) throw e;
+      const why = (e as Error).message;
+      this.services.log.warn({ err: why, account }, 'could not take the lock of a backend account');
+      await this.emit('db.user.provisioning_failed', 'failure', base, { account, ...what, error: why });
+      throw new ProvisioningError(`could not prepare your database account: ${why}`, { cause: e });
+    }
   }
 
   private async lockNow(state: AccountState, reason: string): Promise<void> {
