@@ -36,8 +36,10 @@ export class IpcAuditSink implements AuditSink {
   private flushScheduled = false;
   private laterTimer: NodeJS.Timeout | undefined;
   private gone: Error | undefined;
-  healthy = true;
-  failure: Error | undefined;
+  /** The log's health as the primary last said. */
+  private reported: { healthy: boolean; failure?: Error } = { healthy: true };
+  /** Set while the primary has stopped answering (stopped, or stuck): nothing sent can become durable. */
+  private silence: Error | undefined;
   private idle: (() => void) | undefined;
 
   constructor(private readonly send: (m: WorkerMessage) => void) {}
@@ -48,6 +50,26 @@ export class IpcAuditSink implements AuditSink {
 
   appendLater<C>(event: AuditEvent, callback: AppendCallback<C>, context: C): void {
     this.enqueue(event, false, true, { event, callback: callback as AppendCallback<unknown>, context });
+  }
+
+  get healthy(): boolean {
+    return this.reported.healthy && !this.gone && !this.silence;
+  }
+
+  get failure(): Error | undefined {
+    return this.gone ?? this.silence ?? this.reported.failure;
+  }
+
+  /**
+   * The primary stopped answering (worker.ts PRIMARY_SILENT_TICKS): unhealthy until it speaks again, so
+   * that no statement is forwarded whose record may never be written. Pending appends keep waiting.
+   */
+  primarySilent(err: Error): void {
+    this.silence = err;
+  }
+
+  primaryHeard(): void {
+    this.silence = undefined;
   }
 
   noteRefusedSession(): void {
@@ -96,8 +118,7 @@ export class IpcAuditSink implements AuditSink {
   /** Acks and health from the primary. */
   receive(m: PrimaryMessage): void {
     if (m.vigil === 'health' || m.vigil === 'acks') {
-      this.healthy = m.healthy && !this.gone;
-      this.failure = m.healthy ? undefined : new AuditUnavailableError(m.failure ?? 'the audit log cannot be written');
+      this.reported = m.healthy ? { healthy: true } : { healthy: false, failure: new AuditUnavailableError(m.failure ?? 'the audit log cannot be written') };
     }
     if (m.vigil !== 'acks') return;
     const ok = m.ok;
@@ -120,8 +141,6 @@ export class IpcAuditSink implements AuditSink {
   /** The primary is gone: nothing can be recorded any more, so every pending and later append fails. */
   disconnected(err: Error = new AuditUnavailableError('the gateway primary is gone; nothing can be recorded')): void {
     this.gone ??= err;
-    this.healthy = false;
-    this.failure = this.gone;
     this.batch = [];
     const all = [...this.waiting.values()];
     this.waiting.clear();

@@ -91,7 +91,10 @@ export type PrimaryMessage =
   | { vigil: 'reload'; config: VigilConfig }
   /** Send the counts of the live sessions (a GET /v1/sessions is waiting for them). */
   | { vigil: 'counts'; r: number }
-  /** Are you alive? (a worker that stops answering is killed and replaced: pool.ts MAX_UNANSWERED_PINGS) */
+  /**
+   * Are you alive? (a worker that stops answering is killed and replaced: pool.ts MAX_UNANSWERED_PINGS; a
+   * worker that stops hearing them takes the audit log as unavailable: worker.ts PRIMARY_SILENT_TICKS)
+   */
   | { vigil: 'ping' }
   /** The answer to the worker's leased_elsewhere query `q`. */
   | { vigil: 'leased_elsewhere'; q: number; held: boolean }

@@ -515,7 +515,9 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
   const pingTimer = setInterval(() => {
     for (const st of states.values()) {
       if (!st.greeted || st.hung || !st.worker.isConnected()) continue;
-      if (st.unanswered >= MAX_UNANSWERED_PINGS) {
+      // While draining, each worker's deadline bounds a hung one (drain below); the pings go on, as the
+      // workers take a primary that stops pinging for one that stopped (worker.ts PRIMARY_SILENT_TICKS).
+      if (!draining && st.unanswered >= MAX_UNANSWERED_PINGS) {
         st.hung = true;
         log.error({ worker: st.pid, unanswered_ms: st.unanswered * PING_INTERVAL_MS }, 'gateway worker stopped answering; killing it');
         st.worker.process.kill('SIGKILL');
@@ -538,8 +540,6 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
     async drain(drainMs: number) {
       draining = true;
       clearInterval(healthTimer);
-      // From here each worker's deadline (below) bounds a hung one.
-      clearInterval(pingTimer);
       for (const st of states.values()) st.listening = false;
       const exits = [...states.values()].map(
         (st) =>
@@ -557,6 +557,7 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
           }),
       );
       await Promise.all(exits);
+      clearInterval(pingTimer);
     },
   };
 }

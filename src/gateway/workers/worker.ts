@@ -8,19 +8,35 @@ import { createReloader, type Reloader } from '../reload.ts';
 import { EventBus } from '../../events/bus.ts';
 import { SessionRegistry } from '../../sessions/registry.ts';
 import { openIdentity } from '../../identity/index.ts';
-import { openStateStore } from '../../store/index.ts';
+import { openStateStore, type StateStore } from '../../store/index.ts';
 import { startAccessEnforcement } from '../../access/enforcement.ts';
 import { backendAccounts, settleBackendAccounts } from '../../accounts/manager.ts';
 import { refusalBudgetFor } from '../../sessions/refusal-budget.ts';
 import { coreServices } from '../core-services.ts';
 import { openProtocolListeners, type ProtocolListeners } from '../listeners.ts';
 import { IpcAuditSink } from './ipc-sink.ts';
+import { AuditUnavailableError } from '../../errors.ts';
 import { CastRelay } from './cast-relay.ts';
 import { isVigilMessage, sessionToWire, type PrimaryMessage, type WorkerMessage } from './messages.ts';
 import { END_SESSIONS_MS, recordingsCloseMs, recordingsStepMs, settleAccountsMs, SINK_CLOSE_MS } from './shutdown.ts';
 
 /** How long a worker waits for the primary to say whether another worker uses an account it would lock. */
 const LEASE_QUERY_MS = 5_000;
+/**
+ * A worker that failed (to start, or while it served) exits this long after: time to report it and print
+ * the error. It must not linger: its IPC channel would keep it alive, answering the primary's pings without
+ * listeners, and the primary replaces a worker only when it exits (pool.ts onExit).
+ */
+const FAILED_EXIT_MS = 1_000;
+/**
+ * The primary pings every worker once a second (pool.ts PING_INTERVAL_MS), drain included. A worker that
+ * has heard nothing from it for this many of its own seconds in a row takes the audit log as unavailable
+ * (statements refused, sessions ended, as a local writer that cannot write): a primary that is stopped or
+ * stuck, not gone, writes nothing, and statements forwarded meanwhile (batched mode) might never be
+ * recorded. Counted in ticks, not by the clock: a worker that was itself stalled counts the stall once.
+ */
+const PRIMARY_SILENT_TICKS = 10;
+const PRIMARY_CHECK_MS = 1_000;
 
 /** True in a process the gateway primary forked to run protocol listeners (gateway.workers > 1). */
 export function isGatewayWorker(): boolean {
@@ -107,7 +123,13 @@ export async function runGatewayWorker(loaded: LoadedConfig, opts: { proxies: re
   const listenAllowed = sweeper ? Promise.resolve() : new Promise<void>((r) => (mayListen = r));
   let primaryGone = false;
   const relay = new CastRelay(() => services?.recordings, sendThen, log);
+  let unheardTicks = 0;
   process.on('message', (m) => {
+    if (unheardTicks >= PRIMARY_SILENT_TICKS) {
+      sink.primaryHeard();
+      log.warn('the gateway primary answers again; statements are forwarded again');
+    }
+    unheardTicks = 0;
     if (!isVigilMessage(m)) return;
     const msg = m as PrimaryMessage;
     if (msg.vigil === 'ping') return void (process.connected && send({ vigil: 'pong' }));
@@ -139,6 +161,13 @@ export async function runGatewayWorker(loaded: LoadedConfig, opts: { proxies: re
     });
   // The primary held back what it had for this worker until now (drain, reload, the audit log's health).
   send({ vigil: 'hello' });
+  // From now on the primary pings this worker (it does once it hears hello).
+  const silenceTimer = setInterval(() => {
+    if (primaryGone || ++unheardTicks !== PRIMARY_SILENT_TICKS) return;
+    sink.primarySilent(new AuditUnavailableError('the gateway primary stopped answering; nothing can be recorded'));
+    log.error({ silent_s: PRIMARY_SILENT_TICKS }, 'the gateway primary stopped answering; refusing statements until it answers again');
+  }, PRIMARY_CHECK_MS);
+  silenceTimer.unref();
   // The primary is gone (killed): nothing can be recorded, so nothing may go on. End the sessions and exit.
   process.on('disconnect', () => {
     primaryGone = true;
@@ -162,8 +191,9 @@ export async function runGatewayWorker(loaded: LoadedConfig, opts: { proxies: re
     void follower.reload({ via: 'signal' }, next).catch((e) => log.error({ err: e }, 'config reload failed in a worker'));
   };
   const listeners: ProtocolListeners = { servers: [], proxies: [], ports: {} };
-  const store = await openStateStore(dataDir, config.store, { log });
+  let store: StateStore | undefined;
   try {
+    store = await openStateStore(dataDir, config.store, { log });
     const identity = await openIdentity(dataDir, config, store);
     const refusals = refusalBudgetFor(config.budgets, events, log);
     const sessions = new SessionRegistry();
@@ -210,11 +240,12 @@ export async function runGatewayWorker(loaded: LoadedConfig, opts: { proxies: re
     await sink.close(SINK_CLOSE_MS);
   } catch (e) {
     if (!primaryGone) send({ vigil: 'failed', error: (e as Error).message });
+    setTimeout(() => process.exit(1), FAILED_EXIT_MS).unref();
     for (const s of listeners.servers) s.close();
     for (const p of listeners.proxies) await p.close().catch(() => {});
     throw e;
   } finally {
-    await store.close().catch(() => {});
+    await store?.close().catch(() => {});
   }
   if (!primaryGone) send({ vigil: 'drained' });
   process.disconnect?.();
