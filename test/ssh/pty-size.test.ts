@@ -2,9 +2,14 @@ import fs from 'node:fs';
 import ssh2 from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startWorld, type SshWorld } from './harness.ts';
+import { certClient } from './cert-client.ts';
 import type { IssuedFiles } from '../support/gateway.ts';
 import { waitFor } from '../support/tmp.ts';
 import { MAX_TERMINAL_COLS, MAX_TERMINAL_ROWS } from '../../proxies/ssh/terminal/tracker.ts';
+
+const HUGE = 40_000;
+const MiB = 1024 * 1024;
+const CLAMPED = `${MAX_TERMINAL_ROWS} ${MAX_TERMINAL_COLS}`; // as `stty size` prints it: rows, then cols
 
 /**
  * A client may ask for any terminal size (SSH carries it as 32-bit numbers); the gateway's headless
@@ -12,30 +17,6 @@ import { MAX_TERMINAL_COLS, MAX_TERMINAL_ROWS } from '../../proxies/ssh/terminal
  * target, the recording and the command tracker alike. The ssh2 client library sends the sizes (stock
  * OpenSSH sends its real window), through the gateway to a real sshd.
  */
-function certClient(w: SshWorld, creds: IssuedFiles): Promise<ssh2.Client> {
-  const key = ssh2.utils.parseKey(fs.readFileSync(creds.sshKey)) as ssh2.ParsedKey;
-  const [certType, certB64] = fs.readFileSync(creds.sshCert, 'utf8').trim().split(/\s+/) as [string, string];
-  const cert = Object.create(key) as ssh2.ParsedKey;
-  Object.defineProperty(cert, 'type', { value: certType });
-  cert.getPublicSSH = () => Buffer.from(certB64, 'base64');
-  return new Promise((resolve, reject) => {
-    const c = new ssh2.Client();
-    c.once('ready', () => resolve(c));
-    c.once('error', reject);
-    c.connect({
-      host: '127.0.0.1',
-      port: w.port,
-      username: `${w.sshd.user}@web1`,
-      hostVerifier: () => true,
-      authHandler: (_methods, _partial, next) => next({ type: 'publickey', username: `${w.sshd.user}@web1`, key: cert } as never),
-    });
-  });
-}
-
-const HUGE = 40_000;
-const MiB = 1024 * 1024;
-const CLAMPED = `${MAX_TERMINAL_ROWS} ${MAX_TERMINAL_COLS}`; // as `stty size` prints it: rows, then cols
-
 describe('ssh proxy: terminal size', () => {
   let w: SshWorld;
   let alice: IssuedFiles;

@@ -1,30 +1,7 @@
-import fs from 'node:fs';
-import ssh2 from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startWorld, type SshWorld } from './harness.ts';
+import { certClient } from './cert-client.ts';
 import type { IssuedFiles } from '../support/gateway.ts';
-
-function certClient(w: SshWorld, creds: IssuedFiles): Promise<ssh2.Client> {
-  const key = ssh2.utils.parseKey(fs.readFileSync(creds.sshKey)) as ssh2.ParsedKey;
-  const [certType, certB64] = fs.readFileSync(creds.sshCert, 'utf8').trim().split(/\s+/) as [string, string];
-  const cert = Object.create(key) as ssh2.ParsedKey;
-  Object.defineProperty(cert, 'type', { value: certType });
-  cert.getPublicSSH = () => Buffer.from(certB64, 'base64');
-  return new Promise((resolve, reject) => {
-    const c = new ssh2.Client();
-    c.once('ready', () => resolve(c));
-    c.once('error', reject);
-    c.connect({
-      host: '127.0.0.1',
-      port: w.port,
-      username: `${w.sshd.user}@web1`,
-      hostVerifier: () => true,
-      // vigil does not announce itself as OpenSSH; the openssh_* requests are sent anyway.
-      strictVendor: false,
-      authHandler: (_methods, _partial, next) => next({ type: 'publickey', username: `${w.sshd.user}@web1`, key: cert } as never),
-    });
-  });
-}
 
 /** Refused forwarding attempts say on record what they tried to reach (an auditor's first question). */
 describe('ssh: refused forwards name what they asked for', () => {
@@ -39,7 +16,7 @@ describe('ssh: refused forwards name what they asked for', () => {
   });
 
   it('a unix socket forward (-L to a socket) is refused and its event names the socket path', async () => {
-    const c = await certClient(w, alice);
+    const c = await certClient(w, alice, { strictVendor: false });
     try {
       const err = await new Promise<Error | undefined>((resolve) => c.openssh_forwardOutStreamLocal('/var/run/docker.sock', (e) => resolve(e ?? undefined)));
       expect(err).toBeDefined();
@@ -51,7 +28,7 @@ describe('ssh: refused forwards name what they asked for', () => {
   }, 30_000);
 
   it('remote forwards (-R, TCP and unix socket) are refused and their events name the address asked for', async () => {
-    const c = await certClient(w, alice);
+    const c = await certClient(w, alice, { strictVendor: false });
     try {
       const tcp = await new Promise<Error | undefined>((resolve) => c.forwardIn('127.0.0.1', 8022, (e) => resolve(e ?? undefined)));
       expect(tcp).toBeDefined();

@@ -1,30 +1,10 @@
-import fs from 'node:fs';
 import net from 'node:net';
 import ssh2 from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startWorld, type SshWorld } from './harness.ts';
+import { certClient } from './cert-client.ts';
 import type { IssuedFiles } from '../support/gateway.ts';
 import { waitFor } from '../support/tmp.ts';
-
-function certClient(w: SshWorld, creds: IssuedFiles): Promise<ssh2.Client> {
-  const key = ssh2.utils.parseKey(fs.readFileSync(creds.sshKey)) as ssh2.ParsedKey;
-  const [certType, certB64] = fs.readFileSync(creds.sshCert, 'utf8').trim().split(/\s+/) as [string, string];
-  const cert = Object.create(key) as ssh2.ParsedKey;
-  Object.defineProperty(cert, 'type', { value: certType });
-  cert.getPublicSSH = () => Buffer.from(certB64, 'base64');
-  return new Promise((resolve, reject) => {
-    const c = new ssh2.Client();
-    c.once('ready', () => resolve(c));
-    c.once('error', reject);
-    c.connect({
-      host: '127.0.0.1',
-      port: w.port,
-      username: `${w.sshd.user}@web1`,
-      hostVerifier: () => true,
-      authHandler: (_methods, _partial, next) => next({ type: 'publickey', username: `${w.sshd.user}@web1`, key: cert } as never),
-    });
-  });
-}
 
 function listen(onConn: (s: net.Socket) => void): Promise<{ server: net.Server; port: number }> {
   const server = net.createServer(onConn);

@@ -1,7 +1,7 @@
-import fs from 'node:fs';
 import ssh2 from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startWorld, type SshWorld } from './harness.ts';
+import { certClient } from './cert-client.ts';
 import type { IssuedFiles } from '../support/gateway.ts';
 import { waitFor } from '../support/tmp.ts';
 
@@ -12,26 +12,6 @@ import { waitFor } from '../support/tmp.ts';
  * The gateway runs in this process, so the test starves its loop itself (a busy timer) and makes the last
  * output slow to parse (insert-line on a large screen), with the shell's `exit` behind it.
  */
-function certClient(w: SshWorld, creds: IssuedFiles): Promise<ssh2.Client> {
-  const key = ssh2.utils.parseKey(fs.readFileSync(creds.sshKey)) as ssh2.ParsedKey;
-  const [certType, certB64] = fs.readFileSync(creds.sshCert, 'utf8').trim().split(/\s+/) as [string, string];
-  const cert = Object.create(key) as ssh2.ParsedKey;
-  Object.defineProperty(cert, 'type', { value: certType });
-  cert.getPublicSSH = () => Buffer.from(certB64, 'base64');
-  return new Promise((resolve, reject) => {
-    const c = new ssh2.Client();
-    c.once('ready', () => resolve(c));
-    c.once('error', reject);
-    c.connect({
-      host: '127.0.0.1',
-      port: w.port,
-      username: `${w.sshd.user}@web1`,
-      hostVerifier: () => true,
-      authHandler: (_methods, _partial, next) => next({ type: 'publickey', username: `${w.sshd.user}@web1`, key: cert } as never),
-    });
-  });
-}
-
 describe('ssh pty session: session.end after the last command record', () => {
   let w: SshWorld;
   let alice: IssuedFiles;
