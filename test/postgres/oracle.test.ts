@@ -3,7 +3,7 @@ import path from 'node:path';
 import { execFileSync, spawn } from 'node:child_process';
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { startWorld, run, RawClient, serverLog, serverStatements, STATEMENT_LOG, type PgWorld } from './helpers.ts';
-import { F, cstr, int16, int32, encodeMessage } from '../../proxies/postgres/frontend.ts';
+import { msg, parse, bind, exec, sync } from './wire.ts';
 import { splitStatements } from '../../proxies/postgres/sql.ts';
 import { clientEnv, PG_BIN } from '../support/postgres.ts';
 import { waitFor } from '../support/tmp.ts';
@@ -22,11 +22,6 @@ afterAll(async () => {
   await w?.stop();
 });
 
-const msg = (type: number, ...parts: Buffer[]) => encodeMessage(type, Buffer.concat(parts));
-const parse = (name: string, sql: string) => msg(F.Parse, cstr(name), cstr(sql), int16(0));
-const bind = (portal: string, stmt: string) => msg(F.Bind, cstr(portal), cstr(stmt), int16(0), int16(0), int16(0));
-const exec = (portal: string) => msg(F.Execute, cstr(portal), int32(0));
-const sync = msg(F.Sync);
 
 /**
  * What the server logged for an application, one group per received message: a simple query's

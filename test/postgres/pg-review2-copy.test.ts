@@ -1,6 +1,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { startWorld, RawClient, serverStatements, STATEMENT_LOG, type PgWorld } from './helpers.ts';
-import { F, cstr, int16, int32, encodeMessage } from '../../proxies/postgres/frontend.ts';
+import { F, cstr } from '../../proxies/postgres/frontend.ts';
+import { msg, parse, bind, exec, query, copyData, copyDone, flush, sync } from './wire.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
 import { waitFor } from '../support/tmp.ts';
 
@@ -18,17 +19,8 @@ afterAll(async () => {
   await w?.stop();
 });
 
-const msg = (type: number, ...parts: Buffer[]) => encodeMessage(type, Buffer.concat(parts));
-const parse = (name: string, sql: string) => msg(F.Parse, cstr(name), cstr(sql), int16(0));
-const bind = (portal: string, stmt: string) => msg(F.Bind, cstr(portal), cstr(stmt), int16(0), int16(0), int16(0));
 const describePortal = (portal: string) => msg(F.Describe, Buffer.from('P'), cstr(portal));
-const exec = (portal: string) => msg(F.Execute, cstr(portal), int32(0));
-const query = (sql: string) => msg(F.Query, cstr(sql));
-const copyData = (text: string) => msg(F.CopyData, Buffer.from(text));
-const copyDone = msg(F.CopyDone);
 const copyFail = (why: string) => msg(F.CopyFail, cstr(why));
-const flush = msg(F.Flush);
-const sync = msg(F.Sync);
 const codes = (ms: { type: string; body: Buffer }[]) =>
   ms.map((m) => (m.type === 'E' ? `E${/C([0-9A-Z]{5})\0/.exec(m.body.toString('latin1'))?.[1]}` : m.type)).join(' ');
 

@@ -1,6 +1,7 @@
 import { describe, it, expect, beforeAll, beforeEach, afterAll } from 'vitest';
 import { startWorld, RawClient, serverStatements, STATEMENT_LOG, type PgWorld } from './helpers.ts';
-import { F, cstr, int16, int32, encodeMessage } from '../../proxies/postgres/frontend.ts';
+import { F } from '../../proxies/postgres/frontend.ts';
+import { msg, parse, bind, exec, query, sync } from './wire.ts';
 import { waitFor } from '../support/tmp.ts';
 
 /**
@@ -24,12 +25,6 @@ afterAll(async () => {
   await w?.stop();
 });
 
-const msg = (type: number, ...parts: Buffer[]) => encodeMessage(type, Buffer.concat(parts));
-const parse = (name: string, sql: string) => msg(F.Parse, cstr(name), cstr(sql), int16(0));
-const bind = (portal: string, stmt: string) => msg(F.Bind, cstr(portal), cstr(stmt), int16(0), int16(0), int16(0));
-const exec = (portal: string) => msg(F.Execute, cstr(portal), int32(0));
-const query = (sql: string) => msg(F.Query, cstr(sql));
-const sync = msg(F.Sync);
 const codes = (ms: { type: string; body: Buffer }[]) =>
   ms.filter((m) => m.type !== 'S' && m.type !== 'N').map((m) => (m.type === 'E' ? `E${/C([0-9A-Z]{5})\0/.exec(m.body.toString('latin1'))?.[1]}` : m.type)).join(' ');
 

@@ -1,6 +1,6 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { startWorld, RawClient, serverStatements, STATEMENT_LOG, type PgWorld } from './helpers.ts';
-import { F, cstr, int16, int32, encodeMessage } from '../../proxies/postgres/frontend.ts';
+import { msg, parse, bind, exec, close, sync } from './wire.ts';
 
 /**
  * The record follows the server: prepared statements exist from ParseComplete, portals from
@@ -15,12 +15,6 @@ afterAll(async () => {
   await w?.stop();
 });
 
-const msg = (type: number, ...parts: Buffer[]) => encodeMessage(type, Buffer.concat(parts));
-const parse = (name: string, sql: string) => msg(F.Parse, cstr(name), cstr(sql), int16(0));
-const bind = (portal: string, stmt: string) => msg(F.Bind, cstr(portal), cstr(stmt), int16(0), int16(0), int16(0));
-const exec = (portal: string) => msg(F.Execute, cstr(portal), int32(0));
-const close = (kind: 'S' | 'P', name: string) => msg(F.Close, Buffer.from(kind), cstr(name));
-const sync = msg(F.Sync);
 const codes = (ms: { type: string; body: Buffer }[]) =>
   ms.map((m) => (m.type === 'E' ? `E${/C([0-9A-Z]{5})\0/.exec(m.body.toString('latin1'))?.[1]}` : m.type)).join(' ');
 

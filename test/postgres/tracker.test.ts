@@ -1,13 +1,13 @@
 import { describe, it, expect } from 'vitest';
 import { QueryTracker, frontendNeedsBody, backendNeedsBody, type QueryRecord } from '../../proxies/postgres/tracker.ts';
 import { MessageFramer } from '../../proxies/postgres/framing.ts';
-import { F, cstr, int16, int32, encodeMessage } from '../../proxies/postgres/frontend.ts';
+import { F, cstr, int16, int32 } from '../../proxies/postgres/frontend.ts';
+import { msg, parse, bind, exec, sync } from './wire.ts';
 import { B, encodeError } from '../../proxies/postgres/backend.ts';
 import { splitStatements, redactSql, tokenize } from '../../proxies/postgres/sql.ts';
 import { compileSecretPattern } from '../../src/config/redaction.ts';
 import { decodeBinary, renderValue, OID } from '../../proxies/postgres/values.ts';
 
-const msg = (type: number, ...parts: Buffer[]) => encodeMessage(type, Buffer.concat(parts));
 const names = compileSecretPattern(['pass(word)?', 'secret', 'token', 'api_?key']);
 
 /** Feed whole streams through framers split at `cut`, like the relay does. */
@@ -28,10 +28,6 @@ function track(front: Buffer[], back: Buffer[], cut?: number): QueryRecord[] {
   return out;
 }
 
-const parse = (name: string, sql: string) => msg(F.Parse, cstr(name), cstr(sql), int16(0));
-const bind = (portal: string, stmt: string, vals: string[]) => msg(F.Bind, cstr(portal), cstr(stmt), int16(0), int16(vals.length), ...vals.flatMap((v) => [int32(Buffer.byteLength(v)), Buffer.from(v)]), int16(0));
-const exec = (portal: string, max = 0) => msg(F.Execute, cstr(portal), int32(max));
-const sync = msg(F.Sync);
 const dataRow = msg(B.DataRow, int16(1), int32(1), Buffer.from('x'));
 const complete = (tag: string) => msg(B.CommandComplete, cstr(tag));
 const ready = msg(B.ReadyForQuery, Buffer.from('I'));
