@@ -215,6 +215,8 @@ export async function playAsciicast(cast: Asciicast | StreamedAsciicast, out: No
       const wait = Math.min(Math.max(0, t - prev), idle) / speed;
       prev = t;
       if (wait > 0.001) await sleep(wait * 1000, undefined, { signal: opts.signal }).catch(() => {});
+      // Interrupted during the pause: what was due after it is not played any more.
+      if (opts.signal?.aborted) return;
       if (code === 'o') {
         await write(filter ? filter.write(data as string) : (data as string));
       } else if (code === NUL_RUN_CODES.o && !filter) {
@@ -252,10 +254,20 @@ export async function renderFinalText(cast: Asciicast | StreamedAsciicast): Prom
         if (m) term.resize(Math.min(Math.max(1, Number(m[1])), MAX_REPLAY_COLS), Math.min(Math.max(1, Number(m[2])), MAX_REPLAY_ROWS));
       }
     }
-    return history.finish();
+    return directionControlsShown(history.finish());
   } finally {
     term.dispose();
   }
+}
+
+/**
+ * The session's terminal drew every character left to right, but the auditor reads --print in a viewer that
+ * may obey bidi controls (a bidi-aware terminal, an editor, a browser): an override or isolate would show
+ * the commands reordered from what ran, a line or paragraph separator would break a line. Shown as \uXXXX.
+ */
+const DIRECTION_CONTROLS = /[\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+function directionControlsShown(text: string): string {
+  return text.replace(DIRECTION_CONTROLS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 type Marker = IMarker | undefined;

@@ -50,6 +50,14 @@ export class TerminalSafeFilter {
   private cursorHidden = false;
   private scrollRegion = false;
   private styled = false;
+  private autowrapOff = false;
+  private cursorBlinking = false;
+  private cursorShaped = false;
+  private keypadApplication = false;
+  // Charsets: G0 and G1 designations, and whether SO shifted G1 in.
+  private g0 = 'B';
+  private g1 = 'B';
+  private shiftedOut = false;
 
   /** The safe part of `chunk` (and of any sequence begun in earlier chunks that ends in it). */
   write(chunk: string): string {
@@ -78,17 +86,36 @@ export class TerminalSafeFilter {
     return out;
   }
 
-  /** Sequences that undo what the played output left set (alternate screen, hidden cursor, colours, scroll region). */
+  /**
+   * Sequences that undo what the played output left set: alternate screen, hidden cursor, colours, scroll
+   * region, and what the auditor's shell would go on living with: autowrap off, cursor blink and shape,
+   * application keypad, a line-drawing charset designated or shifted in.
+   */
   end(): string {
     let out = '';
     if (this.scrollRegion) out += '\x1b[r';
     if (this.altScreen) out += '\x1b[?1049l';
     if (this.cursorHidden) out += '\x1b[?25h';
     if (this.styled) out += '\x1b[0m';
+    if (this.autowrapOff) out += '\x1b[?7h';
+    if (this.cursorBlinking) out += '\x1b[?12l';
+    if (this.cursorShaped) out += '\x1b[0 q';
+    if (this.keypadApplication) out += '\x1b>';
+    if (this.shiftedOut || this.g0 !== 'B' || this.g1 !== 'B') out += '\x0f\x1b(B\x1b)B';
     this.state = 'ground';
     this.pendingHigh = '';
     this.altScreen = this.cursorHidden = this.scrollRegion = this.styled = false;
+    this.autowrapOff = this.cursorBlinking = this.cursorShaped = this.keypadApplication = this.shiftedOut = false;
+    this.g0 = this.g1 = 'B';
     return out;
+  }
+
+  /** An allowed C0 control as it is emitted (SO/SI tracked for end()), or '' for any other. */
+  private c0(code: number, ch: string): string {
+    if (!ALLOWED_C0.has(code)) return '';
+    if (code === 0x0e) this.shiftedOut = true;
+    if (code === 0x0f) this.shiftedOut = false;
+    return ch;
   }
 
   private step(ch: string): string {
@@ -114,7 +141,10 @@ export class TerminalSafeFilter {
           return '';
         }
         this.state = 'ground';
-        return 'B0A'.includes(ch) ? `\x1b${this.charsetSlot}${ch}` : '';
+        if (!'B0A'.includes(ch)) return '';
+        if (this.charsetSlot === '(') this.g0 = ch;
+        else this.g1 = ch;
+        return `\x1b${this.charsetSlot}${ch}`;
       case 'csi':
       case 'csi-ignore':
         return this.csiByte(code, ch);
@@ -137,7 +167,7 @@ export class TerminalSafeFilter {
     if (code === 0x1b) this.state = 'escape';
     else if (code === 0x9b) this.beginCsi();
     else if (code === 0x90 || code === 0x9d || code === 0x98 || code === 0x9e || code === 0x9f) this.state = 'string';
-    else if (ALLOWED_C0.has(code)) return ch;
+    else return this.c0(code, ch);
     // Any other C0 or C1 control (BEL, ENQ — which asks for an answerback —, NUL, DEL, …) is dropped.
     return '';
   }
@@ -146,7 +176,7 @@ export class TerminalSafeFilter {
     if (code === 0x1b) return '';
     if (code < 0x20) {
       // A terminal executes a C0 control met inside an escape sequence and goes on with the sequence.
-      return ALLOWED_C0.has(code) ? ch : '';
+      return this.c0(code, ch);
     }
     this.state = 'ground';
     if (ch === '[') this.beginCsi();
@@ -155,7 +185,10 @@ export class TerminalSafeFilter {
       this.charsetSlot = ch;
       this.state = 'charset';
     } else if (code >= 0x20 && code <= 0x2f) this.state = 'escape-intermediate';
-    else if (ALLOWED_ESC_FINALS.has(ch)) return `\x1b${ch}`;
+    else if (ALLOWED_ESC_FINALS.has(ch)) {
+      if (ch === '=' || ch === '>') this.keypadApplication = ch === '=';
+      return `\x1b${ch}`;
+    }
     // Anything else (RIS, DECID — a report request —, …) is dropped.
     return '';
   }
@@ -170,7 +203,7 @@ export class TerminalSafeFilter {
       this.state = 'escape';
       return '';
     }
-    if (code < 0x20) return ALLOWED_C0.has(code) ? ch : '';
+    if (code < 0x20) return this.c0(code, ch);
     if (code >= 0x40 && code <= 0x7e) {
       const ignored = this.state === 'csi-ignore';
       this.state = 'ground';
@@ -190,11 +223,18 @@ export class TerminalSafeFilter {
 
   /** The sequence to emit for `CSI body final`, or '' to drop it. */
   private csiSequence(body: string, final: string): string {
-    if (body === ' ' && final === 'q') return '\x1b[ q'; // DECSCUSR, default cursor style
+    if (body === ' ' && final === 'q') {
+      this.cursorShaped = false;
+      return '\x1b[ q'; // DECSCUSR, default cursor style
+    }
     const m = /^([?]?)([0-9;:]*)( ?)$/.exec(body);
     if (!m) return ''; // other private prefixes (>, =, <) and intermediates ($, !, ", ', …): reports and settings
     const [, privateMark, params, space] = m;
-    if (space) return final === 'q' && /^\d?$/.test(params) && !privateMark ? `\x1b[${params} q` : '';
+    if (space) {
+      if (final !== 'q' || !/^\d?$/.test(params) || privateMark) return '';
+      this.cursorShaped = params !== '' && params !== '0';
+      return `\x1b[${params} q`;
+    }
     if (privateMark) {
       if (final !== 'h' && final !== 'l') return '';
       const modes = params.split(';').map(Number).filter((n) => ALLOWED_PRIVATE_MODES.has(n));
@@ -202,6 +242,8 @@ export class TerminalSafeFilter {
       for (const n of modes) {
         if (ALT_SCREEN_MODES.has(n)) this.altScreen = final === 'h';
         if (n === 25) this.cursorHidden = final === 'l';
+        if (n === 7) this.autowrapOff = final === 'l';
+        if (n === 12) this.cursorBlinking = final === 'h';
       }
       return `\x1b[?${modes.join(';')}${final}`;
     }

@@ -9,6 +9,7 @@ import { AccessService, formatDuration, type Actor } from '../../access/service.
 import { requestTimeoutMs, TIMEOUT_OPTION } from '../gateway-request.ts';
 import { apiAccessClient, localAccessClient, type AccessClient } from '../../access/client.ts';
 import type { AccessRecord, AccessState, LockRecord } from '../../store/types.ts';
+import { escapeTerminal } from '../../../recorder/audit/index.ts';
 
 /**
  * `vigil access …`, `vigil lock user`, `vigil unlock user`. With `--api URL --cert --key --ca` (or
@@ -96,7 +97,8 @@ function summary(r: AccessRecord): string {
           ? `expired ${r.expiresAt}`
           : `by ${r.decidedBy}`;
   const filer = r.requester && r.requester !== r.user ? ` (filed by ${r.requester})` : '';
-  return `${r.id}  ${displayState(r)}  ${r.user}${filer} → ${r.role}${targets}  ${when}`.trimEnd();
+  // Escaped: the approver reads what the requester typed; a line break or control in it must not forge a record line.
+  return escapeTerminal(`${r.id}  ${displayState(r)}  ${r.user}${filer} → ${r.role}${targets}  ${when}`.trimEnd());
 }
 
 function details(r: AccessRecord): string {
@@ -118,7 +120,7 @@ function details(r: AccessRecord): string {
   if (r.expiresAt) lines.push(`expires:     ${r.expiresAt}`);
   if (r.decidedBy) lines.push(`decided by:  ${r.decidedBy}`);
   if (r.decisionReason) lines.push(`why:         ${r.decisionReason}`);
-  return lines.join('\n');
+  return lines.map(escapeTerminal).join('\n');
 }
 
 function printRecord(args: CommandArgs, r: AccessRecord, verb?: string): void {
@@ -128,7 +130,7 @@ function printRecord(args: CommandArgs, r: AccessRecord, verb?: string): void {
 
 function printLock(args: CommandArgs, l: LockRecord, verb: string): void {
   if (args.values.json) args.out.write(JSON.stringify(l) + '\n');
-  else args.out.write(`${verb}: user ${l.name} (by ${l.by}: ${l.reason}${l.expiresAt ? `, until ${l.expiresAt}` : ''})\n`);
+  else args.out.write(`${verb}: ${escapeTerminal(`user ${l.name} (by ${l.by}: ${l.reason}${l.expiresAt ? `, until ${l.expiresAt}` : ''})`)}\n`);
 }
 
 const STATES: AccessState[] = ['pending', 'active', 'denied', 'expired', 'revoked'];
@@ -235,7 +237,7 @@ export const accessListCommand: Command = {
     } else if (recs.length === 0) {
       args.out.write('no access requests\n');
     } else {
-      for (const r of recs) args.out.write(`${summary(r)}\n    reason: ${r.reason}\n`);
+      for (const r of recs) args.out.write(`${summary(r)}\n    reason: ${escapeTerminal(r.reason)}\n`);
     }
     return 0;
   },
@@ -343,7 +345,7 @@ export const lockListCommand: Command = {
     const locks = await withClient(args, (c) => c.listLocks(), undefined, { readOnly: true });
     if (args.values.json) for (const l of locks) args.out.write(JSON.stringify(l) + '\n');
     else if (locks.length === 0) args.out.write('no locks\n');
-    else for (const l of locks) args.out.write(`user ${l.name}  since ${l.createdAt}${l.expiresAt ? ` until ${l.expiresAt}` : ''}  by ${l.by}: ${l.reason}\n`);
+    else for (const l of locks) args.out.write(`${escapeTerminal(`user ${l.name}  since ${l.createdAt}${l.expiresAt ? ` until ${l.expiresAt}` : ''}  by ${l.by}: ${l.reason}`)}\n`);
     return 0;
   },
 };

@@ -86,7 +86,9 @@ export const replayCommand: Command = {
     'SESSION_ID [--speed 2] [--idle-limit 2] [--channel N] [--print] [--raw] [--json]\n\n' +
     'SSH output is filtered for your terminal: text, colours, cursor movement, erasing and the alternate screen pass; clipboard\n' +
     'writes, titles and other OSC/DCS/APC strings, and every query that would make your terminal answer into your input\n' +
-    '(DA, DSR, window reports, …) are dropped. --raw plays the bytes exactly as recorded: only into a terminal you trust it with.\n' +
+    '(DA, DSR, window reports, …) are dropped. At the end, or on Ctrl-C (exit 130), what the recording left set is undone\n' +
+    '(alternate screen, cursor, colours, scroll region, autowrap, keypad, charset). --raw plays the bytes exactly as\n' +
+    'recorded: only into a terminal you trust it with. --print shows bidi controls and line separators as \\uXXXX.\n' +
     '--print shows the scrollback and the final screen, and before them what the session erased on the way (screen or\n' +
     'scrollback cleared, terminal reset, the last screen of each full-screen program), each followed by a [vigil: …] line;\n' +
     'a line overwritten in place (cursor up, erase line) shows only as it ended.\n' +
@@ -139,8 +141,15 @@ export const replayCommand: Command = {
     const speed = numberOpt('speed', stringOpt(args.values, 'speed'));
     const idleLimit = numberOpt('idle-limit', stringOpt(args.values, 'idle-limit'));
     const logged = await loggedHashes(auditDir, sessionId);
+    // Ctrl-C (or a TERM) stops playing instead of killing the process, so the player can still undo what the
+    // recording left set in this terminal (alternate screen, hidden cursor, colours, scroll region).
+    const interrupt = new AbortController();
+    const stop = () => interrupt.abort();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
     try {
       for (const id of ids) {
+        if (interrupt.signal.aborted) break;
         const source = await store.open(id);
         if (!source) throw new NotFoundError(`recording ${escapeTerminal(id)} is gone`);
         const reference = referenceHash(logged.get(id), source.where.kind);
@@ -153,12 +162,18 @@ export const replayCommand: Command = {
           checkLogged(id, cast.digest, reference, args.err, RecordingIntegrityError);
           args.out.write(text + '\n');
         } else {
-          await playAsciicast(cast, args.out, { speed, idleLimit, raw: args.values.raw === true }).catch((e) => Promise.reject(named(e)));
+          await playAsciicast(cast, args.out, { speed, idleLimit, raw: args.values.raw === true, signal: interrupt.signal }).catch((e) => Promise.reject(named(e)));
           checkLogged(id, cast.digest, reference, args.err, RecordingIntegrityError);
         }
       }
     } finally {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
       await store.close?.(0);
+    }
+    if (interrupt.signal.aborted) {
+      args.err.write('\nvigil: replay interrupted\n');
+      return 130;
     }
     return 0;
   },
