@@ -520,11 +520,12 @@ class NotDue extends Error {}
 
 /**
  * Free text a person typed (reasons, comments): kept as written, but never control characters (NUL, escape
- * sequences that would rewrite a terminal showing the audit log) or lone surrogates. PostgreSQL refuses NUL
+ * sequences that would rewrite a terminal showing the audit log, C1 controls such as U+009B CSI, bidi
+ * overrides and isolates that show an approver the text reordered) or lone surrogates. PostgreSQL refuses NUL
  * and malformed Unicode outright, so without this check one replica's store would accept what another's
  * refuses; now both refuse it the same way, with a message the requester can act on.
  */
-const NOT_PLAIN = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+const NOT_PLAIN = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
 function plainText(s: string): boolean {
   return !NOT_PLAIN.test(s);

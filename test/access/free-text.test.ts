@@ -59,6 +59,9 @@ describe.each(STORES)('free text in access decisions (%s store)', (_kind, storeC
     ['an escape sequence', 'INC-1 \u001b[2J\u001b[H'],
     ['a lone surrogate', 'INC-1 \ud800'],
     ['a lone low surrogate', '\udc00 INC-1'],
+    ['a C1 control (CSI)', 'INC-1 \u009b1A'],
+    ['a bidi override', 'INC-1 \u202egnp.exe'],
+    ['a bidi isolate', 'INC-1 \u2067x\u2069'],
   ])('a reason with %s is refused as invalid, nothing stored', async (_what, reason) => {
     const before = (await store.listAccess()).length;
     await expect(access.request(alice, { role: 'prod-dba', reason })).rejects.toMatchObject({ code: 'VIGIL_BAD_TEXT', kind: 'invalid' });
