@@ -36,6 +36,7 @@ import { PreAuthDeadlines, recordPreAuthProtocolError, recordPreAuthRefused, wat
 import type { ServerIdentities } from './server-identity.ts';
 import type { EventType } from '../../src/events/catalog.ts';
 import { refusalMessage, type MysqlStatement, type SessionGuardrails } from '../../src/guardrails/index.ts';
+import { guardrailsForLogin } from '../../src/guardrails/account-self-protection.ts';
 
 export interface MysqlSection {
   enabled: boolean;
@@ -442,6 +443,8 @@ export class MysqlConnection implements KillableConnection {
       // With user_provisioning the session logs in as the engineer's own account (TARGET/dbuser was refused by loginRefusal).
       const provisioning = adm.target.user_provisioning as UserProvisioning | undefined;
       this.login = provisioning ? accountName(provisioning.name_pattern, adm.principal.user, 26) : (req.login ?? (adm.target.user as string));
+      // The account's password is vigil's alone: statements that would change how it logs in are refused.
+      this.guard = await guardrailsForLogin(provisioning ? this.login : undefined, this.guard);
       this.database = hs.database ?? (adm.target.database as string | undefined);
       this.clientCaps = (hs.capabilities & this.capabilities) >>> 0;
       this.clientMariadbCaps = hs.capabilities & CLIENT.LONG_PASSWORD ? 0 : ((hs.mariadbCapabilities ?? 0) & this.mariadbCapabilities) >>> 0;

@@ -23,6 +23,7 @@ import { backendAccounts, ProvisioningError } from '../../src/accounts/manager.t
 import { accountName, type UserProvisioning } from '../../src/accounts/config.ts';
 import { ClientGuard } from './guardrail.ts';
 import type { SessionGuardrails } from '../../src/guardrails/index.ts';
+import { guardrailsForLogin } from '../../src/guardrails/account-self-protection.ts';
 import { DEFAULT_APPLICATION_NAME, parseDatabase, renderApplicationName, type PostgresSection, type PostgresTarget } from './config.ts';
 
 /**
@@ -356,6 +357,8 @@ export class ClientConnection {
     }
     const provisioning = (admission.target as PostgresTarget).user_provisioning as UserProvisioning | undefined;
     const account = provisioning && accountName(provisioning.name_pattern, admission.principal.user, 63);
+    // The account's password is vigil's alone: statements that would change how it logs in are refused.
+    this.guard = await guardrailsForLogin(account, this.guard);
     this.session = await openSession(this.shared.services, account ? { ...req, login: account } : req, admission, (reason, message) => this.terminate(reason, message), {
       method,
       client_tls: encrypted,

@@ -1,6 +1,6 @@
 import { deparseSync, loadModule, parseSync, parsePlPgSQLSync } from '@libpg-query/parser';
 import type { SqlKind } from './config.ts';
-import { emptyFacts, type SqlFacts } from './facts.ts';
+import { emptyFacts, type RoleChange, type SqlFacts } from './facts.ts';
 
 /**
  * Guardrail facts of a Postgres text from PostgreSQL's own parser (libpg_query). Every statement of a
@@ -124,6 +124,10 @@ function statement(kind: string, n: Record<string, unknown>, c: Ctx, depth: numb
     case 'CreateRoleStmt':
     case 'AlterRoleStmt':
       if (grantsMembership(kind, n)) facts.kinds.add('grant');
+      (facts.roles ??= []).push(roleChange(kind, n));
+      return;
+    case 'RenameStmt':
+      if (n.renameType === 'OBJECT_ROLE') (facts.roles ??= []).push({ action: 'rename', role: String(n.subname), options: [] });
       return;
     case 'CopyStmt':
       if (n.is_program) facts.kinds.add('copy_program');
@@ -147,6 +151,21 @@ function grantsMembership(kind: string, n: Record<string, unknown>): boolean {
   const options = ((n.options as { DefElem?: { defname?: string } }[]) ?? []).map((o) => o.DefElem?.defname);
   if (kind === 'CreateRoleStmt') return options.some((d) => d === 'addroleto' || d === 'rolemembers' || d === 'adminmembers');
   return n.action === 1 && options.includes('rolemembers');
+}
+
+function roleChange(kind: string, n: Record<string, unknown>): RoleChange {
+  type Option = { DefElem?: { defname?: string; arg?: { Boolean?: { boolval?: boolean } } } };
+  const options: string[] = [];
+  let login = kind === 'CreateRoleStmt' && n.stmt_type === 'ROLESTMT_USER';
+  for (const o of (n.options as Option[]) ?? []) {
+    const d = o.DefElem;
+    if (d?.defname === 'canlogin') login = d.arg?.Boolean?.boolval === true;
+    else if (d?.defname) options.push(d.defname);
+  }
+  if (login) options.push('login');
+  if (kind === 'CreateRoleStmt') return { action: 'create', role: String(n.role), options };
+  const spec = n.role as { roletype?: string; rolename?: string } | undefined;
+  return { action: 'alter', role: spec?.roletype === 'ROLESPEC_CSTRING' ? String(spec.rolename) : null, options };
 }
 
 /** A WHERE that is a constant true (`WHERE true`, `WHERE 1=1` is not folded) counts as none. */
