@@ -25,6 +25,7 @@ import type { OidcConfig } from '../identity/oidc/config.ts';
 import { consoleDir, securityHeaders, serveStatic } from './static.ts';
 import { streamCast } from './recording.ts';
 import { clientAddress } from '../api/client-address.ts';
+import { foreignSite } from '../api/cross-site.ts';
 import { killInConsole, liveDeps, liveLinks, watchInConsole } from './live.ts';
 import { CREDENTIAL_ENDED, credentialEnded, type CertCredential, type CredentialEnd } from '../api/credential.ts';
 import { accessReport, isFramedReport, reportFormat, REPORT_FRAME_CSP, REPORT_TYPES, sendReportError } from './report.ts';
@@ -101,6 +102,15 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
 
   /** A recorded console session for a verified identity (no audit log, no session). */
   async function openSession(who: ConsoleIdentity, req: http.IncomingMessage): Promise<ConsoleSession> {
+    // The IdP knows nothing of vigil's locks: a locked user gets no session (certificates are refused earlier).
+    if (services.store.isLocked('user', who.user)) {
+      const actor = { user: who.user, roles: who.roles, ...(who.certSerial ? { cert_serial: who.certSerial } : {}) };
+      const oidc = who.oidc ? { subject: who.oidc.subject, groups: who.oidc.groups } : {};
+      await emit(undefined, req, { type: 'console.signin', outcome: 'failure', actor, target: { name: 'console', protocol: 'https' }, details: { method: who.method, reason: 'user_locked', ...oidc } }).catch((e) =>
+        log.error({ err: (e as Error).message, user: who.user }, 'console: could not record a refused sign-in'),
+      );
+      throw new ApiError(403, 'VIGIL_LOCKED', 'Your vigil user is locked. Contact an administrator.');
+    }
     const s = sessions.create(who);
     try {
       const oidc = who.oidc ? { subject: who.oidc.subject, groups: who.oidc.groups } : {};
@@ -146,6 +156,7 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
       res.writeHead(302, { ...securityHeaders(), location: '/console/', 'cache-control': 'no-store', 'set-cookie': [sessionCookie(s), CLEARED_OIDC_COOKIE] });
       res.end();
     } catch (e) {
+      if (e instanceof ApiError && e.code === 'VIGIL_LOCKED') return refusalPage(res, e.status, e.message, { 'set-cookie': CLEARED_OIDC_COOKIE });
       if (!(e instanceof OidcLoginError)) throw e;
       // Too many starts from this address (summarised as auth.failure.summary, protocol oidc-start) or a full gateway.
       if (e instanceof OidcStartRefused) return refusalPage(res, e.status, e.message, { 'retry-after': String(e.retryAfterSec) });
@@ -248,6 +259,12 @@ export function createConsole(services: GatewayServices, accessOf: () => AccessS
       await signIn({ user: auth.actor.user, roles: auth.actor.roles, certSerial: auth.actor.certSerial, method: 'cert', notAfter: c.notAfter, ...(c.grantId ? { grantId: c.grantId } : {}) }, req, res);
       return;
     }
+
+    // SameSite=Strict does not keep the cookie from a sibling host of the same site (or another port of
+    // this host): its page could embed an export, a report or a live view and have it done, and recorded,
+    // in the viewer's name. The console's own calls are same-origin; an address typed in is `none`.
+    const foreign = foreignSite(req);
+    if (foreign) throw new ApiError(403, 'VIGIL_CROSS_SITE', `Refused: the request comes from another site (${foreign}). Open the console itself.`);
 
     const s = await current(req);
     if (method !== 'GET' && method !== 'HEAD' && !csrfMatches(s, req)) {
