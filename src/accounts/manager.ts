@@ -69,6 +69,21 @@ export interface Lease {
   backendId?: number;
 }
 
+/**
+ * What the other gateway processes (gateway.workers > 1) hold of an engineer's account: whether a live
+ * session there uses it, and the database roles their leases need (the account must keep those too).
+ */
+export interface ElsewhereLeases {
+  held: boolean;
+  roles: readonly string[];
+}
+
+/** A lease being made here, told to the primary as it asks (it answers the other workers with its roles). */
+export interface LeaseAnnouncement {
+  account: string;
+  roles: readonly string[];
+}
+
 /** Reasons a session ends because its access was withdrawn: its backend connection is killed at the server. */
 const WITHDRAWN: ReadonlySet<EndReason> = new Set(['revoked', 'locked', 'grant_expired', 'cert_expired']);
 
@@ -95,6 +110,8 @@ export class BackendAccounts {
   private readonly inFlight = new Set<Promise<unknown>>();
   /** Start sweeps begun in this process (sweepsDone waits for them). */
   private readonly sweeps = new Set<Promise<void>>();
+  /** Each target's driver, as its listener or a lease handed it (to lock what a dead worker left open). */
+  private readonly drivers = new Map<string, AccountDriver>();
   /**
    * False in a gateway worker that is not the gateway's one sweeper (src/gateway/workers/worker.ts): its
    * sweep would see the accounts other workers lease as open without a lease here, and lock them.
@@ -102,9 +119,12 @@ export class BackendAccounts {
   private sweepAtStart = true;
   /**
    * gateway.workers > 1 (src/gateway/workers/worker.ts): whether a live session in another worker process
-   * uses the account. Its last session here then leaves it open: that worker locks it after its own.
+   * uses the account, and the database roles those sessions need. Asked under the account's server-side
+   * lock before every role change: the account holds the union of every process's leases, and its last
+   * session here leaves it open (narrowed to the others' roles) for that worker to lock after its own.
+   * `lease` tells the primary of a lease made here, so that the other workers count its roles too.
    */
-  leasedElsewhere?: (base: LeaseRequest['eventBase']) => Promise<boolean>;
+  leasedElsewhere?: (base: LeaseRequest['eventBase'], lease?: LeaseAnnouncement) => Promise<ElsewhereLeases>;
 
   constructor(private readonly services: Pick<GatewayServices, 'events' | 'log' | 'sessions'>) {}
 
@@ -120,10 +140,12 @@ export class BackendAccounts {
     if (!st) this.accounts.set(key, (st = { account, leases: new Map(), queue: Promise.resolve(), base: req.eventBase, driver: req.driver }));
     const state = st;
     const roles = databaseRoles(cfg.roles_map, req.roles);
+    this.drivers.set(targetKey(req.target), req.driver);
     return this.serial(state, () => this.exclusively(req.driver, state.account, { step: 'open' }, req.eventBase, async () => {
       const password = sessionPassword();
-      // One account per engineer: while sessions overlap it holds the union of their roles.
-      const union = unionOf([...[...state.leases.values()].map((l) => l.roles), roles]);
+      // One account per engineer: while sessions overlap (in any worker process) it holds the union of their roles.
+      const elsewhere = await this.askElsewhere(req.eventBase, { account, roles });
+      const union = unionOf([...[...state.leases.values()].map((l) => l.roles), roles, elsewhere.roles]);
       let opened: Awaited<ReturnType<AccountDriver['open']>>;
       try {
         opened = await req.driver.open(account, union, password);
@@ -146,7 +168,7 @@ export class BackendAccounts {
         // Logged in or not, this session will not use the account: give the lease back (locks if last).
         this.bySession.delete(req.sessionId);
         state.leases.delete(req.sessionId);
-        if (state.leases.size === 0) await this.lockNowUnlessLeasedElsewhere(state, 'login_failed');
+        if (state.leases.size === 0) await this.reconcileNow(state, 'login_failed', state.base);
         throw e;
       }
     })).then((r) => {
@@ -164,26 +186,44 @@ export class BackendAccounts {
     this.bySession.delete(sessionId);
     const state = this.accounts.get(held.key)!;
     state.leases.delete(sessionId);
-    if (state.leases.size === 0) {
-      this.track(this.serial(state, () => (state.leases.size === 0 ? this.lockUnlessLeasedElsewhere(state, reason) : Promise.resolve())).catch(() => {}));
-    } else {
-      // Other sessions still use the account: it keeps only their roles, and (access withdrawn) this
-      // session's backend connection goes now, not when the server notices.
-      const id = WITHDRAWN.has(reason) ? held.lease.backendId : undefined;
-      this.track(
-        this.serial(state, () => this.exclusively(state.driver, state.account, { step: 'sync', reason }, state.base, async () => {
-          try {
-            const r = await state.driver.sync(state.account, unionOf([...state.leases.values()].map((l) => l.roles)));
-            if (r.revoked.length > 0) await this.emit('db.user.revoked', 'success', state.base, { account: state.account, roles: r.revoked, reason });
-          } catch (e) {
-            await this.emit('db.user.provisioning_failed', 'failure', state.base, { account: state.account, step: 'sync', reason, error: (e as Error).message });
-          }
-          if (id === undefined) return;
+    // Access withdrawn: this session's backend connection goes now, not when the server notices (the
+    // account may stay open for other sessions).
+    const id = WITHDRAWN.has(reason) ? held.lease.backendId : undefined;
+    this.track(
+      this.serial(state, () =>
+        this.exclusively(state.driver, state.account, { step: state.leases.size === 0 ? 'lock' : 'sync', reason }, state.base, async () => {
+          const locked = await this.reconcileNow(state, reason, state.base);
+          // Locked: its connections were all killed with it.
+          if (id === undefined || locked) return;
           const killed = await state.driver.kill(state.account, id).catch(() => false);
           await this.emit('db.user.locked', 'success', state.base, { account: state.account, reason, locked: false, killed_connections: killed ? 1 : 0, backend_id: id });
-        })).catch(() => {}),
-      );
+        }),
+      ).catch(() => {}),
+    );
+  }
+
+  /**
+   * A gateway worker died (SIGKILL, killed as hung) with sessions that leased `account`: it could not lock
+   * it. Unless a live session (here or in another worker) still leases it, lock it now if it is open; else
+   * narrow it to the roles those sessions need (the dead worker's sessions may have needed more). Recorded
+   * like a last session's end, with `reason` and `details` (the dead worker).
+   */
+  lockOrphaned(target: { name: string; protocol: string }, account: string, reason: string, base: LeaseRequest['eventBase'], details: Record<string, unknown> = {}): Promise<void> {
+    const driver = this.drivers.get(targetKey(target));
+    if (!driver) {
+      // The target is gone from the configuration (or this process never listened for it): nothing here can reach it.
+      this.services.log.error({ account, target: target.name }, 'could not lock a backend account a dead gateway worker left open: no driver for its target here');
+      return this.emit('db.user.provisioning_failed', 'failure', base, { account, step: 'lock', reason, error: `no account driver for target ${target.name} in this process`, ...details });
     }
+    const key = `${target.protocol}/${target.name}/${account}`;
+    let st = this.accounts.get(key);
+    if (!st) this.accounts.set(key, (st = { account, leases: new Map(), queue: Promise.resolve(), base, driver }));
+    const state = st;
+    const run = this.serial(state, () =>
+      this.exclusively(driver, account, { step: 'lock', reason }, base, () => this.reconcileNow(state, reason, base, { onlyIfOpen: true, details })),
+    ).then(() => {}, () => {});
+    this.track(run);
+    return run;
   }
 
   /**
@@ -192,6 +232,7 @@ export class BackendAccounts {
    * still connected). Each is locked like a last session's end, with reason `gateway_start`.
    */
   sweep(target: TargetConfig, driver: AccountDriver): Promise<void> {
+    this.drivers.set(targetKey(target), driver);
     if (!this.sweepAtStart) return Promise.resolve();
     const base = { actor: SYSTEM_ACTOR as never, source: LOCAL_SOURCE, target: { name: target.name, protocol: target.protocol } };
     const run = (async () => {
@@ -236,18 +277,36 @@ export class BackendAccounts {
   }
 
   /**
-   * Asked under the account's server-side lock: another process's session that leases the account meanwhile
-   * registered before it took that lock, so it is seen here, and is never locked out between its open and
-   * its login nor cut right after it.
+   * Make the account hold exactly what its live leases need, for a caller that holds the account's
+   * server-side lock: the union of the roles of its sessions here and in every other worker process, or
+   * locked when there are none. Asked under that lock: another process's session that leases the account
+   * meanwhile told the primary before it took that lock, so it is seen here, and is never locked out
+   * between its open and its login nor cut right after it, nor stripped of the roles it logged in for.
+   * `onlyIfOpen`: lock only an account that can log in (a dead worker may have locked it already).
    */
-  private lockUnlessLeasedElsewhere(state: AccountState, reason: string): Promise<void> {
-    return this.exclusively(state.driver, state.account, { step: 'lock', reason }, state.base, () => this.lockNowUnlessLeasedElsewhere(state, reason)).catch(() => {});
+  private async reconcileNow(state: AccountState, reason: string, base: LeaseRequest['eventBase'], opts: { onlyIfOpen?: boolean; details?: Record<string, unknown> } = {}): Promise<boolean> {
+    const elsewhere = await this.askElsewhere(base);
+    if (state.leases.size === 0 && !elsewhere.held) {
+      if (opts.onlyIfOpen) {
+        const open = await state.driver.listOpen().catch(() => [state.account]);
+        if (!open.includes(state.account)) return true;
+      }
+      await this.lockNow(state, reason, base, opts.details);
+      return true;
+    }
+    try {
+      const r = await state.driver.sync(state.account, unionOf([...[...state.leases.values()].map((l) => l.roles), elsewhere.roles]));
+      if (r.revoked.length > 0) await this.emit('db.user.revoked', 'success', base, { account: state.account, roles: r.revoked, reason, ...opts.details });
+    } catch (e) {
+      await this.emit('db.user.provisioning_failed', 'failure', base, { account: state.account, step: 'sync', reason, error: (e as Error).message, ...opts.details });
+    }
+    return false;
   }
 
-  /** The same, for a caller that holds the account's server-side lock already. */
-  private async lockNowUnlessLeasedElsewhere(state: AccountState, reason: string): Promise<void> {
-    if (this.leasedElsewhere && (await this.leasedElsewhere(state.base).catch(() => false))) return;
-    await this.lockNow(state, reason);
+  /** What other worker processes hold of the account; nothing without workers or without an answer (fail closed). */
+  private async askElsewhere(base: LeaseRequest['eventBase'], lease?: LeaseAnnouncement): Promise<ElsewhereLeases> {
+    if (!this.leasedElsewhere) return NOT_ELSEWHERE;
+    return this.leasedElsewhere(base, lease).catch(() => NOT_ELSEWHERE);
   }
 
   /**
@@ -267,15 +326,15 @@ export class BackendAccounts {
     }
   }
 
-  private async lockNow(state: AccountState, reason: string): Promise<void> {
+  private async lockNow(state: AccountState, reason: string, base = state.base, details: Record<string, unknown> = {}): Promise<void> {
     try {
       const r = await state.driver.close(state.account);
-      if (r.revoked.length > 0) await this.emit('db.user.revoked', 'success', state.base, { account: state.account, roles: r.revoked, reason });
-      await this.emit('db.user.locked', 'success', state.base, { account: state.account, reason, locked: true, killed_connections: r.killed });
+      if (r.revoked.length > 0) await this.emit('db.user.revoked', 'success', base, { account: state.account, roles: r.revoked, reason, ...details });
+      await this.emit('db.user.locked', 'success', base, { account: state.account, reason, locked: true, killed_connections: r.killed, ...details });
     } catch (e) {
       const why = (e as Error).message;
       this.services.log.error({ err: why, account: state.account }, 'could not lock a backend account');
-      await this.emit('db.user.provisioning_failed', 'failure', state.base, { account: state.account, step: 'lock', reason, error: why });
+      await this.emit('db.user.provisioning_failed', 'failure', base, { account: state.account, step: 'lock', reason, error: why, ...details });
     }
   }
 
@@ -293,6 +352,12 @@ export class BackendAccounts {
   private async emit(type: 'db.user.provisioned' | 'db.user.granted' | 'db.user.revoked' | 'db.user.locked' | 'db.user.provisioning_failed', outcome: 'success' | 'failure', base: LeaseRequest['eventBase'], details: Record<string, unknown>): Promise<void> {
     await this.services.events.emit({ type, outcome, ...base, details });
   }
+}
+
+const NOT_ELSEWHERE: ElsewhereLeases = { held: false, roles: [] };
+
+function targetKey(target: { name: string; protocol: string }): string {
+  return `${target.protocol}/${target.name}`;
 }
 
 function unionOf(lists: readonly (readonly string[])[]): string[] {

@@ -44,11 +44,23 @@ export type WorkerMessage =
   /** Counts of the worker's live sessions for request `r`: [id, bytesFromClient, bytesToClient, statements] flattened. */
   | { vigil: 'counts'; r: number; c: (string | number)[] }
   /**
-   * Query `q`: the worker's last session of `user` on the target ended; does a session in another worker
-   * use that engineer's backend account (then it is not locked: that worker locks it after its own)?
+   * Query `q`, asked under the account's server-side lock before the worker changes the roles of `user`'s
+   * backend account on the target or locks it: does a session in another worker use that account, and which
+   * database roles do those sessions' leases need (the account keeps them)? `lease`: session `session` of
+   * this worker leases `account` with `roles` (the primary answers the other workers with them, and has a
+   * live worker lock the account should this one die).
    */
-  | { vigil: 'leased_elsewhere'; q: number; user: string; target: string; protocol: string }
+  | { vigil: 'leased_elsewhere'; q: number; user: string; target: string; protocol: string; lease?: LeaseWire }
   | RelayMessage;
+
+/** A lease of a per-engineer backend account, as a worker tells the primary of it. */
+export interface LeaseWire {
+  session: string;
+  account: string;
+  roles: readonly string[];
+  /** The session's event base (actor, source, target, session id): what a lock after its worker died records. */
+  base: Pick<AuditEvent, 'actor' | 'source' | 'target' | 'session_id'>;
+}
 
 /**
  * A watched session's recordings, relayed for watch `w` (src/gateway/workers/cast-relay.ts): a recording
@@ -96,8 +108,13 @@ export type PrimaryMessage =
    * worker that stops hearing them takes the audit log as unavailable: worker.ts PRIMARY_SILENT_TICKS)
    */
   | { vigil: 'ping' }
-  /** The answer to the worker's leased_elsewhere query `q`. */
-  | { vigil: 'leased_elsewhere'; q: number; held: boolean }
+  /** The answer to the worker's leased_elsewhere query `q`: the other workers' live leases of the account. */
+  | { vigil: 'leased_elsewhere'; q: number; held: boolean; roles: string[] }
+  /**
+   * A worker died (killed, hung) while its sessions leased `account` on the target: it could not lock it.
+   * Lock it unless a live session still leases it (then narrow it to what those need); `worker_pid` is the dead one.
+   */
+  | { vigil: 'lock_orphaned'; account: string; target: string; protocol: string; base: LeaseWire['base']; worker_pid: number }
   | WatchRequest;
 
 export function isVigilMessage(m: unknown): m is { vigil: string } {

@@ -6,7 +6,7 @@ import type { EventBus } from '../../events/bus.ts';
 import type { RemoteSession, SessionRegistry } from '../../sessions/registry.ts';
 import type { LiveCast } from '../../../recorder/types.ts';
 import type { VigilConfig } from '../../config/schema.ts';
-import { isVigilMessage, sessionFromWire, type EventItem, type PrimaryMessage, type WorkerMessage } from './messages.ts';
+import { isVigilMessage, sessionFromWire, type EventItem, type LeaseWire, type PrimaryMessage, type WorkerMessage } from './messages.ts';
 import { workerShutdownMs } from './shutdown.ts';
 
 const STRICT = { strict: true } as const;
@@ -94,6 +94,13 @@ interface WorkerState {
   unanswered: number;
   /** Killed because it stopped answering. */
   hung?: boolean;
+  /** Backend account leases of its live sessions (as it told them: leased_elsewhere), by session id. */
+  leases: Map<string, LeaseWire & { user: string; targetName: string; protocol: string }>;
+  /**
+   * Every backend account its sessions ever leased (key protocol/target/account): should it die, these may
+   * be open with nobody left to lock them.
+   */
+  accounts: Map<string, Extract<PrimaryMessage, { vigil: 'lock_orphaned' }>>;
 }
 
 /** A live watch in the primary of a session this worker holds: the relay's recordings as LiveCasts. */
@@ -356,20 +363,49 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
   sessions.countAdoptedWith(fetchCounts);
 
   /**
-   * Each worker leases per-engineer backend accounts in its own process: before its last session of an
-   * engineer locks the account (and kills its connections), it asks whether a session of that engineer on
-   * that target lives in another worker. A worker's session_closed comes before its own question, so of
-   * two workers ending her last sessions at once the later one to ask always locks.
+   * Each worker leases per-engineer backend accounts in its own process: before it changes an engineer's
+   * account's roles or locks it (under the account's server-side lock), it asks whether a session of that
+   * engineer on that target lives in another worker, and which database roles those sessions' leases need
+   * (the account holds the union over all workers). A worker's session_closed comes before its own
+   * question, so of two workers ending her last sessions at once the later one to ask always locks.
    */
-  const leasedByOthers = (asking: WorkerState, q: { user: string; target: string; protocol: string }): boolean => {
+  const leasedByOthers = (asking: WorkerState, q: { user: string; target: string; protocol: string }): { held: boolean; roles: string[] } => {
+    let held = false;
+    const roles = new Set<string>();
     for (const other of states.values()) {
       if (other === asking) continue;
       for (const id of other.live) {
         const s = sessions.get(id)?.session;
-        if (s && s.principal.user === q.user && s.target.name === q.target && s.protocol === q.protocol) return true;
+        if (s && s.principal.user === q.user && s.target.name === q.target && s.protocol === q.protocol) held = true;
+      }
+      // The roles of those sessions' leases: the account must keep them while it narrows to the asker's.
+      for (const [id, l] of other.leases) {
+        if (other.live.has(id) && l.user === q.user && l.targetName === q.target && l.protocol === q.protocol) for (const r of l.roles) roles.add(r);
       }
     }
-    return false;
+    return { held, roles: [...roles].sort() };
+  };
+  /** The worker tells of a lease as it asks (under the account's lock): recorded before the answer goes out. */
+  const noteLease = (st: WorkerState, q: Extract<WorkerMessage, { vigil: 'leased_elsewhere' }>) => {
+    const l = q.lease;
+    if (!l) return;
+    if (st.live.has(l.session)) st.leases.set(l.session, { ...l, user: q.user, targetName: q.target, protocol: q.protocol });
+    st.accounts.set(`${q.protocol}/${q.target}/${l.account}`, { vigil: 'lock_orphaned', account: l.account, target: q.target, protocol: q.protocol, base: l.base, worker_pid: st.pid });
+  };
+
+  /**
+   * Accounts a dead worker's sessions leased: it cannot lock them (SIGKILL, killed as hung), and a
+   * replacement never sweeps, so without this they could log in (with their roles) until the gateway
+   * restarts. A live worker (the replacement, if none other) locks each unless a session still leases it.
+   */
+  const orphaned: Extract<PrimaryMessage, { vigil: 'lock_orphaned' }>[] = [];
+  const dispatchOrphans = () => {
+    if (orphaned.length === 0) return;
+    const live = [...states.values()].filter((st) => st.exit === undefined && !st.hung);
+    // One that listens already has its account drivers; a replacement gets them held until its hello.
+    const to = live.find((st) => st.listening && st.worker.isConnected()) ?? live[0];
+    if (!to) return;
+    for (const m of orphaned.splice(0)) sendTo(to, m);
   };
 
   const onMessage = (st: WorkerState, m: unknown) => {
@@ -400,7 +436,8 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
       case 'counts':
         return countsArrived(st, msg.r, msg.c);
       case 'leased_elsewhere':
-        return sendTo(st, { vigil: 'leased_elsewhere', q: msg.q, held: leasedByOthers(st, msg) });
+        noteLease(st, msg);
+        return sendTo(st, { vigil: 'leased_elsewhere', q: msg.q, ...leasedByOthers(st, msg) });
       case 'cast_open': {
         const rw = watches.get(msg.w);
         if (rw?.st === st) rw.onCast(remoteCast(msg.w, rw, msg.channel, msg.rid));
@@ -420,6 +457,7 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
       }
       case 'session_closed':
         st.live.delete(msg.id);
+        st.leases.delete(msg.id);
         return void sessions.get(msg.id)?.close(msg.reason);
       case 'refused_session':
         return events.noteRefusedSession();
@@ -460,6 +498,9 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
     for (const [r, req] of countRequests) if (req.pending.delete(st.worker.id) && req.pending.size === 0) countsDone(r);
     for (const id of st.live) sessions.get(id)?.close('gateway_crash');
     st.live.clear();
+    st.leases.clear();
+    orphaned.push(...st.accounts.values());
+    st.accounts.clear();
     const crashed = !draining || (code !== 0 && code !== null) || signal !== null;
     st.exit = signal ?? code;
     const ended = st.open.size;
@@ -476,9 +517,10 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
       startedReject(new Error(`gateway worker ${st.pid} exited (${signal ?? code}) before it was ready`));
       return;
     }
-    if (draining) return;
+    if (draining) return dispatchOrphans();
     if (crashed) log.error({ worker: st.pid, code, signal, sessions_ended: ended, hung: st.hung }, 'gateway worker died; its sessions ended; starting a new one');
     restartPause = Date.now() - st.startedAt < EARLY_DEATH_MS ? Math.min(Math.max(restartPause * 2, 500), MAX_RESTART_PAUSE_MS) : 0;
+    dispatchOrphans();
     if (restartPause === 0) return fork();
     log.warn({ pause_ms: restartPause }, 'gateway workers keep dying soon after they start; waiting before the next');
     setTimeout(() => draining || fork(), restartPause).unref();
@@ -489,9 +531,11 @@ export function startWorkerPool(opts: WorkerPoolOptions): WorkerPool {
     const worker = cluster.fork({ VIGIL_GATEWAY_WORKER: '1', ...(sweeper ? { VIGIL_GATEWAY_SWEEPER: '1' } : {}) });
     const st: WorkerState = {
       worker, pid: worker.process.pid ?? 0, startedAt: Date.now(), ok: [], failed: [], flushScheduled: false, open: new Map(), ending: new Map(), live: new Set(),
-      greeted: false, held: [], listening: false, sweeper, unanswered: 0,
+      greeted: false, held: [], listening: false, sweeper, unanswered: 0, leases: new Map(), accounts: new Map(),
     };
     states.set(worker.id, st);
+    // Accounts of a dead worker that no live worker was there to lock (all died, a restart pause).
+    dispatchOrphans();
     // A replacement (or a worker forked after the sweep) listens as soon as it is up.
     if (swept) letListen(st);
     worker.on('message', (m) => onMessage(st, m));

@@ -10,7 +10,7 @@ import { SessionRegistry } from '../../sessions/registry.ts';
 import { openIdentity } from '../../identity/index.ts';
 import { openStateStore, type StateStore } from '../../store/index.ts';
 import { startAccessEnforcement } from '../../access/enforcement.ts';
-import { backendAccounts, settleBackendAccounts } from '../../accounts/manager.ts';
+import { backendAccounts, settleBackendAccounts, type ElsewhereLeases, type LeaseAnnouncement, type LeaseRequest } from '../../accounts/manager.ts';
 import { refusalBudgetFor } from '../../sessions/refusal-budget.ts';
 import { coreServices } from '../core-services.ts';
 import { openProtocolListeners, type ProtocolListeners } from '../listeners.ts';
@@ -139,26 +139,38 @@ export async function runGatewayWorker(loaded: LoadedConfig, opts: { proxies: re
     if (msg.vigil === 'drain') return drain?.(msg.ms);
     if (msg.vigil === 'listen') return mayListen?.();
     if (msg.vigil === 'reload') return followReload(msg.config);
-    if (msg.vigil === 'leased_elsewhere') return leaseAnswers.get(msg.q)?.(msg.held);
+    if (msg.vigil === 'leased_elsewhere') return leaseAnswers.get(msg.q)?.({ held: msg.held, roles: msg.roles ?? [] });
+    if (msg.vigil === 'lock_orphaned') return void lockOrphaned(msg);
     sink.receive(msg);
   });
   // Answers of the primary to "does another worker's session use this account?" (see leasedElsewhere).
-  const leaseAnswers = new Map<number, (held: boolean) => void>();
+  const leaseAnswers = new Map<number, (a: ElsewhereLeases) => void>();
   let leaseQueries = 0;
-  const leasedElsewhere = (base: { actor: { user: string }; target: { name: string; protocol: string } }): Promise<boolean> =>
+  const NONE: ElsewhereLeases = { held: false, roles: [] };
+  const leasedElsewhere = (base: LeaseRequest['eventBase'], lease?: LeaseAnnouncement): Promise<ElsewhereLeases> =>
     new Promise((resolve) => {
-      // No answer (the primary is gone or stuck): lock, as a single process would.
-      if (primaryGone) return resolve(false);
+      // No answer (the primary is gone or stuck): only this process's sessions count, as in a single process.
+      if (primaryGone) return resolve(NONE);
       const q = ++leaseQueries;
-      const timer = setTimeout(() => answer(false), LEASE_QUERY_MS);
-      const answer = (held: boolean) => {
+      const timer = setTimeout(() => answer(NONE), LEASE_QUERY_MS);
+      const answer = (a: ElsewhereLeases) => {
         clearTimeout(timer);
         leaseAnswers.delete(q);
-        resolve(held);
+        resolve(a);
       };
       leaseAnswers.set(q, answer);
-      sendThen({ vigil: 'leased_elsewhere', q, user: base.actor.user, target: base.target.name, protocol: base.target.protocol }, () => process.connected || answer(false));
+      const told = lease && base.session_id ? { session: base.session_id, account: lease.account, roles: lease.roles, base } : undefined;
+      sendThen({ vigil: 'leased_elsewhere', q, user: base.actor.user, target: base.target!.name, protocol: base.target!.protocol, lease: told }, () => process.connected || answer(NONE));
     });
+  // The account drivers are known once the listeners are made (each hands its target's driver to the
+  // accounts): a lock of what a dead worker left waits for them (or for a drain that skips them).
+  let listenersMade!: () => void;
+  const driversKnown = new Promise<void>((r) => (listenersMade = r));
+  const lockOrphaned = async (m: Extract<PrimaryMessage, { vigil: 'lock_orphaned' }>) => {
+    await Promise.race([driversKnown, drainRequested]);
+    if (!services) return log.error({ account: m.account, target: m.target }, 'could not lock a backend account a dead gateway worker left open: this worker did not start');
+    await backendAccounts(services).lockOrphaned({ name: m.target, protocol: m.protocol }, m.account, 'worker_died', m.base, { worker_pid: m.worker_pid });
+  };
   // The primary held back what it had for this worker until now (drain, reload, the audit log's health).
   send({ vigil: 'hello' });
   // From now on the primary pings this worker (it does once it hears hello).
@@ -171,7 +183,7 @@ export async function runGatewayWorker(loaded: LoadedConfig, opts: { proxies: re
   // The primary is gone (killed): nothing can be recorded, so nothing may go on. End the sessions and exit.
   process.on('disconnect', () => {
     primaryGone = true;
-    for (const answer of [...leaseAnswers.values()]) answer(false);
+    for (const answer of [...leaseAnswers.values()]) answer(NONE);
     relay.stopAll();
     sink.disconnected();
     services?.sessions.terminateWhere(() => true, 'audit_unavailable', 'The vigil gateway stopped; the session is closed.');
@@ -214,6 +226,7 @@ export async function runGatewayWorker(loaded: LoadedConfig, opts: { proxies: re
     // Asked to drain while starting (the gateway stops): it never takes a connection.
     if (!drainAsked) {
       await openProtocolListeners(services, opts.proxies, log, listeners);
+      listenersMade();
       send({ vigil: 'ready', ports: listeners.ports });
       log.info({ ports: listeners.ports }, `gateway worker ready (pid ${process.pid})`);
     }
