@@ -8,14 +8,15 @@ import { POLICY } from '../access/support.ts';
 
 /**
  * The reason of an access request is typed by the requester and read by the approver in `vigil access list`
- * and `access show`. A line break, a CR, a C1 control (U+009B is CSI) or a bidi override in it must be shown
- * escaped: otherwise the requester forges, under their own request, a second request line the approver reads
- * as another record, or reorders what the approver reads.
+ * and `access show`. A line break or a CR in it must be shown escaped: otherwise the requester forges, under
+ * their own request, a second request line the approver reads as another record.
  */
 
 // A forged line: what the approver would read as a second, harmless request.
 const FORGED = '01JFAKEFAKEFAKEFAKEFAKEFAK  pending  bob → dev (pg-stage)';
-const REASON = `INC-1\n${FORGED}\r\u009b1A\u202e`;
+// Line breaks are allowed in a reason (C1 controls and bidi overrides are refused when it is filed:
+// test/access/free-text.test.ts); a CR would draw over the start of the line.
+const REASON = `INC-1\r\n${FORGED}`;
 
 describe('access list / access show: the requester\'s text cannot forge lines', () => {
   let config: string;
@@ -30,7 +31,7 @@ describe('access list / access show: the requester\'s text cannot forge lines', 
     const filed = await vigil('access', 'request', '--role', 'prod-ssh', '--reason', REASON, '--ttl', '30m', '--by', 'mallory', '--json');
     expect(filed.code, filed.err).toBe(0);
     const id = (JSON.parse(filed.out) as { id?: string; request?: { id: string } }).id ?? (JSON.parse(filed.out) as { request: { id: string } }).request.id;
-    const escaped = 'INC-1\\x0a01JFAKEFAKEFAKEFAKEFAKEFAK  pending  bob → dev (pg-stage)\\x0d\\x9b1A\\u202e';
+    const escaped = 'INC-1\\x0d\\x0a01JFAKEFAKEFAKEFAKEFAKEFAK  pending  bob → dev (pg-stage)';
 
     const list = await vigil('access', 'list');
     expect(list.code, list.err).toBe(0);
