@@ -8,15 +8,32 @@ import { AlertEngine, type Firing, type Resolution } from './engine.ts';
 import { formatTime } from '../events/envelope.ts';
 import { openOutbox, type OutboxStore } from '../notifiers/outbox.ts';
 import { Dispatcher } from '../notifiers/dispatcher.ts';
-import type { Notification } from '../notifiers/format.ts';
 import { SeenStore } from './seen.ts';
 import { FiredGroupStore } from './fired-groups.ts';
 import { OutboxRetry } from './outbox-retry.ts';
+import { MARK_EVERY_MS, OutboxMark, notificationOf, reconcileOutbox } from './reconcile.ts';
+import { dataPaths } from '../data-dir.ts';
+
+/**
+ * TEST ONLY: VIGIL_TEST_CRASH_AFTER_AUDIT=alert.fired (or alert.resolved) kills the process (SIGKILL)
+ * right after that event is in the audit log and before its notifications are in the outbox, so a test
+ * can show that the next start queues them (test/alerts/alerts-review4-crash-reconcile.test.ts).
+ */
+function crashForTest(type: string): void {
+  if (process.env.VIGIL_TEST_CRASH_AFTER_AUDIT === type) process.kill(process.pid, 'SIGKILL');
+}
+
+/** Whether the outbox mark may move forward: false once a notification could be missing from the outbox. */
+interface MarkHealth {
+  ok: boolean;
+}
 
 export interface AlertService {
   engine: AlertEngine;
   dispatcher: Dispatcher;
   outbox: OutboxStore;
+  /** Shared with the service a reload starts: a notification this one lost keeps the mark where it is. */
+  markHealth: MarkHealth;
   /** Prometheus lines: firings per rule, outbox depth, deliveries and failures per notifier. */
   renderMetrics(lines: string[]): void;
   stop(): Promise<void>;
@@ -42,8 +59,9 @@ export interface AlertDeps {
 
 /**
  * Rules, outbox and notifiers of a gateway. A firing is recorded as `alert.fired` (durable) and then put in
- * the outbox for each of its notifiers in one transaction (state.db, or the shared PostgreSQL store); the
- * dispatcher delivers from there.
+ * the outbox for each of its notifiers in one transaction (state.db, or the shared PostgreSQL store) with its
+ * id in the ledger of alert ids (resolutions likewise); the dispatcher delivers from there. A process killed
+ * between the two writes is caught up at the next start (reconcile.ts), exactly once per alert id.
  */
 export async function startAlerts(d: AlertDeps): Promise<AlertService> {
   const outbox = openOutbox(d.dataDir, d.store);
@@ -51,6 +69,28 @@ export async function startAlerts(d: AlertDeps): Promise<AlertService> {
   const log = d.log.child({ component: 'alerts' });
   // A store that is away or busy delays a notification, never loses it without a trace.
   const retry = new OutboxRetry(log, () => dispatcher.kick());
+  const mark = new OutboxMark(d.dataDir);
+  const markHealth: MarkHealth = d.previous?.markHealth ?? { ok: true };
+  if (!d.previous) {
+    // A new process (a reload's previous service is still writing, and already did this).
+    await reconcileOutbox({ auditDir: dataPaths(d.dataDir).audit, outbox, mark, log }).catch((e: Error) => {
+      markHealth.ok = false;
+      log.error({ err: e.message }, 'alerts: could not compare the audit log with the outbox; alerts recorded before a crash may not be notified (checked again at the next start)');
+    });
+  }
+  // Moved only while nothing waits to be written and nothing was given up: the next start re-checks from it.
+  const moveMark = (): void => {
+    if (retry.dropped) markHealth.ok = false;
+    if (!markHealth.ok || retry.depth) return;
+    try {
+      mark.set(Date.now());
+    } catch (e) {
+      log.warn({ err: (e as Error).message }, 'alerts: could not save the outbox mark');
+    }
+  };
+  moveMark();
+  const marker = setInterval(moveMark, MARK_EVERY_MS);
+  marker.unref();
   const onFire = async (f: Firing): Promise<void> => {
     const event = await d.events.emit({
       type: 'alert.fired',
@@ -58,10 +98,11 @@ export async function startAlerts(d: AlertDeps): Promise<AlertService> {
       actor: SYSTEM_ACTOR as never,
       source: LOCAL_SOURCE,
       target: { name: `alert/${f.rule}`, protocol: 'vigil' },
-      details: { rule: f.rule, group: f.group, count: f.count, threshold: f.threshold, window_ms: f.window_ms, event_ids: f.event_ids, notify: f.notify },
+      // `time` (of the event that completed the threshold) lets a restart rebuild the notification exactly.
+      details: { rule: f.rule, group: f.group, count: f.count, threshold: f.threshold, window_ms: f.window_ms, event_ids: f.event_ids, notify: f.notify, time: f.time },
     });
-    const n: Notification = { action: 'trigger', alert_id: event.id, rule: f.rule, group: f.group, count: f.count, threshold: f.threshold, window_ms: f.window_ms, event_ids: f.event_ids, time: f.time };
-    await retry.submit({ what: { alert_id: event.id, rule: f.rule, notify: f.notify }, write: () => outbox.enqueueFiring(event.id, f.rule, event.time, n, f.notify) });
+    crashForTest(event.type);
+    await retry.submit({ what: { alert_id: event.id, rule: f.rule, notify: f.notify }, write: () => outbox.enqueueFiring(event.id, f.rule, event.time, notificationOf(event), f.notify) });
   };
   const onResolve = async (r: Resolution): Promise<void> => {
     const last = formatTime(new Date(Math.floor(r.last_event_time_us / 1000)), r.last_event_time_us % 1000);
@@ -73,9 +114,10 @@ export async function startAlerts(d: AlertDeps): Promise<AlertService> {
       target: { name: `alert/${r.rule}`, protocol: 'vigil' },
       details: { rule: r.rule, group: r.group, window_ms: r.window_ms, last_event_time: last, notify: r.notify },
     });
-    const n: Notification = { action: 'resolve', alert_id: event.id, rule: r.rule, group: r.group, count: 0, threshold: 0, window_ms: r.window_ms, event_ids: [], time: event.time };
-    // One write per notifier: a retry never queues a resolve twice for a notifier that already has it.
-    for (const name of r.notify) await retry.submit({ what: { alert_id: event.id, rule: r.rule, notifier: name }, write: () => outbox.add(name, n) });
+    crashForTest(event.type);
+    // Like a firing, one transaction for every notifier with the alert id in the ledger: a retry, or the
+    // reconciliation at the next start, never queues it twice.
+    await retry.submit({ what: { alert_id: event.id, rule: r.rule, notify: r.notify }, write: () => outbox.enqueueFiring(event.id, r.rule, event.time, notificationOf(event), r.notify) });
   };
   const byKey = new Map(d.targets.all().map((t) => [`${t.protocol}/${t.name}`, t.labels]));
   // A session passes the same target object with each of its events: look its labels up once.
@@ -99,6 +141,8 @@ export async function startAlerts(d: AlertDeps): Promise<AlertService> {
     // Nothing started (a reload keeps the running service): give back what was opened for it.
     seenStore?.close();
     firedStore?.close();
+    clearInterval(marker);
+    mark.close();
     await retry.close();
     await outbox.close();
     throw e;
@@ -142,10 +186,14 @@ export async function startAlerts(d: AlertDeps): Promise<AlertService> {
     engine,
     dispatcher,
     outbox,
+    markHealth,
     renderMetrics,
     async stop() {
       await engine.stop();
       await retry.close();
+      clearInterval(marker);
+      moveMark();
+      mark.close();
       await previousStopped;
       await dispatcher.close();
       await outbox.close();
