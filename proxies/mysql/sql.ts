@@ -588,7 +588,8 @@ function sameBoundaries(a: Split, b: Split): boolean {
 export function analyzeSql(sql: string, secretName: (name: string) => boolean, mode: SqlMode = {}, charsets: readonly (Multibyte | undefined)[] = [undefined]): SqlAnalysis {
   let nbe: boolean[] = [mode.noBackslashEscapes ?? false];
   let ansi: boolean[] = [mode.ansiQuotes ?? false];
-  const primary = split(sql, { noBackslashEscapes: nbe[0]!, ansiQuotes: ansi[0]!, conditionalRuns: true, multibyte: charsets[0] });
+  const primaryMode: LexMode = { noBackslashEscapes: nbe[0]!, ansiQuotes: ansi[0]!, conditionalRuns: true, multibyte: charsets[0] };
+  const primary = split(sql, primaryMode);
   // Another mode can only read the text differently through a quoted token: a backslash inside '…' or
   // "…" (NO_BACKSLASH_ESCAPES), a "…" token at all (ANSI_QUOTES). Until a quoted token differs, both
   // readings consume the same characters the same way, so text without one needs no second reading
@@ -642,7 +643,7 @@ export function analyzeSql(sql: string, secretName: (name: string) => boolean, m
     while (start < end && isSpace(sql.charCodeAt(start))) start++;
     while (end > start && isSpace(sql.charCodeAt(end - 1))) end--;
     if (end > start) {
-      const info: StatementInfo = { ...analyzeStatement(sql, tokens, secretName, paramNames, start, end), unsplit: true };
+      const info: StatementInfo = { ...analyzeStatement(sql, tokens, secretName, paramNames, start, end, primaryMode), unsplit: true };
       // What is a quoted string in one reading may be a statement in another: look in every reading.
       const readings = [tokens];
       for (const m of charsets) for (const b of [false, true]) for (const a of [false, true]) for (const r of [true, false]) readings.push(tokenize(sql, { noBackslashEscapes: b, ansiQuotes: a, conditionalRuns: r, multibyte: m }).tokens);
@@ -661,7 +662,7 @@ export function analyzeSql(sql: string, secretName: (name: string) => boolean, m
       const span = codeSpan ?? commentsOnly(sql, segmentStart, tok?.start ?? sql.length);
       segmentStart = tok?.end ?? sql.length;
       if (span) {
-        const info = analyzeStatement(sql, own, secretName, paramNames, span[0], span[1]);
+        const info = analyzeStatement(sql, own, secretName, paramNames, span[0], span[1], primaryMode);
         if (codeSpan === undefined) info.commentOnly = true;
         const first = own.find((x) => x.kind !== 'marker');
         if (first && primary.compoundStarts.has(first)) {
@@ -760,38 +761,12 @@ function analyzeStatement(
   paramNames: (string | undefined)[],
   start = all[0]!.start,
   end = all[all.length - 1]!.end,
+  mode: LexMode = { noBackslashEscapes: false, ansiQuotes: false, conditionalRuns: true },
 ): StatementInfo {
   const toks = all.some((x) => x.kind === 'marker') ? all.filter((x) => x.kind !== 'marker') : all;
   if (toks.length === 0) return { text: sql.slice(start, end), start, end, keyword: '' };
   const keyword = toks[0]!.kind === 'word' ? toks[0]!.text : '';
-  const masked = new Set<number>();
-  // After IDENTIFIED (CREATE/ALTER USER, GRANT) every literal is a credential; in SET PASSWORD, after `=`.
-  const setPassword = keyword === 'SET' && toks[1]?.text === 'PASSWORD';
-  let credential = false;
-  const insertColumns = keyword === 'INSERT' || keyword === 'REPLACE' ? columnList(toks) : undefined;
-  let valuesIndex = -1;
-  let depth = 0;
-  let inValues = false;
-  for (let k = 0; k < toks.length; k++) {
-    const t = toks[k]!;
-    if (t.kind === 'word' && t.text === 'IDENTIFIED') credential = true;
-    if (setPassword && t.kind === 'punct' && t.text === '=') credential = true;
-    if (t.kind === 'word' && (t.text === 'VALUES' || t.text === 'VALUE')) inValues = true;
-    if (t.kind === 'punct') {
-      if (t.text === '(') {
-        depth++;
-        if (inValues && depth === 1) valuesIndex = 0;
-      } else if (t.text === ')') depth--;
-      else if (t.text === ',' && inValues && depth === 1) valuesIndex++;
-    }
-    if (t.kind === 'string') {
-      if (credential || secretName(nameBefore(toks, k) ?? '') || isPasswordCall(toks, k)) masked.add(k);
-      else if (insertColumns && inValues && depth === 1 && secretName(insertColumns[valuesIndex] ?? '')) masked.add(k);
-    }
-    if (t.kind === 'param') {
-      paramNames.push(insertColumns && inValues && depth === 1 ? insertColumns[valuesIndex] : nameBefore(toks, k));
-    }
-  }
+  const { masked } = findSecrets(toks, secretName, paramNames, mode, 0);
   let text = '';
   let pos = start;
   for (const k of masked) {
@@ -807,6 +782,79 @@ function analyzeStatement(
     info.use = toks.length === 2 && t && (t.kind === 'ident' || t.kind === 'word') ? (t.kind === 'ident' ? t.text : sql.slice(t.start, t.end)) : null;
   }
   return info;
+}
+
+/** SQL inside a literal is looked into this deep (a literal in a literal in a literal…), no deeper. */
+const MAX_NESTING = 4;
+
+/**
+ * The string tokens (indexes, in order) that are secrets. `credential` at the end: a credential clause
+ * (IDENTIFIED …, SET PASSWORD … =) is open, so a literal holding this text as SQL leaves its value to
+ * whatever follows it (`CONCAT('ALTER USER u IDENTIFIED BY ''', 'secret', '''')`).
+ *
+ * A literal that is itself SQL run later (EXECUTE IMMEDIATE '…', PREPARE s FROM '…', SET @s = '…') is
+ * read as SQL too: when that SQL holds a secret, or opens a credential clause, the literal is masked
+ * whole (its escapes make the positions inside uncertain) and every literal after it in the statement is
+ * treated as a credential.
+ */
+function findSecrets(toks: Token[], secretName: (n: string) => boolean, paramNames: (string | undefined)[], mode: LexMode, depth: number): { masked: Set<number>; credential: boolean } {
+  const masked = new Set<number>();
+  const keyword = toks[0]?.kind === 'word' ? toks[0].text : '';
+  // After IDENTIFIED (CREATE/ALTER USER, GRANT) every literal is a credential; in SET PASSWORD, after `=`.
+  let setPassword = false;
+  let credential = false;
+  const insertColumns = keyword === 'INSERT' || keyword === 'REPLACE' ? columnList(toks) : undefined;
+  let valuesIndex = -1;
+  let parens = 0;
+  let inValues = false;
+  for (let k = 0; k < toks.length; k++) {
+    const t = toks[k]!;
+    if (t.kind === 'word' && t.text === 'IDENTIFIED') credential = true;
+    // A SET PASSWORD statement, also inside a compound statement (not UPDATE … SET password = …, a column).
+    if (t.kind === 'word' && t.text === 'SET' && toks[k + 1]?.kind === 'word' && toks[k + 1]!.text === 'PASSWORD' && startsStatement(toks[k - 1])) setPassword = true;
+    if (setPassword && t.kind === 'punct' && t.text === '=') credential = true;
+    if (t.kind === 'word' && (t.text === 'VALUES' || t.text === 'VALUE')) inValues = true;
+    if (t.kind === 'punct') {
+      if (t.text === '(') {
+        parens++;
+        if (inValues && parens === 1) valuesIndex = 0;
+      } else if (t.text === ')') parens--;
+      else if (t.text === ',' && inValues && parens === 1) valuesIndex++;
+    }
+    if (t.kind === 'string') {
+      if (credential || secretName(nameBefore(toks, k) ?? '') || isPasswordCall(toks, k)) masked.add(k);
+      else if (insertColumns && inValues && parens === 1 && secretName(insertColumns[valuesIndex] ?? '')) masked.add(k);
+      else if (depth < MAX_NESTING && mayBeNestedSecret(t.text)) {
+        const nested = nestedSecrets(t.text, secretName, mode, depth + 1);
+        if (nested.masked || nested.credential) masked.add(k);
+        if (nested.credential) credential = true;
+      }
+    }
+    if (t.kind === 'param') {
+      paramNames.push(insertColumns && inValues && parens === 1 ? insertColumns[valuesIndex] : nameBefore(toks, k));
+    }
+  }
+  return { masked, credential };
+}
+
+/** Whether a statement can begin after `prev` (in a compound statement's body or at the very start). */
+function startsStatement(prev: Token | undefined): boolean {
+  return prev === undefined || (prev.kind === 'punct' && (prev.text === ';' || prev.text === ':')) || (prev.kind === 'word' && STATEMENT_OPENERS.has(prev.text));
+}
+const STATEMENT_OPENERS = new Set(['BEGIN', 'ATOMIC', 'THEN', 'ELSE', 'DO', 'LOOP', 'REPEAT']);
+
+/** Only a literal that opens a credential clause or can hold a quoted value of its own is read as SQL. */
+function mayBeNestedSecret(text: string): boolean {
+  return /identified|password/i.test(text) || ((text.includes("'") || text.includes('"')) && text.includes('='));
+}
+
+/** What `findSecrets` finds in `text`, a literal's value read as SQL (in the same sql_mode). */
+function nestedSecrets(text: string, secretName: (n: string) => boolean, mode: LexMode, depth: number): { masked: boolean; credential: boolean } {
+  // The token keeps backslash escapes as written; undo them so the inner quotes are quotes again.
+  const sql = mode.noBackslashEscapes ? text : text.replace(/\\(.)/gs, '$1');
+  const toks = tokenize(sql, { ...mode, multibyte: undefined }).tokens.filter((t) => t.kind !== 'marker');
+  const found = findSecrets(toks, secretName, [], mode, depth);
+  return { masked: found.masked.size > 0, credential: found.credential };
 }
 
 /** The identifier a value at token `k` is compared with or assigned to: `name = ?`, `name := 'x'`, `name 'x'`. */

@@ -413,18 +413,30 @@ const NO_PARAMS: ReadonlySet<number> = new Set();
  * masking, so ordinary statements are neither tokenized nor given a Set of their own.
  */
 function mayHoldSecret(sql: string, names: RegExp | undefined): boolean {
-  return /password/i.test(sql) || (names !== undefined && names.test(sql));
+  return MAY_HOLD_PASSWORD.test(sql) || (names !== undefined && names.test(sql));
 }
 
 export const MASK = "'***'";
+
+/** A libpq keyword/value password (`password=…`) or a URI with one (`postgresql://u:p@h`). */
+const CONNINFO_PASSWORD = /\bpassword\s*=|:\/\/[^\s/@:']*:[^\s/@']*@/i;
+const MAY_HOLD_PASSWORD = /password|:\/\/[^\s/@:']*:[^\s/@']*@/i;
 
 const isValue = (t: Token | undefined) => !!t && (t.kind === 'string' || t.kind === 'param' || t.kind === 'number');
 
 /**
  * Mask secrets in one statement (or a multi-statement string):
- *  - the literal after PASSWORD in CREATE/ALTER ROLE|USER|GROUP (including ENCRYPTED PASSWORD);
+ *  - the literal after the word PASSWORD (CREATE/ALTER ROLE|USER|GROUP, ENCRYPTED PASSWORD, the
+ *    `OPTIONS (password '…')` of CREATE SERVER / USER MAPPING), a SCRAM or MD5 verifier as much as a
+ *    clear password;
  *  - a literal or `$n` compared or assigned to a column whose name matches `names` (`col = 'x'`);
- *  - INSERT … (cols) VALUES (…) values in the positions of matching columns.
+ *  - INSERT … (cols) VALUES (…) values in the positions of matching columns;
+ *  - a libpq connection string or URI with a password (`dblink_connect('… password=…')`): whole literal;
+ *  - SQL inside a literal, run later (DO and function bodies, EXECUTE '…' in PL/pgSQL): a dollar-quoted
+ *    body is redacted in place, as its text is verbatim; a quoted literal holding a secret is masked
+ *    whole, since its escapes make the inner positions uncertain. When the nested SQL leaves a password
+ *    outside the literal (`EXECUTE 'ALTER ROLE x PASSWORD ' || quote_literal('s')`), every literal after
+ *    it in that statement is masked.
  * `scs` omitted or undefined: the mode is not known; what either mode calls a secret is masked.
  */
 export function redactSql(sql: string, names: RegExp | undefined, scs?: StandardConformingStrings): Redaction {
@@ -433,10 +445,11 @@ export function redactSql(sql: string, names: RegExp | undefined, scs?: Standard
   const mask: Range[] = [];
   // Mode not known for certain: mask what either mode would call a secret, so neither leaks.
   if (scs === undefined && modeMatters(sql)) {
-    collectSecrets(tokenize(sql, true), names, params, mask);
-    collectSecrets(tokenize(sql, false), names, params, mask);
-  } else collectSecrets(tokenize(sql, scs ?? true), names, params, mask);
-  if (mask.length === 0) return { text: sql, params: params.size ? params : NO_PARAMS };
+    collectSecrets(sql, tokenize(sql, true), true, names, params, mask, 0);
+    collectSecrets(sql, tokenize(sql, false), false, names, params, mask, 0);
+  } else collectSecrets(sql, tokenize(sql, scs ?? true), scs ?? true, names, params, mask, 0);
+  const secretParams = params.size ? params : NO_PARAMS;
+  if (mask.length === 0) return { text: sql, params: secretParams };
   let text = '';
   let at = 0;
   for (const r of mask.sort((a, b) => a.start - b.start)) {
@@ -444,7 +457,7 @@ export function redactSql(sql: string, names: RegExp | undefined, scs?: Standard
     if (r.start >= at) text += sql.slice(at, r.start) + MASK;
     at = r.end;
   }
-  return { text: text + sql.slice(at), params };
+  return { text: text + sql.slice(at), params: secretParams };
 }
 
 interface Range {
@@ -452,13 +465,23 @@ interface Range {
   end: number;
 }
 
-function collectSecrets(toks: Token[], names: RegExp | undefined, params: Set<number>, mask: Range[]): void {
+/** Literals nested deeper than this (SQL in a literal in a literal…) are not looked into again. */
+const MAX_NESTING = 4;
+
+
+/**
+ * Collect what to mask in `sql` (tokens `toks`, lexed in mode `scs`). Returns true when a PASSWORD
+ * clause's value is not in `sql` at all (it ends right after PASSWORD, or a non-literal follows): the
+ * caller, which holds `sql` as a literal, must then mask what comes after that literal.
+ */
+function collectSecrets(sql: string, toks: Token[], scs: boolean, names: RegExp | undefined, params: Set<number>, mask: Range[], depth: number): boolean {
   const secret = (t: Token | undefined) => {
     if (!t) return;
     if (t.kind === 'param') params.add(Number(t.value));
     else if (t.kind === 'string' || t.kind === 'number') mask.push(t);
   };
   const nameMatches = (t: Token) => !!names && (t.kind === 'word' || t.kind === 'ident') && names.test(t.value);
+  let open = false;
 
   let stmtStart = 0;
   for (let i = 0; i <= toks.length; i++) {
@@ -466,10 +489,27 @@ function collectSecrets(toks: Token[], names: RegExp | undefined, params: Set<nu
     const st = toks.slice(stmtStart, i);
     stmtStart = i + 1;
     if (st.length === 0) continue;
-    const roleStmt = (st[0].value === 'create' || st[0].value === 'alter') && ['role', 'user', 'group'].includes(st[1]?.value);
+    /** A password's value is not where PASSWORD is (built by concatenation, format…): every later literal may be it. */
+    let credential = false;
+    /** …and no literal has followed yet: the value may be outside `sql` altogether. */
+    let pending = false;
+    /** Inside CREATE/ALTER ROLE|USER|GROUP or an OPTIONS list: where a bare PASSWORD is a clause, not a word in text. */
+    let clause = false;
     for (let k = 0; k < st.length; k++) {
       const t = st[k];
-      if (roleStmt && t.kind === 'word' && t.value === 'password') secret(st[k + 1]);
+      if (t.kind === 'word' && (t.value === 'options' || ((t.value === 'create' || t.value === 'alter') && ['role', 'user', 'group'].includes(st[k + 1]?.value)))) clause = true;
+      if (t.kind === 'word' && t.value === 'password') {
+        const v = st[k + 1];
+        if (isValue(v)) secret(v);
+        // Nothing after PASSWORD, or an operator (`PASSWORD ' || quote_literal(…)`, `%L`): the value is built elsewhere.
+        else if (clause && (v === undefined || (v.kind === 'op' && v.value !== '=' && v.value !== '.'))) credential = pending = true;
+      }
+      if (t.kind === 'string') {
+        if (credential) {
+          secret(t);
+          pending = false;
+        } else if (depth < MAX_NESTING && nestedSecret(sql, t, scs, names, mask, depth)) credential = pending = true;
+      }
       if (nameMatches(t)) {
         const op = st[k + 1];
         if (op?.kind === 'op' && (op.value === '=' || op.value === ':')) {
@@ -481,7 +521,50 @@ function collectSecrets(toks: Token[], names: RegExp | undefined, params: Set<nu
       }
     }
     if (st[0].value === 'insert' && names) redactInsert(st, nameMatches, secret);
+    if (pending) open = true;
   }
+  return open;
+}
+
+/**
+ * Mask what a string literal holds: a connection string's password (whole literal), or secrets of the
+ * SQL inside it. Returns true when that SQL leaves a password outside the literal (see collectSecrets).
+ */
+function nestedSecret(sql: string, t: Token, scs: boolean, names: RegExp | undefined, mask: Range[], depth: number): boolean {
+  const raw = sql.slice(t.start, t.end);
+  if (!mayHoldSecret(raw, names)) return false;
+  if (CONNINFO_PASSWORD.test(raw)) {
+    mask.push(t);
+    return false;
+  }
+  const inner: Range[] = [];
+  const unused = new Set<number>();
+  if (sql.charCodeAt(t.start) === 36) {
+    // $tag$…$tag$: the body is verbatim, so its secrets are masked where they are.
+    const tagLength = raw.indexOf('$', 1) + 1;
+    const closed = raw.length >= 2 * tagLength && raw.endsWith(raw.slice(0, tagLength));
+    const offset = t.start + tagLength;
+    const body = sql.slice(offset, closed ? t.end - tagLength : t.end);
+    const open = collectSecrets(body, tokenize(body, scs), scs, names, unused, inner, depth + 1);
+    for (const r of inner) mask.push({ start: offset + r.start, end: offset + r.end });
+    if (open) mask.push(t);
+    return open;
+  }
+  const body = literalText(raw, scs);
+  if (body.indexOf("'") < 0 && body.indexOf('$') < 0 && !/password/i.test(body)) return false;
+  const open = collectSecrets(body, tokenize(body, scs), scs, names, unused, inner, depth + 1);
+  if (open || inner.length > 0) mask.push(t);
+  return open;
+}
+
+/** The value of a quoted literal (prefix and quotes dropped, `''` and backslash escapes undone): close
+ *  enough to read the SQL inside it, not exact (it is only ever masked whole). */
+function literalText(raw: string, scs: boolean): string {
+  const quote = raw.indexOf("'");
+  const escaped = quote > 0 ? /^[eE]/.test(raw) : !scs;
+  let body = raw.slice(quote + 1, raw.endsWith("'") && raw.length > quote + 1 ? -1 : undefined);
+  body = body.replace(/'\s*\n\s*'/g, '').replace(/''/g, "'");
+  return escaped ? body.replace(/\\(.)/gs, '$1') : body;
 }
 
 /** INSERT INTO t (a, b, …) VALUES (x, y, …), (…): mask values at the positions of matching columns. */
