@@ -8,6 +8,7 @@ import { parseScpCommand } from './scp/index.ts';
 import { readsCommandsFromStdin, startsShell } from './terminal/index.ts';
 import { clampTerminalSize } from './terminal/tracker.ts';
 import { observeShellInput } from './observers.ts';
+import { answerStartedSessionRequest } from './wire.ts';
 
 type Exit = { code: number } | { signal: string; dumped: boolean; message: string };
 
@@ -52,6 +53,8 @@ export function recordUnhandledChannelRequests(conn: unknown): void {
       }
     }
     original(p, recipient, type, wantReply, data);
+    // ssh2's automatic refusal says nothing once the session started: the client would wait for it.
+    if (wantReply && !HANDLED_REQUESTS.has(type)) answerStartedSessionRequest(c._chanMgr?.get(recipient), false);
   };
 }
 
@@ -107,13 +110,13 @@ export class SessionChannel {
 
   constructor(
     private readonly host: ChannelHost,
-    session: ssh2.Session,
+    private readonly session: ssh2.Session,
     readonly index: number,
   ) {
     session.on('pty', (accept, reject, info) => {
       if (!host.principal.extensions.includes('permit-pty')) {
         this.refuse('pty', { why: 'certificate lacks permit-pty' });
-        return reject?.();
+        return this.answer(reject, false);
       }
       // Clamped once, here: the target, the recording and the command tracker all get the same size.
       const size = clampTerminalSize(info.cols, info.rows);
@@ -122,7 +125,7 @@ export class SessionChannel {
         host.log.warn({ channel: index, requested: this.ptyRequested, used: `${size.cols}x${size.rows}` }, 'pty size clamped');
       }
       this.pty = { term: info.term, cols: size.cols, rows: size.rows, width: info.width, height: info.height, modes: info.modes as Record<string, number> };
-      accept?.();
+      this.answer(accept, true);
     });
     session.on('window-change', (accept, _reject, info) => {
       const { cols, rows, clamped } = clampTerminalSize(info.cols, info.rows);
@@ -131,34 +134,34 @@ export class SessionChannel {
       this.backend?.setWindow(rows, cols, info.height, info.width);
       this.recording?.resize(cols, rows);
       this.observer?.resize?.(cols, rows);
-      accept?.();
+      this.answer(accept, true);
     });
     session.on('env', (accept, reject, info) => {
       const why = this.envRefusal(info.key, info.val);
       if (why !== undefined) {
         // The value is not logged: environment variables often carry secrets.
         this.refuse('env', { name: String(info.key).slice(0, 256), ...(why ? { why } : {}) });
-        return reject?.();
+        return this.answer(reject, false);
       }
       this.envBytes += info.key.length + info.val.length - (this.env[info.key] !== undefined ? info.key.length + this.env[info.key]!.length : 0);
       this.env[info.key] = info.val;
-      accept?.();
+      this.answer(accept, true);
     });
     session.on('signal', (accept, reject, info) => void this.signal(info.name, accept, reject));
     session.on('x11', (_accept, reject) => {
       this.refuse('x11', {});
-      reject?.();
+      this.answer(reject, false);
     });
     session.on('auth-agent', (_accept, reject) => {
       this.refuse('auth-agent', {});
-      reject?.();
+      this.answer(reject, false);
     });
     session.on('shell', (accept, reject) => this.start('shell', accept, reject));
     session.on('exec', (accept, reject, info) => this.start('exec', accept, reject, info.command));
     session.on('subsystem', (accept, reject, info) => {
       if (info.name !== 'sftp') {
         this.refuse('subsystem', { name: String(info.name).slice(0, 256) });
-        return reject?.();
+        return this.answer(reject, false);
       }
       this.start('sftp', accept, reject);
     });
@@ -178,17 +181,17 @@ export class SessionChannel {
     const details = { request: 'signal', channel: this.index, signal: name };
     const refuse = (why: string) => {
       this.refuse('signal', { signal: String(name).slice(0, 64), why });
-      reject?.();
+      this.answer(reject, false);
     };
     if (!this.backend || this.closed) return refuse(this.closed ? 'the channel is closed' : 'no process runs on this channel yet');
-    if (!host.auditHealthy) return reject?.();
+    if (!host.auditHealthy) return this.answer(reject, false);
     const durable = host.beforeForward('ssh.request', details);
     if (durable) {
       try {
         await durable;
       } catch {
         // The session is being ended (audit_unavailable): the signal is not sent.
-        return reject?.();
+        return this.answer(reject, false);
       }
     }
     if (this.closed) return refuse('the channel is closed');
@@ -198,7 +201,7 @@ export class SessionChannel {
       // ssh2 refuses unknown signal names; the client asked for something no target understands.
       return refuse('unknown signal name');
     }
-    accept?.();
+    this.answer(accept, true);
   }
 
   /** Why an env request is refused ('' = not allow-listed), or undefined when it is taken. */
@@ -209,6 +212,16 @@ export class SessionChannel {
     const bytes = this.envBytes + name.length + value.length - (known ? name.length + this.env[name]!.length : 0);
     if (bytes > MAX_ENV_BYTES) return `at most ${MAX_ENV_BYTES} bytes of environment variables per channel`;
     return undefined;
+  }
+
+  /**
+   * Answer a request the client may wait for (accept/reject are undefined without want-reply). Once the
+   * channel started, ssh2's own accept/reject do nothing, so the answer is sent by hand: a client waiting
+   * for it would otherwise hang.
+   */
+  private answer(reply: (() => unknown) | undefined, success: boolean): void {
+    if (!reply) return;
+    if (!answerStartedSessionRequest(this.session, success)) reply();
   }
 
   /** A refused request on record: each one up to REFUSALS_RECORDED_EACH per kind, then counted (see refusalsSummary). */
@@ -231,9 +244,9 @@ export class SessionChannel {
     if (this.started) {
       // A second shell/exec/subsystem on one channel (RFC 4254 allows one): refused, on record.
       this.refuse(asked === 'sftp' ? 'subsystem' : asked, { why: `the channel already runs ${this.kind === 'exec' ? 'a command' : `a ${this.kind}`}`, ...(command !== undefined ? { command: command.slice(0, 1024) } : {}) });
-      return reject?.();
+      return this.answer(reject, false);
     }
-    if (this.host.ending) return reject?.();
+    if (this.host.ending) return this.answer(reject, false);
     this.started = true;
     // A certificate force-command replaces whatever the client asked for (like OpenSSH's sshd does).
     const forced = this.host.principal.forceCommand;

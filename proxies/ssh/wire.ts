@@ -96,3 +96,28 @@ export function rejectChannelOpen(conn: unknown, reject: () => void, reason: num
     proto.channelOpenFail = original;
   }
 }
+
+interface StartedSessionInternals {
+  _ending?: boolean;
+  _chanInfo?: { outgoing: { id: number } };
+  _channel?: { _client?: { _protocol?: { channelSuccess(chan: number): void; channelFailure(chan: number): void } } };
+}
+
+/**
+ * Answer a want-reply request on a session channel that already runs its shell/exec/subsystem. ssh2's
+ * accept() and reject() do nothing once the channel started (they check `session._channel`), so a client
+ * that asked for a reply would wait forever; this sends the CHANNEL_SUCCESS/FAILURE ssh2 would have sent.
+ * Returns false when the session has not started (ssh2's own accept/reject answer then) or is ending.
+ */
+export function answerStartedSessionRequest(session: unknown, success: boolean): boolean {
+  const s = session as StartedSessionInternals;
+  const proto = s._channel?._client?._protocol;
+  if (!proto || s._ending || !s._chanInfo) return false;
+  try {
+    if (success) proto.channelSuccess(s._chanInfo.outgoing.id);
+    else proto.channelFailure(s._chanInfo.outgoing.id);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -62,10 +62,20 @@ export class IpcAuditSink implements AuditSink {
 
   /**
    * The primary stopped answering (worker.ts PRIMARY_SILENT_TICKS): unhealthy until it speaks again, so
-   * that no statement is forwarded whose record may never be written. Pending appends keep waiting.
+   * that no statement is forwarded whose record may never be written. Appends someone awaits (a strict
+   * statement held for its record, a decision) fail now rather than wait for an acknowledgement that may
+   * never come: the statement is refused with the protocol's error, not left hanging. The primary may
+   * still write those records if it answers again: a record without a forward, never the reverse.
+   * Fire-and-forget records keep waiting: what they describe already went on, and nobody waits for them.
    */
   primarySilent(err: Error): void {
     this.silence = err;
+    for (const [n, w] of [...this.waiting]) {
+      if (w.callback) continue;
+      this.waiting.delete(n);
+      this.settle(w, err);
+    }
+    if (this.waiting.size === 0) this.idle?.();
   }
 
   primaryHeard(): void {
@@ -79,7 +89,10 @@ export class IpcAuditSink implements AuditSink {
   private enqueue(event: AuditEvent, strict: boolean, later: boolean, w: Waiting): void {
     if (this.gone) return void this.settle(w, this.gone);
     const n = ++this.seq;
-    this.waiting.set(n, w);
+    // While the primary is silent the record is still sent (it may be written when the primary answers),
+    // but an awaited append fails at once (see primarySilent).
+    if (this.silence && !w.callback) this.settle(w, this.silence);
+    else this.waiting.set(n, w);
     const item: EventItem = { n, e: event };
     if (strict) item.s = 1;
     if (later) item.l = 1;

@@ -31,9 +31,9 @@ const FAILED_EXIT_MS = 1_000;
 /**
  * The primary pings every worker once a second (pool.ts PING_INTERVAL_MS), drain included. A worker that
  * has heard nothing from it for this many of its own seconds in a row takes the audit log as unavailable
- * (statements refused, sessions ended, as a local writer that cannot write): a primary that is stopped or
- * stuck, not gone, writes nothing, and statements forwarded meanwhile (batched mode) might never be
- * recorded. Counted in ticks, not by the clock: a worker that was itself stalled counts the stall once.
+ * (statements refused, those already held for their record in strict mode too; sessions ended, as with a
+ * local writer that cannot write): a primary that is stopped or stuck, not gone, writes nothing, and
+ * statements forwarded meanwhile (batched mode) might never be recorded. Counted in ticks, not by the clock: a worker that was itself stalled counts the stall once.
  */
 const PRIMARY_SILENT_TICKS = 10;
 const PRIMARY_CHECK_MS = 1_000;
