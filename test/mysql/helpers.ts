@@ -83,6 +83,8 @@ export async function startWorld(
         clearTimeout(t);
         resolve({ code, stdout, stderr });
       });
+      // A client that exits before reading all its input closes the pipe: its exit code is the result.
+      c.stdin.on('error', () => {});
       c.stdin.end(opts.input ?? '');
     });
   const connect: MyWorld['connect'] = (user = 'db', opts = {}) => {

@@ -75,6 +75,9 @@ export function run(cmd: string, args: string[], input?: string, env: Record<str
       clearTimeout(t);
       resolve({ code, stdout, stderr });
     });
+    // A client that exits before reading all its input (a refused login, ON_ERROR_STOP) closes the pipe:
+    // its exit code and output are the result, not the EPIPE of the write.
+    child.stdin.on('error', () => {});
     child.stdin.end(input ?? '');
   });
 }
