@@ -5,6 +5,7 @@ import { startTestGateway, type TestGateway, type IssuedFiles } from '../support
 import { startPostgres, clientEnv, PASSWORDS, type PostgresHandle } from '../support/postgres.ts';
 import { tempDir, secretsDir } from '../support/tmp.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
+import { F } from '../../proxies/postgres/frontend.ts';
 
 /**
  * Shared setup for the Postgres proxy tests: one real PostgreSQL, one in-process gateway with targets
@@ -153,6 +154,15 @@ export class RawClient {
     return this.messages.slice(from);
   }
 
+  /** Send `parts` in one write; the answers once one ReadyForQuery came for each Sync and Query among them. */
+  async pipeline(parts: Buffer[]): Promise<{ type: string; body: Buffer }[]> {
+    const from = this.messages.length;
+    const answers = parts.filter((m) => m[0] === F.Sync || m[0] === F.Query).length;
+    this.socket.write(Buffer.concat(parts));
+    await this.until(() => this.messages.slice(from).filter((m) => m.type === 'Z').length >= answers, from);
+    return this.messages.slice(from);
+  }
+
   close(): void {
     this.socket.destroy();
   }
@@ -216,4 +226,15 @@ export function serverStatements(pg: PostgresHandle, user: string, pred: (l: Ser
     if (m) out.push({ kind: 'execute', name: m[1], sql: m[2], pid: l.pid, at });
   }
   return out;
+}
+
+/** Answer messages as their types, an ErrorResponse as `E` + its SQLSTATE: `1 2 E42P05 Z`. */
+export const answerCodes = (ms: { type: string; body: Buffer }[]) =>
+  ms.map((m) => (m.type === 'E' ? `E${/C([0-9A-Z]{5})\0/.exec(m.body.toString('latin1'))?.[1]}` : m.type)).join(' ');
+
+/** Every event of the session whose application_name is `app`, once it has ended. */
+export async function sessionEvents(w: PgWorld, app: string): Promise<AuditEvent[]> {
+  const start = await w.tg.waitForEvent((e) => e.type === 'session.start' && (e.details.params as Record<string, string>)?.application_name === app);
+  await w.tg.waitForEvent((e) => e.type === 'session.end' && e.session_id === start.session_id);
+  return w.tg.events.filter((e) => e.session_id === start.session_id);
 }

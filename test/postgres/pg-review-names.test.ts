@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { startWorld, RawClient, serverStatements, STATEMENT_LOG, type PgWorld } from './helpers.ts';
+import { startWorld, RawClient, serverStatements, STATEMENT_LOG, answerCodes, type PgWorld } from './helpers.ts';
 import { msg, parse, bind, exec, close, query, sync } from './wire.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
 import { waitFor } from '../support/tmp.ts';
@@ -18,8 +18,7 @@ afterAll(async () => {
   await w?.stop();
 });
 
-const codes = (ms: { type: string; body: Buffer }[]) =>
-  ms.map((m) => (m.type === 'E' ? `E${/C([0-9A-Z]{5})\0/.exec(m.body.toString('latin1'))?.[1]}` : m.type)).join(' ');
+const codes = answerCodes;
 
 /** Run one session (application_name `app`) and return its db.query events once it has ended. */
 async function session(app: string, body: (send: (...parts: Buffer[]) => Promise<string>) => Promise<void>): Promise<AuditEvent[]> {

@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { startWorld, RawClient, serverStatements, STATEMENT_LOG, type PgWorld } from './helpers.ts';
+import { startWorld, RawClient, serverStatements, STATEMENT_LOG, answerCodes, sessionEvents, type PgWorld } from './helpers.ts';
 import { F, cstr } from '../../proxies/postgres/frontend.ts';
 import { msg, parse, bind, exec, query, copyData, copyDone, flush, sync } from './wire.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
@@ -21,16 +21,13 @@ afterAll(async () => {
 
 const describePortal = (portal: string) => msg(F.Describe, Buffer.from('P'), cstr(portal));
 const copyFail = (why: string) => msg(F.CopyFail, cstr(why));
-const codes = (ms: { type: string; body: Buffer }[]) =>
-  ms.map((m) => (m.type === 'E' ? `E${/C([0-9A-Z]{5})\0/.exec(m.body.toString('latin1'))?.[1]}` : m.type)).join(' ');
+const codes = answerCodes;
 
 async function session(app: string, body: (c: RawClient, send: (...parts: Buffer[]) => Promise<string>) => Promise<void>): Promise<AuditEvent[]> {
   const c = await RawClient.connect(w, 'pg', [['application_name', app]]);
   await body(c, async (...parts) => codes(await c.roundTrip(Buffer.concat(parts))));
   c.close();
-  const start = await w.tg.waitForEvent((e) => e.type === 'session.start' && (e.details.params as Record<string, string>)?.application_name === app);
-  await w.tg.waitForEvent((e) => e.type === 'session.end' && e.session_id === start.session_id);
-  return w.tg.events.filter((e) => e.type === 'db.query' && e.session_id === start.session_id);
+  return (await sessionEvents(w, app)).filter((e) => e.type === 'db.query');
 }
 
 const logged = (app: string) => serverStatements(w.pg, 'scram_user', (l) => l.application_name === `alice via ${app}`).map((s) => s.sql);

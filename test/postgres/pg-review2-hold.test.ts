@@ -1,6 +1,5 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { startWorld, RawClient, serverStatements, STATEMENT_LOG, type PgWorld } from './helpers.ts';
-import { F } from '../../proxies/postgres/frontend.ts';
+import { startWorld, RawClient, serverStatements, STATEMENT_LOG, answerCodes, sessionEvents, type PgWorld } from './helpers.ts';
 import { msg, parse, bind, exec, query, sync } from './wire.ts';
 import type { AuditEvent } from '../../src/events/envelope.ts';
 import { waitFor } from '../support/tmp.ts';
@@ -20,23 +19,13 @@ afterAll(async () => {
   await w?.stop();
 });
 
-const codes = (ms: { type: string; body: Buffer }[]) =>
-  ms.map((m) => (m.type === 'E' ? `E${/C([0-9A-Z]{5})\0/.exec(m.body.toString('latin1'))?.[1]}` : m.type)).join(' ');
+const codes = answerCodes;
 
 async function session(app: string, body: (send: (...parts: Buffer[]) => Promise<string>) => Promise<void>): Promise<AuditEvent[]> {
   const c = await RawClient.connect(w, 'pg', [['application_name', app]]);
-  // One ReadyForQuery answers each Sync and each Query sent.
-  await body(async (...parts) => {
-    const from = c.messages.length;
-    const answers = parts.filter((m) => m[0] === F.Sync || m[0] === F.Query).length;
-    c.socket.write(Buffer.concat(parts));
-    await c.until(() => c.messages.slice(from).filter((m) => m.type === 'Z').length >= answers, from);
-    return codes(c.messages.slice(from));
-  });
+  await body(async (...parts) => codes(await c.pipeline(parts)));
   c.close();
-  const start = await w.tg.waitForEvent((e) => e.type === 'session.start' && (e.details.params as Record<string, string>)?.application_name === app);
-  await w.tg.waitForEvent((e) => e.type === 'session.end' && e.session_id === start.session_id);
-  return w.tg.events.filter((e) => e.type === 'db.query' && e.session_id === start.session_id);
+  return (await sessionEvents(w, app)).filter((e) => e.type === 'db.query');
 }
 
 /** What the server logged for the protocol Executes of `app` (`execute [fetch from] <unnamed>/NAME: TEXT`). */

@@ -1,6 +1,5 @@
 import { describe, it, expect, beforeAll, beforeEach, afterAll } from 'vitest';
-import { startWorld, RawClient, serverStatements, STATEMENT_LOG, type PgWorld } from './helpers.ts';
-import { F } from '../../proxies/postgres/frontend.ts';
+import { startWorld, RawClient, serverStatements, STATEMENT_LOG, answerCodes, type PgWorld } from './helpers.ts';
 import { msg, parse, bind, exec, query, sync } from './wire.ts';
 import { waitFor } from '../support/tmp.ts';
 
@@ -25,18 +24,11 @@ afterAll(async () => {
   await w?.stop();
 });
 
-const codes = (ms: { type: string; body: Buffer }[]) =>
-  ms.filter((m) => m.type !== 'S' && m.type !== 'N').map((m) => (m.type === 'E' ? `E${/C([0-9A-Z]{5})\0/.exec(m.body.toString('latin1'))?.[1]}` : m.type)).join(' ');
+const codes = (ms: { type: string; body: Buffer }[]) => answerCodes(ms.filter((m) => m.type !== 'S' && m.type !== 'N'));
 
 async function session(app: string, body: (send: (...parts: Buffer[]) => Promise<string>) => Promise<void>): Promise<void> {
   const c = await RawClient.connect(w, 'pg', [['application_name', app]]);
-  await body(async (...parts) => {
-    const from = c.messages.length;
-    const answers = parts.filter((m) => m[0] === F.Sync || m[0] === F.Query).length;
-    c.socket.write(Buffer.concat(parts));
-    await c.until(() => c.messages.slice(from).filter((m) => m.type === 'Z').length >= answers, from);
-    return codes(c.messages.slice(from));
-  });
+  await body(async (...parts) => codes(await c.pipeline(parts)));
   c.close();
 }
 

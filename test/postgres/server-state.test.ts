@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { startWorld, RawClient, serverStatements, STATEMENT_LOG, type PgWorld } from './helpers.ts';
+import { startWorld, RawClient, serverStatements, STATEMENT_LOG, answerCodes, type PgWorld } from './helpers.ts';
 import { msg, parse, bind, exec, close, sync } from './wire.ts';
 
 /**
@@ -15,8 +15,7 @@ afterAll(async () => {
   await w?.stop();
 });
 
-const codes = (ms: { type: string; body: Buffer }[]) =>
-  ms.map((m) => (m.type === 'E' ? `E${/C([0-9A-Z]{5})\0/.exec(m.body.toString('latin1'))?.[1]}` : m.type)).join(' ');
+const codes = answerCodes;
 
 describe('postgres proxy: the record follows the server', () => {
   it('refused Parse/Bind/Close/Execute sequences leave vigil with the server’s names', async () => {
